@@ -1,0 +1,3 @@
+//! siptrack: a SIP call-tracking proxy with CRM hooks.
+
+pub mod sip;

@@ -1,0 +1,376 @@
+//! The message index: start line, header spans and body span over the
+//! original buffer.
+//!
+//! Structural parsing is deliberately permissive: it records the first
+//! [`Defect`] it meets instead of failing, so that the proxy can still answer
+//! 400 to a broken request (it needs only the raw Via/From/To/Call-ID/CSeq
+//! lines for that). Whether a message is acceptable is decided by
+//! [`super::validate`].
+
+use bytes::Bytes;
+
+use super::chars::{eq_ic, is_token, parse_u64, trim_lws};
+use super::header::HeaderName;
+
+/// A byte range in the message buffer. `u32` keeps the index small; messages
+/// are limited far below 4 GiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    pub fn new(start: usize, end: usize) -> Span {
+        // Callers only build spans inside buffers that passed the size check.
+        Span { start: start as u32, end: end as u32 }
+    }
+    pub fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+    pub fn len(self) -> usize {
+        (self.end - self.start) as usize
+    }
+    pub fn is_empty(self) -> bool {
+        self.start == self.end
+    }
+}
+
+/// Request methods a proxy treats specially; the rest are `Other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Invite,
+    Ack,
+    Cancel,
+    Bye,
+    Options,
+    Register,
+    Other,
+}
+
+impl Method {
+    /// Methods are case-sensitive (RFC 3261 7.1).
+    pub fn classify(m: &[u8]) -> Method {
+        match m {
+            b"INVITE" => Method::Invite,
+            b"ACK" => Method::Ack,
+            b"CANCEL" => Method::Cancel,
+            b"BYE" => Method::Bye,
+            b"OPTIONS" => Method::Options,
+            b"REGISTER" => Method::Register,
+            _ => Method::Other,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartLine {
+    Request { method: Method, method_span: Span, uri: Span, version: Span },
+    Response { code: u16, reason: Span, version: Span },
+}
+
+/// One header line as it appeared, folded continuation lines included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderField {
+    pub name: HeaderName,
+    /// The name as written (case and compact form preserved).
+    pub name_span: Span,
+    /// The value with surrounding LWS trimmed; may contain folded CRLFs.
+    pub value: Span,
+    /// From the first byte of the name to the end of the line terminator.
+    pub line: Span,
+}
+
+/// Something structurally wrong that makes the message unacceptable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Defect {
+    /// A header line without a colon, or with an invalid name.
+    BadHeaderLine,
+    /// The header section is not closed by an empty line.
+    UnterminatedHeaders,
+    /// Content-Length is not a number, is repeated, or disagrees with the datagram.
+    BadContentLength,
+    /// Content-Length says more than the datagram holds.
+    ContentLengthExceedsBody,
+}
+
+/// Why a buffer could not be indexed at all (no usable start line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("empty message")]
+    Empty,
+    #[error("start line is not a SIP request or response line")]
+    BadStartLine,
+    #[error("message is larger than allowed")]
+    TooLarge,
+}
+
+/// An indexed SIP message. Cheap to clone (the buffer is reference counted).
+#[derive(Clone, Debug)]
+pub struct Message {
+    buf: Bytes,
+    pub start: StartLine,
+    /// The start line without its line terminator.
+    pub start_line: Span,
+    pub headers: Vec<HeaderField>,
+    /// Where the empty line that ends the headers begins.
+    pub headers_end: u32,
+    pub body: Span,
+    /// The first structural defect, if any.
+    pub defect: Option<Defect>,
+}
+
+/// End of the line starting at `i`: (index of the terminator, index after it).
+fn line_end(b: &[u8], i: usize) -> (usize, usize) {
+    match memchr_lf(&b[i..]) {
+        Some(off) => {
+            let lf = i + off;
+            let end = if lf > i && b[lf - 1] == b'\r' { lf - 1 } else { lf };
+            (end, lf + 1)
+        }
+        None => (b.len(), b.len()),
+    }
+}
+
+fn memchr_lf(s: &[u8]) -> Option<usize> {
+    s.iter().position(|&c| c == b'\n')
+}
+
+impl Message {
+    /// Indexes one message. With `datagram = true` the buffer is one UDP
+    /// datagram: the body is framed by Content-Length when present, else it
+    /// runs to the end (RFC 3261 18.3). Stream transports pass exactly one
+    /// framed message (see [`super::framing`]).
+    pub fn parse(buf: Bytes, datagram: bool) -> Result<Message, ParseError> {
+        let b = &buf[..];
+        if b.len() > u32::MAX as usize / 2 {
+            return Err(ParseError::TooLarge);
+        }
+        // RFC 3261 7.5: CRLFs before the start line are ignored.
+        let mut i = 0;
+        while i < b.len() && (b[i] == b'\r' || b[i] == b'\n') {
+            i += 1;
+        }
+        if i == b.len() {
+            return Err(ParseError::Empty);
+        }
+        let (sl_end, mut next) = line_end(b, i);
+        let start_line = Span::new(i, sl_end);
+        let start = parse_start_line(b, start_line)?;
+
+        let mut headers: Vec<HeaderField> = Vec::with_capacity(16);
+        let mut defect = None;
+        let mut headers_end = None;
+        while next < b.len() {
+            let line_start = next;
+            let (mut end, mut after) = line_end(b, line_start);
+            if end == line_start {
+                headers_end = Some((line_start, after));
+                break;
+            }
+            // Folded continuation lines belong to this header.
+            while after < b.len() && (b[after] == b' ' || b[after] == b'\t') {
+                let (e, a) = line_end(b, after);
+                end = e;
+                after = a;
+            }
+            match split_header(b, line_start, end) {
+                Some((name_span, value)) => headers.push(HeaderField {
+                    name: HeaderName::classify(&b[name_span.range()]),
+                    name_span,
+                    value,
+                    line: Span::new(line_start, after),
+                }),
+                None => {
+                    defect.get_or_insert(Defect::BadHeaderLine);
+                }
+            }
+            next = after;
+        }
+        let (headers_end, body_start) = match headers_end {
+            Some(h) => h,
+            None => {
+                defect.get_or_insert(Defect::UnterminatedHeaders);
+                (b.len(), b.len())
+            }
+        };
+
+        let mut body = Span::new(body_start, b.len());
+        let mut lengths = headers.iter().filter(|h| h.name == HeaderName::ContentLength);
+        match (lengths.next(), lengths.next()) {
+            (Some(_), Some(_)) => {
+                defect.get_or_insert(Defect::BadContentLength);
+            }
+            (Some(h), None) => match parse_u64(trim_lws(&b[h.value.range()]), 10) {
+                Some(n) => {
+                    let n = n as usize;
+                    let available = b.len() - body_start;
+                    if n > available {
+                        defect.get_or_insert(Defect::ContentLengthExceedsBody);
+                    } else {
+                        // Octets after the declared body are not part of the message.
+                        body = Span::new(body_start, body_start + n);
+                    }
+                }
+                None => {
+                    defect.get_or_insert(Defect::BadContentLength);
+                }
+            },
+            (None, _) if !datagram => body = Span::new(body_start, body_start),
+            (None, _) => {}
+        }
+        Ok(Message {
+            start,
+            start_line,
+            headers,
+            headers_end: headers_end as u32,
+            body,
+            defect,
+            buf,
+        })
+    }
+
+    /// The buffer the spans point into.
+    pub fn buf(&self) -> &Bytes {
+        &self.buf
+    }
+
+    pub fn bytes(&self, span: Span) -> &[u8] {
+        &self.buf[span.range()]
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    pub fn method(&self) -> Option<Method> {
+        match self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    pub fn method_bytes(&self) -> Option<&[u8]> {
+        match self.start {
+            StartLine::Request { method_span, .. } => Some(self.bytes(method_span)),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { code, .. } => Some(code),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    pub fn request_uri_span(&self) -> Option<Span> {
+        match self.start {
+            StartLine::Request { uri, .. } => Some(uri),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    pub fn request_uri(&self) -> Option<&[u8]> {
+        self.request_uri_span().map(|s| self.bytes(s))
+    }
+
+    /// The first header of that name.
+    pub fn header(&self, name: HeaderName) -> Option<&HeaderField> {
+        self.headers.iter().find(|h| h.name == name)
+    }
+
+    pub fn headers_named(&self, name: HeaderName) -> impl Iterator<Item = &HeaderField> {
+        self.headers.iter().filter(move |h| h.name == name)
+    }
+
+    /// The value of the first header of that name.
+    pub fn value(&self, name: HeaderName) -> Option<&[u8]> {
+        self.header(name).map(|h| self.bytes(h.value))
+    }
+
+    /// The first header whose name matches `name` (long form, any case).
+    pub fn other_header(&self, name: &[u8]) -> Option<&HeaderField> {
+        self.headers.iter().find(|h| eq_ic(self.bytes(h.name_span), name))
+    }
+
+    pub fn call_id(&self) -> Option<&[u8]> {
+        self.value(HeaderName::CallId)
+    }
+
+    pub fn body_bytes(&self) -> &[u8] {
+        self.bytes(self.body)
+    }
+
+    /// The whole message as framed (bytes after the body excluded).
+    pub fn wire(&self) -> &[u8] {
+        &self.buf[..self.body.end as usize]
+    }
+}
+
+fn split_header(b: &[u8], start: usize, end: usize) -> Option<(Span, Span)> {
+    let line = &b[start..end];
+    let colon = line.iter().position(|&c| c == b':')?;
+    let mut name_end = colon;
+    while name_end > 0 && (line[name_end - 1] == b' ' || line[name_end - 1] == b'\t') {
+        name_end -= 1;
+    }
+    let name = &line[..name_end];
+    if name.is_empty() || !name.iter().all(|&c| is_token(c)) {
+        return None;
+    }
+    let raw_value = &line[colon + 1..];
+    let value = trim_lws(raw_value);
+    let value_start = if value.is_empty() {
+        start + colon + 1
+    } else {
+        start + colon + 1 + (value.as_ptr() as usize - raw_value.as_ptr() as usize)
+    };
+    Some((
+        Span::new(start, start + name_end),
+        Span::new(value_start, value_start + value.len()),
+    ))
+}
+
+fn parse_start_line(b: &[u8], line: Span) -> Result<StartLine, ParseError> {
+    let l = &b[line.range()];
+    let base = line.start as usize;
+    if l.starts_with(b"SIP/") {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        let sp1 = l.iter().position(|&c| c == b' ').ok_or(ParseError::BadStartLine)?;
+        let rest = &l[sp1 + 1..];
+        if rest.len() < 3 || !rest[..3].iter().all(u8::is_ascii_digit) {
+            return Err(ParseError::BadStartLine);
+        }
+        if rest.len() > 3 && rest[3] != b' ' {
+            return Err(ParseError::BadStartLine);
+        }
+        let code = u16::from(rest[0] - b'0') * 100
+            + u16::from(rest[1] - b'0') * 10
+            + u16::from(rest[2] - b'0');
+        if !(100..=699).contains(&code) {
+            return Err(ParseError::BadStartLine);
+        }
+        let reason_start = (sp1 + 5).min(l.len());
+        return Ok(StartLine::Response {
+            code,
+            reason: Span::new(base + reason_start, base + l.len()),
+            version: Span::new(base, base + sp1),
+        });
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version. Fields are split
+    // on single spaces; extra spaces make a field empty or the version wrong,
+    // which validation rejects.
+    let sp1 = l.iter().position(|&c| c == b' ').ok_or(ParseError::BadStartLine)?;
+    let sp2 = l.iter().rposition(|&c| c == b' ').ok_or(ParseError::BadStartLine)?;
+    if sp1 == sp2 || sp1 == 0 || !l[..sp1].iter().all(|&c| is_token(c)) {
+        return Err(ParseError::BadStartLine);
+    }
+    let method = &l[..sp1];
+    Ok(StartLine::Request {
+        method: Method::classify(method),
+        method_span: Span::new(base, base + sp1),
+        uri: Span::new(base + sp1 + 1, base + sp2),
+        version: Span::new(base + sp2 + 1, base + l.len()),
+    })
+}

@@ -1,0 +1,126 @@
+//! `name-addr / addr-spec` values with header parameters: From, To,
+//! Contact, Route, Record-Route, P-Asserted-Identity (RFC 3261 20.10, 25.1).
+
+use super::chars::{end_of_quoted, is_token, parse_params, skip_lws, Param};
+use super::uri::scheme_of;
+
+/// One decoded value. Ranges are offsets into `src`.
+#[derive(Clone, Debug)]
+pub struct NameAddr<'a> {
+    pub src: &'a [u8],
+    /// Display name as written (quoted or tokens), if any.
+    pub display: Option<(usize, usize)>,
+    /// The URI, without angle brackets.
+    pub uri: (usize, usize),
+    /// True when the URI was written in `<>`.
+    pub angle: bool,
+    /// Header parameters after the URI, raw (starts at the first `;`).
+    pub params: (usize, usize),
+    parsed: Vec<Param<'a>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NameAddrError {
+    #[error("display name is malformed")]
+    BadDisplayName,
+    #[error("angle brackets are unbalanced or contain white space")]
+    BadBrackets,
+    #[error("URI is not absolute")]
+    BadUri,
+    #[error("an addr-spec with '?' or ',' must be in angle brackets")]
+    UnbracketedSpecial,
+    #[error("header parameters are malformed")]
+    BadParams,
+}
+
+impl<'a> NameAddr<'a> {
+    pub fn parse(src: &'a [u8]) -> Result<NameAddr<'a>, NameAddrError> {
+        let mut i = skip_lws(src, 0);
+        let start = i;
+        let mut display = None;
+        if src.get(i) == Some(&b'"') {
+            let end = end_of_quoted(src, i).ok_or(NameAddrError::BadDisplayName)?;
+            display = Some((i, end));
+            i = skip_lws(src, end);
+            if src.get(i) != Some(&b'<') {
+                return Err(NameAddrError::BadBrackets);
+            }
+        } else if let Some(lt) = find_unquoted(src, i, b'<') {
+            // Display name as a sequence of tokens separated by LWS.
+            let words = &src[i..lt];
+            if !words.iter().all(|&c| is_token(c) || matches!(c, b' ' | b'\t' | b'\r' | b'\n')) {
+                return Err(NameAddrError::BadDisplayName);
+            }
+            if lt > i {
+                let mut end = lt;
+                while end > i && matches!(src[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
+                    end -= 1;
+                }
+                display = Some((i, end));
+            }
+            i = lt;
+        }
+        let (uri, angle, after) = if src.get(i) == Some(&b'<') {
+            let gt = src[i..].iter().position(|&c| c == b'>').ok_or(NameAddrError::BadBrackets)? + i;
+            let uri = (i + 1, gt);
+            let inner = &src[uri.0..uri.1];
+            if inner.is_empty() || inner.iter().any(|&c| matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'<')) {
+                return Err(NameAddrError::BadBrackets);
+            }
+            (uri, true, gt + 1)
+        } else {
+            let _ = start;
+            // addr-spec: the URI runs to the first ';' (header params follow)
+            // or the end; ',' and '?' would be ambiguous there.
+            let mut j = i;
+            while j < src.len() && !matches!(src[j], b';' | b' ' | b'\t' | b'\r' | b'\n') {
+                if matches!(src[j], b'?' | b',' | b'"' | b'<' | b'>') {
+                    return Err(NameAddrError::UnbracketedSpecial);
+                }
+                j += 1;
+            }
+            ((i, j), false, j)
+        };
+        if scheme_of(&src[uri.0..uri.1]).is_none() {
+            return Err(NameAddrError::BadUri);
+        }
+        let params_src = &src[after..];
+        let parsed = parse_params(params_src).ok_or(NameAddrError::BadParams)?;
+        // Shift parameter ranges so they index into `src`.
+        let parsed = parsed
+            .into_iter()
+            .map(|p| Param::rebase(p, src, after))
+            .collect();
+        Ok(NameAddr { src, display, uri, angle, params: (after, src.len()), parsed })
+    }
+
+    pub fn uri(&self) -> &'a [u8] {
+        &self.src[self.uri.0..self.uri.1]
+    }
+
+    /// A header parameter's value (`Some(b"")` when present without value).
+    pub fn param(&self, name: &[u8]) -> Option<&'a [u8]> {
+        self.parsed
+            .iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name))
+            .map(|p| p.value().unwrap_or(&[]))
+    }
+
+    pub fn tag(&self) -> Option<&'a [u8]> {
+        self.param(b"tag").filter(|t| !t.is_empty())
+    }
+}
+
+fn find_unquoted(s: &[u8], mut i: usize, needle: u8) -> Option<usize> {
+    let mut in_quote = false;
+    while i < s.len() {
+        match s[i] {
+            b'\\' if in_quote => i += 1,
+            b'"' => in_quote = !in_quote,
+            c if c == needle && !in_quote => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}

@@ -1,0 +1,83 @@
+//! In-place edits: a list of span replacements applied in one pass, so the
+//! bytes around them are copied exactly as received.
+
+use super::message::Span;
+
+#[derive(Clone, Copy, Debug)]
+struct Edit {
+    at: Span,
+    repl: (u32, u32),
+    seq: u32,
+}
+
+/// A set of non-overlapping replacements over one message buffer.
+#[derive(Clone, Debug, Default)]
+pub struct Patch {
+    edits: Vec<Edit>,
+    arena: Vec<u8>,
+}
+
+impl Patch {
+    pub fn new() -> Patch {
+        Patch { edits: Vec::with_capacity(8), arena: Vec::with_capacity(256) }
+    }
+
+    /// Replaces `span` with `bytes`.
+    pub fn replace(&mut self, span: Span, bytes: &[u8]) {
+        let a = self.arena.len();
+        self.arena.extend_from_slice(bytes);
+        self.push(span, a);
+    }
+
+    /// Replaces `span` with what `fill` writes.
+    pub fn replace_with(&mut self, span: Span, fill: impl FnOnce(&mut Vec<u8>)) {
+        let a = self.arena.len();
+        fill(&mut self.arena);
+        self.push(span, a);
+    }
+
+    /// Inserts `bytes` before position `pos`. Insertions at the same position
+    /// keep the order they were made in.
+    pub fn insert(&mut self, pos: u32, bytes: &[u8]) {
+        self.replace(Span { start: pos, end: pos }, bytes);
+    }
+
+    pub fn insert_with(&mut self, pos: u32, fill: impl FnOnce(&mut Vec<u8>)) {
+        self.replace_with(Span { start: pos, end: pos }, fill);
+    }
+
+    pub fn delete(&mut self, span: Span) {
+        self.replace(span, b"");
+    }
+
+    fn push(&mut self, at: Span, arena_start: usize) {
+        let seq = self.edits.len() as u32;
+        self.edits.push(Edit { at, repl: (arena_start as u32, self.arena.len() as u32), seq });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.edits.is_empty()
+    }
+
+    /// The edited copy of `src[..end]`.
+    pub fn apply(&mut self, src: &[u8], end: usize) -> Vec<u8> {
+        self.edits.sort_unstable_by_key(|e| (e.at.start, e.at.end != e.at.start, e.seq));
+        let grow: usize = self.arena.len();
+        let mut out = Vec::with_capacity(end + grow);
+        let mut pos = 0usize;
+        for e in &self.edits {
+            let (s, t) = (e.at.start as usize, e.at.end as usize);
+            // Overlapping edits are a programming error; skip rather than
+            // panic on traffic.
+            if s < pos || t > end {
+                debug_assert!(false, "overlapping or out-of-range edit");
+                continue;
+            }
+            out.extend_from_slice(&src[pos..s]);
+            out.extend_from_slice(&self.arena[e.repl.0 as usize..e.repl.1 as usize]);
+            pos = t;
+        }
+        out.extend_from_slice(&src[pos..end]);
+        out
+    }
+}

@@ -1,0 +1,222 @@
+//! URIs: full decoding of `sip:`/`sips:` (RFC 3261 19.1, RFC 5118 for IPv6
+//! references), scheme-only checks for everything else.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use super::chars::{is_token, parse_params, Param};
+
+/// A decoded SIP URI. Ranges are byte offsets into the slice it was parsed
+/// from, so callers can turn them into message spans for in-place edits.
+#[derive(Clone, Debug)]
+pub struct Uri<'a> {
+    pub src: &'a [u8],
+    pub scheme: (usize, usize),
+    /// `user[:password]` before `@`, if present (escapes not decoded).
+    pub userinfo: Option<(usize, usize)>,
+    /// The user part alone.
+    pub user: Option<(usize, usize)>,
+    /// Host as written: hostname, IPv4, or `[IPv6]` with brackets.
+    pub host: (usize, usize),
+    pub port: Option<u16>,
+    /// Where `host[:port]` ends.
+    pub hostport_end: usize,
+    /// `;params` (raw, starting with `;`), up to `?` or the end.
+    pub params: (usize, usize),
+    /// `?headers` (raw, after `?`), if present.
+    pub headers: Option<(usize, usize)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UriError {
+    #[error("URI has no scheme")]
+    NoScheme,
+    #[error("URI scheme is not sip or sips")]
+    UnsupportedScheme,
+    #[error("URI host is malformed")]
+    BadHost,
+    #[error("URI port is malformed")]
+    BadPort,
+    #[error("URI contains an illegal character")]
+    IllegalChar,
+    #[error("URI parameters are malformed")]
+    BadParams,
+}
+
+/// Characters allowed in a SIP URI outside the host (unreserved, escaped
+/// and the reserved set of RFC 3261 25.1, without the separators we split on).
+fn is_uri_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')' | b'%' | b'&' | b'='
+                | b'+' | b'$' | b',' | b';' | b'?' | b'/' | b':' | b'@' | b'[' | b']'
+        )
+}
+
+/// The scheme of any absolute URI: `ALPHA *(ALPHA / DIGIT / "+" / "-" / ".")` before `:`.
+pub fn scheme_of(s: &[u8]) -> Option<&[u8]> {
+    let colon = s.iter().position(|&c| c == b':')?;
+    let scheme = &s[..colon];
+    let ok = !scheme.is_empty()
+        && scheme[0].is_ascii_alphabetic()
+        && scheme
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
+    ok.then_some(scheme)
+}
+
+impl<'a> Uri<'a> {
+    pub fn parse(s: &'a [u8]) -> Result<Uri<'a>, UriError> {
+        let scheme = scheme_of(s).ok_or(UriError::NoScheme)?;
+        if !(scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips")) {
+            return Err(UriError::UnsupportedScheme);
+        }
+        if !s.iter().all(|&c| is_uri_char(c)) {
+            return Err(UriError::IllegalChar);
+        }
+        let rest_start = scheme.len() + 1;
+        // '@' can only appear as the userinfo delimiter (RFC 3261 25.1: it is
+        // in none of the user, password, parameter or header character sets),
+        // while '?' and ';' may appear inside the user part (RFC 4475 3.1.1.2).
+        let at = s[rest_start..].iter().position(|&c| c == b'@').map(|p| p + rest_start);
+        let (userinfo, user, host_start) = match at {
+            Some(at) => {
+                if at == rest_start {
+                    return Err(UriError::BadHost);
+                }
+                let ui = (rest_start, at);
+                let user_end = s[rest_start..at]
+                    .iter()
+                    .position(|&c| c == b':')
+                    .map_or(at, |p| p + rest_start);
+                (Some(ui), Some((rest_start, user_end)), at + 1)
+            }
+            None => (None, None, rest_start),
+        };
+        let hdr_q = s[host_start..].iter().position(|&c| c == b'?').map(|p| p + host_start);
+        let (host, mut i) = if s.get(host_start) == Some(&b'[') {
+            let close = s[host_start..]
+                .iter()
+                .position(|&c| c == b']')
+                .ok_or(UriError::BadHost)?
+                + host_start;
+            parse_v6_reference(&s[host_start + 1..close]).ok_or(UriError::BadHost)?;
+            ((host_start, close + 1), close + 1)
+        } else {
+            let mut j = host_start;
+            while j < s.len() && (s[j].is_ascii_alphanumeric() || s[j] == b'-' || s[j] == b'.') {
+                j += 1;
+            }
+            if j == host_start {
+                return Err(UriError::BadHost);
+            }
+            ((host_start, j), j)
+        };
+        let mut port = None;
+        if s.get(i) == Some(&b':') {
+            let p_start = i + 1;
+            i = p_start;
+            while i < s.len() && s[i].is_ascii_digit() {
+                i += 1;
+            }
+            let digits = &s[p_start..i];
+            if digits.is_empty() || digits.len() > 5 {
+                return Err(UriError::BadPort);
+            }
+            port = Some(
+                std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|d| d.parse::<u16>().ok())
+                    .ok_or(UriError::BadPort)?,
+            );
+        }
+        let hostport_end = i;
+        let params_end = hdr_q.unwrap_or(s.len());
+        if i > params_end || (i < params_end && s[i] != b';') {
+            return Err(UriError::BadHost);
+        }
+        let params = (i, params_end);
+        if parse_params_loose(&s[params.0..params.1]).is_none() {
+            return Err(UriError::BadParams);
+        }
+        let headers = hdr_q.map(|q| (q + 1, s.len()));
+        Ok(Uri { src: s, scheme: (0, scheme.len()), userinfo, user, host, port, hostport_end, params, headers })
+    }
+
+    fn get(&self, r: (usize, usize)) -> &'a [u8] {
+        &self.src[r.0..r.1]
+    }
+
+    pub fn user(&self) -> Option<&'a [u8]> {
+        self.user.map(|r| self.get(r))
+    }
+
+    pub fn host(&self) -> &'a [u8] {
+        self.get(self.host)
+    }
+
+    /// The host as an IP address, when it is one (brackets removed).
+    pub fn host_ip(&self) -> Option<IpAddr> {
+        host_to_ip(self.host())
+    }
+
+    pub fn is_sips(&self) -> bool {
+        self.get(self.scheme).eq_ignore_ascii_case(b"sips")
+    }
+
+    /// Value of a URI parameter (`None` if absent, `Some(b"")` if it has no value).
+    pub fn param(&self, name: &[u8]) -> Option<&'a [u8]> {
+        uri_param(self.get(self.params), name)
+    }
+}
+
+/// Value of the parameter `name` in a raw `;a=b;c` list.
+pub fn uri_param<'s>(params: &'s [u8], name: &[u8]) -> Option<&'s [u8]> {
+    params.split(|&c| c == b';').skip(1).find_map(|p| {
+        let (n, v) = match p.iter().position(|&c| c == b'=') {
+            Some(eq) => (&p[..eq], &p[eq + 1..]),
+            None => (p, &p[p.len()..]),
+        };
+        n.eq_ignore_ascii_case(name).then_some(v)
+    })
+}
+
+/// URI parameters allow more characters than header parameters do
+/// (`paramchar` includes `[]/:&+$` and escapes); only empty ones are refused.
+fn parse_params_loose(s: &[u8]) -> Option<()> {
+    if s.is_empty() {
+        return Some(());
+    }
+    if s[0] != b';' {
+        return None;
+    }
+    s[1..].split(|&c| c == b';').all(|p| !p.is_empty() && p[0] != b'=').then_some(())
+}
+
+/// Header-style parameters, re-exported for callers that want them typed.
+pub fn header_params(s: &[u8]) -> Option<Vec<Param<'_>>> {
+    parse_params(s)
+}
+
+/// Accepts an IPv6 reference body (without brackets). RFC 5118 4.10: be
+/// tolerant of the `:::` form the 3261 ABNF allows.
+fn parse_v6_reference(s: &[u8]) -> Option<Ipv6Addr> {
+    let text = std::str::from_utf8(s).ok()?;
+    if let Ok(a) = text.parse::<Ipv6Addr>() {
+        return Some(a);
+    }
+    text.replacen(":::", "::", 1).parse::<Ipv6Addr>().ok()
+}
+
+/// Parses a host as written in SIP (IPv6 in brackets) into an IP address.
+pub fn host_to_ip(host: &[u8]) -> Option<IpAddr> {
+    if host.first() == Some(&b'[') && host.last() == Some(&b']') {
+        return parse_v6_reference(&host[1..host.len() - 1]).map(IpAddr::V6);
+    }
+    std::str::from_utf8(host).ok()?.parse::<IpAddr>().ok()
+}
+
+/// True when `s` is a token (used for methods and transports).
+pub fn is_token_str(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&c| is_token(c))
+}

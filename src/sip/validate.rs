@@ -1,0 +1,150 @@
+//! Acceptance rules: whether a parsed message may be processed, and the
+//! response a request that may not gets (RFC 3261 8.2, 16.3; RFC 4475).
+//!
+//! Only what a proxy relies on is checked, but it is checked in full: every
+//! Via value, the From/To/Contact/Route values, CSeq, Call-ID,
+//! Max-Forwards, Date, and the request line.
+
+use super::chars::{is_token, parse_u64, trim_lws};
+use super::header::HeaderName;
+use super::message::{Defect, Message, StartLine};
+use super::nameaddr::NameAddr;
+use super::uri::{scheme_of, Uri};
+use super::via::{via_values, Via};
+
+/// Why a message is refused: the status code to answer a request with
+/// (responses are dropped) and a reason for logs and the Warning text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+const fn bad(reason: &'static str) -> Rejection {
+    Rejection { code: 400, reason }
+}
+
+/// Checks a message; `Ok` means a proxy may process it.
+pub fn validate(msg: &Message) -> Result<(), Rejection> {
+    if let Some(d) = msg.defect {
+        return Err(bad(match d {
+            Defect::BadHeaderLine => "Malformed header line",
+            Defect::UnterminatedHeaders => "Header section not terminated",
+            Defect::BadContentLength => "Invalid Content-Length",
+            Defect::ContentLengthExceedsBody => "Content-Length exceeds message body",
+        }));
+    }
+    let version = match msg.start {
+        StartLine::Request { version, .. } | StartLine::Response { version, .. } => msg.bytes(version),
+    };
+    if version != b"SIP/2.0" {
+        return Err(if version.starts_with(b"SIP/") && !version.contains(&b' ') {
+            Rejection { code: 505, reason: "Version Not Supported" }
+        } else {
+            bad("Malformed SIP version")
+        });
+    }
+    for (name, missing) in [
+        (HeaderName::Via, "Missing Via"),
+        (HeaderName::From, "Missing From"),
+        (HeaderName::To, "Missing To"),
+        (HeaderName::CallId, "Missing Call-ID"),
+        (HeaderName::CSeq, "Missing CSeq"),
+    ] {
+        if msg.header(name).is_none() {
+            return Err(bad(missing));
+        }
+    }
+    for h in &msg.headers {
+        if h.name.is_single_valued() && msg.headers_named(h.name).nth(1).is_some() {
+            return Err(bad("Header repeated that must appear once"));
+        }
+        let v = msg.bytes(h.value);
+        match h.name {
+            HeaderName::Via => {
+                for (a, b) in via_values(v) {
+                    Via::parse(&v[a..b]).map_err(|_| bad("Malformed Via"))?;
+                }
+            }
+            HeaderName::From | HeaderName::To => {
+                NameAddr::parse(v).map_err(|_| bad("Malformed From/To"))?;
+            }
+            HeaderName::Contact if trim_lws(v) != b"*" => check_list(v, "Malformed Contact")?,
+            HeaderName::Route | HeaderName::RecordRoute => check_list(v, "Malformed Route")?,
+            HeaderName::CallId => {
+                if v.is_empty() || v.iter().any(|&c| c.is_ascii_whitespace() || c.is_ascii_control()) {
+                    return Err(bad("Malformed Call-ID"));
+                }
+            }
+            HeaderName::MaxForwards => {
+                parse_u64(v, 10).ok_or(bad("Malformed Max-Forwards"))?;
+            }
+            HeaderName::Date => check_date(v)?,
+            _ => {}
+        }
+    }
+    let (cseq_num, cseq_method) = cseq(msg).ok_or(bad("Malformed CSeq"))?;
+    if cseq_num > u64::from(u32::MAX) {
+        return Err(bad("CSeq number out of range"));
+    }
+    if let StartLine::Request { uri, .. } = msg.start {
+        let method = msg.method_bytes().unwrap_or_default();
+        if cseq_method != method {
+            return Err(bad("CSeq method does not match the request method"));
+        }
+        let uri = msg.bytes(uri);
+        if uri.is_empty() || uri.iter().any(|&c| c <= b' ' || c == b'<' || c == b'>' || c == b'"') {
+            return Err(bad("Malformed Request-URI"));
+        }
+        let scheme = scheme_of(uri).ok_or(bad("Malformed Request-URI"))?;
+        if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
+            let parsed = Uri::parse(uri).map_err(|_| bad("Malformed Request-URI"))?;
+            if parsed.headers.is_some() {
+                return Err(bad("Request-URI must not carry headers"));
+            }
+        } else if !scheme.eq_ignore_ascii_case(b"tel") {
+            return Err(Rejection { code: 416, reason: "Unsupported URI Scheme" });
+        }
+    }
+    Ok(())
+}
+
+fn check_list(v: &[u8], what: &'static str) -> Result<(), Rejection> {
+    for (a, b) in super::chars::split_commas(v) {
+        NameAddr::parse(&v[a..b]).map_err(|_| bad(what))?;
+    }
+    Ok(())
+}
+
+/// CSeq as (number, method); `None` when malformed.
+pub fn cseq(msg: &Message) -> Option<(u64, &[u8])> {
+    let v = msg.value(HeaderName::CSeq)?;
+    let digits_end = v.iter().position(|c| !c.is_ascii_digit()).unwrap_or(v.len());
+    let num = parse_u64(&v[..digits_end], 20)?;
+    let method = trim_lws(&v[digits_end..]);
+    if digits_end == v.len() || !super::chars::is_lws(v[digits_end]) || method.is_empty() {
+        return None;
+    }
+    method.iter().all(|&c| is_token(c)).then_some((num, method))
+}
+
+/// RFC 1123 date, always in GMT (RFC 3261 20.17): `Sat, 13 Nov 2010 23:29:00 GMT`.
+fn check_date(v: &[u8]) -> Result<(), Rejection> {
+    let parts: Vec<&[u8]> = v.split(|&c| c == b' ').filter(|p| !p.is_empty()).collect();
+    const DAYS: [&[u8]; 7] = [b"Mon,", b"Tue,", b"Wed,", b"Thu,", b"Fri,", b"Sat,", b"Sun,"];
+    const MONTHS: [&[u8]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    let ok = parts.len() == 6
+        && DAYS.contains(&parts[0])
+        && parts[1].len() == 2
+        && parse_u64(parts[1], 2).is_some()
+        && MONTHS.contains(&parts[2])
+        && parse_u64(parts[3], 4).is_some()
+        && parts[4].len() == 8
+        && parts[5] == b"GMT";
+    if ok {
+        Ok(())
+    } else {
+        Err(bad("Malformed Date"))
+    }
+}

@@ -1,0 +1,158 @@
+//! Via values (RFC 3261 20.42, RFC 3581 rport, RFC 5118 4.5 received).
+
+use super::chars::{is_token, parse_params, skip_lws, split_commas, trim_lws, Param};
+
+/// One Via value. Ranges are offsets into `src`.
+#[derive(Clone, Debug)]
+pub struct Via<'a> {
+    pub src: &'a [u8],
+    /// Transport token (`UDP`, `TCP`, …), as written.
+    pub transport: (usize, usize),
+    /// Sent-by host as written (IPv6 with brackets).
+    pub host: (usize, usize),
+    pub port: Option<u16>,
+    /// Raw parameters, starting at the first `;`.
+    pub params: (usize, usize),
+    parsed: Vec<Param<'a>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ViaError {
+    #[error("Via protocol is not SIP/2.0/<transport>")]
+    BadProtocol,
+    #[error("Via sent-by is malformed")]
+    BadSentBy,
+    #[error("Via parameters are malformed")]
+    BadParams,
+}
+
+/// The magic cookie of RFC 3261 branches.
+pub const BRANCH_COOKIE: &[u8] = b"z9hG4bK";
+
+impl<'a> Via<'a> {
+    /// Parses a single Via value (no commas).
+    pub fn parse(src: &'a [u8]) -> Result<Via<'a>, ViaError> {
+        let mut i = skip_lws(src, 0);
+        let name = expect_token(src, &mut i).ok_or(ViaError::BadProtocol)?;
+        if !src[name.0..name.1].eq_ignore_ascii_case(b"SIP") {
+            return Err(ViaError::BadProtocol);
+        }
+        expect_slash(src, &mut i)?;
+        let version = expect_token(src, &mut i).ok_or(ViaError::BadProtocol)?;
+        if &src[version.0..version.1] != b"2.0" {
+            return Err(ViaError::BadProtocol);
+        }
+        expect_slash(src, &mut i)?;
+        let transport = expect_token(src, &mut i).ok_or(ViaError::BadProtocol)?;
+        i = skip_lws(src, i);
+        let host_start = i;
+        if src.get(i) == Some(&b'[') {
+            let close = src[i..].iter().position(|&c| c == b']').ok_or(ViaError::BadSentBy)? + i;
+            i = close + 1;
+        } else {
+            while i < src.len() && (src[i].is_ascii_alphanumeric() || src[i] == b'-' || src[i] == b'.') {
+                i += 1;
+            }
+        }
+        let host = (host_start, i);
+        if host.0 == host.1 {
+            return Err(ViaError::BadSentBy);
+        }
+        let mut port = None;
+        let j = skip_lws(src, i);
+        if src.get(j) == Some(&b':') {
+            let p_start = skip_lws(src, j + 1);
+            let mut k = p_start;
+            while k < src.len() && src[k].is_ascii_digit() {
+                k += 1;
+            }
+            let digits = &src[p_start..k];
+            if digits.is_empty() || digits.len() > 5 {
+                return Err(ViaError::BadSentBy);
+            }
+            port = Some(
+                std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|d| d.parse().ok())
+                    .ok_or(ViaError::BadSentBy)?,
+            );
+            i = k;
+        }
+        let params_start = skip_lws(src, i);
+        let rest = &src[params_start..];
+        if !trim_lws(rest).is_empty() && rest[0] != b';' {
+            return Err(ViaError::BadSentBy);
+        }
+        let parsed = parse_params(rest)
+            .ok_or(ViaError::BadParams)?
+            .into_iter()
+            .map(|p| Param::rebase(p, src, params_start))
+            .collect();
+        Ok(Via { src, transport, host, port, params: (params_start, src.len()), parsed })
+    }
+
+    pub fn transport(&self) -> &'a [u8] {
+        &self.src[self.transport.0..self.transport.1]
+    }
+
+    pub fn host(&self) -> &'a [u8] {
+        &self.src[self.host.0..self.host.1]
+    }
+
+    pub fn param(&self, name: &[u8]) -> Option<&'a [u8]> {
+        self.parsed
+            .iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name))
+            .map(|p| p.value().unwrap_or(&[]))
+    }
+
+    /// The parameter's (name, value) ranges in `src`.
+    pub fn param_ranges(&self, name: &[u8]) -> Option<((usize, usize), Option<(usize, usize)>)> {
+        self.parsed
+            .iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name))
+            .map(|p| (p.name, p.value))
+    }
+
+    pub fn branch(&self) -> Option<&'a [u8]> {
+        self.param(b"branch")
+    }
+
+    /// An RFC 3261 branch: the magic cookie followed by something unique.
+    /// A bare cookie (RFC 4475 badbranch) does not count.
+    pub fn rfc3261_branch(&self) -> Option<&'a [u8]> {
+        self.branch().filter(|b| b.len() > BRANCH_COOKIE.len() && b.starts_with(BRANCH_COOKIE))
+    }
+}
+
+fn expect_token(s: &[u8], i: &mut usize) -> Option<(usize, usize)> {
+    *i = skip_lws(s, *i);
+    let start = *i;
+    while *i < s.len() && is_token(s[*i]) {
+        *i += 1;
+    }
+    (*i > start).then_some((start, *i))
+}
+
+fn expect_slash(s: &[u8], i: &mut usize) -> Result<(), ViaError> {
+    *i = skip_lws(s, *i);
+    if s.get(*i) != Some(&b'/') {
+        return Err(ViaError::BadProtocol);
+    }
+    *i += 1;
+    Ok(())
+}
+
+/// Iterates over the Via values inside one header value, as (start, end)
+/// ranges with LWS trimmed.
+pub fn via_values(value: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    split_commas(value).into_iter().map(move |(a, b)| {
+        let t = trim_lws(&value[a..b]);
+        if t.is_empty() {
+            (a, a)
+        } else {
+            let off = t.as_ptr() as usize - value.as_ptr() as usize;
+            (off, off + t.len())
+        }
+    })
+}
