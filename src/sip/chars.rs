@@ -3,7 +3,10 @@
 /// `token` characters: alphanum and `-.!%*_+`'~`.
 pub fn is_token(b: u8) -> bool {
     b.is_ascii_alphanumeric()
-        || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
 }
 
 /// Linear white space, including the CR/LF of folded lines.
@@ -39,8 +42,9 @@ pub fn parse_u64(s: &[u8], max_digits: usize) -> Option<u64> {
     if s.is_empty() || s.len() > max_digits || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    s.iter()
-        .try_fold(0u64, |acc, d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    s.iter().try_fold(0u64, |acc, d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// Splits a header value at top-level commas (outside quotes and `<>`),
@@ -110,7 +114,11 @@ pub fn parse_params(s: &[u8]) -> Option<Vec<Param<'_>>> {
             value = Some((v_start, i));
             i = skip_lws(s, i);
         }
-        out.push(Param { src: s, name, value });
+        out.push(Param {
+            src: s,
+            name,
+            value,
+        });
     }
     Some(out)
 }

@@ -25,7 +25,10 @@ pub fn stream_frame(buf: &[u8], max_message_bytes: usize) -> StreamFrame {
         if buf.len() < 4 && b"\r\n\r\n".starts_with(buf) {
             return StreamFrame::Incomplete;
         }
-        return StreamFrame::KeepAlive { len: 2, ping: false };
+        return StreamFrame::KeepAlive {
+            len: 2,
+            ping: false,
+        };
     }
     let Some(hdr_end) = find(buf, b"\r\n\r\n") else {
         return if buf.len() > max_message_bytes {
@@ -38,7 +41,9 @@ pub fn stream_frame(buf: &[u8], max_message_bytes: usize) -> StreamFrame {
     let mut length: Option<usize> = None;
     for line in head.split(|&c| c == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&c| c == b':') else { continue };
+        let Some(colon) = line.iter().position(|&c| c == b':') else {
+            continue;
+        };
         let name = trim_lws(&line[..colon]);
         if eq_ic(name, b"content-length") || eq_ic(name, b"l") {
             if length.is_some() {

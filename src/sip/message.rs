@@ -23,7 +23,10 @@ pub struct Span {
 impl Span {
     pub fn new(start: usize, end: usize) -> Span {
         // Callers only build spans inside buffers that passed the size check.
-        Span { start: start as u32, end: end as u32 }
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
     }
     pub fn range(self) -> std::ops::Range<usize> {
         self.start as usize..self.end as usize
@@ -65,8 +68,17 @@ impl Method {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartLine {
-    Request { method: Method, method_span: Span, uri: Span, version: Span },
-    Response { code: u16, reason: Span, version: Span },
+    Request {
+        method: Method,
+        method_span: Span,
+        uri: Span,
+        version: Span,
+    },
+    Response {
+        code: u16,
+        reason: Span,
+        version: Span,
+    },
 }
 
 /// One header line as it appeared, folded continuation lines included.
@@ -125,7 +137,11 @@ fn line_end(b: &[u8], i: usize) -> (usize, usize) {
     match memchr_lf(&b[i..]) {
         Some(off) => {
             let lf = i + off;
-            let end = if lf > i && b[lf - 1] == b'\r' { lf - 1 } else { lf };
+            let end = if lf > i && b[lf - 1] == b'\r' {
+                lf - 1
+            } else {
+                lf
+            };
             (end, lf + 1)
         }
         None => (b.len(), b.len()),
@@ -196,7 +212,9 @@ impl Message {
         };
 
         let mut body = Span::new(body_start, b.len());
-        let mut lengths = headers.iter().filter(|h| h.name == HeaderName::ContentLength);
+        let mut lengths = headers
+            .iter()
+            .filter(|h| h.name == HeaderName::ContentLength);
         match (lengths.next(), lengths.next()) {
             (Some(_), Some(_)) => {
                 defect.get_or_insert(Defect::BadContentLength);
@@ -291,7 +309,9 @@ impl Message {
 
     /// The first header whose name matches `name` (long form, any case).
     pub fn other_header(&self, name: &[u8]) -> Option<&HeaderField> {
-        self.headers.iter().find(|h| eq_ic(self.bytes(h.name_span), name))
+        self.headers
+            .iter()
+            .find(|h| eq_ic(self.bytes(h.name_span), name))
     }
 
     pub fn call_id(&self) -> Option<&[u8]> {
@@ -337,7 +357,10 @@ fn parse_start_line(b: &[u8], line: Span) -> Result<StartLine, ParseError> {
     let base = line.start as usize;
     if l.starts_with(b"SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-        let sp1 = l.iter().position(|&c| c == b' ').ok_or(ParseError::BadStartLine)?;
+        let sp1 = l
+            .iter()
+            .position(|&c| c == b' ')
+            .ok_or(ParseError::BadStartLine)?;
         let rest = &l[sp1 + 1..];
         if rest.len() < 3 || !rest[..3].iter().all(u8::is_ascii_digit) {
             return Err(ParseError::BadStartLine);
@@ -361,8 +384,14 @@ fn parse_start_line(b: &[u8], line: Span) -> Result<StartLine, ParseError> {
     // Request-Line = Method SP Request-URI SP SIP-Version. Fields are split
     // on single spaces; extra spaces make a field empty or the version wrong,
     // which validation rejects.
-    let sp1 = l.iter().position(|&c| c == b' ').ok_or(ParseError::BadStartLine)?;
-    let sp2 = l.iter().rposition(|&c| c == b' ').ok_or(ParseError::BadStartLine)?;
+    let sp1 = l
+        .iter()
+        .position(|&c| c == b' ')
+        .ok_or(ParseError::BadStartLine)?;
+    let sp2 = l
+        .iter()
+        .rposition(|&c| c == b' ')
+        .ok_or(ParseError::BadStartLine)?;
     if sp1 == sp2 || sp1 == 0 || !l[..sp1].iter().all(|&c| is_token(c)) {
         return Err(ParseError::BadStartLine);
     }

@@ -48,7 +48,10 @@ impl<'a> NameAddr<'a> {
         } else if let Some(lt) = find_unquoted(src, i, b'<') {
             // Display name as a sequence of tokens separated by LWS.
             let words = &src[i..lt];
-            if !words.iter().all(|&c| is_token(c) || matches!(c, b' ' | b'\t' | b'\r' | b'\n')) {
+            if !words
+                .iter()
+                .all(|&c| is_token(c) || matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
+            {
                 return Err(NameAddrError::BadDisplayName);
             }
             if lt > i {
@@ -61,10 +64,18 @@ impl<'a> NameAddr<'a> {
             i = lt;
         }
         let (uri, angle, after) = if src.get(i) == Some(&b'<') {
-            let gt = src[i..].iter().position(|&c| c == b'>').ok_or(NameAddrError::BadBrackets)? + i;
+            let gt = src[i..]
+                .iter()
+                .position(|&c| c == b'>')
+                .ok_or(NameAddrError::BadBrackets)?
+                + i;
             let uri = (i + 1, gt);
             let inner = &src[uri.0..uri.1];
-            if inner.is_empty() || inner.iter().any(|&c| matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'<')) {
+            if inner.is_empty()
+                || inner
+                    .iter()
+                    .any(|&c| matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'<'))
+            {
                 return Err(NameAddrError::BadBrackets);
             }
             (uri, true, gt + 1)
@@ -91,7 +102,14 @@ impl<'a> NameAddr<'a> {
             .into_iter()
             .map(|p| Param::rebase(p, src, after))
             .collect();
-        Ok(NameAddr { src, display, uri, angle, params: (after, src.len()), parsed })
+        Ok(NameAddr {
+            src,
+            display,
+            uri,
+            angle,
+            params: (after, src.len()),
+            parsed,
+        })
     }
 
     pub fn uri(&self) -> &'a [u8] {

@@ -19,7 +19,10 @@ pub struct Patch {
 
 impl Patch {
     pub fn new() -> Patch {
-        Patch { edits: Vec::with_capacity(8), arena: Vec::with_capacity(256) }
+        Patch {
+            edits: Vec::with_capacity(8),
+            arena: Vec::with_capacity(256),
+        }
     }
 
     /// Replaces `span` with `bytes`.
@@ -39,11 +42,23 @@ impl Patch {
     /// Inserts `bytes` before position `pos`. Insertions at the same position
     /// keep the order they were made in.
     pub fn insert(&mut self, pos: u32, bytes: &[u8]) {
-        self.replace(Span { start: pos, end: pos }, bytes);
+        self.replace(
+            Span {
+                start: pos,
+                end: pos,
+            },
+            bytes,
+        );
     }
 
     pub fn insert_with(&mut self, pos: u32, fill: impl FnOnce(&mut Vec<u8>)) {
-        self.replace_with(Span { start: pos, end: pos }, fill);
+        self.replace_with(
+            Span {
+                start: pos,
+                end: pos,
+            },
+            fill,
+        );
     }
 
     pub fn delete(&mut self, span: Span) {
@@ -52,7 +67,11 @@ impl Patch {
 
     fn push(&mut self, at: Span, arena_start: usize) {
         let seq = self.edits.len() as u32;
-        self.edits.push(Edit { at, repl: (arena_start as u32, self.arena.len() as u32), seq });
+        self.edits.push(Edit {
+            at,
+            repl: (arena_start as u32, self.arena.len() as u32),
+            seq,
+        });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -61,7 +80,8 @@ impl Patch {
 
     /// The edited copy of `src[..end]`.
     pub fn apply(&mut self, src: &[u8], end: usize) -> Vec<u8> {
-        self.edits.sort_unstable_by_key(|e| (e.at.start, e.at.end != e.at.start, e.seq));
+        self.edits
+            .sort_unstable_by_key(|e| (e.at.start, e.at.end != e.at.start, e.seq));
         let grow: usize = self.arena.len();
         let mut out = Vec::with_capacity(end + grow);
         let mut pos = 0usize;

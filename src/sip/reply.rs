@@ -8,7 +8,13 @@ use super::message::Message;
 /// Builds a response to `req`. `to_tag` is added to To when the request had
 /// none and the code is above 100; `extra` lines are full header lines
 /// without CRLF.
-pub fn response(req: &Message, code: u16, reason: &str, to_tag: Option<&[u8]>, extra: &[&[u8]]) -> Vec<u8> {
+pub fn response(
+    req: &Message,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&[u8]>,
+    extra: &[&[u8]],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(b"SIP/2.0 ");
     out.extend_from_slice(code.to_string().as_bytes());

@@ -48,8 +48,27 @@ fn is_uri_char(c: u8) -> bool {
     c.is_ascii_alphanumeric()
         || matches!(
             c,
-            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')' | b'%' | b'&' | b'='
-                | b'+' | b'$' | b',' | b';' | b'?' | b'/' | b':' | b'@' | b'[' | b']'
+            b'-' | b'_'
+                | b'.'
+                | b'!'
+                | b'~'
+                | b'*'
+                | b'\''
+                | b'('
+                | b')'
+                | b'%'
+                | b'&'
+                | b'='
+                | b'+'
+                | b'$'
+                | b','
+                | b';'
+                | b'?'
+                | b'/'
+                | b':'
+                | b'@'
+                | b'['
+                | b']'
         )
 }
 
@@ -78,7 +97,10 @@ impl<'a> Uri<'a> {
         // '@' can only appear as the userinfo delimiter (RFC 3261 25.1: it is
         // in none of the user, password, parameter or header character sets),
         // while '?' and ';' may appear inside the user part (RFC 4475 3.1.1.2).
-        let at = s[rest_start..].iter().position(|&c| c == b'@').map(|p| p + rest_start);
+        let at = s[rest_start..]
+            .iter()
+            .position(|&c| c == b'@')
+            .map(|p| p + rest_start);
         let (userinfo, user, host_start) = match at {
             Some(at) => {
                 if at == rest_start {
@@ -93,7 +115,10 @@ impl<'a> Uri<'a> {
             }
             None => (None, None, rest_start),
         };
-        let hdr_q = s[host_start..].iter().position(|&c| c == b'?').map(|p| p + host_start);
+        let hdr_q = s[host_start..]
+            .iter()
+            .position(|&c| c == b'?')
+            .map(|p| p + host_start);
         let (host, mut i) = if s.get(host_start) == Some(&b'[') {
             let close = s[host_start..]
                 .iter()
@@ -140,7 +165,17 @@ impl<'a> Uri<'a> {
             return Err(UriError::BadParams);
         }
         let headers = hdr_q.map(|q| (q + 1, s.len()));
-        Ok(Uri { src: s, scheme: (0, scheme.len()), userinfo, user, host, port, hostport_end, params, headers })
+        Ok(Uri {
+            src: s,
+            scheme: (0, scheme.len()),
+            userinfo,
+            user,
+            host,
+            port,
+            hostport_end,
+            params,
+            headers,
+        })
     }
 
     fn get(&self, r: (usize, usize)) -> &'a [u8] {
@@ -190,7 +225,10 @@ fn parse_params_loose(s: &[u8]) -> Option<()> {
     if s[0] != b';' {
         return None;
     }
-    s[1..].split(|&c| c == b';').all(|p| !p.is_empty() && p[0] != b'=').then_some(())
+    s[1..]
+        .split(|&c| c == b';')
+        .all(|p| !p.is_empty() && p[0] != b'=')
+        .then_some(())
 }
 
 /// Header-style parameters, re-exported for callers that want them typed.

@@ -35,14 +35,21 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
         }));
     }
     let version = match msg.start {
-        StartLine::Request { version, .. } | StartLine::Response { version, .. } => msg.bytes(version),
+        StartLine::Request { version, .. } | StartLine::Response { version, .. } => {
+            msg.bytes(version)
+        }
     };
     if version != b"SIP/2.0" {
-        return Err(if version.starts_with(b"SIP/") && !version.contains(&b' ') {
-            Rejection { code: 505, reason: "Version Not Supported" }
-        } else {
-            bad("Malformed SIP version")
-        });
+        return Err(
+            if version.starts_with(b"SIP/") && !version.contains(&b' ') {
+                Rejection {
+                    code: 505,
+                    reason: "Version Not Supported",
+                }
+            } else {
+                bad("Malformed SIP version")
+            },
+        );
     }
     for (name, missing) in [
         (HeaderName::Via, "Missing Via"),
@@ -72,7 +79,10 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
             HeaderName::Contact if trim_lws(v) != b"*" => check_list(v, "Malformed Contact")?,
             HeaderName::Route | HeaderName::RecordRoute => check_list(v, "Malformed Route")?,
             HeaderName::CallId => {
-                if v.is_empty() || v.iter().any(|&c| c.is_ascii_whitespace() || c.is_ascii_control()) {
+                if v.is_empty()
+                    || v.iter()
+                        .any(|&c| c.is_ascii_whitespace() || c.is_ascii_control())
+                {
                     return Err(bad("Malformed Call-ID"));
                 }
             }
@@ -93,7 +103,11 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
             return Err(bad("CSeq method does not match the request method"));
         }
         let uri = msg.bytes(uri);
-        if uri.is_empty() || uri.iter().any(|&c| c <= b' ' || c == b'<' || c == b'>' || c == b'"') {
+        if uri.is_empty()
+            || uri
+                .iter()
+                .any(|&c| c <= b' ' || c == b'<' || c == b'>' || c == b'"')
+        {
             return Err(bad("Malformed Request-URI"));
         }
         let scheme = scheme_of(uri).ok_or(bad("Malformed Request-URI"))?;
@@ -103,7 +117,10 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
                 return Err(bad("Request-URI must not carry headers"));
             }
         } else if !scheme.eq_ignore_ascii_case(b"tel") {
-            return Err(Rejection { code: 416, reason: "Unsupported URI Scheme" });
+            return Err(Rejection {
+                code: 416,
+                reason: "Unsupported URI Scheme",
+            });
         }
     }
     Ok(())
@@ -119,7 +136,10 @@ fn check_list(v: &[u8], what: &'static str) -> Result<(), Rejection> {
 /// CSeq as (number, method); `None` when malformed.
 pub fn cseq(msg: &Message) -> Option<(u64, &[u8])> {
     let v = msg.value(HeaderName::CSeq)?;
-    let digits_end = v.iter().position(|c| !c.is_ascii_digit()).unwrap_or(v.len());
+    let digits_end = v
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(v.len());
     let num = parse_u64(&v[..digits_end], 20)?;
     let method = trim_lws(&v[digits_end..]);
     if digits_end == v.len() || !super::chars::is_lws(v[digits_end]) || method.is_empty() {
@@ -131,9 +151,13 @@ pub fn cseq(msg: &Message) -> Option<(u64, &[u8])> {
 /// RFC 1123 date, always in GMT (RFC 3261 20.17): `Sat, 13 Nov 2010 23:29:00 GMT`.
 fn check_date(v: &[u8]) -> Result<(), Rejection> {
     let parts: Vec<&[u8]> = v.split(|&c| c == b' ').filter(|p| !p.is_empty()).collect();
-    const DAYS: [&[u8]; 7] = [b"Mon,", b"Tue,", b"Wed,", b"Thu,", b"Fri,", b"Sat,", b"Sun,"];
-    const MONTHS: [&[u8]; 12] =
-        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    const DAYS: [&[u8]; 7] = [
+        b"Mon,", b"Tue,", b"Wed,", b"Thu,", b"Fri,", b"Sat,", b"Sun,",
+    ];
+    const MONTHS: [&[u8]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
     let ok = parts.len() == 6
         && DAYS.contains(&parts[0])
         && parts[1].len() == 2

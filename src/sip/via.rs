@@ -47,10 +47,16 @@ impl<'a> Via<'a> {
         i = skip_lws(src, i);
         let host_start = i;
         if src.get(i) == Some(&b'[') {
-            let close = src[i..].iter().position(|&c| c == b']').ok_or(ViaError::BadSentBy)? + i;
+            let close = src[i..]
+                .iter()
+                .position(|&c| c == b']')
+                .ok_or(ViaError::BadSentBy)?
+                + i;
             i = close + 1;
         } else {
-            while i < src.len() && (src[i].is_ascii_alphanumeric() || src[i] == b'-' || src[i] == b'.') {
+            while i < src.len()
+                && (src[i].is_ascii_alphanumeric() || src[i] == b'-' || src[i] == b'.')
+            {
                 i += 1;
             }
         }
@@ -88,7 +94,14 @@ impl<'a> Via<'a> {
             .into_iter()
             .map(|p| Param::rebase(p, src, params_start))
             .collect();
-        Ok(Via { src, transport, host, port, params: (params_start, src.len()), parsed })
+        Ok(Via {
+            src,
+            transport,
+            host,
+            port,
+            params: (params_start, src.len()),
+            parsed,
+        })
     }
 
     pub fn transport(&self) -> &'a [u8] {
@@ -121,7 +134,8 @@ impl<'a> Via<'a> {
     /// An RFC 3261 branch: the magic cookie followed by something unique.
     /// A bare cookie (RFC 4475 badbranch) does not count.
     pub fn rfc3261_branch(&self) -> Option<&'a [u8]> {
-        self.branch().filter(|b| b.len() > BRANCH_COOKIE.len() && b.starts_with(BRANCH_COOKIE))
+        self.branch()
+            .filter(|b| b.len() > BRANCH_COOKIE.len() && b.starts_with(BRANCH_COOKIE))
     }
 }
 

@@ -1,0 +1,88 @@
+//! Command line: parse arguments, load config, hand over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use siptrack::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "siptrack",
+    version,
+    about = "SIP call-tracking proxy with CRM hooks"
+)]
+struct Cli {
+    /// Log format; the level comes from RUST_LOG (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy with the given configuration.
+    Run {
+        #[arg(long, default_value = "config/siptrack.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file; every error names its key and line.
+    CheckConfig { file: PathBuf },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{}: {e}", file.display());
+                }
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    for e in &errors.0 {
+                        eprintln!("{}: {e}", config.display());
+                    }
+                    return ExitCode::FAILURE;
+                }
+            };
+            match siptrack::server::run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("siptrack: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1242 @@
+//! The proxy core: requests and responses in, forwarded messages out,
+//! with RFC 3261 transaction timers on an injected clock.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use bytes::Bytes;
+use ipnet::IpNet;
+
+use crate::config::Timers;
+use crate::sip::reply::response;
+use crate::sip::validate::{cseq, validate};
+use crate::sip::{HeaderName, Message, Method, NameAddr, ParseError, Patch, Uri};
+
+use super::hooks::{CallRouter, Refusal};
+use super::route::{self, Identity};
+use super::transaction::{
+    ClientSide, ClientState, ServerSide, ServerState, TimerKind, Txn, TIMER_KINDS,
+};
+use super::{Millis, NextHop, Output, Peer, Transport};
+
+/// T4: how long a message may stay in the network (RFC 3261 17.1.2.2).
+const T4_MS: Millis = 5_000;
+/// Dialogs whose BYE never came are forgotten after this long.
+const DIALOG_MAX_MS: Millis = 4 * 3600 * 1000;
+const ALLOW: &[u8] = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REFER, NOTIFY, SUBSCRIBE, MESSAGE";
+
+pub struct ProxySettings {
+    pub identity: Identity,
+    pub trusted_sources: Vec<IpNet>,
+    pub max_message_bytes: usize,
+    pub timers: Timers,
+    /// Mixed into generated branches so they differ across restarts;
+    /// replay passes a constant for deterministic output.
+    pub instance_nonce: u64,
+}
+
+/// Counters exported as metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub received: u64,
+    pub unparsable: u64,
+    pub invalid: u64,
+    pub oversized: u64,
+    pub untrusted: u64,
+    pub stray_responses: u64,
+    pub absorbed_retransmissions: u64,
+    pub retransmissions_sent: u64,
+    pub requests_forwarded: u64,
+    pub responses_forwarded: u64,
+    pub local_replies: u64,
+    pub timeouts: u64,
+}
+
+pub struct Proxy {
+    s: ProxySettings,
+    router: Box<dyn CallRouter>,
+    txns: HashMap<u64, Txn>,
+    server_index: HashMap<Box<[u8]>, u64>,
+    client_index: HashMap<Box<[u8]>, u64>,
+    timers: BinaryHeap<Reverse<(Millis, u64, u8)>>,
+    next_id: u64,
+    branch_seq: u64,
+    out: Vec<Output>,
+    draining: bool,
+    dialogs: HashMap<Bytes, Millis>,
+    last_sweep: Millis,
+    pub stats: Stats,
+}
+
+const KINDS: [TimerKind; TIMER_KINDS] = [
+    TimerKind::ClientRetransmit,
+    TimerKind::ClientTimeout,
+    TimerKind::TimerC,
+    TimerKind::ClientLinger,
+    TimerKind::ServerRetransmit,
+    TimerKind::ServerLinger,
+];
+
+impl Proxy {
+    pub fn new(settings: ProxySettings, router: Box<dyn CallRouter>) -> Proxy {
+        Proxy {
+            s: settings,
+            router,
+            txns: HashMap::new(),
+            server_index: HashMap::new(),
+            client_index: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_id: 1,
+            branch_seq: 0,
+            out: Vec::new(),
+            draining: false,
+            dialogs: HashMap::new(),
+            last_sweep: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Messages to send, in order. The driver takes them after each call.
+    pub fn take_outputs(&mut self) -> std::vec::Drain<'_, Output> {
+        self.out.drain(..)
+    }
+
+    /// The earliest armed timer.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.timers.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    /// Stop accepting new calls (503); calls in progress go on.
+    pub fn start_draining(&mut self) {
+        self.draining = true;
+    }
+
+    /// Transactions held in memory, including those lingering to absorb
+    /// retransmissions.
+    pub fn active_transactions(&self) -> usize {
+        self.txns.len()
+    }
+
+    /// Transactions still waiting for a final response.
+    pub fn pending_transactions(&self) -> usize {
+        self.txns
+            .values()
+            .filter(|t| {
+                t.server
+                    .as_ref()
+                    .is_some_and(|s| s.state == ServerState::Proceeding)
+                    || t.client.as_ref().is_some_and(|c| {
+                        matches!(c.state, ClientState::Calling | ClientState::Proceeding)
+                    })
+            })
+            .count()
+    }
+
+    /// Dialogs established through the proxy and not yet ended by BYE.
+    pub fn active_dialogs(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    /// A message arrived from `from`.
+    pub fn on_message(&mut self, now: Millis, from: Peer, data: Bytes) {
+        self.stats.received += 1;
+        let oversized = data.len() > self.s.max_message_bytes;
+        let msg = match Message::parse(data, from.transport == Transport::Udp) {
+            Ok(m) => m,
+            Err(ParseError::Empty) => return,
+            Err(_) => {
+                self.stats.unparsable += 1;
+                return;
+            }
+        };
+        if oversized {
+            self.stats.oversized += 1;
+            if msg.method().is_some_and(|m| m != Method::Ack) {
+                self.reply_stateless(&msg, from, 400, "Message Too Large", &[]);
+            }
+            return;
+        }
+        if let Err(r) = validate(&msg) {
+            self.stats.invalid += 1;
+            if msg.method().is_some_and(|m| m != Method::Ack) {
+                self.reply_stateless(&msg, from, r.code, r.reason, &[]);
+            }
+            return;
+        }
+        if msg.is_request() {
+            self.on_request(now, from, msg);
+        } else {
+            self.on_response(now, msg);
+        }
+    }
+
+    // ---- requests -------------------------------------------------------
+
+    fn on_request(&mut self, now: Millis, from: Peer, msg: Message) {
+        let Some(method) = msg.method() else { return };
+        let Some(key) = server_key(&msg, method) else {
+            self.stats.invalid += 1;
+            return;
+        };
+        match method {
+            Method::Ack => {
+                if let Some(&id) = self.server_index.get(&key) {
+                    if self.absorb_ack(now, id) {
+                        return;
+                    }
+                }
+                self.on_in_dialog(now, from, msg, key, true);
+            }
+            Method::Cancel => self.on_cancel(now, from, msg),
+            _ => {
+                if let Some(&id) = self.server_index.get(&key) {
+                    self.stats.absorbed_retransmissions += 1;
+                    let again = self
+                        .txns
+                        .get(&id)
+                        .and_then(|t| t.server.as_ref())
+                        .and_then(|s| s.last_response.clone());
+                    if let Some(data) = again {
+                        self.out.push(Output::Send { to: from, data });
+                    }
+                    return;
+                }
+                let in_dialog = msg
+                    .value(HeaderName::To)
+                    .and_then(|v| NameAddr::parse(v).ok())
+                    .is_some_and(|n| n.tag().is_some());
+                if in_dialog {
+                    self.on_in_dialog(now, from, msg, key, false);
+                } else {
+                    self.on_initial(now, from, msg, key, method);
+                }
+            }
+        }
+    }
+
+    /// An ACK matching a server INVITE transaction that sent a non-2xx:
+    /// the hop-by-hop ACK, absorbed here (RFC 3261 17.2.1).
+    fn absorb_ack(&mut self, now: Millis, id: u64) -> bool {
+        let Some(txn) = self.txns.get_mut(&id) else {
+            return false;
+        };
+        let Some(server) = txn.server.as_mut() else {
+            return false;
+        };
+        match server.state {
+            ServerState::Completed => {
+                server.state = ServerState::Confirmed;
+                let linger = if server.peer.transport.is_reliable() {
+                    0
+                } else {
+                    T4_MS
+                };
+                txn.deadlines[TimerKind::ServerRetransmit as usize] = None;
+                self.arm(id, TimerKind::ServerLinger, now + linger);
+                true
+            }
+            ServerState::Confirmed => true,
+            _ => false,
+        }
+    }
+
+    fn on_cancel(&mut self, now: Millis, from: Peer, msg: Message) {
+        let Some(invite_key) = server_key(&msg, Method::Invite) else {
+            return;
+        };
+        let Some(&id) = self.server_index.get(&invite_key) else {
+            self.reply_stateless(&msg, from, 481, "Call/Transaction Does Not Exist", &[]);
+            return;
+        };
+        self.reply_stateless(&msg, from, 200, "OK", &[]);
+        let Some(txn) = self.txns.get_mut(&id) else {
+            return;
+        };
+        let proceeding = txn
+            .server
+            .as_ref()
+            .is_some_and(|s| s.state == ServerState::Proceeding);
+        let Some(client) = txn.client.as_mut() else {
+            return;
+        };
+        if !proceeding
+            || client.cancel_sent
+            || !matches!(client.state, ClientState::Calling | ClientState::Proceeding)
+        {
+            return;
+        }
+        if client.got_provisional {
+            self.send_cancel(now, id);
+        } else {
+            // RFC 3261 9.1: a CANCEL may only follow a provisional response.
+            client.cancel_pending = true;
+        }
+    }
+
+    fn on_initial(
+        &mut self,
+        now: Millis,
+        from: Peer,
+        msg: Message,
+        key: Box<[u8]>,
+        method: Method,
+    ) {
+        if !self
+            .s
+            .trusted_sources
+            .iter()
+            .any(|n| n.contains(&from.addr.ip()))
+        {
+            self.stats.untrusted += 1;
+            self.reply_final(now, from, &msg, key, 403, "Forbidden", &[]);
+            return;
+        }
+        if let Some(refusal) = common_checks(&msg) {
+            self.reply_refusal(now, from, &msg, key, refusal);
+            return;
+        }
+        let request_uri = msg.request_uri().and_then(|u| Uri::parse(u).ok());
+        match method {
+            Method::Register => {
+                self.reply_final(now, from, &msg, key, 405, "Method Not Allowed", &[ALLOW]);
+                return;
+            }
+            Method::Options if request_uri.as_ref().is_some_and(|u| u.user.is_none()) => {
+                self.reply_final(
+                    now,
+                    from,
+                    &msg,
+                    key,
+                    200,
+                    "OK",
+                    &[ALLOW, b"Accept: application/sdp"],
+                );
+                return;
+            }
+            Method::Invite if self.draining => {
+                self.reply_final(
+                    now,
+                    from,
+                    &msg,
+                    key,
+                    503,
+                    "Service Unavailable",
+                    &[b"Retry-After: 30"],
+                );
+                return;
+            }
+            _ => {}
+        }
+        let mut patch = Patch::new();
+        // A route preloaded to us is consumed; the next hop still comes
+        // from configuration only.
+        let routes = route::route_values(&msg);
+        let preloaded_own = routes.first().is_some_and(|(_, span)| {
+            NameAddr::parse(msg.bytes(*span))
+                .ok()
+                .and_then(|n| {
+                    Uri::parse(n.uri())
+                        .ok()
+                        .map(|u| self.s.identity.is_own_uri(&u))
+                })
+                .unwrap_or(false)
+        });
+        if preloaded_own {
+            route::pop_routes(&msg, &routes, 1, &mut patch);
+        }
+        match self.router.route_initial(&msg, from, now, &mut patch) {
+            Ok(hop) => {
+                let record_route = matches!(method, Method::Invite)
+                    || matches!(
+                        msg.method_bytes(),
+                        Some(b"SUBSCRIBE" | b"REFER" | b"NOTIFY")
+                    );
+                self.forward_request(now, from, msg, key, hop, patch, record_route, true);
+            }
+            Err(refusal) => self.reply_refusal(now, from, &msg, key, refusal),
+        }
+    }
+
+    fn on_in_dialog(
+        &mut self,
+        now: Millis,
+        from: Peer,
+        msg: Message,
+        key: Box<[u8]>,
+        is_ack: bool,
+    ) {
+        let call_id = msg.call_id().unwrap_or_default();
+        let routes = route::route_values(&msg);
+        let own = |i: usize| {
+            routes
+                .get(i)
+                .is_some_and(|(_, span)| self.s.identity.is_own_route(msg.bytes(*span), call_id))
+        };
+        if !own(0) {
+            if !is_ack {
+                self.reply_final(now, from, &msg, key, 404, "Not Found", &[]);
+            }
+            return;
+        }
+        if let Some(refusal) = common_checks(&msg) {
+            if !is_ack {
+                self.reply_refusal(now, from, &msg, key, refusal);
+            }
+            return;
+        }
+        // Double Record-Route (RFC 5658): both entries are ours.
+        let popped = if own(1) { 2 } else { 1 };
+        let next = match routes.get(popped) {
+            Some((_, span)) => NameAddr::parse(msg.bytes(*span)).ok().and_then(|n| {
+                let uri = n.uri();
+                Uri::parse(uri).ok().and_then(|u| route::uri_peer(&u))
+            }),
+            None => msg
+                .request_uri()
+                .and_then(|u| Uri::parse(u).ok())
+                .and_then(|u| route::uri_peer(&u)),
+        };
+        let Some(peer) = next else {
+            if !is_ack {
+                self.reply_final(
+                    now,
+                    from,
+                    &msg,
+                    key,
+                    502,
+                    "Bad Gateway",
+                    &[b"Warning: 399 siptrack \"next hop is not an IP address\""],
+                );
+            }
+            return;
+        };
+        let mut patch = Patch::new();
+        route::pop_routes(&msg, &routes, popped, &mut patch);
+        let hop = NextHop {
+            peer,
+            request_uri: None,
+        };
+        if is_ack {
+            self.forward_stateless(from, &msg, hop, patch);
+        } else {
+            self.forward_request(now, from, msg, key, hop, patch, false, false);
+        }
+    }
+
+    /// Builds the forwarded request: Request-URI, Max-Forwards, received/
+    /// rport, our Via, Record-Route; everything else as received.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_request(
+        &mut self,
+        now: Millis,
+        from: Peer,
+        msg: Message,
+        key: Box<[u8]>,
+        hop: NextHop,
+        mut patch: Patch,
+        record_route: bool,
+        initial: bool,
+    ) {
+        let Some(local) = self.s.identity.local_for(&hop.peer).copied() else {
+            self.reply_final(
+                now,
+                from,
+                &msg,
+                key,
+                503,
+                "Service Unavailable",
+                &[b"Warning: 399 siptrack \"no listener for the next hop's transport\""],
+            );
+            return;
+        };
+        let method = msg.method().unwrap_or(Method::Other);
+        let is_invite = method == Method::Invite;
+        let branch = self.new_branch();
+        let call_id = Bytes::copy_from_slice(msg.call_id().unwrap_or_default());
+        self.edit_common(
+            &msg,
+            from,
+            hop.request_uri.as_deref(),
+            &branch,
+            &local,
+            &mut patch,
+        );
+        if record_route {
+            let first_via = msg
+                .header(HeaderName::Via)
+                .map_or(msg.headers_end, |h| h.line.start);
+            let pos = msg
+                .header(HeaderName::RecordRoute)
+                .map_or(first_via, |h| h.line.start);
+            let identity = &self.s.identity;
+            patch.insert_with(pos, |o| identity.record_route_line(&local, &call_id, o));
+            if let Some(inbound) = identity.local_for(&from) {
+                if inbound != &local {
+                    patch.insert_with(pos, |o| identity.record_route_line(inbound, &call_id, o));
+                }
+            }
+        }
+        let data = Bytes::from(patch.apply(msg.buf(), msg.body.end as usize));
+
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut server = ServerSide {
+            key: key.clone(),
+            peer: from,
+            state: ServerState::Proceeding,
+            last_response: None,
+            retransmit_interval: self.s.timers.t1_ms,
+        };
+        if is_invite {
+            // 100 Trying at once, so the caller stops retransmitting.
+            let trying = Bytes::from(response(&msg, 100, "Trying", None, &[]));
+            self.out.push(Output::Send {
+                to: from,
+                data: trying.clone(),
+            });
+            server.last_response = Some(trying);
+        }
+        let t1 = self.s.timers.t1_ms;
+        let client = ClientSide {
+            branch: branch.clone().into_boxed_slice(),
+            peer: hop.peer,
+            request: data.clone(),
+            state: ClientState::Calling,
+            retransmit_interval: t1,
+            got_provisional: false,
+            cancel_pending: false,
+            cancel_sent: false,
+            ack: None,
+        };
+        self.txns.insert(
+            id,
+            Txn {
+                is_invite,
+                call_id,
+                server: Some(server),
+                client: Some(client),
+                cancels: None,
+                initial_invite: is_invite && initial,
+                is_bye: method == Method::Bye,
+                deadlines: [None; TIMER_KINDS],
+            },
+        );
+        self.server_index.insert(key, id);
+        self.client_index.insert(branch.into_boxed_slice(), id);
+        if hop.peer.transport == Transport::Udp {
+            self.arm(id, TimerKind::ClientRetransmit, now + t1);
+        }
+        self.arm(id, TimerKind::ClientTimeout, now + 64 * t1);
+        if is_invite {
+            self.arm(id, TimerKind::TimerC, now + self.s.timers.timer_c_ms);
+        }
+        self.stats.requests_forwarded += 1;
+        self.out.push(Output::Send { to: hop.peer, data });
+    }
+
+    /// ACK for a 2xx: passed on without a transaction (RFC 3261 16.11),
+    /// with a branch derived from the incoming one so retransmissions match.
+    fn forward_stateless(&mut self, from: Peer, msg: &Message, hop: NextHop, mut patch: Patch) {
+        let Some(local) = self.s.identity.local_for(&hop.peer).copied() else {
+            return;
+        };
+        let in_branch = route::top_via(msg)
+            .and_then(|v| v.branch().map(<[u8]>::to_vec))
+            .unwrap_or_default();
+        let digest = self
+            .s
+            .identity
+            .digest_hex(&[&in_branch, msg.call_id().unwrap_or_default()], 16);
+        let branch = format!("z9hG4bKsl{digest}").into_bytes();
+        self.edit_common(
+            msg,
+            from,
+            hop.request_uri.as_deref(),
+            &branch,
+            &local,
+            &mut patch,
+        );
+        let data = Bytes::from(patch.apply(msg.buf(), msg.body.end as usize));
+        self.stats.requests_forwarded += 1;
+        self.out.push(Output::Send { to: hop.peer, data });
+    }
+
+    fn edit_common(
+        &self,
+        msg: &Message,
+        from: Peer,
+        request_uri: Option<&[u8]>,
+        branch: &[u8],
+        local: &crate::config::ListenAddr,
+        patch: &mut Patch,
+    ) {
+        if let (Some(uri), Some(span)) = (request_uri, msg.request_uri_span()) {
+            patch.replace(span, uri);
+        }
+        match msg.header(HeaderName::MaxForwards) {
+            Some(h) => {
+                let n = crate::sip::chars::parse_u64(msg.bytes(h.value), 10).unwrap_or(70);
+                patch.replace(h.value, n.saturating_sub(1).to_string().as_bytes());
+            }
+            None => patch.insert(msg.headers_end, b"Max-Forwards: 70\r\n"),
+        }
+        route::stamp_top_via(msg, &from, patch);
+        let first_via = msg
+            .header(HeaderName::Via)
+            .map_or(msg.headers_end, |h| h.line.start);
+        let identity = &self.s.identity;
+        patch.insert_with(first_via, |o| identity.via_line(local, branch, o));
+    }
+
+    fn new_branch(&mut self) -> Vec<u8> {
+        self.branch_seq += 1;
+        format!("z9hG4bKst{:x}.{:x}", self.s.instance_nonce, self.branch_seq).into_bytes()
+    }
+
+    // ---- responses ------------------------------------------------------
+
+    fn on_response(&mut self, now: Millis, msg: Message) {
+        let Some(top) = route::top_via(&msg) else {
+            return;
+        };
+        if !self.s.identity.is_own_via(&top) {
+            self.stats.stray_responses += 1;
+            return;
+        }
+        let is_cancel = cseq(&msg).is_some_and(|(_, m)| m == b"CANCEL");
+        let branch = top.branch().unwrap_or_default();
+        let id = if is_cancel {
+            let mut k = branch.to_vec();
+            k.extend_from_slice(b":c");
+            self.client_index.get(k.as_slice()).copied()
+        } else {
+            self.client_index.get(branch).copied()
+        };
+        match id {
+            Some(id) => self.on_client_response(now, id, msg),
+            None => self.forward_response_stateless(msg),
+        }
+    }
+
+    fn forward_response_stateless(&mut self, msg: Message) {
+        let Some(next) = route::second_via(&msg) else {
+            self.stats.stray_responses += 1;
+            return;
+        };
+        let Some(peer) = route::response_peer(&next) else {
+            self.stats.stray_responses += 1;
+            return;
+        };
+        let mut patch = Patch::new();
+        if route::pop_top_via(&msg, &mut patch).is_none() {
+            return;
+        }
+        let data = Bytes::from(patch.apply(msg.buf(), msg.body.end as usize));
+        self.stats.responses_forwarded += 1;
+        self.out.push(Output::Send { to: peer, data });
+    }
+
+    fn on_client_response(&mut self, now: Millis, id: u64, msg: Message) {
+        let Some(code) = msg.status() else { return };
+        let t1 = self.s.timers.t1_ms;
+        let t2 = self.s.timers.t2_ms;
+        let timer_c = self.s.timers.timer_c_ms;
+        let Some(txn) = self.txns.get_mut(&id) else {
+            return;
+        };
+        let is_invite = txn.is_invite;
+        let Some(client) = txn.client.as_mut() else {
+            return;
+        };
+        let reliable = client.peer.transport.is_reliable();
+
+        if txn.cancels.is_some() {
+            // Our own CANCEL: its response ends here.
+            if code >= 200 && matches!(client.state, ClientState::Calling | ClientState::Proceeding)
+            {
+                client.state = ClientState::Completed;
+                txn.deadlines = [None; TIMER_KINDS];
+                self.arm(
+                    id,
+                    TimerKind::ClientLinger,
+                    now + if reliable { 0 } else { T4_MS },
+                );
+            }
+            return;
+        }
+
+        match client.state {
+            ClientState::Calling | ClientState::Proceeding if code < 200 => {
+                client.state = ClientState::Proceeding;
+                client.got_provisional = true;
+                let cancel_now = client.cancel_pending && !client.cancel_sent;
+                if is_invite {
+                    txn.deadlines[TimerKind::ClientRetransmit as usize] = None;
+                    txn.deadlines[TimerKind::ClientTimeout as usize] = None;
+                    self.arm(id, TimerKind::TimerC, now + timer_c);
+                } else if !reliable {
+                    client.retransmit_interval = t2;
+                }
+                if cancel_now {
+                    self.send_cancel(now, id);
+                }
+                if code > 100 {
+                    self.forward_upstream(id, &msg, true);
+                }
+            }
+            ClientState::Calling | ClientState::Proceeding => {
+                for k in [
+                    TimerKind::ClientRetransmit,
+                    TimerKind::ClientTimeout,
+                    TimerKind::TimerC,
+                ] {
+                    txn.deadlines[k as usize] = None;
+                }
+                let success = code < 300;
+                if is_invite && success {
+                    client.state = ClientState::Accepted;
+                    if txn.initial_invite {
+                        self.dialogs.insert(txn.call_id.clone(), now);
+                    }
+                    self.arm(id, TimerKind::ClientLinger, now + 64 * t1);
+                    self.forward_upstream(id, &msg, false);
+                    self.set_server_state(now, id, ServerState::Accepted);
+                } else if is_invite {
+                    let ack = build_ack(&client.request, &msg);
+                    if let Some(ack) = ack.clone() {
+                        self.out.push(Output::Send {
+                            to: client.peer,
+                            data: ack,
+                        });
+                    }
+                    client.ack = ack;
+                    client.state = ClientState::Completed;
+                    self.arm(
+                        id,
+                        TimerKind::ClientLinger,
+                        now + if reliable { 0 } else { 32_000 },
+                    );
+                    self.forward_upstream(id, &msg, false);
+                    self.set_server_state(now, id, ServerState::Completed);
+                } else {
+                    client.state = ClientState::Completed;
+                    if txn.is_bye {
+                        self.dialogs.remove(&txn.call_id);
+                    }
+                    self.arm(
+                        id,
+                        TimerKind::ClientLinger,
+                        now + if reliable { 0 } else { T4_MS },
+                    );
+                    self.forward_upstream(id, &msg, false);
+                    self.set_server_state(now, id, ServerState::Completed);
+                }
+            }
+            ClientState::Completed => {
+                // A retransmitted final response: repeat our ACK.
+                if let Some(ack) = client.ack.clone() {
+                    self.out.push(Output::Send {
+                        to: client.peer,
+                        data: ack,
+                    });
+                }
+                self.stats.absorbed_retransmissions += 1;
+            }
+            ClientState::Accepted => {
+                if (200..300).contains(&code) {
+                    self.forward_upstream(id, &msg, false);
+                }
+            }
+            ClientState::Terminated => {}
+        }
+    }
+
+    /// Sends a response up to the server side's peer, minus our Via.
+    fn forward_upstream(&mut self, id: u64, msg: &Message, provisional: bool) {
+        let mut patch = Patch::new();
+        if route::pop_top_via(msg, &mut patch).is_none() {
+            return;
+        }
+        let data = Bytes::from(patch.apply(msg.buf(), msg.body.end as usize));
+        let Some(server) = self.txns.get_mut(&id).and_then(|t| t.server.as_mut()) else {
+            return;
+        };
+        let final_2xx = (200..300).contains(&msg.status().unwrap_or(0));
+        // After a final response, only 2xx may still go up (RFC 3261 16.7 step 5).
+        if server.state != ServerState::Proceeding
+            && !(final_2xx && server.state == ServerState::Accepted)
+        {
+            if !(final_2xx && server.state == ServerState::Completed) {
+                return;
+            }
+        }
+        if provisional || !final_2xx {
+            server.last_response = Some(data.clone());
+        }
+        self.stats.responses_forwarded += 1;
+        self.out.push(Output::Send {
+            to: server.peer,
+            data,
+        });
+    }
+
+    fn set_server_state(&mut self, now: Millis, id: u64, state: ServerState) {
+        let t1 = self.s.timers.t1_ms;
+        let Some(txn) = self.txns.get_mut(&id) else {
+            return;
+        };
+        let is_invite = txn.is_invite;
+        let Some(server) = txn.server.as_mut() else {
+            return;
+        };
+        if server.state != ServerState::Proceeding {
+            return;
+        }
+        server.state = state;
+        let reliable = server.peer.transport.is_reliable();
+        match state {
+            ServerState::Completed if is_invite => {
+                if !reliable {
+                    server.retransmit_interval = t1;
+                    self.arm(id, TimerKind::ServerRetransmit, now + t1);
+                }
+                self.arm(id, TimerKind::ServerLinger, now + 64 * t1);
+            }
+            ServerState::Completed => {
+                self.arm(
+                    id,
+                    TimerKind::ServerLinger,
+                    now + if reliable { 0 } else { 64 * t1 },
+                );
+            }
+            ServerState::Accepted => self.arm(id, TimerKind::ServerLinger, now + 64 * t1),
+            _ => {}
+        }
+    }
+
+    /// CANCELs the pending INVITE branch of transaction `id` (RFC 3261 9.1).
+    fn send_cancel(&mut self, now: Millis, id: u64) {
+        let t1 = self.s.timers.t1_ms;
+        let Some(txn) = self.txns.get_mut(&id) else {
+            return;
+        };
+        let call_id = txn.call_id.clone();
+        let Some(client) = txn.client.as_mut() else {
+            return;
+        };
+        client.cancel_sent = true;
+        client.cancel_pending = false;
+        let Some(data) = build_cancel(&client.request) else {
+            return;
+        };
+        let peer = client.peer;
+        let mut key = client.branch.to_vec();
+        key.extend_from_slice(b":c");
+        let cid = self.next_id;
+        self.next_id += 1;
+        self.txns.insert(
+            cid,
+            Txn {
+                is_invite: false,
+                call_id,
+                server: None,
+                client: Some(ClientSide {
+                    branch: key.clone().into_boxed_slice(),
+                    peer,
+                    request: data.clone(),
+                    state: ClientState::Calling,
+                    retransmit_interval: t1,
+                    got_provisional: false,
+                    cancel_pending: false,
+                    cancel_sent: false,
+                    ack: None,
+                }),
+                cancels: Some(id),
+                initial_invite: false,
+                is_bye: false,
+                deadlines: [None; TIMER_KINDS],
+            },
+        );
+        self.client_index.insert(key.into_boxed_slice(), cid);
+        if peer.transport == Transport::Udp {
+            self.arm(cid, TimerKind::ClientRetransmit, now + t1);
+        }
+        self.arm(cid, TimerKind::ClientTimeout, now + 64 * t1);
+        self.out.push(Output::Send { to: peer, data });
+    }
+
+    // ---- local replies --------------------------------------------------
+
+    fn to_tag(&self, msg: &Message) -> String {
+        self.s
+            .identity
+            .digest_hex(&[msg.call_id().unwrap_or_default(), b"to-tag"], 10)
+    }
+
+    fn reply_stateless(
+        &mut self,
+        msg: &Message,
+        to: Peer,
+        code: u16,
+        reason: &str,
+        extra: &[&[u8]],
+    ) {
+        let tag = self.to_tag(msg);
+        let data = response(msg, code, reason, Some(tag.as_bytes()), extra);
+        self.stats.local_replies += 1;
+        self.out.push(Output::Send {
+            to,
+            data: Bytes::from(data),
+        });
+    }
+
+    fn reply_refusal(&mut self, now: Millis, to: Peer, msg: &Message, key: Box<[u8]>, r: Refusal) {
+        let unsupported;
+        let mut extra: Vec<&[u8]> = Vec::new();
+        if r.code == 420 {
+            let tags = msg
+                .headers_named(HeaderName::ProxyRequire)
+                .map(|h| msg.bytes(h.value))
+                .collect::<Vec<_>>()
+                .join(&b", "[..]);
+            unsupported = [b"Unsupported: ".as_slice(), &tags].concat();
+            extra.push(&unsupported);
+        }
+        self.reply_final(now, to, msg, key, r.code, r.reason, &extra);
+    }
+
+    /// A final response the proxy itself gives, kept in a server
+    /// transaction so retransmissions get the same answer (and, for
+    /// INVITE, it is repeated until the ACK).
+    fn reply_final(
+        &mut self,
+        now: Millis,
+        to: Peer,
+        msg: &Message,
+        key: Box<[u8]>,
+        code: u16,
+        reason: &str,
+        extra: &[&[u8]],
+    ) {
+        let tag = self.to_tag(msg);
+        let data = Bytes::from(response(msg, code, reason, Some(tag.as_bytes()), extra));
+        self.stats.local_replies += 1;
+        self.out.push(Output::Send {
+            to,
+            data: data.clone(),
+        });
+        let is_invite = msg.method() == Some(Method::Invite);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.txns.insert(
+            id,
+            Txn {
+                is_invite,
+                call_id: Bytes::new(),
+                server: Some(ServerSide {
+                    key: key.clone(),
+                    peer: to,
+                    state: ServerState::Proceeding,
+                    last_response: Some(data),
+                    retransmit_interval: self.s.timers.t1_ms,
+                }),
+                client: None,
+                cancels: None,
+                initial_invite: false,
+                is_bye: false,
+                deadlines: [None; TIMER_KINDS],
+            },
+        );
+        self.server_index.insert(key, id);
+        self.set_server_state(now, id, ServerState::Completed);
+    }
+
+    // ---- timers ---------------------------------------------------------
+
+    fn arm(&mut self, id: u64, kind: TimerKind, at: Millis) {
+        if let Some(t) = self.txns.get_mut(&id) {
+            t.deadlines[kind as usize] = Some(at);
+            self.timers.push(Reverse((at, id, kind as u8)));
+        }
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn on_timer(&mut self, now: Millis) {
+        while let Some(&Reverse((at, id, k))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let kind = KINDS[k as usize];
+            let Some(txn) = self.txns.get_mut(&id) else {
+                continue;
+            };
+            if txn.deadlines[kind as usize] != Some(at) {
+                continue;
+            }
+            txn.deadlines[kind as usize] = None;
+            self.fire(now, id, kind);
+            if self.txns.get(&id).is_some_and(Txn::is_finished) {
+                self.remove(id);
+            }
+        }
+        if now >= self.last_sweep + 60_000 {
+            self.last_sweep = now;
+            self.dialogs
+                .retain(|_, started| now.saturating_sub(*started) < DIALOG_MAX_MS);
+        }
+    }
+
+    fn fire(&mut self, now: Millis, id: u64, kind: TimerKind) {
+        let (t1, t2) = (self.s.timers.t1_ms, self.s.timers.t2_ms);
+        let Some(txn) = self.txns.get_mut(&id) else {
+            return;
+        };
+        let is_invite = txn.is_invite;
+        match kind {
+            TimerKind::ClientRetransmit => {
+                let Some(c) = txn.client.as_mut() else { return };
+                let active = c.state == ClientState::Calling
+                    || (!is_invite && c.state == ClientState::Proceeding);
+                if !active {
+                    return;
+                }
+                let data = c.request.clone();
+                let peer = c.peer;
+                // Timer A doubles without limit; Timer E is capped at T2.
+                c.retransmit_interval = if is_invite {
+                    c.retransmit_interval * 2
+                } else {
+                    (c.retransmit_interval * 2).min(t2)
+                };
+                let next = now + c.retransmit_interval;
+                self.stats.retransmissions_sent += 1;
+                self.out.push(Output::Send { to: peer, data });
+                self.arm(id, TimerKind::ClientRetransmit, next);
+            }
+            TimerKind::ClientTimeout | TimerKind::TimerC => {
+                let Some(c) = txn.client.as_mut() else { return };
+                if !matches!(c.state, ClientState::Calling | ClientState::Proceeding) {
+                    return;
+                }
+                if kind == TimerKind::TimerC && c.got_provisional && !c.cancel_sent {
+                    // RFC 3261 16.8: CANCEL the branch; its 487 flows back.
+                    // If even that never comes, time out below.
+                    self.send_cancel(now, id);
+                    self.arm(id, TimerKind::ClientTimeout, now + 64 * t1);
+                    return;
+                }
+                c.state = ClientState::Terminated;
+                txn.deadlines = [None; TIMER_KINDS];
+                self.stats.timeouts += 1;
+                if txn.cancels.is_none() {
+                    self.reply_timeout(now, id);
+                }
+            }
+            TimerKind::ClientLinger => {
+                if let Some(c) = txn.client.as_mut() {
+                    c.state = ClientState::Terminated;
+                }
+            }
+            TimerKind::ServerRetransmit => {
+                let Some(s) = txn.server.as_mut() else { return };
+                if s.state != ServerState::Completed {
+                    return;
+                }
+                let Some(data) = s.last_response.clone() else {
+                    return;
+                };
+                let peer = s.peer;
+                s.retransmit_interval = (s.retransmit_interval * 2).min(t2);
+                let next = now + s.retransmit_interval;
+                self.stats.retransmissions_sent += 1;
+                self.out.push(Output::Send { to: peer, data });
+                self.arm(id, TimerKind::ServerRetransmit, next);
+            }
+            TimerKind::ServerLinger => {
+                if let Some(s) = txn.server.as_mut() {
+                    s.state = ServerState::Terminated;
+                }
+                txn.deadlines[TimerKind::ServerRetransmit as usize] = None;
+            }
+        }
+    }
+
+    /// The downstream never gave a final response: 408 upstream.
+    fn reply_timeout(&mut self, now: Millis, id: u64) {
+        let Some(txn) = self.txns.get(&id) else {
+            return;
+        };
+        let Some(server) = txn.server.as_ref() else {
+            return;
+        };
+        if server.state != ServerState::Proceeding {
+            return;
+        }
+        let Some(client) = txn.client.as_ref() else {
+            return;
+        };
+        // The 408 is built from the request as received upstream: our
+        // forwarded copy minus our Via.
+        let Ok(fwd) = Message::parse(client.request.clone(), true) else {
+            return;
+        };
+        let mut patch = Patch::new();
+        if route::pop_top_via(&fwd, &mut patch).is_none() {
+            return;
+        }
+        let Ok(original) = Message::parse(
+            Bytes::from(patch.apply(fwd.buf(), fwd.body.end as usize)),
+            true,
+        ) else {
+            return;
+        };
+        let tag = self.to_tag(&original);
+        let data = Bytes::from(response(
+            &original,
+            408,
+            "Request Timeout",
+            Some(tag.as_bytes()),
+            &[],
+        ));
+        let to = server.peer;
+        if let Some(s) = self.txns.get_mut(&id).and_then(|t| t.server.as_mut()) {
+            s.last_response = Some(data.clone());
+        }
+        self.stats.local_replies += 1;
+        self.out.push(Output::Send { to, data });
+        self.set_server_state(now, id, ServerState::Completed);
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(txn) = self.txns.remove(&id) else {
+            return;
+        };
+        if let Some(s) = txn.server {
+            if self.server_index.get(&s.key) == Some(&id) {
+                self.server_index.remove(&s.key);
+            }
+        }
+        if let Some(c) = txn.client {
+            if self.client_index.get(&c.branch) == Some(&id) {
+                self.client_index.remove(&c.branch);
+            }
+        }
+    }
+}
+
+/// Checks shared by initial and in-dialog requests (RFC 3261 16.3).
+fn common_checks(msg: &Message) -> Option<Refusal> {
+    if let Some(v) = msg.value(HeaderName::MaxForwards) {
+        if crate::sip::chars::parse_u64(v, 10) == Some(0) {
+            return Some(Refusal {
+                code: 483,
+                reason: "Too Many Hops",
+            });
+        }
+    }
+    if msg.header(HeaderName::ProxyRequire).is_some() {
+        return Some(Refusal {
+            code: 420,
+            reason: "Bad Extension",
+        });
+    }
+    None
+}
+
+/// The server transaction key (RFC 3261 17.2.3): branch + sent-by + method
+/// for RFC 3261 branches, else the RFC 2543 fields. ACK and CANCEL match
+/// their INVITE through `method`.
+fn server_key(msg: &Message, method: Method) -> Option<Box<[u8]>> {
+    let via = route::top_via(msg)?;
+    let class: &[u8] = match method {
+        Method::Ack | Method::Invite => b"INVITE",
+        _ => msg.method_bytes()?,
+    };
+    let mut k = Vec::with_capacity(96);
+    match via.rfc3261_branch() {
+        Some(branch) => {
+            k.extend_from_slice(branch);
+            k.push(0);
+            k.extend_from_slice(via.host());
+            k.extend_from_slice(via.port.unwrap_or(5060).to_string().as_bytes());
+        }
+        None => {
+            k.extend_from_slice(b"2543\0");
+            k.extend_from_slice(msg.request_uri().unwrap_or_default());
+            k.push(0);
+            k.extend_from_slice(msg.call_id().unwrap_or_default());
+            k.push(0);
+            k.extend_from_slice(
+                cseq(msg)
+                    .map(|(n, _)| n)
+                    .unwrap_or(0)
+                    .to_string()
+                    .as_bytes(),
+            );
+            k.push(0);
+            if let Some(tag) = msg
+                .value(HeaderName::From)
+                .and_then(|v| NameAddr::parse(v).ok())
+                .and_then(|n| n.tag().map(<[u8]>::to_vec))
+            {
+                k.extend_from_slice(&tag);
+            }
+            k.push(0);
+            k.extend_from_slice(via.src);
+        }
+    }
+    k.push(0);
+    k.extend_from_slice(class);
+    Some(k.into_boxed_slice())
+}
+
+/// A request built from our forwarded INVITE (CANCEL, or ACK for a non-2xx):
+/// same Request-URI, Call-ID, From, CSeq number and Route set, our Via only.
+fn build_from_invite(invite: &Bytes, method: &[u8], to_line: Option<&[u8]>) -> Option<Bytes> {
+    let inv = Message::parse(invite.clone(), true).ok()?;
+    let uri = inv.request_uri()?;
+    let (num, _) = cseq(&inv)?;
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(method);
+    out.push(b' ');
+    out.extend_from_slice(uri);
+    out.extend_from_slice(b" SIP/2.0\r\n");
+    let mut via_done = false;
+    for h in &inv.headers {
+        let line = inv.bytes(h.line);
+        match h.name {
+            HeaderName::Via if !via_done => {
+                via_done = true;
+                out.extend_from_slice(line);
+            }
+            HeaderName::Route | HeaderName::From | HeaderName::CallId => {
+                out.extend_from_slice(line)
+            }
+            HeaderName::To => match to_line {
+                Some(t) => out.extend_from_slice(t),
+                None => out.extend_from_slice(line),
+            },
+            _ => {}
+        }
+    }
+    out.extend_from_slice(format!("CSeq: {num} ").as_bytes());
+    out.extend_from_slice(method);
+    out.extend_from_slice(b"\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+    Some(Bytes::from(out))
+}
+
+fn build_cancel(invite: &Bytes) -> Option<Bytes> {
+    build_from_invite(invite, b"CANCEL", None)
+}
+
+/// The hop-by-hop ACK for a non-2xx final response: its To carries the
+/// response's tag (RFC 3261 17.1.1.3).
+fn build_ack(invite: &Bytes, resp: &Message) -> Option<Bytes> {
+    let to = resp.header(HeaderName::To)?;
+    build_from_invite(invite, b"ACK", Some(resp.bytes(to.line)))
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

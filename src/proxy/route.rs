@@ -1,0 +1,309 @@
+//! Via, Record-Route and Route handling (RFC 3261 16.6, 16.4, 16.12;
+//! RFC 3581; RFC 5658 double record-routing), as pure functions over
+//! messages and the proxy's own addresses.
+
+use std::net::{IpAddr, SocketAddr};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::config::ListenAddr;
+use crate::sip::chars::split_commas;
+use crate::sip::via::via_values;
+use crate::sip::{HeaderName, Message, NameAddr, Patch, Span, Uri, Via};
+
+use super::{Peer, Transport};
+
+/// The proxy's own addresses and the key that signs its routes.
+#[derive(Clone)]
+pub struct Identity {
+    pub listen: Vec<ListenAddr>,
+    /// Host written in Via/Record-Route instead of the listen IP.
+    pub advertised_host: Option<String>,
+    key: Hmac<Sha256>,
+}
+
+/// How many hex digits of the HMAC a Record-Route token carries (64 bits).
+const TOKEN_HEX: usize = 16;
+
+impl Identity {
+    pub fn new(
+        listen: Vec<ListenAddr>,
+        advertised_host: Option<String>,
+        secret: &[u8],
+    ) -> Identity {
+        // HMAC accepts keys of any length; the error arm cannot happen.
+        let key = Hmac::<Sha256>::new_from_slice(secret)
+            .unwrap_or_else(|_| unreachable!("hmac takes any key length"));
+        Identity {
+            listen,
+            advertised_host,
+            key,
+        }
+    }
+
+    /// The listen address to use towards `peer`: same transport and address
+    /// family if possible.
+    pub fn local_for(&self, peer: &Peer) -> Option<&ListenAddr> {
+        let fam = |a: &SocketAddr| a.is_ipv4() == peer.addr.is_ipv4();
+        self.listen
+            .iter()
+            .find(|l| l.transport == peer.transport && fam(&l.addr))
+            .or_else(|| self.listen.iter().find(|l| l.transport == peer.transport))
+    }
+
+    fn host_port(&self, l: &ListenAddr) -> String {
+        match &self.advertised_host {
+            Some(h) => format!("{h}:{}", l.addr.port()),
+            None => match l.addr.ip() {
+                IpAddr::V6(ip) => format!("[{ip}]:{}", l.addr.port()),
+                IpAddr::V4(ip) => format!("{ip}:{}", l.addr.port()),
+            },
+        }
+    }
+
+    /// Our Via header line (with CRLF) for a request sent out on `l`.
+    pub fn via_line(&self, l: &ListenAddr, branch: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(b"Via: SIP/2.0/");
+        out.extend_from_slice(l.transport.via_token().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.host_port(l).as_bytes());
+        out.extend_from_slice(b";branch=");
+        out.extend_from_slice(branch);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// A Record-Route header line (with CRLF) for interface `l`, signed for `call_id`.
+    pub fn record_route_line(&self, l: &ListenAddr, call_id: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(b"Record-Route: <sip:");
+        out.extend_from_slice(self.token(call_id).as_bytes());
+        out.push(b'@');
+        out.extend_from_slice(self.host_port(l).as_bytes());
+        if l.transport == Transport::Tcp {
+            out.extend_from_slice(b";transport=tcp");
+        }
+        out.extend_from_slice(b";lr>\r\n");
+    }
+
+    /// The route token: HMAC-SHA256 over the Call-ID, truncated.
+    pub fn token(&self, call_id: &[u8]) -> String {
+        let mut mac = self.key.clone();
+        mac.update(call_id);
+        let digest = mac.finalize().into_bytes();
+        let mut s = String::with_capacity(TOKEN_HEX);
+        for b in &digest[..TOKEN_HEX / 2] {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+
+    /// A deterministic tag or branch suffix derived from `parts`.
+    pub fn digest_hex(&self, parts: &[&[u8]], hex_len: usize) -> String {
+        let mut mac = self.key.clone();
+        for p in parts {
+            mac.update(p);
+            mac.update(b"\x00");
+        }
+        let digest = mac.finalize().into_bytes();
+        digest
+            .iter()
+            .take(hex_len.div_ceil(2))
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()[..hex_len]
+            .to_string()
+    }
+
+    /// Whether a URI names this proxy (host and port of a listen address).
+    pub fn is_own_uri(&self, uri: &Uri<'_>) -> bool {
+        let port = uri.port.unwrap_or(5060);
+        self.listen.iter().any(|l| {
+            l.addr.port() == port
+                && (uri.host_ip() == Some(l.addr.ip())
+                    || self.advertised_host.as_deref().map(str::as_bytes) == Some(uri.host())
+                    || (l.addr.ip().is_unspecified() && uri.host_ip().is_some()))
+        })
+    }
+
+    /// Whether a Route value is a Record-Route this proxy issued for `call_id`.
+    pub fn is_own_route(&self, value: &[u8], call_id: &[u8]) -> bool {
+        let Ok(na) = NameAddr::parse(value) else {
+            return false;
+        };
+        let Ok(uri) = Uri::parse(na.uri()) else {
+            return false;
+        };
+        self.is_own_uri(&uri)
+            && uri
+                .user()
+                .is_some_and(|u| constant_time_eq(u, self.token(call_id).as_bytes()))
+    }
+
+    /// Whether a Via value was written by this proxy (its sent-by is ours).
+    pub fn is_own_via(&self, via: &Via<'_>) -> bool {
+        let port = via.port.unwrap_or(5060);
+        let host = via.host();
+        self.listen.iter().any(|l| {
+            l.addr.port() == port
+                && (crate::sip::uri::host_to_ip(host) == Some(l.addr.ip())
+                    || self.advertised_host.as_deref().map(str::as_bytes) == Some(host))
+        })
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Route values in order across all Route headers: (header index, value span).
+pub fn route_values(msg: &Message) -> Vec<(usize, Span)> {
+    let mut out = Vec::new();
+    for (i, h) in msg.headers.iter().enumerate() {
+        if h.name != HeaderName::Route {
+            continue;
+        }
+        let v = msg.bytes(h.value);
+        for (a, b) in split_commas(v) {
+            let t = crate::sip::chars::trim_lws(&v[a..b]);
+            if t.is_empty() {
+                continue;
+            }
+            let off = t.as_ptr() as usize - v.as_ptr() as usize;
+            let start = h.value.start as usize + off;
+            out.push((i, Span::new(start, start + t.len())));
+        }
+    }
+    out
+}
+
+/// Removes the first `n` Route values, deleting whole header lines where
+/// all their values go.
+pub fn pop_routes(msg: &Message, values: &[(usize, Span)], n: usize, patch: &mut Patch) {
+    let mut k = 0;
+    while k < n {
+        let header = values[k].0;
+        let in_header: Vec<&(usize, Span)> = values.iter().filter(|(h, _)| *h == header).collect();
+        let popped_here = values[k..n].iter().filter(|(h, _)| *h == header).count();
+        if popped_here == in_header.len() {
+            patch.delete(msg.headers[header].line);
+        } else {
+            let first = values[k].1.start;
+            let next_kept = in_header[popped_here].1.start;
+            patch.delete(Span {
+                start: first,
+                end: next_kept,
+            });
+        }
+        k += popped_here;
+    }
+}
+
+/// The address to send a request to for a URI (Route or Request-URI).
+/// Only IP literals are accepted: DNS on the call path would stall every
+/// call behind one slow lookup.
+pub fn uri_peer(uri: &Uri<'_>) -> Option<Peer> {
+    let ip = uri.host_ip()?;
+    let transport = match uri.param(b"transport") {
+        Some(t) if t.eq_ignore_ascii_case(b"tcp") => Transport::Tcp,
+        _ if uri.is_sips() => Transport::Tcp,
+        _ => Transport::Udp,
+    };
+    Some(Peer {
+        transport,
+        addr: SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+    })
+}
+
+/// RFC 3261 18.2.1 and RFC 3581: adds `received` (when the sent-by differs
+/// from the source) and fills in an empty `rport` on the top Via.
+pub fn stamp_top_via(msg: &Message, source: &Peer, patch: &mut Patch) {
+    let Some(h) = msg.header(HeaderName::Via) else {
+        return;
+    };
+    let value = msg.bytes(h.value);
+    let Some((a, b)) = via_values(value).next() else {
+        return;
+    };
+    let Ok(via) = Via::parse(&value[a..b]) else {
+        return;
+    };
+    let base = h.value.start as usize + a;
+    let ip = source.addr.ip();
+    let rport = via.param_ranges(b"rport");
+    if let Some((name, None)) = rport {
+        patch.insert(
+            (base + name.1) as u32,
+            format!("={}", source.addr.port()).as_bytes(),
+        );
+    }
+    let sent_by_matches = crate::sip::uri::host_to_ip(via.host()) == Some(ip);
+    if (rport.is_some() || !sent_by_matches) && via.param(b"received").is_none() {
+        patch.insert(
+            (base + (b - a)) as u32,
+            format!(";received={ip}").as_bytes(),
+        );
+    }
+}
+
+/// The address a response goes to per its (new) top Via (RFC 3261 18.2.2,
+/// RFC 3581 4): received/rport when present, else the sent-by.
+pub fn response_peer(via: &Via<'_>) -> Option<Peer> {
+    let transport = if via.transport().eq_ignore_ascii_case(b"TCP") {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
+    let ip = via
+        .param(b"received")
+        .and_then(crate::sip::uri::host_to_ip)
+        .or_else(|| crate::sip::uri::host_to_ip(via.host()))?;
+    let port = via
+        .param(b"rport")
+        .and_then(|p| std::str::from_utf8(p).ok()?.parse().ok())
+        .or(via.port)
+        .unwrap_or(5060);
+    Some(Peer {
+        transport,
+        addr: SocketAddr::new(ip, port),
+    })
+}
+
+/// Deletes the top Via value (the proxy's own) from a response.
+pub fn pop_top_via(msg: &Message, patch: &mut Patch) -> Option<()> {
+    let h = msg.header(HeaderName::Via)?;
+    let value = msg.bytes(h.value);
+    let mut values = via_values(value);
+    let _first = values.next()?;
+    match values.next() {
+        None => patch.delete(h.line),
+        Some((next_start, _)) => {
+            patch.delete(Span::new(
+                h.value.start as usize,
+                h.value.start as usize + next_start,
+            ));
+        }
+    }
+    Some(())
+}
+
+/// The second Via value of a message (after ours), parsed.
+pub fn second_via(msg: &Message) -> Option<Via<'_>> {
+    let mut seen = 0;
+    for h in msg.headers_named(HeaderName::Via) {
+        let value = msg.bytes(h.value);
+        for (a, b) in via_values(value) {
+            if seen == 1 {
+                return Via::parse(&value[a..b]).ok();
+            }
+            seen += 1;
+        }
+    }
+    None
+}
+
+/// The top Via value, parsed.
+pub fn top_via(msg: &Message) -> Option<Via<'_>> {
+    let h = msg.header(HeaderName::Via)?;
+    let value = msg.bytes(h.value);
+    let (a, b) = via_values(value).next()?;
+    Via::parse(&value[a..b]).ok()
+}

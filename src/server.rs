@@ -1,0 +1,214 @@
+//! `siptrack run`: binds the sockets and drives the proxy core on one
+//! thread. One thread owns all transaction state, so the hot path takes no
+//! locks; a SIP message costs microseconds, far below what a core can do.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, ListenAddr};
+use crate::proxy::route::Identity;
+use crate::proxy::{DefaultRouter, Output, Peer, Proxy, ProxySettings, Transport};
+use crate::transport::tcp::{accept_loop, TcpEvent, TcpHub};
+use crate::transport::udp;
+
+/// Datagrams handled per wake-up before timers and TCP get a turn.
+const UDP_BATCH: usize = 64;
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(serve(config))
+}
+
+struct UdpOut {
+    listen: ListenAddr,
+    socket: Arc<UdpSocket>,
+}
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let sip = &config.sip;
+    let mut udp_sockets = Vec::new();
+    let mut udp_outs = Vec::new();
+    let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(4096);
+    let mut bound = Vec::new();
+    for l in &sip.listen {
+        match l.transport {
+            Transport::Udp => {
+                let s = udp::bind(l.addr, sip.udp_recv_buffer_bytes)
+                    .with_context(|| format!("binding udp:{}", l.addr))?;
+                let actual = ListenAddr {
+                    transport: Transport::Udp,
+                    addr: s.local_addr()?,
+                };
+                let s = Arc::new(s);
+                udp_outs.push(UdpOut {
+                    listen: actual,
+                    socket: s.clone(),
+                });
+                udp_sockets.push(s);
+                bound.push(actual);
+            }
+            Transport::Tcp => {
+                let listener = TcpListener::bind(l.addr)
+                    .await
+                    .with_context(|| format!("binding tcp:{}", l.addr))?;
+                bound.push(ListenAddr {
+                    transport: Transport::Tcp,
+                    addr: listener.local_addr()?,
+                });
+                tokio::spawn(accept_loop(listener, tcp_tx.clone(), sip.max_message_bytes));
+            }
+        }
+    }
+    for b in &bound {
+        tracing::info!(transport = b.transport.via_token(), addr = %b.addr, "listening for SIP");
+    }
+    let secret = match &sip.route_secret {
+        Some(s) => s.as_bytes().to_vec(),
+        None => (0..32).map(|_| fastrand::u8(..)).collect(),
+    };
+    let identity = Identity::new(bound, sip.advertised_host.clone(), &secret);
+    let settings = ProxySettings {
+        identity,
+        trusted_sources: sip.trusted_sources.clone(),
+        max_message_bytes: sip.max_message_bytes,
+        timers: sip.timers,
+        instance_nonce: fastrand::u64(..) & 0xffff_ffff,
+    };
+    let router = DefaultRouter {
+        destination: config.tracking.default_destination.clone(),
+    };
+    let mut proxy = Proxy::new(settings, Box::new(router));
+    let mut hub = TcpHub::new(tcp_tx, sip.max_message_bytes);
+
+    let start = Instant::now();
+    let now_ms = |start: Instant| start.elapsed().as_millis() as u64;
+    let mut shutdown = Box::pin(shutdown_signal());
+    let mut drain_deadline: Option<Instant> = None;
+    let mut buf = vec![0u8; 65536];
+    let sockets: Vec<&UdpSocket> = udp_sockets.iter().map(|s| s.as_ref()).collect();
+
+    loop {
+        let deadline = proxy
+            .next_deadline()
+            .map(|ms| start + Duration::from_millis(ms));
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = &mut shutdown, if drain_deadline.is_none() => {
+                tracing::info!(drain_seconds = config.shutdown.drain_seconds, "shutting down: refusing new calls, draining");
+                proxy.start_draining();
+                drain_deadline = Some(Instant::now() + Duration::from_secs(config.shutdown.drain_seconds));
+            }
+            (i, r) = poll_fn(|cx| poll_recv_refs(&sockets, cx, &mut buf)) => {
+                if let Ok((n, from)) = r {
+                    let peer = Peer { transport: Transport::Udp, addr: from };
+                    proxy.on_message(now_ms(start), peer, Bytes::copy_from_slice(&buf[..n]));
+                }
+                // Drain what else is queued on that socket before sleeping again.
+                for _ in 1..UDP_BATCH {
+                    match sockets[i].try_recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            let peer = Peer { transport: Transport::Udp, addr: from };
+                            proxy.on_message(now_ms(start), peer, Bytes::copy_from_slice(&buf[..n]));
+                            flush(&mut proxy, &udp_outs, &mut hub);
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            Some(ev) = tcp_rx.recv() => {
+                hub.on_event(&ev);
+                if let TcpEvent::Message { remote, data } = ev {
+                    proxy.on_message(now_ms(start), Peer { transport: Transport::Tcp, addr: remote }, data);
+                }
+            }
+            _ = sleep => {}
+        }
+        proxy.on_timer(now_ms(start));
+        flush(&mut proxy, &udp_outs, &mut hub);
+        if let Some(d) = drain_deadline {
+            let idle = proxy.active_dialogs() == 0 && proxy.pending_transactions() == 0;
+            if idle || Instant::now() >= d {
+                tracing::info!(
+                    dialogs = proxy.active_dialogs(),
+                    transactions = proxy.pending_transactions(),
+                    "stopped"
+                );
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn poll_recv_refs(
+    sockets: &[&UdpSocket],
+    cx: &mut std::task::Context<'_>,
+    buf: &mut [u8],
+) -> std::task::Poll<(usize, std::io::Result<(usize, std::net::SocketAddr)>)> {
+    if sockets.is_empty() {
+        return std::task::Poll::Pending;
+    }
+    for (i, s) in sockets.iter().enumerate() {
+        let mut rb = tokio::io::ReadBuf::new(buf);
+        if let std::task::Poll::Ready(r) = s.poll_recv_from(cx, &mut rb) {
+            return std::task::Poll::Ready((i, r.map(|from| (rb.filled().len(), from))));
+        }
+    }
+    std::task::Poll::Pending
+}
+
+fn flush(proxy: &mut Proxy, udp_outs: &[UdpOut], hub: &mut TcpHub) {
+    for out in proxy.take_outputs() {
+        let Output::Send { to, data } = out;
+        match to.transport {
+            Transport::Udp => {
+                let sock = udp_outs
+                    .iter()
+                    .find(|u| u.listen.addr.is_ipv4() == to.addr.is_ipv4())
+                    .or_else(|| udp_outs.first());
+                if let Some(u) = sock {
+                    if let Err(e) = u.socket.try_send_to(&data, to.addr) {
+                        tracing::debug!(to = %to.addr, error = %e, "UDP send failed");
+                    }
+                }
+            }
+            Transport::Tcp => hub.send(to.addr, data),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
