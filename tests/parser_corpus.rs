@@ -9,7 +9,11 @@ use siptrack::sip::{HeaderName, Message, NameAddr, Via};
 
 fn corpus() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/torture");
-    assert!(dir.join("INDEX.tsv").exists(), "torture corpus not found at {}", dir.display());
+    assert!(
+        dir.join("INDEX.tsv").exists(),
+        "torture corpus not found at {}",
+        dir.display()
+    );
     dir
 }
 
@@ -26,7 +30,11 @@ fn rows() -> Vec<Row> {
         .skip(1)
         .map(|l| {
             let c: Vec<&str> = l.split('\t').collect();
-            Row { name: c[1].to_string(), file: c[2].to_string(), syntax: c[5].to_string() }
+            Row {
+                name: c[1].to_string(),
+                file: c[2].to_string(),
+                syntax: c[5].to_string(),
+            }
         })
         .collect()
 }
@@ -84,15 +92,26 @@ fn every_corpus_message_gets_its_syntax_verdict() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} verdicts wrong:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} verdicts wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn key_fields_of_the_short_tortuous_invite() {
     let m = load("rfc4475/wsinv.sip");
-    assert_eq!(m.request_uri(), Some(&b"sip:vivekg@chair-dnrc.example.com;unknownparam"[..]));
+    assert_eq!(
+        m.request_uri(),
+        Some(&b"sip:vivekg@chair-dnrc.example.com;unknownparam"[..])
+    );
     assert_eq!(m.call_id(), Some(&b"wsinv.ndaksdj@192.0.2.1"[..]));
-    assert_eq!(cseq(&m).map(|(n, meth)| (n, meth.to_vec())), Some((9, b"INVITE".to_vec())));
+    assert_eq!(
+        cseq(&m).map(|(n, meth)| (n, meth.to_vec())),
+        Some((9, b"INVITE".to_vec()))
+    );
     let to = NameAddr::parse(m.value(HeaderName::To).expect("To")).expect("To parses");
     assert_eq!(to.tag(), Some(&b"1918181833n"[..]));
     let from = NameAddr::parse(m.value(HeaderName::From).expect("From")).expect("From parses");

@@ -288,7 +288,7 @@ impl Proxy {
             .any(|n| n.contains(&from.addr.ip()))
         {
             self.stats.untrusted += 1;
-            self.reply_final(now, from, &msg, key, 403, "Forbidden", &[]);
+            self.reply_final(now, from, &msg, key, (403, "Forbidden"), &[]);
             return;
         }
         if let Some(refusal) = common_checks(&msg) {
@@ -298,7 +298,7 @@ impl Proxy {
         let request_uri = msg.request_uri().and_then(|u| Uri::parse(u).ok());
         match method {
             Method::Register => {
-                self.reply_final(now, from, &msg, key, 405, "Method Not Allowed", &[ALLOW]);
+                self.reply_final(now, from, &msg, key, (405, "Method Not Allowed"), &[ALLOW]);
                 return;
             }
             Method::Options if request_uri.as_ref().is_some_and(|u| u.user.is_none()) => {
@@ -307,8 +307,7 @@ impl Proxy {
                     from,
                     &msg,
                     key,
-                    200,
-                    "OK",
+                    (200, "OK"),
                     &[ALLOW, b"Accept: application/sdp"],
                 );
                 return;
@@ -319,8 +318,7 @@ impl Proxy {
                     from,
                     &msg,
                     key,
-                    503,
-                    "Service Unavailable",
+                    (503, "Service Unavailable"),
                     &[b"Retry-After: 30"],
                 );
                 return;
@@ -374,7 +372,7 @@ impl Proxy {
         };
         if !own(0) {
             if !is_ack {
-                self.reply_final(now, from, &msg, key, 404, "Not Found", &[]);
+                self.reply_final(now, from, &msg, key, (404, "Not Found"), &[]);
             }
             return;
         }
@@ -403,8 +401,7 @@ impl Proxy {
                     from,
                     &msg,
                     key,
-                    502,
-                    "Bad Gateway",
+                    (502, "Bad Gateway"),
                     &[b"Warning: 399 siptrack \"next hop is not an IP address\""],
                 );
             }
@@ -443,8 +440,7 @@ impl Proxy {
                 from,
                 &msg,
                 key,
-                503,
-                "Service Unavailable",
+                (503, "Service Unavailable"),
                 &[b"Warning: 399 siptrack \"no listener for the next hop's transport\""],
             );
             return;
@@ -693,6 +689,9 @@ impl Proxy {
                     txn.deadlines[k as usize] = None;
                 }
                 let success = code < 300;
+                // Nothing will be retransmitted or CANCELled any more; the
+                // copy of the request is only needed to build the ACK below.
+                let request = std::mem::take(&mut client.request);
                 if is_invite && success {
                     client.state = ClientState::Accepted;
                     if txn.initial_invite {
@@ -702,7 +701,7 @@ impl Proxy {
                     self.forward_upstream(id, &msg, false);
                     self.set_server_state(now, id, ServerState::Accepted);
                 } else if is_invite {
-                    let ack = build_ack(&client.request, &msg);
+                    let ack = build_ack(&request, &msg);
                     if let Some(ack) = ack.clone() {
                         self.out.push(Output::Send {
                             to: client.peer,
@@ -762,13 +761,13 @@ impl Proxy {
             return;
         };
         let final_2xx = (200..300).contains(&msg.status().unwrap_or(0));
-        // After a final response, only 2xx may still go up (RFC 3261 16.7 step 5).
-        if server.state != ServerState::Proceeding
-            && !(final_2xx && server.state == ServerState::Accepted)
-        {
-            if !(final_2xx && server.state == ServerState::Completed) {
-                return;
-            }
+        // After a final response, only a 2xx may still go up (RFC 3261
+        // 16.7 step 5): its retransmissions, or a 2xx that beat our 408.
+        let may_send = server.state == ServerState::Proceeding
+            || (final_2xx
+                && matches!(server.state, ServerState::Accepted | ServerState::Completed));
+        if !may_send {
+            return;
         }
         if provisional || !final_2xx {
             server.last_response = Some(data.clone());
@@ -809,7 +808,11 @@ impl Proxy {
                     now + if reliable { 0 } else { 64 * t1 },
                 );
             }
-            ServerState::Accepted => self.arm(id, TimerKind::ServerLinger, now + 64 * t1),
+            ServerState::Accepted => {
+                // Retransmitted INVITEs are absorbed silently (RFC 6026 8.7).
+                server.last_response = None;
+                self.arm(id, TimerKind::ServerLinger, now + 64 * t1)
+            }
             _ => {}
         }
     }
@@ -902,7 +905,7 @@ impl Proxy {
             unsupported = [b"Unsupported: ".as_slice(), &tags].concat();
             extra.push(&unsupported);
         }
-        self.reply_final(now, to, msg, key, r.code, r.reason, &extra);
+        self.reply_final(now, to, msg, key, (r.code, r.reason), &extra);
     }
 
     /// A final response the proxy itself gives, kept in a server
@@ -914,8 +917,7 @@ impl Proxy {
         to: Peer,
         msg: &Message,
         key: Box<[u8]>,
-        code: u16,
-        reason: &str,
+        (code, reason): (u16, &str),
         extra: &[&[u8]],
     ) {
         let tag = self.to_tag(msg);

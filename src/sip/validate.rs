@@ -78,13 +78,12 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
             }
             HeaderName::Contact if trim_lws(v) != b"*" => check_list(v, "Malformed Contact")?,
             HeaderName::Route | HeaderName::RecordRoute => check_list(v, "Malformed Route")?,
-            HeaderName::CallId => {
+            HeaderName::CallId
                 if v.is_empty()
                     || v.iter()
-                        .any(|&c| c.is_ascii_whitespace() || c.is_ascii_control())
-                {
-                    return Err(bad("Malformed Call-ID"));
-                }
+                        .any(|&c| c.is_ascii_whitespace() || c.is_ascii_control()) =>
+            {
+                return Err(bad("Malformed Call-ID"));
             }
             HeaderName::MaxForwards => {
                 parse_u64(v, 10).ok_or(bad("Malformed Max-Forwards"))?;

@@ -26,6 +26,9 @@ pub enum ViaError {
     BadParams,
 }
 
+/// A (start, end) byte range.
+pub type ByteRange = (usize, usize);
+
 /// The magic cookie of RFC 3261 branches.
 pub const BRANCH_COOKIE: &[u8] = b"z9hG4bK";
 
@@ -120,7 +123,7 @@ impl<'a> Via<'a> {
     }
 
     /// The parameter's (name, value) ranges in `src`.
-    pub fn param_ranges(&self, name: &[u8]) -> Option<((usize, usize), Option<(usize, usize)>)> {
+    pub fn param_ranges(&self, name: &[u8]) -> Option<(ByteRange, Option<ByteRange>)> {
         self.parsed
             .iter()
             .find(|p| p.name().eq_ignore_ascii_case(name))
