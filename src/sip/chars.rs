@@ -2,12 +2,23 @@
 
 /// `token` characters: alphanum and `-.!%*_+`'~`.
 pub fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    TOKEN[b as usize]
 }
+
+const TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        c += 1;
+    }
+    t
+};
 
 /// Linear white space, including the CR/LF of folded lines.
 pub fn is_lws(b: u8) -> bool {
@@ -49,35 +60,99 @@ pub fn parse_u64(s: &[u8], max_digits: usize) -> Option<u64> {
 
 /// Splits a header value at top-level commas (outside quotes and `<>`),
 /// yielding each element's byte range within `s`.
-pub fn split_commas(s: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::with_capacity(1);
-    let (mut start, mut in_quote, mut in_angle, mut i) = (0, false, false, 0);
-    while i < s.len() {
-        match s[i] {
-            b'\\' if in_quote => i += 1,
-            b'"' => in_quote = !in_quote,
-            b'<' if !in_quote => in_angle = true,
-            b'>' if !in_quote => in_angle = false,
-            b',' if !in_quote && !in_angle => {
-                out.push((start, i));
-                start = i + 1;
-            }
-            _ => {}
-        }
-        i += 1;
+pub fn split_commas(s: &[u8]) -> CommaSplit<'_> {
+    CommaSplit {
+        s,
+        pos: 0,
+        done: false,
     }
-    out.push((start, s.len()));
-    out
+}
+
+/// Iterator of [`split_commas`]; allocation-free because it runs for
+/// every Via, Route and Contact value of every message.
+pub struct CommaSplit<'a> {
+    s: &'a [u8],
+    pos: usize,
+    done: bool,
+}
+
+impl Iterator for CommaSplit<'_> {
+    type Item = (usize, usize);
+    fn next(&mut self) -> Option<(usize, usize)> {
+        if self.done {
+            return None;
+        }
+        let s = self.s;
+        let start = self.pos;
+        let (mut in_quote, mut in_angle, mut i) = (false, false, start);
+        while i < s.len() {
+            match s[i] {
+                b'\\' if in_quote => i += 1,
+                b'"' => in_quote = !in_quote,
+                b'<' if !in_quote => in_angle = true,
+                b'>' if !in_quote => in_angle = false,
+                b',' if !in_quote && !in_angle => {
+                    self.pos = i + 1;
+                    return Some((start, i));
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        self.done = true;
+        Some((start, s.len()))
+    }
 }
 
 /// Parameters `;name[=value]` as they follow a URI or a header value.
-/// Returns `None` when a parameter is empty (`;;`) or not a token.
-pub fn parse_params(s: &[u8]) -> Option<Vec<Param<'_>>> {
-    let mut out = Vec::new();
-    let mut i = skip_lws(s, 0);
-    while i < s.len() {
-        if s[i] != b';' {
+/// Yields `Err(())` (and stops) at a parameter that is empty (`;;`) or not
+/// a token.
+pub fn params(s: &[u8]) -> Params<'_> {
+    Params {
+        s,
+        i: skip_lws(s, 0),
+        failed: false,
+    }
+}
+
+/// Whether a whole parameter list is well formed.
+pub fn params_valid(s: &[u8]) -> bool {
+    params(s).all(|p| p.is_ok())
+}
+
+/// The parameter `name` (case-insensitive) of a list.
+pub fn find_param<'a>(s: &'a [u8], name: &[u8]) -> Option<Param<'a>> {
+    params(s)
+        .map_while(Result::ok)
+        .find(|p| p.name().eq_ignore_ascii_case(name))
+}
+
+pub struct Params<'a> {
+    s: &'a [u8],
+    i: usize,
+    failed: bool,
+}
+
+impl<'a> Iterator for Params<'a> {
+    type Item = Result<Param<'a>, ()>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.i >= self.s.len() {
             return None;
+        }
+        let r = self.step();
+        if r.is_err() {
+            self.failed = true;
+        }
+        Some(r)
+    }
+}
+
+impl<'a> Params<'a> {
+    fn step(&mut self) -> Result<Param<'a>, ()> {
+        let s = self.s;
+        let mut i = self.i;
+        if s[i] != b';' {
+            return Err(());
         }
         i = skip_lws(s, i + 1);
         let name_start = i;
@@ -85,7 +160,7 @@ pub fn parse_params(s: &[u8]) -> Option<Vec<Param<'_>>> {
             i += 1;
         }
         if i == name_start {
-            return None;
+            return Err(());
         }
         let name = (name_start, i);
         i = skip_lws(s, i);
@@ -94,33 +169,27 @@ pub fn parse_params(s: &[u8]) -> Option<Vec<Param<'_>>> {
             i = skip_lws(s, i + 1);
             let v_start = i;
             if i < s.len() && s[i] == b'"' {
-                i = end_of_quoted(s, i)?;
+                i = end_of_quoted(s, i).ok_or(())?;
             } else if i < s.len() && s[i] == b'[' {
-                while i < s.len() && s[i] != b']' {
-                    i += 1;
-                }
-                if i == s.len() {
-                    return None;
-                }
-                i += 1;
+                i += memchr::memchr(b']', &s[i..]).ok_or(())? + 1;
             } else {
                 while i < s.len() && (is_token(s[i]) || s[i] == b':') {
                     i += 1;
                 }
             }
             if i == v_start {
-                return None;
+                return Err(());
             }
             value = Some((v_start, i));
             i = skip_lws(s, i);
         }
-        out.push(Param {
+        self.i = i;
+        Ok(Param {
             src: s,
             name,
             value,
-        });
+        })
     }
-    Some(out)
 }
 
 /// One `;name=value` parameter, as byte ranges into its source.
@@ -134,15 +203,6 @@ pub struct Param<'a> {
 }
 
 impl<'a> Param<'a> {
-    /// The same parameter, its ranges shifted by `offset` into `src`
-    /// (which must contain the original source at that offset).
-    pub fn rebase(p: Param<'_>, src: &'a [u8], offset: usize) -> Param<'a> {
-        Param {
-            src,
-            name: (p.name.0 + offset, p.name.1 + offset),
-            value: p.value.map(|(a, b)| (a + offset, b + offset)),
-        }
-    }
     pub fn name(&self) -> &'a [u8] {
         &self.src[self.name.0..self.name.1]
     }

@@ -149,7 +149,7 @@ fn line_end(b: &[u8], i: usize) -> (usize, usize) {
 }
 
 fn memchr_lf(s: &[u8]) -> Option<usize> {
-    s.iter().position(|&c| c == b'\n')
+    memchr::memchr(b'\n', s)
 }
 
 impl Message {
@@ -330,7 +330,7 @@ impl Message {
 
 fn split_header(b: &[u8], start: usize, end: usize) -> Option<(Span, Span)> {
     let line = &b[start..end];
-    let colon = line.iter().position(|&c| c == b':')?;
+    let colon = memchr::memchr(b':', line)?;
     let mut name_end = colon;
     while name_end > 0 && (line[name_end - 1] == b' ' || line[name_end - 1] == b'\t') {
         name_end -= 1;

@@ -1,7 +1,7 @@
 //! `name-addr / addr-spec` values with header parameters: From, To,
 //! Contact, Route, Record-Route, P-Asserted-Identity (RFC 3261 20.10, 25.1).
 
-use super::chars::{end_of_quoted, is_token, parse_params, skip_lws, Param};
+use super::chars::{end_of_quoted, find_param, is_token, params_valid, skip_lws};
 use super::uri::scheme_of;
 
 /// One decoded value. Ranges are offsets into `src`.
@@ -16,7 +16,6 @@ pub struct NameAddr<'a> {
     pub angle: bool,
     /// Header parameters after the URI, raw (starts at the first `;`).
     pub params: (usize, usize),
-    parsed: Vec<Param<'a>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -95,20 +94,15 @@ impl<'a> NameAddr<'a> {
         if scheme_of(&src[uri.0..uri.1]).is_none() {
             return Err(NameAddrError::BadUri);
         }
-        let params_src = &src[after..];
-        let parsed = parse_params(params_src).ok_or(NameAddrError::BadParams)?;
-        // Shift parameter ranges so they index into `src`.
-        let parsed = parsed
-            .into_iter()
-            .map(|p| Param::rebase(p, src, after))
-            .collect();
+        if !params_valid(&src[after..]) {
+            return Err(NameAddrError::BadParams);
+        }
         Ok(NameAddr {
             src,
             display,
             uri,
             angle,
             params: (after, src.len()),
-            parsed,
         })
     }
 
@@ -118,10 +112,7 @@ impl<'a> NameAddr<'a> {
 
     /// A header parameter's value (`Some(b"")` when present without value).
     pub fn param(&self, name: &[u8]) -> Option<&'a [u8]> {
-        self.parsed
-            .iter()
-            .find(|p| p.name().eq_ignore_ascii_case(name))
-            .map(|p| p.value().unwrap_or(&[]))
+        find_param(&self.src[self.params.0..self.params.1], name).map(|p| p.value().unwrap_or(&[]))
     }
 
     pub fn tag(&self) -> Option<&'a [u8]> {

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use super::chars::{is_token, parse_params, Param};
+use super::chars::is_token;
 
 /// A decoded SIP URI. Ranges are byte offsets into the slice it was parsed
 /// from, so callers can turn them into message spans for in-place edits.
@@ -229,11 +229,6 @@ fn parse_params_loose(s: &[u8]) -> Option<()> {
         .split(|&c| c == b';')
         .all(|p| !p.is_empty() && p[0] != b'=')
         .then_some(())
-}
-
-/// Header-style parameters, re-exported for callers that want them typed.
-pub fn header_params(s: &[u8]) -> Option<Vec<Param<'_>>> {
-    parse_params(s)
 }
 
 /// Accepts an IPv6 reference body (without brackets). RFC 5118 4.10: be

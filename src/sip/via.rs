@@ -1,6 +1,6 @@
 //! Via values (RFC 3261 20.42, RFC 3581 rport, RFC 5118 4.5 received).
 
-use super::chars::{is_token, parse_params, skip_lws, split_commas, trim_lws, Param};
+use super::chars::{find_param, is_token, params_valid, skip_lws, split_commas, trim_lws};
 
 /// One Via value. Ranges are offsets into `src`.
 #[derive(Clone, Debug)]
@@ -13,7 +13,6 @@ pub struct Via<'a> {
     pub port: Option<u16>,
     /// Raw parameters, starting at the first `;`.
     pub params: (usize, usize),
-    parsed: Vec<Param<'a>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -92,18 +91,15 @@ impl<'a> Via<'a> {
         if !trim_lws(rest).is_empty() && rest[0] != b';' {
             return Err(ViaError::BadSentBy);
         }
-        let parsed = parse_params(rest)
-            .ok_or(ViaError::BadParams)?
-            .into_iter()
-            .map(|p| Param::rebase(p, src, params_start))
-            .collect();
+        if !params_valid(rest) {
+            return Err(ViaError::BadParams);
+        }
         Ok(Via {
             src,
             transport,
             host,
             port,
             params: (params_start, src.len()),
-            parsed,
         })
     }
 
@@ -116,18 +112,18 @@ impl<'a> Via<'a> {
     }
 
     pub fn param(&self, name: &[u8]) -> Option<&'a [u8]> {
-        self.parsed
-            .iter()
-            .find(|p| p.name().eq_ignore_ascii_case(name))
-            .map(|p| p.value().unwrap_or(&[]))
+        find_param(&self.src[self.params.0..self.params.1], name).map(|p| p.value().unwrap_or(&[]))
     }
 
     /// The parameter's (name, value) ranges in `src`.
     pub fn param_ranges(&self, name: &[u8]) -> Option<(ByteRange, Option<ByteRange>)> {
-        self.parsed
-            .iter()
-            .find(|p| p.name().eq_ignore_ascii_case(name))
-            .map(|p| (p.name, p.value))
+        let off = self.params.0;
+        find_param(&self.src[off..self.params.1], name).map(|p| {
+            (
+                (p.name.0 + off, p.name.1 + off),
+                p.value.map(|(a, b)| (a + off, b + off)),
+            )
+        })
     }
 
     pub fn branch(&self) -> Option<&'a [u8]> {
@@ -163,7 +159,7 @@ fn expect_slash(s: &[u8], i: &mut usize) -> Result<(), ViaError> {
 /// Iterates over the Via values inside one header value, as (start, end)
 /// ranges with LWS trimmed.
 pub fn via_values(value: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
-    split_commas(value).into_iter().map(move |(a, b)| {
+    split_commas(value).map(move |(a, b)| {
         let t = trim_lws(&value[a..b]);
         if t.is_empty() {
             (a, a)
