@@ -401,3 +401,80 @@ pub fn parse_destination(s: &str) -> Result<Destination, String> {
         addr,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<ConfigError> {
+        match Config::parse(text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let text = include_str!("../config/siptrack.toml");
+        let c = Config::parse(text).expect("shipped config parses");
+        assert_eq!(c.sip.listen.len(), 2);
+        assert_eq!(c.sip.timers, Timers::default());
+        let d = c.tracking.default_destination.expect("destination");
+        assert_eq!(
+            (d.addr, d.transport),
+            ("127.0.0.1:5070".parse().expect("addr"), Transport::Udp)
+        );
+    }
+
+    #[test]
+    fn every_error_names_its_key_and_line() {
+        let text = "[sip]\nlisten = [\"udp:127.0.0.1:5060\", \"sctp:127.0.0.1:5060\"]\ntrusted_sources = [\"10.0.0.0/33\"]\n\n[sip.timers]\nt1_ms = 0\n\n[tracking]\ndefault_destination = \"http://pbx\"\n";
+        let e = errors(text);
+        let keys: Vec<(&str, Option<usize>)> = e.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("sip.listen[1]", Some(2)),
+                ("sip.trusted_sources[0]", Some(3)),
+                ("sip.timers.t1_ms", Some(6)),
+                ("tracking.default_destination", Some(9)),
+            ]
+        );
+        assert!(e[0].message.contains("sctp"), "{}", e[0].message);
+        assert!(e[1].message.contains("10.0.0.0/33"), "{}", e[1].message);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_toml_are_reported_with_lines() {
+        let e = errors("[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\ntrusted_source = []\n");
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].line, Some(3));
+        assert!(e[0].message.contains("trusted_source"), "{}", e[0].message);
+        let e = errors("[sip\nlisten = 1\n");
+        assert_eq!(e[0].line, Some(1));
+    }
+
+    #[test]
+    fn destinations_choose_transport_and_port() {
+        let d = parse_destination("sip:pbx@127.0.0.1:5080;transport=tcp").expect("parses");
+        assert_eq!(
+            (d.transport, d.port, d.user.as_deref()),
+            (Transport::Tcp, Some(5080), Some("pbx"))
+        );
+        let d = parse_destination("sip:[::1]").expect("parses");
+        assert_eq!(d.addr, "[::1]:5060".parse().expect("addr"));
+        assert!(parse_destination("sip:127.0.0.1;transport=sctp").is_err());
+    }
+
+    #[test]
+    fn listen_addresses_take_both_families() {
+        assert_eq!(
+            parse_listen("tcp:[::1]:5060"),
+            Ok(ListenAddr {
+                transport: Transport::Tcp,
+                addr: "[::1]:5060".parse().expect("addr")
+            })
+        );
+        assert!(parse_listen("udp:localhost:5060").is_err());
+    }
+}
