@@ -19,6 +19,8 @@ use crate::transport::udp;
 
 /// Datagrams handled per wake-up before timers and TCP get a turn.
 const UDP_BATCH: usize = 64;
+/// How often the SIP counters are logged when they changed.
+const STATS_EVERY: Duration = Duration::from_secs(60);
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -95,6 +97,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mut drain_deadline: Option<Instant> = None;
     let mut buf = vec![0u8; 65536];
     let sockets: Vec<&UdpSocket> = udp_sockets.iter().map(|s| s.as_ref()).collect();
+    let mut stats_logged = Instant::now();
+    let mut last_stats = proxy.stats.clone();
 
     loop {
         let deadline = proxy
@@ -140,9 +144,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
         proxy.on_timer(now_ms(start));
         flush(&mut proxy, &udp_outs, &mut hub);
+        // Until the HTTP API serves /metrics, the counters go to the log.
+        if stats_logged.elapsed() >= STATS_EVERY && proxy.stats != last_stats {
+            stats_logged = Instant::now();
+            last_stats = proxy.stats.clone();
+            log_stats(&proxy);
+        }
         if let Some(d) = drain_deadline {
             let idle = proxy.active_dialogs() == 0 && proxy.pending_transactions() == 0;
             if idle || Instant::now() >= d {
+                log_stats(&proxy);
                 tracing::info!(
                     dialogs = proxy.active_dialogs(),
                     transactions = proxy.pending_transactions(),
@@ -152,6 +163,27 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+fn log_stats(proxy: &Proxy) {
+    let s = &proxy.stats;
+    tracing::info!(
+        received = s.received,
+        unparsable = s.unparsable,
+        invalid = s.invalid,
+        oversized = s.oversized,
+        untrusted = s.untrusted,
+        stray_responses = s.stray_responses,
+        absorbed_retransmissions = s.absorbed_retransmissions,
+        retransmissions_sent = s.retransmissions_sent,
+        requests_forwarded = s.requests_forwarded,
+        responses_forwarded = s.responses_forwarded,
+        local_replies = s.local_replies,
+        timeouts = s.timeouts,
+        dialogs = proxy.active_dialogs(),
+        transactions = proxy.active_transactions(),
+        "sip counters"
+    );
 }
 
 fn poll_recv_refs(
