@@ -757,7 +757,11 @@ impl Proxy {
             return;
         }
         let data = Bytes::from(patch.apply(msg.buf(), msg.body.end as usize));
-        let Some(server) = self.txns.get_mut(&id).and_then(|t| t.server.as_mut()) else {
+        let Some(txn) = self.txns.get_mut(&id) else {
+            return;
+        };
+        let is_invite = txn.is_invite;
+        let Some(server) = txn.server.as_mut() else {
             return;
         };
         let final_2xx = (200..300).contains(&msg.status().unwrap_or(0));
@@ -769,7 +773,10 @@ impl Proxy {
         if !may_send {
             return;
         }
-        if provisional || !final_2xx {
+        // A 2xx to INVITE is retransmitted end to end by the UAS, so only
+        // non-INVITE 2xx (e.g. 200 to BYE) is kept for our own answering
+        // of retransmitted requests.
+        if provisional || !final_2xx || !is_invite {
             server.last_response = Some(data.clone());
         }
         self.stats.responses_forwarded += 1;
