@@ -63,6 +63,9 @@ pub struct SipConfig {
 pub struct Timers {
     pub t1_ms: u64,
     pub t2_ms: u64,
+    /// How long a message may linger in the network (RFC 3261 T4): how
+    /// long completed transactions absorb retransmissions (Timers I, K).
+    pub t4_ms: u64,
     pub timer_c_ms: u64,
 }
 
@@ -71,6 +74,7 @@ impl Default for Timers {
         Timers {
             t1_ms: 500,
             t2_ms: 4000,
+            t4_ms: 5000,
             timer_c_ms: 180_000,
         }
     }
@@ -137,6 +141,7 @@ struct RawSip {
 struct RawTimers {
     t1_ms: Option<Spanned<i64>>,
     t2_ms: Option<Spanned<i64>>,
+    t4_ms: Option<Spanned<i64>>,
     timer_c_ms: Option<Spanned<i64>>,
 }
 
@@ -288,6 +293,7 @@ impl Config {
         let timers = Timers {
             t1_ms: c.int("sip.timers.t1_ms", &t.t1_ms, d.t1_ms, 1..60_001),
             t2_ms: c.int("sip.timers.t2_ms", &t.t2_ms, d.t2_ms, 1..600_001),
+            t4_ms: c.int("sip.timers.t4_ms", &t.t4_ms, d.t4_ms, 0..600_001),
             timer_c_ms: c.int(
                 "sip.timers.timer_c_ms",
                 &t.timer_c_ms,

@@ -19,8 +19,6 @@ use super::transaction::{
 };
 use super::{Millis, NextHop, Output, Peer, Transport};
 
-/// T4: how long a message may stay in the network (RFC 3261 17.1.2.2).
-const T4_MS: Millis = 5_000;
 /// Dialogs whose BYE never came are forgotten after this long.
 const DIALOG_MAX_MS: Millis = 4 * 3600 * 1000;
 const ALLOW: &[u8] = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REFER, NOTIFY, SUBSCRIBE, MESSAGE";
@@ -229,7 +227,7 @@ impl Proxy {
                 let linger = if server.peer.transport.is_reliable() {
                     0
                 } else {
-                    T4_MS
+                    self.s.timers.t4_ms
                 };
                 txn.deadlines[TimerKind::ServerRetransmit as usize] = None;
                 self.arm(id, TimerKind::ServerLinger, now + linger);
@@ -655,7 +653,7 @@ impl Proxy {
                 self.arm(
                     id,
                     TimerKind::ClientLinger,
-                    now + if reliable { 0 } else { T4_MS },
+                    now + if reliable { 0 } else { self.s.timers.t4_ms },
                 );
             }
             return;
@@ -725,7 +723,7 @@ impl Proxy {
                     self.arm(
                         id,
                         TimerKind::ClientLinger,
-                        now + if reliable { 0 } else { T4_MS },
+                        now + if reliable { 0 } else { self.s.timers.t4_ms },
                     );
                     self.forward_upstream(id, &msg, false);
                     self.set_server_state(now, id, ServerState::Completed);

@@ -236,11 +236,20 @@ pub fn stamp_top_via(msg: &Message, source: &Peer, patch: &mut Patch) {
         );
     }
     let sent_by_matches = crate::sip::uri::host_to_ip(via.host()) == Some(ip);
-    if (rport.is_some() || !sent_by_matches) && via.param(b"received").is_none() {
-        patch.insert(
-            (base + (b - a)) as u32,
-            format!(";received={ip}").as_bytes(),
-        );
+    match via.param_ranges(b"received") {
+        // A `received` the sender wrote itself (RFC 5118 4.5) would send
+        // our responses to an address the request never came from.
+        Some((_, Some((va, vb)))) if crate::sip::uri::host_to_ip(&via.src[va..vb]) != Some(ip) => {
+            patch.replace(Span::new(base + va, base + vb), ip.to_string().as_bytes());
+        }
+        Some(_) => {}
+        None if rport.is_some() || !sent_by_matches => {
+            patch.insert(
+                (base + (b - a)) as u32,
+                format!(";received={ip}").as_bytes(),
+            );
+        }
+        None => {}
     }
 }
 
@@ -306,4 +315,80 @@ pub fn top_via(msg: &Message) -> Option<Via<'_>> {
     let value = msg.bytes(h.value);
     let (a, b) = via_values(value).next()?;
     Via::parse(&value[a..b]).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn stamped(via: &str, source: &str) -> String {
+        let text = format!(
+            "OPTIONS sip:u@example.com SIP/2.0\r\nVia: {via}\r\nVia: SIP/2.0/UDP 192.0.2.9\r\n\
+             From: <sip:a@example.com>;tag=1\r\nTo: <sip:u@example.com>\r\nCall-ID: c\r\n\
+             CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        let msg = Message::parse(Bytes::from(text), true).expect("test message parses");
+        let source = Peer {
+            transport: Transport::Udp,
+            addr: source.parse().expect("test address"),
+        };
+        let mut patch = Patch::new();
+        stamp_top_via(&msg, &source, &mut patch);
+        let out = patch.apply(msg.buf(), msg.body.end as usize);
+        let out = String::from_utf8(out).expect("ascii");
+        out.lines().nth(1).unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn matching_sent_by_is_left_alone() {
+        assert_eq!(
+            stamped(
+                "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1",
+                "127.0.0.1:5070"
+            ),
+            "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1"
+        );
+    }
+
+    #[test]
+    fn hostname_sent_by_gets_received() {
+        assert_eq!(
+            stamped(
+                "SIP/2.0/UDP host.example.com;branch=z9hG4bK1",
+                "127.0.0.1:5070"
+            ),
+            "Via: SIP/2.0/UDP host.example.com;branch=z9hG4bK1;received=127.0.0.1"
+        );
+    }
+
+    #[test]
+    fn empty_rport_is_filled_and_received_added() {
+        assert_eq!(
+            stamped(
+                "SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bK1",
+                "127.0.0.1:40000"
+            ),
+            "Via: SIP/2.0/UDP 10.0.0.1:5060;rport=40000;branch=z9hG4bK1;received=127.0.0.1"
+        );
+    }
+
+    #[test]
+    fn received_written_by_the_sender_is_corrected() {
+        assert_eq!(
+            stamped(
+                "SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bK1",
+                "127.0.0.1:5060"
+            ),
+            "Via: SIP/2.0/UDP [2001:db8::9:1];received=127.0.0.1;branch=z9hG4bK1"
+        );
+        // Already the truth: untouched.
+        assert_eq!(
+            stamped(
+                "SIP/2.0/UDP h.example.com;received=127.0.0.1",
+                "127.0.0.1:5060"
+            ),
+            "Via: SIP/2.0/UDP h.example.com;received=127.0.0.1"
+        );
+    }
 }
