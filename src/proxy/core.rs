@@ -491,17 +491,12 @@ impl Proxy {
             server.last_response = Some(trying);
         }
         let t1 = self.s.timers.t1_ms;
-        let client = ClientSide {
-            branch: branch.clone().into_boxed_slice(),
-            peer: hop.peer,
-            request: data.clone(),
-            state: ClientState::Calling,
-            retransmit_interval: t1,
-            got_provisional: false,
-            cancel_pending: false,
-            cancel_sent: false,
-            ack: None,
-        };
+        let client = ClientSide::calling(
+            branch.clone().into_boxed_slice(),
+            hop.peer,
+            data.clone(),
+            t1,
+        );
         self.txns.insert(
             id,
             Txn {
@@ -848,17 +843,12 @@ impl Proxy {
                 is_invite: false,
                 call_id,
                 server: None,
-                client: Some(ClientSide {
-                    branch: key.clone().into_boxed_slice(),
+                client: Some(ClientSide::calling(
+                    key.clone().into_boxed_slice(),
                     peer,
-                    request: data.clone(),
-                    state: ClientState::Calling,
-                    retransmit_interval: t1,
-                    got_provisional: false,
-                    cancel_pending: false,
-                    cancel_sent: false,
-                    ack: None,
-                }),
+                    data.clone(),
+                    t1,
+                )),
                 cancels: Some(id),
                 initial_invite: false,
                 is_bye: false,

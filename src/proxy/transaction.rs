@@ -60,6 +60,23 @@ pub struct ClientSide {
     pub ack: Option<Bytes>,
 }
 
+impl ClientSide {
+    /// A client transaction that has just sent `request` and heard nothing.
+    pub fn calling(branch: Box<[u8]>, peer: Peer, request: Bytes, t1: Millis) -> ClientSide {
+        ClientSide {
+            branch,
+            peer,
+            request,
+            state: ClientState::Calling,
+            retransmit_interval: t1,
+            got_provisional: false,
+            cancel_pending: false,
+            cancel_sent: false,
+            ack: None,
+        }
+    }
+}
+
 /// Timers of a proxy transaction. Each slot holds the deadline, if armed;
 /// the heap may hold stale entries, which are recognised by comparing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
