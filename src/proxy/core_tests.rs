@@ -1,1 +1,776 @@
+//! The transaction state machines on a virtual clock: no sockets, no
+//! sleeping. A test feeds messages in at chosen instants, runs the timers
+//! up to a later instant, and looks at what the proxy sent and when.
 
+use super::*;
+use crate::config::{parse_destination, parse_listen};
+use crate::proxy::DefaultRouter;
+
+const CALLER: &str = "127.0.0.1:5062";
+const UAS: &str = "127.0.0.1:5080";
+const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+
+fn udp(addr: &str) -> Peer {
+    Peer {
+        transport: Transport::Udp,
+        addr: addr.parse().expect("test address"),
+    }
+}
+
+/// One message the proxy sent: when, where, what.
+#[derive(Clone, Debug)]
+struct Sent {
+    at: Millis,
+    to: Peer,
+    text: String,
+}
+
+impl Sent {
+    fn status(&self) -> Option<u16> {
+        self.text.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
+    }
+    fn method(&self) -> &str {
+        self.text.split(' ').next().unwrap_or_default()
+    }
+    fn is_request(&self, method: &str) -> bool {
+        self.status().is_none() && self.method() == method
+    }
+}
+
+struct Rig {
+    proxy: Proxy,
+    now: Millis,
+    sent: Vec<Sent>,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        Rig::with(Timers::default(), &format!("sip:{UAS}"))
+    }
+
+    fn with(timers: Timers, destination: &str) -> Rig {
+        let listen = vec![
+            parse_listen("udp:127.0.0.1:5060").expect("listen"),
+            parse_listen("tcp:127.0.0.1:5060").expect("listen"),
+        ];
+        let settings = ProxySettings {
+            identity: Identity::new(listen, None, b"core-tests"),
+            trusted_sources: vec!["127.0.0.0/8".parse().expect("cidr")],
+            max_message_bytes: 65535,
+            timers,
+            instance_nonce: 1,
+        };
+        let router = DefaultRouter {
+            destination: Some(parse_destination(destination).expect("destination")),
+        };
+        Rig {
+            proxy: Proxy::new(settings, Box::new(router)),
+            now: 0,
+            sent: Vec::new(),
+        }
+    }
+
+    fn collect(&mut self) {
+        let at = self.now;
+        let out: Vec<Output> = self.proxy.take_outputs().collect();
+        for Output::Send { to, data } in out {
+            self.sent.push(Sent {
+                at,
+                to,
+                text: String::from_utf8_lossy(&data).into_owned(),
+            });
+        }
+    }
+
+    /// Runs every timer due up to `t`, each at its own instant.
+    fn advance_to(&mut self, t: Millis) {
+        while let Some(d) = self.proxy.next_deadline() {
+            if d > t {
+                break;
+            }
+            self.now = self.now.max(d);
+            self.proxy.on_timer(self.now);
+            self.collect();
+        }
+        self.now = t;
+    }
+
+    /// `text` arrives from `from` at `t` (timers due before run first).
+    fn recv_at(&mut self, t: Millis, from: Peer, text: &str) {
+        self.advance_to(t);
+        self.proxy
+            .on_message(self.now, from, Bytes::from(text.to_string()));
+        self.collect();
+    }
+
+    fn take(&mut self) -> Vec<Sent> {
+        std::mem::take(&mut self.sent)
+    }
+
+    /// Takes the sent messages and keeps those to `to`.
+    fn take_to(&mut self, to: &str) -> Vec<Sent> {
+        let to = udp(to).addr;
+        self.take()
+            .into_iter()
+            .filter(|s| s.to.addr == to)
+            .collect()
+    }
+}
+
+// ---- messages ---------------------------------------------------------------
+
+fn request(method: &str, uri: &str, branch: &str, call_id: &str, extra: &str) -> String {
+    let body = if method == "INVITE" { SDP } else { "" };
+    let ctype = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "{method} {uri} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {CALLER};branch=z9hG4bK{branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:caller@127.0.0.1>;tag=from1\r\n\
+         To: <sip:100@127.0.0.1>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 {method}\r\n\
+         Contact: <sip:caller@{CALLER}>\r\n\
+         {extra}{ctype}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn invite(branch: &str, call_id: &str) -> String {
+    request("INVITE", "sip:100@127.0.0.1:5060", branch, call_id, "")
+}
+
+fn header_lines<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+    msg.split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .split("\r\n")
+        .filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        })
+        .collect()
+}
+
+fn value(line: &str) -> &str {
+    line.split_once(':').map_or("", |(_, v)| v.trim())
+}
+
+fn top_branch(msg: &str) -> String {
+    let via = header_lines(msg, "Via").first().map_or("", |l| value(l));
+    via.split(';')
+        .find_map(|p| p.trim().strip_prefix("branch="))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The UAS's (or any downstream's) response to a request the proxy sent:
+/// its Via lines, From, To (with `to_tag`), Call-ID and CSeq, plus `extra`.
+fn response_to(req: &str, code: u16, reason: &str, to_tag: Option<&str>, extra: &str) -> String {
+    let mut out = format!("SIP/2.0 {code} {reason}\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        for line in header_lines(req, name) {
+            out.push_str(line);
+            if name == "To" {
+                if let Some(tag) = to_tag {
+                    out.push_str(&format!(";tag={tag}"));
+                }
+            }
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str(extra);
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+fn times(sent: &[Sent]) -> Vec<Millis> {
+    sent.iter().map(|s| s.at).collect()
+}
+
+/// Starts a call: the INVITE goes in at 0, the forwarded copy comes back.
+fn start_call(rig: &mut Rig, branch: &str, call_id: &str) -> Sent {
+    rig.recv_at(0, udp(CALLER), &invite(branch, call_id));
+    let mut fwd = rig.take_to(UAS);
+    assert_eq!(fwd.len(), 1, "one INVITE forwarded");
+    fwd.remove(0)
+}
+
+// ---- retransmission timers ----------------------------------------------------
+
+#[test]
+fn timer_a_doubles_from_t1_and_stops_at_the_first_provisional() {
+    let mut rig = Rig::new();
+    rig.recv_at(0, udp(CALLER), &invite("a1", "ta@x"));
+    let first = rig.take();
+    // 100 Trying at once upstream, the INVITE downstream.
+    assert!(first
+        .iter()
+        .any(|s| s.to == udp(CALLER) && s.status() == Some(100)));
+    let fwd: Vec<_> = first.iter().filter(|s| s.to == udp(UAS)).collect();
+    assert_eq!(fwd.len(), 1);
+
+    rig.advance_to(16_000);
+    let again = rig.take_to(UAS);
+    assert!(
+        again.iter().all(|s| s.text == fwd[0].text),
+        "retransmissions are copies"
+    );
+    assert_eq!(times(&again), vec![500, 1_500, 3_500, 7_500, 15_500]);
+
+    rig.recv_at(
+        16_000,
+        udp(UAS),
+        &response_to(&fwd[0].text, 100, "Trying", None, ""),
+    );
+    rig.advance_to(60_000);
+    assert!(
+        rig.take_to(UAS).is_empty(),
+        "no retransmission after a provisional"
+    );
+}
+
+#[test]
+fn timer_b_answers_408_once_and_the_callers_ack_ends_it() {
+    let mut rig = Rig::new();
+    start_call(&mut rig, "b1", "tb@x");
+    rig.take();
+    rig.advance_to(32_000);
+    let sent = rig.take();
+    let to_uas: Vec<_> = sent.iter().filter(|s| s.to == udp(UAS)).collect();
+    assert_eq!(
+        to_uas.iter().map(|s| s.at).collect::<Vec<_>>(),
+        vec![500, 1_500, 3_500, 7_500, 15_500, 31_500],
+        "Timer A until Timer B"
+    );
+    let timeouts: Vec<_> = sent.iter().filter(|s| s.status() == Some(408)).collect();
+    assert_eq!(timeouts.len(), 1, "{sent:?}");
+    assert_eq!((timeouts[0].at, timeouts[0].to), (32_000, udp(CALLER)));
+    assert_eq!(rig.proxy.stats.timeouts, 1);
+
+    // The caller's ACK for the 408 belongs to the INVITE transaction: it
+    // stops the 408 retransmissions and goes nowhere.
+    let tag = header_lines(&timeouts[0].text, "To")[0].to_string();
+    let ack = request("ACK", "sip:100@127.0.0.1:5060", "b1", "tb@x", "")
+        .replace("To: <sip:100@127.0.0.1>", &tag);
+    rig.recv_at(32_050, udp(CALLER), &ack);
+    rig.advance_to(120_000);
+    let after = rig.take();
+    assert!(after.is_empty(), "nothing after the ACK: {after:?}");
+    assert_eq!(rig.proxy.pending_transactions(), 0);
+}
+
+#[test]
+fn timer_e_doubles_up_to_t2_and_timer_f_answers_408_once() {
+    let mut rig = Rig::new();
+    rig.recv_at(
+        0,
+        udp(CALLER),
+        &request("MESSAGE", "sip:100@127.0.0.1:5060", "e1", "te@x", ""),
+    );
+    assert_eq!(rig.take_to(UAS).len(), 1);
+    rig.advance_to(100_000);
+    let sent = rig.take();
+    let to_uas: Vec<_> = sent.iter().filter(|s| s.to == udp(UAS)).collect();
+    assert_eq!(
+        to_uas.iter().map(|s| s.at).collect::<Vec<_>>(),
+        vec![500, 1_500, 3_500, 7_500, 11_500, 15_500, 19_500, 23_500, 27_500, 31_500],
+        "intervals 500, 1000, 2000, then T2 = 4000"
+    );
+    let up: Vec<_> = sent.iter().filter(|s| s.to == udp(CALLER)).collect();
+    assert_eq!(up.len(), 1, "one 408, never repeated: {up:?}");
+    assert_eq!((up[0].at, up[0].status()), (32_000, Some(408)));
+}
+
+#[test]
+fn timer_e_continues_at_t2_after_a_provisional() {
+    let mut rig = Rig::new();
+    rig.recv_at(
+        0,
+        udp(CALLER),
+        &request("MESSAGE", "sip:100@127.0.0.1:5060", "e2", "te2@x", ""),
+    );
+    let fwd = rig.take_to(UAS).remove(0);
+    rig.recv_at(
+        100,
+        udp(UAS),
+        &response_to(&fwd.text, 100, "Trying", None, ""),
+    );
+    rig.advance_to(12_000);
+    // The retransmission armed at 0 still fires at 500; after it every
+    // interval is T2 (RFC 3261 17.1.2.2, Proceeding).
+    assert_eq!(times(&rig.take_to(UAS)), vec![500, 4_500, 8_500]);
+}
+
+// ---- Timer C --------------------------------------------------------------------
+
+#[test]
+fn timer_c_cancels_a_ringing_branch_and_the_487_flows_back() {
+    let timers = Timers {
+        timer_c_ms: 10_000,
+        ..Timers::default()
+    };
+    let mut rig = Rig::with(timers, &format!("sip:{UAS}"));
+    let fwd = start_call(&mut rig, "c1", "tc@x");
+    rig.take();
+    rig.recv_at(
+        100,
+        udp(UAS),
+        &response_to(&fwd.text, 180, "Ringing", Some("u1"), ""),
+    );
+    assert_eq!(rig.take_to(CALLER)[0].status(), Some(180));
+
+    rig.advance_to(10_100);
+    let down = rig.take_to(UAS);
+    assert_eq!(down.len(), 1, "{down:?}");
+    let cancel = &down[0];
+    assert!(
+        cancel.is_request("CANCEL") && cancel.at == 10_100,
+        "{cancel:?}"
+    );
+    assert_eq!(
+        top_branch(&cancel.text),
+        top_branch(&fwd.text),
+        "CANCEL shares the INVITE's branch"
+    );
+
+    rig.recv_at(
+        10_200,
+        udp(UAS),
+        &response_to(&cancel.text, 200, "OK", Some("u1"), ""),
+    );
+    rig.recv_at(
+        10_210,
+        udp(UAS),
+        &response_to(&fwd.text, 487, "Request Terminated", Some("u1"), ""),
+    );
+    let sent = rig.take();
+    let up: Vec<_> = sent.iter().filter(|s| s.to == udp(CALLER)).collect();
+    assert_eq!(
+        up.len(),
+        1,
+        "only the 487 goes up, not the CANCEL's 200: {up:?}"
+    );
+    assert_eq!(up[0].status(), Some(487));
+    assert!(sent.iter().any(|s| s.to == udp(UAS) && s.is_request("ACK")));
+}
+
+#[test]
+fn timer_c_then_silence_gives_408() {
+    let timers = Timers {
+        timer_c_ms: 10_000,
+        ..Timers::default()
+    };
+    let mut rig = Rig::with(timers, &format!("sip:{UAS}"));
+    let fwd = start_call(&mut rig, "c2", "tc2@x");
+    rig.recv_at(
+        100,
+        udp(UAS),
+        &response_to(&fwd.text, 180, "Ringing", Some("u1"), ""),
+    );
+    rig.take();
+    // CANCEL at 10 100; no answer to anything; 64*T1 later, 408 upstream.
+    rig.advance_to(10_100 + 32_000);
+    let up = rig.take_to(CALLER);
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!((up[0].at, up[0].status()), (42_100, Some(408)));
+}
+
+#[test]
+fn each_provisional_restarts_timer_c() {
+    let timers = Timers {
+        timer_c_ms: 10_000,
+        ..Timers::default()
+    };
+    let mut rig = Rig::with(timers, &format!("sip:{UAS}"));
+    let fwd = start_call(&mut rig, "c3", "tc3@x");
+    rig.recv_at(
+        100,
+        udp(UAS),
+        &response_to(&fwd.text, 180, "Ringing", Some("u1"), ""),
+    );
+    rig.recv_at(
+        9_000,
+        udp(UAS),
+        &response_to(&fwd.text, 183, "Session Progress", Some("u1"), ""),
+    );
+    rig.take();
+    rig.advance_to(18_999);
+    assert!(
+        rig.take_to(UAS).is_empty(),
+        "no CANCEL before 9 000 + Timer C"
+    );
+    rig.advance_to(19_000);
+    assert!(rig.take_to(UAS).iter().any(|s| s.is_request("CANCEL")));
+}
+
+// ---- retransmitted requests ---------------------------------------------------
+
+#[test]
+fn retransmitted_invite_is_absorbed_and_gets_the_last_provisional() {
+    let mut rig = Rig::new();
+    let fwd = start_call(&mut rig, "r1", "tr@x");
+    rig.take();
+    // Before anything came from downstream: the 100 Trying again.
+    rig.recv_at(200, udp(CALLER), &invite("r1", "tr@x"));
+    let sent = rig.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!((sent[0].to, sent[0].status()), (udp(CALLER), Some(100)));
+
+    rig.recv_at(
+        300,
+        udp(UAS),
+        &response_to(&fwd.text, 180, "Ringing", Some("u1"), ""),
+    );
+    rig.take();
+    rig.recv_at(1_000, udp(CALLER), &invite("r1", "tr@x"));
+    let sent = rig.take();
+    assert_eq!(sent.len(), 1, "not forwarded again: {sent:?}");
+    assert_eq!((sent[0].to, sent[0].status()), (udp(CALLER), Some(180)));
+    assert_eq!(rig.proxy.stats.absorbed_retransmissions, 2);
+    assert_eq!(rig.proxy.stats.requests_forwarded, 1);
+}
+
+#[test]
+fn retransmitted_bye_after_its_200_gets_the_200_again() {
+    let mut rig = Rig::new();
+    rig.recv_at(
+        0,
+        udp(CALLER),
+        &request("MESSAGE", "sip:100@127.0.0.1:5060", "m1", "tm@x", ""),
+    );
+    let fwd = rig.take_to(UAS).remove(0);
+    rig.recv_at(
+        50,
+        udp(UAS),
+        &response_to(&fwd.text, 200, "OK", Some("u1"), ""),
+    );
+    assert_eq!(rig.take_to(CALLER)[0].status(), Some(200));
+    // The 200 was lost on the way up; the caller retransmits.
+    rig.recv_at(
+        500,
+        udp(CALLER),
+        &request("MESSAGE", "sip:100@127.0.0.1:5060", "m1", "tm@x", ""),
+    );
+    let sent = rig.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!((sent[0].to, sent[0].status()), (udp(CALLER), Some(200)));
+}
+
+// ---- CANCEL ---------------------------------------------------------------------
+
+#[test]
+fn cancel_after_a_provisional_is_relayed_on_the_invite_branch() {
+    let mut rig = Rig::new();
+    let fwd = start_call(&mut rig, "x1", "tx@x");
+    rig.recv_at(
+        100,
+        udp(UAS),
+        &response_to(&fwd.text, 180, "Ringing", Some("u1"), ""),
+    );
+    rig.take();
+
+    rig.recv_at(
+        500,
+        udp(CALLER),
+        &request("CANCEL", "sip:100@127.0.0.1:5060", "x1", "tx@x", ""),
+    );
+    let sent = rig.take();
+    let up: Vec<_> = sent.iter().filter(|s| s.to == udp(CALLER)).collect();
+    assert_eq!(up.len(), 1);
+    assert!(up[0].status() == Some(200) && up[0].text.contains("CSeq: 1 CANCEL"));
+    let down: Vec<_> = sent.iter().filter(|s| s.to == udp(UAS)).collect();
+    assert_eq!(down.len(), 1);
+    assert!(down[0].is_request("CANCEL"));
+    assert_eq!(top_branch(&down[0].text), top_branch(&fwd.text));
+    assert_eq!(
+        header_lines(&down[0].text, "Via").len(),
+        1,
+        "siptrack's own CANCEL"
+    );
+
+    rig.recv_at(
+        510,
+        udp(UAS),
+        &response_to(&down[0].text, 200, "OK", Some("u1"), ""),
+    );
+    rig.recv_at(
+        520,
+        udp(UAS),
+        &response_to(&fwd.text, 487, "Request Terminated", Some("u1"), ""),
+    );
+    let sent = rig.take();
+    let ack: Vec<_> = sent.iter().filter(|s| s.is_request("ACK")).collect();
+    assert_eq!(ack.len(), 1);
+    assert_eq!(
+        (ack[0].to, top_branch(&ack[0].text)),
+        (udp(UAS), top_branch(&fwd.text))
+    );
+    let up: Vec<_> = sent.iter().filter(|s| s.to == udp(CALLER)).collect();
+    assert_eq!(up.len(), 1);
+    assert_eq!(up[0].status(), Some(487));
+}
+
+#[test]
+fn cancel_before_any_provisional_waits_for_one() {
+    let mut rig = Rig::new();
+    let fwd = start_call(&mut rig, "x2", "tx2@x");
+    rig.take();
+    rig.recv_at(
+        100,
+        udp(CALLER),
+        &request("CANCEL", "sip:100@127.0.0.1:5060", "x2", "tx2@x", ""),
+    );
+    let sent = rig.take();
+    assert!(sent
+        .iter()
+        .any(|s| s.to == udp(CALLER) && s.status() == Some(200)));
+    assert!(
+        !sent.iter().any(|s| s.is_request("CANCEL")),
+        "RFC 3261 9.1: no CANCEL before a provisional response"
+    );
+    rig.recv_at(
+        200,
+        udp(UAS),
+        &response_to(&fwd.text, 100, "Trying", None, ""),
+    );
+    let down = rig.take_to(UAS);
+    assert_eq!(down.len(), 1, "{down:?}");
+    assert!(down[0].is_request("CANCEL"));
+    assert_eq!(top_branch(&down[0].text), top_branch(&fwd.text));
+}
+
+#[test]
+fn cancel_for_an_unknown_transaction_gets_481() {
+    let mut rig = Rig::new();
+    rig.recv_at(
+        0,
+        udp(CALLER),
+        &request("CANCEL", "sip:100@127.0.0.1:5060", "nope", "tn@x", ""),
+    );
+    let sent = rig.take();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].status(), Some(481));
+}
+
+// ---- final responses ------------------------------------------------------------
+
+#[test]
+fn busy_is_acked_hop_by_hop_and_repeated_until_the_callers_ack() {
+    let mut rig = Rig::new();
+    let fwd = start_call(&mut rig, "n1", "tn1@x");
+    rig.take();
+    let busy = response_to(&fwd.text, 486, "Busy Here", Some("u1"), "");
+    rig.recv_at(100, udp(UAS), &busy);
+    let sent = rig.take();
+    let ack: Vec<_> = sent.iter().filter(|s| s.to == udp(UAS)).collect();
+    assert_eq!(ack.len(), 1);
+    assert!(ack[0].is_request("ACK") && ack[0].text.contains("CSeq: 1 ACK"));
+    assert_eq!(top_branch(&ack[0].text), top_branch(&fwd.text));
+    assert!(
+        header_lines(&ack[0].text, "To")[0].contains("tag=u1"),
+        "the ACK carries the 486's To tag"
+    );
+    let up: Vec<_> = sent.iter().filter(|s| s.to == udp(CALLER)).collect();
+    assert_eq!(up.len(), 1);
+    assert_eq!(up[0].status(), Some(486));
+    assert_eq!(
+        header_lines(&up[0].text, "Via").len(),
+        1,
+        "siptrack's Via removed"
+    );
+
+    // Timer G: 486 again at 100 + 500, + 1000, + 2000 …
+    rig.advance_to(3_700);
+    assert_eq!(times(&rig.take_to(CALLER)), vec![600, 1_600, 3_600]);
+
+    // The UAS repeats its 486: siptrack repeats its ACK, nothing goes up.
+    rig.recv_at(3_800, udp(UAS), &busy);
+    let sent = rig.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].is_request("ACK") && sent[0].to == udp(UAS));
+
+    // The caller's ACK is absorbed, and ends Timer G.
+    let caller_ack = request("ACK", "sip:100@127.0.0.1:5060", "n1", "tn1@x", "").replace(
+        "To: <sip:100@127.0.0.1>",
+        header_lines(&up[0].text, "To")[0],
+    );
+    rig.recv_at(4_000, udp(CALLER), &caller_ack);
+    rig.advance_to(60_000);
+    assert!(
+        rig.take().is_empty(),
+        "no more 486s, the caller's ACK not forwarded"
+    );
+}
+
+#[test]
+fn ok_retransmissions_pass_and_the_ack_follows_the_record_route() {
+    let mut rig = Rig::new();
+    let fwd = start_call(&mut rig, "k1", "tk@x");
+    rig.take();
+    let rr = header_lines(&fwd.text, "Record-Route");
+    assert_eq!(rr.len(), 1, "one Record-Route, UDP to UDP");
+    let ok = response_to(
+        &fwd.text,
+        200,
+        "OK",
+        Some("u1"),
+        &format!("{}\r\nContact: <sip:uas@{UAS}>\r\n", rr[0]),
+    );
+    rig.recv_at(100, udp(UAS), &ok);
+    rig.recv_at(600, udp(UAS), &ok);
+    let up = rig.take_to(CALLER);
+    assert_eq!(
+        up.iter().map(|s| (s.at, s.status())).collect::<Vec<_>>(),
+        vec![(100, Some(200)), (600, Some(200))],
+        "both copies of the 2xx go up (RFC 6026)"
+    );
+
+    let route = format!("Route: {}\r\n", value(rr[0]));
+    let ack = request("ACK", &format!("sip:uas@{UAS}"), "k2", "tk@x", &route)
+        .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
+    rig.recv_at(700, udp(CALLER), &ack);
+    let down = rig.take_to(UAS);
+    assert_eq!(down.len(), 1, "the ACK for the 2xx is forwarded");
+    assert!(down[0].is_request("ACK"));
+    assert!(
+        header_lines(&down[0].text, "Route").is_empty(),
+        "own Route popped"
+    );
+    assert_eq!(header_lines(&down[0].text, "Via").len(), 2);
+    assert_eq!(rig.proxy.active_dialogs(), 1);
+}
+
+// ---- local answers ---------------------------------------------------------------
+
+fn only_reply(rig: &mut Rig, from: Peer, text: &str) -> Sent {
+    rig.recv_at(0, from, text);
+    let sent = rig.take();
+    assert_eq!(
+        sent.len(),
+        1,
+        "exactly one reply, nothing forwarded: {sent:?}"
+    );
+    assert_eq!(sent[0].to, from);
+    sent[0].clone()
+}
+
+#[test]
+fn the_proxy_answers_options_register_and_bad_requests_itself() {
+    let mut rig = Rig::new();
+    let ping = request("OPTIONS", "sip:127.0.0.1:5060", "o1", "to1@x", "");
+    assert_eq!(only_reply(&mut rig, udp(CALLER), &ping).status(), Some(200));
+
+    let reg = request("REGISTER", "sip:127.0.0.1:5060", "o2", "to2@x", "");
+    let r = only_reply(&mut rig, udp(CALLER), &reg);
+    assert_eq!(r.status(), Some(405));
+    assert!(header_lines(&r.text, "Allow")[0].contains("INVITE"));
+
+    let hops = invite("o3", "to3@x").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    assert_eq!(only_reply(&mut rig, udp(CALLER), &hops).status(), Some(483));
+
+    let ext = request(
+        "INVITE",
+        "sip:100@127.0.0.1:5060",
+        "o4",
+        "to4@x",
+        "Proxy-Require: com.example.foo\r\n",
+    );
+    let r = only_reply(&mut rig, udp(CALLER), &ext);
+    assert_eq!(r.status(), Some(420));
+    assert_eq!(
+        value(header_lines(&r.text, "Unsupported")[0]),
+        "com.example.foo"
+    );
+
+    let broken = "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKo5\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(
+        only_reply(&mut rig, udp(CALLER), broken).status(),
+        Some(400)
+    );
+    assert_eq!(rig.proxy.stats.requests_forwarded, 0);
+}
+
+#[test]
+fn untrusted_source_gets_403_and_nothing_is_forwarded() {
+    let mut rig = Rig::new();
+    let stranger = udp("192.0.2.1:5060");
+    let text = invite("u1", "tu@x").replace(CALLER, "192.0.2.1:5060");
+    assert_eq!(only_reply(&mut rig, stranger, &text).status(), Some(403));
+    assert_eq!(rig.proxy.stats.untrusted, 1);
+}
+
+#[test]
+fn in_dialog_requests_need_our_route_for_that_call() {
+    let mut rig = Rig::new();
+    let fwd = start_call(&mut rig, "d1", "call-a@x");
+    rig.take();
+    let rr = value(header_lines(&fwd.text, "Record-Route")[0]).to_string();
+    let bye = |branch: &str, call_id: &str, route: &str| {
+        request(
+            "BYE",
+            &format!("sip:uas@{UAS}"),
+            branch,
+            call_id,
+            &format!("Route: {route}\r\n"),
+        )
+        .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1")
+    };
+    // Someone else's Route, and our Route of another call: 404.
+    let forged = bye("d1", "call-a@x", "<sip:0123456789abcdef@127.0.0.1:5060;lr>");
+    assert_eq!(
+        only_reply(&mut rig, udp(CALLER), &forged).status(),
+        Some(404)
+    );
+    let replayed = bye("d2", "call-b@x", &rr);
+    assert_eq!(
+        only_reply(&mut rig, udp(CALLER), &replayed).status(),
+        Some(404)
+    );
+    // Our Route for this call: relayed to the Request-URI.
+    rig.recv_at(10, udp(CALLER), &bye("d3", "call-a@x", &rr));
+    let down = rig.take_to(UAS);
+    assert_eq!(down.len(), 1);
+    assert!(down[0].is_request("BYE"));
+}
+
+#[test]
+fn responses_not_for_us_are_dropped() {
+    let mut rig = Rig::new();
+    let stray = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKzz\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: s@x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    rig.recv_at(0, udp(UAS), stray);
+    assert!(rig.take().is_empty());
+    assert_eq!(rig.proxy.stats.stray_responses, 1);
+}
+
+// ---- transports --------------------------------------------------------------------
+
+#[test]
+fn bridging_udp_to_tcp_adds_two_record_routes() {
+    let mut rig = Rig::with(Timers::default(), &format!("sip:{UAS};transport=tcp"));
+    rig.recv_at(0, udp(CALLER), &invite("t1", "tt@x"));
+    let sent = rig.take();
+    let fwd: Vec<_> = sent
+        .iter()
+        .filter(|s| s.to.transport == Transport::Tcp)
+        .collect();
+    assert_eq!(fwd.len(), 1);
+    let rr = header_lines(&fwd[0].text, "Record-Route");
+    assert_eq!(rr.len(), 2, "{rr:?}");
+    assert!(
+        rr[0].contains("transport=tcp"),
+        "the top one faces the PBX: {rr:?}"
+    );
+    assert!(
+        !rr[1].contains("transport=tcp"),
+        "the other faces the caller: {rr:?}"
+    );
+    assert!(header_lines(&fwd[0].text, "Via")[0].contains("SIP/2.0/TCP"));
+    // Over TCP the proxy does not retransmit (Timer A is for UDP only).
+    rig.advance_to(20_000);
+    assert!(rig.take().iter().all(|s| s.to.transport != Transport::Tcp));
+}
