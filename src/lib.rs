@@ -1,7 +1,9 @@
 //! siptrack: a SIP call-tracking proxy with CRM hooks.
 
 pub mod config;
+pub mod phone;
 pub mod proxy;
 pub mod server;
 pub mod sip;
+pub mod tracking;
 pub mod transport;
