@@ -10,7 +10,11 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
+use std::collections::HashMap;
+
+use crate::phone::{normalize, Normalized, PhoneRules};
 use crate::proxy::Transport;
+use crate::rewrite::{template, RewriteSettings, Template};
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +42,9 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 pub struct Config {
     pub sip: SipConfig,
     pub tracking: TrackingConfig,
+    /// `[rewrite]`, with `tracking.normalize_caller`,
+    /// `tracking.send_sip_address_instead_of_dialed_number` and `[phone]`.
+    pub rewrite: RewriteSettings,
     pub shutdown: ShutdownConfig,
     pub http: HttpConfig,
 }
@@ -98,6 +105,21 @@ pub struct Destination {
 #[derive(Debug, Clone, Default)]
 pub struct TrackingConfig {
     pub default_destination: Option<Destination>,
+    /// `[[tracking.numbers]]`, numbers normalised.
+    pub numbers: Vec<StaticNumber>,
+}
+
+/// A static tracking number (SPEC T-1): one channel, one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticNumber {
+    /// Normalised (T-5).
+    pub number: String,
+    pub destination: Destination,
+    /// The destination was given as a phone number: the PBX is asked to
+    /// call that number (`destination.user`) rather than the dialed one.
+    pub phone_destination: bool,
+    pub marker: Option<String>,
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +130,9 @@ pub struct ShutdownConfig {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Bearer token of the API (SPEC C-6); None: the API refuses every
+    /// authenticated call.
+    pub token: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -117,6 +142,10 @@ struct RawConfig {
     sip: RawSip,
     #[serde(default)]
     tracking: RawTracking,
+    #[serde(default)]
+    rewrite: RawRewrite,
+    #[serde(default)]
+    phone: RawPhone,
     #[serde(default)]
     shutdown: RawShutdown,
     #[serde(default)]
@@ -149,6 +178,38 @@ struct RawTimers {
 #[serde(deny_unknown_fields)]
 struct RawTracking {
     default_destination: Option<Spanned<String>>,
+    #[serde(default)]
+    numbers: Vec<RawNumber>,
+    normalize_caller: Option<bool>,
+    send_sip_address_instead_of_dialed_number: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNumber {
+    number: Spanned<String>,
+    destination: Spanned<String>,
+    marker: Option<String>,
+    source: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRewrite {
+    phone_header: Option<Spanned<String>>,
+    marker_header: Option<Spanned<String>>,
+    visit_header: Option<Spanned<String>>,
+    extra_headers: Option<Spanned<toml::Value>>,
+    number_substitution: Option<Spanned<toml::Value>>,
+    sip_login_map: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPhone {
+    country_code: Option<Spanned<String>>,
+    trunk_prefix: Option<Spanned<String>>,
+    national_length: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -161,6 +222,7 @@ struct RawShutdown {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Option<Spanned<String>>,
+    token: Option<String>,
 }
 
 /// Collects errors with the line numbers of their spans.
@@ -189,6 +251,45 @@ impl Checker<'_> {
             message: message.into(),
         });
     }
+    /// A map given as a TOML table or as the compact string
+    /// `"a=b, c=d"` (SPEC T-3, T-4), in the order written.
+    fn pairs(&mut self, key: &str, v: &Option<Spanned<toml::Value>>) -> Vec<(String, String)> {
+        let Some(v) = v else { return Vec::new() };
+        let span = v.span();
+        let mut out = Vec::new();
+        match v.get_ref() {
+            toml::Value::Table(t) => {
+                for (k, val) in t {
+                    match val {
+                        toml::Value::String(s) => out.push((k.clone(), s.clone())),
+                        toml::Value::Integer(n) => out.push((k.clone(), n.to_string())),
+                        _ => self.err(format!("{key}.{k}"), Some(span.clone()), "must be a string"),
+                    }
+                }
+            }
+            toml::Value::String(s) => {
+                for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                    match item.split_once('=') {
+                        Some((k, val)) if !k.trim().is_empty() => {
+                            out.push((k.trim().to_string(), val.trim().to_string()))
+                        }
+                        _ => self.err(
+                            key,
+                            Some(span.clone()),
+                            format!("\"{item}\" is not name=value"),
+                        ),
+                    }
+                }
+            }
+            _ => self.err(
+                key,
+                Some(span),
+                "must be a table or a string like \"a=b, c=d\"",
+            ),
+        }
+        out
+    }
+
     fn int(&mut self, key: &str, v: &Option<Spanned<i64>>, default: u64, range: Range<u64>) -> u64 {
         match v {
             None => default,
@@ -321,6 +422,13 @@ impl Config {
             }
             _ => None,
         };
+        let rewrite = rewrite_settings(&mut c, &raw);
+        let numbers = static_numbers(
+            &mut c,
+            &raw.tracking,
+            default_destination.as_ref(),
+            &rewrite,
+        );
         let drain_seconds = c.int(
             "shutdown.drain_seconds",
             &raw.shutdown.drain_seconds,
@@ -354,13 +462,200 @@ impl Config {
             },
             tracking: TrackingConfig {
                 default_destination,
+                numbers,
             },
+            rewrite,
             shutdown: ShutdownConfig { drain_seconds },
             http: HttpConfig {
                 listen: http_listen,
+                token: raw.http.token.filter(|t| !t.is_empty()),
             },
         })
     }
+}
+
+fn rewrite_settings(c: &mut Checker, raw: &RawConfig) -> RewriteSettings {
+    let d = RewriteSettings::default();
+    let p = &raw.phone;
+    let mut phone = PhoneRules::default();
+    if p.country_code.is_some() || p.trunk_prefix.is_some() {
+        let digits = |c: &mut Checker, key: &str, v: &Option<Spanned<String>>, dflt: &str| match v {
+            None => dflt.to_string(),
+            Some(s) => {
+                let t = s.get_ref().trim();
+                if t.bytes().all(|b| b.is_ascii_digit()) && t.len() <= 4 {
+                    t.to_string()
+                } else {
+                    c.err(
+                        key,
+                        Some(s.span()),
+                        format!("\"{t}\" must be up to 4 digits"),
+                    );
+                    dflt.to_string()
+                }
+            }
+        };
+        let cc = digits(
+            c,
+            "phone.country_code",
+            &p.country_code,
+            &phone.country_code,
+        );
+        let trunk = digits(c, "phone.trunk_prefix", &p.trunk_prefix, "");
+        phone = PhoneRules::new(&cc, &trunk);
+    }
+    if p.national_length.is_some() {
+        phone.national_length =
+            c.int("phone.national_length", &p.national_length, 10, 0..16) as usize;
+    }
+
+    let r = &raw.rewrite;
+    let mut name = |key: &str, v: &Option<Spanned<String>>, dflt: &str| match v {
+        None => dflt.to_string(),
+        // Empty: that header is not sent.
+        Some(s) if s.get_ref().is_empty() => String::new(),
+        Some(s) => match template::check_header_name(s.get_ref()) {
+            Ok(()) => s.get_ref().clone(),
+            Err(m) => {
+                c.err(key, Some(s.span()), m);
+                dflt.to_string()
+            }
+        },
+    };
+    let phone_header = name("rewrite.phone_header", &r.phone_header, &d.phone_header);
+    let marker_header = name("rewrite.marker_header", &r.marker_header, &d.marker_header);
+    let visit_header = name("rewrite.visit_header", &r.visit_header, &d.visit_header);
+
+    let span = |v: &Option<Spanned<toml::Value>>| v.as_ref().map(|s| s.span());
+    let mut extra_headers = Vec::new();
+    for (k, v) in c.pairs("rewrite.extra_headers", &r.extra_headers) {
+        let key = format!("rewrite.extra_headers.{k}");
+        if let Err(m) = template::check_header_name(&k) {
+            c.err(&key, span(&r.extra_headers), m);
+            continue;
+        }
+        match Template::parse(&v) {
+            Ok(t) => extra_headers.push((k, t)),
+            Err(m) => c.err(&key, span(&r.extra_headers), m),
+        }
+    }
+    let mut number_substitution = HashMap::new();
+    for (k, v) in c.pairs("rewrite.number_substitution", &r.number_substitution) {
+        let key = format!("rewrite.number_substitution.{k}");
+        match (normalize(&k, &phone), normalize(&v, &phone)) {
+            (Normalized::Number(from), Normalized::Number(to)) => {
+                if number_substitution.insert(from, to).is_some() {
+                    c.err(&key, span(&r.number_substitution), "number given twice");
+                }
+            }
+            _ => c.err(
+                &key,
+                span(&r.number_substitution),
+                format!("\"{k}={v}\": both sides must be phone numbers"),
+            ),
+        }
+    }
+    let mut sip_login_map = HashMap::new();
+    for (k, v) in c.pairs("rewrite.sip_login_map", &r.sip_login_map) {
+        let ok = |s: &str| !s.is_empty() && crate::sip::chars::is_user_str(s.as_bytes());
+        if ok(&k) && ok(&v) {
+            sip_login_map.insert(k, v);
+        } else {
+            c.err(
+                format!("rewrite.sip_login_map.{k}"),
+                span(&r.sip_login_map),
+                format!("\"{k}={v}\": both sides must be SIP user parts"),
+            );
+        }
+    }
+    RewriteSettings {
+        phone_header,
+        marker_header,
+        visit_header,
+        extra_headers,
+        number_substitution,
+        sip_login_map,
+        send_sip_address: raw
+            .tracking
+            .send_sip_address_instead_of_dialed_number
+            .unwrap_or(false),
+        normalize_caller: raw.tracking.normalize_caller.unwrap_or(true),
+        phone,
+    }
+}
+
+fn static_numbers(
+    c: &mut Checker,
+    raw: &RawTracking,
+    default_destination: Option<&Destination>,
+    rewrite: &RewriteSettings,
+) -> Vec<StaticNumber> {
+    let mut out: Vec<StaticNumber> = Vec::new();
+    for (i, n) in raw.numbers.iter().enumerate() {
+        let key = |f: &str| format!("tracking.numbers[{i}].{f}");
+        let number = match normalize(n.number.get_ref(), &rewrite.phone) {
+            Normalized::Number(d) => d,
+            Normalized::NotANumber(_) => {
+                c.err(
+                    key("number"),
+                    Some(n.number.span()),
+                    format!("\"{}\" is not a phone number", n.number.get_ref()),
+                );
+                continue;
+            }
+        };
+        if out.iter().any(|o| o.number == number) {
+            c.err(
+                key("number"),
+                Some(n.number.span()),
+                format!("{number} is listed twice"),
+            );
+            continue;
+        }
+        let dest_text = n.destination.get_ref().trim();
+        let is_uri = crate::sip::uri::scheme_of(dest_text.as_bytes()).is_some();
+        let (destination, phone_destination) = if is_uri {
+            match parse_destination(dest_text) {
+                Ok(d) => (d, false),
+                Err(m) => {
+                    c.err(key("destination"), Some(n.destination.span()), m);
+                    continue;
+                }
+            }
+        } else {
+            match (normalize(dest_text, &rewrite.phone), default_destination) {
+                (Normalized::Number(phone), Some(pbx)) => {
+                    let mut d = pbx.clone();
+                    d.user = Some(phone);
+                    (d, true)
+                }
+                (Normalized::Number(_), None) => {
+                    c.err(
+                        key("destination"),
+                        Some(n.destination.span()),
+                        "a phone number destination is called through tracking.default_destination, which is not set",
+                    );
+                    continue;
+                }
+                (Normalized::NotANumber(_), _) => {
+                    c.err(
+                        key("destination"),
+                        Some(n.destination.span()),
+                        format!("\"{dest_text}\" is neither a SIP URI nor a phone number"),
+                    );
+                    continue;
+                }
+            }
+        };
+        out.push(StaticNumber {
+            number,
+            destination,
+            phone_destination,
+            marker: n.marker.clone().filter(|m| !m.is_empty()),
+            source: n.source.clone().filter(|m| !m.is_empty()),
+        });
+    }
+    out
 }
 
 /// `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
@@ -448,6 +743,130 @@ mod tests {
         );
         assert!(e[0].message.contains("sctp"), "{}", e[0].message);
         assert!(e[1].message.contains("10.0.0.0/33"), "{}", e[1].message);
+    }
+
+    /// Issue 3, item 4: each category of tracking/rewrite error names its
+    /// key, with a message that says what is wrong.
+    #[test]
+    fn tracking_and_rewrite_errors_name_their_keys() {
+        for (text, key, needle) in [
+            (
+                "[rewrite]\nextra_headers = \"X-City={town}\"\n",
+                "rewrite.extra_headers.X-City",
+                "unknown placeholder {town}",
+            ),
+            (
+                "[rewrite]\nextra_headers = \"X-City {city}\"\n",
+                "rewrite.extra_headers",
+                "is not name=value",
+            ),
+            (
+                "[rewrite]\nextra_headers = { \"X City\" = \"{city}\" }\n",
+                "rewrite.extra_headers.X City",
+                "is not a header name",
+            ),
+            (
+                "[rewrite]\nextra_headers = { X-City = 5.5 }\n",
+                "rewrite.extra_headers.X-City",
+                "must be a string",
+            ),
+            (
+                "[rewrite]\nextra_headers = 7\n",
+                "rewrite.extra_headers",
+                "must be a table or a string",
+            ),
+            (
+                "[rewrite]\nphone_header = \"X-Phone:\"\n",
+                "rewrite.phone_header",
+                "is not a header name",
+            ),
+            (
+                "[rewrite]\nnumber_substitution = \"74951111111=office\"\n",
+                "rewrite.number_substitution.74951111111",
+                "must be phone numbers",
+            ),
+            (
+                "[rewrite]\nnumber_substitution = \"74951111111\"\n",
+                "rewrite.number_substitution",
+                "is not name=value",
+            ),
+            (
+                "[rewrite]\nsip_login_map = \"roistat 1=1231\"\n",
+                "rewrite.sip_login_map.roistat 1",
+                "must be SIP user parts",
+            ),
+            (
+                "[phone]\ncountry_code = \"+7\"\n",
+                "phone.country_code",
+                "must be up to 4 digits",
+            ),
+            (
+                "[[tracking.numbers]]\nnumber = \"call-me\"\ndestination = \"sip:127.0.0.1\"\n",
+                "tracking.numbers[0].number",
+                "is not a phone number",
+            ),
+            (
+                "[[tracking.numbers]]\nnumber = \"84951111111\"\ndestination = \"office\"\n",
+                "tracking.numbers[0].destination",
+                "neither a SIP URI nor a phone number",
+            ),
+            (
+                "[[tracking.numbers]]\nnumber = \"84951111111\"\ndestination = \"89161234567\"\n",
+                "tracking.numbers[0].destination",
+                "tracking.default_destination, which is not set",
+            ),
+            (
+                "[[tracking.numbers]]\nnumber = \"84951111111\"\ndestination = \"sip:127.0.0.1\"\n\
+                 [[tracking.numbers]]\nnumber = \"+7 495 111-11-11\"\ndestination = \"sip:127.0.0.1\"\n",
+                "tracking.numbers[1].number",
+                "74951111111 is listed twice",
+            ),
+        ] {
+            let e = errors(text);
+            assert!(
+                e.iter().any(|e| e.key == key && e.message.contains(needle) && e.line.is_some()),
+                "{text}\nwanted {key}: …{needle}…, got {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tracking_config_in_both_forms() {
+        let table = Config::parse(
+            "[tracking]\ndefault_destination = \"sip:127.0.0.1:5070\"\n\
+             [[tracking.numbers]]\nnumber = \"8 (495) 111-11-11\"\ndestination = \"+7 916 000 11 22\"\nmarker = \"tv\"\n\
+             [rewrite]\nextra_headers = { X-Site = \"{domain}\", X-City = \"{city}\" }\n\
+             number_substitution = { 84951111111 = \"84992222222\" }\n",
+        )
+        .expect("valid");
+        let compact = Config::parse(
+            "[tracking]\ndefault_destination = \"sip:127.0.0.1:5070\"\n\
+             [[tracking.numbers]]\nnumber = \"74951111111\"\ndestination = \"79160001122\"\nmarker = \"tv\"\n\
+             [rewrite]\nextra_headers = \"X-Site={domain}, X-City={city}\"\n\
+             number_substitution = \"74951111111=74992222222\"\n",
+        )
+        .expect("valid");
+        for c in [&table, &compact] {
+            let n = &c.tracking.numbers[0];
+            assert_eq!(n.number, "74951111111");
+            assert!(n.phone_destination);
+            assert_eq!(n.destination.user.as_deref(), Some("79160001122"));
+            assert_eq!(n.marker.as_deref(), Some("tv"));
+            let names: Vec<&str> = c
+                .rewrite
+                .extra_headers
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect();
+            assert_eq!(names, vec!["X-Site", "X-City"], "in the order written");
+            assert_eq!(
+                c.rewrite
+                    .number_substitution
+                    .get("74951111111")
+                    .map(String::as_str),
+                Some("74992222222")
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod phone;
 pub mod proxy;
+pub mod rewrite;
 pub mod server;
 pub mod sip;
 pub mod tracking;

@@ -1,2 +1,240 @@
 //! Phone numbers: the one normalisation of SPEC T-5, used wherever a phone
-//! enters siptrack, and the CRM phone formatter of SPEC C-3. Pure.
+//! enters siptrack (SIP user parts, API JSON, CRM status updates), so that
+//! lookups match across formats; and the CRM phone formatter of SPEC C-3.
+//! Pure functions.
+
+/// The numbering plan the operator configures (`[phone]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhoneRules {
+    /// Digits of the country calling code, e.g. "7".
+    pub country_code: String,
+    /// The national trunk prefix, e.g. "8" in Russia, "0" in most of
+    /// Europe; empty where there is none.
+    pub trunk_prefix: String,
+    /// Digits of a national significant number; 0 when it varies, in
+    /// which case only the trunk-prefix rule applies.
+    pub national_length: usize,
+}
+
+impl Default for PhoneRules {
+    fn default() -> Self {
+        PhoneRules::new("7", "8")
+    }
+}
+
+impl PhoneRules {
+    /// Rules for a country, with its usual national number length.
+    pub fn new(country_code: &str, trunk_prefix: &str) -> PhoneRules {
+        PhoneRules {
+            country_code: country_code.to_string(),
+            trunk_prefix: trunk_prefix.to_string(),
+            national_length: national_length(country_code),
+        }
+    }
+}
+
+/// National significant number lengths where they are fixed; 0 where they
+/// vary (Germany, Austria …) or are unknown here.
+fn national_length(country_code: &str) -> usize {
+    match country_code {
+        "7" | "1" | "44" | "39" | "91" | "61" | "81" | "55" | "52" | "90" => 10,
+        "33" | "34" | "48" | "375" | "380" | "420" | "421" | "351" | "46" | "31" | "32" | "998"
+        | "995" | "374" | "994" | "996" | "992" | "373" => 9,
+        "45" | "47" | "372" | "371" | "370" | "65" | "852" => 8,
+        "86" => 11,
+        _ => 0,
+    }
+}
+
+/// The outcome of normalising one phone field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Normalized {
+    /// Digits only, international form without `+`.
+    Number(String),
+    /// Not a phone number (`anonymous`, a SIP login, empty): the input,
+    /// unchanged.
+    NotANumber(String),
+}
+
+/// SPEC T-5.
+///
+/// - Formatting (space, `-`, `(`, `)`, `.`, a leading `+`) is dropped.
+/// - Anything else that is not a digit makes it not a number.
+/// - `+…` or `00…` is already international: kept as dialed.
+/// - trunk prefix + national number → country code + national number.
+/// - a national number alone → country code prepended.
+/// - anything else (extensions like `101`, numbers already starting with
+///   the country code, lengths that fit no rule) keeps its digits.
+pub fn normalize(raw: &str, rules: &PhoneRules) -> Normalized {
+    let trimmed = raw.trim();
+    let international = trimmed.starts_with('+');
+    let mut digits = String::with_capacity(trimmed.len());
+    for (i, c) in trimmed.chars().enumerate() {
+        match c {
+            '0'..='9' => digits.push(c),
+            ' ' | '-' | '(' | ')' | '.' => {}
+            '+' if i == 0 => {}
+            _ => return Normalized::NotANumber(raw.to_string()),
+        }
+    }
+    if digits.is_empty() {
+        return Normalized::NotANumber(raw.to_string());
+    }
+    if international {
+        return Normalized::Number(digits);
+    }
+    // 00 is the international call prefix almost everywhere (ITU E.164).
+    if let Some(rest) = digits.strip_prefix("00") {
+        if !rest.is_empty() {
+            return Normalized::Number(rest.to_string());
+        }
+    }
+    let n = rules.national_length;
+    let cc = &rules.country_code;
+    let trunk = &rules.trunk_prefix;
+    if !trunk.is_empty() {
+        if let Some(national) = digits.strip_prefix(trunk.as_str()) {
+            if n == 0 || national.len() == n {
+                return Normalized::Number(format!("{cc}{national}"));
+            }
+        }
+    }
+    if n > 0 && digits.len() == n {
+        return Normalized::Number(format!("{cc}{digits}"));
+    }
+    Normalized::Number(digits)
+}
+
+/// [`normalize`] as a string: the digits of a number, or the input.
+pub fn normalize_str(raw: &str, rules: &PhoneRules) -> String {
+    match normalize(raw, rules) {
+        Normalized::Number(d) => d,
+        Normalized::NotANumber(s) => s,
+    }
+}
+
+/// SPEC C-3: the `X`s of `pattern` take the last digits of the number,
+/// left to right (`"8 (XXX) XXX-XX-XX"`, `"+7XXXXXXXXXX"`). A number with
+/// fewer digits than the pattern has `X`s (an extension), a pattern
+/// without `X`, or a value that is not a number: the value as it is.
+pub fn format_for_crm(value: &str, pattern: &str) -> String {
+    let slots = pattern.chars().filter(|&c| c == 'X').count();
+    if slots == 0 || value.len() < slots || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return value.to_string();
+    }
+    let mut digits = value[value.len() - slots..].chars();
+    pattern
+        .chars()
+        .map(|c| match c {
+            'X' => digits.next().unwrap_or('X'),
+            other => other,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(cc: &str, trunk: &str) -> PhoneRules {
+        PhoneRules::new(cc, trunk)
+    }
+
+    #[test]
+    fn normalisation_table() {
+        let n = |s: &str| Normalized::Number(s.to_string());
+        let not = |s: &str| Normalized::NotANumber(s.to_string());
+        for (input, cc, trunk, expected) in [
+            // SPEC T-5, word for word.
+            ("74991234567", "7", "8", n("74991234567")),
+            ("84991234567", "7", "8", n("74991234567")),
+            ("4991234567", "7", "8", n("74991234567")),
+            ("+7 (499) 123-45-67", "7", "8", n("74991234567")),
+            ("06 001 60 90", "45", "0", n("4560016090")),
+            // Russia, more shapes.
+            ("+74991234567", "7", "8", n("74991234567")),
+            ("8-800-555-35-35", "7", "8", n("78005553535")),
+            ("8 800 555 35 35", "7", "8", n("78005553535")),
+            ("8(800)5553535", "7", "8", n("78005553535")),
+            ("7.499.123.45.67", "7", "8", n("74991234567")),
+            ("(499) 123-45-67", "7", "8", n("74991234567")),
+            ("9161234567", "7", "8", n("79161234567")),
+            ("89161234567", "7", "8", n("79161234567")),
+            ("+7 916 123 45 67", "7", "8", n("79161234567")),
+            (" 79161234567 ", "7", "8", n("79161234567")),
+            ("8800", "7", "8", n("8800")),
+            ("101", "7", "8", n("101")),
+            ("123456789012345", "7", "8", n("123456789012345")),
+            // Other countries, with '+', '00' and trunk prefix 0.
+            ("+44 20 7946 0958", "7", "8", n("442079460958")),
+            ("020 7946 0958", "44", "0", n("442079460958")),
+            ("2079460958", "44", "0", n("442079460958")),
+            ("00442079460958", "7", "8", n("442079460958")),
+            ("0030 210 1234567", "49", "0", n("302101234567")),
+            ("+49 30 12345678", "49", "0", n("493012345678")),
+            ("+1 (650) 555-2222", "7", "8", n("16505552222")),
+            ("6505552222", "1", "1", n("16505552222")),
+            ("16505552222", "1", "1", n("16505552222")),
+            ("+380 44 123 4567", "7", "8", n("380441234567")),
+            ("044 123 4567", "380", "0", n("380441234567")),
+            ("60016090", "45", "", n("4560016090")),
+            ("+45 60 01 60 90", "45", "", n("4560016090")),
+            // Not numbers: passed through exactly.
+            ("anonymous", "7", "8", not("anonymous")),
+            ("Anonymous", "7", "8", not("Anonymous")),
+            ("roistat123_1", "7", "8", not("roistat123_1")),
+            ("user.name", "7", "8", not("user.name")),
+            ("", "7", "8", not("")),
+            ("+", "7", "8", not("+")),
+            ("()- ", "7", "8", not("()- ")),
+            ("7499+1234567", "7", "8", not("7499+1234567")),
+            ("*21#", "7", "8", not("*21#")),
+            ("8%20916", "7", "8", not("8%20916")),
+        ] {
+            assert_eq!(
+                normalize(input, &rules(cc, trunk)),
+                expected,
+                "{input:?} with country {cc}, trunk {trunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn normalize_str_gives_digits_or_the_input() {
+        let r = PhoneRules::default();
+        assert_eq!(normalize_str("8 (916) 123-45-67", &r), "79161234567");
+        assert_eq!(normalize_str("anonymous", &r), "anonymous");
+    }
+
+    #[test]
+    fn national_length_can_be_unknown() {
+        // Germany: lengths vary, so only the trunk prefix rule applies.
+        let de = rules("49", "0");
+        assert_eq!(de.national_length, 0);
+        assert_eq!(normalize_str("030 12345678", &de), "493012345678");
+        assert_eq!(normalize_str("0171 1234567", &de), "491711234567");
+        assert_eq!(normalize_str("12345", &de), "12345");
+    }
+
+    #[test]
+    fn crm_formats() {
+        for (value, pattern, expected) in [
+            ("74991234567", "8 (XXX) XXX-XX-XX", "8 (499) 123-45-67"),
+            ("74991234567", "+7XXXXXXXXXX", "+74991234567"),
+            ("74991234567", "XXXXXXXXXXX", "74991234567"),
+            ("74991234567", "+X XXX XXX-XX-XX", "+7 499 123-45-67"),
+            ("101", "8 (XXX) XXX-XX-XX", "101"),
+            ("442079460958", "+7XXXXXXXXXX", "+72079460958"),
+            ("74991234567", "", "74991234567"),
+            ("74991234567", "plain", "74991234567"),
+            ("anonymous", "+7XXXXXXXXXX", "anonymous"),
+            ("", "+7XXXXXXXXXX", ""),
+        ] {
+            assert_eq!(
+                format_for_crm(value, pattern),
+                expected,
+                "{value} {pattern}"
+            );
+        }
+    }
+}

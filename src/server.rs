@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, ListenAddr};
 use crate::proxy::route::Identity;
-use crate::proxy::{DefaultRouter, Output, Peer, Proxy, ProxySettings, Transport};
+use crate::proxy::{Output, Peer, Proxy, ProxySettings, Transport};
+use crate::tracking::TrackingRouter;
 use crate::transport::tcp::{accept_loop, TcpEvent, TcpHub};
 use crate::transport::udp;
 
@@ -85,9 +86,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         timers: sip.timers,
         instance_nonce: fastrand::u64(..) & 0xffff_ffff,
     };
-    let router = DefaultRouter {
-        destination: config.tracking.default_destination.clone(),
-    };
+    let router = TrackingRouter::new(&config);
     let mut proxy = Proxy::new(settings, Box::new(router));
     let mut hub = TcpHub::new(tcp_tx, sip.max_message_bytes);
 

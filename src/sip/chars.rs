@@ -224,3 +224,11 @@ pub fn end_of_quoted(s: &[u8], mut i: usize) -> Option<usize> {
     }
     None
 }
+
+/// RFC 3261 25.1 `user` characters, without escapes: what a configured SIP
+/// login or extension may contain so it can be written into a URI as is.
+pub fn is_user_str(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&c))
+}

@@ -2,3 +2,6 @@
 //! channel it belongs to (SPEC section 3).
 
 pub mod filter;
+pub mod router;
+
+pub use router::TrackingRouter;

@@ -1,0 +1,274 @@
+//! The INVITE rules of SPEC section 3 (T-2 to T-5) as pure functions over
+//! (message, call context, settings): they add edits to a [`Patch`] and
+//! compute the forwarded Request-URI. The proxy core knows nothing of them;
+//! the tracking router calls them where the next hop is chosen.
+
+pub mod template;
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::config::Destination;
+use crate::phone::{normalize_str, PhoneRules};
+use crate::proxy::hooks::destination_uri;
+use crate::sip::{HeaderName, Message, NameAddr, Patch, Span, Uri};
+
+pub use template::Template;
+
+/// What is known about a call when its INVITE is forwarded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallContext {
+    /// The tracking number dialed, normalised (T-5).
+    pub dialed: String,
+    /// The caller's number, normalised unless `normalize_caller = false`.
+    pub caller: String,
+    pub visit_id: Option<String>,
+    /// The visit's marker, or the static number's channel.
+    pub marker: Option<String>,
+    pub source: Option<String>,
+    /// Other visit data: city, domain, page, utm_*.
+    pub visit: BTreeMap<String, String>,
+}
+
+impl CallContext {
+    /// The value of a template placeholder; empty when unknown for this call.
+    pub fn field(&self, name: &str) -> &str {
+        match name {
+            "dialed" => &self.dialed,
+            "caller" => &self.caller,
+            "visit_id" => self.visit_id.as_deref().unwrap_or_default(),
+            "marker" => self.marker.as_deref().unwrap_or_default(),
+            "source" => self.source.as_deref().unwrap_or_default(),
+            other => self.visit.get(other).map_or("", String::as_str),
+        }
+    }
+}
+
+/// Settings of the rewrite rules, from `[rewrite]`, `[tracking]`, `[phone]`.
+#[derive(Clone, Debug)]
+pub struct RewriteSettings {
+    /// T-2 header names.
+    pub phone_header: String,
+    pub marker_header: String,
+    pub visit_header: String,
+    /// T-3, in configuration order.
+    pub extra_headers: Vec<(String, Template)>,
+    /// T-4: normalised dialed number → number to send.
+    pub number_substitution: HashMap<String, String>,
+    /// T-4: SIP login → extension.
+    pub sip_login_map: HashMap<String, String>,
+    /// `tracking.send_sip_address_instead_of_dialed_number`.
+    pub send_sip_address: bool,
+    /// `tracking.normalize_caller`.
+    pub normalize_caller: bool,
+    pub phone: PhoneRules,
+}
+
+impl Default for RewriteSettings {
+    fn default() -> Self {
+        RewriteSettings {
+            phone_header: "X-Roistat-Phone".into(),
+            marker_header: "X-Roistat-Marker".into(),
+            visit_header: "X-Roistat".into(),
+            extra_headers: Vec::new(),
+            number_substitution: HashMap::new(),
+            sip_login_map: HashMap::new(),
+            send_sip_address: false,
+            normalize_caller: true,
+            phone: PhoneRules::default(),
+        }
+    }
+}
+
+/// The user part of a URI header value (From, To, P-Asserted-Identity …),
+/// with its absolute span in the message.
+fn uri_user(msg: &Message, value: Span) -> Option<(Span, &[u8])> {
+    let v = msg.bytes(value);
+    let na = NameAddr::parse(v).ok()?;
+    let uri = Uri::parse(na.uri()).ok()?;
+    let (a, b) = uri.user?;
+    let start = value.start as usize + na.uri.0 + a;
+    let span = Span::new(start, start + (b - a));
+    Some((span, msg.bytes(span)))
+}
+
+/// The number dialed as it came: the Request-URI's user part, else the
+/// To URI's (T-1).
+pub fn dialed_raw(msg: &Message) -> Option<String> {
+    let from_ruri = msg
+        .request_uri()
+        .and_then(|u| Uri::parse(u).ok())
+        .and_then(|u| u.user().map(|u| String::from_utf8_lossy(u).into_owned()));
+    from_ruri.or_else(|| {
+        let to = msg.header(HeaderName::To)?;
+        uri_user(msg, to.value).map(|(_, u)| String::from_utf8_lossy(u).into_owned())
+    })
+}
+
+/// The caller's number as it came: the From URI's user part.
+pub fn caller_raw(msg: &Message) -> String {
+    msg.header(HeaderName::From)
+        .and_then(|h| uri_user(msg, h.value))
+        .map(|(_, u)| String::from_utf8_lossy(u).into_owned())
+        .unwrap_or_default()
+}
+
+/// What happens to the To URI of the forwarded INVITE (T-4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToEdit {
+    Keep,
+    /// The dialed number was substituted: the To user part follows.
+    User(String),
+    /// The destination's SIP address replaces the URI.
+    Uri(Vec<u8>),
+}
+
+/// T-4: the forwarded Request-URI and what becomes of the To URI.
+///
+/// Default mode: the dialed number (after `number_substitution`) at the
+/// destination's host. `send_sip_address` mode, and destinations given as
+/// a phone number: the destination's own address, its user part mapped
+/// through `sip_login_map`.
+pub fn request_uri(
+    dest: &Destination,
+    dialed: &str,
+    phone_destination: bool,
+    s: &RewriteSettings,
+) -> (Vec<u8>, ToEdit) {
+    if s.send_sip_address || phone_destination {
+        let own = dest.user.clone().unwrap_or_default();
+        let user = s.sip_login_map.get(&own).cloned().unwrap_or(own);
+        let user = (!user.is_empty()).then_some(user.as_bytes());
+        let uri = destination_uri(dest, user);
+        let mut to = destination_uri(dest, user);
+        // The transport parameter is for routing, not for the To URI.
+        if let Some(p) = to.windows(14).position(|w| w == b";transport=tcp") {
+            to.truncate(p);
+        }
+        return (uri, ToEdit::Uri(to));
+    }
+    match s.number_substitution.get(dialed) {
+        Some(to) => (
+            destination_uri(dest, Some(to.as_bytes())),
+            ToEdit::User(to.clone()),
+        ),
+        None => (
+            destination_uri(dest, (!dialed.is_empty()).then_some(dialed.as_bytes())),
+            ToEdit::Keep,
+        ),
+    }
+}
+
+/// Every edit of T-2 to T-5 for one INVITE: the To URI, the caller's
+/// number, the tracking headers (replacing any that came in, which a
+/// caller could otherwise forge) and the extra headers.
+pub fn rewrite_invite(
+    msg: &Message,
+    ctx: &CallContext,
+    to: &ToEdit,
+    s: &RewriteSettings,
+    patch: &mut Patch,
+) {
+    if let Some(h) = msg.header(HeaderName::To) {
+        match to {
+            ToEdit::Keep => {}
+            ToEdit::User(user) => {
+                if let Some((span, _)) = uri_user(msg, h.value) {
+                    patch.replace(span, user.as_bytes());
+                }
+            }
+            ToEdit::Uri(uri) => {
+                if let Ok(na) = NameAddr::parse(msg.bytes(h.value)) {
+                    let start = h.value.start as usize;
+                    let span = Span::new(start + na.uri.0, start + na.uri.1);
+                    if na.angle {
+                        patch.replace(span, uri);
+                    } else {
+                        // An addr-spec's parameters belong to the header;
+                        // brackets keep them there (RFC 3261 20.10).
+                        patch.replace_with(span, |o| {
+                            o.push(b'<');
+                            o.extend_from_slice(uri);
+                            o.push(b'>');
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if s.normalize_caller {
+        normalize_caller(msg, &s.phone, patch);
+    }
+    let ours: Vec<&str> = [&s.phone_header, &s.marker_header, &s.visit_header]
+        .into_iter()
+        .chain(s.extra_headers.iter().map(|(n, _)| n))
+        .filter(|n| !n.is_empty())
+        .map(String::as_str)
+        .collect();
+    for h in &msg.headers {
+        let name = msg.bytes(h.name_span);
+        if ours.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name)) {
+            patch.delete(h.line);
+        }
+    }
+    let headers = tracking_headers(ctx, s);
+    let mut block = Vec::with_capacity(128);
+    for (name, value) in &headers {
+        block.extend_from_slice(name.as_bytes());
+        block.extend_from_slice(b": ");
+        block.extend_from_slice(value.as_bytes());
+        block.extend_from_slice(b"\r\n");
+    }
+    if !block.is_empty() {
+        patch.insert(msg.headers_end, &block);
+    }
+}
+
+/// T-2 and T-3: (name, value) of every header to add; empty values are
+/// left out.
+pub fn tracking_headers(ctx: &CallContext, s: &RewriteSettings) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(3 + s.extra_headers.len());
+    let visit = ctx.visit_id.as_deref().or(ctx.marker.as_deref());
+    for (name, value) in [
+        (&s.phone_header, Some(ctx.dialed.as_str())),
+        (&s.marker_header, ctx.marker.as_deref()),
+        (&s.visit_header, visit),
+    ] {
+        let v = template::header_safe(value.unwrap_or_default());
+        if !v.is_empty() && !name.is_empty() {
+            out.push((name.clone(), v));
+        }
+    }
+    for (name, t) in &s.extra_headers {
+        let v = t.render(ctx);
+        if !v.is_empty() {
+            out.push((name.clone(), v));
+        }
+    }
+    out
+}
+
+/// T-5: the user parts of From, P-Asserted-Identity and Remote-Party-ID,
+/// normalised where they are phone numbers.
+pub fn normalize_caller(msg: &Message, rules: &PhoneRules, patch: &mut Patch) {
+    for h in &msg.headers {
+        if !matches!(
+            h.name,
+            HeaderName::From | HeaderName::PAssertedIdentity | HeaderName::RemotePartyId
+        ) {
+            continue;
+        }
+        let Some((span, user)) = uri_user(msg, h.value) else {
+            continue;
+        };
+        let Ok(raw) = std::str::from_utf8(user) else {
+            continue;
+        };
+        let n = normalize_str(raw, rules);
+        if n != raw {
+            patch.replace(span, n.as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

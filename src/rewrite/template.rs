@@ -1,0 +1,125 @@
+//! Header value templates of SPEC T-3: `"{city}"`, `"site {domain}"`.
+//! Parsed once at config load, so an unknown placeholder is a config error
+//! and rendering on the call path is a plain concatenation.
+
+use super::CallContext;
+
+/// The placeholders a template may name (SPEC T-3).
+pub const PLACEHOLDERS: &[&str] = &[
+    "visit_id",
+    "marker",
+    "source",
+    "city",
+    "domain",
+    "page",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "caller",
+    "dialed",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Field(&'static str),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template(Vec<Piece>);
+
+impl Template {
+    pub fn parse(s: &str) -> Result<Template, String> {
+        let mut pieces = Vec::new();
+        let mut rest = s;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                pieces.push(Piece::Text(rest[..open].to_string()));
+            }
+            let after = &rest[open + 1..];
+            let close = after
+                .find('}')
+                .ok_or_else(|| format!("\"{s}\": '{{' without '}}'"))?;
+            let name = after[..close].trim();
+            let field = PLACEHOLDERS.iter().find(|p| **p == name).ok_or_else(|| {
+                format!(
+                    "unknown placeholder {{{name}}} (known: {})",
+                    PLACEHOLDERS
+                        .iter()
+                        .map(|p| format!("{{{p}}}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            })?;
+            pieces.push(Piece::Field(field));
+            rest = &after[close + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("\"{s}\": '}}' without '{{'"));
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_string()));
+        }
+        Ok(Template(pieces))
+    }
+
+    /// The value for this call, made safe for a header line. Empty when
+    /// every placeholder is empty: literal text alone ("city: ") does not
+    /// make a header worth sending.
+    pub fn render(&self, ctx: &CallContext) -> String {
+        let mut out = String::new();
+        let mut any_field = false;
+        let mut all_fields_empty = true;
+        for p in &self.0 {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Field(f) => {
+                    any_field = true;
+                    let v = ctx.field(f);
+                    if !v.is_empty() {
+                        all_fields_empty = false;
+                    }
+                    out.push_str(v);
+                }
+            }
+        }
+        if any_field && all_fields_empty {
+            return String::new();
+        }
+        header_safe(&out)
+    }
+}
+
+/// A value that cannot end its header line or start another: control
+/// characters (CR, LF, NUL, …) become spaces, runs of white space fold to
+/// one, and the ends are trimmed. UTF-8 stays (TEXT-UTF8, RFC 3261 25.1).
+pub fn header_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut space = false;
+    for c in s.chars() {
+        if c.is_control() || c.is_whitespace() {
+            space = true;
+            continue;
+        }
+        if space && !out.is_empty() {
+            out.push(' ');
+        }
+        space = false;
+        out.push(c);
+    }
+    out
+}
+
+/// A header name as configured: an RFC 3261 token, so it cannot smuggle
+/// a colon, white space or a line break.
+pub fn check_header_name(name: &str) -> Result<(), String> {
+    if !name.is_empty() && crate::sip::uri::is_token_str(name.as_bytes()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{name}\" is not a header name (letters, digits and -.!%*_+`'~ only)"
+        ))
+    }
+}

@@ -1,0 +1,399 @@
+use bytes::Bytes;
+
+use super::*;
+use crate::config::parse_destination;
+
+fn invite(ruri_user: &str, from_user: &str, extra: &str) -> Message {
+    let text = format!(
+        "INVITE sip:{ruri_user}@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\n\
+         Max-Forwards: 70\r\n\
+         From: \"Caller\" <sip:{from_user}@trunk.example>;tag=f1\r\n\
+         To: <sip:{ruri_user}@127.0.0.1>\r\n\
+         Call-ID: c1@x\r\n\
+         CSeq: 1 INVITE\r\n\
+         {extra}Content-Length: 0\r\n\r\n"
+    );
+    Message::parse(Bytes::from(text), true).expect("test INVITE parses")
+}
+
+fn applied(msg: &Message, patch: &mut Patch) -> String {
+    String::from_utf8(patch.apply(msg.buf(), msg.body.end as usize)).expect("utf-8")
+}
+
+fn header<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    text.split("\r\n")
+        .filter_map(|l| l.split_once(": "))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .collect()
+}
+
+fn visit_ctx() -> CallContext {
+    let mut visit = BTreeMap::new();
+    for (k, v) in [
+        ("city", "Moscow"),
+        ("domain", "shop.example"),
+        ("page", "https://shop.example/sale?a=1"),
+        ("utm_source", "google"),
+        ("utm_medium", "cpc"),
+        ("utm_campaign", "winter"),
+        ("utm_term", "boots"),
+        ("utm_content", "ad1"),
+    ] {
+        visit.insert(k.to_string(), v.to_string());
+    }
+    CallContext {
+        dialed: "74951111111".into(),
+        caller: "79161234567".into(),
+        visit_id: Some("v-42".into()),
+        marker: Some("google_cpc".into()),
+        source: Some("organic".into()),
+        visit,
+    }
+}
+
+fn with_extra(pairs: &[(&str, &str)]) -> RewriteSettings {
+    RewriteSettings {
+        extra_headers: pairs
+            .iter()
+            .map(|(n, t)| (n.to_string(), Template::parse(t).expect("template")))
+            .collect(),
+        ..RewriteSettings::default()
+    }
+}
+
+#[test]
+fn every_placeholder_renders_from_the_call() {
+    let ctx = visit_ctx();
+    for (template, expected) in [
+        ("{visit_id}", "v-42"),
+        ("{marker}", "google_cpc"),
+        ("{source}", "organic"),
+        ("{city}", "Moscow"),
+        ("{domain}", "shop.example"),
+        ("{page}", "https://shop.example/sale?a=1"),
+        ("{utm_source}", "google"),
+        ("{utm_medium}", "cpc"),
+        ("{utm_campaign}", "winter"),
+        ("{utm_term}", "boots"),
+        ("{utm_content}", "ad1"),
+        ("{caller}", "79161234567"),
+        ("{dialed}", "74951111111"),
+        (
+            "city={city}; from {domain}",
+            "city=Moscow; from shop.example",
+        ),
+        ("{ utm_source }/{utm_medium}", "google/cpc"),
+        ("static text", "static text"),
+    ] {
+        let t = Template::parse(template).expect(template);
+        assert_eq!(t.render(&ctx), expected, "{template}");
+    }
+}
+
+#[test]
+fn templates_with_unknown_or_broken_placeholders_are_refused() {
+    for (template, needle) in [
+        ("{town}", "unknown placeholder {town}"),
+        ("{city", "'{' without '}'"),
+        ("city}", "'}' without '{'"),
+        ("{}", "unknown placeholder {}"),
+    ] {
+        let e = Template::parse(template).expect_err(template);
+        assert!(e.contains(needle), "{template}: {e}");
+    }
+}
+
+#[test]
+fn tracking_headers_carry_dialed_marker_and_visit() {
+    let s = RewriteSettings::default();
+    let got = tracking_headers(&visit_ctx(), &s);
+    assert_eq!(
+        got,
+        vec![
+            ("X-Roistat-Phone".to_string(), "74951111111".to_string()),
+            ("X-Roistat-Marker".to_string(), "google_cpc".to_string()),
+            ("X-Roistat".to_string(), "v-42".to_string()),
+        ]
+    );
+    // Static tracking: no visit, so X-Roistat is the channel's marker.
+    let ctx = CallContext {
+        dialed: "74951111111".into(),
+        marker: Some("yandex_direct".into()),
+        ..CallContext::default()
+    };
+    let got = tracking_headers(&ctx, &s);
+    assert_eq!(got[2], ("X-Roistat".into(), "yandex_direct".into()));
+    // No marker, no visit: only the phone.
+    let ctx = CallContext {
+        dialed: "74951111111".into(),
+        ..CallContext::default()
+    };
+    assert_eq!(tracking_headers(&ctx, &s).len(), 1);
+}
+
+#[test]
+fn header_names_are_configurable_and_empty_ones_are_not_sent() {
+    let s = RewriteSettings {
+        phone_header: "X-Dialed".into(),
+        marker_header: String::new(),
+        ..RewriteSettings::default()
+    };
+    let names: Vec<String> = tracking_headers(&visit_ctx(), &s)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, vec!["X-Dialed", "X-Roistat"]);
+}
+
+#[test]
+fn extra_headers_with_empty_values_are_left_out() {
+    let s = with_extra(&[("my-city", "{city}"), ("my-term", "term: {utm_term}")]);
+    let ctx = CallContext {
+        dialed: "74951111111".into(),
+        ..CallContext::default()
+    };
+    let names: Vec<String> = tracking_headers(&ctx, &s)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        names,
+        vec!["X-Roistat-Phone"],
+        "no city, no term: no header"
+    );
+}
+
+#[test]
+fn visit_data_cannot_inject_a_header() {
+    let mut ctx = visit_ctx();
+    for evil in [
+        "Moscow\r\nX-Injected: 1",
+        "Moscow\nX-Injected: 1",
+        "Moscow\rX-Injected: 1",
+        "Moscow\r\n\r\nINVITE sip:x SIP/2.0",
+        "Moscow\0X-Injected: 1",
+        "\r\n",
+    ] {
+        ctx.visit.insert("city".into(), evil.into());
+        let s = with_extra(&[("my-city", "{city}")]);
+        let msg = invite("74951111111", "79161234567", "");
+        let mut patch = Patch::new();
+        rewrite_invite(&msg, &ctx, &ToEdit::Keep, &s, &mut patch);
+        let out = applied(&msg, &mut patch);
+        let reparsed = Message::parse(Bytes::from(out.clone()), true).expect("still parses");
+        assert!(
+            reparsed.other_header(b"X-Injected").is_none(),
+            "{evil:?} produced a header:\n{out}"
+        );
+        assert_eq!(
+            out.matches("\r\n\r\n").count(),
+            1,
+            "{evil:?}: one header end"
+        );
+        let city = header(&out, "my-city");
+        assert!(city.len() <= 1, "{city:?}");
+        assert!(city.iter().all(|v| !v.contains('\r') && !v.contains('\n')));
+    }
+}
+
+#[test]
+fn incoming_tracking_headers_are_replaced_not_trusted() {
+    let msg = invite(
+        "74951111111",
+        "79161234567",
+        "x-roistat: forged\r\nX-Roistat-Phone: 70000000000\r\nX-Other: kept\r\n",
+    );
+    let mut patch = Patch::new();
+    rewrite_invite(
+        &msg,
+        &visit_ctx(),
+        &ToEdit::Keep,
+        &RewriteSettings::default(),
+        &mut patch,
+    );
+    let out = applied(&msg, &mut patch);
+    assert_eq!(header(&out, "X-Roistat"), vec!["v-42"]);
+    assert_eq!(header(&out, "X-Roistat-Phone"), vec!["74951111111"]);
+    assert_eq!(header(&out, "X-Other"), vec!["kept"]);
+}
+
+fn dest(uri: &str) -> Destination {
+    parse_destination(uri).expect("destination")
+}
+
+#[test]
+fn request_uri_modes_and_maps() {
+    let subst = RewriteSettings {
+        number_substitution: [("74951111111".to_string(), "74992222222".to_string())].into(),
+        ..RewriteSettings::default()
+    };
+    let sip_address = RewriteSettings {
+        send_sip_address: true,
+        sip_login_map: [("roistat123_1".to_string(), "1231".to_string())].into(),
+        ..RewriteSettings::default()
+    };
+    let plain = RewriteSettings::default();
+    let pbx = dest("sip:roistat123_1@127.0.0.1:5070");
+    let other = dest("sip:office@127.0.0.1:5070;transport=tcp");
+    for (name, d, dialed, phone_dest, s, uri, to) in [
+        (
+            "default: dialed number at the destination host",
+            &pbx,
+            "74951111111",
+            false,
+            &plain,
+            "sip:74951111111@127.0.0.1:5070",
+            ToEdit::Keep,
+        ),
+        (
+            "substituted number in R-URI and To",
+            &pbx,
+            "74951111111",
+            false,
+            &subst,
+            "sip:74992222222@127.0.0.1:5070",
+            ToEdit::User("74992222222".into()),
+        ),
+        (
+            "a number without substitution is untouched",
+            &pbx,
+            "74953333333",
+            false,
+            &subst,
+            "sip:74953333333@127.0.0.1:5070",
+            ToEdit::Keep,
+        ),
+        (
+            "SIP address mode with a mapped login",
+            &pbx,
+            "74951111111",
+            false,
+            &sip_address,
+            "sip:1231@127.0.0.1:5070",
+            ToEdit::Uri(b"sip:1231@127.0.0.1:5070".to_vec()),
+        ),
+        (
+            "SIP address mode, login not mapped, TCP kept for routing only",
+            &other,
+            "74951111111",
+            false,
+            &sip_address,
+            "sip:office@127.0.0.1:5070;transport=tcp",
+            ToEdit::Uri(b"sip:office@127.0.0.1:5070".to_vec()),
+        ),
+        (
+            "a phone-number destination is the number the PBX calls",
+            &dest("sip:79990001122@127.0.0.1:5070"),
+            "74951111111",
+            true,
+            &plain,
+            "sip:79990001122@127.0.0.1:5070",
+            ToEdit::Uri(b"sip:79990001122@127.0.0.1:5070".to_vec()),
+        ),
+    ] {
+        let (got_uri, got_to) = request_uri(d, dialed, phone_dest, s);
+        assert_eq!(String::from_utf8_lossy(&got_uri), uri, "{name}");
+        assert_eq!(got_to, to, "{name}");
+    }
+}
+
+#[test]
+fn to_uri_edits_keep_display_name_and_tag() {
+    let msg = invite("74951111111", "79161234567", "");
+    let ctx = visit_ctx();
+    let s = RewriteSettings::default();
+    let mut patch = Patch::new();
+    rewrite_invite(
+        &msg,
+        &ctx,
+        &ToEdit::User("74992222222".into()),
+        &s,
+        &mut patch,
+    );
+    assert_eq!(
+        header(&applied(&msg, &mut patch), "To"),
+        vec!["<sip:74992222222@127.0.0.1>"]
+    );
+    let mut patch = Patch::new();
+    rewrite_invite(
+        &msg,
+        &ctx,
+        &ToEdit::Uri(b"sip:1231@pbx.example".to_vec()),
+        &s,
+        &mut patch,
+    );
+    assert_eq!(
+        header(&applied(&msg, &mut patch), "To"),
+        vec!["<sip:1231@pbx.example>"]
+    );
+}
+
+#[test]
+fn caller_numbers_are_normalised_in_from_pai_and_rpid() {
+    let msg = invite(
+        "74951111111",
+        "8%20916",
+        "P-Asserted-Identity: <sip:+7(916)123-45-67@trunk.example>\r\n\
+         Remote-Party-ID: <sip:89161234567@trunk.example>;party=calling\r\n",
+    );
+    let mut patch = Patch::new();
+    normalize_caller(&msg, &PhoneRules::default(), &mut patch);
+    let out = applied(&msg, &mut patch);
+    assert_eq!(
+        header(&out, "P-Asserted-Identity"),
+        vec!["<sip:79161234567@trunk.example>"]
+    );
+    assert_eq!(
+        header(&out, "Remote-Party-ID"),
+        vec!["<sip:79161234567@trunk.example>;party=calling"]
+    );
+    // An escaped user part is not a phone number as written: left alone.
+    assert_eq!(
+        header(&out, "From"),
+        vec!["\"Caller\" <sip:8%20916@trunk.example>;tag=f1"]
+    );
+
+    let msg = invite("74951111111", "8-916-123-45-67", "");
+    let mut patch = Patch::new();
+    normalize_caller(&msg, &PhoneRules::default(), &mut patch);
+    assert_eq!(
+        header(&applied(&msg, &mut patch), "From"),
+        vec!["\"Caller\" <sip:79161234567@trunk.example>;tag=f1"]
+    );
+    for user in ["anonymous", "roistat123_1", "101"] {
+        let msg = invite("74951111111", user, "");
+        let mut patch = Patch::new();
+        normalize_caller(&msg, &PhoneRules::default(), &mut patch);
+        assert!(patch.is_empty(), "{user} must pass unchanged");
+    }
+}
+
+#[test]
+fn normalize_caller_off_passes_the_from_user_byte_for_byte() {
+    let msg = invite("74951111111", "8-916-123-45-67", "");
+    let s = RewriteSettings {
+        normalize_caller: false,
+        ..RewriteSettings::default()
+    };
+    let mut patch = Patch::new();
+    rewrite_invite(&msg, &visit_ctx(), &ToEdit::Keep, &s, &mut patch);
+    assert_eq!(
+        header(&applied(&msg, &mut patch), "From"),
+        vec!["\"Caller\" <sip:8-916-123-45-67@trunk.example>;tag=f1"]
+    );
+}
+
+#[test]
+fn dialed_number_comes_from_the_request_uri_else_the_to() {
+    let msg = invite("74951111111", "x", "");
+    assert_eq!(dialed_raw(&msg).as_deref(), Some("74951111111"));
+    let text =
+        "INVITE sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK2\r\n\
+                From: <sip:a@x>;tag=1\r\nTo: <sip:+7 (495) 111-11-11@x>\r\nCall-ID: c\r\n\
+                CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            .replace("+7 (495) 111-11-11", "84951111111");
+    let msg = Message::parse(Bytes::from(text), true).expect("parses");
+    assert_eq!(dialed_raw(&msg).as_deref(), Some("84951111111"));
+}

@@ -1,0 +1,115 @@
+//! The [`CallRouter`] of a call-tracking proxy: finds the tracking number
+//! dialed, its destination and channel or visit, and applies the rewrite
+//! rules to the INVITE.
+
+use std::collections::HashMap;
+
+use crate::config::{Config, Destination, StaticNumber};
+use crate::phone::normalize_str;
+use crate::proxy::hooks::{destination_uri, CallRouter, NextHop, Refusal};
+use crate::proxy::{Millis, Peer};
+use crate::rewrite::{self, CallContext, RewriteSettings};
+use crate::sip::{Message, Method, Patch};
+
+pub struct TrackingRouter {
+    numbers: HashMap<String, StaticNumber>,
+    default_destination: Option<Destination>,
+    settings: RewriteSettings,
+}
+
+/// Where one call goes and what it carries, before any edit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lookup {
+    pub destination: Destination,
+    pub phone_destination: bool,
+    pub context: CallContext,
+}
+
+impl TrackingRouter {
+    pub fn new(config: &Config) -> TrackingRouter {
+        TrackingRouter {
+            numbers: config
+                .tracking
+                .numbers
+                .iter()
+                .map(|n| (n.number.clone(), n.clone()))
+                .collect(),
+            default_destination: config.tracking.default_destination.clone(),
+            settings: config.rewrite.clone(),
+        }
+    }
+
+    /// T-1: the dialed number's destination and channel; unknown numbers
+    /// go to the default destination, without a visit.
+    pub fn lookup(&self, req: &Message) -> Option<Lookup> {
+        let dialed_raw = rewrite::dialed_raw(req).unwrap_or_default();
+        let dialed = normalize_str(&dialed_raw, &self.settings.phone);
+        let caller_raw = rewrite::caller_raw(req);
+        let caller = if self.settings.normalize_caller {
+            normalize_str(&caller_raw, &self.settings.phone)
+        } else {
+            caller_raw
+        };
+        let mut context = CallContext {
+            dialed,
+            caller,
+            ..CallContext::default()
+        };
+        if let Some(n) = self.numbers.get(&context.dialed) {
+            context.marker = n.marker.clone();
+            context.source = n.source.clone();
+            return Some(Lookup {
+                destination: n.destination.clone(),
+                phone_destination: n.phone_destination,
+                context,
+            });
+        }
+        Some(Lookup {
+            destination: self.default_destination.clone()?,
+            phone_destination: false,
+            context,
+        })
+    }
+}
+
+impl CallRouter for TrackingRouter {
+    fn route_initial(
+        &mut self,
+        req: &Message,
+        _source: Peer,
+        _now: Millis,
+        patch: &mut Patch,
+    ) -> Result<NextHop, Refusal> {
+        let found = self.lookup(req).ok_or(Refusal {
+            code: 404,
+            reason: "Not Found",
+        })?;
+        let dest = &found.destination;
+        let peer = Peer {
+            transport: dest.transport,
+            addr: dest.addr,
+        };
+        if req.method() != Some(Method::Invite) {
+            // Only calls are tracked; other requests keep their user part.
+            let user = req
+                .request_uri()
+                .and_then(|u| crate::sip::Uri::parse(u).ok())
+                .and_then(|u| u.user().map(<[u8]>::to_vec));
+            return Ok(NextHop {
+                peer,
+                request_uri: Some(destination_uri(dest, user.as_deref())),
+            });
+        }
+        let (uri, to) = rewrite::request_uri(
+            dest,
+            &found.context.dialed,
+            found.phone_destination,
+            &self.settings,
+        );
+        rewrite::rewrite_invite(req, &found.context, &to, &self.settings, patch);
+        Ok(NextHop {
+            peer,
+            request_uri: Some(uri),
+        })
+    }
+}
