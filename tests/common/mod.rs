@@ -327,7 +327,8 @@ pub fn sipp_bin() -> PathBuf {
     })
 }
 
-/// Path of a scenario file under tests/sipp/.
+/// Path of a scenario file under tests/sipp/, or an absolute path (a
+/// scenario a test filled in from a template).
 pub fn scenario(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sipp")
