@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use crate::phone::{normalize, Normalized, PhoneRules};
 use crate::proxy::Transport;
 use crate::rewrite::{template, RewriteSettings, Template};
+use crate::tracking::pools::PoolConfig;
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +48,7 @@ pub struct Config {
     pub rewrite: RewriteSettings,
     pub shutdown: ShutdownConfig,
     pub http: HttpConfig,
+    pub storage: StorageConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +109,14 @@ pub struct TrackingConfig {
     pub default_destination: Option<Destination>,
     /// `[[tracking.numbers]]`, numbers normalised.
     pub numbers: Vec<StaticNumber>,
+    /// `[[tracking.pools]]`, numbers normalised, segments parsed.
+    pub pools: Vec<PoolConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// `sqlite:<path>` (relative to the working directory).
+    pub url: String,
 }
 
 /// A static tracking number (SPEC T-1): one channel, one destination.
@@ -150,6 +160,14 @@ struct RawConfig {
     shutdown: RawShutdown,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    storage: RawStorage,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -180,6 +198,8 @@ struct RawTracking {
     default_destination: Option<Spanned<String>>,
     #[serde(default)]
     numbers: Vec<RawNumber>,
+    #[serde(default)]
+    pools: Vec<RawPool>,
     normalize_caller: Option<bool>,
     send_sip_address_instead_of_dialed_number: Option<bool>,
 }
@@ -191,6 +211,16 @@ struct RawNumber {
     destination: Spanned<String>,
     marker: Option<String>,
     source: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    name: Spanned<String>,
+    numbers: Spanned<Vec<Spanned<String>>>,
+    destination: Spanned<String>,
+    hold_seconds: Option<Spanned<i64>>,
+    segment: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -429,6 +459,28 @@ impl Config {
             default_destination.as_ref(),
             &rewrite,
         );
+        let pools = pools(
+            &mut c,
+            &raw.tracking,
+            default_destination.as_ref(),
+            &rewrite,
+            &numbers,
+        );
+        let storage_url = match &raw.storage.url {
+            None => "sqlite:data/siptrack.db".to_string(),
+            Some(s) if s.get_ref().starts_with("sqlite:") => s.get_ref().clone(),
+            Some(s) => {
+                c.err(
+                    "storage.url",
+                    Some(s.span()),
+                    format!(
+                        "\"{}\": only sqlite:<path> is supported so far",
+                        s.get_ref()
+                    ),
+                );
+                String::new()
+            }
+        };
         let drain_seconds = c.int(
             "shutdown.drain_seconds",
             &raw.shutdown.drain_seconds,
@@ -463,7 +515,9 @@ impl Config {
             tracking: TrackingConfig {
                 default_destination,
                 numbers,
+                pools,
             },
+            storage: StorageConfig { url: storage_url },
             rewrite,
             shutdown: ShutdownConfig { drain_seconds },
             http: HttpConfig {
@@ -612,40 +666,14 @@ fn static_numbers(
             );
             continue;
         }
-        let dest_text = n.destination.get_ref().trim();
-        let is_uri = crate::sip::uri::scheme_of(dest_text.as_bytes()).is_some();
-        let (destination, phone_destination) = if is_uri {
-            match parse_destination(dest_text) {
-                Ok(d) => (d, false),
-                Err(m) => {
-                    c.err(key("destination"), Some(n.destination.span()), m);
-                    continue;
-                }
-            }
-        } else {
-            match (normalize(dest_text, &rewrite.phone), default_destination) {
-                (Normalized::Number(phone), Some(pbx)) => {
-                    let mut d = pbx.clone();
-                    d.user = Some(phone);
-                    (d, true)
-                }
-                (Normalized::Number(_), None) => {
-                    c.err(
-                        key("destination"),
-                        Some(n.destination.span()),
-                        "a phone number destination is called through tracking.default_destination, which is not set",
-                    );
-                    continue;
-                }
-                (Normalized::NotANumber(_), _) => {
-                    c.err(
-                        key("destination"),
-                        Some(n.destination.span()),
-                        format!("\"{dest_text}\" is neither a SIP URI nor a phone number"),
-                    );
-                    continue;
-                }
-            }
+        let Some((destination, phone_destination)) = number_destination(
+            c,
+            &key("destination"),
+            &n.destination,
+            default_destination,
+            rewrite,
+        ) else {
+            continue;
         };
         out.push(StaticNumber {
             number,
@@ -653,6 +681,145 @@ fn static_numbers(
             phone_destination,
             marker: n.marker.clone().filter(|m| !m.is_empty()),
             source: n.source.clone().filter(|m| !m.is_empty()),
+        });
+    }
+    out
+}
+
+/// A destination written as a SIP URI or as a phone number (called
+/// through the default destination, the PBX).
+fn number_destination(
+    c: &mut Checker,
+    key: &str,
+    v: &Spanned<String>,
+    default_destination: Option<&Destination>,
+    rewrite: &RewriteSettings,
+) -> Option<(Destination, bool)> {
+    let text = v.get_ref().trim();
+    if crate::sip::uri::scheme_of(text.as_bytes()).is_some() {
+        return match parse_destination(text) {
+            Ok(d) => Some((d, false)),
+            Err(m) => {
+                c.err(key, Some(v.span()), m);
+                None
+            }
+        };
+    }
+    match (normalize(text, &rewrite.phone), default_destination) {
+        (Normalized::Number(phone), Some(pbx)) => {
+            let mut d = pbx.clone();
+            d.user = Some(phone);
+            Some((d, true))
+        }
+        (Normalized::Number(_), None) => {
+            c.err(
+                key,
+                Some(v.span()),
+                "a phone number destination is called through tracking.default_destination, which is not set",
+            );
+            None
+        }
+        (Normalized::NotANumber(_), _) => {
+            c.err(
+                key,
+                Some(v.span()),
+                format!("\"{text}\" is neither a SIP URI nor a phone number"),
+            );
+            None
+        }
+    }
+}
+
+fn pools(
+    c: &mut Checker,
+    raw: &RawTracking,
+    default_destination: Option<&Destination>,
+    rewrite: &RewriteSettings,
+    statics: &[StaticNumber],
+) -> Vec<PoolConfig> {
+    let mut out: Vec<PoolConfig> = Vec::new();
+    let mut seen: HashMap<String, String> = statics
+        .iter()
+        .map(|n| (n.number.clone(), "a static number".to_string()))
+        .collect();
+    for (i, p) in raw.pools.iter().enumerate() {
+        let name = p.name.get_ref().trim().to_string();
+        let key = |f: &str| format!("tracking.pools[{i}].{f}");
+        if name.is_empty() || out.iter().any(|o| o.name == name) {
+            c.err(
+                key("name"),
+                Some(p.name.span()),
+                format!("\"{name}\": pool names must be non-empty and unique"),
+            );
+            continue;
+        }
+        let mut numbers = Vec::new();
+        for (j, n) in p.numbers.get_ref().iter().enumerate() {
+            match normalize(n.get_ref(), &rewrite.phone) {
+                Normalized::Number(d) => {
+                    if let Some(owner) = seen.insert(d.clone(), format!("pool \"{name}\"")) {
+                        c.err(
+                            format!("tracking.pools[{i}].numbers[{j}]"),
+                            Some(n.span()),
+                            format!("{d} is already {owner}"),
+                        );
+                    } else {
+                        numbers.push(d);
+                    }
+                }
+                Normalized::NotANumber(_) => c.err(
+                    format!("tracking.pools[{i}].numbers[{j}]"),
+                    Some(n.span()),
+                    format!("\"{}\" is not a phone number", n.get_ref()),
+                ),
+            }
+        }
+        if p.numbers.get_ref().is_empty() {
+            c.err(
+                key("numbers"),
+                Some(p.numbers.span()),
+                "needs at least one number",
+            );
+        }
+        let hold_seconds = c.int(&key("hold_seconds"), &p.hold_seconds, 150, 1..86_401);
+        let segment = match &p.segment {
+            None => None,
+            Some(v) => {
+                let parsed = match v.get_ref() {
+                    toml::Value::String(s) => crate::tracking::filter::parse(s),
+                    other => serde_json::to_value(other)
+                        .map_err(|e| crate::tracking::filter::FilterError::Json(e.to_string()))
+                        .and_then(|j| crate::tracking::filter::from_value(&j)),
+                };
+                match parsed {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        c.err(
+                            key("segment"),
+                            Some(v.span()),
+                            format!("pool \"{name}\": {e}"),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let Some((destination, phone_destination)) = number_destination(
+            c,
+            &key("destination"),
+            &p.destination,
+            default_destination,
+            rewrite,
+        ) else {
+            continue;
+        };
+        out.push(PoolConfig {
+            name,
+            numbers,
+            destination,
+            phone_destination,
+            hold_ms: hold_seconds * 1000,
+            segment,
         });
     }
     out

@@ -1,10 +1,12 @@
 //! siptrack: a SIP call-tracking proxy with CRM hooks.
 
 pub mod config;
+pub mod http;
 pub mod phone;
 pub mod proxy;
 pub mod rewrite;
 pub mod server;
 pub mod sip;
+pub mod store;
 pub mod tracking;
 pub mod transport;

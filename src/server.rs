@@ -3,7 +3,7 @@
 //! locks; a SIP message costs microseconds, far below what a core can do.
 
 use std::future::poll_fn;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -12,8 +12,11 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, ListenAddr};
+use crate::http::{unix_ms, AppState};
 use crate::proxy::route::Identity;
 use crate::proxy::{Output, Peer, Proxy, ProxySettings, Transport};
+use crate::store::Store;
+use crate::tracking::pools::Pools;
 use crate::tracking::TrackingRouter;
 use crate::transport::tcp::{accept_loop, TcpEvent, TcpHub};
 use crate::transport::udp;
@@ -86,7 +89,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         timers: sip.timers,
         instance_nonce: fastrand::u64(..) & 0xffff_ffff,
     };
-    let router = TrackingRouter::new(&config);
+    let store = Store::open(&config.storage.url)
+        .await
+        .context("opening the database")?;
+    let mut pools = Pools::new(config.tracking.pools.clone());
+    pools.restore(store.load_assignments().await?);
+    let pools = Arc::new(Mutex::new(pools));
+    let http = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding http {}", config.http.listen))?;
+    tracing::info!(addr = %http.local_addr()?, "listening for HTTP");
+    let app = crate::http::router(AppState {
+        pools: pools.clone(),
+        store,
+        token: config.http.token.clone(),
+        clock: unix_ms,
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(http, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    let router = TrackingRouter::new(&config, pools, unix_ms);
     let mut proxy = Proxy::new(settings, Box::new(router));
     let mut hub = TcpHub::new(tcp_tx, sip.max_message_bytes);
 

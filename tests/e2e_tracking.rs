@@ -5,58 +5,8 @@
 
 mod common;
 
-use std::fs;
-use std::time::Duration;
-
-use common::{free_port, SipTrace, Sipp, SippRun, Siptrack};
-
-/// A UAS scenario from tests/sipp/uas_tracking.xml with `regexps` (POSIX
-/// extended, matched against the whole received INVITE) filled in.
-fn uas_checking(dir: &tempfile::TempDir, regexps: &[String]) -> String {
-    let template =
-        fs::read_to_string(common::scenario("uas_tracking.xml")).expect("read uas_tracking.xml");
-    let checks: String = regexps
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let r = r
-                .replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-                .replace('"', "&quot;");
-            format!(
-                "<ereg regexp=\"{r}\" search_in=\"msg\" check_it=\"true\" assign_to=\"check{i}\"/>\n      "
-            )
-        })
-        .collect();
-    let names: Vec<String> = (0..regexps.len()).map(|i| format!("check{i}")).collect();
-    let references = format!("<Reference variables=\"{}\"/>", names.join(","));
-    let path = dir.path().join("uas_checking.xml");
-    fs::write(
-        &path,
-        template
-            .replace("<!--CHECKS-->", &checks)
-            .replace("<!--REFERENCES-->", &references),
-    )
-    .expect("write scenario");
-    path.to_string_lossy().into_owned()
-}
-
-/// An ERE matching one header line exactly (the value, then CR).
-fn line(name: &str, value: &str) -> String {
-    format!("{name}: {}[[:space:]]", ere(value))
-}
-
-fn ere(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '.' | '[' | ']' | '(' | ')' | '*' | '+' | '?' | '{' | '}' | '|' | '^' | '$' | '\\' => {
-                format!("\\{c}")
-            }
-            c => c.to_string(),
-        })
-        .collect()
-}
+use common::checks::{calls_through, line};
+use common::{free_port, Siptrack};
 
 fn config(uas_port: u16, extra_tracking: &str, extra_rewrite: &str) -> String {
     format!(
@@ -90,59 +40,6 @@ sip_login_map = "roistat123_1=1231"
 listen = "127.0.0.1:{{HTTP_PORT}}"
 "#
     )
-}
-
-/// Runs `calls` calls dialing `dialed` from caller `caller` through
-/// `proxy` to a UAS that checks `regexps`; asserts every call succeeded on
-/// both sides and returns the INVITEs the UAS received.
-fn calls_through(
-    proxy: &Siptrack,
-    uas_port: u16,
-    dialed: &str,
-    caller: &str,
-    regexps: &[String],
-) -> (SippRun, Vec<SipTrace>) {
-    let calls = 3;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let uas = Sipp::uas(&uas_checking(&dir, regexps))
-        .port(uas_port)
-        .calls(calls)
-        .time_limit(Duration::from_secs(20))
-        .spawn();
-    let uac = Sipp::uac("uac_tracking.xml", proxy.sip_addr())
-        .calls(calls)
-        .rate(10)
-        .arg("-s")
-        .arg(dialed)
-        .arg("-key")
-        .arg("caller")
-        .arg(caller)
-        .time_limit(Duration::from_secs(15))
-        .run();
-    let uas = uas.wait_at_most(Duration::from_secs(8));
-    let ctx = format!(
-        "{}\n{}\n--- siptrack ---\n{}",
-        uac.summary(),
-        uas.summary(),
-        proxy.log()
-    );
-    assert_eq!(
-        (uac.successful(), uac.failed()),
-        (u64::from(calls), 0),
-        "caller side\n{ctx}"
-    );
-    assert_eq!(
-        (uas.successful(), uas.failed()),
-        (u64::from(calls), 0),
-        "UAS side: a failed call is an INVITE that did not match\n{regexps:#?}\n{ctx}"
-    );
-    let invites: Vec<SipTrace> = uas
-        .received_requests("INVITE")
-        .into_iter()
-        .cloned()
-        .collect();
-    assert!(invites.len() >= calls as usize, "{ctx}");
-    (uas, invites)
 }
 
 #[test]

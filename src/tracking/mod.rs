@@ -2,6 +2,7 @@
 //! channel it belongs to (SPEC section 3).
 
 pub mod filter;
+pub mod pools;
 pub mod router;
 
 pub use router::TrackingRouter;

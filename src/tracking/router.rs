@@ -3,6 +3,7 @@
 //! rules to the INVITE.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, Destination, StaticNumber};
 use crate::phone::normalize_str;
@@ -11,10 +12,15 @@ use crate::proxy::{Millis, Peer};
 use crate::rewrite::{self, CallContext, RewriteSettings};
 use crate::sip::{Message, Method, Patch};
 
+use super::pools::Pools;
+
 pub struct TrackingRouter {
     numbers: HashMap<String, StaticNumber>,
     default_destination: Option<Destination>,
     settings: RewriteSettings,
+    pools: Arc<Mutex<Pools>>,
+    /// Unix milliseconds: holds are wall-clock and survive restarts.
+    clock: fn() -> u64,
 }
 
 /// Where one call goes and what it carries, before any edit.
@@ -26,8 +32,10 @@ pub struct Lookup {
 }
 
 impl TrackingRouter {
-    pub fn new(config: &Config) -> TrackingRouter {
+    pub fn new(config: &Config, pools: Arc<Mutex<Pools>>, clock: fn() -> u64) -> TrackingRouter {
         TrackingRouter {
+            pools,
+            clock,
             numbers: config
                 .tracking
                 .numbers
@@ -39,8 +47,9 @@ impl TrackingRouter {
         }
     }
 
-    /// T-1: the dialed number's destination and channel; unknown numbers
-    /// go to the default destination, without a visit.
+    /// T-1: the dialed number's destination and channel (static number)
+    /// or visit (pool number held by a visit); unknown numbers, and pool
+    /// numbers no visit holds, go on without a visit.
     pub fn lookup(&self, req: &Message) -> Option<Lookup> {
         let dialed_raw = rewrite::dialed_raw(req).unwrap_or_default();
         let dialed = normalize_str(&dialed_raw, &self.settings.phone);
@@ -63,6 +72,21 @@ impl TrackingRouter {
                 phone_destination: n.phone_destination,
                 context,
             });
+        }
+        if let Ok(pools) = self.pools.lock() {
+            if let Some((pool, visit)) = pools.at_call(&context.dialed, (self.clock)()) {
+                if let Some(v) = visit {
+                    context.visit_id = Some(v.id.clone());
+                    context.marker = v.fields.get("marker").cloned();
+                    context.source = v.fields.get("source").cloned();
+                    context.visit = v.fields.clone();
+                }
+                return Some(Lookup {
+                    destination: pool.destination.clone(),
+                    phone_destination: pool.phone_destination,
+                    context,
+                });
+            }
         }
         Some(Lookup {
             destination: self.default_destination.clone()?,

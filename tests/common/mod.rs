@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod checks;
+
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;

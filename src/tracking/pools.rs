@@ -1,0 +1,322 @@
+//! Dynamic number pools (SPEC T-1): a visit gets a number from the first
+//! pool whose segment it matches, keeps it while it keeps touching it and
+//! for `hold_seconds` after; a call to that number meanwhile belongs to the
+//! visit. When a pool has no free number, the least recently touched one
+//! is taken over.
+//!
+//! Pure state over an injected clock (Unix milliseconds, since holds
+//! survive restarts); every change returns the [`AssignmentRow`] the
+//! caller must persist, and [`Pools::restore`] takes them back.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::config::Destination;
+
+use super::filter::Filter;
+
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    pub name: String,
+    /// Normalised.
+    pub numbers: Vec<String>,
+    pub destination: Destination,
+    pub phone_destination: bool,
+    pub hold_ms: u64,
+    pub segment: Option<Filter>,
+}
+
+/// What a site tells about a visit (`POST /api/v1/visits`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Visit {
+    pub id: String,
+    /// marker, source, city, domain, page, utm_*: only non-empty values.
+    pub fields: BTreeMap<String, String>,
+}
+
+/// One number's state, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssignmentRow {
+    pub pool: String,
+    pub number: String,
+    pub visit: Option<Visit>,
+    pub touched_at: u64,
+    /// Increases with every change, so that a late write of an older state
+    /// cannot overwrite a newer one in the store.
+    pub version: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Slot {
+    visit: Option<Visit>,
+    touched_at: u64,
+    version: u64,
+}
+
+/// The answer to a visit: its number and the pool it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Granted {
+    pub number: String,
+    pub pool: String,
+    pub hold_seconds: u64,
+    pub row: AssignmentRow,
+}
+
+pub struct Pools {
+    configs: Vec<PoolConfig>,
+    slots: Vec<Vec<Slot>>,
+    by_number: HashMap<String, (usize, usize)>,
+    by_visit: HashMap<String, (usize, usize)>,
+    version: u64,
+}
+
+impl Pools {
+    pub fn new(configs: Vec<PoolConfig>) -> Pools {
+        let mut by_number = HashMap::new();
+        let slots = configs
+            .iter()
+            .enumerate()
+            .map(|(p, c)| {
+                for (i, n) in c.numbers.iter().enumerate() {
+                    by_number.insert(n.clone(), (p, i));
+                }
+                vec![Slot::default(); c.numbers.len()]
+            })
+            .collect();
+        Pools {
+            configs,
+            slots,
+            by_number,
+            by_visit: HashMap::new(),
+            version: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.configs.is_empty()
+    }
+
+    /// Takes back stored rows; rows of numbers no longer in a pool (the
+    /// config changed) are ignored.
+    pub fn restore(&mut self, rows: impl IntoIterator<Item = AssignmentRow>) {
+        for row in rows {
+            self.version = self.version.max(row.version);
+            let Some(&(p, i)) = self.by_number.get(&row.number) else {
+                continue;
+            };
+            if self.configs[p].name != row.pool {
+                continue;
+            }
+            if let Some(v) = &row.visit {
+                self.by_visit.insert(v.id.clone(), (p, i));
+            }
+            self.slots[p][i] = Slot {
+                visit: row.visit,
+                touched_at: row.touched_at,
+                version: row.version,
+            };
+        }
+    }
+
+    fn held(&self, p: usize, slot: &Slot, now: u64) -> bool {
+        slot.visit.is_some() && now.saturating_sub(slot.touched_at) <= self.configs[p].hold_ms
+    }
+
+    fn row(&self, p: usize, i: usize) -> AssignmentRow {
+        let s = &self.slots[p][i];
+        AssignmentRow {
+            pool: self.configs[p].name.clone(),
+            number: self.configs[p].numbers[i].clone(),
+            visit: s.visit.clone(),
+            touched_at: s.touched_at,
+            version: s.version,
+        }
+    }
+
+    /// A page view of `visit` at `now`: the number it keeps or gets, or
+    /// None when no pool's segment matches it.
+    pub fn touch(&mut self, visit: Visit, now: u64) -> Option<Granted> {
+        let mut place = self.by_visit.get(&visit.id).copied().filter(|&(p, i)| {
+            let s = &self.slots[p][i];
+            self.held(p, s, now) && s.visit.as_ref().is_some_and(|v| v.id == visit.id)
+        });
+        if place.is_none() {
+            let p = self
+                .configs
+                .iter()
+                .position(|c| c.segment.as_ref().is_none_or(|f| f.matches(&visit.fields)))?;
+            let slots = &self.slots[p];
+            // A free number if there is one, else the one touched longest
+            // ago; among free ones also the longest idle, so a number just
+            // released is not handed out while late callers may still dial
+            // it for the previous visit.
+            let free = (0..slots.len())
+                .filter(|&i| !self.held(p, &slots[i], now))
+                .min_by_key(|&i| (slots[i].visit.is_some(), slots[i].touched_at));
+            let i = free.or_else(|| (0..slots.len()).min_by_key(|&i| slots[i].touched_at))?;
+            if let Some(old) = &self.slots[p][i].visit {
+                if self.by_visit.get(&old.id) == Some(&(p, i)) {
+                    self.by_visit.remove(&old.id);
+                }
+            }
+            place = Some((p, i));
+        }
+        let (p, i) = place?;
+        self.version += 1;
+        self.by_visit.insert(visit.id.clone(), (p, i));
+        self.slots[p][i] = Slot {
+            visit: Some(visit),
+            touched_at: now,
+            version: self.version,
+        };
+        let c = &self.configs[p];
+        Some(Granted {
+            number: c.numbers[i].clone(),
+            pool: c.name.clone(),
+            hold_seconds: c.hold_ms / 1000,
+            row: self.row(p, i),
+        })
+    }
+
+    /// A call to `number` at `now`: its pool and the visit holding it, if
+    /// the number is a pool number.
+    pub fn at_call(&self, number: &str, now: u64) -> Option<(&PoolConfig, Option<&Visit>)> {
+        let &(p, i) = self.by_number.get(number)?;
+        let s = &self.slots[p][i];
+        let visit = if self.held(p, s, now) {
+            s.visit.as_ref()
+        } else {
+            None
+        };
+        Some((&self.configs[p], visit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_destination;
+    use crate::tracking::filter;
+
+    fn pool(name: &str, numbers: &[&str], segment: Option<&str>) -> PoolConfig {
+        PoolConfig {
+            name: name.into(),
+            numbers: numbers.iter().map(|n| n.to_string()).collect(),
+            destination: parse_destination("sip:pbx@127.0.0.1:5070").expect("dest"),
+            phone_destination: false,
+            hold_ms: 150_000,
+            segment: segment.map(|s| filter::parse(s).expect("filter")),
+        }
+    }
+
+    fn visit(id: &str, fields: &[(&str, &str)]) -> Visit {
+        Visit {
+            id: id.into(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn number(p: &mut Pools, v: Visit, now: u64) -> Option<String> {
+        p.touch(v, now).map(|g| g.number)
+    }
+
+    #[test]
+    fn a_visit_keeps_its_number_while_it_touches_it() {
+        let mut p = Pools::new(vec![pool("site", &["1", "2"], None)]);
+        let n = number(&mut p, visit("a", &[]), 0).expect("a number");
+        assert_eq!(number(&mut p, visit("a", &[]), 100_000), Some(n.clone()));
+        // 150 s after the last touch: still held.
+        assert_eq!(number(&mut p, visit("a", &[]), 250_000), Some(n.clone()));
+        let (_, v) = p.at_call(&n, 400_000).expect("pool number");
+        assert_eq!(v.map(|v| v.id.as_str()), Some("a"));
+        // Past the hold: a call no longer belongs to the visit.
+        let (c, v) = p.at_call(&n, 400_001).expect("pool number");
+        assert!(v.is_none());
+        assert_eq!(c.name, "site");
+    }
+
+    #[test]
+    fn different_visits_get_different_numbers_then_reuse_the_least_recently_touched() {
+        let mut p = Pools::new(vec![pool("site", &["1", "2", "3"], None)]);
+        let a = number(&mut p, visit("a", &[]), 0).expect("a");
+        let b = number(&mut p, visit("b", &[]), 10).expect("b");
+        let c = number(&mut p, visit("c", &[]), 20).expect("c");
+        assert_eq!([&a, &b, &c].map(String::as_str).len(), 3);
+        assert!(a != b && b != c && a != c);
+        // a touches again: b is now the least recently touched.
+        assert_eq!(number(&mut p, visit("a", &[]), 30), Some(a.clone()));
+        let d = number(&mut p, visit("d", &[]), 40).expect("d");
+        assert_eq!(
+            d, b,
+            "exhausted: the least recently touched number is reused"
+        );
+        assert_eq!(
+            p.at_call(&b, 50).and_then(|(_, v)| v).map(|v| v.id.clone()),
+            Some("d".into())
+        );
+        // b's next page view gets another number (c's, the oldest now).
+        assert_eq!(number(&mut p, visit("b", &[]), 60), Some(c));
+    }
+
+    #[test]
+    fn a_released_number_is_not_handed_out_first() {
+        let mut p = Pools::new(vec![pool("site", &["1", "2"], None)]);
+        let a = number(&mut p, visit("a", &[]), 0).expect("a");
+        // a's hold ends at 150 000; the never-used number goes first.
+        let b = number(&mut p, visit("b", &[]), 200_000).expect("b");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn segments_choose_the_pool_and_unmatched_visits_get_none() {
+        let mut p = Pools::new(vec![
+            pool(
+                "organic",
+                &["1"],
+                Some(r#"[["source", "like%", "organic"]]"#),
+            ),
+            pool(
+                "ads",
+                &["2"],
+                Some(r#"["utm_medium", "in", ["cpc", "cpm"]]"#),
+            ),
+        ]);
+        let g = p
+            .touch(visit("a", &[("source", "organic google")]), 0)
+            .expect("organic");
+        assert_eq!(
+            (g.number.as_str(), g.pool.as_str(), g.hold_seconds),
+            ("1", "organic", 150)
+        );
+        let g = p
+            .touch(visit("b", &[("utm_medium", "cpc")]), 0)
+            .expect("ads");
+        assert_eq!(g.pool, "ads");
+        assert!(p.touch(visit("c", &[("source", "direct")]), 0).is_none());
+    }
+
+    #[test]
+    fn rows_restore_the_same_state() {
+        let mut p = Pools::new(vec![pool("site", &["1", "2"], None)]);
+        let g1 = p
+            .touch(visit("a", &[("city", "Moscow")]), 1_000)
+            .expect("a");
+        let g2 = p.touch(visit("b", &[]), 2_000).expect("b");
+        assert!(g2.row.version > g1.row.version);
+        let mut q = Pools::new(vec![pool("site", &["1", "2"], None)]);
+        q.restore([g1.row.clone(), g2.row.clone()]);
+        let (_, v) = q.at_call(&g1.number, 3_000).expect("pool number");
+        assert_eq!(v, g1.row.visit.as_ref());
+        assert_eq!(
+            number(&mut q, visit("a", &[]), 4_000),
+            Some(g1.number.clone())
+        );
+        assert!(q.touch(visit("c", &[]), 5_000).expect("c").row.version > g2.row.version);
+        // A row for a number the config no longer has is ignored.
+        let mut r = Pools::new(vec![pool("site", &["9"], None)]);
+        r.restore([g1.row]);
+        assert!(r.at_call("1", 3_000).is_none());
+    }
+}
