@@ -5,10 +5,14 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use siptrack::config::{parse_destination, ListenAddr, Timers};
+use std::sync::{Arc, Mutex};
+
+use siptrack::config::{parse_destination, Config, ListenAddr, Timers};
 use siptrack::proxy::route::Identity;
 use siptrack::proxy::{DefaultRouter, Output, Peer, Proxy, ProxySettings, Transport};
 use siptrack::sip::Message;
+use siptrack::tracking::pools::{Pools, Visit};
+use siptrack::tracking::TrackingRouter;
 
 const UAC: &str = "127.0.0.1:5061";
 const PROXY: &str = "127.0.0.1:5060";
@@ -18,7 +22,7 @@ fn invite(n: u64) -> Vec<u8> {
     format!(
         "INVITE sip:74951234567@{PROXY} SIP/2.0\r\n\
          Via: SIP/2.0/UDP {UAC};branch=z9hG4bK-bench-{n}\r\n\
-         From: sipp <sip:sipp@{UAC}>;tag=1234SIPpTag00{n}\r\n\
+         From: sipp <sip:8-916-123-45-67@{UAC}>;tag=1234SIPpTag00{n}\r\n\
          To: 74951234567 <sip:74951234567@{PROXY}>\r\n\
          Call-ID: {n}-bench@127.0.0.1\r\n\
          CSeq: 1 INVITE\r\n\
@@ -32,22 +36,65 @@ fn invite(n: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-fn proxy() -> Proxy {
+fn settings() -> ProxySettings {
     let listen = vec![ListenAddr {
         transport: Transport::Udp,
         addr: PROXY.parse().expect("addr"),
     }];
-    let settings = ProxySettings {
+    ProxySettings {
         identity: Identity::new(listen, None, b"bench-secret"),
         trusted_sources: vec!["127.0.0.0/8".parse().expect("cidr")],
         max_message_bytes: 65535,
         timers: Timers::default(),
         instance_nonce: 1,
+    }
+}
+
+fn fixed_clock() -> u64 {
+    1_000_000
+}
+
+/// The tracking router with the dialed number (74951234567) in a pool and
+/// held by a visit: every rule of SPEC T-2 to T-5 applies (three tracking
+/// headers, four extra headers from the visit, caller normalisation).
+fn tracking_proxy() -> Proxy {
+    let config = Config::parse(
+        r#"[tracking]
+default_destination = "sip:pbx@127.0.0.1:5070"
+[[tracking.pools]]
+name = "site"
+numbers = ["84951234567"]
+destination = "sip:pbx@127.0.0.1:5070"
+[rewrite]
+extra_headers = "X-City={city}, X-Source={source}, X-Campaign={utm_campaign}, X-Caller={caller}"
+"#,
+    )
+    .expect("bench config");
+    let mut pools = Pools::new(config.tracking.pools.clone());
+    let visit = Visit {
+        id: "visit-123456".into(),
+        fields: [
+            ("marker", "google_cpc"),
+            ("source", "google"),
+            ("city", "Moscow"),
+            ("utm_campaign", "winter_sale"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
     };
+    pools
+        .touch(visit, fixed_clock())
+        .expect("a number for the visit");
+    let router = TrackingRouter::new(&config, Arc::new(Mutex::new(pools)), fixed_clock);
+    Proxy::new(settings(), Box::new(router))
+}
+
+fn proxy() -> Proxy {
     let router = DefaultRouter {
         destination: Some(parse_destination("sip:127.0.0.1:5070").expect("dest")),
     };
-    Proxy::new(settings, Box::new(router))
+    Proxy::new(settings(), Box::new(router))
 }
 
 fn uac() -> Peer {
@@ -121,6 +168,33 @@ fn benches(c: &mut Criterion) {
         let mut now = 0u64;
         b.iter(|| {
             // Fresh transaction each time; the clock moves so old ones expire.
+            now += 1;
+            p.on_message(now, uac(), invites[i % invites.len()].clone());
+            p.on_timer(now);
+            i += 1;
+            black_box(p.take_outputs().count())
+        })
+    });
+
+    // The rewrite must really happen, or the figure means nothing.
+    let mut p = tracking_proxy();
+    p.on_message(0, uac(), Bytes::from(invite(0)));
+    let fwd = sent_to(&mut p, uas());
+    let fwd = String::from_utf8_lossy(&fwd);
+    for needle in [
+        "INVITE sip:74951234567@127.0.0.1:5070 SIP/2.0",
+        "X-Roistat: visit-123456\r\n",
+        "X-City: Moscow\r\n",
+        "X-Caller: 79161234567\r\n",
+        "<sip:79161234567@",
+    ] {
+        assert!(fwd.contains(needle), "{needle} not in\n{fwd}");
+    }
+    g.bench_function("proxy core: INVITE parse+track+rewrite+serialise", |b| {
+        let mut p = tracking_proxy();
+        let mut i = 0usize;
+        let mut now = 0u64;
+        b.iter(|| {
             now += 1;
             p.on_message(now, uac(), invites[i % invites.len()].clone());
             p.on_timer(now);
