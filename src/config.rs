@@ -988,6 +988,54 @@ mod tests {
                 "tracking.numbers[1].number",
                 "74951111111 is listed twice",
             ),
+            (
+                "[[tracking.pools]]\nname = \"ads\"\nnumbers = [\"74951000001\"]\ndestination = \"sip:127.0.0.1\"\nsegment = [[\"source\", \"~\", \"x\"]]\n",
+                "tracking.pools[0].segment",
+                "pool \"ads\": [0]: unknown operator \"~\"",
+            ),
+            (
+                "[[tracking.pools]]\nname = \"ads\"\nnumbers = [\"74951000001\"]\ndestination = \"sip:127.0.0.1\"\nsegment = '{\"and\": ['\n",
+                "tracking.pools[0].segment",
+                "pool \"ads\": not JSON",
+            ),
+            (
+                "[[tracking.numbers]]\nnumber = \"84951000001\"\ndestination = \"sip:127.0.0.1\"\n\
+                 [[tracking.pools]]\nname = \"ads\"\nnumbers = [\"74951000001\"]\ndestination = \"sip:127.0.0.1\"\n",
+                "tracking.pools[0].numbers[0]",
+                "74951000001 is already a static number",
+            ),
+            (
+                "[[tracking.pools]]\nname = \"a\"\nnumbers = [\"74951000001\"]\ndestination = \"sip:127.0.0.1\"\n\
+                 [[tracking.pools]]\nname = \"b\"\nnumbers = [\"8 495 100 00 01\"]\ndestination = \"sip:127.0.0.1\"\n",
+                "tracking.pools[1].numbers[0]",
+                "74951000001 is already pool \"a\"",
+            ),
+            (
+                "[[tracking.pools]]\nname = \"a\"\nnumbers = []\ndestination = \"sip:127.0.0.1\"\n",
+                "tracking.pools[0].numbers",
+                "needs at least one number",
+            ),
+            (
+                "[[tracking.pools]]\nname = \"a\"\nnumbers = [\"1\"]\ndestination = \"sip:127.0.0.1\"\nhold_seconds = 0\n",
+                "tracking.pools[0].hold_seconds",
+                "must be between 1 and 86400",
+            ),
+            (
+                "[[tracking.pools]]\nname = \"a\"\nnumbers = [\"1\"]\ndestination = \"sip:127.0.0.1\"\n\
+                 [[tracking.pools]]\nname = \"a\"\nnumbers = [\"2\"]\ndestination = \"sip:127.0.0.1\"\n",
+                "tracking.pools[1].name",
+                "must be non-empty and unique",
+            ),
+            (
+                "[storage]\nurl = \"postgres://db/siptrack\"\n",
+                "storage.url",
+                "only sqlite:<path> is supported so far",
+            ),
+            (
+                "[sip]\ntrusted_sources = [\"192.0.2.0/24\", \"10.0.0.300/8\"]\n",
+                "sip.trusted_sources[1]",
+                "is not a CIDR network",
+            ),
         ] {
             let e = errors(text);
             assert!(
