@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod http;
+pub mod leads;
 pub mod phone;
 pub mod proxy;
 pub mod rewrite;

@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::checks::{calls_through, line, post_json};
+use common::checks::{calls_through, get, line, post_json};
 use common::{free_port, Siptrack};
 
 const TOKEN: &str = "test-token-7f3a";
@@ -205,6 +205,10 @@ fn the_api_checks_auth_and_fields() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("state.db");
     let proxy = Siptrack::start(&config(uas_port, &db.to_string_lossy()));
+    assert_eq!(
+        get(api(&proxy), "/healthz", None),
+        (200, "ok\n".to_string())
+    );
     let body = r#"{"visit_id": "v1", "source": "organic"}"#;
     for token in [None, Some("wrong")] {
         let (status, reply) = post_json(api(&proxy), "/api/v1/visits", token, body);

@@ -112,9 +112,24 @@ pub fn calls_through(
 
 /// POSTs JSON to siptrack's HTTP API; (status, body).
 pub fn post_json(addr: SocketAddr, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    http(addr, "POST", path, token, body)
+}
+
+/// GETs from siptrack's HTTP API; (status, body).
+pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    http(addr, "GET", path, token, "")
+}
+
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );

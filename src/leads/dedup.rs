@@ -1,0 +1,258 @@
+//! The lead decision of SPEC L-3 to L-5 as a pure function of (lead, the
+//! history it needs, settings, now). The pipeline fetches the candidates
+//! and records the outcome atomically; nothing here touches a store.
+
+/// Status group of a deal (SPEC L-2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Group {
+    NotCounted,
+    InProgress,
+    Paid,
+    Cancelled,
+}
+
+impl Group {
+    pub fn parse(s: &str) -> Option<Group> {
+        match s {
+            "not_counted" => Some(Group::NotCounted),
+            "in_progress" => Some(Group::InProgress),
+            "paid" => Some(Group::Paid),
+            "cancelled" => Some(Group::Cancelled),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Group::NotCounted => "not_counted",
+            Group::InProgress => "in_progress",
+            Group::Paid => "paid",
+            Group::Cancelled => "cancelled",
+        }
+    }
+    /// Paid and cancelled deals are never duplicate candidates (L-3).
+    fn closed(self) -> bool {
+        matches!(self, Group::Paid | Group::Cancelled)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeadKind {
+    Call,
+    Form,
+}
+
+/// What L-3 compares: title, name, phone (normalised), email (lowercased),
+/// visit id. Empty strings for what a lead does not have.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub title: String,
+    pub name: String,
+    pub phone: String,
+    pub email: String,
+    pub visit: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lead {
+    pub kind: LeadKind,
+    pub who: Identity,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+/// A lead accepted earlier (it created a deal), with that deal's group now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PriorLead {
+    pub id: i64,
+    pub who: Identity,
+    pub accepted_at: i64,
+    pub deal_group: Group,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deal {
+    pub id: i64,
+    pub who: Identity,
+    pub created_at: i64,
+    pub group: Group,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Task,
+    Comment,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCheck {
+    /// `[dedup.client]` present and on.
+    pub enabled: bool,
+    pub by_phone: bool,
+    pub by_email: bool,
+    /// 0 means 90 (L-4).
+    pub period_days: i64,
+    pub action: Action,
+    pub groups: Vec<Group>,
+}
+
+impl Default for ClientCheck {
+    fn default() -> Self {
+        ClientCheck {
+            enabled: false,
+            by_phone: true,
+            by_email: true,
+            period_days: 0,
+            action: Action::Comment,
+            groups: vec![Group::NotCounted, Group::InProgress],
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub check_in_progress: bool,
+    pub append_to_duplicates: bool,
+    pub client: ClientCheck,
+    pub create_deals_from_calls: bool,
+    pub create_deal_even_if_client_exists: bool,
+    pub create_deal_even_if_in_progress: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            check_in_progress: false,
+            append_to_duplicates: false,
+            client: ClientCheck::default(),
+            create_deals_from_calls: true,
+            create_deal_even_if_client_exists: false,
+            create_deal_even_if_in_progress: false,
+        }
+    }
+}
+
+/// Which earlier record a duplicate is a duplicate of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Original {
+    Lead(i64),
+    Deal(i64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// A new deal; `duplicate_of` set when L-3 matched and
+    /// `append_to_duplicates` asked for the deal anyway (with a comment
+    /// naming the original).
+    CreateDeal { duplicate_of: Option<Original> },
+    /// L-3: logged, nothing sent.
+    Duplicate(Original),
+    /// L-4 / L-5: no deal; the action is applied to this existing deal.
+    Attach { deal: i64, action: Action },
+    /// L-5: `create_deals_from_calls = false`.
+    NoDealFromCalls,
+}
+
+const HOUR: i64 = 3600;
+const DAY: i64 = 24 * HOUR;
+
+/// SPEC L-3 to L-5. `leads` and `deals` may hold more than the candidates;
+/// the windows and groups are applied here. `deals` are the client's
+/// deals as far as the store could find them (by phone or email).
+pub fn decide(lead: &Lead, leads: &[PriorLead], deals: &[Deal], s: &Settings) -> Decision {
+    // L-3: the same lead accepted in the last 12 hours …
+    let same_lead = leads
+        .iter()
+        .filter(|p| p.who == lead.who)
+        .filter(|p| lead.at - p.accepted_at <= 12 * HOUR && p.accepted_at <= lead.at)
+        .filter(|p| !p.deal_group.closed())
+        .filter(|p| !s.check_in_progress || p.deal_group == Group::InProgress)
+        .max_by_key(|p| (p.accepted_at, p.id))
+        .map(|p| Original::Lead(p.id));
+    // … or, failing that, the same deal in progress from the last 30 days.
+    let original = same_lead.or_else(|| {
+        deals
+            .iter()
+            .filter(|d| d.who == lead.who && d.group == Group::InProgress)
+            .filter(|d| lead.at - d.created_at <= 30 * DAY && d.created_at <= lead.at)
+            .max_by_key(|d| (d.created_at, d.id))
+            .map(|d| Original::Deal(d.id))
+    });
+    if let Some(o) = original {
+        if !s.append_to_duplicates {
+            return Decision::Duplicate(o);
+        }
+        return Decision::CreateDeal {
+            duplicate_of: Some(o),
+        };
+    }
+    match lead.kind {
+        LeadKind::Form => client_check(lead, deals, &s.client),
+        LeadKind::Call => call_switches(lead, deals, s),
+    }
+}
+
+/// The client's deals: same normalised phone or lowercased email, by the
+/// keys the check uses; closed deals never count (L-3).
+fn clients_deals<'a>(
+    lead: &'a Lead,
+    deals: &'a [Deal],
+    by_phone: bool,
+    by_email: bool,
+) -> impl Iterator<Item = &'a Deal> + 'a {
+    deals.iter().filter(move |d| {
+        !d.group.closed()
+            && d.created_at <= lead.at
+            && ((by_phone && !lead.who.phone.is_empty() && d.who.phone == lead.who.phone)
+                || (by_email && !lead.who.email.is_empty() && d.who.email == lead.who.email))
+    })
+}
+
+fn latest<'a>(it: impl Iterator<Item = &'a Deal>) -> Option<&'a Deal> {
+    it.max_by_key(|d| (d.created_at, d.id))
+}
+
+/// L-4, for form leads.
+fn client_check(lead: &Lead, deals: &[Deal], c: &ClientCheck) -> Decision {
+    if !c.enabled {
+        return Decision::CreateDeal { duplicate_of: None };
+    }
+    let days = if c.period_days == 0 {
+        90
+    } else {
+        c.period_days
+    };
+    let candidate = latest(
+        clients_deals(lead, deals, c.by_phone, c.by_email)
+            .filter(|d| lead.at - d.created_at <= days * DAY)
+            .filter(|d| c.groups.contains(&d.group)),
+    );
+    match candidate {
+        Some(d) => Decision::Attach {
+            deal: d.id,
+            action: c.action,
+        },
+        None => Decision::CreateDeal { duplicate_of: None },
+    }
+}
+
+/// L-5, for calls (matched by phone: a call has no email).
+fn call_switches(lead: &Lead, deals: &[Deal], s: &Settings) -> Decision {
+    if !s.create_deals_from_calls {
+        return Decision::NoDealFromCalls;
+    }
+    let mine: Vec<&Deal> = clients_deals(lead, deals, true, false).collect();
+    let in_progress = mine.iter().any(|d| d.group == Group::InProgress);
+    let latest_deal = latest(mine.iter().copied());
+    let blocked = (in_progress && !s.create_deal_even_if_in_progress)
+        || (latest_deal.is_some() && !s.create_deal_even_if_client_exists);
+    match latest_deal {
+        Some(d) if blocked => Decision::Attach {
+            deal: d.id,
+            action: s.client.action,
+        },
+        _ => Decision::CreateDeal { duplicate_of: None },
+    }
+}
+
+#[cfg(test)]
+mod tests;
