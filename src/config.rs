@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use std::collections::HashMap;
 
+use crate::leads::dedup::{Action, ClientCheck, Group, Settings as DedupSettings};
 use crate::phone::{normalize, Normalized, PhoneRules};
 use crate::proxy::Transport;
 use crate::rewrite::{template, RewriteSettings, Template};
@@ -49,6 +50,28 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub http: HttpConfig,
     pub storage: StorageConfig,
+    pub leads: LeadsConfig,
+}
+
+/// `[dedup]`, `[dedup.client]`, `[status_groups]`, the call switches of
+/// `[tracking]` and `crm.new_deal_status` (SPEC L-1 … L-5).
+#[derive(Debug, Clone)]
+pub struct LeadsConfig {
+    pub dedup: DedupSettings,
+    /// CRM status name → group; the group names themselves always map.
+    pub status_groups: HashMap<String, Group>,
+    pub new_deal_status: String,
+    pub max_call_seconds: u64,
+}
+
+impl LeadsConfig {
+    /// The group of a status, None when the status is unknown.
+    pub fn group_of(&self, status: &str) -> Option<Group> {
+        self.status_groups
+            .get(status)
+            .copied()
+            .or_else(|| Group::parse(status))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +185,38 @@ struct RawConfig {
     http: RawHttp,
     #[serde(default)]
     storage: RawStorage,
+    #[serde(default)]
+    dedup: RawDedup,
+    #[serde(default)]
+    status_groups: toml::Table,
+    #[serde(default)]
+    crm: RawCrm,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDedup {
+    check_in_progress: Option<bool>,
+    append_to_duplicates: Option<bool>,
+    client: Option<RawClientCheck>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientCheck {
+    enabled: Option<bool>,
+    by_phone: Option<bool>,
+    by_email: Option<bool>,
+    period_days: Option<Spanned<i64>>,
+    action: Option<Spanned<String>>,
+    groups: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCrm {
+    kind: Option<Spanned<String>>,
+    new_deal_status: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -202,6 +257,10 @@ struct RawTracking {
     pools: Vec<RawPool>,
     normalize_caller: Option<bool>,
     send_sip_address_instead_of_dialed_number: Option<bool>,
+    max_call_seconds: Option<Spanned<i64>>,
+    create_deals_from_calls: Option<bool>,
+    create_deal_even_if_client_exists: Option<bool>,
+    create_deal_even_if_in_progress: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -466,6 +525,7 @@ impl Config {
             &rewrite,
             &numbers,
         );
+        let leads = leads_config(&mut c, &raw);
         let storage_url = match &raw.storage.url {
             None => "sqlite:data/siptrack.db".to_string(),
             Some(s) if s.get_ref().starts_with("sqlite:") => s.get_ref().clone(),
@@ -518,6 +578,7 @@ impl Config {
                 pools,
             },
             storage: StorageConfig { url: storage_url },
+            leads,
             rewrite,
             shutdown: ShutdownConfig { drain_seconds },
             http: HttpConfig {
@@ -684,6 +745,110 @@ fn static_numbers(
         });
     }
     out
+}
+
+fn leads_config(c: &mut Checker, raw: &RawConfig) -> LeadsConfig {
+    let d = DedupSettings::default();
+    let mut client = ClientCheck::default();
+    if let Some(rc) = &raw.dedup.client {
+        client.enabled = rc.enabled.unwrap_or(true);
+        client.by_phone = rc.by_phone.unwrap_or(true);
+        client.by_email = rc.by_email.unwrap_or(true);
+        client.period_days = c.int("dedup.client.period_days", &rc.period_days, 0, 0..3651) as i64;
+        if let Some(a) = &rc.action {
+            client.action = match a.get_ref().as_str() {
+                "task" => Action::Task,
+                "comment" => Action::Comment,
+                other => {
+                    c.err(
+                        "dedup.client.action",
+                        Some(a.span()),
+                        format!("\"{other}\" is not task or comment"),
+                    );
+                    Action::Comment
+                }
+            };
+        }
+        if let Some(groups) = &rc.groups {
+            client.groups.clear();
+            for (i, g) in groups.iter().enumerate() {
+                match Group::parse(g.get_ref()) {
+                    Some(g) => client.groups.push(g),
+                    None => c.err(
+                        format!("dedup.client.groups[{i}]"),
+                        Some(g.span()),
+                        format!(
+                            "\"{}\" is not a status group (not_counted, in_progress, paid, cancelled)",
+                            g.get_ref()
+                        ),
+                    ),
+                }
+            }
+        }
+        if !client.by_phone && !client.by_email && client.enabled {
+            c.err(
+                "dedup.client",
+                None,
+                "by_phone and by_email are both off: nothing to match on",
+            );
+        }
+    }
+    let t = &raw.tracking;
+    let dedup = DedupSettings {
+        check_in_progress: raw.dedup.check_in_progress.unwrap_or(d.check_in_progress),
+        append_to_duplicates: raw
+            .dedup
+            .append_to_duplicates
+            .unwrap_or(d.append_to_duplicates),
+        client,
+        create_deals_from_calls: t
+            .create_deals_from_calls
+            .unwrap_or(d.create_deals_from_calls),
+        create_deal_even_if_client_exists: t
+            .create_deal_even_if_client_exists
+            .unwrap_or(d.create_deal_even_if_client_exists),
+        create_deal_even_if_in_progress: t
+            .create_deal_even_if_in_progress
+            .unwrap_or(d.create_deal_even_if_in_progress),
+    };
+    let mut status_groups = HashMap::new();
+    for (status, g) in &raw.status_groups {
+        match g.as_str().and_then(Group::parse) {
+            Some(g) => {
+                status_groups.insert(status.clone(), g);
+            }
+            None => c.err(
+                format!("status_groups.{status}"),
+                None,
+                format!("{g} is not a status group (not_counted, in_progress, paid, cancelled)"),
+            ),
+        }
+    }
+    if let Some(k) = &raw.crm.kind {
+        if k.get_ref() != "local" {
+            c.err(
+                "crm.kind",
+                Some(k.span()),
+                format!("\"{}\": only local is available so far", k.get_ref()),
+            );
+        }
+    }
+    LeadsConfig {
+        dedup,
+        status_groups,
+        new_deal_status: raw
+            .crm
+            .new_deal_status
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "new".into()),
+        max_call_seconds: c.int(
+            "tracking.max_call_seconds",
+            &t.max_call_seconds,
+            14_400,
+            1..604_801,
+        ),
+    }
 }
 
 /// A destination written as a SIP URI or as a phone number (called

@@ -1,5 +1,6 @@
 //! siptrack: a SIP call-tracking proxy with CRM hooks.
 
+pub mod calls;
 pub mod config;
 pub mod http;
 pub mod leads;

@@ -35,6 +35,16 @@ enum Command {
     },
     /// Validate a configuration file; every error names its key and line.
     CheckConfig { file: PathBuf },
+    /// Print the lead log (newest first) from the configured store.
+    Leads {
+        #[arg(long, default_value = "config/siptrack.toml")]
+        config: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -47,6 +57,18 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load(path: &std::path::Path) -> Option<Config> {
+    match Config::load(path) {
+        Ok(c) => Some(c),
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{}: {e}", path.display());
+            }
+            None
+        }
     }
 }
 
@@ -66,15 +88,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => {
-            let cfg = match Config::load(&config) {
-                Ok(c) => c,
-                Err(errors) => {
-                    for e in &errors.0 {
-                        eprintln!("{}: {e}", config.display());
-                    }
-                    return ExitCode::FAILURE;
+        Command::Leads {
+            config,
+            limit,
+            json,
+        } => {
+            let Some(cfg) = load(&config) else {
+                return ExitCode::FAILURE;
+            };
+            match siptrack::leads::log::print(&cfg, limit.clamp(1, 100_000), json) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("siptrack: {e:#}");
+                    ExitCode::FAILURE
                 }
+            }
+        }
+        Command::Run { config } => {
+            let Some(cfg) = load(&config) else {
+                return ExitCode::FAILURE;
             };
             match siptrack::server::run(cfg) {
                 Ok(()) => ExitCode::SUCCESS,

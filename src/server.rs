@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
+use crate::calls::{CallRecord, CallTracker};
 use crate::config::{Config, ListenAddr};
 use crate::http::{unix_ms, AppState};
 use crate::proxy::route::Identity;
@@ -99,12 +100,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding http {}", config.http.listen))?;
     tracing::info!(addr = %http.local_addr()?, "listening for HTTP");
+    let leads = Arc::new(config.leads.clone());
     let app = crate::http::router(AppState {
         pools: pools.clone(),
-        store,
+        store: store.clone(),
         token: config.http.token.clone(),
         clock: unix_ms,
+        leads: leads.clone(),
+        phone: config.rewrite.phone.clone(),
     });
+    let (call_tx, call_rx) = mpsc::unbounded_channel();
+    let pipeline = tokio::spawn(crate::leads::pipeline::run(call_rx, store, leads));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app).await {
             tracing::error!(error = %e, "HTTP server stopped");
@@ -116,6 +122,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let start = Instant::now();
     let now_ms = |start: Instant| start.elapsed().as_millis() as u64;
+    let mut calls = Calls {
+        tracker: CallTracker::new(unix_ms(), config.leads.max_call_seconds),
+        tx: call_tx,
+        last_tick: Instant::now(),
+    };
     let mut shutdown = Box::pin(shutdown_signal());
     let mut drain_deadline: Option<Instant> = None;
     let mut buf = vec![0u8; 65536];
@@ -151,7 +162,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                         Ok((n, from)) => {
                             let peer = Peer { transport: Transport::Udp, addr: from };
                             proxy.on_message(now_ms(start), peer, Bytes::copy_from_slice(&buf[..n]));
-                            flush(&mut proxy, &udp_outs, &mut hub);
+                            flush(&mut proxy, &udp_outs, &mut hub, &mut calls);
                         }
                         Err(_) => break,
                     }
@@ -166,7 +177,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             _ = sleep => {}
         }
         proxy.on_timer(now_ms(start));
-        flush(&mut proxy, &udp_outs, &mut hub);
+        flush(&mut proxy, &udp_outs, &mut hub, &mut calls);
+        if calls.last_tick.elapsed() >= Duration::from_secs(1) {
+            calls.last_tick = Instant::now();
+            for r in calls.tracker.on_tick(now_ms(start)) {
+                calls.record(r);
+            }
+        }
         // Until the HTTP API serves /metrics, the counters go to the log.
         if stats_logged.elapsed() >= STATS_EVERY && proxy.stats != last_stats {
             stats_logged = Instant::now();
@@ -177,6 +194,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             let idle = proxy.active_dialogs() == 0 && proxy.pending_transactions() == 0;
             if idle || Instant::now() >= d {
                 log_stats(&proxy);
+                // Calls still open are recorded as they stand, then the
+                // lead pipeline is flushed before exit.
+                for r in calls.tracker.on_tick(u64::MAX / 2) {
+                    calls.record(r);
+                }
+                drop(calls);
+                if tokio::time::timeout(Duration::from_secs(30), pipeline)
+                    .await
+                    .is_err()
+                {
+                    tracing::error!("lead pipeline did not finish within 30 s");
+                }
                 tracing::info!(
                     dialogs = proxy.active_dialogs(),
                     transactions = proxy.pending_transactions(),
@@ -226,7 +255,27 @@ fn poll_recv_refs(
     std::task::Poll::Pending
 }
 
-fn flush(proxy: &mut Proxy, udp_outs: &[UdpOut], hub: &mut TcpHub) {
+/// Finished calls on their way to the lead pipeline.
+struct Calls {
+    tracker: CallTracker,
+    tx: mpsc::UnboundedSender<CallRecord>,
+    last_tick: Instant,
+}
+
+impl Calls {
+    fn record(&mut self, r: CallRecord) {
+        if let Err(e) = self.tx.send(r) {
+            tracing::error!(call_id = %e.0.call_id, "lead pipeline gone; call not recorded");
+        }
+    }
+}
+
+fn flush(proxy: &mut Proxy, udp_outs: &[UdpOut], hub: &mut TcpHub, calls: &mut Calls) {
+    for ev in proxy.take_call_events() {
+        if let Some(r) = calls.tracker.on_event(ev) {
+            calls.record(r);
+        }
+    }
     for out in proxy.take_outputs() {
         let Output::Send { to, data } = out;
         match to.transport {

@@ -6,13 +6,18 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
+use crate::config::LeadsConfig;
+use crate::leads::dedup::{Identity, LeadKind};
+use crate::leads::pipeline::new_deal_status;
+use crate::phone::{normalize_str, PhoneRules};
+use crate::store::leads::NewLead;
 use crate::store::Store;
 use crate::tracking::pools::{Pools, Visit};
 
@@ -23,6 +28,8 @@ pub struct AppState {
     pub token: Option<String>,
     /// Unix milliseconds; injected so tests can move time.
     pub clock: fn() -> u64,
+    pub leads: Arc<LeadsConfig>,
+    pub phone: PhoneRules,
 }
 
 pub fn unix_ms() -> u64 {
@@ -36,6 +43,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/visits", post(post_visit))
+        .route("/api/v1/leads", post(post_lead).get(get_leads))
+        .route("/api/v1/calls", get(get_calls))
+        .route("/api/v1/deals", get(get_deals))
+        .route("/api/v1/crm/deals/{id}/status", post(post_deal_status))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -88,6 +100,8 @@ pub const VISIT_FIELDS: &[&str] = &[
     "utm_content",
 ];
 const MAX_VALUE: usize = 2048;
+/// Larger bodies get 413 before any parsing.
+const MAX_BODY: usize = 64 * 1024;
 
 /// Checks a visit body; the error names the field.
 pub fn parse_visit(body: &[u8]) -> Result<Visit, String> {
@@ -152,6 +166,229 @@ async fn post_visit(State(s): State<AppState>, headers: HeaderMap, body: Bytes) 
         "hold_seconds": g.hold_seconds,
     }))
     .into_response()
+}
+
+/// Fields of a form lead (SPEC L-1).
+const LEAD_FIELDS: &[&str] = &[
+    "title", "name", "phone", "email", "text", "form", "visit_id", "fields",
+];
+
+/// Checks a form lead; the error names the field.
+pub fn parse_lead(body: &[u8], phone: &PhoneRules, now_s: i64) -> Result<NewLead, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    let Value::Object(map) = v else {
+        return Err("body must be a JSON object".into());
+    };
+    if let Some(k) = map.keys().find(|k| !LEAD_FIELDS.contains(&k.as_str())) {
+        return Err(format!(
+            "{k}: unknown field (known: {})",
+            LEAD_FIELDS.join(" ")
+        ));
+    }
+    let text = |k: &str, max: usize| -> Result<String, String> {
+        match map.get(k) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(s)) if s.len() > max => Err(format!("{k}: longer than {max} bytes")),
+            Some(Value::String(s)) => Ok(s.trim().to_string()),
+            Some(Value::Number(n)) if k == "phone" || k == "visit_id" => Ok(n.to_string()),
+            Some(_) => Err(format!("{k}: must be a string")),
+        }
+    };
+    let fields = match map.get("fields") {
+        None | Some(Value::Null) => String::new(),
+        Some(f @ Value::Object(_)) => f.to_string(),
+        Some(_) => return Err("fields: must be an object".into()),
+    };
+    if fields.len() > 16 * 1024 {
+        return Err("fields: larger than 16384 bytes".into());
+    }
+    let email = text("email", 320)?.to_lowercase();
+    if !email.is_empty() && !email.contains('@') {
+        return Err(format!("email: \"{email}\" is not an e-mail address"));
+    }
+    let raw_phone = text("phone", 64)?;
+    let phone = if raw_phone.is_empty() {
+        String::new()
+    } else {
+        normalize_str(&raw_phone, phone)
+    };
+    let name = text("name", MAX_VALUE)?;
+    if phone.is_empty() && email.is_empty() && name.is_empty() {
+        return Err("phone: a lead needs a phone, an email or a name".into());
+    }
+    let form = text("form", 200)?;
+    let mut title = text("title", 500)?;
+    if title.is_empty() {
+        title = if form.is_empty() {
+            "Lead from the site".into()
+        } else {
+            format!("Lead from form {form}")
+        };
+    }
+    Ok(NewLead {
+        kind: Some(LeadKind::Form),
+        who: Identity {
+            title,
+            name,
+            phone,
+            email,
+            visit: text("visit_id", 200)?,
+        },
+        form,
+        dialed: String::new(),
+        text: text("text", 16 * 1024)?,
+        fields,
+        call_id: None,
+        at: now_s,
+    })
+}
+
+async fn post_lead(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&headers, s.token.as_deref()) {
+        return unauthorized();
+    }
+    let now_s = ((s.clock)() / 1000) as i64;
+    let lead = match parse_lead(&body, &s.phone, now_s) {
+        Ok(l) => l,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    match s
+        .store
+        .record_lead(&lead, &s.leads.dedup, &new_deal_status(&s.leads), None)
+        .await
+    {
+        Ok(r) => Json(json!({ "lead_id": r.lead_id, "deal_id": r.deal_id, "outcome": r.outcome }))
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "lead not recorded");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable; nothing was recorded, retry",
+            )
+        }
+    }
+}
+
+/// `?limit=` (1…1000, default 100) and `?since=` (Unix seconds).
+fn list_params(q: &std::collections::HashMap<String, String>) -> Result<(i64, i64), String> {
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| format!("limit: \"{v}\" is not a number from 1 to 1000"))?,
+    };
+    let since = match q.get("since") {
+        None => 0,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| format!("since: \"{v}\" is not a Unix time in seconds"))?,
+    };
+    Ok((limit, since))
+}
+
+type Params = Query<std::collections::HashMap<String, String>>;
+
+async fn list(
+    s: &AppState,
+    headers: &HeaderMap,
+    q: &std::collections::HashMap<String, String>,
+    key: &str,
+) -> Response {
+    if !authorized(headers, s.token.as_deref()) {
+        return unauthorized();
+    }
+    let (limit, since) = match list_params(q) {
+        Ok(p) => p,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    let rows = match key {
+        "leads" => s.store.list_leads(limit, since).await,
+        "calls" => s.store.list_calls(limit, since.saturating_mul(1000)).await,
+        _ => s.store.list_deals(limit, since).await,
+    };
+    match rows {
+        Ok(rows) => Json(json!({ key: rows })).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "listing {key}");
+            error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
+        }
+    }
+}
+
+async fn get_leads(State(s): State<AppState>, headers: HeaderMap, Query(q): Params) -> Response {
+    list(&s, &headers, &q, "leads").await
+}
+
+async fn get_calls(State(s): State<AppState>, headers: HeaderMap, Query(q): Params) -> Response {
+    list(&s, &headers, &q, "calls").await
+}
+
+async fn get_deals(State(s): State<AppState>, headers: HeaderMap, Query(q): Params) -> Response {
+    list(&s, &headers, &q, "deals").await
+}
+
+async fn post_deal_status(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if !authorized(&headers, s.token.as_deref()) {
+        return unauthorized();
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("id: \"{id}\" is not a deal id"),
+        );
+    };
+    let status = match serde_json::from_slice::<Value>(&body) {
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")),
+        Ok(Value::Object(m)) => match (m.get("status"), m.keys().find(|k| *k != "status")) {
+            (_, Some(k)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{k}: unknown field (known: status)"),
+                )
+            }
+            (Some(Value::String(st)), None) if !st.trim().is_empty() => st.trim().to_string(),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "status: required, a non-empty string",
+                )
+            }
+        },
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "body must be a JSON object"),
+    };
+    let Some(group) = s.leads.group_of(&status) else {
+        let mut known: Vec<&str> = s.leads.status_groups.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "status: unknown status \"{status}\" (known: {}; or a group name: not_counted in_progress paid cancelled)",
+                known.join(" ")
+            ),
+        );
+    };
+    match s.store.set_deal_status(id, &status, group).await {
+        Ok(true) => {
+            Json(json!({ "id": id, "status": status, "group": group.as_str() })).into_response()
+        }
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("id: no deal {id}")),
+        Err(e) => {
+            tracing::error!(error = %e, "deal status not recorded");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable; nothing was recorded, retry",
+            )
+        }
+    }
 }
 
 #[cfg(test)]

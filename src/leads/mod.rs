@@ -3,3 +3,5 @@
 //! [`dedup`].
 
 pub mod dedup;
+pub mod log;
+pub mod pipeline;

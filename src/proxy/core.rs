@@ -18,6 +18,7 @@ use super::transaction::{
     ClientSide, ClientState, ServerSide, ServerState, TimerKind, Txn, TIMER_KINDS,
 };
 use super::{Millis, NextHop, Output, Peer, Transport};
+use crate::calls::CallEvent;
 
 /// Dialogs whose BYE never came are forgotten after this long.
 const DIALOG_MAX_MS: Millis = 4 * 3600 * 1000;
@@ -60,6 +61,7 @@ pub struct Proxy {
     next_id: u64,
     branch_seq: u64,
     out: Vec<Output>,
+    events: Vec<CallEvent>,
     draining: bool,
     dialogs: HashMap<Bytes, Millis>,
     last_sweep: Millis,
@@ -87,6 +89,7 @@ impl Proxy {
             next_id: 1,
             branch_seq: 0,
             out: Vec::new(),
+            events: Vec::new(),
             draining: false,
             dialogs: HashMap::new(),
             last_sweep: 0,
@@ -97,6 +100,12 @@ impl Proxy {
     /// Messages to send, in order. The driver takes them after each call.
     pub fn take_outputs(&mut self) -> std::vec::Drain<'_, Output> {
         self.out.drain(..)
+    }
+
+    /// What happened to tracked calls, in order. The driver takes them
+    /// after each call, like the outputs.
+    pub fn take_call_events(&mut self) -> std::vec::Drain<'_, CallEvent> {
+        self.events.drain(..)
     }
 
     /// The earliest armed timer.
@@ -250,6 +259,7 @@ impl Proxy {
         let Some(txn) = self.txns.get_mut(&id) else {
             return;
         };
+        txn.caller_cancelled = true;
         let proceeding = txn
             .server
             .as_ref()
@@ -410,12 +420,20 @@ impl Proxy {
         let hop = NextHop {
             peer,
             request_uri: None,
+            call: None,
         };
         if is_ack {
             self.forward_stateless(from, &msg, hop, patch);
-        } else {
-            self.forward_request(now, from, msg, key, hop, patch, false, false);
+            return;
         }
+        if msg.method() == Some(Method::Bye) {
+            self.events.push(CallEvent::Bye {
+                call_id: Bytes::copy_from_slice(call_id),
+                at: now,
+                from_tag: from_tag(&msg),
+            });
+        }
+        self.forward_request(now, from, msg, key, hop, patch, false, false);
     }
 
     /// Builds the forwarded request: Request-URI, Max-Forwards, received/
@@ -501,11 +519,12 @@ impl Proxy {
             id,
             Txn {
                 is_invite,
-                call_id,
+                call_id: call_id.clone(),
                 server: Some(server),
                 client: Some(client),
                 cancels: None,
                 initial_invite: is_invite && initial,
+                caller_cancelled: false,
                 is_bye: method == Method::Bye,
                 deadlines: [None; TIMER_KINDS],
             },
@@ -518,6 +537,14 @@ impl Proxy {
         self.arm(id, TimerKind::ClientTimeout, now + 64 * t1);
         if is_invite {
             self.arm(id, TimerKind::TimerC, now + self.s.timers.timer_c_ms);
+        }
+        if let (true, true, Some(info)) = (is_invite, initial, hop.call) {
+            self.events.push(CallEvent::Started {
+                call_id: call_id.clone(),
+                at: now,
+                from_tag: from_tag(&msg),
+                info,
+            });
         }
         self.stats.requests_forwarded += 1;
         self.out.push(Output::Send { to: hop.peer, data });
@@ -685,6 +712,21 @@ impl Proxy {
                 // Nothing will be retransmitted or CANCELled any more; the
                 // copy of the request is only needed to build the ACK below.
                 let request = std::mem::take(&mut client.request);
+                if txn.initial_invite {
+                    self.events.push(if success {
+                        CallEvent::Answered {
+                            call_id: txn.call_id.clone(),
+                            at: now,
+                        }
+                    } else {
+                        CallEvent::Failed {
+                            call_id: txn.call_id.clone(),
+                            at: now,
+                            code,
+                            caller_cancelled: txn.caller_cancelled,
+                        }
+                    });
+                }
                 if is_invite && success {
                     client.state = ClientState::Accepted;
                     if txn.initial_invite {
@@ -851,6 +893,7 @@ impl Proxy {
                 )),
                 cancels: Some(id),
                 initial_invite: false,
+                caller_cancelled: false,
                 is_bye: false,
                 deadlines: [None; TIMER_KINDS],
             },
@@ -940,6 +983,7 @@ impl Proxy {
                 client: None,
                 cancels: None,
                 initial_invite: false,
+                caller_cancelled: false,
                 is_bye: false,
                 deadlines: [None; TIMER_KINDS],
             },
@@ -1026,6 +1070,14 @@ impl Proxy {
                 c.state = ClientState::Terminated;
                 txn.deadlines = [None; TIMER_KINDS];
                 self.stats.timeouts += 1;
+                if txn.initial_invite {
+                    self.events.push(CallEvent::Failed {
+                        call_id: txn.call_id.clone(),
+                        at: now,
+                        code: 408,
+                        caller_cancelled: txn.caller_cancelled,
+                    });
+                }
                 if txn.cancels.is_none() {
                     self.reply_timeout(now, id);
                 }
@@ -1120,6 +1172,14 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The From tag of a request, empty when it has none.
+fn from_tag(msg: &Message) -> Bytes {
+    msg.value(HeaderName::From)
+        .and_then(|v| NameAddr::parse(v).ok())
+        .and_then(|n| n.tag().map(Bytes::copy_from_slice))
+        .unwrap_or_default()
 }
 
 /// Checks shared by initial and in-dialog requests (RFC 3261 16.3).

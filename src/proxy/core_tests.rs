@@ -774,3 +774,173 @@ fn bridging_udp_to_tcp_adds_two_record_routes() {
     rig.advance_to(20_000);
     assert!(rig.take().iter().all(|s| s.to.transport != Transport::Tcp));
 }
+
+// ---- call events ---------------------------------------------------------------
+
+/// A router that tracks every call, as the tracking router does.
+struct Tracking;
+
+impl CallRouter for Tracking {
+    fn route_initial(
+        &mut self,
+        _req: &Message,
+        _source: Peer,
+        _now: Millis,
+        _patch: &mut Patch,
+    ) -> Result<NextHop, Refusal> {
+        Ok(NextHop {
+            peer: udp(UAS),
+            request_uri: None,
+            call: Some(Box::new(crate::calls::CallInfo {
+                dialed: "74951111111".into(),
+                ..Default::default()
+            })),
+        })
+    }
+}
+
+fn tracking_rig() -> Rig {
+    let mut rig = Rig::new();
+    let settings = ProxySettings {
+        identity: Identity::new(
+            vec![parse_listen("udp:127.0.0.1:5060").expect("listen")],
+            None,
+            b"core-tests",
+        ),
+        trusted_sources: vec!["127.0.0.0/8".parse().expect("cidr")],
+        max_message_bytes: 65535,
+        timers: Timers::default(),
+        instance_nonce: 1,
+    };
+    rig.proxy = Proxy::new(settings, Box::new(Tracking));
+    rig
+}
+
+fn events(rig: &mut Rig) -> Vec<CallEvent> {
+    rig.proxy.take_call_events().collect()
+}
+
+#[test]
+fn call_events_follow_an_answered_call() {
+    use crate::calls::CallEvent::*;
+    let mut rig = tracking_rig();
+    let fwd = start_call(&mut rig, "ev1", "tev1@x");
+    assert!(
+        matches!(&events(&mut rig)[..], [Started { at: 0, from_tag, info, .. }]
+        if from_tag.as_ref() == b"from1" && info.dialed == "74951111111")
+    );
+    let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
+    let ok = response_to(&fwd.text, 200, "OK", Some("u1"), &format!("{rr}\r\n"));
+    rig.recv_at(2_000, udp(UAS), &ok);
+    rig.recv_at(2_500, udp(UAS), &ok);
+    assert_eq!(
+        events(&mut rig),
+        vec![Answered {
+            call_id: Bytes::from_static(b"tev1@x"),
+            at: 2_000
+        }],
+        "one Answered, retransmissions add nothing"
+    );
+    // The callee hangs up: its BYE carries its own From tag.
+    let bye = format!(
+        "BYE sip:caller@{CALLER} SIP/2.0\r\nVia: SIP/2.0/UDP {UAS};branch=z9hG4bKbye1\r\n\
+         Route: {}\r\nMax-Forwards: 70\r\nFrom: <sip:100@127.0.0.1>;tag=u1\r\n\
+         To: <sip:caller@127.0.0.1>;tag=from1\r\nCall-ID: tev1@x\r\nCSeq: 2 BYE\r\n\
+         Content-Length: 0\r\n\r\n",
+        value(&rr)
+    );
+    rig.recv_at(9_000, udp(UAS), &bye);
+    assert_eq!(
+        events(&mut rig),
+        vec![Bye {
+            call_id: Bytes::from_static(b"tev1@x"),
+            at: 9_000,
+            from_tag: Bytes::from_static(b"u1")
+        }]
+    );
+}
+
+#[test]
+fn call_events_for_cancel_busy_and_timeout() {
+    use crate::calls::CallEvent::*;
+    // Caller CANCEL → 487: cancelled by the caller.
+    let mut rig = tracking_rig();
+    let fwd = start_call(&mut rig, "ev2", "tev2@x");
+    rig.recv_at(
+        100,
+        udp(UAS),
+        &response_to(&fwd.text, 180, "Ringing", Some("u1"), ""),
+    );
+    rig.recv_at(
+        200,
+        udp(CALLER),
+        &request("CANCEL", "sip:100@127.0.0.1:5060", "ev2", "tev2@x", ""),
+    );
+    let cancel = rig
+        .take_to(UAS)
+        .into_iter()
+        .find(|s| s.is_request("CANCEL"))
+        .expect("CANCEL");
+    rig.recv_at(
+        210,
+        udp(UAS),
+        &response_to(&cancel.text, 200, "OK", Some("u1"), ""),
+    );
+    rig.recv_at(
+        220,
+        udp(UAS),
+        &response_to(&fwd.text, 487, "Request Terminated", Some("u1"), ""),
+    );
+    let ev = events(&mut rig);
+    assert!(
+        matches!(
+            ev.last(),
+            Some(Failed {
+                code: 487,
+                caller_cancelled: true,
+                at: 220,
+                ..
+            })
+        ),
+        "{ev:?}"
+    );
+
+    // 486 from the callee.
+    let mut rig = tracking_rig();
+    let fwd = start_call(&mut rig, "ev3", "tev3@x");
+    rig.recv_at(
+        100,
+        udp(UAS),
+        &response_to(&fwd.text, 486, "Busy Here", Some("u1"), ""),
+    );
+    let ev = events(&mut rig);
+    assert!(
+        matches!(
+            ev.last(),
+            Some(Failed {
+                code: 486,
+                caller_cancelled: false,
+                ..
+            })
+        ),
+        "{ev:?}"
+    );
+
+    // Nothing at all: Timer B.
+    let mut rig = tracking_rig();
+    start_call(&mut rig, "ev4", "tev4@x");
+    rig.advance_to(40_000);
+    let ev = events(&mut rig);
+    assert!(
+        matches!(
+            ev.last(),
+            Some(Failed {
+                code: 408,
+                at: 32_000,
+                ..
+            })
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(ev.len(), 2, "Started, then one Failed: {ev:?}");
+}

@@ -2,6 +2,7 @@
 //! hop of a new call and rewriting the request. The proxy core knows
 //! nothing of tracking numbers; it asks a [`CallRouter`].
 
+use crate::calls::CallInfo;
 use crate::config::Destination;
 use crate::sip::{Message, Patch, Uri};
 
@@ -13,6 +14,8 @@ pub struct NextHop {
     pub peer: Peer,
     /// The Request-URI to send instead of the received one.
     pub request_uri: Option<Vec<u8>>,
+    /// For a new INVITE the router tracks: what the call record needs.
+    pub call: Option<Box<CallInfo>>,
 }
 
 /// A refusal: the status code and reason phrase to answer with.
@@ -64,6 +67,7 @@ impl CallRouter for DefaultRouter {
                 addr: dest.addr,
             },
             request_uri: Some(destination_uri(dest, user.as_deref())),
+            call: None,
         })
     }
 }

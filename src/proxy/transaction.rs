@@ -110,6 +110,8 @@ pub struct Txn {
     /// The forwarded request created a dialog usage that will be tracked
     /// (initial INVITE).
     pub initial_invite: bool,
+    /// The caller CANCELled this INVITE (as opposed to Timer C).
+    pub caller_cancelled: bool,
     pub is_bye: bool,
     pub deadlines: [Option<Millis>; TIMER_KINDS],
 }

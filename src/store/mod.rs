@@ -8,6 +8,35 @@ use sqlx::Row;
 
 use crate::tracking::pools::{AssignmentRow, Visit};
 
+pub mod leads;
+
+async fn migrate(db: &SqlitePool) -> Result<(), StoreError> {
+    let mut conn = db.acquire().await?;
+    let done: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let applied = async {
+            sqlx::raw_sql(sql).execute(&mut *conn).await?;
+            sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))
+                .execute(&mut *conn)
+                .await
+        }
+        .await;
+        match applied {
+            Ok(_) => {
+                sqlx::query("COMMIT").execute(&mut *conn).await?;
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage {url}: {source}")]
@@ -21,16 +50,16 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     db: SqlitePool,
+    /// One lead decision at a time in this process (SPEC L-6); the
+    /// IMMEDIATE transaction extends that to processes sharing the file.
+    decide: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS pool_assignments (
-    number     TEXT PRIMARY KEY,
-    pool       TEXT NOT NULL,
-    visit_id   TEXT,
-    visit      TEXT,
-    touched_at INTEGER NOT NULL,
-    version    INTEGER NOT NULL
-)";
+/// Schema changes, in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_pools.sql"),
+    include_str!("../../migrations/sqlite/0002_leads.sql"),
+];
 
 impl Store {
     /// Opens (creating it and its directory if needed) `sqlite:<path>`.
@@ -51,14 +80,18 @@ impl Store {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(open_err)?
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(std::time::Duration::from_secs(10));
         let db = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
             .map_err(open_err)?;
-        sqlx::query(SCHEMA).execute(&db).await?;
-        Ok(Store { db })
+        migrate(&db).await?;
+        Ok(Store {
+            db,
+            decide: Default::default(),
+        })
     }
 
     /// Writes a number's state unless the store already has a newer one.

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::calls::CallInfo;
 use crate::config::{Config, Destination, StaticNumber};
 use crate::phone::normalize_str;
 use crate::proxy::hooks::{destination_uri, CallRouter, NextHop, Refusal};
@@ -122,6 +123,7 @@ impl CallRouter for TrackingRouter {
             return Ok(NextHop {
                 peer,
                 request_uri: Some(destination_uri(dest, user.as_deref())),
+                call: None,
             });
         }
         let (uri, to) = rewrite::request_uri(
@@ -131,9 +133,21 @@ impl CallRouter for TrackingRouter {
             &self.settings,
         );
         rewrite::rewrite_invite(req, &found.context, &to, &self.settings, patch);
+        let ctx = found.context;
+        let call = CallInfo {
+            caller_raw: rewrite::caller_raw(req),
+            caller: ctx.caller,
+            dialed: ctx.dialed,
+            destination: String::from_utf8_lossy(&uri).into_owned(),
+            visit_id: ctx.visit_id,
+            marker: ctx.marker,
+            source: ctx.source,
+            visit: ctx.visit,
+        };
         Ok(NextHop {
             peer,
             request_uri: Some(uri),
+            call: Some(Box::new(call)),
         })
     }
 }

@@ -235,6 +235,12 @@ impl Siptrack {
         self.dir.path()
     }
 
+    /// SIGKILL, at once: a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM and wait up to `grace` (then SIGKILL). Returns the exit
     /// status if the process ended.
     pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {

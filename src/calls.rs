@@ -1,0 +1,416 @@
+//! Call lifecycle (SPEC L-1): the proxy core reports what happened to each
+//! tracked call ([`CallEvent`]); [`CallTracker`] turns that into one
+//! [`CallRecord`] per call when it ends. Pure: time comes in with the
+//! events, on the core's clock, and `epoch_ms` maps it to Unix time.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+
+use crate::proxy::Millis;
+
+/// What the router knew when it forwarded the INVITE.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallInfo {
+    /// The caller's number as it came, and normalised (T-5).
+    pub caller_raw: String,
+    pub caller: String,
+    /// The tracking number dialed, normalised.
+    pub dialed: String,
+    /// The Request-URI it was sent to.
+    pub destination: String,
+    pub visit_id: Option<String>,
+    pub marker: Option<String>,
+    pub source: Option<String>,
+    /// city, domain, page, utm_* of the visit.
+    pub visit: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallEvent {
+    /// A new INVITE was forwarded.
+    Started {
+        call_id: Bytes,
+        at: Millis,
+        from_tag: Bytes,
+        info: Box<CallInfo>,
+    },
+    /// The first 2xx to that INVITE.
+    Answered { call_id: Bytes, at: Millis },
+    /// The INVITE ended without an answer: the final status (408 when
+    /// nothing came), and whether the caller CANCELled it.
+    Failed {
+        call_id: Bytes,
+        at: Millis,
+        code: u16,
+        caller_cancelled: bool,
+    },
+    /// A BYE was relayed; `from_tag` tells who sent it.
+    Bye {
+        call_id: Bytes,
+        at: Millis,
+        from_tag: Bytes,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallStatus {
+    Answered,
+    Missed,
+    Busy,
+    Cancelled,
+    Failed,
+}
+
+impl CallStatus {
+    /// The names of SPEC L-1 (records, API).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Answered => "answered",
+            CallStatus::Missed => "missed",
+            CallStatus::Busy => "busy",
+            CallStatus::Cancelled => "cancelled",
+            CallStatus::Failed => "failed",
+        }
+    }
+    /// The names call webhooks use (SPEC C-2a).
+    pub fn webhook_name(self) -> &'static str {
+        match self {
+            CallStatus::Answered => "ANSWER",
+            CallStatus::Missed => "NOANSWER",
+            CallStatus::Busy => "BUSY",
+            CallStatus::Cancelled => "CANCEL",
+            CallStatus::Failed => "CONGESTION",
+        }
+    }
+    /// A final response to the INVITE, other than 2xx.
+    pub fn from_failure(code: u16, caller_cancelled: bool) -> CallStatus {
+        match code {
+            _ if caller_cancelled => CallStatus::Cancelled,
+            // Busy Here / Busy Everywhere.
+            486 | 600 => CallStatus::Busy,
+            // Nobody picked up: timeout, unavailable, Timer C's CANCEL,
+            // declined by the callee.
+            408 | 480 | 487 | 603 => CallStatus::Missed,
+            _ => CallStatus::Failed,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Party {
+    Caller,
+    Callee,
+    /// Nobody: siptrack closed it after `max_call_seconds`.
+    Timeout,
+}
+
+impl Party {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Party::Caller => "caller",
+            Party::Callee => "callee",
+            Party::Timeout => "timeout",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallRecord {
+    pub call_id: String,
+    pub info: CallInfo,
+    /// Unix milliseconds.
+    pub invite_at: u64,
+    pub answer_at: Option<u64>,
+    pub end_at: u64,
+    /// Seconds talked (answer to end), rounded; 0 when not answered.
+    pub duration: u64,
+    pub status: CallStatus,
+    pub hangup: Option<Party>,
+}
+
+struct Open {
+    from_tag: Bytes,
+    info: CallInfo,
+    invite_at: Millis,
+    answer_at: Option<Millis>,
+}
+
+pub struct CallTracker {
+    open: HashMap<Bytes, Open>,
+    /// Unix milliseconds at the core's time 0.
+    epoch_ms: u64,
+    max_call_ms: u64,
+}
+
+impl CallTracker {
+    pub fn new(epoch_ms: u64, max_call_seconds: u64) -> CallTracker {
+        CallTracker {
+            open: HashMap::new(),
+            epoch_ms,
+            max_call_ms: max_call_seconds * 1000,
+        }
+    }
+
+    pub fn open_calls(&self) -> usize {
+        self.open.len()
+    }
+
+    fn close(
+        &self,
+        call_id: &Bytes,
+        c: Open,
+        at: Millis,
+        status: CallStatus,
+        hangup: Option<Party>,
+    ) -> CallRecord {
+        let duration = c
+            .answer_at
+            .map_or(0, |a| (at.saturating_sub(a) + 500) / 1000);
+        CallRecord {
+            call_id: String::from_utf8_lossy(call_id).into_owned(),
+            info: c.info,
+            invite_at: self.epoch_ms + c.invite_at,
+            answer_at: c.answer_at.map(|a| self.epoch_ms + a),
+            end_at: self.epoch_ms + at,
+            duration,
+            status,
+            hangup,
+        }
+    }
+
+    /// Takes one event; returns the call's record when it ended.
+    pub fn on_event(&mut self, ev: CallEvent) -> Option<CallRecord> {
+        match ev {
+            CallEvent::Started {
+                call_id,
+                at,
+                from_tag,
+                info,
+            } => {
+                self.open.entry(call_id).or_insert(Open {
+                    from_tag,
+                    info: *info,
+                    invite_at: at,
+                    answer_at: None,
+                });
+                None
+            }
+            CallEvent::Answered { call_id, at } => {
+                if let Some(c) = self.open.get_mut(&call_id) {
+                    c.answer_at.get_or_insert(at);
+                }
+                None
+            }
+            CallEvent::Failed {
+                call_id,
+                at,
+                code,
+                caller_cancelled,
+            } => {
+                // A failure after the answer (a late CANCEL race) does not
+                // undo the answer; the BYE will end the call.
+                if self.open.get(&call_id)?.answer_at.is_some() {
+                    return None;
+                }
+                let c = self.open.remove(&call_id)?;
+                let status = CallStatus::from_failure(code, caller_cancelled);
+                let hangup = (status == CallStatus::Cancelled).then_some(Party::Caller);
+                Some(self.close(&call_id, c, at, status, hangup))
+            }
+            CallEvent::Bye {
+                call_id,
+                at,
+                from_tag,
+            } => {
+                let c = self.open.remove(&call_id)?;
+                let by = if c.from_tag == from_tag {
+                    Party::Caller
+                } else {
+                    Party::Callee
+                };
+                let status = if c.answer_at.is_some() {
+                    CallStatus::Answered
+                } else {
+                    // A BYE before any 2xx was seen: the call never
+                    // connected as far as siptrack knows.
+                    CallStatus::Failed
+                };
+                Some(self.close(&call_id, c, at, status, Some(by)))
+            }
+        }
+    }
+
+    /// Closes calls older than `max_call_seconds` (their BYE never came).
+    pub fn on_tick(&mut self, now: Millis) -> Vec<CallRecord> {
+        let max = self.max_call_ms;
+        let expired: Vec<Bytes> = self
+            .open
+            .iter()
+            .filter(|(_, c)| now.saturating_sub(c.invite_at) >= max)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::with_capacity(expired.len());
+        for k in expired {
+            if let Some(c) = self.open.remove(&k) {
+                let status = if c.answer_at.is_some() {
+                    CallStatus::Answered
+                } else {
+                    CallStatus::Missed
+                };
+                out.push(self.close(&k, c, now, status, Some(Party::Timeout)));
+            }
+        }
+        out.sort_by(|a, b| a.call_id.cmp(&b.call_id));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(id: &str, at: Millis) -> CallEvent {
+        CallEvent::Started {
+            call_id: Bytes::from(id.to_string()),
+            at,
+            from_tag: Bytes::from_static(b"caller-tag"),
+            info: Box::new(CallInfo {
+                caller: "79161234567".into(),
+                dialed: "74951111111".into(),
+                ..CallInfo::default()
+            }),
+        }
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::from(s.to_string())
+    }
+
+    #[test]
+    fn answered_call_ended_by_either_side() {
+        for (tag, party) in [("caller-tag", Party::Caller), ("callee-tag", Party::Callee)] {
+            let mut t = CallTracker::new(1_000_000, 3600);
+            assert!(t.on_event(started("c1", 100)).is_none());
+            assert!(t
+                .on_event(CallEvent::Answered {
+                    call_id: b("c1"),
+                    at: 2_100
+                })
+                .is_none());
+            let r = t
+                .on_event(CallEvent::Bye {
+                    call_id: b("c1"),
+                    at: 7_600,
+                    from_tag: b(tag),
+                })
+                .expect("record");
+            assert_eq!(r.status, CallStatus::Answered);
+            assert_eq!(r.hangup, Some(party));
+            assert_eq!(
+                (r.invite_at, r.answer_at, r.end_at),
+                (1_000_100, Some(1_002_100), 1_007_600)
+            );
+            assert_eq!(r.duration, 6, "5.5 s rounds to 6");
+            assert_eq!(r.info.dialed, "74951111111");
+            assert_eq!(t.open_calls(), 0);
+        }
+    }
+
+    #[test]
+    fn failures_map_to_statuses() {
+        for (code, cancelled, status) in [
+            (486, false, CallStatus::Busy),
+            (600, false, CallStatus::Busy),
+            (487, true, CallStatus::Cancelled),
+            (487, false, CallStatus::Missed),
+            (408, false, CallStatus::Missed),
+            (480, false, CallStatus::Missed),
+            (603, false, CallStatus::Missed),
+            (404, false, CallStatus::Failed),
+            (488, false, CallStatus::Failed),
+            (503, false, CallStatus::Failed),
+        ] {
+            let mut t = CallTracker::new(0, 3600);
+            t.on_event(started("c", 0));
+            let r = t
+                .on_event(CallEvent::Failed {
+                    call_id: b("c"),
+                    at: 3_000,
+                    code,
+                    caller_cancelled: cancelled,
+                })
+                .expect("record");
+            assert_eq!(r.status, status, "{code} cancelled={cancelled}");
+            assert_eq!(r.duration, 0);
+            assert_eq!(r.hangup, cancelled.then_some(Party::Caller));
+        }
+        assert_eq!(CallStatus::Cancelled.webhook_name(), "CANCEL");
+        assert_eq!(CallStatus::Failed.webhook_name(), "CONGESTION");
+    }
+
+    #[test]
+    fn events_of_unknown_calls_and_late_failures_are_ignored() {
+        let mut t = CallTracker::new(0, 3600);
+        assert!(t
+            .on_event(CallEvent::Answered {
+                call_id: b("x"),
+                at: 1
+            })
+            .is_none());
+        assert!(t
+            .on_event(CallEvent::Bye {
+                call_id: b("x"),
+                at: 1,
+                from_tag: b("t")
+            })
+            .is_none());
+        t.on_event(started("c", 0));
+        t.on_event(CallEvent::Answered {
+            call_id: b("c"),
+            at: 10,
+        });
+        assert!(t
+            .on_event(CallEvent::Failed {
+                call_id: b("c"),
+                at: 20,
+                code: 487,
+                caller_cancelled: true
+            })
+            .is_none());
+        assert_eq!(t.open_calls(), 1, "the answered call is still up");
+        // A retransmitted INVITE's Started does not restart the call.
+        t.on_event(started("c", 500));
+        let r = t
+            .on_event(CallEvent::Bye {
+                call_id: b("c"),
+                at: 1_010,
+                from_tag: b("caller-tag"),
+            })
+            .expect("record");
+        assert_eq!((r.invite_at, r.duration), (0, 1));
+    }
+
+    #[test]
+    fn calls_without_bye_are_closed_after_max_call_seconds() {
+        let mut t = CallTracker::new(0, 60);
+        t.on_event(started("a", 0));
+        t.on_event(CallEvent::Answered {
+            call_id: b("a"),
+            at: 1_000,
+        });
+        t.on_event(started("b", 30_000));
+        assert!(t.on_tick(59_999).is_empty());
+        let r = t.on_tick(60_000);
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            (r[0].status, r[0].hangup, r[0].duration),
+            (CallStatus::Answered, Some(Party::Timeout), 59)
+        );
+        let r = t.on_tick(90_000);
+        assert_eq!(
+            (r[0].call_id.as_str(), r[0].status),
+            ("b", CallStatus::Missed)
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! From finished calls and form posts to recorded leads: builds the lead
+//! (SPEC L-1), then lets the store decide and record it atomically.
+//! Calls go through one queue, in order; a store error is retried until it
+//! succeeds, so no call is lost while siptrack runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::calls::CallRecord;
+use crate::config::LeadsConfig;
+use crate::leads::dedup::{Group, Identity, LeadKind};
+use crate::store::leads::{NewDealStatus, NewLead, Recorded};
+use crate::store::{Store, StoreError};
+
+/// The lead a call makes: title `Incoming call from <caller>`, the caller
+/// as phone, the visit (for static tracking, the channel's marker), and a
+/// text naming the dialed number.
+pub fn call_lead(r: &CallRecord) -> NewLead {
+    let i = &r.info;
+    NewLead {
+        kind: Some(LeadKind::Call),
+        who: Identity {
+            title: format!("Incoming call from {}", i.caller),
+            name: String::new(),
+            phone: i.caller.clone(),
+            email: String::new(),
+            visit: i
+                .visit_id
+                .clone()
+                .or_else(|| i.marker.clone())
+                .unwrap_or_default(),
+        },
+        form: String::new(),
+        dialed: i.dialed.clone(),
+        text: format!(
+            "Call to {} ({}, {} s)",
+            i.dialed,
+            r.status.as_str(),
+            r.duration
+        ),
+        fields: String::new(),
+        call_id: Some(r.call_id.clone()),
+        at: (r.invite_at / 1000) as i64,
+    }
+}
+
+pub fn new_deal_status(cfg: &LeadsConfig) -> NewDealStatus {
+    NewDealStatus {
+        status: cfg.new_deal_status.clone(),
+        group: cfg
+            .group_of(&cfg.new_deal_status)
+            .unwrap_or(Group::NotCounted),
+    }
+}
+
+/// Records one finished call and its lead.
+pub async fn record_call(
+    store: &Store,
+    cfg: &LeadsConfig,
+    r: &CallRecord,
+) -> Result<Recorded, StoreError> {
+    let lead = call_lead(r);
+    store
+        .record_lead(&lead, &cfg.dedup, &new_deal_status(cfg), Some(r))
+        .await
+}
+
+/// Takes finished calls off the queue until it closes (shutdown), each
+/// recorded before the next.
+pub async fn run(
+    mut calls: mpsc::UnboundedReceiver<CallRecord>,
+    store: Store,
+    cfg: Arc<LeadsConfig>,
+) {
+    while let Some(r) = calls.recv().await {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match record_call(&store, &cfg, &r).await {
+                Ok(rec) => {
+                    tracing::info!(call_id = %r.call_id, status = r.status.as_str(), lead = rec.lead_id, outcome = %rec.outcome, "call recorded");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(call_id = %r.call_id, error = %e, retry_in_ms = wait.as_millis() as u64, "call not recorded yet");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}

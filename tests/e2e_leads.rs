@@ -1,0 +1,480 @@
+//! Leads end to end (issue 4): SIPp calls through siptrack become call
+//! records and leads; deals, comments and status callbacks through the
+//! HTTP API; concurrent form leads; a crash in the middle of a burst.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::checks::{get, post_json};
+use common::{free_port, Sipp, SippRun, Siptrack};
+use serde_json::Value;
+
+const TOKEN: &str = "leads-token-51c2";
+
+fn config(uas_port: u16, db: &str, extra: &str) -> String {
+    format!(
+        r#"[sip]
+listen = ["udp:127.0.0.1:{{SIP_PORT}}"]
+trusted_sources = ["127.0.0.0/8"]
+route_secret = "e2e-leads"
+
+[sip.timers]
+t1_ms = 100
+t2_ms = 400
+
+[tracking]
+default_destination = "sip:pbx@127.0.0.1:{uas_port}"
+{extra}
+
+[[tracking.numbers]]
+number = "74951110001"
+destination = "sip:pbx@127.0.0.1:{uas_port}"
+marker = "google"
+
+[[tracking.numbers]]
+number = "74951110002"
+destination = "sip:pbx@127.0.0.1:{uas_port}"
+marker = "yandex"
+
+[status_groups]
+"New" = "not_counted"
+"Working" = "in_progress"
+"Won" = "paid"
+"Lost" = "cancelled"
+
+[crm]
+new_deal_status = "New"
+
+[http]
+listen = "127.0.0.1:{{HTTP_PORT}}"
+token = "{TOKEN}"
+
+[storage]
+url = "sqlite:{db}"
+"#
+    )
+}
+
+fn api(p: &Siptrack) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], p.http_port))
+}
+
+fn list(p: &Siptrack, what: &str) -> Vec<Value> {
+    let (status, body) = get(api(p), &format!("/api/v1/{what}?limit=1000"), Some(TOKEN));
+    assert_eq!(status, 200, "{what}: {body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    v[what].as_array().cloned().unwrap_or_default()
+}
+
+/// Polls `GET /api/v1/<what>` until `n` entries are there (calls are
+/// recorded when they end, asynchronously).
+fn wait_for(p: &Siptrack, what: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let rows = list(p, what);
+        if rows.len() >= n || Instant::now() > deadline {
+            assert_eq!(rows.len(), n, "{what}: {rows:#?}\n{}", p.log());
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pair(
+    p: &Siptrack,
+    uas_port: u16,
+    uac: &str,
+    uas: &str,
+    calls: u32,
+    args: &[&str],
+) -> (SippRun, SippRun) {
+    let uas = Sipp::uas(uas)
+        .port(uas_port)
+        .calls(calls)
+        .time_limit(Duration::from_secs(30))
+        .spawn();
+    let mut u = Sipp::uac(uac, p.sip_addr())
+        .calls(calls)
+        .rate(10)
+        .time_limit(Duration::from_secs(25));
+    for a in args {
+        u = u.arg(*a);
+    }
+    let uac = u.run();
+    let uas = uas.wait_at_most(Duration::from_secs(10));
+    assert_eq!(uac.failed(), 0, "{}\n{}", uac.summary(), uas.summary());
+    (uac, uas)
+}
+
+fn db_in(dir: &tempfile::TempDir) -> String {
+    dir.path()
+        .join("siptrack.db")
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn call_records_have_the_right_status_and_duration() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = Siptrack::start(&config(uas_port, &db_in(&dir), ""));
+    // Answered, talking 3 s.
+    pair(
+        &p,
+        uas_port,
+        "uac_tracking.xml",
+        "uas.xml",
+        1,
+        &[
+            "-s",
+            "74951110001",
+            "-key",
+            "caller",
+            "89160000001",
+            "-d",
+            "3000",
+        ],
+    );
+    pair(
+        &p,
+        uas_port,
+        "uac_busy.xml",
+        "uas_busy.xml",
+        1,
+        &["-s", "74951110001"],
+    );
+    pair(
+        &p,
+        uas_port,
+        "uac_cancel.xml",
+        "uas_cancel.xml",
+        1,
+        &["-s", "74951110001", "-recv_timeout", "10000"],
+    );
+    // Nobody answers: Timer B (64 * 100 ms) gives 408.
+    let uas = Sipp::uas("uas_silent.xml")
+        .port(uas_port)
+        .calls(1)
+        .pause_ms(12_000)
+        .time_limit(Duration::from_secs(30))
+        .spawn();
+    let uac = Sipp::uac("uac_timeout.xml", p.sip_addr())
+        .calls(1)
+        .rate(1)
+        .arg("-s")
+        .arg("74951110002")
+        .time_limit(Duration::from_secs(25))
+        .run();
+    drop(uas.stop());
+    assert_eq!(uac.failed(), 0, "{}", uac.summary());
+
+    let calls = wait_for(&p, "calls", 4);
+    // Newest first.
+    let statuses: Vec<&str> = calls
+        .iter()
+        .rev()
+        .map(|c| c["status"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec!["answered", "busy", "cancelled", "missed"],
+        "{calls:#?}"
+    );
+    let answered = &calls[3];
+    let talk = answered["duration"].as_i64().expect("duration");
+    assert!((2..=4).contains(&talk), "3 s talk, within 1 s: {answered}");
+    let measured = (answered["end_at_ms"].as_i64().unwrap_or(0)
+        - answered["answer_at_ms"].as_i64().unwrap_or(0)) as f64
+        / 1000.0;
+    assert!((measured - 3.0).abs() < 1.0, "answer→end {measured} s");
+    assert_eq!(answered["caller"], "79160000001");
+    assert_eq!(answered["callee"], "74951110001");
+    assert_eq!(answered["marker"], "google");
+    assert_eq!(answered["hangup"], "caller");
+    assert_eq!(calls[1]["hangup"], "caller", "a CANCEL is the caller's");
+    for c in &calls {
+        assert_eq!(
+            c["duration"].as_i64().map(|d| d == 0),
+            Some(c["status"] != "answered"),
+            "{c}"
+        );
+        assert!(
+            c["lead_id"].as_i64().is_some(),
+            "every call makes a lead: {c}"
+        );
+    }
+    let leads = wait_for(&p, "leads", 4);
+    assert!(leads
+        .iter()
+        .all(|l| l["type"] == "call" && !l["outcome"].as_str().unwrap_or("").is_empty()));
+}
+
+#[test]
+fn deals_follow_the_duplicate_rules_and_status_callbacks() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = Siptrack::start(&config(uas_port, &db_in(&dir), ""));
+    let call = |number: &str| {
+        pair(
+            &p,
+            uas_port,
+            "uac_tracking.xml",
+            "uas.xml",
+            1,
+            &["-s", number, "-key", "caller", "8-916-555-44-33"],
+        );
+    };
+    // 1. A first call: a deal.
+    call("74951110001");
+    let leads = wait_for(&p, "leads", 1);
+    assert_eq!(leads[0]["outcome"], "deal 1 created", "{leads:#?}");
+    let deals = list(&p, "deals");
+    assert_eq!(deals.len(), 1);
+    assert_eq!(
+        (
+            deals[0]["phone"].as_str(),
+            deals[0]["status"].as_str(),
+            deals[0]["group"].as_str()
+        ),
+        (Some("79165554433"), Some("New"), Some("not_counted"))
+    );
+    assert_eq!(deals[0]["title"], "Incoming call from 79165554433");
+    // 2. The same caller through another channel: a comment on that deal.
+    call("74951110002");
+    let leads = wait_for(&p, "leads", 2);
+    assert_eq!(leads[0]["outcome"], "duplicate of deal 1", "{leads:#?}");
+    let deals = list(&p, "deals");
+    assert_eq!(deals.len(), 1, "no second deal");
+    let comments = deals[0]["comments"].as_array().cloned().unwrap_or_default();
+    assert_eq!(comments.len(), 1, "{deals:#?}");
+    assert!(
+        comments[0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("74951110002"),
+        "{comments:?}"
+    );
+    // 3. The CRM moves the deal to a paid status.
+    let (status, body) = post_json(
+        api(&p),
+        "/api/v1/crm/deals/1/status",
+        Some(TOKEN),
+        r#"{"status": "Won"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(list(&p, "deals")[0]["group"], "paid");
+    // 4. The next call: a new deal.
+    call("74951110001");
+    let leads = wait_for(&p, "leads", 3);
+    assert_eq!(leads[0]["outcome"], "deal 2 created", "{leads:#?}");
+    assert_eq!(list(&p, "deals").len(), 2);
+}
+
+#[test]
+fn concurrent_leads_of_one_client_make_one_deal() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = Siptrack::start(&config(uas_port, &db_in(&dir), ""));
+    let addr = api(&p);
+    let threads: Vec<_> = (0..50)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let body = format!(
+                    r#"{{"name": "Anna", "phone": "+7 (916) 700-00-0{}", "email": "Anna@Example.com", "form": "callback", "text": "request {i}"}}"#,
+                    0
+                );
+                post_json(addr, "/api/v1/leads", Some(TOKEN), &body)
+            })
+        })
+        .collect();
+    let results: Vec<(u16, String)> = threads
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect();
+    assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
+    let deals = list(&p, "deals");
+    assert_eq!(deals.len(), 1, "{deals:#?}");
+    let leads = list(&p, "leads");
+    assert_eq!(leads.len(), 50);
+    let created = leads
+        .iter()
+        .filter(|l| l["outcome"] == "deal 1 created")
+        .count();
+    let dups = leads
+        .iter()
+        .filter(|l| {
+            l["outcome"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("duplicate of lead"))
+        })
+        .count();
+    assert_eq!((created, dups), (1, 49), "{leads:#?}");
+    assert_eq!(leads[0]["phone"], "79167000000");
+    assert_eq!(leads[0]["email"], "anna@example.com");
+}
+
+#[test]
+fn bad_input_is_refused_and_nothing_is_written() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = Siptrack::start(&config(uas_port, &db_in(&dir), ""));
+    let ok = r#"{"name": "Anna", "phone": "89167000000"}"#;
+    for token in [None, Some("nope")] {
+        assert_eq!(post_json(api(&p), "/api/v1/leads", token, ok).0, 401);
+        assert_eq!(get(api(&p), "/api/v1/leads", token).0, 401);
+        assert_eq!(get(api(&p), "/api/v1/deals", token).0, 401);
+        assert_eq!(get(api(&p), "/api/v1/calls", token).0, 401);
+        assert_eq!(
+            post_json(
+                api(&p),
+                "/api/v1/crm/deals/1/status",
+                token,
+                r#"{"status": "Won"}"#
+            )
+            .0,
+            401
+        );
+    }
+    let big = format!(r#"{{"name": "Anna", "text": "{}"}}"#, "x".repeat(20_000));
+    for (body, needle) in [
+        ("{", "not JSON"),
+        ("[]", "JSON object"),
+        (r#"{"name": 5}"#, "name: must be a string"),
+        (r#"{"phone": ["1"]}"#, "phone: must be a string"),
+        (r#"{"email": "not-an-address"}"#, "email:"),
+        (
+            r#"{"text": "hi"}"#,
+            "a lead needs a phone, an email or a name",
+        ),
+        (
+            r#"{"name": "A", "fields": [1]}"#,
+            "fields: must be an object",
+        ),
+        (r#"{"name": "A", "colour": "red"}"#, "colour: unknown field"),
+        (big.as_str(), "text: longer than"),
+    ] {
+        let (status, reply) = post_json(api(&p), "/api/v1/leads", Some(TOKEN), body);
+        assert_eq!(status, 400, "{body:.60}: {reply}");
+        assert!(reply.contains(needle), "{body:.60}: {reply}");
+    }
+    let (status, _) = post_json(
+        api(&p),
+        "/api/v1/leads",
+        Some(TOKEN),
+        &format!(r#"{{"name": "{}"}}"#, "x".repeat(100_000)),
+    );
+    assert_eq!(status, 413, "a body over 64 KiB");
+    for (path, needle) in [
+        ("/api/v1/leads?limit=0", "limit"),
+        ("/api/v1/calls?since=yesterday", "since"),
+    ] {
+        let (status, reply) = get(api(&p), path, Some(TOKEN));
+        assert_eq!(
+            (status, reply.contains(needle)),
+            (400, true),
+            "{path}: {reply}"
+        );
+    }
+    assert!(list(&p, "leads").is_empty(), "nothing half-written");
+    assert_eq!(post_json(api(&p), "/api/v1/leads", Some(TOKEN), ok).0, 200);
+    for (body, code, needle) in [
+        (
+            r#"{"status": "Flying"}"#,
+            400,
+            "status: unknown status \\\"Flying\\\"",
+        ),
+        (r#"{"status": 3}"#, 400, "status: required"),
+        (r#"{"status": "Won", "x": 1}"#, 400, "x: unknown field"),
+        ("{", 400, "not JSON"),
+    ] {
+        let (status, reply) = post_json(api(&p), "/api/v1/crm/deals/1/status", Some(TOKEN), body);
+        assert_eq!(status, code, "{body}: {reply}");
+        assert!(reply.contains(needle), "{body}: {reply}");
+    }
+    assert_eq!(
+        post_json(
+            api(&p),
+            "/api/v1/crm/deals/99/status",
+            Some(TOKEN),
+            r#"{"status": "Won"}"#
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        post_json(
+            api(&p),
+            "/api/v1/crm/deals/abc/status",
+            Some(TOKEN),
+            r#"{"status": "Won"}"#
+        )
+        .0,
+        400
+    );
+    let deals = list(&p, "deals");
+    assert_eq!(
+        (deals.len(), deals[0]["status"].as_str()),
+        (1, Some("New")),
+        "refused callbacks changed nothing"
+    );
+}
+
+#[test]
+fn a_crash_in_a_burst_of_calls_leaves_a_consistent_store() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = config(uas_port, &db_in(&dir), "");
+    let mut p = Siptrack::start(&cfg);
+    let uas = Sipp::uas("uas.xml")
+        .port(uas_port)
+        .calls(400)
+        .time_limit(Duration::from_secs(30))
+        .spawn();
+    let uac = Sipp::uac("uac_tracking.xml", p.sip_addr())
+        .calls(400)
+        .rate(100)
+        .arg("-s")
+        .arg("74951110001")
+        .arg("-key")
+        .arg("caller")
+        .arg("89160000002")
+        .time_limit(Duration::from_secs(20))
+        .spawn();
+    // Mid-burst: some calls recorded, some in progress.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while list(&p, "leads").len() < 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p.kill9();
+    drop(uac.stop());
+    drop(uas.stop());
+
+    let p = Siptrack::start(&cfg);
+    let leads = list(&p, "leads");
+    assert!(!leads.is_empty(), "leads recorded before the crash survive");
+    for l in &leads {
+        let o = l["outcome"].as_str().unwrap_or("");
+        assert!(
+            o.starts_with("deal ") || o.starts_with("duplicate of "),
+            "every lead has its outcome: {l}"
+        );
+    }
+    let deals = list(&p, "deals");
+    let created = leads
+        .iter()
+        .filter(|l| {
+            l["outcome"]
+                .as_str()
+                .is_some_and(|o| o.ends_with("created"))
+        })
+        .count();
+    assert_eq!(deals.len(), created, "one deal per 'deal N created' lead");
+    let calls = list(&p, "calls");
+    assert_eq!(
+        calls.len(),
+        leads.len(),
+        "each call with its lead, written together"
+    );
+}
