@@ -63,12 +63,21 @@ async fn candidates(
     s: &Settings,
 ) -> Result<(Vec<PriorLead>, Vec<Deal>), StoreError> {
     let w = &lead.who;
-    let rows = sqlx::query(
+    // The most selective index for this lead: without statistics SQLite
+    // may pick the e-mail index, and most calls have no e-mail.
+    let index = if !w.phone.is_empty() {
+        "leads_phone"
+    } else if !w.email.is_empty() {
+        "leads_email"
+    } else {
+        "leads_created"
+    };
+    let rows = sqlx::query(&format!(
         "SELECT l.id, l.title, l.name, l.phone, l.email, l.visit_id, l.created_at, d.grp
-           FROM leads l JOIN deals d ON d.id = l.deal_id
+           FROM leads l INDEXED BY {index} JOIN deals d ON d.id = l.deal_id
           WHERE l.accepted = 1 AND l.phone = ?1 AND l.email = ?2 AND l.title = ?3
-            AND l.name = ?4 AND l.visit_id = ?5 AND l.created_at >= ?6",
-    )
+            AND l.name = ?4 AND l.visit_id = ?5 AND l.created_at >= ?6"
+    ))
     .bind(&w.phone)
     .bind(&w.email)
     .bind(&w.title)
@@ -92,31 +101,48 @@ async fn candidates(
             deal_group: group_of(r.try_get::<&str, _>(7)?),
         });
     }
-    // The client's deals (by phone or email) and the same-lead deals; the
-    // most recent are enough for every rule, whatever the window.
-    let period = if s.client.period_days == 0 {
-        90
-    } else {
-        s.client.period_days
-    };
-    let rows = sqlx::query(
-        "SELECT id, title, name, phone, email, visit_id, created_at, grp FROM deals
-          WHERE ((?1 != '' AND phone = ?1) OR (?2 != '' AND email = ?2)
-                 OR (title = ?3 AND name = ?4 AND visit_id = ?5 AND created_at >= ?6))
-          ORDER BY created_at DESC, id DESC LIMIT 200",
-    )
-    .bind(&w.phone)
-    .bind(&w.email)
-    .bind(&w.title)
-    .bind(&w.name)
-    .bind(&w.visit)
-    .bind(lead.at - period.max(30) * DAY)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut deals = Vec::with_capacity(rows.len());
+    // The client's deals (by phone, by email) and the same-lead deals,
+    // each through its own index; the most recent are enough for every
+    // rule, whatever the window.
+    let period = if s.client.period_days == 0 { 90 } else { s.client.period_days };
+    const COLS: &str = "SELECT id, title, name, phone, email, visit_id, created_at, grp FROM deals";
+    let mut rows = Vec::new();
+    if !w.phone.is_empty() {
+        rows.extend(
+            sqlx::query(&format!("{COLS} WHERE phone = ?1 ORDER BY created_at DESC LIMIT 100"))
+                .bind(&w.phone)
+                .fetch_all(&mut *conn)
+                .await?,
+        );
+    }
+    if !w.email.is_empty() {
+        rows.extend(
+            sqlx::query(&format!("{COLS} WHERE email = ?1 ORDER BY created_at DESC LIMIT 100"))
+                .bind(&w.email)
+                .fetch_all(&mut *conn)
+                .await?,
+        );
+    }
+    rows.extend(
+        sqlx::query(&format!(
+            "{COLS} WHERE title = ?1 AND created_at >= ?2 AND name = ?3 AND visit_id = ?4
+              ORDER BY created_at DESC LIMIT 100"
+        ))
+        .bind(&w.title)
+        .bind(lead.at - period.max(30) * DAY)
+        .bind(&w.name)
+        .bind(&w.visit)
+        .fetch_all(&mut *conn)
+        .await?,
+    );
+    let mut deals: Vec<Deal> = Vec::with_capacity(rows.len());
     for r in rows {
+        let id: i64 = r.try_get(0)?;
+        if deals.iter().any(|d| d.id == id) {
+            continue;
+        }
         deals.push(Deal {
-            id: r.try_get(0)?,
+            id,
             who: Identity {
                 title: r.try_get(1)?,
                 name: r.try_get(2)?,

@@ -3,7 +3,9 @@
 
 use std::str::FromStr;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::Row;
 
 use crate::tracking::pools::{AssignmentRow, Visit};
@@ -59,6 +61,7 @@ pub struct Store {
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_pools.sql"),
     include_str!("../../migrations/sqlite/0002_leads.sql"),
+    include_str!("../../migrations/sqlite/0003_deal_title_index.sql"),
 ];
 
 impl Store {
@@ -81,6 +84,9 @@ impl Store {
             .map_err(open_err)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: a commit survives the process dying (kill -9);
+            // only an OS crash may lose the last ones.
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(10));
         let db = SqlitePoolOptions::new()
             .max_connections(4)
@@ -92,6 +98,12 @@ impl Store {
             db,
             decide: Default::default(),
         })
+    }
+
+    /// Runs SQL text as it is (benchmarks seed stores with it).
+    pub async fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
+        sqlx::raw_sql(sql).execute(&self.db).await?;
+        Ok(())
     }
 
     /// Writes a number's state unless the store already has a newer one.

@@ -1,0 +1,158 @@
+//! Lead decisions against a large store (issue 4, item 6): 1,000,000 leads
+//! and 300,000 deals already in SQLite, then decide-and-record for new
+//! leads, half from known clients. Criterion gives the throughput; a
+//! timed loop after it prints p50/p99 latency.
+//!
+//! Under `cargo test` (no `--bench` argument) the store is seeded with
+//! 1,000 leads only, so the suite stays fast.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use siptrack::leads::dedup::{Group, Identity, LeadKind, Settings};
+use siptrack::store::leads::{NewDealStatus, NewLead};
+use siptrack::store::Store;
+
+const NOW: i64 = 1_800_000_000;
+const DAY: i64 = 86_400;
+
+fn full_size() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+fn sizes() -> (u64, u64) {
+    if full_size() {
+        (1_000_000, 300_000)
+    } else {
+        (1_000, 300)
+    }
+}
+
+/// A seeded database file, made once per size and reused across runs.
+async fn seeded() -> Store {
+    let (leads, deals) = sizes();
+    let dir = PathBuf::from("/tmp/siptrack-leads-bench");
+    let path = dir.join(format!("seed-{leads}-{deals}.db"));
+    let fresh = !path.exists();
+    let store = Store::open(&format!("sqlite:{}", path.display()))
+        .await
+        .expect("open the bench store");
+    if fresh {
+        let started = Instant::now();
+        // Deals: one per client; a quarter in progress, a quarter paid.
+        store
+            .execute_raw(&format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {deals})
+                 INSERT INTO deals (created_at, title, name, phone, email, visit_id, status, grp, lead_id)
+                 SELECT {NOW} - (i % 60) * {DAY}, 'Incoming call from 7916' || printf('%07d', i), '',
+                        '7916' || printf('%07d', i), '', '', 'new',
+                        CASE i % 4 WHEN 0 THEN 'in_progress' WHEN 1 THEN 'paid' ELSE 'not_counted' END, i
+                   FROM n"
+            ))
+            .await
+            .expect("seed deals");
+        // Leads: clients call again and again over 60 days.
+        store
+            .execute_raw(&format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {leads})
+                 INSERT INTO leads (created_at, kind, title, name, phone, email, visit_id, form, dialed,
+                                    text, fields, call_id, accepted, deal_id, outcome)
+                 SELECT {NOW} - (i % 5184000), 'call',
+                        'Incoming call from 7916' || printf('%07d', i % {deals} + 1), '',
+                        '7916' || printf('%07d', i % {deals} + 1), '', 'google', '', '74951110001',
+                        '', '{{}}', NULL, CASE WHEN i <= {deals} THEN 1 ELSE 0 END,
+                        i % {deals} + 1,
+                        CASE WHEN i <= {deals} THEN 'deal ' || i || ' created'
+                             ELSE 'duplicate of deal ' || (i % {deals} + 1) END
+                   FROM n"
+            ))
+            .await
+            .expect("seed leads");
+        eprintln!(
+            "seeded {leads} leads and {deals} deals in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    store
+}
+
+fn lead(i: u64, clients: u64) -> NewLead {
+    // Even: a known client; odd: a new one.
+    let phone = if i.is_multiple_of(2) {
+        format!("7916{:07}", i % clients + 1)
+    } else {
+        format!("7926{:07}", i)
+    };
+    NewLead {
+        kind: Some(LeadKind::Call),
+        who: Identity {
+            title: format!("Incoming call from {phone}"),
+            name: String::new(),
+            phone,
+            email: String::new(),
+            visit: format!("v{i}"),
+        },
+        dialed: "74951110001".into(),
+        text: "Call to 74951110001".into(),
+        at: NOW + i as i64,
+        ..NewLead::default()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = rt.block_on(seeded());
+    let (_, clients) = sizes();
+    let settings = Settings::default();
+    let status = NewDealStatus {
+        status: "new".into(),
+        group: Group::NotCounted,
+    };
+    // A run number keeps leads unique across repeated bench runs.
+    let base = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        % 100_000)
+        * 1_000_000;
+    let mut i = base;
+    let mut g = c.benchmark_group("leads");
+    g.throughput(Throughput::Elements(1));
+    g.measurement_time(Duration::from_secs(10));
+    g.bench_function("decide and record (1M leads, 300k deals in SQLite)", |b| {
+        b.iter(|| {
+            i += 1;
+            rt.block_on(store.record_lead(&lead(i, clients), &settings, &status, None))
+                .expect("recorded")
+        })
+    });
+    g.finish();
+
+    let n = if full_size() { 5_000 } else { 50 };
+    let mut took: Vec<Duration> = (0..n)
+        .map(|_| {
+            i += 1;
+            let t = Instant::now();
+            rt.block_on(store.record_lead(&lead(i, clients), &settings, &status, None))
+                .expect("recorded");
+            t.elapsed()
+        })
+        .collect();
+    took.sort_unstable();
+    let total: Duration = took.iter().sum();
+    let pct = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)];
+    eprintln!(
+        "leads/latency: {n} decisions, {:.0} per second, p50 {:?}, p99 {:?}, max {:?}",
+        n as f64 / total.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        pct(1.0)
+    );
+}
+
+criterion_group!(leads, bench);
+criterion_main!(leads);
