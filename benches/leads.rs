@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use siptrack::calls::{CallInfo, CallRecord, CallStatus};
 use siptrack::leads::dedup::{Group, Identity, LeadKind, Settings};
+use siptrack::leads::pipeline::call_lead;
 use siptrack::store::leads::{NewDealStatus, NewLead};
 use siptrack::store::Store;
 
@@ -100,6 +102,26 @@ fn lead(i: u64, clients: u64) -> NewLead {
     }
 }
 
+fn call(i: u64, clients: u64) -> CallRecord {
+    let l = lead(i, clients);
+    CallRecord {
+        call_id: format!("bench-{i}"),
+        info: CallInfo {
+            caller: l.who.phone.clone(),
+            caller_raw: l.who.phone,
+            dialed: "74951110001".into(),
+            visit_id: Some(l.who.visit),
+            ..CallInfo::default()
+        },
+        invite_at: (NOW as u64 + i) * 1000,
+        answer_at: Some((NOW as u64 + i) * 1000 + 500),
+        end_at: (NOW as u64 + i) * 1000 + 60_500,
+        duration: 60,
+        status: CallStatus::Answered,
+        hangup: None,
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -127,6 +149,23 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             rt.block_on(store.record_lead(&lead(i, clients), &settings, &status, None))
+                .expect("recorded")
+        })
+    });
+    // The pipeline's way under load: what is queued goes in one transaction.
+    const BATCH: u64 = 100;
+    g.throughput(Throughput::Elements(BATCH));
+    g.bench_function("decide and record, 100 calls per transaction", |b| {
+        b.iter(|| {
+            let calls: Vec<CallRecord> = (0..BATCH)
+                .map(|_| {
+                    i += 1;
+                    call(i, clients)
+                })
+                .collect();
+            let items: Vec<(NewLead, &CallRecord)> =
+                calls.iter().map(|r| (call_lead(r), r)).collect();
+            rt.block_on(store.record_calls(&items, &settings, &status))
                 .expect("recorded")
         })
     });

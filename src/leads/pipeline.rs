@@ -67,27 +67,45 @@ pub async fn record_call(
         .await
 }
 
-/// Takes finished calls off the queue until it closes (shutdown), each
-/// recorded before the next.
+/// Calls taken off the queue at once, recorded in one transaction.
+const BATCH: usize = 256;
+
+/// Takes finished calls off the queue until it closes (shutdown), in
+/// order; whatever is queued is recorded together, so the pipeline keeps
+/// up with call rates far above one commit per call.
 pub async fn run(
     mut calls: mpsc::UnboundedReceiver<CallRecord>,
     store: Store,
     cfg: Arc<LeadsConfig>,
 ) {
-    while let Some(r) = calls.recv().await {
+    let status = new_deal_status(&cfg);
+    let mut batch: Vec<CallRecord> = Vec::with_capacity(BATCH);
+    while let Some(first) = calls.recv().await {
+        batch.push(first);
+        while batch.len() < BATCH {
+            match calls.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let items: Vec<(NewLead, &CallRecord)> = batch.iter().map(|r| (call_lead(r), r)).collect();
         let mut wait = Duration::from_millis(100);
         loop {
-            match record_call(&store, &cfg, &r).await {
-                Ok(rec) => {
-                    tracing::info!(call_id = %r.call_id, status = r.status.as_str(), lead = rec.lead_id, outcome = %rec.outcome, "call recorded");
+            match store.record_calls(&items, &cfg.dedup, &status).await {
+                Ok(done) => {
+                    for (r, rec) in batch.iter().zip(&done) {
+                        tracing::debug!(call_id = %r.call_id, status = r.status.as_str(), lead = rec.lead_id, outcome = %rec.outcome, "call recorded");
+                    }
                     break;
                 }
                 Err(e) => {
-                    tracing::error!(call_id = %r.call_id, error = %e, retry_in_ms = wait.as_millis() as u64, "call not recorded yet");
+                    tracing::error!(calls = batch.len(), error = %e, retry_in_ms = wait.as_millis() as u64, "calls not recorded yet");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(10));
                 }
             }
         }
+        drop(items);
+        batch.clear();
     }
 }

@@ -104,23 +104,31 @@ async fn candidates(
     // The client's deals (by phone, by email) and the same-lead deals,
     // each through its own index; the most recent are enough for every
     // rule, whatever the window.
-    let period = if s.client.period_days == 0 { 90 } else { s.client.period_days };
+    let period = if s.client.period_days == 0 {
+        90
+    } else {
+        s.client.period_days
+    };
     const COLS: &str = "SELECT id, title, name, phone, email, visit_id, created_at, grp FROM deals";
     let mut rows = Vec::new();
     if !w.phone.is_empty() {
         rows.extend(
-            sqlx::query(&format!("{COLS} WHERE phone = ?1 ORDER BY created_at DESC LIMIT 100"))
-                .bind(&w.phone)
-                .fetch_all(&mut *conn)
-                .await?,
+            sqlx::query(&format!(
+                "{COLS} WHERE phone = ?1 ORDER BY created_at DESC LIMIT 100"
+            ))
+            .bind(&w.phone)
+            .fetch_all(&mut *conn)
+            .await?,
         );
     }
     if !w.email.is_empty() {
         rows.extend(
-            sqlx::query(&format!("{COLS} WHERE email = ?1 ORDER BY created_at DESC LIMIT 100"))
-                .bind(&w.email)
-                .fetch_all(&mut *conn)
-                .await?,
+            sqlx::query(&format!(
+                "{COLS} WHERE email = ?1 ORDER BY created_at DESC LIMIT 100"
+            ))
+            .bind(&w.email)
+            .fetch_all(&mut *conn)
+            .await?,
         );
     }
     rows.extend(
@@ -399,6 +407,31 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// Finished calls and their leads, decided one after the other in one
+    /// transaction: at high call rates one commit per call is the limit.
+    pub async fn record_calls(
+        &self,
+        calls: &[(NewLead, &CallRecord)],
+        s: &Settings,
+        status: &NewDealStatus,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let _one_at_a_time = self.decide.lock().await;
+        let mut conn = self.db.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let mut out = Vec::with_capacity(calls.len());
+        for (lead, call) in calls {
+            match decide_and_record(&mut conn, lead, s, status, Some(call)).await {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    return Err(e);
+                }
+            }
+        }
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+        Ok(out)
     }
 
     /// SPEC L-2: the CRM reports a deal's status. False if no such deal.
