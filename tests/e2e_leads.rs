@@ -270,6 +270,56 @@ fn deals_follow_the_duplicate_rules_and_status_callbacks() {
     let leads = wait_for(&p, "leads", 3);
     assert_eq!(leads[0]["outcome"], "deal 2 created", "{leads:#?}");
     assert_eq!(list(&p, "deals").len(), 2);
+
+    // The same log from the command line, as a table and as JSON lines.
+    let config = p.dir().join("siptrack.toml");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_siptrack"))
+            .arg("leads")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("run siptrack leads");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let table = cli(&[]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "header + 3 leads:\n{table}");
+    for col in [
+        "id",
+        "date",
+        "type",
+        "form / number",
+        "name",
+        "phone",
+        "visit",
+        "comment",
+        "outcome",
+    ] {
+        assert!(lines[0].contains(col), "{col} in {}", lines[0]);
+    }
+    assert!(
+        lines[1].contains("deal 2 created") && lines[1].contains("74951110001"),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("duplicate of deal 1") && lines[2].contains("yandex"),
+        "{table}"
+    );
+    let json = cli(&["--json", "--limit", "2"]);
+    let rows: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["outcome"], "duplicate of deal 1");
+    assert_eq!(rows[1]["phone"], "79165554433");
 }
 
 #[test]
@@ -359,13 +409,14 @@ fn bad_input_is_refused_and_nothing_is_written() {
         assert_eq!(status, 400, "{body:.60}: {reply}");
         assert!(reply.contains(needle), "{body:.60}: {reply}");
     }
-    let (status, _) = post_json(
+    let (status, reply) = post_json(
         api(&p),
         "/api/v1/leads",
         Some(TOKEN),
         &format!(r#"{{"name": "{}"}}"#, "x".repeat(100_000)),
     );
-    assert_eq!(status, 413, "a body over 64 KiB");
+    assert_eq!(status, 400, "a body over 64 KiB: {reply:.80}");
+    assert!(reply.contains("body: larger than 65536 bytes"), "{reply:.80}");
     for (path, needle) in [
         ("/api/v1/leads?limit=0", "limit"),
         ("/api/v1/calls?since=yesterday", "since"),

@@ -47,7 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/calls", get(get_calls))
         .route("/api/v1/deals", get(get_deals))
         .route("/api/v1/crm/deals/{id}/status", post(post_deal_status))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(DefaultBodyLimit::max(MAX_TRANSPORT))
         .with_state(state)
 }
 
@@ -100,8 +100,19 @@ pub const VISIT_FIELDS: &[&str] = &[
     "utm_content",
 ];
 const MAX_VALUE: usize = 2048;
-/// Larger bodies get 413 before any parsing.
+/// Larger bodies get 400 naming the body; past `MAX_TRANSPORT` the server
+/// does not even read them (413).
 const MAX_BODY: usize = 64 * 1024;
+const MAX_TRANSPORT: usize = 1024 * 1024;
+
+fn body_too_large(body: &[u8]) -> Option<Response> {
+    (body.len() > MAX_BODY).then(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("body: larger than {MAX_BODY} bytes"),
+        )
+    })
+}
 
 /// Checks a visit body; the error names the field.
 pub fn parse_visit(body: &[u8]) -> Result<Visit, String> {
@@ -142,6 +153,9 @@ pub fn parse_visit(body: &[u8]) -> Result<Visit, String> {
 async fn post_visit(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&headers, s.token.as_deref()) {
         return unauthorized();
+    }
+    if let Some(r) = body_too_large(&body) {
+        return r;
     }
     let visit = match parse_visit(&body) {
         Ok(v) => v,
@@ -247,6 +261,9 @@ async fn post_lead(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -
     if !authorized(&headers, s.token.as_deref()) {
         return unauthorized();
     }
+    if let Some(r) = body_too_large(&body) {
+        return r;
+    }
     let now_s = ((s.clock)() / 1000) as i64;
     let lead = match parse_lead(&body, &s.phone, now_s) {
         Ok(l) => l,
@@ -339,6 +356,9 @@ async fn post_deal_status(
 ) -> Response {
     if !authorized(&headers, s.token.as_deref()) {
         return unauthorized();
+    }
+    if let Some(r) = body_too_large(&body) {
+        return r;
     }
     let Ok(id) = id.parse::<i64>() else {
         return error(
