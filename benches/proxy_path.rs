@@ -149,6 +149,20 @@ fn sent_to(p: &mut Proxy, who: Peer) -> Bytes {
     found
 }
 
+/// New INVITEs one after the other, each a fresh transaction; the clock
+/// moves so that old ones expire.
+fn invite_after_invite(b: &mut criterion::Bencher, mut p: Proxy, invites: &[Bytes]) {
+    let mut i = 0usize;
+    let mut now = 0u64;
+    b.iter(|| {
+        now += 1;
+        p.on_message(now, uac(), invites[i % invites.len()].clone());
+        p.on_timer(now);
+        i += 1;
+        black_box(p.take_outputs().count())
+    })
+}
+
 fn benches(c: &mut Criterion) {
     let msg = Bytes::from(invite(1));
     let mut g = c.benchmark_group("sip");
@@ -163,17 +177,7 @@ fn benches(c: &mut Criterion) {
 
     let invites: Vec<Bytes> = (0..100_000u64).map(|n| Bytes::from(invite(n))).collect();
     g.bench_function("proxy core: INVITE parse+route+serialise", |b| {
-        let mut p = proxy();
-        let mut i = 0usize;
-        let mut now = 0u64;
-        b.iter(|| {
-            // Fresh transaction each time; the clock moves so old ones expire.
-            now += 1;
-            p.on_message(now, uac(), invites[i % invites.len()].clone());
-            p.on_timer(now);
-            i += 1;
-            black_box(p.take_outputs().count())
-        })
+        invite_after_invite(b, proxy(), &invites)
     });
 
     // The rewrite must really happen, or the figure means nothing.
@@ -191,16 +195,7 @@ fn benches(c: &mut Criterion) {
         assert!(fwd.contains(needle), "{needle} not in\n{fwd}");
     }
     g.bench_function("proxy core: INVITE parse+track+rewrite+serialise", |b| {
-        let mut p = tracking_proxy();
-        let mut i = 0usize;
-        let mut now = 0u64;
-        b.iter(|| {
-            now += 1;
-            p.on_message(now, uac(), invites[i % invites.len()].clone());
-            p.on_timer(now);
-            i += 1;
-            black_box(p.take_outputs().count())
-        })
+        invite_after_invite(b, tracking_proxy(), &invites)
     });
 
     g.bench_function("proxy core: whole call (INVITE 180 200 ACK BYE 200)", |b| {

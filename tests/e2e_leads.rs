@@ -416,7 +416,10 @@ fn bad_input_is_refused_and_nothing_is_written() {
         &format!(r#"{{"name": "{}"}}"#, "x".repeat(100_000)),
     );
     assert_eq!(status, 400, "a body over 64 KiB: {reply:.80}");
-    assert!(reply.contains("body: larger than 65536 bytes"), "{reply:.80}");
+    assert!(
+        reply.contains("body: larger than 65536 bytes"),
+        "{reply:.80}"
+    );
     for (path, needle) in [
         ("/api/v1/leads?limit=0", "limit"),
         ("/api/v1/calls?since=yesterday", "since"),

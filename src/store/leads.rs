@@ -4,7 +4,7 @@
 //! (SPEC L-6), and a crash leaves either the whole outcome or nothing.
 
 use serde_json::{json, Value};
-use sqlx::sqlite::SqliteConnection;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::Row;
 
 use super::{Store, StoreError};
@@ -57,6 +57,23 @@ fn kind_str(k: LeadKind) -> &'static str {
     }
 }
 
+/// id, title, name, phone, email, visit, time, group: the columns both
+/// history queries select.
+fn history_row(r: &SqliteRow) -> Result<(i64, Identity, i64, Group), sqlx::Error> {
+    Ok((
+        r.try_get(0)?,
+        Identity {
+            title: r.try_get(1)?,
+            name: r.try_get(2)?,
+            phone: r.try_get(3)?,
+            email: r.try_get(4)?,
+            visit: r.try_get(5)?,
+        },
+        r.try_get(6)?,
+        group_of(r.try_get::<&str, _>(7)?),
+    ))
+}
+
 async fn candidates(
     conn: &mut SqliteConnection,
     lead: &Lead,
@@ -88,17 +105,12 @@ async fn candidates(
     .await?;
     let mut leads = Vec::with_capacity(rows.len());
     for r in rows {
+        let (id, who, at, group) = history_row(&r)?;
         leads.push(PriorLead {
-            id: r.try_get(0)?,
-            who: Identity {
-                title: r.try_get(1)?,
-                name: r.try_get(2)?,
-                phone: r.try_get(3)?,
-                email: r.try_get(4)?,
-                visit: r.try_get(5)?,
-            },
-            accepted_at: r.try_get(6)?,
-            deal_group: group_of(r.try_get::<&str, _>(7)?),
+            id,
+            who,
+            accepted_at: at,
+            deal_group: group,
         });
     }
     // The client's deals (by phone, by email) and the same-lead deals,
@@ -145,21 +157,15 @@ async fn candidates(
     );
     let mut deals: Vec<Deal> = Vec::with_capacity(rows.len());
     for r in rows {
-        let id: i64 = r.try_get(0)?;
+        let (id, who, created_at, group) = history_row(&r)?;
         if deals.iter().any(|d| d.id == id) {
             continue;
         }
         deals.push(Deal {
             id,
-            who: Identity {
-                title: r.try_get(1)?,
-                name: r.try_get(2)?,
-                phone: r.try_get(3)?,
-                email: r.try_get(4)?,
-                visit: r.try_get(5)?,
-            },
-            created_at: r.try_get(6)?,
-            group: group_of(r.try_get::<&str, _>(7)?),
+            who,
+            created_at,
+            group,
         });
     }
     Ok((leads, deals))
