@@ -457,17 +457,26 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// One page of a list: `?1` is the lower time bound, `?2` the limit.
+    async fn page(&self, sql: &str, since: i64, limit: i64) -> Result<Vec<SqliteRow>, StoreError> {
+        Ok(sqlx::query(sql)
+            .bind(since)
+            .bind(limit)
+            .fetch_all(&self.db)
+            .await?)
+    }
+
     /// The lead log (L-7), newest first.
     pub async fn list_leads(&self, limit: i64, since: i64) -> Result<Vec<Value>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, created_at, kind, form, dialed, title, name, phone, email, visit_id, text,
-                    outcome, deal_id
-               FROM leads WHERE created_at >= ?1 ORDER BY id DESC LIMIT ?2",
-        )
-        .bind(since)
-        .bind(limit)
-        .fetch_all(&self.db)
-        .await?;
+        let rows = self
+            .page(
+                "SELECT id, created_at, kind, form, dialed, title, name, phone, email, visit_id,
+                        text, outcome, deal_id
+                   FROM leads WHERE created_at >= ?1 ORDER BY id DESC LIMIT ?2",
+                since,
+                limit,
+            )
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let kind: String = r.try_get("kind")?;
@@ -493,15 +502,15 @@ impl Store {
 
     /// Call records (C-2a fields), newest first.
     pub async fn list_calls(&self, limit: i64, since_ms: i64) -> Result<Vec<Value>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT call_id, caller, caller_raw, callee, destination, visit_id, marker, source,
-                    visit, invite_at, answer_at, end_at, duration, status, hangup, lead_id
-               FROM calls WHERE invite_at >= ?1 ORDER BY invite_at DESC, id DESC LIMIT ?2",
-        )
-        .bind(since_ms)
-        .bind(limit)
-        .fetch_all(&self.db)
-        .await?;
+        let rows = self
+            .page(
+                "SELECT call_id, caller, caller_raw, callee, destination, visit_id, marker, source,
+                        visit, invite_at, answer_at, end_at, duration, status, hangup, lead_id
+                   FROM calls WHERE invite_at >= ?1 ORDER BY invite_at DESC, id DESC LIMIT ?2",
+                since_ms,
+                limit,
+            )
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let visit: Value =
@@ -539,14 +548,14 @@ impl Store {
 
     /// Deals of the local CRM with their tasks and comments, newest first.
     pub async fn list_deals(&self, limit: i64, since: i64) -> Result<Vec<Value>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, created_at, title, name, phone, email, visit_id, status, grp
-               FROM deals WHERE created_at >= ?1 ORDER BY id DESC LIMIT ?2",
-        )
-        .bind(since)
-        .bind(limit)
-        .fetch_all(&self.db)
-        .await?;
+        let rows = self
+            .page(
+                "SELECT id, created_at, title, name, phone, email, visit_id, status, grp
+                   FROM deals WHERE created_at >= ?1 ORDER BY id DESC LIMIT ?2",
+                since,
+                limit,
+            )
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let id: i64 = r.try_get("id")?;
