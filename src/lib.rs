@@ -2,6 +2,7 @@
 
 pub mod calls;
 pub mod config;
+pub mod crm;
 pub mod http;
 pub mod leads;
 pub mod phone;

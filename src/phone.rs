@@ -65,15 +65,20 @@ pub enum Normalized {
 /// - a national number alone → country code prepended.
 /// - anything else (extensions like `101`, numbers already starting with
 ///   the country code, lengths that fit no rule) keeps its digits.
+///
+/// The input is a bare user part: `tel:` and `;param` are the SIP parser's
+/// to strip, and here they make the value not a number.
 pub fn normalize(raw: &str, rules: &PhoneRules) -> Normalized {
     let trimmed = raw.trim();
-    let international = trimmed.starts_with('+');
+    let mut international = false;
     let mut digits = String::with_capacity(trimmed.len());
-    for (i, c) in trimmed.chars().enumerate() {
+    for c in trimmed.chars() {
         match c {
             '0'..='9' => digits.push(c),
             ' ' | '-' | '(' | ')' | '.' => {}
-            '+' if i == 0 => {}
+            // "Leading" means before any digit, so "(+7) 499 …" from a web
+            // form counts; a second '+' or one between digits is no number.
+            '+' if digits.is_empty() && !international => international = true,
             _ => return Normalized::NotANumber(raw.to_string()),
         }
     }
@@ -84,17 +89,24 @@ pub fn normalize(raw: &str, rules: &PhoneRules) -> Normalized {
         return Normalized::Number(digits);
     }
     // 00 is the international call prefix almost everywhere (ITU E.164).
+    // A bare "00" has no number behind it: its digits are kept rather than
+    // fed to the trunk rule (which would make it "490" in Germany).
     if let Some(rest) = digits.strip_prefix("00") {
-        if !rest.is_empty() {
-            return Normalized::Number(rest.to_string());
-        }
+        let kept = if rest.is_empty() {
+            digits.as_str()
+        } else {
+            rest
+        };
+        return Normalized::Number(kept.to_string());
     }
     let n = rules.national_length;
     let cc = &rules.country_code;
     let trunk = &rules.trunk_prefix;
     if !trunk.is_empty() {
         if let Some(national) = digits.strip_prefix(trunk.as_str()) {
-            if n == 0 || national.len() == n {
+            // With the length unknown a lone trunk digit ("0", an operator
+            // code) must not become the bare country code.
+            if !national.is_empty() && (n == 0 || national.len() == n) {
                 return Normalized::Number(format!("{cc}{national}"));
             }
         }
@@ -190,6 +202,19 @@ mod tests {
             ("7499+1234567", "7", "8", not("7499+1234567")),
             ("*21#", "7", "8", not("*21#")),
             ("8%20916", "7", "8", not("8%20916")),
+            ("++74991234567", "7", "8", not("++74991234567")),
+            ("tel:+74991234567", "7", "8", not("tel:+74991234567")),
+            ("74991234567;ext=1", "7", "8", not("74991234567;ext=1")),
+            ("user@example.com", "7", "8", not("user@example.com")),
+            // Leading '+' after brackets, and bare prefixes.
+            ("(+7) 499 123-45-67", "7", "8", n("74991234567")),
+            ("+ 44 20 7946 0958", "7", "8", n("442079460958")),
+            ("00", "7", "8", n("00")),
+            ("00", "49", "0", n("00")),
+            ("0", "49", "0", n("0")),
+            ("8", "7", "8", n("8")),
+            ("0 30 12345678", "49", "0", n("493012345678")),
+            ("0612 345 67", "45", "0", n("4561234567")),
         ] {
             assert_eq!(
                 normalize(input, &rules(cc, trunk)),
@@ -204,6 +229,48 @@ mod tests {
         let r = PhoneRules::default();
         assert_eq!(normalize_str("8 (916) 123-45-67", &r), "79161234567");
         assert_eq!(normalize_str("anonymous", &r), "anonymous");
+    }
+
+    #[test]
+    fn rules_defaults_and_lengths() {
+        assert_eq!(
+            PhoneRules::default(),
+            PhoneRules {
+                country_code: "7".into(),
+                trunk_prefix: "8".into(),
+                national_length: 10,
+            }
+        );
+        for (cc, len) in [
+            ("7", 10),
+            ("1", 10),
+            ("44", 10),
+            ("39", 10),
+            ("91", 10),
+            ("45", 8),
+            ("33", 9),
+            ("34", 9),
+            ("48", 9),
+            ("375", 9),
+            ("380", 9),
+            ("86", 11),
+            ("49", 0),
+            ("999", 0),
+            ("", 0),
+        ] {
+            assert_eq!(rules(cc, "0").national_length, len, "country {cc}");
+        }
+    }
+
+    #[test]
+    fn overridden_national_length_wins() {
+        let mut de = rules("49", "0");
+        de.national_length = 11;
+        assert_eq!(normalize_str("030 123456789", &de), "4930123456789");
+        assert_eq!(normalize_str("30123456789", &de), "4930123456789");
+        // Why the table says 0 for Germany: with a fixed 11, a 10-digit
+        // national number plus its trunk 0 is taken for a national number.
+        assert_eq!(normalize_str("030 12345678", &de), "4903012345678");
     }
 
     #[test]
@@ -229,6 +296,14 @@ mod tests {
             ("74991234567", "plain", "74991234567"),
             ("anonymous", "+7XXXXXXXXXX", "anonymous"),
             ("", "+7XXXXXXXXXX", ""),
+            // Exactly as many digits as Xs, one fewer, and a longer number.
+            ("4991234567", "8 (XXX) XXX-XX-XX", "8 (499) 123-45-67"),
+            ("499123456", "8 (XXX) XXX-XX-XX", "499123456"),
+            ("9974991234567", "+7XXXXXXXXXX", "+74991234567"),
+            // Only a capital X is a slot.
+            ("74991234567", "8 (xxx) xxx-xx-xx", "74991234567"),
+            ("+74991234567", "8 (XXX) XXX-XX-XX", "+74991234567"),
+            ("roistat123_1", "XXX", "roistat123_1"),
         ] {
             assert_eq!(
                 format_for_crm(value, pattern),

@@ -62,6 +62,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_pools.sql"),
     include_str!("../../migrations/sqlite/0002_leads.sql"),
     include_str!("../../migrations/sqlite/0003_deal_title_index.sql"),
+    include_str!("../../migrations/sqlite/0004_lead_indexes_by_accepted.sql"),
 ];
 
 impl Store {
