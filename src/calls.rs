@@ -26,6 +26,19 @@ pub struct CallInfo {
     pub visit: BTreeMap<String, String>,
 }
 
+/// The visit data a call carries, under the names of SPEC C-2a: (name in
+/// the API and webhooks, visit field).
+pub const VISIT_COLUMNS: &[(&str, &str)] = &[
+    ("landing_page", "page"),
+    ("domain", "domain"),
+    ("city", "city"),
+    ("utm_source", "utm_source"),
+    ("utm_medium", "utm_medium"),
+    ("utm_campaign", "utm_campaign"),
+    ("utm_term", "utm_term"),
+    ("utm_content", "utm_content"),
+];
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallEvent {
     /// A new INVITE was forwarded.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, FixedOffset};
 use serde_json::{json, Map, Value};
 
-use crate::calls::CallRecord;
+use crate::calls::{CallRecord, VISIT_COLUMNS};
 use crate::phone::format_for_crm;
 
 /// `crm.phone_format`, `crm.timezone`, `crm.allow_html`.
@@ -189,15 +189,10 @@ pub fn call_payload(c: &CallRecord, link: Option<&str>, f: &Format) -> Value {
         "date": local_time((c.invite_at / 1000) as i64, f.timezone),
         "duration": c.duration,
         "status": c.status.webhook_name(),
-        "landing_page": field("page"),
-        "domain": field("domain"),
-        "city": field("city"),
-        "utm_source": field("utm_source"),
-        "utm_medium": field("utm_medium"),
-        "utm_campaign": field("utm_campaign"),
-        "utm_term": field("utm_term"),
-        "utm_content": field("utm_content"),
     });
+    for (name, key) in VISIT_COLUMNS {
+        out[*name] = json!(field(key));
+    }
     if let Some(l) = link {
         out["link"] = json!(l);
     }

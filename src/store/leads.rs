@@ -8,7 +8,7 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::Row;
 
 use super::{Store, StoreError};
-use crate::calls::CallRecord;
+use crate::calls::{CallRecord, VISIT_COLUMNS};
 use crate::leads::dedup::{
     self, Action, Deal, Decision, Group, Identity, Lead, LeadKind, Original, PriorLead, Settings,
 };
@@ -515,8 +515,7 @@ impl Store {
         for r in rows {
             let visit: Value =
                 serde_json::from_str(r.try_get::<&str, _>("visit")?).unwrap_or_else(|_| json!({}));
-            let field = |k: &str| visit.get(k).cloned().unwrap_or(Value::Null);
-            out.push(json!({
+            let mut call = json!({
                 "id": r.try_get::<String, _>("call_id")?,
                 "caller": r.try_get::<String, _>("caller")?,
                 "caller_raw": r.try_get::<String, _>("caller_raw")?,
@@ -533,15 +532,11 @@ impl Store {
                 "status": r.try_get::<String, _>("status")?,
                 "hangup": r.try_get::<Option<String>, _>("hangup")?,
                 "lead_id": r.try_get::<Option<i64>, _>("lead_id")?,
-                "landing_page": field("page"),
-                "domain": field("domain"),
-                "city": field("city"),
-                "utm_source": field("utm_source"),
-                "utm_medium": field("utm_medium"),
-                "utm_campaign": field("utm_campaign"),
-                "utm_term": field("utm_term"),
-                "utm_content": field("utm_content"),
-            }));
+            });
+            for (name, key) in VISIT_COLUMNS {
+                call[*name] = visit.get(*key).cloned().unwrap_or(Value::Null);
+            }
+            out.push(call);
         }
         Ok(out)
     }
