@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use std::collections::HashMap;
 
+use crate::crm::payload::{parse_timezone, Format as CrmFormat};
 use crate::leads::dedup::{Action, ClientCheck, Group, Settings as DedupSettings};
 use crate::phone::{normalize, Normalized, PhoneRules};
 use crate::proxy::Transport;
@@ -62,6 +63,8 @@ pub struct LeadsConfig {
     pub status_groups: HashMap<String, Group>,
     pub new_deal_status: String,
     pub max_call_seconds: u64,
+    /// `crm.phone_format`, `crm.timezone`, `crm.allow_html` (SPEC C-3, C-4).
+    pub crm_format: CrmFormat,
 }
 
 impl LeadsConfig {
@@ -217,6 +220,9 @@ struct RawClientCheck {
 struct RawCrm {
     kind: Option<Spanned<String>>,
     new_deal_status: Option<String>,
+    phone_format: Option<Spanned<String>>,
+    timezone: Option<Spanned<String>>,
+    allow_html: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -833,7 +839,36 @@ fn leads_config(c: &mut Checker, raw: &RawConfig) -> LeadsConfig {
             );
         }
     }
+    let d = CrmFormat::default();
+    let phone_format = match &raw.crm.phone_format {
+        None => d.phone_format.clone(),
+        Some(f) if !f.get_ref().is_empty() && !f.get_ref().contains('X') => {
+            c.err(
+                "crm.phone_format",
+                Some(f.span()),
+                format!(
+                    "\"{}\" has no X for the digits (e.g. \"8 (XXX) XXX-XX-XX\", \"+7XXXXXXXXXX\")",
+                    f.get_ref()
+                ),
+            );
+            d.phone_format.clone()
+        }
+        Some(f) => f.get_ref().clone(),
+    };
+    let timezone = match &raw.crm.timezone {
+        None => d.timezone,
+        Some(t) => parse_timezone(t.get_ref()).unwrap_or_else(|m| {
+            c.err("crm.timezone", Some(t.span()), m);
+            d.timezone
+        }),
+    };
+    let crm_format = CrmFormat {
+        phone_format,
+        timezone,
+        allow_html: raw.crm.allow_html.unwrap_or(false),
+    };
     LeadsConfig {
+        crm_format,
         dedup,
         status_groups,
         new_deal_status: raw
@@ -1192,6 +1227,16 @@ mod tests {
                 "must be non-empty and unique",
             ),
             (
+                "[crm]\ntimezone = \"Moscow\"\n",
+                "crm.timezone",
+                "is not a UTC offset like UTC+3",
+            ),
+            (
+                "[crm]\nphone_format = \"8 (xxx) xxx\"\n",
+                "crm.phone_format",
+                "has no X for the digits",
+            ),
+            (
                 "[storage]\nurl = \"postgres://db/siptrack\"\n",
                 "storage.url",
                 "only sqlite:<path> is supported so far",
@@ -1208,6 +1253,20 @@ mod tests {
                 "{text}\nwanted {key}: …{needle}…, got {e:?}"
             );
         }
+    }
+
+    #[test]
+    fn crm_format_keys() {
+        let c = Config::parse(
+            "[crm]\nphone_format = \"8 (XXX) XXX-XX-XX\"\ntimezone = \"UTC+3\"\nallow_html = true\n",
+        )
+        .expect("valid");
+        let f = &c.leads.crm_format;
+        assert_eq!(f.phone_format, "8 (XXX) XXX-XX-XX");
+        assert_eq!(f.timezone.local_minus_utc(), 3 * 3600);
+        assert!(f.allow_html);
+        let d = Config::parse("").expect("empty config is valid");
+        assert_eq!(d.leads.crm_format, CrmFormat::default());
     }
 
     #[test]
