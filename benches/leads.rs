@@ -13,7 +13,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use siptrack::calls::{CallInfo, CallRecord, CallStatus};
 use siptrack::leads::dedup::{Group, Identity, LeadKind, Settings};
 use siptrack::leads::pipeline::call_lead;
-use siptrack::store::leads::{NewDealStatus, NewLead};
+use siptrack::crm::outbox::Plan;
+use siptrack::store::leads::{CallJob, NewDealStatus, NewLead};
 use siptrack::store::Store;
 
 const NOW: i64 = 1_800_000_000;
@@ -130,6 +131,8 @@ fn bench(c: &mut Criterion) {
     let store = rt.block_on(seeded());
     let (_, clients) = sizes();
     let settings = Settings::default();
+    // The local CRM: no outbox rows; the webhook path is benches/outbox.rs.
+    let plan = Plan::default();
     let status = NewDealStatus {
         status: "new".into(),
         group: Group::NotCounted,
@@ -148,7 +151,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("decide and record (1M leads, 300k deals in SQLite)", |b| {
         b.iter(|| {
             i += 1;
-            rt.block_on(store.record_lead(&lead(i, clients), &settings, &status, None))
+            rt.block_on(store.record_lead(&lead(i, clients), &settings, &status, None, &plan))
                 .expect("recorded")
         })
     });
@@ -163,9 +166,11 @@ fn bench(c: &mut Criterion) {
                     call(i, clients)
                 })
                 .collect();
-            let items: Vec<(NewLead, &CallRecord)> =
-                calls.iter().map(|r| (call_lead(r), r)).collect();
-            rt.block_on(store.record_calls(&items, &settings, &status))
+            let items: Vec<CallJob> = calls
+                .iter()
+                .map(|r| CallJob::End(call_lead(r), r))
+                .collect();
+            rt.block_on(store.record_calls(&items, &settings, &status, &plan))
                 .expect("recorded")
         })
     });
@@ -176,7 +181,7 @@ fn bench(c: &mut Criterion) {
         .map(|_| {
             i += 1;
             let t = Instant::now();
-            rt.block_on(store.record_lead(&lead(i, clients), &settings, &status, None))
+            rt.block_on(store.record_lead(&lead(i, clients), &settings, &status, None, &plan))
                 .expect("recorded");
             t.elapsed()
         })

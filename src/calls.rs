@@ -169,6 +169,15 @@ impl CallTracker {
         self.open.len()
     }
 
+    pub fn is_open(&self, call_id: &Bytes) -> bool {
+        self.open.contains_key(call_id)
+    }
+
+    /// Unix milliseconds of a time on the core's clock.
+    pub fn unix_ms(&self, at: Millis) -> u64 {
+        self.epoch_ms + at
+    }
+
     fn close(
         &self,
         call_id: &Bytes,

@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use std::collections::HashMap;
 
+use crate::crm::outbox::{Plan as CrmPlan, Retry as CrmRetry};
 use crate::crm::payload::{parse_timezone, Format as CrmFormat};
 use crate::leads::dedup::{Action, ClientCheck, Group, Settings as DedupSettings};
 use crate::phone::{normalize, Normalized, PhoneRules};
@@ -52,6 +53,21 @@ pub struct Config {
     pub http: HttpConfig,
     pub storage: StorageConfig,
     pub leads: LeadsConfig,
+    pub crm: CrmDelivery,
+}
+
+/// How CRM requests are delivered (SPEC C-1, C-5): `crm.url`,
+/// `crm.call_start_url`, `crm.call_end_url`, `crm.secret`,
+/// `crm.timeout_ms`, `crm.max_connections`, `[crm.retry]`.
+#[derive(Debug, Clone, Default)]
+pub struct CrmDelivery {
+    pub url: Option<String>,
+    pub call_start_url: Option<String>,
+    pub call_end_url: Option<String>,
+    pub secret: String,
+    pub timeout_ms: u64,
+    pub max_connections: usize,
+    pub retry: CrmRetry,
 }
 
 /// `[dedup]`, `[dedup.client]`, `[status_groups]`, the call switches of
@@ -63,8 +79,10 @@ pub struct LeadsConfig {
     pub status_groups: HashMap<String, Group>,
     pub new_deal_status: String,
     pub max_call_seconds: u64,
-    /// `crm.phone_format`, `crm.timezone`, `crm.allow_html` (SPEC C-3, C-4).
-    pub crm_format: CrmFormat,
+    /// Which CRM requests a decision or a call queues, and their format
+    /// (`crm.kind`, the call URLs, `crm.phone_format`, `crm.timezone`,
+    /// `crm.allow_html`: SPEC C-1 … C-4).
+    pub crm: CrmPlan,
 }
 
 impl LeadsConfig {
@@ -223,6 +241,22 @@ struct RawCrm {
     phone_format: Option<Spanned<String>>,
     timezone: Option<Spanned<String>>,
     allow_html: Option<bool>,
+    url: Option<Spanned<String>>,
+    secret: Option<Spanned<String>>,
+    call_start_url: Option<Spanned<String>>,
+    call_end_url: Option<Spanned<String>>,
+    timeout_ms: Option<Spanned<i64>>,
+    max_connections: Option<Spanned<i64>>,
+    #[serde(default)]
+    retry: RawRetry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    initial_ms: Option<Spanned<i64>>,
+    max_ms: Option<Spanned<i64>>,
+    max_age_hours: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -532,6 +566,7 @@ impl Config {
             &numbers,
         );
         let leads = leads_config(&mut c, &raw);
+        let crm = crm_delivery(&mut c, &raw.crm, &leads.crm);
         let storage_url = match &raw.storage.url {
             None => "sqlite:data/siptrack.db".to_string(),
             Some(s) if s.get_ref().starts_with("sqlite:") => s.get_ref().clone(),
@@ -585,6 +620,7 @@ impl Config {
             },
             storage: StorageConfig { url: storage_url },
             leads,
+            crm,
             rewrite,
             shutdown: ShutdownConfig { drain_seconds },
             http: HttpConfig {
@@ -830,15 +866,21 @@ fn leads_config(c: &mut Checker, raw: &RawConfig) -> LeadsConfig {
             ),
         }
     }
-    if let Some(k) = &raw.crm.kind {
-        if k.get_ref() != "local" {
-            c.err(
-                "crm.kind",
-                Some(k.span()),
-                format!("\"{}\": only local is available so far", k.get_ref()),
-            );
-        }
-    }
+    let lead_hooks = match &raw.crm.kind {
+        None => false,
+        Some(k) => match k.get_ref().as_str() {
+            "local" => false,
+            "webhook" => true,
+            other => {
+                c.err(
+                    "crm.kind",
+                    Some(k.span()),
+                    format!("\"{other}\": must be local or webhook (amocrm and bitrix24 are not available yet)"),
+                );
+                false
+            }
+        },
+    };
     let d = CrmFormat::default();
     let phone_format = match &raw.crm.phone_format {
         None => d.phone_format.clone(),
@@ -862,13 +904,19 @@ fn leads_config(c: &mut Checker, raw: &RawConfig) -> LeadsConfig {
             d.timezone
         }),
     };
-    let crm_format = CrmFormat {
+    let format = CrmFormat {
         phone_format,
         timezone,
         allow_html: raw.crm.allow_html.unwrap_or(false),
     };
+    let crm = CrmPlan {
+        lead_hooks,
+        call_start: raw.crm.call_start_url.is_some(),
+        call_end: raw.crm.call_end_url.is_some(),
+        format,
+    };
     LeadsConfig {
-        crm_format,
+        crm,
         dedup,
         status_groups,
         new_deal_status: raw
@@ -883,6 +931,89 @@ fn leads_config(c: &mut Checker, raw: &RawConfig) -> LeadsConfig {
             14_400,
             1..604_801,
         ),
+    }
+}
+
+/// An http(s) URL of the CRM, or an error naming the key.
+fn crm_url(c: &mut Checker, key: &str, v: &Option<Spanned<String>>) -> Option<String> {
+    let v = v.as_ref()?;
+    let url = v.get_ref().trim();
+    match reqwest::Url::parse(url) {
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
+            Some(url.to_string())
+        }
+        _ => {
+            c.err(
+                key,
+                Some(v.span()),
+                format!("\"{url}\" is not an http:// or https:// URL"),
+            );
+            None
+        }
+    }
+}
+
+fn crm_delivery(c: &mut Checker, raw: &RawCrm, plan: &CrmPlan) -> CrmDelivery {
+    let url = crm_url(c, "crm.url", &raw.url);
+    if plan.lead_hooks && raw.url.is_none() {
+        c.err(
+            "crm.url",
+            raw.kind.as_ref().map(|k| k.span()),
+            "required with crm.kind = \"webhook\": where deals, tasks and comments are posted",
+        );
+    }
+    let secret = raw
+        .secret
+        .as_ref()
+        .map(|s| s.get_ref().clone())
+        .unwrap_or_default();
+    if plan.sends_anything() && secret.is_empty() {
+        let span = raw
+            .secret
+            .as_ref()
+            .map(|s| s.span())
+            .or_else(|| raw.kind.as_ref().map(|k| k.span()));
+        c.err(
+            "crm.secret",
+            span,
+            "required (non-empty) when siptrack posts to a CRM: it signs every request (X-Siptrack-Signature)",
+        );
+    }
+    let d = CrmRetry::default();
+    let r = &raw.retry;
+    let initial_ms = c.int(
+        "crm.retry.initial_ms",
+        &r.initial_ms,
+        d.initial_ms,
+        1..3_600_001,
+    );
+    let max_ms = c.int("crm.retry.max_ms", &r.max_ms, d.max_ms, 1..86_400_001);
+    if let Some(m) = &r.max_ms {
+        if (*m.get_ref() as u64) < initial_ms {
+            c.err(
+                "crm.retry.max_ms",
+                Some(m.span()),
+                format!("must be at least crm.retry.initial_ms ({initial_ms})"),
+            );
+        }
+    }
+    CrmDelivery {
+        url,
+        call_start_url: crm_url(c, "crm.call_start_url", &raw.call_start_url),
+        call_end_url: crm_url(c, "crm.call_end_url", &raw.call_end_url),
+        secret,
+        timeout_ms: c.int("crm.timeout_ms", &raw.timeout_ms, 10_000, 1..600_001),
+        max_connections: c.int("crm.max_connections", &raw.max_connections, 16, 1..1025) as usize,
+        retry: CrmRetry {
+            initial_ms,
+            max_ms,
+            max_age_hours: c.int(
+                "crm.retry.max_age_hours",
+                &r.max_age_hours,
+                d.max_age_hours,
+                1..8_761,
+            ),
+        },
     }
 }
 
@@ -1237,6 +1368,46 @@ mod tests {
                 "has no X for the digits",
             ),
             (
+                "[crm]\nkind = \"amocrm\"\n",
+                "crm.kind",
+                "must be local or webhook",
+            ),
+            (
+                "[crm]\nkind = \"webhook\"\nsecret = \"s\"\n",
+                "crm.url",
+                "required with crm.kind = \"webhook\"",
+            ),
+            (
+                "[crm]\nkind = \"webhook\"\nurl = \"ftp://crm/hook\"\nsecret = \"s\"\n",
+                "crm.url",
+                "is not an http:// or https:// URL",
+            ),
+            (
+                "[crm]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\n",
+                "crm.secret",
+                "required (non-empty)",
+            ),
+            (
+                "[crm]\ncall_end_url = \"http://127.0.0.1:9/end\"\nsecret = \"\"\n",
+                "crm.secret",
+                "required (non-empty)",
+            ),
+            (
+                "[crm.retry]\ninitial_ms = 0\n",
+                "crm.retry.initial_ms",
+                "must be between 1 and",
+            ),
+            (
+                "[crm.retry]\ninitial_ms = 5000\nmax_ms = 1000\n",
+                "crm.retry.max_ms",
+                "must be at least crm.retry.initial_ms (5000)",
+            ),
+            (
+                "[crm]\nmax_connections = 0\n",
+                "crm.max_connections",
+                "must be between 1 and 1024",
+            ),
+            (
                 "[storage]\nurl = \"postgres://db/siptrack\"\n",
                 "storage.url",
                 "only sqlite:<path> is supported so far",
@@ -1261,12 +1432,40 @@ mod tests {
             "[crm]\nphone_format = \"8 (XXX) XXX-XX-XX\"\ntimezone = \"UTC+3\"\nallow_html = true\n",
         )
         .expect("valid");
-        let f = &c.leads.crm_format;
+        let f = &c.leads.crm.format;
         assert_eq!(f.phone_format, "8 (XXX) XXX-XX-XX");
         assert_eq!(f.timezone.local_minus_utc(), 3 * 3600);
         assert!(f.allow_html);
         let d = Config::parse("").expect("empty config is valid");
-        assert_eq!(d.leads.crm_format, CrmFormat::default());
+        assert_eq!(d.leads.crm.format, CrmFormat::default());
+    }
+
+    #[test]
+    fn crm_delivery_keys() {
+        let c = Config::parse(
+            "[crm]\nkind = \"webhook\"\nurl = \"https://crm.example/hook\"\nsecret = \"k\"\n\
+             call_end_url = \"http://127.0.0.1:8081/end\"\ntimeout_ms = 2500\nmax_connections = 4\n\
+             [crm.retry]\ninitial_ms = 200\nmax_ms = 60000\nmax_age_hours = 2\n",
+        )
+        .expect("valid");
+        assert!(c.leads.crm.lead_hooks && c.leads.crm.call_end && !c.leads.crm.call_start);
+        assert_eq!(c.crm.url.as_deref(), Some("https://crm.example/hook"));
+        assert_eq!(
+            c.crm.call_end_url.as_deref(),
+            Some("http://127.0.0.1:8081/end")
+        );
+        assert_eq!((c.crm.timeout_ms, c.crm.max_connections), (2500, 4));
+        assert_eq!(
+            c.crm.retry,
+            CrmRetry {
+                initial_ms: 200,
+                max_ms: 60_000,
+                max_age_hours: 2
+            }
+        );
+        let d = Config::parse("").expect("empty config is valid");
+        assert!(!d.leads.crm.sends_anything());
+        assert_eq!(d.crm.retry, CrmRetry::default());
     }
 
     #[test]

@@ -11,9 +11,12 @@ use bytes::Bytes;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::calls::{CallRecord, CallTracker};
+use crate::calls::{CallEvent, CallRecord, CallTracker};
 use crate::config::{Config, ListenAddr};
+use crate::crm::metrics::OutboxMetrics;
+use crate::crm::outbox::CallStart;
 use crate::http::{unix_ms, AppState};
+use crate::leads::pipeline::CallNews;
 use crate::proxy::route::Identity;
 use crate::proxy::{Output, Peer, Proxy, ProxySettings, Transport};
 use crate::store::Store;
@@ -101,7 +104,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding http {}", config.http.listen))?;
     tracing::info!(addr = %http.local_addr()?, "listening for HTTP");
     let leads = Arc::new(config.leads.clone());
+    let outbox_metrics = Arc::new(OutboxMetrics::default());
     let app = crate::http::router(AppState {
+        outbox_metrics: outbox_metrics.clone(),
         pools: pools.clone(),
         store: store.clone(),
         token: config.http.token.clone(),
@@ -110,7 +115,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         phone: config.rewrite.phone.clone(),
     });
     let (call_tx, call_rx) = mpsc::unbounded_channel();
-    let pipeline = tokio::spawn(crate::leads::pipeline::run(call_rx, store, leads));
+    let pipeline = tokio::spawn(crate::leads::pipeline::run(
+        call_rx,
+        store.clone(),
+        leads.clone(),
+    ));
+    if config.leads.crm.sends_anything() {
+        tokio::spawn(crate::crm::worker::run(
+            store,
+            Arc::new(config.crm.clone()),
+            outbox_metrics,
+        ));
+    }
     tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app).await {
             tracing::error!(error = %e, "HTTP server stopped");
@@ -125,6 +141,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mut calls = Calls {
         tracker: CallTracker::new(unix_ms(), config.leads.max_call_seconds),
         tx: call_tx,
+        report_starts: config.leads.crm.call_start,
         last_tick: Instant::now(),
     };
     let mut shutdown = Box::pin(shutdown_signal());
@@ -258,23 +275,47 @@ fn poll_recv_refs(
 /// Finished calls on their way to the lead pipeline.
 struct Calls {
     tracker: CallTracker,
-    tx: mpsc::UnboundedSender<CallRecord>,
+    tx: mpsc::UnboundedSender<CallNews>,
     last_tick: Instant,
+    /// A call-start webhook is configured.
+    report_starts: bool,
 }
 
 impl Calls {
     fn record(&mut self, r: CallRecord) {
-        if let Err(e) = self.tx.send(r) {
-            tracing::error!(call_id = %e.0.call_id, "lead pipeline gone; call not recorded");
+        if self.tx.send(CallNews::Ended(r)).is_err() {
+            tracing::error!("lead pipeline gone; call not recorded");
+        }
+    }
+
+    fn on_event(&mut self, ev: CallEvent) {
+        if self.report_starts {
+            if let CallEvent::Started {
+                call_id, at, info, ..
+            } = &ev
+            {
+                // A retransmitted INVITE reports Started again.
+                if !self.tracker.is_open(call_id) {
+                    let start = CallStart {
+                        call_id: String::from_utf8_lossy(call_id).into_owned(),
+                        info: (**info).clone(),
+                        invite_at: self.tracker.unix_ms(*at),
+                    };
+                    if self.tx.send(CallNews::Started(start)).is_err() {
+                        tracing::error!("lead pipeline gone; call start not reported");
+                    }
+                }
+            }
+        }
+        if let Some(r) = self.tracker.on_event(ev) {
+            self.record(r);
         }
     }
 }
 
 fn flush(proxy: &mut Proxy, udp_outs: &[UdpOut], hub: &mut TcpHub, calls: &mut Calls) {
     for ev in proxy.take_call_events() {
-        if let Some(r) = calls.tracker.on_event(ev) {
-            calls.record(r);
-        }
+        calls.on_event(ev);
     }
     for out in proxy.take_outputs() {
         let Output::Send { to, data } = out;

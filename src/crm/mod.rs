@@ -1,4 +1,8 @@
-//! CRM hooks (SPEC section 5). So far the payloads; the outbox and the
-//! webhook sender follow (issue 5).
+//! CRM hooks (SPEC section 5): the payloads, the durable outbox they go
+//! through, the webhook sender and the worker that delivers them.
 
+pub mod metrics;
+pub mod outbox;
 pub mod payload;
+pub mod webhook;
+pub mod worker;

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, FixedOffset};
 use serde_json::{json, Map, Value};
 
-use crate::calls::{CallRecord, VISIT_COLUMNS};
+use super::outbox::CallStart;
+use crate::calls::{CallInfo, CallRecord, VISIT_COLUMNS};
 use crate::phone::format_for_crm;
 
 /// `crm.phone_format`, `crm.timezone`, `crm.allow_html`.
@@ -175,20 +176,44 @@ pub fn lead_payload(
     out
 }
 
-/// SPEC C-2a: the call webhook (start and end share the shape; at start
-/// the duration is 0 and the status empty).
+/// SPEC C-2a: the call-end webhook.
 pub fn call_payload(c: &CallRecord, link: Option<&str>, f: &Format) -> Value {
-    let i = &c.info;
+    call_fields(
+        &c.call_id,
+        &c.info,
+        c.invite_at,
+        c.duration,
+        c.status.webhook_name(),
+        link,
+        f,
+    )
+}
+
+/// SPEC C-2a: the call-start webhook: the shape of the end's, with
+/// duration 0 and the status empty (the call has no outcome yet).
+pub fn call_start_payload(c: &CallStart, f: &Format) -> Value {
+    call_fields(&c.call_id, &c.info, c.invite_at, 0, "", None, f)
+}
+
+fn call_fields(
+    call_id: &str,
+    i: &CallInfo,
+    invite_at_ms: u64,
+    duration: u64,
+    status: &str,
+    link: Option<&str>,
+    f: &Format,
+) -> Value {
     let field = |k: &str| i.visit.get(k).cloned().unwrap_or_default();
     let mut out = json!({
-        "id": c.call_id,
+        "id": call_id,
         "caller": f.phone(&i.caller),
         "callee": f.phone(&i.dialed),
         "visit_id": i.visit_id.clone().unwrap_or_default(),
         "marker": i.marker.clone().unwrap_or_default(),
-        "date": local_time((c.invite_at / 1000) as i64, f.timezone),
-        "duration": c.duration,
-        "status": c.status.webhook_name(),
+        "date": local_time((invite_at_ms / 1000) as i64, f.timezone),
+        "duration": duration,
+        "status": status,
     });
     for (name, key) in VISIT_COLUMNS {
         out[*name] = json!(field(key));
@@ -202,7 +227,7 @@ pub fn call_payload(c: &CallRecord, link: Option<&str>, f: &Format) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calls::{CallInfo, CallStatus};
+    use crate::calls::CallStatus;
 
     fn tz(s: &str) -> FixedOffset {
         parse_timezone(s).expect(s)

@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use crate::config::LeadsConfig;
+use crate::crm::metrics::OutboxMetrics;
 use crate::leads::dedup::{Identity, LeadKind};
 use crate::leads::pipeline::new_deal_status;
 use crate::phone::{normalize_str, PhoneRules};
@@ -30,6 +31,7 @@ pub struct AppState {
     pub clock: fn() -> u64,
     pub leads: Arc<LeadsConfig>,
     pub phone: PhoneRules,
+    pub outbox_metrics: Arc<OutboxMetrics>,
 }
 
 pub fn unix_ms() -> u64 {
@@ -47,12 +49,89 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/calls", get(get_calls))
         .route("/api/v1/deals", get(get_deals))
         .route("/api/v1/crm/deals/{id}/status", post(post_deal_status))
+        .route("/api/v1/outbox", get(get_outbox))
+        .route("/api/v1/outbox/{id}/retry", post(post_outbox_retry))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_TRANSPORT))
         .with_state(state)
 }
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// Prometheus text (SPEC C-6): the CRM outbox's depth and deliveries.
+async fn metrics(State(s): State<AppState>) -> Response {
+    match s.store.outbox_depth().await {
+        Ok(depth) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            s.outbox_metrics.render(depth),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "reading the outbox depth");
+            error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
+        }
+    }
+}
+
+/// CRM requests, newest first; `?state=pending|done|failed` (parked
+/// requests are `failed`), `?limit=`.
+async fn get_outbox(State(s): State<AppState>, headers: HeaderMap, Query(q): Params) -> Response {
+    if !authorized(&headers, s.token.as_deref()) {
+        return unauthorized();
+    }
+    let (limit, _) = match list_params(&q) {
+        Ok(p) => p,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    let state = q.get("state").map(String::as_str);
+    if let Some(st) = state {
+        if !["pending", "done", "failed"].contains(&st) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("state: \"{st}\" is not pending, done or failed"),
+            );
+        }
+    }
+    match s.store.list_outbox(state, limit).await {
+        Ok(items) => Json(json!({ "outbox": items })).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "listing the outbox");
+            error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
+        }
+    }
+}
+
+/// Puts a parked (failed) CRM request back in the queue.
+async fn post_outbox_retry(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if !authorized(&headers, s.token.as_deref()) {
+        return unauthorized();
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("id: \"{id}\" is not an outbox id"),
+        );
+    };
+    match s.store.outbox_requeue(id, unix_ms() as i64).await {
+        Ok(true) => Json(json!({ "id": id, "state": "pending" })).into_response(),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            format!("id: no parked (failed) outbox item {id}"),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "requeueing an outbox item");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable; retry",
+            )
+        }
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -271,7 +350,13 @@ async fn post_lead(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -
     };
     match s
         .store
-        .record_lead(&lead, &s.leads.dedup, &new_deal_status(&s.leads), None)
+        .record_lead(
+            &lead,
+            &s.leads.dedup,
+            &new_deal_status(&s.leads),
+            None,
+            &s.leads.crm,
+        )
         .await
     {
         Ok(r) => Json(json!({ "lead_id": r.lead_id, "deal_id": r.deal_id, "outcome": r.outcome }))
@@ -360,12 +445,13 @@ async fn post_deal_status(
     if let Some(r) = body_too_large(&body) {
         return r;
     }
-    let Ok(id) = id.parse::<i64>() else {
+    let id = id.trim().to_string();
+    if id.is_empty() || id.len() > 200 {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("id: \"{id}\" is not a deal id"),
+            "id: must be a deal id (the CRM's, or siptrack's), up to 200 characters",
         );
-    };
+    }
     let status = match serde_json::from_slice::<Value>(&body) {
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")),
         Ok(Value::Object(m)) => match (m.get("status"), m.keys().find(|k| *k != "status")) {
@@ -396,11 +482,15 @@ async fn post_deal_status(
             ),
         );
     };
-    match s.store.set_deal_status(id, &status, group).await {
-        Ok(true) => {
-            Json(json!({ "id": id, "status": status, "group": group.as_str() })).into_response()
-        }
-        Ok(false) => error(StatusCode::NOT_FOUND, format!("id: no deal {id}")),
+    match s.store.set_deal_status(&id, &status, group).await {
+        Ok(Some(deal)) => Json(json!({
+            "id": deal,
+            "crm_deal_id": id,
+            "status": status,
+            "group": group.as_str()
+        }))
+        .into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("id: no deal {id}")),
         Err(e) => {
             tracing::error!(error = %e, "deal status not recorded");
             error(

@@ -138,6 +138,16 @@ pub enum Original {
     Deal(i64),
 }
 
+impl Original {
+    /// The lead log's words for it (SPEC L-7).
+    pub fn describe(self) -> String {
+        match self {
+            Original::Lead(n) => format!("duplicate of lead {n}"),
+            Original::Deal(n) => format!("duplicate of deal {n}"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// A new deal; `duplicate_of` set when L-3 matched and

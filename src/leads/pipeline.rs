@@ -10,8 +10,9 @@ use tokio::sync::mpsc;
 
 use crate::calls::CallRecord;
 use crate::config::LeadsConfig;
+use crate::crm::outbox::CallStart;
 use crate::leads::dedup::{Group, Identity, LeadKind};
-use crate::store::leads::{NewDealStatus, NewLead, Recorded};
+use crate::store::leads::{CallJob, NewDealStatus, NewLead, Recorded};
 use crate::store::{Store, StoreError};
 
 /// The lead a call makes: title `Incoming call from <caller>`, the caller
@@ -63,37 +64,54 @@ pub async fn record_call(
 ) -> Result<Recorded, StoreError> {
     let lead = call_lead(r);
     store
-        .record_lead(&lead, &cfg.dedup, &new_deal_status(cfg), Some(r))
+        .record_lead(&lead, &cfg.dedup, &new_deal_status(cfg), Some(r), &cfg.crm)
         .await
+}
+
+/// What the SIP side reports to the pipeline, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallNews {
+    /// Only sent when a call-start webhook is configured.
+    Started(CallStart),
+    Ended(CallRecord),
 }
 
 /// Calls taken off the queue at once, recorded in one transaction.
 const BATCH: usize = 256;
 
-/// Takes finished calls off the queue until it closes (shutdown), in
-/// order; whatever is queued is recorded together, so the pipeline keeps
-/// up with call rates far above one commit per call.
-pub async fn run(
-    mut calls: mpsc::UnboundedReceiver<CallRecord>,
-    store: Store,
-    cfg: Arc<LeadsConfig>,
-) {
+/// Takes call news off the queue until it closes (shutdown), in order;
+/// whatever is queued is recorded together, so the pipeline keeps up with
+/// call rates far above one commit per call.
+pub async fn run(mut news: mpsc::UnboundedReceiver<CallNews>, store: Store, cfg: Arc<LeadsConfig>) {
     let status = new_deal_status(&cfg);
-    let mut batch: Vec<CallRecord> = Vec::with_capacity(BATCH);
-    while let Some(first) = calls.recv().await {
+    let mut batch: Vec<CallNews> = Vec::with_capacity(BATCH);
+    while let Some(first) = news.recv().await {
         batch.push(first);
         while batch.len() < BATCH {
-            match calls.try_recv() {
+            match news.try_recv() {
                 Ok(r) => batch.push(r),
                 Err(_) => break,
             }
         }
-        let items: Vec<(NewLead, &CallRecord)> = batch.iter().map(|r| (call_lead(r), r)).collect();
+        let jobs: Vec<CallJob> = batch
+            .iter()
+            .map(|n| match n {
+                CallNews::Started(s) => CallJob::Start(s),
+                CallNews::Ended(r) => CallJob::End(call_lead(r), r),
+            })
+            .collect();
         let mut wait = Duration::from_millis(100);
         loop {
-            match store.record_calls(&items, &cfg.dedup, &status).await {
+            match store
+                .record_calls(&jobs, &cfg.dedup, &status, &cfg.crm)
+                .await
+            {
                 Ok(done) => {
-                    for (r, rec) in batch.iter().zip(&done) {
+                    let ended = batch.iter().filter_map(|n| match n {
+                        CallNews::Ended(r) => Some(r),
+                        CallNews::Started(_) => None,
+                    });
+                    for (r, rec) in ended.zip(&done) {
                         tracing::debug!(call_id = %r.call_id, status = r.status.as_str(), lead = rec.lead_id, outcome = %rec.outcome, "call recorded");
                     }
                     break;
@@ -105,7 +123,7 @@ pub async fn run(
                 }
             }
         }
-        drop(items);
+        drop(jobs);
         batch.clear();
     }
 }

@@ -7,10 +7,13 @@ use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::Row;
 
+use super::outbox::insert_items;
 use super::{Store, StoreError};
 use crate::calls::{CallRecord, VISIT_COLUMNS};
+use crate::crm::outbox::{call_end_item, call_start_item, lead_items, CallStart, Plan};
+use crate::crm::payload::LeadView;
 use crate::leads::dedup::{
-    self, Action, Deal, Decision, Group, Identity, Lead, LeadKind, Original, PriorLead, Settings,
+    self, Action, Deal, Decision, Group, Identity, Lead, LeadKind, PriorLead, Settings,
 };
 
 /// A lead as the pipeline receives it (phone normalised, email lowercased).
@@ -205,13 +208,6 @@ async fn insert_call(
     Ok(())
 }
 
-fn original_str(o: Original) -> String {
-    match o {
-        Original::Lead(n) => format!("duplicate of lead {n}"),
-        Original::Deal(n) => format!("duplicate of deal {n}"),
-    }
-}
-
 /// The text a comment or task on an existing deal carries.
 fn note(lead: &NewLead) -> String {
     let mut t = lead.who.title.clone();
@@ -281,12 +277,72 @@ async fn add_note(
     Ok(())
 }
 
+/// What the CRM sees of a lead: for calls, the visit of the call (its
+/// marker, source, page, utm); for forms, the form and its fields.
+fn lead_view(id: i64, new: &NewLead, call: Option<&CallRecord>) -> LeadView {
+    let mut visit = std::collections::BTreeMap::new();
+    let visit_id = match call {
+        Some(c) => {
+            let i = &c.info;
+            for (k, v) in [("marker", &i.marker), ("source", &i.source)] {
+                if let Some(v) = v {
+                    visit.insert(k.to_string(), v.clone());
+                }
+            }
+            visit.extend(i.visit.iter().map(|(k, v)| (k.clone(), v.clone())));
+            i.visit_id.clone().unwrap_or_default()
+        }
+        None => {
+            if !new.form.is_empty() {
+                visit.insert("form".to_string(), new.form.clone());
+            }
+            if let Ok(serde_json::Value::Object(fields)) =
+                serde_json::from_str::<serde_json::Value>(&new.fields)
+            {
+                for (k, v) in fields {
+                    let v = match v {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    visit.entry(k).or_insert(v);
+                }
+            }
+            new.who.visit.clone()
+        }
+    };
+    LeadView {
+        id,
+        title: new.who.title.clone(),
+        text: new.text.clone(),
+        name: new.who.name.clone(),
+        phone: new.who.phone.clone(),
+        email: new.who.email.clone(),
+        visit_id,
+        visit,
+        created_at: new.at,
+    }
+}
+
+fn now_ms() -> i64 {
+    crate::http::unix_ms() as i64
+}
+
+/// A finished call's part of a batch: its lead, or only its start.
+// Jobs live for one transaction in one Vec; boxing leads would only add
+// an allocation per call.
+#[allow(clippy::large_enum_variant)]
+pub enum CallJob<'a> {
+    Start(&'a CallStart),
+    End(NewLead, &'a CallRecord),
+}
+
 async fn decide_and_record(
     conn: &mut SqliteConnection,
     new: &NewLead,
     s: &Settings,
     status: &NewDealStatus,
     call: Option<&CallRecord>,
+    crm: (&Plan, &str),
 ) -> Result<Recorded, StoreError> {
     if let Some(r) = call {
         // Already recorded (a retry after a lost COMMIT answer): done.
@@ -336,7 +392,7 @@ async fn decide_and_record(
             .last_insert_rowid();
             let mut outcome = format!("deal {deal_id} created");
             if let Some(o) = duplicate_of {
-                let dup = original_str(*o);
+                let dup = o.describe();
                 add_note(
                     conn,
                     deal_id,
@@ -356,7 +412,7 @@ async fn decide_and_record(
             (lead_id, Some(deal_id), outcome)
         }
         Decision::Duplicate(o) => {
-            let outcome = original_str(*o);
+            let outcome = o.describe();
             (
                 insert_lead(conn, new, kind, false, None, &outcome).await?,
                 None,
@@ -381,6 +437,13 @@ async fn decide_and_record(
     if let Some(r) = call {
         insert_call(conn, r, lead_id).await?;
     }
+    let (plan, install) = crm;
+    if plan.sends_anything() {
+        let view = lead_view(lead_id, new, call);
+        let mut items = lead_items(plan, install, &view, &decision, deal_id, call);
+        items.extend(call.and_then(|c| call_end_item(plan, install, c)));
+        insert_items(conn, &items, now_ms()).await?;
+    }
     Ok(Recorded {
         lead_id,
         deal_id,
@@ -391,21 +454,26 @@ async fn decide_and_record(
 
 impl Store {
     /// SPEC L-3 to L-6: decides what the lead becomes and records the lead,
-    /// its outcome, any deal, comment or task, and the call that made it
-    /// (if any) in one transaction.
+    /// its outcome, any deal, comment or task, the call that made it (if
+    /// any), and the CRM requests it causes (C-5) in one transaction.
     pub async fn record_lead(
         &self,
         new: &NewLead,
         s: &Settings,
         status: &NewDealStatus,
         call: Option<&CallRecord>,
+        plan: &Plan,
     ) -> Result<Recorded, StoreError> {
         let _one_at_a_time = self.decide.lock().await;
         let mut conn = self.db.acquire().await?;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        match decide_and_record(&mut conn, new, s, status, call).await {
+        let crm = (plan, &*self.install_id);
+        match decide_and_record(&mut conn, new, s, status, call, crm).await {
             Ok(r) => {
                 sqlx::query("COMMIT").execute(&mut *conn).await?;
+                if plan.sends_anything() {
+                    self.outbox_ready.notify_one();
+                }
                 Ok(r)
             }
             Err(e) => {
@@ -415,46 +483,76 @@ impl Store {
         }
     }
 
-    /// Finished calls and their leads, decided one after the other in one
-    /// transaction: at high call rates one commit per call is the limit.
+    /// Call starts and finished calls with their leads, decided one after
+    /// the other in one transaction: at high call rates one commit per
+    /// call is the limit. One result per finished call, in order.
     pub async fn record_calls(
         &self,
-        calls: &[(NewLead, &CallRecord)],
+        jobs: &[CallJob<'_>],
         s: &Settings,
         status: &NewDealStatus,
+        plan: &Plan,
     ) -> Result<Vec<Recorded>, StoreError> {
         let _one_at_a_time = self.decide.lock().await;
         let mut conn = self.db.acquire().await?;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        let mut out = Vec::with_capacity(calls.len());
-        for (lead, call) in calls {
-            match decide_and_record(&mut conn, lead, s, status, Some(call)).await {
-                Ok(r) => out.push(r),
-                Err(e) => {
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                    return Err(e);
+        let crm = (plan, &*self.install_id);
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let done = match job {
+                CallJob::End(lead, call) => {
+                    decide_and_record(&mut conn, lead, s, status, Some(call), crm)
+                        .await
+                        .map(|r| out.push(r))
                 }
+                CallJob::Start(c) => {
+                    let items: Vec<_> = call_start_item(plan, crm.1, c).into_iter().collect();
+                    insert_items(&mut conn, &items, now_ms()).await
+                }
+            };
+            if let Err(e) = done {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                return Err(e);
             }
         }
         sqlx::query("COMMIT").execute(&mut *conn).await?;
+        if plan.sends_anything() {
+            self.outbox_ready.notify_one();
+        }
         Ok(out)
     }
 
-    /// SPEC L-2: the CRM reports a deal's status. False if no such deal.
+    /// SPEC L-2: the CRM reports a deal's status. `id` is the CRM's id
+    /// of the deal (from its answer to deal.create) or, for deals the CRM
+    /// never named, siptrack's. Returns siptrack's deal id, None if no
+    /// such deal.
     pub async fn set_deal_status(
         &self,
-        id: i64,
+        id: &str,
         status: &str,
         group: Group,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let _one_at_a_time = self.decide.lock().await;
-        let done = sqlx::query("UPDATE deals SET status = ?1, grp = ?2 WHERE id = ?3")
+        let local = id.parse::<i64>().unwrap_or(-1);
+        let deal: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM deals WHERE crm_id = ?1
+             UNION ALL SELECT id FROM deals WHERE id = ?2 AND crm_id IS NULL
+             LIMIT 1",
+        )
+        .bind(id)
+        .bind(local)
+        .fetch_optional(&self.db)
+        .await?;
+        let Some(deal) = deal else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE deals SET status = ?1, grp = ?2 WHERE id = ?3")
             .bind(status)
             .bind(group.as_str())
-            .bind(id)
+            .bind(deal)
             .execute(&self.db)
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(Some(deal))
     }
 
     /// One page of a list: `?1` is the lower time bound, `?2` the limit.
@@ -471,8 +569,11 @@ impl Store {
         let rows = self
             .page(
                 "SELECT id, created_at, kind, form, dialed, title, name, phone, email, visit_id,
-                        text, outcome, deal_id
-                   FROM leads WHERE created_at >= ?1 ORDER BY id DESC LIMIT ?2",
+                        text, outcome, deal_id,
+                        (SELECT o.state || char(9) || o.attempts || char(9) || o.last_error
+                           FROM outbox o WHERE o.lead_id = l.id AND o.state != 'done'
+                          ORDER BY o.id LIMIT 1) AS crm
+                   FROM leads l WHERE created_at >= ?1 ORDER BY id DESC LIMIT ?2",
                 since,
                 limit,
             )
@@ -482,6 +583,8 @@ impl Store {
             let kind: String = r.try_get("kind")?;
             let form: String = r.try_get("form")?;
             let dialed: String = r.try_get("dialed")?;
+            let decision: String = r.try_get("outcome")?;
+            let (outcome, crm) = crm_outcome(&decision, r.try_get("crm")?);
             out.push(json!({
                 "id": r.try_get::<i64, _>("id")?,
                 "date": date(r.try_get("created_at")?),
@@ -493,7 +596,9 @@ impl Store {
                 "email": r.try_get::<String, _>("email")?,
                 "visit": r.try_get::<String, _>("visit_id")?,
                 "comment": r.try_get::<String, _>("text")?,
-                "outcome": r.try_get::<String, _>("outcome")?,
+                "outcome": outcome,
+                "decision": decision,
+                "crm": crm,
                 "deal_id": r.try_get::<Option<i64>, _>("deal_id")?,
             }));
         }
@@ -597,6 +702,32 @@ impl Store {
                 .fetch_one(&self.db)
                 .await?,
         )
+    }
+}
+
+/// SPEC L-7: while a lead's CRM request fails, its outcome is the error
+/// (`crm error: …`); the decision stays in `decision`. `pending` is the
+/// lead's first unsettled outbox item as `state\tattempts\terror`.
+fn crm_outcome(decision: &str, pending: Option<String>) -> (String, Option<&'static str>) {
+    let Some(p) = pending else {
+        return (decision.to_string(), None);
+    };
+    let mut parts = p.splitn(3, '\t');
+    let (state, attempts, error) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or("0"),
+        parts.next().unwrap_or(""),
+    );
+    match (state, error.is_empty()) {
+        ("failed", _) => (
+            format!("crm error: {error} (gave up after {attempts} attempts)"),
+            Some("failed"),
+        ),
+        (_, true) => (decision.to_string(), Some("queued")),
+        (_, false) => (
+            format!("crm error: {error} (attempt {attempts}, retrying)"),
+            Some("retrying"),
+        ),
     }
 }
 

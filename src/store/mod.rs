@@ -11,6 +11,7 @@ use sqlx::Row;
 use crate::tracking::pools::{AssignmentRow, Visit};
 
 pub mod leads;
+pub mod outbox;
 
 async fn migrate(db: &SqlitePool) -> Result<(), StoreError> {
     let mut conn = db.acquire().await?;
@@ -55,6 +56,8 @@ pub struct Store {
     /// One lead decision at a time in this process (SPEC L-6); the
     /// IMMEDIATE transaction extends that to processes sharing the file.
     decide: std::sync::Arc<tokio::sync::Mutex<()>>,
+    install_id: std::sync::Arc<str>,
+    outbox_ready: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// Schema changes, in order; `PRAGMA user_version` counts those applied.
@@ -63,6 +66,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_leads.sql"),
     include_str!("../../migrations/sqlite/0003_deal_title_index.sql"),
     include_str!("../../migrations/sqlite/0004_lead_indexes_by_accepted.sql"),
+    include_str!("../../migrations/sqlite/0005_crm_outbox.sql"),
 ];
 
 impl Store {
@@ -95,9 +99,15 @@ impl Store {
             .await
             .map_err(open_err)?;
         migrate(&db).await?;
+        let install_id: String =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'install_id'")
+                .fetch_one(&db)
+                .await?;
         Ok(Store {
             db,
             decide: Default::default(),
+            install_id: install_id.into(),
+            outbox_ready: Default::default(),
         })
     }
 

@@ -1,0 +1,261 @@
+//! Delivers the outbox (SPEC C-5): takes the due items, posts them with at
+//! most `crm.max_connections` in flight, and settles every attempt in one
+//! transaction per round: delivered, retried later with backoff, or parked
+//! after `crm.retry.max_age_hours`. A crash between the CRM's answer and
+//! the settle sends the item again with the same Idempotency-Key: delivery
+//! is at least once, never zero.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::metrics::OutboxMetrics;
+use super::outbox::Target;
+use super::webhook::{Outcome, Sender};
+use crate::config::CrmDelivery;
+use crate::store::outbox::{DueItem, Settle};
+use crate::store::Store;
+
+/// The longest the worker sleeps without looking at the queue.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+fn now_ms() -> i64 {
+    crate::http::unix_ms() as i64
+}
+
+fn url_for(cfg: &CrmDelivery, t: Target) -> Result<&str, String> {
+    let (url, key) = match t {
+        Target::Lead => (&cfg.url, "crm.url"),
+        Target::CallStart => (&cfg.call_start_url, "crm.call_start_url"),
+        Target::CallEnd => (&cfg.call_end_url, "crm.call_end_url"),
+    };
+    url.as_deref()
+        .ok_or_else(|| format!("{key} is no longer configured"))
+}
+
+async fn attempt(sender: &Sender, cfg: &CrmDelivery, item: &DueItem) -> Outcome {
+    let url = match url_for(cfg, item.target) {
+        Ok(u) => u,
+        Err(error) => {
+            return Outcome::Retry {
+                error,
+                retry_after_ms: None,
+            }
+        }
+    };
+    let Some(body) = item.body_to_send() else {
+        return Outcome::Retry {
+            error: format!(
+                "deal {} is not in the CRM yet (its deal.create has no answer)",
+                item.deal_ref.unwrap_or_default()
+            ),
+            retry_after_ms: None,
+        };
+    };
+    sender
+        .post(url, &item.key, body, item.is_deal_create())
+        .await
+}
+
+/// What to record for one attempt.
+fn settle(cfg: &CrmDelivery, item: &DueItem, outcome: Outcome, now: i64) -> Settle {
+    match outcome {
+        Outcome::Delivered { deal_id } => Settle::Done {
+            crm_deal: match (item.is_deal_create(), item.deal_ref, deal_id) {
+                (true, Some(deal), Some(id)) => Some((deal, id)),
+                _ => None,
+            },
+        },
+        Outcome::Retry {
+            error,
+            retry_after_ms,
+        } => {
+            if cfg.retry.expired(item.created_at, now) {
+                Settle::Park { error }
+            } else {
+                let delay = cfg
+                    .retry
+                    .delay_ms(item.attempts + 1, retry_after_ms, fastrand::f64());
+                Settle::Retry {
+                    error,
+                    next_at: now.saturating_add(delay as i64),
+                }
+            }
+        }
+    }
+}
+
+/// Runs until the process ends.
+pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics>) {
+    let sender = match Sender::new(
+        &cfg.secret,
+        Duration::from_millis(cfg.timeout_ms),
+        cfg.max_connections,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "CRM sender not started; requests stay queued");
+            return;
+        }
+    };
+    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let batch = (cfg.max_connections * 16) as i64;
+    let mut purged = Instant::now();
+    loop {
+        let due = match store.outbox_due(now_ms(), batch).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the CRM outbox");
+                tokio::time::sleep(IDLE_POLL).await;
+                continue;
+            }
+        };
+        if due.is_empty() {
+            if purged.elapsed() >= PURGE_EVERY {
+                purged = Instant::now();
+                if let Err(e) = store.outbox_purge(now_ms()).await {
+                    tracing::warn!(error = %e, "purging delivered CRM requests");
+                }
+            }
+            let wait = match store.outbox_next_due().await {
+                Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(1) as u64).min(IDLE_POLL),
+                _ => IDLE_POLL,
+            };
+            tokio::select! {
+                _ = store.outbox_ready().notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
+        let mut inflight = JoinSet::new();
+        for item in due {
+            let (sender, cfg, slots) = (sender.clone(), cfg.clone(), slots.clone());
+            inflight.spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                let outcome = attempt(&sender, &cfg, &item).await;
+                (item, outcome)
+            });
+        }
+        let mut results = Vec::with_capacity(inflight.len());
+        while let Some(done) = inflight.join_next().await {
+            let Ok((item, outcome)) = done else {
+                continue; // a panicked attempt: the item stays pending
+            };
+            let now = now_ms();
+            let ok = matches!(outcome, Outcome::Delivered { .. });
+            metrics.attempted(ok);
+            let s = settle(&cfg, &item, outcome, now);
+            match &s {
+                Settle::Done { .. } => metrics.delivered((now - item.created_at).max(0) as u64),
+                Settle::Retry { error, next_at } => {
+                    if item.attempts == 0 {
+                        tracing::warn!(key = %item.key, error = %error, retry_in_ms = next_at - now, "CRM request failed; retrying");
+                    } else {
+                        tracing::debug!(key = %item.key, attempt = item.attempts + 1, error = %error, "CRM request failed again");
+                    }
+                }
+                Settle::Park { error } => {
+                    metrics.parked();
+                    tracing::error!(key = %item.key, attempts = item.attempts + 1, error = %error, "CRM request parked as failed after crm.retry.max_age_hours");
+                }
+            }
+            results.push((item.id, s));
+        }
+        let mut wait = Duration::from_millis(100);
+        while let Err(e) = store.outbox_settle(&results, now_ms()).await {
+            tracing::error!(error = %e, "recording CRM delivery results; retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(IDLE_POLL * 10);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crm::outbox::Retry;
+
+    fn cfg() -> CrmDelivery {
+        CrmDelivery {
+            retry: Retry {
+                initial_ms: 1_000,
+                max_ms: 10_000,
+                max_age_hours: 1,
+            },
+            ..CrmDelivery::default()
+        }
+    }
+
+    fn item(event: &str, attempts: u32, created_at: i64) -> DueItem {
+        DueItem {
+            id: 1,
+            target: Target::Lead,
+            key: "k".into(),
+            event: event.into(),
+            body: "{}".into(),
+            attempts,
+            created_at,
+            deal_ref: Some(4),
+            crm_deal_id: None,
+            deal_created_here: true,
+        }
+    }
+
+    #[test]
+    fn a_created_deal_keeps_the_crms_id() {
+        let s = settle(
+            &cfg(),
+            &item("deal.create", 0, 0),
+            Outcome::Delivered {
+                deal_id: Some("C-4".into()),
+            },
+            10,
+        );
+        assert_eq!(
+            s,
+            Settle::Done {
+                crm_deal: Some((4, "C-4".into()))
+            }
+        );
+    }
+
+    #[test]
+    fn failures_back_off_until_the_age_limit_then_park() {
+        let fail = || Outcome::Retry {
+            error: "HTTP 500".into(),
+            retry_after_ms: None,
+        };
+        let Settle::Retry { next_at, .. } = settle(&cfg(), &item("deal.task", 2, 0), fail(), 1_000)
+        else {
+            panic!("retried");
+        };
+        // Third failure: step 4 s, jittered into [2 s, 4 s).
+        assert!((3_000..5_000).contains(&next_at), "{next_at}");
+        let late = settle(&cfg(), &item("deal.task", 9, 0), fail(), 3_600_000);
+        assert_eq!(
+            late,
+            Settle::Park {
+                error: "HTTP 500".into()
+            }
+        );
+        let told = settle(
+            &cfg(),
+            &item("deal.task", 0, 0),
+            Outcome::Retry {
+                error: "HTTP 429".into(),
+                retry_after_ms: Some(7_000),
+            },
+            1_000,
+        );
+        assert_eq!(
+            told,
+            Settle::Retry {
+                error: "HTTP 429".into(),
+                next_at: 8_000
+            }
+        );
+    }
+}
