@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use siptrack::calls::{CallInfo, CallRecord, CallStatus};
+use siptrack::crm::outbox::Plan;
 use siptrack::leads::dedup::{Group, Identity, LeadKind, Settings};
 use siptrack::leads::pipeline::call_lead;
-use siptrack::crm::outbox::Plan;
 use siptrack::store::leads::{CallJob, NewDealStatus, NewLead};
 use siptrack::store::Store;
 

@@ -457,6 +457,8 @@ fn bad_input_is_refused_and_nothing_is_written() {
         .0,
         404
     );
+    // A CRM names deals by its own ids: unknown ones are 404, an id no
+    // CRM would use is 400.
     assert_eq!(
         post_json(
             api(&p),
@@ -465,8 +467,12 @@ fn bad_input_is_refused_and_nothing_is_written() {
             r#"{"status": "Won"}"#
         )
         .0,
-        400
+        404
     );
+    let long = format!("/api/v1/crm/deals/{}/status", "9".repeat(201));
+    let (status, reply) = post_json(api(&p), &long, Some(TOKEN), r#"{"status": "Won"}"#);
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply.contains("id: "), "{reply}");
     let deals = list(&p, "deals");
     assert_eq!(
         (deals.len(), deals[0]["status"].as_str()),

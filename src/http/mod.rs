@@ -21,6 +21,7 @@ use crate::phone::{normalize_str, PhoneRules};
 use crate::store::leads::NewLead;
 use crate::store::Store;
 use crate::tracking::pools::{Pools, Visit};
+use crate::tracking::VISIT_FIELDS;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -165,19 +166,6 @@ fn unauthorized() -> Response {
     r
 }
 
-/// Fields a visit may carry besides `visit_id` (SPEC T-1).
-pub const VISIT_FIELDS: &[&str] = &[
-    "marker",
-    "source",
-    "city",
-    "domain",
-    "page",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_term",
-    "utm_content",
-];
 const MAX_VALUE: usize = 2048;
 /// Larger bodies get 400 naming the body; past `MAX_TRANSPORT` the server
 /// does not even read them (413).

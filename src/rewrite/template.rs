@@ -3,23 +3,22 @@
 //! and rendering on the call path is a plain concatenation.
 
 use super::CallContext;
+use crate::tracking::VISIT_FIELDS;
 
-/// The placeholders a template may name (SPEC T-3).
-pub const PLACEHOLDERS: &[&str] = &[
-    "visit_id",
-    "marker",
-    "source",
-    "city",
-    "domain",
-    "page",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_term",
-    "utm_content",
-    "caller",
-    "dialed",
-];
+/// The placeholders a template may name (SPEC T-3): the visit's id and
+/// fields, the caller and the number dialed.
+pub const PLACEHOLDERS: [&str; VISIT_FIELDS.len() + 3] = {
+    let mut out = [""; VISIT_FIELDS.len() + 3];
+    out[0] = "visit_id";
+    let mut i = 0;
+    while i < VISIT_FIELDS.len() {
+        out[i + 1] = VISIT_FIELDS[i];
+        i += 1;
+    }
+    out[VISIT_FIELDS.len() + 1] = "caller";
+    out[VISIT_FIELDS.len() + 2] = "dialed";
+    out
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Piece {

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod checks;
+pub mod crm;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
