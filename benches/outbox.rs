@@ -48,7 +48,11 @@ async fn receive(State(sink): State<Arc<Sink>>, uri: axum::http::Uri, body: Byte
     if uri.path() != "/bulk" {
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         // Lead payloads carry the call under "call".
-        let call = if uri.path() == "/hook" { &v["call"] } else { &v };
+        let call = if uri.path() == "/hook" {
+            &v["call"]
+        } else {
+            &v
+        };
         let id = call["id"].as_str().unwrap_or("").to_string();
         if let Ok(mut a) = sink.arrivals.lock() {
             a.insert((uri.path().to_string(), id), at);
