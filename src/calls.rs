@@ -235,6 +235,14 @@ impl CallTracker {
                 if self.open.get(&call_id)?.answer_at.is_some() {
                     return None;
                 }
+                // A challenge (401, 407) is not the call's end: the caller
+                // sends the INVITE again with credentials and the same
+                // Call-ID, and that attempt is the call. One that never
+                // comes back made no call.
+                if code == 401 || code == 407 {
+                    self.open.remove(&call_id);
+                    return None;
+                }
                 let c = self.open.remove(&call_id)?;
                 let status = CallStatus::from_failure(code, caller_cancelled);
                 let hangup = (status == CallStatus::Cancelled).then_some(Party::Caller);
@@ -261,6 +269,23 @@ impl CallTracker {
                 Some(self.close(&call_id, c, at, status, Some(by)))
             }
         }
+    }
+
+    /// Closes every open call at `now` (a replayed capture ended): answered
+    /// ones as answered, the rest as missed; nobody hung up.
+    pub fn close_all(&mut self, now: Millis) -> Vec<CallRecord> {
+        let mut open: Vec<(Bytes, Open)> = self.open.drain().collect();
+        open.sort_by(|a, b| a.0.cmp(&b.0));
+        open.into_iter()
+            .map(|(k, c)| {
+                let status = if c.answer_at.is_some() {
+                    CallStatus::Answered
+                } else {
+                    CallStatus::Missed
+                };
+                self.close(&k, c, now, status, None)
+            })
+            .collect()
     }
 
     /// Closes calls older than `max_call_seconds` (their BYE never came).
@@ -369,6 +394,56 @@ mod tests {
         }
         assert_eq!(CallStatus::Cancelled.webhook_name(), "CANCEL");
         assert_eq!(CallStatus::Failed.webhook_name(), "CONGESTION");
+    }
+
+    #[test]
+    fn a_challenged_invite_is_not_a_call_but_the_retry_is() {
+        let mut t = CallTracker::new(0, 3600);
+        t.on_event(started("c", 0));
+        for code in [407, 401] {
+            let challenged = t.on_event(CallEvent::Failed {
+                call_id: b("c"),
+                at: 50,
+                code,
+                caller_cancelled: false,
+            });
+            assert!(challenged.is_none(), "{code}");
+            assert_eq!(t.open_calls(), 0);
+            t.on_event(started("c", 100));
+        }
+        let r = t
+            .on_event(CallEvent::Failed {
+                call_id: b("c"),
+                at: 900,
+                code: 486,
+                caller_cancelled: false,
+            })
+            .expect("the retried INVITE is the call");
+        assert_eq!((r.status, r.invite_at), (CallStatus::Busy, 100));
+    }
+
+    #[test]
+    fn open_calls_close_when_a_capture_ends() {
+        let mut t = CallTracker::new(1_000, 3600);
+        t.on_event(started("b", 0));
+        t.on_event(started("a", 10));
+        t.on_event(CallEvent::Answered {
+            call_id: b("a"),
+            at: 1_000,
+        });
+        let r = t.close_all(4_000);
+        let got: Vec<(&str, CallStatus, u64, Option<Party>)> = r
+            .iter()
+            .map(|r| (r.call_id.as_str(), r.status, r.duration, r.hangup))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", CallStatus::Answered, 3, None),
+                ("b", CallStatus::Missed, 0, None)
+            ]
+        );
+        assert_eq!(t.open_calls(), 0);
     }
 
     #[test]

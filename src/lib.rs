@@ -7,6 +7,7 @@ pub mod http;
 pub mod leads;
 pub mod phone;
 pub mod proxy;
+pub mod replay;
 pub mod rewrite;
 pub mod server;
 pub mod sip;

@@ -35,6 +35,18 @@ enum Command {
     },
     /// Validate a configuration file; every error names its key and line.
     CheckConfig { file: PathBuf },
+    /// Replay captured SIP (pcap, pcapng) through the proxy and the lead
+    /// pipeline on a virtual clock; JSON lines out.
+    Replay {
+        #[arg(required = true)]
+        pcaps: Vec<PathBuf>,
+        /// Default: siptrack between every caller and a PBX at 192.0.2.1.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Output file, or - for stdout.
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+    },
     /// Print the lead log (newest first) from the configured store.
     Leads {
         #[arg(long, default_value = "config/siptrack.toml")]
@@ -98,6 +110,25 @@ fn main() -> ExitCode {
             };
             match siptrack::leads::log::print(&cfg, limit.clamp(1, 100_000), json) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("siptrack: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Replay { pcaps, config, out } => {
+            let cfg = match &config {
+                Some(path) => load(path),
+                None => Config::parse(siptrack::replay::DEFAULT_CONFIG)
+                    .map_err(|e| eprintln!("siptrack: built-in replay config: {e}"))
+                    .ok(),
+            };
+            let Some(cfg) = cfg else {
+                return ExitCode::FAILURE;
+            };
+            match siptrack::replay::cli::run(&pcaps, &cfg, &out) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(2),
                 Err(e) => {
                     eprintln!("siptrack: {e:#}");
                     ExitCode::FAILURE

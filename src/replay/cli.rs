@@ -1,0 +1,48 @@
+//! `siptrack replay PCAP... [--config FILE] [--out FILE|-]`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::config::Config;
+
+/// Replays each capture in turn into `out`; false when one was refused
+/// (its reason goes to stderr and to the output as a `refused` line).
+pub fn run(pcaps: &[PathBuf], config: &Config, out: &Path) -> anyhow::Result<bool> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let mut sink: Box<dyn Write> = if out == Path::new("-") {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
+        ))
+    };
+    let mut all_ok = true;
+    for path in pcaps {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let lines = match rt.block_on(super::replay(&name, &bytes, config)) {
+            Ok(lines) => lines,
+            Err((lines, reason)) => {
+                eprintln!(
+                    "siptrack replay: {}: not replayed: {reason}",
+                    path.display()
+                );
+                all_ok = false;
+                lines
+            }
+        };
+        for l in lines {
+            writeln!(sink, "{l}").context("writing the output")?;
+        }
+    }
+    sink.flush().context("writing the output")?;
+    Ok(all_ok)
+}

@@ -1,0 +1,285 @@
+//! The replay itself (SPEC ): the real proxy core and call
+//! tracker on a virtual clock and a virtual network. Requests of the
+//! capture go into the core from their senders at their capture times;
+//! when the core forwards a request, the capture's responses to it (same
+//! Call-ID, CSeq and method, from the other side) come back, no earlier
+//! than the capture had them; timers fire on the capture's time. Every
+//! message the core sends and every call record is one output line.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::stream::Captured;
+use super::text;
+use crate::calls::{CallRecord, CallTracker};
+use crate::proxy::{Millis, Output, Peer, Proxy, Transport};
+
+/// How long timers keep running after the capture's last message, so
+/// retransmissions and timeouts of the last transactions show.
+const RUN_OUT_MS: Millis = 40_000;
+
+/// (Call-ID, CSeq number, CSeq method): what ties a response to its request.
+type Key = (String, u32, String);
+
+fn key_of(m: &[u8]) -> Option<Key> {
+    let (n, method) = text::cseq(m)?;
+    Some((text::call_id(m)?, n, method))
+}
+
+/// One output line before leads are added: its time and content.
+pub struct Line {
+    pub t_ms: Millis,
+    pub value: Value,
+    /// Set for call lines: the record, for the lead pipeline.
+    pub call: Option<CallRecord>,
+}
+
+pub struct Engine<'a> {
+    msgs: &'a [Captured],
+    t0_ns: u64,
+    /// The proxy's own address, when the capture was taken with siptrack
+    /// (or another proxy) there: then only what was sent to it is fed.
+    proxy_addr: SocketAddr,
+    proxy_in_capture: bool,
+    answers: HashMap<Key, Vec<usize>>,
+    /// Who sent each request fed in, by key.
+    requesters: HashMap<Key, SocketAddr>,
+    /// (nanoseconds, order, slot) of answers due.
+    scheduled: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    /// Answers on their way to the proxy, by slot.
+    pending_answers: Vec<Option<(Peer, Vec<u8>)>>,
+    seq: u64,
+    record_route: HashMap<String, Vec<u8>>,
+    confirmed: HashSet<String>,
+    pub lines: Vec<Line>,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(msgs: &'a [Captured], proxy_addr: SocketAddr) -> Engine<'a> {
+        let t0_ns = msgs.first().map_or(0, |m| m.ts_ns);
+        let proxy_in_capture = msgs.iter().any(|m| m.dst == proxy_addr);
+        let mut answers: HashMap<Key, Vec<usize>> = HashMap::new();
+        for (i, m) in msgs.iter().enumerate() {
+            if !text::is_request(&m.data) && m.src != proxy_addr {
+                if let Some(k) = key_of(&m.data) {
+                    answers.entry(k).or_default().push(i);
+                }
+            }
+        }
+        Engine {
+            msgs,
+            t0_ns,
+            proxy_addr,
+            proxy_in_capture,
+            answers,
+            requesters: HashMap::new(),
+            scheduled: BinaryHeap::new(),
+            pending_answers: Vec::new(),
+            seq: 0,
+            record_route: HashMap::new(),
+            confirmed: HashSet::new(),
+            lines: Vec::new(),
+        }
+    }
+
+    /// Nanoseconds since the capture's first message: events are ordered
+    /// at this resolution, the core's clock is in milliseconds.
+    fn t_of(&self, m: &Captured) -> u64 {
+        m.ts_ns.saturating_sub(self.t0_ns)
+    }
+
+    /// Unix milliseconds of the capture's first message.
+    pub fn epoch_ms(&self) -> u64 {
+        self.t0_ns / 1_000_000
+    }
+
+    fn feeds(&self, m: &Captured) -> bool {
+        text::is_request(&m.data)
+            && m.src != self.proxy_addr
+            && (!self.proxy_in_capture || m.dst == self.proxy_addr)
+    }
+
+    /// Runs the whole capture through `proxy`; call records go through
+    /// `tracker`.
+    pub fn run(&mut self, proxy: &mut Proxy, tracker: &mut CallTracker) {
+        let requests: Vec<usize> = (0..self.msgs.len())
+            .filter(|&i| self.feeds(&self.msgs[i]))
+            .collect();
+        const MS: u64 = 1_000_000;
+        let last = self.msgs.last().map_or(0, |m| self.t_of(m));
+        let mut next_request = 0;
+        let mut now_ns: u64 = 0;
+        loop {
+            let req_at = requests
+                .get(next_request)
+                .map(|&i| self.t_of(&self.msgs[i]));
+            let ans_at = self.scheduled.peek().map(|Reverse((t, _, _))| *t);
+            let timer_at = proxy
+                .next_deadline()
+                .filter(|t| *t <= last / MS + RUN_OUT_MS)
+                .map(|t| t * MS);
+            let Some(t) = [req_at, ans_at, timer_at].into_iter().flatten().min() else {
+                break;
+            };
+            now_ns = now_ns.max(t);
+            let now = now_ns / MS;
+            if req_at == Some(t) {
+                let i = requests[next_request];
+                next_request += 1;
+                self.feed_request(proxy, now, i);
+            } else if ans_at == Some(t) {
+                if let Some(Reverse((_, _, slot))) = self.scheduled.pop() {
+                    if let Some((peer, data)) = self.pending_answers[slot].take() {
+                        proxy.on_message(now, peer, Bytes::from(data));
+                    }
+                }
+            }
+            proxy.on_timer(now);
+            self.drain(proxy, tracker, now_ns);
+        }
+        let end = now_ns.max(last) / MS;
+        for r in tracker.close_all(end) {
+            self.call_line(end, r);
+        }
+        let s = &proxy.stats;
+        self.lines.push(Line {
+            t_ms: end,
+            value: json!({
+                "event": "summary",
+                "received": s.received,
+                "unparsable": s.unparsable,
+                "invalid": s.invalid,
+                "requests_forwarded": s.requests_forwarded,
+                "responses_forwarded": s.responses_forwarded,
+                "local_replies": s.local_replies,
+                "retransmissions_sent": s.retransmissions_sent,
+                "timeouts": s.timeouts,
+            }),
+            call: None,
+        });
+    }
+
+    fn feed_request(&mut self, proxy: &mut Proxy, now: Millis, i: usize) {
+        let m = &self.msgs[i];
+        let mut data = m.data.clone();
+        if let Some(k) = key_of(&data) {
+            // In a confirmed dialog the sender would route through the
+            // proxy: its Route set names the proxy.
+            if text::has_to_tag(&data) && self.confirmed.contains(&k.0) {
+                if let Some(rr) = self.record_route.get(&k.0) {
+                    data = text::with_route(&data, rr);
+                }
+            }
+            self.requesters.insert(k, m.src);
+        }
+        let peer = Peer {
+            transport: m.transport,
+            addr: m.src,
+        };
+        proxy.on_message(now, peer, Bytes::from(data));
+    }
+
+    fn drain(&mut self, proxy: &mut Proxy, tracker: &mut CallTracker, now_ns: u64) {
+        let outs: Vec<Output> = proxy.take_outputs().collect();
+        for Output::Send { to, data } in outs {
+            self.sent(now_ns, to, &data);
+        }
+        for ev in proxy.take_call_events() {
+            if let Some(r) = tracker.on_event(ev) {
+                self.call_line(now_ns / 1_000_000, r);
+            }
+        }
+    }
+
+    fn sent(&mut self, now_ns: u64, to: Peer, data: &[u8]) {
+        let now = now_ns / 1_000_000;
+        let request = text::is_request(data);
+        self.lines.push(Line {
+            t_ms: now,
+            value: json!({
+                "event": "send",
+                "transport": match to.transport { Transport::Udp => "udp", Transport::Tcp => "tcp" },
+                "to": to.addr.to_string(),
+                "first_line": text::start_line(data),
+                "message": String::from_utf8_lossy(data),
+            }),
+            call: None,
+        });
+        let Some(key) = key_of(data) else { return };
+        if !request {
+            // A 2xx to an INVITE relayed upstream confirms the dialog.
+            if key.2 == "INVITE" && text::status(data).is_some_and(|s| (200..300).contains(&s)) {
+                self.confirmed.insert(key.0);
+            }
+            return;
+        }
+        // The dialog's route through the proxy is set by the initial
+        // INVITE (a re-INVITE's top Record-Route may be someone else's).
+        if key.2 == "INVITE" && !text::has_to_tag(data) {
+            if let Some(rr) = text::top_record_route(data) {
+                self.record_route.insert(key.0.clone(), rr);
+            }
+        }
+        if key.2 == "ACK" {
+            return;
+        }
+        let Some(via) = text::top_via_line(data) else {
+            return;
+        };
+        let requester = self.requesters.get(&key).copied();
+        let Some(candidates) = self.answers.get_mut(&key) else {
+            return;
+        };
+        // The capture's answers to this request, each used once.
+        let mut taken = Vec::new();
+        candidates.retain(|&i| {
+            let m = &self.msgs[i];
+            if Some(m.src) == requester {
+                return true;
+            }
+            taken.push(i);
+            false
+        });
+        for i in taken {
+            let m = &self.msgs[i];
+            let at = self.t_of(m).max(now_ns);
+            let replace = self.proxy_in_capture && m.dst == self.proxy_addr;
+            let answer = text::with_top_via(&m.data, &via, replace);
+            let peer = Peer {
+                transport: to.transport,
+                addr: to.addr,
+            };
+            let slot = self.pending_answers.len();
+            self.pending_answers.push(Some((peer, answer)));
+            self.seq += 1;
+            self.scheduled.push(Reverse((at, self.seq, slot)));
+        }
+    }
+
+    fn call_line(&mut self, now: Millis, r: CallRecord) {
+        self.lines.push(Line {
+            t_ms: now,
+            value: json!({
+                "event": "call",
+                "call_id": r.call_id,
+                "caller": r.info.caller,
+                "caller_raw": r.info.caller_raw,
+                "callee": r.info.dialed,
+                "destination": r.info.destination,
+                "marker": r.info.marker,
+                "visit_id": r.info.visit_id,
+                "status": r.status.as_str(),
+                "duration": r.duration,
+                "hangup": r.hangup.map(|h| h.as_str()),
+                "invite_at_ms": r.invite_at,
+                "answer_at_ms": r.answer_at,
+                "end_at_ms": r.end_at,
+            }),
+            call: Some(r),
+        });
+    }
+}

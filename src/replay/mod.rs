@@ -1,0 +1,164 @@
+//! `siptrack replay` (SPEC section 6): captured SIP through the real proxy
+//! core, call tracker and lead pipeline, on a virtual clock and network.
+//! The output is JSON lines; the same capture and config always give the
+//! same bytes (no wall clock, no randomness: branch and route secrets are
+//! fixed, the store is a fresh file, keys are sorted).
+
+pub mod capture;
+pub mod cli;
+pub mod engine;
+pub mod stream;
+pub mod text;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+use crate::calls::CallTracker;
+use crate::config::{Config, ListenAddr};
+use crate::crm::outbox::Plan;
+use crate::leads::pipeline::{call_lead, new_deal_status};
+use crate::proxy::route::Identity;
+use crate::proxy::{Proxy, ProxySettings, Transport};
+use crate::store::leads::CallJob;
+use crate::store::Store;
+use crate::tracking::pools::Pools;
+use crate::tracking::TrackingRouter;
+
+/// The config a replay uses without `--config`: siptrack between every
+/// caller and a PBX at 192.0.2.1 (TEST-NET-1), trusting every source.
+pub const DEFAULT_CONFIG: &str = r#"[sip]
+listen = ["udp:192.0.2.10:5060", "tcp:192.0.2.10:5060"]
+trusted_sources = ["0.0.0.0/0", "::/0"]
+route_secret = "siptrack-replay"
+
+[tracking]
+default_destination = "sip:192.0.2.1:5060"
+"#;
+
+/// The capture's first Unix millisecond: the "now" of tracking rules that
+/// ask for the time (pool holds) during a replay.
+static CAPTURE_EPOCH_MS: AtomicU64 = AtomicU64::new(0);
+
+fn capture_clock() -> u64 {
+    CAPTURE_EPOCH_MS.load(Ordering::Relaxed)
+}
+
+/// Replays one capture; returns the output lines (JSON, no newline). A
+/// capture that cannot be replayed gives one `refused` line and `Err`
+/// with the reason.
+pub async fn replay(
+    name: &str,
+    bytes: &[u8],
+    config: &Config,
+) -> Result<Vec<String>, (Vec<String>, String)> {
+    let refuse = |reason: String| {
+        let line = json!({"event": "refused", "file": name, "reason": reason}).to_string();
+        Err((vec![line], reason))
+    };
+    let contents = match capture::read(bytes) {
+        Ok(c) => c,
+        Err(e) => return refuse(e.to_string()),
+    };
+    let msgs = match stream::sip_messages(&contents.packets, config.sip.max_message_bytes) {
+        Ok(m) => m,
+        Err(e) => return refuse(e.to_string()),
+    };
+    if msgs.is_empty() {
+        return refuse(format!(
+            "no SIP over UDP or TCP in {} frames ({} without UDP, TCP or SCTP)",
+            contents.frames, contents.undecoded
+        ));
+    }
+    let mut out = vec![json!({
+        "event": "capture",
+        "file": name,
+        "frames": contents.frames,
+        "sip_messages": msgs.len(),
+    })
+    .to_string()];
+
+    let listen: Vec<ListenAddr> = config.sip.listen.clone();
+    let proxy_addr = listen
+        .iter()
+        .find(|l| l.transport == Transport::Udp)
+        .or(listen.first())
+        .map(|l| l.addr)
+        .unwrap_or_else(|| ([192, 0, 2, 10], 5060).into());
+    let secret = config
+        .sip
+        .route_secret
+        .clone()
+        .unwrap_or_else(|| "siptrack-replay".into());
+    let settings = ProxySettings {
+        identity: Identity::new(
+            listen,
+            config.sip.advertised_host.clone(),
+            secret.as_bytes(),
+        ),
+        trusted_sources: config.sip.trusted_sources.clone(),
+        max_message_bytes: config.sip.max_message_bytes,
+        timers: config.sip.timers,
+        instance_nonce: 0,
+    };
+    let mut eng = engine::Engine::new(&msgs, proxy_addr);
+    CAPTURE_EPOCH_MS.store(eng.epoch_ms(), Ordering::Relaxed);
+    let pools = Arc::new(Mutex::new(Pools::new(config.tracking.pools.clone())));
+    let router = TrackingRouter::new(config, pools, capture_clock);
+    let mut proxy = Proxy::new(settings, Box::new(router));
+    let mut tracker = CallTracker::new(eng.epoch_ms(), config.leads.max_call_seconds);
+    eng.run(&mut proxy, &mut tracker);
+
+    // Leads: a fresh store of its own, never the configured one.
+    let dir = match tempfile::Builder::new()
+        .prefix("siptrack-replay-")
+        .tempdir()
+    {
+        Ok(d) => d,
+        Err(e) => return refuse(format!("cannot create a scratch directory: {e}")),
+    };
+    let store = match Store::open(&format!(
+        "sqlite:{}",
+        dir.path().join("replay.db").display()
+    ))
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => return refuse(format!("scratch store: {e}")),
+    };
+    let status = new_deal_status(&config.leads);
+    let nothing_sent = Plan::default();
+    for line in &eng.lines {
+        let mut v = line.value.clone();
+        if let Value::Object(m) = &mut v {
+            m.insert("t_ms".into(), json!(line.t_ms));
+        }
+        out.push(v.to_string());
+        if let Some(r) = &line.call {
+            let job = [CallJob::End(call_lead(r), r)];
+            match store
+                .record_calls(&job, &config.leads.dedup, &status, &nothing_sent)
+                .await
+            {
+                Ok(done) => {
+                    for rec in done {
+                        out.push(
+                            json!({
+                                "event": "lead",
+                                "t_ms": line.t_ms,
+                                "call_id": r.call_id,
+                                "lead_id": rec.lead_id,
+                                "deal_id": rec.deal_id,
+                                "outcome": rec.outcome,
+                            })
+                            .to_string(),
+                        );
+                    }
+                }
+                Err(e) => return refuse(format!("scratch store: {e}")),
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,419 @@
+//! Pcap replay (issue 6, SPEC R-1 … R-3): every public capture of the
+//! corpus is replayed (call records checked against what the capture
+//! shows) or refused with its reason; every case under pcaps/ gives its
+//! expected output byte for byte (`UPDATE_EXPECT=1` rewrites them); the
+//! same replay three times gives the same bytes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use siptrack::config::Config;
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/pcaps")
+}
+
+fn cases() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("pcaps")
+}
+
+fn replay(path: &Path, config: &Config) -> Result<Vec<String>, (Vec<String>, String)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(siptrack::replay::replay(&name, &bytes, config))
+}
+
+fn default_config() -> Config {
+    Config::parse(siptrack::replay::DEFAULT_CONFIG).expect("the built-in replay config")
+}
+
+fn events(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+enum Expect {
+    /// Call records by status, and a line that must have been sent.
+    Calls(&'static [(&'static str, usize)], &'static str),
+    Refused(&'static str),
+}
+
+/// What each capture shows (SOURCES.tsv), as siptrack's call records.
+fn expectations() -> BTreeMap<&'static str, Expect> {
+    use Expect::*;
+    BTreeMap::from([
+        // INVITE challenged with 401 (not a call), sent again, answered, BYE.
+        (
+            "Asterisk_ZFONE_XLITE.pcap",
+            Calls(&[("answered", 1)], "BYE sip:"),
+        ),
+        // Answered; re-INVITEs both ways, INFO with DTMF, two CANCELs.
+        (
+            "DTMFsipinfo.pcap",
+            Calls(
+                &[("answered", 1)],
+                "INFO sip:echo@213.192.59.78:5080 SIP/2.0",
+            ),
+        ),
+        // One answered call; a second INVITE rings and the capture ends.
+        (
+            "SIP_CALL_RTP_G711.pcap",
+            Calls(&[("answered", 1), ("missed", 1)], "SIP/2.0 180 Ringing"),
+        ),
+        // One answered call and one declined (603: missed).
+        (
+            "SIP_DTMF2.cap",
+            Calls(&[("answered", 1), ("missed", 1)], "SIP/2.0 603 Decline"),
+        ),
+        // Two legs through an Asterisk B2BUA, both answered.
+        (
+            "b2bua-asterisk.pcapng",
+            Calls(&[("answered", 2)], "SIP/2.0 200 OK"),
+        ),
+        // Mirrored through ERSPAN: three answered calls among REFER,
+        // SUBSCRIBE and NOTIFY.
+        (
+            "erspan_sip_ipv4_udp.pcapng",
+            Calls(&[("answered", 3)], "REFER sip:"),
+        ),
+        // 488 Not Acceptable Here: the codec was rejected.
+        (
+            "sip-488-codec-reject.pcapng",
+            Calls(&[("failed", 1)], "SIP/2.0 488 Not Acceptable Here"),
+        ),
+        // 9.5 kB OPTIONS with 10 long Vias, raw IP link type: forwarded.
+        (
+            "sip-long-request-response-paths.pcap",
+            Calls(&[], "OPTIONS sip:bob@192.0.2.1:5060 SIP/2.0"),
+        ),
+        // 1334 SIPp dialogs: 403s, answered calls, INVITEs left ringing.
+        (
+            "sipp-branch-scenario.pcapng",
+            Calls(
+                &[("answered", 102), ("failed", 1148), ("missed", 84)],
+                "SIP/2.0 403 Error",
+            ),
+        ),
+        // An answered call over TCP.
+        ("sip_ipv4_tcp.pcap", Calls(&[("answered", 1)], "BYE sip:")),
+        // REGISTER over TCP with retransmitted segments: siptrack is no
+        // registrar and says so.
+        (
+            "sip_ipv4_tcp_retrans.pcap",
+            Calls(&[], "SIP/2.0 405 Method Not Allowed"),
+        ),
+        // IPv6 addresses without brackets (RFC 5118 4.2's invalid form):
+        // refused as malformed, not guessed at.
+        ("sip_ipv6_udp.pcap", Calls(&[], "SIP/2.0 400 Malformed Via")),
+        // Retransmitted INVITEs, 407, 403, 183, 480, CANCEL and its 408.
+        (
+            "zeek_wireshark_sip.pcap",
+            Calls(
+                &[("cancelled", 1), ("failed", 2), ("missed", 1)],
+                "SIP/2.0 183 ",
+            ),
+        ),
+        ("sip_sctp.pcap", Refused("SIP over SCTP")),
+        ("sip_tcp_websocket.pcap", Refused("SIP over WebSocket")),
+    ])
+}
+
+#[test]
+fn every_corpus_capture_is_replayed_or_refused_with_a_reason() {
+    let expect = expectations();
+    let config = default_config();
+    let mut seen = 0;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus())
+        .expect("../shared/corpus/pcaps")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x != "tsv"))
+        .collect();
+    files.sort();
+    for path in files {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Some(want) = expect.get(name.as_str()) else {
+            panic!("{name}: a capture without an expectation here; add one");
+        };
+        seen += 1;
+        match (want, replay(&path, &config)) {
+            (Expect::Refused(why), Err((lines, reason))) => {
+                assert!(reason.contains(why), "{name}: {reason}");
+                let ev = events(&lines);
+                assert_eq!(ev.len(), 1, "{name}");
+                assert_eq!(ev[0]["event"], "refused");
+                assert!(ev[0]["reason"].as_str().is_some_and(|r| r.contains(why)));
+            }
+            (Expect::Refused(why), Ok(_)) => panic!("{name}: replayed, expected refused ({why})"),
+            (Expect::Calls(_, _), Err((_, reason))) => panic!("{name}: refused: {reason}"),
+            (Expect::Calls(statuses, line), Ok(lines)) => {
+                let ev = events(&lines);
+                let mut got: BTreeMap<String, usize> = BTreeMap::new();
+                for e in ev.iter().filter(|e| e["event"] == "call") {
+                    *got.entry(e["status"].as_str().unwrap_or("?").to_string())
+                        .or_default() += 1;
+                }
+                let want: BTreeMap<String, usize> =
+                    statuses.iter().map(|(s, n)| (s.to_string(), *n)).collect();
+                assert_eq!(got, want, "{name}: call records by status");
+                let calls = ev.iter().filter(|e| e["event"] == "call").count();
+                let leads = ev.iter().filter(|e| e["event"] == "lead").count();
+                assert_eq!(
+                    calls, leads,
+                    "{name}: every call record makes a lead decision"
+                );
+                assert!(
+                    ev.iter().any(|e| e["event"] == "send"
+                        && e["first_line"]
+                            .as_str()
+                            .is_some_and(|l| l.starts_with(line))),
+                    "{name}: nothing sent starts with {line:?}"
+                );
+                assert_eq!(ev[0]["event"], "capture");
+                assert_eq!(
+                    ev.last().map(|e| e["event"].clone()),
+                    Some("summary".into())
+                );
+            }
+        }
+    }
+    assert_eq!(seen, expect.len(), "every expectation has its capture");
+}
+
+/// A readable difference: the first differing line with context.
+fn diff(want: &str, got: &str) -> Option<String> {
+    if want == got {
+        return None;
+    }
+    let (w, g): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
+    let at = w
+        .iter()
+        .zip(&g)
+        .position(|(a, b)| a != b)
+        .unwrap_or(w.len().min(g.len()));
+    let mut out = format!(
+        "expected {} lines, got {}; first difference at line {}\n",
+        w.len(),
+        g.len(),
+        at + 1
+    );
+    for i in at.saturating_sub(2)..(at + 3).min(w.len().max(g.len())) {
+        match (w.get(i), g.get(i)) {
+            (Some(a), Some(b)) if a == b => out.push_str(&format!("  {:>4}   {}\n", i + 1, cut(a))),
+            (a, b) => {
+                if let Some(a) = a {
+                    out.push_str(&format!("- {:>4}   {}\n", i + 1, cut(a)));
+                }
+                if let Some(b) = b {
+                    out.push_str(&format!("+ {:>4}   {}\n", i + 1, cut(b)));
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+fn cut(s: &str) -> String {
+    if s.len() > 300 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(300).map_or(s.len(), |(i, _)| i)]
+        )
+    } else {
+        s.to_string()
+    }
+}
+
+/// A case: a capture (`*.pcap`, `*.pcapng`, `*.cap`), `expected.jsonl`,
+/// and the config it is replayed with (`siptrack.toml`, else the default).
+fn case_parts(dir: &Path) -> (PathBuf, Config) {
+    let capture = std::fs::read_dir(dir)
+        .expect("case dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.extension()
+                .is_some_and(|x| x == "pcap" || x == "pcapng" || x == "cap")
+        })
+        .unwrap_or_else(|| panic!("{}: no capture", dir.display()));
+    let config = dir.join("siptrack.toml");
+    let config = if config.exists() {
+        Config::load(&config).unwrap_or_else(|e| panic!("{}: {e}", config.display()))
+    } else {
+        default_config()
+    };
+    (capture, config)
+}
+
+#[test]
+fn every_case_gives_its_expected_output() {
+    let update = std::env::var_os("UPDATE_EXPECT").is_some_and(|v| v == "1");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cases())
+        .expect("pcaps/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 12, "pcaps/ holds {} cases", dirs.len());
+    let mut failures = Vec::new();
+    for dir in &dirs {
+        let (capture, config) = case_parts(dir);
+        let lines = match replay(&capture, &config) {
+            Ok(l) => l,
+            Err((l, _)) => l,
+        };
+        let mut got = lines.join("\n");
+        got.push('\n');
+        let expected = dir.join("expected.jsonl");
+        if update {
+            std::fs::write(&expected, &got).expect("write expected.jsonl");
+            continue;
+        }
+        let want = std::fs::read_to_string(&expected).unwrap_or_default();
+        if let Some(d) = diff(&want, &got) {
+            failures.push(format!("{}:\n{d}", dir.display()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ (UPDATE_EXPECT=1 cargo test --test replay rewrites them after review):\n{}",
+        failures.len(),
+        dirs.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn the_same_replay_gives_the_same_bytes_three_times() {
+    let captures = [
+        corpus().join("zeek_wireshark_sip.pcap"),
+        corpus().join("b2bua-asterisk.pcapng"),
+        corpus().join("sip_ipv4_tcp.pcap"),
+    ];
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_siptrack"))
+            .arg("replay")
+            .args(&captures)
+            .arg("--out")
+            .arg("-")
+            .output()
+            .expect("run siptrack replay");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let first = run();
+    assert!(first.len() > 10_000, "{} bytes", first.len());
+    for _ in 0..2 {
+        let again = run();
+        assert!(
+            again == first,
+            "{}",
+            diff(
+                &String::from_utf8_lossy(&first),
+                &String::from_utf8_lossy(&again)
+            )
+            .unwrap_or_default()
+        );
+    }
+}
+
+#[test]
+fn refused_and_unreadable_captures_get_a_message_and_an_exit_code() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let not_pcap = dir.path().join("notes.pcap");
+    std::fs::write(&not_pcap, "INVITE sip:x SIP/2.0\r\n").expect("write");
+    let out_file = dir.path().join("out.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_siptrack"))
+        .arg("replay")
+        .arg(corpus().join("sip_sctp.pcap"))
+        .arg(&not_pcap)
+        .arg(corpus().join("sip_ipv4_tcp.pcap"))
+        .arg("--out")
+        .arg(&out_file)
+        .output()
+        .expect("run siptrack replay");
+    assert_eq!(out.status.code(), Some(2), "refusals exit 2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sip_sctp.pcap: not replayed: SIP over SCTP"),
+        "{err}"
+    );
+    assert!(
+        err.contains("notes.pcap: not replayed: not a pcap or pcapng file"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&out_file).expect("output");
+    let ev: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(ev[0]["event"], "refused");
+    assert_eq!(ev[1]["event"], "refused");
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "call" && e["status"] == "answered"),
+        "the good capture still replays"
+    );
+}
+
+/// The recorded tracking case really shows the rewrite (so its expected
+/// output is not just whatever came out).
+#[test]
+fn the_recorded_tracking_call_is_rewritten_on_replay() {
+    let (capture, config) = case_parts(&cases().join("own-rewritten-invite"));
+    let ev = events(&replay(&capture, &config).unwrap_or_else(|(_, r)| panic!("{r}")));
+    let invite = ev
+        .iter()
+        .find(|e| {
+            e["event"] == "send"
+                && e["first_line"]
+                    .as_str()
+                    .is_some_and(|l| l.starts_with("INVITE"))
+        })
+        .and_then(|e| e["message"].as_str())
+        .expect("the forwarded INVITE");
+    for want in [
+        "From: \"Caller\" <sip:79160000001@",
+        "X-Roistat-Phone: 74951110001\r\n",
+        "X-Roistat-Marker: billboard\r\n",
+        "Record-Route: <sip:",
+    ] {
+        assert!(invite.contains(want), "{want:?} missing in\n{invite}");
+    }
+    let call = ev
+        .iter()
+        .find(|e| e["event"] == "call")
+        .expect("a call record");
+    assert_eq!(
+        (
+            call["caller_raw"].as_str(),
+            call["caller"].as_str(),
+            call["status"].as_str(),
+            call["hangup"].as_str()
+        ),
+        (
+            Some("89160000001"),
+            Some("79160000001"),
+            Some("answered"),
+            Some("caller")
+        )
+    );
+    let lead = ev.iter().find(|e| e["event"] == "lead").expect("a lead");
+    assert_eq!(lead["outcome"], "deal 1 created");
+}
