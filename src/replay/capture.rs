@@ -440,6 +440,136 @@ mod tests {
         );
     }
 
+    const SIP: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+
+    fn udp(payload: &[u8]) -> Vec<u8> {
+        let mut u = Vec::new();
+        u.extend_from_slice(&5060u16.to_be_bytes());
+        u.extend_from_slice(&5070u16.to_be_bytes());
+        u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(payload);
+        u
+    }
+
+    /// An IPv4 header around `payload`; `frag` is the flags/offset field.
+    fn ipv4(proto: u8, id: u16, frag: u16, payload: &[u8]) -> Vec<u8> {
+        let mut h = vec![0x45, 0];
+        h.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+        h.extend_from_slice(&id.to_be_bytes());
+        h.extend_from_slice(&frag.to_be_bytes());
+        h.extend_from_slice(&[64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        h.extend_from_slice(payload);
+        h
+    }
+
+    fn ipv6(next: u8, payload: &[u8]) -> Vec<u8> {
+        let mut h = vec![0x60, 0, 0, 0];
+        h.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        h.extend_from_slice(&[next, 64]);
+        h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        h.extend_from_slice(&[0; 11]);
+        h.push(1);
+        h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        h.extend_from_slice(&[0; 11]);
+        h.push(2);
+        h.extend_from_slice(payload);
+        h
+    }
+
+    fn ethernet(ether_type: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![2; 12];
+        f.extend_from_slice(ether_type);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn decode(link: DataLink, frames: &[Vec<u8>]) -> Vec<Packet> {
+        let mut d = Decoder::default();
+        for (i, f) in frames.iter().enumerate() {
+            d.frame(link, i as u64, f);
+        }
+        d.out.packets
+    }
+
+    fn one_sip_packet(what: &str, packets: &[Packet]) {
+        assert_eq!(packets.len(), 1, "{what}: {packets:?}");
+        let p = &packets[0];
+        assert_eq!(p.payload, SIP, "{what}");
+        assert_eq!(
+            (p.src.port(), p.dst.port(), p.l4),
+            (5060, 5070, L4::Udp),
+            "{what}"
+        );
+    }
+
+    #[test]
+    fn link_layers_tunnels_and_fragments_down_to_udp() {
+        let ip = ipv4(17, 1, 0, &udp(SIP));
+        let v6 = ipv6(17, &udp(SIP));
+        one_sip_packet(
+            "ethernet",
+            &decode(DataLink::ETHERNET, &[ethernet(&[8, 0], &ip)]),
+        );
+        let mut qinq = vec![0x88, 0xa8, 0, 1, 0x81, 0, 0, 2];
+        qinq.extend_from_slice(&[8, 0]);
+        one_sip_packet(
+            "802.1ad + 802.1Q",
+            &decode(DataLink::ETHERNET, &[ethernet(&qinq, &ip)]),
+        );
+        let mut pppoe = vec![0x11, 0, 0, 1, 0, 0, 0x00, 0x21];
+        pppoe.extend_from_slice(&ip);
+        one_sip_packet(
+            "PPPoE",
+            &decode(DataLink::ETHERNET, &[ethernet(&[0x88, 0x64], &pppoe)]),
+        );
+        let mut sll = vec![0; 14];
+        sll.extend_from_slice(&[8, 0]);
+        sll.extend_from_slice(&ip);
+        one_sip_packet("SLL", &decode(DataLink::LINUX_SLL, &[sll]));
+        let mut sll2 = vec![0x86, 0xdd];
+        sll2.extend_from_slice(&[0; 18]);
+        sll2.extend_from_slice(&v6);
+        let p = decode(DataLink::LINUX_SLL2, &[sll2]);
+        one_sip_packet("SLL2 + IPv6", &p);
+        assert_eq!(p[0].src.ip().to_string(), "2001:db8::1");
+        one_sip_packet("raw IP", &decode(DataLink::RAW, std::slice::from_ref(&ip)));
+        let mut null = vec![2, 0, 0, 0];
+        null.extend_from_slice(&ip);
+        one_sip_packet("BSD loopback", &decode(DataLink::NULL, &[null]));
+        // ERSPAN II: GRE with a sequence number, 8 bytes of ERSPAN, then
+        // the mirrored Ethernet frame.
+        let mut gre = vec![0x10, 0, 0x88, 0xbe, 0, 0, 0, 7];
+        gre.extend_from_slice(&[0; 8]);
+        gre.extend_from_slice(&ethernet(&[8, 0], &ip));
+        one_sip_packet(
+            "ERSPAN II",
+            &decode(
+                DataLink::ETHERNET,
+                &[ethernet(&[8, 0], &ipv4(47, 9, 0, &gre))],
+            ),
+        );
+
+        // IPv4 fragments, the last first.
+        let dgram = udp(SIP);
+        let (a, b) = dgram.split_at(24);
+        let frames = [
+            ethernet(&[8, 0], &ipv4(17, 77, 3, b)),
+            ethernet(&[8, 0], &ipv4(17, 77, 0x2000, a)),
+        ];
+        one_sip_packet("IPv4 fragments", &decode(DataLink::ETHERNET, &frames));
+        // IPv6 fragment headers.
+        let frag6 = |off: u16, more: bool, part: &[u8]| {
+            let mut h = vec![17, 0];
+            h.extend_from_slice(&(off | u16::from(more)).to_be_bytes());
+            h.extend_from_slice(&0x1234u32.to_be_bytes());
+            h.extend_from_slice(part);
+            ipv6(44, &h)
+        };
+        let frames = [frag6(0, true, a), frag6(24, false, b)];
+        one_sip_packet("IPv6 fragments", &decode(DataLink::RAW, &frames));
+    }
+
     #[test]
     fn not_a_capture_is_named() {
         assert_eq!(
