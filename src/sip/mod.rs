@@ -2,7 +2,8 @@
 //!
 //! A [`Message`] is the received buffer plus an index of spans (start line,
 //! header lines, body). Nothing is decoded until a caller asks for it; typed
-//! views ([`Via`], [`NameAddr`], [`Uri`], [`CSeq`]) borrow from the buffer.
+//! views ([`Via`], [`NameAddr`], [`Uri`], the CSeq of [`validate::cseq`])
+//! borrow from the buffer.
 //! Edits are expressed as span replacements ([`Patch`]) so that every byte
 //! siptrack does not have to change leaves exactly as it arrived (SPEC S-5).
 //! No I/O here.
