@@ -15,7 +15,7 @@ use crate::calls::{CallEvent, CallRecord, CallTracker};
 use crate::config::{Config, ListenAddr};
 use crate::crm::metrics::OutboxMetrics;
 use crate::crm::outbox::CallStart;
-use crate::http::{unix_ms, AppState};
+use crate::http::{unix_ms, AppState, SipSnapshot};
 use crate::leads::pipeline::CallNews;
 use crate::proxy::route::Identity;
 use crate::proxy::{Output, Peer, Proxy, ProxySettings, Transport};
@@ -27,6 +27,8 @@ use crate::transport::udp;
 
 /// Datagrams handled per wake-up before timers and TCP get a turn.
 const UDP_BATCH: usize = 64;
+/// The idle loop's period: call timeouts and the metrics snapshot.
+const TICK: Duration = Duration::from_secs(1);
 /// How often the SIP counters are logged when they changed.
 const STATS_EVERY: Duration = Duration::from_secs(60);
 
@@ -105,7 +107,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(addr = %http.local_addr()?, "listening for HTTP");
     let leads = Arc::new(config.leads.clone());
     let outbox_metrics = Arc::new(OutboxMetrics::default());
+    let sip_snapshot = Arc::new(Mutex::new(SipSnapshot::default()));
     let app = crate::http::router(AppState {
+        sip: sip_snapshot.clone(),
         outbox_metrics: outbox_metrics.clone(),
         pools: pools.clone(),
         store: store.clone(),
@@ -155,12 +159,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let deadline = proxy
             .next_deadline()
             .map(|ms| start + Duration::from_millis(ms));
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        // At least once a second even when idle: calls past
+        // max_call_seconds are closed and /metrics stays current.
+        let wake = deadline.map_or(Instant::now() + TICK, |d| d.min(Instant::now() + TICK));
+        let sleep = tokio::time::sleep_until(wake.into());
         tokio::select! {
             biased;
             _ = &mut shutdown, if drain_deadline.is_none() => {
@@ -195,13 +197,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
         proxy.on_timer(now_ms(start));
         flush(&mut proxy, &udp_outs, &mut hub, &mut calls);
-        if calls.last_tick.elapsed() >= Duration::from_secs(1) {
+        if calls.last_tick.elapsed() >= TICK {
             calls.last_tick = Instant::now();
+            if let Ok(mut snap) = sip_snapshot.lock() {
+                snap.stats = proxy.stats.clone();
+                snap.dialogs = proxy.active_dialogs();
+                snap.transactions = proxy.active_transactions();
+            }
             for r in calls.tracker.on_tick(now_ms(start)) {
                 calls.record(r);
             }
         }
-        // Until the HTTP API serves /metrics, the counters go to the log.
+        // The counters also go to the log, for installations without a
+        // metrics scraper.
         if stats_logged.elapsed() >= STATS_EVERY && proxy.stats != last_stats {
             stats_logged = Instant::now();
             last_stats = proxy.stats.clone();

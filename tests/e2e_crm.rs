@@ -424,6 +424,25 @@ fn payloads_in(
     );
     assert_eq!(st["group"], "in_progress", "{st}");
     assert_ne!(call_lead_id, first_id.to_string());
+    // The SIP side's counters reach /metrics within a second or two.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, text) = get(api(&p), "/metrics", None);
+        assert_eq!(status, 200);
+        let forwarded = text.lines().find_map(|l| {
+            l.strip_prefix("siptrack_sip_requests_forwarded_total ")
+                .and_then(|v| v.parse::<u64>().ok())
+        });
+        if forwarded >= Some(3) {
+            assert!(text.contains("# TYPE siptrack_sip_dialogs gauge"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "INVITE, ACK, BYE not counted: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(crm.bad_signatures(), 0);
     assert!(crm.lock().orphans.is_empty());
 }

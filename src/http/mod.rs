@@ -18,6 +18,7 @@ use crate::crm::metrics::OutboxMetrics;
 use crate::leads::dedup::{Identity, LeadKind};
 use crate::leads::pipeline::new_deal_status;
 use crate::phone::{normalize_str, PhoneRules};
+use crate::proxy::Stats;
 use crate::store::leads::NewLead;
 use crate::store::Store;
 use crate::tracking::pools::{Pools, Visit};
@@ -33,6 +34,39 @@ pub struct AppState {
     pub leads: Arc<LeadsConfig>,
     pub phone: PhoneRules,
     pub outbox_metrics: Arc<OutboxMetrics>,
+    /// The SIP thread's counters, refreshed every second.
+    pub sip: Arc<Mutex<SipSnapshot>>,
+}
+
+/// What the proxy core reports for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct SipSnapshot {
+    pub stats: Stats,
+    pub dialogs: usize,
+    pub transactions: usize,
+}
+
+impl SipSnapshot {
+    fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(2048);
+        for (name, n) in self.stats.fields() {
+            let _ = writeln!(
+                out,
+                "# TYPE siptrack_sip_{name}_total counter\nsiptrack_sip_{name}_total {n}"
+            );
+        }
+        for (name, n) in [
+            ("dialogs", self.dialogs),
+            ("transactions", self.transactions),
+        ] {
+            let _ = writeln!(
+                out,
+                "# TYPE siptrack_sip_{name} gauge\nsiptrack_sip_{name} {n}"
+            );
+        }
+        out
+    }
 }
 
 pub fn unix_ms() -> u64 {
@@ -61,12 +95,14 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Prometheus text (SPEC C-6): the CRM outbox's depth and deliveries.
+/// Prometheus text (SPEC C-6): SIP counters, the CRM outbox's depth and
+/// deliveries.
 async fn metrics(State(s): State<AppState>) -> Response {
+    let sip = s.sip.lock().map(|snap| snap.render()).unwrap_or_default();
     match s.store.outbox_depth().await {
         Ok(depth) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            s.outbox_metrics.render(depth),
+            sip + &s.outbox_metrics.render(depth),
         )
             .into_response(),
         Err(e) => {

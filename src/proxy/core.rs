@@ -51,6 +51,26 @@ pub struct Stats {
     pub timeouts: u64,
 }
 
+impl Stats {
+    /// Every counter with its name (logs, metrics, replay summaries).
+    pub fn fields(&self) -> [(&'static str, u64); 12] {
+        [
+            ("received", self.received),
+            ("unparsable", self.unparsable),
+            ("invalid", self.invalid),
+            ("oversized", self.oversized),
+            ("untrusted", self.untrusted),
+            ("stray_responses", self.stray_responses),
+            ("absorbed_retransmissions", self.absorbed_retransmissions),
+            ("retransmissions_sent", self.retransmissions_sent),
+            ("requests_forwarded", self.requests_forwarded),
+            ("responses_forwarded", self.responses_forwarded),
+            ("local_replies", self.local_replies),
+            ("timeouts", self.timeouts),
+        ]
+    }
+}
+
 pub struct Proxy {
     s: ProxySettings,
     router: Box<dyn CallRouter>,

@@ -145,20 +145,14 @@ impl<'a> Engine<'a> {
         for r in tracker.close_all(end) {
             self.call_line(end, r);
         }
-        let s = &proxy.stats;
+        let mut summary = serde_json::Map::new();
+        summary.insert("event".into(), json!("summary"));
+        for (name, n) in proxy.stats.fields() {
+            summary.insert(name.into(), json!(n));
+        }
         self.lines.push(Line {
             t_ms: end,
-            value: json!({
-                "event": "summary",
-                "received": s.received,
-                "unparsable": s.unparsable,
-                "invalid": s.invalid,
-                "requests_forwarded": s.requests_forwarded,
-                "responses_forwarded": s.responses_forwarded,
-                "local_replies": s.local_replies,
-                "retransmissions_sent": s.retransmissions_sent,
-                "timeouts": s.timeouts,
-            }),
+            value: Value::Object(summary),
             call: None,
         });
     }
