@@ -55,6 +55,10 @@ pub struct Engine<'a> {
     seq: u64,
     record_route: HashMap<String, Vec<u8>>,
     confirmed: HashSet<String>,
+    /// The From tag of each Call-ID's first request: the caller's.
+    callers: HashMap<String, Option<String>>,
+    /// Whether each request fed in came from the caller's side.
+    from_caller: HashMap<Key, bool>,
     pub lines: Vec<Line>,
 }
 
@@ -82,6 +86,8 @@ impl<'a> Engine<'a> {
             seq: 0,
             record_route: HashMap::new(),
             confirmed: HashSet::new(),
+            callers: HashMap::new(),
+            from_caller: HashMap::new(),
             lines: Vec::new(),
         }
     }
@@ -168,6 +174,9 @@ impl<'a> Engine<'a> {
                     data = text::with_route(&data, rr);
                 }
             }
+            let tag = text::from_tag(&data);
+            let caller = self.callers.entry(k.0.clone()).or_insert(tag.clone());
+            self.from_caller.insert(k.clone(), *caller == tag);
             self.requesters.insert(k, m.src);
         }
         let peer = Peer {
@@ -192,10 +201,20 @@ impl<'a> Engine<'a> {
     fn sent(&mut self, now_ns: u64, to: Peer, data: &[u8]) {
         let now = now_ns / 1_000_000;
         let request = text::is_request(data);
+        let key = key_of(data);
+        // A request travels away from the side that sent it, a response
+        // back to it.
+        let sender_is_caller = key
+            .as_ref()
+            .and_then(|k| self.from_caller.get(k))
+            .copied()
+            .unwrap_or(true);
+        let to_caller = sender_is_caller != request;
         self.lines.push(Line {
             t_ms: now,
             value: json!({
                 "event": "send",
+                "direction": if to_caller { "to-caller" } else { "to-callee" },
                 "transport": match to.transport { Transport::Udp => "udp", Transport::Tcp => "tcp" },
                 "to": to.addr.to_string(),
                 "first_line": text::start_line(data),
@@ -203,7 +222,7 @@ impl<'a> Engine<'a> {
             }),
             call: None,
         });
-        let Some(key) = key_of(data) else { return };
+        let Some(key) = key else { return };
         if !request {
             // A 2xx to an INVITE relayed upstream confirms the dialog.
             if key.2 == "INVITE" && text::status(data).is_some_and(|s| (200..300).contains(&s)) {

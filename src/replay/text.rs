@@ -51,6 +51,7 @@ fn names(name: &str) -> &'static [&'static str] {
         "via" => &["via", "v"],
         "call-id" => &["call-id", "i"],
         "to" => &["to", "t"],
+        "from" => &["from", "f"],
         "route" => &["route"],
         "record-route" => &["record-route"],
         "cseq" => &["cseq"],
@@ -90,6 +91,14 @@ pub fn cseq(m: &[u8]) -> Option<(u32, String)> {
     let mut parts = v.split_ascii_whitespace();
     let n = parts.next()?.parse().ok()?;
     Some((n, parts.next()?.to_ascii_uppercase()))
+}
+
+/// The tag parameter of From.
+pub fn from_tag(m: &[u8]) -> Option<String> {
+    let v = String::from_utf8_lossy(values(m, "from").first()?).into_owned();
+    let at = v.to_ascii_lowercase().find(";tag=")?;
+    let tag = &v[at + 5..];
+    Some(tag.split([';', ' ', '>']).next().unwrap_or("").to_string())
 }
 
 pub fn has_to_tag(m: &[u8]) -> bool {
@@ -227,6 +236,10 @@ mod tests {
             Some(&b"Via: SIP/2.0/UDP a:5060;branch=z9hG4bK1\r\n"[..])
         );
         assert_eq!(status(b"SIP/2.0 486 Busy Here\r\n\r\n"), Some(486));
+        assert_eq!(
+            from_tag(b"BYE x SIP/2.0\r\nf: <sip:a@b>;TAG=t1;x=y\r\n\r\n").as_deref(),
+            Some("t1")
+        );
     }
 
     #[test]
