@@ -338,11 +338,27 @@ fn refused_and_unreadable_captures_get_a_message_and_an_exit_code() {
     let dir = tempfile::tempdir().expect("temp dir");
     let not_pcap = dir.path().join("notes.pcap");
     std::fs::write(&not_pcap, "INVITE sip:x SIP/2.0\r\n").expect("write");
+    // A real pcap with one ARP frame and nothing else.
+    let no_sip = dir.path().join("arp.pcap");
+    let mut pcap = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+    pcap.extend_from_slice(&[0; 8]);
+    pcap.extend_from_slice(&65535u32.to_le_bytes());
+    pcap.extend_from_slice(&1u32.to_le_bytes());
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&[2; 6]);
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0; 28]);
+    for v in [1_700_000_000u32, 0, arp.len() as u32, arp.len() as u32] {
+        pcap.extend_from_slice(&v.to_le_bytes());
+    }
+    pcap.extend_from_slice(&arp);
+    std::fs::write(&no_sip, pcap).expect("write");
     let out_file = dir.path().join("out.jsonl");
     let out = Command::new(env!("CARGO_BIN_EXE_siptrack"))
         .arg("replay")
         .arg(corpus().join("sip_sctp.pcap"))
         .arg(&not_pcap)
+        .arg(&no_sip)
         .arg(corpus().join("sip_ipv4_tcp.pcap"))
         .arg("--out")
         .arg(&out_file)
@@ -365,6 +381,7 @@ fn refused_and_unreadable_captures_get_a_message_and_an_exit_code() {
         .collect();
     assert_eq!(ev[0]["event"], "refused");
     assert_eq!(ev[1]["event"], "refused");
+    assert_eq!(ev[2]["event"], "refused");
     assert!(
         ev.iter()
             .any(|e| e["event"] == "call" && e["status"] == "answered"),
