@@ -14,7 +14,7 @@ use siptrack::calls::{CallInfo, CallRecord, CallStatus};
 use siptrack::crm::outbox::Plan;
 use siptrack::leads::dedup::{Group, Identity, LeadKind, Settings};
 use siptrack::leads::pipeline::call_lead;
-use siptrack::store::leads::{CallJob, NewDealStatus, NewLead};
+use siptrack::store::leads::{Job, NewDealStatus, NewLead};
 use siptrack::store::Store;
 
 const NOW: i64 = 1_800_000_000;
@@ -166,11 +166,11 @@ fn bench(c: &mut Criterion) {
                     call(i, clients)
                 })
                 .collect();
-            let items: Vec<CallJob> = calls
-                .iter()
-                .map(|r| CallJob::End(call_lead(r), r))
+            let items: Vec<Job> = calls
+                .into_iter()
+                .map(|r| Job::Lead(call_lead(&r), Some(r)))
                 .collect();
-            rt.block_on(store.record_calls(&items, &settings, &status, &plan))
+            rt.block_on(store.record_calls(std::sync::Arc::new(items), &settings, &status, &plan))
                 .expect("recorded")
         })
     });

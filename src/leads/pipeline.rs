@@ -12,7 +12,7 @@ use crate::calls::CallRecord;
 use crate::config::LeadsConfig;
 use crate::crm::outbox::CallStart;
 use crate::leads::dedup::{Group, Identity, LeadKind};
-use crate::store::leads::{CallJob, NewDealStatus, NewLead, Recorded};
+use crate::store::leads::{Job, NewDealStatus, NewLead, Recorded};
 use crate::store::{Store, StoreError};
 
 /// The lead a call makes: title `Incoming call from <caller>`, the caller
@@ -84,32 +84,30 @@ const BATCH: usize = 256;
 /// call rates far above one commit per call.
 pub async fn run(mut news: mpsc::UnboundedReceiver<CallNews>, store: Store, cfg: Arc<LeadsConfig>) {
     let status = new_deal_status(&cfg);
-    let mut batch: Vec<CallNews> = Vec::with_capacity(BATCH);
+    let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
+    let job = |n: CallNews| match n {
+        CallNews::Started(s) => Job::Start(s),
+        CallNews::Ended(r) => Job::Lead(call_lead(&r), Some(r)),
+    };
     while let Some(first) = news.recv().await {
-        batch.push(first);
+        batch.push(job(first));
         while batch.len() < BATCH {
             match news.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok(n) => batch.push(job(n)),
                 Err(_) => break,
             }
         }
-        let jobs: Vec<CallJob> = batch
-            .iter()
-            .map(|n| match n {
-                CallNews::Started(s) => CallJob::Start(s),
-                CallNews::Ended(r) => CallJob::End(call_lead(r), r),
-            })
-            .collect();
+        let jobs = Arc::new(std::mem::take(&mut batch));
         let mut wait = Duration::from_millis(100);
         loop {
             match store
-                .record_calls(&jobs, &cfg.dedup, &status, &cfg.crm)
+                .record_calls(jobs.clone(), &cfg.dedup, &status, &cfg.crm)
                 .await
             {
                 Ok(done) => {
-                    let ended = batch.iter().filter_map(|n| match n {
-                        CallNews::Ended(r) => Some(r),
-                        CallNews::Started(_) => None,
+                    let ended = jobs.iter().filter_map(|j| match j {
+                        Job::Lead(_, Some(r)) => Some(r),
+                        _ => None,
                     });
                     for (r, rec) in ended.zip(&done) {
                         tracing::debug!(call_id = %r.call_id, status = r.status.as_str(), lead = rec.lead_id, outcome = %rec.outcome, "call recorded");
@@ -117,13 +115,12 @@ pub async fn run(mut news: mpsc::UnboundedReceiver<CallNews>, store: Store, cfg:
                     break;
                 }
                 Err(e) => {
-                    tracing::error!(calls = batch.len(), error = %e, retry_in_ms = wait.as_millis() as u64, "calls not recorded yet");
+                    tracing::error!(calls = jobs.len(), error = %e, retry_in_ms = wait.as_millis() as u64, "calls not recorded yet");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(10));
                 }
             }
         }
-        drop(jobs);
-        batch.clear();
+        batch = Vec::with_capacity(BATCH);
     }
 }

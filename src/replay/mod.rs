@@ -21,7 +21,7 @@ use crate::crm::outbox::Plan;
 use crate::leads::pipeline::{call_lead, new_deal_status};
 use crate::proxy::route::Identity;
 use crate::proxy::{Proxy, ProxySettings, Transport};
-use crate::store::leads::CallJob;
+use crate::store::leads::Job;
 use crate::store::Store;
 use crate::tracking::pools::Pools;
 use crate::tracking::TrackingRouter;
@@ -136,9 +136,9 @@ pub async fn replay(
         }
         out.push(v.to_string());
         if let Some(r) = &line.call {
-            let job = [CallJob::End(call_lead(r), r)];
+            let job = Arc::new(vec![Job::Lead(call_lead(r), Some(r.clone()))]);
             match store
-                .record_calls(&job, &config.leads.dedup, &status, &nothing_sent)
+                .record_calls(job, &config.leads.dedup, &status, &nothing_sent)
                 .await
             {
                 Ok(done) => {

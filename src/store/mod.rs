@@ -10,6 +10,7 @@ use sqlx::Row;
 
 use crate::tracking::pools::{AssignmentRow, Visit};
 
+mod decide;
 pub mod leads;
 pub mod outbox;
 
@@ -48,14 +49,19 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("storage: creating {dir}: {source}")]
     Dir { dir: String, source: std::io::Error },
+    #[error("storage: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("storage: {0}")]
+    Thread(String),
 }
 
 #[derive(Clone)]
 pub struct Store {
     db: SqlitePool,
-    /// One lead decision at a time in this process (SPEC L-6); the
-    /// IMMEDIATE transaction extends that to processes sharing the file.
+    /// Serialises status callbacks with each other.
     decide: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The decision thread: one at a time in this process (SPEC L-6).
+    decider: std::sync::mpsc::Sender<decide::Batch>,
     install_id: std::sync::Arc<str>,
     outbox_ready: std::sync::Arc<tokio::sync::Notify>,
 }
@@ -103,9 +109,12 @@ impl Store {
             sqlx::query_scalar("SELECT value FROM meta WHERE key = 'install_id'")
                 .fetch_one(&db)
                 .await?;
+        let file = path.split('?').next().unwrap_or(path);
+        let decider = decide::start(std::path::Path::new(file), install_id.clone())?;
         Ok(Store {
             db,
             decide: Default::default(),
+            decider,
             install_id: install_id.into(),
             outbox_ready: Default::default(),
         })

@@ -1,44 +1,16 @@
 //! The CRM outbox in the store (SPEC C-5): items are inserted inside the
-//! decision's transaction (`insert_items`); the worker takes the due ones
+//! decision's transaction (`decide.rs`); the worker takes the due ones
 //! and settles each attempt.
 
 use serde_json::{json, Value};
-use sqlx::sqlite::SqliteConnection;
 use sqlx::Row;
 
 use super::{Store, StoreError};
 use crate::crm::metrics::Depth;
-use crate::crm::outbox::{Item, Target};
+use crate::crm::outbox::Target;
 
 /// Delivered items are kept this long (for the lead log), then deleted.
 const KEEP_DONE_MS: i64 = 7 * 24 * 3_600_000;
-
-pub(super) async fn insert_items(
-    conn: &mut SqliteConnection,
-    items: &[Item],
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    for i in items {
-        // OR IGNORE: a call recorded again after a lost COMMIT answer
-        // must not queue its webhook twice.
-        sqlx::query(
-            "INSERT OR IGNORE INTO outbox (created_at, target, idempotency_key, order_key, event,
-                                           lead_id, deal_ref, body, next_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?1)",
-        )
-        .bind(now_ms)
-        .bind(i.target.as_str())
-        .bind(&i.key)
-        .bind(&i.order_key)
-        .bind(i.event.map(|e| e.as_str()).unwrap_or(""))
-        .bind(i.lead_id)
-        .bind(i.deal_ref)
-        .bind(i.body.to_string())
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
 
 /// An item ready to be attempted.
 #[derive(Clone, Debug)]
