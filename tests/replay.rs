@@ -434,3 +434,29 @@ fn the_recorded_tracking_call_is_rewritten_on_replay() {
     let lead = ev.iter().find(|e| e["event"] == "lead").expect("a lead");
     assert_eq!(lead["outcome"], "deal 1 created");
 }
+
+/// A capture cut off mid-record (tcpdump killed, a file copied while
+/// written) replays what came before and says where it stopped.
+#[test]
+fn a_truncated_capture_replays_what_it_holds() {
+    let whole = std::fs::read(corpus().join("zeek_wireshark_sip.pcap")).expect("capture");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cut = dir.path().join("cut.pcap");
+    std::fs::write(&cut, &whole[..20_000]).expect("write");
+    let lines = replay(&cut, &default_config()).unwrap_or_else(|(_, r)| panic!("{r}"));
+    let ev = events(&lines);
+    assert_eq!(ev[0]["event"], "capture");
+    assert!(
+        ev[0]["stopped_early"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("pcap record 37: ")),
+        "{}",
+        ev[0]
+    );
+    assert_eq!(ev[0]["sip_messages"], 36);
+    assert!(ev.iter().any(|e| e["event"] == "send"));
+    assert_eq!(
+        ev.last().map(|e| e["event"].clone()),
+        Some("summary".into())
+    );
+}

@@ -47,6 +47,9 @@ pub struct Contents {
     pub packets: Vec<Packet>,
     pub frames: usize,
     pub undecoded: usize,
+    /// Why reading stopped before the end of the file (a capture cut off
+    /// mid-record, a damaged record): what came before is still replayed.
+    pub stopped: Option<String>,
 }
 
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
@@ -62,8 +65,14 @@ pub fn read(bytes: &[u8]) -> Result<Contents, CaptureError> {
             PcapReader::new(bytes).map_err(|_| CaptureError::NotACapture(magic.join(" ")))?;
         let link = r.header().datalink;
         while let Some(p) = r.next_packet() {
-            let p = p.map_err(|e| CaptureError::Broken(format!("pcap record: {e}")))?;
-            decoder.frame(link, p.timestamp.as_nanos() as u64, &p.data);
+            match p {
+                Ok(p) => decoder.frame(link, p.timestamp.as_nanos() as u64, &p.data),
+                Err(e) => {
+                    let n = decoder.out.frames + 1;
+                    decoder.out.stopped = Some(format!("pcap record {n}: {e}"));
+                    break;
+                }
+            }
         }
     }
     Ok(decoder.out)
@@ -75,7 +84,16 @@ fn read_pcapng(bytes: &[u8], decoder: &mut Decoder) -> Result<(), CaptureError> 
     // (link type, units per second) of each interface of the section.
     let mut interfaces: Vec<(DataLink, u64)> = Vec::new();
     while let Some(b) = r.next_block() {
-        let b = b.map_err(|e| CaptureError::Broken(format!("pcapng block: {e}")))?;
+        let b = match b {
+            Ok(b) => b,
+            Err(e) => {
+                decoder.out.stopped = Some(format!(
+                    "pcapng block after frame {}: {e}",
+                    decoder.out.frames
+                ));
+                break;
+            }
+        };
         match b {
             Block::SectionHeader(_) => interfaces.clear(),
             Block::InterfaceDescription(idb) => {

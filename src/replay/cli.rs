@@ -40,9 +40,23 @@ pub fn run(pcaps: &[PathBuf], config: &Config, out: &Path) -> anyhow::Result<boo
             }
         };
         for l in lines {
-            writeln!(sink, "{l}").context("writing the output")?;
+            if let Err(e) = writeln!(sink, "{l}") {
+                return reader_gone(e, all_ok);
+            }
         }
     }
-    sink.flush().context("writing the output")?;
+    if let Err(e) = sink.flush() {
+        return reader_gone(e, all_ok);
+    }
     Ok(all_ok)
+}
+
+/// `siptrack replay x.pcap | head`: the reader closing the pipe is not an
+/// error worth a message.
+fn reader_gone(e: std::io::Error, all_ok: bool) -> anyhow::Result<bool> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(all_ok)
+    } else {
+        Err(anyhow::Error::new(e).context("writing the output"))
+    }
 }

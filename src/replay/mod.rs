@@ -66,18 +66,26 @@ pub async fn replay(
         Err(e) => return refuse(e.to_string()),
     };
     if msgs.is_empty() {
+        let stopped = contents
+            .stopped
+            .as_ref()
+            .map(|w| format!("; reading stopped at {w}"))
+            .unwrap_or_default();
         return refuse(format!(
-            "no SIP over UDP or TCP in {} frames ({} without UDP, TCP or SCTP)",
+            "no SIP over UDP or TCP in {} frames ({} without UDP, TCP or SCTP){stopped}",
             contents.frames, contents.undecoded
         ));
     }
-    let mut out = vec![json!({
+    let mut head = json!({
         "event": "capture",
         "file": name,
         "frames": contents.frames,
         "sip_messages": msgs.len(),
-    })
-    .to_string()];
+    });
+    if let Some(why) = &contents.stopped {
+        head["stopped_early"] = json!(why);
+    }
+    let mut out = vec![head.to_string()];
 
     let listen: Vec<ListenAddr> = config.sip.listen.clone();
     let proxy_addr = listen
