@@ -323,8 +323,10 @@ fn payloads_in(
         "email": "Ivan@Example.com",
         "text": "Call me <br> after 6",
         "form": "callback",
-        "visit_id": "v-88",
-        "fields": {"utm_source": "yandex", "utm_campaign": "spring"}
+        // The visit that got the pool number: the CRM learns where the
+        // visitor came from; a form field cannot overwrite that.
+        "visit_id": "v-77",
+        "fields": {"utm_source": "yandex", "size": "XL"}
     });
     let first = post(&p, "/api/v1/leads", &form);
     let first_id = first["lead_id"].as_i64().expect("lead id");
@@ -388,17 +390,25 @@ fn payloads_in(
     assert_eq!(created["text"], text);
     assert_eq!(created["phone"], client.as_str());
     assert_eq!(created["email"], "ivan@example.com");
-    assert_eq!(created["visit_id"], "v-88");
+    assert_eq!(created["visit_id"], "v-77");
     assert_eq!(
         created["contact_data"],
         json!({"name": name, "phone": client, "email": "ivan@example.com"})
     );
     let data: Value =
         serde_json::from_str(created["data"].as_str().expect("data string")).expect("JSON");
-    assert_eq!(data["visit"], "v-88");
+    assert_eq!(data["visit"], "v-77");
     assert_eq!(data["form"], "callback");
-    assert_eq!(data["utm_source"], "yandex");
-    assert_eq!(data["utm_campaign"], "spring");
+    assert_eq!(data["size"], "XL");
+    for (k, v) in [
+        ("marker", "google_cpc"),
+        ("source", "google"),
+        ("utm_source", "google"),
+        ("utm_campaign", "winter"),
+        ("city", "Moscow"),
+    ] {
+        assert_eq!(data[k], v, "form lead data.{k} from the visit");
+    }
     assert_local_now(&created["date_create"], offset_h, "form date_create");
 
     // The task names the deal by the CRM's id from its deal.create answer.

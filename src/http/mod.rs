@@ -355,6 +355,8 @@ pub fn parse_lead(body: &[u8], phone: &PhoneRules, now_s: i64) -> Result<NewLead
         dialed: String::new(),
         text: text("text", 16 * 1024)?,
         fields,
+        // Filled from the visits API by the handler.
+        visit_data: Default::default(),
         call_id: None,
         at: now_s,
     })
@@ -368,10 +370,17 @@ async fn post_lead(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -
         return r;
     }
     let now_s = ((s.clock)() / 1000) as i64;
-    let lead = match parse_lead(&body, &s.phone, now_s) {
+    let mut lead = match parse_lead(&body, &s.phone, now_s) {
         Ok(l) => l,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
+    if !lead.who.visit.is_empty() {
+        if let Ok(pools) = s.pools.lock() {
+            if let Some(v) = pools.visit(&lead.who.visit) {
+                lead.visit_data = v.fields.clone();
+            }
+        }
+    }
     match s
         .store
         .record_lead(

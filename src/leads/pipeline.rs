@@ -42,6 +42,8 @@ pub fn call_lead(r: &CallRecord) -> NewLead {
             r.duration
         ),
         fields: String::new(),
+        // A call's visit rides with its call record.
+        visit_data: Default::default(),
         call_id: Some(r.call_id.clone()),
         at: (r.invite_at / 1000) as i64,
     }

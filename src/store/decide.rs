@@ -126,6 +126,9 @@ fn lead_view(id: i64, new: &NewLead, call: Option<&CallRecord>) -> LeadView {
             i.visit_id.clone().unwrap_or_default()
         }
         None => {
+            // The visit's own data first: a form cannot overwrite where
+            // the visitor came from.
+            visit.extend(new.visit_data.iter().map(|(k, v)| (k.clone(), v.clone())));
             if !new.form.is_empty() {
                 visit.insert("form".to_string(), new.form.clone());
             }

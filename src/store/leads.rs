@@ -29,6 +29,9 @@ pub struct NewLead {
     pub text: String,
     /// Extra form fields, as JSON text.
     pub fields: String,
+    /// For form leads: what the visits API knows of `who.visit` (marker,
+    /// source, utm_*, page, city, domain), for the CRM's `data`.
+    pub visit_data: std::collections::BTreeMap<String, String>,
     pub call_id: Option<String>,
     /// Unix seconds.
     pub at: i64,

@@ -133,6 +133,13 @@ impl Pools {
     }
 
     /// A page view of `visit` at `now`: the number it keeps or gets, or
+    /// What is known of a visit that got a number (its slot may have
+    /// been handed on since; then it is forgotten).
+    pub fn visit(&self, id: &str) -> Option<&Visit> {
+        let &(p, i) = self.by_visit.get(id)?;
+        self.slots[p][i].visit.as_ref().filter(|v| v.id == id)
+    }
+
     /// None when no pool's segment matches it.
     pub fn touch(&mut self, visit: Visit, now: u64) -> Option<Granted> {
         let mut place = self.by_visit.get(&visit.id).copied().filter(|&(p, i)| {
