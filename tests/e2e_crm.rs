@@ -136,6 +136,18 @@ fn assert_local_now(text: &Value, offset_h: i64, what: &str) {
     );
 }
 
+/// The object has exactly these fields.
+fn assert_fields(v: &Value, names: &[&str], what: &str) {
+    let got: BTreeSet<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let want: BTreeSet<&str> = names.iter().copied().collect();
+    assert_eq!(got, want, "{what}: {v:#}");
+}
+
 fn visit() -> Value {
     json!({
         "visit_id": "v-77",
@@ -223,33 +235,28 @@ fn payloads_in(
     let caller = shown("9160000001");
     let callee = shown("4951230001");
     for (what, c) in [("start", &start), ("end", &end)] {
-        let fields: BTreeSet<&str> = c
-            .as_object()
-            .expect("object")
-            .keys()
-            .map(String::as_str)
-            .collect();
-        let want: BTreeSet<&str> = [
-            "id",
-            "caller",
-            "callee",
-            "visit_id",
-            "marker",
-            "date",
-            "duration",
-            "status",
-            "landing_page",
-            "domain",
-            "city",
-            "utm_source",
-            "utm_medium",
-            "utm_campaign",
-            "utm_term",
-            "utm_content",
-        ]
-        .into_iter()
-        .collect();
-        assert_eq!(fields, want, "{what}: {c:#}");
+        assert_fields(
+            c,
+            &[
+                "id",
+                "caller",
+                "callee",
+                "visit_id",
+                "marker",
+                "date",
+                "duration",
+                "status",
+                "landing_page",
+                "domain",
+                "city",
+                "utm_source",
+                "utm_medium",
+                "utm_campaign",
+                "utm_term",
+                "utm_content",
+            ],
+            what,
+        );
         assert_eq!(c["caller"], caller.as_str(), "{what}");
         assert_eq!(c["callee"], callee.as_str(), "{what}");
         assert_eq!(c["visit_id"], "v-77", "{what}");
@@ -348,28 +355,23 @@ fn payloads_in(
             .any(|k| k.ends_with(&format!("-lead-{second_id}-deal.task")))
     });
     let created = applied(&crm, &format!("-lead-{first_id}-deal.create"));
-    let fields: BTreeSet<&str> = created
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    let want: BTreeSet<&str> = [
-        "id",
-        "event",
-        "title",
-        "text",
-        "name",
-        "phone",
-        "email",
-        "data",
-        "contact_data",
-        "visit_id",
-        "date_create",
-    ]
-    .into_iter()
-    .collect();
-    assert_eq!(fields, want, "{created:#}");
+    assert_fields(
+        &created,
+        &[
+            "id",
+            "event",
+            "title",
+            "text",
+            "name",
+            "phone",
+            "email",
+            "data",
+            "contact_data",
+            "visit_id",
+            "date_create",
+        ],
+        "deal.create",
+    );
     let client = shown("9035551234");
     let (title, name, text) = if allow_html {
         (

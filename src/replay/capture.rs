@@ -279,15 +279,7 @@ impl Decoder {
         let offset = usize::from(frag & 0x1fff) * 8;
         if more || offset > 0 {
             let key = (src, dst, u32::from(id), proto);
-            let whole = self
-                .fragments
-                .entry(key)
-                .or_default()
-                .add(offset, payload, !more);
-            if let Some(whole) = whole {
-                self.fragments.remove(&key);
-                self.transport(ts, src, dst, proto, &whole, depth);
-            }
+            self.fragment(ts, key, offset, payload, !more, depth);
             return;
         }
         self.transport(ts, src, dst, proto, payload, depth);
@@ -332,22 +324,36 @@ impl Decoder {
                     let Some(payload) = rest.get(8..) else { return };
                     let offset = usize::from(off & 0xfff8);
                     let more = off & 1 != 0;
-                    let key = (src, dst, id, n);
-                    let whole = self
-                        .fragments
-                        .entry(key)
-                        .or_default()
-                        .add(offset, payload, !more);
-                    if let Some(whole) = whole {
-                        self.fragments.remove(&key);
-                        self.transport(ts, src, dst, n, &whole, depth);
-                    }
+                    self.fragment(ts, (src, dst, id, n), offset, payload, !more, depth);
                     return;
                 }
                 _ => break,
             }
         }
         self.transport(ts, src, dst, next, rest, depth);
+    }
+
+    /// One fragment of an IPv4 or IPv6 datagram; the whole datagram goes
+    /// on once its last hole is filled.
+    fn fragment(
+        &mut self,
+        ts: u64,
+        key: FragKey,
+        offset: usize,
+        payload: &[u8],
+        last: bool,
+        depth: u8,
+    ) {
+        let whole = self
+            .fragments
+            .entry(key)
+            .or_default()
+            .add(offset, payload, last);
+        if let Some(whole) = whole {
+            self.fragments.remove(&key);
+            let (src, dst, _, proto) = key;
+            self.transport(ts, src, dst, proto, &whole, depth);
+        }
     }
 
     fn transport(&mut self, ts: u64, src: IpAddr, dst: IpAddr, proto: u8, p: &[u8], depth: u8) {

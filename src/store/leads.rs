@@ -53,14 +53,18 @@ pub struct NewDealStatus {
 }
 
 impl Store {
-    /// Sends a batch to the decision thread and waits for its answer.
-    async fn decide(
+    /// Call starts and finished calls with their leads, sent to the
+    /// decision thread as one batch and decided one after the other in one
+    /// transaction: at high call rates one commit per call is the limit.
+    /// One result per lead job, in order.
+    pub async fn record_calls(
         &self,
         jobs: Arc<Vec<Job>>,
         s: &Settings,
         status: &NewDealStatus,
         plan: &Plan,
     ) -> Result<Vec<Recorded>, StoreError> {
+        let stopped = || StoreError::Thread("the decision thread has stopped".into());
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.decider
             .send(Batch {
@@ -70,10 +74,8 @@ impl Store {
                 plan: plan.clone(),
                 reply,
             })
-            .map_err(|_| StoreError::Thread("the decision thread has stopped".into()))?;
-        let done = answer
-            .await
-            .map_err(|_| StoreError::Thread("the decision thread has stopped".into()))??;
+            .map_err(|_| stopped())?;
+        let done = answer.await.map_err(|_| stopped())??;
         if plan.sends_anything() {
             self.outbox_ready.notify_one();
         }
@@ -92,23 +94,10 @@ impl Store {
         plan: &Plan,
     ) -> Result<Recorded, StoreError> {
         let job = Job::Lead(new.clone(), call.cloned());
-        self.decide(Arc::new(vec![job]), s, status, plan)
+        self.record_calls(Arc::new(vec![job]), s, status, plan)
             .await?
             .pop()
             .ok_or_else(|| StoreError::Thread("no decision came back".into()))
-    }
-
-    /// Call starts and finished calls with their leads, decided one after
-    /// the other in one transaction: at high call rates one commit per
-    /// call is the limit. One result per lead job, in order.
-    pub async fn record_calls(
-        &self,
-        jobs: Arc<Vec<Job>>,
-        s: &Settings,
-        status: &NewDealStatus,
-        plan: &Plan,
-    ) -> Result<Vec<Recorded>, StoreError> {
-        self.decide(jobs, s, status, plan).await
     }
 
     /// SPEC L-2: the CRM reports a deal's status. `id` is the CRM's id
@@ -121,27 +110,21 @@ impl Store {
         status: &str,
         group: Group,
     ) -> Result<Option<i64>, StoreError> {
-        let _one_at_a_time = self.decide.lock().await;
-        let local = id.parse::<i64>().unwrap_or(-1);
-        let deal: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM deals WHERE crm_id = ?1
-             UNION ALL SELECT id FROM deals WHERE id = ?2 AND crm_id IS NULL
-             LIMIT 1",
+        // One statement: the lookup and the change cannot be split by
+        // another writer.
+        Ok(sqlx::query_scalar(
+            "UPDATE deals SET status = ?1, grp = ?2
+              WHERE id = (SELECT id FROM deals WHERE crm_id = ?3
+                          UNION ALL SELECT id FROM deals WHERE id = ?4 AND crm_id IS NULL
+                          LIMIT 1)
+             RETURNING id",
         )
+        .bind(status)
+        .bind(group.as_str())
         .bind(id)
-        .bind(local)
+        .bind(id.parse::<i64>().unwrap_or(-1))
         .fetch_optional(&self.db)
-        .await?;
-        let Some(deal) = deal else {
-            return Ok(None);
-        };
-        sqlx::query("UPDATE deals SET status = ?1, grp = ?2 WHERE id = ?3")
-            .bind(status)
-            .bind(group.as_str())
-            .bind(deal)
-            .execute(&self.db)
-            .await?;
-        Ok(Some(deal))
+        .await?)
     }
 
     /// One page of a list: `?1` is the lower time bound, `?2` the limit.

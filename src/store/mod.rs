@@ -58,8 +58,6 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     db: SqlitePool,
-    /// Serialises status callbacks with each other.
-    decide: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// The decision thread: one at a time in this process (SPEC L-6).
     decider: std::sync::mpsc::Sender<decide::Batch>,
     install_id: std::sync::Arc<str>,
@@ -113,7 +111,6 @@ impl Store {
         let decider = decide::start(std::path::Path::new(file), install_id.clone())?;
         Ok(Store {
             db,
-            decide: Default::default(),
             decider,
             install_id: install_id.into(),
             outbox_ready: Default::default(),
