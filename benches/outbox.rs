@@ -147,7 +147,7 @@ fn bench(c: &mut Criterion) {
                             '{}', 0 FROM n",
                     body(0).replace('\'', "''"),
                     last = next - 1,
-                    now = siptrack::http::unix_ms()
+                    now = siptrack::clock::Clock::system().unix_ms()
                 )))
                 .expect("queue");
                 let t = Instant::now();
@@ -162,7 +162,13 @@ fn bench(c: &mut Criterion) {
             total
         })
     });
-    let sender = Sender::new("bench-secret", Duration::from_secs(10), CONNECTIONS).expect("client");
+    let sender = Sender::new(
+        "bench-secret",
+        Duration::from_secs(10),
+        CONNECTIONS,
+        siptrack::clock::Clock::system(),
+    )
+    .expect("client");
     g.bench_function("reference: the same POSTs sent straight, no outbox", |b| {
         b.iter_custom(|iters| {
             let t = Instant::now();

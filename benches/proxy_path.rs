@@ -50,9 +50,7 @@ fn settings() -> ProxySettings {
     }
 }
 
-fn fixed_clock() -> u64 {
-    1_000_000
-}
+const FIXED_UNIX_MS: u64 = 1_000_000;
 
 /// The tracking router with the dialed number (74951234567) in a pool and
 /// held by a visit: every rule of SPEC T-2 to T-5 applies (three tracking
@@ -84,9 +82,13 @@ extra_headers = "X-City={city}, X-Source={source}, X-Campaign={utm_campaign}, X-
         .collect(),
     };
     pools
-        .touch(visit, fixed_clock())
+        .touch(visit, FIXED_UNIX_MS)
         .expect("a number for the visit");
-    let router = TrackingRouter::new(&config, Arc::new(Mutex::new(pools)), fixed_clock);
+    let router = TrackingRouter::new(
+        &config,
+        Arc::new(Mutex::new(pools)),
+        siptrack::clock::Clock::manual(FIXED_UNIX_MS),
+    );
     Proxy::new(settings(), Box::new(router))
 }
 

@@ -3,7 +3,7 @@
 //! [`CallRecord`] per call when it ends. Pure: time comes in with the
 //! events, on the core's clock, and `epoch_ms` maps it to Unix time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -116,6 +116,12 @@ pub enum Party {
     Callee,
     /// Nobody: siptrack closed it after `max_call_seconds`.
     Timeout,
+    /// siptrack stopped (SIGTERM) while the call was up and nobody hung
+    /// up within the drain time: recorded as it stood at that moment.
+    Shutdown,
+    /// siptrack died (kill -9, power) during the call: found at the next
+    /// start, with nothing known after the INVITE.
+    Interrupted,
 }
 
 impl Party {
@@ -124,6 +130,8 @@ impl Party {
             Party::Caller => "caller",
             Party::Callee => "callee",
             Party::Timeout => "timeout",
+            Party::Shutdown => "shutdown",
+            Party::Interrupted => "interrupted",
         }
     }
 }
@@ -151,6 +159,10 @@ struct Open {
 
 pub struct CallTracker {
     open: HashMap<Bytes, Open>,
+    /// (INVITE time, Call-ID) in the order calls started: the oldest call
+    /// is at the front, so `max_call_seconds` costs O(1) per check.
+    /// Entries of calls that ended are skipped when they reach the front.
+    by_age: VecDeque<(Millis, Bytes)>,
     /// Unix milliseconds at the core's time 0.
     epoch_ms: u64,
     max_call_ms: u64,
@@ -160,6 +172,7 @@ impl CallTracker {
     pub fn new(epoch_ms: u64, max_call_seconds: u64) -> CallTracker {
         CallTracker {
             open: HashMap::new(),
+            by_age: VecDeque::new(),
             epoch_ms,
             max_call_ms: max_call_seconds * 1000,
         }
@@ -210,12 +223,15 @@ impl CallTracker {
                 from_tag,
                 info,
             } => {
-                self.open.entry(call_id).or_insert(Open {
-                    from_tag,
-                    info: *info,
-                    invite_at: at,
-                    answer_at: None,
-                });
+                if let std::collections::hash_map::Entry::Vacant(e) = self.open.entry(call_id) {
+                    self.by_age.push_back((at, e.key().clone()));
+                    e.insert(Open {
+                        from_tag,
+                        info: *info,
+                        invite_at: at,
+                        answer_at: None,
+                    });
+                }
                 None
             }
             CallEvent::Answered { call_id, at } => {
@@ -271,10 +287,13 @@ impl CallTracker {
         }
     }
 
-    /// Closes every open call at `now` (a replayed capture ended): answered
-    /// ones as answered, the rest as missed; nobody hung up.
-    pub fn close_all(&mut self, now: Millis) -> Vec<CallRecord> {
+    /// Closes every open call at `now`, as it stands: answered ones as
+    /// answered (talked until now), the rest as missed. `hangup` says why:
+    /// [`Party::Shutdown`] when siptrack stops, `None` when a replayed
+    /// capture ends (the capture does not say).
+    pub fn close_all(&mut self, now: Millis, hangup: Option<Party>) -> Vec<CallRecord> {
         let mut open: Vec<(Bytes, Open)> = self.open.drain().collect();
+        self.by_age.clear();
         open.sort_by(|a, b| a.0.cmp(&b.0));
         open.into_iter()
             .map(|(k, c)| {
@@ -283,22 +302,34 @@ impl CallTracker {
                 } else {
                     CallStatus::Missed
                 };
-                self.close(&k, c, now, status, None)
+                self.close(&k, c, now, status, hangup)
             })
             .collect()
     }
 
+    /// When the oldest open call reaches `max_call_seconds` (possibly
+    /// earlier: the front may be a call that has ended).
+    pub fn next_expiry(&self) -> Option<Millis> {
+        self.by_age
+            .front()
+            .map(|(at, _)| at.saturating_add(self.max_call_ms))
+    }
+
     /// Closes calls older than `max_call_seconds` (their BYE never came).
     pub fn on_tick(&mut self, now: Millis) -> Vec<CallRecord> {
-        let max = self.max_call_ms;
-        let expired: Vec<Bytes> = self
-            .open
-            .iter()
-            .filter(|(_, c)| now.saturating_sub(c.invite_at) >= max)
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut out = Vec::with_capacity(expired.len());
-        for k in expired {
+        let mut out = Vec::new();
+        while let Some((at, _)) = self.by_age.front() {
+            if now.saturating_sub(*at) < self.max_call_ms {
+                break;
+            }
+            let Some((at, k)) = self.by_age.pop_front() else {
+                break;
+            };
+            // Ended already, or started again after a challenge (that
+            // attempt has an entry of its own further back).
+            if self.open.get(&k).is_none_or(|c| c.invite_at != at) {
+                continue;
+            }
             if let Some(c) = self.open.remove(&k) {
                 let status = if c.answer_at.is_some() {
                     CallStatus::Answered
@@ -431,7 +462,7 @@ mod tests {
             call_id: b("a"),
             at: 1_000,
         });
-        let r = t.close_all(4_000);
+        let r = t.close_all(4_000, None);
         let got: Vec<(&str, CallStatus, u64, Option<Party>)> = r
             .iter()
             .map(|r| (r.call_id.as_str(), r.status, r.duration, r.hangup))
@@ -486,6 +517,85 @@ mod tests {
             })
             .expect("record");
         assert_eq!((r.invite_at, r.duration), (0, 1));
+    }
+
+    #[test]
+    fn a_shutdown_records_open_calls_at_that_moment() {
+        let mut t = CallTracker::new(1_700_000_000_000, 3600);
+        t.on_event(started("a", 1_000));
+        t.on_event(CallEvent::Answered {
+            call_id: b("a"),
+            at: 3_000,
+        });
+        t.on_event(started("b", 9_000));
+        let r = t.close_all(10_400, Some(Party::Shutdown));
+        let got: Vec<(&str, CallStatus, u64, u64, Option<&str>)> = r
+            .iter()
+            .map(|r| {
+                (
+                    r.call_id.as_str(),
+                    r.status,
+                    r.duration,
+                    r.end_at,
+                    r.hangup.map(Party::as_str),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "a",
+                    CallStatus::Answered,
+                    7,
+                    1_700_000_010_400,
+                    Some("shutdown")
+                ),
+                (
+                    "b",
+                    CallStatus::Missed,
+                    0,
+                    1_700_000_010_400,
+                    Some("shutdown")
+                ),
+            ]
+        );
+        assert_eq!(t.next_expiry(), None);
+    }
+
+    #[test]
+    fn the_oldest_open_call_expires_first() {
+        let mut t = CallTracker::new(0, 60);
+        t.on_event(started("a", 0));
+        t.on_event(started("b", 10_000));
+        t.on_event(started("c", 20_000));
+        t.on_event(CallEvent::Bye {
+            call_id: b("a"),
+            at: 5_000,
+            from_tag: b("caller-tag"),
+        });
+        // The ended call's entry is still at the front: an early wake-up.
+        assert_eq!(t.next_expiry(), Some(60_000));
+        assert!(t.on_tick(60_000).is_empty());
+        assert_eq!(t.next_expiry(), Some(70_000));
+        let r = t.on_tick(75_000);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].call_id, "b");
+        assert_eq!(t.next_expiry(), Some(80_000));
+        // A challenged INVITE that comes back starts the clock again.
+        t.on_event(CallEvent::Failed {
+            call_id: b("c"),
+            at: 21_000,
+            code: 407,
+            caller_cancelled: false,
+        });
+        t.on_event(started("c", 22_000));
+        assert!(
+            t.on_tick(80_000).is_empty(),
+            "the retry is 22 s old at 80 s"
+        );
+        assert_eq!(t.on_tick(82_000).len(), 1);
+        assert_eq!(t.open_calls(), 0);
     }
 
     #[test]

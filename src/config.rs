@@ -163,6 +163,27 @@ pub struct StorageConfig {
     pub url: String,
 }
 
+impl StorageConfig {
+    /// The database file, resolved against the working directory (what
+    /// `check-config` and the read-only commands name).
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        let rest = self.url.strip_prefix("sqlite:")?;
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let file = rest.split('?').next().unwrap_or(rest);
+        if file.is_empty() || file == ":memory:" {
+            return None;
+        }
+        let path = std::path::Path::new(file);
+        Some(if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map(|d| d.join(path))
+                .unwrap_or_else(|_| path.to_path_buf())
+        })
+    }
+}
+
 /// A static tracking number (SPEC T-1): one channel, one destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticNumber {

@@ -1,10 +1,12 @@
 //! siptrack: a SIP call-tracking proxy with CRM hooks.
 
 pub mod calls;
+pub mod clock;
 pub mod config;
 pub mod crm;
 pub mod http;
 pub mod leads;
+pub mod node;
 pub mod phone;
 pub mod proxy;
 pub mod replay;

@@ -89,8 +89,11 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
+            Ok(cfg) => {
                 println!("{}: ok", file.display());
+                if let Some(db) = cfg.storage.sqlite_path() {
+                    println!("database: {}", db.display());
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => {

@@ -11,12 +11,13 @@ use bytes::Bytes;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::calls::{CallEvent, CallRecord, CallTracker};
+use crate::calls::Party;
+use crate::clock::Clock;
 use crate::config::{Config, ListenAddr};
 use crate::crm::metrics::OutboxMetrics;
-use crate::crm::outbox::CallStart;
-use crate::http::{unix_ms, AppState, SipSnapshot};
+use crate::http::{AppState, SipSnapshot};
 use crate::leads::pipeline::CallNews;
+use crate::node::Node;
 use crate::proxy::route::Identity;
 use crate::proxy::{Output, Peer, Proxy, ProxySettings, Transport};
 use crate::store::Store;
@@ -27,7 +28,7 @@ use crate::transport::udp;
 
 /// Datagrams handled per wake-up before timers and TCP get a turn.
 const UDP_BATCH: usize = 64;
-/// The idle loop's period: call timeouts and the metrics snapshot.
+/// The idle loop's period: the metrics snapshot.
 const TICK: Duration = Duration::from_secs(1);
 /// How often the SIP counters are logged when they changed.
 const STATS_EVERY: Duration = Duration::from_secs(60);
@@ -46,6 +47,7 @@ struct UdpOut {
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let clock = Clock::system();
     let sip = &config.sip;
     let mut udp_sockets = Vec::new();
     let mut udp_outs = Vec::new();
@@ -114,7 +116,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         pools: pools.clone(),
         store: store.clone(),
         token: config.http.token.clone(),
-        clock: unix_ms,
+        clock: clock.clone(),
         leads: leads.clone(),
         phone: config.rewrite.phone.clone(),
     });
@@ -136,52 +138,47 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
-    let router = TrackingRouter::new(&config, pools, unix_ms);
-    let mut proxy = Proxy::new(settings, Box::new(router));
+    let router = TrackingRouter::new(&config, pools, clock.clone());
+    let proxy = Proxy::new(settings, Box::new(router));
+    let mut node = Node::new(proxy, clock.now(), config.leads.max_call_seconds);
     let mut hub = TcpHub::new(tcp_tx, sip.max_message_bytes);
-
-    let start = Instant::now();
-    let now_ms = |start: Instant| start.elapsed().as_millis() as u64;
-    let mut calls = Calls {
-        tracker: CallTracker::new(unix_ms(), config.leads.max_call_seconds),
+    let mut news = News {
         tx: call_tx,
         report_starts: config.leads.crm.call_start,
-        last_tick: Instant::now(),
     };
+
     let mut shutdown = Box::pin(shutdown_signal());
     let mut drain_deadline: Option<Instant> = None;
     let mut buf = vec![0u8; 65536];
     let sockets: Vec<&UdpSocket> = udp_sockets.iter().map(|s| s.as_ref()).collect();
     let mut stats_logged = Instant::now();
-    let mut last_stats = proxy.stats.clone();
+    let mut snapshot_at = Instant::now();
+    let mut last_stats = node.proxy().stats.clone();
 
     loop {
-        let deadline = proxy
-            .next_deadline()
-            .map(|ms| start + Duration::from_millis(ms));
-        // At least once a second even when idle: calls past
-        // max_call_seconds are closed and /metrics stays current.
+        let deadline = node.next_deadline().and_then(|ms| clock.instant_of(ms));
+        // At least once a second even when idle: /metrics stays current.
         let wake = deadline.map_or(Instant::now() + TICK, |d| d.min(Instant::now() + TICK));
         let sleep = tokio::time::sleep_until(wake.into());
         tokio::select! {
             biased;
             _ = &mut shutdown, if drain_deadline.is_none() => {
                 tracing::info!(drain_seconds = config.shutdown.drain_seconds, "shutting down: refusing new calls, draining");
-                proxy.start_draining();
+                node.start_draining();
                 drain_deadline = Some(Instant::now() + Duration::from_secs(config.shutdown.drain_seconds));
             }
             (i, r) = poll_fn(|cx| poll_recv_refs(&sockets, cx, &mut buf)) => {
                 if let Ok((n, from)) = r {
                     let peer = Peer { transport: Transport::Udp, addr: from };
-                    proxy.on_message(now_ms(start), peer, Bytes::copy_from_slice(&buf[..n]));
+                    node.on_message(clock.now(), peer, Bytes::copy_from_slice(&buf[..n]));
                 }
                 // Drain what else is queued on that socket before sleeping again.
                 for _ in 1..UDP_BATCH {
                     match sockets[i].try_recv_from(&mut buf) {
                         Ok((n, from)) => {
                             let peer = Peer { transport: Transport::Udp, addr: from };
-                            proxy.on_message(now_ms(start), peer, Bytes::copy_from_slice(&buf[..n]));
-                            flush(&mut proxy, &udp_outs, &mut hub, &mut calls);
+                            node.on_message(clock.now(), peer, Bytes::copy_from_slice(&buf[..n]));
+                            flush(&mut node, &udp_outs, &mut hub, &mut news);
                         }
                         Err(_) => break,
                     }
@@ -190,52 +187,50 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             Some(ev) = tcp_rx.recv() => {
                 hub.on_event(&ev);
                 if let TcpEvent::Message { remote, data } = ev {
-                    proxy.on_message(now_ms(start), Peer { transport: Transport::Tcp, addr: remote }, data);
+                    node.on_message(clock.now(), Peer { transport: Transport::Tcp, addr: remote }, data);
                 }
             }
             _ = sleep => {}
         }
-        proxy.on_timer(now_ms(start));
-        flush(&mut proxy, &udp_outs, &mut hub, &mut calls);
-        if calls.last_tick.elapsed() >= TICK {
-            calls.last_tick = Instant::now();
+        node.on_timer(clock.now());
+        flush(&mut node, &udp_outs, &mut hub, &mut news);
+        if snapshot_at.elapsed() >= TICK {
+            snapshot_at = Instant::now();
             if let Ok(mut snap) = sip_snapshot.lock() {
+                let proxy = node.proxy();
                 snap.stats = proxy.stats.clone();
                 snap.dialogs = proxy.active_dialogs();
                 snap.transactions = proxy.active_transactions();
             }
-            for r in calls.tracker.on_tick(now_ms(start)) {
-                calls.record(r);
-            }
         }
         // The counters also go to the log, for installations without a
         // metrics scraper.
-        if stats_logged.elapsed() >= STATS_EVERY && proxy.stats != last_stats {
+        if stats_logged.elapsed() >= STATS_EVERY && node.proxy().stats != last_stats {
             stats_logged = Instant::now();
-            last_stats = proxy.stats.clone();
-            log_stats(&proxy);
+            last_stats = node.proxy().stats.clone();
+            log_stats(node.proxy());
         }
         if let Some(d) = drain_deadline {
-            let idle = proxy.active_dialogs() == 0 && proxy.pending_transactions() == 0;
-            if idle || Instant::now() >= d {
-                log_stats(&proxy);
-                // Calls still open are recorded as they stand, then the
-                // lead pipeline is flushed before exit.
-                for r in calls.tracker.on_tick(u64::MAX / 2) {
-                    calls.record(r);
-                }
-                drop(calls);
+            if node.is_idle() || Instant::now() >= d {
+                log_stats(node.proxy());
+                // Calls still open are recorded as they stand now, then
+                // the lead pipeline is flushed before exit.
+                node.close_calls(clock.now(), Some(Party::Shutdown));
+                news.send(&mut node);
+                let proxy = node.proxy();
+                tracing::info!(
+                    dialogs = proxy.active_dialogs(),
+                    transactions = proxy.pending_transactions(),
+                    "SIP stopped"
+                );
+                drop(news);
                 if tokio::time::timeout(Duration::from_secs(30), pipeline)
                     .await
                     .is_err()
                 {
                     tracing::error!("lead pipeline did not finish within 30 s");
                 }
-                tracing::info!(
-                    dialogs = proxy.active_dialogs(),
-                    transactions = proxy.pending_transactions(),
-                    "stopped"
-                );
+                tracing::info!("stopped");
                 return Ok(());
             }
         }
@@ -280,52 +275,29 @@ fn poll_recv_refs(
     std::task::Poll::Pending
 }
 
-/// Finished calls on their way to the lead pipeline.
-struct Calls {
-    tracker: CallTracker,
+/// Call news on their way to the lead pipeline.
+struct News {
     tx: mpsc::UnboundedSender<CallNews>,
-    last_tick: Instant,
     /// A call-start webhook is configured.
     report_starts: bool,
 }
 
-impl Calls {
-    fn record(&mut self, r: CallRecord) {
-        if self.tx.send(CallNews::Ended(r)).is_err() {
-            tracing::error!("lead pipeline gone; call not recorded");
-        }
-    }
-
-    fn on_event(&mut self, ev: CallEvent) {
-        if self.report_starts {
-            if let CallEvent::Started {
-                call_id, at, info, ..
-            } = &ev
-            {
-                // A retransmitted INVITE reports Started again.
-                if !self.tracker.is_open(call_id) {
-                    let start = CallStart {
-                        call_id: String::from_utf8_lossy(call_id).into_owned(),
-                        info: (**info).clone(),
-                        invite_at: self.tracker.unix_ms(*at),
-                    };
-                    if self.tx.send(CallNews::Started(start)).is_err() {
-                        tracing::error!("lead pipeline gone; call start not reported");
-                    }
-                }
+impl News {
+    fn send(&mut self, node: &mut Node) {
+        for n in node.take_news() {
+            if matches!(n, CallNews::Started(_)) && !self.report_starts {
+                continue;
             }
-        }
-        if let Some(r) = self.tracker.on_event(ev) {
-            self.record(r);
+            if self.tx.send(n).is_err() {
+                tracing::error!("lead pipeline gone; call news lost");
+            }
         }
     }
 }
 
-fn flush(proxy: &mut Proxy, udp_outs: &[UdpOut], hub: &mut TcpHub, calls: &mut Calls) {
-    for ev in proxy.take_call_events() {
-        calls.on_event(ev);
-    }
-    for out in proxy.take_outputs() {
+fn flush(node: &mut Node, udp_outs: &[UdpOut], hub: &mut TcpHub, news: &mut News) {
+    news.send(node);
+    for out in node.take_sends() {
         let Output::Send { to, data } = out;
         match to.transport {
             Transport::Udp => {

@@ -907,7 +907,7 @@ fn an_old_failing_request_is_parked_visible_and_requeued() {
     let crm = Crm::start(port, SECRET, Mode::Ok);
     let id = parked[0]["id"].as_i64().expect("id");
     assert!(rt
-        .block_on(store.outbox_requeue(id, siptrack::http::unix_ms() as i64))
+        .block_on(store.outbox_requeue(id, store.clock().unix_ms() as i64))
         .is_ok());
     crm.wait_until(Duration::from_secs(10), "the requeued request", |s| {
         s.applied.len() == 1

@@ -2,6 +2,7 @@
 //! timeout; the answer is classified by a pure function so every way a CRM
 //! can fail is tested without sockets.
 
+use crate::clock::Clock;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -102,10 +103,17 @@ pub fn classify(
 pub struct Sender {
     client: reqwest::Client,
     secret: Vec<u8>,
+    /// For `Retry-After` dates.
+    clock: Clock,
 }
 
 impl Sender {
-    pub fn new(secret: &str, timeout: Duration, max_connections: usize) -> anyhow::Result<Sender> {
+    pub fn new(
+        secret: &str,
+        timeout: Duration,
+        max_connections: usize,
+        clock: Clock,
+    ) -> anyhow::Result<Sender> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -115,6 +123,7 @@ impl Sender {
         Ok(Sender {
             client,
             secret: secret.as_bytes().to_vec(),
+            clock,
         })
     }
 
@@ -166,7 +175,7 @@ impl Sender {
             retry_after.as_deref(),
             &body,
             wants_deal_id,
-            crate::http::unix_ms() as i64,
+            self.clock.unix_ms() as i64,
         )
     }
 }

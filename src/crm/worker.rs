@@ -22,10 +22,6 @@ use crate::store::Store;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
-fn now_ms() -> i64 {
-    crate::http::unix_ms() as i64
-}
-
 fn url_for(cfg: &CrmDelivery, t: Target) -> Result<&str, String> {
     let (url, key) = match t {
         Target::Lead => (&cfg.url, "crm.url"),
@@ -90,10 +86,12 @@ fn settle(cfg: &CrmDelivery, item: &DueItem, outcome: Outcome, now: i64) -> Sett
 
 /// Runs until the process ends.
 pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics>) {
+    let clock = store.clock();
     let sender = match Sender::new(
         &cfg.secret,
         Duration::from_millis(cfg.timeout_ms),
         cfg.max_connections,
+        store.clock(),
     ) {
         Ok(s) => s,
         Err(e) => {
@@ -105,7 +103,7 @@ pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics
     let batch = (cfg.max_connections * 16) as i64;
     let mut purged = Instant::now();
     loop {
-        let due = match store.outbox_due(now_ms(), batch).await {
+        let due = match store.outbox_due(clock.unix_ms() as i64, batch).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "reading the CRM outbox");
@@ -116,12 +114,13 @@ pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics
         if due.is_empty() {
             if purged.elapsed() >= PURGE_EVERY {
                 purged = Instant::now();
-                if let Err(e) = store.outbox_purge(now_ms()).await {
+                if let Err(e) = store.outbox_purge(clock.unix_ms() as i64).await {
                     tracing::warn!(error = %e, "purging delivered CRM requests");
                 }
             }
             let wait = match store.outbox_next_due().await {
-                Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(1) as u64).min(IDLE_POLL),
+                Ok(Some(at)) => Duration::from_millis((at - clock.unix_ms() as i64).max(1) as u64)
+                    .min(IDLE_POLL),
                 _ => IDLE_POLL,
             };
             tokio::select! {
@@ -144,7 +143,7 @@ pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics
             let Ok((item, outcome)) = done else {
                 continue; // a panicked attempt: the item stays pending
             };
-            let now = now_ms();
+            let now = clock.unix_ms() as i64;
             let ok = matches!(outcome, Outcome::Delivered { .. });
             metrics.attempted(ok);
             let s = settle(&cfg, &item, outcome, now);
@@ -165,7 +164,7 @@ pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics
             results.push((item.id, s));
         }
         let mut wait = Duration::from_millis(100);
-        while let Err(e) = store.outbox_settle(&results, now_ms()).await {
+        while let Err(e) = store.outbox_settle(&results, clock.unix_ms() as i64).await {
             tracing::error!(error = %e, "recording CRM delivery results; retrying");
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(IDLE_POLL * 10);

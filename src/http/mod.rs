@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
+use crate::clock::Clock;
 use crate::config::LeadsConfig;
 use crate::crm::metrics::OutboxMetrics;
 use crate::leads::dedup::{Identity, LeadKind};
@@ -30,7 +31,7 @@ pub struct AppState {
     pub store: Store,
     pub token: Option<String>,
     /// Unix milliseconds; injected so tests can move time.
-    pub clock: fn() -> u64,
+    pub clock: Clock,
     pub leads: Arc<LeadsConfig>,
     pub phone: PhoneRules,
     pub outbox_metrics: Arc<OutboxMetrics>,
@@ -67,13 +68,6 @@ impl SipSnapshot {
         }
         out
     }
-}
-
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
 }
 
 pub fn router(state: AppState) -> Router {
@@ -155,7 +149,7 @@ async fn post_outbox_retry(
             format!("id: \"{id}\" is not an outbox id"),
         );
     };
-    match s.store.outbox_requeue(id, unix_ms() as i64).await {
+    match s.store.outbox_requeue(id, s.clock.unix_ms() as i64).await {
         Ok(true) => Json(json!({ "id": id, "state": "pending" })).into_response(),
         Ok(false) => error(
             StatusCode::NOT_FOUND,
@@ -264,7 +258,7 @@ async fn post_visit(State(s): State<AppState>, headers: HeaderMap, body: Bytes) 
         Ok(v) => v,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
-    let now = (s.clock)();
+    let now = s.clock.unix_ms();
     let granted = match s.pools.lock() {
         Ok(mut pools) => pools.touch(visit, now),
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "pool state unavailable"),
@@ -369,7 +363,7 @@ async fn post_lead(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -
     if let Some(r) = body_too_large(&body) {
         return r;
     }
-    let now_s = ((s.clock)() / 1000) as i64;
+    let now_s = (s.clock.unix_ms() / 1000) as i64;
     let mut lead = match parse_lead(&body, &s.phone, now_s) {
         Ok(l) => l,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),

@@ -57,6 +57,17 @@ pub fn print(config: &Config, limit: i64, json: bool) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    // Reading never creates a database: a wrong working directory or
+    // config would otherwise show an empty, new one.
+    if let Some(path) = config.storage.sqlite_path() {
+        if !path.exists() {
+            anyhow::bail!(
+                "no database at {} (storage.url = \"{}\"; a relative path is taken from the working directory)",
+                path.display(),
+                config.storage.url
+            );
+        }
+    }
     let leads = rt.block_on(async {
         let store = Store::open(&config.storage.url).await?;
         store.list_leads(limit, 0).await

@@ -15,8 +15,11 @@ use serde_json::{json, Value};
 
 use super::stream::Captured;
 use super::text;
-use crate::calls::{CallRecord, CallTracker};
-use crate::proxy::{Millis, Output, Peer, Proxy, Transport};
+use crate::calls::CallRecord;
+use crate::clock::{Clock, Now};
+use crate::leads::pipeline::CallNews;
+use crate::node::Node;
+use crate::proxy::{Millis, Output, Peer, Transport};
 
 /// How long timers keep running after the capture's last message, so
 /// retransmissions and timeouts of the last transactions show.
@@ -109,9 +112,17 @@ impl<'a> Engine<'a> {
             && (!self.proxy_in_capture || m.dst == self.proxy_addr)
     }
 
-    /// Runs the whole capture through `proxy`; call records go through
-    /// `tracker`.
-    pub fn run(&mut self, proxy: &mut Proxy, tracker: &mut CallTracker) {
+    /// The clock reading at `mono` ms into the capture.
+    fn now(&self, mono_ms: Millis) -> Now {
+        Now {
+            mono_ms,
+            unix_ms: self.epoch_ms() + mono_ms,
+        }
+    }
+
+    /// Runs the whole capture through `node`, moving `clock` (which the
+    /// tracking rules and the store read) with the capture's time.
+    pub fn run(&mut self, node: &mut Node, clock: &Clock) {
         let requests: Vec<usize> = (0..self.msgs.len())
             .filter(|&i| self.feeds(&self.msgs[i]))
             .collect();
@@ -124,7 +135,7 @@ impl<'a> Engine<'a> {
                 .get(next_request)
                 .map(|&i| self.t_of(&self.msgs[i]));
             let ans_at = self.scheduled.peek().map(|Reverse((t, _, _))| *t);
-            let timer_at = proxy
+            let timer_at = node
                 .next_deadline()
                 .filter(|t| *t <= last / MS + RUN_OUT_MS)
                 .map(|t| t * MS);
@@ -132,28 +143,29 @@ impl<'a> Engine<'a> {
                 break;
             };
             now_ns = now_ns.max(t);
-            let now = now_ns / MS;
+            let now = self.now(now_ns / MS);
+            clock.set(now);
             if req_at == Some(t) {
                 let i = requests[next_request];
                 next_request += 1;
-                self.feed_request(proxy, now, i);
+                self.feed_request(node, now, i);
             } else if ans_at == Some(t) {
                 if let Some(Reverse((_, _, slot))) = self.scheduled.pop() {
                     if let Some((peer, data)) = self.pending_answers[slot].take() {
-                        proxy.on_message(now, peer, Bytes::from(data));
+                        node.on_message(now, peer, Bytes::from(data));
                     }
                 }
             }
-            proxy.on_timer(now);
-            self.drain(proxy, tracker, now_ns);
+            node.on_timer(now);
+            self.drain(node, now_ns);
         }
         let end = now_ns.max(last) / MS;
-        for r in tracker.close_all(end) {
-            self.call_line(end, r);
-        }
+        // The capture does not say how the calls still open ended.
+        node.close_calls(self.now(end), None);
+        self.drain(node, end * MS);
         let mut summary = serde_json::Map::new();
         summary.insert("event".into(), json!("summary"));
-        for (name, n) in proxy.stats.fields() {
+        for (name, n) in node.proxy().stats.fields() {
             summary.insert(name.into(), json!(n));
         }
         self.lines.push(Line {
@@ -163,7 +175,7 @@ impl<'a> Engine<'a> {
         });
     }
 
-    fn feed_request(&mut self, proxy: &mut Proxy, now: Millis, i: usize) {
+    fn feed_request(&mut self, node: &mut Node, now: Now, i: usize) {
         let m = &self.msgs[i];
         let mut data = m.data.clone();
         if let Some(k) = key_of(&data) {
@@ -183,16 +195,18 @@ impl<'a> Engine<'a> {
             transport: m.transport,
             addr: m.src,
         };
-        proxy.on_message(now, peer, Bytes::from(data));
+        node.on_message(now, peer, Bytes::from(data));
     }
 
-    fn drain(&mut self, proxy: &mut Proxy, tracker: &mut CallTracker, now_ns: u64) {
-        let outs: Vec<Output> = proxy.take_outputs().collect();
+    fn drain(&mut self, node: &mut Node, now_ns: u64) {
+        let outs: Vec<Output> = node.take_sends().collect();
         for Output::Send { to, data } in outs {
             self.sent(now_ns, to, &data);
         }
-        for ev in proxy.take_call_events() {
-            if let Some(r) = tracker.on_event(ev) {
+        let news: Vec<CallNews> = node.take_news().collect();
+        for n in news {
+            // Starts go to the CRM only, and a replay sends nothing there.
+            if let CallNews::Ended(r) = n {
                 self.call_line(now_ns / 1_000_000, r);
             }
         }

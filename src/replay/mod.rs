@@ -10,15 +10,15 @@ pub mod engine;
 pub mod stream;
 pub mod text;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use crate::calls::CallTracker;
+use crate::clock::Clock;
 use crate::config::{Config, ListenAddr};
 use crate::crm::outbox::Plan;
 use crate::leads::pipeline::{call_lead, new_deal_status};
+use crate::node::Node;
 use crate::proxy::route::Identity;
 use crate::proxy::{Proxy, ProxySettings, Transport};
 use crate::store::leads::Job;
@@ -36,14 +36,6 @@ route_secret = "siptrack-replay"
 [tracking]
 default_destination = "sip:192.0.2.1:5060"
 "#;
-
-/// The capture's first Unix millisecond: the "now" of tracking rules that
-/// ask for the time (pool holds) during a replay.
-static CAPTURE_EPOCH_MS: AtomicU64 = AtomicU64::new(0);
-
-fn capture_clock() -> u64 {
-    CAPTURE_EPOCH_MS.load(Ordering::Relaxed)
-}
 
 /// Replays one capture; returns the output lines (JSON, no newline). A
 /// capture that cannot be replayed gives one `refused` line and `Err`
@@ -111,12 +103,14 @@ pub async fn replay(
         instance_nonce: 0,
     };
     let mut eng = engine::Engine::new(&msgs, proxy_addr);
-    CAPTURE_EPOCH_MS.store(eng.epoch_ms(), Ordering::Relaxed);
+    // The capture's time is the clock of everything the replay runs:
+    // pool holds, call records, the store.
+    let clock = Clock::manual(eng.epoch_ms());
     let pools = Arc::new(Mutex::new(Pools::new(config.tracking.pools.clone())));
-    let router = TrackingRouter::new(config, pools, capture_clock);
-    let mut proxy = Proxy::new(settings, Box::new(router));
-    let mut tracker = CallTracker::new(eng.epoch_ms(), config.leads.max_call_seconds);
-    eng.run(&mut proxy, &mut tracker);
+    let router = TrackingRouter::new(config, pools, clock.clone());
+    let proxy = Proxy::new(settings, Box::new(router));
+    let mut node = Node::new(proxy, clock.now(), config.leads.max_call_seconds);
+    eng.run(&mut node, &clock);
 
     // Leads: a fresh store of its own, never the configured one.
     let dir = match tempfile::Builder::new()
@@ -126,10 +120,10 @@ pub async fn replay(
         Ok(d) => d,
         Err(e) => return refuse(format!("cannot create a scratch directory: {e}")),
     };
-    let store = match Store::open(&format!(
-        "sqlite:{}",
-        dir.path().join("replay.db").display()
-    ))
+    let store = match Store::open_with_clock(
+        &format!("sqlite:{}", dir.path().join("replay.db").display()),
+        clock,
+    )
     .await
     {
         Ok(s) => s,

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use super::leads::{NewDealStatus, NewLead, Recorded};
 use super::StoreError;
 use crate::calls::CallRecord;
+use crate::clock::Clock;
 use crate::crm::outbox::{call_end_item, call_start_item, lead_items, CallStart, Item, Plan};
 use crate::crm::payload::LeadView;
 use crate::leads::dedup::{
@@ -46,7 +47,11 @@ pub(super) struct Batch {
 const DAY: i64 = 24 * 3600;
 
 /// Opens the decision connection and starts its thread.
-pub(super) fn start(path: &Path, install_id: String) -> Result<mpsc::Sender<Batch>, StoreError> {
+pub(super) fn start(
+    path: &Path,
+    install_id: String,
+    clock: Clock,
+) -> Result<mpsc::Sender<Batch>, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // WAL is the file's mode already; NORMAL as for the pool: a commit
@@ -56,7 +61,11 @@ pub(super) fn start(path: &Path, install_id: String) -> Result<mpsc::Sender<Batc
     std::thread::Builder::new()
         .name("siptrack-decide".into())
         .spawn(move || {
-            let mut d = Decider { conn, install_id };
+            let mut d = Decider {
+                conn,
+                install_id,
+                clock,
+            };
             while let Ok(b) = rx.recv() {
                 let result = d.batch(&b.jobs, &b.settings, &b.status, &b.plan);
                 // The caller may have gone (shutdown); the work is done.
@@ -70,6 +79,7 @@ pub(super) fn start(path: &Path, install_id: String) -> Result<mpsc::Sender<Batc
 struct Decider {
     conn: Connection,
     install_id: String,
+    clock: Clock,
 }
 
 fn group_of(s: &str) -> Group {
@@ -159,10 +169,6 @@ fn lead_view(id: i64, new: &NewLead, call: Option<&CallRecord>) -> LeadView {
     }
 }
 
-fn now_ms() -> i64 {
-    crate::http::unix_ms() as i64
-}
-
 impl Decider {
     fn batch(
         &mut self,
@@ -175,6 +181,7 @@ impl Decider {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut out = Vec::with_capacity(jobs.len());
+        let now = self.clock.unix_ms() as i64;
         for job in jobs {
             match job {
                 Job::Lead(lead, call) => out.push(decide_and_record(
@@ -183,13 +190,13 @@ impl Decider {
                     s,
                     status,
                     call.as_ref(),
-                    (plan, &self.install_id),
+                    (plan, &self.install_id, now),
                 )?),
                 Job::Start(c) => {
                     let items: Vec<Item> = call_start_item(plan, &self.install_id, c)
                         .into_iter()
                         .collect();
-                    insert_items(&tx, &items, now_ms())?;
+                    insert_items(&tx, &items, now)?;
                 }
             }
         }
@@ -400,7 +407,7 @@ fn decide_and_record(
     s: &Settings,
     status: &NewDealStatus,
     call: Option<&CallRecord>,
-    crm: (&Plan, &str),
+    crm: (&Plan, &str, i64),
 ) -> rusqlite::Result<Recorded> {
     if let Some(r) = call {
         // Already recorded (a retry after a lost COMMIT answer): done.
@@ -492,12 +499,12 @@ fn decide_and_record(
     if let Some(r) = call {
         insert_call(conn, r, lead_id)?;
     }
-    let (plan, install) = crm;
+    let (plan, install, now) = crm;
     if plan.sends_anything() {
         let view = lead_view(lead_id, new, call);
         let mut items = lead_items(plan, install, &view, &decision, deal_id, call);
         items.extend(call.and_then(|c| call_end_item(plan, install, c)));
-        insert_items(conn, &items, now_ms())?;
+        insert_items(conn, &items, now)?;
     }
     Ok(Recorded {
         lead_id,

@@ -8,6 +8,7 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
+use crate::clock::Clock;
 use crate::tracking::pools::{AssignmentRow, Visit};
 
 mod decide;
@@ -62,6 +63,8 @@ pub struct Store {
     decider: std::sync::mpsc::Sender<decide::Batch>,
     install_id: std::sync::Arc<str>,
     outbox_ready: std::sync::Arc<tokio::sync::Notify>,
+    /// Unix time for what the store stamps (outbox due times).
+    clock: Clock,
 }
 
 /// Schema changes, in order; `PRAGMA user_version` counts those applied.
@@ -74,8 +77,13 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 impl Store {
-    /// Opens (creating it and its directory if needed) `sqlite:<path>`.
+    /// Opens (creating it and its directory if needed) `sqlite:<path>`,
+    /// on the system clock.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_with_clock(url, Clock::system()).await
+    }
+
+    pub async fn open_with_clock(url: &str, clock: Clock) -> Result<Store, StoreError> {
         let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
         if let Some(dir) = std::path::Path::new(path).parent() {
             if !dir.as_os_str().is_empty() {
@@ -108,13 +116,22 @@ impl Store {
                 .fetch_one(&db)
                 .await?;
         let file = path.split('?').next().unwrap_or(path);
-        let decider = decide::start(std::path::Path::new(file), install_id.clone())?;
+        let decider = decide::start(
+            std::path::Path::new(file),
+            install_id.clone(),
+            clock.clone(),
+        )?;
         Ok(Store {
             db,
             decider,
             install_id: install_id.into(),
             outbox_ready: Default::default(),
+            clock,
         })
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock.clone()
     }
 
     /// Runs SQL text as it is (benchmarks seed stores with it).

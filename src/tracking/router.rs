@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::calls::CallInfo;
+use crate::clock::Clock;
 use crate::config::{Config, Destination, StaticNumber};
 use crate::phone::normalize_str;
 use crate::proxy::hooks::{destination_uri, CallRouter, NextHop, Refusal};
@@ -21,7 +22,7 @@ pub struct TrackingRouter {
     settings: RewriteSettings,
     pools: Arc<Mutex<Pools>>,
     /// Unix milliseconds: holds are wall-clock and survive restarts.
-    clock: fn() -> u64,
+    clock: Clock,
 }
 
 /// Where one call goes and what it carries, before any edit.
@@ -33,7 +34,7 @@ pub struct Lookup {
 }
 
 impl TrackingRouter {
-    pub fn new(config: &Config, pools: Arc<Mutex<Pools>>, clock: fn() -> u64) -> TrackingRouter {
+    pub fn new(config: &Config, pools: Arc<Mutex<Pools>>, clock: Clock) -> TrackingRouter {
         TrackingRouter {
             pools,
             clock,
@@ -75,7 +76,7 @@ impl TrackingRouter {
             });
         }
         if let Ok(pools) = self.pools.lock() {
-            if let Some((pool, visit)) = pools.at_call(&context.dialed, (self.clock)()) {
+            if let Some((pool, visit)) = pools.at_call(&context.dialed, self.clock.unix_ms()) {
                 if let Some(v) = visit {
                     context.visit_id = Some(v.id.clone());
                     context.marker = v.fields.get("marker").cloned();

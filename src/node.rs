@@ -1,0 +1,114 @@
+//! One siptrack node without its I/O: the proxy core and the call tracker
+//! behind one set of inputs (a message, the time) and two outputs
+//! (datagrams to send, call news for the lead pipeline). `siptrack run`
+//! feeds it from sockets and the system clock, `siptrack replay` from a
+//! capture and a virtual clock; everything between is this one piece of
+//! code, so the two cannot drift apart.
+
+use bytes::Bytes;
+
+use crate::calls::{CallEvent, CallTracker, Party};
+use crate::clock::Now;
+use crate::crm::outbox::CallStart;
+use crate::leads::pipeline::CallNews;
+use crate::proxy::{Millis, Output, Peer, Proxy};
+
+pub struct Node {
+    proxy: Proxy,
+    calls: CallTracker,
+    news: Vec<CallNews>,
+}
+
+impl Node {
+    /// `epoch` is any reading of the clock whose monotonic times the core
+    /// will see; `max_call_seconds` closes calls whose BYE never comes.
+    pub fn new(proxy: Proxy, epoch: Now, max_call_seconds: u64) -> Node {
+        Node {
+            proxy,
+            calls: CallTracker::new(epoch.epoch_ms(), max_call_seconds),
+            news: Vec::new(),
+        }
+    }
+
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    /// Calls in progress (INVITE seen, not ended).
+    pub fn open_calls(&self) -> usize {
+        self.calls.open_calls()
+    }
+
+    /// A SIP message from `from`.
+    pub fn on_message(&mut self, now: Now, from: Peer, data: Bytes) {
+        self.proxy.on_message(now.mono_ms, from, data);
+        self.collect();
+    }
+
+    /// Runs what is due at `now`: transaction timers, and calls that
+    /// reached `max_call_seconds`.
+    pub fn on_timer(&mut self, now: Now) {
+        self.proxy.on_timer(now.mono_ms);
+        self.collect();
+        for r in self.calls.on_tick(now.mono_ms) {
+            self.news.push(CallNews::Ended(r));
+        }
+    }
+
+    /// When [`Node::on_timer`] has work next (monotonic).
+    pub fn next_deadline(&self) -> Option<Millis> {
+        match (self.proxy.next_deadline(), self.calls.next_expiry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// New INVITEs get 503 from now on; calls in progress go on.
+    pub fn start_draining(&mut self) {
+        self.proxy.start_draining();
+    }
+
+    /// No dialog and no transaction waiting for an answer.
+    pub fn is_idle(&self) -> bool {
+        self.proxy.active_dialogs() == 0 && self.proxy.pending_transactions() == 0
+    }
+
+    /// Ends every call still open at `now`, recorded as it stands at that
+    /// moment with `hangup` (shutdown; `None` when a capture ended).
+    pub fn close_calls(&mut self, now: Now, hangup: Option<Party>) {
+        for r in self.calls.close_all(now.mono_ms, hangup) {
+            self.news.push(CallNews::Ended(r));
+        }
+    }
+
+    /// What to send, in order.
+    pub fn take_sends(&mut self) -> std::vec::Drain<'_, Output> {
+        self.proxy.take_outputs()
+    }
+
+    /// Call starts and ends for the lead pipeline, in order.
+    pub fn take_news(&mut self) -> std::vec::Drain<'_, CallNews> {
+        self.news.drain(..)
+    }
+
+    fn collect(&mut self) {
+        for ev in self.proxy.take_call_events() {
+            if let CallEvent::Started {
+                call_id, at, info, ..
+            } = &ev
+            {
+                // A retransmitted INVITE reports Started again.
+                if !self.calls.is_open(call_id) {
+                    self.news.push(CallNews::Started(CallStart {
+                        call_id: String::from_utf8_lossy(call_id).into_owned(),
+                        info: (**info).clone(),
+                        invite_at: self.calls.unix_ms(*at),
+                    }));
+                }
+            }
+            if let Some(r) = self.calls.on_event(ev) {
+                self.news.push(CallNews::Ended(r));
+            }
+        }
+    }
+}
