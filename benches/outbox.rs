@@ -217,6 +217,10 @@ fn latency(rt: &tokio::runtime::Runtime, store: &Store, sink: &Arc<Sink>, port: 
         rx,
         store.clone(),
         Arc::new(leads),
+        siptrack::leads::pipeline::PipelineOptions {
+            journal: None,
+            health: Default::default(),
+        },
     ));
     let mut sent: HashMap<String, Instant> = HashMap::new();
     let start = Instant::now();

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::proxy::Millis;
 
 /// What the router knew when it forwarded the INVITE.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CallInfo {
     /// The caller's number as it came, and normalised (T-5).
     pub caller_raw: String,
@@ -66,13 +66,16 @@ pub enum CallEvent {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CallStatus {
     Answered,
     Missed,
     Busy,
     Cancelled,
     Failed,
+    /// siptrack died during the call; nothing is known after the INVITE.
+    Interrupted,
 }
 
 impl CallStatus {
@@ -84,6 +87,7 @@ impl CallStatus {
             CallStatus::Busy => "busy",
             CallStatus::Cancelled => "cancelled",
             CallStatus::Failed => "failed",
+            CallStatus::Interrupted => "interrupted",
         }
     }
     /// The names call webhooks use (SPEC C-2a).
@@ -94,6 +98,7 @@ impl CallStatus {
             CallStatus::Busy => "BUSY",
             CallStatus::Cancelled => "CANCEL",
             CallStatus::Failed => "CONGESTION",
+            CallStatus::Interrupted => "INTERRUPTED",
         }
     }
     /// A final response to the INVITE, other than 2xx.
@@ -110,7 +115,8 @@ impl CallStatus {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Party {
     Caller,
     Callee,
@@ -136,7 +142,7 @@ impl Party {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CallRecord {
     pub call_id: String,
     pub info: CallInfo,
@@ -148,6 +154,23 @@ pub struct CallRecord {
     pub duration: u64,
     pub status: CallStatus,
     pub hangup: Option<Party>,
+}
+
+impl CallRecord {
+    /// A call that a crash (kill -9) cut short, found at the next start:
+    /// nothing is known after its INVITE, so it ends there.
+    pub fn interrupted(call_id: String, info: CallInfo, invite_at: u64) -> CallRecord {
+        CallRecord {
+            call_id,
+            info,
+            invite_at,
+            answer_at: None,
+            end_at: invite_at,
+            duration: 0,
+            status: CallStatus::Interrupted,
+            hangup: Some(Party::Interrupted),
+        }
+    }
 }
 
 struct Open {

@@ -161,9 +161,23 @@ pub struct TrackingConfig {
 pub struct StorageConfig {
     /// `sqlite:<path>` (relative to the working directory).
     pub url: String,
+    /// Where calls wait when the database does not take them (default:
+    /// `siptrack-calls.journal` next to the SQLite file).
+    pub journal: Option<String>,
 }
 
 impl StorageConfig {
+    /// The journal file: `storage.journal`, else next to the database.
+    pub fn journal_path(&self) -> std::path::PathBuf {
+        if let Some(j) = &self.journal {
+            return std::path::PathBuf::from(j);
+        }
+        let db = self
+            .sqlite_path()
+            .unwrap_or_else(|| std::path::PathBuf::from("data/siptrack.db"));
+        db.with_file_name("siptrack-calls.journal")
+    }
+
     /// The database file, resolved against the working directory (what
     /// `check-config` and the read-only commands name).
     pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
@@ -284,6 +298,7 @@ struct RawRetry {
 #[serde(deny_unknown_fields)]
 struct RawStorage {
     url: Option<Spanned<String>>,
+    journal: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -639,7 +654,10 @@ impl Config {
                 numbers,
                 pools,
             },
-            storage: StorageConfig { url: storage_url },
+            storage: StorageConfig {
+                url: storage_url,
+                journal: raw.storage.journal.as_ref().map(|j| j.get_ref().clone()),
+            },
             leads,
             crm,
             rewrite,

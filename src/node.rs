@@ -106,8 +106,22 @@ impl Node {
                     }));
                 }
             }
-            if let Some(r) = self.calls.on_event(ev) {
-                self.news.push(CallNews::Ended(r));
+            let call_id = match &ev {
+                CallEvent::Failed { call_id, .. } if self.calls.is_open(call_id) => {
+                    Some(call_id.clone())
+                }
+                _ => None,
+            };
+            match self.calls.on_event(ev) {
+                Some(r) => self.news.push(CallNews::Ended(r)),
+                // A failure that closed no record: a challenged INVITE.
+                None => {
+                    if let Some(id) = call_id.filter(|id| !self.calls.is_open(id)) {
+                        self.news.push(CallNews::Abandoned(
+                            String::from_utf8_lossy(&id).into_owned(),
+                        ));
+                    }
+                }
             }
         }
     }

@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::config::{Config, ListenAddr};
 use crate::crm::metrics::OutboxMetrics;
 use crate::http::{AppState, SipSnapshot};
-use crate::leads::pipeline::CallNews;
+use crate::leads::pipeline::{CallNews, PipelineOptions, StorageHealth};
 use crate::node::Node;
 use crate::proxy::route::Identity;
 use crate::proxy::{Output, Peer, Proxy, ProxySettings, Transport};
@@ -110,8 +110,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let leads = Arc::new(config.leads.clone());
     let outbox_metrics = Arc::new(OutboxMetrics::default());
     let sip_snapshot = Arc::new(Mutex::new(SipSnapshot::default()));
+    let storage_health = Arc::new(StorageHealth::default());
     let app = crate::http::router(AppState {
         sip: sip_snapshot.clone(),
+        storage: storage_health.clone(),
         outbox_metrics: outbox_metrics.clone(),
         pools: pools.clone(),
         store: store.clone(),
@@ -121,10 +123,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         phone: config.rewrite.phone.clone(),
     });
     let (call_tx, call_rx) = mpsc::unbounded_channel();
+    let journal = config.storage.journal_path();
+    tracing::info!(journal = %journal.display(), "calls the database refuses wait in the journal");
     let pipeline = tokio::spawn(crate::leads::pipeline::run(
         call_rx,
         store.clone(),
         leads.clone(),
+        PipelineOptions {
+            journal: Some(journal),
+            health: storage_health.clone(),
+        },
     ));
     if config.leads.crm.sends_anything() {
         tokio::spawn(crate::crm::worker::run(
@@ -142,10 +150,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let proxy = Proxy::new(settings, Box::new(router));
     let mut node = Node::new(proxy, clock.now(), config.leads.max_call_seconds);
     let mut hub = TcpHub::new(tcp_tx, sip.max_message_bytes);
-    let mut news = News {
-        tx: call_tx,
-        report_starts: config.leads.crm.call_start,
-    };
+    let mut news = News { tx: call_tx };
 
     let mut shutdown = Box::pin(shutdown_signal());
     let mut drain_deadline: Option<Instant> = None;
@@ -224,14 +229,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     "SIP stopped"
                 );
                 drop(news);
-                if tokio::time::timeout(Duration::from_secs(30), pipeline)
-                    .await
-                    .is_err()
-                {
-                    tracing::error!("lead pipeline did not finish within 30 s");
-                }
-                tracing::info!("stopped");
-                return Ok(());
+                return match tokio::time::timeout(Duration::from_secs(30), pipeline).await {
+                    Ok(Ok(end)) if end.undurable == 0 => {
+                        tracing::info!("stopped");
+                        Ok(())
+                    }
+                    Ok(Ok(end)) => Err(anyhow::anyhow!(
+                        "{} call events could not be written to the database or the journal",
+                        end.undurable
+                    )),
+                    Ok(Err(e)) => Err(anyhow::anyhow!("lead pipeline failed: {e}")),
+                    Err(_) => Err(anyhow::anyhow!(
+                        "lead pipeline did not finish within 30 s; calls it held may be lost"
+                    )),
+                };
             }
         }
     }
@@ -278,16 +289,11 @@ fn poll_recv_refs(
 /// Call news on their way to the lead pipeline.
 struct News {
     tx: mpsc::UnboundedSender<CallNews>,
-    /// A call-start webhook is configured.
-    report_starts: bool,
 }
 
 impl News {
     fn send(&mut self, node: &mut Node) {
         for n in node.take_news() {
-            if matches!(n, CallNews::Started(_)) && !self.report_starts {
-                continue;
-            }
             if self.tx.send(n).is_err() {
                 tracing::error!("lead pipeline gone; call news lost");
             }

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::checks::get;
+use common::crm::{Crm, Mode};
 use common::{free_port, Sipp, Siptrack};
 use serde_json::Value;
 
@@ -189,5 +190,213 @@ fn reading_the_lead_log_never_creates_a_database() {
     assert!(
         out.contains(&format!("database: {}", expected.display())),
         "{out}"
+    );
+}
+
+const SECRET: &str = "operator-crm-secret";
+
+/// Starts a SIPp UAS and one answered call that talks for `talk_ms`;
+/// returns both (the caller number 89160000001, dialed 74951110001).
+fn long_call(
+    p: &Siptrack,
+    uas_port: u16,
+    talk_ms: u64,
+) -> (common::SippProcess, common::SippProcess) {
+    let uas = Sipp::uas("uas.xml")
+        .port(uas_port)
+        .calls(1)
+        .time_limit(Duration::from_secs(60))
+        .spawn();
+    let uac = Sipp::uac("uac_tracking.xml", p.sip_addr())
+        .calls(1)
+        .rate(1)
+        .arg("-s")
+        .arg("74951110001")
+        .arg("-key")
+        .arg("caller")
+        .arg("89160000001")
+        .arg("-d")
+        .arg(talk_ms.to_string())
+        .time_limit(Duration::from_secs(60))
+        .spawn();
+    (uas, uac)
+}
+
+/// Issue 12 finding 7: kill -9 during a call whose start was reported.
+/// The next start records it as interrupted (status and hangup), makes
+/// its lead, and sends its call-end webhook.
+#[test]
+fn a_call_cut_short_by_a_crash_is_recorded_as_interrupted_and_ended_in_the_crm() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let crm = Crm::start(0, SECRET, Mode::Ok);
+    let crm_keys = format!(
+        "[crm]\ncall_start_url = \"{}\"\ncall_end_url = \"{}\"\nsecret = \"{SECRET}\"\n[crm.retry]\ninitial_ms = 100\nmax_ms = 400\n",
+        crm.url("/start"),
+        crm.url("/end")
+    );
+    let cfg = config(uas_port, &db_in(dir.path()), &crm_keys);
+    let mut p = Siptrack::start(&cfg);
+    let (uas, uac) = long_call(&p, uas_port, 30_000);
+    crm.wait_until(Duration::from_secs(10), "call start", |s| {
+        s.requests.iter().any(|r| r.path == "/start")
+    });
+    wait_answered(&p);
+    p.kill9();
+    drop(uac.stop());
+    drop(uas.stop());
+    let call_id = crm.lock().requests[0].json["id"]
+        .as_str()
+        .expect("call id")
+        .to_string();
+
+    let p = Siptrack::start(&cfg);
+    let calls = wait_for(&p, "calls", 1);
+    let c = &calls[0];
+    assert_eq!(c["id"], call_id.as_str(), "{c}");
+    assert_eq!(
+        (&c["status"], &c["hangup"]),
+        (&"interrupted".into(), &"interrupted".into()),
+        "{c}"
+    );
+    assert_eq!(c["caller"], "79160000001");
+    let leads = wait_for(&p, "leads", 1);
+    assert_eq!(leads[0]["type"], "call", "{leads:?}");
+    crm.wait_until(Duration::from_secs(10), "call end", |s| {
+        s.requests.iter().any(|r| r.path == "/end")
+    });
+    let ends: Vec<Value> = crm
+        .lock()
+        .requests
+        .iter()
+        .filter(|r| r.path == "/end")
+        .map(|r| r.json.clone())
+        .collect();
+    assert_eq!(ends[0]["id"], call_id.as_str());
+    assert_eq!(ends[0]["status"], "INTERRUPTED", "{:?}", ends[0]);
+    assert_eq!(crm.bad_signatures(), 0);
+    // A third start finds nothing more to close.
+    drop(p);
+    let p = Siptrack::start(&cfg);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(list(&p, "calls").len(), 1);
+}
+
+/// Holds the write lock of a SQLite database (as a stuck or broken
+/// database would) until dropped.
+struct DatabaseLock(rusqlite::Connection);
+
+fn lock_database(db: &str) -> DatabaseLock {
+    let conn = rusqlite::Connection::open(db).expect("open the database");
+    conn.execute_batch("BEGIN EXCLUSIVE")
+        .expect("lock the database");
+    DatabaseLock(conn)
+}
+
+fn burst(p: &Siptrack, uas_port: u16, calls: u32) {
+    let uas = Sipp::uas("uas.xml")
+        .port(uas_port)
+        .calls(calls)
+        .time_limit(Duration::from_secs(30))
+        .spawn();
+    let uac = Sipp::uac("uac_tracking.xml", p.sip_addr())
+        .calls(calls)
+        .rate(20)
+        .arg("-s")
+        .arg("74951110001")
+        .arg("-key")
+        .arg("caller")
+        .arg("89160000001")
+        .time_limit(Duration::from_secs(30))
+        .run();
+    let uas = uas.wait_at_most(Duration::from_secs(10));
+    assert_eq!(uac.failed(), 0, "{}\n{}", uac.summary(), uas.summary());
+}
+
+fn metric(p: &Siptrack, name: &str) -> u64 {
+    let (_, body) = get(api(p), "/metrics", None);
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics: {body}"))
+}
+
+/// Issue 12 finding 6: the database refuses writes (locked) while calls
+/// end, then SIGTERM. The calls wait in the journal, /healthz says why,
+/// /metrics shows the backlog, the exit is clean because nothing was
+/// lost, and the next start writes them into the database.
+#[test]
+fn calls_the_database_refuses_wait_in_the_journal_and_arrive_later() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let cfg = config(uas_port, &db, "[shutdown]\ndrain_seconds = 1\n");
+    let mut p = Siptrack::start(&cfg);
+    let lock = lock_database(&db);
+    burst(&p, uas_port, 20);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (status, why) = loop {
+        let (status, body) = get(api(&p), "/healthz", None);
+        if status != 200 || Instant::now() > deadline {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("storage failing"), "{why}");
+    assert!(metric(&p, "siptrack_storage_errors_total") >= 1);
+    assert_eq!(metric(&p, "siptrack_storage_up"), 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&p, "siptrack_calls_journaled") < 40 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Every call's start and end.
+    assert_eq!(metric(&p, "siptrack_calls_journaled"), 40, "{}", p.log());
+    let status = p.stop(Duration::from_secs(40)).expect("siptrack exits");
+    assert!(
+        status.success(),
+        "nothing was lost: {status:?}\n{}",
+        p.log()
+    );
+    assert!(dir.path().join("siptrack-calls.journal").exists());
+    drop(lock);
+
+    let p = Siptrack::start(&cfg);
+    let calls = wait_for(&p, "calls", 20);
+    assert!(calls.iter().all(|c| c["status"] == "answered"), "{calls:?}");
+    let (status, body) = get(api(&p), "/healthz", None);
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert_eq!(metric(&p, "siptrack_calls_backlog"), 0);
+    assert!(!dir.path().join("siptrack-calls.journal").exists());
+}
+
+/// Issue 12 finding 6: when neither the database nor the journal takes
+/// the calls, SIGTERM says how many were not made durable and exits 1.
+#[test]
+fn calls_that_cannot_be_made_durable_fail_the_exit() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let blocker = dir.path().join("not-a-directory");
+    std::fs::write(&blocker, b"").expect("file");
+    let cfg = config(
+        uas_port,
+        &db,
+        &format!(
+            "journal = \"{}\"\n[shutdown]\ndrain_seconds = 1\n",
+            blocker.join("calls.journal").display()
+        ),
+    );
+    let mut p = Siptrack::start(&cfg);
+    let lock = lock_database(&db);
+    burst(&p, uas_port, 5);
+    let status = p.stop(Duration::from_secs(40)).expect("siptrack exits");
+    drop(lock);
+    assert_eq!(status.code(), Some(1), "{}", p.log());
+    assert!(
+        p.log()
+            .contains("could not be written to the database or the journal"),
+        "{}",
+        p.log()
     );
 }

@@ -68,7 +68,7 @@ pub struct Item {
 }
 
 /// A new call, as the call-start webhook reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CallStart {
     pub call_id: String,
     pub info: CallInfo,

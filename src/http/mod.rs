@@ -18,6 +18,7 @@ use crate::config::LeadsConfig;
 use crate::crm::metrics::OutboxMetrics;
 use crate::leads::dedup::{Identity, LeadKind};
 use crate::leads::pipeline::new_deal_status;
+use crate::leads::pipeline::StorageHealth;
 use crate::phone::{normalize_str, PhoneRules};
 use crate::proxy::Stats;
 use crate::store::leads::NewLead;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub outbox_metrics: Arc<OutboxMetrics>,
     /// The SIP thread's counters, refreshed every second.
     pub sip: Arc<Mutex<SipSnapshot>>,
+    /// The lead pipeline's view of the database.
+    pub storage: Arc<StorageHealth>,
 }
 
 /// What the proxy core reports for `/metrics`.
@@ -85,25 +88,33 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// 200 `ok`, or 503 with the reason while the database refuses calls or
+/// the lead pipeline falls behind (a load balancer should look elsewhere).
+async fn healthz(State(s): State<AppState>) -> Response {
+    match s.storage.problem() {
+        None => "ok\n".into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
 }
 
 /// Prometheus text (SPEC C-6): SIP counters, the CRM outbox's depth and
 /// deliveries.
 async fn metrics(State(s): State<AppState>) -> Response {
     let sip = s.sip.lock().map(|snap| snap.render()).unwrap_or_default();
-    match s.store.outbox_depth().await {
-        Ok(depth) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            sip + &s.outbox_metrics.render(depth),
-        )
-            .into_response(),
+    // The outbox part needs the database; the rest is shown without it,
+    // so a failing database is visible here.
+    let outbox = match s.store.outbox_depth().await {
+        Ok(depth) => s.outbox_metrics.render(depth),
         Err(e) => {
             tracing::error!(error = %e, "reading the outbox depth");
-            error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
+            String::new()
         }
-    }
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        sip + &outbox + &s.storage.render(),
+    )
+        .into_response()
 }
 
 /// CRM requests, newest first; `?state=pending|done|failed` (parked

@@ -3,5 +3,6 @@
 //! [`dedup`].
 
 pub mod dedup;
+pub mod journal;
 pub mod log;
 pub mod pipeline;

@@ -1,12 +1,22 @@
 //! From finished calls and form posts to recorded leads: builds the lead
 //! (SPEC L-1), then lets the store decide and record it atomically.
-//! Calls go through one queue, in order; a store error is retried until it
-//! succeeds, so no call is lost while siptrack runs.
+//! Calls go through one queue, in order. When the database does not take
+//! them, they go to a local journal (`journal.rs`) and are replayed into
+//! the database, in order, once it works again: a storage failure costs
+//! no call, and memory holds only what the journal could not take either
+//! (bounded). At start, calls an earlier run saw begin and never recorded
+//! (it was killed) are recorded as interrupted.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::journal::Journal;
 
 use crate::calls::CallRecord;
 use crate::config::LeadsConfig;
@@ -71,58 +81,351 @@ pub async fn record_call(
 }
 
 /// What the SIP side reports to the pipeline, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CallNews {
-    /// Only sent when a call-start webhook is configured.
+    /// A new call: remembered until its record is written (so a crash
+    /// leaves it as interrupted), and its call-start webhook if configured.
     Started(CallStart),
     Ended(CallRecord),
+    /// A call that ended without being one (an INVITE challenged for
+    /// credentials that never came back): forget its start.
+    Abandoned(String),
 }
 
 /// Calls taken off the queue at once, recorded in one transaction.
 const BATCH: usize = 256;
+/// Call news held in memory when neither the database nor the journal
+/// takes them; beyond this they are lost (counted, logged, exit code 1).
+const MAX_HELD: usize = 200_000;
+/// A queue longer than this makes /healthz answer 503.
+const BACKLOG_ALARM: u64 = 10_000;
+
+/// How the store is doing, for /healthz and /metrics.
+#[derive(Debug, Default)]
+pub struct StorageHealth {
+    /// The last storage error while the database refuses writes.
+    failing: Mutex<Option<String>>,
+    /// Call news waiting in the queue (SIP side to pipeline).
+    pub queued: AtomicU64,
+    /// Call news in the journal, and held in memory.
+    pub journaled: AtomicU64,
+    pub held: AtomicU64,
+    pub errors_total: AtomicU64,
+    pub lost_total: AtomicU64,
+}
+
+impl StorageHealth {
+    fn fail(&self, e: &str) {
+        self.errors_total.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut f) = self.failing.lock() {
+            *f = Some(e.to_string());
+        }
+    }
+
+    fn ok(&self) {
+        if let Ok(mut f) = self.failing.lock() {
+            *f = None;
+        }
+    }
+
+    pub fn backlog(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+            + self.journaled.load(Ordering::Relaxed)
+            + self.held.load(Ordering::Relaxed)
+    }
+
+    /// Why the node is not healthy, if it is not.
+    pub fn problem(&self) -> Option<String> {
+        let failing = self.failing.lock().ok().and_then(|f| f.clone());
+        let waiting = self.backlog();
+        match failing {
+            Some(e) => Some(format!(
+                "storage failing ({e}); {waiting} call events waiting ({} in the journal, {} in memory)",
+                self.journaled.load(Ordering::Relaxed),
+                self.held.load(Ordering::Relaxed)
+            )),
+            None if self.queued.load(Ordering::Relaxed) > BACKLOG_ALARM => Some(format!(
+                "lead pipeline backlog: {} call events queued",
+                self.queued.load(Ordering::Relaxed)
+            )),
+            None => None,
+        }
+    }
+
+    /// Prometheus text.
+    pub fn render(&self) -> String {
+        let up = u8::from(self.failing.lock().map(|f| f.is_none()).unwrap_or(false));
+        format!(
+            "# TYPE siptrack_storage_up gauge\nsiptrack_storage_up {up}\n\
+             # TYPE siptrack_storage_errors_total counter\nsiptrack_storage_errors_total {}\n\
+             # TYPE siptrack_calls_backlog gauge\nsiptrack_calls_backlog {}\n\
+             # TYPE siptrack_calls_journaled gauge\nsiptrack_calls_journaled {}\n\
+             # TYPE siptrack_calls_lost_total counter\nsiptrack_calls_lost_total {}\n",
+            self.errors_total.load(Ordering::Relaxed),
+            self.backlog(),
+            self.journaled.load(Ordering::Relaxed),
+            self.lost_total.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Where calls go when the database does not take them.
+pub struct PipelineOptions {
+    /// None: memory only (bounded).
+    pub journal: Option<PathBuf>,
+    pub health: Arc<StorageHealth>,
+}
+
+/// How the pipeline ended: call news that are neither in the database
+/// nor in the journal were lost.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PipelineEnd {
+    pub undurable: u64,
+}
+
+fn job(n: CallNews, earlier_run: bool) -> Job {
+    match n {
+        CallNews::Started(s) => Job::Start(s, earlier_run),
+        CallNews::Ended(r) => Job::Lead(call_lead(&r), Some(r)),
+        CallNews::Abandoned(id) => Job::Abandoned(id),
+    }
+}
+
+struct Pipeline {
+    store: Store,
+    cfg: Arc<LeadsConfig>,
+    status: NewDealStatus,
+    journal: Option<Journal>,
+    /// Not in the database, not in the journal: after the journal's
+    /// entries in order.
+    held: VecDeque<CallNews>,
+    health: Arc<StorageHealth>,
+    /// The journal's entries at start are an earlier run's.
+    journal_from_earlier_run: bool,
+    /// Interrupted calls of earlier runs are recorded.
+    interrupted_done: bool,
+    lost: u64,
+}
+
+impl Pipeline {
+    async fn record(&self, news: Vec<CallNews>, earlier_run: bool) -> Result<(), StoreError> {
+        let jobs: Vec<Job> = news.into_iter().map(|n| job(n, earlier_run)).collect();
+        let jobs = Arc::new(jobs);
+        let done = self
+            .store
+            .record_calls(jobs.clone(), &self.cfg.dedup, &self.status, &self.cfg.crm)
+            .await?;
+        let ended = jobs.iter().filter_map(|j| match j {
+            Job::Lead(_, Some(r)) => Some(r),
+            _ => None,
+        });
+        for (r, rec) in ended.zip(&done) {
+            tracing::info!(
+                call_id = %r.call_id,
+                caller = %r.info.caller,
+                dialed = %r.info.dialed,
+                status = r.status.as_str(),
+                duration = r.duration,
+                hangup = r.hangup.map(|h| h.as_str()).unwrap_or(""),
+                lead = rec.lead_id,
+                outcome = %rec.outcome,
+                "call"
+            );
+        }
+        Ok(())
+    }
+
+    fn degraded(&self) -> bool {
+        !self.held.is_empty() || self.journal.as_ref().is_some_and(|j| !j.is_empty())
+    }
+
+    fn gauges(&self) {
+        let journaled = self.journal.as_ref().map_or(0, Journal::len) as u64;
+        self.health.journaled.store(journaled, Ordering::Relaxed);
+        self.health
+            .held
+            .store(self.held.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Keeps `news` for later, behind what is already waiting: in the
+    /// journal when it takes them, else in memory up to MAX_HELD.
+    fn stash(&mut self, news: Vec<CallNews>) {
+        self.held.extend(news);
+        if let Some(j) = &mut self.journal {
+            let pending: Vec<CallNews> = self.held.iter().cloned().collect();
+            match j.append(&pending) {
+                Ok(()) => self.held.clear(),
+                Err(e) => tracing::error!(
+                    journal = %j.path().display(),
+                    error = %e,
+                    held = self.held.len(),
+                    "journal write failed; calls held in memory"
+                ),
+            }
+        }
+        while self.held.len() > MAX_HELD {
+            self.held.pop_back();
+            self.lost += 1;
+            self.health.lost_total.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.lost > 0 {
+            tracing::error!(
+                lost = self.lost,
+                "calls lost: neither the database nor the journal takes them"
+            );
+        }
+        self.gauges();
+    }
+
+    /// Moves what waits (journal, then memory) into the database.
+    async fn catch_up(&mut self) -> Result<(), StoreError> {
+        if let Some(j) = &self.journal {
+            if !j.is_empty() {
+                let entries = j.read_all().map_err(|e| {
+                    StoreError::Thread(format!("reading the journal {}: {e}", j.path().display()))
+                })?;
+                let earlier = self.journal_from_earlier_run;
+                let n = entries.len();
+                let mut rest = entries;
+                while !rest.is_empty() {
+                    let tail = rest.split_off(rest.len().min(BATCH));
+                    self.record(rest, earlier).await?;
+                    rest = tail;
+                }
+                if let Some(j) = &mut self.journal {
+                    if let Err(e) = j.clear() {
+                        // Its entries would be recorded again: harmless,
+                        // calls are recorded once by Call-ID.
+                        tracing::error!(journal = %j.path().display(), error = %e, "cannot empty the journal");
+                    }
+                }
+                tracing::info!(calls = n, "journal replayed into the database");
+            }
+        }
+        self.journal_from_earlier_run = false;
+        while !self.held.is_empty() {
+            let n = self.held.len().min(BATCH);
+            let batch: Vec<CallNews> = self.held.iter().take(n).cloned().collect();
+            self.record(batch, false).await?;
+            self.held.drain(..n);
+        }
+        if !self.interrupted_done {
+            let calls = self.store.interrupted_calls().await?;
+            if !calls.is_empty() {
+                tracing::warn!(
+                    calls = calls.len(),
+                    "calls cut short by an earlier crash recorded as interrupted"
+                );
+                self.record(calls.into_iter().map(CallNews::Ended).collect(), false)
+                    .await?;
+            }
+            self.interrupted_done = true;
+        }
+        Ok(())
+    }
+}
 
 /// Takes call news off the queue until it closes (shutdown), in order;
 /// whatever is queued is recorded together, so the pipeline keeps up with
 /// call rates far above one commit per call.
-pub async fn run(mut news: mpsc::UnboundedReceiver<CallNews>, store: Store, cfg: Arc<LeadsConfig>) {
-    let status = new_deal_status(&cfg);
-    let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
-    let job = |n: CallNews| match n {
-        CallNews::Started(s) => Job::Start(s),
-        CallNews::Ended(r) => Job::Lead(call_lead(&r), Some(r)),
+pub async fn run(
+    mut news: mpsc::UnboundedReceiver<CallNews>,
+    store: Store,
+    cfg: Arc<LeadsConfig>,
+    opts: PipelineOptions,
+) -> PipelineEnd {
+    let journal = opts.journal.as_ref().and_then(|path| match Journal::open(path) {
+        Ok(j) => Some(j),
+        Err(e) => {
+            tracing::error!(journal = %path.display(), error = %e, "journal unreadable; calls the database refuses are held in memory only");
+            None
+        }
+    });
+    if let Some(j) = journal.as_ref().filter(|j| !j.is_empty()) {
+        tracing::warn!(journal = %j.path().display(), calls = j.len(), "an earlier run left calls in the journal; replaying them");
+    }
+    let mut p = Pipeline {
+        status: new_deal_status(&cfg),
+        store,
+        cfg,
+        journal,
+        held: VecDeque::new(),
+        health: opts.health,
+        journal_from_earlier_run: true,
+        interrupted_done: false,
+        lost: 0,
     };
-    while let Some(first) = news.recv().await {
-        batch.push(job(first));
+    p.gauges();
+    let mut wait = Duration::from_millis(100);
+    let mut retry_at = Instant::now();
+    // Start-up work (journal, interrupted calls) first.
+    let mut catching_up = true;
+    let mut open = true;
+    while open || catching_up {
+        // After the queue closed (shutdown): one last try, at once.
+        if catching_up && (Instant::now() >= retry_at || !open) {
+            match p.catch_up().await {
+                Ok(()) => {
+                    catching_up = false;
+                    wait = Duration::from_millis(100);
+                    p.health.ok();
+                }
+                Err(e) => {
+                    p.health.fail(&e.to_string());
+                    tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "storage refuses calls; they wait in the journal");
+                    retry_at = Instant::now() + wait;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                    if !open {
+                        break;
+                    }
+                }
+            }
+            p.gauges();
+        }
+        if !open {
+            continue;
+        }
+        let first = if catching_up {
+            tokio::select! {
+                n = news.recv() => n,
+                _ = tokio::time::sleep_until(retry_at) => continue,
+            }
+        } else {
+            news.recv().await
+        };
+        let Some(first) = first else {
+            open = false;
+            continue;
+        };
+        let mut batch = vec![first];
         while batch.len() < BATCH {
             match news.try_recv() {
-                Ok(n) => batch.push(job(n)),
+                Ok(n) => batch.push(n),
                 Err(_) => break,
             }
         }
-        let jobs = Arc::new(std::mem::take(&mut batch));
-        let mut wait = Duration::from_millis(100);
-        loop {
-            match store
-                .record_calls(jobs.clone(), &cfg.dedup, &status, &cfg.crm)
-                .await
-            {
-                Ok(done) => {
-                    let ended = jobs.iter().filter_map(|j| match j {
-                        Job::Lead(_, Some(r)) => Some(r),
-                        _ => None,
-                    });
-                    for (r, rec) in ended.zip(&done) {
-                        tracing::debug!(call_id = %r.call_id, status = r.status.as_str(), lead = rec.lead_id, outcome = %rec.outcome, "call recorded");
-                    }
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(calls = jobs.len(), error = %e, retry_in_ms = wait.as_millis() as u64, "calls not recorded yet");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(10));
-                }
-            }
+        p.health.queued.store(news.len() as u64, Ordering::Relaxed);
+        if catching_up || p.degraded() {
+            p.stash(batch);
+            continue;
         }
-        batch = Vec::with_capacity(BATCH);
+        if let Err(e) = p.record(batch.clone(), false).await {
+            p.health.fail(&e.to_string());
+            tracing::error!(calls = batch.len(), error = %e, "calls not recorded yet; writing them to the journal");
+            p.stash(batch);
+            catching_up = true;
+            retry_at = Instant::now() + wait;
+        }
     }
+    p.gauges();
+    let undurable = p.held.len() as u64 + p.lost;
+    if undurable > 0 {
+        tracing::error!(calls = undurable, "call events could not be made durable");
+    } else if p.degraded() {
+        tracing::warn!(
+            calls = p.journal.as_ref().map_or(0, Journal::len),
+            "calls wait in the journal for the next start"
+        );
+    }
+    PipelineEnd { undurable }
 }

@@ -31,8 +31,12 @@ use crate::leads::dedup::{
 pub enum Job {
     /// A lead: a form post, or a finished call with its record.
     Lead(NewLead, Option<CallRecord>),
-    /// A call's start: only its CRM webhook, if configured.
-    Start(CallStart),
+    /// A call's start: remembered until its record is written, and its
+    /// CRM webhook if configured. `true`: seen by an earlier run (replayed
+    /// from the journal), so still open means that run died during it.
+    Start(CallStart, bool),
+    /// A started call that turned out not to be one (challenged INVITE).
+    Abandoned(String),
 }
 
 pub(super) struct Batch {
@@ -50,6 +54,7 @@ const DAY: i64 = 24 * 3600;
 pub(super) fn start(
     path: &Path,
     install_id: String,
+    run_id: String,
     clock: Clock,
 ) -> Result<mpsc::Sender<Batch>, StoreError> {
     let conn = Connection::open(path)?;
@@ -64,6 +69,7 @@ pub(super) fn start(
             let mut d = Decider {
                 conn,
                 install_id,
+                run_id,
                 clock,
             };
             while let Ok(b) = rx.recv() {
@@ -79,6 +85,8 @@ pub(super) fn start(
 struct Decider {
     conn: Connection,
     install_id: String,
+    /// This process's run: its open calls are not interrupted ones.
+    run_id: String,
     clock: Clock,
 }
 
@@ -169,6 +177,21 @@ fn lead_view(id: i64, new: &NewLead, call: Option<&CallRecord>) -> LeadView {
     }
 }
 
+/// Remembers a call in progress until its record is written.
+fn note_open_call(conn: &Connection, run_id: &str, c: &CallStart) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO open_calls (call_id, run_id, invite_at, info)
+         SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM calls WHERE call_id = ?1)",
+    )?
+    .execute(params![
+        c.call_id,
+        run_id,
+        c.invite_at as i64,
+        serde_json::to_string(&c.info).unwrap_or_else(|_| "{}".into()),
+    ])?;
+    Ok(())
+}
+
 impl Decider {
     fn batch(
         &mut self,
@@ -192,7 +215,17 @@ impl Decider {
                     call.as_ref(),
                     (plan, &self.install_id, now),
                 )?),
-                Job::Start(c) => {
+                Job::Abandoned(call_id) => {
+                    tx.prepare_cached("DELETE FROM open_calls WHERE call_id = ?1")?
+                        .execute(params![call_id])?;
+                }
+                Job::Start(c, earlier_run) => {
+                    let run = if *earlier_run {
+                        "earlier"
+                    } else {
+                        &self.run_id
+                    };
+                    note_open_call(&tx, run, c)?;
                     let items: Vec<Item> = call_start_item(plan, &self.install_id, c)
                         .into_iter()
                         .collect();
@@ -498,6 +531,8 @@ fn decide_and_record(
     };
     if let Some(r) = call {
         insert_call(conn, r, lead_id)?;
+        conn.prepare_cached("DELETE FROM open_calls WHERE call_id = ?1")?
+            .execute(params![r.call_id])?;
     }
     let (plan, install, now) = crm;
     if plan.sends_anything() {

@@ -8,6 +8,7 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
+use crate::calls::CallRecord;
 use crate::clock::Clock;
 use crate::tracking::pools::{AssignmentRow, Visit};
 
@@ -65,6 +66,8 @@ pub struct Store {
     outbox_ready: std::sync::Arc<tokio::sync::Notify>,
     /// Unix time for what the store stamps (outbox due times).
     clock: Clock,
+    /// Random per process: which open calls are this run's.
+    run_id: std::sync::Arc<str>,
 }
 
 /// Schema changes, in order; `PRAGMA user_version` counts those applied.
@@ -74,6 +77,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_deal_title_index.sql"),
     include_str!("../../migrations/sqlite/0004_lead_indexes_by_accepted.sql"),
     include_str!("../../migrations/sqlite/0005_crm_outbox.sql"),
+    include_str!("../../migrations/sqlite/0006_open_calls.sql"),
 ];
 
 impl Store {
@@ -116,9 +120,13 @@ impl Store {
                 .fetch_one(&db)
                 .await?;
         let file = path.split('?').next().unwrap_or(path);
+        let run_id: String = (0..16)
+            .map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)]))
+            .collect();
         let decider = decide::start(
             std::path::Path::new(file),
             install_id.clone(),
+            run_id.clone(),
             clock.clone(),
         )?;
         Ok(Store {
@@ -127,11 +135,35 @@ impl Store {
             install_id: install_id.into(),
             outbox_ready: Default::default(),
             clock,
+            run_id: run_id.into(),
         })
     }
 
     pub fn clock(&self) -> Clock {
         self.clock.clone()
+    }
+
+    /// Calls that an earlier run saw start and never recorded: a crash
+    /// cut them short. Oldest first.
+    pub async fn interrupted_calls(&self) -> Result<Vec<CallRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT call_id, invite_at, info FROM open_calls WHERE run_id <> ?1
+              ORDER BY invite_at, call_id",
+        )
+        .bind(&*self.run_id)
+        .fetch_all(&self.db)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let info: String = r.try_get("info")?;
+            out.push(CallRecord::interrupted(
+                r.try_get("call_id")?,
+                // A row this build cannot read still is a call.
+                serde_json::from_str(&info).unwrap_or_default(),
+                r.try_get::<i64, _>("invite_at")?.max(0) as u64,
+            ));
+        }
+        Ok(out)
     }
 
     /// Runs SQL text as it is (benchmarks seed stores with it).
