@@ -284,13 +284,15 @@ fn a_call_cut_short_by_a_crash_is_recorded_as_interrupted_and_ended_in_the_crm()
 
 /// Holds the write lock of a SQLite database (as a stuck or broken
 /// database would) until dropped.
-struct DatabaseLock(rusqlite::Connection);
+struct DatabaseLock {
+    _conn: rusqlite::Connection,
+}
 
 fn lock_database(db: &str) -> DatabaseLock {
     let conn = rusqlite::Connection::open(db).expect("open the database");
     conn.execute_batch("BEGIN EXCLUSIVE")
         .expect("lock the database");
-    DatabaseLock(conn)
+    DatabaseLock { _conn: conn }
 }
 
 fn burst(p: &Siptrack, uas_port: u16, calls: u32) {
