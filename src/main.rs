@@ -142,7 +142,7 @@ fn main() -> ExitCode {
             let Some(cfg) = load(&config) else {
                 return ExitCode::FAILURE;
             };
-            match siptrack::server::run(cfg) {
+            match siptrack::server::run(cfg, &config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("siptrack: {e:#}");

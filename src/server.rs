@@ -33,12 +33,13 @@ const TICK: Duration = Duration::from_secs(1);
 /// How often the SIP counters are logged when they changed.
 const STATS_EVERY: Duration = Duration::from_secs(60);
 
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// `config_path` is only named in the start-up log line.
+pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(serve(config))
+    rt.block_on(serve(config, config_path))
 }
 
 struct UdpOut {
@@ -46,7 +47,7 @@ struct UdpOut {
     socket: Arc<UdpSocket>,
 }
 
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Result<()> {
     let clock = Clock::system();
     let sip = &config.sip;
     let mut udp_sockets = Vec::new();
@@ -85,6 +86,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     for b in &bound {
         tracing::info!(transport = b.transport.via_token(), addr = %b.addr, "listening for SIP");
     }
+    let sip_listen: Vec<String> = bound
+        .iter()
+        .map(|b| {
+            format!(
+                "{}:{}",
+                b.transport.via_token().to_ascii_lowercase(),
+                b.addr
+            )
+        })
+        .collect();
     let secret = match &sip.route_secret {
         Some(s) => s.as_bytes().to_vec(),
         None => (0..32).map(|_| fastrand::u8(..)).collect(),
@@ -106,7 +117,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let http = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding http {}", config.http.listen))?;
-    tracing::info!(addr = %http.local_addr()?, "listening for HTTP");
+    let http_addr = http.local_addr()?;
+    tracing::info!(addr = %http_addr, "listening for HTTP");
+    // What an operator checks first: which file, which database, where
+    // calls go, where leads go.
+    tracing::info!(
+        config = %config_path.display(),
+        database = %config
+            .storage
+            .sqlite_path()
+            .map_or_else(|| config.storage.url.clone(), |p| p.display().to_string()),
+        destination = config
+            .tracking
+            .default_destination
+            .as_ref()
+            .map_or("none (unknown numbers get 404)", |d| d.uri.as_str()),
+        crm = if config.leads.crm.lead_hooks { "webhook" } else { "local" },
+        sip = %sip_listen.join(" "),
+        http = %http_addr,
+        "siptrack started"
+    );
+    if config.http.token.as_deref().unwrap_or_default().is_empty() {
+        tracing::warn!("http.token is empty: the API (visits, leads, calls, deals) answers 401 to every request; /healthz and /metrics stay open");
+    }
     let leads = Arc::new(config.leads.clone());
     let outbox_metrics = Arc::new(OutboxMetrics::default());
     let sip_snapshot = Arc::new(Mutex::new(SipSnapshot::default()));
@@ -175,6 +208,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             (i, r) = poll_fn(|cx| poll_recv_refs(&sockets, cx, &mut buf)) => {
                 if let Ok((n, from)) = r {
                     let peer = Peer { transport: Transport::Udp, addr: from };
+                    log_sip("in", peer, &buf[..n]);
                     node.on_message(clock.now(), peer, Bytes::copy_from_slice(&buf[..n]));
                 }
                 // Drain what else is queued on that socket before sleeping again.
@@ -182,6 +216,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     match sockets[i].try_recv_from(&mut buf) {
                         Ok((n, from)) => {
                             let peer = Peer { transport: Transport::Udp, addr: from };
+                            log_sip("in", peer, &buf[..n]);
                             node.on_message(clock.now(), peer, Bytes::copy_from_slice(&buf[..n]));
                             flush(&mut node, &udp_outs, &mut hub, &mut news);
                         }
@@ -192,7 +227,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             Some(ev) = tcp_rx.recv() => {
                 hub.on_event(&ev);
                 if let TcpEvent::Message { remote, data } = ev {
-                    node.on_message(clock.now(), Peer { transport: Transport::Tcp, addr: remote }, data);
+                    let peer = Peer { transport: Transport::Tcp, addr: remote };
+                    log_sip("in", peer, &data);
+                    node.on_message(clock.now(), peer, data);
                 }
             }
             _ = sleep => {}
@@ -246,6 +283,35 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// `RUST_LOG=siptrack=debug`: every SIP message in and out, by its first
+/// line and Call-ID. Costs one level check when debug is off.
+fn log_sip(dir: &'static str, peer: Peer, data: &[u8]) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let mut lines = data
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let first = lines.next().unwrap_or_default();
+    let call_id = lines
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            let colon = l.iter().position(|&b| b == b':')?;
+            let name = l[..colon].trim_ascii();
+            (name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i"))
+                .then(|| l[colon + 1..].trim_ascii())
+        })
+        .unwrap_or_default();
+    tracing::debug!(
+        dir,
+        transport = peer.transport.via_token(),
+        peer = %peer.addr,
+        call_id = %String::from_utf8_lossy(call_id),
+        first_line = %String::from_utf8_lossy(first),
+        "SIP"
+    );
 }
 
 fn log_stats(proxy: &Proxy) {
@@ -305,6 +371,7 @@ fn flush(node: &mut Node, udp_outs: &[UdpOut], hub: &mut TcpHub, news: &mut News
     news.send(node);
     for out in node.take_sends() {
         let Output::Send { to, data } = out;
+        log_sip("out", to, &data);
         match to.transport {
             Transport::Udp => {
                 let sock = udp_outs

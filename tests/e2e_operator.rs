@@ -402,3 +402,78 @@ fn calls_that_cannot_be_made_durable_fail_the_exit() {
         p.log()
     );
 }
+
+/// Issue 11 item 5: at the default level, one line at start (config file,
+/// database, destination, CRM kind, listen addresses), a warning when the
+/// API has no token, one line per call; `RUST_LOG=siptrack=debug` shows
+/// each SIP message in and out.
+#[test]
+fn the_log_tells_an_operator_what_happens() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let cfg = config(uas_port, &db, "").replace(&format!("token = \"{TOKEN}\""), "token = \"\"");
+    let p = Siptrack::start(&cfg);
+    burst(&p, uas_port, 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !p.log().contains("status=\"answered\"") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = p.log();
+    let started = log
+        .lines()
+        .find(|l| l.contains("siptrack started"))
+        .unwrap_or_else(|| panic!("no start line: {log}"));
+    for part in [
+        "siptrack.toml",
+        db.as_str(),
+        &format!("sip:pbx@127.0.0.1:{uas_port}"),
+        "crm=\"local\"",
+        &format!("udp:127.0.0.1:{}", p.sip_port),
+        &format!("127.0.0.1:{}", p.http_port),
+    ] {
+        assert!(started.contains(part), "{part} not in {started}");
+    }
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("http.token is empty")),
+        "{log}"
+    );
+    let call = log
+        .lines()
+        .find(|l| l.contains(" INFO ") && l.contains("status=\"answered\""))
+        .unwrap_or_else(|| panic!("no call line: {log}"));
+    for part in [
+        "call_id=",
+        "caller=79160000001",
+        "dialed=74951110001",
+        "duration=0",
+        "outcome=deal 1 created",
+    ] {
+        assert!(call.contains(part), "{part} not in {call}");
+    }
+    assert!(!log.contains("first_line="), "no SIP detail at info: {log}");
+    drop(p);
+
+    let p = Siptrack::start_with_env(&cfg, &[("RUST_LOG", "siptrack=debug")]);
+    burst(&p, uas_port, 1);
+    let log = p.log();
+    let sip: Vec<&str> = log.lines().filter(|l| l.contains("first_line=")).collect();
+    assert!(
+        sip.iter()
+            .any(|l| l.contains("dir=\"in\"") && l.contains("first_line=INVITE sip:74951110001@")),
+        "{log}"
+    );
+    assert!(
+        sip.iter().any(|l| l.contains("dir=\"out\"")
+            && l.contains("first_line=INVITE sip:74951110001@")
+            && l.contains(&format!("peer=127.0.0.1:{uas_port}"))),
+        "{log}"
+    );
+    assert!(
+        sip.iter()
+            .any(|l| l.contains("dir=\"out\"") && l.contains("first_line=SIP/2.0 200 OK")),
+        "{log}"
+    );
+    assert!(sip.iter().all(|l| l.contains("call_id=")), "{sip:?}");
+}
