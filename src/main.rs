@@ -30,14 +30,19 @@ enum LogFormat {
 enum Command {
     /// Run the proxy with the given configuration.
     Run {
+        /// The configuration file (TOML; every key is in the shipped one).
         #[arg(long, default_value = "config/siptrack.toml")]
         config: PathBuf,
     },
     /// Validate a configuration file; every error names its key and line.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        /// The configuration file to check.
+        file: PathBuf,
+    },
     /// Replay captured SIP (pcap, pcapng) through the proxy and the lead
     /// pipeline on a virtual clock; JSON lines out.
     Replay {
+        /// Captures (pcap or pcapng), replayed one after the other.
         #[arg(required = true)]
         pcaps: Vec<PathBuf>,
         /// Default: siptrack between every caller and a PBX at 192.0.2.1.
@@ -49,8 +54,10 @@ enum Command {
     },
     /// Print the lead log (newest first) from the configured store.
     Leads {
+        /// The configuration file naming the database (storage.url).
         #[arg(long, default_value = "config/siptrack.toml")]
         config: PathBuf,
+        /// How many leads, newest first.
         #[arg(long, default_value_t = 50)]
         limit: i64,
         /// One JSON object per line instead of a table.

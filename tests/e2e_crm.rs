@@ -435,6 +435,15 @@ fn payloads_in(
         &json!({"status": "in_progress"}),
     );
     assert_eq!(st["group"], "in_progress", "{st}");
+    // The local list of deals shows the CRM's id beside siptrack's.
+    let (status, body) = get(api(&p), "/api/v1/deals?limit=100", Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let deals: Value = serde_json::from_str(&body).expect("JSON");
+    let shown = deals["deals"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["crm_deal_id"] == crm_deal.as_str()))
+        .unwrap_or_else(|| panic!("no deal with crm_deal_id {crm_deal}: {body}"));
+    assert_eq!(shown["group"], "in_progress", "{shown}");
     assert_ne!(call_lead_id, first_id.to_string());
     // The SIP side's counters reach /metrics within a second or two.
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -477,3 +477,92 @@ fn the_log_tells_an_operator_what_happens() {
     );
     assert!(sip.iter().all(|l| l.contains("call_id=")), "{sip:?}");
 }
+
+/// Issue 11 item 7: every option of every command has a help line.
+#[test]
+fn every_cli_option_has_a_help_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for cmd in ["run", "check-config", "replay", "leads"] {
+        let (code, out, err) = siptrack_cli(dir.path(), &[cmd, "--help"]);
+        assert_eq!(code, 0, "{cmd}: {err}");
+        let options: Vec<&str> = out
+            .lines()
+            .filter(|l| {
+                let t = l.trim_start();
+                l.starts_with("  ") && (t.starts_with('-') || t.starts_with('<'))
+            })
+            .collect();
+        assert!(!options.is_empty(), "{cmd}: {out}");
+        for o in options {
+            // "  --flag <VALUE>   What it does"
+            let described = o
+                .trim()
+                .split("  ")
+                .filter(|p| !p.trim().is_empty())
+                .count()
+                >= 2;
+            assert!(described, "{cmd}: no help for {o:?}");
+        }
+    }
+}
+
+/// Issue 11 item 7: the lead table wraps a long comment instead of
+/// cutting it, and dates carry their zone (crm.timezone).
+#[test]
+fn the_lead_table_shows_whole_comments_and_zoned_dates() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let cfg = config(uas_port, &db, "[crm]\ntimezone = \"UTC+3\"\n");
+    let mut p = Siptrack::start(&cfg);
+    burst(&p, uas_port, 1);
+    wait_for(&p, "leads", 1);
+    let status = p.stop(Duration::from_secs(20)).expect("exit");
+    assert!(status.success());
+    let cfg_path = p.dir().join("siptrack.toml");
+    let (code, out, err) =
+        siptrack_cli(p.dir(), &["leads", "--config", &cfg_path.to_string_lossy()]);
+    assert_eq!(code, 0, "{err}");
+    let table = out.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert!(table.contains("+03:00"), "{out}");
+    // "Call to 74951110001 (answered, 0 s)" is longer than the column.
+    let words: Vec<&str> = table.split_whitespace().collect();
+    for w in ["Call", "to", "74951110001", "(answered,", "0", "s)"] {
+        assert!(words.contains(&w), "{w} missing: {out}");
+    }
+}
+
+/// Issue 11 item 8: a repeat call within 12 hours is "duplicate of lead
+/// N" and makes no CRM deal, but both calls get their call webhooks.
+#[test]
+fn every_call_gets_its_call_webhooks_whatever_its_lead_became() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let crm = Crm::start(0, SECRET, Mode::Ok);
+    let crm_keys = format!(
+        "[crm]\nkind = \"webhook\"\nurl = \"{}\"\ncall_start_url = \"{}\"\ncall_end_url = \"{}\"\nsecret = \"{SECRET}\"\n",
+        crm.url("/hook"),
+        crm.url("/start"),
+        crm.url("/end")
+    );
+    let p = Siptrack::start(&config(uas_port, &db_in(dir.path()), &crm_keys));
+    burst(&p, uas_port, 2);
+    let leads = wait_for(&p, "leads", 2);
+    let outcomes: Vec<&str> = leads
+        .iter()
+        .rev()
+        .map(|l| l["outcome"].as_str().unwrap_or_default())
+        .collect();
+    assert!(outcomes[0].starts_with("deal 1 created"), "{outcomes:?}");
+    assert!(
+        outcomes[1].starts_with("duplicate of lead 1"),
+        "{outcomes:?}"
+    );
+    crm.wait_until(Duration::from_secs(10), "both call ends", |s| {
+        s.requests.iter().filter(|r| r.path == "/end").count() == 2
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let s = crm.lock();
+    let count = |path: &str| s.requests.iter().filter(|r| r.path == path).count();
+    assert_eq!((count("/start"), count("/end"), count("/hook")), (2, 2, 1));
+}

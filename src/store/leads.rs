@@ -222,7 +222,7 @@ impl Store {
     pub async fn list_deals(&self, limit: i64, since: i64) -> Result<Vec<Value>, StoreError> {
         let rows = self
             .page(
-                "SELECT id, created_at, title, name, phone, email, visit_id, status, grp
+                "SELECT id, created_at, title, name, phone, email, visit_id, status, grp, crm_id
                    FROM deals WHERE created_at >= ?1 ORDER BY id DESC LIMIT ?2",
                 since,
                 limit,
@@ -259,6 +259,9 @@ impl Store {
                 "visit_id": r.try_get::<String, _>("visit_id")?,
                 "status": r.try_get::<String, _>("status")?,
                 "group": r.try_get::<String, _>("grp")?,
+                // The CRM's own id, from its answer to deal.create (null
+                // with crm.kind = "local", or until the CRM answered).
+                "crm_deal_id": r.try_get::<Option<String>, _>("crm_id")?,
                 "created_at": date(r.try_get("created_at")?),
                 "tasks": notes("tasks").await?,
                 "comments": notes("comments").await?,
