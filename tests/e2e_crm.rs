@@ -333,7 +333,7 @@ fn payloads_in(
         // The visit that got the pool number: the CRM learns where the
         // visitor came from; a form field cannot overwrite that.
         "visit_id": "v-77",
-        "fields": {"utm_source": "yandex", "size": "XL"}
+        "fields": {"utm_source": "yandex", "size": "XL", "visit": "forged", "marker": "forged"}
     });
     let first = post(&p, "/api/v1/leads", &form);
     let first_id = first["lead_id"].as_i64().expect("lead id");
@@ -402,6 +402,9 @@ fn payloads_in(
     assert_eq!(data["visit"], "v-77");
     assert_eq!(data["form"], "callback");
     assert_eq!(data["size"], "XL");
+    // Fields named like attribution stay under `fields` only.
+    assert_eq!(data["fields"]["visit"], "forged");
+    assert_eq!(data["fields"]["utm_source"], "yandex");
     for (k, v) in [
         ("marker", "google_cpc"),
         ("source", "google"),

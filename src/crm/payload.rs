@@ -130,8 +130,48 @@ pub struct LeadView {
     pub visit_id: String,
     /// marker, source, utm_*, city, domain, page: what is known.
     pub visit: BTreeMap<String, String>,
+    /// A form's own fields, as posted.
+    pub fields: BTreeMap<String, String>,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+/// Names in a lead's `data` that say where the visitor came from: a form
+/// field never takes one of them (a form is filled in by the visitor).
+const ATTRIBUTION: &[&str] = &[
+    "visit",
+    "form",
+    "fields",
+    "marker",
+    "source",
+    "city",
+    "domain",
+    "page",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+];
+
+/// The lead webhook's `data`: the visit's attribution, the form's fields
+/// under `fields`, and, for receivers that read them at the top level,
+/// the fields whose names are not attribution names.
+pub fn lead_data(lead: &LeadView) -> Map<String, Value> {
+    let mut data = Map::new();
+    for (k, v) in &lead.fields {
+        if !ATTRIBUTION.contains(&k.as_str()) {
+            data.insert(k.clone(), json!(v));
+        }
+    }
+    for (k, v) in &lead.visit {
+        data.insert(k.clone(), json!(v));
+    }
+    if !lead.fields.is_empty() {
+        data.insert("fields".into(), json!(lead.fields));
+    }
+    data.insert("visit".into(), json!(lead.visit_id));
+    data
 }
 
 /// SPEC C-2: the lead webhook. `deal_id` for actions on an existing deal;
@@ -144,11 +184,7 @@ pub fn lead_payload(
     recording_url: Option<&str>,
     f: &Format,
 ) -> Value {
-    let mut data = Map::new();
-    data.insert("visit".into(), json!(lead.visit_id));
-    for (k, v) in &lead.visit {
-        data.insert(k.clone(), json!(v));
-    }
+    let data = lead_data(lead);
     let phone = f.phone(&lead.phone);
     let mut out = json!({
         "id": lead.id.to_string(),
@@ -282,6 +318,54 @@ mod tests {
     }
 
     #[test]
+    fn form_fields_never_take_attribution_names() {
+        let pairs = |p: &[(&str, &str)]| -> BTreeMap<String, String> {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        for (visit, fields, top, absent) in [
+            // The visit's own attribution stays; "visit" is siptrack's.
+            (
+                vec![("marker", "google_cpc")],
+                vec![("visit", "forged"), ("marker", "x"), ("size", "XL")],
+                vec![("visit", "v-1"), ("marker", "google_cpc"), ("size", "XL")],
+                vec![],
+            ),
+            // A visit that is not known: a form's utm_source is not
+            // attribution either.
+            (
+                vec![],
+                vec![
+                    ("utm_source", "yandex"),
+                    ("source", "me"),
+                    ("colour", "red"),
+                ],
+                vec![("visit", "v-1"), ("colour", "red")],
+                vec!["utm_source", "source"],
+            ),
+        ] {
+            let lead = LeadView {
+                visit_id: "v-1".into(),
+                visit: pairs(&visit),
+                fields: pairs(&fields),
+                ..LeadView::default()
+            };
+            let data = lead_data(&lead);
+            for (k, v) in top {
+                assert_eq!(data[k], v, "{k} in {data:?}");
+            }
+            for k in absent {
+                assert!(!data.contains_key(k), "{k} in {data:?}");
+            }
+            // Every field is still there, under `fields`.
+            for (k, v) in fields {
+                assert_eq!(data["fields"][k], v, "fields.{k}");
+            }
+        }
+    }
+
+    #[test]
     fn lead_payload_has_every_field() {
         let lead = LeadView {
             id: 42,
@@ -295,6 +379,7 @@ mod tests {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            fields: Default::default(),
             created_at: 1_795_435_200,
         };
         let f = Format {

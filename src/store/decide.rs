@@ -132,6 +132,7 @@ fn note(lead: &NewLead) -> String {
 /// marker, source, page, utm); for forms, the form and its fields.
 fn lead_view(id: i64, new: &NewLead, call: Option<&CallRecord>) -> LeadView {
     let mut visit = std::collections::BTreeMap::new();
+    let mut fields = std::collections::BTreeMap::new();
     let visit_id = match call {
         Some(c) => {
             let i = &c.info;
@@ -150,15 +151,15 @@ fn lead_view(id: i64, new: &NewLead, call: Option<&CallRecord>) -> LeadView {
             if !new.form.is_empty() {
                 visit.insert("form".to_string(), new.form.clone());
             }
-            if let Ok(serde_json::Value::Object(fields)) =
+            if let Ok(serde_json::Value::Object(given)) =
                 serde_json::from_str::<serde_json::Value>(&new.fields)
             {
-                for (k, v) in fields {
+                for (k, v) in given {
                     let v = match v {
                         serde_json::Value::String(s) => s,
                         other => other.to_string(),
                     };
-                    visit.entry(k).or_insert(v);
+                    fields.insert(k, v);
                 }
             }
             new.who.visit.clone()
@@ -173,6 +174,7 @@ fn lead_view(id: i64, new: &NewLead, call: Option<&CallRecord>) -> LeadView {
         email: new.who.email.clone(),
         visit_id,
         visit,
+        fields,
         created_at: new.at,
     }
 }
