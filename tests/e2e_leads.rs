@@ -194,6 +194,8 @@ fn call_records_have_the_right_status_and_duration() {
     assert_eq!(answered["marker"], "google");
     assert_eq!(answered["hangup"], "caller");
     assert_eq!(calls[1]["hangup"], "caller", "a CANCEL is the caller's");
+    assert_eq!(calls[2]["hangup"], "callee", "busy is the callee's answer");
+    assert_eq!(calls[0]["hangup"], "timeout", "nobody answered: Timer B");
     for c in &calls {
         assert_eq!(
             c["duration"].as_i64().map(|d| d == 0),
