@@ -565,7 +565,7 @@ impl Config {
             &rewrite,
             &numbers,
         );
-        let leads = leads_config(&mut c, &raw);
+        let leads = leads_config(&mut c, &raw, &rewrite.phone);
         let crm = crm_delivery(&mut c, &raw.crm, &leads.crm);
         let storage_url = match &raw.storage.url {
             None => "sqlite:data/siptrack.db".to_string(),
@@ -631,6 +631,29 @@ impl Config {
     }
 }
 
+/// SIP headers the forwarded INVITE carries from the proxy (its Via,
+/// Record-Route, Max-Forwards, the rewritten Request-URI's To) or from the
+/// caller unchanged: an extra header of one of these names (long or
+/// compact form) would make a second, contradicting copy.
+const SIP_HEADERS_WRITTEN: &[&str] = &[
+    "Via",
+    "v",
+    "From",
+    "f",
+    "To",
+    "t",
+    "Call-ID",
+    "i",
+    "CSeq",
+    "Contact",
+    "m",
+    "Route",
+    "Record-Route",
+    "Max-Forwards",
+    "Content-Length",
+    "l",
+];
+
 fn rewrite_settings(c: &mut Checker, raw: &RawConfig) -> RewriteSettings {
     let d = RewriteSettings::default();
     let p = &raw.phone;
@@ -684,11 +707,46 @@ fn rewrite_settings(c: &mut Checker, raw: &RawConfig) -> RewriteSettings {
     let visit_header = name("rewrite.visit_header", &r.visit_header, &d.visit_header);
 
     let span = |v: &Option<Spanned<toml::Value>>| v.as_ref().map(|s| s.span());
-    let mut extra_headers = Vec::new();
+    let mut extra_headers: Vec<(String, Template)> = Vec::new();
     for (k, v) in c.pairs("rewrite.extra_headers", &r.extra_headers) {
         let key = format!("rewrite.extra_headers.{k}");
         if let Err(m) = template::check_header_name(&k) {
             c.err(&key, span(&r.extra_headers), m);
+            continue;
+        }
+        // A header siptrack writes itself would reach the PBX twice.
+        let tracking = [
+            ("rewrite.phone_header", &phone_header),
+            ("rewrite.marker_header", &marker_header),
+            ("rewrite.visit_header", &visit_header),
+        ];
+        if let Some((which, _)) = tracking
+            .iter()
+            .find(|(_, n)| !n.is_empty() && n.eq_ignore_ascii_case(&k))
+        {
+            c.err(
+                &key,
+                span(&r.extra_headers),
+                format!("siptrack writes this header itself ({which}); pick another name"),
+            );
+            continue;
+        }
+        if SIP_HEADERS_WRITTEN
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(&k))
+        {
+            c.err(
+                &key,
+                span(&r.extra_headers),
+                "siptrack writes this header itself (a SIP header of the forwarded INVITE); pick another name",
+            );
+            continue;
+        }
+        if extra_headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(&k))
+        {
+            c.err(&key, span(&r.extra_headers), "header given twice");
             continue;
         }
         match Template::parse(&v) {
@@ -789,7 +847,7 @@ fn static_numbers(
     out
 }
 
-fn leads_config(c: &mut Checker, raw: &RawConfig) -> LeadsConfig {
+fn leads_config(c: &mut Checker, raw: &RawConfig, phone: &PhoneRules) -> LeadsConfig {
     let d = DedupSettings::default();
     let mut client = ClientCheck::default();
     if let Some(rc) = &raw.dedup.client {
@@ -895,7 +953,23 @@ fn leads_config(c: &mut Checker, raw: &RawConfig) -> LeadsConfig {
             );
             d.phone_format.clone()
         }
-        Some(f) => f.get_ref().clone(),
+        Some(f) => {
+            // C-3 fills the Xs with the last digits: fewer Xs than a
+            // national number has would send every CRM a cut number.
+            let xs = f.get_ref().chars().filter(|&c| c == 'X').count();
+            let national = phone.national_length;
+            if !f.get_ref().is_empty() && national > 0 && xs < national {
+                c.err(
+                    "crm.phone_format",
+                    Some(f.span()),
+                    format!(
+                        "\"{}\" has {xs} Xs, fewer than the {national} digits of a national number ([phone]): every phone would reach the CRM cut short",
+                        f.get_ref()
+                    ),
+                );
+            }
+            f.get_ref().clone()
+        }
     };
     let timezone = match &raw.crm.timezone {
         None => d.timezone,
@@ -1122,6 +1196,22 @@ fn pools(
                         .map_err(|e| crate::tracking::filter::FilterError::Json(e.to_string()))
                         .and_then(|j| crate::tracking::filter::from_value(&j)),
                 };
+                // Segments read visit fields; any other name is empty on
+                // every visit, and the pool would silently serve nobody
+                // (or everybody, under a negation).
+                let parsed = parsed.map_err(|e| e.to_string()).and_then(|f| {
+                    match f
+                        .fields()
+                        .into_iter()
+                        .find(|n| !crate::tracking::VISIT_FIELDS.contains(n))
+                    {
+                        Some(n) => Err(format!(
+                            "\"{n}\" is not a visit field ({})",
+                            crate::tracking::VISIT_FIELDS.join(", ")
+                        )),
+                        None => Ok(f),
+                    }
+                });
                 match parsed {
                     Ok(f) => Some(f),
                     Err(e) => {
@@ -1357,6 +1447,52 @@ mod tests {
                 "tracking.pools[1].name",
                 "must be non-empty and unique",
             ),
+            // Issue 11, item 10: what cannot work is refused.
+            (
+                "[[tracking.pools]]\nname = \"ads\"\nnumbers = [\"74951000001\"]\ndestination = \"sip:127.0.0.1\"\nsegment = [[\"colour\", \"=\", \"red\"]]\n",
+                "tracking.pools[0].segment",
+                "pool \"ads\": \"colour\" is not a visit field (marker, source, city",
+            ),
+            (
+                "[rewrite]\nextra_headers = \"X-City={city}, X-Roistat-Phone={caller}\"\n",
+                "rewrite.extra_headers.X-Roistat-Phone",
+                "siptrack writes this header itself",
+            ),
+            (
+                "[rewrite]\nphone_header = \"X-Track\"\nextra_headers = { x-track = \"{dialed}\" }\n",
+                "rewrite.extra_headers.x-track",
+                "siptrack writes this header itself (rewrite.phone_header)",
+            ),
+            (
+                "[rewrite]\nextra_headers = { via = \"{city}\" }\n",
+                "rewrite.extra_headers.via",
+                "siptrack writes this header itself",
+            ),
+            (
+                "[rewrite]\nextra_headers = { Max-Forwards = \"1\" }\n",
+                "rewrite.extra_headers.Max-Forwards",
+                "siptrack writes this header itself",
+            ),
+            (
+                "[rewrite]\nextra_headers = { l = \"0\" }\n",
+                "rewrite.extra_headers.l",
+                "siptrack writes this header itself",
+            ),
+            (
+                "[rewrite]\nextra_headers = \"X-A={city}, x-a={domain}\"\n",
+                "rewrite.extra_headers.x-a",
+                "given twice",
+            ),
+            (
+                "[crm]\nphone_format = \"8 (XXX) XXX-XX\"\n",
+                "crm.phone_format",
+                "has 8 Xs, fewer than the 10 digits of a national number ([phone])",
+            ),
+            (
+                "[phone]\ncountry_code = \"45\"\ntrunk_prefix = \"\"\n[crm]\nphone_format = \"+45 XX XX XX X\"\n",
+                "crm.phone_format",
+                "has 7 Xs, fewer than the 8 digits",
+            ),
             (
                 "[crm]\ntimezone = \"Moscow\"\n",
                 "crm.timezone",
@@ -1423,6 +1559,21 @@ mod tests {
                 e.iter().any(|e| e.key == key && e.message.contains(needle) && e.line.is_some()),
                 "{text}\nwanted {key}: …{needle}…, got {e:?}"
             );
+        }
+    }
+
+    #[test]
+    fn what_can_work_is_accepted() {
+        for text in [
+            "[crm]\nphone_format = \"+7XXXXXXXXXX\"\n",
+            "[crm]\nphone_format = \"XXXXXXXXXXXXX\"\n",
+            "[phone]\ncountry_code = \"49\"\ntrunk_prefix = \"0\"\n[crm]\nphone_format = \"+XX\"\n",
+            "[phone]\ncountry_code = \"45\"\ntrunk_prefix = \"\"\n[crm]\nphone_format = \"+45 XX XX XX XX\"\n",
+            "[rewrite]\nphone_header = \"\"\nextra_headers = { X-Roistat-Phone = \"{dialed}\", X-Via = \"{city}\" }\n",
+            "[[tracking.pools]]\nname = \"a\"\nnumbers = [\"74951000001\"]\ndestination = \"sip:127.0.0.1\"\n\
+             segment = { or = [[\"utm_source\", \"=\", \"g\"], [\"marker\", \"null\", 1], [\"page\", \"like\", \"x\"]] }\n",
+        ] {
+            assert_eq!(errors(text), Vec::new(), "{text}");
         }
     }
 

@@ -1,0 +1,69 @@
+//! `siptrack check-config` as an operator runs it (issue 11, items 9 and
+//! 10): every error of the file in one run, each with file, line and key;
+//! exit 1 on errors, 0 and "ok" otherwise.
+
+use std::process::Command;
+
+/// Runs `siptrack check-config` on `text`; (exit code, stdout, stderr
+/// lines with the file name taken off).
+fn check(text: &str) -> (Option<i32>, String, Vec<String>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, text).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_siptrack"))
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .expect("run siptrack check-config");
+    let prefix = format!("{}: ", file.display());
+    let lines = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| l.strip_prefix(&prefix).unwrap_or(l).to_string())
+        .collect();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        lines,
+    )
+}
+
+#[test]
+fn what_cannot_work_is_refused_with_key_and_line() {
+    let text = r#"[tracking]
+default_destination = "sip:127.0.0.1:5070"
+
+[[tracking.pools]]
+name = "ads"
+numbers = ["74951000001"]
+destination = "sip:127.0.0.1:5070"
+segment = [["colour", "=", "red"]]
+
+[rewrite]
+extra_headers = "X-City={city}, From={caller}"
+
+[crm]
+phone_format = "8 (XXX) XXX-XX"
+"#;
+    let (code, _, lines) = check(text);
+    assert_eq!(code, Some(1), "{lines:#?}");
+    let wanted = [
+        "line 8: tracking.pools[0].segment: pool \"ads\": \"colour\" is not a visit field",
+        "line 11: rewrite.extra_headers.From: siptrack writes this header itself",
+        "line 14: crm.phone_format: \"8 (XXX) XXX-XX\" has 8 Xs, fewer than the 10 digits",
+    ];
+    for w in wanted {
+        assert!(lines.iter().any(|l| l.starts_with(w)), "{w}\n{lines:#?}");
+    }
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+}
+
+#[test]
+fn the_shipped_config_is_ok() {
+    let out = Command::new(env!("CARGO_BIN_EXE_siptrack"))
+        .arg("check-config")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/siptrack.toml"))
+        .output()
+        .expect("run siptrack check-config");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("siptrack.toml: ok\n"));
+}
