@@ -20,6 +20,8 @@ use crate::proxy::Transport;
 use crate::rewrite::{template, RewriteSettings, Template};
 use crate::tracking::pools::PoolConfig;
 
+mod keys;
+
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -190,7 +192,6 @@ pub struct HttpConfig {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
     sip: RawSip,
@@ -215,7 +216,6 @@ struct RawConfig {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawDedup {
     check_in_progress: Option<bool>,
     append_to_duplicates: Option<bool>,
@@ -223,7 +223,6 @@ struct RawDedup {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawClientCheck {
     enabled: Option<bool>,
     by_phone: Option<bool>,
@@ -234,7 +233,6 @@ struct RawClientCheck {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawCrm {
     kind: Option<Spanned<String>>,
     new_deal_status: Option<String>,
@@ -252,7 +250,6 @@ struct RawCrm {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawRetry {
     initial_ms: Option<Spanned<i64>>,
     max_ms: Option<Spanned<i64>>,
@@ -260,13 +257,11 @@ struct RawRetry {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawStorage {
     url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawSip {
     listen: Option<Spanned<Vec<Spanned<String>>>>,
     trusted_sources: Option<Vec<Spanned<String>>>,
@@ -279,7 +274,6 @@ struct RawSip {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawTimers {
     t1_ms: Option<Spanned<i64>>,
     t2_ms: Option<Spanned<i64>>,
@@ -288,7 +282,6 @@ struct RawTimers {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawTracking {
     default_destination: Option<Spanned<String>>,
     #[serde(default)]
@@ -304,7 +297,6 @@ struct RawTracking {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawNumber {
     number: Spanned<String>,
     destination: Spanned<String>,
@@ -313,7 +305,6 @@ struct RawNumber {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawPool {
     name: Spanned<String>,
     numbers: Spanned<Vec<Spanned<String>>>,
@@ -323,7 +314,6 @@ struct RawPool {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawRewrite {
     phone_header: Option<Spanned<String>>,
     marker_header: Option<Spanned<String>>,
@@ -334,7 +324,6 @@ struct RawRewrite {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawPhone {
     country_code: Option<Spanned<String>>,
     trunk_prefix: Option<Spanned<String>>,
@@ -342,13 +331,11 @@ struct RawPhone {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawShutdown {
     drain_seconds: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Option<Spanned<String>>,
     token: Option<String>,
@@ -361,6 +348,11 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// The errors in file order (those without a line last).
+    fn into_errors(mut self) -> ConfigErrors {
+        self.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        ConfigErrors(self.errors)
+    }
     fn line_of(&self, span: Range<usize>) -> usize {
         self.text[..span.start.min(self.text.len())]
             .matches('\n')
@@ -452,19 +444,32 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            ConfigErrors(vec![ConfigError {
-                key: "toml".into(),
-                line,
-                message: e.message().to_string(),
-            }])
-        })?;
         let mut c = Checker {
             text,
             errors: Vec::new(),
+        };
+        // Every unknown key first, all of them (serde would stop at one);
+        // then the values, so one run reports everything.
+        for u in keys::unknown_keys(text, &keys::shape_of::<RawConfig>()) {
+            c.err(u.key, u.span, u.message);
+        }
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                // Not TOML, or a value of the wrong type: the checks below
+                // need the typed values, so this is as far as it goes.
+                let key = e
+                    .span()
+                    .and_then(|s| keys::key_at(text, s.start))
+                    .unwrap_or_else(|| "toml".into());
+                // serde names Rust types; an operator wants TOML words.
+                let message = e
+                    .message()
+                    .replace("expected i64", "expected an integer")
+                    .replace("expected a boolean", "expected true or false");
+                c.err(key, e.span(), message);
+                return Err(c.into_errors());
+            }
         };
 
         let mut listen = Vec::new();
@@ -601,7 +606,7 @@ impl Config {
         };
 
         if !c.errors.is_empty() {
-            return Err(ConfigErrors(c.errors));
+            return Err(c.into_errors());
         }
         Ok(Config {
             sip: SipConfig {
@@ -1663,7 +1668,34 @@ mod tests {
         let e = errors("[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\ntrusted_source = []\n");
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].line, Some(3));
-        assert!(e[0].message.contains("trusted_source"), "{}", e[0].message);
+        assert_eq!(
+            e[0].to_string(),
+            "line 3: sip.trusted_source: unknown key (did you mean sip.trusted_sources?)"
+        );
+        // Issue 11, item 9: unknown keys do not hide the other errors.
+        let e = errors(
+            "[sip]\ntrusted_source = []\ntrusted_sources = [\"10.0.0.0/33\"]\n[crm]\nkind = \"webhok\"\nurll = \"x\"\n",
+        );
+        let keys: Vec<(&str, Option<usize>)> = e.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("sip.trusted_source", Some(2)),
+                ("sip.trusted_sources[0]", Some(3)),
+                ("crm.kind", Some(5)),
+                ("crm.urll", Some(6)),
+            ]
+        );
+        // A wrong type is named by its key, with the unknown keys.
+        let e = errors("[sip]\nmax_message_bytes = \"big\"\nlistn = []\n");
+        let got: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            vec![
+                "line 2: sip.max_message_bytes: invalid type: string \"big\", expected an integer",
+                "line 3: sip.listn: unknown key (did you mean sip.listen?)",
+            ]
+        );
         let e = errors("[sip\nlisten = 1\n");
         assert_eq!(e[0].line, Some(1));
     }

@@ -28,6 +28,69 @@ fn check(text: &str) -> (Option<i32>, String, Vec<String>) {
 }
 
 #[test]
+fn unknown_keys_and_bad_values_are_all_reported_in_one_run() {
+    let text = r#"[sip]
+listen = ["udp:127.0.0.1:5060"]
+trusted_source = ["10.0.0.0/8"]
+trusted_sources = ["192.0.2.0/24", "10.0.0.0/33"]
+
+[sip.timers]
+t1_ms = 0
+timer_b_ms = 100
+
+[trackign]
+default_destination = "sip:127.0.0.1:5070"
+
+[[tracking.numbers]]
+number = "84951111111"
+destination = "sip:127.0.0.1:5070"
+markr = "tv"
+
+[crm]
+timezone = "Moscow"
+"#;
+    let (code, _, lines) = check(text);
+    assert_eq!(
+        lines,
+        vec![
+            "line 3: sip.trusted_source: unknown key (did you mean sip.trusted_sources?)",
+            "line 4: sip.trusted_sources[1]: \"10.0.0.0/33\" is not a CIDR network (e.g. \"192.0.2.0/24\") or an IP address",
+            "line 7: sip.timers.t1_ms: must be between 1 and 60000",
+            "line 8: sip.timers.timer_b_ms: unknown key (did you mean sip.timers.timer_c_ms?)",
+            "line 10: trackign: unknown key (did you mean tracking?)",
+            "line 16: tracking.numbers[0].markr: unknown key (did you mean tracking.numbers[0].marker?)",
+            "line 19: crm.timezone: \"Moscow\" is not a UTC offset like UTC+3, UTC-5 or UTC+05:30",
+        ],
+    );
+    assert_eq!(code, Some(1));
+}
+
+#[test]
+fn a_wrong_type_is_reported_with_the_unknown_keys() {
+    let (code, _, lines) =
+        check("[sip]\nmax_message_bytes = \"big\"\nlisten_on = []\n\n[http]\ntokn = \"x\"\n");
+    assert_eq!(code, Some(1));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("line 3: sip.listen_on: unknown key (did you mean sip.listen?)")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("line 6: http.tokn: unknown key (did you mean http.token?)")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("line 2: sip.max_message_bytes:")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
 fn what_cannot_work_is_refused_with_key_and_line() {
     let text = r#"[tracking]
 default_destination = "sip:127.0.0.1:5070"
