@@ -646,3 +646,81 @@ fn withheld_callers_are_nobody_and_escaped_callers_are_decoded() {
     );
     assert_eq!(list(&p, "deals").len(), 5);
 }
+
+/// Issue 11, item 2: with `Privacy: id` the asserted identity is the
+/// caller (siptrack is inside the trust domain), and without a usable one
+/// the call is withheld; the Privacy header reaches the PBX untouched.
+#[test]
+fn privacy_id_takes_the_asserted_number_or_withholds_the_caller() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = Siptrack::start(&config(uas_port, &db_in(&dir), ""));
+    let checks = [
+        common::checks::line("Privacy", "id"),
+        common::checks::ere("P-Asserted-Identity: <sip:79167776655@"),
+    ];
+    let uas = common::checks::uas_checking(&dir, &checks);
+    let (_, forwarded) = pair(
+        &p,
+        uas_port,
+        "uac_privacy.xml",
+        &uas,
+        1,
+        &[
+            "-s",
+            "74951110001",
+            "-key",
+            "caller",
+            "anonymous",
+            "-key",
+            "privacy",
+            "id",
+            "-key",
+            "pai",
+            "8-916-777-66-55",
+        ],
+    );
+    assert_eq!(forwarded.successful(), 1, "{}", forwarded.summary());
+    for (privacy, expected) in [("id", "withheld"), ("none", "from")] {
+        let (_, run) = pair(
+            &p,
+            uas_port,
+            "uac_privacy.xml",
+            "uas.xml",
+            1,
+            &[
+                "-s",
+                "74951110001",
+                "-key",
+                "caller",
+                "89161112233",
+                "-key",
+                "privacy",
+                privacy,
+                "-key",
+                "pai",
+                "anonymous",
+            ],
+        );
+        assert_eq!(run.successful(), 1, "{expected}: {}", run.summary());
+    }
+    let leads = wait_for(&p, "leads", 3);
+    let got: Vec<(&str, &str)> = leads
+        .iter()
+        .rev()
+        .map(|l| {
+            (
+                l["title"].as_str().unwrap_or("?"),
+                l["phone"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("Incoming call from 79167776655", "79167776655"),
+            ("Incoming call from a withheld number", ""),
+            ("Incoming call from 79161112233", "79161112233"),
+        ]
+    );
+}
