@@ -700,6 +700,18 @@ fn rewrite_settings(c: &mut Checker, raw: &RawConfig) -> RewriteSettings {
         // Empty: that header is not sent.
         Some(s) if s.get_ref().is_empty() => String::new(),
         Some(s) => match template::check_header_name(s.get_ref()) {
+            Ok(())
+                if SIP_HEADERS_WRITTEN
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(s.get_ref())) =>
+            {
+                c.err(
+                    key,
+                    Some(s.span()),
+                    "siptrack writes this header itself (a SIP header of the forwarded INVITE); pick another name",
+                );
+                dflt.to_string()
+            }
             Ok(()) => s.get_ref().clone(),
             Err(m) => {
                 c.err(key, Some(s.span()), m);
@@ -1471,6 +1483,11 @@ mod tests {
             (
                 "[rewrite]\nextra_headers = { via = \"{city}\" }\n",
                 "rewrite.extra_headers.via",
+                "siptrack writes this header itself",
+            ),
+            (
+                "[rewrite]\nmarker_header = \"from\"\n",
+                "rewrite.marker_header",
                 "siptrack writes this header itself",
             ),
             (
