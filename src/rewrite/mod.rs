@@ -19,7 +19,8 @@ pub use template::Template;
 pub struct CallContext {
     /// The tracking number dialed, normalised (T-5).
     pub dialed: String,
-    /// The caller's number, normalised unless `normalize_caller = false`.
+    /// The caller's number, normalised unless `normalize_caller = false`;
+    /// empty when withheld (no phone, SPEC T-5).
     pub caller: String,
     pub visit_id: Option<String>,
     /// The visit's marker, or the static number's channel.
