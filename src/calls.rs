@@ -131,6 +131,21 @@ pub enum Party {
 }
 
 impl Party {
+    /// Who ended a call that got a final failure response (SPEC L-1: the
+    /// callee also for a busy or declined call). The caller's CANCEL is the
+    /// caller's, whatever response it crossed. A 408, or a 487 nobody
+    /// upstream asked for (Timer C's CANCEL), means a timer ran out —
+    /// siptrack's, or the PBX's own 408 — and nobody refused: `timeout`.
+    /// Every other final failure came from the callee's side (busy,
+    /// declined, unavailable, not found, the PBX's errors).
+    pub fn of_failure(code: u16, caller_cancelled: bool) -> Party {
+        match code {
+            _ if caller_cancelled => Party::Caller,
+            408 | 487 => Party::Timeout,
+            _ => Party::Callee,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Party::Caller => "caller",
@@ -284,8 +299,8 @@ impl CallTracker {
                 }
                 let c = self.open.remove(&call_id)?;
                 let status = CallStatus::from_failure(code, caller_cancelled);
-                let hangup = (status == CallStatus::Cancelled).then_some(Party::Caller);
-                Some(self.close(&call_id, c, at, status, hangup))
+                let hangup = Party::of_failure(code, caller_cancelled);
+                Some(self.close(&call_id, c, at, status, Some(hangup)))
             }
             CallEvent::Bye {
                 call_id,
@@ -420,17 +435,25 @@ mod tests {
 
     #[test]
     fn failures_map_to_statuses() {
-        for (code, cancelled, status) in [
-            (486, false, CallStatus::Busy),
-            (600, false, CallStatus::Busy),
-            (487, true, CallStatus::Cancelled),
-            (487, false, CallStatus::Missed),
-            (408, false, CallStatus::Missed),
-            (480, false, CallStatus::Missed),
-            (603, false, CallStatus::Missed),
-            (404, false, CallStatus::Failed),
-            (488, false, CallStatus::Failed),
-            (503, false, CallStatus::Failed),
+        use Party::*;
+        for (code, cancelled, status, hangup) in [
+            // Busy or declined: the callee's answer (SPEC L-1).
+            (486, false, CallStatus::Busy, Callee),
+            (600, false, CallStatus::Busy, Callee),
+            (603, false, CallStatus::Missed, Callee),
+            // The caller's CANCEL, whatever final response it crossed.
+            (487, true, CallStatus::Cancelled, Caller),
+            (486, true, CallStatus::Cancelled, Caller),
+            // A timer ran out: siptrack's own 408 (Timer B), the 487 of
+            // Timer C's CANCEL, or a 408 of the PBX's own timer.
+            (487, false, CallStatus::Missed, Timeout),
+            (408, false, CallStatus::Missed, Timeout),
+            // Every other final failure came from the callee's side.
+            (480, false, CallStatus::Missed, Callee),
+            (404, false, CallStatus::Failed, Callee),
+            (488, false, CallStatus::Failed, Callee),
+            (503, false, CallStatus::Failed, Callee),
+            (500, false, CallStatus::Failed, Callee),
         ] {
             let mut t = CallTracker::new(0, 3600);
             t.on_event(started("c", 0));
@@ -444,7 +467,7 @@ mod tests {
                 .expect("record");
             assert_eq!(r.status, status, "{code} cancelled={cancelled}");
             assert_eq!(r.duration, 0);
-            assert_eq!(r.hangup, cancelled.then_some(Party::Caller));
+            assert_eq!(r.hangup, Some(hangup), "{code} cancelled={cancelled}");
         }
         assert_eq!(CallStatus::Cancelled.webhook_name(), "CANCEL");
         assert_eq!(CallStatus::Failed.webhook_name(), "CONGESTION");

@@ -20,6 +20,8 @@ use crate::proxy::Transport;
 use crate::rewrite::{template, RewriteSettings, Template};
 use crate::tracking::pools::PoolConfig;
 
+mod keys;
+
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -225,7 +227,6 @@ pub struct HttpConfig {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
     sip: RawSip,
@@ -250,7 +251,6 @@ struct RawConfig {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawDedup {
     check_in_progress: Option<bool>,
     append_to_duplicates: Option<bool>,
@@ -258,7 +258,6 @@ struct RawDedup {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawClientCheck {
     enabled: Option<bool>,
     by_phone: Option<bool>,
@@ -269,7 +268,6 @@ struct RawClientCheck {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawCrm {
     kind: Option<Spanned<String>>,
     new_deal_status: Option<String>,
@@ -287,7 +285,6 @@ struct RawCrm {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawRetry {
     initial_ms: Option<Spanned<i64>>,
     max_ms: Option<Spanned<i64>>,
@@ -295,14 +292,12 @@ struct RawRetry {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawStorage {
     url: Option<Spanned<String>>,
     journal: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawSip {
     listen: Option<Spanned<Vec<Spanned<String>>>>,
     trusted_sources: Option<Vec<Spanned<String>>>,
@@ -315,7 +310,6 @@ struct RawSip {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawTimers {
     t1_ms: Option<Spanned<i64>>,
     t2_ms: Option<Spanned<i64>>,
@@ -324,7 +318,6 @@ struct RawTimers {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawTracking {
     default_destination: Option<Spanned<String>>,
     #[serde(default)]
@@ -340,7 +333,6 @@ struct RawTracking {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawNumber {
     number: Spanned<String>,
     destination: Spanned<String>,
@@ -349,7 +341,6 @@ struct RawNumber {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawPool {
     name: Spanned<String>,
     numbers: Spanned<Vec<Spanned<String>>>,
@@ -359,7 +350,6 @@ struct RawPool {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawRewrite {
     phone_header: Option<Spanned<String>>,
     marker_header: Option<Spanned<String>>,
@@ -370,7 +360,6 @@ struct RawRewrite {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawPhone {
     country_code: Option<Spanned<String>>,
     trunk_prefix: Option<Spanned<String>>,
@@ -378,13 +367,11 @@ struct RawPhone {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawShutdown {
     drain_seconds: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Option<Spanned<String>>,
     token: Option<String>,
@@ -397,6 +384,11 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// The errors in file order (those without a line last).
+    fn into_errors(mut self) -> ConfigErrors {
+        self.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        ConfigErrors(self.errors)
+    }
     fn line_of(&self, span: Range<usize>) -> usize {
         self.text[..span.start.min(self.text.len())]
             .matches('\n')
@@ -488,19 +480,32 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            ConfigErrors(vec![ConfigError {
-                key: "toml".into(),
-                line,
-                message: e.message().to_string(),
-            }])
-        })?;
         let mut c = Checker {
             text,
             errors: Vec::new(),
+        };
+        // Every unknown key first, all of them (serde would stop at one);
+        // then the values, so one run reports everything.
+        for u in keys::unknown_keys(text, &keys::shape_of::<RawConfig>()) {
+            c.err(u.key, u.span, u.message);
+        }
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                // Not TOML, or a value of the wrong type: the checks below
+                // need the typed values, so this is as far as it goes.
+                let key = e
+                    .span()
+                    .and_then(|s| keys::key_at(text, s.start))
+                    .unwrap_or_else(|| "toml".into());
+                // serde names Rust types; an operator wants TOML words.
+                let message = e
+                    .message()
+                    .replace("expected i64", "expected an integer")
+                    .replace("expected a boolean", "expected true or false");
+                c.err(key, e.span(), message);
+                return Err(c.into_errors());
+            }
         };
 
         let mut listen = Vec::new();
@@ -601,7 +606,7 @@ impl Config {
             &rewrite,
             &numbers,
         );
-        let leads = leads_config(&mut c, &raw);
+        let leads = leads_config(&mut c, &raw, &rewrite.phone);
         let crm = crm_delivery(&mut c, &raw.crm, &leads.crm);
         let storage_url = match &raw.storage.url {
             None => "sqlite:data/siptrack.db".to_string(),
@@ -637,7 +642,7 @@ impl Config {
         };
 
         if !c.errors.is_empty() {
-            return Err(ConfigErrors(c.errors));
+            return Err(c.into_errors());
         }
         Ok(Config {
             sip: SipConfig {
@@ -669,6 +674,29 @@ impl Config {
         })
     }
 }
+
+/// SIP headers the forwarded INVITE carries from the proxy (its Via,
+/// Record-Route, Max-Forwards, the rewritten Request-URI's To) or from the
+/// caller unchanged: an extra header of one of these names (long or
+/// compact form) would make a second, contradicting copy.
+const SIP_HEADERS_WRITTEN: &[&str] = &[
+    "Via",
+    "v",
+    "From",
+    "f",
+    "To",
+    "t",
+    "Call-ID",
+    "i",
+    "CSeq",
+    "Contact",
+    "m",
+    "Route",
+    "Record-Route",
+    "Max-Forwards",
+    "Content-Length",
+    "l",
+];
 
 fn rewrite_settings(c: &mut Checker, raw: &RawConfig) -> RewriteSettings {
     let d = RewriteSettings::default();
@@ -711,6 +739,18 @@ fn rewrite_settings(c: &mut Checker, raw: &RawConfig) -> RewriteSettings {
         // Empty: that header is not sent.
         Some(s) if s.get_ref().is_empty() => String::new(),
         Some(s) => match template::check_header_name(s.get_ref()) {
+            Ok(())
+                if SIP_HEADERS_WRITTEN
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(s.get_ref())) =>
+            {
+                c.err(
+                    key,
+                    Some(s.span()),
+                    "siptrack writes this header itself (a SIP header of the forwarded INVITE); pick another name",
+                );
+                dflt.to_string()
+            }
             Ok(()) => s.get_ref().clone(),
             Err(m) => {
                 c.err(key, Some(s.span()), m);
@@ -723,11 +763,46 @@ fn rewrite_settings(c: &mut Checker, raw: &RawConfig) -> RewriteSettings {
     let visit_header = name("rewrite.visit_header", &r.visit_header, &d.visit_header);
 
     let span = |v: &Option<Spanned<toml::Value>>| v.as_ref().map(|s| s.span());
-    let mut extra_headers = Vec::new();
+    let mut extra_headers: Vec<(String, Template)> = Vec::new();
     for (k, v) in c.pairs("rewrite.extra_headers", &r.extra_headers) {
         let key = format!("rewrite.extra_headers.{k}");
         if let Err(m) = template::check_header_name(&k) {
             c.err(&key, span(&r.extra_headers), m);
+            continue;
+        }
+        // A header siptrack writes itself would reach the PBX twice.
+        let tracking = [
+            ("rewrite.phone_header", &phone_header),
+            ("rewrite.marker_header", &marker_header),
+            ("rewrite.visit_header", &visit_header),
+        ];
+        if let Some((which, _)) = tracking
+            .iter()
+            .find(|(_, n)| !n.is_empty() && n.eq_ignore_ascii_case(&k))
+        {
+            c.err(
+                &key,
+                span(&r.extra_headers),
+                format!("siptrack writes this header itself ({which}); pick another name"),
+            );
+            continue;
+        }
+        if SIP_HEADERS_WRITTEN
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(&k))
+        {
+            c.err(
+                &key,
+                span(&r.extra_headers),
+                "siptrack writes this header itself (a SIP header of the forwarded INVITE); pick another name",
+            );
+            continue;
+        }
+        if extra_headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(&k))
+        {
+            c.err(&key, span(&r.extra_headers), "header given twice");
             continue;
         }
         match Template::parse(&v) {
@@ -828,7 +903,7 @@ fn static_numbers(
     out
 }
 
-fn leads_config(c: &mut Checker, raw: &RawConfig) -> LeadsConfig {
+fn leads_config(c: &mut Checker, raw: &RawConfig, phone: &PhoneRules) -> LeadsConfig {
     let d = DedupSettings::default();
     let mut client = ClientCheck::default();
     if let Some(rc) = &raw.dedup.client {
@@ -934,7 +1009,23 @@ fn leads_config(c: &mut Checker, raw: &RawConfig) -> LeadsConfig {
             );
             d.phone_format.clone()
         }
-        Some(f) => f.get_ref().clone(),
+        Some(f) => {
+            // C-3 fills the Xs with the last digits: fewer Xs than a
+            // national number has would send every CRM a cut number.
+            let xs = f.get_ref().chars().filter(|&c| c == 'X').count();
+            let national = phone.national_length;
+            if !f.get_ref().is_empty() && national > 0 && xs < national {
+                c.err(
+                    "crm.phone_format",
+                    Some(f.span()),
+                    format!(
+                        "\"{}\" has {xs} Xs, fewer than the {national} digits of a national number ([phone]): every phone would reach the CRM cut short",
+                        f.get_ref()
+                    ),
+                );
+            }
+            f.get_ref().clone()
+        }
     };
     let timezone = match &raw.crm.timezone {
         None => d.timezone,
@@ -1161,6 +1252,22 @@ fn pools(
                         .map_err(|e| crate::tracking::filter::FilterError::Json(e.to_string()))
                         .and_then(|j| crate::tracking::filter::from_value(&j)),
                 };
+                // Segments read visit fields; any other name is empty on
+                // every visit, and the pool would silently serve nobody
+                // (or everybody, under a negation).
+                let parsed = parsed.map_err(|e| e.to_string()).and_then(|f| {
+                    match f
+                        .fields()
+                        .into_iter()
+                        .find(|n| !crate::tracking::VISIT_FIELDS.contains(n))
+                    {
+                        Some(n) => Err(format!(
+                            "\"{n}\" is not a visit field ({})",
+                            crate::tracking::VISIT_FIELDS.join(", ")
+                        )),
+                        None => Ok(f),
+                    }
+                });
                 match parsed {
                     Ok(f) => Some(f),
                     Err(e) => {
@@ -1396,6 +1503,57 @@ mod tests {
                 "tracking.pools[1].name",
                 "must be non-empty and unique",
             ),
+            // Issue 11, item 10: what cannot work is refused.
+            (
+                "[[tracking.pools]]\nname = \"ads\"\nnumbers = [\"74951000001\"]\ndestination = \"sip:127.0.0.1\"\nsegment = [[\"colour\", \"=\", \"red\"]]\n",
+                "tracking.pools[0].segment",
+                "pool \"ads\": \"colour\" is not a visit field (marker, source, city",
+            ),
+            (
+                "[rewrite]\nextra_headers = \"X-City={city}, X-Roistat-Phone={caller}\"\n",
+                "rewrite.extra_headers.X-Roistat-Phone",
+                "siptrack writes this header itself",
+            ),
+            (
+                "[rewrite]\nphone_header = \"X-Track\"\nextra_headers = { x-track = \"{dialed}\" }\n",
+                "rewrite.extra_headers.x-track",
+                "siptrack writes this header itself (rewrite.phone_header)",
+            ),
+            (
+                "[rewrite]\nextra_headers = { via = \"{city}\" }\n",
+                "rewrite.extra_headers.via",
+                "siptrack writes this header itself",
+            ),
+            (
+                "[rewrite]\nmarker_header = \"from\"\n",
+                "rewrite.marker_header",
+                "siptrack writes this header itself",
+            ),
+            (
+                "[rewrite]\nextra_headers = { Max-Forwards = \"1\" }\n",
+                "rewrite.extra_headers.Max-Forwards",
+                "siptrack writes this header itself",
+            ),
+            (
+                "[rewrite]\nextra_headers = { l = \"0\" }\n",
+                "rewrite.extra_headers.l",
+                "siptrack writes this header itself",
+            ),
+            (
+                "[rewrite]\nextra_headers = \"X-A={city}, x-a={domain}\"\n",
+                "rewrite.extra_headers.x-a",
+                "given twice",
+            ),
+            (
+                "[crm]\nphone_format = \"8 (XXX) XXX-XX\"\n",
+                "crm.phone_format",
+                "has 8 Xs, fewer than the 10 digits of a national number ([phone])",
+            ),
+            (
+                "[phone]\ncountry_code = \"45\"\ntrunk_prefix = \"\"\n[crm]\nphone_format = \"+45 XX XX XX X\"\n",
+                "crm.phone_format",
+                "has 7 Xs, fewer than the 8 digits",
+            ),
             (
                 "[crm]\ntimezone = \"Moscow\"\n",
                 "crm.timezone",
@@ -1462,6 +1620,21 @@ mod tests {
                 e.iter().any(|e| e.key == key && e.message.contains(needle) && e.line.is_some()),
                 "{text}\nwanted {key}: …{needle}…, got {e:?}"
             );
+        }
+    }
+
+    #[test]
+    fn what_can_work_is_accepted() {
+        for text in [
+            "[crm]\nphone_format = \"+7XXXXXXXXXX\"\n",
+            "[crm]\nphone_format = \"XXXXXXXXXXXXX\"\n",
+            "[phone]\ncountry_code = \"49\"\ntrunk_prefix = \"0\"\n[crm]\nphone_format = \"+XX\"\n",
+            "[phone]\ncountry_code = \"45\"\ntrunk_prefix = \"\"\n[crm]\nphone_format = \"+45 XX XX XX XX\"\n",
+            "[rewrite]\nphone_header = \"\"\nextra_headers = { X-Roistat-Phone = \"{dialed}\", X-Via = \"{city}\" }\n",
+            "[[tracking.pools]]\nname = \"a\"\nnumbers = [\"74951000001\"]\ndestination = \"sip:127.0.0.1\"\n\
+             segment = { or = [[\"utm_source\", \"=\", \"g\"], [\"marker\", \"null\", 1], [\"page\", \"like\", \"x\"]] }\n",
+        ] {
+            assert_eq!(errors(text), Vec::new(), "{text}");
         }
     }
 
@@ -1551,7 +1724,34 @@ mod tests {
         let e = errors("[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\ntrusted_source = []\n");
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].line, Some(3));
-        assert!(e[0].message.contains("trusted_source"), "{}", e[0].message);
+        assert_eq!(
+            e[0].to_string(),
+            "line 3: sip.trusted_source: unknown key (did you mean sip.trusted_sources?)"
+        );
+        // Issue 11, item 9: unknown keys do not hide the other errors.
+        let e = errors(
+            "[sip]\ntrusted_source = []\ntrusted_sources = [\"10.0.0.0/33\"]\n[crm]\nkind = \"webhok\"\nurll = \"x\"\n",
+        );
+        let keys: Vec<(&str, Option<usize>)> = e.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("sip.trusted_source", Some(2)),
+                ("sip.trusted_sources[0]", Some(3)),
+                ("crm.kind", Some(5)),
+                ("crm.urll", Some(6)),
+            ]
+        );
+        // A wrong type is named by its key, with the unknown keys.
+        let e = errors("[sip]\nmax_message_bytes = \"big\"\nlistn = []\n");
+        let got: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            vec![
+                "line 2: sip.max_message_bytes: invalid type: string \"big\", expected an integer",
+                "line 3: sip.listn: unknown key (did you mean sip.listen?)",
+            ]
+        );
         let e = errors("[sip\nlisten = 1\n");
         assert_eq!(e[0].line, Some(1));
     }

@@ -117,6 +117,57 @@ pub fn normalize(raw: &str, rules: &PhoneRules) -> Normalized {
     Normalized::Number(digits)
 }
 
+/// RFC 3261 25.1 escapes of a SIP user part decoded (`8%20916` → `8 916`).
+/// None when an escape is malformed (`%2`, `%zz`) or the bytes it makes are
+/// not UTF-8: such a user part is no phone number and stays as it came.
+pub fn unescape_user(user: &str) -> Option<String> {
+    if !user.contains('%') {
+        return Some(user.to_string());
+    }
+    let b = user.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// [`normalize`] for a SIP user part: escapes decoded first (SPEC T-5).
+/// `NotANumber` carries the user part as it came, escapes and all.
+pub fn normalize_user(user: &str, rules: &PhoneRules) -> Normalized {
+    match unescape_user(user).map(|u| normalize(&u, rules)) {
+        Some(Normalized::Number(d)) => Normalized::Number(d),
+        _ => Normalized::NotANumber(user.to_string()),
+    }
+}
+
+/// SPEC T-5: a caller who withheld the number. The words networks and
+/// phones put in the From user part when there is no number to show (any
+/// case, escapes decoded), or nothing at all.
+pub fn is_withheld(user: &str) -> bool {
+    let decoded = unescape_user(user).unwrap_or_else(|| user.to_string());
+    let u = decoded.trim();
+    u.is_empty()
+        || [
+            "anonymous",
+            "unknown",
+            "restricted",
+            "private",
+            "unavailable",
+        ]
+        .iter()
+        .any(|w| u.eq_ignore_ascii_case(w))
+}
+
 /// [`normalize`] as a string: the digits of a number, or the input.
 pub fn normalize_str(raw: &str, rules: &PhoneRules) -> String {
     match normalize(raw, rules) {
@@ -221,6 +272,52 @@ mod tests {
                 expected,
                 "{input:?} with country {cc}, trunk {trunk}"
             );
+        }
+    }
+
+    #[test]
+    fn sip_user_parts_are_unescaped_before_normalising() {
+        let r = PhoneRules::default();
+        let n = |s: &str| Normalized::Number(s.to_string());
+        let not = |s: &str| Normalized::NotANumber(s.to_string());
+        for (user, expected) in [
+            ("8%20(916)%20123-45-67", n("79161234567")),
+            ("%2B7%20916%201234567", n("79161234567")),
+            ("%2b79161234567", n("79161234567")),
+            ("89161234567", n("79161234567")),
+            // Malformed escapes and non-numbers: as they came.
+            ("8%2", not("8%2")),
+            ("8%zz916", not("8%zz916")),
+            ("%FF%FE", not("%FF%FE")),
+            ("user%40host", not("user%40host")),
+            ("anonymous", not("anonymous")),
+        ] {
+            assert_eq!(normalize_user(user, &r), expected, "{user}");
+        }
+        assert_eq!(unescape_user("a%25b").as_deref(), Some("a%b"));
+        assert_eq!(unescape_user("%").as_deref(), None);
+    }
+
+    #[test]
+    fn withheld_callers() {
+        for (user, withheld) in [
+            ("anonymous", true),
+            ("Anonymous", true),
+            ("ANONYMOUS", true),
+            ("unknown", true),
+            ("Restricted", true),
+            ("private", true),
+            ("unavailable", true),
+            ("", true),
+            (" ", true),
+            ("%20", true),
+            ("Anonymous%20", true),
+            ("79161234567", false),
+            ("anonymous1", false),
+            ("roistat123_1", false),
+            ("101", false),
+        ] {
+            assert_eq!(is_withheld(user), withheld, "{user:?}");
         }
     }
 

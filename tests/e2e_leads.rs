@@ -194,6 +194,8 @@ fn call_records_have_the_right_status_and_duration() {
     assert_eq!(answered["marker"], "google");
     assert_eq!(answered["hangup"], "caller");
     assert_eq!(calls[1]["hangup"], "caller", "a CANCEL is the caller's");
+    assert_eq!(calls[2]["hangup"], "callee", "busy is the callee's answer");
+    assert_eq!(calls[0]["hangup"], "timeout", "nobody answered: Timer B");
     for c in &calls {
         assert_eq!(
             c["duration"].as_i64().map(|d| d == 0),
@@ -536,5 +538,189 @@ fn a_crash_in_a_burst_of_calls_leaves_a_consistent_store() {
         calls.len(),
         leads.len(),
         "each call with its lead, written together"
+    );
+}
+
+/// Issue 11, items 2 and 3: withheld callers make a lead each, without a
+/// phone; an escaped caller number is decoded, stored normalised and
+/// forwarded normalised.
+#[test]
+fn withheld_callers_are_nobody_and_escaped_callers_are_decoded() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = Siptrack::start(&config(uas_port, &db_in(&dir), ""));
+    for caller in ["anonymous", "Anonymous"] {
+        pair(
+            &p,
+            uas_port,
+            "uac_tracking.xml",
+            "uas.xml",
+            2,
+            &["-s", "74951110001", "-key", "caller", caller],
+        );
+    }
+    // The forwarded From carries the decoded, normalised number.
+    let checks = [common::checks::ere(
+        "From: \"Caller\" <sip:79161234567@127.0.0.1:",
+    )];
+    let uas = common::checks::uas_checking(&dir, &checks);
+    let (_, forwarded) = pair(
+        &p,
+        uas_port,
+        "uac_tracking.xml",
+        &uas,
+        1,
+        &[
+            "-s",
+            "74951110001",
+            "-key",
+            "caller",
+            "8%20(916)%20123-45-67",
+        ],
+    );
+    assert_eq!(forwarded.successful(), 1, "{}", forwarded.summary());
+    // A second call of the same person, written plainly: the same client.
+    pair(
+        &p,
+        uas_port,
+        "uac_tracking.xml",
+        "uas.xml",
+        1,
+        &["-s", "74951110002", "-key", "caller", "89161234567"],
+    );
+
+    let leads = wait_for(&p, "leads", 6);
+    let oldest_first: Vec<(&str, &str, &str)> = leads
+        .iter()
+        .rev()
+        .map(|l| {
+            (
+                l["title"].as_str().unwrap_or("?"),
+                l["phone"].as_str().unwrap_or("?"),
+                l["outcome"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    let withheld = "Incoming call from a withheld number";
+    assert_eq!(
+        oldest_first,
+        vec![
+            (withheld, "", "deal 1 created"),
+            (withheld, "", "deal 2 created"),
+            (withheld, "", "deal 3 created"),
+            (withheld, "", "deal 4 created"),
+            (
+                "Incoming call from 79161234567",
+                "79161234567",
+                "deal 5 created"
+            ),
+            (
+                "Incoming call from 79161234567",
+                "79161234567",
+                "duplicate of deal 5"
+            ),
+        ],
+        "{leads:#?}"
+    );
+    let calls = wait_for(&p, "calls", 6);
+    let callers: Vec<(&str, &str)> = calls
+        .iter()
+        .rev()
+        .map(|c| {
+            (
+                c["caller"].as_str().unwrap_or("?"),
+                c["caller_raw"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        callers,
+        vec![
+            ("", "anonymous"),
+            ("", "anonymous"),
+            ("", "Anonymous"),
+            ("", "Anonymous"),
+            ("79161234567", "8%20(916)%20123-45-67"),
+            ("79161234567", "89161234567"),
+        ]
+    );
+    assert_eq!(list(&p, "deals").len(), 5);
+}
+
+/// Issue 11, item 2: with `Privacy: id` the asserted identity is the
+/// caller (siptrack is inside the trust domain), and without a usable one
+/// the call is withheld; the Privacy header reaches the PBX untouched.
+#[test]
+fn privacy_id_takes_the_asserted_number_or_withholds_the_caller() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = Siptrack::start(&config(uas_port, &db_in(&dir), ""));
+    let checks = [
+        common::checks::line("Privacy", "id"),
+        common::checks::ere("P-Asserted-Identity: <sip:79167776655@"),
+    ];
+    let uas = common::checks::uas_checking(&dir, &checks);
+    let (_, forwarded) = pair(
+        &p,
+        uas_port,
+        "uac_privacy.xml",
+        &uas,
+        1,
+        &[
+            "-s",
+            "74951110001",
+            "-key",
+            "caller",
+            "anonymous",
+            "-key",
+            "privacy",
+            "id",
+            "-key",
+            "pai",
+            "8-916-777-66-55",
+        ],
+    );
+    assert_eq!(forwarded.successful(), 1, "{}", forwarded.summary());
+    for (privacy, expected) in [("id", "withheld"), ("none", "from")] {
+        let (_, run) = pair(
+            &p,
+            uas_port,
+            "uac_privacy.xml",
+            "uas.xml",
+            1,
+            &[
+                "-s",
+                "74951110001",
+                "-key",
+                "caller",
+                "89161112233",
+                "-key",
+                "privacy",
+                privacy,
+                "-key",
+                "pai",
+                "anonymous",
+            ],
+        );
+        assert_eq!(run.successful(), 1, "{expected}: {}", run.summary());
+    }
+    let leads = wait_for(&p, "leads", 3);
+    let got: Vec<(&str, &str)> = leads
+        .iter()
+        .rev()
+        .map(|l| {
+            (
+                l["title"].as_str().unwrap_or("?"),
+                l["phone"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("Incoming call from 79167776655", "79167776655"),
+            ("Incoming call from a withheld number", ""),
+            ("Incoming call from 79161112233", "79161112233"),
+        ]
     );
 }

@@ -220,6 +220,20 @@ fn the_api_checks_auth_and_fields() {
         (r#"{"visit_id": "v", "utm_source": 5.5e400}"#, "not JSON"),
         (r#"{"visit_id": "v", "city": ["Moscow"]}"#, "city"),
         (r#"{"visit_id": "v", "referer": "x"}"#, "referer"),
+        // Issue 11, item 11: an id is a string or an integer, the other
+        // fields strings; the message says which.
+        (
+            r#"{"visit_id": 1.5}"#,
+            "visit_id: expected a string or an integer, got 1.5",
+        ),
+        (
+            r#"{"visit_id": true}"#,
+            "visit_id: expected a string or an integer, got a boolean",
+        ),
+        (
+            r#"{"visit_id": "v", "city": 77}"#,
+            "city: expected a string, got a number",
+        ),
     ] {
         let (status, reply) = post_json(api(&proxy), "/api/v1/visits", Some(TOKEN), bad);
         assert_eq!(status, 400, "{bad}: {reply}");

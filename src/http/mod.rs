@@ -222,21 +222,42 @@ fn body_too_large(body: &[u8]) -> Option<Response> {
     })
 }
 
+/// The kind of a JSON value, for error messages.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Checks a visit body; the error names the field.
 pub fn parse_visit(body: &[u8]) -> Result<Visit, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
     let Value::Object(map) = v else {
         return Err("body must be a JSON object".into());
     };
+    // The id may be an integer (sites number their visits); every other
+    // field is text, and 1.5 is no id: both said in the error.
     let text = |map: &Map<String, Value>, k: &str| -> Result<Option<String>, String> {
+        let id = k == "visit_id";
+        let wanted = if id {
+            "a string or an integer"
+        } else {
+            "a string"
+        };
         match map.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.len() > MAX_VALUE => {
                 Err(format!("{k}: longer than {MAX_VALUE} bytes"))
             }
             Some(Value::String(s)) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty())),
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(_) => Err(format!("{k}: must be a string")),
+            Some(Value::Number(n)) if id && (n.is_i64() || n.is_u64()) => Ok(Some(n.to_string())),
+            Some(Value::Number(n)) if id => Err(format!("{k}: expected {wanted}, got {n}")),
+            Some(other) => Err(format!("{k}: expected {wanted}, got {}", json_kind(other))),
         }
     };
     if let Some(k) = map
@@ -556,15 +577,42 @@ mod tests {
             parse_visit(br#"{"visit_id": 42}"#).expect("numeric id").id,
             "42"
         );
+        assert_eq!(
+            parse_visit(br#"{"visit_id": -7}"#).expect("negative id").id,
+            "-7"
+        );
         for (body, needle) in [
             (&b"{"[..], "body is not JSON"),
             (b"[1]", "body must be a JSON object"),
             (b"{}", "visit_id: required"),
             (br#"{"visit_id": ""}"#, "visit_id: required"),
-            (br#"{"visit_id": ["x"]}"#, "visit_id: must be a string"),
+            (
+                br#"{"visit_id": ["x"]}"#,
+                "visit_id: expected a string or an integer, got a list",
+            ),
+            (
+                br#"{"visit_id": true}"#,
+                "visit_id: expected a string or an integer, got a boolean",
+            ),
+            (
+                br#"{"visit_id": 1.5}"#,
+                "visit_id: expected a string or an integer, got 1.5",
+            ),
+            (
+                br#"{"visit_id": 1e3}"#,
+                "visit_id: expected a string or an integer, got 1000.0",
+            ),
             (
                 br#"{"visit_id": "v", "city": {"a": 1}}"#,
-                "city: must be a string",
+                "city: expected a string, got an object",
+            ),
+            (
+                br#"{"visit_id": "v", "city": 77}"#,
+                "city: expected a string, got a number",
+            ),
+            (
+                br#"{"visit_id": "v", "utm_source": false}"#,
+                "utm_source: expected a string, got a boolean",
             ),
             (br#"{"visit_id": "v", "ctiy": "x"}"#, "ctiy: unknown field"),
         ] {

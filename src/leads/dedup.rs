@@ -162,6 +162,20 @@ pub enum Decision {
     NoDealFromCalls,
 }
 
+/// Whether L-3 can take this lead for a repeat at all: it needs something
+/// that names a person. A phone or an e-mail does; for a form lead so
+/// does its visit (the same form sent twice from one visit is a double
+/// submission). A call without a phone (a withheld number, SPEC T-5) has
+/// nothing: two withheld calls share title and empty phone, yet are
+/// anybody's, so each is its own lead; likewise a form with nothing but a
+/// title and a name.
+pub fn identifiable(lead: &Lead) -> bool {
+    let w = &lead.who;
+    !w.phone.is_empty()
+        || !w.email.is_empty()
+        || (lead.kind == LeadKind::Form && !w.visit.is_empty())
+}
+
 const HOUR: i64 = 3600;
 const DAY: i64 = 24 * HOUR;
 
@@ -169,9 +183,11 @@ const DAY: i64 = 24 * HOUR;
 /// the windows and groups are applied here. `deals` are the client's
 /// deals as far as the store could find them (by phone or email).
 pub fn decide(lead: &Lead, leads: &[PriorLead], deals: &[Deal], s: &Settings) -> Decision {
+    let who = identifiable(lead);
     // L-3: the same lead accepted in the last 12 hours …
     let same_lead = leads
         .iter()
+        .filter(|_| who)
         .filter(|p| p.who == lead.who)
         .filter(|p| lead.at - p.accepted_at <= 12 * HOUR && p.accepted_at <= lead.at)
         .filter(|p| !p.deal_group.closed())
@@ -182,7 +198,7 @@ pub fn decide(lead: &Lead, leads: &[PriorLead], deals: &[Deal], s: &Settings) ->
     let original = same_lead.or_else(|| {
         deals
             .iter()
-            .filter(|d| d.who == lead.who && d.group == Group::InProgress)
+            .filter(|d| who && d.who == lead.who && d.group == Group::InProgress)
             .filter(|d| lead.at - d.created_at <= 30 * DAY && d.created_at <= lead.at)
             .max_by_key(|d| (d.created_at, d.id))
             .map(|d| Original::Deal(d.id))

@@ -27,13 +27,19 @@ use crate::store::{Store, StoreError};
 
 /// The lead a call makes: title `Incoming call from <caller>`, the caller
 /// as phone, the visit (for static tracking, the channel's marker), and a
-/// text naming the dialed number.
+/// text naming the dialed number. A withheld caller (no phone, SPEC T-5)
+/// makes `Incoming call from a withheld number` without a phone.
 pub fn call_lead(r: &CallRecord) -> NewLead {
     let i = &r.info;
+    let title = if i.caller.is_empty() {
+        "Incoming call from a withheld number".to_string()
+    } else {
+        format!("Incoming call from {}", i.caller)
+    };
     NewLead {
         kind: Some(LeadKind::Call),
         who: Identity {
-            title: format!("Incoming call from {}", i.caller),
+            title,
             name: String::new(),
             phone: i.caller.clone(),
             email: String::new(),

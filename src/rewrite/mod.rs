@@ -8,7 +8,7 @@ pub mod template;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::config::Destination;
-use crate::phone::{normalize_str, PhoneRules};
+use crate::phone::{is_withheld, normalize_user, Normalized, PhoneRules};
 use crate::proxy::hooks::destination_uri;
 use crate::sip::{HeaderName, Message, NameAddr, Patch, Span, Uri};
 
@@ -19,7 +19,8 @@ pub use template::Template;
 pub struct CallContext {
     /// The tracking number dialed, normalised (T-5).
     pub dialed: String,
-    /// The caller's number, normalised unless `normalize_caller = false`.
+    /// The caller's number, normalised unless `normalize_caller = false`;
+    /// empty when withheld (no phone, SPEC T-5).
     pub caller: String,
     pub visit_id: Option<String>,
     /// The visit's marker, or the static number's channel.
@@ -110,6 +111,115 @@ pub fn caller_raw(msg: &Message) -> String {
         .and_then(|h| uri_user(msg, h.value))
         .map(|(_, u)| String::from_utf8_lossy(u).into_owned())
         .unwrap_or_default()
+}
+
+/// The caller as tracking sees it (SPEC T-5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The user part it was taken from, as it came (escapes and all).
+    pub raw: String,
+    /// The phone: normalised (when `normalize_caller` is on), or None when
+    /// the number is withheld.
+    pub phone: Option<String>,
+}
+
+/// Who called, for the call record and the lead: the From user part;
+/// with `Privacy: id` (RFC 3323) the P-Asserted-Identity's number instead,
+/// since siptrack sits inside the trust domain that asserted it, and no
+/// phone at all when there is no usable one. `anonymous` and the other
+/// words of [`is_withheld`] are no phone either.
+pub fn caller(msg: &Message, rules: &PhoneRules, normalise: bool) -> Caller {
+    let from = caller_raw(msg);
+    if privacy_id(msg) {
+        return match asserted_number(msg, rules) {
+            Some((raw, phone)) => Caller {
+                phone: Some(if normalise { phone } else { raw.clone() }),
+                raw,
+            },
+            None => Caller {
+                raw: from,
+                phone: None,
+            },
+        };
+    }
+    if is_withheld(&from) {
+        return Caller {
+            raw: from,
+            phone: None,
+        };
+    }
+    let phone = if normalise {
+        match normalize_user(&from, rules) {
+            Normalized::Number(d) => d,
+            Normalized::NotANumber(s) => s,
+        }
+    } else {
+        from.clone()
+    };
+    Caller {
+        raw: from,
+        phone: Some(phone),
+    }
+}
+
+/// A `Privacy` header asking for the identity to be withheld (`id`, any
+/// case, among `;`-separated values).
+fn privacy_id(msg: &Message) -> bool {
+    msg.headers
+        .iter()
+        .filter(|h| msg.bytes(h.name_span).eq_ignore_ascii_case(b"privacy"))
+        .flat_map(|h| msg.bytes(h.value).split(|&c| c == b';' || c == b','))
+        .any(|v| v.trim_ascii().eq_ignore_ascii_case(b"id"))
+}
+
+/// The first P-Asserted-Identity value that is a phone number: (its user
+/// part or telephone-subscriber as written, normalised number).
+fn asserted_number(msg: &Message, rules: &PhoneRules) -> Option<(String, String)> {
+    msg.headers_named(HeaderName::PAssertedIdentity)
+        .flat_map(|h| split_values(msg.bytes(h.value)))
+        .find_map(|v| {
+            let na = NameAddr::parse(v).ok()?;
+            let uri = na.uri();
+            let user = match uri.get(..4) {
+                Some(s) if s.eq_ignore_ascii_case(b"tel:") => {
+                    let rest = &uri[4..];
+                    let end = rest.iter().position(|&c| c == b';').unwrap_or(rest.len());
+                    &rest[..end]
+                }
+                _ => Uri::parse(uri).ok()?.user()?,
+            };
+            let user = std::str::from_utf8(user).ok()?;
+            if is_withheld(user) {
+                return None;
+            }
+            match normalize_user(user, rules) {
+                Normalized::Number(d) => Some((user.to_string(), d)),
+                Normalized::NotANumber(_) => None,
+            }
+        })
+}
+
+/// The values of a comma-separated header (commas inside quotes and
+/// angle brackets belong to the value).
+fn split_values(v: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut angle, mut i) = (0, false, false, 0);
+    while i < v.len() {
+        match v[i] {
+            b'\\' if quoted => i += 1,
+            b'"' => quoted = !quoted,
+            b'<' if !quoted => angle = true,
+            b'>' if !quoted => angle = false,
+            b',' if !quoted && !angle => {
+                out.push(v[start..i].trim_ascii());
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push(v[start.min(v.len())..].trim_ascii());
+    out
 }
 
 /// What happens to the To URI of the forwarded INVITE (T-4).
@@ -263,9 +373,12 @@ pub fn normalize_caller(msg: &Message, rules: &PhoneRules, patch: &mut Patch) {
         let Ok(raw) = std::str::from_utf8(user) else {
             continue;
         };
-        let n = normalize_str(raw, rules);
-        if n != raw {
-            patch.replace(span, n.as_bytes());
+        // Escapes are decoded first (`8%20916…`); what is no number after
+        // that (`anonymous`, a login) stays as it came.
+        if let Normalized::Number(n) = normalize_user(raw, rules) {
+            if n != raw {
+                patch.replace(span, n.as_bytes());
+            }
         }
     }
 }

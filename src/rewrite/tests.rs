@@ -334,7 +334,7 @@ fn to_uri_edits_keep_display_name_and_tag() {
 fn caller_numbers_are_normalised_in_from_pai_and_rpid() {
     let msg = invite(
         "74951111111",
-        "8%20916",
+        "8%20(916)%20123-45-67",
         "P-Asserted-Identity: <sip:+7(916)123-45-67@trunk.example>\r\n\
          Remote-Party-ID: <sip:89161234567@trunk.example>;party=calling\r\n",
     );
@@ -349,10 +349,10 @@ fn caller_numbers_are_normalised_in_from_pai_and_rpid() {
         header(&out, "Remote-Party-ID"),
         vec!["<sip:79161234567@trunk.example>;party=calling"]
     );
-    // An escaped user part is not a phone number as written: left alone.
+    // RFC 3261 escapes are decoded before normalising.
     assert_eq!(
         header(&out, "From"),
-        vec!["\"Caller\" <sip:8%20916@trunk.example>;tag=f1"]
+        vec!["\"Caller\" <sip:79161234567@trunk.example>;tag=f1"]
     );
 
     let msg = invite("74951111111", "8-916-123-45-67", "");
@@ -362,7 +362,7 @@ fn caller_numbers_are_normalised_in_from_pai_and_rpid() {
         header(&applied(&msg, &mut patch), "From"),
         vec!["\"Caller\" <sip:79161234567@trunk.example>;tag=f1"]
     );
-    for user in ["anonymous", "roistat123_1", "101"] {
+    for user in ["anonymous", "roistat123_1", "101", "user%40host", "8%2"] {
         let msg = invite("74951111111", user, "");
         let mut patch = Patch::new();
         normalize_caller(&msg, &PhoneRules::default(), &mut patch);
@@ -396,4 +396,171 @@ fn dialed_number_comes_from_the_request_uri_else_the_to() {
             .replace("+7 (495) 111-11-11", "84951111111");
     let msg = Message::parse(Bytes::from(text), true).expect("parses");
     assert_eq!(dialed_raw(&msg).as_deref(), Some("84951111111"));
+}
+
+#[test]
+fn the_caller_for_tracking_table() {
+    let r = PhoneRules::default();
+    let pai = |user: &str| format!("P-Asserted-Identity: <sip:{user}@trunk.example>\r\n");
+    let withheld = Caller {
+        raw: String::new(),
+        phone: None,
+    };
+    let number = |raw: &str, phone: &str| Caller {
+        raw: raw.into(),
+        phone: Some(phone.into()),
+    };
+    for (from, extra, normalise, expected) in [
+        (
+            "8-916-123-45-67",
+            String::new(),
+            true,
+            number("8-916-123-45-67", "79161234567"),
+        ),
+        (
+            "8-916-123-45-67",
+            String::new(),
+            false,
+            number("8-916-123-45-67", "8-916-123-45-67"),
+        ),
+        (
+            "8%20(916)%20123-45-67",
+            String::new(),
+            true,
+            number("8%20(916)%20123-45-67", "79161234567"),
+        ),
+        (
+            "roistat123_1",
+            String::new(),
+            true,
+            number("roistat123_1", "roistat123_1"),
+        ),
+        // Withheld: the From words, any case, and nothing at all.
+        (
+            "anonymous",
+            String::new(),
+            true,
+            Caller {
+                raw: "anonymous".into(),
+                ..withheld.clone()
+            },
+        ),
+        (
+            "Anonymous",
+            String::new(),
+            false,
+            Caller {
+                raw: "Anonymous".into(),
+                ..withheld.clone()
+            },
+        ),
+        (
+            "unknown",
+            String::new(),
+            true,
+            Caller {
+                raw: "unknown".into(),
+                ..withheld.clone()
+            },
+        ),
+        (
+            "restricted",
+            String::new(),
+            true,
+            Caller {
+                raw: "restricted".into(),
+                ..withheld.clone()
+            },
+        ),
+        (
+            "private",
+            String::new(),
+            true,
+            Caller {
+                raw: "private".into(),
+                ..withheld.clone()
+            },
+        ),
+        (
+            "unavailable",
+            String::new(),
+            true,
+            Caller {
+                raw: "unavailable".into(),
+                ..withheld.clone()
+            },
+        ),
+        // Privacy: id without a usable PAI hides even a number in From.
+        (
+            "79161234567",
+            "Privacy: id\r\n".into(),
+            true,
+            Caller {
+                raw: "79161234567".into(),
+                ..withheld.clone()
+            },
+        ),
+        (
+            "anonymous",
+            format!("Privacy: id\r\n{}", pai("anonymous")),
+            true,
+            Caller {
+                raw: "anonymous".into(),
+                ..withheld.clone()
+            },
+        ),
+        (
+            "anonymous",
+            format!("Privacy: header;ID\r\n{}", pai("restricted")),
+            true,
+            Caller {
+                raw: "anonymous".into(),
+                ..withheld.clone()
+            },
+        ),
+        // … with one, the asserted number is the caller (siptrack is in
+        // the trust domain).
+        (
+            "anonymous",
+            format!("Privacy: id\r\n{}", pai("+7(916)123-45-67")),
+            true,
+            number("+7(916)123-45-67", "79161234567"),
+        ),
+        (
+            "anonymous",
+            "Privacy: user; id\r\nP-Asserted-Identity: \"X\" <tel:+79161234567;cpc=ordinary>\r\n"
+                .into(),
+            true,
+            number("+79161234567", "79161234567"),
+        ),
+        (
+            "anonymous",
+            "Privacy: id\r\nP-Asserted-Identity: <sip:user@host>, <tel:89161234567>\r\n".into(),
+            true,
+            number("89161234567", "79161234567"),
+        ),
+        // No Privacy: id: From decides, a PAI does not.
+        (
+            "anonymous",
+            pai("79161234567"),
+            true,
+            Caller {
+                raw: "anonymous".into(),
+                ..withheld.clone()
+            },
+        ),
+        (
+            "89161234567",
+            format!("Privacy: none\r\n{}", pai("79990000000")),
+            true,
+            number("89161234567", "79161234567"),
+        ),
+    ] {
+        let msg = invite("74951111111", from, &extra);
+        assert_eq!(
+            caller(&msg, &r, normalise),
+            expected,
+            "From {from}, {extra:?}"
+        );
+    }
 }

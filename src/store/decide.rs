@@ -247,6 +247,11 @@ fn candidates(
     s: &Settings,
 ) -> rusqlite::Result<(Vec<PriorLead>, Vec<Deal>)> {
     let w = &lead.who;
+    // Nobody to match (a withheld caller): no L-3 history to fetch, and no
+    // client deals (those need a phone or an e-mail, below).
+    if !dedup::identifiable(lead) {
+        return Ok((Vec::new(), Vec::new()));
+    }
     // The most selective index for this lead: without statistics SQLite
     // may pick the e-mail index, and most calls have no e-mail.
     let index = if !w.phone.is_empty() {

@@ -237,6 +237,15 @@ impl Fields for BTreeMap<String, String> {
 }
 
 impl Filter {
+    /// Every field a filter reads, in the order written (repeats kept), so
+    /// that a config can refuse fields its records never carry.
+    pub fn fields(&self) -> Vec<&str> {
+        match self {
+            Filter::Cond { field, .. } => vec![field.as_str()],
+            Filter::And(all) | Filter::Or(all) => all.iter().flat_map(Filter::fields).collect(),
+        }
+    }
+
     /// Semantics:
     /// - `=`, `!=`, `in`, `not_in` compare as numbers when both sides read
     ///   as numbers (`12` = `12.0`), else as strings ignoring case: segment
@@ -520,6 +529,23 @@ mod tests {
                 value
             }
         );
+    }
+
+    #[test]
+    fn fields_named_by_a_filter() {
+        for (filter, fields) in [
+            (r#"["city", "=", "x"]"#, vec!["city"]),
+            (
+                r#"{"or": [["source", "like%", "a"], {"and": [["colour", "=", "red"], ["city", "null", 1]]}]}"#,
+                vec!["source", "colour", "city"],
+            ),
+            (
+                r#"[["city", "=", "x"], ["city", "!=", "y"]]"#,
+                vec!["city", "city"],
+            ),
+        ] {
+            assert_eq!(parse(filter).expect(filter).fields(), fields, "{filter}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use crate::calls::CallInfo;
 use crate::clock::Clock;
 use crate::config::{Config, Destination, StaticNumber};
-use crate::phone::normalize_str;
+use crate::phone::{normalize_user, Normalized};
 use crate::proxy::hooks::{destination_uri, CallRouter, NextHop, Refusal};
 use crate::proxy::{Millis, Peer};
 use crate::rewrite::{self, CallContext, RewriteSettings};
@@ -31,6 +31,8 @@ pub struct Lookup {
     pub destination: Destination,
     pub phone_destination: bool,
     pub context: CallContext,
+    /// The caller's user part as it came (the PAI's with `Privacy: id`).
+    pub caller_raw: String,
 }
 
 impl TrackingRouter {
@@ -54,18 +56,18 @@ impl TrackingRouter {
     /// numbers no visit holds, go on without a visit.
     pub fn lookup(&self, req: &Message) -> Option<Lookup> {
         let dialed_raw = rewrite::dialed_raw(req).unwrap_or_default();
-        let dialed = normalize_str(&dialed_raw, &self.settings.phone);
-        let caller_raw = rewrite::caller_raw(req);
-        let caller = if self.settings.normalize_caller {
-            normalize_str(&caller_raw, &self.settings.phone)
-        } else {
-            caller_raw
+        let dialed = match normalize_user(&dialed_raw, &self.settings.phone) {
+            Normalized::Number(d) => d,
+            Normalized::NotANumber(s) => s,
         };
+        let caller = rewrite::caller(req, &self.settings.phone, self.settings.normalize_caller);
         let mut context = CallContext {
             dialed,
-            caller,
+            // Withheld: no phone, and no {caller} in extra headers.
+            caller: caller.phone.unwrap_or_default(),
             ..CallContext::default()
         };
+        let caller_raw = caller.raw;
         if let Some(n) = self.numbers.get(&context.dialed) {
             context.marker = n.marker.clone();
             context.source = n.source.clone();
@@ -73,6 +75,7 @@ impl TrackingRouter {
                 destination: n.destination.clone(),
                 phone_destination: n.phone_destination,
                 context,
+                caller_raw,
             });
         }
         if let Ok(pools) = self.pools.lock() {
@@ -87,6 +90,7 @@ impl TrackingRouter {
                     destination: pool.destination.clone(),
                     phone_destination: pool.phone_destination,
                     context,
+                    caller_raw,
                 });
             }
         }
@@ -94,6 +98,7 @@ impl TrackingRouter {
             destination: self.default_destination.clone()?,
             phone_destination: false,
             context,
+            caller_raw,
         })
     }
 }
@@ -136,7 +141,7 @@ impl CallRouter for TrackingRouter {
         rewrite::rewrite_invite(req, &found.context, &to, &self.settings, patch);
         let ctx = found.context;
         let call = CallInfo {
-            caller_raw: rewrite::caller_raw(req),
+            caller_raw: found.caller_raw,
             caller: ctx.caller,
             dialed: ctx.dialed,
             destination: String::from_utf8_lossy(&uri).into_owned(),

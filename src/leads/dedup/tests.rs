@@ -62,6 +62,45 @@ fn client_on(f: impl FnOnce(&mut ClientCheck)) -> Settings {
     s
 }
 
+/// A call from a withheld number: no phone, no e-mail, no visit.
+fn withheld<T: HasWho>(mut t: T) -> T {
+    let w = t.who();
+    w.title = "Incoming call from a withheld number".into();
+    w.name.clear();
+    w.phone.clear();
+    w.email.clear();
+    w.visit.clear();
+    t
+}
+
+/// A form lead with nothing but its title and name.
+fn bare<T: HasWho>(mut t: T) -> T {
+    let w = t.who();
+    w.phone.clear();
+    w.email.clear();
+    w.visit.clear();
+    t
+}
+
+trait HasWho {
+    fn who(&mut self) -> &mut Identity;
+}
+impl HasWho for Lead {
+    fn who(&mut self) -> &mut Identity {
+        &mut self.who
+    }
+}
+impl HasWho for PriorLead {
+    fn who(&mut self) -> &mut Identity {
+        &mut self.who
+    }
+}
+impl HasWho for Deal {
+    fn who(&mut self) -> &mut Identity {
+        &mut self.who
+    }
+}
+
 use Decision::*;
 use Group::*;
 use LeadKind::*;
@@ -192,6 +231,77 @@ fn decision_table() {
                 check_in_progress: true,
                 ..d()
             },
+            Duplicate(Original::Lead(7)),
+        ),
+        // ---- L-3 needs someone to match: withheld callers, bare forms ---
+        (
+            "withheld call: the same withheld call 1 h ago is not the same caller",
+            withheld(lead(Call)),
+            vec![withheld(prior(7, H, NotCounted))],
+            vec![],
+            d(),
+            NEW,
+        ),
+        (
+            "withheld call: nor is a withheld deal in progress",
+            withheld(lead(Call)),
+            vec![],
+            vec![withheld(deal(3, D, InProgress))],
+            d(),
+            NEW,
+        ),
+        (
+            "withheld call: never attached to a deal without phone",
+            withheld(lead(Call)),
+            vec![],
+            vec![withheld(client_deal(3, D, InProgress))],
+            d(),
+            NEW,
+        ),
+        (
+            "withheld call with a visit: still its own lead",
+            with(withheld(lead(Call)), |l| l.who.visit = "v1".into()),
+            vec![with(withheld(prior(7, H, NotCounted)), |p| {
+                p.who.visit = "v1".into()
+            })],
+            vec![],
+            d(),
+            NEW,
+        ),
+        (
+            "form without phone and e-mail, same visit: a double submission",
+            with(lead(Form), |l| {
+                l.who.phone.clear();
+                l.who.email.clear()
+            }),
+            vec![with(prior(7, H, NotCounted), |p| {
+                p.who.phone.clear();
+                p.who.email.clear()
+            })],
+            vec![],
+            d(),
+            Duplicate(Original::Lead(7)),
+        ),
+        (
+            "form without phone, e-mail and visit: nobody to match",
+            bare(lead(Form)),
+            vec![bare(prior(7, H, NotCounted))],
+            vec![bare(deal(3, D, InProgress))],
+            d(),
+            NEW,
+        ),
+        (
+            "form with only an e-mail still matches",
+            with(lead(Form), |l| {
+                l.who.phone.clear();
+                l.who.visit.clear()
+            }),
+            vec![with(prior(7, H, NotCounted), |p| {
+                p.who.phone.clear();
+                p.who.visit.clear()
+            })],
+            vec![],
+            d(),
             Duplicate(Original::Lead(7)),
         ),
         // ---- L-3: the 30-day in-progress deal match --------------------
