@@ -291,7 +291,8 @@ fn deals_follow_the_duplicate_rules_and_status_callbacks() {
         String::from_utf8(out.stdout).expect("utf-8")
     };
     let table = cli(&[]);
-    let lines: Vec<&str> = table.lines().collect();
+    // A lead's long texts wrap onto lines of their own, which start blank.
+    let lines: Vec<&str> = table.lines().filter(|l| !l.starts_with(' ')).collect();
     assert_eq!(lines.len(), 4, "header + 3 leads:\n{table}");
     for col in [
         "id",

@@ -18,7 +18,7 @@ const COLUMNS: &[(&str, &str, usize)] = &[
     ("name", "name", 14),
     ("phone", "phone", 13),
     ("visit", "visit", 12),
-    ("comment", "comment", 30),
+    ("comment", "comment", 40),
     ("outcome", "outcome", 30),
 ];
 
@@ -211,7 +211,7 @@ mod tests {
         for word in ["answered,", "125", "Moscow", "office", "line"] {
             assert!(all.contains(word), "{word} missing: {all}");
         }
-        assert!(lines.len() >= 3, "{lines:?}");
+        assert!(lines.len() >= 2, "{lines:?}");
         assert_eq!(lines.len(), rows(&lead, tz).len());
     }
 }
