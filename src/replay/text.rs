@@ -139,6 +139,15 @@ pub fn top_via_line(m: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Every Via value of a message, top first: the lines in order, each
+/// line's comma-separated values in order.
+pub fn vias(m: &[u8]) -> Vec<&[u8]> {
+    values(m, "via")
+        .into_iter()
+        .flat_map(split_top_level)
+        .collect()
+}
+
 /// The first Record-Route value (the proxy's own, topmost).
 pub fn top_record_route(m: &[u8]) -> Option<Vec<u8>> {
     let v = values(m, "record-route").into_iter().next()?;
@@ -234,6 +243,13 @@ mod tests {
         assert_eq!(
             top_via_line(INV).as_deref(),
             Some(&b"Via: SIP/2.0/UDP a:5060;branch=z9hG4bK1\r\n"[..])
+        );
+        assert_eq!(
+            vias(INV),
+            vec![
+                &b"SIP/2.0/UDP a:5060;branch=z9hG4bK1"[..],
+                b"SIP/2.0/UDP c;branch=z9hG4bK2"
+            ]
         );
         assert_eq!(status(b"SIP/2.0 486 Busy Here\r\n\r\n"), Some(486));
         assert_eq!(
