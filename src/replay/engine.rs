@@ -274,7 +274,14 @@ impl<'a> Engine<'a> {
             // The answer carried the replaced proxy's Via on top: it goes.
             let replace = (self.proxy_in_capture && m.dst == self.proxy_addr)
                 || self.hops.role(m) == Role::Answer;
-            let answer = text::with_top_via(&m.data, &via, replace);
+            let mut answer = text::with_top_via(&m.data, &via, replace);
+            // The far side mirrored the replaced proxy's Record-Route; it
+            // would have mirrored siptrack's.
+            if let Some(rr) = self.record_route.get(&key.0) {
+                for old in self.hops.record_routes(m) {
+                    answer = text::with_record_route_replaced(&answer, old, rr);
+                }
+            }
             let peer = Peer {
                 transport: to.transport,
                 addr: to.addr,

@@ -49,6 +49,9 @@ struct Hop {
     at: Vec<SocketAddr>,
     /// Every address a relayed copy left from (each proxy on the way).
     relays: Vec<SocketAddr>,
+    /// The Record-Route values the first proxy put on its copy: the far
+    /// side mirrors them in its answers, where siptrack's belong.
+    record_routes: Vec<Vec<u8>>,
 }
 
 fn push_new(v: &mut Vec<SocketAddr>, a: SocketAddr) {
@@ -113,6 +116,14 @@ impl Hops {
                             push_new(&mut hop.at, earlier.dst);
                             push_new(&mut hop.at, m.src);
                             proxies.insert(earlier.dst);
+                            let before = text::record_routes(&earlier.data);
+                            let after = text::record_routes(&m.data);
+                            if after.len() > before.len() && after.ends_with(&before) {
+                                hop.record_routes = after[..after.len() - before.len()]
+                                    .iter()
+                                    .map(|v| v.to_vec())
+                                    .collect();
+                            }
                         }
                         push_new(&mut hop.relays, m.src);
                         copies.insert(j);
@@ -150,6 +161,14 @@ impl Hops {
     /// The addresses of the proxies the replay stands in for, sorted.
     pub fn proxies(&self) -> &[SocketAddr] {
         &self.proxies
+    }
+
+    /// The Record-Route values the replaced proxy added to the request
+    /// this message answers (none outside relayed transactions).
+    pub fn record_routes(&self, m: &Captured) -> &[Vec<u8>] {
+        key_of(&m.data)
+            .and_then(|k| self.by_key.get(&k))
+            .map_or(&[], |h| &h.record_routes)
     }
 
     pub fn role(&self, m: &Captured) -> Role {
@@ -221,6 +240,16 @@ mod tests {
             assert_eq!(roles(&hops, &msgs), want, "{name}");
             let kamailio: SocketAddr = ([127, 0, 0, 1], 15060).into();
             assert_eq!(hops.proxies(), [kamailio], "{name}");
+            // Kamailio's Record-Route, as the callee's answers mirror it.
+            let answer = msgs
+                .iter()
+                .find(|m| hops.role(m) == Role::Answer)
+                .expect("an answer");
+            let rr = format!(
+                "<sip:127.0.0.1:15060;lr;ftag={}>",
+                text::from_tag(&answer.data).unwrap_or_default()
+            );
+            assert_eq!(hops.record_routes(answer), [rr.into_bytes()], "{name}");
         }
     }
 
