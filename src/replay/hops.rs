@@ -299,6 +299,39 @@ mod tests {
                 "FRA",
             ),
             (
+                "a request the proxy answers itself (407) is not relayed: \
+                 its answer stays the answer; the retry is relayed",
+                vec![
+                    msg(15080, 15060, UDP, INV, &[A], "1 INVITE"),
+                    msg(
+                        15060,
+                        15080,
+                        UDP,
+                        "SIP/2.0 407 Proxy Auth",
+                        &[A],
+                        "1 INVITE",
+                    ),
+                    msg(15080, 15060, UDP, "ACK sip:b@x SIP/2.0", &[A], "1 ACK"),
+                    msg(15080, 15060, UDP, INV, &[A], "2 INVITE"),
+                    msg(15060, 15070, UDP, INV, &[P, A], "2 INVITE"),
+                    msg(15070, 15060, UDP, OK, &[P, A], "2 INVITE"),
+                    msg(15060, 15080, UDP, OK, &[A], "2 INVITE"),
+                ],
+                "FFFFRAD",
+            ),
+            (
+                "compact Via lines, several values on one line",
+                vec![msg(15080, 15060, UDP, INV, &[A], "1 INVITE"), {
+                    let mut m = msg(15060, 15070, UDP, INV, &[], "1 INVITE");
+                    let v = format!("v: {P}, {A}\r\n");
+                    let after_start_line = INV.len() + 2;
+                    m.data
+                        .splice(after_start_line..after_start_line, v.into_bytes());
+                    m
+                }],
+                "FR",
+            ),
+            (
                 "a retransmission is not a copy",
                 vec![
                     msg(15080, 15060, UDP, INV, &[A], "1 INVITE"),
