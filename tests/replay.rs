@@ -71,7 +71,9 @@ fn expectations() -> BTreeMap<&'static str, Expect> {
             "SIP_CALL_RTP_G711.pcap",
             Calls(&[("answered", 1), ("missed", 1)], "SIP/2.0 180 Ringing"),
         ),
-        // One answered call and one declined (603: missed).
+        // One answered call and one declined (603: missed). The answered
+        // one the Brekeke server turns back to the gateway it came from: a
+        // proxy hop, replayed once.
         (
             "SIP_DTMF2.cap",
             Calls(&[("answered", 1), ("missed", 1)], "SIP/2.0 603 Decline"),
@@ -459,4 +461,124 @@ fn a_truncated_capture_replays_what_it_holds() {
         ev.last().map(|e| e["event"].clone()),
         Some("summary".into())
     );
+}
+
+/// Captures of calls through another proxy (SIPp → Kamailio → SIPp,
+/// issue 11 item 12), replayed without a config: siptrack stands where
+/// Kamailio stood, so each is one call with each message sent once; no
+/// retransmissions or timeouts from Kamailio's relayed copies coming back
+/// in as a second call.
+#[test]
+fn a_capture_through_another_proxy_replays_as_one_call() {
+    // (case, call status, hangup, what siptrack sends, in order)
+    let calls: [(&str, &str, &str, &[&str]); 3] = [
+        (
+            "kamailio-hop",
+            "answered",
+            "caller",
+            &[
+                "to-caller SIP/2.0 100",
+                "to-callee INVITE",
+                "to-caller SIP/2.0 180",
+                "to-caller SIP/2.0 200",
+                "to-callee ACK",
+                "to-callee BYE",
+                "to-caller SIP/2.0 200",
+            ],
+        ),
+        (
+            "kamailio-hop-callee-bye",
+            "answered",
+            "callee",
+            &[
+                "to-caller SIP/2.0 100",
+                "to-callee INVITE",
+                "to-caller SIP/2.0 180",
+                "to-caller SIP/2.0 200",
+                "to-callee ACK",
+                "to-caller BYE",
+                "to-callee SIP/2.0 200",
+            ],
+        ),
+        (
+            "kamailio-hop-cancel",
+            "cancelled",
+            "caller",
+            &[
+                "to-caller SIP/2.0 100",
+                "to-callee INVITE",
+                "to-caller SIP/2.0 180",
+                "to-caller SIP/2.0 200",
+                "to-callee CANCEL",
+                "to-callee ACK",
+                "to-caller SIP/2.0 487",
+            ],
+        ),
+    ];
+    for (name, status, hangup, sends) in calls {
+        let (capture, config) = case_parts(&cases().join(name));
+        let ev = events(&replay(&capture, &config).unwrap_or_else(|(_, r)| panic!("{r}")));
+        assert_eq!(
+            ev[0]["proxy_hops"],
+            serde_json::json!(["127.0.0.1:15060"]),
+            "{name}"
+        );
+        let got: Vec<String> = ev
+            .iter()
+            .filter(|e| e["event"] == "send")
+            .map(|e| {
+                let line = e["first_line"].as_str().unwrap_or("");
+                let word = if line.starts_with("SIP/2.0") {
+                    11
+                } else {
+                    line.find(' ').unwrap_or(0)
+                };
+                format!(
+                    "{} {}",
+                    e["direction"].as_str().unwrap_or(""),
+                    &line[..word.min(line.len())]
+                )
+                .trim_end()
+                .to_string()
+            })
+            .collect();
+        assert_eq!(
+            got,
+            sends.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "{name}"
+        );
+        // Nothing went to Kamailio's address; what reached the caller
+        // carries the caller's Via only; the dialog's route is siptrack's
+        // (the callee mirrored Kamailio's Record-Route in the capture).
+        for e in ev.iter().filter(|e| e["event"] == "send") {
+            assert_ne!(e["to"], "127.0.0.1:15060", "{name}: {}", e["first_line"]);
+            let msg = e["message"].as_str().unwrap_or("");
+            if e["direction"] == "to-caller" && msg.starts_with("SIP/2.0") {
+                assert_eq!(msg.matches("Via:").count(), 1, "{name}: {msg}");
+                assert!(!msg.contains("127.0.0.1:15060;branch"), "{name}: {msg}");
+            }
+            for l in msg.lines() {
+                if l.starts_with("Record-Route:") || l.starts_with("Route:") {
+                    assert!(l.contains("@192.0.2.10:5060;lr>"), "{name}: {msg}");
+                }
+            }
+        }
+        let calls: Vec<&Value> = ev.iter().filter(|e| e["event"] == "call").collect();
+        assert_eq!(calls.len(), 1, "{name}");
+        assert_eq!(
+            (calls[0]["status"].as_str(), calls[0]["hangup"].as_str()),
+            (Some(status), Some(hangup)),
+            "{name}"
+        );
+        let summary = ev.last().expect("a summary");
+        assert_eq!(summary["event"], "summary");
+        assert_eq!(
+            (
+                summary["retransmissions_sent"].as_u64(),
+                summary["timeouts"].as_u64()
+            ),
+            (Some(0), Some(0)),
+            "{name}"
+        );
+    }
 }

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::hops::{Hops, Role};
 use super::stream::Captured;
 use super::text;
 use crate::calls::CallRecord;
@@ -26,9 +27,9 @@ use crate::proxy::{Millis, Output, Peer, Transport};
 const RUN_OUT_MS: Millis = 40_000;
 
 /// (Call-ID, CSeq number, CSeq method): what ties a response to its request.
-type Key = (String, u32, String);
+pub(super) type Key = (String, u32, String);
 
-fn key_of(m: &[u8]) -> Option<Key> {
+pub(super) fn key_of(m: &[u8]) -> Option<Key> {
     let (n, method) = text::cseq(m)?;
     Some((text::call_id(m)?, n, method))
 }
@@ -48,6 +49,9 @@ pub struct Engine<'a> {
     /// (or another proxy) there: then only what was sent to it is fed.
     proxy_addr: SocketAddr,
     proxy_in_capture: bool,
+    /// Other proxies' hops in the capture: siptrack stands where the
+    /// first one stood (see hops.rs).
+    hops: Hops,
     answers: HashMap<Key, Vec<usize>>,
     /// Who sent each request fed in, by key.
     requesters: HashMap<Key, SocketAddr>,
@@ -66,12 +70,14 @@ pub struct Engine<'a> {
 }
 
 impl<'a> Engine<'a> {
-    pub fn new(msgs: &'a [Captured], proxy_addr: SocketAddr) -> Engine<'a> {
+    pub fn new(msgs: &'a [Captured], proxy_addr: SocketAddr, hops: Hops) -> Engine<'a> {
         let t0_ns = msgs.first().map_or(0, |m| m.ts_ns);
         let proxy_in_capture = msgs.iter().any(|m| m.dst == proxy_addr);
         let mut answers: HashMap<Key, Vec<usize>> = HashMap::new();
         for (i, m) in msgs.iter().enumerate() {
-            if !text::is_request(&m.data) && m.src != proxy_addr {
+            // A proxy's own answers upstream in a transaction it relayed
+            // are siptrack's to make, not answers to it.
+            if !text::is_request(&m.data) && m.src != proxy_addr && hops.role(m) != Role::Dropped {
                 if let Some(k) = key_of(&m.data) {
                     answers.entry(k).or_default().push(i);
                 }
@@ -82,6 +88,7 @@ impl<'a> Engine<'a> {
             t0_ns,
             proxy_addr,
             proxy_in_capture,
+            hops,
             answers,
             requesters: HashMap::new(),
             scheduled: BinaryHeap::new(),
@@ -110,6 +117,7 @@ impl<'a> Engine<'a> {
         text::is_request(&m.data)
             && m.src != self.proxy_addr
             && (!self.proxy_in_capture || m.dst == self.proxy_addr)
+            && self.hops.role(m) != Role::Relayed
     }
 
     /// The clock reading at `mono` ms into the capture.
@@ -265,7 +273,10 @@ impl<'a> Engine<'a> {
         let mut taken = Vec::new();
         candidates.retain(|&i| {
             let m = &self.msgs[i];
-            if Some(m.src) == requester {
+            // The requester's own responses are not answers to it, unless
+            // a proxy hop says so (a call the proxy turned back to the
+            // host it came from).
+            if Some(m.src) == requester && self.hops.role(m) != Role::Answer {
                 return true;
             }
             taken.push(i);
@@ -274,8 +285,17 @@ impl<'a> Engine<'a> {
         for i in taken {
             let m = &self.msgs[i];
             let at = self.t_of(m).max(now_ns);
-            let replace = self.proxy_in_capture && m.dst == self.proxy_addr;
-            let answer = text::with_top_via(&m.data, &via, replace);
+            // The answer carried the replaced proxy's Via on top: it goes.
+            let replace = (self.proxy_in_capture && m.dst == self.proxy_addr)
+                || self.hops.role(m) == Role::Answer;
+            let mut answer = text::with_top_via(&m.data, &via, replace);
+            // The far side mirrored the replaced proxy's Record-Route; it
+            // would have mirrored siptrack's.
+            if let Some(rr) = self.record_route.get(&key.0) {
+                for old in self.hops.record_routes(m) {
+                    answer = text::with_record_route_replaced(&answer, old, rr);
+                }
+            }
             let peer = Peer {
                 transport: to.transport,
                 addr: to.addr,

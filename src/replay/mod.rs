@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod cli;
 pub mod engine;
+pub mod hops;
 pub mod stream;
 pub mod text;
 
@@ -77,6 +78,18 @@ pub async fn replay(
     if let Some(why) = &contents.stopped {
         head["stopped_early"] = json!(why);
     }
+    // Proxies the capture went through, other than siptrack itself (a
+    // capture taken with siptrack in the path): siptrack stands in for them.
+    let hops = hops::Hops::find(&msgs);
+    let foreign: Vec<String> = hops
+        .proxies()
+        .iter()
+        .filter(|a| !config.sip.listen.iter().any(|l| l.addr == **a))
+        .map(|a| a.to_string())
+        .collect();
+    if !foreign.is_empty() {
+        head["proxy_hops"] = json!(foreign);
+    }
     let mut out = vec![head.to_string()];
 
     let listen: Vec<ListenAddr> = config.sip.listen.clone();
@@ -102,7 +115,7 @@ pub async fn replay(
         timers: config.sip.timers,
         instance_nonce: 0,
     };
-    let mut eng = engine::Engine::new(&msgs, proxy_addr);
+    let mut eng = engine::Engine::new(&msgs, proxy_addr, hops);
     // The capture's time is the clock of everything the replay runs:
     // pool holds, call records, the store.
     let clock = Clock::manual(eng.epoch_ms());

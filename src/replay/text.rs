@@ -139,6 +139,45 @@ pub fn top_via_line(m: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Every Via value of a message, top first: the lines in order, each
+/// line's comma-separated values in order.
+pub fn vias(m: &[u8]) -> Vec<&[u8]> {
+    values(m, "via")
+        .into_iter()
+        .flat_map(split_top_level)
+        .collect()
+}
+
+/// Every Record-Route value of a message, top first.
+pub fn record_routes(m: &[u8]) -> Vec<&[u8]> {
+    values(m, "record-route")
+        .into_iter()
+        .flat_map(split_top_level)
+        .collect()
+}
+
+/// A message with one Record-Route value replaced wherever it stands in
+/// the Record-Route lines (a proxy's entry, which the far side mirrored,
+/// by the entry of the proxy that stands in for it); the rest unchanged.
+pub fn with_record_route_replaced(m: &[u8], old: &[u8], new: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(m.len() + new.len());
+    let mut at = 0;
+    let lines: Vec<(usize, usize)> = header_lines(m)
+        .skip(1)
+        .filter(|(_, l)| line_name(l).is_some_and(|n| n.eq_ignore_ascii_case(b"record-route")))
+        .map(|(start, l)| (start, start + l.len()))
+        .collect();
+    for (start, end) in lines {
+        let line = &m[start..end];
+        let Some(p) = find(line, old) else { continue };
+        out.extend_from_slice(&m[at..start + p]);
+        out.extend_from_slice(new);
+        at = start + p + old.len();
+    }
+    out.extend_from_slice(&m[at..]);
+    out
+}
+
 /// The first Record-Route value (the proxy's own, topmost).
 pub fn top_record_route(m: &[u8]) -> Option<Vec<u8>> {
     let v = values(m, "record-route").into_iter().next()?;
@@ -235,6 +274,13 @@ mod tests {
             top_via_line(INV).as_deref(),
             Some(&b"Via: SIP/2.0/UDP a:5060;branch=z9hG4bK1\r\n"[..])
         );
+        assert_eq!(
+            vias(INV),
+            vec![
+                &b"SIP/2.0/UDP a:5060;branch=z9hG4bK1"[..],
+                b"SIP/2.0/UDP c;branch=z9hG4bK2"
+            ]
+        );
         assert_eq!(status(b"SIP/2.0 486 Busy Here\r\n\r\n"), Some(486));
         assert_eq!(
             from_tag(b"BYE x SIP/2.0\r\nf: <sip:a@b>;TAG=t1;x=y\r\n\r\n").as_deref(),
@@ -261,6 +307,18 @@ mod tests {
             ]
         );
         assert!(replaced.ends_with(b"\r\n\r\nhi"));
+        let rr = b"SIP/2.0 200 OK\r\nRecord-Route: <sip:p2;lr>, <sip:kam;lr;ftag=1>\r\nRecord-Route: <sip:a;lr>\r\nContact: <sip:kam;lr;ftag=1>\r\n\r\n";
+        assert_eq!(
+            record_routes(rr),
+            vec![&b"<sip:p2;lr>"[..], b"<sip:kam;lr;ftag=1>", b"<sip:a;lr>"]
+        );
+        let swapped = with_record_route_replaced(rr, b"<sip:kam;lr;ftag=1>", b"<sip:st@s;lr>");
+        assert_eq!(
+            record_routes(&swapped),
+            vec![&b"<sip:p2;lr>"[..], b"<sip:st@s;lr>", b"<sip:a;lr>"]
+        );
+        assert!(swapped.ends_with(b"Contact: <sip:kam;lr;ftag=1>\r\n\r\n"));
+        assert_eq!(with_record_route_replaced(rr, b"<sip:x>", b"<sip:y>"), rr);
         let routed = with_route(INV, b"<sip:proxy;lr>");
         assert_eq!(values(&routed, "route"), vec![&b"<sip:proxy;lr>"[..]]);
         assert!(routed.starts_with(b"INVITE sip:bob@b SIP/2.0\r\nRoute: <sip:proxy;lr>\r\n"));
