@@ -94,6 +94,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_message_bytes: sip.max_message_bytes,
         timers: sip.timers,
         instance_nonce: fastrand::u64(..) & 0xffff_ffff,
+        untrusted: sip.untrusted,
     };
     let store = Store::open(&config.storage.url)
         .await

@@ -73,10 +73,17 @@ impl Identity {
         out.extend_from_slice(b"\r\n");
     }
 
-    /// A Record-Route header line (with CRLF) for interface `l`, signed for `call_id`.
-    pub fn record_route_line(&self, l: &ListenAddr, call_id: &[u8], out: &mut Vec<u8>) {
+    /// A Record-Route header line (with CRLF) for interface `l`, signed
+    /// for the dialog `call_id` opened by the From tag `caller_tag`.
+    pub fn record_route_line(
+        &self,
+        l: &ListenAddr,
+        call_id: &[u8],
+        caller_tag: &[u8],
+        out: &mut Vec<u8>,
+    ) {
         out.extend_from_slice(b"Record-Route: <sip:");
-        out.extend_from_slice(self.token(call_id).as_bytes());
+        out.extend_from_slice(self.token(call_id, caller_tag).as_bytes());
         out.push(b'@');
         out.extend_from_slice(self.host_port(l).as_bytes());
         if l.transport == Transport::Tcp {
@@ -85,10 +92,14 @@ impl Identity {
         out.extend_from_slice(b";lr>\r\n");
     }
 
-    /// The route token: HMAC-SHA256 over the Call-ID, truncated.
-    pub fn token(&self, call_id: &[u8]) -> String {
+    /// The route token: HMAC-SHA256 over the Call-ID and the caller's From
+    /// tag, truncated. Binding the tag means a token seen in one dialog
+    /// opens no other dialog that shares its Call-ID.
+    pub fn token(&self, call_id: &[u8], caller_tag: &[u8]) -> String {
         let mut mac = self.key.clone();
         mac.update(call_id);
+        mac.update(b"\x00");
+        mac.update(caller_tag);
         let digest = mac.finalize().into_bytes();
         let mut s = String::with_capacity(TOKEN_HEX);
         for b in &digest[..TOKEN_HEX / 2] {
@@ -124,8 +135,10 @@ impl Identity {
         })
     }
 
-    /// Whether a Route value is a Record-Route this proxy issued for `call_id`.
-    pub fn is_own_route(&self, value: &[u8], call_id: &[u8]) -> bool {
+    /// Whether a Route value is a Record-Route this proxy issued for
+    /// `call_id` and one of `tags` (the request's From and To tags: the
+    /// caller's tag is From or To depending on who sends).
+    pub fn is_own_route(&self, value: &[u8], call_id: &[u8], tags: &[&[u8]]) -> bool {
         let Ok(na) = NameAddr::parse(value) else {
             return false;
         };
@@ -133,9 +146,18 @@ impl Identity {
             return false;
         };
         self.is_own_uri(&uri)
-            && uri
-                .user()
-                .is_some_and(|u| constant_time_eq(u, self.token(call_id).as_bytes()))
+            && uri.user().is_some_and(|u| {
+                tags.iter()
+                    .any(|t| constant_time_eq(u, self.token(call_id, t).as_bytes()))
+            })
+    }
+
+    /// Whether `addr` is one of this proxy's own listen addresses.
+    pub fn is_own_addr(&self, addr: SocketAddr) -> bool {
+        self.listen.iter().any(|l| {
+            l.addr.port() == addr.port()
+                && (l.addr.ip() == addr.ip() || l.addr.ip().is_unspecified())
+        })
     }
 
     /// Whether a Via value was written by this proxy (its sent-by is ours).

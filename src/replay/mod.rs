@@ -109,6 +109,7 @@ pub async fn replay(
         max_message_bytes: config.sip.max_message_bytes,
         timers: config.sip.timers,
         instance_nonce: 0,
+        untrusted: config.sip.untrusted,
     };
     let mut eng = engine::Engine::new(&msgs, proxy_addr);
     CAPTURE_EPOCH_MS.store(eng.epoch_ms(), Ordering::Relaxed);
