@@ -265,14 +265,14 @@ impl Proxy {
         if oversized {
             self.stats.oversized += 1;
             if msg.method().is_some_and(|m| m != Method::Ack) {
-                self.refuse(now, from, &msg, 400, "Message Too Large", true);
+                self.refuse(now, from, &msg, 400, "Message Too Large");
             }
             return;
         }
         if let Err(r) = validate(&msg) {
             self.stats.invalid += 1;
             if msg.method().is_some_and(|m| m != Method::Ack) {
-                self.refuse(now, from, &msg, r.code, r.reason, true);
+                self.refuse(now, from, &msg, r.code, r.reason);
             }
             return;
         }
@@ -376,14 +376,7 @@ impl Proxy {
             return;
         };
         let Some(&id) = self.server_index.get(&invite_key) else {
-            self.refuse(
-                now,
-                from,
-                &msg,
-                481,
-                "Call/Transaction Does Not Exist",
-                false,
-            );
+            self.refuse(now, from, &msg, 481, NO_DIALOG);
             return;
         };
         if !self.is_server_peer(id, from) {
@@ -427,7 +420,7 @@ impl Proxy {
     ) {
         if !self.is_trusted(from) {
             self.stats.untrusted += 1;
-            self.refuse(now, from, &msg, 403, "Forbidden", true);
+            self.refuse(now, from, &msg, 403, "Forbidden");
             return;
         }
         if let Some(refusal) = common_checks(&msg) {
@@ -614,25 +607,15 @@ impl Proxy {
     ) {
         self.stats.in_dialog_refused += 1;
         if !is_ack {
-            self.refuse(now, from, msg, code, reason, false);
+            self.refuse(now, from, msg, code, reason);
         }
     }
 
     /// A refusal sent statelessly, at most once per request and small
-    /// ([`small_response`]), within the per-source reply rate for
-    /// untrusted sources. With
-    /// `policy`, `sip.untrusted = "drop"` silences it for untrusted
-    /// sources.
-    fn refuse(
-        &mut self,
-        now: Millis,
-        from: Peer,
-        msg: &Message,
-        code: u16,
-        reason: &str,
-        policy: bool,
-    ) {
-        if policy && self.s.untrusted == Untrusted::Drop && !self.is_trusted(from) {
+    /// ([`small_response`]); to an untrusted source only within the
+    /// per-source reply rate, and never with `sip.untrusted = "drop"`.
+    fn refuse(&mut self, now: Millis, from: Peer, msg: &Message, code: u16, reason: &str) {
+        if self.s.untrusted == Untrusted::Drop && !self.is_trusted(from) {
             self.stats.replies_suppressed += 1;
             return;
         }

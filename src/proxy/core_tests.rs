@@ -1245,9 +1245,17 @@ fn untrusted_drop_answers_nothing() {
     rig.recv_at(0, stranger, &text);
     let broken = "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKd2\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
     rig.recv_at(1, stranger, broken);
+    // In-dialog junk and CANCELs from scanners: silence too.
+    let junk = request("BYE", "sip:x@192.0.2.9", "d3", "junk@x", "")
+        .replace(CALLER, "192.0.2.1:5060")
+        .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=t");
+    rig.recv_at(2, stranger, &junk);
+    let cancel = request("CANCEL", "sip:100@127.0.0.1", "d4", "junk2@x", "")
+        .replace(CALLER, "192.0.2.1:5060");
+    rig.recv_at(3, stranger, &cancel);
     rig.advance_to(60_000);
     assert!(rig.take().is_empty());
-    assert_eq!(rig.proxy.stats.replies_suppressed, 2);
+    assert_eq!(rig.proxy.stats.replies_suppressed, 4);
     // Trusted sources still hear about their malformed requests.
     assert_eq!(
         only_reply(&mut rig, udp(CALLER), broken).status(),
