@@ -1212,6 +1212,15 @@ fn an_uppercase_tag_parameter_is_a_tag() {
         invite("t1", "tag@x").replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;TAG=abc");
     let r = only_reply(&mut rig, udp(CALLER), &text);
     assert_eq!(r.status(), Some(404), "in-dialog without our Route");
+    for to in [
+        "To: sip:100@127.0.0.1;TAG=abc",
+        "To: <sip:100@127.0.0.1> ; Tag = abc",
+        "t: <sip:100@127.0.0.1>;tAg=abc",
+    ] {
+        let text = invite("t2", "tag2@x").replace("To: <sip:100@127.0.0.1>", to);
+        let r = only_reply(&mut rig, udp(CALLER), &text);
+        assert_eq!(r.status(), Some(404), "{to}");
+    }
 }
 
 #[test]

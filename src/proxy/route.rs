@@ -152,11 +152,20 @@ impl Identity {
             })
     }
 
-    /// Whether `addr` is one of this proxy's own listen addresses.
+    /// Whether `addr` is one of this proxy's own listen addresses. A
+    /// wildcard listener owns its port on loopback, on the wildcard and on
+    /// the advertised host's IP; any other host's port 5060 is a peer.
     pub fn is_own_addr(&self, addr: SocketAddr) -> bool {
+        let ip = addr.ip();
+        let advertised = self
+            .advertised_host
+            .as_deref()
+            .and_then(|h| crate::sip::uri::host_to_ip(h.as_bytes()));
         self.listen.iter().any(|l| {
             l.addr.port() == addr.port()
-                && (l.addr.ip() == addr.ip() || l.addr.ip().is_unspecified())
+                && (l.addr.ip() == ip
+                    || (l.addr.ip().is_unspecified()
+                        && (ip.is_loopback() || ip.is_unspecified() || advertised == Some(ip))))
         })
     }
 
@@ -360,6 +369,26 @@ mod tests {
         let out = patch.apply(msg.buf(), msg.body.end as usize);
         let out = String::from_utf8(out).expect("ascii");
         out.lines().nth(1).unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn own_addresses_of_a_wildcard_listener() {
+        let listen = vec![crate::config::parse_listen("udp:0.0.0.0:5060").expect("listen")];
+        let id = Identity::new(listen, Some("198.51.100.7".into()), b"k");
+        for (addr, own) in [
+            ("127.0.0.1:5060", true),
+            ("198.51.100.7:5060", true),
+            ("0.0.0.0:5060", true),
+            ("203.0.113.5:5060", false),
+            ("127.0.0.1:5061", false),
+        ] {
+            let a: SocketAddr = addr.parse().expect("addr");
+            assert_eq!(id.is_own_addr(a), own, "{addr}");
+        }
+        let listen = vec![crate::config::parse_listen("udp:192.0.2.10:5060").expect("listen")];
+        let id = Identity::new(listen, None, b"k");
+        assert!(id.is_own_addr("192.0.2.10:5060".parse().expect("addr")));
+        assert!(!id.is_own_addr("192.0.2.11:5060".parse().expect("addr")));
     }
 
     #[test]
