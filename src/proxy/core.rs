@@ -1449,6 +1449,23 @@ impl Proxy {
                         }
                     }
                 }
+                if txn.is_bye {
+                    // Unanswered, the BYE still ends the dialog (RFC 3261
+                    // 15.1.1): its route must not stay open for 4 h.
+                    let bye = Message::parse(c.request.clone(), true).ok();
+                    let key = bye.and_then(|m| {
+                        let call_id = Bytes::copy_from_slice(m.call_id()?);
+                        Some((call_id, from_tag(&m), to_tag_of(&m)))
+                    });
+                    if let Some((call_id, f, t)) = key {
+                        if let Some((key, _)) = self.find_dialog(&call_id, &f, &t) {
+                            self.dialogs.remove(&key);
+                        }
+                    }
+                }
+                let Some(txn) = self.txns.get_mut(&id) else {
+                    return;
+                };
                 if txn.initial_invite {
                     self.events.push(CallEvent::Failed {
                         call_id: txn.call_id.clone(),

@@ -1271,3 +1271,28 @@ fn untrusted_drop_answers_nothing() {
         Some(400)
     );
 }
+
+#[test]
+fn a_bye_that_times_out_still_ends_the_dialog() {
+    let mut rig = Rig::new();
+    let (_, route) = answered_call(&mut rig, "bt", "byeto@x");
+    let in_dialog = |method: &str, branch: &str| {
+        request(
+            method,
+            &format!("sip:uas@{UAS}"),
+            branch,
+            "byeto@x",
+            &format!("Route: {route}\r\n"),
+        )
+        .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1")
+    };
+    rig.recv_at(1_000, udp(CALLER), &in_dialog("BYE", "bt1"));
+    rig.advance_to(40_000);
+    let up = rig.take_to(CALLER);
+    assert_eq!(up.last().and_then(Sent::status), Some(408), "{up:?}");
+    assert_eq!(rig.proxy.active_dialogs(), 0);
+    rig.recv_at(41_000, udp(CALLER), &in_dialog("INFO", "bt2"));
+    let sent = rig.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].status(), Some(481));
+}
