@@ -1176,6 +1176,13 @@ impl Proxy {
         if !may_send {
             return;
         }
+        if too_large_for(server.peer, data.len()) {
+            // From a TCP next hop to a UDP caller: it cannot leave on UDP
+            // (EMSGSIZE); say so rather than lose it silently.
+            self.stats.too_large += 1;
+            tracing::warn!(to = %server.peer.addr, bytes = data.len(), "response too large for UDP: dropped");
+            return;
+        }
         // A 2xx to INVITE is retransmitted end to end by the UAS, so only
         // non-INVITE 2xx (e.g. 200 to BYE) is kept for our own answering
         // of retransmitted requests.

@@ -1296,3 +1296,24 @@ fn a_bye_that_times_out_still_ends_the_dialog() {
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].status(), Some(481));
 }
+
+#[test]
+fn a_response_too_large_for_udp_is_counted_not_sent() {
+    let mut rig = Rig::with(Timers::default(), &format!("sip:{UAS};transport=tcp"));
+    rig.proxy.s.max_message_bytes = 200_000;
+    rig.recv_at(0, udp(CALLER), &invite("big3", "big3@x"));
+    let fwd = rig
+        .take()
+        .into_iter()
+        .find(|s| s.to.transport == Transport::Tcp)
+        .expect("forwarded over TCP");
+    let pad = format!("X-Pad: {}\r\n", "a".repeat(65_600));
+    let ok = response_to(&fwd.text, 200, "OK", Some("u1"), &pad);
+    let pbx = Peer {
+        transport: Transport::Tcp,
+        addr: udp(UAS).addr,
+    };
+    rig.recv_at(100, pbx, &ok);
+    assert!(rig.take_to(CALLER).is_empty());
+    assert_eq!(rig.proxy.stats.too_large, 1);
+}
