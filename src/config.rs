@@ -103,6 +103,16 @@ pub struct ListenAddr {
     pub addr: SocketAddr,
 }
 
+/// What out-of-dialog requests from outside `sip.trusted_sources` get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Untrusted {
+    /// One small stateless 403, rate-limited per source.
+    #[default]
+    Reject,
+    /// Nothing (scanners learn nothing).
+    Drop,
+}
+
 #[derive(Debug, Clone)]
 pub struct SipConfig {
     pub listen: Vec<ListenAddr>,
@@ -111,6 +121,7 @@ pub struct SipConfig {
     pub udp_recv_buffer_bytes: usize,
     pub route_secret: Option<String>,
     pub advertised_host: Option<String>,
+    pub untrusted: Untrusted,
     pub timers: Timers,
 }
 
@@ -305,6 +316,7 @@ struct RawSip {
     udp_recv_buffer_bytes: Option<Spanned<i64>>,
     route_secret: Option<String>,
     advertised_host: Option<String>,
+    untrusted: Option<Spanned<String>>,
     #[serde(default)]
     timers: RawTimers,
 }
@@ -559,6 +571,40 @@ impl Config {
             4 << 20,
             0..1 << 30,
         ) as usize;
+        let advertised_host = raw.sip.advertised_host.clone().filter(|s| !s.is_empty());
+        if advertised_host.is_none() {
+            let items = raw.sip.listen.iter().flat_map(|v| v.get_ref());
+            for (i, item) in items.enumerate() {
+                let Ok(l) = parse_listen(item.get_ref()) else {
+                    continue;
+                };
+                if l.addr.ip().is_unspecified() {
+                    c.err(
+                        format!("sip.listen[{i}]"),
+                        Some(item.span()),
+                        format!(
+                            "{} is not an address peers can reach; it would be written into Via and Record-Route: set sip.advertised_host",
+                            l.addr.ip()
+                        ),
+                    );
+                }
+            }
+        }
+        let untrusted = match &raw.sip.untrusted {
+            None => Untrusted::Reject,
+            Some(v) => match v.get_ref().as_str() {
+                "reject" => Untrusted::Reject,
+                "drop" => Untrusted::Drop,
+                other => {
+                    c.err(
+                        "sip.untrusted",
+                        Some(v.span()),
+                        format!("\"{other}\" is neither \"reject\" nor \"drop\""),
+                    );
+                    Untrusted::Reject
+                }
+            },
+        };
         let t = &raw.sip.timers;
         let d = Timers::default();
         let timers = Timers {
@@ -651,7 +697,8 @@ impl Config {
                 max_message_bytes,
                 udp_recv_buffer_bytes,
                 route_secret: raw.sip.route_secret.filter(|s| !s.is_empty()),
-                advertised_host: raw.sip.advertised_host.filter(|s| !s.is_empty()),
+                advertised_host,
+                untrusted,
                 timers,
             },
             tracking: TrackingConfig {
@@ -1766,6 +1813,33 @@ mod tests {
         let d = parse_destination("sip:[::1]").expect("parses");
         assert_eq!(d.addr, "[::1]:5060".parse().expect("addr"));
         assert!(parse_destination("sip:127.0.0.1;transport=sctp").is_err());
+    }
+
+    /// Issue 12: a wildcard listen address without `sip.advertised_host`
+    /// would put 0.0.0.0 into Via and Record-Route; `sip.untrusted` is
+    /// "reject" or "drop".
+    #[test]
+    fn wildcard_listen_needs_an_advertised_host_and_untrusted_is_checked() {
+        let e = errors("[sip]\nlisten = [\"udp:127.0.0.1:5060\",\n  \"tcp:0.0.0.0:5060\"]\n");
+        let keys: Vec<(&str, Option<usize>)> = e.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(keys, vec![("sip.listen[1]", Some(3))]);
+        assert!(e[0].message.contains("advertised_host"), "{}", e[0].message);
+        let e = errors("[sip]\nlisten = [\"udp:[::]:5060\"]\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(errors(
+            "[sip]\nlisten = [\"udp:0.0.0.0:5060\"]\nadvertised_host = \"sip.example.com\"\n"
+        )
+        .is_empty());
+
+        let e = errors("[sip]\n\nuntrusted = \"ignore\"\n");
+        let keys: Vec<(&str, Option<usize>)> = e.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(keys, vec![("sip.untrusted", Some(3))]);
+        let parsed = |t: &str| Config::parse(t).map(|c| c.sip.untrusted).ok();
+        assert_eq!(
+            parsed("[sip]\nuntrusted = \"drop\"\n"),
+            Some(Untrusted::Drop)
+        );
+        assert_eq!(parsed("[sip]\n"), Some(Untrusted::Reject));
     }
 
     #[test]

@@ -94,6 +94,7 @@ fn proxy() -> Proxy {
         max_message_bytes: 65535,
         timers: Timers::default(),
         instance_nonce: 7,
+        untrusted: siptrack::config::Untrusted::Reject,
     };
     let router = DefaultRouter {
         destination: Some(parse_destination("sip:127.0.0.1:5070").expect("destination")),

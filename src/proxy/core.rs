@@ -7,11 +7,12 @@ use std::collections::{BinaryHeap, HashMap};
 use bytes::Bytes;
 use ipnet::IpNet;
 
-use crate::config::Timers;
-use crate::sip::reply::response;
+use crate::config::{Timers, Untrusted};
+use crate::sip::reply::{response, small_response};
 use crate::sip::validate::{cseq, validate};
 use crate::sip::{HeaderName, Message, Method, NameAddr, ParseError, Patch, Uri};
 
+use super::guard::{same_origin, ReplyLimiter};
 use super::hooks::{CallRouter, Refusal};
 use super::route::{self, Identity};
 use super::transaction::{
@@ -22,6 +23,10 @@ use crate::calls::CallEvent;
 
 /// Dialogs whose BYE never came are forgotten after this long.
 const DIALOG_MAX_MS: Millis = 4 * 3600 * 1000;
+/// The largest UDP payload over IPv4 and IPv6 (65,535 minus IP and UDP
+/// headers); a larger request cannot leave on UDP at all (EMSGSIZE).
+const MAX_UDP_V4: usize = 65_507;
+const MAX_UDP_V6: usize = 65_527;
 const ALLOW: &[u8] = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REFER, NOTIFY, SUBSCRIBE, MESSAGE";
 
 pub struct ProxySettings {
@@ -32,6 +37,69 @@ pub struct ProxySettings {
     /// Mixed into generated branches so they differ across restarts;
     /// replay passes a constant for deterministic output.
     pub instance_nonce: u64,
+    /// What out-of-dialog requests from outside `trusted_sources` get:
+    /// one small stateless 403, or nothing.
+    pub untrusted: Untrusted,
+}
+
+/// One side of a dialog: where its requests came from (or where the
+/// proxy sent the initial request) and its Contact, the two addresses
+/// the side may be reached at and may send from.
+#[derive(Clone, Copy, Debug)]
+struct Side {
+    source: Peer,
+    contact: Option<std::net::SocketAddr>,
+}
+
+impl Side {
+    fn has_addr(&self, addr: std::net::SocketAddr) -> bool {
+        self.source.addr == addr || self.contact == Some(addr)
+    }
+    fn has_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.source.addr.ip() == ip || self.contact.is_some_and(|c| c.ip() == ip)
+    }
+}
+
+/// A dialog record-routed through this proxy, from its initial request
+/// until BYE (or a failed setup, or [`DIALOG_MAX_MS`]): what in-dialog
+/// requests and late 2xx responses are checked against (SPEC S-3).
+#[derive(Clone, Debug)]
+struct Dialog {
+    started: Millis,
+    /// A 2xx was relayed (early dialogs only allow what precedes it).
+    confirmed: bool,
+    /// Initial requests of this dialog still waiting for a final response
+    /// (a UA may send several INVITEs with one Call-ID and From tag).
+    setups: u32,
+    caller_tag: Bytes,
+    /// The callee's To tag, from its first tagged response.
+    callee_tag: Option<Bytes>,
+    caller: Side,
+    callee: Side,
+}
+
+type DialogKey = (Bytes, Bytes);
+
+impl Dialog {
+    /// Which side sent a message with these From and To tags: `Some(true)`
+    /// for the caller, `Some(false)` for the callee, `None` for neither.
+    fn sender_is_caller(&self, from_tag: &[u8], to_tag: &[u8]) -> Option<bool> {
+        let callee_is = |t: &[u8]| self.callee_tag.as_deref().is_none_or(|c| c == t);
+        if from_tag == self.caller_tag.as_ref() && callee_is(to_tag) {
+            Some(true)
+        } else if to_tag == self.caller_tag.as_ref() && callee_is(from_tag) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+    fn side(&mut self, caller: bool) -> &mut Side {
+        if caller {
+            &mut self.caller
+        } else {
+            &mut self.callee
+        }
+    }
 }
 
 /// Counters exported as metrics.
@@ -43,6 +111,16 @@ pub struct Stats {
     pub oversized: u64,
     pub untrusted: u64,
     pub stray_responses: u64,
+    /// Responses, CANCELs and ACKs from an address other than the one
+    /// their transaction talks to (forged or misrouted): dropped.
+    pub wrong_source: u64,
+    /// In-dialog requests refused: bad token, no live dialog, a sender or
+    /// target outside the dialog.
+    pub in_dialog_refused: u64,
+    /// Replies not sent: over the per-source rate, or `sip.untrusted = "drop"`.
+    pub replies_suppressed: u64,
+    /// Requests too large for UDP toward a UDP next hop (answered 513).
+    pub too_large: u64,
     pub absorbed_retransmissions: u64,
     pub retransmissions_sent: u64,
     pub requests_forwarded: u64,
@@ -53,7 +131,7 @@ pub struct Stats {
 
 impl Stats {
     /// Every counter with its name (logs, metrics, replay summaries).
-    pub fn fields(&self) -> [(&'static str, u64); 12] {
+    pub fn fields(&self) -> [(&'static str, u64); 16] {
         [
             ("received", self.received),
             ("unparsable", self.unparsable),
@@ -61,6 +139,10 @@ impl Stats {
             ("oversized", self.oversized),
             ("untrusted", self.untrusted),
             ("stray_responses", self.stray_responses),
+            ("wrong_source", self.wrong_source),
+            ("in_dialog_refused", self.in_dialog_refused),
+            ("replies_suppressed", self.replies_suppressed),
+            ("too_large", self.too_large),
             ("absorbed_retransmissions", self.absorbed_retransmissions),
             ("retransmissions_sent", self.retransmissions_sent),
             ("requests_forwarded", self.requests_forwarded),
@@ -83,7 +165,10 @@ pub struct Proxy {
     out: Vec<Output>,
     events: Vec<CallEvent>,
     draining: bool,
-    dialogs: HashMap<Bytes, Millis>,
+    /// By (Call-ID, caller's From tag): a B2BUA may reuse one Call-ID on
+    /// both of its legs, and both may pass through here.
+    dialogs: HashMap<DialogKey, Dialog>,
+    limiter: ReplyLimiter,
     last_sweep: Millis,
     pub stats: Stats,
 }
@@ -112,6 +197,7 @@ impl Proxy {
             events: Vec::new(),
             draining: false,
             dialogs: HashMap::new(),
+            limiter: ReplyLimiter::default(),
             last_sweep: 0,
             stats: Stats::default(),
         }
@@ -161,7 +247,7 @@ impl Proxy {
 
     /// Dialogs established through the proxy and not yet ended by BYE.
     pub fn active_dialogs(&self) -> usize {
-        self.dialogs.len()
+        self.dialogs.values().filter(|d| d.confirmed).count()
     }
 
     /// A message arrived from `from`.
@@ -179,21 +265,21 @@ impl Proxy {
         if oversized {
             self.stats.oversized += 1;
             if msg.method().is_some_and(|m| m != Method::Ack) {
-                self.reply_stateless(&msg, from, 400, "Message Too Large", &[]);
+                self.refuse(now, from, &msg, 400, "Message Too Large");
             }
             return;
         }
         if let Err(r) = validate(&msg) {
             self.stats.invalid += 1;
             if msg.method().is_some_and(|m| m != Method::Ack) {
-                self.reply_stateless(&msg, from, r.code, r.reason, &[]);
+                self.refuse(now, from, &msg, r.code, r.reason);
             }
             return;
         }
         if msg.is_request() {
             self.on_request(now, from, msg);
         } else {
-            self.on_response(now, msg);
+            self.on_response(now, from, msg);
         }
     }
 
@@ -208,6 +294,10 @@ impl Proxy {
         match method {
             Method::Ack => {
                 if let Some(&id) = self.server_index.get(&key) {
+                    if !self.is_server_peer(id, from) {
+                        self.stats.wrong_source += 1;
+                        return;
+                    }
                     if self.absorb_ack(now, id) {
                         return;
                     }
@@ -217,6 +307,12 @@ impl Proxy {
             Method::Cancel => self.on_cancel(now, from, msg),
             _ => {
                 if let Some(&id) = self.server_index.get(&key) {
+                    if !self.is_server_peer(id, from) {
+                        // Someone else's retransmission: no answer, or
+                        // the last response would be reflected at them.
+                        self.stats.wrong_source += 1;
+                        return;
+                    }
                     self.stats.absorbed_retransmissions += 1;
                     let again = self
                         .txns
@@ -239,6 +335,14 @@ impl Proxy {
                 }
             }
         }
+    }
+
+    /// Whether `from` is where transaction `id`'s request came from.
+    fn is_server_peer(&self, id: u64, from: Peer) -> bool {
+        self.txns
+            .get(&id)
+            .and_then(|t| t.server.as_ref())
+            .is_none_or(|s| same_origin(s.peer, from))
     }
 
     /// An ACK matching a server INVITE transaction that sent a non-2xx:
@@ -272,9 +376,14 @@ impl Proxy {
             return;
         };
         let Some(&id) = self.server_index.get(&invite_key) else {
-            self.reply_stateless(&msg, from, 481, "Call/Transaction Does Not Exist", &[]);
+            self.refuse(now, from, &msg, 481, NO_DIALOG);
             return;
         };
+        if !self.is_server_peer(id, from) {
+            // The victim's branch from another address: not believed.
+            self.stats.wrong_source += 1;
+            return;
+        }
         self.reply_stateless(&msg, from, 200, "OK", &[]);
         let Some(txn) = self.txns.get_mut(&id) else {
             return;
@@ -309,14 +418,9 @@ impl Proxy {
         key: Box<[u8]>,
         method: Method,
     ) {
-        if !self
-            .s
-            .trusted_sources
-            .iter()
-            .any(|n| n.contains(&from.addr.ip()))
-        {
+        if !self.is_trusted(from) {
             self.stats.untrusted += 1;
-            self.reply_final(now, from, &msg, key, (403, "Forbidden"), &[]);
+            self.refuse(now, from, &msg, 403, "Forbidden");
             return;
         }
         if let Some(refusal) = common_checks(&msg) {
@@ -383,6 +487,13 @@ impl Proxy {
         }
     }
 
+    /// A request inside a dialog (To tag, or an ACK for a 2xx). SPEC S-3:
+    /// relayed only when its top Route is our token for this Call-ID and
+    /// the dialog's caller tag, the dialog is live in this node's table,
+    /// the sender is the side its tags name (by source or Contact IP) or a
+    /// trusted source, and the
+    /// next hop is the other side (its source or Contact). Anything else
+    /// gets one small 404/481 (nothing for an ACK), never relayed.
     fn on_in_dialog(
         &mut self,
         now: Millis,
@@ -392,17 +503,33 @@ impl Proxy {
         is_ack: bool,
     ) {
         let call_id = msg.call_id().unwrap_or_default();
+        let (ftag, ttag) = (from_tag(&msg), to_tag_of(&msg));
         let routes = route::route_values(&msg);
         let own = |i: usize| {
-            routes
-                .get(i)
-                .is_some_and(|(_, span)| self.s.identity.is_own_route(msg.bytes(*span), call_id))
+            routes.get(i).is_some_and(|(_, span)| {
+                self.s
+                    .identity
+                    .is_own_route(msg.bytes(*span), call_id, &[&ftag, &ttag])
+            })
         };
         if !own(0) {
-            if !is_ack {
-                self.reply_final(now, from, &msg, key, (404, "Not Found"), &[]);
-            }
+            return self.refuse_in_dialog(now, from, &msg, is_ack, 404, "Not Found");
+        }
+        let Some((dkey, by_caller)) = self.find_dialog(call_id, &ftag, &ttag) else {
+            return self.refuse_in_dialog(now, from, &msg, is_ack, 481, NO_DIALOG);
+        };
+        let Some(dialog) = self.dialogs.get(&dkey) else {
             return;
+        };
+        let (sender, receiver) = if by_caller {
+            (dialog.caller, dialog.callee)
+        } else {
+            (dialog.callee, dialog.caller)
+        };
+        // From the side its tags name (its source or Contact IP), or from
+        // a trusted source (a trunk's other node).
+        if !sender.has_ip(from.addr.ip()) && !self.is_trusted(from) {
+            return self.refuse_in_dialog(now, from, &msg, is_ack, 481, NO_DIALOG);
         }
         if let Some(refusal) = common_checks(&msg) {
             if !is_ack {
@@ -435,6 +562,17 @@ impl Proxy {
             }
             return;
         };
+        if !receiver.has_addr(peer.addr) || self.s.identity.is_own_addr(peer.addr) {
+            return self.refuse_in_dialog(now, from, &msg, is_ack, 404, "Not Found");
+        }
+        // Target refresh (RFC 3261 12.2.2): the sender's new Contact.
+        if matches!(msg.method_bytes(), Some(b"INVITE" | b"UPDATE")) {
+            if let Some(c) = contact_addr(&msg) {
+                if let Some(d) = self.dialogs.get_mut(&dkey) {
+                    d.side(by_caller).contact = Some(c);
+                }
+            }
+        }
         let mut patch = Patch::new();
         route::pop_routes(&msg, &routes, popped, &mut patch);
         let hop = NextHop {
@@ -450,10 +588,59 @@ impl Proxy {
             self.events.push(CallEvent::Bye {
                 call_id: Bytes::copy_from_slice(call_id),
                 at: now,
-                from_tag: from_tag(&msg),
+                from_tag: ftag.clone(),
             });
         }
         self.forward_request(now, from, msg, key, hop, patch, false, false);
+    }
+
+    /// An in-dialog request that is not relayed: counted, and answered
+    /// once, small and statelessly (an ACK gets no answer).
+    fn refuse_in_dialog(
+        &mut self,
+        now: Millis,
+        from: Peer,
+        msg: &Message,
+        is_ack: bool,
+        code: u16,
+        reason: &str,
+    ) {
+        self.stats.in_dialog_refused += 1;
+        if !is_ack {
+            self.refuse(now, from, msg, code, reason);
+        }
+    }
+
+    /// A refusal sent statelessly, at most once per request and small
+    /// ([`small_response`]); to an untrusted source only within the
+    /// per-source reply rate, and never with `sip.untrusted = "drop"`.
+    fn refuse(&mut self, now: Millis, from: Peer, msg: &Message, code: u16, reason: &str) {
+        if self.s.untrusted == Untrusted::Drop && !self.is_trusted(from) {
+            self.stats.replies_suppressed += 1;
+            return;
+        }
+        let tag = self.to_tag(msg);
+        let data = small_response(msg, code, reason, tag.as_bytes());
+        // Trusted peers (the trunk) are not rate-limited: a busy trunk may
+        // draw many refusals, and a reply to it is no reflection.
+        let within_rate = |p: &mut Self| p.is_trusted(from) || p.limiter.allow(from.addr.ip(), now);
+        match data {
+            Some(data) if within_rate(self) => {
+                self.stats.local_replies += 1;
+                self.out.push(Output::Send {
+                    to: from,
+                    data: Bytes::from(data),
+                });
+            }
+            _ => self.stats.replies_suppressed += 1,
+        }
+    }
+
+    fn is_trusted(&self, from: Peer) -> bool {
+        self.s
+            .trusted_sources
+            .iter()
+            .any(|n| n.contains(&from.addr.ip()))
     }
 
     /// Builds the forwarded request: Request-URI, Max-Forwards, received/
@@ -485,6 +672,7 @@ impl Proxy {
         let is_invite = method == Method::Invite;
         let branch = self.new_branch();
         let call_id = Bytes::copy_from_slice(msg.call_id().unwrap_or_default());
+        let caller_tag = from_tag(&msg);
         self.edit_common(
             &msg,
             from,
@@ -501,14 +689,51 @@ impl Proxy {
                 .header(HeaderName::RecordRoute)
                 .map_or(first_via, |h| h.line.start);
             let identity = &self.s.identity;
-            patch.insert_with(pos, |o| identity.record_route_line(&local, &call_id, o));
+            let tag = &caller_tag;
+            patch.insert_with(pos, |o| {
+                identity.record_route_line(&local, &call_id, tag, o)
+            });
             if let Some(inbound) = identity.local_for(&from) {
                 if inbound != &local {
-                    patch.insert_with(pos, |o| identity.record_route_line(inbound, &call_id, o));
+                    patch.insert_with(pos, |o| {
+                        identity.record_route_line(inbound, &call_id, tag, o)
+                    });
                 }
             }
         }
         let data = Bytes::from(patch.apply(msg.buf(), msg.body.end as usize));
+        if too_large_for(hop.peer, data.len()) {
+            // RFC 3261 18.1.1 would switch to TCP, but the next hop is
+            // configured as UDP; say so instead of losing it to EMSGSIZE.
+            self.stats.too_large += 1;
+            tracing::warn!(to = %hop.peer.addr, bytes = data.len(), "request too large for UDP: 513");
+            self.reply_final(now, from, &msg, key, (513, "Message Too Large"), &[]);
+            return;
+        }
+        let dialog_setup = (initial && record_route).then(|| caller_tag.clone());
+        if dialog_setup.is_some() {
+            // A further INVITE of the same Call-ID and From tag joins the
+            // dialog under way; it never resets one already confirmed.
+            let d = self
+                .dialogs
+                .entry((call_id.clone(), caller_tag.clone()))
+                .or_insert_with(|| Dialog {
+                    started: now,
+                    confirmed: false,
+                    setups: 0,
+                    caller_tag: caller_tag.clone(),
+                    callee_tag: None,
+                    caller: Side {
+                        source: from,
+                        contact: contact_addr(&msg),
+                    },
+                    callee: Side {
+                        source: hop.peer,
+                        contact: None,
+                    },
+                });
+            d.setups += 1;
+        }
 
         let id = self.next_id;
         self.next_id += 1;
@@ -544,6 +769,7 @@ impl Proxy {
                 client: Some(client),
                 cancels: None,
                 initial_invite: is_invite && initial,
+                dialog_setup,
                 caller_cancelled: false,
                 is_bye: method == Method::Bye,
                 deadlines: [None; TIMER_KINDS],
@@ -593,6 +819,10 @@ impl Proxy {
             &mut patch,
         );
         let data = Bytes::from(patch.apply(msg.buf(), msg.body.end as usize));
+        if too_large_for(hop.peer, data.len()) {
+            self.stats.too_large += 1;
+            return;
+        }
         self.stats.requests_forwarded += 1;
         self.out.push(Output::Send { to: hop.peer, data });
     }
@@ -624,15 +854,32 @@ impl Proxy {
         patch.insert_with(first_via, |o| identity.via_line(local, branch, o));
     }
 
+    /// A branch nobody can predict: an HMAC under the route key of this
+    /// process's nonce and a counter (a guessed branch would let anyone
+    /// answer or CANCEL our requests). Replay fixes key and nonce, so its
+    /// branches stay the same run after run.
     fn new_branch(&mut self) -> Vec<u8> {
         self.branch_seq += 1;
-        format!("z9hG4bKst{:x}.{:x}", self.s.instance_nonce, self.branch_seq).into_bytes()
+        let digest = self.s.identity.digest_hex(
+            &[
+                b"branch",
+                &self.s.instance_nonce.to_be_bytes(),
+                &self.branch_seq.to_be_bytes(),
+            ],
+            20,
+        );
+        format!("z9hG4bK{digest}").into_bytes()
     }
 
     // ---- responses ------------------------------------------------------
 
-    fn on_response(&mut self, now: Millis, msg: Message) {
+    /// A response is relayed only by the client transaction it matches,
+    /// and only when it comes from where that request went; a 2xx to an
+    /// INVITE whose transaction has ended, by the live dialog it matches.
+    /// Anything else is dropped and counted: never routed by its Vias.
+    fn on_response(&mut self, now: Millis, from: Peer, msg: Message) {
         let Some(top) = route::top_via(&msg) else {
+            self.stats.stray_responses += 1;
             return;
         };
         if !self.s.identity.is_own_via(&top) {
@@ -648,18 +895,44 @@ impl Proxy {
         } else {
             self.client_index.get(branch).copied()
         };
-        match id {
-            Some(id) => self.on_client_response(now, id, msg),
-            None => self.forward_response_stateless(msg),
+        let Some(id) = id else {
+            return self.late_2xx(from, msg);
+        };
+        let peer = self
+            .txns
+            .get(&id)
+            .and_then(|t| t.client.as_ref())
+            .map(|c| c.peer);
+        if peer != Some(from) {
+            self.stats.wrong_source += 1;
+            return;
         }
+        self.on_client_response(now, id, msg);
     }
 
-    fn forward_response_stateless(&mut self, msg: Message) {
-        let Some(next) = route::second_via(&msg) else {
-            self.stats.stray_responses += 1;
-            return;
-        };
-        let Some(peer) = route::response_peer(&next) else {
+    /// A 2xx retransmitted after its INVITE transaction ended (RFC 3261
+    /// 13.3.1.4): relayed toward the side that sent the INVITE, as the
+    /// dialog recorded it, when Call-ID and both tags match and it comes
+    /// from the other side. Over TCP it is dropped: the core cannot know
+    /// whether the connection is still open and must never open one.
+    fn late_2xx(&mut self, from: Peer, msg: Message) {
+        let is_2xx = msg.status().is_some_and(|c| (200..300).contains(&c));
+        let invite = cseq(&msg).is_some_and(|(_, m)| m == b"INVITE");
+        let call_id = msg.call_id().unwrap_or_default();
+        let target = self
+            .find_dialog(call_id, &from_tag(&msg), &to_tag_of(&msg))
+            .and_then(|(key, by_caller)| Some((self.dialogs.get(&key)?, by_caller)))
+            .filter(|(d, _)| d.confirmed && is_2xx && invite)
+            .and_then(|(d, by_caller)| {
+                let (requester, responder) = if by_caller {
+                    (d.caller, d.callee)
+                } else {
+                    (d.callee, d.caller)
+                };
+                responder.has_ip(from.addr.ip()).then_some(requester.source)
+            })
+            .filter(|t| t.transport == Transport::Udp && !self.s.identity.is_own_addr(t.addr));
+        let Some(to) = target else {
             self.stats.stray_responses += 1;
             return;
         };
@@ -669,7 +942,7 @@ impl Proxy {
         }
         let data = Bytes::from(patch.apply(msg.buf(), msg.body.end as usize));
         self.stats.responses_forwarded += 1;
-        self.out.push(Output::Send { to: peer, data });
+        self.out.push(Output::Send { to, data });
     }
 
     fn on_client_response(&mut self, now: Millis, id: u64, msg: Message) {
@@ -685,6 +958,19 @@ impl Proxy {
             return;
         };
         let reliable = client.peer.transport.is_reliable();
+        // Only the first of each response (retransmissions teach nothing).
+        if txn.cancels.is_none()
+            && matches!(client.state, ClientState::Calling | ClientState::Proceeding)
+        {
+            let (call_id, setup) = (txn.call_id.clone(), txn.dialog_setup.is_some());
+            self.learn_dialog(&call_id, setup, code, &msg);
+        }
+        let Some(txn) = self.txns.get_mut(&id) else {
+            return;
+        };
+        let Some(client) = txn.client.as_mut() else {
+            return;
+        };
 
         if txn.cancels.is_some() {
             // Our own CANCEL: its response ends here.
@@ -749,9 +1035,6 @@ impl Proxy {
                 }
                 if is_invite && success {
                     client.state = ClientState::Accepted;
-                    if txn.initial_invite {
-                        self.dialogs.insert(txn.call_id.clone(), now);
-                    }
                     self.arm(id, TimerKind::ClientLinger, now + 64 * t1);
                     self.forward_upstream(id, &msg, false);
                     self.set_server_state(now, id, ServerState::Accepted);
@@ -775,7 +1058,11 @@ impl Proxy {
                 } else {
                     client.state = ClientState::Completed;
                     if txn.is_bye {
-                        self.dialogs.remove(&txn.call_id);
+                        let (f, t) = (from_tag(&msg), to_tag_of(&msg));
+                        let call_id = txn.call_id.clone();
+                        if let Some((key, _)) = self.find_dialog(&call_id, &f, &t) {
+                            self.dialogs.remove(&key);
+                        }
                     }
                     self.arm(
                         id,
@@ -805,6 +1092,67 @@ impl Proxy {
         }
     }
 
+    /// What a response from the next hop tells the dialog table: the
+    /// callee's tag and Contact (initial request), the end of a failed
+    /// setup, or a target refresh's new Contact (RFC 3261 12.2.1.2).
+    fn learn_dialog(&mut self, call_id: &Bytes, setup: bool, code: u16, msg: &Message) {
+        let (from_tag, to_tag) = (from_tag(msg), to_tag_of(msg));
+        // During setup the callee's tag may still change (a 2xx with
+        // another tag than the 180): look the dialog up by the caller's.
+        let found = if setup {
+            Some(((call_id.clone(), from_tag.clone()), true))
+        } else {
+            self.find_dialog(call_id, &from_tag, &to_tag)
+        };
+        let Some((key, by_caller)) = found else {
+            return;
+        };
+        let Some(d) = self.dialogs.get_mut(&key) else {
+            return;
+        };
+        let contact = contact_addr(msg);
+        if setup {
+            if d.confirmed {
+                return;
+            }
+            if code >= 300 {
+                d.setups = d.setups.saturating_sub(1);
+                if d.setups == 0 {
+                    self.dialogs.remove(&key);
+                }
+                return;
+            }
+            if !to_tag.is_empty() && code > 100 {
+                d.callee_tag = Some(to_tag);
+                if contact.is_some() {
+                    d.callee.contact = contact;
+                }
+                d.confirmed = code >= 200;
+            }
+            return;
+        }
+        let refresh = cseq(msg).is_some_and(|(_, m)| m == b"INVITE" || m == b"UPDATE");
+        if refresh && (200..300).contains(&code) && contact.is_some() {
+            d.side(!by_caller).contact = contact;
+        }
+    }
+
+    /// The dialog a message with these tags belongs to (the caller's tag
+    /// is its From or its To tag), and whether the caller sent it.
+    fn find_dialog(&self, call_id: &[u8], ftag: &Bytes, ttag: &Bytes) -> Option<(DialogKey, bool)> {
+        for tag in [ftag, ttag] {
+            let key = (Bytes::copy_from_slice(call_id), tag.clone());
+            if let Some(by_caller) = self
+                .dialogs
+                .get(&key)
+                .and_then(|d| d.sender_is_caller(ftag, ttag))
+            {
+                return Some((key, by_caller));
+            }
+        }
+        None
+    }
+
     /// Sends a response up to the server side's peer, minus our Via.
     fn forward_upstream(&mut self, id: u64, msg: &Message, provisional: bool) {
         let mut patch = Patch::new();
@@ -826,6 +1174,13 @@ impl Proxy {
             || (final_2xx
                 && matches!(server.state, ServerState::Accepted | ServerState::Completed));
         if !may_send {
+            return;
+        }
+        if too_large_for(server.peer, data.len()) {
+            // From a TCP next hop to a UDP caller: it cannot leave on UDP
+            // (EMSGSIZE); say so rather than lose it silently.
+            self.stats.too_large += 1;
+            tracing::warn!(to = %server.peer.addr, bytes = data.len(), "response too large for UDP: dropped");
             return;
         }
         // A 2xx to INVITE is retransmitted end to end by the UAS, so only
@@ -913,6 +1268,7 @@ impl Proxy {
                 )),
                 cancels: Some(id),
                 initial_invite: false,
+                dialog_setup: None,
                 caller_cancelled: false,
                 is_bye: false,
                 deadlines: [None; TIMER_KINDS],
@@ -1003,6 +1359,7 @@ impl Proxy {
                 client: None,
                 cancels: None,
                 initial_invite: false,
+                dialog_setup: None,
                 caller_cancelled: false,
                 is_bye: false,
                 deadlines: [None; TIMER_KINDS],
@@ -1044,7 +1401,7 @@ impl Proxy {
         if now >= self.last_sweep + 60_000 {
             self.last_sweep = now;
             self.dialogs
-                .retain(|_, started| now.saturating_sub(*started) < DIALOG_MAX_MS);
+                .retain(|_, d| now.saturating_sub(d.started) < DIALOG_MAX_MS);
         }
     }
 
@@ -1090,6 +1447,32 @@ impl Proxy {
                 c.state = ClientState::Terminated;
                 txn.deadlines = [None; TIMER_KINDS];
                 self.stats.timeouts += 1;
+                if let Some(tag) = &txn.dialog_setup {
+                    let key = (txn.call_id.clone(), tag.clone());
+                    if let Some(d) = self.dialogs.get_mut(&key).filter(|d| !d.confirmed) {
+                        d.setups = d.setups.saturating_sub(1);
+                        if d.setups == 0 {
+                            self.dialogs.remove(&key);
+                        }
+                    }
+                }
+                if txn.is_bye {
+                    // Unanswered, the BYE still ends the dialog (RFC 3261
+                    // 15.1.1): its route must not stay open for 4 h.
+                    let bye = Message::parse(c.request.clone(), true).ok();
+                    let key = bye.and_then(|m| {
+                        let call_id = Bytes::copy_from_slice(m.call_id()?);
+                        Some((call_id, from_tag(&m), to_tag_of(&m)))
+                    });
+                    if let Some((call_id, f, t)) = key {
+                        if let Some((key, _)) = self.find_dialog(&call_id, &f, &t) {
+                            self.dialogs.remove(&key);
+                        }
+                    }
+                }
+                let Some(txn) = self.txns.get_mut(&id) else {
+                    return;
+                };
                 if txn.initial_invite {
                     self.events.push(CallEvent::Failed {
                         call_id: txn.call_id.clone(),
@@ -1194,13 +1577,33 @@ impl Proxy {
     }
 }
 
-/// The From tag of a request, empty when it has none.
+/// The From tag of a message, empty when it has none.
 fn from_tag(msg: &Message) -> Bytes {
-    msg.value(HeaderName::From)
+    tag_of(msg, HeaderName::From)
+}
+
+/// The To tag of a message, empty when it has none.
+fn to_tag_of(msg: &Message) -> Bytes {
+    tag_of(msg, HeaderName::To)
+}
+
+fn tag_of(msg: &Message, name: HeaderName) -> Bytes {
+    msg.value(name)
         .and_then(|v| NameAddr::parse(v).ok())
         .and_then(|n| n.tag().map(Bytes::copy_from_slice))
         .unwrap_or_default()
 }
+
+/// The address of the first Contact, when it is an IP literal.
+fn contact_addr(msg: &Message) -> Option<std::net::SocketAddr> {
+    let v = msg.value(HeaderName::Contact)?;
+    let (a, b) = crate::sip::chars::split_commas(v).next()?;
+    let na = NameAddr::parse(crate::sip::chars::trim_lws(&v[a..b])).ok()?;
+    let uri = Uri::parse(na.uri()).ok()?;
+    route::uri_peer(&uri).map(|p| p.addr)
+}
+
+const NO_DIALOG: &str = "Call/Transaction Does Not Exist";
 
 /// Checks shared by initial and in-dialog requests (RFC 3261 16.3).
 fn common_checks(msg: &Message) -> Option<Refusal> {
@@ -1301,6 +1704,16 @@ fn build_from_invite(invite: &Bytes, method: &[u8], to_line: Option<&[u8]>) -> O
     out.extend_from_slice(method);
     out.extend_from_slice(b"\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
     Some(Bytes::from(out))
+}
+
+/// Whether `len` bytes cannot be sent to `peer` over UDP at all.
+fn too_large_for(peer: Peer, len: usize) -> bool {
+    let max = if peer.addr.is_ipv4() {
+        MAX_UDP_V4
+    } else {
+        MAX_UDP_V6
+    };
+    peer.transport == Transport::Udp && len > max
 }
 
 fn build_cancel(invite: &Bytes) -> Option<Bytes> {

@@ -59,6 +59,7 @@ impl Rig {
             max_message_bytes: 65535,
             timers,
             instance_nonce: 1,
+            untrusted: Untrusted::Reject,
         };
         let router = DefaultRouter {
             destination: Some(parse_destination(destination).expect("destination")),
@@ -811,6 +812,7 @@ fn tracking_rig() -> Rig {
         max_message_bytes: 65535,
         timers: Timers::default(),
         instance_nonce: 1,
+        untrusted: Untrusted::Reject,
     };
     rig.proxy = Proxy::new(settings, Box::new(Tracking));
     rig
@@ -943,4 +945,375 @@ fn call_events_for_cancel_busy_and_timeout() {
         "{ev:?}"
     );
     assert_eq!(ev.len(), 2, "Started, then one Failed: {ev:?}");
+}
+
+// ---- issue 12: security hardening ---------------------------------------------------
+
+const ATTACKER: &str = "127.0.0.2:5060";
+const THIRD: &str = "127.0.0.3:5060";
+
+/// A call answered by the UAS (Contact at the UAS) and ACKed by the
+/// caller: returns the forwarded INVITE and the Route value to use.
+fn answered_call(rig: &mut Rig, branch: &str, call_id: &str) -> (Sent, String) {
+    let fwd = start_call(rig, branch, call_id);
+    let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
+    let ok = response_to(
+        &fwd.text,
+        200,
+        "OK",
+        Some("u1"),
+        &format!("{rr}\r\nContact: <sip:uas@{UAS}>\r\n"),
+    );
+    rig.recv_at(100, udp(UAS), &ok);
+    let route = value(&rr).to_string();
+    let ack = request(
+        "ACK",
+        &format!("sip:uas@{UAS}"),
+        &format!("{branch}a"),
+        call_id,
+        &format!("Route: {route}\r\n"),
+    )
+    .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
+    rig.recv_at(200, udp(CALLER), &ack);
+    rig.take();
+    (fwd, route)
+}
+
+/// A response whose top Via names siptrack with a branch it never used.
+fn stray(second_via: &str) -> String {
+    format!(
+        "SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKforged\r\n\
+         Via: {second_via}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: s@x\r\n\
+         CSeq: 1 INVITE\r\nContent-Length: 5\r\n\r\nhello"
+    )
+}
+
+#[test]
+fn stray_responses_are_dropped_wherever_their_vias_point() {
+    let mut rig = Rig::new();
+    let variants = [
+        format!("SIP/2.0/UDP {THIRD};branch=z9hG4bK1"),
+        "SIP/2.0/UDP 192.0.2.1:5060;received=127.0.0.3;rport=5060;branch=z9hG4bK1".to_string(),
+        format!("SIP/2.0/TCP {THIRD};branch=z9hG4bK1"),
+    ];
+    for (i, v) in variants.iter().enumerate() {
+        rig.recv_at(i as Millis, udp(ATTACKER), &stray(v));
+    }
+    // 2,000 Vias naming siptrack itself: no internal hops.
+    let own = vec!["SIP/2.0/UDP 127.0.0.1:5060"; 2000].join(",");
+    assert!(own.len() < 60_000);
+    rig.recv_at(10, udp(ATTACKER), &stray(&own));
+    let sent = rig.take();
+    assert!(sent.is_empty(), "nothing relayed: {sent:?}");
+    assert_eq!(rig.proxy.stats.stray_responses, 4, "{:?}", rig.proxy.stats);
+    assert_eq!(rig.proxy.stats.responses_forwarded, 0);
+}
+
+#[test]
+fn a_late_2xx_goes_to_the_dialogs_caller_only() {
+    let mut rig = Rig::new();
+    let (fwd, _) = answered_call(&mut rig, "l1", "late@x");
+    // Long after the INVITE transaction ended, the UAS repeats its 2xx;
+    // its second Via was rewritten to point elsewhere.
+    let ok = response_to(&fwd.text, 200, "OK", Some("u1"), "").replace(CALLER, THIRD);
+    rig.recv_at(60_000, udp(UAS), &ok);
+    let sent = rig.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!((sent[0].to, sent[0].status()), (udp(CALLER), Some(200)));
+    // Wrong tags, or from the attacker: dropped.
+    let wrong_tag = response_to(&fwd.text, 200, "OK", Some("u2"), "");
+    rig.recv_at(60_100, udp(UAS), &wrong_tag);
+    rig.recv_at(60_200, udp(ATTACKER), &ok);
+    assert!(rig.take().is_empty());
+}
+
+#[test]
+fn responses_are_only_believed_from_where_the_request_went() {
+    let mut rig = tracking_rig();
+    let fwd = start_call(&mut rig, "f1", "forged@x");
+    rig.recv_at(
+        100,
+        udp(UAS),
+        &response_to(&fwd.text, 180, "Ringing", Some("u1"), ""),
+    );
+    rig.take();
+    let busy = response_to(&fwd.text, 486, "Busy Here", Some("u1"), "");
+    for i in 0..29 {
+        rig.recv_at(200 + i, udp(ATTACKER), &busy);
+    }
+    assert!(rig.take().is_empty(), "no 486 upstream, no ACK");
+    rig.recv_at(
+        1_000,
+        udp(UAS),
+        &response_to(&fwd.text, 200, "OK", Some("u1"), ""),
+    );
+    let up = rig.take_to(CALLER);
+    assert_eq!(up.len(), 1);
+    assert_eq!(up[0].status(), Some(200));
+    let ev = events(&mut rig);
+    assert!(
+        ev.iter().any(|e| matches!(e, CallEvent::Answered { .. })),
+        "{ev:?}"
+    );
+    assert!(
+        !ev.iter().any(|e| matches!(e, CallEvent::Failed { .. })),
+        "{ev:?}"
+    );
+    assert_eq!(rig.proxy.stats.wrong_source, 29);
+}
+
+#[test]
+fn cancel_is_only_believed_from_where_the_invite_came() {
+    let mut rig = Rig::new();
+    let fwd = start_call(&mut rig, "c1", "cancel@x");
+    rig.recv_at(
+        100,
+        udp(UAS),
+        &response_to(&fwd.text, 180, "Ringing", Some("u1"), ""),
+    );
+    rig.take();
+    // The victim's CANCEL, word for word, but sent by the attacker.
+    let cancel = request("CANCEL", "sip:100@127.0.0.1:5060", "c1", "cancel@x", "");
+    rig.recv_at(200, udp(ATTACKER), &cancel);
+    let sent = rig.take();
+    assert!(
+        !sent.iter().any(|s| s.is_request("CANCEL")),
+        "not relayed: {sent:?}"
+    );
+    assert_eq!(rig.proxy.stats.wrong_source, 1);
+    rig.recv_at(300, udp(CALLER), &cancel);
+    assert!(rig.take_to(UAS).iter().any(|s| s.is_request("CANCEL")));
+}
+
+#[test]
+fn branches_are_unguessable() {
+    let mut rig = Rig::new();
+    let a = top_branch(&start_call(&mut rig, "g1", "g1@x").text);
+    rig.take();
+    let b = top_branch(&start_call(&mut rig, "g2", "g2@x").text);
+    let (a, b) = (&a["z9hG4bK".len()..], &b["z9hG4bK".len()..]);
+    assert!(a.len() >= 16, "{a}");
+    let same = a.chars().zip(b.chars()).filter(|(x, y)| x == y).count();
+    assert!(
+        same < a.len() / 2,
+        "consecutive branches look alike: {a} {b}"
+    );
+}
+
+#[test]
+fn route_tokens_relay_only_within_a_live_dialog_between_its_peers() {
+    let mut rig = Rig::new();
+    // The trunk and the PBX are trusted; the attacker is not.
+    rig.proxy.s.trusted_sources = vec!["127.0.0.1/32".parse().expect("cidr")];
+    let (_, route) = answered_call(&mut rig, "r1", "tok@x");
+    let in_dialog = |method: &str, uri: &str, branch: &str| {
+        request(method, uri, branch, "tok@x", &format!("Route: {route}\r\n"))
+            .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1")
+    };
+    let third_uri = format!("sip:x@{THIRD}");
+    let uas_uri = format!("sip:uas@{UAS}");
+    // The attacker replays the token toward a third address, and toward
+    // the callee: one small reply each, nothing relayed.
+    for (i, method) in ["INFO", "MESSAGE", "REFER", "OPTIONS", "INVITE"]
+        .iter()
+        .enumerate()
+    {
+        let text = in_dialog(method, &third_uri, &format!("ra{i}")).replace(CALLER, ATTACKER);
+        rig.recv_at(1_000 + i as Millis, udp(ATTACKER), &text);
+        let text = in_dialog(method, &uas_uri, &format!("rb{i}")).replace(CALLER, ATTACKER);
+        rig.recv_at(1_000 + i as Millis, udp(ATTACKER), &text);
+    }
+    // The caller itself may not aim the dialog at a third address either.
+    rig.recv_at(2_000, udp(CALLER), &in_dialog("INFO", &third_uri, "rc"));
+    // The token belongs to this dialog's tags.
+    let other_tags = in_dialog("INFO", &uas_uri, "rd").replace("tag=from1", "tag=other");
+    rig.recv_at(2_100, udp(CALLER), &other_tags);
+    rig.advance_to(40_000);
+    let sent = rig.take();
+    assert!(
+        sent.iter()
+            .all(|s| s.to.addr != udp(THIRD).addr && s.to.addr != udp(UAS).addr),
+        "nothing relayed: {sent:?}"
+    );
+    assert_eq!(sent.len(), 12, "one reply each, never repeated: {sent:?}");
+    assert!(sent.iter().all(|s| matches!(s.status(), Some(404 | 481))));
+
+    // The caller's own request to the callee passes; then BYE ends it.
+    rig.recv_at(41_000, udp(CALLER), &in_dialog("INFO", &uas_uri, "re"));
+    let info = rig.take_to(UAS);
+    assert_eq!(info.len(), 1);
+    rig.recv_at(
+        41_010,
+        udp(UAS),
+        &response_to(&info[0].text, 200, "OK", None, ""),
+    );
+    rig.recv_at(42_000, udp(CALLER), &in_dialog("BYE", &uas_uri, "rf"));
+    let bye = rig.take_to(UAS).remove(0);
+    assert!(bye.is_request("BYE"));
+    rig.recv_at(
+        42_010,
+        udp(UAS),
+        &response_to(&bye.text, 200, "OK", None, ""),
+    );
+    rig.take();
+    // After the BYE the token is worth nothing, even from the caller.
+    rig.recv_at(43_000, udp(CALLER), &in_dialog("INFO", &uas_uri, "rg"));
+    let sent = rig.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!((sent[0].to, sent[0].status()), (udp(CALLER), Some(481)));
+}
+
+#[test]
+fn untrusted_requests_get_one_small_stateless_reply() {
+    let mut rig = Rig::new();
+    let stranger = udp("192.0.2.1:5060");
+    let pad = format!("X-Pad: {}\r\n", "a".repeat(30_000));
+    let text = request("INVITE", "sip:100@127.0.0.1:5060", "u1", "big@x", &pad)
+        .replace(CALLER, "192.0.2.1:5060");
+    rig.recv_at(0, stranger, &text);
+    rig.advance_to(60_000);
+    let sent = rig.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].status(), Some(403));
+    assert!(sent[0].text.len() < 600, "{}", sent[0].text.len());
+    assert!(sent[0].text.ends_with("Content-Length: 0\r\n\r\n"));
+    assert_eq!(rig.proxy.active_transactions(), 0);
+    // A flood from one source: replies are rate-limited.
+    for i in 0..200 {
+        let t = request(
+            "INVITE",
+            "sip:100@127.0.0.1:5060",
+            &format!("f{i}"),
+            "fl@x",
+            "",
+        )
+        .replace(CALLER, "192.0.2.1:5060");
+        rig.recv_at(61_000, stranger, &t);
+    }
+    let n = rig.take().len();
+    assert!(n <= 20, "{n} replies to 200 requests in one instant");
+    assert_eq!(rig.proxy.active_transactions(), 0);
+}
+
+#[test]
+fn cseq_must_be_below_2_pow_31() {
+    let mut rig = Rig::new();
+    let text = invite("q1", "q@x").replace("CSeq: 1 INVITE", "CSeq: 2147483648 INVITE");
+    assert_eq!(only_reply(&mut rig, udp(CALLER), &text).status(), Some(400));
+    let text = invite("q2", "q2@x").replace("CSeq: 1 INVITE", "CSeq: 2147483647 INVITE");
+    rig.recv_at(0, udp(CALLER), &text);
+    assert_eq!(rig.take_to(UAS).len(), 1);
+}
+
+#[test]
+fn an_uppercase_tag_parameter_is_a_tag() {
+    let mut rig = Rig::new();
+    let text =
+        invite("t1", "tag@x").replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;TAG=abc");
+    let r = only_reply(&mut rig, udp(CALLER), &text);
+    assert_eq!(r.status(), Some(404), "in-dialog without our Route");
+    for to in [
+        "To: sip:100@127.0.0.1;TAG=abc",
+        "To: <sip:100@127.0.0.1> ; Tag = abc",
+        "t: <sip:100@127.0.0.1>;tAg=abc",
+    ] {
+        let text = invite("t2", "tag2@x").replace("To: <sip:100@127.0.0.1>", to);
+        let r = only_reply(&mut rig, udp(CALLER), &text);
+        assert_eq!(r.status(), Some(404), "{to}");
+    }
+}
+
+#[test]
+fn a_request_too_large_for_udp_gets_513() {
+    let mut rig = Rig::new();
+    let base = request(
+        "INVITE",
+        "sip:100@127.0.0.1:5060",
+        "m1",
+        "big2@x",
+        "X-Pad: \r\n",
+    );
+    let pad = format!("X-Pad: {}\r\n", "a".repeat(65_480 - base.len()));
+    let text = request("INVITE", "sip:100@127.0.0.1:5060", "m1", "big2@x", &pad);
+    assert_eq!(
+        text.len(),
+        65_480,
+        "fits one datagram, not with our Via added"
+    );
+    let r = only_reply(&mut rig, udp(CALLER), &text);
+    assert_eq!(r.status(), Some(513));
+    assert_eq!(rig.proxy.stats.too_large, 1);
+}
+
+#[test]
+fn untrusted_drop_answers_nothing() {
+    let mut rig = Rig::new();
+    rig.proxy.s.untrusted = Untrusted::Drop;
+    let stranger = udp("192.0.2.1:5060");
+    let text = invite("d1", "drop@x").replace(CALLER, "192.0.2.1:5060");
+    rig.recv_at(0, stranger, &text);
+    let broken = "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKd2\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    rig.recv_at(1, stranger, broken);
+    // In-dialog junk and CANCELs from scanners: silence too.
+    let junk = request("BYE", "sip:x@192.0.2.9", "d3", "junk@x", "")
+        .replace(CALLER, "192.0.2.1:5060")
+        .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=t");
+    rig.recv_at(2, stranger, &junk);
+    let cancel = request("CANCEL", "sip:100@127.0.0.1", "d4", "junk2@x", "")
+        .replace(CALLER, "192.0.2.1:5060");
+    rig.recv_at(3, stranger, &cancel);
+    rig.advance_to(60_000);
+    assert!(rig.take().is_empty());
+    assert_eq!(rig.proxy.stats.replies_suppressed, 4);
+    // Trusted sources still hear about their malformed requests.
+    assert_eq!(
+        only_reply(&mut rig, udp(CALLER), broken).status(),
+        Some(400)
+    );
+}
+
+#[test]
+fn a_bye_that_times_out_still_ends_the_dialog() {
+    let mut rig = Rig::new();
+    let (_, route) = answered_call(&mut rig, "bt", "byeto@x");
+    let in_dialog = |method: &str, branch: &str| {
+        request(
+            method,
+            &format!("sip:uas@{UAS}"),
+            branch,
+            "byeto@x",
+            &format!("Route: {route}\r\n"),
+        )
+        .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1")
+    };
+    rig.recv_at(1_000, udp(CALLER), &in_dialog("BYE", "bt1"));
+    rig.advance_to(40_000);
+    let up = rig.take_to(CALLER);
+    assert_eq!(up.last().and_then(Sent::status), Some(408), "{up:?}");
+    assert_eq!(rig.proxy.active_dialogs(), 0);
+    rig.recv_at(41_000, udp(CALLER), &in_dialog("INFO", "bt2"));
+    let sent = rig.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].status(), Some(481));
+}
+
+#[test]
+fn a_response_too_large_for_udp_is_counted_not_sent() {
+    let mut rig = Rig::with(Timers::default(), &format!("sip:{UAS};transport=tcp"));
+    rig.proxy.s.max_message_bytes = 200_000;
+    rig.recv_at(0, udp(CALLER), &invite("big3", "big3@x"));
+    let fwd = rig
+        .take()
+        .into_iter()
+        .find(|s| s.to.transport == Transport::Tcp)
+        .expect("forwarded over TCP");
+    let pad = format!("X-Pad: {}\r\n", "a".repeat(65_600));
+    let ok = response_to(&fwd.text, 200, "OK", Some("u1"), &pad);
+    let pbx = Peer {
+        transport: Transport::Tcp,
+        addr: udp(UAS).addr,
+    };
+    rig.recv_at(100, pbx, &ok);
+    assert!(rig.take_to(CALLER).is_empty());
+    assert_eq!(rig.proxy.stats.too_large, 1);
 }

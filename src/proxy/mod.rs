@@ -6,6 +6,7 @@
 //! makes it testable on a virtual clock.
 
 mod core;
+pub mod guard;
 pub mod hooks;
 pub mod route;
 mod transaction;

@@ -73,10 +73,17 @@ impl Identity {
         out.extend_from_slice(b"\r\n");
     }
 
-    /// A Record-Route header line (with CRLF) for interface `l`, signed for `call_id`.
-    pub fn record_route_line(&self, l: &ListenAddr, call_id: &[u8], out: &mut Vec<u8>) {
+    /// A Record-Route header line (with CRLF) for interface `l`, signed
+    /// for the dialog `call_id` opened by the From tag `caller_tag`.
+    pub fn record_route_line(
+        &self,
+        l: &ListenAddr,
+        call_id: &[u8],
+        caller_tag: &[u8],
+        out: &mut Vec<u8>,
+    ) {
         out.extend_from_slice(b"Record-Route: <sip:");
-        out.extend_from_slice(self.token(call_id).as_bytes());
+        out.extend_from_slice(self.token(call_id, caller_tag).as_bytes());
         out.push(b'@');
         out.extend_from_slice(self.host_port(l).as_bytes());
         if l.transport == Transport::Tcp {
@@ -85,10 +92,14 @@ impl Identity {
         out.extend_from_slice(b";lr>\r\n");
     }
 
-    /// The route token: HMAC-SHA256 over the Call-ID, truncated.
-    pub fn token(&self, call_id: &[u8]) -> String {
+    /// The route token: HMAC-SHA256 over the Call-ID and the caller's From
+    /// tag, truncated. Binding the tag means a token seen in one dialog
+    /// opens no other dialog that shares its Call-ID.
+    pub fn token(&self, call_id: &[u8], caller_tag: &[u8]) -> String {
         let mut mac = self.key.clone();
         mac.update(call_id);
+        mac.update(b"\x00");
+        mac.update(caller_tag);
         let digest = mac.finalize().into_bytes();
         let mut s = String::with_capacity(TOKEN_HEX);
         for b in &digest[..TOKEN_HEX / 2] {
@@ -124,8 +135,10 @@ impl Identity {
         })
     }
 
-    /// Whether a Route value is a Record-Route this proxy issued for `call_id`.
-    pub fn is_own_route(&self, value: &[u8], call_id: &[u8]) -> bool {
+    /// Whether a Route value is a Record-Route this proxy issued for
+    /// `call_id` and one of `tags` (the request's From and To tags: the
+    /// caller's tag is From or To depending on who sends).
+    pub fn is_own_route(&self, value: &[u8], call_id: &[u8], tags: &[&[u8]]) -> bool {
         let Ok(na) = NameAddr::parse(value) else {
             return false;
         };
@@ -133,9 +146,27 @@ impl Identity {
             return false;
         };
         self.is_own_uri(&uri)
-            && uri
-                .user()
-                .is_some_and(|u| constant_time_eq(u, self.token(call_id).as_bytes()))
+            && uri.user().is_some_and(|u| {
+                tags.iter()
+                    .any(|t| constant_time_eq(u, self.token(call_id, t).as_bytes()))
+            })
+    }
+
+    /// Whether `addr` is one of this proxy's own listen addresses. A
+    /// wildcard listener owns its port on loopback, on the wildcard and on
+    /// the advertised host's IP; any other host's port 5060 is a peer.
+    pub fn is_own_addr(&self, addr: SocketAddr) -> bool {
+        let ip = addr.ip();
+        let advertised = self
+            .advertised_host
+            .as_deref()
+            .and_then(|h| crate::sip::uri::host_to_ip(h.as_bytes()));
+        self.listen.iter().any(|l| {
+            l.addr.port() == addr.port()
+                && (l.addr.ip() == ip
+                    || (l.addr.ip().is_unspecified()
+                        && (ip.is_loopback() || ip.is_unspecified() || advertised == Some(ip))))
+        })
     }
 
     /// Whether a Via value was written by this proxy (its sent-by is ours).
@@ -338,6 +369,26 @@ mod tests {
         let out = patch.apply(msg.buf(), msg.body.end as usize);
         let out = String::from_utf8(out).expect("ascii");
         out.lines().nth(1).unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn own_addresses_of_a_wildcard_listener() {
+        let listen = vec![crate::config::parse_listen("udp:0.0.0.0:5060").expect("listen")];
+        let id = Identity::new(listen, Some("198.51.100.7".into()), b"k");
+        for (addr, own) in [
+            ("127.0.0.1:5060", true),
+            ("198.51.100.7:5060", true),
+            ("0.0.0.0:5060", true),
+            ("203.0.113.5:5060", false),
+            ("127.0.0.1:5061", false),
+        ] {
+            let a: SocketAddr = addr.parse().expect("addr");
+            assert_eq!(id.is_own_addr(a), own, "{addr}");
+        }
+        let listen = vec![crate::config::parse_listen("udp:192.0.2.10:5060").expect("listen")];
+        let id = Identity::new(listen, None, b"k");
+        assert!(id.is_own_addr("192.0.2.10:5060".parse().expect("addr")));
+        assert!(!id.is_own_addr("192.0.2.11:5060".parse().expect("addr")));
     }
 
     #[test]

@@ -110,6 +110,10 @@ pub struct Txn {
     /// The forwarded request created a dialog usage that will be tracked
     /// (initial INVITE).
     pub initial_invite: bool,
+    /// The forwarded request is an initial record-routed request (this is
+    /// the caller's From tag): its responses confirm or end the dialog
+    /// entry it created.
+    pub dialog_setup: Option<Bytes>,
     /// The caller CANCELled this INVITE (as opposed to Timer C).
     pub caller_cancelled: bool,
     pub is_bye: bool,

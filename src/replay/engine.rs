@@ -60,7 +60,9 @@ pub struct Engine<'a> {
     /// Answers on their way to the proxy, by slot.
     pending_answers: Vec<Option<(Peer, Vec<u8>)>>,
     seq: u64,
-    record_route: HashMap<String, Vec<u8>>,
+    /// The proxy's Record-Route by (Call-ID, caller's From tag): tokens
+    /// are bound to the dialog, and a B2BUA may reuse a Call-ID.
+    record_route: HashMap<(String, String), Vec<u8>>,
     confirmed: HashSet<String>,
     /// The From tag of each Call-ID's first request: the caller's.
     callers: HashMap<String, Option<String>>,
@@ -190,7 +192,12 @@ impl<'a> Engine<'a> {
             // In a confirmed dialog the sender would route through the
             // proxy: its Route set names the proxy.
             if text::has_to_tag(&data) && self.confirmed.contains(&k.0) {
-                if let Some(rr) = self.record_route.get(&k.0) {
+                let tags = [text::from_tag(&data), text::to_tag(&data)];
+                let rr = tags
+                    .into_iter()
+                    .flatten()
+                    .find_map(|t| self.record_route.get(&(k.0.clone(), t)));
+                if let Some(rr) = rr {
                     data = text::with_route(&data, rr);
                 }
             }
@@ -256,7 +263,8 @@ impl<'a> Engine<'a> {
         // INVITE (a re-INVITE's top Record-Route may be someone else's).
         if key.2 == "INVITE" && !text::has_to_tag(data) {
             if let Some(rr) = text::top_record_route(data) {
-                self.record_route.insert(key.0.clone(), rr);
+                let tag = text::from_tag(data).unwrap_or_default();
+                self.record_route.insert((key.0.clone(), tag), rr);
             }
         }
         if key.2 == "ACK" {
@@ -291,7 +299,8 @@ impl<'a> Engine<'a> {
             let mut answer = text::with_top_via(&m.data, &via, replace);
             // The far side mirrored the replaced proxy's Record-Route; it
             // would have mirrored siptrack's.
-            if let Some(rr) = self.record_route.get(&key.0) {
+            let caller_tag = text::from_tag(&m.data).unwrap_or_default();
+            if let Some(rr) = self.record_route.get(&(key.0.clone(), caller_tag)) {
                 for old in self.hops.record_routes(m) {
                     answer = text::with_record_route_replaced(&answer, old, rr);
                 }

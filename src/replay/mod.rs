@@ -114,6 +114,7 @@ pub async fn replay(
         max_message_bytes: config.sip.max_message_bytes,
         timers: config.sip.timers,
         instance_nonce: 0,
+        untrusted: config.sip.untrusted,
     };
     let mut eng = engine::Engine::new(&msgs, proxy_addr, hops);
     // The capture's time is the clock of everything the replay runs:

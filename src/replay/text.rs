@@ -95,7 +95,16 @@ pub fn cseq(m: &[u8]) -> Option<(u32, String)> {
 
 /// The tag parameter of From.
 pub fn from_tag(m: &[u8]) -> Option<String> {
-    let v = String::from_utf8_lossy(values(m, "from").first()?).into_owned();
+    tag_of(m, "from")
+}
+
+/// The tag parameter of To.
+pub fn to_tag(m: &[u8]) -> Option<String> {
+    tag_of(m, "to")
+}
+
+fn tag_of(m: &[u8], header: &str) -> Option<String> {
+    let v = String::from_utf8_lossy(values(m, header).first()?).into_owned();
     let at = v.to_ascii_lowercase().find(";tag=")?;
     let tag = &v[at + 5..];
     Some(tag.split([';', ' ', '>']).next().unwrap_or("").to_string())

@@ -19,7 +19,7 @@ pub mod uri;
 pub mod validate;
 pub mod via;
 
-pub use framing::{stream_frame, StreamFrame};
+pub use framing::{stream_frame, Framer, StreamFrame};
 pub use header::HeaderName;
 pub use message::{Defect, HeaderField, Message, Method, ParseError, Span, StartLine};
 pub use nameaddr::NameAddr;

@@ -54,3 +54,88 @@ fn line_without_eol(msg: &Message, line: super::message::Span) -> &[u8] {
     let l = l.strip_suffix(b"\n").unwrap_or(l);
     l.strip_suffix(b"\r").unwrap_or(l)
 }
+
+/// The most a refusal to an untrusted or unknown sender may be: it goes to
+/// an address that may be spoofed, so it must never amplify.
+pub const SMALL_RESPONSE_MAX: usize = 1024;
+
+/// A refusal carrying only what routes and matches it: the top Via value,
+/// From, To (tagged), Call-ID and CSeq; no body, no other copy of the
+/// request. `None` when even that would exceed [`SMALL_RESPONSE_MAX`]
+/// (a request with kilobyte headers gets no answer).
+pub fn small_response(req: &Message, code: u16, reason: &str, to_tag: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"SIP/2.0 ");
+    out.extend_from_slice(code.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let via = req.header(HeaderName::Via)?;
+    let value = req.bytes(via.value);
+    let (a, b) = super::via::via_values(value).next()?;
+    out.extend_from_slice(b"Via: ");
+    out.extend_from_slice(&value[a..b]);
+    out.extend_from_slice(b"\r\n");
+    for (name, label) in [
+        (HeaderName::From, &b"From: "[..]),
+        (HeaderName::To, b"To: "),
+        (HeaderName::CallId, b"Call-ID: "),
+        (HeaderName::CSeq, b"CSeq: "),
+    ] {
+        // A malformed request may lack some; answer with what it has.
+        let Some(h) = req.header(name) else { continue };
+        let v = req.bytes(h.value);
+        out.extend_from_slice(label);
+        out.extend_from_slice(v);
+        if name == HeaderName::To
+            && super::nameaddr::NameAddr::parse(v).is_ok_and(|n| n.tag().is_none())
+        {
+            out.extend_from_slice(b";tag=");
+            out.extend_from_slice(to_tag);
+        }
+        out.extend_from_slice(b"\r\n");
+        if out.len() > SMALL_RESPONSE_MAX {
+            return None;
+        }
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    (out.len() <= SMALL_RESPONSE_MAX).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn req(extra: &str, from: &str) -> Message {
+        let text = format!(
+            "INVITE sip:1@h SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1, SIP/2.0/UDP 192.0.2.9\r\n\
+             Via: SIP/2.0/UDP 192.0.2.8\r\nFrom: {from};tag=a\r\nTo: <sip:1@h>\r\nCall-ID: c@h\r\n\
+             CSeq: 1 INVITE\r\n{extra}Content-Type: text/plain\r\nContent-Length: 4\r\n\r\nbody"
+        );
+        Message::parse(Bytes::from(text), true).expect("test message parses")
+    }
+
+    #[test]
+    fn small_response_carries_only_what_routes_it() {
+        let r = small_response(
+            &req("X-Pad: aaaa\r\n", "<sip:a@h>"),
+            403,
+            "Forbidden",
+            b"t1",
+        )
+        .expect("small enough");
+        assert_eq!(
+            String::from_utf8(r).expect("ascii"),
+            "SIP/2.0 403 Forbidden\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+             From: <sip:a@h>;tag=a\r\nTo: <sip:1@h>;tag=t1\r\nCall-ID: c@h\r\nCSeq: 1 INVITE\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn small_response_refuses_to_grow() {
+        let big = format!("\"{}\" <sip:a@h>", "x".repeat(2_000));
+        assert_eq!(small_response(&req("", &big), 403, "Forbidden", b"t"), None);
+    }
+}

@@ -93,7 +93,8 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
         }
     }
     let (cseq_num, cseq_method) = cseq(msg).ok_or(bad("Malformed CSeq"))?;
-    if cseq_num > u64::from(u32::MAX) {
+    // RFC 3261 8.1.1.5: the sequence number must be less than 2**31.
+    if cseq_num >= 1 << 31 {
         return Err(bad("CSeq number out of range"));
     }
     if let StartLine::Request { uri, .. } = msg.start {

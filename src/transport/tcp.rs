@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::sip::{stream_frame, StreamFrame};
+use crate::sip::{Framer, StreamFrame};
 
 /// What connection tasks tell the core.
 #[derive(Debug)]
@@ -152,13 +152,14 @@ async fn run_connection(
         }
     });
     let mut buf = BytesMut::with_capacity(8192);
+    let mut framer = Framer::default();
     'read: loop {
         match reader.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
         loop {
-            match stream_frame(&buf, max) {
+            match framer.next(&buf, max) {
                 StreamFrame::Complete(n) => {
                     let data = buf.split_to(n).freeze();
                     if events
