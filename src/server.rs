@@ -316,20 +316,15 @@ fn log_sip(dir: &'static str, peer: Peer, data: &[u8]) {
 }
 
 fn log_stats(proxy: &Proxy) {
-    let s = &proxy.stats;
+    // Every counter of the core, by its /metrics name: one list.
+    let counters: Vec<String> = proxy
+        .stats
+        .fields()
+        .iter()
+        .map(|(name, n)| format!("{name}={n}"))
+        .collect();
     tracing::info!(
-        received = s.received,
-        unparsable = s.unparsable,
-        invalid = s.invalid,
-        oversized = s.oversized,
-        untrusted = s.untrusted,
-        stray_responses = s.stray_responses,
-        absorbed_retransmissions = s.absorbed_retransmissions,
-        retransmissions_sent = s.retransmissions_sent,
-        requests_forwarded = s.requests_forwarded,
-        responses_forwarded = s.responses_forwarded,
-        local_replies = s.local_replies,
-        timeouts = s.timeouts,
+        counters = %counters.join(" "),
         dialogs = proxy.active_dialogs(),
         transactions = proxy.active_transactions(),
         "sip counters"

@@ -52,9 +52,6 @@ struct Side {
 }
 
 impl Side {
-    fn has_addr(&self, addr: std::net::SocketAddr) -> bool {
-        self.source.addr == addr || self.contact == Some(addr)
-    }
     fn has_ip(&self, ip: std::net::IpAddr) -> bool {
         self.source.addr.ip() == ip || self.contact.is_some_and(|c| c.ip() == ip)
     }
@@ -562,7 +559,9 @@ impl Proxy {
             }
             return;
         };
-        if !receiver.has_addr(peer.addr) || self.s.identity.is_own_addr(peer.addr) {
+        // Toward the other side only: its host, on any port (an SBC or
+        // PBX may Record-Route a port other than the one it sends from).
+        if !receiver.has_ip(peer.addr.ip()) || self.s.identity.is_own_addr(peer.addr) {
             return self.refuse_in_dialog(now, from, &msg, is_ack, 404, "Not Found");
         }
         // Target refresh (RFC 3261 12.2.2): the sender's new Contact.

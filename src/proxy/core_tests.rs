@@ -1317,3 +1317,33 @@ fn a_response_too_large_for_udp_is_counted_not_sent() {
     assert!(rig.take_to(CALLER).is_empty());
     assert_eq!(rig.proxy.stats.too_large, 1);
 }
+
+#[test]
+fn an_in_dialog_request_may_reach_its_peer_on_another_port() {
+    // An SBC or PBX may Record-Route (or send its Contact with) a port
+    // other than the one it sends from; its host is what identifies it.
+    let mut rig = Rig::new();
+    let (_, route) = answered_call(&mut rig, "p1", "port@x");
+    let bye = |uri: &str, branch: &str| {
+        format!(
+            "BYE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {UAS};branch=z9hG4bK{branch}\r\n\
+             Route: {route}\r\nFrom: <sip:100@127.0.0.1>;tag=u1\r\n\
+             To: <sip:caller@127.0.0.1>;tag=from1\r\nCall-ID: port@x\r\nCSeq: 7 BYE\r\n\
+             Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    rig.recv_at(1_000, udp(UAS), &bye(&format!("sip:x@{THIRD}"), "pa"));
+    let sent = rig.take();
+    assert_eq!(
+        (sent.len(), sent[0].status()),
+        (1, Some(404)),
+        "never a third host: {sent:?}"
+    );
+    rig.recv_at(2_000, udp(UAS), &bye("sip:caller@127.0.0.1:5999", "pb"));
+    let sent = rig.take();
+    assert!(
+        sent.iter()
+            .any(|s| s.is_request("BYE") && s.to == udp("127.0.0.1:5999")),
+        "{sent:?}"
+    );
+}
