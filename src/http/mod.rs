@@ -175,13 +175,14 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// `Authorization: Bearer <http.token>`, compared in constant time.
+/// `Authorization: Bearer <http.token>`, compared in constant time. The
+/// scheme name is case-insensitive (RFC 7235 2.1: `bearer` is `Bearer`).
 fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
     let Some(token) = token else { return false };
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_credentials)
     else {
         return false;
     };
@@ -191,6 +192,15 @@ fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
             .zip(token.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+}
+
+/// The credentials of a `Bearer` authorization value: the scheme in any
+/// case, then one or more spaces.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' '))
 }
 
 fn unauthorized() -> Response {
@@ -588,5 +598,28 @@ mod tests {
             "Basic secret".parse().expect("header"),
         );
         assert!(!authorized(&h, Some("secret")));
+    }
+
+    /// Issue 12, item 10: the auth scheme is case-insensitive (RFC 7235
+    /// 2.1); the token is not.
+    #[test]
+    fn bearer_scheme_in_any_case() {
+        for (value, ok) in [
+            ("Bearer secret", true),
+            ("bearer secret", true),
+            ("BEARER secret", true),
+            ("bEaReR secret", true),
+            ("Bearer  secret", true),
+            ("bearer Secret", false),
+            ("Bearersecret", false),
+            ("Bear secret", false),
+            ("Basic secret", false),
+            ("secret", false),
+            ("", false),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, value.parse().expect("header"));
+            assert_eq!(authorized(&h, Some("secret")), ok, "{value:?}");
+        }
     }
 }
