@@ -24,6 +24,9 @@ use crate::store::Store;
 use crate::tracking::pools::{Pools, Visit};
 use crate::tracking::VISIT_FIELDS;
 
+mod serve;
+pub use serve::serve;
+
 #[derive(Clone)]
 pub struct AppState {
     pub pools: Arc<Mutex<Pools>>,
