@@ -1296,6 +1296,12 @@ mod tests {
         let c = Config::parse(text).expect("shipped config parses");
         assert_eq!(c.sip.listen.len(), 2);
         assert_eq!(c.sip.timers, Timers::default());
+        // The file documents the defaults: both agree.
+        assert_eq!(c.sip.tcp, TcpLimits::default());
+        assert_eq!(
+            (c.http.max_connections, c.http.header_timeout_seconds),
+            (256, 10)
+        );
         let d = c.tracking.default_destination.expect("destination");
         assert_eq!(
             (d.addr, d.transport),

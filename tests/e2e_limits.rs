@@ -263,6 +263,9 @@ fn a_peer_that_never_reads_is_disconnected_and_memory_stays_flat() {
         sent += 1;
     }
     let rss_after = rss_kib(p.pid());
+    eprintln!(
+        "never-reading peer: cut off after {sent} requests; RSS {rss_before} -> {rss_after} KiB"
+    );
     let e = failed.unwrap_or_else(|| {
         panic!(
             "{sent} requests ({} MB of answers) and still connected\n{}",
