@@ -371,6 +371,44 @@ fn http_connections_are_capped_and_slow_headers_cut_off() {
         "{t:?}"
     );
 
+    // A body that trickles in after the headers gets the same time.
+    let mut rudy = TcpStream::connect(addr).expect("connect");
+    let head = format!(
+        "POST /api/v1/leads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    rudy.write_all(head.as_bytes()).expect("send");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    while started.elapsed() < Duration::from_secs(6) {
+        if rudy.write_all(b" ").is_err() {
+            break;
+        }
+        rudy.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let mut buf = [0u8; 1024];
+        match rudy.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+        if !answer.is_empty() {
+            break;
+        }
+    }
+    let t = started.elapsed();
+    assert!(
+        t >= Duration::from_millis(1500) && t < Duration::from_secs(5),
+        "slow body: {t:?} {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        answer.starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+
     // Item 10: the scheme name in any case.
     for scheme in ["Bearer", "bearer", "BEARER"] {
         let mut s = TcpStream::connect(addr).expect("connect");
