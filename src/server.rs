@@ -112,6 +112,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let sip_snapshot = Arc::new(Mutex::new(SipSnapshot::default()));
     let app = crate::http::router(AppState {
         sip: sip_snapshot.clone(),
+        tcp: tcp.clone(),
         outbox_metrics: outbox_metrics.clone(),
         pools: pools.clone(),
         store: store.clone(),

@@ -153,6 +153,32 @@ fn connections_over_the_per_source_cap_are_closed_and_trusted_calls_go_on() {
     let mut fifth = connect_from([127, 0, 0, 2], tcp_addr(&p), None);
     assert!(closed_within(&mut fifth, Duration::from_secs(2)));
     assert!(p.log().contains("sip.tcp_max_connections_per_source"));
+    // Operators see it in /metrics: 6 + 1 refused, 3 + 1 open from
+    // 127.0.0.2 (and the SIPp caller's, unless it has closed by now).
+    let m = metrics(&p);
+    assert!(
+        m.contains("siptrack_tcp_refused_total{limit=\"per_source\"} 7\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("siptrack_tcp_refused_total{limit=\"total\"} 0\n"),
+        "{m}"
+    );
+    let open = metric_value(&m, "siptrack_tcp_connections ");
+    assert!((4..=5).contains(&open), "{m}");
+}
+
+fn metrics(p: &Siptrack) -> String {
+    let (status, body) = common::checks::get(http_addr(p), "/metrics", None);
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn metric_value(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{prefix} not in\n{text}"))
 }
 
 #[test]
@@ -193,6 +219,12 @@ fn idle_connections_are_closed_and_keepalives_count_as_traffic() {
         took.is_some_and(|t| t >= Duration::from_millis(500)),
         "{took:?}"
     );
+    let m = metrics(&p);
+    assert_eq!(
+        metric_value(&m, "siptrack_tcp_closed_total{reason=\"idle\"} "),
+        2,
+        "{m}"
+    );
 }
 
 #[test]
@@ -218,6 +250,12 @@ fn a_message_that_never_completes_is_cut_off() {
     assert!(
         t >= Duration::from_millis(700) && t < Duration::from_secs(4),
         "closed after {t:?}"
+    );
+    let m = metrics(&p);
+    assert_eq!(
+        metric_value(&m, "siptrack_tcp_closed_total{reason=\"slow_message\"} "),
+        1,
+        "{m}"
     );
     // A whole message in one go on a fresh connection is answered.
     let mut ok = connect_from([127, 0, 0, 1], tcp_addr(&p), None);
@@ -286,6 +324,12 @@ fn a_peer_that_never_reads_is_disconnected_and_memory_stays_flat() {
         "RSS {rss_before} KiB -> {rss_after} KiB after {sent} requests"
     );
     assert!(p.log().contains("does not read"), "{}", p.log());
+    let m = metrics(&p);
+    assert_eq!(
+        metric_value(&m, "siptrack_tcp_closed_total{reason=\"write_queue\"} "),
+        1,
+        "{m}"
+    );
     assert!(common::options_ping(p.sip_addr(), Duration::from_secs(2)).is_some());
 }
 

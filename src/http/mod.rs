@@ -23,6 +23,7 @@ use crate::store::leads::NewLead;
 use crate::store::Store;
 use crate::tracking::pools::{Pools, Visit};
 use crate::tracking::VISIT_FIELDS;
+use crate::transport::tcp::{TcpContext, TcpStats};
 
 mod serve;
 pub use serve::serve;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub outbox_metrics: Arc<OutboxMetrics>,
     /// The SIP thread's counters, refreshed every second.
     pub sip: Arc<Mutex<SipSnapshot>>,
+    /// The TCP limits' counters, read live.
+    pub tcp: Arc<TcpContext>,
 }
 
 /// What the proxy core reports for `/metrics`.
@@ -72,6 +75,26 @@ impl SipSnapshot {
     }
 }
 
+/// Prometheus text for what the TCP limits did.
+pub fn render_tcp(s: &TcpStats) -> String {
+    format!(
+        "# TYPE siptrack_tcp_connections gauge\nsiptrack_tcp_connections {}\n\
+         # TYPE siptrack_tcp_refused_total counter\n\
+         siptrack_tcp_refused_total{{limit=\"total\"}} {}\n\
+         siptrack_tcp_refused_total{{limit=\"per_source\"}} {}\n\
+         # TYPE siptrack_tcp_closed_total counter\n\
+         siptrack_tcp_closed_total{{reason=\"idle\"}} {}\n\
+         siptrack_tcp_closed_total{{reason=\"slow_message\"}} {}\n\
+         siptrack_tcp_closed_total{{reason=\"write_queue\"}} {}\n",
+        s.open,
+        s.refused_total,
+        s.refused_per_source,
+        s.closed_idle,
+        s.closed_slow_message,
+        s.closed_write_queue
+    )
+}
+
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -101,7 +124,8 @@ async fn healthz() -> &'static str {
 /// Prometheus text (SPEC C-6): SIP counters, the CRM outbox's depth and
 /// deliveries.
 async fn metrics(State(s): State<AppState>) -> Response {
-    let sip = s.sip.lock().map(|snap| snap.render()).unwrap_or_default();
+    let sip =
+        s.sip.lock().map(|snap| snap.render()).unwrap_or_default() + &render_tcp(&s.tcp.stats());
     match s.store.outbox_depth().await {
         Ok(depth) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

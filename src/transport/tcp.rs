@@ -52,6 +52,32 @@ pub struct TcpContext {
     pub max_message_bytes: usize,
     pub events: mpsc::Sender<TcpEvent>,
     table: Arc<Mutex<ConnTable>>,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    refused_total: AtomicU64,
+    refused_per_source: AtomicU64,
+    closed_idle: AtomicU64,
+    closed_slow_message: AtomicU64,
+    closed_write_queue: AtomicU64,
+}
+
+/// What the limits did, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpStats {
+    /// Accepted connections open now.
+    pub open: u64,
+    pub refused_total: u64,
+    pub refused_per_source: u64,
+    pub closed_idle: u64,
+    pub closed_slow_message: u64,
+    pub closed_write_queue: u64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 impl TcpContext {
@@ -67,7 +93,21 @@ impl TcpContext {
             max_message_bytes,
             events,
             table: Arc::new(Mutex::new(ConnTable::default())),
+            counters: Counters::default(),
         })
+    }
+
+    pub fn stats(&self) -> TcpStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TcpStats {
+            open: self.table.lock().unwrap_or_else(|e| e.into_inner()).total() as u64,
+            refused_total: get(&c.refused_total),
+            refused_per_source: get(&c.refused_per_source),
+            closed_idle: get(&c.closed_idle),
+            closed_slow_message: get(&c.closed_slow_message),
+            closed_write_queue: get(&c.closed_write_queue),
+        }
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
@@ -172,6 +212,10 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<TcpContext>) {
                 let slot = match Slot::take(&ctx.table, &ctx.limits, remote.ip(), trusted) {
                     Ok(s) => s,
                     Err(why) => {
+                        bump(match why {
+                            Refusal::Total => &ctx.counters.refused_total,
+                            Refusal::PerSource => &ctx.counters.refused_per_source,
+                        });
                         if let Some(left_out) = refusal_log.note(now_ms()) {
                             let limit = match why {
                                 Refusal::Total => "sip.tcp_max_connections",
@@ -273,17 +317,24 @@ async fn run_connection(
                 let now = elapsed_ms();
                 match next_expiry(last_traffic.load(Ordering::Relaxed), partial_since, idle_ms, message_ms) {
                     Some((at, why)) if now >= at => {
-                        let why = match why {
-                            Expiry::Idle => "idle (sip.tcp_idle_seconds)",
-                            Expiry::SlowMessage => "message incomplete (sip.tcp_message_timeout_seconds)",
+                        let (why, counter) = match why {
+                            Expiry::Idle => ("idle (sip.tcp_idle_seconds)", &ctx.counters.closed_idle),
+                            Expiry::SlowMessage => (
+                                "message incomplete (sip.tcp_message_timeout_seconds)",
+                                &ctx.counters.closed_slow_message,
+                            ),
                         };
+                        bump(counter);
                         tracing::debug!(%remote, why, "closing TCP connection");
                         break;
                     }
                     _ => continue,
                 }
             }
-            _ = tx.overflowed() => break,
+            _ = tx.overflowed() => {
+                bump(&ctx.counters.closed_write_queue);
+                break;
+            }
         }
         let mut framed = false;
         loop {
