@@ -121,7 +121,7 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Prometheus text (SPEC C-6): SIP counters, the CRM outbox's depth and
+/// Prometheus text (SPEC C-6): SIP counters, the TCP limits, the CRM outbox's depth and
 /// deliveries.
 async fn metrics(State(s): State<AppState>) -> Response {
     let sip =
