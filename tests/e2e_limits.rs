@@ -464,3 +464,62 @@ fn http_connections_are_capped_and_slow_headers_cut_off() {
         );
     }
 }
+
+/// Out of file descriptors (19,990 connections did it before the caps):
+/// the accept loop pauses and logs once per 10 s instead of once per
+/// failed attempt, and siptrack serves again as soon as descriptors free.
+/// The limit is lowered on the running process with prlimit(1); trusted
+/// connections are not capped, so they can exhaust it.
+#[test]
+fn running_out_of_descriptors_is_logged_once_and_survived() {
+    let p = Siptrack::start(&config(free_port(), "", ""));
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", p.pid()))
+        .expect("siptrack's descriptors")
+        .count();
+    let limit = fds + 4;
+    let ok = std::process::Command::new("prlimit")
+        .arg("--pid")
+        .arg(p.pid().to_string())
+        .arg(format!("--nofile={limit}:{limit}"))
+        .status()
+        .expect("run prlimit");
+    assert!(ok.success(), "prlimit failed");
+    let conns: Vec<TcpStream> = (0..40)
+        .map(|_| connect_from([127, 0, 0, 1], tcp_addr(&p), None))
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let log = p.log();
+    let failures = log.matches("TCP accept failed").count();
+    assert!(
+        (1..=2).contains(&failures),
+        "{failures} accept failures logged in 2 s\n{log}"
+    );
+    drop(conns);
+    // Descriptors free again: a new connection is served.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let answered = loop {
+        let mut s = connect_from([127, 0, 0, 1], tcp_addr(&p), None);
+        s.write_all(
+            b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK-fd\r\n\
+              From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: fd-1\r\nCSeq: 1 OPTIONS\r\n\
+              Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        )
+        .expect("send");
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        let mut buf = [0u8; 2048];
+        if let Ok(n) = s.read(&mut buf) {
+            if buf[..n].starts_with(b"SIP/2.0 200") {
+                break true;
+            }
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+    };
+    assert!(
+        answered,
+        "no answer after descriptors were freed\n{}",
+        p.log()
+    );
+}
