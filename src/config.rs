@@ -19,6 +19,7 @@ use crate::phone::{normalize, Normalized, PhoneRules};
 use crate::proxy::Transport;
 use crate::rewrite::{template, RewriteSettings, Template};
 use crate::tracking::pools::PoolConfig;
+pub use crate::transport::tcp::TcpLimits;
 
 mod keys;
 
@@ -123,6 +124,8 @@ pub struct SipConfig {
     pub advertised_host: Option<String>,
     pub untrusted: Untrusted,
     pub timers: Timers,
+    /// `sip.tcp_*`: connection caps, timeouts, write queue bound.
+    pub tcp: TcpLimits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +238,11 @@ pub struct HttpConfig {
     /// Bearer token of the API (SPEC C-6); None: the API refuses every
     /// authenticated call.
     pub token: Option<String>,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A request's header section must arrive within this time, and an idle
+    /// keep-alive connection is closed after it.
+    pub header_timeout_seconds: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -317,6 +325,11 @@ struct RawSip {
     route_secret: Option<String>,
     advertised_host: Option<String>,
     untrusted: Option<Spanned<String>>,
+    tcp_max_connections: Option<Spanned<i64>>,
+    tcp_max_connections_per_source: Option<Spanned<i64>>,
+    tcp_idle_seconds: Option<Spanned<i64>>,
+    tcp_message_timeout_seconds: Option<Spanned<i64>>,
+    tcp_write_queue_bytes: Option<Spanned<i64>>,
     #[serde(default)]
     timers: RawTimers,
 }
@@ -387,6 +400,8 @@ struct RawShutdown {
 struct RawHttp {
     listen: Option<Spanned<String>>,
     token: Option<String>,
+    max_connections: Option<Spanned<i64>>,
+    header_timeout_seconds: Option<Spanned<i64>>,
 }
 
 /// Collects errors with the line numbers of their spans.
@@ -605,6 +620,7 @@ impl Config {
                 }
             },
         };
+        let tcp = tcp_limits(&mut c, &raw.sip, max_message_bytes);
         let t = &raw.sip.timers;
         let d = Timers::default();
         let timers = Timers {
@@ -686,6 +702,18 @@ impl Config {
                 ([127, 0, 0, 1], 8080).into()
             }),
         };
+        let http_max_connections = c.int(
+            "http.max_connections",
+            &raw.http.max_connections,
+            256,
+            1..65_536,
+        ) as usize;
+        let http_header_timeout_seconds = c.int(
+            "http.header_timeout_seconds",
+            &raw.http.header_timeout_seconds,
+            10,
+            1..3601,
+        );
 
         if !c.errors.is_empty() {
             return Err(c.into_errors());
@@ -700,6 +728,7 @@ impl Config {
                 advertised_host,
                 untrusted,
                 timers,
+                tcp,
             },
             tracking: TrackingConfig {
                 default_destination,
@@ -717,6 +746,8 @@ impl Config {
             http: HttpConfig {
                 listen: http_listen,
                 token: raw.http.token.filter(|t| !t.is_empty()),
+                max_connections: http_max_connections,
+                header_timeout_seconds: http_header_timeout_seconds,
             },
         })
     }
@@ -744,6 +775,53 @@ const SIP_HEADERS_WRITTEN: &[&str] = &[
     "Content-Length",
     "l",
 ];
+
+fn tcp_limits(c: &mut Checker, raw: &RawSip, max_message_bytes: usize) -> TcpLimits {
+    let d = TcpLimits::default();
+    let mut l = TcpLimits {
+        max_connections: c.int(
+            "sip.tcp_max_connections",
+            &raw.tcp_max_connections,
+            d.max_connections as u64,
+            1..1_000_001,
+        ) as usize,
+        max_per_source: c.int(
+            "sip.tcp_max_connections_per_source",
+            &raw.tcp_max_connections_per_source,
+            d.max_per_source as u64,
+            1..1_000_001,
+        ) as usize,
+        idle_seconds: c.int(
+            "sip.tcp_idle_seconds",
+            &raw.tcp_idle_seconds,
+            d.idle_seconds,
+            1..86_401,
+        ),
+        message_timeout_seconds: c.int(
+            "sip.tcp_message_timeout_seconds",
+            &raw.tcp_message_timeout_seconds,
+            d.message_timeout_seconds,
+            1..3601,
+        ),
+        write_queue_bytes: d.write_queue_bytes,
+    };
+    if let Some(v) = &raw.tcp_write_queue_bytes {
+        let n = *v.get_ref();
+        if n < max_message_bytes as i64 || n >= 1 << 31 {
+            c.err(
+                "sip.tcp_write_queue_bytes",
+                Some(v.span()),
+                format!(
+                    "must be between sip.max_message_bytes ({max_message_bytes}: the queue must hold one message) and {}",
+                    (1u64 << 31) - 1
+                ),
+            );
+        } else {
+            l.write_queue_bytes = n as usize;
+        }
+    }
+    l
+}
 
 fn rewrite_settings(c: &mut Checker, raw: &RawConfig) -> RewriteSettings {
     let d = RewriteSettings::default();
@@ -1411,6 +1489,12 @@ mod tests {
         let c = Config::parse(text).expect("shipped config parses");
         assert_eq!(c.sip.listen.len(), 2);
         assert_eq!(c.sip.timers, Timers::default());
+        // The file documents the defaults: both agree.
+        assert_eq!(c.sip.tcp, TcpLimits::default());
+        assert_eq!(
+            (c.http.max_connections, c.http.header_timeout_seconds),
+            (256, 10)
+        );
         let d = c.tracking.default_destination.expect("destination");
         assert_eq!(
             (d.addr, d.transport),
@@ -1852,5 +1936,76 @@ mod tests {
             })
         );
         assert!(parse_listen("udp:localhost:5060").is_err());
+    }
+
+    /// Issue 12, item 2: the TCP and HTTP limits, with defaults an
+    /// operator expects and errors naming key and line.
+    #[test]
+    fn connection_limits() {
+        let d = Config::parse("").expect("empty config is valid");
+        assert_eq!(
+            d.sip.tcp,
+            TcpLimits {
+                max_connections: 4096,
+                max_per_source: 32,
+                idle_seconds: 120,
+                message_timeout_seconds: 10,
+                write_queue_bytes: 1 << 20,
+            }
+        );
+        assert_eq!(
+            (d.http.max_connections, d.http.header_timeout_seconds),
+            (256, 10)
+        );
+        let c = Config::parse(
+            "[sip]\ntcp_max_connections = 100\ntcp_max_connections_per_source = 5\n\
+             tcp_idle_seconds = 2\ntcp_message_timeout_seconds = 1\ntcp_write_queue_bytes = 200000\n\
+             [http]\nmax_connections = 8\nheader_timeout_seconds = 3\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.sip.tcp,
+            TcpLimits {
+                max_connections: 100,
+                max_per_source: 5,
+                idle_seconds: 2,
+                message_timeout_seconds: 1,
+                write_queue_bytes: 200_000,
+            }
+        );
+        assert_eq!(
+            (c.http.max_connections, c.http.header_timeout_seconds),
+            (8, 3)
+        );
+        let e = errors(
+            "[sip]\ntcp_max_connections = 0\ntcp_max_connections_per_source = -1\n\
+             tcp_idle_seconds = 0\ntcp_message_timeout_seconds = 0\ntcp_write_queue_bytes = 1000\n\
+             [http]\nmax_connections = 0\nheader_timeout_seconds = 0\n",
+        );
+        let keys: Vec<(&str, Option<usize>)> = e.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("sip.tcp_max_connections", Some(2)),
+                ("sip.tcp_max_connections_per_source", Some(3)),
+                ("sip.tcp_idle_seconds", Some(4)),
+                ("sip.tcp_message_timeout_seconds", Some(5)),
+                ("sip.tcp_write_queue_bytes", Some(6)),
+                ("http.max_connections", Some(8)),
+                ("http.header_timeout_seconds", Some(9)),
+            ]
+        );
+        // A queue smaller than one message would close every connection
+        // that carries a large one.
+        let e = errors("[sip]\nmax_message_bytes = 65535\ntcp_write_queue_bytes = 65534\n");
+        assert_eq!(
+            (e[0].key.as_str(), e[0].line),
+            ("sip.tcp_write_queue_bytes", Some(3))
+        );
+        assert!(
+            e[0].message.contains("max_message_bytes"),
+            "{}",
+            e[0].message
+        );
     }
 }

@@ -23,7 +23,8 @@ use crate::proxy::{Output, Peer, Proxy, ProxySettings, Transport};
 use crate::store::Store;
 use crate::tracking::pools::Pools;
 use crate::tracking::TrackingRouter;
-use crate::transport::tcp::{accept_loop, TcpEvent, TcpHub};
+use crate::transport::limits::{fd_limit, FD_RESERVE};
+use crate::transport::tcp::{accept_loop, TcpContext, TcpEvent, TcpHub};
 use crate::transport::udp;
 
 /// Datagrams handled per wake-up before timers and TCP get a turn.
@@ -53,6 +54,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     let mut udp_sockets = Vec::new();
     let mut udp_outs = Vec::new();
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(4096);
+    let tcp = tcp_context(&config, tcp_tx);
     let mut bound = Vec::new();
     for l in &sip.listen {
         match l.transport {
@@ -79,7 +81,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                     transport: Transport::Tcp,
                     addr: listener.local_addr()?,
                 });
-                tokio::spawn(accept_loop(listener, tcp_tx.clone(), sip.max_message_bytes));
+                tokio::spawn(accept_loop(listener, tcp.clone()));
             }
         }
     }
@@ -148,6 +150,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     let app = crate::http::router(AppState {
         sip: sip_snapshot.clone(),
         storage: storage_health.clone(),
+        tcp: tcp.clone(),
         outbox_metrics: outbox_metrics.clone(),
         pools: pools.clone(),
         store: store.clone(),
@@ -175,15 +178,12 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             outbox_metrics,
         ));
     }
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(http, app).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    let http_config = config.http.clone();
+    tokio::spawn(async move { crate::http::serve(http, app, &http_config).await });
     let router = TrackingRouter::new(&config, pools, clock.clone());
     let proxy = Proxy::new(settings, Box::new(router));
     let mut node = Node::new(proxy, clock.now(), config.leads.max_call_seconds);
-    let mut hub = TcpHub::new(tcp_tx, sip.max_message_bytes);
+    let mut hub = TcpHub::new(tcp);
     let mut news = News { tx: call_tx };
 
     let mut shutdown = Box::pin(shutdown_signal());
@@ -313,6 +313,30 @@ fn log_sip(dir: &'static str, peer: Peer, data: &[u8]) {
         first_line = %String::from_utf8_lossy(first),
         "SIP"
     );
+}
+
+/// The TCP limits, with the connection cap fitted under the descriptor
+/// limit (HTTP connections and the rest of the process need theirs).
+fn tcp_context(config: &Config, events: mpsc::Sender<TcpEvent>) -> Arc<TcpContext> {
+    let sip = &config.sip;
+    let fds = fd_limit();
+    let limits = sip
+        .tcp
+        .fit_to_fds(fds, FD_RESERVE + config.http.max_connections);
+    if limits.max_connections < sip.tcp.max_connections {
+        tracing::warn!(
+            configured = sip.tcp.max_connections,
+            used = limits.max_connections,
+            open_files_limit = fds,
+            "sip.tcp_max_connections lowered to fit the open files limit (raise LimitNOFILE / ulimit -n)"
+        );
+    }
+    TcpContext::new(
+        limits,
+        sip.trusted_sources.clone(),
+        sip.max_message_bytes,
+        events,
+    )
 }
 
 fn log_stats(proxy: &Proxy) {

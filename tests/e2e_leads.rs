@@ -725,3 +725,31 @@ fn privacy_id_takes_the_asserted_number_or_withholds_the_caller() {
         ]
     );
 }
+
+/// Issue 12, item 9: `siptrack leads` shows what a web form sent without
+/// letting it drive the operator's terminal (title change, bell, CSI).
+#[test]
+fn lead_log_escapes_control_characters_from_forms() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = Siptrack::start(&config(free_port(), &db_in(&dir), ""));
+    let body = r#"{"name": "\u001b]0;pwned\u0007Eve", "phone": "+7 916 555-00-11", "text": "x\u009b31my \u202e"}"#;
+    let (status, answer) = post_json(api(&p), "/api/v1/leads", Some(TOKEN), body);
+    assert_eq!(status, 200, "{answer}");
+    for args in [&[][..], &["--json"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_siptrack"))
+            .arg("leads")
+            .arg("--config")
+            .arg(p.dir().join("siptrack.toml"))
+            .args(args)
+            .output()
+            .expect("run siptrack leads");
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).expect("utf-8");
+        let bad: Vec<char> = text
+            .chars()
+            .filter(|c| (c.is_control() && *c != '\n') || *c == '\u{202e}')
+            .collect();
+        assert!(bad.is_empty(), "{args:?}: {bad:?} in\n{text:?}");
+        assert!(text.contains("]0;pwned"), "{text}");
+    }
+}

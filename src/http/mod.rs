@@ -25,6 +25,10 @@ use crate::store::leads::NewLead;
 use crate::store::Store;
 use crate::tracking::pools::{Pools, Visit};
 use crate::tracking::VISIT_FIELDS;
+use crate::transport::tcp::{TcpContext, TcpStats};
+
+mod serve;
+pub use serve::serve;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -40,6 +44,8 @@ pub struct AppState {
     pub sip: Arc<Mutex<SipSnapshot>>,
     /// The lead pipeline's view of the database.
     pub storage: Arc<StorageHealth>,
+    /// The TCP limits' counters, read live.
+    pub tcp: Arc<TcpContext>,
 }
 
 /// What the proxy core reports for `/metrics`.
@@ -73,6 +79,26 @@ impl SipSnapshot {
     }
 }
 
+/// Prometheus text for what the TCP limits did.
+pub fn render_tcp(s: &TcpStats) -> String {
+    format!(
+        "# TYPE siptrack_tcp_connections gauge\nsiptrack_tcp_connections {}\n\
+         # TYPE siptrack_tcp_refused_total counter\n\
+         siptrack_tcp_refused_total{{limit=\"total\"}} {}\n\
+         siptrack_tcp_refused_total{{limit=\"per_source\"}} {}\n\
+         # TYPE siptrack_tcp_closed_total counter\n\
+         siptrack_tcp_closed_total{{reason=\"idle\"}} {}\n\
+         siptrack_tcp_closed_total{{reason=\"slow_message\"}} {}\n\
+         siptrack_tcp_closed_total{{reason=\"write_queue\"}} {}\n",
+        s.open,
+        s.refused_total,
+        s.refused_per_source,
+        s.closed_idle,
+        s.closed_slow_message,
+        s.closed_write_queue
+    )
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -97,10 +123,11 @@ async fn healthz(State(s): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus text (SPEC C-6): SIP counters, the CRM outbox's depth and
+/// Prometheus text (SPEC C-6): SIP counters, the TCP limits, the CRM outbox's depth and
 /// deliveries.
 async fn metrics(State(s): State<AppState>) -> Response {
-    let sip = s.sip.lock().map(|snap| snap.render()).unwrap_or_default();
+    let sip =
+        s.sip.lock().map(|snap| snap.render()).unwrap_or_default() + &render_tcp(&s.tcp.stats());
     // The outbox part needs the database; the rest is shown without it,
     // so a failing database is visible here.
     let outbox = match s.store.outbox_depth().await {
@@ -180,13 +207,14 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// `Authorization: Bearer <http.token>`, compared in constant time.
+/// `Authorization: Bearer <http.token>`, compared in constant time. The
+/// scheme name is case-insensitive (RFC 7235 2.1: `bearer` is `Bearer`).
 fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
     let Some(token) = token else { return false };
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_credentials)
     else {
         return false;
     };
@@ -196,6 +224,15 @@ fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
             .zip(token.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+}
+
+/// The credentials of a `Bearer` authorization value: the scheme in any
+/// case, then one or more spaces.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' '))
 }
 
 fn unauthorized() -> Response {
@@ -641,5 +678,28 @@ mod tests {
             "Basic secret".parse().expect("header"),
         );
         assert!(!authorized(&h, Some("secret")));
+    }
+
+    /// Issue 12, item 10: the auth scheme is case-insensitive (RFC 7235
+    /// 2.1); the token is not.
+    #[test]
+    fn bearer_scheme_in_any_case() {
+        for (value, ok) in [
+            ("Bearer secret", true),
+            ("bearer secret", true),
+            ("BEARER secret", true),
+            ("bEaReR secret", true),
+            ("Bearer  secret", true),
+            ("bearer Secret", false),
+            ("Bearersecret", false),
+            ("Bear secret", false),
+            ("Basic secret", false),
+            ("secret", false),
+            ("", false),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, value.parse().expect("header"));
+            assert_eq!(authorized(&h, Some("secret")), ok, "{value:?}");
+        }
     }
 }

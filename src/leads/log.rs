@@ -22,25 +22,40 @@ const COLUMNS: &[(&str, &str, usize)] = &[
     ("outcome", "outcome", 30),
 ];
 
-/// A cell's text with every control character made visible (`\x1b`,
-/// `\n`): lead text comes from callers and web forms, and a terminal
-/// must not take it for commands.
-pub fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+/// Characters a terminal acts on instead of showing: C0 and C1 controls
+/// and DEL (escape sequences, bells, title changes) and the bidi
+/// overrides and isolates (they reorder the text the operator reads).
+fn is_unsafe(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Lead text comes from callers and web forms: line breaks and tabs become
+/// spaces (long texts wrap in their column), every other unsafe character
+/// is shown as a Rust-style escape.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
         match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let code = c as u32;
-                if code <= 0xff {
-                    out.push_str(&format!("\\x{code:02x}"));
-                } else {
-                    out.push_str(&format!("\\u{{{code:x}}}"));
-                }
-            }
+            '\r' | '\n' | '\t' => out.push(' '),
+            c if (c as u32) < 0x80 && is_unsafe(c) => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if is_unsafe(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One lead as a JSON line. serde_json escapes only C0 controls; DEL, C1
+/// controls and bidi overrides are escaped here too (`\uXXXX`), so the
+/// line is as safe on a terminal as the table. Outside strings JSON text
+/// is plain ASCII, so every such character is inside a string.
+pub fn json_line(lead: &Value) -> String {
+    let mut out = String::new();
+    for c in lead.to_string().chars() {
+        if is_unsafe(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
         }
     }
     out
@@ -151,7 +166,7 @@ pub fn print(config: &Config, limit: i64, json: bool) -> anyhow::Result<()> {
     })?;
     if json {
         for l in &leads {
-            println!("{l}");
+            println!("{}", json_line(l));
         }
     } else {
         let tz = config.leads.crm.format.timezone;
@@ -170,17 +185,43 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Issue 12, item 9: lead text comes from callers and web forms; none
+    /// of it may reach the operator's terminal as a control sequence.
     #[test]
-    fn control_characters_are_shown_not_sent() {
-        for (text, shown) in [
+    fn cells_escape_every_control_character() {
+        for (given, shown) in [
             ("plain", "plain"),
             ("\x1b]0;pwned\x07", "\\x1b]0;pwned\\x07"),
-            ("a\r\nb\tc", "a\\r\\nb\\tc"),
-            ("\u{9b}31m", "\\x9b31m"),
-            ("Иван \u{7f}", "Иван \\x7f"),
+            ("a\r\nb\tc", "a  b c"),
+            ("nul\0", "nul\\x00"),
+            ("del\x7f", "del\\x7f"),
+            // C1 CSI: some terminals take it as ESC [.
+            ("c1\u{9b}31m", "c1\\u{9b}31m"),
+            // Bidi overrides reorder what the operator reads.
+            ("\u{202e}moc.evil", "\\u{202e}moc.evil"),
+            ("Привет", "Привет"),
         ] {
-            assert_eq!(printable(text), shown, "{text:?}");
+            assert_eq!(printable(given), shown, "{given:?}");
         }
+        let tz = FixedOffset::east_opt(0).expect("offset");
+        let r = rows(
+            &json!({"id": 1, "name": "\x1b[2J", "comment": "x\u{9b}y"}),
+            tz,
+        );
+        assert!(
+            !r.iter().any(|l| l.chars().any(|c| c.is_control())),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn json_lines_escape_every_control_character() {
+        let v = json!({"name": "\x1b]0;pwned\x07", "text": "del\x7f c1\u{9b} \u{202e}"});
+        let line = json_line(&v);
+        assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+        assert!(!line.contains('\u{202e}'), "{line:?}");
+        let back: Value = serde_json::from_str(&line).expect("still JSON");
+        assert_eq!(back, v, "the escapes decode to the same text");
     }
 
     #[test]

@@ -2,23 +2,37 @@
 //! (RFC 3261 18.3), with RFC 5626 CRLF keep-alives answered. The core
 //! addresses a connection by its remote address; responses therefore go
 //! back on the connection their request came on.
+//!
+//! Limits (issue 12, see `limits.rs` and `queue.rs`): accepted connections
+//! are capped in total and per untrusted source, a connection is closed
+//! after `idle_seconds` without traffic (untrusted peers) or when a message
+//! does not complete within `message_timeout_seconds`, and a peer that does
+//! not read is disconnected once `write_queue_bytes` are waiting for it.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+pub use super::limits::TcpLimits;
+use super::limits::{
+    accept_backoff, is_partial_message, next_expiry, ConnTable, Expiry, LogGate, Refusal, Slot,
+};
+use super::queue::{self, Push, QueueReceiver, WriteQueue};
 use crate::sip::{Framer, StreamFrame};
 
 /// What connection tasks tell the core.
-#[derive(Debug)]
 pub enum TcpEvent {
     Opened {
         remote: SocketAddr,
-        writer: mpsc::Sender<Bytes>,
+        writer: WriteQueue,
     },
     Message {
         remote: SocketAddr,
@@ -26,26 +40,100 @@ pub enum TcpEvent {
     },
     Closed {
         remote: SocketAddr,
-        writer: mpsc::Sender<Bytes>,
+        writer: WriteQueue,
     },
 }
 
-/// Messages a connection may have queued before writes block the core.
-const WRITE_QUEUE: usize = 1024;
+/// What every connection task needs: the limits, who is trusted, where
+/// events go. One per process, shared by the listeners and the hub.
+pub struct TcpContext {
+    pub limits: TcpLimits,
+    pub trusted: Vec<IpNet>,
+    pub max_message_bytes: usize,
+    pub events: mpsc::Sender<TcpEvent>,
+    table: Arc<Mutex<ConnTable>>,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    refused_total: AtomicU64,
+    refused_per_source: AtomicU64,
+    closed_idle: AtomicU64,
+    closed_slow_message: AtomicU64,
+    closed_write_queue: AtomicU64,
+}
+
+/// What the limits did, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpStats {
+    /// Accepted connections open now.
+    pub open: u64,
+    pub refused_total: u64,
+    pub refused_per_source: u64,
+    pub closed_idle: u64,
+    pub closed_slow_message: u64,
+    pub closed_write_queue: u64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl TcpContext {
+    pub fn new(
+        limits: TcpLimits,
+        trusted: Vec<IpNet>,
+        max_message_bytes: usize,
+        events: mpsc::Sender<TcpEvent>,
+    ) -> Arc<TcpContext> {
+        Arc::new(TcpContext {
+            limits,
+            trusted,
+            max_message_bytes,
+            events,
+            table: Arc::new(Mutex::new(ConnTable::default())),
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn stats(&self) -> TcpStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TcpStats {
+            open: self.table.lock().unwrap_or_else(|e| e.into_inner()).total() as u64,
+            refused_total: get(&c.refused_total),
+            refused_per_source: get(&c.refused_per_source),
+            closed_idle: get(&c.closed_idle),
+            closed_slow_message: get(&c.closed_slow_message),
+            closed_write_queue: get(&c.closed_write_queue),
+        }
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// How often a kind of TCP trouble is logged at most.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The core's view of open connections.
 pub struct TcpHub {
-    conns: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
-    events: mpsc::Sender<TcpEvent>,
-    max_message_bytes: usize,
+    conns: HashMap<SocketAddr, WriteQueue>,
+    ctx: Arc<TcpContext>,
+    overflow_log: LogGate,
+    started: Instant,
 }
 
 impl TcpHub {
-    pub fn new(events: mpsc::Sender<TcpEvent>, max_message_bytes: usize) -> TcpHub {
+    pub fn new(ctx: Arc<TcpContext>) -> TcpHub {
         TcpHub {
             conns: HashMap::new(),
-            events,
-            max_message_bytes,
+            ctx,
+            overflow_log: LogGate::new(LOG_EVERY),
+            started: Instant::now(),
         }
     }
 
@@ -55,11 +143,7 @@ impl TcpHub {
                 self.conns.insert(*remote, writer.clone());
             }
             TcpEvent::Closed { remote, writer } => {
-                if self
-                    .conns
-                    .get(remote)
-                    .is_some_and(|w| w.same_channel(writer))
-                {
+                if self.conns.get(remote).is_some_and(|w| w.same(writer)) {
                     self.conns.remove(remote);
                 }
             }
@@ -70,32 +154,38 @@ impl TcpHub {
     /// Sends on the connection to `to`, connecting first if there is none.
     pub fn send(&mut self, to: SocketAddr, data: Bytes) {
         if let Some(w) = self.conns.get(&to) {
-            match w.try_send(data) {
-                Ok(()) => return,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(%to, "TCP write queue full, message dropped");
+            match w.push(data) {
+                Push::Queued => return,
+                Push::Overflow => {
+                    let now = self.started.elapsed().as_millis() as u64;
+                    if let Some(left_out) = self.overflow_log.note(now) {
+                        tracing::warn!(%to, queue_bytes = w.limit(), left_out,
+                            "TCP peer does not read: write queue full, closing the connection");
+                    }
                     return;
                 }
-                Err(mpsc::error::TrySendError::Closed(d)) => {
+                // Closing after an overflow: the peer gets nothing more.
+                Push::Closed(_) if w.is_overflowed() => return,
+                Push::Closed(d) => {
                     self.conns.remove(&to);
                     return self.send(to, d);
                 }
             }
         }
-        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let _ = tx.try_send(data);
+        let (tx, rx) = queue::channel(self.ctx.limits.write_queue_bytes);
+        let _ = tx.push(data);
         self.conns.insert(to, tx.clone());
-        let events = self.events.clone();
-        let max = self.max_message_bytes;
+        let ctx = self.ctx.clone();
         tokio::spawn(async move {
             match TcpStream::connect(to).await {
                 Ok(stream) => {
                     stream.set_nodelay(true).ok();
-                    run_connection(stream, to, tx, rx, events, max).await;
+                    run_connection(stream, to, tx, rx, ctx, None).await;
                 }
                 Err(e) => {
                     tracing::warn!(%to, error = %e, "TCP connect failed");
-                    let _ = events
+                    let _ = ctx
+                        .events
                         .send(TcpEvent::Closed {
                             remote: to,
                             writer: tx,
@@ -107,14 +197,39 @@ impl TcpHub {
     }
 }
 
-/// Accepts connections until the listener fails.
-pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<TcpEvent>, max: usize) {
+/// Accepts connections until the core is gone. Connections over a cap are
+/// closed at once (accepting them is the only way to take them out of the
+/// backlog, where they would hold up a trusted trunk's connection).
+pub async fn accept_loop(listener: TcpListener, ctx: Arc<TcpContext>) {
+    let started = Instant::now();
+    let mut error_log = LogGate::new(LOG_EVERY);
+    let mut refusal_log = LogGate::new(LOG_EVERY);
     loop {
+        let now_ms = || started.elapsed().as_millis() as u64;
         match listener.accept().await {
             Ok((stream, remote)) => {
+                let trusted = ctx.is_trusted(remote.ip());
+                let slot = match Slot::take(&ctx.table, &ctx.limits, remote.ip(), trusted) {
+                    Ok(s) => s,
+                    Err(why) => {
+                        bump(match why {
+                            Refusal::Total => &ctx.counters.refused_total,
+                            Refusal::PerSource => &ctx.counters.refused_per_source,
+                        });
+                        if let Some(left_out) = refusal_log.note(now_ms()) {
+                            let limit = match why {
+                                Refusal::Total => "sip.tcp_max_connections",
+                                Refusal::PerSource => "sip.tcp_max_connections_per_source",
+                            };
+                            tracing::warn!(%remote, limit, left_out, "TCP connection refused");
+                        }
+                        continue;
+                    }
+                };
                 stream.set_nodelay(true).ok();
-                let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-                if events
+                let (tx, rx) = queue::channel(ctx.limits.write_queue_bytes);
+                if ctx
+                    .events
                     .send(TcpEvent::Opened {
                         remote,
                         writer: tx.clone(),
@@ -124,45 +239,114 @@ pub async fn accept_loop(listener: TcpListener, events: mpsc::Sender<TcpEvent>, 
                 {
                     return;
                 }
-                let events = events.clone();
-                tokio::spawn(run_connection(stream, remote, tx, rx, events, max));
+                tokio::spawn(run_connection(
+                    stream,
+                    remote,
+                    tx,
+                    rx,
+                    ctx.clone(),
+                    Some(slot),
+                ));
             }
             Err(e) => {
-                tracing::warn!(error = %e, "TCP accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let pause = accept_backoff(&e);
+                if let Some(left_out) = error_log.note(now_ms()) {
+                    tracing::warn!(error = %e, left_out, pause_ms = pause.map_or(0, |p| p.as_millis() as u64),
+                        "TCP accept failed");
+                }
+                if let Some(p) = pause {
+                    tokio::time::sleep(p).await;
+                }
             }
         }
     }
 }
 
+/// Reads, frames and hands messages to the core; a second task writes the
+/// queue out. `_slot` keeps the connection counted until it ends.
 async fn run_connection(
     stream: TcpStream,
     remote: SocketAddr,
-    tx: mpsc::Sender<Bytes>,
-    mut rx: mpsc::Receiver<Bytes>,
-    events: mpsc::Sender<TcpEvent>,
-    max: usize,
+    tx: WriteQueue,
+    mut rx: QueueReceiver,
+    ctx: Arc<TcpContext>,
+    _slot: Option<Slot>,
 ) {
+    let start = tokio::time::Instant::now();
+    let elapsed_ms = move || start.elapsed().as_millis() as u64;
+    // Traffic in either direction, ms since `start`.
+    let last_traffic = Arc::new(AtomicU64::new(0));
     let (mut reader, mut writer) = stream.into_split();
-    let write_task = tokio::spawn(async move {
-        while let Some(data) = rx.recv().await {
-            if writer.write_all(&data).await.is_err() {
+    let write_task = {
+        let last_traffic = last_traffic.clone();
+        tokio::spawn(async move {
+            while let Some(data) = rx.next().await {
+                let ok = writer.write_all(&data).await.is_ok();
+                rx.written(data.len());
+                if !ok {
+                    break;
+                }
+                last_traffic.store(elapsed_ms(), Ordering::Relaxed);
+            }
+        })
+    };
+    let limits = &ctx.limits;
+    // Trusted peers (the trunk, the PBX) may hold a quiet connection for a
+    // long call; everyone else is closed when silent.
+    let idle_ms = (!ctx.is_trusted(remote.ip())).then_some(limits.idle_seconds * 1000);
+    let message_ms = limits.message_timeout_seconds * 1000;
+    let max = ctx.max_message_bytes;
+    let mut buf = BytesMut::with_capacity(8192);
+    // Remembers how far the search for a message's end got: each byte is
+    // scanned once however the segments cut it.
+    let mut framer = Framer::default();
+    // When the first byte of the message now in `buf` arrived.
+    let mut partial_since: Option<u64> = None;
+    'read: loop {
+        let expiry = next_expiry(
+            last_traffic.load(Ordering::Relaxed),
+            partial_since,
+            idle_ms,
+            message_ms,
+        );
+        let wake = expiry.map(|(at, _)| start + Duration::from_millis(at));
+        tokio::select! {
+            r = reader.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(_) => last_traffic.store(elapsed_ms(), Ordering::Relaxed),
+            },
+            _ = sleep_until(wake) => {
+                // The writer may have moved the idle deadline meanwhile.
+                let now = elapsed_ms();
+                match next_expiry(last_traffic.load(Ordering::Relaxed), partial_since, idle_ms, message_ms) {
+                    Some((at, why)) if now >= at => {
+                        let (why, counter) = match why {
+                            Expiry::Idle => ("idle (sip.tcp_idle_seconds)", &ctx.counters.closed_idle),
+                            Expiry::SlowMessage => (
+                                "message incomplete (sip.tcp_message_timeout_seconds)",
+                                &ctx.counters.closed_slow_message,
+                            ),
+                        };
+                        bump(counter);
+                        tracing::debug!(%remote, why, "closing TCP connection");
+                        break;
+                    }
+                    _ => continue,
+                }
+            }
+            _ = tx.overflowed() => {
+                bump(&ctx.counters.closed_write_queue);
                 break;
             }
         }
-    });
-    let mut buf = BytesMut::with_capacity(8192);
-    let mut framer = Framer::default();
-    'read: loop {
-        match reader.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+        let mut framed = false;
         loop {
             match framer.next(&buf, max) {
                 StreamFrame::Complete(n) => {
+                    framed = true;
                     let data = buf.split_to(n).freeze();
-                    if events
+                    if ctx
+                        .events
                         .send(TcpEvent::Message { remote, data })
                         .await
                         .is_err()
@@ -171,9 +355,10 @@ async fn run_connection(
                     }
                 }
                 StreamFrame::KeepAlive { len, ping } => {
+                    framed = true;
                     let _ = buf.split_to(len);
                     if ping {
-                        let _ = tx.try_send(Bytes::from_static(b"\r\n"));
+                        let _ = tx.push(Bytes::from_static(b"\r\n"));
                     }
                 }
                 StreamFrame::Incomplete => break,
@@ -183,7 +368,23 @@ async fn run_connection(
                 }
             }
         }
+        // A message's clock starts with its first byte.
+        if !is_partial_message(&buf) {
+            partial_since = None;
+        } else if framed || partial_since.is_none() {
+            partial_since = Some(elapsed_ms());
+        }
     }
     write_task.abort();
-    let _ = events.send(TcpEvent::Closed { remote, writer: tx }).await;
+    let _ = ctx
+        .events
+        .send(TcpEvent::Closed { remote, writer: tx })
+        .await;
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
