@@ -1,0 +1,6 @@
+//! Media anchoring and call recording (SPEC M-1, M-2), the sans-I/O
+//! building blocks: each module is pure or does I/O only on a writer or
+//! path its caller passes in. Nothing here is wired into the proxy yet.
+
+/// SDP parse and rewrite (`c=`, `m=`, `a=rtcp`, hold), Content-Length fix.
+pub mod sdp;
