@@ -2,5 +2,7 @@
 //! building blocks: each module is pure or does I/O only on a writer or
 //! path its caller passes in. Nothing here is wired into the proxy yet.
 
+/// RTP/RTCP port pairs (even/odd) from the media range, reused least recently freed first.
+pub mod ports;
 /// SDP parse and rewrite (`c=`, `m=`, `a=rtcp`, hold), Content-Length fix.
 pub mod sdp;
