@@ -4,5 +4,7 @@
 
 /// RTP/RTCP port pairs (even/odd) from the media range, reused least recently freed first.
 pub mod ports;
+/// RTP/RTCP headers, rtcp-mux demultiplexing, RFC 4733 telephone-events.
+pub mod rtp;
 /// SDP parse and rewrite (`c=`, `m=`, `a=rtcp`, hold), Content-Length fix.
 pub mod sdp;
