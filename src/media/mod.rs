@@ -2,6 +2,8 @@
 //! building blocks: each module is pure or does I/O only on a writer or
 //! path its caller passes in. Nothing here is wired into the proxy yet.
 
+/// G.711 µ-law / A-law ↔ 16-bit linear PCM.
+pub mod g711;
 /// RTP/RTCP port pairs (even/odd) from the media range, reused least recently freed first.
 pub mod ports;
 /// RTP/RTCP headers, rtcp-mux demultiplexing, RFC 4733 telephone-events.
