@@ -10,3 +10,7 @@ pub mod ports;
 pub mod rtp;
 /// SDP parse and rewrite (`c=`, `m=`, `a=rtcp`, hold), Content-Length fix.
 pub mod sdp;
+/// Per-direction placement of decoded audio by RTP timestamp, streamed as stereo frames.
+pub mod timeline;
+/// The stereo 8 kHz WAV writer, partial-file detection and repair.
+pub mod wav;
