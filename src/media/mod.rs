@@ -4,6 +4,8 @@
 
 /// G.711 µ-law / A-law ↔ 16-bit linear PCM.
 pub mod g711;
+/// Symmetric latching per leg (learn the real source, drop others) and the RTP timeout.
+pub mod latch;
 /// RTP/RTCP port pairs (even/odd) from the media range, reused least recently freed first.
 pub mod ports;
 /// RTP/RTCP headers, rtcp-mux demultiplexing, RFC 4733 telephone-events.
