@@ -6,6 +6,8 @@
 pub mod g711;
 /// Symmetric latching per leg (learn the real source, drop others) and the RTP timeout.
 pub mod latch;
+/// Signed, expiring recording links and path-safe file names from Call-IDs.
+pub mod link;
 /// RTP/RTCP port pairs (even/odd) from the media range, reused least recently freed first.
 pub mod ports;
 /// RTP/RTCP headers, rtcp-mux demultiplexing, RFC 4733 telephone-events.
