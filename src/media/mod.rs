@@ -10,6 +10,8 @@ pub mod latch;
 pub mod link;
 /// RTP/RTCP port pairs (even/odd) from the media range, reused least recently freed first.
 pub mod ports;
+/// One call's recording: RTP in, G.711 decoded onto the timeline, WAV and DTMF list out.
+pub mod recorder;
 /// RTP/RTCP headers, rtcp-mux demultiplexing, RFC 4733 telephone-events.
 pub mod rtp;
 /// SDP parse and rewrite (`c=`, `m=`, `a=rtcp`, hold), Content-Length fix.

@@ -94,7 +94,30 @@ pub struct Media<'a> {
     pub rtcp: Option<Rtcp<'a>>,
     pub rtcp_mux: bool,
     pub direction: Option<Direction>,
+    /// `a=rtpmap:<pt> <encoding>/<clock rate>` entries that could be read.
+    pub rtpmaps: Vec<RtpMap<'a>>,
     port_span: (usize, usize),
+}
+
+/// An `a=rtpmap` attribute (RFC 4566 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtpMap<'a> {
+    pub payload_type: u8,
+    pub encoding: &'a [u8],
+    pub clock_rate: u32,
+}
+
+fn parse_rtpmap(v: &[u8]) -> Option<RtpMap<'_>> {
+    let space = memchr::memchr(b' ', v)?;
+    let payload_type: u8 = std::str::from_utf8(&v[..space]).ok()?.parse().ok()?;
+    let mut parts = v[space + 1..].split(|&b| b == b'/');
+    let encoding = parts.next().filter(|e| !e.is_empty())?;
+    let clock_rate = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    (payload_type < 128).then_some(RtpMap {
+        payload_type,
+        encoding,
+        clock_rate,
+    })
 }
 
 impl Media<'_> {
@@ -253,6 +276,11 @@ impl<'a> Sdp<'a> {
             if let Some(m) = self.media.last_mut() {
                 m.rtcp_mux = true;
             }
+        } else if let Some(rest) = value.strip_prefix(b"rtpmap:") {
+            // Only the recorder reads these; one it cannot read is skipped.
+            if let (Some(m), Some(r)) = (self.media.last_mut(), parse_rtpmap(rest)) {
+                m.rtpmaps.push(r);
+            }
         } else if let Some(rest) = value.strip_prefix(b"rtcp:") {
             // a=rtcp is a media-level attribute; at session level it means nothing.
             if let Some(m) = self.media.last_mut() {
@@ -367,6 +395,7 @@ fn parse_media(v: &[u8], at: usize) -> Option<Media<'_>> {
         rtcp: None,
         rtcp_mux: false,
         direction: None,
+        rtpmaps: Vec::new(),
         port_span: (at + port_off, at + port_off + port_text.len()),
     })
 }

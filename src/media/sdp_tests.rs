@@ -245,6 +245,23 @@ fn parse_table() {
             assert!(m.is_rtp());
         }
     }
+    let baresip = Sdp::parse(BARESIP).expect("baresip");
+    let maps: Vec<_> = baresip.media[0]
+        .rtpmaps
+        .iter()
+        .map(|r| (r.payload_type, r.encoding, r.clock_rate))
+        .collect();
+    assert_eq!(
+        maps,
+        [
+            (0, &b"PCMU"[..], 8000),
+            (8, &b"PCMA"[..], 8000),
+            (101, &b"telephone-event"[..], 8000)
+        ]
+    );
+    let odd = Sdp::parse(b"v=0\r\nm=audio 1 RTP/AVP 96\r\na=rtpmap:x\r\na=rtpmap:300 A/1\r\na=rtpmap:96 opus/48000/2\r\n")
+        .expect("unreadable rtpmaps are skipped");
+    assert_eq!(odd.media[0].rtpmaps.len(), 1);
     let v6 = Sdp::parse(IPV6).expect("ipv6");
     assert_eq!(v6.media[0].port_count, Some(2));
     assert_eq!(v6.connection.expect("c=").ip(), Some(ip("2001:db8::9:1")));
