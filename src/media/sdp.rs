@@ -145,6 +145,8 @@ pub struct Sdp<'a> {
 }
 
 /// Where siptrack wants one `m=` stream sent: its RTP and RTCP ports.
+/// For a stream that keeps `a=rtcp-mux`, pass `rtcp == rtp` so that an
+/// `a=rtcp` line names the muxed port (RFC 5761 5.1.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Anchor {
     pub rtp: u16,

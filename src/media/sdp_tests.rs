@@ -327,6 +327,14 @@ fn rewrite_table() {
             b"v=0\no=user1 53655765 2353687637 IN IP4 127.0.0.1\ns=-\nc=IN IP6 ::1\nt=0 0\nm=audio 6000 RTP/AVP 0\na=rtpmap:0 PCMU/8000\n",
         ),
     ];
+    let muxed: &[u8] = b"v=0\r\nc=IN IP4 10.1.1.1\r\nt=0 0\r\nm=audio 7078 RTP/AVP 0\r\na=rtcp:7078\r\na=rtcp-mux\r\n";
+    let rows = rows.into_iter().chain([(
+        "rtcp-mux with a=rtcp on the RTP port",
+        muxed,
+        ip("203.0.113.7"),
+        vec![Some(Anchor { rtp: 30020, rtcp: 30020 })],
+        &b"v=0\r\nc=IN IP4 203.0.113.7\r\nt=0 0\r\nm=audio 30020 RTP/AVP 0\r\na=rtcp:30020\r\na=rtcp-mux\r\n"[..],
+    )]);
     for (name, body, addr, anchors, want) in rows {
         let sdp = Sdp::parse(body).expect(name);
         let got = sdp.rewrite(addr, &anchors);
