@@ -6,6 +6,7 @@ pub mod config;
 pub mod crm;
 pub mod http;
 pub mod leads;
+pub mod media;
 pub mod node;
 pub mod phone;
 pub mod proxy;

@@ -1,0 +1,281 @@
+//! Symmetric latching and the RTP timeout, as pure state.
+//!
+//! Phones behind NAT send from an address their SDP does not name, so each
+//! leg's real source is learned from its first packet and media for that
+//! leg is sent back there (symmetric RTP, RFC 4961). After that, packets
+//! from any other source are dropped and counted: a stranger who guesses
+//! the port cannot inject audio or steal the stream. A re-offer that moves
+//! the far end (new `c=`/port) starts learning again; a hold (`c=0.0.0.0`)
+//! does not. One [`Latch`] per leg and socket (RTP, and RTCP unless muxed).
+
+use std::net::SocketAddr;
+
+/// What to do with a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// First packet: its source is now this leg's address. Relay it.
+    Learned,
+    /// From the learned source. Relay it.
+    Accept,
+    /// From anyone else. Drop it.
+    Drop,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Latch {
+    /// Where the leg's SDP says it receives.
+    advertised: Option<SocketAddr>,
+    learned: Option<SocketAddr>,
+    on_hold: bool,
+    dropped: u64,
+}
+
+impl Latch {
+    /// A leg whose SDP names `advertised` (None when it named none usable).
+    pub fn new(advertised: Option<SocketAddr>) -> Latch {
+        let mut l = Latch::default();
+        l.reoffer(advertised);
+        l
+    }
+
+    /// Judges a packet from `src` on this leg's socket.
+    pub fn on_packet(&mut self, src: SocketAddr) -> Verdict {
+        match self.learned {
+            None => {
+                self.learned = Some(src);
+                Verdict::Learned
+            }
+            Some(a) if a == src => Verdict::Accept,
+            Some(_) => {
+                self.dropped += 1;
+                Verdict::Drop
+            }
+        }
+    }
+
+    /// The address in a new offer or answer from this leg. An unspecified
+    /// IP (`0.0.0.0`, `::`) is a hold: nothing is sent there and what was
+    /// learned stays. Any other change of address or port means the far
+    /// end moved: learn again. Returns whether learning starts over.
+    pub fn reoffer(&mut self, advertised: Option<SocketAddr>) -> bool {
+        if advertised.is_some_and(|a| a.ip().is_unspecified()) {
+            self.on_hold = true;
+            return false;
+        }
+        self.on_hold = false;
+        if advertised == self.advertised {
+            return false;
+        }
+        self.advertised = advertised;
+        let relearn = self.learned.is_some();
+        self.learned = None;
+        relearn
+    }
+
+    /// Where media for this leg goes: the learned source, else what its SDP
+    /// said; nothing while it holds with `c=0.0.0.0`.
+    pub fn destination(&self) -> Option<SocketAddr> {
+        if self.on_hold {
+            return None;
+        }
+        self.learned.or(self.advertised)
+    }
+
+    /// Packets dropped for coming from the wrong source.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+/// The RTP timeout of one call (SPEC M-1 `media.rtp_timeout_seconds`):
+/// time since the last packet in either direction. While the call is on
+/// hold silence is expected, so the clock stops and restarts at resume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Activity {
+    last_ms: u64,
+    on_hold: bool,
+}
+
+impl Activity {
+    /// Media starts being expected at `now_ms` (the call's answer).
+    pub fn new(now_ms: u64) -> Activity {
+        Activity {
+            last_ms: now_ms,
+            on_hold: false,
+        }
+    }
+
+    /// Any accepted packet, either way.
+    pub fn on_packet(&mut self, now_ms: u64) {
+        self.last_ms = self.last_ms.max(now_ms);
+    }
+
+    pub fn set_hold(&mut self, on_hold: bool, now_ms: u64) {
+        if self.on_hold && !on_hold {
+            self.last_ms = self.last_ms.max(now_ms);
+        }
+        self.on_hold = on_hold;
+    }
+
+    /// Whether the call has been silent both ways for `timeout_ms`
+    /// (0 disables the check).
+    pub fn timed_out(&self, now_ms: u64, timeout_ms: u64) -> bool {
+        timeout_ms > 0 && !self.on_hold && now_ms.saturating_sub(self.last_ms) >= timeout_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().expect("test address")
+    }
+
+    enum Ev {
+        Pkt(&'static str, Verdict),
+        Offer(&'static str, bool),
+        Dest(Option<&'static str>),
+    }
+
+    #[test]
+    fn latch_table() {
+        use Ev::*;
+        use Verdict::*;
+        let rows: [(&str, Vec<Ev>, u64); 5] = [
+            (
+                "NAT: learns the real source, sends there, drops a stranger",
+                vec![
+                    Dest(Some("10.0.0.5:4000")),
+                    Pkt("198.51.100.7:61000", Learned),
+                    Dest(Some("198.51.100.7:61000")),
+                    Pkt("198.51.100.7:61000", Accept),
+                    Pkt("203.0.113.66:4000", Drop),
+                    Pkt("10.0.0.5:4000", Drop),
+                    Pkt("198.51.100.7:61000", Accept),
+                ],
+                2,
+            ),
+            (
+                "re-offer with the same address keeps what was learned",
+                vec![
+                    Pkt("198.51.100.7:61000", Learned),
+                    Offer("10.0.0.5:4000", false),
+                    Pkt("198.51.100.7:61000", Accept),
+                ],
+                0,
+            ),
+            (
+                "re-offer that moves the far end: learn again",
+                vec![
+                    Pkt("198.51.100.7:61000", Learned),
+                    Offer("10.0.0.9:5000", true),
+                    Dest(Some("10.0.0.9:5000")),
+                    Pkt("198.51.100.9:62000", Learned),
+                    Pkt("198.51.100.7:61000", Drop),
+                ],
+                1,
+            ),
+            (
+                "hold with c=0.0.0.0 sends nothing, resume keeps the latch",
+                vec![
+                    Pkt("198.51.100.7:61000", Learned),
+                    Offer("0.0.0.0:4000", false),
+                    Dest(None),
+                    Offer("10.0.0.5:4000", false),
+                    Dest(Some("198.51.100.7:61000")),
+                    Pkt("198.51.100.7:61000", Accept),
+                ],
+                0,
+            ),
+            (
+                "IPv6 leg",
+                vec![
+                    Pkt("[2001:db8::7]:5004", Learned),
+                    Pkt("[2001:db8::8]:5004", Drop),
+                    Pkt("[2001:db8::7]:5006", Drop),
+                ],
+                2,
+            ),
+        ];
+        for (name, events, dropped) in rows {
+            let mut l = Latch::new(Some(a("10.0.0.5:4000")));
+            for (i, e) in events.iter().enumerate() {
+                match e {
+                    Pkt(src, want) => assert_eq!(l.on_packet(a(src)), *want, "{name} #{i}"),
+                    Offer(addr, relearn) => {
+                        assert_eq!(l.reoffer(Some(a(addr))), *relearn, "{name} #{i}")
+                    }
+                    Dest(want) => assert_eq!(l.destination(), want.map(a), "{name} #{i}"),
+                }
+            }
+            assert_eq!(l.dropped(), dropped, "{name}");
+        }
+        assert_eq!(Latch::new(None).destination(), None);
+    }
+
+    #[test]
+    fn timeout_table() {
+        // (name, packets at, hold changes (at, on), check at, timed out?)
+        type Row = (
+            &'static str,
+            &'static [u64],
+            &'static [(u64, bool)],
+            u64,
+            bool,
+        );
+        let rows: [Row; 7] = [
+            ("no media at all since the answer", &[], &[], 60_000, true),
+            ("just under", &[], &[], 59_999, false),
+            (
+                "last packet restarts the clock",
+                &[30_000],
+                &[],
+                60_000,
+                false,
+            ),
+            (
+                "silent 60 s after the last packet",
+                &[30_000],
+                &[],
+                90_000,
+                true,
+            ),
+            (
+                "on hold: no timeout",
+                &[1_000],
+                &[(2_000, true)],
+                500_000,
+                false,
+            ),
+            (
+                "resumed: clock restarts at resume",
+                &[1_000],
+                &[(2_000, true), (400_000, false)],
+                459_999,
+                false,
+            ),
+            (
+                "resumed and silent",
+                &[1_000],
+                &[(2_000, true), (400_000, false)],
+                460_000,
+                true,
+            ),
+        ];
+        for (name, packets, holds, at, want) in rows {
+            let mut act = Activity::new(0);
+            let mut events: Vec<(u64, Option<bool>)> = packets.iter().map(|&t| (t, None)).collect();
+            events.extend(holds.iter().map(|&(t, h)| (t, Some(h))));
+            events.sort_by_key(|e| e.0);
+            for (t, hold) in events {
+                match hold {
+                    Some(h) => act.set_hold(h, t),
+                    None => act.on_packet(t),
+                }
+            }
+            assert_eq!(act.timed_out(at, 60_000), want, "{name}");
+        }
+        assert!(!Activity::new(0).timed_out(u64::MAX, 0), "0 disables");
+    }
+}

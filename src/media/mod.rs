@@ -1,0 +1,22 @@
+//! Media anchoring and call recording (SPEC M-1, M-2), the sans-I/O
+//! building blocks: each module is pure or does I/O only on a writer or
+//! path its caller passes in. Nothing here is wired into the proxy yet.
+
+/// G.711 µ-law / A-law ↔ 16-bit linear PCM.
+pub mod g711;
+/// Symmetric latching per leg (learn the real source, drop others) and the RTP timeout.
+pub mod latch;
+/// Signed, expiring recording links and path-safe file names from Call-IDs.
+pub mod link;
+/// RTP/RTCP port pairs (even/odd) from the media range, reused least recently freed first.
+pub mod ports;
+/// One call's recording: RTP in, G.711 decoded onto the timeline, WAV and DTMF list out.
+pub mod recorder;
+/// RTP/RTCP headers, rtcp-mux demultiplexing, RFC 4733 telephone-events.
+pub mod rtp;
+/// SDP parse and rewrite (`c=`, `m=`, `a=rtcp`, hold), Content-Length fix.
+pub mod sdp;
+/// Per-direction placement of decoded audio by RTP timestamp, streamed as stereo frames.
+pub mod timeline;
+/// The stereo 8 kHz WAV writer, partial-file detection and repair.
+pub mod wav;
