@@ -7,6 +7,7 @@ pub mod crm;
 pub mod http;
 pub mod leads;
 pub mod media;
+pub mod memory;
 pub mod node;
 pub mod phone;
 pub mod proxy;

@@ -192,6 +192,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     let sockets: Vec<&UdpSocket> = udp_sockets.iter().map(|s| s.as_ref()).collect();
     let mut stats_logged = Instant::now();
     let mut snapshot_at = Instant::now();
+    let mut trim = crate::memory::TrimPolicy::default();
     let mut last_stats = node.proxy().stats.clone();
 
     loop {
@@ -239,6 +240,10 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         flush(&mut node, &udp_outs, &mut hub, &mut news);
         if snapshot_at.elapsed() >= TICK {
             snapshot_at = Instant::now();
+            // After a burst, give the freed heap back (every 10 s at most).
+            if trim.tick(node.proxy().active_transactions(), 10) {
+                crate::memory::release_unused();
+            }
             if let Ok(mut snap) = sip_snapshot.lock() {
                 let proxy = node.proxy();
                 snap.stats = proxy.stats.clone();

@@ -1,0 +1,74 @@
+//! Giving memory back to the system after a burst. glibc's allocator keeps
+//! freed heap pages for reuse, so after a load peak (or a flood of
+//! requests that held transactions for Timer J's 32 s) the process keeps
+//! its peak RSS for good: an operator sees a proxy that never shrinks and
+//! cannot tell a leak from a high-water mark. `malloc_trim` returns the
+//! free pages; the run loop calls it when the load has fallen.
+
+/// Returns unused heap pages to the system (glibc); elsewhere a no-op.
+pub fn release_unused() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: malloc_trim takes no pointers and only walks glibc's own
+        // free lists; it is safe to call from any thread at any time.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
+/// When to trim: the load (held transactions) has fallen below half of
+/// the peak seen since the last trim, and not more often than `every`
+/// ticks. Pure, so the rule has a table test.
+#[derive(Debug, Default)]
+pub struct TrimPolicy {
+    peak: usize,
+    ticks_since: u32,
+}
+
+impl TrimPolicy {
+    /// Called once per tick with the current number of transactions;
+    /// true when it is time to trim.
+    pub fn tick(&mut self, transactions: usize, every: u32) -> bool {
+        self.peak = self.peak.max(transactions);
+        self.ticks_since = self.ticks_since.saturating_add(1);
+        if self.ticks_since < every || self.peak == 0 || transactions * 2 > self.peak {
+            return false;
+        }
+        self.peak = transactions;
+        self.ticks_since = 0;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_once_the_load_has_fallen() {
+        let mut p = TrimPolicy::default();
+        // (transactions this tick, trim?)
+        let ticks = [
+            (0, false), // idle from the start: nothing to give back
+            (0, false),
+            (5_000, false), // load
+            (9_000, false),
+            (8_000, false), // still above half the peak
+            (4_000, true),  // fell below half: trim, peak is now 4,000
+            (3_000, false), // too soon after the last trim
+            (1_000, false),
+            (0, false),
+            (0, false),
+            (0, true), // `every` ticks later and below half of 4,000
+            (0, false),
+        ];
+        for (i, (n, want)) in ticks.into_iter().enumerate() {
+            assert_eq!(p.tick(n, 5), want, "tick {i} with {n}");
+        }
+        release_unused();
+    }
+}
