@@ -13,7 +13,7 @@ use crate::sip::validate::{cseq, validate};
 use crate::sip::{HeaderName, Message, Method, NameAddr, ParseError, Patch, Uri};
 
 use super::guard::{same_origin, ReplyLimiter};
-use super::hooks::{CallRouter, Refusal};
+use super::hooks::{CallCtx, ProxyPhases, Refusal};
 use super::route::{self, Identity};
 use super::transaction::{
     ClientSide, ClientState, ServerSide, ServerState, TimerKind, Txn, TIMER_KINDS,
@@ -152,7 +152,8 @@ impl Stats {
 
 pub struct Proxy {
     s: ProxySettings,
-    router: Box<dyn CallRouter>,
+    /// Tracking (and later media) at the phases of a call.
+    phases: Box<dyn ProxyPhases>,
     txns: HashMap<u64, Txn>,
     server_index: HashMap<Box<[u8]>, u64>,
     client_index: HashMap<Box<[u8]>, u64>,
@@ -180,10 +181,10 @@ const KINDS: [TimerKind; TIMER_KINDS] = [
 ];
 
 impl Proxy {
-    pub fn new(settings: ProxySettings, router: Box<dyn CallRouter>) -> Proxy {
+    pub fn new(settings: ProxySettings, phases: Box<dyn ProxyPhases>) -> Proxy {
         Proxy {
             s: settings,
-            router,
+            phases,
             txns: HashMap::new(),
             server_index: HashMap::new(),
             client_index: HashMap::new(),
@@ -471,7 +472,7 @@ impl Proxy {
         if preloaded_own {
             route::pop_routes(&msg, &routes, 1, &mut patch);
         }
-        match self.router.route_initial(&msg, from, now, &mut patch) {
+        match self.phases.initial_request(&msg, from, now, &mut patch) {
             Ok(hop) => {
                 let record_route = matches!(method, Method::Invite)
                     || matches!(
@@ -574,6 +575,12 @@ impl Proxy {
         }
         let mut patch = Patch::new();
         route::pop_routes(&msg, &routes, popped, &mut patch);
+        let call = CallCtx {
+            call_id,
+            from_tag: &ftag,
+        };
+        self.phases
+            .in_dialog_request(call, &msg, from, now, &mut patch);
         let hop = NextHop {
             peer,
             request_uri: None,
@@ -895,7 +902,7 @@ impl Proxy {
             self.client_index.get(branch).copied()
         };
         let Some(id) = id else {
-            return self.late_2xx(from, msg);
+            return self.late_2xx(now, from, msg);
         };
         let peer = self
             .txns
@@ -914,7 +921,7 @@ impl Proxy {
     /// dialog recorded it, when Call-ID and both tags match and it comes
     /// from the other side. Over TCP it is dropped: the core cannot know
     /// whether the connection is still open and must never open one.
-    fn late_2xx(&mut self, from: Peer, msg: Message) {
+    fn late_2xx(&mut self, now: Millis, from: Peer, msg: Message) {
         let is_2xx = msg.status().is_some_and(|c| (200..300).contains(&c));
         let invite = cseq(&msg).is_some_and(|(_, m)| m == b"INVITE");
         let call_id = msg.call_id().unwrap_or_default();
@@ -939,6 +946,11 @@ impl Proxy {
         if route::pop_top_via(&msg, &mut patch).is_none() {
             return;
         }
+        let call = CallCtx {
+            call_id,
+            from_tag: &from_tag(&msg),
+        };
+        self.phases.response(call, &msg, now, &mut patch);
         let data = Bytes::from(patch.apply(msg.buf(), msg.body.end as usize));
         self.stats.responses_forwarded += 1;
         self.out.push(Output::Send { to, data });
@@ -1002,7 +1014,7 @@ impl Proxy {
                     self.send_cancel(now, id);
                 }
                 if code > 100 {
-                    self.forward_upstream(id, &msg, true);
+                    self.forward_upstream(now, id, &msg, true);
                 }
             }
             ClientState::Calling | ClientState::Proceeding => {
@@ -1035,7 +1047,7 @@ impl Proxy {
                 if is_invite && success {
                     client.state = ClientState::Accepted;
                     self.arm(id, TimerKind::ClientLinger, now + 64 * t1);
-                    self.forward_upstream(id, &msg, false);
+                    self.forward_upstream(now, id, &msg, false);
                     self.set_server_state(now, id, ServerState::Accepted);
                 } else if is_invite {
                     let ack = build_ack(&request, &msg);
@@ -1052,7 +1064,7 @@ impl Proxy {
                         TimerKind::ClientLinger,
                         now + if reliable { 0 } else { 32_000 },
                     );
-                    self.forward_upstream(id, &msg, false);
+                    self.forward_upstream(now, id, &msg, false);
                     self.set_server_state(now, id, ServerState::Completed);
                 } else {
                     client.state = ClientState::Completed;
@@ -1068,7 +1080,7 @@ impl Proxy {
                         TimerKind::ClientLinger,
                         now + if reliable { 0 } else { self.s.timers.t4_ms },
                     );
-                    self.forward_upstream(id, &msg, false);
+                    self.forward_upstream(now, id, &msg, false);
                     self.set_server_state(now, id, ServerState::Completed);
                 }
             }
@@ -1084,7 +1096,7 @@ impl Proxy {
             }
             ClientState::Accepted => {
                 if (200..300).contains(&code) {
-                    self.forward_upstream(id, &msg, false);
+                    self.forward_upstream(now, id, &msg, false);
                 }
             }
             ClientState::Terminated => {}
@@ -1153,11 +1165,16 @@ impl Proxy {
     }
 
     /// Sends a response up to the server side's peer, minus our Via.
-    fn forward_upstream(&mut self, id: u64, msg: &Message, provisional: bool) {
+    fn forward_upstream(&mut self, now: Millis, id: u64, msg: &Message, provisional: bool) {
         let mut patch = Patch::new();
         if route::pop_top_via(msg, &mut patch).is_none() {
             return;
         }
+        let call = CallCtx {
+            call_id: msg.call_id().unwrap_or_default(),
+            from_tag: &from_tag(msg),
+        };
+        self.phases.response(call, msg, now, &mut patch);
         let data = Bytes::from(patch.apply(msg.buf(), msg.body.end as usize));
         let Some(txn) = self.txns.get_mut(&id) else {
             return;
@@ -1563,6 +1580,14 @@ impl Proxy {
         let Some(txn) = self.txns.remove(&id) else {
             return;
         };
+        let caller_tag = txn.dialog_setup.clone().unwrap_or_default();
+        self.phases.transaction_end(
+            CallCtx {
+                call_id: &txn.call_id,
+                from_tag: &caller_tag,
+            },
+            txn.is_invite,
+        );
         if let Some(s) = txn.server {
             if self.server_index.get(&s.key) == Some(&id) {
                 self.server_index.remove(&s.key);

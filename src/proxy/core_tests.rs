@@ -781,8 +781,8 @@ fn bridging_udp_to_tcp_adds_two_record_routes() {
 /// A router that tracks every call, as the tracking router does.
 struct Tracking;
 
-impl CallRouter for Tracking {
-    fn route_initial(
+impl ProxyPhases for Tracking {
+    fn initial_request(
         &mut self,
         _req: &Message,
         _source: Peer,
@@ -1346,4 +1346,128 @@ fn an_in_dialog_request_may_reach_its_peer_on_another_port() {
             .any(|s| s.is_request("BYE") && s.to == udp("127.0.0.1:5999")),
         "{sent:?}"
     );
+}
+
+// ---- phases ---------------------------------------------------------------------
+
+/// Phases that say where they were called and mark what they may edit.
+struct Recording(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Recording {
+    fn note(&self, what: String) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(what);
+        }
+    }
+}
+
+impl ProxyPhases for Recording {
+    fn initial_request(
+        &mut self,
+        req: &Message,
+        _source: Peer,
+        _now: Millis,
+        _patch: &mut Patch,
+    ) -> Result<NextHop, Refusal> {
+        self.note(format!(
+            "initial {}",
+            String::from_utf8_lossy(req.method_bytes().unwrap_or_default())
+        ));
+        Ok(NextHop {
+            peer: udp(UAS),
+            request_uri: None,
+            call: None,
+        })
+    }
+
+    fn in_dialog_request(
+        &mut self,
+        call: CallCtx<'_>,
+        req: &Message,
+        _from: Peer,
+        _now: Millis,
+        patch: &mut Patch,
+    ) {
+        self.note(format!(
+            "in-dialog {} {}",
+            String::from_utf8_lossy(req.method_bytes().unwrap_or_default()),
+            String::from_utf8_lossy(call.call_id)
+        ));
+        patch.insert(req.headers_end, b"X-Phase: in-dialog\r\n");
+    }
+
+    fn response(&mut self, call: CallCtx<'_>, resp: &Message, _now: Millis, patch: &mut Patch) {
+        self.note(format!(
+            "response {} from {}",
+            resp.status().unwrap_or(0),
+            String::from_utf8_lossy(call.from_tag)
+        ));
+        patch.insert(resp.headers_end, b"X-Phase: response\r\n");
+    }
+
+    fn transaction_end(&mut self, call: CallCtx<'_>, is_invite: bool) {
+        self.note(format!(
+            "end {} invite={is_invite}",
+            String::from_utf8_lossy(call.call_id)
+        ));
+    }
+}
+
+#[test]
+fn phases_see_a_call_and_their_edits_go_out() {
+    let mut rig = Rig::new();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let settings = ProxySettings {
+        identity: Identity::new(
+            vec![parse_listen("udp:127.0.0.1:5060").expect("listen")],
+            None,
+            b"core-tests",
+        ),
+        trusted_sources: vec!["127.0.0.0/8".parse().expect("cidr")],
+        max_message_bytes: 65535,
+        timers: Timers::default(),
+        instance_nonce: 1,
+        untrusted: Untrusted::Reject,
+    };
+    rig.proxy = Proxy::new(settings, Box::new(Recording(seen.clone())));
+    let (_, route) = answered_call(&mut rig, "ph1", "phase@x");
+    let bye = request(
+        "BYE",
+        &format!("sip:uas@{UAS}"),
+        "ph2",
+        "phase@x",
+        &format!("Route: {route}\r\n"),
+    )
+    .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
+    rig.recv_at(1_000, udp(CALLER), &bye);
+    let sent = rig.take_to(UAS);
+    assert!(sent[0].is_request("BYE"));
+    assert!(
+        sent[0].text.contains("X-Phase: in-dialog\r\n"),
+        "{}",
+        sent[0].text
+    );
+    rig.recv_at(
+        1_010,
+        udp(UAS),
+        &response_to(&sent[0].text, 200, "OK", None, ""),
+    );
+    let up = rig.take();
+    let ok = up
+        .iter()
+        .find(|s| s.to == udp(CALLER) && s.status() == Some(200))
+        .expect("the 200 to BYE goes up");
+    assert!(ok.text.contains("X-Phase: response\r\n"), "{}", ok.text);
+    rig.advance_to(60_000);
+    let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
+    for want in [
+        "initial INVITE",
+        "response 200 from from1",
+        "in-dialog ACK phase@x",
+        "in-dialog BYE phase@x",
+        "end phase@x invite=true",
+        "end phase@x invite=false",
+    ] {
+        assert!(seen.iter().any(|s| s == want), "{want} not in {seen:?}");
+    }
 }

@@ -1,6 +1,10 @@
-//! The phase where call-tracking plugs into the proxy: choosing the next
-//! hop of a new call and rewriting the request. The proxy core knows
-//! nothing of tracking numbers; it asks a [`CallRouter`].
+//! The phases where call tracking (and, next, media anchoring) plug into
+//! the proxy, in the style of pingora's `ProxyHttp`: the core calls
+//! [`ProxyPhases`] at fixed points of a call's life and knows nothing of
+//! tracking numbers or SDP. Only the first phase is required (a new call
+//! must be routed); the others do nothing unless implemented. A phase
+//! edits the message through the `Patch` the core then applies, so what
+//! the phases leave alone goes out byte for byte (SPEC S-5).
 
 use crate::calls::CallInfo;
 use crate::config::Destination;
@@ -25,18 +29,50 @@ pub struct Refusal {
     pub reason: &'static str,
 }
 
-pub trait CallRouter: Send {
-    /// Chooses the next hop of an out-of-dialog request (never from the
-    /// Request-URI host: that would make the proxy an open relay) and adds
-    /// its own edits to `patch`. It must not touch the Request-URI span,
-    /// Via, Route or Max-Forwards; the core edits those.
-    fn route_initial(
+/// Which call a phase is about: phases that keep state per call (media
+/// anchors, recordings) key it by these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallCtx<'a> {
+    pub call_id: &'a [u8],
+    /// The From tag of the message's transaction: the side that sent the
+    /// request (a response carries its request's From).
+    pub from_tag: &'a [u8],
+}
+
+pub trait ProxyPhases: Send {
+    /// A new out-of-dialog request: choose its next hop (never from the
+    /// Request-URI host: that would make the proxy an open relay) and add
+    /// edits to `patch`. It must not touch the Request-URI span, Via,
+    /// Route or Max-Forwards; the core edits those.
+    fn initial_request(
         &mut self,
         req: &Message,
         source: Peer,
         now: Millis,
         patch: &mut Patch,
     ) -> Result<NextHop, Refusal>;
+
+    /// An in-dialog request (re-INVITE, UPDATE, PRACK, ACK, BYE, …) that
+    /// passed the dialog checks, before it is relayed; may edit it (SDP).
+    fn in_dialog_request(
+        &mut self,
+        _call: CallCtx<'_>,
+        _req: &Message,
+        _from: Peer,
+        _now: Millis,
+        _patch: &mut Patch,
+    ) {
+    }
+
+    /// A response on its way back to the requester (provisional, final,
+    /// or a 2xx retransmitted after its transaction ended); may edit it
+    /// (SDP in 18x and 2xx). The core has already removed its own Via.
+    fn response(&mut self, _call: CallCtx<'_>, _resp: &Message, _now: Millis, _patch: &mut Patch) {}
+
+    /// A transaction is gone (answered and its timers run out, or timed
+    /// out): state kept for it can go. `from_tag` is the caller's for the
+    /// request that set up a dialog, else empty.
+    fn transaction_end(&mut self, _call: CallCtx<'_>, _is_invite: bool) {}
 }
 
 /// Sends every new request to one configured destination, keeping the
@@ -45,8 +81,8 @@ pub struct DefaultRouter {
     pub destination: Option<Destination>,
 }
 
-impl CallRouter for DefaultRouter {
-    fn route_initial(
+impl ProxyPhases for DefaultRouter {
+    fn initial_request(
         &mut self,
         req: &Message,
         _source: Peer,

@@ -1,4 +1,4 @@
-//! The [`CallRouter`] of a call-tracking proxy: finds the tracking number
+//! The [`ProxyPhases`] of a call-tracking proxy: finds the tracking number
 //! dialed, its destination and channel or visit, and applies the rewrite
 //! rules to the INVITE.
 
@@ -9,7 +9,7 @@ use crate::calls::CallInfo;
 use crate::clock::Clock;
 use crate::config::{Config, Destination, StaticNumber};
 use crate::phone::{normalize_user, Normalized};
-use crate::proxy::hooks::{destination_uri, CallRouter, NextHop, Refusal};
+use crate::proxy::hooks::{destination_uri, NextHop, ProxyPhases, Refusal};
 use crate::proxy::{Millis, Peer};
 use crate::rewrite::{self, CallContext, RewriteSettings};
 use crate::sip::{Message, Method, Patch};
@@ -103,8 +103,8 @@ impl TrackingRouter {
     }
 }
 
-impl CallRouter for TrackingRouter {
-    fn route_initial(
+impl ProxyPhases for TrackingRouter {
+    fn initial_request(
         &mut self,
         req: &Message,
         _source: Peer,
