@@ -58,28 +58,15 @@ url = "sqlite:{db}"
 }
 
 fn api(p: &Siptrack) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], p.http_port))
+    p.api()
 }
 
 fn list(p: &Siptrack, what: &str) -> Vec<Value> {
-    let (status, body) = get(api(p), &format!("/api/v1/{what}?limit=1000"), Some(TOKEN));
-    assert_eq!(status, 200, "{what}: {body}");
-    let v: Value = serde_json::from_str(&body).expect("JSON");
-    v[what].as_array().cloned().unwrap_or_default()
+    p.list(what, TOKEN)
 }
 
-/// Polls `GET /api/v1/<what>` until `n` entries are there (calls are
-/// recorded when they end, asynchronously).
 fn wait_for(p: &Siptrack, what: &str, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let rows = list(p, what);
-        if rows.len() >= n || Instant::now() > deadline {
-            assert_eq!(rows.len(), n, "{what}: {rows:#?}\n{}", p.log());
-            return rows;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    p.wait_for(what, n, TOKEN)
 }
 
 fn pair(

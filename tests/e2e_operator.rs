@@ -47,26 +47,15 @@ url = "sqlite:{db}"
 }
 
 fn api(p: &Siptrack) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], p.http_port))
+    p.api()
 }
 
 fn list(p: &Siptrack, what: &str) -> Vec<Value> {
-    let (status, body) = get(api(p), &format!("/api/v1/{what}?limit=1000"), Some(TOKEN));
-    assert_eq!(status, 200, "{what}: {body}");
-    let v: Value = serde_json::from_str(&body).expect("JSON");
-    v[what].as_array().cloned().unwrap_or_default()
+    p.list(what, TOKEN)
 }
 
 fn wait_for(p: &Siptrack, what: &str, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let rows = list(p, what);
-        if rows.len() >= n || Instant::now() > deadline {
-            assert_eq!(rows.len(), n, "{what}: {rows:#?}\n{}", p.log());
-            return rows;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    p.wait_for(what, n, TOKEN)
 }
 
 fn db_in(dir: &Path) -> String {
@@ -97,24 +86,8 @@ fn sigterm_records_open_calls_at_the_real_time() {
     let db = db_in(dir.path());
     let cfg = config(uas_port, &db, "[shutdown]\ndrain_seconds = 1\n");
     let mut p = Siptrack::start(&cfg);
-    let uas = Sipp::uas("uas.xml")
-        .port(uas_port)
-        .calls(1)
-        .time_limit(Duration::from_secs(40))
-        .spawn();
     // The caller talks for 30 s: longer than the test waits.
-    let uac = Sipp::uac("uac_tracking.xml", p.sip_addr())
-        .calls(1)
-        .rate(1)
-        .arg("-s")
-        .arg("74951110001")
-        .arg("-key")
-        .arg("caller")
-        .arg("89160000001")
-        .arg("-d")
-        .arg("30000")
-        .time_limit(Duration::from_secs(40))
-        .spawn();
+    let (uas, uac) = long_call(&p, uas_port, 30_000);
     wait_answered(&p);
     let answered = Instant::now();
     std::thread::sleep(Duration::from_secs(2));

@@ -136,23 +136,12 @@ pub struct LeadView {
     pub created_at: i64,
 }
 
-/// Names in a lead's `data` that say where the visitor came from: a form
+/// Whether a name in a lead's `data` says where the visitor came from (a
+/// visit field, or siptrack's own `visit`, `form`, `fields`): a form
 /// field never takes one of them (a form is filled in by the visitor).
-const ATTRIBUTION: &[&str] = &[
-    "visit",
-    "form",
-    "fields",
-    "marker",
-    "source",
-    "city",
-    "domain",
-    "page",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_term",
-    "utm_content",
-];
+fn is_attribution(name: &str) -> bool {
+    matches!(name, "visit" | "form" | "fields") || crate::tracking::VISIT_FIELDS.contains(&name)
+}
 
 /// The lead webhook's `data`: the visit's attribution, the form's fields
 /// under `fields`, and, for receivers that read them at the top level,
@@ -160,7 +149,7 @@ const ATTRIBUTION: &[&str] = &[
 pub fn lead_data(lead: &LeadView) -> Map<String, Value> {
     let mut data = Map::new();
     for (k, v) in &lead.fields {
-        if !ATTRIBUTION.contains(&k.as_str()) {
+        if !is_attribution(k) {
             data.insert(k.clone(), json!(v));
         }
     }

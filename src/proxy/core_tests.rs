@@ -800,9 +800,9 @@ impl ProxyPhases for Tracking {
     }
 }
 
-fn tracking_rig() -> Rig {
-    let mut rig = Rig::new();
-    let settings = ProxySettings {
+/// One UDP listener on 127.0.0.1:5060, loopback trusted.
+fn udp_settings() -> ProxySettings {
+    ProxySettings {
         identity: Identity::new(
             vec![parse_listen("udp:127.0.0.1:5060").expect("listen")],
             None,
@@ -813,7 +813,12 @@ fn tracking_rig() -> Rig {
         timers: Timers::default(),
         instance_nonce: 1,
         untrusted: Untrusted::Reject,
-    };
+    }
+}
+
+fn tracking_rig() -> Rig {
+    let mut rig = Rig::new();
+    let settings = udp_settings();
     rig.proxy = Proxy::new(settings, Box::new(Tracking));
     rig
 }
@@ -1417,18 +1422,7 @@ impl ProxyPhases for Recording {
 fn phases_see_a_call_and_their_edits_go_out() {
     let mut rig = Rig::new();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let settings = ProxySettings {
-        identity: Identity::new(
-            vec![parse_listen("udp:127.0.0.1:5060").expect("listen")],
-            None,
-            b"core-tests",
-        ),
-        trusted_sources: vec!["127.0.0.0/8".parse().expect("cidr")],
-        max_message_bytes: 65535,
-        timers: Timers::default(),
-        instance_nonce: 1,
-        untrusted: Untrusted::Reject,
-    };
+    let settings = udp_settings();
     rig.proxy = Proxy::new(settings, Box::new(Recording(seen.clone())));
     let (_, route) = answered_call(&mut rig, "ph1", "phase@x");
     let bye = request(

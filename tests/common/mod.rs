@@ -236,6 +236,39 @@ impl Siptrack {
         self.dir.path()
     }
 
+    /// 127.0.0.1:HTTP_PORT.
+    pub fn api(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.http_port))
+    }
+
+    /// `GET /api/v1/<what>?limit=1000` with the bearer `token`: the list
+    /// under the key `<what>` (leads, calls, deals).
+    pub fn list(&self, what: &str, token: &str) -> Vec<serde_json::Value> {
+        let (status, body) = checks::get(
+            self.api(),
+            &format!("/api/v1/{what}?limit=1000"),
+            Some(token),
+        );
+        assert_eq!(status, 200, "{what}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        v[what].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Polls [`Siptrack::list`] until `n` entries are there (calls are
+    /// recorded when they end, asynchronously), at most 15 s; then there
+    /// must be exactly `n`.
+    pub fn wait_for(&self, what: &str, n: usize, token: &str) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let rows = self.list(what, token);
+            if rows.len() >= n || Instant::now() > deadline {
+                assert_eq!(rows.len(), n, "{what}: {rows:#?}\n{}", self.log());
+                return rows;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGKILL, at once: a crash.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
