@@ -216,6 +216,16 @@ impl CallTracker {
         }
     }
 
+    /// Gives back the capacity of a load peak once most calls ended.
+    pub fn shrink(&mut self) {
+        if self.open.len() * 4 < self.open.capacity() {
+            self.open.shrink_to_fit();
+        }
+        if self.by_age.len() * 4 < self.by_age.capacity() {
+            self.by_age.shrink_to_fit();
+        }
+    }
+
     pub fn open_calls(&self) -> usize {
         self.open.len()
     }

@@ -63,6 +63,13 @@ impl Node {
         }
     }
 
+    /// After a burst: the tables give back their peak capacity.
+    pub fn shrink(&mut self) {
+        self.proxy.shrink_tables();
+        self.calls.shrink();
+        self.news.shrink_to_fit();
+    }
+
     /// New INVITEs get 503 from now on; calls in progress go on.
     pub fn start_draining(&mut self) {
         self.proxy.start_draining();

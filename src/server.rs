@@ -242,6 +242,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             snapshot_at = Instant::now();
             // After a burst, give the freed heap back (every 10 s at most).
             if trim.tick(node.proxy().active_transactions(), 10) {
+                node.shrink();
                 crate::memory::release_unused();
             }
             if let Ok(mut snap) = sip_snapshot.lock() {

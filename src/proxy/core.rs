@@ -217,6 +217,27 @@ impl Proxy {
         self.timers.peek().map(|Reverse((t, _, _))| *t)
     }
 
+    /// Gives back the capacity the tables grew to at a load peak (a map
+    /// keeps its buckets when its entries go). Called after a burst, when
+    /// they are mostly empty; costs one rehash of what is left.
+    pub fn shrink_tables(&mut self) {
+        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+            if m.len() * 4 < m.capacity() {
+                m.shrink_to_fit();
+            }
+        }
+        shrink(&mut self.txns);
+        shrink(&mut self.server_index);
+        shrink(&mut self.client_index);
+        shrink(&mut self.dialogs);
+        if self.timers.len() * 4 < self.timers.capacity() {
+            self.timers.shrink_to_fit();
+        }
+        self.out.shrink_to_fit();
+        self.events.shrink_to_fit();
+        self.limiter.shrink();
+    }
+
     /// Stop accepting new calls (503); calls in progress go on.
     pub fn start_draining(&mut self) {
         self.draining = true;

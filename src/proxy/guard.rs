@@ -36,6 +36,13 @@ pub struct ReplyLimiter {
 
 impl ReplyLimiter {
     /// Whether a reply to `ip` may be sent at `now` (and counts it).
+    /// Gives back the map's peak capacity once most sources are gone.
+    pub fn shrink(&mut self) {
+        if self.sources.len() * 4 < self.sources.capacity() {
+            self.sources.shrink_to_fit();
+        }
+    }
+
     pub fn allow(&mut self, ip: IpAddr, now: Millis) -> bool {
         if !self.sources.contains_key(&ip) && self.sources.len() >= MAX_SOURCES {
             self.sources
