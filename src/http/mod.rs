@@ -26,6 +26,8 @@ use crate::store::Store;
 use crate::tracking::pools::{Pools, Visit};
 use crate::tracking::VISIT_FIELDS;
 
+pub mod json;
+
 #[derive(Clone)]
 pub struct AppState {
     pub pools: Arc<Mutex<Pools>>,
@@ -137,7 +139,10 @@ async fn get_outbox(State(s): State<AppState>, headers: HeaderMap, Query(q): Par
         }
     }
     match s.store.list_outbox(state, limit).await {
-        Ok(items) => Json(json!({ "outbox": items })).into_response(),
+        Ok(items) => {
+            let items: Vec<Value> = items.iter().map(json::outbox).collect();
+            Json(json!({ "outbox": items })).into_response()
+        }
         Err(e) => {
             tracing::error!(error = %e, "listing the outbox");
             error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
@@ -466,10 +471,13 @@ async fn list(
         Ok(p) => p,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
-    let rows = match key {
-        "leads" => s.store.list_leads(limit, since).await,
-        "calls" => s.store.list_calls(limit, since.saturating_mul(1000)).await,
-        _ => s.store.list_deals(limit, since).await,
+    let rows: Result<Vec<Value>, _> = match key {
+        "leads" => {
+            (s.store.list_leads(limit, since).await).map(|r| r.iter().map(json::lead).collect())
+        }
+        "calls" => (s.store.list_calls(limit, since.saturating_mul(1000)).await)
+            .map(|r| r.iter().map(json::call).collect()),
+        _ => (s.store.list_deals(limit, since).await).map(|r| r.iter().map(json::deal).collect()),
     };
     match rows {
         Ok(rows) => Json(json!({ key: rows })).into_response(),

@@ -48,8 +48,6 @@ pub(super) struct Batch {
     pub reply: oneshot::Sender<Result<Vec<Recorded>, StoreError>>,
 }
 
-const DAY: i64 = 24 * 3600;
-
 /// Opens the decision connection and starts its thread.
 pub(super) fn start(
     path: &Path,
@@ -261,6 +259,7 @@ fn candidates(
     } else {
         "leads_created"
     };
+    let (leads_since, deals_since) = dedup::history_since(lead, s);
     let mut q = conn.prepare_cached(&format!(
         "SELECT l.id, l.title, l.name, l.phone, l.email, l.visit_id, l.created_at, d.grp
            FROM leads l INDEXED BY {index} JOIN deals d ON d.id = l.deal_id
@@ -269,14 +268,7 @@ fn candidates(
     ))?;
     let leads = q
         .query_map(
-            params![
-                w.phone,
-                w.email,
-                w.title,
-                w.name,
-                w.visit,
-                lead.at - 12 * 3600
-            ],
+            params![w.phone, w.email, w.title, w.name, w.visit, leads_since],
             history_row,
         )?
         .map(|r| {
@@ -291,11 +283,6 @@ fn candidates(
     // The client's deals (by phone, by email) and the same-lead deals,
     // each through its own index; the most recent are enough for every
     // rule, whatever the window.
-    let period = if s.client.period_days == 0 {
-        90
-    } else {
-        s.client.period_days
-    };
     const COLS: &str = "SELECT id, title, name, phone, email, visit_id, created_at, grp FROM deals";
     let mut rows = Vec::new();
     if !w.phone.is_empty() {
@@ -314,10 +301,7 @@ fn candidates(
         "{COLS} WHERE title = ?1 AND created_at >= ?2 AND name = ?3 AND visit_id = ?4
           ORDER BY created_at DESC LIMIT 100"
     ))?;
-    rows.extend(q.query_map(
-        params![w.title, lead.at - period.max(30) * DAY, w.name, w.visit],
-        history_row,
-    )?);
+    rows.extend(q.query_map(params![w.title, deals_since, w.name, w.visit], history_row)?);
     let mut deals: Vec<Deal> = Vec::with_capacity(rows.len());
     for r in rows {
         let (id, who, created_at, group) = r?;

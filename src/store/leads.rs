@@ -7,14 +7,14 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use super::decide::Batch;
 pub use super::decide::Job;
+use super::rows::{CallRow, DealRow, LeadRow, NoteRow, PendingCrm};
 use super::{Store, StoreError};
-use crate::calls::{CallRecord, VISIT_COLUMNS};
+use crate::calls::CallRecord;
 use crate::crm::outbox::Plan;
 use crate::leads::dedup::{Decision, Group, Identity, LeadKind, Settings};
 
@@ -137,14 +137,17 @@ impl Store {
     }
 
     /// The lead log (L-7), newest first.
-    pub async fn list_leads(&self, limit: i64, since: i64) -> Result<Vec<Value>, StoreError> {
+    pub async fn list_leads(&self, limit: i64, since: i64) -> Result<Vec<LeadRow>, StoreError> {
         let rows = self
             .page(
                 "SELECT id, created_at, kind, form, dialed, title, name, phone, email, visit_id,
                         text, outcome, deal_id,
-                        (SELECT o.state || char(9) || o.attempts || char(9) || o.last_error
-                           FROM outbox o WHERE o.lead_id = l.id AND o.state != 'done'
-                          ORDER BY o.id LIMIT 1) AS crm
+                        (SELECT o.state FROM outbox o WHERE o.lead_id = l.id AND o.state != 'done'
+                          ORDER BY o.id LIMIT 1) AS crm_state,
+                        (SELECT o.attempts FROM outbox o WHERE o.lead_id = l.id AND o.state != 'done'
+                          ORDER BY o.id LIMIT 1) AS crm_attempts,
+                        (SELECT o.last_error FROM outbox o WHERE o.lead_id = l.id AND o.state != 'done'
+                          ORDER BY o.id LIMIT 1) AS crm_error
                    FROM leads l WHERE created_at >= ?1 ORDER BY id DESC LIMIT ?2",
                 since,
                 limit,
@@ -152,33 +155,36 @@ impl Store {
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let kind: String = r.try_get("kind")?;
-            let form: String = r.try_get("form")?;
-            let dialed: String = r.try_get("dialed")?;
-            let decision: String = r.try_get("outcome")?;
-            let (outcome, crm) = crm_outcome(&decision, r.try_get("crm")?);
-            out.push(json!({
-                "id": r.try_get::<i64, _>("id")?,
-                "date": date(r.try_get("created_at")?),
-                "type": kind,
-                "form_or_number": if kind == "call" { dialed } else { form },
-                "title": r.try_get::<String, _>("title")?,
-                "name": r.try_get::<String, _>("name")?,
-                "phone": r.try_get::<String, _>("phone")?,
-                "email": r.try_get::<String, _>("email")?,
-                "visit": r.try_get::<String, _>("visit_id")?,
-                "comment": r.try_get::<String, _>("text")?,
-                "outcome": outcome,
-                "decision": decision,
-                "crm": crm,
-                "deal_id": r.try_get::<Option<i64>, _>("deal_id")?,
-            }));
+            let pending = match r.try_get::<Option<String>, _>("crm_state")? {
+                None => None,
+                Some(state) => Some(PendingCrm {
+                    state,
+                    attempts: r.try_get("crm_attempts")?,
+                    error: r.try_get("crm_error")?,
+                }),
+            };
+            out.push(LeadRow {
+                id: r.try_get("id")?,
+                created_at: r.try_get("created_at")?,
+                kind: r.try_get("kind")?,
+                form: r.try_get("form")?,
+                dialed: r.try_get("dialed")?,
+                title: r.try_get("title")?,
+                name: r.try_get("name")?,
+                phone: r.try_get("phone")?,
+                email: r.try_get("email")?,
+                visit_id: r.try_get("visit_id")?,
+                text: r.try_get("text")?,
+                decision: r.try_get("outcome")?,
+                deal_id: r.try_get("deal_id")?,
+                pending,
+            });
         }
         Ok(out)
     }
 
     /// Call records (C-2a fields), newest first.
-    pub async fn list_calls(&self, limit: i64, since_ms: i64) -> Result<Vec<Value>, StoreError> {
+    pub async fn list_calls(&self, limit: i64, since_ms: i64) -> Result<Vec<CallRow>, StoreError> {
         let rows = self
             .page(
                 "SELECT call_id, caller, caller_raw, callee, destination, visit_id, marker, source,
@@ -190,36 +196,31 @@ impl Store {
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let visit: Value =
-                serde_json::from_str(r.try_get::<&str, _>("visit")?).unwrap_or_else(|_| json!({}));
-            let mut call = json!({
-                "id": r.try_get::<String, _>("call_id")?,
-                "caller": r.try_get::<String, _>("caller")?,
-                "caller_raw": r.try_get::<String, _>("caller_raw")?,
-                "callee": r.try_get::<String, _>("callee")?,
-                "destination": r.try_get::<String, _>("destination")?,
-                "visit_id": r.try_get::<Option<String>, _>("visit_id")?,
-                "marker": r.try_get::<Option<String>, _>("marker")?,
-                "source": r.try_get::<Option<String>, _>("source")?,
-                "date": date(r.try_get::<i64, _>("invite_at")? / 1000),
-                "invite_at_ms": r.try_get::<i64, _>("invite_at")?,
-                "answer_at_ms": r.try_get::<Option<i64>, _>("answer_at")?,
-                "end_at_ms": r.try_get::<i64, _>("end_at")?,
-                "duration": r.try_get::<i64, _>("duration")?,
-                "status": r.try_get::<String, _>("status")?,
-                "hangup": r.try_get::<Option<String>, _>("hangup")?,
-                "lead_id": r.try_get::<Option<i64>, _>("lead_id")?,
+            out.push(CallRow {
+                call_id: r.try_get("call_id")?,
+                caller: r.try_get("caller")?,
+                caller_raw: r.try_get("caller_raw")?,
+                callee: r.try_get("callee")?,
+                destination: r.try_get("destination")?,
+                visit_id: r.try_get("visit_id")?,
+                marker: r.try_get("marker")?,
+                source: r.try_get("source")?,
+                // A row this build cannot read is a call without visit data.
+                visit: serde_json::from_str(r.try_get::<&str, _>("visit")?).unwrap_or_default(),
+                invite_at: r.try_get("invite_at")?,
+                answer_at: r.try_get("answer_at")?,
+                end_at: r.try_get("end_at")?,
+                duration: r.try_get("duration")?,
+                status: r.try_get("status")?,
+                hangup: r.try_get("hangup")?,
+                lead_id: r.try_get("lead_id")?,
             });
-            for (name, key) in VISIT_COLUMNS {
-                call[*name] = visit.get(*key).cloned().unwrap_or(Value::Null);
-            }
-            out.push(call);
         }
         Ok(out)
     }
 
     /// Deals of the local CRM with their tasks and comments, newest first.
-    pub async fn list_deals(&self, limit: i64, since: i64) -> Result<Vec<Value>, StoreError> {
+    pub async fn list_deals(&self, limit: i64, since: i64) -> Result<Vec<DealRow>, StoreError> {
         let rows = self
             .page(
                 "SELECT id, created_at, title, name, phone, email, visit_id, status, grp, crm_id
@@ -231,41 +232,38 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let id: i64 = r.try_get("id")?;
-            let notes = |table: &'static str| {
-                let db = &self.db;
-                async move {
-                    let rows = sqlx::query(&format!(
-                        "SELECT created_at, text FROM {table} WHERE deal_id = ?1 ORDER BY id"
-                    ))
-                    .bind(id)
-                    .fetch_all(db)
-                    .await?;
-                    rows.iter()
-                        .map(|n| {
-                            Ok(json!({
-                                "date": date(n.try_get("created_at")?),
-                                "text": n.try_get::<String, _>("text")?,
-                            }))
-                        })
-                        .collect::<Result<Vec<Value>, sqlx::Error>>()
-                }
-            };
-            out.push(json!({
-                "id": id,
-                "title": r.try_get::<String, _>("title")?,
-                "name": r.try_get::<String, _>("name")?,
-                "phone": r.try_get::<String, _>("phone")?,
-                "email": r.try_get::<String, _>("email")?,
-                "visit_id": r.try_get::<String, _>("visit_id")?,
-                "status": r.try_get::<String, _>("status")?,
-                "group": r.try_get::<String, _>("grp")?,
-                // The CRM's own id, from its answer to deal.create (null
-                // with crm.kind = "local", or until the CRM answered).
-                "crm_deal_id": r.try_get::<Option<String>, _>("crm_id")?,
-                "created_at": date(r.try_get("created_at")?),
-                "tasks": notes("tasks").await?,
-                "comments": notes("comments").await?,
-            }));
+            out.push(DealRow {
+                id,
+                created_at: r.try_get("created_at")?,
+                title: r.try_get("title")?,
+                name: r.try_get("name")?,
+                phone: r.try_get("phone")?,
+                email: r.try_get("email")?,
+                visit_id: r.try_get("visit_id")?,
+                status: r.try_get("status")?,
+                group: r.try_get("grp")?,
+                crm_id: r.try_get("crm_id")?,
+                tasks: self.notes("tasks", id).await?,
+                comments: self.notes("comments", id).await?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A deal's tasks or comments, oldest first.
+    async fn notes(&self, table: &'static str, deal: i64) -> Result<Vec<NoteRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT created_at, text FROM {table} WHERE deal_id = ?1 ORDER BY id"
+        ))
+        .bind(deal)
+        .fetch_all(&self.db)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for n in rows {
+            out.push(NoteRow {
+                created_at: n.try_get("created_at")?,
+                text: n.try_get("text")?,
+            });
         }
         Ok(out)
     }
@@ -278,37 +276,4 @@ impl Store {
                 .await?,
         )
     }
-}
-
-/// SPEC L-7: while a lead's CRM request fails, its outcome is the error
-/// (`crm error: …`); the decision stays in `decision`. `pending` is the
-/// lead's first unsettled outbox item as `state\tattempts\terror`.
-fn crm_outcome(decision: &str, pending: Option<String>) -> (String, Option<&'static str>) {
-    let Some(p) = pending else {
-        return (decision.to_string(), None);
-    };
-    let mut parts = p.splitn(3, '\t');
-    let (state, attempts, error) = (
-        parts.next().unwrap_or(""),
-        parts.next().unwrap_or("0"),
-        parts.next().unwrap_or(""),
-    );
-    match (state, error.is_empty()) {
-        ("failed", _) => (
-            format!("crm error: {error} (gave up after {attempts} attempts)"),
-            Some("failed"),
-        ),
-        (_, true) => (decision.to_string(), Some("queued")),
-        (_, false) => (
-            format!("crm error: {error} (attempt {attempts}, retrying)"),
-            Some("retrying"),
-        ),
-    }
-}
-
-/// `YYYY-MM-DD HH:MM:SS` UTC.
-pub fn date(unix: i64) -> String {
-    chrono::DateTime::from_timestamp(unix, 0)
-        .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_default()
 }

@@ -15,6 +15,7 @@ use crate::tracking::pools::{AssignmentRow, Visit};
 mod decide;
 pub mod leads;
 pub mod outbox;
+pub mod rows;
 
 async fn migrate(db: &SqlitePool) -> Result<(), StoreError> {
     let mut conn = db.acquire().await?;

@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 use sqlx::Row;
 
+use super::rows::OutboxRow;
 use super::{Store, StoreError};
 use crate::crm::metrics::Depth;
 use crate::crm::outbox::Target;
@@ -229,7 +230,7 @@ impl Store {
         &self,
         state: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<OutboxRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, created_at, target, idempotency_key, event, lead_id, deal_ref, state,
                     attempts, next_at, last_error, done_at, body
@@ -241,22 +242,21 @@ impl Store {
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let body: String = r.try_get("body")?;
-            out.push(json!({
-                "id": r.try_get::<i64, _>("id")?,
-                "created_at_ms": r.try_get::<i64, _>("created_at")?,
-                "target": r.try_get::<String, _>("target")?,
-                "idempotency_key": r.try_get::<String, _>("idempotency_key")?,
-                "event": r.try_get::<String, _>("event")?,
-                "lead_id": r.try_get::<Option<i64>, _>("lead_id")?,
-                "deal_id": r.try_get::<Option<i64>, _>("deal_ref")?,
-                "state": r.try_get::<String, _>("state")?,
-                "attempts": r.try_get::<i64, _>("attempts")?,
-                "next_at_ms": r.try_get::<i64, _>("next_at")?,
-                "last_error": r.try_get::<String, _>("last_error")?,
-                "done_at_ms": r.try_get::<Option<i64>, _>("done_at")?,
-                "body": serde_json::from_str::<Value>(&body).unwrap_or(Value::String(body)),
-            }));
+            out.push(OutboxRow {
+                id: r.try_get("id")?,
+                created_at: r.try_get("created_at")?,
+                target: r.try_get("target")?,
+                idempotency_key: r.try_get("idempotency_key")?,
+                event: r.try_get("event")?,
+                lead_id: r.try_get("lead_id")?,
+                deal_ref: r.try_get("deal_ref")?,
+                state: r.try_get("state")?,
+                attempts: r.try_get("attempts")?,
+                next_at: r.try_get("next_at")?,
+                last_error: r.try_get("last_error")?,
+                done_at: r.try_get("done_at")?,
+                body: r.try_get("body")?,
+            });
         }
         Ok(out)
     }
