@@ -13,31 +13,13 @@ use std::sync::mpsc;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
-use super::leads::{NewDealStatus, NewLead, Recorded};
-use super::StoreError;
 use crate::calls::CallRecord;
 use crate::clock::Clock;
-use crate::crm::outbox::{call_end_item, call_start_item, lead_items, CallStart, Item, Plan};
-use crate::crm::payload::LeadView;
-use crate::leads::dedup::{
-    self, Action, Deal, Decision, Group, Identity, Lead, LeadKind, PriorLead, Settings,
-};
-
-/// One piece of a batch.
-// Jobs live in one Vec per batch; boxing leads would add an allocation
-// per call for nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug)]
-pub enum Job {
-    /// A lead: a form post, or a finished call with its record.
-    Lead(NewLead, Option<CallRecord>),
-    /// A call's start: remembered until its record is written, and its
-    /// CRM webhook if configured. `true`: seen by an earlier run (replayed
-    /// from the journal), so still open means that run died during it.
-    Start(CallStart, bool),
-    /// A started call that turned out not to be one (challenged INVITE).
-    Abandoned(String),
-}
+use crate::crm::outbox::{CallStart, Item, Plan};
+use crate::leads::dedup::{Action, Deal, Group, Identity, Lead, LeadKind, PriorLead, Settings};
+use crate::store::leads::{Job, NewDealStatus, NewLead, Recorded};
+use crate::store::record::{record_batch, Context, KnownCall, Ledger};
+use crate::store::StoreError;
 
 pub(super) struct Batch {
     pub jobs: std::sync::Arc<Vec<Job>>,
@@ -116,67 +98,6 @@ fn history_row(r: &Row) -> rusqlite::Result<(i64, Identity, i64, Group)> {
     ))
 }
 
-/// The text a comment or task on an existing deal carries.
-fn note(lead: &NewLead) -> String {
-    let mut t = lead.who.title.clone();
-    if !lead.text.is_empty() {
-        t.push_str(": ");
-        t.push_str(&lead.text);
-    }
-    t
-}
-
-/// What the CRM sees of a lead: for calls, the visit of the call (its
-/// marker, source, page, utm); for forms, the form and its fields.
-fn lead_view(id: i64, new: &NewLead, call: Option<&CallRecord>) -> LeadView {
-    let mut visit = std::collections::BTreeMap::new();
-    let mut fields = std::collections::BTreeMap::new();
-    let visit_id = match call {
-        Some(c) => {
-            let i = &c.info;
-            for (k, v) in [("marker", &i.marker), ("source", &i.source)] {
-                if let Some(v) = v {
-                    visit.insert(k.to_string(), v.clone());
-                }
-            }
-            visit.extend(i.visit.iter().map(|(k, v)| (k.clone(), v.clone())));
-            i.visit_id.clone().unwrap_or_default()
-        }
-        None => {
-            // The visit's own data first: a form cannot overwrite where
-            // the visitor came from.
-            visit.extend(new.visit_data.iter().map(|(k, v)| (k.clone(), v.clone())));
-            if !new.form.is_empty() {
-                visit.insert("form".to_string(), new.form.clone());
-            }
-            if let Ok(serde_json::Value::Object(given)) =
-                serde_json::from_str::<serde_json::Value>(&new.fields)
-            {
-                for (k, v) in given {
-                    let v = match v {
-                        serde_json::Value::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    fields.insert(k, v);
-                }
-            }
-            new.who.visit.clone()
-        }
-    };
-    LeadView {
-        id,
-        title: new.who.title.clone(),
-        text: new.text.clone(),
-        name: new.who.name.clone(),
-        phone: new.who.phone.clone(),
-        email: new.who.email.clone(),
-        visit_id,
-        visit,
-        fields,
-        created_at: new.at,
-    }
-}
-
 /// Remembers a call in progress until its record is written.
 fn note_open_call(conn: &Connection, run_id: &str, c: &CallStart) -> rusqlite::Result<()> {
     conn.prepare_cached(
@@ -203,53 +124,124 @@ impl Decider {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut out = Vec::with_capacity(jobs.len());
-        let now = self.clock.unix_ms() as i64;
-        for job in jobs {
-            match job {
-                Job::Lead(lead, call) => out.push(decide_and_record(
-                    &tx,
-                    lead,
-                    s,
-                    status,
-                    call.as_ref(),
-                    (plan, &self.install_id, now),
-                )?),
-                Job::Abandoned(call_id) => {
-                    tx.prepare_cached("DELETE FROM open_calls WHERE call_id = ?1")?
-                        .execute(params![call_id])?;
-                }
-                Job::Start(c, earlier_run) => {
-                    let run = if *earlier_run {
-                        "earlier"
-                    } else {
-                        &self.run_id
-                    };
-                    note_open_call(&tx, run, c)?;
-                    let items: Vec<Item> = call_start_item(plan, &self.install_id, c)
-                        .into_iter()
-                        .collect();
-                    insert_items(&tx, &items, now)?;
-                }
-            }
-        }
+        let cx = Context {
+            settings: s,
+            status,
+            plan,
+            install_id: &self.install_id,
+            run_id: &self.run_id,
+            now_ms: self.clock.unix_ms() as i64,
+        };
+        let out = record_batch(&mut SqlLedger(&tx), jobs, &cx)?;
         // Dropping an uncommitted transaction rolls it back (the `?`s).
         tx.commit()?;
         Ok(out)
     }
 }
 
-fn candidates(
+/// The decision's reads and writes in the decision thread's transaction.
+struct SqlLedger<'a>(&'a Connection);
+
+impl Ledger for SqlLedger<'_> {
+    type Error = rusqlite::Error;
+
+    fn recorded_call(&mut self, call_id: &str) -> rusqlite::Result<Option<KnownCall>> {
+        self.0
+            .prepare_cached(
+                "SELECT l.id, l.deal_id, l.outcome FROM calls c JOIN leads l ON l.id = c.lead_id
+                  WHERE c.call_id = ?1",
+            )?
+            .query_row(params![call_id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()
+    }
+
+    fn history(
+        &mut self,
+        lead: &Lead,
+        leads_since: i64,
+        deals_since: i64,
+    ) -> rusqlite::Result<(Vec<PriorLead>, Vec<Deal>)> {
+        history(self.0, lead, leads_since, deals_since)
+    }
+
+    fn insert_lead(
+        &mut self,
+        lead: &NewLead,
+        kind: LeadKind,
+        accepted: bool,
+        deal_id: Option<i64>,
+        outcome: &str,
+    ) -> rusqlite::Result<i64> {
+        insert_lead(self.0, lead, kind, accepted, deal_id, outcome)
+    }
+
+    fn insert_deal(
+        &mut self,
+        new: &NewLead,
+        status: &NewDealStatus,
+        lead_id: i64,
+    ) -> rusqlite::Result<i64> {
+        let w = &new.who;
+        self.0
+            .prepare_cached(
+                "INSERT INTO deals (created_at, title, name, phone, email, visit_id, status, grp, lead_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                new.at,
+                w.title,
+                w.name,
+                w.phone,
+                w.email,
+                w.visit,
+                status.status,
+                status.group.as_str(),
+                lead_id,
+            ])?;
+        Ok(self.0.last_insert_rowid())
+    }
+
+    fn add_note(&mut self, deal: i64, action: Action, at: i64, text: &str) -> rusqlite::Result<()> {
+        add_note(self.0, deal, action, at, text)
+    }
+
+    fn set_lead_deal(&mut self, lead_id: i64, deal: i64, outcome: &str) -> rusqlite::Result<()> {
+        self.0
+            .prepare_cached("UPDATE leads SET deal_id = ?1, outcome = ?2 WHERE id = ?3")?
+            .execute(params![deal, outcome, lead_id])?;
+        Ok(())
+    }
+
+    fn insert_call(&mut self, r: &CallRecord, lead_id: i64) -> rusqlite::Result<()> {
+        insert_call(self.0, r, lead_id)?;
+        self.forget_call(&r.call_id)
+    }
+
+    fn open_call(&mut self, run_id: &str, c: &CallStart) -> rusqlite::Result<()> {
+        note_open_call(self.0, run_id, c)
+    }
+
+    fn forget_call(&mut self, call_id: &str) -> rusqlite::Result<()> {
+        self.0
+            .prepare_cached("DELETE FROM open_calls WHERE call_id = ?1")?
+            .execute(params![call_id])?;
+        Ok(())
+    }
+
+    fn queue(&mut self, items: &[Item], now_ms: i64) -> rusqlite::Result<()> {
+        insert_items(self.0, items, now_ms)
+    }
+}
+
+fn history(
     conn: &Connection,
     lead: &Lead,
-    s: &Settings,
+    leads_since: i64,
+    deals_since: i64,
 ) -> rusqlite::Result<(Vec<PriorLead>, Vec<Deal>)> {
     let w = &lead.who;
-    // Nobody to match (a withheld caller): no L-3 history to fetch, and no
-    // client deals (those need a phone or an e-mail, below).
-    if !dedup::identifiable(lead) {
-        return Ok((Vec::new(), Vec::new()));
-    }
     // The most selective index for this lead: without statistics SQLite
     // may pick the e-mail index, and most calls have no e-mail.
     let index = if !w.phone.is_empty() {
@@ -259,7 +251,6 @@ fn candidates(
     } else {
         "leads_created"
     };
-    let (leads_since, deals_since) = dedup::history_since(lead, s);
     let mut q = conn.prepare_cached(&format!(
         "SELECT l.id, l.title, l.name, l.phone, l.email, l.visit_id, l.created_at, d.grp
            FROM leads l INDEXED BY {index} JOIN deals d ON d.id = l.deal_id
@@ -423,119 +414,4 @@ fn insert_items(conn: &Connection, items: &[Item], now_ms: i64) -> rusqlite::Res
         ])?;
     }
     Ok(())
-}
-
-fn decide_and_record(
-    conn: &Connection,
-    new: &NewLead,
-    s: &Settings,
-    status: &NewDealStatus,
-    call: Option<&CallRecord>,
-    crm: (&Plan, &str, i64),
-) -> rusqlite::Result<Recorded> {
-    if let Some(r) = call {
-        // Already recorded (a retry after a lost COMMIT answer): done.
-        let known: Option<(i64, Option<i64>, String)> = conn
-            .prepare_cached(
-                "SELECT l.id, l.deal_id, l.outcome FROM calls c JOIN leads l ON l.id = c.lead_id
-                  WHERE c.call_id = ?1",
-            )?
-            .query_row(params![r.call_id], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-            .optional()?;
-        if let Some((lead_id, deal_id, outcome)) = known {
-            return Ok(Recorded {
-                lead_id,
-                deal_id,
-                outcome,
-                decision: Decision::NoDealFromCalls,
-            });
-        }
-    }
-    let kind = new.kind.unwrap_or(LeadKind::Form);
-    let lead = Lead {
-        kind,
-        who: new.who.clone(),
-        at: new.at,
-    };
-    let (leads, deals) = candidates(conn, &lead, s)?;
-    let decision = dedup::decide(&lead, &leads, &deals, s);
-    let (lead_id, deal_id, outcome) = match &decision {
-        Decision::CreateDeal { duplicate_of } => {
-            let lead_id = insert_lead(conn, new, kind, true, None, "")?;
-            let w = &new.who;
-            conn.prepare_cached(
-                "INSERT INTO deals (created_at, title, name, phone, email, visit_id, status, grp, lead_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                new.at,
-                w.title,
-                w.name,
-                w.phone,
-                w.email,
-                w.visit,
-                status.status,
-                status.group.as_str(),
-                lead_id,
-            ])?;
-            let deal_id = conn.last_insert_rowid();
-            let mut outcome = format!("deal {deal_id} created");
-            if let Some(o) = duplicate_of {
-                let dup = o.describe();
-                add_note(
-                    conn,
-                    deal_id,
-                    Action::Comment,
-                    new.at,
-                    &format!("Duplicate: {dup}"),
-                )?;
-                outcome = format!("{outcome} ({dup})");
-            }
-            conn.prepare_cached("UPDATE leads SET deal_id = ?1, outcome = ?2 WHERE id = ?3")?
-                .execute(params![deal_id, outcome, lead_id])?;
-            (lead_id, Some(deal_id), outcome)
-        }
-        Decision::Duplicate(o) => {
-            let outcome = o.describe();
-            (
-                insert_lead(conn, new, kind, false, None, &outcome)?,
-                None,
-                outcome,
-            )
-        }
-        Decision::Attach { deal, action } => {
-            let outcome = format!("duplicate of deal {deal}");
-            let id = insert_lead(conn, new, kind, false, Some(*deal), &outcome)?;
-            add_note(conn, *deal, *action, new.at, &note(new))?;
-            (id, Some(*deal), outcome)
-        }
-        Decision::NoDealFromCalls => {
-            let outcome = "no deal: calls create no deals".to_string();
-            (
-                insert_lead(conn, new, kind, false, None, &outcome)?,
-                None,
-                outcome,
-            )
-        }
-    };
-    if let Some(r) = call {
-        insert_call(conn, r, lead_id)?;
-        conn.prepare_cached("DELETE FROM open_calls WHERE call_id = ?1")?
-            .execute(params![r.call_id])?;
-    }
-    let (plan, install, now) = crm;
-    if plan.sends_anything() {
-        let view = lead_view(lead_id, new, call);
-        let mut items = lead_items(plan, install, &view, &decision, deal_id, call);
-        items.extend(call.and_then(|c| call_end_item(plan, install, c)));
-        insert_items(conn, &items, now)?;
-    }
-    Ok(Recorded {
-        lead_id,
-        deal_id,
-        outcome,
-        decision,
-    })
 }
