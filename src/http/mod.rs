@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -121,10 +122,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
 
 /// CRM requests, newest first; `?state=pending|done|failed` (parked
 /// requests are `failed`), `?limit=`.
-async fn get_outbox(State(s): State<AppState>, headers: HeaderMap, Query(q): Params) -> Response {
-    if !authorized(&headers, s.token.as_deref()) {
-        return unauthorized();
-    }
+async fn get_outbox(_: Authorized, State(s): State<AppState>, Query(q): Params) -> Response {
     let (limit, _) = match list_params(&q) {
         Ok(p) => p,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
@@ -152,13 +150,10 @@ async fn get_outbox(State(s): State<AppState>, headers: HeaderMap, Query(q): Par
 
 /// Puts a parked (failed) CRM request back in the queue.
 async fn post_outbox_retry(
+    _: Authorized,
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if !authorized(&headers, s.token.as_deref()) {
-        return unauthorized();
-    }
     let Ok(id) = id.parse::<i64>() else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -185,13 +180,34 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// `Authorization: Bearer <http.token>`, compared in constant time.
+/// A request that carried the API's token. Every handler but /healthz
+/// and /metrics takes one, so none can forget the check; a request
+/// without it gets 401 before its body is read.
+pub struct Authorized;
+
+impl FromRequestParts<AppState> for Authorized {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
+        if authorized(&parts.headers, s.token.as_deref()) {
+            Ok(Authorized)
+        } else {
+            Err(unauthorized())
+        }
+    }
+}
+
+/// `Authorization: Bearer <http.token>`, compared in constant time. The
+/// scheme is case-insensitive (RFC 7235 section 2.1): `bearer x` is
+/// `Bearer x`.
 fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
     let Some(token) = token else { return false };
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, given)| given)
     else {
         return false;
     };
@@ -284,10 +300,7 @@ pub fn parse_visit(body: &[u8]) -> Result<Visit, String> {
     Ok(Visit { id, fields })
 }
 
-async fn post_visit(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&headers, s.token.as_deref()) {
-        return unauthorized();
-    }
+async fn post_visit(_: Authorized, State(s): State<AppState>, body: Bytes) -> Response {
     if let Some(r) = body_too_large(&body) {
         return r;
     }
@@ -393,10 +406,7 @@ pub fn parse_lead(body: &[u8], phone: &PhoneRules, now_s: i64) -> Result<NewLead
     })
 }
 
-async fn post_lead(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&headers, s.token.as_deref()) {
-        return unauthorized();
-    }
+async fn post_lead(_: Authorized, State(s): State<AppState>, body: Bytes) -> Response {
     if let Some(r) = body_too_large(&body) {
         return r;
     }
@@ -458,15 +468,7 @@ fn list_params(q: &std::collections::HashMap<String, String>) -> Result<(i64, i6
 
 type Params = Query<std::collections::HashMap<String, String>>;
 
-async fn list(
-    s: &AppState,
-    headers: &HeaderMap,
-    q: &std::collections::HashMap<String, String>,
-    key: &str,
-) -> Response {
-    if !authorized(headers, s.token.as_deref()) {
-        return unauthorized();
-    }
+async fn list(s: &AppState, q: &std::collections::HashMap<String, String>, key: &str) -> Response {
     let (limit, since) = match list_params(q) {
         Ok(p) => p,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
@@ -488,27 +490,24 @@ async fn list(
     }
 }
 
-async fn get_leads(State(s): State<AppState>, headers: HeaderMap, Query(q): Params) -> Response {
-    list(&s, &headers, &q, "leads").await
+async fn get_leads(_: Authorized, State(s): State<AppState>, Query(q): Params) -> Response {
+    list(&s, &q, "leads").await
 }
 
-async fn get_calls(State(s): State<AppState>, headers: HeaderMap, Query(q): Params) -> Response {
-    list(&s, &headers, &q, "calls").await
+async fn get_calls(_: Authorized, State(s): State<AppState>, Query(q): Params) -> Response {
+    list(&s, &q, "calls").await
 }
 
-async fn get_deals(State(s): State<AppState>, headers: HeaderMap, Query(q): Params) -> Response {
-    list(&s, &headers, &q, "deals").await
+async fn get_deals(_: Authorized, State(s): State<AppState>, Query(q): Params) -> Response {
+    list(&s, &q, "deals").await
 }
 
 async fn post_deal_status(
+    _: Authorized,
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if !authorized(&headers, s.token.as_deref()) {
-        return unauthorized();
-    }
     if let Some(r) = body_too_large(&body) {
         return r;
     }
@@ -643,6 +642,12 @@ mod tests {
         );
         assert!(authorized(&h, Some("secret")));
         assert!(!authorized(&h, Some("secreT")));
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            let mut h = HeaderMap::new();
+            let v = format!("{scheme} secret");
+            h.insert(header::AUTHORIZATION, v.parse().expect("header"));
+            assert!(authorized(&h, Some("secret")), "{v}");
+        }
         assert!(!authorized(&h, None), "no token configured: nobody gets in");
         h.insert(
             header::AUTHORIZATION,
