@@ -36,9 +36,10 @@ use sqlite::SqliteStore;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage {url}: {source}")]
-    Open { url: String, source: sqlx::Error },
-    #[error("storage: {0}")]
-    Query(#[from] sqlx::Error),
+    Open {
+        url: String,
+        source: rusqlite::Error,
+    },
     #[error("storage: creating {dir}: {source}")]
     Dir { dir: String, source: std::io::Error },
     #[error("storage: {0}")]

@@ -7,7 +7,6 @@
 //! switches. The thread also serialises decisions within the process; the
 //! IMMEDIATE transaction extends that to processes sharing the file.
 
-use std::path::Path;
 use std::sync::mpsc;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -30,18 +29,13 @@ pub(super) struct Batch {
     pub reply: oneshot::Sender<Result<Vec<Recorded>, StoreError>>,
 }
 
-/// Opens the decision connection and starts its thread.
+/// Starts the decision thread on its own connection.
 pub(super) fn start(
-    path: &Path,
+    conn: Connection,
     install_id: String,
     run_id: String,
     clock: Clock,
 ) -> Result<mpsc::Sender<Batch>, StoreError> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    // WAL is the file's mode already; NORMAL as for the pool: a commit
-    // survives the process dying.
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
     let (tx, rx) = mpsc::channel::<Batch>();
     std::thread::Builder::new()
         .name("siptrack-decide".into())

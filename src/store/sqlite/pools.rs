@@ -1,6 +1,6 @@
 //! Pool numbers and the visits holding them (SPEC T-1) in SQLite.
 
-use sqlx::Row;
+use rusqlite::params;
 
 use super::SqliteStore;
 use crate::store::StoreError;
@@ -9,55 +9,59 @@ use crate::tracking::pools::{AssignmentRow, Visit};
 impl SqliteStore {
     /// Writes a number's state unless the store already has a newer one.
     pub async fn save_assignment(&self, row: &AssignmentRow) -> Result<(), StoreError> {
-        let visit = row
-            .visit
-            .as_ref()
-            .map(|v| serde_json::to_string(&v.fields).unwrap_or_default());
-        sqlx::query(
-            "INSERT INTO pool_assignments (number, pool, visit_id, visit, touched_at, version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(number) DO UPDATE SET
-                pool = excluded.pool, visit_id = excluded.visit_id, visit = excluded.visit,
-                touched_at = excluded.touched_at, version = excluded.version
-             WHERE excluded.version > pool_assignments.version",
-        )
-        .bind(&row.number)
-        .bind(&row.pool)
-        .bind(row.visit.as_ref().map(|v| v.id.as_str()))
-        .bind(visit)
-        .bind(row.touched_at as i64)
-        .bind(row.version as i64)
-        .execute(&self.db)
-        .await?;
-        Ok(())
+        let row = row.clone();
+        self.with(move |c| {
+            let visit = row
+                .visit
+                .as_ref()
+                .map(|v| serde_json::to_string(&v.fields).unwrap_or_default());
+            c.prepare_cached(
+                "INSERT INTO pool_assignments (number, pool, visit_id, visit, touched_at, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(number) DO UPDATE SET
+                    pool = excluded.pool, visit_id = excluded.visit_id, visit = excluded.visit,
+                    touched_at = excluded.touched_at, version = excluded.version
+                 WHERE excluded.version > pool_assignments.version",
+            )?
+            .execute(params![
+                row.number,
+                row.pool,
+                row.visit.as_ref().map(|v| v.id.as_str()),
+                visit,
+                row.touched_at as i64,
+                row.version as i64,
+            ])?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn load_assignments(&self) -> Result<Vec<AssignmentRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT number, pool, visit_id, visit, touched_at, version FROM pool_assignments",
-        )
-        .fetch_all(&self.db)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let visit_id: Option<String> = r.try_get("visit_id")?;
-            let fields: Option<String> = r.try_get("visit")?;
-            let visit = visit_id.map(|id| Visit {
-                id,
-                // A row this build cannot read is a visit without data,
-                // not a reason to refuse to start.
-                fields: fields
-                    .and_then(|f| serde_json::from_str(&f).ok())
-                    .unwrap_or_default(),
-            });
-            out.push(AssignmentRow {
-                number: r.try_get("number")?,
-                pool: r.try_get("pool")?,
-                visit,
-                touched_at: r.try_get::<i64, _>("touched_at")?.max(0) as u64,
-                version: r.try_get::<i64, _>("version")?.max(0) as u64,
-            });
-        }
-        Ok(out)
+        self.with(|c| {
+            let mut q = c.prepare(
+                "SELECT number, pool, visit_id, visit, touched_at, version FROM pool_assignments",
+            )?;
+            let rows = q.query_map([], |r| {
+                let visit_id: Option<String> = r.get("visit_id")?;
+                let fields: Option<String> = r.get("visit")?;
+                let visit = visit_id.map(|id| Visit {
+                    id,
+                    // A row this build cannot read is a visit without
+                    // data, not a reason to refuse to start.
+                    fields: fields
+                        .and_then(|f| serde_json::from_str(&f).ok())
+                        .unwrap_or_default(),
+                });
+                Ok(AssignmentRow {
+                    number: r.get("number")?,
+                    pool: r.get("pool")?,
+                    visit,
+                    touched_at: r.get::<_, i64>("touched_at")?.max(0) as u64,
+                    version: r.get::<_, i64>("version")?.max(0) as u64,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
     }
 }
