@@ -15,6 +15,7 @@ use super::rows::{CallRow, DealRow, LeadRow, NoteRow, OutboxRow, PendingCrm};
 use super::StoreError;
 use crate::calls::{CallInfo, CallRecord};
 use crate::clock::Clock;
+use crate::crm::local::DealBook;
 use crate::crm::metrics::Depth;
 use crate::crm::outbox::{CallStart, Item, Plan, Target};
 use crate::leads::dedup::{Action, Deal, Group, Identity, Lead, LeadKind, PriorLead, Settings};
@@ -84,9 +85,56 @@ fn page<T>(it: impl DoubleEndedIterator<Item = T>, limit: i64) -> Vec<T> {
     it.rev().take(limit.max(0) as usize).collect()
 }
 
-impl Ledger for State {
+impl DealBook for State {
     type Error = Infallible;
 
+    fn insert_deal(
+        &mut self,
+        lead: &NewLead,
+        status: &NewDealStatus,
+        _lead_id: i64,
+    ) -> Result<i64, Infallible> {
+        let id = self.deals.len() as i64 + 1;
+        let w = &lead.who;
+        self.deals.push(DealRow {
+            id,
+            created_at: lead.at,
+            title: w.title.clone(),
+            name: w.name.clone(),
+            phone: w.phone.clone(),
+            email: w.email.clone(),
+            visit_id: w.visit.clone(),
+            status: status.status.clone(),
+            group: status.group.as_str().into(),
+            crm_id: None,
+            tasks: Vec::new(),
+            comments: Vec::new(),
+        });
+        Ok(id)
+    }
+
+    fn add_note(
+        &mut self,
+        deal: i64,
+        action: Action,
+        at: i64,
+        text: &str,
+    ) -> Result<(), Infallible> {
+        if let Some(d) = self.deals.get_mut((deal - 1) as usize) {
+            let note = NoteRow {
+                created_at: at,
+                text: text.into(),
+            };
+            match action {
+                Action::Comment => d.comments.push(note),
+                Action::Task => d.tasks.push(note),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Ledger for State {
     fn recorded_call(&mut self, call_id: &str) -> Result<Option<KnownCall>, Infallible> {
         let lead = self
             .calls
@@ -178,51 +226,6 @@ impl Ledger for State {
             accepted,
         });
         Ok(id)
-    }
-
-    fn insert_deal(
-        &mut self,
-        lead: &NewLead,
-        status: &NewDealStatus,
-        _lead_id: i64,
-    ) -> Result<i64, Infallible> {
-        let id = self.deals.len() as i64 + 1;
-        let w = &lead.who;
-        self.deals.push(DealRow {
-            id,
-            created_at: lead.at,
-            title: w.title.clone(),
-            name: w.name.clone(),
-            phone: w.phone.clone(),
-            email: w.email.clone(),
-            visit_id: w.visit.clone(),
-            status: status.status.clone(),
-            group: status.group.as_str().into(),
-            crm_id: None,
-            tasks: Vec::new(),
-            comments: Vec::new(),
-        });
-        Ok(id)
-    }
-
-    fn add_note(
-        &mut self,
-        deal: i64,
-        action: Action,
-        at: i64,
-        text: &str,
-    ) -> Result<(), Infallible> {
-        if let Some(d) = self.deals.get_mut((deal - 1) as usize) {
-            let note = NoteRow {
-                created_at: at,
-                text: text.into(),
-            };
-            match action {
-                Action::Comment => d.comments.push(note),
-                Action::Task => d.tasks.push(note),
-            }
-        }
-        Ok(())
     }
 
     fn set_lead_deal(&mut self, lead_id: i64, deal: i64, outcome: &str) -> Result<(), Infallible> {

@@ -6,17 +6,18 @@
 
 use super::leads::{Job, NewDealStatus, NewLead, Recorded};
 use crate::calls::CallRecord;
+use crate::crm::local::{self, DealBook};
 use crate::crm::outbox::{call_end_item, call_start_item, lead_items, CallStart, Item, Plan};
 use crate::crm::payload::LeadView;
-use crate::leads::dedup::{self, Action, Deal, Decision, Lead, LeadKind, PriorLead, Settings};
+use crate::leads::dedup::{self, Deal, Decision, Lead, LeadKind, PriorLead, Settings};
 
 /// The lead a recorded call made: (lead, deal, outcome).
 pub(crate) type KnownCall = (i64, Option<i64>, String);
 
 /// The reads and writes of one recording transaction. Every method runs
-/// inside it: a failure anywhere leaves nothing of the batch.
-pub(crate) trait Ledger {
-    type Error;
+/// inside it: a failure anywhere leaves nothing of the batch. The local
+/// CRM's tables (`DealBook`) are part of it.
+pub(crate) trait Ledger: DealBook {
     /// The lead a call already made: (lead, deal, outcome). A retry after
     /// a lost COMMIT answer must not record the call twice.
     fn recorded_call(&mut self, call_id: &str) -> Result<Option<KnownCall>, Self::Error>;
@@ -39,20 +40,6 @@ pub(crate) trait Ledger {
         deal_id: Option<i64>,
         outcome: &str,
     ) -> Result<i64, Self::Error>;
-    /// A deal of the local CRM for the lead `lead_id`; returns its id.
-    fn insert_deal(
-        &mut self,
-        lead: &NewLead,
-        status: &NewDealStatus,
-        lead_id: i64,
-    ) -> Result<i64, Self::Error>;
-    fn add_note(
-        &mut self,
-        deal: i64,
-        action: Action,
-        at: i64,
-        text: &str,
-    ) -> Result<(), Self::Error>;
     /// The deal a lead created and the outcome naming it.
     fn set_lead_deal(&mut self, lead_id: i64, deal: i64, outcome: &str) -> Result<(), Self::Error>;
     /// A finished call and the lead it made; the call is no longer open.
@@ -98,16 +85,6 @@ pub(crate) fn record_batch<L: Ledger>(
         }
     }
     Ok(out)
-}
-
-/// The text a comment or task on an existing deal carries.
-fn note(lead: &NewLead) -> String {
-    let mut t = lead.who.title.clone();
-    if !lead.text.is_empty() {
-        t.push_str(": ");
-        t.push_str(&lead.text);
-    }
-    t
 }
 
 /// What the CRM sees of a lead: for calls, the visit of the call (its
@@ -194,18 +171,7 @@ fn decide_and_record<L: Ledger>(
     let (lead_id, deal_id, outcome) = match &decision {
         Decision::CreateDeal { duplicate_of } => {
             let lead_id = l.insert_lead(new, kind, true, None, "")?;
-            let deal_id = l.insert_deal(new, cx.status, lead_id)?;
-            let mut outcome = format!("deal {deal_id} created");
-            if let Some(o) = duplicate_of {
-                let dup = o.describe();
-                l.add_note(
-                    deal_id,
-                    Action::Comment,
-                    new.at,
-                    &format!("Duplicate: {dup}"),
-                )?;
-                outcome = format!("{outcome} ({dup})");
-            }
+            let (deal_id, outcome) = local::create_deal(l, new, cx.status, lead_id, *duplicate_of)?;
             l.set_lead_deal(lead_id, deal_id, &outcome)?;
             (lead_id, Some(deal_id), outcome)
         }
@@ -218,9 +184,9 @@ fn decide_and_record<L: Ledger>(
             )
         }
         Decision::Attach { deal, action } => {
-            let outcome = format!("duplicate of deal {deal}");
+            let outcome = local::attached(*deal);
             let id = l.insert_lead(new, kind, false, Some(*deal), &outcome)?;
-            l.add_note(*deal, *action, new.at, &note(new))?;
+            local::attach(l, *deal, *action, new)?;
             (id, Some(*deal), outcome)
         }
         Decision::NoDealFromCalls => {

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::calls::CallRecord;
 use crate::clock::Clock;
+use crate::crm::local::DealBook;
 use crate::crm::outbox::{CallStart, Item, Plan};
 use crate::leads::dedup::{Action, Deal, Group, Identity, Lead, LeadKind, PriorLead, Settings};
 use crate::store::leads::{Job, NewDealStatus, NewLead, Recorded};
@@ -136,9 +137,41 @@ impl Decider {
 /// The decision's reads and writes in the decision thread's transaction.
 struct SqlLedger<'a>(&'a Connection);
 
-impl Ledger for SqlLedger<'_> {
+impl DealBook for SqlLedger<'_> {
     type Error = rusqlite::Error;
 
+    fn insert_deal(
+        &mut self,
+        new: &NewLead,
+        status: &NewDealStatus,
+        lead_id: i64,
+    ) -> rusqlite::Result<i64> {
+        let w = &new.who;
+        self.0
+            .prepare_cached(
+                "INSERT INTO deals (created_at, title, name, phone, email, visit_id, status, grp, lead_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                new.at,
+                w.title,
+                w.name,
+                w.phone,
+                w.email,
+                w.visit,
+                status.status,
+                status.group.as_str(),
+                lead_id,
+            ])?;
+        Ok(self.0.last_insert_rowid())
+    }
+
+    fn add_note(&mut self, deal: i64, action: Action, at: i64, text: &str) -> rusqlite::Result<()> {
+        add_note(self.0, deal, action, at, text)
+    }
+}
+
+impl Ledger for SqlLedger<'_> {
     fn recorded_call(&mut self, call_id: &str) -> rusqlite::Result<Option<KnownCall>> {
         self.0
             .prepare_cached(
@@ -169,36 +202,6 @@ impl Ledger for SqlLedger<'_> {
         outcome: &str,
     ) -> rusqlite::Result<i64> {
         insert_lead(self.0, lead, kind, accepted, deal_id, outcome)
-    }
-
-    fn insert_deal(
-        &mut self,
-        new: &NewLead,
-        status: &NewDealStatus,
-        lead_id: i64,
-    ) -> rusqlite::Result<i64> {
-        let w = &new.who;
-        self.0
-            .prepare_cached(
-                "INSERT INTO deals (created_at, title, name, phone, email, visit_id, status, grp, lead_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                new.at,
-                w.title,
-                w.name,
-                w.phone,
-                w.email,
-                w.visit,
-                status.status,
-                status.group.as_str(),
-                lead_id,
-            ])?;
-        Ok(self.0.last_insert_rowid())
-    }
-
-    fn add_note(&mut self, deal: i64, action: Action, at: i64, text: &str) -> rusqlite::Result<()> {
-        add_note(self.0, deal, action, at, text)
     }
 
     fn set_lead_deal(&mut self, lead_id: i64, deal: i64, outcome: &str) -> rusqlite::Result<()> {
