@@ -170,3 +170,39 @@ impl SqliteStore {
         self.with(move |c| c.execute_batch(&sql)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Processes starting together on a fresh file (a restart racing a
+    /// `siptrack leads`) each apply what is missing, once.
+    #[test]
+    fn concurrent_openers_migrate_once() {
+        let dir = tempfile::tempdir().expect("scratch dir");
+        let file = dir.path().join("race.db");
+        let start = Arc::new(std::sync::Barrier::new(4));
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                let (file, start) = (file.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let mut conn = connect(&file)?;
+                    start.wait();
+                    migrate(&mut conn)
+                })
+            })
+            .collect();
+        for o in openers {
+            o.join().expect("opener thread").expect("migrated");
+        }
+        let conn = connect(&file).expect("open");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let ids: i64 = conn
+            .query_row("SELECT COUNT(*) FROM meta", [], |r| r.get(0))
+            .expect("meta");
+        assert_eq!(ids, 1, "one install id");
+    }
+}
