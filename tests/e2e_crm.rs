@@ -890,13 +890,11 @@ fn an_old_failing_request_is_parked_visible_and_requeued() {
         .block_on(store.list_outbox(Some("failed"), 10))
         .expect("list");
     assert_eq!(parked.len(), 1);
-    assert_eq!(parked[0]["lead_id"], rec.lead_id);
-    assert_eq!(parked[0]["attempts"], 1);
+    assert_eq!(parked[0].lead_id, Some(rec.lead_id));
+    assert_eq!(parked[0].attempts, 1);
     assert!(
-        parked[0]["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("cannot connect")),
-        "{}",
+        parked[0].last_error.contains("cannot connect"),
+        "{:?}",
         parked[0]
     );
     let text = metrics.render(rt.block_on(store.outbox_depth()).expect("depth"));
@@ -906,18 +904,17 @@ fn an_old_failing_request_is_parked_visible_and_requeued() {
         "{text}"
     );
     let logged = rt.block_on(store.list_leads(10, 0)).expect("leads");
-    assert_eq!(logged[0]["crm"], "failed");
+    let (outcome, crm) = logged[0].outcome();
+    assert_eq!(crm, Some("failed"));
     assert!(
-        logged[0]["outcome"]
-            .as_str()
-            .is_some_and(|o| o.starts_with("crm error: cannot connect")
-                && o.ends_with("(gave up after 1 attempts)")),
-        "{}",
+        outcome.starts_with("crm error: cannot connect")
+            && outcome.ends_with("(gave up after 1 attempts)"),
+        "{:?}",
         logged[0]
     );
     // The CRM is fixed; an operator puts the request back.
     let crm = Crm::start(port, SECRET, Mode::Ok);
-    let id = parked[0]["id"].as_i64().expect("id");
+    let id = parked[0].id;
     assert!(rt
         .block_on(store.outbox_requeue(id, store.clock().unix_ms() as i64))
         .is_ok());
@@ -930,7 +927,9 @@ fn an_old_failing_request_is_parked_visible_and_requeued() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(
-        rt.block_on(store.list_leads(10, 0)).expect("leads")[0]["outcome"],
+        rt.block_on(store.list_leads(10, 0)).expect("leads")[0]
+            .outcome()
+            .0,
         format!("deal {} created", rec.deal_id.expect("deal"))
     );
     rt.shutdown_background();

@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::checks::{calls_through, get, line, post_json};
+use common::checks::{calls_through, get, line, post_json, request};
 use common::{free_port, Siptrack};
 
 const TOKEN: &str = "test-token-7f3a";
@@ -241,4 +241,43 @@ fn the_api_checks_auth_and_fields() {
     }
     // Nothing was half-written: the pool's number is still free for v1.
     assert_eq!(visit(&proxy, body), "74951000001");
+}
+
+/// Every API route but /healthz and /metrics takes `Authorization: Bearer
+/// <http.token>` and nothing else; the scheme's case does not matter
+/// (RFC 7235: `bearer` is `Bearer`).
+#[test]
+fn every_api_route_takes_the_token_and_only_it() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("state.db");
+    let proxy = Siptrack::start(&config(uas_port, &db.to_string_lossy()));
+    let routes = [
+        ("GET", "/api/v1/leads", ""),
+        ("GET", "/api/v1/calls", ""),
+        ("GET", "/api/v1/deals", ""),
+        ("GET", "/api/v1/outbox", ""),
+        ("POST", "/api/v1/visits", r#"{"visit_id": "v1"}"#),
+        ("POST", "/api/v1/leads", r#"{"phone": "79160000001"}"#),
+        ("POST", "/api/v1/crm/deals/1/status", r#"{"status": "x"}"#),
+        ("POST", "/api/v1/outbox/1/retry", ""),
+    ];
+    for (method, path, body) in routes {
+        for refused in [
+            None,
+            Some("Bearer wrong".to_string()),
+            Some(format!("Basic {TOKEN}")),
+            Some(format!("Bearer{TOKEN}")),
+        ] {
+            let (status, reply) = request(api(&proxy), method, path, refused.as_deref(), body);
+            assert_eq!(status, 401, "{method} {path} {refused:?}: {reply}");
+            assert!(reply.contains("bearer token"), "{reply}");
+        }
+        // RFC 7235: the scheme in any case, then one or more spaces.
+        for auth in ["Bearer ", "bearer ", "BEARER ", "Bearer  "] {
+            let auth = format!("{auth}{TOKEN}");
+            let (status, reply) = request(api(&proxy), method, path, Some(&auth), body);
+            assert_ne!(status, 401, "{method} {path} {auth}: {reply}");
+        }
+    }
 }

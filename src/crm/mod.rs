@@ -1,6 +1,8 @@
-//! CRM hooks (SPEC section 5): the payloads, the durable outbox they go
-//! through, the webhook sender and the worker that delivers them.
+//! CRM hooks (SPEC section 5): the local CRM's deals, the payloads, the
+//! durable outbox they go through, the webhook sender and the worker that
+//! delivers them.
 
+pub mod local;
 pub mod metrics;
 pub mod outbox;
 pub mod payload;

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,6 +30,8 @@ use crate::transport::tcp::{TcpContext, TcpStats};
 
 mod serve;
 pub use serve::serve;
+
+pub mod json;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -146,10 +149,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
 
 /// CRM requests, newest first; `?state=pending|done|failed` (parked
 /// requests are `failed`), `?limit=`.
-async fn get_outbox(State(s): State<AppState>, headers: HeaderMap, Query(q): Params) -> Response {
-    if !authorized(&headers, s.token.as_deref()) {
-        return unauthorized();
-    }
+async fn get_outbox(_: Authorized, State(s): State<AppState>, Query(q): Params) -> Response {
     let (limit, _) = match list_params(&q) {
         Ok(p) => p,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
@@ -164,7 +164,10 @@ async fn get_outbox(State(s): State<AppState>, headers: HeaderMap, Query(q): Par
         }
     }
     match s.store.list_outbox(state, limit).await {
-        Ok(items) => Json(json!({ "outbox": items })).into_response(),
+        Ok(items) => {
+            let items: Vec<Value> = items.iter().map(json::outbox).collect();
+            Json(json!({ "outbox": items })).into_response()
+        }
         Err(e) => {
             tracing::error!(error = %e, "listing the outbox");
             error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable")
@@ -174,13 +177,10 @@ async fn get_outbox(State(s): State<AppState>, headers: HeaderMap, Query(q): Par
 
 /// Puts a parked (failed) CRM request back in the queue.
 async fn post_outbox_retry(
+    _: Authorized,
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if !authorized(&headers, s.token.as_deref()) {
-        return unauthorized();
-    }
     let Ok(id) = id.parse::<i64>() else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -205,6 +205,23 @@ async fn post_outbox_retry(
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// A request that carried the API's token. Every handler but /healthz
+/// and /metrics takes one, so none can forget the check; a request
+/// without it gets 401 before its body is read.
+pub struct Authorized;
+
+impl FromRequestParts<AppState> for Authorized {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
+        if authorized(&parts.headers, s.token.as_deref()) {
+            Ok(Authorized)
+        } else {
+            Err(unauthorized())
+        }
+    }
 }
 
 /// `Authorization: Bearer <http.token>`, compared in constant time. The
@@ -316,10 +333,7 @@ pub fn parse_visit(body: &[u8]) -> Result<Visit, String> {
     Ok(Visit { id, fields })
 }
 
-async fn post_visit(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&headers, s.token.as_deref()) {
-        return unauthorized();
-    }
+async fn post_visit(_: Authorized, State(s): State<AppState>, body: Bytes) -> Response {
     if let Some(r) = body_too_large(&body) {
         return r;
     }
@@ -425,10 +439,7 @@ pub fn parse_lead(body: &[u8], phone: &PhoneRules, now_s: i64) -> Result<NewLead
     })
 }
 
-async fn post_lead(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&headers, s.token.as_deref()) {
-        return unauthorized();
-    }
+async fn post_lead(_: Authorized, State(s): State<AppState>, body: Bytes) -> Response {
     if let Some(r) = body_too_large(&body) {
         return r;
     }
@@ -490,23 +501,18 @@ fn list_params(q: &std::collections::HashMap<String, String>) -> Result<(i64, i6
 
 type Params = Query<std::collections::HashMap<String, String>>;
 
-async fn list(
-    s: &AppState,
-    headers: &HeaderMap,
-    q: &std::collections::HashMap<String, String>,
-    key: &str,
-) -> Response {
-    if !authorized(headers, s.token.as_deref()) {
-        return unauthorized();
-    }
+async fn list(s: &AppState, q: &std::collections::HashMap<String, String>, key: &str) -> Response {
     let (limit, since) = match list_params(q) {
         Ok(p) => p,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
-    let rows = match key {
-        "leads" => s.store.list_leads(limit, since).await,
-        "calls" => s.store.list_calls(limit, since.saturating_mul(1000)).await,
-        _ => s.store.list_deals(limit, since).await,
+    let rows: Result<Vec<Value>, _> = match key {
+        "leads" => {
+            (s.store.list_leads(limit, since).await).map(|r| r.iter().map(json::lead).collect())
+        }
+        "calls" => (s.store.list_calls(limit, since.saturating_mul(1000)).await)
+            .map(|r| r.iter().map(json::call).collect()),
+        _ => (s.store.list_deals(limit, since).await).map(|r| r.iter().map(json::deal).collect()),
     };
     match rows {
         Ok(rows) => Json(json!({ key: rows })).into_response(),
@@ -517,27 +523,24 @@ async fn list(
     }
 }
 
-async fn get_leads(State(s): State<AppState>, headers: HeaderMap, Query(q): Params) -> Response {
-    list(&s, &headers, &q, "leads").await
+async fn get_leads(_: Authorized, State(s): State<AppState>, Query(q): Params) -> Response {
+    list(&s, &q, "leads").await
 }
 
-async fn get_calls(State(s): State<AppState>, headers: HeaderMap, Query(q): Params) -> Response {
-    list(&s, &headers, &q, "calls").await
+async fn get_calls(_: Authorized, State(s): State<AppState>, Query(q): Params) -> Response {
+    list(&s, &q, "calls").await
 }
 
-async fn get_deals(State(s): State<AppState>, headers: HeaderMap, Query(q): Params) -> Response {
-    list(&s, &headers, &q, "deals").await
+async fn get_deals(_: Authorized, State(s): State<AppState>, Query(q): Params) -> Response {
+    list(&s, &q, "deals").await
 }
 
 async fn post_deal_status(
+    _: Authorized,
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if !authorized(&headers, s.token.as_deref()) {
-        return unauthorized();
-    }
     if let Some(r) = body_too_large(&body) {
         return r;
     }
@@ -672,6 +675,12 @@ mod tests {
         );
         assert!(authorized(&h, Some("secret")));
         assert!(!authorized(&h, Some("secreT")));
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            let mut h = HeaderMap::new();
+            let v = format!("{scheme} secret");
+            h.insert(header::AUTHORIZATION, v.parse().expect("header"));
+            assert!(authorized(&h, Some("secret")), "{v}");
+        }
         assert!(!authorized(&h, None), "no token configured: nobody gets in");
         h.insert(
             header::AUTHORIZATION,

@@ -178,6 +178,33 @@ pub fn identifiable(lead: &Lead) -> bool {
 
 const HOUR: i64 = 3600;
 const DAY: i64 = 24 * HOUR;
+/// L-3: an accepted lead this recent is the same lead.
+pub const SAME_LEAD_WINDOW: i64 = 12 * HOUR;
+/// L-3: a deal in progress this recent is the same deal.
+pub const SAME_DEAL_WINDOW: i64 = 30 * DAY;
+/// L-4: `period_days = 0` means this many days.
+pub const DEFAULT_CLIENT_DAYS: i64 = 90;
+
+/// L-4's window in seconds.
+pub fn client_window(c: &ClientCheck) -> i64 {
+    let days = if c.period_days == 0 {
+        DEFAULT_CLIENT_DAYS
+    } else {
+        c.period_days
+    };
+    days * DAY
+}
+
+/// The oldest history `decide` can use for this lead, so a store fetches
+/// no more: (accepted leads created since, same-lead deals created
+/// since). The client's deals (by phone or e-mail) are fetched without a
+/// time bound (the most recent are enough); the windows are applied here.
+pub fn history_since(lead: &Lead, s: &Settings) -> (i64, i64) {
+    (
+        lead.at - SAME_LEAD_WINDOW,
+        lead.at - SAME_DEAL_WINDOW.max(client_window(&s.client)),
+    )
+}
 
 /// SPEC L-3 to L-5. `leads` and `deals` may hold more than the candidates;
 /// the windows and groups are applied here. `deals` are the client's
@@ -189,7 +216,7 @@ pub fn decide(lead: &Lead, leads: &[PriorLead], deals: &[Deal], s: &Settings) ->
         .iter()
         .filter(|_| who)
         .filter(|p| p.who == lead.who)
-        .filter(|p| lead.at - p.accepted_at <= 12 * HOUR && p.accepted_at <= lead.at)
+        .filter(|p| lead.at - p.accepted_at <= SAME_LEAD_WINDOW && p.accepted_at <= lead.at)
         .filter(|p| !p.deal_group.closed())
         .filter(|p| !s.check_in_progress || p.deal_group == Group::InProgress)
         .max_by_key(|p| (p.accepted_at, p.id))
@@ -199,7 +226,7 @@ pub fn decide(lead: &Lead, leads: &[PriorLead], deals: &[Deal], s: &Settings) ->
         deals
             .iter()
             .filter(|d| who && d.who == lead.who && d.group == Group::InProgress)
-            .filter(|d| lead.at - d.created_at <= 30 * DAY && d.created_at <= lead.at)
+            .filter(|d| lead.at - d.created_at <= SAME_DEAL_WINDOW && d.created_at <= lead.at)
             .max_by_key(|d| (d.created_at, d.id))
             .map(|d| Original::Deal(d.id))
     });
@@ -242,14 +269,9 @@ fn client_check(lead: &Lead, deals: &[Deal], c: &ClientCheck) -> Decision {
     if !c.enabled {
         return Decision::CreateDeal { duplicate_of: None };
     }
-    let days = if c.period_days == 0 {
-        90
-    } else {
-        c.period_days
-    };
     let candidate = latest(
         clients_deals(lead, deals, c.by_phone, c.by_email)
-            .filter(|d| lead.at - d.created_at <= days * DAY)
+            .filter(|d| lead.at - d.created_at <= client_window(c))
             .filter(|d| c.groups.contains(&d.group)),
     );
     match candidate {

@@ -164,6 +164,7 @@ pub fn print(config: &Config, limit: i64, json: bool) -> anyhow::Result<()> {
         let store = Store::open(&config.storage.url).await?;
         store.list_leads(limit, 0).await
     })?;
+    let leads: Vec<Value> = leads.iter().map(crate::http::json::lead).collect();
     if json {
         for l in &leads {
             println!("{}", json_line(l));

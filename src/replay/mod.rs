@@ -126,23 +126,9 @@ pub async fn replay(
     let mut node = Node::new(proxy, clock.now(), config.leads.max_call_seconds);
     eng.run(&mut node, &clock);
 
-    // Leads: a fresh store of its own, never the configured one.
-    let dir = match tempfile::Builder::new()
-        .prefix("siptrack-replay-")
-        .tempdir()
-    {
-        Ok(d) => d,
-        Err(e) => return refuse(format!("cannot create a scratch directory: {e}")),
-    };
-    let store = match Store::open_with_clock(
-        &format!("sqlite:{}", dir.path().join("replay.db").display()),
-        clock,
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(e) => return refuse(format!("scratch store: {e}")),
-    };
+    // Leads: a fresh store of its own in memory, never the configured
+    // one; nothing touches the disk.
+    let store = Store::memory(clock);
     let status = new_deal_status(&config.leads);
     let nothing_sent = Plan::default();
     for line in &eng.lines {

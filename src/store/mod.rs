@@ -1,84 +1,81 @@
-//! Durable state: the embedded SQLite database (SPEC section 8; PostgreSQL
-//! joins behind the same interface with the leads pipeline).
+//! Durable state (SPEC section 8) behind one seam, in the style of
+//! hickory-dns's `store/{sqlite,in_memory}`: `Store` is what the rest of
+//! siptrack uses; it is one of
+//! - `sqlite::SqliteStore`: the embedded database (`siptrack run`);
+//! - `memory::MemoryStore`: maps in memory (replay, tests; no disk).
+//!
+//! Both record through the same code (`record.rs`: the pure decision of
+//! `leads::dedup` over a `Ledger`, the store's reads and writes of one
+//! transaction) and hand out the same typed rows (`rows.rs`). The choice
+//! is made once, at open; `Store` dispatches by match (an enum, not a
+//! trait object: no boxed futures, and the set of stores is closed).
+//! PostgreSQL joins as a third variant.
 
-use std::str::FromStr;
-
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::Row;
+use std::sync::Arc;
 
 use crate::calls::CallRecord;
 use crate::clock::Clock;
-use crate::tracking::pools::{AssignmentRow, Visit};
+use crate::crm::metrics::Depth;
+use crate::crm::outbox::Plan;
+use crate::leads::dedup::{Group, Settings};
+use crate::tracking::pools::AssignmentRow;
 
-mod decide;
 pub mod leads;
+pub mod memory;
 pub mod outbox;
+mod record;
+pub mod rows;
+pub mod sqlite;
 
-async fn migrate(db: &SqlitePool) -> Result<(), StoreError> {
-    let mut conn = db.acquire().await?;
-    let done: i64 = sqlx::query_scalar("PRAGMA user_version")
-        .fetch_one(&mut *conn)
-        .await?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        let applied = async {
-            sqlx::raw_sql(sql).execute(&mut *conn).await?;
-            sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))
-                .execute(&mut *conn)
-                .await
-        }
-        .await;
-        match applied {
-            Ok(_) => {
-                sqlx::query("COMMIT").execute(&mut *conn).await?;
-            }
-            Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                return Err(e.into());
-            }
-        }
-    }
-    Ok(())
-}
+use leads::{Job, NewDealStatus, NewLead, Recorded};
+use memory::MemoryStore;
+use outbox::{DueItem, Settle};
+use rows::{CallRow, DealRow, LeadRow, OutboxRow};
+use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage {url}: {source}")]
-    Open { url: String, source: sqlx::Error },
-    #[error("storage: {0}")]
-    Query(#[from] sqlx::Error),
+    Open {
+        url: String,
+        source: rusqlite::Error,
+    },
     #[error("storage: creating {dir}: {source}")]
     Dir { dir: String, source: std::io::Error },
     #[error("storage: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("storage: {0}")]
     Thread(String),
+    #[error("storage: {0}")]
+    Unsupported(&'static str),
 }
 
 #[derive(Clone)]
-pub struct Store {
-    db: SqlitePool,
-    /// The decision thread: one at a time in this process (SPEC L-6).
-    decider: std::sync::mpsc::Sender<decide::Batch>,
-    install_id: std::sync::Arc<str>,
-    outbox_ready: std::sync::Arc<tokio::sync::Notify>,
-    /// Unix time for what the store stamps (outbox due times).
-    clock: Clock,
-    /// Random per process: which open calls are this run's.
-    run_id: std::sync::Arc<str>,
+enum Backend {
+    Sqlite(SqliteStore),
+    Memory(MemoryStore),
 }
 
-/// Schema changes, in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/sqlite/0001_pools.sql"),
-    include_str!("../../migrations/sqlite/0002_leads.sql"),
-    include_str!("../../migrations/sqlite/0003_deal_title_index.sql"),
-    include_str!("../../migrations/sqlite/0004_lead_indexes_by_accepted.sql"),
-    include_str!("../../migrations/sqlite/0005_crm_outbox.sql"),
-    include_str!("../../migrations/sqlite/0006_open_calls.sql"),
-];
+/// The store. Cheap to clone: every clone is the same store.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    install_id: Arc<str>,
+    /// Signalled after every commit that queued CRM requests.
+    outbox_ready: Arc<tokio::sync::Notify>,
+    /// Unix time for what the store stamps (outbox due times).
+    clock: Clock,
+}
+
+/// Runs `$e` with `$s` bound to whichever store this is.
+macro_rules! each {
+    ($self:ident, $s:ident => $e:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($s) => $e,
+            Backend::Memory($s) => $e,
+        }
+    };
+}
 
 impl Store {
     /// Opens (creating it and its directory if needed) `sqlite:<path>`,
@@ -88,141 +85,181 @@ impl Store {
     }
 
     pub async fn open_with_clock(url: &str, clock: Clock) -> Result<Store, StoreError> {
-        let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
-        if let Some(dir) = std::path::Path::new(path).parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-                    dir: dir.display().to_string(),
-                    source,
-                })?;
-            }
-        }
-        let open_err = |source| StoreError::Open {
-            url: url.to_string(),
-            source,
-        };
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(open_err)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL: a commit survives the process dying (kill -9);
-            // only an OS crash may lose the last ones.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let db = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(open_err)?;
-        migrate(&db).await?;
-        let install_id: String =
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'install_id'")
-                .fetch_one(&db)
-                .await?;
-        let file = path.split('?').next().unwrap_or(path);
-        let run_id: String = (0..16)
-            .map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)]))
-            .collect();
-        let decider = decide::start(
-            std::path::Path::new(file),
-            install_id.clone(),
-            run_id.clone(),
-            clock.clone(),
-        )?;
+        let db = SqliteStore::open(url, clock.clone()).await?;
         Ok(Store {
-            db,
-            decider,
-            install_id: install_id.into(),
+            install_id: db.install_id().clone(),
+            backend: Backend::Sqlite(db),
             outbox_ready: Default::default(),
             clock,
-            run_id: run_id.into(),
         })
+    }
+
+    /// A store in memory, empty, gone with the process.
+    pub fn memory(clock: Clock) -> Store {
+        let m = MemoryStore::new(clock.clone());
+        Store {
+            install_id: m.install_id().clone(),
+            backend: Backend::Memory(m),
+            outbox_ready: Default::default(),
+            clock,
+        }
     }
 
     pub fn clock(&self) -> Clock {
         self.clock.clone()
     }
 
+    /// This installation's prefix of idempotency keys.
+    pub fn install_id(&self) -> &str {
+        &self.install_id
+    }
+
+    /// Wakes the delivery worker; signalled after every commit that
+    /// queued CRM requests.
+    pub fn outbox_ready(&self) -> &tokio::sync::Notify {
+        &self.outbox_ready
+    }
+
+    /// Call starts and finished calls with their leads, decided one after
+    /// the other and recorded in one transaction: at high call rates one
+    /// commit per call is the limit. One result per lead job, in order.
+    pub async fn record_calls(
+        &self,
+        jobs: Arc<Vec<Job>>,
+        s: &Settings,
+        status: &NewDealStatus,
+        plan: &Plan,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let done = each!(self, b => b.record_calls(jobs, s, status, plan).await)?;
+        if plan.sends_anything() {
+            self.outbox_ready.notify_one();
+        }
+        Ok(done)
+    }
+
+    /// SPEC L-3 to L-6: decides what the lead becomes and records the lead,
+    /// its outcome, any deal, comment or task, the call that made it (if
+    /// any), and the CRM requests it causes (C-5) in one transaction.
+    pub async fn record_lead(
+        &self,
+        new: &NewLead,
+        s: &Settings,
+        status: &NewDealStatus,
+        call: Option<&CallRecord>,
+        plan: &Plan,
+    ) -> Result<Recorded, StoreError> {
+        let job = Job::Lead(new.clone(), call.cloned());
+        self.record_calls(Arc::new(vec![job]), s, status, plan)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Thread("no decision came back".into()))
+    }
+
     /// Calls that an earlier run saw start and never recorded: a crash
     /// cut them short. Oldest first.
     pub async fn interrupted_calls(&self) -> Result<Vec<CallRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT call_id, invite_at, info FROM open_calls WHERE run_id <> ?1
-              ORDER BY invite_at, call_id",
-        )
-        .bind(&*self.run_id)
-        .fetch_all(&self.db)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let info: String = r.try_get("info")?;
-            out.push(CallRecord::interrupted(
-                r.try_get("call_id")?,
-                // A row this build cannot read still is a call.
-                serde_json::from_str(&info).unwrap_or_default(),
-                r.try_get::<i64, _>("invite_at")?.max(0) as u64,
-            ));
-        }
-        Ok(out)
+        each!(self, b => b.interrupted_calls().await)
     }
 
-    /// Runs SQL text as it is (benchmarks seed stores with it).
-    pub async fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
-        sqlx::raw_sql(sql).execute(&self.db).await?;
-        Ok(())
+    /// SPEC L-2: the CRM reports a deal's status. `id` is the CRM's id
+    /// of the deal (from its answer to deal.create) or, for deals the CRM
+    /// never named, siptrack's. Returns siptrack's deal id, None if no
+    /// such deal.
+    pub async fn set_deal_status(
+        &self,
+        id: &str,
+        status: &str,
+        group: Group,
+    ) -> Result<Option<i64>, StoreError> {
+        each!(self, b => b.set_deal_status(id, status, group).await)
+    }
+
+    /// The lead log (L-7), newest first; leads created since `since`
+    /// (Unix seconds).
+    pub async fn list_leads(&self, limit: i64, since: i64) -> Result<Vec<LeadRow>, StoreError> {
+        each!(self, b => b.list_leads(limit, since).await)
+    }
+
+    /// Call records, newest first; calls started since `since_ms`.
+    pub async fn list_calls(&self, limit: i64, since_ms: i64) -> Result<Vec<CallRow>, StoreError> {
+        each!(self, b => b.list_calls(limit, since_ms).await)
+    }
+
+    /// Deals of the local CRM with their tasks and comments, newest first.
+    pub async fn list_deals(&self, limit: i64, since: i64) -> Result<Vec<DealRow>, StoreError> {
+        each!(self, b => b.list_deals(limit, since).await)
+    }
+
+    /// Leads without an outcome: none, ever (checked after crashes).
+    pub async fn leads_without_outcome(&self) -> Result<i64, StoreError> {
+        each!(self, b => b.leads_without_outcome().await)
+    }
+
+    /// Pending items due by `now_ms` whose earlier items with the same
+    /// order key are all settled, oldest first.
+    pub async fn outbox_due(&self, now_ms: i64, limit: i64) -> Result<Vec<DueItem>, StoreError> {
+        each!(self, b => b.outbox_due(now_ms, limit).await)
+    }
+
+    /// The earliest time a pending item is due, if any.
+    pub async fn outbox_next_due(&self) -> Result<Option<i64>, StoreError> {
+        each!(self, b => b.outbox_next_due().await)
+    }
+
+    /// Records the attempts' results in one transaction.
+    pub async fn outbox_settle(
+        &self,
+        results: &[(i64, Settle)],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        each!(self, b => b.outbox_settle(results, now_ms).await)
+    }
+
+    /// Deletes delivered items older than a week.
+    pub async fn outbox_purge(&self, now_ms: i64) -> Result<u64, StoreError> {
+        each!(self, b => b.outbox_purge(now_ms).await)
+    }
+
+    pub async fn outbox_depth(&self) -> Result<Depth, StoreError> {
+        each!(self, b => b.outbox_depth().await)
+    }
+
+    /// Outbox items, newest first; `state` filters (pending, done, failed).
+    pub async fn list_outbox(
+        &self,
+        state: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        each!(self, b => b.list_outbox(state, limit).await)
+    }
+
+    /// Puts a parked item back in the queue (an operator fixed the CRM).
+    pub async fn outbox_requeue(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let done = each!(self, b => b.outbox_requeue(id, now_ms).await)?;
+        if done {
+            self.outbox_ready.notify_one();
+        }
+        Ok(done)
     }
 
     /// Writes a number's state unless the store already has a newer one.
     pub async fn save_assignment(&self, row: &AssignmentRow) -> Result<(), StoreError> {
-        let visit = row
-            .visit
-            .as_ref()
-            .map(|v| serde_json::to_string(&v.fields).unwrap_or_default());
-        sqlx::query(
-            "INSERT INTO pool_assignments (number, pool, visit_id, visit, touched_at, version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(number) DO UPDATE SET
-                pool = excluded.pool, visit_id = excluded.visit_id, visit = excluded.visit,
-                touched_at = excluded.touched_at, version = excluded.version
-             WHERE excluded.version > pool_assignments.version",
-        )
-        .bind(&row.number)
-        .bind(&row.pool)
-        .bind(row.visit.as_ref().map(|v| v.id.as_str()))
-        .bind(visit)
-        .bind(row.touched_at as i64)
-        .bind(row.version as i64)
-        .execute(&self.db)
-        .await?;
-        Ok(())
+        each!(self, b => b.save_assignment(row).await)
     }
 
     pub async fn load_assignments(&self) -> Result<Vec<AssignmentRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT number, pool, visit_id, visit, touched_at, version FROM pool_assignments",
-        )
-        .fetch_all(&self.db)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let visit_id: Option<String> = r.try_get("visit_id")?;
-            let fields: Option<String> = r.try_get("visit")?;
-            let visit = visit_id.map(|id| Visit {
-                id,
-                // A row this build cannot read is a visit without data,
-                // not a reason to refuse to start.
-                fields: fields
-                    .and_then(|f| serde_json::from_str(&f).ok())
-                    .unwrap_or_default(),
-            });
-            out.push(AssignmentRow {
-                number: r.try_get("number")?,
-                pool: r.try_get("pool")?,
-                visit,
-                touched_at: r.try_get::<i64, _>("touched_at")?.max(0) as u64,
-                version: r.try_get::<i64, _>("version")?.max(0) as u64,
-            });
+        each!(self, b => b.load_assignments().await)
+    }
+
+    /// Runs SQL text as it is (benchmarks and tests seed or age a SQLite
+    /// store with it); the memory store has no SQL.
+    pub async fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(b) => b.execute_raw(sql).await,
+            Backend::Memory(_) => Err(StoreError::Unsupported("SQL on the memory store")),
         }
-        Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -127,7 +127,20 @@ fn http(
     token: Option<&str>,
     body: &str,
 ) -> (u16, String) {
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let auth = token.map(|t| format!("Bearer {t}"));
+    request(addr, method, path, auth.as_deref(), body)
+}
+
+/// Sends a request to siptrack's HTTP API with the `Authorization`
+/// header as given (none: no header); (status, body).
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -709,3 +709,41 @@ fn decision_table() {
         assert_eq!(decide(&lead, &leads, &deals, &settings), expected, "{name}");
     }
 }
+
+#[test]
+fn the_store_fetches_history_no_older_than_the_windows() {
+    let client = |days: i64| client_on(|c| c.period_days = days);
+    for (name, settings, leads_since, deals_since) in [
+        (
+            "default: 12 h, and the default client period (90 d)",
+            Settings::default(),
+            NOW - 12 * H,
+            NOW - 90 * D,
+        ),
+        (
+            "client check at 0 means 90 d",
+            client(0),
+            NOW - 12 * H,
+            NOW - 90 * D,
+        ),
+        (
+            "client check shorter than 30 d",
+            client(7),
+            NOW - 12 * H,
+            NOW - 30 * D,
+        ),
+        (
+            "client check of a year",
+            client(365),
+            NOW - 12 * H,
+            NOW - 365 * D,
+        ),
+    ] {
+        assert_eq!(
+            history_since(&lead(LeadKind::Form), &settings),
+            (leads_since, deals_since),
+            "{name}"
+        );
+    }
+    assert_eq!(client_window(&ClientCheck::default()), 90 * D);
+}

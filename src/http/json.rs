@@ -1,0 +1,200 @@
+//! The API's JSON for the store's rows (SPEC C-6, L-7). The shapes are
+//! the contract operators and CRMs read; the e2e tests pin them. The store
+//! knows nothing of them.
+
+use serde_json::{json, Value};
+
+use crate::calls::VISIT_COLUMNS;
+use crate::store::rows::{CallRow, DealRow, LeadRow, NoteRow, OutboxRow};
+
+/// `YYYY-MM-DD HH:MM:SS` UTC.
+pub fn date(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+/// A lead of the lead log; `outcome` is the CRM's error while its request
+/// fails, `decision` what the lead became.
+pub fn lead(l: &LeadRow) -> Value {
+    let (outcome, crm) = l.outcome();
+    json!({
+        "id": l.id,
+        "date": date(l.created_at),
+        "type": l.kind,
+        "form_or_number": if l.kind == "call" { &l.dialed } else { &l.form },
+        "title": l.title,
+        "name": l.name,
+        "phone": l.phone,
+        "email": l.email,
+        "visit": l.visit_id,
+        "comment": l.text,
+        "outcome": outcome,
+        "decision": l.decision,
+        "crm": crm,
+        "deal_id": l.deal_id,
+    })
+}
+
+/// A call record with its visit's data under the C-2a names.
+pub fn call(c: &CallRow) -> Value {
+    let mut v = json!({
+        "id": c.call_id,
+        "caller": c.caller,
+        "caller_raw": c.caller_raw,
+        "callee": c.callee,
+        "destination": c.destination,
+        "visit_id": c.visit_id,
+        "marker": c.marker,
+        "source": c.source,
+        "date": date(c.invite_at / 1000),
+        "invite_at_ms": c.invite_at,
+        "answer_at_ms": c.answer_at,
+        "end_at_ms": c.end_at,
+        "duration": c.duration,
+        "status": c.status,
+        "hangup": c.hangup,
+        "lead_id": c.lead_id,
+    });
+    for (name, key) in VISIT_COLUMNS {
+        v[*name] = c.visit.get(*key).map_or(Value::Null, |s| json!(s));
+    }
+    v
+}
+
+fn notes(n: &[NoteRow]) -> Vec<Value> {
+    n.iter()
+        .map(|n| json!({ "date": date(n.created_at), "text": n.text }))
+        .collect()
+}
+
+/// A deal of the local CRM with its tasks and comments.
+pub fn deal(d: &DealRow) -> Value {
+    json!({
+        "id": d.id,
+        "title": d.title,
+        "name": d.name,
+        "phone": d.phone,
+        "email": d.email,
+        "visit_id": d.visit_id,
+        "status": d.status,
+        "group": d.group,
+        // The CRM's own id, from its answer to deal.create (null with
+        // crm.kind = "local", or until the CRM answered).
+        "crm_deal_id": d.crm_id,
+        "created_at": date(d.created_at),
+        "tasks": notes(&d.tasks),
+        "comments": notes(&d.comments),
+    })
+}
+
+/// A CRM request; its body as JSON when it is (it always is when siptrack
+/// queued it), else as text.
+pub fn outbox(o: &OutboxRow) -> Value {
+    json!({
+        "id": o.id,
+        "created_at_ms": o.created_at,
+        "target": o.target,
+        "idempotency_key": o.idempotency_key,
+        "event": o.event,
+        "lead_id": o.lead_id,
+        "deal_id": o.deal_ref,
+        "state": o.state,
+        "attempts": o.attempts,
+        "next_at_ms": o.next_at,
+        "last_error": o.last_error,
+        "done_at_ms": o.done_at,
+        "body": serde_json::from_str::<Value>(&o.body).unwrap_or_else(|_| json!(o.body)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::rows::PendingCrm;
+
+    #[test]
+    fn a_call_lead_names_its_number_and_a_failing_crm_its_error() {
+        let row = LeadRow {
+            id: 7,
+            created_at: 1_764_000_000,
+            kind: "call".into(),
+            form: String::new(),
+            dialed: "74951110001".into(),
+            title: "Incoming call from 79160000001".into(),
+            name: String::new(),
+            phone: "79160000001".into(),
+            email: String::new(),
+            visit_id: "v1".into(),
+            text: "Call to 74951110001 (ANSWER, 42 s)".into(),
+            decision: "deal 3 created".into(),
+            deal_id: Some(3),
+            pending: Some(PendingCrm {
+                state: "failed".into(),
+                attempts: 1,
+                error: "cannot connect".into(),
+            }),
+        };
+        assert_eq!(
+            lead(&row),
+            json!({
+                "id": 7, "date": "2025-11-24 16:00:00", "type": "call",
+                "form_or_number": "74951110001", "title": "Incoming call from 79160000001",
+                "name": "", "phone": "79160000001", "email": "", "visit": "v1",
+                "comment": "Call to 74951110001 (ANSWER, 42 s)",
+                "outcome": "crm error: cannot connect (gave up after 1 attempts)",
+                "decision": "deal 3 created", "crm": "failed", "deal_id": 3,
+            })
+        );
+    }
+
+    #[test]
+    fn a_calls_visit_data_goes_under_the_c2a_names() {
+        let row = CallRow {
+            call_id: "c1".into(),
+            caller: "79160000001".into(),
+            caller_raw: "+79160000001".into(),
+            callee: "74951110001".into(),
+            destination: "sip:pbx".into(),
+            visit_id: Some("v1".into()),
+            marker: None,
+            source: Some("google".into()),
+            visit: [("page".to_string(), "https://x/".to_string())].into(),
+            invite_at: 1_764_000_000_500,
+            answer_at: None,
+            end_at: 1_764_000_001_000,
+            duration: 0,
+            status: "NOANSWER".into(),
+            hangup: Some("caller".into()),
+            lead_id: Some(2),
+        };
+        let v = call(&row);
+        assert_eq!(v["landing_page"], "https://x/");
+        assert_eq!(v["city"], Value::Null);
+        assert_eq!(v["date"], "2025-11-24 16:00:00");
+        assert_eq!(v["answer_at_ms"], Value::Null);
+    }
+
+    #[test]
+    fn an_outbox_body_is_json_when_it_parses() {
+        let mut row = OutboxRow {
+            id: 1,
+            created_at: 0,
+            target: "lead".into(),
+            idempotency_key: "k".into(),
+            event: "deal.create".into(),
+            lead_id: Some(1),
+            deal_ref: Some(2),
+            state: "pending".into(),
+            attempts: 0,
+            next_at: 0,
+            last_error: String::new(),
+            done_at: None,
+            body: r#"{"a":1}"#.into(),
+        };
+        assert_eq!(outbox(&row)["body"], json!({"a": 1}));
+        assert_eq!(outbox(&row)["deal_id"], 2);
+        row.body = "not json".into();
+        assert_eq!(outbox(&row)["body"], "not json");
+    }
+}

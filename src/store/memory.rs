@@ -1,0 +1,604 @@
+//! A store in memory: the same rows and the same recording code
+//! (`record.rs`) as SQLite, over plain maps under one lock. Replay and
+//! tests use it so they run without a disk; nothing survives the process.
+//! Every change of a batch happens under the lock and none can fail, so
+//! a batch is recorded whole, as in a transaction.
+
+use std::collections::{BTreeMap, HashSet};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::leads::{Job, NewDealStatus, NewLead, Recorded};
+use super::outbox::{DueItem, Settle, KEEP_DONE_MS};
+use super::record::{record_batch, Context, KnownCall, Ledger};
+use super::rows::{CallRow, DealRow, LeadRow, NoteRow, OutboxRow, PendingCrm};
+use super::StoreError;
+use crate::calls::{CallInfo, CallRecord};
+use crate::clock::Clock;
+use crate::crm::local::DealBook;
+use crate::crm::metrics::Depth;
+use crate::crm::outbox::{CallStart, Item, Plan, Target};
+use crate::leads::dedup::{Action, Deal, Group, Identity, Lead, LeadKind, PriorLead, Settings};
+use crate::tracking::pools::AssignmentRow;
+
+/// This process's run; calls of `Job::Start(_, true)` are an earlier one's.
+const RUN_ID: &str = "this-run";
+
+#[derive(Clone)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    install_id: Arc<str>,
+    clock: Clock,
+}
+
+struct StoredLead {
+    row: LeadRow,
+    /// It created a deal: the 12-hour check (L-3) looks at these.
+    accepted: bool,
+}
+
+struct StoredItem {
+    row: OutboxRow,
+    order_key: String,
+}
+
+#[derive(Default)]
+struct State {
+    /// Ids are positions + 1, as SQLite's rowids would be.
+    leads: Vec<StoredLead>,
+    deals: Vec<DealRow>,
+    calls: Vec<CallRow>,
+    /// call id -> (run, invite_at in ms, what the call is).
+    open_calls: BTreeMap<String, (String, i64, CallInfo)>,
+    outbox: BTreeMap<i64, StoredItem>,
+    next_item: i64,
+    keys: HashSet<String>,
+    assignments: BTreeMap<String, AssignmentRow>,
+}
+
+fn group_of(s: &str) -> Group {
+    Group::parse(s).unwrap_or(Group::NotCounted)
+}
+
+fn identity_of_deal(d: &DealRow) -> Identity {
+    Identity {
+        title: d.title.clone(),
+        name: d.name.clone(),
+        phone: d.phone.clone(),
+        email: d.email.clone(),
+        visit: d.visit_id.clone(),
+    }
+}
+
+fn identity_of_lead(l: &LeadRow) -> Identity {
+    Identity {
+        title: l.title.clone(),
+        name: l.name.clone(),
+        phone: l.phone.clone(),
+        email: l.email.clone(),
+        visit: l.visit_id.clone(),
+    }
+}
+
+/// Newest first, at most `limit`.
+fn page<T>(it: impl DoubleEndedIterator<Item = T>, limit: i64) -> Vec<T> {
+    it.rev().take(limit.max(0) as usize).collect()
+}
+
+impl DealBook for State {
+    type Error = Infallible;
+
+    fn insert_deal(
+        &mut self,
+        lead: &NewLead,
+        status: &NewDealStatus,
+        _lead_id: i64,
+    ) -> Result<i64, Infallible> {
+        let id = self.deals.len() as i64 + 1;
+        let w = &lead.who;
+        self.deals.push(DealRow {
+            id,
+            created_at: lead.at,
+            title: w.title.clone(),
+            name: w.name.clone(),
+            phone: w.phone.clone(),
+            email: w.email.clone(),
+            visit_id: w.visit.clone(),
+            status: status.status.clone(),
+            group: status.group.as_str().into(),
+            crm_id: None,
+            tasks: Vec::new(),
+            comments: Vec::new(),
+        });
+        Ok(id)
+    }
+
+    fn add_note(
+        &mut self,
+        deal: i64,
+        action: Action,
+        at: i64,
+        text: &str,
+    ) -> Result<(), Infallible> {
+        if let Some(d) = self.deals.get_mut((deal - 1) as usize) {
+            let note = NoteRow {
+                created_at: at,
+                text: text.into(),
+            };
+            match action {
+                Action::Comment => d.comments.push(note),
+                Action::Task => d.tasks.push(note),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Ledger for State {
+    fn recorded_call(&mut self, call_id: &str) -> Result<Option<KnownCall>, Infallible> {
+        let lead = self
+            .calls
+            .iter()
+            .find(|c| c.call_id == call_id)
+            .and_then(|c| c.lead_id)
+            .and_then(|id| self.leads.get((id - 1) as usize));
+        Ok(lead.map(|l| (l.row.id, l.row.deal_id, l.row.decision.clone())))
+    }
+
+    fn history(
+        &mut self,
+        lead: &Lead,
+        leads_since: i64,
+        deals_since: i64,
+    ) -> Result<(Vec<PriorLead>, Vec<Deal>), Infallible> {
+        let w = &lead.who;
+        let deal_group = |id: i64| {
+            self.deals
+                .get((id - 1) as usize)
+                .map(|d| group_of(&d.group))
+        };
+        let leads = self
+            .leads
+            .iter()
+            .filter(|l| l.accepted && l.row.created_at >= leads_since)
+            .filter(|l| identity_of_lead(&l.row) == *w)
+            .filter_map(|l| {
+                Some(PriorLead {
+                    id: l.row.id,
+                    who: identity_of_lead(&l.row),
+                    accepted_at: l.row.created_at,
+                    deal_group: deal_group(l.row.deal_id?)?,
+                })
+            })
+            .collect();
+        let deals = self
+            .deals
+            .iter()
+            .filter(|d| {
+                (!w.phone.is_empty() && d.phone == w.phone)
+                    || (!w.email.is_empty() && d.email == w.email)
+                    || (d.title == w.title
+                        && d.name == w.name
+                        && d.visit_id == w.visit
+                        && d.created_at >= deals_since)
+            })
+            .map(|d| Deal {
+                id: d.id,
+                who: identity_of_deal(d),
+                created_at: d.created_at,
+                group: group_of(&d.group),
+            })
+            .collect();
+        Ok((leads, deals))
+    }
+
+    fn insert_lead(
+        &mut self,
+        lead: &NewLead,
+        kind: LeadKind,
+        accepted: bool,
+        deal_id: Option<i64>,
+        outcome: &str,
+    ) -> Result<i64, Infallible> {
+        let id = self.leads.len() as i64 + 1;
+        let w = &lead.who;
+        self.leads.push(StoredLead {
+            row: LeadRow {
+                id,
+                created_at: lead.at,
+                kind: match kind {
+                    LeadKind::Call => "call",
+                    LeadKind::Form => "form",
+                }
+                .into(),
+                form: lead.form.clone(),
+                dialed: lead.dialed.clone(),
+                title: w.title.clone(),
+                name: w.name.clone(),
+                phone: w.phone.clone(),
+                email: w.email.clone(),
+                visit_id: w.visit.clone(),
+                text: lead.text.clone(),
+                decision: outcome.into(),
+                deal_id,
+                pending: None,
+            },
+            accepted,
+        });
+        Ok(id)
+    }
+
+    fn set_lead_deal(&mut self, lead_id: i64, deal: i64, outcome: &str) -> Result<(), Infallible> {
+        if let Some(l) = self.leads.get_mut((lead_id - 1) as usize) {
+            l.row.deal_id = Some(deal);
+            l.row.decision = outcome.into();
+        }
+        Ok(())
+    }
+
+    fn insert_call(&mut self, r: &CallRecord, lead_id: i64) -> Result<(), Infallible> {
+        let i = &r.info;
+        self.calls.push(CallRow {
+            call_id: r.call_id.clone(),
+            caller: i.caller.clone(),
+            caller_raw: i.caller_raw.clone(),
+            callee: i.dialed.clone(),
+            destination: i.destination.clone(),
+            visit_id: i.visit_id.clone(),
+            marker: i.marker.clone(),
+            source: i.source.clone(),
+            visit: i.visit.clone(),
+            invite_at: r.invite_at as i64,
+            answer_at: r.answer_at.map(|a| a as i64),
+            end_at: r.end_at as i64,
+            duration: r.duration as i64,
+            status: r.status.as_str().into(),
+            hangup: r.hangup.map(|h| h.as_str().into()),
+            lead_id: Some(lead_id),
+        });
+        self.forget_call(&r.call_id)
+    }
+
+    fn open_call(&mut self, run_id: &str, c: &CallStart) -> Result<(), Infallible> {
+        if !self.calls.iter().any(|r| r.call_id == c.call_id) {
+            self.open_calls
+                .entry(c.call_id.clone())
+                .or_insert_with(|| (run_id.to_string(), c.invite_at as i64, c.info.clone()));
+        }
+        Ok(())
+    }
+
+    fn forget_call(&mut self, call_id: &str) -> Result<(), Infallible> {
+        self.open_calls.remove(call_id);
+        Ok(())
+    }
+
+    fn queue(&mut self, items: &[Item], now_ms: i64) -> Result<(), Infallible> {
+        for i in items {
+            // As SQLite's OR IGNORE: a key queued once is never queued again.
+            if !self.keys.insert(i.key.clone()) {
+                continue;
+            }
+            self.next_item += 1;
+            let id = self.next_item;
+            self.outbox.insert(
+                id,
+                StoredItem {
+                    row: OutboxRow {
+                        id,
+                        created_at: now_ms,
+                        target: i.target.as_str().into(),
+                        idempotency_key: i.key.clone(),
+                        event: i.event.map(|e| e.as_str()).unwrap_or("").into(),
+                        lead_id: i.lead_id,
+                        deal_ref: i.deal_ref,
+                        state: "pending".into(),
+                        attempts: 0,
+                        next_at: now_ms,
+                        last_error: String::new(),
+                        done_at: None,
+                        body: i.body.to_string(),
+                    },
+                    order_key: i.order_key.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    pub fn new(clock: Clock) -> MemoryStore {
+        let install_id: String = (0..12)
+            .map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)]))
+            .collect();
+        MemoryStore {
+            state: Default::default(),
+            install_id: install_id.into(),
+            clock,
+        }
+    }
+
+    pub fn install_id(&self) -> &Arc<str> {
+        &self.install_id
+    }
+
+    fn state(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        self.state
+            .lock()
+            .map_err(|_| StoreError::Thread("the memory store's lock is poisoned".into()))
+    }
+
+    pub async fn record_calls(
+        &self,
+        jobs: Arc<Vec<Job>>,
+        s: &Settings,
+        status: &NewDealStatus,
+        plan: &Plan,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let cx = Context {
+            settings: s,
+            status,
+            plan,
+            install_id: &self.install_id,
+            run_id: RUN_ID,
+            now_ms: self.clock.unix_ms() as i64,
+        };
+        let mut state = self.state()?;
+        match record_batch(&mut *state, &jobs, &cx) {
+            Ok(done) => Ok(done),
+            Err(never) => match never {},
+        }
+    }
+
+    pub async fn interrupted_calls(&self) -> Result<Vec<CallRecord>, StoreError> {
+        let state = self.state()?;
+        let mut open: Vec<_> = state
+            .open_calls
+            .iter()
+            .filter(|(_, (run, _, _))| run != RUN_ID)
+            .map(|(id, (_, at, info))| (*at, id.clone(), info.clone()))
+            .collect();
+        open.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        Ok(open
+            .into_iter()
+            .map(|(at, id, info)| CallRecord::interrupted(id, info, at.max(0) as u64))
+            .collect())
+    }
+
+    pub async fn set_deal_status(
+        &self,
+        id: &str,
+        status: &str,
+        group: Group,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut state = self.state()?;
+        let ours = id.parse::<i64>().unwrap_or(-1);
+        let found = state
+            .deals
+            .iter()
+            .position(|d| d.crm_id.as_deref() == Some(id))
+            .or_else(|| {
+                state
+                    .deals
+                    .iter()
+                    .position(|d| d.id == ours && d.crm_id.is_none())
+            });
+        Ok(found.map(|i| {
+            let d = &mut state.deals[i];
+            d.status = status.into();
+            d.group = group.as_str().into();
+            d.id
+        }))
+    }
+
+    pub async fn list_leads(&self, limit: i64, since: i64) -> Result<Vec<LeadRow>, StoreError> {
+        let state = self.state()?;
+        let pending = |lead: i64| {
+            state
+                .outbox
+                .values()
+                .find(|o| o.row.lead_id == Some(lead) && o.row.state != "done")
+                .map(|o| PendingCrm {
+                    state: o.row.state.clone(),
+                    attempts: o.row.attempts,
+                    error: o.row.last_error.clone(),
+                })
+        };
+        Ok(page(
+            state.leads.iter().filter(|l| l.row.created_at >= since),
+            limit,
+        )
+        .into_iter()
+        .map(|l| LeadRow {
+            pending: pending(l.row.id),
+            ..l.row.clone()
+        })
+        .collect())
+    }
+
+    pub async fn list_calls(&self, limit: i64, since_ms: i64) -> Result<Vec<CallRow>, StoreError> {
+        let state = self.state()?;
+        let mut calls: Vec<(usize, &CallRow)> = state
+            .calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.invite_at >= since_ms)
+            .collect();
+        calls.sort_by_key(|(i, c)| (c.invite_at, *i));
+        Ok(page(calls.into_iter().map(|(_, c)| c.clone()), limit))
+    }
+
+    pub async fn list_deals(&self, limit: i64, since: i64) -> Result<Vec<DealRow>, StoreError> {
+        let state = self.state()?;
+        Ok(page(
+            state
+                .deals
+                .iter()
+                .filter(|d| d.created_at >= since)
+                .cloned(),
+            limit,
+        ))
+    }
+
+    pub async fn leads_without_outcome(&self) -> Result<i64, StoreError> {
+        let state = self.state()?;
+        Ok(state
+            .leads
+            .iter()
+            .filter(|l| l.row.decision.is_empty())
+            .count() as i64)
+    }
+
+    pub async fn outbox_due(&self, now_ms: i64, limit: i64) -> Result<Vec<DueItem>, StoreError> {
+        let state = self.state()?;
+        let pending = |o: &&StoredItem| o.row.state == "pending";
+        let mut out = Vec::new();
+        for o in state.outbox.values().filter(pending) {
+            if out.len() as i64 >= limit {
+                break;
+            }
+            let earlier_pending = state
+                .outbox
+                .range(..o.row.id)
+                .any(|(_, p)| p.order_key == o.order_key && p.row.state == "pending");
+            if o.row.next_at > now_ms || earlier_pending {
+                continue;
+            }
+            let Some(target) = Target::parse(&o.row.target) else {
+                continue;
+            };
+            let deal = o
+                .row
+                .deal_ref
+                .and_then(|d| state.deals.get((d - 1) as usize));
+            out.push(DueItem {
+                id: o.row.id,
+                target,
+                key: o.row.idempotency_key.clone(),
+                event: o.row.event.clone(),
+                body: o.row.body.clone(),
+                attempts: o.row.attempts.max(0) as u32,
+                created_at: o.row.created_at,
+                deal_ref: o.row.deal_ref,
+                crm_deal_id: deal.and_then(|d| d.crm_id.clone()),
+                deal_created_here: state
+                    .outbox
+                    .values()
+                    .any(|c| c.order_key == o.order_key && c.row.event == "deal.create"),
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn outbox_next_due(&self) -> Result<Option<i64>, StoreError> {
+        let state = self.state()?;
+        Ok(state
+            .outbox
+            .values()
+            .filter(|o| o.row.state == "pending")
+            .map(|o| o.row.next_at)
+            .min())
+    }
+
+    pub async fn outbox_settle(
+        &self,
+        results: &[(i64, Settle)],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        for (id, s) in results {
+            let mut crm_deal = None;
+            if let Some(o) = state.outbox.get_mut(id) {
+                let r = &mut o.row;
+                r.attempts += 1;
+                match s {
+                    Settle::Done { crm_deal: c } => {
+                        r.state = "done".into();
+                        r.done_at = Some(now_ms);
+                        r.last_error.clear();
+                        crm_deal = c.clone();
+                    }
+                    Settle::Retry { error, next_at } => {
+                        r.last_error = error.clone();
+                        r.next_at = *next_at;
+                    }
+                    Settle::Park { error } => {
+                        r.state = "failed".into();
+                        r.last_error = error.clone();
+                        r.done_at = Some(now_ms);
+                    }
+                }
+            }
+            if let Some((deal, crm_id)) = crm_deal {
+                if let Some(d) = state.deals.get_mut((deal - 1) as usize) {
+                    d.crm_id = Some(crm_id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn outbox_purge(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let mut state = self.state()?;
+        let before = state.outbox.len();
+        state.outbox.retain(|_, o| {
+            !(o.row.state == "done" && o.row.done_at.unwrap_or(i64::MAX) < now_ms - KEEP_DONE_MS)
+        });
+        Ok((before - state.outbox.len()) as u64)
+    }
+
+    pub async fn outbox_depth(&self) -> Result<Depth, StoreError> {
+        let state = self.state()?;
+        let count = |s: &str| state.outbox.values().filter(|o| o.row.state == s).count() as i64;
+        Ok(Depth {
+            pending: count("pending"),
+            failed: count("failed"),
+        })
+    }
+
+    pub async fn list_outbox(
+        &self,
+        state_is: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let state = self.state()?;
+        Ok(page(
+            state
+                .outbox
+                .values()
+                .filter(|o| state_is.is_none_or(|s| o.row.state == s))
+                .map(|o| o.row.clone()),
+            limit,
+        ))
+    }
+
+    pub async fn outbox_requeue(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let mut state = self.state()?;
+        match state.outbox.get_mut(&id) {
+            Some(o) if o.row.state == "failed" => {
+                o.row.state = "pending".into();
+                o.row.next_at = now_ms;
+                o.row.created_at = now_ms;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    pub async fn save_assignment(&self, row: &AssignmentRow) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        let newer = state
+            .assignments
+            .get(&row.number)
+            .is_none_or(|old| row.version > old.version);
+        if newer {
+            state.assignments.insert(row.number.clone(), row.clone());
+        }
+        Ok(())
+    }
+
+    pub async fn load_assignments(&self) -> Result<Vec<AssignmentRow>, StoreError> {
+        Ok(self.state()?.assignments.values().cloned().collect())
+    }
+}

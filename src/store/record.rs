@@ -1,0 +1,216 @@
+//! How a batch of call starts, calls and leads is decided and recorded,
+//! once for every store (SPEC L-3 … L-6, C-5). A store provides a
+//! `Ledger`: the reads and writes of one transaction (SQLite: an
+//! IMMEDIATE transaction on the decision thread; memory: its maps under
+//! one lock). The decision itself is the pure `leads::dedup::decide`.
+
+use super::leads::{Job, NewDealStatus, NewLead, Recorded};
+use crate::calls::CallRecord;
+use crate::crm::local::{self, DealBook};
+use crate::crm::outbox::{call_end_item, call_start_item, lead_items, CallStart, Item, Plan};
+use crate::crm::payload::LeadView;
+use crate::leads::dedup::{self, Deal, Decision, Lead, LeadKind, PriorLead, Settings};
+
+/// The lead a recorded call made: (lead, deal, outcome).
+pub(crate) type KnownCall = (i64, Option<i64>, String);
+
+/// The reads and writes of one recording transaction. Every method runs
+/// inside it: a failure anywhere leaves nothing of the batch. The local
+/// CRM's tables (`DealBook`) are part of it.
+pub(crate) trait Ledger: DealBook {
+    /// The lead a call already made: (lead, deal, outcome). A retry after
+    /// a lost COMMIT answer must not record the call twice.
+    fn recorded_call(&mut self, call_id: &str) -> Result<Option<KnownCall>, Self::Error>;
+    /// The history `decide` needs for this lead: accepted leads since
+    /// `leads_since` (with their deal's group now), the client's deals by
+    /// phone and e-mail, and the same-lead deals since `deals_since`
+    /// (`dedup::history_since`). More is harmless: `decide` applies the
+    /// windows.
+    fn history(
+        &mut self,
+        lead: &Lead,
+        leads_since: i64,
+        deals_since: i64,
+    ) -> Result<(Vec<PriorLead>, Vec<Deal>), Self::Error>;
+    fn insert_lead(
+        &mut self,
+        lead: &NewLead,
+        kind: LeadKind,
+        accepted: bool,
+        deal_id: Option<i64>,
+        outcome: &str,
+    ) -> Result<i64, Self::Error>;
+    /// The deal a lead created and the outcome naming it.
+    fn set_lead_deal(&mut self, lead_id: i64, deal: i64, outcome: &str) -> Result<(), Self::Error>;
+    /// A finished call and the lead it made; the call is no longer open.
+    fn insert_call(&mut self, r: &CallRecord, lead_id: i64) -> Result<(), Self::Error>;
+    /// Remembers a call in progress (unless it is recorded already) for
+    /// the run `run_id`.
+    fn open_call(&mut self, run_id: &str, c: &CallStart) -> Result<(), Self::Error>;
+    fn forget_call(&mut self, call_id: &str) -> Result<(), Self::Error>;
+    /// CRM requests (C-5); an idempotency key already queued is skipped.
+    fn queue(&mut self, items: &[Item], now_ms: i64) -> Result<(), Self::Error>;
+}
+
+/// What a batch is recorded with besides its jobs.
+pub(crate) struct Context<'a> {
+    pub settings: &'a Settings,
+    pub status: &'a NewDealStatus,
+    pub plan: &'a Plan,
+    pub install_id: &'a str,
+    /// This process's run: its open calls are not interrupted ones.
+    pub run_id: &'a str,
+    pub now_ms: i64,
+}
+
+/// Records a batch in order; one `Recorded` per `Job::Lead`.
+pub(crate) fn record_batch<L: Ledger>(
+    l: &mut L,
+    jobs: &[Job],
+    cx: &Context,
+) -> Result<Vec<Recorded>, L::Error> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match job {
+            Job::Lead(lead, call) => out.push(decide_and_record(l, lead, call.as_ref(), cx)?),
+            Job::Abandoned(call_id) => l.forget_call(call_id)?,
+            Job::Start(c, earlier_run) => {
+                let run = if *earlier_run { "earlier" } else { cx.run_id };
+                l.open_call(run, c)?;
+                let items: Vec<Item> = call_start_item(cx.plan, cx.install_id, c)
+                    .into_iter()
+                    .collect();
+                l.queue(&items, cx.now_ms)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What the CRM sees of a lead: for calls, the visit of the call (its
+/// marker, source, page, utm); for forms, the form and its fields.
+fn lead_view(id: i64, new: &NewLead, call: Option<&CallRecord>) -> LeadView {
+    let mut visit = std::collections::BTreeMap::new();
+    let mut fields = std::collections::BTreeMap::new();
+    let visit_id = match call {
+        Some(c) => {
+            let i = &c.info;
+            for (k, v) in [("marker", &i.marker), ("source", &i.source)] {
+                if let Some(v) = v {
+                    visit.insert(k.to_string(), v.clone());
+                }
+            }
+            visit.extend(i.visit.iter().map(|(k, v)| (k.clone(), v.clone())));
+            i.visit_id.clone().unwrap_or_default()
+        }
+        None => {
+            // The visit's own data first: a form cannot overwrite where
+            // the visitor came from.
+            visit.extend(new.visit_data.iter().map(|(k, v)| (k.clone(), v.clone())));
+            if !new.form.is_empty() {
+                visit.insert("form".to_string(), new.form.clone());
+            }
+            if let Ok(serde_json::Value::Object(given)) =
+                serde_json::from_str::<serde_json::Value>(&new.fields)
+            {
+                for (k, v) in given {
+                    let v = match v {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    fields.insert(k, v);
+                }
+            }
+            new.who.visit.clone()
+        }
+    };
+    LeadView {
+        id,
+        title: new.who.title.clone(),
+        text: new.text.clone(),
+        name: new.who.name.clone(),
+        phone: new.who.phone.clone(),
+        email: new.who.email.clone(),
+        visit_id,
+        visit,
+        fields,
+        created_at: new.at,
+    }
+}
+
+fn decide_and_record<L: Ledger>(
+    l: &mut L,
+    new: &NewLead,
+    call: Option<&CallRecord>,
+    cx: &Context,
+) -> Result<Recorded, L::Error> {
+    if let Some(r) = call {
+        if let Some((lead_id, deal_id, outcome)) = l.recorded_call(&r.call_id)? {
+            return Ok(Recorded {
+                lead_id,
+                deal_id,
+                outcome,
+                decision: Decision::NoDealFromCalls,
+            });
+        }
+    }
+    let kind = new.kind.unwrap_or(LeadKind::Form);
+    let lead = Lead {
+        kind,
+        who: new.who.clone(),
+        at: new.at,
+    };
+    // Nobody to match (a withheld caller): no history to fetch.
+    let (leads, deals) = if dedup::identifiable(&lead) {
+        let (leads_since, deals_since) = dedup::history_since(&lead, cx.settings);
+        l.history(&lead, leads_since, deals_since)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let decision = dedup::decide(&lead, &leads, &deals, cx.settings);
+    let (lead_id, deal_id, outcome) = match &decision {
+        Decision::CreateDeal { duplicate_of } => {
+            let lead_id = l.insert_lead(new, kind, true, None, "")?;
+            let (deal_id, outcome) = local::create_deal(l, new, cx.status, lead_id, *duplicate_of)?;
+            l.set_lead_deal(lead_id, deal_id, &outcome)?;
+            (lead_id, Some(deal_id), outcome)
+        }
+        Decision::Duplicate(o) => {
+            let outcome = o.describe();
+            (
+                l.insert_lead(new, kind, false, None, &outcome)?,
+                None,
+                outcome,
+            )
+        }
+        Decision::Attach { deal, action } => {
+            let outcome = local::attached(*deal);
+            let id = l.insert_lead(new, kind, false, Some(*deal), &outcome)?;
+            local::attach(l, *deal, *action, new)?;
+            (id, Some(*deal), outcome)
+        }
+        Decision::NoDealFromCalls => {
+            let outcome = "no deal: calls create no deals".to_string();
+            (
+                l.insert_lead(new, kind, false, None, &outcome)?,
+                None,
+                outcome,
+            )
+        }
+    };
+    if let Some(r) = call {
+        l.insert_call(r, lead_id)?;
+    }
+    if cx.plan.sends_anything() {
+        let view = lead_view(lead_id, new, call);
+        let mut items = lead_items(cx.plan, cx.install_id, &view, &decision, deal_id, call);
+        items.extend(call.and_then(|c| call_end_item(cx.plan, cx.install_id, c)));
+        l.queue(&items, cx.now_ms)?;
+    }
+    Ok(Recorded {
+        lead_id,
+        deal_id,
+        outcome,
+        decision,
+    })
+}

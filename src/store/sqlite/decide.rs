@@ -1,0 +1,414 @@
+//! Lead decisions on a thread of their own (SPEC L-3 … L-6, C-5). One
+//! synchronous SQLite connection (rusqlite, cached statements) takes each
+//! batch of leads, calls and CRM requests and decides and records them in
+//! one IMMEDIATE transaction. Async callers send a batch and await one
+//! answer: one thread hop per batch, where a statement-by-statement async
+//! driver made two per statement and the SIP thread paid for the context
+//! switches. The thread also serialises decisions within the process; the
+//! IMMEDIATE transaction extends that to processes sharing the file.
+
+use std::sync::mpsc;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use tokio::sync::oneshot;
+
+use crate::calls::CallRecord;
+use crate::clock::Clock;
+use crate::crm::local::DealBook;
+use crate::crm::outbox::{CallStart, Item, Plan};
+use crate::leads::dedup::{Action, Deal, Group, Identity, Lead, LeadKind, PriorLead, Settings};
+use crate::store::leads::{Job, NewDealStatus, NewLead, Recorded};
+use crate::store::record::{record_batch, Context, KnownCall, Ledger};
+use crate::store::StoreError;
+
+pub(super) struct Batch {
+    pub jobs: std::sync::Arc<Vec<Job>>,
+    pub settings: Settings,
+    pub status: NewDealStatus,
+    pub plan: Plan,
+    /// One `Recorded` per `Job::Lead`, in order.
+    pub reply: oneshot::Sender<Result<Vec<Recorded>, StoreError>>,
+}
+
+/// Starts the decision thread on its own connection.
+pub(super) fn start(
+    conn: Connection,
+    install_id: String,
+    run_id: String,
+    clock: Clock,
+) -> Result<mpsc::Sender<Batch>, StoreError> {
+    let (tx, rx) = mpsc::channel::<Batch>();
+    std::thread::Builder::new()
+        .name("siptrack-decide".into())
+        .spawn(move || {
+            let mut d = Decider {
+                conn,
+                install_id,
+                run_id,
+                clock,
+            };
+            while let Ok(b) = rx.recv() {
+                let result = d.batch(&b.jobs, &b.settings, &b.status, &b.plan);
+                // The caller may have gone (shutdown); the work is done.
+                let _ = b.reply.send(result);
+            }
+        })
+        .map_err(|e| StoreError::Thread(e.to_string()))?;
+    Ok(tx)
+}
+
+struct Decider {
+    conn: Connection,
+    install_id: String,
+    /// This process's run: its open calls are not interrupted ones.
+    run_id: String,
+    clock: Clock,
+}
+
+fn group_of(s: &str) -> Group {
+    Group::parse(s).unwrap_or(Group::NotCounted)
+}
+
+fn kind_str(k: LeadKind) -> &'static str {
+    match k {
+        LeadKind::Call => "call",
+        LeadKind::Form => "form",
+    }
+}
+
+/// id, title, name, phone, email, visit, time, group: the columns both
+/// history queries select.
+fn history_row(r: &Row) -> rusqlite::Result<(i64, Identity, i64, Group)> {
+    Ok((
+        r.get(0)?,
+        Identity {
+            title: r.get(1)?,
+            name: r.get(2)?,
+            phone: r.get(3)?,
+            email: r.get(4)?,
+            visit: r.get(5)?,
+        },
+        r.get(6)?,
+        group_of(&r.get::<_, String>(7)?),
+    ))
+}
+
+/// Remembers a call in progress until its record is written.
+fn note_open_call(conn: &Connection, run_id: &str, c: &CallStart) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO open_calls (call_id, run_id, invite_at, info)
+         SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM calls WHERE call_id = ?1)",
+    )?
+    .execute(params![
+        c.call_id,
+        run_id,
+        c.invite_at as i64,
+        serde_json::to_string(&c.info).unwrap_or_else(|_| "{}".into()),
+    ])?;
+    Ok(())
+}
+
+impl Decider {
+    fn batch(
+        &mut self,
+        jobs: &[Job],
+        s: &Settings,
+        status: &NewDealStatus,
+        plan: &Plan,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let cx = Context {
+            settings: s,
+            status,
+            plan,
+            install_id: &self.install_id,
+            run_id: &self.run_id,
+            now_ms: self.clock.unix_ms() as i64,
+        };
+        let out = record_batch(&mut SqlLedger(&tx), jobs, &cx)?;
+        // Dropping an uncommitted transaction rolls it back (the `?`s).
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+/// The decision's reads and writes in the decision thread's transaction.
+struct SqlLedger<'a>(&'a Connection);
+
+impl DealBook for SqlLedger<'_> {
+    type Error = rusqlite::Error;
+
+    fn insert_deal(
+        &mut self,
+        new: &NewLead,
+        status: &NewDealStatus,
+        lead_id: i64,
+    ) -> rusqlite::Result<i64> {
+        let w = &new.who;
+        self.0
+            .prepare_cached(
+                "INSERT INTO deals (created_at, title, name, phone, email, visit_id, status, grp, lead_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                new.at,
+                w.title,
+                w.name,
+                w.phone,
+                w.email,
+                w.visit,
+                status.status,
+                status.group.as_str(),
+                lead_id,
+            ])?;
+        Ok(self.0.last_insert_rowid())
+    }
+
+    fn add_note(&mut self, deal: i64, action: Action, at: i64, text: &str) -> rusqlite::Result<()> {
+        add_note(self.0, deal, action, at, text)
+    }
+}
+
+impl Ledger for SqlLedger<'_> {
+    fn recorded_call(&mut self, call_id: &str) -> rusqlite::Result<Option<KnownCall>> {
+        self.0
+            .prepare_cached(
+                "SELECT l.id, l.deal_id, l.outcome FROM calls c JOIN leads l ON l.id = c.lead_id
+                  WHERE c.call_id = ?1",
+            )?
+            .query_row(params![call_id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()
+    }
+
+    fn history(
+        &mut self,
+        lead: &Lead,
+        leads_since: i64,
+        deals_since: i64,
+    ) -> rusqlite::Result<(Vec<PriorLead>, Vec<Deal>)> {
+        history(self.0, lead, leads_since, deals_since)
+    }
+
+    fn insert_lead(
+        &mut self,
+        lead: &NewLead,
+        kind: LeadKind,
+        accepted: bool,
+        deal_id: Option<i64>,
+        outcome: &str,
+    ) -> rusqlite::Result<i64> {
+        insert_lead(self.0, lead, kind, accepted, deal_id, outcome)
+    }
+
+    fn set_lead_deal(&mut self, lead_id: i64, deal: i64, outcome: &str) -> rusqlite::Result<()> {
+        self.0
+            .prepare_cached("UPDATE leads SET deal_id = ?1, outcome = ?2 WHERE id = ?3")?
+            .execute(params![deal, outcome, lead_id])?;
+        Ok(())
+    }
+
+    fn insert_call(&mut self, r: &CallRecord, lead_id: i64) -> rusqlite::Result<()> {
+        insert_call(self.0, r, lead_id)?;
+        self.forget_call(&r.call_id)
+    }
+
+    fn open_call(&mut self, run_id: &str, c: &CallStart) -> rusqlite::Result<()> {
+        note_open_call(self.0, run_id, c)
+    }
+
+    fn forget_call(&mut self, call_id: &str) -> rusqlite::Result<()> {
+        self.0
+            .prepare_cached("DELETE FROM open_calls WHERE call_id = ?1")?
+            .execute(params![call_id])?;
+        Ok(())
+    }
+
+    fn queue(&mut self, items: &[Item], now_ms: i64) -> rusqlite::Result<()> {
+        insert_items(self.0, items, now_ms)
+    }
+}
+
+fn history(
+    conn: &Connection,
+    lead: &Lead,
+    leads_since: i64,
+    deals_since: i64,
+) -> rusqlite::Result<(Vec<PriorLead>, Vec<Deal>)> {
+    let w = &lead.who;
+    // The most selective index for this lead: without statistics SQLite
+    // may pick the e-mail index, and most calls have no e-mail.
+    let index = if !w.phone.is_empty() {
+        "leads_phone"
+    } else if !w.email.is_empty() {
+        "leads_email"
+    } else {
+        "leads_created"
+    };
+    let mut q = conn.prepare_cached(&format!(
+        "SELECT l.id, l.title, l.name, l.phone, l.email, l.visit_id, l.created_at, d.grp
+           FROM leads l INDEXED BY {index} JOIN deals d ON d.id = l.deal_id
+          WHERE l.accepted = 1 AND l.phone = ?1 AND l.email = ?2 AND l.title = ?3
+            AND l.name = ?4 AND l.visit_id = ?5 AND l.created_at >= ?6"
+    ))?;
+    let leads = q
+        .query_map(
+            params![w.phone, w.email, w.title, w.name, w.visit, leads_since],
+            history_row,
+        )?
+        .map(|r| {
+            r.map(|(id, who, at, group)| PriorLead {
+                id,
+                who,
+                accepted_at: at,
+                deal_group: group,
+            })
+        })
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    // The client's deals (by phone, by email) and the same-lead deals,
+    // each through its own index; the most recent are enough for every
+    // rule, whatever the window.
+    const COLS: &str = "SELECT id, title, name, phone, email, visit_id, created_at, grp FROM deals";
+    let mut rows = Vec::new();
+    if !w.phone.is_empty() {
+        let mut q = conn.prepare_cached(&format!(
+            "{COLS} WHERE phone = ?1 ORDER BY created_at DESC LIMIT 100"
+        ))?;
+        rows.extend(q.query_map(params![w.phone], history_row)?);
+    }
+    if !w.email.is_empty() {
+        let mut q = conn.prepare_cached(&format!(
+            "{COLS} WHERE email = ?1 ORDER BY created_at DESC LIMIT 100"
+        ))?;
+        rows.extend(q.query_map(params![w.email], history_row)?);
+    }
+    let mut q = conn.prepare_cached(&format!(
+        "{COLS} WHERE title = ?1 AND created_at >= ?2 AND name = ?3 AND visit_id = ?4
+          ORDER BY created_at DESC LIMIT 100"
+    ))?;
+    rows.extend(q.query_map(params![w.title, deals_since, w.name, w.visit], history_row)?);
+    let mut deals: Vec<Deal> = Vec::with_capacity(rows.len());
+    for r in rows {
+        let (id, who, created_at, group) = r?;
+        if deals.iter().any(|d| d.id == id) {
+            continue;
+        }
+        deals.push(Deal {
+            id,
+            who,
+            created_at,
+            group,
+        });
+    }
+    Ok((leads, deals))
+}
+
+/// A finished call, with the lead it made.
+fn insert_call(conn: &Connection, r: &CallRecord, lead_id: i64) -> rusqlite::Result<()> {
+    let i = &r.info;
+    conn.prepare_cached(
+        "INSERT INTO calls (call_id, caller_raw, caller, callee, destination, visit_id, marker,
+                            source, visit, invite_at, answer_at, end_at, duration, status,
+                            hangup, lead_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?
+    .execute(params![
+        r.call_id,
+        i.caller_raw,
+        i.caller,
+        i.dialed,
+        i.destination,
+        i.visit_id,
+        i.marker,
+        i.source,
+        serde_json::to_string(&i.visit).unwrap_or_else(|_| "{}".into()),
+        r.invite_at as i64,
+        r.answer_at.map(|a| a as i64),
+        r.end_at as i64,
+        r.duration as i64,
+        r.status.as_str(),
+        r.hangup.map(|h| h.as_str()),
+        lead_id,
+    ])?;
+    Ok(())
+}
+
+fn insert_lead(
+    conn: &Connection,
+    lead: &NewLead,
+    kind: LeadKind,
+    accepted: bool,
+    deal_id: Option<i64>,
+    outcome: &str,
+) -> rusqlite::Result<i64> {
+    let w = &lead.who;
+    conn.prepare_cached(
+        "INSERT INTO leads (created_at, kind, title, name, phone, email, visit_id, form, dialed,
+                            text, fields, call_id, accepted, deal_id, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?
+    .execute(params![
+        lead.at,
+        kind_str(kind),
+        w.title,
+        w.name,
+        w.phone,
+        w.email,
+        w.visit,
+        lead.form,
+        lead.dialed,
+        lead.text,
+        if lead.fields.is_empty() {
+            "{}"
+        } else {
+            &lead.fields
+        },
+        lead.call_id,
+        accepted,
+        deal_id,
+        outcome,
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn add_note(
+    conn: &Connection,
+    deal: i64,
+    action: Action,
+    at: i64,
+    text: &str,
+) -> rusqlite::Result<()> {
+    let sql = match action {
+        Action::Comment => "INSERT INTO comments (deal_id, created_at, text) VALUES (?1, ?2, ?3)",
+        Action::Task => "INSERT INTO tasks (deal_id, created_at, text) VALUES (?1, ?2, ?3)",
+    };
+    conn.prepare_cached(sql)?.execute(params![deal, at, text])?;
+    Ok(())
+}
+
+/// Writes CRM requests (C-5) in the caller's transaction.
+fn insert_items(conn: &Connection, items: &[Item], now_ms: i64) -> rusqlite::Result<()> {
+    for i in items {
+        // OR IGNORE: a call recorded again after a lost COMMIT answer
+        // must not queue its webhook twice.
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO outbox (created_at, target, idempotency_key, order_key, event,
+                                           lead_id, deal_ref, body, next_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?1)",
+        )?
+        .execute(params![
+            now_ms,
+            i.target.as_str(),
+            i.key,
+            i.order_key,
+            i.event.map(|e| e.as_str()).unwrap_or(""),
+            i.lead_id,
+            i.deal_ref,
+            i.body.to_string(),
+        ])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! Leads, call records and the embedded CRM in SQLite. The lead
+//! decision is made and recorded in one IMMEDIATE transaction on the
+//! decision thread (`decide.rs`), so two leads of one client arriving
+//! together cannot both create a deal (SPEC L-6), and a crash leaves
+//! either the whole outcome or nothing. Lists and status callbacks are
+//! read and written here.
+
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::decide::Batch;
+use super::SqliteStore;
+use crate::crm::outbox::Plan;
+use crate::leads::dedup::{Group, Settings};
+use crate::store::leads::{Job, NewDealStatus, Recorded};
+use crate::store::rows::{CallRow, DealRow, LeadRow, NoteRow, PendingCrm};
+use crate::store::StoreError;
+
+impl SqliteStore {
+    /// Call starts and finished calls with their leads, sent to the
+    /// decision thread as one batch and decided one after the other in one
+    /// transaction: at high call rates one commit per call is the limit.
+    /// One result per lead job, in order.
+    pub async fn record_calls(
+        &self,
+        jobs: Arc<Vec<Job>>,
+        s: &Settings,
+        status: &NewDealStatus,
+        plan: &Plan,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let stopped = || StoreError::Thread("the decision thread has stopped".into());
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.decider
+            .send(Batch {
+                jobs,
+                settings: s.clone(),
+                status: status.clone(),
+                plan: plan.clone(),
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// SPEC L-2: the CRM reports a deal's status. `id` is the CRM's id
+    /// of the deal (from its answer to deal.create) or, for deals the CRM
+    /// never named, siptrack's. Returns siptrack's deal id, None if no
+    /// such deal.
+    pub async fn set_deal_status(
+        &self,
+        id: &str,
+        status: &str,
+        group: Group,
+    ) -> Result<Option<i64>, StoreError> {
+        let (id, status) = (id.to_string(), status.to_string());
+        // One statement: the lookup and the change cannot be split by
+        // another writer.
+        self.with(move |c| {
+            c.prepare_cached(
+                "UPDATE deals SET status = ?1, grp = ?2
+                  WHERE id = (SELECT id FROM deals WHERE crm_id = ?3
+                              UNION ALL SELECT id FROM deals WHERE id = ?4 AND crm_id IS NULL
+                              LIMIT 1)
+                 RETURNING id",
+            )?
+            .query_row(
+                params![status, group.as_str(), id, id.parse::<i64>().unwrap_or(-1)],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// The lead log (L-7), newest first.
+    pub async fn list_leads(&self, limit: i64, since: i64) -> Result<Vec<LeadRow>, StoreError> {
+        self.with(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT id, created_at, kind, form, dialed, title, name, phone, email, visit_id,
+                        text, outcome, deal_id,
+                        (SELECT o.state FROM outbox o WHERE o.lead_id = l.id AND o.state != 'done'
+                          ORDER BY o.id LIMIT 1) AS crm_state,
+                        (SELECT o.attempts FROM outbox o WHERE o.lead_id = l.id AND o.state != 'done'
+                          ORDER BY o.id LIMIT 1) AS crm_attempts,
+                        (SELECT o.last_error FROM outbox o WHERE o.lead_id = l.id AND o.state != 'done'
+                          ORDER BY o.id LIMIT 1) AS crm_error
+                   FROM leads l WHERE created_at >= ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = q.query_map(params![since, limit], |r| {
+                let pending = match r.get::<_, Option<String>>("crm_state")? {
+                    None => None,
+                    Some(state) => Some(PendingCrm {
+                        state,
+                        attempts: r.get("crm_attempts")?,
+                        error: r.get("crm_error")?,
+                    }),
+                };
+                Ok(LeadRow {
+                    id: r.get("id")?,
+                    created_at: r.get("created_at")?,
+                    kind: r.get("kind")?,
+                    form: r.get("form")?,
+                    dialed: r.get("dialed")?,
+                    title: r.get("title")?,
+                    name: r.get("name")?,
+                    phone: r.get("phone")?,
+                    email: r.get("email")?,
+                    visit_id: r.get("visit_id")?,
+                    text: r.get("text")?,
+                    decision: r.get("outcome")?,
+                    deal_id: r.get("deal_id")?,
+                    pending,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Call records (C-2a fields), newest first.
+    pub async fn list_calls(&self, limit: i64, since_ms: i64) -> Result<Vec<CallRow>, StoreError> {
+        self.with(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT call_id, caller, caller_raw, callee, destination, visit_id, marker, source,
+                        visit, invite_at, answer_at, end_at, duration, status, hangup, lead_id
+                   FROM calls WHERE invite_at >= ?1 ORDER BY invite_at DESC, id DESC LIMIT ?2",
+            )?;
+            let rows = q.query_map(params![since_ms, limit], |r| {
+                Ok(CallRow {
+                    call_id: r.get("call_id")?,
+                    caller: r.get("caller")?,
+                    caller_raw: r.get("caller_raw")?,
+                    callee: r.get("callee")?,
+                    destination: r.get("destination")?,
+                    visit_id: r.get("visit_id")?,
+                    marker: r.get("marker")?,
+                    source: r.get("source")?,
+                    // A row this build cannot read is a call without visit
+                    // data.
+                    visit: serde_json::from_str(&r.get::<_, String>("visit")?).unwrap_or_default(),
+                    invite_at: r.get("invite_at")?,
+                    answer_at: r.get("answer_at")?,
+                    end_at: r.get("end_at")?,
+                    duration: r.get("duration")?,
+                    status: r.get("status")?,
+                    hangup: r.get("hangup")?,
+                    lead_id: r.get("lead_id")?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Deals of the local CRM with their tasks and comments, newest first.
+    pub async fn list_deals(&self, limit: i64, since: i64) -> Result<Vec<DealRow>, StoreError> {
+        self.with(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT id, created_at, title, name, phone, email, visit_id, status, grp, crm_id
+                   FROM deals WHERE created_at >= ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let deals = q
+                .query_map(params![since, limit], |r| {
+                    Ok(DealRow {
+                        id: r.get("id")?,
+                        created_at: r.get("created_at")?,
+                        title: r.get("title")?,
+                        name: r.get("name")?,
+                        phone: r.get("phone")?,
+                        email: r.get("email")?,
+                        visit_id: r.get("visit_id")?,
+                        status: r.get("status")?,
+                        group: r.get("grp")?,
+                        crm_id: r.get("crm_id")?,
+                        tasks: Vec::new(),
+                        comments: Vec::new(),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<DealRow>>>()?;
+            let mut out = Vec::with_capacity(deals.len());
+            for mut d in deals {
+                d.tasks = notes(c, "tasks", d.id)?;
+                d.comments = notes(c, "comments", d.id)?;
+                out.push(d);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Leads without an outcome: none, ever (checked after crashes).
+    pub async fn leads_without_outcome(&self) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM leads WHERE outcome = ''", [], |r| {
+                r.get(0)
+            })
+        })
+        .await
+    }
+}
+
+/// A deal's tasks or comments, oldest first.
+fn notes(c: &Connection, table: &'static str, deal: i64) -> rusqlite::Result<Vec<NoteRow>> {
+    let mut q = c.prepare_cached(&format!(
+        "SELECT created_at, text FROM {table} WHERE deal_id = ?1 ORDER BY id"
+    ))?;
+    let rows = q.query_map(params![deal], |r| {
+        Ok(NoteRow {
+            created_at: r.get(0)?,
+            text: r.get(1)?,
+        })
+    })?;
+    rows.collect()
+}

@@ -1,0 +1,208 @@
+//! The embedded SQLite store (SPEC section 8), through rusqlite only: the
+//! decision thread (`decide.rs`) records; one more connection, used on
+//! blocking threads, serves lists (`leads.rs`), pools (`pools.rs`) and
+//! the outbox (`outbox.rs`). Migrations (migrations/sqlite/) run at open.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, TransactionBehavior};
+
+use super::StoreError;
+use crate::calls::CallRecord;
+use crate::clock::Clock;
+
+mod decide;
+mod leads;
+mod outbox;
+mod pools;
+
+/// One driver for SQLite: rusqlite. Two connections to the file: the
+/// decision thread's (`decide.rs`), and this one for lists, pools and
+/// the outbox, used on tokio's blocking threads so that no query runs
+/// on the runtime's thread (`siptrack run`'s runtime is the SIP thread's
+/// too). WAL lets the two read while the other writes.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    /// The decision thread: one at a time in this process (SPEC L-6).
+    decider: std::sync::mpsc::Sender<decide::Batch>,
+    install_id: Arc<str>,
+    /// Random per process: which open calls are this run's.
+    run_id: Arc<str>,
+}
+
+/// Opens a connection to the file as every connection of the store is
+/// used: WAL, NORMAL (a commit survives the process dying, kill -9; only
+/// an OS crash may lose the last ones), and waiting up to 10 s for a
+/// writer of another connection or process.
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+/// Applies the migrations not applied yet, each in its own IMMEDIATE
+/// transaction that first reads `user_version` again: two processes
+/// starting together apply each migration once.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let Some(sql) = MIGRATIONS.get(done.max(0) as usize) else {
+            return Ok(());
+        };
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", done + 1)?;
+        tx.commit()?;
+    }
+}
+
+/// Schema changes, in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/sqlite/0001_pools.sql"),
+    include_str!("../../../migrations/sqlite/0002_leads.sql"),
+    include_str!("../../../migrations/sqlite/0003_deal_title_index.sql"),
+    include_str!("../../../migrations/sqlite/0004_lead_indexes_by_accepted.sql"),
+    include_str!("../../../migrations/sqlite/0005_crm_outbox.sql"),
+    include_str!("../../../migrations/sqlite/0006_open_calls.sql"),
+];
+
+impl SqliteStore {
+    /// Opens (creating it and its directory if needed) `sqlite:<path>`;
+    /// `clock` stamps what the decision thread writes.
+    pub async fn open(url: &str, clock: Clock) -> Result<SqliteStore, StoreError> {
+        let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+        let file = path.split('?').next().unwrap_or(path).to_string();
+        if let Some(dir) = Path::new(&file).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                    dir: dir.display().to_string(),
+                    source,
+                })?;
+            }
+        }
+        let open_err = |source| StoreError::Open {
+            url: url.to_string(),
+            source,
+        };
+        let opened = {
+            let file = file.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut conn = connect(Path::new(&file))?;
+                migrate(&mut conn)?;
+                let install_id: String =
+                    conn.query_row("SELECT value FROM meta WHERE key = 'install_id'", [], |r| {
+                        r.get(0)
+                    })?;
+                Ok::<_, rusqlite::Error>((conn, install_id))
+            })
+            .await
+            .map_err(|e| StoreError::Thread(e.to_string()))?
+        };
+        let (conn, install_id) = opened.map_err(open_err)?;
+        let run_id: String = (0..16)
+            .map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)]))
+            .collect();
+        let decider = decide::start(
+            connect(Path::new(&file)).map_err(open_err)?,
+            install_id.clone(),
+            run_id.clone(),
+            clock,
+        )?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            decider,
+            install_id: install_id.into(),
+            run_id: run_id.into(),
+        })
+    }
+
+    /// This database's prefix of idempotency keys.
+    pub fn install_id(&self) -> &Arc<str> {
+        &self.install_id
+    }
+
+    /// Runs `f` with the store's connection on a blocking thread.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().map_err(|_| {
+                StoreError::Thread("the store's connection lock is poisoned".into())
+            })?;
+            Ok(f(&mut c)?)
+        })
+        .await
+        .map_err(|e| StoreError::Thread(e.to_string()))?
+    }
+
+    /// Calls that an earlier run saw start and never recorded: a crash
+    /// cut them short. Oldest first.
+    pub async fn interrupted_calls(&self) -> Result<Vec<CallRecord>, StoreError> {
+        let run_id = self.run_id.clone();
+        self.with(move |c| {
+            let mut q = c.prepare(
+                "SELECT call_id, invite_at, info FROM open_calls WHERE run_id <> ?1
+                  ORDER BY invite_at, call_id",
+            )?;
+            let rows = q.query_map(params![&*run_id], |r| {
+                let info: String = r.get(2)?;
+                Ok(CallRecord::interrupted(
+                    r.get(0)?,
+                    // A row this build cannot read still is a call.
+                    serde_json::from_str(&info).unwrap_or_default(),
+                    r.get::<_, i64>(1)?.max(0) as u64,
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Runs SQL text as it is (benchmarks seed stores with it).
+    pub async fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
+        let sql = sql.to_string();
+        self.with(move |c| c.execute_batch(&sql)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Processes starting together on a fresh file (a restart racing a
+    /// `siptrack leads`) each apply what is missing, once.
+    #[test]
+    fn concurrent_openers_migrate_once() {
+        let dir = tempfile::tempdir().expect("scratch dir");
+        let file = dir.path().join("race.db");
+        let start = Arc::new(std::sync::Barrier::new(4));
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                let (file, start) = (file.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let mut conn = connect(&file)?;
+                    start.wait();
+                    migrate(&mut conn)
+                })
+            })
+            .collect();
+        for o in openers {
+            o.join().expect("opener thread").expect("migrated");
+        }
+        let conn = connect(&file).expect("open");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let ids: i64 = conn
+            .query_row("SELECT COUNT(*) FROM meta", [], |r| r.get(0))
+            .expect("meta");
+        assert_eq!(ids, 1, "one install id");
+    }
+}

@@ -1,0 +1,191 @@
+//! The CRM outbox in SQLite (SPEC C-5): items are inserted inside the
+//! decision's transaction (`decide.rs`); the worker takes the due ones
+//! and settles each attempt.
+
+use rusqlite::{params, TransactionBehavior};
+
+use super::SqliteStore;
+use crate::crm::metrics::Depth;
+use crate::crm::outbox::Target;
+use crate::store::outbox::{DueItem, Settle, KEEP_DONE_MS};
+use crate::store::rows::OutboxRow;
+use crate::store::StoreError;
+
+impl SqliteStore {
+    /// Pending items due by `now_ms` whose earlier items with the same
+    /// order key are all settled, oldest first.
+    pub async fn outbox_due(&self, now_ms: i64, limit: i64) -> Result<Vec<DueItem>, StoreError> {
+        self.with(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT o.id, o.target, o.idempotency_key, o.event, o.body, o.attempts, o.created_at,
+                        o.deal_ref, d.crm_id,
+                        EXISTS (SELECT 1 FROM outbox c
+                                 WHERE c.order_key = o.order_key AND c.event = 'deal.create') AS created_here
+                   FROM outbox o LEFT JOIN deals d ON d.id = o.deal_ref
+                  WHERE o.state = 'pending' AND o.next_at <= ?1
+                    AND NOT EXISTS (SELECT 1 FROM outbox p
+                                     WHERE p.order_key = o.order_key AND p.id < o.id
+                                       AND p.state = 'pending')
+                  ORDER BY o.id LIMIT ?2",
+            )?;
+            let rows = q.query_map(params![now_ms, limit], |r| {
+                let target: String = r.get(1)?;
+                let Some(target) = Target::parse(&target) else {
+                    tracing::error!(
+                        id = r.get::<_, i64>(0)?,
+                        target,
+                        "outbox item with an unknown target; left pending"
+                    );
+                    return Ok(None);
+                };
+                Ok(Some(DueItem {
+                    id: r.get(0)?,
+                    target,
+                    key: r.get(2)?,
+                    event: r.get(3)?,
+                    body: r.get(4)?,
+                    attempts: r.get::<_, i64>(5)?.max(0) as u32,
+                    created_at: r.get(6)?,
+                    deal_ref: r.get(7)?,
+                    crm_deal_id: r.get(8)?,
+                    deal_created_here: r.get(9)?,
+                }))
+            })?;
+            rows.filter_map(Result::transpose).collect()
+        })
+        .await
+    }
+
+    /// The earliest time a pending item is due, if any.
+    pub async fn outbox_next_due(&self) -> Result<Option<i64>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT MIN(next_at) FROM outbox WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    /// Records the attempts' results in one transaction.
+    pub async fn outbox_settle(
+        &self,
+        results: &[(i64, Settle)],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let results = results.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for (id, s) in &results {
+                match s {
+                    Settle::Done { crm_deal } => {
+                        tx.prepare_cached(
+                            "UPDATE outbox SET state = 'done', done_at = ?2,
+                                    attempts = attempts + 1, last_error = '' WHERE id = ?1",
+                        )?
+                        .execute(params![id, now_ms])?;
+                        if let Some((deal, crm_id)) = crm_deal {
+                            tx.prepare_cached("UPDATE deals SET crm_id = ?2 WHERE id = ?1")?
+                                .execute(params![deal, crm_id])?;
+                        }
+                    }
+                    Settle::Retry { error, next_at } => {
+                        tx.prepare_cached(
+                            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_at = ?3
+                              WHERE id = ?1",
+                        )?
+                        .execute(params![id, error, next_at])?;
+                    }
+                    Settle::Park { error } => {
+                        tx.prepare_cached(
+                            "UPDATE outbox SET state = 'failed', attempts = attempts + 1,
+                                    last_error = ?2, done_at = ?3 WHERE id = ?1",
+                        )?
+                        .execute(params![id, error, now_ms])?;
+                    }
+                }
+            }
+            // Dropping an uncommitted transaction rolls it back (the `?`s).
+            tx.commit()
+        })
+        .await
+    }
+
+    /// Deletes delivered items older than a week.
+    pub async fn outbox_purge(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM outbox WHERE state = 'done' AND done_at < ?1",
+                params![now_ms - KEEP_DONE_MS],
+            )
+            .map(|n| n as u64)
+        })
+        .await
+    }
+
+    pub async fn outbox_depth(&self) -> Result<Depth, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT (SELECT COUNT(*) FROM outbox WHERE state = 'pending'),
+                        (SELECT COUNT(*) FROM outbox WHERE state = 'failed')",
+                [],
+                |r| {
+                    Ok(Depth {
+                        pending: r.get(0)?,
+                        failed: r.get(1)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    /// Outbox items, newest first; `state` filters (pending, done, failed).
+    pub async fn list_outbox(
+        &self,
+        state: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let state = state.map(str::to_string);
+        self.with(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT id, created_at, target, idempotency_key, event, lead_id, deal_ref, state,
+                        attempts, next_at, last_error, done_at, body
+                   FROM outbox WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = q.query_map(params![state, limit], |r| {
+                Ok(OutboxRow {
+                    id: r.get("id")?,
+                    created_at: r.get("created_at")?,
+                    target: r.get("target")?,
+                    idempotency_key: r.get("idempotency_key")?,
+                    event: r.get("event")?,
+                    lead_id: r.get("lead_id")?,
+                    deal_ref: r.get("deal_ref")?,
+                    state: r.get("state")?,
+                    attempts: r.get("attempts")?,
+                    next_at: r.get("next_at")?,
+                    last_error: r.get("last_error")?,
+                    done_at: r.get("done_at")?,
+                    body: r.get("body")?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Puts a parked item back in the queue (an operator fixed the CRM).
+    pub async fn outbox_requeue(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        self.with(move |c| {
+            c.execute(
+                "UPDATE outbox SET state = 'pending', next_at = ?2, created_at = ?2
+                  WHERE id = ?1 AND state = 'failed'",
+                params![id, now_ms],
+            )
+            .map(|n| n == 1)
+        })
+        .await
+    }
+}

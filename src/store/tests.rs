@@ -1,0 +1,371 @@
+//! The store's contract, run against every store: what one records, the
+//! other must list the same way (ids, outcomes, notes, outbox order).
+
+use std::sync::Arc;
+
+use super::leads::{Job, NewDealStatus, NewLead};
+use super::outbox::Settle;
+use super::Store;
+use crate::calls::{CallInfo, CallRecord, CallStatus, Party};
+use crate::clock::Clock;
+use crate::crm::outbox::{CallStart, Plan};
+use crate::leads::dedup::{Group, Identity, LeadKind, Settings};
+use crate::tracking::pools::{AssignmentRow, Visit};
+
+const NOW_MS: u64 = 1_800_000_000_000;
+
+/// A SQLite store in a scratch directory and a memory store, by name.
+async fn stores() -> Vec<(&'static str, Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let url = format!("sqlite:{}", dir.path().join("t.db").display());
+    let sqlite = Store::open_with_clock(&url, Clock::manual(NOW_MS))
+        .await
+        .expect("sqlite store");
+    vec![
+        ("sqlite", sqlite, Some(dir)),
+        ("memory", Store::memory(Clock::manual(NOW_MS)), None),
+    ]
+}
+
+fn status() -> NewDealStatus {
+    NewDealStatus {
+        status: "NEW".into(),
+        group: Group::NotCounted,
+    }
+}
+
+fn form(phone: &str, at: i64) -> NewLead {
+    NewLead {
+        kind: Some(LeadKind::Form),
+        who: Identity {
+            title: "Order".into(),
+            name: "Ivan".into(),
+            phone: phone.into(),
+            email: String::new(),
+            visit: "v1".into(),
+        },
+        form: "order".into(),
+        text: "call me".into(),
+        at,
+        ..NewLead::default()
+    }
+}
+
+fn call(id: &str, caller: &str, invite_at: u64) -> CallRecord {
+    CallRecord {
+        call_id: id.into(),
+        info: CallInfo {
+            caller_raw: format!("+{caller}"),
+            caller: caller.into(),
+            dialed: "74951110001".into(),
+            destination: "sip:pbx@127.0.0.1".into(),
+            visit_id: Some("v9".into()),
+            visit: [("city".to_string(), "Moscow".to_string())].into(),
+            ..CallInfo::default()
+        },
+        invite_at,
+        answer_at: Some(invite_at + 1000),
+        end_at: invite_at + 43_000,
+        duration: 42,
+        status: CallStatus::Answered,
+        hangup: Some(Party::Caller),
+    }
+}
+
+#[tokio::test]
+async fn leads_are_decided_and_listed_alike() {
+    let at = (NOW_MS / 1000) as i64;
+    let s = Settings {
+        append_to_duplicates: true,
+        ..Settings::default()
+    };
+    for (name, store, _dir) in stores().await {
+        let plan = Plan::default();
+        let first = store
+            .record_lead(&form("79160000001", at), &s, &status(), None, &plan)
+            .await
+            .expect(name);
+        assert_eq!(first.outcome, "deal 1 created", "{name}");
+        let again = store
+            .record_lead(&form("79160000001", at + 60), &s, &status(), None, &plan)
+            .await
+            .expect(name);
+        assert_eq!(
+            again.outcome, "deal 2 created (duplicate of lead 1)",
+            "{name}"
+        );
+        // Outside the 12 hours: a lead of its own again.
+        let later = store
+            .record_lead(
+                &form("79160000001", at + 13 * 3600),
+                &Settings::default(),
+                &status(),
+                None,
+                &plan,
+            )
+            .await
+            .expect(name);
+        assert_eq!(later.outcome, "deal 3 created", "{name}");
+
+        let leads = store.list_leads(10, 0).await.expect(name);
+        assert_eq!(
+            leads.iter().map(|l| l.id).collect::<Vec<_>>(),
+            [3, 2, 1],
+            "{name}"
+        );
+        assert_eq!(leads[1].decision, "deal 2 created (duplicate of lead 1)");
+        assert_eq!(leads[1].deal_id, Some(2));
+        assert_eq!(
+            (leads[2].kind.as_str(), leads[2].form.as_str()),
+            ("form", "order")
+        );
+        assert!(leads.iter().all(|l| l.pending.is_none()), "{name}");
+        assert_eq!(store.list_leads(1, 0).await.expect(name).len(), 1);
+        assert_eq!(store.list_leads(10, at + 1).await.expect(name).len(), 2);
+
+        let deals = store.list_deals(10, 0).await.expect(name);
+        assert_eq!(deals.len(), 3, "{name}");
+        assert_eq!(deals[1].id, 2);
+        assert_eq!(deals[1].comments.len(), 1, "{name}");
+        assert_eq!(deals[1].comments[0].text, "Duplicate: duplicate of lead 1");
+        assert_eq!(
+            (deals[0].status.as_str(), deals[0].group.as_str()),
+            ("NEW", "not_counted")
+        );
+
+        // A status callback by siptrack's id (the CRM never named it).
+        assert_eq!(
+            store
+                .set_deal_status("2", "WON", Group::Paid)
+                .await
+                .expect(name),
+            Some(2)
+        );
+        assert_eq!(
+            store
+                .set_deal_status("99", "WON", Group::Paid)
+                .await
+                .expect(name),
+            None
+        );
+        assert_eq!(store.list_deals(10, 0).await.expect(name)[1].group, "paid");
+        assert_eq!(store.leads_without_outcome().await.expect(name), 0);
+    }
+}
+
+#[tokio::test]
+async fn calls_are_recorded_once_and_open_calls_of_earlier_runs_are_interrupted() {
+    for (name, store, _dir) in stores().await {
+        let plan = Plan::default();
+        let c = call("c1@host", "79160000002", NOW_MS);
+        let start = |id: &str, earlier| {
+            Job::Start(
+                CallStart {
+                    call_id: id.into(),
+                    info: c.info.clone(),
+                    invite_at: NOW_MS,
+                },
+                earlier,
+            )
+        };
+        let lead = crate::leads::pipeline::call_lead(&c);
+        let jobs = vec![
+            start("c1@host", false),
+            start("old@host", true),
+            start("ours@host", false),
+            Job::Lead(lead.clone(), Some(c.clone())),
+        ];
+        let done = store
+            .record_calls(Arc::new(jobs), &Settings::default(), &status(), &plan)
+            .await
+            .expect(name);
+        assert_eq!(done.len(), 1, "{name}");
+        // The same call again (a retry after a lost answer): the same lead.
+        let again = store
+            .record_calls(
+                Arc::new(vec![Job::Lead(lead, Some(c.clone()))]),
+                &Settings::default(),
+                &status(),
+                &plan,
+            )
+            .await
+            .expect(name);
+        assert_eq!(again[0].lead_id, done[0].lead_id, "{name}");
+        assert_eq!(again[0].outcome, done[0].outcome, "{name}");
+
+        let calls = store.list_calls(10, 0).await.expect(name);
+        assert_eq!(calls.len(), 1, "{name}");
+        let r = &calls[0];
+        assert_eq!(
+            (r.call_id.as_str(), r.caller.as_str(), r.callee.as_str()),
+            ("c1@host", "79160000002", "74951110001")
+        );
+        assert_eq!((r.duration, r.status.as_str()), (42, "answered"));
+        assert_eq!(r.visit.get("city").map(String::as_str), Some("Moscow"));
+        assert_eq!(r.lead_id, Some(done[0].lead_id));
+        assert!(store
+            .list_calls(10, NOW_MS as i64 + 1)
+            .await
+            .expect(name)
+            .is_empty());
+
+        // Only the earlier run's open call was cut short; ours is open.
+        let cut = store.interrupted_calls().await.expect(name);
+        assert_eq!(
+            cut.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(),
+            ["old@host"],
+            "{name}"
+        );
+        assert_eq!(cut[0].status, CallStatus::Interrupted);
+    }
+}
+
+#[tokio::test]
+async fn the_outbox_delivers_a_deals_requests_in_order() {
+    let at = (NOW_MS / 1000) as i64;
+    let plan = Plan {
+        lead_hooks: true,
+        ..Plan::default()
+    };
+    let s = Settings {
+        append_to_duplicates: true,
+        ..Settings::default()
+    };
+    for (name, store, _dir) in stores().await {
+        store
+            .record_lead(&form("79160000003", at), &s, &status(), None, &plan)
+            .await
+            .expect(name);
+        // A duplicate with append: deal.create, then its comment.
+        store
+            .record_lead(&form("79160000003", at + 1), &s, &status(), None, &plan)
+            .await
+            .expect(name);
+        let now = NOW_MS as i64;
+        let due = store.outbox_due(now, 10).await.expect(name);
+        let events: Vec<&str> = due.iter().map(|d| d.event.as_str()).collect();
+        assert_eq!(events, ["deal.create", "deal.create"], "{name}");
+        assert_eq!(store.outbox_depth().await.expect(name).pending, 3, "{name}");
+        assert_eq!(store.outbox_next_due().await.expect(name), Some(now));
+        let leads = store.list_leads(10, 0).await.expect(name);
+        assert_eq!(leads[0].outcome().1, Some("queued"), "{name}");
+
+        let (first, second) = (due[0].id, due[1].id);
+        let second_deal = due[1].deal_ref.expect("deal");
+        store
+            .outbox_settle(
+                &[
+                    (
+                        first,
+                        Settle::Done {
+                            crm_deal: Some((1, "CRM-1".into())),
+                        },
+                    ),
+                    (
+                        second,
+                        Settle::Done {
+                            crm_deal: Some((second_deal, "CRM-2".into())),
+                        },
+                    ),
+                ],
+                now,
+            )
+            .await
+            .expect(name);
+        // Now the comment on deal 2 is due, naming the CRM's id.
+        let due = store.outbox_due(now, 10).await.expect(name);
+        assert_eq!(due.len(), 1, "{name}");
+        assert_eq!(due[0].event, "deal.comment", "{name}");
+        assert_eq!(due[0].crm_deal_id.as_deref(), Some("CRM-2"), "{name}");
+        assert!(due[0].deal_created_here, "{name}");
+
+        store
+            .outbox_settle(
+                &[(
+                    due[0].id,
+                    Settle::Park {
+                        error: "HTTP 500".into(),
+                    },
+                )],
+                now,
+            )
+            .await
+            .expect(name);
+        let depth = store.outbox_depth().await.expect(name);
+        assert_eq!((depth.pending, depth.failed), (0, 1), "{name}");
+        let failed = store.list_outbox(Some("failed"), 10).await.expect(name);
+        assert_eq!(failed.len(), 1, "{name}");
+        assert_eq!(
+            (failed[0].attempts, failed[0].last_error.as_str()),
+            (1, "HTTP 500")
+        );
+        assert_eq!(store.list_outbox(None, 10).await.expect(name).len(), 3);
+        let leads = store.list_leads(10, 0).await.expect(name);
+        assert_eq!(
+            leads[0].outcome(),
+            (
+                "crm error: HTTP 500 (gave up after 1 attempts)".to_string(),
+                Some("failed")
+            ),
+            "{name}"
+        );
+        assert!(store
+            .outbox_requeue(failed[0].id, now + 5)
+            .await
+            .expect(name));
+        assert!(!store
+            .outbox_requeue(failed[0].id, now + 5)
+            .await
+            .expect(name));
+        assert_eq!(store.outbox_due(now + 5, 10).await.expect(name).len(), 1);
+
+        // The CRM's id names the deal in status callbacks.
+        assert_eq!(
+            store
+                .set_deal_status("CRM-2", "WORK", Group::InProgress)
+                .await
+                .expect(name),
+            Some(second_deal)
+        );
+        // Delivered a week ago and more: purged.
+        let week = 7 * 24 * 3_600_000;
+        assert_eq!(
+            store.outbox_purge(now + week + 1).await.expect(name),
+            2,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_numbers_newer_state_wins() {
+    for (name, store, _dir) in stores().await {
+        let row = |version, visit: Option<&str>| AssignmentRow {
+            pool: "site".into(),
+            number: "74951110001".into(),
+            visit: visit.map(|id| Visit {
+                id: id.into(),
+                fields: [("city".to_string(), "Moscow".to_string())].into(),
+            }),
+            touched_at: 5,
+            version,
+        };
+        store
+            .save_assignment(&row(2, Some("v2")))
+            .await
+            .expect(name);
+        store
+            .save_assignment(&row(1, Some("v1")))
+            .await
+            .expect(name);
+        let rows = store.load_assignments().await.expect(name);
+        assert_eq!(rows.len(), 1, "{name}");
+        assert_eq!(rows[0].version, 2, "{name}");
+        let v = rows[0].visit.as_ref().expect("visit");
+        assert_eq!((v.id.as_str(), v.fields.len()), ("v2", 1), "{name}");
+        store.save_assignment(&row(3, None)).await.expect(name);
+        assert!(store.load_assignments().await.expect(name)[0]
+            .visit
+            .is_none());
+    }
+}
