@@ -381,8 +381,24 @@ fn bad_input_is_refused_and_nothing_is_written() {
     for (body, needle) in [
         ("{", "not JSON"),
         ("[]", "JSON object"),
-        (r#"{"name": 5}"#, "name: must be a string"),
-        (r#"{"phone": ["1"]}"#, "phone: must be a string"),
+        (r#"{"name": 5}"#, "name: expected a string, got a number"),
+        (
+            r#"{"phone": ["1"]}"#,
+            "phone: expected a string or an integer, got a list",
+        ),
+        // Sites send phones and visit ids as numbers; 1.5 is neither.
+        (
+            r#"{"phone": 1.5}"#,
+            "phone: expected a string or an integer, got 1.5",
+        ),
+        (
+            r#"{"name": "A", "visit_id": 1.5}"#,
+            "visit_id: expected a string or an integer, got 1.5",
+        ),
+        (
+            r#"{"name": "A", "visit_id": true}"#,
+            "visit_id: expected a string or an integer, got a boolean",
+        ),
         (r#"{"email": "not-an-address"}"#, "email:"),
         (
             r#"{"text": "hi"}"#,

@@ -288,6 +288,26 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
+/// A text field of a request body, trimmed ("" when absent or null): a
+/// string of at most `max` bytes, or, where `integer_ok` (ids, phones
+/// that sites send as numbers), an integer — 1.5 is neither. The error
+/// names the field, what it takes and what came.
+fn text_field(k: &str, v: Option<&Value>, integer_ok: bool, max: usize) -> Result<String, String> {
+    let wanted = if integer_ok {
+        "a string or an integer"
+    } else {
+        "a string"
+    };
+    match v {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) if s.len() > max => Err(format!("{k}: longer than {max} bytes")),
+        Some(Value::String(s)) => Ok(s.trim().to_string()),
+        Some(Value::Number(n)) if integer_ok && (n.is_i64() || n.is_u64()) => Ok(n.to_string()),
+        Some(Value::Number(n)) if integer_ok => Err(format!("{k}: expected {wanted}, got {n}")),
+        Some(other) => Err(format!("{k}: expected {wanted}, got {}", json_kind(other))),
+    }
+}
+
 /// Checks a visit body; the error names the field.
 pub fn parse_visit(body: &[u8]) -> Result<Visit, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
@@ -297,22 +317,8 @@ pub fn parse_visit(body: &[u8]) -> Result<Visit, String> {
     // The id may be an integer (sites number their visits); every other
     // field is text, and 1.5 is no id: both said in the error.
     let text = |map: &Map<String, Value>, k: &str| -> Result<Option<String>, String> {
-        let id = k == "visit_id";
-        let wanted = if id {
-            "a string or an integer"
-        } else {
-            "a string"
-        };
-        match map.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.len() > MAX_VALUE => {
-                Err(format!("{k}: longer than {MAX_VALUE} bytes"))
-            }
-            Some(Value::String(s)) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty())),
-            Some(Value::Number(n)) if id && (n.is_i64() || n.is_u64()) => Ok(Some(n.to_string())),
-            Some(Value::Number(n)) if id => Err(format!("{k}: expected {wanted}, got {n}")),
-            Some(other) => Err(format!("{k}: expected {wanted}, got {}", json_kind(other))),
-        }
+        text_field(k, map.get(k), k == "visit_id", MAX_VALUE)
+            .map(|s| Some(s).filter(|s| !s.is_empty()))
     };
     if let Some(k) = map
         .keys()
@@ -380,13 +386,7 @@ pub fn parse_lead(body: &[u8], phone: &PhoneRules, now_s: i64) -> Result<NewLead
         ));
     }
     let text = |k: &str, max: usize| -> Result<String, String> {
-        match map.get(k) {
-            None | Some(Value::Null) => Ok(String::new()),
-            Some(Value::String(s)) if s.len() > max => Err(format!("{k}: longer than {max} bytes")),
-            Some(Value::String(s)) => Ok(s.trim().to_string()),
-            Some(Value::Number(n)) if k == "phone" || k == "visit_id" => Ok(n.to_string()),
-            Some(_) => Err(format!("{k}: must be a string")),
-        }
+        text_field(k, map.get(k), k == "phone" || k == "visit_id", max)
     };
     let fields = match map.get("fields") {
         None | Some(Value::Null) => String::new(),
