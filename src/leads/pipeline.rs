@@ -207,7 +207,10 @@ struct Pipeline {
     held: VecDeque<CallNews>,
     health: Arc<StorageHealth>,
     /// The journal's entries at start are an earlier run's.
-    journal_from_earlier_run: bool,
+    /// How many of the journal's first entries an earlier run wrote (its
+    /// call starts still open then are that run's interrupted calls);
+    /// what this run adds while the database fails are its own.
+    earlier_entries: usize,
     /// Interrupted calls of earlier runs are recorded.
     interrupted_done: bool,
     lost: u64,
@@ -290,13 +293,16 @@ impl Pipeline {
                 let entries = j.read_all().map_err(|e| {
                     StoreError::Thread(format!("reading the journal {}: {e}", j.path().display()))
                 })?;
-                let earlier = self.journal_from_earlier_run;
                 let n = entries.len();
-                let mut rest = entries;
-                while !rest.is_empty() {
-                    let tail = rest.split_off(rest.len().min(BATCH));
-                    self.record(rest, earlier).await?;
-                    rest = tail;
+                let mut ours = entries;
+                let earlier: Vec<CallNews> = ours.drain(..self.earlier_entries.min(n)).collect();
+                for (part, from_earlier_run) in [(earlier, true), (ours, false)] {
+                    let mut rest = part;
+                    while !rest.is_empty() {
+                        let tail = rest.split_off(rest.len().min(BATCH));
+                        self.record(rest, from_earlier_run).await?;
+                        rest = tail;
+                    }
                 }
                 if let Some(j) = &mut self.journal {
                     if let Err(e) = j.clear() {
@@ -308,7 +314,7 @@ impl Pipeline {
                 tracing::info!(calls = n, "journal replayed into the database");
             }
         }
-        self.journal_from_earlier_run = false;
+        self.earlier_entries = 0;
         while !self.held.is_empty() {
             let n = self.held.len().min(BATCH);
             let batch: Vec<CallNews> = self.held.iter().take(n).cloned().collect();
@@ -350,6 +356,7 @@ pub async fn run(
     if let Some(j) = journal.as_ref().filter(|j| !j.is_empty()) {
         tracing::warn!(journal = %j.path().display(), calls = j.len(), "an earlier run left calls in the journal; replaying them");
     }
+    let earlier_entries = journal.as_ref().map_or(0, Journal::len);
     let mut p = Pipeline {
         status: new_deal_status(&cfg),
         store,
@@ -357,7 +364,7 @@ pub async fn run(
         journal,
         held: VecDeque::new(),
         health: opts.health,
-        journal_from_earlier_run: true,
+        earlier_entries,
         interrupted_done: false,
         lost: 0,
     };
@@ -434,4 +441,54 @@ pub async fn run(
         );
     }
     PipelineEnd { undurable }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::CallInfo;
+    use crate::clock::Clock;
+
+    fn start(id: &str) -> CallNews {
+        CallNews::Started(CallStart {
+            call_id: id.into(),
+            info: CallInfo {
+                caller: "79160000001".into(),
+                ..CallInfo::default()
+            },
+            invite_at: 1_000,
+        })
+    }
+
+    /// A journal holding an earlier run's call start and, behind it, a
+    /// start this run wrote while the database refused it: only the
+    /// earlier run's call is interrupted; this run's is still going on.
+    #[tokio::test]
+    async fn only_an_earlier_runs_open_calls_are_interrupted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("calls.journal");
+        let mut j = Journal::open(&path).expect("journal");
+        j.append(&[start("earlier")]).expect("append");
+        let earlier_entries = j.len();
+        j.append(&[start("ours")]).expect("append");
+        let cfg = Arc::new(crate::config::Config::parse("").expect("defaults").leads);
+        let store = Store::memory(Clock::manual(1_700_000_000_000));
+        let mut p = Pipeline {
+            status: new_deal_status(&cfg),
+            store: store.clone(),
+            cfg,
+            journal: Some(j),
+            held: VecDeque::new(),
+            health: Default::default(),
+            earlier_entries,
+            interrupted_done: false,
+            lost: 0,
+        };
+        p.catch_up().await.expect("catch up");
+        let calls = store.list_calls(10, 0).await.expect("calls");
+        let ids: Vec<&str> = calls.iter().map(|c| c.call_id.as_str()).collect();
+        assert_eq!(ids, vec!["earlier"], "{calls:?}");
+        assert!(p.journal.as_ref().is_some_and(Journal::is_empty));
+        assert!(!path.exists());
+    }
 }
