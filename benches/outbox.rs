@@ -85,6 +85,7 @@ fn delivery(port: u16) -> CrmDelivery {
         timeout_ms: 10_000,
         max_connections: CONNECTIONS,
         retry: Retry::default(),
+        amocrm: None,
     }
 }
 

@@ -69,4 +69,9 @@ pub trait CrmAdapter: Send + Sync {
     fn start(&self, item: &DueItem, now_unix_ms: i64) -> Step;
     /// The step after `answer` to `sent`.
     fn next(&self, item: &DueItem, sent: &Request, answer: &Answer, now_unix_ms: i64) -> Step;
+    /// The account's request limit, if the CRM has one: the worker paces
+    /// every request of every item through one `rate::Pacer`.
+    fn requests_per_second(&self) -> Option<u32> {
+        None
+    }
 }

@@ -3,10 +3,12 @@
 //! delivers them.
 
 pub mod adapter;
+pub mod amocrm;
 pub mod local;
 pub mod metrics;
 pub mod outbox;
 pub mod payload;
+pub mod rate;
 pub mod transport;
 pub mod webhook;
 pub mod worker;

@@ -5,14 +5,16 @@
 //! the settle sends the item again with the same Idempotency-Key: delivery
 //! is at least once, never zero.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::adapter::{CrmAdapter, Outcome, Step, MAX_STEPS};
+use super::amocrm::AmoCrm;
 use super::metrics::OutboxMetrics;
+use super::rate::Pacer;
 use super::transport::Transport;
 use super::webhook::Webhook;
 use crate::clock::Clock;
@@ -24,11 +26,32 @@ use crate::store::Store;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
+/// The account's limit, shared by every attempt of this worker.
+struct Pace {
+    pacer: Mutex<Pacer>,
+    epoch: Instant,
+}
+
+impl Pace {
+    /// Reserves the next request's start and sleeps until it.
+    async fn wait_turn(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let wait = match self.pacer.lock() {
+            Ok(mut p) => p.reserve(now),
+            Err(poisoned) => poisoned.into_inner().reserve(now),
+        };
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+    }
+}
+
 /// One attempt at an item: the adapter's requests, one after another,
 /// until it finishes; no answer at all is a retry.
 async fn attempt(
     adapter: &dyn CrmAdapter,
     transport: &Transport,
+    pace: Option<&Pace>,
     clock: &Clock,
     item: &DueItem,
 ) -> Outcome {
@@ -38,6 +61,9 @@ async fn attempt(
             Step::Finish(outcome) => return outcome,
             Step::Send(r) => r,
         };
+        if let Some(p) = pace {
+            p.wait_turn().await;
+        }
         let answer = match transport.send(&request).await {
             Ok(a) => a,
             Err(error) => {
@@ -93,7 +119,18 @@ fn settle(cfg: &CrmDelivery, item: &DueItem, outcome: Outcome, now: i64) -> Sett
 /// Runs until the process ends.
 pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics>) {
     let clock = store.clock();
-    let adapter: Arc<dyn CrmAdapter> = Arc::new(Webhook::new(&cfg));
+    let adapter: Arc<dyn CrmAdapter> = match &cfg.amocrm {
+        Some(settings) => Arc::new(AmoCrm {
+            settings: settings.clone(),
+        }),
+        None => Arc::new(Webhook::new(&cfg)),
+    };
+    let pace = adapter.requests_per_second().map(|n| {
+        Arc::new(Pace {
+            pacer: Mutex::new(Pacer::per_second(n)),
+            epoch: Instant::now(),
+        })
+    });
     let transport = match Transport::new(Duration::from_millis(cfg.timeout_ms), cfg.max_connections)
     {
         Ok(t) => t,
@@ -134,15 +171,17 @@ pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics
         }
         let mut inflight = JoinSet::new();
         for item in due {
-            let (adapter, transport, slots, clock) = (
+            let (adapter, transport, slots, clock, pace) = (
                 adapter.clone(),
                 transport.clone(),
                 slots.clone(),
                 clock.clone(),
+                pace.clone(),
             );
             inflight.spawn(async move {
                 let _slot = slots.acquire_owned().await;
-                let outcome = attempt(adapter.as_ref(), &transport, &clock, &item).await;
+                let outcome =
+                    attempt(adapter.as_ref(), &transport, pace.as_deref(), &clock, &item).await;
                 (item, outcome)
             });
         }
