@@ -337,3 +337,83 @@ fn a_create_answered_too_late_is_retried_and_gives_one_lead() {
     );
     assert_eq!(s.tasks[0]["entity_id"], s.leads[0].id);
 }
+
+fn lead_outcome(p: &Siptrack, id: i64) -> String {
+    let (status, body) = common::checks::get(api(p), "/api/v1/leads?limit=100", Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    v["leads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["id"] == id)
+        .and_then(|l| l["outcome"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn wait_outcome(p: &Siptrack, id: i64, want: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let o = lead_outcome(p, id);
+        if o.contains(want) || std::time::Instant::now() > deadline {
+            return o;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn refusals_are_parked_at_once_with_amocrms_reason_in_the_lead_log() {
+    // A field id the account does not have: 400 with validation-errors.
+    let amo = Amo::start(AMO_TOKEN, 7);
+    amo.lock().known_fields = Some(vec![101, 102, 201, 202, 203]);
+    let (p, _uas, _dir) = start(&amo, 2_000);
+    let id = post(
+        &p,
+        "/api/v1/leads",
+        &json!({"title": "Order", "phone": "+7 903 300 00 01", "visit_id": "v-1"}),
+    )["lead_id"]
+        .as_i64()
+        .expect("lead id");
+    // The visit is unknown, so no mapped field is sent; the marker and
+    // phone fields are known: this one goes through.
+    amo.wait_until(Duration::from_secs(10), "the first lead", |s| {
+        s.leads.len() == 1
+    });
+    amo.lock().known_fields = Some(vec![102, 201]);
+    let refused = post(
+        &p,
+        "/api/v1/leads",
+        &json!({"title": "Other order", "phone": "+7 903 300 00 02"}),
+    )["lead_id"]
+        .as_i64()
+        .expect("lead id");
+    let o = wait_outcome(&p, refused, "gave up");
+    assert_eq!(
+        o,
+        "crm error: HTTP 400: Bad Request: Request validation failed; custom_fields_values.field_id: field 101: The value you selected is not a valid choice. (gave up after 1 attempts)"
+    );
+    assert!(!lead_outcome(&p, id).contains("crm error"));
+    let (status, body) = common::checks::get(api(&p), "/api/v1/outbox?state=failed", Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("field 101"), "{body}");
+
+    // A token amoCRM rejects.
+    let wrong = Amo::start("another-token", 7);
+    let (p2, _uas2, _dir2) = start(&wrong, 2_000);
+    let id2 = post(
+        &p2,
+        "/api/v1/leads",
+        &json!({"title": "Order", "phone": "+7 903 300 00 03"}),
+    )["lead_id"]
+        .as_i64()
+        .expect("lead id");
+    let o2 = wait_outcome(&p2, id2, "gave up");
+    assert_eq!(
+        o2,
+        "crm error: token rejected (HTTP 401: Unauthorized: Invalid token): check crm.amocrm.token (gave up after 1 attempts)"
+    );
+    // Parked, not retried: one attempt.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(wrong.lock().requests.len(), 1);
+}

@@ -51,6 +51,9 @@ pub struct Inner {
     pub requests: Vec<Seen>,
     pub too_many: usize,
     pub bad_requests: Vec<String>,
+    /// When set, custom field ids this account has; others are refused
+    /// with 400 `NotSupportedChoice`, as amoCRM does.
+    pub known_fields: Option<Vec<u64>>,
     /// Complex adds still to answer late.
     pub slow_creates: usize,
     pub slow_by: Duration,
@@ -351,6 +354,31 @@ fn route(
             let mut errs = Vec::new();
             for l in leads {
                 errs.extend(check_lead(l));
+                if let Some(known) = &s.known_fields {
+                    let ids = l["custom_fields_values"]
+                        .as_array()
+                        .into_iter()
+                        .chain(
+                            l["_embedded"]["contacts"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .map(|c| &c["custom_fields_values"])
+                                .filter_map(Value::as_array),
+                        )
+                        .flatten()
+                        .filter_map(|f| f["field_id"].as_u64());
+                    for id in ids {
+                        if !known.contains(&id) {
+                            errs.push((
+                                "custom_fields_values.field_id",
+                                format!(
+                                    "field {id}: The value you selected is not a valid choice."
+                                ),
+                            ));
+                        }
+                    }
+                }
             }
             if !errs.is_empty() {
                 return problem(400, "Bad Request", "Request validation failed", &errs);
