@@ -8,7 +8,6 @@ use sha2::Sha256;
 pub use super::adapter::Outcome;
 use super::adapter::{Answer, CrmAdapter, Method, Request, Step};
 use super::outbox::Target;
-use crate::config::CrmDelivery;
 use crate::store::outbox::DueItem;
 
 /// `sha256=<hex HMAC-SHA256 of the body with crm.secret>`.
@@ -99,15 +98,6 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn new(cfg: &CrmDelivery) -> Webhook {
-        Webhook {
-            url: cfg.url.clone(),
-            call_start_url: cfg.call_start_url.clone(),
-            call_end_url: cfg.call_end_url.clone(),
-            secret: cfg.secret.as_bytes().to_vec(),
-        }
-    }
-
     fn url_for(&self, t: Target) -> Result<&str, String> {
         let (url, key) = match t {
             Target::Lead => (&self.url, "crm.url"),

@@ -123,7 +123,12 @@ pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics
         Some(settings) => Arc::new(AmoCrm {
             settings: settings.clone(),
         }),
-        None => Arc::new(Webhook::new(&cfg)),
+        None => Arc::new(Webhook {
+            url: cfg.url.clone(),
+            call_start_url: cfg.call_start_url.clone(),
+            call_end_url: cfg.call_end_url.clone(),
+            secret: cfg.secret.as_bytes().to_vec(),
+        }),
     };
     let pace = adapter.requests_per_second().map(|n| {
         Arc::new(Pace {
