@@ -22,9 +22,11 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::Value;
 use siptrack::calls::{CallInfo, CallRecord, CallStatus};
 use siptrack::config::CrmDelivery;
+use siptrack::crm::adapter::{Method, Request};
 use siptrack::crm::metrics::OutboxMetrics;
 use siptrack::crm::outbox::{Plan, Retry};
-use siptrack::crm::webhook::Sender;
+use siptrack::crm::transport::Transport;
+use siptrack::crm::webhook::signature;
 use siptrack::leads::pipeline::CallNews;
 use siptrack::store::Store;
 use tokio::sync::Semaphore;
@@ -83,6 +85,7 @@ fn delivery(port: u16) -> CrmDelivery {
         timeout_ms: 10_000,
         max_connections: CONNECTIONS,
         retry: Retry::default(),
+        amocrm: None,
     }
 }
 
@@ -162,13 +165,7 @@ fn bench(c: &mut Criterion) {
             total
         })
     });
-    let sender = Sender::new(
-        "bench-secret",
-        Duration::from_secs(10),
-        CONNECTIONS,
-        siptrack::clock::Clock::system(),
-    )
-    .expect("client");
+    let sender = Transport::new(Duration::from_secs(10), CONNECTIONS).expect("client");
     g.bench_function("reference: the same POSTs sent straight, no outbox", |b| {
         b.iter_custom(|iters| {
             let t = Instant::now();
@@ -181,7 +178,22 @@ fn bench(c: &mut Criterion) {
                         let url = format!("http://127.0.0.1:{port}/bulk");
                         set.spawn(async move {
                             let _slot = slots.acquire_owned().await;
-                            sender.post(&url, &format!("ref-{i}"), body(i), false).await
+                            let body = body(i);
+                            let request = Request {
+                                stage: "post",
+                                method: Method::Post,
+                                url,
+                                headers: vec![
+                                    ("Content-Type", "application/json".into()),
+                                    ("Idempotency-Key", format!("ref-{i}")),
+                                    (
+                                        "X-Siptrack-Signature",
+                                        signature(b"bench-secret", body.as_bytes()),
+                                    ),
+                                ],
+                                body: Some(body),
+                            };
+                            sender.send(&request).await
                         });
                     }
                     while set.join_next().await.is_some() {}

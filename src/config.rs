@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use std::collections::HashMap;
 
+use crate::crm::amocrm::AmoSettings;
 use crate::crm::outbox::{Plan as CrmPlan, Retry as CrmRetry};
 use crate::crm::payload::{parse_timezone, Format as CrmFormat};
 use crate::leads::dedup::{Action, ClientCheck, Group, Settings as DedupSettings};
@@ -71,6 +72,8 @@ pub struct CrmDelivery {
     pub timeout_ms: u64,
     pub max_connections: usize,
     pub retry: CrmRetry,
+    /// `crm.kind = "amocrm"`: `[crm.amocrm]`.
+    pub amocrm: Option<AmoSettings>,
 }
 
 /// `[dedup]`, `[dedup.client]`, `[status_groups]`, the call switches of
@@ -301,6 +304,23 @@ struct RawCrm {
     max_connections: Option<Spanned<i64>>,
     #[serde(default)]
     retry: RawRetry,
+    #[serde(default)]
+    amocrm: RawAmo,
+}
+
+#[derive(Deserialize, Default)]
+struct RawAmo {
+    base_url: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
+    pipeline_id: Option<Spanned<i64>>,
+    status_id: Option<Spanned<i64>>,
+    responsible_user_id: Option<Spanned<i64>>,
+    phone_field_id: Option<Spanned<i64>>,
+    email_field_id: Option<Spanned<i64>>,
+    marker_field_id: Option<Spanned<i64>>,
+    lead_fields: Option<Spanned<toml::Value>>,
+    task_minutes: Option<Spanned<i64>>,
+    requests_per_second: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1105,18 +1125,19 @@ fn leads_config(c: &mut Checker, raw: &RawConfig, phone: &PhoneRules) -> LeadsCo
             ),
         }
     }
-    let lead_hooks = match &raw.crm.kind {
-        None => false,
+    let (lead_hooks, amocrm) = match &raw.crm.kind {
+        None => (false, false),
         Some(k) => match k.get_ref().as_str() {
-            "local" => false,
-            "webhook" => true,
+            "local" => (false, false),
+            "webhook" => (true, false),
+            "amocrm" => (true, true),
             other => {
                 c.err(
                     "crm.kind",
                     Some(k.span()),
-                    format!("\"{other}\": must be local or webhook (amocrm and bitrix24 are not available yet)"),
+                    format!("\"{other}\": must be local, webhook or amocrm (bitrix24 is not available yet)"),
                 );
-                false
+                (false, false)
             }
         },
     };
@@ -1166,8 +1187,9 @@ fn leads_config(c: &mut Checker, raw: &RawConfig, phone: &PhoneRules) -> LeadsCo
     };
     let crm = CrmPlan {
         lead_hooks,
-        call_start: raw.crm.call_start_url.is_some(),
-        call_end: raw.crm.call_end_url.is_some(),
+        // amoCRM records each call once it is over (POST /api/v4/calls).
+        call_start: raw.crm.call_start_url.is_some() && !amocrm,
+        call_end: raw.crm.call_end_url.is_some() || amocrm,
         format,
     };
     LeadsConfig {
@@ -1209,8 +1231,25 @@ fn crm_url(c: &mut Checker, key: &str, v: &Option<Spanned<String>>) -> Option<St
 }
 
 fn crm_delivery(c: &mut Checker, raw: &RawCrm, plan: &CrmPlan) -> CrmDelivery {
+    let is_amocrm = raw.kind.as_ref().is_some_and(|k| k.get_ref() == "amocrm");
+    let amocrm = is_amocrm.then(|| amo_settings(c, raw));
+    if is_amocrm {
+        for (key, v) in [
+            ("crm.url", &raw.url),
+            ("crm.call_start_url", &raw.call_start_url),
+            ("crm.call_end_url", &raw.call_end_url),
+        ] {
+            if let Some(v) = v {
+                c.err(
+                    key,
+                    Some(v.span()),
+                    "not used with crm.kind = \"amocrm\" (deals and calls go to crm.amocrm.base_url): remove it",
+                );
+            }
+        }
+    }
     let url = crm_url(c, "crm.url", &raw.url);
-    if plan.lead_hooks && raw.url.is_none() {
+    if plan.lead_hooks && !is_amocrm && raw.url.is_none() {
         c.err(
             "crm.url",
             raw.kind.as_ref().map(|k| k.span()),
@@ -1222,7 +1261,7 @@ fn crm_delivery(c: &mut Checker, raw: &RawCrm, plan: &CrmPlan) -> CrmDelivery {
         .as_ref()
         .map(|s| s.get_ref().clone())
         .unwrap_or_default();
-    if plan.sends_anything() && secret.is_empty() {
+    if plan.sends_anything() && !is_amocrm && secret.is_empty() {
         let span = raw
             .secret
             .as_ref()
@@ -1269,6 +1308,122 @@ fn crm_delivery(c: &mut Checker, raw: &RawCrm, plan: &CrmPlan) -> CrmDelivery {
                 1..8_761,
             ),
         },
+        amocrm,
+    }
+}
+
+/// `[crm.amocrm]`, required with `crm.kind = "amocrm"`.
+fn amo_settings(c: &mut Checker, raw: &RawCrm) -> AmoSettings {
+    let a = &raw.amocrm;
+    let kind_span = raw.kind.as_ref().map(|k| k.span());
+    let base_url = match &a.base_url {
+        None => {
+            c.err(
+                "crm.amocrm.base_url",
+                kind_span.clone(),
+                "required with crm.kind = \"amocrm\": your account's address, e.g. https://mycompany.amocrm.ru",
+            );
+            String::new()
+        }
+        Some(_) => crm_url(c, "crm.amocrm.base_url", &a.base_url)
+            .map(|u| u.trim_end_matches('/').to_string())
+            .unwrap_or_default(),
+    };
+    let token = a
+        .token
+        .as_ref()
+        .map(|t| t.get_ref().trim().to_string())
+        .unwrap_or_default();
+    if token.is_empty()
+        || token
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control())
+    {
+        c.err(
+            "crm.amocrm.token",
+            a.token.as_ref().map(|t| t.span()).or(kind_span.clone()),
+            "required: the long-lived token of an amoCRM integration (one line, no spaces)",
+        );
+    }
+    let id = |c: &mut Checker, key: &str, v: &Option<Spanned<i64>>| -> Option<u64> {
+        v.as_ref()?;
+        Some(c.int(key, v, 0, 1..i64::MAX as u64))
+    };
+    let required = |c: &mut Checker, key: &str, v: &Option<Spanned<i64>>, what: &str| -> u64 {
+        if v.is_none() {
+            c.err(
+                key,
+                kind_span.clone(),
+                format!("required with crm.kind = \"amocrm\": {what}"),
+            );
+        }
+        c.int(key, v, 0, 1..i64::MAX as u64)
+    };
+    let phone_field_id = required(
+        c,
+        "crm.amocrm.phone_field_id",
+        &a.phone_field_id,
+        "the id of the contacts' Phone field",
+    );
+    let marker_field_id = required(
+        c,
+        "crm.amocrm.marker_field_id",
+        &a.marker_field_id,
+        "the id of a text field of leads where siptrack writes its key (a retried create finds its lead by it)",
+    );
+    let mut lead_fields = std::collections::BTreeMap::new();
+    if let Some(v) = &a.lead_fields {
+        match v.get_ref() {
+            toml::Value::Table(t) => {
+                for (name, id) in t {
+                    let key = format!("crm.amocrm.lead_fields.{name}");
+                    if !crate::tracking::VISIT_FIELDS.contains(&name.as_str()) {
+                        c.err(
+                            key,
+                            Some(v.span()),
+                            format!(
+                                "\"{name}\" is not a visit field ({})",
+                                crate::tracking::VISIT_FIELDS.join(", ")
+                            ),
+                        );
+                        continue;
+                    }
+                    match id.as_integer() {
+                        Some(n) if n > 0 => {
+                            lead_fields.insert(name.clone(), n as u64);
+                        }
+                        _ => c.err(
+                            key,
+                            Some(v.span()),
+                            "must be a custom field id (a positive integer)",
+                        ),
+                    }
+                }
+            }
+            _ => c.err(
+                "crm.amocrm.lead_fields",
+                Some(v.span()),
+                "must be a table of visit field = custom field id, e.g. { utm_source = 123456 }",
+            ),
+        }
+    }
+    AmoSettings {
+        base_url,
+        token,
+        pipeline_id: id(c, "crm.amocrm.pipeline_id", &a.pipeline_id),
+        status_id: id(c, "crm.amocrm.status_id", &a.status_id),
+        responsible_user_id: id(c, "crm.amocrm.responsible_user_id", &a.responsible_user_id),
+        phone_field_id,
+        email_field_id: id(c, "crm.amocrm.email_field_id", &a.email_field_id),
+        marker_field_id,
+        lead_fields,
+        task_minutes: c.int("crm.amocrm.task_minutes", &a.task_minutes, 60, 1..525_601),
+        requests_per_second: c.int(
+            "crm.amocrm.requests_per_second",
+            &a.requests_per_second,
+            7,
+            1..101,
+        ) as u32,
     }
 }
 
@@ -1696,9 +1851,64 @@ mod tests {
                 "has no X for the digits",
             ),
             (
-                "[crm]\nkind = \"amocrm\"\n",
+                "[crm]\nkind = \"bitrix24\"\n",
                 "crm.kind",
-                "must be local or webhook",
+                "must be local, webhook or amocrm (bitrix24 is not available yet)",
+            ),
+            (
+                "[crm]\nkind = \"amocrm\"\n",
+                "crm.amocrm.base_url",
+                "required with crm.kind = \"amocrm\"",
+            ),
+            (
+                "[crm]\nkind = \"amocrm\"\n",
+                "crm.amocrm.token",
+                "required",
+            ),
+            (
+                "[crm]\nkind = \"amocrm\"\n",
+                "crm.amocrm.phone_field_id",
+                "the id of the contacts' Phone field",
+            ),
+            (
+                "[crm]\nkind = \"amocrm\"\n",
+                "crm.amocrm.marker_field_id",
+                "a retried create finds its lead by it",
+            ),
+            (
+                "[crm]\nkind = \"amocrm\"\n[crm.amocrm]\nbase_url = \"acme.amocrm.ru\"\n",
+                "crm.amocrm.base_url",
+                "is not an http:// or https:// URL",
+            ),
+            (
+                "[crm]\nkind = \"amocrm\"\nurl = \"http://127.0.0.1/hook\"\n",
+                "crm.url",
+                "not used with crm.kind = \"amocrm\"",
+            ),
+            (
+                "[crm]\nkind = \"amocrm\"\n[crm.amocrm]\ntoken = \"a b\"\n",
+                "crm.amocrm.token",
+                "one line, no spaces",
+            ),
+            (
+                "[crm.amocrm]\nrequests_per_second = 0\n[crm]\nkind = \"amocrm\"\n",
+                "crm.amocrm.requests_per_second",
+                "must be between 1 and 100",
+            ),
+            (
+                "[crm]\nkind = \"amocrm\"\n[crm.amocrm]\npipeline_id = -4\n",
+                "crm.amocrm.pipeline_id",
+                "must be between 1 and",
+            ),
+            (
+                "[crm]\nkind = \"amocrm\"\n[crm.amocrm.lead_fields]\nutm_sorce = 12\n",
+                "crm.amocrm.lead_fields.utm_sorce",
+                "is not a visit field",
+            ),
+            (
+                "[crm]\nkind = \"amocrm\"\n[crm.amocrm.lead_fields]\nsource = \"x\"\n",
+                "crm.amocrm.lead_fields.source",
+                "must be a custom field id",
             ),
             (
                 "[crm]\nkind = \"webhook\"\nsecret = \"s\"\n",
@@ -1809,6 +2019,40 @@ mod tests {
         let d = Config::parse("").expect("empty config is valid");
         assert!(!d.leads.crm.sends_anything());
         assert_eq!(d.crm.retry, CrmRetry::default());
+        assert_eq!(d.crm.amocrm, None);
+    }
+
+    #[test]
+    fn amocrm_keys() {
+        let c = Config::parse(
+            "[crm]\nkind = \"amocrm\"\n[crm.amocrm]\nbase_url = \"https://acme.amocrm.ru/\"\n\
+             token = \"long.lived\"\npipeline_id = 11\nstatus_id = 22\nresponsible_user_id = 33\n\
+             phone_field_id = 101\nemail_field_id = 102\nmarker_field_id = 201\ntask_minutes = 30\n\
+             lead_fields = { source = 202, utm_source = 203 }\n",
+        )
+        .expect("valid");
+        let plan = &c.leads.crm;
+        assert!(plan.lead_hooks && plan.call_end && !plan.call_start);
+        assert_eq!(
+            c.crm.amocrm,
+            Some(AmoSettings {
+                base_url: "https://acme.amocrm.ru".into(),
+                token: "long.lived".into(),
+                pipeline_id: Some(11),
+                status_id: Some(22),
+                responsible_user_id: Some(33),
+                phone_field_id: 101,
+                email_field_id: Some(102),
+                marker_field_id: 201,
+                lead_fields: [("source".to_string(), 202), ("utm_source".to_string(), 203)]
+                    .into_iter()
+                    .collect(),
+                task_minutes: 30,
+                requests_per_second: 7,
+            })
+        );
+        // No secret needed: amoCRM authenticates siptrack by the token.
+        assert!(c.crm.secret.is_empty());
     }
 
     #[test]

@@ -2,9 +2,13 @@
 //! durable outbox they go through, the webhook sender and the worker that
 //! delivers them.
 
+pub mod adapter;
+pub mod amocrm;
 pub mod local;
 pub mod metrics;
 pub mod outbox;
 pub mod payload;
+pub mod rate;
+pub mod transport;
 pub mod webhook;
 pub mod worker;

@@ -1,24 +1,14 @@
-//! One CRM request over HTTP (SPEC C-2, C-5): signed, keyed, with a
-//! timeout; the answer is classified by a pure function so every way a CRM
-//! can fail is tested without sockets.
-
-use crate::clock::Clock;
-use std::time::Duration;
+//! The webhook adapter (SPEC C-2, C-5): one signed, keyed POST per item;
+//! the answer is classified by a pure function so every way a CRM can
+//! fail is tested without sockets.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// What became of one attempt.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// 2xx; for `deal.create`, the CRM's id of the new deal.
-    Delivered { deal_id: Option<String> },
-    /// Try again later; `retry_after_ms` when the CRM said when.
-    Retry {
-        error: String,
-        retry_after_ms: Option<u64>,
-    },
-}
+pub use super::adapter::Outcome;
+use super::adapter::{Answer, CrmAdapter, Method, Request, Step};
+use super::outbox::Target;
+use crate::store::outbox::DueItem;
 
 /// `sha256=<hex HMAC-SHA256 of the body with crm.secret>`.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
@@ -98,106 +88,71 @@ pub fn classify(
     }
 }
 
-/// Posts outbox items to the CRM.
-#[derive(Clone)]
-pub struct Sender {
-    client: reqwest::Client,
-    secret: Vec<u8>,
-    /// For `Retry-After` dates.
-    clock: Clock,
+/// `crm.kind = "webhook"` (and the call webhooks of any kind): every item
+/// is one signed POST of its JSON body, keyed by its Idempotency-Key.
+pub struct Webhook {
+    pub url: Option<String>,
+    pub call_start_url: Option<String>,
+    pub call_end_url: Option<String>,
+    pub secret: Vec<u8>,
 }
 
-impl Sender {
-    pub fn new(
-        secret: &str,
-        timeout: Duration,
-        max_connections: usize,
-        clock: Clock,
-    ) -> anyhow::Result<Sender> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .pool_max_idle_per_host(max_connections)
-            .user_agent(concat!("siptrack/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Sender {
-            client,
-            secret: secret.as_bytes().to_vec(),
-            clock,
+impl Webhook {
+    fn url_for(&self, t: Target) -> Result<&str, String> {
+        let (url, key) = match t {
+            Target::Lead => (&self.url, "crm.url"),
+            Target::CallStart => (&self.call_start_url, "crm.call_start_url"),
+            Target::CallEnd => (&self.call_end_url, "crm.call_end_url"),
+        };
+        url.as_deref()
+            .ok_or_else(|| format!("{key} is no longer configured"))
+    }
+}
+
+impl CrmAdapter for Webhook {
+    fn start(&self, item: &DueItem, _now_unix_ms: i64) -> Step {
+        let url = match self.url_for(item.target) {
+            Ok(u) => u,
+            Err(error) => {
+                return Step::Finish(Outcome::Retry {
+                    error,
+                    retry_after_ms: None,
+                })
+            }
+        };
+        let Some(body) = item.body_to_send() else {
+            return Step::Finish(Outcome::Retry {
+                error: format!(
+                    "deal {} is not in the CRM yet (its deal.create has no answer)",
+                    item.deal_ref.unwrap_or_default()
+                ),
+                retry_after_ms: None,
+            });
+        };
+        Step::Send(Request {
+            stage: "post",
+            method: Method::Post,
+            url: url.to_string(),
+            headers: vec![
+                ("Content-Type", "application/json".into()),
+                ("Idempotency-Key", item.key.clone()),
+                (
+                    "X-Siptrack-Signature",
+                    signature(&self.secret, body.as_bytes()),
+                ),
+            ],
+            body: Some(body),
         })
     }
 
-    /// One attempt; never fails in another way than `Outcome::Retry`.
-    pub async fn post(&self, url: &str, key: &str, body: String, wants_deal_id: bool) -> Outcome {
-        let sig = signature(&self.secret, body.as_bytes());
-        let sent = self
-            .client
-            .post(url)
-            .header("Content-Type", "application/json")
-            .header("Idempotency-Key", key)
-            .header("X-Siptrack-Signature", sig)
-            .body(body)
-            .send()
-            .await;
-        let answer = match sent {
-            Ok(a) => a,
-            Err(e) => {
-                return Outcome::Retry {
-                    error: describe(&e),
-                    retry_after_ms: None,
-                }
-            }
-        };
-        let status = answer.status().as_u16();
-        let retry_after = answer
-            .headers()
-            .get("Retry-After")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        // A CRM's answer is small; one that is not is cut off.
-        let body = match tokio::time::timeout(Duration::from_secs(30), answer.bytes()).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => {
-                return Outcome::Retry {
-                    error: format!("reading the answer: {}", describe(&e)),
-                    retry_after_ms: None,
-                }
-            }
-            Err(_) => {
-                return Outcome::Retry {
-                    error: "reading the answer: timed out".into(),
-                    retry_after_ms: None,
-                }
-            }
-        };
-        classify(
-            status,
-            retry_after.as_deref(),
-            &body,
-            wants_deal_id,
-            self.clock.unix_ms() as i64,
-        )
-    }
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let mut detail = String::new();
-    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(s) = src {
-        detail = s.to_string();
-        src = s.source();
-    }
-    if detail.is_empty() {
-        what.to_string()
-    } else {
-        format!("{what}: {detail}")
+    fn next(&self, item: &DueItem, _sent: &Request, a: &Answer, now_unix_ms: i64) -> Step {
+        Step::Finish(classify(
+            a.status,
+            a.retry_after.as_deref(),
+            &a.body,
+            item.is_deal_create(),
+            now_unix_ms,
+        ))
     }
 }
 
@@ -264,5 +219,75 @@ mod tests {
             Some(10_000)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    fn due(target: Target, event: &str, crm_deal: Option<&str>) -> DueItem {
+        DueItem {
+            id: 1,
+            target,
+            key: "i1-lead-7-deal.task".into(),
+            event: event.into(),
+            body: r#"{"event":"deal.task"}"#.into(),
+            attempts: 0,
+            created_at: 0,
+            deal_ref: Some(3),
+            crm_deal_id: crm_deal.map(str::to_string),
+            deal_created_here: true,
+        }
+    }
+
+    #[test]
+    fn the_adapter_posts_one_signed_keyed_request_per_item() {
+        let w = Webhook {
+            url: Some("http://crm/hook".into()),
+            call_start_url: None,
+            call_end_url: Some("http://crm/end".into()),
+            secret: b"s".to_vec(),
+        };
+        let item = due(Target::Lead, "deal.task", Some("C-3"));
+        let Step::Send(r) = w.start(&item, 0) else {
+            panic!("a request");
+        };
+        let body = r#"{"deal_id":"C-3","event":"deal.task"}"#;
+        assert_eq!(
+            (r.method, r.url.as_str()),
+            (Method::Post, "http://crm/hook")
+        );
+        assert_eq!(r.body.as_deref(), Some(body));
+        assert_eq!(
+            r.headers,
+            vec![
+                ("Content-Type", "application/json".to_string()),
+                ("Idempotency-Key", "i1-lead-7-deal.task".to_string()),
+                ("X-Siptrack-Signature", signature(b"s", body.as_bytes())),
+            ]
+        );
+        let ok = Answer {
+            status: 200,
+            ..Answer::default()
+        };
+        assert_eq!(
+            w.next(&item, &r, &ok, 0),
+            Step::Finish(Outcome::Delivered { deal_id: None })
+        );
+        // No URL any more, or a deal the CRM has not named yet: retried.
+        for (item, error) in [
+            (
+                due(Target::CallStart, "", None),
+                "crm.call_start_url is no longer configured",
+            ),
+            (
+                due(Target::Lead, "deal.task", None),
+                "deal 3 is not in the CRM yet (its deal.create has no answer)",
+            ),
+        ] {
+            assert_eq!(
+                w.start(&item, 0),
+                Step::Finish(Outcome::Retry {
+                    error: error.into(),
+                    retry_after_ms: None
+                })
+            );
+        }
     }
 }

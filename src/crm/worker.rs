@@ -5,15 +5,19 @@
 //! the settle sends the item again with the same Idempotency-Key: delivery
 //! is at least once, never zero.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::adapter::{CrmAdapter, Outcome, Step, MAX_STEPS};
+use super::amocrm::AmoCrm;
 use super::metrics::OutboxMetrics;
-use super::outbox::Target;
-use super::webhook::{Outcome, Sender};
+use super::rate::Pacer;
+use super::transport::Transport;
+use super::webhook::Webhook;
+use crate::clock::Clock;
 use crate::config::CrmDelivery;
 use crate::store::outbox::{DueItem, Settle};
 use crate::store::Store;
@@ -22,38 +26,65 @@ use crate::store::Store;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
-fn url_for(cfg: &CrmDelivery, t: Target) -> Result<&str, String> {
-    let (url, key) = match t {
-        Target::Lead => (&cfg.url, "crm.url"),
-        Target::CallStart => (&cfg.call_start_url, "crm.call_start_url"),
-        Target::CallEnd => (&cfg.call_end_url, "crm.call_end_url"),
-    };
-    url.as_deref()
-        .ok_or_else(|| format!("{key} is no longer configured"))
+/// The account's limit, shared by every attempt of this worker.
+struct Pace {
+    pacer: Mutex<Pacer>,
+    epoch: Instant,
 }
 
-async fn attempt(sender: &Sender, cfg: &CrmDelivery, item: &DueItem) -> Outcome {
-    let url = match url_for(cfg, item.target) {
-        Ok(u) => u,
-        Err(error) => {
-            return Outcome::Retry {
-                error,
-                retry_after_ms: None,
-            }
+impl Pace {
+    /// Reserves the next request's start and sleeps until it.
+    async fn wait_turn(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let wait = match self.pacer.lock() {
+            Ok(mut p) => p.reserve(now),
+            Err(poisoned) => poisoned.into_inner().reserve(now),
+        };
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
         }
-    };
-    let Some(body) = item.body_to_send() else {
-        return Outcome::Retry {
+    }
+}
+
+/// One attempt at an item: the adapter's requests, one after another,
+/// until it finishes; no answer at all is a retry.
+async fn attempt(
+    adapter: &dyn CrmAdapter,
+    transport: &Transport,
+    pace: Option<&Pace>,
+    clock: &Clock,
+    item: &DueItem,
+) -> Outcome {
+    let mut step = adapter.start(item, clock.unix_ms() as i64);
+    for _ in 0..MAX_STEPS {
+        let request = match step {
+            Step::Finish(outcome) => return outcome,
+            Step::Send(r) => r,
+        };
+        if let Some(p) = pace {
+            p.wait_turn().await;
+        }
+        let answer = match transport.send(&request).await {
+            Ok(a) => a,
+            Err(error) => {
+                return Outcome::Retry {
+                    error,
+                    retry_after_ms: None,
+                }
+            }
+        };
+        step = adapter.next(item, &request, &answer, clock.unix_ms() as i64);
+    }
+    match step {
+        Step::Finish(outcome) => outcome,
+        Step::Send(r) => Outcome::Retry {
             error: format!(
-                "deal {} is not in the CRM yet (its deal.create has no answer)",
-                item.deal_ref.unwrap_or_default()
+                "more than {MAX_STEPS} requests for one item (next: {})",
+                r.stage
             ),
             retry_after_ms: None,
-        };
-    };
-    sender
-        .post(url, &item.key, body, item.is_deal_create())
-        .await
+        },
+    }
 }
 
 /// What to record for one attempt.
@@ -65,6 +96,7 @@ fn settle(cfg: &CrmDelivery, item: &DueItem, outcome: Outcome, now: i64) -> Sett
                 _ => None,
             },
         },
+        Outcome::GiveUp { reason } => Settle::Park { error: reason },
         Outcome::Retry {
             error,
             retry_after_ms,
@@ -87,13 +119,26 @@ fn settle(cfg: &CrmDelivery, item: &DueItem, outcome: Outcome, now: i64) -> Sett
 /// Runs until the process ends.
 pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics>) {
     let clock = store.clock();
-    let sender = match Sender::new(
-        &cfg.secret,
-        Duration::from_millis(cfg.timeout_ms),
-        cfg.max_connections,
-        store.clock(),
-    ) {
-        Ok(s) => s,
+    let adapter: Arc<dyn CrmAdapter> = match &cfg.amocrm {
+        Some(settings) => Arc::new(AmoCrm {
+            settings: settings.clone(),
+        }),
+        None => Arc::new(Webhook {
+            url: cfg.url.clone(),
+            call_start_url: cfg.call_start_url.clone(),
+            call_end_url: cfg.call_end_url.clone(),
+            secret: cfg.secret.as_bytes().to_vec(),
+        }),
+    };
+    let pace = adapter.requests_per_second().map(|n| {
+        Arc::new(Pace {
+            pacer: Mutex::new(Pacer::per_second(n)),
+            epoch: Instant::now(),
+        })
+    });
+    let transport = match Transport::new(Duration::from_millis(cfg.timeout_ms), cfg.max_connections)
+    {
+        Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "CRM sender not started; requests stay queued");
             return;
@@ -131,10 +176,17 @@ pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics
         }
         let mut inflight = JoinSet::new();
         for item in due {
-            let (sender, cfg, slots) = (sender.clone(), cfg.clone(), slots.clone());
+            let (adapter, transport, slots, clock, pace) = (
+                adapter.clone(),
+                transport.clone(),
+                slots.clone(),
+                clock.clone(),
+                pace.clone(),
+            );
             inflight.spawn(async move {
                 let _slot = slots.acquire_owned().await;
-                let outcome = attempt(&sender, &cfg, &item).await;
+                let outcome =
+                    attempt(adapter.as_ref(), &transport, pace.as_deref(), &clock, &item).await;
                 (item, outcome)
             });
         }
@@ -158,7 +210,7 @@ pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics
                 }
                 Settle::Park { error } => {
                     metrics.parked();
-                    tracing::error!(key = %item.key, attempts = item.attempts + 1, error = %error, "CRM request parked as failed after crm.retry.max_age_hours");
+                    tracing::error!(key = %item.key, attempts = item.attempts + 1, error = %error, "CRM request parked as failed (refused by the CRM, or still failing after crm.retry.max_age_hours)");
                 }
             }
             results.push((item.id, s));
@@ -175,7 +227,7 @@ pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crm::outbox::Retry;
+    use crate::crm::outbox::{Retry, Target};
 
     fn cfg() -> CrmDelivery {
         CrmDelivery {
@@ -254,6 +306,24 @@ mod tests {
             Settle::Retry {
                 error: "HTTP 429".into(),
                 next_at: 8_000
+            }
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_parked_at_once_with_the_crms_reason() {
+        let s = settle(
+            &cfg(),
+            &item("deal.create", 0, 0),
+            Outcome::GiveUp {
+                reason: "HTTP 400: name: This value should not be blank".into(),
+            },
+            10,
+        );
+        assert_eq!(
+            s,
+            Settle::Park {
+                error: "HTTP 400: name: This value should not be blank".into()
             }
         );
     }

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod amocrm;
 pub mod checks;
 pub mod crm;
 

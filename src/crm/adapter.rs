@@ -1,0 +1,77 @@
+//! The seam between the durable outbox and one kind of CRM (issue 16):
+//! an adapter turns a due outbox item into the HTTP request(s) its CRM
+//! wants and classifies each answer, as pure functions. The worker owns
+//! the I/O (`transport.rs`), the rate limit and the settling, so retries,
+//! parking, order per deal, metrics and the lead log are the same for
+//! every CRM.
+
+use crate::store::outbox::DueItem;
+
+/// What became of one attempt at an item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied; for `deal.create`, the CRM's id of the new deal, which
+    /// later items of that deal name.
+    Delivered { deal_id: Option<String> },
+    /// Try again later; `retry_after_ms` when the CRM said when.
+    Retry {
+        error: String,
+        retry_after_ms: Option<u64>,
+    },
+    /// The CRM refused the request for a reason a retry cannot fix (a 400
+    /// with its validation errors, a rejected token): parked at once with
+    /// the reason, so the lead log shows it and an operator can retry it
+    /// through the API once the cause is fixed.
+    GiveUp { reason: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+/// One HTTP request to a CRM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Which step of the item this is (the adapter's own name, e.g.
+    /// `"lookup"`), handed back with the answer.
+    pub stage: &'static str,
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<String>,
+}
+
+/// The CRM's answer, as read off the wire.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// What the worker does next for an item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    Send(Request),
+    Finish(Outcome),
+}
+
+/// The most requests one item may take (a lookup, then the create); a
+/// guard against an adapter that never finishes.
+pub const MAX_STEPS: usize = 4;
+
+/// One kind of CRM. Pure: no sockets, no clock (`now_unix_ms` is given).
+pub trait CrmAdapter: Send + Sync {
+    /// The first step for a due item.
+    fn start(&self, item: &DueItem, now_unix_ms: i64) -> Step;
+    /// The step after `answer` to `sent`.
+    fn next(&self, item: &DueItem, sent: &Request, answer: &Answer, now_unix_ms: i64) -> Step;
+    /// The account's request limit, if the CRM has one: the worker paces
+    /// every request of every item through one `rate::Pacer`.
+    fn requests_per_second(&self) -> Option<u32> {
+        None
+    }
+}

@@ -1,0 +1,869 @@
+//! `crm.kind = "amocrm"` (issue 16): the outbox's items as amoCRM API v4
+//! requests, and amoCRM's answers classified, as pure functions.
+//!
+//! Followed (amoCRM developer docs, API v4, and Kommo's, its
+//! international edition with the same API):
+//! - leads "complex" add: `POST /api/v4/leads/complex`, an array of leads,
+//!   each with `_embedded.contacts` created with it; the answer is an
+//!   array of `{id, contact_id, company_id, request_id, merged}`.
+//! - custom fields: `custom_fields_values: [{field_id, values: [{value}]}]`.
+//! - leads list: `GET /api/v4/leads?query=...` searches filled-in fields;
+//!   `_embedded.leads`, or 204 No Content when nothing matches.
+//! - notes: `POST /api/v4/leads/{id}/notes`, `[{note_type: "common",
+//!   params: {text}}]`.
+//! - tasks: `POST /api/v4/tasks`, `[{text, complete_till (Unix s),
+//!   entity_id, entity_type: "leads", task_type_id, responsible_user_id}]`.
+//! - calls: `POST /api/v4/calls`, `[{direction, uniq, duration, source,
+//!   link, phone, call_status, responsible_user_id}]`; call_status 4 = the
+//!   conversation took place, 6 = not reached, 7 = line busy; the call is
+//!   attached to the contact with that phone. Calls refused one by one
+//!   come back under `_embedded.errors`.
+//! - errors: `application/problem+json` `{title, status, detail,
+//!   "validation-errors": [{request_id, errors: [{code, path, detail}]}]}`;
+//!   401 for a rejected token; 429 beyond 7 requests per second.
+//! - authorisation: a long-lived token as `Authorization: Bearer`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::adapter::{Answer, CrmAdapter, Method, Outcome, Request, Step};
+use super::outbox::Target;
+use super::webhook::parse_retry_after;
+use crate::store::outbox::DueItem;
+
+/// `[crm.amocrm]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AmoSettings {
+    /// `https://<subdomain>.amocrm.ru`, no trailing slash.
+    pub base_url: String,
+    pub token: String,
+    pub pipeline_id: Option<u64>,
+    pub status_id: Option<u64>,
+    pub responsible_user_id: Option<u64>,
+    /// The contact's phone and e-mail fields.
+    pub phone_field_id: u64,
+    pub email_field_id: Option<u64>,
+    /// A text field of the lead that holds siptrack's key of the
+    /// deal.create, so a retried create finds the lead it already made.
+    pub marker_field_id: u64,
+    /// Visit field (`source`, `utm_source`, `marker`, …) → the lead's
+    /// custom field that receives it.
+    pub lead_fields: BTreeMap<String, u64>,
+    /// A task is due this long after it is made.
+    pub task_minutes: u64,
+    pub requests_per_second: u32,
+}
+
+/// The stages of an item, handed back with each answer.
+const LOOKUP: &str = "lookup";
+const CREATE: &str = "create";
+const NOTE: &str = "note";
+const TASK: &str = "task";
+const CALL: &str = "call";
+
+/// The source name amoCRM shows on call records.
+const SOURCE: &str = "siptrack";
+
+fn text_of(v: &Value, k: &str) -> String {
+    v.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn field(id: u64, value: &str) -> Value {
+    json!({"field_id": id, "values": [{"value": value}]})
+}
+
+/// The lead webhook body's `data` (a JSON-encoded string).
+fn data_of(body: &Value) -> Value {
+    body.get("data")
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(Value::Null)
+}
+
+impl AmoSettings {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url.trim_end_matches('/'))
+    }
+
+    fn request(
+        &self,
+        stage: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Request {
+        let mut headers = vec![("Authorization", format!("Bearer {}", self.token))];
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json".to_string()));
+        }
+        Request {
+            stage,
+            method,
+            url: self.url(path),
+            headers,
+            body: body.map(|b| b.to_string()),
+        }
+    }
+
+    /// `POST /api/v4/leads/complex`: the lead named by the title, in the
+    /// configured pipeline and status, the visit's fields and siptrack's
+    /// marker in its custom fields, with its contact (name, phone,
+    /// e-mail) in the same request.
+    pub fn lead_complex(&self, key: &str, body: &Value) -> Value {
+        let title = text_of(body, "title");
+        let (name, phone, email) = (
+            text_of(body, "name"),
+            text_of(body, "phone"),
+            text_of(body, "email"),
+        );
+        let mut fields = vec![field(self.marker_field_id, key)];
+        let data = data_of(body);
+        for (visit_field, id) in &self.lead_fields {
+            let v = text_of(&data, visit_field);
+            if !v.is_empty() {
+                fields.push(field(*id, &v));
+            }
+        }
+        let mut lead = json!({
+            "name": if title.is_empty() { "siptrack lead".to_string() } else { title },
+            "custom_fields_values": fields,
+        });
+        for (k, v) in [
+            ("pipeline_id", self.pipeline_id),
+            ("status_id", self.status_id),
+            ("responsible_user_id", self.responsible_user_id),
+        ] {
+            if let Some(v) = v {
+                lead[k] = json!(v);
+            }
+        }
+        let mut contact_fields = Vec::new();
+        if !phone.is_empty() {
+            contact_fields.push(field(self.phone_field_id, &phone));
+        }
+        if let (Some(id), false) = (self.email_field_id, email.is_empty()) {
+            contact_fields.push(field(id, &email));
+        }
+        // A lead with neither name, phone nor e-mail (a withheld caller)
+        // gets no contact: amoCRM would show an empty one.
+        if !(name.is_empty() && contact_fields.is_empty()) {
+            let contact_name = [&name, &phone, &email]
+                .into_iter()
+                .find(|s| !s.is_empty())
+                .cloned()
+                .unwrap_or_default();
+            let mut contact = json!({
+                "name": contact_name,
+                "custom_fields_values": contact_fields,
+            });
+            if let Some(u) = self.responsible_user_id {
+                contact["responsible_user_id"] = json!(u);
+            }
+            lead["_embedded"] = json!({"contacts": [contact]});
+        }
+        json!([lead])
+    }
+
+    /// `POST /api/v4/leads/{id}/notes`: a `common` note with the lead's
+    /// text (its title when it has none).
+    pub fn note(&self, body: &Value) -> Value {
+        json!([{"note_type": "common", "params": {"text": note_text(body)}}])
+    }
+
+    /// `POST /api/v4/tasks`: a task on the lead, due `task_minutes` from
+    /// now, for the responsible user.
+    pub fn task(&self, lead_id: u64, body: &Value, now_unix_ms: i64) -> Value {
+        let due = now_unix_ms.max(0) / 1000 + (self.task_minutes as i64) * 60;
+        let mut task = json!({
+            "text": note_text(body),
+            "complete_till": due,
+            "entity_id": lead_id,
+            "entity_type": "leads",
+            // 1: "Follow-up" (Связаться), amoCRM's built-in task type.
+            "task_type_id": 1,
+        });
+        if let Some(u) = self.responsible_user_id {
+            task["responsible_user_id"] = json!(u);
+        }
+        json!([task])
+    }
+
+    /// `POST /api/v4/calls` from the call-end webhook's body: an inbound
+    /// call with its Call-ID as `uniq`. None for a withheld caller (amoCRM
+    /// needs a phone to attach the call to).
+    pub fn call(&self, body: &Value) -> Option<Value> {
+        let phone = text_of(body, "caller");
+        if phone.is_empty() {
+            return None;
+        }
+        let mut call = json!({
+            "direction": "inbound",
+            "uniq": text_of(body, "id"),
+            "duration": body.get("duration").and_then(Value::as_u64).unwrap_or(0),
+            "source": SOURCE,
+            "phone": phone,
+            "call_status": call_status(&text_of(body, "status")),
+            "call_result": text_of(body, "status"),
+        });
+        let link = text_of(body, "link");
+        if !link.is_empty() {
+            call["link"] = json!(link);
+        }
+        if let Some(u) = self.responsible_user_id {
+            call["responsible_user_id"] = json!(u);
+        }
+        Some(json!([call]))
+    }
+
+    /// `GET /api/v4/leads?query=<key>`: the lead a earlier attempt of this
+    /// deal.create may have made (its marker field holds the key).
+    fn lookup(&self, key: &str) -> Request {
+        self.request(
+            LOOKUP,
+            Method::Get,
+            &format!("/api/v4/leads?query={}", percent_encode(key)),
+            None,
+        )
+    }
+}
+
+/// RFC 3986: everything but the unreserved characters as %XX.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn note_text(body: &Value) -> String {
+    let text = text_of(body, "text");
+    if text.is_empty() {
+        text_of(body, "title")
+    } else {
+        text
+    }
+}
+
+/// The call webhook's status → amoCRM's `call_status`: 4 the
+/// conversation took place, 7 line busy, 6 not reached (no answer,
+/// cancelled, failed).
+pub fn call_status(webhook_status: &str) -> u8 {
+    match webhook_status {
+        "ANSWER" => 4,
+        "BUSY" => 7,
+        _ => 6,
+    }
+}
+
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// A problem+json answer as one line: its title or detail, then each
+/// validation error's path and detail.
+pub fn problem(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let mut out = [text_of(&v, "title"), text_of(&v, "detail")]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
+    for group in v["validation-errors"].as_array().into_iter().flatten() {
+        for e in group["errors"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "; {}: {}",
+                text_of(e, "path"),
+                text_of(e, "detail")
+            ));
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Any answer but a 2xx: a refusal (bad request, rejected token, no such
+/// account or entity) is parked with the CRM's reason; 429 and 5xx are
+/// retried (429 after its Retry-After or the backoff).
+pub fn classify_failure(a: &Answer, now_unix_ms: i64) -> Outcome {
+    let why = problem(&a.body).unwrap_or_else(|| snippet(&a.body));
+    let error = if why.trim().is_empty() {
+        format!("HTTP {}", a.status)
+    } else {
+        format!("HTTP {}: {}", a.status, why.trim())
+    };
+    match a.status {
+        401 => Outcome::GiveUp {
+            reason: format!("token rejected ({error}): check crm.amocrm.token"),
+        },
+        400 | 402 | 403 | 404 | 405 | 406 | 422 => Outcome::GiveUp { reason: error },
+        _ => Outcome::Retry {
+            error,
+            retry_after_ms: a
+                .retry_after
+                .as_deref()
+                .and_then(|v| parse_retry_after(v, now_unix_ms)),
+        },
+    }
+}
+
+fn ok(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+/// The id amoCRM gave the lead of a complex add (`[{"id": …}]`).
+pub fn created_lead_id(body: &[u8]) -> Option<u64> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.get(0)?.get("id")?.as_u64()
+}
+
+/// The lead of a lookup answer whose marker field holds exactly `key`:
+/// `query` is a full-text search, so a hit is checked, not trusted.
+pub fn found_lead(body: &[u8], marker_field_id: u64, key: &str) -> Option<u64> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v["_embedded"]["leads"]
+        .as_array()?
+        .iter()
+        .find(|lead| {
+            lead["custom_fields_values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|f| {
+                    f["field_id"].as_u64() == Some(marker_field_id)
+                        && f["values"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|x| x["value"].as_str() == Some(key))
+                })
+        })
+        .and_then(|lead| lead["id"].as_u64())
+}
+
+/// Calls amoCRM could not add come back in a 2xx under
+/// `_embedded.errors`.
+fn call_errors(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let errors = v["_embedded"]["errors"].as_array()?;
+    if errors.is_empty() {
+        return None;
+    }
+    Some(
+        errors
+            .iter()
+            .map(|e| {
+                let t = [text_of(e, "title"), text_of(e, "detail")]
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(": ");
+                if t.is_empty() {
+                    e.to_string()
+                } else {
+                    t
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
+/// The amoCRM adapter.
+pub struct AmoCrm {
+    pub settings: AmoSettings,
+}
+
+impl AmoCrm {
+    /// The CRM's lead id for an action on a deal; None while its
+    /// deal.create has not been answered.
+    fn lead_id(item: &DueItem) -> Result<u64, Outcome> {
+        match (&item.crm_deal_id, item.deal_created_here) {
+            (Some(id), _) => id.parse().map_err(|_| Outcome::GiveUp {
+                reason: format!(
+                    "deal {} has the CRM id {id:?}, not an amoCRM lead id",
+                    item.deal_ref.unwrap_or_default()
+                ),
+            }),
+            (None, true) => Err(Outcome::Retry {
+                error: format!(
+                    "deal {} is not in amoCRM yet (its deal.create has no answer)",
+                    item.deal_ref.unwrap_or_default()
+                ),
+                retry_after_ms: None,
+            }),
+            // A deal made before amoCRM was configured has no lead there.
+            (None, false) => Err(Outcome::GiveUp {
+                reason: format!(
+                    "deal {} was made before crm.kind = \"amocrm\" and has no amoCRM lead",
+                    item.deal_ref.unwrap_or_default()
+                ),
+            }),
+        }
+    }
+
+    fn create(&self, item: &DueItem, body: &Value) -> Step {
+        let s = &self.settings;
+        Step::Send(s.request(
+            CREATE,
+            Method::Post,
+            "/api/v4/leads/complex",
+            Some(s.lead_complex(&item.key, body)),
+        ))
+    }
+}
+
+impl CrmAdapter for AmoCrm {
+    fn start(&self, item: &DueItem, now_unix_ms: i64) -> Step {
+        let s = &self.settings;
+        let Ok(body) = serde_json::from_str::<Value>(&item.body) else {
+            return Step::Finish(Outcome::GiveUp {
+                reason: "the queued body is not JSON".into(),
+            });
+        };
+        match (item.target, item.event.as_str()) {
+            // Every create looks for the lead an earlier attempt may have
+            // made (a timeout after amoCRM applied it, or a crash before
+            // the answer was recorded): amoCRM has no idempotency keys.
+            (Target::Lead, "deal.create") => Step::Send(s.lookup(&item.key)),
+            (Target::Lead, "deal.comment") => match Self::lead_id(item) {
+                Ok(id) => Step::Send(s.request(
+                    NOTE,
+                    Method::Post,
+                    &format!("/api/v4/leads/{id}/notes"),
+                    Some(s.note(&body)),
+                )),
+                Err(o) => Step::Finish(o),
+            },
+            (Target::Lead, "deal.task") => match Self::lead_id(item) {
+                Ok(id) => Step::Send(s.request(
+                    TASK,
+                    Method::Post,
+                    "/api/v4/tasks",
+                    Some(s.task(id, &body, now_unix_ms)),
+                )),
+                Err(o) => Step::Finish(o),
+            },
+            (Target::CallEnd, _) => match s.call(&body) {
+                Some(call) => {
+                    Step::Send(s.request(CALL, Method::Post, "/api/v4/calls", Some(call)))
+                }
+                None => Step::Finish(Outcome::Delivered { deal_id: None }),
+            },
+            // amoCRM records a call once it is over; its start is not sent.
+            (Target::CallStart, _) => Step::Finish(Outcome::Delivered { deal_id: None }),
+            (Target::Lead, other) => Step::Finish(Outcome::GiveUp {
+                reason: format!("event {other:?} has no amoCRM request"),
+            }),
+        }
+    }
+
+    fn next(&self, item: &DueItem, sent: &Request, a: &Answer, now_unix_ms: i64) -> Step {
+        let s = &self.settings;
+        match sent.stage {
+            LOOKUP if a.status == 204 => match serde_json::from_str::<Value>(&item.body) {
+                Ok(body) => self.create(item, &body),
+                Err(_) => Step::Finish(Outcome::GiveUp {
+                    reason: "the queued body is not JSON".into(),
+                }),
+            },
+            LOOKUP if ok(a.status) => match found_lead(&a.body, s.marker_field_id, &item.key) {
+                Some(id) => Step::Finish(Outcome::Delivered {
+                    deal_id: Some(id.to_string()),
+                }),
+                None => match serde_json::from_str::<Value>(&item.body) {
+                    Ok(body) => self.create(item, &body),
+                    Err(_) => Step::Finish(Outcome::GiveUp {
+                        reason: "the queued body is not JSON".into(),
+                    }),
+                },
+            },
+            CREATE if ok(a.status) => Step::Finish(match created_lead_id(&a.body) {
+                Some(id) => Outcome::Delivered {
+                    deal_id: Some(id.to_string()),
+                },
+                // Applied or not, the lookup of the next attempt tells.
+                None => Outcome::Retry {
+                    error: format!("HTTP {} without a lead id: {}", a.status, snippet(&a.body)),
+                    retry_after_ms: None,
+                },
+            }),
+            CALL if ok(a.status) => Step::Finish(match call_errors(&a.body) {
+                Some(reason) => Outcome::GiveUp {
+                    reason: format!("call refused: {reason}"),
+                },
+                None => Outcome::Delivered { deal_id: None },
+            }),
+            _ if ok(a.status) => Step::Finish(Outcome::Delivered { deal_id: None }),
+            _ => Step::Finish(classify_failure(a, now_unix_ms)),
+        }
+    }
+
+    fn requests_per_second(&self) -> Option<u32> {
+        Some(self.settings.requests_per_second)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> AmoSettings {
+        AmoSettings {
+            base_url: "https://acme.amocrm.ru/".into(),
+            token: "tok".into(),
+            pipeline_id: Some(11),
+            status_id: Some(22),
+            responsible_user_id: Some(33),
+            phone_field_id: 101,
+            email_field_id: Some(102),
+            marker_field_id: 201,
+            lead_fields: [("source", 202), ("utm_source", 203), ("marker", 204)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            task_minutes: 30,
+            requests_per_second: 7,
+        }
+    }
+
+    fn lead_body(event: &str) -> Value {
+        json!({
+            "id": "7", "event": event, "title": "Incoming call from 74991234567",
+            "text": "Call to 74951230001", "name": "Ann", "phone": "74991234567",
+            "email": "ann@example.com",
+            "data": json!({"visit": "v-1", "source": "cpc", "utm_source": "yandex", "page": "/x"}).to_string(),
+        })
+    }
+
+    fn due(target: Target, event: &str, body: &Value, crm: Option<&str>) -> DueItem {
+        DueItem {
+            id: 1,
+            target,
+            key: format!("i1-lead-7-{event}"),
+            event: event.into(),
+            body: body.to_string(),
+            attempts: 0,
+            created_at: 0,
+            deal_ref: Some(3),
+            crm_deal_id: crm.map(str::to_string),
+            deal_created_here: true,
+        }
+    }
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status,
+            body: body.as_bytes().to_vec(),
+            ..Answer::default()
+        }
+    }
+
+    fn sent(step: Step) -> Request {
+        match step {
+            Step::Send(r) => r,
+            Step::Finish(o) => panic!("finished: {o:?}"),
+        }
+    }
+
+    fn body_of(r: &Request) -> Value {
+        serde_json::from_str(r.body.as_deref().expect("a body")).expect("JSON")
+    }
+
+    #[test]
+    fn a_lead_and_its_contact_are_one_complex_request() {
+        let v = settings().lead_complex("i1-lead-7-deal.create", &lead_body("deal.create"));
+        assert_eq!(
+            v,
+            json!([{
+                "name": "Incoming call from 74991234567",
+                "pipeline_id": 11, "status_id": 22, "responsible_user_id": 33,
+                "custom_fields_values": [
+                    {"field_id": 201, "values": [{"value": "i1-lead-7-deal.create"}]},
+                    // lead_fields in name order; page is not mapped.
+                    {"field_id": 202, "values": [{"value": "cpc"}]},
+                    {"field_id": 203, "values": [{"value": "yandex"}]},
+                ],
+                "_embedded": {"contacts": [{
+                    "name": "Ann", "responsible_user_id": 33,
+                    "custom_fields_values": [
+                        {"field_id": 101, "values": [{"value": "74991234567"}]},
+                        {"field_id": 102, "values": [{"value": "ann@example.com"}]},
+                    ],
+                }]},
+            }])
+        );
+        // Unset ids are left out; a withheld caller has no contact; a
+        // contact without a name is named by its phone.
+        let bare = AmoSettings {
+            pipeline_id: None,
+            status_id: None,
+            responsible_user_id: None,
+            email_field_id: None,
+            lead_fields: BTreeMap::new(),
+            ..settings()
+        };
+        let withheld = json!({"title": "Incoming call from a withheld number", "data": "{}"});
+        assert_eq!(
+            bare.lead_complex("k", &withheld),
+            json!([{"name": "Incoming call from a withheld number",
+                    "custom_fields_values": [{"field_id": 201, "values": [{"value": "k"}]}]}])
+        );
+        let phone_only = json!({"title": "t", "phone": "7499", "email": "e@x"});
+        assert_eq!(
+            bare.lead_complex("k", &phone_only)[0]["_embedded"],
+            json!({"contacts": [{"name": "7499", "custom_fields_values": [
+                {"field_id": 101, "values": [{"value": "7499"}]}]}]})
+        );
+    }
+
+    #[test]
+    fn notes_tasks_and_calls_have_every_field() {
+        let s = settings();
+        let body = lead_body("deal.comment");
+        assert_eq!(
+            s.note(&body),
+            json!([{"note_type": "common", "params": {"text": "Call to 74951230001"}}])
+        );
+        assert_eq!(
+            s.note(&json!({"title": "only a title", "text": ""})),
+            json!([{"note_type": "common", "params": {"text": "only a title"}}])
+        );
+        assert_eq!(
+            s.task(55, &body, 1_795_435_200_999),
+            json!([{"text": "Call to 74951230001", "complete_till": 1_795_435_200 + 1_800,
+                    "entity_id": 55, "entity_type": "leads", "task_type_id": 1,
+                    "responsible_user_id": 33}])
+        );
+        let end = json!({"id": "c1@h", "caller": "74991234567", "callee": "74951230001",
+                         "duration": 42, "status": "ANSWER", "link": "https://r/1.mp3"});
+        assert_eq!(
+            s.call(&end),
+            Some(
+                json!([{"direction": "inbound", "uniq": "c1@h", "duration": 42,
+                         "source": "siptrack", "phone": "74991234567", "call_status": 4,
+                         "call_result": "ANSWER", "link": "https://r/1.mp3",
+                         "responsible_user_id": 33}])
+            )
+        );
+        assert_eq!(s.call(&json!({"id": "c2", "caller": ""})), None);
+        for (status, code) in [
+            ("ANSWER", 4),
+            ("BUSY", 7),
+            ("NOANSWER", 6),
+            ("CANCEL", 6),
+            ("CONGESTION", 6),
+            ("INTERRUPTED", 6),
+        ] {
+            assert_eq!(call_status(status), code, "{status}");
+        }
+    }
+
+    #[test]
+    fn each_event_goes_to_its_endpoint_with_the_token() {
+        let a = AmoCrm {
+            settings: settings(),
+        };
+        let body = lead_body("deal.task");
+        for (item, method, url) in [
+            (
+                due(Target::Lead, "deal.create", &body, None),
+                Method::Get,
+                "https://acme.amocrm.ru/api/v4/leads?query=i1-lead-7-deal.create",
+            ),
+            (
+                due(Target::Lead, "deal.comment", &body, Some("55")),
+                Method::Post,
+                "https://acme.amocrm.ru/api/v4/leads/55/notes",
+            ),
+            (
+                due(Target::Lead, "deal.task", &body, Some("55")),
+                Method::Post,
+                "https://acme.amocrm.ru/api/v4/tasks",
+            ),
+            (
+                due(
+                    Target::CallEnd,
+                    "",
+                    &json!({"id": "c@h", "caller": "7499"}),
+                    None,
+                ),
+                Method::Post,
+                "https://acme.amocrm.ru/api/v4/calls",
+            ),
+        ] {
+            let r = sent(a.start(&item, 0));
+            assert_eq!((r.method, r.url.as_str()), (method, url), "{}", item.event);
+            assert_eq!(r.headers[0], ("Authorization", "Bearer tok".to_string()));
+        }
+        // Nothing to send: a call's start, a withheld caller's call.
+        for item in [
+            due(Target::CallStart, "", &json!({"id": "c@h"}), None),
+            due(
+                Target::CallEnd,
+                "",
+                &json!({"id": "c@h", "caller": ""}),
+                None,
+            ),
+        ] {
+            assert_eq!(
+                a.start(&item, 0),
+                Step::Finish(Outcome::Delivered { deal_id: None })
+            );
+        }
+        // A task waits for its lead's id; a deal made before amoCRM has none.
+        let waiting = a.start(&due(Target::Lead, "deal.task", &body, None), 0);
+        assert!(
+            matches!(waiting, Step::Finish(Outcome::Retry { .. })),
+            "{waiting:?}"
+        );
+        let mut old = due(Target::Lead, "deal.task", &body, None);
+        old.deal_created_here = false;
+        assert!(matches!(
+            a.start(&old, 0),
+            Step::Finish(Outcome::GiveUp { .. })
+        ));
+    }
+
+    #[test]
+    fn a_create_looks_its_lead_up_first_and_makes_it_only_when_absent() {
+        let a = AmoCrm {
+            settings: settings(),
+        };
+        let item = due(Target::Lead, "deal.create", &lead_body("deal.create"), None);
+        let lookup = sent(a.start(&item, 0));
+        let mine = r#"{"_embedded":{"leads":[
+            {"id": 9, "custom_fields_values": [{"field_id": 201, "values": [{"value": "i1-lead-7-deal.create-x"}]}]},
+            {"id": 8, "custom_fields_values": [{"field_id": 201, "values": [{"value": "i1-lead-7-deal.create"}]}]}]}}"#;
+        let other = r#"{"_embedded":{"leads":[{"id": 9, "custom_fields_values": null}]}}"#;
+        // (lookup answer, what follows)
+        for (status, body, found) in [(204, "", None), (200, other, None), (200, mine, Some(8))] {
+            match (a.next(&item, &lookup, &answer(status, body), 0), found) {
+                (Step::Finish(o), Some(id)) => assert_eq!(
+                    o,
+                    Outcome::Delivered {
+                        deal_id: Some(id.to_string())
+                    }
+                ),
+                (Step::Send(r), None) => {
+                    assert_eq!(r.url, "https://acme.amocrm.ru/api/v4/leads/complex");
+                    assert_eq!(
+                        body_of(&r),
+                        a.settings
+                            .lead_complex(&item.key, &lead_body("deal.create"))
+                    );
+                    let created = a.next(
+                        &item,
+                        &r,
+                        &answer(200, r#"[{"id":31,"contact_id":41,"company_id":null,"request_id":["0"],"merged":false}]"#),
+                        0,
+                    );
+                    assert_eq!(
+                        created,
+                        Step::Finish(Outcome::Delivered {
+                            deal_id: Some("31".into())
+                        })
+                    );
+                    let garbage = a.next(&item, &r, &answer(200, "<html>"), 0);
+                    assert!(
+                        matches!(garbage, Step::Finish(Outcome::Retry { .. })),
+                        "{garbage:?}"
+                    );
+                }
+                (step, _) => panic!("{status} {body}: {step:?}"),
+            }
+        }
+        // A failed lookup is a failed attempt like any other.
+        assert!(matches!(
+            a.next(&item, &lookup, &answer(503, ""), 0),
+            Step::Finish(Outcome::Retry { .. })
+        ));
+    }
+
+    #[test]
+    fn refusals_are_parked_with_the_crms_reason_and_overload_is_retried() {
+        let now = 1_795_435_200_000;
+        let problem_400 = r#"{"title":"Bad Request","type":"https://httpstatus.es/400","status":400,
+            "detail":"Request validation failed","validation-errors":[{"request_id":"0","errors":[
+            {"code":"NotSupportedChoice","path":"custom_fields_values.0.field_id","detail":"The value you selected is not a valid choice."}]}]}"#;
+        let with_retry_after = Answer {
+            status: 429,
+            retry_after: Some("2".into()),
+            ..Answer::default()
+        };
+        for (a, outcome) in [
+            (
+                answer(400, problem_400),
+                Outcome::GiveUp {
+                    reason: "HTTP 400: Bad Request: Request validation failed; custom_fields_values.0.field_id: The value you selected is not a valid choice.".into(),
+                },
+            ),
+            (
+                answer(401, r#"{"title":"Unauthorized","status":401,"detail":"Invalid token"}"#),
+                Outcome::GiveUp {
+                    reason: "token rejected (HTTP 401: Unauthorized: Invalid token): check crm.amocrm.token".into(),
+                },
+            ),
+            (
+                answer(429, ""),
+                Outcome::Retry {
+                    error: "HTTP 429".into(),
+                    retry_after_ms: None,
+                },
+            ),
+            (
+                with_retry_after,
+                Outcome::Retry {
+                    error: "HTTP 429".into(),
+                    retry_after_ms: Some(2_000),
+                },
+            ),
+            (
+                answer(502, "bad gateway\n"),
+                Outcome::Retry {
+                    error: "HTTP 502: bad gateway".into(),
+                    retry_after_ms: None,
+                },
+            ),
+        ] {
+            assert_eq!(classify_failure(&a, now), outcome, "{}", a.status);
+        }
+        // A call amoCRM refused inside a 200.
+        let a = AmoCrm {
+            settings: settings(),
+        };
+        let item = due(
+            Target::CallEnd,
+            "",
+            &json!({"id": "c@h", "caller": "7499"}),
+            None,
+        );
+        let r = sent(a.start(&item, 0));
+        assert_eq!(
+            a.next(&item, &r, &answer(200, r#"{"_embedded":{"calls":[],"errors":[{"title":"Entity not found","detail":"no contact"}]}}"#), 0),
+            Step::Finish(Outcome::GiveUp {
+                reason: "call refused: Entity not found: no contact".into()
+            })
+        );
+        assert_eq!(
+            a.next(
+                &item,
+                &r,
+                &answer(200, r#"{"_embedded":{"calls":[{"id":5}],"errors":[]}}"#),
+                0
+            ),
+            Step::Finish(Outcome::Delivered { deal_id: None })
+        );
+    }
+}

@@ -1,0 +1,568 @@
+//! A test amoCRM for the e2e tests: a real HTTP listener on loopback that
+//! speaks the part of amoCRM API v4 siptrack uses, written from amoCRM's
+//! API reference (leads/complex, the leads list with `query`, lead notes,
+//! tasks, calls, problem+json errors, 7 requests per second):
+//! - every request must carry `Authorization: Bearer <token>` (else 401
+//!   problem+json);
+//! - bodies are checked field by field against the documented shapes
+//!   (else 400 problem+json with `validation-errors`);
+//! - ids are handed out as amoCRM does (numbers; the complex add answers
+//!   `[{id, contact_id, company_id, request_id, merged}]`);
+//! - more than `limit` requests within any second are answered 429 and
+//!   counted;
+//! - `slow_creates` applies that many complex adds, then answers them
+//!   after `slow_by` (past siptrack's timeout).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Value};
+
+/// A lead as stored, with the contact made with it.
+#[derive(Clone, Debug)]
+pub struct Lead {
+    pub id: u64,
+    pub contact_id: Option<u64>,
+    /// The lead object as received.
+    pub json: Value,
+}
+
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub at: Instant,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+
+#[derive(Default)]
+pub struct Inner {
+    pub leads: Vec<Lead>,
+    /// (lead id, note object)
+    pub notes: Vec<(u64, Value)>,
+    pub tasks: Vec<Value>,
+    pub calls: Vec<Value>,
+    pub requests: Vec<Seen>,
+    pub too_many: usize,
+    pub bad_requests: Vec<String>,
+    /// When set, custom field ids this account has; others are refused
+    /// with 400 `NotSupportedChoice`, as amoCRM does.
+    pub known_fields: Option<Vec<u64>>,
+    /// Complex adds still to answer late.
+    pub slow_creates: usize,
+    pub slow_by: Duration,
+    window: VecDeque<Instant>,
+    next_id: u64,
+}
+
+pub struct Amo {
+    pub port: u16,
+    state: Arc<Mutex<Inner>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    token: Arc<String>,
+    limit: usize,
+    state: Arc<Mutex<Inner>>,
+}
+
+impl Amo {
+    /// Listens on a free loopback port; `limit` requests per second.
+    pub fn start(token: &str, limit: usize) -> Amo {
+        let state = Arc::new(Mutex::new(Inner {
+            next_id: 1000,
+            ..Inner::default()
+        }));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test amoCRM runtime");
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let port = std_listener.local_addr().expect("addr").port();
+        let shared = Shared {
+            token: Arc::new(token.to_string()),
+            limit,
+            state: state.clone(),
+        };
+        rt.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+            let app = Router::new().fallback(handle).with_state(shared);
+            let _ = axum::serve(listener, app).await;
+        });
+        Amo {
+            port,
+            state,
+            runtime: Some(rt),
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn wait_until(&self, limit: Duration, what: &str, done: impl Fn(&Inner) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            {
+                let s = self.lock();
+                if done(&s) {
+                    return;
+                }
+                if Instant::now() > deadline {
+                    panic!(
+                        "test amoCRM: {what} not within {limit:?}; {} leads, {} notes, {} tasks, {} calls, {} requests, 429s {}, bad {:?}",
+                        s.leads.len(),
+                        s.notes.len(),
+                        s.tasks.len(),
+                        s.calls.len(),
+                        s.requests.len(),
+                        s.too_many,
+                        s.bad_requests
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Amo {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn problem(status: u16, title: &str, detail: &str, errors: &[(&str, String)]) -> Response {
+    let mut body = json!({
+        "title": title,
+        "type": format!("https://httpstatus.es/{status}"),
+        "status": status,
+        "detail": detail,
+    });
+    if !errors.is_empty() {
+        body["validation-errors"] = json!([{
+            "request_id": "0",
+            "errors": errors.iter().map(|(path, d)| json!({"code": "InvalidType", "path": path, "detail": d})).collect::<Vec<_>>(),
+        }]);
+    }
+    let mut r = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        body.to_string(),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        "Content-Type",
+        "application/problem+json".parse().expect("header"),
+    );
+    r
+}
+
+fn ok_json(status: u16, v: Value) -> Response {
+    let mut r = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        v.to_string(),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        "Content-Type",
+        "application/hal+json".parse().expect("header"),
+    );
+    r
+}
+
+/// `custom_fields_values`: `[{field_id: int, values: [{value: string}]}]`.
+fn check_fields(v: &Value, path: &str, errs: &mut Vec<(&'static str, String)>) {
+    let Some(fields) = v.as_array() else {
+        errs.push(("custom_fields_values", format!("{path}: not an array")));
+        return;
+    };
+    for f in fields {
+        let ok = f["field_id"].as_u64().is_some()
+            && f["values"].as_array().is_some_and(|vs| {
+                !vs.is_empty()
+                    && vs
+                        .iter()
+                        .all(|x| x["value"].as_str().is_some_and(|s| !s.is_empty()))
+            })
+            && f.as_object().is_some_and(|o| o.len() == 2);
+        if !ok {
+            errs.push(("custom_fields_values", format!("{path}: {f}")));
+        }
+    }
+}
+
+/// Absent, not a string, or empty.
+fn blank(v: &Value) -> bool {
+    v.as_str().is_none_or(str::is_empty)
+}
+
+/// Only `allowed` keys, each of the right kind.
+fn check_keys(v: &Value, allowed: &[&str], path: &str, errs: &mut Vec<(&'static str, String)>) {
+    match v.as_object() {
+        Some(o) => {
+            for k in o.keys() {
+                if !allowed.contains(&k.as_str()) {
+                    errs.push(("field", format!("{path}.{k} is not a field")));
+                }
+            }
+        }
+        None => errs.push(("body", format!("{path} is not an object"))),
+    }
+}
+
+fn check_lead(lead: &Value) -> Vec<(&'static str, String)> {
+    let mut errs = Vec::new();
+    check_keys(
+        lead,
+        &[
+            "name",
+            "pipeline_id",
+            "status_id",
+            "responsible_user_id",
+            "custom_fields_values",
+            "_embedded",
+        ],
+        "lead",
+        &mut errs,
+    );
+    if blank(&lead["name"]) {
+        errs.push(("name", "This value should not be blank.".into()));
+    }
+    for k in ["pipeline_id", "status_id", "responsible_user_id"] {
+        if !lead[k].is_null() && lead[k].as_u64().is_none() {
+            errs.push(("id", format!("{k} must be an int")));
+        }
+    }
+    if !lead["custom_fields_values"].is_null() {
+        check_fields(&lead["custom_fields_values"], "lead", &mut errs);
+    }
+    if !lead["_embedded"].is_null() {
+        check_keys(&lead["_embedded"], &["contacts"], "_embedded", &mut errs);
+        for c in lead["_embedded"]["contacts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            check_keys(
+                c,
+                &["name", "custom_fields_values", "responsible_user_id"],
+                "contact",
+                &mut errs,
+            );
+            if blank(&c["name"]) {
+                errs.push(("name", "contact name blank".into()));
+            }
+            check_fields(&c["custom_fields_values"], "contact", &mut errs);
+        }
+    }
+    errs
+}
+
+async fn handle(
+    State(sh): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut delay = None;
+    let response = {
+        let mut s = sh.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        while s
+            .window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            s.window.pop_front();
+        }
+        let r = if s.window.len() >= sh.limit {
+            s.too_many += 1;
+            problem(
+                429,
+                "Too Many Requests",
+                "limit of requests per second",
+                &[],
+            )
+        } else if auth != format!("Bearer {}", sh.token) {
+            s.window.push_back(now);
+            problem(401, "Unauthorized", "Invalid token", &[])
+        } else {
+            s.window.push_back(now);
+            route(&mut s, &method, &uri, &path, &json, &mut delay)
+        };
+        let status = r.status().as_u16();
+        if status == 400 {
+            s.bad_requests.push(format!("{method} {path} {json}"));
+        }
+        s.requests.push(Seen {
+            at: now,
+            method: method.to_string(),
+            path: path.clone(),
+            status,
+        });
+        r
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    response
+}
+
+fn route(
+    s: &mut Inner,
+    method: &Method,
+    uri: &Uri,
+    path: &str,
+    json: &Value,
+    delay: &mut Option<Duration>,
+) -> Response {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method.as_str(), parts.as_slice()) {
+        ("POST", ["api", "v4", "leads", "complex"]) => {
+            let Some(leads) = json.as_array().filter(|a| !a.is_empty()) else {
+                return problem(
+                    400,
+                    "Bad Request",
+                    "Request validation failed",
+                    &[("body", "not an array of leads".into())],
+                );
+            };
+            let mut errs = Vec::new();
+            for l in leads {
+                errs.extend(check_lead(l));
+                if let Some(known) = &s.known_fields {
+                    let ids = l["custom_fields_values"]
+                        .as_array()
+                        .into_iter()
+                        .chain(
+                            l["_embedded"]["contacts"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .map(|c| &c["custom_fields_values"])
+                                .filter_map(Value::as_array),
+                        )
+                        .flatten()
+                        .filter_map(|f| f["field_id"].as_u64());
+                    for id in ids {
+                        if !known.contains(&id) {
+                            errs.push((
+                                "custom_fields_values.field_id",
+                                format!(
+                                    "field {id}: The value you selected is not a valid choice."
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+            if !errs.is_empty() {
+                return problem(400, "Bad Request", "Request validation failed", &errs);
+            }
+            let mut out = Vec::new();
+            for (i, l) in leads.iter().enumerate() {
+                s.next_id += 1;
+                let id = s.next_id;
+                let contact_id = l["_embedded"]["contacts"]
+                    .as_array()
+                    .filter(|c| !c.is_empty())
+                    .map(|_| {
+                        s.next_id += 1;
+                        s.next_id
+                    });
+                s.leads.push(Lead {
+                    id,
+                    contact_id,
+                    json: l.clone(),
+                });
+                out.push(
+                    json!({"id": id, "contact_id": contact_id, "company_id": null,
+                                "request_id": [i.to_string()], "merged": false}),
+                );
+            }
+            if s.slow_creates > 0 {
+                s.slow_creates -= 1;
+                *delay = Some(s.slow_by);
+            }
+            ok_json(200, Value::Array(out))
+        }
+        ("GET", ["api", "v4", "leads"]) => {
+            let query = uri
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("query="))
+                .map(|q| q.replace("%2E", ".").replace("%2D", "-"))
+                .unwrap_or_default();
+            // amoCRM's search is full text over filled-in fields: a
+            // substring match, so callers must check what they get.
+            let hits: Vec<Value> = s
+                .leads
+                .iter()
+                .filter(|l| !query.is_empty() && l.json.to_string().contains(&query))
+                .map(|l| {
+                    json!({"id": l.id, "name": l.json["name"],
+                           "custom_fields_values": l.json["custom_fields_values"]})
+                })
+                .collect();
+            if hits.is_empty() {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                ok_json(200, json!({"_page": 1, "_embedded": {"leads": hits}}))
+            }
+        }
+        ("POST", ["api", "v4", "leads", id, "notes"]) => {
+            let Some(lead) = id
+                .parse::<u64>()
+                .ok()
+                .filter(|id| s.leads.iter().any(|l| l.id == *id))
+            else {
+                return problem(404, "Not Found", "no such lead", &[]);
+            };
+            let Some(notes) = json.as_array().filter(|a| !a.is_empty()) else {
+                return problem(
+                    400,
+                    "Bad Request",
+                    "Request validation failed",
+                    &[("body", "not an array".into())],
+                );
+            };
+            let mut out = Vec::new();
+            for n in notes {
+                let mut errs = Vec::new();
+                check_keys(n, &["note_type", "params"], "note", &mut errs);
+                check_keys(&n["params"], &["text"], "params", &mut errs);
+                if n["note_type"] != "common" || blank(&n["params"]["text"]) {
+                    errs.push(("params.text", format!("not a common note with text: {n}")));
+                }
+                if !errs.is_empty() {
+                    return problem(400, "Bad Request", "Request validation failed", &errs);
+                }
+                s.next_id += 1;
+                out.push(json!({"id": s.next_id, "entity_id": lead, "request_id": "0"}));
+                s.notes.push((lead, n.clone()));
+            }
+            ok_json(200, json!({"_embedded": {"notes": out}}))
+        }
+        ("POST", ["api", "v4", "tasks"]) => {
+            let Some(tasks) = json.as_array().filter(|a| !a.is_empty()) else {
+                return problem(
+                    400,
+                    "Bad Request",
+                    "Request validation failed",
+                    &[("body", "not an array".into())],
+                );
+            };
+            let mut out = Vec::new();
+            for t in tasks {
+                let mut errs = Vec::new();
+                check_keys(
+                    t,
+                    &[
+                        "text",
+                        "complete_till",
+                        "entity_id",
+                        "entity_type",
+                        "task_type_id",
+                        "responsible_user_id",
+                    ],
+                    "task",
+                    &mut errs,
+                );
+                if blank(&t["text"]) || t["complete_till"].as_i64().is_none() {
+                    errs.push(("text", format!("text and complete_till are required: {t}")));
+                }
+                let entity = t["entity_id"].as_u64();
+                if t["entity_type"] != "leads"
+                    || !entity.is_some_and(|e| s.leads.iter().any(|l| l.id == e))
+                {
+                    errs.push(("entity_id", format!("no such lead: {t}")));
+                }
+                if !errs.is_empty() {
+                    return problem(400, "Bad Request", "Request validation failed", &errs);
+                }
+                s.next_id += 1;
+                out.push(json!({"id": s.next_id, "request_id": "0"}));
+                s.tasks.push(t.clone());
+            }
+            ok_json(200, json!({"_embedded": {"tasks": out}}))
+        }
+        ("POST", ["api", "v4", "calls"]) => {
+            let Some(calls) = json.as_array().filter(|a| !a.is_empty()) else {
+                return problem(
+                    400,
+                    "Bad Request",
+                    "Request validation failed",
+                    &[("body", "not an array".into())],
+                );
+            };
+            let mut out = Vec::new();
+            for c in calls {
+                let mut errs = Vec::new();
+                check_keys(
+                    c,
+                    &[
+                        "direction",
+                        "uniq",
+                        "duration",
+                        "source",
+                        "phone",
+                        "link",
+                        "call_status",
+                        "call_result",
+                        "responsible_user_id",
+                        "created_at",
+                    ],
+                    "call",
+                    &mut errs,
+                );
+                let ok = matches!(c["direction"].as_str(), Some("inbound" | "outbound"))
+                    && c["uniq"].as_str().is_some_and(|u| !u.is_empty())
+                    && c["duration"].as_u64().is_some()
+                    && c["source"].as_str().is_some_and(|u| !u.is_empty())
+                    && c["phone"].as_str().is_some_and(|u| !u.is_empty())
+                    && c["call_status"]
+                        .as_u64()
+                        .is_some_and(|v| (1..=7).contains(&v));
+                if !ok {
+                    errs.push((
+                        "call",
+                        format!("direction, uniq, duration, source, phone, call_status: {c}"),
+                    ));
+                }
+                if !errs.is_empty() {
+                    return problem(400, "Bad Request", "Request validation failed", &errs);
+                }
+                s.next_id += 1;
+                out.push(json!({"id": s.next_id, "entity_id": 1, "entity_type": "contact", "request_id": "0"}));
+                s.calls.push(c.clone());
+            }
+            ok_json(200, json!({"_embedded": {"calls": out, "errors": []}}))
+        }
+        _ => problem(404, "Not Found", "no such route", &[]),
+    }
+}

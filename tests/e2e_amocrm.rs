@@ -1,0 +1,419 @@
+//! crm.kind = "amocrm" end to end (issue 16 step 1): a test amoCRM on
+//! loopback (tests/common/amocrm.rs) receives what siptrack makes of a
+//! SIPp call and form leads — leads with their contacts, a note, a task,
+//! a call record — within its 7 requests per second, and a create it
+//! answers too late gives one lead, not two.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::amocrm::Amo;
+use common::checks::post_json;
+use common::{free_port, Sipp, Siptrack};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "api-token-e2e";
+const AMO_TOKEN: &str = "amo.long-lived.e2e";
+
+fn config(amo: &Amo, uas_port: u16, db: &str, timeout_ms: u64) -> String {
+    let base = amo.base_url();
+    format!(
+        r#"[sip]
+listen = ["udp:127.0.0.1:{{SIP_PORT}}"]
+trusted_sources = ["127.0.0.0/8"]
+route_secret = "e2e-amo"
+
+[tracking]
+default_destination = "sip:pbx@127.0.0.1:{uas_port}"
+
+[[tracking.pools]]
+name = "site"
+numbers = ["74951230001"]
+destination = "sip:pbx@127.0.0.1:{uas_port}"
+hold_seconds = 600
+
+[dedup]
+append_to_duplicates = true
+
+[dedup.client]
+enabled = true
+by_phone = true
+action = "task"
+
+[crm]
+kind = "amocrm"
+timeout_ms = {timeout_ms}
+
+[crm.retry]
+initial_ms = 100
+max_ms = 800
+
+[crm.amocrm]
+base_url = "{base}"
+token = "{AMO_TOKEN}"
+pipeline_id = 11
+status_id = 22
+responsible_user_id = 33
+phone_field_id = 101
+email_field_id = 102
+marker_field_id = 201
+task_minutes = 30
+
+[crm.amocrm.lead_fields]
+source = 202
+utm_source = 203
+marker = 204
+
+[http]
+listen = "127.0.0.1:{{HTTP_PORT}}"
+token = "{TOKEN}"
+
+[storage]
+url = "sqlite:{db}"
+"#
+    )
+}
+
+fn api(p: &Siptrack) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], p.http_port))
+}
+
+fn post(p: &Siptrack, path: &str, body: &Value) -> Value {
+    let (status, reply) = post_json(api(p), path, Some(TOKEN), &body.to_string());
+    assert_eq!(status, 200, "{path} {body}: {reply}");
+    serde_json::from_str(&reply).expect("JSON answer")
+}
+
+fn field(id: u64, value: &str) -> Value {
+    json!({"field_id": id, "values": [{"value": value}]})
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+fn start(amo: &Amo, timeout_ms: u64) -> (Siptrack, u16, tempfile::TempDir) {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir
+        .path()
+        .join("siptrack.db")
+        .to_string_lossy()
+        .into_owned();
+    let p = Siptrack::start(&config(amo, uas_port, &db, timeout_ms));
+    (p, uas_port, dir)
+}
+
+#[test]
+fn a_call_and_form_leads_become_amocrm_leads_notes_tasks_and_calls() {
+    let amo = Amo::start(AMO_TOKEN, 7);
+    let (p, uas_port, _dir) = start(&amo, 2_000);
+    let visit = json!({"visit_id": "v-77", "marker": "google_cpc", "source": "google",
+                       "utm_source": "google", "utm_medium": "cpc", "page": "https://shop.example/"});
+    let number = post(&p, "/api/v1/visits", &visit)["number"]
+        .as_str()
+        .expect("a pool number")
+        .to_string();
+    let uas = Sipp::uas("uas.xml")
+        .port(uas_port)
+        .calls(1)
+        .time_limit(Duration::from_secs(20))
+        .spawn();
+    let uac = Sipp::uac("uac_tracking.xml", p.sip_addr())
+        .calls(1)
+        .rate(1)
+        .arg("-s")
+        .arg(&number)
+        .arg("-key")
+        .arg("caller")
+        .arg("89160000001")
+        .arg("-d")
+        .arg("1000")
+        .time_limit(Duration::from_secs(20))
+        .run();
+    let uas = uas.wait_at_most(Duration::from_secs(10));
+    assert_eq!(uac.failed(), 0, "{}\n{}", uac.summary(), uas.summary());
+    amo.wait_until(
+        Duration::from_secs(15),
+        "the call's lead and call record",
+        |s| s.leads.len() == 1 && s.calls.len() == 1,
+    );
+
+    // The call's lead, with its contact, in one complex add.
+    let (call_lead_id, call_lead) = {
+        let s = amo.lock();
+        (s.leads[0].id, s.leads[0].json.clone())
+    };
+    let marker = call_lead["custom_fields_values"][0]["values"][0]["value"]
+        .as_str()
+        .expect("the marker field first")
+        .to_string();
+    assert!(
+        marker.ends_with("-deal.create") && marker.contains("-lead-"),
+        "{marker}"
+    );
+    assert_eq!(
+        call_lead,
+        json!({
+            "name": "Incoming call from 79160000001",
+            "pipeline_id": 11, "status_id": 22, "responsible_user_id": 33,
+            "custom_fields_values": [
+                field(201, &marker), field(204, "google_cpc"), field(202, "google"), field(203, "google"),
+            ],
+            "_embedded": {"contacts": [{
+                "name": "79160000001", "responsible_user_id": 33,
+                "custom_fields_values": [field(101, "79160000001")],
+            }]},
+        })
+    );
+    // The call record: every field.
+    let call = amo.lock().calls[0].clone();
+    assert!(
+        call["uniq"].as_str().is_some_and(|u| !u.is_empty()),
+        "{call}"
+    );
+    assert_eq!(
+        call,
+        json!({"direction": "inbound", "uniq": call["uniq"], "duration": 1, "source": "siptrack",
+               "phone": "79160000001", "call_status": 4, "call_result": "ANSWER",
+               "responsible_user_id": 33})
+    );
+
+    // A form lead, the same client again (a task on its lead), and the
+    // first form sent twice (a duplicate appended: a new lead and a note).
+    let form = json!({"title": "Sofa order", "name": "Ivan", "phone": "8 (903) 555-12-34",
+                      "email": "Ivan@Example.com", "text": "Call me after 6", "visit_id": "v-77"});
+    post(&p, "/api/v1/leads", &form);
+    let before = unix_now();
+    let again = post(
+        &p,
+        "/api/v1/leads",
+        &json!({"title": "Second order", "phone": "+7 903 555 12 34", "text": "Chairs too"}),
+    );
+    assert!(
+        again["outcome"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("duplicate of deal")),
+        "{again}"
+    );
+    let dup = post(&p, "/api/v1/leads", &form);
+    assert!(
+        dup["outcome"]
+            .as_str()
+            .is_some_and(|o| o.contains("duplicate")),
+        "{dup}"
+    );
+    amo.wait_until(
+        Duration::from_secs(15),
+        "form leads, the task and the note",
+        |s| s.leads.len() == 3 && s.tasks.len() == 1 && s.notes.len() == 1,
+    );
+    let s = amo.lock();
+    let form_lead = &s.leads[1];
+    let form_marker = form_lead.json["custom_fields_values"][0]["values"][0]["value"].clone();
+    assert_eq!(
+        form_lead.json,
+        json!({
+            "name": "Sofa order",
+            "pipeline_id": 11, "status_id": 22, "responsible_user_id": 33,
+            "custom_fields_values": [
+                {"field_id": 201, "values": [{"value": form_marker}]},
+                field(204, "google_cpc"), field(202, "google"), field(203, "google"),
+            ],
+            "_embedded": {"contacts": [{
+                "name": "Ivan", "responsible_user_id": 33,
+                "custom_fields_values": [field(101, "79035551234"), field(102, "ivan@example.com")],
+            }]},
+        })
+    );
+    assert!(form_lead.contact_id.is_some());
+    // The task on the form's lead, named by amoCRM's id.
+    let task = &s.tasks[0];
+    let due = task["complete_till"].as_i64().expect("complete_till");
+    assert!(
+        (before + 1_800 - 5..=unix_now() + 1_800 + 5).contains(&due),
+        "{task}"
+    );
+    assert_eq!(
+        task,
+        &json!({"text": "Chairs too", "complete_till": due, "entity_id": form_lead.id,
+                "entity_type": "leads", "task_type_id": 1, "responsible_user_id": 33})
+    );
+    // The duplicate's own lead, and the note on it naming the original.
+    let dup_lead = &s.leads[2];
+    assert_eq!(dup_lead.json["name"], "Sofa order");
+    let (note_lead, note) = &s.notes[0];
+    assert_eq!(*note_lead, dup_lead.id);
+    let text = note["params"]["text"].as_str().expect("text");
+    assert!(text.starts_with("Duplicate: duplicate of lead"), "{note}");
+    assert_eq!(note["note_type"], "common");
+    assert_ne!(call_lead_id, form_lead.id);
+    assert_eq!(s.too_many, 0, "no request beyond 7/s");
+    assert!(s.bad_requests.is_empty(), "{:?}", s.bad_requests);
+    assert!(
+        s.requests.iter().all(|r| r.status < 300),
+        "{:?}",
+        s.requests
+    );
+}
+
+#[test]
+fn fifty_leads_at_once_stay_within_seven_requests_per_second() {
+    let amo = Amo::start(AMO_TOKEN, 7);
+    let (p, _uas, _dir) = start(&amo, 2_000);
+    for i in 0..50 {
+        post(
+            &p,
+            "/api/v1/leads",
+            &json!({"title": format!("Order {i}"), "phone": format!("+7 903 100 {:02} {:02}", i / 10, i % 100)}),
+        );
+    }
+    amo.wait_until(Duration::from_secs(60), "50 leads", |s| s.leads.len() == 50);
+    let s = amo.lock();
+    assert_eq!(s.too_many, 0, "429s: {}", s.too_many);
+    assert!(s.bad_requests.is_empty(), "{:?}", s.bad_requests);
+    // Counted here too: no second holds more than 7 arrivals.
+    let at: Vec<_> = s.requests.iter().map(|r| r.at).collect();
+    for (i, t) in at.iter().enumerate() {
+        let n = at[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        assert!(n <= 7, "{n} requests within a second");
+    }
+    let first = at.first().copied().expect("requests");
+    let last = at.last().copied().expect("requests");
+    eprintln!(
+        "50 leads: {} requests in {:.1} s",
+        at.len(),
+        last.duration_since(first).as_secs_f64()
+    );
+}
+
+#[test]
+fn a_create_answered_too_late_is_retried_and_gives_one_lead() {
+    let amo = Amo::start(AMO_TOKEN, 7);
+    {
+        let mut s = amo.lock();
+        s.slow_creates = 1;
+        s.slow_by = Duration::from_millis(1_500);
+    }
+    let (p, _uas, _dir) = start(&amo, 400);
+    post(
+        &p,
+        "/api/v1/leads",
+        &json!({"title": "Slow order", "phone": "+7 903 200 00 01"}),
+    );
+    // The same client again: a task that must name the one lead.
+    post(
+        &p,
+        "/api/v1/leads",
+        &json!({"title": "Slow order 2", "phone": "+7 903 200 00 01", "text": "again"}),
+    );
+    amo.wait_until(Duration::from_secs(20), "the task", |s| s.tasks.len() == 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let s = amo.lock();
+    assert_eq!(s.leads.len(), 1, "one lead, not two: {:?}", s.leads);
+    let creates = s
+        .requests
+        .iter()
+        .filter(|r| r.path == "/api/v4/leads/complex")
+        .count();
+    let lookups = s
+        .requests
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/api/v4/leads")
+        .count();
+    assert_eq!(creates, 1, "{:?}", s.requests);
+    assert!(
+        lookups >= 2,
+        "looked up before the create and on the retry: {:?}",
+        s.requests
+    );
+    assert_eq!(s.tasks[0]["entity_id"], s.leads[0].id);
+}
+
+fn lead_outcome(p: &Siptrack, id: i64) -> String {
+    let (status, body) = common::checks::get(api(p), "/api/v1/leads?limit=100", Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    v["leads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["id"] == id)
+        .and_then(|l| l["outcome"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn wait_outcome(p: &Siptrack, id: i64, want: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let o = lead_outcome(p, id);
+        if o.contains(want) || std::time::Instant::now() > deadline {
+            return o;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn refusals_are_parked_at_once_with_amocrms_reason_in_the_lead_log() {
+    // A field id the account does not have: 400 with validation-errors.
+    let amo = Amo::start(AMO_TOKEN, 7);
+    amo.lock().known_fields = Some(vec![101, 102, 201, 202, 203]);
+    let (p, _uas, _dir) = start(&amo, 2_000);
+    let id = post(
+        &p,
+        "/api/v1/leads",
+        &json!({"title": "Order", "phone": "+7 903 300 00 01", "visit_id": "v-1"}),
+    )["lead_id"]
+        .as_i64()
+        .expect("lead id");
+    // The visit is unknown, so no mapped field is sent; the marker and
+    // phone fields are known: this one goes through.
+    amo.wait_until(Duration::from_secs(10), "the first lead", |s| {
+        s.leads.len() == 1
+    });
+    amo.lock().known_fields = Some(vec![102, 201]);
+    let refused = post(
+        &p,
+        "/api/v1/leads",
+        &json!({"title": "Other order", "phone": "+7 903 300 00 02"}),
+    )["lead_id"]
+        .as_i64()
+        .expect("lead id");
+    let o = wait_outcome(&p, refused, "gave up");
+    assert_eq!(
+        o,
+        "crm error: HTTP 400: Bad Request: Request validation failed; custom_fields_values.field_id: field 101: The value you selected is not a valid choice. (gave up after 1 attempts)"
+    );
+    assert!(!lead_outcome(&p, id).contains("crm error"));
+    let (status, body) = common::checks::get(api(&p), "/api/v1/outbox?state=failed", Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("field 101"), "{body}");
+
+    // A token amoCRM rejects.
+    let wrong = Amo::start("another-token", 7);
+    let (p2, _uas2, _dir2) = start(&wrong, 2_000);
+    let id2 = post(
+        &p2,
+        "/api/v1/leads",
+        &json!({"title": "Order", "phone": "+7 903 300 00 03"}),
+    )["lead_id"]
+        .as_i64()
+        .expect("lead id");
+    let o2 = wait_outcome(&p2, id2, "gave up");
+    assert_eq!(
+        o2,
+        "crm error: token rejected (HTTP 401: Unauthorized: Invalid token): check crm.amocrm.token (gave up after 1 attempts)"
+    );
+    // Parked, not retried: one attempt.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(wrong.lock().requests.len(), 1);
+}
