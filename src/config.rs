@@ -200,13 +200,7 @@ impl StorageConfig {
     /// The database file, resolved against the working directory (what
     /// `check-config` and the read-only commands name).
     pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
-        let rest = self.url.strip_prefix("sqlite:")?;
-        let rest = rest.strip_prefix("//").unwrap_or(rest);
-        let file = rest.split('?').next().unwrap_or(rest);
-        if file.is_empty() || file == ":memory:" {
-            return None;
-        }
-        let path = std::path::Path::new(file);
+        let path = std::path::Path::new(crate::store::sqlite::file_of(&self.url)?);
         Some(if path.is_absolute() {
             path.to_path_buf()
         } else {

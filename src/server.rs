@@ -20,6 +20,7 @@ use crate::leads::pipeline::{CallNews, PipelineOptions, StorageHealth};
 use crate::node::Node;
 use crate::proxy::route::Identity;
 use crate::proxy::{Output, Peer, Proxy, ProxySettings, Transport};
+use crate::sip::Message;
 use crate::store::Store;
 use crate::tracking::pools::Pools;
 use crate::tracking::TrackingRouter;
@@ -298,18 +299,21 @@ fn log_sip(dir: &'static str, peer: Peer, data: &[u8]) {
     if !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }
-    let mut lines = data
+    let first = data
         .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let first = lines.next().unwrap_or_default();
-    let call_id = lines
-        .take_while(|l| !l.is_empty())
-        .find_map(|l| {
-            let colon = l.iter().position(|&b| b == b':')?;
-            let name = l[..colon].trim_ascii();
-            (name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i"))
-                .then(|| l[colon + 1..].trim_ascii())
-        })
+        .next()
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .unwrap_or_default();
+    // The project's one SIP reader (compact `i:` and folding included);
+    // only at debug, so the hot path never parses twice.
+    let message = Message::parse(
+        Bytes::copy_from_slice(data),
+        peer.transport == Transport::Udp,
+    );
+    let call_id = message
+        .as_ref()
+        .ok()
+        .and_then(|m| m.call_id())
         .unwrap_or_default();
     tracing::debug!(
         dir,

@@ -18,16 +18,28 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// The journal at `path`; an existing file is counted (its entries are
-    /// calls of an earlier run waiting for the database).
+    /// The journal at `path`; an existing file's lines are counted (its
+    /// entries are calls of an earlier run waiting for the database; they
+    /// are parsed once, when they are replayed).
     pub fn open(path: &Path) -> io::Result<Journal> {
-        let mut j = Journal {
+        let len = match File::open(path) {
+            Ok(f) => {
+                let mut n = 0;
+                for line in BufReader::new(f).split(b'\n') {
+                    if !line?.iter().all(u8::is_ascii_whitespace) {
+                        n += 1;
+                    }
+                }
+                n
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        Ok(Journal {
             path: path.to_path_buf(),
             file: None,
-            len: 0,
-        };
-        j.len = j.read_all()?.len();
-        Ok(j)
+            len,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -150,7 +162,8 @@ mod tests {
             .expect("torn");
         drop(f);
         let again = Journal::open(&path).expect("reopen");
-        assert_eq!(again.len(), 4);
+        // Lines are counted at open; the torn one is skipped when read.
+        assert_eq!(again.len(), 5);
         let mut want = news(1);
         want.extend(news(2));
         assert_eq!(again.read_all().expect("read"), want);

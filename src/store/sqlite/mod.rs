@@ -70,12 +70,26 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0006_open_calls.sql"),
 ];
 
+/// The file of a `sqlite:<path>` (or `sqlite://<path>`) URL, without
+/// query parameters; None for another scheme, an empty path or `:memory:`.
+/// The one reading of `storage.url`: the store opens this file, and
+/// `check-config` and the read-only commands name it.
+pub fn file_of(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let file = rest.split('?').next().unwrap_or(rest);
+    (!file.is_empty() && file != ":memory:").then_some(file)
+}
+
 impl SqliteStore {
     /// Opens (creating it and its directory if needed) `sqlite:<path>`;
     /// `clock` stamps what the decision thread writes.
     pub async fn open(url: &str, clock: Clock) -> Result<SqliteStore, StoreError> {
-        let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
-        let file = path.split('?').next().unwrap_or(path).to_string();
+        let file = file_of(url)
+            .ok_or(StoreError::Unsupported(
+                "storage.url must be sqlite:<path to a file>",
+            ))?
+            .to_string();
         if let Some(dir) = Path::new(&file).parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
@@ -174,6 +188,23 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_file_of_a_storage_url() {
+        for (url, file) in [
+            ("sqlite:data/siptrack.db", Some("data/siptrack.db")),
+            (
+                "sqlite:///var/lib/siptrack.db",
+                Some("/var/lib/siptrack.db"),
+            ),
+            ("sqlite:x.db?mode=rwc", Some("x.db")),
+            ("sqlite:", None),
+            ("sqlite::memory:", None),
+            ("postgres://db/siptrack", None),
+        ] {
+            assert_eq!(file_of(url), file, "{url}");
+        }
+    }
 
     /// Processes starting together on a fresh file (a restart racing a
     /// `siptrack leads`) each apply what is missing, once.
