@@ -47,6 +47,7 @@ fn settings() -> ProxySettings {
         max_message_bytes: 65535,
         timers: Timers::default(),
         instance_nonce: 1,
+        dialog_max_ms: 4 * 3600 * 1000,
         untrusted: siptrack::config::Untrusted::Reject,
     }
 }

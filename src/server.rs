@@ -110,6 +110,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         max_message_bytes: sip.max_message_bytes,
         timers: sip.timers,
         instance_nonce: fastrand::u64(..) & 0xffff_ffff,
+        dialog_max_ms: config.leads.max_call_seconds * 1000,
         untrusted: sip.untrusted,
     };
     let store = Store::open(&config.storage.url)

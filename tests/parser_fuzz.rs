@@ -94,6 +94,7 @@ fn proxy() -> Proxy {
         max_message_bytes: 65535,
         timers: Timers::default(),
         instance_nonce: 7,
+        dialog_max_ms: 4 * 3600 * 1000,
         untrusted: siptrack::config::Untrusted::Reject,
     };
     let router = DefaultRouter {

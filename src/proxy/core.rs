@@ -22,7 +22,6 @@ use super::{Millis, NextHop, Output, Peer, Transport};
 use crate::calls::CallEvent;
 
 /// Dialogs whose BYE never came are forgotten after this long.
-const DIALOG_MAX_MS: Millis = 4 * 3600 * 1000;
 /// The largest UDP payload over IPv4 and IPv6 (65,535 minus IP and UDP
 /// headers); a larger request cannot leave on UDP at all (EMSGSIZE).
 const MAX_UDP_V4: usize = 65_507;
@@ -40,6 +39,10 @@ pub struct ProxySettings {
     /// What out-of-dialog requests from outside `trusted_sources` get:
     /// one small stateless 403, or nothing.
     pub untrusted: Untrusted,
+    /// How long a dialog without BYE is kept (in-dialog requests are
+    /// refused after it): the call tracker's `max_call_seconds`, so the
+    /// core and the call record agree on when a call is over.
+    pub dialog_max_ms: Millis,
 }
 
 /// One side of a dialog: where its requests came from (or where the
@@ -58,7 +61,7 @@ impl Side {
 }
 
 /// A dialog record-routed through this proxy, from its initial request
-/// until BYE (or a failed setup, or [`DIALOG_MAX_MS`]): what in-dialog
+/// until BYE (or a failed setup, or [`ProxySettings::dialog_max_ms`]): what in-dialog
 /// requests and late 2xx responses are checked against (SPEC S-3).
 #[derive(Clone, Debug)]
 struct Dialog {
@@ -537,6 +540,15 @@ impl Proxy {
         let Some((dkey, by_caller)) = self.find_dialog(call_id, &ftag, &ttag) else {
             return self.refuse_in_dialog(now, from, &msg, is_ack, 481, NO_DIALOG);
         };
+        let Some(dialog) = self.dialogs.get(&dkey) else {
+            return;
+        };
+        // Past its lifetime the dialog is over, whether or not the
+        // periodic sweep has come by yet.
+        if now.saturating_sub(dialog.started) >= self.s.dialog_max_ms {
+            self.dialogs.remove(&dkey);
+            return self.refuse_in_dialog(now, from, &msg, is_ack, 481, NO_DIALOG);
+        }
         let Some(dialog) = self.dialogs.get(&dkey) else {
             return;
         };
@@ -1437,8 +1449,9 @@ impl Proxy {
         }
         if now >= self.last_sweep + 60_000 {
             self.last_sweep = now;
+            let max = self.s.dialog_max_ms;
             self.dialogs
-                .retain(|_, d| now.saturating_sub(d.started) < DIALOG_MAX_MS);
+                .retain(|_, d| now.saturating_sub(d.started) < max);
         }
     }
 

@@ -59,6 +59,7 @@ impl Rig {
             max_message_bytes: 65535,
             timers,
             instance_nonce: 1,
+            dialog_max_ms: 4 * 3600 * 1000,
             untrusted: Untrusted::Reject,
         };
         let router = DefaultRouter {
@@ -812,6 +813,7 @@ fn udp_settings() -> ProxySettings {
         max_message_bytes: 65535,
         timers: Timers::default(),
         instance_nonce: 1,
+        dialog_max_ms: 4 * 3600 * 1000,
         untrusted: Untrusted::Reject,
     }
 }
@@ -1463,5 +1465,34 @@ fn phases_see_a_call_and_their_edits_go_out() {
         "end phase@x invite=false",
     ] {
         assert!(seen.iter().any(|s| s == want), "{want} not in {seen:?}");
+    }
+}
+
+#[test]
+fn a_dialog_lives_as_long_as_a_call_may() {
+    // The core keeps a dialog for the call tracker's max_call_seconds: a
+    // BYE inside it is relayed, one after it is refused (481) like any
+    // request for a dialog that is over.
+    for (max_ms, relayed) in [(4 * 3600 * 1000, true), (60_000, false)] {
+        let mut rig = Rig::new();
+        rig.proxy.s.dialog_max_ms = max_ms;
+        let (_, route) = answered_call(&mut rig, "dl1", "long@x");
+        rig.advance_to(130_000);
+        rig.take();
+        let bye = request(
+            "BYE",
+            &format!("sip:uas@{UAS}"),
+            "dl2",
+            "long@x",
+            &format!("Route: {route}\r\n"),
+        )
+        .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
+        rig.recv_at(130_000, udp(CALLER), &bye);
+        let sent = rig.take();
+        assert_eq!(
+            sent.iter().any(|s| s.is_request("BYE") && s.to == udp(UAS)),
+            relayed,
+            "max {max_ms} ms: {sent:?}"
+        );
     }
 }

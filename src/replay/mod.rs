@@ -114,6 +114,7 @@ pub async fn replay(
         max_message_bytes: config.sip.max_message_bytes,
         timers: config.sip.timers,
         instance_nonce: 0,
+        dialog_max_ms: config.leads.max_call_seconds * 1000,
         untrusted: config.sip.untrusted,
     };
     let mut eng = engine::Engine::new(&msgs, proxy_addr, hops);
