@@ -126,6 +126,7 @@ fn bench(c: &mut Criterion) {
         store.clone(),
         cfg.clone(),
         Arc::new(OutboxMetrics::default()),
+        None,
     ));
     let batch: u64 = if full_size() { 2_000 } else { 50 };
     let mut next = 0u64;

@@ -245,6 +245,10 @@ pub struct HttpConfig {
     /// A request's header section must arrive within this time, and an idle
     /// keep-alive connection is closed after it.
     pub header_timeout_seconds: u64,
+    /// `http.public_url`: where browsers and CRMs reach this API (the base
+    /// of recording links), without a trailing slash; None: `http://` and
+    /// the listen address.
+    pub public_url: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -426,6 +430,7 @@ struct RawHttp {
     token: Option<String>,
     max_connections: Option<Spanned<i64>>,
     header_timeout_seconds: Option<Spanned<i64>>,
+    public_url: Option<Spanned<String>>,
 }
 
 /// Collects errors with the line numbers of their spans.
@@ -739,6 +744,7 @@ impl Config {
             10,
             1..3601,
         );
+        let public_url = public_url(&mut c, &raw.http.public_url);
 
         if !c.errors.is_empty() {
             return Err(c.into_errors());
@@ -774,8 +780,34 @@ impl Config {
                 token: raw.http.token.filter(|t| !t.is_empty()),
                 max_connections: http_max_connections,
                 header_timeout_seconds: http_header_timeout_seconds,
+                public_url,
             },
         })
+    }
+}
+
+/// `http.public_url`: an absolute http(s) URL with a host, no query.
+fn public_url(c: &mut Checker, v: &Option<Spanned<String>>) -> Option<String> {
+    let v = v.as_ref()?;
+    let u = v.get_ref().trim();
+    if u.is_empty() {
+        return None;
+    }
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') && !u.contains(['?', '#', ' ']) => {
+            Some(u.trim_end_matches('/').to_string())
+        }
+        _ => {
+            c.err(
+                "http.public_url",
+                Some(v.span()),
+                format!("\"{u}\" is not a URL like https://calls.example.com (no query)"),
+            );
+            None
+        }
     }
 }
 

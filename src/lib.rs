@@ -11,6 +11,7 @@ pub mod memory;
 pub mod node;
 pub mod phone;
 pub mod proxy;
+pub mod recording;
 pub mod replay;
 pub mod rewrite;
 pub mod server;

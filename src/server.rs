@@ -15,11 +15,13 @@ use crate::calls::Party;
 use crate::clock::Clock;
 use crate::config::{Config, ListenAddr};
 use crate::crm::metrics::OutboxMetrics;
-use crate::http::{AppState, SipSnapshot};
+use crate::http::{AppState, RecordingAccess, SipSnapshot};
 use crate::leads::pipeline::{CallNews, PipelineOptions, StorageHealth};
 use crate::node::Node;
 use crate::proxy::route::Identity;
 use crate::proxy::{Output, Peer, Proxy, ProxySettings, Transport};
+use crate::recording::retention::{self, RetentionMetrics};
+use crate::recording::LinkSettings;
 use crate::sip::Message;
 use crate::store::Store;
 use crate::tracking::pools::Pools;
@@ -149,7 +151,20 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     let outbox_metrics = Arc::new(OutboxMetrics::default());
     let sip_snapshot = Arc::new(Mutex::new(SipSnapshot::default()));
     let storage_health = Arc::new(StorageHealth::default());
+    let links = Arc::new(link_settings(&config, &store, http_addr));
+    let retention = Arc::new(RetentionMetrics::default());
+    tokio::spawn(sweep_recordings(
+        config.media.recordings_dir.clone(),
+        config.media.retention_seconds(),
+        retention.clone(),
+    ));
     let app = crate::http::router(AppState {
+        recordings: Arc::new(RecordingAccess {
+            dir: config.media.recordings_dir.clone(),
+            links: (*links).clone(),
+            require_auth: config.media.recording_links_require_auth,
+        }),
+        retention,
         sip: sip_snapshot.clone(),
         storage: storage_health.clone(),
         tcp: tcp.clone(),
@@ -178,6 +193,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             store,
             Arc::new(config.crm.clone()),
             outbox_metrics,
+            Some(links),
         ));
     }
     let http_config = config.http.clone();
@@ -439,5 +455,46 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// How recording links are made in this process: the store's key, the
+/// API's public address, the switches.
+pub fn link_settings(
+    config: &Config,
+    store: &Store,
+    http_addr: std::net::SocketAddr,
+) -> LinkSettings {
+    let host = config
+        .sip
+        .advertised_host
+        .clone()
+        .unwrap_or_else(|| config.media.advertised_ip.to_string());
+    LinkSettings {
+        key: store.recording_link_key(),
+        base_url: crate::recording::base_url(config.http.public_url.as_deref(), http_addr, &host),
+        retention_seconds: config.media.retention_seconds(),
+        record_calls: config.media.record_calls,
+        send_to_crm: config.media.send_recording_to_crm,
+    }
+}
+
+/// `media.retention_days`: a sweep at start, then hourly, off the SIP
+/// thread (it touches the disk).
+async fn sweep_recordings(
+    dir: std::path::PathBuf,
+    retention_seconds: u64,
+    metrics: Arc<RetentionMetrics>,
+) {
+    loop {
+        let (dir, m) = (dir.clone(), metrics.clone());
+        let swept = tokio::task::spawn_blocking(move || {
+            retention::sweep(&dir, std::time::SystemTime::now(), retention_seconds, &m)
+        })
+        .await;
+        if let Err(e) = swept {
+            tracing::error!(error = %e, "recordings retention sweep failed");
+        }
+        tokio::time::sleep(retention::EVERY).await;
     }
 }

@@ -249,6 +249,30 @@ mod tests {
         }
     }
 
+    /// `http.public_url`, the base of recording links.
+    #[test]
+    fn public_url_is_checked() {
+        let url = |text: &str| Config::parse(text).map(|c| c.http.public_url);
+        assert_eq!(url("").ok(), Some(None));
+        assert_eq!(
+            url("[http]\npublic_url = \"https://rec.example/st/\"\n").ok(),
+            Some(Some("https://rec.example/st".to_string()))
+        );
+        for bad in [
+            "ftp://x",
+            "https://",
+            "https:///p",
+            "https://x/?a=1",
+            "calls.example",
+        ] {
+            let e = url(&format!("[http]\npublic_url = \"{bad}\"\n")).expect_err(bad);
+            assert_eq!(
+                (e.0[0].key.as_str(), e.0[0].line),
+                ("http.public_url", Some(2))
+            );
+        }
+    }
+
     #[test]
     fn errors_name_key_and_line() {
         for (text, key, line, needle) in [

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::payload::{call_payload, call_start_payload, lead_payload, Event, Format, LeadView};
 use crate::calls::{CallInfo, CallRecord};
 use crate::leads::dedup::{Action, Decision};
+use crate::recording::links::{pending_link, PENDING_FIELD};
 
 /// Which CRM requests siptrack makes (from `[crm]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -95,8 +96,17 @@ fn lead_item(
         event: Some(event),
         lead_id: Some(lead.id),
         deal_ref: Some(deal),
-        body: lead_payload(lead, event, None, call, None, f),
+        body: with_pending_link(lead_payload(lead, event, None, call, None, f), call),
     }
+}
+
+/// A request about a recorded call names the recording; its link is made
+/// when the request is sent (`recording::links::fill_crm_link`).
+fn with_pending_link(mut body: Value, call: Option<&CallRecord>) -> Value {
+    if let Some(p) = call.and_then(|c| pending_link(&c.call_id, &c.recording, c.end_at)) {
+        body[PENDING_FIELD] = p;
+    }
+    body
 }
 
 /// SPEC C-2, L-3..L-5: the requests a recorded lead causes. A new deal is
@@ -168,7 +178,7 @@ pub fn call_end_item(plan: &Plan, install: &str, c: &CallRecord) -> Option<Item>
         event: None,
         lead_id: None,
         deal_ref: None,
-        body: call_payload(c, None, &plan.format),
+        body: with_pending_link(call_payload(c, None, &plan.format), Some(c)),
     })
 }
 
@@ -317,6 +327,17 @@ mod tests {
         };
         let s = call_start_item(&plan(), "i1", &start).expect("start on");
         let e = call_end_item(&plan(), "i1", &end).expect("end on");
+        // Not recorded: nothing for the sender to link.
+        assert!(e.body.get(PENDING_FIELD).is_none());
+        let recorded = CallRecord {
+            recording: crate::calls::Recording::Recorded,
+            ..end.clone()
+        };
+        let r = call_end_item(&plan(), "i1", &recorded).expect("end on");
+        assert_eq!(
+            r.body[PENDING_FIELD],
+            serde_json::json!({"call_id": "c1@h", "state": "recorded", "end_at_ms": 2000})
+        );
         assert_eq!(
             (s.key.as_str(), e.key.as_str()),
             ("i1-call-c1@h-start", "i1-call-c1@h-end")

@@ -19,6 +19,7 @@ use super::transport::Transport;
 use super::webhook::Webhook;
 use crate::clock::Clock;
 use crate::config::CrmDelivery;
+use crate::recording::links::{fill_crm_link, LinkSettings};
 use crate::store::outbox::{DueItem, Settle};
 use crate::store::Store;
 
@@ -116,8 +117,14 @@ fn settle(cfg: &CrmDelivery, item: &DueItem, outcome: Outcome, now: i64) -> Sett
     }
 }
 
-/// Runs until the process ends.
-pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics>) {
+/// Runs until the process ends. `links`: how recording links are made
+/// (None: requests go without them).
+pub async fn run(
+    store: Store,
+    cfg: Arc<CrmDelivery>,
+    metrics: Arc<OutboxMetrics>,
+    links: Option<Arc<LinkSettings>>,
+) {
     let clock = store.clock();
     let adapter: Arc<dyn CrmAdapter> = match &cfg.amocrm {
         Some(settings) => Arc::new(AmoCrm {
@@ -175,7 +182,14 @@ pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics
             continue;
         }
         let mut inflight = JoinSet::new();
-        for item in due {
+        for mut item in due {
+            // The recording link, made now (SPEC C-2, C-2a).
+            item.body = fill_crm_link(
+                &item.body,
+                item.target,
+                links.as_deref(),
+                clock.unix_ms() / 1000,
+            );
             let (adapter, transport, slots, clock, pace) = (
                 adapter.clone(),
                 transport.clone(),

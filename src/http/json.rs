@@ -36,8 +36,11 @@ pub fn lead(l: &LeadRow) -> Value {
     })
 }
 
-/// A call record with its visit's data under the C-2a names.
-pub fn call(c: &CallRow) -> Value {
+/// A call record with its visit's data under the C-2a names, its
+/// recording (`recording`: recorded, partial, not_recorded;
+/// `recording_reason`; `dtmf`) and `link`, the signed link to the WAV
+/// (built by the caller, fresh; null without one).
+pub fn call(c: &CallRow, link: Option<&str>) -> Value {
     let mut v = json!({
         "id": c.call_id,
         "caller": c.caller,
@@ -55,6 +58,10 @@ pub fn call(c: &CallRow) -> Value {
         "status": c.status,
         "hangup": c.hangup,
         "lead_id": c.lead_id,
+        "recording": c.recording.state(),
+        "recording_reason": c.recording.reason(),
+        "dtmf": c.dtmf,
+        "link": link,
     });
     for (name, key) in VISIT_COLUMNS {
         v[*name] = c.visit.get(*key).map_or(Value::Null, |s| json!(s));
@@ -170,7 +177,39 @@ mod tests {
             recording: Default::default(),
             dtmf: Vec::new(),
         };
-        let v = call(&row);
+        let v = call(&row, None);
+        assert_eq!(
+            (
+                &v["recording"],
+                &v["recording_reason"],
+                &v["dtmf"],
+                &v["link"]
+            ),
+            (
+                &json!("not_recorded"),
+                &json!("recording disabled"),
+                &json!([]),
+                &Value::Null
+            )
+        );
+        let recorded = CallRow {
+            recording: crate::calls::Recording::Recorded,
+            dtmf: vec![crate::media::recorder::Dtmf {
+                side: crate::media::timeline::Side::Callee,
+                digit: '7',
+                at_ms: 1500,
+                duration_ms: 120,
+            }],
+            ..row.clone()
+        };
+        let v = call(&recorded, Some("http://h/recordings/c1?exp=1&sig=ab"));
+        assert_eq!(v["recording"], "recorded");
+        assert_eq!(v["recording_reason"], Value::Null);
+        assert_eq!(
+            v["dtmf"],
+            json!([{"side": "callee", "digit": "7", "at_ms": 1500, "duration_ms": 120}])
+        );
+        assert_eq!(v["link"], "http://h/recordings/c1?exp=1&sig=ab");
         assert_eq!(v["landing_page"], "https://x/");
         assert_eq!(v["city"], Value::Null);
         assert_eq!(v["date"], "2025-11-24 16:00:00");

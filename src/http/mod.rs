@@ -22,13 +22,16 @@ use crate::leads::pipeline::new_deal_status;
 use crate::leads::pipeline::StorageHealth;
 use crate::phone::{normalize_str, PhoneRules};
 use crate::proxy::Stats;
+use crate::recording::retention::RetentionMetrics;
 use crate::store::leads::NewLead;
 use crate::store::Store;
 use crate::tracking::pools::{Pools, Visit};
 use crate::tracking::VISIT_FIELDS;
 use crate::transport::tcp::{TcpContext, TcpStats};
 
+mod recordings;
 mod serve;
+pub use recordings::{file_of as recording_file, RecordingAccess};
 pub use serve::serve;
 
 pub mod json;
@@ -49,6 +52,10 @@ pub struct AppState {
     pub storage: Arc<StorageHealth>,
     /// The TCP limits' counters, read live.
     pub tcp: Arc<TcpContext>,
+    /// `/recordings` and the links of the calls API.
+    pub recordings: Arc<RecordingAccess>,
+    /// What the recordings retention sweep deleted.
+    pub retention: Arc<RetentionMetrics>,
 }
 
 /// What the proxy core reports for `/metrics`.
@@ -113,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/outbox", get(get_outbox))
         .route("/api/v1/outbox/{id}/retry", post(post_outbox_retry))
         .route("/metrics", get(metrics))
+        .route("/recordings/{call_id}", get(recordings::get_recording))
         .layer(DefaultBodyLimit::max(MAX_TRANSPORT))
         .with_state(state)
 }
@@ -142,7 +150,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        sip + &outbox + &s.storage.render(),
+        sip + &outbox + &s.storage.render() + &s.retention.render(),
     )
         .into_response()
 }
@@ -510,8 +518,24 @@ async fn list(s: &AppState, q: &std::collections::HashMap<String, String>, key: 
         "leads" => {
             (s.store.list_leads(limit, since).await).map(|r| r.iter().map(json::lead).collect())
         }
-        "calls" => (s.store.list_calls(limit, since.saturating_mul(1000)).await)
-            .map(|r| r.iter().map(json::call).collect()),
+        "calls" => {
+            let now = s.clock.unix_ms() / 1000;
+            let links = &s.recordings.links;
+            (s.store.list_calls(limit, since.saturating_mul(1000)).await).map(|r| {
+                r.iter()
+                    .map(|c| {
+                        let url = crate::recording::links::link(
+                            &c.call_id,
+                            &c.recording,
+                            c.end_at.max(0) as u64,
+                            links,
+                            now,
+                        );
+                        json::call(c, url.as_deref())
+                    })
+                    .collect()
+            })
+        }
         _ => (s.store.list_deals(limit, since).await).map(|r| r.iter().map(json::deal).collect()),
     };
     match rows {

@@ -28,6 +28,8 @@ const RUN_ID: &str = "this-run";
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     install_id: Arc<str>,
+    /// Random per store: links die with it, as its calls do.
+    link_key: Arc<[u8]>,
     clock: Clock,
 }
 
@@ -317,12 +319,30 @@ impl MemoryStore {
         MemoryStore {
             state: Default::default(),
             install_id: install_id.into(),
+            link_key: (0..32)
+                .map(|_| fastrand::u8(..))
+                .collect::<Vec<u8>>()
+                .into(),
             clock,
         }
     }
 
     pub fn install_id(&self) -> &Arc<str> {
         &self.install_id
+    }
+
+    pub fn link_key(&self) -> &Arc<[u8]> {
+        &self.link_key
+    }
+
+    /// The record of one call, if it ended.
+    pub async fn find_call(&self, call_id: &str) -> Result<Option<CallRow>, StoreError> {
+        Ok(self
+            .state()?
+            .calls
+            .iter()
+            .find(|c| c.call_id == call_id)
+            .cloned())
     }
 
     fn state(&self) -> Result<MutexGuard<'_, State>, StoreError> {

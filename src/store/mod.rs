@@ -114,6 +114,20 @@ impl Store {
         &self.install_id
     }
 
+    /// The key that signs recording links: random per database (SQLite:
+    /// created by migration 0007), used for nothing else.
+    pub fn recording_link_key(&self) -> Arc<[u8]> {
+        match &self.backend {
+            Backend::Sqlite(b) => b.link_key().clone(),
+            Backend::Memory(b) => b.link_key().clone(),
+        }
+    }
+
+    /// The record of one call, if it ended (and was recorded).
+    pub async fn find_call(&self, call_id: &str) -> Result<Option<CallRow>, StoreError> {
+        each!(self, b => b.find_call(call_id).await)
+    }
+
     /// Wakes the delivery worker; signalled after every commit that
     /// queued CRM requests.
     pub fn outbox_ready(&self) -> &tokio::sync::Notify {

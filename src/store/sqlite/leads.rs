@@ -122,41 +122,25 @@ impl SqliteStore {
     /// Call records (C-2a fields), newest first.
     pub async fn list_calls(&self, limit: i64, since_ms: i64) -> Result<Vec<CallRow>, StoreError> {
         self.with(move |c| {
-            let mut q = c.prepare_cached(
-                "SELECT call_id, caller, caller_raw, callee, destination, visit_id, marker, source,
-                        visit, invite_at, answer_at, end_at, duration, status, hangup, lead_id,
-                        recording, recording_reason, dtmf
-                   FROM calls WHERE invite_at >= ?1 ORDER BY invite_at DESC, id DESC LIMIT ?2",
-            )?;
-            let rows = q.query_map(params![since_ms, limit], |r| {
-                Ok(CallRow {
-                    call_id: r.get("call_id")?,
-                    caller: r.get("caller")?,
-                    caller_raw: r.get("caller_raw")?,
-                    callee: r.get("callee")?,
-                    destination: r.get("destination")?,
-                    visit_id: r.get("visit_id")?,
-                    marker: r.get("marker")?,
-                    source: r.get("source")?,
-                    // A row this build cannot read is a call without visit
-                    // data.
-                    visit: serde_json::from_str(&r.get::<_, String>("visit")?).unwrap_or_default(),
-                    invite_at: r.get("invite_at")?,
-                    answer_at: r.get("answer_at")?,
-                    end_at: r.get("end_at")?,
-                    duration: r.get("duration")?,
-                    status: r.get("status")?,
-                    hangup: r.get("hangup")?,
-                    lead_id: r.get("lead_id")?,
-                    recording: Recording::from_columns(
-                        &r.get::<_, String>("recording")?,
-                        &r.get::<_, String>("recording_reason")?,
-                    ),
-                    // Like visit: an unreadable list is no key presses.
-                    dtmf: serde_json::from_str(&r.get::<_, String>("dtmf")?).unwrap_or_default(),
-                })
-            })?;
+            let mut q = c.prepare_cached(&format!(
+                "SELECT {CALL_COLUMNS} FROM calls WHERE invite_at >= ?1
+                  ORDER BY invite_at DESC, id DESC LIMIT ?2"
+            ))?;
+            let rows = q.query_map(params![since_ms, limit], call_row)?;
             rows.collect()
+        })
+        .await
+    }
+
+    /// The record of one call, if it ended.
+    pub async fn find_call(&self, call_id: &str) -> Result<Option<CallRow>, StoreError> {
+        let call_id = call_id.to_string();
+        self.with(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {CALL_COLUMNS} FROM calls WHERE call_id = ?1"
+            ))?
+            .query_row(params![call_id], call_row)
+            .optional()
         })
         .await
     }
@@ -220,4 +204,36 @@ fn notes(c: &Connection, table: &'static str, deal: i64) -> rusqlite::Result<Vec
         })
     })?;
     rows.collect()
+}
+
+const CALL_COLUMNS: &str = "call_id, caller, caller_raw, callee, destination, visit_id, marker,
+    source, visit, invite_at, answer_at, end_at, duration, status, hangup, lead_id, recording,
+    recording_reason, dtmf";
+
+fn call_row(r: &rusqlite::Row) -> rusqlite::Result<CallRow> {
+    Ok(CallRow {
+        call_id: r.get("call_id")?,
+        caller: r.get("caller")?,
+        caller_raw: r.get("caller_raw")?,
+        callee: r.get("callee")?,
+        destination: r.get("destination")?,
+        visit_id: r.get("visit_id")?,
+        marker: r.get("marker")?,
+        source: r.get("source")?,
+        // A row this build cannot read is a call without visit data.
+        visit: serde_json::from_str(&r.get::<_, String>("visit")?).unwrap_or_default(),
+        invite_at: r.get("invite_at")?,
+        answer_at: r.get("answer_at")?,
+        end_at: r.get("end_at")?,
+        duration: r.get("duration")?,
+        status: r.get("status")?,
+        hangup: r.get("hangup")?,
+        lead_id: r.get("lead_id")?,
+        recording: Recording::from_columns(
+            &r.get::<_, String>("recording")?,
+            &r.get::<_, String>("recording_reason")?,
+        ),
+        // Like visit: an unreadable list is no key presses.
+        dtmf: serde_json::from_str(&r.get::<_, String>("dtmf")?).unwrap_or_default(),
+    })
 }
