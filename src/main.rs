@@ -52,6 +52,15 @@ enum Command {
         #[arg(long, default_value = "-")]
         out: PathBuf,
     },
+    /// Print a fresh signed link to a call's recording (exit 1 when the
+    /// call has none).
+    RecordingUrl {
+        /// The call's Call-ID, as in `GET /api/v1/calls` (`id`).
+        call_id: String,
+        /// The configuration file naming the database and the API address.
+        #[arg(long, default_value = "config/siptrack.toml")]
+        config: PathBuf,
+    },
     /// Print the lead log (newest first) from the configured store.
     Leads {
         /// The configuration file naming the database (storage.url).
@@ -120,6 +129,21 @@ fn main() -> ExitCode {
             };
             match siptrack::leads::log::print(&cfg, limit.clamp(1, 100_000), json) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("siptrack: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::RecordingUrl { call_id, config } => {
+            let Some(cfg) = load(&config) else {
+                return ExitCode::FAILURE;
+            };
+            match siptrack::recording::cli::recording_url(&cfg, &call_id) {
+                Ok(url) => {
+                    println!("{url}");
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     eprintln!("siptrack: {e:#}");
                     ExitCode::FAILURE

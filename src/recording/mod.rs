@@ -3,6 +3,7 @@
 //! (`links`), byte ranges (`range`) and retention (`retention`). Making
 //! recordings is `media`'s job; the HTTP route is `http::recordings`.
 
+pub mod cli;
 pub mod links;
 pub mod range;
 pub mod retention;
