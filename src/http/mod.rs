@@ -536,7 +536,22 @@ async fn list(s: &AppState, q: &std::collections::HashMap<String, String>, key: 
                     .collect()
             })
         }
-        _ => (s.store.list_deals(limit, since).await).map(|r| r.iter().map(json::deal).collect()),
+        _ => {
+            let now = s.clock.unix_ms() / 1000;
+            let links = &s.recordings.links;
+            // The local CRM is the CRM: its notes follow the CRM's rules.
+            let link = |c: &crate::store::rows::NoteCall| {
+                crate::recording::links::crm_link(
+                    &c.call_id,
+                    &c.recording,
+                    c.end_at.max(0) as u64,
+                    links,
+                    now,
+                )
+            };
+            (s.store.list_deals(limit, since).await)
+                .map(|r| r.iter().map(|d| json::deal(d, &link)).collect())
+        }
     };
     match rows {
         Ok(rows) => Json(json!({ key: rows })).into_response(),

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::leads::{Job, NewDealStatus, NewLead, Recorded};
 use super::outbox::{DueItem, Settle, KEEP_DONE_MS};
 use super::record::{record_batch, Context, KnownCall, Ledger};
-use super::rows::{CallRow, DealRow, LeadRow, NoteRow, OutboxRow, PendingCrm};
+use super::rows::{CallRow, DealRow, LeadRow, NoteCall, NoteRow, OutboxRow, PendingCrm};
 use super::StoreError;
 use crate::calls::{CallInfo, CallRecord};
 use crate::clock::Clock;
@@ -121,11 +121,18 @@ impl DealBook for State {
         action: Action,
         at: i64,
         text: &str,
+        call: Option<&str>,
     ) -> Result<(), Infallible> {
         if let Some(d) = self.deals.get_mut((deal - 1) as usize) {
+            // The call's recording is read when the deal is listed.
             let note = NoteRow {
                 created_at: at,
                 text: text.into(),
+                call: call.map(|c| NoteCall {
+                    call_id: c.into(),
+                    recording: Default::default(),
+                    end_at: 0,
+                }),
             };
             match action {
                 Action::Comment => d.comments.push(note),
@@ -453,12 +460,27 @@ impl MemoryStore {
 
     pub async fn list_deals(&self, limit: i64, since: i64) -> Result<Vec<DealRow>, StoreError> {
         let state = self.state()?;
+        // As SQLite's join: a note's call as recorded now, if it is.
+        let with_calls = |mut d: DealRow| {
+            for n in d.comments.iter_mut().chain(d.tasks.iter_mut()) {
+                n.call = n.call.take().and_then(|nc| {
+                    let c = state.calls.iter().find(|c| c.call_id == nc.call_id)?;
+                    Some(NoteCall {
+                        recording: c.recording.clone(),
+                        end_at: c.end_at,
+                        ..nc
+                    })
+                });
+            }
+            d
+        };
         Ok(page(
             state
                 .deals
                 .iter()
                 .filter(|d| d.created_at >= since)
-                .cloned(),
+                .cloned()
+                .map(with_calls),
             limit,
         ))
     }

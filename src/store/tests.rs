@@ -274,6 +274,27 @@ async fn recording_outcomes_and_dtmf_are_stored_alike() {
         assert_eq!(got, outcomes.iter().collect::<Vec<_>>(), "{name}");
         assert_eq!(calls[0].dtmf, dtmf, "{name}");
         assert!(calls[1..].iter().all(|c| c.dtmf.is_empty()), "{name}");
+        // The first call made a deal; its recording is a comment naming
+        // the call (the later ones are duplicates: no deal, no note).
+        let deals = store.list_deals(10, 0).await.expect(name);
+        assert_eq!(deals.len(), 1, "{name}");
+        let notes: Vec<(&str, Option<&crate::store::rows::NoteCall>)> = deals[0]
+            .comments
+            .iter()
+            .map(|n| (n.text.as_str(), n.call.as_ref()))
+            .collect();
+        assert_eq!(
+            notes,
+            [(
+                "Call recording",
+                Some(&crate::store::rows::NoteCall {
+                    call_id: "rec0@host".into(),
+                    recording: Recording::Recorded,
+                    end_at: (NOW_MS + 43_000) as i64,
+                })
+            )],
+            "{name}"
+        );
     }
 }
 

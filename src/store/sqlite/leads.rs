@@ -15,7 +15,7 @@ use crate::calls::Recording;
 use crate::crm::outbox::Plan;
 use crate::leads::dedup::{Group, Settings};
 use crate::store::leads::{Job, NewDealStatus, Recorded};
-use crate::store::rows::{CallRow, DealRow, LeadRow, NoteRow, PendingCrm};
+use crate::store::rows::{CallRow, DealRow, LeadRow, NoteCall, NoteRow, PendingCrm};
 use crate::store::StoreError;
 
 impl SqliteStore {
@@ -194,13 +194,27 @@ impl SqliteStore {
 
 /// A deal's tasks or comments, oldest first.
 fn notes(c: &Connection, table: &'static str, deal: i64) -> rusqlite::Result<Vec<NoteRow>> {
+    // The call a note names, with its recording as it stands now (the
+    // call's row is written in the same transaction as the note).
     let mut q = c.prepare_cached(&format!(
-        "SELECT created_at, text FROM {table} WHERE deal_id = ?1 ORDER BY id"
+        "SELECT n.created_at, n.text, n.call_id, c.recording, c.recording_reason, c.end_at
+           FROM {table} n LEFT JOIN calls c ON c.call_id = n.call_id
+          WHERE n.deal_id = ?1 ORDER BY n.id"
     ))?;
     let rows = q.query_map(params![deal], |r| {
+        let call: Option<String> = r.get(2)?;
+        let state: Option<String> = r.get(3)?;
         Ok(NoteRow {
             created_at: r.get(0)?,
             text: r.get(1)?,
+            call: match (call, state) {
+                (Some(call_id), Some(state)) => Some(NoteCall {
+                    call_id,
+                    recording: Recording::from_columns(&state, &r.get::<_, String>(4)?),
+                    end_at: r.get(5)?,
+                }),
+                _ => None,
+            },
         })
     })?;
     rows.collect()
