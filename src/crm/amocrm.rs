@@ -245,13 +245,22 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
+/// A note's or task's text: the lead's text (else its title), and the
+/// call's recording link when the request carries one (`recording_url`,
+/// made when the request is sent).
 fn note_text(body: &Value) -> String {
     let text = text_of(body, "text");
-    if text.is_empty() {
+    let mut text = if text.is_empty() {
         text_of(body, "title")
     } else {
         text
+    };
+    let url = text_of(body, "recording_url");
+    if !url.is_empty() {
+        text.push_str("\nRecording: ");
+        text.push_str(&url);
     }
+    text
 }
 
 /// The call webhook's status → amoCRM's `call_status`: 4 the
@@ -658,6 +667,12 @@ mod tests {
             )
         );
         assert_eq!(s.call(&json!({"id": "c2", "caller": ""})), None);
+        // A recorded call's note names its recording.
+        assert_eq!(
+            s.note(&json!({"text": "Call to 7495", "recording_url": "https://s/recordings/c1?exp=1&sig=a"})),
+            json!([{"note_type": "common",
+                    "params": {"text": "Call to 7495\nRecording: https://s/recordings/c1?exp=1&sig=a"}}])
+        );
         for (status, code) in [
             ("ANSWER", 4),
             ("BUSY", 7),
