@@ -382,7 +382,7 @@ struct RawTracking {
     create_deal_even_if_in_progress: Option<bool>,
     record_calls: Option<bool>,
     send_recording_to_crm: Option<bool>,
-    recording_links_require_auth: Option<bool>,
+    recording_links_require_auth: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]

@@ -55,7 +55,8 @@ recordings_dir = "{rec_dir}"
 {media_extra}
 
 [crm]
-kind = "local"
+kind = "webhook"
+url = "{hook}"
 call_end_url = "{end}"
 secret = "{SECRET}"
 timeout_ms = 400
@@ -72,6 +73,7 @@ token = "{TOKEN}"
 url = "sqlite:data/siptrack.db"
 "#,
         end = crm.url("/end"),
+        hook = crm.url("/hook"),
     )
 }
 
@@ -230,8 +232,9 @@ fn one_call(p: &Siptrack, uas_port: u16) -> Value {
 }
 
 /// What siptrack does for a recorded call, done through the store: the
-/// call record says `recorded`, and its queued call-end request names the
-/// recording (the field the outbox worker turns into `link` when it sends).
+/// call record says `recorded`, and its queued call-end and lead requests
+/// name the recording (the field the outbox worker turns into `link` and
+/// `recording_url` when it sends).
 fn mark_recorded(db: &Path, call_id: &str) {
     let c = rusqlite::Connection::open(db).expect("open db");
     c.busy_timeout(Duration::from_secs(5))
@@ -248,11 +251,14 @@ fn mark_recorded(db: &Path, call_id: &str) {
             "UPDATE outbox SET body = json_set(body, '$._recording',
                  json_object('call_id', ?1, 'state', 'recorded',
                              'end_at_ms', (SELECT end_at FROM calls WHERE call_id = ?1)))
-              WHERE target = 'call_end' AND state = 'pending'",
+              WHERE target IN ('call_end', 'lead') AND state = 'pending'",
             [call_id],
         )
         .expect("update outbox");
-    assert_eq!(changed, 1, "the call-end request is still queued");
+    assert_eq!(
+        changed, 2,
+        "the call-end and deal.create requests are still queued"
+    );
 }
 
 fn siptrack_cli(p: &Siptrack, args: &[&str]) -> (bool, String, String) {
@@ -288,11 +294,15 @@ fn a_recorded_calls_link_plays_seeks_and_refuses_what_it_must() {
     std::fs::write(file_for(&rec_dir, &call_id), &audio).expect("write wav");
     mark_recorded(&db, &call_id);
     crm.set_mode(Mode::Ok);
-    crm.wait_until(Duration::from_secs(15), "the call-end webhook", |s| {
-        s.requests
-            .iter()
-            .any(|r| r.path == "/end" && r.answered == 200)
-    });
+    crm.wait_until(
+        Duration::from_secs(15),
+        "the call-end and lead webhooks",
+        |s| {
+            ["/end", "/hook"]
+                .iter()
+                .all(|p| s.requests.iter().any(|r| r.path == *p && r.answered == 200))
+        },
+    );
     let end = {
         let s = crm.lock();
         let r = s
@@ -314,6 +324,28 @@ fn a_recorded_calls_link_plays_seeks_and_refuses_what_it_must() {
         link.starts_with(&format!("http://127.0.0.1:{}/recordings/", p.http_port)),
         "{link}"
     );
+
+    // The lead webhook of the call names the same recording.
+    let lead = {
+        let s = crm.lock();
+        let r = s
+            .requests
+            .iter()
+            .rev()
+            .find(|r| r.path == "/hook" && r.answered == 200)
+            .expect("delivered lead")
+            .clone();
+        assert!(r.signature_ok);
+        r.json
+    };
+    assert_eq!(lead["event"], "deal.create", "{lead}");
+    assert_eq!(
+        lead["recording_url"].as_str(),
+        Some(link.as_str()),
+        "{lead}"
+    );
+    assert_eq!(lead["call"]["link"].as_str(), Some(link.as_str()), "{lead}");
+    assert!(lead.get("_recording").is_none());
 
     // The webhook's link plays: the whole file, then a seek.
     let whole = http_get(p.api(), path_of(&link), &[]);
