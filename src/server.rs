@@ -163,6 +163,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             dir: config.media.recordings_dir.clone(),
             links: (*links).clone(),
             require_auth: config.media.recording_links_require_auth,
+            counts: Default::default(),
         }),
         retention,
         sip: sip_snapshot.clone(),

@@ -454,6 +454,16 @@ fn a_recorded_calls_link_plays_seeks_and_refuses_what_it_must() {
     let r = http_get(p.api(), &signed_path(&key, "junk@host", exp), &[]);
     assert_eq!(r.status, 404, "{}", r.text());
 
+    // Every answer is counted by status.
+    let metrics = http_get(p.api(), "/metrics", &[]).text();
+    for line in [
+        "siptrack_recording_requests_total{status=\"206\"} 2\n",
+        "siptrack_recording_requests_total{status=\"409\"} 1\n",
+        "siptrack_recording_requests_total{status=\"416\"} 1\n",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+
     // The CLI prints the same link; a call without a recording is exit 1.
     let (ok, out, err) = siptrack_cli(&p, &["recording-url", &call_id]);
     assert!(ok, "{err}");

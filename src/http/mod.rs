@@ -150,7 +150,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        sip + &outbox + &s.storage.render() + &s.retention.render(),
+        sip + &outbox + &s.storage.render() + &s.retention.render() + &s.recordings.counts.render(),
     )
         .into_response()
 }

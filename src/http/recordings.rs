@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::path::{Path as FsPath, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
@@ -26,13 +27,42 @@ use crate::recording::range::{self, Ranged};
 use crate::recording::LinkSettings;
 
 /// What the route needs, fixed at start.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct RecordingAccess {
     /// `media.recordings_dir`.
     pub dir: PathBuf,
     pub links: LinkSettings,
     /// `tracking.recording_links_require_auth`.
     pub require_auth: bool,
+    pub counts: LinkCounts,
+}
+
+/// The statuses `/recordings` answers, counted for `/metrics`: a burst of
+/// 403s is someone guessing links.
+const STATUSES: [u16; 8] = [200, 206, 401, 403, 404, 409, 416, 500];
+
+/// Answers of `/recordings` by status.
+#[derive(Debug, Default)]
+pub struct LinkCounts([AtomicU64; STATUSES.len()]);
+
+impl LinkCounts {
+    fn count(&self, status: StatusCode) {
+        if let Some(i) = STATUSES.iter().position(|&s| s == status.as_u16()) {
+            self.0[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `siptrack_recording_requests_total{status="…"}`.
+    pub fn render(&self) -> String {
+        let mut out = String::from("# TYPE siptrack_recording_requests_total counter\n");
+        for (s, n) in STATUSES.iter().zip(&self.0) {
+            out.push_str(&format!(
+                "siptrack_recording_requests_total{{status=\"{s}\"}} {}\n",
+                n.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
 }
 
 /// Where a call's recording is (or would be): never outside `dir`, since
@@ -50,8 +80,19 @@ pub(super) async fn get_recording(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
+    let r = serve(&s, &call_id, &q, &headers).await;
+    s.recordings.counts.count(r.status());
+    r
+}
+
+async fn serve(
+    s: &AppState,
+    call_id: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Response {
     let access = &s.recordings;
-    if access.require_auth && !authorized(&headers, s.token.as_deref()) {
+    if access.require_auth && !authorized(headers, s.token.as_deref()) {
         return unauthorized();
     }
     let (Some(exp), Some(sig)) = (q.get("exp"), q.get("sig")) else {
@@ -61,7 +102,7 @@ pub(super) async fn get_recording(
     if let Err(e) = link::verify(&access.links.key, call_id.as_bytes(), exp, sig, now) {
         return error(StatusCode::FORBIDDEN, format!("link: {e}"));
     }
-    let path = file_of(&access.dir, &call_id);
+    let path = file_of(&access.dir, call_id);
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -181,6 +222,23 @@ impl futures_core::Stream for FileChunks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_counted_by_status() {
+        let c = LinkCounts::default();
+        for s in [200, 206, 206, 403, 418] {
+            c.count(StatusCode::from_u16(s).expect("status"));
+        }
+        let text = c.render();
+        for line in [
+            "siptrack_recording_requests_total{status=\"200\"} 1\n",
+            "siptrack_recording_requests_total{status=\"206\"} 2\n",
+            "siptrack_recording_requests_total{status=\"403\"} 1\n",
+            "siptrack_recording_requests_total{status=\"404\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
 
     #[test]
     fn files_stay_in_the_directory() {
