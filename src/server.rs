@@ -21,7 +21,6 @@ use crate::node::Node;
 use crate::proxy::route::Identity;
 use crate::proxy::{Output, Peer, Proxy, ProxySettings, Transport};
 use crate::recording::retention::{self, RetentionMetrics};
-use crate::recording::LinkSettings;
 use crate::sip::Message;
 use crate::store::Store;
 use crate::tracking::pools::Pools;
@@ -151,7 +150,11 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     let outbox_metrics = Arc::new(OutboxMetrics::default());
     let sip_snapshot = Arc::new(Mutex::new(SipSnapshot::default()));
     let storage_health = Arc::new(StorageHealth::default());
-    let links = Arc::new(link_settings(&config, &store, http_addr));
+    let links = Arc::new(crate::recording::settings(
+        &config,
+        store.recording_link_key(),
+        http_addr,
+    ));
     let retention = Arc::new(RetentionMetrics::default());
     tokio::spawn(sweep_recordings(
         config.media.recordings_dir.clone(),
@@ -456,27 +459,6 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// How recording links are made in this process: the store's key, the
-/// API's public address, the switches.
-pub fn link_settings(
-    config: &Config,
-    store: &Store,
-    http_addr: std::net::SocketAddr,
-) -> LinkSettings {
-    let host = config
-        .sip
-        .advertised_host
-        .clone()
-        .unwrap_or_else(|| config.media.advertised_ip.to_string());
-    LinkSettings {
-        key: store.recording_link_key(),
-        base_url: crate::recording::base_url(config.http.public_url.as_deref(), http_addr, &host),
-        retention_seconds: config.media.retention_seconds(),
-        record_calls: config.media.record_calls,
-        send_to_crm: config.media.send_recording_to_crm,
     }
 }
 

@@ -35,7 +35,7 @@ pub fn recording_url(config: &Config, call_id: &str) -> anyhow::Result<String> {
     if let Some(why) = call.recording.reason() {
         anyhow::bail!("call {call_id:?} has no recording: {why}");
     }
-    let s = crate::server::link_settings(config, &store, config.http.listen);
+    let s = super::settings(config, store.recording_link_key(), config.http.listen);
     let now = store.clock().unix_ms() / 1000;
     links::link(call_id, &call.recording, call.end_at.max(0) as u64, &s, now).ok_or_else(|| {
         anyhow::anyhow!(

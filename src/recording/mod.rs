@@ -11,6 +11,26 @@ pub mod retention;
 pub use links::LinkSettings;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::Config;
+
+/// How recording links are made: the store's key, the API's public
+/// address (`http_addr`: where the API listens), the switches.
+pub fn settings(config: &Config, key: Arc<[u8]>, http_addr: SocketAddr) -> LinkSettings {
+    let host = config
+        .sip
+        .advertised_host
+        .clone()
+        .unwrap_or_else(|| config.media.advertised_ip.to_string());
+    LinkSettings {
+        key,
+        base_url: base_url(config.http.public_url.as_deref(), http_addr, &host),
+        retention_seconds: config.media.retention_seconds(),
+        record_calls: config.media.record_calls,
+        send_to_crm: config.media.send_recording_to_crm,
+    }
+}
 
 /// The base of recording links: `http.public_url` when set (siptrack
 /// behind a reverse proxy or NAT), else `http://` and the address the API
