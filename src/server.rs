@@ -137,7 +137,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             .default_destination
             .as_ref()
             .map_or("none (unknown numbers get 404)", |d| d.uri.as_str()),
-        crm = if config.crm.amocrm.is_some() { "amocrm" } else if config.leads.crm.lead_hooks { "webhook" } else { "local" },
+        crm = if config.crm.amocrm.is_some() { "amocrm" } else if config.crm.bitrix24.is_some() { "bitrix24" } else if config.leads.crm.lead_hooks { "webhook" } else { "local" },
         sip = %sip_listen.join(" "),
         http = %http_addr,
         "siptrack started"

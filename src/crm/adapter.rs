@@ -5,6 +5,7 @@
 //! parking, order per deal, metrics and the lead log are the same for
 //! every CRM.
 
+use super::rate::Pacer;
 use crate::store::outbox::DueItem;
 
 /// What became of one attempt at an item.
@@ -59,9 +60,10 @@ pub enum Step {
     Finish(Outcome),
 }
 
-/// The most requests one item may take (a lookup, then the create); a
-/// guard against an adapter that never finishes.
-pub const MAX_STEPS: usize = 4;
+/// The most requests one item may take (Bitrix24's create: find the
+/// deal, find the contact, add it, add the deal); a guard against an
+/// adapter that never finishes.
+pub const MAX_STEPS: usize = 6;
 
 /// One kind of CRM. Pure: no sockets, no clock (`now_unix_ms` is given).
 pub trait CrmAdapter: Send + Sync {
@@ -70,8 +72,8 @@ pub trait CrmAdapter: Send + Sync {
     /// The step after `answer` to `sent`.
     fn next(&self, item: &DueItem, sent: &Request, answer: &Answer, now_unix_ms: i64) -> Step;
     /// The account's request limit, if the CRM has one: the worker paces
-    /// every request of every item through one `rate::Pacer`.
-    fn requests_per_second(&self) -> Option<u32> {
+    /// every request of every item through this one bucket.
+    fn pacer(&self) -> Option<Pacer> {
         None
     }
 }

@@ -510,8 +510,10 @@ impl CrmAdapter for AmoCrm {
         }
     }
 
-    fn requests_per_second(&self) -> Option<u32> {
-        Some(self.settings.requests_per_second)
+    fn pacer(&self) -> Option<super::rate::Pacer> {
+        Some(super::rate::Pacer::per_second(
+            self.settings.requests_per_second,
+        ))
     }
 }
 

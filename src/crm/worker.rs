@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use super::adapter::{CrmAdapter, Outcome, Step, MAX_STEPS};
 use super::amocrm::AmoCrm;
+use super::bitrix24::Bitrix24;
 use super::metrics::OutboxMetrics;
 use super::rate::Pacer;
 use super::transport::Transport;
@@ -119,20 +120,23 @@ fn settle(cfg: &CrmDelivery, item: &DueItem, outcome: Outcome, now: i64) -> Sett
 /// Runs until the process ends.
 pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics>) {
     let clock = store.clock();
-    let adapter: Arc<dyn CrmAdapter> = match &cfg.amocrm {
-        Some(settings) => Arc::new(AmoCrm {
+    let adapter: Arc<dyn CrmAdapter> = match (&cfg.amocrm, &cfg.bitrix24) {
+        (Some(settings), _) => Arc::new(AmoCrm {
             settings: settings.clone(),
         }),
-        None => Arc::new(Webhook {
+        (None, Some(settings)) => Arc::new(Bitrix24 {
+            settings: settings.clone(),
+        }),
+        (None, None) => Arc::new(Webhook {
             url: cfg.url.clone(),
             call_start_url: cfg.call_start_url.clone(),
             call_end_url: cfg.call_end_url.clone(),
             secret: cfg.secret.as_bytes().to_vec(),
         }),
     };
-    let pace = adapter.requests_per_second().map(|n| {
+    let pace = adapter.pacer().map(|pacer| {
         Arc::new(Pace {
-            pacer: Mutex::new(Pacer::per_second(n)),
+            pacer: Mutex::new(pacer),
             epoch: Instant::now(),
         })
     });
