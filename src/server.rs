@@ -15,6 +15,7 @@ use crate::calls::Party;
 use crate::clock::Clock;
 use crate::config::{Config, ListenAddr};
 use crate::crm::metrics::OutboxMetrics;
+use crate::http::crm_status::StatusReceiver;
 use crate::http::{AppState, SipSnapshot};
 use crate::leads::pipeline::{CallNews, PipelineOptions, StorageHealth};
 use crate::node::Node;
@@ -160,6 +161,15 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         clock: clock.clone(),
         leads: leads.clone(),
         phone: config.rewrite.phone.clone(),
+        crm_status: Arc::new(StatusReceiver {
+            hooks: config.crm.status_hooks.clone(),
+            transport: crate::crm::transport::Transport::new(
+                Duration::from_millis(config.crm.timeout_ms),
+                2,
+            )
+            .map_err(|e| tracing::error!(error = %e, "no connection for the CRM status webhooks"))
+            .ok(),
+        }),
     });
     let (call_tx, call_rx) = mpsc::unbounded_channel();
     let journal = config.storage.journal_path();
