@@ -1257,7 +1257,7 @@ fn crm_delivery(c: &mut Checker, raw: &RawCrm, leads: &LeadsConfig) -> CrmDelive
     let kind = raw.kind.as_ref().map(|k| k.get_ref().as_str());
     let is_amocrm = kind == Some("amocrm");
     let is_bitrix24 = kind == Some("bitrix24");
-    let amocrm = is_amocrm.then(|| amo_settings(c, raw));
+    let amocrm = is_amocrm.then(|| amo_settings(c, raw, plan));
     let bitrix24 = is_bitrix24.then(|| bitrix_settings(c, raw, plan));
     let status_hooks = StatusHooks {
         amocrm: amocrm
@@ -1525,7 +1525,7 @@ fn bitrix_settings(c: &mut Checker, raw: &RawCrm, plan: &CrmPlan) -> BitrixSetti
 }
 
 /// `[crm.amocrm]`, required with `crm.kind = "amocrm"`.
-fn amo_settings(c: &mut Checker, raw: &RawCrm) -> AmoSettings {
+fn amo_settings(c: &mut Checker, raw: &RawCrm, plan: &CrmPlan) -> AmoSettings {
     let a = &raw.amocrm;
     let kind_span = raw.kind.as_ref().map(|k| k.span());
     let base_url = match &a.base_url {
@@ -1636,6 +1636,7 @@ fn amo_settings(c: &mut Checker, raw: &RawCrm) -> AmoSettings {
             7,
             1..101,
         ) as u32,
+        utc_offset_seconds: plan.format.timezone.local_minus_utc(),
     }
 }
 
@@ -2306,6 +2307,7 @@ mod tests {
                     .collect(),
                 task_minutes: 30,
                 requests_per_second: 7,
+                utc_offset_seconds: 0,
             })
         );
         // No secret needed: amoCRM authenticates siptrack by the token.

@@ -53,6 +53,9 @@ pub struct AmoSettings {
     /// A task is due this long after it is made.
     pub task_minutes: u64,
     pub requests_per_second: u32,
+    /// `crm.timezone` as seconds east of UTC: the call webhook's `date`
+    /// is local time there.
+    pub utc_offset_seconds: i32,
 }
 
 /// The stages of an item, handed back with each answer.
@@ -61,6 +64,7 @@ const CREATE: &str = "create";
 const NOTE: &str = "note";
 const TASK: &str = "task";
 const CALL: &str = "call";
+const FIND_CALL: &str = "find call";
 
 /// The source name amoCRM shows on call records.
 const SOURCE: &str = "siptrack";
@@ -220,6 +224,22 @@ impl AmoSettings {
         Some(json!([call]))
     }
 
+    /// `GET /api/v4/contacts/notes`: the incoming call notes made since
+    /// the call began (amoCRM files a call as a `call_in` note on the
+    /// contact), where an earlier attempt's call would be; None when the
+    /// call's date is unreadable (then the call is just sent).
+    fn find_call(&self, body: &Value) -> Option<Request> {
+        let since = call_start_unix(&text_of(body, "date"), self.utc_offset_seconds)?;
+        Some(self.request(
+            FIND_CALL,
+            Method::Get,
+            &format!(
+                "/api/v4/contacts/notes?filter%5Bnote_type%5D=call_in&filter%5Bupdated_at%5D%5Bfrom%5D={since}&limit=250"
+            ),
+            None,
+        ))
+    }
+
     /// `GET /api/v4/leads?query=<key>`: the lead a earlier attempt of this
     /// deal.create may have made (its marker field holds the key).
     fn lookup(&self, key: &str) -> Request {
@@ -230,6 +250,26 @@ impl AmoSettings {
             None,
         )
     }
+}
+
+/// The Unix time of a call webhook's `date` (local time at
+/// `utc_offset_seconds`).
+pub fn call_start_unix(date: &str, utc_offset_seconds: i32) -> Option<i64> {
+    let t = chrono::NaiveDateTime::parse_from_str(date, "%Y-%m-%d %H:%M:%S").ok()?;
+    Some(t.and_utc().timestamp() - i64::from(utc_offset_seconds))
+}
+
+/// An incoming call note of a lookup answer whose `params.uniq` is
+/// exactly `uniq`.
+pub fn found_call(body: &[u8], uniq: &str) -> bool {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    v["_embedded"]["notes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|n| n["params"]["uniq"].as_str() == Some(uniq))
 }
 
 /// RFC 3986: everything but the unreserved characters as %XX.
@@ -455,11 +495,14 @@ impl CrmAdapter for AmoCrm {
                 )),
                 Err(o) => Step::Finish(o),
             },
-            (Target::CallEnd, _) => match s.call(&body) {
-                Some(call) => {
+            // A call is looked up by its uniq (the Call-ID) first: a
+            // retried call must not make a second call record.
+            (Target::CallEnd, _) => match (s.call(&body), s.find_call(&body)) {
+                (Some(_), Some(find)) => Step::Send(find),
+                (Some(call), None) => {
                     Step::Send(s.request(CALL, Method::Post, "/api/v4/calls", Some(call)))
                 }
-                None => Step::Finish(Outcome::Delivered { deal_id: None }),
+                (None, _) => Step::Finish(Outcome::Delivered { deal_id: None }),
             },
             // amoCRM records a call once it is over; its start is not sent.
             (Target::CallStart, _) => Step::Finish(Outcome::Delivered { deal_id: None }),
@@ -489,6 +532,23 @@ impl CrmAdapter for AmoCrm {
                     }),
                 },
             },
+            FIND_CALL if ok(a.status) => {
+                let Ok(body) = serde_json::from_str::<Value>(&item.body) else {
+                    return Step::Finish(Outcome::GiveUp {
+                        reason: "the queued body is not JSON".into(),
+                    });
+                };
+                // 204: no notes at all since the call began.
+                if a.status != 204 && found_call(&a.body, &text_of(&body, "id")) {
+                    return Step::Finish(Outcome::Delivered { deal_id: None });
+                }
+                match s.call(&body) {
+                    Some(call) => {
+                        Step::Send(s.request(CALL, Method::Post, "/api/v4/calls", Some(call)))
+                    }
+                    None => Step::Finish(Outcome::Delivered { deal_id: None }),
+                }
+            }
             CREATE if ok(a.status) => Step::Finish(match created_lead_id(&a.body) {
                 Some(id) => Outcome::Delivered {
                     deal_id: Some(id.to_string()),
@@ -537,6 +597,7 @@ mod tests {
                 .collect(),
             task_minutes: 30,
             requests_per_second: 7,
+            utc_offset_seconds: 3 * 3600,
         }
     }
 
@@ -791,6 +852,61 @@ mod tests {
             a.next(&item, &lookup, &answer(503, ""), 0),
             Step::Finish(Outcome::Retry { .. })
         ));
+    }
+
+    #[test]
+    fn a_call_is_looked_up_by_its_uniq_and_recorded_only_when_absent() {
+        let a = AmoCrm {
+            settings: settings(),
+        };
+        let end = json!({"id": "c1@h", "caller": "74991234567", "date": "2026-11-23 15:00:00",
+                         "duration": 42, "status": "ANSWER"});
+        let item = due(Target::CallEnd, "", &end, None);
+        let find = sent(a.start(&item, 0));
+        // 15:00 at UTC+3 is 12:00 UTC: 1795435200.
+        assert_eq!(
+            (find.method, find.url.as_str()),
+            (
+                Method::Get,
+                "https://acme.amocrm.ru/api/v4/contacts/notes?filter%5Bnote_type%5D=call_in&filter%5Bupdated_at%5D%5Bfrom%5D=1795435200&limit=250"
+            )
+        );
+        let note = |uniq: &str| {
+            json!({"_embedded": {"notes": [{"id": 5, "entity_id": 41, "note_type": "call_in",
+                   "params": {"uniq": uniq, "duration": 42, "source": "siptrack", "phone": "74991234567"}}]}})
+            .to_string()
+        };
+        let record = Step::Send(a.settings.request(
+            CALL,
+            Method::Post,
+            "/api/v4/calls",
+            a.settings.call(&end),
+        ));
+        // (lookup answer, what follows)
+        for (status, body, next) in [
+            (204, String::new(), record.clone()),
+            (200, note("c2@h"), record.clone()),
+            (
+                200,
+                note("c1@h"),
+                Step::Finish(Outcome::Delivered { deal_id: None }),
+            ),
+        ] {
+            assert_eq!(
+                a.next(&item, &find, &answer(status, &body), 0),
+                next,
+                "{body}"
+            );
+        }
+        assert!(matches!(
+            a.next(&item, &find, &answer(429, ""), 0),
+            Step::Finish(Outcome::Retry { .. })
+        ));
+        assert_eq!(
+            call_start_unix("2026-11-23 15:00:00", 0),
+            Some(1_795_446_000)
+        );
+        assert_eq!(call_start_unix("soon", 0), None);
     }
 
     #[test]
