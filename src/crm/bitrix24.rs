@@ -575,11 +575,13 @@ impl Bitrix24 {
     }
 
     /// The call's entity: the deal, when the call made or joined one and
-    /// Bitrix24 has named it.
+    /// Bitrix24 has named it; none (Bitrix24 binds the call by its phone)
+    /// for a deal Bitrix24 will never know — a call is recorded anyway.
     fn call_entity(item: &DueItem) -> Result<Option<u64>, Outcome> {
-        match item.deal_ref {
-            None => Ok(None),
-            Some(_) => Self::deal_id(item).map(Some),
+        match item.deal_ref.map(|_| Self::deal_id(item)) {
+            None | Some(Err(Outcome::GiveUp { .. })) => Ok(None),
+            Some(Ok(id)) => Ok(Some(id)),
+            Some(Err(wait)) => Err(wait),
         }
     }
 }
@@ -1027,6 +1029,13 @@ mod tests {
             a.start(&item, 0),
             Step::Finish(Outcome::Retry { .. })
         ));
+        let mut older = item.clone();
+        older.deal_created_here = false;
+        let reg = sent(a.next(&older, &find, &ok(json!([])), 0));
+        assert!(
+            body_of(&reg).get("CRM_ENTITY_ID").is_none(),
+            "a deal made before Bitrix24"
+        );
         item.deal_ref = None;
         let reg = sent(a.next(&item, &find, &ok(json!([])), 0));
         assert!(body_of(&reg).get("CRM_ENTITY_ID").is_none());
