@@ -469,6 +469,13 @@ fn a_won_stage_sent_back_by_bitrix24_makes_the_next_call_a_new_deal() {
             .count(),
         2
     );
+    // A deal Bitrix24 does not have: its error, not a change.
+    let (status, body) = post_form(p.api(), hook, &event(999_999, APP_TOKEN));
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("ERROR_NOT_FOUND"), "{body}");
+    // Garbage: no token in it, refused before anything is asked.
+    let (status, body) = post_form(p.api(), hook, "%%%&&&=data[FIELDS]=\u{0}");
+    assert_eq!(status, 401, "{body}");
     // Another entity's event is not ours to act on.
     let (status, body) = post_form(
         p.api(),
@@ -488,4 +495,25 @@ fn a_won_stage_sent_back_by_bitrix24_makes_the_next_call_a_new_deal() {
     let s = b.lock();
     assert_eq!(s.contacts.len(), 1, "the same client's contact");
     assert_eq!(s.deals[1].1["CONTACT_ID"], s.contacts[0].0);
+}
+
+#[test]
+fn a_status_webhook_while_bitrix24_is_down_answers_502_within_seconds() {
+    let b = Bitrix::start(REAL.burst, REAL.per_second);
+    let (p, _uas, _dir) = start(&b, &REAL);
+    drop(b);
+    let started = std::time::Instant::now();
+    let (status, body) = post_form(
+        p.api(),
+        "/api/v1/crm/bitrix24/webhook",
+        &format!("event=ONCRMDEALUPDATE&data%5BFIELDS%5D%5BID%5D=5&auth%5Bapplication_token%5D={APP_TOKEN}"),
+    );
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("reading deal 5 from Bitrix24"), "{body}");
+    // Three tries, bounded: the webhook is answered within seconds.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
 }
