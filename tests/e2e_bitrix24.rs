@@ -22,12 +22,15 @@ struct Setup {
     timeout_ms: u64,
     burst: u32,
     per_second: u32,
+    /// `entity = "deal"` in pipeline 2, or `entity = "lead"`.
+    entity: &'static str,
 }
 
 const REAL: Setup = Setup {
     timeout_ms: 2_000,
     burst: 50,
     per_second: 2,
+    entity: "entity = \"deal\"\ncategory_id = 2",
 };
 
 fn config(b: &Bitrix, uas_port: u16, db: &str, s: &Setup) -> String {
@@ -36,6 +39,7 @@ fn config(b: &Bitrix, uas_port: u16, db: &str, s: &Setup) -> String {
         timeout_ms,
         burst,
         per_second,
+        entity,
     } = s;
     format!(
         r#"[sip]
@@ -74,9 +78,8 @@ max_ms = 800
 
 [crm.bitrix24]
 webhook_url = "{url}"
-entity = "deal"
+{entity}
 responsible_user_id = 9
-category_id = 2
 task_minutes = 30
 burst = {burst}
 requests_per_second = {per_second}
@@ -307,9 +310,9 @@ fn five_hundred_leads_at_once_stay_inside_the_bucket_and_in_order_per_deal() {
     // A portal drained faster than the default, so the test takes
     // seconds; the bucket is as small as Bitrix24's.
     let fast = Setup {
-        timeout_ms: 2_000,
         burst: 50,
         per_second: 100,
+        ..REAL
     };
     let b = Bitrix::start(fast.burst, fast.per_second);
     let (p, _uas, _dir) = start(&b, &fast);
@@ -516,4 +519,50 @@ fn a_status_webhook_while_bitrix24_is_down_answers_502_within_seconds() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn with_entity_lead_form_leads_become_bitrix24_leads_with_their_task_and_comment() {
+    let b = Bitrix::start(REAL.burst, REAL.per_second);
+    let leads = Setup {
+        entity: "entity = \"lead\"",
+        ..REAL
+    };
+    let (p, _uas, _dir) = start(&b, &leads);
+    let form = json!({"title": "Sofa order", "name": "Ivan", "phone": "8 (903) 555-12-35",
+                      "email": "ivan@example.com", "text": "Call me after 6"});
+    post(&p, "/api/v1/leads", &form);
+    post(
+        &p,
+        "/api/v1/leads",
+        &json!({"title": "Second order", "phone": "+7 903 555 12 35", "text": "Chairs too"}),
+    );
+    post(&p, "/api/v1/leads", &form);
+    b.wait_until(
+        Duration::from_secs(20),
+        "two leads, the task and the comment",
+        |s| s.leads.len() == 2 && s.tasks.len() == 1 && s.comments.len() == 1,
+    );
+    let s = b.lock();
+    assert!(s.deals.is_empty());
+    assert_eq!(s.contacts.len(), 1);
+    let (lead_id, lead, _) = &s.leads[0];
+    let key = lead["ORIGIN_ID"].clone();
+    assert_eq!(
+        lead,
+        &json!({"TITLE": "Sofa order", "CONTACT_ID": s.contacts[0].0, "NAME": "Ivan",
+                "PHONE": comm("79035551235"), "EMAIL": comm("ivan@example.com"),
+                "SOURCE_ID": "WEB", "COMMENTS": "Call me after 6",
+                "ORIGINATOR_ID": "siptrack", "ORIGIN_ID": key, "ASSIGNED_BY_ID": 9})
+    );
+    assert_eq!(s.tasks[0]["UF_CRM_TASK"], json!([format!("L_{lead_id}")]));
+    assert_eq!(s.comments[0]["ENTITY_TYPE"], "lead");
+    assert_eq!(s.comments[0]["ENTITY_ID"], s.leads[1].0);
+    let lists = s
+        .requests
+        .iter()
+        .filter(|r| r.method == "crm.lead.list")
+        .count();
+    assert_eq!(lists, 2, "each create looked its lead up first");
+    assert!(s.bad_requests.is_empty(), "{:?}", s.bad_requests);
 }
