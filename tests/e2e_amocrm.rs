@@ -249,9 +249,11 @@ fn a_call_and_form_leads_become_amocrm_leads_notes_tasks_and_calls() {
         (before + 1_800 - 5..=unix_now() + 1_800 + 5).contains(&due),
         "{task}"
     );
+    let again_id = again["lead_id"].as_i64().expect("lead id");
     assert_eq!(
         task,
-        &json!({"text": "Chairs too", "complete_till": due, "entity_id": form_lead.id,
+        &json!({"text": format!("Chairs too\n\n(siptrack lead {again_id})"),
+                "complete_till": due, "entity_id": form_lead.id,
                 "entity_type": "leads", "task_type_id": 1, "responsible_user_id": 33})
     );
     // The duplicate's own lead, and the note on it naming the original.
@@ -261,6 +263,11 @@ fn a_call_and_form_leads_become_amocrm_leads_notes_tasks_and_calls() {
     assert_eq!(*note_lead, dup_lead.id);
     let text = note["params"]["text"].as_str().expect("text");
     assert!(text.starts_with("Duplicate: duplicate of lead"), "{note}");
+    let dup_id = dup["lead_id"].as_i64().expect("lead id");
+    assert!(
+        text.ends_with(&format!("\n\n(siptrack lead {dup_id})")),
+        "{note}"
+    );
     assert_eq!(note["note_type"], "common");
     assert_ne!(call_lead_id, form_lead.id);
     assert_eq!(s.too_many, 0, "no request beyond 7/s");
@@ -306,19 +313,18 @@ fn fifty_leads_at_once_stay_within_seven_requests_per_second() {
 }
 
 #[test]
-fn a_create_answered_too_late_is_retried_and_gives_one_lead() {
+fn answers_lost_after_amocrm_applied_them_give_one_lead_one_task_one_note() {
     let amo = Amo::start(AMO_TOKEN, 7);
     {
         let mut s = amo.lock();
         s.slow_creates = 1;
+        s.slow_tasks = 1;
+        s.slow_notes = 1;
         s.slow_by = Duration::from_millis(1_500);
     }
     let (p, _uas, _dir) = start(&amo, 400);
-    post(
-        &p,
-        "/api/v1/leads",
-        &json!({"title": "Slow order", "phone": "+7 903 200 00 01"}),
-    );
+    let first = json!({"title": "Slow order", "phone": "+7 903 200 00 01"});
+    post(&p, "/api/v1/leads", &first);
     // The same client again: a task that must name the one lead.
     post(
         &p,
@@ -326,9 +332,28 @@ fn a_create_answered_too_late_is_retried_and_gives_one_lead() {
         &json!({"title": "Slow order 2", "phone": "+7 903 200 00 01", "text": "again"}),
     );
     amo.wait_until(Duration::from_secs(20), "the task", |s| s.tasks.len() == 1);
-    std::thread::sleep(Duration::from_millis(500));
+    // The first form again: a duplicate appended, a new lead and a note.
+    post(&p, "/api/v1/leads", &first);
+    amo.wait_until(Duration::from_secs(20), "the note", |s| s.notes.len() == 1);
+    std::thread::sleep(Duration::from_millis(2_000));
     let s = amo.lock();
-    assert_eq!(s.leads.len(), 1, "one lead, not two: {:?}", s.leads);
+    // Answers lost after amoCRM applied them: one task, one note.
+    assert_eq!(s.tasks.len(), 1, "{:?}", s.tasks);
+    assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
+    let posts = |is: fn(&str) -> bool| {
+        s.requests
+            .iter()
+            .filter(|r| r.method == "POST" && is(&r.path))
+            .count()
+    };
+    assert_eq!(posts(|p| p == "/api/v4/tasks"), 1, "one task added");
+    assert_eq!(posts(|p| p.ends_with("/notes")), 1, "one note added");
+    assert_eq!(
+        s.leads.len(),
+        2,
+        "the lead and the duplicate's: {:?}",
+        s.leads
+    );
     let creates = s
         .requests
         .iter()
@@ -339,9 +364,13 @@ fn a_create_answered_too_late_is_retried_and_gives_one_lead() {
         .iter()
         .filter(|r| r.method == "GET" && r.path == "/api/v4/leads")
         .count();
-    assert_eq!(creates, 1, "{:?}", s.requests);
+    assert_eq!(
+        creates, 2,
+        "the first lead once (its lost answer found by the lookup), the duplicate's: {:?}",
+        s.requests
+    );
     assert!(
-        lookups >= 2,
+        lookups >= 3,
         "looked up before the create and on the retry: {:?}",
         s.requests
     );
@@ -505,6 +534,7 @@ fn five_hundred_leads_at_once_stay_within_the_limit_and_in_order_per_lead() {
             .expect("its lead");
         let n: usize = t["text"]
             .as_str()
+            .and_then(|d| d.lines().next())
             .and_then(|d| d.strip_prefix("lead "))
             .and_then(|n| n.parse().ok())
             .expect("lead n");

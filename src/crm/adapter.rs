@@ -65,6 +65,34 @@ pub enum Step {
 /// adapter that never finishes.
 pub const MAX_STEPS: usize = 6;
 
+/// What siptrack appends to the text of a note, comment or task it
+/// writes into a CRM: `(siptrack lead <id>)`. A lead makes at most one
+/// comment and one task, so the marker names the entity and lets a retry
+/// find it (neither CRM has idempotency keys); a manager reads which of
+/// siptrack's leads it came from. None for a body without a lead id.
+pub fn lead_marker(body: &serde_json::Value) -> Option<String> {
+    let id = match body.get("id")? {
+        serde_json::Value::String(s) if !s.trim().is_empty() => s.trim().to_string(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    Some(format!("(siptrack lead {id})"))
+}
+
+/// `text` with the marker on a line of its own.
+pub fn marked(text: &str, marker: Option<&str>) -> String {
+    match marker {
+        Some(m) if text.is_empty() => m.to_string(),
+        Some(m) => format!("{text}\n\n{m}"),
+        None => text.to_string(),
+    }
+}
+
+/// Whether `text` is one siptrack marked with `marker`.
+pub fn carries(text: &str, marker: &str) -> bool {
+    text.trim_end().ends_with(marker)
+}
+
 /// One kind of CRM. Pure: no sockets, no clock (`now_unix_ms` is given).
 pub trait CrmAdapter: Send + Sync {
     /// The first step for a due item.
@@ -75,5 +103,38 @@ pub trait CrmAdapter: Send + Sync {
     /// every request of every item through this one bucket.
     fn pacer(&self) -> Option<Pacer> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn texts_carry_the_lead_they_came_from() {
+        for (body, text, want) in [
+            (
+                json!({"id": "12"}),
+                "Chairs",
+                "Chairs\n\n(siptrack lead 12)",
+            ),
+            (json!({"id": 12}), "", "(siptrack lead 12)"),
+            (json!({"id": ""}), "Chairs", "Chairs"),
+            (json!({}), "Chairs", "Chairs"),
+        ] {
+            let m = lead_marker(&body);
+            assert_eq!(marked(text, m.as_deref()), want, "{body}");
+        }
+        let m = "(siptrack lead 12)";
+        for (text, yes) in [
+            ("Chairs\n\n(siptrack lead 12)", true),
+            ("Chairs\n\n(siptrack lead 12)\n", true),
+            ("Chairs\n\n(siptrack lead 112)", false),
+            ("Chairs\n\n(siptrack lead 12) and more", false),
+            ("Chairs", false),
+        ] {
+            assert_eq!(carries(text, m), yes, "{text:?}");
+        }
     }
 }
