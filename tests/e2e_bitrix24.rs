@@ -274,9 +274,12 @@ fn a_call_and_form_leads_become_bitrix24_deals_contacts_comments_tasks_and_calls
         "{task}"
     );
     assert_eq!(deadline.offset().local_minus_utc(), 3 * 3600);
+    let again_id = again["lead_id"].as_i64().expect("lead id");
     assert_eq!(
         task,
-        &json!({"TITLE": "Second order", "DESCRIPTION": "Chairs too", "RESPONSIBLE_ID": 9,
+        &json!({"TITLE": "Second order",
+                "DESCRIPTION": format!("Chairs too\n\n(siptrack lead {again_id})"),
+                "RESPONSIBLE_ID": 9,
                 "DEADLINE": task["DEADLINE"], "UF_CRM_TASK": [format!("D_{form_deal_id}")]})
     );
     let (dup_id, dup, _) = &s.deals[2];
@@ -355,6 +358,7 @@ fn five_hundred_leads_at_once_stay_inside_the_bucket_and_in_order_per_deal() {
         let deal = s.deals.iter().find(|d| d.0 == id).expect("its deal");
         let n: usize = t["DESCRIPTION"]
             .as_str()
+            .and_then(|d| d.lines().next())
             .and_then(|d| d.strip_prefix("lead "))
             .and_then(|n| n.parse().ok())
             .expect("lead n");
@@ -377,6 +381,8 @@ fn answers_lost_after_bitrix24_applied_them_give_one_deal_one_contact_one_call()
             "crm.contact.add",
             "crm.deal.add",
             "telephony.externalcall.finish",
+            "tasks.task.add",
+            "crm.timeline.comment.add",
         ] {
             s.slow.insert(m.to_string(), 1);
         }
@@ -391,11 +397,38 @@ fn answers_lost_after_bitrix24_applied_them_give_one_deal_one_contact_one_call()
     b.wait_until(Duration::from_secs(30), "the finished call", |s| {
         !s.finished_calls().is_empty()
     });
+    // The same client by form (a task on the call's deal); a new
+    // client's form sent twice (a duplicate appended: a deal and its
+    // comment).
+    post(
+        &p,
+        "/api/v1/leads",
+        &json!({"title": "Form", "phone": "+7 916 000 00 02", "text": "Chairs"}),
+    );
+    let other = json!({"title": "Sofa", "name": "Olga", "phone": "+7 916 000 00 09",
+                       "email": "olga@example.com", "text": "Blue", "visit_id": "v-5"});
+    post(&p, "/api/v1/leads", &other);
+    post(&p, "/api/v1/leads", &other);
+    b.wait_until(Duration::from_secs(30), "the task and the comment", |s| {
+        !s.tasks.is_empty() && !s.comments.is_empty()
+    });
     // Whatever else was still to come would have come by now.
     std::thread::sleep(Duration::from_secs(2));
     let s = b.lock();
-    assert_eq!(s.deals.len(), 1, "one deal: {:?}", s.deals);
-    assert_eq!(s.contacts.len(), 1, "one contact: {:?}", s.contacts);
+    assert_eq!(
+        s.deals.len(),
+        3,
+        "the call's deal once, Olga's two: {:?}",
+        s.deals
+    );
+    assert_eq!(
+        s.contacts.len(),
+        2,
+        "the caller's once, Olga's: {:?}",
+        s.contacts
+    );
+    assert_eq!(s.tasks.len(), 1, "one task: {:?}", s.tasks);
+    assert_eq!(s.comments.len(), 1, "one comment: {:?}", s.comments);
     assert_eq!(
         s.finished_calls().len(),
         1,
@@ -406,9 +439,12 @@ fn answers_lost_after_bitrix24_applied_them_give_one_deal_one_contact_one_call()
     assert_eq!(s.calls[0].register["CRM_ENTITY_ID"], s.deals[0].0);
     let count = |m: &str| s.requests.iter().filter(|r| r.method == m).count();
     // Each lost answer was retried: applied once, looked up after.
-    assert_eq!(count("crm.contact.add"), 1);
-    assert_eq!(count("crm.deal.add"), 1);
+    assert_eq!(count("crm.contact.add"), 2);
+    assert_eq!(count("crm.deal.add"), 3);
     assert_eq!(count("telephony.externalcall.finish"), 1);
+    assert_eq!(count("tasks.task.add"), 1);
+    assert_eq!(count("crm.timeline.comment.add"), 1);
+    assert!(count("tasks.task.list") >= 2, "{:?}", s.requests);
     assert!(count("crm.deal.list") >= 3, "{:?}", s.requests);
     assert!(count("voximplant.statistic.get") >= 2, "{:?}", s.requests);
 }

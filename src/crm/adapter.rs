@@ -104,12 +104,72 @@ pub trait CrmAdapter: Send + Sync {
     fn pacer(&self) -> Option<Pacer> {
         None
     }
+    /// Items with the same key are attempted one after another within a
+    /// round, never at the same time (Bitrix24: two deals of one client
+    /// created at once would each find no contact and add one). None:
+    /// no such constraint beyond the outbox's order per deal.
+    fn serial_key(&self, _item: &DueItem) -> Option<String> {
+        None
+    }
+}
+
+/// A round's items in groups to attempt one after another: items sharing
+/// a serial key together, in their order; every other item alone.
+pub fn serial_groups(
+    items: Vec<DueItem>,
+    key: impl Fn(&DueItem) -> Option<String>,
+) -> Vec<Vec<DueItem>> {
+    let mut groups: Vec<Vec<DueItem>> = Vec::new();
+    let mut by_key: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for item in items {
+        match key(&item) {
+            Some(k) => match by_key.get(&k) {
+                Some(&i) => groups[i].push(item),
+                None => {
+                    by_key.insert(k, groups.len());
+                    groups.push(vec![item]);
+                }
+            },
+            None => groups.push(vec![item]),
+        }
+    }
+    groups
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn items_of_one_serial_key_go_together_in_order() {
+        let item = |id: i64, key: &str| DueItem {
+            id,
+            target: crate::crm::outbox::Target::Lead,
+            key: key.into(),
+            event: "deal.create".into(),
+            body: String::new(),
+            attempts: 0,
+            created_at: 0,
+            deal_ref: None,
+            crm_deal_id: None,
+            deal_created_here: true,
+        };
+        let items = vec![
+            item(1, "a"),
+            item(2, ""),
+            item(3, "b"),
+            item(4, "a"),
+            item(5, ""),
+            item(6, "a"),
+        ];
+        let groups = serial_groups(items, |i| (!i.key.is_empty()).then(|| i.key.clone()));
+        let ids: Vec<Vec<i64>> = groups
+            .iter()
+            .map(|g| g.iter().map(|i| i.id).collect())
+            .collect();
+        assert_eq!(ids, vec![vec![1, 4, 6], vec![2], vec![3], vec![5]]);
+    }
 
     #[test]
     fn texts_carry_the_lead_they_came_from() {

@@ -32,7 +32,9 @@
 use chrono::FixedOffset;
 use serde_json::{json, Map, Value};
 
-use super::adapter::{Answer, CrmAdapter, Method, Outcome, Request, Step};
+use super::adapter::{
+    carries, lead_marker, marked, Answer, CrmAdapter, Method, Outcome, Request, Step,
+};
 use super::outbox::Target;
 use super::rate::Pacer;
 use super::webhook::parse_retry_after;
@@ -135,7 +137,9 @@ const FIND_DEAL: &str = "find deal";
 const FIND_CONTACT: &str = "find contact";
 const ADD_CONTACT: &str = "add contact";
 const ADD_DEAL: &str = "add deal";
+const FIND_COMMENT: &str = "find comment";
 const COMMENT: &str = "comment";
+const FIND_TASK: &str = "find task";
 const TASK: &str = "task";
 const FIND_CALL: &str = "find call";
 const REGISTER: &str = "register call";
@@ -337,10 +341,33 @@ impl BitrixSettings {
         json!({"fields": f})
     }
 
-    /// `crm.timeline.comment.add` on the deal.
+    /// `crm.timeline.comment.add` on the deal; the text carries the
+    /// lead's marker.
     pub fn comment(&self, deal: u64, body: &Value) -> Value {
         json!({"fields": {"ENTITY_ID": deal, "ENTITY_TYPE": self.entity.timeline_type(),
-                          "COMMENT": note_text(body)}})
+                          "COMMENT": marked(&note_text(body), lead_marker(body).as_deref())}})
+    }
+
+    /// `crm.timeline.comment.list` of the deal: where an earlier
+    /// attempt's comment would be.
+    pub fn find_comment(&self, deal: u64) -> Request {
+        self.request(
+            FIND_COMMENT,
+            "crm.timeline.comment.list",
+            json!({"filter": {"ENTITY_ID": deal, "ENTITY_TYPE": self.entity.timeline_type()},
+                   "select": ["ID", "COMMENT"]}),
+        )
+    }
+
+    /// `tasks.task.list` bound to the deal: where an earlier attempt's
+    /// task would be.
+    pub fn find_task(&self, deal: u64) -> Request {
+        self.request(
+            FIND_TASK,
+            "tasks.task.list",
+            json!({"filter": {"UF_CRM_TASK": format!("{}_{deal}", self.entity.task_prefix())},
+                   "select": ["ID", "DESCRIPTION", "UF_CRM_TASK"]}),
+        )
     }
 
     /// `tasks.task.add` bound to the deal, due `task_minutes` from now.
@@ -352,7 +379,7 @@ impl BitrixSettings {
         let title = text_of(body, "title");
         json!({"fields": {
             "TITLE": if title.is_empty() { note_text(body) } else { title },
-            "DESCRIPTION": note_text(body),
+            "DESCRIPTION": marked(&note_text(body), lead_marker(body).as_deref()),
             "RESPONSIBLE_ID": self.user_id,
             "DEADLINE": deadline,
             "UF_CRM_TASK": [format!("{}_{deal}", self.entity.task_prefix())],
@@ -503,6 +530,25 @@ pub fn found_deal(result: &Value, key: &str) -> Option<u64> {
         .and_then(|d| id_of(&d["ID"]))
 }
 
+/// Whether a comment list (`[{COMMENT}]`) or a task list (`{tasks:
+/// [{description}]}`, tasks.task.list answers in camelCase) holds one
+/// carrying `marker`.
+pub fn found_marked(result: &Value, marker: &str) -> bool {
+    let comments = result
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| &c["COMMENT"]);
+    let tasks = result["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| [&t["description"], &t["DESCRIPTION"]]);
+    comments
+        .chain(tasks)
+        .any(|t| t.as_str().is_some_and(|t| carries(t, marker)))
+}
+
 /// The first contact of a findbycomm answer (`[]` when none).
 pub fn found_contact(result: &Value) -> Option<u64> {
     result["CONTACT"].as_array()?.iter().find_map(id_of)
@@ -564,6 +610,16 @@ impl Bitrix24 {
         Some((phone, start))
     }
 
+    fn add_comment(&self, deal: u64, body: &Value) -> Step {
+        let s = &self.settings;
+        Step::Send(s.request(COMMENT, "crm.timeline.comment.add", s.comment(deal, body)))
+    }
+
+    fn add_task(&self, deal: u64, body: &Value, now_unix_ms: i64) -> Step {
+        let s = &self.settings;
+        Step::Send(s.request(TASK, "tasks.task.add", s.task(deal, body, now_unix_ms)))
+    }
+
     /// After the contact is known (or there is none): the create.
     fn add_deal(&self, item: &DueItem, body: &Value, contact: Option<u64>) -> Step {
         let s = &self.settings;
@@ -596,16 +652,16 @@ impl CrmAdapter for Bitrix24 {
             // Bitrix24 has no idempotency keys: every create first looks
             // for what an earlier attempt may have made.
             (Target::Lead, "deal.create") => Step::Send(s.find_deal(&item.key)),
+            // Comments and tasks are looked up by the marker in their
+            // text first.
             (Target::Lead, "deal.comment") => match Self::deal_id(item) {
-                Ok(id) => {
-                    Step::Send(s.request(COMMENT, "crm.timeline.comment.add", s.comment(id, &body)))
-                }
+                Ok(id) if lead_marker(&body).is_some() => Step::Send(s.find_comment(id)),
+                Ok(id) => self.add_comment(id, &body),
                 Err(o) => Step::Finish(o),
             },
             (Target::Lead, "deal.task") => match Self::deal_id(item) {
-                Ok(id) => {
-                    Step::Send(s.request(TASK, "tasks.task.add", s.task(id, &body, now_unix_ms)))
-                }
+                Ok(id) if lead_marker(&body).is_some() => Step::Send(s.find_task(id)),
+                Ok(id) => self.add_task(id, &body, now_unix_ms),
                 Err(o) => Step::Finish(o),
             },
             (Target::CallEnd, _) => match (self.call_of(&body), Self::call_entity(item)) {
@@ -671,6 +727,17 @@ impl CrmAdapter for Bitrix24 {
                     s.entity.method("add")
                 )),
             },
+            FIND_COMMENT | FIND_TASK => {
+                let marker = lead_marker(&body).unwrap_or_default();
+                if found_marked(&result, &marker) {
+                    return Step::Finish(Outcome::Delivered { deal_id: None });
+                }
+                match (Self::deal_id(item), sent.stage) {
+                    (Ok(id), FIND_COMMENT) => self.add_comment(id, &body),
+                    (Ok(id), _) => self.add_task(id, &body, now_unix_ms),
+                    (Err(o), _) => Step::Finish(o),
+                }
+            }
             FIND_CALL => {
                 if result.as_array().is_some_and(|calls| !calls.is_empty()) {
                     return Step::Finish(Outcome::Delivered { deal_id: None });
@@ -697,6 +764,23 @@ impl CrmAdapter for Bitrix24 {
                 )),
             },
             _ => Step::Finish(Outcome::Delivered { deal_id: None }),
+        }
+    }
+
+    /// Creates of one client's deals go one after another, so the second
+    /// finds the contact the first added.
+    fn serial_key(&self, item: &DueItem) -> Option<String> {
+        if (item.target, item.event.as_str()) != (Target::Lead, "deal.create") {
+            return None;
+        }
+        let body: Value = serde_json::from_str(&item.body).ok()?;
+        let (phone, email) = (text_of(&body, "phone"), text_of(&body, "email"));
+        if !phone.is_empty() {
+            Some(format!("phone:{phone}"))
+        } else if !email.is_empty() {
+            Some(format!("email:{}", email.to_lowercase()))
+        } else {
+            None
         }
     }
 
@@ -1072,6 +1156,82 @@ mod tests {
                 a.start(&due(Target::Lead, event, &body, None), 0),
                 Step::Finish(Outcome::Retry { .. })
             ));
+        }
+    }
+
+    #[test]
+    fn comments_and_tasks_are_looked_up_by_their_marker_and_added_only_when_absent() {
+        let body = json!({"id": "7", "title": "Again", "text": "Chairs"});
+        let marked_text = "Chairs\n\n(siptrack lead 7)";
+        let other = "Chairs\n\n(siptrack lead 77)";
+        for (event, find, add, absent, present) in [
+            (
+                "deal.comment",
+                FIND_COMMENT,
+                COMMENT,
+                vec![json!([]), json!([{"ID": "1", "COMMENT": other}])],
+                json!([{"ID": "1", "COMMENT": other}, {"ID": "2", "COMMENT": marked_text}]),
+            ),
+            (
+                "deal.task",
+                FIND_TASK,
+                TASK,
+                vec![
+                    json!({"tasks": []}),
+                    json!({"tasks": [{"id": "1", "description": other}]}),
+                ],
+                json!({"tasks": [{"id": "2", "description": marked_text}]}),
+            ),
+        ] {
+            let item = due(Target::Lead, event, &body, Some("12"));
+            for answer in absent {
+                let (stages, o) = walk(&item, &[(find, ok(answer)), (add, ok(json!(5)))]);
+                assert_eq!(stages, [find, add], "{event}");
+                assert_eq!(o, Outcome::Delivered { deal_id: None });
+            }
+            let (stages, _) = walk(&item, &[(find, ok(present))]);
+            assert_eq!(stages, [find], "{event}: found, not added again");
+        }
+        let s = settings();
+        assert_eq!(s.comment(12, &body)["fields"]["COMMENT"], marked_text);
+        assert_eq!(s.task(12, &body, 0)["fields"]["DESCRIPTION"], marked_text);
+        assert_eq!(
+            body_of(&s.find_comment(12)),
+            json!({"filter": {"ENTITY_ID": 12, "ENTITY_TYPE": "deal"}, "select": ["ID", "COMMENT"]})
+        );
+        assert_eq!(
+            body_of(&s.find_task(12)),
+            json!({"filter": {"UF_CRM_TASK": "D_12"}, "select": ["ID", "DESCRIPTION", "UF_CRM_TASK"]})
+        );
+    }
+
+    #[test]
+    fn one_clients_creates_go_one_after_another() {
+        let a = adapter();
+        for (target, event, body, key) in [
+            (
+                Target::Lead,
+                "deal.create",
+                json!({"phone": "7916", "email": "A@x"}),
+                Some("phone:7916"),
+            ),
+            (
+                Target::Lead,
+                "deal.create",
+                json!({"phone": "", "email": "A@x"}),
+                Some("email:a@x"),
+            ),
+            (
+                Target::Lead,
+                "deal.create",
+                json!({"title": "withheld"}),
+                None,
+            ),
+            (Target::Lead, "deal.task", json!({"phone": "7916"}), None),
+            (Target::CallEnd, "", json!({"caller": "7916"}), None),
+        ] {
+            let item = due(target, event, &body, None);
+            assert_eq!(a.serial_key(&item).as_deref(), key, "{event} {body}");
         }
     }
 

@@ -47,6 +47,14 @@ impl Pacer {
         )
     }
 
+    /// A request that was to start at its reserved time went `ms` later
+    /// (a busy machine wakes a sleeper late): the ones after it move by
+    /// as much, so the late one and the next cannot arrive closer than
+    /// the interval.
+    pub fn started_late(&mut self, ms: u64) {
+        self.tat_ms = self.tat_ms.saturating_add(ms);
+    }
+
     /// Takes a token for a request at `now_ms` (any monotonic
     /// milliseconds); the answer is how long to wait before sending it.
     pub fn reserve(&mut self, now_ms: u64) -> u64 {
@@ -77,6 +85,16 @@ mod tests {
             let got: Vec<u64> = at.iter().map(|&t| p.reserve(t)).collect();
             assert_eq!(got, waits, "burst {burst} interval {interval} at {at:?}");
         }
+    }
+
+    #[test]
+    fn a_late_start_moves_the_next_ones() {
+        let mut p = Pacer::new(100, 1);
+        assert_eq!(p.reserve(0), 0);
+        // The first went 80 ms late: the second waits for 180, not 100.
+        p.started_late(80);
+        assert_eq!(p.reserve(10), 170);
+        assert_eq!(p.reserve(10), 270);
     }
 
     #[test]

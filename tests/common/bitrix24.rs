@@ -464,6 +464,43 @@ fn route(s: &mut Inner, m: &str, json: &Value, delay: &mut Option<Duration>) -> 
             let id = s.id();
             result(json!(id))
         }
+        "crm.timeline.comment.list" => {
+            if let Some(e) = unknown_keys(json, &["filter", "select", "order", "start"]) {
+                return fail(400, "INVALID_ARG_VALUE", &e);
+            }
+            let f = &json["filter"];
+            let (Some(id), Some(kind)) = (id_of(&f["ENTITY_ID"]), f["ENTITY_TYPE"].as_str()) else {
+                return fail(400, "ERROR_CORE", "ENTITY_ID and ENTITY_TYPE are required");
+            };
+            let hits: Vec<Value> = s
+                .comments
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| id_of(&c["ENTITY_ID"]) == Some(id) && c["ENTITY_TYPE"] == kind)
+                .map(|(i, c)| json!({"ID": (5000 + i).to_string(), "COMMENT": c["COMMENT"]}))
+                .collect();
+            result(Value::Array(hits))
+        }
+        "tasks.task.list" => {
+            if let Some(e) = unknown_keys(json, &["filter", "select", "order", "start"]) {
+                return fail(400, "INVALID_ARG_VALUE", &e);
+            }
+            let Some(bound) = json["filter"]["UF_CRM_TASK"].as_str() else {
+                return fail(400, "INVALID_ARG_VALUE", "filter UF_CRM_TASK");
+            };
+            // tasks.task.list answers in camelCase.
+            let hits: Vec<Value> = s
+                .tasks
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t["UF_CRM_TASK"][0] == bound)
+                .map(|(i, t)| {
+                    json!({"id": (6000 + i).to_string(), "description": t["DESCRIPTION"],
+                           "ufCrmTask": t["UF_CRM_TASK"]})
+                })
+                .collect();
+            result(json!({"tasks": hits}))
+        }
         "tasks.task.add" => {
             if let Some(e) = unknown_keys(
                 fields,
