@@ -1389,6 +1389,7 @@ fn status_map(
     v: &Option<Spanned<toml::Value>>,
     defaults: BTreeMap<String, String>,
     leads: &LeadsConfig,
+    id_ok: fn(&str) -> bool,
 ) -> BTreeMap<String, String> {
     let mut map = defaults;
     let Some(v) = v else { return map };
@@ -1401,6 +1402,14 @@ fn status_map(
         return map;
     };
     for (id, status) in t {
+        if !id_ok(id) {
+            c.err(
+                format!("{key}.{id}"),
+                Some(v.span()),
+                format!("\"{id}\" is not a status id of this CRM"),
+            );
+            continue;
+        }
         match status.as_str() {
             Some(st) if leads.group_of(st).is_some() => {
                 map.insert(id.clone(), st.to_string());
@@ -1424,6 +1433,8 @@ fn amo_hook(c: &mut Checker, a: &RawAmo, leads: &LeadsConfig) -> Option<AmoHook>
         &a.status_map,
         amo_default_map(),
         leads,
+        // amoCRM's status ids are numbers.
+        |id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
     );
     Some(AmoHook {
         token: hook_token(c, "crm.amocrm.webhook_token", &a.webhook_token)?,
@@ -1443,6 +1454,13 @@ fn bitrix_hook(
         &b.stage_map,
         bitrix_default_map(),
         leads,
+        // Bitrix24's stage ids: NEW, C2:WON, UC_X1Y2Z3.
+        |id| {
+            !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+        },
     );
     Some(BitrixHook {
         application_token: hook_token(c, "crm.bitrix24.application_token", &b.application_token)?,
@@ -2124,6 +2142,11 @@ mod tests {
                 "[crm]\nkind = \"amocrm\"\n[crm.amocrm]\nwebhook_token = \"0123456789abcdef\"\nstatus_map = { \"5551\" = \"won\" }\n",
                 "crm.amocrm.status_map.5551",
                 "is not a status",
+            ),
+            (
+                "[crm]\nkind = \"amocrm\"\n[crm.amocrm]\nwebhook_token = \"0123456789abcdef\"\nstatus_map = { Won = \"paid\" }\n",
+                "crm.amocrm.status_map.Won",
+                "is not a status id of this CRM",
             ),
             (
                 "[crm]\nkind = \"amocrm\"\n",
