@@ -18,3 +18,4 @@ pub mod sip;
 pub mod store;
 pub mod tracking;
 pub mod transport;
+pub mod ui;

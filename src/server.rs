@@ -160,6 +160,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         clock: clock.clone(),
         leads: leads.clone(),
         phone: config.rewrite.phone.clone(),
+        ui: Arc::new(crate::http::ui::UiState::new(config.ui.clone())),
     });
     let (call_tx, call_rx) = mpsc::unbounded_channel();
     let journal = config.storage.journal_path();

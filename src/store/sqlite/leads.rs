@@ -15,6 +15,7 @@ use crate::calls::Recording;
 use crate::crm::outbox::Plan;
 use crate::leads::dedup::{Group, Settings};
 use crate::store::leads::{Job, NewDealStatus, Recorded};
+use crate::store::query::LeadQuery;
 use crate::store::rows::{CallRow, DealRow, LeadRow, NoteRow, PendingCrm};
 use crate::store::StoreError;
 
@@ -76,8 +77,21 @@ impl SqliteStore {
 
     /// The lead log (L-7), newest first.
     pub async fn list_leads(&self, limit: i64, since: i64) -> Result<Vec<LeadRow>, StoreError> {
+        self.lead_page(LeadQuery {
+            from: Some(since),
+            limit,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A page of the lead log, newest first (keyset on the id: no OFFSET,
+    /// no COUNT).
+    pub async fn lead_page(&self, q: LeadQuery) -> Result<Vec<LeadRow>, StoreError> {
         self.with(move |c| {
-            let mut q = c.prepare_cached(
+            let (clause, mut args) = q.sql();
+            args.push(q.limit.into());
+            let mut st = c.prepare_cached(&format!(
                 "SELECT id, created_at, kind, form, dialed, title, name, phone, email, visit_id,
                         text, outcome, deal_id,
                         (SELECT o.state FROM outbox o WHERE o.lead_id = l.id AND o.state != 'done'
@@ -86,34 +100,70 @@ impl SqliteStore {
                           ORDER BY o.id LIMIT 1) AS crm_attempts,
                         (SELECT o.last_error FROM outbox o WHERE o.lead_id = l.id AND o.state != 'done'
                           ORDER BY o.id LIMIT 1) AS crm_error
-                   FROM leads l WHERE created_at >= ?1 ORDER BY id DESC LIMIT ?2",
+                   FROM leads l WHERE {clause} ORDER BY l.id DESC LIMIT ?{}",
+                args.len()
+            ))?;
+            let rows = st.query_map(rusqlite::params_from_iter(args), lead_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Leads per visit/channel created since `since` (Unix seconds), most
+    /// first; at most `limit` channels.
+    pub async fn leads_per_channel(
+        &self,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.with(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT visit_id, COUNT(*) AS n FROM leads WHERE created_at >= ?1
+                  GROUP BY visit_id ORDER BY n DESC, visit_id LIMIT ?2",
             )?;
-            let rows = q.query_map(params![since, limit], |r| {
-                let pending = match r.get::<_, Option<String>>("crm_state")? {
-                    None => None,
-                    Some(state) => Some(PendingCrm {
-                        state,
-                        attempts: r.get("crm_attempts")?,
-                        error: r.get("crm_error")?,
-                    }),
-                };
-                Ok(LeadRow {
-                    id: r.get("id")?,
-                    created_at: r.get("created_at")?,
-                    kind: r.get("kind")?,
-                    form: r.get("form")?,
-                    dialed: r.get("dialed")?,
-                    title: r.get("title")?,
-                    name: r.get("name")?,
-                    phone: r.get("phone")?,
-                    email: r.get("email")?,
-                    visit_id: r.get("visit_id")?,
-                    text: r.get("text")?,
-                    decision: r.get("outcome")?,
-                    deal_id: r.get("deal_id")?,
-                    pending,
-                })
-            })?;
+            let rows = st.query_map(params![since, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Calls started since `since_ms` per hour and status: (the hour's
+    /// start in Unix ms, status, calls).
+    pub async fn calls_per_hour(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        self.with(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT invite_at / 3600000 * 3600000 AS hour, status, COUNT(*) FROM calls
+                  WHERE invite_at >= ?1 GROUP BY hour, status ORDER BY hour, status",
+            )?;
+            let rows =
+                st.query_map(params![since_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Call records by record order (the row id), newest first: those with
+    /// a row id below `before` / above `after`. Each with its row id.
+    pub async fn call_page(
+        &self,
+        before: Option<i64>,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, CallRow)>, StoreError> {
+        self.with(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT id, call_id, caller, caller_raw, callee, destination, visit_id, marker, source,
+                        visit, invite_at, answer_at, end_at, duration, status, hangup, lead_id,
+                        recording, recording_reason, dtmf
+                   FROM calls WHERE id < ?1 AND id > ?2 ORDER BY id DESC LIMIT ?3",
+            )?;
+            let rows = q.query_map(
+                params![before.unwrap_or(i64::MAX), after.unwrap_or(0), limit],
+                |r| Ok((r.get("id")?, call_row(r)?)),
+            )?;
             rows.collect()
         })
         .await
@@ -128,34 +178,7 @@ impl SqliteStore {
                         recording, recording_reason, dtmf
                    FROM calls WHERE invite_at >= ?1 ORDER BY invite_at DESC, id DESC LIMIT ?2",
             )?;
-            let rows = q.query_map(params![since_ms, limit], |r| {
-                Ok(CallRow {
-                    call_id: r.get("call_id")?,
-                    caller: r.get("caller")?,
-                    caller_raw: r.get("caller_raw")?,
-                    callee: r.get("callee")?,
-                    destination: r.get("destination")?,
-                    visit_id: r.get("visit_id")?,
-                    marker: r.get("marker")?,
-                    source: r.get("source")?,
-                    // A row this build cannot read is a call without visit
-                    // data.
-                    visit: serde_json::from_str(&r.get::<_, String>("visit")?).unwrap_or_default(),
-                    invite_at: r.get("invite_at")?,
-                    answer_at: r.get("answer_at")?,
-                    end_at: r.get("end_at")?,
-                    duration: r.get("duration")?,
-                    status: r.get("status")?,
-                    hangup: r.get("hangup")?,
-                    lead_id: r.get("lead_id")?,
-                    recording: Recording::from_columns(
-                        &r.get::<_, String>("recording")?,
-                        &r.get::<_, String>("recording_reason")?,
-                    ),
-                    // Like visit: an unreadable list is no key presses.
-                    dtmf: serde_json::from_str(&r.get::<_, String>("dtmf")?).unwrap_or_default(),
-                })
-            })?;
+            let rows = q.query_map(params![since_ms, limit], call_row)?;
             rows.collect()
         })
         .await
@@ -220,4 +243,62 @@ fn notes(c: &Connection, table: &'static str, deal: i64) -> rusqlite::Result<Vec
         })
     })?;
     rows.collect()
+}
+
+/// A call record from a row of `calls`.
+fn call_row(r: &rusqlite::Row) -> rusqlite::Result<CallRow> {
+    Ok(CallRow {
+        call_id: r.get("call_id")?,
+        caller: r.get("caller")?,
+        caller_raw: r.get("caller_raw")?,
+        callee: r.get("callee")?,
+        destination: r.get("destination")?,
+        visit_id: r.get("visit_id")?,
+        marker: r.get("marker")?,
+        source: r.get("source")?,
+        // A row this build cannot read is a call without visit
+        // data.
+        visit: serde_json::from_str(&r.get::<_, String>("visit")?).unwrap_or_default(),
+        invite_at: r.get("invite_at")?,
+        answer_at: r.get("answer_at")?,
+        end_at: r.get("end_at")?,
+        duration: r.get("duration")?,
+        status: r.get("status")?,
+        hangup: r.get("hangup")?,
+        lead_id: r.get("lead_id")?,
+        recording: Recording::from_columns(
+            &r.get::<_, String>("recording")?,
+            &r.get::<_, String>("recording_reason")?,
+        ),
+        // Like visit: an unreadable list is no key presses.
+        dtmf: serde_json::from_str(&r.get::<_, String>("dtmf")?).unwrap_or_default(),
+    })
+}
+
+/// A lead from a row of the lead page's SELECT.
+fn lead_row(r: &rusqlite::Row) -> rusqlite::Result<LeadRow> {
+    let pending = match r.get::<_, Option<String>>("crm_state")? {
+        None => None,
+        Some(state) => Some(PendingCrm {
+            state,
+            attempts: r.get("crm_attempts")?,
+            error: r.get("crm_error")?,
+        }),
+    };
+    Ok(LeadRow {
+        id: r.get("id")?,
+        created_at: r.get("created_at")?,
+        kind: r.get("kind")?,
+        form: r.get("form")?,
+        dialed: r.get("dialed")?,
+        title: r.get("title")?,
+        name: r.get("name")?,
+        phone: r.get("phone")?,
+        email: r.get("email")?,
+        visit_id: r.get("visit_id")?,
+        text: r.get("text")?,
+        decision: r.get("outcome")?,
+        deal_id: r.get("deal_id")?,
+        pending,
+    })
 }

@@ -69,6 +69,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0005_crm_outbox.sql"),
     include_str!("../../../migrations/sqlite/0006_open_calls.sql"),
     include_str!("../../../migrations/sqlite/0007_call_recording.sql"),
+    include_str!("../../../migrations/sqlite/0008_console_indexes.sql"),
 ];
 
 /// The file of a `sqlite:<path>` (or `sqlite://<path>`) URL, without
