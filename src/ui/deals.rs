@@ -31,9 +31,12 @@ pub fn page(ctx: &Ctx, deals: &[DealRow], statuses: &[String], notice: Option<&s
             b,
             "<tr id=\"deal-{id}\"><td>{id}</td><td>{date}</td><td>{title}</td><td>{name}</td>\
              <td>{phone}</td><td>{visit}</td><td class=\"status\">{status}</td><td class=\"group\">{group}</td>\
-             <td><form method=\"post\" action=\"/ui/deals/{id}/status\">{csrf}\
+             <td><form method=\"post\" action=\"/ui/deals/{target}/status\">{csrf}\
              <select name=\"status\">{options}</select> <button>{change}</button></form></td></tr>",
             id = d.id,
+            // The status path finds a deal the CRM named by the CRM's id
+            // only (SPEC L-2), as the CRM itself would send it.
+            target = esc(&crate::ui::url_value(d.crm_id.as_deref().unwrap_or(&d.id.to_string()))),
             date = esc(&ctx.date(d.created_at)),
             title = esc(&d.title),
             name = esc(&d.name),
