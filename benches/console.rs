@@ -112,7 +112,11 @@ fn get(addr: SocketAddr, path: &str, cookie: &str) -> String {
     .expect("send");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");
-    assert!(out.starts_with("HTTP/1.1 200"), "{path}: {}", &out[..out.len().min(300)]);
+    assert!(
+        out.starts_with("HTTP/1.1 200"),
+        "{path}: {}",
+        &out[..out.len().min(300)]
+    );
     out
 }
 
@@ -146,7 +150,7 @@ fn serve(rt: &tokio::runtime::Runtime, store: Store) -> (SocketAddr, String) {
     .expect("config");
     let (events, _keep) = tokio::sync::mpsc::channel(16);
     let tcp = TcpContext::new(
-        config.sip.tcp.clone(),
+        config.sip.tcp,
         config.sip.trusted_sources.clone(),
         config.sip.max_message_bytes,
         events,
@@ -163,6 +167,7 @@ fn serve(rt: &tokio::runtime::Runtime, store: Store) -> (SocketAddr, String) {
         storage: Arc::new(StorageHealth::default()),
         tcp,
         ui: Arc::new(UiState::new(config.ui.clone())),
+        traces: None,
     };
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -175,7 +180,11 @@ fn serve(rt: &tokio::runtime::Runtime, store: Store) -> (SocketAddr, String) {
     let form = post_form(addr, "/ui/login", "", "");
     assert!(form.contains("403"), "login needs its form's token");
     let mut s = TcpStream::connect(addr).expect("connect");
-    write!(s, "GET /ui/login HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").expect("send");
+    write!(
+        s,
+        "GET /ui/login HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut page = String::new();
     s.read_to_string(&mut page).expect("read");
     let login = cookie(&page, "siptrack_login");
@@ -206,8 +215,14 @@ fn bench(c: &mut Criterion) {
     let older = leads as i64 / 2;
     let pages: Vec<(&str, String)> = vec![
         ("leads first page", "/ui/leads".into()),
-        ("leads type=form outcome=duplicate", "/ui/leads?type=form&outcome=duplicate".into()),
-        ("leads channel=vk, a week", "/ui/leads?channel=vk&from=2026-12-31&to=2027-01-07".into()),
+        (
+            "leads type=form outcome=duplicate",
+            "/ui/leads?type=form&outcome=duplicate".into(),
+        ),
+        (
+            "leads channel=vk, a week",
+            "/ui/leads?channel=vk&from=2026-12-31&to=2027-01-07".into(),
+        ),
         ("leads phone search", "/ui/leads?q=8+916+012-34-56".into()),
         ("leads name search", "/ui/leads?q=Name4999".into()),
         ("leads older page", format!("/ui/leads?before={older}")),

@@ -1661,11 +1661,12 @@ mod tests {
         assert_eq!(c.ui.session_minutes, 480);
         let hash = crate::ui::login::hash_password("pw", b"0123456789abcdef").expect("hash");
         let c = Config::parse(&format!(
-            "[ui]\nlanguage = \"ru\"\nsession_minutes = 30\n[[ui.users]]\nname = \"anna\"\npassword_hash = \"{hash}\"\n"
+            "[ui]\nlanguage = \"ru\"\nsession_minutes = 30\nsip_trace_minutes = 15\nsip_trace_max_mb = 8\n[[ui.users]]\nname = \"anna\"\npassword_hash = \"{hash}\"\n"
         ))
         .expect("valid ui");
         assert_eq!(c.ui.language, Language::Ru);
         assert_eq!(c.ui.session_minutes, 30);
+        assert_eq!((c.ui.sip_trace_minutes, c.ui.sip_trace_max_mb), (15, 8));
         assert_eq!(
             c.ui.users,
             [UiUser {
@@ -1676,6 +1677,8 @@ mod tests {
         for (text, key, line, needle) in [
             ("[ui]\nlanguage = \"de\"\n", "ui.language", 2, "\"de\" is not \"en\" or \"ru\""),
             ("[ui]\nsession_minutes = 0\n", "ui.session_minutes", 2, "between 1 and"),
+            ("[ui]\nsip_trace_minutes = -1\n", "ui.sip_trace_minutes", 2, "between 0 and 10080"),
+            ("[ui]\nsip_trace_max_mb = 0\n", "ui.sip_trace_max_mb", 2, "between 1 and 4096"),
             (
                 "[ui]\n[[ui.users]]\nname = \"a\"\npassword_hash = \"secret\"\n",
                 "ui.users[0].password_hash",

@@ -133,7 +133,12 @@ fn the_console_in_a_real_browser() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("siptrack.db").display().to_string();
     let crm = Crm::start(0, SECRET, Mode::Status(500));
-    let p = Siptrack::start(&config(uas_port, &db, Some(&crm), ""));
+    let p = Siptrack::start(&config(
+        uas_port,
+        &db,
+        Some(&crm),
+        "[ui]\nsip_trace_minutes = 10",
+    ));
     let base = format!("http://{}", p.api());
 
     // A form lead while the CRM fails; aged past crm.retry.max_age_hours,
@@ -276,6 +281,36 @@ fn the_console_in_a_real_browser() {
     assert!(calls.iter().any(|r| r[6] == "google"));
     assert_eq!(b.alert(), None);
     b.screenshot(&shots().join("calls.png"));
+
+    // A call's SIP ladder: what siptrack received and sent, both legs.
+    b.click("#calls tbody tr:last-child a.ladder");
+    b.wait_url(&format!(
+        "/ui/ladder?call={}",
+        api_calls
+            .last()
+            .and_then(|c| c["id"].as_str())
+            .expect("the first call's id")
+            .replace('@', "%40")
+    ));
+    let labels = b.run(
+        "return Array.from(document.querySelectorAll('#ladder a')).map(a => a.textContent);",
+        json!([]),
+    );
+    let labels: Vec<String> = serde_json::from_value(labels).unwrap_or_default();
+    for step in ["INVITE", "180 Ringing", "200 OK", "ACK", "BYE"] {
+        // Each on both legs: from the caller and on to the PBX, or back.
+        assert!(
+            labels.iter().filter(|l| l.as_str() == step).count() >= 2,
+            "{step} twice in {labels:?}"
+        );
+    }
+    let columns = b.run(
+        "return document.querySelectorAll('#ladder text.peer').length;",
+        json!([]),
+    );
+    assert_eq!(columns, 3, "caller, siptrack, PBX");
+    assert!(b.text("details").contains("INVITE"));
+    b.screenshot(&shots().join("ladder.png"));
 
     // Pools: the visit's id and fields as they came, quotes and tags.
     b.go(&format!("{base}/ui/pools"));

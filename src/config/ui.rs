@@ -31,6 +31,11 @@ pub struct UiConfig {
     /// `[[ui.users]]`: name + argon2 password hash. The API token signs in
     /// too (as `token`).
     pub users: Vec<UiUser>,
+    /// `ui.sip_trace_minutes` (default 0: off): how long a call's SIP
+    /// messages are kept for its ladder after its last message.
+    pub sip_trace_minutes: u64,
+    /// `ui.sip_trace_max_mb` (default 32): the ladders' memory in total.
+    pub sip_trace_max_mb: u64,
 }
 
 impl Default for UiConfig {
@@ -39,6 +44,8 @@ impl Default for UiConfig {
             language: Language::En,
             session_minutes: 480,
             users: Vec::new(),
+            sip_trace_minutes: 0,
+            sip_trace_max_mb: 32,
         }
     }
 }
@@ -47,6 +54,8 @@ impl Default for UiConfig {
 pub(super) struct RawUi {
     language: Option<Spanned<String>>,
     session_minutes: Option<Spanned<i64>>,
+    sip_trace_minutes: Option<Spanned<i64>>,
+    sip_trace_max_mb: Option<Spanned<i64>>,
     #[serde(default)]
     users: Vec<RawUser>,
 }
@@ -135,5 +144,7 @@ pub(super) fn ui_config(c: &mut Checker, raw: &RawConfig) -> UiConfig {
         language,
         session_minutes,
         users,
+        sip_trace_minutes: c.int("ui.sip_trace_minutes", &u.sip_trace_minutes, 0, 0..10_081),
+        sip_trace_max_mb: c.int("ui.sip_trace_max_mb", &u.sip_trace_max_mb, 32, 1..4097),
     }
 }

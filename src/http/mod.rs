@@ -52,6 +52,8 @@ pub struct AppState {
     pub tcp: Arc<TcpContext>,
     /// The web console's config and sessions.
     pub ui: Arc<ui::UiState>,
+    /// The SIP ladders (`ui.sip_trace_minutes`); None when off.
+    pub traces: Option<Arc<Mutex<crate::sip_trace::SipTraces>>>,
 }
 
 /// What the proxy core reports for `/metrics`.

@@ -54,6 +54,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/logout", post(logout))
         .route("/ui/leads", get(leads))
         .route("/ui/calls", get(calls))
+        .route("/ui/ladder", get(ladder))
         .route("/ui/deals", get(deals))
         .route("/ui/deals/{id}/status", post(deal_status))
         .route("/ui/pools", get(pools))
@@ -412,6 +413,28 @@ async fn calls(
         ),
         Err(e) => storage_failed(&s, e, "call page"),
     }
+}
+
+async fn ladder(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let call = q.get("call").cloned().unwrap_or_default();
+    let here = format!("/ui/ladder?call={}", ui::url_value(&call));
+    let sess = match page_session(&s, &headers, &here) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let c = ctx(&s, &sess);
+    let body = match &s.traces {
+        None => ui::ladder::page(&c, &call, None, false),
+        Some(t) => match t.lock() {
+            Ok(t) => ui::ladder::page(&c, &call, t.call(call.as_bytes()), true),
+            Err(_) => return message(StatusCode::INTERNAL_SERVER_ERROR, "traces unavailable"),
+        },
+    };
+    html(StatusCode::OK, body)
 }
 
 /// The statuses the deal form offers: the configured ones and the group

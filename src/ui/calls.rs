@@ -32,7 +32,7 @@ pub fn row(ctx: &Ctx, id: i64, c: &CallRow) -> String {
     format!(
         "<tr id=\"call-{id}\"><td>{date}</td><td class=\"status\">{status}</td><td>{dur}</td>\
          <td>{hangup}</td><td class=\"caller\">{caller}</td><td>{number}</td><td>{channel}</td>\
-         <td>{rec}</td></tr>",
+         <td>{rec}</td><td><a class=\"ladder\" href=\"/ui/ladder?call={call}\">{sip}</a></td></tr>",
         date = esc(&ctx.date(c.invite_at / 1000)),
         status = esc(&c.status),
         dur = duration(c.duration),
@@ -45,6 +45,8 @@ pub fn row(ctx: &Ctx, id: i64, c: &CallRow) -> String {
         number = ctx.phone(&c.callee),
         channel = esc(channel(c)),
         rec = esc(&recording(c)),
+        call = esc(&super::url_value(&c.call_id)),
+        sip = esc(ctx.t.ladder),
     )
 }
 
@@ -71,7 +73,8 @@ pub fn page(ctx: &Ctx, rows: &[(i64, CallRow)], before: Option<i64>) -> String {
             t.caller,
             t.number,
             t.channel,
-            t.recording
+            t.recording,
+            t.ladder
         ])
     );
     for (id, c) in shown {

@@ -11,6 +11,7 @@ use chrono::FixedOffset;
 
 pub mod calls;
 pub mod deals;
+pub mod ladder;
 pub mod leads;
 pub mod login;
 pub mod outbox;

@@ -76,6 +76,10 @@ pub struct Texts {
     pub bad_filter: &'static str,
     pub seconds: &'static str,
     pub live: &'static str,
+    pub ladder: &'static str,
+    pub ladder_off: &'static str,
+    pub ladder_none: &'static str,
+    pub ladder_dropped: &'static str,
 }
 
 pub const EN: Texts = Texts {
@@ -151,6 +155,11 @@ pub const EN: Texts = Texts {
     bad_filter: "Filter not understood",
     seconds: "s",
     live: "live",
+    ladder: "SIP",
+    ladder_off: "SIP ladders are off (ui.sip_trace_minutes = 0).",
+    ladder_none:
+        "No SIP messages kept for this call (older than ui.sip_trace_minutes, or before a restart).",
+    ladder_dropped: "Messages past the per-call limit, not kept",
 };
 
 pub const RU: Texts = Texts {
@@ -226,6 +235,10 @@ pub const RU: Texts = Texts {
     bad_filter: "Фильтр не понят",
     seconds: "с",
     live: "в реальном времени",
+    ladder: "SIP",
+    ladder_off: "SIP-диаграммы выключены (ui.sip_trace_minutes = 0).",
+    ladder_none: "Для этого звонка SIP-сообщения не сохранены (старше ui.sip_trace_minutes или до перезапуска).",
+    ladder_dropped: "Сообщений сверх предела на звонок, не сохранено",
 };
 
 pub fn texts(lang: Language) -> &'static Texts {
