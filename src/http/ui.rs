@@ -380,15 +380,28 @@ async fn leads(
         Err(r) => return *r,
     };
     let c = ctx(&s, &sess);
-    match ui::leads::parse_filter(&q, c.tz, &s.phone) {
-        Err(e) => html(
-            StatusCode::BAD_REQUEST,
-            ui::leads::page(&c, &q, &[], Some(&e)),
-        ),
-        Ok(query) => match s.store.lead_page(query).await {
-            Ok(rows) => html(StatusCode::OK, ui::leads::page(&c, &q, &rows, None)),
-            Err(e) => storage_failed(&s, e, "lead page"),
+    let mut query = match ui::leads::parse_filter(&q, c.tz, &s.phone) {
+        Ok(query) => query,
+        Err(e) => {
+            return html(
+                StatusCode::BAD_REQUEST,
+                ui::leads::page(&c, &q, &[], None, Some(&e)),
+            )
+        }
+    };
+    // The newest id only matters where no `before` says where to start.
+    let newest = match query.before {
+        Some(_) => 0,
+        None => match s.store.newest_lead_id().await {
+            Ok(n) => n,
+            Err(e) => return storage_failed(&s, e, "newest lead"),
         },
+    };
+    ui::leads::bound_scan(&mut query, newest);
+    let floor = query.floor;
+    match s.store.lead_page(query).await {
+        Ok(rows) => html(StatusCode::OK, ui::leads::page(&c, &q, &rows, floor, None)),
+        Err(e) => storage_failed(&s, e, "lead page"),
     }
 }
 

@@ -428,6 +428,10 @@ impl MemoryStore {
         )
     }
 
+    pub async fn newest_lead_id(&self) -> Result<i64, StoreError> {
+        Ok(self.state()?.leads.len() as i64)
+    }
+
     pub async fn leads_per_channel(
         &self,
         since: i64,

@@ -198,6 +198,11 @@ impl Store {
         each!(self, b => b.lead_page(q).await)
     }
 
+    /// The newest lead's id, 0 when there is none.
+    pub async fn newest_lead_id(&self) -> Result<i64, StoreError> {
+        each!(self, b => b.newest_lead_id().await)
+    }
+
     /// Leads per visit/channel created since `since` (Unix seconds), most
     /// first.
     pub async fn leads_per_channel(

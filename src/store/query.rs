@@ -70,6 +70,9 @@ pub struct LeadQuery {
     pub before: Option<i64>,
     /// Leads with a greater id (what arrived since).
     pub after: Option<i64>,
+    /// Leads with an id above this: bounds how far back one page reads
+    /// when its filters have no index.
+    pub floor: Option<i64>,
     /// Created at or after (Unix seconds).
     pub from: Option<i64>,
     /// Created before (Unix seconds).
@@ -91,6 +94,7 @@ impl LeadQuery {
     pub fn matches(&self, l: &LeadRow) -> bool {
         self.before.is_none_or(|b| l.id < b)
             && self.after.is_none_or(|a| l.id > a)
+            && self.floor.is_none_or(|f| l.id > f)
             && self.from.is_none_or(|f| l.created_at >= f)
             && self.to.is_none_or(|t| l.created_at < t)
             && self.kind.as_ref().is_none_or(|k| &l.kind == k)
@@ -117,6 +121,9 @@ impl LeadQuery {
         }
         if let Some(a) = self.after {
             term("l.id > ?", a.into(), &mut terms);
+        }
+        if let Some(f) = self.floor {
+            term("l.id > ?", f.into(), &mut terms);
         }
         if let Some(f) = self.from {
             term("l.created_at >= ?", f.into(), &mut terms);
@@ -206,6 +213,8 @@ mod tests {
             (q(|q| q.before = Some(10)), false),
             (q(|q| q.after = Some(9)), true),
             (q(|q| q.after = Some(10)), false),
+            (q(|q| q.floor = Some(9)), true),
+            (q(|q| q.floor = Some(10)), false),
             (q(|q| q.from = Some(1000)), true),
             (q(|q| q.from = Some(1001)), false),
             (q(|q| q.to = Some(1001)), true),

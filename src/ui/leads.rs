@@ -15,6 +15,24 @@ use crate::store::rows::LeadRow;
 /// Leads a page.
 pub const PAGE: i64 = 50;
 
+/// How many ids back one page reads at most when no index narrows its
+/// filters (type, outcome, dates alone): a filter that matches nothing
+/// would otherwise read the whole table. The page then offers to go on.
+pub const SCAN: i64 = 100_000;
+
+/// Bounds `q` to [`SCAN`] ids below where it starts (`before`, or past
+/// the newest lead) when only unindexed filters narrow it. A channel or a
+/// search is an index probe and needs no bound; no filter fills a page
+/// from the first rows read.
+pub fn bound_scan(q: &mut LeadQuery, newest: i64) {
+    let indexed = q.channel.is_some() || q.search.is_some();
+    let unindexed = q.kind.is_some() || q.outcome.is_some() || q.from.is_some() || q.to.is_some();
+    if unindexed && !indexed {
+        let start = q.before.unwrap_or(newest.saturating_add(1));
+        q.floor = Some(start.saturating_sub(SCAN).max(0));
+    }
+}
+
 /// The query parameters the page reads, in the order the form has them.
 const PARAMS: &[&str] = &["from", "to", "type", "outcome", "channel", "q"];
 
@@ -63,6 +81,7 @@ pub fn parse_filter(
     Ok(LeadQuery {
         before,
         after: None,
+        floor: None,
         from,
         to,
         kind,
@@ -143,10 +162,12 @@ pub fn row(ctx: &Ctx, l: &LeadRow) -> String {
 
 /// The whole page. `rows` is what the store gave for `parse_filter`'s
 /// query (up to a page and one); `error` a filter that was not understood.
+/// `floor`: the bound [`bound_scan`] set, if any.
 pub fn page(
     ctx: &Ctx,
     q: &HashMap<String, String>,
     rows: &[LeadRow],
+    floor: Option<i64>,
     error: Option<&str>,
 ) -> String {
     let t = ctx.t;
@@ -261,6 +282,17 @@ pub fn page(
                 esc(t.older)
             );
         }
+    } else if let Some(f) = floor.filter(|f| *f > 0) {
+        // The bounded read ended before the table did.
+        let _ = write!(
+            b,
+            "<span class=\"searched\">{} {}.</span> <a id=\"older\" href=\"/ui/leads?before={}{}\">{}</a>",
+            esc(t.searched_to),
+            f + 1,
+            f + 1,
+            esc(&keep),
+            esc(t.search_on)
+        );
     }
     b.push_str("</p>");
     layout(ctx, Nav::Leads, &b)
@@ -335,6 +367,60 @@ mod tests {
         }
     }
 
+    #[test]
+    fn unindexed_filters_read_a_bounded_window() {
+        let base = LeadQuery {
+            limit: PAGE + 1,
+            ..Default::default()
+        };
+        for (q, floor) in [
+            (
+                LeadQuery {
+                    kind: Some("form".into()),
+                    ..base.clone()
+                },
+                Some(1_000_001 - SCAN),
+            ),
+            (
+                LeadQuery {
+                    outcome: Some(OutcomeKind::NoDeal),
+                    before: Some(150_000),
+                    ..base.clone()
+                },
+                Some(50_000),
+            ),
+            (
+                LeadQuery {
+                    from: Some(1),
+                    before: Some(10),
+                    ..base.clone()
+                },
+                Some(0),
+            ),
+            (
+                LeadQuery {
+                    kind: Some("form".into()),
+                    channel: Some("vk".into()),
+                    ..base.clone()
+                },
+                None,
+            ),
+            (
+                LeadQuery {
+                    kind: Some("form".into()),
+                    search: Some(Search::NamePrefix("I".into())),
+                    ..base.clone()
+                },
+                None,
+            ),
+            (base.clone(), None),
+        ] {
+            let mut q2 = q.clone();
+            bound_scan(&mut q2, 1_000_000);
+            assert_eq!(q2.floor, floor, "{q:?}");
+        }
+    }
+
     fn lead(id: i64, name: &str, decision: &str) -> LeadRow {
         LeadRow {
             id,
@@ -383,6 +469,7 @@ mod tests {
                 .map(|i| lead(i, "n", "deal 1 created"))
                 .collect::<Vec<_>>(),
             None,
+            None,
         );
         assert!(
             p.contains("<a id=\"older\" href=\"/ui/leads?before=2&amp;channel=a%26b\">"),
@@ -393,7 +480,18 @@ mod tests {
             !p.contains("id=\"lead-1\""),
             "51st row only says there is more"
         );
-        let first = page(&ctx, &q(&[]), &[lead(7, "n", "deal 1 created")], None);
+        let first = page(&ctx, &q(&[]), &[lead(7, "n", "deal 1 created")], None, None);
+        let bounded = page(
+            &ctx,
+            &q(&[("type", "form")]),
+            &[lead(250_001, "n", "deal 1 created")],
+            Some(200_000),
+            None,
+        );
+        assert!(
+            bounded.contains("<a id=\"older\" href=\"/ui/leads?before=200001&amp;type=form\">"),
+            "{bounded}"
+        );
         assert!(first.contains("data-live=\"lead\" data-after=\"7\""));
     }
 }

@@ -109,6 +109,13 @@ impl SqliteStore {
         .await
     }
 
+    /// The newest lead's id (0 when there is none): one probe of the
+    /// rowid tree.
+    pub async fn newest_lead_id(&self) -> Result<i64, StoreError> {
+        self.with(|c| c.query_row("SELECT COALESCE(MAX(id), 0) FROM leads", [], |r| r.get(0)))
+            .await
+    }
+
     /// Leads per visit/channel created since `since` (Unix seconds), most
     /// first; at most `limit` channels.
     pub async fn leads_per_channel(
