@@ -319,6 +319,14 @@ fn the_console_in_a_real_browser() {
     assert_eq!(numbers[0][2], visit_id);
     assert_eq!(numbers[0][3], utm);
     assert_eq!(b.alert(), None);
+    assert!(b.try_find("#exhaustions").is_none(), "no pool ran out yet");
+    // A second visit while the pool's one number is held: exhaustion.
+    post(&p, "/api/v1/visits", json!({"visit_id": "v-second"}));
+    b.go(&format!("{base}/ui/pools"));
+    assert_eq!(rows(&b, "#numbers")[0][2], "v-second");
+    let events = rows(&b, "#exhaustions");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0][1..], ["site", "+7 495 123-00-01", visit_id]);
     b.screenshot(&shots().join("pools.png"));
 
     // A deal marked won from the deals page: the caller's next call makes

@@ -27,11 +27,17 @@ const SESSION_COOKIE: &str = "siptrack_session";
 const LOGIN_COOKIE: &str = "siptrack_login";
 /// Sessions kept at most (the oldest to expire goes first).
 const MAX_SESSIONS: usize = 10_000;
+/// Password hashes checked at once.
+const PASSWORD_CHECKS: usize = 2;
 
 /// The console's state: its config and the sessions.
 pub struct UiState {
     pub config: UiConfig,
     sessions: Mutex<Sessions>,
+    /// Password checks at once: argon2 takes ~19 MiB and tens of ms each
+    /// on purpose, so a flood of sign-ins waits here instead of filling
+    /// the blocking threads and memory.
+    checks: tokio::sync::Semaphore,
 }
 
 impl UiState {
@@ -40,6 +46,7 @@ impl UiState {
         UiState {
             config,
             sessions: Mutex::new(Sessions::new(ttl, MAX_SESSIONS)),
+            checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS),
         }
     }
 }
@@ -260,7 +267,10 @@ async fn login(
     let (user, password) = (field("user"), field("password"));
     let next = ui::login::safe_next(&field("next")).to_string();
     let (users, token) = (s.ui.config.users.clone(), s.token.clone());
-    // argon2 is slow on purpose: off the runtime's threads.
+    // argon2 is slow on purpose: off the runtime's threads, a few at once.
+    let Ok(_turn) = s.ui.checks.acquire().await else {
+        return message(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    };
     let who = tokio::task::spawn_blocking(move || {
         ui::login::check(&users, token.as_deref(), &user, &password)
     })
