@@ -74,9 +74,15 @@ pub fn page(t: &Texts, failed: bool, next: &str) -> String {
     )
 }
 
-/// Where to go after signing in: a console path only (no other site).
+/// Where to go after signing in: a console path only (no other site),
+/// in printable ASCII (it becomes a Location header; the console's own
+/// links are percent-encoded).
 pub fn safe_next(next: &str) -> &str {
-    if next.starts_with("/ui/") && !next.starts_with("/ui//") && !next.contains('\\') {
+    if next.starts_with("/ui/")
+        && !next.starts_with("/ui//")
+        && !next.contains('\\')
+        && next.bytes().all(|b| b.is_ascii_graphic())
+    {
         next
     } else {
         "/ui/"
@@ -129,6 +135,9 @@ mod tests {
             ("/ui//evil.example", "/ui/"),
             ("/api/v1/leads", "/ui/"),
             ("", "/ui/"),
+            ("/ui/\r\nSet-Cookie: a=b", "/ui/"),
+            ("/ui/leads?q=Иван", "/ui/"),
+            ("/ui/ladder?call=1-2%40h", "/ui/ladder?call=1-2%40h"),
         ] {
             assert_eq!(safe_next(next), go, "{next}");
         }
