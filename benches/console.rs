@@ -168,6 +168,10 @@ fn serve(rt: &tokio::runtime::Runtime, store: Store) -> (SocketAddr, String) {
         tcp,
         ui: Arc::new(UiState::new(config.ui.clone())),
         traces: None,
+        crm_status: Arc::new(siptrack::http::crm_status::StatusReceiver {
+            hooks: config.crm.status_hooks.clone(),
+            transport: None,
+        }),
     };
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

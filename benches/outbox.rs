@@ -85,7 +85,7 @@ fn delivery(port: u16) -> CrmDelivery {
         timeout_ms: 10_000,
         max_connections: CONNECTIONS,
         retry: Retry::default(),
-        amocrm: None,
+        ..CrmDelivery::default()
     }
 }
 
@@ -221,6 +221,7 @@ fn latency(rt: &tokio::runtime::Runtime, store: &Store, sink: &Arc<Sink>, port: 
         lead_hooks: true,
         call_start: false,
         call_end: true,
+        calls_on_deals: false,
         format: leads.crm.format.clone(),
     };
     let _ = port;

@@ -15,6 +15,7 @@ use crate::calls::Party;
 use crate::clock::Clock;
 use crate::config::{Config, ListenAddr};
 use crate::crm::metrics::OutboxMetrics;
+use crate::http::crm_status::StatusReceiver;
 use crate::http::{AppState, SipSnapshot};
 use crate::leads::pipeline::{CallNews, PipelineOptions, StorageHealth};
 use crate::node::Node;
@@ -138,7 +139,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             .default_destination
             .as_ref()
             .map_or("none (unknown numbers get 404)", |d| d.uri.as_str()),
-        crm = if config.crm.amocrm.is_some() { "amocrm" } else if config.leads.crm.lead_hooks { "webhook" } else { "local" },
+        crm = if config.crm.amocrm.is_some() { "amocrm" } else if config.crm.bitrix24.is_some() { "bitrix24" } else if config.leads.crm.lead_hooks { "webhook" } else { "local" },
         sip = %sip_listen.join(" "),
         http = %http_addr,
         "siptrack started"
@@ -169,6 +170,15 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         leads: leads.clone(),
         phone: config.rewrite.phone.clone(),
         ui: Arc::new(crate::http::ui::UiState::new(config.ui.clone())),
+        crm_status: Arc::new(StatusReceiver {
+            hooks: config.crm.status_hooks.clone(),
+            transport: crate::crm::transport::Transport::new(
+                Duration::from_millis(config.crm.timeout_ms),
+                2,
+            )
+            .map_err(|e| tracing::error!(error = %e, "no connection for the CRM status webhooks"))
+            .ok(),
+        }),
     });
     let (call_tx, call_rx) = mpsc::unbounded_channel();
     let journal = config.storage.journal_path();

@@ -17,6 +17,9 @@ pub struct Plan {
     /// `crm.call_start_url` / `crm.call_end_url` are set.
     pub call_start: bool,
     pub call_end: bool,
+    /// A call's end is recorded on its lead's deal (Bitrix24 binds the
+    /// call to it): it waits for that deal's create and names it.
+    pub calls_on_deals: bool,
     pub format: Format,
 }
 
@@ -160,14 +163,22 @@ pub fn call_start_item(plan: &Plan, install: &str, c: &CallStart) -> Option<Item
 }
 
 /// SPEC C-2a: the webhook when the call ends (after its start, if any).
-pub fn call_end_item(plan: &Plan, install: &str, c: &CallRecord) -> Option<Item> {
+/// `deal`: the deal the call's lead made or joined; with
+/// `plan.calls_on_deals` the end goes in that deal's order and names it.
+pub fn call_end_item(
+    plan: &Plan,
+    install: &str,
+    c: &CallRecord,
+    deal: Option<i64>,
+) -> Option<Item> {
+    let deal = deal.filter(|_| plan.calls_on_deals);
     plan.call_end.then(|| Item {
         target: Target::CallEnd,
         key: format!("{install}-call-{}-end", c.call_id),
-        order_key: call_order(&c.call_id),
+        order_key: deal.map_or_else(|| call_order(&c.call_id), deal_order),
         event: None,
         lead_id: None,
-        deal_ref: None,
+        deal_ref: deal,
         body: call_payload(c, None, &plan.format),
     })
 }
@@ -231,6 +242,7 @@ mod tests {
             lead_hooks: true,
             call_start: true,
             call_end: true,
+            calls_on_deals: false,
             format: Format::default(),
         }
     }
@@ -316,7 +328,7 @@ mod tests {
             dtmf: Vec::new(),
         };
         let s = call_start_item(&plan(), "i1", &start).expect("start on");
-        let e = call_end_item(&plan(), "i1", &end).expect("end on");
+        let e = call_end_item(&plan(), "i1", &end, Some(4)).expect("end on");
         assert_eq!(
             (s.key.as_str(), e.key.as_str()),
             ("i1-call-c1@h-start", "i1-call-c1@h-end")
@@ -326,7 +338,16 @@ mod tests {
         assert_eq!(e.body["status"], "NOANSWER");
         let off = Plan::default();
         assert!(call_start_item(&off, "i1", &start).is_none());
-        assert!(call_end_item(&off, "i1", &end).is_none());
+        assert!(call_end_item(&off, "i1", &end, None).is_none());
+        // Bitrix24: the end waits for its deal and names it.
+        let on_deals = Plan {
+            calls_on_deals: true,
+            ..plan()
+        };
+        let e = call_end_item(&on_deals, "i1", &end, Some(4)).expect("end on");
+        assert_eq!((e.order_key.as_str(), e.deal_ref), ("deal-4", Some(4)));
+        let e = call_end_item(&on_deals, "i1", &end, None).expect("end on");
+        assert_eq!((e.order_key.as_str(), e.deal_ref), ("call-c1@h", None));
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::tracking::pools::{Pools, Visit};
 use crate::tracking::VISIT_FIELDS;
 use crate::transport::tcp::{TcpContext, TcpStats};
 
+pub mod crm_status;
 mod serve;
 pub use serve::serve;
 
@@ -54,6 +55,8 @@ pub struct AppState {
     pub ui: Arc<ui::UiState>,
     /// The SIP ladders (`ui.sip_trace_minutes`); None when off.
     pub traces: Option<Arc<Mutex<crate::sip_trace::SipTraces>>>,
+    /// The CRMs' status webhooks.
+    pub crm_status: Arc<crm_status::StatusReceiver>,
 }
 
 /// What the proxy core reports for `/metrics`.
@@ -115,6 +118,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/calls", get(get_calls))
         .route("/api/v1/deals", get(get_deals))
         .route("/api/v1/crm/deals/{id}/status", post(post_deal_status))
+        .route(
+            "/api/v1/crm/amocrm/webhook",
+            post(crm_status::amocrm_webhook),
+        )
+        .route(
+            "/api/v1/crm/bitrix24/webhook",
+            post(crm_status::bitrix24_webhook),
+        )
         .route("/api/v1/outbox", get(get_outbox))
         .route("/api/v1/outbox/{id}/retry", post(post_outbox_retry))
         .route("/metrics", get(metrics))
@@ -621,7 +632,7 @@ pub(crate) async fn change_deal_status(
             ),
         ));
     };
-    match s.store.set_deal_status(id, status, group).await {
+    match s.store.set_deal_status(id, status, group, false).await {
         Ok(Some(deal)) => Ok(json!({
             "id": deal,
             "crm_deal_id": id,

@@ -374,9 +374,14 @@ impl MemoryStore {
         id: &str,
         status: &str,
         group: Group,
+        crm_only: bool,
     ) -> Result<Option<i64>, StoreError> {
         let mut state = self.state()?;
-        let ours = id.parse::<i64>().unwrap_or(-1);
+        let ours = if crm_only {
+            -1
+        } else {
+            id.parse::<i64>().unwrap_or(-1)
+        };
         let found = state
             .deals
             .iter()

@@ -171,15 +171,17 @@ impl Store {
 
     /// SPEC L-2: the CRM reports a deal's status. `id` is the CRM's id
     /// of the deal (from its answer to deal.create) or, for deals the CRM
-    /// never named, siptrack's. Returns siptrack's deal id, None if no
-    /// such deal.
+    /// never named, siptrack's — unless `crm_only` (a CRM's own status
+    /// webhook: its id must never be read as siptrack's). Returns
+    /// siptrack's deal id, None if no such deal.
     pub async fn set_deal_status(
         &self,
         id: &str,
         status: &str,
         group: Group,
+        crm_only: bool,
     ) -> Result<Option<i64>, StoreError> {
-        each!(self, b => b.set_deal_status(id, status, group).await)
+        each!(self, b => b.set_deal_status(id, status, group, crm_only).await)
     }
 
     /// The lead log (L-7), newest first; leads created since `since`

@@ -204,7 +204,8 @@ fn decide_and_record<L: Ledger>(
     if cx.plan.sends_anything() {
         let view = lead_view(lead_id, new, call);
         let mut items = lead_items(cx.plan, cx.install_id, &view, &decision, deal_id, call);
-        items.extend(call.and_then(|c| call_end_item(cx.plan, cx.install_id, c)));
+        let deal = items.first().and_then(|i| i.deal_ref);
+        items.extend(call.and_then(|c| call_end_item(cx.plan, cx.install_id, c, deal)));
         l.queue(&items, cx.now_ms)?;
     }
     Ok(Recorded {

@@ -135,17 +135,27 @@ async fn leads_are_decided_and_listed_alike() {
             ("NEW", "not_counted")
         );
 
+        // A CRM's own webhook naming an id the CRM never gave siptrack
+        // changes nothing, even when siptrack has a deal of that number.
+        assert_eq!(
+            store
+                .set_deal_status("2", "WON", Group::Paid, true)
+                .await
+                .expect(name),
+            None,
+            "{name}"
+        );
         // A status callback by siptrack's id (the CRM never named it).
         assert_eq!(
             store
-                .set_deal_status("2", "WON", Group::Paid)
+                .set_deal_status("2", "WON", Group::Paid, false)
                 .await
                 .expect(name),
             Some(2)
         );
         assert_eq!(
             store
-                .set_deal_status("99", "WON", Group::Paid)
+                .set_deal_status("99", "WON", Group::Paid, false)
                 .await
                 .expect(name),
             None
@@ -379,11 +389,12 @@ async fn the_outbox_delivers_a_deals_requests_in_order() {
         // The CRM's id names the deal in status callbacks.
         assert_eq!(
             store
-                .set_deal_status("CRM-2", "WORK", Group::InProgress)
+                .set_deal_status("CRM-2", "WORK", Group::InProgress, true)
                 .await
                 .expect(name),
             Some(second_deal)
         );
+
         // Delivered a week ago and more: purged.
         let week = 7 * 24 * 3_600_000;
         assert_eq!(

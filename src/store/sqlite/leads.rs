@@ -54,8 +54,14 @@ impl SqliteStore {
         id: &str,
         status: &str,
         group: Group,
+        crm_only: bool,
     ) -> Result<Option<i64>, StoreError> {
         let (id, status) = (id.to_string(), status.to_string());
+        let ours = if crm_only {
+            -1
+        } else {
+            id.parse::<i64>().unwrap_or(-1)
+        };
         // One statement: the lookup and the change cannot be split by
         // another writer.
         self.with(move |c| {
@@ -66,10 +72,7 @@ impl SqliteStore {
                               LIMIT 1)
                  RETURNING id",
             )?
-            .query_row(
-                params![status, group.as_str(), id, id.parse::<i64>().unwrap_or(-1)],
-                |r| r.get(0),
-            )
+            .query_row(params![status, group.as_str(), id, ours], |r| r.get(0))
             .optional()
         })
         .await
