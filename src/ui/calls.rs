@@ -19,10 +19,10 @@ fn channel(c: &CallRow) -> &str {
         .unwrap_or("")
 }
 
-fn recording(c: &CallRow) -> String {
+fn recording(ctx: &Ctx, c: &CallRow) -> String {
     match &c.recording {
-        Recording::Recorded => "recorded".into(),
-        Recording::Partial => "partial".into(),
+        Recording::Recorded => ctx.t.recorded.into(),
+        Recording::Partial => ctx.t.partial.into(),
         Recording::NotRecorded { reason } => format!("— {reason}"),
     }
 }
@@ -44,7 +44,7 @@ pub fn row(ctx: &Ctx, id: i64, c: &CallRow) -> String {
         },
         number = ctx.phone(&c.callee),
         channel = esc(channel(c)),
-        rec = esc(&recording(c)),
+        rec = esc(&recording(ctx, c)),
         call = esc(&super::url_value(&c.call_id)),
         sip = esc(ctx.t.ladder),
     )
@@ -99,4 +99,60 @@ pub fn page(ctx: &Ctx, rows: &[(i64, CallRow)], before: Option<i64>) -> String {
     }
     b.push_str("</p>");
     layout(ctx, Nav::Calls, &b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_row() {
+        let ctx = Ctx {
+            t: &crate::ui::texts::RU,
+            tz: chrono::FixedOffset::east_opt(3 * 3600).expect("tz"),
+            phone_format: "+X XXX XXX-XX-XX",
+            csrf: "c",
+            user: "u",
+        };
+        let mut c = CallRow {
+            call_id: "a b@h/1".into(),
+            caller: "79161234567".into(),
+            caller_raw: "89161234567".into(),
+            callee: "74951110001".into(),
+            destination: "sip:pbx@h".into(),
+            visit_id: Some("v\"<i>".into()),
+            marker: None,
+            source: None,
+            visit: Default::default(),
+            invite_at: 0,
+            answer_at: Some(1000),
+            end_at: 66_000,
+            duration: 65,
+            status: "answered".into(),
+            hangup: Some("callee".into()),
+            lead_id: Some(1),
+            recording: Recording::Recorded,
+            dtmf: Vec::new(),
+        };
+        let r = row(&ctx, 7, &c);
+        for part in [
+            "id=\"call-7\"",
+            "<td>1970-01-01 03:00:00</td>",
+            "<td>1:05</td>",
+            "+7 916 123-45-67",
+            "+7 495 111-00-01",
+            "<td>v&quot;&lt;i&gt;</td>",
+            "<td>записан</td>",
+            "href=\"/ui/ladder?call=a%20b%40h%2F1\"",
+        ] {
+            assert!(r.contains(part), "{part} in {r}");
+        }
+        c.marker = Some("google".into());
+        c.recording = Recording::not_recorded("no free media ports");
+        let r = row(&ctx, 7, &c);
+        assert!(
+            r.contains("<td>google</td>") && r.contains("— no free media ports"),
+            "{r}"
+        );
+    }
 }
