@@ -196,6 +196,7 @@ fn the_console_in_a_real_browser() {
         b.run("return document.getElementById('password').type", json!([])),
         "password"
     );
+    b.screenshot(&shots().join("login.png"));
     b.type_into("#password", "wrong");
     b.click("#sign-in");
     b.wait_url("/ui/login?failed&next=%2Fui%2Fleads");
