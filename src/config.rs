@@ -28,8 +28,10 @@ pub use crate::transport::tcp::TcpLimits;
 
 mod keys;
 mod media;
+mod ui;
 
 pub use media::MediaConfig;
+pub use ui::{check_password_hash, Language, UiConfig, UiUser};
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +69,8 @@ pub struct Config {
     pub crm: CrmDelivery,
     /// `[media]` and the recording switches of `[tracking]` (SPEC M-1, M-2).
     pub media: MediaConfig,
+    /// `[ui]`: the web console.
+    pub ui: UiConfig,
 }
 
 /// How CRM requests are delivered (SPEC C-1, C-5): `crm.url`,
@@ -283,6 +287,8 @@ struct RawConfig {
     crm: RawCrm,
     #[serde(default)]
     media: media::RawMedia,
+    #[serde(default)]
+    ui: ui::RawUi,
 }
 
 #[derive(Deserialize, Default)]
@@ -725,6 +731,7 @@ impl Config {
         let leads = leads_config(&mut c, &raw, &rewrite.phone);
         let crm = crm_delivery(&mut c, &raw.crm, &leads);
         let media = media::media_config(&mut c, &raw);
+        let ui = ui::ui_config(&mut c, &raw);
         let storage_url = match &raw.storage.url {
             None => "sqlite:data/siptrack.db".to_string(),
             Some(s) if s.get_ref().starts_with("sqlite:") => s.get_ref().clone(),
@@ -798,6 +805,7 @@ impl Config {
             leads,
             crm,
             media,
+            ui,
             rewrite,
             shutdown: ShutdownConfig { drain_seconds },
             http: HttpConfig {
@@ -1911,6 +1919,65 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.0,
         }
+    }
+
+    /// `[ui]`: defaults, the accepted values, and errors that name key
+    /// and line.
+    #[test]
+    fn ui_keys() {
+        let c = Config::parse("").expect("empty config");
+        assert_eq!(c.ui, UiConfig::default());
+        assert_eq!(c.ui.session_minutes, 480);
+        let hash = crate::ui::login::hash_password("pw", b"0123456789abcdef").expect("hash");
+        let c = Config::parse(&format!(
+            "[ui]\nlanguage = \"ru\"\nsession_minutes = 30\nsip_trace_minutes = 15\nsip_trace_max_mb = 8\n[[ui.users]]\nname = \"anna\"\npassword_hash = \"{hash}\"\n"
+        ))
+        .expect("valid ui");
+        assert_eq!(c.ui.language, Language::Ru);
+        assert_eq!(c.ui.session_minutes, 30);
+        assert_eq!((c.ui.sip_trace_minutes, c.ui.sip_trace_max_mb), (15, 8));
+        assert_eq!(
+            c.ui.users,
+            [UiUser {
+                name: "anna".into(),
+                password_hash: hash.clone()
+            }]
+        );
+        for (text, key, line, needle) in [
+            ("[ui]\nlanguage = \"de\"\n", "ui.language", 2, "\"de\" is not \"en\" or \"ru\""),
+            ("[ui]\nsession_minutes = 0\n", "ui.session_minutes", 2, "between 1 and"),
+            ("[ui]\nsip_trace_minutes = -1\n", "ui.sip_trace_minutes", 2, "between 0 and 10080"),
+            ("[ui]\nsip_trace_max_mb = 0\n", "ui.sip_trace_max_mb", 2, "between 1 and 4096"),
+            (
+                "[ui]\n[[ui.users]]\nname = \"a\"\npassword_hash = \"secret\"\n",
+                "ui.users[0].password_hash",
+                4,
+                "is not a PHC password hash",
+            ),
+            (
+                "[[ui.users]]\nname = \"a\"\npassword_hash = \"$pbkdf2-sha256$i=1000$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA\"\n",
+                "ui.users[0].password_hash",
+                3,
+                "only argon2",
+            ),
+            ("[[ui.users]]\nname = \"a\"\n", "ui.users[0].password_hash", 2, "required"),
+            ("[[ui.users]]\nname = \"\"\n", "ui.users[0].name", 2, "1 to 100"),
+            ("[ui]\nlanguge = \"ru\"\n", "ui.languge", 2, "did you mean ui.language"),
+        ] {
+            let e = errors(text);
+            assert!(
+                e.iter().any(|e| e.key == key && e.line == Some(line) && e.message.contains(needle)),
+                "{text}: {e:?}"
+            );
+        }
+        let dup = errors(&format!(
+            "[[ui.users]]\nname = \"a\"\npassword_hash = \"{hash}\"\n[[ui.users]]\nname = \"a\"\npassword_hash = \"{hash}\"\n"
+        ));
+        assert!(
+            dup.iter()
+                .any(|e| e.key == "ui.users[1].name" && e.line == Some(5)),
+            "{dup:?}"
+        );
     }
 
     #[test]

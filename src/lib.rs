@@ -16,6 +16,8 @@ pub mod replay;
 pub mod rewrite;
 pub mod server;
 pub mod sip;
+pub mod sip_trace;
 pub mod store;
 pub mod tracking;
 pub mod transport;
+pub mod ui;

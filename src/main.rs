@@ -73,6 +73,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read a password from stdin (one line) and print its argon2 hash
+    /// for `password_hash` of a `[[ui.users]]` entry.
+    HashPassword,
 }
 
 fn init_logging(format: LogFormat) {
@@ -165,6 +168,28 @@ fn main() -> ExitCode {
                 Ok(false) => ExitCode::from(2),
                 Err(e) => {
                     eprintln!("siptrack: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::HashPassword => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("siptrack: reading the password from stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                eprintln!("siptrack: an empty password; type one line on stdin");
+                return ExitCode::FAILURE;
+            }
+            match siptrack::ui::login::new_password_hash(password) {
+                Ok(hash) => {
+                    println!("{hash}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("siptrack: {e}");
                     ExitCode::FAILURE
                 }
             }

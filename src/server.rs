@@ -23,6 +23,7 @@ use crate::proxy::route::Identity;
 use crate::proxy::{Output, Peer, Proxy, ProxySettings, Transport};
 use crate::recording::retention::{self, RetentionMetrics};
 use crate::sip::Message;
+use crate::sip_trace::{Direction, SipTraces, Traced};
 use crate::store::Store;
 use crate::tracking::pools::Pools;
 use crate::tracking::TrackingRouter;
@@ -151,6 +152,12 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     let outbox_metrics = Arc::new(OutboxMetrics::default());
     let sip_snapshot = Arc::new(Mutex::new(SipSnapshot::default()));
     let storage_health = Arc::new(StorageHealth::default());
+    let traces = (config.ui.sip_trace_minutes > 0).then(|| {
+        Arc::new(Mutex::new(SipTraces::new(
+            config.ui.sip_trace_minutes * 60_000,
+            (config.ui.sip_trace_max_mb as usize) << 20,
+        )))
+    });
     let links = Arc::new(crate::recording::settings(
         &config,
         store.recording_link_key(),
@@ -170,6 +177,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             counts: Default::default(),
         }),
         retention,
+        traces: traces.clone(),
         sip: sip_snapshot.clone(),
         storage: storage_health.clone(),
         tcp: tcp.clone(),
@@ -180,6 +188,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         clock: clock.clone(),
         leads: leads.clone(),
         phone: config.rewrite.phone.clone(),
+        ui: Arc::new(crate::http::ui::UiState::new(config.ui.clone())),
         crm_status: Arc::new(StatusReceiver {
             hooks: config.crm.status_hooks.clone(),
             transport: crate::crm::transport::Transport::new(
@@ -243,7 +252,9 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                 if let Ok((n, from)) = r {
                     let peer = Peer { transport: Transport::Udp, addr: from };
                     log_sip("in", peer, &buf[..n]);
-                    node.on_message(clock.now(), peer, Bytes::copy_from_slice(&buf[..n]));
+                    let data = Bytes::copy_from_slice(&buf[..n]);
+                    trace_sip(traces.as_deref(), Direction::In, peer, &data, &clock);
+                    node.on_message(clock.now(), peer, data);
                 }
                 // Drain what else is queued on that socket before sleeping again.
                 for _ in 1..UDP_BATCH {
@@ -251,8 +262,10 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                         Ok((n, from)) => {
                             let peer = Peer { transport: Transport::Udp, addr: from };
                             log_sip("in", peer, &buf[..n]);
-                            node.on_message(clock.now(), peer, Bytes::copy_from_slice(&buf[..n]));
-                            flush(&mut node, &udp_outs, &mut hub, &mut news);
+                            let data = Bytes::copy_from_slice(&buf[..n]);
+                            trace_sip(traces.as_deref(), Direction::In, peer, &data, &clock);
+                            node.on_message(clock.now(), peer, data);
+                            flush(&mut node, &udp_outs, &mut hub, &mut news, traces.as_deref(), &clock);
                         }
                         Err(_) => break,
                     }
@@ -263,19 +276,32 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                 if let TcpEvent::Message { remote, data } = ev {
                     let peer = Peer { transport: Transport::Tcp, addr: remote };
                     log_sip("in", peer, &data);
+                    trace_sip(traces.as_deref(), Direction::In, peer, &data, &clock);
                     node.on_message(clock.now(), peer, data);
                 }
             }
             _ = sleep => {}
         }
         node.on_timer(clock.now());
-        flush(&mut node, &udp_outs, &mut hub, &mut news);
+        flush(
+            &mut node,
+            &udp_outs,
+            &mut hub,
+            &mut news,
+            traces.as_deref(),
+            &clock,
+        );
         if snapshot_at.elapsed() >= TICK {
             snapshot_at = Instant::now();
             // After a burst, give the freed heap back (every 10 s at most).
             if trim.tick(node.proxy().active_transactions(), 10) {
                 node.shrink();
                 crate::memory::release_unused();
+            }
+            if let Some(t) = &traces {
+                if let Ok(mut t) = t.lock() {
+                    t.expire(clock.unix_ms());
+                }
             }
             if let Ok(mut snap) = sip_snapshot.lock() {
                 let proxy = node.proxy();
@@ -356,6 +382,39 @@ fn log_sip(dir: &'static str, peer: Peer, data: &[u8]) {
     );
 }
 
+/// `ui.sip_trace_minutes`: the message joins its call's ladder (by the
+/// project's SIP reader; a message without a Call-ID has no call).
+fn trace_sip(
+    traces: Option<&Mutex<SipTraces>>,
+    dir: Direction,
+    peer: Peer,
+    data: &Bytes,
+    clock: &Clock,
+) {
+    let Some(traces) = traces else { return };
+    let Ok(message) = Message::parse(data.clone(), peer.transport == Transport::Udp) else {
+        return;
+    };
+    let Some(call_id) = message.call_id() else {
+        return;
+    };
+    if let Ok(mut t) = traces.lock() {
+        t.record(
+            call_id,
+            Traced {
+                at: clock.unix_ms(),
+                dir,
+                peer: format!(
+                    "{} {}",
+                    peer.transport.via_token().to_ascii_lowercase(),
+                    peer.addr
+                ),
+                data: data.clone(),
+            },
+        );
+    }
+}
+
 /// The TCP limits, with the connection cap fitted under the descriptor
 /// limit (HTTP connections and the rest of the process need theirs).
 fn tcp_context(config: &Config, events: mpsc::Sender<TcpEvent>) -> Arc<TcpContext> {
@@ -428,11 +487,19 @@ impl News {
     }
 }
 
-fn flush(node: &mut Node, udp_outs: &[UdpOut], hub: &mut TcpHub, news: &mut News) {
+fn flush(
+    node: &mut Node,
+    udp_outs: &[UdpOut],
+    hub: &mut TcpHub,
+    news: &mut News,
+    traces: Option<&Mutex<SipTraces>>,
+    clock: &Clock,
+) {
     news.send(node);
     for out in node.take_sends() {
         let Output::Send { to, data } = out;
         log_sip("out", to, &data);
+        trace_sip(traces, Direction::Out, to, &data, clock);
         match to.transport {
             Transport::Udp => {
                 let sock = udp_outs

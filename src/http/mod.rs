@@ -30,12 +30,13 @@ use crate::tracking::VISIT_FIELDS;
 use crate::transport::tcp::{TcpContext, TcpStats};
 
 pub mod crm_status;
-mod recordings;
+pub mod recordings;
 mod serve;
 pub use recordings::{file_of as recording_file, RecordingAccess};
 pub use serve::serve;
 
 pub mod json;
+pub mod ui;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -57,6 +58,10 @@ pub struct AppState {
     pub recordings: Arc<RecordingAccess>,
     /// What the recordings retention sweep deleted.
     pub retention: Arc<RetentionMetrics>,
+    /// The web console's config and sessions.
+    pub ui: Arc<ui::UiState>,
+    /// The SIP ladders (`ui.sip_trace_minutes`); None when off.
+    pub traces: Option<Arc<Mutex<crate::sip_trace::SipTraces>>>,
     /// The CRMs' status webhooks.
     pub crm_status: Arc<crm_status::StatusReceiver>,
 }
@@ -132,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/outbox/{id}/retry", post(post_outbox_retry))
         .route("/metrics", get(metrics))
         .route("/recordings/{call_id}", get(recordings::get_recording))
+        .merge(ui::routes())
         .layer(DefaultBodyLimit::max(MAX_TRANSPORT))
         .with_state(state)
 }
@@ -200,24 +206,32 @@ async fn post_outbox_retry(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Response {
-    let Ok(id) = id.parse::<i64>() else {
-        return error(
+    match requeue_outbox(&s, &id).await {
+        Ok(id) => Json(json!({ "id": id, "state": "pending" })).into_response(),
+        Err((code, m)) => error(code, m),
+    }
+}
+
+/// The retry of the API and of the console's outbox page.
+pub(crate) async fn requeue_outbox(s: &AppState, id: &str) -> Result<i64, (StatusCode, String)> {
+    let Ok(id) = id.trim().parse::<i64>() else {
+        return Err((
             StatusCode::BAD_REQUEST,
             format!("id: \"{id}\" is not an outbox id"),
-        );
+        ));
     };
     match s.store.outbox_requeue(id, s.clock.unix_ms() as i64).await {
-        Ok(true) => Json(json!({ "id": id, "state": "pending" })).into_response(),
-        Ok(false) => error(
+        Ok(true) => Ok(id),
+        Ok(false) => Err((
             StatusCode::NOT_FOUND,
             format!("id: no parked (failed) outbox item {id}"),
-        ),
+        )),
         Err(e) => {
             tracing::error!(error = %e, "requeueing an outbox item");
-            error(
+            Err((
                 StatusCode::SERVICE_UNAVAILABLE,
-                "storage unavailable; retry",
-            )
+                "storage unavailable; retry".into(),
+            ))
         }
     }
 }
@@ -620,32 +634,57 @@ async fn post_deal_status(
         },
         Ok(_) => return error(StatusCode::BAD_REQUEST, "body must be a JSON object"),
     };
-    let Some(group) = s.leads.group_of(&status) else {
+    match change_deal_status(&s, &id, &status).await {
+        Ok(v) => Json(v).into_response(),
+        Err((code, m)) => error(code, m),
+    }
+}
+
+/// SPEC L-2: a deal's new status, from the API or the console's deal
+/// page: one path, so both change what the next lead becomes (L-3).
+pub(crate) async fn change_deal_status(
+    s: &AppState,
+    id: &str,
+    status: &str,
+) -> Result<Value, (StatusCode, String)> {
+    let (id, status) = (id.trim(), status.trim());
+    if id.is_empty() || id.len() > 200 {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "id: must be a deal id (the CRM's, or siptrack's), up to 200 characters".into(),
+        ));
+    }
+    if status.is_empty() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "status: required, a non-empty string".into(),
+        ));
+    }
+    let Some(group) = s.leads.group_of(status) else {
         let mut known: Vec<&str> = s.leads.status_groups.keys().map(String::as_str).collect();
         known.sort_unstable();
-        return error(
+        return Err((
             StatusCode::BAD_REQUEST,
             format!(
                 "status: unknown status \"{status}\" (known: {}; or a group name: not_counted in_progress paid cancelled)",
                 known.join(" ")
             ),
-        );
+        ));
     };
-    match s.store.set_deal_status(&id, &status, group, false).await {
-        Ok(Some(deal)) => Json(json!({
+    match s.store.set_deal_status(id, status, group, false).await {
+        Ok(Some(deal)) => Ok(json!({
             "id": deal,
             "crm_deal_id": id,
             "status": status,
             "group": group.as_str()
-        }))
-        .into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("id: no deal {id}")),
+        })),
+        Ok(None) => Err((StatusCode::NOT_FOUND, format!("id: no deal {id}"))),
         Err(e) => {
             tracing::error!(error = %e, "deal status not recorded");
-            error(
+            Err((
                 StatusCode::SERVICE_UNAVAILABLE,
-                "storage unavailable; nothing was recorded, retry",
-            )
+                "storage unavailable; nothing was recorded, retry".into(),
+            ))
         }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::leads::{Job, NewDealStatus, NewLead, Recorded};
 use super::outbox::{DueItem, Settle, KEEP_DONE_MS};
+use super::query::LeadQuery;
 use super::record::{record_batch, Context, KnownCall, Ledger};
 use super::rows::{CallRow, DealRow, LeadRow, NoteCall, NoteRow, OutboxRow, PendingCrm};
 use super::StoreError;
@@ -427,6 +428,15 @@ impl MemoryStore {
     }
 
     pub async fn list_leads(&self, limit: i64, since: i64) -> Result<Vec<LeadRow>, StoreError> {
+        self.lead_page(LeadQuery {
+            from: Some(since),
+            limit,
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn lead_page(&self, q: LeadQuery) -> Result<Vec<LeadRow>, StoreError> {
         let state = self.state()?;
         let pending = |lead: i64| {
             state
@@ -439,16 +449,75 @@ impl MemoryStore {
                     error: o.row.last_error.clone(),
                 })
         };
-        Ok(page(
-            state.leads.iter().filter(|l| l.row.created_at >= since),
-            limit,
+        Ok(
+            page(state.leads.iter().filter(|l| q.matches(&l.row)), q.limit)
+                .into_iter()
+                .map(|l| LeadRow {
+                    pending: pending(l.row.id),
+                    ..l.row.clone()
+                })
+                .collect(),
         )
-        .into_iter()
-        .map(|l| LeadRow {
-            pending: pending(l.row.id),
-            ..l.row.clone()
-        })
-        .collect())
+    }
+
+    pub async fn newest_lead_id(&self) -> Result<i64, StoreError> {
+        Ok(self.state()?.leads.len() as i64)
+    }
+
+    pub async fn leads_per_channel(
+        &self,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let state = self.state()?;
+        let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+        for l in state.leads.iter().filter(|l| l.row.created_at >= since) {
+            *counts.entry(&l.row.visit_id).or_default() += 1;
+        }
+        let mut out: Vec<(String, i64)> = counts
+            .into_iter()
+            .map(|(k, n)| (k.to_string(), n))
+            .collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out.truncate(limit.max(0) as usize);
+        Ok(out)
+    }
+
+    pub async fn calls_per_hour(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        let state = self.state()?;
+        let mut counts: BTreeMap<(i64, &str), i64> = BTreeMap::new();
+        for c in state.calls.iter().filter(|c| c.invite_at >= since_ms) {
+            *counts
+                .entry((c.invite_at / 3_600_000 * 3_600_000, &c.status))
+                .or_default() += 1;
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((h, st), n)| (h, st.to_string(), n))
+            .collect())
+    }
+
+    /// Row ids are positions + 1, as in SQLite.
+    pub async fn call_page(
+        &self,
+        before: Option<i64>,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, CallRow)>, StoreError> {
+        let state = self.state()?;
+        Ok(page(
+            state
+                .calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (i as i64 + 1, c))
+                .filter(|(id, _)| before.is_none_or(|b| *id < b) && after.is_none_or(|a| *id > a))
+                .map(|(id, c)| (id, c.clone())),
+            limit,
+        ))
     }
 
     pub async fn list_calls(&self, limit: i64, since_ms: i64) -> Result<Vec<CallRow>, StoreError> {

@@ -458,3 +458,178 @@ async fn a_numbers_newer_state_wins() {
             .is_none());
     }
 }
+
+/// Issue 17: the console's reads — lead pages by keyset and filter, the
+/// newest id, call pages with their row ids, the overview's counts — the
+/// same from every store.
+#[tokio::test]
+async fn console_pages_and_counts_alike() {
+    use super::query::{LeadQuery, OutcomeKind, Search};
+    let at = (NOW_MS / 1000) as i64;
+    for (name, store, _dir) in stores().await {
+        assert_eq!(store.newest_lead_id().await.expect(name), 0, "{name}");
+        let plan = Plan::default();
+        let s = Settings::default();
+        let mut leads = Vec::new();
+        // Two forms of one client (a deal, then a duplicate), another
+        // client's form, and two calls an hour apart.
+        for (phone, t) in [
+            ("79160000001", at - 7200),
+            ("79160000001", at - 7100),
+            ("79160000003", at - 7000),
+        ] {
+            let r = store
+                .record_lead(&form(phone, t), &s, &status(), None, &plan)
+                .await
+                .expect(name);
+            leads.push(r.lead_id);
+        }
+        for (id, caller, t) in [
+            ("a@h", "79160000004", NOW_MS - 3_600_000),
+            ("b@h", "79160000005", NOW_MS),
+        ] {
+            let c = call(id, caller, t);
+            let lead = crate::leads::pipeline::call_lead(&c);
+            store
+                .record_calls(
+                    Arc::new(vec![Job::Lead(lead, Some(c))]),
+                    &s,
+                    &status(),
+                    &plan,
+                )
+                .await
+                .expect(name);
+        }
+        assert_eq!(store.newest_lead_id().await.expect(name), 5, "{name}");
+        let ids = |q: LeadQuery| {
+            let store = store.clone();
+            async move {
+                store
+                    .lead_page(LeadQuery {
+                        limit: if q.limit == 0 { 10 } else { q.limit },
+                        ..q
+                    })
+                    .await
+                    .expect("page")
+                    .iter()
+                    .map(|l| l.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(ids(LeadQuery::default()).await, [5, 4, 3, 2, 1], "{name}");
+        assert_eq!(
+            ids(LeadQuery {
+                before: Some(4),
+                limit: 2,
+                ..Default::default()
+            })
+            .await,
+            [3, 2],
+            "{name}"
+        );
+        assert_eq!(
+            ids(LeadQuery {
+                after: Some(3),
+                ..Default::default()
+            })
+            .await,
+            [5, 4],
+            "{name}"
+        );
+        assert_eq!(
+            ids(LeadQuery {
+                kind: Some("call".into()),
+                ..Default::default()
+            })
+            .await,
+            [5, 4],
+            "{name}"
+        );
+        assert_eq!(
+            ids(LeadQuery {
+                outcome: Some(OutcomeKind::Duplicate),
+                ..Default::default()
+            })
+            .await,
+            [2],
+            "{name}"
+        );
+        assert_eq!(
+            ids(LeadQuery {
+                search: Some(Search::Phone("79160000001".into())),
+                ..Default::default()
+            })
+            .await,
+            [2, 1],
+            "{name}"
+        );
+        assert_eq!(
+            ids(LeadQuery {
+                search: Some(Search::NamePrefix("Iv".into())),
+                channel: Some("v1".into()),
+                floor: Some(1),
+                ..Default::default()
+            })
+            .await,
+            [3, 2],
+            "{name}"
+        );
+        assert_eq!(
+            ids(LeadQuery {
+                from: Some(at - 7100),
+                to: Some(at - 7000),
+                ..Default::default()
+            })
+            .await,
+            [2],
+            "{name}"
+        );
+
+        let calls = store.call_page(None, None, 10).await.expect(name);
+        assert_eq!(
+            calls
+                .iter()
+                .map(|(id, c)| (*id, c.call_id.as_str()))
+                .collect::<Vec<_>>(),
+            [(2, "b@h"), (1, "a@h")],
+            "{name}"
+        );
+        assert_eq!(
+            store.call_page(Some(2), None, 10).await.expect(name).len(),
+            1,
+            "{name}"
+        );
+        assert_eq!(
+            store.call_page(None, Some(1), 10).await.expect(name)[0].0,
+            2,
+            "{name}"
+        );
+
+        let hour = (NOW_MS as i64) / 3_600_000 * 3_600_000;
+        assert_eq!(
+            store
+                .calls_per_hour(NOW_MS as i64 - 7_200_000)
+                .await
+                .expect(name),
+            [
+                (hour - 3_600_000, "answered".to_string(), 1),
+                (hour, "answered".to_string(), 1)
+            ],
+            "{name}"
+        );
+        assert_eq!(
+            store.leads_per_channel(at - 7200, 10).await.expect(name),
+            [("v1".to_string(), 3), ("v9".to_string(), 2)],
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .leads_per_channel(at - 7200, 1)
+                .await
+                .expect(name)
+                .len(),
+            1,
+            "{name}"
+        );
+    }
+}

@@ -9,6 +9,7 @@
 
 pub mod amocrm;
 pub mod bitrix24;
+pub mod browser;
 pub mod checks;
 pub mod crm;
 

@@ -15,6 +15,7 @@ use crate::calls::Recording;
 use crate::crm::outbox::Plan;
 use crate::leads::dedup::{Group, Settings};
 use crate::store::leads::{Job, NewDealStatus, Recorded};
+use crate::store::query::LeadQuery;
 use crate::store::rows::{CallRow, DealRow, LeadRow, NoteCall, NoteRow, PendingCrm};
 use crate::store::StoreError;
 
@@ -79,8 +80,21 @@ impl SqliteStore {
 
     /// The lead log (L-7), newest first.
     pub async fn list_leads(&self, limit: i64, since: i64) -> Result<Vec<LeadRow>, StoreError> {
+        self.lead_page(LeadQuery {
+            from: Some(since),
+            limit,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A page of the lead log, newest first (keyset on the id: no OFFSET,
+    /// no COUNT).
+    pub async fn lead_page(&self, q: LeadQuery) -> Result<Vec<LeadRow>, StoreError> {
         self.with(move |c| {
-            let mut q = c.prepare_cached(
+            let (clause, mut args) = q.sql();
+            args.push(q.limit.into());
+            let mut st = c.prepare_cached(&format!(
                 "SELECT id, created_at, kind, form, dialed, title, name, phone, email, visit_id,
                         text, outcome, deal_id,
                         (SELECT o.state FROM outbox o WHERE o.lead_id = l.id AND o.state != 'done'
@@ -89,34 +103,77 @@ impl SqliteStore {
                           ORDER BY o.id LIMIT 1) AS crm_attempts,
                         (SELECT o.last_error FROM outbox o WHERE o.lead_id = l.id AND o.state != 'done'
                           ORDER BY o.id LIMIT 1) AS crm_error
-                   FROM leads l WHERE created_at >= ?1 ORDER BY id DESC LIMIT ?2",
+                   FROM leads l WHERE {clause} ORDER BY l.id DESC LIMIT ?{}",
+                args.len()
+            ))?;
+            let rows = st.query_map(rusqlite::params_from_iter(args), lead_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// The newest lead's id (0 when there is none): one probe of the
+    /// rowid tree.
+    pub async fn newest_lead_id(&self) -> Result<i64, StoreError> {
+        self.with(|c| c.query_row("SELECT COALESCE(MAX(id), 0) FROM leads", [], |r| r.get(0)))
+            .await
+    }
+
+    /// Leads per visit/channel created since `since` (Unix seconds), most
+    /// first; at most `limit` channels.
+    pub async fn leads_per_channel(
+        &self,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.with(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT visit_id, COUNT(*) AS n FROM leads WHERE created_at >= ?1
+                  GROUP BY visit_id ORDER BY n DESC, visit_id LIMIT ?2",
             )?;
-            let rows = q.query_map(params![since, limit], |r| {
-                let pending = match r.get::<_, Option<String>>("crm_state")? {
-                    None => None,
-                    Some(state) => Some(PendingCrm {
-                        state,
-                        attempts: r.get("crm_attempts")?,
-                        error: r.get("crm_error")?,
-                    }),
-                };
-                Ok(LeadRow {
-                    id: r.get("id")?,
-                    created_at: r.get("created_at")?,
-                    kind: r.get("kind")?,
-                    form: r.get("form")?,
-                    dialed: r.get("dialed")?,
-                    title: r.get("title")?,
-                    name: r.get("name")?,
-                    phone: r.get("phone")?,
-                    email: r.get("email")?,
-                    visit_id: r.get("visit_id")?,
-                    text: r.get("text")?,
-                    decision: r.get("outcome")?,
-                    deal_id: r.get("deal_id")?,
-                    pending,
-                })
-            })?;
+            let rows = st.query_map(params![since, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Calls started since `since_ms` per hour and status: (the hour's
+    /// start in Unix ms, status, calls).
+    pub async fn calls_per_hour(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        self.with(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT invite_at / 3600000 * 3600000 AS hour, status, COUNT(*) FROM calls
+                  WHERE invite_at >= ?1 GROUP BY hour, status ORDER BY hour, status",
+            )?;
+            let rows =
+                st.query_map(params![since_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Call records by record order (the row id), newest first: those with
+    /// a row id below `before` / above `after`. Each with its row id.
+    pub async fn call_page(
+        &self,
+        before: Option<i64>,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, CallRow)>, StoreError> {
+        self.with(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT id, call_id, caller, caller_raw, callee, destination, visit_id, marker, source,
+                        visit, invite_at, answer_at, end_at, duration, status, hangup, lead_id,
+                        recording, recording_reason, dtmf
+                   FROM calls WHERE id < ?1 AND id > ?2 ORDER BY id DESC LIMIT ?3",
+            )?;
+            let rows = q.query_map(
+                params![before.unwrap_or(i64::MAX), after.unwrap_or(0), limit],
+                |r| Ok((r.get("id")?, call_row(r)?)),
+            )?;
             rows.collect()
         })
         .await
@@ -227,6 +284,7 @@ const CALL_COLUMNS: &str = "call_id, caller, caller_raw, callee, destination, vi
     source, visit, invite_at, answer_at, end_at, duration, status, hangup, lead_id, recording,
     recording_reason, dtmf";
 
+/// A call record from a row of `calls`.
 fn call_row(r: &rusqlite::Row) -> rusqlite::Result<CallRow> {
     Ok(CallRow {
         call_id: r.get("call_id")?,
@@ -252,5 +310,33 @@ fn call_row(r: &rusqlite::Row) -> rusqlite::Result<CallRow> {
         ),
         // Like visit: an unreadable list is no key presses.
         dtmf: serde_json::from_str(&r.get::<_, String>("dtmf")?).unwrap_or_default(),
+    })
+}
+
+/// A lead from a row of the lead page's SELECT.
+fn lead_row(r: &rusqlite::Row) -> rusqlite::Result<LeadRow> {
+    let pending = match r.get::<_, Option<String>>("crm_state")? {
+        None => None,
+        Some(state) => Some(PendingCrm {
+            state,
+            attempts: r.get("crm_attempts")?,
+            error: r.get("crm_error")?,
+        }),
+    };
+    Ok(LeadRow {
+        id: r.get("id")?,
+        created_at: r.get("created_at")?,
+        kind: r.get("kind")?,
+        form: r.get("form")?,
+        dialed: r.get("dialed")?,
+        title: r.get("title")?,
+        name: r.get("name")?,
+        phone: r.get("phone")?,
+        email: r.get("email")?,
+        visit_id: r.get("visit_id")?,
+        text: r.get("text")?,
+        decision: r.get("outcome")?,
+        deal_id: r.get("deal_id")?,
+        pending,
     })
 }

@@ -73,6 +73,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0006_open_calls.sql"),
     include_str!("../../../migrations/sqlite/0007_call_recording.sql"),
     include_str!("../../../migrations/sqlite/0008_note_recordings.sql"),
+    include_str!("../../../migrations/sqlite/0009_console_indexes.sql"),
 ];
 
 /// The file of a `sqlite:<path>` (or `sqlite://<path>`) URL, without
