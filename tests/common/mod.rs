@@ -10,6 +10,7 @@
 pub mod amocrm;
 pub mod checks;
 pub mod crm;
+pub mod media;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
