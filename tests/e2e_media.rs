@@ -676,6 +676,13 @@ fn check_relayed(d: &Done, rig: &Rig, lost_ok: f64) {
     }
 }
 
+/// A call record's recording: (state, reason) as the calls API shows it.
+fn recording_of(call: &serde_json::Value) -> (String, String) {
+    let r = &call["recording"];
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    (s(&r["state"]), s(&r["reason"]))
+}
+
 fn one_recorded_call(plan: Plan) -> (Rig, Done, Wav) {
     let rig = Rig::start(8, "");
     let d = rig.run(&plan);
@@ -684,6 +691,8 @@ fn one_recorded_call(plan: Plan) -> (Rig, Done, Wav) {
     assert_eq!((d.uas.successful(), d.uas.failed()), (1, 0), "{ctx}");
     let mut recs = rig.recordings(1);
     let (_, wav) = recs.pop().expect("one recording");
+    let calls = rig.p.wait_for("calls", 1, TOKEN);
+    assert_eq!(recording_of(&calls[0]).0, "recorded", "{calls:#?}");
     (rig, d, wav)
 }
 
@@ -892,11 +901,13 @@ fn silent_call_is_ended_after_rtp_timeout_with_bye_both_ways() {
 }
 
 #[test]
-fn four_relay_ports_ten_calls_all_complete_two_recorded() {
-    // 4 ports = 2 RTP/RTCP pairs = 1 call anchored (a call takes a pair
-    // per side): 10 concurrent calls → the first ones that get pairs are
-    // recorded, the rest go through unrecorded.
-    let rig = Rig::start(2, "");
+fn relay_ports_for_two_calls_ten_calls_all_complete_two_recorded() {
+    // Issue 13 says "4 ports": one RTP/RTCP pair per call. siptrack gives
+    // each side of a call its own pair (so each phone sees only siptrack),
+    // so a call takes 4 ports and a range of 8 holds two calls. 10
+    // concurrent calls: the two that get ports are recorded, the other 8
+    // go through unrecorded, each counted and its record saying why.
+    let rig = Rig::start(4, "");
     let mut plan = Plan::new("uac_media.xml", "uas_media.xml");
     plan.calls = 10;
     plan.talk_ms = 2000;
@@ -918,6 +929,13 @@ fn four_relay_ports_ten_calls_all_complete_two_recorded() {
         "{calls:#?}"
     );
     let recs = wav_files(&rig.recordings);
+    let states: Vec<(String, String)> = calls.iter().map(recording_of).collect();
+    let recorded = states.iter().filter(|(s, _)| s == "recorded").count();
+    let no_ports = states
+        .iter()
+        .filter(|(s, r)| s == "not_recorded" && r == "no free media ports")
+        .count();
+    assert_eq!((recorded, no_ports), (2, 8), "{states:#?}");
     let unrecorded = rig.metric(UNRECORDED) - before;
     assert_eq!(
         (recs.len(), unrecorded),
@@ -973,6 +991,12 @@ fn read_only_recordings_dir_costs_no_call_and_says_why() {
     check_relayed(&d, &rig, 0.0);
     let calls = rig.p.wait_for("calls", 1, TOKEN);
     assert_eq!(calls[0]["status"], "answered");
+    let (state, reason) = recording_of(&calls[0]);
+    assert_eq!(state, "not_recorded", "{calls:#?}");
+    assert!(
+        reason.contains("Read-only"),
+        "the call record says why: {reason:?}"
+    );
     assert!(wav_files(&rig.recordings).is_empty());
     let errors = rig.metric(RECORDING_ERRORS);
     assert!(
@@ -1086,4 +1110,94 @@ fn kill_9_mid_recording_leaves_no_wav_claiming_to_be_complete() {
             "{l:?}"
         );
     }
+}
+
+/// Header lines of a traced message without the ones a proxy may change
+/// (S-5: Via, Record-Route, Route, Max-Forwards) and the call-tracking
+/// headers siptrack adds (section 3), in order; the start line left out.
+fn kept_lines(text: &str) -> Vec<String> {
+    let head = text.split("\n\n").next().unwrap_or("");
+    head.lines()
+        .skip(1)
+        .filter(|l| {
+            let name = l
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            !matches!(
+                name.as_str(),
+                "via" | "v" | "record-route" | "route" | "max-forwards"
+            ) && !name.starts_with("x-roistat")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The UDP ports in `range` that something holds (cannot be bound now).
+fn held_ports(range: (u16, u16)) -> Vec<u16> {
+    (range.0..=range.1)
+        .filter(|p| std::net::UdpSocket::bind(("127.0.0.1", *p)).is_err())
+        .collect()
+}
+
+#[test]
+fn record_calls_false_passes_sdp_and_media_untouched_and_opens_no_port() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let recordings = dir.path().join("recordings");
+    let uas_port = free_port();
+    let ports = relay_range(8);
+    let cfg = config(uas_port, ports, &recordings, "")
+        .replace("record_calls = true", "record_calls = false");
+    let p = Siptrack::start(&cfg);
+    let mut plan = Plan::new("uac_media.xml", "uas_media.xml");
+    plan.talk_ms = 2000;
+    let mut held = Vec::new();
+    let d = run_plan_with(&plan, p.sip_addr(), uas_port, |c| {
+        relay_addresses(c);
+        std::thread::sleep(Duration::from_millis(500));
+        held = held_ports(ports);
+    });
+    let ctx = d.context();
+    assert_eq!((d.uac.successful(), d.uas.successful()), (1, 1), "{ctx}");
+    assert!(
+        held.is_empty(),
+        "siptrack holds media ports {held:?} with record_calls = false"
+    );
+    let sent = d.uac.sent_requests("INVITE")[0];
+    let got = d.uas.received_requests("INVITE")[0];
+    assert_eq!(
+        body_of(&got.text),
+        body_of(&sent.text),
+        "INVITE body\n{ctx}"
+    );
+    assert_eq!(
+        kept_lines(&got.text),
+        kept_lines(&sent.text),
+        "INVITE headers\n{ctx}"
+    );
+    let answered = d.uas.sent().find(|m| m.is_response(200)).expect("200 sent");
+    let relayed = d.uac.received_responses(200)[0];
+    assert_eq!(
+        body_of(&relayed.text),
+        body_of(&answered.text),
+        "200 body\n{ctx}"
+    );
+    assert_eq!(
+        kept_lines(&relayed.text),
+        kept_lines(&answered.text),
+        "200 headers\n{ctx}"
+    );
+    // The media went phone to phone.
+    let (a, b) = (&d.callers[0], &d.callees[0]);
+    assert_eq!(b.sources(), [a.local()].into(), "{ctx}");
+    assert_eq!(a.sources(), [b.local()].into(), "{ctx}");
+    assert!(wav_files(&recordings).is_empty());
+    let calls = p.wait_for("calls", 1, TOKEN);
+    assert_eq!(calls[0]["recording"]["state"], "not_recorded", "{calls:#?}");
+    assert_eq!(
+        calls[0]["recording"]["reason"], "recording disabled",
+        "{calls:#?}"
+    );
 }
