@@ -1201,3 +1201,201 @@ fn record_calls_false_passes_sdp_and_media_untouched_and_opens_no_port() {
         "{calls:#?}"
     );
 }
+
+/// One HTTP/1.1 GET with extra header lines; (status, headers in lower
+/// case, body bytes).
+fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> (u16, std::collections::BTreeMap<String, String>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .expect("connect to the HTTP API");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(req.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of the response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect::<std::collections::BTreeMap<_, _>>();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        body = unchunk(&body);
+    }
+    (status, headers, body)
+}
+
+fn unchunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+    out
+}
+
+/// The path and query of a link (it may come as a whole URL).
+fn link_path(link: &str) -> String {
+    match link.find("/recordings/") {
+        Some(i) => link[i..].to_string(),
+        None => panic!("not a recording link: {link:?}"),
+    }
+}
+
+/// `link` with its `sig` (last hex digit changed) or `exp` (one second
+/// later) tampered with.
+fn tampered(link: &str, what: &str) -> String {
+    let (path, query) = link.split_once('?').expect("a query");
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some(("sig", v)) if what == "sig" => {
+                let last = if v.ends_with('0') { '1' } else { '0' };
+                format!("sig={}{last}", &v[..v.len() - 1])
+            }
+            Some(("exp", v)) if what == "exp" => {
+                format!("exp={}", v.parse::<u64>().expect("exp") + 1)
+            }
+            _ => kv.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", parts.join("&"))
+}
+
+#[test]
+fn recording_links_play_with_ranges_and_refuse_tampering() {
+    let (rig, _d, _wav) = one_recorded_call(Plan::new("uac_media.xml", "uas_media.xml"));
+    let calls = rig.p.wait_for("calls", 1, TOKEN);
+    let link = link_path(
+        calls[0]["link"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no link: {calls:#?}")),
+    );
+    let file = std::fs::read(&rig.recordings(1)[0].0).expect("the WAV");
+    // Whole file.
+    let (status, h, body) = http_get(rig.p.api(), &link, &[]);
+    assert_eq!(status, 200, "{h:?}");
+    assert_eq!(h.get("content-type").map(String::as_str), Some("audio/wav"));
+    assert!(
+        body == file,
+        "the link serves the WAV ({} vs {} bytes)",
+        body.len(),
+        file.len()
+    );
+    // A player seeking.
+    let (status, h, body) = http_get(rig.p.api(), &link, &[("Range", "bytes=44-143")]);
+    assert_eq!(status, 206, "{h:?}");
+    assert_eq!(
+        h.get("content-range").map(String::as_str),
+        Some(format!("bytes 44-143/{}", file.len()).as_str())
+    );
+    assert_eq!(body, file[44..144]);
+    let (status, _, body) = http_get(rig.p.api(), &link, &[("Range", "bytes=-10")]);
+    assert_eq!((status, body.as_slice()), (206, &file[file.len() - 10..]));
+    // Tampered: signature, expiry; a link of another call.
+    for what in ["sig", "exp"] {
+        let (status, _, _) = http_get(rig.p.api(), &tampered(&link, what), &[]);
+        assert_eq!(status, 403, "{what} tampered");
+    }
+    let other = link.replacen("/recordings/", "/recordings/x", 1);
+    let (status, _, _) = http_get(rig.p.api(), &other, &[]);
+    assert_eq!(status, 403, "a signature for another Call-ID");
+    // The bearer token is not needed (recording_links_require_auth = false).
+    let (status, _, _) = http_get(
+        rig.p.api(),
+        &link,
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn recording_links_need_the_token_when_configured_and_reach_the_call_end_webhook() {
+    let crm = common::crm::Crm::start(0, "media-crm-secret", common::crm::Mode::Ok);
+    let extra = format!(
+        "\n[crm]\nkind = \"webhook\"\nurl = \"{}\"\ncall_end_url = \"{}\"\nsecret = \"media-crm-secret\"\n",
+        crm.url("/hook"),
+        crm.url("/call-end")
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let recordings = dir.path().join("recordings");
+    let uas_port = free_port();
+    let ports = relay_range(8);
+    let cfg = config(uas_port, ports, &recordings, "").replace(
+        "record_calls = true",
+        "record_calls = true\nrecording_links_require_auth = true",
+    ) + &extra;
+    let p = Siptrack::start(&cfg);
+    let d = run_plan(
+        &Plan::new("uac_media.xml", "uas_media.xml"),
+        p.sip_addr(),
+        uas_port,
+    );
+    assert_eq!(d.uac.successful(), 1, "{}", d.context());
+    crm.wait_until(Duration::from_secs(15), "the call-end webhook", |s| {
+        s.requests.iter().any(|r| r.path == "/call-end")
+    });
+    let link = {
+        let s = crm.lock();
+        let end = s
+            .requests
+            .iter()
+            .find(|r| r.path == "/call-end")
+            .expect("call end");
+        end.json["link"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no link in the call-end webhook: {}", end.body))
+            .to_string()
+    };
+    let link = link_path(&link);
+    let (status, _, _) = http_get(p.api(), &link, &[]);
+    assert_eq!(
+        status, 401,
+        "recording_links_require_auth: the link alone is not enough"
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    let (status, h, body) = http_get(
+        p.api(),
+        &link,
+        &[("Authorization", &bearer), ("Range", "bytes=0-3")],
+    );
+    assert_eq!(
+        (status, body.as_slice()),
+        (206, b"RIFF".as_slice()),
+        "{h:?}"
+    );
+    let (status, _, _) = http_get(
+        p.api(),
+        &tampered(&link, "sig"),
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(status, 403, "the token does not make a bad signature good");
+}
