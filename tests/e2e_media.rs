@@ -520,6 +520,12 @@ impl Rig {
         Self::start_in(dir, recordings, pairs, media_extra)
     }
 
+    /// With the recordings somewhere else (a mount the test holds).
+    fn start_recording_to(recordings: &Path, pairs: u16) -> Rig {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, recordings.to_path_buf(), pairs, "")
+    }
+
     fn start_in(dir: tempfile::TempDir, recordings: PathBuf, pairs: u16, media_extra: &str) -> Rig {
         let uas_port = free_port();
         let ports = relay_range(pairs);
@@ -980,7 +986,8 @@ fn read_only_recordings_dir_costs_no_call_and_says_why() {
     let dir = tempfile::tempdir().expect("temp dir");
     let recordings = dir.path().join("recordings");
     let _mount = Mount::tmpfs(&recordings, "ro,size=1m");
-    let rig = Rig::start_in(dir, recordings, 8, "");
+    // Dropped in reverse: siptrack stops, the tmpfs goes, then the directory.
+    let rig = Rig::start_recording_to(&recordings, 8);
     let mut plan = Plan::new("uac_media.xml", "uas_media.xml");
     plan.talk_ms = 1500;
     let d = rig.run(&plan);
@@ -1017,7 +1024,7 @@ fn full_disk_costs_no_call_and_leaves_no_lying_wav() {
     let recordings = dir.path().join("recordings");
     // 64 KiB: a WAV of 8 kHz stereo 16-bit takes 32 kB/s, so 2 s in.
     let _mount = Mount::tmpfs(&recordings, "size=64k");
-    let rig = Rig::start_in(dir, recordings, 8, "");
+    let rig = Rig::start_recording_to(&recordings, 8);
     let mut plan = Plan::new("uac_media.xml", "uas_media.xml");
     plan.talk_ms = 4000;
     let d = rig.run(&plan);
