@@ -530,7 +530,7 @@ fn send(
 // Conductor: SIPp's log lines drive the endpoints
 // ---------------------------------------------------------------------------
 
-/// A line the media scenarios log (`-trace_logs`), see tests/sipp/*_media.xml.
+/// A line the media scenarios log (`-trace_logs`), see tests/sipp/uac_record.xml and the other scenarios of tests/e2e_recording.rs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// The far side's SDP: where to send, and its direction attribute.

@@ -1,4 +1,4 @@
-//! Media end to end (issue 13): SIPp signals, the test's own RTP endpoints
+//! Recording end to end (issue 13): SIPp signals, the test's own RTP endpoints
 //! (tests/common/media.rs) stream a 440 Hz tone from the caller and a
 //! 1000 Hz tone from the callee through siptrack's relay, and the WAV
 //! siptrack writes is read back: caller left, callee right (Goertzel),
@@ -399,8 +399,8 @@ fn uac_time_from(uac: &SippRun, status: u16) -> f64 {
 #[test]
 fn scenarios_carry_media_without_siptrack() {
     for (uac, uas) in [
-        ("uac_media.xml", "uas_media.xml"),
-        ("uac_media.xml", "uas_early.xml"),
+        ("uac_record.xml", "uas_record.xml"),
+        ("uac_record.xml", "uas_early.xml"),
         ("uac_late.xml", "uas_late.xml"),
         ("uac_hold.xml", "uas_hold.xml"),
     ] {
@@ -704,14 +704,14 @@ fn one_recorded_call(plan: Plan) -> (Rig, Done, Wav) {
 
 #[test]
 fn recorded_call_pcmu_caller_left_callee_right() {
-    let (rig, d, wav) = one_recorded_call(Plan::new("uac_media.xml", "uas_media.xml"));
+    let (rig, d, wav) = one_recorded_call(Plan::new("uac_record.xml", "uas_record.xml"));
     check_relayed(&d, &rig, 0.0);
     check_recording(&d, &wav, uac_time_from(&d.uac, 200));
 }
 
 #[test]
 fn recorded_call_pcma_caller_left_callee_right() {
-    let mut plan = Plan::new("uac_media.xml", "uas_media.xml");
+    let mut plan = Plan::new("uac_record.xml", "uas_record.xml");
     plan.codec = Codec::Pcma;
     let (rig, d, wav) = one_recorded_call(plan);
     check_relayed(&d, &rig, 0.0);
@@ -720,7 +720,7 @@ fn recorded_call_pcma_caller_left_callee_right() {
 
 #[test]
 fn recorded_call_with_5_percent_loss_each_way() {
-    let mut plan = Plan::new("uac_media.xml", "uas_media.xml");
+    let mut plan = Plan::new("uac_record.xml", "uas_record.xml");
     plan.caller_loss = Loss::EveryNth(20);
     plan.callee_loss = Loss::EveryNth(20);
     let (rig, d, wav) = one_recorded_call(plan);
@@ -760,7 +760,7 @@ fn recorded_call_with_hold_and_resume() {
 
 #[test]
 fn recorded_call_with_early_media() {
-    let (rig, d, wav) = one_recorded_call(Plan::new("uac_media.xml", "uas_early.xml"));
+    let (rig, d, wav) = one_recorded_call(Plan::new("uac_record.xml", "uas_early.xml"));
     check_relayed(&d, &rig, 0.0);
     // The recording starts with the early media: 183 → BYE.
     check_recording(&d, &wav, uac_time_from(&d.uac, 183));
@@ -819,7 +819,7 @@ fn rtp_from_a_third_address_is_dropped_and_counted() {
         Ipv4Addr::new(127, 0, 0, 3),
         StreamSpec::new(Tone::new(2500.0, Codec::Pcmu)),
     );
-    let mut plan = Plan::new("uac_media.xml", "uas_media.xml");
+    let mut plan = Plan::new("uac_record.xml", "uas_record.xml");
     plan.talk_ms = 3000;
     let before = rig.metric(DROPPED);
     let mut targets = Vec::new();
@@ -866,7 +866,7 @@ fn silent_call_is_ended_after_rtp_timeout_with_bye_both_ways() {
             .arg("codec")
             .arg("PCMU")
     };
-    let uas = keys(Sipp::uas("uas_media.xml"), &uas_inf)
+    let uas = keys(Sipp::uas("uas_record.xml"), &uas_inf)
         .port(rig.uas_port)
         .calls(1)
         .pause_ms(500)
@@ -914,7 +914,7 @@ fn relay_ports_for_two_calls_ten_calls_all_complete_two_recorded() {
     // concurrent calls: the two that get ports are recorded, the other 8
     // go through unrecorded, each counted and its record saying why.
     let rig = Rig::start(4, "");
-    let mut plan = Plan::new("uac_media.xml", "uas_media.xml");
+    let mut plan = Plan::new("uac_record.xml", "uas_record.xml");
     plan.calls = 10;
     plan.talk_ms = 2000;
     let before = rig.metric(UNRECORDED);
@@ -988,7 +988,7 @@ fn read_only_recordings_dir_costs_no_call_and_says_why() {
     let _mount = Mount::tmpfs(&recordings, "ro,size=1m");
     // Dropped in reverse: siptrack stops, the tmpfs goes, then the directory.
     let rig = Rig::start_recording_to(&recordings, 8);
-    let mut plan = Plan::new("uac_media.xml", "uas_media.xml");
+    let mut plan = Plan::new("uac_record.xml", "uas_record.xml");
     plan.talk_ms = 1500;
     let d = rig.run(&plan);
     let ctx = d.context();
@@ -1025,7 +1025,7 @@ fn full_disk_costs_no_call_and_leaves_no_lying_wav() {
     // 64 KiB: a WAV of 8 kHz stereo 16-bit takes 32 kB/s, so 2 s in.
     let _mount = Mount::tmpfs(&recordings, "size=64k");
     let rig = Rig::start_recording_to(&recordings, 8);
-    let mut plan = Plan::new("uac_media.xml", "uas_media.xml");
+    let mut plan = Plan::new("uac_record.xml", "uas_record.xml");
     plan.talk_ms = 4000;
     let d = rig.run(&plan);
     let ctx = d.context();
@@ -1055,7 +1055,7 @@ fn kill_9_mid_recording_leaves_no_wav_claiming_to_be_complete() {
     let ports = relay_range(8);
     let cfg = config(uas_port, ports, &recordings, "");
     let mut p = Siptrack::start(&cfg);
-    let mut plan = Plan::new("uac_media.xml", "uas_media.xml");
+    let mut plan = Plan::new("uac_record.xml", "uas_record.xml");
     plan.talk_ms = 6000;
     let target = p.sip_addr();
     let d = run_plan_with(&plan, target, uas_port, |c| {
@@ -1158,7 +1158,7 @@ fn record_calls_false_passes_sdp_and_media_untouched_and_opens_no_port() {
     let cfg = config(uas_port, ports, &recordings, "")
         .replace("record_calls = true", "record_calls = false");
     let p = Siptrack::start(&cfg);
-    let mut plan = Plan::new("uac_media.xml", "uas_media.xml");
+    let mut plan = Plan::new("uac_record.xml", "uas_record.xml");
     plan.talk_ms = 2000;
     let mut held = Vec::new();
     let d = run_plan_with(&plan, p.sip_addr(), uas_port, |c| {
@@ -1299,7 +1299,7 @@ fn tampered(link: &str, what: &str) -> String {
 
 #[test]
 fn recording_links_play_with_ranges_and_refuse_tampering() {
-    let (rig, _d, _wav) = one_recorded_call(Plan::new("uac_media.xml", "uas_media.xml"));
+    let (rig, _d, _wav) = one_recorded_call(Plan::new("uac_record.xml", "uas_record.xml"));
     let calls = rig.p.wait_for("calls", 1, TOKEN);
     let link = link_path(
         calls[0]["link"]
@@ -1362,7 +1362,7 @@ fn recording_links_need_the_token_when_configured_and_reach_the_call_end_webhook
     ) + &extra;
     let p = Siptrack::start(&cfg);
     let d = run_plan(
-        &Plan::new("uac_media.xml", "uas_media.xml"),
+        &Plan::new("uac_record.xml", "uas_record.xml"),
         p.sip_addr(),
         uas_port,
     );
