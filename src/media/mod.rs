@@ -2,6 +2,8 @@
 //! building blocks: each module is pure or does I/O only on a writer or
 //! path its caller passes in. Nothing here is wired into the proxy yet.
 
+/// The media phase: SDP anchoring of tracked calls, ports, relay commands.
+pub mod anchor;
 /// G.711 µ-law / A-law ↔ 16-bit linear PCM.
 pub mod g711;
 /// Symmetric latching per leg (learn the real source, drop others) and the RTP timeout.
@@ -12,6 +14,8 @@ pub mod link;
 pub mod ports;
 /// One call's recording: RTP in, G.711 decoded onto the timeline, WAV and DTMF list out.
 pub mod recorder;
+/// The RTP relay as pure state: ports to sessions, latching, forwarding, timeouts.
+pub mod relay;
 /// RTP/RTCP headers, rtcp-mux demultiplexing, RFC 4733 telephone-events.
 pub mod rtp;
 /// SDP parse and rewrite (`c=`, `m=`, `a=rtcp`, hold), Content-Length fix.
