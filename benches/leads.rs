@@ -120,6 +120,8 @@ fn call(i: u64, clients: u64) -> CallRecord {
         duration: 60,
         status: CallStatus::Answered,
         hangup: None,
+        recording: Default::default(),
+        dtmf: Vec::new(),
     }
 }
 

@@ -256,6 +256,8 @@ fn latency(rt: &tokio::runtime::Runtime, store: &Store, sink: &Arc<Sink>, port: 
             duration: 59,
             status: CallStatus::Answered,
             hangup: None,
+            recording: Default::default(),
+            dtmf: Vec::new(),
         };
         sent.insert(call_id, Instant::now());
         tx.send(CallNews::Ended(r)).expect("pipeline");

@@ -7,7 +7,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
 
+use crate::media::recorder::Dtmf;
 use crate::proxy::Millis;
+
+pub mod recording;
+pub use recording::Recording;
 
 /// What the router knew when it forwarded the INVITE.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -173,6 +177,13 @@ pub struct CallRecord {
     pub duration: u64,
     pub status: CallStatus,
     pub hangup: Option<Party>,
+    /// Whether the call was recorded, and why not (SPEC M-1). Records
+    /// written before recording existed read as `recording disabled`.
+    #[serde(default)]
+    pub recording: Recording,
+    /// Key presses seen in the media (RFC 4733), in order.
+    #[serde(default)]
+    pub dtmf: Vec<Dtmf>,
 }
 
 impl CallRecord {
@@ -188,6 +199,8 @@ impl CallRecord {
             duration: 0,
             status: CallStatus::Interrupted,
             hangup: Some(Party::Interrupted),
+            recording: Recording::default(),
+            dtmf: Vec::new(),
         }
     }
 }
@@ -263,6 +276,9 @@ impl CallTracker {
             duration,
             status,
             hangup,
+            // The media layer, when it handled the call, says otherwise.
+            recording: Recording::default(),
+            dtmf: Vec::new(),
         }
     }
 

@@ -23,6 +23,9 @@ use crate::tracking::pools::PoolConfig;
 pub use crate::transport::tcp::TcpLimits;
 
 mod keys;
+mod media;
+
+pub use media::MediaConfig;
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +61,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub leads: LeadsConfig,
     pub crm: CrmDelivery,
+    /// `[media]` and the recording switches of `[tracking]` (SPEC M-1, M-2).
+    pub media: MediaConfig,
 }
 
 /// How CRM requests are delivered (SPEC C-1, C-5): `crm.url`,
@@ -264,6 +269,8 @@ struct RawConfig {
     status_groups: toml::Table,
     #[serde(default)]
     crm: RawCrm,
+    #[serde(default)]
+    media: media::RawMedia,
 }
 
 #[derive(Deserialize, Default)]
@@ -369,6 +376,9 @@ struct RawTracking {
     create_deals_from_calls: Option<bool>,
     create_deal_even_if_client_exists: Option<bool>,
     create_deal_even_if_in_progress: Option<bool>,
+    record_calls: Option<bool>,
+    send_recording_to_crm: Option<bool>,
+    recording_links_require_auth: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -684,6 +694,7 @@ impl Config {
         );
         let leads = leads_config(&mut c, &raw, &rewrite.phone);
         let crm = crm_delivery(&mut c, &raw.crm, &leads.crm);
+        let media = media::media_config(&mut c, &raw);
         let storage_url = match &raw.storage.url {
             None => "sqlite:data/siptrack.db".to_string(),
             Some(s) if s.get_ref().starts_with("sqlite:") => s.get_ref().clone(),
@@ -755,6 +766,7 @@ impl Config {
             },
             leads,
             crm,
+            media,
             rewrite,
             shutdown: ShutdownConfig { drain_seconds },
             http: HttpConfig {
@@ -2148,8 +2160,9 @@ mod tests {
         assert!(e[0].message.contains("advertised_host"), "{}", e[0].message);
         let e = errors("[sip]\nlisten = [\"udp:[::]:5060\"]\n");
         assert_eq!(e.len(), 1, "{e:?}");
+        // A name is fine for SIP; SDP (recording) needs an IP.
         assert!(errors(
-            "[sip]\nlisten = [\"udp:0.0.0.0:5060\"]\nadvertised_host = \"sip.example.com\"\n"
+            "[sip]\nlisten = [\"udp:0.0.0.0:5060\"]\nadvertised_host = \"sip.example.com\"\n[media]\nadvertised_ip = \"192.0.2.1\"\n"
         )
         .is_empty());
 

@@ -312,6 +312,8 @@ mod tests {
             duration: 0,
             status: CallStatus::Missed,
             hangup: None,
+            recording: Default::default(),
+            dtmf: Vec::new(),
         };
         let s = call_start_item(&plan(), "i1", &start).expect("start on");
         let e = call_end_item(&plan(), "i1", &end).expect("end on");

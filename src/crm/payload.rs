@@ -425,6 +425,8 @@ mod tests {
             duration: 60,
             status: CallStatus::Answered,
             hangup: None,
+            recording: Default::default(),
+            dtmf: Vec::new(),
         };
         let f = Format {
             timezone: tz("UTC-5"),

@@ -167,6 +167,8 @@ mod tests {
             status: "NOANSWER".into(),
             hangup: Some("caller".into()),
             lead_id: Some(2),
+            recording: Default::default(),
+            dtmf: Vec::new(),
         };
         let v = call(&row);
         assert_eq!(v["landing_page"], "https://x/");

@@ -125,8 +125,9 @@ impl Payloads {
     }
 }
 
-/// A DTMF key press seen in one direction (RFC 4733).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A DTMF key press seen in one direction (RFC 4733). Kept in the call
+/// record as JSON (`{"side":"caller","digit":"5","at_ms":1200,"duration_ms":160}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Dtmf {
     pub side: Side,
     /// `0`–`9`, `*`, `#`, `A`–`D`; other events (flash, tones) are not listed.

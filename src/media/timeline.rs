@@ -25,7 +25,8 @@ pub const MAX_SKEW: i64 = 8000;
 pub const FRAMES_PER_WRITE: usize = 512;
 
 /// Left channel: the caller's audio; right: the callee's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Side {
     Caller = 0,
     Callee = 1,

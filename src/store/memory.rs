@@ -255,6 +255,8 @@ impl Ledger for State {
             status: r.status.as_str().into(),
             hangup: r.hangup.map(|h| h.as_str().into()),
             lead_id: Some(lead_id),
+            recording: r.recording.clone(),
+            dtmf: r.dtmf.clone(),
         });
         self.forget_call(&r.call_id)
     }

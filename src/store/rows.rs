@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::calls::Recording;
+use crate::media::recorder::Dtmf;
+
 /// A lead of the lead log (SPEC L-7). Times are Unix seconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeadRow {
@@ -87,6 +90,10 @@ pub struct CallRow {
     pub status: String,
     pub hangup: Option<String>,
     pub lead_id: Option<i64>,
+    /// Recorded, partial, or not and why (SPEC M-1).
+    pub recording: Recording,
+    /// Key presses seen in the call's media, in order.
+    pub dtmf: Vec<Dtmf>,
 }
 
 /// A deal of the local CRM with its tasks and comments. Times are Unix

@@ -69,6 +69,8 @@ fn call(id: &str, caller: &str, invite_at: u64) -> CallRecord {
         duration: 42,
         status: CallStatus::Answered,
         hangup: Some(Party::Caller),
+        recording: Default::default(),
+        dtmf: Vec::new(),
     }
 }
 
@@ -217,6 +219,61 @@ async fn calls_are_recorded_once_and_open_calls_of_earlier_runs_are_interrupted(
             "{name}"
         );
         assert_eq!(cut[0].status, CallStatus::Interrupted);
+    }
+}
+
+/// Issue 13: a call's recording outcome and key presses come back typed
+/// from every store, each outcome as it went in.
+#[tokio::test]
+async fn recording_outcomes_and_dtmf_are_stored_alike() {
+    use crate::calls::Recording;
+    use crate::media::recorder::Dtmf;
+    use crate::media::timeline::Side;
+    let outcomes = [
+        Recording::Recorded,
+        Recording::Partial,
+        Recording::not_recorded("codec not recorded: G729"),
+        Recording::default(),
+    ];
+    let dtmf = vec![
+        Dtmf {
+            side: Side::Caller,
+            digit: '5',
+            at_ms: 1200,
+            duration_ms: 160,
+        },
+        Dtmf {
+            side: Side::Callee,
+            digit: '#',
+            at_ms: 4000,
+            duration_ms: 80,
+        },
+    ];
+    for (name, store, _dir) in stores().await {
+        let mut jobs = Vec::new();
+        for (i, o) in outcomes.iter().enumerate() {
+            let mut c = call(&format!("rec{i}@host"), "79160000003", NOW_MS + i as u64);
+            c.recording = o.clone();
+            if i == 0 {
+                c.dtmf = dtmf.clone();
+            }
+            jobs.push(Job::Lead(crate::leads::pipeline::call_lead(&c), Some(c)));
+        }
+        store
+            .record_calls(
+                Arc::new(jobs),
+                &Settings::default(),
+                &status(),
+                &Plan::default(),
+            )
+            .await
+            .expect(name);
+        let mut calls = store.list_calls(10, 0).await.expect(name);
+        calls.reverse();
+        let got: Vec<&Recording> = calls.iter().map(|c| &c.recording).collect();
+        assert_eq!(got, outcomes.iter().collect::<Vec<_>>(), "{name}");
+        assert_eq!(calls[0].dtmf, dtmf, "{name}");
+        assert!(calls[1..].iter().all(|c| c.dtmf.is_empty()), "{name}");
     }
 }
 

@@ -312,8 +312,9 @@ fn insert_call(conn: &Connection, r: &CallRecord, lead_id: i64) -> rusqlite::Res
     conn.prepare_cached(
         "INSERT INTO calls (call_id, caller_raw, caller, callee, destination, visit_id, marker,
                             source, visit, invite_at, answer_at, end_at, duration, status,
-                            hangup, lead_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                            hangup, lead_id, recording, recording_reason, dtmf)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                 ?17, ?18, ?19)",
     )?
     .execute(params![
         r.call_id,
@@ -332,6 +333,9 @@ fn insert_call(conn: &Connection, r: &CallRecord, lead_id: i64) -> rusqlite::Res
         r.status.as_str(),
         r.hangup.map(|h| h.as_str()),
         lead_id,
+        r.recording.state(),
+        r.recording.reason().unwrap_or(""),
+        serde_json::to_string(&r.dtmf).unwrap_or_else(|_| "[]".into()),
     ])?;
     Ok(())
 }

@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::decide::Batch;
 use super::SqliteStore;
+use crate::calls::Recording;
 use crate::crm::outbox::Plan;
 use crate::leads::dedup::{Group, Settings};
 use crate::store::leads::{Job, NewDealStatus, Recorded};
@@ -123,7 +124,8 @@ impl SqliteStore {
         self.with(move |c| {
             let mut q = c.prepare_cached(
                 "SELECT call_id, caller, caller_raw, callee, destination, visit_id, marker, source,
-                        visit, invite_at, answer_at, end_at, duration, status, hangup, lead_id
+                        visit, invite_at, answer_at, end_at, duration, status, hangup, lead_id,
+                        recording, recording_reason, dtmf
                    FROM calls WHERE invite_at >= ?1 ORDER BY invite_at DESC, id DESC LIMIT ?2",
             )?;
             let rows = q.query_map(params![since_ms, limit], |r| {
@@ -146,6 +148,12 @@ impl SqliteStore {
                     status: r.get("status")?,
                     hangup: r.get("hangup")?,
                     lead_id: r.get("lead_id")?,
+                    recording: Recording::from_columns(
+                        &r.get::<_, String>("recording")?,
+                        &r.get::<_, String>("recording_reason")?,
+                    ),
+                    // Like visit: an unreadable list is no key presses.
+                    dtmf: serde_json::from_str(&r.get::<_, String>("dtmf")?).unwrap_or_default(),
                 })
             })?;
             rows.collect()

@@ -68,6 +68,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0004_lead_indexes_by_accepted.sql"),
     include_str!("../../../migrations/sqlite/0005_crm_outbox.sql"),
     include_str!("../../../migrations/sqlite/0006_open_calls.sql"),
+    include_str!("../../../migrations/sqlite/0007_call_recording.sql"),
 ];
 
 /// The file of a `sqlite:<path>` (or `sqlite://<path>`) URL, without
@@ -234,6 +235,6 @@ mod tests {
         let ids: i64 = conn
             .query_row("SELECT COUNT(*) FROM meta", [], |r| r.get(0))
             .expect("meta");
-        assert_eq!(ids, 1, "one install id");
+        assert_eq!(ids, 2, "one install id, one recording link key");
     }
 }
