@@ -115,6 +115,17 @@ struct Call {
     offer: Option<(Side, Vec<u8>)>,
     decided: bool,
     answered: bool,
+    recording: RecState,
+}
+
+/// Where a call's recording stands when the call ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecState {
+    /// No answer SDP yet: nothing was negotiated to record.
+    Undecided,
+    /// The recorder was started: its outcome comes from the writer.
+    Started,
+    NotRecorded(NoRecording),
 }
 
 /// The media phase's state, shared between the phase (in the proxy core)
@@ -217,18 +228,22 @@ impl Anchor {
     }
 
     /// The call ended (its record closed): ports back, relay told.
-    pub fn close(&mut self, call_id: &[u8], now: Millis) {
-        let Some(c) = self.calls.remove(call_id) else {
-            return;
-        };
+    /// Returns where its recording stands; `None` for a call the phase
+    /// left alone (not tracked, or `record_calls = false`).
+    pub fn close(&mut self, call_id: &[u8], now: Millis) -> Option<RecState> {
+        let c = self.calls.remove(call_id)?;
         for s in &c.streams {
             self.ports.give_back(s.caller, now);
             self.ports.give_back(s.callee, now);
         }
         self.commands.push(Command::Close { session: c.session });
+        Some(c.recording)
     }
 
     fn not_recorded(&mut self, call_id: &[u8], reason: NoRecording) {
+        if let Some(c) = self.calls.get_mut(call_id) {
+            c.recording = RecState::NotRecorded(reason.clone());
+        }
         match reason {
             NoRecording::NoPorts => self.stats.unrecorded_no_ports += 1,
             NoRecording::Codec(_) => self.stats.unrecorded_codec += 1,
@@ -267,6 +282,7 @@ impl Anchor {
                     offer: None,
                     decided: false,
                     answered: false,
+                    recording: RecState::Undecided,
                 },
             );
         }
@@ -448,11 +464,14 @@ impl Anchor {
             }
         };
         match decision {
-            Some(Ok(payloads)) => self.commands.push(Command::Record {
-                session,
-                call_id: Bytes::copy_from_slice(call_id),
-                payloads,
-            }),
+            Some(Ok(payloads)) => {
+                c.recording = RecState::Started;
+                self.commands.push(Command::Record {
+                    session,
+                    call_id: Bytes::copy_from_slice(call_id),
+                    payloads,
+                })
+            }
             Some(Err(reason)) => self.not_recorded(call_id, reason),
             None => {}
         }

@@ -189,7 +189,7 @@ fn early_offer_anchored_both_ways_and_recorded() {
         "{cmds:?}"
     );
     // The end of the call gives both pairs back and closes the session.
-    an.close(b"c1@x", 30);
+    assert_eq!(an.close(b"c1@x", 30), Some(RecState::Started));
     assert_eq!(
         an.take_commands().collect::<Vec<_>>(),
         [Command::Close { session: 1 }]

@@ -24,6 +24,15 @@ pub struct MediaMetrics {
 }
 
 impl MediaMetrics {
+    /// The media phase's counts (kept on the SIP thread), copied each tick.
+    pub fn publish_anchor(&self, s: &super::anchor::AnchorStats) {
+        self.unrecorded_no_ports
+            .store(s.unrecorded_no_ports, Relaxed);
+        self.unrecorded_codec.store(s.unrecorded_codec, Relaxed);
+        self.unrecorded_disabled
+            .store(s.unrecorded_disabled, Relaxed);
+    }
+
     /// Prometheus text.
     pub fn render(&self) -> String {
         let g = |a: &AtomicU64| a.load(Relaxed);

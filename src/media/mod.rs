@@ -17,6 +17,8 @@ pub mod metrics;
 pub mod ports;
 /// One call's recording: RTP in, G.711 decoded onto the timeline, WAV and DTMF list out.
 pub mod recorder;
+/// Call records waiting for their recording's outcome.
+pub mod records;
 /// The RTP relay as pure state: ports to sessions, latching, forwarding, timeouts.
 pub mod relay;
 /// The relay thread: media sockets, epoll, recvmmsg; commanded by the node.
