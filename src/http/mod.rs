@@ -49,6 +49,8 @@ pub struct AppState {
     pub storage: Arc<StorageHealth>,
     /// The TCP limits' counters, read live.
     pub tcp: Arc<TcpContext>,
+    /// Media relay and recording counters, read live.
+    pub media: Arc<crate::media::metrics::MediaMetrics>,
 }
 
 /// What the proxy core reports for `/metrics`.
@@ -142,7 +144,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        sip + &outbox + &s.storage.render(),
+        sip + &outbox + &s.storage.render() + &s.media.render(),
     )
         .into_response()
 }

@@ -11,6 +11,7 @@ pub mod amocrm;
 pub mod checks;
 pub mod crm;
 pub mod media;
+pub mod rtp;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -632,6 +633,11 @@ impl SippProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The messages SIPp traced so far (while it runs).
+    pub fn messages(&self) -> Vec<SipTrace> {
+        parse_message_log(&self.read("messages.log"))
     }
 
     fn read(&self, file: &str) -> String {
