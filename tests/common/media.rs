@@ -225,6 +225,8 @@ fn fastrand_u32() -> u32 {
 #[derive(Clone, Debug, Default)]
 pub struct Flow {
     pub packets: u64,
+    /// Sequence numbers seen (to tell which packets were lost).
+    pub seqs: BTreeSet<u16>,
     pub bytes: u64,
     pub payload_types: BTreeSet<u8>,
     pub first: Option<Instant>,
@@ -242,6 +244,8 @@ pub struct Sent {
     pub paused: u64,
     pub first: Option<Instant>,
     pub last: Option<Instant>,
+    /// Sequence numbers of the packets put on the wire.
+    pub seqs: Vec<u16>,
     /// Where the packets went, in order of change.
     pub destinations: Vec<SocketAddr>,
 }
@@ -398,6 +402,23 @@ impl RtpEndpoint {
             .sum()
     }
 
+    /// Of the packets `from` sent, the positions (0 = first) of those
+    /// that did not arrive here.
+    pub fn missing_from(&self, from: &RtpEndpoint) -> Vec<usize> {
+        let got: BTreeSet<u16> = lock(&self.received)
+            .iter()
+            .filter(|((_, s), _)| *s == from.spec.ssrc)
+            .flat_map(|(_, f)| f.seqs.iter().copied())
+            .collect();
+        lock(&from.sent)
+            .seqs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !got.contains(s))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// Sources packets came from.
     pub fn sources(&self) -> BTreeSet<SocketAddr> {
         lock(&self.received).keys().map(|(a, _)| *a).collect()
@@ -445,17 +466,19 @@ fn receive(
         let now = Instant::now();
         let pkt = &buf[..n];
         // Anything that is not RTP version 2 counts under SSRC 0.
-        let (pt, ssrc) = if n >= 12 && pkt[0] >> 6 == 2 {
+        let (pt, seq, ssrc) = if n >= 12 && pkt[0] >> 6 == 2 {
             (
                 pkt[1] & 0x7F,
+                u16::from_be_bytes([pkt[2], pkt[3]]),
                 u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]),
             )
         } else {
-            (255, 0)
+            (255, 0, 0)
         };
         let mut r = lock(received);
         let f = r.entry((from, ssrc)).or_default();
         f.packets += 1;
+        f.seqs.insert(seq);
         f.bytes += n as u64;
         f.payload_types.insert(pt);
         f.first.get_or_insert(now);
@@ -517,6 +540,7 @@ fn send(
             let now = Instant::now();
             let mut s = lock(sent);
             s.packets += 1;
+            s.seqs.push(this_seq);
             s.first.get_or_insert(now);
             s.last = Some(now);
             if s.destinations.last() != Some(&dest) {
