@@ -905,7 +905,7 @@ fn silent_call_is_ended_after_rtp_timeout_with_bye_both_ways() {
         .spawn();
     let started = Instant::now();
     let uac = keys(
-        Sipp::uac("uac_media_timeout.xml", rig.p.sip_addr()),
+        Sipp::uac("uac_record_timeout.xml", rig.p.sip_addr()),
         &uac_inf,
     )
     .calls(1)
