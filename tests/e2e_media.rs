@@ -19,7 +19,10 @@ const PACKETS: u32 = 125;
 
 fn config(uas_port: u16, record: bool, ports: (u16, u16), dir: &str) -> String {
     format!(
-        r#"[sip]
+        r#"[storage]
+url = "sqlite:{dir}.db"
+
+[sip]
 listen = ["udp:127.0.0.1:{{SIP_PORT}}"]
 trusted_sources = ["127.0.0.0/8"]
 route_secret = "e2e-media"
@@ -43,6 +46,37 @@ listen = "127.0.0.1:{{HTTP_PORT}}"
         min = ports.0,
         max = ports.1,
     )
+}
+
+/// (recording, recording_reason, dtmf) of a call, from the database
+/// (next to the recordings directory, see [`config`]).
+fn recording_of(dir: &std::path::Path, call_id: &str) -> Option<(String, String, String)> {
+    let db = rusqlite::Connection::open_with_flags(
+        format!("{}.db", dir.display()),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .ok()?;
+    db.query_row(
+        "SELECT recording, recording_reason, dtmf FROM calls WHERE call_id = ?1",
+        [call_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .ok()
+}
+
+/// Polls [`recording_of`] for at most 10 s.
+fn wait_recording(dir: &std::path::Path, call_id: &str) -> (String, String, String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(r) = recording_of(dir, call_id) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "call {call_id} not recorded within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn body(m: &SipTrace) -> &str {
@@ -287,6 +321,89 @@ fn a_call_is_relayed_both_ways_and_recorded_left_caller_right_callee() {
         );
     }
     assert!(st.log().contains("recording finished"), "{}", st.log());
+    // The call record says so.
+    let (state, reason, _) = wait_recording(&rec_dir, &call_id);
+    assert_eq!((state.as_str(), reason.as_str()), ("recorded", ""));
+}
+
+#[test]
+fn kill_9_mid_call_leaves_a_file_that_is_finalised_as_partial_at_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec_dir = dir.path().join("recordings");
+    let base = free_ports(8);
+    let uas_port = free_port();
+    let text = config(
+        uas_port,
+        true,
+        (base, base + 7),
+        &rec_dir.display().to_string(),
+    );
+    let mut st = Siptrack::start(&text);
+    let caller = RtpEndpoint::bind(free_port());
+    let callee = RtpEndpoint::bind(free_port());
+    let uas = Sipp::uas("uas_media.xml")
+        .port(uas_port)
+        .arg("-key")
+        .arg("rtp_port")
+        .arg(callee.port().to_string())
+        .pause_ms(500)
+        .spawn();
+    let uac = Sipp::uac("uac_media.xml", st.sip_addr())
+        .calls(1)
+        .arg("-key")
+        .arg("rtp_port")
+        .arg(caller.port().to_string())
+        .pause_ms(20_000)
+        .spawn();
+    let invite = wait_for(&uas, "INVITE at the UAS", |m| {
+        m.dir == Dir::Received && m.is_request("INVITE")
+    });
+    let ok = wait_for(&uac, "200 at the UAC", |m| {
+        m.dir == Dir::Received && m.is_response(200) && m.cseq_method().as_deref() == Some("INVITE")
+    });
+    let call_id = invite.call_id().expect("Call-ID");
+    let a = caller.send_tone(sdp_media_addr(body(&ok)).expect("SDP"), 440.0, 75, 1);
+    let b = callee.send_tone(sdp_media_addr(body(&invite)).expect("SDP"), 1000.0, 75, 2);
+    a.join().expect("caller tone");
+    b.join().expect("callee tone");
+    // The writer flushes its 32 KB buffer as it fills: 1.5 s of stereo
+    // is 48 KB, so some audio is on disk when the process dies.
+    std::thread::sleep(Duration::from_millis(200));
+    st.kill9();
+    let file = rec_dir.join(siptrack::media::link::file_name(call_id.as_bytes()));
+    let bytes = std::fs::read(&file).expect("the WAV of the call in progress");
+    assert!(
+        siptrack::media::wav::samples(&bytes).is_none(),
+        "a file cut by kill -9 does not claim to be complete"
+    );
+    assert!(bytes.len() > 44, "audio was written during the call");
+    drop(uac);
+    drop(uas);
+
+    let st = Siptrack::start(&text);
+    let fixed = std::fs::read(&file).expect("the WAV after restart");
+    let pcm = siptrack::media::wav::samples(&fixed).expect("finalised at start");
+    assert_eq!(pcm.len() * 2 + 44, fixed.len());
+    let left: Vec<f64> = pcm.iter().step_by(2).map(|&s| f64::from(s)).collect();
+    assert!(
+        goertzel(&left, 440.0) > 100.0 * goertzel(&left, 1000.0),
+        "what was written is kept"
+    );
+    assert!(st.log().contains("finalised as partial"), "{}", st.log());
+    let m = metrics_when(&st, |m| {
+        m.contains("siptrack_recordings_repaired_total 1\n")
+    });
+    assert_eq!(metric(&m, "siptrack_recordings_repaired_total "), 1, "{m}");
+    // The interrupted call's record says partial.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = recording_of(&rec_dir, &call_id);
+        if r.as_ref().is_some_and(|r| r.0 == "partial") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{r:?}\n{}", st.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The lines of a message without the headers the proxy adds or edits
