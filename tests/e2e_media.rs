@@ -516,3 +516,104 @@ fn record_calls_false_passes_sdp_byte_for_byte_and_opens_no_media_port() {
     );
     assert!(!rec_dir.exists(), "no recordings directory made");
 }
+
+#[test]
+fn a_call_silent_for_the_rtp_timeout_is_ended_with_a_bye_to_both_sides() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec_dir = dir.path().join("recordings");
+    let base = free_ports(8);
+    let uas_port = free_port();
+    let text = config(
+        uas_port,
+        true,
+        (base, base + 7),
+        &rec_dir.display().to_string(),
+    )
+    .replace("[media]\n", "[media]\nrtp_timeout_seconds = 2\n");
+    let st = Siptrack::start(&text);
+    let caller = RtpEndpoint::bind(free_port());
+    let callee = RtpEndpoint::bind(free_port());
+    let uas = Sipp::uas("uas_media.xml")
+        .port(uas_port)
+        .arg("-key")
+        .arg("rtp_port")
+        .arg(callee.port().to_string())
+        .pause_ms(500)
+        .spawn();
+    let uac = Sipp::uac("uac_media_timeout.xml", st.sip_addr())
+        .calls(1)
+        .arg("-key")
+        .arg("rtp_port")
+        .arg(caller.port().to_string())
+        .time_limit(Duration::from_secs(20))
+        .spawn();
+    let invite = wait_for(&uas, "INVITE at the UAS", |m| {
+        m.dir == Dir::Received && m.is_request("INVITE")
+    });
+    let ok = wait_for(&uac, "200 at the UAC", |m| {
+        m.dir == Dir::Received && m.is_response(200) && m.cseq_method().as_deref() == Some("INVITE")
+    });
+    let call_id = invite.call_id().expect("Call-ID");
+    // Half a second of media, then silence both ways.
+    let a = caller.send_tone(sdp_media_addr(body(&ok)).expect("SDP"), 440.0, 25, 1);
+    let b = callee.send_tone(sdp_media_addr(body(&invite)).expect("SDP"), 1000.0, 25, 2);
+    let (_, a_end) = a.join().expect("caller tone");
+    let (_, b_end) = b.join().expect("callee tone");
+    let silent_from = a_end.max(b_end);
+    let bye_at_uac = wait_for(&uac, "BYE at the UAC", |m| {
+        m.dir == Dir::Received && m.is_request("BYE")
+    });
+    let waited = silent_from.elapsed();
+    let uac_run = uac.wait();
+    let uas_run = uas.wait_at_most(Duration::from_secs(5));
+    assert_eq!(
+        uac_run.successful(),
+        1,
+        "{}\n{}",
+        uac_run.summary(),
+        uas_run.summary()
+    );
+    assert!(
+        uas_run
+            .messages
+            .iter()
+            .any(|m| m.dir == Dir::Received && m.is_request("BYE")),
+        "the callee got a BYE too\n{}",
+        uas_run.summary()
+    );
+    assert!(
+        waited >= Duration::from_millis(1900) && waited <= Duration::from_millis(4000),
+        "BYE {waited:?} after the last packet (timeout 2 s)"
+    );
+    assert!(
+        bye_at_uac.text.contains("Reason: SIP;cause=408"),
+        "{}",
+        bye_at_uac.text
+    );
+    let db = format!("{}.db", rec_dir.display());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let row: (String, String, String) = loop {
+        let r =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .ok()
+                .and_then(|c| {
+                    c.query_row(
+                        "SELECT status, hangup, recording FROM calls WHERE call_id = ?1",
+                        [&call_id],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .ok()
+                });
+        if let Some(r) = r {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no call record\n{}", st.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        (row.0.as_str(), row.1.as_str(), row.2.as_str()),
+        ("answered", "timeout", "recorded"),
+        "{}",
+        st.log()
+    );
+}
