@@ -27,6 +27,7 @@ pub struct Node {
     media: Option<Arc<Mutex<Anchor>>>,
     media_commands: Vec<Command>,
     records: Records,
+    max_call_ms: Millis,
 }
 
 impl Node {
@@ -40,6 +41,7 @@ impl Node {
             media: None,
             media_commands: Vec::new(),
             records: Records::default(),
+            max_call_ms: max_call_seconds * 1000,
         }
     }
 
@@ -107,6 +109,13 @@ impl Node {
         }
         for r in self.records.expire(now.mono_ms, false) {
             self.news.push(CallNews::Ended(r));
+        }
+        if let Some(m) = &self.media {
+            if let Ok(mut a) = m.lock() {
+                // A call record always ends by max_call_seconds; a minute
+                // on top, media state of calls that never had one goes too.
+                a.expire(now.mono_ms, self.max_call_ms + 60_000);
+            }
         }
         self.take_from_media();
     }

@@ -180,6 +180,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         PipelineOptions {
             journal: Some(journal),
             health: storage_health.clone(),
+            partial_recordings: media.partial.clone(),
         },
     ));
     if config.leads.crm.sends_anything() {
@@ -467,6 +468,8 @@ fn flush(
 struct Media {
     anchor: Arc<Mutex<Anchor>>,
     relay: Option<RelayHandle>,
+    /// File names of the recordings repaired at start (partial).
+    partial: std::collections::HashSet<String>,
 }
 
 /// Starts the recording writer and the relay (repairing what a crash left
@@ -489,6 +492,7 @@ fn start_media(
         return Ok(Media {
             anchor: Arc::new(Mutex::new(anchor)),
             relay: None,
+            partial: Default::default(),
         });
     }
     if let Err(e) = std::fs::create_dir_all(&m.recordings_dir) {
@@ -498,6 +502,9 @@ fn start_media(
     let repaired = writer::repair_dir(&m.recordings_dir);
     for p in &repaired.partial {
         tracing::warn!(file = %p.display(), "recording left unfinished by a crash: finalised as partial");
+    }
+    for p in &repaired.removed {
+        tracing::warn!(file = %p.display(), "recording left by a crash before its header: removed");
     }
     for (p, e) in &repaired.failed {
         tracing::error!(file = %p.display(), error = %e, "recording left by a crash could not be repaired");
@@ -533,6 +540,11 @@ fn start_media(
     Ok(Media {
         anchor: Arc::new(Mutex::new(Anchor::new(settings, Box::new(ports)))),
         relay: Some(relay),
+        partial: repaired
+            .partial
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect(),
     })
 }
 

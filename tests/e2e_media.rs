@@ -19,7 +19,10 @@ const PACKETS: u32 = 125;
 
 fn config(uas_port: u16, record: bool, ports: (u16, u16), dir: &str) -> String {
     format!(
-        r#"[sip]
+        r#"[storage]
+url = "sqlite:{dir}.db"
+
+[sip]
 listen = ["udp:127.0.0.1:{{SIP_PORT}}"]
 trusted_sources = ["127.0.0.0/8"]
 route_secret = "e2e-media"
@@ -43,6 +46,37 @@ listen = "127.0.0.1:{{HTTP_PORT}}"
         min = ports.0,
         max = ports.1,
     )
+}
+
+/// (recording, recording_reason, dtmf) of a call, from the database
+/// (next to the recordings directory, see [`config`]).
+fn recording_of(dir: &std::path::Path, call_id: &str) -> Option<(String, String, String)> {
+    let db = rusqlite::Connection::open_with_flags(
+        format!("{}.db", dir.display()),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .ok()?;
+    db.query_row(
+        "SELECT recording, recording_reason, dtmf FROM calls WHERE call_id = ?1",
+        [call_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .ok()
+}
+
+/// Polls [`recording_of`] for at most 10 s.
+fn wait_recording(dir: &std::path::Path, call_id: &str) -> (String, String, String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(r) = recording_of(dir, call_id) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "call {call_id} not recorded within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn body(m: &SipTrace) -> &str {
@@ -287,6 +321,89 @@ fn a_call_is_relayed_both_ways_and_recorded_left_caller_right_callee() {
         );
     }
     assert!(st.log().contains("recording finished"), "{}", st.log());
+    // The call record says so.
+    let (state, reason, _) = wait_recording(&rec_dir, &call_id);
+    assert_eq!((state.as_str(), reason.as_str()), ("recorded", ""));
+}
+
+#[test]
+fn kill_9_mid_call_leaves_a_file_that_is_finalised_as_partial_at_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec_dir = dir.path().join("recordings");
+    let base = free_ports(8);
+    let uas_port = free_port();
+    let text = config(
+        uas_port,
+        true,
+        (base, base + 7),
+        &rec_dir.display().to_string(),
+    );
+    let mut st = Siptrack::start(&text);
+    let caller = RtpEndpoint::bind(free_port());
+    let callee = RtpEndpoint::bind(free_port());
+    let uas = Sipp::uas("uas_media.xml")
+        .port(uas_port)
+        .arg("-key")
+        .arg("rtp_port")
+        .arg(callee.port().to_string())
+        .pause_ms(500)
+        .spawn();
+    let uac = Sipp::uac("uac_media.xml", st.sip_addr())
+        .calls(1)
+        .arg("-key")
+        .arg("rtp_port")
+        .arg(caller.port().to_string())
+        .pause_ms(20_000)
+        .spawn();
+    let invite = wait_for(&uas, "INVITE at the UAS", |m| {
+        m.dir == Dir::Received && m.is_request("INVITE")
+    });
+    let ok = wait_for(&uac, "200 at the UAC", |m| {
+        m.dir == Dir::Received && m.is_response(200) && m.cseq_method().as_deref() == Some("INVITE")
+    });
+    let call_id = invite.call_id().expect("Call-ID");
+    let a = caller.send_tone(sdp_media_addr(body(&ok)).expect("SDP"), 440.0, 75, 1);
+    let b = callee.send_tone(sdp_media_addr(body(&invite)).expect("SDP"), 1000.0, 75, 2);
+    a.join().expect("caller tone");
+    b.join().expect("callee tone");
+    // The writer flushes its 32 KB buffer as it fills: 1.5 s of stereo
+    // is 48 KB, so some audio is on disk when the process dies.
+    std::thread::sleep(Duration::from_millis(200));
+    st.kill9();
+    let file = rec_dir.join(siptrack::media::link::file_name(call_id.as_bytes()));
+    let bytes = std::fs::read(&file).expect("the WAV of the call in progress");
+    assert!(
+        siptrack::media::wav::samples(&bytes).is_none(),
+        "a file cut by kill -9 does not claim to be complete"
+    );
+    assert!(bytes.len() > 44, "audio was written during the call");
+    drop(uac);
+    drop(uas);
+
+    let st = Siptrack::start(&text);
+    let fixed = std::fs::read(&file).expect("the WAV after restart");
+    let pcm = siptrack::media::wav::samples(&fixed).expect("finalised at start");
+    assert_eq!(pcm.len() * 2 + 44, fixed.len());
+    let left: Vec<f64> = pcm.iter().step_by(2).map(|&s| f64::from(s)).collect();
+    assert!(
+        goertzel(&left, 440.0) > 100.0 * goertzel(&left, 1000.0),
+        "what was written is kept"
+    );
+    assert!(st.log().contains("finalised as partial"), "{}", st.log());
+    let m = metrics_when(&st, |m| {
+        m.contains("siptrack_recordings_repaired_total 1\n")
+    });
+    assert_eq!(metric(&m, "siptrack_recordings_repaired_total "), 1, "{m}");
+    // The interrupted call's record says partial.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = recording_of(&rec_dir, &call_id);
+        if r.as_ref().is_some_and(|r| r.0 == "partial") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{r:?}\n{}", st.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The lines of a message without the headers the proxy adds or edits
@@ -398,4 +515,105 @@ fn record_calls_false_passes_sdp_byte_for_byte_and_opens_no_media_port() {
         "{m}"
     );
     assert!(!rec_dir.exists(), "no recordings directory made");
+}
+
+#[test]
+fn a_call_silent_for_the_rtp_timeout_is_ended_with_a_bye_to_both_sides() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec_dir = dir.path().join("recordings");
+    let base = free_ports(8);
+    let uas_port = free_port();
+    let text = config(
+        uas_port,
+        true,
+        (base, base + 7),
+        &rec_dir.display().to_string(),
+    )
+    .replace("[media]\n", "[media]\nrtp_timeout_seconds = 2\n");
+    let st = Siptrack::start(&text);
+    let caller = RtpEndpoint::bind(free_port());
+    let callee = RtpEndpoint::bind(free_port());
+    let uas = Sipp::uas("uas_media.xml")
+        .port(uas_port)
+        .arg("-key")
+        .arg("rtp_port")
+        .arg(callee.port().to_string())
+        .pause_ms(500)
+        .spawn();
+    let uac = Sipp::uac("uac_media_timeout.xml", st.sip_addr())
+        .calls(1)
+        .arg("-key")
+        .arg("rtp_port")
+        .arg(caller.port().to_string())
+        .time_limit(Duration::from_secs(20))
+        .spawn();
+    let invite = wait_for(&uas, "INVITE at the UAS", |m| {
+        m.dir == Dir::Received && m.is_request("INVITE")
+    });
+    let ok = wait_for(&uac, "200 at the UAC", |m| {
+        m.dir == Dir::Received && m.is_response(200) && m.cseq_method().as_deref() == Some("INVITE")
+    });
+    let call_id = invite.call_id().expect("Call-ID");
+    // Half a second of media, then silence both ways.
+    let a = caller.send_tone(sdp_media_addr(body(&ok)).expect("SDP"), 440.0, 25, 1);
+    let b = callee.send_tone(sdp_media_addr(body(&invite)).expect("SDP"), 1000.0, 25, 2);
+    let (_, a_end) = a.join().expect("caller tone");
+    let (_, b_end) = b.join().expect("callee tone");
+    let silent_from = a_end.max(b_end);
+    let bye_at_uac = wait_for(&uac, "BYE at the UAC", |m| {
+        m.dir == Dir::Received && m.is_request("BYE")
+    });
+    let waited = silent_from.elapsed();
+    let uac_run = uac.wait();
+    let uas_run = uas.wait_at_most(Duration::from_secs(5));
+    assert_eq!(
+        uac_run.successful(),
+        1,
+        "{}\n{}",
+        uac_run.summary(),
+        uas_run.summary()
+    );
+    assert!(
+        uas_run
+            .messages
+            .iter()
+            .any(|m| m.dir == Dir::Received && m.is_request("BYE")),
+        "the callee got a BYE too\n{}",
+        uas_run.summary()
+    );
+    assert!(
+        waited >= Duration::from_millis(1900) && waited <= Duration::from_millis(4000),
+        "BYE {waited:?} after the last packet (timeout 2 s)"
+    );
+    assert!(
+        bye_at_uac.text.contains("Reason: SIP;cause=408"),
+        "{}",
+        bye_at_uac.text
+    );
+    let db = format!("{}.db", rec_dir.display());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let row: (String, String, String) = loop {
+        let r =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .ok()
+                .and_then(|c| {
+                    c.query_row(
+                        "SELECT status, hangup, recording FROM calls WHERE call_id = ?1",
+                        [&call_id],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .ok()
+                });
+        if let Some(r) = r {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no call record\n{}", st.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        (row.0.as_str(), row.1.as_str(), row.2.as_str()),
+        ("answered", "timeout", "recorded"),
+        "{}",
+        st.log()
+    );
 }

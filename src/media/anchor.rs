@@ -116,6 +116,7 @@ struct Call {
     decided: bool,
     answered: bool,
     recording: RecState,
+    started: Millis,
 }
 
 /// Where a call's recording stands when the call ends.
@@ -240,6 +241,22 @@ impl Anchor {
         Some(c.recording)
     }
 
+    /// Closes calls older than `max_age_ms` that nobody closed: an INVITE
+    /// the core refused after routing (too large, no listener) never
+    /// becomes a call record, and its ports must not stay bound.
+    pub fn expire(&mut self, now: Millis, max_age_ms: Millis) -> usize {
+        let old: Vec<Bytes> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| now.saturating_sub(c.started) > max_age_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &old {
+            self.close(k, now);
+        }
+        old.len()
+    }
+
     fn not_recorded(&mut self, call_id: &[u8], reason: NoRecording) {
         if let Some(c) = self.calls.get_mut(call_id) {
             c.recording = RecState::NotRecorded(reason.clone());
@@ -283,6 +300,7 @@ impl Anchor {
                     decided: false,
                     answered: false,
                     recording: RecState::Undecided,
+                    started: now,
                 },
             );
         }

@@ -316,3 +316,19 @@ fn what_is_not_recorded_and_why() {
     invite(&mut an, Some(CALLER_SDP), true);
     assert_eq!(an.stats.unrecorded_no_ports, 1);
 }
+
+#[test]
+fn calls_nobody_closed_expire() {
+    let mut an = anchor(true, 2);
+    invite(&mut an, Some(CALLER_SDP), true);
+    an.take_commands().for_each(drop);
+    assert_eq!(an.expire(1_000, 1_000), 0);
+    assert_eq!(an.expire(1_001, 1_000), 1);
+    assert_eq!(
+        an.take_commands().collect::<Vec<_>>(),
+        [Command::Close { session: 1 }]
+    );
+    // Its ports are free again.
+    let fwd = invite(&mut an, Some(CALLER_SDP), true);
+    assert!(body(&fwd).contains("m=audio 30002 "), "{fwd}");
+}

@@ -201,6 +201,8 @@ pub struct Repaired {
     /// Files a crash left unfinished, now finalised from their length
     /// (partial recordings).
     pub partial: Vec<PathBuf>,
+    /// Files that died before their header was written: removed.
+    pub removed: Vec<PathBuf>,
     /// Files that could not be read or repaired, with the reason.
     pub failed: Vec<(PathBuf, String)>,
 }
@@ -231,7 +233,7 @@ pub fn repair_dir(dir: &Path) -> Repaired {
         if len < wav::HEADER_LEN {
             // Died before even the header was written: nothing to keep.
             if std::fs::remove_file(&path).is_ok() {
-                out.partial.push(path);
+                out.removed.push(path);
             }
             continue;
         }
@@ -331,7 +333,8 @@ mod tests {
         std::fs::write(p("empty.wav"), b"RIFF").expect("write");
         std::fs::write(p("notes.txt"), b"not a recording").expect("write");
         let r = repair_dir(dir.path());
-        assert_eq!(r.partial, [p("crashed.wav"), p("empty.wav")]);
+        assert_eq!(r.partial, [p("crashed.wav")]);
+        assert_eq!(r.removed, [p("empty.wav")]);
         assert!(r.failed.is_empty(), "{:?}", r.failed);
         let fixed = std::fs::read(p("crashed.wav")).expect("read");
         assert_eq!(wav::samples(&fixed).map(|s| s.len()), Some(2000));
