@@ -703,11 +703,11 @@ fn check_relayed(d: &Done, rig: &Rig) {
     }
 }
 
-/// A call record's recording: (state, reason) as the calls API shows it.
+/// A call record's recording: (state, reason) as the calls API shows it
+/// (`recording`: recorded, partial, not_recorded; `recording_reason`).
 fn recording_of(call: &serde_json::Value) -> (String, String) {
-    let r = &call["recording"];
     let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
-    (s(&r["state"]), s(&r["reason"]))
+    (s(&call["recording"]), s(&call["recording_reason"]))
 }
 
 fn one_recorded_call(plan: Plan) -> (Rig, Done, Wav) {
