@@ -1372,6 +1372,32 @@ fn recording_links_play_with_ranges_and_refuse_tampering() {
     let other = link.replacen("/recordings/", "/recordings/x", 1);
     let (status, _, _) = http_get(rig.p.api(), &other, &[]);
     assert_eq!(status, 403, "a signature for another Call-ID");
+    // Signed with the database's key: expired → 403, no such recording → 404.
+    let key: String = rusqlite::Connection::open(rig.p.dir().join("siptrack.db"))
+        .and_then(|db| {
+            db.query_row(
+                "SELECT value FROM meta WHERE key = 'recording_link_key'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .expect("the recording link key");
+    let call_id = calls[0]["id"].as_str().expect("Call-ID").to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let signed =
+        |id: &str, exp: u64| siptrack::media::link::link_path(key.as_bytes(), id.as_bytes(), exp);
+    let (status, _, _) = http_get(rig.p.api(), &signed(&call_id, now - 1), &[]);
+    assert_eq!(status, 403, "expired a second ago");
+    let (status, _, _) = http_get(rig.p.api(), &signed(&call_id, now + 60), &[]);
+    assert_eq!(status, 200, "a fresh link signed the same way plays");
+    let (status, _, _) = http_get(rig.p.api(), &signed("no-such-call@x", now + 60), &[]);
+    assert_eq!(
+        status, 404,
+        "a valid signature for a call without a recording"
+    );
     // The bearer token is not needed (recording_links_require_auth = false).
     let (status, _, _) = http_get(
         rig.p.api(),
