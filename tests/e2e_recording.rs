@@ -204,15 +204,17 @@ fn harness_rtp_endpoint_streams_pauses_and_counts_by_source() {
     a.pause();
     std::thread::sleep(Duration::from_millis(300));
     a.send_to(b.local());
+    a.press('#', 5);
     std::thread::sleep(Duration::from_millis(500));
     a.stop();
     std::thread::sleep(Duration::from_millis(100));
     let s = a.sent();
-    // 1.8 s = 90 slots: ~15 paused, 1 in 20 of the rest skipped.
+    // 1.8 s = 90 slots: ~15 paused, 5 a key press, 1 in 20 of the rest skipped.
     assert!(
-        (85..=92).contains(&(s.packets + s.skipped + s.paused)),
+        (85..=92).contains(&(s.packets + s.skipped + s.paused + s.dtmf_slots)),
         "{s:?}"
     );
+    assert_eq!(s.dtmf_slots, 5, "{s:?}");
     assert!((12..=17).contains(&s.paused), "{s:?}");
     // One slot in 20 is skipped; some of those fell in the pause.
     let meant = s.packets + s.skipped;
@@ -221,11 +223,14 @@ fn harness_rtp_endpoint_streams_pauses_and_counts_by_source() {
     assert_eq!(got.len(), 1, "{got:?}");
     let ((from, ssrc), flow) = got.iter().next().unwrap();
     assert_eq!((*from, *ssrc), (a.local(), a.spec().ssrc));
-    assert_eq!(flow.packets, s.packets);
+    // The press: 4 event packets, then the end packet three times.
+    assert_eq!(flow.packets, s.packets + 4 + 3);
     assert_eq!(
         flow.payload_types.iter().copied().collect::<Vec<_>>(),
-        vec![0]
+        vec![0, TELEPHONE_EVENT]
     );
+    assert_eq!(event_code('#'), Some(11));
+    assert_eq!(telephone_event(11, true, 800), [11, 0x8A, 0x03, 0x20]);
     // An intruder elsewhere on loopback is told apart by its source.
     let c = RtpEndpoint::bind_ip(
         Ipv4Addr::new(127, 0, 0, 3),
@@ -291,16 +296,17 @@ impl Done {
 /// itself) to a SIPp callee on `uas_port`, the endpoints streaming as the
 /// scenarios log.
 fn run_plan(plan: &Plan, target: SocketAddr, uas_port: u16) -> Done {
-    run_plan_with(plan, target, uas_port, |_| {})
+    run_plan_with(plan, target, uas_port, |_, _, _| {})
 }
 
-/// As [`run_plan`], calling `during` once both SIPps are running (the
-/// conductor's events say how far the calls are).
+/// As [`run_plan`], calling `during` once both SIPps are running with the
+/// conductor (its events say how far the calls are), the callers' and the
+/// callees' endpoints.
 fn run_plan_with(
     plan: &Plan,
     target: SocketAddr,
     uas_port: u16,
-    during: impl FnOnce(&Conductor),
+    during: impl FnOnce(&Conductor, &[Arc<RtpEndpoint>], &[Arc<RtpEndpoint>]),
 ) -> Done {
     let dir = tempfile::tempdir().expect("temp dir");
     let n = plan.calls as usize;
@@ -356,7 +362,7 @@ fn run_plan_with(
         .pause_ms(plan.talk_ms)
         .time_limit(limit)
         .spawn();
-    during(&conductor);
+    during(&conductor, &callers, &callees);
     let uac = uac.wait();
     let uas = uas.wait_at_most(Duration::from_secs(10));
     // The last packets in flight.
@@ -854,7 +860,7 @@ fn rtp_from_a_third_address_is_dropped_and_counted() {
     plan.talk_ms = 3000;
     let before = rig.metric(DROPPED);
     let mut targets = Vec::new();
-    let d = run_plan_with(&plan, rig.p.sip_addr(), rig.uas_port, |c| {
+    let d = run_plan_with(&plan, rig.p.sip_addr(), rig.uas_port, |c, _, _| {
         targets = relay_addresses(c);
         // Both phones are latched by now; then 25 packets to each relay port.
         std::thread::sleep(Duration::from_millis(500));
@@ -1095,7 +1101,7 @@ fn kill_9_mid_recording_leaves_no_wav_claiming_to_be_complete() {
     let mut plan = Plan::new("uac_record.xml", "uas_record.xml");
     plan.talk_ms = 6000;
     let target = p.sip_addr();
-    let d = run_plan_with(&plan, target, uas_port, |c| {
+    let d = run_plan_with(&plan, target, uas_port, |c, _, _| {
         relay_addresses(c);
         // 3 s into the call the recording holds about 3 s.
         std::thread::sleep(Duration::from_millis(3000));
@@ -1198,7 +1204,7 @@ fn record_calls_false_passes_sdp_and_media_untouched_and_opens_no_port() {
     let mut plan = Plan::new("uac_record.xml", "uas_record.xml");
     plan.talk_ms = 2000;
     let mut held = Vec::new();
-    let d = run_plan_with(&plan, p.sip_addr(), uas_port, |c| {
+    let d = run_plan_with(&plan, p.sip_addr(), uas_port, |c, _, _| {
         relay_addresses(c);
         std::thread::sleep(Duration::from_millis(500));
         held = held_ports(ports);
@@ -1468,4 +1474,72 @@ fn recording_links_need_the_token_when_configured_and_reach_the_call_end_webhook
         &[("Authorization", &bearer)],
     );
     assert_eq!(status, 403, "the token does not make a bad signature good");
+}
+
+#[test]
+fn key_presses_are_listed_in_the_call_record_not_written_as_audio() {
+    let rig = Rig::start(8, "");
+    let mut plan = Plan::new("uac_record.xml", "uas_record.xml");
+    plan.talk_ms = 3000;
+    let d = run_plan_with(
+        &plan,
+        rig.p.sip_addr(),
+        rig.uas_port,
+        |c, callers, callees| {
+            relay_addresses(c);
+            std::thread::sleep(Duration::from_millis(800));
+            // The caller presses 5 for 200 ms, later the callee # for 100 ms.
+            callers[0].press('5', 10);
+            std::thread::sleep(Duration::from_millis(800));
+            callees[0].press('#', 5);
+        },
+    );
+    let ctx = d.context();
+    assert_eq!((d.uac.successful(), d.uas.successful()), (1, 1), "{ctx}");
+    assert_eq!(
+        (
+            d.callers[0].sent().dtmf_slots,
+            d.callees[0].sent().dtmf_slots
+        ),
+        (10, 5),
+        "{ctx}"
+    );
+    check_relayed(&d, &rig);
+    let (_, wav) = rig.recordings(1).pop().expect("recording");
+    // The presses are holes in the audio, not sound: 200 ms on the left,
+    // 100 ms on the right, and each tone audible as long as it was sent.
+    check_recording(&d, &wav, uac_time_from(&d.uac, 200));
+    let (l, r) = (
+        longest_gap(wav.channel(0), AMPLITUDE),
+        longest_gap(wav.channel(1), AMPLITUDE),
+    );
+    assert!((0.18..=0.23).contains(&l), "left hole {l} s\n{ctx}");
+    assert!((0.08..=0.13).contains(&r), "right hole {r} s\n{ctx}");
+    let calls = rig.p.wait_for("calls", 1, TOKEN);
+    let dtmf = calls[0]["dtmf"].as_array().cloned().unwrap_or_default();
+    let pressed: Vec<(String, String)> = dtmf
+        .iter()
+        .map(|p| {
+            let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+            (s("side"), s("digit"))
+        })
+        .collect();
+    assert_eq!(
+        pressed,
+        vec![
+            ("caller".to_string(), "5".to_string()),
+            ("callee".to_string(), "#".to_string())
+        ],
+        "{calls:#?}"
+    );
+    for (p, ms) in dtmf.iter().zip([200u64, 100]) {
+        let got = p["duration_ms"].as_u64().unwrap_or(0);
+        assert!(got.abs_diff(ms) <= 20, "{p}: {ms} ms pressed");
+    }
+    // In call order: the caller's press 0.8 s (and a slot) before the callee's.
+    let at = |i: usize| dtmf[i]["at_ms"].as_u64().unwrap_or(0);
+    assert!(
+        (750..=950).contains(&at(1).saturating_sub(at(0))),
+        "{dtmf:?}"
+    );
 }

@@ -242,6 +242,8 @@ pub struct Sent {
     pub skipped: u64,
     /// Packet slots that passed while not sending (hold).
     pub paused: u64,
+    /// Packet slots that carried a key press (RFC 4733) instead of audio.
+    pub dtmf_slots: u64,
     pub first: Option<Instant>,
     pub last: Option<Instant>,
     /// Sequence numbers of the packets put on the wire.
@@ -271,6 +273,28 @@ struct Control {
     sending: bool,
     stopped: bool,
     started: bool,
+    /// A key press to send next: (RFC 4733 event, packets it lasts).
+    press: Option<(u8, u32)>,
+}
+
+/// RFC 4733 telephone-event payload type the scenarios offer.
+pub const TELEPHONE_EVENT: u8 = 101;
+
+/// RFC 4733 event code of a key: `0`–`9` 0–9, `*` 10, `#` 11, `A`–`D` 12–15.
+pub fn event_code(digit: char) -> Option<u8> {
+    match digit {
+        '0'..='9' => Some(digit as u8 - b'0'),
+        '*' => Some(10),
+        '#' => Some(11),
+        'A'..='D' => Some(digit as u8 - b'A' + 12),
+        _ => None,
+    }
+}
+
+/// An RFC 4733 payload: event, end bit, volume 10, duration in samples.
+pub fn telephone_event(event: u8, end: bool, duration: u16) -> [u8; 4] {
+    let d = duration.to_be_bytes();
+    [event, if end { 0x80 } else { 0 } | 10, d[0], d[1]]
 }
 
 /// A UDP socket on loopback that sends one tone stream in 20 ms packets
@@ -365,6 +389,14 @@ impl RtpEndpoint {
             let tx = std::thread::spawn(move || send(&sock, spec, &control, &sent, &down));
             lock(&self.threads).push(tx);
         }
+    }
+
+    /// Presses `digit` for `packets` × 20 ms: from the next slot on, the
+    /// stream carries RFC 4733 events instead of audio (the last one with
+    /// the end bit, sent three times), then audio again.
+    pub fn press(&self, digit: char, packets: u32) {
+        let code = event_code(digit).unwrap_or_else(|| panic!("not a key: {digit:?}"));
+        lock(&self.control).press = Some((code, packets.max(1)));
     }
 
     /// Stops sending for now (held); the timestamps run on.
@@ -500,6 +532,8 @@ fn send(
     let start = Instant::now();
     let mut seq = spec.seq0;
     let mut first = true;
+    // A key press in progress: (event, packets, sent so far, timestamp).
+    let mut pressing: Option<(u8, u32, u32, u32)> = None;
     for n in 0u64.. {
         let due = start + PTIME * n as u32;
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -508,9 +542,14 @@ fn send(
         if down.load(Ordering::Relaxed) {
             return;
         }
-        let (dest, sending, stopped) = {
-            let c = lock(control);
-            (c.dest, c.sending, c.stopped)
+        let (dest, sending, stopped, press) = {
+            let mut c = lock(control);
+            let press = if c.sending && pressing.is_none() {
+                c.press.take()
+            } else {
+                None
+            };
+            (c.dest, c.sending, c.stopped, press)
         };
         if stopped {
             return;
@@ -519,6 +558,23 @@ fn send(
             lock(sent).paused += 1;
             continue;
         };
+        if let Some((event, packets)) = press {
+            // The event's timestamp is its first slot's, for all its packets.
+            pressing = Some((event, packets, 0, spec.ts0.wrapping_add((n * 160) as u32)));
+        }
+        if let Some((event, packets, done, ts)) = pressing {
+            let done = done + 1;
+            let end = done == packets;
+            let payload = telephone_event(event, end, (done * 160) as u16);
+            for _ in 0..if end { 3 } else { 1 } {
+                let p = rtp_packet(TELEPHONE_EVENT, done == 1, seq, ts, spec.ssrc, &payload);
+                seq = seq.wrapping_add(1);
+                let _ = sock.send_to(&p, dest);
+            }
+            lock(sent).dtmf_slots += 1;
+            pressing = (!end).then_some((event, packets, done, ts));
+            continue;
+        }
         let this_seq = seq;
         seq = seq.wrapping_add(1);
         if spec.loss.skips(n) {
