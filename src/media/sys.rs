@@ -114,59 +114,65 @@ impl Drop for Waker {
 /// Largest datagram kept; RTP over UDP stays far below (a longer one is cut).
 pub const DATAGRAM: usize = 2048;
 
-/// Buffers for one `recvmmsg` of up to `n` datagrams.
+/// Buffers for one `recvmmsg` of up to `n` datagrams, set up once: the
+/// headers point into the buffers' heap storage, which never moves (the
+/// vectors are never resized), so a receive allocates nothing.
 pub struct RecvBatch {
     bufs: Vec<[u8; DATAGRAM]>,
     names: Vec<libc::sockaddr_storage>,
-    lens: Vec<usize>,
-    name_lens: Vec<libc::socklen_t>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    got: usize,
 }
 
 impl RecvBatch {
     pub fn new(n: usize) -> RecvBatch {
-        RecvBatch {
+        let mut b = RecvBatch {
             bufs: vec![[0; DATAGRAM]; n],
             // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
             names: vec![unsafe { std::mem::zeroed() }; n],
-            lens: vec![0; n],
-            name_lens: vec![0; n],
+            iovs: Vec::with_capacity(n),
+            hdrs: Vec::with_capacity(n),
+            got: 0,
+        };
+        for buf in &mut b.bufs {
+            b.iovs.push(libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: DATAGRAM,
+            });
         }
+        for i in 0..n {
+            // SAFETY: msghdr is plain old data; fields set below.
+            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+            h.msg_name = (&mut b.names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_iov = &mut b.iovs[i];
+            h.msg_iovlen = 1;
+            b.hdrs.push(libc::mmsghdr {
+                msg_hdr: h,
+                msg_len: 0,
+            });
+        }
+        b
     }
 
     /// Receives what is queued on `fd` (non-blocking), up to the batch
     /// size; 0 when nothing was.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        let n = self.bufs.len();
-        let mut iovs: Vec<libc::iovec> = self
-            .bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: DATAGRAM,
-            })
-            .collect();
-        let mut hdrs: Vec<libc::mmsghdr> = (0..n)
-            .map(|i| {
-                // SAFETY: msghdr is plain old data; fields set below.
-                let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-                h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-                h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                h.msg_iov = &mut iovs[i];
-                h.msg_iovlen = 1;
-                libc::mmsghdr {
-                    msg_hdr: h,
-                    msg_len: 0,
-                }
-            })
-            .collect();
-        // SAFETY: every pointer in `hdrs` points into `self.bufs`,
-        // `self.names` and `iovs`, all alive and unmoved for the call; the
-        // kernel writes at most `n` headers, each within its lengths.
+        self.got = 0;
+        for h in &mut self.hdrs {
+            h.msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_len = 0;
+        }
+        // SAFETY: every pointer in `hdrs` points into the heap storage of
+        // `bufs`, `names` and `iovs`, which lives as long as `self` and is
+        // never reallocated; the kernel writes at most `hdrs.len()`
+        // headers, each within the lengths they give.
         let r = unsafe {
             libc::recvmmsg(
                 fd,
-                hdrs.as_mut_ptr(),
-                n as libc::c_uint,
+                self.hdrs.as_mut_ptr(),
+                self.hdrs.len() as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
@@ -178,18 +184,19 @@ impl RecvBatch {
                 _ => Err(e),
             };
         }
-        let got = r as usize;
-        for (i, h) in hdrs.iter().take(got).enumerate() {
-            self.lens[i] = (h.msg_len as usize).min(DATAGRAM);
-            self.name_lens[i] = h.msg_hdr.msg_namelen;
-        }
-        Ok(got)
+        self.got = r as usize;
+        Ok(self.got)
     }
 
     /// Datagram `i` of the last `recv` and its source.
     pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
-        let src = to_socket_addr(self.names.get(i)?, *self.name_lens.get(i)?)?;
-        Some((&self.bufs.get(i)?[..*self.lens.get(i)?], src))
+        if i >= self.got {
+            return None;
+        }
+        let h = self.hdrs.get(i)?;
+        let src = to_socket_addr(self.names.get(i)?, h.msg_hdr.msg_namelen)?;
+        let len = (h.msg_len as usize).min(DATAGRAM);
+        Some((&self.bufs.get(i)?[..len], src))
     }
 }
 
