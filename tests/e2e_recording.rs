@@ -256,6 +256,8 @@ struct Plan {
     callee_loss: Loss,
     talk_ms: u64,
     calls: u32,
+    /// SIPp's bound on the whole run (None: three talk times and 20 s).
+    limit: Option<Duration>,
 }
 
 impl Plan {
@@ -268,6 +270,7 @@ impl Plan {
             callee_loss: Loss::None,
             talk_ms: 3000,
             calls: 1,
+            limit: None,
         }
     }
 }
@@ -347,7 +350,9 @@ fn run_plan_with(
             .arg("-log_file")
             .arg(log.to_string_lossy())
     };
-    let limit = Duration::from_millis(plan.talk_ms * 3 + 20_000);
+    let limit = plan
+        .limit
+        .unwrap_or(Duration::from_millis(plan.talk_ms * 3 + 20_000));
     let uas = media_args(Sipp::uas(plan.uas), &uas_inf, &uas_log)
         .port(uas_port)
         .calls(plan.calls)
@@ -1096,10 +1101,19 @@ fn kill_9_mid_recording_leaves_no_wav_claiming_to_be_complete() {
     let recordings = dir.path().join("recordings");
     let uas_port = free_port();
     let ports = relay_range(8);
-    let cfg = config(uas_port, ports, &recordings, "");
+    // The database outside siptrack's own directory: the restart is a
+    // new process with a new one.
+    let db = dir.path().join("siptrack.db");
+    let cfg = config(uas_port, ports, &recordings, "").replace(
+        "url = \"sqlite:siptrack.db\"",
+        &format!("url = \"sqlite:{}\"", db.display()),
+    );
+    assert!(cfg.contains(&db.display().to_string()));
     let mut p = Siptrack::start(&cfg);
     let mut plan = Plan::new("uac_record.xml", "uas_record.xml");
     plan.talk_ms = 6000;
+    // Its BYE goes unanswered: stop waiting for it soon after.
+    plan.limit = Some(Duration::from_secs(12));
     let target = p.sip_addr();
     let d = run_plan_with(&plan, target, uas_port, |c, _, _| {
         relay_addresses(c);
@@ -1160,6 +1174,10 @@ fn kill_9_mid_recording_leaves_no_wav_claiming_to_be_complete() {
             "{l:?}"
         );
     }
+    // The interrupted call's record says what it has: a partial recording.
+    let calls = p.wait_for("calls", 1, TOKEN);
+    assert_eq!(calls[0]["status"], "interrupted", "{calls:#?}");
+    assert_eq!(recording_of(&calls[0]).0, "partial", "{calls:#?}");
 }
 
 /// Header lines of a traced message without the ones a proxy may change
