@@ -183,6 +183,7 @@ fn serve(rt: &tokio::runtime::Runtime, store: Store) -> (SocketAddr, String) {
             hooks: config.crm.status_hooks.clone(),
             transport: None,
         }),
+        media: Arc::default(),
     };
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

@@ -234,6 +234,7 @@ fn latency(rt: &tokio::runtime::Runtime, store: &Store, sink: &Arc<Sink>, port: 
         siptrack::leads::pipeline::PipelineOptions {
             journal: None,
             health: Default::default(),
+            partial_recordings: Default::default(),
         },
     ));
     let mut sent: HashMap<String, Instant> = HashMap::new();

@@ -68,6 +68,9 @@ pub enum CallEvent {
         at: Millis,
         from_tag: Bytes,
     },
+    /// siptrack ended the call itself: no media either way for
+    /// `media.rtp_timeout_seconds`.
+    TimedOut { call_id: Bytes, at: Millis },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -124,7 +127,8 @@ impl CallStatus {
 pub enum Party {
     Caller,
     Callee,
-    /// Nobody: siptrack closed it after `max_call_seconds`.
+    /// Nobody: siptrack closed it after `max_call_seconds`, or ended it
+    /// after `media.rtp_timeout_seconds` without media.
     Timeout,
     /// siptrack stopped (SIGTERM) while the call was up and nobody hung
     /// up within the drain time: recorded as it stood at that moment.
@@ -348,6 +352,15 @@ impl CallTracker {
                 };
                 Some(self.close(&call_id, c, at, status, Some(by)))
             }
+            CallEvent::TimedOut { call_id, at } => {
+                let c = self.open.remove(&call_id)?;
+                let status = if c.answer_at.is_some() {
+                    CallStatus::Answered
+                } else {
+                    CallStatus::Missed
+                };
+                Some(self.close(&call_id, c, at, status, Some(Party::Timeout)))
+            }
         }
     }
 
@@ -478,6 +491,35 @@ mod tests {
             assert_eq!(r.duration, 6, "5.5 s rounds to 6");
             assert_eq!(r.info.dialed, "74951111111");
             assert_eq!(t.open_calls(), 0);
+        }
+    }
+
+    #[test]
+    fn media_timeout_ends_the_call_as_timeout() {
+        // (answered before the timeout?, status)
+        for (answered, status) in [(true, CallStatus::Answered), (false, CallStatus::Missed)] {
+            let mut t = CallTracker::new(0, 3600);
+            t.on_event(started("c1", 0));
+            if answered {
+                t.on_event(CallEvent::Answered {
+                    call_id: b("c1"),
+                    at: 1_000,
+                });
+            }
+            let r = t
+                .on_event(CallEvent::TimedOut {
+                    call_id: b("c1"),
+                    at: 61_000,
+                })
+                .expect("record");
+            assert_eq!((r.status, r.hangup), (status, Some(Party::Timeout)));
+            assert_eq!(r.duration, if answered { 60 } else { 0 });
+            assert!(t
+                .on_event(CallEvent::TimedOut {
+                    call_id: b("c1"),
+                    at: 62_000
+                })
+                .is_none());
         }
     }
 

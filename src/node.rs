@@ -5,18 +5,29 @@
 //! capture and a virtual clock; everything between is this one piece of
 //! code, so the two cannot drift apart.
 
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
 
-use crate::calls::{CallEvent, CallTracker, Party};
+use crate::calls::{CallEvent, CallRecord, CallTracker, Party};
 use crate::clock::Now;
 use crate::crm::outbox::CallStart;
 use crate::leads::pipeline::CallNews;
+use crate::media::anchor::{Anchor, Command};
+use crate::media::records::{Finished, Records};
+use crate::media::relay::SessionId;
 use crate::proxy::{Millis, Output, Peer, Proxy};
 
 pub struct Node {
     proxy: Proxy,
     calls: CallTracker,
     news: Vec<CallNews>,
+    /// The media phase's state (it runs inside the proxy's phase chain),
+    /// when media is anchored.
+    media: Option<Arc<Mutex<Anchor>>>,
+    media_commands: Vec<Command>,
+    records: Records,
+    max_call_ms: Millis,
 }
 
 impl Node {
@@ -27,7 +38,50 @@ impl Node {
             proxy,
             calls: CallTracker::new(epoch.epoch_ms(), max_call_seconds),
             news: Vec::new(),
+            media: None,
+            media_commands: Vec::new(),
+            records: Records::default(),
+            max_call_ms: max_call_seconds * 1000,
         }
+    }
+
+    /// The media phase's state, shared with the [`crate::media::anchor::MediaPhase`]
+    /// in the proxy's chain: the node closes calls there and takes the
+    /// relay's commands.
+    pub fn with_media(mut self, anchor: Arc<Mutex<Anchor>>) -> Node {
+        self.media = Some(anchor);
+        self
+    }
+
+    /// What the relay must do, in order.
+    pub fn take_media_commands(&mut self) -> std::vec::Drain<'_, Command> {
+        self.media_commands.drain(..)
+    }
+
+    /// The relay found a call silent both ways for the RTP timeout: end
+    /// its dialog (a BYE to each side) and record it with hangup `timeout`.
+    pub fn on_media_timeout(&mut self, now: Now, session: SessionId) {
+        let call_id = self
+            .media
+            .as_ref()
+            .and_then(|m| m.lock().ok()?.call_of(session));
+        if let Some(call_id) = call_id {
+            tracing::info!(call_id = %String::from_utf8_lossy(&call_id), "no media either way for media.rtp_timeout_seconds: ending the call");
+            self.proxy.end_dialog(&call_id, now.mono_ms);
+            self.collect_at(now.mono_ms);
+        }
+    }
+
+    /// The writer finished (or could not start) a call's recording.
+    pub fn on_recording(&mut self, call_id: &str, result: Finished) {
+        if let Some(r) = self.records.finished(call_id, result) {
+            self.news.push(CallNews::Ended(r));
+        }
+    }
+
+    /// Call records still waiting for their recordings.
+    pub fn records_waiting(&self) -> usize {
+        self.records.waiting()
     }
 
     pub fn proxy(&self) -> &Proxy {
@@ -42,24 +96,61 @@ impl Node {
     /// A SIP message from `from`.
     pub fn on_message(&mut self, now: Now, from: Peer, data: Bytes) {
         self.proxy.on_message(now.mono_ms, from, data);
-        self.collect();
+        self.collect_at(now.mono_ms);
     }
 
     /// Runs what is due at `now`: transaction timers, and calls that
     /// reached `max_call_seconds`.
     pub fn on_timer(&mut self, now: Now) {
         self.proxy.on_timer(now.mono_ms);
-        self.collect();
+        self.collect_at(now.mono_ms);
         for r in self.calls.on_tick(now.mono_ms) {
+            self.ended(r, now.mono_ms);
+        }
+        for r in self.records.expire(now.mono_ms, false) {
             self.news.push(CallNews::Ended(r));
         }
+        if let Some(m) = &self.media {
+            if let Ok(mut a) = m.lock() {
+                // A call record always ends by max_call_seconds; a minute
+                // on top, media state of calls that never had one goes too.
+                a.expire(now.mono_ms, self.max_call_ms + 60_000);
+            }
+        }
+        self.take_from_media();
     }
 
     /// When [`Node::on_timer`] has work next (monotonic).
     pub fn next_deadline(&self) -> Option<Millis> {
-        match (self.proxy.next_deadline(), self.calls.next_expiry()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [
+            self.proxy.next_deadline(),
+            self.calls.next_expiry(),
+            self.records.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// A call record is ready: its media closed, and it goes out now or
+    /// when its recording is finalised.
+    fn ended(&mut self, r: CallRecord, now: Millis) {
+        let state = self
+            .media
+            .as_ref()
+            .and_then(|m| m.lock().ok()?.close(r.call_id.as_bytes(), now));
+        if let Some(r) = self.records.ended(r, state, now) {
+            self.news.push(CallNews::Ended(r));
+        }
+    }
+
+    /// The media phase's commands and news.
+    fn take_from_media(&mut self) {
+        let Some(m) = &self.media else { return };
+        let Ok(mut a) = m.lock() else { return };
+        self.media_commands.extend(a.take_commands());
+        for u in a.take_unrecorded() {
+            tracing::info!(call_id = %String::from_utf8_lossy(&u.call_id), reason = %u.reason, "call not recorded");
         }
     }
 
@@ -84,6 +175,15 @@ impl Node {
     /// moment with `hangup` (shutdown; `None` when a capture ended).
     pub fn close_calls(&mut self, now: Now, hangup: Option<Party>) {
         for r in self.calls.close_all(now.mono_ms, hangup) {
+            self.ended(r, now.mono_ms);
+        }
+        self.take_from_media();
+    }
+
+    /// Lets go of records still waiting for their recordings (shutdown,
+    /// after the writer had its chance).
+    pub fn release_records(&mut self, now: Now) {
+        for r in self.records.expire(now.mono_ms, true) {
             self.news.push(CallNews::Ended(r));
         }
     }
@@ -98,8 +198,9 @@ impl Node {
         self.news.drain(..)
     }
 
-    fn collect(&mut self) {
-        for ev in self.proxy.take_call_events() {
+    fn collect_at(&mut self, now: Millis) {
+        let events: Vec<CallEvent> = self.proxy.take_call_events().collect();
+        for ev in events {
             if let CallEvent::Started {
                 call_id, at, info, ..
             } = &ev
@@ -120,10 +221,15 @@ impl Node {
                 _ => None,
             };
             match self.calls.on_event(ev) {
-                Some(r) => self.news.push(CallNews::Ended(r)),
+                Some(r) => self.ended(r, now),
                 // A failure that closed no record: a challenged INVITE.
                 None => {
                     if let Some(id) = call_id.filter(|id| !self.calls.is_open(id)) {
+                        if let Some(m) = &self.media {
+                            if let Ok(mut a) = m.lock() {
+                                a.close(&id, now);
+                            }
+                        }
                         self.news.push(CallNews::Abandoned(
                             String::from_utf8_lossy(&id).into_owned(),
                         ));
@@ -131,5 +237,6 @@ impl Node {
                 }
             }
         }
+        self.take_from_media();
     }
 }

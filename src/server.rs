@@ -18,9 +18,14 @@ use crate::crm::metrics::OutboxMetrics;
 use crate::http::crm_status::StatusReceiver;
 use crate::http::{AppState, RecordingAccess, SipSnapshot};
 use crate::leads::pipeline::{CallNews, PipelineOptions, StorageHealth};
+use crate::media::anchor::{Anchor, MediaSettings};
+use crate::media::metrics::MediaMetrics;
+use crate::media::ports::PortAllocator;
+use crate::media::relay_io::{self, MediaReport, RelayConfig, RelayHandle};
+use crate::media::writer;
 use crate::node::Node;
 use crate::proxy::route::Identity;
-use crate::proxy::{Output, Peer, Proxy, ProxySettings, Transport};
+use crate::proxy::{Chain, Output, Peer, Proxy, ProxySettings, Transport};
 use crate::recording::retention::{self, RetentionMetrics};
 use crate::sip::Message;
 use crate::sip_trace::{Direction, SipTraces, Traced};
@@ -151,6 +156,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     let leads = Arc::new(config.leads.clone());
     let outbox_metrics = Arc::new(OutboxMetrics::default());
     let sip_snapshot = Arc::new(Mutex::new(SipSnapshot::default()));
+    let media_metrics = Arc::new(MediaMetrics::default());
     let storage_health = Arc::new(StorageHealth::default());
     let traces = (config.ui.sip_trace_minutes > 0).then(|| {
         Arc::new(Mutex::new(SipTraces::new(
@@ -198,7 +204,10 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             .map_err(|e| tracing::error!(error = %e, "no connection for the CRM status webhooks"))
             .ok(),
         }),
+        media: media_metrics.clone(),
     });
+    let (media_tx, mut media_rx) = mpsc::unbounded_channel::<MediaReport>();
+    let media = start_media(&config, &media_metrics, media_tx)?;
     let (call_tx, call_rx) = mpsc::unbounded_channel();
     let journal = config.storage.journal_path();
     tracing::info!(journal = %journal.display(), "calls the database refuses wait in the journal");
@@ -209,6 +218,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         PipelineOptions {
             journal: Some(journal),
             health: storage_health.clone(),
+            partial_recordings: media.partial.clone(),
         },
     ));
     if config.leads.crm.sends_anything() {
@@ -222,8 +232,14 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     let http_config = config.http.clone();
     tokio::spawn(async move { crate::http::serve(http, app, &http_config).await });
     let router = TrackingRouter::new(&config, pools, clock.clone());
-    let proxy = Proxy::new(settings, Box::new(router));
-    let mut node = Node::new(proxy, clock.now(), config.leads.max_call_seconds);
+    let phases = Chain {
+        router: Box::new(router),
+        then: vec![Box::new(Anchor::phase(&media.anchor))],
+    };
+    let proxy = Proxy::new(settings, Box::new(phases));
+    let mut node = Node::new(proxy, clock.now(), config.leads.max_call_seconds)
+        .with_media(media.anchor.clone());
+    let relay = media.relay;
     let mut hub = TcpHub::new(tcp);
     let mut news = News { tx: call_tx };
 
@@ -265,12 +281,13 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                             let data = Bytes::copy_from_slice(&buf[..n]);
                             trace_sip(traces.as_deref(), Direction::In, peer, &data, &clock);
                             node.on_message(clock.now(), peer, data);
-                            flush(&mut node, &udp_outs, &mut hub, &mut news, traces.as_deref(), &clock);
+                            flush(&mut node, &udp_outs, &mut hub, &mut news, traces.as_deref(), &clock, relay.as_ref());
                         }
                         Err(_) => break,
                     }
                 }
             }
+            Some(report) = media_rx.recv() => on_media_report(&mut node, clock.now(), report),
             Some(ev) = tcp_rx.recv() => {
                 hub.on_event(&ev);
                 if let TcpEvent::Message { remote, data } = ev {
@@ -290,6 +307,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             &mut news,
             traces.as_deref(),
             &clock,
+            relay.as_ref(),
         );
         if snapshot_at.elapsed() >= TICK {
             snapshot_at = Instant::now();
@@ -302,6 +320,9 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                 if let Ok(mut t) = t.lock() {
                     t.expire(clock.unix_ms());
                 }
+            }
+            if let Ok(a) = media.anchor.lock() {
+                media_metrics.publish_anchor(&a.stats);
             }
             if let Ok(mut snap) = sip_snapshot.lock() {
                 let proxy = node.proxy();
@@ -323,6 +344,26 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                 // Calls still open are recorded as they stand now, then
                 // the lead pipeline is flushed before exit.
                 node.close_calls(clock.now(), Some(Party::Shutdown));
+                flush(
+                    &mut node,
+                    &udp_outs,
+                    &mut hub,
+                    &mut news,
+                    traces.as_deref(),
+                    &clock,
+                    relay.as_ref(),
+                );
+                // The recordings of those calls are finalised by the
+                // writer; their records wait for it (a few seconds at most).
+                drop(relay);
+                let until = Instant::now() + Duration::from_secs(5);
+                while node.records_waiting() > 0 && Instant::now() < until {
+                    match tokio::time::timeout_at(until.into(), media_rx.recv()).await {
+                        Ok(Some(report)) => on_media_report(&mut node, clock.now(), report),
+                        _ => break,
+                    }
+                }
+                node.release_records(clock.now());
                 news.send(&mut node);
                 let proxy = node.proxy();
                 tracing::info!(
@@ -494,7 +535,13 @@ fn flush(
     news: &mut News,
     traces: Option<&Mutex<SipTraces>>,
     clock: &Clock,
+    relay: Option<&RelayHandle>,
 ) {
+    for cmd in node.take_media_commands() {
+        if let Some(r) = relay {
+            r.send(cmd);
+        }
+    }
     news.send(node);
     for out in node.take_sends() {
         let Output::Send { to, data } = out;
@@ -513,6 +560,112 @@ fn flush(
                 }
             }
             Transport::Tcp => hub.send(to.addr, data),
+        }
+    }
+}
+
+/// The media side of a node: the phase's state and, when calls are
+/// recorded, the relay thread's handle.
+struct Media {
+    anchor: Arc<Mutex<Anchor>>,
+    relay: Option<RelayHandle>,
+    /// File names of the recordings repaired at start (partial).
+    partial: std::collections::HashSet<String>,
+}
+
+/// Starts the recording writer and the relay (repairing what a crash left
+/// in `recordings_dir` first), or, with `record_calls = false`, a media
+/// phase that leaves every call alone.
+fn start_media(
+    config: &Config,
+    metrics: &Arc<MediaMetrics>,
+    reports: mpsc::UnboundedSender<MediaReport>,
+) -> anyhow::Result<Media> {
+    let m = &config.media;
+    let settings = MediaSettings {
+        enabled: m.record_calls,
+        advertised_ip: m.advertised_ip,
+    };
+    if !m.record_calls {
+        // No sockets: the phase only counts calls as `disabled`.
+        let ports = PortAllocator::new(m.port_min, m.port_max, 0)?;
+        let anchor = Anchor::new(settings, Box::new(ports));
+        return Ok(Media {
+            anchor: Arc::new(Mutex::new(anchor)),
+            relay: None,
+            partial: Default::default(),
+        });
+    }
+    if let Err(e) = std::fs::create_dir_all(&m.recordings_dir) {
+        // Calls still go through; each recording will fail and say why.
+        tracing::error!(dir = %m.recordings_dir.display(), error = %e, "cannot create media.recordings_dir");
+    }
+    let repaired = writer::repair_dir(&m.recordings_dir);
+    for p in &repaired.partial {
+        tracing::warn!(file = %p.display(), "recording left unfinished by a crash: finalised as partial");
+    }
+    for p in &repaired.removed {
+        tracing::warn!(file = %p.display(), "recording left by a crash before its header: removed");
+    }
+    for (p, e) in &repaired.failed {
+        tracing::error!(file = %p.display(), error = %e, "recording left by a crash could not be repaired");
+    }
+    metrics.recordings_repaired.fetch_add(
+        repaired.partial.len() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let to_node = reports.clone();
+    let writer = writer::spawn(m.recordings_dir.clone(), metrics.clone(), move |o| {
+        let _ = to_node.send(MediaReport::Recording(o));
+    })?;
+    let bind_ip = if m.advertised_ip.is_ipv4() {
+        std::net::IpAddr::from([0u8; 4])
+    } else {
+        std::net::IpAddr::from([0u16; 8])
+    };
+    let cfg = RelayConfig {
+        bind_ip,
+        port_min: m.port_min,
+        port_max: m.port_max,
+        timeout_ms: m.rtp_timeout_seconds * 1000,
+    };
+    let (ports, relay) = relay_io::start(&cfg, writer, metrics.clone(), move |r| {
+        let _ = reports.send(r);
+    })?;
+    tracing::info!(
+        advertised_ip = %m.advertised_ip,
+        ports = %format!("{}-{}", m.port_min, m.port_max),
+        dir = %m.recordings_dir.display(),
+        "recording calls"
+    );
+    Ok(Media {
+        anchor: Arc::new(Mutex::new(Anchor::new(settings, Box::new(ports)))),
+        relay: Some(relay),
+        partial: repaired
+            .partial
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect(),
+    })
+}
+
+fn on_media_report(node: &mut Node, now: crate::clock::Now, report: MediaReport) {
+    match report {
+        MediaReport::TimedOut { session } => node.on_media_timeout(now, session),
+        MediaReport::Latched { session, leg, from } => {
+            tracing::debug!(session, ?leg, %from, "media source latched");
+        }
+        MediaReport::Recording(o) => {
+            let call_id = String::from_utf8_lossy(&o.call_id).into_owned();
+            match &o.result {
+                Ok(s) => {
+                    tracing::info!(%call_id, file = %o.file.display(), duration_ms = s.duration_ms, dtmf = s.dtmf.len(), "recording finished")
+                }
+                Err(e) => {
+                    tracing::warn!(%call_id, file = %o.file.display(), error = %e, "call not recorded")
+                }
+            }
+            node.on_recording(&call_id, o.result);
         }
     }
 }

@@ -138,3 +138,17 @@ fn the_shipped_config_is_ok() {
     );
     assert!(stdout.contains("database: "), "{stdout}");
 }
+
+#[test]
+fn the_benchmark_configs_are_ok() {
+    // Used by ../shared/tools/sipbench and mediabench (README "Performance",
+    // "Recording"): a stale key would only show when someone benchmarks.
+    for name in ["bench.toml", "bench-media.toml"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_siptrack"))
+            .arg("check-config")
+            .arg(format!("{}/config/{name}", env!("CARGO_MANIFEST_DIR")))
+            .output()
+            .expect("run siptrack check-config");
+        assert!(out.status.success(), "{name}: {out:?}");
+    }
+}

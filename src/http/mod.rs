@@ -64,6 +64,8 @@ pub struct AppState {
     pub traces: Option<Arc<Mutex<crate::sip_trace::SipTraces>>>,
     /// The CRMs' status webhooks.
     pub crm_status: Arc<crm_status::StatusReceiver>,
+    /// Media relay and recording counters, read live.
+    pub media: Arc<crate::media::metrics::MediaMetrics>,
 }
 
 /// What the proxy core reports for `/metrics`.
@@ -167,7 +169,11 @@ async fn metrics(State(s): State<AppState>) -> Response {
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        sip + &outbox + &s.storage.render() + &s.retention.render() + &s.recordings.counts.render(),
+        sip + &outbox
+            + &s.storage.render()
+            + &s.retention.render()
+            + &s.recordings.counts.render()
+            + &s.media.render(),
     )
         .into_response()
 }

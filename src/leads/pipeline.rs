@@ -180,6 +180,10 @@ pub struct PipelineOptions {
     /// None: memory only (bounded).
     pub journal: Option<PathBuf>,
     pub health: Arc<StorageHealth>,
+    /// Recording files a crash left unfinished, repaired at this start
+    /// (`media::link::file_name`s): the interrupted calls they belong to
+    /// are recorded with recording `partial`.
+    pub partial_recordings: std::collections::HashSet<String>,
 }
 
 /// How the pipeline ended: call news that are neither in the database
@@ -213,6 +217,8 @@ struct Pipeline {
     earlier_entries: usize,
     /// Interrupted calls of earlier runs are recorded.
     interrupted_done: bool,
+    /// See [`PipelineOptions::partial_recordings`].
+    partial_recordings: std::collections::HashSet<String>,
     lost: u64,
 }
 
@@ -322,7 +328,13 @@ impl Pipeline {
             self.held.drain(..n);
         }
         if !self.interrupted_done {
-            let calls = self.store.interrupted_calls().await?;
+            let mut calls = self.store.interrupted_calls().await?;
+            for c in &mut calls {
+                let file = crate::media::link::file_name(c.call_id.as_bytes());
+                if self.partial_recordings.contains(&file) {
+                    c.recording = crate::calls::Recording::Partial;
+                }
+            }
             if !calls.is_empty() {
                 tracing::warn!(
                     calls = calls.len(),
@@ -366,6 +378,7 @@ pub async fn run(
         health: opts.health,
         earlier_entries,
         interrupted_done: false,
+        partial_recordings: opts.partial_recordings,
         lost: 0,
     };
     p.gauges();
@@ -482,12 +495,15 @@ mod tests {
             health: Default::default(),
             earlier_entries,
             interrupted_done: false,
+            partial_recordings: [crate::media::link::file_name(b"earlier")].into(),
             lost: 0,
         };
         p.catch_up().await.expect("catch up");
         let calls = store.list_calls(10, 0).await.expect("calls");
         let ids: Vec<&str> = calls.iter().map(|c| c.call_id.as_str()).collect();
         assert_eq!(ids, vec!["earlier"], "{calls:?}");
+        // Its recording, repaired at this start, is partial.
+        assert_eq!(calls[0].recording, crate::calls::Recording::Partial);
         assert!(p.journal.as_ref().is_some_and(Journal::is_empty));
         assert!(!path.exists());
     }

@@ -76,6 +76,23 @@ struct Dialog {
     callee_tag: Option<Bytes>,
     caller: Side,
     callee: Side,
+    /// What siptrack needs to end the dialog itself (RTP timeout).
+    ends: Box<Ends>,
+}
+
+/// A dialog's state as each UA keeps it (RFC 3261 12.1), enough for the
+/// proxy to send each side a BYE in the other's name.
+#[derive(Clone, Debug, Default)]
+struct Ends {
+    /// The INVITE's From (caller's tag) and the 2xx's To (callee's tag).
+    caller_from: Bytes,
+    callee_to: Bytes,
+    /// Each side's remote target (its Contact URI), caller first.
+    target: [Bytes; 2],
+    /// The 2xx's Record-Route values, in order (nearest the callee first).
+    record_route: Vec<Bytes>,
+    /// The highest CSeq each side has used, caller first.
+    cseq: [u64; 2],
 }
 
 type DialogKey = (Bytes, Bytes);
@@ -603,8 +620,13 @@ impl Proxy {
             if let Some(c) = contact_addr(&msg) {
                 if let Some(d) = self.dialogs.get_mut(&dkey) {
                     d.side(by_caller).contact = Some(c);
+                    d.ends.target[usize::from(!by_caller)] = contact_uri(&msg);
                 }
             }
+        }
+        if let (Some(d), Some((n, _)), false) = (self.dialogs.get_mut(&dkey), cseq(&msg), is_ack) {
+            let c = &mut d.ends.cseq[usize::from(!by_caller)];
+            *c = (*c).max(n);
         }
         let mut patch = Patch::new();
         route::pop_routes(&msg, &routes, popped, &mut patch);
@@ -770,6 +792,12 @@ impl Proxy {
                         source: hop.peer,
                         contact: None,
                     },
+                    ends: Box::new(Ends {
+                        caller_from: header_value(&msg, HeaderName::From),
+                        target: [contact_uri(&msg), Bytes::new()],
+                        cseq: [cseq(&msg).map_or(0, |(n, _)| n), 0],
+                        ..Ends::default()
+                    }),
                 });
             d.setups += 1;
         }
@@ -1172,12 +1200,28 @@ impl Proxy {
                     d.callee.contact = contact;
                 }
                 d.confirmed = code >= 200;
+                if d.confirmed {
+                    d.ends.callee_to = header_value(msg, HeaderName::To);
+                    d.ends.target[1] = contact_uri(msg);
+                    d.ends.record_route = msg
+                        .headers_named(HeaderName::RecordRoute)
+                        .flat_map(|h| {
+                            let v = msg.bytes(h.value);
+                            crate::sip::chars::split_commas(v)
+                                .map(|(a, b)| {
+                                    Bytes::copy_from_slice(crate::sip::chars::trim_lws(&v[a..b]))
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                        .collect();
+                }
             }
             return;
         }
         let refresh = cseq(msg).is_some_and(|(_, m)| m == b"INVITE" || m == b"UPDATE");
         if refresh && (200..300).contains(&code) && contact.is_some() {
             d.side(!by_caller).contact = contact;
+            d.ends.target[usize::from(by_caller)] = contact_uri(msg);
         }
     }
 
@@ -1328,6 +1372,135 @@ impl Proxy {
             self.arm(cid, TimerKind::ClientRetransmit, now + t1);
         }
         self.arm(cid, TimerKind::ClientTimeout, now + 64 * t1);
+        self.out.push(Output::Send { to: peer, data });
+    }
+
+    // ---- dialogs ended by siptrack ---------------------------------------
+
+    /// Ends the established dialogs of `call_id` on siptrack's own account
+    /// (the media stopped: RTP timeout): each side gets a BYE in the other
+    /// side's name, built from the dialog state the core keeps (remote
+    /// target, route set, tags, next CSeq), sent as a client transaction
+    /// (retransmitted, its answer absorbed). The call is reported as
+    /// [`CallEvent::TimedOut`]. Returns whether a dialog was ended.
+    pub fn end_dialog(&mut self, call_id: &[u8], now: Millis) -> bool {
+        let keys: Vec<DialogKey> = self
+            .dialogs
+            .iter()
+            .filter(|(k, d)| k.0.as_ref() == call_id && d.confirmed)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &keys {
+            let Some(d) = self.dialogs.remove(key) else {
+                continue;
+            };
+            for toward_callee in [true, false] {
+                self.send_bye(now, &key.0, &d, toward_callee);
+            }
+            self.events.push(CallEvent::TimedOut {
+                call_id: key.0.clone(),
+                at: now,
+            });
+        }
+        !keys.is_empty()
+    }
+
+    fn send_bye(&mut self, now: Millis, call_id: &Bytes, d: &Dialog, toward_callee: bool) {
+        let e = &d.ends;
+        let own: Vec<usize> = e
+            .record_route
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| {
+                NameAddr::parse(v)
+                    .ok()
+                    .and_then(|n| {
+                        Uri::parse(n.uri())
+                            .ok()
+                            .map(|u| self.s.identity.is_own_uri(&u))
+                    })
+                    .unwrap_or(false)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        // The 2xx lists the proxies nearest the callee first: beyond us
+        // toward the callee are those before our entries (reversed),
+        // toward the caller those after them.
+        let routes: Vec<&Bytes> = match (own.first(), own.last()) {
+            (Some(&first), _) if toward_callee => e.record_route[..first].iter().rev().collect(),
+            (_, Some(&last)) => e.record_route[last + 1..].iter().collect(),
+            _ => Vec::new(),
+        };
+        let (target, from, to, cseq) = if toward_callee {
+            (&e.target[1], &e.caller_from, &e.callee_to, e.cseq[0] + 1)
+        } else {
+            (&e.target[0], &e.callee_to, &e.caller_from, e.cseq[1] + 1)
+        };
+        let next = match routes.first() {
+            Some(r) => NameAddr::parse(r)
+                .ok()
+                .and_then(|n| Uri::parse(n.uri()).ok().and_then(|u| route::uri_peer(&u))),
+            None => Uri::parse(target).ok().and_then(|u| route::uri_peer(&u)),
+        };
+        let Some(peer) = next else {
+            tracing::warn!(call_id = %String::from_utf8_lossy(call_id), "cannot end the dialog: no IP target");
+            return;
+        };
+        let Some(local) = self.s.identity.local_for(&peer).copied() else {
+            return;
+        };
+        let branch = self.new_branch();
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(b"BYE ");
+        out.extend_from_slice(target);
+        out.extend_from_slice(b" SIP/2.0\r\n");
+        self.s.identity.via_line(&local, &branch, &mut out);
+        for r in routes {
+            out.extend_from_slice(b"Route: ");
+            out.extend_from_slice(r);
+            out.extend_from_slice(b"\r\n");
+        }
+        for (name, v) in [
+            (&b"From: "[..], from),
+            (b"To: ", to),
+            (b"Call-ID: ", call_id),
+        ] {
+            out.extend_from_slice(name);
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("CSeq: {cseq} BYE\r\n").as_bytes());
+        out.extend_from_slice(b"Max-Forwards: 70\r\nReason: SIP;cause=408;text=\"RTP timeout\"\r\nContent-Length: 0\r\n\r\n");
+        let data = Bytes::from(out);
+        let t1 = self.s.timers.t1_ms;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.txns.insert(
+            id,
+            Txn {
+                is_invite: false,
+                call_id: call_id.clone(),
+                server: None,
+                client: Some(ClientSide::calling(
+                    branch.clone().into_boxed_slice(),
+                    peer,
+                    data.clone(),
+                    t1,
+                )),
+                cancels: None,
+                initial_invite: false,
+                dialog_setup: None,
+                caller_cancelled: false,
+                is_bye: true,
+                deadlines: [None; TIMER_KINDS],
+            },
+        );
+        self.client_index.insert(branch.into_boxed_slice(), id);
+        if peer.transport == Transport::Udp {
+            self.arm(id, TimerKind::ClientRetransmit, now + t1);
+        }
+        self.arm(id, TimerKind::ClientTimeout, now + 64 * t1);
+        self.stats.requests_forwarded += 1;
         self.out.push(Output::Send { to: peer, data });
     }
 
@@ -1649,6 +1822,25 @@ fn tag_of(msg: &Message, name: HeaderName) -> Bytes {
     msg.value(name)
         .and_then(|v| NameAddr::parse(v).ok())
         .and_then(|n| n.tag().map(Bytes::copy_from_slice))
+        .unwrap_or_default()
+}
+
+/// A header's value as it came, empty when absent.
+fn header_value(msg: &Message, name: HeaderName) -> Bytes {
+    msg.value(name)
+        .map(Bytes::copy_from_slice)
+        .unwrap_or_default()
+}
+
+/// The URI of the first Contact, empty when there is none.
+fn contact_uri(msg: &Message) -> Bytes {
+    let Some(v) = msg.value(HeaderName::Contact) else {
+        return Bytes::new();
+    };
+    crate::sip::chars::split_commas(v)
+        .next()
+        .and_then(|(a, b)| NameAddr::parse(crate::sip::chars::trim_lws(&v[a..b])).ok())
+        .map(|n| Bytes::copy_from_slice(n.uri()))
         .unwrap_or_default()
 }
 

@@ -1496,3 +1496,178 @@ fn a_dialog_lives_as_long_as_a_call_may() {
         );
     }
 }
+
+#[test]
+fn siptrack_ends_a_dialog_with_a_bye_to_each_side() {
+    // (name, Record-Route around ours in the 2xx, a re-INVITE from the
+    // callee first, expected Route toward the callee, toward the caller,
+    // CSeq toward the caller)
+    type Row = (
+        &'static str,
+        (&'static str, &'static str),
+        bool,
+        Vec<&'static str>,
+        Vec<&'static str>,
+        u64,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            "only siptrack in the path",
+            ("", ""),
+            false,
+            vec![],
+            vec![],
+            1,
+        ),
+        (
+            "proxies on both sides; the callee used CSeq 7",
+            (
+                "<sip:pbx-edge@127.0.0.1:5090;lr>, ",
+                ", <sip:sbc@127.0.0.1:5070;lr>",
+            ),
+            true,
+            vec!["<sip:pbx-edge@127.0.0.1:5090;lr>"],
+            vec!["<sip:sbc@127.0.0.1:5070;lr>"],
+            8,
+        ),
+    ];
+    for (
+        name,
+        (near_callee, near_caller),
+        callee_reinvite,
+        route_callee,
+        route_caller,
+        caller_cseq,
+    ) in rows
+    {
+        let mut rig = Rig::new();
+        let fwd = start_call(&mut rig, "eb1", "end@x");
+        let rr = value(header_lines(&fwd.text, "Record-Route")[0]).to_string();
+        let ok = response_to(
+            &fwd.text,
+            200,
+            "OK",
+            Some("u1"),
+            &format!(
+                "Record-Route: {near_callee}{rr}{near_caller}\r\nContact: <sip:uas@{UAS}>\r\n"
+            ),
+        );
+        rig.recv_at(100, udp(UAS), &ok);
+        rig.take();
+        if callee_reinvite {
+            let reinvite = format!(
+                "INVITE sip:caller@{CALLER} SIP/2.0\r\nVia: SIP/2.0/UDP {UAS};branch=z9hG4bKre1\r\n\
+                 Route: {rr}\r\nFrom: <sip:100@127.0.0.1>;tag=u1\r\nTo: <sip:caller@127.0.0.1>;tag=from1\r\n\
+                 Call-ID: end@x\r\nCSeq: 7 INVITE\r\nContact: <sip:uas@{UAS}>\r\nContent-Length: 0\r\n\r\n"
+            );
+            rig.recv_at(200, udp(UAS), &reinvite);
+            assert!(
+                rig.take().iter().any(|s| s.is_request("INVITE")),
+                "{name}: re-INVITE relayed"
+            );
+        }
+        assert!(rig.proxy.end_dialog(b"end@x", 1_000), "{name}");
+        let events: Vec<CallEvent> = rig.proxy.take_call_events().collect();
+        assert!(
+            events.contains(&CallEvent::TimedOut {
+                call_id: Bytes::from_static(b"end@x"),
+                at: 1_000
+            }),
+            "{name}: {events:?}"
+        );
+        rig.collect();
+        let sent = rig.take();
+        let byes: Vec<&Sent> = sent.iter().filter(|s| s.is_request("BYE")).collect();
+        assert_eq!(byes.len(), 2, "{name}: {sent:?}");
+        let to_uas = byes
+            .iter()
+            .find(|s| s.text.starts_with(&format!("BYE sip:uas@{UAS} ")))
+            .expect("BYE to the callee");
+        let to_caller = byes
+            .iter()
+            .find(|s| s.text.starts_with(&format!("BYE sip:caller@{CALLER} ")))
+            .expect("BYE to the caller");
+        let expect_peer = |routes: &[&str], default: &str| match routes.first() {
+            Some(r) => udp(r
+                .split('@')
+                .nth(1)
+                .and_then(|h| h.split(';').next())
+                .unwrap_or_default()),
+            None => udp(default),
+        };
+        assert_eq!(to_uas.to, expect_peer(&route_callee, UAS), "{name}");
+        assert_eq!(to_caller.to, expect_peer(&route_caller, CALLER), "{name}");
+        let routes = |s: &Sent| {
+            header_lines(&s.text, "Route")
+                .iter()
+                .map(|l| value(l).to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(routes(to_uas), route_callee, "{name}");
+        assert_eq!(routes(to_caller), route_caller, "{name}");
+        // In the other side's name: its tags, its next CSeq.
+        assert_eq!(
+            value(header_lines(&to_uas.text, "From")[0]),
+            "<sip:caller@127.0.0.1>;tag=from1",
+            "{name}"
+        );
+        assert_eq!(
+            value(header_lines(&to_uas.text, "To")[0]),
+            "<sip:100@127.0.0.1>;tag=u1",
+            "{name}"
+        );
+        assert_eq!(
+            value(header_lines(&to_uas.text, "CSeq")[0]),
+            "2 BYE",
+            "{name}"
+        );
+        assert_eq!(
+            value(header_lines(&to_caller.text, "From")[0]),
+            "<sip:100@127.0.0.1>;tag=u1",
+            "{name}"
+        );
+        assert_eq!(
+            value(header_lines(&to_caller.text, "To")[0]),
+            "<sip:caller@127.0.0.1>;tag=from1",
+            "{name}"
+        );
+        assert_eq!(
+            value(header_lines(&to_caller.text, "CSeq")[0]),
+            format!("{caller_cseq} BYE"),
+            "{name}"
+        );
+        // Retransmitted until answered; the 200s end there.
+        rig.advance_to(1_600);
+        assert!(
+            rig.take().iter().filter(|s| s.is_request("BYE")).count() >= 2,
+            "{name}: retransmitted"
+        );
+        for bye in [to_uas, to_caller] {
+            rig.recv_at(1_700, bye.to, &response_to(&bye.text, 200, "OK", None, ""));
+        }
+        assert!(
+            rig.take().iter().all(|s| s.status() != Some(200)),
+            "{name}: the 200s go nowhere"
+        );
+        rig.advance_to(40_000);
+        assert!(
+            rig.take().iter().all(|s| !s.is_request("BYE")),
+            "{name}: no more BYEs"
+        );
+        // The dialog is over: the caller's own BYE now gets 481.
+        let bye = request(
+            "BYE",
+            &format!("sip:uas@{UAS}"),
+            "eb2",
+            "end@x",
+            &format!("Route: {rr}\r\n"),
+        )
+        .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
+        rig.recv_at(41_000, udp(CALLER), &bye);
+        assert!(rig.take().iter().any(|s| s.status() == Some(481)), "{name}");
+        assert!(
+            !rig.proxy.end_dialog(b"end@x", 42_000),
+            "{name}: nothing left to end"
+        );
+    }
+}

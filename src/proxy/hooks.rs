@@ -1,4 +1,4 @@
-//! The phases where call tracking (and, next, media anchoring) plug into
+//! The phases where call tracking and media anchoring plug into
 //! the proxy, in the style of pingora's `ProxyHttp`: the core calls
 //! [`ProxyPhases`] at fixed points of a call's life and knows nothing of
 //! tracking numbers or SDP. Only the first phase is required (a new call
@@ -73,6 +73,79 @@ pub trait ProxyPhases: Send {
     /// out): state kept for it can go. `from_tag` is the caller's for the
     /// request that set up a dialog, else empty.
     fn transaction_end(&mut self, _call: CallCtx<'_>, _is_invite: bool) {}
+}
+
+/// A phase that runs after the router in a [`Chain`] (media anchoring):
+/// it sees where each new request was routed and every later message of
+/// the call, and edits through the same `Patch`; it never routes.
+pub trait FollowingPhase: Send {
+    /// A new out-of-dialog request the router accepted, with its next hop.
+    fn routed(&mut self, _req: &Message, _hop: &NextHop, _now: Millis, _patch: &mut Patch) {}
+
+    fn in_dialog_request(
+        &mut self,
+        _call: CallCtx<'_>,
+        _req: &Message,
+        _from: Peer,
+        _now: Millis,
+        _patch: &mut Patch,
+    ) {
+    }
+
+    fn response(&mut self, _call: CallCtx<'_>, _resp: &Message, _now: Millis, _patch: &mut Patch) {}
+
+    fn transaction_end(&mut self, _call: CallCtx<'_>, _is_invite: bool) {}
+}
+
+/// The router, then the phases that follow it, each in order: the core
+/// sees one [`ProxyPhases`] and knows nothing of tracking or media.
+pub struct Chain {
+    pub router: Box<dyn ProxyPhases>,
+    pub then: Vec<Box<dyn FollowingPhase>>,
+}
+
+impl ProxyPhases for Chain {
+    fn initial_request(
+        &mut self,
+        req: &Message,
+        source: Peer,
+        now: Millis,
+        patch: &mut Patch,
+    ) -> Result<NextHop, Refusal> {
+        let hop = self.router.initial_request(req, source, now, patch)?;
+        for p in &mut self.then {
+            p.routed(req, &hop, now, patch);
+        }
+        Ok(hop)
+    }
+
+    fn in_dialog_request(
+        &mut self,
+        call: CallCtx<'_>,
+        req: &Message,
+        from: Peer,
+        now: Millis,
+        patch: &mut Patch,
+    ) {
+        self.router.in_dialog_request(call, req, from, now, patch);
+        for p in &mut self.then {
+            p.in_dialog_request(call, req, from, now, patch);
+        }
+    }
+
+    fn response(&mut self, call: CallCtx<'_>, resp: &Message, now: Millis, patch: &mut Patch) {
+        self.router.response(call, resp, now, patch);
+        for p in &mut self.then {
+            p.response(call, resp, now, patch);
+        }
+    }
+
+    fn transaction_end(&mut self, call: CallCtx<'_>, is_invite: bool) {
+        self.router.transaction_end(call, is_invite);
+        for p in &mut self.then {
+            p.transaction_end(call, is_invite);
+        }
+    }
 }
 
 /// Sends every new request to one configured destination, keeping the

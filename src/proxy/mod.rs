@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 pub use self::core::{Proxy, ProxySettings, Stats};
-pub use hooks::{CallCtx, DefaultRouter, NextHop, ProxyPhases};
+pub use hooks::{CallCtx, Chain, DefaultRouter, FollowingPhase, NextHop, ProxyPhases};
 
 /// Milliseconds on the proxy's clock (monotonic, or virtual in replay).
 pub type Millis = u64;

@@ -12,6 +12,8 @@ pub mod bitrix24;
 pub mod browser;
 pub mod checks;
 pub mod crm;
+pub mod media;
+pub mod rtp;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -633,6 +635,11 @@ impl SippProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The messages SIPp traced so far (while it runs).
+    pub fn messages(&self) -> Vec<SipTrace> {
+        parse_message_log(&self.read("messages.log"))
     }
 
     fn read(&self, file: &str) -> String {

@@ -1,0 +1,334 @@
+use bytes::Bytes;
+
+use super::*;
+use crate::calls::CallInfo;
+use crate::proxy::Transport;
+
+const CALLER_SDP: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na=rtcp:4001\r\na=sendrecv\r\n";
+const CALLEE_SDP: &str = "v=0\r\no=- 2 2 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+const G729_SDP: &str = "v=0\r\no=- 2 2 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
+const HOLD_SDP: &str = "v=0\r\no=- 2 3 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 5000 RTP/AVP 8\r\na=sendonly\r\n";
+const MUX_SDP: &str = "v=0\r\no=- 2 2 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 8\r\na=rtcp:5000\r\na=rtcp-mux\r\n";
+
+fn a(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+fn msg(
+    first: &str,
+    from_tag: &str,
+    to_tag: Option<&str>,
+    cseq: &str,
+    sdp: Option<&str>,
+) -> Message {
+    let body = sdp.unwrap_or("");
+    let to = match to_tag {
+        Some(t) => format!("<sip:100@b>;tag={t}"),
+        None => "<sip:100@b>".into(),
+    };
+    let ct = if sdp.is_some() {
+        "Content-Type: application/sdp\r\n"
+    } else {
+        ""
+    };
+    let text = format!(
+        "{first}\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\nFrom: <sip:a@a>;tag={from_tag}\r\nTo: {to}\r\nCall-ID: c1@x\r\nCSeq: {cseq}\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    Message::parse(Bytes::from(text), true).expect("message")
+}
+
+fn anchor(enabled: bool, pairs: u16) -> Anchor {
+    let ports = PortAllocator::new(30000, 30000 + pairs * 2 - 1, 0).expect("range");
+    Anchor::new(
+        MediaSettings {
+            enabled,
+            advertised_ip: "192.0.2.10".parse().expect("ip"),
+        },
+        Box::new(ports),
+    )
+}
+
+fn hop(tracked: bool) -> NextHop {
+    NextHop {
+        peer: Peer {
+            transport: Transport::Udp,
+            addr: a("10.0.0.2:5060"),
+        },
+        request_uri: None,
+        call: tracked.then(|| Box::new(CallInfo::default())),
+    }
+}
+
+fn out(m: &Message, p: &mut Patch) -> String {
+    String::from_utf8_lossy(&p.apply(m.buf(), m.body.end as usize)).into_owned()
+}
+
+fn body(text: &str) -> &str {
+    text.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+fn ctx() -> CallCtx<'static> {
+    CallCtx {
+        call_id: b"c1@x",
+        from_tag: b"ft",
+    }
+}
+
+fn invite(an: &mut Anchor, sdp: Option<&str>, tracked: bool) -> String {
+    let m = msg("INVITE sip:100@b SIP/2.0", "ft", None, "1 INVITE", sdp);
+    let mut p = Patch::new();
+    an.on_routed(&m, &hop(tracked), 0, &mut p);
+    out(&m, &mut p)
+}
+
+fn response(an: &mut Anchor, status: &str, cseq: &str, sdp: Option<&str>) -> String {
+    let m = msg(status, "ft", Some("tt"), cseq, sdp);
+    let mut p = Patch::new();
+    an.on_response(ctx(), &m, 10, &mut p);
+    out(&m, &mut p)
+}
+
+fn pair(rtp: u16) -> PortPair {
+    PortPair { rtp, rtcp: rtp + 1 }
+}
+
+#[test]
+fn early_offer_anchored_both_ways_and_recorded() {
+    let mut an = anchor(true, 8);
+    let fwd = invite(&mut an, Some(CALLER_SDP), true);
+    // The callee is pointed at siptrack's callee-facing pair (30002/30003);
+    // every other byte as it came; Content-Length follows the body.
+    let want = CALLER_SDP
+        .replace("c=IN IP4 10.0.0.1", "c=IN IP4 192.0.2.10")
+        .replace("m=audio 4000", "m=audio 30002")
+        .replace("a=rtcp:4001", "a=rtcp:30003");
+    assert_eq!(body(&fwd), want);
+    assert!(
+        fwd.contains(&format!("Content-Length: {}\r\n", want.len())),
+        "{fwd}"
+    );
+    let ok = response(&mut an, "SIP/2.0 200 OK", "1 INVITE", Some(CALLEE_SDP));
+    let want = CALLEE_SDP
+        .replace("c=IN IP4 10.0.0.2", "c=IN IP4 192.0.2.10")
+        .replace("m=audio 5000", "m=audio 30000");
+    assert_eq!(body(&ok), want);
+    let cmds: Vec<Command> = an.take_commands().collect();
+    let streams = vec![StreamPorts {
+        caller: pair(30000),
+        callee: pair(30002),
+    }];
+    assert_eq!(
+        cmds[..3],
+        [
+            Command::Open {
+                session: 1,
+                streams,
+                recorded: Some(0)
+            },
+            Command::Update {
+                session: 1,
+                stream: 0,
+                leg: Side::Caller,
+                sdp: LegSdp {
+                    rtp: Some(a("10.0.0.1:4000")),
+                    rtcp: Some(a("10.0.0.1:4001")),
+                    rtcp_mux: false,
+                    hold: false
+                }
+            },
+            Command::Update {
+                session: 1,
+                stream: 0,
+                leg: Side::Callee,
+                sdp: LegSdp {
+                    rtp: Some(a("10.0.0.2:5000")),
+                    rtcp: Some(a("10.0.0.2:5001")),
+                    rtcp_mux: false,
+                    hold: false
+                }
+            },
+        ]
+    );
+    assert_eq!(cmds[4], Command::Answered { session: 1 });
+    assert!(
+        matches!(&cmds[3], Command::Record { session: 1, call_id, payloads }
+            if call_id.as_ref() == b"c1@x" && payloads.codec(101) == Some(crate::media::recorder::Codec::TelephoneEvent)),
+        "{cmds:?}"
+    );
+    assert_eq!(cmds.len(), 5);
+    // A retransmitted 200 gives the same body (same ports).
+    let again = response(&mut an, "SIP/2.0 200 OK", "1 INVITE", Some(CALLEE_SDP));
+    assert_eq!(body(&again), body(&ok));
+    // The callee holds (re-INVITE, c=0.0.0.0): the hold address stays.
+    let m = msg(
+        "INVITE sip:a@10.0.0.1 SIP/2.0",
+        "tt",
+        Some("ft"),
+        "2 INVITE",
+        Some(HOLD_SDP),
+    );
+    let mut p = Patch::new();
+    an.on_request(
+        CallCtx {
+            call_id: b"c1@x",
+            from_tag: b"tt",
+        },
+        &m,
+        20,
+        &mut p,
+    );
+    let held = out(&m, &mut p);
+    assert_eq!(
+        body(&held),
+        HOLD_SDP.replace("m=audio 5000", "m=audio 30000")
+    );
+    let cmds: Vec<Command> = an.take_commands().collect();
+    assert!(
+        cmds.iter().any(|c| matches!(c, Command::Update { leg: Side::Callee, sdp, .. } if sdp.hold && sdp.rtp == Some(a("0.0.0.0:5000")))),
+        "{cmds:?}"
+    );
+    // The end of the call gives both pairs back and closes the session.
+    assert_eq!(an.close(b"c1@x", 30), Some(RecState::Started));
+    assert_eq!(
+        an.take_commands().collect::<Vec<_>>(),
+        [Command::Close { session: 1 }]
+    );
+    assert_eq!(an.calls(), 0);
+    let fwd = invite(&mut an, Some(CALLER_SDP), true);
+    assert!(fwd.contains("m=audio 30"), "ports came back: {fwd}");
+}
+
+#[test]
+fn late_offer_the_ack_answers() {
+    let mut an = anchor(true, 8);
+    let fwd = invite(&mut an, None, true);
+    assert!(body(&fwd).is_empty());
+    assert_eq!(an.take_commands().count(), 0);
+    let ok = response(&mut an, "SIP/2.0 200 OK", "1 INVITE", Some(CALLEE_SDP));
+    // Ports are taken at the first SDP; the caller is pointed at its pair.
+    assert!(
+        body(&ok).contains("m=audio 30000 RTP/AVP 8 101\r\n"),
+        "{ok}"
+    );
+    let ack = msg(
+        "ACK sip:100@10.0.0.2 SIP/2.0",
+        "ft",
+        Some("tt"),
+        "1 ACK",
+        Some(CALLER_SDP),
+    );
+    let mut p = Patch::new();
+    an.on_request(ctx(), &ack, 20, &mut p);
+    let ack = out(&ack, &mut p);
+    assert!(body(&ack).contains("m=audio 30002 "), "{ack}");
+    assert!(
+        an.take_commands()
+            .any(|c| matches!(c, Command::Record { .. })),
+        "the ACK's answer decides the recording"
+    );
+}
+
+#[test]
+fn what_is_not_recorded_and_why() {
+    // (name, enabled, pairs, tracked, answer, SDP rewritten?, reason)
+    type Row = (
+        &'static str,
+        bool,
+        u16,
+        bool,
+        &'static str,
+        bool,
+        Option<NoRecording>,
+    );
+    let rows: [Row; 5] = [
+        (
+            "G.729 answer: relayed, not recorded",
+            true,
+            8,
+            true,
+            G729_SDP,
+            true,
+            Some(NoRecording::Codec("G729".into())),
+        ),
+        (
+            "one free pair for two: untouched",
+            true,
+            1,
+            true,
+            CALLEE_SDP,
+            false,
+            Some(NoRecording::NoPorts),
+        ),
+        (
+            "record_calls = false: untouched, nothing kept",
+            false,
+            8,
+            true,
+            CALLEE_SDP,
+            false,
+            None,
+        ),
+        (
+            "a call the router does not track",
+            true,
+            8,
+            false,
+            CALLEE_SDP,
+            false,
+            None,
+        ),
+        ("rtcp-mux answer", true, 8, true, MUX_SDP, true, None),
+    ];
+    for (name, enabled, pairs, tracked, answer, rewritten, reason) in rows {
+        let mut an = anchor(enabled, pairs);
+        let fwd = invite(&mut an, Some(CALLER_SDP), tracked);
+        let ok = response(&mut an, "SIP/2.0 200 OK", "1 INVITE", Some(answer));
+        assert_eq!(body(&fwd) != CALLER_SDP, rewritten, "{name}: {fwd}");
+        assert_eq!(body(&ok) != answer, rewritten, "{name}: {ok}");
+        let got: Vec<NoRecording> = an.take_unrecorded().map(|u| u.reason).collect();
+        assert_eq!(
+            got,
+            reason.clone().into_iter().collect::<Vec<_>>(),
+            "{name}"
+        );
+        let cmds: Vec<Command> = an.take_commands().collect();
+        assert_eq!(
+            cmds.iter().any(|c| matches!(c, Command::Record { .. })),
+            rewritten && reason.is_none(),
+            "{name}: {cmds:?}"
+        );
+        if !rewritten {
+            assert!(cmds.is_empty(), "{name}: {cmds:?}");
+        }
+        if answer == MUX_SDP {
+            // rtcp-mux kept; a=rtcp names the muxed RTP port.
+            assert!(
+                body(&ok).contains("m=audio 30000 RTP/AVP 8\r\na=rtcp:30000\r\na=rtcp-mux\r\n"),
+                "{ok}"
+            );
+        }
+    }
+    let mut an = anchor(false, 8);
+    invite(&mut an, Some(CALLER_SDP), true);
+    assert_eq!(an.stats.unrecorded_disabled, 1);
+    let mut an = anchor(true, 1);
+    invite(&mut an, Some(CALLER_SDP), true);
+    assert_eq!(an.stats.unrecorded_no_ports, 1);
+}
+
+#[test]
+fn calls_nobody_closed_expire() {
+    let mut an = anchor(true, 2);
+    invite(&mut an, Some(CALLER_SDP), true);
+    an.take_commands().for_each(drop);
+    assert_eq!(an.expire(1_000, 1_000), 0);
+    assert_eq!(an.expire(1_001, 1_000), 1);
+    assert_eq!(
+        an.take_commands().collect::<Vec<_>>(),
+        [Command::Close { session: 1 }]
+    );
+    // Its ports are free again.
+    let fwd = invite(&mut an, Some(CALLER_SDP), true);
+    assert!(body(&fwd).contains("m=audio 30002 "), "{fwd}");
+}

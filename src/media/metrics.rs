@@ -1,0 +1,137 @@
+//! Media counters for `/metrics`, written by the relay and writer threads
+//! and the SIP thread, read by the HTTP handler. Relaxed atomics: each is
+//! a count on its own, nothing is derived from two of them.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct MediaMetrics {
+    pub relayed_packets: AtomicU64,
+    pub dropped_other_source: AtomicU64,
+    pub dropped_no_destination: AtomicU64,
+    pub dropped_unknown_port: AtomicU64,
+    pub active_sessions: AtomicU64,
+    pub recordings_started: AtomicU64,
+    pub recordings_finished: AtomicU64,
+    pub recording_write_errors: AtomicU64,
+    /// Packets the recorder queue had no room for (the disk fell behind).
+    pub recorder_queue_overflow: AtomicU64,
+    pub recordings_repaired: AtomicU64,
+    pub unrecorded_no_ports: AtomicU64,
+    pub unrecorded_codec: AtomicU64,
+    pub unrecorded_disk: AtomicU64,
+    pub unrecorded_disabled: AtomicU64,
+}
+
+impl MediaMetrics {
+    /// The media phase's counts (kept on the SIP thread), copied each tick.
+    pub fn publish_anchor(&self, s: &super::anchor::AnchorStats) {
+        self.unrecorded_no_ports
+            .store(s.unrecorded_no_ports, Relaxed);
+        self.unrecorded_codec.store(s.unrecorded_codec, Relaxed);
+        self.unrecorded_disabled
+            .store(s.unrecorded_disabled, Relaxed);
+    }
+
+    /// Prometheus text.
+    pub fn render(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        let mut out = String::with_capacity(2048);
+        let mut line = |name: &str, kind: &str, help: &str, labelled: &[(&str, u64)]| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (labels, v) in labelled {
+                if labels.is_empty() {
+                    out.push_str(&format!("{name} {v}\n"));
+                } else {
+                    out.push_str(&format!("{name}{{{labels}}} {v}\n"));
+                }
+            }
+        };
+        line(
+            "siptrack_media_relayed_packets_total",
+            "counter",
+            "RTP and RTCP packets relayed",
+            &[("", g(&self.relayed_packets))],
+        );
+        line(
+            "siptrack_media_dropped_packets_total",
+            "counter",
+            "Media packets not relayed, by reason",
+            &[
+                ("reason=\"other_source\"", g(&self.dropped_other_source)),
+                ("reason=\"no_destination\"", g(&self.dropped_no_destination)),
+                ("reason=\"unknown_port\"", g(&self.dropped_unknown_port)),
+            ],
+        );
+        line(
+            "siptrack_media_sessions",
+            "gauge",
+            "Calls whose media siptrack relays now",
+            &[("", g(&self.active_sessions))],
+        );
+        line(
+            "siptrack_recordings_total",
+            "counter",
+            "Recordings started and finished",
+            &[
+                ("state=\"started\"", g(&self.recordings_started)),
+                ("state=\"finished\"", g(&self.recordings_finished)),
+            ],
+        );
+        line(
+            "siptrack_unrecorded_calls_total",
+            "counter",
+            "Tracked calls without a recording, by reason",
+            &[
+                ("reason=\"no_ports\"", g(&self.unrecorded_no_ports)),
+                ("reason=\"codec\"", g(&self.unrecorded_codec)),
+                ("reason=\"disk\"", g(&self.unrecorded_disk)),
+                ("reason=\"disabled\"", g(&self.unrecorded_disabled)),
+            ],
+        );
+        line(
+            "siptrack_recording_write_errors_total",
+            "counter",
+            "Recordings stopped by a write error (disk full, I/O error)",
+            &[("", g(&self.recording_write_errors))],
+        );
+        line(
+            "siptrack_recorder_queue_overflow_total",
+            "counter",
+            "Packets not recorded because the recorder queue was full",
+            &[("", g(&self.recorder_queue_overflow))],
+        );
+        line(
+            "siptrack_recordings_repaired_total",
+            "counter",
+            "Recordings a crash left unfinished, repaired at start (partial)",
+            &[("", g(&self.recordings_repaired))],
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_is_rendered_by_name() {
+        let m = MediaMetrics::default();
+        m.relayed_packets.store(7, Relaxed);
+        m.dropped_other_source.store(2, Relaxed);
+        m.unrecorded_codec.store(1, Relaxed);
+        let text = m.render();
+        for want in [
+            "siptrack_media_relayed_packets_total 7\n",
+            "siptrack_media_dropped_packets_total{reason=\"other_source\"} 2\n",
+            "siptrack_unrecorded_calls_total{reason=\"codec\"} 1\n",
+            "siptrack_unrecorded_calls_total{reason=\"disabled\"} 0\n",
+            "siptrack_media_sessions 0\n",
+            "siptrack_recording_write_errors_total 0\n",
+            "siptrack_recordings_repaired_total 0\n",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
+    }
+}

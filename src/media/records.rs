@@ -1,0 +1,203 @@
+//! Call records meet their recordings. A call's record is ready when the
+//! call ends, but its WAV is finalised a moment later on the writer
+//! thread; the record waits here (at most [`WAIT_MS`]) for the writer's
+//! outcome so it says `recorded` with the DTMF list, or why not. Pure:
+//! the node passes the time.
+
+use std::collections::HashMap;
+
+use crate::calls::{CallRecord, Recording};
+use crate::proxy::Millis;
+
+use super::anchor::RecState;
+use super::recorder::{NoRecording, Summary};
+
+/// How long a record waits for its recording's outcome.
+pub const WAIT_MS: Millis = 10_000;
+/// Reason given when the writer did not answer in time.
+pub const LATE: &str = "recording not finalised within 10 s";
+/// Reason given when a call ended before any answer SDP.
+pub const NO_MEDIA: &str = "no media negotiated";
+
+/// What the writer said about one call.
+pub type Finished = Result<Summary, NoRecording>;
+
+#[derive(Default)]
+pub struct Records {
+    waiting: HashMap<String, (CallRecord, Millis)>,
+    /// Outcomes that came before their call ended (a file that could not
+    /// even be created).
+    early: HashMap<String, Finished>,
+}
+
+fn apply(r: &mut CallRecord, f: Finished) {
+    match f {
+        Ok(s) => {
+            r.recording = Recording::Recorded;
+            r.dtmf = s.dtmf;
+        }
+        Err(e) => r.recording = Recording::from(&e),
+    }
+}
+
+impl Records {
+    /// A call ended; `state` is what the media phase knew (`None`: it did
+    /// not handle the call). Returns the record when it need not wait.
+    pub fn ended(
+        &mut self,
+        mut r: CallRecord,
+        state: Option<RecState>,
+        now: Millis,
+    ) -> Option<CallRecord> {
+        match state {
+            None => Some(r),
+            Some(RecState::Undecided) => {
+                r.recording = Recording::not_recorded(NO_MEDIA);
+                Some(r)
+            }
+            Some(RecState::NotRecorded(why)) => {
+                r.recording = Recording::from(&why);
+                Some(r)
+            }
+            Some(RecState::Started) => match self.early.remove(&r.call_id) {
+                Some(f) => {
+                    apply(&mut r, f);
+                    Some(r)
+                }
+                None => {
+                    self.waiting
+                        .insert(r.call_id.clone(), (r, now.saturating_add(WAIT_MS)));
+                    None
+                }
+            },
+        }
+    }
+
+    /// The writer's outcome for a call; returns its record if it waited.
+    pub fn finished(&mut self, call_id: &str, f: Finished) -> Option<CallRecord> {
+        match self.waiting.remove(call_id) {
+            Some((mut r, _)) => {
+                apply(&mut r, f);
+                Some(r)
+            }
+            None => {
+                self.early.insert(call_id.to_string(), f);
+                None
+            }
+        }
+    }
+
+    /// Records that waited too long (or all of them, at shutdown).
+    pub fn expire(&mut self, now: Millis, all: bool) -> Vec<CallRecord> {
+        let due: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|(_, (_, d))| all || *d <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out: Vec<CallRecord> = due
+            .into_iter()
+            .filter_map(|k| self.waiting.remove(&k))
+            .map(|(mut r, _)| {
+                r.recording = Recording::not_recorded(LATE);
+                r
+            })
+            .collect();
+        out.sort_by(|a, b| a.call_id.cmp(&b.call_id));
+        out
+    }
+
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.waiting.values().map(|(_, d)| *d).min()
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::{CallInfo, CallStatus, Party};
+    use crate::media::recorder::Dtmf;
+    use crate::media::timeline::Side;
+
+    fn record(id: &str) -> CallRecord {
+        CallRecord {
+            call_id: id.into(),
+            info: CallInfo::default(),
+            invite_at: 0,
+            answer_at: Some(1),
+            end_at: 2,
+            duration: 0,
+            status: CallStatus::Answered,
+            hangup: Some(Party::Caller),
+            recording: Recording::default(),
+            dtmf: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn records_get_their_recording_state() {
+        let press = Dtmf {
+            side: Side::Caller,
+            digit: '5',
+            at_ms: 100,
+            duration_ms: 80,
+        };
+        let done = || {
+            Ok(Summary {
+                dtmf: vec![press],
+                ..Summary::default()
+            })
+        };
+        let mut r = Records::default();
+        // (state at the end, writer outcome before / after, expected)
+        let not_handled = r.ended(record("a"), None, 0).expect("at once");
+        assert_eq!(not_handled.recording, Recording::default());
+        let undecided = r
+            .ended(record("b"), Some(RecState::Undecided), 0)
+            .expect("at once");
+        assert_eq!(undecided.recording, Recording::not_recorded(NO_MEDIA));
+        let codec = r
+            .ended(
+                record("c"),
+                Some(RecState::NotRecorded(NoRecording::Codec("G729".into()))),
+                0,
+            )
+            .expect("at once");
+        assert_eq!(
+            codec.recording,
+            Recording::not_recorded("codec not recorded: G729")
+        );
+        // Started: waits for the writer.
+        assert!(r.ended(record("d"), Some(RecState::Started), 0).is_none());
+        assert_eq!(r.next_deadline(), Some(WAIT_MS));
+        let d = r.finished("d", done()).expect("released");
+        assert_eq!((d.recording, d.dtmf), (Recording::Recorded, vec![press]));
+        // The writer failed before the call ended (file not created).
+        assert!(r
+            .finished(
+                "e",
+                Err(NoRecording::Disk("No space left on device".into()))
+            )
+            .is_none());
+        let e = r
+            .ended(record("e"), Some(RecState::Started), 0)
+            .expect("at once");
+        assert_eq!(
+            e.recording,
+            Recording::not_recorded("recording file: No space left on device")
+        );
+        // The writer never answers.
+        assert!(r.ended(record("f"), Some(RecState::Started), 100).is_none());
+        assert!(r.expire(WAIT_MS + 99, false).is_empty());
+        let late = r.expire(WAIT_MS + 100, false);
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].recording, Recording::not_recorded(LATE));
+        assert!(r.ended(record("g"), Some(RecState::Started), 100).is_none());
+        assert_eq!(r.expire(0, true).len(), 1, "shutdown takes all");
+        assert_eq!(r.waiting(), 0);
+    }
+}

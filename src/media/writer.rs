@@ -1,0 +1,348 @@
+//! The recording writer: a thread of its own that owns every open
+//! recording file, so a slow or full disk never holds up packet
+//! forwarding. The relay hands it packets through a bounded queue and
+//! never waits: when the queue is full the packet is left out of the
+//! recording and counted. At a call's end the file's header is
+//! finalised and the file fsynced. At start, [`repair_dir`] finalises the
+//! files a crash left unfinished.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::link;
+use super::metrics::MediaMetrics;
+use super::recorder::{NoRecording, Payloads, Recorder, Summary};
+use super::relay::SessionId;
+use super::timeline::Side;
+use super::wav::{self, HeaderState};
+
+/// Packets waiting for the disk, at most (about 2 MB of G.711).
+pub const QUEUE: usize = 8192;
+
+pub enum Job {
+    Start {
+        session: SessionId,
+        call_id: Bytes,
+        payloads: Payloads,
+        at: Instant,
+    },
+    Packet {
+        session: SessionId,
+        side: Side,
+        data: Vec<u8>,
+        at: Instant,
+    },
+    Finish {
+        session: SessionId,
+    },
+}
+
+/// How a call's recording ended, for the log and the call record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub call_id: Bytes,
+    pub file: PathBuf,
+    pub result: Result<Summary, NoRecording>,
+}
+
+/// The relay's end of the queue.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: SyncSender<Job>,
+    metrics: Arc<MediaMetrics>,
+}
+
+impl WriterHandle {
+    /// Never blocks: a full queue loses the packet (counted), not the call.
+    pub fn packet(&self, session: SessionId, side: Side, data: &[u8], at: Instant) {
+        let job = Job::Packet {
+            session,
+            side,
+            data: data.to_vec(),
+            at,
+        };
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(job) {
+            self.metrics.recorder_queue_overflow.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Start and finish must not be lost: they wait for room (the writer
+    /// takes jobs as fast as the disk allows, packets of full calls only
+    /// ever queue behind them).
+    pub fn control(&self, job: Job) {
+        let _ = self.tx.send(job);
+    }
+}
+
+struct Open {
+    call_id: Bytes,
+    path: PathBuf,
+    started: Instant,
+    recorder: Recorder<BufWriter<File>>,
+}
+
+/// Starts the writer thread; `done` gets each recording's outcome.
+pub fn spawn(
+    dir: PathBuf,
+    metrics: Arc<MediaMetrics>,
+    done: impl Fn(Outcome) + Send + 'static,
+) -> std::io::Result<WriterHandle> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+    let m = metrics.clone();
+    std::thread::Builder::new()
+        .name("recorder".into())
+        .spawn(move || run(rx, &dir, &m, done))?;
+    Ok(WriterHandle { tx, metrics })
+}
+
+fn run(rx: Receiver<Job>, dir: &Path, metrics: &MediaMetrics, done: impl Fn(Outcome)) {
+    let mut open: HashMap<SessionId, Open> = HashMap::new();
+    // Ends when every handle is gone (the relay stopped): what is still
+    // open is finished, so a clean stop leaves only complete files.
+    while let Ok(job) = rx.recv() {
+        match job {
+            Job::Start {
+                session,
+                call_id,
+                payloads,
+                at,
+            } => {
+                let path = dir.join(link::file_name(&call_id));
+                match start(&path, payloads) {
+                    Ok(recorder) => {
+                        metrics.recordings_started.fetch_add(1, Relaxed);
+                        open.insert(
+                            session,
+                            Open {
+                                call_id,
+                                path,
+                                started: at,
+                                recorder,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        metrics.recording_write_errors.fetch_add(1, Relaxed);
+                        metrics.unrecorded_disk.fetch_add(1, Relaxed);
+                        done(Outcome {
+                            call_id,
+                            file: path,
+                            result: Err(e),
+                        });
+                    }
+                }
+            }
+            Job::Packet {
+                session,
+                side,
+                data,
+                at,
+            } => {
+                if let Some(o) = open.get_mut(&session) {
+                    let ms = at.saturating_duration_since(o.started).as_millis() as u64;
+                    o.recorder.on_rtp(side, &data, ms);
+                }
+            }
+            Job::Finish { session } => {
+                if let Some(o) = open.remove(&session) {
+                    done(finish(o, metrics));
+                }
+            }
+        }
+    }
+    for (_, o) in open.drain() {
+        done(finish(o, metrics));
+    }
+}
+
+fn start(path: &Path, payloads: Payloads) -> Result<Recorder<BufWriter<File>>, NoRecording> {
+    let file = File::create(path).map_err(|e| NoRecording::Disk(e.to_string()))?;
+    Recorder::new(BufWriter::with_capacity(32 * 1024, file), payloads)
+}
+
+fn finish(o: Open, metrics: &MediaMetrics) -> Outcome {
+    let (w, mut summary) = o.recorder.finish();
+    if summary.failed.is_none() {
+        let synced = w
+            .ok_or_else(|| "no writer".to_string())
+            .and_then(|w| w.into_inner().map_err(|e| e.error().to_string()))
+            .and_then(|f| f.sync_all().map_err(|e| e.to_string()));
+        if let Err(e) = synced {
+            summary.failed = Some(NoRecording::Disk(e));
+        }
+    }
+    metrics.recordings_finished.fetch_add(1, Relaxed);
+    let result = match summary.failed.take() {
+        None => Ok(summary),
+        Some(e) => {
+            metrics.recording_write_errors.fetch_add(1, Relaxed);
+            metrics.unrecorded_disk.fetch_add(1, Relaxed);
+            Err(e)
+        }
+    };
+    Outcome {
+        call_id: o.call_id,
+        file: o.path,
+        result,
+    }
+}
+
+/// What [`repair_dir`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Repaired {
+    /// Files a crash left unfinished, now finalised from their length
+    /// (partial recordings).
+    pub partial: Vec<PathBuf>,
+    /// Files that died before their header was written: removed.
+    pub removed: Vec<PathBuf>,
+    /// Files that could not be read or repaired, with the reason.
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+/// Finalises every `.wav` in `dir` whose header says it was never
+/// finished (the process died during its call). Run before the relay
+/// starts: every file still being written then is one of these.
+pub fn repair_dir(dir: &Path) -> Repaired {
+    let mut out = Repaired::default();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_none_or(|x| x != "wav") {
+            continue;
+        }
+        let mut head = [0u8; 44];
+        let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+        let read = File::open(&path).and_then(|mut f| f.read_exact(&mut head));
+        if read.is_err() && len >= wav::HEADER_LEN {
+            out.failed.push((path, "unreadable".into()));
+            continue;
+        }
+        if read.is_ok() && !matches!(wav::header_state(&head, len), HeaderState::Partial { .. }) {
+            continue;
+        }
+        if len < wav::HEADER_LEN {
+            // Died before even the header was written: nothing to keep.
+            if std::fs::remove_file(&path).is_ok() {
+                out.removed.push(path);
+            }
+            continue;
+        }
+        match wav::finalise_partial(&path) {
+            Ok(_) => out.partial.push(path),
+            Err(e) => out.failed.push((path, e.to_string())),
+        }
+    }
+    out.partial.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    fn rtp(seq: u16, ts: u32, payload: u8) -> Vec<u8> {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&7u32.to_be_bytes());
+        p.extend_from_slice(&[payload; 160]);
+        p
+    }
+
+    #[test]
+    fn a_call_is_written_finalised_and_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(MediaMetrics::default());
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        let w = spawn(dir.path().to_path_buf(), metrics.clone(), move |o| {
+            if let Ok(mut v) = g.lock() {
+                v.push(o);
+            }
+        })
+        .expect("writer");
+        let t0 = Instant::now();
+        w.control(Job::Start {
+            session: 1,
+            call_id: Bytes::from_static(b"a/b@c"),
+            payloads: Payloads::default(),
+            at: t0,
+        });
+        for i in 0..50u16 {
+            let at = t0 + Duration::from_millis(u64::from(i) * 20);
+            w.packet(1, Side::Caller, &rtp(i, u32::from(i) * 160, 0x80), at);
+            w.packet(1, Side::Callee, &rtp(i, u32::from(i) * 160, 0x00), at);
+        }
+        w.control(Job::Finish { session: 1 });
+        // A file that cannot be created (a directory in its place).
+        std::fs::create_dir(dir.path().join(link::file_name(b"blocked"))).expect("mkdir");
+        w.control(Job::Start {
+            session: 2,
+            call_id: Bytes::from_static(b"blocked"),
+            payloads: Payloads::default(),
+            at: t0,
+        });
+        drop(w);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.lock().map(|v| v.len()).unwrap_or(0) < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let got = got.lock().map(|v| v.clone()).unwrap_or_default();
+        let ok = got
+            .iter()
+            .find(|o| o.call_id.as_ref() == b"a/b@c")
+            .expect("outcome");
+        assert_eq!(ok.file, dir.path().join("a_2Fb_40c.wav"));
+        let summary = ok.result.as_ref().expect("recorded");
+        assert_eq!(summary.duration_ms, 1000);
+        let bytes = std::fs::read(&ok.file).expect("file");
+        let pcm = wav::samples(&bytes).expect("a finished WAV");
+        assert!(pcm.chunks(2).all(|f| f == [32124, -32124]));
+        let bad = got
+            .iter()
+            .find(|o| o.call_id.as_ref() == b"blocked")
+            .expect("outcome");
+        assert!(matches!(bad.result, Err(NoRecording::Disk(_))), "{bad:?}");
+        assert_eq!(metrics.unrecorded_disk.load(Relaxed), 1);
+        assert_eq!(metrics.recordings_finished.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn files_a_crash_left_are_finalised_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| dir.path().join(n);
+        // Unfinished: header placeholder and 1000 frames and a torn byte.
+        let mut partial = wav::header(0, false).to_vec();
+        partial.extend(std::iter::repeat_n(1u8, 4001));
+        std::fs::write(p("crashed.wav"), &partial).expect("write");
+        let mut done = wav::header(8, true).to_vec();
+        done.extend([0u8; 8]);
+        std::fs::write(p("done.wav"), &done).expect("write");
+        std::fs::write(p("empty.wav"), b"RIFF").expect("write");
+        std::fs::write(p("notes.txt"), b"not a recording").expect("write");
+        let r = repair_dir(dir.path());
+        assert_eq!(r.partial, [p("crashed.wav")]);
+        assert_eq!(r.removed, [p("empty.wav")]);
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        let fixed = std::fs::read(p("crashed.wav")).expect("read");
+        assert_eq!(wav::samples(&fixed).map(|s| s.len()), Some(2000));
+        assert_eq!(std::fs::read(p("done.wav")).expect("read"), done);
+        assert!(!p("empty.wav").exists());
+        assert!(
+            repair_dir(dir.path()).partial.is_empty(),
+            "a second start finds nothing"
+        );
+    }
+}
