@@ -3,8 +3,9 @@
 //! WebDriver. Sign-in, the lead list against the API's outcomes, filters
 //! and search, live rows, a deal status change that changes the next
 //! call (L-3), a retry from the outbox page, hostile names rendered as
-//! text; sessions and CSRF over plain HTTP. Screenshots of every page go
-//! to target/ui-screenshots/.
+//! text; sessions and CSRF over plain HTTP; a real recorded call (SIPp
+//! with RTP through siptrack's relay) played by the calls page's player.
+//! Screenshots of every page go to target/ui-screenshots/.
 
 mod common;
 
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 use common::browser::{http, Browser};
 use common::checks::{get, post_json};
 use common::crm::{Crm, Mode};
-use common::{free_port, Sipp, Siptrack};
+use common::rtp::{sdp_media_addr, RtpEndpoint};
+use common::{free_port, Dir, SipTrace, Sipp, SippProcess, Siptrack};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "ui-token-7f3a";
@@ -697,4 +699,256 @@ fn sessions_csrf_users_and_language() {
     assert_eq!(status, 303);
     // The API token signs in too.
     assert!(sign_in(api, "", TOKEN).is_some());
+}
+
+/// A siptrack that relays and records media, with recording links that
+/// need the token or a console session.
+fn media_config(uas_port: u16, ports: (u16, u16), dir: &std::path::Path) -> String {
+    format!(
+        r#"[sip]
+listen = ["udp:127.0.0.1:{{SIP_PORT}}"]
+trusted_sources = ["127.0.0.0/8"]
+route_secret = "e2e-ui-media"
+
+[tracking]
+default_destination = "sip:127.0.0.1:{uas_port}"
+record_calls = true
+recording_links_require_auth = true
+
+[media]
+port_min = {min}
+port_max = {max}
+advertised_ip = "127.0.0.1"
+recordings_dir = "{rec}"
+
+[http]
+listen = "127.0.0.1:{{HTTP_PORT}}"
+token = "{TOKEN}"
+
+[storage]
+url = "sqlite:{db}"
+"#,
+        min = ports.0,
+        max = ports.1,
+        rec = dir.join("recordings").display(),
+        db = dir.join("s.db").display(),
+    )
+}
+
+/// RFC 4733 packets of one key press (event `code`) from `ep`: five
+/// packets 20 ms apart, the last with the end bit sent three times, as
+/// phones send them; one timestamp (the press's start), sequence numbers
+/// going on from `seq`.
+fn press(ep: &RtpEndpoint, to: SocketAddr, code: u8, seq: u16, ts: u32, ssrc: u32) {
+    for k in 0..7u16 {
+        let end = k >= 4;
+        let duration = 160 * (k.min(4) + 1);
+        let payload = [code, if end { 0x80 } else { 0 } | 10, 0, 0];
+        let mut p = vec![0x80, 101 | if k == 0 { 0x80 } else { 0 }];
+        p.extend_from_slice(&seq.wrapping_add(k).to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&payload[..2]);
+        p.extend_from_slice(&duration.to_be_bytes());
+        ep.send_raw(to, &p);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIPp's call with RTP from test endpoints (440 Hz caller, 1000 Hz
+/// callee, relayed and recorded by siptrack), the caller pressing 5 after
+/// its tone: the call's Call-ID.
+fn recorded_call(p: &Siptrack, uas_port: u16) -> String {
+    const PACKETS: u32 = 100;
+    let caller = RtpEndpoint::bind(free_port());
+    let callee = RtpEndpoint::bind(free_port());
+    let uas = Sipp::uas("uas_media.xml")
+        .port(uas_port)
+        .arg("-key")
+        .arg("rtp_port")
+        .arg(callee.port().to_string())
+        .pause_ms(500)
+        .time_limit(Duration::from_secs(30))
+        .spawn();
+    let uac = Sipp::uac("uac_media.xml", p.sip_addr())
+        .calls(1)
+        .arg("-key")
+        .arg("rtp_port")
+        .arg(caller.port().to_string())
+        .pause_ms(3000)
+        .time_limit(Duration::from_secs(25))
+        .spawn();
+    let body = |m: &SipTrace| m.text.split_once("\n\n").map_or("", |(_, b)| b).to_string();
+    let wait_for = |sipp: &SippProcess, want: &dyn Fn(&SipTrace) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(m) = sipp.messages().into_iter().find(|m| want(m)) {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "SIPp did not get the call set up"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let invite = wait_for(&uas, &|m| m.dir == Dir::Received && m.is_request("INVITE"));
+    let ok = wait_for(&uac, &|m| {
+        m.dir == Dir::Received && m.is_response(200) && m.cseq_method().as_deref() == Some("INVITE")
+    });
+    let callee_to = sdp_media_addr(&body(&invite)).expect("SDP in the INVITE");
+    let caller_to = sdp_media_addr(&body(&ok)).expect("SDP in the 200");
+    let a = caller.send_tone(caller_to, 440.0, PACKETS, 0x1111);
+    let b = callee.send_tone(callee_to, 1000.0, PACKETS, 0x2222);
+    a.join().expect("caller tone");
+    press(&caller, caller_to, 5, PACKETS as u16, PACKETS * 160, 0x1111);
+    b.join().expect("callee tone");
+    let uac_run = uac.wait();
+    let uas_run = uas.wait_at_most(Duration::from_secs(5));
+    assert_eq!(
+        uac_run.successful(),
+        1,
+        "{}\n{}",
+        uac_run.summary(),
+        uas_run.summary()
+    );
+    invite.call_id().expect("Call-ID")
+}
+
+#[test]
+fn a_recorded_call_plays_in_the_console_and_its_link_needs_a_session_or_the_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = common::free_ports(8);
+    let uas_port = free_port();
+    let p = Siptrack::start(&media_config(uas_port, (base, base + 7), dir.path()));
+    let api = p.api();
+    let call_id = recorded_call(&p, uas_port);
+
+    // The WAV siptrack wrote, finalised: how long it plays.
+    let file = dir
+        .path()
+        .join("recordings")
+        .join(siptrack::media::link::file_name(call_id.as_bytes()));
+    let mut wav_seconds = 0.0;
+    wait_until(Duration::from_secs(10), "the finished WAV", || {
+        let samples = std::fs::read(&file)
+            .ok()
+            .and_then(|b| siptrack::media::wav::samples(&b));
+        if let Some(s) = &samples {
+            wav_seconds = s.len() as f64 / 2.0 / 8000.0;
+        }
+        samples.is_some()
+    });
+    assert!(wav_seconds > 1.5, "{wav_seconds} s recorded");
+
+    // The calls API's link (the record waits for its WAV, so it is there).
+    let calls = p.wait_for("calls", 1, TOKEN);
+    assert_eq!(calls[0]["recording"], "recorded", "{:?}", calls[0]);
+    let link = calls[0]["link"].as_str().expect("a link").to_string();
+    let path = link
+        .strip_prefix(&format!("http://{api}"))
+        .expect("the link's base is the API's address")
+        .to_string();
+    let console_path = format!("/ui{path}");
+
+    // recording_links_require_auth: the signature alone is not enough;
+    // the token on /recordings, a session on the console's path.
+    let bearer = format!("Bearer {TOKEN}");
+    assert_eq!(http(api, "GET", &path, &[], "").0, 401);
+    assert_eq!(http(api, "GET", &console_path, &[], "").0, 401);
+    let (status, head, body) = http(api, "GET", &path, &[("Authorization", &bearer)], "");
+    assert_eq!(status, 200, "{head}");
+    assert!(body.starts_with("RIFF"), "a WAV");
+    let (cookie, _) = sign_in(api, "", TOKEN).expect("the token signs in");
+    let with_session = [("Cookie", cookie.as_str())];
+    let (status, head, _) = http(api, "GET", &console_path, &with_session, "");
+    assert_eq!(status, 200, "{head}");
+    assert!(head
+        .to_ascii_lowercase()
+        .contains("content-type: audio/wav"));
+    let (status, head, _) = http(
+        api,
+        "GET",
+        &console_path,
+        &[("Cookie", cookie.as_str()), ("Range", "bytes=0-99")],
+        "",
+    );
+    assert_eq!(status, 206, "seekable: {head}");
+    // The session never stands in for the signature.
+    let tampered = format!("{}0", &console_path[..console_path.len() - 1]);
+    let tampered = if tampered == console_path {
+        format!("{}1", &console_path[..console_path.len() - 1])
+    } else {
+        tampered
+    };
+    assert_eq!(http(api, "GET", &tampered, &with_session, "").0, 403);
+    assert_eq!(
+        http(
+            api,
+            "GET",
+            &console_path,
+            &[("Cookie", "siptrack_session=00")],
+            ""
+        )
+        .0,
+        401,
+        "a made-up session is none"
+    );
+
+    // The browser: the calls page has the player, and it plays.
+    let b = Browser::start();
+    let site = format!("http://{api}");
+    b.go(&format!("{site}/ui/calls"));
+    b.type_into("#password", TOKEN);
+    b.click("#sign-in");
+    b.wait_url("/ui/calls");
+    let shown = rows(&b, "#calls");
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert!(
+        shown[0][7].contains("recorded") && shown[0][7].contains("keys: 5"),
+        "the state and the key press: {shown:?}"
+    );
+    assert_eq!(
+        b.run(
+            "const a = document.querySelector('#calls audio');
+             return [a.getAttribute('src'), a.getAttribute('preload'), a.controls];",
+            json!([])
+        ),
+        json!([console_path, "none", true])
+    );
+    b.run(
+        "const a = document.querySelector('#calls audio');
+         a.muted = true;
+         a.play().catch(e => { window.playError = String(e); });
+         return true;",
+        json!([]),
+    );
+    let duration = b.wait(
+        Duration::from_secs(10),
+        "the player's duration",
+        "const a = document.querySelector('#calls audio');
+         return window.playError || (a.readyState >= 1 && isFinite(a.duration) ? a.duration : 0);",
+    );
+    let duration = duration
+        .as_f64()
+        .unwrap_or_else(|| panic!("the player failed: {duration}"));
+    assert!(
+        (duration - wav_seconds).abs() <= 0.1,
+        "the player says {duration} s, the WAV is {wav_seconds} s"
+    );
+    b.screenshot(&shots().join("calls-player.png"));
+    let ended = b.wait(
+        Duration::from_secs(20),
+        "the recording to play to its end",
+        "const a = document.querySelector('#calls audio');
+         return window.playError || (a.ended && a.currentTime > 0 ? a.currentTime : 0);",
+    );
+    let played = ended
+        .as_f64()
+        .unwrap_or_else(|| panic!("the player failed: {ended}"));
+    assert!(
+        (played - wav_seconds).abs() <= 0.1,
+        "played to {played} s of {wav_seconds} s"
+    );
+    assert_eq!(b.alert(), None);
 }

@@ -5,8 +5,12 @@
 //! by retention, or not a file siptrack wrote); 409 while the file is
 //! still being written (its header is not finalised: the call is in
 //! progress, or a crash left it for the repair at the next start). With
-//! `tracking.recording_links_require_auth` the API token is needed too
-//! (401 without it).
+//! `tracking.recording_links_require_auth` the API token or a console
+//! session is needed too (401 without either): the console's `<audio>`
+//! player cannot send a bearer token, so the same route is also served at
+//! `/ui/recordings/{call_id}`, where the browser sends the session cookie
+//! (`Path=/ui`). The signature is checked either way: neither stands in
+//! for it.
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
@@ -92,7 +96,10 @@ async fn serve(
     headers: &HeaderMap,
 ) -> Response {
     let access = &s.recordings;
-    if access.require_auth && !authorized(headers, s.token.as_deref()) {
+    if access.require_auth
+        && !authorized(headers, s.token.as_deref())
+        && !super::ui::signed_in(s, headers)
+    {
         return unauthorized();
     }
     let (Some(exp), Some(sig)) = (q.get("exp"), q.get("sig")) else {

@@ -68,6 +68,12 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/outbox", get(outbox))
         .route("/ui/outbox/{id}/retry", post(outbox_retry))
         .route("/ui/events", get(events))
+        // The console's player: the recording route where the session
+        // cookie (Path=/ui) reaches it (see `recording::links::console_link`).
+        .route(
+            "/ui/recordings/{call_id}",
+            get(super::recordings::get_recording),
+        )
 }
 
 /// Random hex from the kernel's CSPRNG (session ids, CSRF tokens, salts
@@ -162,6 +168,11 @@ fn session_of(s: &AppState, headers: &HeaderMap) -> Option<(String, Session)> {
     let now = s.clock.unix_ms();
     let session = s.ui.sessions.lock().ok()?.get(&id, now)?;
     Some((id, session))
+}
+
+/// Whether the request comes from a signed-in console user.
+pub(super) fn signed_in(s: &AppState, headers: &HeaderMap) -> bool {
+    session_of(s, headers).is_some()
 }
 
 /// A page's session, or the redirect to sign in (coming back here after).
@@ -432,7 +443,13 @@ async fn calls(
     match s.store.call_page(before, None, ui::calls::PAGE + 1).await {
         Ok(rows) => html(
             StatusCode::OK,
-            ui::calls::page(&ctx(&s, &sess), &rows, before),
+            ui::calls::page(
+                &ctx(&s, &sess),
+                &rows,
+                before,
+                &s.recordings.links,
+                s.clock.unix_ms() / 1000,
+            ),
         ),
         Err(e) => storage_failed(&s, e, "call page"),
     }
@@ -596,11 +613,14 @@ impl Stream {
                 let rows = s.store.call_page(None, Some(self.after), 100).await?;
                 for (id, call) in rows.iter().rev() {
                     self.after = self.after.max(*id);
-                    self.ready.push_back(
-                        Event::default()
-                            .event("call")
-                            .data(ui::calls::row(&c, *id, call)),
-                    );
+                    self.ready
+                        .push_back(Event::default().event("call").data(ui::calls::row(
+                            &c,
+                            *id,
+                            call,
+                            &s.recordings.links,
+                            s.clock.unix_ms() / 1000,
+                        )));
                 }
             }
         }

@@ -46,17 +46,42 @@ pub fn link(
     s: &LinkSettings,
     now_unix: u64,
 ) -> Option<String> {
+    signed_path(call_id, recording, end_at_ms, s, now_unix).map(|p| format!("{}{p}", s.base_url))
+}
+
+/// Where the web console serves recordings: under its own path, because
+/// its session cookie is `Path=/ui` and an `<audio>` element can send
+/// nothing else (no bearer token) when `recording_links_require_auth` is on.
+pub const CONSOLE_PREFIX: &str = "/ui";
+
+/// The link the console's player gets: the same signed path and rule as
+/// [`link`], under [`CONSOLE_PREFIX`] and without a base, so the browser
+/// asks the host it opened the console on (the pages' CSP allows media
+/// from there only).
+pub fn console_link(
+    call_id: &str,
+    recording: &Recording,
+    end_at_ms: u64,
+    s: &LinkSettings,
+    now_unix: u64,
+) -> Option<String> {
+    signed_path(call_id, recording, end_at_ms, s, now_unix).map(|p| format!("{CONSOLE_PREFIX}{p}"))
+}
+
+/// `/recordings/{call_id}?exp=…&sig=…` when the call has a WAV whose
+/// retention is not over.
+fn signed_path(
+    call_id: &str,
+    recording: &Recording,
+    end_at_ms: u64,
+    s: &LinkSettings,
+    now_unix: u64,
+) -> Option<String> {
     if !recording.has_file() {
         return None;
     }
     let exp = expiry(end_at_ms, s.retention_seconds);
-    (now_unix < exp).then(|| {
-        format!(
-            "{}{}",
-            s.base_url,
-            link::link_path(&s.key, call_id.as_bytes(), exp)
-        )
-    })
+    (now_unix < exp).then(|| link::link_path(&s.key, call_id.as_bytes(), exp))
 }
 
 /// The link as the CRM gets it: also left out when recording is off or
@@ -170,6 +195,12 @@ mod tests {
         ] {
             let what = format!("{rec:?} {s:?} {now}");
             assert_eq!(link("c1", rec, END_MS, s, now).is_some(), api, "{what}");
+            // The console plays what the API links, whatever the CRM switches.
+            assert_eq!(
+                console_link("c1", rec, END_MS, s, now).is_some(),
+                api,
+                "{what}"
+            );
             assert_eq!(crm_link("c1", rec, END_MS, s, now).is_some(), crm, "{what}");
         }
     }
@@ -186,6 +217,14 @@ mod tests {
             "{a}"
         );
         assert!(a.contains(&format!("exp={exp}&sig=")), "{a}");
+        let console = console_link("a b/..@h", &Recording::Recorded, END_MS, &s, 1_800_000_001);
+        assert_eq!(
+            console.as_deref(),
+            a.strip_prefix("https://calls.example")
+                .map(|p| format!("/ui{p}"))
+                .as_deref(),
+            "the same signed path, under the console's, without the base"
+        );
         let sig = a.rsplit("sig=").next().expect("sig");
         assert_eq!(
             link::verify(&s.key, b"a b/..@h", &exp.to_string(), sig, exp - 1),

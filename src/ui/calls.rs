@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use super::{duration, esc, head, layout, Ctx, Nav};
 use crate::calls::Recording;
+use crate::media::timeline::Side;
+use crate::recording::{links, LinkSettings};
 use crate::store::rows::CallRow;
 
 pub const PAGE: i64 = 50;
@@ -19,20 +21,56 @@ fn channel(c: &CallRow) -> &str {
         .unwrap_or("")
 }
 
-fn recording(ctx: &Ctx, c: &CallRow) -> String {
-    match &c.recording {
-        Recording::Recorded => ctx.t.recorded.into(),
-        Recording::Partial => ctx.t.partial.into(),
-        Recording::NotRecorded { reason } => format!("— {reason}"),
+/// The recording cell: a player for a call with a WAV (its signed
+/// console link), what became of the recording, and the key presses.
+fn recording(ctx: &Ctx, c: &CallRow, links: &LinkSettings, now_unix: u64) -> String {
+    let t = ctx.t;
+    let mut cell = String::new();
+    let end_at_ms = u64::try_from(c.end_at).unwrap_or(0);
+    if let Some(src) = links::console_link(&c.call_id, &c.recording, end_at_ms, links, now_unix) {
+        // preload="none": a page of 50 calls fetches no audio until one is played.
+        let _ = write!(
+            cell,
+            "<audio controls preload=\"none\" src=\"{}\"></audio>",
+            esc(&src)
+        );
     }
+    let state = match &c.recording {
+        Recording::Recorded => t.recorded.to_string(),
+        Recording::Partial => t.partial.to_string(),
+        Recording::NotRecorded { reason } => format!("{}: {reason}", t.not_recorded),
+    };
+    let _ = write!(cell, "<span class=\"rec-state\">{}</span>", esc(&state));
+    if !c.dtmf.is_empty() {
+        let _ = write!(cell, "<span class=\"dtmf\">{}:", esc(t.dtmf));
+        for d in &c.dtmf {
+            let who = match d.side {
+                Side::Caller => t.by_caller,
+                Side::Callee => t.by_callee,
+            };
+            let _ = write!(
+                cell,
+                " <kbd title=\"{}\">{}</kbd>",
+                esc(&format!(
+                    "{who}, {:.1} {}",
+                    d.at_ms as f64 / 1000.0,
+                    t.seconds
+                )),
+                esc(&d.digit.to_string())
+            );
+        }
+        cell.push_str("</span>");
+    }
+    cell
 }
 
-/// One call as a table row (also what the live updates insert).
-pub fn row(ctx: &Ctx, id: i64, c: &CallRow) -> String {
+/// One call as a table row (also what the live updates insert); `links`
+/// and `now_unix` make its player's link.
+pub fn row(ctx: &Ctx, id: i64, c: &CallRow, links: &LinkSettings, now_unix: u64) -> String {
     format!(
         "<tr id=\"call-{id}\"><td>{date}</td><td class=\"status\">{status}</td><td>{dur}</td>\
          <td>{hangup}</td><td class=\"caller\">{caller}</td><td>{number}</td><td>{channel}</td>\
-         <td>{rec}</td><td><a class=\"ladder\" href=\"/ui/ladder?call={call}\">{sip}</a></td></tr>",
+         <td class=\"recording\">{rec}</td><td><a class=\"ladder\" href=\"/ui/ladder?call={call}\">{sip}</a></td></tr>",
         date = esc(&ctx.date(c.invite_at / 1000)),
         status = esc(&c.status),
         dur = duration(c.duration),
@@ -44,7 +82,7 @@ pub fn row(ctx: &Ctx, id: i64, c: &CallRow) -> String {
         },
         number = ctx.phone(&c.callee),
         channel = esc(channel(c)),
-        rec = esc(&recording(ctx, c)),
+        rec = recording(ctx, c, links, now_unix),
         call = esc(&super::url_value(&c.call_id)),
         sip = esc(ctx.t.ladder),
     )
@@ -52,7 +90,13 @@ pub fn row(ctx: &Ctx, id: i64, c: &CallRow) -> String {
 
 /// The page: `rows` as the store gave them (up to a page and one, with
 /// their row ids); `before` when this is an older page.
-pub fn page(ctx: &Ctx, rows: &[(i64, CallRow)], before: Option<i64>) -> String {
+pub fn page(
+    ctx: &Ctx,
+    rows: &[(i64, CallRow)],
+    before: Option<i64>,
+    links: &LinkSettings,
+    now_unix: u64,
+) -> String {
     let t = ctx.t;
     let shown = &rows[..rows.len().min(PAGE as usize)];
     let live = if before.is_none() {
@@ -78,7 +122,7 @@ pub fn page(ctx: &Ctx, rows: &[(i64, CallRow)], before: Option<i64>) -> String {
         ])
     );
     for (id, c) in shown {
-        b.push_str(&row(ctx, *id, c));
+        b.push_str(&row(ctx, *id, c, links, now_unix));
     }
     b.push_str("</tbody></table>");
     if shown.is_empty() {
@@ -104,6 +148,7 @@ pub fn page(ctx: &Ctx, rows: &[(i64, CallRow)], before: Option<i64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::recorder::Dtmf;
 
     #[test]
     fn a_call_row() {
@@ -134,7 +179,21 @@ mod tests {
             recording: Recording::Recorded,
             dtmf: Vec::new(),
         };
-        let r = row(&ctx, 7, &c);
+        let links = LinkSettings {
+            key: std::sync::Arc::from(&b"k"[..]),
+            base_url: "https://calls.example".into(),
+            retention_seconds: 86_400,
+            record_calls: true,
+            send_to_crm: false,
+        };
+        let now = 100;
+        let r = row(&ctx, 7, &c, &links, now);
+        let src = links::console_link(&c.call_id, &c.recording, 66_000, &links, now)
+            .expect("a recorded call has a link");
+        assert!(
+            src.starts_with("/ui/recordings/a%20b%40h%2F1?exp=86466&sig="),
+            "{src}"
+        );
         for part in [
             "id=\"call-7\"",
             "<td>1970-01-01 03:00:00</td>",
@@ -142,16 +201,59 @@ mod tests {
             "+7 916 123-45-67",
             "+7 495 111-00-01",
             "<td>v&quot;&lt;i&gt;</td>",
-            "<td>записан</td>",
+            // The query's & escaped, as every attribute value.
+            &format!(
+                "<audio controls preload=\"none\" src=\"{}\"></audio>",
+                src.replace('&', "&amp;")
+            ),
+            "<span class=\"rec-state\">записан</span>",
             "href=\"/ui/ladder?call=a%20b%40h%2F1\"",
         ] {
             assert!(r.contains(part), "{part} in {r}");
         }
+        assert!(!r.contains("dtmf"), "no presses, no list: {r}");
+
+        // Not recorded: the reason, no player.
         c.marker = Some("google".into());
-        c.recording = Recording::not_recorded("no free media ports");
-        let r = row(&ctx, 7, &c);
+        c.recording = Recording::not_recorded("codec not recorded: <G729>");
+        let r = row(&ctx, 7, &c, &links, now);
         assert!(
-            r.contains("<td>google</td>") && r.contains("— no free media ports"),
+            r.contains("<td>google</td>")
+                && r.contains("не записан: codec not recorded: &lt;G729&gt;")
+                && !r.contains("<audio"),
+            "{r}"
+        );
+
+        // Partly recorded, with key presses in order and whose they were.
+        c.recording = Recording::Partial;
+        c.dtmf = vec![
+            Dtmf {
+                side: Side::Caller,
+                digit: '1',
+                at_ms: 1200,
+                duration_ms: 100,
+            },
+            Dtmf {
+                side: Side::Callee,
+                digit: '#',
+                at_ms: 2500,
+                duration_ms: 80,
+            },
+        ];
+        let r = row(&ctx, 7, &c, &links, now);
+        for part in [
+            "<audio controls",
+            "записан частично",
+            "<span class=\"dtmf\">нажатия: <kbd title=\"звонивший, 1.2 с\">1</kbd> \
+             <kbd title=\"принявший, 2.5 с\">#</kbd></span>",
+        ] {
+            assert!(r.contains(part), "{part} in {r}");
+        }
+
+        // Past retention the file is gone: the state stays, the player goes.
+        let r = row(&ctx, 7, &c, &links, 66 + 86_400);
+        assert!(
+            !r.contains("<audio") && r.contains("записан частично"),
             "{r}"
         );
     }
