@@ -179,11 +179,11 @@ fn serve(rt: &tokio::runtime::Runtime, store: Store) -> (SocketAddr, String) {
             counts: Default::default(),
         }),
         retention: Arc::default(),
+        media: Arc::default(),
         crm_status: Arc::new(siptrack::http::crm_status::StatusReceiver {
             hooks: config.crm.status_hooks.clone(),
             transport: None,
         }),
-        media: Arc::default(),
     };
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

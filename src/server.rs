@@ -194,6 +194,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         clock: clock.clone(),
         leads: leads.clone(),
         phone: config.rewrite.phone.clone(),
+        media: media_metrics.clone(),
         ui: Arc::new(crate::http::ui::UiState::new(config.ui.clone())),
         crm_status: Arc::new(StatusReceiver {
             hooks: config.crm.status_hooks.clone(),
@@ -204,7 +205,6 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             .map_err(|e| tracing::error!(error = %e, "no connection for the CRM status webhooks"))
             .ok(),
         }),
-        media: media_metrics.clone(),
     });
     let (media_tx, mut media_rx) = mpsc::unbounded_channel::<MediaReport>();
     let media = start_media(&config, &media_metrics, media_tx)?;
@@ -281,7 +281,15 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                             let data = Bytes::copy_from_slice(&buf[..n]);
                             trace_sip(traces.as_deref(), Direction::In, peer, &data, &clock);
                             node.on_message(clock.now(), peer, data);
-                            flush(&mut node, &udp_outs, &mut hub, &mut news, traces.as_deref(), &clock, relay.as_ref());
+                            flush(
+                                &mut node,
+                                &udp_outs,
+                                &mut hub,
+                                &mut news,
+                                relay.as_ref(),
+                                traces.as_deref(),
+                                &clock,
+                            );
                         }
                         Err(_) => break,
                     }
@@ -305,9 +313,9 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             &udp_outs,
             &mut hub,
             &mut news,
+            relay.as_ref(),
             traces.as_deref(),
             &clock,
-            relay.as_ref(),
         );
         if snapshot_at.elapsed() >= TICK {
             snapshot_at = Instant::now();
@@ -316,13 +324,13 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                 node.shrink();
                 crate::memory::release_unused();
             }
+            if let Ok(a) = media.anchor.lock() {
+                media_metrics.publish_anchor(&a.stats);
+            }
             if let Some(t) = &traces {
                 if let Ok(mut t) = t.lock() {
                     t.expire(clock.unix_ms());
                 }
-            }
-            if let Ok(a) = media.anchor.lock() {
-                media_metrics.publish_anchor(&a.stats);
             }
             if let Ok(mut snap) = sip_snapshot.lock() {
                 let proxy = node.proxy();
@@ -349,9 +357,9 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                     &udp_outs,
                     &mut hub,
                     &mut news,
+                    relay.as_ref(),
                     traces.as_deref(),
                     &clock,
-                    relay.as_ref(),
                 );
                 // The recordings of those calls are finalised by the
                 // writer; their records wait for it (a few seconds at most).
@@ -533,9 +541,9 @@ fn flush(
     udp_outs: &[UdpOut],
     hub: &mut TcpHub,
     news: &mut News,
+    relay: Option<&RelayHandle>,
     traces: Option<&Mutex<SipTraces>>,
     clock: &Clock,
-    relay: Option<&RelayHandle>,
 ) {
     for cmd in node.take_media_commands() {
         if let Some(r) = relay {

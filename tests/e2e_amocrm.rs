@@ -30,9 +30,6 @@ route_secret = "e2e-amo"
 
 [tracking]
 default_destination = "sip:pbx@127.0.0.1:{uas_port}"
-# These calls' CRM fields without recording links (SIPp sends no RTP);
-# links in CRM requests are tests/e2e_recording_links.rs' subject.
-record_calls = false
 
 [[tracking.pools]]
 name = "site"

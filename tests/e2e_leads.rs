@@ -26,9 +26,6 @@ t2_ms = 400
 
 [tracking]
 default_destination = "sip:pbx@127.0.0.1:{uas_port}"
-# The deals' comments without recording links (SIPp sends no RTP); the
-# local CRM's recording comments are tests/e2e_recording_links.rs' subject.
-record_calls = false
 {extra}
 
 [[tracking.numbers]]

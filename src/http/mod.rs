@@ -54,6 +54,8 @@ pub struct AppState {
     pub storage: Arc<StorageHealth>,
     /// The TCP limits' counters, read live.
     pub tcp: Arc<TcpContext>,
+    /// Media relay and recording counters, read live.
+    pub media: Arc<crate::media::metrics::MediaMetrics>,
     /// `/recordings` and the links of the calls API.
     pub recordings: Arc<RecordingAccess>,
     /// What the recordings retention sweep deleted.
@@ -64,8 +66,6 @@ pub struct AppState {
     pub traces: Option<Arc<Mutex<crate::sip_trace::SipTraces>>>,
     /// The CRMs' status webhooks.
     pub crm_status: Arc<crm_status::StatusReceiver>,
-    /// Media relay and recording counters, read live.
-    pub media: Arc<crate::media::metrics::MediaMetrics>,
 }
 
 /// What the proxy core reports for `/metrics`.
@@ -171,9 +171,9 @@ async fn metrics(State(s): State<AppState>) -> Response {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         sip + &outbox
             + &s.storage.render()
+            + &s.media.render()
             + &s.retention.render()
-            + &s.recordings.counts.render()
-            + &s.media.render(),
+            + &s.recordings.counts.render(),
     )
         .into_response()
 }
