@@ -85,7 +85,7 @@ fn delivery(port: u16) -> CrmDelivery {
         timeout_ms: 10_000,
         max_connections: CONNECTIONS,
         retry: Retry::default(),
-        amocrm: None,
+        ..CrmDelivery::default()
     }
 }
 
@@ -126,6 +126,7 @@ fn bench(c: &mut Criterion) {
         store.clone(),
         cfg.clone(),
         Arc::new(OutboxMetrics::default()),
+        None,
     ));
     let batch: u64 = if full_size() { 2_000 } else { 50 };
     let mut next = 0u64;
@@ -221,6 +222,7 @@ fn latency(rt: &tokio::runtime::Runtime, store: &Store, sink: &Arc<Sink>, port: 
         lead_hooks: true,
         call_start: false,
         call_end: true,
+        calls_on_deals: false,
         format: leads.crm.format.clone(),
     };
     let _ = port;

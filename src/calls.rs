@@ -425,6 +425,28 @@ impl CallTracker {
 mod tests {
     use super::*;
 
+    /// The journal keeps call records as JSON lines across upgrades: a
+    /// line written before recording existed reads as not recorded.
+    #[test]
+    fn a_record_from_before_recording_reads_back() {
+        let old = r#"{"call_id":"c1","info":{"caller_raw":"","caller":"","dialed":"","destination":"","visit_id":null,"marker":null,"source":null,"visit":{}},"invite_at":1,"answer_at":null,"end_at":2,"duration":0,"status":"missed","hangup":"caller"}"#;
+        let r: CallRecord = serde_json::from_str(old).expect("old journal line");
+        assert_eq!((&r.recording, r.dtmf.len()), (&Recording::default(), 0));
+        let mut recorded = r.clone();
+        recorded.recording = Recording::Partial;
+        recorded.dtmf = vec![Dtmf {
+            side: crate::media::timeline::Side::Caller,
+            digit: '#',
+            at_ms: 10,
+            duration_ms: 40,
+        }];
+        let line = serde_json::to_string(&recorded).expect("json");
+        assert_eq!(
+            serde_json::from_str::<CallRecord>(&line).expect("back"),
+            recorded
+        );
+    }
+
     fn started(id: &str, at: Millis) -> CallEvent {
         CallEvent::Started {
             call_id: Bytes::from(id.to_string()),

@@ -10,11 +10,15 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::crm::amocrm::AmoSettings;
+use crate::crm::bitrix24::{webhook_user, BitrixSettings, Entity as BitrixEntity};
 use crate::crm::outbox::{Plan as CrmPlan, Retry as CrmRetry};
 use crate::crm::payload::{parse_timezone, Format as CrmFormat};
+use crate::crm::status_hook::{
+    amo_default_map, bitrix_default_map, AmoHook, BitrixHook, StatusHooks,
+};
 use crate::leads::dedup::{Action, ClientCheck, Group, Settings as DedupSettings};
 use crate::phone::{normalize, Normalized, PhoneRules};
 use crate::proxy::Transport;
@@ -24,8 +28,10 @@ pub use crate::transport::tcp::TcpLimits;
 
 mod keys;
 mod media;
+mod ui;
 
 pub use media::MediaConfig;
+pub use ui::{check_password_hash, Language, UiConfig, UiUser};
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +69,8 @@ pub struct Config {
     pub crm: CrmDelivery,
     /// `[media]` and the recording switches of `[tracking]` (SPEC M-1, M-2).
     pub media: MediaConfig,
+    /// `[ui]`: the web console.
+    pub ui: UiConfig,
 }
 
 /// How CRM requests are delivered (SPEC C-1, C-5): `crm.url`,
@@ -79,6 +87,10 @@ pub struct CrmDelivery {
     pub retry: CrmRetry,
     /// `crm.kind = "amocrm"`: `[crm.amocrm]`.
     pub amocrm: Option<AmoSettings>,
+    /// `crm.kind = "bitrix24"`: `[crm.bitrix24]`.
+    pub bitrix24: Option<BitrixSettings>,
+    /// The CRM's status webhooks that are switched on (a token set).
+    pub status_hooks: StatusHooks,
 }
 
 /// `[dedup]`, `[dedup.client]`, `[status_groups]`, the call switches of
@@ -245,6 +257,10 @@ pub struct HttpConfig {
     /// A request's header section must arrive within this time, and an idle
     /// keep-alive connection is closed after it.
     pub header_timeout_seconds: u64,
+    /// `http.public_url`: where browsers and CRMs reach this API (the base
+    /// of recording links), without a trailing slash; None: `http://` and
+    /// the listen address.
+    pub public_url: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -271,6 +287,8 @@ struct RawConfig {
     crm: RawCrm,
     #[serde(default)]
     media: media::RawMedia,
+    #[serde(default)]
+    ui: ui::RawUi,
 }
 
 #[derive(Deserialize, Default)]
@@ -307,6 +325,21 @@ struct RawCrm {
     retry: RawRetry,
     #[serde(default)]
     amocrm: RawAmo,
+    #[serde(default)]
+    bitrix24: RawBitrix,
+}
+
+#[derive(Deserialize, Default)]
+struct RawBitrix {
+    webhook_url: Option<Spanned<String>>,
+    entity: Option<Spanned<String>>,
+    responsible_user_id: Option<Spanned<i64>>,
+    category_id: Option<Spanned<i64>>,
+    task_minutes: Option<Spanned<i64>>,
+    burst: Option<Spanned<i64>>,
+    requests_per_second: Option<Spanned<i64>>,
+    application_token: Option<Spanned<String>>,
+    stage_map: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -322,6 +355,8 @@ struct RawAmo {
     lead_fields: Option<Spanned<toml::Value>>,
     task_minutes: Option<Spanned<i64>>,
     requests_per_second: Option<Spanned<i64>>,
+    webhook_token: Option<Spanned<String>>,
+    status_map: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -378,7 +413,7 @@ struct RawTracking {
     create_deal_even_if_in_progress: Option<bool>,
     record_calls: Option<bool>,
     send_recording_to_crm: Option<bool>,
-    recording_links_require_auth: Option<bool>,
+    recording_links_require_auth: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -426,6 +461,7 @@ struct RawHttp {
     token: Option<String>,
     max_connections: Option<Spanned<i64>>,
     header_timeout_seconds: Option<Spanned<i64>>,
+    public_url: Option<Spanned<String>>,
 }
 
 /// Collects errors with the line numbers of their spans.
@@ -693,8 +729,9 @@ impl Config {
             &numbers,
         );
         let leads = leads_config(&mut c, &raw, &rewrite.phone);
-        let crm = crm_delivery(&mut c, &raw.crm, &leads.crm);
+        let crm = crm_delivery(&mut c, &raw.crm, &leads);
         let media = media::media_config(&mut c, &raw);
+        let ui = ui::ui_config(&mut c, &raw);
         let storage_url = match &raw.storage.url {
             None => "sqlite:data/siptrack.db".to_string(),
             Some(s) if s.get_ref().starts_with("sqlite:") => s.get_ref().clone(),
@@ -739,6 +776,7 @@ impl Config {
             10,
             1..3601,
         );
+        let public_url = public_url(&mut c, &raw.http.public_url);
 
         if !c.errors.is_empty() {
             return Err(c.into_errors());
@@ -767,6 +805,7 @@ impl Config {
             leads,
             crm,
             media,
+            ui,
             rewrite,
             shutdown: ShutdownConfig { drain_seconds },
             http: HttpConfig {
@@ -774,8 +813,34 @@ impl Config {
                 token: raw.http.token.filter(|t| !t.is_empty()),
                 max_connections: http_max_connections,
                 header_timeout_seconds: http_header_timeout_seconds,
+                public_url,
             },
         })
+    }
+}
+
+/// `http.public_url`: an absolute http(s) URL with a host, no query.
+fn public_url(c: &mut Checker, v: &Option<Spanned<String>>) -> Option<String> {
+    let v = v.as_ref()?;
+    let u = v.get_ref().trim();
+    if u.is_empty() {
+        return None;
+    }
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') && !u.contains(['?', '#', ' ']) => {
+            Some(u.trim_end_matches('/').to_string())
+        }
+        _ => {
+            c.err(
+                "http.public_url",
+                Some(v.span()),
+                format!("\"{u}\" is not a URL like https://calls.example.com (no query)"),
+            );
+            None
+        }
     }
 }
 
@@ -1131,19 +1196,21 @@ fn leads_config(c: &mut Checker, raw: &RawConfig, phone: &PhoneRules) -> LeadsCo
             ),
         }
     }
-    let (lead_hooks, amocrm) = match &raw.crm.kind {
-        None => (false, false),
+    // (lead requests, a CRM adapter that records calls itself, Bitrix24)
+    let (lead_hooks, adapter, bitrix24) = match &raw.crm.kind {
+        None => (false, false, false),
         Some(k) => match k.get_ref().as_str() {
-            "local" => (false, false),
-            "webhook" => (true, false),
-            "amocrm" => (true, true),
+            "local" => (false, false, false),
+            "webhook" => (true, false, false),
+            "amocrm" => (true, true, false),
+            "bitrix24" => (true, true, true),
             other => {
                 c.err(
                     "crm.kind",
                     Some(k.span()),
-                    format!("\"{other}\": must be local, webhook or amocrm (bitrix24 is not available yet)"),
+                    format!("\"{other}\": must be local, webhook, amocrm or bitrix24"),
                 );
-                (false, false)
+                (false, false, false)
             }
         },
     };
@@ -1193,9 +1260,10 @@ fn leads_config(c: &mut Checker, raw: &RawConfig, phone: &PhoneRules) -> LeadsCo
     };
     let crm = CrmPlan {
         lead_hooks,
-        // amoCRM records each call once it is over (POST /api/v4/calls).
-        call_start: raw.crm.call_start_url.is_some() && !amocrm,
-        call_end: raw.crm.call_end_url.is_some() || amocrm,
+        // amoCRM and Bitrix24 record each call once it is over.
+        call_start: raw.crm.call_start_url.is_some() && !adapter,
+        call_end: raw.crm.call_end_url.is_some() || adapter,
+        calls_on_deals: bitrix24,
         format,
     };
     LeadsConfig {
@@ -1236,10 +1304,28 @@ fn crm_url(c: &mut Checker, key: &str, v: &Option<Spanned<String>>) -> Option<St
     }
 }
 
-fn crm_delivery(c: &mut Checker, raw: &RawCrm, plan: &CrmPlan) -> CrmDelivery {
-    let is_amocrm = raw.kind.as_ref().is_some_and(|k| k.get_ref() == "amocrm");
-    let amocrm = is_amocrm.then(|| amo_settings(c, raw));
+fn crm_delivery(c: &mut Checker, raw: &RawCrm, leads: &LeadsConfig) -> CrmDelivery {
+    let plan = &leads.crm;
+    let kind = raw.kind.as_ref().map(|k| k.get_ref().as_str());
+    let is_amocrm = kind == Some("amocrm");
+    let is_bitrix24 = kind == Some("bitrix24");
+    let amocrm = is_amocrm.then(|| amo_settings(c, raw, plan));
+    let bitrix24 = is_bitrix24.then(|| bitrix_settings(c, raw, plan));
+    let status_hooks = StatusHooks {
+        amocrm: amocrm
+            .as_ref()
+            .and_then(|_| amo_hook(c, &raw.amocrm, leads)),
+        bitrix24: bitrix24
+            .as_ref()
+            .and_then(|s| bitrix_hook(c, &raw.bitrix24, s, leads)),
+    };
+    let is_amocrm = is_amocrm || is_bitrix24;
     if is_amocrm {
+        let (kind, to) = if is_bitrix24 {
+            ("bitrix24", "crm.bitrix24.webhook_url")
+        } else {
+            ("amocrm", "crm.amocrm.base_url")
+        };
         for (key, v) in [
             ("crm.url", &raw.url),
             ("crm.call_start_url", &raw.call_start_url),
@@ -1249,7 +1335,7 @@ fn crm_delivery(c: &mut Checker, raw: &RawCrm, plan: &CrmPlan) -> CrmDelivery {
                 c.err(
                     key,
                     Some(v.span()),
-                    "not used with crm.kind = \"amocrm\" (deals and calls go to crm.amocrm.base_url): remove it",
+                    format!("not used with crm.kind = \"{kind}\" (deals and calls go to {to}): remove it"),
                 );
             }
         }
@@ -1315,11 +1401,201 @@ fn crm_delivery(c: &mut Checker, raw: &RawCrm, plan: &CrmPlan) -> CrmDelivery {
             ),
         },
         amocrm,
+        bitrix24,
+        status_hooks,
+    }
+}
+
+/// A webhook's secret: one line, no spaces; None when unset.
+fn hook_token(c: &mut Checker, key: &str, v: &Option<Spanned<String>>) -> Option<String> {
+    let v = v.as_ref()?;
+    let t = v.get_ref().trim();
+    if t.len() < 16 || t.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        c.err(
+            key,
+            Some(v.span()),
+            "must be at least 16 characters, one line, no spaces (anyone who has it can change deal statuses)",
+        );
+        return None;
+    }
+    Some(t.to_string())
+}
+
+/// A table of CRM status id = siptrack status, over `defaults`; each
+/// status a group name or a `[status_groups]` key.
+fn status_map(
+    c: &mut Checker,
+    key: &str,
+    v: &Option<Spanned<toml::Value>>,
+    defaults: BTreeMap<String, String>,
+    leads: &LeadsConfig,
+    id_ok: fn(&str) -> bool,
+) -> BTreeMap<String, String> {
+    let mut map = defaults;
+    let Some(v) = v else { return map };
+    let toml::Value::Table(t) = v.get_ref() else {
+        c.err(
+            key,
+            Some(v.span()),
+            "must be a table of the CRM's status id = a siptrack status, e.g. { \"142\" = \"paid\" }",
+        );
+        return map;
+    };
+    for (id, status) in t {
+        if !id_ok(id) {
+            c.err(
+                format!("{key}.{id}"),
+                Some(v.span()),
+                format!("\"{id}\" is not a status id of this CRM"),
+            );
+            continue;
+        }
+        match status.as_str() {
+            Some(st) if leads.group_of(st).is_some() => {
+                map.insert(id.clone(), st.to_string());
+            }
+            _ => c.err(
+                format!("{key}.{id}"),
+                Some(v.span()),
+                format!(
+                    "{status} is not a status: a group (not_counted, in_progress, paid, cancelled) or a [status_groups] key"
+                ),
+            ),
+        }
+    }
+    map
+}
+
+fn amo_hook(c: &mut Checker, a: &RawAmo, leads: &LeadsConfig) -> Option<AmoHook> {
+    let map = status_map(
+        c,
+        "crm.amocrm.status_map",
+        &a.status_map,
+        amo_default_map(),
+        leads,
+        // amoCRM's status ids are numbers.
+        |id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
+    );
+    Some(AmoHook {
+        token: hook_token(c, "crm.amocrm.webhook_token", &a.webhook_token)?,
+        status_map: map,
+    })
+}
+
+fn bitrix_hook(
+    c: &mut Checker,
+    b: &RawBitrix,
+    settings: &BitrixSettings,
+    leads: &LeadsConfig,
+) -> Option<BitrixHook> {
+    let map = status_map(
+        c,
+        "crm.bitrix24.stage_map",
+        &b.stage_map,
+        bitrix_default_map(),
+        leads,
+        // Bitrix24's stage ids: NEW, C2:WON, UC_X1Y2Z3.
+        |id| {
+            !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+        },
+    );
+    Some(BitrixHook {
+        application_token: hook_token(c, "crm.bitrix24.application_token", &b.application_token)?,
+        stage_map: map,
+        settings: settings.clone(),
+    })
+}
+
+/// `[crm.bitrix24]`, required with `crm.kind = "bitrix24"`.
+fn bitrix_settings(c: &mut Checker, raw: &RawCrm, plan: &CrmPlan) -> BitrixSettings {
+    let b = &raw.bitrix24;
+    let kind_span = raw.kind.as_ref().map(|k| k.span());
+    let d = BitrixSettings::default();
+    let (webhook_url, hook_user) = match &b.webhook_url {
+        None => {
+            c.err(
+                "crm.bitrix24.webhook_url",
+                kind_span,
+                "required with crm.kind = \"bitrix24\": your incoming webhook, e.g. https://mycompany.bitrix24.ru/rest/1/abcdef0123456789/",
+            );
+            (String::new(), None)
+        }
+        Some(v) => match crm_url(c, "crm.bitrix24.webhook_url", &b.webhook_url) {
+            None => (String::new(), None),
+            Some(u) => match webhook_user(&u) {
+                Some(user) => (format!("{}/", u.trim_end_matches('/')), Some(user)),
+                None => {
+                    c.err(
+                        "crm.bitrix24.webhook_url",
+                        Some(v.span()),
+                        format!("\"{u}\" is not an incoming webhook URL (https://<portal>/rest/<user id>/<secret>/)"),
+                    );
+                    (String::new(), None)
+                }
+            },
+        },
+    };
+    let entity = match &b.entity {
+        None => BitrixEntity::Deal,
+        Some(e) => BitrixEntity::parse(e.get_ref()).unwrap_or_else(|| {
+            c.err(
+                "crm.bitrix24.entity",
+                Some(e.span()),
+                format!("\"{}\": must be deal or lead", e.get_ref()),
+            );
+            BitrixEntity::Deal
+        }),
+    };
+    let id = |c: &mut Checker, key: &str, v: &Option<Spanned<i64>>| -> Option<u64> {
+        v.as_ref()?;
+        Some(c.int(key, v, 0, 1..i64::MAX as u64))
+    };
+    let responsible = id(
+        c,
+        "crm.bitrix24.responsible_user_id",
+        &b.responsible_user_id,
+    );
+    let category_id = match (&b.category_id, entity) {
+        (Some(v), BitrixEntity::Lead) => {
+            c.err(
+                "crm.bitrix24.category_id",
+                Some(v.span()),
+                "leads have no pipeline (CATEGORY_ID): remove it, or set entity = \"deal\"",
+            );
+            None
+        }
+        // 0 is the general pipeline.
+        (Some(_), BitrixEntity::Deal) => Some(c.int(
+            "crm.bitrix24.category_id",
+            &b.category_id,
+            0,
+            0..i64::MAX as u64,
+        )),
+        (None, _) => None,
+    };
+    BitrixSettings {
+        webhook_url,
+        entity,
+        user_id: responsible.or(hook_user).unwrap_or(d.user_id),
+        assigned_by_id: responsible,
+        category_id,
+        task_minutes: c.int("crm.bitrix24.task_minutes", &b.task_minutes, 60, 1..525_601),
+        burst: c.int("crm.bitrix24.burst", &b.burst, 50, 1..10_001) as u32,
+        per_second: c.int(
+            "crm.bitrix24.requests_per_second",
+            &b.requests_per_second,
+            2,
+            1..101,
+        ) as u32,
+        timezone: plan.format.timezone,
     }
 }
 
 /// `[crm.amocrm]`, required with `crm.kind = "amocrm"`.
-fn amo_settings(c: &mut Checker, raw: &RawCrm) -> AmoSettings {
+fn amo_settings(c: &mut Checker, raw: &RawCrm, plan: &CrmPlan) -> AmoSettings {
     let a = &raw.amocrm;
     let kind_span = raw.kind.as_ref().map(|k| k.span());
     let base_url = match &a.base_url {
@@ -1430,6 +1706,7 @@ fn amo_settings(c: &mut Checker, raw: &RawCrm) -> AmoSettings {
             7,
             1..101,
         ) as u32,
+        utc_offset_seconds: plan.format.timezone.local_minus_utc(),
     }
 }
 
@@ -1642,6 +1919,65 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.0,
         }
+    }
+
+    /// `[ui]`: defaults, the accepted values, and errors that name key
+    /// and line.
+    #[test]
+    fn ui_keys() {
+        let c = Config::parse("").expect("empty config");
+        assert_eq!(c.ui, UiConfig::default());
+        assert_eq!(c.ui.session_minutes, 480);
+        let hash = crate::ui::login::hash_password("pw", b"0123456789abcdef").expect("hash");
+        let c = Config::parse(&format!(
+            "[ui]\nlanguage = \"ru\"\nsession_minutes = 30\nsip_trace_minutes = 15\nsip_trace_max_mb = 8\n[[ui.users]]\nname = \"anna\"\npassword_hash = \"{hash}\"\n"
+        ))
+        .expect("valid ui");
+        assert_eq!(c.ui.language, Language::Ru);
+        assert_eq!(c.ui.session_minutes, 30);
+        assert_eq!((c.ui.sip_trace_minutes, c.ui.sip_trace_max_mb), (15, 8));
+        assert_eq!(
+            c.ui.users,
+            [UiUser {
+                name: "anna".into(),
+                password_hash: hash.clone()
+            }]
+        );
+        for (text, key, line, needle) in [
+            ("[ui]\nlanguage = \"de\"\n", "ui.language", 2, "\"de\" is not \"en\" or \"ru\""),
+            ("[ui]\nsession_minutes = 0\n", "ui.session_minutes", 2, "between 1 and"),
+            ("[ui]\nsip_trace_minutes = -1\n", "ui.sip_trace_minutes", 2, "between 0 and 10080"),
+            ("[ui]\nsip_trace_max_mb = 0\n", "ui.sip_trace_max_mb", 2, "between 1 and 4096"),
+            (
+                "[ui]\n[[ui.users]]\nname = \"a\"\npassword_hash = \"secret\"\n",
+                "ui.users[0].password_hash",
+                4,
+                "is not a PHC password hash",
+            ),
+            (
+                "[[ui.users]]\nname = \"a\"\npassword_hash = \"$pbkdf2-sha256$i=1000$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA\"\n",
+                "ui.users[0].password_hash",
+                3,
+                "only argon2",
+            ),
+            ("[[ui.users]]\nname = \"a\"\n", "ui.users[0].password_hash", 2, "required"),
+            ("[[ui.users]]\nname = \"\"\n", "ui.users[0].name", 2, "1 to 100"),
+            ("[ui]\nlanguge = \"ru\"\n", "ui.languge", 2, "did you mean ui.language"),
+        ] {
+            let e = errors(text);
+            assert!(
+                e.iter().any(|e| e.key == key && e.line == Some(line) && e.message.contains(needle)),
+                "{text}: {e:?}"
+            );
+        }
+        let dup = errors(&format!(
+            "[[ui.users]]\nname = \"a\"\npassword_hash = \"{hash}\"\n[[ui.users]]\nname = \"a\"\npassword_hash = \"{hash}\"\n"
+        ));
+        assert!(
+            dup.iter()
+                .any(|e| e.key == "ui.users[1].name" && e.line == Some(5)),
+            "{dup:?}"
+        );
     }
 
     #[test]
@@ -1857,9 +2193,59 @@ mod tests {
                 "has no X for the digits",
             ),
             (
-                "[crm]\nkind = \"bitrix24\"\n",
+                "[crm]\nkind = \"bitrix\"\n",
                 "crm.kind",
-                "must be local, webhook or amocrm (bitrix24 is not available yet)",
+                "must be local, webhook, amocrm or bitrix24",
+            ),
+            (
+                "[crm]\nkind = \"bitrix24\"\n",
+                "crm.bitrix24.webhook_url",
+                "required with crm.kind = \"bitrix24\"",
+            ),
+            (
+                "[crm]\nkind = \"bitrix24\"\n[crm.bitrix24]\nwebhook_url = \"https://a.bitrix24.ru/rest/api/x/\"\n",
+                "crm.bitrix24.webhook_url",
+                "is not an incoming webhook URL",
+            ),
+            (
+                "[crm]\nkind = \"bitrix24\"\n[crm.bitrix24]\nentity = \"contact\"\n",
+                "crm.bitrix24.entity",
+                "must be deal or lead",
+            ),
+            (
+                "[crm]\nkind = \"bitrix24\"\ncall_end_url = \"http://127.0.0.1/e\"\n",
+                "crm.call_end_url",
+                "not used with crm.kind = \"bitrix24\"",
+            ),
+            (
+                "[crm]\nkind = \"bitrix24\"\n[crm.bitrix24]\nentity = \"lead\"\ncategory_id = 2\n",
+                "crm.bitrix24.category_id",
+                "leads have no pipeline",
+            ),
+            (
+                "[crm]\nkind = \"bitrix24\"\n[crm.bitrix24]\nrequests_per_second = 0\n",
+                "crm.bitrix24.requests_per_second",
+                "must be between 1 and 100",
+            ),
+            (
+                "[crm]\nkind = \"bitrix24\"\n[crm.bitrix24]\napplication_token = \"short\"\n",
+                "crm.bitrix24.application_token",
+                "at least 16 characters",
+            ),
+            (
+                "[crm]\nkind = \"bitrix24\"\n[crm.bitrix24]\napplication_token = \"0123456789abcdef\"\n[crm.bitrix24.stage_map]\n\"C2:PAID\" = \"payed\"\n",
+                "crm.bitrix24.stage_map.C2:PAID",
+                "\"payed\" is not a status",
+            ),
+            (
+                "[crm]\nkind = \"amocrm\"\n[crm.amocrm]\nwebhook_token = \"0123456789abcdef\"\nstatus_map = { \"5551\" = \"won\" }\n",
+                "crm.amocrm.status_map.5551",
+                "is not a status",
+            ),
+            (
+                "[crm]\nkind = \"amocrm\"\n[crm.amocrm]\nwebhook_token = \"0123456789abcdef\"\nstatus_map = { Won = \"paid\" }\n",
+                "crm.amocrm.status_map.Won",
+                "is not a status id of this CRM",
             ),
             (
                 "[crm]\nkind = \"amocrm\"\n",
@@ -2055,10 +2441,79 @@ mod tests {
                     .collect(),
                 task_minutes: 30,
                 requests_per_second: 7,
+                utc_offset_seconds: 0,
             })
         );
         // No secret needed: amoCRM authenticates siptrack by the token.
         assert!(c.crm.secret.is_empty());
+    }
+
+    #[test]
+    fn bitrix24_keys_and_status_maps() {
+        let c = Config::parse(
+            "[crm]\nkind = \"bitrix24\"\ntimezone = \"UTC+3\"\n[crm.bitrix24]\n\
+             webhook_url = \"https://acme.bitrix24.ru/rest/7/s3cr3t\"\ncategory_id = 0\n\
+             task_minutes = 15\nburst = 250\nrequests_per_second = 5\n\
+             application_token = \"0123456789abcdef\"\n\
+             stage_map = { \"C2:PREPAID\" = \"in_progress\", LOSE = \"not_counted\" }\n",
+        )
+        .expect("valid");
+        let plan = &c.leads.crm;
+        assert!(plan.lead_hooks && plan.call_end && !plan.call_start && plan.calls_on_deals);
+        let s = c.crm.bitrix24.clone().expect("bitrix24");
+        assert_eq!(
+            s,
+            BitrixSettings {
+                webhook_url: "https://acme.bitrix24.ru/rest/7/s3cr3t/".into(),
+                entity: BitrixEntity::Deal,
+                user_id: 7,
+                assigned_by_id: None,
+                category_id: Some(0),
+                task_minutes: 15,
+                burst: 250,
+                per_second: 5,
+                timezone: chrono::FixedOffset::east_opt(3 * 3600).expect("+3"),
+            }
+        );
+        let hook = c
+            .crm
+            .status_hooks
+            .bitrix24
+            .expect("the status webhook is on");
+        assert_eq!(hook.application_token, "0123456789abcdef");
+        let map: Vec<(&str, &str)> = hook
+            .stage_map
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            map,
+            [
+                ("C2:PREPAID", "in_progress"),
+                ("CONVERTED", "paid"),
+                ("JUNK", "cancelled"),
+                ("LOSE", "not_counted"),
+                ("WON", "paid")
+            ]
+        );
+        assert!(c.crm.status_hooks.amocrm.is_none());
+        // Without a token the status webhook is off; amoCRM's maps its
+        // won/lost ids by default.
+        let amo = Config::parse(
+            "[status_groups]\nwon = \"paid\"\n[crm]\nkind = \"amocrm\"\n[crm.amocrm]\n\
+             base_url = \"https://acme.amocrm.ru\"\ntoken = \"t\"\nphone_field_id = 1\nmarker_field_id = 2\n\
+             webhook_token = \"0123456789abcdef\"\nstatus_map = { \"5551\" = \"won\" }\n",
+        )
+        .expect("valid");
+        let hook = amo.crm.status_hooks.amocrm.expect("on");
+        assert_eq!(hook.status_map.get("5551").map(String::as_str), Some("won"));
+        assert_eq!(hook.status_map.get("142").map(String::as_str), Some("paid"));
+        let off = Config::parse(
+            "[crm]\nkind = \"bitrix24\"\n[crm.bitrix24]\nwebhook_url = \"https://a.bitrix24.ru/rest/1/x/\"\n",
+        )
+        .expect("valid");
+        assert!(off.crm.status_hooks.bitrix24.is_none());
+        assert_eq!(off.crm.bitrix24.expect("on").user_id, 1);
     }
 
     #[test]

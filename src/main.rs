@@ -52,6 +52,15 @@ enum Command {
         #[arg(long, default_value = "-")]
         out: PathBuf,
     },
+    /// Print a fresh signed link to a call's recording (exit 1 when the
+    /// call has none).
+    RecordingUrl {
+        /// The call's Call-ID, as in `GET /api/v1/calls` (`id`).
+        call_id: String,
+        /// The configuration file naming the database and the API address.
+        #[arg(long, default_value = "config/siptrack.toml")]
+        config: PathBuf,
+    },
     /// Print the lead log (newest first) from the configured store.
     Leads {
         /// The configuration file naming the database (storage.url).
@@ -64,6 +73,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read a password from stdin (one line) and print its argon2 hash
+    /// for `password_hash` of a `[[ui.users]]` entry.
+    HashPassword,
 }
 
 fn init_logging(format: LogFormat) {
@@ -126,6 +138,21 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::RecordingUrl { call_id, config } => {
+            let Some(cfg) = load(&config) else {
+                return ExitCode::FAILURE;
+            };
+            match siptrack::recording::cli::recording_url(&cfg, &call_id) {
+                Ok(url) => {
+                    println!("{url}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("siptrack: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Replay { pcaps, config, out } => {
             let cfg = match &config {
                 Some(path) => load(path),
@@ -141,6 +168,28 @@ fn main() -> ExitCode {
                 Ok(false) => ExitCode::from(2),
                 Err(e) => {
                     eprintln!("siptrack: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::HashPassword => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("siptrack: reading the password from stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                eprintln!("siptrack: an empty password; type one line on stdin");
+                return ExitCode::FAILURE;
+            }
+            match siptrack::ui::login::new_password_hash(password) {
+                Ok(hash) => {
+                    println!("{hash}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("siptrack: {e}");
                     ExitCode::FAILURE
                 }
             }

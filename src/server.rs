@@ -15,7 +15,8 @@ use crate::calls::Party;
 use crate::clock::Clock;
 use crate::config::{Config, ListenAddr};
 use crate::crm::metrics::OutboxMetrics;
-use crate::http::{AppState, SipSnapshot};
+use crate::http::crm_status::StatusReceiver;
+use crate::http::{AppState, RecordingAccess, SipSnapshot};
 use crate::leads::pipeline::{CallNews, PipelineOptions, StorageHealth};
 use crate::media::anchor::{Anchor, MediaSettings};
 use crate::media::metrics::MediaMetrics;
@@ -25,7 +26,9 @@ use crate::media::writer;
 use crate::node::Node;
 use crate::proxy::route::Identity;
 use crate::proxy::{Chain, Output, Peer, Proxy, ProxySettings, Transport};
+use crate::recording::retention::{self, RetentionMetrics};
 use crate::sip::Message;
+use crate::sip_trace::{Direction, SipTraces, Traced};
 use crate::store::Store;
 use crate::tracking::pools::Pools;
 use crate::tracking::TrackingRouter;
@@ -142,7 +145,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             .default_destination
             .as_ref()
             .map_or("none (unknown numbers get 404)", |d| d.uri.as_str()),
-        crm = if config.crm.amocrm.is_some() { "amocrm" } else if config.leads.crm.lead_hooks { "webhook" } else { "local" },
+        crm = if config.crm.amocrm.is_some() { "amocrm" } else if config.crm.bitrix24.is_some() { "bitrix24" } else if config.leads.crm.lead_hooks { "webhook" } else { "local" },
         sip = %sip_listen.join(" "),
         http = %http_addr,
         "siptrack started"
@@ -155,7 +158,32 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     let sip_snapshot = Arc::new(Mutex::new(SipSnapshot::default()));
     let media_metrics = Arc::new(MediaMetrics::default());
     let storage_health = Arc::new(StorageHealth::default());
+    let traces = (config.ui.sip_trace_minutes > 0).then(|| {
+        Arc::new(Mutex::new(SipTraces::new(
+            config.ui.sip_trace_minutes * 60_000,
+            (config.ui.sip_trace_max_mb as usize) << 20,
+        )))
+    });
+    let links = Arc::new(crate::recording::settings(
+        &config,
+        store.recording_link_key(),
+        http_addr,
+    ));
+    let retention = Arc::new(RetentionMetrics::default());
+    tokio::spawn(sweep_recordings(
+        config.media.recordings_dir.clone(),
+        config.media.retention_seconds(),
+        retention.clone(),
+    ));
     let app = crate::http::router(AppState {
+        recordings: Arc::new(RecordingAccess {
+            dir: config.media.recordings_dir.clone(),
+            links: (*links).clone(),
+            require_auth: config.media.recording_links_require_auth,
+            counts: Default::default(),
+        }),
+        retention,
+        traces: traces.clone(),
         sip: sip_snapshot.clone(),
         storage: storage_health.clone(),
         tcp: tcp.clone(),
@@ -167,6 +195,16 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         leads: leads.clone(),
         phone: config.rewrite.phone.clone(),
         media: media_metrics.clone(),
+        ui: Arc::new(crate::http::ui::UiState::new(config.ui.clone())),
+        crm_status: Arc::new(StatusReceiver {
+            hooks: config.crm.status_hooks.clone(),
+            transport: crate::crm::transport::Transport::new(
+                Duration::from_millis(config.crm.timeout_ms),
+                2,
+            )
+            .map_err(|e| tracing::error!(error = %e, "no connection for the CRM status webhooks"))
+            .ok(),
+        }),
     });
     let (media_tx, mut media_rx) = mpsc::unbounded_channel::<MediaReport>();
     let media = start_media(&config, &media_metrics, media_tx)?;
@@ -188,6 +226,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             store,
             Arc::new(config.crm.clone()),
             outbox_metrics,
+            Some(links),
         ));
     }
     let http_config = config.http.clone();
@@ -229,7 +268,9 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                 if let Ok((n, from)) = r {
                     let peer = Peer { transport: Transport::Udp, addr: from };
                     log_sip("in", peer, &buf[..n]);
-                    node.on_message(clock.now(), peer, Bytes::copy_from_slice(&buf[..n]));
+                    let data = Bytes::copy_from_slice(&buf[..n]);
+                    trace_sip(traces.as_deref(), Direction::In, peer, &data, &clock);
+                    node.on_message(clock.now(), peer, data);
                 }
                 // Drain what else is queued on that socket before sleeping again.
                 for _ in 1..UDP_BATCH {
@@ -237,8 +278,10 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                         Ok((n, from)) => {
                             let peer = Peer { transport: Transport::Udp, addr: from };
                             log_sip("in", peer, &buf[..n]);
-                            node.on_message(clock.now(), peer, Bytes::copy_from_slice(&buf[..n]));
-                            flush(&mut node, &udp_outs, &mut hub, &mut news, relay.as_ref());
+                            let data = Bytes::copy_from_slice(&buf[..n]);
+                            trace_sip(traces.as_deref(), Direction::In, peer, &data, &clock);
+                            node.on_message(clock.now(), peer, data);
+                            flush(&mut node, &udp_outs, &mut hub, &mut news, relay.as_ref(), traces.as_deref(), &clock);
                         }
                         Err(_) => break,
                     }
@@ -250,13 +293,22 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                 if let TcpEvent::Message { remote, data } = ev {
                     let peer = Peer { transport: Transport::Tcp, addr: remote };
                     log_sip("in", peer, &data);
+                    trace_sip(traces.as_deref(), Direction::In, peer, &data, &clock);
                     node.on_message(clock.now(), peer, data);
                 }
             }
             _ = sleep => {}
         }
         node.on_timer(clock.now());
-        flush(&mut node, &udp_outs, &mut hub, &mut news, relay.as_ref());
+        flush(
+            &mut node,
+            &udp_outs,
+            &mut hub,
+            &mut news,
+            relay.as_ref(),
+            traces.as_deref(),
+            &clock,
+        );
         if snapshot_at.elapsed() >= TICK {
             snapshot_at = Instant::now();
             // After a burst, give the freed heap back (every 10 s at most).
@@ -266,6 +318,11 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             }
             if let Ok(a) = media.anchor.lock() {
                 media_metrics.publish_anchor(&a.stats);
+            }
+            if let Some(t) = &traces {
+                if let Ok(mut t) = t.lock() {
+                    t.expire(clock.unix_ms());
+                }
             }
             if let Ok(mut snap) = sip_snapshot.lock() {
                 let proxy = node.proxy();
@@ -287,7 +344,15 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                 // Calls still open are recorded as they stand now, then
                 // the lead pipeline is flushed before exit.
                 node.close_calls(clock.now(), Some(Party::Shutdown));
-                flush(&mut node, &udp_outs, &mut hub, &mut news, relay.as_ref());
+                flush(
+                    &mut node,
+                    &udp_outs,
+                    &mut hub,
+                    &mut news,
+                    relay.as_ref(),
+                    traces.as_deref(),
+                    &clock,
+                );
                 // The recordings of those calls are finalised by the
                 // writer; their records wait for it (a few seconds at most).
                 drop(relay);
@@ -356,6 +421,39 @@ fn log_sip(dir: &'static str, peer: Peer, data: &[u8]) {
         first_line = %String::from_utf8_lossy(first),
         "SIP"
     );
+}
+
+/// `ui.sip_trace_minutes`: the message joins its call's ladder (by the
+/// project's SIP reader; a message without a Call-ID has no call).
+fn trace_sip(
+    traces: Option<&Mutex<SipTraces>>,
+    dir: Direction,
+    peer: Peer,
+    data: &Bytes,
+    clock: &Clock,
+) {
+    let Some(traces) = traces else { return };
+    let Ok(message) = Message::parse(data.clone(), peer.transport == Transport::Udp) else {
+        return;
+    };
+    let Some(call_id) = message.call_id() else {
+        return;
+    };
+    if let Ok(mut t) = traces.lock() {
+        t.record(
+            call_id,
+            Traced {
+                at: clock.unix_ms(),
+                dir,
+                peer: format!(
+                    "{} {}",
+                    peer.transport.via_token().to_ascii_lowercase(),
+                    peer.addr
+                ),
+                data: data.clone(),
+            },
+        );
+    }
 }
 
 /// The TCP limits, with the connection cap fitted under the descriptor
@@ -436,6 +534,8 @@ fn flush(
     hub: &mut TcpHub,
     news: &mut News,
     relay: Option<&RelayHandle>,
+    traces: Option<&Mutex<SipTraces>>,
+    clock: &Clock,
 ) {
     for cmd in node.take_media_commands() {
         if let Some(r) = relay {
@@ -446,6 +546,7 @@ fn flush(
     for out in node.take_sends() {
         let Output::Send { to, data } = out;
         log_sip("out", to, &data);
+        trace_sip(traces, Direction::Out, to, &data, clock);
         match to.transport {
             Transport::Udp => {
                 let sock = udp_outs
@@ -588,5 +689,25 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `media.retention_days`: a sweep at start, then hourly, off the SIP
+/// thread (it touches the disk).
+async fn sweep_recordings(
+    dir: std::path::PathBuf,
+    retention_seconds: u64,
+    metrics: Arc<RetentionMetrics>,
+) {
+    loop {
+        let (dir, m) = (dir.clone(), metrics.clone());
+        let swept = tokio::task::spawn_blocking(move || {
+            retention::sweep(&dir, std::time::SystemTime::now(), retention_seconds, &m)
+        })
+        .await;
+        if let Err(e) = swept {
+            tracing::error!(error = %e, "recordings retention sweep failed");
+        }
+        tokio::time::sleep(retention::EVERY).await;
     }
 }

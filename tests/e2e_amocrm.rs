@@ -10,14 +10,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::amocrm::Amo;
-use common::checks::post_json;
+use common::checks::{post_form, post_json};
 use common::{free_port, Sipp, Siptrack};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "api-token-e2e";
 const AMO_TOKEN: &str = "amo.long-lived.e2e";
 
-fn config(amo: &Amo, uas_port: u16, db: &str, timeout_ms: u64) -> String {
+const HOOK_TOKEN: &str = "amo-hook-token-0123456789";
+
+/// `extra`: more `[crm.amocrm]` keys.
+fn config(amo: &Amo, uas_port: u16, db: &str, timeout_ms: u64, extra: &str) -> String {
     let base = amo.base_url();
     format!(
         r#"[sip]
@@ -45,6 +48,7 @@ action = "task"
 [crm]
 kind = "amocrm"
 timeout_ms = {timeout_ms}
+timezone = "UTC+3"
 
 [crm.retry]
 initial_ms = 100
@@ -60,6 +64,8 @@ phone_field_id = 101
 email_field_id = 102
 marker_field_id = 201
 task_minutes = 30
+webhook_token = "{HOOK_TOKEN}"
+{extra}
 
 [crm.amocrm.lead_fields]
 source = 202
@@ -98,6 +104,10 @@ fn unix_now() -> i64 {
 }
 
 fn start(amo: &Amo, timeout_ms: u64) -> (Siptrack, u16, tempfile::TempDir) {
+    start_with(amo, timeout_ms, "")
+}
+
+fn start_with(amo: &Amo, timeout_ms: u64, extra: &str) -> (Siptrack, u16, tempfile::TempDir) {
     let uas_port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir
@@ -105,7 +115,7 @@ fn start(amo: &Amo, timeout_ms: u64) -> (Siptrack, u16, tempfile::TempDir) {
         .join("siptrack.db")
         .to_string_lossy()
         .into_owned();
-    let p = Siptrack::start(&config(amo, uas_port, &db, timeout_ms));
+    let p = Siptrack::start(&config(amo, uas_port, &db, timeout_ms, extra));
     (p, uas_port, dir)
 }
 
@@ -239,9 +249,11 @@ fn a_call_and_form_leads_become_amocrm_leads_notes_tasks_and_calls() {
         (before + 1_800 - 5..=unix_now() + 1_800 + 5).contains(&due),
         "{task}"
     );
+    let again_id = again["lead_id"].as_i64().expect("lead id");
     assert_eq!(
         task,
-        &json!({"text": "Chairs too", "complete_till": due, "entity_id": form_lead.id,
+        &json!({"text": format!("Chairs too\n\n(siptrack lead {again_id})"),
+                "complete_till": due, "entity_id": form_lead.id,
                 "entity_type": "leads", "task_type_id": 1, "responsible_user_id": 33})
     );
     // The duplicate's own lead, and the note on it naming the original.
@@ -251,6 +263,11 @@ fn a_call_and_form_leads_become_amocrm_leads_notes_tasks_and_calls() {
     assert_eq!(*note_lead, dup_lead.id);
     let text = note["params"]["text"].as_str().expect("text");
     assert!(text.starts_with("Duplicate: duplicate of lead"), "{note}");
+    let dup_id = dup["lead_id"].as_i64().expect("lead id");
+    assert!(
+        text.ends_with(&format!("\n\n(siptrack lead {dup_id})")),
+        "{note}"
+    );
     assert_eq!(note["note_type"], "common");
     assert_ne!(call_lead_id, form_lead.id);
     assert_eq!(s.too_many, 0, "no request beyond 7/s");
@@ -296,19 +313,18 @@ fn fifty_leads_at_once_stay_within_seven_requests_per_second() {
 }
 
 #[test]
-fn a_create_answered_too_late_is_retried_and_gives_one_lead() {
+fn answers_lost_after_amocrm_applied_them_give_one_lead_one_task_one_note() {
     let amo = Amo::start(AMO_TOKEN, 7);
     {
         let mut s = amo.lock();
         s.slow_creates = 1;
+        s.slow_tasks = 1;
+        s.slow_notes = 1;
         s.slow_by = Duration::from_millis(1_500);
     }
     let (p, _uas, _dir) = start(&amo, 400);
-    post(
-        &p,
-        "/api/v1/leads",
-        &json!({"title": "Slow order", "phone": "+7 903 200 00 01"}),
-    );
+    let first = json!({"title": "Slow order", "phone": "+7 903 200 00 01"});
+    post(&p, "/api/v1/leads", &first);
     // The same client again: a task that must name the one lead.
     post(
         &p,
@@ -316,9 +332,28 @@ fn a_create_answered_too_late_is_retried_and_gives_one_lead() {
         &json!({"title": "Slow order 2", "phone": "+7 903 200 00 01", "text": "again"}),
     );
     amo.wait_until(Duration::from_secs(20), "the task", |s| s.tasks.len() == 1);
-    std::thread::sleep(Duration::from_millis(500));
+    // The first form again: a duplicate appended, a new lead and a note.
+    post(&p, "/api/v1/leads", &first);
+    amo.wait_until(Duration::from_secs(20), "the note", |s| s.notes.len() == 1);
+    std::thread::sleep(Duration::from_millis(2_000));
     let s = amo.lock();
-    assert_eq!(s.leads.len(), 1, "one lead, not two: {:?}", s.leads);
+    // Answers lost after amoCRM applied them: one task, one note.
+    assert_eq!(s.tasks.len(), 1, "{:?}", s.tasks);
+    assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
+    let posts = |is: fn(&str) -> bool| {
+        s.requests
+            .iter()
+            .filter(|r| r.method == "POST" && is(&r.path))
+            .count()
+    };
+    assert_eq!(posts(|p| p == "/api/v4/tasks"), 1, "one task added");
+    assert_eq!(posts(|p| p.ends_with("/notes")), 1, "one note added");
+    assert_eq!(
+        s.leads.len(),
+        2,
+        "the lead and the duplicate's: {:?}",
+        s.leads
+    );
     let creates = s
         .requests
         .iter()
@@ -329,9 +364,13 @@ fn a_create_answered_too_late_is_retried_and_gives_one_lead() {
         .iter()
         .filter(|r| r.method == "GET" && r.path == "/api/v4/leads")
         .count();
-    assert_eq!(creates, 1, "{:?}", s.requests);
+    assert_eq!(
+        creates, 2,
+        "the first lead once (its lost answer found by the lookup), the duplicate's: {:?}",
+        s.requests
+    );
     assert!(
-        lookups >= 2,
+        lookups >= 3,
         "looked up before the create and on the retry: {:?}",
         s.requests
     );
@@ -416,4 +455,191 @@ fn refusals_are_parked_at_once_with_amocrms_reason_in_the_lead_log() {
     // Parked, not retried: one attempt.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(wrong.lock().requests.len(), 1);
+}
+
+/// One SIPp call from `caller` to `number`, talking a second.
+fn call(p: &Siptrack, uas_port: u16, number: &str, caller: &str) {
+    let uas = Sipp::uas("uas.xml")
+        .port(uas_port)
+        .calls(1)
+        .time_limit(Duration::from_secs(20))
+        .spawn();
+    let uac = Sipp::uac("uac_tracking.xml", p.sip_addr())
+        .calls(1)
+        .rate(1)
+        .arg("-s")
+        .arg(number)
+        .arg("-key")
+        .arg("caller")
+        .arg(caller)
+        .arg("-d")
+        .arg("1000")
+        .time_limit(Duration::from_secs(20))
+        .run();
+    let uas = uas.wait_at_most(Duration::from_secs(10));
+    assert_eq!(uac.failed(), 0, "{}\n{}", uac.summary(), uas.summary());
+}
+
+#[test]
+fn five_hundred_leads_at_once_stay_within_the_limit_and_in_order_per_lead() {
+    // An account allowed 50 requests per second, so the test takes
+    // seconds; counted and refused (429) the same way as 7.
+    let amo = Amo::start(AMO_TOKEN, 50);
+    let (p, _uas, _dir) = start_with(&amo, 2_000, "requests_per_second = 50");
+    let phone = |i: usize| format!("+7 903 400 {:02} {:02}", i / 100, i % 100);
+    let started = std::time::Instant::now();
+    for i in 0..500 {
+        // 400 clients; every fifth lead is the client of four leads
+        // before again: a task on that lead, queued while its create is
+        // still on its way.
+        let (title, who) = if i % 5 == 4 {
+            (format!("Again {i}"), i - 4)
+        } else {
+            (format!("Order {i}"), i)
+        };
+        post(
+            &p,
+            "/api/v1/leads",
+            &json!({"title": title, "phone": phone(who), "text": format!("lead {i}")}),
+        );
+    }
+    let posted = started.elapsed();
+    amo.wait_until(Duration::from_secs(120), "400 leads and 100 tasks", |s| {
+        s.leads.len() == 400 && s.tasks.len() == 100
+    });
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    let s = amo.lock();
+    assert_eq!(s.too_many, 0, "429s: {}", s.too_many);
+    assert!(
+        s.bad_requests.is_empty(),
+        "{:?}",
+        &s.bad_requests[..s.bad_requests.len().min(5)]
+    );
+    let at: Vec<_> = s.requests.iter().map(|r| r.at).collect();
+    for (i, t) in at.iter().enumerate() {
+        let n = at[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        assert!(n <= 50, "{n} requests within a second");
+    }
+    // Order per lead: each task reached amoCRM after its lead existed
+    // (the server refuses a task on an unknown lead) and names it.
+    for t in &s.tasks {
+        let lead = s
+            .leads
+            .iter()
+            .find(|l| Some(l.id) == t["entity_id"].as_u64())
+            .expect("its lead");
+        let n: usize = t["text"]
+            .as_str()
+            .and_then(|d| d.lines().next())
+            .and_then(|d| d.strip_prefix("lead "))
+            .and_then(|n| n.parse().ok())
+            .expect("lead n");
+        assert_eq!(lead.json["name"], format!("Order {}", n - 4), "{t}");
+    }
+    eprintln!(
+        "500 leads: posted in {:.1} s; {} requests, all delivered {:.1} s after the first post, no 429",
+        posted.as_secs_f64(),
+        s.requests.len(),
+        took.as_secs_f64()
+    );
+}
+
+#[test]
+fn a_call_answered_too_late_gives_one_lead_one_contact_one_call_record() {
+    let amo = Amo::start(AMO_TOKEN, 7);
+    {
+        let mut s = amo.lock();
+        s.slow_creates = 1;
+        s.slow_calls = 1;
+        s.slow_by = Duration::from_millis(1_500);
+    }
+    let (p, uas_port, _dir) = start(&amo, 400);
+    call(&p, uas_port, "74951230001", "89160000005");
+    amo.wait_until(Duration::from_secs(30), "the lead and the call", |s| {
+        s.leads.len() == 1 && s.calls.len() == 1
+    });
+    // Whatever else was still to come would have come by now.
+    std::thread::sleep(Duration::from_secs(2));
+    let s = amo.lock();
+    assert_eq!(s.leads.len(), 1, "one lead: {:?}", s.leads);
+    assert!(s.leads[0].contact_id.is_some(), "with its one contact");
+    assert_eq!(s.calls.len(), 1, "one call record: {:?}", s.calls);
+    let count = |method: &str, path: &str| {
+        s.requests
+            .iter()
+            .filter(|r| r.method == method && r.path == path)
+            .count()
+    };
+    assert_eq!(count("POST", "/api/v4/leads/complex"), 1);
+    assert_eq!(count("POST", "/api/v4/calls"), 1);
+    assert!(
+        count("GET", "/api/v4/contacts/notes") >= 2,
+        "looked up before the call and on the retry: {:?}",
+        s.requests
+    );
+    assert!(s.bad_requests.is_empty(), "{:?}", s.bad_requests);
+}
+
+#[test]
+fn a_won_status_sent_back_by_amocrm_makes_the_next_call_a_new_lead() {
+    let amo = Amo::start(AMO_TOKEN, 7);
+    let (p, uas_port, _dir) =
+        start_with(&amo, 2_000, "status_map = { \"5551\" = \"in_progress\" }");
+    call(&p, uas_port, "74951230001", "89160000006");
+    amo.wait_until(Duration::from_secs(20), "the first lead", |s| {
+        s.leads.len() == 1
+    });
+    let lead = amo.lock().leads[0].id;
+    let named = lead.to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while p.list("deals", TOKEN)[0]["crm_deal_id"].as_str() != Some(named.as_str()) {
+        assert!(std::time::Instant::now() < deadline, "amoCRM's id recorded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // amoCRM's webhook: form-encoded, the token in the URL.
+    let change = |status: u64| {
+        format!(
+            "leads%5Bstatus%5D%5B0%5D%5Bid%5D={lead}&leads%5Bstatus%5D%5B0%5D%5Bstatus_id%5D={status}\
+             &leads%5Bstatus%5D%5B0%5D%5Bpipeline_id%5D=11&leads%5Bstatus%5D%5B0%5D%5Bold_status_id%5D=22\
+             &account%5Bsubdomain%5D=acme&account%5Bid%5D=29085955"
+        )
+    };
+    let hook = format!("/api/v1/crm/amocrm/webhook?token={HOOK_TOKEN}");
+    for path in [
+        "/api/v1/crm/amocrm/webhook".to_string(),
+        "/api/v1/crm/amocrm/webhook?token=amo-hook-token-0123456780".to_string(),
+    ] {
+        let (status, body) = post_form(p.api(), &path, &change(142));
+        assert_eq!(status, 401, "{path}: {body}");
+    }
+    assert_eq!(p.list("deals", TOKEN)[0]["group"], "not_counted");
+    // A status of the map, then one it does not name (ignored), then won.
+    let (status, body) = post_form(p.api(), &hook, &change(5551));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(p.list("deals", TOKEN)[0]["group"], "in_progress");
+    let (status, body) = post_form(p.api(), &hook, &change(777));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"unmapped_statuses\":[\"777\"]"), "{body}");
+    assert_eq!(p.list("deals", TOKEN)[0]["group"], "in_progress");
+    let (status, body) = post_form(p.api(), &hook, &change(142));
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        v,
+        json!({"updated": [{"crm_deal_id": named, "status": "paid"}], "unknown_deals": [],
+               "unmapped_statuses": []})
+    );
+    assert_eq!(p.list("deals", TOKEN)[0]["group"], "paid");
+
+    // The client calls again: the won lead is not a candidate (L-3).
+    call(&p, uas_port, "74951230001", "89160000006");
+    let leads = p.wait_for("leads", 2, TOKEN);
+    assert_eq!(leads[0]["outcome"], "deal 2 created", "{leads:#?}");
+    amo.wait_until(Duration::from_secs(20), "the second lead", |s| {
+        s.leads.len() == 2
+    });
 }

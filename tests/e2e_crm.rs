@@ -880,6 +880,7 @@ fn an_old_failing_request_is_parked_visible_and_requeued() {
         store.clone(),
         cfg,
         metrics.clone(),
+        None,
     ));
     let deadline = Instant::now() + Duration::from_secs(10);
     while rt.block_on(store.outbox_depth()).expect("depth").failed == 0 {

@@ -109,7 +109,7 @@ pub(super) fn media_config(c: &mut Checker, raw: &RawConfig) -> MediaConfig {
     MediaConfig {
         record_calls,
         send_recording_to_crm: t.send_recording_to_crm.unwrap_or(true),
-        recording_links_require_auth: t.recording_links_require_auth.unwrap_or(false),
+        recording_links_require_auth: links_require_auth(c, raw),
         port_min,
         port_max,
         advertised_ip,
@@ -117,6 +117,23 @@ pub(super) fn media_config(c: &mut Checker, raw: &RawConfig) -> MediaConfig {
         recordings_dir,
         retention_days,
     }
+}
+
+/// `tracking.recording_links_require_auth`: with no `http.token` every
+/// link would be refused, which is a mistake, not a setting.
+fn links_require_auth(c: &mut Checker, raw: &RawConfig) -> bool {
+    let Some(v) = &raw.tracking.recording_links_require_auth else {
+        return false;
+    };
+    let on = *v.get_ref();
+    if on && raw.http.token.as_deref().unwrap_or("").is_empty() {
+        c.err(
+            "tracking.recording_links_require_auth",
+            Some(v.span()),
+            "needs http.token (without it every recording link would be refused)",
+        );
+    }
+    on
 }
 
 /// `media.advertised_ip`, or the SIP address peers already reach siptrack
@@ -209,7 +226,7 @@ mod tests {
     #[test]
     fn values_are_read() {
         let m = media(
-            "[tracking]\nrecord_calls = false\nsend_recording_to_crm = false\nrecording_links_require_auth = true\n\
+            "[http]\ntoken = \"t\"\n[tracking]\nrecord_calls = false\nsend_recording_to_crm = false\nrecording_links_require_auth = true\n\
              [media]\nport_min = 20001\nport_max = 20004\nadvertised_ip = \"2001:db8::7\"\nrtp_timeout_seconds = 5\nrecordings_dir = \"/var/rec\"\nretention_days = 7\n",
         )
         .expect("valid");
@@ -246,6 +263,30 @@ mod tests {
         ] {
             let m = media(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
             assert_eq!(m.advertised_ip, ip.parse::<IpAddr>().expect("ip"), "{text}");
+        }
+    }
+
+    /// `http.public_url`, the base of recording links.
+    #[test]
+    fn public_url_is_checked() {
+        let url = |text: &str| Config::parse(text).map(|c| c.http.public_url);
+        assert_eq!(url("").ok(), Some(None));
+        assert_eq!(
+            url("[http]\npublic_url = \"https://rec.example/st/\"\n").ok(),
+            Some(Some("https://rec.example/st".to_string()))
+        );
+        for bad in [
+            "ftp://x",
+            "https://",
+            "https:///p",
+            "https://x/?a=1",
+            "calls.example",
+        ] {
+            let e = url(&format!("[http]\npublic_url = \"{bad}\"\n")).expect_err(bad);
+            assert_eq!(
+                (e.0[0].key.as_str(), e.0[0].line),
+                ("http.public_url", Some(2))
+            );
         }
     }
 
@@ -305,6 +346,12 @@ mod tests {
                 "media.recordings_dir",
                 Some(2),
                 "must name a directory",
+            ),
+            (
+                "[tracking]\nrecording_links_require_auth = true\n",
+                "tracking.recording_links_require_auth",
+                Some(2),
+                "needs http.token",
             ),
             (
                 "[media]\nport_mni = 1\n",

@@ -5,6 +5,7 @@
 //! parking, order per deal, metrics and the lead log are the same for
 //! every CRM.
 
+use super::rate::Pacer;
 use crate::store::outbox::DueItem;
 
 /// What became of one attempt at an item.
@@ -59,9 +60,38 @@ pub enum Step {
     Finish(Outcome),
 }
 
-/// The most requests one item may take (a lookup, then the create); a
-/// guard against an adapter that never finishes.
-pub const MAX_STEPS: usize = 4;
+/// The most requests one item may take (Bitrix24's create: find the
+/// deal, find the contact, add it, add the deal); a guard against an
+/// adapter that never finishes.
+pub const MAX_STEPS: usize = 6;
+
+/// What siptrack appends to the text of a note, comment or task it
+/// writes into a CRM: `(siptrack lead <id>)`. A lead makes at most one
+/// comment and one task, so the marker names the entity and lets a retry
+/// find it (neither CRM has idempotency keys); a manager reads which of
+/// siptrack's leads it came from. None for a body without a lead id.
+pub fn lead_marker(body: &serde_json::Value) -> Option<String> {
+    let id = match body.get("id")? {
+        serde_json::Value::String(s) if !s.trim().is_empty() => s.trim().to_string(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    Some(format!("(siptrack lead {id})"))
+}
+
+/// `text` with the marker on a line of its own.
+pub fn marked(text: &str, marker: Option<&str>) -> String {
+    match marker {
+        Some(m) if text.is_empty() => m.to_string(),
+        Some(m) => format!("{text}\n\n{m}"),
+        None => text.to_string(),
+    }
+}
+
+/// Whether `text` is one siptrack marked with `marker`.
+pub fn carries(text: &str, marker: &str) -> bool {
+    text.trim_end().ends_with(marker)
+}
 
 /// One kind of CRM. Pure: no sockets, no clock (`now_unix_ms` is given).
 pub trait CrmAdapter: Send + Sync {
@@ -70,8 +100,101 @@ pub trait CrmAdapter: Send + Sync {
     /// The step after `answer` to `sent`.
     fn next(&self, item: &DueItem, sent: &Request, answer: &Answer, now_unix_ms: i64) -> Step;
     /// The account's request limit, if the CRM has one: the worker paces
-    /// every request of every item through one `rate::Pacer`.
-    fn requests_per_second(&self) -> Option<u32> {
+    /// every request of every item through this one bucket.
+    fn pacer(&self) -> Option<Pacer> {
         None
+    }
+    /// Items with the same key are attempted one after another within a
+    /// round, never at the same time (Bitrix24: two deals of one client
+    /// created at once would each find no contact and add one). None:
+    /// no such constraint beyond the outbox's order per deal.
+    fn serial_key(&self, _item: &DueItem) -> Option<String> {
+        None
+    }
+}
+
+/// A round's items in groups to attempt one after another: items sharing
+/// a serial key together, in their order; every other item alone.
+pub fn serial_groups(
+    items: Vec<DueItem>,
+    key: impl Fn(&DueItem) -> Option<String>,
+) -> Vec<Vec<DueItem>> {
+    let mut groups: Vec<Vec<DueItem>> = Vec::new();
+    let mut by_key: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for item in items {
+        match key(&item) {
+            Some(k) => match by_key.get(&k) {
+                Some(&i) => groups[i].push(item),
+                None => {
+                    by_key.insert(k, groups.len());
+                    groups.push(vec![item]);
+                }
+            },
+            None => groups.push(vec![item]),
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn items_of_one_serial_key_go_together_in_order() {
+        let item = |id: i64, key: &str| DueItem {
+            id,
+            target: crate::crm::outbox::Target::Lead,
+            key: key.into(),
+            event: "deal.create".into(),
+            body: String::new(),
+            attempts: 0,
+            created_at: 0,
+            deal_ref: None,
+            crm_deal_id: None,
+            deal_created_here: true,
+        };
+        let items = vec![
+            item(1, "a"),
+            item(2, ""),
+            item(3, "b"),
+            item(4, "a"),
+            item(5, ""),
+            item(6, "a"),
+        ];
+        let groups = serial_groups(items, |i| (!i.key.is_empty()).then(|| i.key.clone()));
+        let ids: Vec<Vec<i64>> = groups
+            .iter()
+            .map(|g| g.iter().map(|i| i.id).collect())
+            .collect();
+        assert_eq!(ids, vec![vec![1, 4, 6], vec![2], vec![3], vec![5]]);
+    }
+
+    #[test]
+    fn texts_carry_the_lead_they_came_from() {
+        for (body, text, want) in [
+            (
+                json!({"id": "12"}),
+                "Chairs",
+                "Chairs\n\n(siptrack lead 12)",
+            ),
+            (json!({"id": 12}), "", "(siptrack lead 12)"),
+            (json!({"id": ""}), "Chairs", "Chairs"),
+            (json!({}), "Chairs", "Chairs"),
+        ] {
+            let m = lead_marker(&body);
+            assert_eq!(marked(text, m.as_deref()), want, "{body}");
+        }
+        let m = "(siptrack lead 12)";
+        for (text, yes) in [
+            ("Chairs\n\n(siptrack lead 12)", true),
+            ("Chairs\n\n(siptrack lead 12)\n", true),
+            ("Chairs\n\n(siptrack lead 112)", false),
+            ("Chairs\n\n(siptrack lead 12) and more", false),
+            ("Chairs", false),
+        ] {
+            assert_eq!(carries(text, m), yes, "{text:?}");
+        }
     }
 }

@@ -27,7 +27,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::adapter::{Answer, CrmAdapter, Method, Outcome, Request, Step};
+use super::adapter::{
+    carries, lead_marker, marked, Answer, CrmAdapter, Method, Outcome, Request, Step,
+};
 use super::outbox::Target;
 use super::webhook::parse_retry_after;
 use crate::store::outbox::DueItem;
@@ -53,6 +55,9 @@ pub struct AmoSettings {
     /// A task is due this long after it is made.
     pub task_minutes: u64,
     pub requests_per_second: u32,
+    /// `crm.timezone` as seconds east of UTC: the call webhook's `date`
+    /// is local time there.
+    pub utc_offset_seconds: i32,
 }
 
 /// The stages of an item, handed back with each answer.
@@ -61,6 +66,9 @@ const CREATE: &str = "create";
 const NOTE: &str = "note";
 const TASK: &str = "task";
 const CALL: &str = "call";
+const FIND_CALL: &str = "find call";
+const FIND_NOTE: &str = "find note";
+const FIND_TASK: &str = "find task";
 
 /// The source name amoCRM shows on call records.
 const SOURCE: &str = "siptrack";
@@ -172,7 +180,8 @@ impl AmoSettings {
     /// `POST /api/v4/leads/{id}/notes`: a `common` note with the lead's
     /// text (its title when it has none).
     pub fn note(&self, body: &Value) -> Value {
-        json!([{"note_type": "common", "params": {"text": note_text(body)}}])
+        let text = marked(&note_text(body), lead_marker(body).as_deref());
+        json!([{"note_type": "common", "params": {"text": text}}])
     }
 
     /// `POST /api/v4/tasks`: a task on the lead, due `task_minutes` from
@@ -180,7 +189,7 @@ impl AmoSettings {
     pub fn task(&self, lead_id: u64, body: &Value, now_unix_ms: i64) -> Value {
         let due = now_unix_ms.max(0) / 1000 + (self.task_minutes as i64) * 60;
         let mut task = json!({
-            "text": note_text(body),
+            "text": marked(&note_text(body), lead_marker(body).as_deref()),
             "complete_till": due,
             "entity_id": lead_id,
             "entity_type": "leads",
@@ -220,6 +229,46 @@ impl AmoSettings {
         Some(json!([call]))
     }
 
+    /// `GET /api/v4/contacts/notes`: the incoming call notes made since
+    /// the call began (amoCRM files a call as a `call_in` note on the
+    /// contact), where an earlier attempt's call would be; None when the
+    /// call's date is unreadable (then the call is just sent).
+    fn find_call(&self, body: &Value) -> Option<Request> {
+        let since = call_start_unix(&text_of(body, "date"), self.utc_offset_seconds)?;
+        Some(self.request(
+            FIND_CALL,
+            Method::Get,
+            &format!(
+                "/api/v4/contacts/notes?filter%5Bnote_type%5D=call_in&filter%5Bupdated_at%5D%5Bfrom%5D={since}&limit=250"
+            ),
+            None,
+        ))
+    }
+
+    /// `GET /api/v4/leads/{id}/notes`: the lead's common notes, where an
+    /// earlier attempt's note would be.
+    fn find_note(&self, lead_id: u64) -> Request {
+        self.request(
+            FIND_NOTE,
+            Method::Get,
+            &format!("/api/v4/leads/{lead_id}/notes?filter%5Bnote_type%5D=common&limit=250"),
+            None,
+        )
+    }
+
+    /// `GET /api/v4/tasks` of the lead, where an earlier attempt's task
+    /// would be.
+    fn find_task(&self, lead_id: u64) -> Request {
+        self.request(
+            FIND_TASK,
+            Method::Get,
+            &format!(
+                "/api/v4/tasks?filter%5Bentity_type%5D=leads&filter%5Bentity_id%5D={lead_id}&limit=250"
+            ),
+            None,
+        )
+    }
+
     /// `GET /api/v4/leads?query=<key>`: the lead a earlier attempt of this
     /// deal.create may have made (its marker field holds the key).
     fn lookup(&self, key: &str) -> Request {
@@ -230,6 +279,39 @@ impl AmoSettings {
             None,
         )
     }
+}
+
+/// The Unix time of a call webhook's `date` (local time at
+/// `utc_offset_seconds`).
+pub fn call_start_unix(date: &str, utc_offset_seconds: i32) -> Option<i64> {
+    let t = chrono::NaiveDateTime::parse_from_str(date, "%Y-%m-%d %H:%M:%S").ok()?;
+    Some(t.and_utc().timestamp() - i64::from(utc_offset_seconds))
+}
+
+/// An incoming call note of a lookup answer whose `params.uniq` is
+/// exactly `uniq`.
+pub fn found_call(body: &[u8], uniq: &str) -> bool {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    v["_embedded"]["notes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|n| n["params"]["uniq"].as_str() == Some(uniq))
+}
+
+/// Whether a list answer (`_embedded.<list>`) holds an entity whose text
+/// carries `marker`.
+fn found_marked(body: &[u8], list: &str, text: fn(&Value) -> &Value, marker: &str) -> bool {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    v["_embedded"][list]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| text(e).as_str().is_some_and(|t| carries(t, marker)))
 }
 
 /// RFC 3986: everything but the unreserved characters as %XX.
@@ -245,13 +327,22 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
+/// A note's or task's text: the lead's text (else its title), and the
+/// call's recording link when the request carries one (`recording_url`,
+/// made when the request is sent).
 fn note_text(body: &Value) -> String {
     let text = text_of(body, "text");
-    if text.is_empty() {
+    let mut text = if text.is_empty() {
         text_of(body, "title")
     } else {
         text
+    };
+    let url = text_of(body, "recording_url");
+    if !url.is_empty() {
+        text.push_str("\nRecording: ");
+        text.push_str(&url);
     }
+    text
 }
 
 /// The call webhook's status → amoCRM's `call_status`: 4 the
@@ -413,6 +504,26 @@ impl AmoCrm {
         }
     }
 
+    fn add_note(&self, lead_id: u64, body: &Value) -> Step {
+        let s = &self.settings;
+        Step::Send(s.request(
+            NOTE,
+            Method::Post,
+            &format!("/api/v4/leads/{lead_id}/notes"),
+            Some(s.note(body)),
+        ))
+    }
+
+    fn add_task(&self, lead_id: u64, body: &Value, now_unix_ms: i64) -> Step {
+        let s = &self.settings;
+        Step::Send(s.request(
+            TASK,
+            Method::Post,
+            "/api/v4/tasks",
+            Some(s.task(lead_id, body, now_unix_ms)),
+        ))
+    }
+
     fn create(&self, item: &DueItem, body: &Value) -> Step {
         let s = &self.settings;
         Step::Send(s.request(
@@ -437,29 +548,25 @@ impl CrmAdapter for AmoCrm {
             // made (a timeout after amoCRM applied it, or a crash before
             // the answer was recorded): amoCRM has no idempotency keys.
             (Target::Lead, "deal.create") => Step::Send(s.lookup(&item.key)),
+            // Notes and tasks are looked up by the marker in their text.
             (Target::Lead, "deal.comment") => match Self::lead_id(item) {
-                Ok(id) => Step::Send(s.request(
-                    NOTE,
-                    Method::Post,
-                    &format!("/api/v4/leads/{id}/notes"),
-                    Some(s.note(&body)),
-                )),
+                Ok(id) if lead_marker(&body).is_some() => Step::Send(s.find_note(id)),
+                Ok(id) => self.add_note(id, &body),
                 Err(o) => Step::Finish(o),
             },
             (Target::Lead, "deal.task") => match Self::lead_id(item) {
-                Ok(id) => Step::Send(s.request(
-                    TASK,
-                    Method::Post,
-                    "/api/v4/tasks",
-                    Some(s.task(id, &body, now_unix_ms)),
-                )),
+                Ok(id) if lead_marker(&body).is_some() => Step::Send(s.find_task(id)),
+                Ok(id) => self.add_task(id, &body, now_unix_ms),
                 Err(o) => Step::Finish(o),
             },
-            (Target::CallEnd, _) => match s.call(&body) {
-                Some(call) => {
+            // A call is looked up by its uniq (the Call-ID) first: a
+            // retried call must not make a second call record.
+            (Target::CallEnd, _) => match (s.call(&body), s.find_call(&body)) {
+                (Some(_), Some(find)) => Step::Send(find),
+                (Some(call), None) => {
                     Step::Send(s.request(CALL, Method::Post, "/api/v4/calls", Some(call)))
                 }
-                None => Step::Finish(Outcome::Delivered { deal_id: None }),
+                (None, _) => Step::Finish(Outcome::Delivered { deal_id: None }),
             },
             // amoCRM records a call once it is over; its start is not sent.
             (Target::CallStart, _) => Step::Finish(Outcome::Delivered { deal_id: None }),
@@ -489,6 +596,48 @@ impl CrmAdapter for AmoCrm {
                     }),
                 },
             },
+            FIND_NOTE | FIND_TASK if ok(a.status) => {
+                let (Ok(body), Ok(id)) = (
+                    serde_json::from_str::<Value>(&item.body),
+                    Self::lead_id(item),
+                ) else {
+                    return Step::Finish(Outcome::GiveUp {
+                        reason: "the queued body is not JSON".into(),
+                    });
+                };
+                let marker = lead_marker(&body).unwrap_or_default();
+                let (list, text): (&str, fn(&Value) -> &Value) = if sent.stage == FIND_NOTE {
+                    ("notes", |n| &n["params"]["text"])
+                } else {
+                    ("tasks", |t| &t["text"])
+                };
+                // 204: none at all.
+                if a.status != 204 && found_marked(&a.body, list, text, &marker) {
+                    return Step::Finish(Outcome::Delivered { deal_id: None });
+                }
+                if sent.stage == FIND_NOTE {
+                    self.add_note(id, &body)
+                } else {
+                    self.add_task(id, &body, now_unix_ms)
+                }
+            }
+            FIND_CALL if ok(a.status) => {
+                let Ok(body) = serde_json::from_str::<Value>(&item.body) else {
+                    return Step::Finish(Outcome::GiveUp {
+                        reason: "the queued body is not JSON".into(),
+                    });
+                };
+                // 204: no notes at all since the call began.
+                if a.status != 204 && found_call(&a.body, &text_of(&body, "id")) {
+                    return Step::Finish(Outcome::Delivered { deal_id: None });
+                }
+                match s.call(&body) {
+                    Some(call) => {
+                        Step::Send(s.request(CALL, Method::Post, "/api/v4/calls", Some(call)))
+                    }
+                    None => Step::Finish(Outcome::Delivered { deal_id: None }),
+                }
+            }
             CREATE if ok(a.status) => Step::Finish(match created_lead_id(&a.body) {
                 Some(id) => Outcome::Delivered {
                     deal_id: Some(id.to_string()),
@@ -510,8 +659,10 @@ impl CrmAdapter for AmoCrm {
         }
     }
 
-    fn requests_per_second(&self) -> Option<u32> {
-        Some(self.settings.requests_per_second)
+    fn pacer(&self) -> Option<super::rate::Pacer> {
+        Some(super::rate::Pacer::per_second(
+            self.settings.requests_per_second,
+        ))
     }
 }
 
@@ -535,6 +686,7 @@ mod tests {
                 .collect(),
             task_minutes: 30,
             requests_per_second: 7,
+            utc_offset_seconds: 3 * 3600,
         }
     }
 
@@ -634,7 +786,7 @@ mod tests {
         let body = lead_body("deal.comment");
         assert_eq!(
             s.note(&body),
-            json!([{"note_type": "common", "params": {"text": "Call to 74951230001"}}])
+            json!([{"note_type": "common", "params": {"text": "Call to 74951230001\n\n(siptrack lead 7)"}}])
         );
         assert_eq!(
             s.note(&json!({"title": "only a title", "text": ""})),
@@ -642,7 +794,7 @@ mod tests {
         );
         assert_eq!(
             s.task(55, &body, 1_795_435_200_999),
-            json!([{"text": "Call to 74951230001", "complete_till": 1_795_435_200 + 1_800,
+            json!([{"text": "Call to 74951230001\n\n(siptrack lead 7)", "complete_till": 1_795_435_200 + 1_800,
                     "entity_id": 55, "entity_type": "leads", "task_type_id": 1,
                     "responsible_user_id": 33}])
         );
@@ -658,6 +810,12 @@ mod tests {
             )
         );
         assert_eq!(s.call(&json!({"id": "c2", "caller": ""})), None);
+        // A recorded call's note names its recording.
+        assert_eq!(
+            s.note(&json!({"text": "Call to 7495", "recording_url": "https://s/recordings/c1?exp=1&sig=a"})),
+            json!([{"note_type": "common",
+                    "params": {"text": "Call to 7495\nRecording: https://s/recordings/c1?exp=1&sig=a"}}])
+        );
         for (status, code) in [
             ("ANSWER", 4),
             ("BUSY", 7),
@@ -684,13 +842,13 @@ mod tests {
             ),
             (
                 due(Target::Lead, "deal.comment", &body, Some("55")),
-                Method::Post,
-                "https://acme.amocrm.ru/api/v4/leads/55/notes",
+                Method::Get,
+                "https://acme.amocrm.ru/api/v4/leads/55/notes?filter%5Bnote_type%5D=common&limit=250",
             ),
             (
                 due(Target::Lead, "deal.task", &body, Some("55")),
-                Method::Post,
-                "https://acme.amocrm.ru/api/v4/tasks",
+                Method::Get,
+                "https://acme.amocrm.ru/api/v4/tasks?filter%5Bentity_type%5D=leads&filter%5Bentity_id%5D=55&limit=250",
             ),
             (
                 due(
@@ -789,6 +947,111 @@ mod tests {
             a.next(&item, &lookup, &answer(503, ""), 0),
             Step::Finish(Outcome::Retry { .. })
         ));
+    }
+
+    #[test]
+    fn notes_and_tasks_are_looked_up_by_their_marker_and_added_only_when_absent() {
+        let a = AmoCrm {
+            settings: settings(),
+        };
+        let body = lead_body("deal.task");
+        for (event, list, found, other, add_url) in [
+            (
+                "deal.comment",
+                "notes",
+                json!({"id": 1, "note_type": "common", "params": {"text": "x\n\n(siptrack lead 7)"}}),
+                json!({"id": 2, "note_type": "common", "params": {"text": "x\n\n(siptrack lead 77)"}}),
+                "https://acme.amocrm.ru/api/v4/leads/55/notes",
+            ),
+            (
+                "deal.task",
+                "tasks",
+                json!({"id": 1, "text": "x\n\n(siptrack lead 7)", "entity_id": 55}),
+                json!({"id": 2, "text": "x", "entity_id": 55}),
+                "https://acme.amocrm.ru/api/v4/tasks",
+            ),
+        ] {
+            let item = due(Target::Lead, event, &body, Some("55"));
+            let find = sent(a.start(&item, 0));
+            let page = |e: &Value| json!({"_embedded": {list: [e]}}).to_string();
+            // (lookup answer, added?)
+            for (status, answer_body, added) in [
+                (204, String::new(), true),
+                (200, page(&other), true),
+                (200, "<html>".to_string(), true),
+                (200, page(&found), false),
+            ] {
+                match a.next(&item, &find, &answer(status, &answer_body), 0) {
+                    Step::Send(r) => {
+                        assert!(added, "{event} {answer_body}");
+                        assert_eq!((r.method, r.url.as_str()), (Method::Post, add_url));
+                    }
+                    Step::Finish(o) => {
+                        assert!(!added, "{event} {answer_body}: {o:?}");
+                        assert_eq!(o, Outcome::Delivered { deal_id: None });
+                    }
+                }
+            }
+            assert!(matches!(
+                a.next(&item, &find, &answer(429, ""), 0),
+                Step::Finish(Outcome::Retry { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_call_is_looked_up_by_its_uniq_and_recorded_only_when_absent() {
+        let a = AmoCrm {
+            settings: settings(),
+        };
+        let end = json!({"id": "c1@h", "caller": "74991234567", "date": "2026-11-23 15:00:00",
+                         "duration": 42, "status": "ANSWER"});
+        let item = due(Target::CallEnd, "", &end, None);
+        let find = sent(a.start(&item, 0));
+        // 15:00 at UTC+3 is 12:00 UTC: 1795435200.
+        assert_eq!(
+            (find.method, find.url.as_str()),
+            (
+                Method::Get,
+                "https://acme.amocrm.ru/api/v4/contacts/notes?filter%5Bnote_type%5D=call_in&filter%5Bupdated_at%5D%5Bfrom%5D=1795435200&limit=250"
+            )
+        );
+        let note = |uniq: &str| {
+            json!({"_embedded": {"notes": [{"id": 5, "entity_id": 41, "note_type": "call_in",
+                   "params": {"uniq": uniq, "duration": 42, "source": "siptrack", "phone": "74991234567"}}]}})
+            .to_string()
+        };
+        let record = Step::Send(a.settings.request(
+            CALL,
+            Method::Post,
+            "/api/v4/calls",
+            a.settings.call(&end),
+        ));
+        // (lookup answer, what follows)
+        for (status, body, next) in [
+            (204, String::new(), record.clone()),
+            (200, note("c2@h"), record.clone()),
+            (
+                200,
+                note("c1@h"),
+                Step::Finish(Outcome::Delivered { deal_id: None }),
+            ),
+        ] {
+            assert_eq!(
+                a.next(&item, &find, &answer(status, &body), 0),
+                next,
+                "{body}"
+            );
+        }
+        assert!(matches!(
+            a.next(&item, &find, &answer(429, ""), 0),
+            Step::Finish(Outcome::Retry { .. })
+        ));
+        assert_eq!(
+            call_start_unix("2026-11-23 15:00:00", 0),
+            Some(1_795_446_000)
+        );
+        assert_eq!(call_start_unix("soon", 0), None);
     }
 
     #[test]

@@ -20,44 +20,63 @@ pub(crate) trait DealBook {
         status: &NewDealStatus,
         lead_id: i64,
     ) -> Result<i64, Self::Error>;
+    /// `call`: the recorded call the note is about, whose recording link
+    /// the deals API shows with it.
     fn add_note(
         &mut self,
         deal: i64,
         action: Action,
         at: i64,
         text: &str,
+        call: Option<&str>,
     ) -> Result<(), Self::Error>;
 }
 
+/// The comment a deal made by a recorded call gets; the deals API adds
+/// the link.
+pub const RECORDING_NOTE: &str = "Call recording";
+
 /// L-3 with `append_to_duplicates`, or a new client: a deal for the lead
 /// (and, for a duplicate, a comment naming the original). Returns the
-/// deal and the lead log's outcome.
+/// deal and the lead log's outcome. `recorded_call`: the lead is a call
+/// with a recording, which gets a comment of its own.
 pub(crate) fn create_deal<B: DealBook>(
     book: &mut B,
     lead: &NewLead,
     status: &NewDealStatus,
     lead_id: i64,
     duplicate_of: Option<Original>,
+    recorded_call: Option<&str>,
 ) -> Result<(i64, String), B::Error> {
     let deal = book.insert_deal(lead, status, lead_id)?;
     let mut outcome = format!("deal {deal} created");
     if let Some(o) = duplicate_of {
         let dup = o.describe();
-        book.add_note(deal, Action::Comment, lead.at, &format!("Duplicate: {dup}"))?;
+        book.add_note(
+            deal,
+            Action::Comment,
+            lead.at,
+            &format!("Duplicate: {dup}"),
+            None,
+        )?;
         outcome = format!("{outcome} ({dup})");
+    }
+    if let Some(call) = recorded_call {
+        book.add_note(deal, Action::Comment, lead.at, RECORDING_NOTE, Some(call))?;
     }
     Ok((deal, outcome))
 }
 
 /// L-4 / L-5: the lead goes onto an existing deal as a comment or a
-/// task.
+/// task (naming its call's recording, if any).
 pub(crate) fn attach<B: DealBook>(
     book: &mut B,
     deal: i64,
     action: Action,
     lead: &NewLead,
+    recorded_call: Option<&str>,
 ) -> Result<(), B::Error> {
-    book.add_note(deal, action, lead.at, &note(lead))
+    book.add_note(deal, action, lead.at, &note(lead), recorded_call)
 }
 
 /// The lead log's outcome of a lead attached to `deal`.
@@ -107,9 +126,11 @@ mod tests {
             action: Action,
             at: i64,
             text: &str,
+            call: Option<&str>,
         ) -> Result<(), Self::Error> {
+            let about = call.map_or(String::new(), |c| format!(" [call {c}]"));
             self.written
-                .push(format!("{action:?} on deal {deal} at {at}: {text}"));
+                .push(format!("{action:?} on deal {deal} at {at}: {text}{about}"));
             Ok(())
         }
     }
@@ -134,14 +155,25 @@ mod tests {
         };
         let mut b = Book::default();
         assert_eq!(
-            create_deal(&mut b, &lead(""), &status, 3, None),
+            create_deal(&mut b, &lead(""), &status, 3, None, None),
             Ok((7, "deal 7 created".to_string()))
         );
         assert_eq!(
-            create_deal(&mut b, &lead(""), &status, 4, Some(Original::Lead(3))),
+            create_deal(&mut b, &lead(""), &status, 4, Some(Original::Lead(3)), None),
             Ok((7, "deal 7 created (duplicate of lead 3)".to_string()))
         );
-        assert_eq!(attach(&mut b, 7, Action::Task, &lead("call back")), Ok(()));
+        assert_eq!(
+            attach(&mut b, 7, Action::Task, &lead("call back"), None),
+            Ok(())
+        );
+        assert_eq!(
+            create_deal(&mut b, &lead(""), &status, 5, None, Some("c1@h")),
+            Ok((7, "deal 7 created".to_string()))
+        );
+        assert_eq!(
+            attach(&mut b, 7, Action::Comment, &lead(""), Some("c2@h")),
+            Ok(())
+        );
         assert_eq!(attached(7), "duplicate of deal 7");
         assert_eq!(
             b.written,
@@ -150,6 +182,9 @@ mod tests {
                 "deal for lead 4: Order (NEW)",
                 "Comment on deal 7 at 100: Duplicate: duplicate of lead 3",
                 "Task on deal 7 at 100: Order: call back",
+                "deal for lead 5: Order (NEW)",
+                "Comment on deal 7 at 100: Call recording [call c1@h]",
+                "Comment on deal 7 at 100: Order [call c2@h]",
             ]
         );
     }

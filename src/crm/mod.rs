@@ -4,11 +4,13 @@
 
 pub mod adapter;
 pub mod amocrm;
+pub mod bitrix24;
 pub mod local;
 pub mod metrics;
 pub mod outbox;
 pub mod payload;
 pub mod rate;
+pub mod status_hook;
 pub mod transport;
 pub mod webhook;
 pub mod worker;

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::payload::{call_payload, call_start_payload, lead_payload, Event, Format, LeadView};
 use crate::calls::{CallInfo, CallRecord};
 use crate::leads::dedup::{Action, Decision};
+use crate::recording::links::{pending_link, PENDING_FIELD};
 
 /// Which CRM requests siptrack makes (from `[crm]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -17,6 +18,9 @@ pub struct Plan {
     /// `crm.call_start_url` / `crm.call_end_url` are set.
     pub call_start: bool,
     pub call_end: bool,
+    /// A call's end is recorded on its lead's deal (Bitrix24 binds the
+    /// call to it): it waits for that deal's create and names it.
+    pub calls_on_deals: bool,
     pub format: Format,
 }
 
@@ -95,8 +99,17 @@ fn lead_item(
         event: Some(event),
         lead_id: Some(lead.id),
         deal_ref: Some(deal),
-        body: lead_payload(lead, event, None, call, None, f),
+        body: with_pending_link(lead_payload(lead, event, None, call, None, f), call),
     }
+}
+
+/// A request about a recorded call names the recording; its link is made
+/// when the request is sent (`recording::links::fill_crm_link`).
+fn with_pending_link(mut body: Value, call: Option<&CallRecord>) -> Value {
+    if let Some(p) = call.and_then(|c| pending_link(&c.call_id, &c.recording, c.end_at)) {
+        body[PENDING_FIELD] = p;
+    }
+    body
 }
 
 /// SPEC C-2, L-3..L-5: the requests a recorded lead causes. A new deal is
@@ -160,15 +173,23 @@ pub fn call_start_item(plan: &Plan, install: &str, c: &CallStart) -> Option<Item
 }
 
 /// SPEC C-2a: the webhook when the call ends (after its start, if any).
-pub fn call_end_item(plan: &Plan, install: &str, c: &CallRecord) -> Option<Item> {
+/// `deal`: the deal the call's lead made or joined; with
+/// `plan.calls_on_deals` the end goes in that deal's order and names it.
+pub fn call_end_item(
+    plan: &Plan,
+    install: &str,
+    c: &CallRecord,
+    deal: Option<i64>,
+) -> Option<Item> {
+    let deal = deal.filter(|_| plan.calls_on_deals);
     plan.call_end.then(|| Item {
         target: Target::CallEnd,
         key: format!("{install}-call-{}-end", c.call_id),
-        order_key: call_order(&c.call_id),
+        order_key: deal.map_or_else(|| call_order(&c.call_id), deal_order),
         event: None,
         lead_id: None,
-        deal_ref: None,
-        body: call_payload(c, None, &plan.format),
+        deal_ref: deal,
+        body: with_pending_link(call_payload(c, None, &plan.format), Some(c)),
     })
 }
 
@@ -231,6 +252,7 @@ mod tests {
             lead_hooks: true,
             call_start: true,
             call_end: true,
+            calls_on_deals: false,
             format: Format::default(),
         }
     }
@@ -316,7 +338,18 @@ mod tests {
             dtmf: Vec::new(),
         };
         let s = call_start_item(&plan(), "i1", &start).expect("start on");
-        let e = call_end_item(&plan(), "i1", &end).expect("end on");
+        let e = call_end_item(&plan(), "i1", &end, Some(4)).expect("end on");
+        // Not recorded: nothing for the sender to link.
+        assert!(e.body.get(PENDING_FIELD).is_none());
+        let recorded = CallRecord {
+            recording: crate::calls::Recording::Recorded,
+            ..end.clone()
+        };
+        let r = call_end_item(&plan(), "i1", &recorded, Some(4)).expect("end on");
+        assert_eq!(
+            r.body[PENDING_FIELD],
+            serde_json::json!({"call_id": "c1@h", "state": "recorded", "end_at_ms": 2000})
+        );
         assert_eq!(
             (s.key.as_str(), e.key.as_str()),
             ("i1-call-c1@h-start", "i1-call-c1@h-end")
@@ -326,7 +359,16 @@ mod tests {
         assert_eq!(e.body["status"], "NOANSWER");
         let off = Plan::default();
         assert!(call_start_item(&off, "i1", &start).is_none());
-        assert!(call_end_item(&off, "i1", &end).is_none());
+        assert!(call_end_item(&off, "i1", &end, None).is_none());
+        // Bitrix24: the end waits for its deal and names it.
+        let on_deals = Plan {
+            calls_on_deals: true,
+            ..plan()
+        };
+        let e = call_end_item(&on_deals, "i1", &end, Some(4)).expect("end on");
+        assert_eq!((e.order_key.as_str(), e.deal_ref), ("deal-4", Some(4)));
+        let e = call_end_item(&on_deals, "i1", &end, None).expect("end on");
+        assert_eq!((e.order_key.as_str(), e.deal_ref), ("call-c1@h", None));
     }
 
     #[test]

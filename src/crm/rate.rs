@@ -34,6 +34,27 @@ impl Pacer {
         Pacer::new((1000 * (100 + SLACK_PERCENT)).div_ceil(100 * n), 1)
     }
 
+    /// A leaky bucket as the CRM counts it (Bitrix24: 50 requests,
+    /// drained at 2 per second, refused beyond): a burst 10% smaller and
+    /// a drain 10% slower than the CRM's, so arrivals that bunch up on
+    /// the way never fill its bucket.
+    pub fn leaky(burst: u32, per_second: u32) -> Pacer {
+        let n = u64::from(per_second.max(1));
+        let burst = u64::from(burst.max(1));
+        Pacer::new(
+            (1000 * (100 + SLACK_PERCENT)).div_ceil(100 * n),
+            (burst * (100 - SLACK_PERCENT) / 100).max(1),
+        )
+    }
+
+    /// A request that was to start at its reserved time went `ms` later
+    /// (a busy machine wakes a sleeper late): the ones after it move by
+    /// as much, so the late one and the next cannot arrive closer than
+    /// the interval.
+    pub fn started_late(&mut self, ms: u64) {
+        self.tat_ms = self.tat_ms.saturating_add(ms);
+    }
+
     /// Takes a token for a request at `now_ms` (any monotonic
     /// milliseconds); the answer is how long to wait before sending it.
     pub fn reserve(&mut self, now_ms: u64) -> u64 {
@@ -67,6 +88,16 @@ mod tests {
     }
 
     #[test]
+    fn a_late_start_moves_the_next_ones() {
+        let mut p = Pacer::new(100, 1);
+        assert_eq!(p.reserve(0), 0);
+        // The first went 80 ms late: the second waits for 180, not 100.
+        p.started_late(80);
+        assert_eq!(p.reserve(10), 170);
+        assert_eq!(p.reserve(10), 270);
+    }
+
+    #[test]
     fn per_second_never_puts_more_than_n_into_any_second() {
         for n in [1, 2, 7, 10, 50] {
             let mut p = Pacer::per_second(n);
@@ -84,5 +115,43 @@ mod tests {
             }
         }
         assert_eq!(Pacer::per_second(7), Pacer::new(158, 1));
+    }
+
+    /// The CRM's leaky bucket: each arrival adds one, `per_second` drain
+    /// away; an arrival that finds it full is refused.
+    fn overflows(arrivals_ms: &[u64], burst: u32, per_second: u32) -> usize {
+        let (mut level, mut last, mut refused) = (0.0f64, 0u64, 0);
+        for &t in arrivals_ms {
+            level = (level - (t - last) as f64 * f64::from(per_second) / 1000.0).max(0.0);
+            last = t;
+            if level + 1.0 > f64::from(burst) {
+                refused += 1;
+            } else {
+                level += 1.0;
+            }
+        }
+        refused
+    }
+
+    #[test]
+    fn leaky_never_fills_the_crms_bucket_even_with_jitter() {
+        for (burst, per_second) in [(50, 2), (250, 5), (10, 20), (1, 1)] {
+            let mut p = Pacer::leaky(burst, per_second);
+            // 1,000 requests wanting to go at once; each arrives up to
+            // 40 ms late (network jitter), in a pseudo-random pattern.
+            let mut arrivals: Vec<u64> = (0..1_000u64)
+                .map(|i| {
+                    let start = p.reserve(0);
+                    start + (i * 7_919) % 41
+                })
+                .collect();
+            arrivals.sort_unstable();
+            assert_eq!(
+                overflows(&arrivals, burst, per_second),
+                0,
+                "{burst}/{per_second}"
+            );
+        }
+        assert_eq!(Pacer::leaky(50, 2), Pacer::new(550, 45));
     }
 }

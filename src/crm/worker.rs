@@ -5,20 +5,22 @@
 //! the settle sends the item again with the same Idempotency-Key: delivery
 //! is at least once, never zero.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::adapter::{CrmAdapter, Outcome, Step, MAX_STEPS};
+use super::adapter::{serial_groups, CrmAdapter, Outcome, Step, MAX_STEPS};
 use super::amocrm::AmoCrm;
+use super::bitrix24::Bitrix24;
 use super::metrics::OutboxMetrics;
 use super::rate::Pacer;
 use super::transport::Transport;
 use super::webhook::Webhook;
 use crate::clock::Clock;
 use crate::config::CrmDelivery;
+use crate::recording::links::{fill_crm_link, LinkSettings};
 use crate::store::outbox::{DueItem, Settle};
 use crate::store::Store;
 
@@ -28,21 +30,24 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The account's limit, shared by every attempt of this worker.
 struct Pace {
-    pacer: Mutex<Pacer>,
+    /// Held while a request waits for its start (tokio's mutex is fair:
+    /// requests start in the order they asked), so a start that comes
+    /// late moves the next ones before they reserve theirs.
+    pacer: tokio::sync::Mutex<Pacer>,
     epoch: Instant,
 }
 
 impl Pace {
     /// Reserves the next request's start and sleeps until it.
     async fn wait_turn(&self) {
+        let mut pacer = self.pacer.lock().await;
         let now = self.epoch.elapsed().as_millis() as u64;
-        let wait = match self.pacer.lock() {
-            Ok(mut p) => p.reserve(now),
-            Err(poisoned) => poisoned.into_inner().reserve(now),
-        };
+        let wait = pacer.reserve(now);
         if wait > 0 {
             tokio::time::sleep(Duration::from_millis(wait)).await;
         }
+        let woke = self.epoch.elapsed().as_millis() as u64;
+        pacer.started_late(woke.saturating_sub(now + wait));
     }
 }
 
@@ -116,23 +121,32 @@ fn settle(cfg: &CrmDelivery, item: &DueItem, outcome: Outcome, now: i64) -> Sett
     }
 }
 
-/// Runs until the process ends.
-pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics>) {
+/// Runs until the process ends. `links`: how recording links are made
+/// (None: requests go without them).
+pub async fn run(
+    store: Store,
+    cfg: Arc<CrmDelivery>,
+    metrics: Arc<OutboxMetrics>,
+    links: Option<Arc<LinkSettings>>,
+) {
     let clock = store.clock();
-    let adapter: Arc<dyn CrmAdapter> = match &cfg.amocrm {
-        Some(settings) => Arc::new(AmoCrm {
+    let adapter: Arc<dyn CrmAdapter> = match (&cfg.amocrm, &cfg.bitrix24) {
+        (Some(settings), _) => Arc::new(AmoCrm {
             settings: settings.clone(),
         }),
-        None => Arc::new(Webhook {
+        (None, Some(settings)) => Arc::new(Bitrix24 {
+            settings: settings.clone(),
+        }),
+        (None, None) => Arc::new(Webhook {
             url: cfg.url.clone(),
             call_start_url: cfg.call_start_url.clone(),
             call_end_url: cfg.call_end_url.clone(),
             secret: cfg.secret.as_bytes().to_vec(),
         }),
     };
-    let pace = adapter.requests_per_second().map(|n| {
+    let pace = adapter.pacer().map(|pacer| {
         Arc::new(Pace {
-            pacer: Mutex::new(Pacer::per_second(n)),
+            pacer: tokio::sync::Mutex::new(pacer),
             epoch: Instant::now(),
         })
     });
@@ -175,7 +189,17 @@ pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics
             continue;
         }
         let mut inflight = JoinSet::new();
-        for item in due {
+        // The recording link, made now (SPEC C-2, C-2a).
+        let now_s = clock.unix_ms() / 1000;
+        let due: Vec<DueItem> = due
+            .into_iter()
+            .map(|mut item| {
+                item.body = fill_crm_link(&item.body, item.target, links.as_deref(), now_s);
+                item
+            })
+            .collect();
+        let count = due.len();
+        for group in serial_groups(due, |i| adapter.serial_key(i)) {
             let (adapter, transport, slots, clock, pace) = (
                 adapter.clone(),
                 transport.clone(),
@@ -184,17 +208,23 @@ pub async fn run(store: Store, cfg: Arc<CrmDelivery>, metrics: Arc<OutboxMetrics
                 pace.clone(),
             );
             inflight.spawn(async move {
-                let _slot = slots.acquire_owned().await;
-                let outcome =
-                    attempt(adapter.as_ref(), &transport, pace.as_deref(), &clock, &item).await;
-                (item, outcome)
+                let mut done = Vec::with_capacity(group.len());
+                for item in group {
+                    let _slot = slots.clone().acquire_owned().await;
+                    let outcome =
+                        attempt(adapter.as_ref(), &transport, pace.as_deref(), &clock, &item).await;
+                    done.push((item, outcome));
+                }
+                done
             });
         }
-        let mut results = Vec::with_capacity(inflight.len());
+        let mut results = Vec::with_capacity(count);
+        let mut attempted = Vec::with_capacity(count);
         while let Some(done) = inflight.join_next().await {
-            let Ok((item, outcome)) = done else {
-                continue; // a panicked attempt: the item stays pending
-            };
+            // A panicked attempt: its items stay pending.
+            attempted.extend(done.into_iter().flatten());
+        }
+        for (item, outcome) in attempted {
             let now = clock.unix_ms() as i64;
             let ok = matches!(outcome, Outcome::Delivered { .. });
             metrics.attempted(ok);

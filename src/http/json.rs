@@ -5,7 +5,8 @@
 use serde_json::{json, Value};
 
 use crate::calls::VISIT_COLUMNS;
-use crate::store::rows::{CallRow, DealRow, LeadRow, NoteRow, OutboxRow};
+use crate::crm::local::RECORDING_NOTE;
+use crate::store::rows::{CallRow, DealRow, LeadRow, NoteCall, NoteRow, OutboxRow};
 
 /// `YYYY-MM-DD HH:MM:SS` UTC.
 pub fn date(unix: i64) -> String {
@@ -36,8 +37,11 @@ pub fn lead(l: &LeadRow) -> Value {
     })
 }
 
-/// A call record with its visit's data under the C-2a names.
-pub fn call(c: &CallRow) -> Value {
+/// A call record with its visit's data under the C-2a names, its
+/// recording (`recording`: recorded, partial, not_recorded;
+/// `recording_reason`; `dtmf`) and `link`, the signed link to the WAV
+/// (built by the caller, fresh; null without one).
+pub fn call(c: &CallRow, link: Option<&str>) -> Value {
     let mut v = json!({
         "id": c.call_id,
         "caller": c.caller,
@@ -55,6 +59,10 @@ pub fn call(c: &CallRow) -> Value {
         "status": c.status,
         "hangup": c.hangup,
         "lead_id": c.lead_id,
+        "recording": c.recording.state(),
+        "recording_reason": c.recording.reason(),
+        "dtmf": c.dtmf,
+        "link": link,
     });
     for (name, key) in VISIT_COLUMNS {
         v[*name] = c.visit.get(*key).map_or(Value::Null, |s| json!(s));
@@ -62,14 +70,30 @@ pub fn call(c: &CallRow) -> Value {
     v
 }
 
-fn notes(n: &[NoteRow]) -> Vec<Value> {
+/// A note; one about a recorded call carries the recording's link (when
+/// `link` gives one) in its text and as `recording_url`.
+fn notes(n: &[NoteRow], link: &dyn Fn(&NoteCall) -> Option<String>) -> Vec<Value> {
     n.iter()
-        .map(|n| json!({ "date": date(n.created_at), "text": n.text }))
+        .map(|n| {
+            let url = n.call.as_ref().and_then(link);
+            let text = match &url {
+                None => n.text.clone(),
+                Some(u) if n.text == RECORDING_NOTE => format!("{RECORDING_NOTE}: {u}"),
+                Some(u) => format!("{}\nRecording: {u}", n.text),
+            };
+            let mut v = json!({ "date": date(n.created_at), "text": text });
+            if let Some(u) = url {
+                v["recording_url"] = json!(u);
+            }
+            v
+        })
         .collect()
 }
 
-/// A deal of the local CRM with its tasks and comments.
-pub fn deal(d: &DealRow) -> Value {
+/// A deal of the local CRM with its tasks and comments; `link` makes the
+/// recording link of a note's call (None: no link, by the rules of
+/// `recording::links::crm_link`).
+pub fn deal(d: &DealRow, link: &dyn Fn(&NoteCall) -> Option<String>) -> Value {
     json!({
         "id": d.id,
         "title": d.title,
@@ -83,8 +107,8 @@ pub fn deal(d: &DealRow) -> Value {
         // crm.kind = "local", or until the CRM answered).
         "crm_deal_id": d.crm_id,
         "created_at": date(d.created_at),
-        "tasks": notes(&d.tasks),
-        "comments": notes(&d.comments),
+        "tasks": notes(&d.tasks, link),
+        "comments": notes(&d.comments, link),
     })
 }
 
@@ -170,11 +194,77 @@ mod tests {
             recording: Default::default(),
             dtmf: Vec::new(),
         };
-        let v = call(&row);
+        let v = call(&row, None);
+        assert_eq!(
+            (
+                &v["recording"],
+                &v["recording_reason"],
+                &v["dtmf"],
+                &v["link"]
+            ),
+            (
+                &json!("not_recorded"),
+                &json!("recording disabled"),
+                &json!([]),
+                &Value::Null
+            )
+        );
+        let recorded = CallRow {
+            recording: crate::calls::Recording::Recorded,
+            dtmf: vec![crate::media::recorder::Dtmf {
+                side: crate::media::timeline::Side::Callee,
+                digit: '7',
+                at_ms: 1500,
+                duration_ms: 120,
+            }],
+            ..row.clone()
+        };
+        let v = call(&recorded, Some("http://h/recordings/c1?exp=1&sig=ab"));
+        assert_eq!(v["recording"], "recorded");
+        assert_eq!(v["recording_reason"], Value::Null);
+        assert_eq!(
+            v["dtmf"],
+            json!([{"side": "callee", "digit": "7", "at_ms": 1500, "duration_ms": 120}])
+        );
+        assert_eq!(v["link"], "http://h/recordings/c1?exp=1&sig=ab");
         assert_eq!(v["landing_page"], "https://x/");
         assert_eq!(v["city"], Value::Null);
         assert_eq!(v["date"], "2025-11-24 16:00:00");
         assert_eq!(v["answer_at_ms"], Value::Null);
+    }
+
+    #[test]
+    fn a_note_about_a_recorded_call_carries_its_link() {
+        let call = NoteCall {
+            call_id: "c1".into(),
+            recording: crate::calls::Recording::Recorded,
+            end_at: 0,
+        };
+        let n = |text: &str, call: Option<NoteCall>| NoteRow {
+            created_at: 0,
+            text: text.into(),
+            call,
+        };
+        let rows = [
+            n("Call recording", Some(call.clone())),
+            n("Incoming call from 7916", Some(call)),
+            n("Duplicate: duplicate of lead 1", None),
+        ];
+        let with = notes(&rows, &|c: &NoteCall| {
+            Some(format!("http://h/r/{}", c.call_id))
+        });
+        assert_eq!(with[0]["text"], "Call recording: http://h/r/c1");
+        assert_eq!(with[0]["recording_url"], "http://h/r/c1");
+        assert_eq!(
+            with[1]["text"],
+            "Incoming call from 7916\nRecording: http://h/r/c1"
+        );
+        assert_eq!(with[2]["text"], "Duplicate: duplicate of lead 1");
+        assert!(with[2].get("recording_url").is_none());
+        // No link by the rules (switched off, expired): the text alone.
+        let without = notes(&rows, &|_: &NoteCall| None);
+        assert_eq!(without[0]["text"], "Call recording");
+        assert!(without[0].get("recording_url").is_none());
     }
 
     #[test]

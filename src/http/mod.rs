@@ -22,16 +22,21 @@ use crate::leads::pipeline::new_deal_status;
 use crate::leads::pipeline::StorageHealth;
 use crate::phone::{normalize_str, PhoneRules};
 use crate::proxy::Stats;
+use crate::recording::retention::RetentionMetrics;
 use crate::store::leads::NewLead;
 use crate::store::Store;
 use crate::tracking::pools::{Pools, Visit};
 use crate::tracking::VISIT_FIELDS;
 use crate::transport::tcp::{TcpContext, TcpStats};
 
+pub mod crm_status;
+pub mod recordings;
 mod serve;
+pub use recordings::{file_of as recording_file, RecordingAccess};
 pub use serve::serve;
 
 pub mod json;
+pub mod ui;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -51,6 +56,16 @@ pub struct AppState {
     pub tcp: Arc<TcpContext>,
     /// Media relay and recording counters, read live.
     pub media: Arc<crate::media::metrics::MediaMetrics>,
+    /// `/recordings` and the links of the calls API.
+    pub recordings: Arc<RecordingAccess>,
+    /// What the recordings retention sweep deleted.
+    pub retention: Arc<RetentionMetrics>,
+    /// The web console's config and sessions.
+    pub ui: Arc<ui::UiState>,
+    /// The SIP ladders (`ui.sip_trace_minutes`); None when off.
+    pub traces: Option<Arc<Mutex<crate::sip_trace::SipTraces>>>,
+    /// The CRMs' status webhooks.
+    pub crm_status: Arc<crm_status::StatusReceiver>,
 }
 
 /// What the proxy core reports for `/metrics`.
@@ -112,9 +127,19 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/calls", get(get_calls))
         .route("/api/v1/deals", get(get_deals))
         .route("/api/v1/crm/deals/{id}/status", post(post_deal_status))
+        .route(
+            "/api/v1/crm/amocrm/webhook",
+            post(crm_status::amocrm_webhook),
+        )
+        .route(
+            "/api/v1/crm/bitrix24/webhook",
+            post(crm_status::bitrix24_webhook),
+        )
         .route("/api/v1/outbox", get(get_outbox))
         .route("/api/v1/outbox/{id}/retry", post(post_outbox_retry))
         .route("/metrics", get(metrics))
+        .route("/recordings/{call_id}", get(recordings::get_recording))
+        .merge(ui::routes())
         .layer(DefaultBodyLimit::max(MAX_TRANSPORT))
         .with_state(state)
 }
@@ -144,7 +169,11 @@ async fn metrics(State(s): State<AppState>) -> Response {
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        sip + &outbox + &s.storage.render() + &s.media.render(),
+        sip + &outbox
+            + &s.storage.render()
+            + &s.retention.render()
+            + &s.recordings.counts.render()
+            + &s.media.render(),
     )
         .into_response()
 }
@@ -183,24 +212,32 @@ async fn post_outbox_retry(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Response {
-    let Ok(id) = id.parse::<i64>() else {
-        return error(
+    match requeue_outbox(&s, &id).await {
+        Ok(id) => Json(json!({ "id": id, "state": "pending" })).into_response(),
+        Err((code, m)) => error(code, m),
+    }
+}
+
+/// The retry of the API and of the console's outbox page.
+pub(crate) async fn requeue_outbox(s: &AppState, id: &str) -> Result<i64, (StatusCode, String)> {
+    let Ok(id) = id.trim().parse::<i64>() else {
+        return Err((
             StatusCode::BAD_REQUEST,
             format!("id: \"{id}\" is not an outbox id"),
-        );
+        ));
     };
     match s.store.outbox_requeue(id, s.clock.unix_ms() as i64).await {
-        Ok(true) => Json(json!({ "id": id, "state": "pending" })).into_response(),
-        Ok(false) => error(
+        Ok(true) => Ok(id),
+        Ok(false) => Err((
             StatusCode::NOT_FOUND,
             format!("id: no parked (failed) outbox item {id}"),
-        ),
+        )),
         Err(e) => {
             tracing::error!(error = %e, "requeueing an outbox item");
-            error(
+            Err((
                 StatusCode::SERVICE_UNAVAILABLE,
-                "storage unavailable; retry",
-            )
+                "storage unavailable; retry".into(),
+            ))
         }
     }
 }
@@ -512,9 +549,40 @@ async fn list(s: &AppState, q: &std::collections::HashMap<String, String>, key: 
         "leads" => {
             (s.store.list_leads(limit, since).await).map(|r| r.iter().map(json::lead).collect())
         }
-        "calls" => (s.store.list_calls(limit, since.saturating_mul(1000)).await)
-            .map(|r| r.iter().map(json::call).collect()),
-        _ => (s.store.list_deals(limit, since).await).map(|r| r.iter().map(json::deal).collect()),
+        "calls" => {
+            let now = s.clock.unix_ms() / 1000;
+            let links = &s.recordings.links;
+            (s.store.list_calls(limit, since.saturating_mul(1000)).await).map(|r| {
+                r.iter()
+                    .map(|c| {
+                        let url = crate::recording::links::link(
+                            &c.call_id,
+                            &c.recording,
+                            c.end_at.max(0) as u64,
+                            links,
+                            now,
+                        );
+                        json::call(c, url.as_deref())
+                    })
+                    .collect()
+            })
+        }
+        _ => {
+            let now = s.clock.unix_ms() / 1000;
+            let links = &s.recordings.links;
+            // The local CRM is the CRM: its notes follow the CRM's rules.
+            let link = |c: &crate::store::rows::NoteCall| {
+                crate::recording::links::crm_link(
+                    &c.call_id,
+                    &c.recording,
+                    c.end_at.max(0) as u64,
+                    links,
+                    now,
+                )
+            };
+            (s.store.list_deals(limit, since).await)
+                .map(|r| r.iter().map(|d| json::deal(d, &link)).collect())
+        }
     };
     match rows {
         Ok(rows) => Json(json!({ key: rows })).into_response(),
@@ -572,32 +640,57 @@ async fn post_deal_status(
         },
         Ok(_) => return error(StatusCode::BAD_REQUEST, "body must be a JSON object"),
     };
-    let Some(group) = s.leads.group_of(&status) else {
+    match change_deal_status(&s, &id, &status).await {
+        Ok(v) => Json(v).into_response(),
+        Err((code, m)) => error(code, m),
+    }
+}
+
+/// SPEC L-2: a deal's new status, from the API or the console's deal
+/// page: one path, so both change what the next lead becomes (L-3).
+pub(crate) async fn change_deal_status(
+    s: &AppState,
+    id: &str,
+    status: &str,
+) -> Result<Value, (StatusCode, String)> {
+    let (id, status) = (id.trim(), status.trim());
+    if id.is_empty() || id.len() > 200 {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "id: must be a deal id (the CRM's, or siptrack's), up to 200 characters".into(),
+        ));
+    }
+    if status.is_empty() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "status: required, a non-empty string".into(),
+        ));
+    }
+    let Some(group) = s.leads.group_of(status) else {
         let mut known: Vec<&str> = s.leads.status_groups.keys().map(String::as_str).collect();
         known.sort_unstable();
-        return error(
+        return Err((
             StatusCode::BAD_REQUEST,
             format!(
                 "status: unknown status \"{status}\" (known: {}; or a group name: not_counted in_progress paid cancelled)",
                 known.join(" ")
             ),
-        );
+        ));
     };
-    match s.store.set_deal_status(&id, &status, group).await {
-        Ok(Some(deal)) => Json(json!({
+    match s.store.set_deal_status(id, status, group, false).await {
+        Ok(Some(deal)) => Ok(json!({
             "id": deal,
             "crm_deal_id": id,
             "status": status,
             "group": group.as_str()
-        }))
-        .into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("id: no deal {id}")),
+        })),
+        Ok(None) => Err((StatusCode::NOT_FOUND, format!("id: no deal {id}"))),
         Err(e) => {
             tracing::error!(error = %e, "deal status not recorded");
-            error(
+            Err((
                 StatusCode::SERVICE_UNAVAILABLE,
-                "storage unavailable; nothing was recorded, retry",
-            )
+                "storage unavailable; nothing was recorded, retry".into(),
+            ))
         }
     }
 }

@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::leads::{Job, NewDealStatus, NewLead, Recorded};
 use super::outbox::{DueItem, Settle, KEEP_DONE_MS};
+use super::query::LeadQuery;
 use super::record::{record_batch, Context, KnownCall, Ledger};
-use super::rows::{CallRow, DealRow, LeadRow, NoteRow, OutboxRow, PendingCrm};
+use super::rows::{CallRow, DealRow, LeadRow, NoteCall, NoteRow, OutboxRow, PendingCrm};
 use super::StoreError;
 use crate::calls::{CallInfo, CallRecord};
 use crate::clock::Clock;
@@ -28,6 +29,8 @@ const RUN_ID: &str = "this-run";
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     install_id: Arc<str>,
+    /// Random per store: links die with it, as its calls do.
+    link_key: Arc<[u8]>,
     clock: Clock,
 }
 
@@ -119,11 +122,18 @@ impl DealBook for State {
         action: Action,
         at: i64,
         text: &str,
+        call: Option<&str>,
     ) -> Result<(), Infallible> {
         if let Some(d) = self.deals.get_mut((deal - 1) as usize) {
+            // The call's recording is read when the deal is listed.
             let note = NoteRow {
                 created_at: at,
                 text: text.into(),
+                call: call.map(|c| NoteCall {
+                    call_id: c.into(),
+                    recording: Default::default(),
+                    end_at: 0,
+                }),
             };
             match action {
                 Action::Comment => d.comments.push(note),
@@ -317,12 +327,30 @@ impl MemoryStore {
         MemoryStore {
             state: Default::default(),
             install_id: install_id.into(),
+            link_key: (0..32)
+                .map(|_| fastrand::u8(..))
+                .collect::<Vec<u8>>()
+                .into(),
             clock,
         }
     }
 
     pub fn install_id(&self) -> &Arc<str> {
         &self.install_id
+    }
+
+    pub fn link_key(&self) -> &Arc<[u8]> {
+        &self.link_key
+    }
+
+    /// The record of one call, if it ended.
+    pub async fn find_call(&self, call_id: &str) -> Result<Option<CallRow>, StoreError> {
+        Ok(self
+            .state()?
+            .calls
+            .iter()
+            .find(|c| c.call_id == call_id)
+            .cloned())
     }
 
     fn state(&self) -> Result<MutexGuard<'_, State>, StoreError> {
@@ -373,9 +401,14 @@ impl MemoryStore {
         id: &str,
         status: &str,
         group: Group,
+        crm_only: bool,
     ) -> Result<Option<i64>, StoreError> {
         let mut state = self.state()?;
-        let ours = id.parse::<i64>().unwrap_or(-1);
+        let ours = if crm_only {
+            -1
+        } else {
+            id.parse::<i64>().unwrap_or(-1)
+        };
         let found = state
             .deals
             .iter()
@@ -395,6 +428,15 @@ impl MemoryStore {
     }
 
     pub async fn list_leads(&self, limit: i64, since: i64) -> Result<Vec<LeadRow>, StoreError> {
+        self.lead_page(LeadQuery {
+            from: Some(since),
+            limit,
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn lead_page(&self, q: LeadQuery) -> Result<Vec<LeadRow>, StoreError> {
         let state = self.state()?;
         let pending = |lead: i64| {
             state
@@ -407,16 +449,75 @@ impl MemoryStore {
                     error: o.row.last_error.clone(),
                 })
         };
-        Ok(page(
-            state.leads.iter().filter(|l| l.row.created_at >= since),
-            limit,
+        Ok(
+            page(state.leads.iter().filter(|l| q.matches(&l.row)), q.limit)
+                .into_iter()
+                .map(|l| LeadRow {
+                    pending: pending(l.row.id),
+                    ..l.row.clone()
+                })
+                .collect(),
         )
-        .into_iter()
-        .map(|l| LeadRow {
-            pending: pending(l.row.id),
-            ..l.row.clone()
-        })
-        .collect())
+    }
+
+    pub async fn newest_lead_id(&self) -> Result<i64, StoreError> {
+        Ok(self.state()?.leads.len() as i64)
+    }
+
+    pub async fn leads_per_channel(
+        &self,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let state = self.state()?;
+        let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+        for l in state.leads.iter().filter(|l| l.row.created_at >= since) {
+            *counts.entry(&l.row.visit_id).or_default() += 1;
+        }
+        let mut out: Vec<(String, i64)> = counts
+            .into_iter()
+            .map(|(k, n)| (k.to_string(), n))
+            .collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out.truncate(limit.max(0) as usize);
+        Ok(out)
+    }
+
+    pub async fn calls_per_hour(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        let state = self.state()?;
+        let mut counts: BTreeMap<(i64, &str), i64> = BTreeMap::new();
+        for c in state.calls.iter().filter(|c| c.invite_at >= since_ms) {
+            *counts
+                .entry((c.invite_at / 3_600_000 * 3_600_000, &c.status))
+                .or_default() += 1;
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((h, st), n)| (h, st.to_string(), n))
+            .collect())
+    }
+
+    /// Row ids are positions + 1, as in SQLite.
+    pub async fn call_page(
+        &self,
+        before: Option<i64>,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, CallRow)>, StoreError> {
+        let state = self.state()?;
+        Ok(page(
+            state
+                .calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (i as i64 + 1, c))
+                .filter(|(id, _)| before.is_none_or(|b| *id < b) && after.is_none_or(|a| *id > a))
+                .map(|(id, c)| (id, c.clone())),
+            limit,
+        ))
     }
 
     pub async fn list_calls(&self, limit: i64, since_ms: i64) -> Result<Vec<CallRow>, StoreError> {
@@ -433,12 +534,27 @@ impl MemoryStore {
 
     pub async fn list_deals(&self, limit: i64, since: i64) -> Result<Vec<DealRow>, StoreError> {
         let state = self.state()?;
+        // As SQLite's join: a note's call as recorded now, if it is.
+        let with_calls = |mut d: DealRow| {
+            for n in d.comments.iter_mut().chain(d.tasks.iter_mut()) {
+                n.call = n.call.take().and_then(|nc| {
+                    let c = state.calls.iter().find(|c| c.call_id == nc.call_id)?;
+                    Some(NoteCall {
+                        recording: c.recording.clone(),
+                        end_at: c.end_at,
+                        ..nc
+                    })
+                });
+            }
+            d
+        };
         Ok(page(
             state
                 .deals
                 .iter()
                 .filter(|d| d.created_at >= since)
-                .cloned(),
+                .cloned()
+                .map(with_calls),
             limit,
         ))
     }

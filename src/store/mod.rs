@@ -23,6 +23,7 @@ use crate::tracking::pools::AssignmentRow;
 pub mod leads;
 pub mod memory;
 pub mod outbox;
+pub mod query;
 mod record;
 pub mod rows;
 pub mod sqlite;
@@ -30,6 +31,7 @@ pub mod sqlite;
 use leads::{Job, NewDealStatus, NewLead, Recorded};
 use memory::MemoryStore;
 use outbox::{DueItem, Settle};
+use query::LeadQuery;
 use rows::{CallRow, DealRow, LeadRow, OutboxRow};
 use sqlite::SqliteStore;
 
@@ -63,6 +65,9 @@ pub struct Store {
     install_id: Arc<str>,
     /// Signalled after every commit that queued CRM requests.
     outbox_ready: Arc<tokio::sync::Notify>,
+    /// Counts commits that recorded leads or calls: the console's live
+    /// updates wait on it instead of polling.
+    recorded: Arc<tokio::sync::watch::Sender<u64>>,
     /// Unix time for what the store stamps (outbox due times).
     clock: Clock,
 }
@@ -90,6 +95,7 @@ impl Store {
             install_id: db.install_id().clone(),
             backend: Backend::Sqlite(db),
             outbox_ready: Default::default(),
+            recorded: Arc::new(tokio::sync::watch::Sender::new(0)),
             clock,
         })
     }
@@ -101,6 +107,7 @@ impl Store {
             install_id: m.install_id().clone(),
             backend: Backend::Memory(m),
             outbox_ready: Default::default(),
+            recorded: Arc::new(tokio::sync::watch::Sender::new(0)),
             clock,
         }
     }
@@ -112,6 +119,20 @@ impl Store {
     /// This installation's prefix of idempotency keys.
     pub fn install_id(&self) -> &str {
         &self.install_id
+    }
+
+    /// The key that signs recording links: random per database (SQLite:
+    /// created by migration 0007), used for nothing else.
+    pub fn recording_link_key(&self) -> Arc<[u8]> {
+        match &self.backend {
+            Backend::Sqlite(b) => b.link_key().clone(),
+            Backend::Memory(b) => b.link_key().clone(),
+        }
+    }
+
+    /// The record of one call, if it ended (and was recorded).
+    pub async fn find_call(&self, call_id: &str) -> Result<Option<CallRow>, StoreError> {
+        each!(self, b => b.find_call(call_id).await)
     }
 
     /// Wakes the delivery worker; signalled after every commit that
@@ -131,6 +152,7 @@ impl Store {
         plan: &Plan,
     ) -> Result<Vec<Recorded>, StoreError> {
         let done = each!(self, b => b.record_calls(jobs, s, status, plan).await)?;
+        self.recorded.send_modify(|n| *n = n.wrapping_add(1));
         if plan.sends_anything() {
             self.outbox_ready.notify_one();
         }
@@ -163,21 +185,68 @@ impl Store {
 
     /// SPEC L-2: the CRM reports a deal's status. `id` is the CRM's id
     /// of the deal (from its answer to deal.create) or, for deals the CRM
-    /// never named, siptrack's. Returns siptrack's deal id, None if no
-    /// such deal.
+    /// never named, siptrack's — unless `crm_only` (a CRM's own status
+    /// webhook: its id must never be read as siptrack's). Returns
+    /// siptrack's deal id, None if no such deal.
     pub async fn set_deal_status(
         &self,
         id: &str,
         status: &str,
         group: Group,
+        crm_only: bool,
     ) -> Result<Option<i64>, StoreError> {
-        each!(self, b => b.set_deal_status(id, status, group).await)
+        each!(self, b => b.set_deal_status(id, status, group, crm_only).await)
     }
 
     /// The lead log (L-7), newest first; leads created since `since`
     /// (Unix seconds).
     pub async fn list_leads(&self, limit: i64, since: i64) -> Result<Vec<LeadRow>, StoreError> {
         each!(self, b => b.list_leads(limit, since).await)
+    }
+
+    /// Changes after every commit that recorded leads or calls.
+    pub fn recorded(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.recorded.subscribe()
+    }
+
+    /// A page of the lead log, newest first, by keyset (the console).
+    pub async fn lead_page(&self, q: LeadQuery) -> Result<Vec<LeadRow>, StoreError> {
+        each!(self, b => b.lead_page(q).await)
+    }
+
+    /// The newest lead's id, 0 when there is none.
+    pub async fn newest_lead_id(&self) -> Result<i64, StoreError> {
+        each!(self, b => b.newest_lead_id().await)
+    }
+
+    /// Leads per visit/channel created since `since` (Unix seconds), most
+    /// first.
+    pub async fn leads_per_channel(
+        &self,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        each!(self, b => b.leads_per_channel(since, limit).await)
+    }
+
+    /// Calls started since `since_ms`, per hour (start in Unix ms) and
+    /// status.
+    pub async fn calls_per_hour(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        each!(self, b => b.calls_per_hour(since_ms).await)
+    }
+
+    /// Call records in record order, newest first, with their row ids:
+    /// below `before`, above `after` (the console's pages and news).
+    pub async fn call_page(
+        &self,
+        before: Option<i64>,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, CallRow)>, StoreError> {
+        each!(self, b => b.call_page(before, after, limit).await)
     }
 
     /// Call records, newest first; calls started since `since_ms`.

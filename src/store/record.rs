@@ -168,10 +168,15 @@ fn decide_and_record<L: Ledger>(
         (Vec::new(), Vec::new())
     };
     let decision = dedup::decide(&lead, &leads, &deals, cx.settings);
+    // A recorded call's notes name it, for the deals API's link.
+    let recorded_call = call
+        .filter(|c| c.recording.has_file())
+        .map(|c| c.call_id.as_str());
     let (lead_id, deal_id, outcome) = match &decision {
         Decision::CreateDeal { duplicate_of } => {
             let lead_id = l.insert_lead(new, kind, true, None, "")?;
-            let (deal_id, outcome) = local::create_deal(l, new, cx.status, lead_id, *duplicate_of)?;
+            let (deal_id, outcome) =
+                local::create_deal(l, new, cx.status, lead_id, *duplicate_of, recorded_call)?;
             l.set_lead_deal(lead_id, deal_id, &outcome)?;
             (lead_id, Some(deal_id), outcome)
         }
@@ -186,7 +191,7 @@ fn decide_and_record<L: Ledger>(
         Decision::Attach { deal, action } => {
             let outcome = local::attached(*deal);
             let id = l.insert_lead(new, kind, false, Some(*deal), &outcome)?;
-            local::attach(l, *deal, *action, new)?;
+            local::attach(l, *deal, *action, new, recorded_call)?;
             (id, Some(*deal), outcome)
         }
         Decision::NoDealFromCalls => {
@@ -204,7 +209,8 @@ fn decide_and_record<L: Ledger>(
     if cx.plan.sends_anything() {
         let view = lead_view(lead_id, new, call);
         let mut items = lead_items(cx.plan, cx.install_id, &view, &decision, deal_id, call);
-        items.extend(call.and_then(|c| call_end_item(cx.plan, cx.install_id, c)));
+        let deal = items.first().and_then(|i| i.deal_ref);
+        items.extend(call.and_then(|c| call_end_item(cx.plan, cx.install_id, c, deal)));
         l.queue(&items, cx.now_ms)?;
     }
     Ok(Recorded {

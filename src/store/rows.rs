@@ -121,6 +121,17 @@ pub struct DealRow {
 pub struct NoteRow {
     pub created_at: i64,
     pub text: String,
+    /// The recorded call the note is about (its recording is linked).
+    pub call: Option<NoteCall>,
+}
+
+/// A note's call and its recording, as stored now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoteCall {
+    pub call_id: String,
+    pub recording: Recording,
+    /// Unix milliseconds.
+    pub end_at: i64,
 }
 
 /// A CRM request of the outbox (SPEC C-5). Times are Unix milliseconds.

@@ -135,17 +135,27 @@ async fn leads_are_decided_and_listed_alike() {
             ("NEW", "not_counted")
         );
 
+        // A CRM's own webhook naming an id the CRM never gave siptrack
+        // changes nothing, even when siptrack has a deal of that number.
+        assert_eq!(
+            store
+                .set_deal_status("2", "WON", Group::Paid, true)
+                .await
+                .expect(name),
+            None,
+            "{name}"
+        );
         // A status callback by siptrack's id (the CRM never named it).
         assert_eq!(
             store
-                .set_deal_status("2", "WON", Group::Paid)
+                .set_deal_status("2", "WON", Group::Paid, false)
                 .await
                 .expect(name),
             Some(2)
         );
         assert_eq!(
             store
-                .set_deal_status("99", "WON", Group::Paid)
+                .set_deal_status("99", "WON", Group::Paid, false)
                 .await
                 .expect(name),
             None
@@ -274,6 +284,27 @@ async fn recording_outcomes_and_dtmf_are_stored_alike() {
         assert_eq!(got, outcomes.iter().collect::<Vec<_>>(), "{name}");
         assert_eq!(calls[0].dtmf, dtmf, "{name}");
         assert!(calls[1..].iter().all(|c| c.dtmf.is_empty()), "{name}");
+        // The first call made a deal; its recording is a comment naming
+        // the call (the later ones are duplicates: no deal, no note).
+        let deals = store.list_deals(10, 0).await.expect(name);
+        assert_eq!(deals.len(), 1, "{name}");
+        let notes: Vec<(&str, Option<&crate::store::rows::NoteCall>)> = deals[0]
+            .comments
+            .iter()
+            .map(|n| (n.text.as_str(), n.call.as_ref()))
+            .collect();
+        assert_eq!(
+            notes,
+            [(
+                "Call recording",
+                Some(&crate::store::rows::NoteCall {
+                    call_id: "rec0@host".into(),
+                    recording: Recording::Recorded,
+                    end_at: (NOW_MS + 43_000) as i64,
+                })
+            )],
+            "{name}"
+        );
     }
 }
 
@@ -379,11 +410,12 @@ async fn the_outbox_delivers_a_deals_requests_in_order() {
         // The CRM's id names the deal in status callbacks.
         assert_eq!(
             store
-                .set_deal_status("CRM-2", "WORK", Group::InProgress)
+                .set_deal_status("CRM-2", "WORK", Group::InProgress, true)
                 .await
                 .expect(name),
             Some(second_deal)
         );
+
         // Delivered a week ago and more: purged.
         let week = 7 * 24 * 3_600_000;
         assert_eq!(
@@ -424,5 +456,180 @@ async fn a_numbers_newer_state_wins() {
         assert!(store.load_assignments().await.expect(name)[0]
             .visit
             .is_none());
+    }
+}
+
+/// Issue 17: the console's reads — lead pages by keyset and filter, the
+/// newest id, call pages with their row ids, the overview's counts — the
+/// same from every store.
+#[tokio::test]
+async fn console_pages_and_counts_alike() {
+    use super::query::{LeadQuery, OutcomeKind, Search};
+    let at = (NOW_MS / 1000) as i64;
+    for (name, store, _dir) in stores().await {
+        assert_eq!(store.newest_lead_id().await.expect(name), 0, "{name}");
+        let plan = Plan::default();
+        let s = Settings::default();
+        let mut leads = Vec::new();
+        // Two forms of one client (a deal, then a duplicate), another
+        // client's form, and two calls an hour apart.
+        for (phone, t) in [
+            ("79160000001", at - 7200),
+            ("79160000001", at - 7100),
+            ("79160000003", at - 7000),
+        ] {
+            let r = store
+                .record_lead(&form(phone, t), &s, &status(), None, &plan)
+                .await
+                .expect(name);
+            leads.push(r.lead_id);
+        }
+        for (id, caller, t) in [
+            ("a@h", "79160000004", NOW_MS - 3_600_000),
+            ("b@h", "79160000005", NOW_MS),
+        ] {
+            let c = call(id, caller, t);
+            let lead = crate::leads::pipeline::call_lead(&c);
+            store
+                .record_calls(
+                    Arc::new(vec![Job::Lead(lead, Some(c))]),
+                    &s,
+                    &status(),
+                    &plan,
+                )
+                .await
+                .expect(name);
+        }
+        assert_eq!(store.newest_lead_id().await.expect(name), 5, "{name}");
+        let ids = |q: LeadQuery| {
+            let store = store.clone();
+            async move {
+                store
+                    .lead_page(LeadQuery {
+                        limit: if q.limit == 0 { 10 } else { q.limit },
+                        ..q
+                    })
+                    .await
+                    .expect("page")
+                    .iter()
+                    .map(|l| l.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(ids(LeadQuery::default()).await, [5, 4, 3, 2, 1], "{name}");
+        assert_eq!(
+            ids(LeadQuery {
+                before: Some(4),
+                limit: 2,
+                ..Default::default()
+            })
+            .await,
+            [3, 2],
+            "{name}"
+        );
+        assert_eq!(
+            ids(LeadQuery {
+                after: Some(3),
+                ..Default::default()
+            })
+            .await,
+            [5, 4],
+            "{name}"
+        );
+        assert_eq!(
+            ids(LeadQuery {
+                kind: Some("call".into()),
+                ..Default::default()
+            })
+            .await,
+            [5, 4],
+            "{name}"
+        );
+        assert_eq!(
+            ids(LeadQuery {
+                outcome: Some(OutcomeKind::Duplicate),
+                ..Default::default()
+            })
+            .await,
+            [2],
+            "{name}"
+        );
+        assert_eq!(
+            ids(LeadQuery {
+                search: Some(Search::Phone("79160000001".into())),
+                ..Default::default()
+            })
+            .await,
+            [2, 1],
+            "{name}"
+        );
+        assert_eq!(
+            ids(LeadQuery {
+                search: Some(Search::NamePrefix("Iv".into())),
+                channel: Some("v1".into()),
+                floor: Some(1),
+                ..Default::default()
+            })
+            .await,
+            [3, 2],
+            "{name}"
+        );
+        assert_eq!(
+            ids(LeadQuery {
+                from: Some(at - 7100),
+                to: Some(at - 7000),
+                ..Default::default()
+            })
+            .await,
+            [2],
+            "{name}"
+        );
+
+        let calls = store.call_page(None, None, 10).await.expect(name);
+        assert_eq!(
+            calls
+                .iter()
+                .map(|(id, c)| (*id, c.call_id.as_str()))
+                .collect::<Vec<_>>(),
+            [(2, "b@h"), (1, "a@h")],
+            "{name}"
+        );
+        assert_eq!(
+            store.call_page(Some(2), None, 10).await.expect(name).len(),
+            1,
+            "{name}"
+        );
+        assert_eq!(
+            store.call_page(None, Some(1), 10).await.expect(name)[0].0,
+            2,
+            "{name}"
+        );
+
+        let hour = (NOW_MS as i64) / 3_600_000 * 3_600_000;
+        assert_eq!(
+            store
+                .calls_per_hour(NOW_MS as i64 - 7_200_000)
+                .await
+                .expect(name),
+            [
+                (hour - 3_600_000, "answered".to_string(), 1),
+                (hour, "answered".to_string(), 1)
+            ],
+            "{name}"
+        );
+        assert_eq!(
+            store.leads_per_channel(at - 7200, 10).await.expect(name),
+            [("v1".to_string(), 3), ("v9".to_string(), 2)],
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .leads_per_channel(at - 7200, 1)
+                .await
+                .expect(name)
+                .len(),
+            1,
+            "{name}"
+        );
     }
 }

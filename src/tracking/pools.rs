@@ -8,7 +8,7 @@
 //! survive restarts); every change returns the [`AssignmentRow`] the
 //! caller must persist, and [`Pools::restore`] takes them back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::config::Destination;
 
@@ -61,8 +61,35 @@ pub struct Granted {
     pub row: AssignmentRow,
 }
 
+/// A number as the console shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NumberState {
+    pub pool: String,
+    pub number: String,
+    /// The visit holding it (None: free, or its hold ran out).
+    pub visit: Option<Visit>,
+    /// When the holding visit last touched it (Unix ms).
+    pub touched_at: u64,
+}
+
+/// A visit wanted a number while every number of its pool was held, so
+/// the longest idle one was taken from its visit: the sign a pool is too
+/// small.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exhaustion {
+    pub pool: String,
+    pub number: String,
+    /// The visit that lost the number.
+    pub taken_from: String,
+    pub at: u64,
+}
+
+/// Exhaustion events kept (the newest).
+const EXHAUSTIONS_KEPT: usize = 100;
+
 pub struct Pools {
     configs: Vec<PoolConfig>,
+    exhaustions: VecDeque<Exhaustion>,
     slots: Vec<Vec<Slot>>,
     by_number: HashMap<String, (usize, usize)>,
     by_visit: HashMap<String, (usize, usize)>,
@@ -84,6 +111,7 @@ impl Pools {
             .collect();
         Pools {
             configs,
+            exhaustions: VecDeque::new(),
             slots,
             by_number,
             by_visit: HashMap::new(),
@@ -159,7 +187,26 @@ impl Pools {
             let free = (0..slots.len())
                 .filter(|&i| !self.held(p, &slots[i], now))
                 .min_by_key(|&i| (slots[i].visit.is_some(), slots[i].touched_at));
-            let i = free.or_else(|| (0..slots.len()).min_by_key(|&i| slots[i].touched_at))?;
+            let i = match free {
+                Some(i) => i,
+                None => {
+                    let i = (0..slots.len()).min_by_key(|&i| slots[i].touched_at)?;
+                    if self.exhaustions.len() == EXHAUSTIONS_KEPT {
+                        self.exhaustions.pop_front();
+                    }
+                    self.exhaustions.push_back(Exhaustion {
+                        pool: self.configs[p].name.clone(),
+                        number: self.configs[p].numbers[i].clone(),
+                        taken_from: slots[i]
+                            .visit
+                            .as_ref()
+                            .map(|v| v.id.clone())
+                            .unwrap_or_default(),
+                        at: now,
+                    });
+                    i
+                }
+            };
             if let Some(old) = &self.slots[p][i].visit {
                 if self.by_visit.get(&old.id) == Some(&(p, i)) {
                     self.by_visit.remove(&old.id);
@@ -182,6 +229,33 @@ impl Pools {
             hold_seconds: c.hold_ms / 1000,
             row: self.row(p, i),
         })
+    }
+
+    /// Every number of every pool, in config order, with the visit
+    /// holding it at `now`.
+    pub fn numbers(&self, now: u64) -> Vec<NumberState> {
+        let mut out = Vec::new();
+        for (p, c) in self.configs.iter().enumerate() {
+            for (i, number) in c.numbers.iter().enumerate() {
+                let s = &self.slots[p][i];
+                out.push(NumberState {
+                    pool: c.name.clone(),
+                    number: number.clone(),
+                    visit: if self.held(p, s, now) {
+                        s.visit.clone()
+                    } else {
+                        None
+                    },
+                    touched_at: s.touched_at,
+                });
+            }
+        }
+        out
+    }
+
+    /// The latest exhaustion events, newest first.
+    pub fn exhaustions(&self) -> impl Iterator<Item = &Exhaustion> {
+        self.exhaustions.iter().rev()
     }
 
     /// A call to `number` at `now`: its pool and the visit holding it, if
@@ -227,6 +301,53 @@ mod tests {
 
     fn number(p: &mut Pools, v: Visit, now: u64) -> Option<String> {
         p.touch(v, now).map(|g| g.number)
+    }
+
+    /// The console's view: who holds what, and each time a held number
+    /// had to be taken (never when a free one was there), newest first,
+    /// bounded.
+    #[test]
+    fn numbers_and_exhaustion_events() {
+        let mut p = Pools::new(vec![pool("site", &["1", "2"], None)]);
+        number(&mut p, visit("a", &[]), 0);
+        number(&mut p, visit("b", &[]), 10);
+        assert_eq!(p.exhaustions().count(), 0, "free numbers were there");
+        let shown = p.numbers(20);
+        assert_eq!(
+            shown
+                .iter()
+                .map(|n| (
+                    n.number.as_str(),
+                    n.visit.as_ref().map(|v| v.id.as_str()),
+                    n.touched_at
+                ))
+                .collect::<Vec<_>>(),
+            [("1", Some("a"), 0), ("2", Some("b"), 10)]
+        );
+        number(&mut p, visit("c", &[]), 20);
+        let e: Vec<&Exhaustion> = p.exhaustions().collect();
+        assert_eq!(
+            e,
+            [&Exhaustion {
+                pool: "site".into(),
+                number: "1".into(),
+                taken_from: "a".into(),
+                at: 20
+            }]
+        );
+        // After the hold nobody holds the numbers, and a new visit takes a
+        // free one: no event.
+        assert!(p.numbers(1_000_000).iter().all(|n| n.visit.is_none()));
+        number(&mut p, visit("d", &[]), 1_000_000);
+        assert_eq!(p.exhaustions().count(), 1);
+        for t in 0..(EXHAUSTIONS_KEPT as u64 + 5) {
+            number(&mut p, visit(&format!("x{t}"), &[]), 1_000_001 + t);
+        }
+        assert_eq!(p.exhaustions().count(), EXHAUSTIONS_KEPT);
+        assert_eq!(
+            p.exhaustions().next().map(|e| e.at),
+            Some(1_000_001 + EXHAUSTIONS_KEPT as u64 + 4)
+        );
     }
 
     #[test]

@@ -10,8 +10,15 @@
 //!   `[{id, contact_id, company_id, request_id, merged}]`);
 //! - more than `limit` requests within any second are answered 429 and
 //!   counted;
-//! - `slow_creates` applies that many complex adds, then answers them
-//!   after `slow_by` (past siptrack's timeout).
+//! - `slow_creates` / `slow_calls` apply that many complex adds / calls,
+//!   then answer them after `slow_by` (past siptrack's timeout);
+//! - a lead's notes (`GET /api/v4/leads/{id}/notes`) and tasks
+//!   (`GET /api/v4/tasks?filter[entity_type]=leads&filter[entity_id]=…`)
+//!   are listed, 204 when there are none; `slow_notes` / `slow_tasks`
+//!   answer that many adds late;
+//! - calls are filed as `call_in` notes of contacts, listed by
+//!   `GET /api/v4/contacts/notes?filter[note_type]=call_in&filter[updated_at][from]=…`
+//!   (204 when there are none).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,6 +55,8 @@ pub struct Inner {
     pub notes: Vec<(u64, Value)>,
     pub tasks: Vec<Value>,
     pub calls: Vec<Value>,
+    /// When each call was added (Unix seconds), for the notes list.
+    pub call_times: Vec<i64>,
     pub requests: Vec<Seen>,
     pub too_many: usize,
     pub bad_requests: Vec<String>,
@@ -56,6 +65,10 @@ pub struct Inner {
     pub known_fields: Option<Vec<u64>>,
     /// Complex adds still to answer late.
     pub slow_creates: usize,
+    pub slow_calls: usize,
+    /// Notes and tasks still to answer late.
+    pub slow_notes: usize,
+    pub slow_tasks: usize,
     pub slow_by: Duration,
     window: VecDeque<Instant>,
     next_id: u64,
@@ -146,6 +159,12 @@ impl Drop for Amo {
             rt.shutdown_background();
         }
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn problem(status: u16, title: &str, detail: &str, errors: &[(&str, String)]) -> Response {
@@ -466,6 +485,10 @@ fn route(
                 out.push(json!({"id": s.next_id, "entity_id": lead, "request_id": "0"}));
                 s.notes.push((lead, n.clone()));
             }
+            if s.slow_notes > 0 {
+                s.slow_notes -= 1;
+                *delay = Some(s.slow_by);
+            }
             ok_json(200, json!({"_embedded": {"notes": out}}))
         }
         ("POST", ["api", "v4", "tasks"]) => {
@@ -508,6 +531,10 @@ fn route(
                 s.next_id += 1;
                 out.push(json!({"id": s.next_id, "request_id": "0"}));
                 s.tasks.push(t.clone());
+            }
+            if s.slow_tasks > 0 {
+                s.slow_tasks -= 1;
+                *delay = Some(s.slow_by);
             }
             ok_json(200, json!({"_embedded": {"tasks": out}}))
         }
@@ -560,8 +587,92 @@ fn route(
                 s.next_id += 1;
                 out.push(json!({"id": s.next_id, "entity_id": 1, "entity_type": "contact", "request_id": "0"}));
                 s.calls.push(c.clone());
+                s.call_times.push(unix_now());
+            }
+            if s.slow_calls > 0 {
+                s.slow_calls -= 1;
+                *delay = Some(s.slow_by);
             }
             ok_json(200, json!({"_embedded": {"calls": out, "errors": []}}))
+        }
+        ("GET", ["api", "v4", "leads", id, "notes"]) => {
+            let lead = id.parse::<u64>().unwrap_or(0);
+            let notes: Vec<Value> = s
+                .notes
+                .iter()
+                .enumerate()
+                .filter(|(_, (l, _))| *l == lead)
+                .map(|(i, (l, n))| {
+                    json!({"id": 7000 + i, "entity_id": l, "note_type": n["note_type"],
+                           "params": n["params"]})
+                })
+                .collect();
+            if notes.is_empty() {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                ok_json(200, json!({"_page": 1, "_embedded": {"notes": notes}}))
+            }
+        }
+        ("GET", ["api", "v4", "tasks"]) => {
+            let q: Vec<(String, String)> =
+                form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+            let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let entity = get("filter[entity_id]").and_then(|v| v.parse::<u64>().ok());
+            if get("filter[entity_type]").as_deref() != Some("leads") || entity.is_none() {
+                return problem(
+                    400,
+                    "Bad Request",
+                    "Request validation failed",
+                    &[("filter", format!("{q:?}"))],
+                );
+            }
+            let tasks: Vec<Value> = s
+                .tasks
+                .iter()
+                .filter(|t| t["entity_id"].as_u64() == entity)
+                .cloned()
+                .collect();
+            if tasks.is_empty() {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                ok_json(200, json!({"_page": 1, "_embedded": {"tasks": tasks}}))
+            }
+        }
+        ("GET", ["api", "v4", "contacts", "notes"]) => {
+            let q: Vec<(String, String)> =
+                form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+            let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let from = get("filter[updated_at][from]").and_then(|v| v.parse::<i64>().ok());
+            if get("filter[note_type]").as_deref() != Some("call_in") || from.is_none() {
+                return problem(
+                    400,
+                    "Bad Request",
+                    "Request validation failed",
+                    &[("filter", format!("{q:?}"))],
+                );
+            }
+            let notes: Vec<Value> = s
+                .calls
+                .iter()
+                .zip(&s.call_times)
+                .enumerate()
+                .filter(|(_, (_, at))| Some(**at) >= from)
+                .map(|(i, (c, at))| {
+                    json!({"id": 9000 + i, "entity_id": 1, "note_type": "call_in",
+                           "created_at": at, "updated_at": at,
+                           "params": {"uniq": c["uniq"], "duration": c["duration"],
+                                      "source": c["source"], "phone": c["phone"]}})
+                })
+                .collect();
+            if notes.is_empty() {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                ok_json(200, json!({"_page": 1, "_embedded": {"notes": notes}}))
+            }
         }
         _ => problem(404, "Not Found", "no such route", &[]),
     }

@@ -115,6 +115,19 @@ pub fn post_json(addr: SocketAddr, path: &str, token: Option<&str>, body: &str) 
     http(addr, "POST", path, token, body)
 }
 
+/// POSTs a form (`application/x-www-form-urlencoded`, as CRMs send their
+/// webhooks) without a token; (status, body).
+pub fn post_form(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    send(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
 /// GETs from siptrack's HTTP API; (status, body).
 pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     http(addr, "GET", path, token, "")
@@ -146,6 +159,10 @@ pub fn request(
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+    send(addr, &req)
+}
+
+fn send(addr: SocketAddr, req: &str) -> (u16, String) {
     let mut s =
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to the HTTP API");
     s.set_read_timeout(Some(Duration::from_secs(10)))

@@ -8,6 +8,8 @@
 #![allow(dead_code)]
 
 pub mod amocrm;
+pub mod bitrix24;
+pub mod browser;
 pub mod checks;
 pub mod crm;
 pub mod rtp;

@@ -166,8 +166,15 @@ impl DealBook for SqlLedger<'_> {
         Ok(self.0.last_insert_rowid())
     }
 
-    fn add_note(&mut self, deal: i64, action: Action, at: i64, text: &str) -> rusqlite::Result<()> {
-        add_note(self.0, deal, action, at, text)
+    fn add_note(
+        &mut self,
+        deal: i64,
+        action: Action,
+        at: i64,
+        text: &str,
+        call: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        add_note(self.0, deal, action, at, text, call)
     }
 }
 
@@ -384,12 +391,18 @@ fn add_note(
     action: Action,
     at: i64,
     text: &str,
+    call: Option<&str>,
 ) -> rusqlite::Result<()> {
     let sql = match action {
-        Action::Comment => "INSERT INTO comments (deal_id, created_at, text) VALUES (?1, ?2, ?3)",
-        Action::Task => "INSERT INTO tasks (deal_id, created_at, text) VALUES (?1, ?2, ?3)",
+        Action::Comment => {
+            "INSERT INTO comments (deal_id, created_at, text, call_id) VALUES (?1, ?2, ?3, ?4)"
+        }
+        Action::Task => {
+            "INSERT INTO tasks (deal_id, created_at, text, call_id) VALUES (?1, ?2, ?3, ?4)"
+        }
     };
-    conn.prepare_cached(sql)?.execute(params![deal, at, text])?;
+    conn.prepare_cached(sql)?
+        .execute(params![deal, at, text, call])?;
     Ok(())
 }
 

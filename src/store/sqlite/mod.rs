@@ -28,6 +28,9 @@ pub struct SqliteStore {
     /// The decision thread: one at a time in this process (SPEC L-6).
     decider: std::sync::mpsc::Sender<decide::Batch>,
     install_id: Arc<str>,
+    /// Signs recording links (migration 0007): per database, so links
+    /// survive restarts.
+    link_key: Arc<[u8]>,
     /// Random per process: which open calls are this run's.
     run_id: Arc<str>,
 }
@@ -69,6 +72,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0005_crm_outbox.sql"),
     include_str!("../../../migrations/sqlite/0006_open_calls.sql"),
     include_str!("../../../migrations/sqlite/0007_call_recording.sql"),
+    include_str!("../../../migrations/sqlite/0008_note_recordings.sql"),
+    include_str!("../../../migrations/sqlite/0009_console_indexes.sql"),
 ];
 
 /// The file of a `sqlite:<path>` (or `sqlite://<path>`) URL, without
@@ -112,12 +117,20 @@ impl SqliteStore {
                     conn.query_row("SELECT value FROM meta WHERE key = 'install_id'", [], |r| {
                         r.get(0)
                     })?;
-                Ok::<_, rusqlite::Error>((conn, install_id))
+                let link_key: String = conn.query_row(
+                    "SELECT value FROM meta WHERE key = 'recording_link_key'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok::<_, rusqlite::Error>((conn, install_id, link_key))
             })
             .await
             .map_err(|e| StoreError::Thread(e.to_string()))?
         };
-        let (conn, install_id) = opened.map_err(open_err)?;
+        let (conn, install_id, link_key) = opened.map_err(open_err)?;
+        // The hex text itself is the key: 64 random hex digits are 256
+        // random bits, and no parsing can fail.
+        let link_key: Arc<[u8]> = link_key.into_bytes().into();
         let run_id: String = (0..16)
             .map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)]))
             .collect();
@@ -131,8 +144,13 @@ impl SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             decider,
             install_id: install_id.into(),
+            link_key,
             run_id: run_id.into(),
         })
+    }
+
+    pub fn link_key(&self) -> &Arc<[u8]> {
+        &self.link_key
     }
 
     /// This database's prefix of idempotency keys.

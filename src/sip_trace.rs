@@ -1,0 +1,197 @@
+//! The SIP ladder's memory (issue 17): the messages siptrack saw and sent,
+//! kept per Call-ID for `ui.sip_trace_minutes` after a call's last
+//! message, so the console can show a call as sngrep would. Bounded three
+//! ways: messages and bytes per call (later ones are counted, not kept),
+//! and bytes in total (the calls seen longest ago go first). Pure state
+//! over times the caller passes in; the SIP loop records, the console
+//! reads.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+
+/// Messages kept per call; more are counted as dropped.
+pub const MAX_MESSAGES_PER_CALL: usize = 100;
+/// Bytes kept per call.
+pub const MAX_BYTES_PER_CALL: usize = 64 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Received by siptrack from `peer`.
+    In,
+    /// Sent by siptrack to `peer`.
+    Out,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Traced {
+    /// Unix ms.
+    pub at: u64,
+    pub dir: Direction,
+    /// `udp 127.0.0.1:5060`.
+    pub peer: String,
+    pub data: Bytes,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallTrace {
+    pub messages: Vec<Traced>,
+    /// Messages past the per-call bounds: not kept.
+    pub dropped: u64,
+    bytes: usize,
+    last_at: u64,
+}
+
+pub struct SipTraces {
+    keep_ms: u64,
+    max_total_bytes: usize,
+    calls: HashMap<Bytes, CallTrace>,
+    /// Call-IDs in the order first seen: the oldest go first when the
+    /// total is full.
+    order: VecDeque<Bytes>,
+    total_bytes: usize,
+}
+
+impl SipTraces {
+    pub fn new(keep_ms: u64, max_total_bytes: usize) -> SipTraces {
+        SipTraces {
+            keep_ms,
+            max_total_bytes,
+            calls: HashMap::new(),
+            order: VecDeque::new(),
+            total_bytes: 0,
+        }
+    }
+
+    /// Keeps one message of call `call_id` (unless its call is over its
+    /// bounds).
+    pub fn record(&mut self, call_id: &[u8], m: Traced) {
+        let len = m.data.len();
+        if len > self.max_total_bytes {
+            return;
+        }
+        let key = Bytes::copy_from_slice(call_id);
+        if !self.calls.contains_key(&key) {
+            self.order.push_back(key.clone());
+        }
+        let call = self.calls.entry(key).or_default();
+        call.last_at = call.last_at.max(m.at);
+        if call.messages.len() >= MAX_MESSAGES_PER_CALL || call.bytes + len > MAX_BYTES_PER_CALL {
+            call.dropped += 1;
+            return;
+        }
+        call.bytes += len;
+        call.messages.push(m);
+        self.total_bytes += len;
+        while self.total_bytes > self.max_total_bytes {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = self.calls.remove(&oldest) {
+                self.total_bytes -= gone.bytes;
+            }
+        }
+    }
+
+    /// Forgets calls whose last message is older than the keep time.
+    pub fn expire(&mut self, now: u64) {
+        let keep = self.keep_ms;
+        let mut freed = 0;
+        self.calls.retain(|_, c| {
+            let live = now.saturating_sub(c.last_at) <= keep;
+            if !live {
+                freed += c.bytes;
+            }
+            live
+        });
+        self.total_bytes -= freed;
+        let calls = &self.calls;
+        self.order.retain(|k| calls.contains_key(k));
+    }
+
+    pub fn call(&self, call_id: &[u8]) -> Option<&CallTrace> {
+        self.calls.get(call_id)
+    }
+
+    pub fn total_bytes(&self) -> usize {
+        self.total_bytes
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(at: u64, size: usize) -> Traced {
+        Traced {
+            at,
+            dir: Direction::In,
+            peer: "udp 127.0.0.1:5060".into(),
+            data: Bytes::from(vec![b'x'; size]),
+        }
+    }
+
+    #[test]
+    fn per_call_bounds_count_what_is_not_kept() {
+        let mut t = SipTraces::new(60_000, 10 << 20);
+        for i in 0..MAX_MESSAGES_PER_CALL as u64 + 3 {
+            t.record(b"a", msg(i, 10));
+        }
+        let a = t.call(b"a").expect("kept");
+        assert_eq!(a.messages.len(), MAX_MESSAGES_PER_CALL);
+        assert_eq!(a.dropped, 3);
+        t.record(b"b", msg(0, MAX_BYTES_PER_CALL - 5));
+        t.record(b"b", msg(1, 10));
+        t.record(b"b", msg(2, 5));
+        let b = t.call(b"b").expect("kept");
+        assert_eq!(
+            (b.messages.len(), b.dropped),
+            (2, 1),
+            "the 10 bytes did not fit, the 5 did"
+        );
+        assert_eq!(
+            t.total_bytes(),
+            MAX_MESSAGES_PER_CALL * 10 + MAX_BYTES_PER_CALL
+        );
+    }
+
+    #[test]
+    fn the_total_bound_drops_the_oldest_calls() {
+        let mut t = SipTraces::new(60_000, 1000);
+        t.record(b"a", msg(0, 400));
+        t.record(b"b", msg(1, 400));
+        t.record(b"a", msg(2, 100));
+        t.record(b"c", msg(3, 300));
+        assert!(t.call(b"a").is_none(), "first seen, first gone");
+        assert_eq!(t.calls(), 2);
+        assert_eq!(t.total_bytes(), 700);
+        t.record(b"huge", msg(4, 2000));
+        assert!(
+            t.call(b"huge").is_none(),
+            "larger than everything: not kept"
+        );
+        assert_eq!(t.calls(), 2);
+    }
+
+    #[test]
+    fn calls_expire_after_their_last_message() {
+        let mut t = SipTraces::new(1000, 1 << 20);
+        t.record(b"a", msg(0, 10));
+        t.record(b"b", msg(0, 10));
+        t.record(b"b", msg(900, 10));
+        t.expire(1000);
+        assert_eq!(t.calls(), 2);
+        t.expire(1001);
+        assert!(t.call(b"a").is_none());
+        assert!(t.call(b"b").is_some());
+        assert_eq!(t.total_bytes(), 20);
+        t.expire(1901);
+        assert_eq!((t.calls(), t.total_bytes()), (0, 0));
+        t.record(b"c", msg(2000, 10));
+        assert_eq!(t.calls(), 1, "the order queue forgot the expired ones too");
+    }
+}

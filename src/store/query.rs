@@ -1,0 +1,379 @@
+//! What the console asks of the lead log and the call records: a page of
+//! rows by keyset (`id < before`, newest first; `id > after` for what is
+//! new), narrowed by filters. One rule, two readings: `LeadQuery::matches`
+//! for the memory store and the table test, `LeadQuery::sql` for SQLite;
+//! a table test runs both on the same rows.
+
+use rusqlite::types::Value as SqlValue;
+
+use super::rows::LeadRow;
+
+/// Which outcomes a lead filter keeps (SPEC L-7's words).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutcomeKind {
+    /// `deal N created` (also when appended to a duplicate).
+    Created,
+    /// `duplicate of lead N` / `duplicate of deal N`.
+    Duplicate,
+    /// `no deal: …`.
+    NoDeal,
+}
+
+impl OutcomeKind {
+    pub fn parse(s: &str) -> Option<OutcomeKind> {
+        match s {
+            "created" => Some(OutcomeKind::Created),
+            "duplicate" => Some(OutcomeKind::Duplicate),
+            "no_deal" => Some(OutcomeKind::NoDeal),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Created => "created",
+            OutcomeKind::Duplicate => "duplicate",
+            OutcomeKind::NoDeal => "no_deal",
+        }
+    }
+
+    /// The SQL LIKE pattern of the decision text.
+    fn pattern(self) -> &'static str {
+        match self {
+            OutcomeKind::Created => "deal % created%",
+            OutcomeKind::Duplicate => "duplicate of %",
+            OutcomeKind::NoDeal => "no deal%",
+        }
+    }
+
+    fn matches(self, decision: &str) -> bool {
+        match self {
+            OutcomeKind::Created => decision.starts_with("deal ") && decision.contains(" created"),
+            OutcomeKind::Duplicate => decision.starts_with("duplicate of "),
+            OutcomeKind::NoDeal => decision.starts_with("no deal"),
+        }
+    }
+}
+
+/// A search: a normalised phone (exact, one index probe) or the start of
+/// a name (case as typed; an index range, never a scan of the table).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Search {
+    Phone(String),
+    NamePrefix(String),
+}
+
+/// A page of the lead log. Every filter is optional; all given must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeadQuery {
+    /// Leads with a smaller id (the next page).
+    pub before: Option<i64>,
+    /// Leads with a greater id (what arrived since).
+    pub after: Option<i64>,
+    /// Leads with an id above this: bounds how far back one page reads
+    /// when its filters have no index.
+    pub floor: Option<i64>,
+    /// Created at or after (Unix seconds).
+    pub from: Option<i64>,
+    /// Created before (Unix seconds).
+    pub to: Option<i64>,
+    /// `call` or `form`.
+    pub kind: Option<String>,
+    pub outcome: Option<OutcomeKind>,
+    /// The visit column: a visit id, or a static number's channel marker.
+    pub channel: Option<String>,
+    pub search: Option<Search>,
+    pub limit: i64,
+}
+
+/// The end of the range of strings that start with `prefix`.
+const MAX_CHAR: char = '\u{10FFFF}';
+
+impl LeadQuery {
+    /// The rule itself, for stores without SQL.
+    pub fn matches(&self, l: &LeadRow) -> bool {
+        self.before.is_none_or(|b| l.id < b)
+            && self.after.is_none_or(|a| l.id > a)
+            && self.floor.is_none_or(|f| l.id > f)
+            && self.from.is_none_or(|f| l.created_at >= f)
+            && self.to.is_none_or(|t| l.created_at < t)
+            && self.kind.as_ref().is_none_or(|k| &l.kind == k)
+            && self.outcome.is_none_or(|o| o.matches(&l.decision))
+            && self.channel.as_ref().is_none_or(|c| &l.visit_id == c)
+            && match &self.search {
+                None => true,
+                Some(Search::Phone(p)) => &l.phone == p,
+                Some(Search::NamePrefix(n)) => l.name.starts_with(n.as_str()),
+            }
+    }
+
+    /// The WHERE clause (`1` when nothing filters) and its parameters,
+    /// numbered from ?1. Values are bound, never spliced.
+    pub fn sql(&self) -> (String, Vec<SqlValue>) {
+        let mut terms: Vec<String> = Vec::new();
+        let mut args: Vec<SqlValue> = Vec::new();
+        let mut term = |t: &str, v: SqlValue, terms: &mut Vec<String>| {
+            args.push(v);
+            terms.push(t.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(b) = self.before {
+            term("l.id < ?", b.into(), &mut terms);
+        }
+        if let Some(a) = self.after {
+            term("l.id > ?", a.into(), &mut terms);
+        }
+        if let Some(f) = self.floor {
+            term("l.id > ?", f.into(), &mut terms);
+        }
+        if let Some(f) = self.from {
+            term("l.created_at >= ?", f.into(), &mut terms);
+        }
+        if let Some(t) = self.to {
+            term("l.created_at < ?", t.into(), &mut terms);
+        }
+        if let Some(k) = &self.kind {
+            term("l.kind = ?", k.clone().into(), &mut terms);
+        }
+        if let Some(o) = self.outcome {
+            term(
+                "l.outcome LIKE ?",
+                o.pattern().to_string().into(),
+                &mut terms,
+            );
+        }
+        if let Some(c) = &self.channel {
+            term("l.visit_id = ?", c.clone().into(), &mut terms);
+        }
+        match &self.search {
+            None => {}
+            Some(Search::Phone(p)) => term("l.phone = ?", p.clone().into(), &mut terms),
+            Some(Search::NamePrefix(n)) => {
+                term("l.name >= ?", n.clone().into(), &mut terms);
+                term("l.name < ?", format!("{n}{MAX_CHAR}").into(), &mut terms);
+            }
+        }
+        if terms.is_empty() {
+            ("1".into(), args)
+        } else {
+            (terms.join(" AND "), args)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lead(
+        id: i64,
+        at: i64,
+        kind: &str,
+        name: &str,
+        phone: &str,
+        visit: &str,
+        decision: &str,
+    ) -> LeadRow {
+        LeadRow {
+            id,
+            created_at: at,
+            kind: kind.into(),
+            form: String::new(),
+            dialed: String::new(),
+            title: String::new(),
+            name: name.into(),
+            phone: phone.into(),
+            email: String::new(),
+            visit_id: visit.into(),
+            text: String::new(),
+            decision: decision.into(),
+            deal_id: None,
+            pending: None,
+        }
+    }
+
+    #[test]
+    fn lead_filters_table() {
+        let l = lead(
+            10,
+            1000,
+            "form",
+            "Ivanov",
+            "74991234567",
+            "google",
+            "deal 3 created",
+        );
+        let q = |f: fn(&mut LeadQuery)| {
+            let mut q = LeadQuery::default();
+            f(&mut q);
+            q
+        };
+        for (query, keeps) in [
+            (q(|_| {}), true),
+            (q(|q| q.before = Some(11)), true),
+            (q(|q| q.before = Some(10)), false),
+            (q(|q| q.after = Some(9)), true),
+            (q(|q| q.after = Some(10)), false),
+            (q(|q| q.floor = Some(9)), true),
+            (q(|q| q.floor = Some(10)), false),
+            (q(|q| q.from = Some(1000)), true),
+            (q(|q| q.from = Some(1001)), false),
+            (q(|q| q.to = Some(1001)), true),
+            (q(|q| q.to = Some(1000)), false),
+            (q(|q| q.kind = Some("form".into())), true),
+            (q(|q| q.kind = Some("call".into())), false),
+            (q(|q| q.outcome = Some(OutcomeKind::Created)), true),
+            (q(|q| q.outcome = Some(OutcomeKind::Duplicate)), false),
+            (q(|q| q.channel = Some("google".into())), true),
+            (q(|q| q.channel = Some("goo".into())), false),
+            (
+                q(|q| q.search = Some(Search::Phone("74991234567".into()))),
+                true,
+            ),
+            (
+                q(|q| q.search = Some(Search::Phone("7499123456".into()))),
+                false,
+            ),
+            (
+                q(|q| q.search = Some(Search::NamePrefix("Ivan".into()))),
+                true,
+            ),
+            (
+                q(|q| q.search = Some(Search::NamePrefix("ivan".into()))),
+                false,
+            ),
+            (
+                q(|q| q.search = Some(Search::NamePrefix("vanov".into()))),
+                false,
+            ),
+        ] {
+            assert_eq!(query.matches(&l), keeps, "{query:?}");
+        }
+        for (decision, kind) in [
+            ("deal 3 created", Some(OutcomeKind::Created)),
+            ("duplicate of lead 2", Some(OutcomeKind::Duplicate)),
+            ("duplicate of deal 2", Some(OutcomeKind::Duplicate)),
+            ("no deal: calls create no deals", Some(OutcomeKind::NoDeal)),
+            ("comment added to deal 4", None),
+        ] {
+            for k in [
+                OutcomeKind::Created,
+                OutcomeKind::Duplicate,
+                OutcomeKind::NoDeal,
+            ] {
+                assert_eq!(k.matches(decision), Some(k) == kind, "{decision} {k:?}");
+            }
+        }
+    }
+
+    /// The SQL reading gives the same answers as `matches` on a real
+    /// SQLite table, for each filter and a combination.
+    #[test]
+    fn sql_and_rule_agree() {
+        let c = rusqlite::Connection::open_in_memory().expect("db");
+        c.execute_batch(
+            "CREATE TABLE leads (id INTEGER PRIMARY KEY, created_at INT, kind TEXT, name TEXT,
+                                 phone TEXT, visit_id TEXT, outcome TEXT)",
+        )
+        .expect("table");
+        let rows = [
+            lead(1, 100, "call", "", "74991234567", "v1", "deal 1 created"),
+            lead(
+                2,
+                200,
+                "form",
+                "Ivanov",
+                "74991234567",
+                "google",
+                "duplicate of lead 1",
+            ),
+            lead(3, 300, "form", "Ivan", "", "google", "deal 2 created"),
+            lead(
+                4,
+                400,
+                "call",
+                "Петров",
+                "79161234567",
+                "yandex",
+                "no deal: calls create no deals",
+            ),
+            lead(5, 500, "form", "<script>", "", "", "duplicate of deal 2"),
+        ];
+        for l in &rows {
+            c.execute(
+                "INSERT INTO leads VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                rusqlite::params![
+                    l.id,
+                    l.created_at,
+                    l.kind,
+                    l.name,
+                    l.phone,
+                    l.visit_id,
+                    l.decision
+                ],
+            )
+            .expect("insert");
+        }
+        let queries = [
+            LeadQuery::default(),
+            LeadQuery {
+                before: Some(4),
+                after: Some(1),
+                ..Default::default()
+            },
+            LeadQuery {
+                from: Some(200),
+                to: Some(400),
+                ..Default::default()
+            },
+            LeadQuery {
+                kind: Some("call".into()),
+                ..Default::default()
+            },
+            LeadQuery {
+                outcome: Some(OutcomeKind::Duplicate),
+                ..Default::default()
+            },
+            LeadQuery {
+                outcome: Some(OutcomeKind::Created),
+                ..Default::default()
+            },
+            LeadQuery {
+                channel: Some("google".into()),
+                ..Default::default()
+            },
+            LeadQuery {
+                search: Some(Search::Phone("74991234567".into())),
+                ..Default::default()
+            },
+            LeadQuery {
+                search: Some(Search::NamePrefix("Ivan".into())),
+                ..Default::default()
+            },
+            LeadQuery {
+                search: Some(Search::NamePrefix("Пет".into())),
+                ..Default::default()
+            },
+            LeadQuery {
+                channel: Some("google".into()),
+                outcome: Some(OutcomeKind::Created),
+                kind: Some("form".into()),
+                ..Default::default()
+            },
+        ];
+        for q in queries {
+            let (clause, args) = q.sql();
+            let mut st = c
+                .prepare(&format!(
+                    "SELECT id FROM leads l WHERE {clause} ORDER BY id"
+                ))
+                .expect("prepare");
+            let got: Vec<i64> = st
+                .query_map(rusqlite::params_from_iter(args), |r| r.get(0))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            let want: Vec<i64> = rows.iter().filter(|l| q.matches(l)).map(|l| l.id).collect();
+            assert_eq!(got, want, "{q:?}");
+        }
+    }
+}

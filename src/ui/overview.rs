@@ -1,0 +1,192 @@
+//! `/ui/`: calls per hour by status and leads per channel for the last
+//! 24 hours or 7 days, drawn here as SVG (no chart library), and the SIP
+//! health figures of `/metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::{esc, layout, Ctx, Nav};
+
+/// The ranges the page offers: (query value, hours).
+pub const RANGES: &[(&str, i64)] = &[("24h", 24), ("7d", 168)];
+
+/// Bar colours by call status; others are grey.
+fn colour(status: &str) -> &'static str {
+    match status {
+        "answered" => "#2e7d32",
+        "busy" => "#f9a825",
+        "missed" => "#ef6c00",
+        "cancelled" => "#6d4c41",
+        "failed" => "#c62828",
+        _ => "#757575",
+    }
+}
+
+const W: i64 = 720;
+const H: i64 = 160;
+
+/// Stacked bars, one an hour from `from_ms` for `hours`; `counts` are
+/// (hour start in ms, status, calls). A legend names the statuses seen.
+pub fn calls_chart(counts: &[(i64, String, i64)], from_ms: i64, hours: i64) -> String {
+    let hours = hours.max(1);
+    let mut per_hour: BTreeMap<i64, Vec<(&str, i64)>> = BTreeMap::new();
+    let mut statuses: Vec<&str> = Vec::new();
+    for (h, st, n) in counts {
+        let slot = (h - from_ms).div_euclid(3_600_000);
+        if (0..hours).contains(&slot) {
+            per_hour.entry(slot).or_default().push((st, *n));
+            if !statuses.contains(&st.as_str()) {
+                statuses.push(st);
+            }
+        }
+    }
+    let max = per_hour
+        .values()
+        .map(|v| v.iter().map(|(_, n)| n).sum::<i64>())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let bar = (W / hours).max(1);
+    let mut svg = format!(
+        "<svg class=\"chart\" id=\"calls-chart\" viewBox=\"0 0 {W} {}\" width=\"{W}\" height=\"{}\" role=\"img\">\
+         <text x=\"0\" y=\"12\" font-size=\"11\">max {max}</text>",
+        H + 20,
+        H + 20
+    );
+    for (slot, parts) in &per_hour {
+        let mut y = H;
+        for (st, n) in parts {
+            let h = (n * (H - 16) / max).max(1);
+            y -= h;
+            let _ = write!(
+                svg,
+                "<rect x=\"{}\" y=\"{y}\" width=\"{}\" height=\"{h}\" fill=\"{}\"><title>{} {}</title></rect>",
+                slot * bar,
+                (bar - 1).max(1),
+                colour(st),
+                esc(st),
+                n
+            );
+        }
+    }
+    let mut x = 0;
+    for st in statuses {
+        let _ = write!(
+            svg,
+            "<rect x=\"{x}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{}\" font-size=\"11\">{}</text>",
+            H + 8,
+            colour(st),
+            x + 14,
+            H + 17,
+            esc(st)
+        );
+        x += 110;
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Horizontal bars, one a channel (an empty channel is shown as `—`).
+pub fn channels_chart(counts: &[(String, i64)]) -> String {
+    let max = counts.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
+    let row = 18;
+    let height = (counts.len() as i64 * row).max(row);
+    let mut svg = format!(
+        "<svg class=\"chart\" id=\"channels-chart\" viewBox=\"0 0 {W} {height}\" width=\"{W}\" height=\"{height}\" role=\"img\">"
+    );
+    for (i, (channel, n)) in counts.iter().enumerate() {
+        let y = i as i64 * row;
+        let w = (n * (W - 260) / max).max(1);
+        let name = if channel.is_empty() { "—" } else { channel };
+        let _ = write!(
+            svg,
+            "<text x=\"0\" y=\"{}\" font-size=\"12\">{}</text><rect x=\"200\" y=\"{}\" width=\"{w}\" height=\"{}\" fill=\"#1565c0\"/>\
+             <text x=\"{}\" y=\"{}\" font-size=\"12\">{n}</text>",
+            y + 13,
+            esc(name),
+            y + 2,
+            row - 4,
+            200 + w + 4,
+            y + 13
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+pub struct Overview<'a> {
+    /// `24h` or `7d`.
+    pub range: &'a str,
+    pub hours: i64,
+    pub from_ms: i64,
+    pub calls: &'a [(i64, String, i64)],
+    pub channels: &'a [(String, i64)],
+    /// (figure, value) from the SIP thread's counters.
+    pub sip: &'a [(String, String)],
+}
+
+pub fn page(ctx: &Ctx, o: &Overview) -> String {
+    let t = ctx.t;
+    let mut b = String::from("<p class=\"ranges\">");
+    for (value, label) in [("24h", t.last_24h), ("7d", t.last_7d)] {
+        let class = if value == o.range {
+            " class=\"on\""
+        } else {
+            ""
+        };
+        let _ = write!(
+            b,
+            "<a href=\"/ui/?range={value}\"{class}>{}</a> ",
+            esc(label)
+        );
+    }
+    b.push_str("</p>");
+    let _ = write!(
+        b,
+        "<h2>{}</h2>{}<h2>{}</h2>{}<h2>{}</h2><table id=\"sip\"><tbody>",
+        esc(t.calls_per_hour),
+        calls_chart(o.calls, o.from_ms, o.hours),
+        esc(t.leads_per_channel),
+        channels_chart(o.channels),
+        esc(t.sip_health)
+    );
+    for (k, v) in o.sip {
+        let _ = write!(b, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v));
+    }
+    b.push_str("</tbody></table>");
+    layout(ctx, Nav::Overview, &b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_draw_what_is_in_range_and_escape_names() {
+        let h = 3_600_000;
+        let svg = calls_chart(
+            &[
+                (0, "answered".into(), 4),
+                (0, "busy".into(), 2),
+                (h, "answered".into(), 1),
+                // Outside the range: not drawn.
+                (-h, "failed".into(), 9),
+                (24 * h, "failed".into(), 9),
+            ],
+            0,
+            24,
+        );
+        assert_eq!(
+            svg.matches("<rect x=").count(),
+            3 + 2,
+            "3 bars, 2 legend boxes"
+        );
+        assert!(svg.contains("max 6"));
+        assert!(!svg.contains("failed"));
+        assert!(svg.contains("<title>busy 2</title>"));
+        let c = channels_chart(&[("<b>x</b>".into(), 3), (String::new(), 1)]);
+        assert!(c.contains("&lt;b&gt;x&lt;/b&gt;") && !c.contains("<b>"));
+        assert!(c.contains(">—<"));
+        assert!(channels_chart(&[]).starts_with("<svg"));
+    }
+}

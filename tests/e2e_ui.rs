@@ -1,0 +1,700 @@
+//! The web console end to end (issue 17): a running siptrack fed by SIPp
+//! calls and form leads, a test CRM, and Debian's headless Chromium over
+//! WebDriver. Sign-in, the lead list against the API's outcomes, filters
+//! and search, live rows, a deal status change that changes the next
+//! call (L-3), a retry from the outbox page, hostile names rendered as
+//! text; sessions and CSRF over plain HTTP. Screenshots of every page go
+//! to target/ui-screenshots/.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::browser::{http, Browser};
+use common::checks::{get, post_json};
+use common::crm::{Crm, Mode};
+use common::{free_port, Sipp, Siptrack};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "ui-token-7f3a";
+const SECRET: &str = "ui-crm-secret";
+const SCRIPT: &str = "<script>alert(1)</script>";
+
+fn config(uas_port: u16, db: &str, crm: Option<&Crm>, ui: &str) -> String {
+    let crm = crm.map_or(String::new(), |c| {
+        format!(
+            "kind = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\ntimeout_ms = 400\n\n[crm.retry]\ninitial_ms = 100\nmax_ms = 500\nmax_age_hours = 1\n",
+            c.url("/hook")
+        )
+    });
+    format!(
+        r#"[sip]
+listen = ["udp:127.0.0.1:{{SIP_PORT}}"]
+trusted_sources = ["127.0.0.0/8"]
+route_secret = "e2e-ui"
+
+[sip.timers]
+t1_ms = 100
+t2_ms = 400
+
+[tracking]
+default_destination = "sip:pbx@127.0.0.1:{uas_port}"
+
+[[tracking.numbers]]
+number = "74951110001"
+destination = "sip:pbx@127.0.0.1:{uas_port}"
+marker = "google"
+
+[[tracking.pools]]
+name = "site"
+numbers = ["74951230001"]
+destination = "sip:pbx@127.0.0.1:{uas_port}"
+hold_seconds = 600
+
+[status_groups]
+"New" = "not_counted"
+"Won" = "paid"
+
+[http]
+listen = "127.0.0.1:{{HTTP_PORT}}"
+token = "{TOKEN}"
+
+[storage]
+url = "sqlite:{db}"
+
+{ui}
+
+[crm]
+new_deal_status = "New"
+phone_format = "+X XXX XXX-XX-XX"
+timezone = "UTC+3"
+{crm}
+"#
+    )
+}
+
+/// One SIPp call from `caller` to `number`, answered by a SIPp UAS.
+fn call(p: &Siptrack, uas_port: u16, caller: &str, number: &str) {
+    let uas = Sipp::uas("uas.xml")
+        .port(uas_port)
+        .calls(1)
+        .time_limit(Duration::from_secs(30))
+        .spawn();
+    let uac = Sipp::uac("uac_tracking.xml", p.sip_addr())
+        .calls(1)
+        .time_limit(Duration::from_secs(25))
+        .arg("-s")
+        .arg(number)
+        .arg("-key")
+        .arg("caller")
+        .arg(caller)
+        .run();
+    let uas = uas.wait_at_most(Duration::from_secs(10));
+    assert_eq!(uac.successful(), 1, "{}\n{}", uac.summary(), uas.summary());
+}
+
+fn api_list(p: &Siptrack, what: &str) -> Vec<Value> {
+    p.list(what, TOKEN)
+}
+
+fn post(p: &Siptrack, path: &str, body: Value) -> Value {
+    let (status, reply) = post_json(p.api(), path, Some(TOKEN), &body.to_string());
+    assert_eq!(status, 200, "{path}: {reply}");
+    serde_json::from_str(&reply).expect("JSON")
+}
+
+fn shots() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots")
+}
+
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Rows of a table body as the browser renders them: [[cell text]].
+fn rows(b: &Browser, table: &str) -> Vec<Vec<String>> {
+    let v = b.run(
+        "return Array.from(document.querySelectorAll(arguments[0] + ' tbody tr'))
+            .map(r => Array.from(r.cells).map(c => c.innerText));",
+        json!([table]),
+    );
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+#[test]
+fn the_console_in_a_real_browser() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("siptrack.db").display().to_string();
+    let crm = Crm::start(0, SECRET, Mode::Status(500));
+    let p = Siptrack::start(&config(
+        uas_port,
+        &db,
+        Some(&crm),
+        "[ui]\nsip_trace_minutes = 10",
+    ));
+    let base = format!("http://{}", p.api());
+
+    // A form lead while the CRM fails; aged past crm.retry.max_age_hours,
+    // its next failure parks it (the outbox page's retry button).
+    let form_lead = post(
+        &p,
+        "/api/v1/leads",
+        json!({"name": SCRIPT, "phone": "8 916 111-22-33", "form": "order",
+               "visit_id": "v-\"form\"", "text": "call me\n<b>soon</b>"}),
+    );
+    let form_lead_id = form_lead["lead_id"].as_i64().expect("lead id");
+    let store_url = format!("sqlite:{db}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = rt
+        .block_on(siptrack::store::Store::open(&store_url))
+        .expect("the same database");
+    rt.block_on(store.execute_raw("UPDATE outbox SET created_at = created_at - 7200000"))
+        .expect("age the outbox");
+    wait_until(Duration::from_secs(15), "the lead's request parked", || {
+        let (_, body) = get(p.api(), "/api/v1/outbox?state=failed", Some(TOKEN));
+        body.contains("HTTP 500")
+    });
+    crm.set_mode(Mode::Ok);
+
+    // Calls: a caller through the static number twice (a deal, then a
+    // duplicate), and a visit with quotes and HTML in its fields calling
+    // its pool number, from a caller whose "number" is a script.
+    call(&p, uas_port, "89165554433", "74951110001");
+    call(&p, uas_port, "89165554433", "74951110001");
+    let visit_id = "v-\"quoted\" <i>it</i>";
+    let utm = "\"src\" <b>bold</b> & co";
+    let number = post(
+        &p,
+        "/api/v1/visits",
+        json!({"visit_id": visit_id, "utm_source": utm}),
+    );
+    assert_eq!(number["number"], "74951230001");
+    call(
+        &p,
+        uas_port,
+        "%3Cscript%3Ealert(1)%3C/script%3E",
+        "74951230001",
+    );
+    let api_leads = p.wait_for("leads", 4, TOKEN);
+    let api_calls = p.wait_for("calls", 3, TOKEN);
+
+    let b = Browser::start();
+    // No session: the page sends the browser to sign in, then back.
+    b.go(&format!("{base}/ui/leads"));
+    assert!(b.url().contains("/ui/login"), "{}", b.url());
+    assert_eq!(
+        b.run("return document.getElementById('password').type", json!([])),
+        "password"
+    );
+    b.screenshot(&shots().join("login.png"));
+    b.type_into("#password", "wrong");
+    b.click("#sign-in");
+    b.wait_url("/ui/login?failed&next=%2Fui%2Fleads");
+    assert!(
+        b.try_find("#login-error").is_some(),
+        "a wrong password is said"
+    );
+    b.type_into("#password", TOKEN);
+    b.click("#sign-in");
+    b.wait_url("/ui/leads");
+
+    // The lead list: every lead of the API, newest first, same outcomes.
+    let shown = rows(&b, "#leads");
+    assert_eq!(shown.len(), api_leads.len(), "{shown:?}");
+    for (row, lead) in shown.iter().zip(&api_leads) {
+        assert_eq!(row[0], lead["id"].to_string(), "{row:?}");
+        assert_eq!(
+            row[8],
+            lead["outcome"].as_str().unwrap_or(""),
+            "{row:?} {lead}"
+        );
+    }
+    let outcomes: Vec<&str> = shown.iter().map(|r| r[8].as_str()).collect();
+    assert!(
+        outcomes.iter().any(|o| o.starts_with("duplicate of")),
+        "{outcomes:?}"
+    );
+    // Hostile text is text: no alert, the characters visible.
+    assert_eq!(b.alert(), None, "a script ran");
+    let form_row = shown
+        .iter()
+        .find(|r| r[0] == form_lead_id.to_string())
+        .expect("the form lead");
+    assert_eq!(form_row[4], SCRIPT);
+    assert_eq!(form_row[5], "+7 916 111-22-33", "crm.phone_format");
+    assert_eq!(form_row[6], "v-\"form\"");
+    assert!(form_row[7].contains("<b>soon</b>"), "{form_row:?}");
+    // A duplicate links to its original.
+    let dup_link = b.run(
+        "const a = document.querySelector('#leads td.outcome a'); return a ? a.getAttribute('href') : '';",
+        json!([]),
+    );
+    assert!(
+        dup_link.as_str().unwrap_or("").starts_with("/ui/"),
+        "{dup_link}"
+    );
+    b.screenshot(&shots().join("leads.png"));
+
+    // Filters and search narrow the list (through the page's form).
+    b.type_into("input[name=q]", "8 (916) 555-44-33");
+    b.click("form.filters button");
+    b.wait_url("/ui/leads?from=&to=&type=&outcome=&channel=&q=8+%28916%29+555-44-33");
+    let found = rows(&b, "#leads");
+    assert_eq!(found.len(), 2, "the two calls of 79165554433: {found:?}");
+    assert!(found.iter().all(|r| r[5] == "+7 916 555-44-33"));
+    b.go(&format!("{base}/ui/leads?type=form"));
+    assert_eq!(rows(&b, "#leads").len(), 1);
+    b.go(&format!("{base}/ui/leads?channel=google&outcome=duplicate"));
+    let dups = rows(&b, "#leads");
+    assert_eq!(dups.len(), 1, "{dups:?}");
+    b.go(&format!("{base}/ui/leads?q=%3Cscr"));
+    assert_eq!(rows(&b, "#leads").len(), 1, "a name search");
+    b.go(&format!("{base}/ui/leads?from=2000-01-01&to=2000-01-02"));
+    assert!(rows(&b, "#leads").is_empty());
+    b.go(&format!("{base}/ui/leads?type=fax"));
+    assert!(b
+        .text("p.err")
+        .contains("type: \"fax\" is not call or form"));
+
+    // Calls: each call, the script-named caller as text.
+    b.go(&format!("{base}/ui/calls"));
+    let calls = rows(&b, "#calls");
+    assert_eq!(calls.len(), api_calls.len(), "{calls:?}");
+    assert!(calls.iter().all(|r| r[1] == "answered"), "{calls:?}");
+    // A SIP user part cannot carry `<` itself; its escaped form is shown
+    // as it came, and the visit's id with quotes and tags as text.
+    assert!(
+        calls
+            .iter()
+            .any(|r| r[4] == "%3Cscript%3Ealert(1)%3C/script%3E" && r[6] == visit_id),
+        "{calls:?}"
+    );
+    assert!(calls.iter().any(|r| r[6] == "google"));
+    assert_eq!(b.alert(), None);
+    b.screenshot(&shots().join("calls.png"));
+
+    // A call's SIP ladder: what siptrack received and sent, both legs.
+    b.click("#calls tbody tr:last-child a.ladder");
+    b.wait_url(&format!(
+        "/ui/ladder?call={}",
+        api_calls
+            .last()
+            .and_then(|c| c["id"].as_str())
+            .expect("the first call's id")
+            .replace('@', "%40")
+    ));
+    let labels = b.run(
+        "return Array.from(document.querySelectorAll('#ladder a')).map(a => a.textContent);",
+        json!([]),
+    );
+    let labels: Vec<String> = serde_json::from_value(labels).unwrap_or_default();
+    for step in ["INVITE", "180 Ringing", "200 OK", "ACK", "BYE"] {
+        // Each on both legs: from the caller and on to the PBX, or back.
+        assert!(
+            labels.iter().filter(|l| l.as_str() == step).count() >= 2,
+            "{step} twice in {labels:?}"
+        );
+    }
+    let columns = b.run(
+        "return document.querySelectorAll('#ladder text.peer').length;",
+        json!([]),
+    );
+    assert_eq!(columns, 3, "caller, siptrack, PBX");
+    assert!(b.text("details").contains("INVITE"));
+    b.screenshot(&shots().join("ladder.png"));
+
+    // Pools: the visit's id and fields as they came, quotes and tags.
+    b.go(&format!("{base}/ui/pools"));
+    let numbers = rows(&b, "#numbers");
+    assert_eq!(numbers.len(), 1);
+    assert_eq!(numbers[0][2], visit_id);
+    assert_eq!(numbers[0][3], utm);
+    assert_eq!(b.alert(), None);
+    assert!(b.try_find("#exhaustions").is_none(), "no pool ran out yet");
+    // A second visit while the pool's one number is held: exhaustion.
+    post(&p, "/api/v1/visits", json!({"visit_id": "v-second"}));
+    b.go(&format!("{base}/ui/pools"));
+    assert_eq!(rows(&b, "#numbers")[0][2], "v-second");
+    let events = rows(&b, "#exhaustions");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0][1..], ["site", "+7 495 123-00-01", visit_id]);
+    b.screenshot(&shots().join("pools.png"));
+
+    // A deal marked won from the deals page: the caller's next call makes
+    // a new deal (L-3) — and shows up on the open lead list by itself.
+    b.go(&format!("{base}/ui/deals"));
+    let deal = api_list(&p, "deals")
+        .into_iter()
+        .find(|d| d["phone"] == "79165554433")
+        .expect("the caller's deal");
+    let deal_row = format!("#deal-{}", deal["id"]);
+    b.run(
+        "document.querySelector(arguments[0] + ' select[name=status]').value = 'Won';",
+        json!([deal_row]),
+    );
+    b.screenshot(&shots().join("deals.png"));
+    b.click(&format!("{deal_row} button"));
+    b.wait_url("/ui/deals");
+    assert_eq!(
+        b.text(&format!("{deal_row} td.group")),
+        "paid",
+        "changed through the page"
+    );
+    assert_eq!(
+        api_list(&p, "deals")
+            .iter()
+            .find(|d| d["id"] == deal["id"])
+            .map(|d| d["status"].clone()),
+        Some(json!("Won"))
+    );
+    b.go(&format!("{base}/ui/leads"));
+    b.run("window.notReloaded = true;", json!([]));
+    let before = rows(&b, "#leads").len();
+    call(&p, uas_port, "89165554433", "74951110001");
+    b.wait(
+        Duration::from_secs(15),
+        "the new lead, live",
+        &format!("return document.querySelectorAll('#leads tbody tr').length > {before};"),
+    );
+    assert_eq!(
+        b.run("return window.notReloaded === true;", json!([])),
+        true
+    );
+    let newest = rows(&b, "#leads").remove(0);
+    let api_newest = api_list(&p, "leads").remove(0);
+    assert_eq!(newest[0], api_newest["id"].to_string());
+    assert!(
+        newest[8].starts_with("deal ") && newest[8].ends_with(" created"),
+        "a won deal's client gets a new deal: {newest:?}"
+    );
+    assert_eq!(newest[8], api_newest["outcome"].as_str().unwrap_or(""));
+
+    // A new call appears on the open calls page without a reload.
+    b.go(&format!("{base}/ui/calls"));
+    b.run("window.notReloaded = true;", json!([]));
+    let before = rows(&b, "#calls").len();
+    call(&p, uas_port, "89031234567", "74951110001");
+    b.wait(
+        Duration::from_secs(15),
+        "the new call, live",
+        &format!("return document.querySelectorAll('#calls tbody tr').length > {before};"),
+    );
+    assert_eq!(
+        b.run("return window.notReloaded === true;", json!([])),
+        true
+    );
+    assert_eq!(rows(&b, "#calls")[0][4], "+7 903 123-45-67");
+
+    // The outbox: the parked request with the CRM's error; retry delivers.
+    b.go(&format!("{base}/ui/outbox"));
+    let parked = rows(&b, "#outbox");
+    let row = parked
+        .iter()
+        .find(|r| r[3] == form_lead_id.to_string())
+        .unwrap_or_else(|| panic!("the parked request: {parked:?}"));
+    assert!(row[6].contains("HTTP 500"), "{row:?}");
+    b.screenshot(&shots().join("outbox.png"));
+    let item = &row[0];
+    b.click(&format!("#outbox-{item} button"));
+    b.wait_url("/ui/outbox");
+    crm.wait_until(Duration::from_secs(15), "the retried deal.create", |c| {
+        c.requests.iter().any(|r| {
+            r.answered == 200 && r.json["event"] == "deal.create" && r.body.contains("111")
+        })
+    });
+    wait_until(Duration::from_secs(15), "the item done", || {
+        let (_, body) = get(p.api(), "/api/v1/outbox?state=failed", Some(TOKEN));
+        !body.contains("HTTP 500")
+    });
+
+    // The overview: charts drawn server-side.
+    b.go(&format!("{base}/ui/"));
+    let bars = b.run(
+        "return document.querySelectorAll('#calls-chart rect').length;",
+        json!([]),
+    );
+    assert!(bars.as_i64().unwrap_or(0) >= 2, "bars and legend: {bars}");
+    assert!(b.text("#channels-chart").contains("google"));
+    assert!(b.text("#sip").contains("received"));
+    b.screenshot(&shots().join("overview.png"));
+    b.go(&format!("{base}/ui/?range=7d"));
+    b.screenshot(&shots().join("overview-7d.png"));
+
+    // Sign out: the pages want a sign-in again.
+    b.click("form.out button");
+    b.wait_url("/ui/login");
+    b.go(&format!("{base}/ui/calls"));
+    assert!(b.url().contains("/ui/login"), "{}", b.url());
+    assert_eq!(b.alert(), None);
+}
+
+/// Signs in over plain HTTP; (session cookie, the page's CSRF token).
+fn sign_in(api: SocketAddr, user: &str, password: &str) -> Option<(String, String)> {
+    let (status, head, page) = http(api, "GET", "/ui/login", &[], "");
+    assert_eq!(status, 200);
+    let login = cookie_of(&head, "siptrack_login").expect("the login form's cookie");
+    let token = hidden(&page, "csrf").expect("the login form's token");
+    let body = format!("csrf={token}&user={user}&password={password}&next=/ui/deals");
+    let (status, head, _) = http(
+        api,
+        "POST",
+        "/ui/login",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", &format!("siptrack_login={login}")),
+        ],
+        &body,
+    );
+    assert_eq!(status, 303, "{head}");
+    let session = cookie_of(&head, "siptrack_session").filter(|s| !s.is_empty())?;
+    assert!(head.contains("location: /ui/deals"), "{head}");
+    let cookie = format!("siptrack_session={session}");
+    let (status, _, page) = http(api, "GET", "/ui/deals", &[("Cookie", &cookie)], "");
+    assert_eq!(status, 200);
+    Some((cookie, hidden(&page, "csrf").expect("a CSRF token")))
+}
+
+fn cookie_of(head: &str, name: &str) -> Option<String> {
+    head.lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .find_map(|l| {
+            let v = l.split_once(':')?.1.trim();
+            let (k, rest) = v.split_once('=')?;
+            (k == name).then(|| rest.split(';').next().unwrap_or("").to_string())
+        })
+}
+
+fn hidden(page: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker)? + marker.len();
+    Some(page[start..].split('"').next()?.to_string())
+}
+
+#[test]
+fn sessions_csrf_users_and_language() {
+    // A user's hash from the command an operator runs.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_siptrack"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write as _;
+            c.stdin.take().expect("stdin").write_all(b"anna's pass\n")?;
+            c.wait_with_output()
+        })
+        .expect("siptrack hash-password");
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("s.db").display().to_string();
+    let ui = format!(
+        "[ui]\nlanguage = \"ru\"\nsession_minutes = 5\n[[ui.users]]\nname = \"anna\"\npassword_hash = \"{hash}\"\n"
+    );
+    let p = Siptrack::start(&config(free_port(), &db, None, &ui));
+    let api = p.api();
+    post(
+        &p,
+        "/api/v1/leads",
+        json!({"name": "Анна", "phone": "89161112233"}),
+    );
+
+    // Without a session: pages redirect, the event stream and forms 401.
+    for page in [
+        "/ui/",
+        "/ui/leads",
+        "/ui/calls",
+        "/ui/deals",
+        "/ui/pools",
+        "/ui/outbox",
+    ] {
+        let (status, head, _) = http(api, "GET", page, &[], "");
+        assert_eq!(status, 303, "{page}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("location: /ui/login?next="),
+            "{head}"
+        );
+    }
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    assert_eq!(http(api, "GET", "/ui/events?lead=0", &[], "").0, 401);
+    assert_eq!(
+        http(api, "POST", "/ui/deals/1/status", &form, "status=Won").0,
+        401
+    );
+    assert_eq!(http(api, "POST", "/ui/outbox/1/retry", &form, "").0, 401);
+    // The API's bearer token is no console session.
+    let bearer = format!("Bearer {TOKEN}");
+    assert_eq!(
+        http(
+            api,
+            "GET",
+            "/ui/events?lead=0",
+            &[("Authorization", &bearer)],
+            ""
+        )
+        .0,
+        401
+    );
+    // A sign-in without its form's token is refused.
+    assert_eq!(
+        http(
+            api,
+            "POST",
+            "/ui/login",
+            &form,
+            &format!("user=&password={TOKEN}")
+        )
+        .0,
+        403
+    );
+    // Wrong password, unknown user: no session.
+    assert!(sign_in(api, "anna", "wrong").is_none());
+    assert!(sign_in(api, "boris", "anna%27s+pass").is_none());
+
+    // A user with the argon2 password.
+    let (cookie, csrf) = sign_in(api, "anna", "anna%27s+pass").expect("anna signs in");
+    let (status, head, page) = http(api, "GET", "/ui/leads", &[("Cookie", &cookie)], "");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Заявки") && page.contains("Анна"),
+        "ui.language = ru"
+    );
+    let h = head.to_ascii_lowercase();
+    assert!(
+        h.contains("content-security-policy: default-src 'self'; script-src 'self'"),
+        "{head}"
+    );
+    assert!(h.contains("cache-control: no-store"));
+    // Forms: 403 without the session's CSRF token or with another.
+    let with_cookie = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Cookie", cookie.as_str()),
+    ];
+    assert_eq!(
+        http(
+            api,
+            "POST",
+            "/ui/deals/1/status",
+            &with_cookie,
+            "status=Won"
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        http(
+            api,
+            "POST",
+            "/ui/deals/1/status",
+            &with_cookie,
+            "status=Won&csrf=0000"
+        )
+        .0,
+        403
+    );
+    let deals = api_list(&p, "deals");
+    assert_eq!(
+        deals[0]["status"], "New",
+        "nothing changed by refused posts"
+    );
+    let (status, head, _) = http(
+        api,
+        "POST",
+        "/ui/deals/1/status",
+        &with_cookie,
+        &format!("status=Won&csrf={csrf}"),
+    );
+    assert_eq!(status, 303, "{head}");
+    assert_eq!(api_list(&p, "deals")[0]["status"], "Won");
+    // An unknown status: the API's rule and words.
+    let (status, _, body) = http(
+        api,
+        "POST",
+        "/ui/deals/1/status",
+        &with_cookie,
+        &format!("status=Maybe&csrf={csrf}"),
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("unknown status"), "{body}");
+    // The event stream answers a signed-in browser.
+    let (status, head, _) = {
+        // Read just the head: the stream stays open.
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(api).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET /ui/events?lead=0 HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n"
+        )
+        .expect("send");
+        let mut buf = vec![0u8; 4096];
+        let mut got = String::new();
+        while !got.contains("event: lead") {
+            let n = s.read(&mut buf).expect("read the stream");
+            assert!(n > 0, "stream ended: {got}");
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let status: u16 = got
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, got.clone(), ())
+    };
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("text/event-stream") && head.contains("Анна"),
+        "{head}"
+    );
+
+    // Cookies: HttpOnly, SameSite=Strict, Path=/ui; Secure behind TLS.
+    let (_, head, _) = http(
+        api,
+        "GET",
+        "/ui/login",
+        &[("X-Forwarded-Proto", "https")],
+        "",
+    );
+    let set = head
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: siptrack_login=")
+        })
+        .expect("cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Secure"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    let (_, head, _) = http(api, "GET", "/ui/login", &[], "");
+    assert!(!head.contains("Secure"), "plain HTTP: no Secure");
+
+    // Sign out: the session is gone (a replayed cookie gets nothing).
+    let (status, _, _) = http(
+        api,
+        "POST",
+        "/ui/logout",
+        &with_cookie,
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(status, 303);
+    let (status, _, _) = http(api, "GET", "/ui/leads", &[("Cookie", &cookie)], "");
+    assert_eq!(status, 303);
+    // The API token signs in too.
+    assert!(sign_in(api, "", TOKEN).is_some());
+}
