@@ -166,6 +166,7 @@ fn serve(rt: &tokio::runtime::Runtime, store: Store) -> (SocketAddr, String) {
         sip: Arc::new(Mutex::new(SipSnapshot::default())),
         storage: Arc::new(StorageHealth::default()),
         tcp,
+        media: Default::default(),
         ui: Arc::new(UiState::new(config.ui.clone())),
         traces: None,
         recordings: Arc::new(siptrack::http::recordings::RecordingAccess {
@@ -179,7 +180,6 @@ fn serve(rt: &tokio::runtime::Runtime, store: Store) -> (SocketAddr, String) {
             counts: Default::default(),
         }),
         retention: Arc::default(),
-        media: Arc::default(),
         crm_status: Arc::new(siptrack::http::crm_status::StatusReceiver {
             hooks: config.crm.status_hooks.clone(),
             transport: None,

@@ -171,9 +171,9 @@ async fn metrics(State(s): State<AppState>) -> Response {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         sip + &outbox
             + &s.storage.render()
-            + &s.media.render()
             + &s.retention.render()
-            + &s.recordings.counts.render(),
+            + &s.recordings.counts.render()
+            + &s.media.render(),
     )
         .into_response()
 }
