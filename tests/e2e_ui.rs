@@ -950,5 +950,6 @@ fn a_recorded_call_plays_in_the_console_and_its_link_needs_a_session_or_the_toke
         (played - wav_seconds).abs() <= 0.1,
         "played to {played} s of {wav_seconds} s"
     );
+    eprintln!("player: duration {duration:.3} s, played to {played:.3} s; WAV {wav_seconds:.3} s");
     assert_eq!(b.alert(), None);
 }
