@@ -166,6 +166,7 @@ fn serve(rt: &tokio::runtime::Runtime, store: Store) -> (SocketAddr, String) {
         sip: Arc::new(Mutex::new(SipSnapshot::default())),
         storage: Arc::new(StorageHealth::default()),
         tcp,
+        media: Default::default(),
         ui: Arc::new(UiState::new(config.ui.clone())),
         traces: None,
         recordings: Arc::new(siptrack::http::recordings::RecordingAccess {

@@ -240,3 +240,226 @@ impl Node {
         self.take_from_media();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The node with the media phase, on a virtual clock: what the relay
+    //! is told, when call records go out, and the RTP timeout's BYEs.
+
+    use super::*;
+    use crate::calls::{CallInfo, Recording};
+    use crate::config::{parse_listen, Timers, Untrusted};
+    use crate::media::anchor::MediaSettings;
+    use crate::media::ports::PortAllocator;
+    use crate::media::recorder::Summary;
+    use crate::proxy::hooks::{NextHop, ProxyPhases, Refusal};
+    use crate::proxy::route::Identity;
+    use crate::proxy::{Chain, ProxySettings, Transport};
+    use crate::sip::{Message, Patch};
+
+    const CALLER: &str = "127.0.0.1:5062";
+    const UAS: &str = "127.0.0.1:5080";
+    const SDP: &str = "v=0\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+
+    fn udp(a: &str) -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            addr: a.parse().expect("address"),
+        }
+    }
+
+    /// Tracks every INVITE, to the UAS.
+    struct Track;
+    impl ProxyPhases for Track {
+        fn initial_request(
+            &mut self,
+            _req: &Message,
+            _source: Peer,
+            _now: Millis,
+            _patch: &mut Patch,
+        ) -> Result<NextHop, Refusal> {
+            Ok(NextHop {
+                peer: udp(UAS),
+                request_uri: None,
+                call: Some(Box::new(CallInfo::default())),
+            })
+        }
+    }
+
+    fn node() -> Node {
+        let settings = ProxySettings {
+            identity: Identity::new(
+                vec![parse_listen("udp:127.0.0.1:5060").expect("listen")],
+                None,
+                b"node-tests",
+            ),
+            trusted_sources: vec!["127.0.0.0/8".parse().expect("cidr")],
+            max_message_bytes: 65535,
+            timers: Timers::default(),
+            instance_nonce: 1,
+            dialog_max_ms: 3_600_000,
+            untrusted: Untrusted::Reject,
+        };
+        let anchor = Arc::new(Mutex::new(Anchor::new(
+            MediaSettings {
+                enabled: true,
+                advertised_ip: "127.0.0.1".parse().expect("ip"),
+            },
+            Box::new(PortAllocator::new(30000, 30099, 0).expect("range")),
+        )));
+        let chain = Chain {
+            router: Box::new(Track),
+            then: vec![Box::new(Anchor::phase(&anchor))],
+        };
+        Node::new(Proxy::new(settings, Box::new(chain)), at(0), 3600).with_media(anchor)
+    }
+
+    fn at(ms: Millis) -> Now {
+        Now {
+            mono_ms: ms,
+            unix_ms: 1_700_000_000_000 + ms,
+        }
+    }
+
+    fn sent(n: &mut Node) -> Vec<(Peer, String)> {
+        n.take_sends()
+            .map(|Output::Send { to, data }| (to, String::from_utf8_lossy(&data).into_owned()))
+            .collect()
+    }
+
+    fn lines<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+        msg.split("\r\n")
+            .take_while(|l| !l.is_empty())
+            .filter(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+            })
+            .collect()
+    }
+
+    /// INVITE with SDP, the UAS's 200 with SDP, the ACK: an answered call.
+    /// Returns the Route for in-dialog requests.
+    fn answered(n: &mut Node, call_id: &str) -> String {
+        let invite = format!(
+            "INVITE sip:100@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK{b}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:a@x>;tag=ft\r\nTo: <sip:100@x>\r\nCall-ID: {call_id}\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:a@{CALLER}>\r\nContent-Type: application/sdp\r\n\
+             Content-Length: {}\r\n\r\n{SDP}",
+            SDP.len(),
+            b = call_id.replace('@', "-")
+        );
+        n.on_message(at(0), udp(CALLER), Bytes::from(invite));
+        let out = sent(n);
+        let fwd = &out
+            .iter()
+            .find(|(to, _)| *to == udp(UAS))
+            .unwrap_or_else(|| panic!("forwarded: {out:?}"))
+            .1;
+        assert!(fwd.contains("m=audio 3000"), "anchored: {fwd}");
+        let mut ok = String::from("SIP/2.0 200 OK\r\n");
+        for name in ["Via", "Record-Route", "From", "To", "Call-ID", "CSeq"] {
+            for l in lines(fwd, name) {
+                ok.push_str(l);
+                if name == "To" {
+                    ok.push_str(";tag=tt");
+                }
+                ok.push_str("\r\n");
+            }
+        }
+        ok.push_str(&format!(
+            "Contact: <sip:b@{UAS}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{}",
+            SDP.len(),
+            SDP.replace("4000", "5000")
+        ));
+        n.on_message(at(100), udp(UAS), Bytes::from(ok));
+        sent(n);
+        lines(fwd, "Record-Route")[0]
+            .split_once(':')
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_relay_is_told_and_the_record_waits_for_its_wav() {
+        let mut n = node();
+        let route = answered(&mut n, "n1@x");
+        let cmds: Vec<Command> = n.take_media_commands().collect();
+        let kinds: Vec<&str> = cmds
+            .iter()
+            .map(|c| match c {
+                Command::Open { .. } => "open",
+                Command::Update { .. } => "update",
+                Command::Answered { .. } => "answered",
+                Command::Record { .. } => "record",
+                Command::Close { .. } => "close",
+            })
+            .collect();
+        assert_eq!(kinds, ["open", "update", "update", "record", "answered"]);
+        let bye = format!(
+            "BYE sip:b@{UAS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKbye1\r\nRoute: {route}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:a@x>;tag=ft\r\nTo: <sip:100@x>;tag=tt\r\nCall-ID: n1@x\r\n\
+             CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+        );
+        n.on_message(at(5_000), udp(CALLER), Bytes::from(bye));
+        assert!(sent(&mut n)
+            .iter()
+            .any(|(to, m)| *to == udp(UAS) && m.starts_with("BYE ")));
+        assert_eq!(
+            n.take_media_commands().collect::<Vec<_>>(),
+            [Command::Close { session: 1 }]
+        );
+        // The record waits for the writer…
+        assert!(!n.take_news().any(|x| matches!(x, CallNews::Ended(_))));
+        assert_eq!(n.records_waiting(), 1);
+        n.on_recording("n1@x", Ok(Summary::default()));
+        let ended: Vec<CallRecord> = n
+            .take_news()
+            .filter_map(|x| match x {
+                CallNews::Ended(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].recording, Recording::Recorded);
+        assert_eq!(ended[0].hangup, Some(Party::Caller));
+    }
+
+    #[test]
+    fn an_rtp_timeout_ends_the_call_with_a_bye_each_way() {
+        let mut n = node();
+        answered(&mut n, "n2@x");
+        n.take_media_commands().for_each(drop);
+        n.take_news().for_each(drop);
+        n.on_media_timeout(at(61_000), 1);
+        let out = sent(&mut n);
+        let byes: Vec<&Peer> = out
+            .iter()
+            .filter(|(_, m)| m.starts_with("BYE "))
+            .map(|(to, _)| to)
+            .collect();
+        assert_eq!(byes, [&udp(UAS), &udp(CALLER)]);
+        assert_eq!(
+            n.take_media_commands().collect::<Vec<_>>(),
+            [Command::Close { session: 1 }]
+        );
+        // The writer never answers: after 10 s the record goes out anyway.
+        n.on_timer(at(71_000));
+        let ended: Vec<CallRecord> = n
+            .take_news()
+            .filter_map(|x| match x {
+                CallNews::Ended(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].hangup, Some(Party::Timeout));
+        assert_eq!(
+            ended[0].recording,
+            Recording::not_recorded(crate::media::records::LATE)
+        );
+        // A second report for the same session does nothing.
+        sent(&mut n);
+        n.on_media_timeout(at(72_000), 1);
+        assert!(sent(&mut n).is_empty());
+    }
+}

@@ -622,6 +622,13 @@ fn start_media(
         repaired.partial.len() as u64,
         std::sync::atomic::Ordering::Relaxed,
     );
+    if let Some(limit) = media_fds_short(fd_limit(), m.port_min, m.port_max) {
+        tracing::warn!(
+            open_files_limit = limit,
+            media_ports = u32::from(m.port_max - m.port_min) + 1,
+            "the open files limit is below the media port range: busy hours may leave calls unrecorded (raise LimitNOFILE / ulimit -n)"
+        );
+    }
     let to_node = reports.clone();
     let writer = writer::spawn(m.recordings_dir.clone(), metrics.clone(), move |o| {
         let _ = to_node.send(MediaReport::Recording(o));
@@ -655,6 +662,15 @@ fn start_media(
             .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .collect(),
     })
+}
+
+/// The open files limit when it cannot hold every media port plus the
+/// rest of the process's descriptors: each media port is a socket, so
+/// past the limit calls find no ports (unrecorded) and TCP and HTTP
+/// compete with the relay for what is left.
+fn media_fds_short(limit: Option<u64>, port_min: u16, port_max: u16) -> Option<u64> {
+    let ports = u64::from(port_max.saturating_sub(port_min)) + 1;
+    limit.filter(|&l| l < ports + FD_RESERVE as u64)
 }
 
 fn on_media_report(node: &mut Node, now: crate::clock::Now, report: MediaReport) {
@@ -717,5 +733,28 @@ async fn sweep_recordings(
             tracing::error!(error = %e, "recordings retention sweep failed");
         }
         tokio::time::sleep(retention::EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_open_files_limit_against_the_media_range() {
+        // (limit, port_min, port_max, warned)
+        for (limit, min, max, warned) in [
+            (Some(1024), 30000, 40000, true),
+            (Some(20_000), 30000, 40000, false),
+            (Some(10_257), 30000, 40000, false),
+            (Some(10_256), 30000, 40000, true),
+            (None, 30000, 40000, false),
+        ] {
+            assert_eq!(
+                media_fds_short(limit, min, max).is_some(),
+                warned,
+                "{limit:?} {min}..{max}"
+            );
+        }
     }
 }

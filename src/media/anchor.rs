@@ -366,7 +366,16 @@ impl Anchor {
         let parsed = match Sdp::parse(body) {
             Ok(s) => s,
             Err(e) => {
+                // Anchoring the answer to an offer left alone (or the
+                // other way round) would point the sides at each other
+                // half through siptrack: the rest of the call is left alone.
                 tracing::debug!(call_id = %String::from_utf8_lossy(call_id), error = %e, "SDP left as it came");
+                c.passthrough = true;
+                if !c.decided {
+                    c.decided = true;
+                    let reason = NoRecording::Codec(format!("unreadable SDP ({e})"));
+                    self.not_recorded(call_id, reason);
+                }
                 return;
             }
         };
@@ -377,8 +386,8 @@ impl Anchor {
                 .any(|m| m.port != 0 && m.proto.windows(3).any(|w| w.eq_ignore_ascii_case(b"TCP")));
         if unusable {
             c.passthrough = true;
-            let first = c.streams.is_empty();
-            if first {
+            if !c.decided {
+                c.decided = true;
                 let reason = NoRecording::Codec("media not over UDP/RTP".into());
                 self.not_recorded(call_id, reason);
             }
@@ -413,7 +422,8 @@ impl Anchor {
                 self.ports.give_back(s.callee, now);
             }
             c.passthrough = true;
-            if c.streams.is_empty() {
+            if !c.decided {
+                c.decided = true;
                 self.not_recorded(call_id, NoRecording::NoPorts);
             }
             return;

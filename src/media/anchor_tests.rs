@@ -332,3 +332,47 @@ fn calls_nobody_closed_expire() {
     let fwd = invite(&mut an, Some(CALLER_SDP), true);
     assert!(body(&fwd).contains("m=audio 30002 "), "{fwd}");
 }
+
+#[test]
+fn an_sdp_it_cannot_read_passes_as_it_came_and_takes_no_ports() {
+    // (offer, answer): the offer unreadable, or the answer.
+    let bad = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio four RTP/AVP 0\r\n";
+    let tcp = "v=0\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=message 9 TCP/MSRP *\r\n";
+    let unreadable = || {
+        Some(NoRecording::Codec(
+            "unreadable SDP (SDP line 3: unreadable m= line)".into(),
+        ))
+    };
+    for (offer, answer, offer_kept, reason) in [
+        (bad, CALLEE_SDP, true, unreadable()),
+        (
+            tcp,
+            CALLEE_SDP,
+            true,
+            Some(NoRecording::Codec("media not over UDP/RTP".into())),
+        ),
+        (CALLER_SDP, bad, false, unreadable()),
+    ] {
+        let mut an = anchor(true, 8);
+        let fwd = invite(&mut an, Some(offer), true);
+        assert_eq!(body(&fwd) == offer, offer_kept, "{offer}");
+        let ok = response(&mut an, "SIP/2.0 200 OK", "1 INVITE", Some(answer));
+        let cmds: Vec<Command> = an.take_commands().collect();
+        if offer_kept {
+            // No ports: the answer passes too, nothing for the relay.
+            assert_eq!(body(&ok), answer);
+            assert!(cmds.is_empty(), "{cmds:?}");
+        } else {
+            // The answer it cannot read passes as it came; no recording decided.
+            assert_eq!(body(&ok), bad);
+            assert!(
+                !cmds.iter().any(|c| matches!(c, Command::Record { .. })),
+                "{cmds:?}"
+            );
+        }
+        let got: Vec<NoRecording> = an.take_unrecorded().map(|u| u.reason).collect();
+        assert_eq!(got, reason.clone().into_iter().collect::<Vec<_>>());
+        let state = an.close(b"c1@x", 10);
+        assert_eq!(state, reason.map(RecState::NotRecorded));
+    }
+}

@@ -20,6 +20,8 @@ pub struct MediaMetrics {
     pub unrecorded_no_ports: AtomicU64,
     pub unrecorded_codec: AtomicU64,
     pub unrecorded_disk: AtomicU64,
+    /// Answered calls in which no audio packet came either way.
+    pub unrecorded_no_media: AtomicU64,
     pub unrecorded_disabled: AtomicU64,
 }
 
@@ -86,6 +88,7 @@ impl MediaMetrics {
                 ("reason=\"no_ports\"", g(&self.unrecorded_no_ports)),
                 ("reason=\"codec\"", g(&self.unrecorded_codec)),
                 ("reason=\"disk\"", g(&self.unrecorded_disk)),
+                ("reason=\"no_media\"", g(&self.unrecorded_no_media)),
                 ("reason=\"disabled\"", g(&self.unrecorded_disabled)),
             ],
         );

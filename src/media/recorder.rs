@@ -70,6 +70,9 @@ pub enum NoRecording {
     Disk(String),
     #[error("recording reached the WAV size limit")]
     TooLong,
+    /// Answered, but no audio packet came either way: no file is kept.
+    #[error("no media received")]
+    NoMedia,
 }
 
 impl From<WavError> for NoRecording {

@@ -180,6 +180,16 @@ fn finish(o: Open, metrics: &MediaMetrics) -> Outcome {
         }
     }
     metrics.recordings_finished.fetch_add(1, Relaxed);
+    if summary.failed.is_none() && summary.caller.packets + summary.callee.packets == 0 {
+        // A WAV of silence only would give the CRM a link to nothing.
+        let _ = std::fs::remove_file(&o.path);
+        metrics.unrecorded_no_media.fetch_add(1, Relaxed);
+        return Outcome {
+            call_id: o.call_id,
+            file: o.path,
+            result: Err(NoRecording::NoMedia),
+        };
+    }
     let result = match summary.failed.take() {
         None => Ok(summary),
         Some(e) => {
@@ -286,6 +296,14 @@ mod tests {
             w.packet(1, Side::Callee, &rtp(i, u32::from(i) * 160, 0x00), at);
         }
         w.control(Job::Finish { session: 1 });
+        // Answered, but no packet came: no file, and why.
+        w.control(Job::Start {
+            session: 3,
+            call_id: Bytes::from_static(b"silent"),
+            payloads: Payloads::default(),
+            at: t0,
+        });
+        w.control(Job::Finish { session: 3 });
         // A file that cannot be created (a directory in its place).
         std::fs::create_dir(dir.path().join(link::file_name(b"blocked"))).expect("mkdir");
         w.control(Job::Start {
@@ -296,7 +314,7 @@ mod tests {
         });
         drop(w);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while got.lock().map(|v| v.len()).unwrap_or(0) < 2 && Instant::now() < deadline {
+        while got.lock().map(|v| v.len()).unwrap_or(0) < 3 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         let got = got.lock().map(|v| v.clone()).unwrap_or_default();
@@ -316,7 +334,14 @@ mod tests {
             .expect("outcome");
         assert!(matches!(bad.result, Err(NoRecording::Disk(_))), "{bad:?}");
         assert_eq!(metrics.unrecorded_disk.load(Relaxed), 1);
-        assert_eq!(metrics.recordings_finished.load(Relaxed), 1);
+        let silent = got
+            .iter()
+            .find(|o| o.call_id.as_ref() == b"silent")
+            .expect("outcome");
+        assert_eq!(silent.result, Err(NoRecording::NoMedia));
+        assert!(!silent.file.exists(), "no empty WAV kept");
+        assert_eq!(metrics.unrecorded_no_media.load(Relaxed), 1);
+        assert_eq!(metrics.recordings_finished.load(Relaxed), 2);
     }
 
     #[test]
