@@ -180,7 +180,6 @@ fn serve(rt: &tokio::runtime::Runtime, store: Store) -> (SocketAddr, String) {
             counts: Default::default(),
         }),
         retention: Arc::default(),
-        media: Arc::default(),
         crm_status: Arc::new(siptrack::http::crm_status::StatusReceiver {
             hooks: config.crm.status_hooks.clone(),
             transport: None,
