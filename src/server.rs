@@ -113,7 +113,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         dialog_max_ms: config.leads.max_call_seconds * 1000,
         untrusted: sip.untrusted,
     };
-    let store = Store::open(&config.storage.url)
+    let store = Store::open_with(&config.storage.url, &config.storage.postgres, clock.clone())
         .await
         .context("opening the database")?;
     let mut pools = Pools::new(config.tracking.pools.clone());
@@ -128,10 +128,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     // calls go, where leads go.
     tracing::info!(
         config = %config_path.display(),
-        database = %config
-            .storage
-            .sqlite_path()
-            .map_or_else(|| config.storage.url.clone(), |p| p.display().to_string()),
+        database = %config.storage.describe(),
         destination = config
             .tracking
             .default_destination
