@@ -1672,7 +1672,10 @@ mod tests {
              pool_size = 16\nstatement_timeout_ms = 2000\n",
         )
         .expect("valid");
-        assert_eq!(c.storage.url, "postgres://siptrack:pw@db.internal:5432/siptrack");
+        assert_eq!(
+            c.storage.url,
+            "postgres://siptrack:pw@db.internal:5432/siptrack"
+        );
         assert_eq!(
             c.storage.postgres,
             crate::store::postgres::PgOptions {
@@ -1686,7 +1689,10 @@ mod tests {
             "postgres://siptrack:***@db.internal:5432/siptrack"
         );
         let d = Config::parse("").expect("defaults");
-        assert_eq!(d.storage.postgres, crate::store::postgres::PgOptions::default());
+        assert_eq!(
+            d.storage.postgres,
+            crate::store::postgres::PgOptions::default()
+        );
     }
 
     fn errors(text: &str) -> Vec<ConfigError> {
