@@ -119,6 +119,9 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     let mut pools = Pools::new(config.tracking.pools.clone());
     pools.restore(store.load_assignments().await?);
     let pools = Arc::new(Mutex::new(pools));
+    if store.is_shared() {
+        tokio::spawn(follow_shared_pools(store.clone(), pools.clone()));
+    }
     let http = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding http {}", config.http.listen))?;
@@ -436,5 +439,28 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// How often a node sharing PostgreSQL reads back the numbers other nodes
+/// granted: a call to a number another node handed out within this long
+/// may not find its visit yet.
+const SHARED_POOLS_EVERY: Duration = Duration::from_millis(500);
+
+/// Keeps this node's pools in step with the numbers every node granted
+/// (the SIP thread looks calls up in memory, never in the database).
+async fn follow_shared_pools(store: Store, pools: Arc<Mutex<Pools>>) {
+    let mut tick = tokio::time::interval(SHARED_POOLS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.load_assignments().await {
+            Ok(rows) => {
+                if let Ok(mut p) = pools.lock() {
+                    p.restore(rows);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "reading pool numbers granted by other nodes"),
+        }
     }
 }

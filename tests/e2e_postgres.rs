@@ -44,6 +44,12 @@ number = "74951110001"
 destination = "sip:pbx@127.0.0.1:{uas_port}"
 marker = "google"
 
+[[tracking.pools]]
+name = "site"
+numbers = ["74951230001", "74951230002", "74951230003", "74951230004", "74951230005"]
+destination = "sip:pbx@127.0.0.1:{uas_port}"
+hold_seconds = 600
+
 [http]
 listen = "127.0.0.1:{{HTTP_PORT}}"
 token = "{TOKEN}"
@@ -153,6 +159,63 @@ fn two_nodes_on_one_database_make_one_deal_and_send_each_request_once() {
         s.requests.iter().any(|r| r.answered == 503),
         "the CRM refused first"
     );
+}
+
+/// Pool numbers granted in the database: five visits arriving at two
+/// nodes get five different numbers, and a call through one node to a
+/// number the other node handed out belongs to that node's visit.
+#[test]
+fn a_number_granted_on_one_node_is_known_on_the_other() {
+    let url = common::pg::database();
+    let uas_port = free_port();
+    let text = config(uas_port, &url, None, "");
+    let nodes = [Siptrack::start(&text), Siptrack::start(&text)];
+    let mut granted = Vec::new();
+    for i in 0..5 {
+        let body = format!(r#"{{"visit_id": "v{i}", "source": "ads"}}"#);
+        let (status, answer) = post_json(api(&nodes[i % 2]), "/api/v1/visits", Some(TOKEN), &body);
+        assert_eq!(status, 200, "{answer}");
+        let v: serde_json::Value = serde_json::from_str(&answer).expect("json");
+        let number = v["number"].as_str().expect("a number").to_string();
+        granted.push((i, number));
+    }
+    let mut numbers: Vec<&str> = granted.iter().map(|(_, n)| n.as_str()).collect();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 5, "{granted:?}");
+    // Each number called through the node that did not grant it, once
+    // that node has read the grants back (every 500 ms; a visitor takes
+    // longer to dial).
+    std::thread::sleep(Duration::from_millis(700));
+    for (i, number) in &granted {
+        let other = &nodes[(i + 1) % 2];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let uas = Sipp::uas("uas.xml")
+            .port(uas_port)
+            .calls(1)
+            .time_limit(Duration::from_secs(20))
+            .spawn();
+        let uac = Sipp::uac("uac_tracking.xml", other.sip_addr())
+            .calls(1)
+            .arg("-s")
+            .arg(number)
+            .arg("-key")
+            .arg("caller")
+            .arg(format!("8916200000{i}"))
+            .time_limit(Duration::from_secs(15))
+            .run();
+        let uas = uas.wait_at_most(Duration::from_secs(10));
+        assert_eq!(uac.failed(), 0, "{}\n{}", uac.summary(), uas.summary());
+        assert!(Instant::now() < deadline + Duration::from_secs(15));
+    }
+    let calls = nodes[0].wait_for("calls", 5, TOKEN);
+    for (i, number) in &granted {
+        let call = calls
+            .iter()
+            .find(|c| c["callee"] == number.as_str())
+            .unwrap_or_else(|| panic!("no call to {number}: {calls:#?}"));
+        assert_eq!(call["visit_id"], format!("v{i}"), "{call}");
+    }
 }
 
 /// PostgreSQL stopped mid-run: calls keep flowing through the proxy,

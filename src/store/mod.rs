@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::crm::metrics::Depth;
 use crate::crm::outbox::Plan;
 use crate::leads::dedup::{Group, Settings};
-use crate::tracking::pools::AssignmentRow;
+use crate::tracking::pools::{AssignmentRow, Granted, PoolConfig, Visit};
 
 pub mod leads;
 pub mod memory;
@@ -300,6 +300,31 @@ impl Store {
 
     pub async fn load_assignments(&self) -> Result<Vec<AssignmentRow>, StoreError> {
         each!(self, b => b.load_assignments().await)
+    }
+
+    /// Whether other nodes may share this store (PostgreSQL): pool numbers
+    /// are then granted in the database (`grant_number`), and each node
+    /// reads back what the others granted.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// A page view of `visit` at `now` (Unix ms) decided in the shared
+    /// store over what every node granted: the number it keeps or gets,
+    /// written before the answer. Only a shared store grants; on one node
+    /// the process's own `Pools` decides and the store keeps its rows.
+    pub async fn grant_number(
+        &self,
+        configs: Vec<PoolConfig>,
+        visit: Visit,
+        now: u64,
+    ) -> Result<Option<Granted>, StoreError> {
+        match &self.backend {
+            Backend::Postgres(b) => b.grant_number(configs, visit, now).await,
+            _ => Err(StoreError::Unsupported(
+                "numbers are granted in the database only on PostgreSQL",
+            )),
+        }
     }
 
     /// Runs SQL text as it is (benchmarks and tests seed or age a SQL

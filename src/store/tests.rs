@@ -623,3 +623,56 @@ async fn one_clients_leads_on_two_nodes_make_one_deal() {
         assert_eq!(a.list_leads(100, 0).await.expect(name).len(), 40, "{name}");
     }
 }
+
+/// Nodes sharing PostgreSQL grant pool numbers in the database: visits
+/// arriving at two nodes at once never get one number between them while
+/// the pool has free ones, and each node can read the other's grants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_never_grant_one_number_to_two_visits() {
+    use crate::tracking::pools::PoolConfig;
+    let url = crate::test_pg::database();
+    let open = || Store::open_with_clock(&url, Clock::manual(NOW_MS));
+    let (a, b) = (open().await.expect("a"), open().await.expect("b"));
+    assert!(a.is_shared());
+    let configs = vec![PoolConfig {
+        name: "site".into(),
+        numbers: (1..=5).map(|i| format!("7495123000{i}")).collect(),
+        destination: crate::config::parse_destination("sip:pbx@127.0.0.1:5070").expect("dest"),
+        phone_destination: false,
+        hold_ms: 150_000,
+        segment: None,
+    }];
+    for round in 0..4u64 {
+        // Every round after the last one's holds ran out: 5 free numbers.
+        let now = NOW_MS + round * 1_000_000;
+        let grants: Vec<_> = (0..5)
+            .map(|i| {
+                let node = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let configs = configs.clone();
+                tokio::spawn(async move {
+                    let visit = Visit {
+                        id: format!("r{round}-v{i}"),
+                        fields: Default::default(),
+                    };
+                    node.grant_number(configs, visit, now).await
+                })
+            })
+            .collect();
+        let mut numbers = Vec::new();
+        for g in grants {
+            let g = g.await.expect("task").expect("granted").expect("a number");
+            numbers.push(g.number);
+        }
+        numbers.sort();
+        numbers.dedup();
+        assert_eq!(numbers.len(), 5, "round {round}: {numbers:?}");
+    }
+    // What a granted, b reads back: the visit holding each number.
+    let rows = b.load_assignments().await.expect("rows");
+    assert_eq!(rows.len(), 5);
+    assert!(rows
+        .iter()
+        .all(|r| r.visit.as_ref().is_some_and(|v| v.id.starts_with("r3-"))));
+    // One node's store grants only when shared.
+    assert!(!Store::memory(Clock::manual(NOW_MS)).is_shared());
+}
