@@ -188,6 +188,9 @@ pub struct StorageConfig {
     /// PostgreSQL: connections per node, and the longest a statement may
     /// run (`storage.pool_size`, `storage.statement_timeout_ms`).
     pub postgres: crate::store::postgres::PgOptions,
+    /// This node among those sharing the database (`storage.node_name`);
+    /// None: the host's name (`node_name`).
+    pub node_name: Option<String>,
 }
 
 impl StorageConfig {
@@ -200,6 +203,17 @@ impl StorageConfig {
             .sqlite_path()
             .unwrap_or_else(|| std::path::PathBuf::from("data/siptrack.db"));
         db.with_file_name("siptrack-calls.journal")
+    }
+
+    /// This node's name: `storage.node_name`, else the host's name,
+    /// which stays the same across restarts (and a changed listen port)
+    /// and differs between nodes on different hosts.
+    pub fn node_name(&self, hostname: &str) -> String {
+        match &self.node_name {
+            Some(n) => n.clone(),
+            None if hostname.is_empty() => "siptrack".into(),
+            None => hostname.chars().filter(|c| *c != '/').take(64).collect(),
+        }
     }
 
     /// The database as messages name it: the SQLite file's absolute
@@ -344,6 +358,7 @@ struct RawStorage {
     journal: Option<Spanned<String>>,
     pool_size: Option<Spanned<i64>>,
     statement_timeout_ms: Option<Spanned<i64>>,
+    node_name: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -729,6 +744,13 @@ impl Config {
             }
         };
         let pool_size = c.int("storage.pool_size", &raw.storage.pool_size, 8, 1..257) as usize;
+        let node_name = raw.storage.node_name.as_ref().map(|n| {
+            let name = n.get_ref();
+            if let Some(why) = node_name_problem(name) {
+                c.err("storage.node_name", Some(n.span()), why);
+            }
+            name.clone()
+        });
         let statement_timeout_ms = c.int(
             "storage.statement_timeout_ms",
             &raw.storage.statement_timeout_ms,
@@ -792,6 +814,7 @@ impl Config {
                     pool_size,
                     statement_timeout_ms,
                 },
+                node_name,
             },
             leads,
             crm,
@@ -805,6 +828,21 @@ impl Config {
             },
         })
     }
+}
+
+/// Why `name` cannot name a node, if it cannot: it prefixes the node's
+/// run ids (`<node>/<run>`), so no `/`; printable, at most 64 bytes.
+fn node_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > 64 {
+        return Some("must be 1 to 64 bytes long".into());
+    }
+    if name.contains('/') || name.chars().any(char::is_control) {
+        return Some(format!(
+            "\"{}\": '/' and control characters are not allowed",
+            name.escape_debug()
+        ));
+    }
+    None
 }
 
 /// SIP headers the forwarded INVITE carries from the proxy (its Via,
@@ -1693,6 +1731,11 @@ mod tests {
             d.storage.postgres,
             crate::store::postgres::PgOptions::default()
         );
+        // A node's name: configured, else the host's.
+        assert_eq!(d.storage.node_name("pbx1"), "pbx1");
+        assert_eq!(d.storage.node_name(""), "siptrack");
+        let named = Config::parse("[storage]\nnode_name = \"east-1\"\n").expect("named");
+        assert_eq!(named.storage.node_name("pbx1"), "east-1");
     }
 
     fn errors(text: &str) -> Vec<ConfigError> {
@@ -2018,6 +2061,16 @@ mod tests {
                 "[storage]\nurl = \"postgres://u:pw@db:notaport/x\"\n",
                 "storage.url",
                 "is not a PostgreSQL URL",
+            ),
+            (
+                "[storage]\nnode_name = \"a/b\"\n",
+                "storage.node_name",
+                "'/' and control characters are not allowed",
+            ),
+            (
+                "[storage]\nnode_name = \"\"\n",
+                "storage.node_name",
+                "must be 1 to 64 bytes long",
             ),
             (
                 "[storage]\npool_size = 0\n",

@@ -113,9 +113,18 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         dialog_max_ms: config.leads.max_call_seconds * 1000,
         untrusted: sip.untrusted,
     };
-    let store = Store::open_with(&config.storage.url, &config.storage.postgres, clock.clone())
-        .await
-        .context("opening the database")?;
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "siptrack".into());
+    let node = config.storage.node_name(&hostname);
+    let store = Store::open_with(
+        &config.storage.url,
+        &config.storage.postgres,
+        &node,
+        clock.clone(),
+    )
+    .await
+    .context("opening the database")?;
     let mut pools = Pools::new(config.tracking.pools.clone());
     pools.restore(store.load_assignments().await?);
     let pools = Arc::new(Mutex::new(pools));
@@ -132,6 +141,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     tracing::info!(
         config = %config_path.display(),
         database = %config.storage.describe(),
+        node = %node,
         destination = config
             .tracking
             .default_destination

@@ -59,6 +59,8 @@ token = "{TOKEN}"
 url = "{url}"
 pool_size = 4
 statement_timeout_ms = 2000
+# Two nodes on one host: a name each.
+node_name = "node-{{SIP_PORT}}"
 {extra_storage}
 "#
     )

@@ -164,6 +164,7 @@ pub fn print(config: &Config, limit: i64, json: bool) -> anyhow::Result<()> {
         let store = Store::open_with(
             &config.storage.url,
             &config.storage.postgres,
+            crate::store::runs::DEFAULT_NODE,
             crate::clock::Clock::system(),
         )
         .await?;

@@ -345,6 +345,7 @@ impl MemoryStore {
             plan,
             install_id: &self.install_id,
             run_id: RUN_ID,
+            earlier_run_id: "earlier",
             now_ms: self.clock.unix_ms() as i64,
         };
         let mut state = self.state()?;
@@ -462,7 +463,11 @@ impl MemoryStore {
     ) -> Result<Vec<DueItem>, StoreError> {
         let mut state = self.state()?;
         let pending = |o: &&StoredItem| o.row.state == "pending";
-        let leased = |o: &StoredItem| o.claim.as_ref().is_some_and(|(_, until)| *until > now_ms);
+        let leased = |o: &StoredItem| {
+            o.claim
+                .as_ref()
+                .is_some_and(|(by, until)| *until > now_ms && by != node)
+        };
         let mut out = Vec::new();
         for o in state.outbox.values().filter(pending) {
             if out.len() as i64 >= limit {

@@ -27,6 +27,7 @@ pub mod outbox;
 pub mod postgres;
 mod record;
 pub mod rows;
+pub mod runs;
 pub mod sqlite;
 
 use leads::{Job, NewDealStatus, NewLead, Recorded};
@@ -69,8 +70,9 @@ enum Backend {
 pub struct Store {
     backend: Backend,
     install_id: Arc<str>,
-    /// This process among the nodes sharing the database: whose outbox
-    /// claims are whose. Random per open.
+    /// This node among those sharing the database (`storage.node_name`):
+    /// whose outbox claims are whose. The same across restarts, so a
+    /// restarted node takes its own claims back at once.
     node_id: Arc<str>,
     /// Signalled after every commit that queued CRM requests.
     outbox_ready: Arc<tokio::sync::Notify>,
@@ -89,37 +91,42 @@ macro_rules! each {
     };
 }
 
-fn random_id() -> Arc<str> {
-    (0..16)
-        .map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)]))
-        .collect::<String>()
-        .into()
-}
-
 impl Store {
     /// Opens `storage.url` on the system clock with the default pool:
     /// `sqlite:<path>` (creating the file and its directory if needed) or
     /// `postgres://…`.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        Store::open_with(url, &PgOptions::default(), Clock::system()).await
+        Store::open_with(
+            url,
+            &PgOptions::default(),
+            runs::DEFAULT_NODE,
+            Clock::system(),
+        )
+        .await
     }
 
     pub async fn open_with_clock(url: &str, clock: Clock) -> Result<Store, StoreError> {
-        Store::open_with(url, &PgOptions::default(), clock).await
+        Store::open_with(url, &PgOptions::default(), runs::DEFAULT_NODE, clock).await
     }
 
-    /// Opens `url`; `pg` says how to talk to PostgreSQL (unused for
-    /// SQLite).
-    pub async fn open_with(url: &str, pg: &PgOptions, clock: Clock) -> Result<Store, StoreError> {
+    /// Opens `url` as `node` (`storage.node_name`: which open calls and
+    /// outbox claims are this node's among those sharing the database);
+    /// `pg` says how to talk to PostgreSQL (unused for SQLite).
+    pub async fn open_with(
+        url: &str,
+        pg: &PgOptions,
+        node: &str,
+        clock: Clock,
+    ) -> Result<Store, StoreError> {
         let backend = if postgres::is_postgres_url(url) {
-            Backend::Postgres(PgStore::open(url, pg, clock.clone()).await?)
+            Backend::Postgres(PgStore::open(url, pg, node, clock.clone()).await?)
         } else {
-            Backend::Sqlite(SqliteStore::open(url, clock.clone()).await?)
+            Backend::Sqlite(SqliteStore::open(url, node, clock.clone()).await?)
         };
-        Ok(Store::with_backend(backend, clock))
+        Ok(Store::with_backend(backend, node.into(), clock))
     }
 
-    fn with_backend(backend: Backend, clock: Clock) -> Store {
+    fn with_backend(backend: Backend, node_id: Arc<str>, clock: Clock) -> Store {
         let install_id = match &backend {
             Backend::Sqlite(b) => b.install_id().clone(),
             Backend::Postgres(b) => b.install_id().clone(),
@@ -128,7 +135,7 @@ impl Store {
         Store {
             backend,
             install_id,
-            node_id: random_id(),
+            node_id,
             outbox_ready: Default::default(),
             clock,
         }
@@ -136,7 +143,11 @@ impl Store {
 
     /// A store in memory, empty, gone with the process.
     pub fn memory(clock: Clock) -> Store {
-        Store::with_backend(Backend::Memory(MemoryStore::new(clock.clone())), clock)
+        Store::with_backend(
+            Backend::Memory(MemoryStore::new(clock.clone())),
+            runs::DEFAULT_NODE.into(),
+            clock,
+        )
     }
 
     /// This process among the nodes sharing the database.
@@ -235,8 +246,10 @@ impl Store {
     }
 
     /// Claims for `node` until `now_ms + lease_ms` up to `limit` items to
-    /// deliver, oldest first: pending, due, not in flight on a live lease
-    /// (a node that died loses its claims when their lease runs out), and
+    /// deliver, oldest first: pending, due, not in flight on another
+    /// node's live lease (a node that died loses its claims when their
+    /// lease runs out; restarted under its name, it takes them back at
+    /// once: one worker per node settles a round before claiming again), and
     /// whose earlier items with the same order key are all settled (a
     /// deal's requests go out one after another, in order, across nodes).
     pub async fn outbox_claim(

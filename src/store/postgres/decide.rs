@@ -92,9 +92,10 @@ impl PgStore {
         plan: &Plan,
     ) -> Result<Vec<Recorded>, StoreError> {
         let (s, status, plan) = (s.clone(), status.clone(), plan.clone());
-        let (install_id, run_id, clock) = (
+        let (install_id, run_id, earlier_run_id, clock) = (
             self.install_id.clone(),
             self.run_id.clone(),
+            self.earlier_run_id.clone(),
             self.clock.clone(),
         );
         let keys = lock_keys(&jobs);
@@ -108,6 +109,7 @@ impl PgStore {
                     plan: &plan,
                     install_id: &install_id,
                     run_id: &run_id,
+                    earlier_run_id: &earlier_run_id,
                     now_ms: clock.unix_ms() as i64,
                 };
                 match record_once(conn, &jobs, &keys, &cx) {

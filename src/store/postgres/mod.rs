@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::StoreError;
+use super::{runs, StoreError};
 use crate::calls::CallRecord;
 use crate::clock::Clock;
 
@@ -59,8 +59,10 @@ pub fn is_postgres_url(url: &str) -> bool {
 pub struct PgStore {
     pool: Arc<Pool>,
     install_id: Arc<str>,
-    /// Random per process: which open calls are this run's.
+    /// This process's run (`runs::new_run`): which open calls are its own.
     run_id: Arc<str>,
+    earlier_run_id: Arc<str>,
+    node: Arc<str>,
     clock: Clock,
 }
 
@@ -90,7 +92,12 @@ fn apply_migrations(conn: &mut Conn) -> Result<(), postgres::Error> {
 impl PgStore {
     /// Connects to `postgres://…`, applies what migrations are missing and
     /// reads the installation id. Fails when the server cannot be reached.
-    pub async fn open(url: &str, opts: &PgOptions, clock: Clock) -> Result<PgStore, StoreError> {
+    pub async fn open(
+        url: &str,
+        opts: &PgOptions,
+        node: &str,
+        clock: Clock,
+    ) -> Result<PgStore, StoreError> {
         let open_err = |e: StoreError| StoreError::OpenPostgres {
             url: redact(url),
             reason: e.to_string(),
@@ -122,13 +129,12 @@ impl PgStore {
             .map_err(|e| StoreError::Thread(e.to_string()))?
             .map_err(open_err)?
         };
-        let run_id: String = (0..16)
-            .map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)]))
-            .collect();
         Ok(PgStore {
             pool,
             install_id: install_id.into(),
-            run_id: run_id.into(),
+            run_id: runs::new_run(node).into(),
+            earlier_run_id: runs::earlier_run(node).into(),
+            node: node.into(),
             clock,
         })
     }
@@ -149,18 +155,19 @@ impl PgStore {
     }
 
     /// Calls that an earlier run saw start and never recorded: a crash
-    /// cut them short. Oldest first. With several nodes, every other
-    /// node's open calls are "earlier": only a node's own restart asks.
+    /// cut them short. Oldest first. Only this node's: another node's
+    /// open calls are live there.
     pub async fn interrupted_calls(&self) -> Result<Vec<CallRecord>, StoreError> {
-        let run_id = self.run_id.to_string();
+        let (run_id, node) = (self.run_id.to_string(), self.node.clone());
         self.with(move |c| {
             let rows = c.client.query(
-                "SELECT call_id, invite_at, info FROM open_calls WHERE run_id <> $1
+                "SELECT call_id, invite_at, info, run_id FROM open_calls WHERE run_id <> $1
                   ORDER BY invite_at, call_id",
                 &[&run_id],
             )?;
             Ok(rows
                 .iter()
+                .filter(|r| runs::cut_short(r.get(3), &run_id, &node))
                 .map(|r| {
                     let info: String = r.get(2);
                     CallRecord::interrupted(
@@ -224,7 +231,7 @@ mod tests {
             .map(|_| {
                 let url = url.clone();
                 tokio::spawn(async move {
-                    PgStore::open(&url, &PgOptions::default(), Clock::system()).await
+                    PgStore::open(&url, &PgOptions::default(), "n", Clock::system()).await
                 })
             })
             .collect();
@@ -244,7 +251,7 @@ mod tests {
             .expect("port")
             .port();
         let url = format!("postgres://siptrack:pw@127.0.0.1:{port}/siptrack");
-        let err = PgStore::open(&url, &PgOptions::default(), Clock::system())
+        let err = PgStore::open(&url, &PgOptions::default(), "n", Clock::system())
             .await
             .err()
             .expect("refused")

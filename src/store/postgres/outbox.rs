@@ -13,7 +13,9 @@ use crate::store::StoreError;
 
 impl PgStore {
     /// Claims for `node` until `now_ms + lease_ms` up to `limit` pending
-    /// items that are due, not claimed by a live lease, and first of their
+    /// items that are due, not claimed by another node's live lease (a
+    /// node's own claims are an earlier run's: its worker settles a round
+    /// before it claims again), and first of their
     /// order key among the pending ones (an item in flight is pending, so
     /// a deal's next item waits until it is settled). Oldest first.
     pub async fn outbox_claim(
@@ -29,7 +31,7 @@ impl PgStore {
                 "WITH due AS (
                     SELECT o.id FROM outbox o
                      WHERE o.state = 'pending' AND o.next_at <= $1
-                       AND (o.lease_until IS NULL OR o.lease_until <= $1)
+                       AND (o.lease_until IS NULL OR o.lease_until <= $1 OR o.claimed_by = $2)
                        AND NOT EXISTS (SELECT 1 FROM outbox p
                                         WHERE p.order_key = o.order_key AND p.id < o.id
                                           AND p.state = 'pending')

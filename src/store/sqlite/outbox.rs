@@ -14,7 +14,9 @@ use crate::store::StoreError;
 
 impl SqliteStore {
     /// Claims for `node` until `now_ms + lease_ms` up to `limit` pending
-    /// items that are due, not claimed by a live lease, and first of their
+    /// items that are due, not claimed by another process's live lease (a
+    /// node's own claims are an earlier run's: its worker settles a round
+    /// before it claims again), and first of their
     /// order key among the pending ones (an item in flight is pending, so
     /// a deal's next item waits until it is settled). Oldest first. One
     /// IMMEDIATE transaction: processes sharing the file take turns.
@@ -36,13 +38,13 @@ impl SqliteStore {
                                      WHERE c.order_key = o.order_key AND c.event = 'deal.create') AS created_here
                        FROM outbox o LEFT JOIN deals d ON d.id = o.deal_ref
                       WHERE o.state = 'pending' AND o.next_at <= ?1
-                        AND (o.lease_until IS NULL OR o.lease_until <= ?1)
+                        AND (o.lease_until IS NULL OR o.lease_until <= ?1 OR o.claimed_by = ?3)
                         AND NOT EXISTS (SELECT 1 FROM outbox p
                                          WHERE p.order_key = o.order_key AND p.id < o.id
                                            AND p.state = 'pending')
                       ORDER BY o.id LIMIT ?2",
                 )?;
-                let rows = q.query_map(params![now_ms, limit], |r| {
+                let rows = q.query_map(params![now_ms, limit, node], |r| {
                     let target: String = r.get(1)?;
                     let Some(target) = Target::parse(&target) else {
                         tracing::error!(
