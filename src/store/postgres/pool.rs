@@ -80,10 +80,14 @@ impl Pool {
         &self,
         f: impl FnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.checkout()?;
-        let out = f(&mut conn);
-        self.checkin(conn);
-        out
+        let mut out = Lent {
+            pool: self,
+            conn: Some(self.checkout()?),
+        };
+        match out.conn.as_mut() {
+            Some(conn) => f(conn),
+            None => Err(StoreError::Thread("no connection".into())),
+        }
     }
 
     fn checkout(&self) -> Result<Conn, StoreError> {
@@ -126,6 +130,7 @@ impl Pool {
         }
     }
 
+    /// Gives a connection back, or its place when it is broken.
     fn checkin(&self, conn: Conn) {
         let Ok(mut st) = self.state.lock() else {
             return;
@@ -137,6 +142,22 @@ impl Pool {
         }
         drop(st);
         self.freed.notify_one();
+    }
+}
+
+/// A connection lent out: back to the pool when the work is done, even
+/// when it panicked (a half-done transaction is rolled back on drop), so
+/// that a place is never lost.
+struct Lent<'a> {
+    pool: &'a Pool,
+    conn: Option<Conn>,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.checkin(conn);
+        }
     }
 }
 
@@ -154,5 +175,25 @@ impl Drop for Pool {
                 .name("siptrack-pg-close".into())
                 .spawn(move || drop(idle));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_that_panics_gives_its_connection_back() {
+        let config: postgres::Config = crate::test_pg::database().parse().expect("url");
+        let pool = Pool::new(config, 1);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.with(|_| -> Result<(), StoreError> { panic!("a row this build cannot read") })
+        }));
+        assert!(panicked.is_err());
+        // The one place is free again (else: no connection within 10 s).
+        let one: i64 = pool
+            .with(|c| Ok(c.client.query_one("SELECT 1::bigint", &[])?.get(0)))
+            .expect("a connection");
+        assert_eq!(one, 1);
     }
 }
