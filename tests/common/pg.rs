@@ -192,8 +192,18 @@ impl Cluster {
             data = data.display(),
             dir = dir.display(),
         );
-        let mut watchdog = Some(
+        // In a session of its own (setsid, util-linux): a kill of the
+        // test's process group (a timeout, Ctrl-C) does not take the
+        // watchdog with it.
+        let mut shell = if Path::new("/usr/bin/setsid").is_file() {
+            let mut c = Command::new("/usr/bin/setsid");
+            c.arg("sh");
+            c
+        } else {
             Command::new("sh")
+        };
+        let mut watchdog = Some(
+            shell
                 .arg("-c")
                 .arg(watchdog)
                 .stdin(Stdio::null())
