@@ -18,3 +18,8 @@ pub mod sip;
 pub mod store;
 pub mod tracking;
 pub mod transport;
+
+/// The throwaway PostgreSQL of the tests (also used by tests/common).
+#[cfg(test)]
+#[path = "../tests/common/pg.rs"]
+pub(crate) mod test_pg;
