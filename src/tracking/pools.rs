@@ -123,15 +123,22 @@ impl Pools {
         self.configs.is_empty()
     }
 
-    /// Takes back stored rows; rows of numbers no longer in a pool (the
-    /// config changed) are ignored.
+    /// The pools as configured.
+    pub fn configs(&self) -> &[PoolConfig] {
+        &self.configs
+    }
+
+    /// Takes back stored rows (at start, and on a node sharing PostgreSQL
+    /// with others, every grant made anywhere as it is read back); rows
+    /// of numbers no longer in a pool (the config changed) and rows older
+    /// than the number's state here are ignored.
     pub fn restore(&mut self, rows: impl IntoIterator<Item = AssignmentRow>) {
         for row in rows {
             self.version = self.version.max(row.version);
             let Some(&(p, i)) = self.by_number.get(&row.number) else {
                 continue;
             };
-            if self.configs[p].name != row.pool {
+            if self.configs[p].name != row.pool || row.version < self.slots[p][i].version {
                 continue;
             }
             if let Some(v) = &row.visit {
@@ -442,6 +449,12 @@ mod tests {
             Some(g1.number.clone())
         );
         assert!(q.touch(visit("c", &[]), 5_000).expect("c").row.version > g2.row.version);
+        // An older state read back late does not undo a newer one.
+        let mut late = g2.row.clone();
+        late.version = 0;
+        late.visit = None;
+        q.restore([late]);
+        assert!(q.at_call(&g2.number, 5_000).expect("pool").1.is_some());
         // A row for a number the config no longer has is ignored.
         let mut r = Pools::new(vec![pool("site", &["9"], None)]);
         r.restore([g1.row]);
