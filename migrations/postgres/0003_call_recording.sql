@@ -7,5 +7,9 @@ ALTER TABLE calls ADD COLUMN recording_reason TEXT NOT NULL DEFAULT 'recording d
 ALTER TABLE calls ADD COLUMN dtmf TEXT NOT NULL DEFAULT '[]';
 
 -- The key that signs recording links: random per database, so links are
--- the same on every node of one database.
-INSERT INTO meta (key, value) VALUES ('recording_link_key', md5(random()::text) || md5(random()::text));
+-- the same on every node of one database. 64 hex digits as SQLite's, from
+-- gen_random_uuid() (the server's strong random source; random() is not
+-- one): two version-4 UUIDs without their dashes, 244 random bits.
+INSERT INTO meta (key, value)
+VALUES ('recording_link_key',
+        replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', ''));

@@ -24,8 +24,8 @@ use crate::tracking::pools::{AssignmentRow, Granted, PoolConfig, Visit};
 pub mod leads;
 pub mod memory;
 pub mod outbox;
-pub mod query;
 pub mod postgres;
+pub mod query;
 mod record;
 pub mod rows;
 pub mod runs;
@@ -34,8 +34,8 @@ pub mod sqlite;
 use leads::{Job, NewDealStatus, NewLead, Recorded};
 use memory::MemoryStore;
 use outbox::{DueItem, Settle};
-use query::LeadQuery;
 use postgres::{PgOptions, PgStore};
+use query::LeadQuery;
 use rows::{CallRow, DealRow, LeadRow, OutboxRow};
 use sqlite::SqliteStore;
 
@@ -170,13 +170,11 @@ impl Store {
         &self.install_id
     }
 
-    /// The key that signs recording links: random per database (SQLite:
-    /// created by migration 0007), used for nothing else.
+    /// The key that signs recording links: random per database (created
+    /// by migration 0007 of SQLite, 0003 of PostgreSQL), used for nothing
+    /// else; one for every node sharing the database.
     pub fn recording_link_key(&self) -> Arc<[u8]> {
-        match &self.backend {
-            Backend::Sqlite(b) => b.link_key().clone(),
-            Backend::Memory(b) => b.link_key().clone(),
-        }
+        each!(self, b => b.link_key().clone())
     }
 
     /// The record of one call, if it ended (and was recorded).

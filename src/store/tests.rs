@@ -629,6 +629,26 @@ async fn console_pages_and_counts_alike() {
             [3, 2],
             "{name}"
         );
+        // A prefix is case-sensitive and a range of bytes on every store,
+        // whatever the database's collation.
+        assert_eq!(
+            ids(LeadQuery {
+                search: Some(Search::NamePrefix("Ivan".into())),
+                ..Default::default()
+            })
+            .await,
+            [3, 2, 1],
+            "{name}"
+        );
+        assert_eq!(
+            ids(LeadQuery {
+                search: Some(Search::NamePrefix("iv".into())),
+                ..Default::default()
+            })
+            .await,
+            Vec::<i64>::new(),
+            "{name}"
+        );
         assert_eq!(
             ids(LeadQuery {
                 from: Some(at - 7100),
@@ -687,6 +707,22 @@ async fn console_pages_and_counts_alike() {
             "{name}"
         );
     }
+}
+
+/// Issue 13 on several nodes: a recording link signed on one node opens
+/// on another, so the key is the database's (64 hex digits), and another
+/// database has another.
+#[tokio::test]
+async fn the_recording_link_key_is_one_per_database() {
+    let mut keys = Vec::new();
+    for (name, a, b, _dir) in shared_stores().await {
+        let key = a.recording_link_key();
+        assert_eq!(key, b.recording_link_key(), "{name}");
+        assert_eq!(key.len(), 64, "{name}");
+        assert!(key.iter().all(|c| c.is_ascii_hexdigit()), "{name}");
+        keys.push(key);
+    }
+    assert_ne!(keys[0], keys[1]);
 }
 
 /// Queues `n` deal creates for `n` clients (one order key each).

@@ -252,14 +252,17 @@ impl DealBook for PgLedger<'_, '_> {
         action: Action,
         at: i64,
         text: &str,
+        call: Option<&str>,
     ) -> Result<(), postgres::Error> {
         let sql = match action {
             Action::Comment => {
-                "INSERT INTO comments (deal_id, created_at, text) VALUES ($1, $2, $3)"
+                "INSERT INTO comments (deal_id, created_at, text, call_id) VALUES ($1, $2, $3, $4)"
             }
-            Action::Task => "INSERT INTO tasks (deal_id, created_at, text) VALUES ($1, $2, $3)",
+            Action::Task => {
+                "INSERT INTO tasks (deal_id, created_at, text, call_id) VALUES ($1, $2, $3, $4)"
+            }
         };
-        self.execute(sql, &[&deal, &at, &text])?;
+        self.execute(sql, &[&deal, &at, &text, &call])?;
         Ok(())
     }
 }

@@ -29,6 +29,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0001_schema.sql"),
     include_str!("../../../migrations/postgres/0002_outbox_leases.sql"),
     include_str!("../../../migrations/postgres/0003_call_recording.sql"),
+    include_str!("../../../migrations/postgres/0004_note_recordings.sql"),
+    include_str!("../../../migrations/postgres/0005_console_indexes.sql"),
 ];
 
 /// Any constant: the key of the advisory lock migrations run under.
@@ -60,6 +62,8 @@ pub fn is_postgres_url(url: &str) -> bool {
 pub struct PgStore {
     pool: Arc<Pool>,
     install_id: Arc<str>,
+    /// Signs recording links: the same on every node of the database.
+    link_key: Arc<[u8]>,
     /// This process's run (`runs::new_run`): which open calls are its own.
     run_id: Arc<str>,
     earlier_run_id: Arc<str>,
@@ -114,16 +118,18 @@ impl PgStore {
                 opts.statement_timeout_ms
             ));
         let pool = Arc::new(Pool::new(config, opts.pool_size));
-        let install_id = {
+        let (install_id, link_key) = {
             let pool = pool.clone();
             tokio::task::spawn_blocking(move || {
                 pool.with(|conn| {
                     apply_migrations(conn)?;
-                    let id: String = conn
-                        .client
-                        .query_one("SELECT value FROM meta WHERE key = 'install_id'", &[])?
-                        .get(0);
-                    Ok(id)
+                    let mut meta = |key: &str| -> Result<String, postgres::Error> {
+                        Ok(conn
+                            .client
+                            .query_one("SELECT value FROM meta WHERE key = $1", &[&key])?
+                            .get(0))
+                    };
+                    Ok((meta("install_id")?, meta("recording_link_key")?))
                 })
             })
             .await
@@ -133,6 +139,8 @@ impl PgStore {
         Ok(PgStore {
             pool,
             install_id: install_id.into(),
+            // The hex text itself is the key, as SQLite's.
+            link_key: link_key.into_bytes().into(),
             run_id: runs::new_run(node).into(),
             earlier_run_id: runs::earlier_run(node).into(),
             node: node.into(),
@@ -142,6 +150,10 @@ impl PgStore {
 
     pub fn install_id(&self) -> &Arc<str> {
         &self.install_id
+    }
+
+    pub fn link_key(&self) -> &Arc<[u8]> {
+        &self.link_key
     }
 
     /// Runs `f` on a connection of the pool, on a blocking thread.
