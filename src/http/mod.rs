@@ -439,6 +439,10 @@ async fn grant_shared(s: &AppState, visit: Visit, now: u64) -> Result<Option<Gra
         Ok(granted) => {
             if let (Some(g), Ok(mut pools)) = (&granted, s.pools.lock()) {
                 pools.restore([g.row.clone()]);
+                // The console of the node that took the number shows it.
+                if let Some(e) = &g.exhausted {
+                    pools.remember_exhaustion(e.clone());
+                }
             }
             Ok(granted)
         }
