@@ -1,7 +1,8 @@
 //! siptrack on PostgreSQL (issue 14): two nodes sharing one database make
 //! one deal of one client's leads and deliver each CRM request once;
 //! PostgreSQL stopped mid-run costs no call and loses no decision; a
-//! database that is not there at start is a clear error.
+//! recording link made on one node opens on the other; a database that is
+//! not there at start is a clear error.
 
 mod common;
 
@@ -218,6 +219,96 @@ fn a_number_granted_on_one_node_is_known_on_the_other() {
             .unwrap_or_else(|| panic!("no call to {number}: {calls:#?}"));
         assert_eq!(call["visit_id"], format!("v{i}"), "{call}");
     }
+}
+
+/// Issue 13 across nodes: a recorded call's link is the same from both
+/// nodes' calls API and from `siptrack recording-url` (one key per
+/// database, the call found in PostgreSQL), and the node that did not
+/// take the call serves it when it has the file.
+#[test]
+fn a_recording_link_made_on_one_node_opens_on_the_other() {
+    let url = common::pg::database();
+    let uas_port = free_port();
+    let text = config(uas_port, &url, None, "") + "\n[media]\nrecordings_dir = \"rec\"\n";
+    let nodes = [Siptrack::start(&text), Siptrack::start(&text)];
+    burst(&nodes[0], uas_port, 1, "79160000077");
+    let call_id = nodes[1].wait_for("calls", 1, TOKEN)[0]["id"]
+        .as_str()
+        .expect("call id")
+        .to_string();
+    // What the recorder does for a recorded call, done through the store
+    // (the recorder's own tests are the media suite's).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = rt
+        .block_on(siptrack::store::Store::open(&url))
+        .expect("the nodes' database");
+    rt.block_on(store.execute_raw(&format!(
+        "UPDATE calls SET recording = 'recorded', recording_reason = '' WHERE call_id = '{}'",
+        call_id.replace('\'', "''")
+    )))
+    .expect("mark recorded");
+
+    let links: Vec<String> = nodes
+        .iter()
+        .map(|p| {
+            let calls = p.wait_for("calls", 1, TOKEN);
+            calls[0]["link"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a link: {}", calls[0]))
+                .to_string()
+        })
+        .collect();
+    let cli: Vec<String> = nodes
+        .iter()
+        .map(|p| {
+            let out = Command::new(env!("CARGO_BIN_EXE_siptrack"))
+                .args(["recording-url", &call_id, "--config"])
+                .arg(p.dir().join("siptrack.toml"))
+                .current_dir(p.dir())
+                .output()
+                .expect("run siptrack");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        })
+        .collect();
+    // The links name each node's own address; their path and signature
+    // are the database's.
+    let path = |link: &str| link[link.find("/recordings/").expect("path")..].to_string();
+    let paths: Vec<String> = links.iter().chain(&cli).map(|l| path(l)).collect();
+    assert!(paths.iter().all(|p| p == &paths[0]), "{paths:?}");
+
+    let rec_dir = nodes[1].dir().join("rec");
+    std::fs::create_dir_all(&rec_dir).expect("rec dir");
+    let mut wav = siptrack::media::wav::header(800, true).to_vec();
+    // Text after the header, so a range of it reads back as a string.
+    wav.extend((0..800).map(|i| b'a' + (i % 26) as u8));
+    std::fs::write(
+        rec_dir.join(format!(
+            "{}.wav",
+            siptrack::media::link::file_stem(call_id.as_bytes())
+        )),
+        &wav,
+    )
+    .expect("write wav");
+    let (status, _, body) = common::browser::http(
+        api(&nodes[1]),
+        "GET",
+        &paths[0],
+        &[("Range", "bytes=100-199")],
+        "",
+    );
+    assert_eq!(status, 206, "{}", paths[0]);
+    assert_eq!(body.as_bytes(), &wav[100..200]);
+    let tampered = paths[0].replacen("sig=", "sig=0", 1);
+    let (status, _) = get(api(&nodes[1]), &tampered, None);
+    assert_eq!(status, 403, "{tampered}");
 }
 
 /// PostgreSQL stopped mid-run: calls keep flowing through the proxy,
