@@ -709,6 +709,41 @@ async fn console_pages_and_counts_alike() {
     }
 }
 
+/// A name prefix is a range of bytes on PostgreSQL too, whatever the
+/// database's collation: under ICU's en-US, "Ivan" sorts between "iv" and
+/// "iv" followed by the last code point, so a range in the database's
+/// own order would find it for "iv".
+#[tokio::test]
+async fn a_name_prefix_is_case_sensitive_whatever_the_collation() {
+    use super::query::{LeadQuery, Search};
+    let url = crate::test_pg::database_collated_en_us();
+    let store = Store::open_with_clock(&url, Clock::manual(NOW_MS))
+        .await
+        .expect("postgres store");
+    let at = (NOW_MS / 1000) as i64;
+    store
+        .record_lead(
+            &form("79160000001", at),
+            &Settings::default(),
+            &status(),
+            None,
+            &Plan::default(),
+        )
+        .await
+        .expect("lead");
+    for (prefix, found) in [("Iv", 1), ("Ivan", 1), ("iv", 0), ("IV", 0), ("I-v", 0)] {
+        let page = store
+            .lead_page(LeadQuery {
+                search: Some(Search::NamePrefix(prefix.into())),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("page");
+        assert_eq!(page.len(), found, "{prefix}");
+    }
+}
+
 /// Issue 13 on several nodes: a recording link signed on one node opens
 /// on another, so the key is the database's (64 hex digits), and another
 /// database has another.

@@ -293,6 +293,12 @@ impl Cluster {
 
     /// A fresh, empty database; its URL.
     pub fn database(&self) -> String {
+        self.database_with(&[])
+    }
+
+    /// A fresh, empty database made with more `createdb` options (another
+    /// collation); its URL.
+    pub fn database_with(&self, options: &[&str]) -> String {
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "t{}_{}",
@@ -302,6 +308,7 @@ impl Cluster {
         let mut c = Command::new(self.bin.join("createdb"));
         c.args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
             .arg(self.port.to_string())
+            .args(options)
             .arg(&name);
         run(c, "createdb");
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
@@ -311,4 +318,16 @@ impl Cluster {
 /// A fresh database on the test process's cluster; its URL.
 pub fn database() -> String {
     Cluster::shared().database()
+}
+
+/// A fresh database that compares text as people read it (ICU's en-US:
+/// case and punctuation count for little), not byte by byte as the
+/// cluster's C locale does; its URL.
+#[allow(dead_code)] // Used by the unit tests, not every e2e binary.
+pub fn database_collated_en_us() -> String {
+    Cluster::shared().database_with(&[
+        "--template=template0",
+        "--locale-provider=icu",
+        "--icu-locale=en-US",
+    ])
 }
