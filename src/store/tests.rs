@@ -714,7 +714,7 @@ async fn console_pages_and_counts_alike() {
 /// "iv" followed by the last code point, so a range in the database's
 /// own order would find it for "iv".
 #[tokio::test]
-async fn a_name_prefix_is_case_sensitive_whatever_the_collation() {
+async fn a_name_prefix_and_ties_are_bytes_whatever_the_collation() {
     use super::query::{LeadQuery, Search};
     let url = crate::test_pg::database_collated_en_us();
     let store = Store::open_with_clock(&url, Clock::manual(NOW_MS))
@@ -742,6 +742,27 @@ async fn a_name_prefix_is_case_sensitive_whatever_the_collation() {
             .expect("page");
         assert_eq!(page.len(), found, "{prefix}");
     }
+    // The console's channel counts break ties in byte order too, as
+    // SQLite and the memory store do (en-US would put "Vb" last).
+    for (phone, visit) in [("79160000002", "va"), ("79160000003", "Vb")] {
+        let mut lead = form(phone, at);
+        lead.who.visit = visit.into();
+        store
+            .record_lead(
+                &lead,
+                &Settings::default(),
+                &status(),
+                None,
+                &Plan::default(),
+            )
+            .await
+            .expect("lead");
+    }
+    let channels: Vec<(String, i64)> = store.leads_per_channel(0, 10).await.expect("counts");
+    assert_eq!(
+        channels,
+        [("Vb".into(), 1), ("v1".into(), 1), ("va".into(), 1)]
+    );
 }
 
 /// Issue 13 on several nodes: a recording link signed on one node opens
