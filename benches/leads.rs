@@ -1,7 +1,8 @@
-//! Lead decisions against a large store (issue 4, item 6): 1,000,000 leads
-//! and 300,000 deals already in SQLite, then decide-and-record for new
-//! leads, half from known clients. Criterion gives the throughput; a
-//! timed loop after it prints p50/p99 latency.
+//! Lead decisions against a large store (issue 4, item 6; issue 14):
+//! 1,000,000 leads and 300,000 deals already in SQLite, and the same in
+//! PostgreSQL (a throwaway cluster on loopback, `tests/common/pg.rs`), then
+//! decide-and-record for new leads, half from known clients. Criterion
+//! gives the throughput; a timed loop after it prints p50/p99 latency.
 //!
 //! Under `cargo test` (no `--bench` argument) the store is seeded with
 //! 1,000 leads only, so the suite stays fast.
@@ -16,6 +17,9 @@ use siptrack::leads::dedup::{Group, Identity, LeadKind, Settings};
 use siptrack::leads::pipeline::call_lead;
 use siptrack::store::leads::{Job, NewDealStatus, NewLead};
 use siptrack::store::Store;
+
+#[path = "../tests/common/pg.rs"]
+mod pg;
 
 const NOW: i64 = 1_800_000_000;
 const DAY: i64 = 86_400;
@@ -33,7 +37,7 @@ fn sizes() -> (u64, u64) {
 }
 
 /// A seeded database file, made once per size and reused across runs.
-async fn seeded() -> Store {
+async fn seeded_sqlite() -> Store {
     let (leads, deals) = sizes();
     let dir = PathBuf::from("/tmp/siptrack-leads-bench");
     let path = dir.join(format!("seed-{leads}-{deals}.db"));
@@ -77,6 +81,42 @@ async fn seeded() -> Store {
             started.elapsed().as_secs_f64()
         );
     }
+    store
+}
+
+/// A fresh PostgreSQL database seeded like the SQLite file.
+async fn seeded_postgres() -> Store {
+    let (leads, deals) = sizes();
+    let store = Store::open(&pg::database())
+        .await
+        .expect("open the bench store");
+    let started = Instant::now();
+    store
+        .execute_raw(&format!(
+            "INSERT INTO deals (created_at, title, name, phone, email, visit_id, status, grp, lead_id)
+             SELECT {NOW} - (i % 60) * {DAY}, 'Incoming call from 7916' || lpad(i::text, 7, '0'), '',
+                    '7916' || lpad(i::text, 7, '0'), '', '', 'new',
+                    CASE i % 4 WHEN 0 THEN 'in_progress' WHEN 1 THEN 'paid' ELSE 'not_counted' END, i
+               FROM generate_series(1, {deals}) AS i;
+             INSERT INTO leads (created_at, kind, title, name, phone, email, visit_id, form, dialed,
+                                text, fields, call_id, accepted, deal_id, outcome)
+             SELECT {NOW} - (i % 5184000), 'call',
+                    'Incoming call from 7916' || lpad((i % {deals} + 1)::text, 7, '0'), '',
+                    '7916' || lpad((i % {deals} + 1)::text, 7, '0'), '', 'google', '', '74951110001',
+                    '', '{{}}', NULL, i <= {deals}, i % {deals} + 1,
+                    CASE WHEN i <= {deals} THEN 'deal ' || i || ' created'
+                         ELSE 'duplicate of deal ' || (i % {deals} + 1) END
+               FROM generate_series(1, {leads}) AS i;
+             SELECT setval(pg_get_serial_sequence('deals', 'id'), {deals});
+             SELECT setval(pg_get_serial_sequence('leads', 'id'), {leads});
+             ANALYZE;"
+        ))
+        .await
+        .expect("seed");
+    eprintln!(
+        "postgres: seeded {leads} leads and {deals} deals in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     store
 }
 
@@ -126,11 +166,19 @@ fn call(i: u64, clients: u64) -> CallRecord {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Multi-threaded: the PostgreSQL store works on blocking threads.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
-    let store = rt.block_on(seeded());
+    let sqlite = rt.block_on(seeded_sqlite());
+    run(c, &rt, "SQLite", &sqlite);
+    let postgres = rt.block_on(seeded_postgres());
+    run(c, &rt, "PostgreSQL", &postgres);
+}
+
+fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, db: &str, store: &Store) {
     let (_, clients) = sizes();
     let settings = Settings::default();
     // The local CRM: no outbox rows; the webhook path is benches/outbox.rs.
@@ -147,10 +195,10 @@ fn bench(c: &mut Criterion) {
         % 100_000)
         * 1_000_000;
     let mut i = base;
-    let mut g = c.benchmark_group("leads");
+    let mut g = c.benchmark_group(format!("leads/{db}"));
     g.throughput(Throughput::Elements(1));
     g.measurement_time(Duration::from_secs(10));
-    g.bench_function("decide and record (1M leads, 300k deals in SQLite)", |b| {
+    g.bench_function("decide and record (1M leads, 300k deals)", |b| {
         b.iter(|| {
             i += 1;
             rt.block_on(store.record_lead(&lead(i, clients), &settings, &status, None, &plan))
@@ -192,7 +240,7 @@ fn bench(c: &mut Criterion) {
     let total: Duration = took.iter().sum();
     let pct = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)];
     eprintln!(
-        "leads/latency: {n} decisions, {:.0} per second, p50 {:?}, p99 {:?}, max {:?}",
+        "leads/{db}/latency: {n} decisions, {:.0} per second, p50 {:?}, p99 {:?}, max {:?}",
         n as f64 / total.as_secs_f64(),
         pct(0.50),
         pct(0.99),

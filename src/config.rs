@@ -195,11 +195,19 @@ pub struct TrackingConfig {
 
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
-    /// `sqlite:<path>` (relative to the working directory).
+    /// `sqlite:<path>` (relative to the working directory) or
+    /// `postgres://…`.
     pub url: String,
     /// Where calls wait when the database does not take them (default:
-    /// `siptrack-calls.journal` next to the SQLite file).
+    /// `siptrack-calls.journal` next to the SQLite file; with PostgreSQL
+    /// `data/siptrack-calls.journal`).
     pub journal: Option<String>,
+    /// PostgreSQL: connections per node, and the longest a statement may
+    /// run (`storage.pool_size`, `storage.statement_timeout_ms`).
+    pub postgres: crate::store::postgres::PgOptions,
+    /// This node among those sharing the database (`storage.node_name`);
+    /// None: the host's name (`node_name`).
+    pub node_name: Option<String>,
 }
 
 impl StorageConfig {
@@ -212,6 +220,26 @@ impl StorageConfig {
             .sqlite_path()
             .unwrap_or_else(|| std::path::PathBuf::from("data/siptrack.db"));
         db.with_file_name("siptrack-calls.journal")
+    }
+
+    /// This node's name: `storage.node_name`, else the host's name,
+    /// which stays the same across restarts (and a changed listen port)
+    /// and differs between nodes on different hosts.
+    pub fn node_name(&self, hostname: &str) -> String {
+        match &self.node_name {
+            Some(n) => n.clone(),
+            None if hostname.is_empty() => "siptrack".into(),
+            None => hostname.chars().filter(|c| *c != '/').take(64).collect(),
+        }
+    }
+
+    /// The database as messages name it: the SQLite file's absolute
+    /// path, or the PostgreSQL URL without its password.
+    pub fn describe(&self) -> String {
+        match self.sqlite_path() {
+            Some(p) => p.display().to_string(),
+            None => crate::store::postgres::redact(&self.url),
+        }
     }
 
     /// The database file, resolved against the working directory (what
@@ -370,6 +398,9 @@ struct RawRetry {
 struct RawStorage {
     url: Option<Spanned<String>>,
     journal: Option<Spanned<String>>,
+    pool_size: Option<Spanned<i64>>,
+    statement_timeout_ms: Option<Spanned<i64>>,
+    node_name: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -735,18 +766,45 @@ impl Config {
         let storage_url = match &raw.storage.url {
             None => "sqlite:data/siptrack.db".to_string(),
             Some(s) if s.get_ref().starts_with("sqlite:") => s.get_ref().clone(),
+            Some(s) if crate::store::postgres::is_postgres_url(s.get_ref()) => {
+                if let Err(e) = s.get_ref().parse::<postgres::Config>() {
+                    c.err(
+                        "storage.url",
+                        Some(s.span()),
+                        format!(
+                            "\"{}\" is not a PostgreSQL URL like postgres://user:password@host:5432/siptrack ({e})",
+                            crate::store::postgres::redact(s.get_ref())
+                        ),
+                    );
+                }
+                s.get_ref().clone()
+            }
             Some(s) => {
                 c.err(
                     "storage.url",
                     Some(s.span()),
                     format!(
-                        "\"{}\": only sqlite:<path> is supported so far",
-                        s.get_ref()
+                        "\"{}\": expected sqlite:<path> or postgres://user:password@host:port/database",
+                        crate::store::postgres::redact(s.get_ref())
                     ),
                 );
                 String::new()
             }
         };
+        let pool_size = c.int("storage.pool_size", &raw.storage.pool_size, 8, 1..257) as usize;
+        let node_name = raw.storage.node_name.as_ref().map(|n| {
+            let name = n.get_ref();
+            if let Some(why) = node_name_problem(name) {
+                c.err("storage.node_name", Some(n.span()), why);
+            }
+            name.clone()
+        });
+        let statement_timeout_ms = c.int(
+            "storage.statement_timeout_ms",
+            &raw.storage.statement_timeout_ms,
+            5_000,
+            100..600_001,
+        );
         let drain_seconds = c.int(
             "shutdown.drain_seconds",
             &raw.shutdown.drain_seconds,
@@ -801,6 +859,11 @@ impl Config {
             storage: StorageConfig {
                 url: storage_url,
                 journal: raw.storage.journal.as_ref().map(|j| j.get_ref().clone()),
+                postgres: crate::store::postgres::PgOptions {
+                    pool_size,
+                    statement_timeout_ms,
+                },
+                node_name,
             },
             leads,
             crm,
@@ -842,6 +905,21 @@ fn public_url(c: &mut Checker, v: &Option<Spanned<String>>) -> Option<String> {
             None
         }
     }
+}
+
+/// Why `name` cannot name a node, if it cannot: it prefixes the node's
+/// run ids (`<node>/<run>`), so no `/`; printable, at most 64 bytes.
+fn node_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > 64 {
+        return Some("must be 1 to 64 bytes long".into());
+    }
+    if name.contains('/') || name.chars().any(char::is_control) {
+        return Some(format!(
+            "\"{}\": '/' and control characters are not allowed",
+            name.escape_debug()
+        ));
+    }
+    None
 }
 
 /// SIP headers the forwarded INVITE carries from the proxy (its Via,
@@ -1914,6 +1992,41 @@ pub fn parse_destination(s: &str) -> Result<Destination, String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn postgres_storage_with_its_pool() {
+        let c = Config::parse(
+            "[storage]\nurl = \"postgres://siptrack:pw@db.internal:5432/siptrack\"\n\
+             pool_size = 16\nstatement_timeout_ms = 2000\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.storage.url,
+            "postgres://siptrack:pw@db.internal:5432/siptrack"
+        );
+        assert_eq!(
+            c.storage.postgres,
+            crate::store::postgres::PgOptions {
+                pool_size: 16,
+                statement_timeout_ms: 2000
+            }
+        );
+        // What check-config and the start line print: no password.
+        assert_eq!(
+            c.storage.describe(),
+            "postgres://siptrack:***@db.internal:5432/siptrack"
+        );
+        let d = Config::parse("").expect("defaults");
+        assert_eq!(
+            d.storage.postgres,
+            crate::store::postgres::PgOptions::default()
+        );
+        // A node's name: configured, else the host's.
+        assert_eq!(d.storage.node_name("pbx1"), "pbx1");
+        assert_eq!(d.storage.node_name(""), "siptrack");
+        let named = Config::parse("[storage]\nnode_name = \"east-1\"\n").expect("named");
+        assert_eq!(named.storage.node_name("pbx1"), "east-1");
+    }
+
     fn errors(text: &str) -> Vec<ConfigError> {
         match Config::parse(text) {
             Ok(_) => Vec::new(),
@@ -2338,9 +2451,34 @@ mod tests {
                 "must be between 1 and 1024",
             ),
             (
-                "[storage]\nurl = \"postgres://db/siptrack\"\n",
+                "[storage]\nurl = \"mysql://db/siptrack\"\n",
                 "storage.url",
-                "only sqlite:<path> is supported so far",
+                "expected sqlite:<path> or postgres://",
+            ),
+            (
+                "[storage]\nurl = \"postgres://u:pw@db:notaport/x\"\n",
+                "storage.url",
+                "is not a PostgreSQL URL",
+            ),
+            (
+                "[storage]\nnode_name = \"a/b\"\n",
+                "storage.node_name",
+                "'/' and control characters are not allowed",
+            ),
+            (
+                "[storage]\nnode_name = \"\"\n",
+                "storage.node_name",
+                "must be 1 to 64 bytes long",
+            ),
+            (
+                "[storage]\npool_size = 0\n",
+                "storage.pool_size",
+                "must be between 1 and 256",
+            ),
+            (
+                "[storage]\nstatement_timeout_ms = 10\n",
+                "storage.statement_timeout_ms",
+                "must be between 100 and 600000",
             ),
             (
                 "[sip]\ntrusted_sources = [\"192.0.2.0/24\", \"10.0.0.300/8\"]\n",

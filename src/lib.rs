@@ -21,3 +21,8 @@ pub mod store;
 pub mod tracking;
 pub mod transport;
 pub mod ui;
+
+/// The throwaway PostgreSQL of the tests (also used by tests/common).
+#[cfg(test)]
+#[path = "../tests/common/pg.rs"]
+pub(crate) mod test_pg;

@@ -110,9 +110,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(cfg) => {
                 println!("{}: ok", file.display());
-                if let Some(db) = cfg.storage.sqlite_path() {
-                    println!("database: {}", db.display());
-                }
+                println!("database: {}", cfg.storage.describe());
                 ExitCode::SUCCESS
             }
             Err(errors) => {

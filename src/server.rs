@@ -121,12 +121,24 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         dialog_max_ms: config.leads.max_call_seconds * 1000,
         untrusted: sip.untrusted,
     };
-    let store = Store::open(&config.storage.url)
-        .await
-        .context("opening the database")?;
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "siptrack".into());
+    let node = config.storage.node_name(&hostname);
+    let store = Store::open_with(
+        &config.storage.url,
+        &config.storage.postgres,
+        &node,
+        clock.clone(),
+    )
+    .await
+    .context("opening the database")?;
     let mut pools = Pools::new(config.tracking.pools.clone());
     pools.restore(store.load_assignments().await?);
     let pools = Arc::new(Mutex::new(pools));
+    if store.is_shared() {
+        tokio::spawn(follow_shared_pools(store.clone(), pools.clone()));
+    }
     let http = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding http {}", config.http.listen))?;
@@ -136,10 +148,8 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     // calls go, where leads go.
     tracing::info!(
         config = %config_path.display(),
-        database = %config
-            .storage
-            .sqlite_path()
-            .map_or_else(|| config.storage.url.clone(), |p| p.display().to_string()),
+        database = %config.storage.describe(),
+        node = %node,
         destination = config
             .tracking
             .default_destination
@@ -281,7 +291,15 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                             let data = Bytes::copy_from_slice(&buf[..n]);
                             trace_sip(traces.as_deref(), Direction::In, peer, &data, &clock);
                             node.on_message(clock.now(), peer, data);
-                            flush(&mut node, &udp_outs, &mut hub, &mut news, relay.as_ref(), traces.as_deref(), &clock);
+                            flush(
+                                &mut node,
+                                &udp_outs,
+                                &mut hub,
+                                &mut news,
+                                relay.as_ref(),
+                                traces.as_deref(),
+                                &clock,
+                            );
                         }
                         Err(_) => break,
                     }
@@ -725,6 +743,29 @@ async fn sweep_recordings(
             tracing::error!(error = %e, "recordings retention sweep failed");
         }
         tokio::time::sleep(retention::EVERY).await;
+    }
+}
+
+/// How often a node sharing PostgreSQL reads back the numbers other nodes
+/// granted: a call to a number another node handed out within this long
+/// may not find its visit yet.
+const SHARED_POOLS_EVERY: Duration = Duration::from_millis(500);
+
+/// Keeps this node's pools in step with the numbers every node granted
+/// (the SIP thread looks calls up in memory, never in the database).
+async fn follow_shared_pools(store: Store, pools: Arc<Mutex<Pools>>) {
+    let mut tick = tokio::time::interval(SHARED_POOLS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.load_assignments().await {
+            Ok(rows) => {
+                if let Ok(mut p) = pools.lock() {
+                    p.restore(rows);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "reading pool numbers granted by other nodes"),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::checks::{get, post_json};
 use common::crm::{expected_signature, Crm, Mode};
-use common::{free_port, Sipp, Siptrack};
+use common::{free_port, Db, Sipp, Siptrack};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "crm-token-7f3a";
@@ -75,7 +75,7 @@ listen = "127.0.0.1:{{HTTP_PORT}}"
 token = "{TOKEN}"
 
 [storage]
-url = "sqlite:{db}"
+url = "{db}"
 {extra}
 "#
     )
@@ -168,6 +168,7 @@ fn visit() -> Value {
 /// form lead and a second one from the same client (a task), all checked
 /// field by field as the CRM received them.
 fn payloads_in(
+    kind: Db,
     tz: &str,
     offset_h: i64,
     phone_format: &str,
@@ -177,11 +178,7 @@ fn payloads_in(
     let crm = Crm::start(0, SECRET, Mode::Ok);
     let uas_port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir
-        .path()
-        .join("siptrack.db")
-        .to_string_lossy()
-        .into_owned();
+    let db = kind.fresh_url(dir.path());
     let crm_keys = format!(
         "timezone = \"{tz}\"\nphone_format = \"{phone_format}\"\nallow_html = {allow_html}\n"
     );
@@ -471,9 +468,9 @@ fn payloads_in(
     assert!(crm.lock().orphans.is_empty());
 }
 
-#[test]
-fn payloads_in_utc_plus_3_with_a_trunk_prefix_format_escaped() {
+fn payloads_in_utc_plus_3_with_a_trunk_prefix_format_escaped(kind: Db) {
     payloads_in(
+        kind,
         "UTC+3",
         3,
         "8 (XXX) XXX-XX-XX",
@@ -482,9 +479,15 @@ fn payloads_in_utc_plus_3_with_a_trunk_prefix_format_escaped() {
     );
 }
 
-#[test]
-fn payloads_in_utc_minus_5_with_an_international_format_html_allowed() {
-    payloads_in("UTC-5", -5, "+7XXXXXXXXXX", |d| format!("+7{d}"), true);
+fn payloads_in_utc_minus_5_with_an_international_format_html_allowed(kind: Db) {
+    payloads_in(
+        kind,
+        "UTC-5",
+        -5,
+        "+7XXXXXXXXXX",
+        |d| format!("+7{d}"),
+        true,
+    );
 }
 
 /// Every request the CRM saw for one key carried the same body, and every
@@ -504,15 +507,10 @@ fn assert_stable_and_signed(crm: &Crm) {
     }
 }
 
-#[test]
-fn every_way_a_crm_fails_is_retried_until_each_lead_is_applied_once() {
+fn every_way_a_crm_fails_is_retried_until_each_lead_is_applied_once(kind: Db) {
     let mut crm = Crm::start(0, SECRET, Mode::Ok);
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir
-        .path()
-        .join("siptrack.db")
-        .to_string_lossy()
-        .into_owned();
+    let db = kind.fresh_url(dir.path());
     let p = Siptrack::start(&config(&Setup {
         uas_port: free_port(),
         db: &db,
@@ -665,15 +663,10 @@ fn every_way_a_crm_fails_is_retried_until_each_lead_is_applied_once() {
     );
 }
 
-#[test]
-fn a_kill_with_1000_leads_queued_loses_none() {
+fn a_kill_with_1000_leads_queued_loses_none(kind: Db) {
     let mut crm = Crm::start(0, SECRET, Mode::Status(503));
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir
-        .path()
-        .join("siptrack.db")
-        .to_string_lossy()
-        .into_owned();
+    let db = kind.fresh_url(dir.path());
     let text = config(&Setup {
         uas_port: free_port(),
         db: &db,
@@ -821,8 +814,7 @@ fn the_signature_check_is_not_vacuous() {
 
 /// Parking: an item older than `crm.retry.max_age_hours` that fails again
 /// is parked, shown in the API and metrics, and can be put back.
-#[test]
-fn an_old_failing_request_is_parked_visible_and_requeued() {
+fn an_old_failing_request_is_parked_visible_and_requeued(kind: Db) {
     use siptrack::config::CrmDelivery;
     use siptrack::crm::metrics::OutboxMetrics;
     use siptrack::crm::outbox::{Plan, Retry};
@@ -836,7 +828,7 @@ fn an_old_failing_request_is_parked_visible_and_requeued() {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite:{}", dir.path().join("s.db").display());
+    let url = kind.fresh_url(dir.path());
     let store = rt.block_on(Store::open(&url)).expect("store");
     let port = free_port();
     let plan = Plan {
@@ -935,3 +927,11 @@ fn an_old_failing_request_is_parked_visible_and_requeued() {
     );
     rt.shutdown_background();
 }
+
+crate::on_each_db!(
+    payloads_in_utc_plus_3_with_a_trunk_prefix_format_escaped,
+    payloads_in_utc_minus_5_with_an_international_format_html_allowed,
+    every_way_a_crm_fails_is_retried_until_each_lead_is_applied_once,
+    a_kill_with_1000_leads_queued_loses_none,
+    an_old_failing_request_is_parked_visible_and_requeued,
+);

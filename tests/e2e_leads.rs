@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::checks::{get, post_json};
-use common::{free_port, Sipp, SippRun, Siptrack};
+use common::{free_port, Db, Sipp, SippRun, Siptrack};
 use serde_json::Value;
 
 const TOKEN: &str = "leads-token-51c2";
@@ -52,7 +52,7 @@ listen = "127.0.0.1:{{HTTP_PORT}}"
 token = "{TOKEN}"
 
 [storage]
-url = "sqlite:{db}"
+url = "{db}"
 "#
     )
 }
@@ -95,18 +95,15 @@ fn pair(
     (uac, uas)
 }
 
-fn db_in(dir: &tempfile::TempDir) -> String {
-    dir.path()
-        .join("siptrack.db")
-        .to_string_lossy()
-        .into_owned()
+/// `storage.url` of a fresh database of the kind `db`.
+fn db_in(db: Db, dir: &tempfile::TempDir) -> String {
+    db.fresh_url(dir.path())
 }
 
-#[test]
-fn call_records_have_the_right_status_and_duration() {
+fn call_records_have_the_right_status_and_duration(db: Db) {
     let uas_port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let p = Siptrack::start(&config(uas_port, &db_in(&dir), ""));
+    let p = Siptrack::start(&config(uas_port, &db_in(db, &dir), ""));
     // Answered, talking 3 s.
     pair(
         &p,
@@ -200,11 +197,10 @@ fn call_records_have_the_right_status_and_duration() {
         .all(|l| l["type"] == "call" && !l["outcome"].as_str().unwrap_or("").is_empty()));
 }
 
-#[test]
-fn deals_follow_the_duplicate_rules_and_status_callbacks() {
+fn deals_follow_the_duplicate_rules_and_status_callbacks(db: Db) {
     let uas_port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let p = Siptrack::start(&config(uas_port, &db_in(&dir), ""));
+    let p = Siptrack::start(&config(uas_port, &db_in(db, &dir), ""));
     let call = |number: &str| {
         pair(
             &p,
@@ -312,11 +308,10 @@ fn deals_follow_the_duplicate_rules_and_status_callbacks() {
     assert_eq!(rows[1]["phone"], "79165554433");
 }
 
-#[test]
-fn concurrent_leads_of_one_client_make_one_deal() {
+fn concurrent_leads_of_one_client_make_one_deal(db: Db) {
     let uas_port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let p = Siptrack::start(&config(uas_port, &db_in(&dir), ""));
+    let p = Siptrack::start(&config(uas_port, &db_in(db, &dir), ""));
     let addr = api(&p);
     let threads: Vec<_> = (0..50)
         .map(|i| {
@@ -355,11 +350,10 @@ fn concurrent_leads_of_one_client_make_one_deal() {
     assert_eq!(leads[0]["email"], "anna@example.com");
 }
 
-#[test]
-fn bad_input_is_refused_and_nothing_is_written() {
+fn bad_input_is_refused_and_nothing_is_written(db: Db) {
     let uas_port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let p = Siptrack::start(&config(uas_port, &db_in(&dir), ""));
+    let p = Siptrack::start(&config(uas_port, &db_in(db, &dir), ""));
     let ok = r#"{"name": "Anna", "phone": "89167000000"}"#;
     for token in [None, Some("nope")] {
         assert_eq!(post_json(api(&p), "/api/v1/leads", token, ok).0, 401);
@@ -487,11 +481,10 @@ fn bad_input_is_refused_and_nothing_is_written() {
     );
 }
 
-#[test]
-fn a_crash_in_a_burst_of_calls_leaves_a_consistent_store() {
+fn a_crash_in_a_burst_of_calls_leaves_a_consistent_store(db: Db) {
     let uas_port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let cfg = config(uas_port, &db_in(&dir), "");
+    let cfg = config(uas_port, &db_in(db, &dir), "");
     let mut p = Siptrack::start(&cfg);
     let uas = Sipp::uas("uas.xml")
         .port(uas_port)
@@ -548,11 +541,10 @@ fn a_crash_in_a_burst_of_calls_leaves_a_consistent_store() {
 /// Issue 11, items 2 and 3: withheld callers make a lead each, without a
 /// phone; an escaped caller number is decoded, stored normalised and
 /// forwarded normalised.
-#[test]
-fn withheld_callers_are_nobody_and_escaped_callers_are_decoded() {
+fn withheld_callers_are_nobody_and_escaped_callers_are_decoded(db: Db) {
     let uas_port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let p = Siptrack::start(&config(uas_port, &db_in(&dir), ""));
+    let p = Siptrack::start(&config(uas_port, &db_in(db, &dir), ""));
     for caller in ["anonymous", "Anonymous"] {
         pair(
             &p,
@@ -654,11 +646,10 @@ fn withheld_callers_are_nobody_and_escaped_callers_are_decoded() {
 /// Issue 11, item 2: with `Privacy: id` the asserted identity is the
 /// caller (siptrack is inside the trust domain), and without a usable one
 /// the call is withheld; the Privacy header reaches the PBX untouched.
-#[test]
-fn privacy_id_takes_the_asserted_number_or_withholds_the_caller() {
+fn privacy_id_takes_the_asserted_number_or_withholds_the_caller(db: Db) {
     let uas_port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let p = Siptrack::start(&config(uas_port, &db_in(&dir), ""));
+    let p = Siptrack::start(&config(uas_port, &db_in(db, &dir), ""));
     let checks = [
         common::checks::line("Privacy", "id"),
         common::checks::ere("P-Asserted-Identity: <sip:79167776655@"),
@@ -731,10 +722,9 @@ fn privacy_id_takes_the_asserted_number_or_withholds_the_caller() {
 
 /// Issue 12, item 9: `siptrack leads` shows what a web form sent without
 /// letting it drive the operator's terminal (title change, bell, CSI).
-#[test]
-fn lead_log_escapes_control_characters_from_forms() {
+fn lead_log_escapes_control_characters_from_forms(db: Db) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let p = Siptrack::start(&config(free_port(), &db_in(&dir), ""));
+    let p = Siptrack::start(&config(free_port(), &db_in(db, &dir), ""));
     let body = r#"{"name": "\u001b]0;pwned\u0007Eve", "phone": "+7 916 555-00-11", "text": "x\u009b31my \u202e"}"#;
     let (status, answer) = post_json(api(&p), "/api/v1/leads", Some(TOKEN), body);
     assert_eq!(status, 200, "{answer}");
@@ -756,3 +746,14 @@ fn lead_log_escapes_control_characters_from_forms() {
         assert!(text.contains("]0;pwned"), "{text}");
     }
 }
+
+crate::on_each_db!(
+    call_records_have_the_right_status_and_duration,
+    deals_follow_the_duplicate_rules_and_status_callbacks,
+    concurrent_leads_of_one_client_make_one_deal,
+    bad_input_is_refused_and_nothing_is_written,
+    a_crash_in_a_burst_of_calls_leaves_a_consistent_store,
+    withheld_callers_are_nobody_and_escaped_callers_are_decoded,
+    privacy_id_takes_the_asserted_number_or_withholds_the_caller,
+    lead_log_escapes_control_characters_from_forms,
+);

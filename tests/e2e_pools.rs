@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::checks::{calls_through, get, line, post_json, request};
-use common::{free_port, Siptrack};
+use common::{free_port, Db, Siptrack};
 
 const TOKEN: &str = "test-token-7f3a";
 
@@ -46,7 +46,7 @@ listen = "127.0.0.1:{{HTTP_PORT}}"
 token = "{TOKEN}"
 
 [storage]
-url = "sqlite:{db}"
+url = "{db}"
 "#
     )
 }
@@ -66,12 +66,11 @@ fn visit(proxy: &Siptrack, body: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn visits_get_numbers_and_calls_carry_the_visit() {
+fn visits_get_numbers_and_calls_carry_the_visit(kind: Db) {
     let uas_port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("state.db");
-    let mut proxy = Siptrack::start(&config(uas_port, &db.to_string_lossy()));
+    let db = kind.fresh_url(dir.path());
+    let mut proxy = Siptrack::start(&config(uas_port, &db));
 
     // Segments choose the pool.
     let organic = visit(
@@ -177,7 +176,7 @@ fn visits_get_numbers_and_calls_carry_the_visit() {
     assert!(proxy
         .stop(Duration::from_secs(10))
         .is_some_and(|s| s.success()));
-    let proxy = Siptrack::start(&config(uas_port, &db.to_string_lossy()));
+    let proxy = Siptrack::start(&config(uas_port, &db));
     calls_through(
         &proxy,
         uas_port,
@@ -203,8 +202,8 @@ fn visits_get_numbers_and_calls_carry_the_visit() {
 fn the_api_checks_auth_and_fields() {
     let uas_port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("state.db");
-    let proxy = Siptrack::start(&config(uas_port, &db.to_string_lossy()));
+    let db = Db::Sqlite.fresh_url(dir.path());
+    let proxy = Siptrack::start(&config(uas_port, &db));
     assert_eq!(
         get(api(&proxy), "/healthz", None),
         (200, "ok\n".to_string())
@@ -250,8 +249,8 @@ fn the_api_checks_auth_and_fields() {
 fn every_api_route_takes_the_token_and_only_it() {
     let uas_port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("state.db");
-    let proxy = Siptrack::start(&config(uas_port, &db.to_string_lossy()));
+    let db = Db::Sqlite.fresh_url(dir.path());
+    let proxy = Siptrack::start(&config(uas_port, &db));
     let routes = [
         ("GET", "/api/v1/leads", ""),
         ("GET", "/api/v1/calls", ""),
@@ -281,3 +280,5 @@ fn every_api_route_takes_the_token_and_only_it() {
         }
     }
 }
+
+crate::on_each_db!(visits_get_numbers_and_calls_carry_the_visit);

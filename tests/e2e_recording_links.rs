@@ -3,14 +3,16 @@
 //! of tests/common receiving the call-end webhook, and plain HTTP against
 //! `/recordings/{call_id}`.
 //!
-//! The recording itself is put in place through the store and the
-//! recordings directory (the WAV where the call's file belongs, the call
-//! record's outcome set to `recorded`, the queued call-end request naming
-//! it as siptrack does at queue time for a recorded call), so what is
-//! checked here is everything after the recorder: links, signatures,
-//! ranges, the webhook's link, the CLI and retention. Links are also
-//! signed here with an independent HMAC over the documented format, with
-//! the key read from the database.
+//! `a_really_recorded_calls_webhook_link_plays_its_wav` streams RTP
+//! through siptrack's relay (tests/common/rtp.rs) and plays the WAV the
+//! recorder wrote through the webhook's link. The other tests put a
+//! recording in place through the store and the recordings directory (a
+//! WAV of known bytes where the call's file belongs, the call record's
+//! outcome set to `recorded`, the queued call-end request naming it as
+//! siptrack does at queue time for a recorded call), so every byte range
+//! and refusal can be checked exactly. Links are also signed here with an
+//! independent HMAC over the documented format, with the key read from the
+//! database.
 
 mod common;
 
@@ -564,4 +566,125 @@ fn retention_deletes_old_recordings_at_start_and_counts_them() {
         &[],
     );
     assert_eq!(r.status, 200);
+}
+
+/// Waits (at most 10 s) for a message `sipp` traced that `want` matches.
+fn traced(
+    sipp: &common::SippProcess,
+    what: &str,
+    want: impl Fn(&common::SipTrace) -> bool,
+) -> common::SipTrace {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(m) = sipp.messages().into_iter().find(|m| want(m)) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "no {what} within 10 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// With the relay and the recorder in the path (no seam): a call whose
+/// media went through siptrack is recorded, and the link its call-end and
+/// lead webhooks carry plays that WAV, the caller's tone on the left.
+#[test]
+fn a_really_recorded_calls_webhook_link_plays_its_wav() {
+    use common::rtp::{goertzel, sdp_media_addr, RtpEndpoint};
+    use common::Dir;
+    let uas_port = free_port();
+    let crm = Crm::start(0, SECRET, Mode::Ok);
+    let base = common::free_ports(8);
+    let media = format!(
+        "port_min = {base}\nport_max = {}\nadvertised_ip = \"127.0.0.1\"",
+        base + 7
+    );
+    let p = Siptrack::start(&config(uas_port, &crm, "rec", &media, ""));
+    let caller = RtpEndpoint::bind(free_port());
+    let callee = RtpEndpoint::bind(free_port());
+    let uas = Sipp::uas("uas_media.xml")
+        .port(uas_port)
+        .arg("-key")
+        .arg("rtp_port")
+        .arg(callee.port().to_string())
+        .pause_ms(500)
+        .spawn();
+    let uac = Sipp::uac("uac_media.xml", p.sip_addr())
+        .calls(1)
+        .arg("-key")
+        .arg("rtp_port")
+        .arg(caller.port().to_string())
+        .pause_ms(2500)
+        .spawn();
+    let body = |m: &common::SipTrace| m.text.split_once("\n\n").map_or("", |(_, b)| b).to_string();
+    let invite = traced(&uas, "INVITE at the UAS", |m| {
+        m.dir == Dir::Received && m.is_request("INVITE")
+    });
+    let ok = traced(&uac, "200 at the UAC", |m| {
+        m.dir == Dir::Received && m.is_response(200) && m.cseq_method().as_deref() == Some("INVITE")
+    });
+    let from_callee = sdp_media_addr(&body(&invite)).expect("SDP in the INVITE");
+    let from_caller = sdp_media_addr(&body(&ok)).expect("SDP in the 200");
+    let a = caller.send_tone(from_caller, 440.0, 75, 0x1111);
+    let b = callee.send_tone(from_callee, 1000.0, 75, 0x2222);
+    a.join().expect("caller tone");
+    b.join().expect("callee tone");
+    let uac = uac.wait();
+    let uas = uas.wait_at_most(Duration::from_secs(5));
+    assert_eq!(uac.successful(), 1, "{}\n{}", uac.summary(), uas.summary());
+
+    crm.wait_until(
+        Duration::from_secs(15),
+        "the call-end and lead webhooks",
+        |s| {
+            ["/end", "/hook"]
+                .iter()
+                .all(|p| s.requests.iter().any(|r| r.path == *p && r.answered == 200))
+        },
+    );
+    let (end, lead) = {
+        let s = crm.lock();
+        let last = |path: &str| {
+            s.requests
+                .iter()
+                .rev()
+                .find(|r| r.path == path && r.answered == 200)
+                .map(|r| r.json.clone())
+                .expect("delivered")
+        };
+        (last("/end"), last("/hook"))
+    };
+    let link = end["link"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a recorded call's end has a link: {end}\n{}", p.log()))
+        .to_string();
+    assert_eq!(
+        lead["recording_url"].as_str(),
+        Some(link.as_str()),
+        "{lead}"
+    );
+    let listed = p.wait_for("calls", 1, TOKEN).remove(0);
+    assert_eq!(listed["recording"], "recorded", "{listed}");
+    assert_eq!(listed["link"].as_str(), Some(link.as_str()));
+
+    let wav = http_get(p.api(), path_of(&link), &[]);
+    assert_eq!(wav.status, 200, "{}", wav.text());
+    let pcm = siptrack::media::wav::samples(&wav.body).expect("a finished WAV");
+    let left: Vec<f64> = pcm.iter().step_by(2).map(|&s| f64::from(s)).collect();
+    let right: Vec<f64> = pcm
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|&s| f64::from(s))
+        .collect();
+    assert!(
+        goertzel(&left, 440.0) > 100.0 * goertzel(&left, 1000.0),
+        "left: caller"
+    );
+    assert!(
+        goertzel(&right, 1000.0) > 100.0 * goertzel(&right, 440.0),
+        "right: callee"
+    );
+    let part = http_get(p.api(), path_of(&link), &[("Range", "bytes=100-199")]);
+    assert_eq!(part.status, 206);
+    assert!(part.body == wav.body[100..200]);
 }

@@ -17,14 +17,15 @@ use common::browser::{http, Browser};
 use common::checks::{get, post_json};
 use common::crm::{Crm, Mode};
 use common::rtp::{sdp_media_addr, RtpEndpoint};
-use common::{free_port, Dir, SipTrace, Sipp, SippProcess, Siptrack};
+use common::{free_port, Db, Dir, SipTrace, Sipp, SippProcess, Siptrack};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "ui-token-7f3a";
 const SECRET: &str = "ui-crm-secret";
 const SCRIPT: &str = "<script>alert(1)</script>";
 
-fn config(uas_port: u16, db: &str, crm: Option<&Crm>, ui: &str) -> String {
+/// `store`: `storage.url`.
+fn config(uas_port: u16, store: &str, crm: Option<&Crm>, ui: &str) -> String {
     let crm = crm.map_or(String::new(), |c| {
         format!(
             "kind = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\ntimeout_ms = 400\n\n[crm.retry]\ninitial_ms = 100\nmax_ms = 500\nmax_age_hours = 1\n",
@@ -64,7 +65,7 @@ listen = "127.0.0.1:{{HTTP_PORT}}"
 token = "{TOKEN}"
 
 [storage]
-url = "sqlite:{db}"
+url = "{store}"
 
 {ui}
 
@@ -107,8 +108,14 @@ fn post(p: &Siptrack, path: &str, body: Value) -> Value {
     serde_json::from_str(&reply).expect("JSON")
 }
 
-fn shots() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots")
+/// Where a run's screenshots go: the PostgreSQL run's apart, since both
+/// runs take the same pictures at the same time.
+fn shots(db: Db) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    match db {
+        Db::Sqlite => dir,
+        Db::Postgres => dir.join("postgres"),
+    }
 }
 
 fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
@@ -129,15 +136,17 @@ fn rows(b: &Browser, table: &str) -> Vec<Vec<String>> {
     serde_json::from_value(v).unwrap_or_default()
 }
 
-#[test]
-fn the_console_in_a_real_browser() {
+/// The whole console on each database: its pages read the store's
+/// console queries (keyset pages, filters, counts), which each store
+/// answers with its own SQL.
+fn the_console_in_a_real_browser(db: Db) {
     let uas_port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("siptrack.db").display().to_string();
+    let store_url = db.fresh_url(dir.path());
     let crm = Crm::start(0, SECRET, Mode::Status(500));
     let p = Siptrack::start(&config(
         uas_port,
-        &db,
+        &store_url,
         Some(&crm),
         "[ui]\nsip_trace_minutes = 10",
     ));
@@ -152,7 +161,6 @@ fn the_console_in_a_real_browser() {
                "visit_id": "v-\"form\"", "text": "call me\n<b>soon</b>"}),
     );
     let form_lead_id = form_lead["lead_id"].as_i64().expect("lead id");
-    let store_url = format!("sqlite:{db}");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -198,7 +206,7 @@ fn the_console_in_a_real_browser() {
         b.run("return document.getElementById('password').type", json!([])),
         "password"
     );
-    b.screenshot(&shots().join("login.png"));
+    b.screenshot(&shots(db).join("login.png"));
     b.type_into("#password", "wrong");
     b.click("#sign-in");
     b.wait_url("/ui/login?failed&next=%2Fui%2Fleads");
@@ -245,7 +253,7 @@ fn the_console_in_a_real_browser() {
         dup_link.as_str().unwrap_or("").starts_with("/ui/"),
         "{dup_link}"
     );
-    b.screenshot(&shots().join("leads.png"));
+    b.screenshot(&shots(db).join("leads.png"));
 
     // Filters and search narrow the list (through the page's form).
     b.type_into("input[name=q]", "8 (916) 555-44-33");
@@ -283,7 +291,7 @@ fn the_console_in_a_real_browser() {
     );
     assert!(calls.iter().any(|r| r[6] == "google"));
     assert_eq!(b.alert(), None);
-    b.screenshot(&shots().join("calls.png"));
+    b.screenshot(&shots(db).join("calls.png"));
 
     // A call's SIP ladder: what siptrack received and sent, both legs.
     b.click("#calls tbody tr:last-child a.ladder");
@@ -313,7 +321,7 @@ fn the_console_in_a_real_browser() {
     );
     assert_eq!(columns, 3, "caller, siptrack, PBX");
     assert!(b.text("details").contains("INVITE"));
-    b.screenshot(&shots().join("ladder.png"));
+    b.screenshot(&shots(db).join("ladder.png"));
 
     // Pools: the visit's id and fields as they came, quotes and tags.
     b.go(&format!("{base}/ui/pools"));
@@ -330,7 +338,7 @@ fn the_console_in_a_real_browser() {
     let events = rows(&b, "#exhaustions");
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0][1..], ["site", "+7 495 123-00-01", visit_id]);
-    b.screenshot(&shots().join("pools.png"));
+    b.screenshot(&shots(db).join("pools.png"));
 
     // A deal marked won from the deals page: the caller's next call makes
     // a new deal (L-3) — and shows up on the open lead list by itself.
@@ -344,7 +352,7 @@ fn the_console_in_a_real_browser() {
         "document.querySelector(arguments[0] + ' select[name=status]').value = 'Won';",
         json!([deal_row]),
     );
-    b.screenshot(&shots().join("deals.png"));
+    b.screenshot(&shots(db).join("deals.png"));
     b.click(&format!("{deal_row} button"));
     b.wait_url("/ui/deals");
     assert_eq!(
@@ -405,7 +413,7 @@ fn the_console_in_a_real_browser() {
         .find(|r| r[3] == form_lead_id.to_string())
         .unwrap_or_else(|| panic!("the parked request: {parked:?}"));
     assert!(row[6].contains("HTTP 500"), "{row:?}");
-    b.screenshot(&shots().join("outbox.png"));
+    b.screenshot(&shots(db).join("outbox.png"));
     let item = &row[0];
     b.click(&format!("#outbox-{item} button"));
     b.wait_url("/ui/outbox");
@@ -428,9 +436,9 @@ fn the_console_in_a_real_browser() {
     assert!(bars.as_i64().unwrap_or(0) >= 2, "bars and legend: {bars}");
     assert!(b.text("#channels-chart").contains("google"));
     assert!(b.text("#sip").contains("received"));
-    b.screenshot(&shots().join("overview.png"));
+    b.screenshot(&shots(db).join("overview.png"));
     b.go(&format!("{base}/ui/?range=7d"));
-    b.screenshot(&shots().join("overview-7d.png"));
+    b.screenshot(&shots(db).join("overview-7d.png"));
 
     // Sign out: the pages want a sign-in again.
     b.click("form.out button");
@@ -503,7 +511,7 @@ fn sessions_csrf_users_and_language() {
         .to_string();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("s.db").display().to_string();
+    let db = format!("sqlite:{}", dir.path().join("s.db").display());
     let ui = format!(
         "[ui]\nlanguage = \"ru\"\nsession_minutes = 5\n[[ui.users]]\nname = \"anna\"\npassword_hash = \"{hash}\"\n"
     );
@@ -700,6 +708,8 @@ fn sessions_csrf_users_and_language() {
     // The API token signs in too.
     assert!(sign_in(api, "", TOKEN).is_some());
 }
+
+crate::on_each_db!(the_console_in_a_real_browser);
 
 /// A siptrack that relays and records media, with recording links that
 /// need the token or a console session.
@@ -936,7 +946,7 @@ fn a_recorded_call_plays_in_the_console_and_its_link_needs_a_session_or_the_toke
         (duration - wav_seconds).abs() <= 0.1,
         "the player says {duration} s, the WAV is {wav_seconds} s"
     );
-    b.screenshot(&shots().join("calls-player.png"));
+    b.screenshot(&shots(Db::Sqlite).join("calls-player.png"));
     let ended = b.wait(
         Duration::from_secs(20),
         "the recording to play to its end",

@@ -47,6 +47,12 @@ impl Pacer {
         )
     }
 
+    /// The spacing of its tokens: `1000 / interval_ms` requests a second
+    /// once the burst is spent.
+    pub fn interval_ms(&self) -> u64 {
+        self.interval_ms
+    }
+
     /// A request that was to start at its reserved time went `ms` later
     /// (a busy machine wakes a sleeper late): the ones after it move by
     /// as much, so the late one and the next cannot arrive closer than

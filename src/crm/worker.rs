@@ -121,6 +121,24 @@ fn settle(cfg: &CrmDelivery, item: &DueItem, outcome: Outcome, now: i64) -> Sett
     }
 }
 
+/// Items claimed per round: enough to keep every connection busy for a
+/// few requests each, few enough that a round ends well within its lease.
+fn claim_size(max_connections: usize) -> usize {
+    max_connections * 4
+}
+
+/// How long a round's claim holds (ms): every item of the round taking
+/// its longest (`MAX_STEPS` requests of `timeout_ms` each, the items one
+/// connection-slot after another, and the account's pace), plus a
+/// margin. Another node takes the items over only after it, so it is the
+/// delay before a dead node's items are delivered elsewhere.
+fn lease_ms(timeout_ms: u64, max_connections: usize, items: usize, per_second: Option<u32>) -> i64 {
+    let rounds = items.div_ceil(max_connections.max(1)) as u64;
+    let requests = (items * MAX_STEPS) as u64;
+    let paced = per_second.map_or(0, |n| requests * 1000 / u64::from(n.max(1)));
+    (rounds * MAX_STEPS as u64 * timeout_ms + paced + 30_000) as i64
+}
+
 /// Runs until the process ends. `links`: how recording links are made
 /// (None: requests go without them).
 pub async fn run(
@@ -159,10 +177,23 @@ pub async fn run(
         }
     };
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
-    let batch = (cfg.max_connections * 16) as i64;
+    let batch = claim_size(cfg.max_connections);
+    let lease = lease_ms(
+        cfg.timeout_ms,
+        cfg.max_connections,
+        batch,
+        // The pacer's steady rate bounds how fast a batch can go.
+        adapter
+            .pacer()
+            .map(|p| (1000 / p.interval_ms()).max(1) as u32),
+    );
+    let node = store.node_id().to_string();
     let mut purged = Instant::now();
     loop {
-        let due = match store.outbox_due(clock.unix_ms() as i64, batch).await {
+        let claimed = store
+            .outbox_claim(&node, clock.unix_ms() as i64, lease, batch as i64)
+            .await;
+        let due = match claimed {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "reading the CRM outbox");
@@ -246,7 +277,10 @@ pub async fn run(
             results.push((item.id, s));
         }
         let mut wait = Duration::from_millis(100);
-        while let Err(e) = store.outbox_settle(&results, clock.unix_ms() as i64).await {
+        while let Err(e) = store
+            .outbox_settle(&node, &results, clock.unix_ms() as i64)
+            .await
+        {
             tracing::error!(error = %e, "recording CRM delivery results; retrying");
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(IDLE_POLL * 10);
@@ -283,6 +317,27 @@ mod tests {
             crm_deal_id: None,
             deal_created_here: true,
         }
+    }
+
+    #[test]
+    fn a_claim_outlasts_its_slowest_round() {
+        // Bitrix24 looks a comment or task up before adding it: an item
+        // takes up to 6 requests (the figures below are written with 6).
+        assert_eq!(MAX_STEPS, 6);
+        for (timeout, conns, items, pace, lease) in [
+            // 64 items on 16 connections: 4 rounds of 6 requests of 10 s.
+            (10_000, 16, 64, None, 4 * 6 * 10_000 + 30_000),
+            (1_000, 1, 1, None, 6 * 1_000 + 30_000),
+            // amoCRM's 7 requests/s: 8 items, 48 requests, 6.857 s paced.
+            (5_000, 2, 8, Some(7), 4 * 6 * 5_000 + 6_857 + 30_000),
+        ] {
+            assert_eq!(
+                lease_ms(timeout, conns, items, pace),
+                lease,
+                "{items} items"
+            );
+        }
+        assert_eq!(claim_size(16), 64);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::proxy::Stats;
 use crate::recording::retention::RetentionMetrics;
 use crate::store::leads::NewLead;
 use crate::store::Store;
-use crate::tracking::pools::{Pools, Visit};
+use crate::tracking::pools::{Granted, Pools, Visit};
 use crate::tracking::VISIT_FIELDS;
 use crate::transport::tcp::{TcpContext, TcpStats};
 
@@ -171,9 +171,9 @@ async fn metrics(State(s): State<AppState>) -> Response {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         sip + &outbox
             + &s.storage.render()
+            + &s.media.render()
             + &s.retention.render()
-            + &s.recordings.counts.render()
-            + &s.media.render(),
+            + &s.recordings.counts.render(),
     )
         .into_response()
 }
@@ -387,24 +387,76 @@ async fn post_visit(_: Authorized, State(s): State<AppState>, body: Bytes) -> Re
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     let now = s.clock.unix_ms();
-    let granted = match s.pools.lock() {
-        Ok(mut pools) => pools.touch(visit, now),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "pool state unavailable"),
+    let granted = if s.store.is_shared() {
+        grant_shared(&s, visit, now).await
+    } else {
+        grant_here(&s, visit, now).await
     };
-    let Some(g) = granted else {
-        return Json(json!({ "number": null, "pool": null })).into_response();
+    let g = match granted {
+        Ok(Some(g)) => g,
+        Ok(None) => return Json(json!({ "number": null, "pool": null })).into_response(),
+        Err(r) => return r,
     };
-    // The number is the visit's from now on, whatever the store says; a
-    // failed write only means the hold may not survive a restart.
-    if let Err(e) = s.store.save_assignment(&g.row).await {
-        tracing::warn!(error = %e, number = %g.number, "pool assignment not persisted");
-    }
     Json(json!({
         "number": g.number,
         "pool": g.pool,
         "hold_seconds": g.hold_seconds,
     }))
     .into_response()
+}
+
+/// One node: this process's pools decide; the store keeps the row.
+async fn grant_here(s: &AppState, visit: Visit, now: u64) -> Result<Option<Granted>, Response> {
+    let granted = match s.pools.lock() {
+        Ok(mut pools) => pools.touch(visit, now),
+        Err(_) => {
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "pool state unavailable",
+            ))
+        }
+    };
+    if let Some(g) = &granted {
+        // The number is the visit's from now on, whatever the store says;
+        // a failed write only means the hold may not survive a restart.
+        if let Err(e) = s.store.save_assignment(&g.row).await {
+            tracing::warn!(error = %e, number = %g.number, "pool assignment not persisted");
+        }
+    }
+    Ok(granted)
+}
+
+/// Nodes sharing PostgreSQL: the database decides over every node's
+/// grants, then this node's pools learn the result (calls here find the
+/// visit at once). With the database down, this node decides alone as
+/// a single node would (logged): the site still gets a number, at the
+/// risk that another node hands the same one out meanwhile.
+async fn grant_shared(s: &AppState, visit: Visit, now: u64) -> Result<Option<Granted>, Response> {
+    let configs = match s.pools.lock() {
+        Ok(pools) => pools.configs().to_vec(),
+        Err(_) => {
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "pool state unavailable",
+            ))
+        }
+    };
+    match s.store.grant_number(configs, visit.clone(), now).await {
+        Ok(granted) => {
+            if let (Some(g), Ok(mut pools)) = (&granted, s.pools.lock()) {
+                pools.restore([g.row.clone()]);
+                // The console of the node that took the number shows it.
+                if let Some(e) = &g.exhausted {
+                    pools.remember_exhaustion(e.clone());
+                }
+            }
+            Ok(granted)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, visit = %visit.id, "pool number granted by this node alone: the database did not answer");
+            grant_here(s, visit, now).await
+        }
+    }
 }
 
 /// Fields of a form lead (SPEC L-1).

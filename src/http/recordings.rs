@@ -70,9 +70,9 @@ impl LinkCounts {
 }
 
 /// Where a call's recording is (or would be): never outside `dir`, since
-/// the name is `media::link::file_stem` of the Call-ID.
+/// the name is `media::link::file_name` of the Call-ID, the recorder's.
 pub fn file_of(dir: &FsPath, call_id: &str) -> PathBuf {
-    dir.join(format!("{}.wav", link::file_stem(call_id.as_bytes())))
+    dir.join(link::file_name(call_id.as_bytes()))
 }
 
 /// Bytes read from the file per body chunk.

@@ -161,7 +161,13 @@ pub fn print(config: &Config, limit: i64, json: bool) -> anyhow::Result<()> {
         }
     }
     let leads = rt.block_on(async {
-        let store = Store::open(&config.storage.url).await?;
+        let store = Store::open_with(
+            &config.storage.url,
+            &config.storage.postgres,
+            crate::store::runs::DEFAULT_NODE,
+            crate::clock::Clock::system(),
+        )
+        .await?;
         store.list_leads(limit, 0).await
     })?;
     let leads: Vec<Value> = leads.iter().map(crate::http::json::lead).collect();

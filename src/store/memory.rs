@@ -43,6 +43,8 @@ struct StoredLead {
 struct StoredItem {
     row: OutboxRow,
     order_key: String,
+    /// In flight: (the node holding it, until when in Unix ms).
+    claim: Option<(String, i64)>,
 }
 
 #[derive(Default)]
@@ -312,6 +314,7 @@ impl Ledger for State {
                         body: i.body.to_string(),
                     },
                     order_key: i.order_key.clone(),
+                    claim: None,
                 },
             );
         }
@@ -372,6 +375,7 @@ impl MemoryStore {
             plan,
             install_id: &self.install_id,
             run_id: RUN_ID,
+            earlier_run_id: "earlier",
             now_ms: self.clock.unix_ms() as i64,
         };
         let mut state = self.state()?;
@@ -568,9 +572,20 @@ impl MemoryStore {
             .count() as i64)
     }
 
-    pub async fn outbox_due(&self, now_ms: i64, limit: i64) -> Result<Vec<DueItem>, StoreError> {
-        let state = self.state()?;
+    pub async fn outbox_claim(
+        &self,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DueItem>, StoreError> {
+        let mut state = self.state()?;
         let pending = |o: &&StoredItem| o.row.state == "pending";
+        let leased = |o: &StoredItem| {
+            o.claim
+                .as_ref()
+                .is_some_and(|(by, until)| *until > now_ms && by != node)
+        };
         let mut out = Vec::new();
         for o in state.outbox.values().filter(pending) {
             if out.len() as i64 >= limit {
@@ -580,7 +595,7 @@ impl MemoryStore {
                 .outbox
                 .range(..o.row.id)
                 .any(|(_, p)| p.order_key == o.order_key && p.row.state == "pending");
-            if o.row.next_at > now_ms || earlier_pending {
+            if o.row.next_at > now_ms || earlier_pending || leased(o) {
                 continue;
             }
             let Some(target) = Target::parse(&o.row.target) else {
@@ -606,6 +621,11 @@ impl MemoryStore {
                     .any(|c| c.order_key == o.order_key && c.row.event == "deal.create"),
             });
         }
+        for d in &out {
+            if let Some(o) = state.outbox.get_mut(&d.id) {
+                o.claim = Some((node.to_string(), now_ms + lease_ms));
+            }
+        }
         Ok(out)
     }
 
@@ -615,19 +635,22 @@ impl MemoryStore {
             .outbox
             .values()
             .filter(|o| o.row.state == "pending")
-            .map(|o| o.row.next_at)
+            .map(|o| o.row.next_at.max(o.claim.as_ref().map_or(0, |c| c.1)))
             .min())
     }
 
     pub async fn outbox_settle(
         &self,
+        node: &str,
         results: &[(i64, Settle)],
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let mut state = self.state()?;
         for (id, s) in results {
             let mut crm_deal = None;
-            if let Some(o) = state.outbox.get_mut(id) {
+            let held = |o: &&mut StoredItem| o.claim.as_ref().is_some_and(|(n, _)| n == node);
+            if let Some(o) = state.outbox.get_mut(id).filter(held) {
+                o.claim = None;
                 let r = &mut o.row;
                 r.attempts += 1;
                 match s {
@@ -696,6 +719,7 @@ impl MemoryStore {
         match state.outbox.get_mut(&id) {
             Some(o) if o.row.state == "failed" => {
                 o.row.state = "pending".into();
+                o.claim = None;
                 o.row.next_at = now_ms;
                 o.row.created_at = now_ms;
                 Ok(true)

@@ -1,15 +1,16 @@
 //! Durable state (SPEC section 8) behind one seam, in the style of
 //! hickory-dns's `store/{sqlite,in_memory}`: `Store` is what the rest of
 //! siptrack uses; it is one of
-//! - `sqlite::SqliteStore`: the embedded database (`siptrack run`);
+//! - `sqlite::SqliteStore`: the embedded database (`siptrack run`'s
+//!   default);
+//! - `postgres::PgStore`: PostgreSQL, which several nodes can share;
 //! - `memory::MemoryStore`: maps in memory (replay, tests; no disk).
 //!
-//! Both record through the same code (`record.rs`: the pure decision of
+//! All three record through the same code (`record.rs`: the pure decision of
 //! `leads::dedup` over a `Ledger`, the store's reads and writes of one
 //! transaction) and hand out the same typed rows (`rows.rs`). The choice
 //! is made once, at open; `Store` dispatches by match (an enum, not a
 //! trait object: no boxed futures, and the set of stores is closed).
-//! PostgreSQL joins as a third variant.
 
 use std::sync::Arc;
 
@@ -18,19 +19,22 @@ use crate::clock::Clock;
 use crate::crm::metrics::Depth;
 use crate::crm::outbox::Plan;
 use crate::leads::dedup::{Group, Settings};
-use crate::tracking::pools::AssignmentRow;
+use crate::tracking::pools::{AssignmentRow, Granted, PoolConfig, Visit};
 
 pub mod leads;
 pub mod memory;
 pub mod outbox;
+pub mod postgres;
 pub mod query;
 mod record;
 pub mod rows;
+pub mod runs;
 pub mod sqlite;
 
 use leads::{Job, NewDealStatus, NewLead, Recorded};
 use memory::MemoryStore;
 use outbox::{DueItem, Settle};
+use postgres::{PgOptions, PgStore};
 use query::LeadQuery;
 use rows::{CallRow, DealRow, LeadRow, OutboxRow};
 use sqlite::SqliteStore;
@@ -46,6 +50,10 @@ pub enum StoreError {
     Dir { dir: String, source: std::io::Error },
     #[error("storage: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("storage {url}: {reason}")]
+    OpenPostgres { url: String, reason: String },
+    #[error("storage: {0}")]
+    Postgres(#[from] ::postgres::Error),
     #[error("storage: {0}")]
     Thread(String),
     #[error("storage: {0}")]
@@ -55,6 +63,7 @@ pub enum StoreError {
 #[derive(Clone)]
 enum Backend {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
     Memory(MemoryStore),
 }
 
@@ -63,6 +72,10 @@ enum Backend {
 pub struct Store {
     backend: Backend,
     install_id: Arc<str>,
+    /// This node among those sharing the database (`storage.node_name`):
+    /// whose outbox claims are whose. The same across restarts, so a
+    /// restarted node takes its own claims back at once.
+    node_id: Arc<str>,
     /// Signalled after every commit that queued CRM requests.
     outbox_ready: Arc<tokio::sync::Notify>,
     /// Counts commits that recorded leads or calls: the console's live
@@ -77,39 +90,75 @@ macro_rules! each {
     ($self:ident, $s:ident => $e:expr) => {
         match &$self.backend {
             Backend::Sqlite($s) => $e,
+            Backend::Postgres($s) => $e,
             Backend::Memory($s) => $e,
         }
     };
 }
 
 impl Store {
-    /// Opens (creating it and its directory if needed) `sqlite:<path>`,
-    /// on the system clock.
+    /// Opens `storage.url` on the system clock with the default pool:
+    /// `sqlite:<path>` (creating the file and its directory if needed) or
+    /// `postgres://…`.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        Store::open_with_clock(url, Clock::system()).await
+        Store::open_with(
+            url,
+            &PgOptions::default(),
+            runs::DEFAULT_NODE,
+            Clock::system(),
+        )
+        .await
     }
 
     pub async fn open_with_clock(url: &str, clock: Clock) -> Result<Store, StoreError> {
-        let db = SqliteStore::open(url, clock.clone()).await?;
-        Ok(Store {
-            install_id: db.install_id().clone(),
-            backend: Backend::Sqlite(db),
-            outbox_ready: Default::default(),
-            recorded: Arc::new(tokio::sync::watch::Sender::new(0)),
-            clock,
-        })
+        Store::open_with(url, &PgOptions::default(), runs::DEFAULT_NODE, clock).await
     }
 
-    /// A store in memory, empty, gone with the process.
-    pub fn memory(clock: Clock) -> Store {
-        let m = MemoryStore::new(clock.clone());
+    /// Opens `url` as `node` (`storage.node_name`: which open calls and
+    /// outbox claims are this node's among those sharing the database);
+    /// `pg` says how to talk to PostgreSQL (unused for SQLite).
+    pub async fn open_with(
+        url: &str,
+        pg: &PgOptions,
+        node: &str,
+        clock: Clock,
+    ) -> Result<Store, StoreError> {
+        let backend = if postgres::is_postgres_url(url) {
+            Backend::Postgres(PgStore::open(url, pg, node, clock.clone()).await?)
+        } else {
+            Backend::Sqlite(SqliteStore::open(url, node, clock.clone()).await?)
+        };
+        Ok(Store::with_backend(backend, node.into(), clock))
+    }
+
+    fn with_backend(backend: Backend, node_id: Arc<str>, clock: Clock) -> Store {
+        let install_id = match &backend {
+            Backend::Sqlite(b) => b.install_id().clone(),
+            Backend::Postgres(b) => b.install_id().clone(),
+            Backend::Memory(b) => b.install_id().clone(),
+        };
         Store {
-            install_id: m.install_id().clone(),
-            backend: Backend::Memory(m),
+            backend,
+            install_id,
+            node_id,
             outbox_ready: Default::default(),
             recorded: Arc::new(tokio::sync::watch::Sender::new(0)),
             clock,
         }
+    }
+
+    /// A store in memory, empty, gone with the process.
+    pub fn memory(clock: Clock) -> Store {
+        Store::with_backend(
+            Backend::Memory(MemoryStore::new(clock.clone())),
+            runs::DEFAULT_NODE.into(),
+            clock,
+        )
+    }
+
+    /// This process among the nodes sharing the database.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     pub fn clock(&self) -> Clock {
@@ -121,13 +170,11 @@ impl Store {
         &self.install_id
     }
 
-    /// The key that signs recording links: random per database (SQLite:
-    /// created by migration 0007), used for nothing else.
+    /// The key that signs recording links: random per database (created
+    /// by migration 0007 of SQLite, 0003 of PostgreSQL), used for nothing
+    /// else; one for every node sharing the database.
     pub fn recording_link_key(&self) -> Arc<[u8]> {
-        match &self.backend {
-            Backend::Sqlite(b) => b.link_key().clone(),
-            Backend::Memory(b) => b.link_key().clone(),
-        }
+        each!(self, b => b.link_key().clone())
     }
 
     /// The record of one call, if it ended (and was recorded).
@@ -264,10 +311,21 @@ impl Store {
         each!(self, b => b.leads_without_outcome().await)
     }
 
-    /// Pending items due by `now_ms` whose earlier items with the same
-    /// order key are all settled, oldest first.
-    pub async fn outbox_due(&self, now_ms: i64, limit: i64) -> Result<Vec<DueItem>, StoreError> {
-        each!(self, b => b.outbox_due(now_ms, limit).await)
+    /// Claims for `node` until `now_ms + lease_ms` up to `limit` items to
+    /// deliver, oldest first: pending, due, not in flight on another
+    /// node's live lease (a node that died loses its claims when their
+    /// lease runs out; restarted under its name, it takes them back at
+    /// once: one worker per node settles a round before claiming again), and
+    /// whose earlier items with the same order key are all settled (a
+    /// deal's requests go out one after another, in order, across nodes).
+    pub async fn outbox_claim(
+        &self,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DueItem>, StoreError> {
+        each!(self, b => b.outbox_claim(node, now_ms, lease_ms, limit).await)
     }
 
     /// The earliest time a pending item is due, if any.
@@ -275,13 +333,16 @@ impl Store {
         each!(self, b => b.outbox_next_due().await)
     }
 
-    /// Records the attempts' results in one transaction.
+    /// Records the attempts' results in one transaction, for the items
+    /// `node` still holds: an item whose lease ran out and that another
+    /// node took over is settled by that node.
     pub async fn outbox_settle(
         &self,
+        node: &str,
         results: &[(i64, Settle)],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        each!(self, b => b.outbox_settle(results, now_ms).await)
+        each!(self, b => b.outbox_settle(node, results, now_ms).await)
     }
 
     /// Deletes delivered items older than a week.
@@ -320,11 +381,37 @@ impl Store {
         each!(self, b => b.load_assignments().await)
     }
 
-    /// Runs SQL text as it is (benchmarks and tests seed or age a SQLite
+    /// Whether other nodes may share this store (PostgreSQL): pool numbers
+    /// are then granted in the database (`grant_number`), and each node
+    /// reads back what the others granted.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// A page view of `visit` at `now` (Unix ms) decided in the shared
+    /// store over what every node granted: the number it keeps or gets,
+    /// written before the answer. Only a shared store grants; on one node
+    /// the process's own `Pools` decides and the store keeps its rows.
+    pub async fn grant_number(
+        &self,
+        configs: Vec<PoolConfig>,
+        visit: Visit,
+        now: u64,
+    ) -> Result<Option<Granted>, StoreError> {
+        match &self.backend {
+            Backend::Postgres(b) => b.grant_number(configs, visit, now).await,
+            _ => Err(StoreError::Unsupported(
+                "numbers are granted in the database only on PostgreSQL",
+            )),
+        }
+    }
+
+    /// Runs SQL text as it is (benchmarks and tests seed or age a SQL
     /// store with it); the memory store has no SQL.
     pub async fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(b) => b.execute_raw(sql).await,
+            Backend::Postgres(b) => b.execute_raw(sql).await,
             Backend::Memory(_) => Err(StoreError::Unsupported("SQL on the memory store")),
         }
     }

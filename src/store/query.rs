@@ -1,8 +1,9 @@
 //! What the console asks of the lead log and the call records: a page of
 //! rows by keyset (`id < before`, newest first; `id > after` for what is
 //! new), narrowed by filters. One rule, two readings: `LeadQuery::matches`
-//! for the memory store and the table test, `LeadQuery::sql` for SQLite;
-//! a table test runs both on the same rows.
+//! for the memory store and the table test, `LeadQuery::sql` for SQLite
+//! (`pg_sql` for PostgreSQL, the same terms); a table test runs the rule
+//! and SQLite's reading on the same rows, the store contract tests all.
 
 use rusqlite::types::Value as SqlValue;
 
@@ -107,57 +108,99 @@ impl LeadQuery {
             }
     }
 
-    /// The WHERE clause (`1` when nothing filters) and its parameters,
-    /// numbered from ?1. Values are bound, never spliced.
-    pub fn sql(&self) -> (String, Vec<SqlValue>) {
-        let mut terms: Vec<String> = Vec::new();
-        let mut args: Vec<SqlValue> = Vec::new();
-        let mut term = |t: &str, v: SqlValue, terms: &mut Vec<String>| {
-            args.push(v);
-            terms.push(t.replace('?', &format!("?{}", args.len())));
-        };
+    /// The filters as SQL terms over `leads l`, each with the one value it
+    /// binds (written `?`): the part both SQL readings share.
+    fn terms(&self) -> Vec<(&'static str, Arg)> {
+        let mut t = Vec::new();
         if let Some(b) = self.before {
-            term("l.id < ?", b.into(), &mut terms);
+            t.push(("l.id < ?", Arg::Int(b)));
         }
         if let Some(a) = self.after {
-            term("l.id > ?", a.into(), &mut terms);
+            t.push(("l.id > ?", Arg::Int(a)));
         }
         if let Some(f) = self.floor {
-            term("l.id > ?", f.into(), &mut terms);
+            t.push(("l.id > ?", Arg::Int(f)));
         }
         if let Some(f) = self.from {
-            term("l.created_at >= ?", f.into(), &mut terms);
+            t.push(("l.created_at >= ?", Arg::Int(f)));
         }
-        if let Some(t) = self.to {
-            term("l.created_at < ?", t.into(), &mut terms);
+        if let Some(to) = self.to {
+            t.push(("l.created_at < ?", Arg::Int(to)));
         }
         if let Some(k) = &self.kind {
-            term("l.kind = ?", k.clone().into(), &mut terms);
+            t.push(("l.kind = ?", Arg::Text(k.clone())));
         }
         if let Some(o) = self.outcome {
-            term(
-                "l.outcome LIKE ?",
-                o.pattern().to_string().into(),
-                &mut terms,
-            );
+            t.push(("l.outcome LIKE ?", Arg::Text(o.pattern().into())));
         }
         if let Some(c) = &self.channel {
-            term("l.visit_id = ?", c.clone().into(), &mut terms);
+            t.push(("l.visit_id = ?", Arg::Text(c.clone())));
         }
         match &self.search {
             None => {}
-            Some(Search::Phone(p)) => term("l.phone = ?", p.clone().into(), &mut terms),
+            Some(Search::Phone(p)) => t.push(("l.phone = ?", Arg::Text(p.clone()))),
             Some(Search::NamePrefix(n)) => {
-                term("l.name >= ?", n.clone().into(), &mut terms);
-                term("l.name < ?", format!("{n}{MAX_CHAR}").into(), &mut terms);
+                // NAME is `l.name` in a byte order: `starts_with` is a
+                // range only where strings compare as bytes.
+                t.push(("NAME >= ?", Arg::Text(n.clone())));
+                t.push(("NAME < ?", Arg::Text(format!("{n}{MAX_CHAR}"))));
             }
         }
+        t
+    }
+
+    /// The WHERE clause for SQLite (`1` when nothing filters) and its
+    /// parameters, numbered from ?1. Values are bound, never spliced.
+    pub fn sql(&self) -> (String, Vec<SqlValue>) {
+        // SQLite compares text as bytes unless told otherwise.
+        let (clause, args) = self.numbered("l.name", |i| format!("?{i}"));
+        let args = args
+            .into_iter()
+            .map(|a| match a {
+                Arg::Int(i) => SqlValue::Integer(i),
+                Arg::Text(s) => SqlValue::Text(s),
+            })
+            .collect();
+        (clause.unwrap_or_else(|| "1".into()), args)
+    }
+
+    /// The WHERE clause for PostgreSQL (`TRUE` when nothing filters) and
+    /// its parameters, numbered from $1.
+    pub fn pg_sql(&self) -> (String, Vec<Arg>) {
+        // A database's collation may compare case or punctuation loosely;
+        // "C" compares bytes, as `matches` does (and migrations/postgres/
+        // 0004 indexes the name so).
+        let (clause, args) = self.numbered("(l.name COLLATE \"C\")", |i| format!("${i}"));
+        (clause.unwrap_or_else(|| "TRUE".into()), args)
+    }
+
+    fn numbered(
+        &self,
+        name: &str,
+        placeholder: impl Fn(usize) -> String,
+    ) -> (Option<String>, Vec<Arg>) {
+        let mut terms = Vec::new();
+        let mut args = Vec::new();
+        for (term, arg) in self.terms() {
+            args.push(arg);
+            terms.push(
+                term.replace("NAME", name)
+                    .replace('?', &placeholder(args.len())),
+            );
+        }
         if terms.is_empty() {
-            ("1".into(), args)
+            (None, args)
         } else {
-            (terms.join(" AND "), args)
+            (Some(terms.join(" AND ")), args)
         }
     }
+}
+
+/// A value a filter binds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Arg {
+    Int(i64),
+    Text(String),
 }
 
 #[cfg(test)]

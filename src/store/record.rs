@@ -60,6 +60,9 @@ pub(crate) struct Context<'a> {
     pub install_id: &'a str,
     /// This process's run: its open calls are not interrupted ones.
     pub run_id: &'a str,
+    /// The run calls replayed from this node's journal are filed under
+    /// (`runs::earlier_run`).
+    pub earlier_run_id: &'a str,
     pub now_ms: i64,
 }
 
@@ -75,7 +78,11 @@ pub(crate) fn record_batch<L: Ledger>(
             Job::Lead(lead, call) => out.push(decide_and_record(l, lead, call.as_ref(), cx)?),
             Job::Abandoned(call_id) => l.forget_call(call_id)?,
             Job::Start(c, earlier_run) => {
-                let run = if *earlier_run { "earlier" } else { cx.run_id };
+                let run = if *earlier_run {
+                    cx.earlier_run_id
+                } else {
+                    cx.run_id
+                };
                 l.open_call(run, c)?;
                 let items: Vec<Item> = call_start_item(cx.plan, cx.install_id, c)
                     .into_iter()

@@ -14,18 +14,57 @@ use crate::tracking::pools::{AssignmentRow, Visit};
 
 const NOW_MS: u64 = 1_800_000_000_000;
 
-/// A SQLite store in a scratch directory and a memory store, by name.
+/// A SQLite store in a scratch directory, a PostgreSQL store on a fresh
+/// database of the test cluster, and a memory store, by name.
 async fn stores() -> Vec<(&'static str, Store, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().expect("scratch dir");
     let url = format!("sqlite:{}", dir.path().join("t.db").display());
     let sqlite = Store::open_with_clock(&url, Clock::manual(NOW_MS))
         .await
         .expect("sqlite store");
+    let postgres = Store::open_with_clock(&crate::test_pg::database(), Clock::manual(NOW_MS))
+        .await
+        .expect("postgres store");
     vec![
         ("sqlite", sqlite, Some(dir)),
+        ("postgres", postgres, None),
         ("memory", Store::memory(Clock::manual(NOW_MS)), None),
     ]
 }
+
+/// Two handles on one database, as two nodes would have: SQLite (one
+/// file) and PostgreSQL.
+async fn shared_stores() -> Vec<(&'static str, Store, Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let file = format!("sqlite:{}", dir.path().join("t.db").display());
+    let pg = crate::test_pg::database();
+    let open = |url: String, node: &'static str| async move {
+        Store::open_with(
+            &url,
+            &super::postgres::PgOptions::default(),
+            node,
+            Clock::manual(NOW_MS),
+        )
+        .await
+        .expect("store")
+    };
+    vec![
+        (
+            "sqlite",
+            open(file.clone(), "node-a").await,
+            open(file, "node-b").await,
+            Some(dir),
+        ),
+        (
+            "postgres",
+            open(pg.clone(), "node-a").await,
+            open(pg, "node-b").await,
+            None,
+        ),
+    ]
+}
+
+const LEASE_MS: i64 = 60_000;
 
 fn status() -> NewDealStatus {
     NewDealStatus {
@@ -330,7 +369,11 @@ async fn the_outbox_delivers_a_deals_requests_in_order() {
             .await
             .expect(name);
         let now = NOW_MS as i64;
-        let due = store.outbox_due(now, 10).await.expect(name);
+        let node = store.node_id().to_string();
+        let due = store
+            .outbox_claim(&node, now, LEASE_MS, 10)
+            .await
+            .expect(name);
         let events: Vec<&str> = due.iter().map(|d| d.event.as_str()).collect();
         assert_eq!(events, ["deal.create", "deal.create"], "{name}");
         assert_eq!(store.outbox_depth().await.expect(name).pending, 3, "{name}");
@@ -342,6 +385,7 @@ async fn the_outbox_delivers_a_deals_requests_in_order() {
         let second_deal = due[1].deal_ref.expect("deal");
         store
             .outbox_settle(
+                &node,
                 &[
                     (
                         first,
@@ -361,7 +405,10 @@ async fn the_outbox_delivers_a_deals_requests_in_order() {
             .await
             .expect(name);
         // Now the comment on deal 2 is due, naming the CRM's id.
-        let due = store.outbox_due(now, 10).await.expect(name);
+        let due = store
+            .outbox_claim(&node, now, LEASE_MS, 10)
+            .await
+            .expect(name);
         assert_eq!(due.len(), 1, "{name}");
         assert_eq!(due[0].event, "deal.comment", "{name}");
         assert_eq!(due[0].crm_deal_id.as_deref(), Some("CRM-2"), "{name}");
@@ -369,6 +416,7 @@ async fn the_outbox_delivers_a_deals_requests_in_order() {
 
         store
             .outbox_settle(
+                &node,
                 &[(
                     due[0].id,
                     Settle::Park {
@@ -405,7 +453,14 @@ async fn the_outbox_delivers_a_deals_requests_in_order() {
             .outbox_requeue(failed[0].id, now + 5)
             .await
             .expect(name));
-        assert_eq!(store.outbox_due(now + 5, 10).await.expect(name).len(), 1);
+        assert_eq!(
+            store
+                .outbox_claim(&node, now + 5, LEASE_MS, 10)
+                .await
+                .expect(name)
+                .len(),
+            1
+        );
 
         // The CRM's id names the deal in status callbacks.
         assert_eq!(
@@ -574,6 +629,26 @@ async fn console_pages_and_counts_alike() {
             [3, 2],
             "{name}"
         );
+        // A prefix is case-sensitive and a range of bytes on every store,
+        // whatever the database's collation.
+        assert_eq!(
+            ids(LeadQuery {
+                search: Some(Search::NamePrefix("Ivan".into())),
+                ..Default::default()
+            })
+            .await,
+            [3, 2, 1],
+            "{name}"
+        );
+        assert_eq!(
+            ids(LeadQuery {
+                search: Some(Search::NamePrefix("iv".into())),
+                ..Default::default()
+            })
+            .await,
+            Vec::<i64>::new(),
+            "{name}"
+        );
         assert_eq!(
             ids(LeadQuery {
                 from: Some(at - 7100),
@@ -632,4 +707,419 @@ async fn console_pages_and_counts_alike() {
             "{name}"
         );
     }
+}
+
+/// A name prefix is a range of bytes on PostgreSQL too, whatever the
+/// database's collation: under ICU's en-US, "Ivan" sorts between "iv" and
+/// "iv" followed by the last code point, so a range in the database's
+/// own order would find it for "iv".
+#[tokio::test]
+async fn a_name_prefix_and_ties_are_bytes_whatever_the_collation() {
+    use super::query::{LeadQuery, Search};
+    let url = crate::test_pg::database_collated_en_us();
+    let store = Store::open_with_clock(&url, Clock::manual(NOW_MS))
+        .await
+        .expect("postgres store");
+    let at = (NOW_MS / 1000) as i64;
+    store
+        .record_lead(
+            &form("79160000001", at),
+            &Settings::default(),
+            &status(),
+            None,
+            &Plan::default(),
+        )
+        .await
+        .expect("lead");
+    for (prefix, found) in [("Iv", 1), ("Ivan", 1), ("iv", 0), ("IV", 0), ("I-v", 0)] {
+        let page = store
+            .lead_page(LeadQuery {
+                search: Some(Search::NamePrefix(prefix.into())),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("page");
+        assert_eq!(page.len(), found, "{prefix}");
+    }
+    // The console's channel counts break ties in byte order too, as
+    // SQLite and the memory store do (en-US would put "Vb" last).
+    for (phone, visit) in [("79160000002", "va"), ("79160000003", "Vb")] {
+        let mut lead = form(phone, at);
+        lead.who.visit = visit.into();
+        store
+            .record_lead(
+                &lead,
+                &Settings::default(),
+                &status(),
+                None,
+                &Plan::default(),
+            )
+            .await
+            .expect("lead");
+    }
+    let channels: Vec<(String, i64)> = store.leads_per_channel(0, 10).await.expect("counts");
+    assert_eq!(
+        channels,
+        [("Vb".into(), 1), ("v1".into(), 1), ("va".into(), 1)]
+    );
+}
+
+/// Issue 13 on several nodes: a recording link signed on one node opens
+/// on another, so the key is the database's (64 hex digits), and another
+/// database has another.
+#[tokio::test]
+async fn the_recording_link_key_is_one_per_database() {
+    let mut keys = Vec::new();
+    for (name, a, b, _dir) in shared_stores().await {
+        let key = a.recording_link_key();
+        assert_eq!(key, b.recording_link_key(), "{name}");
+        assert_eq!(key.len(), 64, "{name}");
+        assert!(key.iter().all(|c| c.is_ascii_hexdigit()), "{name}");
+        keys.push(key);
+    }
+    assert_ne!(keys[0], keys[1]);
+}
+
+/// Queues `n` deal creates for `n` clients (one order key each).
+async fn queue_creates(store: &Store, n: usize) {
+    let at = (NOW_MS / 1000) as i64;
+    let plan = Plan {
+        lead_hooks: true,
+        ..Plan::default()
+    };
+    let jobs: Vec<Job> = (0..n)
+        .map(|i| Job::Lead(form(&format!("7916{i:07}"), at), None))
+        .collect();
+    store
+        .record_calls(Arc::new(jobs), &Settings::default(), &status(), &plan)
+        .await
+        .expect("recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_claiming_together_never_get_the_same_item() {
+    let now = NOW_MS as i64;
+    for (name, a, b, _dir) in shared_stores().await {
+        queue_creates(&a, 200).await;
+        // Each node claims in small rounds, settling what it got, until
+        // nothing is left; both at once.
+        let node = |s: Store| {
+            tokio::spawn(async move {
+                let me = s.node_id().to_string();
+                let mut got = Vec::new();
+                loop {
+                    let items = s.outbox_claim(&me, now, LEASE_MS, 7).await.expect("claim");
+                    if items.is_empty() {
+                        return got;
+                    }
+                    let done: Vec<(i64, Settle)> = items
+                        .iter()
+                        .map(|i| (i.id, Settle::Done { crm_deal: None }))
+                        .collect();
+                    s.outbox_settle(&me, &done, now).await.expect("settle");
+                    got.extend(items.iter().map(|i| i.id));
+                }
+            })
+        };
+        let (ta, tb) = (node(a.clone()), node(b.clone()));
+        let (ga, gb) = (ta.await.expect("node a"), tb.await.expect("node b"));
+        let mut all: Vec<i64> = ga.iter().chain(&gb).copied().collect();
+        all.sort_unstable();
+        let claimed = all.len();
+        all.dedup();
+        assert_eq!(claimed, all.len(), "{name}: an item claimed twice");
+        assert_eq!(all.len(), 200, "{name}: every item delivered");
+        if name == "postgres" {
+            // SQLite's IMMEDIATE transactions may let one node run ahead
+            // of the other; PostgreSQL's claims truly overlap.
+            assert!(
+                !ga.is_empty() && !gb.is_empty(),
+                "{name}: both nodes worked"
+            );
+        }
+        assert_eq!(a.outbox_depth().await.expect(name).pending, 0, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_dead_nodes_items_are_taken_over_when_its_lease_runs_out() {
+    let now = NOW_MS as i64;
+    for (name, a, b, _dir) in shared_stores().await {
+        queue_creates(&a, 3).await;
+        let dead = a.outbox_claim("dead", now, LEASE_MS, 10).await.expect(name);
+        assert_eq!(dead.len(), 3, "{name}");
+        // In flight on the dead node: nobody else gets them meanwhile.
+        let early = b
+            .outbox_claim("alive", now + LEASE_MS - 1, LEASE_MS, 10)
+            .await
+            .expect(name);
+        assert!(early.is_empty(), "{name}: {early:?}");
+        let late = b
+            .outbox_claim("alive", now + LEASE_MS, LEASE_MS, 10)
+            .await
+            .expect(name);
+        assert_eq!(late.len(), 3, "{name}: taken over");
+        // The dead node comes back and settles late: not its items any more.
+        let stale: Vec<(i64, Settle)> = dead
+            .iter()
+            .map(|i| {
+                (
+                    i.id,
+                    Settle::Park {
+                        error: "stale".into(),
+                    },
+                )
+            })
+            .collect();
+        a.outbox_settle("dead", &stale, now + LEASE_MS)
+            .await
+            .expect(name);
+        assert_eq!(a.outbox_depth().await.expect(name).failed, 0, "{name}");
+        let done: Vec<(i64, Settle)> = late
+            .iter()
+            .map(|i| (i.id, Settle::Done { crm_deal: None }))
+            .collect();
+        b.outbox_settle("alive", &done, now + LEASE_MS)
+            .await
+            .expect(name);
+        let rows = a.list_outbox(Some("done"), 10).await.expect(name);
+        assert_eq!(rows.len(), 3, "{name}");
+        assert!(rows.iter().all(|r| r.attempts == 1), "{name}: {rows:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_deals_items_go_out_in_order_across_nodes() {
+    let now = NOW_MS as i64;
+    let at = (NOW_MS / 1000) as i64;
+    let plan = Plan {
+        lead_hooks: true,
+        ..Plan::default()
+    };
+    let s = Settings {
+        append_to_duplicates: true,
+        ..Settings::default()
+    };
+    for (name, a, b, _dir) in shared_stores().await {
+        // deal.create, then a second deal.create and its comment (one
+        // order key per deal).
+        for t in [at, at + 1] {
+            a.record_lead(&form("79160000009", t), &s, &status(), None, &plan)
+                .await
+                .expect(name);
+        }
+        let first = a.outbox_claim("a", now, LEASE_MS, 10).await.expect(name);
+        assert_eq!(first.len(), 2, "{name}: the two creates");
+        // The comment waits for its deal's create, in flight on node a.
+        assert!(b
+            .outbox_claim("b", now, LEASE_MS, 10)
+            .await
+            .expect(name)
+            .is_empty());
+        // A retry puts the create back: the comment still waits for it.
+        let second = first[1].id;
+        a.outbox_settle(
+            "a",
+            &[
+                (first[0].id, Settle::Done { crm_deal: None }),
+                (
+                    second,
+                    Settle::Retry {
+                        error: "HTTP 503".into(),
+                        next_at: now + 10,
+                    },
+                ),
+            ],
+            now,
+        )
+        .await
+        .expect(name);
+        assert!(b
+            .outbox_claim("b", now + 5, LEASE_MS, 10)
+            .await
+            .expect(name)
+            .is_empty());
+        let again = b
+            .outbox_claim("b", now + 10, LEASE_MS, 10)
+            .await
+            .expect(name);
+        assert_eq!(
+            again.iter().map(|i| i.id).collect::<Vec<_>>(),
+            [second],
+            "{name}"
+        );
+        b.outbox_settle("b", &[(second, Settle::Done { crm_deal: None })], now + 10)
+            .await
+            .expect(name);
+        let comment = a
+            .outbox_claim("a", now + 10, LEASE_MS, 10)
+            .await
+            .expect(name);
+        assert_eq!(
+            comment.iter().map(|i| i.event.as_str()).collect::<Vec<_>>(),
+            ["deal.comment"],
+            "{name}"
+        );
+    }
+}
+
+/// A node restarted under its name takes its own claims back at once
+/// (its earlier run died with them in flight); another node still waits
+/// for the lease.
+#[tokio::test]
+async fn a_restarted_node_takes_its_own_claims_back_at_once() {
+    let now = NOW_MS as i64;
+    for (name, a, b, _dir) in shared_stores().await {
+        queue_creates(&a, 2).await;
+        let first = a
+            .outbox_claim("node-a", now, LEASE_MS, 10)
+            .await
+            .expect(name);
+        assert_eq!(first.len(), 2, "{name}");
+        assert!(b
+            .outbox_claim("node-b", now + 1, LEASE_MS, 10)
+            .await
+            .expect(name)
+            .is_empty());
+        let again = a
+            .outbox_claim("node-a", now + 1, LEASE_MS, 10)
+            .await
+            .expect(name);
+        assert_eq!(again.len(), 2, "{name}");
+    }
+}
+
+/// Open calls are closed as interrupted only by their own node: another
+/// node's open calls are its live calls.
+#[tokio::test]
+async fn only_a_nodes_own_open_calls_are_interrupted() {
+    for (name, a, b, dir) in shared_stores().await {
+        let c = call("live@a", "79160000011", NOW_MS);
+        let start = Job::Start(
+            CallStart {
+                call_id: c.call_id.clone(),
+                info: c.info.clone(),
+                invite_at: NOW_MS,
+            },
+            false,
+        );
+        a.record_calls(
+            Arc::new(vec![start]),
+            &Settings::default(),
+            &status(),
+            &Plan::default(),
+        )
+        .await
+        .expect(name);
+        assert!(
+            b.interrupted_calls().await.expect(name).is_empty(),
+            "{name}"
+        );
+        assert!(
+            a.interrupted_calls().await.expect(name).is_empty(),
+            "{name}"
+        );
+        // node-a restarts: its earlier run's call was cut short.
+        let url = match &dir {
+            Some(d) => format!("sqlite:{}", d.path().join("t.db").display()),
+            None => continue,
+        };
+        let a2 = Store::open_with(
+            &url,
+            &super::postgres::PgOptions::default(),
+            "node-a",
+            Clock::manual(NOW_MS),
+        )
+        .await
+        .expect(name);
+        let cut = a2.interrupted_calls().await.expect(name);
+        assert_eq!(cut.len(), 1, "{name}");
+    }
+}
+
+/// SPEC L-6 across nodes: leads of one client posted to two nodes at
+/// once make one deal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_leads_on_two_nodes_make_one_deal() {
+    let at = (NOW_MS / 1000) as i64;
+    for (name, a, b, _dir) in shared_stores().await {
+        let post = |s: Store, _i: i64| {
+            tokio::spawn(async move {
+                // The same form again and again (a visitor clicking twice,
+                // a retrying site): within 12 hours one deal (L-3).
+                let lead = form("79160000042", at);
+                s.record_lead(
+                    &lead,
+                    &Settings::default(),
+                    &status(),
+                    None,
+                    &Plan::default(),
+                )
+                .await
+            })
+        };
+        let tasks: Vec<_> = (0..40)
+            .map(|i| post(if i % 2 == 0 { a.clone() } else { b.clone() }, i))
+            .collect();
+        for t in tasks {
+            t.await.expect("task").expect(name);
+        }
+        let deals = a.list_deals(100, 0).await.expect(name);
+        assert_eq!(deals.len(), 1, "{name}: {deals:?}");
+        assert_eq!(a.list_leads(100, 0).await.expect(name).len(), 40, "{name}");
+    }
+}
+
+/// Nodes sharing PostgreSQL grant pool numbers in the database: visits
+/// arriving at two nodes at once never get one number between them while
+/// the pool has free ones, and each node can read the other's grants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_never_grant_one_number_to_two_visits() {
+    use crate::tracking::pools::PoolConfig;
+    let url = crate::test_pg::database();
+    let open = || Store::open_with_clock(&url, Clock::manual(NOW_MS));
+    let (a, b) = (open().await.expect("a"), open().await.expect("b"));
+    assert!(a.is_shared());
+    let configs = vec![PoolConfig {
+        name: "site".into(),
+        numbers: (1..=5).map(|i| format!("7495123000{i}")).collect(),
+        destination: crate::config::parse_destination("sip:pbx@127.0.0.1:5070").expect("dest"),
+        phone_destination: false,
+        hold_ms: 150_000,
+        segment: None,
+    }];
+    for round in 0..4u64 {
+        // Every round after the last one's holds ran out: 5 free numbers.
+        let now = NOW_MS + round * 1_000_000;
+        let grants: Vec<_> = (0..5)
+            .map(|i| {
+                let node = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let configs = configs.clone();
+                tokio::spawn(async move {
+                    let visit = Visit {
+                        id: format!("r{round}-v{i}"),
+                        fields: Default::default(),
+                    };
+                    node.grant_number(configs, visit, now).await
+                })
+            })
+            .collect();
+        let mut numbers = Vec::new();
+        for g in grants {
+            let g = g.await.expect("task").expect("granted").expect("a number");
+            numbers.push(g.number);
+        }
+        numbers.sort();
+        numbers.dedup();
+        assert_eq!(numbers.len(), 5, "round {round}: {numbers:?}");
+    }
+    // What a granted, b reads back: the visit holding each number.
+    let rows = b.load_assignments().await.expect("rows");
+    assert_eq!(rows.len(), 5);
+    assert!(rows
+        .iter()
+        .all(|r| r.visit.as_ref().is_some_and(|v| v.id.starts_with("r3-"))));
+    // One node's store grants only when shared.
+    assert!(!Store::memory(Clock::manual(NOW_MS)).is_shared());
 }

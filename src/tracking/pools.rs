@@ -59,6 +59,10 @@ pub struct Granted {
     pub pool: String,
     pub hold_seconds: u64,
     pub row: AssignmentRow,
+    /// The number was taken from another visit: the pool ran out. Nodes
+    /// sharing PostgreSQL decide on a copy of the pools in the database
+    /// and hand this to their own (`remember_exhaustion`).
+    pub exhausted: Option<Exhaustion>,
 }
 
 /// A number as the console shows it.
@@ -123,15 +127,22 @@ impl Pools {
         self.configs.is_empty()
     }
 
-    /// Takes back stored rows; rows of numbers no longer in a pool (the
-    /// config changed) are ignored.
+    /// The pools as configured.
+    pub fn configs(&self) -> &[PoolConfig] {
+        &self.configs
+    }
+
+    /// Takes back stored rows (at start, and on a node sharing PostgreSQL
+    /// with others, every grant made anywhere as it is read back); rows
+    /// of numbers no longer in a pool (the config changed) and rows older
+    /// than the number's state here are ignored.
     pub fn restore(&mut self, rows: impl IntoIterator<Item = AssignmentRow>) {
         for row in rows {
             self.version = self.version.max(row.version);
             let Some(&(p, i)) = self.by_number.get(&row.number) else {
                 continue;
             };
-            if self.configs[p].name != row.pool {
+            if self.configs[p].name != row.pool || row.version < self.slots[p][i].version {
                 continue;
             }
             if let Some(v) = &row.visit {
@@ -170,6 +181,7 @@ impl Pools {
 
     /// None when no pool's segment matches it.
     pub fn touch(&mut self, visit: Visit, now: u64) -> Option<Granted> {
+        let mut exhausted = None;
         let mut place = self.by_visit.get(&visit.id).copied().filter(|&(p, i)| {
             let s = &self.slots[p][i];
             self.held(p, s, now) && s.visit.as_ref().is_some_and(|v| v.id == visit.id)
@@ -191,10 +203,7 @@ impl Pools {
                 Some(i) => i,
                 None => {
                     let i = (0..slots.len()).min_by_key(|&i| slots[i].touched_at)?;
-                    if self.exhaustions.len() == EXHAUSTIONS_KEPT {
-                        self.exhaustions.pop_front();
-                    }
-                    self.exhaustions.push_back(Exhaustion {
+                    let e = Exhaustion {
                         pool: self.configs[p].name.clone(),
                         number: self.configs[p].numbers[i].clone(),
                         taken_from: slots[i]
@@ -203,7 +212,9 @@ impl Pools {
                             .map(|v| v.id.clone())
                             .unwrap_or_default(),
                         at: now,
-                    });
+                    };
+                    self.remember_exhaustion(e.clone());
+                    exhausted = Some(e);
                     i
                 }
             };
@@ -228,7 +239,17 @@ impl Pools {
             pool: c.name.clone(),
             hold_seconds: c.hold_ms / 1000,
             row: self.row(p, i),
+            exhausted,
         })
+    }
+
+    /// Keeps an exhaustion event for the console (the newest
+    /// `EXHAUSTIONS_KEPT`).
+    pub fn remember_exhaustion(&mut self, e: Exhaustion) {
+        if self.exhaustions.len() == EXHAUSTIONS_KEPT {
+            self.exhaustions.pop_front();
+        }
+        self.exhaustions.push_back(e);
     }
 
     /// Every number of every pool, in config order, with the visit
@@ -324,17 +345,21 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("1", Some("a"), 0), ("2", Some("b"), 10)]
         );
-        number(&mut p, visit("c", &[]), 20);
+        let granted = p.touch(visit("c", &[]), 20).expect("a number");
+        let event = Exhaustion {
+            pool: "site".into(),
+            number: "1".into(),
+            taken_from: "a".into(),
+            at: 20,
+        };
         let e: Vec<&Exhaustion> = p.exhaustions().collect();
-        assert_eq!(
-            e,
-            [&Exhaustion {
-                pool: "site".into(),
-                number: "1".into(),
-                taken_from: "a".into(),
-                at: 20
-            }]
-        );
+        assert_eq!(e, [&event]);
+        // The grant says so too: a node sharing PostgreSQL decides on a
+        // copy and tells its own pools.
+        assert_eq!(granted.exhausted.as_ref(), Some(&event));
+        let mut here = Pools::new(vec![pool("site", &["1", "2"], None)]);
+        here.remember_exhaustion(event.clone());
+        assert_eq!(here.exhaustions().collect::<Vec<_>>(), [&event]);
         // After the hold nobody holds the numbers, and a new visit takes a
         // free one: no event.
         assert!(p.numbers(1_000_000).iter().all(|n| n.visit.is_none()));
@@ -442,6 +467,12 @@ mod tests {
             Some(g1.number.clone())
         );
         assert!(q.touch(visit("c", &[]), 5_000).expect("c").row.version > g2.row.version);
+        // An older state read back late does not undo a newer one.
+        let mut late = g2.row.clone();
+        late.version = 0;
+        late.visit = None;
+        q.restore([late]);
+        assert!(q.at_call(&g2.number, 5_000).expect("pool").1.is_some());
         // A row for a number the config no longer has is ignored.
         let mut r = Pools::new(vec![pool("site", &["9"], None)]);
         r.restore([g1.row]);

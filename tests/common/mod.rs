@@ -13,6 +13,7 @@ pub mod browser;
 pub mod checks;
 pub mod crm;
 pub mod media;
+pub mod pg;
 pub mod rtp;
 
 use std::collections::{BTreeMap, HashSet};
@@ -121,6 +122,51 @@ fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+// ---------------------------------------------------------------------------
+// Databases
+// ---------------------------------------------------------------------------
+
+/// Which database a siptrack under test keeps its state in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    /// A SQLite file in the test's directory.
+    Sqlite,
+    /// A fresh database on the test process's PostgreSQL (`pg.rs`).
+    Postgres,
+}
+
+impl Db {
+    /// `storage.url` of a fresh, empty database: `sqlite:<dir>/siptrack.db`,
+    /// or a new database on the test process's PostgreSQL cluster.
+    pub fn fresh_url(self, dir: &Path) -> String {
+        match self {
+            Db::Sqlite => format!("sqlite:{}", dir.join("siptrack.db").display()),
+            Db::Postgres => pg::database(),
+        }
+    }
+}
+
+/// Runs end-to-end tests once per database: for each `fn name(db: Db)`,
+/// `on_each_db!(name)` makes the tests `name::sqlite` and
+/// `name::postgres`.
+#[macro_export]
+macro_rules! on_each_db {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() {
+                    super::$name(super::common::Db::Sqlite)
+                }
+                #[test]
+                fn postgres() {
+                    super::$name(super::common::Db::Postgres)
+                }
+            }
+        )*
+    };
 }
 
 // ---------------------------------------------------------------------------

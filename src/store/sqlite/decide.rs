@@ -35,6 +35,7 @@ pub(super) fn start(
     conn: Connection,
     install_id: String,
     run_id: String,
+    earlier_run_id: String,
     clock: Clock,
 ) -> Result<mpsc::Sender<Batch>, StoreError> {
     let (tx, rx) = mpsc::channel::<Batch>();
@@ -45,6 +46,7 @@ pub(super) fn start(
                 conn,
                 install_id,
                 run_id,
+                earlier_run_id,
                 clock,
             };
             while let Ok(b) = rx.recv() {
@@ -62,6 +64,7 @@ struct Decider {
     install_id: String,
     /// This process's run: its open calls are not interrupted ones.
     run_id: String,
+    earlier_run_id: String,
     clock: Clock,
 }
 
@@ -125,6 +128,7 @@ impl Decider {
             plan,
             install_id: &self.install_id,
             run_id: &self.run_id,
+            earlier_run_id: &self.earlier_run_id,
             now_ms: self.clock.unix_ms() as i64,
         };
         let out = record_batch(&mut SqlLedger(&tx), jobs, &cx)?;

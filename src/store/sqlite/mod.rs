@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use super::StoreError;
+use super::{runs, StoreError};
 use crate::calls::CallRecord;
 use crate::clock::Clock;
 
@@ -31,8 +31,9 @@ pub struct SqliteStore {
     /// Signs recording links (migration 0007): per database, so links
     /// survive restarts.
     link_key: Arc<[u8]>,
-    /// Random per process: which open calls are this run's.
+    /// This process's run (`runs::new_run`): which open calls are its own.
     run_id: Arc<str>,
+    node: Arc<str>,
 }
 
 /// Opens a connection to the file as every connection of the store is
@@ -74,6 +75,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0007_call_recording.sql"),
     include_str!("../../../migrations/sqlite/0008_note_recordings.sql"),
     include_str!("../../../migrations/sqlite/0009_console_indexes.sql"),
+    include_str!("../../../migrations/sqlite/0010_outbox_leases.sql"),
 ];
 
 /// The file of a `sqlite:<path>` (or `sqlite://<path>`) URL, without
@@ -88,9 +90,9 @@ pub fn file_of(url: &str) -> Option<&str> {
 }
 
 impl SqliteStore {
-    /// Opens (creating it and its directory if needed) `sqlite:<path>`;
-    /// `clock` stamps what the decision thread writes.
-    pub async fn open(url: &str, clock: Clock) -> Result<SqliteStore, StoreError> {
+    /// Opens (creating it and its directory if needed) `sqlite:<path>`
+    /// for `node`; `clock` stamps what the decision thread writes.
+    pub async fn open(url: &str, node: &str, clock: Clock) -> Result<SqliteStore, StoreError> {
         let file = file_of(url)
             .ok_or(StoreError::Unsupported(
                 "storage.url must be sqlite:<path to a file>",
@@ -131,13 +133,12 @@ impl SqliteStore {
         // The hex text itself is the key: 64 random hex digits are 256
         // random bits, and no parsing can fail.
         let link_key: Arc<[u8]> = link_key.into_bytes().into();
-        let run_id: String = (0..16)
-            .map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)]))
-            .collect();
+        let run_id = runs::new_run(node);
         let decider = decide::start(
             connect(Path::new(&file)).map_err(open_err)?,
             install_id.clone(),
             run_id.clone(),
+            runs::earlier_run(node),
             clock,
         )?;
         Ok(SqliteStore {
@@ -146,6 +147,7 @@ impl SqliteStore {
             install_id: install_id.into(),
             link_key,
             run_id: run_id.into(),
+            node: node.into(),
         })
     }
 
@@ -177,22 +179,25 @@ impl SqliteStore {
     /// Calls that an earlier run saw start and never recorded: a crash
     /// cut them short. Oldest first.
     pub async fn interrupted_calls(&self) -> Result<Vec<CallRecord>, StoreError> {
-        let run_id = self.run_id.clone();
+        let (run_id, node) = (self.run_id.clone(), self.node.clone());
         self.with(move |c| {
             let mut q = c.prepare(
-                "SELECT call_id, invite_at, info FROM open_calls WHERE run_id <> ?1
+                "SELECT call_id, invite_at, info, run_id FROM open_calls WHERE run_id <> ?1
                   ORDER BY invite_at, call_id",
             )?;
             let rows = q.query_map(params![&*run_id], |r| {
                 let info: String = r.get(2)?;
-                Ok(CallRecord::interrupted(
-                    r.get(0)?,
-                    // A row this build cannot read still is a call.
-                    serde_json::from_str(&info).unwrap_or_default(),
-                    r.get::<_, i64>(1)?.max(0) as u64,
-                ))
+                let run: String = r.get(3)?;
+                Ok(runs::cut_short(&run, &run_id, &node).then(|| {
+                    CallRecord::interrupted(
+                        r.get(0).unwrap_or_default(),
+                        // A row this build cannot read still is a call.
+                        serde_json::from_str(&info).unwrap_or_default(),
+                        r.get::<_, i64>(1).unwrap_or_default().max(0) as u64,
+                    )
+                }))
             })?;
-            rows.collect()
+            rows.filter_map(Result::transpose).collect()
         })
         .await
     }

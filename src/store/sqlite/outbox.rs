@@ -1,6 +1,7 @@
 //! The CRM outbox in SQLite (SPEC C-5): items are inserted inside the
-//! decision's transaction (`decide.rs`); the worker takes the due ones
-//! and settles each attempt.
+//! decision's transaction (`decide.rs`); the worker claims the due ones
+//! with a lease and settles each attempt. Several processes may share the
+//! file; each item is in flight in one of them at a time.
 
 use rusqlite::{params, TransactionBehavior};
 
@@ -12,46 +13,73 @@ use crate::store::rows::OutboxRow;
 use crate::store::StoreError;
 
 impl SqliteStore {
-    /// Pending items due by `now_ms` whose earlier items with the same
-    /// order key are all settled, oldest first.
-    pub async fn outbox_due(&self, now_ms: i64, limit: i64) -> Result<Vec<DueItem>, StoreError> {
+    /// Claims for `node` until `now_ms + lease_ms` up to `limit` pending
+    /// items that are due, not claimed by another process's live lease (a
+    /// node's own claims are an earlier run's: its worker settles a round
+    /// before it claims again), and first of their
+    /// order key among the pending ones (an item in flight is pending, so
+    /// a deal's next item waits until it is settled). Oldest first. One
+    /// IMMEDIATE transaction: processes sharing the file take turns.
+    pub async fn outbox_claim(
+        &self,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DueItem>, StoreError> {
+        let node = node.to_string();
         self.with(move |c| {
-            let mut q = c.prepare_cached(
-                "SELECT o.id, o.target, o.idempotency_key, o.event, o.body, o.attempts, o.created_at,
-                        o.deal_ref, d.crm_id,
-                        EXISTS (SELECT 1 FROM outbox c
-                                 WHERE c.order_key = o.order_key AND c.event = 'deal.create') AS created_here
-                   FROM outbox o LEFT JOIN deals d ON d.id = o.deal_ref
-                  WHERE o.state = 'pending' AND o.next_at <= ?1
-                    AND NOT EXISTS (SELECT 1 FROM outbox p
-                                     WHERE p.order_key = o.order_key AND p.id < o.id
-                                       AND p.state = 'pending')
-                  ORDER BY o.id LIMIT ?2",
-            )?;
-            let rows = q.query_map(params![now_ms, limit], |r| {
-                let target: String = r.get(1)?;
-                let Some(target) = Target::parse(&target) else {
-                    tracing::error!(
-                        id = r.get::<_, i64>(0)?,
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let items = {
+                let mut q = tx.prepare_cached(
+                    "SELECT o.id, o.target, o.idempotency_key, o.event, o.body, o.attempts, o.created_at,
+                            o.deal_ref, d.crm_id,
+                            EXISTS (SELECT 1 FROM outbox c
+                                     WHERE c.order_key = o.order_key AND c.event = 'deal.create') AS created_here
+                       FROM outbox o LEFT JOIN deals d ON d.id = o.deal_ref
+                      WHERE o.state = 'pending' AND o.next_at <= ?1
+                        AND (o.lease_until IS NULL OR o.lease_until <= ?1 OR o.claimed_by = ?3)
+                        AND NOT EXISTS (SELECT 1 FROM outbox p
+                                         WHERE p.order_key = o.order_key AND p.id < o.id
+                                           AND p.state = 'pending')
+                      ORDER BY o.id LIMIT ?2",
+                )?;
+                let rows = q.query_map(params![now_ms, limit, node], |r| {
+                    let target: String = r.get(1)?;
+                    let Some(target) = Target::parse(&target) else {
+                        tracing::error!(
+                            id = r.get::<_, i64>(0)?,
+                            target,
+                            "outbox item with an unknown target; left pending"
+                        );
+                        return Ok(None);
+                    };
+                    Ok(Some(DueItem {
+                        id: r.get(0)?,
                         target,
-                        "outbox item with an unknown target; left pending"
-                    );
-                    return Ok(None);
-                };
-                Ok(Some(DueItem {
-                    id: r.get(0)?,
-                    target,
-                    key: r.get(2)?,
-                    event: r.get(3)?,
-                    body: r.get(4)?,
-                    attempts: r.get::<_, i64>(5)?.max(0) as u32,
-                    created_at: r.get(6)?,
-                    deal_ref: r.get(7)?,
-                    crm_deal_id: r.get(8)?,
-                    deal_created_here: r.get(9)?,
-                }))
-            })?;
-            rows.filter_map(Result::transpose).collect()
+                        key: r.get(2)?,
+                        event: r.get(3)?,
+                        body: r.get(4)?,
+                        attempts: r.get::<_, i64>(5)?.max(0) as u32,
+                        created_at: r.get(6)?,
+                        deal_ref: r.get(7)?,
+                        crm_deal_id: r.get(8)?,
+                        deal_created_here: r.get(9)?,
+                    }))
+                })?;
+                rows.filter_map(Result::transpose)
+                    .collect::<rusqlite::Result<Vec<DueItem>>>()?
+            };
+            {
+                let mut claim = tx.prepare_cached(
+                    "UPDATE outbox SET claimed_by = ?2, lease_until = ?3 WHERE id = ?1",
+                )?;
+                for i in &items {
+                    claim.execute(params![i.id, node, now_ms + lease_ms])?;
+                }
+            }
+            tx.commit()?;
+            Ok(items)
         })
         .await
     }
@@ -60,7 +88,8 @@ impl SqliteStore {
     pub async fn outbox_next_due(&self) -> Result<Option<i64>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT MIN(next_at) FROM outbox WHERE state = 'pending'",
+                "SELECT MIN(MAX(next_at, COALESCE(lease_until, 0))) FROM outbox
+                  WHERE state = 'pending'",
                 [],
                 |r| r.get(0),
             )
@@ -68,41 +97,50 @@ impl SqliteStore {
         .await
     }
 
-    /// Records the attempts' results in one transaction.
+    /// Records the attempts' results in one transaction; results for
+    /// items `node` no longer holds (its lease ran out and another process
+    /// took them) are left out.
     pub async fn outbox_settle(
         &self,
+        node: &str,
         results: &[(i64, Settle)],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let results = results.to_vec();
+        let (node, results) = (node.to_string(), results.to_vec());
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             for (id, s) in &results {
                 match s {
                     Settle::Done { crm_deal } => {
-                        tx.prepare_cached(
-                            "UPDATE outbox SET state = 'done', done_at = ?2,
-                                    attempts = attempts + 1, last_error = '' WHERE id = ?1",
-                        )?
-                        .execute(params![id, now_ms])?;
-                        if let Some((deal, crm_id)) = crm_deal {
+                        let n = tx
+                            .prepare_cached(
+                                "UPDATE outbox SET state = 'done', done_at = ?2,
+                                        attempts = attempts + 1, last_error = '',
+                                        claimed_by = NULL, lease_until = NULL
+                                  WHERE id = ?1 AND claimed_by = ?3",
+                            )?
+                            .execute(params![id, now_ms, node])?;
+                        if let (1, Some((deal, crm_id))) = (n, crm_deal) {
                             tx.prepare_cached("UPDATE deals SET crm_id = ?2 WHERE id = ?1")?
                                 .execute(params![deal, crm_id])?;
                         }
                     }
                     Settle::Retry { error, next_at } => {
                         tx.prepare_cached(
-                            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_at = ?3
-                              WHERE id = ?1",
+                            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_at = ?3,
+                                    claimed_by = NULL, lease_until = NULL
+                              WHERE id = ?1 AND claimed_by = ?4",
                         )?
-                        .execute(params![id, error, next_at])?;
+                        .execute(params![id, error, next_at, node])?;
                     }
                     Settle::Park { error } => {
                         tx.prepare_cached(
                             "UPDATE outbox SET state = 'failed', attempts = attempts + 1,
-                                    last_error = ?2, done_at = ?3 WHERE id = ?1",
+                                    last_error = ?2, done_at = ?3,
+                                    claimed_by = NULL, lease_until = NULL
+                              WHERE id = ?1 AND claimed_by = ?4",
                         )?
-                        .execute(params![id, error, now_ms])?;
+                        .execute(params![id, error, now_ms, node])?;
                     }
                 }
             }
@@ -180,7 +218,8 @@ impl SqliteStore {
     pub async fn outbox_requeue(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
         self.with(move |c| {
             c.execute(
-                "UPDATE outbox SET state = 'pending', next_at = ?2, created_at = ?2
+                "UPDATE outbox SET state = 'pending', next_at = ?2, created_at = ?2,
+                        claimed_by = NULL, lease_until = NULL
                   WHERE id = ?1 AND state = 'failed'",
                 params![id, now_ms],
             )

@@ -1,0 +1,277 @@
+//! The PostgreSQL store (SPEC section 8): several siptrack nodes share one
+//! database. One driver, `postgres` (the synchronous face of
+//! tokio-postgres), on a small pool of connections (`pool.rs`) used on
+//! tokio's blocking threads, as SQLite's connection is: the recording code
+//! (`store/record.rs`) is synchronous over a `Ledger`, and runs here in
+//! one transaction per batch (`decide.rs`). Lists (`leads.rs`), the outbox
+//! (`outbox.rs`) and pools (`pools.rs`) use the same pool. Migrations
+//! (migrations/postgres/) run at open, under an advisory lock so that
+//! nodes starting together apply each once.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{runs, StoreError};
+use crate::calls::CallRecord;
+use crate::clock::Clock;
+
+mod decide;
+mod leads;
+mod outbox;
+mod pool;
+mod pools;
+
+use pool::{Conn, Pool};
+
+/// Schema changes, in order; `schema_migrations` holds those applied.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_schema.sql"),
+    include_str!("../../../migrations/postgres/0002_outbox_leases.sql"),
+    include_str!("../../../migrations/postgres/0003_call_recording.sql"),
+    include_str!("../../../migrations/postgres/0004_note_recordings.sql"),
+    include_str!("../../../migrations/postgres/0005_console_indexes.sql"),
+];
+
+/// Any constant: the key of the advisory lock migrations run under.
+const MIGRATION_LOCK: i64 = 0x5349_5054_5241_434b; // "SIPTRACK"
+
+/// How the store talks to the server (`storage.pool_size`,
+/// `storage.statement_timeout_ms`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgOptions {
+    pub pool_size: usize,
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            pool_size: 8,
+            statement_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Whether `url` names a PostgreSQL database.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Arc<Pool>,
+    install_id: Arc<str>,
+    /// Signs recording links: the same on every node of the database.
+    link_key: Arc<[u8]>,
+    /// This process's run (`runs::new_run`): which open calls are its own.
+    run_id: Arc<str>,
+    earlier_run_id: Arc<str>,
+    node: Arc<str>,
+    clock: Clock,
+}
+
+fn apply_migrations(conn: &mut Conn) -> Result<(), postgres::Error> {
+    let mut tx = conn.client.transaction()?;
+    // Held to the end of the transaction: a second node waits here, then
+    // finds the migrations applied (even the table's creation races
+    // without it).
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")?;
+    let done: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )?
+        .get(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
+        tx.batch_execute(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[&(i as i64 + 1)],
+        )?;
+    }
+    tx.commit()
+}
+
+impl PgStore {
+    /// Connects to `postgres://…`, applies what migrations are missing and
+    /// reads the installation id. Fails when the server cannot be reached.
+    pub async fn open(
+        url: &str,
+        opts: &PgOptions,
+        node: &str,
+        clock: Clock,
+    ) -> Result<PgStore, StoreError> {
+        let open_err = |e: StoreError| StoreError::OpenPostgres {
+            url: redact(url),
+            reason: e.to_string(),
+        };
+        let mut config = postgres::Config::from_str(url).map_err(|e| StoreError::OpenPostgres {
+            url: redact(url),
+            reason: e.to_string(),
+        })?;
+        config
+            .connect_timeout(Duration::from_secs(5))
+            .options(&format!(
+                "-c statement_timeout={}",
+                opts.statement_timeout_ms
+            ));
+        let pool = Arc::new(Pool::new(config, opts.pool_size));
+        let (install_id, link_key) = {
+            let pool = pool.clone();
+            tokio::task::spawn_blocking(move || {
+                pool.with(|conn| {
+                    apply_migrations(conn)?;
+                    let mut meta = |key: &str| -> Result<String, postgres::Error> {
+                        Ok(conn
+                            .client
+                            .query_one("SELECT value FROM meta WHERE key = $1", &[&key])?
+                            .get(0))
+                    };
+                    Ok((meta("install_id")?, meta("recording_link_key")?))
+                })
+            })
+            .await
+            .map_err(|e| StoreError::Thread(e.to_string()))?
+            .map_err(open_err)?
+        };
+        Ok(PgStore {
+            pool,
+            install_id: install_id.into(),
+            // The hex text itself is the key, as SQLite's.
+            link_key: link_key.into_bytes().into(),
+            run_id: runs::new_run(node).into(),
+            earlier_run_id: runs::earlier_run(node).into(),
+            node: node.into(),
+            clock,
+        })
+    }
+
+    pub fn install_id(&self) -> &Arc<str> {
+        &self.install_id
+    }
+
+    pub fn link_key(&self) -> &Arc<[u8]> {
+        &self.link_key
+    }
+
+    /// Runs `f` on a connection of the pool, on a blocking thread.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<T, postgres::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || pool.with(|c| Ok(f(c)?)))
+            .await
+            .map_err(|e| StoreError::Thread(e.to_string()))?
+    }
+
+    /// Calls that an earlier run saw start and never recorded: a crash
+    /// cut them short. Oldest first. Only this node's: another node's
+    /// open calls are live there.
+    pub async fn interrupted_calls(&self) -> Result<Vec<CallRecord>, StoreError> {
+        let (run_id, node) = (self.run_id.to_string(), self.node.clone());
+        self.with(move |c| {
+            let rows = c.client.query(
+                "SELECT call_id, invite_at, info, run_id FROM open_calls WHERE run_id <> $1
+                  ORDER BY invite_at, call_id",
+                &[&run_id],
+            )?;
+            Ok(rows
+                .iter()
+                .filter(|r| runs::cut_short(r.get(3), &run_id, &node))
+                .map(|r| {
+                    let info: String = r.get(2);
+                    CallRecord::interrupted(
+                        r.get(0),
+                        // A row this build cannot read still is a call.
+                        serde_json::from_str(&info).unwrap_or_default(),
+                        r.get::<_, i64>(1).max(0) as u64,
+                    )
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Runs SQL text as it is (tests and benchmarks age or seed stores).
+    pub async fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
+        let sql = sql.to_string();
+        self.with(move |c| c.client.batch_execute(&sql)).await
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_not_shown() {
+        for (url, shown) in [
+            (
+                "postgres://siptrack:s3cret@db:5432/siptrack",
+                "postgres://siptrack:***@db:5432/siptrack",
+            ),
+            (
+                "postgres://siptrack@db/siptrack",
+                "postgres://siptrack@db/siptrack",
+            ),
+            ("postgres://db/siptrack", "postgres://db/siptrack"),
+        ] {
+            assert_eq!(redact(url), shown);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_opening_together_migrate_once() {
+        let url = crate::test_pg::database();
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move {
+                    PgStore::open(&url, &PgOptions::default(), "n", Clock::system()).await
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for o in opens {
+            let s = o.await.expect("task").expect("opened");
+            ids.push(s.install_id().to_string());
+        }
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "one install id: {ids:?}");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_is_not_there_is_a_clear_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let url = format!("postgres://siptrack:pw@127.0.0.1:{port}/siptrack");
+        let err = PgStore::open(&url, &PgOptions::default(), "n", Clock::system())
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains(&format!("127.0.0.1:{port}")) && !err.contains("pw@"),
+            "{err}"
+        );
+    }
+}
