@@ -136,6 +136,29 @@ pub fn serial_groups(
     groups
 }
 
+/// The CRM's numeric id of an item's deal, for the adapters whose CRM
+/// has numeric ids: a retry while the deal's own create has not been
+/// answered yet, and a refusal (parked with the reason) for a deal made
+/// before this CRM was configured, which has no entity there, or one
+/// whose stored id is not this CRM's.
+pub fn crm_deal_id(item: &DueItem, crm: &str, kind: &str, entity: &str) -> Result<u64, Outcome> {
+    let deal = item.deal_ref.unwrap_or_default();
+    match (&item.crm_deal_id, item.deal_created_here) {
+        (Some(id), _) => id.parse().map_err(|_| Outcome::GiveUp {
+            reason: format!("deal {deal} has the CRM id {id:?}, not a numeric {crm} id"),
+        }),
+        (None, true) => Err(Outcome::Retry {
+            error: format!("deal {deal} is not in {crm} yet (its deal.create has no answer)"),
+            retry_after_ms: None,
+        }),
+        (None, false) => Err(Outcome::GiveUp {
+            reason: format!(
+                "deal {deal} was made before crm.kind = \"{kind}\" and has no {crm} {entity}"
+            ),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +192,55 @@ mod tests {
             .map(|g| g.iter().map(|i| i.id).collect())
             .collect();
         assert_eq!(ids, vec![vec![1, 4, 6], vec![2], vec![3], vec![5]]);
+    }
+
+    #[test]
+    fn a_deals_crm_id_is_a_number_a_retry_or_a_refusal() {
+        // (stored CRM id, created through the outbox, expected)
+        let retry = |e: &str| {
+            Err(Outcome::Retry {
+                error: e.into(),
+                retry_after_ms: None,
+            })
+        };
+        let give_up = |r: &str| Err(Outcome::GiveUp { reason: r.into() });
+        for (crm_id, here, want) in [
+            (Some("4711"), true, Ok(4711)),
+            (Some("4711"), false, Ok(4711)),
+            (
+                Some("d-9"),
+                true,
+                give_up("deal 7 has the CRM id \"d-9\", not a numeric amoCRM id"),
+            ),
+            (
+                None,
+                true,
+                retry("deal 7 is not in amoCRM yet (its deal.create has no answer)"),
+            ),
+            (
+                None,
+                false,
+                give_up("deal 7 was made before crm.kind = \"amocrm\" and has no amoCRM lead"),
+            ),
+        ] {
+            let item = DueItem {
+                id: 1,
+                target: crate::crm::outbox::Target::Lead,
+                key: String::new(),
+                event: "deal.comment".into(),
+                body: String::new(),
+                attempts: 0,
+                created_at: 0,
+                deal_ref: Some(7),
+                crm_deal_id: crm_id.map(str::to_string),
+                deal_created_here: here,
+            };
+            assert_eq!(
+                crm_deal_id(&item, "amoCRM", "amocrm", "lead"),
+                want,
+                "{crm_id:?} {here}"
+            );
+        }
     }
 
     #[test]

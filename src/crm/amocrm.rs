@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::adapter::{
-    carries, lead_marker, marked, Answer, CrmAdapter, Method, Outcome, Request, Step,
+    carries, crm_deal_id, lead_marker, marked, Answer, CrmAdapter, Method, Outcome, Request, Step,
 };
 use super::outbox::Target;
 use super::webhook::parse_retry_after;
@@ -477,31 +477,9 @@ pub struct AmoCrm {
 }
 
 impl AmoCrm {
-    /// The CRM's lead id for an action on a deal; None while its
-    /// deal.create has not been answered.
+    /// The CRM's lead id for an action on a deal (see `adapter::crm_deal_id`).
     fn lead_id(item: &DueItem) -> Result<u64, Outcome> {
-        match (&item.crm_deal_id, item.deal_created_here) {
-            (Some(id), _) => id.parse().map_err(|_| Outcome::GiveUp {
-                reason: format!(
-                    "deal {} has the CRM id {id:?}, not an amoCRM lead id",
-                    item.deal_ref.unwrap_or_default()
-                ),
-            }),
-            (None, true) => Err(Outcome::Retry {
-                error: format!(
-                    "deal {} is not in amoCRM yet (its deal.create has no answer)",
-                    item.deal_ref.unwrap_or_default()
-                ),
-                retry_after_ms: None,
-            }),
-            // A deal made before amoCRM was configured has no lead there.
-            (None, false) => Err(Outcome::GiveUp {
-                reason: format!(
-                    "deal {} was made before crm.kind = \"amocrm\" and has no amoCRM lead",
-                    item.deal_ref.unwrap_or_default()
-                ),
-            }),
-        }
+        crm_deal_id(item, "amoCRM", "amocrm", "lead")
     }
 
     fn add_note(&self, lead_id: u64, body: &Value) -> Step {

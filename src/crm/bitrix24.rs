@@ -33,7 +33,7 @@ use chrono::FixedOffset;
 use serde_json::{json, Map, Value};
 
 use super::adapter::{
-    carries, lead_marker, marked, Answer, CrmAdapter, Method, Outcome, Request, Step,
+    carries, crm_deal_id, lead_marker, marked, Answer, CrmAdapter, Method, Outcome, Request, Step,
 };
 use super::outbox::Target;
 use super::rate::Pacer;
@@ -573,30 +573,9 @@ fn retry(error: String) -> Step {
 }
 
 impl Bitrix24 {
-    /// The CRM's id of the item's deal; None while its create has not
-    /// been answered.
+    /// The CRM's id of the item's deal (see `adapter::crm_deal_id`).
     fn deal_id(item: &DueItem) -> Result<u64, Outcome> {
-        match (&item.crm_deal_id, item.deal_created_here) {
-            (Some(id), _) => id.parse().map_err(|_| Outcome::GiveUp {
-                reason: format!(
-                    "deal {} has the CRM id {id:?}, not a Bitrix24 id",
-                    item.deal_ref.unwrap_or_default()
-                ),
-            }),
-            (None, true) => Err(Outcome::Retry {
-                error: format!(
-                    "deal {} is not in Bitrix24 yet (its deal.create has no answer)",
-                    item.deal_ref.unwrap_or_default()
-                ),
-                retry_after_ms: None,
-            }),
-            (None, false) => Err(Outcome::GiveUp {
-                reason: format!(
-                    "deal {} was made before crm.kind = \"bitrix24\" and has no Bitrix24 entity",
-                    item.deal_ref.unwrap_or_default()
-                ),
-            }),
-        }
+        crm_deal_id(item, "Bitrix24", "bitrix24", "entity")
     }
 
     /// A call's phone and start, as sent to Bitrix24; None for a withheld
