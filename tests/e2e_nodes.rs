@@ -1,0 +1,302 @@
+//! Several siptrack nodes on one PostgreSQL behind Kamailio's dispatcher
+//! (issue 14): Kamailio from Debian runs `config/kamailio-dispatcher.cfg`
+//! (round robin over the nodes) in the foreground on loopback; SIPp calls
+//! through it.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{free_port, options_ping, Sipp, Siptrack};
+
+const TOKEN: &str = "nodes-token-5c2a";
+
+fn node_config(uas_port: u16, url: &str) -> String {
+    format!(
+        r#"[sip]
+listen = ["udp:127.0.0.1:{{SIP_PORT}}"]
+trusted_sources = ["127.0.0.0/8"]
+# The same on every node: a node's route tokens are valid on the others.
+route_secret = "e2e-nodes-shared-secret"
+
+[tracking]
+default_destination = "sip:pbx@127.0.0.1:{uas_port}"
+
+[http]
+listen = "127.0.0.1:{{HTTP_PORT}}"
+token = "{TOKEN}"
+
+[storage]
+url = "{url}"
+pool_size = 4
+statement_timeout_ms = 2000
+node_name = "node-{{SIP_PORT}}"
+"#
+    )
+}
+
+/// Where Debian's kamailio keeps its modules.
+fn kamailio_modules() -> String {
+    let found = [
+        "/usr/lib/x86_64-linux-gnu/kamailio/modules",
+        "/usr/lib/aarch64-linux-gnu/kamailio/modules",
+        "/usr/lib/kamailio/modules",
+    ]
+    .into_iter()
+    .find(|d| Path::new(d).join("dispatcher.so").exists());
+    found
+        .unwrap_or_else(|| panic!("no kamailio dispatcher module: scripts/test installs kamailio"))
+        .to_string()
+}
+
+/// Kamailio in the foreground (`-DD -E`) in its own process group, ended
+/// (the group: it forks its workers) when dropped.
+struct Kamailio {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Kamailio {
+    fn start(nodes: &[&Siptrack]) -> Kamailio {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let list = dir.path().join("dispatcher.list");
+        let lines: String = nodes
+            .iter()
+            .map(|n| format!("1 sip:{}\n", n.sip_addr()))
+            .collect();
+        std::fs::write(&list, lines).expect("dispatcher.list");
+        let cfg = include_str!("../config/kamailio-dispatcher.cfg")
+            .replace("@LISTEN@", &format!("udp:{addr}"))
+            .replace("@MODULES@", &kamailio_modules())
+            .replace("@LIST@", &list.display().to_string());
+        let cfg_path = dir.path().join("kamailio.cfg");
+        std::fs::write(&cfg_path, cfg).expect("kamailio.cfg");
+        let log = std::fs::File::create(dir.path().join("kamailio.log")).expect("log");
+        let child = Command::new("kamailio")
+            .arg("-f")
+            .arg(&cfg_path)
+            .args(["-DD", "-E", "-m", "64", "-M", "8", "-w"])
+            .arg(dir.path())
+            .arg("-Y")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("kamailio (scripts/test installs it)");
+        let k = Kamailio {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while options_ping(addr, Duration::from_millis(300)).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "kamailio did not answer:\n{}",
+                k.log()
+            );
+        }
+        k
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("kamailio.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        // Its own process group: the main process and its workers.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The called PBX: answers every INVITE (180, 200 with its Contact and
+/// the Record-Route) and every BYE (200), each response to where the
+/// request came from — the node that relayed it, as RFC 3261 18.2.2 has
+/// it through the top Via (SIPp's UAS answers the address a call began
+/// with, a node that may be dead by the BYE). Counts distinct calls
+/// answered and ended.
+struct Callee {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, usize)>,
+}
+
+impl Callee {
+    fn start(port: u16) -> Callee {
+        let sock = UdpSocket::bind(("127.0.0.1", port)).expect("callee port");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut answered, mut ended) = (BTreeSet::new(), BTreeSet::new());
+            let mut buf = vec![0u8; 65_536];
+            let limit = Instant::now() + Duration::from_secs(120);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < limit {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let call_id = header(&req, "Call-ID").unwrap_or_default().to_string();
+                let tag = format!(
+                    "pbx{}",
+                    call_id.len() * 31 + call_id.bytes().map(usize::from).sum::<usize>()
+                );
+                let contact = format!("Contact: <sip:pbx@127.0.0.1:{port}>\r\n");
+                let replies = if req.starts_with("INVITE ") {
+                    answered.insert(call_id);
+                    vec![
+                        respond(&req, "180 Ringing", &tag, ""),
+                        respond(&req, "200 OK", &tag, &contact),
+                    ]
+                } else if req.starts_with("BYE ") {
+                    ended.insert(call_id);
+                    vec![respond(&req, "200 OK", &tag, "")]
+                } else {
+                    Vec::new()
+                };
+                for r in replies {
+                    let _ = sock.send_to(r.as_bytes(), from);
+                }
+            }
+            (answered.len(), ended.len())
+        });
+        Callee { stop, thread }
+    }
+
+    /// (calls answered, calls ended by a BYE).
+    fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("callee thread")
+    }
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.split("\r\n").find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// A response to `req`: its Vias, Record-Routes, From, To (with `tag`
+/// unless it has one), Call-ID and CSeq.
+fn respond(req: &str, status: &str, tag: &str, extra: &str) -> String {
+    let mut out = format!("SIP/2.0 {status}\r\n");
+    for line in req
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .split("\r\n")
+        .skip(1)
+    {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if ["via", "record-route", "from", "call-id", "cseq"].contains(&name.as_str()) {
+            out.push_str(line);
+            out.push_str("\r\n");
+        } else if name == "to" {
+            out.push_str(line);
+            if !line.contains("tag=") {
+                out.push_str(&format!(";tag={tag}"));
+            }
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str(extra);
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+/// Issue 14 step 3: calls answered on a node that then dies (kill -9) are
+/// ended by their BYE through another node: Kamailio sends the BYE on to
+/// another node when the dead one does not answer, that node finds the
+/// dialog in PostgreSQL, relays the BYE to the callee, and records the
+/// call once with the time talked and the caller as the side that hung up.
+#[test]
+fn calls_of_a_dead_node_are_ended_by_their_bye_through_another_node() {
+    let url = common::pg::database();
+    let uas_port = free_port();
+    let text = node_config(uas_port, &url);
+    let mut nodes = [
+        Siptrack::start(&text),
+        Siptrack::start(&text),
+        Siptrack::start(&text),
+    ];
+    let kamailio = Kamailio::start(&nodes.iter().collect::<Vec<_>>());
+    const CALLS: u32 = 30;
+    const TALK_MS: u64 = 5_000;
+    let callee = Callee::start(uas_port);
+    let uac = Sipp::uac("uac_talk.xml", kamailio.addr)
+        .calls(CALLS)
+        .rate(10)
+        .pause_ms(TALK_MS)
+        .time_limit(Duration::from_secs(60))
+        .spawn();
+    // Every call is set up (3 s at 10 per second) and talking; none has
+    // hung up yet.
+    std::thread::sleep(Duration::from_millis(3_600));
+    nodes[0].kill9();
+    let uac = uac.wait_at_most(Duration::from_secs(50));
+    let (answered, byes) = callee.stop();
+    assert_eq!(
+        (uac.successful(), uac.failed()),
+        (u64::from(CALLS), 0),
+        "every BYE answered:\n{}\n{}",
+        uac.summary(),
+        kamailio.log()
+    );
+    assert_eq!((answered, byes), (CALLS as usize, CALLS as usize));
+
+    let calls = nodes[1].wait_for("calls", CALLS as usize, TOKEN);
+    let ids: BTreeSet<&str> = calls.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert_eq!(ids.len(), CALLS as usize, "each call recorded once");
+    let talk = TALK_MS / 1000;
+    for c in &calls {
+        assert_eq!(c["status"], "answered", "{c}");
+        assert_eq!(c["hangup"], "caller", "{c}");
+        // The pause, plus up to Kamailio's 1 s wait for the dead node
+        // and a second of rounding and load.
+        let d = c["duration"].as_u64().unwrap_or(0);
+        assert!((talk..=talk + 2).contains(&d), "duration {d}: {c}");
+    }
+    let taken: usize = nodes[1..]
+        .iter()
+        .map(|n| {
+            n.log()
+                .matches("taking over a call another node set up")
+                .count()
+        })
+        .sum();
+    // Round robin: about a third of the calls were on the dead node.
+    assert!(
+        (CALLS as usize / 3 - 3..=CALLS as usize / 3 + 3).contains(&taken),
+        "{taken} calls taken over"
+    );
+}
