@@ -69,7 +69,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0004_lead_indexes_by_accepted.sql"),
     include_str!("../../../migrations/sqlite/0005_crm_outbox.sql"),
     include_str!("../../../migrations/sqlite/0006_open_calls.sql"),
-    include_str!("../../../migrations/sqlite/0007_outbox_leases.sql"),
+    include_str!("../../../migrations/sqlite/0010_outbox_leases.sql"),
 ];
 
 /// The file of a `sqlite:<path>` (or `sqlite://<path>`) URL, without
