@@ -33,6 +33,12 @@ default_destination = "sip:pbx@127.0.0.1:{uas_port}"
 listen = "127.0.0.1:{{HTTP_PORT}}"
 token = "{TOKEN}"
 
+[[tracking.pools]]
+name = "site"
+numbers = ["74951230001", "74951230002", "74951230003", "74951230004", "74951230005"]
+destination = "sip:pbx@127.0.0.1:{uas_port}"
+hold_seconds = 600
+
 [storage]
 url = "{url}"
 pool_size = 4
@@ -299,4 +305,138 @@ fn calls_of_a_dead_node_are_ended_by_their_bye_through_another_node() {
         (CALLS as usize / 3 - 3..=CALLS as usize / 3 + 3).contains(&taken),
         "{taken} calls taken over"
     );
+}
+
+/// What must come out the same whichever node decided: leads as (phone,
+/// outcome with ids blanked), deals by phone, calls as (caller, status,
+/// hangup), each sorted.
+fn decisions(node: &Siptrack) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let blank = |v: &serde_json::Value| {
+        v.as_str()
+            .unwrap_or_default()
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .collect::<String>()
+    };
+    let mut leads: Vec<String> = node
+        .list("leads", TOKEN)
+        .iter()
+        .map(|l| format!("{} {}", l["phone"], blank(&l["outcome"])))
+        .collect();
+    let mut deals: Vec<String> = node
+        .list("deals", TOKEN)
+        .iter()
+        .map(|d| d["phone"].to_string())
+        .collect();
+    let mut calls: Vec<String> = node
+        .list("calls", TOKEN)
+        .iter()
+        .map(|c| format!("{} {} {}", c["caller"], c["status"], c["hangup"]))
+        .collect();
+    leads.sort();
+    deals.sort();
+    calls.sort();
+    (leads, deals, calls)
+}
+
+/// `calls` calls from 100 callers (one line each of an -inf file, in
+/// turn) to `to` at 100 per second; every one answered and ended.
+fn calls_from_100_callers(to: SocketAddr, calls: u32, dir: &Path) {
+    let inf = dir.join("callers.csv");
+    let mut text = String::from("SEQUENTIAL\n");
+    for i in 0..calls {
+        text.push_str(&format!("7916555{:04};\n", i % 100));
+    }
+    std::fs::write(&inf, text).expect("callers file");
+    let uac = Sipp::uac("uac_callers.xml", to)
+        .calls(calls)
+        .rate(100)
+        .arg("-inf")
+        .arg(inf.display().to_string())
+        .arg("-s")
+        .arg("74951110001")
+        .time_limit(Duration::from_secs(60))
+        .run();
+    assert_eq!(
+        (uac.successful(), uac.failed()),
+        (u64::from(calls), 0),
+        "{}",
+        uac.summary()
+    );
+}
+
+/// SPEC §8 through a dispatcher: the same calls through three nodes as
+/// through one node on its own database give the same lead log, deals
+/// and call records; 200 form leads of one client spread over the three
+/// nodes make one deal; visits through all three never share a number.
+#[test]
+fn three_nodes_behind_the_dispatcher_decide_as_one_node() {
+    const CALLS: u32 = 1_000;
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let uas_port = free_port();
+    let callee = Callee::start(uas_port);
+    let text = node_config(uas_port, &common::pg::database());
+    let nodes = [
+        Siptrack::start(&text),
+        Siptrack::start(&text),
+        Siptrack::start(&text),
+    ];
+    let kamailio = Kamailio::start(&nodes.iter().collect::<Vec<_>>());
+    calls_from_100_callers(kamailio.addr, CALLS, scratch.path());
+    let alone = Siptrack::start(&node_config(uas_port, &common::pg::database()));
+    calls_from_100_callers(alone.sip_addr(), CALLS, scratch.path());
+    nodes[0].wait_for("calls", CALLS as usize, TOKEN);
+    alone.wait_for("calls", CALLS as usize, TOKEN);
+    let (three, one) = (decisions(&nodes[2]), decisions(&alone));
+    assert_eq!(three.1.len(), 100, "one deal per caller: {:?}", three.1);
+    assert_eq!(three.0.len(), CALLS as usize);
+    assert_eq!(three, one, "three nodes decide as one");
+    let (answered, ended) = callee.stop();
+    assert_eq!((answered, ended), (2 * CALLS as usize, 2 * CALLS as usize));
+
+    // 200 leads of one client at once, spread over the three nodes.
+    let apis: Vec<SocketAddr> = nodes.iter().map(|n| n.api()).collect();
+    let posters: Vec<_> = (0..8)
+        .map(|t| {
+            let apis = apis.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let body = r#"{"title": "Order", "name": "Olga", "phone": "+79169990001", "form": "order"}"#;
+                    let (status, answer) = common::checks::post_json(
+                        apis[(t * 25 + i) % 3],
+                        "/api/v1/leads",
+                        Some(TOKEN),
+                        body,
+                    );
+                    assert_eq!(status, 200, "{answer}");
+                }
+            })
+        })
+        .collect();
+    for p in posters {
+        p.join().expect("poster");
+    }
+    let deals = nodes[1].list("deals", TOKEN);
+    let of_client = deals.iter().filter(|d| d["phone"] == "79169990001").count();
+    assert_eq!(of_client, 1, "one deal for 200 leads of one client");
+
+    // Five visits at once through the three nodes: five numbers.
+    let visitors: Vec<_> = (0..5)
+        .map(|i| {
+            let api = apis[i % 3];
+            std::thread::spawn(move || {
+                let body = format!(r#"{{"visit_id": "n{i}", "source": "ads"}}"#);
+                let (status, answer) =
+                    common::checks::post_json(api, "/api/v1/visits", Some(TOKEN), &body);
+                assert_eq!(status, 200, "{answer}");
+                let v: serde_json::Value = serde_json::from_str(&answer).expect("json");
+                v["number"].as_str().expect("a number").to_string()
+            })
+        })
+        .collect();
+    let numbers: BTreeSet<String> = visitors
+        .into_iter()
+        .map(|v| v.join().expect("visitor"))
+        .collect();
+    assert_eq!(numbers.len(), 5, "a number held by two visits: {numbers:?}");
 }
