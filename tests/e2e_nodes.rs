@@ -14,11 +14,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::crm::{Crm, Mode};
 use common::{free_port, options_ping, Sipp, Siptrack};
 
 const TOKEN: &str = "nodes-token-5c2a";
+const CRM_SECRET: &str = "nodes-crm-secret-91d3";
 
 fn node_config(uas_port: u16, url: &str) -> String {
+    node_config_with(uas_port, url, "")
+}
+
+fn node_config_with(uas_port: u16, url: &str, crm: &str) -> String {
     format!(
         r#"[sip]
 listen = ["udp:127.0.0.1:{{SIP_PORT}}"]
@@ -39,6 +45,7 @@ numbers = ["74951230001", "74951230002", "74951230003", "74951230004", "74951230
 destination = "sip:pbx@127.0.0.1:{uas_port}"
 hold_seconds = 600
 
+{crm}
 [storage]
 url = "{url}"
 pool_size = 4
@@ -342,27 +349,31 @@ fn decisions(node: &Siptrack) -> (Vec<String>, Vec<String>, Vec<String>) {
 /// `calls` calls from 100 callers (one line each of an -inf file, in
 /// turn) to `to` at 100 per second; every one answered and ended.
 fn calls_from_100_callers(to: SocketAddr, calls: u32, dir: &Path) {
-    let inf = dir.join("callers.csv");
-    let mut text = String::from("SEQUENTIAL\n");
-    for i in 0..calls {
-        text.push_str(&format!("7916555{:04};\n", i % 100));
-    }
-    std::fs::write(&inf, text).expect("callers file");
-    let uac = Sipp::uac("uac_callers.xml", to)
-        .calls(calls)
-        .rate(100)
-        .arg("-inf")
-        .arg(inf.display().to_string())
-        .arg("-s")
-        .arg("74951110001")
-        .time_limit(Duration::from_secs(60))
-        .run();
+    let uac = callers_uac(to, calls, dir, 0).run();
     assert_eq!(
         (uac.successful(), uac.failed()),
         (u64::from(calls), 0),
         "{}",
         uac.summary()
     );
+}
+
+fn callers_uac(to: SocketAddr, calls: u32, dir: &Path, talk_ms: u64) -> Sipp {
+    let inf = dir.join("callers.csv");
+    let mut text = String::from("SEQUENTIAL\n");
+    for i in 0..calls {
+        text.push_str(&format!("7916555{:04};\n", i % 100));
+    }
+    std::fs::write(&inf, text).expect("callers file");
+    Sipp::uac("uac_callers.xml", to)
+        .calls(calls)
+        .rate(100)
+        .pause_ms(talk_ms)
+        .arg("-inf")
+        .arg(inf.display().to_string())
+        .arg("-s")
+        .arg("74951110001")
+        .time_limit(Duration::from_secs(60))
 }
 
 /// SPEC §8 through a dispatcher: the same calls through three nodes as
@@ -439,4 +450,119 @@ fn three_nodes_behind_the_dispatcher_decide_as_one_node() {
         .map(|v| v.join().expect("visitor"))
         .collect();
     assert_eq!(numbers.len(), 5, "a number held by two visits: {numbers:?}");
+}
+
+/// Issue 14, a node's death under load: kill -9 of one of three nodes
+/// during a 100 calls/s run while the CRM answers 503. Every call is
+/// answered and ended (the dead node's by their BYE through another
+/// node, with the time talked); once the CRM is back and the dead node's
+/// claims have run out, every CRM request is applied exactly once per
+/// Idempotency-Key, no comment or task ahead of its deal.
+#[test]
+fn a_node_killed_during_a_run_loses_no_call_and_no_crm_request() {
+    const CALLS: u32 = 300;
+    const TALK_MS: u64 = 2_000;
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let crm = Crm::start(0, CRM_SECRET, Mode::Status(503));
+    let uas_port = free_port();
+    let callee = Callee::start(uas_port);
+    let crm_text = format!(
+        "[crm]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{CRM_SECRET}\"\ntimeout_ms = 1000\n\n\
+         [crm.retry]\ninitial_ms = 100\nmax_ms = 400\n",
+        crm.url("/hook")
+    );
+    let text = node_config_with(uas_port, &common::pg::database(), &crm_text);
+    let mut nodes = [
+        Siptrack::start(&text),
+        Siptrack::start(&text),
+        Siptrack::start(&text),
+    ];
+    let kamailio = Kamailio::start(&nodes.iter().collect::<Vec<_>>());
+    // Two runs of 150 calls at 100/s: the node dies between them, while
+    // the first run's calls talk (a call still being set up on a node
+    // that dies is lost with it: its INVITE transaction was there) and as
+    // the second starts, before the dispatcher has noticed.
+    let first = callers_uac(kamailio.addr, CALLS / 2, scratch.path(), TALK_MS).spawn();
+    std::thread::sleep(Duration::from_millis(1_800));
+    nodes[0].kill9();
+    let second = callers_uac(kamailio.addr, CALLS / 2, scratch.path(), TALK_MS)
+        .name("uac2")
+        .spawn();
+    for uac in [first, second] {
+        let uac = uac.wait_at_most(Duration::from_secs(60));
+        assert_eq!(
+            (uac.successful(), uac.failed()),
+            (u64::from(CALLS / 2), 0),
+            "{}\n{}",
+            uac.summary(),
+            kamailio.log()
+        );
+    }
+    let (answered, ended) = callee.stop();
+    assert_eq!((answered, ended), (CALLS as usize, CALLS as usize));
+    let calls = nodes[1].wait_for("calls", CALLS as usize, TOKEN);
+    let ids: BTreeSet<&str> = calls.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert_eq!(ids.len(), CALLS as usize, "each call recorded once");
+    let talk = TALK_MS / 1000;
+    for c in &calls {
+        assert_eq!(
+            (&c["status"], &c["hangup"]),
+            (&"answered".into(), &"caller".into()),
+            "{c}"
+        );
+        let d = c["duration"].as_u64().unwrap_or(0);
+        assert!((talk..=talk + 2).contains(&d), "duration {d}: {c}");
+    }
+    let taken: usize = nodes[1..]
+        .iter()
+        .map(|n| {
+            n.log()
+                .matches("taking over a call another node set up")
+                .count()
+        })
+        .sum();
+    assert!(taken >= 10, "only {taken} calls taken over");
+
+    // The CRM comes back; the dead node's claims run out (its lease:
+    // 4 rounds of 6 requests of 1 s, plus 30 s) and another node sends them.
+    crm.set_mode(Mode::Ok);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let pending = outbox(&nodes[1], "pending").len() + outbox(&nodes[1], "failed").len();
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pending} CRM requests still waiting"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let done = outbox(&nodes[1], "done").len();
+    // A moment for a second send to show, were there one.
+    std::thread::sleep(Duration::from_millis(1_000));
+    let s = crm.lock();
+    let mut accepted: std::collections::BTreeMap<&str, usize> = Default::default();
+    for r in s.requests.iter().filter(|r| r.answered == 200) {
+        *accepted.entry(r.key.as_str()).or_default() += 1;
+    }
+    assert_eq!(accepted.len(), done, "every outbox row delivered");
+    let twice: Vec<_> = accepted.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "applied twice: {twice:?}");
+    assert!(s.orphans.is_empty(), "ahead of their deal: {:?}", s.orphans);
+    assert!(
+        s.requests.iter().any(|r| r.answered == 503),
+        "the CRM refused first"
+    );
+}
+
+fn outbox(node: &Siptrack, state: &str) -> Vec<serde_json::Value> {
+    let (status, body) = common::checks::get(
+        node.api(),
+        &format!("/api/v1/outbox?state={state}&limit=1000"),
+        Some(TOKEN),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    v["outbox"].as_array().cloned().unwrap_or_default()
 }
