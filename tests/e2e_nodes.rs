@@ -450,6 +450,13 @@ fn three_nodes_behind_the_dispatcher_decide_as_one_node() {
         .map(|v| v.join().expect("visitor"))
         .collect();
     assert_eq!(numbers.len(), 5, "a number held by two visits: {numbers:?}");
+
+    // Each node names itself in /metrics.
+    for n in &nodes {
+        let (_, body) = common::checks::get(n.api(), "/metrics", None);
+        let line = format!("siptrack_node_info{{node=\"node-{}\"}} 1", n.sip_port);
+        assert!(body.lines().any(|l| l == line), "{line} in {body}");
+    }
 }
 
 /// Issue 14, a node's death under load: kill -9 of one of three nodes

@@ -1597,3 +1597,35 @@ fn another_node_relays_the_bye_of_an_adopted_dialog() {
     let back = b.take_to(CALLER);
     assert_eq!(back[0].status(), Some(200));
 }
+
+/// Issue 14 step 1: with `sip.advertised_host` (a dispatcher's name or a
+/// floating address in front), Via and Record-Route carry that host on
+/// the node's port, and an in-dialog request routed to it is the node's.
+#[test]
+fn via_and_record_route_carry_the_advertised_host() {
+    let mut rig = Rig::new();
+    rig.proxy.s.identity = Identity::new(
+        vec![parse_listen("udp:127.0.0.1:5060").expect("listen")],
+        Some("sip.example.net".into()),
+        b"core-tests",
+    );
+    let (fwd, route) = answered_call(&mut rig, "adv1", "adv@x");
+    let via = header_lines(&fwd.text, "Via")[0];
+    assert!(
+        value(via).starts_with("SIP/2.0/UDP sip.example.net:5060;branch="),
+        "{via}"
+    );
+    assert!(route.contains("@sip.example.net:5060;lr"), "{route}");
+    let bye = request(
+        "BYE",
+        &format!("sip:uas@{UAS}"),
+        "adv2",
+        "adv@x",
+        &format!("Route: {route}\r\n"),
+    )
+    .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
+    rig.recv_at(1_000, udp(CALLER), &bye);
+    let relayed = rig.take_to(UAS);
+    assert_eq!(relayed.len(), 1, "the BYE is relayed");
+    assert!(relayed[0].is_request("BYE"));
+}
