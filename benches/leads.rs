@@ -87,9 +87,20 @@ async fn seeded_sqlite() -> Store {
 /// A fresh PostgreSQL database seeded like the SQLite file.
 async fn seeded_postgres() -> Store {
     let (leads, deals) = sizes();
-    let store = Store::open(&pg::database())
-        .await
-        .expect("open the bench store");
+    // Seeding a million rows takes longer than the default statement
+    // timeout.
+    let opts = siptrack::store::postgres::PgOptions {
+        statement_timeout_ms: 600_000,
+        ..Default::default()
+    };
+    let store = Store::open_with(
+        &pg::database(),
+        &opts,
+        "bench",
+        siptrack::clock::Clock::system(),
+    )
+    .await
+    .expect("open the bench store");
     let started = Instant::now();
     store
         .execute_raw(&format!(

@@ -205,11 +205,37 @@ impl CallRecord {
     }
 }
 
+/// A call's answer and its dialog, for the store: another node takes the
+/// call over from it when this one dies.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AnsweredCall {
+    pub call_id: String,
+    /// Unix milliseconds.
+    pub answer_at: u64,
+    pub dialog: crate::proxy::handoff::DialogHandoff,
+}
+
+/// An answered call of another node, as the store has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdoptedCall {
+    pub info: CallInfo,
+    /// Unix milliseconds.
+    pub invite_unix: u64,
+    pub answer_unix: u64,
+    /// Call-ID, tags and both sides' addresses.
+    pub dialog: crate::proxy::handoff::DialogHandoff,
+}
+
 struct Open {
     from_tag: Bytes,
     info: CallInfo,
+    /// On the core's clock: the call's key in `by_age` (for a call taken
+    /// over from another node, when it was taken over).
     invite_at: Millis,
-    answer_at: Option<Millis>,
+    /// Unix milliseconds: a call taken over from another node may have
+    /// started before this node's clock did.
+    invite_unix: u64,
+    answer_unix: Option<u64>,
 }
 
 pub struct CallTracker {
@@ -264,15 +290,16 @@ impl CallTracker {
         status: CallStatus,
         hangup: Option<Party>,
     ) -> CallRecord {
+        let end_at = self.epoch_ms + at;
         let duration = c
-            .answer_at
-            .map_or(0, |a| (at.saturating_sub(a) + 500) / 1000);
+            .answer_unix
+            .map_or(0, |a| (end_at.saturating_sub(a) + 500) / 1000);
         CallRecord {
             call_id: String::from_utf8_lossy(call_id).into_owned(),
             info: c.info,
-            invite_at: self.epoch_ms + c.invite_at,
-            answer_at: c.answer_at.map(|a| self.epoch_ms + a),
-            end_at: self.epoch_ms + at,
+            invite_at: c.invite_unix,
+            answer_at: c.answer_unix,
+            end_at,
             duration,
             status,
             hangup,
@@ -297,14 +324,15 @@ impl CallTracker {
                         from_tag,
                         info: *info,
                         invite_at: at,
-                        answer_at: None,
+                        invite_unix: self.epoch_ms + at,
+                        answer_unix: None,
                     });
                 }
                 None
             }
             CallEvent::Answered { call_id, at } => {
                 if let Some(c) = self.open.get_mut(&call_id) {
-                    c.answer_at.get_or_insert(at);
+                    c.answer_unix.get_or_insert(self.epoch_ms + at);
                 }
                 None
             }
@@ -316,7 +344,7 @@ impl CallTracker {
             } => {
                 // A failure after the answer (a late CANCEL race) does not
                 // undo the answer; the BYE will end the call.
-                if self.open.get(&call_id)?.answer_at.is_some() {
+                if self.open.get(&call_id)?.answer_unix.is_some() {
                     return None;
                 }
                 // A challenge (401, 407) is not the call's end: the caller
@@ -343,7 +371,7 @@ impl CallTracker {
                 } else {
                     Party::Callee
                 };
-                let status = if c.answer_at.is_some() {
+                let status = if c.answer_unix.is_some() {
                     CallStatus::Answered
                 } else {
                     // A BYE before any 2xx was seen: the call never
@@ -354,13 +382,32 @@ impl CallTracker {
             }
             CallEvent::TimedOut { call_id, at } => {
                 let c = self.open.remove(&call_id)?;
-                let status = if c.answer_at.is_some() {
+                let status = if c.answer_unix.is_some() {
                     CallStatus::Answered
                 } else {
                     CallStatus::Missed
                 };
                 Some(self.close(&call_id, c, at, status, Some(Party::Timeout)))
             }
+        }
+    }
+
+    /// Takes over an answered call another node set up (that node died;
+    /// its BYE came here): from now on it ends like one of this node's,
+    /// with its own start and answer times, so the duration is the time
+    /// talked. `now` keys its `max_call_seconds` (counted from now, as
+    /// the adopted dialog's lifetime is). A call already open is kept.
+    pub fn adopt(&mut self, now: Millis, call: AdoptedCall) {
+        let call_id = Bytes::from(call.dialog.call_id.into_bytes());
+        if let std::collections::hash_map::Entry::Vacant(e) = self.open.entry(call_id) {
+            self.by_age.push_back((now, e.key().clone()));
+            e.insert(Open {
+                from_tag: Bytes::from(call.dialog.caller_tag.into_bytes()),
+                info: call.info,
+                invite_at: now,
+                invite_unix: call.invite_unix,
+                answer_unix: Some(call.answer_unix),
+            });
         }
     }
 
@@ -374,7 +421,7 @@ impl CallTracker {
         open.sort_by(|a, b| a.0.cmp(&b.0));
         open.into_iter()
             .map(|(k, c)| {
-                let status = if c.answer_at.is_some() {
+                let status = if c.answer_unix.is_some() {
                     CallStatus::Answered
                 } else {
                     CallStatus::Missed
@@ -408,7 +455,7 @@ impl CallTracker {
                 continue;
             }
             if let Some(c) = self.open.remove(&k) {
-                let status = if c.answer_at.is_some() {
+                let status = if c.answer_unix.is_some() {
                     CallStatus::Answered
                 } else {
                     CallStatus::Missed
@@ -460,8 +507,74 @@ mod tests {
         }
     }
 
+    fn handoff(call_id: &str, caller_tag: &str) -> crate::proxy::handoff::DialogHandoff {
+        use crate::proxy::handoff::{DialogHandoff, HandoffSide, HandoffTransport};
+        let side = HandoffSide {
+            transport: HandoffTransport::Udp,
+            source: ([127, 0, 0, 1], 5060).into(),
+            contact: None,
+        };
+        DialogHandoff {
+            call_id: call_id.into(),
+            caller_tag: caller_tag.into(),
+            callee_tag: "callee-tag".into(),
+            caller: side,
+            callee: side,
+        }
+    }
+
     fn b(s: &str) -> Bytes {
         Bytes::from(s.to_string())
+    }
+
+    /// Issue 14: a call answered on a node that died, ended by its BYE
+    /// here: the times are the other node's (before this node's clock
+    /// started), the duration is the time talked, the side is the BYE's.
+    #[test]
+    fn an_adopted_call_ends_with_its_own_times() {
+        for (tag, party) in [("caller-tag", Party::Caller), ("callee-tag", Party::Callee)] {
+            // This node's clock started at Unix 1,000,000 ms; the call was
+            // set up 20 s before that and answered 5 s later.
+            let mut t = CallTracker::new(1_000_000, 3600);
+            let adopted = AdoptedCall {
+                dialog: handoff("c1", "caller-tag"),
+                info: CallInfo::default(),
+                invite_unix: 980_000,
+                answer_unix: 985_000,
+            };
+            t.adopt(7_000, adopted.clone());
+            // Adopting twice (two BYE retransmissions looked up) keeps one.
+            t.adopt(7_100, adopted);
+            assert_eq!(t.open_calls(), 1);
+            let r = t
+                .on_event(CallEvent::Bye {
+                    call_id: b("c1"),
+                    at: 7_400,
+                    from_tag: b(tag),
+                })
+                .expect("the BYE ends the adopted call");
+            assert_eq!(
+                (r.invite_at, r.answer_at, r.end_at, r.duration),
+                (980_000, Some(985_000), 1_007_400, 22)
+            );
+            assert_eq!((r.status, r.hangup), (CallStatus::Answered, Some(party)));
+            assert_eq!(t.open_calls(), 0);
+        }
+        // One never ended expires max_call_seconds after it was adopted.
+        let mut t = CallTracker::new(1_000_000, 60);
+        t.adopt(
+            5_000,
+            AdoptedCall {
+                dialog: handoff("c2", "x"),
+                info: CallInfo::default(),
+                invite_unix: 900_000,
+                answer_unix: 901_000,
+            },
+        );
+        assert!(t.on_tick(64_999).is_empty());
+        let r = t.on_tick(65_000);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].hangup, Some(Party::Timeout));
     }
 
     #[test]

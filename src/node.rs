@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::calls::{CallEvent, CallRecord, CallTracker, Party};
+use crate::calls::{AdoptedCall, AnsweredCall, CallEvent, CallRecord, CallTracker, Party};
 use crate::clock::Now;
 use crate::crm::outbox::CallStart;
 use crate::leads::pipeline::CallNews;
 use crate::media::anchor::{Anchor, Command};
 use crate::media::records::{Finished, Records};
 use crate::media::relay::SessionId;
+use crate::proxy::handoff::DialogMiss;
 use crate::proxy::{Millis, Output, Peer, Proxy};
 
 pub struct Node {
@@ -96,6 +97,31 @@ impl Node {
     /// A SIP message from `from`.
     pub fn on_message(&mut self, now: Now, from: Peer, data: Bytes) {
         self.proxy.on_message(now.mono_ms, from, data);
+        self.collect_at(now.mono_ms);
+    }
+
+    /// Several nodes share the store: answered calls' dialogs go to it
+    /// (`CallNews::Answered`), and in-dialog requests of dialogs this node
+    /// lacks wait in `take_dialog_misses` for a look-up there.
+    pub fn share_dialogs(&mut self, on: bool) {
+        self.proxy.share_dialogs(on);
+    }
+
+    /// In-dialog requests whose dialog is to be looked up in the store.
+    pub fn take_dialog_misses(&mut self) -> std::vec::Drain<'_, DialogMiss> {
+        self.proxy.take_dialog_misses()
+    }
+
+    /// The look-up of a [`DialogMiss`] came back: a call another node set
+    /// up is taken over (its dialog into the core, its record into the
+    /// tracker), then the request is processed; without one it gets 481.
+    pub fn on_looked_up(&mut self, now: Now, miss: DialogMiss, found: Option<AdoptedCall>) {
+        if let Some(call) = found.filter(|c| c.dialog.call_id == miss.call_id) {
+            tracing::info!(call_id = %miss.call_id, "taking over a call another node set up");
+            self.proxy.adopt_dialog(now.mono_ms, &call.dialog);
+            self.calls.adopt(now.mono_ms, call);
+        }
+        self.proxy.on_looked_up(now.mono_ms, miss.from, miss.data);
         self.collect_at(now.mono_ms);
     }
 
@@ -199,8 +225,23 @@ impl Node {
     }
 
     fn collect_at(&mut self, now: Millis) {
+        let handoffs: Vec<_> = self.proxy.take_handoffs().collect();
         let events: Vec<CallEvent> = self.proxy.take_call_events().collect();
         for ev in events {
+            if let CallEvent::Answered { call_id, at } = &ev {
+                // The dialog answered with it (the core learns it from the
+                // same 2xx), once: the first 2xx only.
+                let first = self.calls.is_open(call_id);
+                if let Some(d) = handoffs.iter().find(|h| h.call_id.as_bytes() == call_id) {
+                    if first {
+                        self.news.push(CallNews::Answered(AnsweredCall {
+                            call_id: d.call_id.clone(),
+                            answer_at: self.calls.unix_ms(*at),
+                            dialog: d.clone(),
+                        }));
+                    }
+                }
+            }
             if let CallEvent::Started {
                 call_id, at, info, ..
             } = &ev

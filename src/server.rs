@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::calls::Party;
+use crate::calls::{AdoptedCall, Party};
 use crate::clock::Clock;
 use crate::config::{Config, ListenAddr};
 use crate::crm::metrics::OutboxMetrics;
@@ -24,6 +24,7 @@ use crate::media::ports::PortAllocator;
 use crate::media::relay_io::{self, MediaReport, RelayConfig, RelayHandle};
 use crate::media::writer;
 use crate::node::Node;
+use crate::proxy::handoff::DialogMiss;
 use crate::proxy::route::Identity;
 use crate::proxy::{Chain, Output, Peer, Proxy, ProxySettings, Transport};
 use crate::recording::retention::{self, RetentionMetrics};
@@ -231,6 +232,13 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             partial_recordings: media.partial.clone(),
         },
     ));
+    let (looked_up_tx, mut looked_up_rx) = mpsc::unbounded_channel();
+    let mut lookups = Lookups {
+        shared: store.is_shared(),
+        store: store.clone(),
+        tx: looked_up_tx,
+        in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    };
     if config.leads.crm.sends_anything() {
         tokio::spawn(crate::crm::worker::run(
             store,
@@ -250,6 +258,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     let mut node = Node::new(proxy, clock.now(), config.leads.max_call_seconds)
         .with_media(media.anchor.clone());
     let relay = media.relay;
+    node.share_dialogs(lookups.shared);
     let mut hub = TcpHub::new(tcp);
     let mut news = News { tx: call_tx };
 
@@ -300,12 +309,16 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                                 traces.as_deref(),
                                 &clock,
                             );
+                            lookups.start(&mut node);
                         }
                         Err(_) => break,
                     }
                 }
             }
             Some(report) = media_rx.recv() => on_media_report(&mut node, clock.now(), report),
+            Some((miss, found)) = looked_up_rx.recv() => {
+                node.on_looked_up(clock.now(), miss, found);
+            }
             Some(ev) = tcp_rx.recv() => {
                 hub.on_event(&ev);
                 if let TcpEvent::Message { remote, data } = ev {
@@ -327,6 +340,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             traces.as_deref(),
             &clock,
         );
+        lookups.start(&mut node);
         if snapshot_at.elapsed() >= TICK {
             snapshot_at = Instant::now();
             // After a burst, give the freed heap back (every 10 s at most).
@@ -529,6 +543,48 @@ fn poll_recv_refs(
         }
     }
     std::task::Poll::Pending
+}
+
+/// Look-ups of dialogs another node set up (issue 14): an in-dialog
+/// request whose dialog this node lacks waits while the store is asked,
+/// then comes back with what it found.
+struct Lookups {
+    shared: bool,
+    store: Store,
+    tx: mpsc::UnboundedSender<(DialogMiss, Option<AdoptedCall>)>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Look-ups waiting at once; beyond, a request gets its 481 at once (a
+/// database that hangs must not pile requests up in memory).
+const MAX_LOOKUPS: usize = 1024;
+
+impl Lookups {
+    fn start(&mut self, node: &mut Node) {
+        use std::sync::atomic::Ordering;
+        for miss in node.take_dialog_misses() {
+            let tx = self.tx.clone();
+            if self.in_flight.load(Ordering::Relaxed) >= MAX_LOOKUPS {
+                tracing::warn!(call_id = %miss.call_id, "too many dialog look-ups waiting; 481");
+                let _ = tx.send((miss, None));
+                continue;
+            }
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+            let (store, in_flight) = (self.store.clone(), self.in_flight.clone());
+            tokio::spawn(async move {
+                let found = match store.open_dialog(&miss.call_id).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        tracing::warn!(call_id = %miss.call_id, error = %e, "looking up a dialog in the database; 481");
+                        None
+                    }
+                };
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                // The SIP loop is gone only when the process stops.
+                let _ = tx.send((miss, found));
+            });
+        }
+    }
 }
 
 /// Call news on their way to the lead pipeline.

@@ -1,3 +1,5 @@
+-- Numbered 0010 to follow main's 0007-0009 (recordings, console
+-- indexes) when the branches meet; it is applied in list order.
 -- Outbox claims: a process takes due items for `lease_until` (Unix ms);
 -- another one takes them over only once the lease has run out (the
 -- process died). Only the holder settles them. The same columns as

@@ -173,9 +173,20 @@ async fn metrics(State(s): State<AppState>) -> Response {
             + &s.storage.render()
             + &s.media.render()
             + &s.retention.render()
-            + &s.recordings.counts.render(),
+            + &s.recordings.counts.render()
+            + &node_info(s.store.node_id()),
     )
         .into_response()
+}
+
+/// Which node this is (`storage.node_name`): several nodes behind one
+/// dispatcher are told apart in a scraper by this label.
+fn node_info(node: &str) -> String {
+    let escaped = node
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    format!("# TYPE siptrack_node_info gauge\nsiptrack_node_info{{node=\"{escaped}\"}} 1\n")
 }
 
 /// CRM requests, newest first; `?state=pending|done|failed` (parked
@@ -743,6 +754,20 @@ pub(crate) async fn change_deal_status(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage unavailable; nothing was recorded, retry".into(),
             ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod node_info_tests {
+    #[test]
+    fn the_node_name_is_a_label_escaped_as_prometheus_wants() {
+        for (name, line) in [
+            ("pbx-east-1", r#"siptrack_node_info{node="pbx-east-1"} 1"#),
+            (r#"a"b\c"#, r#"siptrack_node_info{node="a\"b\\c"} 1"#),
+        ] {
+            let text = super::node_info(name);
+            assert!(text.lines().any(|l| l == line), "{text}");
         }
     }
 }

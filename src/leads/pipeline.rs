@@ -96,6 +96,9 @@ pub enum CallNews {
     /// A call that ended without being one (an INVITE challenged for
     /// credentials that never came back): forget its start.
     Abandoned(String),
+    /// A call was answered: its dialog goes with its start into the
+    /// store, so another node can relay its BYE (issue 14).
+    Answered(crate::calls::AnsweredCall),
 }
 
 /// Calls taken off the queue at once, recorded in one transaction.
@@ -198,6 +201,7 @@ fn job(n: CallNews, earlier_run: bool) -> Job {
         CallNews::Started(s) => Job::Start(s, earlier_run),
         CallNews::Ended(r) => Job::Lead(call_lead(&r), Some(r)),
         CallNews::Abandoned(id) => Job::Abandoned(id),
+        CallNews::Answered(a) => Job::Answered(a),
     }
 }
 

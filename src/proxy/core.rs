@@ -13,6 +13,7 @@ use crate::sip::validate::{cseq, validate};
 use crate::sip::{HeaderName, Message, Method, NameAddr, ParseError, Patch, Uri};
 
 use super::guard::{same_origin, ReplyLimiter};
+use super::handoff::{DialogHandoff, DialogMiss, HandoffSide};
 use super::hooks::{CallCtx, ProxyPhases, Refusal};
 use super::route::{self, Identity};
 use super::transaction::{
@@ -188,6 +189,16 @@ pub struct Proxy {
     dialogs: HashMap<DialogKey, Dialog>,
     limiter: ReplyLimiter,
     last_sweep: Millis,
+    /// Several nodes share one database (issue 14): answered dialogs are
+    /// handed out for the store, a route token of any node of the same
+    /// `route_secret` is accepted, and an in-dialog request whose dialog
+    /// is not here is handed to the driver to look up instead of a 481.
+    share_dialogs: bool,
+    handoffs: Vec<DialogHandoff>,
+    misses: Vec<DialogMiss>,
+    /// The request being processed was already looked up in the store:
+    /// a dialog still missing is a 481.
+    looked_up: bool,
     pub stats: Stats,
 }
 
@@ -217,8 +228,66 @@ impl Proxy {
             dialogs: HashMap::new(),
             limiter: ReplyLimiter::default(),
             last_sweep: 0,
+            share_dialogs: false,
+            handoffs: Vec::new(),
+            misses: Vec::new(),
+            looked_up: false,
             stats: Stats::default(),
         }
+    }
+
+    /// Answered dialogs are shared with other nodes through the store
+    /// (see the field `share_dialogs`).
+    pub fn share_dialogs(&mut self, on: bool) {
+        self.share_dialogs = on;
+    }
+
+    /// Dialogs answered since the last call, for the store.
+    pub fn take_handoffs(&mut self) -> std::vec::Drain<'_, DialogHandoff> {
+        self.handoffs.drain(..)
+    }
+
+    /// In-dialog requests waiting for their dialog to be looked up.
+    pub fn take_dialog_misses(&mut self) -> std::vec::Drain<'_, DialogMiss> {
+        self.misses.drain(..)
+    }
+
+    /// Takes over a dialog another node set up (its record from the
+    /// store), unless this node has it already. Its lifetime counts from
+    /// now: the other node's clock is not this one's.
+    pub fn adopt_dialog(&mut self, now: Millis, h: &DialogHandoff) {
+        let key = (
+            Bytes::copy_from_slice(h.call_id.as_bytes()),
+            Bytes::copy_from_slice(h.caller_tag.as_bytes()),
+        );
+        self.dialogs.entry(key).or_insert_with(|| Dialog {
+            started: now,
+            confirmed: true,
+            setups: 0,
+            caller_tag: Bytes::copy_from_slice(h.caller_tag.as_bytes()),
+            callee_tag: Some(Bytes::copy_from_slice(h.callee_tag.as_bytes())),
+            caller: Side {
+                source: h.caller.peer(),
+                contact: h.caller.contact,
+            },
+            callee: Side {
+                source: h.callee.peer(),
+                contact: h.callee.contact,
+            },
+            // No tags, targets or CSeqs of its own: siptrack never ends an
+            // adopted call by itself (the RTP timeout is the media of the
+            // node that set it up, which is gone); it relays its BYE.
+            ends: Box::default(),
+        });
+    }
+
+    /// A request given back after its dialog was looked up in the store
+    /// (and adopted if found): processed as it arrived, but a dialog still
+    /// missing now gets its 481.
+    pub fn on_looked_up(&mut self, now: Millis, from: Peer, data: Bytes) {
+        self.looked_up = true;
+        self.on_message(now, from, data);
+        self.looked_up = false;
     }
 
     /// Messages to send, in order. The driver takes them after each call.
@@ -546,15 +615,26 @@ impl Proxy {
         let routes = route::route_values(&msg);
         let own = |i: usize| {
             routes.get(i).is_some_and(|(_, span)| {
-                self.s
-                    .identity
-                    .is_own_route(msg.bytes(*span), call_id, &[&ftag, &ttag])
+                let (value, tags) = (msg.bytes(*span), [&ftag[..], &ttag[..]]);
+                self.s.identity.is_own_route(value, call_id, &tags)
+                    // Another node's Record-Route: its token proves the
+                    // cluster (same route_secret) issued it.
+                    || (self.share_dialogs
+                        && self.s.identity.is_signed_route(value, call_id, &tags))
             })
         };
         if !own(0) {
             return self.refuse_in_dialog(now, from, &msg, is_ack, 404, "Not Found");
         }
         let Some((dkey, by_caller)) = self.find_dialog(call_id, &ftag, &ttag) else {
+            if self.share_dialogs && !self.looked_up && !self.draining {
+                self.misses.push(DialogMiss {
+                    call_id: String::from_utf8_lossy(call_id).into_owned(),
+                    from,
+                    data: msg.buf().clone(),
+                });
+                return;
+            }
             return self.refuse_in_dialog(now, from, &msg, is_ack, 481, NO_DIALOG);
         };
         let Some(dialog) = self.dialogs.get(&dkey) else {
@@ -1195,7 +1275,7 @@ impl Proxy {
                 return;
             }
             if !to_tag.is_empty() && code > 100 {
-                d.callee_tag = Some(to_tag);
+                d.callee_tag = Some(to_tag.clone());
                 if contact.is_some() {
                     d.callee.contact = contact;
                 }
@@ -1214,6 +1294,22 @@ impl Proxy {
                                 .collect::<Vec<_>>()
                         })
                         .collect();
+                }
+                let is_invite = cseq(msg).is_some_and(|(_, m)| m == b"INVITE");
+                if self.share_dialogs && d.confirmed && is_invite {
+                    if let (Ok(call_id), Ok(caller_tag), Ok(callee_tag)) = (
+                        std::str::from_utf8(call_id),
+                        std::str::from_utf8(&d.caller_tag),
+                        std::str::from_utf8(&to_tag),
+                    ) {
+                        self.handoffs.push(DialogHandoff {
+                            call_id: call_id.to_string(),
+                            caller_tag: caller_tag.to_string(),
+                            callee_tag: callee_tag.to_string(),
+                            caller: HandoffSide::of(d.caller.source, d.caller.contact),
+                            callee: HandoffSide::of(d.callee.source, d.callee.contact),
+                        });
+                    }
                 }
             }
             return;

@@ -1671,3 +1671,136 @@ fn siptrack_ends_a_dialog_with_a_bye_to_each_side() {
         );
     }
 }
+
+/// Issue 14 step 3: a node that shares its database hands out answered
+/// dialogs; another node (same route_secret, another address) asks for
+/// a dialog it lacks instead of answering 481, relays the BYE once the
+/// dialog is adopted, answers 481 when the store has none, and still
+/// refuses a forged token outright.
+#[test]
+fn another_node_relays_the_bye_of_an_adopted_dialog() {
+    let mut a = Rig::new();
+    a.proxy.share_dialogs(true);
+    let (_, route) = answered_call(&mut a, "h1", "take@x");
+    let handoffs: Vec<_> = a.proxy.take_handoffs().collect();
+    assert_eq!(handoffs.len(), 1, "one handoff per answered call");
+    let h = &handoffs[0];
+    assert_eq!(
+        (
+            h.call_id.as_str(),
+            h.caller_tag.as_str(),
+            h.callee_tag.as_str()
+        ),
+        ("take@x", "from1", "u1")
+    );
+    assert_eq!(h.caller.peer(), udp(CALLER));
+    assert_eq!(h.callee.peer(), udp(UAS));
+
+    let node_b = |share: bool| {
+        let mut b = Rig::new();
+        b.proxy.s.identity = Identity::new(
+            vec![parse_listen("udp:127.0.0.1:5061").expect("listen")],
+            None,
+            b"core-tests",
+        );
+        b.proxy.share_dialogs(share);
+        b
+    };
+    let bye = |route: &str, branch: &str| {
+        request(
+            "BYE",
+            &format!("sip:uas@{UAS}"),
+            branch,
+            "take@x",
+            &format!("Route: {route}\r\n"),
+        )
+        .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1")
+    };
+
+    // A node that does not share dialogs: another node's route is not its own.
+    let mut alone = node_b(false);
+    alone.recv_at(1_000, udp(CALLER), &bye(&route, "b0"));
+    let sent = alone.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].status(), Some(404));
+
+    let mut b = node_b(true);
+    // A forged token: 404 at once, no look-up.
+    let forged = route.replacen("sip:", "sip:0", 1);
+    b.recv_at(1_000, udp(CALLER), &bye(&forged, "b1"));
+    assert_eq!(b.proxy.take_dialog_misses().count(), 0);
+    assert_eq!(b.take()[0].status(), Some(404));
+
+    // A valid token for a dialog B lacks: looked up, not answered yet.
+    b.recv_at(1_100, udp(CALLER), &bye(&route, "b2"));
+    assert!(b.take().is_empty(), "nothing until the look-up comes back");
+    let miss = b.proxy.take_dialog_misses().next().expect("a look-up");
+    assert_eq!((miss.call_id.as_str(), miss.from), ("take@x", udp(CALLER)));
+    // The store had none: 481, and no second look-up.
+    b.proxy.on_looked_up(1_200, miss.from, miss.data);
+    b.collect();
+    assert_eq!(b.proxy.take_dialog_misses().count(), 0);
+    let sent = b.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!((sent[0].to, sent[0].status()), (udp(CALLER), Some(481)));
+
+    // The store had it: adopted, the BYE goes to the callee.
+    b.recv_at(1_300, udp(CALLER), &bye(&route, "b3"));
+    let miss = b.proxy.take_dialog_misses().next().expect("a look-up");
+    b.proxy.adopt_dialog(1_400, h);
+    b.proxy.on_looked_up(1_400, miss.from, miss.data);
+    b.collect();
+    let relayed = b.take_to(UAS);
+    assert_eq!(relayed.len(), 1);
+    assert!(relayed[0].is_request("BYE"));
+    assert!(
+        header_lines(&relayed[0].text, "Route").is_empty(),
+        "the token's Route is consumed: {}",
+        relayed[0].text
+    );
+    let ev: Vec<CallEvent> = b.proxy.take_call_events().collect();
+    assert!(
+        matches!(&ev[..], [CallEvent::Bye { call_id, from_tag, .. }]
+            if &call_id[..] == b"take@x" && &from_tag[..] == b"from1"),
+        "{ev:?}"
+    );
+    b.recv_at(
+        1_410,
+        udp(UAS),
+        &response_to(&relayed[0].text, 200, "OK", None, ""),
+    );
+    let back = b.take_to(CALLER);
+    assert_eq!(back[0].status(), Some(200));
+}
+
+/// Issue 14 step 1: with `sip.advertised_host` (a dispatcher's name or a
+/// floating address in front), Via and Record-Route carry that host on
+/// the node's port, and an in-dialog request routed to it is the node's.
+#[test]
+fn via_and_record_route_carry_the_advertised_host() {
+    let mut rig = Rig::new();
+    rig.proxy.s.identity = Identity::new(
+        vec![parse_listen("udp:127.0.0.1:5060").expect("listen")],
+        Some("sip.example.net".into()),
+        b"core-tests",
+    );
+    let (fwd, route) = answered_call(&mut rig, "adv1", "adv@x");
+    let via = header_lines(&fwd.text, "Via")[0];
+    assert!(
+        value(via).starts_with("SIP/2.0/UDP sip.example.net:5060;branch="),
+        "{via}"
+    );
+    assert!(route.contains("@sip.example.net:5060;lr"), "{route}");
+    let bye = request(
+        "BYE",
+        &format!("sip:uas@{UAS}"),
+        "adv2",
+        "adv@x",
+        &format!("Route: {route}\r\n"),
+    )
+    .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
+    rig.recv_at(1_000, udp(CALLER), &bye);
+    let relayed = rig.take_to(UAS);
+    assert_eq!(relayed.len(), 1, "the BYE is relayed");
+    assert!(relayed[0].is_request("BYE"));
+}

@@ -7,6 +7,7 @@
 
 mod core;
 pub mod guard;
+pub mod handoff;
 pub mod hooks;
 pub mod route;
 mod transaction;

@@ -152,6 +152,24 @@ impl Identity {
             })
     }
 
+    /// Whether a Route value carries a token of this `route_secret` for
+    /// `call_id` and one of `tags`, whichever node's address it names:
+    /// with a shared database, a sibling node's Record-Route is one this
+    /// node may act on once the sibling is gone (the token is the proof;
+    /// the next hop is still only the dialog's other side).
+    pub fn is_signed_route(&self, value: &[u8], call_id: &[u8], tags: &[&[u8]]) -> bool {
+        let Ok(na) = NameAddr::parse(value) else {
+            return false;
+        };
+        let Ok(uri) = Uri::parse(na.uri()) else {
+            return false;
+        };
+        uri.user().is_some_and(|u| {
+            tags.iter()
+                .any(|t| constant_time_eq(u, self.token(call_id, t).as_bytes()))
+        })
+    }
+
     /// Whether `addr` is one of this proxy's own listen addresses. A
     /// wildcard listener owns its port on loopback, on the wildcard and on
     /// the advertised host's IP; any other host's port 5060 is a peer.

@@ -20,6 +20,9 @@ pub enum Job {
     Start(CallStart, bool),
     /// A started call that turned out not to be one (challenged INVITE).
     Abandoned(String),
+    /// A call's answer and dialog, kept with its start until its record
+    /// is written (another node may close it).
+    Answered(crate::calls::AnsweredCall),
 }
 
 /// A lead as the pipeline receives it (phone normalised, email lowercased).

@@ -14,7 +14,7 @@ use super::query::LeadQuery;
 use super::record::{record_batch, Context, KnownCall, Ledger};
 use super::rows::{CallRow, DealRow, LeadRow, NoteCall, NoteRow, OutboxRow, PendingCrm};
 use super::StoreError;
-use crate::calls::{CallInfo, CallRecord};
+use crate::calls::{AdoptedCall, CallInfo, CallRecord};
 use crate::clock::Clock;
 use crate::crm::local::DealBook;
 use crate::crm::metrics::Depth;
@@ -55,6 +55,8 @@ struct State {
     calls: Vec<CallRow>,
     /// call id -> (run, invite_at in ms, what the call is).
     open_calls: BTreeMap<String, (String, i64, CallInfo)>,
+    /// Open calls that were answered: (answer_at, dialog JSON).
+    answered: BTreeMap<String, (i64, String)>,
     outbox: BTreeMap<i64, StoredItem>,
     next_item: i64,
     keys: HashSet<String>,
@@ -282,8 +284,22 @@ impl Ledger for State {
         Ok(())
     }
 
+    fn answer_call(
+        &mut self,
+        call_id: &str,
+        answer_at: i64,
+        dialog: &str,
+    ) -> Result<(), Infallible> {
+        if self.open_calls.contains_key(call_id) {
+            self.answered
+                .insert(call_id.to_string(), (answer_at, dialog.to_string()));
+        }
+        Ok(())
+    }
+
     fn forget_call(&mut self, call_id: &str) -> Result<(), Infallible> {
         self.open_calls.remove(call_id);
+        self.answered.remove(call_id);
         Ok(())
     }
 
@@ -398,6 +414,18 @@ impl MemoryStore {
             .into_iter()
             .map(|(at, id, info)| CallRecord::interrupted(id, info, at.max(0) as u64))
             .collect())
+    }
+
+    /// An answered call still open, with its dialog.
+    pub async fn open_dialog(&self, call_id: &str) -> Result<Option<AdoptedCall>, StoreError> {
+        let state = self.state()?;
+        let (Some((_, invite_at, info)), Some((answer_at, dialog))) =
+            (state.open_calls.get(call_id), state.answered.get(call_id))
+        else {
+            return Ok(None);
+        };
+        let info = serde_json::to_string(info).unwrap_or_default();
+        Ok(crate::store::adopted(&info, *invite_at, *answer_at, dialog))
     }
 
     pub async fn set_deal_status(

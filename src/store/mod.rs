@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use crate::calls::CallRecord;
+use crate::calls::{AdoptedCall, CallRecord};
 use crate::clock::Clock;
 use crate::crm::metrics::Depth;
 use crate::crm::outbox::Plan;
@@ -381,6 +381,12 @@ impl Store {
         each!(self, b => b.load_assignments().await)
     }
 
+    /// An answered call still open, with its dialog: the BYE of a call
+    /// another node set up (and died) is relayed from it (issue 14).
+    pub async fn open_dialog(&self, call_id: &str) -> Result<Option<AdoptedCall>, StoreError> {
+        each!(self, b => b.open_dialog(call_id).await)
+    }
+
     /// Whether other nodes may share this store (PostgreSQL): pool numbers
     /// are then granted in the database (`grant_number`), and each node
     /// reads back what the others granted.
@@ -419,3 +425,20 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+/// An open call's row as a call to take over; None when its dialog is
+/// not one this build reads (the BYE then gets its 481).
+pub(crate) fn adopted(
+    info: &str,
+    invite_at: i64,
+    answer_at: i64,
+    dialog: &str,
+) -> Option<AdoptedCall> {
+    Some(AdoptedCall {
+        // Like interrupted calls: a row this build cannot read still is a call.
+        info: serde_json::from_str(info).unwrap_or_default(),
+        invite_unix: invite_at.max(0) as u64,
+        answer_unix: answer_at.max(0) as u64,
+        dialog: crate::proxy::handoff::parse(dialog)?,
+    })
+}

@@ -48,6 +48,13 @@ pub(crate) trait Ledger: DealBook {
     /// the run `run_id`.
     fn open_call(&mut self, run_id: &str, c: &CallStart) -> Result<(), Self::Error>;
     fn forget_call(&mut self, call_id: &str) -> Result<(), Self::Error>;
+    /// An open call was answered: its dialog (JSON) for another node.
+    fn answer_call(
+        &mut self,
+        call_id: &str,
+        answer_at: i64,
+        dialog: &str,
+    ) -> Result<(), Self::Error>;
     /// CRM requests (C-5); an idempotency key already queued is skipped.
     fn queue(&mut self, items: &[Item], now_ms: i64) -> Result<(), Self::Error>;
 }
@@ -77,6 +84,11 @@ pub(crate) fn record_batch<L: Ledger>(
         match job {
             Job::Lead(lead, call) => out.push(decide_and_record(l, lead, call.as_ref(), cx)?),
             Job::Abandoned(call_id) => l.forget_call(call_id)?,
+            Job::Answered(a) => l.answer_call(
+                &a.call_id,
+                a.answer_at as i64,
+                &crate::proxy::handoff::to_json(&a.dialog),
+            )?,
             Job::Start(c, earlier_run) => {
                 let run = if *earlier_run {
                     cx.earlier_run_id

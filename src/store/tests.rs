@@ -1123,3 +1123,124 @@ async fn two_nodes_never_grant_one_number_to_two_visits() {
     // One node's store grants only when shared.
     assert!(!Store::memory(Clock::manual(NOW_MS)).is_shared());
 }
+
+/// Issue 14 step 3: an answered call's dialog is kept with its start, read
+/// back by any node of the database, and gone once the call is recorded.
+#[tokio::test]
+async fn an_answered_calls_dialog_is_shared_until_its_record_is_written() {
+    use crate::calls::AnsweredCall;
+    use crate::proxy::handoff::{DialogHandoff, HandoffSide, HandoffTransport};
+    for (name, a, b, _dir) in shared_stores().await {
+        let plan = Plan::default();
+        let c = call("d1@host", "79160000003", NOW_MS);
+        let side = |port: u16| HandoffSide {
+            transport: HandoffTransport::Udp,
+            source: ([127, 0, 0, 1], port).into(),
+            contact: Some(([127, 0, 0, 2], port).into()),
+        };
+        let dialog = DialogHandoff {
+            call_id: "d1@host".into(),
+            caller_tag: "ct".into(),
+            callee_tag: "et".into(),
+            caller: side(5070),
+            callee: side(5080),
+        };
+        let start = Job::Start(
+            CallStart {
+                call_id: "d1@host".into(),
+                info: c.info.clone(),
+                invite_at: NOW_MS,
+            },
+            false,
+        );
+        let record = |jobs: Vec<Job>| {
+            let (a, plan) = (a.clone(), plan.clone());
+            async move {
+                a.record_calls(Arc::new(jobs), &Settings::default(), &status(), &plan)
+                    .await
+                    .expect(name)
+            }
+        };
+        record(vec![start]).await;
+        // Started, not answered: nothing to take over.
+        assert_eq!(b.open_dialog("d1@host").await.expect(name), None, "{name}");
+        record(vec![Job::Answered(AnsweredCall {
+            call_id: "d1@host".into(),
+            answer_at: NOW_MS + 2_000,
+            dialog: dialog.clone(),
+        })])
+        .await;
+        let got = b
+            .open_dialog("d1@host")
+            .await
+            .expect(name)
+            .expect("the other node finds the answered call");
+        assert_eq!(got.dialog, dialog, "{name}");
+        assert_eq!(
+            (got.invite_unix, got.answer_unix, got.info.caller.as_str()),
+            (NOW_MS, NOW_MS + 2_000, "79160000003"),
+            "{name}"
+        );
+        assert_eq!(b.open_dialog("other@host").await.expect(name), None);
+        // Recorded (by either node): no longer open, nothing to take over.
+        let lead = crate::leads::pipeline::call_lead(&c);
+        b.record_calls(
+            Arc::new(vec![Job::Lead(lead, Some(c.clone()))]),
+            &Settings::default(),
+            &status(),
+            &plan,
+        )
+        .await
+        .expect(name);
+        assert_eq!(a.open_dialog("d1@host").await.expect(name), None, "{name}");
+    }
+    // The memory store (one node) keeps and forgets it alike.
+    let m = Store::memory(Clock::manual(NOW_MS));
+    let c = call("m1@host", "79160000004", NOW_MS);
+    m.record_calls(
+        Arc::new(vec![
+            Job::Start(
+                CallStart {
+                    call_id: "m1@host".into(),
+                    info: c.info.clone(),
+                    invite_at: NOW_MS,
+                },
+                false,
+            ),
+            Job::Answered(AnsweredCall {
+                call_id: "m1@host".into(),
+                answer_at: NOW_MS + 1,
+                dialog: DialogHandoff {
+                    call_id: "m1@host".into(),
+                    caller_tag: "x".into(),
+                    callee_tag: "y".into(),
+                    caller: HandoffSide {
+                        transport: HandoffTransport::Tcp,
+                        source: ([127, 0, 0, 1], 1).into(),
+                        contact: None,
+                    },
+                    callee: HandoffSide {
+                        transport: HandoffTransport::Udp,
+                        source: ([127, 0, 0, 1], 2).into(),
+                        contact: None,
+                    },
+                },
+            }),
+        ]),
+        &Settings::default(),
+        &status(),
+        &Plan::default(),
+    )
+    .await
+    .expect("memory");
+    assert!(m.open_dialog("m1@host").await.expect("memory").is_some());
+    m.record_calls(
+        Arc::new(vec![Job::Abandoned("m1@host".into())]),
+        &Settings::default(),
+        &status(),
+        &Plan::default(),
+    )
+    .await
+    .expect("memory");
+    assert!(m.open_dialog("m1@host").await.expect("memory").is_none());
+}

@@ -446,6 +446,19 @@ impl Ledger for PgLedger<'_, '_> {
         Ok(())
     }
 
+    fn answer_call(
+        &mut self,
+        call_id: &str,
+        answer_at: i64,
+        dialog: &str,
+    ) -> Result<(), postgres::Error> {
+        self.execute(
+            "UPDATE open_calls SET answer_at = $2, dialog = $3 WHERE call_id = $1",
+            &[&call_id, &answer_at, &dialog],
+        )?;
+        Ok(())
+    }
+
     fn forget_call(&mut self, call_id: &str) -> Result<(), postgres::Error> {
         self.execute("DELETE FROM open_calls WHERE call_id = $1", &[&call_id])?;
         Ok(())

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{runs, StoreError};
-use crate::calls::CallRecord;
+use crate::calls::{AdoptedCall, CallRecord};
 use crate::clock::Clock;
 
 mod decide;
@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0003_call_recording.sql"),
     include_str!("../../../migrations/postgres/0004_note_recordings.sql"),
     include_str!("../../../migrations/postgres/0005_console_indexes.sql"),
+    include_str!("../../../migrations/postgres/0006_open_dialogs.sql"),
 ];
 
 /// Any constant: the key of the advisory lock migrations run under.
@@ -165,6 +166,24 @@ impl PgStore {
         tokio::task::spawn_blocking(move || pool.with(|c| Ok(f(c)?)))
             .await
             .map_err(|e| StoreError::Thread(e.to_string()))?
+    }
+
+    /// An answered call still open, with its dialog (another node may
+    /// have set it up); None when there is none or its dialog is
+    /// unreadable.
+    pub async fn open_dialog(&self, call_id: &str) -> Result<Option<AdoptedCall>, StoreError> {
+        let call_id = call_id.to_string();
+        self.with(move |c| {
+            let row = c.client.query_opt(
+                "SELECT info, invite_at, answer_at, dialog FROM open_calls
+                  WHERE call_id = $1 AND dialog IS NOT NULL AND answer_at IS NOT NULL",
+                &[&call_id],
+            )?;
+            Ok(row.and_then(|r| {
+                crate::store::adopted(r.get::<_, &str>(0), r.get(1), r.get(2), r.get::<_, &str>(3))
+            }))
+        })
+        .await
     }
 
     /// Calls that an earlier run saw start and never recorded: a crash

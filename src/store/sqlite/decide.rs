@@ -238,6 +238,13 @@ impl Ledger for SqlLedger<'_> {
         Ok(())
     }
 
+    fn answer_call(&mut self, call_id: &str, answer_at: i64, dialog: &str) -> rusqlite::Result<()> {
+        self.0
+            .prepare_cached("UPDATE open_calls SET answer_at = ?2, dialog = ?3 WHERE call_id = ?1")?
+            .execute(params![call_id, answer_at, dialog])?;
+        Ok(())
+    }
+
     fn queue(&mut self, items: &[Item], now_ms: i64) -> rusqlite::Result<()> {
         insert_items(self.0, items, now_ms)
     }

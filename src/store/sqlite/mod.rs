@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{runs, StoreError};
-use crate::calls::CallRecord;
+use crate::calls::{AdoptedCall, CallRecord};
 use crate::clock::Clock;
 
 mod decide;
@@ -76,6 +76,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0008_note_recordings.sql"),
     include_str!("../../../migrations/sqlite/0009_console_indexes.sql"),
     include_str!("../../../migrations/sqlite/0010_outbox_leases.sql"),
+    include_str!("../../../migrations/sqlite/0011_open_dialogs.sql"),
 ];
 
 /// The file of a `sqlite:<path>` (or `sqlite://<path>`) URL, without
@@ -198,6 +199,30 @@ impl SqliteStore {
                 }))
             })?;
             rows.filter_map(Result::transpose).collect()
+        })
+        .await
+    }
+
+    /// An answered call still open, with its dialog (another node may
+    /// have set it up); None when there is none or its dialog is
+    /// unreadable.
+    pub async fn open_dialog(&self, call_id: &str) -> Result<Option<AdoptedCall>, StoreError> {
+        let call_id = call_id.to_string();
+        self.with(move |c| {
+            c.prepare_cached(
+                "SELECT info, invite_at, answer_at, dialog FROM open_calls
+                  WHERE call_id = ?1 AND dialog IS NOT NULL AND answer_at IS NOT NULL",
+            )?
+            .query_row(params![call_id], |r| {
+                Ok(crate::store::adopted(
+                    &r.get::<_, String>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    &r.get::<_, String>(3)?,
+                ))
+            })
+            .optional()
+            .map(Option::flatten)
         })
         .await
     }
