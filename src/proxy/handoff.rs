@@ -92,8 +92,8 @@ mod tests {
     fn side(t: HandoffTransport, s: &str, c: Option<&str>) -> HandoffSide {
         HandoffSide {
             transport: t,
-            source: s.parse().unwrap(),
-            contact: c.map(|c| c.parse().unwrap()),
+            source: s.parse().expect("test address"),
+            contact: c.map(|c| c.parse().expect("test contact")),
         }
     }
 
