@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{black_box, criterion_group, Criterion, Throughput};
 use std::sync::{Arc, Mutex};
 
 use siptrack::config::{parse_destination, Config, ListenAddr, Timers};
-use siptrack::proxy::route::Identity;
 use siptrack::proxy::hooks::ProxyPhases;
+use siptrack::proxy::route::Identity;
 use siptrack::proxy::{DefaultRouter, Output, Peer, Proxy, ProxySettings, Transport};
 use siptrack::sip::{Message, Patch};
 use siptrack::tracking::pools::{Pools, Visit};
@@ -185,11 +185,7 @@ fn sent_to(p: &mut Proxy, who: Peer) -> Bytes {
 /// INVITE's own work: an INVITE nobody answers would otherwise add its
 /// seven retransmissions and its 408 to the next ones (a real callee
 /// answers within T1).
-fn invite_after_invite(
-    b: &mut criterion::Bencher,
-    make: impl Fn() -> Proxy,
-    invites: &[Bytes],
-) {
+fn invite_after_invite(b: &mut criterion::Bencher, make: impl Fn() -> Proxy, invites: &[Bytes]) {
     const BATCH: u64 = 20_000;
     let mut i = 0usize;
     b.iter_custom(|iters| {
@@ -298,4 +294,59 @@ fn benches(c: &mut Criterion) {
 }
 
 criterion_group!(proxy_path, benches);
-criterion_main!(proxy_path);
+
+/// `PROXY_PATH_COUNT=N cargo bench --bench proxy_path -- pipeline` runs
+/// one case N times without criterion, for `perf stat`/`perf record`:
+/// instructions per INVITE do not depend on how loaded the machine is.
+fn count_mode(n: u64, case: &str) {
+    let msg = Bytes::from(invite(1));
+    let started = std::time::Instant::now();
+    match case {
+        "pipeline" => {
+            let mut router = tracking_router();
+            for _ in 0..n {
+                let m = Message::parse(black_box(msg.clone()), true).expect("parses");
+                siptrack::sip::validate::validate(&m).expect("valid");
+                let mut patch = Patch::new();
+                let hop = router
+                    .initial_request(&m, uac(), 1, &mut patch)
+                    .expect("routed");
+                black_box(hop.request_uri);
+                black_box(patch.apply(m.buf(), m.body.end as usize).len());
+            }
+        }
+        "core" | "core-tracking" => {
+            let invites: Vec<Bytes> = (0..20_000u64).map(|n| Bytes::from(invite(n))).collect();
+            let mut done = 0;
+            while done < n {
+                let mut p = if case == "core" {
+                    proxy()
+                } else {
+                    tracking_proxy()
+                };
+                for m in invites.iter().take((n - done) as usize) {
+                    p.on_message(1, uac(), m.clone());
+                    p.on_timer(1);
+                    black_box(p.take_outputs().count());
+                    done += 1;
+                }
+            }
+        }
+        other => panic!("unknown case {other}: pipeline, core, core-tracking"),
+    }
+    eprintln!("{case}: {n} in {:?}", started.elapsed());
+}
+
+fn main() {
+    if let Ok(n) = std::env::var("PROXY_PATH_COUNT") {
+        let n = n.parse().expect("PROXY_PATH_COUNT is a number");
+        let case = std::env::args()
+            .skip(1)
+            .find(|a| !a.starts_with('-'))
+            .unwrap_or_default();
+        count_mode(n, &case);
+        return;
+    }
+    proxy_path();
+    Criterion::default().configure_from_args().final_summary();
+}

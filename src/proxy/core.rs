@@ -4,6 +4,9 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+/// The core's tables: see `ahash` in Cargo.toml for why not SipHash.
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
 use bytes::Bytes;
 use ipnet::IpNet;
 
@@ -175,9 +178,9 @@ pub struct Proxy {
     s: ProxySettings,
     /// Tracking (and later media) at the phases of a call.
     phases: Box<dyn ProxyPhases>,
-    txns: HashMap<u64, Txn>,
-    server_index: HashMap<Box<[u8]>, u64>,
-    client_index: HashMap<Box<[u8]>, u64>,
+    txns: Map<u64, Txn>,
+    server_index: Map<Box<[u8]>, u64>,
+    client_index: Map<Box<[u8]>, u64>,
     timers: BinaryHeap<Reverse<(Millis, u64, u8)>>,
     next_id: u64,
     branch_seq: u64,
@@ -186,7 +189,7 @@ pub struct Proxy {
     draining: bool,
     /// By (Call-ID, caller's From tag): a B2BUA may reuse one Call-ID on
     /// both of its legs, and both may pass through here.
-    dialogs: HashMap<DialogKey, Dialog>,
+    dialogs: Map<DialogKey, Dialog>,
     limiter: ReplyLimiter,
     last_sweep: Millis,
     /// Several nodes share one database (issue 14): answered dialogs are
@@ -216,16 +219,16 @@ impl Proxy {
         Proxy {
             s: settings,
             phases,
-            txns: HashMap::new(),
-            server_index: HashMap::new(),
-            client_index: HashMap::new(),
+            txns: Map::default(),
+            server_index: Map::default(),
+            client_index: Map::default(),
             timers: BinaryHeap::new(),
             next_id: 1,
             branch_seq: 0,
             out: Vec::new(),
             events: Vec::new(),
             draining: false,
-            dialogs: HashMap::new(),
+            dialogs: Map::default(),
             limiter: ReplyLimiter::default(),
             last_sweep: 0,
             share_dialogs: false,
@@ -310,7 +313,7 @@ impl Proxy {
     /// keeps its buckets when its entries go). Called after a burst, when
     /// they are mostly empty; costs one rehash of what is left.
     pub fn shrink_tables(&mut self) {
-        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut Map<K, V>) {
             if m.len() * 4 < m.capacity() {
                 m.shrink_to_fit();
             }

@@ -21,6 +21,32 @@ pub struct Identity {
     /// Host written in Via/Record-Route instead of the listen IP.
     pub advertised_host: Option<String>,
     key: Hmac<Sha256>,
+    /// `host:port` of each listen address, in `listen`'s order.
+    host_ports: Vec<String>,
+}
+
+fn host_port(advertised_host: Option<&str>, l: &ListenAddr) -> String {
+    match advertised_host {
+        Some(h) => format!("{h}:{}", l.addr.port()),
+        None => match l.addr.ip() {
+            IpAddr::V6(ip) => format!("[{ip}]:{}", l.addr.port()),
+            IpAddr::V4(ip) => format!("{ip}:{}", l.addr.port()),
+        },
+    }
+}
+
+/// Lower-case hex of `bytes`, cut to `hex_len` digits, appended to `out`.
+fn push_hex(out: &mut String, bytes: &[u8], hex_len: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        if 2 * i >= hex_len {
+            break;
+        }
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        if 2 * i + 1 < hex_len {
+            out.push(DIGITS[usize::from(b & 15)] as char);
+        }
+    }
 }
 
 /// How many hex digits of the HMAC a Record-Route token carries (64 bits).
@@ -35,10 +61,15 @@ impl Identity {
         // HMAC accepts keys of any length; the error arm cannot happen.
         let key = Hmac::<Sha256>::new_from_slice(secret)
             .unwrap_or_else(|_| unreachable!("hmac takes any key length"));
+        let host_ports = listen
+            .iter()
+            .map(|l| host_port(advertised_host.as_deref(), l))
+            .collect();
         Identity {
             listen,
             advertised_host,
             key,
+            host_ports,
         }
     }
 
@@ -52,13 +83,13 @@ impl Identity {
             .or_else(|| self.listen.iter().find(|l| l.transport == peer.transport))
     }
 
-    fn host_port(&self, l: &ListenAddr) -> String {
-        match &self.advertised_host {
-            Some(h) => format!("{h}:{}", l.addr.port()),
-            None => match l.addr.ip() {
-                IpAddr::V6(ip) => format!("[{ip}]:{}", l.addr.port()),
-                IpAddr::V4(ip) => format!("{ip}:{}", l.addr.port()),
-            },
+    /// `host:port` as written in our Via and Record-Route for `l`.
+    fn host_port(&self, l: &ListenAddr) -> std::borrow::Cow<'_, str> {
+        // Every forwarded request writes it: the listen addresses' own are
+        // made once.
+        match self.listen.iter().position(|x| x == l) {
+            Some(i) if i < self.host_ports.len() => self.host_ports[i].as_str().into(),
+            _ => host_port(self.advertised_host.as_deref(), l).into(),
         }
     }
 
@@ -102,9 +133,7 @@ impl Identity {
         mac.update(caller_tag);
         let digest = mac.finalize().into_bytes();
         let mut s = String::with_capacity(TOKEN_HEX);
-        for b in &digest[..TOKEN_HEX / 2] {
-            s.push_str(&format!("{b:02x}"));
-        }
+        push_hex(&mut s, &digest, TOKEN_HEX);
         s
     }
 
@@ -116,12 +145,9 @@ impl Identity {
             mac.update(b"\x00");
         }
         let digest = mac.finalize().into_bytes();
-        digest
-            .iter()
-            .take(hex_len.div_ceil(2))
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()[..hex_len]
-            .to_string()
+        let mut s = String::with_capacity(hex_len);
+        push_hex(&mut s, &digest, hex_len);
+        s
     }
 
     /// Whether a URI names this proxy (host and port of a listen address).

@@ -308,53 +308,68 @@ pub fn rewrite_invite(
     if s.normalize_caller {
         normalize_caller(msg, &s.phone, patch);
     }
-    let ours: Vec<&str> = [&s.phone_header, &s.marker_header, &s.visit_header]
-        .into_iter()
-        .chain(s.extra_headers.iter().map(|(n, _)| n))
-        .filter(|n| !n.is_empty())
-        .map(String::as_str)
-        .collect();
     for h in &msg.headers {
         let name = msg.bytes(h.name_span);
-        if ours.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name)) {
+        if s.writes_header(name) {
             patch.delete(h.line);
         }
     }
-    let headers = tracking_headers(ctx, s);
-    let mut block = Vec::with_capacity(128);
-    for (name, value) in &headers {
-        block.extend_from_slice(name.as_bytes());
-        block.extend_from_slice(b": ");
-        block.extend_from_slice(value.as_bytes());
-        block.extend_from_slice(b"\r\n");
-    }
-    if !block.is_empty() {
-        patch.insert(msg.headers_end, &block);
+    patch.insert_with(msg.headers_end, |out| write_tracking_headers(ctx, s, out));
+}
+
+impl RewriteSettings {
+    /// Whether `name` is one of the headers siptrack writes into an INVITE
+    /// (tracking and extra headers): one that came in is a forgery.
+    fn writes_header(&self, name: &[u8]) -> bool {
+        [&self.phone_header, &self.marker_header, &self.visit_header]
+            .into_iter()
+            .chain(self.extra_headers.iter().map(|(n, _)| n))
+            .any(|n| !n.is_empty() && n.as_bytes().eq_ignore_ascii_case(name))
     }
 }
 
-/// T-2 and T-3: (name, value) of every header to add; empty values are
-/// left out.
-pub fn tracking_headers(ctx: &CallContext, s: &RewriteSettings) -> Vec<(String, String)> {
-    let mut out = Vec::with_capacity(3 + s.extra_headers.len());
+/// T-2 and T-3: every header to add as `Name: value\r\n` lines appended
+/// to `out`; empty values are left out.
+pub fn write_tracking_headers(ctx: &CallContext, s: &RewriteSettings, out: &mut Vec<u8>) {
     let visit = ctx.visit_id.as_deref().or(ctx.marker.as_deref());
     for (name, value) in [
         (&s.phone_header, Some(ctx.dialed.as_str())),
         (&s.marker_header, ctx.marker.as_deref()),
         (&s.visit_header, visit),
     ] {
-        let v = template::header_safe(value.unwrap_or_default());
-        if !v.is_empty() && !name.is_empty() {
-            out.push((name.clone(), v));
+        if !name.is_empty() {
+            header_line(out, name, |o| {
+                template::header_safe_into(value.unwrap_or_default(), o)
+            });
         }
     }
     for (name, t) in &s.extra_headers {
-        let v = t.render(ctx);
-        if !v.is_empty() {
-            out.push((name.clone(), v));
-        }
+        header_line(out, name, |o| t.render_into(ctx, o));
     }
-    out
+}
+
+/// Appends `name: value\r\n` when `value` writes something, else nothing.
+fn header_line(out: &mut Vec<u8>, name: &str, value: impl FnOnce(&mut Vec<u8>) -> bool) {
+    let start = out.len();
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    if value(out) {
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.truncate(start);
+    }
+}
+
+/// T-2 and T-3 as (name, value) pairs: what [`write_tracking_headers`]
+/// writes, read back (for tests and callers that want the values).
+pub fn tracking_headers(ctx: &CallContext, s: &RewriteSettings) -> Vec<(String, String)> {
+    let mut block = Vec::new();
+    write_tracking_headers(ctx, s, &mut block);
+    String::from_utf8_lossy(&block)
+        .split("\r\n")
+        .filter_map(|line| line.split_once(": "))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
 }
 
 /// T-5: the user parts of From, P-Asserted-Identity and Remote-Party-ID,

@@ -68,26 +68,35 @@ impl Template {
     /// every placeholder is empty: literal text alone ("city: ") does not
     /// make a header worth sending.
     pub fn render(&self, ctx: &CallContext) -> String {
-        let mut out = String::new();
-        let mut any_field = false;
-        let mut all_fields_empty = true;
+        let mut out = Vec::new();
+        self.render_into(ctx, &mut out);
+        // Only whole UTF-8 strings and ASCII spaces were written.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// [`Template::render`] appended to `out` (the INVITE path writes
+    /// straight into the message edit); false, with nothing written, when
+    /// the value is empty.
+    pub fn render_into(&self, ctx: &CallContext, out: &mut Vec<u8>) -> bool {
+        let any_field = self.0.iter().any(|p| matches!(p, Piece::Field(_)));
+        if any_field
+            && self.0.iter().all(|p| match p {
+                Piece::Field(f) => ctx.field(f).is_empty(),
+                Piece::Text(_) => true,
+            })
+        {
+            return false;
+        }
+        let start = out.len();
+        let mut folding = HeaderSafe::default();
         for p in &self.0 {
-            match p {
-                Piece::Text(t) => out.push_str(t),
-                Piece::Field(f) => {
-                    any_field = true;
-                    let v = ctx.field(f);
-                    if !v.is_empty() {
-                        all_fields_empty = false;
-                    }
-                    out.push_str(v);
-                }
-            }
+            let text = match p {
+                Piece::Text(t) => t.as_str(),
+                Piece::Field(f) => ctx.field(f),
+            };
+            folding.push(text, start, out);
         }
-        if any_field && all_fields_empty {
-            return String::new();
-        }
-        header_safe(&out)
+        out.len() > start
     }
 }
 
@@ -95,20 +104,50 @@ impl Template {
 /// characters (CR, LF, NUL, …) become spaces, runs of white space fold to
 /// one, and the ends are trimmed. UTF-8 stays (TEXT-UTF8, RFC 3261 25.1).
 pub fn header_safe(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut space = false;
-    for c in s.chars() {
-        if c.is_control() || c.is_whitespace() {
-            space = true;
-            continue;
+    let mut out = Vec::with_capacity(s.len());
+    header_safe_into(s, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`header_safe`] appended to `out`; false when nothing was written.
+pub fn header_safe_into(s: &str, out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    HeaderSafe::default().push(s, start, out);
+    out.len() > start
+}
+
+/// The folding of [`header_safe`] over pieces written one after another.
+#[derive(Default)]
+struct HeaderSafe {
+    space: bool,
+}
+
+impl HeaderSafe {
+    fn push(&mut self, s: &str, start: usize, out: &mut Vec<u8>) {
+        // Plain printable ASCII (the usual visit field) is copied as it is.
+        if s.bytes().all(|b| b.is_ascii_graphic()) {
+            if !s.is_empty() {
+                if self.space && out.len() > start {
+                    out.push(b' ');
+                }
+                self.space = false;
+                out.extend_from_slice(s.as_bytes());
+            }
+            return;
         }
-        if space && !out.is_empty() {
-            out.push(' ');
+        let mut buf = [0u8; 4];
+        for c in s.chars() {
+            if c.is_control() || c.is_whitespace() {
+                self.space = true;
+                continue;
+            }
+            if self.space && out.len() > start {
+                out.push(b' ');
+            }
+            self.space = false;
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
         }
-        space = false;
-        out.push(c);
     }
-    out
 }
 
 /// A header name as configured: an RFC 3261 token, so it cannot smuggle

@@ -45,32 +45,44 @@ pub enum UriError {
 /// Characters allowed in a SIP URI outside the host (unreserved, escaped
 /// and the reserved set of RFC 3261 25.1, without the separators we split on).
 fn is_uri_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'-' | b'_'
-                | b'.'
-                | b'!'
-                | b'~'
-                | b'*'
-                | b'\''
-                | b'('
-                | b')'
-                | b'%'
-                | b'&'
-                | b'='
-                | b'+'
-                | b'$'
-                | b','
-                | b';'
-                | b'?'
-                | b'/'
-                | b':'
-                | b'@'
-                | b'['
-                | b']'
-        )
+    URI_CHAR[c as usize]
 }
+
+/// [`is_uri_char`] as a table: every URI of every message goes through it.
+const URI_CHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_'
+                    | b'.'
+                    | b'!'
+                    | b'~'
+                    | b'*'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'%'
+                    | b'&'
+                    | b'='
+                    | b'+'
+                    | b'$'
+                    | b','
+                    | b';'
+                    | b'?'
+                    | b'/'
+                    | b':'
+                    | b'@'
+                    | b'['
+                    | b']'
+            );
+        c += 1;
+    }
+    t
+};
 
 /// The scheme of any absolute URI: `ALPHA *(ALPHA / DIGIT / "+" / "-" / ".")` before `:`.
 pub fn scheme_of(s: &[u8]) -> Option<&[u8]> {
@@ -90,17 +102,20 @@ impl<'a> Uri<'a> {
         if !(scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips")) {
             return Err(UriError::UnsupportedScheme);
         }
-        if !s.iter().all(|&c| is_uri_char(c)) {
-            return Err(UriError::IllegalChar);
-        }
         let rest_start = scheme.len() + 1;
-        // '@' can only appear as the userinfo delimiter (RFC 3261 25.1: it is
-        // in none of the user, password, parameter or header character sets),
-        // while '?' and ';' may appear inside the user part (RFC 4475 3.1.1.2).
-        let at = s[rest_start..]
-            .iter()
-            .position(|&c| c == b'@')
-            .map(|p| p + rest_start);
+        // One pass checks the characters and finds the '@': it can only
+        // appear as the userinfo delimiter (RFC 3261 25.1: it is in none of
+        // the user, password, parameter or header character sets), while
+        // '?' and ';' may appear inside the user part (RFC 4475 3.1.1.2).
+        let mut at = None;
+        for (i, &c) in s.iter().enumerate() {
+            if !is_uri_char(c) {
+                return Err(UriError::IllegalChar);
+            }
+            if c == b'@' && at.is_none() && i >= rest_start {
+                at = Some(i);
+            }
+        }
         let (userinfo, user, host_start) = match at {
             Some(at) => {
                 if at == rest_start {
