@@ -13,7 +13,7 @@
 //! recorded siptrack's own relayed copies, another call's media — are
 //! not fed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -87,10 +87,10 @@ impl Endpoints {
         }
     }
 
-    /// The relay port a datagram from `src` arrives on, if a leg of an
-    /// open session announced `src`.
-    pub fn port_for(&self, src: SocketAddr) -> Option<u16> {
-        self.by_source.get(&src).map(|t| t.port)
+    /// The session and relay port a datagram from `src` arrives on, if a
+    /// leg of an open session announced `src`.
+    pub fn target(&self, src: SocketAddr) -> Option<(SessionId, u16)> {
+        self.by_source.get(&src).map(|t| (t.session, t.port))
     }
 }
 
@@ -117,6 +117,8 @@ pub struct ReplayMedia {
     recordings: Recordings,
     endpoints: Endpoints,
     files: HashMap<String, WavFile>,
+    /// Sessions the capture showed at least one datagram of.
+    heard: HashSet<SessionId>,
     pub fed: Fed,
 }
 
@@ -131,6 +133,7 @@ impl ReplayMedia {
             recordings: Recordings::new(dir, Arc::new(MediaMetrics::default())),
             endpoints: Endpoints::default(),
             files: HashMap::new(),
+            heard: HashSet::new(),
             fed: Fed::default(),
         }
     }
@@ -144,11 +147,12 @@ impl ReplayMedia {
 
     /// One UDP datagram of the capture that is not SIP.
     pub fn datagram(&mut self, src: SocketAddr, data: &[u8], now: u64) {
-        let Some(port) = self.endpoints.port_for(src) else {
+        let Some((session, port)) = self.endpoints.target(src) else {
             self.fed.unmatched += 1;
             return;
         };
         self.fed.fed += 1;
+        self.heard.insert(session);
         let h = self.core.packet(port, src, data, now);
         if let Some((session, side)) = h.record {
             let job = Job::Packet {
@@ -168,8 +172,16 @@ impl ReplayMedia {
     }
 
     /// Timeouts due at `now` and sources latched since the last call.
+    /// A call the capture shows no media of never times out: a capture
+    /// taken on the SIP port only, or from where the media did not pass,
+    /// says nothing about whether it was silent.
     pub fn events(&mut self, now: u64) -> Vec<RelayEvent> {
-        self.core.tick(now)
+        let mut events = self.core.tick(now);
+        events.retain(|e| match e {
+            RelayEvent::TimedOut { session } => self.heard.contains(session),
+            RelayEvent::Latched { .. } => true,
+        });
+        events
     }
 
     /// The replay ended: recordings still open are finished.
@@ -357,7 +369,55 @@ mod tests {
             for c in &cmds {
                 e.command(c);
             }
-            assert_eq!(e.port_for(a(src)), want, "{name}");
+            assert_eq!(e.target(a(src)).map(|(_, port)| port), want, "{name}");
         }
+    }
+
+    /// The RTP timeout ends only calls whose media the capture shows: a
+    /// call without a datagram in the capture may have had media the
+    /// capture did not see.
+    #[test]
+    fn only_calls_heard_in_the_capture_time_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut m = ReplayMedia::new(dir.path().into(), 1_000);
+        for (session, base, caller) in [(1, 30000, "10.0.0.1:4000"), (2, 30004, "10.0.0.3:4000")] {
+            m.command(
+                Command::Open {
+                    session,
+                    streams: vec![ports(base)],
+                    recorded: Some(0),
+                },
+                0,
+            );
+            m.command(update(session, Side::Caller, caller, None, false), 0);
+            m.command(Command::Answered { session }, 0);
+        }
+        let rtp = [0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 7];
+        m.datagram(a("10.0.0.1:4000"), &rtp, 100);
+        m.datagram(a("192.0.2.99:4000"), &rtp, 100);
+        assert_eq!(
+            m.fed,
+            Fed {
+                fed: 1,
+                unmatched: 1
+            }
+        );
+        assert_eq!(
+            m.next_timeout(),
+            Some(1_000),
+            "session 2, silent since its answer"
+        );
+        let timeouts = |m: &mut ReplayMedia, now| -> Vec<SessionId> {
+            m.events(now)
+                .into_iter()
+                .filter_map(|e| match e {
+                    RelayEvent::TimedOut { session } => Some(session),
+                    RelayEvent::Latched { .. } => None,
+                })
+                .collect()
+        };
+        assert_eq!(timeouts(&mut m, 1_000), Vec::<SessionId>::new());
+        assert_eq!(timeouts(&mut m, 1_100), [1]);
+        assert_eq!(m.next_timeout(), None);
     }
 }

@@ -138,10 +138,7 @@ pub async fn replay(
         Box::new(ports),
     )));
     let datagrams = stream::media_datagrams(&contents.packets);
-    let media = media::ReplayMedia::new(
-        recordings.to_path_buf(),
-        replay_rtp_timeout_ms(m.rtp_timeout_seconds, !datagrams.is_empty()),
-    );
+    let media = media::ReplayMedia::new(recordings.to_path_buf(), m.rtp_timeout_seconds * 1000);
     let mut eng = engine::Engine::new(&msgs, proxy_addr, hops).with_media(&datagrams, media);
     // The capture's time is the clock of everything the replay runs:
     // pool holds, call records, the store.
@@ -193,26 +190,4 @@ pub async fn replay(
         }
     }
     Ok(out)
-}
-
-/// The RTP timeout a replay applies: the configured one when the capture
-/// holds media, none when it holds SIP only (`tcpdump port 5060`): its
-/// silence says nothing about the calls' media.
-fn replay_rtp_timeout_ms(rtp_timeout_seconds: u64, capture_has_media: bool) -> u64 {
-    if capture_has_media {
-        rtp_timeout_seconds * 1000
-    } else {
-        0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_rtp_timeout_runs_only_over_captured_media() {
-        // (configured seconds, capture has media, timeout ms)
-        for (secs, media, want) in [(60, true, 60_000), (60, false, 0), (0, true, 0)] {
-            assert_eq!(super::replay_rtp_timeout_ms(secs, media), want);
-        }
-    }
 }
