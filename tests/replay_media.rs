@@ -279,3 +279,51 @@ fn without_recording_no_media_is_fed() {
         "no file"
     );
 }
+
+/// `siptrack replay --recordings DIR` keeps the WAVs there; without it
+/// they go to a temporary directory of the process that is gone after.
+#[test]
+fn the_cli_keeps_the_wavs_only_where_it_is_told() {
+    let case = &CASES[0];
+    let dir = case_dir(case.dir);
+    let (capture, _) = parts(&dir);
+    let kept = tempfile::tempdir().expect("tempdir");
+    let wavs = kept.path().join("wavs");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_siptrack"))
+        .arg("replay")
+        .arg(&capture)
+        .arg("--config")
+        .arg(dir.join("siptrack.toml"))
+        .arg("--recordings")
+        .arg(&wavs)
+        .output()
+        .expect("siptrack replay");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<PathBuf> = std::fs::read_dir(&wavs)
+        .expect("--recordings dir made")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let bytes = std::fs::read(&files[0]).expect("WAV");
+    assert_eq!(sha256_hex(&bytes), case.sha256);
+
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_siptrack"))
+        .arg("replay")
+        .arg(&capture)
+        .arg("--config")
+        .arg(dir.join("siptrack.toml"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("siptrack replay");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(case.sha256), "the checksum is still reported");
+    let scratch = std::env::temp_dir().join(format!("siptrack-replay-{pid}-0"));
+    assert!(!scratch.exists(), "{} left behind", scratch.display());
+}

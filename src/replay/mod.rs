@@ -1,8 +1,10 @@
 //! `siptrack replay` (SPEC section 6): captured SIP through the real proxy
-//! core, call tracker and lead pipeline, on a virtual clock and network.
+//! core, call tracker and lead pipeline, and captured RTP through the
+//! relay and the recorder (media.rs), on a virtual clock and network.
 //! The output is JSON lines; the same capture and config always give the
-//! same bytes (no wall clock, no randomness: branch and route secrets are
-//! fixed, the store is a fresh file, keys are sorted).
+//! same bytes and the same WAVs (no wall clock, no randomness: branch and
+//! route secrets are fixed, the store is fresh and in memory, media ports
+//! come from the bare allocator, keys are sorted).
 
 pub mod capture;
 pub mod cli;
@@ -154,7 +156,7 @@ pub async fn replay(
     eng.run(&mut node, &clock);
 
     // Leads: a fresh store of its own in memory, never the configured
-    // one; nothing touches the disk.
+    // one; nothing but the recordings touches the disk.
     let store = Store::memory(clock);
     let status = new_deal_status(&config.leads);
     let nothing_sent = Plan::default();
