@@ -28,6 +28,9 @@ struct Case {
     /// The longest silence (seconds) inside each side's audio: the
     /// capture's longest run of lost packets.
     longest_gap: Option<(f64, f64)>,
+    /// A hold/resume in the middle: both sides' longest silence is the
+    /// time between the hold and the resume re-INVITEs.
+    hold: bool,
     dtmf: &'static [(&'static str, &'static str)],
 }
 
@@ -40,6 +43,7 @@ const CASES: &[Case] = &[
         tones: Some((440.0, 1000.0)),
         // Caller: packets 20-22 lost (60 ms); callee: one packet (20 ms).
         longest_gap: Some((0.06, 0.02)),
+        hold: false,
         dtmf: &[],
     },
     Case {
@@ -49,7 +53,18 @@ const CASES: &[Case] = &[
         fed: 259,
         tones: Some((440.0, 1000.0)),
         longest_gap: None,
+        hold: false,
         dtmf: &[("5", "caller")],
+    },
+    Case {
+        dir: "own-media-pcmu-hold",
+        call_id: "1-26268@127.0.0.1",
+        sha256: "a1c331d7c3d770c6401780b38d0f5bcc8cbb589aabc95dffdc4799748b22ccb5",
+        fed: 195,
+        tones: Some((440.0, 1000.0)),
+        longest_gap: None,
+        hold: true,
+        dtmf: &[],
     },
     Case {
         dir: "corpus-rtp-g711",
@@ -58,6 +73,7 @@ const CASES: &[Case] = &[
         fed: 1453,
         tones: None,
         longest_gap: None,
+        hold: false,
         dtmf: &[],
     },
 ];
@@ -150,6 +166,26 @@ fn media_seconds(ev: &[Value], call_id: &str) -> f64 {
     (end - start) as f64 / 1000.0
 }
 
+/// How long the call was on hold: from the re-INVITE with `a=sendonly`
+/// siptrack forwarded to the one with `a=sendrecv` after it.
+fn hold_seconds(ev: &[Value]) -> f64 {
+    let reinvite = |dir: &str| {
+        ev.iter()
+            .filter(|e| e["event"] == "send" && e["direction"] == "to-callee")
+            .filter(|e| {
+                e["message"].as_str().is_some_and(|m| {
+                    // The initial INVITE says sendrecv too.
+                    m.starts_with("INVITE ")
+                        && !m.contains("CSeq: 1 INVITE")
+                        && m.contains(&format!("a={dir}"))
+                })
+            })
+            .find_map(|e| e["t_ms"].as_u64())
+            .unwrap_or_else(|| panic!("a re-INVITE with a={dir}"))
+    };
+    (reinvite("sendrecv") - reinvite("sendonly")) as f64 / 1000.0
+}
+
 #[test]
 fn captures_with_media_give_the_same_wav_every_time() {
     for case in CASES {
@@ -236,6 +272,19 @@ fn captures_with_media_give_the_same_wav_every_time() {
                 assert!(
                     (gap - want).abs() <= 0.006,
                     "{name}: {side}'s longest gap {gap} s, want {want} s"
+                );
+            }
+        }
+        if case.hold {
+            // Both streams stopped while on hold: one silence of the hold's
+            // length on each side (within two packets), the audio on both
+            // sides of it.
+            let want = hold_seconds(&ev);
+            for (side, x) in [("left", left), ("right", right)] {
+                let gap = report(x, 12000.0).longest_gap_s;
+                assert!(
+                    (gap - want).abs() <= 0.04,
+                    "{name}: {side}'s longest gap {gap} s, the hold lasted {want} s"
                 );
             }
         }
