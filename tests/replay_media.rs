@@ -28,6 +28,10 @@ struct Case {
     /// The longest silence (seconds) inside each side's audio: the
     /// capture's longest run of lost packets.
     longest_gap: Option<(f64, f64)>,
+    /// Packets lost from each side's stream in the capture: the silence
+    /// inside each side's audio is that many 20 ms packets (reordered
+    /// packets are in their place, not lost).
+    lost: Option<(u32, u32)>,
     /// A hold/resume in the middle: both sides' longest silence is the
     /// time between the hold and the resume re-INVITEs.
     hold: bool,
@@ -43,6 +47,7 @@ const CASES: &[Case] = &[
         tones: Some((440.0, 1000.0)),
         // Caller: packets 20-22 lost (60 ms); callee: one packet (20 ms).
         longest_gap: Some((0.06, 0.02)),
+        lost: Some((4, 1)),
         hold: false,
         dtmf: &[],
     },
@@ -53,6 +58,7 @@ const CASES: &[Case] = &[
         fed: 259,
         tones: Some((440.0, 1000.0)),
         longest_gap: None,
+        lost: None,
         hold: false,
         dtmf: &[("5", "caller")],
     },
@@ -63,6 +69,7 @@ const CASES: &[Case] = &[
         fed: 195,
         tones: Some((440.0, 1000.0)),
         longest_gap: None,
+        lost: None,
         hold: true,
         dtmf: &[],
     },
@@ -73,6 +80,7 @@ const CASES: &[Case] = &[
         fed: 1453,
         tones: None,
         longest_gap: None,
+        lost: None,
         hold: false,
         dtmf: &[],
     },
@@ -272,6 +280,18 @@ fn captures_with_media_give_the_same_wav_every_time() {
                 assert!(
                     (gap - want).abs() <= 0.006,
                     "{name}: {side}'s longest gap {gap} s, want {want} s"
+                );
+            }
+        }
+        if let Some((caller_lost, callee_lost)) = case.lost {
+            for (side, x, n) in [("left", left, caller_lost), ("right", right, callee_lost)] {
+                let r = report(x, 12000.0);
+                let (from, to) = r.span_s.expect("audio");
+                let silent = (to - from) - r.audible_s;
+                let want = f64::from(n) * 0.02;
+                assert!(
+                    (silent - want).abs() <= 0.006,
+                    "{name}: {side} silent {silent:.4} s inside its audio, want {want} s ({n} lost packets)"
                 );
             }
         }
