@@ -122,9 +122,6 @@ pub struct ReplayMedia {
     pub fed: Fed,
 }
 
-/// What a recording that ended hands the node: its Call-ID and outcome.
-pub type Done = Outcome;
-
 impl ReplayMedia {
     /// Recordings go to `dir`; `timeout_ms` is `media.rtp_timeout_seconds` in ms.
     pub fn new(dir: PathBuf, timeout_ms: u64) -> ReplayMedia {
@@ -139,7 +136,7 @@ impl ReplayMedia {
     }
 
     /// One command of the media phase at `now`; returns the recordings it ended.
-    pub fn command(&mut self, cmd: Command, now: u64) -> Vec<Done> {
+    pub fn command(&mut self, cmd: Command, now: u64) -> Vec<Outcome> {
         self.endpoints.command(&cmd);
         let applied = self.core.command(cmd, now);
         applied.job.and_then(|j| self.job(j)).into_iter().collect()
@@ -185,9 +182,9 @@ impl ReplayMedia {
     }
 
     /// The replay ended: recordings still open are finished.
-    pub fn finish_all(&mut self) -> Vec<Done> {
+    pub fn finish_all(&mut self) -> Vec<Outcome> {
         let jobs = self.core.finish_all();
-        let mut done: Vec<Done> = jobs.into_iter().filter_map(|j| self.job(j)).collect();
+        let mut done: Vec<Outcome> = jobs.into_iter().filter_map(|j| self.job(j)).collect();
         for o in self.recordings.finish_all() {
             self.note(&o);
             done.push(o);
@@ -204,7 +201,7 @@ impl ReplayMedia {
         self.files.get(call_id)
     }
 
-    fn job(&mut self, job: Job) -> Option<Done> {
+    fn job(&mut self, job: Job) -> Option<Outcome> {
         let o = self.recordings.job(job)?;
         self.note(&o);
         Some(o)
