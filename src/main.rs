@@ -51,6 +51,12 @@ enum Command {
         /// Output file, or - for stdout.
         #[arg(long, default_value = "-")]
         out: PathBuf,
+        /// Where recorded calls' WAVs are written (created if missing).
+        /// Default: a temporary directory removed at the end (the output
+        /// keeps each WAV's SHA-256). Never media.recordings_dir: a replay
+        /// must not overwrite the recording of the call it replays.
+        #[arg(long)]
+        recordings: Option<PathBuf>,
     },
     /// Print a fresh signed link to a call's recording (exit 1 when the
     /// call has none).
@@ -151,7 +157,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Replay { pcaps, config, out } => {
+        Command::Replay {
+            pcaps,
+            config,
+            out,
+            recordings,
+        } => {
             let cfg = match &config {
                 Some(path) => load(path),
                 None => Config::parse(siptrack::replay::DEFAULT_CONFIG)
@@ -161,7 +172,7 @@ fn main() -> ExitCode {
             let Some(cfg) = cfg else {
                 return ExitCode::FAILURE;
             };
-            match siptrack::replay::cli::run(&pcaps, &cfg, &out) {
+            match siptrack::replay::cli::run(&pcaps, &cfg, &out, recordings.as_deref()) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(2),
                 Err(e) => {

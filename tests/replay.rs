@@ -29,7 +29,14 @@ fn replay(path: &Path, config: &Config) -> Result<Vec<String>, (Vec<String>, Str
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(siptrack::replay::replay(&name, &bytes, config))
+    // WAVs of recorded calls go to a directory of this replay's own.
+    let recordings = tempfile::tempdir().expect("recordings dir");
+    rt.block_on(siptrack::replay::replay(
+        &name,
+        &bytes,
+        config,
+        recordings.path(),
+    ))
 }
 
 fn default_config() -> Config {

@@ -122,6 +122,12 @@ impl Activity {
     pub fn timed_out(&self, now_ms: u64, timeout_ms: u64) -> bool {
         timeout_ms > 0 && !self.on_hold && now_ms.saturating_sub(self.last_ms) >= timeout_ms
     }
+
+    /// When [`Activity::timed_out`] turns true if nothing comes; `None`
+    /// on hold or with the check disabled.
+    pub fn deadline(&self, timeout_ms: u64) -> Option<u64> {
+        (timeout_ms > 0 && !self.on_hold).then(|| self.last_ms.saturating_add(timeout_ms))
+    }
 }
 
 #[cfg(test)]

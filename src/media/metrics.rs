@@ -10,6 +10,8 @@ pub struct MediaMetrics {
     pub dropped_other_source: AtomicU64,
     pub dropped_no_destination: AtomicU64,
     pub dropped_unknown_port: AtomicU64,
+    /// Relayed packets whose `send_to` failed (unreachable address, full buffer).
+    pub send_errors: AtomicU64,
     pub active_sessions: AtomicU64,
     pub recordings_started: AtomicU64,
     pub recordings_finished: AtomicU64,
@@ -64,6 +66,12 @@ impl MediaMetrics {
                 ("reason=\"no_destination\"", g(&self.dropped_no_destination)),
                 ("reason=\"unknown_port\"", g(&self.dropped_unknown_port)),
             ],
+        );
+        line(
+            "siptrack_media_send_errors_total",
+            "counter",
+            "Media packets the relay failed to send (sendto errors)",
+            &[("", g(&self.send_errors))],
         );
         line(
             "siptrack_media_sessions",
@@ -124,6 +132,7 @@ mod tests {
         m.relayed_packets.store(7, Relaxed);
         m.dropped_other_source.store(2, Relaxed);
         m.unrecorded_codec.store(1, Relaxed);
+        m.send_errors.store(3, Relaxed);
         let text = m.render();
         for want in [
             "siptrack_media_relayed_packets_total 7\n",
@@ -131,6 +140,7 @@ mod tests {
             "siptrack_unrecorded_calls_total{reason=\"codec\"} 1\n",
             "siptrack_unrecorded_calls_total{reason=\"disabled\"} 0\n",
             "siptrack_media_sessions 0\n",
+            "siptrack_media_send_errors_total 3\n",
             "siptrack_recording_write_errors_total 0\n",
             "siptrack_recordings_repaired_total 0\n",
         ] {

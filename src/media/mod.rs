@@ -21,6 +21,8 @@ pub mod recorder;
 pub mod records;
 /// The RTP relay as pure state: ports to sessions, latching, forwarding, timeouts.
 pub mod relay;
+/// The relay's commands, packets and time in, sends and recording jobs out: one core for both drivers.
+pub mod relay_core;
 /// The relay thread: media sockets, epoll, recvmmsg; commanded by the node.
 pub mod relay_io;
 /// RTP/RTCP headers, rtcp-mux demultiplexing, RFC 4733 telephone-events.

@@ -163,6 +163,21 @@ impl Relay {
         self.sessions.len()
     }
 
+    /// siptrack's ports for one stream of a session.
+    pub fn stream_ports(&self, id: SessionId, stream: usize) -> Option<StreamPorts> {
+        Some(self.sessions.get(&id)?.streams.get(stream)?.ports)
+    }
+
+    /// When [`Relay::on_tick`] would next report a timeout if no packet
+    /// came: lets a driver on a virtual clock (replay) wake exactly then.
+    pub fn next_timeout(&self) -> Option<u64> {
+        self.sessions
+            .values()
+            .filter(|s| s.answered && !s.timed_out)
+            .filter_map(|s| s.activity.deadline(self.timeout_ms))
+            .min()
+    }
+
     /// Adds streams to a session (creating it at `now`). `recorded` names
     /// the stream the recorder hears, when the first call sets it.
     pub fn add_streams(

@@ -19,7 +19,7 @@
 //! phase takes a pair, so the SDP never names a port siptrack could not
 //! bind; the relay thread picks them up when the session opens.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::Relaxed;
@@ -27,15 +27,14 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use super::anchor::{Command, PortSource};
 use super::metrics::MediaMetrics;
 use super::ports::{PortAllocator, PortError, PortPair};
-use super::relay::{Relay, RelayEvent, SessionId};
+use super::relay::{RelayEvent, SessionId};
+use super::relay_core::RelayCore;
 use super::sys::{Poller, RecvBatch, Waker};
 use super::timeline::Side;
-use super::writer::{Job, Outcome, WriterHandle};
+use super::writer::{Outcome, WriterHandle};
 use crate::proxy::Millis;
 
 /// Datagrams taken from one socket per system call.
@@ -158,9 +157,8 @@ pub fn start(
     let waker = Arc::new(Waker::new()?);
     poller.add(waker.as_raw_fd(), WAKE)?;
     let mut thread = RelayThread {
-        relay: Relay::new(cfg.timeout_ms),
+        core: RelayCore::new(cfg.timeout_ms),
         sockets: HashMap::new(),
-        recording: HashSet::new(),
         bound: bound.clone(),
         poller,
         waker: waker.clone(),
@@ -182,10 +180,8 @@ pub fn start(
 }
 
 struct RelayThread {
-    relay: Relay,
+    core: RelayCore,
     sockets: HashMap<u16, UdpSocket>,
-    /// Sessions whose recording has started.
-    recording: HashSet<SessionId>,
     bound: Bound,
     poller: Poller,
     waker: Arc<Waker>,
@@ -222,20 +218,21 @@ impl RelayThread {
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         // The node stopped: finish every recording.
-                        for s in self.recording.drain() {
-                            self.writer.control(Job::Finish { session: s });
+                        for job in self.core.finish_all() {
+                            self.writer.control(job);
                         }
                         return;
                     }
                 }
             }
+            let mut events = self.core.take_events();
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + TICK;
                 let now = self.now_ms();
-                self.relay.on_tick(now);
+                events.extend(self.core.tick(now));
                 self.publish();
             }
-            for ev in self.relay.take_events() {
+            for ev in events {
                 report(match ev {
                     RelayEvent::TimedOut { session } => MediaReport::TimedOut { session },
                     RelayEvent::Latched { session, leg, from } => {
@@ -260,86 +257,52 @@ impl RelayThread {
             }
         };
         let now = self.now_ms();
-        let at = Instant::now();
         for i in 0..n {
             let Some((data, src)) = batch.get(i) else {
                 continue;
             };
-            let h = self.relay.on_packet(port, src, data, now);
+            let h = self.core.packet(port, src, data, now);
             if let Some((out, to)) = h.send {
                 if let Some(s) = self.sockets.get(&out) {
                     if let Err(e) = s.send_to(data, to) {
-                        tracing::trace!(%to, error = %e, "media send");
+                        // The packet is lost to the far side (a peer's
+                        // address this host cannot reach, a full socket
+                        // buffer): counted, the call goes on.
+                        self.metrics.send_errors.fetch_add(1, Relaxed);
+                        tracing::debug!(%to, error = %e, "media send failed");
                     }
                 }
             }
             if let Some((session, side)) = h.record {
-                if self.recording.contains(&session) {
-                    self.writer.packet(session, side, data, at);
-                }
+                self.writer.packet(session, side, data, now);
             }
         }
     }
 
     fn command(&mut self, cmd: Command) {
         let now = self.now_ms();
-        match cmd {
-            Command::Open {
-                session,
-                streams,
-                recorded,
-            } => {
-                for s in &streams {
-                    for port in [s.caller.rtp, s.caller.rtcp, s.callee.rtp, s.callee.rtcp] {
-                        let sock = self.bound.lock().ok().and_then(|mut m| m.remove(&port));
-                        if let Some(sock) = sock {
-                            if let Err(e) = self.poller.add(sock.as_raw_fd(), u64::from(port)) {
-                                tracing::warn!(port, error = %e, "media socket not polled");
-                            }
-                            self.sockets.insert(port, sock);
-                        }
-                    }
+        let applied = self.core.command(cmd, now);
+        for port in applied.opened {
+            let sock = self.bound.lock().ok().and_then(|mut m| m.remove(&port));
+            if let Some(sock) = sock {
+                if let Err(e) = self.poller.add(sock.as_raw_fd(), u64::from(port)) {
+                    tracing::warn!(port, error = %e, "media socket not polled");
                 }
-                self.relay.add_streams(session, &streams, recorded, now);
+                self.sockets.insert(port, sock);
             }
-            Command::Update {
-                session,
-                stream,
-                leg,
-                sdp,
-            } => self.relay.update(session, stream, leg, sdp, now),
-            Command::Answered { session } => self.relay.answered(session, now),
-            Command::Record {
-                session,
-                call_id,
-                payloads,
-            } => {
-                if self.recording.insert(session) {
-                    self.writer.control(Job::Start {
-                        session,
-                        call_id: Bytes::clone(&call_id),
-                        payloads,
-                        at: Instant::now(),
-                    });
-                }
+        }
+        for port in applied.closed {
+            if let Some(sock) = self.sockets.remove(&port) {
+                self.poller.remove(sock.as_raw_fd());
             }
-            Command::Close { session } => {
-                if let Some(closed) = self.relay.close(session) {
-                    for port in closed.ports {
-                        if let Some(sock) = self.sockets.remove(&port) {
-                            self.poller.remove(sock.as_raw_fd());
-                        }
-                    }
-                }
-                if self.recording.remove(&session) {
-                    self.writer.control(Job::Finish { session });
-                }
-            }
+        }
+        if let Some(job) = applied.job {
+            self.writer.control(job);
         }
     }
 
     fn publish(&self) {
-        let s = &self.relay.stats;
+        let s = self.core.stats();
         let m = &self.metrics;
         m.relayed_packets.store(s.relayed, Relaxed);
         m.dropped_other_source
@@ -349,6 +312,81 @@ impl RelayThread {
         m.dropped_unknown_port
             .store(s.dropped_unknown_port, Relaxed);
         m.active_sessions
-            .store(self.relay.sessions() as u64, Relaxed);
+            .store(self.core.sessions() as u64, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The relay thread on real loopback sockets.
+
+    use super::*;
+    use crate::media::relay::{LegSdp, StreamPorts};
+
+    /// A send the kernel refuses (an IPv6 far end for sockets bound on
+    /// IPv4: nothing leaves the host) is counted on /metrics and the
+    /// relay goes on relaying.
+    #[test]
+    fn failed_sends_are_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(MediaMetrics::default());
+        let writer = super::super::writer::spawn(dir.path().into(), metrics.clone(), |_| {})
+            .expect("writer");
+        // A range of its own per process, so parallel runs rarely meet;
+        // a busy pair is skipped anyway.
+        let base = 42_000 + (std::process::id() % 500) as u16 * 8;
+        let cfg = RelayConfig {
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            port_min: base,
+            port_max: base + 7,
+            timeout_ms: 0,
+        };
+        let (mut ports, relay) = start(&cfg, writer, metrics.clone(), |_| {}).expect("relay");
+        let caller_pair = ports.take(0).expect("pair");
+        let callee_pair = ports.take(0).expect("pair");
+        let streams = StreamPorts {
+            caller: caller_pair,
+            callee: callee_pair,
+        };
+        let caller = UdpSocket::bind("127.0.0.1:0").expect("caller socket");
+        let here = caller.local_addr().expect("addr");
+        let leg = |rtp: SocketAddr| LegSdp {
+            rtp: Some(rtp),
+            rtcp: None,
+            rtcp_mux: true,
+            hold: false,
+        };
+        relay.send(Command::Open {
+            session: 1,
+            streams: vec![streams],
+            recorded: None,
+        });
+        relay.send(Command::Update {
+            session: 1,
+            stream: 0,
+            leg: Side::Caller,
+            sdp: leg(here),
+        });
+        relay.send(Command::Update {
+            session: 1,
+            stream: 0,
+            leg: Side::Callee,
+            sdp: leg("[::1]:40000".parse().expect("v6")),
+        });
+        let rtp = [0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 7];
+        let to = SocketAddr::from(([127, 0, 0, 1], caller_pair.rtp));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut sent = 0;
+        while metrics.send_errors.load(Relaxed) < 3 && Instant::now() < deadline {
+            if sent < 3 {
+                caller.send_to(&rtp, to).expect("send to the relay");
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(metrics.send_errors.load(Relaxed), 3);
+        assert!(metrics
+            .render()
+            .contains("siptrack_media_send_errors_total 3\n"));
     }
 }

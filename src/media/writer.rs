@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -27,18 +26,22 @@ use super::wav::{self, HeaderState};
 /// Packets waiting for the disk, at most (about 2 MB of G.711).
 pub const QUEUE: usize = 8192;
 
+/// What the relay asks of the recordings. Times are milliseconds on the
+/// relay's clock (the running relay's monotonic clock, or a capture's
+/// time in `siptrack replay`): only their differences reach the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Job {
     Start {
         session: SessionId,
         call_id: Bytes,
         payloads: Payloads,
-        at: Instant,
+        at_ms: u64,
     },
     Packet {
         session: SessionId,
         side: Side,
         data: Vec<u8>,
-        at: Instant,
+        at_ms: u64,
     },
     Finish {
         session: SessionId,
@@ -62,12 +65,12 @@ pub struct WriterHandle {
 
 impl WriterHandle {
     /// Never blocks: a full queue loses the packet (counted), not the call.
-    pub fn packet(&self, session: SessionId, side: Side, data: &[u8], at: Instant) {
+    pub fn packet(&self, session: SessionId, side: Side, data: &[u8], at_ms: u64) {
         let job = Job::Packet {
             session,
             side,
             data: data.to_vec(),
-            at,
+            at_ms,
         };
         if let Err(TrySendError::Full(_)) = self.tx.try_send(job) {
             self.metrics.recorder_queue_overflow.fetch_add(1, Relaxed);
@@ -85,8 +88,94 @@ impl WriterHandle {
 struct Open {
     call_id: Bytes,
     path: PathBuf,
-    started: Instant,
+    started_ms: u64,
     recorder: Recorder<BufWriter<File>>,
+}
+
+/// Every open recording file of a node, by session: what the writer
+/// thread runs for each job, and what `siptrack replay` runs directly, so
+/// a live call and its replay write the same bytes.
+pub struct Recordings {
+    dir: PathBuf,
+    metrics: Arc<MediaMetrics>,
+    open: HashMap<SessionId, Open>,
+}
+
+impl Recordings {
+    /// Recordings written to `dir` (as `link::file_name` of the Call-ID).
+    pub fn new(dir: PathBuf, metrics: Arc<MediaMetrics>) -> Recordings {
+        Recordings {
+            dir,
+            metrics,
+            open: HashMap::new(),
+        }
+    }
+
+    /// Does one job; returns an outcome when a recording ended (or could
+    /// not start).
+    pub fn job(&mut self, job: Job) -> Option<Outcome> {
+        let metrics = &self.metrics;
+        match job {
+            Job::Start {
+                session,
+                call_id,
+                payloads,
+                at_ms,
+            } => {
+                let path = self.dir.join(link::file_name(&call_id));
+                match start(&path, payloads) {
+                    Ok(recorder) => {
+                        metrics.recordings_started.fetch_add(1, Relaxed);
+                        self.open.insert(
+                            session,
+                            Open {
+                                call_id,
+                                path,
+                                started_ms: at_ms,
+                                recorder,
+                            },
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        metrics.recording_write_errors.fetch_add(1, Relaxed);
+                        metrics.unrecorded_disk.fetch_add(1, Relaxed);
+                        Some(Outcome {
+                            call_id,
+                            file: path,
+                            result: Err(e),
+                        })
+                    }
+                }
+            }
+            Job::Packet {
+                session,
+                side,
+                data,
+                at_ms,
+            } => {
+                if let Some(o) = self.open.get_mut(&session) {
+                    let ms = at_ms.saturating_sub(o.started_ms);
+                    o.recorder.on_rtp(side, &data, ms);
+                }
+                None
+            }
+            Job::Finish { session } => {
+                let o = self.open.remove(&session)?;
+                Some(finish(o, metrics))
+            }
+        }
+    }
+
+    /// Finishes every recording still open (the relay stopped, a replay
+    /// ended), in session order.
+    pub fn finish_all(&mut self) -> Vec<Outcome> {
+        let mut open: Vec<(SessionId, Open)> = self.open.drain().collect();
+        open.sort_by_key(|(s, _)| *s);
+        open.into_iter()
+            .map(|(_, o)| finish(o, &self.metrics))
+            .collect()
+    }
 }
 
 /// Starts the writer thread; `done` gets each recording's outcome.
@@ -96,70 +185,23 @@ pub fn spawn(
     done: impl Fn(Outcome) + Send + 'static,
 ) -> std::io::Result<WriterHandle> {
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
-    let m = metrics.clone();
+    let mut recordings = Recordings::new(dir, metrics.clone());
     std::thread::Builder::new()
         .name("recorder".into())
-        .spawn(move || run(rx, &dir, &m, done))?;
+        .spawn(move || run(rx, &mut recordings, done))?;
     Ok(WriterHandle { tx, metrics })
 }
 
-fn run(rx: Receiver<Job>, dir: &Path, metrics: &MediaMetrics, done: impl Fn(Outcome)) {
-    let mut open: HashMap<SessionId, Open> = HashMap::new();
+fn run(rx: Receiver<Job>, recordings: &mut Recordings, done: impl Fn(Outcome)) {
     // Ends when every handle is gone (the relay stopped): what is still
     // open is finished, so a clean stop leaves only complete files.
     while let Ok(job) = rx.recv() {
-        match job {
-            Job::Start {
-                session,
-                call_id,
-                payloads,
-                at,
-            } => {
-                let path = dir.join(link::file_name(&call_id));
-                match start(&path, payloads) {
-                    Ok(recorder) => {
-                        metrics.recordings_started.fetch_add(1, Relaxed);
-                        open.insert(
-                            session,
-                            Open {
-                                call_id,
-                                path,
-                                started: at,
-                                recorder,
-                            },
-                        );
-                    }
-                    Err(e) => {
-                        metrics.recording_write_errors.fetch_add(1, Relaxed);
-                        metrics.unrecorded_disk.fetch_add(1, Relaxed);
-                        done(Outcome {
-                            call_id,
-                            file: path,
-                            result: Err(e),
-                        });
-                    }
-                }
-            }
-            Job::Packet {
-                session,
-                side,
-                data,
-                at,
-            } => {
-                if let Some(o) = open.get_mut(&session) {
-                    let ms = at.saturating_duration_since(o.started).as_millis() as u64;
-                    o.recorder.on_rtp(side, &data, ms);
-                }
-            }
-            Job::Finish { session } => {
-                if let Some(o) = open.remove(&session) {
-                    done(finish(o, metrics));
-                }
-            }
+        if let Some(o) = recordings.job(job) {
+            done(o);
         }
     }
-    for (_, o) in open.drain() {
-        done(finish(o, metrics));
+    for o in recordings.finish_all() {
+        done(o);
     }
 }
 
@@ -260,7 +302,7 @@ pub fn repair_dir(dir: &Path) -> Repaired {
 mod tests {
     use super::*;
     use std::sync::Mutex;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     fn rtp(seq: u16, ts: u32, payload: u8) -> Vec<u8> {
         let mut p = vec![0x80, 0];
@@ -283,15 +325,14 @@ mod tests {
             }
         })
         .expect("writer");
-        let t0 = Instant::now();
         w.control(Job::Start {
             session: 1,
             call_id: Bytes::from_static(b"a/b@c"),
             payloads: Payloads::default(),
-            at: t0,
+            at_ms: 0,
         });
         for i in 0..50u16 {
-            let at = t0 + Duration::from_millis(u64::from(i) * 20);
+            let at = u64::from(i) * 20;
             w.packet(1, Side::Caller, &rtp(i, u32::from(i) * 160, 0x80), at);
             w.packet(1, Side::Callee, &rtp(i, u32::from(i) * 160, 0x00), at);
         }
@@ -301,7 +342,7 @@ mod tests {
             session: 3,
             call_id: Bytes::from_static(b"silent"),
             payloads: Payloads::default(),
-            at: t0,
+            at_ms: 0,
         });
         w.control(Job::Finish { session: 3 });
         // A file that cannot be created (a directory in its place).
@@ -310,7 +351,7 @@ mod tests {
             session: 2,
             call_id: Bytes::from_static(b"blocked"),
             payloads: Payloads::default(),
-            at: t0,
+            at_ms: 0,
         });
         drop(w);
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -14,11 +14,13 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::hops::{Hops, Role};
+use super::media::ReplayMedia;
 use super::stream::Captured;
 use super::text;
 use crate::calls::CallRecord;
 use crate::clock::{Clock, Now};
 use crate::leads::pipeline::CallNews;
+use crate::media::relay::RelayEvent;
 use crate::node::Node;
 use crate::proxy::{Millis, Output, Peer, Transport};
 
@@ -69,6 +71,10 @@ pub struct Engine<'a> {
     /// Whether each request fed in came from the caller's side.
     from_caller: HashMap<Key, bool>,
     pub lines: Vec<Line>,
+    /// The capture's media datagrams and the relay they go through, when
+    /// calls are recorded.
+    datagrams: &'a [Captured],
+    pub media: Option<ReplayMedia>,
 }
 
 impl<'a> Engine<'a> {
@@ -101,7 +107,17 @@ impl<'a> Engine<'a> {
             callers: HashMap::new(),
             from_caller: HashMap::new(),
             lines: Vec::new(),
+            datagrams: &[],
+            media: None,
         }
+    }
+
+    /// Feeds `datagrams` (the capture's media, in capture order) through
+    /// `media` at their capture times.
+    pub fn with_media(mut self, datagrams: &'a [Captured], media: ReplayMedia) -> Engine<'a> {
+        self.datagrams = datagrams;
+        self.media = Some(media);
+        self
     }
 
     /// Nanoseconds since the capture's first message: events are ordered
@@ -137,19 +153,36 @@ impl<'a> Engine<'a> {
             .filter(|&i| self.feeds(&self.msgs[i]))
             .collect();
         const MS: u64 = 1_000_000;
-        let last = self.msgs.last().map_or(0, |m| self.t_of(m));
+        let last_media = match &self.media {
+            Some(_) => self.datagrams.last().map_or(0, |d| self.t_of(d)),
+            None => 0,
+        };
+        let last = self.msgs.last().map_or(0, |m| self.t_of(m)).max(last_media);
         let mut next_request = 0;
+        let mut next_datagram = 0;
         let mut now_ns: u64 = 0;
         loop {
             let req_at = requests
                 .get(next_request)
                 .map(|&i| self.t_of(&self.msgs[i]));
             let ans_at = self.scheduled.peek().map(|Reverse((t, _, _))| *t);
+            let run_out = last / MS + RUN_OUT_MS;
             let timer_at = node
                 .next_deadline()
-                .filter(|t| *t <= last / MS + RUN_OUT_MS)
+                .into_iter()
+                .chain(self.media.as_ref().and_then(|m| m.next_timeout()))
+                .min()
+                .filter(|t| *t <= run_out)
                 .map(|t| t * MS);
-            let Some(t) = [req_at, ans_at, timer_at].into_iter().flatten().min() else {
+            let media_at = match &self.media {
+                Some(_) => self.datagrams.get(next_datagram).map(|d| self.t_of(d)),
+                None => None,
+            };
+            let Some(t) = [req_at, ans_at, timer_at, media_at]
+                .into_iter()
+                .flatten()
+                .min()
+            else {
                 break;
             };
             now_ns = now_ns.max(t);
@@ -165,18 +198,47 @@ impl<'a> Engine<'a> {
                         node.on_message(now, peer, Bytes::from(data));
                     }
                 }
+            } else if media_at == Some(t) {
+                let d = &self.datagrams[next_datagram];
+                next_datagram += 1;
+                if let Some(m) = &mut self.media {
+                    m.datagram(d.src, &d.data, now.mono_ms);
+                }
             }
             node.on_timer(now);
+            self.media_events(node, now);
             self.drain(node, now_ns);
         }
         let end = now_ns.max(last) / MS;
         // The capture does not say how the calls still open ended.
         node.close_calls(self.now(end), None);
         self.drain(node, end * MS);
+        // Recordings of sessions no call record closed (an INVITE that
+        // never became a call) end with the capture.
+        if let Some(m) = &mut self.media {
+            for o in m.finish_all() {
+                node.on_recording(&String::from_utf8_lossy(&o.call_id), o.result);
+            }
+        }
+        self.drain(node, end * MS);
         let mut summary = serde_json::Map::new();
         summary.insert("event".into(), json!("summary"));
         for (name, n) in node.proxy().stats.fields() {
             summary.insert(name.into(), json!(n));
+        }
+        if let Some(m) = &self.media {
+            let s = m.stats();
+            summary.insert(
+                "media".into(),
+                json!({
+                    "datagrams_fed": m.fed.fed,
+                    "datagrams_unmatched": m.fed.unmatched,
+                    "relayed": s.relayed,
+                    "dropped_other_source": s.dropped_other_source,
+                    "dropped_no_destination": s.dropped_no_destination,
+                    "dropped_unknown_port": s.dropped_unknown_port,
+                }),
+            );
         }
         self.lines.push(Line {
             t_ms: end,
@@ -213,7 +275,28 @@ impl<'a> Engine<'a> {
         node.on_message(now, peer, Bytes::from(data));
     }
 
+    /// The relay's news at `now`: a call silent past the RTP timeout is
+    /// ended by siptrack, as in a live run.
+    fn media_events(&mut self, node: &mut Node, now: Now) {
+        let Some(m) = &mut self.media else { return };
+        for ev in m.events(now.mono_ms) {
+            if let RelayEvent::TimedOut { session } = ev {
+                node.on_media_timeout(now, session);
+            }
+        }
+    }
+
     fn drain(&mut self, node: &mut Node, now_ns: u64) {
+        // The media phase's commands first: a call record that waits for
+        // its recording is released by the outcome they bring.
+        let commands: Vec<_> = node.take_media_commands().collect();
+        if let Some(m) = &mut self.media {
+            for cmd in commands {
+                for o in m.command(cmd, now_ns / 1_000_000) {
+                    node.on_recording(&String::from_utf8_lossy(&o.call_id), o.result);
+                }
+            }
+        }
         let outs: Vec<Output> = node.take_sends().collect();
         for Output::Send { to, data } in outs {
             self.sent(now_ns, to, &data);
@@ -334,6 +417,14 @@ impl<'a> Engine<'a> {
                 "invite_at_ms": r.invite_at,
                 "answer_at_ms": r.answer_at,
                 "end_at_ms": r.end_at,
+                "recording": r.recording.state(),
+                "recording_reason": r.recording.reason(),
+                "dtmf": r.dtmf,
+                "wav": self.media.as_ref().and_then(|m| m.file_of(&r.call_id)).map(|f| json!({
+                    "file": f.name,
+                    "bytes": f.bytes,
+                    "sha256": f.sha256,
+                })),
             }),
             call: Some(r),
         });

@@ -1,16 +1,20 @@
 //! `siptrack replay` (SPEC section 6): captured SIP through the real proxy
-//! core, call tracker and lead pipeline, on a virtual clock and network.
+//! core, call tracker and lead pipeline, and captured RTP through the
+//! relay and the recorder (media.rs), on a virtual clock and network.
 //! The output is JSON lines; the same capture and config always give the
-//! same bytes (no wall clock, no randomness: branch and route secrets are
-//! fixed, the store is a fresh file, keys are sorted).
+//! same bytes and the same WAVs (no wall clock, no randomness: branch and
+//! route secrets are fixed, the store is fresh and in memory, media ports
+//! come from the bare allocator, keys are sorted).
 
 pub mod capture;
 pub mod cli;
 pub mod engine;
 pub mod hops;
+pub mod media;
 pub mod stream;
 pub mod text;
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -19,9 +23,12 @@ use crate::clock::Clock;
 use crate::config::{Config, ListenAddr};
 use crate::crm::outbox::Plan;
 use crate::leads::pipeline::{call_lead, new_deal_status};
+use crate::media::anchor::{Anchor, MediaSettings};
+use crate::media::ports::PortAllocator;
+use crate::media::relay_io::QUARANTINE_MS;
 use crate::node::Node;
 use crate::proxy::route::Identity;
-use crate::proxy::{Proxy, ProxySettings, Transport};
+use crate::proxy::{Chain, Proxy, ProxySettings, Transport};
 use crate::store::leads::Job;
 use crate::store::Store;
 use crate::tracking::pools::Pools;
@@ -40,11 +47,12 @@ default_destination = "sip:192.0.2.1:5060"
 
 /// Replays one capture; returns the output lines (JSON, no newline). A
 /// capture that cannot be replayed gives one `refused` line and `Err`
-/// with the reason.
+/// with the reason. Recorded calls' WAVs are written to `recordings`.
 pub async fn replay(
     name: &str,
     bytes: &[u8],
     config: &Config,
+    recordings: &Path,
 ) -> Result<Vec<String>, (Vec<String>, String)> {
     let refuse = |reason: String| {
         let line = json!({"event": "refused", "file": name, "reason": reason}).to_string();
@@ -117,18 +125,38 @@ pub async fn replay(
         dialog_max_ms: config.leads.max_call_seconds * 1000,
         untrusted: config.sip.untrusted,
     };
-    let mut eng = engine::Engine::new(&msgs, proxy_addr, hops);
+    // The media phase as in a live run, on the bare port allocator (no
+    // sockets): the same ports in the same order every time.
+    let m = &config.media;
+    let ports = match PortAllocator::new(m.port_min, m.port_max, QUARANTINE_MS) {
+        Ok(p) => p,
+        Err(e) => return refuse(format!("media ports: {e}")),
+    };
+    let anchor = Arc::new(Mutex::new(Anchor::new(
+        MediaSettings {
+            enabled: m.record_calls,
+            advertised_ip: m.advertised_ip,
+        },
+        Box::new(ports),
+    )));
+    let datagrams = stream::media_datagrams(&contents.packets);
+    let media = media::ReplayMedia::new(recordings.to_path_buf(), m.rtp_timeout_seconds * 1000);
+    let mut eng = engine::Engine::new(&msgs, proxy_addr, hops).with_media(&datagrams, media);
     // The capture's time is the clock of everything the replay runs:
     // pool holds, call records, the store.
     let clock = Clock::manual(eng.epoch_ms());
     let pools = Arc::new(Mutex::new(Pools::new(config.tracking.pools.clone())));
     let router = TrackingRouter::new(config, pools, clock.clone());
-    let proxy = Proxy::new(settings, Box::new(router));
-    let mut node = Node::new(proxy, clock.now(), config.leads.max_call_seconds);
+    let phases = Chain {
+        router: Box::new(router),
+        then: vec![Box::new(Anchor::phase(&anchor))],
+    };
+    let proxy = Proxy::new(settings, Box::new(phases));
+    let mut node = Node::new(proxy, clock.now(), config.leads.max_call_seconds).with_media(anchor);
     eng.run(&mut node, &clock);
 
     // Leads: a fresh store of its own in memory, never the configured
-    // one; nothing touches the disk.
+    // one; nothing but the recordings touches the disk.
     let store = Store::memory(clock);
     let status = new_deal_status(&config.leads);
     let nothing_sent = Plan::default();

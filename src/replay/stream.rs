@@ -116,6 +116,24 @@ impl Flow {
     }
 }
 
+/// The UDP datagrams that may be media: not SIP, with RTP's version 2
+/// (RTP and RTCP alike; keep-alives and other protocols are left out),
+/// in capture order.
+pub fn media_datagrams(packets: &[Packet]) -> Vec<Captured> {
+    packets
+        .iter()
+        .filter(|p| p.l4 == L4::Udp && p.payload.len() >= 8 && p.payload[0] >> 6 == 2)
+        .filter(|p| !looks_like_sip(&p.payload))
+        .map(|p| Captured {
+            ts_ns: p.ts_ns,
+            src: p.src,
+            dst: p.dst,
+            transport: Transport::Udp,
+            data: p.payload.clone(),
+        })
+        .collect()
+}
+
 /// Everything SIP in the packets, in capture order.
 pub fn sip_messages(
     packets: &[Packet],
@@ -268,9 +286,17 @@ mod tests {
             l4: L4::Udp,
             payload: payload.to_vec(),
         };
-        let m =
-            sip_messages(&[udp(M2), udp(b"\x80\x00rtp"), udp(b"\r\n\r\n")], 65535).expect("udp");
+        let rtp = b"\x80\x00\x00\x01rtp-header";
+        let packets = [
+            udp(M2),
+            udp(rtp),
+            udp(b"\r\n\r\n"),
+            udp(b"\x00\x01stun...."),
+        ];
+        let m = sip_messages(&packets, 65535).expect("udp");
         assert_eq!(datas(&m), vec![M2]);
+        // The other way round: media (version 2), not SIP, keep-alives or STUN.
+        assert_eq!(datas(&media_datagrams(&packets)), vec![&rtp[..]]);
     }
 
     #[test]
