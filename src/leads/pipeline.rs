@@ -108,7 +108,11 @@ const BATCH: usize = 256;
 /// three news (start, answer, end) no longer cost a wake-up of the
 /// decision thread, a reply wake-up of the SIP thread and a commit each
 /// (issue 15: measured in README "Performance"); a quiet node's news
-/// still go at once, and a record is late by at most this.
+/// still go at once, and a record is late by at most this. Not on a store
+/// shared by several nodes: there an answered call's dialog must reach
+/// the database as soon as it can, for another node to take the call
+/// over should this one die, and PostgreSQL's round trips batch the news
+/// anyway.
 const LINGER: Duration = Duration::from_millis(5);
 /// Call news held in memory when neither the database nor the journal
 /// takes them; beyond this they are lost (counted, logged, exit code 1).
@@ -435,7 +439,8 @@ pub async fn run(
             open = false;
             continue;
         };
-        if let Some(until) = last_batch.map(|t| t + LINGER) {
+        let linger = last_batch.filter(|_| !p.store.is_shared());
+        if let Some(until) = linger.map(|t| t + LINGER) {
             if Instant::now() < until {
                 tokio::time::sleep_until(until).await;
             }
