@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::calls::{AdoptedCall, Party};
@@ -35,10 +35,8 @@ use crate::tracking::pools::Pools;
 use crate::tracking::TrackingRouter;
 use crate::transport::limits::{fd_limit, FD_RESERVE};
 use crate::transport::tcp::{accept_loop, TcpContext, TcpEvent, TcpHub};
-use crate::transport::udp;
+use crate::transport::udp::{self, UdpIo, UdpStats};
 
-/// Datagrams handled per wake-up before timers and TCP get a turn.
-const UDP_BATCH: usize = 64;
 /// The idle loop's period: the metrics snapshot.
 const TICK: Duration = Duration::from_secs(1);
 /// How often the SIP counters are logged when they changed.
@@ -53,16 +51,10 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<()> 
     rt.block_on(serve(config, config_path))
 }
 
-struct UdpOut {
-    listen: ListenAddr,
-    socket: Arc<UdpSocket>,
-}
-
 pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Result<()> {
     let clock = Clock::system();
     let sip = &config.sip;
     let mut udp_sockets = Vec::new();
-    let mut udp_outs = Vec::new();
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(4096);
     let tcp = tcp_context(&config, tcp_tx);
     let mut bound = Vec::new();
@@ -75,12 +67,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                     transport: Transport::Udp,
                     addr: s.local_addr()?,
                 };
-                let s = Arc::new(s);
-                udp_outs.push(UdpOut {
-                    listen: actual,
-                    socket: s.clone(),
-                });
-                udp_sockets.push(s);
+                udp_sockets.push((actual.addr, Arc::new(s)));
                 bound.push(actual);
             }
             Transport::Tcp => {
@@ -166,7 +153,11 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     }
     let leads = Arc::new(config.leads.clone());
     let outbox_metrics = Arc::new(OutboxMetrics::default());
-    let sip_snapshot = Arc::new(Mutex::new(SipSnapshot::default()));
+    let udp_stats = Arc::new(UdpStats::default());
+    let sip_snapshot = Arc::new(Mutex::new(SipSnapshot {
+        udp: udp_stats.clone(),
+        ..SipSnapshot::default()
+    }));
     let media_metrics = Arc::new(MediaMetrics::default());
     let storage_health = Arc::new(StorageHealth::default());
     let traces = (config.ui.sip_trace_minutes > 0).then(|| {
@@ -264,8 +255,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
 
     let mut shutdown = Box::pin(shutdown_signal());
     let mut drain_deadline: Option<Instant> = None;
-    let mut buf = vec![0u8; 65536];
-    let sockets: Vec<&UdpSocket> = udp_sockets.iter().map(|s| s.as_ref()).collect();
+    let mut udp = UdpIo::new(udp_sockets, udp_stats);
     let mut stats_logged = Instant::now();
     let mut snapshot_at = Instant::now();
     let mut trim = crate::memory::TrimPolicy::default();
@@ -283,38 +273,24 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                 node.start_draining();
                 drain_deadline = Some(Instant::now() + Duration::from_secs(config.shutdown.drain_seconds));
             }
-            (i, r) = poll_fn(|cx| poll_recv_refs(&sockets, cx, &mut buf)) => {
-                if let Ok((n, from)) = r {
-                    let peer = Peer { transport: Transport::Udp, addr: from };
-                    log_sip("in", peer, &buf[..n]);
-                    let data = Bytes::copy_from_slice(&buf[..n]);
-                    trace_sip(traces.as_deref(), Direction::In, peer, &data, &clock);
-                    node.on_message(clock.now(), peer, data);
-                }
-                // Drain what else is queued on that socket before sleeping again.
-                for _ in 1..UDP_BATCH {
-                    match sockets[i].try_recv_from(&mut buf) {
-                        Ok((n, from)) => {
-                            let peer = Peer { transport: Transport::Udp, addr: from };
-                            log_sip("in", peer, &buf[..n]);
-                            let data = Bytes::copy_from_slice(&buf[..n]);
-                            trace_sip(traces.as_deref(), Direction::In, peer, &data, &clock);
-                            node.on_message(clock.now(), peer, data);
-                            flush(
-                                &mut node,
-                                &udp_outs,
-                                &mut hub,
-                                &mut news,
-                                relay.as_ref(),
-                                traces.as_deref(),
-                                &clock,
-                            );
-                            lookups.start(&mut node);
-                        }
-                        Err(_) => break,
+            r = poll_fn(|cx| udp.poll_recv(cx)) => match r {
+                // What one socket had queued (up to udp::RECV_BATCH), each
+                // message through the core; what they produce leaves in
+                // one flush below.
+                Ok(n) => {
+                    for k in 0..n {
+                        let Some((data, from)) = udp.received(k) else { continue };
+                        let peer = Peer { transport: Transport::Udp, addr: from };
+                        log_sip("in", peer, data);
+                        let data = Bytes::copy_from_slice(data);
+                        trace_sip(traces.as_deref(), Direction::In, peer, &data, &clock);
+                        node.on_message(clock.now(), peer, data);
                     }
                 }
-            }
+                // Counted on /metrics; a UDP socket's errors are one-shot
+                // (an ICMP report), the socket stays usable.
+                Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
+            },
             Some(report) = media_rx.recv() => on_media_report(&mut node, clock.now(), report),
             Some((miss, found)) = looked_up_rx.recv() => {
                 node.on_looked_up(clock.now(), miss, found);
@@ -333,7 +309,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         node.on_timer(clock.now());
         flush(
             &mut node,
-            &udp_outs,
+            &mut udp,
             &mut hub,
             &mut news,
             relay.as_ref(),
@@ -378,7 +354,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                 node.close_calls(clock.now(), Some(Party::Shutdown));
                 flush(
                     &mut node,
-                    &udp_outs,
+                    &mut udp,
                     &mut hub,
                     &mut news,
                     relay.as_ref(),
@@ -528,23 +504,6 @@ fn log_stats(proxy: &Proxy) {
     );
 }
 
-fn poll_recv_refs(
-    sockets: &[&UdpSocket],
-    cx: &mut std::task::Context<'_>,
-    buf: &mut [u8],
-) -> std::task::Poll<(usize, std::io::Result<(usize, std::net::SocketAddr)>)> {
-    if sockets.is_empty() {
-        return std::task::Poll::Pending;
-    }
-    for (i, s) in sockets.iter().enumerate() {
-        let mut rb = tokio::io::ReadBuf::new(buf);
-        if let std::task::Poll::Ready(r) = s.poll_recv_from(cx, &mut rb) {
-            return std::task::Poll::Ready((i, r.map(|from| (rb.filled().len(), from))));
-        }
-    }
-    std::task::Poll::Pending
-}
-
 /// Look-ups of dialogs another node set up (issue 14): an in-dialog
 /// request whose dialog this node lacks waits while the store is asked,
 /// then comes back with what it found.
@@ -602,9 +561,11 @@ impl News {
     }
 }
 
+/// Everything one pass of the loop produced goes out: media commands,
+/// call news, and the messages (UDP ones batched per socket).
 fn flush(
     node: &mut Node,
-    udp_outs: &[UdpOut],
+    udp: &mut UdpIo,
     hub: &mut TcpHub,
     news: &mut News,
     relay: Option<&RelayHandle>,
@@ -622,20 +583,11 @@ fn flush(
         log_sip("out", to, &data);
         trace_sip(traces, Direction::Out, to, &data, clock);
         match to.transport {
-            Transport::Udp => {
-                let sock = udp_outs
-                    .iter()
-                    .find(|u| u.listen.addr.is_ipv4() == to.addr.is_ipv4())
-                    .or_else(|| udp_outs.first());
-                if let Some(u) = sock {
-                    if let Err(e) = u.socket.try_send_to(&data, to.addr) {
-                        tracing::debug!(to = %to.addr, error = %e, "UDP send failed");
-                    }
-                }
-            }
+            Transport::Udp => udp.queue(to.addr, data),
             Transport::Tcp => hub.send(to.addr, data),
         }
     }
+    udp.flush();
 }
 
 /// The media side of a node: the phase's state and, when calls are

@@ -1,15 +1,17 @@
 //! Resource limits on a public trunk (issue 12, item 2), against a real
 //! siptrack: TCP connection caps per source, idle and slow-message
 //! timeouts, the bound on what waits for a peer that does not read, and
-//! the HTTP server's connection cap and header timeout.
+//! the HTTP server's connection cap and header timeout; UDP bursts taken
+//! and answered in batches, and sends the kernel refuses.
 //!
 //! Untrusted peers connect from 127.0.0.2 (Linux routes all of 127/8 to
 //! lo); siptrack trusts only 127.0.0.1.
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::{free_port, Sipp, Siptrack};
@@ -521,5 +523,252 @@ fn running_out_of_descriptors_is_logged_once_and_survived() {
         answered,
         "no answer after descriptors were freed\n{}",
         p.log()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// UDP batching (issue 15): recvmmsg / sendmmsg
+// ---------------------------------------------------------------------------
+
+/// Stops (SIGSTOP) or resumes (SIGCONT) siptrack; stopping waits until
+/// the kernel reports it stopped, so what is sent next queues on its
+/// socket.
+fn signal(p: &Siptrack, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(p.pid().to_string())
+        .status()
+        .expect("run kill");
+    assert!(ok.success(), "kill -{sig}");
+    if sig != "STOP" {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", p.pid())).unwrap_or_default();
+        // The state follows the command name's closing parenthesis.
+        let state = stat.rsplit_once(") ").map(|(_, r)| r.chars().next());
+        if state == Some(Some('T')) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "siptrack did not stop: {stat}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn sip_request(method: &str, ruri: &str, from: SocketAddr, call_id: &str) -> String {
+    format!(
+        "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-{call_id};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:79161234567@{from}>;tag=t-{call_id}\r\n\
+         To: <{ruri}>\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\n\
+         Contact: <sip:79161234567@{from}>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.split("\r\n").find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The Call-IDs of what `sock` receives, each the first time it comes
+/// (retransmissions left out), with its first line; until `want` distinct
+/// ones or 10 s.
+fn first_arrivals(sock: &UdpSocket, want: usize) -> Vec<(String, String)> {
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("read timeout");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::<(String, String)>::new();
+    let mut buf = vec![0u8; 65536];
+    while seen.len() < want && Instant::now() < deadline {
+        match sock.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let id = header(&text, "call-id").unwrap_or_default().to_string();
+                if !seen.iter().any(|(c, _)| *c == id) {
+                    let first = text.lines().next().unwrap_or_default().to_string();
+                    seen.push((id, first));
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+    seen
+}
+
+/// Kernel drops on siptrack's UDP socket (`/proc/net/udp`), to tell a
+/// receive buffer too small for the burst from a fault of siptrack.
+fn udp_drops(port: u16) -> String {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let local = format!(":{port:04X} ");
+    table
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| format!("{a} ").ends_with(&local))
+        })
+        .map(|l| l.split_whitespace().last().unwrap_or("?").to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// 200 requests from four sources reach a stopped siptrack at once
+/// (OPTIONS to siptrack, INVITEs to the callee, interleaved): when it
+/// resumes, each source gets its answers (200, 100 Trying) in the order it
+/// asked, the callee gets each source's INVITEs in order, and /metrics
+/// shows they were read and written many per system call.
+#[test]
+fn a_burst_of_datagrams_is_answered_in_order_per_source_in_batches() {
+    let uas = UdpSocket::bind("127.0.0.1:0").expect("bind the callee");
+    let uas_port = uas.local_addr().expect("addr").port();
+    let p = Siptrack::start(&config(uas_port, "", ""));
+    let sources: Vec<UdpSocket> = (0..4)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind a source"))
+        .collect();
+    let before = metrics(&p);
+    signal(&p, "STOP");
+    let mut asked: Vec<Vec<String>> = vec![Vec::new(); sources.len()];
+    let mut invited: Vec<Vec<String>> = vec![Vec::new(); sources.len()];
+    for j in 0..50u32 {
+        for (s, sock) in sources.iter().enumerate() {
+            let from = sock.local_addr().expect("addr");
+            let call_id = format!("burst-{s}-{j}");
+            let msg = if j.is_multiple_of(2) {
+                sip_request("OPTIONS", &format!("sip:{}", p.sip_addr()), from, &call_id)
+            } else {
+                invited[s].push(call_id.clone());
+                sip_request(
+                    "INVITE",
+                    &format!("sip:7495{s}00{j:04}@{}", p.sip_addr()),
+                    from,
+                    &call_id,
+                )
+            };
+            sock.send_to(msg.as_bytes(), p.sip_addr()).expect("send");
+            asked[s].push(call_id);
+        }
+    }
+    signal(&p, "CONT");
+    for (s, sock) in sources.iter().enumerate() {
+        let got = first_arrivals(sock, asked[s].len());
+        let ids: Vec<&str> = got.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(
+            ids,
+            asked[s],
+            "source {s}: answers in the order asked (drops on siptrack's socket: {})\n{got:#?}",
+            udp_drops(p.sip_port)
+        );
+        for (id, first) in &got {
+            let j: u32 = id
+                .rsplit('-')
+                .next()
+                .and_then(|j| j.parse().ok())
+                .unwrap_or(1);
+            let want = if j.is_multiple_of(2) {
+                "SIP/2.0 200 "
+            } else {
+                "SIP/2.0 100 "
+            };
+            assert!(first.starts_with(want), "{id}: {first}");
+        }
+    }
+    let forwarded = first_arrivals(&uas, 100);
+    let mut per_source: HashMap<String, Vec<String>> = HashMap::new();
+    for (id, first) in &forwarded {
+        assert!(first.starts_with("INVITE "), "{first}");
+        let s = id.split('-').nth(1).unwrap_or_default().to_string();
+        per_source.entry(s).or_default().push(id.clone());
+    }
+    for (s, ids) in invited.iter().enumerate() {
+        assert_eq!(
+            per_source.get(&s.to_string()),
+            Some(ids),
+            "source {s}'s INVITEs in order"
+        );
+    }
+    let after = metrics(&p);
+    let delta = |name: &str| metric_value(&after, name) - metric_value(&before, name);
+    let (got, recvs) = (
+        delta("siptrack_sip_udp_datagrams_total{dir=\"in\"} "),
+        delta("siptrack_sip_udp_syscalls_total{call=\"recvmmsg\"} "),
+    );
+    let (sent, sends) = (
+        delta("siptrack_sip_udp_datagrams_total{dir=\"out\"} "),
+        delta("siptrack_sip_udp_syscalls_total{call=\"sendmmsg\"} "),
+    );
+    assert_eq!(got, 200, "{after}");
+    // 200 queued datagrams: 32 a call, 7 calls.
+    assert!(
+        recvs <= 10,
+        "{recvs} recvmmsg calls for {got} datagrams\n{after}"
+    );
+    // 300 answers and forwarded INVITEs, one sendmmsg per batch of 32
+    // received (the INVITEs' retransmissions to the silent callee, from
+    // 0.5 s on, may add a call each).
+    assert!(sent >= 300, "{after}");
+    assert!(
+        sends * 2 <= sent,
+        "{sends} sendmmsg calls for {sent} datagrams\n{after}"
+    );
+    assert_eq!(
+        delta("siptrack_sip_udp_send_errors_total{reason=\"other\"} "),
+        0
+    );
+}
+
+/// Every INVITE goes to a destination the kernel refuses to send to
+/// (port 0: EINVAL), in the same batches as the answers to OPTIONS and the
+/// 100 Trying: each refusal is counted, the datagrams after it in the
+/// batch still leave, the log says so at most once a second, and
+/// siptrack keeps answering.
+#[test]
+fn sends_the_kernel_refuses_are_counted_and_the_loop_goes_on() {
+    let p = Siptrack::start(&config(0, "", ""));
+    let caller = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let from = caller.local_addr().expect("addr");
+    let started = Instant::now();
+    signal(&p, "STOP");
+    let mut asked = Vec::new();
+    for j in 0..40u32 {
+        let call_id = format!("refused-{j}");
+        let msg = if j.is_multiple_of(2) {
+            sip_request("OPTIONS", &format!("sip:{}", p.sip_addr()), from, &call_id)
+        } else {
+            sip_request(
+                "INVITE",
+                &format!("sip:74950000{j:03}@{}", p.sip_addr()),
+                from,
+                &call_id,
+            )
+        };
+        caller.send_to(msg.as_bytes(), p.sip_addr()).expect("send");
+        asked.push(call_id);
+    }
+    signal(&p, "CONT");
+    let got = first_arrivals(&caller, asked.len());
+    let ids: Vec<&str> = got.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(ids, asked, "{got:#?}");
+    // Timer A repeats each INVITE at 0.5 and 1.5 s: refused again.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        common::options_ping(p.sip_addr(), Duration::from_secs(2)).is_some(),
+        "siptrack stopped answering\n{}",
+        p.log()
+    );
+    let m = metrics(&p);
+    let refused = metric_value(&m, "siptrack_sip_udp_send_errors_total{reason=\"other\"} ");
+    assert!(
+        refused >= 40,
+        "20 INVITEs, each sent at least twice: {refused}\n{m}"
+    );
+    let log = p.log();
+    let lines = log.matches("UDP send refused by the kernel").count() as u64;
+    let seconds = started.elapsed().as_secs() + 1;
+    assert!(
+        (1..=seconds).contains(&lines),
+        "{lines} log lines in {seconds} s for {refused} refusals\n{log}"
     );
 }

@@ -74,6 +74,8 @@ pub struct SipSnapshot {
     pub stats: Stats,
     pub dialogs: usize,
     pub transactions: usize,
+    /// The UDP sockets' counters, kept live by the SIP loop.
+    pub udp: Arc<crate::transport::udp::UdpStats>,
 }
 
 impl SipSnapshot {
@@ -95,6 +97,7 @@ impl SipSnapshot {
                 "# TYPE siptrack_sip_{name} gauge\nsiptrack_sip_{name} {n}"
             );
         }
+        out.push_str(&self.udp.render());
         out
     }
 }

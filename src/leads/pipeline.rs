@@ -103,6 +103,17 @@ pub enum CallNews {
 
 /// Calls taken off the queue at once, recorded in one transaction.
 const BATCH: usize = 256;
+/// Batches go to the database at most this often: news arriving sooner
+/// after the last batch wait and join the next one. Under load a call's
+/// three news (start, answer, end) no longer cost a wake-up of the
+/// decision thread, a reply wake-up of the SIP thread and a commit each
+/// (issue 15: measured in README "Performance"); a quiet node's news
+/// still go at once, and a record is late by at most this. Not on a store
+/// shared by several nodes: there an answered call's dialog must reach
+/// the database as soon as it can, for another node to take the call
+/// over should this one die, and PostgreSQL's round trips batch the news
+/// anyway.
+const LINGER: Duration = Duration::from_millis(5);
 /// Call news held in memory when neither the database nor the journal
 /// takes them; beyond this they are lost (counted, logged, exit code 1).
 const MAX_HELD: usize = 200_000;
@@ -391,6 +402,7 @@ pub async fn run(
     // Start-up work (journal, interrupted calls) first.
     let mut catching_up = true;
     let mut open = true;
+    let mut last_batch: Option<Instant> = None;
     while open || catching_up {
         // After the queue closed (shutdown): one last try, at once.
         if catching_up && (Instant::now() >= retry_at || !open) {
@@ -427,6 +439,13 @@ pub async fn run(
             open = false;
             continue;
         };
+        let linger = last_batch.filter(|_| !p.store.is_shared());
+        if let Some(until) = linger.map(|t| t + LINGER) {
+            if Instant::now() < until {
+                tokio::time::sleep_until(until).await;
+            }
+        }
+        last_batch = Some(Instant::now());
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match news.try_recv() {
@@ -475,6 +494,53 @@ mod tests {
             },
             invite_at: 1_000,
         })
+    }
+
+    /// News arriving one by one right after a batch wait for LINGER and
+    /// share the next commit; after a quiet spell the first goes at once.
+    /// (Real time: a stall of the test thread longer than LINGER costs an
+    /// extra commit, hence the margin; without the wait it would be 100.)
+    #[tokio::test]
+    async fn news_close_together_share_a_commit() {
+        let cfg = Arc::new(crate::config::Config::parse("").expect("defaults").leads);
+        let store = Store::memory(Clock::manual(1_700_000_000_000));
+        let commits = store.recorded();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pipeline = tokio::spawn(run(
+            rx,
+            store.clone(),
+            cfg,
+            PipelineOptions {
+                journal: None,
+                health: Default::default(),
+                partial_recordings: Default::default(),
+            },
+        ));
+        let settle = || async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tx.send(start("quiet")).expect("send");
+        settle().await;
+        assert_eq!(*commits.borrow(), 1, "the first news goes at once");
+        // Each news with the pipeline free to run in between.
+        for i in 0..100 {
+            tx.send(start(&format!("busy-{i}"))).expect("send");
+            settle().await;
+        }
+        tokio::time::sleep(LINGER * 4).await;
+        let busy = *commits.borrow() - 1;
+        assert!((1..=10).contains(&busy), "{busy} commits for 100 news");
+        tokio::time::sleep(LINGER * 4).await;
+        tx.send(start("quiet-again")).expect("send");
+        settle().await;
+        assert_eq!(*commits.borrow(), busy + 2, "after a quiet spell, at once");
+        drop(tx);
+        assert_eq!(
+            pipeline.await.expect("pipeline"),
+            PipelineEnd { undurable: 0 }
+        );
     }
 
     /// A journal holding an earlier run's call start and, behind it, a

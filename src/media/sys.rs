@@ -1,7 +1,9 @@
-//! The few Linux system calls the relay thread needs that std does not
-//! offer: epoll (one wait over every media socket), an eventfd to wake it
-//! for commands, and recvmmsg (several datagrams of one socket in one call).
-//! Every `unsafe` block of the media code is here, each with its reason.
+//! The few Linux system calls std does not offer: epoll (one wait over
+//! every media socket), an eventfd to wake the relay thread for commands,
+//! and recvmmsg / sendmmsg (several datagrams of one socket in one call),
+//! which both the relay thread and the SIP loop (`server.rs`) batch with.
+//! Every `unsafe` block of the media and SIP socket code is here, each
+//! with its reason.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -118,7 +120,11 @@ pub const DATAGRAM: usize = 2048;
 /// headers point into the buffers' heap storage, which never moves (the
 /// vectors are never resized), so a receive allocates nothing.
 pub struct RecvBatch {
-    bufs: Vec<[u8; DATAGRAM]>,
+    /// `n` slots of `size` bytes, one allocation. Zeroed by the allocator
+    /// (fresh pages): a slot's pages become resident only once a datagram
+    /// that long lands in it, so 64 KiB slots for SIP cost little memory.
+    bufs: Vec<u8>,
+    size: usize,
     names: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
@@ -126,19 +132,27 @@ pub struct RecvBatch {
 }
 
 impl RecvBatch {
+    /// `n` datagrams of up to [`DATAGRAM`] bytes (media).
     pub fn new(n: usize) -> RecvBatch {
+        RecvBatch::with_size(n, DATAGRAM)
+    }
+
+    /// `n` datagrams of up to `size` bytes each; a longer one is cut to
+    /// `size`.
+    pub fn with_size(n: usize, size: usize) -> RecvBatch {
         let mut b = RecvBatch {
-            bufs: vec![[0; DATAGRAM]; n],
+            bufs: vec![0; n * size],
+            size,
             // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
             names: vec![unsafe { std::mem::zeroed() }; n],
             iovs: Vec::with_capacity(n),
             hdrs: Vec::with_capacity(n),
             got: 0,
         };
-        for buf in &mut b.bufs {
+        for slot in b.bufs.chunks_exact_mut(size) {
             b.iovs.push(libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: DATAGRAM,
+                iov_base: slot.as_mut_ptr().cast(),
+                iov_len: size,
             });
         }
         for i in 0..n {
@@ -155,9 +169,23 @@ impl RecvBatch {
         b
     }
 
+    /// How many datagrams one receive takes at most.
+    pub fn capacity(&self) -> usize {
+        self.hdrs.len()
+    }
+
     /// Receives what is queued on `fd` (non-blocking), up to the batch
     /// size; 0 when nothing was.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        match self.try_recv(fd) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            r => r,
+        }
+    }
+
+    /// As [`RecvBatch::recv`], but an empty queue is `WouldBlock`: what
+    /// tokio's `try_io` needs to see to clear the socket's readiness.
+    pub fn try_recv(&mut self, fd: RawFd) -> io::Result<usize> {
         self.got = 0;
         for h in &mut self.hdrs {
             h.msg_hdr.msg_namelen =
@@ -180,7 +208,7 @@ impl RecvBatch {
         if r < 0 {
             let e = io::Error::last_os_error();
             return match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                io::ErrorKind::Interrupted => Ok(0),
                 _ => Err(e),
             };
         }
@@ -195,8 +223,105 @@ impl RecvBatch {
         }
         let h = self.hdrs.get(i)?;
         let src = to_socket_addr(self.names.get(i)?, h.msg_hdr.msg_namelen)?;
-        let len = (h.msg_len as usize).min(DATAGRAM);
-        Some((&self.bufs.get(i)?[..len], src))
+        let len = (h.msg_len as usize).min(self.size);
+        let start = i * self.size;
+        Some((self.bufs.get(start..start + len)?, src))
+    }
+}
+
+/// Headers for `sendmmsg`, kept between calls so a send allocates nothing
+/// once the batch sizes have been seen.
+#[derive(Default)]
+pub struct SendBatch {
+    names: Vec<socket2::SockAddr>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+/// What one [`SendBatch::send`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    pub datagrams: usize,
+    pub syscalls: usize,
+}
+
+impl SendBatch {
+    /// Sends `msgs` on `fd` in their order, as many per `sendmmsg` as the
+    /// kernel takes. A datagram the kernel refuses (`EAGAIN` with the send
+    /// buffer full, `EMSGSIZE`, an address it cannot reach) is handed to
+    /// `failed` with its index and skipped; the ones after it are still
+    /// sent, as one `sendto` each would have done. Never blocks.
+    pub fn send<B: AsRef<[u8]>>(
+        &mut self,
+        fd: RawFd,
+        msgs: &[(B, SocketAddr)],
+        mut failed: impl FnMut(usize, io::Error),
+    ) -> Sent {
+        self.names.clear();
+        self.iovs.clear();
+        self.hdrs.clear();
+        self.names
+            .extend(msgs.iter().map(|(_, to)| socket2::SockAddr::from(*to)));
+        for (data, _) in msgs {
+            let data = data.as_ref();
+            self.iovs.push(libc::iovec {
+                // The kernel only reads through it (a send).
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            });
+        }
+        // Pointers are taken after both vectors are complete: neither
+        // moves again until the next call.
+        for (name, iov) in self.names.iter().zip(self.iovs.iter_mut()) {
+            // SAFETY: msghdr is plain old data; fields set below.
+            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+            h.msg_name = name.as_ptr() as *mut libc::c_void;
+            h.msg_namelen = name.len();
+            h.msg_iov = iov;
+            h.msg_iovlen = 1;
+            self.hdrs.push(libc::mmsghdr {
+                msg_hdr: h,
+                msg_len: 0,
+            });
+        }
+        let mut done = Sent::default();
+        let mut at = 0;
+        while at < self.hdrs.len() {
+            let rest = &mut self.hdrs[at..];
+            // SAFETY: every header points into `names` and `iovs` (alive
+            // and unmoved until this method returns) and through them into
+            // `msgs`, borrowed for the call; the kernel reads at most
+            // `rest.len()` headers and writes only their `msg_len`.
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    rest.as_mut_ptr(),
+                    // The kernel takes at most UIO_MAXIOV (1024) per call
+                    // and says how many it took.
+                    rest.len().min(1024) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            done.syscalls += 1;
+            if r > 0 {
+                at += r as usize;
+                done.datagrams += r as usize;
+                continue;
+            }
+            let e = if r < 0 {
+                io::Error::last_os_error()
+            } else {
+                io::Error::new(io::ErrorKind::WriteZero, "sendmmsg sent nothing")
+            };
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // The kernel stops at the first datagram it refuses and
+            // reports that one: skip it, go on with the rest.
+            failed(at, e);
+            at += 1;
+        }
+        done
     }
 }
 
@@ -262,5 +387,86 @@ mod tests {
         waker.clear();
         poller.wait(&mut ready, 0).expect("wait");
         assert!(ready.is_empty());
+    }
+
+    #[test]
+    fn sendmmsg_keeps_order_and_skips_what_the_kernel_refuses() {
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .expect("timeout");
+        let to = rx.local_addr().expect("addr");
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port_zero: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let v6: SocketAddr = "[::1]:5060".parse().expect("addr");
+        let mut msgs: Vec<(Vec<u8>, SocketAddr)> = (0..40u8).map(|i| (vec![i; 100], to)).collect();
+        // Port 0 (EINVAL), an IPv6 address on an IPv4 socket
+        // (EAFNOSUPPORT), a datagram over 64 KiB (EMSGSIZE), the last one
+        // refused too: each reported, the others still sent.
+        msgs[3].1 = port_zero;
+        msgs[17].1 = v6;
+        msgs[18].0 = vec![18; 70_000];
+        msgs[39].1 = port_zero;
+        let mut batch = SendBatch::default();
+        let mut failed = Vec::new();
+        let sent = batch.send(tx.as_raw_fd(), &msgs, |i, e| {
+            failed.push((i, e.raw_os_error()))
+        });
+        assert_eq!(
+            failed,
+            [
+                (3, Some(libc::EINVAL)),
+                (17, Some(libc::EAFNOSUPPORT)),
+                (18, Some(libc::EMSGSIZE)),
+                (39, Some(libc::EINVAL))
+            ]
+        );
+        assert_eq!(sent.datagrams, 36);
+        // Four refusals each end a call; the runs between them are one
+        // call each (0-2, 4-16, 19-38).
+        assert_eq!(sent.syscalls, 7);
+        let mut buf = [0u8; 200];
+        for i in (0..40u8).filter(|i| ![3, 17, 18, 39].contains(i)) {
+            let (n, from) = rx.recv_from(&mut buf).expect("datagram");
+            assert_eq!(
+                (&buf[..n], from),
+                (&[i; 100][..], tx.local_addr().expect("addr"))
+            );
+        }
+        // The headers are reused: a second, shorter batch.
+        let sent = batch.send(tx.as_raw_fd(), &msgs[..2], |_, e| panic!("{e}"));
+        assert_eq!(
+            sent,
+            Sent {
+                datagrams: 2,
+                syscalls: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_receive_batch_of_large_slots_keeps_each_datagram_whole() {
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let to = rx.local_addr().expect("addr");
+        let mut batch = RecvBatch::with_size(8, 65536);
+        let err = batch.try_recv(rx.as_raw_fd()).expect_err("nothing queued");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        let sizes = [10usize, 5000, 65000, 1];
+        for (i, &n) in sizes.iter().enumerate() {
+            tx.send_to(&vec![i as u8; n], to).expect("send");
+        }
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while got.len() < sizes.len() && std::time::Instant::now() < deadline {
+            let n = batch.recv(rx.as_raw_fd()).expect("recv");
+            got.extend((0..n).filter_map(|i| batch.get(i)).map(|(d, _)| d.to_vec()));
+        }
+        let want: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| vec![i as u8; n])
+            .collect();
+        assert_eq!(got, want);
+        assert!(batch.get(sizes.len()).is_none());
     }
 }
