@@ -332,9 +332,102 @@ fn count_mode(n: u64, case: &str) {
                 }
             }
         }
-        other => panic!("unknown case {other}: pipeline, core, core-tracking"),
+        "held" => {
+            held_transactions(n);
+            return;
+        }
+        other => panic!("unknown case {other}: pipeline, core, core-tracking, held"),
     }
     eprintln!("{case}: {n} in {:?}", started.elapsed());
+}
+
+/// Heap bytes in use (glibc's count of allocated chunks, headers included).
+fn heap_in_use() -> usize {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    unsafe { libc::mallinfo2().uordblks }
+}
+
+/// Issue 15: what a completed transaction costs while its timers (J/K/D,
+/// up to 32 s) keep it to absorb retransmissions. `n` whole calls
+/// (INVITE 100 180 200 ACK BYE 200) and `n` rejected ones (INVITE 486 ACK)
+/// go through one proxy at one instant, so every transaction is complete
+/// and still held; the heap grown, over the transactions held, is the cost
+/// of each (their dialogs are gone: the BYE ended them).
+fn held_transactions(n: u64) {
+    let mut p = proxy();
+    let before = heap_in_use();
+    let now = 1;
+    for k in 0..n {
+        let call = 2_000_000 + k;
+        p.on_message(now, uac(), Bytes::from(invite(call)));
+        let fwd = sent_to(&mut p, uas());
+        p.on_message(now, uas(), answer(&fwd, "180 Ringing", true));
+        p.take_outputs().for_each(drop);
+        p.on_message(now, uas(), answer(&fwd, "200 OK", true));
+        let ok = sent_to(&mut p, uac());
+        for (method, cseq, branch) in [("ACK", 1, "ack"), ("BYE", 2, "bye")] {
+            p.on_message(now, uac(), in_dialog(&ok, method, cseq, branch, call));
+            let sent = sent_to(&mut p, uas());
+            if method == "BYE" {
+                p.on_message(now, uas(), answer(&sent, "200 OK", false));
+                p.take_outputs().for_each(drop);
+            }
+        }
+        let rejected = 3_000_000 + k;
+        p.on_message(now, uac(), Bytes::from(invite(rejected)));
+        let fwd = sent_to(&mut p, uas());
+        p.on_message(now, uas(), answer(&fwd, "486 Busy Here", false));
+        let busy = sent_to(&mut p, uac());
+        let ack = String::from_utf8_lossy(&invite(rejected))
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .replacen("INVITE sip:", "ACK sip:", 1)
+            .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+            .replace("Content-Type: application/sdp\r\n", "")
+            .split("\r\n")
+            .map(|l| match l {
+                l if l.starts_with("To:") => busy_to(&busy),
+                l if l.starts_with("Content-Length:") => "Content-Length: 0".to_string(),
+                l => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\r\n")
+            + "\r\n\r\n";
+        p.on_message(now, uac(), Bytes::from(ack));
+        p.take_outputs().for_each(drop);
+    }
+    p.on_timer(now);
+    let held = p.active_transactions();
+    let grown = heap_in_use().saturating_sub(before);
+    println!(
+        "held transactions: {held} (dialogs {}), heap grown {grown} B, {} B per held transaction",
+        p.active_dialogs(),
+        grown / held.max(1)
+    );
+}
+
+/// The To line of a response (with the callee's tag), for the ACK.
+fn busy_to(resp: &[u8]) -> String {
+    String::from_utf8_lossy(resp)
+        .split("\r\n")
+        .find(|l| l.starts_with("To:"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// An in-dialog request of call `call` following the 200 `ok` (its
+/// Record-Route as the Route set).
+fn in_dialog(ok: &[u8], method: &str, cseq: u32, branch: &str, call: u64) -> Bytes {
+    let text = String::from_utf8_lossy(ok);
+    let route: String = text
+        .split("\r\n")
+        .filter(|l| l.starts_with("Record-Route:"))
+        .map(|l| l.replacen("Record-Route:", "Route:", 1) + "\r\n")
+        .collect();
+    Bytes::from(format!(
+        "{method} sip:sipp@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP {UAC};branch=z9hG4bK-{branch}-{call}\r\n{route}From: sipp <sip:sipp@{UAC}>;tag=1234SIPpTag00{call}\r\nTo: <sip:74951234567@{PROXY}>;tag=uas1\r\nCall-ID: {call}-bench-3f2a9c1d7e@127.0.0.1\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ))
 }
 
 fn main() {

@@ -20,7 +20,7 @@ use super::handoff::{DialogHandoff, DialogMiss, HandoffSide};
 use super::hooks::{CallCtx, ProxyPhases, Refusal};
 use super::route::{self, Identity};
 use super::transaction::{
-    ClientSide, ClientState, ServerSide, ServerState, TimerKind, Txn, TIMER_KINDS,
+    ClientSide, ClientState, Deadlines, ServerSide, ServerState, TimerKind, Txn, TIMER_KINDS,
 };
 use super::{Millis, NextHop, Output, Peer, Transport};
 use crate::calls::CallEvent;
@@ -178,7 +178,9 @@ pub struct Proxy {
     s: ProxySettings,
     /// Tracking (and later media) at the phases of a call.
     phases: Box<dyn ProxyPhases>,
-    txns: Map<u64, Txn>,
+    /// Boxed: a table of large inline values wastes its empty slots' size
+    /// (up to half of them after it grows), for every held transaction.
+    txns: Map<u64, Box<Txn>>,
     server_index: Map<Box<[u8]>, u64>,
     client_index: Map<Box<[u8]>, u64>,
     timers: BinaryHeap<Reverse<(Millis, u64, u8)>>,
@@ -473,7 +475,7 @@ impl Proxy {
                 } else {
                     self.s.timers.t4_ms
                 };
-                txn.deadlines[TimerKind::ServerRetransmit as usize] = None;
+                txn.deadlines.clear(TimerKind::ServerRetransmit);
                 self.arm(id, TimerKind::ServerLinger, now + linger);
                 true
             }
@@ -858,6 +860,7 @@ impl Proxy {
         if dialog_setup.is_some() {
             // A further INVITE of the same Call-ID and From tag joins the
             // dialog under way; it never resets one already confirmed.
+            let contact = first_contact(&msg);
             let d = self
                 .dialogs
                 .entry((call_id.clone(), caller_tag.clone()))
@@ -869,7 +872,7 @@ impl Proxy {
                     callee_tag: None,
                     caller: Side {
                         source: from,
-                        contact: contact_addr(&msg),
+                        contact: contact.addr,
                     },
                     callee: Side {
                         source: hop.peer,
@@ -877,7 +880,7 @@ impl Proxy {
                     },
                     ends: Box::new(Ends {
                         caller_from: header_value(&msg, HeaderName::From),
-                        target: [contact_uri(&msg), Bytes::new()],
+                        target: [contact.uri, Bytes::new()],
                         cseq: [cseq(&msg).map_or(0, |(n, _)| n), 0],
                         ..Ends::default()
                     }),
@@ -912,7 +915,7 @@ impl Proxy {
         );
         self.txns.insert(
             id,
-            Txn {
+            Box::new(Txn {
                 is_invite,
                 call_id: call_id.clone(),
                 server: Some(server),
@@ -922,8 +925,8 @@ impl Proxy {
                 dialog_setup,
                 caller_cancelled: false,
                 is_bye: method == Method::Bye,
-                deadlines: [None; TIMER_KINDS],
-            },
+                deadlines: Deadlines::default(),
+            }),
         );
         self.server_index.insert(key, id);
         self.client_index.insert(branch.into_boxed_slice(), id);
@@ -938,7 +941,7 @@ impl Proxy {
             self.events.push(CallEvent::Started {
                 call_id: call_id.clone(),
                 at: now,
-                from_tag: from_tag(&msg),
+                from_tag: caller_tag,
                 info,
             });
         }
@@ -1132,7 +1135,7 @@ impl Proxy {
             if code >= 200 && matches!(client.state, ClientState::Calling | ClientState::Proceeding)
             {
                 client.state = ClientState::Completed;
-                txn.deadlines = [None; TIMER_KINDS];
+                txn.deadlines.clear_all();
                 self.arm(
                     id,
                     TimerKind::ClientLinger,
@@ -1148,8 +1151,8 @@ impl Proxy {
                 client.got_provisional = true;
                 let cancel_now = client.cancel_pending && !client.cancel_sent;
                 if is_invite {
-                    txn.deadlines[TimerKind::ClientRetransmit as usize] = None;
-                    txn.deadlines[TimerKind::ClientTimeout as usize] = None;
+                    txn.deadlines.clear(TimerKind::ClientRetransmit);
+                    txn.deadlines.clear(TimerKind::ClientTimeout);
                     self.arm(id, TimerKind::TimerC, now + timer_c);
                 } else if !reliable {
                     client.retransmit_interval = t2;
@@ -1167,7 +1170,7 @@ impl Proxy {
                     TimerKind::ClientTimeout,
                     TimerKind::TimerC,
                 ] {
-                    txn.deadlines[k as usize] = None;
+                    txn.deadlines.clear(k);
                 }
                 let success = code < 300;
                 // Nothing will be retransmitted or CANCELled any more; the
@@ -1448,7 +1451,7 @@ impl Proxy {
         self.next_id += 1;
         self.txns.insert(
             cid,
-            Txn {
+            Box::new(Txn {
                 is_invite: false,
                 call_id,
                 server: None,
@@ -1463,8 +1466,8 @@ impl Proxy {
                 dialog_setup: None,
                 caller_cancelled: false,
                 is_bye: false,
-                deadlines: [None; TIMER_KINDS],
-            },
+                deadlines: Deadlines::default(),
+            }),
         );
         self.client_index.insert(key.into_boxed_slice(), cid);
         if peer.transport == Transport::Udp {
@@ -1576,7 +1579,7 @@ impl Proxy {
         self.next_id += 1;
         self.txns.insert(
             id,
-            Txn {
+            Box::new(Txn {
                 is_invite: false,
                 call_id: call_id.clone(),
                 server: None,
@@ -1591,8 +1594,8 @@ impl Proxy {
                 dialog_setup: None,
                 caller_cancelled: false,
                 is_bye: true,
-                deadlines: [None; TIMER_KINDS],
-            },
+                deadlines: Deadlines::default(),
+            }),
         );
         self.client_index.insert(branch.into_boxed_slice(), id);
         if peer.transport == Transport::Udp {
@@ -1667,7 +1670,7 @@ impl Proxy {
         self.next_id += 1;
         self.txns.insert(
             id,
-            Txn {
+            Box::new(Txn {
                 is_invite,
                 call_id: Bytes::new(),
                 server: Some(ServerSide {
@@ -1683,8 +1686,8 @@ impl Proxy {
                 dialog_setup: None,
                 caller_cancelled: false,
                 is_bye: false,
-                deadlines: [None; TIMER_KINDS],
-            },
+                deadlines: Deadlines::default(),
+            }),
         );
         self.server_index.insert(key, id);
         self.set_server_state(now, id, ServerState::Completed);
@@ -1694,7 +1697,7 @@ impl Proxy {
 
     fn arm(&mut self, id: u64, kind: TimerKind, at: Millis) {
         if let Some(t) = self.txns.get_mut(&id) {
-            t.deadlines[kind as usize] = Some(at);
+            t.deadlines.set(kind, at);
             self.timers.push(Reverse((at, id, kind as u8)));
         }
     }
@@ -1710,12 +1713,12 @@ impl Proxy {
             let Some(txn) = self.txns.get_mut(&id) else {
                 continue;
             };
-            if txn.deadlines[kind as usize] != Some(at) {
+            if txn.deadlines.get(kind) != Some(at) {
                 continue;
             }
-            txn.deadlines[kind as usize] = None;
+            txn.deadlines.clear(kind);
             self.fire(now, id, kind);
-            if self.txns.get(&id).is_some_and(Txn::is_finished) {
+            if self.txns.get(&id).is_some_and(|t| t.is_finished()) {
                 self.remove(id);
             }
         }
@@ -1767,7 +1770,7 @@ impl Proxy {
                     return;
                 }
                 c.state = ClientState::Terminated;
-                txn.deadlines = [None; TIMER_KINDS];
+                txn.deadlines.clear_all();
                 self.stats.timeouts += 1;
                 if let Some(tag) = &txn.dialog_setup {
                     let key = (txn.call_id.clone(), tag.clone());
@@ -1831,7 +1834,7 @@ impl Proxy {
                 if let Some(s) = txn.server.as_mut() {
                     s.state = ServerState::Terminated;
                 }
-                txn.deadlines[TimerKind::ServerRetransmit as usize] = None;
+                txn.deadlines.clear(TimerKind::ServerRetransmit);
             }
         }
     }
@@ -1931,25 +1934,41 @@ fn header_value(msg: &Message, name: HeaderName) -> Bytes {
         .unwrap_or_default()
 }
 
+/// The first Contact of a message: its URI (empty when there is none) and
+/// its address when the host is an IP literal.
+struct FirstContact {
+    uri: Bytes,
+    addr: Option<std::net::SocketAddr>,
+}
+
+fn first_contact(msg: &Message) -> FirstContact {
+    let na = msg.value(HeaderName::Contact).and_then(|v| {
+        let (a, b) = crate::sip::chars::split_commas(v).next()?;
+        NameAddr::parse(crate::sip::chars::trim_lws(&v[a..b])).ok()
+    });
+    let Some(na) = na else {
+        return FirstContact {
+            uri: Bytes::new(),
+            addr: None,
+        };
+    };
+    FirstContact {
+        uri: Bytes::copy_from_slice(na.uri()),
+        addr: Uri::parse(na.uri())
+            .ok()
+            .and_then(|u| route::uri_peer(&u))
+            .map(|p| p.addr),
+    }
+}
+
 /// The URI of the first Contact, empty when there is none.
 fn contact_uri(msg: &Message) -> Bytes {
-    let Some(v) = msg.value(HeaderName::Contact) else {
-        return Bytes::new();
-    };
-    crate::sip::chars::split_commas(v)
-        .next()
-        .and_then(|(a, b)| NameAddr::parse(crate::sip::chars::trim_lws(&v[a..b])).ok())
-        .map(|n| Bytes::copy_from_slice(n.uri()))
-        .unwrap_or_default()
+    first_contact(msg).uri
 }
 
 /// The address of the first Contact, when it is an IP literal.
 fn contact_addr(msg: &Message) -> Option<std::net::SocketAddr> {
-    let v = msg.value(HeaderName::Contact)?;
-    let (a, b) = crate::sip::chars::split_commas(v).next()?;
-    let na = NameAddr::parse(crate::sip::chars::trim_lws(&v[a..b])).ok()?;
-    let uri = Uri::parse(na.uri()).ok()?;
-    route::uri_peer(&uri).map(|p| p.addr)
+    first_contact(msg).addr
 }
 
 const NO_DIALOG: &str = "Call/Transaction Does Not Exist";
