@@ -489,11 +489,11 @@ fn three_nodes_behind_the_dispatcher_decide_as_one_node() {
 fn a_node_killed_mid_run_at_100_cps_loses_no_answered_call_and_no_crm_request() {
     const CALLS: u32 = 400;
     const RATE: u32 = 100;
-    const TALK_MS: u64 = 3_000;
-    // Half way through the 4 s of sending, before any call has ended
-    // (the first one talks until 3 s): every call of the dead node is
-    // either being set up or talking when it dies.
-    const KILL_AFTER: Duration = Duration::from_millis(2_000);
+    const TALK_MS: u64 = 2_000;
+    // Past the middle of the 4 s of sending: the dead node's first calls
+    // (answered in the first half second) have ended there, the others
+    // are being set up or talking when it dies.
+    const KILL_AFTER: Duration = Duration::from_millis(2_500);
     const FORM_LEADS: usize = 30;
     let scratch = tempfile::tempdir().expect("temp dir");
     // Slow to refuse, so that requests are in flight (claimed) on every
@@ -590,21 +590,21 @@ fn a_node_killed_mid_run_at_100_cps_loses_no_answered_call_and_no_crm_request() 
     );
     assert_eq!(seen.ended.len() as u64, uac.successful());
 
-    // The dead node's answered calls: their BYEs came through the others.
+    // The dead node's answered calls still talking when it died: their
+    // BYEs came through the others.
     let of_dead: BTreeSet<&str> = seen
         .answered
         .iter()
-        .filter(|(id, from)| **from == dead_addr && seen.ended.contains_key(*id))
+        .filter(|(id, from)| {
+            **from == dead_addr && seen.ended.get(*id).is_some_and(|by| *by != dead_addr)
+        })
         .map(|(id, _)| id.as_str())
         .collect();
     assert!(
-        of_dead.len() as f64 >= killed_at.as_secs_f64() * f64::from(RATE) / 3.0 * 0.8 - 9.0,
-        "only {} calls of the dead node ended (killed after {killed_at:?})",
+        of_dead.len() >= 20,
+        "only {} calls of the dead node ended elsewhere",
         of_dead.len()
     );
-    for id in &of_dead {
-        assert_ne!(seen.ended[*id], dead_addr, "{id} ended by the dead node");
-    }
     let taken: BTreeSet<String> = nodes[1..]
         .iter()
         .flat_map(|n| taken_over(&n.log()))
@@ -626,6 +626,7 @@ fn a_node_killed_mid_run_at_100_cps_loses_no_answered_call_and_no_crm_request() 
     let ended: BTreeSet<&str> = seen.ended.keys().map(String::as_str).collect();
     assert_eq!(distinct, ended, "the calls recorded are the calls ended");
     let talk = TALK_MS / 1000;
+    let mut durations: BTreeMap<(bool, u64), usize> = BTreeMap::new();
     for c in &calls {
         assert_eq!(
             (&c["status"], &c["hangup"]),
@@ -634,6 +635,8 @@ fn a_node_killed_mid_run_at_100_cps_loses_no_answered_call_and_no_crm_request() 
         );
         let d = c["duration"].as_u64().unwrap_or(0);
         assert!((talk - 1..=talk + 1).contains(&d), "duration {d}: {c}");
+        let taken_over = c["id"].as_str().is_some_and(|id| of_dead.contains(id));
+        *durations.entry((taken_over, d)).or_default() += 1;
     }
 
     // The dead node's claims run out (its lease: 4 rounds of 6 requests
@@ -710,7 +713,8 @@ fn a_node_killed_mid_run_at_100_cps_loses_no_answered_call_and_no_crm_request() 
     );
     eprintln!(
         "kill -9 after {killed_at:?}: {} calls, {failed} failed in setup, {} taken over, \
-         {} CRM requests delivered ({} stranded on the dead node)",
+         {} CRM requests delivered ({} stranded on the dead node); \
+         (taken over, duration s) → calls: {durations:?}",
         CALLS,
         taken.len(),
         keys.len(),
