@@ -615,6 +615,25 @@ fn a_node_killed_mid_run_at_100_cps_loses_no_answered_call_and_no_crm_request() 
         "the calls taken over are the dead node's answered calls"
     );
 
+    // Kamailio sent each of those BYEs on from the dead node, and never
+    // back to it: round robin would land on it one time in three before
+    // the probes noticed, another second in the call's duration.
+    let log = kamailio.log();
+    let failovers: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("did not answer, on to"))
+        .collect();
+    let dead = format!("127.0.0.1:{}", dead_addr.port());
+    assert!(
+        failovers.iter().filter(|l| l.contains(&dead)).count() >= of_dead.len(),
+        "the dead node named as the one that failed: {failovers:?}"
+    );
+    let back: Vec<_> = failovers
+        .iter()
+        .filter(|l| l.split("on to").nth(1).is_some_and(|to| to.contains(&dead)))
+        .collect();
+    assert!(back.is_empty(), "sent back to the dead node: {back:?}");
+
     // Every ended call recorded once, answered, hung up by the caller,
     // with the time talked: SIPp's pause, give or take a second (the
     // dead node's BYEs wait up to Kamailio's 1 s fr_timer before going
