@@ -333,16 +333,186 @@ fn calls_of_a_dead_node_are_ended_by_their_bye_through_another_node() {
     );
 }
 
+/// A PBX that hangs up: answers every INVITE as [`Callee`] does, and
+/// `talk` later sends the call's BYE (RFC 3261 12.2.1.1: the INVITE's
+/// Record-Routes as its Route set, to the caller's Contact) through
+/// `outbound` — the dispatcher, as a PBX that reaches the nodes through
+/// it — repeating it every 500 ms (at most 16 times) until a 200 comes.
+/// Returns the Call-IDs whose BYE got its 200.
+struct HangingUpPbx {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<BTreeSet<String>>,
+}
+
+impl HangingUpPbx {
+    fn start(port: u16, outbound: SocketAddr, talk: Duration) -> HangingUpPbx {
+        let sock = UdpSocket::bind(("127.0.0.1", port)).expect("PBX port");
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // Call-ID → (next send, sends so far, the BYE).
+            let mut byes: BTreeMap<String, (Instant, u32, String)> = BTreeMap::new();
+            let mut ended = BTreeSet::new();
+            let mut buf = vec![0u8; 65_536];
+            let limit = Instant::now() + Duration::from_secs(120);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < limit {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let call_id = header(&msg, "Call-ID").unwrap_or_default().to_string();
+                    let tag = format!("pbx{}", call_id.bytes().map(usize::from).sum::<usize>());
+                    if msg.starts_with("INVITE ") {
+                        let contact = format!("Contact: <sip:pbx@127.0.0.1:{port}>\r\n");
+                        for r in [
+                            respond(&msg, "180 Ringing", &tag, ""),
+                            respond(&msg, "200 OK", &tag, &contact),
+                        ] {
+                            let _ = sock.send_to(r.as_bytes(), from);
+                        }
+                        byes.entry(call_id).or_insert_with(|| {
+                            (Instant::now() + talk, 0, pbx_bye(&msg, &tag, port))
+                        });
+                    } else if msg.starts_with("SIP/2.0 200")
+                        && header(&msg, "CSeq").is_some_and(|c| c.ends_with("BYE"))
+                    {
+                        byes.remove(&call_id);
+                        ended.insert(call_id);
+                    }
+                }
+                let now = Instant::now();
+                for (next, sent, bye) in byes.values_mut() {
+                    if *next <= now && *sent < 16 {
+                        let _ = sock.send_to(bye.as_bytes(), outbound);
+                        *sent += 1;
+                        *next = now + Duration::from_millis(500);
+                    }
+                }
+            }
+            ended
+        });
+        HangingUpPbx { stop, thread }
+    }
+
+    fn stop(self) -> BTreeSet<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("PBX thread")
+    }
+}
+
+/// The callee's BYE for an INVITE it answered with `tag`.
+fn pbx_bye(invite: &str, tag: &str, port: u16) -> String {
+    let head = invite.split("\r\n\r\n").next().unwrap_or_default();
+    let lines: Vec<&str> = head.split("\r\n").collect();
+    let value = |name: &str| header(head, name).unwrap_or_default();
+    let target = value("Contact")
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let routes: String = lines
+        .iter()
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case("Record-Route")
+                .then(|| format!("Route: {}\r\n", v.trim()))
+        })
+        .collect();
+    let call_id = value("Call-ID");
+    format!(
+        "BYE {target} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKbye{}\r\n\
+         {routes}\
+         From: {};tag={tag}\r\n\
+         To: {}\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 BYE\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        call_id.bytes().map(u32::from).sum::<u32>(),
+        value("To"),
+        value("From"),
+    )
+}
+
+/// The PBX side of issue 14's takeover: a PBX that reaches the nodes
+/// through the dispatcher hangs up calls whose node was killed while they
+/// talked: its BYE goes to the dead node (its Route set names it), then
+/// on to another node, which takes the call over, relays the BYE to the
+/// caller and records the call once, hung up by the callee, with the time
+/// talked.
+#[test]
+fn the_pbxs_bye_of_a_dead_nodes_call_ends_it_through_another_node() {
+    const CALLS: u32 = 30;
+    const TALK_MS: u64 = 4_000;
+    let uas_port = free_port();
+    let text = node_config(uas_port, &common::pg::database());
+    let mut nodes = [
+        Siptrack::start(&text),
+        Siptrack::start(&text),
+        Siptrack::start(&text),
+    ];
+    let kamailio = Kamailio::start(&nodes.iter().collect::<Vec<_>>());
+    let pbx = HangingUpPbx::start(uas_port, kamailio.addr, Duration::from_millis(TALK_MS));
+    let uac = Sipp::uac("uac_callee_bye.xml", kamailio.addr)
+        .calls(CALLS)
+        .rate(10)
+        .time_limit(Duration::from_secs(60))
+        .spawn();
+    // Every call answered (3 s at 10 per second), none ended yet.
+    std::thread::sleep(Duration::from_millis(3_500));
+    nodes[0].kill9();
+    let uac = uac.wait_at_most(Duration::from_secs(50));
+    let ended = pbx.stop();
+    assert_eq!(
+        (uac.successful(), uac.failed()),
+        (u64::from(CALLS), 0),
+        "every caller got its BYE:\n{}\n{}",
+        uac.summary(),
+        kamailio.log()
+    );
+    assert_eq!(ended.len(), CALLS as usize, "every BYE answered 200");
+    let calls = nodes[1].wait_for("calls", CALLS as usize, TOKEN);
+    let ids: BTreeSet<&str> = calls.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert_eq!(ids.len(), CALLS as usize, "each call recorded once");
+    let talk = TALK_MS / 1000;
+    for c in &calls {
+        assert_eq!(
+            (&c["status"], &c["hangup"]),
+            (&"answered".into(), &"callee".into()),
+            "{c}"
+        );
+        // The PBX's wait, give or take a second (the dead node's BYEs
+        // wait up to Kamailio's 1 s before going elsewhere).
+        let d = c["duration"].as_u64().unwrap_or(0);
+        assert!((talk - 1..=talk + 1).contains(&d), "duration {d}: {c}");
+    }
+    let taken: BTreeSet<String> = nodes[1..]
+        .iter()
+        .flat_map(|n| taken_over(&n.log()))
+        .collect();
+    // Round robin: a third of the calls were on the dead node.
+    assert_eq!(taken.len(), CALLS as usize / 3, "{taken:?}");
+}
+
 /// What must come out the same whichever node decided: leads as (phone,
 /// outcome with ids blanked), deals by phone, calls as (caller, status,
 /// hangup), each sorted.
 fn decisions(node: &Siptrack) -> (Vec<String>, Vec<String>, Vec<String>) {
+    // Each number as one '#': ids are handed out in whatever order the
+    // nodes decide (deal 9 on one database may be deal 10 on the other).
     let blank = |v: &serde_json::Value| {
-        v.as_str()
-            .unwrap_or_default()
-            .chars()
-            .map(|c| if c.is_ascii_digit() { '#' } else { c })
-            .collect::<String>()
+        let mut out = String::new();
+        for c in v.as_str().unwrap_or_default().chars() {
+            if !c.is_ascii_digit() {
+                out.push(c);
+            } else if !out.ends_with('#') {
+                out.push('#');
+            }
+        }
+        out
     };
     let mut leads: Vec<String> = node
         .list("leads", TOKEN)
