@@ -937,6 +937,44 @@ fn a_node_killed_mid_run_at_100_cps_loses_no_answered_call_and_no_crm_request() 
         stranded.len(),
         unrecorded.len()
     );
+    drop(s);
+
+    // The dead node starts again under its name: the calls it saw begin
+    // and never recorded (hung up in its last milliseconds, or in setup)
+    // are recorded `interrupted`; nothing is lost, nothing twice.
+    let again = Siptrack::start(&text.replace(
+        "node_name = \"node-{SIP_PORT}\"",
+        &format!("node_name = \"{dead_name}\""),
+    ));
+    assert!(
+        again.log().contains(&format!("node={dead_name}")),
+        "{}",
+        again.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        let calls = again.list("calls", TOKEN);
+        let ids: BTreeSet<String> = calls
+            .iter()
+            .filter_map(|c| c["id"].as_str().map(String::from))
+            .collect();
+        if unrecorded.iter().all(|id| ids.contains(*id)) || Instant::now() > deadline {
+            break calls;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let ids: Vec<&str> = after.iter().filter_map(|c| c["id"].as_str()).collect();
+    let distinct: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "a call recorded twice");
+    assert!(ended.is_subset(&distinct), "ended calls still not recorded");
+    assert!(distinct.len() as u64 <= u64::from(CALLS));
+    for c in after.iter().filter(|c| {
+        c["id"]
+            .as_str()
+            .is_some_and(|id| !ended.contains(id) || unrecorded.contains(&id))
+    }) {
+        assert_eq!(c["status"], "interrupted", "{c}");
+    }
 }
 
 /// Idempotency-Keys of the CRM requests `node` holds a claim on.
