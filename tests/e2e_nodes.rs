@@ -711,13 +711,23 @@ fn a_node_killed_mid_run_at_100_cps_loses_no_answered_call_and_no_crm_request() 
         .spawn();
     let sending = Instant::now();
     std::thread::sleep(KILL_AFTER);
-    // The kill lands when the dead node holds claims on CRM requests (it
-    // almost always does; at most 1 s later, still while SIPp sends), so
+    // The kill lands when the dead node holds claims on CRM requests, so
     // that their delivery by another node, after the lease, is part of
-    // every run (500 ms was once not enough).
+    // every run. The other nodes may have claimed every due request (they
+    // share them), so it is given a fresh lead of its own every 100 ms
+    // (its deal.create it claims at once) until it holds one, at most 1 s,
+    // still while SIPp sends.
     let until = Instant::now() + Duration::from_millis(1_000);
+    let mut fresh = 0;
     while claimed_by(&mut db, &dead_name).is_empty() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(10));
+        let body = format!(
+            r#"{{"title": "Order", "name": "Late {fresh}", "phone": "+7916777{fresh:04}", "form": "order"}}"#
+        );
+        fresh += 1;
+        let (status, answer) =
+            common::checks::post_json(nodes[0].api(), "/api/v1/leads", Some(TOKEN), &body);
+        assert_eq!(status, 200, "{answer}");
+        std::thread::sleep(Duration::from_millis(100));
     }
     nodes[0].kill9();
     let killed_at = sending.elapsed();
