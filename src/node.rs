@@ -121,7 +121,7 @@ impl Node {
             self.proxy.adopt_dialog(now.mono_ms, &call.dialog);
             self.calls.adopt(now.mono_ms, call);
         }
-        self.proxy.on_looked_up(now.mono_ms, miss.from, miss.data);
+        self.proxy.on_looked_up(now.mono_ms, miss);
         self.collect_at(now.mono_ms);
     }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -150,11 +150,26 @@ impl Drop for Kamailio {
 /// the Record-Route) and every BYE (200), each response to where the
 /// request came from — the node that relayed it, as RFC 3261 18.2.2 has
 /// it through the top Via (SIPp's UAS answers the address a call began
-/// with, a node that may be dead by the BYE). Counts distinct calls
-/// answered and ended.
+/// with, a node that may be dead by the BYE). Notes, per call, which node
+/// relayed its INVITE and which its BYE.
 struct Callee {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<(usize, usize)>,
+    thread: std::thread::JoinHandle<CalleeLog>,
+}
+
+/// What the callee saw: Call-ID → the address that relayed the INVITE it
+/// answered, and Call-ID → the address that relayed its BYE.
+#[derive(Default)]
+struct CalleeLog {
+    answered: BTreeMap<String, SocketAddr>,
+    ended: BTreeMap<String, SocketAddr>,
+}
+
+impl CalleeLog {
+    /// (calls answered, calls ended by a BYE).
+    fn counts(&self) -> (usize, usize) {
+        (self.answered.len(), self.ended.len())
+    }
 }
 
 impl Callee {
@@ -165,7 +180,7 @@ impl Callee {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            let (mut answered, mut ended) = (BTreeSet::new(), BTreeSet::new());
+            let mut log = CalleeLog::default();
             let mut buf = vec![0u8; 65_536];
             let limit = Instant::now() + Duration::from_secs(120);
             while !flag.load(Ordering::Relaxed) && Instant::now() < limit {
@@ -180,13 +195,13 @@ impl Callee {
                 );
                 let contact = format!("Contact: <sip:pbx@127.0.0.1:{port}>\r\n");
                 let replies = if req.starts_with("INVITE ") {
-                    answered.insert(call_id);
+                    log.answered.entry(call_id).or_insert(from);
                     vec![
                         respond(&req, "180 Ringing", &tag, ""),
                         respond(&req, "200 OK", &tag, &contact),
                     ]
                 } else if req.starts_with("BYE ") {
-                    ended.insert(call_id);
+                    log.ended.entry(call_id).or_insert(from);
                     vec![respond(&req, "200 OK", &tag, "")]
                 } else {
                     Vec::new()
@@ -195,13 +210,17 @@ impl Callee {
                     let _ = sock.send_to(r.as_bytes(), from);
                 }
             }
-            (answered.len(), ended.len())
+            log
         });
         Callee { stop, thread }
     }
 
     /// (calls answered, calls ended by a BYE).
     fn stop(self) -> (usize, usize) {
+        self.stop_log().counts()
+    }
+
+    fn stop_log(self) -> CalleeLog {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().expect("callee thread")
     }
@@ -314,16 +333,188 @@ fn calls_of_a_dead_node_are_ended_by_their_bye_through_another_node() {
     );
 }
 
+/// A PBX that hangs up: answers every INVITE as [`Callee`] does, and
+/// `talk` later sends the call's BYE (RFC 3261 12.2.1.1: the INVITE's
+/// Record-Routes as its Route set, to the caller's Contact) through
+/// `outbound` — the dispatcher, as a PBX that reaches the nodes through
+/// it — repeating it every 500 ms (at most 16 times) until a 200 comes.
+/// Returns the Call-IDs whose BYE got its 200.
+struct HangingUpPbx {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<BTreeSet<String>>,
+}
+
+impl HangingUpPbx {
+    fn start(sock: UdpSocket, outbound: SocketAddr, talk: Duration) -> HangingUpPbx {
+        let port = sock.local_addr().expect("PBX address").port();
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // Call-ID → (next send, sends so far, the BYE).
+            let mut byes: BTreeMap<String, (Instant, u32, String)> = BTreeMap::new();
+            let mut ended = BTreeSet::new();
+            let mut buf = vec![0u8; 65_536];
+            let limit = Instant::now() + Duration::from_secs(120);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < limit {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let call_id = header(&msg, "Call-ID").unwrap_or_default().to_string();
+                    let tag = format!("pbx{}", call_id.bytes().map(usize::from).sum::<usize>());
+                    if msg.starts_with("INVITE ") {
+                        let contact = format!("Contact: <sip:pbx@127.0.0.1:{port}>\r\n");
+                        for r in [
+                            respond(&msg, "180 Ringing", &tag, ""),
+                            respond(&msg, "200 OK", &tag, &contact),
+                        ] {
+                            let _ = sock.send_to(r.as_bytes(), from);
+                        }
+                        byes.entry(call_id).or_insert_with(|| {
+                            (Instant::now() + talk, 0, pbx_bye(&msg, &tag, port))
+                        });
+                    } else if msg.starts_with("SIP/2.0 200")
+                        && header(&msg, "CSeq").is_some_and(|c| c.ends_with("BYE"))
+                    {
+                        byes.remove(&call_id);
+                        ended.insert(call_id);
+                    }
+                }
+                let now = Instant::now();
+                for (next, sent, bye) in byes.values_mut() {
+                    if *next <= now && *sent < 16 {
+                        let _ = sock.send_to(bye.as_bytes(), outbound);
+                        *sent += 1;
+                        *next = now + Duration::from_millis(500);
+                    }
+                }
+            }
+            ended
+        });
+        HangingUpPbx { stop, thread }
+    }
+
+    fn stop(self) -> BTreeSet<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("PBX thread")
+    }
+}
+
+/// The callee's BYE for an INVITE it answered with `tag`.
+fn pbx_bye(invite: &str, tag: &str, port: u16) -> String {
+    let head = invite.split("\r\n\r\n").next().unwrap_or_default();
+    let lines: Vec<&str> = head.split("\r\n").collect();
+    let value = |name: &str| header(head, name).unwrap_or_default();
+    let target = value("Contact")
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let routes: String = lines
+        .iter()
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case("Record-Route")
+                .then(|| format!("Route: {}\r\n", v.trim()))
+        })
+        .collect();
+    let call_id = value("Call-ID");
+    format!(
+        "BYE {target} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKbye{}\r\n\
+         {routes}\
+         From: {};tag={tag}\r\n\
+         To: {}\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 BYE\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        call_id.bytes().map(u32::from).sum::<u32>(),
+        value("To"),
+        value("From"),
+    )
+}
+
+/// The PBX side of issue 14's takeover: a PBX that reaches the nodes
+/// through the dispatcher hangs up calls whose node was killed while they
+/// talked: its BYE goes to the dead node (its Route set names it), then
+/// on to another node, which takes the call over, relays the BYE to the
+/// caller and records the call once, hung up by the callee, with the time
+/// talked.
+#[test]
+fn the_pbxs_bye_of_a_dead_nodes_call_ends_it_through_another_node() {
+    const CALLS: u32 = 30;
+    const TALK_MS: u64 = 4_000;
+    // Bound before the nodes pick their ports.
+    let pbx_sock = UdpSocket::bind(("127.0.0.1", 0)).expect("PBX port");
+    let uas_port = pbx_sock.local_addr().expect("PBX address").port();
+    let text = node_config(uas_port, &common::pg::database());
+    let mut nodes = [
+        Siptrack::start(&text),
+        Siptrack::start(&text),
+        Siptrack::start(&text),
+    ];
+    let kamailio = Kamailio::start(&nodes.iter().collect::<Vec<_>>());
+    let pbx = HangingUpPbx::start(pbx_sock, kamailio.addr, Duration::from_millis(TALK_MS));
+    let uac = Sipp::uac("uac_callee_bye.xml", kamailio.addr)
+        .calls(CALLS)
+        .rate(10)
+        .time_limit(Duration::from_secs(60))
+        .spawn();
+    // Every call answered (3 s at 10 per second), none ended yet.
+    std::thread::sleep(Duration::from_millis(3_500));
+    nodes[0].kill9();
+    let uac = uac.wait_at_most(Duration::from_secs(50));
+    let ended = pbx.stop();
+    assert_eq!(
+        (uac.successful(), uac.failed()),
+        (u64::from(CALLS), 0),
+        "every caller got its BYE:\n{}\n{}",
+        uac.summary(),
+        kamailio.log()
+    );
+    assert_eq!(ended.len(), CALLS as usize, "every BYE answered 200");
+    let calls = nodes[1].wait_for("calls", CALLS as usize, TOKEN);
+    let ids: BTreeSet<&str> = calls.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert_eq!(ids.len(), CALLS as usize, "each call recorded once");
+    let talk = TALK_MS / 1000;
+    for c in &calls {
+        assert_eq!(
+            (&c["status"], &c["hangup"]),
+            (&"answered".into(), &"callee".into()),
+            "{c}"
+        );
+        // The PBX's wait, give or take a second (the dead node's BYEs
+        // wait up to Kamailio's 1 s before going elsewhere).
+        let d = c["duration"].as_u64().unwrap_or(0);
+        assert!((talk - 1..=talk + 1).contains(&d), "duration {d}: {c}");
+    }
+    let taken: BTreeSet<String> = nodes[1..]
+        .iter()
+        .flat_map(|n| taken_over(&n.log()))
+        .collect();
+    // Round robin: a third of the calls were on the dead node.
+    assert_eq!(taken.len(), CALLS as usize / 3, "{taken:?}");
+}
+
 /// What must come out the same whichever node decided: leads as (phone,
 /// outcome with ids blanked), deals by phone, calls as (caller, status,
 /// hangup), each sorted.
 fn decisions(node: &Siptrack) -> (Vec<String>, Vec<String>, Vec<String>) {
+    // Each number as one '#': ids are handed out in whatever order the
+    // nodes decide (deal 9 on one database may be deal 10 on the other).
     let blank = |v: &serde_json::Value| {
-        v.as_str()
-            .unwrap_or_default()
-            .chars()
-            .map(|c| if c.is_ascii_digit() { '#' } else { c })
-            .collect::<String>()
+        let mut out = String::new();
+        for c in v.as_str().unwrap_or_default().chars() {
+            if !c.is_ascii_digit() {
+                out.push(c);
+            } else if !out.ends_with('#') {
+                out.push('#');
+            }
+        }
+        out
     };
     let mut leads: Vec<String> = node
         .list("leads", TOKEN)
@@ -460,17 +651,30 @@ fn three_nodes_behind_the_dispatcher_decide_as_one_node() {
 }
 
 /// Issue 14, a node's death under load: kill -9 of one of three nodes
-/// during a 100 calls/s run while the CRM answers 503. Every call is
-/// answered and ended (the dead node's by their BYE through another
-/// node, with the time talked); once the CRM is back and the dead node's
-/// claims have run out, every CRM request is applied exactly once per
-/// Idempotency-Key, no comment or task ahead of its deal.
+/// while SIPp sends 100 calls/s through Kamailio and the CRM refuses
+/// every request (503). Only calls still being set up on the dead node
+/// may fail; every call it had answered is ended by its BYE through
+/// another node and recorded once with the time talked; once the CRM is
+/// back and the dead node's claims have run out, every CRM request is
+/// applied exactly once per Idempotency-Key, each deal's in order.
 #[test]
-fn a_node_killed_during_a_run_loses_no_call_and_no_crm_request() {
-    const CALLS: u32 = 300;
+fn a_node_killed_mid_run_at_100_cps_loses_no_answered_call_and_no_crm_request() {
+    const CALLS: u32 = 400;
+    const RATE: u32 = 100;
     const TALK_MS: u64 = 2_000;
+    // Past the middle of the 4 s of sending: the dead node's first calls
+    // (answered in the first half second) have ended there, the others
+    // are being set up or talking when it dies.
+    const KILL_AFTER: Duration = Duration::from_millis(2_500);
+    const FORM_LEADS: usize = 30;
     let scratch = tempfile::tempdir().expect("temp dir");
-    let crm = Crm::start(0, CRM_SECRET, Mode::Status(503));
+    // Slow to refuse, so that requests are in flight (claimed) on every
+    // node most of the time, the dead one included.
+    let crm = Crm::start(
+        0,
+        CRM_SECRET,
+        Mode::SlowStatus(503, Duration::from_millis(600)),
+    );
     let uas_port = free_port();
     let callee = Callee::start(uas_port);
     let crm_text = format!(
@@ -478,39 +682,177 @@ fn a_node_killed_during_a_run_loses_no_call_and_no_crm_request() {
          [crm.retry]\ninitial_ms = 100\nmax_ms = 400\n",
         crm.url("/hook")
     );
-    let text = node_config_with(uas_port, &common::pg::database(), &crm_text);
+    let url = common::pg::database();
+    let text = node_config_with(uas_port, &url, &crm_text);
     let mut nodes = [
         Siptrack::start(&text),
         Siptrack::start(&text),
         Siptrack::start(&text),
     ];
+    let dead_name = format!("node-{}", nodes[0].sip_port);
+    let dead_addr = nodes[0].sip_addr();
     let kamailio = Kamailio::start(&nodes.iter().collect::<Vec<_>>());
-    // Two runs of 150 calls at 100/s: the node dies between them, while
-    // the first run's calls talk (a call still being set up on a node
-    // that dies is lost with it: its INVITE transaction was there) and as
-    // the second starts, before the dispatcher has noticed.
-    let first = callers_uac(kamailio.addr, CALLS / 2, scratch.path(), TALK_MS).spawn();
-    std::thread::sleep(Duration::from_millis(1_800));
-    nodes[0].kill9();
-    let second = callers_uac(kamailio.addr, CALLS / 2, scratch.path(), TALK_MS)
-        .name("uac2")
-        .spawn();
-    for uac in [first, second] {
-        let uac = uac.wait_at_most(Duration::from_secs(60));
-        assert_eq!(
-            (uac.successful(), uac.failed()),
-            (u64::from(CALLS / 2), 0),
-            "{}\n{}",
-            uac.summary(),
-            kamailio.log()
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("the test's database");
+
+    // Deals of some of the callers, made on the node that will die: their
+    // deal.create requests wait for the CRM, partly claimed by that node;
+    // the calls' comments to the same deals come later from every node.
+    for i in 0..FORM_LEADS {
+        let body = format!(
+            r#"{{"title": "Order", "name": "Client {i}", "phone": "+7916555{i:04}", "form": "order"}}"#
         );
+        let (status, answer) =
+            common::checks::post_json(nodes[0].api(), "/api/v1/leads", Some(TOKEN), &body);
+        assert_eq!(status, 200, "{answer}");
     }
-    let (answered, ended) = callee.stop();
-    assert_eq!((answered, ended), (CALLS as usize, CALLS as usize));
-    let calls = nodes[1].wait_for("calls", CALLS as usize, TOKEN);
-    let ids: BTreeSet<&str> = calls.iter().filter_map(|c| c["id"].as_str()).collect();
-    assert_eq!(ids.len(), CALLS as usize, "each call recorded once");
+
+    let uac = callers_uac(kamailio.addr, CALLS, scratch.path(), TALK_MS)
+        .rate(RATE)
+        .spawn();
+    let sending = Instant::now();
+    std::thread::sleep(KILL_AFTER);
+    // The kill lands when the dead node holds claims on CRM requests, so
+    // that their delivery by another node, after the lease, is part of
+    // every run. The other nodes may have claimed every due request (they
+    // share them), so it is given a fresh lead of its own every 100 ms
+    // (its deal.create it claims at once) until it holds one, at most 1 s,
+    // still while SIPp sends.
+    let until = Instant::now() + Duration::from_millis(1_000);
+    let mut fresh = 0;
+    while claimed_by(&mut db, &dead_name).is_empty() && Instant::now() < until {
+        let body = format!(
+            r#"{{"title": "Order", "name": "Late {fresh}", "phone": "+7916777{fresh:04}", "form": "order"}}"#
+        );
+        fresh += 1;
+        let (status, answer) =
+            common::checks::post_json(nodes[0].api(), "/api/v1/leads", Some(TOKEN), &body);
+        assert_eq!(status, 200, "{answer}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nodes[0].kill9();
+    let killed_at = sending.elapsed();
+    let stranded = claimed_by(&mut db, &dead_name);
+    assert!(
+        !stranded.is_empty(),
+        "the dead node held no CRM request when it died"
+    );
+    // The CRM recovers after the kill, while the calls still run.
+    std::thread::sleep(Duration::from_secs(2));
+    crm.set_mode(Mode::Ok);
+
+    let uac = uac.wait_at_most(Duration::from_secs(60));
+    let seen = callee.stop_log();
+    // A call fails only when its INVITE transaction was on the dead node
+    // at the kill: it had its 100 Trying from there, so Kamailio waits for
+    // a final answer that never comes (408 after fr_inv_timer, 30 s). The
+    // dead node got every third new call, 100/3 ≈ 34 a second, and a call
+    // is in setup there from its INVITE to the callee's 200 leaving it:
+    // milliseconds with this callee; 250 ms on a loaded machine would be
+    // ⌈34 × 0.25⌉ = 9 calls. INVITEs sent to it after the kill get no
+    // answer at all and go to another node after 1 s (fr_timer): they
+    // succeed.
+    let failed = uac.failed();
+    assert_eq!(
+        uac.successful() + failed,
+        u64::from(CALLS),
+        "{}",
+        uac.summary()
+    );
+    assert!(
+        failed <= 9,
+        "{failed} calls failed, more than the dead node could have had in setup\n{}\n{}",
+        uac.summary(),
+        kamailio.log()
+    );
+    // Every call the callee answered and the caller never heard answered
+    // is one of those.
+    let unended = seen.answered.len() - seen.ended.len();
+    assert!(
+        unended as u64 <= failed,
+        "{unended} answered calls never ended, {failed} failed"
+    );
+    assert_eq!(seen.ended.len() as u64, uac.successful());
+
+    // The dead node's answered calls still talking when it died: their
+    // BYEs came through the others.
+    let of_dead: BTreeSet<&str> = seen
+        .answered
+        .iter()
+        .filter(|(id, from)| {
+            **from == dead_addr && seen.ended.get(*id).is_some_and(|by| *by != dead_addr)
+        })
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert!(
+        of_dead.len() >= 20,
+        "only {} calls of the dead node ended elsewhere",
+        of_dead.len()
+    );
+    let taken: BTreeSet<String> = nodes[1..]
+        .iter()
+        .flat_map(|n| taken_over(&n.log()))
+        .collect();
+    assert_eq!(
+        taken.iter().map(String::as_str).collect::<BTreeSet<_>>(),
+        of_dead,
+        "the calls taken over are the dead node's answered calls"
+    );
+
+    // Kamailio sent each of those BYEs on from the dead node, and never
+    // back to it: round robin would land on it one time in three before
+    // the probes noticed, another second in the call's duration.
+    let log = kamailio.log();
+    let failovers: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("did not answer, on to"))
+        .collect();
+    let dead = format!("127.0.0.1:{}", dead_addr.port());
+    assert!(
+        failovers.iter().filter(|l| l.contains(&dead)).count() >= of_dead.len(),
+        "the dead node named as the one that failed: {failovers:?}"
+    );
+    let back: Vec<_> = failovers
+        .iter()
+        .filter(|l| l.split("on to").nth(1).is_some_and(|to| to.contains(&dead)))
+        .collect();
+    assert!(back.is_empty(), "sent back to the dead node: {back:?}");
+
+    // Every ended call recorded once, answered, hung up by the caller,
+    // with the time talked: SIPp's pause, give or take a second (the
+    // dead node's BYEs wait up to Kamailio's 1 s fr_timer before going
+    // elsewhere).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let calls = loop {
+        let calls = nodes[1].list("calls", TOKEN);
+        if calls.len() >= seen.ended.len() || Instant::now() > deadline {
+            break calls;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let ids: Vec<&str> = calls.iter().filter_map(|c| c["id"].as_str()).collect();
+    let distinct: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "a call recorded twice");
+    let ended: BTreeSet<&str> = seen.ended.keys().map(String::as_str).collect();
+    assert!(
+        distinct.is_subset(&ended),
+        "a call recorded that never ended"
+    );
+    // A call hung up through the dying node in its last milliseconds is
+    // not recorded yet: its record was in that node's queue for the
+    // database (it is recorded `interrupted` when the node starts again
+    // under its name). At 34 calls ending there a second, a queue of up
+    // to 90 ms holds at most 3.
+    let unrecorded: Vec<&str> = ended.difference(&distinct).copied().collect();
+    assert!(
+        unrecorded.len() <= 3 && unrecorded.iter().all(|id| seen.ended[*id] == dead_addr),
+        "ended and not recorded: {:?}",
+        unrecorded
+            .iter()
+            .map(|id| (id, seen.answered.get(*id), seen.ended[*id]))
+            .collect::<Vec<_>>()
+    );
     let talk = TALK_MS / 1000;
+    let mut durations: BTreeMap<(bool, u64), usize> = BTreeMap::new();
     for c in &calls {
         assert_eq!(
             (&c["status"], &c["hangup"]),
@@ -518,21 +860,13 @@ fn a_node_killed_during_a_run_loses_no_call_and_no_crm_request() {
             "{c}"
         );
         let d = c["duration"].as_u64().unwrap_or(0);
-        assert!((talk..=talk + 2).contains(&d), "duration {d}: {c}");
+        assert!((talk - 1..=talk + 1).contains(&d), "duration {d}: {c}");
+        let taken_over = c["id"].as_str().is_some_and(|id| of_dead.contains(id));
+        *durations.entry((taken_over, d)).or_default() += 1;
     }
-    let taken: usize = nodes[1..]
-        .iter()
-        .map(|n| {
-            n.log()
-                .matches("taking over a call another node set up")
-                .count()
-        })
-        .sum();
-    assert!(taken >= 10, "only {taken} calls taken over");
 
-    // The CRM comes back; the dead node's claims run out (its lease:
-    // 4 rounds of 6 requests of 1 s, plus 30 s) and another node sends them.
-    crm.set_mode(Mode::Ok);
+    // The dead node's claims run out (its lease: 4 rounds of 6 requests
+    // of 1 s, plus 30 s) and another node sends them.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let pending = outbox(&nodes[1], "pending").len() + outbox(&nodes[1], "failed").len();
@@ -545,22 +879,142 @@ fn a_node_killed_during_a_run_loses_no_call_and_no_crm_request() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let done = outbox(&nodes[1], "done").len();
+    let done = outbox(&nodes[1], "done");
     // A moment for a second send to show, were there one.
     std::thread::sleep(Duration::from_millis(1_000));
     let s = crm.lock();
-    let mut accepted: std::collections::BTreeMap<&str, usize> = Default::default();
+    let mut accepted: BTreeMap<&str, usize> = BTreeMap::new();
     for r in s.requests.iter().filter(|r| r.answered == 200) {
         *accepted.entry(r.key.as_str()).or_default() += 1;
     }
-    assert_eq!(accepted.len(), done, "every outbox row delivered");
+    let keys: BTreeSet<&str> = done
+        .iter()
+        .filter_map(|o| o["idempotency_key"].as_str())
+        .collect();
+    assert_eq!(
+        accepted.keys().copied().collect::<BTreeSet<_>>(),
+        keys,
+        "every outbox row delivered"
+    );
     let twice: Vec<_> = accepted.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "applied twice: {twice:?}");
+    for key in &stranded {
+        assert!(keys.contains(key.as_str()), "{key} of the dead node lost");
+    }
+    // Per deal, the CRM applied the requests in the order they were queued.
+    let position: BTreeMap<&str, usize> = s
+        .applied_order
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.as_str(), i))
+        .collect();
+    let mut by_deal: BTreeMap<i64, Vec<(i64, &str)>> = BTreeMap::new();
+    for o in &done {
+        if let (Some(deal), Some(id), Some(key)) = (
+            o["deal_id"].as_i64(),
+            o["id"].as_i64(),
+            o["idempotency_key"].as_str(),
+        ) {
+            by_deal.entry(deal).or_default().push((id, key));
+        }
+    }
+    let mut several = 0;
+    for (deal, mut rows) in by_deal {
+        rows.sort();
+        several += usize::from(rows.len() > 1);
+        let order: Vec<usize> = rows.iter().map(|(_, k)| position[k]).collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "deal {deal}: queued {rows:?}, applied at {order:?}"
+        );
+    }
+    assert!(
+        several >= FORM_LEADS,
+        "{several} deals with several requests"
+    );
     assert!(s.orphans.is_empty(), "ahead of their deal: {:?}", s.orphans);
     assert!(
         s.requests.iter().any(|r| r.answered == 503),
         "the CRM refused first"
     );
+    eprintln!(
+        "kill -9 after {killed_at:?}: {} calls, {failed} failed in setup, {} taken over, \
+         {} CRM requests delivered ({} stranded on the dead node); \
+         {} hung up through the dying node not recorded yet; \
+         (taken over, duration s) → calls: {durations:?}",
+        CALLS,
+        taken.len(),
+        keys.len(),
+        stranded.len(),
+        unrecorded.len()
+    );
+    drop(s);
+
+    // The dead node starts again under its name: the calls it saw begin
+    // and never recorded (hung up in its last milliseconds, or in setup)
+    // are recorded `interrupted`; nothing is lost, nothing twice.
+    let again = Siptrack::start(&text.replace(
+        "node_name = \"node-{SIP_PORT}\"",
+        &format!("node_name = \"{dead_name}\""),
+    ));
+    assert!(
+        again.log().contains(&format!("node={dead_name}")),
+        "{}",
+        again.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        let calls = again.list("calls", TOKEN);
+        let ids: BTreeSet<String> = calls
+            .iter()
+            .filter_map(|c| c["id"].as_str().map(String::from))
+            .collect();
+        if unrecorded.iter().all(|id| ids.contains(*id)) || Instant::now() > deadline {
+            break calls;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let ids: Vec<&str> = after.iter().filter_map(|c| c["id"].as_str()).collect();
+    let distinct: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "a call recorded twice");
+    assert!(ended.is_subset(&distinct), "ended calls still not recorded");
+    assert!(distinct.len() as u64 <= u64::from(CALLS));
+    for c in after.iter().filter(|c| {
+        c["id"]
+            .as_str()
+            .is_some_and(|id| !ended.contains(id) || unrecorded.contains(&id))
+    }) {
+        assert_eq!(c["status"], "interrupted", "{c}");
+    }
+}
+
+/// Idempotency-Keys of the CRM requests `node` holds a claim on.
+fn claimed_by(db: &mut postgres::Client, node: &str) -> Vec<String> {
+    db.query(
+        "SELECT idempotency_key FROM outbox WHERE claimed_by = $1 AND state = 'pending'",
+        &[&node],
+    )
+    .expect("outbox claims")
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// The Call-IDs of a node's log lines "taking over a call another node
+/// set up".
+fn taken_over(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("taking over a call another node set up"))
+        .filter_map(|l| {
+            let rest = &l[l.find("call_id=")? + "call_id=".len()..];
+            Some(
+                rest.split_whitespace()
+                    .next()?
+                    .trim_matches('"')
+                    .to_string(),
+            )
+        })
+        .collect()
 }
 
 fn outbox(node: &Siptrack, state: &str) -> Vec<serde_json::Value> {

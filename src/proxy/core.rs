@@ -201,11 +201,20 @@ pub struct Proxy {
     share_dialogs: bool,
     handoffs: Vec<DialogHandoff>,
     misses: Vec<DialogMiss>,
+    /// Call-IDs being looked up, with the requests of the same Call-ID
+    /// that came meanwhile (retransmissions above all, while the database
+    /// is slow): they wait for that one look-up and are processed after
+    /// its request, never looked up again (a second look-up could come
+    /// back after the call ended and take it over anew).
+    waiting_lookups: HashMap<Bytes, Vec<(Peer, Bytes)>>,
     /// The request being processed was already looked up in the store:
     /// a dialog still missing is a 481.
     looked_up: bool,
     pub stats: Stats,
 }
+
+/// Requests of one Call-ID held while its dialog is looked up.
+const MAX_WAITING_FOR_LOOKUP: usize = 16;
 
 const KINDS: [TimerKind; TIMER_KINDS] = [
     TimerKind::ClientRetransmit,
@@ -236,6 +245,7 @@ impl Proxy {
             share_dialogs: false,
             handoffs: Vec::new(),
             misses: Vec::new(),
+            waiting_lookups: HashMap::new(),
             looked_up: false,
             stats: Stats::default(),
         }
@@ -289,9 +299,17 @@ impl Proxy {
     /// A request given back after its dialog was looked up in the store
     /// (and adopted if found): processed as it arrived, but a dialog still
     /// missing now gets its 481.
-    pub fn on_looked_up(&mut self, now: Millis, from: Peer, data: Bytes) {
+    /// Then the requests of its Call-ID that waited for the same look-up.
+    pub fn on_looked_up(&mut self, now: Millis, miss: DialogMiss) {
+        let waited = self
+            .waiting_lookups
+            .remove(miss.call_id.as_bytes())
+            .unwrap_or_default();
         self.looked_up = true;
-        self.on_message(now, from, data);
+        self.on_message(now, miss.from, miss.data);
+        for (from, data) in waited {
+            self.on_message(now, from, data);
+        }
         self.looked_up = false;
     }
 
@@ -633,11 +651,23 @@ impl Proxy {
         }
         let Some((dkey, by_caller)) = self.find_dialog(call_id, &ftag, &ttag) else {
             if self.share_dialogs && !self.looked_up && !self.draining {
-                self.misses.push(DialogMiss {
-                    call_id: String::from_utf8_lossy(call_id).into_owned(),
-                    from,
-                    data: msg.buf().clone(),
-                });
+                let data = msg.buf().clone();
+                match self.waiting_lookups.get_mut(call_id) {
+                    // Beyond a few, a copy is dropped: UDP senders repeat.
+                    Some(waiting) if waiting.len() < MAX_WAITING_FOR_LOOKUP => {
+                        waiting.push((from, data))
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.waiting_lookups
+                            .insert(Bytes::copy_from_slice(call_id), Vec::new());
+                        self.misses.push(DialogMiss {
+                            call_id: String::from_utf8_lossy(call_id).into_owned(),
+                            from,
+                            data,
+                        });
+                    }
+                }
                 return;
             }
             return self.refuse_in_dialog(now, from, &msg, is_ack, 481, NO_DIALOG);

@@ -1737,7 +1737,7 @@ fn another_node_relays_the_bye_of_an_adopted_dialog() {
     let miss = b.proxy.take_dialog_misses().next().expect("a look-up");
     assert_eq!((miss.call_id.as_str(), miss.from), ("take@x", udp(CALLER)));
     // The store had none: 481, and no second look-up.
-    b.proxy.on_looked_up(1_200, miss.from, miss.data);
+    b.proxy.on_looked_up(1_200, miss);
     b.collect();
     assert_eq!(b.proxy.take_dialog_misses().count(), 0);
     let sent = b.take();
@@ -1748,7 +1748,7 @@ fn another_node_relays_the_bye_of_an_adopted_dialog() {
     b.recv_at(1_300, udp(CALLER), &bye(&route, "b3"));
     let miss = b.proxy.take_dialog_misses().next().expect("a look-up");
     b.proxy.adopt_dialog(1_400, h);
-    b.proxy.on_looked_up(1_400, miss.from, miss.data);
+    b.proxy.on_looked_up(1_400, miss);
     b.collect();
     let relayed = b.take_to(UAS);
     assert_eq!(relayed.len(), 1);
@@ -1771,6 +1771,58 @@ fn another_node_relays_the_bye_of_an_adopted_dialog() {
     );
     let back = b.take_to(CALLER);
     assert_eq!(back[0].status(), Some(200));
+}
+
+/// Issue 14: a BYE retransmitted (Kamailio every 500 ms) while its
+/// dialog is being looked up in a slow database is not looked up a second
+/// time: the copies wait for the first look-up and are then absorbed by
+/// the BYE's transaction (a second look-up came back after the call had
+/// ended and took it over again, an open call that never ended). Another
+/// request of the dialog that waited meanwhile is relayed after it.
+#[test]
+fn copies_of_a_request_waiting_for_its_look_up_are_not_looked_up_again() {
+    let mut a = Rig::new();
+    a.proxy.share_dialogs(true);
+    let (_, route) = answered_call(&mut a, "w1", "wait@x");
+    let h = a.proxy.take_handoffs().next().expect("a handoff");
+    let mut b = Rig::new();
+    b.proxy.s.identity = Identity::new(
+        vec![parse_listen("udp:127.0.0.1:5061").expect("listen")],
+        None,
+        b"core-tests",
+    );
+    b.proxy.share_dialogs(true);
+    let in_dialog = |method: &str, branch: &str, cseq: u32| {
+        request(
+            method,
+            &format!("sip:uas@{UAS}"),
+            branch,
+            "wait@x",
+            &format!("Route: {route}\r\n"),
+        )
+        .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1")
+        .replace("CSeq: 1 ", &format!("CSeq: {cseq} "))
+    };
+    let info = in_dialog("INFO", "i1", 2);
+    let bye = in_dialog("BYE", "y1", 3);
+    b.recv_at(1_000, udp(CALLER), &info);
+    b.recv_at(1_500, udp(CALLER), &info);
+    b.recv_at(1_600, udp(CALLER), &bye);
+    b.recv_at(2_000, udp(CALLER), &info);
+    let misses: Vec<_> = b.proxy.take_dialog_misses().collect();
+    assert_eq!(misses.len(), 1, "one look-up per Call-ID at a time");
+    assert!(b.take().is_empty());
+    b.proxy.adopt_dialog(2_100, &h);
+    let miss = misses.into_iter().next().expect("the look-up");
+    b.proxy.on_looked_up(2_100, miss);
+    b.collect();
+    assert_eq!(b.proxy.take_dialog_misses().count(), 0);
+    let relayed = b.take_to(UAS);
+    let methods: Vec<_> = relayed
+        .iter()
+        .map(|m| m.text.split(' ').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(methods, ["INFO", "BYE"], "each request once, in order");
 }
 
 /// Issue 14 step 1: with `sip.advertised_host` (a dispatcher's name or a

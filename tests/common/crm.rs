@@ -24,6 +24,10 @@ pub enum Mode {
     Ok,
     /// Answer every request with this status.
     Status(u16),
+    /// Refuse every request with this status, after this long (within
+    /// siptrack's timeout): the sender holds its claim on the request
+    /// meanwhile, as against a CRM that is slow to fail.
+    SlowStatus(u16, Duration),
     /// 429 with `Retry-After: <seconds>`.
     TooMany {
         retry_after_s: u32,
@@ -235,6 +239,9 @@ async fn handle(
         let apply = matches!(mode, Mode::Ok | Mode::Slow(_));
         let mut out = match &mode {
             Mode::Status(code) => (*code, "{\"error\":\"down\"}".to_string(), None, None),
+            Mode::SlowStatus(code, d) => {
+                (*code, "{\"error\":\"down\"}".to_string(), None, Some(*d))
+            }
             Mode::TooMany { retry_after_s } => (429, String::new(), Some(*retry_after_s), None),
             Mode::GarbageOnCreate if event == "deal.create" => {
                 (200, "<html>upstream error</html>".to_string(), None, None)
