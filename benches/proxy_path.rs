@@ -341,10 +341,12 @@ fn count_mode(n: u64, case: &str) {
     eprintln!("{case}: {n} in {:?}", started.elapsed());
 }
 
-/// Heap bytes in use (glibc's count of allocated chunks, headers included).
+/// Heap bytes in use (glibc's count of allocated chunks, headers
+/// included, plus the large blocks it maps separately: the tables).
 fn heap_in_use() -> usize {
     // SAFETY: mallinfo2 only reads the allocator's counters.
-    unsafe { libc::mallinfo2().uordblks }
+    let m = unsafe { libc::mallinfo2() };
+    m.uordblks + m.hblkhd
 }
 
 /// Issue 15: what a completed transaction costs while its timers (J/K/D,

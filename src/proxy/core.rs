@@ -1729,7 +1729,27 @@ impl Proxy {
         if let Some(t) = self.txns.get_mut(&id) {
             t.deadlines.set(kind, at);
             self.timers.push(Reverse((at, id, kind as u8)));
+            // Disarmed timers stay in the heap until their time (Timer C's
+            // is minutes away): rebuilt from the live deadlines when stale
+            // entries outnumber them, which bounds the heap's memory per
+            // held transaction at an amortised O(1) cost.
+            if self.timers.len() > 4 * self.txns.len() + 1024 {
+                self.compact_timers();
+            }
         }
+    }
+
+    fn compact_timers(&mut self) {
+        let live: Vec<Reverse<(Millis, u64, u8)>> = self
+            .txns
+            .iter()
+            .flat_map(|(&id, t)| {
+                KINDS
+                    .iter()
+                    .filter_map(move |&k| t.deadlines.get(k).map(|at| Reverse((at, id, k as u8))))
+            })
+            .collect();
+        self.timers = BinaryHeap::from(live);
     }
 
     /// Fires every timer due at `now`.
