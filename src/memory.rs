@@ -22,12 +22,20 @@ pub fn release_unused() {
 
 /// When to trim: the load (held transactions) has fallen below half of
 /// the peak seen since the last trim, and not more often than `every`
-/// ticks. Pure, so the rule has a table test.
+/// ticks. After the load has gone, [`FOLLOW_UPS`] more trims `3 * every`
+/// ticks apart: the other threads (the lead pipeline, the recorder, the
+/// CRM outbox) free their share of a burst after the SIP transactions
+/// have ended, and without these that memory stayed. Pure, so the rule
+/// has a table test.
 #[derive(Debug, Default)]
 pub struct TrimPolicy {
     peak: usize,
     ticks_since: u32,
+    follow_ups: u32,
 }
+
+/// Trims after the load has gone (see [`TrimPolicy`]).
+const FOLLOW_UPS: u32 = 2;
 
 impl TrimPolicy {
     /// Called once per tick with the current number of transactions;
@@ -35,11 +43,17 @@ impl TrimPolicy {
     pub fn tick(&mut self, transactions: usize, every: u32) -> bool {
         self.peak = self.peak.max(transactions);
         self.ticks_since = self.ticks_since.saturating_add(1);
+        if self.peak == 0 && self.follow_ups > 0 && self.ticks_since >= every.saturating_mul(3) {
+            self.follow_ups -= 1;
+            self.ticks_since = 0;
+            return true;
+        }
         if self.ticks_since < every || self.peak == 0 || transactions * 2 > self.peak {
             return false;
         }
         self.peak = transactions;
         self.ticks_since = 0;
+        self.follow_ups = FOLLOW_UPS;
         true
     }
 }
@@ -65,10 +79,35 @@ mod tests {
             (0, false),
             (0, true), // `every` ticks later and below half of 4,000
             (0, false),
+            // Quiet now: two follow-ups, 3 * `every` ticks apart, then none.
+            (0, false),
+            (0, false),
+            (0, false),
+            (0, false),
+            (0, false),
+            (0, false),
+            (0, false),
+            (0, false),
+            (0, false),
+            (0, false),
+            (0, false),
+            (0, false),
+            (0, false),
+            (0, true), // 15 ticks after the last trim
         ];
         for (i, (n, want)) in ticks.into_iter().enumerate() {
             assert_eq!(p.tick(n, 5), want, "tick {i} with {n}");
         }
+        let later: Vec<bool> = (0..100).map(|_| p.tick(0, 5)).collect();
+        assert_eq!(
+            later.iter().filter(|t| **t).count(),
+            1,
+            "one more, then quiet"
+        );
+        assert!(later[14], "the second follow-up, 15 ticks later");
+        // New load re-arms the rule.
+        assert!(!p.tick(1_000, 5));
+        assert!(p.tick(0, 5), "the load fell again");
         release_unused();
     }
 }
