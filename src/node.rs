@@ -75,7 +75,10 @@ impl Node {
 
     /// The writer finished (or could not start) a call's recording.
     pub fn on_recording(&mut self, call_id: &str, result: Finished) {
-        if let Some(r) = self.records.finished(call_id, result) {
+        let open = self
+            .calls
+            .is_open(&Bytes::copy_from_slice(call_id.as_bytes()));
+        if let Some(r) = self.records.finished(call_id, result, open) {
             self.news.push(CallNews::Ended(r));
         }
     }

@@ -44,6 +44,8 @@ const STATS_EVERY: Duration = Duration::from_secs(60);
 
 /// `config_path` is only named in the start-up log line.
 pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<()> {
+    // Before the runtime's threads exist (see the function).
+    crate::memory::tune_allocator();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -134,6 +134,27 @@ impl RelayHandle {
     }
 }
 
+impl Drop for RelayHandle {
+    /// The thread may sleep without a timeout (no sessions): wake it so it
+    /// sees the node gone and finishes its recordings now.
+    fn drop(&mut self) {
+        self.waker.wake();
+    }
+}
+
+/// How long the relay thread may sleep in `epoll_wait`, in ms (-1: until
+/// woken). While sessions are open their timeouts need the tick; after
+/// any change the counters wait for the next tick to be published. With
+/// neither there is nothing to do until a packet or a command comes (both
+/// wake the thread), so an idle relay does not wake 4 times a second.
+/// Rounded up, so a sleep never ends just short of the tick and spins.
+fn wait_ms(sessions: usize, unpublished: bool, until_tick: Duration) -> i32 {
+    if sessions == 0 && !unpublished {
+        return -1;
+    }
+    until_tick.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+}
+
 /// What `start` needs.
 pub struct RelayConfig {
     pub bind_ip: IpAddr,
@@ -199,9 +220,12 @@ impl RelayThread {
         let mut ready = Vec::with_capacity(256);
         let mut batch = RecvBatch::new(BATCH);
         let mut next_tick = Instant::now() + TICK;
+        // Something changed since the counters were last published.
+        let mut unpublished = true;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            if let Err(e) = self.poller.wait(&mut ready, wait.as_millis() as i32) {
+            let until_tick = next_tick.saturating_duration_since(Instant::now());
+            let wait = wait_ms(self.relay.sessions(), unpublished, until_tick);
+            if let Err(e) = self.poller.wait(&mut ready, wait) {
                 tracing::error!(error = %e, "media relay: epoll_wait failed");
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -210,11 +234,15 @@ impl RelayThread {
                     self.waker.clear();
                     continue;
                 }
+                unpublished = true;
                 self.drain(token as u16, &mut batch);
             }
             loop {
                 match rx.try_recv() {
-                    Ok(cmd) => self.command(cmd),
+                    Ok(cmd) => {
+                        unpublished = true;
+                        self.command(cmd)
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         // The node stopped: finish every recording.
@@ -231,6 +259,7 @@ impl RelayThread {
                 let now = self.now_ms();
                 events.extend(self.core.tick(now));
                 self.publish();
+                unpublished = false;
             }
             for ev in events {
                 report(match ev {
@@ -388,5 +417,30 @@ mod tests {
         assert!(metrics
             .render()
             .contains("siptrack_media_send_errors_total 3\n"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_relay_sleeps_until_woken() {
+        let ms = Duration::from_millis;
+        // (open sessions, counters unpublished, time to the tick, epoll timeout)
+        for (sessions, unpublished, until_tick, want) in [
+            (0, false, ms(250), -1),                 // idle: no timer at all
+            (0, true, ms(250), 250),                 // a session just closed: publish 0
+            (3, false, ms(250), 250),                // calls: their timeouts need the tick
+            (3, false, Duration::from_micros(1), 1), // rounded up, not a 0 ms spin
+            (3, true, Duration::ZERO, 0),            // the tick is due
+            (1, false, Duration::from_micros(249_001), 250),
+        ] {
+            assert_eq!(
+                wait_ms(sessions, unpublished, until_tick),
+                want,
+                "{sessions} sessions, unpublished {unpublished}, {until_tick:?}"
+            );
+        }
     }
 }
