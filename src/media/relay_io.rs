@@ -224,7 +224,7 @@ impl RelayThread {
         let mut unpublished = true;
         loop {
             let until_tick = next_tick.saturating_duration_since(Instant::now());
-            let wait = wait_ms(self.relay.sessions(), unpublished, until_tick);
+            let wait = wait_ms(self.core.sessions(), unpublished, until_tick);
             if let Err(e) = self.poller.wait(&mut ready, wait) {
                 tracing::error!(error = %e, "media relay: epoll_wait failed");
                 std::thread::sleep(Duration::from_millis(10));
@@ -421,7 +421,9 @@ mod tests {
 }
 
 #[cfg(test)]
-mod tests {
+mod wait_tests {
+    //! When the relay thread wakes.
+
     use super::*;
 
     #[test]
