@@ -184,6 +184,8 @@ pub struct Proxy {
     server_index: Map<Box<[u8]>, u64>,
     client_index: Map<Box<[u8]>, u64>,
     timers: BinaryHeap<Reverse<(Millis, u64, u8)>>,
+    /// Heap length at which stale entries are swept out (`arm`).
+    compact_timers_at: usize,
     next_id: u64,
     branch_seq: u64,
     out: Vec<Output>,
@@ -213,6 +215,9 @@ pub struct Proxy {
     pub stats: Stats,
 }
 
+/// Timer heap entries below which it is never rebuilt.
+const COMPACT_TIMERS_MIN: usize = 1024;
+
 /// Requests of one Call-ID held while its dialog is looked up.
 const MAX_WAITING_FOR_LOOKUP: usize = 16;
 
@@ -234,6 +239,7 @@ impl Proxy {
             server_index: Map::default(),
             client_index: Map::default(),
             timers: BinaryHeap::new(),
+            compact_timers_at: COMPACT_TIMERS_MIN,
             next_id: 1,
             branch_seq: 0,
             out: Vec::new(),
@@ -1733,7 +1739,7 @@ impl Proxy {
             // is minutes away): rebuilt from the live deadlines when stale
             // entries outnumber them, which bounds the heap's memory per
             // held transaction at an amortised O(1) cost.
-            if self.timers.len() > 4 * self.txns.len() + 1024 {
+            if self.timers.len() > self.compact_timers_at {
                 self.compact_timers();
             }
         }
@@ -1750,6 +1756,9 @@ impl Proxy {
             })
             .collect();
         self.timers = BinaryHeap::from(live);
+        // Twice what is live: the next rebuild comes after at least as
+        // many arms as it costs, however many timers a transaction holds.
+        self.compact_timers_at = 2 * self.timers.len() + COMPACT_TIMERS_MIN;
     }
 
     /// Fires every timer due at `now`.

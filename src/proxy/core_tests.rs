@@ -205,6 +205,40 @@ fn start_call(rig: &mut Rig, branch: &str, call_id: &str) -> Sent {
 // ---- retransmission timers ----------------------------------------------------
 
 #[test]
+fn disarmed_timers_do_not_pile_up_in_the_heap() {
+    // Each answered INVITE leaves its Timer C (3 min) and Timer B
+    // entries behind; without the sweep the heap would hold them all.
+    let mut rig = Rig::new();
+    for n in 0..3000 {
+        let (branch, call_id) = (format!("z9hG4bK-c{n}"), format!("heap-{n}"));
+        let fwd = start_call(&mut rig, &branch, &call_id);
+        rig.recv_at(
+            0,
+            udp(UAS),
+            &response_to(&fwd.text, 200, "OK", Some("uas"), ""),
+        );
+        rig.take();
+    }
+    let live: usize = rig
+        .proxy
+        .txns
+        .values()
+        .map(|t| {
+            KINDS
+                .iter()
+                .filter(|&&k| t.deadlines.get(k).is_some())
+                .count()
+        })
+        .sum();
+    let held = rig.proxy.timers.len();
+    assert!(
+        held <= 2 * live + COMPACT_TIMERS_MIN,
+        "{held} heap entries for {live} live deadlines"
+    );
+    assert!(held >= live, "every live deadline stays in the heap");
+}
+
+#[test]
 fn timer_a_doubles_from_t1_and_stops_at_the_first_provisional() {
     let mut rig = Rig::new();
     rig.recv_at(0, udp(CALLER), &invite("a1", "ta@x"));
