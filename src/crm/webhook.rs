@@ -21,9 +21,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     let digest = mac.finalize().into_bytes();
     let mut out = String::with_capacity(7 + 64);
     out.push_str("sha256=");
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
+    out.push_str(&crate::hex::hex(&digest));
     out
 }
 

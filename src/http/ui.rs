@@ -85,10 +85,7 @@ fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
 }
 
 fn random_hex() -> std::io::Result<String> {
-    Ok(random_bytes::<32>()?
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(crate::hex::hex(&random_bytes::<32>()?))
 }
 
 /// What every console answer carries: no caching, no framing, no script

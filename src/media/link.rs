@@ -12,6 +12,7 @@
 //! files and never `..`), and replaces the tail of very long names by a
 //! hash. Distinct Call-IDs always give distinct names.
 
+use crate::hex::hex;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -37,16 +38,6 @@ fn mac(secret: &[u8], call_id: &[u8], exp: u64) -> Hmac<Sha256> {
     m.update(b"\n");
     m.update(call_id);
     m
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

@@ -35,20 +35,6 @@ fn host_port(advertised_host: Option<&str>, l: &ListenAddr) -> String {
     }
 }
 
-/// Lower-case hex of `bytes`, cut to `hex_len` digits, appended to `out`.
-fn push_hex(out: &mut String, bytes: &[u8], hex_len: usize) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        if 2 * i >= hex_len {
-            break;
-        }
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        if 2 * i + 1 < hex_len {
-            out.push(DIGITS[usize::from(b & 15)] as char);
-        }
-    }
-}
-
 /// How many hex digits of the HMAC a Record-Route token carries (64 bits).
 const TOKEN_HEX: usize = 16;
 
@@ -133,7 +119,7 @@ impl Identity {
         mac.update(caller_tag);
         let digest = mac.finalize().into_bytes();
         let mut s = String::with_capacity(TOKEN_HEX);
-        push_hex(&mut s, &digest, TOKEN_HEX);
+        crate::hex::push_hex(&mut s, &digest, TOKEN_HEX);
         s
     }
 
@@ -146,7 +132,7 @@ impl Identity {
         }
         let digest = mac.finalize().into_bytes();
         let mut s = String::with_capacity(hex_len);
-        push_hex(&mut s, &digest, hex_len);
+        crate::hex::push_hex(&mut s, &digest, hex_len);
         s
     }
 

@@ -220,10 +220,7 @@ impl ReplayMedia {
 
 fn wav_file(path: &Path) -> Option<WavFile> {
     let bytes = std::fs::read(path).ok()?;
-    let sha256 = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha256 = crate::hex::hex(&Sha256::digest(&bytes));
     Some(WavFile {
         name: path.file_name()?.to_string_lossy().into_owned(),
         bytes: bytes.len() as u64,
