@@ -20,7 +20,8 @@ use super::handoff::{DialogHandoff, DialogMiss, HandoffSide};
 use super::hooks::{CallCtx, ProxyPhases, Refusal};
 use super::route::{self, Identity};
 use super::transaction::{
-    ClientSide, ClientState, Deadlines, ServerSide, ServerState, TimerKind, Txn, TIMER_KINDS,
+    ClientSide, ClientState, Deadlines, Keyer, ServerSide, ServerState, TimerKind, Txn, TxnKey,
+    TIMER_KINDS,
 };
 use super::{Millis, NextHop, Output, Peer, Transport};
 use crate::calls::CallEvent;
@@ -181,9 +182,11 @@ pub struct Proxy {
     /// Boxed: a table of large inline values wastes its empty slots' size
     /// (up to half of them after it grows), for every held transaction.
     txns: Map<u64, Box<Txn>>,
-    server_index: Map<Box<[u8]>, u64>,
-    client_index: Map<Box<[u8]>, u64>,
-    timers: BinaryHeap<Reverse<(Millis, u64, u8)>>,
+    server_index: Map<TxnKey, u64>,
+    client_index: Map<TxnKey, u64>,
+    /// Hashes server keys and branches into the indexes' keys.
+    keyer: Keyer,
+    timers: BinaryHeap<Reverse<TimerEntry>>,
     /// Heap length at which stale entries are swept out (`arm`).
     compact_timers_at: usize,
     next_id: u64,
@@ -215,6 +218,32 @@ pub struct Proxy {
     pub stats: Stats,
 }
 
+/// A timer heap entry: the deadline, then the transaction id with the
+/// timer kind in its low 3 bits. 16 B instead of the 24 B of
+/// `(Millis, u64, u8)`; a held transaction has several (stale ones
+/// included) for its 32 s linger. Ordered as (at, id, kind) was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct TimerEntry {
+    at: Millis,
+    id_kind: u64,
+}
+
+impl TimerEntry {
+    fn new(at: Millis, id: u64, kind: TimerKind) -> TimerEntry {
+        // Ids count up from 1 by one per transaction: 2^61 is never reached.
+        TimerEntry {
+            at,
+            id_kind: (id << 3) | kind as u64,
+        }
+    }
+    fn id(&self) -> u64 {
+        self.id_kind >> 3
+    }
+    fn kind(&self) -> usize {
+        (self.id_kind & 7) as usize
+    }
+}
+
 /// Timer heap entries below which it is never rebuilt.
 const COMPACT_TIMERS_MIN: usize = 1024;
 
@@ -238,6 +267,7 @@ impl Proxy {
             txns: Map::default(),
             server_index: Map::default(),
             client_index: Map::default(),
+            keyer: Keyer::default(),
             timers: BinaryHeap::new(),
             compact_timers_at: COMPACT_TIMERS_MIN,
             next_id: 1,
@@ -332,7 +362,7 @@ impl Proxy {
 
     /// The earliest armed timer.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.timers.peek().map(|Reverse((t, _, _))| *t)
+        self.timers.peek().map(|Reverse(e)| e.at)
     }
 
     /// Gives back the capacity the tables grew to at a load peak (a map
@@ -424,7 +454,7 @@ impl Proxy {
 
     fn on_request(&mut self, now: Millis, from: Peer, msg: Message) {
         let Some(method) = msg.method() else { return };
-        let Some(key) = server_key(&msg, method) else {
+        let Some(key) = server_key(&self.keyer, &msg, method) else {
             self.stats.invalid += 1;
             return;
         };
@@ -509,7 +539,7 @@ impl Proxy {
     }
 
     fn on_cancel(&mut self, now: Millis, from: Peer, msg: Message) {
-        let Some(invite_key) = server_key(&msg, Method::Invite) else {
+        let Some(invite_key) = server_key(&self.keyer, &msg, Method::Invite) else {
             return;
         };
         let Some(&id) = self.server_index.get(&invite_key) else {
@@ -547,14 +577,7 @@ impl Proxy {
         }
     }
 
-    fn on_initial(
-        &mut self,
-        now: Millis,
-        from: Peer,
-        msg: Message,
-        key: Box<[u8]>,
-        method: Method,
-    ) {
+    fn on_initial(&mut self, now: Millis, from: Peer, msg: Message, key: TxnKey, method: Method) {
         if !self.is_trusted(from) {
             self.stats.untrusted += 1;
             self.refuse(now, from, &msg, 403, "Forbidden");
@@ -631,14 +654,7 @@ impl Proxy {
     /// trusted source, and the
     /// next hop is the other side (its source or Contact). Anything else
     /// gets one small 404/481 (nothing for an ACK), never relayed.
-    fn on_in_dialog(
-        &mut self,
-        now: Millis,
-        from: Peer,
-        msg: Message,
-        key: Box<[u8]>,
-        is_ack: bool,
-    ) {
+    fn on_in_dialog(&mut self, now: Millis, from: Peer, msg: Message, key: TxnKey, is_ack: bool) {
         let call_id = msg.call_id().unwrap_or_default();
         let (ftag, ttag) = (from_tag(&msg), to_tag_of(&msg));
         let routes = route::route_values(&msg);
@@ -833,7 +849,7 @@ impl Proxy {
         now: Millis,
         from: Peer,
         msg: Message,
-        key: Box<[u8]>,
+        key: TxnKey,
         hop: NextHop,
         mut patch: Patch,
         record_route: bool,
@@ -927,7 +943,7 @@ impl Proxy {
         let id = self.next_id;
         self.next_id += 1;
         let mut server = ServerSide {
-            key: key.clone(),
+            key,
             peer: from,
             state: ServerState::Proceeding,
             last_response: None,
@@ -943,12 +959,8 @@ impl Proxy {
             server.last_response = Some(trying);
         }
         let t1 = self.s.timers.t1_ms;
-        let client = ClientSide::calling(
-            branch.clone().into_boxed_slice(),
-            hop.peer,
-            data.clone(),
-            t1,
-        );
+        let branch = client_key(&self.keyer, &branch);
+        let client = ClientSide::calling(branch, hop.peer, data.clone(), t1);
         self.txns.insert(
             id,
             Box::new(Txn {
@@ -965,7 +977,7 @@ impl Proxy {
             }),
         );
         self.server_index.insert(key, id);
-        self.client_index.insert(branch.into_boxed_slice(), id);
+        self.client_index.insert(branch, id);
         if hop.peer.transport == Transport::Udp {
             self.arm(id, TimerKind::ClientRetransmit, now + t1);
         }
@@ -1076,14 +1088,9 @@ impl Proxy {
             return;
         }
         let is_cancel = cseq(&msg).is_some_and(|(_, m)| m == b"CANCEL");
-        let branch = top.branch().unwrap_or_default();
-        let id = if is_cancel {
-            let mut k = branch.to_vec();
-            k.extend_from_slice(b":c");
-            self.client_index.get(k.as_slice()).copied()
-        } else {
-            self.client_index.get(branch).copied()
-        };
+        let key = client_key(&self.keyer, top.branch().unwrap_or_default());
+        let key = if is_cancel { key.cancel() } else { key };
+        let id = self.client_index.get(&key).copied();
         let Some(id) = id else {
             return self.late_2xx(now, from, msg);
         };
@@ -1240,7 +1247,8 @@ impl Proxy {
                             data: ack,
                         });
                     }
-                    client.ack = ack;
+                    // The request's place holds the ACK now (see the field).
+                    client.request = ack.unwrap_or_default();
                     client.state = ClientState::Completed;
                     self.arm(
                         id,
@@ -1269,10 +1277,11 @@ impl Proxy {
             }
             ClientState::Completed => {
                 // A retransmitted final response: repeat our ACK.
-                if let Some(ack) = client.ack.clone() {
+                // The ACK, for an INVITE (see the field `request`).
+                if !client.request.is_empty() {
                     self.out.push(Output::Send {
                         to: client.peer,
-                        data: ack,
+                        data: client.request.clone(),
                     });
                 }
                 self.stats.absorbed_retransmissions += 1;
@@ -1390,7 +1399,12 @@ impl Proxy {
             from_tag: &from_tag(msg),
         };
         self.phases.response(call, msg, now, &mut patch);
-        let data = Bytes::from(patch.apply(msg.buf(), msg.body.end as usize));
+        let mut data = patch.apply(msg.buf(), msg.body.end as usize);
+        // A final response is held for up to 32 s (Timer J / the INVITE's
+        // Completed state): without the room the removed Via left. glibc
+        // shrinks a block in place, so this costs no copy.
+        data.shrink_to_fit();
+        let data = Bytes::from(data);
         let Some(txn) = self.txns.get_mut(&id) else {
             return;
         };
@@ -1481,8 +1495,7 @@ impl Proxy {
             return;
         };
         let peer = client.peer;
-        let mut key = client.branch.to_vec();
-        key.extend_from_slice(b":c");
+        let key = client.branch.cancel();
         let cid = self.next_id;
         self.next_id += 1;
         self.txns.insert(
@@ -1491,12 +1504,7 @@ impl Proxy {
                 is_invite: false,
                 call_id,
                 server: None,
-                client: Some(ClientSide::calling(
-                    key.clone().into_boxed_slice(),
-                    peer,
-                    data.clone(),
-                    t1,
-                )),
+                client: Some(ClientSide::calling(key, peer, data.clone(), t1)),
                 cancels: Some(id),
                 initial_invite: false,
                 dialog_setup: None,
@@ -1505,7 +1513,7 @@ impl Proxy {
                 deadlines: Deadlines::default(),
             }),
         );
-        self.client_index.insert(key.into_boxed_slice(), cid);
+        self.client_index.insert(key, cid);
         if peer.transport == Transport::Udp {
             self.arm(cid, TimerKind::ClientRetransmit, now + t1);
         }
@@ -1610,6 +1618,7 @@ impl Proxy {
         out.extend_from_slice(format!("CSeq: {cseq} BYE\r\n").as_bytes());
         out.extend_from_slice(b"Max-Forwards: 70\r\nReason: SIP;cause=408;text=\"RTP timeout\"\r\nContent-Length: 0\r\n\r\n");
         let data = Bytes::from(out);
+        let branch = client_key(&self.keyer, &branch);
         let t1 = self.s.timers.t1_ms;
         let id = self.next_id;
         self.next_id += 1;
@@ -1619,12 +1628,7 @@ impl Proxy {
                 is_invite: false,
                 call_id: call_id.clone(),
                 server: None,
-                client: Some(ClientSide::calling(
-                    branch.clone().into_boxed_slice(),
-                    peer,
-                    data.clone(),
-                    t1,
-                )),
+                client: Some(ClientSide::calling(branch, peer, data.clone(), t1)),
                 cancels: None,
                 initial_invite: false,
                 dialog_setup: None,
@@ -1633,7 +1637,7 @@ impl Proxy {
                 deadlines: Deadlines::default(),
             }),
         );
-        self.client_index.insert(branch.into_boxed_slice(), id);
+        self.client_index.insert(branch, id);
         if peer.transport == Transport::Udp {
             self.arm(id, TimerKind::ClientRetransmit, now + t1);
         }
@@ -1667,7 +1671,7 @@ impl Proxy {
         });
     }
 
-    fn reply_refusal(&mut self, now: Millis, to: Peer, msg: &Message, key: Box<[u8]>, r: Refusal) {
+    fn reply_refusal(&mut self, now: Millis, to: Peer, msg: &Message, key: TxnKey, r: Refusal) {
         let unsupported;
         let mut extra: Vec<&[u8]> = Vec::new();
         if r.code == 420 {
@@ -1690,12 +1694,16 @@ impl Proxy {
         now: Millis,
         to: Peer,
         msg: &Message,
-        key: Box<[u8]>,
+        key: TxnKey,
         (code, reason): (u16, &str),
         extra: &[&[u8]],
     ) {
         let tag = self.to_tag(msg);
-        let data = Bytes::from(response(msg, code, reason, Some(tag.as_bytes()), extra));
+        let mut data = response(msg, code, reason, Some(tag.as_bytes()), extra);
+        // Held for Timer J's 32 s: without the rest of the 512 B it was
+        // built in (a flood of refused requests holds thousands).
+        data.shrink_to_fit();
+        let data = Bytes::from(data);
         self.stats.local_replies += 1;
         self.out.push(Output::Send {
             to,
@@ -1710,7 +1718,7 @@ impl Proxy {
                 is_invite,
                 call_id: Bytes::new(),
                 server: Some(ServerSide {
-                    key: key.clone(),
+                    key,
                     peer: to,
                     state: ServerState::Proceeding,
                     last_response: Some(data),
@@ -1734,7 +1742,7 @@ impl Proxy {
     fn arm(&mut self, id: u64, kind: TimerKind, at: Millis) {
         if let Some(t) = self.txns.get_mut(&id) {
             t.deadlines.set(kind, at);
-            self.timers.push(Reverse((at, id, kind as u8)));
+            self.timers.push(Reverse(TimerEntry::new(at, id, kind)));
             // Disarmed timers stay in the heap until their time (Timer C's
             // is minutes away): rebuilt from the live deadlines when stale
             // entries outnumber them, which bounds the heap's memory per
@@ -1746,13 +1754,15 @@ impl Proxy {
     }
 
     fn compact_timers(&mut self) {
-        let live: Vec<Reverse<(Millis, u64, u8)>> = self
+        let live: Vec<Reverse<TimerEntry>> = self
             .txns
             .iter()
             .flat_map(|(&id, t)| {
-                KINDS
-                    .iter()
-                    .filter_map(move |&k| t.deadlines.get(k).map(|at| Reverse((at, id, k as u8))))
+                KINDS.iter().filter_map(move |&k| {
+                    t.deadlines
+                        .get(k)
+                        .map(|at| Reverse(TimerEntry::new(at, id, k)))
+                })
             })
             .collect();
         self.timers = BinaryHeap::from(live);
@@ -1763,12 +1773,15 @@ impl Proxy {
 
     /// Fires every timer due at `now`.
     pub fn on_timer(&mut self, now: Millis) {
-        while let Some(&Reverse((at, id, k))) = self.timers.peek() {
+        while let Some(&Reverse(entry)) = self.timers.peek() {
+            let (at, id, k) = (entry.at, entry.id(), entry.kind());
             if at > now {
                 break;
             }
             self.timers.pop();
-            let kind = KINDS[k as usize];
+            let Some(&kind) = KINDS.get(k) else {
+                continue;
+            };
             let Some(txn) = self.txns.get_mut(&id) else {
                 continue;
             };
@@ -2053,49 +2066,41 @@ fn common_checks(msg: &Message) -> Option<Refusal> {
 
 /// The server transaction key (RFC 3261 17.2.3): branch + sent-by + method
 /// for RFC 3261 branches, else the RFC 2543 fields. ACK and CANCEL match
-/// their INVITE through `method`.
-fn server_key(msg: &Message, method: Method) -> Option<Box<[u8]>> {
+/// their INVITE through `method`. Hashed part by part (no buffer).
+fn server_key(keyer: &Keyer, msg: &Message, method: Method) -> Option<TxnKey> {
     let via = route::top_via(msg)?;
     let class: &[u8] = match method {
         Method::Ack | Method::Invite => b"INVITE",
         _ => msg.method_bytes()?,
     };
-    let mut k = Vec::with_capacity(96);
+    let mut k = keyer.start();
     match via.rfc3261_branch() {
         Some(branch) => {
-            k.extend_from_slice(branch);
-            k.push(0);
-            k.extend_from_slice(via.host());
-            k.extend_from_slice(via.port.unwrap_or(5060).to_string().as_bytes());
+            k.num(3261)
+                .bytes(branch)
+                .bytes(via.host())
+                .num(u64::from(via.port.unwrap_or(5060)));
         }
         None => {
-            k.extend_from_slice(b"2543\0");
-            k.extend_from_slice(msg.request_uri().unwrap_or_default());
-            k.push(0);
-            k.extend_from_slice(msg.call_id().unwrap_or_default());
-            k.push(0);
-            k.extend_from_slice(
-                cseq(msg)
-                    .map(|(n, _)| n)
-                    .unwrap_or(0)
-                    .to_string()
-                    .as_bytes(),
-            );
-            k.push(0);
-            if let Some(tag) = msg
+            let tag = msg
                 .value(HeaderName::From)
                 .and_then(|v| NameAddr::parse(v).ok())
                 .and_then(|n| n.tag().map(<[u8]>::to_vec))
-            {
-                k.extend_from_slice(&tag);
-            }
-            k.push(0);
-            k.extend_from_slice(via.src);
+                .unwrap_or_default();
+            k.num(2543)
+                .bytes(msg.request_uri().unwrap_or_default())
+                .bytes(msg.call_id().unwrap_or_default())
+                .num(cseq(msg).map_or(0, |(n, _)| n))
+                .bytes(&tag)
+                .bytes(via.src);
         }
     }
-    k.push(0);
-    k.extend_from_slice(class);
-    Some(k.into_boxed_slice())
+    Some(k.bytes(class).finish())
+}
+
+/// The client index's key of one of our branches.
+fn client_key(keyer: &Keyer, branch: &[u8]) -> TxnKey {
+    keyer.start().bytes(branch).finish()
 }
 
 /// A request built from our forwarded INVITE (CANCEL, or ACK for a non-2xx):
@@ -2130,6 +2135,8 @@ fn build_from_invite(invite: &Bytes, method: &[u8], to_line: Option<&[u8]>) -> O
     out.extend_from_slice(format!("CSeq: {num} ").as_bytes());
     out.extend_from_slice(method);
     out.extend_from_slice(b"\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+    // An ACK is held for Timer D's 32 s: without the rest of the 512 B.
+    out.shrink_to_fit();
     Some(Bytes::from(out))
 }
 

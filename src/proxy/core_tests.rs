@@ -1890,3 +1890,139 @@ fn via_and_record_route_carry_the_advertised_host() {
     assert_eq!(relayed.len(), 1, "the BYE is relayed");
     assert!(relayed[0].is_request("BYE"));
 }
+
+/// Issue 15: server keys are a keyed hash of the RFC 3261 17.2.3 parts
+/// instead of a byte string; which requests share a key must not change.
+#[test]
+fn server_keys_match_as_rfc_3261_says() {
+    let keyer = Keyer::default();
+    let key = |text: &str, method: Method| {
+        let msg = Message::parse(Bytes::from(text.to_string()), true).expect("parses");
+        server_key(&keyer, &msg, method).expect("a key")
+    };
+    let inv = invite("k1", "k@x");
+    let base = key(&inv, Method::Invite);
+    let with_port = inv.replace(CALLER, "127.0.0.1:5062;x=1");
+    let default_port = inv.replace(CALLER, "127.0.0.1");
+    let explicit_5060 = inv.replace(CALLER, "127.0.0.1:5060");
+    let other_host = inv.replace("Via: SIP/2.0/UDP 127.0.0.1", "Via: SIP/2.0/UDP 127.0.0.2");
+    let bye = request("BYE", "sip:100@127.0.0.1", "k1", "k@x", "");
+    // (what, the key, the same as the INVITE's?)
+    let table = [
+        ("the INVITE again", key(&inv, Method::Invite), true),
+        ("its ACK matches the INVITE", key(&inv, Method::Ack), true),
+        (
+            "a Via parameter is not part of it",
+            key(&with_port, Method::Invite),
+            true,
+        ),
+        (
+            "another sent-by host",
+            key(&other_host, Method::Invite),
+            false,
+        ),
+        (
+            "another branch",
+            key(&invite("k2", "k@x"), Method::Invite),
+            false,
+        ),
+        (
+            "another method on the branch",
+            key(&bye, Method::Bye),
+            false,
+        ),
+    ];
+    for (what, k, same) in table {
+        assert_eq!(k == base, same, "{what}");
+    }
+    assert_eq!(
+        key(&default_port, Method::Invite),
+        key(&explicit_5060, Method::Invite),
+        "no port is port 5060"
+    );
+    // Parts are hashed with their lengths: moving a byte from the branch
+    // to the host gives another key.
+    assert_ne!(
+        key(
+            &invite("k1a", "k@x").replace("127.0.0.1:5062", "1.0.0.1:5062"),
+            Method::Invite
+        ),
+        key(
+            &invite("k1", "k@x").replace("127.0.0.1:5062", "a1.0.0.1:5062"),
+            Method::Invite
+        ),
+    );
+    // RFC 2543 (no magic cookie): Request-URI, Call-ID, CSeq, From tag, Via.
+    let old = inv.replace("branch=z9hG4bKk1", "branch=old1");
+    assert_eq!(key(&old, Method::Invite), key(&old, Method::Ack));
+    assert_ne!(key(&old, Method::Invite), base);
+    assert_ne!(
+        key(&old, Method::Invite),
+        key(&old.replace("Call-ID: k@x", "Call-ID: k@y"), Method::Invite)
+    );
+    // The CANCEL our proxy sends on a branch has a key of its own.
+    let ours = client_key(&keyer, b"z9hG4bKours");
+    assert_ne!(ours.cancel(), ours);
+    assert_eq!(ours, client_key(&keyer, b"z9hG4bKours"));
+    assert_ne!(ours, client_key(&Keyer::default(), b"z9hG4bKours"), "keyed");
+}
+
+/// Issue 15: the packed timer entry keeps (at, id, kind) order.
+#[test]
+fn timer_entries_order_by_deadline_then_transaction_then_kind() {
+    let table = [
+        (
+            (5, 1, TimerKind::ServerLinger),
+            (6, 1, TimerKind::ClientRetransmit),
+        ),
+        (
+            (5, 1, TimerKind::ServerLinger),
+            (5, 2, TimerKind::ClientRetransmit),
+        ),
+        (
+            (5, 2, TimerKind::ClientRetransmit),
+            (5, 2, TimerKind::ClientTimeout),
+        ),
+    ];
+    for ((a, i, k), (b, j, l)) in table {
+        let (x, y) = (TimerEntry::new(a, i, k), TimerEntry::new(b, j, l));
+        assert!(x < y, "{x:?} < {y:?}");
+        assert_eq!((x.at, x.id(), x.kind()), (a, i, k as usize));
+    }
+    let big = TimerEntry::new(u64::MAX - 1, (1 << 61) - 1, TimerKind::ServerLinger);
+    assert_eq!(big.id(), (1 << 61) - 1);
+    assert_eq!(big.kind(), TimerKind::ServerLinger as usize);
+}
+
+/// Issue 15: a completed INVITE keeps only what absorbs retransmissions:
+/// the 486 sent up and, where the request was, the ACK. A retransmitted
+/// INVITE still gets the same 486, a retransmitted 486 the same ACK.
+#[test]
+fn completed_transactions_repeat_the_same_bytes() {
+    let mut rig = Rig::new();
+    let fwd = start_call(&mut rig, "h1", "th1@x");
+    rig.take();
+    let busy = response_to(&fwd.text, 486, "Busy Here", Some("u1"), "");
+    rig.recv_at(100, udp(UAS), &busy);
+    let sent = rig.take();
+    let first_ack = sent
+        .iter()
+        .find(|s| s.to == udp(UAS))
+        .expect("ACK")
+        .text
+        .clone();
+    let first_486 = sent
+        .iter()
+        .find(|s| s.to == udp(CALLER))
+        .expect("486")
+        .text
+        .clone();
+    rig.recv_at(200, udp(CALLER), &invite("h1", "th1@x"));
+    let again = rig.take();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!((again[0].to, &again[0].text), (udp(CALLER), &first_486));
+    rig.recv_at(300, udp(UAS), &busy);
+    let again = rig.take();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!((again[0].to, &again[0].text), (udp(UAS), &first_ack));
+}
