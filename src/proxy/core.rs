@@ -20,8 +20,8 @@ use super::handoff::{DialogHandoff, DialogMiss, HandoffSide};
 use super::hooks::{CallCtx, ProxyPhases, Refusal};
 use super::route::{self, Identity};
 use super::transaction::{
-    ClientSide, ClientState, Deadlines, Keyer, ServerSide, ServerState, TimerKind, Txn, TxnKey,
-    TIMER_KINDS,
+    CallIds, ClientSide, ClientState, Deadlines, Keyer, ServerSide, ServerState, TimerKind, Txn,
+    TxnKey, TIMER_KINDS,
 };
 use super::{Millis, NextHop, Output, Peer, Transport};
 use crate::calls::CallEvent;
@@ -986,12 +986,11 @@ impl Proxy {
             id,
             Box::new(Txn {
                 is_invite,
-                call_id: call_id.clone(),
+                ids: CallIds::new(&call_id, dialog_setup.as_deref()),
                 server: Some(server),
                 client: Some(client),
                 cancels: None,
                 initial_invite: is_invite && initial,
-                dialog_setup,
                 caller_cancelled: false,
                 is_bye: method == Method::Bye,
                 deadlines: Deadlines::default(),
@@ -1191,7 +1190,8 @@ impl Proxy {
         if txn.cancels.is_none()
             && matches!(client.state, ClientState::Calling | ClientState::Proceeding)
         {
-            let (call_id, setup) = (txn.call_id.clone(), txn.dialog_setup.is_some());
+            let call_id = Bytes::copy_from_slice(txn.ids.call_id());
+            let setup = txn.ids.caller_tag().is_some();
             self.learn_dialog(&call_id, setup, code, &msg);
         }
         let Some(txn) = self.txns.get_mut(&id) else {
@@ -1250,12 +1250,12 @@ impl Proxy {
                 if txn.initial_invite {
                     self.events.push(if success {
                         CallEvent::Answered {
-                            call_id: txn.call_id.clone(),
+                            call_id: Bytes::copy_from_slice(txn.ids.call_id()),
                             at: now,
                         }
                     } else {
                         CallEvent::Failed {
-                            call_id: txn.call_id.clone(),
+                            call_id: Bytes::copy_from_slice(txn.ids.call_id()),
                             at: now,
                             code,
                             caller_cancelled: txn.caller_cancelled,
@@ -1289,7 +1289,7 @@ impl Proxy {
                     client.state = ClientState::Completed;
                     if txn.is_bye {
                         let (f, t) = (from_tag(&msg), to_tag_of(&msg));
-                        let call_id = txn.call_id.clone();
+                        let call_id = Bytes::copy_from_slice(txn.ids.call_id());
                         if let Some((key, _)) = self.find_dialog(&call_id, &f, &t) {
                             self.dialogs.remove(&key);
                         }
@@ -1513,7 +1513,7 @@ impl Proxy {
         let Some(txn) = self.txns.get_mut(&id) else {
             return;
         };
-        let call_id = txn.call_id.clone();
+        let ids = CallIds::new(txn.ids.call_id(), None);
         let Some(client) = txn.client.as_mut() else {
             return;
         };
@@ -1530,12 +1530,11 @@ impl Proxy {
             cid,
             Box::new(Txn {
                 is_invite: false,
-                call_id,
+                ids,
                 server: None,
                 client: Some(ClientSide::calling(key, peer, data.clone(), t1)),
                 cancels: Some(id),
                 initial_invite: false,
-                dialog_setup: None,
                 caller_cancelled: false,
                 is_bye: false,
                 deadlines: Deadlines::default(),
@@ -1654,12 +1653,11 @@ impl Proxy {
             id,
             Box::new(Txn {
                 is_invite: false,
-                call_id: call_id.clone(),
+                ids: CallIds::new(call_id, None),
                 server: None,
                 client: Some(ClientSide::calling(branch, peer, data.clone(), t1)),
                 cancels: None,
                 initial_invite: false,
-                dialog_setup: None,
                 caller_cancelled: false,
                 is_bye: true,
                 deadlines: Deadlines::default(),
@@ -1744,7 +1742,7 @@ impl Proxy {
             id,
             Box::new(Txn {
                 is_invite,
-                call_id: Bytes::new(),
+                ids: CallIds::default(),
                 server: Some(ServerSide {
                     key,
                     peer: to,
@@ -1755,7 +1753,6 @@ impl Proxy {
                 client: None,
                 cancels: None,
                 initial_invite: false,
-                dialog_setup: None,
                 caller_cancelled: false,
                 is_bye: false,
                 deadlines: Deadlines::default(),
@@ -1872,8 +1869,11 @@ impl Proxy {
                 c.state = ClientState::Terminated;
                 txn.deadlines.clear_all();
                 self.stats.timeouts += 1;
-                if let Some(tag) = &txn.dialog_setup {
-                    let key = (txn.call_id.clone(), tag.clone());
+                if let Some(tag) = txn.ids.caller_tag() {
+                    let key = (
+                        Bytes::copy_from_slice(txn.ids.call_id()),
+                        Bytes::copy_from_slice(tag),
+                    );
                     if let Some(d) = self.dialogs.get_mut(&key).filter(|d| !d.confirmed) {
                         d.setups = d.setups.saturating_sub(1);
                         if d.setups == 0 {
@@ -1900,7 +1900,7 @@ impl Proxy {
                 };
                 if txn.initial_invite {
                     self.events.push(CallEvent::Failed {
-                        call_id: txn.call_id.clone(),
+                        call_id: Bytes::copy_from_slice(txn.ids.call_id()),
                         at: now,
                         code: 408,
                         caller_cancelled: txn.caller_cancelled,
@@ -1989,11 +1989,11 @@ impl Proxy {
         let Some(txn) = self.txns.remove(&id) else {
             return;
         };
-        let caller_tag = txn.dialog_setup.clone().unwrap_or_default();
+        let caller_tag = txn.ids.caller_tag().unwrap_or_default();
         self.phases.transaction_end(
             CallCtx {
-                call_id: &txn.call_id,
-                from_tag: &caller_tag,
+                call_id: txn.ids.call_id(),
+                from_tag: caller_tag,
             },
             txn.is_invite,
         );

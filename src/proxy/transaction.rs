@@ -185,10 +185,66 @@ impl Deadlines {
     }
 }
 
+/// A transaction's Call-ID and, for an initial record-routed request, the
+/// caller's From tag, in one exact-size buffer of its own. They were two
+/// `Bytes` (64 B inline) sharing the dialog's copies, so that after the
+/// dialog ended each held transaction kept two allocations plus the two
+/// shared headers `Bytes` adds on a clone: about 100 B more for every
+/// INVITE held for its 32 s linger.
+#[derive(Debug)]
+pub struct CallIds {
+    buf: Box<[u8]>,
+    /// Where the tag starts in `buf`; `u32::MAX` when there is none.
+    tag_at: u32,
+}
+
+/// No Call-ID, no tag (the proxy's own final replies).
+impl Default for CallIds {
+    fn default() -> CallIds {
+        CallIds::new(b"", None)
+    }
+}
+
+impl CallIds {
+    pub fn new(call_id: &[u8], caller_tag: Option<&[u8]>) -> CallIds {
+        let tag = caller_tag.unwrap_or_default();
+        let mut buf = Vec::with_capacity(call_id.len() + tag.len());
+        buf.extend_from_slice(call_id);
+        buf.extend_from_slice(tag);
+        CallIds {
+            buf: buf.into_boxed_slice(),
+            tag_at: match caller_tag {
+                // A message is at most 64 KiB: a Call-ID is shorter.
+                Some(_) => u32::try_from(call_id.len()).unwrap_or(u32::MAX - 1),
+                None => u32::MAX,
+            },
+        }
+    }
+    pub fn call_id(&self) -> &[u8] {
+        let end = if self.tag_at == u32::MAX {
+            self.buf.len()
+        } else {
+            self.tag_at as usize
+        };
+        self.buf.get(..end).unwrap_or_default()
+    }
+    /// The caller's From tag: the request set up a dialog (see
+    /// `Txn::ids`).
+    pub fn caller_tag(&self) -> Option<&[u8]> {
+        if self.tag_at == u32::MAX {
+            return None;
+        }
+        self.buf.get(self.tag_at as usize..)
+    }
+}
+
 #[derive(Debug)]
 pub struct Txn {
     pub is_invite: bool,
-    pub call_id: Bytes,
+    /// The Call-ID, and the caller's From tag when the forwarded request
+    /// is an initial record-routed request: its responses confirm or end
+    /// the dialog entry it created.
+    pub ids: CallIds,
     /// `None` for requests the proxy originates (CANCEL after Timer C or
     /// for a CANCEL received upstream).
     pub server: Option<ServerSide>,
@@ -198,10 +254,6 @@ pub struct Txn {
     /// The forwarded request created a dialog usage that will be tracked
     /// (initial INVITE).
     pub initial_invite: bool,
-    /// The forwarded request is an initial record-routed request (this is
-    /// the caller's From tag): its responses confirm or end the dialog
-    /// entry it created.
-    pub dialog_setup: Option<Bytes>,
     /// The caller CANCELled this INVITE (as opposed to Timer C).
     pub caller_cancelled: bool,
     pub is_bye: bool,
@@ -219,5 +271,28 @@ impl Txn {
             .as_ref()
             .is_none_or(|c| c.state == ClientState::Terminated);
         server_done && client_done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_ids_give_back_what_they_were_made_of() {
+        // (Call-ID, caller's tag)
+        let table: [(&[u8], Option<&[u8]>); 5] = [
+            (b"a84b4c76e66710@pc33", Some(b"1928301774")),
+            (b"a84b4c76e66710@pc33", None),
+            (b"c@x", Some(b"")),
+            (b"", None),
+            (b"", Some(b"t")),
+        ];
+        for (call_id, tag) in table {
+            let ids = CallIds::new(call_id, tag);
+            assert_eq!((ids.call_id(), ids.caller_tag()), (call_id, tag));
+        }
+        let none = CallIds::default();
+        assert_eq!((none.call_id(), none.caller_tag()), (&b""[..], None));
     }
 }
