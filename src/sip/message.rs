@@ -7,8 +7,11 @@
 //! lines for that). Whether a message is acceptable is decided by
 //! [`super::validate`].
 
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 
+use super::addrs::{Names, Users};
 use super::chars::{eq_ic, is_token, parse_u64, trim_lws};
 use super::header::HeaderName;
 
@@ -130,6 +133,12 @@ pub struct Message {
     pub body: Span,
     /// The first structural defect, if any.
     pub defect: Option<Defect>,
+    /// The Request-URI and From/To values, parsed once (by validation or
+    /// the first caller that needs them): see [`super::addrs`].
+    names: OnceLock<Names>,
+    /// The From/To/PAI/RPID user parts, parsed once by the first caller
+    /// that needs one (the tracking rules).
+    users: OnceLock<Users>,
 }
 
 /// End of the line starting at `i`: (index of the terminator, index after it).
@@ -245,7 +254,17 @@ impl Message {
             body,
             defect,
             buf,
+            names: OnceLock::new(),
+            users: OnceLock::new(),
         })
+    }
+
+    pub(super) fn names(&self) -> &Names {
+        self.names.get_or_init(|| super::addrs::names(self))
+    }
+
+    pub(super) fn users(&self) -> &Users {
+        self.users.get_or_init(|| super::addrs::users(self))
     }
 
     /// The buffer the spans point into.

@@ -9,7 +9,7 @@ use super::chars::{is_token, parse_u64, trim_lws};
 use super::header::HeaderName;
 use super::message::{Defect, Message, StartLine};
 use super::nameaddr::NameAddr;
-use super::uri::{scheme_of, Uri};
+use super::uri::scheme_of;
 use super::via::{via_values, Via};
 
 /// Why a message is refused: the status code to answer a request with
@@ -62,7 +62,7 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
             return Err(bad(missing));
         }
     }
-    for h in &msg.headers {
+    for (i, h) in msg.headers.iter().enumerate() {
         if h.name.is_single_valued() && msg.headers_named(h.name).nth(1).is_some() {
             return Err(bad("Header repeated that must appear once"));
         }
@@ -74,7 +74,9 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
                 }
             }
             HeaderName::From | HeaderName::To => {
-                NameAddr::parse(v).map_err(|_| bad("Malformed From/To"))?;
+                // Parsed once for the message: the tracking rules read
+                // these spans again (see `super::addrs`).
+                msg.addr(i).ok_or(bad("Malformed From/To"))?;
             }
             HeaderName::Contact if trim_lws(v) != b"*" => check_list(v, "Malformed Contact")?,
             HeaderName::Route | HeaderName::RecordRoute => check_list(v, "Malformed Route")?,
@@ -112,8 +114,10 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
         }
         let scheme = scheme_of(uri).ok_or(bad("Malformed Request-URI"))?;
         if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
-            let parsed = Uri::parse(uri).map_err(|_| bad("Malformed Request-URI"))?;
-            if parsed.headers.is_some() {
+            let parsed = msg
+                .request_uri_spans()
+                .ok_or(bad("Malformed Request-URI"))?;
+            if parsed.has_headers {
                 return Err(bad("Request-URI must not carry headers"));
             }
         } else if !scheme.eq_ignore_ascii_case(b"tel") {
