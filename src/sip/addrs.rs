@@ -34,8 +34,10 @@ pub struct RequestUriSpans {
 /// From/To values a message can have cached. A valid message has one of
 /// each; more are refused by validation (and parsed on demand until then).
 const NAME_SLOTS: usize = 2;
-/// From, To, and up to two of P-Asserted-Identity / Remote-Party-ID.
-const USER_SLOTS: usize = 4;
+/// From, and up to two of P-Asserted-Identity / Remote-Party-ID. The To
+/// user part is asked for only when the Request-URI has none or the To URI
+/// is rewritten: parsing it for every INVITE would cost more than it saves.
+const USER_SLOTS: usize = 3;
 
 /// What validation parses anyway: the Request-URI and the From/To values.
 #[derive(Clone, Copy, Debug, Default)]
@@ -47,7 +49,7 @@ pub(super) struct Names {
     len: u8,
 }
 
-/// The user parts of the From, To, PAI and RPID URIs (None: no name-addr,
+/// The user parts of the From, PAI and RPID URIs (None: no name-addr,
 /// no SIP URI, or no user part). Only the tracking rules need them.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Users {
@@ -62,10 +64,7 @@ fn is_name_header(n: HeaderName) -> bool {
 fn is_user_header(n: HeaderName) -> bool {
     matches!(
         n,
-        HeaderName::From
-            | HeaderName::To
-            | HeaderName::PAssertedIdentity
-            | HeaderName::RemotePartyId
+        HeaderName::From | HeaderName::PAssertedIdentity | HeaderName::RemotePartyId
     )
 }
 
