@@ -56,7 +56,7 @@ impl TrackingRouter {
     /// numbers no visit holds, go on without a visit.
     pub fn lookup(&self, req: &Message) -> Option<Lookup> {
         let dialed_raw = rewrite::dialed_user(req)
-            .map(String::from_utf8_lossy)
+            .map(rewrite::lossy)
             .unwrap_or_default();
         let mut dialed = String::new();
         if !normalize_user_into(&dialed_raw, &self.settings.phone, &mut dialed) {
@@ -148,7 +148,7 @@ impl ProxyPhases for TrackingRouter {
             caller_raw: found.caller_raw,
             caller: ctx.caller,
             dialed: ctx.dialed,
-            destination: String::from_utf8_lossy(&uri).into_owned(),
+            destination: rewrite::lossy(&uri).into_owned(),
             visit_id: ctx.visit_id,
             marker: ctx.marker,
             source: ctx.source,
