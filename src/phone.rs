@@ -86,6 +86,9 @@ pub fn normalize(raw: &str, rules: &PhoneRules) -> Normalized {
 /// is no allocation at all, where `normalize` needs two or three.
 pub fn normalize_into(raw: &str, rules: &PhoneRules, out: &mut String) -> bool {
     out.clear();
+    // Room for every digit and the country code at once: growing from
+    // empty a push at a time took two reallocations per number.
+    out.reserve(raw.len() + rules.country_code.len());
     let mut international = false;
     // Bytes, not chars: anything outside ASCII is no digit and no
     // formatting, so the first byte of it ends the number either way.
