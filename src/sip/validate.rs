@@ -24,6 +24,9 @@ const fn bad(reason: &'static str) -> Rejection {
     Rejection { code: 400, reason }
 }
 
+// `validate` keeps header names as bits of a u32.
+const _: () = assert!((HeaderName::Other as u32) < 32);
+
 /// Checks a message; `Ok` means a proxy may process it.
 pub fn validate(msg: &Message) -> Result<(), Rejection> {
     if let Some(d) = msg.defect {
@@ -51,6 +54,15 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
             },
         );
     }
+    // One pass for the names present and those present twice: looking
+    // each up again (five required, and every single-valued header asking
+    // whether its name comes again) was a scan of all headers each time.
+    let bit = |n: HeaderName| 1u32 << (n as u32);
+    let (mut present, mut repeated) = (0u32, 0u32);
+    for h in &msg.headers {
+        repeated |= present & bit(h.name);
+        present |= bit(h.name);
+    }
     for (name, missing) in [
         (HeaderName::Via, "Missing Via"),
         (HeaderName::From, "Missing From"),
@@ -58,12 +70,12 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
         (HeaderName::CallId, "Missing Call-ID"),
         (HeaderName::CSeq, "Missing CSeq"),
     ] {
-        if msg.header(name).is_none() {
+        if present & bit(name) == 0 {
             return Err(bad(missing));
         }
     }
     for (i, h) in msg.headers.iter().enumerate() {
-        if h.name.is_single_valued() && msg.headers_named(h.name).nth(1).is_some() {
+        if h.name.is_single_valued() && repeated & bit(h.name) != 0 {
             return Err(bad("Header repeated that must appear once"));
         }
         let v = msg.bytes(h.value);
