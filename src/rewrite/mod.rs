@@ -8,7 +8,7 @@ pub mod template;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::config::Destination;
-use crate::phone::{is_withheld, normalize_user, Normalized, PhoneRules};
+use crate::phone::{is_withheld, normalize_user, normalize_user_into, Normalized, PhoneRules};
 use crate::proxy::hooks::destination_uri;
 use crate::sip::{HeaderName, Message, NameAddr, Patch, Span, Uri};
 
@@ -80,36 +80,45 @@ impl Default for RewriteSettings {
     }
 }
 
-/// The user part of a URI header value (From, To, P-Asserted-Identity …),
-/// with its absolute span in the message.
-fn uri_user(msg: &Message, value: Span) -> Option<(Span, &[u8])> {
-    let v = msg.bytes(value);
-    let na = NameAddr::parse(v).ok()?;
-    let uri = Uri::parse(na.uri()).ok()?;
-    let (a, b) = uri.user?;
-    let start = value.start as usize + na.uri.0 + a;
-    let span = Span::new(start, start + (b - a));
+/// The user part of the URI of header `header` (From, To,
+/// P-Asserted-Identity …), with its absolute span in the message. The
+/// message parses each such value once for all the rules here.
+fn uri_user(msg: &Message, header: usize) -> Option<(Span, &[u8])> {
+    let span = msg.addr_user(header)?;
     Some((span, msg.bytes(span)))
+}
+
+/// [`dialed_raw`] without the copy.
+pub fn dialed_user(msg: &Message) -> Option<&[u8]> {
+    msg.request_uri_spans()
+        .and_then(|u| u.user)
+        .map(|s| msg.bytes(s))
+        .or_else(|| {
+            let to = msg.header_index(HeaderName::To)?;
+            uri_user(msg, to).map(|(_, u)| u)
+        })
 }
 
 /// The number dialed as it came: the Request-URI's user part, else the
 /// To URI's (T-1).
 pub fn dialed_raw(msg: &Message) -> Option<String> {
-    let from_ruri = msg
-        .request_uri()
-        .and_then(|u| Uri::parse(u).ok())
-        .and_then(|u| u.user().map(|u| String::from_utf8_lossy(u).into_owned()));
-    from_ruri.or_else(|| {
-        let to = msg.header(HeaderName::To)?;
-        uri_user(msg, to.value).map(|(_, u)| String::from_utf8_lossy(u).into_owned())
-    })
+    dialed_user(msg).map(|u| lossy(u).into_owned())
+}
+
+/// `String::from_utf8_lossy`, with the check for the usual case (valid
+/// UTF-8: digits) done by the faster `from_utf8` first.
+pub fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
 }
 
 /// The caller's number as it came: the From URI's user part.
 pub fn caller_raw(msg: &Message) -> String {
-    msg.header(HeaderName::From)
-        .and_then(|h| uri_user(msg, h.value))
-        .map(|(_, u)| String::from_utf8_lossy(u).into_owned())
+    msg.header_index(HeaderName::From)
+        .and_then(|h| uri_user(msg, h))
+        .map(|(_, u)| lossy(u).into_owned())
         .unwrap_or_default()
 }
 
@@ -148,14 +157,12 @@ pub fn caller(msg: &Message, rules: &PhoneRules, normalise: bool) -> Caller {
             phone: None,
         };
     }
-    let phone = if normalise {
-        match normalize_user(&from, rules) {
-            Normalized::Number(d) => d,
-            Normalized::NotANumber(s) => s,
-        }
-    } else {
-        from.clone()
-    };
+    let mut phone = String::new();
+    if !(normalise && normalize_user_into(&from, rules, &mut phone)) {
+        // Not normalised, or no number: the user part as it came.
+        phone.clear();
+        phone.push_str(&from);
+    }
     Caller {
         raw: from,
         phone: Some(phone),
@@ -278,18 +285,17 @@ pub fn rewrite_invite(
     s: &RewriteSettings,
     patch: &mut Patch,
 ) {
-    if let Some(h) = msg.header(HeaderName::To) {
+    if let Some(h) = msg.header_index(HeaderName::To) {
         match to {
             ToEdit::Keep => {}
             ToEdit::User(user) => {
-                if let Some((span, _)) = uri_user(msg, h.value) {
+                if let Some((span, _)) = uri_user(msg, h) {
                     patch.replace(span, user.as_bytes());
                 }
             }
             ToEdit::Uri(uri) => {
-                if let Ok(na) = NameAddr::parse(msg.bytes(h.value)) {
-                    let start = h.value.start as usize;
-                    let span = Span::new(start + na.uri.0, start + na.uri.1);
+                if let Some(na) = msg.addr(h) {
+                    let span = na.uri;
                     if na.angle {
                         patch.replace(span, uri);
                     } else {
@@ -375,14 +381,16 @@ pub fn tracking_headers(ctx: &CallContext, s: &RewriteSettings) -> Vec<(String, 
 /// T-5: the user parts of From, P-Asserted-Identity and Remote-Party-ID,
 /// normalised where they are phone numbers.
 pub fn normalize_caller(msg: &Message, rules: &PhoneRules, patch: &mut Patch) {
-    for h in &msg.headers {
+    // One buffer for every value: most INVITEs carry two or three.
+    let mut n = String::new();
+    for (i, h) in msg.headers.iter().enumerate() {
         if !matches!(
             h.name,
             HeaderName::From | HeaderName::PAssertedIdentity | HeaderName::RemotePartyId
         ) {
             continue;
         }
-        let Some((span, user)) = uri_user(msg, h.value) else {
+        let Some((span, user)) = uri_user(msg, i) else {
             continue;
         };
         let Ok(raw) = std::str::from_utf8(user) else {
@@ -390,10 +398,8 @@ pub fn normalize_caller(msg: &Message, rules: &PhoneRules, patch: &mut Patch) {
         };
         // Escapes are decoded first (`8%20916…`); what is no number after
         // that (`anonymous`, a login) stays as it came.
-        if let Normalized::Number(n) = normalize_user(raw, rules) {
-            if n != raw {
-                patch.replace(span, n.as_bytes());
-            }
+        if normalize_user_into(raw, rules, &mut n) && n != raw {
+            patch.replace(span, n.as_bytes());
         }
     }
 }

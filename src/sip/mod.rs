@@ -8,6 +8,7 @@
 //! siptrack does not have to change leaves exactly as it arrived (SPEC S-5).
 //! No I/O here.
 
+pub mod addrs;
 pub mod chars;
 pub mod framing;
 pub mod header;
@@ -19,6 +20,7 @@ pub mod uri;
 pub mod validate;
 pub mod via;
 
+pub use addrs::{AddrSpan, RequestUriSpans};
 pub use framing::{stream_frame, Framer, StreamFrame};
 pub use header::HeaderName;
 pub use message::{Defect, HeaderField, Message, Method, ParseError, Span, StartLine};

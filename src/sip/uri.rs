@@ -163,12 +163,12 @@ impl<'a> Uri<'a> {
             if digits.is_empty() || digits.len() > 5 {
                 return Err(UriError::BadPort);
             }
-            port = Some(
-                std::str::from_utf8(digits)
-                    .ok()
-                    .and_then(|d| d.parse::<u16>().ok())
-                    .ok_or(UriError::BadPort)?,
-            );
+            // At most five ASCII digits: no overflow in u32, and no
+            // str round trip (every URI with a port comes here).
+            let n = digits
+                .iter()
+                .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+            port = Some(u16::try_from(n).map_err(|_| UriError::BadPort)?);
         }
         let hostport_end = i;
         let params_end = hdr_q.unwrap_or(s.len());
@@ -267,4 +267,33 @@ pub fn host_to_ip(host: &[u8]) -> Option<IpAddr> {
 /// True when `s` is a token (used for methods and transports).
 pub fn is_token_str(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|&c| is_token(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_table() {
+        for (uri, port) in [
+            (&b"sip:h:5060"[..], Ok(Some(5060))),
+            (b"sip:h", Ok(None)),
+            (b"sip:u@h:0", Ok(Some(0))),
+            (b"sip:h:65535;transport=tcp", Ok(Some(65535))),
+            (b"sip:h:00080", Ok(Some(80))),
+            (b"sip:u@[::1]:5061?Subject=x", Ok(Some(5061))),
+            (b"sip:h:65536", Err(UriError::BadPort)),
+            (b"sip:h:99999", Err(UriError::BadPort)),
+            (b"sip:h:065535", Err(UriError::BadPort)),
+            (b"sip:h:", Err(UriError::BadPort)),
+            (b"sip:h:50a", Err(UriError::BadHost)),
+        ] {
+            assert_eq!(
+                Uri::parse(uri).map(|u| u.port),
+                port,
+                "{}",
+                String::from_utf8_lossy(uri)
+            );
+        }
+    }
 }

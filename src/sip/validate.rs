@@ -9,7 +9,7 @@ use super::chars::{is_token, parse_u64, trim_lws};
 use super::header::HeaderName;
 use super::message::{Defect, Message, StartLine};
 use super::nameaddr::NameAddr;
-use super::uri::{scheme_of, Uri};
+use super::uri::scheme_of;
 use super::via::{via_values, Via};
 
 /// Why a message is refused: the status code to answer a request with
@@ -23,6 +23,9 @@ pub struct Rejection {
 const fn bad(reason: &'static str) -> Rejection {
     Rejection { code: 400, reason }
 }
+
+// `validate` keeps header names as bits of a u32.
+const _: () = assert!((HeaderName::Other as u32) < 32);
 
 /// Checks a message; `Ok` means a proxy may process it.
 pub fn validate(msg: &Message) -> Result<(), Rejection> {
@@ -51,6 +54,15 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
             },
         );
     }
+    // One pass for the names present and those present twice: looking
+    // each up again (five required, and every single-valued header asking
+    // whether its name comes again) was a scan of all headers each time.
+    let bit = |n: HeaderName| 1u32 << (n as u32);
+    let (mut present, mut repeated) = (0u32, 0u32);
+    for h in &msg.headers {
+        repeated |= present & bit(h.name);
+        present |= bit(h.name);
+    }
     for (name, missing) in [
         (HeaderName::Via, "Missing Via"),
         (HeaderName::From, "Missing From"),
@@ -58,12 +70,12 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
         (HeaderName::CallId, "Missing Call-ID"),
         (HeaderName::CSeq, "Missing CSeq"),
     ] {
-        if msg.header(name).is_none() {
+        if present & bit(name) == 0 {
             return Err(bad(missing));
         }
     }
-    for h in &msg.headers {
-        if h.name.is_single_valued() && msg.headers_named(h.name).nth(1).is_some() {
+    for (i, h) in msg.headers.iter().enumerate() {
+        if h.name.is_single_valued() && repeated & bit(h.name) != 0 {
             return Err(bad("Header repeated that must appear once"));
         }
         let v = msg.bytes(h.value);
@@ -74,7 +86,9 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
                 }
             }
             HeaderName::From | HeaderName::To => {
-                NameAddr::parse(v).map_err(|_| bad("Malformed From/To"))?;
+                // Parsed once for the message: the tracking rules read
+                // these spans again (see `super::addrs`).
+                msg.addr(i).ok_or(bad("Malformed From/To"))?;
             }
             HeaderName::Contact if trim_lws(v) != b"*" => check_list(v, "Malformed Contact")?,
             HeaderName::Route | HeaderName::RecordRoute => check_list(v, "Malformed Route")?,
@@ -112,8 +126,10 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
         }
         let scheme = scheme_of(uri).ok_or(bad("Malformed Request-URI"))?;
         if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
-            let parsed = Uri::parse(uri).map_err(|_| bad("Malformed Request-URI"))?;
-            if parsed.headers.is_some() {
+            let parsed = msg
+                .request_uri_spans()
+                .ok_or(bad("Malformed Request-URI"))?;
+            if parsed.has_headers {
                 return Err(bad("Request-URI must not carry headers"));
             }
         } else if !scheme.eq_ignore_ascii_case(b"tel") {

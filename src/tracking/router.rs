@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use crate::calls::CallInfo;
 use crate::clock::Clock;
 use crate::config::{Config, Destination, StaticNumber};
-use crate::phone::{normalize_user, Normalized};
+use crate::phone::normalize_user_into;
 use crate::proxy::hooks::{destination_uri, NextHop, ProxyPhases, Refusal};
 use crate::proxy::{Millis, Peer};
 use crate::rewrite::{self, CallContext, RewriteSettings};
@@ -55,11 +55,15 @@ impl TrackingRouter {
     /// or visit (pool number held by a visit); unknown numbers, and pool
     /// numbers no visit holds, go on without a visit.
     pub fn lookup(&self, req: &Message) -> Option<Lookup> {
-        let dialed_raw = rewrite::dialed_raw(req).unwrap_or_default();
-        let dialed = match normalize_user(&dialed_raw, &self.settings.phone) {
-            Normalized::Number(d) => d,
-            Normalized::NotANumber(s) => s,
-        };
+        let dialed_raw = rewrite::dialed_user(req)
+            .map(rewrite::lossy)
+            .unwrap_or_default();
+        let mut dialed = String::new();
+        if !normalize_user_into(&dialed_raw, &self.settings.phone, &mut dialed) {
+            // No number (a login, a name): looked up as it came.
+            dialed.clear();
+            dialed.push_str(&dialed_raw);
+        }
         let caller = rewrite::caller(req, &self.settings.phone, self.settings.normalize_caller);
         let mut context = CallContext {
             dialed,
@@ -123,12 +127,12 @@ impl ProxyPhases for TrackingRouter {
         if req.method() != Some(Method::Invite) {
             // Only calls are tracked; other requests keep their user part.
             let user = req
-                .request_uri()
-                .and_then(|u| crate::sip::Uri::parse(u).ok())
-                .and_then(|u| u.user().map(<[u8]>::to_vec));
+                .request_uri_spans()
+                .and_then(|u| u.user)
+                .map(|s| req.bytes(s));
             return Ok(NextHop {
                 peer,
-                request_uri: Some(destination_uri(dest, user.as_deref())),
+                request_uri: Some(destination_uri(dest, user)),
                 call: None,
             });
         }
@@ -144,7 +148,7 @@ impl ProxyPhases for TrackingRouter {
             caller_raw: found.caller_raw,
             caller: ctx.caller,
             dialed: ctx.dialed,
-            destination: String::from_utf8_lossy(&uri).into_owned(),
+            destination: rewrite::lossy(&uri).into_owned(),
             visit_id: ctx.visit_id,
             marker: ctx.marker,
             source: ctx.source,

@@ -1,0 +1,244 @@
+//! The URI-bearing values of a message parsed once: the Request-URI, From,
+//! To, P-Asserted-Identity and Remote-Party-ID.
+//!
+//! Validation parses the Request-URI and every From/To value; the tracking
+//! rules then want the user parts of the Request-URI, From, To, PAI and
+//! RPID, and used to parse each of them again two or three times per
+//! INVITE. Here the spans are kept in fixed-size tables inside the
+//! [`Message`] (no allocation), filled on first use. The tables have room
+//! for the usual message; a value beyond them is parsed where it is asked
+//! for, with the same answer.
+
+use super::header::HeaderName;
+use super::message::{Message, Span};
+use super::nameaddr::NameAddr;
+use super::uri::Uri;
+
+/// A name-addr / addr-spec value's URI, in message coordinates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddrSpan {
+    /// The URI without its angle brackets.
+    pub uri: Span,
+    /// True when the URI was written in `<>`.
+    pub angle: bool,
+}
+
+/// The Request-URI decoded as a `sip:`/`sips:` URI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestUriSpans {
+    pub user: Option<Span>,
+    /// It carries `?headers` (forbidden in a Request-URI).
+    pub has_headers: bool,
+}
+
+/// From/To values a message can have cached. A valid message has one of
+/// each; more are refused by validation (and parsed on demand until then).
+const NAME_SLOTS: usize = 2;
+/// From, and up to two of P-Asserted-Identity / Remote-Party-ID. The To
+/// user part is asked for only when the Request-URI has none or the To URI
+/// is rewritten: parsing it for every INVITE would cost more than it saves.
+const USER_SLOTS: usize = 3;
+
+/// What validation parses anyway: the Request-URI and the From/To values.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Names {
+    /// None when there is no Request-URI or it is no valid SIP URI.
+    request_uri: Option<RequestUriSpans>,
+    /// (header index, the value as a name-addr; None when malformed).
+    slots: [(u32, Option<AddrSpan>); NAME_SLOTS],
+    len: u8,
+}
+
+/// The user parts of the From, PAI and RPID URIs (None: no name-addr,
+/// no SIP URI, or no user part). Only the tracking rules need them.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Users {
+    slots: [(u32, Option<Span>); USER_SLOTS],
+    len: u8,
+}
+
+fn is_name_header(n: HeaderName) -> bool {
+    matches!(n, HeaderName::From | HeaderName::To)
+}
+
+fn is_user_header(n: HeaderName) -> bool {
+    matches!(
+        n,
+        HeaderName::From | HeaderName::PAssertedIdentity | HeaderName::RemotePartyId
+    )
+}
+
+fn offset(base: Span, (a, b): (usize, usize)) -> Span {
+    let s = base.start as usize;
+    Span::new(s + a, s + b)
+}
+
+/// The whole header value as one name-addr (a list is not one).
+fn name_addr(msg: &Message, value: Span) -> Option<AddrSpan> {
+    let na = NameAddr::parse(msg.bytes(value)).ok()?;
+    Some(AddrSpan {
+        uri: offset(value, na.uri),
+        angle: na.angle,
+    })
+}
+
+pub(super) fn names(msg: &Message) -> Names {
+    let mut n = Names {
+        request_uri: msg.request_uri_span().and_then(|span| {
+            let u = Uri::parse(msg.bytes(span)).ok()?;
+            Some(RequestUriSpans {
+                user: u.user.map(|r| offset(span, r)),
+                has_headers: u.headers.is_some(),
+            })
+        }),
+        ..Names::default()
+    };
+    for (i, h) in msg.headers.iter().enumerate() {
+        if usize::from(n.len) == NAME_SLOTS {
+            break;
+        }
+        if is_name_header(h.name) {
+            n.slots[usize::from(n.len)] = (i as u32, name_addr(msg, h.value));
+            n.len += 1;
+        }
+    }
+    n
+}
+
+fn user_of(msg: &Message, header: usize) -> Option<Span> {
+    let a = msg.addr(header)?;
+    let u = Uri::parse(msg.bytes(a.uri)).ok()?;
+    u.user.map(|r| offset(a.uri, r))
+}
+
+pub(super) fn users(msg: &Message) -> Users {
+    let mut u = Users::default();
+    for (i, h) in msg.headers.iter().enumerate() {
+        if usize::from(u.len) == USER_SLOTS {
+            break;
+        }
+        if is_user_header(h.name) {
+            u.slots[usize::from(u.len)] = (i as u32, user_of(msg, i));
+            u.len += 1;
+        }
+    }
+    u
+}
+
+impl Names {
+    pub(super) fn request_uri(&self) -> Option<RequestUriSpans> {
+        self.request_uri
+    }
+}
+
+impl Message {
+    /// The Request-URI as a SIP URI (None: a response, another scheme, or
+    /// malformed).
+    pub fn request_uri_spans(&self) -> Option<RequestUriSpans> {
+        self.names().request_uri()
+    }
+
+    /// Header `header` (an index into `headers`) as one name-addr value.
+    pub fn addr(&self, header: usize) -> Option<AddrSpan> {
+        let n = self.names();
+        match n.slots[..usize::from(n.len)]
+            .iter()
+            .find(|(i, _)| *i as usize == header)
+        {
+            Some(&(_, a)) => a,
+            None => name_addr(self, self.headers.get(header)?.value),
+        }
+    }
+
+    /// The user part of header `header`'s SIP URI, for From, To,
+    /// P-Asserted-Identity, Remote-Party-ID and any other name-addr header.
+    pub fn addr_user(&self, header: usize) -> Option<Span> {
+        let u = self.users();
+        match u.slots[..usize::from(u.len)]
+            .iter()
+            .find(|(i, _)| *i as usize == header)
+        {
+            Some(&(_, s)) => s,
+            None => user_of(self, header),
+        }
+    }
+
+    /// The index of the first header of that name.
+    pub fn header_index(&self, name: HeaderName) -> Option<usize> {
+        self.headers.iter().position(|h| h.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn msg(text: &str) -> Message {
+        Message::parse(Bytes::from(text.to_string()), true).expect("parses")
+    }
+
+    /// The uncached answer: what every caller computed before the tables.
+    fn parsed_user(m: &Message, header: usize) -> Option<Span> {
+        let value = m.headers[header].value;
+        let na = NameAddr::parse(m.bytes(value)).ok()?;
+        let uri = Uri::parse(na.uri()).ok()?;
+        let (a, b) = uri.user?;
+        let s = value.start as usize + na.uri.0;
+        Some(Span::new(s + a, s + b))
+    }
+
+    fn parsed_addr(m: &Message, header: usize) -> Option<AddrSpan> {
+        let value = m.headers[header].value;
+        let na = NameAddr::parse(m.bytes(value)).ok()?;
+        let s = value.start as usize;
+        Some(AddrSpan {
+            uri: Span::new(s + na.uri.0, s + na.uri.1),
+            angle: na.angle,
+        })
+    }
+
+    #[test]
+    fn cached_spans_are_what_parsing_each_value_gives() {
+        for text in [
+            // A trunk INVITE: every table entry used.
+            "INVITE sip:74951234567@h;user=phone SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+             From: \"8-916\" <sip:8-916-123-45-67@u;user=phone>;tag=1\r\nTo: <sip:74951234567@h>\r\n\
+             Call-ID: c\r\nCSeq: 1 INVITE\r\nContact: <sip:89161234567@u>\r\n\
+             P-Asserted-Identity: <sip:89161234567@u;user=phone>\r\n\
+             Remote-Party-ID: \"x\" <sip:8916@u>;party=calling\r\nContent-Length: 0\r\n\r\n",
+            // More PAI/RPID than the table holds, a list, a tel: URI, addr-specs,
+            // compact forms, no user parts, and a broken To.
+            "INVITE sips:h SIP/2.0\r\nf: sip:u@h;tag=1\r\nt: <sip:h\r\n\
+             P-Asserted-Identity: <tel:+74951234567>\r\nP-Asserted-Identity: <sip:a@h>, <sip:b@h>\r\n\
+             Remote-Party-ID: <sip:1@h>\r\nRemote-Party-ID: <sip:2@h>\r\nP-Asserted-Identity: sip:3@h\r\n\r\n",
+            // Three From headers (refused by validation, still answered alike).
+            "INVITE tel:+7495 SIP/2.0\r\nFrom: <sip:1@h>\r\nFrom: x <sip:2@h>\r\nFrom: sip:3@h\r\nTo: sip:h\r\n\r\n",
+            // A Request-URI with headers, and a response.
+            "INVITE sip:u@h?Subject=x SIP/2.0\r\nFrom: <sip:%38916@h>\r\n\r\n",
+            "SIP/2.0 200 OK\r\nFrom: <sip:1@h>;tag=a\r\nTo: <sip:2@h>;tag=b\r\n\r\n",
+        ] {
+            let m = msg(text);
+            for i in 0..m.headers.len() + 1 {
+                let expected = (i < m.headers.len()).then(|| parsed_user(&m, i)).flatten();
+                assert_eq!(m.addr_user(i), expected, "user of header {i} in {text:?}");
+                let expected = (i < m.headers.len()).then(|| parsed_addr(&m, i)).flatten();
+                assert_eq!(m.addr(i), expected, "addr of header {i} in {text:?}");
+            }
+            let expected = m.request_uri().and_then(|u| {
+                let base = m.request_uri_span()?.start as usize;
+                let uri = Uri::parse(u).ok()?;
+                Some(RequestUriSpans {
+                    user: uri.user.map(|(a, b)| Span::new(base + a, base + b)),
+                    has_headers: uri.headers.is_some(),
+                })
+            });
+            assert_eq!(m.request_uri_spans(), expected, "{text:?}");
+        }
+        let m = msg("INVITE sip:u@h?Subject=x SIP/2.0\r\nFrom: <sip:%38916@h>\r\n\r\n");
+        assert_eq!(m.request_uri_spans().map(|r| r.has_headers), Some(true));
+        let from = m.addr_user(0).map(|s| m.bytes(s));
+        assert_eq!(from, Some(&b"%38916"[..]));
+    }
+}
