@@ -79,22 +79,62 @@ fn kind_str(k: LeadKind) -> &'static str {
     }
 }
 
-/// id, title, name, phone, email, visit, time, group: the columns both
-/// history queries select.
-fn history_row(r: &Row) -> rusqlite::Result<(i64, Identity, i64, Group)> {
+/// part, id, title, name, phone, email, visit, time, group: the columns
+/// of every part of the history query (`HISTORY_BY_*`); part 0 is a
+/// prior accepted lead (time: when it was made, group: its deal's), part
+/// 1 a deal.
+fn history_row(r: &Row) -> rusqlite::Result<(i64, i64, Identity, i64, Group)> {
     Ok((
         r.get(0)?,
+        r.get(1)?,
         Identity {
-            title: r.get(1)?,
-            name: r.get(2)?,
-            phone: r.get(3)?,
-            email: r.get(4)?,
-            visit: r.get(5)?,
+            title: r.get(2)?,
+            name: r.get(3)?,
+            phone: r.get(4)?,
+            email: r.get(5)?,
+            visit: r.get(6)?,
         },
-        r.get(6)?,
-        group_of(&r.get::<_, String>(7)?),
+        r.get(7)?,
+        group_of(&r.get::<_, String>(8)?),
     ))
 }
+
+/// The history `decide` needs for a lead in one statement (issue 15: it
+/// was four, each a statement cache look-up, bind, step and reset): the
+/// accepted leads through the lead's most selective index (`INDEXED BY`:
+/// without statistics SQLite may pick the e-mail index, and most calls
+/// have no e-mail), then the client's deals by phone and by e-mail and
+/// the same-lead deals, each through its own index and only the most
+/// recent (enough for every rule, whatever the window). A part whose key
+/// is empty (`?1 <> ''`, a constant SQLite tests once) reads nothing: an
+/// empty phone names no client. UNION ALL keeps the parts in this order.
+/// ?1 phone, ?2 e-mail, ?3 title, ?4 name, ?5 visit, ?6 leads since,
+/// ?7 deals since.
+macro_rules! history_sql {
+    ($index:literal) => {
+        concat!(
+            "SELECT 0, l.id, l.title, l.name, l.phone, l.email, l.visit_id, l.created_at, d.grp
+               FROM leads l INDEXED BY ",
+            $index,
+            " JOIN deals d ON d.id = l.deal_id
+              WHERE l.accepted = 1 AND l.phone = ?1 AND l.email = ?2 AND l.title = ?3
+                AND l.name = ?4 AND l.visit_id = ?5 AND l.created_at >= ?6
+             UNION ALL SELECT * FROM (
+               SELECT 1, id, title, name, phone, email, visit_id, created_at, grp FROM deals
+                WHERE ?1 <> '' AND phone = ?1 ORDER BY created_at DESC LIMIT 100)
+             UNION ALL SELECT * FROM (
+               SELECT 1, id, title, name, phone, email, visit_id, created_at, grp FROM deals
+                WHERE ?2 <> '' AND email = ?2 ORDER BY created_at DESC LIMIT 100)
+             UNION ALL SELECT * FROM (
+               SELECT 1, id, title, name, phone, email, visit_id, created_at, grp FROM deals
+                WHERE title = ?3 AND created_at >= ?7 AND name = ?4 AND visit_id = ?5
+                ORDER BY created_at DESC LIMIT 100)"
+        )
+    };
+}
+const HISTORY_BY_PHONE: &str = history_sql!("leads_phone");
+const HISTORY_BY_EMAIL: &str = history_sql!("leads_email");
+const HISTORY_BY_TIME: &str = history_sql!("leads_created");
 
 /// Remembers a call in progress until its record is written.
 fn note_open_call(conn: &Connection, run_id: &str, c: &CallStart) -> rusqlite::Result<()> {
@@ -257,71 +297,60 @@ fn history(
     deals_since: i64,
 ) -> rusqlite::Result<(Vec<PriorLead>, Vec<Deal>)> {
     let w = &lead.who;
-    // The most selective index for this lead: without statistics SQLite
-    // may pick the e-mail index, and most calls have no e-mail.
-    let index = if !w.phone.is_empty() {
-        "leads_phone"
+    let sql = if !w.phone.is_empty() {
+        HISTORY_BY_PHONE
     } else if !w.email.is_empty() {
-        "leads_email"
+        HISTORY_BY_EMAIL
     } else {
-        "leads_created"
+        HISTORY_BY_TIME
     };
-    let mut q = conn.prepare_cached(&format!(
-        "SELECT l.id, l.title, l.name, l.phone, l.email, l.visit_id, l.created_at, d.grp
-           FROM leads l INDEXED BY {index} JOIN deals d ON d.id = l.deal_id
-          WHERE l.accepted = 1 AND l.phone = ?1 AND l.email = ?2 AND l.title = ?3
-            AND l.name = ?4 AND l.visit_id = ?5 AND l.created_at >= ?6"
-    ))?;
-    let leads = q
-        .query_map(
-            params![w.phone, w.email, w.title, w.name, w.visit, leads_since],
-            history_row,
-        )?
-        .map(|r| {
-            r.map(|(id, who, at, group)| PriorLead {
+    let mut q = conn.prepare_cached(sql)?;
+    let mut rows = q.query(params![
+        w.phone,
+        w.email,
+        w.title,
+        w.name,
+        w.visit,
+        leads_since,
+        deals_since
+    ])?;
+    let mut leads = Vec::new();
+    let mut deals: Vec<Deal> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let (part, id, who, at, group) = history_row(r)?;
+        if part == 0 {
+            leads.push(PriorLead {
                 id,
                 who,
                 accepted_at: at,
                 deal_group: group,
-            })
-        })
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    // The client's deals (by phone, by email) and the same-lead deals,
-    // each through its own index; the most recent are enough for every
-    // rule, whatever the window.
-    const COLS: &str = "SELECT id, title, name, phone, email, visit_id, created_at, grp FROM deals";
-    let mut rows = Vec::new();
-    if !w.phone.is_empty() {
-        let mut q = conn.prepare_cached(&format!(
-            "{COLS} WHERE phone = ?1 ORDER BY created_at DESC LIMIT 100"
-        ))?;
-        rows.extend(q.query_map(params![w.phone], history_row)?);
-    }
-    if !w.email.is_empty() {
-        let mut q = conn.prepare_cached(&format!(
-            "{COLS} WHERE email = ?1 ORDER BY created_at DESC LIMIT 100"
-        ))?;
-        rows.extend(q.query_map(params![w.email], history_row)?);
-    }
-    let mut q = conn.prepare_cached(&format!(
-        "{COLS} WHERE title = ?1 AND created_at >= ?2 AND name = ?3 AND visit_id = ?4
-          ORDER BY created_at DESC LIMIT 100"
-    ))?;
-    rows.extend(q.query_map(params![w.title, deals_since, w.name, w.visit], history_row)?);
-    let mut deals: Vec<Deal> = Vec::with_capacity(rows.len());
-    for r in rows {
-        let (id, who, created_at, group) = r?;
-        if deals.iter().any(|d| d.id == id) {
-            continue;
+            });
+        } else if !deals.iter().any(|d| d.id == id) {
+            // A deal can be the client's and the same lead's: once.
+            deals.push(Deal {
+                id,
+                who,
+                created_at: at,
+                group,
+            });
         }
-        deals.push(Deal {
-            id,
-            who,
-            created_at,
-            group,
-        });
     }
     Ok((leads, deals))
+}
+
+/// JSON text of `v`, or `empty` without serde when there is nothing in
+/// it (most calls have no visit data and no DTMF: a String less each).
+fn json_or<T: serde::Serialize>(
+    v: &T,
+    is_empty: bool,
+    empty: &'static str,
+) -> std::borrow::Cow<'static, str> {
+    if is_empty {
+        return empty.into();
+    }
+    serde_json::to_string(v)
+        .map(Into::into)
+        .unwrap_or(empty.into())
 }
 
 /// A finished call, with the lead it made.
@@ -343,7 +372,7 @@ fn insert_call(conn: &Connection, r: &CallRecord, lead_id: i64) -> rusqlite::Res
         i.visit_id,
         i.marker,
         i.source,
-        serde_json::to_string(&i.visit).unwrap_or_else(|_| "{}".into()),
+        json_or(&i.visit, i.visit.is_empty(), "{}"),
         r.invite_at as i64,
         r.answer_at.map(|a| a as i64),
         r.end_at as i64,
@@ -353,7 +382,7 @@ fn insert_call(conn: &Connection, r: &CallRecord, lead_id: i64) -> rusqlite::Res
         lead_id,
         r.recording.state(),
         r.recording.reason().unwrap_or(""),
-        serde_json::to_string(&r.dtmf).unwrap_or_else(|_| "[]".into()),
+        json_or(&r.dtmf, r.dtmf.is_empty(), "[]"),
     ])?;
     Ok(())
 }
