@@ -306,7 +306,7 @@ mod tests {
                 call_id: id.into(),
                 caller_tag: "a".into(),
                 callee_tag: "b".into(),
-                caller: side.clone(),
+                caller: side,
                 callee: side,
             },
         })

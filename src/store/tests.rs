@@ -1279,8 +1279,8 @@ async fn a_call_started_and_recorded_in_one_batch_leaves_no_open_call() {
                     call_id: id.into(),
                     caller_tag: "ct".into(),
                     callee_tag: "et".into(),
-                    caller: side.clone(),
-                    callee: side.clone(),
+                    caller: side,
+                    callee: side,
                 },
             })
         };
