@@ -202,21 +202,20 @@ fn kind_str(k: LeadKind) -> &'static str {
     }
 }
 
-/// id, title, name, phone, email, visit, time, group: the columns of
-/// every part of the history query, after its part number (0: a prior
-/// accepted lead, with its deal's group; 1: a deal).
+/// id, title, name, phone, email, visit, time, group: the columns both
+/// history queries select.
 fn history_row(r: &postgres::Row) -> (i64, Identity, i64, Group) {
     (
-        r.get(1),
+        r.get(0),
         Identity {
-            title: r.get(2),
-            name: r.get(3),
-            phone: r.get(4),
-            email: r.get(5),
-            visit: r.get(6),
+            title: r.get(1),
+            name: r.get(2),
+            phone: r.get(3),
+            email: r.get(4),
+            visit: r.get(5),
         },
-        r.get(7),
-        group_of(r.get(8)),
+        r.get(6),
+        group_of(r.get(7)),
     )
 }
 
@@ -285,59 +284,66 @@ impl Ledger for PgLedger<'_, '_> {
         deals_since: i64,
     ) -> Result<(Vec<PriorLead>, Vec<Deal>), postgres::Error> {
         let w = &lead.who;
-        // One round trip (issue 15: it was up to four): the accepted
-        // leads, then the client's deals by phone and by e-mail and the
-        // same-lead deals, each through its own index and only the most
-        // recent (enough for every rule, whatever the window). A part
-        // whose key is empty reads nothing (a one-time filter): an empty
-        // phone names no client. The order of the rows does not matter:
-        // `decide` takes the latest by (time, id).
-        let rows = self.query(
-            "SELECT 0, l.id, l.title, l.name, l.phone, l.email, l.visit_id, l.created_at, d.grp
-               FROM leads l JOIN deals d ON d.id = l.deal_id
-              WHERE l.accepted AND l.phone = $1 AND l.email = $2 AND l.title = $3
-                AND l.name = $4 AND l.visit_id = $5 AND l.created_at >= $6
-             UNION ALL (
-               SELECT 1, id, title, name, phone, email, visit_id, created_at, grp FROM deals
-                WHERE $1 <> '' AND phone = $1 ORDER BY created_at DESC LIMIT 100)
-             UNION ALL (
-               SELECT 1, id, title, name, phone, email, visit_id, created_at, grp FROM deals
-                WHERE $2 <> '' AND email = $2 ORDER BY created_at DESC LIMIT 100)
-             UNION ALL (
-               SELECT 1, id, title, name, phone, email, visit_id, created_at, grp FROM deals
-                WHERE title = $3 AND created_at >= $7 AND name = $4 AND visit_id = $5
-                ORDER BY created_at DESC LIMIT 100)",
-            &[
-                &w.phone,
-                &w.email,
-                &w.title,
-                &w.name,
-                &w.visit,
-                &leads_since,
-                &deals_since,
-            ],
-        )?;
-        let mut leads = Vec::new();
-        let mut deals: Vec<Deal> = Vec::new();
+        let leads = self
+            .query(
+                "SELECT l.id, l.title, l.name, l.phone, l.email, l.visit_id, l.created_at, d.grp
+                   FROM leads l JOIN deals d ON d.id = l.deal_id
+                  WHERE l.accepted AND l.phone = $1 AND l.email = $2 AND l.title = $3
+                    AND l.name = $4 AND l.visit_id = $5 AND l.created_at >= $6",
+                &[
+                    &w.phone,
+                    &w.email,
+                    &w.title,
+                    &w.name,
+                    &w.visit,
+                    &leads_since,
+                ],
+            )?
+            .iter()
+            .map(history_row)
+            .map(|(id, who, at, group)| PriorLead {
+                id,
+                who,
+                accepted_at: at,
+                deal_group: group,
+            })
+            .collect();
+        // The client's deals (by phone, by e-mail) and the same-lead
+        // deals, each through its own index; the most recent are enough
+        // for every rule, whatever the window.
+        let mut rows = Vec::new();
+        if !w.phone.is_empty() {
+            rows.extend(self.query(
+                "SELECT id, title, name, phone, email, visit_id, created_at, grp FROM deals
+                  WHERE phone = $1 ORDER BY created_at DESC LIMIT 100",
+                &[&w.phone],
+            )?);
+        }
+        if !w.email.is_empty() {
+            rows.extend(self.query(
+                "SELECT id, title, name, phone, email, visit_id, created_at, grp FROM deals
+                  WHERE email = $1 ORDER BY created_at DESC LIMIT 100",
+                &[&w.email],
+            )?);
+        }
+        rows.extend(self.query(
+            "SELECT id, title, name, phone, email, visit_id, created_at, grp FROM deals
+              WHERE title = $1 AND created_at >= $2 AND name = $3 AND visit_id = $4
+              ORDER BY created_at DESC LIMIT 100",
+            &[&w.title, &deals_since, &w.name, &w.visit],
+        )?);
+        let mut deals: Vec<Deal> = Vec::with_capacity(rows.len());
         for r in &rows {
-            let part: i32 = r.get(0);
-            let (id, who, at, group) = history_row(r);
-            if part == 0 {
-                leads.push(PriorLead {
-                    id,
-                    who,
-                    accepted_at: at,
-                    deal_group: group,
-                });
-            } else if !deals.iter().any(|d| d.id == id) {
-                // A deal can be the client's and the same lead's: once.
-                deals.push(Deal {
-                    id,
-                    who,
-                    created_at: at,
-                    group,
-                });
+            let (id, who, created_at, group) = history_row(r);
+            if deals.iter().any(|d| d.id == id) {
+                continue;
             }
+            deals.push(Deal {
+                id,
+                who,
+                created_at,
+                group,
+            });
         }
         Ok((leads, deals))
     }
