@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use siptrack::calls::{CallInfo, CallRecord, CallStatus};
 use siptrack::crm::outbox::Plan;
 use siptrack::leads::dedup::{Group, Identity, LeadKind, Settings};
@@ -259,5 +259,110 @@ fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, db: &str, store: &Store)
     );
 }
 
+/// `LEADS_COUNT=N cargo bench --bench leads` records N calls the way the
+/// SIPp harness makes them, without criterion, for `perf stat` or
+/// `valgrind --tool=callgrind`: instructions per call do not depend on
+/// how loaded the machine is (issue 15). Every call is from one caller (a
+/// repeat lead, the dedup history hits) and lasts longer than a batch:
+/// each batch holds the starts and answers of 25 calls and the ends of
+/// the 25 before, as the pipeline's 5 ms linger makes them at 5,000
+/// calls/s. A fresh SQLite file (`LEADS_COUNT_DB=postgres`: a throwaway
+/// PostgreSQL cluster) with 1,000 such calls recorded before counting.
+fn count_mode(n: u64) {
+    use siptrack::calls::AnsweredCall;
+    use siptrack::crm::outbox::CallStart;
+    use siptrack::proxy::handoff::{DialogHandoff, HandoffSide, HandoffTransport};
+    const PER_BATCH: u64 = 25;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = match std::env::var("LEADS_COUNT_DB").as_deref() {
+        Ok("postgres") => pg::database(),
+        _ => format!("sqlite:{}", dir.path().join("count.db").display()),
+    };
+    let store = rt
+        .block_on(Store::open(&url))
+        .expect("open the count store");
+    let settings = Settings::default();
+    let plan = Plan::default();
+    let status = NewDealStatus {
+        status: "new".into(),
+        group: Group::NotCounted,
+    };
+    let record = |i: u64| {
+        let mut r = call(i, 1);
+        // One caller for every call, as SIPp's.
+        r.info.caller = "79161234567".into();
+        r.info.caller_raw = r.info.caller.clone();
+        r.info.visit_id = None;
+        r
+    };
+    let side = |port: u16| HandoffSide {
+        transport: HandoffTransport::Udp,
+        source: ([127, 0, 0, 1], port).into(),
+        contact: Some(([127, 0, 0, 1], port).into()),
+    };
+    let batch = |b: u64| -> Vec<Job> {
+        let mut jobs = Vec::with_capacity(3 * PER_BATCH as usize);
+        for i in b * PER_BATCH..(b + 1) * PER_BATCH {
+            let r = record(i);
+            jobs.push(Job::Start(
+                CallStart {
+                    call_id: r.call_id.clone(),
+                    info: r.info.clone(),
+                    invite_at: r.invite_at,
+                },
+                false,
+            ));
+            jobs.push(Job::Answered(AnsweredCall {
+                call_id: r.call_id.clone(),
+                answer_at: r.invite_at + 500,
+                dialog: DialogHandoff {
+                    call_id: r.call_id.clone(),
+                    caller_tag: format!("a{i}"),
+                    callee_tag: format!("b{i}"),
+                    caller: side(5061),
+                    callee: side(5070),
+                },
+            }));
+        }
+        for i in b.saturating_sub(1) * PER_BATCH..b * PER_BATCH {
+            let r = record(i);
+            jobs.push(Job::Lead(call_lead(&r), Some(r)));
+        }
+        jobs
+    };
+    let warm = 1_000 / PER_BATCH;
+    let batches = warm + n.div_ceil(PER_BATCH);
+    let mut counted = None;
+    for b in 0..=batches {
+        if b == warm {
+            counted = Some(Instant::now());
+        }
+        let jobs = std::sync::Arc::new(batch(b));
+        rt.block_on(store.record_calls(jobs, &settings, &status, &plan))
+            .expect("recorded");
+    }
+    let took = counted.map(|t| t.elapsed()).unwrap_or_default();
+    eprintln!(
+        "leads count mode: {} calls in {:.3} s after {} warm-up calls",
+        n,
+        took.as_secs_f64(),
+        warm * PER_BATCH
+    );
+}
+
 criterion_group!(leads, bench);
-criterion_main!(leads);
+
+fn main() {
+    if let Ok(n) = std::env::var("LEADS_COUNT") {
+        let n = n.parse().expect("LEADS_COUNT is a number");
+        count_mode(n);
+        return;
+    }
+    leads();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -80,10 +80,12 @@ pub(crate) fn record_batch<L: Ledger>(
     cx: &Context,
 ) -> Result<Vec<Recorded>, L::Error> {
     let mut out = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    let ended = ended_later(jobs);
+    for (job, ended) in jobs.iter().zip(ended) {
         match job {
             Job::Lead(lead, call) => out.push(decide_and_record(l, lead, call.as_ref(), cx)?),
             Job::Abandoned(call_id) => l.forget_call(call_id)?,
+            Job::Answered(_) | Job::Start(..) if ended => {}
             Job::Answered(a) => l.answer_call(
                 &a.call_id,
                 a.answer_at as i64,
@@ -96,14 +98,47 @@ pub(crate) fn record_batch<L: Ledger>(
                     cx.run_id
                 };
                 l.open_call(run, c)?;
-                let items: Vec<Item> = call_start_item(cx.plan, cx.install_id, c)
-                    .into_iter()
-                    .collect();
-                l.queue(&items, cx.now_ms)?;
+            }
+        }
+        // The call-start webhook goes whether or not the open row was
+        // written.
+        if let Job::Start(c, _) = job {
+            if let Some(item) = call_start_item(cx.plan, cx.install_id, c) {
+                l.queue(std::slice::from_ref(&item), cx.now_ms)?;
             }
         }
     }
     Ok(out)
+}
+
+/// For each job, whether it is a call's start or answer whose end (its
+/// record, or its abandonment) comes later in the same batch. Such a
+/// start's open row need not be written, nor its answer: the end deletes
+/// the row in the same transaction, so no reader, on this node or another
+/// (PostgreSQL), can see it, and a crash loses the batch whole. A row an
+/// earlier batch wrote (a replay after a lost COMMIT answer) is deleted
+/// by the end all the same; where the end finds the call recorded
+/// already, an open row could not have been written (`open_call` skips
+/// recorded calls). Issue 15: two statements and a row written and
+/// deleted less per short call (a refused or unanswered INVITE ends
+/// within the batch of its start).
+fn ended_later(jobs: &[Job]) -> Vec<bool> {
+    let mut ends: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut out = vec![false; jobs.len()];
+    for (i, job) in jobs.iter().enumerate().rev() {
+        match job {
+            Job::Lead(_, Some(r)) => {
+                ends.insert(&r.call_id);
+            }
+            Job::Abandoned(id) => {
+                ends.insert(id);
+            }
+            Job::Start(c, _) => out[i] = ends.contains(c.call_id.as_str()),
+            Job::Answered(a) => out[i] = ends.contains(a.call_id.as_str()),
+            Job::Lead(_, None) => {}
+        }
+    }
+    out
 }
 
 /// What the CRM sees of a lead: for calls, the visit of the call (its
@@ -238,4 +273,246 @@ fn decide_and_record<L: Ledger>(
         outcome,
         decision,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::{AnsweredCall, CallInfo};
+    use crate::leads::dedup::{Action, Group};
+    use crate::proxy::handoff::{DialogHandoff, HandoffSide, HandoffTransport};
+
+    fn start(id: &str) -> Job {
+        Job::Start(
+            CallStart {
+                call_id: id.into(),
+                info: CallInfo::default(),
+                invite_at: 1,
+            },
+            false,
+        )
+    }
+
+    fn answered(id: &str) -> Job {
+        let side = HandoffSide {
+            transport: HandoffTransport::Udp,
+            source: ([127, 0, 0, 1], 5060).into(),
+            contact: None,
+        };
+        Job::Answered(AnsweredCall {
+            call_id: id.into(),
+            answer_at: 2,
+            dialog: DialogHandoff {
+                call_id: id.into(),
+                caller_tag: "a".into(),
+                callee_tag: "b".into(),
+                caller: side,
+                callee: side,
+            },
+        })
+    }
+
+    fn ended(id: &str) -> Job {
+        let r = CallRecord {
+            call_id: id.into(),
+            info: CallInfo::default(),
+            invite_at: 1,
+            answer_at: Some(2),
+            end_at: 3,
+            duration: 0,
+            status: crate::calls::CallStatus::Answered,
+            hangup: None,
+            recording: Default::default(),
+            dtmf: Vec::new(),
+        };
+        Job::Lead(crate::leads::pipeline::call_lead(&r), Some(r))
+    }
+
+    fn form() -> Job {
+        Job::Lead(NewLead::default(), None)
+    }
+
+    #[test]
+    fn starts_and_answers_of_calls_ending_later_in_the_batch() {
+        let abandoned = |id: &str| Job::Abandoned(id.into());
+        let cases: Vec<(&str, Vec<Job>, Vec<bool>)> = vec![
+            ("empty", vec![], vec![]),
+            (
+                "start, answer, end",
+                vec![start("a"), answered("a"), ended("a")],
+                vec![true, true, false],
+            ),
+            (
+                "the end in a later batch",
+                vec![start("a"), answered("a")],
+                vec![false, false],
+            ),
+            (
+                "another call's end",
+                vec![start("a"), answered("a"), ended("b")],
+                vec![false, false, false],
+            ),
+            (
+                "an end before the start (a replay) does not count",
+                vec![ended("a"), start("a"), answered("a")],
+                vec![false, false, false],
+            ),
+            (
+                "abandoned",
+                vec![start("a"), abandoned("a"), start("b")],
+                vec![true, false, false],
+            ),
+            (
+                "a form lead ends no call",
+                vec![start("a"), form()],
+                vec![false, false],
+            ),
+            (
+                "interleaved",
+                vec![
+                    start("a"),
+                    start("b"),
+                    answered("a"),
+                    ended("a"),
+                    answered("b"),
+                ],
+                vec![true, false, true, false, false],
+            ),
+        ];
+        for (name, jobs, want) in cases {
+            assert_eq!(ended_later(&jobs), want, "{name}");
+        }
+    }
+
+    /// Logs what a batch asks of its store.
+    #[derive(Default)]
+    struct Log(Vec<String>);
+
+    impl DealBook for Log {
+        type Error = std::convert::Infallible;
+        fn insert_deal(
+            &mut self,
+            _: &NewLead,
+            _: &NewDealStatus,
+            _: i64,
+        ) -> Result<i64, Self::Error> {
+            self.0.push("insert_deal".into());
+            Ok(1)
+        }
+        fn add_note(
+            &mut self,
+            _: i64,
+            _: Action,
+            _: i64,
+            _: &str,
+            _: Option<&str>,
+        ) -> Result<(), Self::Error> {
+            self.0.push("add_note".into());
+            Ok(())
+        }
+    }
+
+    impl Ledger for Log {
+        fn recorded_call(&mut self, id: &str) -> Result<Option<KnownCall>, Self::Error> {
+            self.0.push(format!("recorded_call {id}"));
+            Ok(None)
+        }
+        fn history(
+            &mut self,
+            _: &Lead,
+            _: i64,
+            _: i64,
+        ) -> Result<(Vec<PriorLead>, Vec<Deal>), Self::Error> {
+            self.0.push("history".into());
+            Ok((Vec::new(), Vec::new()))
+        }
+        fn insert_lead(
+            &mut self,
+            _: &NewLead,
+            _: LeadKind,
+            _: bool,
+            _: Option<i64>,
+            _: &str,
+        ) -> Result<i64, Self::Error> {
+            self.0.push("insert_lead".into());
+            Ok(1)
+        }
+        fn set_lead_deal(&mut self, _: i64, _: i64, _: &str) -> Result<(), Self::Error> {
+            self.0.push("set_lead_deal".into());
+            Ok(())
+        }
+        fn insert_call(&mut self, r: &CallRecord, _: i64) -> Result<(), Self::Error> {
+            // As every store: the record, then the open row goes.
+            self.0.push(format!("insert_call {}", r.call_id));
+            self.forget_call(&r.call_id)
+        }
+        fn open_call(&mut self, _: &str, c: &CallStart) -> Result<(), Self::Error> {
+            self.0.push(format!("open_call {}", c.call_id));
+            Ok(())
+        }
+        fn forget_call(&mut self, id: &str) -> Result<(), Self::Error> {
+            self.0.push(format!("forget_call {id}"));
+            Ok(())
+        }
+        fn answer_call(&mut self, id: &str, _: i64, _: &str) -> Result<(), Self::Error> {
+            self.0.push(format!("answer_call {id}"));
+            Ok(())
+        }
+        fn queue(&mut self, items: &[Item], _: i64) -> Result<(), Self::Error> {
+            for i in items {
+                self.0.push(format!("queue {}", i.key));
+            }
+            Ok(())
+        }
+    }
+
+    /// Issue 15: a call that starts and ends within one batch costs no
+    /// open row (written, then deleted in the same transaction); its
+    /// record still clears a row an earlier batch wrote, and its
+    /// call-start webhook is still queued.
+    #[test]
+    fn a_call_ending_in_the_batch_of_its_start_writes_no_open_row() {
+        let plan = Plan {
+            call_start: true,
+            ..Plan::default()
+        };
+        let cx = Context {
+            settings: &Settings::default(),
+            status: &NewDealStatus {
+                status: "new".into(),
+                group: Group::NotCounted,
+            },
+            plan: &plan,
+            install_id: "i",
+            run_id: "r",
+            earlier_run_id: "e",
+            now_ms: 0,
+        };
+        let mut log = Log::default();
+        let jobs = [
+            start("a"),
+            start("b"),
+            answered("a"),
+            answered("b"),
+            ended("a"),
+        ];
+        let out = record_batch(&mut log, &jobs, &cx).expect("recorded");
+        assert_eq!(out.len(), 1);
+        let asked: Vec<&str> = log.0.iter().map(String::as_str).collect();
+        assert_eq!(
+            asked,
+            [
+                "queue i-call-a-start",
+                "open_call b",
+                "queue i-call-b-start",
+                "answer_call b",
+                "recorded_call a",
+                "insert_lead",
+                "insert_deal",
+                "set_lead_deal",
+                "insert_call a",
+                "forget_call a",
+            ]
+        );
+    }
 }

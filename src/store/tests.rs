@@ -1244,3 +1244,100 @@ async fn an_answered_calls_dialog_is_shared_until_its_record_is_written() {
     .expect("memory");
     assert!(m.open_dialog("m1@host").await.expect("memory").is_none());
 }
+
+/// Issue 15: a call whose start, answer and record share one batch writes
+/// no open row (`record::ended_later`). The outcome is the same on every
+/// store: the call is recorded once and not open; a row an earlier batch
+/// wrote for it (a replay) is gone too; another call of the batch,
+/// started and answered only, is open with its dialog for another node.
+#[tokio::test]
+async fn a_call_started_and_recorded_in_one_batch_leaves_no_open_call() {
+    use crate::calls::AnsweredCall;
+    use crate::proxy::handoff::{DialogHandoff, HandoffSide, HandoffTransport};
+    for (name, a, b, _dir) in shared_stores().await {
+        let plan = Plan::default();
+        let side = HandoffSide {
+            transport: HandoffTransport::Udp,
+            source: ([127, 0, 0, 1], 5070).into(),
+            contact: None,
+        };
+        let start = |id: &str, c: &CallRecord| {
+            Job::Start(
+                CallStart {
+                    call_id: id.into(),
+                    info: c.info.clone(),
+                    invite_at: NOW_MS,
+                },
+                false,
+            )
+        };
+        let answered = |id: &str| {
+            Job::Answered(AnsweredCall {
+                call_id: id.into(),
+                answer_at: NOW_MS + 1_000,
+                dialog: DialogHandoff {
+                    call_id: id.into(),
+                    caller_tag: "ct".into(),
+                    callee_tag: "et".into(),
+                    caller: side,
+                    callee: side,
+                },
+            })
+        };
+        let one = call("one@batch", "79160000011", NOW_MS);
+        let replayed = call("replayed@batch", "79160000012", NOW_MS);
+        let open = call("open@batch", "79160000013", NOW_MS);
+        let record = |jobs: Vec<Job>| {
+            let (a, plan) = (a.clone(), plan.clone());
+            async move {
+                a.record_calls(Arc::new(jobs), &Settings::default(), &status(), &plan)
+                    .await
+                    .expect(name)
+            }
+        };
+        // An earlier batch wrote this one's start and answer.
+        record(vec![
+            start("replayed@batch", &replayed),
+            answered("replayed@batch"),
+        ])
+        .await;
+        assert!(b.open_dialog("replayed@batch").await.expect(name).is_some());
+        let done = record(vec![
+            start("one@batch", &one),
+            start("replayed@batch", &replayed),
+            start("open@batch", &open),
+            answered("one@batch"),
+            answered("replayed@batch"),
+            answered("open@batch"),
+            Job::Lead(crate::leads::pipeline::call_lead(&one), Some(one.clone())),
+            Job::Lead(
+                crate::leads::pipeline::call_lead(&replayed),
+                Some(replayed.clone()),
+            ),
+        ])
+        .await;
+        assert_eq!(done.len(), 2, "{name}");
+        for id in ["one@batch", "replayed@batch"] {
+            assert_eq!(b.open_dialog(id).await.expect(name), None, "{name} {id}");
+        }
+        let got = b
+            .open_dialog("open@batch")
+            .await
+            .expect(name)
+            .expect("the call still open is there for another node");
+        assert_eq!(got.answer_unix, NOW_MS + 1_000, "{name}");
+        // Recorded once each: a retry of the batch changes nothing.
+        let again = record(vec![
+            start("one@batch", &one),
+            answered("one@batch"),
+            Job::Lead(crate::leads::pipeline::call_lead(&one), Some(one.clone())),
+        ])
+        .await;
+        assert_eq!(again[0].lead_id, done[0].lead_id, "{name}");
+        assert_eq!(
+            b.open_dialog("one@batch").await.expect(name),
+            None,
+            "{name}"
+        );
+    }
+}

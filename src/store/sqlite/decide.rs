@@ -9,7 +9,7 @@
 
 use std::sync::mpsc;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, PrepFlags, Row, Statement, Transaction};
 use tokio::sync::oneshot;
 
 use crate::calls::CallRecord;
@@ -42,15 +42,16 @@ pub(super) fn start(
     std::thread::Builder::new()
         .name("siptrack-decide".into())
         .spawn(move || {
-            let mut d = Decider {
-                conn,
+            let d = Decider {
                 install_id,
                 run_id,
                 earlier_run_id,
                 clock,
             };
+            // The statements live as long as the thread's connection.
+            let mut st = Statements::new(&conn);
             while let Ok(b) = rx.recv() {
-                let result = d.batch(&b.jobs, &b.settings, &b.status, &b.plan);
+                let result = d.batch(&mut st, &b.jobs, &b.settings, &b.status, &b.plan);
                 // The caller may have gone (shutdown); the work is done.
                 let _ = b.reply.send(result);
             }
@@ -60,12 +61,118 @@ pub(super) fn start(
 }
 
 struct Decider {
-    conn: Connection,
     install_id: String,
     /// This process's run: its open calls are not interrupted ones.
     run_id: String,
     earlier_run_id: String,
     clock: Clock,
+}
+
+/// The decision thread's statements, each prepared on first use and kept
+/// for the thread's life (issue 15). `prepare_cached` hashed each
+/// statement's text (hundreds of bytes) twice per use, to find it and to
+/// put it back, about a tenth of a call's decision; here a statement is
+/// an index. SQLite re-prepares a kept statement itself should the schema
+/// change. rusqlite resets a statement after `execute` and when its rows
+/// are dropped, so none holds a read transaction between uses.
+///
+/// As rusqlite's cache does, statements are prepared PERSISTENT and a
+/// statement's bindings are cleared once it is done: otherwise the kept
+/// statements and their bound copies fill the connection's lookaside
+/// memory, and SQLite's every other small allocation goes to malloc
+/// under a mutex (callgrind: more instructions per call than with the
+/// cache).
+struct Statements<'c> {
+    conn: &'c Connection,
+    prepared: [Option<Statement<'c>>; SQL.len()],
+    /// The statement handed out last, whose bindings are cleared when
+    /// the next is asked for (it is done by then: `get` borrows `self`).
+    last: Option<usize>,
+}
+
+/// The statements of `Statements`, by their index in `SQL`.
+#[derive(Clone, Copy)]
+enum Sql {
+    OpenCall,
+    AnswerCall,
+    ForgetCall,
+    RecordedCall,
+    HistoryByPhone,
+    HistoryByEmail,
+    HistoryByTime,
+    InsertLead,
+    SetLeadDeal,
+    InsertCall,
+    InsertDeal,
+    AddComment,
+    AddTask,
+    Queue,
+}
+
+const SQL: [&str; 14] = [
+    // OpenCall
+    "INSERT OR IGNORE INTO open_calls (call_id, run_id, invite_at, info)
+     SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM calls WHERE call_id = ?1)",
+    // AnswerCall
+    "UPDATE open_calls SET answer_at = ?2, dialog = ?3 WHERE call_id = ?1",
+    // ForgetCall
+    "DELETE FROM open_calls WHERE call_id = ?1",
+    // RecordedCall
+    "SELECT l.id, l.deal_id, l.outcome FROM calls c JOIN leads l ON l.id = c.lead_id
+      WHERE c.call_id = ?1",
+    HISTORY_BY_PHONE,
+    HISTORY_BY_EMAIL,
+    HISTORY_BY_TIME,
+    // InsertLead
+    "INSERT INTO leads (created_at, kind, title, name, phone, email, visit_id, form, dialed,
+                        text, fields, call_id, accepted, deal_id, outcome)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    // SetLeadDeal
+    "UPDATE leads SET deal_id = ?1, outcome = ?2 WHERE id = ?3",
+    // InsertCall
+    "INSERT INTO calls (call_id, caller_raw, caller, callee, destination, visit_id, marker,
+                        source, visit, invite_at, answer_at, end_at, duration, status,
+                        hangup, lead_id, recording, recording_reason, dtmf)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+             ?17, ?18, ?19)",
+    // InsertDeal
+    "INSERT INTO deals (created_at, title, name, phone, email, visit_id, status, grp, lead_id)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    // AddComment
+    "INSERT INTO comments (deal_id, created_at, text, call_id) VALUES (?1, ?2, ?3, ?4)",
+    // AddTask
+    "INSERT INTO tasks (deal_id, created_at, text, call_id) VALUES (?1, ?2, ?3, ?4)",
+    // Queue. OR IGNORE: a call recorded again after a lost COMMIT answer
+    // must not queue its webhook twice.
+    "INSERT OR IGNORE INTO outbox (created_at, target, idempotency_key, order_key, event,
+                                   lead_id, deal_ref, body, next_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?1)",
+];
+
+impl<'c> Statements<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Statements {
+            conn,
+            prepared: std::array::from_fn(|_| None),
+            last: None,
+        }
+    }
+
+    fn get(&mut self, sql: Sql) -> rusqlite::Result<&mut Statement<'c>> {
+        let conn = self.conn;
+        let i = sql as usize;
+        if let Some(last) = self.last.replace(i) {
+            if let Some(s) = &mut self.prepared[last] {
+                s.clear_bindings();
+            }
+        }
+        let slot = &mut self.prepared[i];
+        if slot.is_none() {
+            *slot = Some(conn.prepare_with_flags(SQL[i], PrepFlags::SQLITE_PREPARE_PERSISTENT)?);
+        }
+        // Set just above; an error rather than a panic all the same.
+        slot.as_mut().ok_or(rusqlite::Error::InvalidQuery)
+    }
 }
 
 fn group_of(s: &str) -> Group {
@@ -79,30 +186,66 @@ fn kind_str(k: LeadKind) -> &'static str {
     }
 }
 
-/// id, title, name, phone, email, visit, time, group: the columns both
-/// history queries select.
-fn history_row(r: &Row) -> rusqlite::Result<(i64, Identity, i64, Group)> {
+/// part, id, title, name, phone, email, visit, time, group: the columns
+/// of every part of the history query (`HISTORY_BY_*`); part 0 is a
+/// prior accepted lead (time: when it was made, group: its deal's), part
+/// 1 a deal.
+fn history_row(r: &Row) -> rusqlite::Result<(i64, i64, Identity, i64, Group)> {
     Ok((
         r.get(0)?,
+        r.get(1)?,
         Identity {
-            title: r.get(1)?,
-            name: r.get(2)?,
-            phone: r.get(3)?,
-            email: r.get(4)?,
-            visit: r.get(5)?,
+            title: r.get(2)?,
+            name: r.get(3)?,
+            phone: r.get(4)?,
+            email: r.get(5)?,
+            visit: r.get(6)?,
         },
-        r.get(6)?,
-        group_of(&r.get::<_, String>(7)?),
+        r.get(7)?,
+        group_of(&r.get::<_, String>(8)?),
     ))
 }
 
+/// The history `decide` needs for a lead in one statement (issue 15: it
+/// was four, each a statement cache look-up, bind, step and reset): the
+/// accepted leads through the lead's most selective index (`INDEXED BY`:
+/// without statistics SQLite may pick the e-mail index, and most calls
+/// have no e-mail), then the client's deals by phone and by e-mail and
+/// the same-lead deals, each through its own index and only the most
+/// recent (enough for every rule, whatever the window). A part whose key
+/// is empty (`?1 <> ''`, a constant SQLite tests once) reads nothing: an
+/// empty phone names no client. UNION ALL keeps the parts in this order.
+/// ?1 phone, ?2 e-mail, ?3 title, ?4 name, ?5 visit, ?6 leads since,
+/// ?7 deals since.
+macro_rules! history_sql {
+    ($index:literal) => {
+        concat!(
+            "SELECT 0, l.id, l.title, l.name, l.phone, l.email, l.visit_id, l.created_at, d.grp
+               FROM leads l INDEXED BY ",
+            $index,
+            " JOIN deals d ON d.id = l.deal_id
+              WHERE l.accepted = 1 AND l.phone = ?1 AND l.email = ?2 AND l.title = ?3
+                AND l.name = ?4 AND l.visit_id = ?5 AND l.created_at >= ?6
+             UNION ALL SELECT * FROM (
+               SELECT 1, id, title, name, phone, email, visit_id, created_at, grp FROM deals
+                WHERE ?1 <> '' AND phone = ?1 ORDER BY created_at DESC LIMIT 100)
+             UNION ALL SELECT * FROM (
+               SELECT 1, id, title, name, phone, email, visit_id, created_at, grp FROM deals
+                WHERE ?2 <> '' AND email = ?2 ORDER BY created_at DESC LIMIT 100)
+             UNION ALL SELECT * FROM (
+               SELECT 1, id, title, name, phone, email, visit_id, created_at, grp FROM deals
+                WHERE title = ?3 AND created_at >= ?7 AND name = ?4 AND visit_id = ?5
+                ORDER BY created_at DESC LIMIT 100)"
+        )
+    };
+}
+const HISTORY_BY_PHONE: &str = history_sql!("leads_phone");
+const HISTORY_BY_EMAIL: &str = history_sql!("leads_email");
+const HISTORY_BY_TIME: &str = history_sql!("leads_created");
+
 /// Remembers a call in progress until its record is written.
-fn note_open_call(conn: &Connection, run_id: &str, c: &CallStart) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO open_calls (call_id, run_id, invite_at, info)
-         SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM calls WHERE call_id = ?1)",
-    )?
-    .execute(params![
+fn note_open_call(st: &mut Statements, run_id: &str, c: &CallStart) -> rusqlite::Result<()> {
+    st.get(Sql::OpenCall)?.execute(params![
         c.call_id,
         run_id,
         c.invite_at as i64,
@@ -113,15 +256,17 @@ fn note_open_call(conn: &Connection, run_id: &str, c: &CallStart) -> rusqlite::R
 
 impl Decider {
     fn batch(
-        &mut self,
+        &self,
+        st: &mut Statements,
         jobs: &[Job],
         s: &Settings,
         status: &NewDealStatus,
         plan: &Plan,
     ) -> Result<Vec<Recorded>, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Unchecked: the statements borrow the connection, so it cannot
+        // be borrowed mutably for a checked transaction; this thread is
+        // the connection's only user and never nests one.
+        let tx = Transaction::new_unchecked(st.conn, rusqlite::TransactionBehavior::Immediate)?;
         let cx = Context {
             settings: s,
             status,
@@ -131,7 +276,7 @@ impl Decider {
             earlier_run_id: &self.earlier_run_id,
             now_ms: self.clock.unix_ms() as i64,
         };
-        let out = record_batch(&mut SqlLedger(&tx), jobs, &cx)?;
+        let out = record_batch(&mut SqlLedger(st), jobs, &cx)?;
         // Dropping an uncommitted transaction rolls it back (the `?`s).
         tx.commit()?;
         Ok(out)
@@ -139,9 +284,9 @@ impl Decider {
 }
 
 /// The decision's reads and writes in the decision thread's transaction.
-struct SqlLedger<'a>(&'a Connection);
+struct SqlLedger<'a, 'c>(&'a mut Statements<'c>);
 
-impl DealBook for SqlLedger<'_> {
+impl DealBook for SqlLedger<'_, '_> {
     type Error = rusqlite::Error;
 
     fn insert_deal(
@@ -151,23 +296,18 @@ impl DealBook for SqlLedger<'_> {
         lead_id: i64,
     ) -> rusqlite::Result<i64> {
         let w = &new.who;
-        self.0
-            .prepare_cached(
-                "INSERT INTO deals (created_at, title, name, phone, email, visit_id, status, grp, lead_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                new.at,
-                w.title,
-                w.name,
-                w.phone,
-                w.email,
-                w.visit,
-                status.status,
-                status.group.as_str(),
-                lead_id,
-            ])?;
-        Ok(self.0.last_insert_rowid())
+        self.0.get(Sql::InsertDeal)?.execute(params![
+            new.at,
+            w.title,
+            w.name,
+            w.phone,
+            w.email,
+            w.visit,
+            status.status,
+            status.group.as_str(),
+            lead_id,
+        ])?;
+        Ok(self.0.conn.last_insert_rowid())
     }
 
     fn add_note(
@@ -182,13 +322,10 @@ impl DealBook for SqlLedger<'_> {
     }
 }
 
-impl Ledger for SqlLedger<'_> {
+impl Ledger for SqlLedger<'_, '_> {
     fn recorded_call(&mut self, call_id: &str) -> rusqlite::Result<Option<KnownCall>> {
         self.0
-            .prepare_cached(
-                "SELECT l.id, l.deal_id, l.outcome FROM calls c JOIN leads l ON l.id = c.lead_id
-                  WHERE c.call_id = ?1",
-            )?
+            .get(Sql::RecordedCall)?
             .query_row(params![call_id], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })
@@ -217,7 +354,7 @@ impl Ledger for SqlLedger<'_> {
 
     fn set_lead_deal(&mut self, lead_id: i64, deal: i64, outcome: &str) -> rusqlite::Result<()> {
         self.0
-            .prepare_cached("UPDATE leads SET deal_id = ?1, outcome = ?2 WHERE id = ?3")?
+            .get(Sql::SetLeadDeal)?
             .execute(params![deal, outcome, lead_id])?;
         Ok(())
     }
@@ -232,15 +369,13 @@ impl Ledger for SqlLedger<'_> {
     }
 
     fn forget_call(&mut self, call_id: &str) -> rusqlite::Result<()> {
-        self.0
-            .prepare_cached("DELETE FROM open_calls WHERE call_id = ?1")?
-            .execute(params![call_id])?;
+        self.0.get(Sql::ForgetCall)?.execute(params![call_id])?;
         Ok(())
     }
 
     fn answer_call(&mut self, call_id: &str, answer_at: i64, dialog: &str) -> rusqlite::Result<()> {
         self.0
-            .prepare_cached("UPDATE open_calls SET answer_at = ?2, dialog = ?3 WHERE call_id = ?1")?
+            .get(Sql::AnswerCall)?
             .execute(params![call_id, answer_at, dialog])?;
         Ok(())
     }
@@ -251,90 +386,72 @@ impl Ledger for SqlLedger<'_> {
 }
 
 fn history(
-    conn: &Connection,
+    st: &mut Statements,
     lead: &Lead,
     leads_since: i64,
     deals_since: i64,
 ) -> rusqlite::Result<(Vec<PriorLead>, Vec<Deal>)> {
     let w = &lead.who;
-    // The most selective index for this lead: without statistics SQLite
-    // may pick the e-mail index, and most calls have no e-mail.
-    let index = if !w.phone.is_empty() {
-        "leads_phone"
+    let sql = if !w.phone.is_empty() {
+        Sql::HistoryByPhone
     } else if !w.email.is_empty() {
-        "leads_email"
+        Sql::HistoryByEmail
     } else {
-        "leads_created"
+        Sql::HistoryByTime
     };
-    let mut q = conn.prepare_cached(&format!(
-        "SELECT l.id, l.title, l.name, l.phone, l.email, l.visit_id, l.created_at, d.grp
-           FROM leads l INDEXED BY {index} JOIN deals d ON d.id = l.deal_id
-          WHERE l.accepted = 1 AND l.phone = ?1 AND l.email = ?2 AND l.title = ?3
-            AND l.name = ?4 AND l.visit_id = ?5 AND l.created_at >= ?6"
-    ))?;
-    let leads = q
-        .query_map(
-            params![w.phone, w.email, w.title, w.name, w.visit, leads_since],
-            history_row,
-        )?
-        .map(|r| {
-            r.map(|(id, who, at, group)| PriorLead {
+    let q = st.get(sql)?;
+    let mut rows = q.query(params![
+        w.phone,
+        w.email,
+        w.title,
+        w.name,
+        w.visit,
+        leads_since,
+        deals_since
+    ])?;
+    let mut leads = Vec::new();
+    let mut deals: Vec<Deal> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let (part, id, who, at, group) = history_row(r)?;
+        if part == 0 {
+            leads.push(PriorLead {
                 id,
                 who,
                 accepted_at: at,
                 deal_group: group,
-            })
-        })
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    // The client's deals (by phone, by email) and the same-lead deals,
-    // each through its own index; the most recent are enough for every
-    // rule, whatever the window.
-    const COLS: &str = "SELECT id, title, name, phone, email, visit_id, created_at, grp FROM deals";
-    let mut rows = Vec::new();
-    if !w.phone.is_empty() {
-        let mut q = conn.prepare_cached(&format!(
-            "{COLS} WHERE phone = ?1 ORDER BY created_at DESC LIMIT 100"
-        ))?;
-        rows.extend(q.query_map(params![w.phone], history_row)?);
-    }
-    if !w.email.is_empty() {
-        let mut q = conn.prepare_cached(&format!(
-            "{COLS} WHERE email = ?1 ORDER BY created_at DESC LIMIT 100"
-        ))?;
-        rows.extend(q.query_map(params![w.email], history_row)?);
-    }
-    let mut q = conn.prepare_cached(&format!(
-        "{COLS} WHERE title = ?1 AND created_at >= ?2 AND name = ?3 AND visit_id = ?4
-          ORDER BY created_at DESC LIMIT 100"
-    ))?;
-    rows.extend(q.query_map(params![w.title, deals_since, w.name, w.visit], history_row)?);
-    let mut deals: Vec<Deal> = Vec::with_capacity(rows.len());
-    for r in rows {
-        let (id, who, created_at, group) = r?;
-        if deals.iter().any(|d| d.id == id) {
-            continue;
+            });
+        } else if !deals.iter().any(|d| d.id == id) {
+            // A deal can be the client's and the same lead's: once.
+            deals.push(Deal {
+                id,
+                who,
+                created_at: at,
+                group,
+            });
         }
-        deals.push(Deal {
-            id,
-            who,
-            created_at,
-            group,
-        });
     }
     Ok((leads, deals))
 }
 
+/// JSON text of `v`, or `empty` without serde when there is nothing in
+/// it (most calls have no visit data and no DTMF: a String less each).
+fn json_or<T: serde::Serialize>(
+    v: &T,
+    is_empty: bool,
+    empty: &'static str,
+) -> std::borrow::Cow<'static, str> {
+    if is_empty {
+        return empty.into();
+    }
+    serde_json::to_string(v)
+        .map(Into::into)
+        .unwrap_or(empty.into())
+}
+
 /// A finished call, with the lead it made.
-fn insert_call(conn: &Connection, r: &CallRecord, lead_id: i64) -> rusqlite::Result<()> {
+fn insert_call(st: &mut Statements, r: &CallRecord, lead_id: i64) -> rusqlite::Result<()> {
     let i = &r.info;
-    conn.prepare_cached(
-        "INSERT INTO calls (call_id, caller_raw, caller, callee, destination, visit_id, marker,
-                            source, visit, invite_at, answer_at, end_at, duration, status,
-                            hangup, lead_id, recording, recording_reason, dtmf)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18, ?19)",
-    )?
-    .execute(params![
+    st.get(Sql::InsertCall)?.execute(params![
         r.call_id,
         i.caller_raw,
         i.caller,
@@ -343,7 +460,7 @@ fn insert_call(conn: &Connection, r: &CallRecord, lead_id: i64) -> rusqlite::Res
         i.visit_id,
         i.marker,
         i.source,
-        serde_json::to_string(&i.visit).unwrap_or_else(|_| "{}".into()),
+        json_or(&i.visit, i.visit.is_empty(), "{}"),
         r.invite_at as i64,
         r.answer_at.map(|a| a as i64),
         r.end_at as i64,
@@ -353,13 +470,13 @@ fn insert_call(conn: &Connection, r: &CallRecord, lead_id: i64) -> rusqlite::Res
         lead_id,
         r.recording.state(),
         r.recording.reason().unwrap_or(""),
-        serde_json::to_string(&r.dtmf).unwrap_or_else(|_| "[]".into()),
+        json_or(&r.dtmf, r.dtmf.is_empty(), "[]"),
     ])?;
     Ok(())
 }
 
 fn insert_lead(
-    conn: &Connection,
+    st: &mut Statements,
     lead: &NewLead,
     kind: LeadKind,
     accepted: bool,
@@ -367,12 +484,7 @@ fn insert_lead(
     outcome: &str,
 ) -> rusqlite::Result<i64> {
     let w = &lead.who;
-    conn.prepare_cached(
-        "INSERT INTO leads (created_at, kind, title, name, phone, email, visit_id, form, dialed,
-                            text, fields, call_id, accepted, deal_id, outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )?
-    .execute(params![
+    st.get(Sql::InsertLead)?.execute(params![
         lead.at,
         kind_str(kind),
         w.title,
@@ -393,11 +505,11 @@ fn insert_lead(
         deal_id,
         outcome,
     ])?;
-    Ok(conn.last_insert_rowid())
+    Ok(st.conn.last_insert_rowid())
 }
 
 fn add_note(
-    conn: &Connection,
+    st: &mut Statements,
     deal: i64,
     action: Action,
     at: i64,
@@ -405,29 +517,21 @@ fn add_note(
     call: Option<&str>,
 ) -> rusqlite::Result<()> {
     let sql = match action {
-        Action::Comment => {
-            "INSERT INTO comments (deal_id, created_at, text, call_id) VALUES (?1, ?2, ?3, ?4)"
-        }
-        Action::Task => {
-            "INSERT INTO tasks (deal_id, created_at, text, call_id) VALUES (?1, ?2, ?3, ?4)"
-        }
+        Action::Comment => Sql::AddComment,
+        Action::Task => Sql::AddTask,
     };
-    conn.prepare_cached(sql)?
-        .execute(params![deal, at, text, call])?;
+    st.get(sql)?.execute(params![deal, at, text, call])?;
     Ok(())
 }
 
 /// Writes CRM requests (C-5) in the caller's transaction.
-fn insert_items(conn: &Connection, items: &[Item], now_ms: i64) -> rusqlite::Result<()> {
+fn insert_items(st: &mut Statements, items: &[Item], now_ms: i64) -> rusqlite::Result<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let q = st.get(Sql::Queue)?;
     for i in items {
-        // OR IGNORE: a call recorded again after a lost COMMIT answer
-        // must not queue its webhook twice.
-        conn.prepare_cached(
-            "INSERT OR IGNORE INTO outbox (created_at, target, idempotency_key, order_key, event,
-                                           lead_id, deal_ref, body, next_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?1)",
-        )?
-        .execute(params![
+        q.execute(params![
             now_ms,
             i.target.as_str(),
             i.key,
