@@ -21,7 +21,7 @@ use bytes::Bytes;
 use crate::proxy::hooks::{CallCtx, FollowingPhase, NextHop};
 use crate::proxy::{Millis, Peer};
 use crate::sip::validate::cseq;
-use crate::sip::{HeaderName, Message, NameAddr, Patch};
+use crate::sip::{HeaderName, Message, Patch};
 
 use super::ports::{PortAllocator, PortError, PortPair};
 use super::recorder::{NoRecording, Payloads};
@@ -282,9 +282,8 @@ impl Anchor {
             return;
         }
         let caller_tag = req
-            .value(HeaderName::From)
-            .and_then(|v| NameAddr::parse(v).ok())
-            .and_then(|n| n.tag().map(Bytes::copy_from_slice))
+            .tag(HeaderName::From)
+            .map(Bytes::copy_from_slice)
             .unwrap_or_default();
         if !self.calls.contains_key(call_id) {
             let session = self.next_session;

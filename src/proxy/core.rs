@@ -512,10 +512,7 @@ impl Proxy {
                     }
                     return;
                 }
-                let in_dialog = msg
-                    .value(HeaderName::To)
-                    .and_then(|v| NameAddr::parse(v).ok())
-                    .is_some_and(|n| n.tag().is_some());
+                let in_dialog = msg.tag(HeaderName::To).is_some();
                 if in_dialog {
                     self.on_in_dialog(now, from, msg, key, false);
                 } else {
@@ -2021,9 +2018,8 @@ fn to_tag_of(msg: &Message) -> Bytes {
 }
 
 fn tag_of(msg: &Message, name: HeaderName) -> Bytes {
-    msg.value(name)
-        .and_then(|v| NameAddr::parse(v).ok())
-        .and_then(|n| n.tag().map(Bytes::copy_from_slice))
+    msg.tag(name)
+        .map(Bytes::copy_from_slice)
         .unwrap_or_default()
 }
 
@@ -2110,16 +2106,12 @@ fn server_key(keyer: &Keyer, msg: &Message, method: Method) -> Option<TxnKey> {
                 .num(u64::from(via.port.unwrap_or(5060)));
         }
         None => {
-            let tag = msg
-                .value(HeaderName::From)
-                .and_then(|v| NameAddr::parse(v).ok())
-                .and_then(|n| n.tag().map(<[u8]>::to_vec))
-                .unwrap_or_default();
+            let tag = msg.tag(HeaderName::From).unwrap_or_default();
             k.num(2543)
                 .bytes(msg.request_uri().unwrap_or_default())
                 .bytes(msg.call_id().unwrap_or_default())
                 .num(cseq(msg).map_or(0, |(n, _)| n))
-                .bytes(&tag)
+                .bytes(tag)
                 .bytes(via.src);
         }
     }

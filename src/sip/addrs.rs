@@ -21,6 +21,9 @@ pub struct AddrSpan {
     pub uri: Span,
     /// True when the URI was written in `<>`.
     pub angle: bool,
+    /// The header parameters after the URI, raw (from the first `;`; empty
+    /// when there are none): the dialog's tags are read from here.
+    pub params: Span,
 }
 
 /// The Request-URI decoded as a `sip:`/`sips:` URI.
@@ -79,6 +82,7 @@ fn name_addr(msg: &Message, value: Span) -> Option<AddrSpan> {
     Some(AddrSpan {
         uri: offset(value, na.uri),
         angle: na.angle,
+        params: offset(value, na.params),
     })
 }
 
@@ -163,6 +167,18 @@ impl Message {
         }
     }
 
+    /// The `tag` parameter of the first From or To header (None when
+    /// absent, empty or the value is malformed), from the spans validation
+    /// kept: the core reads both tags of every message it matches to a
+    /// dialog, and parsing the name-addr again each time was its largest
+    /// parse after validation's own.
+    pub fn tag(&self, name: HeaderName) -> Option<&[u8]> {
+        let a = self.addr(self.header_index(name)?)?;
+        super::chars::find_param(self.bytes(a.params), b"tag")
+            .and_then(|p| p.value())
+            .filter(|t| !t.is_empty())
+    }
+
     /// The index of the first header of that name.
     pub fn header_index(&self, name: HeaderName) -> Option<usize> {
         self.headers.iter().position(|h| h.name == name)
@@ -196,6 +212,7 @@ mod tests {
         Some(AddrSpan {
             uri: Span::new(s + na.uri.0, s + na.uri.1),
             angle: na.angle,
+            params: Span::new(s + na.params.0, s + na.params.1),
         })
     }
 
@@ -240,5 +257,36 @@ mod tests {
         assert_eq!(m.request_uri_spans().map(|r| r.has_headers), Some(true));
         let from = m.addr_user(0).map(|s| m.bytes(s));
         assert_eq!(from, Some(&b"%38916"[..]));
+    }
+
+    /// The dialog's tags from the kept spans answer as parsing the value
+    /// would (NameAddr::tag): the core matches dialogs by them.
+    #[test]
+    fn tags_match_parsing_each_value() {
+        for (from, to) in [
+            ("<sip:1@h>;tag=a", Some("b")),
+            ("\"x;tag=no\" <sip:1@h;tag=uri>;tag=a", None),
+            ("sip:1@h;TAG=a;x=1", Some("B")),
+            ("<sip:1@h>;tag=", Some("")),
+            ("<sip:1@h>;tag", None),
+            ("<sip:1@h", Some("b")),
+            ("<sip:1@h>;x=1;tag=a2;y", Some("b")),
+        ] {
+            let to_line = match to {
+                Some(t) => format!("t: <sip:2@h>;tag={t}\r\n"),
+                None => "To: <sip:2@h>\r\n".to_string(),
+            };
+            let m = msg(&format!("SIP/2.0 200 OK\r\nf: {from}\r\n{to_line}\r\n"));
+            for name in [HeaderName::From, HeaderName::To] {
+                let expected = m
+                    .value(name)
+                    .and_then(|v| NameAddr::parse(v).ok())
+                    .and_then(|n| n.tag());
+                assert_eq!(m.tag(name), expected, "{name:?} of {from:?} / {to:?}");
+            }
+        }
+        let m = msg("SIP/2.0 200 OK\r\nFrom: <sip:1@h>;x=1;tag=a2;y\r\nTo: <sip:2@h>;tag=\r\n\r\n");
+        assert_eq!(m.tag(HeaderName::From), Some(&b"a2"[..]));
+        assert_eq!(m.tag(HeaderName::To), None);
     }
 }
