@@ -324,6 +324,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             // After a burst, give the freed heap back (every 10 s at most).
             if trim.tick(node.proxy().active_transactions(), 10) {
                 node.shrink();
+                lookups.store.release_memory();
                 crate::memory::release_unused();
             }
             if let Ok(a) = media.anchor.lock() {

@@ -387,6 +387,15 @@ impl Store {
         each!(self, b => b.open_dialog(call_id).await)
     }
 
+    /// After a burst: the embedded database gives back the page cache it
+    /// filled (the run loop calls this with `malloc_trim`). A server
+    /// database keeps its memory in its own processes: nothing to do.
+    pub fn release_memory(&self) {
+        if let Backend::Sqlite(b) = &self.backend {
+            b.release_memory();
+        }
+    }
+
     /// Whether other nodes may share this store (PostgreSQL): pool numbers
     /// are then granted in the database (`grant_number`), and each node
     /// reads back what the others granted.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::decide::Batch;
+use super::decide::{Batch, Work};
 use super::SqliteStore;
 use crate::calls::Recording;
 use crate::crm::outbox::Plan;
@@ -34,13 +34,13 @@ impl SqliteStore {
         let stopped = || StoreError::Thread("the decision thread has stopped".into());
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.decider
-            .send(Batch {
+            .send(Work::Decide(Batch {
                 jobs,
                 settings: s.clone(),
                 status: status.clone(),
                 plan: plan.clone(),
                 reply,
-            })
+            }))
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }

@@ -26,7 +26,7 @@ mod pools;
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     /// The decision thread: one at a time in this process (SPEC L-6).
-    decider: std::sync::mpsc::Sender<decide::Batch>,
+    decider: std::sync::mpsc::Sender<decide::Work>,
     install_id: Arc<str>,
     /// Signs recording links (migration 0007): per database, so links
     /// survive restarts.
@@ -150,6 +150,17 @@ impl SqliteStore {
             run_id: run_id.into(),
             node: node.into(),
         })
+    }
+
+    /// Gives back the page caches' unused pages of both connections:
+    /// the decision thread's (asked; it runs between batches) and this
+    /// one's, unless a query holds it now (then it keeps its cache until
+    /// the next time; never waited for, since the SIP thread calls this).
+    pub fn release_memory(&self) {
+        let _ = self.decider.send(decide::Work::ReleaseMemory);
+        if let Ok(conn) = self.conn.try_lock() {
+            decide::release_cache(&conn);
+        }
     }
 
     pub fn link_key(&self) -> &Arc<[u8]> {
@@ -284,5 +295,55 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM meta", [], |r| r.get(0))
             .expect("meta");
         assert_eq!(ids, 2, "one install id, one recording link key");
+    }
+
+    /// The page cache a connection filled (SQLITE_DBSTATUS_CACHE_USED).
+    fn cache_used(conn: &Connection) -> i32 {
+        let (mut used, mut high) = (0, 0);
+        // SAFETY: the handle is the live connection's; db_status only
+        // reads its counters into the two integers.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_db_status(
+                conn.handle(),
+                rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED,
+                &mut used,
+                &mut high,
+                0,
+            )
+        };
+        assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+        used
+    }
+
+    /// After a burst the run loop asks the store to give its page cache
+    /// back: what reading a table filled is freed, and the connection
+    /// still answers (the pages are read again).
+    #[test]
+    fn released_page_cache_is_given_back() {
+        let dir = tempfile::tempdir().expect("scratch dir");
+        let conn = connect(&dir.path().join("cache.db")).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+             INSERT INTO t (v) SELECT printf('%0200d', i) FROM n;",
+        )
+        .expect("filled");
+        let count = || -> i64 {
+            conn.query_row("SELECT COUNT(v) FROM t WHERE v <> ''", [], |r| r.get(0))
+                .expect("count")
+        };
+        assert_eq!(count(), 5000);
+        let filled = cache_used(&conn);
+        assert!(
+            filled > 1 << 20,
+            "5,000 rows of 200 B fill over 1 MB of cache: {filled}"
+        );
+        decide::release_cache(&conn);
+        let released = cache_used(&conn);
+        assert!(
+            released < filled / 4,
+            "cache after release {released} B, before {filled} B"
+        );
+        assert_eq!(count(), 5000);
     }
 }
