@@ -71,8 +71,17 @@ pub enum Normalized {
 /// The input is a bare user part: `tel:` and `;param` are the SIP parser's
 /// to strip, and here they make the value not a number.
 pub fn normalize(raw: &str, rules: &PhoneRules) -> Normalized {
+    owned(raw, rules, normalize_into)
+}
+
+/// An `…_into` form's answer as a [`Normalized`] of its own.
+fn owned(
+    raw: &str,
+    rules: &PhoneRules,
+    into: fn(&str, &PhoneRules, &mut String) -> bool,
+) -> Normalized {
     let mut digits = String::with_capacity(raw.len() + rules.country_code.len());
-    if normalize_into(raw, rules, &mut digits) {
+    if into(raw, rules, &mut digits) {
         Normalized::Number(digits)
     } else {
         Normalized::NotANumber(raw.to_string())
@@ -168,12 +177,7 @@ fn unescaped(user: &str) -> Option<Cow<'_, str>> {
 /// [`normalize`] for a SIP user part: escapes decoded first (SPEC T-5).
 /// `NotANumber` carries the user part as it came, escapes and all.
 pub fn normalize_user(user: &str, rules: &PhoneRules) -> Normalized {
-    let mut digits = String::with_capacity(user.len() + rules.country_code.len());
-    if normalize_user_into(user, rules, &mut digits) {
-        Normalized::Number(digits)
-    } else {
-        Normalized::NotANumber(user.to_string())
-    }
+    owned(user, rules, normalize_user_into)
 }
 
 /// [`normalize_user`] into a reused buffer, as [`normalize_into`].
