@@ -135,6 +135,15 @@ impl Names {
     }
 }
 
+/// What a table kept for header `header` (None: the table has no slot
+/// for it, so the caller parses the value itself).
+fn kept<T: Copy>(slots: &[(u32, T)], header: usize) -> Option<T> {
+    slots
+        .iter()
+        .find(|(i, _)| *i as usize == header)
+        .map(|&(_, v)| v)
+}
+
 impl Message {
     /// The Request-URI as a SIP URI (None: a response, another scheme, or
     /// malformed).
@@ -145,11 +154,8 @@ impl Message {
     /// Header `header` (an index into `headers`) as one name-addr value.
     pub fn addr(&self, header: usize) -> Option<AddrSpan> {
         let n = self.names();
-        match n.slots[..usize::from(n.len)]
-            .iter()
-            .find(|(i, _)| *i as usize == header)
-        {
-            Some(&(_, a)) => a,
+        match kept(&n.slots[..usize::from(n.len)], header) {
+            Some(a) => a,
             None => name_addr(self, self.headers.get(header)?.value),
         }
     }
@@ -158,11 +164,8 @@ impl Message {
     /// P-Asserted-Identity, Remote-Party-ID and any other name-addr header.
     pub fn addr_user(&self, header: usize) -> Option<Span> {
         let u = self.users();
-        match u.slots[..usize::from(u.len)]
-            .iter()
-            .find(|(i, _)| *i as usize == header)
-        {
-            Some(&(_, s)) => s,
+        match kept(&u.slots[..usize::from(u.len)], header) {
+            Some(s) => s,
             None => user_of(self, header),
         }
     }
