@@ -161,7 +161,28 @@ impl LeadQuery {
                 Arg::Text(s) => SqlValue::Text(s),
             })
             .collect();
-        (clause.unwrap_or_else(|| "1".into()), args)
+        let clause = match (clause, self.partial_index_terms()) {
+            (clause, None) => clause.unwrap_or_else(|| "1".into()),
+            (Some(clause), Some(extra)) => format!("{clause} AND {extra}"),
+            (None, Some(extra)) => extra,
+        };
+        (clause, args)
+    }
+
+    /// SQLite's channel and name indexes leave out the empty value
+    /// (migrations/sqlite/0012): SQLite uses such a partial index only
+    /// when the query repeats its WHERE term. A channel or a name prefix
+    /// that is not empty implies the term, so it drops no row; an empty
+    /// one keeps every row and reads without that index.
+    fn partial_index_terms(&self) -> Option<String> {
+        let mut t = Vec::new();
+        if self.channel.as_ref().is_some_and(|c| !c.is_empty()) {
+            t.push("l.visit_id <> ''");
+        }
+        if matches!(&self.search, Some(Search::NamePrefix(n)) if !n.is_empty()) {
+            t.push("l.name <> ''");
+        }
+        (!t.is_empty()).then(|| t.join(" AND "))
     }
 
     /// The WHERE clause for PostgreSQL (`TRUE` when nothing filters) and
@@ -315,7 +336,9 @@ mod tests {
         let c = rusqlite::Connection::open_in_memory().expect("db");
         c.execute_batch(
             "CREATE TABLE leads (id INTEGER PRIMARY KEY, created_at INT, kind TEXT, name TEXT,
-                                 phone TEXT, visit_id TEXT, outcome TEXT)",
+                                 phone TEXT, visit_id TEXT, outcome TEXT);
+             CREATE INDEX leads_visit ON leads (visit_id) WHERE visit_id <> '';
+             CREATE INDEX leads_name ON leads (name) WHERE name <> '';",
         )
         .expect("table");
         let rows = [
@@ -396,6 +419,20 @@ mod tests {
                 search: Some(Search::NamePrefix("Пет".into())),
                 ..Default::default()
             },
+            // Empty values keep the rows the partial indexes leave out.
+            LeadQuery {
+                channel: Some(String::new()),
+                ..Default::default()
+            },
+            LeadQuery {
+                search: Some(Search::NamePrefix(String::new())),
+                ..Default::default()
+            },
+            LeadQuery {
+                channel: Some("google".into()),
+                search: Some(Search::NamePrefix("Iv".into())),
+                ..Default::default()
+            },
             LeadQuery {
                 channel: Some("google".into()),
                 outcome: Some(OutcomeKind::Created),
@@ -417,6 +454,35 @@ mod tests {
                 .expect("rows");
             let want: Vec<i64> = rows.iter().filter(|l| q.matches(l)).map(|l| l.id).collect();
             assert_eq!(got, want, "{q:?}");
+        }
+        // A channel or a name prefix is read through its partial index.
+        for (q, index) in [
+            (
+                LeadQuery {
+                    channel: Some("google".into()),
+                    ..Default::default()
+                },
+                "leads_visit",
+            ),
+            (
+                LeadQuery {
+                    search: Some(Search::NamePrefix("Iv".into())),
+                    ..Default::default()
+                },
+                "leads_name",
+            ),
+        ] {
+            let (clause, args) = q.sql();
+            let plan: Vec<String> = c
+                .prepare(&format!(
+                    "EXPLAIN QUERY PLAN SELECT id FROM leads l WHERE {clause} ORDER BY id"
+                ))
+                .expect("prepare")
+                .query_map(rusqlite::params_from_iter(args), |r| r.get(3))
+                .expect("plan")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            assert!(plan.join(" ").contains(index), "{q:?}: {plan:?}");
         }
     }
 }

@@ -16,6 +16,43 @@ const NOW_MS: u64 = 1_800_000_000_000;
 
 /// A SQLite store in a scratch directory, a PostgreSQL store on a fresh
 /// database of the test cluster, and a memory store, by name.
+/// A client known by e-mail only is found by it (SQLite: through the
+/// partial e-mail index of migration 0012), and leads without an e-mail
+/// are not taken for that client.
+#[tokio::test]
+async fn an_email_only_client_is_found_by_the_email() {
+    let at = (NOW_MS / 1000) as i64;
+    let s = Settings {
+        append_to_duplicates: true,
+        ..Settings::default()
+    };
+    let by_email = |email: &str, at: i64| {
+        let mut l = form("", at);
+        l.who.email = email.into();
+        l
+    };
+    for (name, store, _dir) in stores().await {
+        let plan = Plan::default();
+        let mut outcomes = Vec::new();
+        for lead in [
+            by_email("ivan@example.com", at),
+            by_email("", at + 30),
+            by_email("ivan@example.com", at + 60),
+        ] {
+            let r = store
+                .record_lead(&lead, &s, &status(), None, &plan)
+                .await
+                .expect(name);
+            outcomes.push(r.outcome);
+        }
+        assert_eq!(outcomes[0], "deal 1 created", "{name}");
+        assert_eq!(
+            outcomes[2], "deal 3 created (duplicate of lead 1)",
+            "{name}: {outcomes:?}"
+        );
+    }
+}
+
 async fn stores() -> Vec<(&'static str, Store, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().expect("scratch dir");
     let url = format!("sqlite:{}", dir.path().join("t.db").display());

@@ -77,6 +77,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0009_console_indexes.sql"),
     include_str!("../../../migrations/sqlite/0010_outbox_leases.sql"),
     include_str!("../../../migrations/sqlite/0011_open_dialogs.sql"),
+    include_str!("../../../migrations/sqlite/0012_lean_call_writes.sql"),
 ];
 
 /// The file of a `sqlite:<path>` (or `sqlite://<path>`) URL, without
@@ -295,6 +296,68 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM meta", [], |r| r.get(0))
             .expect("meta");
         assert_eq!(ids, 2, "one install id, one recording link key");
+    }
+
+    /// A file of the previous schema (migrations up to 0011) with an
+    /// open answered call and leads in every index takes migration 0012:
+    /// the rows stay as they were, and the e-mail, channel and name
+    /// indexes leave the empty values out.
+    #[test]
+    fn a_file_of_the_previous_schema_migrates_with_its_rows() {
+        let dir = tempfile::tempdir().expect("scratch dir");
+        let mut conn = connect(&dir.path().join("old.db")).expect("open");
+        for (i, sql) in MIGRATIONS[..11].iter().enumerate() {
+            conn.execute_batch(sql).expect("old migration");
+            conn.pragma_update(None, "user_version", i as i64 + 1)
+                .expect("version");
+        }
+        conn.execute_batch(
+            "INSERT INTO open_calls (call_id, run_id, invite_at, info, answer_at, dialog)
+             VALUES ('a@h', 'r1', 10, '{}', 11, '{\"d\":1}'), ('b@h', 'r1', 12, '{}', NULL, NULL);
+             INSERT INTO leads (created_at, kind, title, name, phone, email, visit_id, form,
+                                dialed, text, accepted, outcome)
+             VALUES (1, 'call', 't', '', '7916', '', '', '', '', '', 1, 'x'),
+                    (2, 'form', 't', 'Ivan', '', 'i@x', 'google', '', '', '', 1, 'y');",
+        )
+        .expect("old rows");
+        let open_rows = |c: &Connection| -> Vec<(String, i64, Option<i64>, Option<String>)> {
+            c.prepare("SELECT call_id, invite_at, answer_at, dialog FROM open_calls ORDER BY 1")
+                .expect("prepare")
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        };
+        let before = open_rows(&conn);
+        migrate(&mut conn).expect("migrated");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        assert_eq!(open_rows(&conn), before);
+        // The indexes are partial now, and still find what they hold.
+        for index in ["leads_email", "leads_visit", "leads_name"] {
+            let sql: String = conn
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE name = ?1",
+                    [index],
+                    |r| r.get(0),
+                )
+                .expect(index);
+            assert!(sql.contains("WHERE"), "{sql}");
+        }
+        let found: i64 = conn
+            .query_row(
+                "SELECT id FROM leads INDEXED BY leads_email WHERE email = 'i@x' AND email <> ''",
+                [],
+                |r| r.get(0),
+            )
+            .expect("by e-mail");
+        assert_eq!(found, 2);
+        let leads: i64 = conn
+            .query_row("SELECT COUNT(*) FROM leads", [], |r| r.get(0))
+            .expect("leads");
+        assert_eq!(leads, 2);
     }
 
     /// The page cache a connection filled (SQLITE_DBSTATUS_CACHE_USED).
