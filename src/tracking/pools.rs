@@ -8,10 +8,11 @@
 //! survive restarts); every change returns the [`AssignmentRow`] the
 //! caller must persist, and [`Pools::restore`] takes them back.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use crate::config::Destination;
 
+use super::fields::VisitFields;
 use super::filter::Filter;
 
 #[derive(Clone, Debug)]
@@ -30,7 +31,8 @@ pub struct PoolConfig {
 pub struct Visit {
     pub id: String,
     /// marker, source, city, domain, page, utm_*: only non-empty values.
-    pub fields: BTreeMap<String, String>,
+    /// Shared with the calls to the visit's number (no copy per call).
+    pub fields: VisitFields,
 }
 
 /// One number's state, as stored.

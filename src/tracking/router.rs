@@ -33,6 +33,9 @@ pub struct Lookup {
     pub context: CallContext,
     /// The caller's user part as it came (the PAI's with `Privacy: id`).
     pub caller_raw: String,
+    /// `context.caller` is T-5's form of the From user part, which the
+    /// rewrite then takes instead of normalising the From again.
+    pub caller_is_from: bool,
 }
 
 impl TrackingRouter {
@@ -64,7 +67,8 @@ impl TrackingRouter {
             dialed.clear();
             dialed.push_str(&dialed_raw);
         }
-        let caller = rewrite::caller(req, &self.settings.phone, self.settings.normalize_caller);
+        let (caller, caller_is_from) =
+            rewrite::caller_and_from(req, &self.settings.phone, self.settings.normalize_caller);
         let mut context = CallContext {
             dialed,
             // Withheld: no phone, and no {caller} in extra headers.
@@ -80,6 +84,7 @@ impl TrackingRouter {
                 phone_destination: n.phone_destination,
                 context,
                 caller_raw,
+                caller_is_from,
             });
         }
         if let Ok(pools) = self.pools.lock() {
@@ -95,6 +100,7 @@ impl TrackingRouter {
                     phone_destination: pool.phone_destination,
                     context,
                     caller_raw,
+                    caller_is_from,
                 });
             }
         }
@@ -103,6 +109,7 @@ impl TrackingRouter {
             phone_destination: false,
             context,
             caller_raw,
+            caller_is_from,
         })
     }
 }
@@ -142,7 +149,10 @@ impl ProxyPhases for TrackingRouter {
             found.phone_destination,
             &self.settings,
         );
-        rewrite::rewrite_invite(req, &found.context, &to, &self.settings, patch);
+        let from = found
+            .caller_is_from
+            .then_some(found.context.caller.as_str());
+        rewrite::rewrite_invite_from(req, &found.context, &to, &self.settings, from, patch);
         let ctx = found.context;
         let call = CallInfo {
             caller_raw: found.caller_raw,
