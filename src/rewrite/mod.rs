@@ -8,7 +8,9 @@ pub mod template;
 use std::collections::HashMap;
 
 use crate::config::Destination;
-use crate::phone::{is_withheld, normalize_user, normalize_user_into, Normalized, PhoneRules};
+use crate::phone::{
+    is_withheld, normalize_user, normalize_user_append, normalize_user_into, Normalized, PhoneRules,
+};
 use crate::proxy::hooks::destination_uri;
 use crate::sip::{HeaderName, Message, NameAddr, Patch, Span, Uri};
 use crate::tracking::VisitFields;
@@ -443,8 +445,6 @@ pub fn normalize_caller(msg: &Message, rules: &PhoneRules, patch: &mut Patch) {
 /// normalised (`from`: [`normalize_user_into`]'s answer, or the user part
 /// as it came when it is no number).
 fn normalize_caller_from(msg: &Message, rules: &PhoneRules, from: Option<&str>, patch: &mut Patch) {
-    // One buffer for every value: most INVITEs carry two or three.
-    let mut n = String::new();
     let mut from = from;
     for (i, h) in msg.headers.iter().enumerate() {
         if !matches!(
@@ -471,10 +471,12 @@ fn normalize_caller_from(msg: &Message, rules: &PhoneRules, from: Option<&str>, 
             continue;
         }
         // Escapes are decoded first (`8%20916…`); what is no number after
-        // that (`anonymous`, a login) stays as it came.
-        if normalize_user_into(raw, rules, &mut n) && n != raw {
-            patch.replace(span, n.as_bytes());
-        }
+        // that (`anonymous`, a login) stays as it came. Written straight
+        // into the edit, taken back when it is the same.
+        patch.replace_if(span, |out| {
+            let start = out.len();
+            normalize_user_append(raw, rules, out) && out[start..] != *raw.as_bytes()
+        });
     }
 }
 

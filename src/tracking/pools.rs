@@ -284,6 +284,18 @@ impl Pools {
     /// A call to `number` at `now`: its pool and the visit holding it, if
     /// the number is a pool number.
     pub fn at_call(&self, number: &str, now: u64) -> Option<(&PoolConfig, Option<&Visit>)> {
+        self.at_call_pool(number, now).map(|(_, c, v)| (c, v))
+    }
+
+    /// [`Pools::at_call`] with the pool as its index in [`Pools::configs`]
+    /// (which never changes after [`Pools::new`]): the router keeps its
+    /// own copy of each pool's destination and borrows it per call
+    /// instead of cloning three strings out of the lock.
+    pub fn at_call_pool(
+        &self,
+        number: &str,
+        now: u64,
+    ) -> Option<(usize, &PoolConfig, Option<&Visit>)> {
         let &(p, i) = self.by_number.get(number)?;
         let s = &self.slots[p][i];
         let visit = if self.held(p, s, now) {
@@ -291,7 +303,7 @@ impl Pools {
         } else {
             None
         };
-        Some((&self.configs[p], visit))
+        Some((p, &self.configs[p], visit))
     }
 }
 
