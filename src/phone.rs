@@ -100,7 +100,10 @@ pub fn normalize_into(raw: &str, rules: &PhoneRules, out: &mut String) -> bool {
     };
     out.reserve(n.len());
     out.push_str(n.prefix);
-    out.extend(n.digits().map(char::from));
+    match n.plain() {
+        Some(digits) => out.push_str(digits),
+        None => out.extend(n.digits().map(char::from)),
+    }
     true
 }
 
@@ -112,7 +115,10 @@ pub fn normalize_append(raw: &str, rules: &PhoneRules, out: &mut Vec<u8>) -> boo
     };
     out.reserve(n.len());
     out.extend_from_slice(n.prefix.as_bytes());
-    out.extend(n.digits());
+    match n.plain() {
+        Some(digits) => out.extend_from_slice(digits.as_bytes()),
+        None => out.extend(n.digits()),
+    }
     true
 }
 
@@ -122,7 +128,7 @@ pub fn normalize_append(raw: &str, rules: &PhoneRules, out: &mut Vec<u8>) -> boo
 /// where editing the digits afterwards moved them again (issue 15).
 struct Plan<'a> {
     /// `raw` trimmed: digits and formatting only.
-    text: &'a [u8],
+    text: &'a str,
     count: usize,
     prefix: &'a str,
     skip: usize,
@@ -136,11 +142,11 @@ impl<'a> Plan<'a> {
     /// - a national number alone → country code prepended.
     /// - anything else keeps its digits.
     fn of(raw: &'a str, rules: &'a PhoneRules) -> Option<Plan<'a>> {
-        let text = raw.trim().as_bytes();
+        let text = raw.trim();
         let (mut count, mut international) = (0, false);
         // Bytes, not chars: anything outside ASCII is no digit and no
         // formatting, so the first byte of it ends the number either way.
-        for &c in text {
+        for &c in text.as_bytes() {
             match c {
                 b'0'..=b'9' => count += 1,
                 b' ' | b'-' | b'(' | b')' | b'.' => {}
@@ -193,7 +199,14 @@ impl<'a> Plan<'a> {
 
     /// The digits of `text`, in order.
     fn all_digits(&self) -> impl Iterator<Item = u8> + 'a {
-        self.text.iter().copied().filter(u8::is_ascii_digit)
+        self.text.bytes().filter(u8::is_ascii_digit)
+    }
+
+    /// The digits written after the prefix as one slice, when `text` is
+    /// digits only (the usual user part): one copy, not a byte at a time.
+    fn plain(&self) -> Option<&'a str> {
+        // Only ASCII digits (one byte each) when the count is the length.
+        (self.count == self.text.len()).then(|| self.text.get(self.skip..))?
     }
 
     /// The digits written after the prefix.
@@ -416,6 +429,11 @@ mod tests {
             "890",
             "8912345678",
             "899161234567",
+            "+74991234567",
+            "00 49 30 1234",
+            "0049",
+            "1234567890",
+            "(8)9161234567",
         ];
         for rules in &plans {
             for raw in inputs {
