@@ -3,7 +3,7 @@
 //! [`CallRecord`] per call when it ends. Pure: time comes in with the
 //! events, on the core's clock, and `epoch_ms` maps it to Unix time.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -26,8 +26,8 @@ pub struct CallInfo {
     pub visit_id: Option<String>,
     pub marker: Option<String>,
     pub source: Option<String>,
-    /// city, domain, page, utm_* of the visit.
-    pub visit: BTreeMap<String, String>,
+    /// city, domain, page, utm_* of the visit (shared with the pools).
+    pub visit: crate::tracking::VisitFields,
 }
 
 /// The visit data a call carries, under the names of SPEC C-2a: (name in

@@ -95,53 +95,133 @@ fn owned(
 /// is no allocation at all, where `normalize` needs two or three.
 pub fn normalize_into(raw: &str, rules: &PhoneRules, out: &mut String) -> bool {
     out.clear();
-    // Room for every digit and the country code at once: growing from
-    // empty a push at a time took two reallocations per number.
-    out.reserve(raw.len() + rules.country_code.len());
-    let mut international = false;
-    // Bytes, not chars: anything outside ASCII is no digit and no
-    // formatting, so the first byte of it ends the number either way.
-    for &c in raw.trim().as_bytes() {
-        match c {
-            b'0'..=b'9' => out.push(char::from(c)),
-            b' ' | b'-' | b'(' | b')' | b'.' => {}
-            // "Leading" means before any digit, so "(+7) 499 …" from a web
-            // form counts; a second '+' or one between digits is no number.
-            b'+' if out.is_empty() && !international => international = true,
-            _ => return false,
-        }
-    }
-    if out.is_empty() {
+    let Some(n) = Plan::of(raw, rules) else {
         return false;
-    }
-    if international {
-        return true;
-    }
-    // 00 is the international call prefix almost everywhere (ITU E.164).
-    // A bare "00" has no number behind it: its digits are kept rather than
-    // fed to the trunk rule (which would make it "490" in Germany).
-    if out.starts_with("00") {
-        if out.len() > 2 {
-            out.drain(..2);
-        }
-        return true;
-    }
-    let n = rules.national_length;
-    let cc = rules.country_code.as_str();
-    let trunk = rules.trunk_prefix.as_str();
-    if !trunk.is_empty() && out.starts_with(trunk) {
-        let national = out.len() - trunk.len();
-        // With the length unknown a lone trunk digit ("0", an operator
-        // code) must not become the bare country code.
-        if national > 0 && (n == 0 || national == n) {
-            out.replace_range(..trunk.len(), cc);
-            return true;
-        }
-    }
-    if n > 0 && out.len() == n {
-        out.insert_str(0, cc);
+    };
+    out.reserve(n.len());
+    out.push_str(n.prefix);
+    match n.plain() {
+        Some(digits) => out.push_str(digits),
+        None => out.extend(n.digits().map(char::from)),
     }
     true
+}
+
+/// [`normalize_into`] appended to a byte buffer (a message edit): true
+/// and the number written, or false and `out` as it was.
+pub fn normalize_append(raw: &str, rules: &PhoneRules, out: &mut Vec<u8>) -> bool {
+    let Some(n) = Plan::of(raw, rules) else {
+        return false;
+    };
+    out.reserve(n.len());
+    out.extend_from_slice(n.prefix.as_bytes());
+    match n.plain() {
+        Some(digits) => out.extend_from_slice(digits.as_bytes()),
+        None => out.extend(n.digits()),
+    }
+    true
+}
+
+/// What T-5 makes of a number, decided before a byte is written: the
+/// digits of `raw` (formatting dropped), the first `skip` of them left
+/// out and `prefix` put first. Deciding first writes each digit once,
+/// where editing the digits afterwards moved them again (issue 15).
+struct Plan<'a> {
+    /// `raw` trimmed: digits and formatting only.
+    text: &'a str,
+    count: usize,
+    prefix: &'a str,
+    skip: usize,
+}
+
+impl<'a> Plan<'a> {
+    /// - Formatting (space, `-`, `(`, `)`, `.`, a leading `+`) is dropped.
+    /// - Anything else that is not a digit makes it not a number (None).
+    /// - `+…` or `00…` is already international: kept as dialed.
+    /// - trunk prefix + national number → country code + national number.
+    /// - a national number alone → country code prepended.
+    /// - anything else keeps its digits.
+    fn of(raw: &'a str, rules: &'a PhoneRules) -> Option<Plan<'a>> {
+        let text = raw.trim();
+        let (mut count, mut international) = (0, false);
+        // Bytes, not chars: anything outside ASCII is no digit and no
+        // formatting, so the first byte of it ends the number either way.
+        for &c in text.as_bytes() {
+            match c {
+                b'0'..=b'9' => count += 1,
+                b' ' | b'-' | b'(' | b')' | b'.' => {}
+                // "Leading" means before any digit, so "(+7) 499 …" from a
+                // web form counts; a second '+' or one between digits is no
+                // number.
+                b'+' if count == 0 && !international => international = true,
+                _ => return None,
+            }
+        }
+        if count == 0 {
+            return None;
+        }
+        let mut plan = Plan {
+            text,
+            count,
+            prefix: "",
+            skip: 0,
+        };
+        if international {
+            return Some(plan);
+        }
+        // 00 is the international call prefix almost everywhere (ITU
+        // E.164). A bare "00" has no number behind it: its digits are kept
+        // rather than fed to the trunk rule (which would make it "490" in
+        // Germany).
+        if plan.starts_with(b"00") {
+            if count > 2 {
+                plan.skip = 2;
+            }
+            return Some(plan);
+        }
+        let n = rules.national_length;
+        let trunk = rules.trunk_prefix.as_bytes();
+        if !trunk.is_empty() && plan.starts_with(trunk) {
+            let national = count - trunk.len();
+            // With the length unknown a lone trunk digit ("0", an operator
+            // code) must not become the bare country code.
+            if national > 0 && (n == 0 || national == n) {
+                plan.prefix = &rules.country_code;
+                plan.skip = trunk.len();
+                return Some(plan);
+            }
+        }
+        if n > 0 && count == n {
+            plan.prefix = &rules.country_code;
+        }
+        Some(plan)
+    }
+
+    /// The digits of `text`, in order.
+    fn all_digits(&self) -> impl Iterator<Item = u8> + 'a {
+        self.text.bytes().filter(u8::is_ascii_digit)
+    }
+
+    /// The digits written after the prefix as one slice, when `text` is
+    /// digits only (the usual user part): one copy, not a byte at a time.
+    fn plain(&self) -> Option<&'a str> {
+        // Only ASCII digits (one byte each) when the count is the length.
+        (self.count == self.text.len()).then(|| self.text.get(self.skip..))?
+    }
+
+    /// The digits written after the prefix.
+    fn digits(&self) -> impl Iterator<Item = u8> + 'a {
+        self.all_digits().skip(self.skip)
+    }
+
+    fn starts_with(&self, head: &[u8]) -> bool {
+        head.len() <= self.count && self.all_digits().zip(head).all(|(d, &h)| d == h)
+    }
+
+    /// Bytes written.
+    fn len(&self) -> usize {
+        self.prefix.len() + self.count - self.skip
+    }
 }
 
 /// RFC 3261 25.1 escapes of a SIP user part decoded (`8%20916` → `8 916`).
@@ -183,6 +263,11 @@ pub fn normalize_user(user: &str, rules: &PhoneRules) -> Normalized {
 /// [`normalize_user`] into a reused buffer, as [`normalize_into`].
 pub fn normalize_user_into(user: &str, rules: &PhoneRules, out: &mut String) -> bool {
     unescaped(user).is_some_and(|u| normalize_into(&u, rules, out))
+}
+
+/// [`normalize_user`] appended to a byte buffer, as [`normalize_append`].
+pub fn normalize_user_append(user: &str, rules: &PhoneRules, out: &mut Vec<u8>) -> bool {
+    unescaped(user).is_some_and(|u| normalize_append(&u, rules, out))
 }
 
 /// SPEC T-5: a caller who withheld the number. The words networks and
@@ -233,6 +318,141 @@ pub fn format_for_crm(value: &str, pattern: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The form `normalize_into` had before it decided first and wrote
+    /// once (issue 15): the reference the table below compares with.
+    /// [`normalize`] into `out` (cleared first): true and the number's digits
+    /// in `out` when `raw` is a number, false (and `out` unspecified) when it
+    /// is not. Every INVITE normalises its dialed number and its caller's in
+    /// From, P-Asserted-Identity and Remote-Party-ID: with a reused buffer that
+    /// is no allocation at all, where `normalize` needs two or three.
+    fn old_normalize_into(raw: &str, rules: &PhoneRules, out: &mut String) -> bool {
+        out.clear();
+        // Room for every digit and the country code at once: growing from
+        // empty a push at a time took two reallocations per number.
+        out.reserve(raw.len() + rules.country_code.len());
+        let mut international = false;
+        // Bytes, not chars: anything outside ASCII is no digit and no
+        // formatting, so the first byte of it ends the number either way.
+        for &c in raw.trim().as_bytes() {
+            match c {
+                b'0'..=b'9' => out.push(char::from(c)),
+                b' ' | b'-' | b'(' | b')' | b'.' => {}
+                // "Leading" means before any digit, so "(+7) 499 …" from a web
+                // form counts; a second '+' or one between digits is no number.
+                b'+' if out.is_empty() && !international => international = true,
+                _ => return false,
+            }
+        }
+        if out.is_empty() {
+            return false;
+        }
+        if international {
+            return true;
+        }
+        // 00 is the international call prefix almost everywhere (ITU E.164).
+        // A bare "00" has no number behind it: its digits are kept rather than
+        // fed to the trunk rule (which would make it "490" in Germany).
+        if out.starts_with("00") {
+            if out.len() > 2 {
+                out.drain(..2);
+            }
+            return true;
+        }
+        let n = rules.national_length;
+        let cc = rules.country_code.as_str();
+        let trunk = rules.trunk_prefix.as_str();
+        if !trunk.is_empty() && out.starts_with(trunk) {
+            let national = out.len() - trunk.len();
+            // With the length unknown a lone trunk digit ("0", an operator
+            // code) must not become the bare country code.
+            if national > 0 && (n == 0 || national == n) {
+                out.replace_range(..trunk.len(), cc);
+                return true;
+            }
+        }
+        if n > 0 && out.len() == n {
+            out.insert_str(0, cc);
+        }
+        true
+    }
+
+    /// The decide-then-write normalisation against the edit-afterwards one
+    /// it replaced, over every shape the rules tell apart, under several
+    /// numbering plans; and the byte-buffer form appends the same.
+    #[test]
+    fn one_write_normalisation_matches_the_old_form() {
+        let plans = [
+            PhoneRules::new("7", "8"),
+            PhoneRules::new("49", "0"),
+            PhoneRules::new("45", "0"),
+            PhoneRules::new("1", "1"),
+            PhoneRules::new("44", ""),
+            PhoneRules::new("380", "0"),
+            PhoneRules::new("7", "89"),
+        ];
+        let inputs = [
+            "",
+            " ",
+            "+",
+            "++7",
+            "+7+",
+            "7+",
+            "0",
+            "00",
+            "000",
+            "0049301234",
+            "8",
+            "80",
+            "88",
+            "8 800 555 35 35",
+            "+7 (499) 123-45-67",
+            "(+7) 499 123 45 67",
+            "84991234567",
+            "4991234567",
+            "74991234567",
+            "06 001 60 90",
+            "0301234567",
+            "030 1234567",
+            "101",
+            "1 800 555 0100",
+            "18005550100",
+            "8005550100",
+            "891612345678",
+            "anonymous",
+            "8-916-123-45-67x",
+            "８９１６",
+            " 89161234567 ",
+            "8.916.123.45.67",
+            "0 ",
+            "89",
+            "890",
+            "8912345678",
+            "899161234567",
+            "+74991234567",
+            "00 49 30 1234",
+            "0049",
+            "1234567890",
+            "(8)9161234567",
+        ];
+        for rules in &plans {
+            for raw in inputs {
+                let mut old = String::new();
+                let old_ok = old_normalize_into(raw, rules, &mut old);
+                let mut new = String::from("stale");
+                let new_ok = normalize_into(raw, rules, &mut new);
+                assert_eq!(new_ok, old_ok, "{raw:?} {rules:?}");
+                let mut bytes = b"head".to_vec();
+                assert_eq!(normalize_append(raw, rules, &mut bytes), old_ok);
+                if old_ok {
+                    assert_eq!(new, old, "{raw:?} {rules:?}");
+                    assert_eq!(bytes, [b"head", old.as_bytes()].concat());
+                } else {
+                    assert_eq!(bytes, b"head", "{raw:?}: nothing appended");
+                }
+            }
+        }
+    }
 
     fn rules(cc: &str, trunk: &str) -> PhoneRules {
         PhoneRules::new(cc, trunk)

@@ -389,7 +389,10 @@ pub fn parse_visit(body: &[u8]) -> Result<Visit, String> {
             fields.insert(k.to_string(), v);
         }
     }
-    Ok(Visit { id, fields })
+    Ok(Visit {
+        id,
+        fields: fields.into(),
+    })
 }
 
 async fn post_visit(_: Authorized, State(s): State<AppState>, body: Bytes) -> Response {
@@ -556,7 +559,7 @@ async fn post_lead(_: Authorized, State(s): State<AppState>, body: Bytes) -> Res
     if !lead.who.visit.is_empty() {
         if let Ok(pools) = s.pools.lock() {
             if let Some(v) = pools.visit(&lead.who.visit) {
-                lead.visit_data = v.fields.clone();
+                lead.visit_data = v.fields.to_map();
             }
         }
     }

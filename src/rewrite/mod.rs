@@ -5,14 +5,17 @@
 
 pub mod template;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use crate::config::Destination;
-use crate::phone::{is_withheld, normalize_user, normalize_user_into, Normalized, PhoneRules};
+use crate::phone::{
+    is_withheld, normalize_user, normalize_user_append, normalize_user_into, Normalized, PhoneRules,
+};
 use crate::proxy::hooks::destination_uri;
 use crate::sip::{HeaderName, Message, NameAddr, Patch, Span, Uri};
+use crate::tracking::VisitFields;
 
-pub use template::Template;
+pub use template::{Placeholder, Template};
 
 /// What is known about a call when its INVITE is forwarded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,8 +29,9 @@ pub struct CallContext {
     /// The visit's marker, or the static number's channel.
     pub marker: Option<String>,
     pub source: Option<String>,
-    /// Other visit data: city, domain, page, utm_*.
-    pub visit: BTreeMap<String, String>,
+    /// Other visit data: city, domain, page, utm_* (shared with the
+    /// pools, not copied per call).
+    pub visit: VisitFields,
 }
 
 impl CallContext {
@@ -40,6 +44,19 @@ impl CallContext {
             "marker" => self.marker.as_deref().unwrap_or_default(),
             "source" => self.source.as_deref().unwrap_or_default(),
             other => self.visit.get(other).map_or("", String::as_str),
+        }
+    }
+
+    /// [`CallContext::field`] for a placeholder resolved at config load:
+    /// no name matching per call.
+    pub fn placeholder(&self, p: Placeholder) -> &str {
+        match p {
+            Placeholder::Dialed => &self.dialed,
+            Placeholder::Caller => &self.caller,
+            Placeholder::VisitId => self.visit_id.as_deref().unwrap_or_default(),
+            Placeholder::Marker => self.marker.as_deref().unwrap_or_default(),
+            Placeholder::Source => self.source.as_deref().unwrap_or_default(),
+            Placeholder::Visit(name) => self.visit.get(name).map_or("", String::as_str),
         }
     }
 }
@@ -138,9 +155,16 @@ pub struct Caller {
 /// phone at all when there is no usable one. `anonymous` and the other
 /// words of [`is_withheld`] are no phone either.
 pub fn caller(msg: &Message, rules: &PhoneRules, normalise: bool) -> Caller {
+    caller_and_from(msg, rules, normalise).0
+}
+
+/// [`caller`], and whether its phone is what T-5 makes of the From user
+/// part (normalised, or as it came when no number): then
+/// [`rewrite_invite_from`] need not normalise the From again.
+pub fn caller_and_from(msg: &Message, rules: &PhoneRules, normalise: bool) -> (Caller, bool) {
     let from = caller_raw(msg);
     if privacy_id(msg) {
-        return match asserted_number(msg, rules) {
+        let c = match asserted_number(msg, rules) {
             Some((raw, phone)) => Caller {
                 phone: Some(if normalise { phone } else { raw.clone() }),
                 raw,
@@ -150,12 +174,14 @@ pub fn caller(msg: &Message, rules: &PhoneRules, normalise: bool) -> Caller {
                 phone: None,
             },
         };
+        return (c, false);
     }
     if is_withheld(&from) {
-        return Caller {
+        let c = Caller {
             raw: from,
             phone: None,
         };
+        return (c, false);
     }
     let mut phone = String::new();
     if !(normalise && normalize_user_into(&from, rules, &mut phone)) {
@@ -163,10 +189,11 @@ pub fn caller(msg: &Message, rules: &PhoneRules, normalise: bool) -> Caller {
         phone.clear();
         phone.push_str(&from);
     }
-    Caller {
+    let c = Caller {
         raw: from,
         phone: Some(phone),
-    }
+    };
+    (c, normalise)
 }
 
 /// A `Privacy` header asking for the identity to be withheld (`id`, any
@@ -285,6 +312,20 @@ pub fn rewrite_invite(
     s: &RewriteSettings,
     patch: &mut Patch,
 ) {
+    rewrite_invite_from(msg, ctx, to, s, None, patch)
+}
+
+/// [`rewrite_invite`] with the From user part's T-5 form already known
+/// (`from`: the caller's phone when [`caller_and_from`] said it is the
+/// From's), so that the tracking router does not normalise it twice.
+pub fn rewrite_invite_from(
+    msg: &Message,
+    ctx: &CallContext,
+    to: &ToEdit,
+    s: &RewriteSettings,
+    from: Option<&str>,
+    patch: &mut Patch,
+) {
     if let Some(h) = msg.header_index(HeaderName::To) {
         match to {
             ToEdit::Keep => {}
@@ -312,9 +353,16 @@ pub fn rewrite_invite(
         }
     }
     if s.normalize_caller {
-        normalize_caller(msg, &s.phone, patch);
+        normalize_caller_from(msg, &s.phone, from, patch);
     }
+    // A header the parser knows (From, Via …) is one of ours only if one
+    // of ours is configured with such a name: usually none is, and most
+    // of an INVITE's headers need no comparing then.
+    let known = s.writes_known_header();
     for h in &msg.headers {
+        if h.name != HeaderName::Other && !known {
+            continue;
+        }
         let name = msg.bytes(h.name_span);
         if s.writes_header(name) {
             patch.delete(h.line);
@@ -331,6 +379,15 @@ impl RewriteSettings {
             .into_iter()
             .chain(self.extra_headers.iter().map(|(n, _)| n))
             .any(|n| !n.is_empty() && n.as_bytes().eq_ignore_ascii_case(name))
+    }
+
+    /// Whether one of the headers siptrack writes has a name the SIP
+    /// parser classifies (not `Other`).
+    fn writes_known_header(&self) -> bool {
+        [&self.phone_header, &self.marker_header, &self.visit_header]
+            .into_iter()
+            .chain(self.extra_headers.iter().map(|(n, _)| n))
+            .any(|n| HeaderName::classify(n.as_bytes()) != HeaderName::Other)
     }
 }
 
@@ -381,8 +438,14 @@ pub fn tracking_headers(ctx: &CallContext, s: &RewriteSettings) -> Vec<(String, 
 /// T-5: the user parts of From, P-Asserted-Identity and Remote-Party-ID,
 /// normalised where they are phone numbers.
 pub fn normalize_caller(msg: &Message, rules: &PhoneRules, patch: &mut Patch) {
-    // One buffer for every value: most INVITEs carry two or three.
-    let mut n = String::new();
+    normalize_caller_from(msg, rules, None, patch)
+}
+
+/// [`normalize_caller`] with the first From's user part already
+/// normalised (`from`: [`normalize_user_into`]'s answer, or the user part
+/// as it came when it is no number).
+fn normalize_caller_from(msg: &Message, rules: &PhoneRules, from: Option<&str>, patch: &mut Patch) {
+    let mut from = from;
     for (i, h) in msg.headers.iter().enumerate() {
         if !matches!(
             h.name,
@@ -390,17 +453,30 @@ pub fn normalize_caller(msg: &Message, rules: &PhoneRules, patch: &mut Patch) {
         ) {
             continue;
         }
+        // The caller's is the first From (`header_index`).
+        let known = match h.name {
+            HeaderName::From => from.take(),
+            _ => None,
+        };
         let Some((span, user)) = uri_user(msg, i) else {
             continue;
         };
         let Ok(raw) = std::str::from_utf8(user) else {
             continue;
         };
-        // Escapes are decoded first (`8%20916…`); what is no number after
-        // that (`anonymous`, a login) stays as it came.
-        if normalize_user_into(raw, rules, &mut n) && n != raw {
-            patch.replace(span, n.as_bytes());
+        if let Some(known) = known {
+            if known != raw {
+                patch.replace(span, known.as_bytes());
+            }
+            continue;
         }
+        // Escapes are decoded first (`8%20916…`); what is no number after
+        // that (`anonymous`, a login) stays as it came. Written straight
+        // into the edit, taken back when it is the same.
+        patch.replace_if(span, |out| {
+            let start = out.len();
+            normalize_user_append(raw, rules, out) && out[start..] != *raw.as_bytes()
+        });
     }
 }
 

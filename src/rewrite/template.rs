@@ -20,10 +20,37 @@ pub const PLACEHOLDERS: [&str; VISIT_FIELDS.len() + 3] = {
     out
 };
 
+/// A placeholder resolved at config load, so that rendering reads the
+/// call context's field directly instead of matching its name per call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placeholder {
+    Dialed,
+    Caller,
+    VisitId,
+    Marker,
+    Source,
+    /// Another visit field (city, domain, page, utm_*), by its name.
+    Visit(&'static str),
+}
+
+impl Placeholder {
+    /// The placeholder named `name` (one of [`PLACEHOLDERS`]).
+    fn of(name: &'static str) -> Placeholder {
+        match name {
+            "dialed" => Placeholder::Dialed,
+            "caller" => Placeholder::Caller,
+            "visit_id" => Placeholder::VisitId,
+            "marker" => Placeholder::Marker,
+            "source" => Placeholder::Source,
+            other => Placeholder::Visit(other),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Piece {
     Text(String),
-    Field(&'static str),
+    Field(Placeholder),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,7 +79,7 @@ impl Template {
                         .join(" ")
                 )
             })?;
-            pieces.push(Piece::Field(field));
+            pieces.push(Piece::Field(Placeholder::of(field)));
             rest = &after[close + 1..];
         }
         if rest.contains('}') {
@@ -78,23 +105,25 @@ impl Template {
     /// straight into the message edit); false, with nothing written, when
     /// the value is empty.
     pub fn render_into(&self, ctx: &CallContext, out: &mut Vec<u8>) -> bool {
-        let any_field = self.0.iter().any(|p| matches!(p, Piece::Field(_)));
-        if any_field
-            && self.0.iter().all(|p| match p {
-                Piece::Field(f) => ctx.field(f).is_empty(),
-                Piece::Text(_) => true,
-            })
-        {
-            return false;
-        }
+        // One pass: written as it goes, taken back when the template has
+        // placeholders and every one of them was empty.
         let start = out.len();
+        let (mut any_field, mut any_value) = (false, false);
         let mut folding = HeaderSafe::default();
         for p in &self.0 {
             let text = match p {
                 Piece::Text(t) => t.as_str(),
-                Piece::Field(f) => ctx.field(f),
+                Piece::Field(f) => {
+                    let v = ctx.placeholder(*f);
+                    any_field = true;
+                    any_value |= !v.is_empty();
+                    v
+                }
             };
             folding.push(text, start, out);
+        }
+        if any_field && !any_value {
+            out.truncate(start);
         }
         out.len() > start
     }

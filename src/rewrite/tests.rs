@@ -1,5 +1,7 @@
 use bytes::Bytes;
 
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::config::parse_destination;
 
@@ -49,7 +51,7 @@ fn visit_ctx() -> CallContext {
         visit_id: Some("v-42".into()),
         marker: Some("google_cpc".into()),
         source: Some("organic".into()),
-        visit,
+        visit: visit.into(),
     }
 }
 
@@ -563,4 +565,151 @@ fn the_caller_for_tracking_table() {
             "From {from}, {extra:?}"
         );
     }
+}
+
+/// The placeholders resolved at config load read what the name lookup
+/// reads, for every placeholder, with and without a visit.
+#[test]
+fn resolved_placeholders_read_the_named_fields() {
+    for ctx in [visit_ctx(), CallContext::default()] {
+        for name in template::PLACEHOLDERS {
+            let t = Template::parse(&format!("{{{name}}}")).expect("template");
+            assert_eq!(
+                t.render(&ctx),
+                template::header_safe(ctx.field(name)),
+                "{name}"
+            );
+        }
+    }
+}
+
+/// The one-pass rendering against the two-pass form it replaced: nothing
+/// when a template has placeholders and all are empty, else the folded
+/// concatenation.
+#[test]
+fn one_pass_rendering_matches_the_two_pass_form() {
+    fn two_pass(template: &str, ctx: &CallContext) -> String {
+        let mut names = Vec::new();
+        let mut rest = template;
+        let mut text = String::new();
+        while let Some(open) = rest.find('{') {
+            text.push_str(&rest[..open]);
+            let close = rest[open..].find('}').expect("closed") + open;
+            let name = rest[open + 1..close].trim();
+            names.push(name);
+            text.push_str(ctx.field(name));
+            rest = &rest[close + 1..];
+        }
+        text.push_str(rest);
+        if !names.is_empty() && names.iter().all(|n| ctx.field(n).is_empty()) {
+            return String::new();
+        }
+        template::header_safe(&text)
+    }
+    let mut sparse = visit_ctx();
+    sparse.visit.remove("city");
+    sparse.marker = None;
+    sparse.visit.insert("page".into(), " \r\n ".into());
+    sparse
+        .visit
+        .insert("utm_term".into(), "a\r\nX-Evil: 1".into());
+    for ctx in [visit_ctx(), sparse, CallContext::default()] {
+        for template in [
+            "{city}",
+            "city: {city}",
+            "{city} {marker}",
+            "{page}",
+            " {page} x ",
+            "{utm_term}!",
+            "[{city}][{domain}]",
+            "static  text ",
+            "{marker}{source}",
+        ] {
+            let t = Template::parse(template).expect(template);
+            assert_eq!(t.render(&ctx), two_pass(template, &ctx), "{template}");
+        }
+    }
+}
+
+/// The router hands the rewrite the caller it already normalised from the
+/// From: the forwarded INVITE is the same as when the rewrite normalises
+/// the From itself, for every kind of From user part, with Privacy and
+/// without, normalising or not.
+#[test]
+fn a_known_from_rewrites_as_normalising_it_again() {
+    let rules = PhoneRules::default();
+    let pai = "P-Asserted-Identity: <sip:89161234567@trunk.example>\r\n";
+    for user in [
+        "8-916-123-45-67",
+        "8%20(916)%20123-45-67",
+        "79161234567",
+        "+7 916 123 45 67",
+        "anonymous",
+        "Anonymous",
+        "roistat123_1",
+        "101",
+        "user%40host",
+        "8%2",
+        "",
+    ] {
+        for extra in [
+            String::new(),
+            pai.to_string(),
+            format!("Privacy: id\r\n{pai}"),
+        ] {
+            for normalise in [true, false] {
+                let msg = invite("74951111111", user, &extra);
+                let s = RewriteSettings {
+                    normalize_caller: normalise,
+                    ..RewriteSettings::default()
+                };
+                let (c, is_from) = caller_and_from(&msg, &rules, normalise);
+                assert_eq!(c, caller(&msg, &rules, normalise));
+                let ctx = CallContext {
+                    caller: c.phone.clone().unwrap_or_default(),
+                    ..visit_ctx()
+                };
+                let from = is_from.then_some(ctx.caller.as_str());
+                let mut known = Patch::new();
+                rewrite_invite_from(&msg, &ctx, &ToEdit::Keep, &s, from, &mut known);
+                let mut again = Patch::new();
+                rewrite_invite(&msg, &ctx, &ToEdit::Keep, &s, &mut again);
+                assert_eq!(
+                    applied(&msg, &mut known),
+                    applied(&msg, &mut again),
+                    "{user:?} {extra:?} {normalise}"
+                );
+            }
+        }
+    }
+}
+
+/// Skipping the headers the parser knows when deleting forged tracking
+/// headers: still every configured name is caught, also one configured
+/// with a name the parser knows.
+#[test]
+fn forged_headers_are_dropped_whatever_their_name() {
+    let msg = invite(
+        "74951111111",
+        "79161234567",
+        "x-roistat-phone: 1\r\nSubject: s\r\nUser-Agent: u\r\n",
+    );
+    let mut s = RewriteSettings {
+        marker_header: "User-Agent".into(),
+        visit_header: "subject".into(),
+        ..RewriteSettings::default()
+    };
+    let mut patch = Patch::new();
+    rewrite_invite(&msg, &visit_ctx(), &ToEdit::Keep, &s, &mut patch);
+    let out = applied(&msg, &mut patch);
+    assert_eq!(header(&out, "X-Roistat-Phone"), vec!["74951111111"]);
+    assert_eq!(header(&out, "User-Agent"), vec!["google_cpc"]);
+    assert_eq!(header(&out, "Subject"), vec!["v-42"]);
+    // A name the parser classifies: the one that came is still dropped.
+    s.visit_header = "Contact".into();
+    let msg = invite("74951111111", "79161234567", "contact: <sip:x@y>\r\n");
+    let mut patch = Patch::new();
+    rewrite_invite(&msg, &visit_ctx(), &ToEdit::Keep, &s, &mut patch);
+    let out = applied(&msg, &mut patch);
+    assert_eq!(header(&out, "Contact"), vec!["v-42"]);
 }

@@ -39,6 +39,20 @@ impl Patch {
         self.push(span, a);
     }
 
+    /// Replaces `span` with what `fill` writes if it says so (true);
+    /// false leaves no edit and nothing of what it wrote. Lets a rule
+    /// write its value straight into the edit and decide as it goes.
+    pub fn replace_if(&mut self, span: Span, fill: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
+        let a = self.arena.len();
+        if fill(&mut self.arena) {
+            self.push(span, a);
+            true
+        } else {
+            self.arena.truncate(a);
+            false
+        }
+    }
+
     /// Inserts `bytes` before position `pos`. Insertions at the same position
     /// keep the order they were made in.
     pub fn insert(&mut self, pos: u32, bytes: &[u8]) {
@@ -99,5 +113,42 @@ impl Patch {
         }
         out.extend_from_slice(&src[pos..end]);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(start: u32, end: u32) -> Span {
+        Span { start, end }
+    }
+
+    /// A conditional replacement is an ordinary one when taken, and no
+    /// trace at all (no edit, no bytes in the arena) when not.
+    #[test]
+    fn conditional_replacements() {
+        let src = b"From: 8-916@x\r\n";
+        for (take, expected) in [
+            (true, &b"From: 7916@x\r\n"[..]),
+            (false, &b"From: 8-916@x\r\n"[..]),
+        ] {
+            let mut p = Patch::new();
+            let done = p.replace_if(span(6, 11), |o| {
+                o.extend_from_slice(b"7916");
+                take
+            });
+            assert_eq!(done, take);
+            assert_eq!(p.is_empty(), !take);
+            p.insert(0, b"");
+            assert_eq!(p.apply(src, src.len()), expected);
+            let mut q = Patch::new();
+            q.replace(span(6, 11), b"7916");
+            assert_eq!(
+                p.arena.len(),
+                if take { q.arena.len() } else { 0 },
+                "what was not taken is gone"
+            );
+        }
     }
 }

@@ -261,7 +261,7 @@ impl Ledger for State {
             visit_id: i.visit_id.clone(),
             marker: i.marker.clone(),
             source: i.source.clone(),
-            visit: i.visit.clone(),
+            visit: i.visit.to_map(),
             invite_at: r.invite_at as i64,
             answer_at: r.answer_at.map(|a| a as i64),
             end_at: r.end_at as i64,

@@ -236,6 +236,12 @@ impl Fields for BTreeMap<String, String> {
     }
 }
 
+impl Fields for super::VisitFields {
+    fn get(&self, field: &str) -> Option<&str> {
+        BTreeMap::get(self, field).map(String::as_str)
+    }
+}
+
 impl Filter {
     /// Every field a filter reads, in the order written (repeats kept), so
     /// that a config can refuse fields its records never carry.

@@ -1,10 +1,12 @@
 //! Call tracking: which tracking number was dialed and which visit or
 //! channel it belongs to (SPEC section 3).
 
+pub mod fields;
 pub mod filter;
 pub mod pools;
 pub mod router;
 
+pub use fields::VisitFields;
 pub use router::TrackingRouter;
 
 /// Fields a visit may carry besides `visit_id` (SPEC T-1): what the visits

@@ -8,10 +8,11 @@
 //! survive restarts); every change returns the [`AssignmentRow`] the
 //! caller must persist, and [`Pools::restore`] takes them back.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use crate::config::Destination;
 
+use super::fields::VisitFields;
 use super::filter::Filter;
 
 #[derive(Clone, Debug)]
@@ -30,7 +31,8 @@ pub struct PoolConfig {
 pub struct Visit {
     pub id: String,
     /// marker, source, city, domain, page, utm_*: only non-empty values.
-    pub fields: BTreeMap<String, String>,
+    /// Shared with the calls to the visit's number (no copy per call).
+    pub fields: VisitFields,
 }
 
 /// One number's state, as stored.
@@ -282,6 +284,18 @@ impl Pools {
     /// A call to `number` at `now`: its pool and the visit holding it, if
     /// the number is a pool number.
     pub fn at_call(&self, number: &str, now: u64) -> Option<(&PoolConfig, Option<&Visit>)> {
+        self.at_call_pool(number, now).map(|(_, c, v)| (c, v))
+    }
+
+    /// [`Pools::at_call`] with the pool as its index in [`Pools::configs`]
+    /// (which never changes after [`Pools::new`]): the router keeps its
+    /// own copy of each pool's destination and borrows it per call
+    /// instead of cloning three strings out of the lock.
+    pub fn at_call_pool(
+        &self,
+        number: &str,
+        now: u64,
+    ) -> Option<(usize, &PoolConfig, Option<&Visit>)> {
         let &(p, i) = self.by_number.get(number)?;
         let s = &self.slots[p][i];
         let visit = if self.held(p, s, now) {
@@ -289,7 +303,7 @@ impl Pools {
         } else {
             None
         };
-        Some((&self.configs[p], visit))
+        Some((p, &self.configs[p], visit))
     }
 }
 

@@ -2,6 +2,7 @@
 //! dialed, its destination and channel or visit, and applies the rewrite
 //! rules to the INVITE.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -21,24 +22,38 @@ pub struct TrackingRouter {
     default_destination: Option<Destination>,
     settings: RewriteSettings,
     pools: Arc<Mutex<Pools>>,
+    /// Each pool's destination, by its index in `Pools::configs` (fixed
+    /// once the pools exist), so a call borrows it instead of cloning it
+    /// under the lock.
+    pool_destinations: Vec<Destination>,
     /// Unix milliseconds: holds are wall-clock and survive restarts.
     clock: Clock,
 }
 
 /// Where one call goes and what it carries, before any edit.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lookup {
-    pub destination: Destination,
+pub struct Lookup<'a> {
+    /// Borrowed from the router's configuration.
+    pub destination: Cow<'a, Destination>,
     pub phone_destination: bool,
     pub context: CallContext,
     /// The caller's user part as it came (the PAI's with `Privacy: id`).
     pub caller_raw: String,
+    /// `context.caller` is T-5's form of the From user part, which the
+    /// rewrite then takes instead of normalising the From again.
+    pub caller_is_from: bool,
 }
 
 impl TrackingRouter {
     pub fn new(config: &Config, pools: Arc<Mutex<Pools>>, clock: Clock) -> TrackingRouter {
+        let pool_destinations = match pools.lock() {
+            Ok(p) => p.configs().iter().map(|c| c.destination.clone()).collect(),
+            // Every call then clones the destination from the pools.
+            Err(_) => Vec::new(),
+        };
         TrackingRouter {
             pools,
+            pool_destinations,
             clock,
             numbers: config
                 .tracking
@@ -54,7 +69,7 @@ impl TrackingRouter {
     /// T-1: the dialed number's destination and channel (static number)
     /// or visit (pool number held by a visit); unknown numbers, and pool
     /// numbers no visit holds, go on without a visit.
-    pub fn lookup(&self, req: &Message) -> Option<Lookup> {
+    pub fn lookup(&self, req: &Message) -> Option<Lookup<'_>> {
         let dialed_raw = rewrite::dialed_user(req)
             .map(rewrite::lossy)
             .unwrap_or_default();
@@ -64,7 +79,8 @@ impl TrackingRouter {
             dialed.clear();
             dialed.push_str(&dialed_raw);
         }
-        let caller = rewrite::caller(req, &self.settings.phone, self.settings.normalize_caller);
+        let (caller, caller_is_from) =
+            rewrite::caller_and_from(req, &self.settings.phone, self.settings.normalize_caller);
         let mut context = CallContext {
             dialed,
             // Withheld: no phone, and no {caller} in extra headers.
@@ -76,33 +92,41 @@ impl TrackingRouter {
             context.marker = n.marker.clone();
             context.source = n.source.clone();
             return Some(Lookup {
-                destination: n.destination.clone(),
+                destination: Cow::Borrowed(&n.destination),
                 phone_destination: n.phone_destination,
                 context,
                 caller_raw,
+                caller_is_from,
             });
         }
         if let Ok(pools) = self.pools.lock() {
-            if let Some((pool, visit)) = pools.at_call(&context.dialed, self.clock.unix_ms()) {
+            let now = self.clock.unix_ms();
+            if let Some((p, pool, visit)) = pools.at_call_pool(&context.dialed, now) {
                 if let Some(v) = visit {
                     context.visit_id = Some(v.id.clone());
                     context.marker = v.fields.get("marker").cloned();
                     context.source = v.fields.get("source").cloned();
                     context.visit = v.fields.clone();
                 }
+                let destination = match self.pool_destinations.get(p) {
+                    Some(d) => Cow::Borrowed(d),
+                    None => Cow::Owned(pool.destination.clone()),
+                };
                 return Some(Lookup {
-                    destination: pool.destination.clone(),
+                    destination,
                     phone_destination: pool.phone_destination,
                     context,
                     caller_raw,
+                    caller_is_from,
                 });
             }
         }
         Some(Lookup {
-            destination: self.default_destination.clone()?,
+            destination: Cow::Borrowed(self.default_destination.as_ref()?),
             phone_destination: false,
             context,
             caller_raw,
+            caller_is_from,
         })
     }
 }
@@ -142,7 +166,10 @@ impl ProxyPhases for TrackingRouter {
             found.phone_destination,
             &self.settings,
         );
-        rewrite::rewrite_invite(req, &found.context, &to, &self.settings, patch);
+        let from = found
+            .caller_is_from
+            .then_some(found.context.caller.as_str());
+        rewrite::rewrite_invite_from(req, &found.context, &to, &self.settings, from, patch);
         let ctx = found.context;
         let call = CallInfo {
             caller_raw: found.caller_raw,
@@ -159,5 +186,60 @@ impl ProxyPhases for TrackingRouter {
             request_uri: Some(uri),
             call: Some(Box::new(call)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::tracking::pools::Visit;
+
+    fn router() -> TrackingRouter {
+        let config = Config::parse(
+            r#"[tracking]
+default_destination = "sip:pbx@127.0.0.1:5070"
+[[tracking.pools]]
+name = "site"
+numbers = ["84951234567"]
+destination = "sip:office@127.0.0.1:5080"
+"#,
+        )
+        .expect("config");
+        let mut pools = Pools::new(config.tracking.pools.clone());
+        let visit = Visit {
+            id: "v1".into(),
+            fields: [("marker".to_string(), "g".to_string())].into(),
+        };
+        pools.touch(visit, 1_000).expect("a number");
+        TrackingRouter::new(&config, Arc::new(Mutex::new(pools)), Clock::manual(1_000))
+    }
+
+    fn invite(to: &str) -> Message {
+        let text = format!(
+            "INVITE sip:{to}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n\
+             From: <sip:89161234567@x>;tag=1\r\nTo: <sip:{to}@127.0.0.1>\r\nCall-ID: c\r\n\
+             CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        Message::parse(Bytes::from(text), true).expect("parses")
+    }
+
+    /// The destination comes from the router's own copy (borrowed, not
+    /// cloned per call) and is the pool's; the visit's fields are the
+    /// pools' own, shared.
+    #[test]
+    fn pool_calls_borrow_the_destination_and_share_the_visit() {
+        let r = router();
+        let found = r.lookup(&invite("74951234567")).expect("routed");
+        assert!(matches!(found.destination, Cow::Borrowed(_)));
+        assert_eq!(found.destination.uri, "sip:office@127.0.0.1:5080");
+        assert_eq!(found.context.visit_id.as_deref(), Some("v1"));
+        assert_eq!(found.context.marker.as_deref(), Some("g"));
+        assert!(found.caller_is_from);
+        assert_eq!(found.context.caller, "79161234567");
+        let other = r.lookup(&invite("100")).expect("default");
+        assert_eq!(other.destination.uri, "sip:pbx@127.0.0.1:5070");
+        assert!(other.context.visit.is_empty());
     }
 }
