@@ -271,10 +271,17 @@ fn parse_params_loose(s: &[u8]) -> Option<()> {
     if s[0] != b';' {
         return None;
     }
-    s[1..]
-        .split(|&c| c == b';')
-        .all(|p| !p.is_empty() && p[0] != b'=')
-        .then_some(())
+    // No parameter may be empty or start with '=': every ';' is followed
+    // by something other than ';' or '='. One pass, where splitting on
+    // ';' and testing each piece walked the pieces twice.
+    let mut prev_semi = false;
+    for &c in s {
+        if prev_semi && (c == b';' || c == b'=') {
+            return None;
+        }
+        prev_semi = c == b';';
+    }
+    (!prev_semi).then_some(())
 }
 
 /// Accepts an IPv6 reference body (without brackets). RFC 5118 4.10: be
@@ -391,6 +398,47 @@ mod tests {
                     assert_ne!(e, UriError::IllegalChar, "{uri}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn loose_params_match_splitting() {
+        let by_splitting = |s: &[u8]| {
+            if s.is_empty() {
+                return Some(());
+            }
+            if s[0] != b';' {
+                return None;
+            }
+            s[1..]
+                .split(|&c| c == b';')
+                .all(|p| !p.is_empty() && p[0] != b'=')
+                .then_some(())
+        };
+        for p in [
+            "",
+            ";",
+            ";;",
+            ";a",
+            ";a;",
+            ";a;;b",
+            ";=a",
+            ";a=",
+            ";a==b",
+            ";a=b;c",
+            "a;b",
+            ";a;=b",
+            ";user=phone",
+            ";lr;transport=udp",
+            ";a=;b",
+            "=",
+            ";a=b=c;d",
+        ] {
+            assert_eq!(
+                parse_params_loose(p.as_bytes()),
+                by_splitting(p.as_bytes()),
+                "{p:?}"
+            );
         }
     }
 }
