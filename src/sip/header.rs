@@ -1,6 +1,8 @@
 //! Header names, with the compact forms of RFC 3261 7.3.3 (and the ones
 //! later RFCs registered) mapped to the headers a proxy must understand.
 
+use super::chars::is_token;
+
 /// `name` equals `lower` ignoring ASCII case, where `lower` is a long
 /// header name: lowercase letters and '-' only. Compared eight bytes at a
 /// time (the last word overlapping the one before): a byte-by-byte
@@ -121,6 +123,46 @@ impl HeaderName {
         } else {
             H::Other
         }
+    }
+
+    /// When `line` begins with one of the long names above followed by a
+    /// byte that cannot continue a token: that name and its length. It is
+    /// then what scanning the name's token characters and classifying
+    /// them gives (every long name is a token), without the scan: most
+    /// header lines of a call are these. `None` leaves the line to that
+    /// scan (compact forms, other names, a longer token).
+    pub fn known_prefix(line: &[u8]) -> Option<(usize, HeaderName)> {
+        use HeaderName as H;
+        let candidates: &[(&[u8], HeaderName)] = match line.first()?.to_ascii_lowercase() {
+            b'v' => &[(b"via", H::Via)],
+            b'f' => &[(b"from", H::From)],
+            b't' => &[(b"to", H::To)],
+            b'c' => &[
+                (b"call-id", H::CallId),
+                (b"cseq", H::CSeq),
+                (b"contact", H::Contact),
+                (b"content-type", H::ContentType),
+                (b"content-length", H::ContentLength),
+            ],
+            b'm' => &[(b"max-forwards", H::MaxForwards)],
+            b'r' => &[
+                (b"route", H::Route),
+                (b"record-route", H::RecordRoute),
+                (b"require", H::Require),
+                (b"remote-party-id", H::RemotePartyId),
+            ],
+            b'p' => &[
+                (b"p-asserted-identity", H::PAssertedIdentity),
+                (b"proxy-require", H::ProxyRequire),
+            ],
+            b'd' => &[(b"date", H::Date)],
+            _ => return None,
+        };
+        candidates.iter().find_map(|&(long, name)| {
+            let n = long.len();
+            (line.len() > n && !is_token(line[n]) && eq_lower(&line[..n], long))
+                .then_some((n, name))
+        })
     }
 
     /// Headers that RFC 3261 allows only once per message.
@@ -247,6 +289,94 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(&n)
             );
+        }
+    }
+
+    /// `known_prefix` answers what scanning the token and classifying it
+    /// answers, whenever it answers.
+    #[test]
+    fn known_prefix_is_scan_and_classify() {
+        let mut lines: Vec<Vec<u8>> = [
+            "Via: SIP/2.0/UDP h",
+            "VIA :x",
+            "via\t:x",
+            "From: <sip:a@h>",
+            "To:x",
+            "To",
+            "to",
+            "Tox: y",
+            "Call-ID: c",
+            "CSeq: 1 INVITE",
+            "Contact: *",
+            "Content-Type: a/b",
+            "Content-Length: 0",
+            "content-length:0",
+            "Content-Lengths: 1",
+            "Max-Forwards: 70",
+            "Route: <sip:h;lr>",
+            "Record-Route: <sip:h>",
+            "Require: 100rel",
+            "Remote-Party-ID: x",
+            "P-Asserted-Identity: <sip:a@h>",
+            "Proxy-Require: x",
+            "Date: Sat",
+            "Allow: INVITE",
+            "Supported: timer",
+            "Min-SE: 90",
+            "User-Agent: x",
+            "v: SIP/2.0/UDP h",
+            "f: x",
+            "t:x",
+            "c: x",
+            "m: x",
+            "l: 0",
+            "Cseq",
+            "CSeq@: 1",
+            "Call-ID.x: 1",
+            "Via~: x",
+            "Date%: x",
+            "Route-Set: x",
+            "Record-Route",
+            "P-Asserted-Identity",
+            "P-Asserted-Identity:",
+            "",
+            ":",
+            "Fro: x",
+            "From\r\n :x",
+        ]
+        .iter()
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+        for l in lines.clone() {
+            for i in 0..l.len() {
+                for flip in [0x20u8, 0x01, 0x0d ^ b'-'] {
+                    let mut m = l.clone();
+                    m[i] ^= flip;
+                    lines.push(m);
+                }
+            }
+        }
+        let mut known = 0;
+        for l in &lines {
+            let scanned = l.iter().position(|&c| !is_token(c)).unwrap_or(l.len());
+            if let Some((n, name)) = HeaderName::known_prefix(l) {
+                known += 1;
+                assert_eq!(n, scanned, "{:?}", String::from_utf8_lossy(l));
+                assert_eq!(
+                    name,
+                    HeaderName::classify(&l[..n]),
+                    "{:?}",
+                    String::from_utf8_lossy(l)
+                );
+            }
+        }
+        assert!(known > 100, "{known}");
+        for l in [
+            "Via: x",
+            "CONTENT-LENGTH: 0",
+            "p-asserted-identity:<sip:a@h>",
+        ] {
+            assert!(HeaderName::known_prefix(l.as_bytes()).is_some(), "{l}");
         }
     }
 }

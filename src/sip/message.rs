@@ -208,8 +208,7 @@ impl Message {
                 after = a;
             }
             match split_header(b, line_start, end) {
-                Some((name_span, value)) => {
-                    let name = HeaderName::classify(&b[name_span.range()]);
+                Some((name_span, value, name)) => {
                     if name == HeaderName::ContentLength {
                         // Noted here rather than searched for after the
                         // loop: one pass over the headers fewer.
@@ -361,8 +360,15 @@ impl Message {
     }
 }
 
-fn split_header(b: &[u8], start: usize, end: usize) -> Option<(Span, Span)> {
+/// The name, the trimmed value and the name classified, for a header line.
+fn split_header(b: &[u8], start: usize, end: usize) -> Option<(Span, Span, HeaderName)> {
     let line = &b[start..end];
+    // The long names siptrack decodes are recognised without the scan
+    // below (which gives the same end for them).
+    if let Some((name_end, name)) = HeaderName::known_prefix(line) {
+        let (name_span, value) = split_at_name(start, line, name_end)?;
+        return Some((name_span, value, name));
+    }
     // One pass over the name: token characters, optional SP/HT, then the
     // colon. Any other character before the first colon would have made
     // the name no token, and a line without a colon is no header, so
@@ -373,6 +379,17 @@ fn split_header(b: &[u8], start: usize, end: usize) -> Option<(Span, Span)> {
         .iter()
         .position(|&c| !is_token(c))
         .unwrap_or(line.len());
+    let (name_span, value) = split_at_name(start, line, name_end)?;
+    Some((
+        name_span,
+        value,
+        HeaderName::classify(&b[name_span.range()]),
+    ))
+}
+
+/// The name and value spans of header line `line` (starting at `start`)
+/// whose name token ends at `name_end`; None when no colon follows.
+fn split_at_name(start: usize, line: &[u8], name_end: usize) -> Option<(Span, Span)> {
     let mut colon = name_end;
     while colon < line.len() && (line[colon] == b' ' || line[colon] == b'\t') {
         colon += 1;
