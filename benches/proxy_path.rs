@@ -305,6 +305,13 @@ fn count_mode(n: u64, case: &str) {
     let msg = Bytes::from(invite(1));
     let started = std::time::Instant::now();
     match case {
+        "parse" => {
+            for _ in 0..n {
+                let m = Message::parse(black_box(msg.clone()), true).expect("parses");
+                siptrack::sip::validate::validate(&m).expect("valid");
+                black_box(m.headers.len());
+            }
+        }
         "pipeline" => {
             let mut router = tracking_router();
             for _ in 0..n {
@@ -332,7 +339,7 @@ fn count_mode(n: u64, case: &str) {
             held_transactions(n);
             return;
         }
-        other => panic!("unknown case {other}: pipeline, core, core-tracking, held"),
+        other => panic!("unknown case {other}: parse, pipeline, core, core-tracking, held"),
     }
     eprintln!("{case}: {n} in {:?}", started.elapsed());
 }

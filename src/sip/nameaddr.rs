@@ -63,21 +63,18 @@ impl<'a> NameAddr<'a> {
             i = lt;
         }
         let (uri, angle, after) = if src.get(i) == Some(&b'<') {
-            let gt = src[i..]
-                .iter()
-                .position(|&c| c == b'>')
-                .ok_or(NameAddrError::BadBrackets)?
-                + i;
-            let uri = (i + 1, gt);
-            let inner = &src[uri.0..uri.1];
-            if inner.is_empty()
-                || inner
-                    .iter()
-                    .any(|&c| matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'<'))
-            {
+            // One pass to the first '>' or a byte the URI may not hold:
+            // finding the '>' and then checking what it encloses read the
+            // URI twice. A bad byte first means either no '>' at all or a
+            // bad byte inside the brackets: both are BadBrackets.
+            let mut gt = i + 1;
+            while gt < src.len() && !matches!(src[gt], b'>' | b' ' | b'\t' | b'\r' | b'\n' | b'<') {
+                gt += 1;
+            }
+            if src.get(gt) != Some(&b'>') || gt == i + 1 {
                 return Err(NameAddrError::BadBrackets);
             }
-            (uri, true, gt + 1)
+            ((i + 1, gt), true, gt + 1)
         } else {
             let _ = start;
             // addr-spec: the URI runs to the first ';' (header params follow)
@@ -132,4 +129,63 @@ fn find_unquoted(s: &[u8], mut i: usize, needle: u8) -> Option<usize> {
         i += 1;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bracket scan as it was: the first '>', then what it encloses.
+    fn brackets_by_two_scans(src: &[u8], i: usize) -> Result<(usize, usize), NameAddrError> {
+        let gt = src[i..]
+            .iter()
+            .position(|&c| c == b'>')
+            .ok_or(NameAddrError::BadBrackets)?
+            + i;
+        let inner = &src[i + 1..gt];
+        if inner.is_empty()
+            || inner
+                .iter()
+                .any(|&c| matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'<'))
+        {
+            return Err(NameAddrError::BadBrackets);
+        }
+        Ok((i + 1, gt))
+    }
+
+    #[test]
+    fn bracket_scan_matches_two_scans() {
+        for v in [
+            "<sip:a@h>",
+            "<sip:a@h>;tag=1",
+            "\"x\" <sip:a@h;user=phone>;tag=1",
+            "\"a\\\"<b\" <sip:a@h>",
+            "x y <sip:a@[::1]:5060>",
+            "<>",
+            "<",
+            "<sip:a@h",
+            "<sip:a @h>",
+            "<sip:a@h\r\n >",
+            "<sip:<a@h>",
+            "<sip:a@h>>",
+            "<sip:a@h\t>",
+            "<tel:+7495>;x",
+            "<sip:a@h>, <sip:b@h>",
+            "name <sip:%41@h?Subject=x>",
+        ] {
+            let src = v.as_bytes();
+            let parsed = NameAddr::parse(src);
+            let lt = find_unquoted(src, 0, b'<');
+            if let Some(lt) = lt {
+                let want = brackets_by_two_scans(src, lt);
+                match (&parsed, want) {
+                    (Ok(na), Ok(uri)) => assert_eq!(na.uri, uri, "{v:?}"),
+                    (Err(e), Err(w)) if *e == w => {}
+                    // The brackets were fine; a later check refused it.
+                    (Err(e), Ok(_)) if *e != NameAddrError::BadBrackets => {}
+                    (p, w) => panic!("{v:?}: parsed {p:?}, two scans {w:?}"),
+                }
+            }
+        }
+    }
 }

@@ -43,12 +43,8 @@ pub enum UriError {
 }
 
 /// Characters allowed in a SIP URI outside the host (unreserved, escaped
-/// and the reserved set of RFC 3261 25.1, without the separators we split on).
-fn is_uri_char(c: u8) -> bool {
-    URI_CHAR[c as usize]
-}
-
-/// [`is_uri_char`] as a table: every URI of every message goes through it.
+/// and the reserved set of RFC 3261 25.1, without the separators we split
+/// on), as a table: every URI of every message goes through it.
 const URI_CHAR: [bool; 256] = {
     let mut t = [false; 256];
     let mut c = 0;
@@ -84,6 +80,28 @@ const URI_CHAR: [bool; 256] = {
     t
 };
 
+/// [`URI_CLASS`] values: what the one pass of [`Uri::parse`] does with a byte.
+const ILLEGAL: u8 = 0;
+const PLAIN: u8 = 1;
+/// '@', ':' and '?': the delimiters it notes.
+const MARK: u8 = 2;
+
+/// [`URI_CHAR`] with the delimiters [`Uri::parse`] looks for set apart.
+const URI_CLASS: [u8; 256] = {
+    let mut t = [ILLEGAL; 256];
+    let mut c = 0;
+    while c < 256 {
+        if URI_CHAR[c] {
+            t[c] = match c as u8 {
+                b'@' | b':' | b'?' => MARK,
+                _ => PLAIN,
+            };
+        }
+        c += 1;
+    }
+    t
+};
+
 /// The scheme of any absolute URI: `ALPHA *(ALPHA / DIGIT / "+" / "-" / ".")` before `:`.
 pub fn scheme_of(s: &[u8]) -> Option<&[u8]> {
     let colon = s.iter().position(|&c| c == b':')?;
@@ -107,13 +125,32 @@ impl<'a> Uri<'a> {
         // appear as the userinfo delimiter (RFC 3261 25.1: it is in none of
         // the user, password, parameter or header character sets), while
         // '?' and ';' may appear inside the user part (RFC 4475 3.1.1.2).
+        // The same pass notes the first ':' before the '@' (the end of the
+        // user) and the first '?' after where the host starts (the
+        // headers): searched for afterwards, they read the URI twice more.
         let mut at = None;
+        // The first ':' and '?' (at or after the scheme's colon) seen
+        // while no '@' had been, and the first '?' after the '@'.
+        let (mut colon_before, mut q_before, mut q_after) = (None, None, None);
         for (i, &c) in s.iter().enumerate() {
-            if !is_uri_char(c) {
-                return Err(UriError::IllegalChar);
-            }
-            if c == b'@' && at.is_none() && i >= rest_start {
-                at = Some(i);
+            match URI_CLASS[c as usize] {
+                PLAIN => {}
+                ILLEGAL => return Err(UriError::IllegalChar),
+                _ if i < rest_start => {}
+                _ if at.is_some() => {
+                    if c == b'?' && q_after.is_none() {
+                        q_after = Some(i);
+                    }
+                }
+                _ => match c {
+                    b'@' => at = Some(i),
+                    b':' => {
+                        colon_before.get_or_insert(i);
+                    }
+                    _ => {
+                        q_before.get_or_insert(i);
+                    }
+                },
             }
         }
         let (userinfo, user, host_start) = match at {
@@ -122,18 +159,12 @@ impl<'a> Uri<'a> {
                     return Err(UriError::BadHost);
                 }
                 let ui = (rest_start, at);
-                let user_end = s[rest_start..at]
-                    .iter()
-                    .position(|&c| c == b':')
-                    .map_or(at, |p| p + rest_start);
+                let user_end = colon_before.unwrap_or(at);
                 (Some(ui), Some((rest_start, user_end)), at + 1)
             }
             None => (None, None, rest_start),
         };
-        let hdr_q = s[host_start..]
-            .iter()
-            .position(|&c| c == b'?')
-            .map(|p| p + host_start);
+        let hdr_q = if at.is_some() { q_after } else { q_before };
         let (host, mut i) = if s.get(host_start) == Some(&b'[') {
             let close = s[host_start..]
                 .iter()
@@ -240,10 +271,17 @@ fn parse_params_loose(s: &[u8]) -> Option<()> {
     if s[0] != b';' {
         return None;
     }
-    s[1..]
-        .split(|&c| c == b';')
-        .all(|p| !p.is_empty() && p[0] != b'=')
-        .then_some(())
+    // No parameter may be empty or start with '=': every ';' is followed
+    // by something other than ';' or '='. One pass, where splitting on
+    // ';' and testing each piece walked the pieces twice.
+    let mut prev_semi = false;
+    for &c in s {
+        if prev_semi && (c == b';' || c == b'=') {
+            return None;
+        }
+        prev_semi = c == b';';
+    }
+    (!prev_semi).then_some(())
 }
 
 /// Accepts an IPv6 reference body (without brackets). RFC 5118 4.10: be
@@ -293,6 +331,113 @@ mod tests {
                 port,
                 "{}",
                 String::from_utf8_lossy(uri)
+            );
+        }
+    }
+
+    /// The '@', user end and '?' as the separate searches found them
+    /// before the one pass did (for URIs whose characters are all legal).
+    fn delimiters_by_searching(s: &[u8]) -> (Option<(usize, usize)>, Option<usize>) {
+        let rest_start = scheme_of(s).map_or(0, |x| x.len() + 1);
+        let at = s
+            .iter()
+            .enumerate()
+            .position(|(i, &c)| c == b'@' && i >= rest_start);
+        let (user, host_start) = match at {
+            Some(at) => {
+                let user_end = s[rest_start..at]
+                    .iter()
+                    .position(|&c| c == b':')
+                    .map_or(at, |p| p + rest_start);
+                (Some((rest_start, user_end)), at + 1)
+            }
+            None => (None, rest_start),
+        };
+        let q = s[host_start..]
+            .iter()
+            .position(|&c| c == b'?')
+            .map(|p| p + host_start);
+        (user, q)
+    }
+
+    #[test]
+    fn one_pass_delimiters_match_searching() {
+        for uri in [
+            "sip:h",
+            "sip:u@h",
+            "sips:u:pw@h:5061;transport=tls",
+            "sip:u@h?Subject=x&a=b",
+            "sip:u?x@h?y",
+            "sip:u;x=1@h;y=2?z",
+            "sip:u:p:q@h",
+            "sip:u@h@g",
+            "sip:h?q@r",
+            "sip:h:5060?a?b",
+            "sip:u@[2001:db8::1]:5060;x?h=1",
+            "sip:[::1]",
+            "sip:%75ser@h",
+            "SIP:U@H",
+            "sip:@h",
+            "sip:u@",
+            "sip:u@h;p?",
+            "sip:8-916-123-45-67@127.0.0.1:5061;user=phone",
+        ] {
+            let s = uri.as_bytes();
+            let (user, q) = delimiters_by_searching(s);
+            match Uri::parse(s) {
+                Ok(u) => {
+                    assert_eq!(u.user, user, "{uri}");
+                    assert_eq!(u.headers.map(|h| h.0 - 1), q, "{uri}");
+                }
+                // Only an empty user is refused before the host is read.
+                Err(UriError::BadHost) if user.is_some_and(|(a, b)| a == b) => {}
+                Err(e) => {
+                    // The delimiters were found; the host, port or params
+                    // refused it. It must fail the same way from the
+                    // searched delimiters, which are the old code's.
+                    assert_ne!(e, UriError::IllegalChar, "{uri}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn loose_params_match_splitting() {
+        let by_splitting = |s: &[u8]| {
+            if s.is_empty() {
+                return Some(());
+            }
+            if s[0] != b';' {
+                return None;
+            }
+            s[1..]
+                .split(|&c| c == b';')
+                .all(|p| !p.is_empty() && p[0] != b'=')
+                .then_some(())
+        };
+        for p in [
+            "",
+            ";",
+            ";;",
+            ";a",
+            ";a;",
+            ";a;;b",
+            ";=a",
+            ";a=",
+            ";a==b",
+            ";a=b;c",
+            "a;b",
+            ";a;=b",
+            ";user=phone",
+            ";lr;transport=udp",
+            ";a=;b",
+            "=",
+            ";a=b=c;d",
+        ] {
+            assert_eq!(
+                parse_params_loose(p.as_bytes()),
+                by_splitting(p.as_bytes()),
+                "{p:?}"
             );
         }
     }

@@ -94,8 +94,9 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
             HeaderName::Route | HeaderName::RecordRoute => check_list(v, "Malformed Route")?,
             HeaderName::CallId
                 if v.is_empty()
-                    || v.iter()
-                        .any(|&c| c.is_ascii_whitespace() || c.is_ascii_control()) =>
+                    // ASCII white space and controls: every white space
+                    // byte but SP is a control.
+                    || v.iter().any(|&c| c <= b' ' || c == 0x7f) =>
             {
                 return Err(bad("Malformed Call-ID"));
             }
@@ -186,5 +187,20 @@ fn check_date(v: &[u8]) -> Result<(), Rejection> {
         Ok(())
     } else {
         Err(bad("Malformed Date"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The Call-ID byte test is `is_ascii_whitespace || is_ascii_control`.
+    #[test]
+    fn call_id_refused_bytes_are_white_space_and_controls() {
+        for c in 0..=255u8 {
+            assert_eq!(
+                c <= b' ' || c == 0x7f,
+                c.is_ascii_whitespace() || c.is_ascii_control(),
+                "{c}"
+            );
+        }
     }
 }

@@ -78,12 +78,12 @@ impl<'a> Via<'a> {
             if digits.is_empty() || digits.len() > 5 {
                 return Err(ViaError::BadSentBy);
             }
-            port = Some(
-                std::str::from_utf8(digits)
-                    .ok()
-                    .and_then(|d| d.parse().ok())
-                    .ok_or(ViaError::BadSentBy)?,
-            );
+            // At most five ASCII digits: no overflow in u32, and no str
+            // round trip (as in `Uri::parse`).
+            let n = digits
+                .iter()
+                .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+            port = Some(u16::try_from(n).map_err(|_| ViaError::BadSentBy)?);
             i = k;
         }
         let params_start = skip_lws(src, i);
