@@ -1898,7 +1898,8 @@ fn server_keys_match_as_rfc_3261_says() {
     let keyer = Keyer::default();
     let key = |text: &str, method: Method| {
         let msg = Message::parse(Bytes::from(text.to_string()), true).expect("parses");
-        server_key(&keyer, &msg, method).expect("a key")
+        let top = route::TopVia::of(&msg).expect("a top Via");
+        server_key(&keyer, &msg, &top, method).expect("a key")
     };
     let inv = invite("k1", "k@x");
     let base = key(&inv, Method::Invite);
