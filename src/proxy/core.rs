@@ -1108,7 +1108,8 @@ impl Proxy {
         match msg.header(HeaderName::MaxForwards) {
             Some(h) => {
                 let n = crate::sip::chars::parse_u64(msg.bytes(h.value), 10).unwrap_or(70);
-                patch.replace(h.value, n.saturating_sub(1).to_string().as_bytes());
+                let mut digits = [0u8; 20];
+                patch.replace(h.value, decimal(n.saturating_sub(1), &mut digits));
             }
             None => patch.insert(msg.headers_end, b"Max-Forwards: 70\r\n"),
         }
@@ -1210,7 +1211,8 @@ impl Proxy {
         }
         let call = CallCtx {
             call_id,
-            from_tag: &from_tag(&msg),
+            // Borrowed: `from_tag` would copy it to the heap.
+            from_tag: msg.tag(HeaderName::From).unwrap_or_default(),
         };
         self.phases.response(call, &msg, now, &mut patch);
         let data = Bytes::from(patch.apply(msg.buf(), msg.body.end as usize));
@@ -1471,7 +1473,8 @@ impl Proxy {
         }
         let call = CallCtx {
             call_id: msg.call_id().unwrap_or_default(),
-            from_tag: &from_tag(msg),
+            // Borrowed: `from_tag` would copy it to the heap.
+            from_tag: msg.tag(HeaderName::From).unwrap_or_default(),
         };
         self.phases.response(call, msg, now, &mut patch);
         let mut data = patch.apply(msg.buf(), msg.body.end as usize);
@@ -2055,6 +2058,20 @@ impl Proxy {
             }
         }
     }
+}
+
+/// `n` in decimal, written at the end of `buf` (no String per request).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
 }
 
 /// The From tag of a message, empty when it has none.
