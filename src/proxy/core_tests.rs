@@ -1898,7 +1898,8 @@ fn server_keys_match_as_rfc_3261_says() {
     let keyer = Keyer::default();
     let key = |text: &str, method: Method| {
         let msg = Message::parse(Bytes::from(text.to_string()), true).expect("parses");
-        server_key(&keyer, &msg, method).expect("a key")
+        let top = route::TopVia::of(&msg).expect("a top Via");
+        server_key(&keyer, &msg, &top, method).expect("a key")
     };
     let inv = invite("k1", "k@x");
     let base = key(&inv, Method::Invite);
@@ -2025,4 +2026,13 @@ fn completed_transactions_repeat_the_same_bytes() {
     let again = rig.take();
     assert_eq!(again.len(), 1, "{again:?}");
     assert_eq!((again[0].to, &again[0].text), (udp(UAS), &first_ack));
+}
+
+/// `decimal` writes what `to_string` writes (Max-Forwards, issue 15).
+#[test]
+fn decimal_is_to_string() {
+    for n in [0u64, 1, 9, 10, 69, 70, 255, 65_535, 1 << 32, u64::MAX] {
+        let mut buf = [0u8; 20];
+        assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes(), "{n}");
+    }
 }

@@ -10,6 +10,7 @@ use sha2::Sha256;
 use crate::config::ListenAddr;
 use crate::sip::chars::split_commas;
 use crate::sip::via::via_values;
+use crate::sip::via::ByteRange;
 use crate::sip::{HeaderName, Message, NameAddr, Patch, Span, Uri, Via};
 
 use super::{Peer, Transport};
@@ -37,6 +38,10 @@ fn host_port(advertised_host: Option<&str>, l: &ListenAddr) -> String {
 
 /// How many hex digits of the HMAC a Record-Route token carries (64 bits).
 const TOKEN_HEX: usize = 16;
+
+/// A Record-Route token: the hex digits of [`Identity::token`], on the
+/// stack (the core keeps one per dialog, see `Dialog::token`).
+pub type Token = [u8; TOKEN_HEX];
 
 impl Identity {
     pub fn new(
@@ -99,8 +104,15 @@ impl Identity {
         caller_tag: &[u8],
         out: &mut Vec<u8>,
     ) {
+        self.record_route_line_with(l, &self.token_hex(call_id, caller_tag), out);
+    }
+
+    /// [`Identity::record_route_line`] with the token already computed
+    /// (one HMAC for both lines of a double Record-Route, kept for the
+    /// dialog's in-dialog requests).
+    pub fn record_route_line_with(&self, l: &ListenAddr, token: &Token, out: &mut Vec<u8>) {
         out.extend_from_slice(b"Record-Route: <sip:");
-        out.extend_from_slice(self.token(call_id, caller_tag).as_bytes());
+        out.extend_from_slice(token);
         out.push(b'@');
         out.extend_from_slice(self.host_port(l).as_bytes());
         if l.transport == Transport::Tcp {
@@ -113,14 +125,23 @@ impl Identity {
     /// tag, truncated. Binding the tag means a token seen in one dialog
     /// opens no other dialog that shares its Call-ID.
     pub fn token(&self, call_id: &[u8], caller_tag: &[u8]) -> String {
+        String::from_utf8_lossy(&self.token_hex(call_id, caller_tag)).into_owned()
+    }
+
+    /// [`Identity::token`] without a String: the same digits.
+    pub fn token_hex(&self, call_id: &[u8], caller_tag: &[u8]) -> Token {
         let mut mac = self.key.clone();
         mac.update(call_id);
         mac.update(b"\x00");
         mac.update(caller_tag);
         let digest = mac.finalize().into_bytes();
-        let mut s = String::with_capacity(TOKEN_HEX);
-        crate::hex::push_hex(&mut s, &digest, TOKEN_HEX);
-        s
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; TOKEN_HEX];
+        for (pair, b) in out.chunks_exact_mut(2).zip(digest.iter()) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        out
     }
 
     /// A deterministic tag or branch suffix derived from `parts`.
@@ -151,6 +172,18 @@ impl Identity {
     /// `call_id` and one of `tags` (the request's From and To tags: the
     /// caller's tag is From or To depending on who sends).
     pub fn is_own_route(&self, value: &[u8], call_id: &[u8], tags: &[&[u8]]) -> bool {
+        self.is_own_route_by(value, tags, |t| self.token_hex(call_id, t))
+    }
+
+    /// [`Identity::is_own_route`] with the token of each tag from `token`
+    /// (which must give [`Identity::token_hex`] of the Call-ID and the
+    /// tag; the core looks a dialog's up instead of computing it).
+    pub fn is_own_route_by(
+        &self,
+        value: &[u8],
+        tags: &[&[u8]],
+        token: impl Fn(&[u8]) -> Token,
+    ) -> bool {
         let Ok(na) = NameAddr::parse(value) else {
             return false;
         };
@@ -158,10 +191,9 @@ impl Identity {
             return false;
         };
         self.is_own_uri(&uri)
-            && uri.user().is_some_and(|u| {
-                tags.iter()
-                    .any(|t| constant_time_eq(u, self.token(call_id, t).as_bytes()))
-            })
+            && uri
+                .user()
+                .is_some_and(|u| tags.iter().any(|t| constant_time_eq(u, &token(t))))
     }
 
     /// Whether a Route value carries a token of this `route_secret` for
@@ -170,16 +202,7 @@ impl Identity {
     /// node may act on once the sibling is gone (the token is the proof;
     /// the next hop is still only the dialog's other side).
     pub fn is_signed_route(&self, value: &[u8], call_id: &[u8], tags: &[&[u8]]) -> bool {
-        let Ok(na) = NameAddr::parse(value) else {
-            return false;
-        };
-        let Ok(uri) = Uri::parse(na.uri()) else {
-            return false;
-        };
-        uri.user().is_some_and(|u| {
-            tags.iter()
-                .any(|t| constant_time_eq(u, self.token(call_id, t).as_bytes()))
-        })
+        is_signed_route_by(value, tags, |t| self.token_hex(call_id, t))
     }
 
     /// Whether `addr` is one of this proxy's own listen addresses. A
@@ -209,6 +232,19 @@ impl Identity {
                     || self.advertised_host.as_deref().map(str::as_bytes) == Some(host))
         })
     }
+}
+
+/// [`Identity::is_signed_route`] with the token of each tag from `token`
+/// (see [`Identity::is_own_route_by`]).
+pub fn is_signed_route_by(value: &[u8], tags: &[&[u8]], token: impl Fn(&[u8]) -> Token) -> bool {
+    let Ok(na) = NameAddr::parse(value) else {
+        return false;
+    };
+    let Ok(uri) = Uri::parse(na.uri()) else {
+        return false;
+    };
+    uri.user()
+        .is_some_and(|u| tags.iter().any(|t| constant_time_eq(u, &token(t))))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -277,19 +313,17 @@ pub fn uri_peer(uri: &Uri<'_>) -> Option<Peer> {
 /// RFC 3261 18.2.1 and RFC 3581: adds `received` (when the sent-by differs
 /// from the source) and fills in an empty `rport` on the top Via.
 pub fn stamp_top_via(msg: &Message, source: &Peer, patch: &mut Patch) {
-    let Some(h) = msg.header(HeaderName::Via) else {
-        return;
-    };
-    let value = msg.bytes(h.value);
-    let Some((a, b)) = via_values(value).next() else {
-        return;
-    };
-    let Ok(via) = Via::parse(&value[a..b]) else {
-        return;
-    };
-    let base = h.value.start as usize + a;
+    if let Some(top) = TopVia::of(msg) {
+        stamp_via(msg, &top, source, patch);
+    }
+}
+
+/// [`stamp_top_via`] with the top Via already parsed.
+pub fn stamp_via(msg: &Message, top: &TopVia, source: &Peer, patch: &mut Patch) {
+    let via = top.via(msg);
+    let base = top.start;
     let ip = source.addr.ip();
-    let rport = via.param_ranges(b"rport");
+    let rport = top.rport;
     if let Some((name, None)) = rport {
         patch.insert_with((base + name.1) as u32, |o| {
             o.push(b'=');
@@ -297,7 +331,7 @@ pub fn stamp_top_via(msg: &Message, source: &Peer, patch: &mut Patch) {
         });
     }
     let sent_by_matches = crate::sip::uri::host_to_ip(via.host()) == Some(ip);
-    match via.param_ranges(b"received") {
+    match top.received {
         // A `received` the sender wrote itself (RFC 5118 4.5) would send
         // our responses to an address the request never came from.
         Some((_, Some((va, vb)))) if crate::sip::uri::host_to_ip(&via.src[va..vb]) != Some(ip) => {
@@ -305,12 +339,102 @@ pub fn stamp_top_via(msg: &Message, source: &Peer, patch: &mut Patch) {
         }
         Some(_) => {}
         None if rport.is_some() || !sent_by_matches => {
-            patch.insert_with((base + (b - a)) as u32, |o| {
+            patch.insert_with(top.end as u32, |o| {
                 o.extend_from_slice(b";received=");
                 push_ip(o, ip);
             });
         }
         None => {}
+    }
+}
+
+/// A parameter's (name, value) ranges, as [`Via::param_ranges`] gives them.
+type ParamRanges = (ByteRange, Option<ByteRange>);
+
+/// The top Via value of a message, parsed once for everything the core
+/// asks of it (its transaction key, `received`/`rport`, the stateless
+/// ACK's branch): offsets into the message, so it outlives no borrow.
+/// The top Via was parsed twice per request (the key, then the stamp),
+/// and each of `branch`, `rport` and `received` looked up with a pass of
+/// its own over the parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct TopVia {
+    /// The value's span in the message.
+    start: usize,
+    end: usize,
+    /// [`Via`]'s fields, relative to `start`.
+    transport: ByteRange,
+    host: ByteRange,
+    port: Option<u16>,
+    params: ByteRange,
+    /// The first `branch`, `rport` and `received` parameters, relative
+    /// to `start` (what [`Via::param_ranges`] gives).
+    branch: Option<ParamRanges>,
+    rport: Option<ParamRanges>,
+    received: Option<ParamRanges>,
+}
+
+impl TopVia {
+    /// The message's top Via, when it parses.
+    pub fn of(msg: &Message) -> Option<TopVia> {
+        let h = msg.header(HeaderName::Via)?;
+        let value = msg.bytes(h.value);
+        let (a, b) = via_values(value).next()?;
+        let via = Via::parse(&value[a..b]).ok()?;
+        let mut top = TopVia {
+            start: h.value.start as usize + a,
+            end: h.value.start as usize + b,
+            transport: via.transport,
+            host: via.host,
+            port: via.port,
+            params: via.params,
+            branch: None,
+            rport: None,
+            received: None,
+        };
+        // One pass for the three, each the first of its name, as
+        // `find_param` finds it (which also stops at a malformed one).
+        let off = via.params.0;
+        for p in crate::sip::chars::params(&via.src[off..via.params.1]).map_while(Result::ok) {
+            let slot = match p.name() {
+                n if n.eq_ignore_ascii_case(b"branch") => &mut top.branch,
+                n if n.eq_ignore_ascii_case(b"rport") => &mut top.rport,
+                n if n.eq_ignore_ascii_case(b"received") => &mut top.received,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some((
+                    (p.name.0 + off, p.name.1 + off),
+                    p.value.map(|(a, b)| (a + off, b + off)),
+                ));
+            }
+        }
+        Some(top)
+    }
+
+    /// The parsed value, borrowed from `msg` (the message it came from).
+    pub fn via<'m>(&self, msg: &'m Message) -> Via<'m> {
+        Via {
+            src: msg.bytes(Span::new(self.start, self.end)),
+            transport: self.transport,
+            host: self.host,
+            port: self.port,
+            params: self.params,
+        }
+    }
+
+    /// [`Via::branch`].
+    pub fn branch<'m>(&self, msg: &'m Message) -> Option<&'m [u8]> {
+        let src = msg.bytes(Span::new(self.start, self.end));
+        self.branch
+            .map(|(_, v)| v.map_or(&[][..], |(a, b)| src.get(a..b).unwrap_or_default()))
+    }
+
+    /// [`Via::rfc3261_branch`].
+    pub fn rfc3261_branch<'m>(&self, msg: &'m Message) -> Option<&'m [u8]> {
+        use crate::sip::via::BRANCH_COOKIE;
+        self.branch(msg)
+            .filter(|b| b.len() > BRANCH_COOKIE.len() && b.starts_with(BRANCH_COOKIE))
     }
 }
 
@@ -460,6 +584,48 @@ mod tests {
         let out = patch.apply(msg.buf(), msg.body.end as usize);
         let out = String::from_utf8(out).expect("ascii");
         out.lines().nth(1).unwrap_or_default().to_string()
+    }
+
+    /// `TopVia` answers what parsing the top Via and asking it does.
+    #[test]
+    fn top_via_agrees_with_via_parse() {
+        let vias = [
+            "SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bK1",
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;rport=7;received=1.2.3.4",
+            "SIP/2.0/TCP [2001:db8::1]:5061 ; BRANCH = z9hG4bKy ; Received=h",
+            "SIP/2.0/UDP host.example.com;branch=first;branch=second;rport;rport=5",
+            "SIP/2.0/UDP h;branch;received",
+            "SIP/2.0/UDP h;branch=z9hG4bK",
+            "SIP/2.0/UDP h:1;x=1;;branch=z9hG4bKafter-bad",
+            "SIP/2.0/UDP h, SIP/2.0/UDP second;branch=z9hG4bK2",
+            "SIP/2.0/UDP h",
+        ];
+        let mut parsed = 0;
+        for via in vias {
+            let text = format!(
+                "OPTIONS sip:u@example.com SIP/2.0\r\nVia: {via}\r\n\
+                 From: <sip:a@example.com>;tag=1\r\nTo: <sip:u@example.com>\r\nCall-ID: c\r\n\
+                 CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            );
+            let msg = Message::parse(Bytes::from(text), true).expect("test message parses");
+            // Both refuse the same values.
+            let (Some(top), Some(old)) = (TopVia::of(&msg), top_via(&msg)) else {
+                assert_eq!(TopVia::of(&msg).is_some(), top_via(&msg).is_some(), "{via}");
+                continue;
+            };
+            parsed += 1;
+            let new = top.via(&msg);
+            assert_eq!(
+                (new.src, new.transport(), new.host(), new.port, new.params),
+                (old.src, old.transport(), old.host(), old.port, old.params),
+                "{via}"
+            );
+            assert_eq!(top.branch(&msg), old.branch(), "{via}");
+            assert_eq!(top.rfc3261_branch(&msg), old.rfc3261_branch(), "{via}");
+            assert_eq!(top.rport, old.param_ranges(b"rport"), "{via}");
+            assert_eq!(top.received, old.param_ranges(b"received"), "{via}");
+        }
+        assert!(parsed >= vias.len() - 2, "only {parsed} parsed");
     }
 
     #[test]
