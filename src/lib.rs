@@ -4,6 +4,7 @@ pub mod calls;
 pub mod clock;
 pub mod config;
 pub mod crm;
+pub mod decimal;
 pub mod hex;
 pub mod http;
 pub mod leads;

@@ -1109,7 +1109,10 @@ impl Proxy {
             Some(h) => {
                 let n = crate::sip::chars::parse_u64(msg.bytes(h.value), 10).unwrap_or(70);
                 let mut digits = [0u8; 20];
-                patch.replace(h.value, decimal(n.saturating_sub(1), &mut digits));
+                patch.replace(
+                    h.value,
+                    crate::decimal::digits(n.saturating_sub(1), &mut digits),
+                );
             }
             None => patch.insert(msg.headers_end, b"Max-Forwards: 70\r\n"),
         }
@@ -2058,20 +2061,6 @@ impl Proxy {
             }
         }
     }
-}
-
-/// `n` in decimal, written at the end of `buf` (no String per request).
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[i..]
 }
 
 /// The From tag of a message, empty when it has none.

@@ -2027,12 +2027,3 @@ fn completed_transactions_repeat_the_same_bytes() {
     assert_eq!(again.len(), 1, "{again:?}");
     assert_eq!((again[0].to, &again[0].text), (udp(UAS), &first_ack));
 }
-
-/// `decimal` writes what `to_string` writes (Max-Forwards, issue 15).
-#[test]
-fn decimal_is_to_string() {
-    for n in [0u64, 1, 9, 10, 69, 70, 255, 65_535, 1 << 32, u64::MAX] {
-        let mut buf = [0u8; 20];
-        assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes(), "{n}");
-    }
-}
