@@ -355,21 +355,28 @@ fn whole_calls(n: u64) {
     let mut p = proxy();
     let mut now = 0;
     for k in 0..n {
-        let call = 1_000_000 + k;
         now += 50;
-        p.on_message(now, uac(), Bytes::from(invite(call)));
-        let fwd = sent_to(&mut p, uas());
-        p.on_message(now, uas(), answer(&fwd, "180 Ringing", true));
-        p.take_outputs().for_each(drop);
-        p.on_message(now, uas(), answer(&fwd, "200 OK", true));
-        let ok = sent_to(&mut p, uac());
-        p.on_message(now, uac(), in_dialog(&ok, "ACK", 1, "ack", call));
-        p.on_message(now, uac(), in_dialog(&ok, "BYE", 2, "bye", call));
-        let bye = sent_to(&mut p, uas());
-        p.on_message(now, uas(), answer(&bye, "200 OK", false));
+        answered_call(&mut p, now, 1_000_000 + k);
         p.on_timer(now);
         black_box(p.take_outputs().count());
     }
+}
+
+/// One answered call through `p` at `now`: INVITE, 180, 200, ACK, BYE and
+/// its 200, each message's outputs taken.
+fn answered_call(p: &mut Proxy, now: u64, call: u64) {
+    p.on_message(now, uac(), Bytes::from(invite(call)));
+    let fwd = sent_to(p, uas());
+    p.on_message(now, uas(), answer(&fwd, "180 Ringing", true));
+    p.take_outputs().for_each(drop);
+    p.on_message(now, uas(), answer(&fwd, "200 OK", true));
+    let ok = sent_to(p, uac());
+    p.on_message(now, uac(), in_dialog(&ok, "ACK", 1, "ack", call));
+    p.take_outputs().for_each(drop);
+    p.on_message(now, uac(), in_dialog(&ok, "BYE", 2, "bye", call));
+    let bye = sent_to(p, uas());
+    p.on_message(now, uas(), answer(&bye, "200 OK", false));
+    p.take_outputs().for_each(drop);
 }
 
 /// Heap bytes in use (glibc's count of allocated chunks, headers
@@ -391,21 +398,7 @@ fn held_transactions(n: u64) {
     let before = heap_in_use();
     let now = 1;
     for k in 0..n {
-        let call = 2_000_000 + k;
-        p.on_message(now, uac(), Bytes::from(invite(call)));
-        let fwd = sent_to(&mut p, uas());
-        p.on_message(now, uas(), answer(&fwd, "180 Ringing", true));
-        p.take_outputs().for_each(drop);
-        p.on_message(now, uas(), answer(&fwd, "200 OK", true));
-        let ok = sent_to(&mut p, uac());
-        for (method, cseq, branch) in [("ACK", 1, "ack"), ("BYE", 2, "bye")] {
-            p.on_message(now, uac(), in_dialog(&ok, method, cseq, branch, call));
-            let sent = sent_to(&mut p, uas());
-            if method == "BYE" {
-                p.on_message(now, uas(), answer(&sent, "200 OK", false));
-                p.take_outputs().for_each(drop);
-            }
-        }
+        answered_call(&mut p, now, 2_000_000 + k);
         let rejected = 3_000_000 + k;
         p.on_message(now, uac(), Bytes::from(invite(rejected)));
         let fwd = sent_to(&mut p, uas());
