@@ -1,7 +1,7 @@
 //! Hot-path benchmarks: parsing, the proxy core's INVITE path (parse →
 //! validate → route → edit → serialise), and a whole call through the core.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, Criterion, Throughput};
@@ -126,19 +126,24 @@ fn proxy() -> Proxy {
     Proxy::new(settings(), Box::new(router))
 }
 
+/// The caller's address, built rather than parsed: `uac()` is called once
+/// per message in the timed loops, and parsing "127.0.0.1:5061" there cost
+/// ~340 instructions of the harness's own per INVITE (1.4 % of the pipeline).
 fn uac() -> Peer {
     Peer {
         transport: Transport::Udp,
-        addr: UAC.parse::<SocketAddr>().expect("addr"),
+        addr: SocketAddr::new(LOOPBACK, 5061),
     }
 }
 
 fn uas() -> Peer {
     Peer {
         transport: Transport::Udp,
-        addr: "127.0.0.1:5070".parse::<SocketAddr>().expect("addr"),
+        addr: SocketAddr::new(LOOPBACK, 5070),
     }
 }
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 
 /// A response from the UAS to a forwarded request: the request's Via,
 /// Record-Route, From, To (+tag), Call-ID and CSeq.
