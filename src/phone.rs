@@ -142,7 +142,17 @@ impl<'a> Plan<'a> {
     /// - a national number alone → country code prepended.
     /// - anything else keeps its digits.
     fn of(raw: &'a str, rules: &'a PhoneRules) -> Option<Plan<'a>> {
-        let text = raw.trim();
+        // A value that starts and ends with printable ASCII (the usual
+        // number) has nothing to trim: `trim` decoded chars from both ends
+        // of every number (issue 15).
+        let b = raw.as_bytes();
+        let text = if b.first().is_some_and(u8::is_ascii_graphic)
+            && b.last().is_some_and(u8::is_ascii_graphic)
+        {
+            raw
+        } else {
+            raw.trim()
+        };
         let (mut count, mut international) = (0, false);
         // Bytes, not chars: anything outside ASCII is no digit and no
         // formatting, so the first byte of it ends the number either way.
@@ -261,19 +271,34 @@ pub fn normalize_user(user: &str, rules: &PhoneRules) -> Normalized {
 }
 
 /// [`normalize_user`] into a reused buffer, as [`normalize_into`].
+///
+/// A user part that is a number as it came has no escape (`%` is neither
+/// digit nor formatting, so it makes [`normalize_into`] say no): the
+/// usual user part is normalised at once, and only one it rejects is
+/// searched for escapes, where every user part was searched first.
 pub fn normalize_user_into(user: &str, rules: &PhoneRules, out: &mut String) -> bool {
-    unescaped(user).is_some_and(|u| normalize_into(&u, rules, out))
+    normalize_into(user, rules, out)
+        || (user.contains('%') && unescaped(user).is_some_and(|u| normalize_into(&u, rules, out)))
 }
 
-/// [`normalize_user`] appended to a byte buffer, as [`normalize_append`].
+/// [`normalize_user`] appended to a byte buffer, as [`normalize_append`]
+/// (escapes looked for only when the user part as it came is no number,
+/// as in [`normalize_user_into`]).
 pub fn normalize_user_append(user: &str, rules: &PhoneRules, out: &mut Vec<u8>) -> bool {
-    unescaped(user).is_some_and(|u| normalize_append(&u, rules, out))
+    normalize_append(user, rules, out)
+        || (user.contains('%') && unescaped(user).is_some_and(|u| normalize_append(&u, rules, out)))
 }
 
 /// SPEC T-5: a caller who withheld the number. The words networks and
 /// phones put in the From user part when there is no number to show (any
 /// case, escapes decoded), or nothing at all.
 pub fn is_withheld(user: &str) -> bool {
+    // The usual caller: a number. Its first byte stays first whatever
+    // escapes follow and is no white space, so the decoded, trimmed form
+    // is not empty and starts with a digit or '+': none of the words.
+    if matches!(user.as_bytes().first(), Some(b'0'..=b'9' | b'+')) {
+        return false;
+    }
     let decoded = unescaped(user).unwrap_or(Cow::Borrowed(user));
     let u = decoded.trim();
     u.is_empty()
@@ -434,6 +459,11 @@ mod tests {
             "0049",
             "1234567890",
             "(8)9161234567",
+            "89161234567\u{a0}",
+            "\u{2003}89161234567",
+            "\t8916123456\r",
+            "8916123456\x0b",
+            "\x1c89161234567",
         ];
         for rules in &plans {
             for raw in inputs {
@@ -551,6 +581,94 @@ mod tests {
         }
         assert_eq!(unescape_user("a%25b").as_deref(), Some("a%b"));
         assert_eq!(unescape_user("%").as_deref(), None);
+    }
+
+    /// The user-part forms as they were before they tried the user part
+    /// as it came first (issue 15): unescape, then normalise.
+    fn old_normalize_user_into(user: &str, rules: &PhoneRules, out: &mut String) -> bool {
+        unescaped(user).is_some_and(|u| normalize_into(&u, rules, out))
+    }
+
+    fn old_normalize_user_append(user: &str, rules: &PhoneRules, out: &mut Vec<u8>) -> bool {
+        unescaped(user).is_some_and(|u| normalize_append(&u, rules, out))
+    }
+
+    /// [`is_withheld`] before its shortcut for numbers.
+    fn old_is_withheld(user: &str) -> bool {
+        let decoded = unescaped(user).unwrap_or(Cow::Borrowed(user));
+        let u = decoded.trim();
+        u.is_empty()
+            || [
+                "anonymous",
+                "unknown",
+                "restricted",
+                "private",
+                "unavailable",
+            ]
+            .iter()
+            .any(|w| u.eq_ignore_ascii_case(w))
+    }
+
+    /// The shortcuts for user parts that are numbers as they came give
+    /// what unescaping first gave, escapes, withheld words and all.
+    #[test]
+    fn user_part_shortcuts_match_the_old_forms() {
+        let users = [
+            "",
+            " ",
+            "%20",
+            "%",
+            "8%2",
+            "8%zz916",
+            "%FF%FE",
+            "+",
+            "+%37",
+            "8%20(916)%20123-45-67",
+            "%2B7%20916%201234567",
+            "%2b79161234567",
+            "89161234567",
+            "8-916-123-45-67",
+            " 89161234567 ",
+            "\u{a0}89161234567",
+            "8916123456\u{0663}",
+            "0049301234",
+            "101",
+            "user%40host",
+            "anonymous",
+            "Anonymous%20",
+            "%20anonymous",
+            "%61nonymous",
+            "1anonymous",
+            "+anonymous",
+            "unknown",
+            "UNAVAILABLE",
+            "restricted",
+            "private",
+            "roistat123_1",
+        ];
+        for rules in [PhoneRules::new("7", "8"), PhoneRules::new("49", "0")] {
+            for user in users {
+                let mut old = String::new();
+                let old_ok = old_normalize_user_into(user, &rules, &mut old);
+                let mut new = String::from("stale");
+                assert_eq!(
+                    normalize_user_into(user, &rules, &mut new),
+                    old_ok,
+                    "{user:?}"
+                );
+                if old_ok {
+                    assert_eq!(new, old, "{user:?}");
+                }
+                let (mut old_b, mut new_b) = (b"head".to_vec(), b"head".to_vec());
+                assert_eq!(
+                    normalize_user_append(user, &rules, &mut new_b),
+                    old_normalize_user_append(user, &rules, &mut old_b),
+                    "{user:?}"
+                );
+                assert_eq!(new_b, old_b, "{user:?}");
+                assert_eq!(is_withheld(user), old_is_withheld(user), "{user:?}");
+            }
+        }
     }
 
     #[test]

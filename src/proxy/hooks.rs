@@ -199,13 +199,61 @@ pub fn destination_uri(dest: &Destination, user: Option<&[u8]>) -> Vec<u8> {
     }
     out.extend_from_slice(dest.host.as_bytes());
     if let Some(p) = dest.port {
-        // Written into the URI's buffer: a format! here was one more
-        // allocation per forwarded request.
-        use std::io::Write as _;
-        let _ = write!(out, ":{p}");
+        // Digits written straight into the URI's buffer: `write!` went
+        // through `fmt::write` (~300 instructions) on every forwarded
+        // request, a format! before that also allocated.
+        out.push(b':');
+        crate::decimal::push(&mut out, u64::from(p));
     }
     if dest.transport.is_reliable() {
         out.extend_from_slice(b";transport=tcp");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_destination;
+
+    /// The URI as `format!` wrote it before the port's digits were
+    /// written directly.
+    fn old_destination_uri(dest: &Destination, user: Option<&[u8]>) -> Vec<u8> {
+        let user = user
+            .map(|u| String::from_utf8_lossy(u).into_owned())
+            .or_else(|| dest.user.clone());
+        let mut s = String::from("sip:");
+        if let Some(u) = user {
+            s.push_str(&u);
+            s.push('@');
+        }
+        s.push_str(&dest.host);
+        if let Some(p) = dest.port {
+            s.push_str(&format!(":{p}"));
+        }
+        if dest.transport.is_reliable() {
+            s.push_str(";transport=tcp");
+        }
+        s.into_bytes()
+    }
+
+    #[test]
+    fn destination_uri_matches_the_formatted_form() {
+        for uri in [
+            "sip:pbx@127.0.0.1:5070",
+            "sip:127.0.0.1",
+            "sip:office@127.0.0.1:1",
+            "sip:127.0.0.1:65535;transport=tcp",
+            "sip:pbx@127.0.0.1;transport=tcp",
+        ] {
+            let dest = parse_destination(uri).expect("destination");
+            for user in [None, Some(&b"74951234567"[..]), Some(&b"a"[..])] {
+                assert_eq!(
+                    destination_uri(&dest, user),
+                    old_destination_uri(&dest, user),
+                    "{uri} {user:?}"
+                );
+            }
+        }
+    }
 }

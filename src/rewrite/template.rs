@@ -152,18 +152,23 @@ struct HeaderSafe {
 }
 
 impl HeaderSafe {
+    /// Plain printable ASCII (the usual visit field) is copied as it is,
+    /// inline in the callers; anything else is folded out of line.
+    #[inline]
     fn push(&mut self, s: &str, start: usize, out: &mut Vec<u8>) {
-        // Plain printable ASCII (the usual visit field) is copied as it is.
-        if s.bytes().all(|b| b.is_ascii_graphic()) {
-            if !s.is_empty() {
-                if self.space && out.len() > start {
-                    out.push(b' ');
-                }
-                self.space = false;
-                out.extend_from_slice(s.as_bytes());
+        if !all_graphic(s.as_bytes()) {
+            self.fold(s, start, out);
+        } else if !s.is_empty() {
+            if self.space && out.len() > start {
+                out.push(b' ');
             }
-            return;
+            self.space = false;
+            out.extend_from_slice(s.as_bytes());
         }
+    }
+
+    #[inline(never)]
+    fn fold(&mut self, s: &str, start: usize, out: &mut Vec<u8>) {
         let mut buf = [0u8; 4];
         for c in s.chars() {
             if c.is_control() || c.is_whitespace() {
@@ -179,6 +184,37 @@ impl HeaderSafe {
     }
 }
 
+/// Whether every byte is printable ASCII other than space (`!`..=`~`),
+/// eight bytes at a time: the check ran byte by byte over every value of
+/// every tracking header of every INVITE (issue 15).
+fn all_graphic(b: &[u8]) -> bool {
+    if b.len() < 8 {
+        return b.iter().all(u8::is_ascii_graphic);
+    }
+    let mut words = b.chunks_exact(8);
+    let ok = words.all(|w| graphic_word(word(w)));
+    // The last eight bytes again (overlapping the last whole word): a
+    // tail shorter than a word needs no byte loop.
+    ok && graphic_word(word(&b[b.len() - 8..]))
+}
+
+fn word(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(b);
+    u64::from_le_bytes(w)
+}
+
+/// Eight bytes all in `!`..=`~`.
+fn graphic_word(w: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // With no high bit set (ASCII), a byte below n (n ≤ 128) is the only
+    // way for `(w - n·LO) & !w` to set a high bit (bithacks' `hasless`);
+    // DEL (0x7f) is the zero byte of `w ^ 0x7f·LO`.
+    let del = w ^ (0x7f * LO);
+    w & HI == 0 && w.wrapping_sub(0x21 * LO) & !w & HI == 0 && del.wrapping_sub(LO) & !del & HI == 0
+}
+
 /// A header name as configured: an RFC 3261 token, so it cannot smuggle
 /// a colon, white space or a line break.
 pub fn check_header_name(name: &str) -> Result<(), String> {
@@ -188,5 +224,37 @@ pub fn check_header_name(name: &str) -> Result<(), String> {
         Err(format!(
             "\"{name}\" is not a header name (letters, digits and -.!%*_+`'~ only)"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word-at-a-time check against the byte loop it replaced: every
+    /// byte value at every position of strings of 1 to 20 bytes.
+    #[test]
+    fn all_graphic_matches_the_byte_loop() {
+        for len in 0..=20usize {
+            for pos in 0..len.max(1) {
+                for b in 0..=255u8 {
+                    let mut v = vec![b'a'; len];
+                    if len > 0 {
+                        v[pos] = b;
+                    }
+                    assert_eq!(all_graphic(&v), v.iter().all(u8::is_ascii_graphic), "{v:?}");
+                }
+            }
+        }
+        // Borrows across bytes: a low byte next to the bounds.
+        for v in [
+            &b"!!!!!!!!\x20"[..],
+            b"~~~~~~~~~\x7f",
+            b"\x21\x20\x21\x21\x21\x21\x21\x21",
+            b"\x00\x21\x21\x21\x21\x21\x21\x21\x21",
+            b"\x80\x7e\x7e\x7e\x7e\x7e\x7e\x7e",
+        ] {
+            assert_eq!(all_graphic(v), v.iter().all(u8::is_ascii_graphic), "{v:?}");
+        }
     }
 }

@@ -713,3 +713,148 @@ fn forged_headers_are_dropped_whatever_their_name() {
     let out = applied(&msg, &mut patch);
     assert_eq!(header(&out, "Contact"), vec!["v-42"]);
 }
+
+/// The tracking headers as written before [`Prepared`] (issue 15): each
+/// line's name, ": " and CRLF appended piece by piece, names looked at
+/// per call.
+fn old_write_tracking_headers(ctx: &CallContext, s: &RewriteSettings, out: &mut Vec<u8>) {
+    fn line(out: &mut Vec<u8>, name: &str, value: impl FnOnce(&mut Vec<u8>) -> bool) {
+        let start = out.len();
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        if value(out) {
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.truncate(start);
+        }
+    }
+    let visit = ctx.visit_id.as_deref().or(ctx.marker.as_deref());
+    for (name, value) in [
+        (&s.phone_header, Some(ctx.dialed.as_str())),
+        (&s.marker_header, ctx.marker.as_deref()),
+        (&s.visit_header, visit),
+    ] {
+        if !name.is_empty() {
+            line(out, name, |o| {
+                template::header_safe_into(value.unwrap_or_default(), o)
+            });
+        }
+    }
+    for (name, t) in &s.extra_headers {
+        line(out, name, |o| t.render_into(ctx, o));
+    }
+}
+
+/// The forgery check as it was: every name compared per header.
+fn old_writes_header(s: &RewriteSettings, name: &[u8]) -> bool {
+    [&s.phone_header, &s.marker_header, &s.visit_header]
+        .into_iter()
+        .chain(s.extra_headers.iter().map(|(n, _)| n))
+        .any(|n| !n.is_empty() && n.as_bytes().eq_ignore_ascii_case(name))
+}
+
+fn old_writes_known_header(s: &RewriteSettings) -> bool {
+    [&s.phone_header, &s.marker_header, &s.visit_header]
+        .into_iter()
+        .chain(s.extra_headers.iter().map(|(n, _)| n))
+        .any(|n| HeaderName::classify(n.as_bytes()) != HeaderName::Other)
+}
+
+/// [`Prepared`], made once from the settings, writes the same header
+/// block and recognises the same forged names as the per-call forms it
+/// replaced, over settings with empty, long, known and oddly cased names.
+#[test]
+fn prepared_settings_match_the_per_call_forms() {
+    let long = "X-".to_string() + &"a".repeat(70);
+    let mut settings = vec![
+        RewriteSettings::default(),
+        with_extra(&[
+            ("X-City", "{city}"),
+            ("X-Source", "{source}"),
+            ("X-Campaign", "{utm_campaign}"),
+            ("X-Caller", "{caller}"),
+        ]),
+        with_extra(&[("Subject", "call {dialed}"), (long.as_str(), "{page}")]),
+        with_extra(&[("x-roistat-phone", "{marker}"), ("", "{city}")]),
+    ];
+    settings.push(RewriteSettings {
+        phone_header: String::new(),
+        visit_header: "From".into(),
+        ..with_extra(&[("X-Empty", "lit {utm_term}")])
+    });
+    settings.push(RewriteSettings {
+        phone_header: String::new(),
+        marker_header: String::new(),
+        visit_header: String::new(),
+        ..RewriteSettings::default()
+    });
+    let mut bare = visit_ctx();
+    bare.visit_id = None;
+    bare.visit = VisitFields::default();
+    let mut odd = visit_ctx();
+    odd.marker = Some(" a\r\nb\t ".into());
+    odd.dialed = "user\u{7f}x y".into();
+    odd.caller = String::new();
+    let contexts = [visit_ctx(), CallContext::default(), bare, odd];
+    let (upper, longer) = (long.to_uppercase(), long.clone() + "b");
+    let names = [
+        "X-Roistat-Phone",
+        "x-roistat",
+        "X-ROISTAT-MARKER",
+        "X-Roistat-Marke",
+        "X-City",
+        "x-caller",
+        "Subject",
+        "From",
+        "from",
+        "f",
+        "Via",
+        "",
+        long.as_str(),
+        upper.as_str(),
+        longer.as_str(),
+        "X-Empty",
+    ];
+    for s in &settings {
+        let p = Prepared::new(s);
+        assert_eq!(p.known, old_writes_known_header(s), "{s:?}");
+        for name in names {
+            assert_eq!(
+                p.writes_header(name.as_bytes()),
+                old_writes_header(s, name.as_bytes()),
+                "{name:?} {s:?}"
+            );
+        }
+        for ctx in &contexts {
+            let (mut old, mut new) = (b"head".to_vec(), b"head".to_vec());
+            old_write_tracking_headers(ctx, s, &mut old);
+            p.write(ctx, &mut new);
+            assert_eq!(
+                String::from_utf8_lossy(&new),
+                String::from_utf8_lossy(&old),
+                "{ctx:?} {s:?}"
+            );
+            let mut via_settings = b"head".to_vec();
+            write_tracking_headers(ctx, s, &mut via_settings);
+            assert_eq!(via_settings, old);
+        }
+    }
+}
+
+/// The ASCII shortcut of [`utf8`] answers as `from_utf8` does.
+#[test]
+fn utf8_matches_from_utf8() {
+    for b in [
+        &b""[..],
+        b"89161234567",
+        b"8-916-123-45-67 long enough for two words",
+        b"\xff",
+        b"abc\xc3",
+        "Мос".as_bytes(),
+        b"0123456\x80",
+        b"\x7f\x00",
+    ] {
+        assert_eq!(utf8(b).ok(), std::str::from_utf8(b).ok(), "{b:?}");
+        assert_eq!(lossy(b), String::from_utf8_lossy(b));
+    }
+}

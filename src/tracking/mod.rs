@@ -3,6 +3,7 @@
 
 pub mod fields;
 pub mod filter;
+pub mod hash;
 pub mod pools;
 pub mod router;
 

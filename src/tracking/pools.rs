@@ -14,6 +14,7 @@ use crate::config::Destination;
 
 use super::fields::VisitFields;
 use super::filter::Filter;
+use super::hash::NumberMap;
 
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
@@ -97,14 +98,15 @@ pub struct Pools {
     configs: Vec<PoolConfig>,
     exhaustions: VecDeque<Exhaustion>,
     slots: Vec<Vec<Slot>>,
-    by_number: HashMap<String, (usize, usize)>,
+    /// Configured numbers only (see [`NumberMap`]).
+    by_number: NumberMap<(usize, usize)>,
     by_visit: HashMap<String, (usize, usize)>,
     version: u64,
 }
 
 impl Pools {
     pub fn new(configs: Vec<PoolConfig>) -> Pools {
-        let mut by_number = HashMap::new();
+        let mut by_number = NumberMap::default();
         let slots = configs
             .iter()
             .enumerate()

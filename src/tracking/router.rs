@@ -3,7 +3,6 @@
 //! rules to the INVITE.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::calls::CallInfo;
@@ -12,15 +11,19 @@ use crate::config::{Config, Destination, StaticNumber};
 use crate::phone::normalize_user_into;
 use crate::proxy::hooks::{destination_uri, NextHop, ProxyPhases, Refusal};
 use crate::proxy::{Millis, Peer};
-use crate::rewrite::{self, CallContext, RewriteSettings};
+use crate::rewrite::{self, CallContext, Prepared, RewriteSettings};
 use crate::sip::{Message, Method, Patch};
 
+use super::hash::NumberMap;
 use super::pools::Pools;
 
 pub struct TrackingRouter {
-    numbers: HashMap<String, StaticNumber>,
+    /// Configured numbers only (see [`NumberMap`]).
+    numbers: NumberMap<StaticNumber>,
     default_destination: Option<Destination>,
     settings: RewriteSettings,
+    /// What the INVITE rules need of `settings`, worked out once.
+    prepared: Prepared,
     pools: Arc<Mutex<Pools>>,
     /// Each pool's destination, by its index in `Pools::configs` (fixed
     /// once the pools exist), so a call borrows it instead of cloning it
@@ -62,6 +65,7 @@ impl TrackingRouter {
                 .map(|n| (n.number.clone(), n.clone()))
                 .collect(),
             default_destination: config.tracking.default_destination.clone(),
+            prepared: Prepared::new(&config.rewrite),
             settings: config.rewrite.clone(),
         }
     }
@@ -169,7 +173,15 @@ impl ProxyPhases for TrackingRouter {
         let from = found
             .caller_is_from
             .then_some(found.context.caller.as_str());
-        rewrite::rewrite_invite_from(req, &found.context, &to, &self.settings, from, patch);
+        rewrite::rewrite_invite_prepared(
+            req,
+            &found.context,
+            &to,
+            &self.settings,
+            &self.prepared,
+            from,
+            patch,
+        );
         let ctx = found.context;
         let call = CallInfo {
             caller_raw: found.caller_raw,
