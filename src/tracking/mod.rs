@@ -3,7 +3,6 @@
 
 pub mod fields;
 pub mod filter;
-pub mod hash;
 pub mod pools;
 pub mod router;
 

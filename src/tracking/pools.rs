@@ -14,7 +14,6 @@ use crate::config::Destination;
 
 use super::fields::VisitFields;
 use super::filter::Filter;
-use super::hash::NumberMap;
 
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
@@ -92,6 +91,13 @@ pub struct Exhaustion {
 }
 
 /// Exhaustion events kept (the newest).
+/// The maps keyed by configured numbers (pool and static numbers): every
+/// INVITE looks its dialed number up in them, and std's SipHash took ~200
+/// instructions a look-up (issue 15). ahash is the core's keyed hash
+/// already (see Cargo.toml); keyed, so a dialed number cannot be chosen to
+/// collide.
+pub type NumberMap<V> = HashMap<String, V, ahash::RandomState>;
+
 const EXHAUSTIONS_KEPT: usize = 100;
 
 pub struct Pools {

@@ -14,8 +14,7 @@ use crate::proxy::{Millis, Peer};
 use crate::rewrite::{self, CallContext, Prepared, RewriteSettings};
 use crate::sip::{Message, Method, Patch};
 
-use super::hash::NumberMap;
-use super::pools::Pools;
+use super::pools::{NumberMap, Pools};
 
 pub struct TrackingRouter {
     /// Configured numbers only (see [`NumberMap`]).
