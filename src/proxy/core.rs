@@ -89,6 +89,13 @@ struct Dialog {
     callee: Side,
     /// What siptrack needs to end the dialog itself (RTP timeout).
     ends: Box<Ends>,
+    /// The caller's Contact is not worked out yet: `caller.contact` is
+    /// unset and `ends.target[0]` holds the INVITE's first Contact value
+    /// as written. Parsing it took about 2,000 instructions per INVITE,
+    /// for a value only in-dialog requests, a shared 2xx and siptrack's
+    /// own BYE need (an unanswered call never does); each of those
+    /// resolves it first ([`Dialog::resolve_contact`]).
+    contact_pending: bool,
 }
 
 /// A dialog's state as each UA keeps it (RFC 3261 12.1), enough for the
@@ -150,6 +157,17 @@ impl Dialog {
         } else {
             None
         }
+    }
+    /// Works out the caller's Contact (see `contact_pending`): what
+    /// [`first_contact`] of the INVITE gave.
+    fn resolve_contact(&mut self) {
+        if !std::mem::take(&mut self.contact_pending) {
+            return;
+        }
+        let value = std::mem::take(&mut self.ends.target[0]);
+        let c = contact_of(&value);
+        self.caller.contact = c.addr;
+        self.ends.target[0] = value.slice_ref(c.uri);
     }
     fn side(&mut self, caller: bool) -> &mut Side {
         if caller {
@@ -390,6 +408,7 @@ impl Proxy {
             // adopted call by itself (the RTP timeout is the media of the
             // node that set it up, which is gone); it relays its BYE.
             ends: Box::default(),
+            contact_pending: false,
         });
     }
 
@@ -799,9 +818,10 @@ impl Proxy {
             }
             return self.refuse_in_dialog(now, from, &msg, is_ack, 481, NO_DIALOG);
         };
-        let Some(dialog) = self.dialogs.get(&dkey) else {
+        let Some(dialog) = self.dialogs.get_mut(&dkey) else {
             return;
         };
+        dialog.resolve_contact();
         // Past its lifetime the dialog is over, whether or not the
         // periodic sweep has come by yet.
         if now.saturating_sub(dialog.started) >= self.s.dialog_max_ms {
@@ -1039,15 +1059,15 @@ impl Proxy {
             // dialog under way; it never resets one already confirmed.
             let key = dialog_key(&self.keyer, call_id, caller_tag);
             let d = self.dialogs.entry(key).or_insert_with(|| {
-                let contact = first_contact(&msg);
+                let contact = first_contact_value(&msg).unwrap_or_default();
                 let caller_from = msg.value(HeaderName::From).unwrap_or_default();
                 // The dialog's strings in one buffer of their own (not the
                 // request's, which would keep the whole INVITE for the
                 // call): one allocation and one shared count, not six.
-                let parts = [call_id, caller_tag, caller_from, contact.uri];
+                let parts = [call_id, caller_tag, caller_from, contact];
                 let strings = Bytes::from(parts.concat());
                 let mut at = 0;
-                let [call_id, caller_tag, caller_from, contact_uri] = parts.map(|p| {
+                let [call_id, caller_tag, caller_from, contact] = parts.map(|p| {
                     at += p.len();
                     strings.slice(at - p.len()..at)
                 });
@@ -1062,7 +1082,8 @@ impl Proxy {
                     callee_tag: None,
                     caller: Side {
                         source: from,
-                        contact: contact.addr,
+                        // Worked out when needed (`contact_pending`).
+                        contact: None,
                     },
                     callee: Side {
                         source: hop.peer,
@@ -1070,10 +1091,11 @@ impl Proxy {
                     },
                     ends: Box::new(Ends {
                         caller_from,
-                        target: [contact_uri, Bytes::new()],
+                        target: [contact, Bytes::new()],
                         cseq: [cseq(&msg).map_or(0, |(n, _)| n), 0],
                         ..Ends::default()
                     }),
+                    contact_pending: true,
                 }
             });
             d.setups += 1;
@@ -1276,12 +1298,15 @@ impl Proxy {
         let is_2xx = msg.status().is_some_and(|c| (200..300).contains(&c));
         let invite = cseq(&msg).is_some_and(|(_, m)| m == b"INVITE");
         let call_id = msg.call_id().unwrap_or_default();
-        let target = self
-            .find_dialog(
-                call_id,
-                msg.tag(HeaderName::From).unwrap_or_default(),
-                msg.tag(HeaderName::To).unwrap_or_default(),
-            )
+        let found = self.find_dialog(
+            call_id,
+            msg.tag(HeaderName::From).unwrap_or_default(),
+            msg.tag(HeaderName::To).unwrap_or_default(),
+        );
+        if let Some(d) = found.and_then(|(key, _)| self.dialogs.get_mut(&key)) {
+            d.resolve_contact();
+        }
+        let target = found
             .and_then(|(key, by_caller)| Some((self.dialogs.get(&key)?, by_caller)))
             .filter(|(d, _)| d.confirmed && is_2xx && invite)
             .and_then(|(d, by_caller)| {
@@ -1488,9 +1513,6 @@ impl Proxy {
         let Some(d) = self.dialogs.get_mut(&key) else {
             return;
         };
-        // Parsed once for both its address and (2xx) its URI.
-        let first = first_contact(msg);
-        let contact = first.addr;
         if setup {
             if d.confirmed {
                 return;
@@ -1503,6 +1525,10 @@ impl Proxy {
                 return;
             }
             if !to_tag.is_empty() && code > 100 {
+                // Parsed once for both its address and (2xx) its URI, and
+                // only where used (not for a BYE's 200, say).
+                let first = first_contact(msg);
+                let contact = first.addr;
                 d.callee_tag = Some(Bytes::copy_from_slice(to_tag));
                 if contact.is_some() {
                     d.callee.contact = contact;
@@ -1525,6 +1551,7 @@ impl Proxy {
                 }
                 let is_invite = cseq(msg).is_some_and(|(_, m)| m == b"INVITE");
                 if self.share_dialogs && d.confirmed && is_invite {
+                    d.resolve_contact();
                     if let (Ok(call_id), Ok(caller_tag), Ok(callee_tag)) = (
                         std::str::from_utf8(call_id),
                         std::str::from_utf8(&d.caller_tag),
@@ -1543,9 +1570,13 @@ impl Proxy {
             return;
         }
         let refresh = cseq(msg).is_some_and(|(_, m)| m == b"INVITE" || m == b"UPDATE");
-        if refresh && (200..300).contains(&code) && contact.is_some() {
-            d.side(!by_caller).contact = contact;
-            d.ends.target[usize::from(by_caller)] = Bytes::copy_from_slice(first.uri);
+        if refresh && (200..300).contains(&code) {
+            let first = first_contact(msg);
+            if first.addr.is_some() {
+                d.resolve_contact();
+                d.side(!by_caller).contact = first.addr;
+                d.ends.target[usize::from(by_caller)] = Bytes::copy_from_slice(first.uri);
+            }
         }
     }
 
@@ -1705,9 +1736,10 @@ impl Proxy {
             .map(|(k, _)| *k)
             .collect();
         for key in &keys {
-            let Some(d) = self.dialogs.remove(key) else {
+            let Some(mut d) = self.dialogs.remove(key) else {
                 continue;
             };
+            d.resolve_contact();
             for toward_callee in [true, false] {
                 self.send_bye(now, &d.call_id, &d, toward_callee);
             }
@@ -2175,11 +2207,19 @@ struct FirstContact<'m> {
 }
 
 fn first_contact(msg: &Message) -> FirstContact<'_> {
-    let na = msg.value(HeaderName::Contact).and_then(|v| {
-        let (a, b) = crate::sip::chars::split_commas(v).next()?;
-        NameAddr::parse(crate::sip::chars::trim_lws(&v[a..b])).ok()
-    });
-    let Some(na) = na else {
+    contact_of(first_contact_value(msg).unwrap_or_default())
+}
+
+/// The first Contact value of a message as written (trimmed), unparsed.
+fn first_contact_value(msg: &Message) -> Option<&[u8]> {
+    let v = msg.value(HeaderName::Contact)?;
+    let (a, b) = crate::sip::chars::split_commas(v).next()?;
+    Some(crate::sip::chars::trim_lws(&v[a..b]))
+}
+
+/// [`first_contact`] of a first Contact value ([`first_contact_value`]).
+fn contact_of(value: &[u8]) -> FirstContact<'_> {
+    let Ok(na) = NameAddr::parse(value) else {
         return FirstContact {
             uri: &[],
             addr: None,
