@@ -167,7 +167,7 @@ impl Dialog {
         let value = std::mem::take(&mut self.ends.target[0]);
         let c = contact_of(&value);
         self.caller.contact = c.addr;
-        self.ends.target[0] = value.slice_ref(c.uri);
+        self.ends.target[0] = sub_bytes(&value, c.uri);
     }
     fn side(&mut self, caller: bool) -> &mut Side {
         if caller {
@@ -2208,6 +2208,17 @@ struct FirstContact<'m> {
 
 fn first_contact(msg: &Message) -> FirstContact<'_> {
     contact_of(first_contact_value(msg).unwrap_or_default())
+}
+
+/// `part` (a slice of `whole`, as the parsers give) as a `Bytes` sharing
+/// `whole`'s buffer; a copy should it not lie within (never: this is
+/// `Bytes::slice_ref` without its panic).
+fn sub_bytes(whole: &Bytes, part: &[u8]) -> Bytes {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end) if end <= whole.len() && !part.is_empty() => whole.slice(start..end),
+        _ => Bytes::copy_from_slice(part),
+    }
 }
 
 /// The first Contact value of a message as written (trimmed), unparsed.

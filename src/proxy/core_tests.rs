@@ -2071,7 +2071,22 @@ fn first_contact_as_before_and_deferred() {
         assert_eq!((now.uri.to_vec(), now.addr), expected, "{contact:?}");
         let value = Bytes::copy_from_slice(first_contact_value(&msg).unwrap_or_default());
         let deferred = contact_of(&value);
-        assert_eq!(value.slice_ref(deferred.uri).as_ref(), &expected.0[..]);
+        assert_eq!(sub_bytes(&value, deferred.uri).as_ref(), &expected.0[..]);
         assert_eq!(deferred.addr, expected.1, "{contact:?}");
     }
+}
+
+/// `sub_bytes` shares the buffer for a slice within it and copies
+/// anything else, never panicking.
+#[test]
+fn sub_bytes_within_and_without() {
+    let whole = Bytes::from_static(b"<sip:a@192.0.2.1>;tag=x");
+    let inside = &whole[1..16];
+    let shared = sub_bytes(&whole, inside);
+    assert_eq!(shared.as_ref(), b"sip:a@192.0.2.1");
+    assert_eq!(shared.as_ptr(), inside.as_ptr(), "no copy");
+    let elsewhere = b"sip:b@h".to_vec();
+    assert_eq!(sub_bytes(&whole, &elsewhere).as_ref(), b"sip:b@h");
+    assert_eq!(sub_bytes(&whole, &[]).as_ref(), b"");
+    assert_eq!(sub_bytes(&whole, &whole[..]).as_ref(), whole.as_ref());
 }
