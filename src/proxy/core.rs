@@ -11,7 +11,7 @@ use bytes::Bytes;
 use ipnet::IpNet;
 
 use crate::config::{Timers, Untrusted};
-use crate::sip::reply::{response, small_response};
+use crate::sip::reply::{response, response_into, response_max_len, small_response};
 use crate::sip::validate::{cseq, validate};
 use crate::sip::{HeaderName, Message, Method, NameAddr, ParseError, Patch, Uri};
 
@@ -70,6 +70,8 @@ impl Side {
 /// requests and late 2xx responses are checked against (SPEC S-3).
 #[derive(Clone, Debug)]
 struct Dialog {
+    /// The Call-ID (the table's key is only its hash with the caller's tag).
+    call_id: Bytes,
     started: Millis,
     /// A 2xx was relayed (early dialogs only allow what precedes it).
     confirmed: bool,
@@ -87,6 +89,13 @@ struct Dialog {
     callee: Side,
     /// What siptrack needs to end the dialog itself (RTP timeout).
     ends: Box<Ends>,
+    /// The caller's Contact is not worked out yet: `caller.contact` is
+    /// unset and `ends.target[0]` holds the INVITE's first Contact value
+    /// as written. Parsing it took about 2,000 instructions per INVITE,
+    /// for a value only in-dialog requests, a shared 2xx and siptrack's
+    /// own BYE need (an unanswered call never does); each of those
+    /// resolves it first ([`Dialog::resolve_contact`]).
+    contact_pending: bool,
 }
 
 /// A dialog's state as each UA keeps it (RFC 3261 12.1), enough for the
@@ -104,7 +113,37 @@ struct Ends {
     cseq: [u64; 2],
 }
 
-type DialogKey = (Bytes, Bytes);
+/// A dialog's key in the table: its Call-ID and caller's From tag reduced
+/// to 128 bits of a keyed hash, as transaction keys are (see [`TxnKey`]).
+/// It was the pair of them as `Bytes`: every look-up (several per
+/// in-dialog request and per response) copied the Call-ID to the heap.
+type DialogKey = TxnKey;
+
+fn dialog_key(keyer: &Keyer, call_id: &[u8], caller_tag: &[u8]) -> DialogKey {
+    keyer.start().bytes(call_id).bytes(caller_tag).finish()
+}
+
+/// The dialog a message with these tags belongs to (the caller's tag is
+/// its From or its To tag), and whether the caller sent it. A function
+/// of the two fields, so that it can run while a transaction is borrowed.
+fn find_dialog_in(
+    dialogs: &Map<DialogKey, Dialog>,
+    keyer: &Keyer,
+    call_id: &[u8],
+    ftag: &[u8],
+    ttag: &[u8],
+) -> Option<(DialogKey, bool)> {
+    for tag in [ftag, ttag] {
+        let key = dialog_key(keyer, call_id, tag);
+        if let Some(by_caller) = dialogs
+            .get(&key)
+            .and_then(|d| d.sender_is_caller(ftag, ttag))
+        {
+            return Some((key, by_caller));
+        }
+    }
+    None
+}
 
 impl Dialog {
     /// Which side sent a message with these From and To tags: `Some(true)`
@@ -118,6 +157,17 @@ impl Dialog {
         } else {
             None
         }
+    }
+    /// Works out the caller's Contact (see `contact_pending`): what
+    /// [`first_contact`] of the INVITE gave.
+    fn resolve_contact(&mut self) {
+        if !std::mem::take(&mut self.contact_pending) {
+            return;
+        }
+        let value = std::mem::take(&mut self.ends.target[0]);
+        let c = contact_of(&value);
+        self.caller.contact = c.addr;
+        self.ends.target[0] = sub_bytes(&value, c.uri);
     }
     fn side(&mut self, caller: bool) -> &mut Side {
         if caller {
@@ -221,6 +271,9 @@ pub struct Proxy {
     /// The request being processed was already looked up in the store:
     /// a dialog still missing is a 481.
     looked_up: bool,
+    /// The edits of the request being forwarded, kept between requests
+    /// for its room: a new `Patch` was two allocations per request.
+    scratch: Patch,
     pub stats: Stats,
 }
 
@@ -308,6 +361,7 @@ impl Proxy {
             misses: Vec::new(),
             waiting_lookups: HashMap::new(),
             looked_up: false,
+            scratch: Patch::default(),
             stats: Stats::default(),
         }
     }
@@ -332,12 +386,10 @@ impl Proxy {
     /// store), unless this node has it already. Its lifetime counts from
     /// now: the other node's clock is not this one's.
     pub fn adopt_dialog(&mut self, now: Millis, h: &DialogHandoff) {
-        let key = (
-            Bytes::copy_from_slice(h.call_id.as_bytes()),
-            Bytes::copy_from_slice(h.caller_tag.as_bytes()),
-        );
+        let key = dialog_key(&self.keyer, h.call_id.as_bytes(), h.caller_tag.as_bytes());
         let identity = &self.s.identity;
         self.dialogs.entry(key).or_insert_with(|| Dialog {
+            call_id: Bytes::copy_from_slice(h.call_id.as_bytes()),
             started: now,
             confirmed: true,
             setups: 0,
@@ -356,6 +408,7 @@ impl Proxy {
             // adopted call by itself (the RTP timeout is the media of the
             // node that set it up, which is gone); it relays its BYE.
             ends: Box::default(),
+            contact_pending: false,
         });
     }
 
@@ -623,13 +676,18 @@ impl Proxy {
             self.reply_refusal(now, from, &msg, key, refusal);
             return;
         }
-        let request_uri = msg.request_uri().and_then(|u| Uri::parse(u).ok());
+        // Parsed for OPTIONS only (about 800 instructions an INVITE).
+        let no_user = || {
+            msg.request_uri()
+                .and_then(|u| Uri::parse(u).ok())
+                .is_some_and(|u| u.user.is_none())
+        };
         match method {
             Method::Register => {
                 self.reply_final(now, from, &msg, key, (405, "Method Not Allowed"), &[ALLOW]);
                 return;
             }
-            Method::Options if request_uri.as_ref().is_some_and(|u| u.user.is_none()) => {
+            Method::Options if no_user() => {
                 self.reply_final(
                     now,
                     from,
@@ -653,7 +711,7 @@ impl Proxy {
             }
             _ => {}
         }
-        let mut patch = Patch::new();
+        let mut patch = self.take_scratch();
         // A route preloaded to us is consumed; the next hop still comes
         // from configuration only.
         let routes = route::route_values(&msg);
@@ -677,10 +735,19 @@ impl Proxy {
                         msg.method_bytes(),
                         Some(b"SUBSCRIBE" | b"REFER" | b"NOTIFY")
                     );
-                self.forward_request(now, from, msg, (key, top), hop, patch, record_route, true);
+                let ends = (record_route, true);
+                self.forward_request(now, from, msg, (key, top), hop, &mut patch, ends);
             }
             Err(refusal) => self.reply_refusal(now, from, &msg, key, refusal),
         }
+        self.scratch = patch;
+    }
+
+    /// The scratch patch, empty (see the field).
+    fn take_scratch(&mut self) -> Patch {
+        let mut patch = std::mem::take(&mut self.scratch);
+        patch.clear();
+        patch
     }
 
     /// A request inside a dialog (To tag, or an ACK for a 2xx). SPEC S-3:
@@ -699,12 +766,14 @@ impl Proxy {
         is_ack: bool,
     ) {
         let call_id = msg.call_id().unwrap_or_default();
-        let (ftag, ttag) = (from_tag(&msg), to_tag_of(&msg));
+        // Borrowed: copied only into what is kept (the BYE's event).
+        let ftag = msg.tag(HeaderName::From).unwrap_or_default();
+        let ttag = msg.tag(HeaderName::To).unwrap_or_default();
         let routes = route::route_values(&msg);
         // The dialog is looked up first so that its token can stand in
         // for the HMAC of its caller's tag (same Call-ID, same tag: same
         // token); the answer is what computing each tag's token gives.
-        let found = self.find_dialog(call_id, &ftag, &ttag);
+        let found = self.find_dialog(call_id, ftag, ttag);
         let known = found
             .as_ref()
             .and_then(|(k, _)| self.dialogs.get(k))
@@ -716,7 +785,7 @@ impl Proxy {
         };
         let own = |i: usize| {
             routes.get(i).is_some_and(|(_, span)| {
-                let (value, tags) = (msg.bytes(*span), [&ftag[..], &ttag[..]]);
+                let (value, tags) = (msg.bytes(*span), [ftag, ttag]);
                 identity.is_own_route_by(value, &tags, token)
                     // Another node's Record-Route: its token proves the
                     // cluster (same route_secret) issued it.
@@ -749,9 +818,10 @@ impl Proxy {
             }
             return self.refuse_in_dialog(now, from, &msg, is_ack, 481, NO_DIALOG);
         };
-        let Some(dialog) = self.dialogs.get(&dkey) else {
+        let Some(dialog) = self.dialogs.get_mut(&dkey) else {
             return;
         };
+        dialog.resolve_contact();
         // Past its lifetime the dialog is over, whether or not the
         // periodic sweep has come by yet.
         if now.saturating_sub(dialog.started) >= self.s.dialog_max_ms {
@@ -813,7 +883,7 @@ impl Proxy {
             if let Some(c) = first.addr {
                 if let Some(d) = self.dialogs.get_mut(&dkey) {
                     d.side(by_caller).contact = Some(c);
-                    d.ends.target[usize::from(!by_caller)] = first.uri;
+                    d.ends.target[usize::from(!by_caller)] = Bytes::copy_from_slice(first.uri);
                 }
             }
         }
@@ -821,11 +891,11 @@ impl Proxy {
             let c = &mut d.ends.cseq[usize::from(!by_caller)];
             *c = (*c).max(n);
         }
-        let mut patch = Patch::new();
+        let mut patch = self.take_scratch();
         route::pop_routes(&msg, &routes, popped, &mut patch);
         let call = CallCtx {
             call_id,
-            from_tag: &ftag,
+            from_tag: ftag,
         };
         self.phases
             .in_dialog_request(call, &msg, from, now, &mut patch);
@@ -835,17 +905,19 @@ impl Proxy {
             call: None,
         };
         if is_ack {
-            self.forward_stateless(from, &msg, &top, hop, patch);
+            self.forward_stateless(from, &msg, &top, hop, &mut patch);
+            self.scratch = patch;
             return;
         }
         if msg.method() == Some(Method::Bye) {
             self.events.push(CallEvent::Bye {
                 call_id: Bytes::copy_from_slice(call_id),
                 at: now,
-                from_tag: ftag.clone(),
+                from_tag: Bytes::copy_from_slice(ftag),
             });
         }
-        self.forward_request(now, from, msg, (key, top), hop, patch, false, false);
+        self.forward_request(now, from, msg, (key, top), hop, &mut patch, (false, false));
+        self.scratch = patch;
     }
 
     /// An in-dialog request that is not relayed: counted, and answered
@@ -874,7 +946,7 @@ impl Proxy {
             return;
         }
         let tag = self.to_tag(msg);
-        let data = small_response(msg, code, reason, tag.as_bytes());
+        let data = small_response(msg, code, reason, &tag[..]);
         // Trusted peers (the trunk) are not rate-limited: a busy trunk may
         // draw many refusals, and a reply to it is no reflection.
         let within_rate = |p: &mut Self| p.is_trusted(from) || p.limiter.allow(from.addr.ip(), now);
@@ -899,6 +971,8 @@ impl Proxy {
 
     /// Builds the forwarded request: Request-URI, Max-Forwards, received/
     /// rport, our Via, Record-Route; everything else as received.
+    /// `(record_route, initial)`: whether it is record-routed, and whether
+    /// it is an initial request (out of dialog).
     #[allow(clippy::too_many_arguments)]
     fn forward_request(
         &mut self,
@@ -907,9 +981,8 @@ impl Proxy {
         msg: Message,
         (key, top): (TxnKey, route::TopVia),
         hop: NextHop,
-        mut patch: Patch,
-        record_route: bool,
-        initial: bool,
+        patch: &mut Patch,
+        (record_route, initial): (bool, bool),
     ) {
         let Some(local) = self.s.identity.local_for(&hop.peer).copied() else {
             self.reply_final(
@@ -925,8 +998,9 @@ impl Proxy {
         let method = msg.method().unwrap_or(Method::Other);
         let is_invite = method == Method::Invite;
         let branch = self.new_branch();
-        let call_id = Bytes::copy_from_slice(msg.call_id().unwrap_or_default());
-        let caller_tag = from_tag(&msg);
+        // Borrowed from the message: copied once below, where kept.
+        let call_id = msg.call_id().unwrap_or_default();
+        let caller_tag = msg.tag(HeaderName::From).unwrap_or_default();
         self.edit_common(
             &msg,
             &top,
@@ -934,10 +1008,10 @@ impl Proxy {
             hop.request_uri.as_deref(),
             &branch,
             &local,
-            &mut patch,
+            patch,
         );
         // One HMAC for both Record-Route lines and the dialog's record.
-        let token = record_route.then(|| self.s.identity.token_hex(&call_id, &caller_tag));
+        let token = record_route.then(|| self.s.identity.token_hex(call_id, caller_tag));
         if let Some(token) = &token {
             let first_via = msg
                 .header(HeaderName::Via)
@@ -953,46 +1027,77 @@ impl Proxy {
                 }
             }
         }
-        let data = Bytes::from(patch.apply(msg.buf(), msg.body.end as usize));
-        if too_large_for(hop.peer, data.len()) {
+        // The forwarded request and an INVITE's 100 Trying in one buffer,
+        // sized for both: one allocation and one shared count for the two
+        // (sent, and kept by the transaction), where each had two.
+        let end = msg.body.end as usize;
+        let trying_room = if is_invite {
+            response_max_len(&msg, "Trying", None, &[])
+        } else {
+            0
+        };
+        let mut buf = Vec::with_capacity(patch.max_len(end) + trying_room);
+        patch.apply_into(msg.buf(), end, &mut buf);
+        let len = buf.len();
+        if too_large_for(hop.peer, len) {
             // RFC 3261 18.1.1 would switch to TCP, but the next hop is
             // configured as UDP; say so instead of losing it to EMSGSIZE.
             self.stats.too_large += 1;
-            tracing::warn!(to = %hop.peer.addr, bytes = data.len(), "request too large for UDP: 513");
+            tracing::warn!(to = %hop.peer.addr, bytes = len, "request too large for UDP: 513");
             self.reply_final(now, from, &msg, key, (513, "Message Too Large"), &[]);
             return;
         }
-        let dialog_setup = (initial && record_route).then(|| caller_tag.clone());
-        if dialog_setup.is_some() {
+        if is_invite {
+            // 100 Trying at once, so the caller stops retransmitting.
+            response_into(&mut buf, &msg, 100, "Trying", None, &[]);
+        }
+        let mut data = Bytes::from(buf);
+        let trying = data.split_off(len);
+        let dialog_setup = initial && record_route;
+        if dialog_setup {
             // A further INVITE of the same Call-ID and From tag joins the
             // dialog under way; it never resets one already confirmed.
-            let contact = first_contact(&msg);
-            let d = self
-                .dialogs
-                .entry((call_id.clone(), caller_tag.clone()))
-                .or_insert_with(|| Dialog {
+            let key = dialog_key(&self.keyer, call_id, caller_tag);
+            let d = self.dialogs.entry(key).or_insert_with(|| {
+                let contact = first_contact_value(&msg).unwrap_or_default();
+                let caller_from = msg.value(HeaderName::From).unwrap_or_default();
+                // The dialog's strings in one buffer of their own (not the
+                // request's, which would keep the whole INVITE for the
+                // call): one allocation and one shared count, not six.
+                let parts = [call_id, caller_tag, caller_from, contact];
+                let strings = Bytes::from(parts.concat());
+                let mut at = 0;
+                let [call_id, caller_tag, caller_from, contact] = parts.map(|p| {
+                    at += p.len();
+                    strings.slice(at - p.len()..at)
+                });
+                Dialog {
+                    call_id,
                     started: now,
                     confirmed: false,
                     setups: 0,
-                    caller_tag: caller_tag.clone(),
+                    caller_tag,
                     // Always there: a dialog setup is record-routed.
                     token: token.unwrap_or_default(),
                     callee_tag: None,
                     caller: Side {
                         source: from,
-                        contact: contact.addr,
+                        // Worked out when needed (`contact_pending`).
+                        contact: None,
                     },
                     callee: Side {
                         source: hop.peer,
                         contact: None,
                     },
                     ends: Box::new(Ends {
-                        caller_from: header_value(&msg, HeaderName::From),
-                        target: [contact.uri, Bytes::new()],
+                        caller_from,
+                        target: [contact, Bytes::new()],
                         cseq: [cseq(&msg).map_or(0, |(n, _)| n), 0],
                         ..Ends::default()
                     }),
-                });
+                    contact_pending: true,
+                }
+            });
             d.setups += 1;
         }
 
@@ -1006,8 +1111,6 @@ impl Proxy {
             retransmit_interval: self.s.timers.t1_ms,
         };
         if is_invite {
-            // 100 Trying at once, so the caller stops retransmitting.
-            let trying = Bytes::from(response(&msg, 100, "Trying", None, &[]));
             self.out.push(Output::Send {
                 to: from,
                 data: trying.clone(),
@@ -1017,34 +1120,38 @@ impl Proxy {
         let t1 = self.s.timers.t1_ms;
         let branch = client_key(&self.keyer, &branch);
         let client = ClientSide::calling(branch, hop.peer, data.clone(), t1);
+        // Armed in the new transaction itself (`arm` would look it up
+        // once per timer).
+        let mut deadlines = Deadlines::default();
+        if hop.peer.transport == Transport::Udp {
+            deadlines.set(TimerKind::ClientRetransmit, now + t1);
+        }
+        deadlines.set(TimerKind::ClientTimeout, now + 64 * t1);
+        if is_invite {
+            deadlines.set(TimerKind::TimerC, now + self.s.timers.timer_c_ms);
+        }
         self.txns.insert(
             id,
             Box::new(Txn {
                 is_invite,
-                ids: CallIds::new(&call_id, dialog_setup.as_deref()),
+                ids: CallIds::new(call_id, dialog_setup.then_some(caller_tag)),
                 server: Some(server),
                 client: Some(client),
                 cancels: None,
                 initial_invite: is_invite && initial,
                 caller_cancelled: false,
                 is_bye: method == Method::Bye,
-                deadlines: Deadlines::default(),
+                deadlines,
             }),
         );
         self.server_index.insert(key, id);
         self.client_index.insert(branch, id);
-        if hop.peer.transport == Transport::Udp {
-            self.arm(id, TimerKind::ClientRetransmit, now + t1);
-        }
-        self.arm(id, TimerKind::ClientTimeout, now + 64 * t1);
-        if is_invite {
-            self.arm(id, TimerKind::TimerC, now + self.s.timers.timer_c_ms);
-        }
+        self.arm_new(id, &deadlines);
         if let (true, true, Some(info)) = (is_invite, initial, hop.call) {
             self.events.push(CallEvent::Started {
-                call_id: call_id.clone(),
+                call_id: Bytes::copy_from_slice(call_id),
                 at: now,
-                from_tag: caller_tag,
+                from_tag: Bytes::copy_from_slice(caller_tag),
                 info,
             });
         }
@@ -1060,19 +1167,19 @@ impl Proxy {
         msg: &Message,
         top: &route::TopVia,
         hop: NextHop,
-        mut patch: Patch,
+        patch: &mut Patch,
     ) {
         let Some(local) = self.s.identity.local_for(&hop.peer).copied() else {
             return;
         };
         let in_branch = top.branch(msg).unwrap_or_default();
-        let digest = self
+        let digest: [u8; 16] = self
             .s
             .identity
-            .digest_hex(&[in_branch, msg.call_id().unwrap_or_default()], 16);
+            .digest_hex_array(&[in_branch, msg.call_id().unwrap_or_default()]);
         let mut branch = [0u8; 9 + 16];
         branch[..9].copy_from_slice(b"z9hG4bKsl");
-        branch[9..].copy_from_slice(digest.as_bytes());
+        branch[9..].copy_from_slice(&digest);
         self.edit_common(
             msg,
             top,
@@ -1080,7 +1187,7 @@ impl Proxy {
             hop.request_uri.as_deref(),
             &branch,
             &local,
-            &mut patch,
+            patch,
         );
         let data = Bytes::from(patch.apply(msg.buf(), msg.body.end as usize));
         if too_large_for(hop.peer, data.len()) {
@@ -1191,8 +1298,15 @@ impl Proxy {
         let is_2xx = msg.status().is_some_and(|c| (200..300).contains(&c));
         let invite = cseq(&msg).is_some_and(|(_, m)| m == b"INVITE");
         let call_id = msg.call_id().unwrap_or_default();
-        let target = self
-            .find_dialog(call_id, &from_tag(&msg), &to_tag_of(&msg))
+        let found = self.find_dialog(
+            call_id,
+            msg.tag(HeaderName::From).unwrap_or_default(),
+            msg.tag(HeaderName::To).unwrap_or_default(),
+        );
+        if let Some(d) = found.and_then(|(key, _)| self.dialogs.get_mut(&key)) {
+            d.resolve_contact();
+        }
+        let target = found
             .and_then(|(key, by_caller)| Some((self.dialogs.get(&key)?, by_caller)))
             .filter(|(d, _)| d.confirmed && is_2xx && invite)
             .and_then(|(d, by_caller)| {
@@ -1208,7 +1322,7 @@ impl Proxy {
             self.stats.stray_responses += 1;
             return;
         };
-        let mut patch = Patch::new();
+        let mut patch = self.take_scratch();
         if route::pop_top_via(&msg, &mut patch).is_none() {
             return;
         }
@@ -1219,6 +1333,7 @@ impl Proxy {
         };
         self.phases.response(call, &msg, now, &mut patch);
         let data = Bytes::from(patch.apply(msg.buf(), msg.body.end as usize));
+        self.scratch = patch;
         self.stats.responses_forwarded += 1;
         self.out.push(Output::Send { to, data });
     }
@@ -1240,9 +1355,13 @@ impl Proxy {
         if txn.cancels.is_none()
             && matches!(client.state, ClientState::Calling | ClientState::Proceeding)
         {
-            let call_id = Bytes::copy_from_slice(txn.ids.call_id());
-            let setup = txn.ids.caller_tag().is_some();
-            self.learn_dialog(&call_id, setup, code, &msg);
+            // Lent out for the call, not copied (an empty `CallIds`
+            // takes no allocation).
+            let ids = std::mem::take(&mut txn.ids);
+            self.learn_dialog(ids.call_id(), ids.caller_tag().is_some(), code, &msg);
+            if let Some(txn) = self.txns.get_mut(&id) {
+                txn.ids = ids;
+            }
         }
         let Some(txn) = self.txns.get_mut(&id) else {
             return;
@@ -1338,9 +1457,11 @@ impl Proxy {
                 } else {
                     client.state = ClientState::Completed;
                     if txn.is_bye {
-                        let (f, t) = (from_tag(&msg), to_tag_of(&msg));
-                        let call_id = Bytes::copy_from_slice(txn.ids.call_id());
-                        if let Some((key, _)) = self.find_dialog(&call_id, &f, &t) {
+                        let f = msg.tag(HeaderName::From).unwrap_or_default();
+                        let t = msg.tag(HeaderName::To).unwrap_or_default();
+                        let (call_id, dialogs) = (txn.ids.call_id(), &self.dialogs);
+                        if let Some((key, _)) = find_dialog_in(dialogs, &self.keyer, call_id, f, t)
+                        {
                             self.dialogs.remove(&key);
                         }
                     }
@@ -1376,14 +1497,15 @@ impl Proxy {
     /// What a response from the next hop tells the dialog table: the
     /// callee's tag and Contact (initial request), the end of a failed
     /// setup, or a target refresh's new Contact (RFC 3261 12.2.1.2).
-    fn learn_dialog(&mut self, call_id: &Bytes, setup: bool, code: u16, msg: &Message) {
-        let (from_tag, to_tag) = (from_tag(msg), to_tag_of(msg));
+    fn learn_dialog(&mut self, call_id: &[u8], setup: bool, code: u16, msg: &Message) {
+        let from_tag = msg.tag(HeaderName::From).unwrap_or_default();
+        let to_tag = msg.tag(HeaderName::To).unwrap_or_default();
         // During setup the callee's tag may still change (a 2xx with
         // another tag than the 180): look the dialog up by the caller's.
         let found = if setup {
-            Some(((call_id.clone(), from_tag.clone()), true))
+            Some((dialog_key(&self.keyer, call_id, from_tag), true))
         } else {
-            self.find_dialog(call_id, &from_tag, &to_tag)
+            self.find_dialog(call_id, from_tag, to_tag)
         };
         let Some((key, by_caller)) = found else {
             return;
@@ -1391,9 +1513,6 @@ impl Proxy {
         let Some(d) = self.dialogs.get_mut(&key) else {
             return;
         };
-        // Parsed once for both its address and (2xx) its URI.
-        let first = first_contact(msg);
-        let contact = first.addr;
         if setup {
             if d.confirmed {
                 return;
@@ -1406,14 +1525,18 @@ impl Proxy {
                 return;
             }
             if !to_tag.is_empty() && code > 100 {
-                d.callee_tag = Some(to_tag.clone());
+                // Parsed once for both its address and (2xx) its URI, and
+                // only where used (not for a BYE's 200, say).
+                let first = first_contact(msg);
+                let contact = first.addr;
+                d.callee_tag = Some(Bytes::copy_from_slice(to_tag));
                 if contact.is_some() {
                     d.callee.contact = contact;
                 }
                 d.confirmed = code >= 200;
                 if d.confirmed {
                     d.ends.callee_to = header_value(msg, HeaderName::To);
-                    d.ends.target[1] = first.uri;
+                    d.ends.target[1] = Bytes::copy_from_slice(first.uri);
                     d.ends.record_route = msg
                         .headers_named(HeaderName::RecordRoute)
                         .flat_map(|h| {
@@ -1428,10 +1551,11 @@ impl Proxy {
                 }
                 let is_invite = cseq(msg).is_some_and(|(_, m)| m == b"INVITE");
                 if self.share_dialogs && d.confirmed && is_invite {
+                    d.resolve_contact();
                     if let (Ok(call_id), Ok(caller_tag), Ok(callee_tag)) = (
                         std::str::from_utf8(call_id),
                         std::str::from_utf8(&d.caller_tag),
-                        std::str::from_utf8(&to_tag),
+                        std::str::from_utf8(to_tag),
                     ) {
                         self.handoffs.push(DialogHandoff {
                             call_id: call_id.to_string(),
@@ -1446,31 +1570,25 @@ impl Proxy {
             return;
         }
         let refresh = cseq(msg).is_some_and(|(_, m)| m == b"INVITE" || m == b"UPDATE");
-        if refresh && (200..300).contains(&code) && contact.is_some() {
-            d.side(!by_caller).contact = contact;
-            d.ends.target[usize::from(by_caller)] = first.uri;
+        if refresh && (200..300).contains(&code) {
+            let first = first_contact(msg);
+            if first.addr.is_some() {
+                d.resolve_contact();
+                d.side(!by_caller).contact = first.addr;
+                d.ends.target[usize::from(by_caller)] = Bytes::copy_from_slice(first.uri);
+            }
         }
     }
 
     /// The dialog a message with these tags belongs to (the caller's tag
     /// is its From or its To tag), and whether the caller sent it.
-    fn find_dialog(&self, call_id: &[u8], ftag: &Bytes, ttag: &Bytes) -> Option<(DialogKey, bool)> {
-        for tag in [ftag, ttag] {
-            let key = (Bytes::copy_from_slice(call_id), tag.clone());
-            if let Some(by_caller) = self
-                .dialogs
-                .get(&key)
-                .and_then(|d| d.sender_is_caller(ftag, ttag))
-            {
-                return Some((key, by_caller));
-            }
-        }
-        None
+    fn find_dialog(&self, call_id: &[u8], ftag: &[u8], ttag: &[u8]) -> Option<(DialogKey, bool)> {
+        find_dialog_in(&self.dialogs, &self.keyer, call_id, ftag, ttag)
     }
 
     /// Sends a response up to the server side's peer, minus our Via.
     fn forward_upstream(&mut self, now: Millis, id: u64, msg: &Message, provisional: bool) {
-        let mut patch = Patch::new();
+        let mut patch = self.take_scratch();
         if route::pop_top_via(msg, &mut patch).is_none() {
             return;
         }
@@ -1481,6 +1599,7 @@ impl Proxy {
         };
         self.phases.response(call, msg, now, &mut patch);
         let mut data = patch.apply(msg.buf(), msg.body.end as usize);
+        self.scratch = patch;
         // A final response is held for up to 32 s (Timer J / the INVITE's
         // Completed state): without the room the removed Via left. glibc
         // shrinks a block in place, so this costs no copy.
@@ -1613,18 +1732,19 @@ impl Proxy {
         let keys: Vec<DialogKey> = self
             .dialogs
             .iter()
-            .filter(|(k, d)| k.0.as_ref() == call_id && d.confirmed)
-            .map(|(k, _)| k.clone())
+            .filter(|(_, d)| d.call_id.as_ref() == call_id && d.confirmed)
+            .map(|(k, _)| *k)
             .collect();
         for key in &keys {
-            let Some(d) = self.dialogs.remove(key) else {
+            let Some(mut d) = self.dialogs.remove(key) else {
                 continue;
             };
+            d.resolve_contact();
             for toward_callee in [true, false] {
-                self.send_bye(now, &key.0, &d, toward_callee);
+                self.send_bye(now, &d.call_id, &d, toward_callee);
             }
             self.events.push(CallEvent::TimedOut {
-                call_id: key.0.clone(),
+                call_id: d.call_id.clone(),
                 at: now,
             });
         }
@@ -1727,10 +1847,10 @@ impl Proxy {
 
     // ---- local replies --------------------------------------------------
 
-    fn to_tag(&self, msg: &Message) -> String {
+    fn to_tag(&self, msg: &Message) -> [u8; 10] {
         self.s
             .identity
-            .digest_hex(&[msg.call_id().unwrap_or_default(), b"to-tag"], 10)
+            .digest_hex_array(&[msg.call_id().unwrap_or_default(), b"to-tag"])
     }
 
     fn reply_stateless(
@@ -1742,7 +1862,7 @@ impl Proxy {
         extra: &[&[u8]],
     ) {
         let tag = self.to_tag(msg);
-        let data = response(msg, code, reason, Some(tag.as_bytes()), extra);
+        let data = response(msg, code, reason, Some(&tag[..]), extra);
         self.stats.local_replies += 1;
         self.out.push(Output::Send {
             to,
@@ -1778,7 +1898,7 @@ impl Proxy {
         extra: &[&[u8]],
     ) {
         let tag = self.to_tag(msg);
-        let mut data = response(msg, code, reason, Some(tag.as_bytes()), extra);
+        let mut data = response(msg, code, reason, Some(&tag[..]), extra);
         // Held for Timer J's 32 s: without the rest of the 512 B it was
         // built in (a flood of refused requests holds thousands).
         data.shrink_to_fit();
@@ -1828,6 +1948,19 @@ impl Proxy {
             if self.timers.len() > self.compact_timers_at {
                 self.compact_timers();
             }
+        }
+    }
+
+    /// [`Proxy::arm`] for every deadline a transaction was created with
+    /// (already in it).
+    fn arm_new(&mut self, id: u64, deadlines: &Deadlines) {
+        for kind in KINDS {
+            if let Some(at) = deadlines.get(kind) {
+                self.timers.push(Reverse(TimerEntry::new(at, id, kind)));
+            }
+        }
+        if self.timers.len() > self.compact_timers_at {
+            self.compact_timers();
         }
     }
 
@@ -1923,10 +2056,7 @@ impl Proxy {
                 txn.deadlines.clear_all();
                 self.stats.timeouts += 1;
                 if let Some(tag) = txn.ids.caller_tag() {
-                    let key = (
-                        Bytes::copy_from_slice(txn.ids.call_id()),
-                        Bytes::copy_from_slice(tag),
-                    );
+                    let key = dialog_key(&self.keyer, txn.ids.call_id(), tag);
                     if let Some(d) = self.dialogs.get_mut(&key).filter(|d| !d.confirmed) {
                         d.setups = d.setups.saturating_sub(1);
                         if d.setups == 0 {
@@ -1938,14 +2068,13 @@ impl Proxy {
                     // Unanswered, the BYE still ends the dialog (RFC 3261
                     // 15.1.1): its route must not stay open for 4 h.
                     let bye = Message::parse(c.request.clone(), true).ok();
-                    let key = bye.and_then(|m| {
-                        let call_id = Bytes::copy_from_slice(m.call_id()?);
-                        Some((call_id, from_tag(&m), to_tag_of(&m)))
+                    let found = bye.and_then(|m| {
+                        let f = m.tag(HeaderName::From).unwrap_or_default();
+                        let t = m.tag(HeaderName::To).unwrap_or_default();
+                        find_dialog_in(&self.dialogs, &self.keyer, m.call_id()?, f, t)
                     });
-                    if let Some((call_id, f, t)) = key {
-                        if let Some((key, _)) = self.find_dialog(&call_id, &f, &t) {
-                            self.dialogs.remove(&key);
-                        }
+                    if let Some((key, _)) = found {
+                        self.dialogs.remove(&key);
                     }
                 }
                 let Some(txn) = self.txns.get_mut(&id) else {
@@ -2026,7 +2155,7 @@ impl Proxy {
             &original,
             408,
             "Request Timeout",
-            Some(tag.as_bytes()),
+            Some(&tag[..]),
             &[],
         ));
         let to = server.peer;
@@ -2063,22 +2192,6 @@ impl Proxy {
     }
 }
 
-/// The From tag of a message, empty when it has none.
-fn from_tag(msg: &Message) -> Bytes {
-    tag_of(msg, HeaderName::From)
-}
-
-/// The To tag of a message, empty when it has none.
-fn to_tag_of(msg: &Message) -> Bytes {
-    tag_of(msg, HeaderName::To)
-}
-
-fn tag_of(msg: &Message, name: HeaderName) -> Bytes {
-    msg.tag(name)
-        .map(Bytes::copy_from_slice)
-        .unwrap_or_default()
-}
-
 /// A header's value as it came, empty when absent.
 fn header_value(msg: &Message, name: HeaderName) -> Bytes {
     msg.value(name)
@@ -2088,28 +2201,49 @@ fn header_value(msg: &Message, name: HeaderName) -> Bytes {
 
 /// The first Contact of a message: its URI (empty when there is none) and
 /// its address when the host is an IP literal.
-struct FirstContact {
-    uri: Bytes,
+struct FirstContact<'m> {
+    uri: &'m [u8],
     addr: Option<std::net::SocketAddr>,
 }
 
-fn first_contact(msg: &Message) -> FirstContact {
-    let na = msg.value(HeaderName::Contact).and_then(|v| {
-        let (a, b) = crate::sip::chars::split_commas(v).next()?;
-        NameAddr::parse(crate::sip::chars::trim_lws(&v[a..b])).ok()
-    });
-    let Some(na) = na else {
+fn first_contact(msg: &Message) -> FirstContact<'_> {
+    contact_of(first_contact_value(msg).unwrap_or_default())
+}
+
+/// `part` (a slice of `whole`, as the parsers give) as a `Bytes` sharing
+/// `whole`'s buffer; a copy should it not lie within (never: this is
+/// `Bytes::slice_ref` without its panic).
+fn sub_bytes(whole: &Bytes, part: &[u8]) -> Bytes {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end) if end <= whole.len() && !part.is_empty() => whole.slice(start..end),
+        _ => Bytes::copy_from_slice(part),
+    }
+}
+
+/// The first Contact value of a message as written (trimmed), unparsed.
+fn first_contact_value(msg: &Message) -> Option<&[u8]> {
+    let v = msg.value(HeaderName::Contact)?;
+    let (a, b) = crate::sip::chars::split_commas(v).next()?;
+    Some(crate::sip::chars::trim_lws(&v[a..b]))
+}
+
+/// [`first_contact`] of a first Contact value ([`first_contact_value`]).
+fn contact_of(value: &[u8]) -> FirstContact<'_> {
+    let Ok(na) = NameAddr::parse(value) else {
         return FirstContact {
-            uri: Bytes::new(),
+            uri: &[],
             addr: None,
         };
     };
+    // `route::uri_peer(..).map(|p| p.addr)` without its transport
+    // parameter look-up, which the address does not need.
     FirstContact {
-        uri: Bytes::copy_from_slice(na.uri()),
-        addr: Uri::parse(na.uri())
-            .ok()
-            .and_then(|u| route::uri_peer(&u))
-            .map(|p| p.addr),
+        uri: na.uri(),
+        addr: Uri::parse(na.uri()).ok().and_then(|u| {
+            let ip = u.host_ip()?;
+            Some(std::net::SocketAddr::new(ip, u.port.unwrap_or(5060)))
+        }),
     }
 }
 

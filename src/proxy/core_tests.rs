@@ -2027,3 +2027,66 @@ fn completed_transactions_repeat_the_same_bytes() {
     assert_eq!(again.len(), 1, "{again:?}");
     assert_eq!((again[0].to, &again[0].text), (udp(UAS), &first_ack));
 }
+
+/// `first_contact` (the value, then `contact_of`) and a dialog's deferred
+/// form (`contact_of` on a copy of the value, as `resolve_contact` does)
+/// give what the one function gave before the split (the oracle).
+#[test]
+fn first_contact_as_before_and_deferred() {
+    fn old(msg: &Message) -> (Vec<u8>, Option<std::net::SocketAddr>) {
+        let na = msg.value(HeaderName::Contact).and_then(|v| {
+            let (a, b) = crate::sip::chars::split_commas(v).next()?;
+            NameAddr::parse(crate::sip::chars::trim_lws(&v[a..b])).ok()
+        });
+        let Some(na) = na else {
+            return (Vec::new(), None);
+        };
+        let addr = Uri::parse(na.uri())
+            .ok()
+            .and_then(|u| route::uri_peer(&u))
+            .map(|p| p.addr);
+        (na.uri().to_vec(), addr)
+    }
+    let contacts = [
+        Some("<sip:89161234567@127.0.0.1:5061;transport=udp>"),
+        Some("sip:a@192.0.2.7"),
+        Some("  \"A, B\" <sip:a@[2001:db8::1]:5070;transport=tcp>;expires=60 , <sip:b@h>"),
+        Some("<sips:a@198.51.100.1>"),
+        Some("<sip:a@host.example.com:5080>"),
+        Some("*"),
+        Some("<sip:a@"),
+        Some(""),
+        None,
+    ];
+    for contact in contacts {
+        let line = contact.map_or(String::new(), |c| format!("Contact: {c}\r\n"));
+        let text = format!(
+            "INVITE sip:1@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\n\
+             From: <sip:a@h>;tag=a\r\nTo: <sip:1@h>\r\nCall-ID: c@h\r\nCSeq: 1 INVITE\r\n\
+             {line}Content-Length: 0\r\n\r\n"
+        );
+        let msg = Message::parse(Bytes::from(text), true).expect("test message parses");
+        let expected = old(&msg);
+        let now = first_contact(&msg);
+        assert_eq!((now.uri.to_vec(), now.addr), expected, "{contact:?}");
+        let value = Bytes::copy_from_slice(first_contact_value(&msg).unwrap_or_default());
+        let deferred = contact_of(&value);
+        assert_eq!(sub_bytes(&value, deferred.uri).as_ref(), &expected.0[..]);
+        assert_eq!(deferred.addr, expected.1, "{contact:?}");
+    }
+}
+
+/// `sub_bytes` shares the buffer for a slice within it and copies
+/// anything else, never panicking.
+#[test]
+fn sub_bytes_within_and_without() {
+    let whole = Bytes::from_static(b"<sip:a@192.0.2.1>;tag=x");
+    let inside = &whole[1..16];
+    let shared = sub_bytes(&whole, inside);
+    assert_eq!(shared.as_ref(), b"sip:a@192.0.2.1");
+    assert_eq!(shared.as_ptr(), inside.as_ptr(), "no copy");
+    let elsewhere = b"sip:b@h".to_vec();
+    assert_eq!(sub_bytes(&whole, &elsewhere).as_ref(), b"sip:b@h");
+    assert_eq!(sub_bytes(&whole, &[]).as_ref(), b"");
+    assert_eq!(sub_bytes(&whole, &whole[..]).as_ref(), whole.as_ref());
+}

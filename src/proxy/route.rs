@@ -157,6 +157,25 @@ impl Identity {
         s
     }
 
+    /// The first `N` digits of [`Identity::digest_hex`] (`N` even, at
+    /// most 64), on the stack: the 2xx ACK's branch and the To tag of
+    /// local replies took a `String` each.
+    pub fn digest_hex_array<const N: usize>(&self, parts: &[&[u8]]) -> [u8; N] {
+        let mut mac = self.key.clone();
+        for p in parts {
+            mac.update(p);
+            mac.update(b"\x00");
+        }
+        let digest = mac.finalize().into_bytes();
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; N];
+        for (pair, b) in out.chunks_exact_mut(2).zip(digest.iter()) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        out
+    }
+
     /// Whether a URI names this proxy (host and port of a listen address).
     pub fn is_own_uri(&self, uri: &Uri<'_>) -> bool {
         let port = uri.port.unwrap_or(5060);
@@ -603,6 +622,25 @@ mod tests {
             assert_eq!(top.received, old.param_ranges(b"received"), "{via}");
         }
         assert!(parsed >= vias.len() - 2, "only {parsed} parsed");
+    }
+
+    /// The array form gives the digits of the `String` form.
+    #[test]
+    fn digest_hex_array_as_digest_hex() {
+        let listen = vec![crate::config::parse_listen("udp:127.0.0.1:5060").expect("listen")];
+        let id = Identity::new(listen, None, b"secret");
+        let cases: [&[&[u8]]; 4] = [
+            &[b"a84b4c76e66710@pc33", b"to-tag"],
+            &[b"z9hG4bK776asdhds", b"c@h"],
+            &[],
+            &[b"", b""],
+        ];
+        for parts in cases {
+            let ten: [u8; 10] = id.digest_hex_array(parts);
+            let sixteen: [u8; 16] = id.digest_hex_array(parts);
+            assert_eq!(&ten[..], id.digest_hex(parts, 10).as_bytes());
+            assert_eq!(&sixteen[..], id.digest_hex(parts, 16).as_bytes());
+        }
     }
 
     #[test]

@@ -92,12 +92,32 @@ impl Patch {
         self.edits.is_empty()
     }
 
+    /// Forgets every edit but keeps the room they took: the core reuses
+    /// one patch for every request instead of allocating two buffers each.
+    pub fn clear(&mut self) {
+        self.edits.clear();
+        self.arena.clear();
+    }
+
+    /// At most how many bytes [`Patch::apply`] writes for `src[..end]`:
+    /// what the edits insert is never more than the arena holds.
+    pub fn max_len(&self, end: usize) -> usize {
+        end + self.arena.len()
+    }
+
     /// The edited copy of `src[..end]`.
     pub fn apply(&mut self, src: &[u8], end: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.max_len(end));
+        self.apply_into(src, end, &mut out);
+        out
+    }
+
+    /// [`Patch::apply`] appended to `out`: the core writes the forwarded
+    /// request and its 100 Trying into one buffer.
+    pub fn apply_into(&mut self, src: &[u8], end: usize, out: &mut Vec<u8>) {
         self.edits
             .sort_unstable_by_key(|e| (e.at.start, e.at.end != e.at.start, e.seq));
-        let grow: usize = self.arena.len();
-        let mut out = Vec::with_capacity(end + grow);
+        out.reserve(self.max_len(end));
         let mut pos = 0usize;
         for e in &self.edits {
             let (s, t) = (e.at.start as usize, e.at.end as usize);
@@ -112,13 +132,38 @@ impl Patch {
             pos = t;
         }
         out.extend_from_slice(&src[pos..end]);
-        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cleared patch is a new one, and `apply_into` appends what
+    /// `apply` returns.
+    #[test]
+    fn cleared_and_appended() {
+        let src = b"INVITE sip:a@b SIP/2.0\r\nMax-Forwards: 70\r\n\r\n";
+        let edit = |p: &mut Patch| {
+            p.replace(span(38, 40), b"69");
+            p.insert(24, b"Via: x\r\n");
+            p.delete(span(7, 9));
+        };
+        let mut fresh = Patch::new();
+        edit(&mut fresh);
+        let expected = fresh.apply(src, src.len());
+        let mut reused = Patch::default();
+        reused.insert(3, b"junk");
+        reused.replace(span(0, 2), b"zz");
+        reused.clear();
+        assert!(reused.is_empty());
+        edit(&mut reused);
+        let mut out = b"prefix".to_vec();
+        reused.apply_into(src, src.len(), &mut out);
+        assert_eq!(&out[..6], b"prefix");
+        assert_eq!(&out[6..], &expected[..]);
+        assert!(expected.len() <= reused.max_len(src.len()));
+    }
 
     fn span(start: u32, end: u32) -> Span {
         Span { start, end }
