@@ -98,6 +98,20 @@ fn bytes_eq(x: u64, b: u8) -> u64 {
     y.wrapping_sub(LO) & !y & HI
 }
 
+/// Whether `s` holds a byte that is ASCII white space or a control (below
+/// `!`, or DEL): eight bytes a step.
+pub(super) fn has_space_or_control(s: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(w) = s.get(i..).and_then(|r| r.first_chunk::<8>()) {
+        let x = u64::from_le_bytes(*w);
+        if bytes_below(x, b'!') | bytes_eq(x, 0x7f) != 0 {
+            return true;
+        }
+        i += 8;
+    }
+    s[i..].iter().any(|&c| c <= b' ' || c == 0x7f)
+}
+
 /// The bytes that end a bracketed URI: `>`, and the ones it may not hold.
 #[inline]
 fn is_bracket_stop(c: u8) -> bool {
@@ -236,6 +250,10 @@ mod tests {
         "sip:a@h\x01>\x7f",
         "sip:a@h\x01\x02\x03\x04\x05\x06\x07\x08\x09",
         "0123456789abcdef0123456789<",
+        "1-bench-3f2a9c1d7e@127.0.0.1",
+        "1-bench-3f2a9c1d7e@127.0.0.1\x7f",
+        "1-bench-3f2a9c1d7e@127\u{80}0.0.1",
+        "abcdefgh abcdefgh",
         "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}>",
     ];
 
@@ -254,6 +272,11 @@ mod tests {
                     "{c:?} {i}"
                 );
             }
+            assert_eq!(
+                has_space_or_control(s),
+                s.iter().any(|&c| c <= b' ' || c == 0x7f),
+                "{c:?}"
+            );
             assert_eq!(params_valid(s), chars::params_valid(s), "{c:?}");
             for name in ["tag", "TAG", "x", "a", "z", "branch", "rport", "maddr"] {
                 assert_eq!(
@@ -290,6 +313,10 @@ mod tests {
             let i = i.min(v.len());
             prop_assert_eq!(bracket_stop(&v, i), bracket_stop_bytewise(&v, i));
             prop_assert_eq!(params_valid(&v), chars::params_valid(&v));
+            prop_assert_eq!(
+                has_space_or_control(&v),
+                v.iter().any(|&c| c <= b' ' || c == 0x7f)
+            );
             prop_assert_eq!(find_param(&v, b"tag"), find_param_old(&v, b"tag"));
         }
     }

@@ -1,7 +1,7 @@
 //! URIs: full decoding of `sip:`/`sips:` (RFC 3261 19.1, RFC 5118 for IPv6
 //! references), scheme-only checks for everything else.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 
 use super::chars::is_token;
 
@@ -343,29 +343,7 @@ pub fn host_to_ip(host: &[u8]) -> Option<IpAddr> {
     if host.first() == Some(&b'[') && host.last() == Some(&b']') {
         return parse_v6_reference(&host[1..host.len() - 1]).map(IpAddr::V6);
     }
-    // Dotted quads without the str round trip: the core asks this of
-    // every Via and Route host of every message. A host of only digits
-    // and dots can be nothing but IPv4 (IPv6 needs a ':').
-    if !host.is_empty() && host.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
-        return ipv4(host).map(IpAddr::V4);
-    }
     std::str::from_utf8(host).ok()?.parse::<IpAddr>().ok()
-}
-
-/// `Ipv4Addr::from_str` on ASCII digits and dots: four octets of one to
-/// three digits, no leading zero, at most 255.
-fn ipv4(s: &[u8]) -> Option<Ipv4Addr> {
-    let mut octets = [0u8; 4];
-    let mut parts = s.split(|&c| c == b'.');
-    for o in &mut octets {
-        let p = parts.next()?;
-        if p.is_empty() || p.len() > 3 || (p.len() > 1 && p[0] == b'0') {
-            return None;
-        }
-        let n = p.iter().fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
-        *o = u8::try_from(n).ok()?;
-    }
-    parts.next().is_none().then_some(Ipv4Addr::from(octets))
 }
 
 /// True when `s` is a token (used for methods and transports).
@@ -707,52 +685,6 @@ mod tests {
         }
     }
 
-    /// The host as std parses it: what host_to_ip answered before the
-    /// dotted-quad path.
-    fn host_to_ip_old(host: &[u8]) -> Option<IpAddr> {
-        if host.first() == Some(&b'[') && host.last() == Some(&b']') {
-            return parse_v6_reference(&host[1..host.len() - 1]).map(IpAddr::V6);
-        }
-        std::str::from_utf8(host).ok()?.parse::<IpAddr>().ok()
-    }
-
-    #[test]
-    fn host_to_ip_matches_std() {
-        for h in [
-            "127.0.0.1",
-            "0.0.0.0",
-            "255.255.255.255",
-            "256.0.0.1",
-            "1.2.3",
-            "1.2.3.4.5",
-            "01.2.3.4",
-            "1.2.3.04",
-            "1.2.3.0",
-            "1..3.4",
-            ".1.2.3",
-            "1.2.3.",
-            "1234.1.1.1",
-            "999.1.1.1",
-            "",
-            ".",
-            "1",
-            "10.0.0.1a",
-            "[::1]",
-            "::1",
-            "[1.2.3.4]",
-            "h.example",
-            "1.2.3.4:5060",
-            "000.1.1.1",
-            "0.0.0.00",
-        ] {
-            assert_eq!(
-                host_to_ip(h.as_bytes()),
-                host_to_ip_old(h.as_bytes()),
-                "{h:?}"
-            );
-        }
-    }
-
     /// The `sip:`/`sips:` shortcut of scheme_of answers as the search did.
     #[test]
     fn scheme_shortcut_matches_the_search() {
@@ -780,7 +712,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn host_to_ip_and_scheme_match_on_any_bytes(
+        fn scheme_matches_on_any_bytes(
             v in proptest::collection::vec(
                 proptest::prop_oneof![
                     proptest::strategy::Just(b'0'), proptest::strategy::Just(b'1'),
@@ -793,7 +725,6 @@ mod tests {
                 0..18,
             ),
         ) {
-            proptest::prop_assert_eq!(host_to_ip(&v), host_to_ip_old(&v));
             let colon = v.iter().position(|&c| c == b':');
             let want = colon.filter(|&c| {
                 c > 0

@@ -73,9 +73,16 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
     // each up again (five required, and every single-valued header asking
     // whether its name comes again) was a scan of all headers each time.
     let (mut present, mut repeated) = (0u32, 0u32);
+    // The first CSeq value, for `cseq_value` below (what `msg.value`
+    // would find by a second scan of the headers).
+    let mut cseq_v = None;
     for h in &msg.headers {
-        repeated |= present & bit(h.name);
-        present |= bit(h.name);
+        let b = bit(h.name);
+        if h.name == HeaderName::CSeq && present & b == 0 {
+            cseq_v = Some(h.value);
+        }
+        repeated |= present & b;
+        present |= b;
     }
     for (name, missing) in [
         (HeaderName::Via, "Missing Via"),
@@ -116,7 +123,7 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
                 if v.is_empty()
                     // ASCII white space and controls: every white space
                     // byte but SP is a control.
-                    || v.iter().any(|&c| c <= b' ' || c == 0x7f) =>
+                    || super::scan::has_space_or_control(v) =>
             {
                 return Err(bad("Malformed Call-ID"));
             }
@@ -127,7 +134,9 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
             _ => {}
         }
     }
-    let (cseq_num, cseq_method) = cseq(msg).ok_or(bad("Malformed CSeq"))?;
+    let (cseq_num, cseq_method) = cseq_v
+        .and_then(|v| cseq_value(msg.bytes(v)))
+        .ok_or(bad("Malformed CSeq"))?;
     // RFC 3261 8.1.1.5: the sequence number must be less than 2**31.
     if cseq_num >= 1 << 31 {
         return Err(bad("CSeq number out of range"));
