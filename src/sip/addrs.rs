@@ -49,6 +49,10 @@ pub(super) struct Names {
     request_uri: Option<RequestUriSpans>,
     /// (header index, the value as a name-addr; None when malformed).
     slots: [(u32, Option<AddrSpan>); NAME_SLOTS],
+    /// Each slot's `tag` parameter value, found in the same pass that
+    /// validated the parameters (None: no tag, an empty one, or a
+    /// malformed value): [`Message::tag`]'s answer.
+    tags: [Option<Span>; NAME_SLOTS],
     len: u8,
 }
 
@@ -86,6 +90,17 @@ fn name_addr(msg: &Message, value: Span) -> Option<AddrSpan> {
     })
 }
 
+/// [`name_addr`] and the value's non-empty `tag` parameter.
+fn name_addr_tagged(msg: &Message, value: Span) -> Option<(AddrSpan, Option<Span>)> {
+    let (na, tag) = NameAddr::parse_tagged(msg.bytes(value)).ok()?;
+    let addr = AddrSpan {
+        uri: offset(value, na.uri),
+        angle: na.angle,
+        params: offset(value, na.params),
+    };
+    Some((addr, tag.filter(|(a, b)| b > a).map(|r| offset(value, r))))
+}
+
 pub(super) fn names(msg: &Message) -> Names {
     let mut n = Names {
         request_uri: msg.request_uri_span().and_then(|span| {
@@ -102,7 +117,13 @@ pub(super) fn names(msg: &Message) -> Names {
             break;
         }
         if is_name_header(h.name) {
-            n.slots[usize::from(n.len)] = (i as u32, name_addr(msg, h.value));
+            let k = usize::from(n.len);
+            let (addr, tag) = match name_addr_tagged(msg, h.value) {
+                Some((a, t)) => (Some(a), t),
+                None => (None, None),
+            };
+            n.slots[k] = (i as u32, addr);
+            n.tags[k] = tag;
             n.len += 1;
         }
     }
@@ -176,10 +197,19 @@ impl Message {
     /// dialog, and parsing the name-addr again each time was its largest
     /// parse after validation's own.
     pub fn tag(&self, name: HeaderName) -> Option<&[u8]> {
-        let a = self.addr(self.header_index(name)?)?;
-        super::chars::find_param(self.bytes(a.params), b"tag")
-            .and_then(|p| p.value())
-            .filter(|t| !t.is_empty())
+        let header = self.header_index(name)?;
+        let n = self.names();
+        let kept = n.slots[..usize::from(n.len)]
+            .iter()
+            .position(|&(i, _)| i as usize == header);
+        if let Some(k) = kept {
+            return n.tags[k].map(|s| self.bytes(s));
+        }
+        let a = self.addr(header)?;
+        let params = self.bytes(a.params);
+        let (_, value) = super::scan::find_param(params, b"tag")?;
+        let (start, end) = value?;
+        Some(&params[start..end]).filter(|t| !t.is_empty())
     }
 
     /// The index of the first header of that name.
@@ -288,6 +318,10 @@ mod tests {
                 assert_eq!(m.tag(name), expected, "{name:?} of {from:?} / {to:?}");
             }
         }
+        // A From beyond the table (two To first): parsed where asked for.
+        let m = msg("SIP/2.0 200 OK\r\nTo: <sip:2@h>;tag=b\r\nt: <sip:3@h>;tag=c\r\nf: <sip:1@h>;tag=a\r\n\r\n");
+        assert_eq!(m.tag(HeaderName::From), Some(&b"a"[..]));
+        assert_eq!(m.tag(HeaderName::To), Some(&b"b"[..]));
         let m = msg("SIP/2.0 200 OK\r\nFrom: <sip:1@h>;x=1;tag=a2;y\r\nTo: <sip:2@h>;tag=\r\n\r\n");
         assert_eq!(m.tag(HeaderName::From), Some(&b"a2"[..]));
         assert_eq!(m.tag(HeaderName::To), None);

@@ -102,8 +102,49 @@ const URI_CLASS: [u8; 256] = {
     t
 };
 
+/// [`URI_CLASS`] bytes that are not [`PLAIN`] (illegal or a delimiter).
+const NOT_PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = URI_CLASS[c] != PLAIN;
+        c += 1;
+    }
+    t
+};
+
+/// The first byte at or after `i` that is not [`PLAIN`] (`s.len()` when
+/// none): eight table look-ups and one test a step over the plain run
+/// (user digits, host, parameters), then byte by byte.
+fn plain_end(s: &[u8], mut i: usize) -> usize {
+    while let Some(w) = s.get(i..).and_then(|r| r.first_chunk::<8>()) {
+        let mut any = false;
+        for &c in w {
+            any |= NOT_PLAIN[c as usize];
+        }
+        if any {
+            break;
+        }
+        i += 8;
+    }
+    while i < s.len() && !NOT_PLAIN[s[i] as usize] {
+        i += 1;
+    }
+    i
+}
+
 /// The scheme of any absolute URI: `ALPHA *(ALPHA / DIGIT / "+" / "-" / ".")` before `:`.
 pub fn scheme_of(s: &[u8]) -> Option<&[u8]> {
+    // `sip:` and `sips:` (any case) without the search for ':' and the
+    // character test: nearly every URI of every message is one of them.
+    if s.len() > 4 && s[0] | 0x20 == b's' && s[1] | 0x20 == b'i' && s[2] | 0x20 == b'p' {
+        if s[3] == b':' {
+            return Some(&s[..3]);
+        }
+        if s[3] | 0x20 == b's' && s[4] == b':' {
+            return Some(&s[..4]);
+        }
+    }
     let colon = s.iter().position(|&c| c == b':')?;
     let scheme = &s[..colon];
     let ok = !scheme.is_empty()
@@ -132,11 +173,17 @@ impl<'a> Uri<'a> {
         // The first ':' and '?' (at or after the scheme's colon) seen
         // while no '@' had been, and the first '?' after the '@'.
         let (mut colon_before, mut q_before, mut q_after) = (None, None, None);
-        for (i, &c) in s.iter().enumerate() {
+        // The scheme and its ':' are legal characters (`scheme_of` checked
+        // them) and no delimiter of the rest: the pass starts after them,
+        // and passes plain bytes eight at a time (`plain_end`).
+        let mut next = rest_start;
+        loop {
+            let i = plain_end(s, next);
+            let Some(&c) = s.get(i) else { break };
+            next = i + 1;
             match URI_CLASS[c as usize] {
                 PLAIN => {}
                 ILLEGAL => return Err(UriError::IllegalChar),
-                _ if i < rest_start => {}
                 _ if at.is_some() => {
                     if c == b'?' && q_after.is_none() {
                         q_after = Some(i);
@@ -174,10 +221,7 @@ impl<'a> Uri<'a> {
             parse_v6_reference(&s[host_start + 1..close]).ok_or(UriError::BadHost)?;
             ((host_start, close + 1), close + 1)
         } else {
-            let mut j = host_start;
-            while j < s.len() && (s[j].is_ascii_alphanumeric() || s[j] == b'-' || s[j] == b'.') {
-                j += 1;
-            }
+            let j = super::scan::host_end(s, host_start);
             if j == host_start {
                 return Err(UriError::BadHost);
             }
@@ -398,6 +442,296 @@ mod tests {
                     assert_ne!(e, UriError::IllegalChar, "{uri}");
                 }
             }
+        }
+    }
+
+    /// scheme_of before the `sip:`/`sips:` shortcut.
+    fn scheme_of_old(s: &[u8]) -> Option<&[u8]> {
+        let colon = s.iter().position(|&c| c == b':')?;
+        let scheme = &s[..colon];
+        let ok = !scheme.is_empty()
+            && scheme[0].is_ascii_alphabetic()
+            && scheme
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
+        ok.then_some(scheme)
+    }
+
+    /// Uri::parse as it was (the oracle of the one below).
+    fn parse_old(s: &[u8]) -> Result<Uri<'_>, UriError> {
+        let scheme = scheme_of_old(s).ok_or(UriError::NoScheme)?;
+        if !(scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips")) {
+            return Err(UriError::UnsupportedScheme);
+        }
+        let rest_start = scheme.len() + 1;
+        // One pass checks the characters and finds the '@': it can only
+        // appear as the userinfo delimiter (RFC 3261 25.1: it is in none of
+        // the user, password, parameter or header character sets), while
+        // '?' and ';' may appear inside the user part (RFC 4475 3.1.1.2).
+        // The same pass notes the first ':' before the '@' (the end of the
+        // user) and the first '?' after where the host starts (the
+        // headers): searched for afterwards, they read the URI twice more.
+        let mut at = None;
+        // The first ':' and '?' (at or after the scheme's colon) seen
+        // while no '@' had been, and the first '?' after the '@'.
+        let (mut colon_before, mut q_before, mut q_after) = (None, None, None);
+        for (i, &c) in s.iter().enumerate() {
+            match URI_CLASS[c as usize] {
+                PLAIN => {}
+                ILLEGAL => return Err(UriError::IllegalChar),
+                _ if i < rest_start => {}
+                _ if at.is_some() => {
+                    if c == b'?' && q_after.is_none() {
+                        q_after = Some(i);
+                    }
+                }
+                _ => match c {
+                    b'@' => at = Some(i),
+                    b':' => {
+                        colon_before.get_or_insert(i);
+                    }
+                    _ => {
+                        q_before.get_or_insert(i);
+                    }
+                },
+            }
+        }
+        let (userinfo, user, host_start) = match at {
+            Some(at) => {
+                if at == rest_start {
+                    return Err(UriError::BadHost);
+                }
+                let ui = (rest_start, at);
+                let user_end = colon_before.unwrap_or(at);
+                (Some(ui), Some((rest_start, user_end)), at + 1)
+            }
+            None => (None, None, rest_start),
+        };
+        let hdr_q = if at.is_some() { q_after } else { q_before };
+        let (host, mut i) = if s.get(host_start) == Some(&b'[') {
+            let close = s[host_start..]
+                .iter()
+                .position(|&c| c == b']')
+                .ok_or(UriError::BadHost)?
+                + host_start;
+            parse_v6_reference(&s[host_start + 1..close]).ok_or(UriError::BadHost)?;
+            ((host_start, close + 1), close + 1)
+        } else {
+            let mut j = host_start;
+            while j < s.len() && (s[j].is_ascii_alphanumeric() || s[j] == b'-' || s[j] == b'.') {
+                j += 1;
+            }
+            if j == host_start {
+                return Err(UriError::BadHost);
+            }
+            ((host_start, j), j)
+        };
+        let mut port = None;
+        if s.get(i) == Some(&b':') {
+            let p_start = i + 1;
+            i = p_start;
+            while i < s.len() && s[i].is_ascii_digit() {
+                i += 1;
+            }
+            let digits = &s[p_start..i];
+            if digits.is_empty() || digits.len() > 5 {
+                return Err(UriError::BadPort);
+            }
+            // At most five ASCII digits: no overflow in u32, and no
+            // str round trip (every URI with a port comes here).
+            let n = digits
+                .iter()
+                .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+            port = Some(u16::try_from(n).map_err(|_| UriError::BadPort)?);
+        }
+        let hostport_end = i;
+        let params_end = hdr_q.unwrap_or(s.len());
+        if i > params_end || (i < params_end && s[i] != b';') {
+            return Err(UriError::BadHost);
+        }
+        let params = (i, params_end);
+        if parse_params_loose(&s[params.0..params.1]).is_none() {
+            return Err(UriError::BadParams);
+        }
+        let headers = hdr_q.map(|q| (q + 1, s.len()));
+        Ok(Uri {
+            src: s,
+            scheme: (0, scheme.len()),
+            userinfo,
+            user,
+            host,
+            port,
+            hostport_end,
+            params,
+            headers,
+        })
+    }
+
+    type Fields = (
+        (usize, usize),
+        Option<(usize, usize)>,
+        Option<(usize, usize)>,
+        (usize, usize),
+        Option<u16>,
+        usize,
+        (usize, usize),
+        Option<(usize, usize)>,
+    );
+
+    fn fields(r: Result<Uri<'_>, UriError>) -> Result<Fields, UriError> {
+        r.map(|u| {
+            (
+                u.scheme,
+                u.userinfo,
+                u.user,
+                u.host,
+                u.port,
+                u.hostport_end,
+                u.params,
+                u.headers,
+            )
+        })
+    }
+
+    #[test]
+    fn uri_parse_matches_the_old_form() {
+        for s in [
+            "sip:u@h",
+            "SIP:u@h:5060",
+            "sips:u:pw@[::1]:5061;transport=tls?x=y",
+            "sip:h",
+            "sip:8-916-123-45-67@127.0.0.1:5061;user=phone",
+            "sip:u@h;;x",
+            "sip:u@h;=x",
+            "sip:u@h?",
+            "sip:@h",
+            "sip:u@",
+            "sip:u@h:",
+            "sip:u@h:99999",
+            "sip:u h@h",
+            "sip:u@h>",
+            "tel:+1",
+            "sipx:u@h",
+            "sip",
+            "sip:",
+            "sips:",
+            "s:u@h",
+            "sip:u@[::1",
+            "sip:u@h@g",
+            "sip:u?x@h?y",
+            "sip:a:b:c@h",
+            "sip:h?q@r",
+            "sip:h:5060?a?b",
+        ] {
+            let s = s.as_bytes();
+            assert_eq!(
+                fields(Uri::parse(s)),
+                fields(parse_old(s)),
+                "{:?}",
+                String::from_utf8_lossy(s)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn uri_parse_matches_on_any_bytes(
+            prefix in proptest::prop_oneof![
+                proptest::strategy::Just("sip:"), proptest::strategy::Just("SIPS:"),
+                proptest::strategy::Just("sIp:"), proptest::strategy::Just("tel:"),
+                proptest::strategy::Just(""), proptest::strategy::Just("sips"),
+            ],
+            v in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(b'u'), proptest::strategy::Just(b'@'),
+                    proptest::strategy::Just(b':'), proptest::strategy::Just(b'?'),
+                    proptest::strategy::Just(b';'), proptest::strategy::Just(b'='),
+                    proptest::strategy::Just(b'['), proptest::strategy::Just(b']'),
+                    proptest::strategy::Just(b'1'), proptest::strategy::Just(b'.'),
+                    proptest::strategy::Just(b'-'), proptest::arbitrary::any::<u8>(),
+                ],
+                0..24,
+            ),
+        ) {
+            let mut s = prefix.as_bytes().to_vec();
+            s.extend_from_slice(&v);
+            proptest::prop_assert_eq!(fields(Uri::parse(&s)), fields(parse_old(&s)));
+        }
+    }
+
+    #[test]
+    fn plain_end_matches_a_byte_scan() {
+        for u in [
+            "",
+            "u",
+            "12345678",
+            "123456789",
+            "8-916-123-45-67@127.0.0.1:5061;user=phone",
+            "abcdefgh<",
+            "abcdefghijklmnop?",
+            "abcdefg\u{e9}",
+            "a b",
+            "@",
+            "abcdefgh@abcdefgh",
+        ] {
+            let s = u.as_bytes();
+            for i in 0..=s.len() {
+                let want = i + s[i..]
+                    .iter()
+                    .position(|&c| URI_CLASS[c as usize] != PLAIN)
+                    .unwrap_or(s.len() - i);
+                assert_eq!(plain_end(s, i), want, "{u:?} {i}");
+            }
+        }
+    }
+
+    /// The `sip:`/`sips:` shortcut of scheme_of answers as the search did.
+    #[test]
+    fn scheme_shortcut_matches_the_search() {
+        let by_search = |s: &[u8]| -> Option<usize> {
+            let colon = s.iter().position(|&c| c == b':')?;
+            let scheme = &s[..colon];
+            let ok = !scheme.is_empty()
+                && scheme[0].is_ascii_alphabetic()
+                && scheme
+                    .iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
+            ok.then_some(colon)
+        };
+        for s in [
+            "sip:", "sip:a", "SIP:a", "sips:a", "SiPs:a", "sipx:a", "sip", "sips", "sips:",
+            "tel:1", "s1p:a", "sip+x:a", "sis:a", "sIp:", "sip;:a", "SIPS:", "xsip:a", ":a", "",
+        ] {
+            assert_eq!(
+                scheme_of(s.as_bytes()).map(<[u8]>::len),
+                by_search(s.as_bytes()),
+                "{s:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn scheme_matches_on_any_bytes(
+            v in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(b'0'), proptest::strategy::Just(b'1'),
+                    proptest::strategy::Just(b'2'), proptest::strategy::Just(b'5'),
+                    proptest::strategy::Just(b'9'), proptest::strategy::Just(b'.'),
+                    proptest::strategy::Just(b':'), proptest::strategy::Just(b's'),
+                    proptest::strategy::Just(b'i'), proptest::strategy::Just(b'p'),
+                    proptest::strategy::Just(b'S'), proptest::arbitrary::any::<u8>(),
+                ],
+                0..18,
+            ),
+        ) {
+            let colon = v.iter().position(|&c| c == b':');
+            let want = colon.filter(|&c| {
+                c > 0
+                    && v[0].is_ascii_alphabetic()
+                    && v[..c].iter().all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'+' | b'-' | b'.'))
+            });
+            proptest::prop_assert_eq!(scheme_of(&v).map(<[u8]>::len), want);
         }
     }
 

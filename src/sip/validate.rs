@@ -27,6 +27,21 @@ const fn bad(reason: &'static str) -> Rejection {
 // `validate` keeps header names as bits of a u32.
 const _: () = assert!((HeaderName::Other as u32) < 32);
 
+const fn bit(n: HeaderName) -> u32 {
+    1 << (n as u32)
+}
+
+/// The names `validate` has a rule for (the arms of its `match`).
+const CHECKED: u32 = bit(HeaderName::Via)
+    | bit(HeaderName::From)
+    | bit(HeaderName::To)
+    | bit(HeaderName::Contact)
+    | bit(HeaderName::Route)
+    | bit(HeaderName::RecordRoute)
+    | bit(HeaderName::CallId)
+    | bit(HeaderName::MaxForwards)
+    | bit(HeaderName::Date);
+
 /// Checks a message; `Ok` means a proxy may process it.
 pub fn validate(msg: &Message) -> Result<(), Rejection> {
     if let Some(d) = msg.defect {
@@ -57,11 +72,17 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
     // One pass for the names present and those present twice: looking
     // each up again (five required, and every single-valued header asking
     // whether its name comes again) was a scan of all headers each time.
-    let bit = |n: HeaderName| 1u32 << (n as u32);
     let (mut present, mut repeated) = (0u32, 0u32);
+    // The first CSeq value, for `cseq_value` below (what `msg.value`
+    // would find by a second scan of the headers).
+    let mut cseq_v = None;
     for h in &msg.headers {
-        repeated |= present & bit(h.name);
-        present |= bit(h.name);
+        let b = bit(h.name);
+        if h.name == HeaderName::CSeq && present & b == 0 {
+            cseq_v = Some(h.value);
+        }
+        repeated |= present & b;
+        present |= b;
     }
     for (name, missing) in [
         (HeaderName::Via, "Missing Via"),
@@ -75,8 +96,14 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
         }
     }
     for (i, h) in msg.headers.iter().enumerate() {
-        if h.name.is_single_valued() && repeated & bit(h.name) != 0 {
+        let b = bit(h.name);
+        if repeated & b != 0 && h.name.is_single_valued() {
             return Err(bad("Header repeated that must appear once"));
+        }
+        // Most of a message's headers have no rule below: one test
+        // passes them.
+        if CHECKED & b == 0 {
+            continue;
         }
         let v = msg.bytes(h.value);
         match h.name {
@@ -96,7 +123,7 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
                 if v.is_empty()
                     // ASCII white space and controls: every white space
                     // byte but SP is a control.
-                    || v.iter().any(|&c| c <= b' ' || c == 0x7f) =>
+                    || super::scan::has_space_or_control(v) =>
             {
                 return Err(bad("Malformed Call-ID"));
             }
@@ -107,7 +134,9 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
             _ => {}
         }
     }
-    let (cseq_num, cseq_method) = cseq(msg).ok_or(bad("Malformed CSeq"))?;
+    let (cseq_num, cseq_method) = cseq_v
+        .and_then(|v| cseq_value(msg.bytes(v)))
+        .ok_or(bad("Malformed CSeq"))?;
     // RFC 3261 8.1.1.5: the sequence number must be less than 2**31.
     if cseq_num >= 1 << 31 {
         return Err(bad("CSeq number out of range"));
@@ -117,15 +146,17 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
         if cseq_method != method {
             return Err(bad("CSeq method does not match the request method"));
         }
-        let uri = msg.bytes(uri);
-        if uri.is_empty()
-            || uri
-                .iter()
-                .any(|&c| c <= b' ' || c == b'<' || c == b'>' || c == b'"')
-        {
-            return Err(bad("Malformed Request-URI"));
-        }
-        let scheme = scheme_of(uri).ok_or(bad("Malformed Request-URI"))?;
+        request_uri(msg, msg.bytes(uri))?;
+    }
+    Ok(())
+}
+
+/// The Request-URI rules. A `sip:`/`sips:` URI is decoded in full (and
+/// kept for the tracking rules); the decoding refuses every byte the
+/// quick test below refuses (all are outside RFC 3261's URI characters),
+/// with the same answer, so only other schemes need that test.
+fn request_uri(msg: &Message, uri: &[u8]) -> Result<(), Rejection> {
+    if let Some(scheme) = scheme_of(uri) {
         if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
             let parsed = msg
                 .request_uri_spans()
@@ -133,14 +164,26 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
             if parsed.has_headers {
                 return Err(bad("Request-URI must not carry headers"));
             }
-        } else if !scheme.eq_ignore_ascii_case(b"tel") {
-            return Err(Rejection {
-                code: 416,
-                reason: "Unsupported URI Scheme",
-            });
+            return Ok(());
         }
     }
-    Ok(())
+    if uri.is_empty() || uri.iter().any(|&c| refused_in_request_uri(c)) {
+        return Err(bad("Malformed Request-URI"));
+    }
+    let scheme = scheme_of(uri).ok_or(bad("Malformed Request-URI"))?;
+    if scheme.eq_ignore_ascii_case(b"tel") {
+        Ok(())
+    } else {
+        Err(Rejection {
+            code: 416,
+            reason: "Unsupported URI Scheme",
+        })
+    }
+}
+
+/// Bytes no Request-URI may hold whatever its scheme.
+fn refused_in_request_uri(c: u8) -> bool {
+    c <= b' ' || c == b'<' || c == b'>' || c == b'"'
 }
 
 fn check_list(v: &[u8], what: &'static str) -> Result<(), Rejection> {
@@ -152,17 +195,23 @@ fn check_list(v: &[u8], what: &'static str) -> Result<(), Rejection> {
 
 /// CSeq as (number, method); `None` when malformed.
 pub fn cseq(msg: &Message) -> Option<(u64, &[u8])> {
-    let v = msg.value(HeaderName::CSeq)?;
-    let digits_end = v
-        .iter()
-        .position(|c| !c.is_ascii_digit())
-        .unwrap_or(v.len());
-    let num = parse_u64(&v[..digits_end], 20)?;
-    let method = trim_lws(&v[digits_end..]);
-    if digits_end == v.len() || !super::chars::is_lws(v[digits_end]) || method.is_empty() {
+    cseq_value(msg.value(HeaderName::CSeq)?)
+}
+
+/// A CSeq value as (number, method): at most 20 digits that fit a u64,
+/// LWS, a token. One pass over the digits (the number is built as they
+/// are found) where finding their end and converting them read them twice.
+fn cseq_value(v: &[u8]) -> Option<(u64, &[u8])> {
+    let (mut num, mut i) = (0u64, 0);
+    while i < v.len() && v[i].is_ascii_digit() {
+        num = num.checked_mul(10)?.checked_add(u64::from(v[i] - b'0'))?;
+        i += 1;
+    }
+    if i == 0 || i > 20 || i == v.len() || !super::chars::is_lws(v[i]) {
         return None;
     }
-    method.iter().all(|&c| is_token(c)).then_some((num, method))
+    let method = trim_lws(&v[i..]);
+    (!method.is_empty() && method.iter().all(|&c| is_token(c))).then_some((num, method))
 }
 
 /// RFC 1123 date, always in GMT (RFC 3261 20.17): `Sat, 13 Nov 2010 23:29:00 GMT`.
@@ -192,6 +241,163 @@ fn check_date(v: &[u8]) -> Result<(), Rejection> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// The Request-URI rules as they were written before the quick test
+    /// was left to the decoding for `sip:`/`sips:`.
+    fn request_uri_old(msg: &Message, uri: &[u8]) -> Result<(), Rejection> {
+        if uri.is_empty()
+            || uri
+                .iter()
+                .any(|&c| c <= b' ' || c == b'<' || c == b'>' || c == b'"')
+        {
+            return Err(bad("Malformed Request-URI"));
+        }
+        let scheme = scheme_of(uri).ok_or(bad("Malformed Request-URI"))?;
+        if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
+            let parsed = msg
+                .request_uri_spans()
+                .ok_or(bad("Malformed Request-URI"))?;
+            if parsed.has_headers {
+                return Err(bad("Request-URI must not carry headers"));
+            }
+        } else if !scheme.eq_ignore_ascii_case(b"tel") {
+            return Err(Rejection {
+                code: 416,
+                reason: "Unsupported URI Scheme",
+            });
+        }
+        Ok(())
+    }
+
+    /// CSeq as it was parsed before the one pass.
+    fn cseq_old(v: &[u8]) -> Option<(u64, &[u8])> {
+        let digits_end = v
+            .iter()
+            .position(|c| !c.is_ascii_digit())
+            .unwrap_or(v.len());
+        let num = parse_u64(&v[..digits_end], 20)?;
+        let method = trim_lws(&v[digits_end..]);
+        if digits_end == v.len() || !crate::sip::chars::is_lws(v[digits_end]) || method.is_empty() {
+            return None;
+        }
+        method.iter().all(|&c| is_token(c)).then_some((num, method))
+    }
+
+    #[test]
+    fn cseq_matches_the_two_pass_form() {
+        for v in [
+            "1 INVITE",
+            "4711 BYE",
+            "0 ACK",
+            "1  INVITE ",
+            "1\tINVITE",
+            "1INVITE",
+            "INVITE",
+            "1",
+            "1 ",
+            " 1 INVITE",
+            "1 INV ITE",
+            "1 INV;ITE",
+            "18446744073709551615 X",
+            "18446744073709551616 X",
+            "99999999999999999999 X",
+            "00000000000000000001 X",
+            "000000000000000000001 X",
+            "2147483648 INVITE",
+            "1 \u{e9}",
+        ] {
+            assert_eq!(cseq_value(v.as_bytes()), cseq_old(v.as_bytes()), "{v:?}");
+        }
+    }
+
+    fn check_request_uri(uri: &[u8]) {
+        let mut text = b"OPTIONS ".to_vec();
+        text.extend_from_slice(uri);
+        text.extend_from_slice(b" SIP/2.0\r\nContent-Length: 0\r\n\r\n");
+        let Ok(m) = Message::parse(Bytes::from(text), true) else {
+            return;
+        };
+        let Some(u) = m.request_uri() else {
+            return;
+        };
+        assert_eq!(
+            request_uri(&m, u),
+            request_uri_old(&m, u),
+            "{:?}",
+            String::from_utf8_lossy(uri)
+        );
+    }
+
+    #[test]
+    fn request_uri_rules_match_the_old_order() {
+        for uri in [
+            "sip:u@h",
+            "SIPS:u@h:5061;transport=tls",
+            "sip:u@h?Subject=x",
+            "sip:u@h>",
+            "sip:<u@h",
+            "sip:\"u\"@h",
+            "sip:u\x01@h",
+            "sip:u@h\x7f",
+            "sip:u@h#x",
+            "sip:",
+            "sip:@h",
+            "sips",
+            "tel:+74951234567",
+            "tel:+7495<",
+            "TEL:1",
+            "mailto:a@b",
+            "mailto:a>b",
+            "http://x",
+            "1sip:u@h",
+            ":x",
+            "x",
+            "sip:u@[::1]",
+            "sip:u@[::1",
+            "sipx:u@h",
+            "sip:u@\u{e9}",
+        ] {
+            check_request_uri(uri.as_bytes());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn request_uri_rules_match_on_any_bytes(
+            v in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(b's'), proptest::strategy::Just(b'i'),
+                    proptest::strategy::Just(b'p'), proptest::strategy::Just(b':'),
+                    proptest::strategy::Just(b'@'), proptest::strategy::Just(b'?'),
+                    proptest::strategy::Just(b'<'), proptest::strategy::Just(b'"'),
+                    proptest::strategy::Just(b't'), proptest::strategy::Just(b'e'),
+                    proptest::strategy::Just(b'l'), proptest::strategy::Just(b'['),
+                    proptest::arbitrary::any::<u8>(),
+                ],
+                0..24,
+            ),
+        ) {
+            check_request_uri(&v);
+        }
+
+        #[test]
+        fn cseq_matches_on_any_bytes(
+            v in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(b'0'), proptest::strategy::Just(b'9'),
+                    proptest::strategy::Just(b'1'), proptest::strategy::Just(b' '),
+                    proptest::strategy::Just(b'A'), proptest::strategy::Just(b'\t'),
+                    proptest::arbitrary::any::<u8>(),
+                ],
+                0..26,
+            ),
+        ) {
+            proptest::prop_assert_eq!(cseq_value(&v), cseq_old(&v));
+        }
+    }
+
     /// The Call-ID byte test is `is_ascii_whitespace || is_ascii_control`.
     #[test]
     fn call_id_refused_bytes_are_white_space_and_controls() {
