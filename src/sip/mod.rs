@@ -16,6 +16,7 @@ pub mod message;
 pub mod nameaddr;
 pub mod patch;
 pub mod reply;
+pub mod scan;
 pub mod uri;
 pub mod validate;
 pub mod via;
