@@ -14,7 +14,7 @@ use bytes::Bytes;
 use super::addrs::{Names, Users};
 use super::chars::{eq_ic, is_lws, is_token, parse_u64, trim_lws};
 use super::header::HeaderName;
-use super::scan;
+use super::lines;
 
 /// A byte range in the message buffer. `u32` keeps the index small; messages
 /// are limited far below 4 GiB.
@@ -163,7 +163,7 @@ impl Message {
         if i == b.len() {
             return Err(ParseError::Empty);
         }
-        let (sl_end, mut next) = scan::line_end(b, i);
+        let (sl_end, mut next) = lines::line_end(b, i);
         let start_line = Span::new(i, sl_end);
         let start = parse_start_line(b, start_line)?;
 
@@ -188,11 +188,11 @@ impl Message {
             }
             // The colon must be on the header's first physical line: one
             // on a continuation line would leave a CR or LF in the name.
-            let (colon, lf) = scan::colon_and_lf(b, line_start);
-            let (mut end, mut after) = scan::terminate(b, line_start, lf);
+            let (colon, lf) = lines::colon_and_lf(b, line_start);
+            let (mut end, mut after) = lines::terminate(b, line_start, lf);
             // Folded continuation lines belong to this header.
             while after < b.len() && (b[after] == b' ' || b[after] == b'\t') {
-                let (e, a) = scan::line_end(b, after);
+                let (e, a) = lines::line_end(b, after);
                 end = e;
                 after = a;
             }
