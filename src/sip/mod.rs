@@ -12,6 +12,7 @@ pub mod addrs;
 pub mod chars;
 pub mod framing;
 pub mod header;
+mod lines;
 pub mod message;
 pub mod nameaddr;
 pub mod patch;
