@@ -89,12 +89,13 @@ struct Dialog {
     callee: Side,
     /// What siptrack needs to end the dialog itself (RTP timeout).
     ends: Box<Ends>,
-    /// The caller's Contact is not worked out yet: `caller.contact` is
-    /// unset and `ends.target[0]` holds the INVITE's first Contact value
-    /// as written. Parsing it took about 2,000 instructions per INVITE,
-    /// for a value only in-dialog requests, a shared 2xx and siptrack's
-    /// own BYE need (an unanswered call never does); each of those
-    /// resolves it first ([`Dialog::resolve_contact`]).
+    /// The caller's Contact address is not worked out yet:
+    /// `caller.contact` is unset (`ends.target[0]` holds the INVITE's
+    /// first Contact URI, which validation found). Decoding the URI costs
+    /// more than a thousand instructions per INVITE, for an address only
+    /// in-dialog requests, a shared 2xx and siptrack's own BYE need (an
+    /// unanswered call never does); each of those resolves it first
+    /// ([`Dialog::resolve_contact`]).
     contact_pending: bool,
 }
 
@@ -158,16 +159,13 @@ impl Dialog {
             None
         }
     }
-    /// Works out the caller's Contact (see `contact_pending`): what
-    /// [`first_contact`] of the INVITE gave.
+    /// Works out the caller's Contact address (see `contact_pending`):
+    /// what [`first_contact`] of the INVITE gave.
     fn resolve_contact(&mut self) {
         if !std::mem::take(&mut self.contact_pending) {
             return;
         }
-        let value = std::mem::take(&mut self.ends.target[0]);
-        let c = contact_of(&value);
-        self.caller.contact = c.addr;
-        self.ends.target[0] = sub_bytes(&value, c.uri);
+        self.caller.contact = contact_addr(&self.ends.target[0]);
     }
     fn side(&mut self, caller: bool) -> &mut Side {
         if caller {
@@ -676,12 +674,8 @@ impl Proxy {
             self.reply_refusal(now, from, &msg, key, refusal);
             return;
         }
-        // Parsed for OPTIONS only (about 800 instructions an INVITE).
-        let no_user = || {
-            msg.request_uri()
-                .and_then(|u| Uri::parse(u).ok())
-                .is_some_and(|u| u.user.is_none())
-        };
+        // Decoded by validation (kept in the message).
+        let no_user = || msg.request_uri_spans().is_some_and(|u| u.user.is_none());
         match method {
             Method::Register => {
                 self.reply_final(now, from, &msg, key, (405, "Method Not Allowed"), &[ALLOW]);
@@ -716,14 +710,9 @@ impl Proxy {
         // from configuration only.
         let routes = route::route_values(&msg);
         let preloaded_own = routes.first().is_some_and(|(_, span)| {
-            NameAddr::parse(msg.bytes(*span))
-                .ok()
-                .and_then(|n| {
-                    Uri::parse(n.uri())
-                        .ok()
-                        .map(|u| self.s.identity.is_own_uri(&u))
-                })
-                .unwrap_or(false)
+            msg.route_uri(*span)
+                .and_then(|u| Uri::parse(u).ok())
+                .is_some_and(|u| self.s.identity.is_own_uri(&u))
         });
         if preloaded_own {
             route::pop_routes(&msg, &routes, 1, &mut patch);
@@ -783,13 +772,17 @@ impl Proxy {
             Some((tag, token)) if tag.as_ref() == t => *token,
             _ => identity.token_hex(call_id, t),
         };
+        // The values' name-addrs as validation parsed them (kept in the
+        // message): a value that is none is no route of ours.
         let own = |i: usize| {
             routes.get(i).is_some_and(|(_, span)| {
-                let (value, tags) = (msg.bytes(*span), [ftag, ttag]);
-                identity.is_own_route_by(value, &tags, token)
+                let (Some(uri), tags) = (msg.route_uri(*span), [ftag, ttag]) else {
+                    return false;
+                };
+                identity.is_own_route_uri(uri, &tags, token)
                     // Another node's Record-Route: its token proves the
                     // cluster (same route_secret) issued it.
-                    || (self.share_dialogs && route::is_signed_route_by(value, &tags, token))
+                    || (self.share_dialogs && route::is_signed_route_uri(uri, &tags, token))
             })
         };
         if !own(0) {
@@ -850,14 +843,12 @@ impl Proxy {
         // Double Record-Route (RFC 5658): both entries are ours.
         let popped = if own(1) { 2 } else { 1 };
         let next = match routes.get(popped) {
-            Some((_, span)) => NameAddr::parse(msg.bytes(*span)).ok().and_then(|n| {
-                let uri = n.uri();
-                Uri::parse(uri).ok().and_then(|u| route::uri_peer(&u))
-            }),
-            None => msg
-                .request_uri()
+            Some((_, span)) => msg
+                .route_uri(*span)
                 .and_then(|u| Uri::parse(u).ok())
                 .and_then(|u| route::uri_peer(&u)),
+            // Decoded by validation (kept in the message).
+            None => msg.request_uri_parsed().and_then(|u| route::uri_peer(&u)),
         };
         let Some(peer) = next else {
             if !is_ack {
@@ -1059,7 +1050,9 @@ impl Proxy {
             // dialog under way; it never resets one already confirmed.
             let key = dialog_key(&self.keyer, call_id, caller_tag);
             let d = self.dialogs.entry(key).or_insert_with(|| {
-                let contact = first_contact_value(&msg).unwrap_or_default();
+                // The URI, as validation found it (its address is worked
+                // out when needed: `contact_pending`).
+                let contact = msg.first_contact().map_or(&[][..], |a| msg.bytes(a.uri));
                 let caller_from = msg.value(HeaderName::From).unwrap_or_default();
                 // The dialog's strings in one buffer of their own (not the
                 // request's, which would keep the whole INVITE for the
@@ -1262,16 +1255,17 @@ impl Proxy {
     /// INVITE whose transaction has ended, by the live dialog it matches.
     /// Anything else is dropped and counted: never routed by its Vias.
     fn on_response(&mut self, now: Millis, from: Peer, msg: Message) {
-        let Some(top) = route::top_via(&msg) else {
+        // Parsed by validation (kept in the message).
+        let Some(top) = msg.top_via() else {
             self.stats.stray_responses += 1;
             return;
         };
-        if !self.s.identity.is_own_via(&top) {
+        if !self.s.identity.is_own_via(&top.via(&msg)) {
             self.stats.stray_responses += 1;
             return;
         }
         let is_cancel = cseq(&msg).is_some_and(|(_, m)| m == b"CANCEL");
-        let key = client_key(&self.keyer, top.branch().unwrap_or_default());
+        let key = client_key(&self.keyer, top.branch(&msg).unwrap_or_default());
         let key = if is_cancel { key.cancel() } else { key };
         let id = self.client_index.get(&key).copied();
         let Some(id) = id else {
@@ -1541,11 +1535,11 @@ impl Proxy {
                         .headers_named(HeaderName::RecordRoute)
                         .flat_map(|h| {
                             let v = msg.bytes(h.value);
-                            crate::sip::chars::split_commas(v)
-                                .map(|(a, b)| {
-                                    Bytes::copy_from_slice(crate::sip::chars::trim_lws(&v[a..b]))
-                                })
-                                .collect::<Vec<_>>()
+                            // No list per header on the way (an allocation
+                            // per 2xx).
+                            crate::sip::chars::split_commas(v).map(move |(a, b)| {
+                                Bytes::copy_from_slice(crate::sip::chars::trim_lws(&v[a..b]))
+                            })
                         })
                         .collect();
                 }
@@ -2207,44 +2201,22 @@ struct FirstContact<'m> {
 }
 
 fn first_contact(msg: &Message) -> FirstContact<'_> {
-    contact_of(first_contact_value(msg).unwrap_or_default())
-}
-
-/// `part` (a slice of `whole`, as the parsers give) as a `Bytes` sharing
-/// `whole`'s buffer; a copy should it not lie within (never: this is
-/// `Bytes::slice_ref` without its panic).
-fn sub_bytes(whole: &Bytes, part: &[u8]) -> Bytes {
-    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
-    match start.checked_add(part.len()) {
-        Some(end) if end <= whole.len() && !part.is_empty() => whole.slice(start..end),
-        _ => Bytes::copy_from_slice(part),
-    }
-}
-
-/// The first Contact value of a message as written (trimmed), unparsed.
-fn first_contact_value(msg: &Message) -> Option<&[u8]> {
-    let v = msg.value(HeaderName::Contact)?;
-    let (a, b) = crate::sip::chars::split_commas(v).next()?;
-    Some(crate::sip::chars::trim_lws(&v[a..b]))
-}
-
-/// [`first_contact`] of a first Contact value ([`first_contact_value`]).
-fn contact_of(value: &[u8]) -> FirstContact<'_> {
-    let Ok(na) = NameAddr::parse(value) else {
-        return FirstContact {
-            uri: &[],
-            addr: None,
-        };
-    };
-    // `route::uri_peer(..).map(|p| p.addr)` without its transport
-    // parameter look-up, which the address does not need.
+    // The name-addr as validation parsed it (kept in the message).
+    let uri = msg.first_contact().map_or(&[][..], |a| msg.bytes(a.uri));
     FirstContact {
-        uri: na.uri(),
-        addr: Uri::parse(na.uri()).ok().and_then(|u| {
-            let ip = u.host_ip()?;
-            Some(std::net::SocketAddr::new(ip, u.port.unwrap_or(5060)))
-        }),
+        uri,
+        addr: contact_addr(uri),
     }
+}
+
+/// The address of a Contact URI whose host is an IP literal:
+/// `route::uri_peer(..).map(|p| p.addr)` without its transport parameter
+/// look-up, which the address does not need. None for an empty URI (no
+/// Contact name-addr).
+fn contact_addr(uri: &[u8]) -> Option<std::net::SocketAddr> {
+    let u = Uri::parse(uri).ok()?;
+    let ip = u.host_ip()?;
+    Some(std::net::SocketAddr::new(ip, u.port.unwrap_or(5060)))
 }
 
 const NO_DIALOG: &str = "Call/Transaction Does Not Exist";

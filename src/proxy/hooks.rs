@@ -8,7 +8,7 @@
 
 use crate::calls::CallInfo;
 use crate::config::Destination;
-use crate::sip::{Message, Patch, Uri};
+use crate::sip::{Message, Patch};
 
 use super::{Millis, Peer};
 
@@ -166,16 +166,17 @@ impl ProxyPhases for DefaultRouter {
             code: 404,
             reason: "Not Found",
         })?;
+        // The user part as validation decoded it (kept in the message).
         let user = req
-            .request_uri()
-            .and_then(|u| Uri::parse(u).ok())
-            .and_then(|u| u.user().map(<[u8]>::to_vec));
+            .request_uri_spans()
+            .and_then(|u| u.user)
+            .map(|s| req.bytes(s));
         Ok(NextHop {
             peer: Peer {
                 transport: dest.transport,
                 addr: dest.addr,
             },
-            request_uri: Some(destination_uri(dest, user.as_deref())),
+            request_uri: Some(destination_uri(dest, user)),
             call: None,
         })
     }

@@ -10,10 +10,13 @@ use sha2::Sha256;
 use crate::config::ListenAddr;
 use crate::sip::chars::split_commas;
 use crate::sip::via::via_values;
-use crate::sip::via::ByteRange;
 use crate::sip::{HeaderName, Message, NameAddr, Patch, Span, Uri, Via};
 
 use super::{Peer, Transport};
+
+/// The message's top Via, parsed once (by validation) and kept in the
+/// message.
+pub use crate::sip::via::TopVia;
 
 /// The proxy's own addresses and the key that signs its routes.
 #[derive(Clone)]
@@ -206,7 +209,19 @@ impl Identity {
         let Ok(na) = NameAddr::parse(value) else {
             return false;
         };
-        let Ok(uri) = Uri::parse(na.uri()) else {
+        self.is_own_route_uri(na.uri(), tags, token)
+    }
+
+    /// [`Identity::is_own_route_by`] of a Route value whose name-addr's
+    /// URI is `uri` (the core has it from the message: validation parsed
+    /// the value).
+    pub fn is_own_route_uri(
+        &self,
+        uri: &[u8],
+        tags: &[&[u8]],
+        token: impl Fn(&[u8]) -> Token,
+    ) -> bool {
+        let Ok(uri) = Uri::parse(uri) else {
             return false;
         };
         self.is_own_uri(&uri)
@@ -259,7 +274,12 @@ pub fn is_signed_route_by(value: &[u8], tags: &[&[u8]], token: impl Fn(&[u8]) ->
     let Ok(na) = NameAddr::parse(value) else {
         return false;
     };
-    let Ok(uri) = Uri::parse(na.uri()) else {
+    is_signed_route_uri(na.uri(), tags, token)
+}
+
+/// [`is_signed_route_by`] of a Route value whose name-addr's URI is `uri`.
+pub fn is_signed_route_uri(uri: &[u8], tags: &[&[u8]], token: impl Fn(&[u8]) -> Token) -> bool {
+    let Ok(uri) = Uri::parse(uri) else {
         return false;
     };
     uri.user()
@@ -297,17 +317,16 @@ pub fn pop_routes(msg: &Message, values: &[(usize, Span)], n: usize, patch: &mut
     let mut k = 0;
     while k < n {
         let header = values[k].0;
-        let in_header: Vec<&(usize, Span)> = values.iter().filter(|(h, _)| *h == header).collect();
         let popped_here = values[k..n].iter().filter(|(h, _)| *h == header).count();
-        if popped_here == in_header.len() {
-            patch.delete(msg.headers[header].line);
-        } else {
-            let first = values[k].1.start;
-            let next_kept = in_header[popped_here].1.start;
-            patch.delete(Span {
-                start: first,
-                end: next_kept,
-            });
+        // The header's values after those popped (no list of them: this
+        // runs for every in-dialog request).
+        let next_kept = values.iter().filter(|(h, _)| *h == header).nth(popped_here);
+        match next_kept {
+            None => patch.delete(msg.headers[header].line),
+            Some(&(_, kept)) => patch.delete(Span {
+                start: values[k].1.start,
+                end: kept.start,
+            }),
         }
         k += popped_here;
     }
@@ -340,9 +359,10 @@ pub fn stamp_top_via(msg: &Message, source: &Peer, patch: &mut Patch) {
 /// [`stamp_top_via`] with the top Via already parsed.
 pub fn stamp_via(msg: &Message, top: &TopVia, source: &Peer, patch: &mut Patch) {
     let via = top.via(msg);
-    let base = top.start;
+    let span = top.span();
+    let base = span.start as usize;
     let ip = source.addr.ip();
-    let rport = top.rport;
+    let rport = top.rport();
     if let Some((name, None)) = rport {
         patch.insert_with((base + name.1) as u32, |o| {
             o.push(b'=');
@@ -350,7 +370,7 @@ pub fn stamp_via(msg: &Message, top: &TopVia, source: &Peer, patch: &mut Patch) 
         });
     }
     let sent_by_matches = crate::sip::uri::host_to_ip(via.host()) == Some(ip);
-    match top.received {
+    match top.received() {
         // A `received` the sender wrote itself (RFC 5118 4.5) would send
         // our responses to an address the request never came from.
         Some((_, Some((va, vb)))) if crate::sip::uri::host_to_ip(&via.src[va..vb]) != Some(ip) => {
@@ -358,102 +378,12 @@ pub fn stamp_via(msg: &Message, top: &TopVia, source: &Peer, patch: &mut Patch) 
         }
         Some(_) => {}
         None if rport.is_some() || !sent_by_matches => {
-            patch.insert_with(top.end as u32, |o| {
+            patch.insert_with(span.end, |o| {
                 o.extend_from_slice(b";received=");
                 push_ip(o, ip);
             });
         }
         None => {}
-    }
-}
-
-/// A parameter's (name, value) ranges, as [`Via::param_ranges`] gives them.
-type ParamRanges = (ByteRange, Option<ByteRange>);
-
-/// The top Via value of a message, parsed once for everything the core
-/// asks of it (its transaction key, `received`/`rport`, the stateless
-/// ACK's branch): offsets into the message, so it outlives no borrow.
-/// The top Via was parsed twice per request (the key, then the stamp),
-/// and each of `branch`, `rport` and `received` looked up with a pass of
-/// its own over the parameters.
-#[derive(Clone, Copy, Debug)]
-pub struct TopVia {
-    /// The value's span in the message.
-    start: usize,
-    end: usize,
-    /// [`Via`]'s fields, relative to `start`.
-    transport: ByteRange,
-    host: ByteRange,
-    port: Option<u16>,
-    params: ByteRange,
-    /// The first `branch`, `rport` and `received` parameters, relative
-    /// to `start` (what [`Via::param_ranges`] gives).
-    branch: Option<ParamRanges>,
-    rport: Option<ParamRanges>,
-    received: Option<ParamRanges>,
-}
-
-impl TopVia {
-    /// The message's top Via, when it parses.
-    pub fn of(msg: &Message) -> Option<TopVia> {
-        let h = msg.header(HeaderName::Via)?;
-        let value = msg.bytes(h.value);
-        let (a, b) = via_values(value).next()?;
-        let via = Via::parse(&value[a..b]).ok()?;
-        let mut top = TopVia {
-            start: h.value.start as usize + a,
-            end: h.value.start as usize + b,
-            transport: via.transport,
-            host: via.host,
-            port: via.port,
-            params: via.params,
-            branch: None,
-            rport: None,
-            received: None,
-        };
-        // One pass for the three, each the first of its name, as
-        // `find_param` finds it (which also stops at a malformed one).
-        let off = via.params.0;
-        for p in crate::sip::chars::params(&via.src[off..via.params.1]).map_while(Result::ok) {
-            let slot = match p.name() {
-                n if n.eq_ignore_ascii_case(b"branch") => &mut top.branch,
-                n if n.eq_ignore_ascii_case(b"rport") => &mut top.rport,
-                n if n.eq_ignore_ascii_case(b"received") => &mut top.received,
-                _ => continue,
-            };
-            if slot.is_none() {
-                *slot = Some((
-                    (p.name.0 + off, p.name.1 + off),
-                    p.value.map(|(a, b)| (a + off, b + off)),
-                ));
-            }
-        }
-        Some(top)
-    }
-
-    /// The parsed value, borrowed from `msg` (the message it came from).
-    pub fn via<'m>(&self, msg: &'m Message) -> Via<'m> {
-        Via {
-            src: msg.bytes(Span::new(self.start, self.end)),
-            transport: self.transport,
-            host: self.host,
-            port: self.port,
-            params: self.params,
-        }
-    }
-
-    /// [`Via::branch`].
-    pub fn branch<'m>(&self, msg: &'m Message) -> Option<&'m [u8]> {
-        let src = msg.bytes(Span::new(self.start, self.end));
-        self.branch
-            .map(|(_, v)| v.map_or(&[][..], |(a, b)| src.get(a..b).unwrap_or_default()))
-    }
-
-    /// [`Via::rfc3261_branch`].
-    pub fn rfc3261_branch<'m>(&self, msg: &'m Message) -> Option<&'m [u8]> {
-        use crate::sip::via::BRANCH_COOKIE;
-        self.branch(msg)
-            .filter(|b| b.len() > BRANCH_COOKIE.len() && b.starts_with(BRANCH_COOKIE))
     }
 }
 
@@ -618,8 +548,8 @@ mod tests {
             );
             assert_eq!(top.branch(&msg), old.branch(), "{via}");
             assert_eq!(top.rfc3261_branch(&msg), old.rfc3261_branch(), "{via}");
-            assert_eq!(top.rport, old.param_ranges(b"rport"), "{via}");
-            assert_eq!(top.received, old.param_ranges(b"received"), "{via}");
+            assert_eq!(top.rport(), old.param_ranges(b"rport"), "{via}");
+            assert_eq!(top.received(), old.param_ranges(b"received"), "{via}");
         }
         assert!(parsed >= vias.len() - 2, "only {parsed} parsed");
     }

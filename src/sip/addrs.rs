@@ -9,10 +9,11 @@
 //! for the usual message; a value beyond them is parsed where it is asked
 //! for, with the same answer.
 
+use super::chars::{split_commas, trim_lws};
 use super::header::HeaderName;
 use super::message::{Message, Span};
 use super::nameaddr::NameAddr;
-use super::uri::Uri;
+use super::uri::{Uri, UriSpans};
 
 /// A name-addr / addr-spec value's URI, in message coordinates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,8 +46,10 @@ const USER_SLOTS: usize = 3;
 /// What validation parses anyway: the Request-URI and the From/To values.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Names {
-    /// None when there is no Request-URI or it is no valid SIP URI.
-    request_uri: Option<RequestUriSpans>,
+    /// None when there is no Request-URI or it is no valid SIP URI. All
+    /// of it: the core takes an in-dialog request's next hop from it, and
+    /// the router the dialed user.
+    request_uri: Option<UriSpans>,
     /// (header index, the value as a name-addr; None when malformed).
     slots: [(u32, Option<AddrSpan>); NAME_SLOTS],
     /// Each slot's `tag` parameter value, found in the same pass that
@@ -105,10 +108,7 @@ pub(super) fn names(msg: &Message) -> Names {
     let mut n = Names {
         request_uri: msg.request_uri_span().and_then(|span| {
             let u = Uri::parse(msg.bytes(span)).ok()?;
-            Some(RequestUriSpans {
-                user: u.user.map(|r| offset(span, r)),
-                has_headers: u.headers.is_some(),
-            })
+            Some(UriSpans::of(&u))
         }),
         ..Names::default()
     };
@@ -150,9 +150,69 @@ pub(super) fn users(msg: &Message) -> Users {
     u
 }
 
+/// Route values the core asks about (the first, the second of a double
+/// Record-Route, and the next hop after them).
+const ROUTE_SLOTS: usize = 3;
+
+/// The first Route values (across Route headers, in order, LWS trimmed,
+/// empty ones skipped: what the core's route list holds) as name-addrs.
+/// Validation parses every one; the core parsed them again, one to three
+/// per in-dialog request.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Routes {
+    /// (the value, its name-addr's URI; None when malformed).
+    slots: [(Span, Option<Span>); ROUTE_SLOTS],
+    len: u8,
+}
+
+/// The span of `value[a..b]` without its surrounding LWS (empty at `a`
+/// when it is all LWS), in message coordinates.
+fn trimmed(msg: &Message, value: Span, (a, b): (usize, usize)) -> Span {
+    let v = msg.bytes(value);
+    let t = trim_lws(&v[a..b]);
+    let off = if t.is_empty() {
+        a
+    } else {
+        t.as_ptr() as usize - v.as_ptr() as usize
+    };
+    let start = value.start as usize + off;
+    Span::new(start, start + t.len())
+}
+
+pub(super) fn routes(msg: &Message) -> Routes {
+    let mut r = Routes::default();
+    for h in msg.headers_named(HeaderName::Route) {
+        for piece in split_commas(msg.bytes(h.value)) {
+            if usize::from(r.len) == ROUTE_SLOTS {
+                return r;
+            }
+            let value = trimmed(msg, h.value, piece);
+            if value.is_empty() {
+                continue;
+            }
+            let uri = name_addr(msg, value).map(|a| a.uri);
+            r.slots[usize::from(r.len)] = (value, uri);
+            r.len += 1;
+        }
+    }
+    r
+}
+
+/// The first Contact value, trimmed, as a name-addr.
+pub(super) fn first_contact(msg: &Message) -> Option<AddrSpan> {
+    let h = msg.header(HeaderName::Contact)?;
+    let piece = split_commas(msg.bytes(h.value)).next()?;
+    name_addr(msg, trimmed(msg, h.value, piece))
+}
+
 impl Names {
-    pub(super) fn request_uri(&self) -> Option<RequestUriSpans> {
-        self.request_uri
+    pub(super) fn request_uri(&self, msg: &Message) -> Option<RequestUriSpans> {
+        let span = msg.request_uri_span()?;
+        let u = self.request_uri?;
+        Some(RequestUriSpans {
+            user: u.user().map(|r| offset(span, r)),
+            has_headers: u.has_headers(),
+        })
     }
 }
 
@@ -169,7 +229,46 @@ impl Message {
     /// The Request-URI as a SIP URI (None: a response, another scheme, or
     /// malformed).
     pub fn request_uri_spans(&self) -> Option<RequestUriSpans> {
-        self.names().request_uri()
+        self.names().request_uri(self)
+    }
+
+    /// The Request-URI decoded (None: a response, another scheme, or
+    /// malformed), from the spans validation kept: what
+    /// `Uri::parse(msg.request_uri()?)` gives.
+    pub fn request_uri_parsed(&self) -> Option<Uri<'_>> {
+        let spans = self.names().request_uri?;
+        spans.uri(self.bytes(self.request_uri_span()?))
+    }
+
+    /// The URI (without its angle brackets) of the Route value at `value`
+    /// (one element of a Route header, LWS trimmed, as the core lists
+    /// them) as a name-addr; None when it is no name-addr.
+    pub fn route_uri(&self, value: Span) -> Option<&[u8]> {
+        let r = self.routes();
+        let uri = match r.slots[..usize::from(r.len)]
+            .iter()
+            .find(|(v, _)| *v == value)
+        {
+            Some(&(_, uri)) => uri,
+            None => name_addr(self, value).map(|a| a.uri),
+        };
+        uri.map(|u| self.bytes(u))
+    }
+
+    /// Whether validation may take the Route element `value[piece]` (of
+    /// the Route header value `value`) as checked: Some(its answer) when
+    /// the route table holds it (parsed as the core reads it: trimmed,
+    /// which parses alike), None when it must be parsed.
+    pub(super) fn route_checked(&self, value: Span, piece: (usize, usize)) -> Option<bool> {
+        let v = trimmed(self, value, piece);
+        if v.is_empty() {
+            return None;
+        }
+        let r = self.routes();
+        r.slots[..usize::from(r.len)]
+            .iter()
+            .find(|(s, _)| *s == v)
+            .map(|(_, uri)| uri.is_some())
     }
 
     /// Header `header` (an index into `headers`) as one name-addr value.
@@ -290,6 +389,159 @@ mod tests {
         assert_eq!(m.request_uri_spans().map(|r| r.has_headers), Some(true));
         let from = m.addr_user(0).map(|s| m.bytes(s));
         assert_eq!(from, Some(&b"%38916"[..]));
+    }
+
+    type UriFields = (
+        (usize, usize),
+        Option<(usize, usize)>,
+        Option<(usize, usize)>,
+        (usize, usize),
+        Option<u16>,
+        usize,
+        (usize, usize),
+        Option<(usize, usize)>,
+    );
+
+    fn uri_fields(u: Uri<'_>) -> (usize, UriFields) {
+        (
+            u.src.as_ptr() as usize,
+            (
+                u.scheme,
+                u.userinfo,
+                u.user,
+                u.host,
+                u.port,
+                u.hostport_end,
+                u.params,
+                u.headers,
+            ),
+        )
+    }
+
+    /// The Route values as the core lists them (`route::route_values`).
+    fn route_values(m: &Message) -> Vec<(usize, (usize, usize), Span)> {
+        let mut out = Vec::new();
+        for (i, h) in m.headers.iter().enumerate() {
+            if h.name != HeaderName::Route {
+                continue;
+            }
+            let v = m.bytes(h.value);
+            for (a, b) in split_commas(v) {
+                let t = trim_lws(&v[a..b]);
+                if t.is_empty() {
+                    continue;
+                }
+                let off = t.as_ptr() as usize - v.as_ptr() as usize;
+                let start = h.value.start as usize + off;
+                out.push((i, (a, b), Span::new(start, start + t.len())));
+            }
+        }
+        out
+    }
+
+    /// The kept Request-URI, first Contact and Route values answer what
+    /// parsing them where asked gave; validation's answer for a Route
+    /// element from the table is what parsing the element gives.
+    fn kept_values_as_parsed(text: &str) {
+        let m = msg(text);
+        let parsed = m.request_uri().and_then(|u| Uri::parse(u).ok());
+        assert_eq!(
+            m.request_uri_parsed().map(uri_fields),
+            parsed.map(uri_fields),
+            "{text:?}"
+        );
+        let old_contact = m.value(HeaderName::Contact).and_then(|v| {
+            let (a, b) = split_commas(v).next()?;
+            let na = NameAddr::parse(trim_lws(&v[a..b])).ok()?;
+            Some((na.uri().as_ptr() as usize, na.uri().len()))
+        });
+        let kept = m.first_contact().map(|a| {
+            let u = m.bytes(a.uri);
+            (u.as_ptr() as usize, u.len())
+        });
+        assert_eq!(kept, old_contact, "{text:?}");
+        for (i, piece, value) in route_values(&m) {
+            let old = NameAddr::parse(m.bytes(value))
+                .ok()
+                .map(|n| (n.uri().as_ptr() as usize, n.uri().len()));
+            let kept = m.route_uri(value).map(|u| (u.as_ptr() as usize, u.len()));
+            assert_eq!(kept, old, "{text:?} {value:?}");
+            let untrimmed = NameAddr::parse(&m.bytes(m.headers[i].value)[piece.0..piece.1]).is_ok();
+            if let Some(ok) = m.route_checked(m.headers[i].value, piece) {
+                assert_eq!(ok, untrimmed, "{text:?} {value:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn kept_request_uri_contact_and_routes_are_what_parsing_gives() {
+        for text in [
+            "BYE sip:sipp@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+             Route: <sip:0123456789abcdef@127.0.0.1:5060;lr>\r\nFrom: <sip:a@h>;tag=1\r\n\
+             To: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+            // Four routes over three headers (one beyond the table), LWS
+            // around the elements, an empty element, a malformed one.
+            "ACK sips:u:pw@[::1]:5061;transport=tcp;lr?Subject=x SIP/2.0\r\n\
+             Route: <sip:a@1.2.3.4;lr> , <sip:b@h>\r\nRoute: ,<sip:c@h:1>\r\n\
+             Route: <sip:d@h>, sip:e@h;x=1 ,x <sip:f@h>\r\n\
+             Contact: \"A, B\" <sip:a@[2001:db8::1]:5070>;expires=60 , <sip:b@h>\r\n\r\n",
+            "INVITE sip:h SIP/2.0\r\nRoute: <sip:a@h\r\nRoute: <sip:b@h>\r\nContact: *\r\n\r\n",
+            "INVITE tel:+7495 SIP/2.0\r\nm: sip:u@h ;expires=1\r\nContact: <sip:2@h>\r\n\r\n",
+            "OPTIONS sip:u@h;maddr=x SIP/2.0\r\nContact: <sip:a@\r\n\r\n",
+            "OPTIONS sip:u@h@g SIP/2.0\r\nContact:\r\n\r\n",
+            "SIP/2.0 200 OK\r\nContact: <sip:127.0.0.1:5070>\r\nRoute: <sip:r@h>\r\n\r\n",
+        ] {
+            kept_values_as_parsed(text);
+        }
+    }
+
+    proptest::proptest! {
+        /// LWS around a name-addr changes neither whether it parses nor
+        /// its URI: validation parses list elements untrimmed, the core
+        /// (and the kept tables) trimmed.
+        #[test]
+        fn trimmed_name_addr_parses_alike(
+            v in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("<sip:a@h>"), proptest::strategy::Just("sip:a@h"),
+                    proptest::strategy::Just(" "), proptest::strategy::Just("\t"),
+                    proptest::strategy::Just("\r\n "), proptest::strategy::Just(";"),
+                    proptest::strategy::Just(";tag=1"), proptest::strategy::Just("="),
+                    proptest::strategy::Just("\""), proptest::strategy::Just("<"),
+                    proptest::strategy::Just(">"), proptest::strategy::Just("x"),
+                    proptest::strategy::Just("\\"), proptest::strategy::Just("[::1]"),
+                ],
+                0..8,
+            ),
+        ) {
+            let s = v.concat();
+            let uri_at = |p: &[u8]| {
+                NameAddr::parse(p)
+                    .ok()
+                    .map(|n| (n.uri().as_ptr() as usize, n.uri().len()))
+            };
+            let b = s.as_bytes();
+            proptest::prop_assert_eq!(uri_at(b), uri_at(trim_lws(b)), "{:?}", s);
+        }
+
+        #[test]
+        fn kept_values_match_on_pieces(
+            routes in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("<sip:a@1.2.3.4;lr>"), proptest::strategy::Just("sip:b@h"),
+                    proptest::strategy::Just(" , "), proptest::strategy::Just(","),
+                    proptest::strategy::Just(" "), proptest::strategy::Just("<sip:"),
+                    proptest::strategy::Just("\r\nRoute: "), proptest::strategy::Just("\r\nContact: "),
+                    proptest::strategy::Just("\"x\""), proptest::strategy::Just(";lr"),
+                ],
+                0..10,
+            ),
+        ) {
+            kept_values_as_parsed(&format!(
+                "BYE sip:u@h SIP/2.0\r\nRoute: {}\r\nContact: <sip:c@h>\r\n\r\n",
+                routes.concat()
+            ));
+        }
     }
 
     /// The dialog's tags from the kept spans answer as parsing the value

@@ -11,7 +11,7 @@ use std::cell::OnceCell;
 
 use bytes::Bytes;
 
-use super::addrs::{Names, Users};
+use super::addrs::{AddrSpan, Names, Routes, Users};
 use super::chars::{eq_ic, is_lws, is_token, parse_u64, trim_lws};
 use super::header::HeaderName;
 use super::lines;
@@ -143,6 +143,18 @@ pub struct Message {
     /// The From/To/PAI/RPID user parts, parsed once by the first caller
     /// that needs one (the tracking rules).
     users: OnceCell<Users>,
+    /// The top Via value, parsed once (by validation): the core's
+    /// transaction key, stamp and response matching read it again.
+    top_via: OnceCell<Option<super::via::TopVia>>,
+    /// The first Contact value as a name-addr, parsed once (by
+    /// validation): the dialog's target.
+    contact: OnceCell<Option<AddrSpan>>,
+    /// The first Route values as name-addrs, parsed once (by validation):
+    /// the core checks they are its own and takes the next hop from them.
+    routes: OnceCell<Routes>,
+    /// The CSeq number and method, decoded once (by validation): the core
+    /// asks for them up to three times per message.
+    cseq: OnceCell<Option<(u64, Span)>>,
 }
 
 impl Message {
@@ -258,7 +270,34 @@ impl Message {
             buf,
             names: OnceCell::new(),
             users: OnceCell::new(),
+            top_via: OnceCell::new(),
+            contact: OnceCell::new(),
+            routes: OnceCell::new(),
+            cseq: OnceCell::new(),
         })
+    }
+
+    /// The top Via (the first value of the first Via header), parsed;
+    /// None when it does not parse (validation refuses the message then).
+    pub fn top_via(&self) -> Option<super::via::TopVia> {
+        *self.top_via.get_or_init(|| super::via::TopVia::parse(self))
+    }
+
+    /// The first Contact value (the first element of the first Contact
+    /// header, LWS trimmed) as a name-addr; None when there is none or it
+    /// is no name-addr (`*`, or malformed: validation refuses the latter).
+    pub fn first_contact(&self) -> Option<AddrSpan> {
+        *self
+            .contact
+            .get_or_init(|| super::addrs::first_contact(self))
+    }
+
+    pub(super) fn cseq_cell(&self) -> &OnceCell<Option<(u64, Span)>> {
+        &self.cseq
+    }
+
+    pub(super) fn routes(&self) -> &Routes {
+        self.routes.get_or_init(|| super::addrs::routes(self))
     }
 
     pub(super) fn names(&self) -> &Names {
@@ -576,6 +615,10 @@ mod tests {
                 buf,
                 names: OnceCell::new(),
                 users: OnceCell::new(),
+                top_via: OnceCell::new(),
+                contact: OnceCell::new(),
+                routes: OnceCell::new(),
+                cseq: OnceCell::new(),
             })
         }
 

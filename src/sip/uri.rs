@@ -295,6 +295,80 @@ impl<'a> Uri<'a> {
     }
 }
 
+/// A decoded [`Uri`]'s ranges as `u32`, to be kept in a [`Message`]
+/// (see `super::addrs`) and turned back into the same [`Uri`] over the
+/// same bytes without parsing them again.
+///
+/// [`Message`]: super::Message
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UriSpans {
+    len: u32,
+    scheme: (u32, u32),
+    userinfo: Option<(u32, u32)>,
+    user: Option<(u32, u32)>,
+    host: (u32, u32),
+    port: Option<u16>,
+    hostport_end: u32,
+    params: (u32, u32),
+    headers: Option<(u32, u32)>,
+}
+
+/// Messages are far below 4 GiB (`Message::parse` refuses larger), so
+/// the offsets into one fit.
+fn n32(n: usize) -> u32 {
+    n as u32
+}
+
+fn r32((a, b): (usize, usize)) -> (u32, u32) {
+    (n32(a), n32(b))
+}
+
+fn wide((a, b): (u32, u32)) -> (usize, usize) {
+    (a as usize, b as usize)
+}
+
+impl UriSpans {
+    pub fn of(u: &Uri<'_>) -> UriSpans {
+        UriSpans {
+            len: n32(u.src.len()),
+            scheme: r32(u.scheme),
+            userinfo: u.userinfo.map(r32),
+            user: u.user.map(r32),
+            host: r32(u.host),
+            port: u.port,
+            hostport_end: n32(u.hostport_end),
+            params: r32(u.params),
+            headers: u.headers.map(r32),
+        }
+    }
+
+    /// The [`Uri`] these spans were taken from, over `src` (the bytes it
+    /// was parsed from); None for bytes of another length.
+    pub fn uri<'a>(&self, src: &'a [u8]) -> Option<Uri<'a>> {
+        (src.len() == self.len as usize).then(|| Uri {
+            src,
+            scheme: wide(self.scheme),
+            userinfo: self.userinfo.map(wide),
+            user: self.user.map(wide),
+            host: wide(self.host),
+            port: self.port,
+            hostport_end: self.hostport_end as usize,
+            params: wide(self.params),
+            headers: self.headers.map(wide),
+        })
+    }
+
+    /// The user part's range in the URI.
+    pub fn user(&self) -> Option<(usize, usize)> {
+        self.user.map(wide)
+    }
+
+    /// Whether it carries `?headers`.
+    pub fn has_headers(&self) -> bool {
+        self.headers.is_some()
+    }
+}
+
 /// Value of the parameter `name` in a raw `;a=b;c` list.
 pub fn uri_param<'s>(params: &'s [u8], name: &[u8]) -> Option<&'s [u8]> {
     params.split(|&c| c == b';').skip(1).find_map(|p| {

@@ -7,7 +7,7 @@
 
 use super::chars::{is_token, parse_u64, trim_lws};
 use super::header::HeaderName;
-use super::message::{Defect, Message, StartLine};
+use super::message::{Defect, Message, Span, StartLine};
 use super::nameaddr::NameAddr;
 use super::uri::scheme_of;
 use super::via::{via_values, Via};
@@ -95,6 +95,10 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
             return Err(bad(missing));
         }
     }
+    // The first Via and Contact headers: their first values are parsed
+    // once for the message (`Message::top_via`, `Message::first_contact`),
+    // where the core reads them again.
+    let (mut first_via, mut first_contact) = (true, true);
     for (i, h) in msg.headers.iter().enumerate() {
         let b = bit(h.name);
         if repeated & b != 0 && h.name.is_single_valued() {
@@ -108,7 +112,14 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
         let v = msg.bytes(h.value);
         match h.name {
             HeaderName::Via => {
-                for (a, b) in via_values(v) {
+                let mut values = via_values(v);
+                if std::mem::take(&mut first_via) {
+                    // There is always one value (`split_commas` yields
+                    // the empty value too): the top Via.
+                    values.next();
+                    msg.top_via().ok_or(bad("Malformed Via"))?;
+                }
+                for (a, b) in values {
                     Via::parse(&v[a..b]).map_err(|_| bad("Malformed Via"))?;
                 }
             }
@@ -117,8 +128,20 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
                 // these spans again (see `super::addrs`).
                 msg.addr(i).ok_or(bad("Malformed From/To"))?;
             }
-            HeaderName::Contact if trim_lws(v) != b"*" => check_list(v, "Malformed Contact")?,
-            HeaderName::Route | HeaderName::RecordRoute => check_list(v, "Malformed Route")?,
+            HeaderName::Contact => {
+                let first = std::mem::take(&mut first_contact);
+                if trim_lws(v) != b"*" {
+                    // The first element parses as its trimmed form does
+                    // (LWS around a name-addr changes nothing).
+                    check_list(v, "Malformed Contact", |k, _| {
+                        (first && k == 0).then(|| msg.first_contact().is_some())
+                    })?;
+                }
+            }
+            HeaderName::Route => check_list(v, "Malformed Route", |_, piece| {
+                msg.route_checked(h.value, piece)
+            })?,
+            HeaderName::RecordRoute => check_list(v, "Malformed Route", |_, _| None)?,
             HeaderName::CallId
                 if v.is_empty()
                     // ASCII white space and controls: every white space
@@ -134,8 +157,13 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
             _ => {}
         }
     }
-    let (cseq_num, cseq_method) = cseq_v
-        .and_then(|v| cseq_value(msg.bytes(v)))
+    // Kept in the message for `cseq` (the first CSeq header's value, as
+    // `cseq` would find it).
+    let kept = *msg
+        .cseq_cell()
+        .get_or_init(|| cseq_v.and_then(|v| cseq_span(msg, v)));
+    let (cseq_num, cseq_method) = kept
+        .map(|(n, m)| (n, msg.bytes(m)))
         .ok_or(bad("Malformed CSeq"))?;
     // RFC 3261 8.1.1.5: the sequence number must be less than 2**31.
     if cseq_num >= 1 << 31 {
@@ -186,16 +214,41 @@ fn refused_in_request_uri(c: u8) -> bool {
     c <= b' ' || c == b'<' || c == b'>' || c == b'"'
 }
 
-fn check_list(v: &[u8], what: &'static str) -> Result<(), Rejection> {
-    for (a, b) in super::chars::split_commas(v) {
-        NameAddr::parse(&v[a..b]).map_err(|_| bad(what))?;
+/// Every element of a list parses as a name-addr. `kept(k, range)` may
+/// answer for element `k` (at `range` in `v`) from what the message kept
+/// (Some(whether it parses)); None parses it here.
+fn check_list(
+    v: &[u8],
+    what: &'static str,
+    mut kept: impl FnMut(usize, (usize, usize)) -> Option<bool>,
+) -> Result<(), Rejection> {
+    for (k, (a, b)) in super::chars::split_commas(v).enumerate() {
+        let ok = match kept(k, (a, b)) {
+            Some(ok) => ok,
+            None => NameAddr::parse(&v[a..b]).is_ok(),
+        };
+        if !ok {
+            return Err(bad(what));
+        }
     }
     Ok(())
 }
 
-/// CSeq as (number, method); `None` when malformed.
+/// CSeq as (number, method); `None` when malformed. Decoded once per
+/// message (validation does it first).
 pub fn cseq(msg: &Message) -> Option<(u64, &[u8])> {
-    cseq_value(msg.value(HeaderName::CSeq)?)
+    let kept = *msg
+        .cseq_cell()
+        .get_or_init(|| cseq_span(msg, msg.header(HeaderName::CSeq)?.value));
+    kept.map(|(n, m)| (n, msg.bytes(m)))
+}
+
+/// [`cseq_value`] of the CSeq value at `value`, the method as a span.
+fn cseq_span(msg: &Message, value: Span) -> Option<(u64, Span)> {
+    let v = msg.bytes(value);
+    let (n, m) = cseq_value(v)?;
+    let start = value.start as usize + (m.as_ptr() as usize - v.as_ptr() as usize);
+    Some((n, Span::new(start, start + m.len())))
 }
 
 /// A CSeq value as (number, method): at most 20 digits that fit a u64,
@@ -283,6 +336,32 @@ mod tests {
             return None;
         }
         method.iter().all(|&c| is_token(c)).then_some((num, method))
+    }
+
+    /// `cseq` (kept by validation, or decoded where asked) is the first
+    /// CSeq header's value decoded.
+    #[test]
+    fn kept_cseq_is_the_first_value_decoded() {
+        for cseqs in [
+            "CSeq: 4711 BYE\r\n",
+            "CSeq: 1  INVITE \r\nCSeq: 2 ACK\r\n",
+            "CSeq: x\r\nCSeq: 2 ACK\r\n",
+            "CSeq: 99999999999999999999 X\r\n",
+            "",
+        ] {
+            let text = format!("BYE sip:u@h SIP/2.0\r\n{cseqs}\r\n");
+            let want = |m: &Message| {
+                m.value(HeaderName::CSeq)
+                    .and_then(cseq_value)
+                    .map(|(n, x)| (n, x.to_vec()))
+            };
+            let got = |m: &Message| cseq(m).map(|(n, x)| (n, x.to_vec()));
+            let m = Message::parse(Bytes::from(text.clone()), true).expect("parses");
+            assert_eq!(got(&m), want(&m), "{cseqs:?}");
+            let m = Message::parse(Bytes::from(text), true).expect("parses");
+            let _ = validate(&m);
+            assert_eq!(got(&m), want(&m), "{cseqs:?} validated");
+        }
     }
 
     #[test]
@@ -407,6 +486,189 @@ mod tests {
                 c.is_ascii_whitespace() || c.is_ascii_control(),
                 "{c}"
             );
+        }
+    }
+
+    /// `validate` as it was before the top Via, the first Contact and the
+    /// Route values were kept in the message (each parsed right here):
+    /// the oracle for the decisions.
+    fn validate_old(msg: &Message) -> Result<(), Rejection> {
+        if let Some(d) = msg.defect {
+            return Err(bad(match d {
+                Defect::BadHeaderLine => "Malformed header line",
+                Defect::UnterminatedHeaders => "Header section not terminated",
+                Defect::BadContentLength => "Invalid Content-Length",
+                Defect::ContentLengthExceedsBody => "Content-Length exceeds message body",
+            }));
+        }
+        let version = match msg.start {
+            StartLine::Request { version, .. } | StartLine::Response { version, .. } => {
+                msg.bytes(version)
+            }
+        };
+        if version != b"SIP/2.0" {
+            return Err(
+                if version.starts_with(b"SIP/") && !version.contains(&b' ') {
+                    Rejection {
+                        code: 505,
+                        reason: "Version Not Supported",
+                    }
+                } else {
+                    bad("Malformed SIP version")
+                },
+            );
+        }
+        // One pass for the names present and those present twice: looking
+        // each up again (five required, and every single-valued header asking
+        // whether its name comes again) was a scan of all headers each time.
+        let (mut present, mut repeated) = (0u32, 0u32);
+        // The first CSeq value, for `cseq_value` below (what `msg.value`
+        // would find by a second scan of the headers).
+        let mut cseq_v = None;
+        for h in &msg.headers {
+            let b = bit(h.name);
+            if h.name == HeaderName::CSeq && present & b == 0 {
+                cseq_v = Some(h.value);
+            }
+            repeated |= present & b;
+            present |= b;
+        }
+        for (name, missing) in [
+            (HeaderName::Via, "Missing Via"),
+            (HeaderName::From, "Missing From"),
+            (HeaderName::To, "Missing To"),
+            (HeaderName::CallId, "Missing Call-ID"),
+            (HeaderName::CSeq, "Missing CSeq"),
+        ] {
+            if present & bit(name) == 0 {
+                return Err(bad(missing));
+            }
+        }
+        for (i, h) in msg.headers.iter().enumerate() {
+            let b = bit(h.name);
+            if repeated & b != 0 && h.name.is_single_valued() {
+                return Err(bad("Header repeated that must appear once"));
+            }
+            // Most of a message's headers have no rule below: one test
+            // passes them.
+            if CHECKED & b == 0 {
+                continue;
+            }
+            let v = msg.bytes(h.value);
+            match h.name {
+                HeaderName::Via => {
+                    for (a, b) in via_values(v) {
+                        Via::parse(&v[a..b]).map_err(|_| bad("Malformed Via"))?;
+                    }
+                }
+                HeaderName::From | HeaderName::To => {
+                    // Parsed once for the message: the tracking rules read
+                    // these spans again (see `super::addrs`).
+                    msg.addr(i).ok_or(bad("Malformed From/To"))?;
+                }
+                HeaderName::Contact if trim_lws(v) != b"*" => {
+                    check_list_old(v, "Malformed Contact")?
+                }
+                HeaderName::Route | HeaderName::RecordRoute => {
+                    check_list_old(v, "Malformed Route")?
+                }
+                HeaderName::CallId
+                    if v.is_empty()
+                        // ASCII white space and controls: every white space
+                        // byte but SP is a control.
+                        || super::super::scan::has_space_or_control(v) =>
+                {
+                    return Err(bad("Malformed Call-ID"));
+                }
+                HeaderName::MaxForwards => {
+                    parse_u64(v, 10).ok_or(bad("Malformed Max-Forwards"))?;
+                }
+                HeaderName::Date => check_date(v)?,
+                _ => {}
+            }
+        }
+        let (cseq_num, cseq_method) = cseq_v
+            .and_then(|v| cseq_value(msg.bytes(v)))
+            .ok_or(bad("Malformed CSeq"))?;
+        // RFC 3261 8.1.1.5: the sequence number must be less than 2**31.
+        if cseq_num >= 1 << 31 {
+            return Err(bad("CSeq number out of range"));
+        }
+        if let StartLine::Request { uri, .. } = msg.start {
+            let method = msg.method_bytes().unwrap_or_default();
+            if cseq_method != method {
+                return Err(bad("CSeq method does not match the request method"));
+            }
+            request_uri(msg, msg.bytes(uri))?;
+        }
+        Ok(())
+    }
+
+    fn check_list_old(v: &[u8], what: &'static str) -> Result<(), Rejection> {
+        for (a, b) in super::super::chars::split_commas(v) {
+            NameAddr::parse(&v[a..b]).map_err(|_| bad(what))?;
+        }
+        Ok(())
+    }
+
+    fn same_decision(text: &[u8]) {
+        let Ok(m) = Message::parse(Bytes::copy_from_slice(text), true) else {
+            return;
+        };
+        let fresh = Message::parse(Bytes::copy_from_slice(text), true).expect("parsed once");
+        assert_eq!(
+            validate(&m),
+            validate_old(&fresh),
+            "{:?}",
+            String::from_utf8_lossy(text)
+        );
+    }
+
+    const BASE: &str = "INVITE sip:u@h SIP/2.0\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:u@h>\r\n\
+                        Call-ID: c\r\nCSeq: 1 INVITE\r\n";
+
+    #[test]
+    fn decisions_as_before_the_kept_values() {
+        for extra in [
+            "Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\n",
+            "Via: SIP/2.0/UDP h;;\r\n",
+            "Via: SIP/2.0/UDP h, bad\r\n",
+            "Via: bad, SIP/2.0/UDP h\r\n",
+            "Via: SIP/2.0/UDP h\r\nVia: \r\n",
+            "Via: \r\nVia: SIP/2.0/UDP h\r\n",
+            "Via: SIP/2.0/UDP h\r\nContact: *\r\nContact: <sip:a@\r\n",
+            "Via: SIP/2.0/UDP h\r\nContact: <sip:a@h> , <sip:b@\r\n",
+            "Via: SIP/2.0/UDP h\r\nContact: <sip:a@ , <sip:b@h>\r\n",
+            "Via: SIP/2.0/UDP h\r\nContact: <sip:a@h>\r\nContact: x\r\n",
+            "Via: SIP/2.0/UDP h\r\nContact: ,<sip:a@h>\r\n",
+            "Via: SIP/2.0/UDP h\r\nRoute: <sip:a@h;lr>, ,<sip:b@h>\r\n",
+            "Via: SIP/2.0/UDP h\r\nRoute: <sip:a@h;lr>\r\nRoute: <sip:b@h> , x\r\n",
+            "Via: SIP/2.0/UDP h\r\nRoute: <sip:1@h>,<sip:2@h>,<sip:3@h>,<sip:4@\r\n",
+            "Via: SIP/2.0/UDP h\r\nRecord-Route: <sip:a@h\r\nRoute: <sip:a@h>\r\n",
+            "Route: <sip:a@h\r\nVia: x\r\n",
+            "Contact: <sip:a@h\r\nVia: x\r\n",
+        ] {
+            same_decision(format!("{BASE}{extra}\r\n").as_bytes());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decisions_as_before_on_pieces(
+            v in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("Via: "), proptest::strategy::Just("Route: "),
+                    proptest::strategy::Just("Contact: "), proptest::strategy::Just("\r\n"),
+                    proptest::strategy::Just("SIP/2.0/UDP h;branch=z9hG4bK1"),
+                    proptest::strategy::Just("<sip:a@h>"), proptest::strategy::Just("sip:b@h"),
+                    proptest::strategy::Just(","), proptest::strategy::Just(" "),
+                    proptest::strategy::Just(";"), proptest::strategy::Just("*"),
+                    proptest::strategy::Just("<"), proptest::strategy::Just("x"),
+                ],
+                0..16,
+            ),
+        ) {
+            same_decision(format!("{BASE}{}\r\n\r\n", v.concat()).as_bytes());
         }
     }
 }

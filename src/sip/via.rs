@@ -1,6 +1,8 @@
 //! Via values (RFC 3261 20.42, RFC 3581 rport, RFC 5118 4.5 received).
 
 use super::chars::{is_token, skip_lws, split_commas, trim_lws};
+use super::header::HeaderName;
+use super::message::{Message, Span};
 use super::scan;
 
 /// One Via value. Ranges are offsets into `src`.
@@ -29,12 +31,26 @@ pub enum ViaError {
 /// A (start, end) byte range.
 pub type ByteRange = (usize, usize);
 
+/// A parameter's (name, value) ranges, as [`Via::param_ranges`] gives them.
+pub type ParamRanges = (ByteRange, Option<ByteRange>);
+
 /// The magic cookie of RFC 3261 branches.
 pub const BRANCH_COOKIE: &[u8] = b"z9hG4bK";
 
 impl<'a> Via<'a> {
     /// Parses a single Via value (no commas).
     pub fn parse(src: &'a [u8]) -> Result<Via<'a>, ViaError> {
+        Self::parse_with(src, |_| {})
+    }
+
+    /// [`Via::parse`], handing `param` each parameter's (name, value)
+    /// ranges in `src`, in order, from the pass that validates them (all
+    /// of them when the value parses; what it found before a malformed
+    /// one otherwise).
+    pub fn parse_with(
+        src: &'a [u8],
+        mut param: impl FnMut(ParamRanges),
+    ) -> Result<Via<'a>, ViaError> {
         // Nearly every Via starts `SIP/2.0/` with no LWS between the
         // parts: the token-by-token path would end at the same place.
         let mut i =
@@ -85,7 +101,12 @@ impl<'a> Via<'a> {
         if !trim_lws(rest).is_empty() && rest[0] != b';' {
             return Err(ViaError::BadSentBy);
         }
-        if !scan::params_valid(rest) {
+        let off = params_start;
+        let walked = scan::walk_params(rest, |((a, b), v)| {
+            param(((a + off, b + off), v.map(|(x, y)| (x + off, y + off))));
+            false
+        });
+        if walked.is_err() {
             return Err(ViaError::BadParams);
         }
         Ok(Via {
@@ -161,6 +182,142 @@ fn expect_slash(s: &[u8], i: &mut usize) -> Result<(), ViaError> {
     }
     *i += 1;
     Ok(())
+}
+
+/// A byte range as two `u32`: [`TopVia`] is kept in every [`Message`]
+/// (messages are far below 4 GiB; `Message::parse` refuses larger).
+type R32 = (u32, u32);
+
+fn r32((a, b): ByteRange) -> R32 {
+    (a as u32, b as u32)
+}
+
+fn wide((a, b): R32) -> ByteRange {
+    (a as usize, b as usize)
+}
+
+type Param32 = (R32, Option<R32>);
+
+fn param32((n, v): ParamRanges) -> Param32 {
+    (r32(n), v.map(r32))
+}
+
+fn param_wide((n, v): Param32) -> ParamRanges {
+    (wide(n), v.map(wide))
+}
+
+/// The top Via value of a message, parsed once for everything asked of
+/// it: validation's check, the server transaction key, `received`/`rport`,
+/// the stateless ACK's branch, a response's sent-by and branch. Offsets
+/// into the message, so it outlives no borrow; kept in the [`Message`]
+/// ([`Message::top_via`]), so validation's parse is the only one. The
+/// core parsed the top Via again per request (and each of `branch`,
+/// `rport` and `received` with a pass of its own over the parameters),
+/// and per response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopVia {
+    /// The value's span in the message.
+    start: u32,
+    end: u32,
+    /// [`Via`]'s fields, relative to `start`.
+    transport: R32,
+    host: R32,
+    port: Option<u16>,
+    params: R32,
+    /// The first `branch`, `rport` and `received` parameters, relative
+    /// to `start` (what [`Via::param_ranges`] gives).
+    branch: Option<Param32>,
+    rport: Option<Param32>,
+    received: Option<Param32>,
+}
+
+impl TopVia {
+    /// The message's top Via (the first value of its first Via header),
+    /// when it parses: kept in the message after the first ask.
+    pub fn of(msg: &Message) -> Option<TopVia> {
+        msg.top_via()
+    }
+
+    /// Parses the message's top Via (what [`TopVia::of`] keeps).
+    pub(super) fn parse(msg: &Message) -> Option<TopVia> {
+        let h = msg.header(HeaderName::Via)?;
+        let value = msg.bytes(h.value);
+        let (a, b) = via_values(value).next()?;
+        let (mut branch, mut rport, mut received) = (None, None, None);
+        let src = &value[a..b];
+        // One pass for the three, each the first of its name, in the
+        // pass that validates the parameters.
+        let via = Via::parse_with(src, |p| {
+            let ((na, nb), _) = p;
+            let slot = match &src[na..nb] {
+                n if n.eq_ignore_ascii_case(b"branch") => &mut branch,
+                n if n.eq_ignore_ascii_case(b"rport") => &mut rport,
+                n if n.eq_ignore_ascii_case(b"received") => &mut received,
+                _ => return,
+            };
+            if slot.is_none() {
+                *slot = Some(param32(p));
+            }
+        })
+        .ok()?;
+        let start = h.value.start as usize + a;
+        Some(TopVia {
+            start: start as u32,
+            end: (start + src.len()) as u32,
+            transport: r32(via.transport),
+            host: r32(via.host),
+            port: via.port,
+            params: r32(via.params),
+            branch,
+            rport,
+            received,
+        })
+    }
+
+    /// The value's span in the message.
+    pub fn span(&self) -> Span {
+        Span {
+            start: self.start,
+            end: self.end,
+        }
+    }
+
+    /// The parsed value, borrowed from `msg` (the message it came from).
+    pub fn via<'m>(&self, msg: &'m Message) -> Via<'m> {
+        Via {
+            src: msg.bytes(self.span()),
+            transport: wide(self.transport),
+            host: wide(self.host),
+            port: self.port,
+            params: wide(self.params),
+        }
+    }
+
+    /// [`Via::branch`].
+    pub fn branch<'m>(&self, msg: &'m Message) -> Option<&'m [u8]> {
+        let src = msg.bytes(self.span());
+        self.branch.map(|(_, v)| {
+            v.map_or(&[][..], |(a, b)| {
+                src.get(a as usize..b as usize).unwrap_or_default()
+            })
+        })
+    }
+
+    /// [`Via::rfc3261_branch`].
+    pub fn rfc3261_branch<'m>(&self, msg: &'m Message) -> Option<&'m [u8]> {
+        self.branch(msg)
+            .filter(|b| b.len() > BRANCH_COOKIE.len() && b.starts_with(BRANCH_COOKIE))
+    }
+
+    /// The first `rport` parameter's ranges, relative to the value.
+    pub fn rport(&self) -> Option<ParamRanges> {
+        self.rport.map(param_wide)
+    }
+
+    /// The first `received` parameter's ranges, relative to the value.
+    pub fn received(&self) -> Option<ParamRanges> {
+        self.received.map(param_wide)
+    }
 }
 
 /// Iterates over the Via values inside one header value, as (start, end)
@@ -305,6 +462,100 @@ mod tests {
             let mut s = prefix.as_bytes().to_vec();
             s.extend_from_slice(&v);
             proptest::prop_assert_eq!(fields(Via::parse(&s)), fields(parse_old(&s)));
+        }
+    }
+
+    /// `TopVia::parse` as it was (in the core): `Via::parse`, then one
+    /// pass of `chars::params` for the first branch, rport and received.
+    fn top_via_old(msg: &Message) -> Option<(Span, Fields, [Option<ParamRanges>; 3])> {
+        let h = msg.header(HeaderName::Via)?;
+        let value = msg.bytes(h.value);
+        let (a, b) = via_values(value).next()?;
+        let via = Via::parse(&value[a..b]).ok()?;
+        let mut found: [Option<ParamRanges>; 3] = [None; 3];
+        let off = via.params.0;
+        for p in crate::sip::chars::params(&via.src[off..via.params.1]).map_while(Result::ok) {
+            let k = match p.name() {
+                n if n.eq_ignore_ascii_case(b"branch") => 0,
+                n if n.eq_ignore_ascii_case(b"rport") => 1,
+                n if n.eq_ignore_ascii_case(b"received") => 2,
+                _ => continue,
+            };
+            if found[k].is_none() {
+                found[k] = Some((
+                    (p.name.0 + off, p.name.1 + off),
+                    p.value.map(|(a, b)| (a + off, b + off)),
+                ));
+            }
+        }
+        let start = h.value.start as usize + a;
+        let span = Span::new(start, start + (b - a));
+        Some((span, fields(Ok(via)).ok()?, found))
+    }
+
+    fn top_via_new(msg: &Message) -> Option<(Span, Fields, [Option<ParamRanges>; 3])> {
+        let top = msg.top_via()?;
+        let via = top.via(msg);
+        let branch = top.branch.map(param_wide);
+        Some((
+            top.span(),
+            fields(Ok(via)).ok()?,
+            [branch, top.rport(), top.received()],
+        ))
+    }
+
+    fn same_top_via(vias: &str) {
+        let text = format!(
+            "OPTIONS sip:u@h SIP/2.0\r\n{vias}From: <sip:a@h>;tag=1\r\nTo: <sip:u@h>\r\n\
+             Call-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        let Ok(msg) = Message::parse(bytes::Bytes::from(text), true) else {
+            return;
+        };
+        assert_eq!(top_via_new(&msg), top_via_old(&msg), "{vias:?}");
+        // Kept: asked again, the same.
+        assert_eq!(top_via_new(&msg), top_via_old(&msg), "{vias:?}");
+    }
+
+    #[test]
+    fn kept_top_via_is_what_parsing_gives() {
+        for vias in [
+            "Via: SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bK1\r\n",
+            "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;rport=7;received=1.2.3.4\r\n",
+            "v: SIP/2.0/TCP [2001:db8::1]:5061 ; BRANCH = z9hG4bKy ; Received=h\r\n",
+            "Via: SIP/2.0/UDP h;branch=first;branch=second;rport;rport=5\r\n",
+            "Via: SIP/2.0/UDP h;branch;received\r\n",
+            "Via: SIP/2.0/UDP h:1;x=1;;branch=z9hG4bKafter-bad\r\n",
+            "Via: SIP/2.0/UDP h, SIP/2.0/UDP second;branch=z9hG4bK2\r\n",
+            "Via: , SIP/2.0/UDP second;branch=z9hG4bK2\r\n",
+            "Via: SIP/2.0/UDP h;branch=\"q;x\"\r\nVia: SIP/2.0/UDP second\r\n",
+            "X: 1\r\nVia: SIP/2.0/UDP h\r\nVia: SIP/2.0/UDP g;branch=z9hG4bK3\r\n",
+            "Via: SIP/2.0/UDP\r\n",
+            "Via:\r\n",
+            "",
+        ] {
+            same_top_via(vias);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn kept_top_via_matches_on_any_value(
+            v in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(";branch=z9hG4bK1"),
+                    proptest::strategy::Just(";rport"), proptest::strategy::Just(";rport=9"),
+                    proptest::strategy::Just(";received=1.2.3.4"), proptest::strategy::Just(";RPORT"),
+                    proptest::strategy::Just(" "), proptest::strategy::Just(";"),
+                    proptest::strategy::Just("="), proptest::strategy::Just(","),
+                    proptest::strategy::Just("SIP/2.0/UDP h"), proptest::strategy::Just(":5060"),
+                    proptest::strategy::Just("\""), proptest::strategy::Just("x"),
+                ],
+                0..10,
+            ),
+        ) {
+            same_top_via(&format!("Via: SIP/2.0/UDP h{}\r\n", v.concat()));
+            same_top_via(&format!("Via: {}\r\n", v.concat()));
         }
     }
 
