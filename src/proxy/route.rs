@@ -184,7 +184,7 @@ impl Identity {
         let port = uri.port.unwrap_or(5060);
         self.listen.iter().any(|l| {
             l.addr.port() == port
-                && (uri.host_ip() == Some(l.addr.ip())
+                && (crate::sip::uri::host_is_ip(uri.host(), l.addr.ip())
                     || self.advertised_host.as_deref().map(str::as_bytes) == Some(uri.host())
                     || (l.addr.ip().is_unspecified() && uri.host_ip().is_some()))
         })
@@ -262,7 +262,7 @@ impl Identity {
         let host = via.host();
         self.listen.iter().any(|l| {
             l.addr.port() == port
-                && (crate::sip::uri::host_to_ip(host) == Some(l.addr.ip())
+                && (crate::sip::uri::host_is_ip(host, l.addr.ip())
                     || self.advertised_host.as_deref().map(str::as_bytes) == Some(host))
         })
     }
@@ -369,11 +369,11 @@ pub fn stamp_via(msg: &Message, top: &TopVia, source: &Peer, patch: &mut Patch) 
             crate::decimal::push(o, source.addr.port().into());
         });
     }
-    let sent_by_matches = crate::sip::uri::host_to_ip(via.host()) == Some(ip);
+    let sent_by_matches = crate::sip::uri::host_is_ip(via.host(), ip);
     match top.received() {
         // A `received` the sender wrote itself (RFC 5118 4.5) would send
         // our responses to an address the request never came from.
-        Some((_, Some((va, vb)))) if crate::sip::uri::host_to_ip(&via.src[va..vb]) != Some(ip) => {
+        Some((_, Some((va, vb)))) if !crate::sip::uri::host_is_ip(&via.src[va..vb], ip) => {
             patch.replace_with(Span::new(base + va, base + vb), |o| push_ip(o, ip));
         }
         Some(_) => {}

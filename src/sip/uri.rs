@@ -420,6 +420,44 @@ pub fn host_to_ip(host: &[u8]) -> Option<IpAddr> {
     std::str::from_utf8(host).ok()?.parse::<IpAddr>().ok()
 }
 
+/// Whether `host` (as written in SIP, IPv6 in brackets) is the address
+/// `ip`: what `host_to_ip(host) == Some(ip)` answers. For an IPv4 `ip`
+/// that is a comparison with its dotted-quad text (std's parser takes
+/// exactly that text for it: four decimal octets, no leading zeros, and
+/// a bracketed host is IPv6), without std's parse (from_utf8, then IPv4
+/// and IPv6 attempts): the core asks it of every
+/// request's top Via (`received`), every response's top Via (ours?) and
+/// every Route (ours?).
+pub fn host_is_ip(host: &[u8], ip: IpAddr) -> bool {
+    let IpAddr::V4(v4) = ip else {
+        return host_to_ip(host) == Some(ip);
+    };
+    // Four octets of one to three digits, no leading zero, each the
+    // address's, separated by dots and nothing after: compared as read
+    // (writing the address's text first cost more than std's parse).
+    let want = v4.octets();
+    let mut i = 0;
+    for (k, &octet) in want.iter().enumerate() {
+        if k > 0 {
+            if host.get(i) != Some(&b'.') {
+                return false;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut n = 0u32;
+        while i < host.len() && i - start < 3 && host[i].is_ascii_digit() {
+            n = n * 10 + u32::from(host[i] - b'0');
+            i += 1;
+        }
+        let len = i - start;
+        if len == 0 || (len > 1 && host[start] == b'0') || n != u32::from(octet) {
+            return false;
+        }
+    }
+    i == host.len()
+}
+
 /// True when `s` is a token (used for methods and transports).
 pub fn is_token_str(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|&c| is_token(c))
@@ -428,6 +466,84 @@ pub fn is_token_str(s: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const IPS: [&str; 8] = [
+        "127.0.0.1",
+        "0.0.0.0",
+        "10.20.3.4",
+        "255.255.255.255",
+        "192.0.2.100",
+        "1.10.100.0",
+        "::1",
+        "2001:db8::1",
+    ];
+
+    /// `host_is_ip` answers what parsing the host and comparing does.
+    #[test]
+    fn host_is_ip_as_parsing() {
+        for ip in IPS {
+            let ip: IpAddr = ip.parse().expect("test address");
+            for host in [
+                "127.0.0.1",
+                "127.0.0.01",
+                "127.000.0.1",
+                "0127.0.0.1",
+                "127.0.0.1.",
+                "127.0.0",
+                " 127.0.0.1",
+                "0.0.0.0",
+                "00.0.0.0",
+                "10.20.3.4",
+                "255.255.255.255",
+                "256.255.255.255",
+                "192.0.2.100",
+                "1.10.100.0",
+                "[::1]",
+                "::1",
+                "[0:0:0:0:0:0:0:1]",
+                "[2001:db8::1]",
+                "[::ffff:127.0.0.1]",
+                "::ffff:127.0.0.1",
+                "[127.0.0.1]",
+                "localhost",
+                "",
+            ] {
+                assert_eq!(
+                    host_is_ip(host.as_bytes(), ip),
+                    host_to_ip(host.as_bytes()) == Some(ip),
+                    "{host} {ip}"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn host_is_ip_matches_on_pieces(
+            k in 0usize..8,
+            v in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("0"), proptest::strategy::Just("1"),
+                    proptest::strategy::Just("00"), proptest::strategy::Just("127"),
+                    proptest::strategy::Just("255"), proptest::strategy::Just("256"),
+                    proptest::strategy::Just("."), proptest::strategy::Just(":"),
+                    proptest::strategy::Just("["), proptest::strategy::Just("]"),
+                    proptest::strategy::Just("2"), proptest::strategy::Just("10"),
+                    proptest::strategy::Just("100"), proptest::strategy::Just("20"),
+                    proptest::strategy::Just("3"), proptest::strategy::Just("4"),
+                ],
+                0..10,
+            ),
+        ) {
+            let ip: IpAddr = IPS[k].parse().expect("test address");
+            let host = v.concat();
+            proptest::prop_assert_eq!(
+                host_is_ip(host.as_bytes(), ip),
+                host_to_ip(host.as_bytes()) == Some(ip),
+                "{} {}", host, ip
+            );
+        }
+    }
 
     #[test]
     fn ports_table() {
