@@ -290,9 +290,50 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Route values a message's list holds without allocating: an in-dialog
+/// request carries one or two (our Record-Route), a few more after
+/// other proxies.
+const INLINE_ROUTES: usize = 4;
+
+/// The list [`route_values`] gives: a slice of (header index, value
+/// span), on the stack up to [`INLINE_ROUTES`] values (every in-dialog
+/// request allocated one before).
+#[derive(Clone, Debug, Default)]
+pub struct RouteValues {
+    inline: [(usize, Span); INLINE_ROUTES],
+    len: usize,
+    /// All of them once there are more than fit inline.
+    more: Vec<(usize, Span)>,
+}
+
+impl RouteValues {
+    fn push(&mut self, v: (usize, Span)) {
+        if self.more.is_empty() && self.len < INLINE_ROUTES {
+            self.inline[self.len] = v;
+            self.len += 1;
+            return;
+        }
+        if self.more.is_empty() {
+            self.more.extend_from_slice(&self.inline[..self.len]);
+        }
+        self.more.push(v);
+    }
+}
+
+impl std::ops::Deref for RouteValues {
+    type Target = [(usize, Span)];
+    fn deref(&self) -> &[(usize, Span)] {
+        if self.more.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.more
+        }
+    }
+}
+
 /// Route values in order across all Route headers: (header index, value span).
-pub fn route_values(msg: &Message) -> Vec<(usize, Span)> {
-    let mut out = Vec::new();
+pub fn route_values(msg: &Message) -> RouteValues {
+    let mut out = RouteValues::default();
     for (i, h) in msg.headers.iter().enumerate() {
         if h.name != HeaderName::Route {
             continue;
@@ -474,6 +515,20 @@ pub fn top_via(msg: &Message) -> Option<Via<'_>> {
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    /// The inline list holds what a `Vec` collects, past its inline
+    /// room too.
+    #[test]
+    fn route_values_as_a_vec_collects() {
+        for n in 0..10usize {
+            let want: Vec<(usize, Span)> = (0..n).map(|i| (i, Span::new(i, i + 1))).collect();
+            let mut got = RouteValues::default();
+            for &v in &want {
+                got.push(v);
+            }
+            assert_eq!(&got[..], &want[..], "{n}");
+        }
+    }
 
     /// The writers that replaced `format!` write what `Display` writes.
     #[test]
