@@ -353,7 +353,7 @@ fn the_console_in_a_real_browser(db: Db) {
         json!([deal_row]),
     );
     b.screenshot(&shots(db).join("deals.png"));
-    b.click(&format!("{deal_row} button"));
+    b.click_and_load(&format!("{deal_row} button"));
     b.wait_url("/ui/deals");
     assert_eq!(
         b.text(&format!("{deal_row} td.group")),
@@ -415,7 +415,7 @@ fn the_console_in_a_real_browser(db: Db) {
     assert!(row[6].contains("HTTP 500"), "{row:?}");
     b.screenshot(&shots(db).join("outbox.png"));
     let item = &row[0];
-    b.click(&format!("#outbox-{item} button"));
+    b.click_and_load(&format!("#outbox-{item} button"));
     b.wait_url("/ui/outbox");
     crm.wait_until(Duration::from_secs(15), "the retried deal.create", |c| {
         c.requests.iter().any(|r| {

@@ -272,6 +272,21 @@ impl Browser {
         self.call("POST", &self.s(&format!("/element/{e}/click")), &json!({}));
     }
 
+    /// Clicks `css` (a form's button) and waits until the page the form
+    /// leads to has loaded. A form that redirects back to the page it is
+    /// on (a deal's status, an outbox retry) leaves the URL as it was
+    /// apart from the fragment, so waiting on the URL alone could return
+    /// on the old page and then look for elements while it is replaced.
+    pub fn click_and_load(&self, css: &str) {
+        self.run("window.siptrackOldPage = true;", json!([]));
+        self.click(css);
+        self.wait(
+            Duration::from_secs(10),
+            "the page the form leads to",
+            "return !window.siptrackOldPage && document.readyState === 'complete';",
+        );
+    }
+
     /// The rendered text of an element.
     pub fn text(&self, css: &str) -> String {
         let e = self.find(css);
