@@ -1,8 +1,7 @@
 //! The proxy core: requests and responses in, forwarded messages out,
 //! with RFC 3261 transaction timers on an injected clock.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 
 /// The core's tables: see `ahash` in Cargo.toml for why not SipHash.
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
@@ -19,6 +18,7 @@ use super::guard::{same_origin, ReplyLimiter};
 use super::handoff::{DialogHandoff, DialogMiss, HandoffSide};
 use super::hooks::{CallCtx, ProxyPhases, Refusal};
 use super::route::{self, Identity};
+use super::timers::{TimerEntry, TimerQueue};
 use super::transaction::{
     CallIds, ClientSide, ClientState, Deadlines, Keyer, ServerSide, ServerState, TimerKind, Txn,
     TxnKey, TIMER_KINDS,
@@ -238,8 +238,8 @@ pub struct Proxy {
     client_index: Map<TxnKey, u64>,
     /// Hashes server keys and branches into the indexes' keys.
     keyer: Keyer,
-    timers: BinaryHeap<Reverse<TimerEntry>>,
-    /// Heap length at which stale entries are swept out (`arm`).
+    timers: TimerQueue,
+    /// Queue length at which stale entries are swept out (`arm`).
     compact_timers_at: usize,
     next_id: u64,
     branch_seq: u64,
@@ -275,32 +275,6 @@ pub struct Proxy {
     pub stats: Stats,
 }
 
-/// A timer heap entry: the deadline, then the transaction id with the
-/// timer kind in its low 3 bits. 16 B instead of the 24 B of
-/// `(Millis, u64, u8)`; a held transaction has several (stale ones
-/// included) for its 32 s linger. Ordered as (at, id, kind) was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct TimerEntry {
-    at: Millis,
-    id_kind: u64,
-}
-
-impl TimerEntry {
-    fn new(at: Millis, id: u64, kind: TimerKind) -> TimerEntry {
-        // Ids count up from 1 by one per transaction: 2^61 is never reached.
-        TimerEntry {
-            at,
-            id_kind: (id << 3) | kind as u64,
-        }
-    }
-    fn id(&self) -> u64 {
-        self.id_kind >> 3
-    }
-    fn kind(&self) -> usize {
-        (self.id_kind & 7) as usize
-    }
-}
-
 /// Our branches: the magic cookie and 20 hex digits (80 bits).
 const BRANCH_LEN: usize = 27;
 
@@ -318,7 +292,7 @@ fn branch_key(s: &ProxySettings) -> (u64, u64) {
     (half(0..16), half(16..32))
 }
 
-/// Timer heap entries below which it is never rebuilt.
+/// Timer queue entries below which it is never rebuilt.
 const COMPACT_TIMERS_MIN: usize = 1024;
 
 /// Requests of one Call-ID held while its dialog is looked up.
@@ -343,7 +317,7 @@ impl Proxy {
             server_index: Map::default(),
             client_index: Map::default(),
             keyer: Keyer::default(),
-            timers: BinaryHeap::new(),
+            timers: TimerQueue::default(),
             compact_timers_at: COMPACT_TIMERS_MIN,
             next_id: 1,
             branch_seq: 0,
@@ -440,7 +414,7 @@ impl Proxy {
 
     /// The earliest armed timer.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.timers.peek().map(|Reverse(e)| e.at)
+        self.timers.next_at()
     }
 
     /// Gives back the capacity the tables grew to at a load peak (a map
@@ -456,9 +430,7 @@ impl Proxy {
         shrink(&mut self.server_index);
         shrink(&mut self.client_index);
         shrink(&mut self.dialogs);
-        if self.timers.len() * 4 < self.timers.capacity() {
-            self.timers.shrink_to_fit();
-        }
+        self.timers.shrink();
         self.out.shrink_to_fit();
         self.events.shrink_to_fit();
         self.limiter.shrink();
@@ -1934,10 +1906,10 @@ impl Proxy {
     fn arm(&mut self, id: u64, kind: TimerKind, at: Millis) {
         if let Some(t) = self.txns.get_mut(&id) {
             t.deadlines.set(kind, at);
-            self.timers.push(Reverse(TimerEntry::new(at, id, kind)));
-            // Disarmed timers stay in the heap until their time (Timer C's
+            self.timers.push(TimerEntry::new(at, id, kind));
+            // Disarmed timers stay in the queue until their time (Timer C's
             // is minutes away): rebuilt from the live deadlines when stale
-            // entries outnumber them, which bounds the heap's memory per
+            // entries outnumber them, which bounds the queue's memory per
             // held transaction at an amortised O(1) cost.
             if self.timers.len() > self.compact_timers_at {
                 self.compact_timers();
@@ -1950,7 +1922,7 @@ impl Proxy {
     fn arm_new(&mut self, id: u64, deadlines: &Deadlines) {
         for kind in KINDS {
             if let Some(at) = deadlines.get(kind) {
-                self.timers.push(Reverse(TimerEntry::new(at, id, kind)));
+                self.timers.push(TimerEntry::new(at, id, kind));
             }
         }
         if self.timers.len() > self.compact_timers_at {
@@ -1959,18 +1931,16 @@ impl Proxy {
     }
 
     fn compact_timers(&mut self) {
-        let live: Vec<Reverse<TimerEntry>> = self
+        let live: Vec<TimerEntry> = self
             .txns
             .iter()
             .flat_map(|(&id, t)| {
-                KINDS.iter().filter_map(move |&k| {
-                    t.deadlines
-                        .get(k)
-                        .map(|at| Reverse(TimerEntry::new(at, id, k)))
-                })
+                KINDS
+                    .iter()
+                    .filter_map(move |&k| t.deadlines.get(k).map(|at| TimerEntry::new(at, id, k)))
             })
             .collect();
-        self.timers = BinaryHeap::from(live);
+        self.timers.rebuild(live);
         // Twice what is live: the next rebuild comes after at least as
         // many arms as it costs, however many timers a transaction holds.
         self.compact_timers_at = 2 * self.timers.len() + COMPACT_TIMERS_MIN;
@@ -1978,12 +1948,8 @@ impl Proxy {
 
     /// Fires every timer due at `now`.
     pub fn on_timer(&mut self, now: Millis) {
-        while let Some(&Reverse(entry)) = self.timers.peek() {
+        while let Some(entry) = self.timers.pop_due(now) {
             let (at, id, k) = (entry.at, entry.id(), entry.kind());
-            if at > now {
-                break;
-            }
-            self.timers.pop();
             let Some(&kind) = KINDS.get(k) else {
                 continue;
             };

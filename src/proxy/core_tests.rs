@@ -205,9 +205,9 @@ fn start_call(rig: &mut Rig, branch: &str, call_id: &str) -> Sent {
 // ---- retransmission timers ----------------------------------------------------
 
 #[test]
-fn disarmed_timers_do_not_pile_up_in_the_heap() {
+fn disarmed_timers_do_not_pile_up_in_the_queue() {
     // Each answered INVITE leaves its Timer C (3 min) and Timer B
-    // entries behind; without the sweep the heap would hold them all.
+    // entries behind; without the sweep the queue would hold them all.
     let mut rig = Rig::new();
     for n in 0..3000 {
         let (branch, call_id) = (format!("z9hG4bK-c{n}"), format!("heap-{n}"));
@@ -233,7 +233,7 @@ fn disarmed_timers_do_not_pile_up_in_the_heap() {
     let held = rig.proxy.timers.len();
     assert!(
         held <= 2 * live + COMPACT_TIMERS_MIN,
-        "{held} heap entries for {live} live deadlines"
+        "{held} queue entries for {live} live deadlines"
     );
     assert!(held >= live, "every live deadline stays in the heap");
 }

@@ -10,6 +10,7 @@ pub mod guard;
 pub mod handoff;
 pub mod hooks;
 pub mod route;
+mod timers;
 mod transaction;
 
 use std::net::SocketAddr;
