@@ -15,10 +15,6 @@ use siptrack::sip::{Message, Patch};
 use siptrack::tracking::pools::{Pools, Visit};
 use siptrack::tracking::TrackingRouter;
 
-/// The binary's allocator (src/main.rs), so the figures are the product's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const UAC: &str = "127.0.0.1:5061";
 const PROXY: &str = "127.0.0.1:5060";
 
@@ -388,18 +384,12 @@ fn answered_call(p: &mut Proxy, now: u64, call: u64) {
     p.take_outputs().for_each(drop);
 }
 
-/// Memory in use: the resident set after mimalloc has given back what is
-/// free (its pages hold size classes, so a count of requested bytes would
-/// miss the rounding and the partly used pages; the RSS does not).
+/// Heap bytes in use (glibc's count of allocated chunks, headers
+/// included, plus the large blocks it maps separately: the tables).
 fn heap_in_use() -> usize {
-    siptrack::memory::release_unused();
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_default();
-    pages * 4096 // x86-64 Linux pages
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let m = unsafe { libc::mallinfo2() };
+    m.uordblks + m.hblkhd
 }
 
 /// Issue 15: what a completed transaction costs while its timers (J/K/D,

@@ -6,17 +6,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use siptrack::config::Config;
 
-/// mimalloc instead of glibc's malloc. Under load the proxy holds every
-/// completed transaction for its 32 s linger, and glibc's free lists in a
-/// heap that large cost: a perf profile of a soak at 4,500 calls/s put
-/// `_int_malloc`, `unlink_chunk`, `malloc_consolidate`, `malloc`, `free`
-/// and `_int_free` at 18 % of the process's CPU. mimalloc's per-thread
-/// free lists do the same work in a few instructions (see README, issue
-/// 15, for the figures). SQLite keeps glibc's malloc (its C allocator is
-/// not Rust's global one).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "siptrack",

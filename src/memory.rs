@@ -1,30 +1,12 @@
-//! Giving memory back to the system after a burst. An allocator keeps
-//! freed pages for reuse, so after a load peak (or a flood of requests
-//! that held transactions for Timer J's 32 s) the process would keep its
-//! peak RSS for good: an operator sees a proxy that never shrinks and
-//! cannot tell a leak from a high-water mark. The binary's Rust allocator
-//! is mimalloc (src/main.rs), which frees a thread's empty pages only when
-//! that thread next allocates; SQLite allocates through glibc's malloc,
-//! which keeps them until `malloc_trim`. The run loop and the decision
-//! thread call [`release_unused`] when the load has fallen.
+//! Giving memory back to the system after a burst. glibc's allocator keeps
+//! freed heap pages for reuse, so after a load peak (or a flood of
+//! requests that held transactions for Timer J's 32 s) the process keeps
+//! its peak RSS for good: an operator sees a proxy that never shrinks and
+//! cannot tell a leak from a high-water mark. `malloc_trim` returns the
+//! free pages; the run loop calls it when the load has fallen.
 
-// Links mimalloc (and its `mi_collect`) into every binary of the crate,
-// the tests included, whichever global allocator they use.
-extern crate mimalloc as _;
-
-/// Returns unused heap pages to the system: mimalloc's (the binary's
-/// Rust allocator) and glibc's (SQLite's, and the tests' Rust allocator).
+/// Returns unused heap pages to the system (glibc); elsewhere a no-op.
 pub fn release_unused() {
-    extern "C" {
-        fn mi_collect(force: bool);
-    }
-    // SAFETY: mi_collect takes no pointers; it frees the calling thread's
-    // empty pages and returns free memory to the system, and may be
-    // called from any thread at any time (also before mimalloc has
-    // allocated anything).
-    unsafe {
-        mi_collect(true);
-    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         extern "C" {

@@ -79,13 +79,7 @@ pub(super) fn start(
                         // The caller may have gone (shutdown); the work is done.
                         let _ = b.reply.send(result);
                     }
-                    Work::ReleaseMemory => {
-                        release_cache(&conn);
-                        // mimalloc frees a thread's empty pages only when
-                        // that thread next allocates or collects: an idle
-                        // decision thread kept its share of a burst.
-                        crate::memory::release_unused();
-                    }
+                    Work::ReleaseMemory => release_cache(&conn),
                 }
             }
         })
