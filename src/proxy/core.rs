@@ -1102,7 +1102,7 @@ impl Proxy {
                 ids: CallIds::new(call_id, dialog_setup.then_some(caller_tag)),
                 server: Some(server),
                 client: Some(client),
-                cancels: None,
+                own_cancel: false,
                 initial_invite: is_invite && initial,
                 caller_cancelled: false,
                 is_bye: method == Method::Bye,
@@ -1318,8 +1318,7 @@ impl Proxy {
         };
         let reliable = client.peer.transport.is_reliable();
         // Only the first of each response (retransmissions teach nothing).
-        if txn.cancels.is_none()
-            && matches!(client.state, ClientState::Calling | ClientState::Proceeding)
+        if !txn.own_cancel && matches!(client.state, ClientState::Calling | ClientState::Proceeding)
         {
             // Lent out for the call, not copied (an empty `CallIds`
             // takes no allocation).
@@ -1336,7 +1335,7 @@ impl Proxy {
             return;
         };
 
-        if txn.cancels.is_some() {
+        if txn.own_cancel {
             // Our own CANCEL: its response ends here.
             if code >= 200 && matches!(client.state, ClientState::Calling | ClientState::Proceeding)
             {
@@ -1671,7 +1670,7 @@ impl Proxy {
                 ids,
                 server: None,
                 client: Some(ClientSide::calling(key, peer, data.clone(), t1)),
-                cancels: Some(id),
+                own_cancel: true,
                 initial_invite: false,
                 caller_cancelled: false,
                 is_bye: false,
@@ -1795,7 +1794,7 @@ impl Proxy {
                 ids: CallIds::new(call_id, None),
                 server: None,
                 client: Some(ClientSide::calling(branch, peer, data.clone(), t1)),
-                cancels: None,
+                own_cancel: false,
                 initial_invite: false,
                 caller_cancelled: false,
                 is_bye: true,
@@ -1890,7 +1889,7 @@ impl Proxy {
                     retransmit_interval: self.s.timers.t1_ms,
                 }),
                 client: None,
-                cancels: None,
+                own_cancel: false,
                 initial_invite: false,
                 caller_cancelled: false,
                 is_bye: false,
@@ -2048,7 +2047,7 @@ impl Proxy {
                         caller_cancelled: txn.caller_cancelled,
                     });
                 }
-                if txn.cancels.is_none() {
+                if !txn.own_cancel {
                     self.reply_timeout(now, id);
                 }
             }

@@ -164,25 +164,49 @@ pub enum TimerKind {
 
 pub const TIMER_KINDS: usize = 6;
 
-/// The armed deadline of each timer kind, stored as `at + 1` so that 0 means
-/// unarmed: 8 bytes a slot instead of an `Option`'s 16, in a struct held
-/// for every transaction during its 32 s linger.
+/// The armed deadline of each timer kind. A transaction's timers all fall
+/// within minutes of each other, so each slot holds its deadline as an
+/// offset from `base` (plus one: 0 means unarmed) in 32 bits: 32 B where
+/// six `u64`s took 48, in a struct held for every transaction during its
+/// 32 s linger (issue 15). A deadline more than 2^32 - 2 ms (49 days)
+/// after the earliest armed one would be clamped to that; the proxy's
+/// timers are seconds to minutes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Deadlines([u64; TIMER_KINDS]);
+pub struct Deadlines {
+    base: Millis,
+    rel: [u32; TIMER_KINDS],
+}
 
 impl Deadlines {
     pub fn get(&self, kind: TimerKind) -> Option<Millis> {
-        self.0[kind as usize].checked_sub(1)
+        let r = self.rel[kind as usize];
+        (r != 0).then(|| self.base + u64::from(r - 1))
     }
     pub fn set(&mut self, kind: TimerKind, at: Millis) {
-        self.0[kind as usize] = at.saturating_add(1);
+        if self.rel.iter().all(|&r| r == 0) {
+            self.base = at;
+        } else if at < self.base {
+            // Earlier than every armed deadline: the others move up.
+            let moved_by = self.base - at;
+            for r in self.rel.iter_mut().filter(|r| **r != 0) {
+                *r = offset(u64::from(*r - 1) + moved_by);
+            }
+            self.base = at;
+        }
+        self.rel[kind as usize] = offset(at - self.base);
     }
     pub fn clear(&mut self, kind: TimerKind) {
-        self.0[kind as usize] = 0;
+        self.rel[kind as usize] = 0;
     }
     pub fn clear_all(&mut self) {
-        self.0 = [0; TIMER_KINDS];
+        self.rel = [0; TIMER_KINDS];
     }
+}
+
+/// A slot's value for a deadline `after` ms past the base (see
+/// [`Deadlines`]).
+fn offset(after: u64) -> u32 {
+    u32::try_from(after.saturating_add(1)).unwrap_or(u32::MAX)
 }
 
 /// A transaction's Call-ID and, for an initial record-routed request, the
@@ -249,8 +273,11 @@ pub struct Txn {
     /// for a CANCEL received upstream).
     pub server: Option<ServerSide>,
     pub client: Option<ClientSide>,
-    /// For a CANCEL the proxy sends: the INVITE transaction it cancels.
-    pub cancels: Option<u64>,
+    /// A CANCEL the proxy sends (after Timer C, or for a CANCEL received
+    /// upstream): its responses end here. Which INVITE it cancels was
+    /// never read, and an `Option<u64>` cost 16 B in every held
+    /// transaction.
+    pub own_cancel: bool,
     /// The forwarded request created a dialog usage that will be tracked
     /// (initial INVITE).
     pub initial_invite: bool,
@@ -277,6 +304,98 @@ impl Txn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const KINDS: [TimerKind; TIMER_KINDS] = [
+        TimerKind::ClientRetransmit,
+        TimerKind::ClientTimeout,
+        TimerKind::TimerC,
+        TimerKind::ClientLinger,
+        TimerKind::ServerRetransmit,
+        TimerKind::ServerLinger,
+    ];
+
+    /// Applies `ops` (slot, Some(at) to set, None to clear) to both the
+    /// compact deadlines and six plain options; they must agree after
+    /// every step.
+    fn agrees_with_options(ops: &[(usize, Option<Millis>)]) {
+        let mut d = Deadlines::default();
+        let mut plain = [None; TIMER_KINDS];
+        for &(slot, op) in ops {
+            let kind = KINDS[slot % TIMER_KINDS];
+            match op {
+                Some(at) => d.set(kind, at),
+                None => d.clear(kind),
+            }
+            plain[kind as usize] = op;
+            for k in KINDS {
+                assert_eq!(d.get(k), plain[k as usize], "{k:?} after {ops:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn deadlines_give_back_what_was_set() {
+        let t1 = 500;
+        let now = 1_000_000_000_000;
+        let table: [&[(usize, Option<Millis>)]; 6] = [
+            // An INVITE: A, B, C; A fires and is re-armed; the 200 clears.
+            &[
+                (0, Some(now + t1)),
+                (1, Some(now + 64 * t1)),
+                (2, Some(now + 180_000)),
+                (0, Some(now + 3 * t1)),
+                (0, None),
+                (1, None),
+                (2, None),
+            ],
+            // An earlier deadline after a later one moves the base down.
+            &[
+                (2, Some(now + 180_000)),
+                (0, Some(now + t1)),
+                (5, Some(now)),
+            ],
+            // Cleared to nothing, then set again far later.
+            &[(3, Some(now)), (3, None), (4, Some(now + 86_400_000))],
+            // Time zero and equal deadlines.
+            &[(0, Some(0)), (1, Some(0)), (2, Some(1))],
+            // Re-set to the same instant, and to an earlier one.
+            &[(1, Some(now + 10)), (1, Some(now + 10)), (1, Some(now + 5))],
+            // The widest span kept exactly: 2^32 - 2 ms.
+            &[(0, Some(now)), (1, Some(now + u64::from(u32::MAX) - 1))],
+        ];
+        for ops in table {
+            agrees_with_options(ops);
+        }
+        let mut all = Deadlines::default();
+        for k in KINDS {
+            all.set(k, now + k as u64);
+        }
+        all.clear_all();
+        assert!(KINDS.iter().all(|&k| all.get(k).is_none()));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn deadlines_agree_with_six_options(
+            ops in proptest::collection::vec(
+                (0usize..TIMER_KINDS, proptest::option::of(0u64..4_000_000_000)), 0..40),
+            start in 0u64..1u64 << 50,
+        ) {
+            let ops: Vec<_> = ops.into_iter().map(|(k, at)| (k, at.map(|a| start + a))).collect();
+            agrees_with_options(&ops);
+        }
+    }
+
+    #[test]
+    fn a_held_transaction_is_at_most_256_bytes() {
+        // A `Txn` box is the largest part of a held transaction (issue 15).
+        assert!(
+            std::mem::size_of::<Txn>() <= 256,
+            "{}",
+            std::mem::size_of::<Txn>()
+        );
+        assert_eq!(std::mem::size_of::<Deadlines>(), 32);
+    }
 
     #[test]
     fn call_ids_give_back_what_they_were_made_of() {
