@@ -298,14 +298,7 @@ const COMPACT_TIMERS_MIN: usize = 1024;
 /// Requests of one Call-ID held while its dialog is looked up.
 const MAX_WAITING_FOR_LOOKUP: usize = 16;
 
-const KINDS: [TimerKind; TIMER_KINDS] = [
-    TimerKind::ClientRetransmit,
-    TimerKind::ClientTimeout,
-    TimerKind::TimerC,
-    TimerKind::ClientLinger,
-    TimerKind::ServerRetransmit,
-    TimerKind::ServerLinger,
-];
+const KINDS: [TimerKind; TIMER_KINDS] = TimerKind::ALL;
 
 impl Proxy {
     pub fn new(settings: ProxySettings, phases: Box<dyn ProxyPhases>) -> Proxy {

@@ -164,6 +164,19 @@ pub enum TimerKind {
 
 pub const TIMER_KINDS: usize = 6;
 
+impl TimerKind {
+    /// Every kind, in the order of their numbers (a timer queue entry
+    /// names its kind by its index here).
+    pub const ALL: [TimerKind; TIMER_KINDS] = [
+        TimerKind::ClientRetransmit,
+        TimerKind::ClientTimeout,
+        TimerKind::TimerC,
+        TimerKind::ClientLinger,
+        TimerKind::ServerRetransmit,
+        TimerKind::ServerLinger,
+    ];
+}
+
 /// The armed deadline of each timer kind. A transaction's timers all fall
 /// within minutes of each other, so each slot holds its deadline as an
 /// offset from `base` (plus one: 0 means unarmed) in 32 bits: 32 B where
@@ -305,14 +318,7 @@ impl Txn {
 mod tests {
     use super::*;
 
-    const KINDS: [TimerKind; TIMER_KINDS] = [
-        TimerKind::ClientRetransmit,
-        TimerKind::ClientTimeout,
-        TimerKind::TimerC,
-        TimerKind::ClientLinger,
-        TimerKind::ServerRetransmit,
-        TimerKind::ServerLinger,
-    ];
+    const KINDS: [TimerKind; TIMER_KINDS] = TimerKind::ALL;
 
     /// Applies `ops` (slot, Some(at) to set, None to clear) to both the
     /// compact deadlines and six plain options; they must agree after
@@ -330,6 +336,13 @@ mod tests {
             for k in KINDS {
                 assert_eq!(d.get(k), plain[k as usize], "{k:?} after {ops:?}");
             }
+        }
+    }
+
+    #[test]
+    fn every_kind_sits_at_its_own_number() {
+        for (i, k) in TimerKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{k:?}");
         }
     }
 
