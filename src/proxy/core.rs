@@ -21,7 +21,7 @@ use super::route::{self, Identity};
 use super::timers::{TimerEntry, TimerQueue};
 use super::transaction::{
     CallIds, ClientSide, ClientState, Deadlines, Keyer, ServerSide, ServerState, TimerKind, Txn,
-    TxnKey, TIMER_KINDS,
+    TxnKey,
 };
 use super::{Millis, NextHop, Output, Peer, Transport};
 use crate::calls::CallEvent;
@@ -297,8 +297,6 @@ const COMPACT_TIMERS_MIN: usize = 1024;
 
 /// Requests of one Call-ID held while its dialog is looked up.
 const MAX_WAITING_FOR_LOOKUP: usize = 16;
-
-const KINDS: [TimerKind; TIMER_KINDS] = TimerKind::ALL;
 
 impl Proxy {
     pub fn new(settings: ProxySettings, phases: Box<dyn ProxyPhases>) -> Proxy {
@@ -1912,7 +1910,7 @@ impl Proxy {
     /// [`Proxy::arm`] for every deadline a transaction was created with
     /// (already in it).
     fn arm_new(&mut self, id: u64, deadlines: &Deadlines) {
-        for kind in KINDS {
+        for kind in TimerKind::ALL {
             if let Some(at) = deadlines.get(kind) {
                 self.timers.push(TimerEntry::new(at, id, kind));
             }
@@ -1927,7 +1925,7 @@ impl Proxy {
             .txns
             .iter()
             .flat_map(|(&id, t)| {
-                KINDS
+                TimerKind::ALL
                     .iter()
                     .filter_map(move |&k| t.deadlines.get(k).map(|at| TimerEntry::new(at, id, k)))
             })
@@ -1942,7 +1940,7 @@ impl Proxy {
     pub fn on_timer(&mut self, now: Millis) {
         while let Some(entry) = self.timers.pop_due(now) {
             let (at, id, k) = (entry.at, entry.id(), entry.kind());
-            let Some(&kind) = KINDS.get(k) else {
+            let Some(&kind) = TimerKind::ALL.get(k) else {
                 continue;
             };
             let Some(txn) = self.txns.get_mut(&id) else {

@@ -224,7 +224,7 @@ fn disarmed_timers_do_not_pile_up_in_the_queue() {
         .txns
         .values()
         .map(|t| {
-            KINDS
+            TimerKind::ALL
                 .iter()
                 .filter(|&&k| t.deadlines.get(k).is_some())
                 .count()

@@ -181,9 +181,10 @@ impl TimerKind {
 /// within minutes of each other, so each slot holds its deadline as an
 /// offset from `base` (plus one: 0 means unarmed) in 32 bits: 32 B where
 /// six `u64`s took 48, in a struct held for every transaction during its
-/// 32 s linger (issue 15). A deadline more than 2^32 - 2 ms (49 days)
-/// after the earliest armed one would be clamped to that; the proxy's
-/// timers are seconds to minutes.
+/// 32 s linger (issue 15). `base` is the earliest deadline set since the
+/// slots were last all clear; a deadline more than 2^32 - 2 ms (49 days)
+/// after it would be clamped to that, but a transaction's timers end
+/// within minutes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Deadlines {
     base: Millis,
@@ -318,8 +319,6 @@ impl Txn {
 mod tests {
     use super::*;
 
-    const KINDS: [TimerKind; TIMER_KINDS] = TimerKind::ALL;
-
     /// Applies `ops` (slot, Some(at) to set, None to clear) to both the
     /// compact deadlines and six plain options; they must agree after
     /// every step.
@@ -327,13 +326,13 @@ mod tests {
         let mut d = Deadlines::default();
         let mut plain = [None; TIMER_KINDS];
         for &(slot, op) in ops {
-            let kind = KINDS[slot % TIMER_KINDS];
+            let kind = TimerKind::ALL[slot % TIMER_KINDS];
             match op {
                 Some(at) => d.set(kind, at),
                 None => d.clear(kind),
             }
             plain[kind as usize] = op;
-            for k in KINDS {
+            for k in TimerKind::ALL {
                 assert_eq!(d.get(k), plain[k as usize], "{k:?} after {ops:?}");
             }
         }
@@ -380,11 +379,11 @@ mod tests {
             agrees_with_options(ops);
         }
         let mut all = Deadlines::default();
-        for k in KINDS {
+        for k in TimerKind::ALL {
             all.set(k, now + k as u64);
         }
         all.clear_all();
-        assert!(KINDS.iter().all(|&k| all.get(k).is_none()));
+        assert!(TimerKind::ALL.iter().all(|&k| all.get(k).is_none()));
     }
 
     proptest::proptest! {
