@@ -17,6 +17,7 @@ use crate::sip::{HeaderName, Message, Method, NameAddr, ParseError, Patch, Uri};
 use super::guard::{same_origin, ReplyLimiter};
 use super::handoff::{DialogHandoff, DialogMiss, HandoffSide};
 use super::hooks::{CallCtx, ProxyPhases, Refusal};
+use super::linger::{self, ClientAfter, Lingering};
 use super::route::{self, Identity};
 use super::timers::{TimerEntry, TimerQueue};
 use super::transaction::{
@@ -236,6 +237,12 @@ pub struct Proxy {
     txns: Map<u64, Box<Txn>>,
     server_index: Map<TxnKey, u64>,
     client_index: Map<TxnKey, u64>,
+    /// What is left of transactions whose final response has passed:
+    /// their retransmissions are absorbed there (`linger.rs`).
+    lingering: Lingering,
+    /// Transactions that armed a linger timer during the current event:
+    /// looked at when it is done, to retire them into `lingering`.
+    settling: Vec<u64>,
     /// Hashes server keys and branches into the indexes' keys.
     keyer: Keyer,
     timers: TimerQueue,
@@ -307,6 +314,8 @@ impl Proxy {
             txns: Map::default(),
             server_index: Map::default(),
             client_index: Map::default(),
+            lingering: Lingering::default(),
+            settling: Vec::new(),
             keyer: Keyer::default(),
             timers: TimerQueue::default(),
             compact_timers_at: COMPACT_TIMERS_MIN,
@@ -404,6 +413,10 @@ impl Proxy {
     }
 
     /// The earliest armed timer.
+    /// Not the lingering entries' sweep: a look-up never sees an expired
+    /// one, so sweeping them is only memory, and [`Proxy::on_timer`] does
+    /// it whenever it is called (the run loop calls it at least once a
+    /// second) rather than waking the loop for it.
     pub fn next_deadline(&self) -> Option<Millis> {
         self.timers.next_at()
     }
@@ -421,6 +434,8 @@ impl Proxy {
         shrink(&mut self.server_index);
         shrink(&mut self.client_index);
         shrink(&mut self.dialogs);
+        self.lingering.shrink();
+        self.settling.shrink_to_fit();
         self.timers.shrink();
         self.out.shrink_to_fit();
         self.events.shrink_to_fit();
@@ -435,7 +450,7 @@ impl Proxy {
     /// Transactions held in memory, including those lingering to absorb
     /// retransmissions.
     pub fn active_transactions(&self) -> usize {
-        self.txns.len()
+        self.txns.len() + self.lingering.len()
     }
 
     /// Transactions still waiting for a final response.
@@ -460,6 +475,11 @@ impl Proxy {
 
     /// A message arrived from `from`.
     pub fn on_message(&mut self, now: Millis, from: Peer, data: Bytes) {
+        self.on_message_inner(now, from, data);
+        self.settle(now);
+    }
+
+    fn on_message_inner(&mut self, now: Millis, from: Peer, data: Bytes) {
         self.stats.received += 1;
         let oversized = data.len() > self.s.max_message_bytes;
         let msg = match Message::parse(data, from.transport == Transport::Udp) {
@@ -514,6 +534,14 @@ impl Proxy {
                     if self.absorb_ack(now, id) {
                         return;
                     }
+                } else if let Some(l) = self.lingering.server(&key, now) {
+                    if !same_origin(l.peer, from) {
+                        self.stats.wrong_source += 1;
+                        return;
+                    }
+                    if l.absorbs_ack {
+                        return;
+                    }
                 }
                 self.on_in_dialog(now, from, msg, (key, top), true);
             }
@@ -533,6 +561,18 @@ impl Proxy {
                         .and_then(|t| t.server.as_ref())
                         .and_then(|s| s.last_response.clone());
                     if let Some(data) = again {
+                        self.out.push(Output::Send { to: from, data });
+                    }
+                    return;
+                }
+                if let Some(l) = self.lingering.server(&key, now) {
+                    if !same_origin(l.peer, from) {
+                        self.stats.wrong_source += 1;
+                        return;
+                    }
+                    self.stats.absorbed_retransmissions += 1;
+                    if let Some(r) = &l.response {
+                        let data = Bytes::copy_from_slice(r);
                         self.out.push(Output::Send { to: from, data });
                     }
                     return;
@@ -586,7 +626,15 @@ impl Proxy {
             return;
         };
         let Some(&id) = self.server_index.get(&invite_key) else {
-            self.refuse(now, from, &msg, 481, NO_DIALOG);
+            match self.lingering.server(&invite_key, now) {
+                // The INVITE was answered: nothing left to cancel (RFC
+                // 3261 9.2), but the CANCEL itself succeeds.
+                Some(l) if same_origin(l.peer, from) => {
+                    self.reply_stateless(&msg, from, 200, "OK", &[]);
+                }
+                Some(_) => self.stats.wrong_source += 1,
+                None => self.refuse(now, from, &msg, 481, NO_DIALOG),
+            }
             return;
         };
         if !self.is_server_peer(id, from) {
@@ -1232,7 +1280,7 @@ impl Proxy {
         let key = if is_cancel { key.cancel() } else { key };
         let id = self.client_index.get(&key).copied();
         let Some(id) = id else {
-            return self.late_2xx(now, from, msg);
+            return self.lingering_response(now, from, key, msg);
         };
         let peer = self
             .txns
@@ -1544,23 +1592,9 @@ impl Proxy {
 
     /// Sends a response up to the server side's peer, minus our Via.
     fn forward_upstream(&mut self, now: Millis, id: u64, msg: &Message, provisional: bool) {
-        let mut patch = self.take_scratch();
-        if route::pop_top_via(msg, &mut patch).is_none() {
+        let Some(data) = self.upstream_copy(now, msg) else {
             return;
-        }
-        let call = CallCtx {
-            call_id: msg.call_id().unwrap_or_default(),
-            // Borrowed: `from_tag` would copy it to the heap.
-            from_tag: msg.tag(HeaderName::From).unwrap_or_default(),
         };
-        self.phases.response(call, msg, now, &mut patch);
-        let mut data = patch.apply(msg.buf(), msg.body.end as usize);
-        self.scratch = patch;
-        // A final response is held for up to 32 s (Timer J / the INVITE's
-        // Completed state): without the room the removed Via left. glibc
-        // shrinks a block in place, so this costs no copy.
-        data.shrink_to_fit();
-        let data = Bytes::from(data);
         let Some(txn) = self.txns.get_mut(&id) else {
             return;
         };
@@ -1577,24 +1611,79 @@ impl Proxy {
         if !may_send {
             return;
         }
-        if too_large_for(server.peer, data.len()) {
-            // From a TCP next hop to a UDP caller: it cannot leave on UDP
-            // (EMSGSIZE); say so rather than lose it silently.
-            self.stats.too_large += 1;
-            tracing::warn!(to = %server.peer.addr, bytes = data.len(), "response too large for UDP: dropped");
-            return;
-        }
+        let to = server.peer;
         // A 2xx to INVITE is retransmitted end to end by the UAS, so only
         // non-INVITE 2xx (e.g. 200 to BYE) is kept for our own answering
         // of retransmitted requests.
-        if provisional || !final_2xx || !is_invite {
+        if !too_large_for(to, data.len()) && (provisional || !final_2xx || !is_invite) {
             server.last_response = Some(data.clone());
         }
+        self.send_upstream(to, data);
+    }
+
+    /// A response to a transaction that lingers (see `linger.rs`); or, if
+    /// none has its branch, a 2xx after its transaction (`late_2xx`).
+    fn lingering_response(&mut self, now: Millis, from: Peer, key: TxnKey, msg: Message) {
+        let Some(l) = self.lingering.client(&key, now) else {
+            return self.late_2xx(now, from, msg);
+        };
+        if l.peer != from {
+            self.stats.wrong_source += 1;
+            return;
+        }
+        match &l.after {
+            ClientAfter::Absorb { ack } => {
+                // Our ACK for a rejected INVITE, repeated.
+                if let Some(ack) = ack {
+                    let data = Bytes::copy_from_slice(ack);
+                    self.out.push(Output::Send { to: l.peer, data });
+                }
+                self.stats.absorbed_retransmissions += 1;
+            }
+            ClientAfter::Relay2xx { server } => {
+                let upstream = self.lingering.server(server, now).map(|s| s.peer);
+                let is_2xx = msg.status().is_some_and(|c| (200..300).contains(&c));
+                if let (Some(to), true) = (upstream, is_2xx) {
+                    if let Some(data) = self.upstream_copy(now, &msg) {
+                        self.send_upstream(to, data);
+                    }
+                }
+            }
+            ClientAfter::Drop => {}
+        }
+    }
+
+    /// A response as it goes upstream: minus our Via, with the phases'
+    /// edits, in a block of its own size (a final one may be held for
+    /// 32 s).
+    fn upstream_copy(&mut self, now: Millis, msg: &Message) -> Option<Bytes> {
+        let mut patch = self.take_scratch();
+        route::pop_top_via(msg, &mut patch)?;
+        let call = CallCtx {
+            call_id: msg.call_id().unwrap_or_default(),
+            // Borrowed: `from_tag` would copy it to the heap.
+            from_tag: msg.tag(HeaderName::From).unwrap_or_default(),
+        };
+        self.phases.response(call, msg, now, &mut patch);
+        let mut data = patch.apply(msg.buf(), msg.body.end as usize);
+        self.scratch = patch;
+        // A final response is held for up to 32 s (Timer J / the INVITE's
+        // Completed state): without the room the removed Via left. glibc
+        // shrinks a block in place, so this costs no copy.
+        data.shrink_to_fit();
+        Some(Bytes::from(data))
+    }
+
+    fn send_upstream(&mut self, to: Peer, data: Bytes) {
+        if too_large_for(to, data.len()) {
+            // From a TCP next hop to a UDP caller: it cannot leave on UDP
+            // (EMSGSIZE); say so rather than lose it silently.
+            self.stats.too_large += 1;
+            tracing::warn!(to = %to.addr, bytes = data.len(), "response too large for UDP: dropped");
+            return;
+        }
         self.stats.responses_forwarded += 1;
-        self.out.push(Output::Send {
-            to: server.peer,
-            data,
-        });
+        self.out.push(Output::Send { to, data });
     }
 
     fn set_server_state(&mut self, now: Millis, id: u64, state: ServerState) {
@@ -1896,6 +1985,9 @@ impl Proxy {
     fn arm(&mut self, id: u64, kind: TimerKind, at: Millis) {
         if let Some(t) = self.txns.get_mut(&id) {
             t.deadlines.set(kind, at);
+            if matches!(kind, TimerKind::ClientLinger | TimerKind::ServerLinger) {
+                self.settling.push(id);
+            }
             self.timers.push(TimerEntry::new(at, id, kind));
             // Disarmed timers stay in the queue until their time (Timer C's
             // is minutes away): rebuilt from the live deadlines when stale
@@ -1955,6 +2047,8 @@ impl Proxy {
                 self.remove(id);
             }
         }
+        self.lingering.sweep(now);
+        self.settle(now);
         if now >= self.last_sweep + 60_000 {
             self.last_sweep = now;
             let max = self.s.dialog_max_ms;
@@ -2115,6 +2209,18 @@ impl Proxy {
         self.stats.local_replies += 1;
         self.out.push(Output::Send { to, data });
         self.set_server_state(now, id, ServerState::Completed);
+    }
+
+    /// Retires the transactions of `settling` that have nothing left but
+    /// their lingering (see `linger.rs`).
+    fn settle(&mut self, now: Millis) {
+        while let Some(id) = self.settling.pop() {
+            let Some(retired) = self.txns.get(&id).and_then(|t| linger::retire(t)) else {
+                continue;
+            };
+            self.remove(id);
+            self.lingering.insert(now, retired);
+        }
     }
 
     fn remove(&mut self, id: u64) {

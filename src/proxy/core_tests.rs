@@ -2083,3 +2083,119 @@ fn first_contact_as_before_and_deferred() {
         );
     }
 }
+
+/// Issue 15: once its final response has passed, a transaction is kept
+/// as a table entry per side (`linger.rs`), and does what the full
+/// transaction did until its linger ends: a retransmitted INVITE after
+/// the 2xx is absorbed (not forwarded as a new call), a CANCEL gets its
+/// 200 and nothing more, a retransmitted 2xx still goes up after the
+/// dialog ended, a retransmitted 200 to BYE is absorbed; none of it from
+/// another address. After 32 s all of it is gone.
+#[test]
+fn a_finished_transaction_still_absorbs_and_relays_until_its_linger_ends() {
+    let mut rig = Rig::new();
+    let (fwd, route) = answered_call(&mut rig, "lg", "linger@x");
+    let ok = response_to(
+        &fwd.text,
+        200,
+        "OK",
+        Some("u1"),
+        &format!("Contact: <sip:uas@{UAS}>\r\n"),
+    );
+    let stranger = udp("127.0.0.1:5099");
+    let absorbed = |rig: &Rig| rig.proxy.stats.absorbed_retransmissions;
+    let wrong = |rig: &Rig| rig.proxy.stats.wrong_source;
+
+    let before = absorbed(&rig);
+    rig.recv_at(300, udp(CALLER), &invite("lg", "linger@x"));
+    assert!(rig.take().is_empty(), "the INVITE again: absorbed");
+    assert_eq!(absorbed(&rig), before + 1);
+    let w = wrong(&rig);
+    rig.recv_at(310, stranger, &invite("lg", "linger@x"));
+    assert!(rig.take().is_empty());
+    assert_eq!(wrong(&rig), w + 1, "the INVITE's key from elsewhere");
+
+    let cancel = request("CANCEL", "sip:100@127.0.0.1:5060", "lg", "linger@x", "");
+    rig.recv_at(400, udp(CALLER), &cancel);
+    let sent = rig.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!((sent[0].to, sent[0].status()), (udp(CALLER), Some(200)));
+
+    // The BYE ends the dialog; its 200 comes back twice.
+    let bye = request(
+        "BYE",
+        &format!("sip:uas@{UAS}"),
+        "lgb",
+        "linger@x",
+        &format!("Route: {route}\r\n"),
+    )
+    .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
+    rig.recv_at(1_000, udp(CALLER), &bye);
+    let bye_fwd = rig.take_to(UAS).remove(0);
+    let bye_ok = response_to(&bye_fwd.text, 200, "OK", Some("u1"), "");
+    rig.recv_at(1_100, udp(UAS), &bye_ok);
+    assert_eq!(rig.take_to(CALLER)[0].status(), Some(200));
+    assert_eq!(rig.proxy.active_dialogs(), 0);
+    let before = absorbed(&rig);
+    rig.recv_at(1_200, udp(UAS), &bye_ok);
+    assert!(rig.take().is_empty());
+    assert_eq!(absorbed(&rig), before + 1, "the BYE's 200 again: absorbed");
+
+    // The UAS never saw the caller's ACK and repeats its 2xx: with the
+    // dialog gone, only the INVITE's client side knows where it goes.
+    rig.recv_at(2_000, udp(UAS), &ok);
+    let up = rig.take();
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!((up[0].to, up[0].status()), (udp(CALLER), Some(200)));
+    assert_eq!(header_lines(&up[0].text, "Via").len(), 1, "our Via removed");
+    let w = wrong(&rig);
+    rig.recv_at(2_100, stranger, &ok);
+    assert!(rig.take().is_empty());
+    assert_eq!(wrong(&rig), w + 1, "a 2xx from elsewhere");
+    assert_eq!(rig.proxy.active_transactions(), 2, "the INVITE and the BYE");
+
+    // Timer L/M (64·T1 = 32 s from the 2xx at 100) and J have run out.
+    rig.advance_to(40_000);
+    rig.proxy.on_timer(40_000);
+    assert_eq!(rig.proxy.active_transactions(), 0);
+    rig.recv_at(40_100, udp(UAS), &ok);
+    assert!(rig.take().is_empty(), "the 2xx has nowhere to go now");
+}
+
+/// Issue 15: a rejected INVITE is kept whole until the caller's ACK ends
+/// Timer G; then its sides linger as entries: the ACK again is absorbed,
+/// the 486 again gets our ACK again, the INVITE again the 486 again.
+#[test]
+fn a_rejected_invite_after_its_ack_still_repeats_its_answers() {
+    let mut rig = Rig::new();
+    let fwd = start_call(&mut rig, "lr", "lrej@x");
+    rig.take();
+    let busy = response_to(&fwd.text, 486, "Busy Here", Some("u1"), "");
+    rig.recv_at(100, udp(UAS), &busy);
+    let sent = rig.take();
+    let to_line = |s: &Sent| header_lines(&s.text, "To")[0].to_string();
+    let up = sent.iter().find(|s| s.to == udp(CALLER)).expect("486 up");
+    let (first_486, busy_to) = (up.text.clone(), to_line(up));
+    let our_ack = sent
+        .iter()
+        .find(|s| s.to == udp(UAS))
+        .expect("ACK")
+        .text
+        .clone();
+    let caller_ack = request("ACK", "sip:100@127.0.0.1:5060", "lr", "lrej@x", "")
+        .replace("To: <sip:100@127.0.0.1>", &busy_to);
+    rig.recv_at(200, udp(CALLER), &caller_ack);
+    assert!(rig.take().is_empty());
+
+    rig.recv_at(300, udp(CALLER), &caller_ack);
+    assert!(rig.take().is_empty(), "the ACK again: absorbed, not routed");
+    rig.recv_at(400, udp(UAS), &busy);
+    let again = rig.take();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!((again[0].to, &again[0].text), (udp(UAS), &our_ack));
+    rig.recv_at(500, udp(CALLER), &invite("lr", "lrej@x"));
+    let again = rig.take();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!((again[0].to, &again[0].text), (udp(CALLER), &first_486));
+    assert_eq!(rig.proxy.active_transactions(), 1);
+}

@@ -69,9 +69,10 @@ pub trait ProxyPhases: Send {
     /// (SDP in 18x and 2xx). The core has already removed its own Via.
     fn response(&mut self, _call: CallCtx<'_>, _resp: &Message, _now: Millis, _patch: &mut Patch) {}
 
-    /// A transaction is gone (answered and its timers run out, or timed
-    /// out): state kept for it can go. `from_tag` is the caller's for the
-    /// request that set up a dialog, else empty.
+    /// A transaction is done: its final response has passed, and what is
+    /// left of it only absorbs retransmissions (or it timed out): state
+    /// kept for it can go. `from_tag` is the caller's for the request
+    /// that set up a dialog, else empty.
     fn transaction_end(&mut self, _call: CallCtx<'_>, _is_invite: bool) {}
 }
 

@@ -9,6 +9,7 @@ mod core;
 pub mod guard;
 pub mod handoff;
 pub mod hooks;
+mod linger;
 pub mod route;
 mod timers;
 mod transaction;
