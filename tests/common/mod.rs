@@ -624,6 +624,27 @@ impl Sipp {
     }
 }
 
+/// Whether a socket is bound to 127.0.0.1:`port` (UDP) or listens there
+/// (TCP), from the kernel's table. It used to be probed by binding the
+/// port: a probe that held it at the instant SIPp bound made SIPp exit
+/// with "Address already in use" (a CI run failed so).
+fn is_listening(port: u16, tcp: bool) -> bool {
+    let table = if tcp {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/udp"
+    };
+    let local = format!("0100007F:{port:04X}");
+    fs::read_to_string(table).is_ok_and(|t| {
+        t.lines().skip(1).any(|l| {
+            let mut f = l.split_whitespace().skip(1);
+            let (addr, state) = (f.next(), f.nth(1));
+            // 0A: TCP_LISTEN; a bound UDP socket is 07 (TCP_CLOSE).
+            addr == Some(&local) && (!tcp || state == Some("0A"))
+        })
+    })
+}
+
 /// A SIPp process started by [`Sipp::spawn`]; killed when dropped.
 pub struct SippProcess {
     name: String,
@@ -653,12 +674,7 @@ impl SippProcess {
     fn wait_bound(&mut self, tcp: bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let bound = if tcp {
-                TcpListener::bind(("127.0.0.1", self.port)).is_err()
-            } else {
-                UdpSocket::bind(("127.0.0.1", self.port)).is_err()
-            };
-            if bound {
+            if is_listening(self.port, tcp) {
                 return;
             }
             let child = self.child.as_mut().expect("sipp child present");
