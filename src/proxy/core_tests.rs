@@ -2198,4 +2198,16 @@ fn a_rejected_invite_after_its_ack_still_repeats_its_answers() {
     assert_eq!(again.len(), 1, "{again:?}");
     assert_eq!((again[0].to, &again[0].text), (udp(CALLER), &first_486));
     assert_eq!(rig.proxy.active_transactions(), 1);
+
+    // Past Timer I (T4 after the ACK) but within Timer D (32 s): the
+    // INVITE again still gets the 486, not a new call; a CANCEL its 200.
+    rig.recv_at(6_000, udp(CALLER), &invite("lr", "lrej@x"));
+    let again = rig.take();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!((again[0].to, &again[0].text), (udp(CALLER), &first_486));
+    let cancel = request("CANCEL", "sip:100@127.0.0.1:5060", "lr", "lrej@x", "");
+    rig.recv_at(6_100, udp(CALLER), &cancel);
+    let sent = rig.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!((sent[0].to, sent[0].status()), (udp(CALLER), Some(200)));
 }

@@ -92,7 +92,16 @@ pub fn retire(txn: &Txn) -> Option<Retired> {
     if working.iter().any(|&k| txn.deadlines.get(k).is_some()) {
         return None;
     }
-    let server_until = txn.deadlines.get(TimerKind::ServerLinger);
+    // The server key answers for as long as the whole transaction did
+    // before it retired: until the later of the two lingers. A rejected
+    // INVITE's Timer I (T4, 5 s) ends long before its client side's
+    // Timer D (32 s), and its INVITE or CANCEL repeated in between must
+    // still meet the transaction, not start a call or draw a 481.
+    let client_until = txn.deadlines.get(TimerKind::ClientLinger);
+    let server_until = txn
+        .deadlines
+        .get(TimerKind::ServerLinger)
+        .map(|at| at.max(client_until.unwrap_or(at)));
     let server = match &txn.server {
         None => None,
         Some(s) => match s.state {
@@ -118,28 +127,26 @@ pub fn retire(txn: &Txn) -> Option<Retired> {
         Some(c) => match c.state {
             ClientState::Terminated => None,
             ClientState::Calling | ClientState::Proceeding => return None,
-            ClientState::Completed | ClientState::Accepted => {
-                txn.deadlines.get(TimerKind::ClientLinger).map(|until| {
-                    let after = match c.state {
-                        _ if txn.own_cancel => ClientAfter::Drop,
-                        ClientState::Completed => {
-                            let ack = (!c.request.is_empty()).then(|| Box::from(&c.request[..]));
-                            ClientAfter::Absorb { ack }
-                        }
-                        _ => match upstream {
-                            Some(server) => ClientAfter::Relay2xx { server },
-                            None => ClientAfter::Drop,
-                        },
-                    };
-                    let linger = ClientLinger {
-                        peer: c.peer,
-                        until,
-                        after,
-                        alone: txn.server.is_none(),
-                    };
-                    (c.branch, linger)
-                })
-            }
+            ClientState::Completed | ClientState::Accepted => client_until.map(|until| {
+                let after = match c.state {
+                    _ if txn.own_cancel => ClientAfter::Drop,
+                    ClientState::Completed => {
+                        let ack = (!c.request.is_empty()).then(|| Box::from(&c.request[..]));
+                        ClientAfter::Absorb { ack }
+                    }
+                    _ => match upstream {
+                        Some(server) => ClientAfter::Relay2xx { server },
+                        None => ClientAfter::Drop,
+                    },
+                };
+                let linger = ClientLinger {
+                    peer: c.peer,
+                    until,
+                    after,
+                    alone: txn.server.is_none(),
+                };
+                (c.branch, linger)
+            }),
         },
     };
     Some(Retired { server, client })
@@ -181,10 +188,8 @@ impl Lingering {
     }
 
     /// Lingering transactions: one per server entry, and one per client
-    /// entry of a transaction without a server side. A transaction whose
-    /// client side lingers longer than its server side (rare: a rejected
-    /// INVITE's Timer D outlasts Timer I) is not counted after the
-    /// server side's end.
+    /// entry of a transaction without a server side (a server entry
+    /// lasts as long as its transaction's client entry, see [`retire`]).
     pub fn len(&self) -> usize {
         self.servers.len() + self.alone
     }
@@ -326,7 +331,7 @@ mod tests {
             // the server side while it lingers. (The test's Accepted
             // server still has a response: retire keeps what it kept.)
             (txn(&k, true, Some(S::Accepted), Some(C::Accepted), &[(SL, L), (CL, L + 5)], false),
-             Some(Retired { server: server(ok.clone(), L, false),
+             Some(Retired { server: server(ok.clone(), L + 5, false),
                             client: client(ClientAfter::Relay2xx { server: s }, L + 5, false) })),
             // A BYE answered: the 200 kept for J, the client absorbs for K.
             (txn(&k, false, Some(S::Completed), Some(C::Completed), &[(SL, L), (CL, NOW + 5_000)], false),
@@ -338,9 +343,10 @@ mod tests {
             // The same Completed INVITE server even with G not armed (TCP).
             (txn(&k, true, Some(S::Completed), Some(C::Completed), &[(SL, L), (CL, L)], false),
              None),
-            // After its ACK (Confirmed): ACKs absorbed, our ACK repeated.
+            // After its ACK (Confirmed): ACKs absorbed, our ACK repeated;
+            // its key answers until Timer D, not just Timer I.
             (txn(&k, true, Some(S::Confirmed), Some(C::Completed), &[(SL, NOW + 5_000), (CL, L)], false),
-             Some(Retired { server: server(ok.clone(), NOW + 5_000, true),
+             Some(Retired { server: server(ok.clone(), L, true),
                             client: client(ClientAfter::Absorb { ack: ack.clone() }, L, false) })),
             // Still waiting for a final response.
             (txn(&k, true, Some(S::Proceeding), Some(C::Proceeding), &[(TimerKind::TimerC, L)], false),
