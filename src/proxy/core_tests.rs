@@ -595,14 +595,21 @@ fn cancel_for_an_unknown_transaction_gets_481() {
 
 // ---- final responses ------------------------------------------------------------
 
-#[test]
-fn busy_is_acked_hop_by_hop_and_repeated_until_the_callers_ack() {
-    let mut rig = Rig::new();
-    let fwd = start_call(&mut rig, "n1", "tn1@x");
+/// A call the UAS rejects with 486 at 100 ms: the forwarded INVITE, the
+/// 486 as the UAS sent it, and what the proxy sent on it.
+fn busy_call(rig: &mut Rig, branch: &str, call_id: &str) -> (Sent, String, Vec<Sent>) {
+    let fwd = start_call(rig, branch, call_id);
     rig.take();
     let busy = response_to(&fwd.text, 486, "Busy Here", Some("u1"), "");
     rig.recv_at(100, udp(UAS), &busy);
     let sent = rig.take();
+    (fwd, busy, sent)
+}
+
+#[test]
+fn busy_is_acked_hop_by_hop_and_repeated_until_the_callers_ack() {
+    let mut rig = Rig::new();
+    let (fwd, busy, sent) = busy_call(&mut rig, "n1", "tn1@x");
     let ack: Vec<_> = sent.iter().filter(|s| s.to == udp(UAS)).collect();
     assert_eq!(ack.len(), 1);
     assert!(ack[0].is_request("ACK") && ack[0].text.contains("CSeq: 1 ACK"));
@@ -746,16 +753,8 @@ fn in_dialog_requests_need_our_route_for_that_call() {
     let fwd = start_call(&mut rig, "d1", "call-a@x");
     rig.take();
     let rr = value(header_lines(&fwd.text, "Record-Route")[0]).to_string();
-    let bye = |branch: &str, call_id: &str, route: &str| {
-        request(
-            "BYE",
-            &format!("sip:uas@{UAS}"),
-            branch,
-            call_id,
-            &format!("Route: {route}\r\n"),
-        )
-        .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1")
-    };
+    let bye =
+        |branch: &str, call_id: &str, route: &str| in_dialog_request("BYE", branch, call_id, route);
     // Someone else's Route, and our Route of another call: 404.
     let forged = bye("d1", "call-a@x", "<sip:0123456789abcdef@127.0.0.1:5060;lr>");
     assert_eq!(
@@ -1007,17 +1006,23 @@ fn answered_call(rig: &mut Rig, branch: &str, call_id: &str) -> (Sent, String) {
     );
     rig.recv_at(100, udp(UAS), &ok);
     let route = value(&rr).to_string();
-    let ack = request(
-        "ACK",
-        &format!("sip:uas@{UAS}"),
-        &format!("{branch}a"),
-        call_id,
-        &format!("Route: {route}\r\n"),
-    )
-    .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
+    let ack = in_dialog_request("ACK", &format!("{branch}a"), call_id, &route);
     rig.recv_at(200, udp(CALLER), &ack);
     rig.take();
     (fwd, route)
+}
+
+/// An in-dialog request from the caller of an answered call (see
+/// `answered_call`): to the UAS's Contact, along `route`, with the UAS's tag.
+fn in_dialog_request(method: &str, branch: &str, call_id: &str, route: &str) -> String {
+    request(
+        method,
+        &format!("sip:uas@{UAS}"),
+        branch,
+        call_id,
+        &format!("Route: {route}\r\n"),
+    )
+    .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1")
 }
 
 /// A response whose top Via names siptrack with a branch it never used.
@@ -1317,16 +1322,8 @@ fn untrusted_drop_answers_nothing() {
 fn a_bye_that_times_out_still_ends_the_dialog() {
     let mut rig = Rig::new();
     let (_, route) = answered_call(&mut rig, "bt", "byeto@x");
-    let in_dialog = |method: &str, branch: &str| {
-        request(
-            method,
-            &format!("sip:uas@{UAS}"),
-            branch,
-            "byeto@x",
-            &format!("Route: {route}\r\n"),
-        )
-        .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1")
-    };
+    let in_dialog =
+        |method: &str, branch: &str| in_dialog_request(method, branch, "byeto@x", &route);
     rig.recv_at(1_000, udp(CALLER), &in_dialog("BYE", "bt1"));
     rig.advance_to(40_000);
     let up = rig.take_to(CALLER);
@@ -1461,14 +1458,7 @@ fn phases_see_a_call_and_their_edits_go_out() {
     let settings = udp_settings();
     rig.proxy = Proxy::new(settings, Box::new(Recording(seen.clone())));
     let (_, route) = answered_call(&mut rig, "ph1", "phase@x");
-    let bye = request(
-        "BYE",
-        &format!("sip:uas@{UAS}"),
-        "ph2",
-        "phase@x",
-        &format!("Route: {route}\r\n"),
-    )
-    .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
+    let bye = in_dialog_request("BYE", "ph2", "phase@x", &route);
     rig.recv_at(1_000, udp(CALLER), &bye);
     let sent = rig.take_to(UAS);
     assert!(sent[0].is_request("BYE"));
@@ -1513,14 +1503,7 @@ fn a_dialog_lives_as_long_as_a_call_may() {
         let (_, route) = answered_call(&mut rig, "dl1", "long@x");
         rig.advance_to(130_000);
         rig.take();
-        let bye = request(
-            "BYE",
-            &format!("sip:uas@{UAS}"),
-            "dl2",
-            "long@x",
-            &format!("Route: {route}\r\n"),
-        )
-        .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
+        let bye = in_dialog_request("BYE", "dl2", "long@x", &route);
         rig.recv_at(130_000, udp(CALLER), &bye);
         let sent = rig.take();
         assert_eq!(
@@ -1740,16 +1723,7 @@ fn another_node_relays_the_bye_of_an_adopted_dialog() {
         b.proxy.share_dialogs(share);
         b
     };
-    let bye = |route: &str, branch: &str| {
-        request(
-            "BYE",
-            &format!("sip:uas@{UAS}"),
-            branch,
-            "take@x",
-            &format!("Route: {route}\r\n"),
-        )
-        .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1")
-    };
+    let bye = |route: &str, branch: &str| in_dialog_request("BYE", branch, "take@x", route);
 
     // A node that does not share dialogs: another node's route is not its own.
     let mut alone = node_b(false);
@@ -1827,15 +1801,8 @@ fn copies_of_a_request_waiting_for_its_look_up_are_not_looked_up_again() {
     );
     b.proxy.share_dialogs(true);
     let in_dialog = |method: &str, branch: &str, cseq: u32| {
-        request(
-            method,
-            &format!("sip:uas@{UAS}"),
-            branch,
-            "wait@x",
-            &format!("Route: {route}\r\n"),
-        )
-        .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1")
-        .replace("CSeq: 1 ", &format!("CSeq: {cseq} "))
+        in_dialog_request(method, branch, "wait@x", &route)
+            .replace("CSeq: 1 ", &format!("CSeq: {cseq} "))
     };
     let info = in_dialog("INFO", "i1", 2);
     let bye = in_dialog("BYE", "y1", 3);
@@ -1877,14 +1844,7 @@ fn via_and_record_route_carry_the_advertised_host() {
         "{via}"
     );
     assert!(route.contains("@sip.example.net:5060;lr"), "{route}");
-    let bye = request(
-        "BYE",
-        &format!("sip:uas@{UAS}"),
-        "adv2",
-        "adv@x",
-        &format!("Route: {route}\r\n"),
-    )
-    .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
+    let bye = in_dialog_request("BYE", "adv2", "adv@x", &route);
     rig.recv_at(1_000, udp(CALLER), &bye);
     let relayed = rig.take_to(UAS);
     assert_eq!(relayed.len(), 1, "the BYE is relayed");
@@ -2001,11 +1961,7 @@ fn timer_entries_order_by_deadline_then_transaction_then_kind() {
 #[test]
 fn completed_transactions_repeat_the_same_bytes() {
     let mut rig = Rig::new();
-    let fwd = start_call(&mut rig, "h1", "th1@x");
-    rig.take();
-    let busy = response_to(&fwd.text, 486, "Busy Here", Some("u1"), "");
-    rig.recv_at(100, udp(UAS), &busy);
-    let sent = rig.take();
+    let (_, busy, sent) = busy_call(&mut rig, "h1", "th1@x");
     let first_ack = sent
         .iter()
         .find(|s| s.to == udp(UAS))
@@ -2122,14 +2078,7 @@ fn a_finished_transaction_still_absorbs_and_relays_until_its_linger_ends() {
     assert_eq!((sent[0].to, sent[0].status()), (udp(CALLER), Some(200)));
 
     // The BYE ends the dialog; its 200 comes back twice.
-    let bye = request(
-        "BYE",
-        &format!("sip:uas@{UAS}"),
-        "lgb",
-        "linger@x",
-        &format!("Route: {route}\r\n"),
-    )
-    .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
+    let bye = in_dialog_request("BYE", "lgb", "linger@x", &route);
     rig.recv_at(1_000, udp(CALLER), &bye);
     let bye_fwd = rig.take_to(UAS).remove(0);
     let bye_ok = response_to(&bye_fwd.text, 200, "OK", Some("u1"), "");
@@ -2168,11 +2117,7 @@ fn a_finished_transaction_still_absorbs_and_relays_until_its_linger_ends() {
 #[test]
 fn a_rejected_invite_after_its_ack_still_repeats_its_answers() {
     let mut rig = Rig::new();
-    let fwd = start_call(&mut rig, "lr", "lrej@x");
-    rig.take();
-    let busy = response_to(&fwd.text, 486, "Busy Here", Some("u1"), "");
-    rig.recv_at(100, udp(UAS), &busy);
-    let sent = rig.take();
+    let (_, busy, sent) = busy_call(&mut rig, "lr", "lrej@x");
     let to_line = |s: &Sent| header_lines(&s.text, "To")[0].to_string();
     let up = sent.iter().find(|s| s.to == udp(CALLER)).expect("486 up");
     let (first_486, busy_to) = (up.text.clone(), to_line(up));
