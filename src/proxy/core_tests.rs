@@ -595,6 +595,15 @@ fn cancel_for_an_unknown_transaction_gets_481() {
 
 // ---- final responses ------------------------------------------------------------
 
+/// The text of the first message in `sent` that went to `to`.
+fn text_to(sent: &[Sent], to: &str) -> String {
+    let to = udp(to);
+    let first = sent.iter().find(|s| s.to == to);
+    first
+        .map(|s| s.text.clone())
+        .unwrap_or_else(|| panic!("nothing to {to:?}: {sent:?}"))
+}
+
 /// A call the UAS rejects with 486 at 100 ms: the forwarded INVITE, the
 /// 486 as the UAS sent it, and what the proxy sent on it.
 fn busy_call(rig: &mut Rig, branch: &str, call_id: &str) -> (Sent, String, Vec<Sent>) {
@@ -1962,18 +1971,7 @@ fn timer_entries_order_by_deadline_then_transaction_then_kind() {
 fn completed_transactions_repeat_the_same_bytes() {
     let mut rig = Rig::new();
     let (_, busy, sent) = busy_call(&mut rig, "h1", "th1@x");
-    let first_ack = sent
-        .iter()
-        .find(|s| s.to == udp(UAS))
-        .expect("ACK")
-        .text
-        .clone();
-    let first_486 = sent
-        .iter()
-        .find(|s| s.to == udp(CALLER))
-        .expect("486")
-        .text
-        .clone();
+    let (first_ack, first_486) = (text_to(&sent, UAS), text_to(&sent, CALLER));
     rig.recv_at(200, udp(CALLER), &invite("h1", "th1@x"));
     let again = rig.take();
     assert_eq!(again.len(), 1, "{again:?}");
@@ -2121,12 +2119,7 @@ fn a_rejected_invite_after_its_ack_still_repeats_its_answers() {
     let to_line = |s: &Sent| header_lines(&s.text, "To")[0].to_string();
     let up = sent.iter().find(|s| s.to == udp(CALLER)).expect("486 up");
     let (first_486, busy_to) = (up.text.clone(), to_line(up));
-    let our_ack = sent
-        .iter()
-        .find(|s| s.to == udp(UAS))
-        .expect("ACK")
-        .text
-        .clone();
+    let our_ack = text_to(&sent, UAS);
     let caller_ack = request("ACK", "sip:100@127.0.0.1:5060", "lr", "lrej@x", "")
         .replace("To: <sip:100@127.0.0.1>", &busy_to);
     rig.recv_at(200, udp(CALLER), &caller_ack);
