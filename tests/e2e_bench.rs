@@ -1,6 +1,7 @@
 //! The measuring tools of issue 15, run for real: the SIPp harness
 //! (`bench/sipbench`) with `--cores` through a siptrack process, the
-//! soak's rules, and siptrack's wake-ups when it has nothing to do.
+//! soak's and the side-by-side run's rules, and siptrack's wake-ups when
+//! it has nothing to do.
 
 mod common;
 
@@ -141,6 +142,22 @@ fn the_soak_rules_hold() {
         Duration::from_secs(30),
     );
     assert!(ok && out.contains("soak self-test ok"), "{out}\n{err}");
+}
+
+/// The side-by-side script's verdicts (issue 15's targets, pairs where
+/// Kamailio failed calls left out) hold on their table.
+#[test]
+fn the_side_by_side_rules_hold() {
+    let (ok, out, err) = run_bounded(
+        Command::new("python3")
+            .arg(Path::new(ROOT).join("scripts/side-by-side"))
+            .arg("--self-test"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        ok && out.contains("side-by-side self-test ok"),
+        "{out}\n{err}"
+    );
 }
 
 /// Per thread of `pid`: (name, on-CPU ns, context switches), from /proc.
