@@ -484,8 +484,8 @@ fn a_capture_through_another_proxy_replays_as_one_call() {
             "answered",
             "caller",
             &[
-                "to-caller SIP/2.0 100",
                 "to-callee INVITE",
+                "to-caller SIP/2.0 100",
                 "to-caller SIP/2.0 180",
                 "to-caller SIP/2.0 200",
                 "to-callee ACK",
@@ -498,8 +498,8 @@ fn a_capture_through_another_proxy_replays_as_one_call() {
             "answered",
             "callee",
             &[
-                "to-caller SIP/2.0 100",
                 "to-callee INVITE",
+                "to-caller SIP/2.0 100",
                 "to-caller SIP/2.0 180",
                 "to-caller SIP/2.0 200",
                 "to-callee ACK",
@@ -512,8 +512,8 @@ fn a_capture_through_another_proxy_replays_as_one_call() {
             "cancelled",
             "caller",
             &[
-                "to-caller SIP/2.0 100",
                 "to-callee INVITE",
+                "to-caller SIP/2.0 100",
                 "to-caller SIP/2.0 180",
                 "to-caller SIP/2.0 200",
                 "to-callee CANCEL",

@@ -1115,11 +1115,7 @@ impl Proxy {
             retransmit_interval: self.s.timers.t1_ms,
         };
         if is_invite {
-            self.out.push(Output::Send {
-                to: from,
-                data: trying.clone(),
-            });
-            server.last_response = Some(trying);
+            server.last_response = Some(trying.clone());
         }
         let t1 = self.s.timers.t1_ms;
         let branch = client_key(&self.keyer, &branch);
@@ -1160,7 +1156,18 @@ impl Proxy {
             });
         }
         self.stats.requests_forwarded += 1;
+        // The request first, then the 100 Trying: a batch leaves in one
+        // sendmmsg, and on loopback each datagram's delivery (the
+        // receiver's wake-up included) runs inside the call before the
+        // next one goes; the Trying first put its delivery into the
+        // latency the proxy adds to the call (issue 15).
         self.out.push(Output::Send { to: hop.peer, data });
+        if is_invite {
+            self.out.push(Output::Send {
+                to: from,
+                data: trying,
+            });
+        }
     }
 
     /// ACK for a 2xx: passed on without a transaction (RFC 3261 16.11),

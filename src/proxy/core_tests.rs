@@ -238,6 +238,19 @@ fn disarmed_timers_do_not_pile_up_in_the_queue() {
     assert!(held >= live, "every live deadline stays in the heap");
 }
 
+/// The forwarded INVITE leaves before the 100 Trying: the two go out in
+/// one sendmmsg, and the first one's delivery is inside the call before
+/// the second leaves, so the Trying first added its delivery to the
+/// call's setup delay.
+#[test]
+fn the_invite_is_forwarded_before_the_100_trying_is_sent() {
+    let mut rig = Rig::new();
+    rig.recv_at(0, udp(CALLER), &invite("o1", "to@x"));
+    let sent = rig.take();
+    let order: Vec<_> = sent.iter().map(|s| (s.to, s.status())).collect();
+    assert_eq!(order, vec![(udp(UAS), None), (udp(CALLER), Some(100))]);
+}
+
 #[test]
 fn timer_a_doubles_from_t1_and_stops_at_the_first_provisional() {
     let mut rig = Rig::new();
