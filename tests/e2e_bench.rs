@@ -158,6 +158,36 @@ fn the_side_by_side_rules_hold() {
     assert_self_test_passes("side-by-side");
 }
 
+/// A `--binary` that names nothing stops side-by-side at once, with the
+/// path it tried made absolute. sipbench starts the proxies from its own
+/// folder, so a relative path used to start nothing there, and the run
+/// went on for minutes to a table of "not measured" and exit code 0.
+#[test]
+fn side_by_side_stops_at_once_on_a_binary_that_is_not_there() {
+    let outdir = tempfile::tempdir().expect("a temp dir for the results");
+    let started = Instant::now();
+    let (ok, out, err) = run_bounded(
+        Command::new("python3")
+            .current_dir(ROOT)
+            .arg("scripts/side-by-side")
+            .args(["--no-build", "--binary", "target/no-such-siptrack"])
+            .arg("--outdir")
+            .arg(outdir.path()),
+        Duration::from_secs(30),
+    );
+    let absolute = Path::new(ROOT).join("target").join("no-such-siptrack");
+    assert!(!ok, "{out}\n{err}");
+    assert!(
+        err.contains(&format!("{} does not exist", absolute.display())),
+        "{out}\n{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "it ran a benchmark first");
+    assert!(
+        std::fs::read_dir(outdir.path()).map_or(0, |d| d.count()) == 0,
+        "no sipbench run may start"
+    );
+}
+
 /// Per thread of `pid`: (name, on-CPU ns, context switches), from /proc.
 fn threads(pid: u32) -> std::collections::HashMap<u32, (String, u64, u64)> {
     let mut out = std::collections::HashMap::new();
