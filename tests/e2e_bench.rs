@@ -181,7 +181,10 @@ fn side_by_side_stops_at_once_on_a_binary_that_is_not_there() {
         err.contains(&format!("{} does not exist", absolute.display())),
         "{out}\n{err}"
     );
-    assert!(started.elapsed() < Duration::from_secs(20), "it ran a benchmark first");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "it ran a benchmark first"
+    );
     assert!(
         std::fs::read_dir(outdir.path()).map_or(0, |d| d.count()) == 0,
         "no sipbench run may start"

@@ -258,7 +258,7 @@ impl Pipeline {
 
     /// [`Pipeline::record`], and on failure the news back, in order, for
     /// the journal. Taken back out of the jobs they became rather than
-    /// cloned before: a clone of a batch cost each call about 20
+    /// cloned before: a clone of a batch cost each call about 13
     /// allocations on the SIP thread (issue 15), for a failure that is
     /// rare.
     async fn record_or_give_back(
