@@ -19,10 +19,17 @@ use crate::media::relay::SessionId;
 use crate::proxy::handoff::DialogMiss;
 use crate::proxy::{Millis, Output, Peer, Proxy};
 
+/// The most call events whose room [`Node`] keeps between messages.
+const MAX_KEPT_EVENTS: usize = 64;
+
 pub struct Node {
     proxy: Proxy,
     calls: CallTracker,
     news: Vec<CallNews>,
+    /// The core's call events of one message, taken into this buffer
+    /// (kept between messages) rather than a new `Vec` each time: three
+    /// allocations per call (issue 15).
+    events: Vec<CallEvent>,
     /// The media phase's state (it runs inside the proxy's phase chain),
     /// when media is anchored.
     media: Option<Arc<Mutex<Anchor>>>,
@@ -39,6 +46,7 @@ impl Node {
             proxy,
             calls: CallTracker::new(epoch.epoch_ms(), max_call_seconds),
             news: Vec::new(),
+            events: Vec::new(),
             media: None,
             media_commands: Vec::new(),
             records: Records::default(),
@@ -229,8 +237,9 @@ impl Node {
 
     fn collect_at(&mut self, now: Millis) {
         let handoffs: Vec<_> = self.proxy.take_handoffs().collect();
-        let events: Vec<CallEvent> = self.proxy.take_call_events().collect();
-        for ev in events {
+        let mut events = std::mem::take(&mut self.events);
+        events.extend(self.proxy.take_call_events());
+        for ev in events.drain(..) {
             if let CallEvent::Answered { call_id, at } = &ev {
                 // The dialog answered with it (the core learns it from the
                 // same 2xx), once: the first 2xx only.
@@ -280,6 +289,10 @@ impl Node {
                     }
                 }
             }
+        }
+        // A burst (a timer pass ending thousands of calls) is not kept.
+        if events.capacity() <= MAX_KEPT_EVENTS {
+            self.events = events;
         }
         self.take_from_media();
     }
