@@ -777,17 +777,17 @@ impl Proxy {
         let ttag = msg.tag(HeaderName::To).unwrap_or_default();
         let routes = route::route_values(&msg);
         // The dialog is looked up first so that its token can stand in
-        // for the HMAC of its caller's tag (same Call-ID, same tag: same
-        // token); the answer is what computing each tag's token gives.
+        // for computing its caller's tag's (same Call-ID, same tag: same
+        // token); the answer is what `Identity::is_token` gives.
         let found = self.find_dialog(call_id, ftag, ttag);
         let known = found
             .as_ref()
             .and_then(|(k, _)| self.dialogs.get(k))
             .map(|d| (d.caller_tag.clone(), d.token));
         let identity = &self.s.identity;
-        let token = |t: &[u8]| match &known {
-            Some((tag, token)) if tag.as_ref() == t => *token,
-            _ => identity.token_hex(call_id, t),
+        let token = |t: &[u8], user: &[u8]| match &known {
+            Some((tag, token)) if tag.as_ref() == t && route::constant_time_eq(user, token) => true,
+            _ => identity.is_token(call_id, t, user),
         };
         // The values' name-addrs as validation parsed them (kept in the
         // message): a value that is none is no route of ours.
