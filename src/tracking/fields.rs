@@ -10,51 +10,69 @@ use std::sync::Arc;
 
 /// An immutable-by-default, cheaply cloned `BTreeMap<String, String>`.
 /// Reads go through `Deref`; a write copies the map first if it is shared
-/// (`Arc::make_mut`), so a holder never sees another's edit.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct VisitFields(Arc<BTreeMap<String, String>>);
+/// (`Arc::make_mut`), so a holder never sees another's edit. No visit
+/// (a static number, an unknown one) is no allocation: every INVITE's
+/// call context starts from the default, and `Arc::default` allocated.
+#[derive(Clone, Default)]
+pub struct VisitFields(Option<Arc<BTreeMap<String, String>>>);
+
+/// What an empty `VisitFields` reads as.
+static EMPTY: BTreeMap<String, String> = BTreeMap::new();
 
 impl VisitFields {
     /// An owned copy of the map (for types that keep their own).
     pub fn to_map(&self) -> BTreeMap<String, String> {
-        (*self.0).clone()
+        (**self).clone()
+    }
+
+    fn shared(m: BTreeMap<String, String>) -> Self {
+        VisitFields((!m.is_empty()).then(|| Arc::new(m)))
     }
 }
 
 impl Deref for VisitFields {
     type Target = BTreeMap<String, String>;
     fn deref(&self) -> &Self::Target {
-        &self.0
+        self.0.as_deref().unwrap_or(&EMPTY)
     }
 }
 
 impl DerefMut for VisitFields {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        Arc::make_mut(&mut self.0)
+        Arc::make_mut(self.0.get_or_insert_with(Default::default))
     }
 }
 
+/// Equal when the maps are (an emptied map equals no map).
+impl PartialEq for VisitFields {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for VisitFields {}
+
 impl std::fmt::Debug for VisitFields {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        (**self).fmt(f)
     }
 }
 
 impl From<BTreeMap<String, String>> for VisitFields {
     fn from(m: BTreeMap<String, String>) -> Self {
-        VisitFields(Arc::new(m))
+        VisitFields::shared(m)
     }
 }
 
 impl<const N: usize> From<[(String, String); N]> for VisitFields {
     fn from(pairs: [(String, String); N]) -> Self {
-        VisitFields(Arc::new(BTreeMap::from(pairs)))
+        VisitFields::shared(BTreeMap::from(pairs))
     }
 }
 
 impl FromIterator<(String, String)> for VisitFields {
     fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
-        VisitFields(Arc::new(iter.into_iter().collect()))
+        VisitFields::shared(iter.into_iter().collect())
     }
 }
 
@@ -62,7 +80,7 @@ impl<'a> IntoIterator for &'a VisitFields {
     type Item = (&'a String, &'a String);
     type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        (**self).iter()
     }
 }
 
@@ -70,7 +88,7 @@ impl<'a> IntoIterator for &'a VisitFields {
 /// the same as before.
 impl serde::Serialize for VisitFields {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        (**self).serialize(s)
     }
 }
 
@@ -115,9 +133,27 @@ mod tests {
     fn clones_share_until_written() {
         let a = VisitFields::from(map(&[("city", "Moscow")]));
         let mut b = a.clone();
-        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert!(std::ptr::eq(&*a, &*b));
         b.insert("city".into(), "Kazan".into());
         assert_eq!(a.get("city").map(String::as_str), Some("Moscow"));
         assert_eq!(b.get("city").map(String::as_str), Some("Kazan"));
+    }
+
+    /// No visit holds no map; it reads, compares and serialises as the
+    /// empty map, and a first write makes one of its own.
+    #[test]
+    fn no_visit_is_no_allocation_and_reads_as_empty() {
+        let none = VisitFields::default();
+        assert!(none.0.is_none());
+        assert!(VisitFields::from(BTreeMap::new()).0.is_none());
+        assert!(none.is_empty());
+        assert_eq!(none, VisitFields::from(map(&[])));
+        assert_eq!(serde_json::to_string(&none).expect("json"), "{}");
+        let mut written = none.clone();
+        written.insert("city".into(), "Kazan".into());
+        assert!(none.is_empty());
+        assert_eq!(written.len(), 1);
+        written.clear();
+        assert_eq!(written, none);
     }
 }
