@@ -511,7 +511,10 @@ fn a_crash_in_a_burst_of_calls_leaves_a_consistent_store(db: Db) {
     drop(uas.stop());
 
     let p = Siptrack::start(&cfg);
-    let leads = list(&p, "leads");
+    // The restarted node records the calls the crash cut short as
+    // interrupted, after its API is up: the two lists are compared once
+    // they stop changing, so that no pair is written between the reads.
+    let (leads, calls) = settled_leads_and_calls(&p);
     assert!(!leads.is_empty(), "leads recorded before the crash survive");
     for l in &leads {
         let o = l["outcome"].as_str().unwrap_or("");
@@ -530,12 +533,26 @@ fn a_crash_in_a_burst_of_calls_leaves_a_consistent_store(db: Db) {
         })
         .count();
     assert_eq!(deals.len(), created, "one deal per 'deal N created' lead");
-    let calls = list(&p, "calls");
     assert_eq!(
         calls.len(),
         leads.len(),
         "each call with its lead, written together"
     );
+}
+
+/// The leads and the calls, read again until a read of both finds what
+/// the one before found (at most 10 s).
+fn settled_leads_and_calls(p: &Siptrack) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = (list(p, "leads"), list(p, "calls"));
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = (list(p, "leads"), list(p, "calls"));
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
 }
 
 /// Issue 11, items 2 and 3: withheld callers make a lead each, without a
