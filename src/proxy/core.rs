@@ -246,7 +246,12 @@ pub struct Proxy {
     /// Hashes server keys and branches into the indexes' keys.
     keyer: Keyer,
     timers: TimerQueue,
-    /// Queue length at which stale entries are swept out (`arm`).
+    /// Entries of `timers` whose deadline was disarmed or moved since
+    /// (or whose transaction is gone): counted where that happens, taken
+    /// off when one is popped, zero after a rebuild.
+    stale_timers: usize,
+    /// Queue length past which it is rebuilt whatever the count says (a
+    /// backstop: see `arm`).
     compact_timers_at: usize,
     next_id: u64,
     branch_seq: u64,
@@ -322,6 +327,7 @@ impl Proxy {
             settling: Vec::new(),
             keyer: Keyer::default(),
             timers: TimerQueue::default(),
+            stale_timers: 0,
             compact_timers_at: COMPACT_TIMERS_MIN,
             next_id: 1,
             branch_seq: 0,
@@ -618,7 +624,7 @@ impl Proxy {
                 } else {
                     self.s.timers.t4_ms
                 };
-                txn.deadlines.clear(TimerKind::ServerRetransmit);
+                self.stale_timers += usize::from(txn.deadlines.clear(TimerKind::ServerRetransmit));
                 self.arm(id, TimerKind::ServerLinger, now + linger);
                 true
             }
@@ -1392,7 +1398,7 @@ impl Proxy {
             if code >= 200 && matches!(client.state, ClientState::Calling | ClientState::Proceeding)
             {
                 client.state = ClientState::Completed;
-                txn.deadlines.clear_all();
+                self.stale_timers += txn.deadlines.clear_all();
                 self.arm(
                     id,
                     TimerKind::ClientLinger,
@@ -1408,8 +1414,9 @@ impl Proxy {
                 client.got_provisional = true;
                 let cancel_now = client.cancel_pending && !client.cancel_sent;
                 if is_invite {
-                    txn.deadlines.clear(TimerKind::ClientRetransmit);
-                    txn.deadlines.clear(TimerKind::ClientTimeout);
+                    self.stale_timers +=
+                        usize::from(txn.deadlines.clear(TimerKind::ClientRetransmit))
+                            + usize::from(txn.deadlines.clear(TimerKind::ClientTimeout));
                     self.arm(id, TimerKind::TimerC, now + timer_c);
                 } else if !reliable {
                     client.retransmit_interval = t2;
@@ -1427,7 +1434,7 @@ impl Proxy {
                     TimerKind::ClientTimeout,
                     TimerKind::TimerC,
                 ] {
-                    txn.deadlines.clear(k);
+                    self.stale_timers += usize::from(txn.deadlines.clear(k));
                 }
                 let success = code < 300;
                 // Nothing will be retransmitted or CANCELled any more; the
@@ -1997,18 +2004,29 @@ impl Proxy {
 
     fn arm(&mut self, id: u64, kind: TimerKind, at: Millis) {
         if let Some(t) = self.txns.get_mut(&id) {
-            t.deadlines.set(kind, at);
+            self.stale_timers += usize::from(t.deadlines.rearm(kind, at));
             if matches!(kind, TimerKind::ClientLinger | TimerKind::ServerLinger) {
                 self.settling.push(id);
             }
             self.timers.push(TimerEntry::new(at, id, kind));
-            // Disarmed timers stay in the queue until their time (Timer C's
-            // is minutes away): rebuilt from the live deadlines when stale
-            // entries outnumber them, which bounds the queue's memory per
-            // held transaction at an amortised O(1) cost.
-            if self.timers.len() > self.compact_timers_at {
-                self.compact_timers();
-            }
+            self.compact_timers_if_stale();
+        }
+    }
+
+    /// Disarmed timers stay in the queue until their time (Timer C's is
+    /// minutes away): rebuilt from the live deadlines when stale entries
+    /// outnumber live ones, which bounds the queue's memory per held
+    /// transaction at an amortised O(1) cost. A queue of live timers only
+    /// (a burst of new INVITEs) was rebuilt at every doubling, 4.5 % of
+    /// an INVITE's time in the core (issue 15), to sweep out nothing. The
+    /// length rule stays as a backstop (at eight times the live count) in
+    /// case a disarm went uncounted.
+    fn compact_timers_if_stale(&mut self) {
+        let len = self.timers.len();
+        if (self.stale_timers > COMPACT_TIMERS_MIN && 2 * self.stale_timers > len)
+            || len > self.compact_timers_at
+        {
+            self.compact_timers();
         }
     }
 
@@ -2020,9 +2038,7 @@ impl Proxy {
                 self.timers.push(TimerEntry::new(at, id, kind));
             }
         }
-        if self.timers.len() > self.compact_timers_at {
-            self.compact_timers();
-        }
+        self.compact_timers_if_stale();
     }
 
     fn compact_timers(&mut self) {
@@ -2036,9 +2052,10 @@ impl Proxy {
             })
             .collect();
         self.timers.rebuild(live);
-        // Twice what is live: the next rebuild comes after at least as
-        // many arms as it costs, however many timers a transaction holds.
-        self.compact_timers_at = 2 * self.timers.len() + COMPACT_TIMERS_MIN;
+        self.stale_timers = 0;
+        // Eight times what is live: the backstop's rebuilds come after at
+        // least seven times as many arms as they cost.
+        self.compact_timers_at = 8 * self.timers.len() + COMPACT_TIMERS_MIN;
     }
 
     /// Fires every timer due at `now`.
@@ -2049,12 +2066,15 @@ impl Proxy {
                 continue;
             };
             let Some(txn) = self.txns.get_mut(&id) else {
+                self.stale_timers = self.stale_timers.saturating_sub(1);
                 continue;
             };
             if txn.deadlines.get(kind) != Some(at) {
+                self.stale_timers = self.stale_timers.saturating_sub(1);
                 continue;
             }
-            txn.deadlines.clear(kind);
+            // Due: its entry is the one just popped, not a stale one.
+            let _ = txn.deadlines.clear(kind);
             self.fire(now, id, kind);
             if self.txns.get(&id).is_some_and(|t| t.is_finished()) {
                 self.remove(id);
@@ -2110,7 +2130,7 @@ impl Proxy {
                     return;
                 }
                 c.state = ClientState::Terminated;
-                txn.deadlines.clear_all();
+                self.stale_timers += txn.deadlines.clear_all();
                 self.stats.timeouts += 1;
                 if let Some(tag) = txn.ids.caller_tag() {
                     let key = dialog_key(&self.keyer, txn.ids.call_id(), tag);
@@ -2173,7 +2193,7 @@ impl Proxy {
                 if let Some(s) = txn.server.as_mut() {
                     s.state = ServerState::Terminated;
                 }
-                txn.deadlines.clear(TimerKind::ServerRetransmit);
+                self.stale_timers += usize::from(txn.deadlines.clear(TimerKind::ServerRetransmit));
             }
         }
     }
@@ -2240,6 +2260,8 @@ impl Proxy {
         let Some(txn) = self.txns.remove(&id) else {
             return;
         };
+        // Its timers still armed (a linger's) are stale entries now.
+        self.stale_timers += txn.deadlines.armed();
         let caller_tag = txn.ids.caller_tag().unwrap_or_default();
         self.phases.transaction_end(
             CallCtx {

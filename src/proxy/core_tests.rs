@@ -238,6 +238,109 @@ fn disarmed_timers_do_not_pile_up_in_the_queue() {
     assert!(held >= live, "every live deadline stays in the heap");
 }
 
+/// Queue entries beyond one per armed deadline (a deadline re-armed for
+/// the same time leaves two equal entries: one is stale), counted from
+/// the queue and the transactions themselves; every armed deadline must
+/// have its entry.
+fn stale_entries(p: &Proxy) -> usize {
+    let entries = p.timers.entries();
+    let mut armed = 0;
+    for (&id, t) in &p.txns {
+        for kind in TimerKind::ALL {
+            if let Some(at) = t.deadlines.get(kind) {
+                armed += 1;
+                let entry = TimerEntry::new(at, id, kind);
+                assert!(
+                    entries.contains(&entry),
+                    "{kind:?} of {id} at {at} not queued"
+                );
+            }
+        }
+    }
+    entries.len() - armed
+}
+
+/// The proxy's count of stale timer entries is the queue's real one
+/// through every way a deadline ends: a provisional (Timers A/B off, C
+/// on), a 200 (C off), a CANCELled ring (Timer C), silence (Timer B's 408),
+/// lingering transactions retired, and timers firing as the clock moves.
+/// With it right, a queue of live timers only is never rebuilt (the cost
+/// issue 15 measured), and stale ones are still swept.
+#[test]
+fn stale_timer_entries_are_counted_exactly() {
+    let mut rig = Rig::new();
+    for n in 0..600u64 {
+        let (branch, call_id) = (format!("z9hG4bK-s{n}"), format!("stale-{n}"));
+        let now = n * 7;
+        rig.recv_at(now, udp(CALLER), &invite(&branch, &call_id));
+        let fwd = rig.take_to(UAS).remove(0);
+        match n % 4 {
+            0 => rig.recv_at(
+                now,
+                udp(UAS),
+                &response_to(&fwd.text, 180, "Ringing", Some("u"), ""),
+            ),
+            1 => {
+                rig.recv_at(
+                    now,
+                    udp(UAS),
+                    &response_to(&fwd.text, 180, "Ringing", Some("u"), ""),
+                );
+                rig.recv_at(
+                    now + 1,
+                    udp(UAS),
+                    &response_to(&fwd.text, 200, "OK", Some("u"), ""),
+                );
+            }
+            2 => {
+                rig.recv_at(
+                    now,
+                    udp(UAS),
+                    &response_to(&fwd.text, 486, "Busy Here", Some("u"), ""),
+                );
+                // The caller's ACK confirms the server side (Timer G off,
+                // Timer I on).
+                let ack = request("ACK", "sip:100@127.0.0.1:5060", &branch, &call_id, "")
+                    .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u");
+                rig.recv_at(now + 1, udp(CALLER), &ack);
+            }
+            _ => {} // never answered: Timer A, then B
+        }
+        rig.take();
+        assert_eq!(
+            rig.proxy.stale_timers,
+            stale_entries(&rig.proxy),
+            "after call {n}"
+        );
+    }
+    for t in [5_000, 40_000, 200_000, 400_000] {
+        rig.advance_to(t);
+        rig.take();
+        assert_eq!(
+            rig.proxy.stale_timers,
+            stale_entries(&rig.proxy),
+            "at {t} ms"
+        );
+    }
+    // A burst of new INVITEs alone: every entry live, no rebuild.
+    let mut fresh = Rig::new();
+    for n in 0..3000 {
+        fresh.recv_at(
+            0,
+            udp(CALLER),
+            &invite(&format!("z9hG4bK-f{n}"), &format!("f-{n}")),
+        );
+        fresh.take();
+    }
+    assert_eq!(fresh.proxy.stale_timers, 0);
+    assert_eq!(stale_entries(&fresh.proxy), 0);
+    assert!(
+        fresh.proxy.compact_timers_at == COMPACT_TIMERS_MIN
+            || fresh.proxy.timers.len() <= fresh.proxy.compact_timers_at,
+        "rebuilt by the backstop only"
+    );
+}
+
 /// The forwarded INVITE leaves before the 100 Trying: the two go out in
 /// one sendmmsg, and the first one's delivery is inside the call before
 /// the second leaves, so the Trying first added its delivery to the

@@ -149,6 +149,14 @@ impl TimerQueue {
         Some(e)
     }
 
+    /// Every entry, in no order (for tests that check the queue against
+    /// the transactions).
+    #[cfg(test)]
+    pub fn entries(&self) -> Vec<TimerEntry> {
+        let runs = self.runs.iter().flatten().copied();
+        runs.chain(self.overflow.iter().map(|r| r.0)).collect()
+    }
+
     /// Replaces the contents with `live` (the disarmed entries swept out).
     pub fn rebuild(&mut self, mut live: Vec<TimerEntry>) {
         live.sort_unstable();

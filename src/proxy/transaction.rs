@@ -209,11 +209,29 @@ impl Deadlines {
         }
         self.rel[kind as usize] = offset(at - self.base);
     }
-    pub fn clear(&mut self, kind: TimerKind) {
-        self.rel[kind as usize] = 0;
+    /// [`Deadlines::set`] on a deadline that may be armed: true when it
+    /// was (its timer queue entry is stale now).
+    #[must_use]
+    pub fn rearm(&mut self, kind: TimerKind, at: Millis) -> bool {
+        let was = self.rel[kind as usize] != 0;
+        self.set(kind, at);
+        was
     }
-    pub fn clear_all(&mut self) {
+    /// Disarms `kind`: true when it was armed.
+    #[must_use]
+    pub fn clear(&mut self, kind: TimerKind) -> bool {
+        std::mem::take(&mut self.rel[kind as usize]) != 0
+    }
+    /// Disarms all: how many were armed.
+    #[must_use]
+    pub fn clear_all(&mut self) -> usize {
+        let armed = self.armed();
         self.rel = [0; TIMER_KINDS];
+        armed
+    }
+    /// How many deadlines are armed.
+    pub fn armed(&self) -> usize {
+        self.rel.iter().filter(|&&r| r != 0).count()
     }
 }
 
@@ -327,11 +345,17 @@ mod tests {
         let mut plain = [None; TIMER_KINDS];
         for &(slot, op) in ops {
             let kind = TimerKind::ALL[slot % TIMER_KINDS];
-            match op {
-                Some(at) => d.set(kind, at),
+            let was_armed = match op {
+                Some(at) => d.rearm(kind, at),
                 None => d.clear(kind),
-            }
+            };
+            assert_eq!(
+                was_armed,
+                plain[kind as usize].is_some(),
+                "{kind:?} in {ops:?}"
+            );
             plain[kind as usize] = op;
+            assert_eq!(d.armed(), plain.iter().flatten().count());
             for k in TimerKind::ALL {
                 assert_eq!(d.get(k), plain[k as usize], "{k:?} after {ops:?}");
             }
@@ -382,8 +406,14 @@ mod tests {
         for k in TimerKind::ALL {
             all.set(k, now + k as u64);
         }
-        all.clear_all();
+        assert_eq!(all.armed(), TimerKind::ALL.len());
+        assert_eq!(all.clear_all(), TimerKind::ALL.len());
         assert!(TimerKind::ALL.iter().all(|&k| all.get(k).is_none()));
+        assert_eq!(all.armed(), 0);
+        assert!(!all.clear(TimerKind::TimerC));
+        assert!(!all.rearm(TimerKind::TimerC, now));
+        assert!(all.rearm(TimerKind::TimerC, now + 1));
+        assert!(all.clear(TimerKind::TimerC));
     }
 
     proptest::proptest! {
