@@ -82,7 +82,7 @@ struct Dialog {
     caller_tag: Bytes,
     /// Our Record-Route token for this dialog (its Call-ID and
     /// `caller_tag`): each in-dialog request's Route is checked against
-    /// it instead of computing the HMAC again (about 7,300 instructions).
+    /// it instead of computing the token again.
     token: route::Token,
     /// The callee's To tag, from its first tagged response.
     callee_tag: Option<Bytes>,
@@ -1024,7 +1024,7 @@ impl Proxy {
             &local,
             patch,
         );
-        // One HMAC for both Record-Route lines and the dialog's record.
+        // One token for both Record-Route lines and the dialog's record.
         let token = record_route.then(|| self.s.identity.token_hex(call_id, caller_tag));
         if let Some(token) = &token {
             let first_via = msg

@@ -274,30 +274,18 @@ fn stale_timer_entries_are_counted_exactly() {
         let now = n * 7;
         rig.recv_at(now, udp(CALLER), &invite(&branch, &call_id));
         let fwd = rig.take_to(UAS).remove(0);
-        match n % 4 {
-            0 => rig.recv_at(
-                now,
-                udp(UAS),
-                &response_to(&fwd.text, 180, "Ringing", Some("u"), ""),
-            ),
-            1 => {
-                rig.recv_at(
-                    now,
-                    udp(UAS),
-                    &response_to(&fwd.text, 180, "Ringing", Some("u"), ""),
-                );
-                rig.recv_at(
-                    now + 1,
-                    udp(UAS),
-                    &response_to(&fwd.text, 200, "OK", Some("u"), ""),
-                );
+        // The callee's answers, each a millisecond after the one before.
+        let answer = |rig: &mut Rig, answers: &[(u16, &str)]| {
+            for (k, &(code, reason)) in answers.iter().enumerate() {
+                let text = response_to(&fwd.text, code, reason, Some("u"), "");
+                rig.recv_at(now + k as u64, udp(UAS), &text);
             }
+        };
+        match n % 4 {
+            0 => answer(&mut rig, &[(180, "Ringing")]),
+            1 => answer(&mut rig, &[(180, "Ringing"), (200, "OK")]),
             2 => {
-                rig.recv_at(
-                    now,
-                    udp(UAS),
-                    &response_to(&fwd.text, 486, "Busy Here", Some("u"), ""),
-                );
+                answer(&mut rig, &[(486, "Busy Here")]);
                 // The caller's ACK confirms the server side (Timer G off,
                 // Timer I on).
                 let ack = request("ACK", "sip:100@127.0.0.1:5060", &branch, &call_id, "")
