@@ -3,6 +3,8 @@
 //! not recorded and why. Stored as two columns (state, reason) so the
 //! calls API and the link rules can read it without parsing prose.
 
+use std::borrow::Cow;
+
 use crate::media::recorder::NoRecording;
 
 /// The reason of calls no media layer reported on: `record_calls = false`,
@@ -19,7 +21,9 @@ pub enum Recording {
     Partial,
     /// No WAV. `reason`: `recording disabled`, `no free media ports`,
     /// `codec not recorded: G729`, `recording file: …` (disk), ….
-    NotRecorded { reason: String },
+    /// Borrowed for the fixed reasons: every call without media starts
+    /// from `recording disabled`, which allocated once per call.
+    NotRecorded { reason: Cow<'static, str> },
 }
 
 impl Default for Recording {
@@ -37,7 +41,7 @@ impl From<&NoRecording> for Recording {
 }
 
 impl Recording {
-    pub fn not_recorded(reason: impl Into<String>) -> Recording {
+    pub fn not_recorded(reason: impl Into<Cow<'static, str>>) -> Recording {
         Recording::NotRecorded {
             reason: reason.into(),
         }
@@ -60,7 +64,7 @@ impl Recording {
     /// Why there is no recording; None when there is one.
     pub fn reason(&self) -> Option<&str> {
         match self {
-            Recording::NotRecorded { reason } => Some(reason),
+            Recording::NotRecorded { reason } => Some(reason.as_ref()),
             _ => None,
         }
     }
@@ -72,7 +76,7 @@ impl Recording {
         match state {
             "recorded" => Recording::Recorded,
             "partial" => Recording::Partial,
-            "not_recorded" => Recording::not_recorded(reason),
+            "not_recorded" => Recording::not_recorded(reason.to_string()),
             other => Recording::not_recorded(format!("unknown recording state {other:?}")),
         }
     }
@@ -135,5 +139,26 @@ mod tests {
         assert_eq!(j, r#"{"state":"not_recorded","reason":"x"}"#);
         let back: Recording = serde_json::from_str(r#"{"state":"partial"}"#).expect("parse");
         assert_eq!(back, Recording::Partial);
+    }
+
+    /// The default (every call without media) borrows its reason; one
+    /// read back from JSON or the columns owns it and is equal.
+    #[test]
+    fn the_default_reason_is_borrowed() {
+        let d = Recording::default();
+        assert!(matches!(
+            &d,
+            Recording::NotRecorded {
+                reason: Cow::Borrowed(DISABLED)
+            }
+        ));
+        let json = serde_json::to_string(&d).expect("json");
+        assert_eq!(
+            json,
+            r#"{"state":"not_recorded","reason":"recording disabled"}"#
+        );
+        let back: Recording = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, d);
+        assert_eq!(Recording::from_columns("not_recorded", DISABLED), d);
     }
 }
