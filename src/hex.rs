@@ -24,6 +24,17 @@ pub fn push_hex(out: &mut String, bytes: &[u8], digits: usize) {
     }
 }
 
+/// `bytes` as hex into `out`, two digits a byte, as far as `out` goes:
+/// the fixed-size tokens (route tokens, branches, tags) kept on the stack.
+pub fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    for (pair, &b) in out.chunks_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        if let Some(low) = pair.get_mut(1) {
+            *low = DIGITS[usize::from(b & 0x0f)];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +52,21 @@ mod tests {
             assert_eq!(s, want, "{bytes:?} to {digits} digits");
         }
         assert_eq!(hex(&[0xde, 0xad]), "dead");
+    }
+
+    /// The array form writes the digits the `String` form does, up to the
+    /// array's length.
+    #[test]
+    fn hex_into_an_array_as_push_hex() {
+        let bytes = [0x00u8, 0xff, 0x1a, 0x9c];
+        for len in 0..=9 {
+            let mut out = vec![b'.'; len];
+            hex_into(&mut out, &bytes);
+            let mut want = String::new();
+            push_hex(&mut want, &bytes, len);
+            let written = &out[..want.len()];
+            assert_eq!(written, want.as_bytes(), "{len} digits");
+            assert!(out[want.len()..].iter().all(|&c| c == b'.'), "{len}");
+        }
     }
 }

@@ -297,15 +297,8 @@ const BRANCH_LEN: usize = 27;
 /// The key of the branch PRF: from the route key and the instance nonce,
 /// as the HMAC branches were, so replay (both fixed) gives the same ones.
 fn branch_key(s: &ProxySettings) -> (u64, u64) {
-    let hex = s
-        .identity
-        .digest_hex(&[b"branch-key", &s.instance_nonce.to_be_bytes()], 32);
-    let half = |r: std::ops::Range<usize>| {
-        hex.get(r)
-            .and_then(|h| u64::from_str_radix(h, 16).ok())
-            .unwrap_or_default()
-    };
-    (half(0..16), half(16..32))
+    s.identity
+        .derived_key(&[b"branch-key", &s.instance_nonce.to_be_bytes()])
 }
 
 /// Timer queue entries below which it is never rebuilt.
@@ -1267,14 +1260,9 @@ impl Proxy {
         let (k0, k1) = self.branch_key;
         let mut h = siphasher::sip128::SipHasher24::new_with_keys(k0, k1);
         std::hash::Hasher::write(&mut h, &self.branch_seq.to_le_bytes());
-        let digest = h.finish128().as_bytes();
         let mut out = [0u8; BRANCH_LEN];
         out[..7].copy_from_slice(b"z9hG4bK");
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for (i, b) in digest.iter().take((BRANCH_LEN - 7) / 2).enumerate() {
-            out[7 + 2 * i] = HEX[usize::from(b >> 4)];
-            out[8 + 2 * i] = HEX[usize::from(b & 15)];
-        }
+        crate::hex::hex_into(&mut out[7..], &h.finish128().as_bytes());
         out
     }
 

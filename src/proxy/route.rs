@@ -45,16 +45,6 @@ fn host_port(advertised_host: Option<&str>, l: &ListenAddr) -> String {
 /// How many hex digits a Record-Route token carries (64 bits).
 const TOKEN_HEX: usize = 16;
 
-/// 16 hex digits of `v`, most significant first.
-fn hex16(v: u64) -> Token {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; TOKEN_HEX];
-    for (i, d) in out.iter_mut().enumerate() {
-        *d = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
-    }
-    out
-}
-
 /// A Record-Route token: the hex digits of [`Identity::token`], on the
 /// stack (the core keeps one per dialog, see `Dialog::token`).
 pub type Token = [u8; TOKEN_HEX];
@@ -79,13 +69,7 @@ impl Identity {
             token_key: (0, 0),
             host_ports,
         };
-        let k: [u8; 16] = id.digest_hex_array(&[b"route-token-key"]);
-        let half = |h: &[u8]| {
-            h.iter().fold(0u64, |acc, &c| {
-                acc << 4 | u64::from(char::from(c).to_digit(16).unwrap_or(0))
-            })
-        };
-        id.token_key = (half(&k[..8]), half(&k[8..]));
+        id.token_key = id.derived_key(&[b"route-token-key"]);
         id
     }
 
@@ -165,7 +149,9 @@ impl Identity {
         h.write(&(call_id.len() as u64).to_le_bytes());
         h.write(call_id);
         h.write(caller_tag);
-        hex16(h.finish())
+        let mut out = [0u8; TOKEN_HEX];
+        crate::hex::hex_into(&mut out, &h.finish().to_be_bytes());
+        out
     }
 
     /// The token versions before this one wrote: HMAC-SHA256 over the
@@ -175,10 +161,9 @@ impl Identity {
         mac.update(call_id);
         mac.update(b"\x00");
         mac.update(caller_tag);
-        let digest = mac.finalize().into_bytes();
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        hex16(u64::from_be_bytes(first))
+        let mut out = [0u8; TOKEN_HEX];
+        crate::hex::hex_into(&mut out, &mac.finalize().into_bytes());
+        out
     }
 
     /// Whether `user` (a Route URI's user part) is a token of this route
@@ -193,16 +178,21 @@ impl Identity {
                 && constant_time_eq(user, &self.hmac_token_hex(call_id, tag)))
     }
 
-    /// A deterministic tag or branch suffix derived from `parts`.
-    pub fn digest_hex(&self, parts: &[&[u8]], hex_len: usize) -> String {
+    /// The HMAC of `parts`, each followed by a NUL: what every derived
+    /// value below is made from.
+    fn digest(&self, parts: &[&[u8]]) -> [u8; 32] {
         let mut mac = self.key.clone();
         for p in parts {
             mac.update(p);
             mac.update(b"\x00");
         }
-        let digest = mac.finalize().into_bytes();
+        mac.finalize().into_bytes().into()
+    }
+
+    /// A deterministic tag or branch suffix derived from `parts`.
+    pub fn digest_hex(&self, parts: &[&[u8]], hex_len: usize) -> String {
         let mut s = String::with_capacity(hex_len);
-        crate::hex::push_hex(&mut s, &digest, hex_len);
+        crate::hex::push_hex(&mut s, &self.digest(parts), hex_len);
         s
     }
 
@@ -210,19 +200,21 @@ impl Identity {
     /// most 64), on the stack: the 2xx ACK's branch and the To tag of
     /// local replies took a `String` each.
     pub fn digest_hex_array<const N: usize>(&self, parts: &[&[u8]]) -> [u8; N] {
-        let mut mac = self.key.clone();
-        for p in parts {
-            mac.update(p);
-            mac.update(b"\x00");
-        }
-        let digest = mac.finalize().into_bytes();
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut out = [0u8; N];
-        for (pair, b) in out.chunks_exact_mut(2).zip(digest.iter()) {
-            pair[0] = DIGITS[usize::from(b >> 4)];
-            pair[1] = DIGITS[usize::from(b & 0x0f)];
-        }
+        crate::hex::hex_into(&mut out, &self.digest(parts));
         out
+    }
+
+    /// A 128-bit key (two halves, for SipHash) derived from `parts`: the
+    /// first 32 digits of [`Identity::digest_hex`] read as two numbers.
+    pub fn derived_key(&self, parts: &[&[u8]]) -> (u64, u64) {
+        let d = self.digest(parts);
+        let half = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&d[at..at + 8]);
+            u64::from_be_bytes(b)
+        };
+        (half(0), half(8))
     }
 
     /// Whether a URI names this proxy (host and port of a listen address).
@@ -681,6 +673,28 @@ mod tests {
             assert_eq!(&ten[..], id.digest_hex(parts, 10).as_bytes());
             assert_eq!(&sixteen[..], id.digest_hex(parts, 16).as_bytes());
         }
+    }
+
+    /// A derived key is the first 32 digits of the digest, read as two
+    /// 64-bit halves: all 128 bits, not the 64 of 16 digits (the route
+    /// token key was first made from 16, two 32-bit halves).
+    #[test]
+    fn derived_keys_hold_128_bits_of_the_digest() {
+        let listen = vec![crate::config::parse_listen("udp:127.0.0.1:5060").expect("listen")];
+        let id = Identity::new(listen, None, b"secret");
+        for parts in [
+            &[b"route-token-key".as_slice()][..],
+            &[b"branch-key", b"\x00\x01"],
+        ] {
+            let hex = id.digest_hex(parts, 32);
+            let want = (
+                u64::from_str_radix(&hex[..16], 16).expect("hex"),
+                u64::from_str_radix(&hex[16..], 16).expect("hex"),
+            );
+            assert_eq!(id.derived_key(parts), want, "{parts:?}");
+        }
+        assert_eq!(id.token_key, id.derived_key(&[b"route-token-key"]));
+        assert!(id.token_key.0 > u64::from(u32::MAX) || id.token_key.1 > u64::from(u32::MAX));
     }
 
     /// The HMAC-SHA256 token versions before the SipHash one wrote,
