@@ -61,6 +61,10 @@ pub(super) struct TimerQueue {
     overflow: BinaryHeap<Reverse<TimerEntry>>,
     len: usize,
     max_runs: usize,
+    /// How many times [`TimerQueue::rebuild`] ran (tests check the
+    /// callers' rebuild rules against it).
+    #[cfg(test)]
+    rebuilds: u64,
 }
 
 impl Default for TimerQueue {
@@ -76,6 +80,8 @@ impl TimerQueue {
             overflow: BinaryHeap::new(),
             len: 0,
             max_runs,
+            #[cfg(test)]
+            rebuilds: 0,
         }
     }
 
@@ -149,6 +155,12 @@ impl TimerQueue {
         Some(e)
     }
 
+    /// How many times the queue was rebuilt.
+    #[cfg(test)]
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds
+    }
+
     /// Every entry, in no order (for tests that check the queue against
     /// the transactions).
     #[cfg(test)]
@@ -159,6 +171,10 @@ impl TimerQueue {
 
     /// Replaces the contents with `live` (the disarmed entries swept out).
     pub fn rebuild(&mut self, mut live: Vec<TimerEntry>) {
+        #[cfg(test)]
+        {
+            self.rebuilds += 1;
+        }
         live.sort_unstable();
         self.len = live.len();
         self.runs.clear();
