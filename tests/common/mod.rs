@@ -57,12 +57,15 @@ fn port_is_free(port: u16) -> bool {
 
 /// A run of `len` consecutive ports, each free for UDP and TCP on 127.0.0.1.
 ///
-/// Ports come from 20000..32000, below Linux's ephemeral range (32768+), so
-/// the kernel does not hand them to outgoing connections meanwhile; they are
+/// Ports come from 20000..30000: below Linux's ephemeral range (32768+),
+/// so the kernel does not hand them to outgoing connections meanwhile, and
+/// below the media relay's default ports (`media.port_min = 30000`), which
+/// the siptrack of another test process may bind at any moment (a callee
+/// likely cause of a callee port found taken once in CI). They are
 /// picked at random so that parallel test processes rarely collide.
 pub fn free_ports(len: u16) -> u16 {
     const LOW: u64 = 20000;
-    const HIGH: u64 = 32000;
+    const HIGH: u64 = 30000;
     let mut taken = handed_out().lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..2000 {
         let start = (LOW + random_u64() % (HIGH - LOW - u64::from(len))) as u16;
