@@ -60,8 +60,8 @@ fn port_is_free(port: u16) -> bool {
 /// Ports come from 20000..30000: below Linux's ephemeral range (32768+),
 /// so the kernel does not hand them to outgoing connections meanwhile, and
 /// below the media relay's default ports (`media.port_min = 30000`), which
-/// the siptrack of another test process may bind at any moment (a callee
-/// likely cause of a callee port found taken once in CI). They are
+/// the siptrack of another test may bind at any moment (the likely cause
+/// of a callee port found taken once in CI). They are
 /// picked at random so that parallel test processes rarely collide.
 pub fn free_ports(len: u16) -> u16 {
     const LOW: u64 = 20000;
