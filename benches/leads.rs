@@ -159,10 +159,10 @@ fn call(i: u64, clients: u64) -> CallRecord {
     CallRecord {
         call_id: format!("bench-{i}"),
         info: CallInfo {
-            caller: l.who.phone.clone(),
-            caller_raw: l.who.phone,
+            caller: l.who.phone.as_str().into(),
+            caller_raw: l.who.phone.into(),
             dialed: "74951110001".into(),
-            visit_id: Some(l.who.visit),
+            visit_id: Some(l.who.visit.into()),
             ..CallInfo::default()
         },
         invite_at: (NOW as u64 + i) * 1000,

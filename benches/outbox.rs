@@ -248,7 +248,7 @@ fn latency(rt: &tokio::runtime::Runtime, store: &Store, sink: &Arc<Sink>, port: 
         let r = CallRecord {
             call_id: call_id.clone(),
             info: CallInfo {
-                caller: format!("7916{:07}", i),
+                caller: format!("7916{:07}", i).into(),
                 dialed: "74951110001".into(),
                 marker: Some("google".into()),
                 ..CallInfo::default()

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
+use smol_str::SmolStr;
 
 use crate::media::recorder::Dtmf;
 use crate::proxy::Millis;
@@ -17,15 +18,15 @@ pub use recording::Recording;
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CallInfo {
     /// The caller's number as it came, and normalised (T-5).
-    pub caller_raw: String,
-    pub caller: String,
+    pub caller_raw: SmolStr,
+    pub caller: SmolStr,
     /// The tracking number dialed, normalised.
-    pub dialed: String,
+    pub dialed: SmolStr,
     /// The Request-URI it was sent to.
-    pub destination: String,
-    pub visit_id: Option<String>,
-    pub marker: Option<String>,
-    pub source: Option<String>,
+    pub destination: SmolStr,
+    pub visit_id: Option<SmolStr>,
+    pub marker: Option<SmolStr>,
+    pub source: Option<SmolStr>,
     /// city, domain, page, utm_* of the visit (shared with the pools).
     pub visit: crate::tracking::VisitFields,
 }

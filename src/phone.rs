@@ -3,6 +3,7 @@
 //! lookups match across formats; and the CRM phone formatter of SPEC C-3.
 //! Pure functions.
 
+use smol_str::{SmolStr, SmolStrBuilder};
 use std::borrow::Cow;
 
 /// The numbering plan the operator configures (`[phone]`).
@@ -106,6 +107,39 @@ pub fn normalize_into(raw: &str, rules: &PhoneRules, out: &mut String) -> bool {
     }
     true
 }
+
+/// [`normalize_into`] as a [`SmolStr`]: a number (at most 23 bytes, as
+/// every E.164 number is) is kept inline, where a `String` per number was
+/// an allocation for every call's dialed and caller numbers (issue 15).
+pub fn normalize_smol(raw: &str, rules: &PhoneRules) -> Option<SmolStr> {
+    let n = Plan::of(raw, rules)?;
+    if let Some(digits) = n.plain() {
+        let mut out = SmolStrBuilder::new();
+        out.push_str(n.prefix);
+        out.push_str(digits);
+        return Some(out.finish());
+    }
+    // Formatting between the digits: gathered on the stack and made a
+    // SmolStr once (the builder's `push` per digit cost ~40 instructions
+    // each).
+    let mut buf = [0u8; INLINE];
+    if n.len() > INLINE {
+        let mut out = String::new();
+        return normalize_into(raw, rules, &mut out).then(|| SmolStr::from(out));
+    }
+    let head = n.prefix.len();
+    buf[..head].copy_from_slice(n.prefix.as_bytes());
+    let mut len = head;
+    for (slot, d) in buf[head..].iter_mut().zip(n.digits()) {
+        *slot = d;
+        len += 1;
+    }
+    // The prefix is a str and the digits ASCII: always UTF-8.
+    std::str::from_utf8(&buf[..len]).ok().map(SmolStr::new)
+}
+
+/// What a [`SmolStr`] holds without allocating.
+const INLINE: usize = 23;
 
 /// [`normalize_into`] appended to a byte buffer (a message edit): true
 /// and the number written, or false and `out` as it was.
@@ -279,6 +313,18 @@ pub fn normalize_user(user: &str, rules: &PhoneRules) -> Normalized {
 pub fn normalize_user_into(user: &str, rules: &PhoneRules, out: &mut String) -> bool {
     normalize_into(user, rules, out)
         || (user.contains('%') && unescaped(user).is_some_and(|u| normalize_into(&u, rules, out)))
+}
+
+/// [`normalize_user`] as a [`SmolStr`], as [`normalize_smol`] (escapes
+/// looked for only when the user part as it came is no number).
+pub fn normalize_user_smol(user: &str, rules: &PhoneRules) -> Option<SmolStr> {
+    normalize_smol(user, rules).or_else(|| {
+        if user.contains('%') {
+            unescaped(user).and_then(|u| normalize_smol(&u, rules))
+        } else {
+            None
+        }
+    })
 }
 
 /// [`normalize_user`] appended to a byte buffer, as [`normalize_append`]
@@ -703,6 +749,10 @@ mod tests {
                 }
             };
             assert_eq!(into, expected, "{input:?} with country {cc}, trunk {trunk}");
+            let smol = normalize_smol(input, &r);
+            assert_eq!(smol.as_deref(), expected.as_deref(), "{input:?}: smol");
+            // Every number here fits inline: no allocation per call.
+            assert!(!smol.is_some_and(|s| s.is_heap_allocated()), "{input:?}");
             let into = normalize_user_into(input, &r, &mut buf).then(|| buf.clone());
             let expected = match normalize_user(input, &r) {
                 Normalized::Number(d) => Some(d),
@@ -715,7 +765,16 @@ mod tests {
                 into, expected,
                 "user {input:?} with country {cc}, trunk {trunk}"
             );
+            let smol = normalize_user_smol(input, &r);
+            assert_eq!(smol.as_deref(), expected.as_deref(), "user {input:?}: smol");
         }
+        // Longer than a SmolStr holds inline: still the same digits.
+        let long = "+8".to_string() + &"9".repeat(29);
+        let r = rules("7", "8");
+        assert!(normalize_into(&long, &r, &mut buf));
+        let smol = normalize_smol(&long, &r).expect("a number");
+        assert!(smol.is_heap_allocated() && smol.len() == 30);
+        assert_eq!(smol, buf);
         // The allocating form's answers for the non-ASCII cases, pinned.
         let r = PhoneRules::default();
         assert_eq!(

@@ -135,7 +135,7 @@ mod tests {
 
     fn news(i: u64) -> Vec<CallNews> {
         let info = CallInfo {
-            caller: format!("7916000000{i}"),
+            caller: format!("7916000000{i}").into(),
             ..CallInfo::default()
         };
         vec![

@@ -41,16 +41,17 @@ pub fn call_lead(r: &CallRecord) -> NewLead {
         who: Identity {
             title,
             name: String::new(),
-            phone: i.caller.clone(),
+            phone: i.caller.to_string(),
             email: String::new(),
             visit: i
                 .visit_id
-                .clone()
-                .or_else(|| i.marker.clone())
-                .unwrap_or_default(),
+                .as_deref()
+                .or(i.marker.as_deref())
+                .unwrap_or_default()
+                .to_string(),
         },
         form: String::new(),
-        dialed: i.dialed.clone(),
+        dialed: i.dialed.to_string(),
         text: format!(
             "Call to {} ({}, {} s)",
             i.dialed,

@@ -7,9 +7,11 @@ pub mod template;
 
 use std::collections::HashMap;
 
+use smol_str::SmolStr;
+
 use crate::config::Destination;
 use crate::phone::{
-    is_withheld, normalize_user, normalize_user_append, normalize_user_into, Normalized, PhoneRules,
+    is_withheld, normalize_user, normalize_user_append, normalize_user_smol, Normalized, PhoneRules,
 };
 use crate::proxy::hooks::destination_uri;
 use crate::sip::{HeaderName, Message, NameAddr, Patch, Span, Uri};
@@ -21,14 +23,14 @@ pub use template::{Placeholder, Template};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CallContext {
     /// The tracking number dialed, normalised (T-5).
-    pub dialed: String,
+    pub dialed: SmolStr,
     /// The caller's number, normalised unless `normalize_caller = false`;
     /// empty when withheld (no phone, SPEC T-5).
-    pub caller: String,
-    pub visit_id: Option<String>,
+    pub caller: SmolStr,
+    pub visit_id: Option<SmolStr>,
     /// The visit's marker, or the static number's channel.
-    pub marker: Option<String>,
-    pub source: Option<String>,
+    pub marker: Option<SmolStr>,
+    pub source: Option<SmolStr>,
     /// Other visit data: city, domain, page, utm_* (shared with the
     /// pools, not copied per call).
     pub visit: VisitFields,
@@ -144,10 +146,10 @@ pub fn utf8(b: &[u8]) -> Result<&str, std::str::Utf8Error> {
 }
 
 /// The caller's number as it came: the From URI's user part.
-pub fn caller_raw(msg: &Message) -> String {
+pub fn caller_raw(msg: &Message) -> SmolStr {
     msg.header_index(HeaderName::From)
         .and_then(|h| uri_user(msg, h))
-        .map(|(_, u)| lossy(u).into_owned())
+        .map(|(_, u)| SmolStr::new(lossy(u)))
         .unwrap_or_default()
 }
 
@@ -155,10 +157,10 @@ pub fn caller_raw(msg: &Message) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
     /// The user part it was taken from, as it came (escapes and all).
-    pub raw: String,
+    pub raw: SmolStr,
     /// The phone: normalised (when `normalize_caller` is on), or None when
     /// the number is withheld.
-    pub phone: Option<String>,
+    pub phone: Option<SmolStr>,
 }
 
 /// Who called, for the call record and the lead: the From user part;
@@ -195,12 +197,11 @@ pub fn caller_and_from(msg: &Message, rules: &PhoneRules, normalise: bool) -> (C
         };
         return (c, false);
     }
-    let mut phone = String::new();
-    if !(normalise && normalize_user_into(&from, rules, &mut phone)) {
+    let phone = normalise
+        .then(|| normalize_user_smol(&from, rules))
+        .flatten()
         // Not normalised, or no number: the user part as it came.
-        phone.clear();
-        phone.push_str(&from);
-    }
+        .unwrap_or_else(|| from.clone());
     let c = Caller {
         raw: from,
         phone: Some(phone),
@@ -220,7 +221,7 @@ fn privacy_id(msg: &Message) -> bool {
 
 /// The first P-Asserted-Identity value that is a phone number: (its user
 /// part or telephone-subscriber as written, normalised number).
-fn asserted_number(msg: &Message, rules: &PhoneRules) -> Option<(String, String)> {
+fn asserted_number(msg: &Message, rules: &PhoneRules) -> Option<(SmolStr, SmolStr)> {
     msg.headers_named(HeaderName::PAssertedIdentity)
         .flat_map(|h| split_values(msg.bytes(h.value)))
         .find_map(|v| {
@@ -239,7 +240,7 @@ fn asserted_number(msg: &Message, rules: &PhoneRules) -> Option<(String, String)
                 return None;
             }
             match normalize_user(user, rules) {
-                Normalized::Number(d) => Some((user.to_string(), d)),
+                Normalized::Number(d) => Some((SmolStr::new(user), SmolStr::from(d))),
                 Normalized::NotANumber(_) => None,
             }
         })
@@ -532,7 +533,7 @@ pub fn normalize_caller(msg: &Message, rules: &PhoneRules, patch: &mut Patch) {
 }
 
 /// [`normalize_caller`] with the first From's user part already
-/// normalised (`from`: [`normalize_user_into`]'s answer, or the user part
+/// normalised (`from`: [`normalize_user_smol`]'s answer, or the user part
 /// as it came when it is no number).
 fn normalize_caller_from(msg: &Message, rules: &PhoneRules, from: Option<&str>, patch: &mut Patch) {
     let mut from = from;

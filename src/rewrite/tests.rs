@@ -405,7 +405,7 @@ fn the_caller_for_tracking_table() {
     let r = PhoneRules::default();
     let pai = |user: &str| format!("P-Asserted-Identity: <sip:{user}@trunk.example>\r\n");
     let withheld = Caller {
-        raw: String::new(),
+        raw: Default::default(),
         phone: None,
     };
     let number = |raw: &str, phone: &str| Caller {
@@ -794,7 +794,7 @@ fn prepared_settings_match_the_per_call_forms() {
     let mut odd = visit_ctx();
     odd.marker = Some(" a\r\nb\t ".into());
     odd.dialed = "user\u{7f}x y".into();
-    odd.caller = String::new();
+    odd.caller = Default::default();
     let contexts = [visit_ctx(), CallContext::default(), bare, odd];
     let (upper, longer) = (long.to_uppercase(), long.clone() + "b");
     let names = [

@@ -151,11 +151,11 @@ fn lead_view(id: i64, new: &NewLead, call: Option<&CallRecord>) -> LeadView {
             let i = &c.info;
             for (k, v) in [("marker", &i.marker), ("source", &i.source)] {
                 if let Some(v) = v {
-                    visit.insert(k.to_string(), v.clone());
+                    visit.insert(k.to_string(), v.to_string());
                 }
             }
             visit.extend(i.visit.iter().map(|(k, v)| (k.clone(), v.clone())));
-            i.visit_id.clone().unwrap_or_default()
+            i.visit_id.as_deref().unwrap_or_default().to_string()
         }
         None => {
             // The visit's own data first: a form cannot overwrite where

@@ -131,7 +131,7 @@ fn call(id: &str, caller: &str, invite_at: u64) -> CallRecord {
     CallRecord {
         call_id: id.into(),
         info: CallInfo {
-            caller_raw: format!("+{caller}"),
+            caller_raw: format!("+{caller}").into(),
             caller: caller.into(),
             dialed: "74951110001".into(),
             destination: "sip:pbx@127.0.0.1".into(),

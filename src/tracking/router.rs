@@ -5,10 +5,12 @@
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
+use smol_str::SmolStr;
+
 use crate::calls::CallInfo;
 use crate::clock::Clock;
 use crate::config::{Config, Destination, StaticNumber};
-use crate::phone::normalize_user_into;
+use crate::phone::normalize_user_smol;
 use crate::proxy::hooks::{destination_uri, NextHop, ProxyPhases, Refusal};
 use crate::proxy::{Millis, Peer};
 use crate::rewrite::{self, CallContext, Prepared, RewriteSettings};
@@ -40,7 +42,7 @@ pub struct Lookup<'a> {
     pub phone_destination: bool,
     pub context: CallContext,
     /// The caller's user part as it came (the PAI's with `Privacy: id`).
-    pub caller_raw: String,
+    pub caller_raw: SmolStr,
     /// `context.caller` is T-5's form of the From user part, which the
     /// rewrite then takes instead of normalising the From again.
     pub caller_is_from: bool,
@@ -76,12 +78,9 @@ impl TrackingRouter {
         let dialed_raw = rewrite::dialed_user(req)
             .map(rewrite::lossy)
             .unwrap_or_default();
-        let mut dialed = String::new();
-        if !normalize_user_into(&dialed_raw, &self.settings.phone, &mut dialed) {
-            // No number (a login, a name): looked up as it came.
-            dialed.clear();
-            dialed.push_str(&dialed_raw);
-        }
+        // No number (a login, a name): looked up as it came.
+        let dialed = normalize_user_smol(&dialed_raw, &self.settings.phone)
+            .unwrap_or_else(|| SmolStr::new(&dialed_raw));
         let (caller, caller_is_from) =
             rewrite::caller_and_from(req, &self.settings.phone, self.settings.normalize_caller);
         let mut context = CallContext {
@@ -91,9 +90,9 @@ impl TrackingRouter {
             ..CallContext::default()
         };
         let caller_raw = caller.raw;
-        if let Some(n) = self.numbers.get(&context.dialed) {
-            context.marker = n.marker.clone();
-            context.source = n.source.clone();
+        if let Some(n) = self.numbers.get(context.dialed.as_str()) {
+            context.marker = n.marker.as_deref().map(SmolStr::new);
+            context.source = n.source.as_deref().map(SmolStr::new);
             return Some(Lookup {
                 destination: Cow::Borrowed(&n.destination),
                 phone_destination: n.phone_destination,
@@ -106,9 +105,9 @@ impl TrackingRouter {
             let now = self.clock.unix_ms();
             if let Some((p, pool, visit)) = pools.at_call_pool(&context.dialed, now) {
                 if let Some(v) = visit {
-                    context.visit_id = Some(v.id.clone());
-                    context.marker = v.fields.get("marker").cloned();
-                    context.source = v.fields.get("source").cloned();
+                    context.visit_id = Some(SmolStr::new(&v.id));
+                    context.marker = v.fields.get("marker").map(SmolStr::new);
+                    context.source = v.fields.get("source").map(SmolStr::new);
                     context.visit = v.fields.clone();
                 }
                 let destination = match self.pool_destinations.get(p) {
@@ -186,7 +185,7 @@ impl ProxyPhases for TrackingRouter {
             caller_raw: found.caller_raw,
             caller: ctx.caller,
             dialed: ctx.dialed,
-            destination: rewrite::lossy(&uri).into_owned(),
+            destination: SmolStr::new(rewrite::lossy(&uri)),
             visit_id: ctx.visit_id,
             marker: ctx.marker,
             source: ctx.source,
