@@ -175,7 +175,8 @@ impl Message {
         if i == b.len() {
             return Err(ParseError::Empty);
         }
-        let (sl_end, mut next) = lines::line_end(b, i);
+        let mut marks = lines::Marks::new(b);
+        let (sl_end, mut next) = marks.line_end(i);
         let start_line = Span::new(i, sl_end);
         let start = parse_start_line(b, start_line)?;
 
@@ -200,11 +201,11 @@ impl Message {
             }
             // The colon must be on the header's first physical line: one
             // on a continuation line would leave a CR or LF in the name.
-            let (colon, lf) = lines::colon_and_lf(b, line_start);
+            let (colon, lf) = marks.colon_and_lf(line_start);
             let (mut end, mut after) = lines::terminate(b, line_start, lf);
             // Folded continuation lines belong to this header.
             while after < b.len() && (b[after] == b' ' || b[after] == b'\t') {
-                let (e, a) = lines::line_end(b, after);
+                let (e, a) = marks.line_end(after);
                 end = e;
                 after = a;
             }
