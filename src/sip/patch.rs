@@ -7,7 +7,11 @@ use super::message::Span;
 struct Edit {
     at: Span,
     repl: (u32, u32),
-    seq: u32,
+    /// Where the edit goes in the output: its start, then insertions
+    /// before a replacement at the same place, then the order given. One
+    /// u64 worked out once: the sort compared a tuple of three (about
+    /// 500 instructions of a forwarded INVITE, issue 15).
+    order: u64,
 }
 
 /// A set of non-overlapping replacements over one message buffer.
@@ -80,11 +84,12 @@ impl Patch {
     }
 
     fn push(&mut self, at: Span, arena_start: usize) {
-        let seq = self.edits.len() as u32;
+        let seq = self.edits.len() as u64;
+        let replaces = u64::from(at.end != at.start);
         self.edits.push(Edit {
             at,
             repl: (arena_start as u32, self.arena.len() as u32),
-            seq,
+            order: u64::from(at.start) << 33 | replaces << 32 | seq,
         });
     }
 
@@ -115,8 +120,7 @@ impl Patch {
     /// [`Patch::apply`] appended to `out`: the core writes the forwarded
     /// request and its 100 Trying into one buffer.
     pub fn apply_into(&mut self, src: &[u8], end: usize, out: &mut Vec<u8>) {
-        self.edits
-            .sort_unstable_by_key(|e| (e.at.start, e.at.end != e.at.start, e.seq));
+        self.edits.sort_unstable_by_key(|e| e.order);
         out.reserve(self.max_len(end));
         let mut pos = 0usize;
         for e in &self.edits {
