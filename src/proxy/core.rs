@@ -1061,6 +1061,10 @@ impl Proxy {
         let mut data = Bytes::from(buf);
         let trying = data.split_off(len);
         let dialog_setup = initial && record_route;
+        // The call's Call-ID and From tag for its `Started` event: the
+        // dialog's copies when it has them (a shared count each, where
+        // two copies of their own were two allocations per call).
+        let mut event_ids = None;
         if dialog_setup {
             // A further INVITE of the same Call-ID and From tag joins the
             // dialog under way; it never resets one already confirmed.
@@ -1108,6 +1112,10 @@ impl Proxy {
                 })
             });
             d.setups += 1;
+            // The key is a hash: the strings are compared, not assumed.
+            if d.call_id == call_id && d.caller_tag == caller_tag {
+                event_ids = Some((d.call_id.clone(), d.caller_tag.clone()));
+            }
         }
 
         let id = self.next_id;
@@ -1153,10 +1161,16 @@ impl Proxy {
         self.client_index.insert(branch, id);
         self.arm_new(id, &deadlines);
         if let (true, true, Some(info)) = (is_invite, initial, hop.call) {
+            let (call_id, from_tag) = event_ids.unwrap_or_else(|| {
+                (
+                    Bytes::copy_from_slice(call_id),
+                    Bytes::copy_from_slice(caller_tag),
+                )
+            });
             self.events.push(CallEvent::Started {
-                call_id: Bytes::copy_from_slice(call_id),
+                call_id,
                 at: now,
-                from_tag: Bytes::copy_from_slice(caller_tag),
+                from_tag,
                 info,
             });
         }
