@@ -510,22 +510,22 @@ impl Proxy {
             return;
         }
         if msg.is_request() {
-            self.on_request(now, from, msg);
+            self.on_request(now, from, &msg);
         } else {
-            self.on_response(now, from, msg);
+            self.on_response(now, from, &msg);
         }
     }
 
     // ---- requests -------------------------------------------------------
 
-    fn on_request(&mut self, now: Millis, from: Peer, msg: Message) {
+    fn on_request(&mut self, now: Millis, from: Peer, msg: &Message) {
         let Some(method) = msg.method() else { return };
         // Parsed once here for the key, the stamp and the ACK's branch.
-        let Some(top) = route::TopVia::of(&msg) else {
+        let Some(top) = route::TopVia::of(msg) else {
             self.stats.invalid += 1;
             return;
         };
-        let Some(key) = server_key(&self.keyer, &msg, &top, method) else {
+        let Some(key) = server_key(&self.keyer, msg, &top, method) else {
             self.stats.invalid += 1;
             return;
         };
@@ -626,8 +626,8 @@ impl Proxy {
         }
     }
 
-    fn on_cancel(&mut self, now: Millis, from: Peer, msg: Message, top: &route::TopVia) {
-        let Some(invite_key) = server_key(&self.keyer, &msg, top, Method::Invite) else {
+    fn on_cancel(&mut self, now: Millis, from: Peer, msg: &Message, top: &route::TopVia) {
+        let Some(invite_key) = server_key(&self.keyer, msg, top, Method::Invite) else {
             return;
         };
         let Some(&id) = self.server_index.get(&invite_key) else {
@@ -635,10 +635,10 @@ impl Proxy {
                 // The INVITE was answered: nothing left to cancel (RFC
                 // 3261 9.2), but the CANCEL itself succeeds.
                 Some(l) if same_origin(l.peer, from) => {
-                    self.reply_stateless(&msg, from, 200, "OK", &[]);
+                    self.reply_stateless(msg, from, 200, "OK", &[]);
                 }
                 Some(_) => self.stats.wrong_source += 1,
-                None => self.refuse(now, from, &msg, 481, NO_DIALOG),
+                None => self.refuse(now, from, msg, 481, NO_DIALOG),
             }
             return;
         };
@@ -647,7 +647,7 @@ impl Proxy {
             self.stats.wrong_source += 1;
             return;
         }
-        self.reply_stateless(&msg, from, 200, "OK", &[]);
+        self.reply_stateless(msg, from, 200, "OK", &[]);
         let Some(txn) = self.txns.get_mut(&id) else {
             return;
         };
@@ -677,31 +677,31 @@ impl Proxy {
         &mut self,
         now: Millis,
         from: Peer,
-        msg: Message,
+        msg: &Message,
         (key, top): (TxnKey, route::TopVia),
         method: Method,
     ) {
         if !self.is_trusted(from) {
             self.stats.untrusted += 1;
-            self.refuse(now, from, &msg, 403, "Forbidden");
+            self.refuse(now, from, msg, 403, "Forbidden");
             return;
         }
-        if let Some(refusal) = common_checks(&msg) {
-            self.reply_refusal(now, from, &msg, key, refusal);
+        if let Some(refusal) = common_checks(msg) {
+            self.reply_refusal(now, from, msg, key, refusal);
             return;
         }
         // Decoded by validation (kept in the message).
         let no_user = || msg.request_uri_spans().is_some_and(|u| u.user.is_none());
         match method {
             Method::Register => {
-                self.reply_final(now, from, &msg, key, (405, "Method Not Allowed"), &[ALLOW]);
+                self.reply_final(now, from, msg, key, (405, "Method Not Allowed"), &[ALLOW]);
                 return;
             }
             Method::Options if no_user() => {
                 self.reply_final(
                     now,
                     from,
-                    &msg,
+                    msg,
                     key,
                     (200, "OK"),
                     &[ALLOW, b"Accept: application/sdp"],
@@ -712,7 +712,7 @@ impl Proxy {
                 self.reply_final(
                     now,
                     from,
-                    &msg,
+                    msg,
                     key,
                     (503, "Service Unavailable"),
                     &[b"Retry-After: 30"],
@@ -724,16 +724,16 @@ impl Proxy {
         let mut patch = self.take_scratch();
         // A route preloaded to us is consumed; the next hop still comes
         // from configuration only.
-        let routes = route::route_values(&msg);
+        let routes = route::route_values(msg);
         let preloaded_own = routes.first().is_some_and(|(_, span)| {
             msg.route_uri(*span)
                 .and_then(|u| Uri::parse(u).ok())
                 .is_some_and(|u| self.s.identity.is_own_uri(&u))
         });
         if preloaded_own {
-            route::pop_routes(&msg, &routes, 1, &mut patch);
+            route::pop_routes(msg, &routes, 1, &mut patch);
         }
-        match self.phases.initial_request(&msg, from, now, &mut patch) {
+        match self.phases.initial_request(msg, from, now, &mut patch) {
             Ok(hop) => {
                 let record_route = matches!(method, Method::Invite)
                     || matches!(
@@ -743,7 +743,7 @@ impl Proxy {
                 let ends = (record_route, true);
                 self.forward_request(now, from, msg, (key, top), hop, &mut patch, ends);
             }
-            Err(refusal) => self.reply_refusal(now, from, &msg, key, refusal),
+            Err(refusal) => self.reply_refusal(now, from, msg, key, refusal),
         }
         self.scratch = patch;
     }
@@ -766,7 +766,7 @@ impl Proxy {
         &mut self,
         now: Millis,
         from: Peer,
-        msg: Message,
+        msg: &Message,
         (key, top): (TxnKey, route::TopVia),
         is_ack: bool,
     ) {
@@ -774,7 +774,7 @@ impl Proxy {
         // Borrowed: copied only into what is kept (the BYE's event).
         let ftag = msg.tag(HeaderName::From).unwrap_or_default();
         let ttag = msg.tag(HeaderName::To).unwrap_or_default();
-        let routes = route::route_values(&msg);
+        let routes = route::route_values(msg);
         // The dialog is looked up first so that its token can stand in
         // for computing its caller's tag's (same Call-ID, same tag: same
         // token); the answer is what `Identity::is_token` gives.
@@ -802,7 +802,7 @@ impl Proxy {
             })
         };
         if !own(0) {
-            return self.refuse_in_dialog(now, from, &msg, is_ack, 404, "Not Found");
+            return self.refuse_in_dialog(now, from, msg, is_ack, 404, "Not Found");
         }
         let Some((dkey, by_caller)) = found else {
             if self.share_dialogs && !self.looked_up && !self.draining {
@@ -825,7 +825,7 @@ impl Proxy {
                 }
                 return;
             }
-            return self.refuse_in_dialog(now, from, &msg, is_ack, 481, NO_DIALOG);
+            return self.refuse_in_dialog(now, from, msg, is_ack, 481, NO_DIALOG);
         };
         let Some(dialog) = self.dialogs.get_mut(&dkey) else {
             return;
@@ -835,7 +835,7 @@ impl Proxy {
         // periodic sweep has come by yet.
         if now.saturating_sub(dialog.started) >= self.s.dialog_max_ms {
             self.dialogs.remove(&dkey);
-            return self.refuse_in_dialog(now, from, &msg, is_ack, 481, NO_DIALOG);
+            return self.refuse_in_dialog(now, from, msg, is_ack, 481, NO_DIALOG);
         }
         let Some(dialog) = self.dialogs.get(&dkey) else {
             return;
@@ -848,11 +848,11 @@ impl Proxy {
         // From the side its tags name (its source or Contact IP), or from
         // a trusted source (a trunk's other node).
         if !sender.has_ip(from.addr.ip()) && !self.is_trusted(from) {
-            return self.refuse_in_dialog(now, from, &msg, is_ack, 481, NO_DIALOG);
+            return self.refuse_in_dialog(now, from, msg, is_ack, 481, NO_DIALOG);
         }
-        if let Some(refusal) = common_checks(&msg) {
+        if let Some(refusal) = common_checks(msg) {
             if !is_ack {
-                self.reply_refusal(now, from, &msg, key, refusal);
+                self.reply_refusal(now, from, msg, key, refusal);
             }
             return;
         }
@@ -871,7 +871,7 @@ impl Proxy {
                 self.reply_final(
                     now,
                     from,
-                    &msg,
+                    msg,
                     key,
                     (502, "Bad Gateway"),
                     &[b"Warning: 399 siptrack \"next hop is not an IP address\""],
@@ -882,11 +882,11 @@ impl Proxy {
         // Toward the other side only: its host, on any port (an SBC or
         // PBX may Record-Route a port other than the one it sends from).
         if !receiver.has_ip(peer.addr.ip()) || self.s.identity.is_own_addr(peer.addr) {
-            return self.refuse_in_dialog(now, from, &msg, is_ack, 404, "Not Found");
+            return self.refuse_in_dialog(now, from, msg, is_ack, 404, "Not Found");
         }
         // Target refresh (RFC 3261 12.2.2): the sender's new Contact.
         if matches!(msg.method_bytes(), Some(b"INVITE" | b"UPDATE")) {
-            let first = first_contact(&msg);
+            let first = first_contact(msg);
             if let Some(c) = first.addr {
                 if let Some(d) = self.dialogs.get_mut(&dkey) {
                     d.side(by_caller).contact = Some(c);
@@ -894,25 +894,25 @@ impl Proxy {
                 }
             }
         }
-        if let (Some(d), Some((n, _)), false) = (self.dialogs.get_mut(&dkey), cseq(&msg), is_ack) {
+        if let (Some(d), Some((n, _)), false) = (self.dialogs.get_mut(&dkey), cseq(msg), is_ack) {
             let c = &mut d.ends.cseq[usize::from(!by_caller)];
             *c = (*c).max(n);
         }
         let mut patch = self.take_scratch();
-        route::pop_routes(&msg, &routes, popped, &mut patch);
+        route::pop_routes(msg, &routes, popped, &mut patch);
         let call = CallCtx {
             call_id,
             from_tag: ftag,
         };
         self.phases
-            .in_dialog_request(call, &msg, from, now, &mut patch);
+            .in_dialog_request(call, msg, from, now, &mut patch);
         let hop = NextHop {
             peer,
             request_uri: None,
             call: None,
         };
         if is_ack {
-            self.forward_stateless(from, &msg, &top, hop, &mut patch);
+            self.forward_stateless(from, msg, &top, hop, &mut patch);
             self.scratch = patch;
             return;
         }
@@ -985,7 +985,7 @@ impl Proxy {
         &mut self,
         now: Millis,
         from: Peer,
-        msg: Message,
+        msg: &Message,
         (key, top): (TxnKey, route::TopVia),
         hop: NextHop,
         patch: &mut Patch,
@@ -995,7 +995,7 @@ impl Proxy {
             self.reply_final(
                 now,
                 from,
-                &msg,
+                msg,
                 key,
                 (503, "Service Unavailable"),
                 &[b"Warning: 399 siptrack \"no listener for the next hop's transport\""],
@@ -1009,7 +1009,7 @@ impl Proxy {
         let call_id = msg.call_id().unwrap_or_default();
         let caller_tag = msg.tag(HeaderName::From).unwrap_or_default();
         self.edit_common(
-            &msg,
+            msg,
             &top,
             from,
             hop.request_uri.as_deref(),
@@ -1039,7 +1039,7 @@ impl Proxy {
         // (sent, and kept by the transaction), where each had two.
         let end = msg.body.end as usize;
         let trying_room = if is_invite {
-            response_max_len(&msg, "Trying", None, &[])
+            response_max_len(msg, "Trying", None, &[])
         } else {
             0
         };
@@ -1051,12 +1051,12 @@ impl Proxy {
             // configured as UDP; say so instead of losing it to EMSGSIZE.
             self.stats.too_large += 1;
             tracing::warn!(to = %hop.peer.addr, bytes = len, "request too large for UDP: 513");
-            self.reply_final(now, from, &msg, key, (513, "Message Too Large"), &[]);
+            self.reply_final(now, from, msg, key, (513, "Message Too Large"), &[]);
             return;
         }
         if is_invite {
             // 100 Trying at once, so the caller stops retransmitting.
-            response_into(&mut buf, &msg, 100, "Trying", None, &[]);
+            response_into(&mut buf, msg, 100, "Trying", None, &[]);
         }
         let mut data = Bytes::from(buf);
         let trying = data.split_off(len);
@@ -1105,7 +1105,7 @@ impl Proxy {
                     ends: Box::new(Ends {
                         caller_from,
                         target: [contact, Bytes::new()],
-                        cseq: [cseq(&msg).map_or(0, |(n, _)| n), 0],
+                        cseq: [cseq(msg).map_or(0, |(n, _)| n), 0],
                         ..Ends::default()
                     }),
                     contact_pending: true,
@@ -1286,18 +1286,18 @@ impl Proxy {
     /// and only when it comes from where that request went; a 2xx to an
     /// INVITE whose transaction has ended, by the live dialog it matches.
     /// Anything else is dropped and counted: never routed by its Vias.
-    fn on_response(&mut self, now: Millis, from: Peer, msg: Message) {
+    fn on_response(&mut self, now: Millis, from: Peer, msg: &Message) {
         // Parsed by validation (kept in the message).
         let Some(top) = msg.top_via() else {
             self.stats.stray_responses += 1;
             return;
         };
-        if !self.s.identity.is_own_via(&top.via(&msg)) {
+        if !self.s.identity.is_own_via(&top.via(msg)) {
             self.stats.stray_responses += 1;
             return;
         }
-        let is_cancel = cseq(&msg).is_some_and(|(_, m)| m == b"CANCEL");
-        let key = client_key(&self.keyer, top.branch(&msg).unwrap_or_default());
+        let is_cancel = cseq(msg).is_some_and(|(_, m)| m == b"CANCEL");
+        let key = client_key(&self.keyer, top.branch(msg).unwrap_or_default());
         let key = if is_cancel { key.cancel() } else { key };
         let id = self.client_index.get(&key).copied();
         let Some(id) = id else {
@@ -1320,9 +1320,9 @@ impl Proxy {
     /// dialog recorded it, when Call-ID and both tags match and it comes
     /// from the other side. Over TCP it is dropped: the core cannot know
     /// whether the connection is still open and must never open one.
-    fn late_2xx(&mut self, now: Millis, from: Peer, msg: Message) {
+    fn late_2xx(&mut self, now: Millis, from: Peer, msg: &Message) {
         let is_2xx = msg.status().is_some_and(|c| (200..300).contains(&c));
-        let invite = cseq(&msg).is_some_and(|(_, m)| m == b"INVITE");
+        let invite = cseq(msg).is_some_and(|(_, m)| m == b"INVITE");
         let call_id = msg.call_id().unwrap_or_default();
         let found = self.find_dialog(
             call_id,
@@ -1349,7 +1349,7 @@ impl Proxy {
             return;
         };
         let mut patch = self.take_scratch();
-        if route::pop_top_via(&msg, &mut patch).is_none() {
+        if route::pop_top_via(msg, &mut patch).is_none() {
             return;
         }
         let call = CallCtx {
@@ -1357,14 +1357,14 @@ impl Proxy {
             // Borrowed: `from_tag` would copy it to the heap.
             from_tag: msg.tag(HeaderName::From).unwrap_or_default(),
         };
-        self.phases.response(call, &msg, now, &mut patch);
+        self.phases.response(call, msg, now, &mut patch);
         let data = Bytes::from(patch.apply(msg.buf(), msg.body.end as usize));
         self.scratch = patch;
         self.stats.responses_forwarded += 1;
         self.out.push(Output::Send { to, data });
     }
 
-    fn on_client_response(&mut self, now: Millis, id: u64, msg: Message) {
+    fn on_client_response(&mut self, now: Millis, id: u64, msg: &Message) {
         let Some(code) = msg.status() else { return };
         let t1 = self.s.timers.t1_ms;
         let t2 = self.s.timers.t2_ms;
@@ -1383,7 +1383,7 @@ impl Proxy {
             // Lent out for the call, not copied (an empty `CallIds`
             // takes no allocation).
             let ids = std::mem::take(&mut txn.ids);
-            self.learn_dialog(ids.call_id(), ids.caller_tag().is_some(), code, &msg);
+            self.learn_dialog(ids.call_id(), ids.caller_tag().is_some(), code, msg);
             if let Some(txn) = self.txns.get_mut(&id) {
                 txn.ids = ids;
             }
@@ -1427,7 +1427,7 @@ impl Proxy {
                     self.send_cancel(now, id);
                 }
                 if code > 100 {
-                    self.forward_upstream(now, id, &msg, true);
+                    self.forward_upstream(now, id, msg, true);
                 }
             }
             ClientState::Calling | ClientState::Proceeding => {
@@ -1460,10 +1460,10 @@ impl Proxy {
                 if is_invite && success {
                     client.state = ClientState::Accepted;
                     self.arm(id, TimerKind::ClientLinger, now + 64 * t1);
-                    self.forward_upstream(now, id, &msg, false);
+                    self.forward_upstream(now, id, msg, false);
                     self.set_server_state(now, id, ServerState::Accepted);
                 } else if is_invite {
-                    let ack = build_ack(&request, &msg);
+                    let ack = build_ack(&request, msg);
                     if let Some(ack) = ack.clone() {
                         self.out.push(Output::Send {
                             to: client.peer,
@@ -1478,7 +1478,7 @@ impl Proxy {
                         TimerKind::ClientLinger,
                         now + if reliable { 0 } else { 32_000 },
                     );
-                    self.forward_upstream(now, id, &msg, false);
+                    self.forward_upstream(now, id, msg, false);
                     self.set_server_state(now, id, ServerState::Completed);
                 } else {
                     client.state = ClientState::Completed;
@@ -1496,7 +1496,7 @@ impl Proxy {
                         TimerKind::ClientLinger,
                         now + if reliable { 0 } else { self.s.timers.t4_ms },
                     );
-                    self.forward_upstream(now, id, &msg, false);
+                    self.forward_upstream(now, id, msg, false);
                     self.set_server_state(now, id, ServerState::Completed);
                 }
             }
@@ -1513,7 +1513,7 @@ impl Proxy {
             }
             ClientState::Accepted => {
                 if (200..300).contains(&code) {
-                    self.forward_upstream(now, id, &msg, false);
+                    self.forward_upstream(now, id, msg, false);
                 }
             }
             ClientState::Terminated => {}
@@ -1645,7 +1645,7 @@ impl Proxy {
 
     /// A response to a transaction that lingers (see `linger.rs`); or, if
     /// none has its branch, a 2xx after its transaction (`late_2xx`).
-    fn lingering_response(&mut self, now: Millis, from: Peer, key: TxnKey, msg: Message) {
+    fn lingering_response(&mut self, now: Millis, from: Peer, key: TxnKey, msg: &Message) {
         let Some(l) = self.lingering.client(&key, now) else {
             return self.late_2xx(now, from, msg);
         };
@@ -1666,7 +1666,7 @@ impl Proxy {
                 let upstream = self.lingering.server(server, now).map(|s| s.peer);
                 let is_2xx = msg.status().is_some_and(|c| (200..300).contains(&c));
                 if let (Some(to), true) = (upstream, is_2xx) {
-                    if let Some(data) = self.upstream_copy(now, &msg) {
+                    if let Some(data) = self.upstream_copy(now, msg) {
                         self.send_upstream(to, data);
                     }
                 }
