@@ -22,7 +22,7 @@ use super::route::{self, Identity};
 use super::timers::{TimerEntry, TimerQueue};
 use super::transaction::{
     CallIds, ClientSide, ClientState, Deadlines, Keyer, ServerSide, ServerState, TimerKind, Txn,
-    TxnKey,
+    TxnKey, TIMER_KINDS,
 };
 use super::{Millis, NextHop, Output, Peer, Transport};
 use crate::calls::CallEvent;
@@ -250,9 +250,6 @@ pub struct Proxy {
     /// (or whose transaction is gone): counted where that happens, taken
     /// off when one is popped, zero after a rebuild.
     stale_timers: usize,
-    /// Queue length past which it is rebuilt whatever the count says (a
-    /// backstop: see `arm`).
-    compact_timers_at: usize,
     next_id: u64,
     branch_seq: u64,
     /// The key of `new_branch`'s PRF.
@@ -321,7 +318,6 @@ impl Proxy {
             keyer: Keyer::default(),
             timers: TimerQueue::default(),
             stale_timers: 0,
-            compact_timers_at: COMPACT_TIMERS_MIN,
             next_id: 1,
             branch_seq: 0,
             branch_key,
@@ -2020,13 +2016,18 @@ impl Proxy {
     /// outnumber live ones, which bounds the queue's memory per held
     /// transaction at an amortised O(1) cost. A queue of live timers only
     /// (a burst of new INVITEs) was rebuilt at every doubling, 4.5 % of
-    /// an INVITE's time in the core (issue 15), to sweep out nothing. The
-    /// length rule stays as a backstop (at eight times the live count) in
-    /// case a disarm went uncounted.
+    /// an INVITE's time in the core (issue 15), to sweep out nothing. A
+    /// length rule stays as a backstop in case a disarm went uncounted:
+    /// eight times the most entries the transactions could have armed
+    /// (each has at most one per timer kind). A queue of live entries
+    /// never reaches it, where the former backstop (eight times what was
+    /// live at the last rebuild) still rebuilt a growing queue of live
+    /// entries now and then: a sort of every entry, inside the call that
+    /// armed the last one.
     fn compact_timers_if_stale(&mut self) {
         let len = self.timers.len();
-        if (self.stale_timers > COMPACT_TIMERS_MIN && 2 * self.stale_timers > len)
-            || len > self.compact_timers_at
+        let backstop = 8 * TIMER_KINDS * self.txns.len() + COMPACT_TIMERS_MIN;
+        if (self.stale_timers > COMPACT_TIMERS_MIN && 2 * self.stale_timers > len) || len > backstop
         {
             self.compact_timers();
         }
@@ -2055,9 +2056,6 @@ impl Proxy {
             .collect();
         self.timers.rebuild(live);
         self.stale_timers = 0;
-        // Eight times what is live: the backstop's rebuilds come after at
-        // least seven times as many arms as they cost.
-        self.compact_timers_at = 8 * self.timers.len() + COMPACT_TIMERS_MIN;
     }
 
     /// Fires every timer due at `now`.

@@ -313,9 +313,10 @@ fn stale_timer_entries_are_counted_exactly() {
     // Stale entries were swept along the way, and the count is still
     // exact after each sweep (checked above at every step).
     assert!(rig.proxy.timers.rebuilds() > 0, "stale entries swept");
-    // A burst of new INVITEs alone (9,000 live entries): only the
-    // backstop's one rebuild, at 1,025 entries; rebuilding at each
-    // doubling, as before, made three (at 1,025, 3,074 and 7,172).
+    // A burst of new INVITEs alone (9,000 live entries): no rebuild.
+    // Rebuilding at each doubling made three (at 1,025, 3,074 and
+    // 7,172 entries), the backstop at eight times what was live at the
+    // last rebuild one (at 1,025).
     let mut fresh = Rig::new();
     for n in 0..3000 {
         fresh.recv_at(
@@ -327,7 +328,36 @@ fn stale_timer_entries_are_counted_exactly() {
     }
     assert_eq!(fresh.proxy.stale_timers, 0);
     assert_eq!(stale_entries(&fresh.proxy), 0);
-    assert_eq!(fresh.proxy.timers.rebuilds(), 1);
+    assert_eq!(fresh.proxy.timers.rebuilds(), 0);
+}
+
+/// The length backstop: entries no count knows of (as a disarm that went
+/// uncounted would leave) are swept once the queue holds more than eight
+/// times what the transactions could have armed.
+#[test]
+fn uncounted_stale_entries_are_swept_by_the_backstop() {
+    let mut rig = Rig::new();
+    rig.recv_at(0, udp(CALLER), &invite("b1", "backstop-1@x"));
+    rig.take();
+    let live = rig.proxy.timers.len();
+    assert!(live > 0 && live <= TIMER_KINDS);
+    // Far in the future, for a transaction that does not exist, and not
+    // counted as stale: enough to pass the backstop once the next INVITE
+    // has made its own transaction.
+    let backstop = 8 * TIMER_KINDS * (rig.proxy.txns.len() + 1) + COMPACT_TIMERS_MIN;
+    for k in 0..backstop {
+        rig.proxy.timers.push(TimerEntry::new(
+            1_000_000 + k as Millis,
+            1 << 40,
+            TimerKind::TimerC,
+        ));
+    }
+    assert_eq!(rig.proxy.timers.rebuilds(), 0);
+    rig.recv_at(1, udp(CALLER), &invite("b2", "backstop-2@x"));
+    rig.take();
+    assert_eq!(rig.proxy.timers.rebuilds(), 1);
+    assert_eq!(stale_entries(&rig.proxy), 0);
+    assert!(rig.proxy.timers.len() <= 2 * TIMER_KINDS);
 }
 
 /// The forwarded INVITE leaves before the 100 Trying: the two go out in
