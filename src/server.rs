@@ -67,7 +67,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                     .with_context(|| format!("binding udp:{}", l.addr))?;
                 let actual = ListenAddr {
                     transport: Transport::Udp,
-                    addr: s.local_addr()?,
+                    addr: s.get_ref().local_addr()?,
                 };
                 udp_sockets.push((actual.addr, Arc::new(s)));
                 bound.push(actual);
