@@ -122,11 +122,11 @@ pub fn normalize_smol(raw: &str, rules: &PhoneRules) -> Option<SmolStr> {
     // Formatting between the digits: gathered on the stack and made a
     // SmolStr once (the builder's `push` per digit cost ~40 instructions
     // each).
-    let mut buf = [0u8; INLINE];
     if n.len() > INLINE {
         let mut out = String::new();
         return normalize_into(raw, rules, &mut out).then(|| SmolStr::from(out));
     }
+    let mut buf = [0u8; INLINE];
     let head = n.prefix.len();
     buf[..head].copy_from_slice(n.prefix.as_bytes());
     let mut len = head;
