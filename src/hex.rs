@@ -10,16 +10,19 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// The two digits of `b`, high nibble first.
+fn pair(b: u8) -> [u8; 2] {
+    [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0x0f)]]
+}
+
 /// The first `digits` hex digits of `bytes` (all of them when it has
 /// fewer), appended to `out` without an allocation of their own.
 pub fn push_hex(out: &mut String, bytes: &[u8], digits: usize) {
-    for (i, &b) in bytes.iter().enumerate() {
-        if 2 * i >= digits {
-            break;
-        }
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+    for (i, &b) in bytes.iter().enumerate().take(digits.div_ceil(2)) {
+        let [high, low] = pair(b);
+        out.push(char::from(high));
         if 2 * i + 1 < digits {
-            out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+            out.push(char::from(low));
         }
     }
 }
@@ -27,11 +30,8 @@ pub fn push_hex(out: &mut String, bytes: &[u8], digits: usize) {
 /// `bytes` as hex into `out`, two digits a byte, as far as `out` goes:
 /// the fixed-size tokens (route tokens, branches, tags) kept on the stack.
 pub fn hex_into(out: &mut [u8], bytes: &[u8]) {
-    for (pair, &b) in out.chunks_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        if let Some(low) = pair.get_mut(1) {
-            *low = DIGITS[usize::from(b & 0x0f)];
-        }
+    for (slot, &b) in out.chunks_mut(2).zip(bytes) {
+        slot.copy_from_slice(&pair(b)[..slot.len()]);
     }
 }
 
