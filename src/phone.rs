@@ -3,7 +3,7 @@
 //! lookups match across formats; and the CRM phone formatter of SPEC C-3.
 //! Pure functions.
 
-use smol_str::{SmolStr, SmolStrBuilder};
+use smol_str::SmolStr;
 use std::borrow::Cow;
 
 /// The numbering plan the operator configures (`[phone]`).
@@ -99,12 +99,7 @@ pub fn normalize_into(raw: &str, rules: &PhoneRules, out: &mut String) -> bool {
     let Some(n) = Plan::of(raw, rules) else {
         return false;
     };
-    out.reserve(n.len());
-    out.push_str(n.prefix);
-    match n.plain() {
-        Some(digits) => out.push_str(digits),
-        None => out.extend(n.digits().map(char::from)),
-    }
+    n.write(out);
     true
 }
 
@@ -113,29 +108,26 @@ pub fn normalize_into(raw: &str, rules: &PhoneRules, out: &mut String) -> bool {
 /// an allocation for every call's dialed and caller numbers (issue 15).
 pub fn normalize_smol(raw: &str, rules: &PhoneRules) -> Option<SmolStr> {
     let n = Plan::of(raw, rules)?;
-    if let Some(digits) = n.plain() {
-        let mut out = SmolStrBuilder::new();
-        out.push_str(n.prefix);
-        out.push_str(digits);
-        return Some(out.finish());
-    }
-    // Formatting between the digits: gathered on the stack and made a
-    // SmolStr once (the builder's `push` per digit cost ~40 instructions
-    // each).
-    if n.len() > INLINE {
-        let mut out = String::new();
-        return normalize_into(raw, rules, &mut out).then(|| SmolStr::from(out));
-    }
+    // Written on the stack and made a SmolStr once (a `SmolStrBuilder`'s
+    // `push` cost ~40 instructions a digit).
     let mut buf = [0u8; INLINE];
-    let head = n.prefix.len();
-    buf[..head].copy_from_slice(n.prefix.as_bytes());
-    let mut len = head;
-    for (slot, d) in buf[head..].iter_mut().zip(n.digits()) {
-        *slot = d;
-        len += 1;
+    let Some(out) = buf.get_mut(..n.len()) else {
+        // Longer than a SmolStr holds inline (no E.164 number is).
+        let mut out = String::new();
+        n.write(&mut out);
+        return Some(SmolStr::from(out));
+    };
+    let (head, tail) = out.split_at_mut(n.prefix.len());
+    head.copy_from_slice(n.prefix.as_bytes());
+    match n.plain() {
+        Some(digits) => tail.copy_from_slice(digits.as_bytes()),
+        None => tail
+            .iter_mut()
+            .zip(n.digits())
+            .for_each(|(slot, d)| *slot = d),
     }
     // The prefix is a str and the digits ASCII: always UTF-8.
-    std::str::from_utf8(&buf[..len]).ok().map(SmolStr::new)
+    std::str::from_utf8(out).ok().map(SmolStr::new)
 }
 
 /// What a [`SmolStr`] holds without allocating.
@@ -260,6 +252,16 @@ impl<'a> Plan<'a> {
 
     fn starts_with(&self, head: &[u8]) -> bool {
         head.len() <= self.count && self.all_digits().zip(head).all(|(d, &h)| d == h)
+    }
+
+    /// The number appended to `out`.
+    fn write(&self, out: &mut String) {
+        out.reserve(self.len());
+        out.push_str(self.prefix);
+        match self.plain() {
+            Some(digits) => out.push_str(digits),
+            None => out.extend(self.digits().map(char::from)),
+        }
     }
 
     /// Bytes written.

@@ -10,9 +10,7 @@ use std::collections::HashMap;
 use smol_str::SmolStr;
 
 use crate::config::Destination;
-use crate::phone::{
-    is_withheld, normalize_user, normalize_user_append, normalize_user_smol, Normalized, PhoneRules,
-};
+use crate::phone::{is_withheld, normalize_user_append, normalize_user_smol, PhoneRules};
 use crate::proxy::hooks::destination_uri;
 use crate::sip::{HeaderName, Message, NameAddr, Patch, Span, Uri};
 use crate::tracking::VisitFields;
@@ -239,10 +237,7 @@ fn asserted_number(msg: &Message, rules: &PhoneRules) -> Option<(SmolStr, SmolSt
             if is_withheld(user) {
                 return None;
             }
-            match normalize_user(user, rules) {
-                Normalized::Number(d) => Some((SmolStr::new(user), SmolStr::from(d))),
-                Normalized::NotANumber(_) => None,
-            }
+            normalize_user_smol(user, rules).map(|d| (SmolStr::new(user), d))
         })
 }
 
