@@ -6,6 +6,8 @@
 //! edits the message through the `Patch` the core then applies, so what
 //! the phases leave alone goes out byte for byte (SPEC S-5).
 
+use smol_str::SmolStr;
+
 use crate::calls::CallInfo;
 use crate::config::Destination;
 use crate::sip::{Message, Patch};
@@ -16,8 +18,10 @@ use super::{Millis, Peer};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NextHop {
     pub peer: Peer,
-    /// The Request-URI to send instead of the received one.
-    pub request_uri: Option<Vec<u8>>,
+    /// The Request-URI to send instead of the received one. A `SmolStr`
+    /// so that the call record's destination shares it (one allocation
+    /// per tracked INVITE where a `Vec` and a copy of it were two).
+    pub request_uri: Option<SmolStr>,
     /// For a new INVITE the router tracks: what the call record needs.
     pub call: Option<Box<CallInfo>>,
 }
@@ -177,7 +181,7 @@ impl ProxyPhases for DefaultRouter {
                 transport: dest.transport,
                 addr: dest.addr,
             },
-            request_uri: Some(destination_uri(dest, user)),
+            request_uri: Some(destination_uri_smol(dest, user)),
             call: None,
         })
     }
@@ -187,30 +191,99 @@ impl ProxyPhases for DefaultRouter {
 /// (or the destination's own) at the destination.
 pub fn destination_uri(dest: &Destination, user: Option<&[u8]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(b"sip:");
+    write_destination_uri(dest, user, &mut out);
+    out
+}
+
+/// [`destination_uri`] as a [`SmolStr`], written on the stack first: one
+/// allocation (none when it is 23 bytes or less), not a `Vec` and then
+/// the string. A user part that is not UTF-8 (validation lets only ASCII
+/// into a Request-URI, so none here) is written lossily.
+pub fn destination_uri_smol(dest: &Destination, user: Option<&[u8]>) -> SmolStr {
+    let mut buf = StackBuf::default();
+    write_destination_uri(dest, user, &mut buf);
+    match buf.as_bytes() {
+        Some(b) => SmolStr::new(crate::sip::chars::lossy(b)),
+        None => SmolStr::new(crate::sip::chars::lossy(&destination_uri(dest, user))),
+    }
+}
+
+/// Where [`write_destination_uri`] writes: a `Vec`, or a fixed buffer on
+/// the stack that notes when the URI did not fit.
+trait UriOut {
+    fn put(&mut self, b: &[u8]);
+}
+
+impl UriOut for Vec<u8> {
+    fn put(&mut self, b: &[u8]) {
+        self.extend_from_slice(b);
+    }
+}
+
+/// 128 bytes: a destination URI with a dialed number and an IPv6 host
+/// and port is about 70.
+struct StackBuf {
+    bytes: [u8; 128],
+    len: usize,
+    overflow: bool,
+}
+
+impl Default for StackBuf {
+    fn default() -> Self {
+        StackBuf {
+            bytes: [0; 128],
+            len: 0,
+            overflow: false,
+        }
+    }
+}
+
+impl StackBuf {
+    /// What was written, or None when it did not fit.
+    fn as_bytes(&self) -> Option<&[u8]> {
+        if self.overflow {
+            return None;
+        }
+        self.bytes.get(..self.len)
+    }
+}
+
+impl UriOut for StackBuf {
+    fn put(&mut self, b: &[u8]) {
+        match self.bytes.get_mut(self.len..self.len + b.len()) {
+            Some(slot) => {
+                slot.copy_from_slice(b);
+                self.len += b.len();
+            }
+            None => self.overflow = true,
+        }
+    }
+}
+
+fn write_destination_uri(dest: &Destination, user: Option<&[u8]>, out: &mut impl UriOut) {
+    out.put(b"sip:");
     match (user, &dest.user) {
         (Some(u), _) => {
-            out.extend_from_slice(u);
-            out.push(b'@');
+            out.put(u);
+            out.put(b"@");
         }
         (None, Some(u)) => {
-            out.extend_from_slice(u.as_bytes());
-            out.push(b'@');
+            out.put(u.as_bytes());
+            out.put(b"@");
         }
         (None, None) => {}
     }
-    out.extend_from_slice(dest.host.as_bytes());
+    out.put(dest.host.as_bytes());
     if let Some(p) = dest.port {
         // Digits written straight into the URI's buffer: `write!` went
         // through `fmt::write` (~300 instructions) on every forwarded
         // request, a format! before that also allocated.
-        out.push(b':');
-        crate::decimal::push(&mut out, u64::from(p));
+        out.put(b":");
+        out.put(crate::decimal::digits(u64::from(p), &mut [0u8; 20]));
     }
     if dest.transport.is_reliable() {
-        out.extend_from_slice(b";transport=tcp");
+        out.put(b";transport=tcp");
     }
-    out
 }
 
 #[cfg(test)]
@@ -240,6 +313,15 @@ mod tests {
     }
 
     #[test]
+    fn a_destination_uri_too_long_for_the_stack_is_written_all_the_same() {
+        let dest = parse_destination("sip:pbx@127.0.0.1:5070").expect("destination");
+        let user = vec![b'7'; 200];
+        let uri = destination_uri_smol(&dest, Some(&user));
+        assert_eq!(uri.as_bytes(), destination_uri(&dest, Some(&user)));
+        assert_eq!(uri.len(), 4 + 200 + 1 + 14);
+    }
+
+    #[test]
     fn destination_uri_matches_the_formatted_form() {
         for uri in [
             "sip:pbx@127.0.0.1:5070",
@@ -252,6 +334,11 @@ mod tests {
             for user in [None, Some(&b"74951234567"[..]), Some(&b"a"[..])] {
                 assert_eq!(
                     destination_uri(&dest, user),
+                    old_destination_uri(&dest, user),
+                    "{uri} {user:?}"
+                );
+                assert_eq!(
+                    destination_uri_smol(&dest, user).as_bytes(),
                     old_destination_uri(&dest, user),
                     "{uri} {user:?}"
                 );

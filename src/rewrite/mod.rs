@@ -11,7 +11,7 @@ use smol_str::SmolStr;
 
 use crate::config::Destination;
 use crate::phone::{is_withheld, normalize_user_append, normalize_user_smol, PhoneRules};
-use crate::proxy::hooks::destination_uri;
+use crate::proxy::hooks::{destination_uri, destination_uri_smol};
 use crate::sip::{HeaderName, Message, NameAddr, Patch, Span, Uri};
 use crate::tracking::VisitFields;
 
@@ -122,26 +122,7 @@ pub fn dialed_raw(msg: &Message) -> Option<String> {
     dialed_user(msg).map(|u| lossy(u).into_owned())
 }
 
-/// `String::from_utf8_lossy`, with the check for the usual case (valid
-/// UTF-8: digits) done by the faster [`utf8`] first.
-pub fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
-    match utf8(b) {
-        Ok(s) => std::borrow::Cow::Borrowed(s),
-        Err(_) => String::from_utf8_lossy(b),
-    }
-}
-
-/// `std::str::from_utf8`, with the usual case (ASCII: a user part, a
-/// number, a URI) checked a word at a time first: `from_utf8` took ~125
-/// instructions per short user part, five times per INVITE (issue 15).
-pub fn utf8(b: &[u8]) -> Result<&str, std::str::Utf8Error> {
-    if b.is_ascii() {
-        // SAFETY: every ASCII byte is a whole UTF-8 character, so ASCII
-        // bytes are valid UTF-8.
-        return Ok(unsafe { std::str::from_utf8_unchecked(b) });
-    }
-    std::str::from_utf8(b)
-}
+pub use crate::sip::chars::{lossy, utf8};
 
 /// The caller's number as it came: the From URI's user part.
 pub fn caller_raw(msg: &Message) -> SmolStr {
@@ -285,12 +266,12 @@ pub fn request_uri(
     dialed: &str,
     phone_destination: bool,
     s: &RewriteSettings,
-) -> (Vec<u8>, ToEdit) {
+) -> (SmolStr, ToEdit) {
     if s.send_sip_address || phone_destination {
         let own = dest.user.clone().unwrap_or_default();
         let user = s.sip_login_map.get(&own).cloned().unwrap_or(own);
         let user = (!user.is_empty()).then_some(user.as_bytes());
-        let uri = destination_uri(dest, user);
+        let uri = destination_uri_smol(dest, user);
         let mut to = destination_uri(dest, user);
         // The transport parameter is for routing, not for the To URI.
         if let Some(p) = to.windows(14).position(|w| w == b";transport=tcp") {
@@ -300,11 +281,11 @@ pub fn request_uri(
     }
     match s.number_substitution.get(dialed) {
         Some(to) => (
-            destination_uri(dest, Some(to.as_bytes())),
+            destination_uri_smol(dest, Some(to.as_bytes())),
             ToEdit::User(to.clone()),
         ),
         None => (
-            destination_uri(dest, (!dialed.is_empty()).then_some(dialed.as_bytes())),
+            destination_uri_smol(dest, (!dialed.is_empty()).then_some(dialed.as_bytes())),
             ToEdit::Keep,
         ),
     }

@@ -296,7 +296,7 @@ fn request_uri_modes_and_maps() {
         ),
     ] {
         let (got_uri, got_to) = request_uri(d, dialed, phone_dest, s);
-        assert_eq!(String::from_utf8_lossy(&got_uri), uri, "{name}");
+        assert_eq!(got_uri.as_str(), uri, "{name}");
         assert_eq!(got_to, to, "{name}");
     }
 }

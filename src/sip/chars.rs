@@ -257,6 +257,27 @@ pub fn is_user_str(s: &[u8]) -> bool {
             .all(|&c| c.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&c))
 }
 
+/// `String::from_utf8_lossy`, with the check for the usual case (valid
+/// UTF-8: digits) done by the faster [`utf8`] first.
+pub fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    match utf8(b) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
+}
+
+/// `std::str::from_utf8`, with the usual case (ASCII: a user part, a
+/// number, a URI) checked a word at a time first: `from_utf8` took ~125
+/// instructions per short user part, five times per INVITE (issue 15).
+pub fn utf8(b: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    if b.is_ascii() {
+        // SAFETY: every ASCII byte is a whole UTF-8 character, so ASCII
+        // bytes are valid UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(b) });
+    }
+    std::str::from_utf8(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

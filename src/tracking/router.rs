@@ -11,7 +11,7 @@ use crate::calls::CallInfo;
 use crate::clock::Clock;
 use crate::config::{Config, Destination, StaticNumber};
 use crate::phone::normalize_user_smol;
-use crate::proxy::hooks::{destination_uri, NextHop, ProxyPhases, Refusal};
+use crate::proxy::hooks::{destination_uri_smol, NextHop, ProxyPhases, Refusal};
 use crate::proxy::{Millis, Peer};
 use crate::rewrite::{self, CallContext, Prepared, RewriteSettings};
 use crate::sip::{Message, Method, Patch};
@@ -158,7 +158,7 @@ impl ProxyPhases for TrackingRouter {
                 .map(|s| req.bytes(s));
             return Ok(NextHop {
                 peer,
-                request_uri: Some(destination_uri(dest, user)),
+                request_uri: Some(destination_uri_smol(dest, user)),
                 call: None,
             });
         }
@@ -185,7 +185,8 @@ impl ProxyPhases for TrackingRouter {
             caller_raw: found.caller_raw,
             caller: ctx.caller,
             dialed: ctx.dialed,
-            destination: SmolStr::new(rewrite::lossy(&uri)),
+            // The Request-URI's own string, shared.
+            destination: uri.clone(),
             visit_id: ctx.visit_id,
             marker: ctx.marker,
             source: ctx.source,
