@@ -191,7 +191,8 @@ impl ProxyPhases for DefaultRouter {
 /// (or the destination's own) at the destination.
 pub fn destination_uri(dest: &Destination, user: Option<&[u8]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
-    write_destination_uri(dest, user, &mut out);
+    // Writing into a Vec cannot fail.
+    let _ = write_destination_uri(dest, user, &mut out);
     out
 }
 
@@ -200,90 +201,41 @@ pub fn destination_uri(dest: &Destination, user: Option<&[u8]>) -> Vec<u8> {
 /// the string. A user part that is not UTF-8 (validation lets only ASCII
 /// into a Request-URI, so none here) is written lossily.
 pub fn destination_uri_smol(dest: &Destination, user: Option<&[u8]>) -> SmolStr {
-    let mut buf = StackBuf::default();
-    write_destination_uri(dest, user, &mut buf);
-    match buf.as_bytes() {
-        Some(b) => SmolStr::new(crate::sip::chars::lossy(b)),
-        None => SmolStr::new(crate::sip::chars::lossy(&destination_uri(dest, user))),
+    // 128 bytes: a destination URI with a dialed number, an IPv6 host and
+    // a port is about 70; a longer one is written into a Vec instead.
+    let mut buf = [0u8; 128];
+    let mut rest = &mut buf[..];
+    if write_destination_uri(dest, user, &mut rest).is_ok() {
+        let len = 128 - rest.len();
+        return SmolStr::new(crate::sip::chars::lossy(&buf[..len]));
     }
+    SmolStr::new(crate::sip::chars::lossy(&destination_uri(dest, user)))
 }
 
-/// Where [`write_destination_uri`] writes: a `Vec`, or a fixed buffer on
-/// the stack that notes when the URI did not fit.
-trait UriOut {
-    fn put(&mut self, b: &[u8]);
-}
-
-impl UriOut for Vec<u8> {
-    fn put(&mut self, b: &[u8]) {
-        self.extend_from_slice(b);
+/// The URI into `out`: a `Vec`, or a slice on the stack that refuses
+/// (`WriteZero`) what does not fit.
+fn write_destination_uri(
+    dest: &Destination,
+    user: Option<&[u8]>,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    out.write_all(b"sip:")?;
+    if let Some(u) = user.or(dest.user.as_deref().map(str::as_bytes)) {
+        out.write_all(u)?;
+        out.write_all(b"@")?;
     }
-}
-
-/// 128 bytes: a destination URI with a dialed number and an IPv6 host
-/// and port is about 70.
-struct StackBuf {
-    bytes: [u8; 128],
-    len: usize,
-    overflow: bool,
-}
-
-impl Default for StackBuf {
-    fn default() -> Self {
-        StackBuf {
-            bytes: [0; 128],
-            len: 0,
-            overflow: false,
-        }
-    }
-}
-
-impl StackBuf {
-    /// What was written, or None when it did not fit.
-    fn as_bytes(&self) -> Option<&[u8]> {
-        if self.overflow {
-            return None;
-        }
-        self.bytes.get(..self.len)
-    }
-}
-
-impl UriOut for StackBuf {
-    fn put(&mut self, b: &[u8]) {
-        match self.bytes.get_mut(self.len..self.len + b.len()) {
-            Some(slot) => {
-                slot.copy_from_slice(b);
-                self.len += b.len();
-            }
-            None => self.overflow = true,
-        }
-    }
-}
-
-fn write_destination_uri(dest: &Destination, user: Option<&[u8]>, out: &mut impl UriOut) {
-    out.put(b"sip:");
-    match (user, &dest.user) {
-        (Some(u), _) => {
-            out.put(u);
-            out.put(b"@");
-        }
-        (None, Some(u)) => {
-            out.put(u.as_bytes());
-            out.put(b"@");
-        }
-        (None, None) => {}
-    }
-    out.put(dest.host.as_bytes());
+    out.write_all(dest.host.as_bytes())?;
     if let Some(p) = dest.port {
         // Digits written straight into the URI's buffer: `write!` went
         // through `fmt::write` (~300 instructions) on every forwarded
         // request, a format! before that also allocated.
-        out.put(b":");
-        out.put(crate::decimal::digits(u64::from(p), &mut [0u8; 20]));
+        out.write_all(b":")?;
+        out.write_all(crate::decimal::digits(u64::from(p), &mut [0u8; 20]))?;
     }
     if dest.transport.is_reliable() {
-        out.put(b";transport=tcp");
+        out.write_all(b";transport=tcp")?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use smol_str::SmolStr;
 
 use crate::config::Destination;
 use crate::phone::{is_withheld, normalize_user_append, normalize_user_smol, PhoneRules};
-use crate::proxy::hooks::{destination_uri, destination_uri_smol};
+use crate::proxy::hooks::destination_uri_smol;
 use crate::sip::{HeaderName, Message, NameAddr, Patch, Span, Uri};
 use crate::tracking::VisitFields;
 
@@ -272,7 +272,7 @@ pub fn request_uri(
         let user = s.sip_login_map.get(&own).cloned().unwrap_or(own);
         let user = (!user.is_empty()).then_some(user.as_bytes());
         let uri = destination_uri_smol(dest, user);
-        let mut to = destination_uri(dest, user);
+        let mut to = uri.as_bytes().to_vec();
         // The transport parameter is for routing, not for the To URI.
         if let Some(p) = to.windows(14).position(|w| w == b";transport=tcp") {
             to.truncate(p);
