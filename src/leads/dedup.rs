@@ -209,6 +209,14 @@ pub fn history_since(lead: &Lead, s: &Settings) -> (i64, i64) {
 /// SPEC L-3 to L-5. `leads` and `deals` may hold more than the candidates;
 /// the windows and groups are applied here. `deals` are the client's
 /// deals as far as the store could find them (by phone or email).
+///
+/// A window bounds history from below only: what the store holds when the
+/// lead is decided is earlier than the lead in the order that counts
+/// (L-6), even when its time is later than the lead's. Leads are stamped
+/// when they arrive and decided in turn, so a lead of one second can be
+/// decided after one of the next, on one node (its HTTP handlers race to
+/// the decision queue) or on several (each with its own clock); ignoring
+/// such "future" history made a second deal for one client.
 pub fn decide(lead: &Lead, leads: &[PriorLead], deals: &[Deal], s: &Settings) -> Decision {
     let who = identifiable(lead);
     // L-3: the same lead accepted in the last 12 hours …
@@ -216,7 +224,7 @@ pub fn decide(lead: &Lead, leads: &[PriorLead], deals: &[Deal], s: &Settings) ->
         .iter()
         .filter(|_| who)
         .filter(|p| p.who == lead.who)
-        .filter(|p| lead.at - p.accepted_at <= SAME_LEAD_WINDOW && p.accepted_at <= lead.at)
+        .filter(|p| lead.at - p.accepted_at <= SAME_LEAD_WINDOW)
         .filter(|p| !p.deal_group.closed())
         .filter(|p| !s.check_in_progress || p.deal_group == Group::InProgress)
         .max_by_key(|p| (p.accepted_at, p.id))
@@ -226,7 +234,7 @@ pub fn decide(lead: &Lead, leads: &[PriorLead], deals: &[Deal], s: &Settings) ->
         deals
             .iter()
             .filter(|d| who && d.who == lead.who && d.group == Group::InProgress)
-            .filter(|d| lead.at - d.created_at <= SAME_DEAL_WINDOW && d.created_at <= lead.at)
+            .filter(|d| lead.at - d.created_at <= SAME_DEAL_WINDOW)
             .max_by_key(|d| (d.created_at, d.id))
             .map(|d| Original::Deal(d.id))
     });
@@ -254,7 +262,6 @@ fn clients_deals<'a>(
 ) -> impl Iterator<Item = &'a Deal> + 'a {
     deals.iter().filter(move |d| {
         !d.group.closed()
-            && d.created_at <= lead.at
             && ((by_phone && !lead.who.phone.is_empty() && d.who.phone == lead.who.phone)
                 || (by_email && !lead.who.email.is_empty() && d.who.email == lead.who.email))
     })

@@ -1108,6 +1108,51 @@ async fn one_clients_leads_on_two_nodes_make_one_deal() {
     }
 }
 
+/// SPEC L-6 when the order of decisions is not the order of the leads'
+/// times: a node stamps a lead in one second and decides it after
+/// another node decided a lead of the next second (or the other node's
+/// clock runs ahead). The later-stamped deal is history all the same:
+/// one deal, and the client check attaches the next form to it.
+#[tokio::test]
+async fn a_lead_decided_after_a_later_stamped_deal_makes_no_second_deal() {
+    let at = (NOW_MS / 1000) as i64;
+    let client = Settings {
+        client: crate::leads::dedup::ClientCheck {
+            enabled: true,
+            ..Default::default()
+        },
+        ..Settings::default()
+    };
+    for (name, a, b, _dir) in shared_stores().await {
+        let record = |s: &Store, lead: NewLead, settings: Settings| {
+            let s = s.clone();
+            async move {
+                s.record_lead(&lead, &settings, &status(), None, &Plan::default())
+                    .await
+                    .expect("recorded")
+                    .outcome
+            }
+        };
+        let mut outcomes = vec![
+            record(&a, form("79160000077", at + 1), Settings::default()).await,
+            record(&b, form("79160000077", at), Settings::default()).await,
+        ];
+        let mut other_form = form("79160000077", at - 60);
+        other_form.who.title = "Callback".into();
+        outcomes.push(record(&b, other_form, client.clone()).await);
+        assert_eq!(
+            outcomes,
+            [
+                "deal 1 created",
+                "duplicate of lead 1",
+                "duplicate of deal 1"
+            ],
+            "{name}"
+        );
+        assert_eq!(a.list_deals(100, 0).await.expect(name).len(), 1, "{name}");
+    }
+}
+
 /// Nodes sharing PostgreSQL grant pool numbers in the database: visits
 /// arriving at two nodes at once never get one number between them while
 /// the pool has free ones, and each node can read the other's grants.

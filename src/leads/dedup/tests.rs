@@ -695,13 +695,48 @@ fn decision_table() {
             d(),
             NEW,
         ),
+        // L-6: whatever is recorded when a lead is decided is history,
+        // even when its time is later than the lead's: another node's
+        // clock, or a lead stamped in one second and decided after a
+        // lead of the next second (issue 15's CI run: two deals for one
+        // client across three nodes).
         (
-            "calls: a deal from the future is ignored",
+            "calls: a client's deal stamped after the call still counts",
             lead(Call),
             vec![],
-            vec![client_deal(3, -H, NotCounted)],
+            vec![client_deal(3, -1, NotCounted)],
             d(),
-            NEW,
+            Attach {
+                deal: 3,
+                action: Action::Comment,
+            },
+        ),
+        (
+            "the same lead accepted a second after this one's time",
+            lead(Form),
+            vec![prior(7, -1, NotCounted)],
+            vec![deal(3, -1, NotCounted)],
+            d(),
+            Duplicate(Original::Lead(7)),
+        ),
+        (
+            "the same deal in progress stamped a second later",
+            lead(Form),
+            vec![],
+            vec![deal(3, -1, InProgress)],
+            d(),
+            Duplicate(Original::Deal(3)),
+        ),
+        (
+            "client check: the client's deal stamped a minute later",
+            lead(Form),
+            vec![],
+            vec![client_deal(3, -60, NotCounted)],
+            client_on(|_| {}),
+            Attach {
+                deal: 3,
+                action: Action::Comment,
+            },
         ),
     ];
     assert!(rows.len() >= 40, "{} rows", rows.len());
