@@ -189,7 +189,7 @@ impl ProxyPhases for DefaultRouter {
 
 /// `sip:<user>@<destination host>[:port][;transport=tcp]`: the dialed user
 /// (or the destination's own) at the destination.
-pub fn destination_uri(dest: &Destination, user: Option<&[u8]>) -> Vec<u8> {
+fn destination_uri(dest: &Destination, user: Option<&[u8]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     // Writing into a Vec cannot fail.
     let _ = write_destination_uri(dest, user, &mut out);

@@ -12,6 +12,7 @@ use smol_str::SmolStr;
 use crate::config::Destination;
 use crate::phone::{is_withheld, normalize_user_append, normalize_user_smol, PhoneRules};
 use crate::proxy::hooks::destination_uri_smol;
+use crate::sip::chars::{lossy, utf8};
 use crate::sip::{HeaderName, Message, NameAddr, Patch, Span, Uri};
 use crate::tracking::VisitFields;
 
@@ -121,8 +122,6 @@ pub fn dialed_user(msg: &Message) -> Option<&[u8]> {
 pub fn dialed_raw(msg: &Message) -> Option<String> {
     dialed_user(msg).map(|u| lossy(u).into_owned())
 }
-
-pub use crate::sip::chars::{lossy, utf8};
 
 /// The caller's number as it came: the From URI's user part.
 pub fn caller_raw(msg: &Message) -> SmolStr {

@@ -282,6 +282,24 @@ pub fn utf8(b: &[u8]) -> Result<&str, std::str::Utf8Error> {
 mod tests {
     use super::*;
 
+    /// The ASCII shortcut of [`utf8`] answers as `from_utf8` does.
+    #[test]
+    fn utf8_matches_from_utf8() {
+        for b in [
+            &b""[..],
+            b"89161234567",
+            b"8-916-123-45-67 long enough for two words",
+            b"\xff",
+            b"abc\xc3",
+            "Мос".as_bytes(),
+            b"0123456\x80",
+            b"\x7f\x00",
+        ] {
+            assert_eq!(utf8(b).ok(), std::str::from_utf8(b).ok(), "{b:?}");
+            assert_eq!(lossy(b), String::from_utf8_lossy(b));
+        }
+    }
+
     /// The comma split as a plain scan of every byte (the form before the
     /// table and the memchr shortcut).
     fn split_by_scanning(s: &[u8]) -> Vec<(usize, usize)> {

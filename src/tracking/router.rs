@@ -76,7 +76,7 @@ impl TrackingRouter {
     /// numbers no visit holds, go on without a visit.
     pub fn lookup(&self, req: &Message) -> Option<Lookup<'_>> {
         let dialed_raw = rewrite::dialed_user(req)
-            .map(rewrite::lossy)
+            .map(crate::sip::chars::lossy)
             .unwrap_or_default();
         // No number (a login, a name): looked up as it came.
         let dialed = normalize_user_smol(&dialed_raw, &self.settings.phone)
