@@ -538,6 +538,25 @@ mod tests {
         })
     }
 
+    /// The pipeline on a memory store with the default settings, and the
+    /// store's count of commits.
+    fn memory_pipeline(
+        rx: mpsc::UnboundedReceiver<CallNews>,
+    ) -> (
+        tokio::task::JoinHandle<PipelineEnd>,
+        tokio::sync::watch::Receiver<u64>,
+    ) {
+        let cfg = Arc::new(crate::config::Config::parse("").expect("defaults").leads);
+        let store = Store::memory(Clock::manual(1_700_000_000_000));
+        let commits = store.recorded();
+        let options = PipelineOptions {
+            journal: None,
+            health: Default::default(),
+            partial_recordings: Default::default(),
+        };
+        (tokio::spawn(run(rx, store, cfg, options)), commits)
+    }
+
     /// A batch the database refused goes to the journal as it came: each
     /// news is what its job gives back, whichever run it is from.
     #[test]
@@ -561,20 +580,8 @@ mod tests {
     /// extra commit, hence the margin; without the wait it would be 100.)
     #[tokio::test]
     async fn news_close_together_share_a_commit() {
-        let cfg = Arc::new(crate::config::Config::parse("").expect("defaults").leads);
-        let store = Store::memory(Clock::manual(1_700_000_000_000));
-        let commits = store.recorded();
         let (tx, rx) = mpsc::unbounded_channel();
-        let pipeline = tokio::spawn(run(
-            rx,
-            store.clone(),
-            cfg,
-            PipelineOptions {
-                journal: None,
-                health: Default::default(),
-                partial_recordings: Default::default(),
-            },
-        ));
+        let (pipeline, commits) = memory_pipeline(rx);
         let settle = || async {
             for _ in 0..10 {
                 tokio::task::yield_now().await;
@@ -608,25 +615,13 @@ mod tests {
     /// the time the yields are done: no time passes during them.)
     #[tokio::test(start_paused = true)]
     async fn a_backlog_is_not_held_back_by_the_linger() {
-        let cfg = Arc::new(crate::config::Config::parse("").expect("defaults").leads);
-        let store = Store::memory(Clock::manual(1_700_000_000_000));
-        let commits = store.recorded();
         let (tx, rx) = mpsc::unbounded_channel();
         // Four full batches and one more news, queued before the pipeline
         // runs.
         for i in 0..4 * BATCH + 1 {
             tx.send(start(&format!("backlog-{i}"))).expect("send");
         }
-        let pipeline = tokio::spawn(run(
-            rx,
-            store.clone(),
-            cfg,
-            PipelineOptions {
-                journal: None,
-                health: Default::default(),
-                partial_recordings: Default::default(),
-            },
-        ));
+        let (pipeline, commits) = memory_pipeline(rx);
         for _ in 0..1_000 {
             tokio::task::yield_now().await;
         }
