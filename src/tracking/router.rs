@@ -43,6 +43,12 @@ pub struct Lookup<'a> {
     pub context: CallContext,
     /// The caller's user part as it came (the PAI's with `Privacy: id`).
     pub caller_raw: SmolStr,
+    /// The caller's phone for the call record and its lead: T-5's form
+    /// whatever `normalize_caller` says (SPEC T-5: every phone entering
+    /// the lead pipeline is normalised, so one client's calls match
+    /// across formats); empty when withheld. `context.caller` is what the
+    /// INVITE carries ({caller}), as it came when `normalize_caller` is off.
+    pub phone: SmolStr,
     /// `context.caller` is T-5's form of the From user part, which the
     /// rewrite then takes instead of normalising the From again.
     pub caller_is_from: bool,
@@ -81,14 +87,21 @@ impl TrackingRouter {
         // No number (a login, a name): looked up as it came.
         let dialed = normalize_user_smol(&dialed_raw, &self.settings.phone)
             .unwrap_or_else(|| SmolStr::new(&dialed_raw));
-        let (caller, caller_is_from) =
-            rewrite::caller_and_from(req, &self.settings.phone, self.settings.normalize_caller);
+        let (caller, from_normalised) = rewrite::caller_and_from(req, &self.settings.phone, true);
+        // Withheld: no phone, and no {caller} in extra headers.
+        let phone = caller.phone.unwrap_or_default();
+        let normalise = self.settings.normalize_caller;
         let mut context = CallContext {
             dialed,
-            // Withheld: no phone, and no {caller} in extra headers.
-            caller: caller.phone.unwrap_or_default(),
+            caller: if normalise || phone.is_empty() {
+                phone.clone()
+            } else {
+                // The number as it came (the PAI's with `Privacy: id`).
+                caller.raw.clone()
+            },
             ..CallContext::default()
         };
+        let caller_is_from = from_normalised && normalise;
         let caller_raw = caller.raw;
         if let Some(n) = self.numbers.get(context.dialed.as_str()) {
             context.marker = n.marker.as_deref().map(SmolStr::new);
@@ -98,6 +111,7 @@ impl TrackingRouter {
                 phone_destination: n.phone_destination,
                 context,
                 caller_raw,
+                phone,
                 caller_is_from,
             });
         }
@@ -119,6 +133,7 @@ impl TrackingRouter {
                     phone_destination: pool.phone_destination,
                     context,
                     caller_raw,
+                    phone,
                     caller_is_from,
                 });
             }
@@ -128,6 +143,7 @@ impl TrackingRouter {
             phone_destination: false,
             context,
             caller_raw,
+            phone,
             caller_is_from,
         })
     }
@@ -183,7 +199,7 @@ impl ProxyPhases for TrackingRouter {
         let ctx = found.context;
         let call = CallInfo {
             caller_raw: found.caller_raw,
-            caller: ctx.caller,
+            caller: found.phone,
             dialed: ctx.dialed,
             // The Request-URI's own string, shared.
             destination: uri.clone(),
@@ -249,8 +265,61 @@ destination = "sip:office@127.0.0.1:5080"
         assert_eq!(found.context.marker.as_deref(), Some("g"));
         assert!(found.caller_is_from);
         assert_eq!(found.context.caller, "79161234567");
+        assert_eq!(found.phone, "79161234567");
         let other = r.lookup(&invite("100")).expect("default");
         assert_eq!(other.destination.uri, "sip:pbx@127.0.0.1:5070");
         assert!(other.context.visit.is_empty());
+    }
+
+    /// SPEC T-5: `normalize_caller = false` passes the INVITE's caller on
+    /// as it came, but the call record (and so the lead and its duplicate
+    /// check) still gets the normalised phone: one client calling as
+    /// 8-916-…, +7916… and 8916… is one client. The trial of 2026-12-01
+    /// found three deals for one caller with the switch off.
+    #[test]
+    fn the_call_record_gets_the_normalised_caller_when_the_invite_keeps_it_raw() {
+        for (normalise, forwarded, header) in [
+            (true, "79161234567", "X-Caller: 79161234567\r\n"),
+            (false, "8-916-123-45-67", "X-Caller: 8-916-123-45-67\r\n"),
+        ] {
+            let config = Config::parse(&format!(
+                "[tracking]\ndefault_destination = \"sip:pbx@127.0.0.1:5070\"\n\
+                 normalize_caller = {normalise}\n\
+                 [rewrite]\nextra_headers = \"X-Caller={{caller}}\"\n"
+            ))
+            .expect("config");
+            let pools = Arc::new(Mutex::new(Pools::new(Vec::new())));
+            let mut r = TrackingRouter::new(&config, pools, Clock::manual(1_000));
+            for user in ["8-916-123-45-67", "+7%20916%20123-45-67", "89161234567"] {
+                let text = format!(
+                    "INVITE sip:74950000000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n\
+                     From: <sip:{user}@x>;tag=1\r\nTo: <sip:74950000000@127.0.0.1>\r\nCall-ID: c\r\n\
+                     CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+                );
+                let req = Message::parse(Bytes::from(text), true).expect("parses");
+                let mut patch = Patch::new();
+                let hop = r
+                    .initial_request(
+                        &req,
+                        crate::proxy::Peer {
+                            transport: crate::proxy::Transport::Udp,
+                            addr: "127.0.0.1:5061".parse().expect("addr"),
+                        },
+                        0,
+                        &mut patch,
+                    )
+                    .expect("routed");
+                let call = hop.call.expect("an INVITE is a call");
+                assert_eq!(call.caller, "79161234567", "{user} with {normalise}");
+                assert_eq!(call.caller_raw, user, "{user} with {normalise}");
+                let out = patch.apply(req.buf(), req.body.end as usize);
+                let out = String::from_utf8_lossy(&out);
+                let from_user = if normalise { forwarded } else { user };
+                assert!(out.contains(&format!("<sip:{from_user}@x>")), "{out}");
+                if user == "8-916-123-45-67" {
+                    assert!(out.contains(header), "{out}");
+                }
+            }
+        }
     }
 }
