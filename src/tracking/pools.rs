@@ -35,6 +35,22 @@ pub struct Visit {
     pub fields: VisitFields,
 }
 
+/// A page view of a visit that holds a number: what it sends replaces
+/// what the visit had, and what it leaves out is kept. Sites send the
+/// landing page's UTM tags, city and source once and later page views
+/// only to keep the number (SPEC T-1); replacing the whole visit lost the
+/// attribution of every call after the second page (trial, 2026-12-01).
+fn keep_unsent_fields(sent: &mut VisitFields, held: &VisitFields) {
+    if held.keys().all(|k| sent.contains_key(k)) {
+        return;
+    }
+    for (k, v) in held {
+        if !sent.contains_key(k) {
+            sent.insert(k.clone(), v.clone());
+        }
+    }
+}
+
 /// One number's state, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AssignmentRow {
@@ -236,6 +252,10 @@ impl Pools {
             place = Some((p, i));
         }
         let (p, i) = place?;
+        let mut visit = visit;
+        if let Some(held) = self.slots[p][i].visit.as_ref().filter(|v| v.id == visit.id) {
+            keep_unsent_fields(&mut visit.fields, &held.fields);
+        }
         self.version += 1;
         self.by_visit.insert(visit.id.clone(), (p, i));
         self.slots[p][i] = Slot {
@@ -395,6 +415,41 @@ mod tests {
             p.exhaustions().next().map(|e| e.at),
             Some(1_000_001 + EXHAUSTIONS_KEPT as u64 + 4)
         );
+    }
+
+    /// SPEC T-1's repeat POST on each page view keeps the number and the
+    /// attribution: a later page view that sends only `page` (or a new
+    /// value of one field) leaves the landing page's UTM tags, city and
+    /// source in place. Another visit on the number starts afresh.
+    #[test]
+    fn a_page_view_keeps_the_fields_it_does_not_send() {
+        let mut p = Pools::new(vec![pool("site", &["1", "2"], None)]);
+        let landing = [
+            ("utm_source", "google"),
+            ("source", "ads"),
+            ("city", "Kazan"),
+            ("page", "/"),
+        ];
+        let n = number(&mut p, visit("v7", &landing), 0).expect("a number");
+        let second = [("page", "/second"), ("city", "Moscow")];
+        assert_eq!(number(&mut p, visit("v7", &second), 1_000), Some(n.clone()));
+        let (_, v) = p.at_call(&n, 2_000).expect("pool number");
+        let fields = v.expect("held by v7").fields.to_map();
+        let want: std::collections::BTreeMap<String, String> = [
+            ("utm_source", "google"),
+            ("source", "ads"),
+            ("city", "Moscow"),
+            ("page", "/second"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(fields, want);
+        // The number taken by another visit after its hold: nothing of v7.
+        let m = number(&mut p, visit("w", &[("page", "/w")]), 10_000_000).expect("a number");
+        let (_, v) = p.at_call(&m, 10_000_001).expect("pool number");
+        let fields = v.expect("held by w").fields.to_map();
+        assert_eq!(fields.keys().collect::<Vec<_>>(), ["page"]);
     }
 
     #[test]
