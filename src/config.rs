@@ -45,6 +45,9 @@ impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.line {
             Some(l) => write!(f, "line {l}: {}: {}", self.key, self.message),
+            // The file as a whole (it cannot be read): its path is what
+            // every error is printed after.
+            None if self.key.is_empty() => write!(f, "{}", self.message),
             None => write!(f, "{}: {}", self.key, self.message),
         }
     }
@@ -589,7 +592,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigErrors(vec![ConfigError {
-                key: path.display().to_string(),
+                key: String::new(),
                 line: None,
                 message: format!("cannot read: {e}"),
             }])
@@ -1991,6 +1994,16 @@ pub fn parse_destination(s: &str) -> Result<Destination, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The path is printed before each error (`main`): a file that cannot
+    /// be read said it twice (`a.toml: a.toml: cannot read`).
+    #[test]
+    fn a_missing_file_is_named_once() {
+        let errors = Config::load(Path::new("/nonexistent/siptrack.toml")).expect_err("missing");
+        let shown = errors.to_string();
+        assert!(shown.starts_with("cannot read: "), "{shown}");
+        assert!(!shown.contains("siptrack.toml"), "{shown}");
+    }
 
     #[test]
     fn postgres_storage_with_its_pool() {

@@ -109,6 +109,18 @@ fn cell(lead: &Value, key: &str, tz: FixedOffset) -> String {
     }
 }
 
+/// A lead of the API (its `date` in UTC, no offset) with its `date` as
+/// the table shows it: in `crm.timezone`, offset written. The JSON lines
+/// printed UTC without saying so, three hours from the table's dates in
+/// UTC+3 (trial, 2026-12-01).
+pub fn with_local_date(lead: &Value, tz: FixedOffset) -> Value {
+    let mut out = lead.clone();
+    if lead.get("date").is_some_and(Value::is_string) {
+        out["date"] = Value::String(cell(lead, "date", tz));
+    }
+    out
+}
+
 /// One lead as table lines: texts longer than their column wrap onto the
 /// following lines.
 pub fn rows(lead: &Value, tz: FixedOffset) -> Vec<String> {
@@ -171,12 +183,12 @@ pub fn print(config: &Config, limit: i64, json: bool) -> anyhow::Result<()> {
         store.list_leads(limit, 0).await
     })?;
     let leads: Vec<Value> = leads.iter().map(crate::http::json::lead).collect();
+    let tz = config.leads.crm.format.timezone;
     if json {
         for l in &leads {
-            println!("{}", json_line(l));
+            println!("{}", json_line(&with_local_date(l, tz)));
         }
     } else {
-        let tz = config.leads.crm.format.timezone;
         println!("{}", header());
         for l in &leads {
             for line in rows(l, tz) {
@@ -191,6 +203,23 @@ pub fn print(config: &Config, limit: i64, json: bool) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn json_lines_show_the_date_in_the_crm_zone_with_its_offset() {
+        let utc3 = crate::crm::payload::parse_timezone("UTC+3").expect("zone");
+        let lead = json!({"id": 1, "date": "2026-12-01 17:51:53", "phone": "79161234567"});
+        let shown = with_local_date(&lead, utc3);
+        assert_eq!(shown["date"], "2026-12-01 20:51:53 +03:00");
+        assert_eq!(shown["phone"], "79161234567");
+        let utc = crate::crm::payload::parse_timezone("UTC").expect("zone");
+        assert_eq!(
+            with_local_date(&lead, utc)["date"],
+            "2026-12-01 17:51:53 +00:00"
+        );
+        // Nothing to convert: left as it is.
+        let odd = json!({"id": 2, "date": null});
+        assert_eq!(with_local_date(&odd, utc3), odd);
+    }
 
     /// Issue 12, item 9: lead text comes from callers and web forms; none
     /// of it may reach the operator's terminal as a control sequence.
