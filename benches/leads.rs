@@ -320,13 +320,13 @@ fn count_mode(n: u64) {
             jobs.push(Job::Answered(AnsweredCall {
                 call_id: r.call_id.clone(),
                 answer_at: r.invite_at + 500,
-                dialog: DialogHandoff {
+                dialog: Some(DialogHandoff {
                     call_id: r.call_id.clone(),
                     caller_tag: format!("a{i}"),
                     callee_tag: format!("b{i}"),
                     caller: side(5061),
                     callee: side(5070),
-                },
+                }),
             }));
         }
         for i in b.saturating_sub(1) * PER_BATCH..b * PER_BATCH {

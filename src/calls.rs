@@ -82,7 +82,10 @@ pub enum CallStatus {
     Busy,
     Cancelled,
     Failed,
-    /// siptrack died during the call; nothing is known after the INVITE.
+    /// Written by versions before 2026-12-01 for a call a crash cut
+    /// short; still read from their records and journals. Such a call is
+    /// now `Answered` or `Failed` with the hangup `Party::Interrupted`
+    /// (SPEC L-1 has no status of that name, only the hangup).
     Interrupted,
 }
 
@@ -188,17 +191,30 @@ pub struct CallRecord {
 }
 
 impl CallRecord {
-    /// A call that a crash (kill -9) cut short, found at the next start:
-    /// nothing is known after its INVITE, so it ends there.
-    pub fn interrupted(call_id: String, info: CallInfo, invite_at: u64) -> CallRecord {
+    /// A call that a crash (kill -9) cut short, found at the next start
+    /// (SPEC L-1: hangup `interrupted`), as the store last knew it: with
+    /// its answer (`answer_at`), `answered`, ending there since nothing
+    /// later is known (0 s talked); without, `failed` at its INVITE: the
+    /// caller was never put through.
+    pub fn interrupted(
+        call_id: String,
+        info: CallInfo,
+        invite_at: u64,
+        answer_at: Option<u64>,
+    ) -> CallRecord {
+        let answer_at = answer_at.map(|a| a.max(invite_at));
         CallRecord {
             call_id,
             info,
             invite_at,
-            answer_at: None,
-            end_at: invite_at,
+            answer_at,
+            end_at: answer_at.unwrap_or(invite_at),
             duration: 0,
-            status: CallStatus::Interrupted,
+            status: if answer_at.is_some() {
+                CallStatus::Answered
+            } else {
+                CallStatus::Failed
+            },
             hangup: Some(Party::Interrupted),
             recording: Recording::default(),
             dtmf: Vec::new(),
@@ -213,7 +229,12 @@ pub struct AnsweredCall {
     pub call_id: String,
     /// Unix milliseconds.
     pub answer_at: u64,
-    pub dialog: crate::proxy::handoff::DialogHandoff,
+    /// The dialog, for another node to take the call over; None on one
+    /// node (`share_dialogs` off), where the answer is stored only so that
+    /// a crash does not hide it (SPEC L-1: an interrupted call keeps its
+    /// status, answered or not).
+    #[serde(default)]
+    pub dialog: Option<crate::proxy::handoff::DialogHandoff>,
 }
 
 /// An answered call of another node, as the store has it.

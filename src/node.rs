@@ -243,15 +243,18 @@ impl Node {
             if let CallEvent::Answered { call_id, at } = &ev {
                 // The dialog answered with it (the core learns it from the
                 // same 2xx), once: the first 2xx only.
-                let first = self.calls.is_open(call_id);
-                if let Some(d) = handoffs.iter().find(|h| h.call_id.as_bytes() == call_id) {
-                    if first {
-                        self.news.push(CallNews::Answered(AnsweredCall {
-                            call_id: d.call_id.clone(),
-                            answer_at: self.calls.unix_ms(*at),
-                            dialog: d.clone(),
-                        }));
-                    }
+                // Stored on one node too (without a dialog): a crash must
+                // not hide that the call was answered (SPEC L-1).
+                if self.calls.is_open(call_id) {
+                    let dialog = handoffs
+                        .iter()
+                        .find(|h| h.call_id.as_bytes() == call_id)
+                        .cloned();
+                    self.news.push(CallNews::Answered(AnsweredCall {
+                        call_id: String::from_utf8_lossy(call_id).into_owned(),
+                        answer_at: self.calls.unix_ms(*at),
+                        dialog,
+                    }));
                 }
             }
             if let CallEvent::Started {

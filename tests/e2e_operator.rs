@@ -195,9 +195,33 @@ fn long_call(
     (uas, uac)
 }
 
+/// Waits until the database holds the answer of the open call `call_id`
+/// (the lead pipeline writes it within its linger of the 2xx).
+fn wait_answer_stored(db: &str, call_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answered = rusqlite::Connection::open(db).ok().and_then(|c| {
+            c.query_row(
+                "SELECT answer_at FROM open_calls WHERE call_id = ?1",
+                [call_id],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .ok()
+            .flatten()
+        });
+        if answered.is_some() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no answer stored for {call_id}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Issue 12 finding 7: kill -9 during a call whose start was reported.
-/// The next start records it as interrupted (status and hangup), makes
-/// its lead, and sends its call-end webhook.
+/// The next start records it (SPEC L-1: hangup `interrupted`, status what
+/// the database knew: answered, ending at its answer), makes its lead,
+/// and sends its call-end webhook. Until 2026-12-01 the status was
+/// `interrupted` too, a word L-1 does not have for a status.
 #[test]
 fn a_call_cut_short_by_a_crash_is_recorded_as_interrupted_and_ended_in_the_crm() {
     let uas_port = free_port();
@@ -208,20 +232,22 @@ fn a_call_cut_short_by_a_crash_is_recorded_as_interrupted_and_ended_in_the_crm()
         crm.url("/start"),
         crm.url("/end")
     );
-    let cfg = config(uas_port, &db_in(dir.path()), &crm_keys);
+    let db = db_in(dir.path());
+    let cfg = config(uas_port, &db, &crm_keys);
     let mut p = Siptrack::start(&cfg);
     let (uas, uac) = long_call(&p, uas_port, 30_000);
     crm.wait_until(Duration::from_secs(10), "call start", |s| {
         s.requests.iter().any(|r| r.path == "/start")
     });
-    wait_answered(&p);
-    p.kill9();
-    drop(uac.stop());
-    drop(uas.stop());
     let call_id = crm.lock().requests[0].json["id"]
         .as_str()
         .expect("call id")
         .to_string();
+    wait_answered(&p);
+    wait_answer_stored(&db, &call_id);
+    p.kill9();
+    drop(uac.stop());
+    drop(uas.stop());
 
     let p = Siptrack::start(&cfg);
     let calls = wait_for(&p, "calls", 1);
@@ -229,8 +255,12 @@ fn a_call_cut_short_by_a_crash_is_recorded_as_interrupted_and_ended_in_the_crm()
     assert_eq!(c["id"], call_id.as_str(), "{c}");
     assert_eq!(
         (&c["status"], &c["hangup"]),
-        (&"interrupted".into(), &"interrupted".into()),
+        (&"answered".into(), &"interrupted".into()),
         "{c}"
+    );
+    assert_eq!(
+        c["duration"], 0,
+        "talk time after the answer is unknown: {c}"
     );
     assert_eq!(c["caller"], "79160000001");
     let leads = wait_for(&p, "leads", 1);
@@ -246,7 +276,7 @@ fn a_call_cut_short_by_a_crash_is_recorded_as_interrupted_and_ended_in_the_crm()
         .map(|r| r.json.clone())
         .collect();
     assert_eq!(ends[0]["id"], call_id.as_str());
-    assert_eq!(ends[0]["status"], "INTERRUPTED", "{:?}", ends[0]);
+    assert_eq!(ends[0]["status"], "ANSWER", "{:?}", ends[0]);
     assert_eq!(crm.bad_signatures(), 0);
     // A third start finds nothing more to close.
     drop(p);
@@ -322,11 +352,11 @@ fn calls_the_database_refuses_wait_in_the_journal_and_arrive_later() {
     assert!(metric(&p, "siptrack_storage_errors_total") >= 1);
     assert_eq!(metric(&p, "siptrack_storage_up"), 0);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(&p, "siptrack_calls_journaled") < 40 && Instant::now() < deadline {
+    while metric(&p, "siptrack_calls_journaled") < 60 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    // Every call's start and end.
-    assert_eq!(metric(&p, "siptrack_calls_journaled"), 40, "{}", p.log());
+    // Every call's start, answer and end.
+    assert_eq!(metric(&p, "siptrack_calls_journaled"), 60, "{}", p.log());
     let status = p.stop(Duration::from_secs(40)).expect("siptrack exits");
     assert!(
         status.success(),

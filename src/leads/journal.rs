@@ -144,7 +144,12 @@ mod tests {
                 info: info.clone(),
                 invite_at: 1_000 + i,
             }),
-            CallNews::Ended(CallRecord::interrupted(format!("c{i}"), info, 1_000 + i)),
+            CallNews::Ended(CallRecord::interrupted(
+                format!("c{i}"),
+                info,
+                1_000 + i,
+                None,
+            )),
         ]
     }
 

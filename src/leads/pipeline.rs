@@ -565,6 +565,7 @@ mod tests {
             "e".into(),
             CallInfo::default(),
             1_000,
+            Some(2_000),
         ));
         for n in [start("s"), ended, CallNews::Abandoned("a".into())] {
             for earlier_run in [false, true] {

@@ -55,8 +55,9 @@ struct State {
     calls: Vec<CallRow>,
     /// call id -> (run, invite_at in ms, what the call is).
     open_calls: BTreeMap<String, (String, i64, CallInfo)>,
-    /// Open calls that were answered: (answer_at, dialog JSON).
-    answered: BTreeMap<String, (i64, String)>,
+    /// Open calls that were answered: (answer_at, dialog JSON when
+    /// dialogs are shared).
+    answered: BTreeMap<String, (i64, Option<String>)>,
     outbox: BTreeMap<i64, StoredItem>,
     next_item: i64,
     keys: HashSet<String>,
@@ -288,11 +289,11 @@ impl Ledger for State {
         &mut self,
         call_id: &str,
         answer_at: i64,
-        dialog: &str,
+        dialog: Option<&str>,
     ) -> Result<(), Infallible> {
         if self.open_calls.contains_key(call_id) {
             self.answered
-                .insert(call_id.to_string(), (answer_at, dialog.to_string()));
+                .insert(call_id.to_string(), (answer_at, dialog.map(String::from)));
         }
         Ok(())
     }
@@ -407,19 +408,24 @@ impl MemoryStore {
             .open_calls
             .iter()
             .filter(|(_, (run, _, _))| run != RUN_ID)
-            .map(|(id, (_, at, info))| (*at, id.clone(), info.clone()))
+            .map(|(id, (_, at, info))| {
+                let answer_at = state.answered.get(id).map(|&(a, _)| a.max(0) as u64);
+                (*at, id.clone(), info.clone(), answer_at)
+            })
             .collect();
         open.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         Ok(open
             .into_iter()
-            .map(|(at, id, info)| CallRecord::interrupted(id, info, at.max(0) as u64))
+            .map(|(at, id, info, answer_at)| {
+                CallRecord::interrupted(id, info, at.max(0) as u64, answer_at)
+            })
             .collect())
     }
 
     /// An answered call still open, with its dialog.
     pub async fn open_dialog(&self, call_id: &str) -> Result<Option<AdoptedCall>, StoreError> {
         let state = self.state()?;
-        let (Some((_, invite_at, info)), Some((answer_at, dialog))) =
+        let (Some((_, invite_at, info)), Some((answer_at, Some(dialog)))) =
             (state.open_calls.get(call_id), state.answered.get(call_id))
         else {
             return Ok(None);

@@ -48,12 +48,13 @@ pub(crate) trait Ledger: DealBook {
     /// the run `run_id`.
     fn open_call(&mut self, run_id: &str, c: &CallStart) -> Result<(), Self::Error>;
     fn forget_call(&mut self, call_id: &str) -> Result<(), Self::Error>;
-    /// An open call was answered: its dialog (JSON) for another node.
+    /// An open call was answered: when, and its dialog (JSON) for another
+    /// node when dialogs are shared.
     fn answer_call(
         &mut self,
         call_id: &str,
         answer_at: i64,
-        dialog: &str,
+        dialog: Option<&str>,
     ) -> Result<(), Self::Error>;
     /// CRM requests (C-5); an idempotency key already queued is skipped.
     fn queue(&mut self, items: &[Item], now_ms: i64) -> Result<(), Self::Error>;
@@ -89,7 +90,10 @@ pub(crate) fn record_batch<L: Ledger>(
             Job::Answered(a) => l.answer_call(
                 &a.call_id,
                 a.answer_at as i64,
-                &crate::proxy::handoff::to_json(&a.dialog),
+                a.dialog
+                    .as_ref()
+                    .map(crate::proxy::handoff::to_json)
+                    .as_deref(),
             )?,
             Job::Start(c, earlier_run) => {
                 let run = if *earlier_run {
@@ -155,7 +159,11 @@ fn lead_view(id: i64, new: &NewLead, call: Option<&CallRecord>) -> LeadView {
                 }
             }
             visit.extend(i.visit.iter().map(|(k, v)| (k.clone(), v.clone())));
-            i.visit_id.as_deref().unwrap_or_default().to_string()
+            // The lead's own visit, as stored and listed: for a static
+            // number the channel's marker (`call_lead`), which X-Roistat
+            // carries too (T-2). The call's `visit_id` is empty then, and
+            // the CRM got "" for a lead siptrack lists with a visit.
+            new.who.visit.clone()
         }
         None => {
             // The visit's own data first: a form cannot overwrite where
@@ -282,6 +290,38 @@ mod tests {
     use crate::leads::dedup::{Action, Group};
     use crate::proxy::handoff::{DialogHandoff, HandoffSide, HandoffTransport};
 
+    /// The CRM gets the visit siptrack stores for the lead: a pool call's
+    /// visit id, a static number's marker (the trial of 2026-12-01 found
+    /// `visit_id: ""` in the webhook of a lead listed with its marker).
+    #[test]
+    fn a_call_leads_view_has_the_leads_own_visit() {
+        for (visit_id, marker, want) in [
+            (None, Some("google_cpc"), "google_cpc"),
+            (Some("v-1"), Some("google_cpc"), "v-1"),
+            (None, None, ""),
+        ] {
+            let info = CallInfo {
+                caller: "79161234567".into(),
+                dialed: "74951111111".into(),
+                visit_id: visit_id.map(Into::into),
+                marker: marker.map(Into::into),
+                ..CallInfo::default()
+            };
+            let record = CallRecord::interrupted("c".into(), info, 1_000, None);
+            let new = crate::leads::pipeline::call_lead(&record);
+            assert_eq!(new.who.visit, want);
+            let view = lead_view(1, &new, Some(&record));
+            assert_eq!(view.visit_id, want, "{visit_id:?} {marker:?}");
+            let data = crate::crm::payload::lead_data(&view);
+            assert_eq!(data["visit"], want);
+            assert_eq!(
+                data.get("marker").and_then(|m| m.as_str()),
+                marker,
+                "the marker stays in data"
+            );
+        }
+    }
+
     fn start(id: &str) -> Job {
         Job::Start(
             CallStart {
@@ -302,13 +342,13 @@ mod tests {
         Job::Answered(AnsweredCall {
             call_id: id.into(),
             answer_at: 2,
-            dialog: DialogHandoff {
+            dialog: Some(DialogHandoff {
                 call_id: id.into(),
                 caller_tag: "a".into(),
                 callee_tag: "b".into(),
                 caller: side,
                 callee: side,
-            },
+            }),
         })
     }
 
@@ -454,7 +494,7 @@ mod tests {
             self.0.push(format!("forget_call {id}"));
             Ok(())
         }
-        fn answer_call(&mut self, id: &str, _: i64, _: &str) -> Result<(), Self::Error> {
+        fn answer_call(&mut self, id: &str, _: i64, _: Option<&str>) -> Result<(), Self::Error> {
             self.0.push(format!("answer_call {id}"));
             Ok(())
         }

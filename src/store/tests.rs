@@ -260,6 +260,13 @@ async fn calls_are_recorded_once_and_open_calls_of_earlier_runs_are_interrupted(
         let jobs = vec![
             start("c1@host", false),
             start("old@host", true),
+            start("talking@host", true),
+            Job::Answered(crate::calls::AnsweredCall {
+                call_id: "talking@host".into(),
+                answer_at: NOW_MS + 3_000,
+                // One node: no dialog to share, the answer all the same.
+                dialog: None,
+            }),
             start("ours@host", false),
             Job::Lead(lead.clone(), Some(c.clone())),
         ];
@@ -297,14 +304,42 @@ async fn calls_are_recorded_once_and_open_calls_of_earlier_runs_are_interrupted(
             .expect(name)
             .is_empty());
 
-        // Only the earlier run's open call was cut short; ours is open.
+        // Only the earlier run's open calls were cut short; ours is open.
+        // SPEC L-1: `interrupted` is the hangup; the status is what the
+        // store knew: answered (ending at its answer, talk time unknown)
+        // or, never answered, failed at its INVITE.
         let cut = store.interrupted_calls().await.expect(name);
+        let seen: Vec<_> = cut
+            .iter()
+            .map(|c| {
+                (
+                    c.call_id.as_str(),
+                    c.status,
+                    c.hangup,
+                    c.answer_at,
+                    c.end_at,
+                    c.duration,
+                )
+            })
+            .collect();
+        // An answer without a dialog is nothing another node can take over.
+        assert_eq!(store.open_dialog("talking@host").await.expect(name), None);
+        let cut_short = Some(crate::calls::Party::Interrupted);
         assert_eq!(
-            cut.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(),
-            ["old@host"],
+            seen,
+            [
+                ("old@host", CallStatus::Failed, cut_short, None, NOW_MS, 0),
+                (
+                    "talking@host",
+                    CallStatus::Answered,
+                    cut_short,
+                    Some(NOW_MS + 3_000),
+                    NOW_MS + 3_000,
+                    0
+                ),
+            ],
             "{name}"
         );
-        assert_eq!(cut[0].status, CallStatus::Interrupted);
     }
 }
 
@@ -1249,7 +1284,7 @@ async fn an_answered_calls_dialog_is_shared_until_its_record_is_written() {
         record(vec![Job::Answered(AnsweredCall {
             call_id: "d1@host".into(),
             answer_at: NOW_MS + 2_000,
-            dialog: dialog.clone(),
+            dialog: Some(dialog.clone()),
         })])
         .await;
         let got = b
@@ -1292,7 +1327,7 @@ async fn an_answered_calls_dialog_is_shared_until_its_record_is_written() {
             Job::Answered(AnsweredCall {
                 call_id: "m1@host".into(),
                 answer_at: NOW_MS + 1,
-                dialog: DialogHandoff {
+                dialog: Some(DialogHandoff {
                     call_id: "m1@host".into(),
                     caller_tag: "x".into(),
                     callee_tag: "y".into(),
@@ -1306,7 +1341,7 @@ async fn an_answered_calls_dialog_is_shared_until_its_record_is_written() {
                         source: ([127, 0, 0, 1], 2).into(),
                         contact: None,
                     },
-                },
+                }),
             }),
         ]),
         &Settings::default(),
@@ -1357,13 +1392,13 @@ async fn a_call_started_and_recorded_in_one_batch_leaves_no_open_call() {
             Job::Answered(AnsweredCall {
                 call_id: id.into(),
                 answer_at: NOW_MS + 1_000,
-                dialog: DialogHandoff {
+                dialog: Some(DialogHandoff {
                     call_id: id.into(),
                     caller_tag: "ct".into(),
                     callee_tag: "et".into(),
                     caller: side,
                     callee: side,
-                },
+                }),
             })
         };
         let one = call("one@batch", "79160000011", NOW_MS);

@@ -450,7 +450,7 @@ impl Ledger for PgLedger<'_, '_> {
         &mut self,
         call_id: &str,
         answer_at: i64,
-        dialog: &str,
+        dialog: Option<&str>,
     ) -> Result<(), postgres::Error> {
         self.execute(
             "UPDATE open_calls SET answer_at = $2, dialog = $3 WHERE call_id = $1",

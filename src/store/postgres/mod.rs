@@ -193,8 +193,8 @@ impl PgStore {
         let (run_id, node) = (self.run_id.to_string(), self.node.clone());
         self.with(move |c| {
             let rows = c.client.query(
-                "SELECT call_id, invite_at, info, run_id FROM open_calls WHERE run_id <> $1
-                  ORDER BY invite_at, call_id",
+                "SELECT call_id, invite_at, info, run_id, answer_at FROM open_calls
+                  WHERE run_id <> $1 ORDER BY invite_at, call_id",
                 &[&run_id],
             )?;
             Ok(rows
@@ -207,6 +207,7 @@ impl PgStore {
                         // A row this build cannot read still is a call.
                         serde_json::from_str(&info).unwrap_or_default(),
                         r.get::<_, i64>(1).max(0) as u64,
+                        r.get::<_, Option<i64>>(4).map(|a| a.max(0) as u64),
                     )
                 })
                 .collect())

@@ -406,7 +406,12 @@ impl Ledger for SqlLedger<'_, '_> {
         Ok(())
     }
 
-    fn answer_call(&mut self, call_id: &str, answer_at: i64, dialog: &str) -> rusqlite::Result<()> {
+    fn answer_call(
+        &mut self,
+        call_id: &str,
+        answer_at: i64,
+        dialog: Option<&str>,
+    ) -> rusqlite::Result<()> {
         self.0
             .get(Sql::AnswerCall)?
             .execute(params![call_id, answer_at, dialog])?;

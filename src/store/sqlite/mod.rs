@@ -195,8 +195,8 @@ impl SqliteStore {
         let (run_id, node) = (self.run_id.clone(), self.node.clone());
         self.with(move |c| {
             let mut q = c.prepare(
-                "SELECT call_id, invite_at, info, run_id FROM open_calls WHERE run_id <> ?1
-                  ORDER BY invite_at, call_id",
+                "SELECT call_id, invite_at, info, run_id, answer_at FROM open_calls
+                  WHERE run_id <> ?1 ORDER BY invite_at, call_id",
             )?;
             let rows = q.query_map(params![&*run_id], |r| {
                 let info: String = r.get(2)?;
@@ -207,6 +207,10 @@ impl SqliteStore {
                         // A row this build cannot read still is a call.
                         serde_json::from_str(&info).unwrap_or_default(),
                         r.get::<_, i64>(1).unwrap_or_default().max(0) as u64,
+                        r.get::<_, Option<i64>>(4)
+                            .ok()
+                            .flatten()
+                            .map(|a| a.max(0) as u64),
                     )
                 }))
             })?;
