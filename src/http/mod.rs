@@ -753,7 +753,15 @@ pub(crate) async fn change_deal_status(
             "status": status,
             "group": group.as_str()
         })),
-        Ok(None) => Err((StatusCode::NOT_FOUND, format!("id: no deal {id}"))),
+        // A deal the CRM has named answers to that name only (its
+        // `crm_deal_id`): say so, since siptrack's id is what the lists
+        // show first.
+        Ok(None) => Err((
+            StatusCode::NOT_FOUND,
+            format!(
+                "id: no deal \"{id}\" (a deal the CRM has named is addressed by the CRM's id, its crm_deal_id in GET /api/v1/deals)"
+            ),
+        )),
         Err(e) => {
             tracing::error!(error = %e, "deal status not recorded");
             Err((
