@@ -210,8 +210,11 @@ impl<'a> Engine<'a> {
             self.drain(node, now_ns);
         }
         let end = now_ns.max(last) / MS;
-        // The capture does not say how the calls still open ended.
-        node.close_calls(self.now(end), None);
+        // The capture does not say how the calls still open ended, nor
+        // when: they end with its last packet, the last moment known.
+        // Closed when the run-out's timers stopped, an answered call got
+        // up to 32 s of talk nobody captured (trial, 2026-12-01).
+        node.close_calls(self.now(last / MS), None);
         self.drain(node, end * MS);
         // Recordings of sessions no call record closed (an INVITE that
         // never became a call) end with the capture.
