@@ -35,6 +35,9 @@ pub struct Packet {
 pub enum CaptureError {
     #[error("not a pcap or pcapng file (starts with {0})")]
     NotACapture(String),
+    /// Named apart: "starts with " and nothing said too little.
+    #[error("empty file: no pcap or pcapng header")]
+    Empty,
     #[error("{0}")]
     Broken(String),
 }
@@ -57,6 +60,9 @@ const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 /// Reads every frame of a pcap or pcapng file.
 pub fn read(bytes: &[u8]) -> Result<Contents, CaptureError> {
     let mut decoder = Decoder::default();
+    if bytes.is_empty() {
+        return Err(CaptureError::Empty);
+    }
     if bytes.starts_with(&PCAPNG_MAGIC) {
         read_pcapng(bytes, &mut decoder)?;
     } else {
@@ -599,6 +605,11 @@ mod tests {
         assert_eq!(
             read(b"INVITE sip:x SIP/2.0\r\n"),
             Err(CaptureError::NotACapture("49 4e 56 49".into()))
+        );
+        assert_eq!(read(b""), Err(CaptureError::Empty));
+        assert_eq!(
+            CaptureError::Empty.to_string(),
+            "empty file: no pcap or pcapng header"
         );
     }
 }
