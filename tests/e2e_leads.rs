@@ -306,6 +306,14 @@ fn deals_follow_the_duplicate_rules_and_status_callbacks(db: Db) {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["outcome"], "duplicate of deal 1");
     assert_eq!(rows[1]["phone"], "79165554433");
+    // As the table shows them: in crm.timezone with its offset
+    // (`2026-12-01 20:51:53 +03:00`), not the API's bare UTC.
+    let date = rows[1]["date"].as_str().unwrap_or_default();
+    let offset = date.rsplit_once(' ').map_or("", |(_, o)| o);
+    assert!(
+        date.len() == 26 && (offset.starts_with('+') || offset.starts_with('-')),
+        "{date:?}"
+    );
 }
 
 fn concurrent_leads_of_one_client_make_one_deal(db: Db) {
@@ -447,16 +455,15 @@ fn bad_input_is_refused_and_nothing_is_written(db: Db) {
         assert_eq!(status, code, "{body}: {reply}");
         assert!(reply.contains(needle), "{body}: {reply}");
     }
-    assert_eq!(
-        post_json(
-            api(&p),
-            "/api/v1/crm/deals/99/status",
-            Some(TOKEN),
-            r#"{"status": "Won"}"#
-        )
-        .0,
-        404
+    let (status, reply) = post_json(
+        api(&p),
+        "/api/v1/crm/deals/99/status",
+        Some(TOKEN),
+        r#"{"status": "Won"}"#,
     );
+    assert_eq!(status, 404, "{reply}");
+    // The 404 says which id the route takes.
+    assert!(reply.contains("crm_deal_id"), "{reply}");
     // A CRM names deals by its own ids: unknown ones are 404, an id no
     // CRM would use is 400.
     assert_eq!(

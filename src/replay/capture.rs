@@ -59,10 +59,10 @@ const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
 /// Reads every frame of a pcap or pcapng file.
 pub fn read(bytes: &[u8]) -> Result<Contents, CaptureError> {
-    let mut decoder = Decoder::default();
     if bytes.is_empty() {
         return Err(CaptureError::Empty);
     }
+    let mut decoder = Decoder::default();
     if bytes.starts_with(&PCAPNG_MAGIC) {
         read_pcapng(bytes, &mut decoder)?;
     } else {

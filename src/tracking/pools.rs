@@ -41,9 +41,6 @@ pub struct Visit {
 /// only to keep the number (SPEC T-1); replacing the whole visit lost the
 /// attribution of every call after the second page (trial, 2026-12-01).
 fn keep_unsent_fields(sent: &mut VisitFields, held: &VisitFields) {
-    if held.keys().all(|k| sent.contains_key(k)) {
-        return;
-    }
     for (k, v) in held {
         if !sent.contains_key(k) {
             sent.insert(k.clone(), v.clone());
@@ -206,7 +203,7 @@ impl Pools {
     }
 
     /// None when no pool's segment matches it.
-    pub fn touch(&mut self, visit: Visit, now: u64) -> Option<Granted> {
+    pub fn touch(&mut self, mut visit: Visit, now: u64) -> Option<Granted> {
         let mut exhausted = None;
         let mut place = self.by_visit.get(&visit.id).copied().filter(|&(p, i)| {
             let s = &self.slots[p][i];
@@ -252,7 +249,6 @@ impl Pools {
             place = Some((p, i));
         }
         let (p, i) = place?;
-        let mut visit = visit;
         if let Some(held) = self.slots[p][i].visit.as_ref().filter(|v| v.id == visit.id) {
             keep_unsent_fields(&mut visit.fields, &held.fields);
         }
