@@ -1277,21 +1277,20 @@ fn leads_config(c: &mut Checker, raw: &RawConfig, phone: &PhoneRules) -> LeadsCo
             ),
         }
     }
-    // (lead requests, a CRM adapter that records calls itself, Bitrix24)
-    let (lead_hooks, adapter, bitrix24) = match &raw.crm.kind {
-        None => (false, false, false),
+    // (lead requests, a CRM adapter that records calls itself)
+    let (lead_hooks, adapter) = match &raw.crm.kind {
+        None => (false, false),
         Some(k) => match k.get_ref().as_str() {
-            "local" => (false, false, false),
-            "webhook" => (true, false, false),
-            "amocrm" => (true, true, false),
-            "bitrix24" => (true, true, true),
+            "local" => (false, false),
+            "webhook" => (true, false),
+            "amocrm" | "bitrix24" => (true, true),
             other => {
                 c.err(
                     "crm.kind",
                     Some(k.span()),
                     format!("\"{other}\": must be local, webhook, amocrm or bitrix24"),
                 );
-                (false, false, false)
+                (false, false)
             }
         },
     };
@@ -1344,7 +1343,11 @@ fn leads_config(c: &mut Checker, raw: &RawConfig, phone: &PhoneRules) -> LeadsCo
         // amoCRM and Bitrix24 record each call once it is over.
         call_start: raw.crm.call_start_url.is_some() && !adapter,
         call_end: raw.crm.call_end_url.is_some() || adapter,
-        calls_on_deals: bitrix24,
+        // Both adapters file a call with its client, which the lead's
+        // create makes: amoCRM drops a call whose phone no contact has
+        // yet, Bitrix24 binds it to the deal. So the call waits for that
+        // create, even when the create is retried.
+        calls_on_deals: adapter,
         format,
     };
     LeadsConfig {
@@ -2575,7 +2578,7 @@ mod tests {
         )
         .expect("valid");
         let plan = &c.leads.crm;
-        assert!(plan.lead_hooks && plan.call_end && !plan.call_start);
+        assert!(plan.lead_hooks && plan.call_end && !plan.call_start && plan.calls_on_deals);
         assert_eq!(
             c.crm.amocrm,
             Some(AmoSettings {

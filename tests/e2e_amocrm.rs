@@ -187,11 +187,13 @@ fn a_call_and_form_leads_become_amocrm_leads_notes_tasks_and_calls() {
         call["uniq"].as_str().is_some_and(|u| !u.is_empty()),
         "{call}"
     );
+    let began = call["created_at"].as_i64().expect("dated");
+    assert!((unix_now() - 30..=unix_now()).contains(&began), "{call}");
     assert_eq!(
         call,
         json!({"direction": "inbound", "uniq": call["uniq"], "duration": 1, "source": "siptrack",
                "phone": "79160000001", "call_status": 4, "call_result": "ANSWER",
-               "responsible_user_id": 33})
+               "responsible_user_id": 33, "created_at": began})
     );
 
     // A form lead, the same client again (a task on its lead), and the
@@ -576,11 +578,40 @@ fn a_call_answered_too_late_gives_one_lead_one_contact_one_call_record() {
     };
     assert_eq!(count("POST", "/api/v4/leads/complex"), 1);
     assert_eq!(count("POST", "/api/v4/calls"), 1);
+    // amoCRM put the call on the card of the contact's one lead: the
+    // retry found it there.
+    assert_eq!(s.call_cards, ["leads"]);
     assert!(
-        count("GET", "/api/v4/contacts/notes") >= 2,
+        count("GET", "/api/v4/leads/notes") >= 2,
         "looked up before the call and on the retry: {:?}",
         s.requests
     );
+    assert!(s.bad_requests.is_empty(), "{:?}", s.bad_requests);
+}
+
+/// amoCRM files a call only with a contact of its phone, which a new
+/// caller's lead brings: when the lead's create has to wait (here its
+/// look-up is answered 503 twice), the call waits with it, and is
+/// recorded, dated when it began.
+#[test]
+fn a_new_callers_call_waits_for_its_lead_when_the_create_is_retried() {
+    let amo = Amo::start(AMO_TOKEN, 7);
+    amo.lock().busy_lookups = 2;
+    let (p, uas_port, _dir) = start(&amo, 2_000);
+    let began = unix_now();
+    call(&p, uas_port, "74951230001", "89160000006");
+    amo.wait_until(Duration::from_secs(30), "the lead and its call", |s| {
+        s.leads.len() == 1 && !s.calls.is_empty()
+    });
+    let s = amo.lock();
+    assert!(s.calls_refused.is_empty(), "refused: {:?}", s.calls_refused);
+    assert_eq!(s.calls.len(), 1, "{:?}", s.calls);
+    let at = s.calls[0]["created_at"].as_i64().expect("created_at");
+    assert!(
+        (began - 2..=began + 5).contains(&at),
+        "dated {at}, the call began at {began}"
+    );
+    assert_eq!(s.busy_lookups, 0);
     assert!(s.bad_requests.is_empty(), "{:?}", s.bad_requests);
 }
 

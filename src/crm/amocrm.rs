@@ -67,6 +67,7 @@ const NOTE: &str = "note";
 const TASK: &str = "task";
 const CALL: &str = "call";
 const FIND_CALL: &str = "find call";
+const FIND_LEAD_CALL: &str = "find call on lead";
 const FIND_NOTE: &str = "find note";
 const FIND_TASK: &str = "find task";
 
@@ -203,8 +204,9 @@ impl AmoSettings {
     }
 
     /// `POST /api/v4/calls` from the call-end webhook's body: an inbound
-    /// call with its Call-ID as `uniq`. None for a withheld caller (amoCRM
-    /// needs a phone to attach the call to).
+    /// call with its Call-ID as `uniq`, dated when it began (`created_at`:
+    /// without it amoCRM dates the call when a retry delivers it). None
+    /// for a withheld caller (amoCRM needs a phone to attach the call to).
     pub fn call(&self, body: &Value) -> Option<Value> {
         let phone = text_of(body, "caller");
         if phone.is_empty() {
@@ -219,6 +221,9 @@ impl AmoSettings {
             "call_status": call_status(&text_of(body, "status")),
             "call_result": text_of(body, "status"),
         });
+        if let Some(at) = call_start_unix(&text_of(body, "date"), self.utc_offset_seconds) {
+            call["created_at"] = json!(at);
+        }
         let link = text_of(body, "link");
         if !link.is_empty() {
             call["link"] = json!(link);
@@ -229,17 +234,25 @@ impl AmoSettings {
         Some(json!([call]))
     }
 
-    /// `GET /api/v4/contacts/notes`: the incoming call notes made since
-    /// the call began (amoCRM files a call as a `call_in` note on the
-    /// contact), where an earlier attempt's call would be; None when the
-    /// call's date is unreadable (then the call is just sent).
-    fn find_call(&self, body: &Value) -> Option<Request> {
+    /// `GET /api/v4/{leads|contacts}/notes`: the incoming call notes made
+    /// since the call began, where an earlier attempt's call would be.
+    /// amoCRM files a call as a `call_in` note on the card of the lead
+    /// when the phone's contact has one active lead (siptrack's own leads
+    /// are that case), else on the contact's: `stage` says which list
+    /// (FIND_LEAD_CALL first, then FIND_CALL). None when the call's date
+    /// is unreadable (then the call is just sent).
+    fn find_call(&self, stage: &'static str, body: &Value) -> Option<Request> {
         let since = call_start_unix(&text_of(body, "date"), self.utc_offset_seconds)?;
+        let entity = if stage == FIND_LEAD_CALL {
+            "leads"
+        } else {
+            "contacts"
+        };
         Some(self.request(
-            FIND_CALL,
+            stage,
             Method::Get,
             &format!(
-                "/api/v4/contacts/notes?filter%5Bnote_type%5D=call_in&filter%5Bupdated_at%5D%5Bfrom%5D={since}&limit=250"
+                "/api/v4/{entity}/notes?filter%5Bnote_type%5D=call_in&filter%5Bupdated_at%5D%5Bfrom%5D={since}&limit=250"
             ),
             None,
         ))
@@ -413,6 +426,21 @@ fn ok(status: u16) -> bool {
     (200..300).contains(&status)
 }
 
+/// A 2xx with a body that is no JSON (a proxy's or captive portal's HTML
+/// page, a truncated answer): amoCRM answers every API call with
+/// `application/hal+json` or 204 without a body. Taken as applied, a
+/// note or call would be lost when it was not; so it is tried again, and
+/// the retry's look-up finds it when it was applied.
+fn not_an_api_answer(a: &Answer) -> Option<Outcome> {
+    if !ok(a.status) || a.status == 204 || serde_json::from_slice::<Value>(&a.body).is_ok() {
+        return None;
+    }
+    Some(Outcome::Retry {
+        error: format!("HTTP {} with no JSON: {}", a.status, snippet(&a.body)),
+        retry_after_ms: None,
+    })
+}
+
 /// The id amoCRM gave the lead of a complex add (`[{"id": …}]`).
 pub fn created_lead_id(body: &[u8]) -> Option<u64> {
     let v: Value = serde_json::from_slice(body).ok()?;
@@ -539,7 +567,7 @@ impl CrmAdapter for AmoCrm {
             },
             // A call is looked up by its uniq (the Call-ID) first: a
             // retried call must not make a second call record.
-            (Target::CallEnd, _) => match (s.call(&body), s.find_call(&body)) {
+            (Target::CallEnd, _) => match (s.call(&body), s.find_call(FIND_LEAD_CALL, &body)) {
                 (Some(_), Some(find)) => Step::Send(find),
                 (Some(call), None) => {
                     Step::Send(s.request(CALL, Method::Post, "/api/v4/calls", Some(call)))
@@ -556,6 +584,9 @@ impl CrmAdapter for AmoCrm {
 
     fn next(&self, item: &DueItem, sent: &Request, a: &Answer, now_unix_ms: i64) -> Step {
         let s = &self.settings;
+        if let Some(outcome) = not_an_api_answer(a) {
+            return Step::Finish(outcome);
+        }
         match sent.stage {
             LOOKUP if a.status == 204 => match serde_json::from_str::<Value>(&item.body) {
                 Ok(body) => self.create(item, &body),
@@ -599,7 +630,7 @@ impl CrmAdapter for AmoCrm {
                     self.add_task(id, &body, now_unix_ms)
                 }
             }
-            FIND_CALL if ok(a.status) => {
+            FIND_LEAD_CALL | FIND_CALL if ok(a.status) => {
                 let Ok(body) = serde_json::from_str::<Value>(&item.body) else {
                     return Step::Finish(Outcome::GiveUp {
                         reason: "the queued body is not JSON".into(),
@@ -608,6 +639,11 @@ impl CrmAdapter for AmoCrm {
                 // 204: no notes at all since the call began.
                 if a.status != 204 && found_call(&a.body, &text_of(&body, "id")) {
                     return Step::Finish(Outcome::Delivered { deal_id: None });
+                }
+                if sent.stage == FIND_LEAD_CALL {
+                    if let Some(find) = s.find_call(FIND_CALL, &body) {
+                        return Step::Send(find);
+                    }
                 }
                 match s.call(&body) {
                     Some(call) => {
@@ -956,7 +992,6 @@ mod tests {
             for (status, answer_body, added) in [
                 (204, String::new(), true),
                 (200, page(&other), true),
-                (200, "<html>".to_string(), true),
                 (200, page(&found), false),
             ] {
                 match a.next(&item, &find, &answer(status, &answer_body), 0) {
@@ -978,21 +1013,22 @@ mod tests {
     }
 
     #[test]
-    fn a_call_is_looked_up_by_its_uniq_and_recorded_only_when_absent() {
+    fn a_call_is_looked_up_by_its_uniq_on_leads_then_contacts_and_recorded_only_when_absent() {
         let a = AmoCrm {
             settings: settings(),
         };
         let end = json!({"id": "c1@h", "caller": "74991234567", "date": "2026-11-23 15:00:00",
                          "duration": 42, "status": "ANSWER"});
         let item = due(Target::CallEnd, "", &end, None);
-        let find = sent(a.start(&item, 0));
-        // 15:00 at UTC+3 is 12:00 UTC: 1795435200.
+        let on_leads = sent(a.start(&item, 0));
+        // 15:00 at UTC+3 is 12:00 UTC: 1795435200. amoCRM puts a call on
+        // the card of the contact's one active lead, else the contact's.
+        let list = |entity: &str| {
+            format!("https://acme.amocrm.ru/api/v4/{entity}/notes?filter%5Bnote_type%5D=call_in&filter%5Bupdated_at%5D%5Bfrom%5D=1795435200&limit=250")
+        };
         assert_eq!(
-            (find.method, find.url.as_str()),
-            (
-                Method::Get,
-                "https://acme.amocrm.ru/api/v4/contacts/notes?filter%5Bnote_type%5D=call_in&filter%5Bupdated_at%5D%5Bfrom%5D=1795435200&limit=250"
-            )
+            (on_leads.method, on_leads.url.clone()),
+            (Method::Get, list("leads"))
         );
         let note = |uniq: &str| {
             json!({"_embedded": {"notes": [{"id": 5, "entity_id": 41, "note_type": "call_in",
@@ -1005,31 +1041,98 @@ mod tests {
             "/api/v4/calls",
             a.settings.call(&end),
         ));
-        // (lookup answer, what follows)
+        let delivered = Step::Finish(Outcome::Delivered { deal_id: None });
+        // Not on a lead: looked up on the contacts next.
+        for (status, body) in [(204, String::new()), (200, note("c2@h"))] {
+            let on_contacts = sent(a.next(&item, &on_leads, &answer(status, &body), 0));
+            assert_eq!(
+                (on_contacts.method, on_contacts.url.clone()),
+                (Method::Get, list("contacts"))
+            );
+        }
+        assert_eq!(
+            a.next(&item, &on_leads, &answer(200, &note("c1@h")), 0),
+            delivered
+        );
+        let on_contacts = sent(a.next(&item, &on_leads, &answer(204, ""), 0));
+        // (contacts' answer, what follows)
         for (status, body, next) in [
             (204, String::new(), record.clone()),
             (200, note("c2@h"), record.clone()),
-            (
-                200,
-                note("c1@h"),
-                Step::Finish(Outcome::Delivered { deal_id: None }),
-            ),
+            (200, note("c1@h"), delivered.clone()),
         ] {
             assert_eq!(
-                a.next(&item, &find, &answer(status, &body), 0),
+                a.next(&item, &on_contacts, &answer(status, &body), 0),
                 next,
                 "{body}"
             );
         }
-        assert!(matches!(
-            a.next(&item, &find, &answer(429, ""), 0),
-            Step::Finish(Outcome::Retry { .. })
-        ));
+        for find in [&on_leads, &on_contacts] {
+            assert!(matches!(
+                a.next(&item, find, &answer(429, ""), 0),
+                Step::Finish(Outcome::Retry { .. })
+            ));
+        }
         assert_eq!(
             call_start_unix("2026-11-23 15:00:00", 0),
             Some(1_795_446_000)
         );
         assert_eq!(call_start_unix("soon", 0), None);
+    }
+
+    #[test]
+    fn a_call_is_dated_when_it_began_not_when_it_is_delivered() {
+        let s = settings();
+        let end = json!({"id": "c1@h", "caller": "74991234567", "date": "2026-11-23 15:00:00",
+                         "duration": 42, "status": "ANSWER"});
+        let call = s.call(&end).expect("a call");
+        assert_eq!(call[0]["created_at"], json!(1_795_435_200));
+        let undated = json!({"id": "c1@h", "caller": "74991234567", "duration": 42});
+        let call = s.call(&undated).expect("a call");
+        assert!(call[0].get("created_at").is_none(), "{call}");
+    }
+
+    #[test]
+    fn a_2xx_that_is_no_json_is_tried_again_not_taken_as_applied() {
+        let a = AmoCrm {
+            settings: settings(),
+        };
+        let note_body = lead_body("deal.comment");
+        let end = json!({"id": "c1@h", "caller": "74991234567", "date": "2026-11-23 15:00:00",
+                         "duration": 42, "status": "ANSWER"});
+        let cases = [
+            (
+                due(Target::Lead, "deal.comment", &note_body, Some("41")),
+                NOTE,
+            ),
+            (due(Target::Lead, "deal.task", &note_body, Some("41")), TASK),
+            (due(Target::CallEnd, "", &end, None), CALL),
+            (due(Target::Lead, "deal.create", &note_body, None), LOOKUP),
+            (
+                due(Target::Lead, "deal.comment", &note_body, Some("41")),
+                FIND_NOTE,
+            ),
+            (due(Target::CallEnd, "", &end, None), FIND_LEAD_CALL),
+        ];
+        for (item, stage) in cases {
+            let sent = Request {
+                stage,
+                method: Method::Post,
+                url: String::new(),
+                headers: Vec::new(),
+                body: None,
+            };
+            for garbage in [
+                "<html><body>Service temporarily unavailable</body></html>",
+                "ok",
+            ] {
+                let step = a.next(&item, &sent, &answer(200, garbage), 0);
+                assert!(
+                    matches!(&step, Step::Finish(Outcome::Retry { error, .. }) if error.contains("no JSON")),
+                    "{stage}: {step:?}"
+                );
+            }
+        }
     }
 
     #[test]

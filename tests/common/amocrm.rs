@@ -16,8 +16,12 @@
 //!   (`GET /api/v4/tasks?filter[entity_type]=leads&filter[entity_id]=…`)
 //!   are listed, 204 when there are none; `slow_notes` / `slow_tasks`
 //!   answer that many adds late;
-//! - calls are filed as `call_in` notes of contacts, listed by
-//!   `GET /api/v4/contacts/notes?filter[note_type]=call_in&filter[updated_at][from]=…`
+//! - `busy_lookups` answers that many lead look-ups 503;
+//! - a call is filed by its phone (the last 10 digits) as amoCRM's calls
+//!   page says: with no contact of that phone it is refused under
+//!   `_embedded.errors`; when the contact has one lead it goes on the
+//!   lead's card, else on the contact's; `call_in` notes are listed by
+//!   `GET /api/v4/{leads|contacts}/notes?filter[note_type]=call_in&filter[updated_at][from]=…`
 //!   (204 when there are none).
 
 use std::collections::VecDeque;
@@ -57,6 +61,10 @@ pub struct Inner {
     pub calls: Vec<Value>,
     /// When each call was added (Unix seconds), for the notes list.
     pub call_times: Vec<i64>,
+    /// Where each call was filed: "leads" or "contacts".
+    pub call_cards: Vec<&'static str>,
+    /// Calls refused for a phone no contact has.
+    pub calls_refused: Vec<Value>,
     pub requests: Vec<Seen>,
     pub too_many: usize,
     pub bad_requests: Vec<String>,
@@ -70,6 +78,9 @@ pub struct Inner {
     pub slow_notes: usize,
     pub slow_tasks: usize,
     pub slow_by: Duration,
+    /// Lead look-ups (`GET /api/v4/leads?query=…`) still to answer 503,
+    /// as an overloaded amoCRM does: the create waits for its retry.
+    pub busy_lookups: usize,
     window: VecDeque<Instant>,
     next_id: u64,
 }
@@ -159,6 +170,33 @@ impl Drop for Amo {
             rt.shutdown_background();
         }
     }
+}
+
+/// The last ten digits of a phone: amoCRM finds a call's contact by them.
+fn phone_key(phone: &str) -> String {
+    let digits: Vec<char> = phone.chars().filter(char::is_ascii_digit).collect();
+    digits[digits.len().saturating_sub(10)..].iter().collect()
+}
+
+/// The leads whose contact has this phone, oldest first.
+fn leads_of_phone(s: &Inner, phone: &str) -> Vec<u64> {
+    let key = phone_key(phone);
+    if key.is_empty() {
+        return Vec::new();
+    }
+    s.leads
+        .iter()
+        .filter(|l| {
+            l.json["_embedded"]["contacts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| c["custom_fields_values"].as_array().into_iter().flatten())
+                .flat_map(|f| f["values"].as_array().into_iter().flatten())
+                .any(|v| v["value"].as_str().is_some_and(|p| phone_key(p) == key))
+        })
+        .map(|l| l.id)
+        .collect()
 }
 
 fn unix_now() -> i64 {
@@ -429,6 +467,10 @@ fn route(
             }
             ok_json(200, Value::Array(out))
         }
+        ("GET", ["api", "v4", "leads"]) if s.busy_lookups > 0 => {
+            s.busy_lookups -= 1;
+            problem(503, "Service Unavailable", "try again later", &[])
+        }
         ("GET", ["api", "v4", "leads"]) => {
             let query = uri
                 .query()
@@ -547,7 +589,7 @@ fn route(
                     &[("body", "not an array".into())],
                 );
             };
-            let mut out = Vec::new();
+            let (mut out, mut errors) = (Vec::new(), Vec::new());
             for c in calls {
                 let mut errs = Vec::new();
                 check_keys(
@@ -581,19 +623,36 @@ fn route(
                         format!("direction, uniq, duration, source, phone, call_status: {c}"),
                     ));
                 }
+                if c.get("created_at").is_some_and(|v| v.as_i64().is_none()) {
+                    errs.push(("created_at", format!("not a Unix time: {c}")));
+                }
                 if !errs.is_empty() {
                     return problem(400, "Bad Request", "Request validation failed", &errs);
                 }
+                let phone = c["phone"].as_str().unwrap_or_default();
+                let leads = leads_of_phone(s, phone);
+                if leads.is_empty() {
+                    errors.push(json!({"request_id": "0", "title": "Not Found",
+                                       "detail": "Entity with phone not found"}));
+                    s.calls_refused.push(c.clone());
+                    continue;
+                }
+                let card = if leads.len() == 1 {
+                    "leads"
+                } else {
+                    "contacts"
+                };
                 s.next_id += 1;
-                out.push(json!({"id": s.next_id, "entity_id": 1, "entity_type": "contact", "request_id": "0"}));
+                out.push(json!({"id": s.next_id, "entity_id": leads[0], "entity_type": card, "request_id": "0"}));
                 s.calls.push(c.clone());
                 s.call_times.push(unix_now());
+                s.call_cards.push(card);
             }
             if s.slow_calls > 0 {
                 s.slow_calls -= 1;
                 *delay = Some(s.slow_by);
             }
-            ok_json(200, json!({"_embedded": {"calls": out, "errors": []}}))
+            ok_json(200, json!({"_embedded": {"calls": out, "errors": errors}}))
         }
         ("GET", ["api", "v4", "leads", id, "notes"]) => {
             let lead = id.parse::<u64>().unwrap_or(0);
@@ -640,7 +699,7 @@ fn route(
                 ok_json(200, json!({"_page": 1, "_embedded": {"tasks": tasks}}))
             }
         }
-        ("GET", ["api", "v4", "contacts", "notes"]) => {
+        ("GET", ["api", "v4", card @ ("leads" | "contacts"), "notes"]) => {
             let q: Vec<(String, String)> =
                 form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
                     .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -660,7 +719,7 @@ fn route(
                 .iter()
                 .zip(&s.call_times)
                 .enumerate()
-                .filter(|(_, (_, at))| Some(**at) >= from)
+                .filter(|(i, (_, at))| Some(**at) >= from && s.call_cards[*i] == *card)
                 .map(|(i, (c, at))| {
                     json!({"id": 9000 + i, "entity_id": 1, "note_type": "call_in",
                            "created_at": at, "updated_at": at,
