@@ -1335,6 +1335,7 @@ fn leads_config(c: &mut Checker, raw: &RawConfig, phone: &PhoneRules) -> LeadsCo
     };
     let format = CrmFormat {
         phone_format,
+        phone_rules: phone.clone(),
         timezone,
         allow_html: raw.crm.allow_html.unwrap_or(false),
     };

@@ -375,10 +375,20 @@ pub fn normalize_str(raw: &str, rules: &PhoneRules) -> String {
 /// left to right (`"8 (XXX) XXX-XX-XX"`, `"+7XXXXXXXXXX"`). A number with
 /// fewer digits than the pattern has `X`s (an extension), a pattern
 /// without `X`, or a value that is not a number: the value as it is.
-pub fn format_for_crm(value: &str, pattern: &str) -> String {
+///
+/// The pattern is written for the numbers of the configured country
+/// (`[phone]`): it cuts the country code off. A longer number of another
+/// country (`442079460958` under `"+7XXXXXXXXXX"`) would lose its own
+/// code and become a wrong domestic number, one that may even be another
+/// client's; it goes as `+` and its digits instead (E.164), which every
+/// CRM reads.
+pub fn format_for_crm(value: &str, pattern: &str, rules: &PhoneRules) -> String {
     let slots = pattern.chars().filter(|&c| c == 'X').count();
     if slots == 0 || value.len() < slots || !value.bytes().all(|b| b.is_ascii_digit()) {
         return value.to_string();
+    }
+    if value.len() > slots && !is_domestic(value, rules) {
+        return format!("+{value}");
     }
     let mut digits = value[value.len() - slots..].chars();
     pattern
@@ -388,6 +398,16 @@ pub fn format_for_crm(value: &str, pattern: &str) -> String {
             other => other,
         })
         .collect()
+}
+
+/// A normalised number (digits, international form) of the configured
+/// country: its country code, then a national number of the country's
+/// length (any length where it varies).
+fn is_domestic(digits: &str, rules: &PhoneRules) -> bool {
+    let cc = rules.country_code.as_str();
+    !cc.is_empty()
+        && digits.starts_with(cc)
+        && (rules.national_length == 0 || digits.len() == cc.len() + rules.national_length)
 }
 
 #[cfg(test)]
@@ -881,7 +901,13 @@ mod tests {
             ("74991234567", "XXXXXXXXXXX", "74991234567"),
             ("74991234567", "+X XXX XXX-XX-XX", "+7 499 123-45-67"),
             ("101", "8 (XXX) XXX-XX-XX", "101"),
-            ("442079460958", "+7XXXXXXXXXX", "+72079460958"),
+            // Another country's number keeps its own code (E.164).
+            ("442079460958", "+7XXXXXXXXXX", "+442079460958"),
+            ("442079460958", "8 (XXX) XXX-XX-XX", "+442079460958"),
+            ("380441234567", "XXXXXXXXXX", "+380441234567"),
+            // The country's code with a number of the wrong length is no
+            // domestic number either.
+            ("749912345678", "+7XXXXXXXXXX", "+749912345678"),
             ("74991234567", "", "74991234567"),
             ("74991234567", "plain", "74991234567"),
             ("anonymous", "+7XXXXXXXXXX", "anonymous"),
@@ -889,16 +915,28 @@ mod tests {
             // Exactly as many digits as Xs, one fewer, and a longer number.
             ("4991234567", "8 (XXX) XXX-XX-XX", "8 (499) 123-45-67"),
             ("499123456", "8 (XXX) XXX-XX-XX", "499123456"),
-            ("9974991234567", "+7XXXXXXXXXX", "+74991234567"),
+            ("9974991234567", "+7XXXXXXXXXX", "+9974991234567"),
             // Only a capital X is a slot.
             ("74991234567", "8 (xxx) xxx-xx-xx", "74991234567"),
             ("+74991234567", "8 (XXX) XXX-XX-XX", "+74991234567"),
             ("roistat123_1", "XXX", "roistat123_1"),
         ] {
             assert_eq!(
-                format_for_crm(value, pattern),
+                format_for_crm(value, pattern, &PhoneRules::default()),
                 expected,
                 "{value} {pattern}"
+            );
+        }
+        // Where national numbers vary in length, the country code decides.
+        let germany = PhoneRules::new("49", "0");
+        for (value, expected) in [
+            ("4930123456", "0 30123456"),
+            ("33123456789", "+33123456789"),
+        ] {
+            assert_eq!(
+                format_for_crm(value, "0 XXXXXXXX", &germany),
+                expected,
+                "{value}"
             );
         }
     }

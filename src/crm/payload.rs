@@ -9,13 +9,15 @@ use serde_json::{json, Map, Value};
 
 use super::outbox::CallStart;
 use crate::calls::{CallInfo, CallRecord, VISIT_COLUMNS};
-use crate::phone::format_for_crm;
+use crate::phone::{format_for_crm, PhoneRules};
 
 /// `crm.phone_format`, `crm.timezone`, `crm.allow_html`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Format {
     /// e.g. `"8 (XXX) XXX-XX-XX"`; empty: digits as normalised.
     pub phone_format: String,
+    /// `[phone]`: whose numbers `phone_format` is written for.
+    pub phone_rules: PhoneRules,
     pub timezone: FixedOffset,
     pub allow_html: bool,
 }
@@ -24,6 +26,7 @@ impl Default for Format {
     fn default() -> Self {
         Format {
             phone_format: String::new(),
+            phone_rules: PhoneRules::default(),
             timezone: FixedOffset::east_opt(0)
                 .unwrap_or_else(|| unreachable!("0 is a valid offset")),
             allow_html: false,
@@ -95,7 +98,7 @@ impl Format {
         if self.phone_format.is_empty() {
             digits.to_string()
         } else {
-            format_for_crm(digits, &self.phone_format)
+            format_for_crm(digits, &self.phone_format, &self.phone_rules)
         }
     }
 }
@@ -374,7 +377,7 @@ mod tests {
         let f = Format {
             phone_format: "8 (XXX) XXX-XX-XX".into(),
             timezone: tz("UTC+3"),
-            allow_html: false,
+            ..Format::default()
         };
         let v = lead_payload(&lead, Event::DealComment, Some("crm-7"), None, None, &f);
         assert_eq!(v["id"], "42");
@@ -398,6 +401,14 @@ mod tests {
             lead_payload(&lead, Event::DealCreate, None, None, None, &plus7)["phone"],
             "+74991234567"
         );
+        // A caller from abroad is not made a domestic number.
+        let from_london = LeadView {
+            phone: "442079460958".into(),
+            ..lead
+        };
+        let v = lead_payload(&from_london, Event::DealCreate, None, None, None, &plus7);
+        assert_eq!(v["phone"], "+442079460958");
+        assert_eq!(v["contact_data"]["phone"], "+442079460958");
     }
 
     #[test]

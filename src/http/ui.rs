@@ -204,6 +204,7 @@ fn ctx<'a>(s: &'a AppState, sess: &'a Session) -> Ctx<'a> {
         t: ui::texts::texts(s.ui.config.language),
         tz: s.leads.crm.format.timezone,
         phone_format: &s.leads.crm.format.phone_format,
+        phone_rules: &s.leads.crm.format.phone_rules,
         csrf: &sess.csrf,
         user: &sess.user,
     }

@@ -156,6 +156,7 @@ mod tests {
             t: &crate::ui::texts::RU,
             tz: chrono::FixedOffset::east_opt(3 * 3600).expect("tz"),
             phone_format: "+X XXX XXX-XX-XX",
+            phone_rules: &crate::phone::PhoneRules::default(),
             csrf: "c",
             user: "u",
         };

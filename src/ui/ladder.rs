@@ -179,6 +179,7 @@ mod tests {
             t: &crate::ui::texts::EN,
             tz: chrono::FixedOffset::east_opt(0).expect("tz"),
             phone_format: "",
+            phone_rules: &crate::phone::PhoneRules::default(),
             csrf: "c",
             user: "u",
         };

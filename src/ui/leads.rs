@@ -446,6 +446,7 @@ mod tests {
             t: &EN,
             tz: FixedOffset::east_opt(0).expect("tz"),
             phone_format: "+X XXX XXX-XX-XX",
+            phone_rules: &crate::phone::PhoneRules::default(),
             csrf: "c",
             user: "u",
         };

@@ -67,6 +67,8 @@ pub struct Ctx<'a> {
     pub tz: FixedOffset,
     /// `crm.phone_format` (empty: digits as stored).
     pub phone_format: &'a str,
+    /// `[phone]`, whose numbers `phone_format` is for.
+    pub phone_rules: &'a crate::phone::PhoneRules,
     pub csrf: &'a str,
     pub user: &'a str,
 }
@@ -88,7 +90,11 @@ impl Ctx<'_> {
         if self.phone_format.is_empty() {
             esc(p)
         } else {
-            esc(&crate::phone::format_for_crm(p, self.phone_format))
+            esc(&crate::phone::format_for_crm(
+                p,
+                self.phone_format,
+                self.phone_rules,
+            ))
         }
     }
 
@@ -205,6 +211,7 @@ mod tests {
             t: &texts::EN,
             tz: FixedOffset::east_opt(3 * 3600).expect("offset"),
             phone_format: "8 (XXX) XXX-XX-XX",
+            phone_rules: &crate::phone::PhoneRules::default(),
             csrf: "c\"x",
             user: "u",
         };
@@ -221,6 +228,7 @@ mod tests {
             t: &texts::RU,
             tz: FixedOffset::east_opt(0).expect("offset"),
             phone_format: "",
+            phone_rules: &crate::phone::PhoneRules::default(),
             csrf: "tok",
             user: "<i>x",
         };
