@@ -448,9 +448,16 @@ async fn grant_here(s: &AppState, visit: Visit, now: u64) -> Result<Option<Grant
 /// visit at once). With the database down, this node decides alone as
 /// a single node would (logged): the site still gets a number, at the
 /// risk that another node hands the same one out meanwhile.
-async fn grant_shared(s: &AppState, visit: Visit, now: u64) -> Result<Option<Granted>, Response> {
+async fn grant_shared(
+    s: &AppState,
+    mut visit: Visit,
+    now: u64,
+) -> Result<Option<Granted>, Response> {
     let configs = match s.pools.lock() {
-        Ok(pools) => pools.configs().to_vec(),
+        Ok(pools) => {
+            pools.fill_unsent_fields(&mut visit);
+            pools.configs().to_vec()
+        }
         Err(_) => {
             return Err(error(
                 StatusCode::INTERNAL_SERVER_ERROR,

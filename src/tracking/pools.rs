@@ -35,11 +35,13 @@ pub struct Visit {
     pub fields: VisitFields,
 }
 
-/// A page view of a visit that holds a number: what it sends replaces
-/// what the visit had, and what it leaves out is kept. Sites send the
-/// landing page's UTM tags, city and source once and later page views
-/// only to keep the number (SPEC T-1); replacing the whole visit lost the
+/// A page view of a visit siptrack knows: what it sends replaces what the
+/// visit had, and what it leaves out is kept. Sites send the landing
+/// page's UTM tags, city and source once and later page views only to
+/// keep the number (SPEC T-1); replacing the whole visit lost the
 /// attribution of every call after the second page (trial, 2026-12-01).
+/// The same holds for a visit that lost its number meanwhile (its hold
+/// ran out, or a busy pool handed the number on): see `Pools::departed`.
 fn keep_unsent_fields(sent: &mut VisitFields, held: &VisitFields) {
     for (k, v) in held {
         if !sent.contains_key(k) {
@@ -113,6 +115,11 @@ pub type NumberMap<V> = HashMap<String, V, ahash::RandomState>;
 
 const EXHAUSTIONS_KEPT: usize = 100;
 
+/// Visits that lost their number whose fields are kept for their next
+/// page view (the oldest forgotten first): about 0.5 KB each, so at most
+/// a few MB, whatever the site sends.
+const DEPARTED_KEPT: usize = 4096;
+
 pub struct Pools {
     configs: Vec<PoolConfig>,
     exhaustions: VecDeque<Exhaustion>,
@@ -120,6 +127,15 @@ pub struct Pools {
     /// Configured numbers only (see [`NumberMap`]).
     by_number: NumberMap<(usize, usize)>,
     by_visit: HashMap<String, (usize, usize)>,
+    /// The fields of visits whose number another visit took, by visit id,
+    /// and their order of leaving (bounded by `DEPARTED_KEPT`): a visitor
+    /// still reading the site comes back with a page view that sends only
+    /// `page`, and its call must still carry the landing page's
+    /// attribution (trial, 2026-12-01: the channel and UTM tags were gone).
+    departed: HashMap<String, (u64, VisitFields)>,
+    /// (when it left, as `version`; the visit): an entry whose time no
+    /// longer matches the map's is one that came back since.
+    departed_order: VecDeque<(u64, String)>,
     version: u64,
 }
 
@@ -142,6 +158,8 @@ impl Pools {
             slots,
             by_number,
             by_visit: HashMap::new(),
+            departed: HashMap::new(),
+            departed_order: VecDeque::new(),
             version: 0,
         }
     }
@@ -170,6 +188,15 @@ impl Pools {
             }
             if let Some(v) = &row.visit {
                 self.by_visit.insert(v.id.clone(), (p, i));
+            }
+            // Another node handed the number on: its visit departed.
+            if let Some(old) = self.slots[p][i].visit.take() {
+                if row.visit.as_ref().is_none_or(|v| v.id != old.id) {
+                    if self.by_visit.get(&old.id) == Some(&(p, i)) {
+                        self.by_visit.remove(&old.id);
+                    }
+                    self.remember_departed(old);
+                }
             }
             self.slots[p][i] = Slot {
                 visit: row.visit,
@@ -205,9 +232,33 @@ impl Pools {
     /// None when no pool's segment matches it.
     pub fn touch(&mut self, mut visit: Visit, now: u64) -> Option<Granted> {
         let mut exhausted = None;
-        let mut place = self.by_visit.get(&visit.id).copied().filter(|&(p, i)| {
-            let s = &self.slots[p][i];
-            self.held(p, s, now) && s.visit.as_ref().is_some_and(|v| v.id == visit.id)
+        // The visit's own number while it still has it: held, or past its
+        // hold but handed to nobody (a visitor back after a pause keeps
+        // the number it may have noted, when its pool still takes it).
+        let own = self.by_visit.get(&visit.id).copied().filter(|&(p, i)| {
+            self.slots[p][i]
+                .visit
+                .as_ref()
+                .is_some_and(|v| v.id == visit.id)
+        });
+        match own {
+            Some((p, i)) => {
+                if let Some(held) = &self.slots[p][i].visit {
+                    keep_unsent_fields(&mut visit.fields, &held.fields);
+                }
+            }
+            None => {
+                if let Some((_, fields)) = self.departed.remove(&visit.id) {
+                    keep_unsent_fields(&mut visit.fields, &fields);
+                }
+            }
+        }
+        let mut place = own.filter(|&(p, i)| {
+            self.held(p, &self.slots[p][i], now)
+                || self.configs[p]
+                    .segment
+                    .as_ref()
+                    .is_none_or(|f| f.matches(&visit.fields))
         });
         if place.is_none() {
             let p = self
@@ -241,17 +292,17 @@ impl Pools {
                     i
                 }
             };
-            if let Some(old) = &self.slots[p][i].visit {
+            if let Some(old) = self.slots[p][i].visit.take() {
                 if self.by_visit.get(&old.id) == Some(&(p, i)) {
                     self.by_visit.remove(&old.id);
+                }
+                if old.id != visit.id {
+                    self.remember_departed(old);
                 }
             }
             place = Some((p, i));
         }
         let (p, i) = place?;
-        if let Some(held) = self.slots[p][i].visit.as_ref().filter(|v| v.id == visit.id) {
-            keep_unsent_fields(&mut visit.fields, &held.fields);
-        }
         self.version += 1;
         self.by_visit.insert(visit.id.clone(), (p, i));
         self.slots[p][i] = Slot {
@@ -267,6 +318,40 @@ impl Pools {
             row: self.row(p, i),
             exhausted,
         })
+    }
+
+    /// Fills in the fields `visit` leaves out from what this node knows of
+    /// it (its number's slot, or its fields kept when it lost the
+    /// number): nodes sharing PostgreSQL decide on a fresh copy of the
+    /// pools that knows only the numbers' current visits.
+    pub fn fill_unsent_fields(&self, visit: &mut Visit) {
+        let own = self
+            .by_visit
+            .get(&visit.id)
+            .and_then(|&(p, i)| self.slots[p][i].visit.as_ref())
+            .filter(|v| v.id == visit.id)
+            .map(|v| &v.fields);
+        if let Some(known) = own.or_else(|| self.departed.get(&visit.id).map(|(_, f)| f)) {
+            keep_unsent_fields(&mut visit.fields, known);
+        }
+    }
+
+    /// Keeps the fields of a visit that lost its number (the newest
+    /// `DEPARTED_KEPT`).
+    fn remember_departed(&mut self, visit: Visit) {
+        let left = self.version;
+        self.departed.insert(visit.id.clone(), (left, visit.fields));
+        self.departed_order.push_back((left, visit.id));
+        // The queue also holds visits that came back since (stale
+        // entries): bounded at twice the map, it cannot grow without end.
+        while self.departed.len() > DEPARTED_KEPT || self.departed_order.len() > 2 * DEPARTED_KEPT {
+            let Some((when, id)) = self.departed_order.pop_front() else {
+                break;
+            };
+            if self.departed.get(&id).is_some_and(|(t, _)| *t == when) {
+                self.departed.remove(&id);
+            }
+        }
     }
 
     /// Keeps an exhaustion event for the console (the newest
@@ -446,6 +531,94 @@ mod tests {
         let (_, v) = p.at_call(&m, 10_000_001).expect("pool number");
         let fields = v.expect("held by w").fields.to_map();
         assert_eq!(fields.keys().collect::<Vec<_>>(), ["page"]);
+    }
+
+    /// A visit that lost its number (its hold ran out, or a busy pool
+    /// handed it on) and comes back with a page view keeps its
+    /// attribution, and gets its own number again when nobody took it.
+    #[test]
+    fn a_visit_back_after_losing_its_number_keeps_its_fields() {
+        let mut p = Pools::new(vec![pool("site", &["1", "2"], None)]);
+        let landing = [("marker", "vk_ads"), ("utm_source", "vk")];
+        let fields_at = |p: &Pools, n: &str, now| {
+            let (_, v) = p.at_call(n, now).expect("pool number");
+            v.expect("held").fields.to_map()
+        };
+        let a = number(&mut p, visit("v1", &landing), 0).expect("a number");
+        number(&mut p, visit("v2", &[("source", "organic")]), 1_000).expect("a number");
+        // Both numbers held: v3 takes v1's, the longest idle.
+        let taken = number(&mut p, visit("v3", &[("city", "Omsk")]), 2_000);
+        assert_eq!(taken, Some(a.clone()));
+        let back = number(&mut p, visit("v1", &[("page", "/x")]), 3_000).expect("a number");
+        let f = fields_at(&p, &back, 3_001);
+        assert_eq!(f.get("marker").map(String::as_str), Some("vk_ads"), "{f:?}");
+        assert_eq!(f.get("utm_source").map(String::as_str), Some("vk"));
+        assert_eq!(f.get("page").map(String::as_str), Some("/x"));
+        // The visit that lost its number now (v2) kept its own fields too.
+        let v2 = number(&mut p, visit("v2", &[("page", "/y")]), 4_000).expect("a number");
+        assert_eq!(
+            fields_at(&p, &v2, 4_001).get("source").map(String::as_str),
+            Some("organic")
+        );
+
+        // Past its hold, with nobody on its number: the same number back.
+        let mut p = Pools::new(vec![pool("site", &["1", "2"], None)]);
+        let a = number(&mut p, visit("v1", &landing), 0).expect("a number");
+        assert_eq!(
+            number(&mut p, visit("v1", &[("page", "/later")]), 1_000_000),
+            Some(a.clone())
+        );
+        let f = fields_at(&p, &a, 1_000_001);
+        assert_eq!(f.get("marker").map(String::as_str), Some("vk_ads"), "{f:?}");
+    }
+
+    /// Nodes sharing PostgreSQL: the database's copy of the pools knows
+    /// only each number's current visit; the node that learnt, through
+    /// `restore`, that its visit's number went to another fills the
+    /// visit's next page view in before asking.
+    #[test]
+    fn a_node_fills_in_a_departed_visits_fields() {
+        let mut p = Pools::new(vec![pool("site", &["1"], None)]);
+        let g = p
+            .touch(visit("v1", &[("marker", "vk_ads")]), 0)
+            .expect("a number");
+        let mut elsewhere = g.row.clone();
+        elsewhere.visit = Some(visit("v2", &[("source", "organic")]));
+        elsewhere.version += 5;
+        p.restore([elsewhere]);
+        let mut page_view = visit("v1", &[("page", "/x")]);
+        p.fill_unsent_fields(&mut page_view);
+        let f = page_view.fields.to_map();
+        assert_eq!(f.get("marker").map(String::as_str), Some("vk_ads"), "{f:?}");
+        assert_eq!(f.get("page").map(String::as_str), Some("/x"));
+        // A visit this node never saw is left as it came.
+        let mut other = visit("v9", &[("page", "/y")]);
+        p.fill_unsent_fields(&mut other);
+        assert_eq!(other.fields.to_map().len(), 1);
+    }
+
+    #[test]
+    fn departed_visits_are_remembered_within_a_bound() {
+        let mut p = Pools::new(vec![pool("site", &["1"], None)]);
+        for k in 0..(3 * DEPARTED_KEPT) {
+            number(
+                &mut p,
+                visit(&format!("v{k}"), &[("marker", "m")]),
+                k as u64,
+            )
+            .expect("a number");
+            // Every fourth time the visit that just lost the number comes
+            // back for it (leaving a stale entry in the queue).
+            if k % 4 == 0 && k > 0 {
+                number(&mut p, visit(&format!("v{}", k - 1), &[]), k as u64).expect("a number");
+            }
+        }
+        assert!(p.departed.len() <= DEPARTED_KEPT, "{}", p.departed.len());
+        assert!(p.departed_order.len() <= 2 * DEPARTED_KEPT);
+        // The newest departed visit is still known; the first is not.
+        let last = format!("v{}", 3 * DEPARTED_KEPT - 2);
+        assert!(p.departed.contains_key(&last));
+        assert!(!p.departed.contains_key("v1"));
     }
 
     #[test]
