@@ -440,9 +440,24 @@ fn the_console_in_a_real_browser(db: Db) {
     b.go(&format!("{base}/ui/?range=7d"));
     b.screenshot(&shots(db).join("overview-7d.png"));
 
-    // Sign out: the pages want a sign-in again.
-    b.click("form.out button");
-    b.wait_url("/ui/login");
+    // Signed out elsewhere (another tab) while the leads page is open:
+    // at the next news the page goes to the sign-in, not stale.
+    b.go(&format!("{base}/ui/leads"));
+    b.run(
+        "var f = document.querySelector('form.out');
+         fetch(f.action, {method: 'POST', body: new URLSearchParams(new FormData(f))})
+           .then(function () { window.signedOut = true; });
+         return true;",
+        json!([]),
+    );
+    b.wait(
+        Duration::from_secs(5),
+        "signed out in the background",
+        "return window.signedOut === true;",
+    );
+    assert!(b.url().ends_with("/ui/leads"), "{}", b.url());
+    call(&p, uas_port, "89165550000", "74951110001");
+    b.wait_url("/ui/login?next=%2Fui%2Fleads");
     b.go(&format!("{base}/ui/calls"));
     assert!(b.url().contains("/ui/login"), "{}", b.url());
     assert_eq!(b.alert(), None);

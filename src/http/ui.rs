@@ -643,7 +643,10 @@ impl Stream {
                 .and_then(|mut m| m.get(&self.session, now));
             let Some(sess) = sess else {
                 self.ended = true;
-                return Some((Ok(Event::default().event("signed-out").data("")), self));
+                // With data: browsers drop an event whose data is empty
+                // (HTML's event-stream rules), and the page went stale.
+                let gone = Event::default().event("signed-out").data("session ended");
+                return Some((Ok(gone), self));
             };
             // Marked seen before reading, so a commit during the read
             // wakes the next round.

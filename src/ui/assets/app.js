@@ -17,8 +17,17 @@
       empty.parentNode.removeChild(empty);
     }
   });
-  events.addEventListener("signed-out", function () {
+  var signIn = function () {
     events.close();
-    window.location.href = "/ui/login";
+    window.location.href = "/ui/login?next=" +
+      encodeURIComponent(window.location.pathname + window.location.search);
+  };
+  events.addEventListener("signed-out", signIn);
+  // A refused reconnect (401 once the session is gone) closes the stream
+  // for good; network errors only make it retry.
+  events.addEventListener("error", function () {
+    if (events.readyState === EventSource.CLOSED) {
+      signIn();
+    }
   });
 })();
