@@ -1055,6 +1055,64 @@ fn wait_health(node: &Siptrack, status: u16) -> String {
     }
 }
 
+/// PostgreSQL frozen rather than stopped (SIGSTOP: connections stay open
+/// and nothing answers, as with a frozen host or a network that drops
+/// everything). statement_timeout is the server's, so it never fires:
+/// the node must give up on its own, tell /healthz and put its calls in
+/// the journal, and a crash then loses none of them (trial, 2026-12-01:
+/// 40 of 40 calls lost, /healthz ok throughout).
+#[test]
+fn a_frozen_postgresql_sends_calls_to_the_journal_and_a_crash_loses_none() {
+    let cluster = common::pg::Cluster::start();
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let uas_port = free_port();
+    let callee = Callee::start(uas_port);
+    let text = node_config(uas_port, &cluster.database()).replace(
+        "node_name = ",
+        &format!(
+            "journal = \"{}/calls.journal\"\nnode_name = ",
+            scratch.path().display()
+        ),
+    );
+    let mut node = Siptrack::start(&text);
+    calls_from_100_callers(node.sip_addr(), 10, scratch.path());
+    node.wait_for("calls", 10, TOKEN);
+
+    let frozen = cluster.freeze();
+    let uac = callers_uac(node.sip_addr(), 20, scratch.path(), 0)
+        .rate(10)
+        .spawn();
+    let uac = uac.wait_at_most(Duration::from_secs(30));
+    assert_eq!(
+        (uac.successful(), uac.failed()),
+        (20, 0),
+        "calls flow while the database hangs: {}",
+        uac.summary()
+    );
+    let why = wait_health(&node, 503);
+    assert!(why.contains("storage failing"), "{why}");
+    // Each call's start, answer and end, in the journal.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&node, "siptrack_calls_journaled") < 3 * 20 {
+        assert!(
+            Instant::now() < deadline,
+            "not in the journal: {}",
+            metric(&node, "siptrack_calls_journaled")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    node.kill9();
+    drop(frozen);
+
+    let node = Siptrack::start(&text);
+    let calls = node.wait_for("calls", 30, TOKEN);
+    assert!(calls.iter().all(|c| c["status"] == "answered"), "{calls:?}");
+    assert_eq!(node.list("leads", TOKEN).len(), 30);
+    wait_health(&node, 200);
+    let (answered, ended) = callee.stop();
+    assert_eq!((answered, ended), (30, 30));
+}
+
 /// Issue 14: PostgreSQL stopped for 30 s under three nodes behind the
 /// dispatcher (pg_ctl stop -m fast, then start): calls keep flowing,
 /// every node's /healthz and /metrics show the outage, the decisions wait

@@ -158,15 +158,25 @@ async fn healthz(State(s): State<AppState>) -> Response {
 
 /// Prometheus text (SPEC C-6): SIP counters, the TCP limits, the CRM outbox's depth and
 /// deliveries.
+/// How long /metrics waits for the outbox's depth.
+const METRICS_DB_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn metrics(State(s): State<AppState>) -> Response {
     let sip =
         s.sip.lock().map(|snap| snap.render()).unwrap_or_default() + &render_tcp(&s.tcp.stats());
     // The outbox part needs the database; the rest is shown without it,
     // so a failing database is visible here.
-    let outbox = match s.store.outbox_depth().await {
-        Ok(depth) => s.outbox_metrics.render(depth),
-        Err(e) => {
+    // A scraper gives up after about 10 s: a database that does not
+    // answer must not take the rest of the figures with it.
+    let depth = tokio::time::timeout(METRICS_DB_WAIT, s.store.outbox_depth()).await;
+    let outbox = match depth {
+        Ok(Ok(depth)) => s.outbox_metrics.render(depth),
+        Ok(Err(e)) => {
             tracing::error!(error = %e, "reading the outbox depth");
+            String::new()
+        }
+        Err(_) => {
+            tracing::error!("reading the outbox depth: no answer from the database");
             String::new()
         }
     };

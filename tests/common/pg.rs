@@ -38,6 +38,21 @@ pub struct Cluster {
     _watchdog: Option<std::process::Child>,
 }
 
+/// A frozen server (`Cluster::freeze`): SIGCONT to each of its processes
+/// when dropped.
+pub struct Frozen {
+    pids: Vec<libc::pid_t>,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &pid in self.pids.iter().rev() {
+            // SAFETY: kill(2) to a process this guard stopped.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        }
+    }
+}
+
 /// The directory holding PostgreSQL's server programs: `$SIPTRACK_PG_BIN`,
 /// else the newest /usr/lib/postgresql/<version>/bin (Debian puts them
 /// there, not on PATH), else `pg_config --bindir`.
@@ -268,6 +283,48 @@ impl Cluster {
             .arg(self.data())
             .args(["-m", "fast", "-w", "stop"]);
         run(c, "pg_ctl stop");
+    }
+
+    /// The server's processes: the postmaster (from its pid file) and
+    /// its children.
+    fn processes(&self) -> Vec<String> {
+        let pid = fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next().map(|l| l.trim().to_string()))
+            .expect("the server's pid file");
+        let mut out: Vec<String> = fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+                // pid (comm) state ppid …: comm may hold spaces.
+                let after = &stat[stat.rfind(')')? + 2..];
+                let ppid = after.split(' ').nth(1)?;
+                (ppid == pid).then(|| e.file_name().to_string_lossy().into_owned())
+            })
+            .collect();
+        out.push(pid);
+        out
+    }
+
+    /// Stops every process of the server with SIGSTOP: connections stay
+    /// open and nothing is answered, as with a frozen host or a network
+    /// that drops everything (unlike `stop`, which refuses). The server
+    /// goes on when the guard is dropped (also when the test fails: a
+    /// frozen server would never stop).
+    pub fn freeze(&self) -> Frozen {
+        let pids: Vec<libc::pid_t> = self
+            .processes()
+            .iter()
+            .map(|p| p.parse().expect("a pid"))
+            .collect();
+        for &pid in &pids {
+            // SAFETY: kill(2) to a process of this test's own server.
+            let rc = unsafe { libc::kill(pid, libc::SIGSTOP) };
+            assert_eq!(rc, 0, "SIGSTOP {pid}");
+        }
+        Frozen { pids }
     }
 
     /// Starts it again on the same port.

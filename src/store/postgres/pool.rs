@@ -14,7 +14,7 @@ use postgres::{Client, NoTls, Statement};
 use crate::store::StoreError;
 
 /// How long a query waits for a free connection before it fails.
-const CHECKOUT_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const CHECKOUT_WAIT: Duration = Duration::from_secs(10);
 
 /// A connection and the statements prepared on it.
 pub(crate) struct Conn {
