@@ -118,10 +118,6 @@ const BATCH: usize = 256;
 /// 17,000 calls/s, within reach of one SIP thread on a fast machine),
 /// with the rest piling up in the queue.
 const LINGER: Duration = Duration::from_millis(5);
-
-/// How often a node sharing its database looks for calls an earlier run
-/// left open for takeover whose window is over.
-const INTERRUPTED_SWEEP: Duration = Duration::from_secs(60);
 /// Call news held in memory when neither the database nor the journal
 /// takes them; beyond this they are lost (counted, logged, exit code 1).
 const MAX_HELD: usize = 200_000;
@@ -387,32 +383,22 @@ impl Pipeline {
             self.held.drain(..n);
         }
         if !self.interrupted_done {
-            self.close_interrupted().await?;
-            self.interrupted_done = true;
-        }
-        Ok(())
-    }
-
-    /// Records the calls an earlier run of this node left open as
-    /// interrupted, but for answered calls another node (or this one)
-    /// may still take over: those are closed by a later sweep, once
-    /// `max_call_seconds` after their answer is over.
-    async fn close_interrupted(&mut self) -> Result<(), StoreError> {
-        let window_ms = self.cfg.max_call_seconds.saturating_mul(1000);
-        let mut calls = self.store.interrupted_calls(window_ms).await?;
-        for c in &mut calls {
-            let file = crate::media::link::file_name(c.call_id.as_bytes());
-            if self.partial_recordings.contains(&file) {
-                c.recording = crate::calls::Recording::Partial;
+            let mut calls = self.store.interrupted_calls().await?;
+            for c in &mut calls {
+                let file = crate::media::link::file_name(c.call_id.as_bytes());
+                if self.partial_recordings.contains(&file) {
+                    c.recording = crate::calls::Recording::Partial;
+                }
             }
-        }
-        if !calls.is_empty() {
-            tracing::warn!(
-                calls = calls.len(),
-                "calls cut short by an earlier crash recorded as interrupted"
-            );
-            self.record(calls.into_iter().map(CallNews::Ended).collect(), false)
-                .await?;
+            if !calls.is_empty() {
+                tracing::warn!(
+                    calls = calls.len(),
+                    "calls cut short by an earlier crash recorded as interrupted"
+                );
+                self.record(calls.into_iter().map(CallNews::Ended).collect(), false)
+                    .await?;
+            }
+            self.interrupted_done = true;
         }
         Ok(())
     }
@@ -458,7 +444,6 @@ pub async fn run(
     let mut open = true;
     let mut last_batch: Option<Instant> = None;
     let mut last_was_full = false;
-    let mut next_sweep = Instant::now() + INTERRUPTED_SWEEP;
     while open || catching_up {
         // After the queue closed (shutdown): one last try, at once.
         if catching_up && (Instant::now() >= retry_at || !open) {
@@ -487,19 +472,6 @@ pub async fn run(
             tokio::select! {
                 n = news.recv() => n,
                 _ = tokio::time::sleep_until(retry_at) => continue,
-            }
-        } else if p.store.is_shared() {
-            // Dialogs an earlier run left for takeover: closed once their
-            // window is over (see `close_interrupted`).
-            tokio::select! {
-                n = news.recv() => n,
-                _ = tokio::time::sleep_until(next_sweep) => {
-                    next_sweep = Instant::now() + INTERRUPTED_SWEEP;
-                    if let Err(e) = p.close_interrupted().await {
-                        tracing::warn!(error = %e, "closing calls an earlier run left open");
-                    }
-                    continue;
-                }
             }
         } else {
             news.recv().await

@@ -402,19 +402,12 @@ impl MemoryStore {
         }
     }
 
-    pub async fn interrupted_calls(
-        &self,
-        takeover_window_ms: u64,
-    ) -> Result<Vec<CallRecord>, StoreError> {
-        let live_since = crate::store::takeover_cutoff(self.clock.unix_ms(), takeover_window_ms);
+    pub async fn interrupted_calls(&self) -> Result<Vec<CallRecord>, StoreError> {
         let state = self.state()?;
         let mut open: Vec<_> = state
             .open_calls
             .iter()
             .filter(|(_, (run, _, _))| run != RUN_ID)
-            .filter(|(id, _)| {
-                !matches!(state.answered.get(*id), Some((a, Some(_))) if *a >= live_since)
-            })
             .map(|(id, (_, at, info))| {
                 let answer_at = state.answered.get(id).map(|&(a, _)| a.max(0) as u64);
                 (*at, id.clone(), info.clone(), answer_at)

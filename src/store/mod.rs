@@ -60,16 +60,6 @@ pub enum StoreError {
     Unsupported(&'static str),
 }
 
-/// The answer time (Unix ms) from which an open answered call with a
-/// dialog may still be taken over, `window_ms` before `now_ms`; with no
-/// window, none may (i64::MAX: no answer is that late).
-pub(crate) fn takeover_cutoff(now_ms: u64, window_ms: u64) -> i64 {
-    if window_ms == 0 {
-        return i64::MAX;
-    }
-    i64::try_from(now_ms.saturating_sub(window_ms)).unwrap_or(i64::MAX)
-}
-
 #[derive(Clone)]
 enum Backend {
     Sqlite(SqliteStore),
@@ -235,19 +225,9 @@ impl Store {
     }
 
     /// Calls that an earlier run saw start and never recorded: a crash
-    /// cut them short. Oldest first. An answered call whose dialog is in
-    /// the store (nodes sharing dialogs) and that was answered within the
-    /// last `takeover_window_ms` is not among them: its BYE can still be
-    /// taken over by any node, this one restarted included, and closing
-    /// it now would answer that BYE 481 and leave the callee's leg up
-    /// (trial, 2026-12-01: a node restarted within a second closed ten
-    /// live calls as 0 s). A later sweep closes it once the window is
-    /// over, if no node took it over.
-    pub async fn interrupted_calls(
-        &self,
-        takeover_window_ms: u64,
-    ) -> Result<Vec<CallRecord>, StoreError> {
-        each!(self, b => b.interrupted_calls(takeover_window_ms).await)
+    /// cut them short. Oldest first.
+    pub async fn interrupted_calls(&self) -> Result<Vec<CallRecord>, StoreError> {
+        each!(self, b => b.interrupted_calls().await)
     }
 
     /// SPEC L-2: the CRM reports a deal's status. `id` is the CRM's id

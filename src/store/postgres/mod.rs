@@ -213,19 +213,13 @@ impl PgStore {
     /// Calls that an earlier run saw start and never recorded: a crash
     /// cut them short. Oldest first. Only this node's: another node's
     /// open calls are live there.
-    pub async fn interrupted_calls(
-        &self,
-        takeover_window_ms: u64,
-    ) -> Result<Vec<CallRecord>, StoreError> {
+    pub async fn interrupted_calls(&self) -> Result<Vec<CallRecord>, StoreError> {
         let (run_id, node) = (self.run_id.to_string(), self.node.clone());
-        let live_since = crate::store::takeover_cutoff(self.clock.unix_ms(), takeover_window_ms);
         self.with(move |c| {
             let rows = c.client.query(
                 "SELECT call_id, invite_at, info, run_id, answer_at FROM open_calls
-                  WHERE run_id <> $1
-                    AND NOT (dialog IS NOT NULL AND answer_at IS NOT NULL AND answer_at >= $2)
-                  ORDER BY invite_at, call_id",
-                &[&run_id, &live_since],
+                  WHERE run_id <> $1 ORDER BY invite_at, call_id",
+                &[&run_id],
             )?;
             Ok(rows
                 .iter()

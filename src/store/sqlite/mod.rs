@@ -34,7 +34,6 @@ pub struct SqliteStore {
     /// This process's run (`runs::new_run`): which open calls are its own.
     run_id: Arc<str>,
     node: Arc<str>,
-    clock: Clock,
 }
 
 /// Opens a connection to the file as every connection of the store is
@@ -142,7 +141,7 @@ impl SqliteStore {
             install_id.clone(),
             run_id.clone(),
             runs::earlier_run(node),
-            clock.clone(),
+            clock,
         )?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
@@ -151,7 +150,6 @@ impl SqliteStore {
             link_key,
             run_id: run_id.into(),
             node: node.into(),
-            clock,
         })
     }
 
@@ -193,20 +191,14 @@ impl SqliteStore {
 
     /// Calls that an earlier run saw start and never recorded: a crash
     /// cut them short. Oldest first.
-    pub async fn interrupted_calls(
-        &self,
-        takeover_window_ms: u64,
-    ) -> Result<Vec<CallRecord>, StoreError> {
+    pub async fn interrupted_calls(&self) -> Result<Vec<CallRecord>, StoreError> {
         let (run_id, node) = (self.run_id.clone(), self.node.clone());
-        let live_since = crate::store::takeover_cutoff(self.clock.unix_ms(), takeover_window_ms);
         self.with(move |c| {
             let mut q = c.prepare(
                 "SELECT call_id, invite_at, info, run_id, answer_at FROM open_calls
-                  WHERE run_id <> ?1
-                    AND NOT (dialog IS NOT NULL AND answer_at IS NOT NULL AND answer_at >= ?2)
-                  ORDER BY invite_at, call_id",
+                  WHERE run_id <> ?1 ORDER BY invite_at, call_id",
             )?;
-            let rows = q.query_map(params![&*run_id, live_since], |r| {
+            let rows = q.query_map(params![&*run_id], |r| {
                 let info: String = r.get(2)?;
                 let run: String = r.get(3)?;
                 Ok(runs::cut_short(&run, &run_id, &node).then(|| {
