@@ -72,9 +72,9 @@ pub fn row(ctx: &Ctx, id: i64, c: &CallRow, links: &LinkSettings, now_unix: u64)
          <td>{hangup}</td><td class=\"caller\">{caller}</td><td>{number}</td><td>{channel}</td>\
          <td class=\"recording\">{rec}</td><td><a class=\"ladder\" href=\"/ui/ladder?call={call}\">{sip}</a></td></tr>",
         date = esc(&ctx.date(c.invite_at / 1000)),
-        status = esc(&c.status),
+        status = esc(&ctx.t.word(&c.status)),
         dur = duration(c.duration),
-        hangup = esc(c.hangup.as_deref().unwrap_or("")),
+        hangup = esc(&ctx.t.word(c.hangup.as_deref().unwrap_or(""))),
         caller = if c.caller.is_empty() {
             esc(&c.caller_raw)
         } else {

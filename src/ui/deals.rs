@@ -25,7 +25,12 @@ pub fn page(ctx: &Ctx, deals: &[DealRow], statuses: &[String], notice: Option<&s
         let mut options = String::new();
         for s in statuses {
             let selected = if *s == d.status { " selected" } else { "" };
-            let _ = write!(options, "<option{selected}>{}</option>", esc(s));
+            let _ = write!(
+                options,
+                "<option value=\"{}\"{selected}>{}</option>",
+                esc(s),
+                esc(&t.word(s))
+            );
         }
         let _ = write!(
             b,
@@ -42,8 +47,8 @@ pub fn page(ctx: &Ctx, deals: &[DealRow], statuses: &[String], notice: Option<&s
             name = esc(&d.name),
             phone = ctx.phone(&d.phone),
             visit = esc(&d.visit_id),
-            status = esc(&d.status),
-            group = esc(&d.group),
+            status = esc(&t.word(&d.status)),
+            group = esc(&t.word(&d.group)),
             csrf = ctx.csrf_field(),
             change = esc(t.change),
         );

@@ -116,16 +116,11 @@ pub fn page(ctx: &Ctx, call_id: &str, trace: Option<&CallTrace>, enabled: bool) 
                 );
             }
             for (i, m) in trace.messages.iter().enumerate() {
-                let arrow = match m.dir {
-                    Direction::In => "→ siptrack",
-                    Direction::Out => "siptrack →",
-                };
                 let _ = write!(
                     b,
-                    "<details id=\"msg-{i}\"><summary>{} {} {} — {}</summary><pre>{}</pre></details>",
+                    "<details id=\"msg-{i}\"><summary>{} {} — {}</summary><pre>{}</pre></details>",
                     esc(&ctx.date((m.at / 1000) as i64)),
-                    esc(&m.peer),
-                    arrow,
+                    esc(&hop(m.dir, &m.peer)),
                     esc(&first_line(&m.data)),
                     esc(&String::from_utf8_lossy(&m.data))
                 );
@@ -135,9 +130,29 @@ pub fn page(ctx: &Ctx, call_id: &str, trace: Option<&CallTrace>, enabled: bool) 
     layout(ctx, Nav::Calls, &b)
 }
 
+/// Who sent a message to whom: `udp 127.0.0.1:5061 → siptrack` for one
+/// received, `siptrack → udp 127.0.0.1:5070` for one sent (the peer was
+/// printed first either way, so a sent INVITE read as the PBX's).
+fn hop(dir: Direction, peer: &str) -> String {
+    match dir {
+        Direction::In => format!("{peer} → siptrack"),
+        Direction::Out => format!("siptrack → {peer}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_message_names_its_sender_first() {
+        for (dir, want) in [
+            (Direction::In, "udp 127.0.0.1:5061 → siptrack"),
+            (Direction::Out, "siptrack → udp 127.0.0.1:5061"),
+        ] {
+            assert_eq!(hop(dir, "udp 127.0.0.1:5061"), want);
+        }
+    }
     use crate::sip_trace::{SipTraces, Traced};
     use bytes::Bytes;
 

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use chrono::{FixedOffset, NaiveDate, TimeZone};
 
-use super::{esc, head, layout, url_value, Ctx, Nav};
+use super::{esc, head, layout, url_value, Ctx, Nav, Texts};
 use crate::phone::{normalize_str, PhoneRules};
 use crate::store::query::{LeadQuery, OutcomeKind, Search};
 use crate::store::rows::LeadRow;
@@ -106,14 +106,15 @@ pub fn search_of(s: &str, phone: &PhoneRules) -> Search {
 }
 
 /// The outcome cell: a duplicate links to its original.
-fn outcome_cell(l: &LeadRow) -> String {
-    let (outcome, _) = l.outcome();
+fn outcome_cell(t: &Texts, l: &LeadRow) -> String {
+    let (stored, _) = l.outcome();
+    let outcome = t.outcome(&stored);
     let link = |prefix: &str| -> Option<i64> {
         l.decision
             .strip_prefix(prefix)
             .and_then(|n| n.parse::<i64>().ok())
     };
-    if outcome == l.decision {
+    if stored == l.decision {
         if let Some(n) = link("duplicate of lead ") {
             return format!(
                 "<a href=\"/ui/leads?before={}#lead-{n}\">{}</a>",
@@ -125,7 +126,7 @@ fn outcome_cell(l: &LeadRow) -> String {
             return format!("<a href=\"/ui/deals#deal-{n}\">{}</a>", esc(&outcome));
         }
     }
-    let class = if outcome.starts_with("crm error") {
+    let class = if stored.starts_with("crm error") {
         " class=\"err\""
     } else {
         ""
@@ -153,10 +154,16 @@ pub fn row(ctx: &Ctx, l: &LeadRow) -> String {
         date = esc(&ctx.date(l.created_at)),
         kind = esc(kind),
         name = esc(&l.name),
-        phone = ctx.phone(&l.phone),
+        // A call's lead without a phone: the caller withheld the number
+        // (SPEC T-5), said so rather than an empty cell.
+        phone = if l.phone.is_empty() && l.kind == "call" {
+            format!("<span class=\"muted\">{}</span>", esc(ctx.t.withheld))
+        } else {
+            ctx.phone(&l.phone)
+        },
         visit = esc(&l.visit_id),
         text = esc(&l.text),
-        outcome = outcome_cell(l),
+        outcome = outcome_cell(ctx.t, l),
     )
 }
 
@@ -462,6 +469,25 @@ mod tests {
         assert!(r.contains("<a href=\"/ui/leads?before=3#lead-2\">duplicate of lead 2</a>"));
         let d = row(&ctx, &lead(4, "x", "duplicate of deal 9"));
         assert!(d.contains("<a href=\"/ui/deals#deal-9\">"));
+        // In Russian the outcome reads in Russian, and links alike; a
+        // call from a withheld number says so.
+        let ru = Ctx {
+            t: &crate::ui::texts::RU,
+            ..ctx
+        };
+        let r = row(&ru, &lead(3, "n", "duplicate of lead 2"));
+        assert!(
+            r.contains("<a href=\"/ui/leads?before=3#lead-2\">дубль заявки 2</a>"),
+            "{r}"
+        );
+        let mut withheld = lead(5, "", "deal 4 created");
+        withheld.phone = String::new();
+        withheld.kind = "call".into();
+        let r = row(&ru, &withheld);
+        assert!(
+            r.contains("номер скрыт") && r.contains("сделка 4 создана"),
+            "{r}"
+        );
         let p = page(
             &ctx,
             &q(&[("channel", "a&b")]),

@@ -90,6 +90,37 @@ pub struct Texts {
     pub ladder_off: &'static str,
     pub ladder_none: &'static str,
     pub ladder_dropped: &'static str,
+    /// The words the store keeps in English (call statuses, who hung up,
+    /// status groups), as shown: (stored word, shown word).
+    pub words: &'static [(&'static str, &'static str)],
+    /// A lead's outcome as stored (`deal 5 created`), as shown: (stored
+    /// prefix, shown prefix, stored suffix, shown suffix).
+    pub outcomes: &'static [(&'static str, &'static str, &'static str, &'static str)],
+    /// A call lead's caller who withheld the number.
+    pub withheld: &'static str,
+}
+
+impl Texts {
+    /// A stored word as shown in this language (the word itself when
+    /// there is no translation).
+    pub fn word(&self, stored: &str) -> String {
+        self.words
+            .iter()
+            .find(|(k, _)| *k == stored)
+            .map_or_else(|| stored.to_string(), |(_, v)| (*v).to_string())
+    }
+
+    /// A lead's stored outcome as shown in this language.
+    pub fn outcome(&self, stored: &str) -> String {
+        for (prefix, shown, suffix, shown_suffix) in self.outcomes {
+            if let Some(rest) = stored.strip_prefix(prefix) {
+                if let Some(middle) = rest.strip_suffix(suffix) {
+                    return format!("{shown}{middle}{shown_suffix}");
+                }
+            }
+        }
+        stored.to_string()
+    }
 }
 
 pub const EN: Texts = Texts {
@@ -178,6 +209,15 @@ pub const EN: Texts = Texts {
     ladder_none:
         "No SIP messages kept for this call (older than ui.sip_trace_minutes, or before a restart).",
     ladder_dropped: "Messages past the per-call limit, not kept",
+    words: &[
+        ("timeout", "time limit"),
+        ("shutdown", "siptrack stopped"),
+        ("interrupted", "siptrack crashed"),
+        ("not_counted", "not counted"),
+        ("in_progress", "in progress"),
+    ],
+    outcomes: &[],
+    withheld: "number withheld",
 };
 
 pub const RU: Texts = Texts {
@@ -265,11 +305,69 @@ pub const RU: Texts = Texts {
     ladder_off: "SIP-диаграммы выключены (ui.sip_trace_minutes = 0).",
     ladder_none: "Для этого звонка SIP-сообщения не сохранены (старше ui.sip_trace_minutes или до перезапуска).",
     ladder_dropped: "Сообщений сверх предела на звонок, не сохранено",
+    words: &[
+        ("answered", "отвечен"),
+        ("missed", "пропущен"),
+        ("busy", "занято"),
+        ("cancelled", "отменён"),
+        ("failed", "не состоялся"),
+        ("caller", "звонивший"),
+        ("callee", "принявший"),
+        ("timeout", "по лимиту времени"),
+        ("shutdown", "остановка siptrack"),
+        ("interrupted", "сбой siptrack"),
+        ("not_counted", "не учитывается"),
+        ("in_progress", "в работе"),
+        ("paid", "оплачено"),
+    ],
+    outcomes: &[
+        ("deal ", "сделка ", " created", " создана"),
+        ("duplicate of lead ", "дубль заявки ", "", ""),
+        ("duplicate of deal ", "дубль сделки ", "", ""),
+        ("no deal: calls create no deals", "без сделки: звонки не создают сделок", "", ""),
+        ("crm error: ", "ошибка CRM: ", "", ""),
+    ],
+    withheld: "номер скрыт",
 };
 
 pub fn texts(lang: Language) -> &'static Texts {
     match lang {
         Language::En => &EN,
         Language::Ru => &RU,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the store keeps in English reads in the console's language.
+    #[test]
+    fn stored_words_and_outcomes_are_shown_in_the_language() {
+        for (t, stored, shown) in [
+            (&RU, "answered", "отвечен"),
+            (&RU, "callee", "принявший"),
+            (&RU, "in_progress", "в работе"),
+            (&RU, "Won", "Won"),
+            (&EN, "in_progress", "in progress"),
+            (&EN, "answered", "answered"),
+        ] {
+            assert_eq!(t.word(stored), shown, "{stored}");
+        }
+        for (t, stored, shown) in [
+            (&RU, "deal 65 created", "сделка 65 создана"),
+            (&RU, "duplicate of lead 5", "дубль заявки 5"),
+            (&RU, "duplicate of deal 2", "дубль сделки 2"),
+            (&RU, "crm error: HTTP 500", "ошибка CRM: HTTP 500"),
+            (
+                &RU,
+                "no deal: calls create no deals",
+                "без сделки: звонки не создают сделок",
+            ),
+            (&RU, "something new", "something new"),
+            (&EN, "deal 65 created", "deal 65 created"),
+        ] {
+            assert_eq!(t.outcome(stored), shown, "{stored}");
+        }
     }
 }
