@@ -674,3 +674,43 @@ fn a_won_status_sent_back_by_amocrm_makes_the_next_call_a_new_lead() {
         s.leads.len() == 2
     });
 }
+
+/// A lead deleted in amoCRM (its "lead deleted" webhook,
+/// `leads[delete][0][id]`) is no candidate any more: the client's next
+/// call makes a new lead instead of a note on one that is gone (which
+/// amoCRM answers 404, parking every later lead of the client).
+#[test]
+fn a_lead_deleted_in_amocrm_makes_the_next_call_a_new_lead() {
+    let amo = Amo::start(AMO_TOKEN, 7);
+    let (p, uas_port, _dir) = start(&amo, 2_000);
+    call(&p, uas_port, "74951230001", "89160000007");
+    amo.wait_until(Duration::from_secs(20), "the first lead", |s| {
+        s.leads.len() == 1
+    });
+    let named = amo.lock().leads[0].id.to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while p.list("deals", TOKEN)[0]["crm_deal_id"].as_str() != Some(named.as_str()) {
+        assert!(std::time::Instant::now() < deadline, "amoCRM's id recorded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let hook = format!("/api/v1/crm/amocrm/webhook?token={HOOK_TOKEN}");
+    let deleted = format!(
+        "leads%5Bdelete%5D%5B0%5D%5Bid%5D={named}&leads%5Bdelete%5D%5B0%5D%5Bstatus_id%5D=22\
+         &leads%5Bdelete%5D%5B0%5D%5Bpipeline_id%5D=11&account%5Bsubdomain%5D=acme"
+    );
+    let (status, body) = post_form(p.api(), &hook, &deleted);
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        v["updated"],
+        json!([{"crm_deal_id": named, "status": "cancelled", "deleted": true}])
+    );
+    assert_eq!(p.list("deals", TOKEN)[0]["group"], "cancelled");
+    call(&p, uas_port, "74951230001", "89160000007");
+    let leads = p.wait_for("leads", 2, TOKEN);
+    assert_eq!(leads[0]["outcome"], "deal 2 created", "{leads:#?}");
+    amo.wait_until(Duration::from_secs(20), "the second lead", |s| {
+        s.leads.len() == 2
+    });
+    assert!(amo.lock().notes.is_empty(), "no note on the deleted lead");
+}

@@ -489,6 +489,13 @@ fn a_won_stage_sent_back_by_bitrix24_makes_the_next_call_a_new_deal() {
         (d["status"].as_str(), d["group"].as_str()),
         (Some("Prepaid"), Some("in_progress"))
     );
+    // Lost for "analysis of failure" (APOLOGY): no map names it, its
+    // semantics (F) say lost.
+    b.set_stage(deal, "C2:APOLOGY");
+    let (status, body) = post_form(p.api(), hook, &event(deal, APP_TOKEN));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"status\":\"cancelled\""), "{body}");
+    assert_eq!(p.list("deals", TOKEN)[0]["group"], "cancelled");
     // Won (WON of pipeline 2): paid.
     b.set_stage(deal, "C2:WON");
     let (status, body) = post_form(p.api(), hook, &event(deal, APP_TOKEN));
@@ -506,7 +513,7 @@ fn a_won_stage_sent_back_by_bitrix24_makes_the_next_call_a_new_deal() {
             .iter()
             .filter(|r| r.method == "crm.deal.get")
             .count(),
-        2
+        3
     );
     // A deal Bitrix24 does not have: its error, not a change.
     let (status, body) = post_form(p.api(), hook, &event(999_999, APP_TOKEN));
@@ -523,6 +530,16 @@ fn a_won_stage_sent_back_by_bitrix24_makes_the_next_call_a_new_deal() {
     );
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("ignored"), "{body}");
+
+    // The deal deleted in Bitrix24: cancelled, no stage read.
+    let (status, body) = post_form(
+        p.api(),
+        hook,
+        &event(deal, APP_TOKEN).replace("ONCRMDEALUPDATE", "ONCRMDEALDELETE"),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"deleted\":true"), "{body}");
+    assert_eq!(p.list("deals", TOKEN)[0]["group"], "cancelled");
 
     // The client calls again: the won deal is not a candidate (L-3).
     call(&p, uas_port, "74951230001", "89160000003");

@@ -105,6 +105,29 @@ pub struct AmoChange {
     pub pipeline_id: String,
 }
 
+/// The lead ids of an amoCRM webhook's `leads[delete][<i>][id]` (event
+/// "lead deleted"), in index order.
+pub fn amo_deleted(pairs: &[(String, String)]) -> Vec<String> {
+    let mut by_index: BTreeMap<u64, String> = BTreeMap::new();
+    for (k, v) in pairs {
+        let Some(rest) = k.strip_prefix("leads[delete][") else {
+            continue;
+        };
+        let Some(index) = rest.strip_suffix("][id]") else {
+            continue;
+        };
+        if let (Ok(i), false) = (index.parse::<u64>(), v.trim().is_empty()) {
+            by_index.insert(i, v.trim().to_string());
+        }
+    }
+    by_index.into_values().collect()
+}
+
+/// The status a deal deleted in the CRM takes: its group is `cancelled`,
+/// so it is never a duplicate candidate (SPEC L-3, L-4) and the client's
+/// next lead makes a new deal instead of a note on a deal that is gone.
+pub const DELETED_STATUS: &str = "cancelled";
+
 /// Every `leads[status][<i>]` of an amoCRM webhook, in index order; an
 /// entry without a lead id or a status id is left out.
 pub fn amo_changes(pairs: &[(String, String)]) -> Vec<AmoChange> {
@@ -181,6 +204,14 @@ pub fn update_event(entity: Entity) -> &'static str {
     }
 }
 
+/// The event that names a deletion of the entity siptrack makes.
+pub fn delete_event(entity: Entity) -> &'static str {
+    match entity {
+        Entity::Deal => "ONCRMDEALDELETE",
+        Entity::Lead => "ONCRMLEADDELETE",
+    }
+}
+
 /// `crm.deal.get` / `crm.lead.get` `{id}`.
 pub fn entity_get(s: &BitrixSettings, id: &str) -> Request {
     let method = match s.entity {
@@ -203,6 +234,27 @@ pub enum Stage {
     /// Worth asking again (the rate limit, overload).
     Retry(String),
     Failed(String),
+}
+
+/// The siptrack status of a stage's semantics (`STAGE_SEMANTIC_ID` of a
+/// deal, `STATUS_SEMANTIC_ID` of a lead): `S` success is `paid`, `F`
+/// failure `cancelled`; `P` (in progress) and anything else none. Every
+/// pipeline's won and lost stages carry it, custom ones (`APOLOGY`, a
+/// `C3:REFUSED`) included, where the stage ids are the portal's own.
+pub fn semantic_status(entity: Entity, a: &Answer) -> Option<&'static str> {
+    if !(200..300).contains(&a.status) {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&a.body).ok()?;
+    let field = match entity {
+        Entity::Deal => "STAGE_SEMANTIC_ID",
+        Entity::Lead => "STATUS_SEMANTIC_ID",
+    };
+    match v["result"][field].as_str()? {
+        "S" => Some("paid"),
+        "F" => Some("cancelled"),
+        _ => None,
+    }
 }
 
 /// `STAGE_ID` of a deal / `STATUS_ID` of a lead.
@@ -282,6 +334,67 @@ mod tests {
             ]
         );
         assert!(amo_changes(&form_pairs(b"garbage&&=%ZZ")).is_empty());
+        let deleted =
+            b"leads%5Bdelete%5D%5B0%5D%5Bid%5D=1001&leads%5Bdelete%5D%5B0%5D%5Bstatus_id%5D=5\
+&leads[delete][1][id]=1002&leads[delete][2][id]=&account%5Bsubdomain%5D=acme";
+        assert_eq!(amo_deleted(&form_pairs(deleted)), ["1001", "1002"]);
+        assert!(amo_deleted(&form_pairs(body)).is_empty());
+    }
+
+    /// A stage the map does not name still reads by its semantics.
+    #[test]
+    fn bitrix24_stage_semantics_are_read() {
+        let answer = |status: u16, body: Value| Answer {
+            status,
+            body: body.to_string().into_bytes(),
+            ..Answer::default()
+        };
+        for (entity, a, want) in [
+            (
+                Entity::Deal,
+                answer(
+                    200,
+                    json!({"result": {"STAGE_ID": "APOLOGY", "STAGE_SEMANTIC_ID": "F"}}),
+                ),
+                Some("cancelled"),
+            ),
+            (
+                Entity::Deal,
+                answer(
+                    200,
+                    json!({"result": {"STAGE_ID": "C3:PAID", "STAGE_SEMANTIC_ID": "S"}}),
+                ),
+                Some("paid"),
+            ),
+            (
+                Entity::Deal,
+                answer(
+                    200,
+                    json!({"result": {"STAGE_ID": "NEW", "STAGE_SEMANTIC_ID": "P"}}),
+                ),
+                None,
+            ),
+            (
+                Entity::Lead,
+                answer(
+                    200,
+                    json!({"result": {"STATUS_ID": "JUNK", "STATUS_SEMANTIC_ID": "F"}}),
+                ),
+                Some("cancelled"),
+            ),
+            (
+                Entity::Deal,
+                answer(200, json!({"result": {"STAGE_ID": "X"}})),
+                None,
+            ),
+            (
+                Entity::Deal,
+                answer(503, json!({"result": {"STAGE_SEMANTIC_ID": "S"}})),
+                None,
+            ),
+        ] {
+            assert_eq!(semantic_status(entity, &a), want, "{a:?}");
+        }
     }
 
     #[test]

@@ -18,8 +18,8 @@ use serde_json::json;
 
 use super::{body_too_large, error, AppState};
 use crate::crm::status_hook::{
-    amo_changes, bitrix_event, entity_get, form_pairs, map_status, same_token, stage_of,
-    update_event, Stage, StatusHooks,
+    amo_changes, amo_deleted, bitrix_event, delete_event, entity_get, form_pairs, map_status,
+    same_token, semantic_status, stage_of, update_event, Stage, StatusHooks, DELETED_STATUS,
 };
 use crate::crm::transport::Transport;
 use crate::store::StoreError;
@@ -76,8 +76,19 @@ pub async fn amocrm_webhook(
     if let Some(r) = body_too_large(&body) {
         return r;
     }
+    let pairs = form_pairs(&body);
     let (mut updated, mut unknown, mut unmapped) = (Vec::new(), Vec::new(), Vec::new());
-    for change in amo_changes(&form_pairs(&body)) {
+    // A lead deleted in amoCRM: its deal is no candidate any more (a
+    // note on it would fail with 404 for every later lead of the client).
+    for lead_id in amo_deleted(&pairs) {
+        match apply(&s, &lead_id, DELETED_STATUS).await {
+            Ok(true) => updated
+                .push(json!({"crm_deal_id": lead_id, "status": DELETED_STATUS, "deleted": true})),
+            Ok(false) => unknown.push(lead_id),
+            Err(e) => return storage_down(e),
+        }
+    }
+    for change in amo_changes(&pairs) {
         let Some(status) = map_status(&hook.status_map, &change.status_id) else {
             tracing::info!(lead = %change.lead_id, status_id = %change.status_id, "amoCRM status not in crm.amocrm.status_map; ignored");
             unmapped.push(change.status_id);
@@ -110,15 +121,27 @@ pub async fn bitrix24_webhook(State(s): State<AppState>, body: Bytes) -> Respons
             "auth[application_token]: missing or wrong",
         );
     }
-    let wanted = update_event(hook.settings.entity);
-    if event.event != wanted {
-        return Json(json!({"ignored": event.event, "handled": wanted})).into_response();
+    let (wanted, deleted) = (
+        update_event(hook.settings.entity),
+        delete_event(hook.settings.entity),
+    );
+    if event.event != wanted && event.event != deleted {
+        return Json(json!({"ignored": event.event, "handled": [wanted, deleted]})).into_response();
     }
     if event.id.is_empty() || !event.id.bytes().all(|b| b.is_ascii_digit()) {
         return error(
             StatusCode::BAD_REQUEST,
             "data[FIELDS][ID]: required, a Bitrix24 id",
         );
+    }
+    if event.event == deleted {
+        // Gone from Bitrix24: no stage to read; never a candidate again.
+        return match apply(&s, &event.id, DELETED_STATUS).await {
+            Ok(found) => Json(json!({"crm_deal_id": event.id, "status": DELETED_STATUS,
+                                     "deleted": true, "updated": found}))
+            .into_response(),
+            Err(e) => storage_down(e),
+        };
     }
     let Some(transport) = &s.crm_status.transport else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "no CRM connection");
@@ -128,12 +151,16 @@ pub async fn bitrix24_webhook(State(s): State<AppState>, body: Bytes) -> Respons
     // Bitrix24 sends the next update again, and the answer tells it.
     let request = entity_get(&hook.settings, &event.id);
     let mut stage = Stage::Failed("not asked".into());
+    let mut semantic = None;
     for attempt in 0..STAGE_TRIES {
         if attempt > 0 {
             tokio::time::sleep(STAGE_PAUSE).await;
         }
         stage = match transport.send(&request).await {
-            Ok(a) => stage_of(hook.settings.entity, &a),
+            Ok(a) => {
+                semantic = semantic_status(hook.settings.entity, &a);
+                stage_of(hook.settings.entity, &a)
+            }
             Err(e) => Stage::Retry(e),
         };
         if !matches!(stage, Stage::Retry(_)) {
@@ -150,7 +177,10 @@ pub async fn bitrix24_webhook(State(s): State<AppState>, body: Bytes) -> Respons
             );
         }
     };
-    let Some(status) = map_status(&hook.stage_map, &stage) else {
+    // The map first (an operator's own reading of a stage), then the
+    // stage's semantics: a lost deal in any stage of any pipeline is lost.
+    let mapped = map_status(&hook.stage_map, &stage).or_else(|| semantic.map(String::from));
+    let Some(status) = mapped else {
         tracing::info!(deal = %event.id, stage = %stage, "Bitrix24 stage not in crm.bitrix24.stage_map; ignored");
         return Json(json!({"crm_deal_id": event.id, "stage": stage, "unmapped": true}))
             .into_response();

@@ -381,6 +381,20 @@ fn route(s: &mut Inner, m: &str, json: &Value, delay: &mut Option<Duration>) -> 
                     let mut out: Map<String, Value> = f.as_object().cloned().unwrap_or_default();
                     out.insert("ID".into(), json!(i.to_string()));
                     out.insert(field.into(), json!(stage));
+                    // The stage's semantics, as Bitrix24 gives them for the
+                    // default pipeline's stages in any pipeline: WON (and
+                    // a lead's CONVERTED) success, LOSE and APOLOGY (a
+                    // lead's JUNK) failure, the rest in progress.
+                    let own = stage.rsplit(':').next().unwrap_or(stage);
+                    let semantic = match own {
+                        "WON" | "CONVERTED" => "S",
+                        "LOSE" | "APOLOGY" | "JUNK" => "F",
+                        _ => "P",
+                    };
+                    out.insert(
+                        format!("{}_SEMANTIC_ID", &field[..field.len() - 3]),
+                        json!(semantic),
+                    );
                     result(Value::Object(out))
                 }
                 None => fail(400, "ERROR_NOT_FOUND", "Not found"),
