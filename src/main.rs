@@ -109,8 +109,23 @@ fn load(path: &std::path::Path) -> Option<Config> {
     }
 }
 
+/// The commands that print for a reader (`leads | head`, `replay … |
+/// less`) end quietly when the reader goes, as Unix tools do: Rust
+/// ignores SIGPIPE, so `println!` into a closed pipe panicked with a
+/// backtrace. `run` keeps ignoring it: a write to a TCP peer that went
+/// away must be an error there, never the end of the proxy.
+fn restore_sigpipe_for_printing(command: &Command) {
+    if !matches!(command, Command::Run { .. }) {
+        // SAFETY: signal(2) with SIG_DFL, before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    restore_sigpipe_for_printing(&cli.command);
     init_logging(cli.log_format);
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {

@@ -132,6 +132,39 @@ fn siptrack_cli(cwd: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A reader that goes away (`siptrack replay … | head -1`) ends the
+/// command quietly, as with any Unix tool: it panicked with "failed
+/// printing to stdout: Broken pipe" and a backtrace.
+#[test]
+fn a_closed_pipe_ends_a_printing_command_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let capture = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/pcaps"))
+        .expect("pcaps")
+        .flatten()
+        .flat_map(|case| {
+            std::fs::read_dir(case.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|f| f.path())
+        .find(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
+        .expect("a capture");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_siptrack"))
+        .arg("replay")
+        .arg(&capture)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run siptrack");
+    // The reader is gone before the first line.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
+
 /// Issue 11 item 6: `siptrack leads` run from another directory does not
 /// create an empty database there; it names the file it looked for and
 /// fails. `check-config` prints the resolved database path.
