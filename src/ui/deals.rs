@@ -6,7 +6,42 @@
 use std::fmt::Write as _;
 
 use super::{esc, head, layout, Ctx, Nav};
-use crate::store::rows::DealRow;
+use crate::store::rows::{DealRow, NoteRow};
+
+/// A deal's comments and tasks under its title, oldest first: the calls
+/// and leads the duplicate checks attached to it (a "duplicate of deal N"
+/// lead links here, and the manager must see what came of it).
+fn notes(ctx: &Ctx, d: &DealRow) -> String {
+    if d.comments.is_empty() && d.tasks.is_empty() {
+        return String::new();
+    }
+    let t = ctx.t;
+    let mut out = format!(
+        "<details class=\"notes\"><summary>{}: {}, {}: {}</summary><ul>",
+        esc(t.comments),
+        d.comments.len(),
+        esc(t.tasks),
+        d.tasks.len()
+    );
+    let mut all: Vec<(&NoteRow, &str)> = d
+        .comments
+        .iter()
+        .map(|n| (n, t.comment))
+        .chain(d.tasks.iter().map(|n| (n, t.task)))
+        .collect();
+    all.sort_by_key(|(n, _)| n.created_at);
+    for (n, kind) in all {
+        let _ = write!(
+            out,
+            "<li>{} · {}: {}</li>",
+            esc(&ctx.date(n.created_at)),
+            esc(kind),
+            esc(&n.text)
+        );
+    }
+    out.push_str("</ul></details>");
+    out
+}
 
 /// `statuses`: the status names to offer (the configured statuses and
 /// the group names), sorted.
@@ -43,9 +78,14 @@ pub fn page(ctx: &Ctx, deals: &[DealRow], statuses: &[String], notice: Option<&s
             // only (SPEC L-2), as the CRM itself would send it.
             target = esc(&crate::ui::url_value(d.crm_id.as_deref().unwrap_or(&d.id.to_string()))),
             date = esc(&ctx.date(d.created_at)),
-            title = esc(&d.title),
+            title = esc(&d.title) + &notes(ctx, d),
             name = esc(&d.name),
-            phone = ctx.phone(&d.phone),
+            // The e-mail under the phone: a form lead may have only that.
+            phone = match (d.phone.is_empty(), d.email.is_empty()) {
+                (_, true) => ctx.phone(&d.phone),
+                (true, false) => esc(&d.email),
+                (false, false) => format!("{}<br>{}", ctx.phone(&d.phone), esc(&d.email)),
+            },
             visit = esc(&d.visit_id),
             status = esc(&t.word(&d.status)),
             group = esc(&t.word(&d.group)),
@@ -58,4 +98,56 @@ pub fn page(ctx: &Ctx, deals: &[DealRow], statuses: &[String], notice: Option<&s
         let _ = write!(b, "<p class=\"empty\">{}</p>", esc(t.nothing));
     }
     layout(ctx, Nav::Deals, &b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::rows::NoteRow;
+
+    /// The comments and tasks the duplicate checks attached to a deal are
+    /// on its row, oldest first; an e-mail-only client shows the e-mail.
+    #[test]
+    fn a_deal_shows_its_comments_tasks_and_email() {
+        let ctx = Ctx {
+            t: &crate::ui::texts::EN,
+            tz: chrono::FixedOffset::east_opt(0).expect("tz"),
+            phone_format: "",
+            phone_rules: &crate::phone::PhoneRules::default(),
+            csrf: "c",
+            user: "u",
+        };
+        let note = |at: i64, text: &str| NoteRow {
+            created_at: at,
+            text: text.into(),
+            call: None,
+        };
+        let deal = DealRow {
+            id: 1,
+            created_at: 0,
+            title: "Sofa".into(),
+            name: "John".into(),
+            phone: String::new(),
+            email: "john@example.com".into(),
+            visit_id: String::new(),
+            status: "new".into(),
+            group: "not_counted".into(),
+            crm_id: None,
+            tasks: vec![note(120, "Call back <now>")],
+            comments: vec![note(60, "Incoming call: answered, 60 s")],
+        };
+        let p = page(&ctx, std::slice::from_ref(&deal), &["new".into()], None);
+        assert!(p.contains("comments: 1, tasks: 1"), "{p}");
+        let first = p.find("Incoming call: answered").expect("the comment");
+        let second = p.find("Call back &lt;now&gt;").expect("the task, escaped");
+        assert!(first < second, "oldest first");
+        assert!(p.contains("<td>john@example.com</td>"), "{p}");
+        let bare = DealRow {
+            tasks: Vec::new(),
+            comments: Vec::new(),
+            ..deal
+        };
+        let p = page(&ctx, &[bare], &["new".into()], None);
+        assert!(!p.contains("details"), "{p}");
+    }
 }

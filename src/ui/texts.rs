@@ -98,6 +98,10 @@ pub struct Texts {
     pub outcomes: &'static [(&'static str, &'static str, &'static str, &'static str)],
     /// A call lead's caller who withheld the number.
     pub withheld: &'static str,
+    /// A deal's comments and tasks (the deals page).
+    pub comments: &'static str,
+    pub tasks: &'static str,
+    pub task: &'static str,
 }
 
 impl Texts {
@@ -173,7 +177,7 @@ pub const EN: Texts = Texts {
     change: "Change",
     pool: "pool",
     held_by: "held by visit",
-    held_for: "held for",
+    held_for: "since its last page view",
     free: "free",
     exhaustions: "Pool exhaustion (a held number was taken)",
     exhaustions_none: "No pool ran out of numbers.",
@@ -218,6 +222,9 @@ pub const EN: Texts = Texts {
     ],
     outcomes: &[],
     withheld: "number withheld",
+    comments: "comments",
+    tasks: "tasks",
+    task: "task",
 };
 
 pub const RU: Texts = Texts {
@@ -270,7 +277,7 @@ pub const RU: Texts = Texts {
     change: "Изменить",
     pool: "пул",
     held_by: "занят визитом",
-    held_for: "занят",
+    held_for: "с последнего просмотра",
     free: "свободен",
     exhaustions: "Нехватка номеров (занятый номер отдан другому)",
     exhaustions_none: "Номеров хватало во всех пулах.",
@@ -328,6 +335,9 @@ pub const RU: Texts = Texts {
         ("crm error: ", "ошибка CRM: ", "", ""),
     ],
     withheld: "номер скрыт",
+    comments: "комментарии",
+    tasks: "задачи",
+    task: "задача",
 };
 
 pub fn texts(lang: Language) -> &'static Texts {
