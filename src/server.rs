@@ -769,6 +769,26 @@ async fn follow_shared_pools(store: Store, pools: Arc<Mutex<Pools>>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // Grants made here while the database was down go in first: the
+        // database keeps the newest version of each number, and every node
+        // then reads the same one back.
+        let mut unsaved = pools
+            .lock()
+            .map(|mut p| p.take_unsaved())
+            .unwrap_or_default()
+            .into_iter();
+        while let Some(row) = unsaved.next() {
+            if let Err(e) = store.save_assignment(&row).await {
+                tracing::debug!(error = %e, number = %row.number, "pool grants still not written");
+                // Still down: this one and the rest wait for the next tick.
+                if let Ok(mut p) = pools.lock() {
+                    for r in std::iter::once(row).chain(unsaved.by_ref()) {
+                        p.remember_unsaved(r);
+                    }
+                }
+                break;
+            }
+        }
         match store.load_assignments().await {
             Ok(rows) => {
                 if let Ok(mut p) = pools.lock() {

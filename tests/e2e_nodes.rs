@@ -1113,6 +1113,59 @@ fn a_frozen_postgresql_sends_calls_to_the_journal_and_a_crash_loses_none() {
     assert_eq!((answered, ended), (30, 30));
 }
 
+/// Numbers two nodes hand out on their own while PostgreSQL is down are
+/// written when it is back, so both nodes then attribute the number's
+/// calls to one visit (trial, 2026-12-01: each node kept its own visit
+/// for the same number after the outage).
+#[test]
+fn numbers_granted_during_an_outage_agree_across_nodes_after_it() {
+    let cluster = common::pg::Cluster::start();
+    let uas_port = free_port();
+    let callee = Callee::start(uas_port);
+    let text = node_config(uas_port, &cluster.database());
+    let nodes = [Siptrack::start(&text), Siptrack::start(&text)];
+    cluster.stop();
+    let mut numbers = Vec::new();
+    for (node, visit) in nodes.iter().zip(["during-a", "during-b"]) {
+        let body = format!(r#"{{"visit_id": "{visit}", "source": "ads-{visit}"}}"#);
+        let (status, answer) =
+            common::checks::post_json(node.api(), "/api/v1/visits", Some(TOKEN), &body);
+        assert_eq!(status, 200, "{answer}");
+        let v: serde_json::Value = serde_json::from_str(&answer).expect("json");
+        numbers.push(v["number"].as_str().expect("a number").to_string());
+    }
+    // Each decided alone: the same free number for both visits.
+    assert_eq!(numbers[0], numbers[1], "{numbers:?}");
+    cluster.restart();
+    // Grants are read back every 500 ms; give the nodes a few rounds.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut visits = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let uac = Sipp::uac("uac_tracking.xml", node.sip_addr())
+            .calls(1)
+            .arg("-s")
+            .arg(&numbers[0])
+            .arg("-key")
+            .arg("caller")
+            .arg(format!("8916000007{i}"))
+            .time_limit(Duration::from_secs(20))
+            .run();
+        assert_eq!(uac.failed(), 0, "{}", uac.summary());
+        let calls = node.wait_for("calls", i + 1, TOKEN);
+        let call = calls
+            .iter()
+            .find(|c| c["caller"] == format!("7916000007{i}"))
+            .unwrap_or_else(|| panic!("the call through node {i}: {calls:?}"));
+        visits.push(call["visit_id"].clone());
+    }
+    assert!(visits[0].is_string(), "{visits:?}");
+    assert_eq!(
+        visits[0], visits[1],
+        "one visit for the number on both nodes"
+    );
+    drop(callee);
+}
+
 /// Issue 14: PostgreSQL stopped for 30 s under three nodes behind the
 /// dispatcher (pg_ctl stop -m fast, then start): calls keep flowing,
 /// every node's /healthz and /metrics show the outage, the decisions wait

@@ -447,7 +447,12 @@ async fn grant_here(s: &AppState, visit: Visit, now: u64) -> Result<Option<Grant
         // The number is the visit's from now on, whatever the store says;
         // a failed write only means the hold may not survive a restart.
         if let Err(e) = s.store.save_assignment(&g.row).await {
-            tracing::warn!(error = %e, number = %g.number, "pool assignment not persisted");
+            tracing::warn!(error = %e, number = %g.number, "pool assignment not persisted yet");
+            // Nodes sharing the database write it once it is back
+            // (`server::follow_shared_pools`).
+            if let Ok(mut pools) = s.pools.lock() {
+                pools.remember_unsaved(g.row.clone());
+            }
         }
     }
     Ok(granted)

@@ -136,6 +136,12 @@ pub struct Pools {
     /// (when it left, as `version`; the visit): an entry whose time no
     /// longer matches the map's is one that came back since.
     departed_order: VecDeque<(u64, String)>,
+    /// Grants the store did not take (nodes sharing PostgreSQL, with the
+    /// database down), by number, the newest of each: written when the
+    /// database is back, so that every node ends up with one visit per
+    /// number (trial, 2026-12-01: two nodes kept attributing one number's
+    /// calls to two visits after the outage). At most one per number.
+    unsaved: HashMap<String, AssignmentRow>,
     version: u64,
 }
 
@@ -160,6 +166,7 @@ impl Pools {
             by_visit: HashMap::new(),
             departed: HashMap::new(),
             departed_order: VecDeque::new(),
+            unsaved: HashMap::new(),
             version: 0,
         }
     }
@@ -334,6 +341,24 @@ impl Pools {
         if let Some(known) = own.or_else(|| self.departed.get(&visit.id).map(|(_, f)| f)) {
             keep_unsent_fields(&mut visit.fields, known);
         }
+    }
+
+    /// A grant the store did not take, kept to be written later (the
+    /// newest per number).
+    pub fn remember_unsaved(&mut self, row: AssignmentRow) {
+        match self.unsaved.get(&row.number) {
+            Some(kept) if kept.version >= row.version => {}
+            _ => {
+                self.unsaved.insert(row.number.clone(), row);
+            }
+        }
+    }
+
+    /// The grants still to be written, oldest change first.
+    pub fn take_unsaved(&mut self) -> Vec<AssignmentRow> {
+        let mut rows: Vec<AssignmentRow> = self.unsaved.drain().map(|(_, r)| r).collect();
+        rows.sort_by_key(|r| r.version);
+        rows
     }
 
     /// Keeps the fields of a visit that lost its number (the newest
@@ -595,6 +620,24 @@ mod tests {
         let mut other = visit("v9", &[("page", "/y")]);
         p.fill_unsent_fields(&mut other);
         assert_eq!(other.fields.to_map().len(), 1);
+    }
+
+    /// Grants the store did not take: the newest per number, oldest change
+    /// first, taken once.
+    #[test]
+    fn unsaved_grants_keep_the_newest_per_number() {
+        let mut p = Pools::new(vec![pool("site", &["1", "2"], None)]);
+        let a = p.touch(visit("a", &[]), 0).expect("a number").row;
+        let b = p.touch(visit("b", &[]), 1).expect("a number").row;
+        let a2 = p
+            .touch(visit("a", &[("page", "/2")]), 2)
+            .expect("a number")
+            .row;
+        for row in [a2.clone(), a, b.clone()] {
+            p.remember_unsaved(row);
+        }
+        assert_eq!(p.take_unsaved(), [b, a2]);
+        assert!(p.take_unsaved().is_empty());
     }
 
     #[test]
