@@ -595,6 +595,19 @@ fn sessions_csrf_users_and_language() {
     let (cookie, csrf) = sign_in(api, "anna", "anna%27s+pass").expect("anna signs in");
     let (status, head, page) = http(api, "GET", "/ui/leads", &[("Cookie", &cookie)], "");
     assert_eq!(status, 200);
+    // Every page says which zone its times are in (crm.timezone).
+    assert!(page.contains("Время на странице: UTC+03:00"), "{page}");
+    // An address with no page: the console's 404, not an empty answer;
+    // the API's own is JSON.
+    let (status, _, nothing) = http(api, "GET", "/ui/nonexistent", &[("Cookie", &cookie)], "");
+    assert_eq!(status, 404);
+    assert!(
+        nothing.contains("No such page") && nothing.contains("/ui/app.css"),
+        "{nothing}"
+    );
+    let (status, _, nothing) = http(api, "GET", "/api/v1/nope", &[], "");
+    assert_eq!(status, 404);
+    assert!(nothing.contains("\"error\""), "{nothing}");
     assert!(
         page.contains("Заявки") && page.contains("Анна"),
         "ui.language = ru"

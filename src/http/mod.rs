@@ -143,8 +143,23 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/recordings/{call_id}", get(recordings::get_recording))
         .merge(ui::routes())
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_TRANSPORT))
         .with_state(state)
+}
+
+/// An address nothing answers: the console's page for a browser under
+/// `/ui`, a JSON error elsewhere (it was an empty 404, which a browser
+/// shows as its own "page can't be found").
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/ui") {
+        ui::not_found().await
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "no such endpoint (see the README's HTTP API)",
+        )
+    }
 }
 
 /// 200 `ok`, or 503 with the reason while the database refuses calls or

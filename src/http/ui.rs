@@ -128,10 +128,17 @@ fn message(status: StatusCode, text: &str) -> Response {
     html(
         status,
         format!(
-            "<!doctype html><meta charset=\"utf-8\"><title>{status}</title><p>{}</p><p><a href=\"/ui/\">siptrack</a></p>",
+            "<!doctype html><meta charset=\"utf-8\"><title>{status}</title>\
+             <link rel=\"stylesheet\" href=\"/ui/app.css\"><main><h1>{status}</h1>\
+             <p class=\"err\">{}</p><p><a href=\"/ui/\">siptrack</a></p></main>",
             ui::esc(text)
         ),
     )
+}
+
+/// A console address with no page.
+pub async fn not_found() -> Response {
+    message(StatusCode::NOT_FOUND, "No such page.")
 }
 
 /// Behind TLS (a proxy saying so), cookies are Secure.

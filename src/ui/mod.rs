@@ -154,8 +154,11 @@ pub fn layout(ctx: &Ctx, nav: Nav, body: &str) -> String {
          <title>{title} · siptrack</title><link rel=\"stylesheet\" href=\"/ui/app.css\"></head>\
          <body><nav>{menu}<span class=\"who\">{user}</span>\
          <form method=\"post\" action=\"/ui/logout\" class=\"out\">{csrf}<button>{sign_out}</button></form></nav>\
-         <main><h1>{title}</h1>{body}</main><script src=\"/ui/app.js\"></script></body></html>",
+         <main><h1>{title}</h1>{body}</main><footer>{times_in} UTC{tz}</footer>\
+         <script src=\"/ui/app.js\"></script></body></html>",
         lang = t.lang,
+        times_in = esc(t.times_in),
+        tz = ctx.tz,
         title = esc(title),
         user = esc(ctx.user),
         csrf = ctx.csrf_field(),

@@ -102,6 +102,8 @@ pub struct Texts {
     pub comments: &'static str,
     pub tasks: &'static str,
     pub task: &'static str,
+    /// The footer: which zone the page's times are in (`crm.timezone`).
+    pub times_in: &'static str,
 }
 
 impl Texts {
@@ -225,6 +227,7 @@ pub const EN: Texts = Texts {
     comments: "comments",
     tasks: "tasks",
     task: "task",
+    times_in: "Times on this page:",
 };
 
 pub const RU: Texts = Texts {
@@ -338,6 +341,7 @@ pub const RU: Texts = Texts {
     comments: "комментарии",
     tasks: "задачи",
     task: "задача",
+    times_in: "Время на странице:",
 };
 
 pub fn texts(lang: Language) -> &'static Texts {
