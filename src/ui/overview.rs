@@ -26,8 +26,12 @@ const W: i64 = 720;
 const H: i64 = 160;
 
 /// Stacked bars, one an hour from `from_ms` for `hours`; `counts` are
-/// (hour start in ms, status, calls). A legend names the statuses seen.
-pub fn calls_chart(counts: &[(i64, String, i64)], from_ms: i64, hours: i64) -> String {
+/// (hour start in ms, status, calls). Under the bars, the hours (every
+/// 3 h over a day, each day over a week) in `crm.timezone`; each bar's
+/// tooltip names its hour; a legend names the statuses seen, in the
+/// console's language.
+pub fn calls_chart(ctx: &Ctx, counts: &[(i64, String, i64)], from_ms: i64, hours: i64) -> String {
+    let t = ctx.t;
     let hours = hours.max(1);
     let mut per_hour: BTreeMap<i64, Vec<(&str, i64)>> = BTreeMap::new();
     let mut statuses: Vec<&str> = Vec::new();
@@ -47,38 +51,69 @@ pub fn calls_chart(counts: &[(i64, String, i64)], from_ms: i64, hours: i64) -> S
         .unwrap_or(0)
         .max(1);
     let bar = (W / hours).max(1);
+    // Bars, then a row of hour labels, then the legend.
+    let (ticks_y, legend_y) = (H + 14, H + 26);
     let mut svg = format!(
         "<svg class=\"chart\" id=\"calls-chart\" viewBox=\"0 0 {W} {}\" width=\"{W}\" height=\"{}\" role=\"img\">\
          <text x=\"0\" y=\"12\" font-size=\"11\">max {max}</text>",
-        H + 20,
-        H + 20
+        legend_y + 12,
+        legend_y + 12
     );
+    if per_hour.is_empty() {
+        let _ = write!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" font-size=\"13\" text-anchor=\"middle\">{}</text>",
+            W / 2,
+            H / 2,
+            esc(t.nothing)
+        );
+    }
+    // The hour a slot starts, as the page shows times.
+    let hour_of = |slot: i64| ctx.date((from_ms + slot * 3_600_000).div_euclid(1000));
     for (slot, parts) in &per_hour {
         let mut y = H;
+        let when = hour_of(*slot);
         for (st, n) in parts {
             let h = (n * (H - 16) / max).max(1);
             y -= h;
             let _ = write!(
                 svg,
-                "<rect x=\"{}\" y=\"{y}\" width=\"{}\" height=\"{h}\" fill=\"{}\"><title>{} {}</title></rect>",
+                "<rect x=\"{}\" y=\"{y}\" width=\"{}\" height=\"{h}\" fill=\"{}\"><title>{} {} {}</title></rect>",
                 slot * bar,
                 (bar - 1).max(1),
                 colour(st),
-                esc(st),
+                esc(when.get(..16).unwrap_or(&when)),
+                esc(&t.word(st)),
                 n
             );
         }
+    }
+    let every = if hours > 48 { 24 } else { 3 };
+    for slot in (0..hours).filter(|s| s % every == 0) {
+        let when = hour_of(slot);
+        // "HH:MM" within a day, "MM-DD" over a week.
+        let label = if every == 24 {
+            when.get(5..10)
+        } else {
+            when.get(11..16)
+        };
+        let _ = write!(
+            svg,
+            "<text class=\"tick\" x=\"{}\" y=\"{ticks_y}\" font-size=\"10\">{}</text>",
+            slot * bar,
+            esc(label.unwrap_or(""))
+        );
     }
     let mut x = 0;
     for st in statuses {
         let _ = write!(
             svg,
             "<rect x=\"{x}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{}\" font-size=\"11\">{}</text>",
-            H + 8,
+            legend_y,
             colour(st),
             x + 14,
-            H + 17,
-            esc(st)
+            legend_y + 9,
+            esc(&t.word(st))
         );
         x += 110;
     }
@@ -145,7 +180,7 @@ pub fn page(ctx: &Ctx, o: &Overview) -> String {
         b,
         "<h2>{}</h2>{}<h2>{}</h2>{}<h2>{}</h2><table id=\"sip\"><tbody>",
         esc(t.calls_per_hour),
-        calls_chart(o.calls, o.from_ms, o.hours),
+        calls_chart(ctx, o.calls, o.from_ms, o.hours),
         esc(t.leads_per_channel),
         channels_chart(o.channels),
         esc(t.sip_health)
@@ -163,8 +198,17 @@ mod tests {
 
     #[test]
     fn charts_draw_what_is_in_range_and_escape_names() {
+        let ctx = Ctx {
+            t: &crate::ui::texts::RU,
+            tz: chrono::FixedOffset::east_opt(3 * 3600).expect("tz"),
+            phone_format: "",
+            phone_rules: &crate::phone::PhoneRules::default(),
+            csrf: "c",
+            user: "u",
+        };
         let h = 3_600_000;
         let svg = calls_chart(
+            &ctx,
             &[
                 (0, "answered".into(), 4),
                 (0, "busy".into(), 2),
@@ -182,8 +226,21 @@ mod tests {
             "3 bars, 2 legend boxes"
         );
         assert!(svg.contains("max 6"));
-        assert!(!svg.contains("failed"));
-        assert!(svg.contains("<title>busy 2</title>"));
+        assert!(!svg.contains("failed") && !svg.contains("не состоялся"));
+        // The tooltip names the hour (UTC+3) and the status in Russian.
+        assert!(
+            svg.contains("<title>1970-01-01 03:00 занято 2</title>"),
+            "{svg}"
+        );
+        // Hour labels every 3 hours, in the zone: 03:00, 06:00 … 8 of them.
+        assert_eq!(svg.matches("class=\"tick\"").count(), 8, "{svg}");
+        assert!(svg.contains(">03:00</text>") && svg.contains(">00:00</text>"));
+        // A week: one label a day.
+        let week = calls_chart(&ctx, &[], 0, 168);
+        assert_eq!(week.matches("class=\"tick\"").count(), 7);
+        assert!(week.contains(">01-01</text>"), "{week}");
+        // No calls: said so, not a blank box.
+        assert!(week.contains(&esc(crate::ui::texts::RU.nothing)), "{week}");
         let c = channels_chart(&[("<b>x</b>".into(), 3), (String::new(), 1)]);
         assert!(c.contains("&lt;b&gt;x&lt;/b&gt;") && !c.contains("<b>"));
         assert!(c.contains(">—<"));
