@@ -415,3 +415,39 @@ fn a_database_that_is_not_there_at_start_is_a_clear_error() {
     );
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+/// The commands that only read never set up a database: `siptrack leads`
+/// against an empty PostgreSQL database (a wrong URL) says so and leaves
+/// it empty, as it does for a SQLite file that is not there (it used to
+/// apply every migration and print an empty log).
+#[test]
+fn reading_the_lead_log_never_sets_up_a_postgresql_database() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = common::pg::database();
+    let text = config(free_port(), &url, None, "")
+        .replace("{SIP_PORT}", &free_port().to_string())
+        .replace("{HTTP_PORT}", &free_port().to_string());
+    let cfg = dir.path().join("siptrack.toml");
+    std::fs::write(&cfg, text).expect("config");
+    for args in [vec!["leads"], vec!["recording-url", "x@y"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_siptrack"))
+            .args(&args)
+            .arg("--config")
+            .arg(&cfg)
+            .current_dir(dir.path())
+            .output()
+            .expect("run siptrack");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("no siptrack tables"), "{args:?}: {stderr}");
+    }
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let tables: i64 = client
+        .query_one(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'",
+            &[],
+        )
+        .expect("count")
+        .get(0);
+    assert_eq!(tables, 0, "the database stays empty");
+}

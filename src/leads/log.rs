@@ -172,6 +172,8 @@ pub fn print(config: &Config, limit: i64, json: bool) -> anyhow::Result<()> {
             );
         }
     }
+    crate::store::require_existing_postgres(&config.storage.url)?;
+
     let leads = rt.block_on(async {
         let store = Store::open_with(
             &config.storage.url,

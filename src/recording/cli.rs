@@ -20,6 +20,8 @@ pub fn recording_url(config: &Config, call_id: &str) -> anyhow::Result<String> {
             );
         }
     }
+    crate::store::require_existing_postgres(&config.storage.url)?;
+
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -60,6 +60,19 @@ pub enum StoreError {
     Unsupported(&'static str),
 }
 
+/// For the commands that only read: a PostgreSQL `url` must name a
+/// database siptrack already set up (see `postgres::has_schema`); other
+/// URLs pass.
+pub fn require_existing_postgres(url: &str) -> Result<(), anyhow::Error> {
+    if postgres::is_postgres_url(url) && !postgres::has_schema(url)? {
+        anyhow::bail!(
+            "no siptrack tables in {} (storage.url): `siptrack run` creates them; this command only reads",
+            postgres::redact(url)
+        );
+    }
+    Ok(())
+}
+
 #[derive(Clone)]
 enum Backend {
     Sqlite(SqliteStore),

@@ -246,6 +246,27 @@ impl PgStore {
     }
 }
 
+/// Whether the database at `url` holds siptrack's tables (its `meta`
+/// table). The commands that only read (`leads`, `recording-url`) ask
+/// first: opening the store applies the migrations, which would turn a
+/// wrong URL into a new, empty siptrack database (trial, 2026-12-01).
+/// Blocking: call it outside the async runtime.
+pub fn has_schema(url: &str) -> Result<bool, StoreError> {
+    let failed = |reason: String| StoreError::OpenPostgres {
+        url: redact(url),
+        reason,
+    };
+    let mut config = postgres::Config::from_str(url).map_err(|e| failed(e.to_string()))?;
+    config.connect_timeout(Duration::from_secs(5));
+    let mut client = config
+        .connect(postgres::NoTls)
+        .map_err(|e| failed(e.to_string()))?;
+    let row = client
+        .query_one("SELECT to_regclass('meta') IS NOT NULL", &[])
+        .map_err(|e| failed(e.to_string()))?;
+    Ok(row.get(0))
+}
+
 /// The URL without its password, for messages.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
