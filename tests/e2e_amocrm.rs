@@ -615,22 +615,40 @@ fn a_new_callers_call_waits_for_its_lead_when_the_create_is_retried() {
     assert!(s.bad_requests.is_empty(), "{:?}", s.bad_requests);
 }
 
+/// The first lead amoCRM got, once siptrack recorded amoCRM's id for its
+/// deal: that id.
+fn first_lead_named(p: &Siptrack, amo: &Amo) -> String {
+    amo.wait_until(Duration::from_secs(20), "the first lead", |s| {
+        s.leads.len() == 1
+    });
+    let named = amo.lock().leads[0].id.to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while p.list("deals", TOKEN)[0]["crm_deal_id"].as_str() != Some(named.as_str()) {
+        assert!(std::time::Instant::now() < deadline, "amoCRM's id recorded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    named
+}
+
+/// The client calls again and, its first deal being no candidate, gets a
+/// second deal (L-3), a second lead in amoCRM.
+fn next_call_is_a_new_lead(p: &Siptrack, amo: &Amo, uas_port: u16, caller: &str) {
+    call(p, uas_port, "74951230001", caller);
+    let leads = p.wait_for("leads", 2, TOKEN);
+    assert_eq!(leads[0]["outcome"], "deal 2 created", "{leads:#?}");
+    amo.wait_until(Duration::from_secs(20), "the second lead", |s| {
+        s.leads.len() == 2
+    });
+}
+
 #[test]
 fn a_won_status_sent_back_by_amocrm_makes_the_next_call_a_new_lead() {
     let amo = Amo::start(AMO_TOKEN, 7);
     let (p, uas_port, _dir) =
         start_with(&amo, 2_000, "status_map = { \"5551\" = \"in_progress\" }");
     call(&p, uas_port, "74951230001", "89160000006");
-    amo.wait_until(Duration::from_secs(20), "the first lead", |s| {
-        s.leads.len() == 1
-    });
-    let lead = amo.lock().leads[0].id;
-    let named = lead.to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while p.list("deals", TOKEN)[0]["crm_deal_id"].as_str() != Some(named.as_str()) {
-        assert!(std::time::Instant::now() < deadline, "amoCRM's id recorded");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let named = first_lead_named(&p, &amo);
+    let lead = &named;
     // amoCRM's webhook: form-encoded, the token in the URL.
     let change = |status: u64| {
         format!(
@@ -667,12 +685,7 @@ fn a_won_status_sent_back_by_amocrm_makes_the_next_call_a_new_lead() {
     assert_eq!(p.list("deals", TOKEN)[0]["group"], "paid");
 
     // The client calls again: the won lead is not a candidate (L-3).
-    call(&p, uas_port, "74951230001", "89160000006");
-    let leads = p.wait_for("leads", 2, TOKEN);
-    assert_eq!(leads[0]["outcome"], "deal 2 created", "{leads:#?}");
-    amo.wait_until(Duration::from_secs(20), "the second lead", |s| {
-        s.leads.len() == 2
-    });
+    next_call_is_a_new_lead(&p, &amo, uas_port, "89160000006");
 }
 
 /// A lead deleted in amoCRM (its "lead deleted" webhook,
@@ -684,15 +697,7 @@ fn a_lead_deleted_in_amocrm_makes_the_next_call_a_new_lead() {
     let amo = Amo::start(AMO_TOKEN, 7);
     let (p, uas_port, _dir) = start(&amo, 2_000);
     call(&p, uas_port, "74951230001", "89160000007");
-    amo.wait_until(Duration::from_secs(20), "the first lead", |s| {
-        s.leads.len() == 1
-    });
-    let named = amo.lock().leads[0].id.to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while p.list("deals", TOKEN)[0]["crm_deal_id"].as_str() != Some(named.as_str()) {
-        assert!(std::time::Instant::now() < deadline, "amoCRM's id recorded");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let named = first_lead_named(&p, &amo);
     let hook = format!("/api/v1/crm/amocrm/webhook?token={HOOK_TOKEN}");
     let deleted = format!(
         "leads%5Bdelete%5D%5B0%5D%5Bid%5D={named}&leads%5Bdelete%5D%5B0%5D%5Bstatus_id%5D=22\
@@ -706,11 +711,6 @@ fn a_lead_deleted_in_amocrm_makes_the_next_call_a_new_lead() {
         json!([{"crm_deal_id": named, "status": "cancelled", "deleted": true}])
     );
     assert_eq!(p.list("deals", TOKEN)[0]["group"], "cancelled");
-    call(&p, uas_port, "74951230001", "89160000007");
-    let leads = p.wait_for("leads", 2, TOKEN);
-    assert_eq!(leads[0]["outcome"], "deal 2 created", "{leads:#?}");
-    amo.wait_until(Duration::from_secs(20), "the second lead", |s| {
-        s.leads.len() == 2
-    });
+    next_call_is_a_new_lead(&p, &amo, uas_port, "89160000007");
     assert!(amo.lock().notes.is_empty(), "no note on the deleted lead");
 }

@@ -341,14 +341,17 @@ mod tests {
         assert!(amo_deleted(&form_pairs(body)).is_empty());
     }
 
-    /// A stage the map does not name still reads by its semantics.
-    #[test]
-    fn bitrix24_stage_semantics_are_read() {
-        let answer = |status: u16, body: Value| Answer {
+    fn answer(status: u16, body: Value) -> Answer {
+        Answer {
             status,
             body: body.to_string().into_bytes(),
             ..Answer::default()
-        };
+        }
+    }
+
+    /// A stage the map does not name still reads by its semantics.
+    #[test]
+    fn bitrix24_stage_semantics_are_read() {
         for (entity, a, want) in [
             (
                 Entity::Deal,
@@ -409,11 +412,6 @@ mod tests {
                 application_token: "app-tok".into()
             }
         );
-        let answer = |status: u16, body: Value| Answer {
-            status,
-            body: body.to_string().into_bytes(),
-            ..Answer::default()
-        };
         for (entity, a, want) in [
             (
                 Entity::Deal,

@@ -109,14 +109,7 @@ mod tests {
     /// on its row, oldest first; an e-mail-only client shows the e-mail.
     #[test]
     fn a_deal_shows_its_comments_tasks_and_email() {
-        let ctx = Ctx {
-            t: &crate::ui::texts::EN,
-            tz: chrono::FixedOffset::east_opt(0).expect("tz"),
-            phone_format: "",
-            phone_rules: &crate::phone::PhoneRules::default(),
-            csrf: "c",
-            user: "u",
-        };
+        let ctx = crate::ui::test_ctx(&crate::ui::texts::EN, 0, "");
         let note = |at: i64, text: &str| NoteRow {
             created_at: at,
             text: text.into(),

@@ -166,6 +166,26 @@ pub fn layout(ctx: &Ctx, nav: Nav, body: &str) -> String {
     )
 }
 
+/// A page context for the pages' unit tests: `t`'s texts, UTC+`tz_hours`,
+/// `[phone]`'s defaults, fixed CSRF token and user.
+#[cfg(test)]
+pub(crate) fn test_ctx(
+    t: &'static Texts,
+    tz_hours: i32,
+    phone_format: &'static str,
+) -> Ctx<'static> {
+    static RULES: std::sync::LazyLock<crate::phone::PhoneRules> =
+        std::sync::LazyLock::new(crate::phone::PhoneRules::default);
+    Ctx {
+        t,
+        tz: FixedOffset::east_opt(tz_hours * 3600).expect("tz"),
+        phone_format,
+        phone_rules: &RULES,
+        csrf: "c",
+        user: "u",
+    }
+}
+
 /// A table's head row.
 pub fn head(cols: &[&str]) -> String {
     let mut h = String::from("<thead><tr>");

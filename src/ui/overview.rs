@@ -198,14 +198,7 @@ mod tests {
 
     #[test]
     fn charts_draw_what_is_in_range_and_escape_names() {
-        let ctx = Ctx {
-            t: &crate::ui::texts::RU,
-            tz: chrono::FixedOffset::east_opt(3 * 3600).expect("tz"),
-            phone_format: "",
-            phone_rules: &crate::phone::PhoneRules::default(),
-            csrf: "c",
-            user: "u",
-        };
+        let ctx = crate::ui::test_ctx(&crate::ui::texts::RU, 3, "");
         let h = 3_600_000;
         let svg = calls_chart(
             &ctx,
