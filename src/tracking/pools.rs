@@ -254,9 +254,11 @@ impl Pools {
                     keep_unsent_fields(&mut visit.fields, &held.fields);
                 }
             }
+            // Forgotten only once the visit has a number again (below): a
+            // page view no pool takes keeps them for the next.
             None => {
-                if let Some((_, fields)) = self.departed.remove(&visit.id) {
-                    keep_unsent_fields(&mut visit.fields, &fields);
+                if let Some((_, fields)) = self.departed.get(&visit.id) {
+                    keep_unsent_fields(&mut visit.fields, fields);
                 }
             }
         }
@@ -310,6 +312,7 @@ impl Pools {
             place = Some((p, i));
         }
         let (p, i) = place?;
+        self.departed.remove(&visit.id);
         self.version += 1;
         self.by_visit.insert(visit.id.clone(), (p, i));
         self.slots[p][i] = Slot {
@@ -638,6 +641,32 @@ mod tests {
         }
         assert_eq!(p.take_unsaved(), [b, a2]);
         assert!(p.take_unsaved().is_empty());
+    }
+
+    /// A page view no pool takes (its segment no longer matches) does not
+    /// spend what was kept of the visit: the next one still has it.
+    #[test]
+    fn a_page_view_no_pool_takes_keeps_the_departed_fields() {
+        let mut p = Pools::new(vec![pool(
+            "moscow",
+            &["1"],
+            Some(r#"["city", "=", "Moscow"]"#),
+        )]);
+        let moscow = [("city", "Moscow"), ("marker", "vk_ads")];
+        number(&mut p, visit("v1", &moscow), 0).expect("a number");
+        number(&mut p, visit("v2", &[("city", "Moscow")]), 1_000).expect("taken over");
+        assert_eq!(
+            number(&mut p, visit("v1", &[("city", "Kazan")]), 2_000),
+            None
+        );
+        let back = number(&mut p, visit("v1", &[("city", "Moscow")]), 3_000).expect("a number");
+        let (_, v) = p.at_call(&back, 3_001).expect("pool number");
+        let f = v.expect("held by v1").fields.to_map();
+        assert_eq!(f.get("marker").map(String::as_str), Some("vk_ads"), "{f:?}");
+        assert!(
+            !p.departed.contains_key("v1"),
+            "forgotten once it has a number"
+        );
     }
 
     #[test]

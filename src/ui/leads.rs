@@ -58,6 +58,16 @@ pub fn parse_filter(
     let from = day("from")?;
     // `to` is inclusive: up to the end of that day.
     let to = day("to")?.map(|t| t + 86_400);
+    // Swapped dates would show "Nothing here." with no hint why.
+    if let (Some(f), Some(t)) = (from, to) {
+        if t <= f {
+            return Err(format!(
+                "to: {} is before from: {}",
+                get("to").unwrap_or_default(),
+                get("from").unwrap_or_default()
+            ));
+        }
+    }
     let kind = match get("type") {
         None => None,
         Some(k @ ("call" | "form")) => Some(k.to_string()),
@@ -358,6 +368,10 @@ mod tests {
                 "from: \"29.11.2026\" is not a date",
             ),
             (&[("type", "fax")], "type: \"fax\" is not call or form"),
+            (
+                &[("from", "2026-12-05"), ("to", "2026-12-01")],
+                "to: 2026-12-01 is before from: 2026-12-05",
+            ),
             (&[("outcome", "won")], "outcome: \"won\" is not"),
             (&[("before", "x")], "before: \"x\" is not a lead id"),
         ] {
