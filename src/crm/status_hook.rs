@@ -108,19 +108,10 @@ pub struct AmoChange {
 /// The lead ids of an amoCRM webhook's `leads[delete][<i>][id]` (event
 /// "lead deleted"), in index order.
 pub fn amo_deleted(pairs: &[(String, String)]) -> Vec<String> {
-    let mut by_index: BTreeMap<u64, String> = BTreeMap::new();
-    for (k, v) in pairs {
-        let Some(rest) = k.strip_prefix("leads[delete][") else {
-            continue;
-        };
-        let Some(index) = rest.strip_suffix("][id]") else {
-            continue;
-        };
-        if let (Ok(i), false) = (index.parse::<u64>(), v.trim().is_empty()) {
-            by_index.insert(i, v.trim().to_string());
-        }
-    }
-    by_index.into_values().collect()
+    amo_entries(pairs, "leads[delete][")
+        .into_iter()
+        .filter_map(|f| f.get("id").filter(|id| !id.is_empty()).cloned())
+        .collect()
 }
 
 /// The status a deal deleted in the CRM takes: its group is `cancelled`,
@@ -128,12 +119,12 @@ pub fn amo_deleted(pairs: &[(String, String)]) -> Vec<String> {
 /// next lead makes a new deal instead of a note on a deal that is gone.
 pub const DELETED_STATUS: &str = "cancelled";
 
-/// Every `leads[status][<i>]` of an amoCRM webhook, in index order; an
-/// entry without a lead id or a status id is left out.
-pub fn amo_changes(pairs: &[(String, String)]) -> Vec<AmoChange> {
+/// The fields of each `<prefix><i>][<field>]` of an amoCRM webhook
+/// (`leads[status][0][id]`), in index order, values trimmed.
+fn amo_entries(pairs: &[(String, String)], prefix: &str) -> Vec<BTreeMap<String, String>> {
     let mut by_index: BTreeMap<u64, BTreeMap<String, String>> = BTreeMap::new();
     for (k, v) in pairs {
-        let Some(rest) = k.strip_prefix("leads[status][") else {
+        let Some(rest) = k.strip_prefix(prefix) else {
             continue;
         };
         let Some((index, field)) = rest.split_once("][") else {
@@ -147,8 +138,14 @@ pub fn amo_changes(pairs: &[(String, String)]) -> Vec<AmoChange> {
             .or_default()
             .insert(field.to_string(), v.trim().to_string());
     }
-    by_index
-        .into_values()
+    by_index.into_values().collect()
+}
+
+/// Every `leads[status][<i>]` of an amoCRM webhook, in index order; an
+/// entry without a lead id or a status id is left out.
+pub fn amo_changes(pairs: &[(String, String)]) -> Vec<AmoChange> {
+    amo_entries(pairs, "leads[status][")
+        .into_iter()
         .filter_map(|f| {
             let get = |k: &str| f.get(k).cloned().unwrap_or_default();
             let (lead_id, status_id) = (get("id"), get("status_id"));

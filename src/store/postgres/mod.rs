@@ -111,14 +111,10 @@ impl PgStore {
             url: redact(url),
             reason: e.to_string(),
         };
-        let mut config = postgres::Config::from_str(url).map_err(|e| StoreError::OpenPostgres {
-            url: redact(url),
-            reason: e.to_string(),
-        })?;
+        let mut config = client_config(url)?;
         // Keepalives: a server host that died without a word (no RST)
         // would leave a connection waiting for its answer forever.
         config
-            .connect_timeout(Duration::from_secs(5))
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30))
             .keepalives_interval(Duration::from_secs(5))
@@ -252,19 +248,28 @@ impl PgStore {
 /// wrong URL into a new, empty siptrack database (trial, 2026-12-01).
 /// Blocking: call it outside the async runtime.
 pub fn has_schema(url: &str) -> Result<bool, StoreError> {
-    let failed = |reason: String| StoreError::OpenPostgres {
+    let failed = |e: postgres::Error| StoreError::OpenPostgres {
         url: redact(url),
-        reason,
+        reason: e.to_string(),
     };
-    let mut config = postgres::Config::from_str(url).map_err(|e| failed(e.to_string()))?;
-    config.connect_timeout(Duration::from_secs(5));
-    let mut client = config
+    let mut client = client_config(url)?
         .connect(postgres::NoTls)
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(failed)?;
     let row = client
         .query_one("SELECT to_regclass('meta') IS NOT NULL", &[])
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(failed)?;
     Ok(row.get(0))
+}
+
+/// `url` as a connection config, with the connect timeout every
+/// connection of siptrack's has.
+fn client_config(url: &str) -> Result<postgres::Config, StoreError> {
+    let mut config = postgres::Config::from_str(url).map_err(|e| StoreError::OpenPostgres {
+        url: redact(url),
+        reason: e.to_string(),
+    })?;
+    config.connect_timeout(Duration::from_secs(5));
+    Ok(config)
 }
 
 /// The URL without its password, for messages.
