@@ -333,6 +333,73 @@ fn calls_of_a_dead_node_are_ended_by_their_bye_through_another_node() {
     );
 }
 
+/// A node killed and started again at once under its name records its
+/// live calls `interrupted` at its start, and their BYEs (through the
+/// other node) still reach the PBX: the answered calls' dialogs stay for
+/// them (trial, 2026-12-01: a restart half a second after the kill
+/// deleted them, every such BYE got 481 and the PBX's legs stayed up).
+#[test]
+fn a_node_started_again_at_once_after_a_crash_still_ends_its_calls_by_their_bye() {
+    let url = common::pg::database();
+    let uas_port = free_port();
+    let text = node_config(uas_port, &url);
+    let mut nodes = [Siptrack::start(&text), Siptrack::start(&text)];
+    let dead_name = format!("node-{}", nodes[0].sip_port);
+    let kamailio = Kamailio::start(&nodes.iter().collect::<Vec<_>>());
+    const CALLS: u32 = 10;
+    const TALK_MS: u64 = 6_000;
+    let callee = Callee::start(uas_port);
+    let uac = Sipp::uac("uac_talk.xml", kamailio.addr)
+        .calls(CALLS)
+        .rate(10)
+        .pause_ms(TALK_MS)
+        .time_limit(Duration::from_secs(60))
+        .spawn();
+    // Every call is set up (1 s at 10 per second) and talking.
+    std::thread::sleep(Duration::from_millis(1_600));
+    nodes[0].kill9();
+    let again = Siptrack::start(&text.replace(
+        "node_name = \"node-{SIP_PORT}\"",
+        &format!("node_name = \"{dead_name}\""),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !again
+        .log()
+        .contains("calls cut short by an earlier crash recorded as interrupted")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the node started again recorded no interrupted call\n{}",
+            again.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let uac = uac.wait_at_most(Duration::from_secs(50));
+    let (answered, byes) = callee.stop();
+    assert_eq!(
+        (uac.successful(), uac.failed()),
+        (u64::from(CALLS), 0),
+        "every BYE answered:\n{}\n{}",
+        uac.summary(),
+        kamailio.log()
+    );
+    assert_eq!((answered, byes), (CALLS as usize, CALLS as usize));
+
+    // Each call recorded once: the dead node's as interrupted when it
+    // started again (their BYEs came after), the other node's as hung up.
+    let calls = nodes[1].wait_for("calls", CALLS as usize, TOKEN);
+    let ids: BTreeSet<&str> = calls.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert_eq!(ids.len(), CALLS as usize, "each call recorded once");
+    let interrupted: BTreeSet<String> = calls
+        .iter()
+        .filter(|c| c["hangup"] == "interrupted")
+        .filter_map(|c| c["id"].as_str().map(String::from))
+        .collect();
+    assert!(!interrupted.is_empty(), "no call of the dead node: {calls:?}");
+    let taken: BTreeSet<String> = taken_over(&nodes[1].log()).into_iter().collect();
+    assert_eq!(taken, interrupted, "the BYEs of the interrupted calls went through");
+}
+
 /// A PBX that hangs up: answers every INVITE as [`Callee`] does, and
 /// `talk` later sends the call's BYE (RFC 3261 12.2.1.1: the INVITE's
 /// Record-Routes as its Route set, to the caller's Contact) through

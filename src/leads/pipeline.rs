@@ -383,7 +383,8 @@ impl Pipeline {
             self.held.drain(..n);
         }
         if !self.interrupted_done {
-            let mut calls = self.store.interrupted_calls().await?;
+            let keep_dialogs_ms = self.cfg.max_call_seconds.saturating_mul(1000);
+            let mut calls = self.store.interrupted_calls(keep_dialogs_ms).await?;
             for c in &mut calls {
                 let file = crate::media::link::file_name(c.call_id.as_bytes());
                 if self.partial_recordings.contains(&file) {

@@ -58,6 +58,8 @@ struct State {
     /// Open calls that were answered: (answer_at, dialog JSON when
     /// dialogs are shared).
     answered: BTreeMap<String, (i64, Option<String>)>,
+    /// Recorded interrupted calls whose dialog is kept: when recorded.
+    kept: BTreeMap<String, i64>,
     outbox: BTreeMap<i64, StoredItem>,
     next_item: i64,
     keys: HashSet<String>,
@@ -273,7 +275,7 @@ impl Ledger for State {
             recording: r.recording.clone(),
             dtmf: r.dtmf.clone(),
         });
-        self.forget_call(&r.call_id)
+        Ok(())
     }
 
     fn open_call(&mut self, run_id: &str, c: &CallStart) -> Result<(), Infallible> {
@@ -301,7 +303,17 @@ impl Ledger for State {
     fn forget_call(&mut self, call_id: &str) -> Result<(), Infallible> {
         self.open_calls.remove(call_id);
         self.answered.remove(call_id);
+        self.kept.remove(call_id);
         Ok(())
+    }
+
+    fn keep_dialog(&mut self, call_id: &str, now_ms: i64) -> Result<(), Infallible> {
+        if matches!(self.answered.get(call_id), Some((_, Some(_)))) {
+            self.kept.insert(call_id.to_string(), now_ms);
+            Ok(())
+        } else {
+            self.forget_call(call_id)
+        }
     }
 
     fn queue(&mut self, items: &[Item], now_ms: i64) -> Result<(), Infallible> {
@@ -402,12 +414,25 @@ impl MemoryStore {
         }
     }
 
-    pub async fn interrupted_calls(&self) -> Result<Vec<CallRecord>, StoreError> {
-        let state = self.state()?;
+    pub async fn interrupted_calls(
+        &self,
+        keep_dialogs_ms: u64,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        let kept_since = self.clock.unix_ms().saturating_sub(keep_dialogs_ms) as i64;
+        let mut state = self.state()?;
+        let expired: Vec<String> = state
+            .kept
+            .iter()
+            .filter(|(_, at)| **at < kept_since)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            let _ = state.forget_call(&id);
+        }
         let mut open: Vec<_> = state
             .open_calls
             .iter()
-            .filter(|(_, (run, _, _))| run != RUN_ID)
+            .filter(|(id, (run, _, _))| run != RUN_ID && !state.kept.contains_key(*id))
             .map(|(id, (_, at, info))| {
                 let answer_at = state.answered.get(id).map(|&(a, _)| a.max(0) as u64);
                 (*at, id.clone(), info.clone(), answer_at)

@@ -238,9 +238,13 @@ impl Store {
     }
 
     /// Calls that an earlier run saw start and never recorded: a crash
-    /// cut them short. Oldest first.
-    pub async fn interrupted_calls(&self) -> Result<Vec<CallRecord>, StoreError> {
-        each!(self, b => b.interrupted_calls().await)
+    /// cut them short. Oldest first. Dialogs kept for such calls longer
+    /// than `keep_dialogs_ms` (`tracking.max_call_seconds`) go first.
+    pub async fn interrupted_calls(
+        &self,
+        keep_dialogs_ms: u64,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        each!(self, b => b.interrupted_calls(keep_dialogs_ms).await)
     }
 
     /// SPEC L-2: the CRM reports a deal's status. `id` is the CRM's id

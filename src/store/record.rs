@@ -42,12 +42,19 @@ pub(crate) trait Ledger: DealBook {
     ) -> Result<i64, Self::Error>;
     /// The deal a lead created and the outcome naming it.
     fn set_lead_deal(&mut self, lead_id: i64, deal: i64, outcome: &str) -> Result<(), Self::Error>;
-    /// A finished call and the lead it made; the call is no longer open.
+    /// A finished call and the lead it made (its open row is left to
+    /// [`close_open_row`]).
     fn insert_call(&mut self, r: &CallRecord, lead_id: i64) -> Result<(), Self::Error>;
     /// Remembers a call in progress (unless it is recorded already) for
     /// the run `run_id`.
     fn open_call(&mut self, run_id: &str, c: &CallStart) -> Result<(), Self::Error>;
     fn forget_call(&mut self, call_id: &str) -> Result<(), Self::Error>;
+    /// A call recorded `interrupted` (its node crashed): an answered call's
+    /// shared dialog stays, marked recorded at `now_ms`, for the BYE that
+    /// may still come (to another node, or to this one started again at
+    /// once); any other open row goes. `interrupted_calls` purges kept
+    /// dialogs after `tracking.max_call_seconds`.
+    fn keep_dialog(&mut self, call_id: &str, now_ms: i64) -> Result<(), Self::Error>;
     /// An open call was answered: when, and its dialog (JSON) for another
     /// node when dialogs are shared.
     fn answer_call(
@@ -208,6 +215,11 @@ fn decide_and_record<L: Ledger>(
 ) -> Result<Recorded, L::Error> {
     if let Some(r) = call {
         if let Some((lead_id, deal_id, outcome)) = l.recorded_call(&r.call_id)? {
+            // The real end of a call recorded `interrupted` at a restart,
+            // through the dialog kept for it: the dialog goes now.
+            if !was_interrupted(r) {
+                l.forget_call(&r.call_id)?;
+            }
             return Ok(Recorded {
                 lead_id,
                 deal_id,
@@ -267,6 +279,7 @@ fn decide_and_record<L: Ledger>(
     };
     if let Some(r) = call {
         l.insert_call(r, lead_id)?;
+        close_open_row(l, r, cx.now_ms)?;
     }
     if cx.plan.sends_anything() {
         let view = lead_view(lead_id, new, call);
@@ -281,6 +294,23 @@ fn decide_and_record<L: Ledger>(
         outcome,
         decision,
     })
+}
+
+fn was_interrupted(r: &CallRecord) -> bool {
+    r.hangup == Some(crate::calls::Party::Interrupted)
+}
+
+/// A recorded call is no longer open, except that an interrupted one's
+/// dialog is kept: its node crashed and was started again within the
+/// call (trial, 2026-12-01: a restart half a second after a kill -9
+/// recorded ten live calls and deleted their dialogs, so their BYEs got
+/// 481 everywhere and the PBX's legs stayed up).
+fn close_open_row<L: Ledger>(l: &mut L, r: &CallRecord, now_ms: i64) -> Result<(), L::Error> {
+    if was_interrupted(r) {
+        l.keep_dialog(&r.call_id, now_ms)
+    } else {
+        l.forget_call(&r.call_id)
+    }
 }
 
 #[cfg(test)]
@@ -482,9 +512,12 @@ mod tests {
             Ok(())
         }
         fn insert_call(&mut self, r: &CallRecord, _: i64) -> Result<(), Self::Error> {
-            // As every store: the record, then the open row goes.
             self.0.push(format!("insert_call {}", r.call_id));
-            self.forget_call(&r.call_id)
+            Ok(())
+        }
+        fn keep_dialog(&mut self, id: &str, _: i64) -> Result<(), Self::Error> {
+            self.0.push(format!("keep_dialog {id}"));
+            Ok(())
         }
         fn open_call(&mut self, _: &str, c: &CallStart) -> Result<(), Self::Error> {
             self.0.push(format!("open_call {}", c.call_id));

@@ -432,7 +432,7 @@ impl Ledger for PgLedger<'_, '_> {
                 &dtmf,
             ],
         )?;
-        self.forget_call(&r.call_id)
+        Ok(())
     }
 
     fn open_call(&mut self, run_id: &str, c: &CallStart) -> Result<(), postgres::Error> {
@@ -461,6 +461,19 @@ impl Ledger for PgLedger<'_, '_> {
 
     fn forget_call(&mut self, call_id: &str) -> Result<(), postgres::Error> {
         self.execute("DELETE FROM open_calls WHERE call_id = $1", &[&call_id])?;
+        Ok(())
+    }
+
+    fn keep_dialog(&mut self, call_id: &str, now_ms: i64) -> Result<(), postgres::Error> {
+        self.execute(
+            "UPDATE open_calls SET recorded_at = $2
+              WHERE call_id = $1 AND dialog IS NOT NULL AND answer_at IS NOT NULL",
+            &[&call_id, &now_ms],
+        )?;
+        self.execute(
+            "DELETE FROM open_calls WHERE call_id = $1 AND recorded_at IS NULL",
+            &[&call_id],
+        )?;
         Ok(())
     }
 

@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0004_note_recordings.sql"),
     include_str!("../../../migrations/postgres/0005_console_indexes.sql"),
     include_str!("../../../migrations/postgres/0006_open_dialogs.sql"),
+    include_str!("../../../migrations/postgres/0007_kept_dialogs.sql"),
 ];
 
 /// Any constant: the key of the advisory lock migrations run under.
@@ -209,12 +210,20 @@ impl PgStore {
     /// Calls that an earlier run saw start and never recorded: a crash
     /// cut them short. Oldest first. Only this node's: another node's
     /// open calls are live there.
-    pub async fn interrupted_calls(&self) -> Result<Vec<CallRecord>, StoreError> {
+    pub async fn interrupted_calls(
+        &self,
+        keep_dialogs_ms: u64,
+    ) -> Result<Vec<CallRecord>, StoreError> {
         let (run_id, node) = (self.run_id.to_string(), self.node.clone());
+        let kept_since = self.clock.unix_ms().saturating_sub(keep_dialogs_ms) as i64;
         self.with(move |c| {
+            c.client.execute(
+                "DELETE FROM open_calls WHERE recorded_at < $1",
+                &[&kept_since],
+            )?;
             let rows = c.client.query(
                 "SELECT call_id, invite_at, info, run_id, answer_at FROM open_calls
-                  WHERE run_id <> $1 ORDER BY invite_at, call_id",
+                  WHERE run_id <> $1 AND recorded_at IS NULL ORDER BY invite_at, call_id",
                 &[&run_id],
             )?;
             Ok(rows

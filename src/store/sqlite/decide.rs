@@ -393,8 +393,7 @@ impl Ledger for SqlLedger<'_, '_> {
     }
 
     fn insert_call(&mut self, r: &CallRecord, lead_id: i64) -> rusqlite::Result<()> {
-        insert_call(self.0, r, lead_id)?;
-        self.forget_call(&r.call_id)
+        insert_call(self.0, r, lead_id)
     }
 
     fn open_call(&mut self, run_id: &str, c: &CallStart) -> rusqlite::Result<()> {
@@ -403,6 +402,20 @@ impl Ledger for SqlLedger<'_, '_> {
 
     fn forget_call(&mut self, call_id: &str) -> rusqlite::Result<()> {
         self.0.get(Sql::ForgetCall)?.execute(params![call_id])?;
+        Ok(())
+    }
+
+    /// Not a kept statement: it runs after a crash only.
+    fn keep_dialog(&mut self, call_id: &str, now_ms: i64) -> rusqlite::Result<()> {
+        self.0.conn.execute(
+            "UPDATE open_calls SET recorded_at = ?2
+              WHERE call_id = ?1 AND dialog IS NOT NULL AND answer_at IS NOT NULL",
+            params![call_id, now_ms],
+        )?;
+        self.0.conn.execute(
+            "DELETE FROM open_calls WHERE call_id = ?1 AND recorded_at IS NULL",
+            params![call_id],
+        )?;
         Ok(())
     }
 

@@ -34,6 +34,8 @@ pub struct SqliteStore {
     /// This process's run (`runs::new_run`): which open calls are its own.
     run_id: Arc<str>,
     node: Arc<str>,
+    /// When dialogs kept for interrupted calls have run out.
+    clock: Clock,
 }
 
 /// Opens a connection to the file as every connection of the store is
@@ -78,6 +80,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0010_outbox_leases.sql"),
     include_str!("../../../migrations/sqlite/0011_open_dialogs.sql"),
     include_str!("../../../migrations/sqlite/0012_lean_call_writes.sql"),
+    include_str!("../../../migrations/sqlite/0013_kept_dialogs.sql"),
 ];
 
 /// The file of a `sqlite:<path>` (or `sqlite://<path>`) URL, without
@@ -141,7 +144,7 @@ impl SqliteStore {
             install_id.clone(),
             run_id.clone(),
             runs::earlier_run(node),
-            clock,
+            clock.clone(),
         )?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
@@ -150,6 +153,7 @@ impl SqliteStore {
             link_key,
             run_id: run_id.into(),
             node: node.into(),
+            clock,
         })
     }
 
@@ -191,12 +195,20 @@ impl SqliteStore {
 
     /// Calls that an earlier run saw start and never recorded: a crash
     /// cut them short. Oldest first.
-    pub async fn interrupted_calls(&self) -> Result<Vec<CallRecord>, StoreError> {
+    pub async fn interrupted_calls(
+        &self,
+        keep_dialogs_ms: u64,
+    ) -> Result<Vec<CallRecord>, StoreError> {
         let (run_id, node) = (self.run_id.clone(), self.node.clone());
+        let kept_since = self.clock.unix_ms().saturating_sub(keep_dialogs_ms) as i64;
         self.with(move |c| {
+            c.execute(
+                "DELETE FROM open_calls WHERE recorded_at < ?1",
+                params![kept_since],
+            )?;
             let mut q = c.prepare(
                 "SELECT call_id, invite_at, info, run_id, answer_at FROM open_calls
-                  WHERE run_id <> ?1 ORDER BY invite_at, call_id",
+                  WHERE run_id <> ?1 AND recorded_at IS NULL ORDER BY invite_at, call_id",
             )?;
             let rows = q.query_map(params![&*run_id], |r| {
                 let info: String = r.get(2)?;
