@@ -8,7 +8,11 @@
 //! up to [`REORDER_WINDOW`]: frames are only written once the newest audio
 //! of either side is that far ahead of them, so each direction holds at
 //! most a window of samples, whatever the call length. Later packets are
-//! dropped and counted.
+//! dropped and counted, except a direction's newest packet: a direction
+//! that fell behind as a whole (its path's delay grew, or its sender's
+//! clock runs slow) gets a new base instead, a little before its arrival,
+//! rather than losing the rest of the call (trial, 2026-12-02: a 300 ms
+//! delay step on one side silenced it until the call ended).
 
 use std::collections::VecDeque;
 
@@ -42,6 +46,9 @@ struct Base {
 #[derive(Clone, Debug, Default)]
 struct Channel {
     base: Option<Base>,
+    /// One past the newest sample placed from this base: a packet that
+    /// starts there or later is the direction's newest, not a reordered one.
+    newest_end: i64,
     /// Samples from the timeline's `written` position on.
     pending: VecDeque<i16>,
 }
@@ -86,6 +93,8 @@ impl Timeline {
     ) -> Result<(), E> {
         self.stats[side as usize].packets += 1;
         let mut pos = self.place(side, ssrc, timestamp, arrival);
+        let ch = &mut self.ch[side as usize];
+        ch.newest_end = ch.newest_end.max(pos + samples.len() as i64);
         // Chunks no longer than the window keep `pending` within it.
         for chunk in samples.chunks(REORDER_WINDOW as usize) {
             let len = chunk.len() as i64;
@@ -135,26 +144,34 @@ impl Timeline {
     /// The timeline position of a packet's first sample (negative for a
     /// reordered packet from before the recording's start).
     fn place(&mut self, side: Side, ssrc: u32, timestamp: u32, arrival: u64) -> i64 {
+        let written = self.written as i64;
         let (ch, stats) = (&mut self.ch[side as usize], &mut self.stats[side as usize]);
+        let mut pos = arrival.max(self.written) as i64;
         if let Some(b) = ch.base {
             if b.ssrc == ssrc {
                 // Signed distance: reordered packets sit before the base,
                 // and the 32-bit timestamp may wrap.
                 let d = i64::from(timestamp.wrapping_sub(b.timestamp) as i32);
-                let pos = b.pos + d;
-                if (pos - arrival as i64).abs() <= MAX_SKEW {
-                    return pos;
+                let by_timestamp = b.pos + d;
+                let lagging = by_timestamp < written && by_timestamp >= ch.newest_end;
+                if (by_timestamp - arrival as i64).abs() <= MAX_SKEW && !lagging {
+                    return by_timestamp;
+                }
+                if lagging {
+                    // Half a window before its arrival: room for the
+                    // jitter of the packets after it.
+                    pos = (arrival.saturating_sub(REORDER_WINDOW / 2) as i64).max(written);
                 }
             }
             stats.rebases += 1;
         }
         // Never before what is written: a new stream is not late.
-        let pos = arrival.max(self.written) as i64;
         ch.base = Some(Base {
             ssrc,
             timestamp,
             pos,
         });
+        ch.newest_end = pos;
         pos
     }
 
@@ -349,6 +366,56 @@ mod tests {
             assert_eq!(t.stats(Caller).late_samples, late, "{name}: late");
             assert_eq!(t.stats(Caller).rebases, rebases, "{name}: rebases");
         }
+    }
+
+    /// Both sides talk in 20 ms packets for `packets` packets; the
+    /// caller's packet `i` arrives `caller_delay(i)` samples late. Returns
+    /// the caller's samples in the recording that are its tone, and the
+    /// timeline.
+    fn caller_kept(packets: u32, caller_delay: impl Fn(u32) -> u64) -> (usize, Timeline) {
+        let pushes: Vec<_> = (0..packets)
+            .flat_map(|i| {
+                let at = u64::from(i) * 160;
+                [
+                    (Callee, 9, i * 160, tone(5, 160), at),
+                    (Caller, 1, i * 160, tone(1, 160), at + caller_delay(i)),
+                ]
+            })
+            .collect();
+        let mut pushes = pushes;
+        // In arrival order, as the relay hands them over.
+        pushes.sort_by_key(|p| p.4);
+        let mut t = Timeline::new();
+        let (l, _) = run(&mut t, &pushes);
+        (l.iter().filter(|&&s| s == 1).count(), t)
+    }
+
+    /// A side whose packets all come later from some point on (a path's
+    /// delay step between the window and the jump limit) or drift behind
+    /// (a slow clock) is rebased, not dropped for the rest of the call.
+    #[test]
+    fn a_side_that_falls_behind_as_a_whole_keeps_its_audio() {
+        let all = 300 * 160;
+        for (name, delay) in [
+            ("no delay", Box::new(|_| 0u64) as Box<dyn Fn(u32) -> u64>),
+            (
+                "300 ms step",
+                Box::new(|i| if i >= 100 { 2_400 } else { 0 }),
+            ),
+            (
+                "600 ms step",
+                Box::new(|i| if i >= 100 { 4_800 } else { 0 }),
+            ),
+            // 1.25 % slow: 2 samples later each packet, 600 behind at the end.
+            ("slow clock", Box::new(|i| u64::from(i) * 2)),
+        ] {
+            let (kept, t) = caller_kept(300, delay);
+            assert_eq!(kept, all, "{name}: the caller's audio");
+            assert_eq!(t.stats(Caller).late_samples, 0, "{name}");
+        }
+        // Reordering within a side is still placed by timestamp.
+        let (kept, t) = caller_kept(300, |i| if i % 10 == 3 { 320 } else { 0 });
+        assert_eq!((kept, t.stats(Caller).rebases), (all, 0));
     }
 
     #[test]
