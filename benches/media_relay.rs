@@ -42,7 +42,7 @@ fn table(c: &mut Criterion) {
                 rtcp: base + 3,
             },
         };
-        r.add_streams(u64::from(i), &[ports], Some(0), 0);
+        r.add_streams(u64::from(i), &[ports], Some(0), [None, None], 0);
         r.update(
             u64::from(i),
             0,

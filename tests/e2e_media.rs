@@ -326,6 +326,115 @@ fn a_call_is_relayed_both_ways_and_recorded_left_caller_right_callee() {
     assert_eq!((state.as_str(), reason.as_str()), ("recorded", ""));
 }
 
+/// RTP bleed: a stranger (127.0.0.9) who sprays a call's relay ports
+/// before either side's first packet (and first RTCP) must not become a
+/// leg's source: it hears nothing, injects nothing, and the call's media
+/// goes where the SDP and the signalling said (trials, 2026-12-02: the
+/// stranger took over the callee's leg and got the caller's audio).
+#[test]
+fn a_stranger_spraying_the_relay_ports_first_takes_over_no_leg() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec_dir = dir.path().join("recordings");
+    let base = free_ports(8);
+    let uas_port = free_port();
+    let st = Siptrack::start(&config(
+        uas_port,
+        true,
+        (base, base + 7),
+        &rec_dir.display().to_string(),
+    ));
+    let caller = RtpEndpoint::bind(free_port());
+    let callee = RtpEndpoint::bind(free_port());
+    let stranger = RtpEndpoint::bind_on("127.0.0.9", 0);
+    let uas = Sipp::uas("uas_media.xml")
+        .port(uas_port)
+        .arg("-key")
+        .arg("rtp_port")
+        .arg(callee.port().to_string())
+        .pause_ms(500)
+        .spawn();
+    let uac = Sipp::uac("uac_media.xml", st.sip_addr())
+        .calls(1)
+        .arg("-key")
+        .arg("rtp_port")
+        .arg(caller.port().to_string())
+        .pause_ms(3500)
+        .spawn();
+    let invite = wait_for(&uas, "INVITE at the UAS", |m| {
+        m.dir == Dir::Received && m.is_request("INVITE")
+    });
+    let ok = wait_for(&uac, "200 at the UAC", |m| {
+        m.dir == Dir::Received && m.is_response(200) && m.cseq_method().as_deref() == Some("INVITE")
+    });
+    let to_siptrack_from_callee = sdp_media_addr(body(&invite)).expect("SDP in the INVITE");
+    let to_siptrack_from_caller = sdp_media_addr(body(&ok)).expect("SDP in the 200");
+    // RTP and RTCP to every port of the call, before anybody talks.
+    let rtp = [0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0x99, 0x99];
+    let rtcp = [0x80, 201, 0, 1, 0, 0, 0x99, 0x99];
+    for a in [to_siptrack_from_callee, to_siptrack_from_caller] {
+        let rtcp_port = std::net::SocketAddr::new(a.ip(), a.port() + 1);
+        for _ in 0..5 {
+            stranger.send_raw(a, &rtp);
+            stranger.send_raw(rtcp_port, &rtcp);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let a = caller.send_tone(to_siptrack_from_caller, 440.0, PACKETS, 0x1111);
+    let b = callee.send_tone(to_siptrack_from_callee, 1000.0, PACKETS, 0x2222);
+    // Their first RTCP: relayed to the other side's SDP address, not to
+    // the stranger who came first.
+    for (ep, rtcp_to) in [
+        (&caller, to_siptrack_from_caller),
+        (&callee, to_siptrack_from_callee),
+    ] {
+        ep.send_raw(
+            std::net::SocketAddr::new(rtcp_to.ip(), rtcp_to.port() + 1),
+            &rtcp,
+        );
+    }
+    a.join().expect("caller tone");
+    b.join().expect("callee tone");
+    let uac_run = uac.wait();
+    let uas_run = uas.wait_at_most(Duration::from_secs(5));
+    assert_eq!(
+        uac_run.successful(),
+        1,
+        "{}\n{}",
+        uac_run.summary(),
+        uas_run.summary()
+    );
+    assert!(
+        stranger.received().is_empty(),
+        "the stranger got {} datagrams",
+        stranger.received().len()
+    );
+    for (name, ep, from, hears) in [
+        ("caller", &caller, to_siptrack_from_caller, 1000.0),
+        ("callee", &callee, to_siptrack_from_callee, 440.0),
+    ] {
+        let got = ep.received();
+        let audio = got.iter().filter(|(src, _)| *src == from).count() as u32;
+        assert!(
+            audio >= PACKETS * 9 / 10,
+            "{name} got {audio} of {PACKETS} packets from {from}"
+        );
+        assert!(
+            got.iter().all(|(_, d)| d.len() != rtp.len()),
+            "{name} got the stranger's packets"
+        );
+        let pcm = ep.received_pcm();
+        assert!(goertzel(&pcm, hears) > 0.0, "{name} hears {hears} Hz");
+    }
+    let m = metrics_when(&st, |m| m.contains("siptrack_media_sessions 0\n"));
+    assert!(
+        metric(
+            &m,
+            "siptrack_media_dropped_packets_total{reason=\"other_source\"} "
+        ) >= 20,
+        "{m}"
+    );
+}
+
 #[test]
 fn kill_9_mid_call_leaves_a_file_that_is_finalised_as_partial_at_restart() {
     let dir = tempfile::tempdir().expect("tempdir");

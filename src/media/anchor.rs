@@ -66,6 +66,10 @@ pub enum Command {
         session: SessionId,
         streams: Vec<StreamPorts>,
         recorded: Option<usize>,
+        /// The IPs the caller's and the callee's SIP come from (the
+        /// INVITE's source, its next hop): only their hosts and the ones
+        /// their SDP names may become a leg's media source.
+        peers: [Option<IpAddr>; 2],
     },
     /// A leg's SDP for one stream.
     Update {
@@ -117,6 +121,8 @@ struct Call {
     answered: bool,
     recording: RecState,
     started: Millis,
+    /// The caller's and the callee's signalling IPs (`Command::Open`).
+    peers: [Option<IpAddr>; 2],
 }
 
 /// Where a call's recording stands when the call ends.
@@ -272,7 +278,14 @@ impl Anchor {
         });
     }
 
-    fn on_routed(&mut self, req: &Message, hop: &NextHop, now: Millis, patch: &mut Patch) {
+    fn on_routed(
+        &mut self,
+        req: &Message,
+        source: Peer,
+        hop: &NextHop,
+        now: Millis,
+        patch: &mut Patch,
+    ) {
         if hop.call.is_none() {
             return;
         }
@@ -300,6 +313,7 @@ impl Anchor {
                     answered: false,
                     recording: RecState::Undecided,
                     started: now,
+                    peers: [Some(source.addr.ip()), Some(hop.peer.addr.ip())],
                 },
             );
         }
@@ -439,6 +453,7 @@ impl Anchor {
                 session,
                 streams: new,
                 recorded,
+                peers: c.peers,
             });
         }
         let to = other(from);
@@ -509,9 +524,16 @@ impl Anchor {
 pub struct MediaPhase(Arc<Mutex<Anchor>>);
 
 impl FollowingPhase for MediaPhase {
-    fn routed(&mut self, req: &Message, hop: &NextHop, now: Millis, patch: &mut Patch) {
+    fn routed(
+        &mut self,
+        req: &Message,
+        source: Peer,
+        hop: &NextHop,
+        now: Millis,
+        patch: &mut Patch,
+    ) {
         if let Ok(mut a) = self.0.lock() {
-            a.on_routed(req, hop, now, patch);
+            a.on_routed(req, source, hop, now, patch);
         }
     }
 

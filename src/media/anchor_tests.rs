@@ -78,7 +78,11 @@ fn ctx() -> CallCtx<'static> {
 fn invite(an: &mut Anchor, sdp: Option<&str>, tracked: bool) -> String {
     let m = msg("INVITE sip:100@b SIP/2.0", "ft", None, "1 INVITE", sdp);
     let mut p = Patch::new();
-    an.on_routed(&m, &hop(tracked), 0, &mut p);
+    let trunk = Peer {
+        transport: Transport::Udp,
+        addr: a("10.0.0.1:5060"),
+    };
+    an.on_routed(&m, trunk, &hop(tracked), 0, &mut p);
     out(&m, &mut p)
 }
 
@@ -124,7 +128,9 @@ fn early_offer_anchored_both_ways_and_recorded() {
             Command::Open {
                 session: 1,
                 streams,
-                recorded: Some(0)
+                recorded: Some(0),
+                // The trunk the INVITE came from, the PBX it went to.
+                peers: [Some(a("10.0.0.1:1").ip()), Some(a("10.0.0.2:1").ip())],
             },
             Command::Update {
                 session: 1,

@@ -7,8 +7,16 @@
 //! the port cannot inject audio or steal the stream. A re-offer that moves
 //! the far end (new `c=`/port) starts learning again; a hold (`c=0.0.0.0`)
 //! does not. One [`Latch`] per leg and socket (RTP, and RTCP unless muxed).
+//!
+//! Only a packet from the leg's own host may be learned from: the IP its
+//! SDP names, or the IP its SIP comes from (a NAT's public address keeps
+//! the IP and changes the port). Learning from anyone let a stranger who
+//! sprayed the relay's ports before a leg's first packet (or its first
+//! RTCP, seconds into the call) take the leg over: hear the call, inject
+//! audio, and aim the call's media at a third address (trials,
+//! 2026-12-02: 515 packets out for one in, to an address nobody named).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// What to do with a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +33,8 @@ pub enum Verdict {
 pub struct Latch {
     /// Where the leg's SDP says it receives.
     advertised: Option<SocketAddr>,
+    /// The IP the leg's SIP messages come from.
+    peer: Option<IpAddr>,
     learned: Option<SocketAddr>,
     on_hold: bool,
     dropped: u64,
@@ -38,12 +48,33 @@ impl Latch {
         l
     }
 
+    /// The leg's signalling peer: packets from its IP may be learned.
+    pub fn set_peer(&mut self, peer: Option<IpAddr>) {
+        self.peer = peer;
+    }
+
+    /// Whether a first packet from `src` may become the leg's source: it
+    /// comes from the host the SDP names or the host the leg's SIP comes
+    /// from. A leg that names neither (replay tests) learns from anyone.
+    fn may_learn(&self, src: SocketAddr) -> bool {
+        match (self.advertised, self.peer) {
+            (None, None) => true,
+            (advertised, peer) => {
+                advertised.is_some_and(|a| a.ip() == src.ip()) || peer == Some(src.ip())
+            }
+        }
+    }
+
     /// Judges a packet from `src` on this leg's socket.
     pub fn on_packet(&mut self, src: SocketAddr) -> Verdict {
         match self.learned {
-            None => {
+            None if self.may_learn(src) => {
                 self.learned = Some(src);
                 Verdict::Learned
+            }
+            None => {
+                self.dropped += 1;
+                Verdict::Drop
             }
             Some(a) if a == src => Verdict::Accept,
             Some(_) => {
@@ -148,7 +179,7 @@ mod tests {
     fn latch_table() {
         use Ev::*;
         use Verdict::*;
-        let rows: [(&str, Vec<Ev>, u64); 5] = [
+        let rows: [(&str, Vec<Ev>, u64); 7] = [
             (
                 "NAT: learns the real source, sends there, drops a stranger",
                 vec![
@@ -177,7 +208,7 @@ mod tests {
                     Pkt("198.51.100.7:61000", Learned),
                     Offer("10.0.0.9:5000", true),
                     Dest(Some("10.0.0.9:5000")),
-                    Pkt("198.51.100.9:62000", Learned),
+                    Pkt("10.0.0.9:5002", Learned),
                     Pkt("198.51.100.7:61000", Drop),
                 ],
                 1,
@@ -195,6 +226,21 @@ mod tests {
                 0,
             ),
             (
+                "a stranger first: not learned, the leg's host still is",
+                vec![
+                    Pkt("203.0.113.66:4000", Drop),
+                    Dest(Some("10.0.0.5:4000")),
+                    Pkt("198.51.100.7:40000", Learned),
+                    Pkt("203.0.113.66:4000", Drop),
+                ],
+                2,
+            ),
+            (
+                "the SDP's host on another port (no NAT, another socket)",
+                vec![Pkt("10.0.0.5:4002", Learned), Pkt("10.0.0.5:4000", Drop)],
+                1,
+            ),
+            (
                 "IPv6 leg",
                 vec![
                     Pkt("[2001:db8::7]:5004", Learned),
@@ -206,6 +252,12 @@ mod tests {
         ];
         for (name, events, dropped) in rows {
             let mut l = Latch::new(Some(a("10.0.0.5:4000")));
+            // The leg's SIP came from its NAT's public address.
+            l.set_peer(Some(if name == "IPv6 leg" {
+                "2001:db8::7".parse().expect("ip")
+            } else {
+                "198.51.100.7".parse().expect("ip")
+            }));
             for (i, e) in events.iter().enumerate() {
                 match e {
                     Pkt(src, want) => assert_eq!(l.on_packet(a(src)), *want, "{name} #{i}"),

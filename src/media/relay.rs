@@ -13,7 +13,7 @@
 //! dropped and counted.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::latch::{Activity, Latch, Verdict};
 use super::ports::PortPair;
@@ -179,12 +179,15 @@ impl Relay {
     }
 
     /// Adds streams to a session (creating it at `now`). `recorded` names
-    /// the stream the recorder hears, when the first call sets it.
+    /// the stream the recorder hears, when the first call sets it; `peers`
+    /// are the caller's and the callee's signalling IPs, whose hosts each
+    /// leg may learn its source from ([`Latch`]).
     pub fn add_streams(
         &mut self,
         id: SessionId,
         streams: &[StreamPorts],
         recorded: Option<usize>,
+        peers: [Option<IpAddr>; 2],
         now: u64,
     ) {
         let s = self.sessions.entry(id).or_insert_with(|| Session {
@@ -215,10 +218,12 @@ impl Relay {
                     );
                 }
             }
-            s.streams.push(Stream {
-                ports: *p,
-                legs: Default::default(),
-            });
+            let mut legs: [Leg; 2] = Default::default();
+            for (leg, peer) in legs.iter_mut().zip(peers) {
+                leg.rtp.set_peer(peer);
+                leg.rtcp.set_peer(peer);
+            }
+            s.streams.push(Stream { ports: *p, legs });
         }
     }
 
@@ -436,6 +441,21 @@ mod tests {
                 0,
             ),
             (
+                "a stranger before a leg's first packet is not learned: no bleed, no reflection",
+                vec![
+                    Sdp(Caller, caller()),
+                    Sdp(Callee, callee()),
+                    Pkt(30002, "203.0.113.9:4000", &RTP, None, None),
+                    Pkt(30003, "203.0.113.9:4001", &RTCP_RR, None, None),
+                    Pkt(30000, "198.51.100.1:6000", &RTP, Some((30002, "10.0.0.2:5000")), Some(Caller)),
+                    Pkt(30001, "198.51.100.1:6001", &RTCP_RR, Some((30003, "10.0.0.2:5001")), None),
+                    Pkt(30002, "10.0.0.2:5000", &RTP, Some((30000, "198.51.100.1:6000")), Some(Callee)),
+                ],
+                3,
+                2,
+                0,
+            ),
+            (
                 "early: the callee's address is not known yet; still recorded",
                 vec![
                     Sdp(Caller, caller()),
@@ -549,9 +569,14 @@ mod tests {
                 0,
             ),
         ];
+        // The caller's SIP comes from its NAT's public address.
+        let peers = [
+            Some(a("198.51.100.1:5060").ip()),
+            Some(a("10.0.0.2:5060").ip()),
+        ];
         for (name, events, relayed, other, no_dest) in rows {
             let mut r = Relay::new(60_000);
-            r.add_streams(7, &[ports()], Some(0), 0);
+            r.add_streams(7, &[ports()], Some(0), peers, 0);
             let mut now = 0;
             for (i, e) in events.into_iter().enumerate() {
                 match e {
@@ -584,7 +609,7 @@ mod tests {
     #[test]
     fn latching_is_reported_and_close_frees_every_port() {
         let mut r = Relay::new(0);
-        r.add_streams(1, &[ports()], Some(0), 0);
+        r.add_streams(1, &[ports()], Some(0), [None, None], 0);
         r.on_packet(30000, a("198.51.100.1:6000"), &RTP, 5);
         let ev: Vec<_> = r.take_events().collect();
         assert_eq!(
@@ -607,7 +632,7 @@ mod tests {
         assert_eq!(r.stats.dropped_unknown_port, 1);
         assert!(r.close(1).is_none());
         // A second stream is added later (a re-offer with video): not recorded.
-        r.add_streams(2, &[ports()], Some(0), 0);
+        r.add_streams(2, &[ports()], Some(0), [None, None], 0);
         let more = StreamPorts {
             caller: PortPair {
                 rtp: 30010,
@@ -618,7 +643,7 @@ mod tests {
                 rtcp: 30013,
             },
         };
-        r.add_streams(2, &[more], None, 0);
+        r.add_streams(2, &[more], None, [None, None], 0);
         r.update(2, 1, Side::Callee, sdp("10.0.0.2:5010", false, false), 0);
         let h = r.on_packet(30010, a("10.0.0.1:4010"), &RTP, 1);
         assert_eq!(h.send, Some((30012, a("10.0.0.2:5010"))));

@@ -67,12 +67,14 @@ impl RelayCore {
                 session,
                 streams,
                 recorded,
+                peers,
             } => {
                 for s in &streams {
                     out.opened
                         .extend([s.caller.rtp, s.caller.rtcp, s.callee.rtp, s.callee.rtcp]);
                 }
-                self.relay.add_streams(session, &streams, recorded, now);
+                self.relay
+                    .add_streams(session, &streams, recorded, peers, now);
             }
             Command::Update {
                 session,
@@ -184,6 +186,7 @@ mod tests {
                 session: 4,
                 streams: vec![ports],
                 recorded: Some(0),
+                peers: [None, None],
             },
             0,
         );

@@ -389,6 +389,7 @@ mod tests {
             session: 1,
             streams: vec![streams],
             recorded: None,
+            peers: [None, None],
         });
         relay.send(Command::Update {
             session: 1,

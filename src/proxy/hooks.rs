@@ -84,8 +84,17 @@ pub trait ProxyPhases: Send {
 /// it sees where each new request was routed and every later message of
 /// the call, and edits through the same `Patch`; it never routes.
 pub trait FollowingPhase: Send {
-    /// A new out-of-dialog request the router accepted, with its next hop.
-    fn routed(&mut self, _req: &Message, _hop: &NextHop, _now: Millis, _patch: &mut Patch) {}
+    /// A new out-of-dialog request the router accepted, from `source`,
+    /// with its next hop.
+    fn routed(
+        &mut self,
+        _req: &Message,
+        _source: Peer,
+        _hop: &NextHop,
+        _now: Millis,
+        _patch: &mut Patch,
+    ) {
+    }
 
     fn in_dialog_request(
         &mut self,
@@ -119,7 +128,7 @@ impl ProxyPhases for Chain {
     ) -> Result<NextHop, Refusal> {
         let hop = self.router.initial_request(req, source, now, patch)?;
         for p in &mut self.then {
-            p.routed(req, &hop, now, patch);
+            p.routed(req, source, &hop, now, patch);
         }
         Ok(hop)
     }

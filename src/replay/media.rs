@@ -273,6 +273,7 @@ mod tests {
             session,
             streams: vec![ports(base)],
             recorded: Some(0),
+            peers: [None, None],
         };
         // (name, commands, source, port it arrives on)
         let rows: Vec<(&str, Vec<Command>, &str, Option<u16>)> = vec![
@@ -380,6 +381,7 @@ mod tests {
                     session,
                     streams: vec![ports(base)],
                     recorded: Some(0),
+                    peers: [None, None],
                 },
                 0,
             );

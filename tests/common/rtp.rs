@@ -25,7 +25,12 @@ pub struct RtpEndpoint {
 
 impl RtpEndpoint {
     pub fn bind(port: u16) -> RtpEndpoint {
-        let socket = UdpSocket::bind(("127.0.0.1", port)).expect("bind the RTP endpoint");
+        Self::bind_on("127.0.0.1", port)
+    }
+
+    /// As [`RtpEndpoint::bind`], on another loopback address (a stranger).
+    pub fn bind_on(ip: &str, port: u16) -> RtpEndpoint {
+        let socket = UdpSocket::bind((ip, port)).expect("bind the RTP endpoint");
         socket
             .set_read_timeout(Some(Duration::from_millis(50)))
             .expect("read timeout");
