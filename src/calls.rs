@@ -31,6 +31,18 @@ pub struct CallInfo {
     pub visit: crate::tracking::VisitFields,
 }
 
+impl CallInfo {
+    /// The call's visit as leads, the API and the CRM name it: a pool
+    /// call's visit id, a static number's marker (SPEC T-2: X-Roistat
+    /// carries the marker then), empty without either.
+    pub fn lead_visit(&self) -> &str {
+        self.visit_id
+            .as_deref()
+            .or(self.marker.as_deref())
+            .unwrap_or_default()
+    }
+}
+
 /// The visit data a call carries, under the names of SPEC C-2a: (name in
 /// the API and webhooks, visit field).
 pub const VISIT_COLUMNS: &[(&str, &str)] = &[

@@ -17,6 +17,9 @@ pub struct PhoneRules {
     /// Digits of a national significant number; 0 when it varies, in
     /// which case only the trunk-prefix rule applies.
     pub national_length: usize,
+    /// Callers dial abroad with `810` (trunk 8, then 10) besides `00`
+    /// (Russia, Belarus).
+    pub international_810: bool,
 }
 
 impl Default for PhoneRules {
@@ -32,6 +35,7 @@ impl PhoneRules {
             country_code: country_code.to_string(),
             trunk_prefix: trunk_prefix.to_string(),
             national_length: national_length(country_code),
+            international_810: matches!(country_code, "7" | "375") && trunk_prefix == "8",
         }
     }
 }
@@ -217,6 +221,14 @@ impl<'a> Plan<'a> {
             }
             return Some(plan);
         }
+        // `8 10` is how callers in Russia and Belarus dial abroad (trial,
+        // 2026-12-02: `810442079460922` became `+810…`, a Japanese
+        // number). No national number starts with it, and the shortest
+        // number abroad (a country code and 7 digits) makes 12 with it.
+        if rules.international_810 && count >= 12 && plan.starts_with(b"810") {
+            plan.skip = 3;
+            return Some(plan);
+        }
         let n = rules.national_length;
         let trunk = rules.trunk_prefix.as_bytes();
         if !trunk.is_empty() && plan.starts_with(trunk) {
@@ -315,6 +327,10 @@ pub fn normalize_user(user: &str, rules: &PhoneRules) -> Normalized {
 /// usual user part is normalised at once, and only one it rejects is
 /// searched for escapes, where every user part was searched first.
 pub fn normalize_user_into(user: &str, rules: &PhoneRules, out: &mut String) -> bool {
+    if normalize_into(user, rules, out) {
+        return true;
+    }
+    let user = subscriber(user);
     normalize_into(user, rules, out)
         || (user.contains('%') && unescaped(user).is_some_and(|u| normalize_into(&u, rules, out)))
 }
@@ -323,18 +339,34 @@ pub fn normalize_user_into(user: &str, rules: &PhoneRules, out: &mut String) -> 
 /// looked for only when the user part as it came is no number).
 pub fn normalize_user_smol(user: &str, rules: &PhoneRules) -> Option<SmolStr> {
     normalize_smol(user, rules).or_else(|| {
-        if user.contains('%') {
-            unescaped(user).and_then(|u| normalize_smol(&u, rules))
-        } else {
-            None
-        }
+        let user = subscriber(user);
+        normalize_smol(user, rules).or_else(|| {
+            if user.contains('%') {
+                unescaped(user).and_then(|u| normalize_smol(&u, rules))
+            } else {
+                None
+            }
+        })
     })
+}
+
+/// A user part's number without its parameters: a `user=phone` URI
+/// carries a telephone-subscriber with them (RFC 3966, RFC 4694:
+/// `+79161230004;npdi;rn=+79160000000`). They are no part of the caller's
+/// number (trial, 2026-12-02: `+79161230004;npdi` reached the CRM as the
+/// phone).
+fn subscriber(user: &str) -> &str {
+    user.split_once(';').map_or(user, |(number, _)| number)
 }
 
 /// [`normalize_user`] appended to a byte buffer, as [`normalize_append`]
 /// (escapes looked for only when the user part as it came is no number,
 /// as in [`normalize_user_into`]).
 pub fn normalize_user_append(user: &str, rules: &PhoneRules, out: &mut Vec<u8>) -> bool {
+    if normalize_append(user, rules, out) {
+        return true;
+    }
+    let user = subscriber(user);
     normalize_append(user, rules, out)
         || (user.contains('%') && unescaped(user).is_some_and(|u| normalize_append(&u, rules, out)))
 }
@@ -387,7 +419,10 @@ pub fn format_for_crm(value: &str, pattern: &str, rules: &PhoneRules) -> String 
     if slots == 0 || value.len() < slots || !value.bytes().all(|b| b.is_ascii_digit()) {
         return value.to_string();
     }
-    if value.len() > slots && !is_domestic(value, rules) {
+    // A normalised number is in international form: one of the pattern's
+    // length that is not domestic is foreign too (`+4930123456`, 10
+    // digits, went as `8 (493) 012-34-56`; trial, 2026-12-02).
+    if !is_domestic(value, rules) {
         return format!("+{value}");
     }
     let mut digits = value[value.len() - slots..].chars();
@@ -621,6 +656,12 @@ mod tests {
             ("8", "7", "8", n("8")),
             ("0 30 12345678", "49", "0", n("493012345678")),
             ("0612 345 67", "45", "0", n("4561234567")),
+            // 8 10: Russia's and Belarus's own way abroad.
+            ("810442079460922", "7", "8", n("442079460922")),
+            ("8 10 1 650 555 2222", "7", "8", n("16505552222")),
+            ("810 375 17 123 45 67", "375", "8", n("375171234567")),
+            ("81012345", "7", "8", n("81012345")),
+            ("810442079460922", "49", "0", n("810442079460922")),
         ] {
             assert_eq!(
                 normalize(input, &rules(cc, trunk)),
@@ -640,6 +681,11 @@ mod tests {
             ("%2B7%20916%201234567", n("79161234567")),
             ("%2b79161234567", n("79161234567")),
             ("89161234567", n("79161234567")),
+            // A telephone-subscriber's parameters are no part of it.
+            ("+79161230004;npdi", n("79161230004")),
+            ("+79161230004;npdi;rn=+79160000000", n("79161230004")),
+            ("8%20916%201230004;isub=12", n("79161230004")),
+            ("anonymous;x=1", not("anonymous;x=1")),
             // Malformed escapes and non-numbers: as they came.
             ("8%2", not("8%2")),
             ("8%zz916", not("8%zz916")),
@@ -647,6 +693,19 @@ mod tests {
             ("user%40host", not("user%40host")),
             ("anonymous", not("anonymous")),
         ] {
+            // The three forms the SIP path uses agree.
+            let number = match &expected {
+                Normalized::Number(d) => Some(d.clone()),
+                Normalized::NotANumber(_) => None,
+            };
+            let smol = normalize_user_smol(user, &r).map(|s| s.to_string());
+            assert_eq!(smol, number, "{user}: smol");
+            let mut appended = Vec::new();
+            let ok = normalize_user_append(user, &r, &mut appended);
+            assert_eq!(
+                ok.then(|| String::from_utf8_lossy(&appended).into_owned()),
+                number
+            );
             assert_eq!(normalize_user(user, &r), expected, "{user}");
         }
         assert_eq!(unescape_user("a%25b").as_deref(), Some("a%b"));
@@ -849,6 +908,7 @@ mod tests {
                 country_code: "7".into(),
                 trunk_prefix: "8".into(),
                 national_length: 10,
+                international_810: true,
             }
         );
         for (cc, len) in [
@@ -913,7 +973,11 @@ mod tests {
             ("anonymous", "+7XXXXXXXXXX", "anonymous"),
             ("", "+7XXXXXXXXXX", ""),
             // Exactly as many digits as Xs, one fewer, and a longer number.
-            ("4991234567", "8 (XXX) XXX-XX-XX", "8 (499) 123-45-67"),
+            // A normalised number is international: ten digits are no
+            // domestic number but one abroad (+49 91234567; trial,
+            // 2026-12-02: +4930123456 went as 8 (493) 012-34-56).
+            ("4991234567", "8 (XXX) XXX-XX-XX", "+4991234567"),
+            ("4930123456", "8 (XXX) XXX-XX-XX", "+4930123456"),
             ("499123456", "8 (XXX) XXX-XX-XX", "499123456"),
             ("9974991234567", "+7XXXXXXXXXX", "+9974991234567"),
             // Only a capital X is a slot.

@@ -237,7 +237,10 @@ fn call_fields(
         "id": call_id,
         "caller": f.phone(&i.caller),
         "callee": f.phone(&i.dialed),
-        "visit_id": i.visit_id.clone().unwrap_or_default(),
+        // The lead's visit: a static number's marker too (trial,
+        // 2026-12-02: the call webhooks said "" where the lead's said the
+        // marker).
+        "visit_id": i.lead_visit(),
         "marker": i.marker.clone().unwrap_or_default(),
         "date": local_time((invite_at_ms / 1000) as i64, f.timezone),
         "duration": duration,
@@ -462,5 +465,13 @@ mod tests {
             assert_eq!(v[k], want, "{k}");
         }
         assert!(call_payload(&c, None, &f).get("link").is_none());
+        // A static number's call: its visit is the marker, as its lead's.
+        let mut stat = c.clone();
+        stat.info.visit_id = None;
+        let v = call_payload(&stat, None, &f);
+        assert_eq!(
+            (&v["visit_id"], &v["marker"]),
+            (&json!("google_cpc"), &json!("google_cpc"))
+        );
     }
 }

@@ -43,12 +43,7 @@ pub fn call_lead(r: &CallRecord) -> NewLead {
             name: String::new(),
             phone: i.caller.to_string(),
             email: String::new(),
-            visit: i
-                .visit_id
-                .as_deref()
-                .or(i.marker.as_deref())
-                .unwrap_or_default()
-                .to_string(),
+            visit: i.lead_visit().to_string(),
         },
         form: String::new(),
         dialed: i.dialed.to_string(),

@@ -123,12 +123,29 @@ pub fn dialed_raw(msg: &Message) -> Option<String> {
     dialed_user(msg).map(|u| lossy(u).into_owned())
 }
 
-/// The caller's number as it came: the From URI's user part.
+/// The caller's number as it came: the From URI's user part, or a `tel:`
+/// URI's number (trial, 2026-12-02: `<tel:+7-916-100-00-12>` made a
+/// withheld caller).
 pub fn caller_raw(msg: &Message) -> SmolStr {
-    msg.header_index(HeaderName::From)
-        .and_then(|h| uri_user(msg, h))
-        .map(|(_, u)| SmolStr::new(lossy(u)))
+    let Some(h) = msg.header_index(HeaderName::From) else {
+        return SmolStr::default();
+    };
+    uri_user(msg, h)
+        .map(|(_, u)| u)
+        .or_else(|| tel_number(msg.bytes(msg.addr(h)?.uri)))
+        .map(|u| SmolStr::new(lossy(u)))
         .unwrap_or_default()
+}
+
+/// The number of a `tel:` URI (its telephone-subscriber without
+/// parameters); None for any other URI.
+fn tel_number(uri: &[u8]) -> Option<&[u8]> {
+    let rest = uri
+        .get(..4)
+        .filter(|s| s.eq_ignore_ascii_case(b"tel:"))
+        .map(|_| &uri[4..])?;
+    let end = rest.iter().position(|&c| c == b';').unwrap_or(rest.len());
+    Some(&rest[..end])
 }
 
 /// The caller as tracking sees it (SPEC T-5).
@@ -169,9 +186,19 @@ pub fn caller_and_from(msg: &Message, rules: &PhoneRules, normalise: bool) -> (C
         return (c, false);
     }
     if is_withheld(&from) {
-        let c = Caller {
-            raw: from,
-            phone: None,
+        // The From hides the number, the network's identity headers may
+        // not: as with `Privacy: id`, theirs is the caller's number (trial,
+        // 2026-12-02: From anonymous with a Remote-Party-ID number made a
+        // withheld lead, though the INVITE carried the number on).
+        let c = match asserted_number(msg, rules).or_else(|| party_number(msg, rules)) {
+            Some((raw, phone)) => Caller {
+                phone: Some(if normalise { phone } else { raw.clone() }),
+                raw,
+            },
+            None => Caller {
+                raw: from,
+                phone: None,
+            },
         };
         return (c, false);
     }
@@ -202,23 +229,39 @@ fn privacy_id(msg: &Message) -> bool {
 fn asserted_number(msg: &Message, rules: &PhoneRules) -> Option<(SmolStr, SmolStr)> {
     msg.headers_named(HeaderName::PAssertedIdentity)
         .flat_map(|h| split_values(msg.bytes(h.value)))
+        .find_map(|v| number_of(&NameAddr::parse(v).ok()?, rules))
+}
+
+/// The calling party's number from the first Remote-Party-ID that names
+/// it (`party=calling`, the default), as [`asserted_number`].
+fn party_number(msg: &Message, rules: &PhoneRules) -> Option<(SmolStr, SmolStr)> {
+    msg.headers_named(HeaderName::RemotePartyId)
+        .flat_map(|h| split_values(msg.bytes(h.value)))
         .find_map(|v| {
             let na = NameAddr::parse(v).ok()?;
-            let uri = na.uri();
-            let user = match uri.get(..4) {
-                Some(s) if s.eq_ignore_ascii_case(b"tel:") => {
-                    let rest = &uri[4..];
-                    let end = rest.iter().position(|&c| c == b';').unwrap_or(rest.len());
-                    &rest[..end]
-                }
-                _ => Uri::parse(uri).ok()?.user()?,
-            };
-            let user = std::str::from_utf8(user).ok()?;
-            if is_withheld(user) {
+            let called = na
+                .param(b"party")
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"called"));
+            if called {
                 return None;
             }
-            normalize_user_smol(user, rules).map(|d| (SmolStr::new(user), d))
+            number_of(&na, rules)
         })
+}
+
+/// A name-addr's phone number: (its user part or `tel:` number as
+/// written, normalised number); None for no number or a withheld word.
+fn number_of(na: &NameAddr, rules: &PhoneRules) -> Option<(SmolStr, SmolStr)> {
+    let uri = na.uri();
+    let user = match tel_number(uri) {
+        Some(number) => number,
+        None => Uri::parse(uri).ok()?.user()?,
+    };
+    let user = std::str::from_utf8(user).ok()?;
+    if is_withheld(user) {
+        return None;
+    }
+    normalize_user_smol(user, rules).map(|d| (SmolStr::new(user), d))
 }
 
 /// The values of a comma-separated header (commas inside quotes and

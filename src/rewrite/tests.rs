@@ -541,15 +541,45 @@ fn the_caller_for_tracking_table() {
             true,
             number("89161234567", "79161234567"),
         ),
-        // No Privacy: id: From decides, a PAI does not.
+        // A withheld From without Privacy: id: the network's identity is
+        // the caller's number as with it (trial, 2026-12-02), P-Asserted-
+        // Identity first, then a Remote-Party-ID of the calling party.
         (
             "anonymous",
             pai("79161234567"),
+            true,
+            number("79161234567", "79161234567"),
+        ),
+        (
+            "anonymous",
+            "Remote-Party-ID: <sip:89161000014@gw>;party=calling;privacy=off;screen=yes\r\n".into(),
+            true,
+            number("89161000014", "79161000014"),
+        ),
+        (
+            "anonymous",
+            "Remote-Party-ID: <sip:89161000014@gw>;party=called\r\n".into(),
             true,
             Caller {
                 raw: "anonymous".into(),
                 ..withheld.clone()
             },
+        ),
+        (
+            "anonymous",
+            "Remote-Party-ID: <sip:anonymous@gw>\r\n".into(),
+            true,
+            Caller {
+                raw: "anonymous".into(),
+                ..withheld.clone()
+            },
+        ),
+        // A number with telephone-subscriber parameters (RFC 4694).
+        (
+            "+79161230004;npdi;rn=+79160000000",
+            String::new(),
+            true,
+            number("+79161230004;npdi;rn=+79160000000", "79161230004"),
         ),
         (
             "89161234567",
@@ -563,6 +593,49 @@ fn the_caller_for_tracking_table() {
             caller(&msg, &r, normalise),
             expected,
             "From {from}, {extra:?}"
+        );
+    }
+}
+
+/// A caller sent as a `tel:` URI is that number, not a withheld caller
+/// (trial, 2026-12-02: every such call made a deal with no phone).
+#[test]
+fn a_tel_uri_caller_is_its_number() {
+    let r = PhoneRules::default();
+    for (from, raw, phone) in [
+        (
+            "<tel:+7-916-100-00-12>",
+            "+7-916-100-00-12",
+            Some("79161000012"),
+        ),
+        (
+            "\"X\" <tel:89161230001;cpc=ordinary>",
+            "89161230001",
+            Some("79161230001"),
+        ),
+        (
+            "<TEL:1230002;phone-context=+7495>",
+            "1230002",
+            Some("1230002"),
+        ),
+        ("<tel:anonymous>", "anonymous", None),
+    ] {
+        let text = format!(
+            "INVITE sip:74951111111@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\n\
+             Max-Forwards: 70\r\n\
+             From: {from};tag=f1\r\n\
+             To: <sip:74951111111@127.0.0.1>\r\n\
+             Call-ID: c1@x\r\n\
+             CSeq: 1 INVITE\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let msg = Message::parse(Bytes::from(text), true).expect("parses");
+        let c = caller(&msg, &r, true);
+        assert_eq!(
+            (c.raw.as_str(), c.phone.as_deref()),
+            (raw, phone),
+            "From {from}"
         );
     }
 }
