@@ -1385,6 +1385,41 @@ fn untrusted_requests_get_one_small_stateless_reply() {
     assert_eq!(rig.proxy.active_transactions(), 0);
 }
 
+/// No reflection with gain: a minimal request in compact form from an
+/// untrusted source gets no reply larger than itself (trial, 2026-12-02:
+/// 105 bytes in, 157 out); a trusted source still hears its refusal.
+#[test]
+fn an_untrusted_source_never_gets_more_bytes_than_it_sent() {
+    let mut rig = Rig::new();
+    let compact = |from: &str, branch: &str| {
+        format!(
+            "INVITE sip:1@127.0.0.1 SIP/2.0\r\nv:SIP/2.0/UDP {from};branch=z9hG4bK{branch}\r\n\
+             f:<sip:a@b>;tag=1\r\nt:<sip:1@c>\r\ni:{branch}\r\nCSeq:1 INVITE\r\n\r\n"
+        )
+    };
+    let text = compact("192.0.2.1:5060", "a1");
+    rig.recv_at(0, udp("192.0.2.1:5060"), &text);
+    let sent = rig.take();
+    assert!(
+        sent.iter().all(|m| m.text.len() <= text.len()),
+        "{} bytes in, out: {:?}",
+        text.len(),
+        sent.iter().map(|m| m.text.len()).collect::<Vec<_>>()
+    );
+    assert_eq!(rig.proxy.stats.replies_suppressed, 1);
+    // A request as large as its refusal still gets one.
+    let pad = format!("X-Pad: {}\r\n", "a".repeat(200));
+    let text = request("INVITE", "sip:100@127.0.0.1:5060", "a2", "pad@x", &pad)
+        .replace(CALLER, "192.0.2.1:5060");
+    rig.recv_at(1, udp("192.0.2.1:5060"), &text);
+    let sent = rig.take();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].status(), Some(403));
+    // The trunk's own malformed compact request is answered whatever its size.
+    let text = compact(CALLER, "a3").replace("CSeq:1 INVITE", "CSeq:x");
+    assert_eq!(only_reply(&mut rig, udp(CALLER), &text).status(), Some(400));
+}
+
 #[test]
 fn cseq_must_be_below_2_pow_31() {
     let mut rig = Rig::new();
