@@ -1088,11 +1088,11 @@ fn full_disk_costs_no_call_and_leaves_no_lying_wav() {
         "write errors and unrecorded (disk) on /metrics\n{}",
         rig.metrics()
     );
-    // Whatever is left never claims more than it holds.
-    for f in wav_files(&rig.recordings) {
-        let w = read_wav_file(&f).expect("a WAV");
-        assert!(!w.lies(), "{}: {w:?}", f.display());
-    }
+    // The cut file is no recording anything links to: it is gone, so it
+    // neither keeps the disk full nor is taken for a crash's file at the
+    // next start (trial, 2026-12-02).
+    let left = wav_files(&rig.recordings);
+    assert!(left.is_empty(), "files left on the full disk: {left:?}");
 }
 
 #[test]

@@ -76,7 +76,7 @@ const CASES: &[Case] = &[
     Case {
         dir: "corpus-rtp-g711",
         call_id: "12013223@200.57.7.195",
-        sha256: "95adace88a6b7a05c00b312bd90bf4588edd190d16cb2934dbc2e594cc408029",
+        sha256: "bf6234e22b28eeee15da60d819890c819227b949359262cc80fd0692b069d805",
         fed: 1453,
         tones: None,
         longest_gap: None,

@@ -24,6 +24,17 @@ pub struct MediaMetrics {
     pub unrecorded_disk: AtomicU64,
     /// Answered calls in which no audio packet came either way.
     pub unrecorded_no_media: AtomicU64,
+    /// Recordings that heard media of no G.711 type only (the answer
+    /// allowed G.711 but both sides used another codec): the writer's
+    /// count, beside the media phase's `unrecorded_codec`.
+    pub unrecorded_codec_in_media: AtomicU64,
+    /// Of finished recordings: audio samples that came too late to be
+    /// placed (reordered beyond the window), new bases (SSRC changes,
+    /// timestamp jumps, a side that fell behind), and packets of payload
+    /// types not recorded.
+    pub recording_late_samples: AtomicU64,
+    pub recording_rebases: AtomicU64,
+    pub recording_other_payload_packets: AtomicU64,
     pub unrecorded_disabled: AtomicU64,
 }
 
@@ -94,7 +105,10 @@ impl MediaMetrics {
             "Tracked calls without a recording, by reason",
             &[
                 ("reason=\"no_ports\"", g(&self.unrecorded_no_ports)),
-                ("reason=\"codec\"", g(&self.unrecorded_codec)),
+                (
+                    "reason=\"codec\"",
+                    g(&self.unrecorded_codec) + g(&self.unrecorded_codec_in_media),
+                ),
                 ("reason=\"disk\"", g(&self.unrecorded_disk)),
                 ("reason=\"no_media\"", g(&self.unrecorded_no_media)),
                 ("reason=\"disabled\"", g(&self.unrecorded_disabled)),
@@ -111,6 +125,24 @@ impl MediaMetrics {
             "counter",
             "Packets not recorded because the recorder queue was full",
             &[("", g(&self.recorder_queue_overflow))],
+        );
+        line(
+            "siptrack_recording_late_samples_total",
+            "counter",
+            "Audio samples (8 kHz) left out of finished recordings for coming too late",
+            &[("", g(&self.recording_late_samples))],
+        );
+        line(
+            "siptrack_recording_rebases_total",
+            "counter",
+            "New timeline bases in finished recordings (SSRC change, timestamp jump, a side fallen behind)",
+            &[("", g(&self.recording_rebases))],
+        );
+        line(
+            "siptrack_recording_other_payload_packets_total",
+            "counter",
+            "Packets of finished recordings in a payload type not recorded (not G.711, events or CN)",
+            &[("", g(&self.recording_other_payload_packets))],
         );
         line(
             "siptrack_recordings_repaired_total",
@@ -132,12 +164,17 @@ mod tests {
         m.relayed_packets.store(7, Relaxed);
         m.dropped_other_source.store(2, Relaxed);
         m.unrecorded_codec.store(1, Relaxed);
+        m.unrecorded_codec_in_media.store(1, Relaxed);
+        m.recording_late_samples.store(160, Relaxed);
         m.send_errors.store(3, Relaxed);
         let text = m.render();
         for want in [
             "siptrack_media_relayed_packets_total 7\n",
             "siptrack_media_dropped_packets_total{reason=\"other_source\"} 2\n",
-            "siptrack_unrecorded_calls_total{reason=\"codec\"} 1\n",
+            "siptrack_unrecorded_calls_total{reason=\"codec\"} 2\n",
+            "siptrack_recording_late_samples_total 160\n",
+            "siptrack_recording_rebases_total 0\n",
+            "siptrack_recording_other_payload_packets_total 0\n",
             "siptrack_unrecorded_calls_total{reason=\"disabled\"} 0\n",
             "siptrack_media_sessions 0\n",
             "siptrack_media_send_errors_total 3\n",

@@ -152,6 +152,8 @@ pub struct Summary {
     pub callee: SideStats,
     /// Packets of payload types that are neither G.711, events nor CN.
     pub unsupported_packets: u64,
+    /// The first such packet's payload type.
+    pub unsupported_type: Option<u8>,
     /// Datagrams that were not RTP.
     pub malformed_packets: u64,
     /// Set when writing failed; the file then holds what came before.
@@ -197,6 +199,7 @@ impl<W: Write + Seek> Recorder<W> {
             Some(Codec::ComfortNoise) => return,
             None => {
                 self.summary.unsupported_packets += 1;
+                self.summary.unsupported_type.get_or_insert(p.payload_type);
                 return;
             }
         }
@@ -246,12 +249,23 @@ impl<W: Write + Seek> Recorder<W> {
     }
 
     /// Writes what is left, finalises the header and hands back the writer
-    /// (the caller fsyncs a file) with the summary.
-    pub fn finish(mut self) -> (Option<W>, Summary) {
+    /// (the caller fsyncs a file) with the summary. `end_ms`: when the
+    /// call ended, after the recording's start: silence after the last
+    /// packet is written up to it, so the file is as long as the call
+    /// (trial, 2026-12-02: a call that ended in 2 s of silence had a WAV
+    /// 2 s shorter than its duration). A recording that heard no audio
+    /// gets none: its file is not kept.
+    pub fn finish(mut self, end_ms: Option<u64>) -> (Option<W>, Summary) {
         if self.summary.failed.is_none() {
+            let heard = self.timeline.stats(Side::Caller).packets
+                + self.timeline.stats(Side::Callee).packets
+                > 0;
+            let end = end_ms
+                .filter(|_| heard)
+                .map_or(0, |ms| ms.saturating_mul(8));
             let wav = &mut self.wav;
             let mut sink = |f: &[i16]| wav.write_frames(f);
-            if let Err(e) = self.timeline.finish(&mut sink) {
+            if let Err(e) = self.timeline.finish_at(end, &mut sink) {
                 self.summary.failed = Some(e.into());
             }
         }
@@ -363,7 +377,7 @@ mod tests {
         r.on_rtp(Side::Caller, &rtp(18, 62, 8160, 1, &[0; 20]), 1120);
         r.on_rtp(Side::Caller, &rtp(13, 63, 8320, 1, &[40]), 1140);
         r.on_rtp(Side::Caller, &[0x80, 0], 1160);
-        let (w, s) = r.finish();
+        let (w, s) = r.finish(None);
         let bytes = w.expect("writer").into_inner();
         let pcm = wav::samples(&bytes).expect("complete wav");
         assert_eq!(pcm.len() / 2, 8000);
@@ -427,7 +441,7 @@ mod tests {
                 u64::from(i) * 20,
             );
         }
-        let (_, s) = r.finish();
+        let (_, s) = r.finish(None);
         assert!(
             matches!(s.failed, Some(NoRecording::Disk(ref m)) if m.contains("no space")),
             "{s:?}"

@@ -102,7 +102,10 @@ impl RelayCore {
                     out.closed = closed.ports;
                 }
                 if self.recording.remove(&session) {
-                    out.job = Some(Job::Finish { session });
+                    out.job = Some(Job::Finish {
+                        session,
+                        at_ms: Some(now),
+                    });
                 }
             }
         }
@@ -136,7 +139,10 @@ impl RelayCore {
         sessions.sort_unstable();
         sessions
             .into_iter()
-            .map(|session| Job::Finish { session })
+            .map(|session| Job::Finish {
+                session,
+                at_ms: None,
+            })
             .collect()
     }
 }
@@ -238,7 +244,13 @@ mod tests {
         assert_eq!(c.next_timeout(), None, "reported once");
         let close = c.command(Command::Close { session: 4 }, 70_000);
         assert_eq!(close.closed.len(), 4);
-        assert_eq!(close.job, Some(Job::Finish { session: 4 }));
+        assert_eq!(
+            close.job,
+            Some(Job::Finish {
+                session: 4,
+                at_ms: Some(70_000)
+            })
+        );
         assert_eq!(c.sessions(), 0);
         assert!(c.finish_all().is_empty());
     }

@@ -127,6 +127,16 @@ impl Timeline {
         self.flush_to(self.head, sink)
     }
 
+    /// [`Timeline::finish`], then silence up to `end` (samples since the
+    /// recording started) when the last audio came before it.
+    pub fn finish_at<E>(
+        &mut self,
+        end: u64,
+        sink: &mut impl FnMut(&[i16]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.flush_to(self.head.max(end), sink)
+    }
+
     /// Frames written so far (the recording's length in samples).
     pub fn written(&self) -> u64 {
         self.written

@@ -45,6 +45,11 @@ pub enum Job {
     },
     Finish {
         session: SessionId,
+        /// When the call ended (its BYE, CANCEL or timeout), on the
+        /// relay's clock: the recording is as long as the call, silence
+        /// after the last packet included. None when the relay stops or a
+        /// capture ends (the end is not known).
+        at_ms: Option<u64>,
     },
 }
 
@@ -160,9 +165,10 @@ impl Recordings {
                 }
                 None
             }
-            Job::Finish { session } => {
+            Job::Finish { session, at_ms } => {
                 let o = self.open.remove(&session)?;
-                Some(finish(o, metrics))
+                let end_ms = at_ms.map(|at| at.saturating_sub(o.started_ms));
+                Some(finish(o, metrics, end_ms))
             }
         }
     }
@@ -173,7 +179,7 @@ impl Recordings {
         let mut open: Vec<(SessionId, Open)> = self.open.drain().collect();
         open.sort_by_key(|(s, _)| *s);
         open.into_iter()
-            .map(|(_, o)| finish(o, &self.metrics))
+            .map(|(_, o)| finish(o, &self.metrics, None))
             .collect()
     }
 }
@@ -207,11 +213,14 @@ fn run(rx: Receiver<Job>, recordings: &mut Recordings, done: impl Fn(Outcome)) {
 
 fn start(path: &Path, payloads: Payloads) -> Result<Recorder<BufWriter<File>>, NoRecording> {
     let file = File::create(path).map_err(|e| NoRecording::Disk(e.to_string()))?;
-    Recorder::new(BufWriter::with_capacity(32 * 1024, file), payloads)
+    Recorder::new(BufWriter::with_capacity(32 * 1024, file), payloads).inspect_err(|_| {
+        // Created, but not even its header fits: nothing to keep.
+        let _ = std::fs::remove_file(path);
+    })
 }
 
-fn finish(o: Open, metrics: &MediaMetrics) -> Outcome {
-    let (w, mut summary) = o.recorder.finish();
+fn finish(o: Open, metrics: &MediaMetrics, end_ms: Option<u64>) -> Outcome {
+    let (w, mut summary) = o.recorder.finish(end_ms);
     if summary.failed.is_none() {
         let synced = w
             .ok_or_else(|| "no writer".to_string())
@@ -222,14 +231,42 @@ fn finish(o: Open, metrics: &MediaMetrics) -> Outcome {
         }
     }
     metrics.recordings_finished.fetch_add(1, Relaxed);
+    for (count, n) in [
+        (
+            &metrics.recording_late_samples,
+            summary.caller.late_samples + summary.callee.late_samples,
+        ),
+        (
+            &metrics.recording_rebases,
+            summary.caller.rebases + summary.callee.rebases,
+        ),
+        (
+            &metrics.recording_other_payload_packets,
+            summary.unsupported_packets,
+        ),
+    ] {
+        count.fetch_add(n, Relaxed);
+    }
     if summary.failed.is_none() && summary.caller.packets + summary.callee.packets == 0 {
         // A WAV of silence only would give the CRM a link to nothing.
         let _ = std::fs::remove_file(&o.path);
-        metrics.unrecorded_no_media.fetch_add(1, Relaxed);
+        // Media came, of a codec the answer allowed besides G.711 (trial,
+        // 2026-12-02: both sides sent G.729 and the record said "no media
+        // received").
+        let reason = match summary.unsupported_type {
+            Some(pt) => {
+                metrics.unrecorded_codec_in_media.fetch_add(1, Relaxed);
+                NoRecording::Codec(format!("payload type {pt}"))
+            }
+            None => {
+                metrics.unrecorded_no_media.fetch_add(1, Relaxed);
+                NoRecording::NoMedia
+            }
+        };
         return Outcome {
             call_id: o.call_id,
             file: o.path,
-            result: Err(NoRecording::NoMedia),
+            result: Err(reason),
         };
     }
     let result = match summary.failed.take() {
@@ -237,6 +274,10 @@ fn finish(o: Open, metrics: &MediaMetrics) -> Outcome {
         Some(e) => {
             metrics.recording_write_errors.fetch_add(1, Relaxed);
             metrics.unrecorded_disk.fetch_add(1, Relaxed);
+            // What was written is no recording the call record links to:
+            // left, it kept a full disk full and was taken for a crash's
+            // file at the next start (trial, 2026-12-02).
+            let _ = std::fs::remove_file(&o.path);
             Err(e)
         }
     };
@@ -336,7 +377,27 @@ mod tests {
             w.packet(1, Side::Caller, &rtp(i, u32::from(i) * 160, 0x80), at);
             w.packet(1, Side::Callee, &rtp(i, u32::from(i) * 160, 0x00), at);
         }
-        w.control(Job::Finish { session: 1 });
+        // The call ends 2 s after its last packet: the file runs to its end.
+        w.control(Job::Finish {
+            session: 1,
+            at_ms: Some(3_000),
+        });
+        // Answered, and media came, all of it G.729: a codec reason.
+        w.control(Job::Start {
+            session: 4,
+            call_id: Bytes::from_static(b"g729"),
+            payloads: Payloads::default(),
+            at_ms: 0,
+        });
+        for i in 0..10u16 {
+            let mut g729 = rtp(i, u32::from(i) * 160, 0);
+            g729[1] = 18;
+            w.packet(4, Side::Caller, &g729, u64::from(i) * 20);
+        }
+        w.control(Job::Finish {
+            session: 4,
+            at_ms: Some(1_000),
+        });
         // Answered, but no packet came: no file, and why.
         w.control(Job::Start {
             session: 3,
@@ -344,7 +405,10 @@ mod tests {
             payloads: Payloads::default(),
             at_ms: 0,
         });
-        w.control(Job::Finish { session: 3 });
+        w.control(Job::Finish {
+            session: 3,
+            at_ms: None,
+        });
         // A file that cannot be created (a directory in its place).
         std::fs::create_dir(dir.path().join(link::file_name(b"blocked"))).expect("mkdir");
         w.control(Job::Start {
@@ -355,7 +419,7 @@ mod tests {
         });
         drop(w);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while got.lock().map(|v| v.len()).unwrap_or(0) < 3 && Instant::now() < deadline {
+        while got.lock().map(|v| v.len()).unwrap_or(0) < 4 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         let got = got.lock().map(|v| v.clone()).unwrap_or_default();
@@ -365,10 +429,23 @@ mod tests {
             .expect("outcome");
         assert_eq!(ok.file, dir.path().join("a_2Fb_40c.wav"));
         let summary = ok.result.as_ref().expect("recorded");
-        assert_eq!(summary.duration_ms, 1000);
+        assert_eq!(summary.duration_ms, 3000);
         let bytes = std::fs::read(&ok.file).expect("file");
         let pcm = wav::samples(&bytes).expect("a finished WAV");
-        assert!(pcm.chunks(2).all(|f| f == [32124, -32124]));
+        let (talk, silence) = pcm.split_at(2 * 8000);
+        assert!(talk.chunks(2).all(|f| f == [32124, -32124]));
+        assert!(silence.iter().all(|&s| s == 0) && silence.len() == 2 * 16_000);
+        let g729 = got
+            .iter()
+            .find(|o| o.call_id.as_ref() == b"g729")
+            .expect("outcome");
+        assert_eq!(
+            g729.result,
+            Err(NoRecording::Codec("payload type 18".into()))
+        );
+        assert!(!g729.file.exists(), "no empty WAV kept");
+        assert_eq!(metrics.unrecorded_codec_in_media.load(Relaxed), 1);
+        assert_eq!(metrics.recording_other_payload_packets.load(Relaxed), 10);
         let bad = got
             .iter()
             .find(|o| o.call_id.as_ref() == b"blocked")
@@ -382,7 +459,7 @@ mod tests {
         assert_eq!(silent.result, Err(NoRecording::NoMedia));
         assert!(!silent.file.exists(), "no empty WAV kept");
         assert_eq!(metrics.unrecorded_no_media.load(Relaxed), 1);
-        assert_eq!(metrics.recordings_finished.load(Relaxed), 2);
+        assert_eq!(metrics.recordings_finished.load(Relaxed), 3);
     }
 
     #[test]

@@ -215,6 +215,9 @@ impl<'a> Engine<'a> {
         // Closed when the run-out's timers stopped, an answered call got
         // up to 32 s of talk nobody captured (trial, 2026-12-01).
         node.close_calls(self.now(last / MS), None);
+        // Their recordings end there too: a recording runs to its call's
+        // end, and the run-out would pad it with up to 32 s of silence.
+        self.media_commands(node, last);
         self.drain(node, end * MS);
         // Recordings of sessions no call record closed (an INVITE that
         // never became a call) end with the capture.
@@ -289,9 +292,8 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn drain(&mut self, node: &mut Node, now_ns: u64) {
-        // The media phase's commands first: a call record that waits for
-        // its recording is released by the outcome they bring.
+    /// The media phase's commands, applied at `now_ns`.
+    fn media_commands(&mut self, node: &mut Node, now_ns: u64) {
         let commands: Vec<_> = node.take_media_commands().collect();
         if let Some(m) = &mut self.media {
             for cmd in commands {
@@ -300,6 +302,12 @@ impl<'a> Engine<'a> {
                 }
             }
         }
+    }
+
+    fn drain(&mut self, node: &mut Node, now_ns: u64) {
+        // The media phase's commands first: a call record that waits for
+        // its recording is released by the outcome they bring.
+        self.media_commands(node, now_ns);
         let outs: Vec<Output> = node.take_sends().collect();
         for Output::Send { to, data } in outs {
             self.sent(now_ns, to, &data);
