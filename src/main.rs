@@ -72,8 +72,8 @@ enum Command {
         /// The configuration file naming the database (storage.url).
         #[arg(long, default_value = "config/siptrack.toml")]
         config: PathBuf,
-        /// How many leads, newest first.
-        #[arg(long, default_value_t = 50)]
+        /// How many leads, newest first (1 to 100000, as the API's limit).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=100_000))]
         limit: i64,
         /// One JSON object per line instead of a table.
         #[arg(long)]

@@ -232,7 +232,10 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         tx: looked_up_tx,
         in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     };
-    if config.leads.crm.sends_anything() {
+    // Kept for the last deliveries at shutdown (`deliver_before_exit`).
+    let crm_sends = config.leads.crm.sends_anything();
+    let (outbox_store, outbox_progress) = (store.clone(), outbox_metrics.clone());
+    if crm_sends {
         tokio::spawn(crate::crm::worker::run(
             store,
             Arc::new(config.crm.clone()),
@@ -383,7 +386,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                     "SIP stopped"
                 );
                 drop(news);
-                return match tokio::time::timeout(Duration::from_secs(30), pipeline).await {
+                let ended = match tokio::time::timeout(Duration::from_secs(30), pipeline).await {
                     Ok(Ok(end)) if end.undurable == 0 => {
                         tracing::info!("stopped");
                         Ok(())
@@ -397,7 +400,56 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                         "lead pipeline did not finish within 30 s; calls it held may be lost"
                     )),
                 };
+                if crm_sends {
+                    deliver_before_exit(&outbox_store, &outbox_progress, &clock).await;
+                }
+                return ended;
             }
+        }
+    }
+}
+
+/// The CRM requests of the last calls (those the drain closed, those
+/// recorded just before) go out before the process ends, while the
+/// worker gets on with them: at most 5 s, and only while a request is due
+/// within a second or one was just attempted. A CRM that refuses or is
+/// down keeps them in the outbox for the next start (or another node),
+/// as always. Trial, 2026-12-02: a call closed by the drain and its
+/// deal.create waited for the next start; a node retired for good kept
+/// them.
+async fn deliver_before_exit(store: &Store, progress: &OutboxMetrics, clock: &Clock) {
+    const AT_MOST: Duration = Duration::from_secs(5);
+    const QUIET: Duration = Duration::from_millis(1_500);
+    let until = Instant::now() + AT_MOST;
+    let (mut attempts, mut last_attempt) = (progress.attempts(), Instant::now());
+    while Instant::now() < until {
+        let pending = match tokio::time::timeout(Duration::from_secs(1), store.outbox_depth()).await
+        {
+            Ok(Ok(d)) => d.pending,
+            _ => return,
+        };
+        if pending == 0 {
+            tracing::info!("every CRM request delivered");
+            return;
+        }
+        let due_soon = matches!(
+            tokio::time::timeout(Duration::from_secs(1), store.outbox_next_due()).await,
+            Ok(Ok(Some(at))) if at <= clock.unix_ms() as i64 + 1_000
+        );
+        if progress.attempts() != attempts {
+            (attempts, last_attempt) = (progress.attempts(), Instant::now());
+        }
+        if !due_soon && last_attempt.elapsed() >= QUIET {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(1), store.outbox_depth()).await {
+        if d.pending > 0 {
+            tracing::info!(
+                pending = d.pending,
+                "CRM requests left in the outbox for the next start"
+            );
         }
     }
 }
@@ -704,7 +756,16 @@ fn on_media_report(node: &mut Node, now: crate::clock::Now, report: MediaReport)
             let call_id = String::from_utf8_lossy(&o.call_id).into_owned();
             match &o.result {
                 Ok(s) => {
-                    tracing::info!(%call_id, file = %o.file.display(), duration_ms = s.duration_ms, dtmf = s.dtmf.len(), "recording finished")
+                    tracing::info!(
+                        %call_id,
+                        file = %o.file.display(),
+                        duration_ms = s.duration_ms,
+                        dtmf = s.dtmf.len(),
+                        late_ms = (s.caller.late_samples + s.callee.late_samples) / 8,
+                        rebases = s.caller.rebases + s.callee.rebases,
+                        other_payload_packets = s.unsupported_packets,
+                        "recording finished"
+                    )
                 }
                 Err(e) => {
                     tracing::warn!(%call_id, file = %o.file.display(), error = %e, "call not recorded")

@@ -395,9 +395,15 @@ fn a_node_started_again_at_once_after_a_crash_still_ends_its_calls_by_their_bye(
         .filter(|c| c["hangup"] == "interrupted")
         .filter_map(|c| c["id"].as_str().map(String::from))
         .collect();
-    assert!(!interrupted.is_empty(), "no call of the dead node: {calls:?}");
+    assert!(
+        !interrupted.is_empty(),
+        "no call of the dead node: {calls:?}"
+    );
     let taken: BTreeSet<String> = taken_over(&nodes[1].log()).into_iter().collect();
-    assert_eq!(taken, interrupted, "the BYEs of the interrupted calls went through");
+    assert_eq!(
+        taken, interrupted,
+        "the BYEs of the interrupted calls went through"
+    );
 }
 
 /// A PBX that hangs up: answers every INVITE as [`Callee`] does, and

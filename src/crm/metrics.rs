@@ -36,6 +36,11 @@ impl OutboxMetrics {
         }
     }
 
+    /// Requests attempted so far (delivered or not).
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
     pub fn delivered(&self, latency_ms: u64) {
         self.delivered.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_ms.fetch_add(latency_ms, Ordering::Relaxed);

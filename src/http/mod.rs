@@ -183,6 +183,11 @@ async fn metrics(State(s): State<AppState>) -> Response {
     // so a failing database is visible here.
     // A scraper gives up after about 10 s: a database that does not
     // answer must not take the rest of the figures with it.
+    let pools = s
+        .pools
+        .lock()
+        .map(|p| p.render_metrics(s.clock.unix_ms()))
+        .unwrap_or_default();
     let depth = tokio::time::timeout(METRICS_DB_WAIT, s.store.outbox_depth()).await;
     let outbox = match depth {
         Ok(Ok(depth)) => s.outbox_metrics.render(depth),
@@ -202,6 +207,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
             + &s.media.render()
             + &s.retention.render()
             + &s.recordings.counts.render()
+            + &pools
             + &node_info(s.store.node_id()),
     )
         .into_response()
@@ -435,7 +441,18 @@ async fn post_visit(_: Authorized, State(s): State<AppState>, body: Bytes) -> Re
         grant_here(&s, visit, now).await
     };
     let g = match granted {
-        Ok(Some(g)) => g,
+        Ok(Some(g)) => {
+            if let Some(e) = &g.exhausted {
+                tracing::warn!(
+                    pool = %e.pool,
+                    number = %e.number,
+                    taken_from = %e.taken_from,
+                    visit = %g.row.visit.as_ref().map_or("", |v| v.id.as_str()),
+                    "pool full: its longest idle number was taken from its visit"
+                );
+            }
+            g
+        }
         Ok(None) => return Json(json!({ "number": null, "pool": null })).into_response(),
         Err(r) => return r,
     };

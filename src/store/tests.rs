@@ -1088,11 +1088,17 @@ async fn only_a_nodes_own_open_calls_are_interrupted() {
         .await
         .expect(name);
         assert!(
-            b.interrupted_calls(KEEP_DIALOGS_MS).await.expect(name).is_empty(),
+            b.interrupted_calls(KEEP_DIALOGS_MS)
+                .await
+                .expect(name)
+                .is_empty(),
             "{name}"
         );
         assert!(
-            a.interrupted_calls(KEEP_DIALOGS_MS).await.expect(name).is_empty(),
+            a.interrupted_calls(KEEP_DIALOGS_MS)
+                .await
+                .expect(name)
+                .is_empty(),
             "{name}"
         );
         // node-a restarts: its earlier run's call was cut short.

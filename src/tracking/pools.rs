@@ -123,6 +123,8 @@ const DEPARTED_KEPT: usize = 4096;
 pub struct Pools {
     configs: Vec<PoolConfig>,
     exhaustions: VecDeque<Exhaustion>,
+    /// Per pool (config order): numbers taken from a held visit so far.
+    taken_over: Vec<u64>,
     slots: Vec<Vec<Slot>>,
     /// Configured numbers only (see [`NumberMap`]).
     by_number: NumberMap<(usize, usize)>,
@@ -159,6 +161,7 @@ impl Pools {
             })
             .collect();
         Pools {
+            taken_over: vec![0; configs.len()],
             configs,
             exhaustions: VecDeque::new(),
             slots,
@@ -385,10 +388,56 @@ impl Pools {
     /// Keeps an exhaustion event for the console (the newest
     /// `EXHAUSTIONS_KEPT`).
     pub fn remember_exhaustion(&mut self, e: Exhaustion) {
+        if let Some(p) = self.configs.iter().position(|c| c.name == e.pool) {
+            self.taken_over[p] += 1;
+        }
         if self.exhaustions.len() == EXHAUSTIONS_KEPT {
             self.exhaustions.pop_front();
         }
         self.exhaustions.push_back(e);
+    }
+
+    /// Prometheus text: per pool, the numbers a visit holds at `now` and
+    /// the free ones, and the numbers taken from a held visit so far (an
+    /// operator's sign that a pool is too small and attribution is being
+    /// lost; trial, 2026-12-02: nothing showed it).
+    pub fn render_metrics(&self, now: u64) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::from(
+            "# HELP siptrack_pool_numbers Numbers of each pool, by whether a visit holds them
+             # TYPE siptrack_pool_numbers gauge
+",
+        );
+        let label = |name: &str| name.replace('\\', "\\\\").replace('"', "\\\"");
+        for (p, c) in self.configs.iter().enumerate() {
+            let held = self.slots[p]
+                .iter()
+                .filter(|s| self.held(p, s, now))
+                .count();
+            let free = c.numbers.len() - held;
+            let pool = label(&c.name);
+            let _ = writeln!(
+                out,
+                "siptrack_pool_numbers{{pool=\"{pool}\",state=\"held\"}} {held}"
+            );
+            let _ = writeln!(
+                out,
+                "siptrack_pool_numbers{{pool=\"{pool}\",state=\"free\"}} {free}"
+            );
+        }
+        out.push_str(
+            "# HELP siptrack_pool_numbers_taken_over_total Numbers taken from a held visit for a new one (the pool was full)
+             # TYPE siptrack_pool_numbers_taken_over_total counter
+",
+        );
+        for (c, n) in self.configs.iter().zip(&self.taken_over) {
+            let _ = writeln!(
+                out,
+                "siptrack_pool_numbers_taken_over_total{{pool=\"{}\"}} {n}",
+                label(&c.name)
+            );
+        }
+        out
     }
 
     /// Every number of every pool, in config order, with the visit
@@ -511,6 +560,21 @@ mod tests {
         let mut here = Pools::new(vec![pool("site", &["1", "2"], None)]);
         here.remember_exhaustion(event.clone());
         assert_eq!(here.exhaustions().collect::<Vec<_>>(), [&event]);
+        // On /metrics: both numbers held, one taken over, on either node.
+        for pools in [&p, &here] {
+            assert!(pools
+                .render_metrics(20)
+                .contains("siptrack_pool_numbers_taken_over_total{pool=\"site\"} 1\n"));
+        }
+        let m = p.render_metrics(20);
+        assert!(
+            m.contains("siptrack_pool_numbers{pool=\"site\",state=\"held\"} 2\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("siptrack_pool_numbers{pool=\"site\",state=\"free\"} 0\n"),
+            "{m}"
+        );
         // After the hold nobody holds the numbers, and a new visit takes a
         // free one: no event.
         assert!(p.numbers(1_000_000).iter().all(|n| n.visit.is_none()));
