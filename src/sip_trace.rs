@@ -14,6 +14,14 @@ use bytes::Bytes;
 pub const MAX_MESSAGES_PER_CALL: usize = 100;
 /// Bytes kept per call.
 pub const MAX_BYTES_PER_CALL: usize = 64 * 1024;
+/// Of a call's messages, those received from one source IP kept at most:
+/// a stranger who sends a live call's Call-ID (refused, 481) cannot fill
+/// its ladder and push out the call's own messages (trial, 2026-12-02:
+/// 150 refused BYEs left 81 of theirs and cut the real BYE and 200). A
+/// call's trunk or PBX sends far fewer.
+pub const MAX_FROM_ONE_SOURCE: usize = MAX_MESSAGES_PER_CALL * 3 / 10;
+/// Sources a call's received messages are kept from; a call has two.
+const MAX_SOURCES_PER_CALL: usize = 6;
 /// What a kept message costs besides its bytes (its entry, the peer text,
 /// a call's map and queue entries): counted against the bounds, so a
 /// flood of tiny messages with new Call-IDs is bounded as big ones are.
@@ -44,6 +52,36 @@ pub struct CallTrace {
     pub dropped: u64,
     bytes: usize,
     last_at: u64,
+    /// Received messages kept, per source IP.
+    from: Vec<(std::net::IpAddr, usize)>,
+}
+
+impl CallTrace {
+    /// Whether a received message from `ip` may be kept, counting it.
+    fn admit(&mut self, ip: std::net::IpAddr) -> bool {
+        let sources = self.from.len();
+        match self.from.iter_mut().find(|(a, _)| *a == ip) {
+            Some((_, n)) if *n >= MAX_FROM_ONE_SOURCE => false,
+            Some((_, n)) => {
+                *n += 1;
+                true
+            }
+            None if sources >= MAX_SOURCES_PER_CALL => false,
+            None => {
+                self.from.push((ip, 1));
+                true
+            }
+        }
+    }
+}
+
+/// The IP a received message came from (`udp 127.0.0.1:5060`).
+fn source_ip(m: &Traced) -> Option<std::net::IpAddr> {
+    if m.dir != Direction::In {
+        return None;
+    }
+    let addr = m.peer.rsplit(' ').next()?;
+    addr.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
 }
 
 pub struct SipTraces {
@@ -80,7 +118,10 @@ impl SipTraces {
         }
         let call = self.calls.entry(key).or_default();
         call.last_at = call.last_at.max(m.at);
-        if call.messages.len() >= MAX_MESSAGES_PER_CALL || call.bytes + len > MAX_BYTES_PER_CALL {
+        if call.messages.len() >= MAX_MESSAGES_PER_CALL
+            || call.bytes + len > MAX_BYTES_PER_CALL
+            || source_ip(&m).is_some_and(|ip| !call.admit(ip))
+        {
             call.dropped += 1;
             return;
         }
@@ -138,7 +179,8 @@ mod tests {
     fn msg(at: u64, size: usize) -> Traced {
         Traced {
             at,
-            dir: Direction::In,
+            // Sent by siptrack: only the per-call bounds apply.
+            dir: Direction::Out,
             peer: "udp 127.0.0.1:5060".into(),
             data: Bytes::from(vec![b'x'; size]),
         }
@@ -187,6 +229,38 @@ mod tests {
             "larger than everything: not kept"
         );
         assert_eq!(t.calls(), 2);
+    }
+
+    /// One source cannot fill a call's ladder: its messages past its share
+    /// are counted, and the call's own (another source, and what
+    /// siptrack sent) are still kept.
+    #[test]
+    fn one_source_keeps_at_most_its_share_of_a_call() {
+        let mut t = SipTraces::new(60_000, 10 << 20);
+        let from = |ip: &str, at| Traced {
+            dir: Direction::In,
+            peer: format!("udp {ip}:5060"),
+            ..msg(at, 10)
+        };
+        for i in 0..150 {
+            t.record(b"a", from("192.0.2.66", i));
+        }
+        t.record(b"a", from("127.0.0.1", 200));
+        t.record(
+            b"a",
+            Traced {
+                dir: Direction::Out,
+                ..from("127.0.0.1", 201)
+            },
+        );
+        let a = t.call(b"a").expect("kept");
+        assert_eq!(a.messages.len(), MAX_FROM_ONE_SOURCE + 2);
+        assert_eq!(a.dropped, 150 - MAX_FROM_ONE_SOURCE as u64);
+        // Many sources: each new one past the few a call has is not kept.
+        for k in 0..10 {
+            t.record(b"b", from(&format!("192.0.2.{k}"), k));
+        }
+        assert_eq!(t.call(b"b").map(|b| b.messages.len()), Some(6));
     }
 
     /// A kept message holds its own bytes, not the buffer it was cut
