@@ -426,12 +426,15 @@ impl CallTracker {
                 } else {
                     Party::Callee
                 };
-                let status = if c.answer_unix.is_some() {
-                    CallStatus::Answered
-                } else {
-                    // A BYE before any 2xx was seen: the call never
+                let status = match (c.answer_unix, by) {
+                    (Some(_), _) => CallStatus::Answered,
+                    // The caller ended an early dialog (RFC 3261 15): it
+                    // gave up before the answer, as with a CANCEL (trial,
+                    // 2026-12-02: recorded failed).
+                    (None, Party::Caller) => CallStatus::Cancelled,
+                    // The callee's BYE before any 2xx: the call never
                     // connected as far as siptrack knows.
-                    CallStatus::Failed
+                    (None, _) => CallStatus::Failed,
                 };
                 Some(self.close(&call_id, c, at, status, Some(by)))
             }
@@ -773,6 +776,23 @@ mod tests {
         }
         assert_eq!(CallStatus::Cancelled.webhook_name(), "CANCEL");
         assert_eq!(CallStatus::Failed.webhook_name(), "CONGESTION");
+        // A BYE on the early dialog: the caller's gives up (as a CANCEL
+        // does), the callee's fails the call.
+        for (from_tag, status, hangup) in [
+            (&b"caller-tag"[..], CallStatus::Cancelled, Caller),
+            (&b"pbx-tag"[..], CallStatus::Failed, Callee),
+        ] {
+            let mut t = CallTracker::new(0, 3600);
+            t.on_event(started("c", 0));
+            let r = t
+                .on_event(CallEvent::Bye {
+                    call_id: b("c"),
+                    at: 3_000,
+                    from_tag: Bytes::copy_from_slice(from_tag),
+                })
+                .expect("record");
+            assert_eq!((r.status, r.hangup), (status, Some(hangup)));
+        }
     }
 
     #[test]

@@ -84,8 +84,16 @@ struct Dialog {
     /// `caller_tag`): each in-dialog request's Route is checked against
     /// it instead of computing the token again.
     token: route::Token,
-    /// The callee's To tag, from its first tagged response.
+    /// The callee's To tag: of its latest tagged response until the 2xx,
+    /// then the 2xx's.
     callee_tag: Option<Bytes>,
+    /// The other To tags a forking PBX answered with: early dialogs of
+    /// other branches (each may get its PRACK, UPDATE or BYE), and a second
+    /// branch's 2xx, which the caller ACKs and then ends with a BYE (RFC
+    /// 3261 13.2.2.4). At most [`MAX_FORKS`]; a BYE of one ends only it.
+    /// Trial, 2026-12-02: only the latest tag was known, so the other
+    /// branches' PRACKs, ACKs and BYEs got 481 or were dropped.
+    forks: Vec<Bytes>,
     caller: Side,
     callee: Side,
     /// What siptrack needs to end the dialog itself (RTP timeout).
@@ -114,6 +122,9 @@ struct Ends {
     /// The highest CSeq each side has used, caller first.
     cseq: [u64; 2],
 }
+
+/// Branches of a forked call whose dialogs are kept besides the main one.
+const MAX_FORKS: usize = 8;
 
 /// A dialog's key in the table: its Call-ID and caller's From tag reduced
 /// to 128 bits of a keyed hash, as transaction keys are (see [`TxnKey`]).
@@ -151,7 +162,10 @@ impl Dialog {
     /// Which side sent a message with these From and To tags: `Some(true)`
     /// for the caller, `Some(false)` for the callee, `None` for neither.
     fn sender_is_caller(&self, from_tag: &[u8], to_tag: &[u8]) -> Option<bool> {
-        let callee_is = |t: &[u8]| self.callee_tag.as_deref().is_none_or(|c| c == t);
+        let callee_is = |t: &[u8]| {
+            self.callee_tag.as_deref().is_none_or(|c| c == t)
+                || self.forks.iter().any(|f| f.as_ref() == t)
+        };
         if from_tag == self.caller_tag.as_ref() && callee_is(to_tag) {
             Some(true)
         } else if to_tag == self.caller_tag.as_ref() && callee_is(from_tag) {
@@ -167,6 +181,19 @@ impl Dialog {
             return;
         }
         self.caller.contact = contact_addr(&self.ends.target[0]);
+    }
+    /// Whether `tag` is a forked branch's (not the main dialog's).
+    fn is_fork(&self, tag: &[u8]) -> bool {
+        self.forks.iter().any(|f| f.as_ref() == tag)
+    }
+    /// Keeps `tag` as another branch's dialog (see `forks`).
+    fn remember_fork(&mut self, tag: &[u8]) {
+        if self.callee_tag.as_deref() != Some(tag)
+            && !self.is_fork(tag)
+            && self.forks.len() < MAX_FORKS
+        {
+            self.forks.push(Bytes::copy_from_slice(tag));
+        }
     }
     fn side(&mut self, caller: bool) -> &mut Side {
         if caller {
@@ -368,6 +395,7 @@ impl Proxy {
                 caller_tag: Bytes::copy_from_slice(h.caller_tag.as_bytes()),
                 token: identity.token_hex(h.call_id.as_bytes(), h.caller_tag.as_bytes()),
                 callee_tag: Some(Bytes::copy_from_slice(h.callee_tag.as_bytes())),
+                forks: Vec::new(),
                 caller: Side {
                     source: h.caller.peer(),
                     contact: h.caller.contact,
@@ -912,7 +940,10 @@ impl Proxy {
             self.scratch = patch;
             return;
         }
-        if msg.method() == Some(Method::Bye) {
+        // A forked branch's BYE ends that branch, not the call.
+        let branch = if by_caller { ttag } else { ftag };
+        let on_a_fork = self.dialogs.get(&dkey).is_some_and(|d| d.is_fork(branch));
+        if msg.method() == Some(Method::Bye) && !on_a_fork {
             self.events.push(CallEvent::Bye {
                 call_id: Bytes::copy_from_slice(call_id),
                 at: now,
@@ -1096,6 +1127,7 @@ impl Proxy {
                     // Always there: a dialog setup is record-routed.
                     token: token.unwrap_or_default(),
                     callee_tag: None,
+                    forks: Vec::new(),
                     caller: Side {
                         source: from,
                         // Worked out when needed (`contact_pending`).
@@ -1489,9 +1521,19 @@ impl Proxy {
                         let f = msg.tag(HeaderName::From).unwrap_or_default();
                         let t = msg.tag(HeaderName::To).unwrap_or_default();
                         let (call_id, dialogs) = (txn.ids.call_id(), &self.dialogs);
-                        if let Some((key, _)) = find_dialog_in(dialogs, &self.keyer, call_id, f, t)
+                        if let Some((key, by_caller)) =
+                            find_dialog_in(dialogs, &self.keyer, call_id, f, t)
                         {
-                            self.dialogs.remove(&key);
+                            // A forked branch's BYE ends only its dialog.
+                            let branch = if by_caller { t } else { f };
+                            match self.dialogs.get_mut(&key) {
+                                Some(d) if d.is_fork(branch) => {
+                                    d.forks.retain(|x| x.as_ref() != branch)
+                                }
+                                _ => {
+                                    self.dialogs.remove(&key);
+                                }
+                            }
                         }
                     }
                     self.arm(
@@ -1544,6 +1586,10 @@ impl Proxy {
         };
         if setup {
             if d.confirmed {
+                // Another branch's 2xx: its dialog, for its ACK and BYE.
+                if (200..300).contains(&code) && !to_tag.is_empty() {
+                    d.remember_fork(to_tag);
+                }
                 return;
             }
             if code >= 300 {
@@ -1558,6 +1604,13 @@ impl Proxy {
                 // only where used (not for a BYE's 200, say).
                 let first = first_contact(msg);
                 let contact = first.addr;
+                // An earlier branch's early dialog stays (forking).
+                if let Some(previous) = d.callee_tag.take() {
+                    if previous.as_ref() != to_tag {
+                        d.remember_fork(&previous);
+                    }
+                }
+                d.forks.retain(|f| f.as_ref() != to_tag);
                 d.callee_tag = Some(Bytes::copy_from_slice(to_tag));
                 if contact.is_some() {
                     d.callee.contact = contact;
@@ -1683,7 +1736,13 @@ impl Proxy {
     /// 32 s).
     fn upstream_copy(&mut self, now: Millis, msg: &Message) -> Option<Bytes> {
         let mut patch = self.take_scratch();
-        route::pop_top_via(msg, &mut patch)?;
+        if route::pop_top_via(msg, &mut patch).is_none() {
+            // Nothing left to send it along (RFC 3261 16.7 step 3).
+            self.stats.stray_responses += 1;
+            patch.clear();
+            self.scratch = patch;
+            return None;
+        }
         let call = CallCtx {
             call_id: msg.call_id().unwrap_or_default(),
             // Borrowed: `from_tag` would copy it to the heap.

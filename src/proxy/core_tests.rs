@@ -1217,6 +1217,116 @@ fn a_late_2xx_goes_to_the_dialogs_caller_only() {
     assert!(rig.take().is_empty());
 }
 
+/// A PBX that forks: two branches ring (180, two To tags), both answer
+/// (two 2xx). The caller PRACKs/ACKs each and ends the second with a BYE
+/// (RFC 3261 13.2.2.4): every one of those reaches the PBX, and only the
+/// main dialog's BYE ends the call (trial, 2026-12-02: the second branch's
+/// ACKs were dropped and its BYEs got 481 both ways).
+#[test]
+fn a_forked_calls_other_branches_keep_their_dialogs() {
+    use crate::calls::CallEvent::*;
+    let mut rig = tracking_rig();
+    let fwd = start_call(&mut rig, "fk1", "fork@x");
+    let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
+    let route = value(&rr).to_string();
+    let contact = format!("{rr}\r\nContact: <sip:uas@{UAS}>\r\n");
+    for tag in ["bA", "bB"] {
+        let ringing = response_to(&fwd.text, 180, "Ringing", Some(tag), &contact);
+        rig.recv_at(10, udp(UAS), &ringing);
+    }
+    // The caller's request on each branch's early dialog.
+    let on_branch = |method: &str, branch: &str, tag: &str| {
+        request(
+            method,
+            &format!("sip:uas@{UAS}"),
+            branch,
+            "fork@x",
+            &format!("Route: {route}\r\n"),
+        )
+        .replace(
+            "To: <sip:100@127.0.0.1>",
+            &format!("To: <sip:100@127.0.0.1>;tag={tag}"),
+        )
+        .replace("CSeq: 1 ", "CSeq: 2 ")
+    };
+    rig.take();
+    for (branch, tag) in [("fkpa", "bA"), ("fkpb", "bB")] {
+        rig.recv_at(20, udp(CALLER), &on_branch("PRACK", branch, tag));
+        assert_eq!(
+            rig.take_to(UAS).len(),
+            1,
+            "the PRACK of branch {tag} goes on"
+        );
+    }
+    for tag in ["bA", "bB"] {
+        let ok = response_to(&fwd.text, 200, "OK", Some(tag), &contact);
+        rig.recv_at(100, udp(UAS), &ok);
+    }
+    assert_eq!(
+        rig.take_to(CALLER)
+            .iter()
+            .filter(|m| m.status() == Some(200))
+            .count(),
+        2
+    );
+    for (branch, tag) in [("fkaa", "bA"), ("fkab", "bB")] {
+        rig.recv_at(200, udp(CALLER), &on_branch("ACK", branch, tag));
+        assert_eq!(rig.take_to(UAS).len(), 1, "the ACK of branch {tag} goes on");
+    }
+    events(&mut rig);
+    // The caller ends the second branch: relayed, answered, the call goes on.
+    let bye_b = on_branch("BYE", "fkbb", "bB").replace("CSeq: 2 ", "CSeq: 3 ");
+    rig.recv_at(300, udp(CALLER), &bye_b);
+    let sent = rig.take_to(UAS);
+    assert_eq!(sent.len(), 1);
+    rig.recv_at(
+        310,
+        udp(UAS),
+        &response_to(&sent[0].text, 200, "OK", None, ""),
+    );
+    assert_eq!(rig.take_to(CALLER).len(), 1, "the BYE's 200 comes back");
+    assert!(
+        !events(&mut rig).iter().any(|e| matches!(e, Bye { .. })),
+        "a branch's BYE is not the call's end"
+    );
+    // The main dialog still works, and its BYE ends the call.
+    rig.recv_at(
+        400,
+        udp(CALLER),
+        &on_branch("INFO", "fkia", "bA").replace("CSeq: 2 ", "CSeq: 4 "),
+    );
+    assert_eq!(rig.take_to(UAS).len(), 1, "INFO on the main dialog");
+    rig.recv_at(
+        500,
+        udp(CALLER),
+        &on_branch("BYE", "fkba", "bA").replace("CSeq: 2 ", "CSeq: 5 "),
+    );
+    assert_eq!(rig.take_to(UAS).len(), 1);
+    assert!(events(&mut rig).iter().any(|e| matches!(e, Bye { .. })));
+}
+
+/// A response with no Via left after ours was for siptrack, and is not
+/// forwarded (RFC 3261 16.7 step 3): it went to the caller Via-less.
+#[test]
+fn a_response_with_only_our_via_is_not_forwarded() {
+    let mut rig = Rig::new();
+    let fwd = start_call(&mut rig, "nv1", "novia@x");
+    let vias = header_lines(&fwd.text, "Via");
+    assert_eq!(vias.len(), 2, "ours and the caller's: {vias:?}");
+    let ringing = response_to(&fwd.text, 180, "Ringing", Some("u1"), "")
+        .replace(&format!("{}\r\n", vias[1]), "");
+    rig.recv_at(10, udp(UAS), &ringing);
+    assert!(rig.take_to(CALLER).is_empty());
+    assert_eq!(rig.proxy.stats.stray_responses, 1);
+    // With the caller's Via it goes on.
+    rig.recv_at(
+        20,
+        udp(UAS),
+        &response_to(&fwd.text, 180, "Ringing", Some("u1"), ""),
+    );
+    assert_eq!(rig.take_to(CALLER).len(), 1);
+}
+
 #[test]
 fn responses_are_only_believed_from_where_the_request_went() {
     let mut rig = tracking_rig();
