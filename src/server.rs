@@ -657,6 +657,13 @@ struct Media {
 /// Starts the recording writer and the relay (repairing what a crash left
 /// in `recordings_dir` first), or, with `record_calls = false`, a media
 /// phase that leaves every call alone.
+/// Whether a file can be created in `dir` (and is removed again).
+fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".siptrack-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
 fn start_media(
     config: &Config,
     metrics: &Arc<MediaMetrics>,
@@ -680,6 +687,11 @@ fn start_media(
     if let Err(e) = std::fs::create_dir_all(&m.recordings_dir) {
         // Calls still go through; each recording will fail and say why.
         tracing::error!(dir = %m.recordings_dir.display(), error = %e, "cannot create media.recordings_dir");
+    } else if let Err(e) = probe_writable(&m.recordings_dir) {
+        // Said once at start rather than first learnt from the first
+        // call's failure (trial, 2026-12-02: a read-only directory started
+        // with "recording calls" and no word of it).
+        tracing::error!(dir = %m.recordings_dir.display(), error = %e, "media.recordings_dir is not writable: calls will go through unrecorded");
     }
     let repaired = writer::repair_dir(&m.recordings_dir);
     for p in &repaired.partial {

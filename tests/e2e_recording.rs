@@ -1055,6 +1055,12 @@ fn read_only_recordings_dir_costs_no_call_and_says_why() {
         log.to_ascii_lowercase().contains("read-only"),
         "the log names the cause:\n{log}"
     );
+    // Said at start, before any call.
+    let started = log.find("recording calls").unwrap_or(log.len());
+    assert!(
+        log[..started].contains("media.recordings_dir is not writable"),
+        "the start says the directory is not writable:\n{log}"
+    );
     let (state, reason) = recording_of(&calls[0]);
     assert_eq!(state, "not_recorded", "{calls:#?}");
     assert!(
