@@ -208,6 +208,18 @@ impl Node {
         self.proxy.active_dialogs() == 0 && self.proxy.pending_transactions() == 0
     }
 
+    /// The drain time ran out: the calls still up get a BYE both ways
+    /// from siptrack (their records are closed by [`Node::close_calls`]).
+    pub fn end_dialogs_for_shutdown(&mut self, now: Now) {
+        let ended = self.proxy.end_all_dialogs(now.mono_ms);
+        if ended > 0 {
+            tracing::warn!(
+                calls = ended,
+                "drain time over: calls still up are ended with a BYE to both sides"
+            );
+        }
+    }
+
     /// Ends every call still open at `now`, recorded as it stands at that
     /// moment with `hangup` (shutdown; `None` when a capture ended).
     pub fn close_calls(&mut self, now: Now, hangup: Option<Party>) {

@@ -259,6 +259,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     let mut news = News { tx: call_tx };
 
     let mut shutdown = Box::pin(shutdown_signal());
+    ignore_hangups();
     let mut drain_deadline: Option<Instant> = None;
     let mut udp = UdpIo::new(udp_sockets, udp_stats);
     let mut stats_logged = Instant::now();
@@ -355,8 +356,9 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         if let Some(d) = drain_deadline {
             if node.is_idle() || Instant::now() >= d {
                 log_stats(node.proxy());
-                // Calls still open are recorded as they stand now, then
-                // the lead pipeline is flushed before exit.
+                // Calls still up get their BYEs; they are recorded as they
+                // stand now, then the lead pipeline is flushed before exit.
+                node.end_dialogs_for_shutdown(clock.now());
                 node.close_calls(clock.now(), Some(Party::Shutdown));
                 flush(
                     &mut node,
@@ -784,6 +786,28 @@ fn on_media_report(node: &mut Node, now: crate::clock::Now, report: MediaReport)
                 }
             }
             node.on_recording(&call_id, o.result);
+        }
+    }
+}
+
+/// SIGHUP (`systemctl reload`, logrotate's `postrotate kill -HUP`, a
+/// closed terminal) does not end siptrack: it is logged and ignored.
+/// Its default action killed the process at once, calls and all, like a
+/// crash (trial, 2026-12-02). Nothing is reloaded: a changed config needs
+/// a restart (SIGTERM drains).
+fn ignore_hangups() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::warn!("SIGHUP ignored: nothing is reloaded; restart (SIGTERM drains) to apply a changed config");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot catch SIGHUP: it will end the process"),
         }
     }
 }

@@ -94,6 +94,23 @@ fn sigterm_records_open_calls_at_the_real_time() {
     let status = p.stop(Duration::from_secs(20)).expect("siptrack exits");
     let talked = answered.elapsed().as_secs();
     assert!(status.success(), "{status:?}\n{}", p.log());
+    // The call still up when the drain ran out was ended on both sides
+    // (it was left with dead air, its BYEs 481 after a restart; trial,
+    // 2026-12-02).
+    std::thread::sleep(Duration::from_millis(300));
+    for (side, sipp) in [("caller", &uac), ("PBX", &uas)] {
+        let byes: Vec<_> = sipp
+            .messages()
+            .into_iter()
+            .filter(|m| m.dir == common::Dir::Received && m.is_request("BYE"))
+            .collect();
+        assert!(
+            byes.iter()
+                .any(|m| m.text.contains("siptrack shutting down")),
+            "the {side} got siptrack's BYE: {byes:?}\n{}",
+            p.log()
+        );
+    }
     drop(uac.stop());
     drop(uas.stop());
 

@@ -123,6 +123,13 @@ struct Ends {
     cseq: [u64; 2],
 }
 
+/// Why siptrack ends a dialog itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EndReason {
+    RtpTimeout,
+    Shutdown,
+}
+
 /// Branches of a forked call whose dialogs are kept besides the main one.
 const MAX_FORKS: usize = 8;
 
@@ -1858,10 +1865,31 @@ impl Proxy {
     /// (retransmitted, its answer absorbed). The call is reported as
     /// [`CallEvent::TimedOut`]. Returns whether a dialog was ended.
     pub fn end_dialog(&mut self, call_id: &[u8], now: Millis) -> bool {
+        self.end_dialogs(now, EndReason::RtpTimeout, |d| {
+            d.call_id.as_ref() == call_id
+        }) > 0
+    }
+
+    /// Ends every established dialog as [`Proxy::end_dialog`] does, for
+    /// a shutdown whose drain time ran out: the calls still up get their
+    /// BYEs (`Reason: … "siptrack shutting down"`) rather than dead air
+    /// and, after a restart, 481 for their own BYEs (trial, 2026-12-02).
+    /// No call event: the node closes the call records itself (hangup
+    /// `shutdown`). Returns the dialogs ended.
+    pub fn end_all_dialogs(&mut self, now: Millis) -> usize {
+        self.end_dialogs(now, EndReason::Shutdown, |_| true)
+    }
+
+    fn end_dialogs(
+        &mut self,
+        now: Millis,
+        why: EndReason,
+        which: impl Fn(&Dialog) -> bool,
+    ) -> usize {
         let keys: Vec<DialogKey> = self
             .dialogs
             .iter()
-            .filter(|(_, d)| d.call_id.as_ref() == call_id && d.confirmed)
+            .filter(|(_, d)| d.confirmed && which(d))
             .map(|(k, _)| *k)
             .collect();
         for key in &keys {
@@ -1870,17 +1898,26 @@ impl Proxy {
             };
             d.resolve_contact();
             for toward_callee in [true, false] {
-                self.send_bye(now, &d.call_id, &d, toward_callee);
+                self.send_bye(now, &d.call_id, &d, toward_callee, why);
             }
-            self.events.push(CallEvent::TimedOut {
-                call_id: d.call_id.clone(),
-                at: now,
-            });
+            if why == EndReason::RtpTimeout {
+                self.events.push(CallEvent::TimedOut {
+                    call_id: d.call_id.clone(),
+                    at: now,
+                });
+            }
         }
-        !keys.is_empty()
+        keys.len()
     }
 
-    fn send_bye(&mut self, now: Millis, call_id: &Bytes, d: &Dialog, toward_callee: bool) {
+    fn send_bye(
+        &mut self,
+        now: Millis,
+        call_id: &Bytes,
+        d: &Dialog,
+        toward_callee: bool,
+        why: EndReason,
+    ) {
         let e = &d.ends;
         let own: Vec<usize> = e
             .record_route
@@ -1945,7 +1982,12 @@ impl Proxy {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(format!("CSeq: {cseq} BYE\r\n").as_bytes());
-        out.extend_from_slice(b"Max-Forwards: 70\r\nReason: SIP;cause=408;text=\"RTP timeout\"\r\nContent-Length: 0\r\n\r\n");
+        out.extend_from_slice(b"Max-Forwards: 70\r\n");
+        out.extend_from_slice(match why {
+            EndReason::RtpTimeout => &b"Reason: SIP;cause=408;text=\"RTP timeout\"\r\n"[..],
+            EndReason::Shutdown => b"Reason: SIP;cause=503;text=\"siptrack shutting down\"\r\n",
+        });
+        out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
         let data = Bytes::from(out);
         let branch = client_key(&self.keyer, &branch);
         let t1 = self.s.timers.t1_ms;

@@ -52,12 +52,26 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("storage {url}: {reason}")]
     OpenPostgres { url: String, reason: String },
-    #[error("storage: {0}")]
+    #[error("storage: {}", postgres_reason(.0))]
     Postgres(#[from] ::postgres::Error),
     #[error("storage: {0}")]
     Thread(String),
     #[error("storage: {0}")]
     Unsupported(&'static str),
+}
+
+/// What went wrong with PostgreSQL, as its server or the connection said
+/// it: the client library's own text is only "db error" or "error
+/// connecting to server" (trial, 2026-12-02: a changed password and a
+/// full disk both read "storage: db error").
+pub fn postgres_reason(e: &::postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 /// For the commands that only read: a PostgreSQL `url` must name a

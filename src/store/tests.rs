@@ -1612,3 +1612,39 @@ async fn a_call_started_and_recorded_in_one_batch_leaves_no_open_call() {
         );
     }
 }
+
+/// A database a newer siptrack made (one migration more than this build
+/// knows) is refused at open with a message that says so, on SQLite and
+/// PostgreSQL (trial, 2026-12-02: a downgrade started without a word).
+#[tokio::test]
+async fn a_database_of_a_newer_siptrack_is_refused() {
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let file = dir.path().join("t.db");
+    let sqlite = format!("sqlite:{}", file.display());
+    let pg = crate::test_pg::database();
+    for url in [sqlite.as_str(), pg.as_str()] {
+        let store = Store::open_with_clock(url, Clock::manual(NOW_MS))
+            .await
+            .expect(url);
+        // A migration this build does not have.
+        let newer = if url.starts_with("sqlite:") {
+            "PRAGMA user_version = 1000".to_string()
+        } else {
+            "INSERT INTO schema_migrations (version) VALUES (1000)".to_string()
+        };
+        store.execute_raw(&newer).await.expect("newer schema");
+        drop(store);
+        let err = match Store::open_with_clock(url, Clock::manual(NOW_MS)).await {
+            Ok(_) => panic!("{url}: opened a newer siptrack's database"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("made by a newer version"), "{url}: {err}");
+    }
+    // PostgreSQL's own words reach the operator, not "db error".
+    let missing = format!("{}_missing", crate::test_pg::database());
+    let err = match Store::open_with_clock(&missing, Clock::manual(NOW_MS)).await {
+        Ok(_) => panic!("opened a database that does not exist"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("does not exist"), "{err}");
+}

@@ -76,7 +76,9 @@ pub struct PgStore {
     op_limit: Duration,
 }
 
-fn apply_migrations(conn: &mut Conn) -> Result<(), postgres::Error> {
+/// Returns how many migrations the database had before (more than
+/// [`MIGRATIONS`]: a newer siptrack made it, see `newer_schema`).
+fn apply_migrations(conn: &mut Conn) -> Result<i64, postgres::Error> {
     let mut tx = conn.client.transaction()?;
     // Held to the end of the transaction: a second node waits here, then
     // finds the migrations applied (even the table's creation races
@@ -96,7 +98,8 @@ fn apply_migrations(conn: &mut Conn) -> Result<(), postgres::Error> {
             &[&(i as i64 + 1)],
         )?;
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(done)
 }
 
 impl PgStore {
@@ -125,24 +128,30 @@ impl PgStore {
                 opts.statement_timeout_ms
             ));
         let pool = Arc::new(Pool::new(config, opts.pool_size));
-        let (install_id, link_key) = {
+        let (install_id, link_key, migrated) = {
             let pool = pool.clone();
             tokio::task::spawn_blocking(move || {
                 pool.with(|conn| {
-                    apply_migrations(conn)?;
+                    let migrated = apply_migrations(conn)?;
                     let mut meta = |key: &str| -> Result<String, postgres::Error> {
                         Ok(conn
                             .client
                             .query_one("SELECT value FROM meta WHERE key = $1", &[&key])?
                             .get(0))
                     };
-                    Ok((meta("install_id")?, meta("recording_link_key")?))
+                    Ok((meta("install_id")?, meta("recording_link_key")?, migrated))
                 })
             })
             .await
             .map_err(|e| StoreError::Thread(e.to_string()))?
             .map_err(open_err)?
         };
+        if let Some(reason) = crate::store::sqlite::newer_schema(migrated, MIGRATIONS.len()) {
+            return Err(StoreError::OpenPostgres {
+                url: redact(url),
+                reason,
+            });
+        }
         Ok(PgStore {
             pool,
             install_id: install_id.into(),

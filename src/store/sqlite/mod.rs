@@ -58,12 +58,30 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let done: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let Some(sql) = MIGRATIONS.get(done.max(0) as usize) else {
-            return Ok(());
+            return newer_schema(done, MIGRATIONS.len()).map_or(Ok(()), |m| {
+                Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                    Some(m),
+                ))
+            });
         };
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", done + 1)?;
         tx.commit()?;
     }
+}
+
+/// A database a newer siptrack made (more migrations applied than this
+/// build knows): refused, not run on (trial, 2026-12-02: a downgrade
+/// started without a word; a later migration may change what this build
+/// writes). The message for it, None when the schema is this build's.
+pub(crate) fn newer_schema(applied: i64, known: usize) -> Option<String> {
+    (applied > known as i64).then(|| {
+        format!(
+            "the database has {applied} schema migrations, this siptrack knows {known}: \
+             it was made by a newer version; run that version (or a newer one)"
+        )
+    })
 }
 
 /// Schema changes, in order; `PRAGMA user_version` counts those applied.
