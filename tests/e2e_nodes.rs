@@ -865,10 +865,28 @@ fn a_node_killed_mid_run_at_100_cps_loses_no_answered_call_and_no_crm_request() 
         .iter()
         .flat_map(|n| taken_over(&n.log()))
         .collect();
-    assert_eq!(
-        taken.iter().map(String::as_str).collect::<BTreeSet<_>>(),
-        of_dead,
-        "the calls taken over are the dead node's answered calls"
+    // Every call of the dead node that ended elsewhere was taken over;
+    // and only its answered calls were. One more is possible: a BYE the
+    // dying node relayed in its last moment (the callee saw it come from
+    // there) whose 200 it never relayed back, so the caller's
+    // retransmission went to another node, which took the call over and
+    // relayed it again (CI, 2026-12-02, on a loaded machine).
+    let taken: BTreeSet<&str> = taken.iter().map(String::as_str).collect();
+    let answered_by_dead: BTreeSet<&str> = seen
+        .answered
+        .iter()
+        .filter(|(_, from)| **from == dead_addr)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert!(
+        of_dead.is_subset(&taken),
+        "ended elsewhere but not taken over: {:?}",
+        of_dead.difference(&taken).collect::<Vec<_>>()
+    );
+    assert!(
+        taken.is_subset(&answered_by_dead),
+        "taken over but not the dead node's answered calls: {:?}",
+        taken.difference(&answered_by_dead).collect::<Vec<_>>()
     );
 
     // Kamailio sent each of those BYEs on from the dead node, and never
