@@ -131,8 +131,22 @@ fn span(x: &[f64]) -> Option<(usize, usize)> {
     Some((x.iter().position(loud)?, x.iter().rposition(loud)?))
 }
 
-#[test]
-fn a_call_is_relayed_both_ways_and_recorded_left_caller_right_callee() {
+/// A recorded call's parts: siptrack with 8 media ports from `base`,
+/// the caller's and the callee's RTP endpoints, and SIPp on both sides
+/// (the callee answers after 0.5 s, the caller hangs up 3.5 s after the
+/// 200).
+struct MediaCall {
+    _dir: tempfile::TempDir,
+    rec_dir: std::path::PathBuf,
+    base: u16,
+    st: Siptrack,
+    caller: RtpEndpoint,
+    callee: RtpEndpoint,
+    uas: SippProcess,
+    uac: SippProcess,
+}
+
+fn media_call() -> MediaCall {
     let dir = tempfile::tempdir().expect("tempdir");
     let rec_dir = dir.path().join("recordings");
     let base = free_ports(8);
@@ -159,6 +173,30 @@ fn a_call_is_relayed_both_ways_and_recorded_left_caller_right_callee() {
         .arg(caller.port().to_string())
         .pause_ms(3500)
         .spawn();
+    MediaCall {
+        _dir: dir,
+        rec_dir,
+        base,
+        st,
+        caller,
+        callee,
+        uas,
+        uac,
+    }
+}
+
+#[test]
+fn a_call_is_relayed_both_ways_and_recorded_left_caller_right_callee() {
+    let MediaCall {
+        _dir: _keep,
+        rec_dir,
+        base,
+        st,
+        caller,
+        callee,
+        uas,
+        uac,
+    } = media_call();
 
     // Where siptrack tells each side to send: its own ports, not the
     // other side's.
@@ -335,33 +373,16 @@ fn a_call_is_relayed_both_ways_and_recorded_left_caller_right_callee() {
 /// stranger took over the callee's leg and got the caller's audio).
 #[test]
 fn a_stranger_spraying_the_relay_ports_first_takes_over_no_leg() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rec_dir = dir.path().join("recordings");
-    let base = free_ports(8);
-    let uas_port = free_port();
-    let st = Siptrack::start(&config(
-        uas_port,
-        true,
-        (base, base + 7),
-        &rec_dir.display().to_string(),
-    ));
-    let caller = RtpEndpoint::bind(free_port());
-    let callee = RtpEndpoint::bind(free_port());
+    let MediaCall {
+        _dir: _keep,
+        st,
+        caller,
+        callee,
+        uas,
+        uac,
+        ..
+    } = media_call();
     let stranger = RtpEndpoint::bind_on("127.0.0.9", 0);
-    let uas = Sipp::uas("uas_media.xml")
-        .port(uas_port)
-        .arg("-key")
-        .arg("rtp_port")
-        .arg(callee.port().to_string())
-        .pause_ms(500)
-        .spawn();
-    let uac = Sipp::uac("uac_media.xml", st.sip_addr())
-        .calls(1)
-        .arg("-key")
-        .arg("rtp_port")
-        .arg(caller.port().to_string())
-        .pause_ms(3500)
-        .spawn();
     let invite = wait_for(&uas, "INVITE at the UAS", |m| {
         m.dir == Dir::Received && m.is_request("INVITE")
     });

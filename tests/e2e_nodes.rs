@@ -271,6 +271,31 @@ fn respond(req: &str, status: &str, tag: &str, extra: &str) -> String {
 /// another node when the dead one does not answer, that node finds the
 /// dialog in PostgreSQL, relays the BYE to the callee, and records the
 /// call once with the time talked and the caller as the side that hung up.
+/// `calls` calls of `talk_ms` at 10 a second from SIPp through `to`.
+fn talking_calls(to: SocketAddr, calls: u32, talk_ms: u64) -> common::SippProcess {
+    Sipp::uac("uac_talk.xml", to)
+        .calls(calls)
+        .rate(10)
+        .pause_ms(talk_ms)
+        .time_limit(Duration::from_secs(60))
+        .spawn()
+}
+
+/// Every one of `calls` calls ended: SIPp had each BYE answered, and the
+/// callee answered each call and got its BYE.
+fn every_call_ended(uac: common::SippProcess, callee: Callee, calls: u32, kamailio: &Kamailio) {
+    let uac = uac.wait_at_most(Duration::from_secs(50));
+    let (answered, byes) = callee.stop();
+    assert_eq!(
+        (uac.successful(), uac.failed()),
+        (u64::from(calls), 0),
+        "every BYE answered:\n{}\n{}",
+        uac.summary(),
+        kamailio.log()
+    );
+    assert_eq!((answered, byes), (calls as usize, calls as usize));
+}
+
 #[test]
 fn calls_of_a_dead_node_are_ended_by_their_bye_through_another_node() {
     let url = common::pg::database();
@@ -285,26 +310,12 @@ fn calls_of_a_dead_node_are_ended_by_their_bye_through_another_node() {
     const CALLS: u32 = 30;
     const TALK_MS: u64 = 5_000;
     let callee = Callee::start(uas_port);
-    let uac = Sipp::uac("uac_talk.xml", kamailio.addr)
-        .calls(CALLS)
-        .rate(10)
-        .pause_ms(TALK_MS)
-        .time_limit(Duration::from_secs(60))
-        .spawn();
+    let uac = talking_calls(kamailio.addr, CALLS, TALK_MS);
     // Every call is set up (3 s at 10 per second) and talking; none has
     // hung up yet.
     std::thread::sleep(Duration::from_millis(3_600));
     nodes[0].kill9();
-    let uac = uac.wait_at_most(Duration::from_secs(50));
-    let (answered, byes) = callee.stop();
-    assert_eq!(
-        (uac.successful(), uac.failed()),
-        (u64::from(CALLS), 0),
-        "every BYE answered:\n{}\n{}",
-        uac.summary(),
-        kamailio.log()
-    );
-    assert_eq!((answered, byes), (CALLS as usize, CALLS as usize));
+    every_call_ended(uac, callee, CALLS, &kamailio);
 
     let calls = nodes[1].wait_for("calls", CALLS as usize, TOKEN);
     let ids: BTreeSet<&str> = calls.iter().filter_map(|c| c["id"].as_str()).collect();
@@ -349,12 +360,7 @@ fn a_node_started_again_at_once_after_a_crash_still_ends_its_calls_by_their_bye(
     const CALLS: u32 = 10;
     const TALK_MS: u64 = 6_000;
     let callee = Callee::start(uas_port);
-    let uac = Sipp::uac("uac_talk.xml", kamailio.addr)
-        .calls(CALLS)
-        .rate(10)
-        .pause_ms(TALK_MS)
-        .time_limit(Duration::from_secs(60))
-        .spawn();
+    let uac = talking_calls(kamailio.addr, CALLS, TALK_MS);
     // Every call is set up (1 s at 10 per second) and talking.
     std::thread::sleep(Duration::from_millis(1_600));
     nodes[0].kill9();
@@ -374,16 +380,7 @@ fn a_node_started_again_at_once_after_a_crash_still_ends_its_calls_by_their_bye(
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let uac = uac.wait_at_most(Duration::from_secs(50));
-    let (answered, byes) = callee.stop();
-    assert_eq!(
-        (uac.successful(), uac.failed()),
-        (u64::from(CALLS), 0),
-        "every BYE answered:\n{}\n{}",
-        uac.summary(),
-        kamailio.log()
-    );
-    assert_eq!((answered, byes), (CALLS as usize, CALLS as usize));
+    every_call_ended(uac, callee, CALLS, &kamailio);
 
     // Each call recorded once: the dead node's as interrupted when it
     // started again (their BYEs came after), the other node's as hung up.

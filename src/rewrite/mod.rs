@@ -172,35 +172,28 @@ pub fn caller(msg: &Message, rules: &PhoneRules, normalise: bool) -> Caller {
 /// [`rewrite_invite_from`] need not normalise the From again.
 pub fn caller_and_from(msg: &Message, rules: &PhoneRules, normalise: bool) -> (Caller, bool) {
     let from = caller_raw(msg);
+    // The number the network asserted, when the From does not give one:
+    // (its user part as written, normalised), or a withheld caller.
+    let identified = |found: Option<(SmolStr, SmolStr)>, from: SmolStr| match found {
+        Some((raw, phone)) => Caller {
+            phone: Some(if normalise { phone } else { raw.clone() }),
+            raw,
+        },
+        None => Caller {
+            raw: from,
+            phone: None,
+        },
+    };
     if privacy_id(msg) {
-        let c = match asserted_number(msg, rules) {
-            Some((raw, phone)) => Caller {
-                phone: Some(if normalise { phone } else { raw.clone() }),
-                raw,
-            },
-            None => Caller {
-                raw: from,
-                phone: None,
-            },
-        };
-        return (c, false);
+        return (identified(asserted_number(msg, rules), from), false);
     }
     if is_withheld(&from) {
         // The From hides the number, the network's identity headers may
         // not: as with `Privacy: id`, theirs is the caller's number (trial,
         // 2026-12-02: From anonymous with a Remote-Party-ID number made a
         // withheld lead, though the INVITE carried the number on).
-        let c = match asserted_number(msg, rules).or_else(|| party_number(msg, rules)) {
-            Some((raw, phone)) => Caller {
-                phone: Some(if normalise { phone } else { raw.clone() }),
-                raw,
-            },
-            None => Caller {
-                raw: from,
-                phone: None,
-            },
-        };
-        return (c, false);
+        let found = asserted_number(msg, rules).or_else(|| party_number(msg, rules));
+        return (identified(found, from), false);
     }
     let phone = normalise
         .then(|| normalize_user_smol(&from, rules))

@@ -72,22 +72,25 @@ async fn stores() -> Vec<(&'static str, Store, Option<tempfile::TempDir>)> {
     ]
 }
 
+/// A store on `url` as node `node` would open it, its clock at `at`.
+async fn open_node(url: &str, node: &str, at: u64) -> Store {
+    Store::open_with(
+        url,
+        &super::postgres::PgOptions::default(),
+        node,
+        Clock::manual(at),
+    )
+    .await
+    .expect("store")
+}
+
 /// Two handles on one database, as two nodes would have: SQLite (one
 /// file) and PostgreSQL.
 async fn shared_stores() -> Vec<(&'static str, Store, Store, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().expect("scratch dir");
     let file = format!("sqlite:{}", dir.path().join("t.db").display());
     let pg = crate::test_pg::database();
-    let open = |url: String, node: &'static str| async move {
-        Store::open_with(
-            &url,
-            &super::postgres::PgOptions::default(),
-            node,
-            Clock::manual(NOW_MS),
-        )
-        .await
-        .expect("store")
-    };
+    let open = |url: String, node: &'static str| async move { open_node(&url, node, NOW_MS).await };
     vec![
         (
             "sqlite",
@@ -1426,16 +1429,7 @@ async fn a_restarted_nodes_interrupted_calls_keep_their_dialogs_for_the_bye() {
     for (name, url) in urls {
         let open = |node: &'static str, at: u64| {
             let url = url.clone();
-            async move {
-                Store::open_with(
-                    &url,
-                    &super::postgres::PgOptions::default(),
-                    node,
-                    Clock::manual(at),
-                )
-                .await
-                .expect(name)
-            }
+            async move { open_node(&url, node, at).await }
         };
         let record = |s: &Store, jobs: Vec<Job>| {
             let s = s.clone();
