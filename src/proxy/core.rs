@@ -1744,8 +1744,6 @@ impl Proxy {
     fn upstream_copy(&mut self, now: Millis, msg: &Message) -> Option<Bytes> {
         let mut patch = self.take_scratch();
         if route::pop_top_via(msg, &mut patch).is_none() {
-            // Nothing left to send it along (RFC 3261 16.7 step 3).
-            self.stats.stray_responses += 1;
             patch.clear();
             self.scratch = patch;
             return None;

@@ -1305,28 +1305,6 @@ fn a_forked_calls_other_branches_keep_their_dialogs() {
     assert!(events(&mut rig).iter().any(|e| matches!(e, Bye { .. })));
 }
 
-/// A response with no Via left after ours was for siptrack, and is not
-/// forwarded (RFC 3261 16.7 step 3): it went to the caller Via-less.
-#[test]
-fn a_response_with_only_our_via_is_not_forwarded() {
-    let mut rig = Rig::new();
-    let fwd = start_call(&mut rig, "nv1", "novia@x");
-    let vias = header_lines(&fwd.text, "Via");
-    assert_eq!(vias.len(), 2, "ours and the caller's: {vias:?}");
-    let ringing = response_to(&fwd.text, 180, "Ringing", Some("u1"), "")
-        .replace(&format!("{}\r\n", vias[1]), "");
-    rig.recv_at(10, udp(UAS), &ringing);
-    assert!(rig.take_to(CALLER).is_empty());
-    assert_eq!(rig.proxy.stats.stray_responses, 1);
-    // With the caller's Via it goes on.
-    rig.recv_at(
-        20,
-        udp(UAS),
-        &response_to(&fwd.text, 180, "Ringing", Some("u1"), ""),
-    );
-    assert_eq!(rig.take_to(CALLER).len(), 1);
-}
-
 #[test]
 fn responses_are_only_believed_from_where_the_request_went() {
     let mut rig = tracking_rig();

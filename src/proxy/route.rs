@@ -524,14 +524,11 @@ pub fn pop_top_via(msg: &Message, patch: &mut Patch) -> Option<()> {
     let mut values = via_values(value);
     let _first = values.next()?;
     match values.next() {
-        None => {
-            // No Via left after ours: the response was for this element
-            // and is not forwarded (RFC 3261 16.7 step 3). A PBX that
-            // answered with ours only got its 200 relayed Via-less
-            // (trial, 2026-12-02).
-            msg.headers_named(HeaderName::Via).nth(1)?;
-            patch.delete(h.line)
-        }
+        // No Via left after ours is relayed as it is: a UAS that answers
+        // a CANCELled INVITE's 487 with the CANCEL's Vias (SIPp's
+        // `[last_Via:]`) sends only ours. RFC 3261 16.7 step 3 would drop
+        // it, and the caller would never hear its 487.
+        None => patch.delete(h.line),
         Some((next_start, _)) => {
             patch.delete(Span::new(
                 h.value.start as usize,
