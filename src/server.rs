@@ -515,6 +515,7 @@ fn trace_sip(
                     peer.transport.via_token().to_ascii_lowercase(),
                     peer.addr
                 ),
+                from_ip: (dir == Direction::In).then(|| peer.addr.ip()),
                 data: data.clone(),
             },
         );

@@ -42,6 +42,9 @@ pub struct Traced {
     pub dir: Direction,
     /// `udp 127.0.0.1:5060`.
     pub peer: String,
+    /// A received message's source IP (its share of a call's ladder is
+    /// bounded: [`MAX_FROM_ONE_SOURCE`]); None for what siptrack sent.
+    pub from_ip: Option<std::net::IpAddr>,
     pub data: Bytes,
 }
 
@@ -73,15 +76,6 @@ impl CallTrace {
             }
         }
     }
-}
-
-/// The IP a received message came from (`udp 127.0.0.1:5060`).
-fn source_ip(m: &Traced) -> Option<std::net::IpAddr> {
-    if m.dir != Direction::In {
-        return None;
-    }
-    let addr = m.peer.rsplit(' ').next()?;
-    addr.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
 }
 
 pub struct SipTraces {
@@ -120,7 +114,7 @@ impl SipTraces {
         call.last_at = call.last_at.max(m.at);
         if call.messages.len() >= MAX_MESSAGES_PER_CALL
             || call.bytes + len > MAX_BYTES_PER_CALL
-            || source_ip(&m).is_some_and(|ip| !call.admit(ip))
+            || m.from_ip.is_some_and(|ip| !call.admit(ip))
         {
             call.dropped += 1;
             return;
@@ -182,6 +176,7 @@ mod tests {
             // Sent by siptrack: only the per-call bounds apply.
             dir: Direction::Out,
             peer: "udp 127.0.0.1:5060".into(),
+            from_ip: None,
             data: Bytes::from(vec![b'x'; size]),
         }
     }
@@ -240,6 +235,7 @@ mod tests {
         let from = |ip: &str, at| Traced {
             dir: Direction::In,
             peer: format!("udp {ip}:5060"),
+            from_ip: ip.parse().ok(),
             ..msg(at, 10)
         };
         for i in 0..150 {

@@ -383,7 +383,7 @@ mod tests {
     /// the caller's samples in the recording that are its tone, and the
     /// timeline.
     fn caller_kept(packets: u32, caller_delay: impl Fn(u32) -> u64) -> (usize, Timeline) {
-        let pushes: Vec<_> = (0..packets)
+        let mut pushes: Vec<_> = (0..packets)
             .flat_map(|i| {
                 let at = u64::from(i) * 160;
                 [
@@ -392,7 +392,6 @@ mod tests {
                 ]
             })
             .collect();
-        let mut pushes = pushes;
         // In arrival order, as the relay hands them over.
         pushes.sort_by_key(|p| p.4);
         let mut t = Timeline::new();

@@ -948,9 +948,9 @@ impl Proxy {
             return;
         }
         // A forked branch's BYE ends that branch, not the call.
+        let is_bye = msg.method() == Some(Method::Bye);
         let branch = if by_caller { ttag } else { ftag };
-        let on_a_fork = self.dialogs.get(&dkey).is_some_and(|d| d.is_fork(branch));
-        if msg.method() == Some(Method::Bye) && !on_a_fork {
+        if is_bye && !self.dialogs.get(&dkey).is_some_and(|d| d.is_fork(branch)) {
             self.events.push(CallEvent::Bye {
                 call_id: Bytes::copy_from_slice(call_id),
                 at: now,

@@ -178,6 +178,7 @@ mod tests {
                     at,
                     dir,
                     peer: peer.into(),
+                    from_ip: None,
                     data: Bytes::from(text),
                 },
             );
