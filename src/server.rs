@@ -123,6 +123,11 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     )
     .await
     .context("opening the database")?;
+    // Before anything reads this node's open calls or claims.
+    let _node_hold = store
+        .hold_node(crate::store::node_hold::HoldPolicy::default())
+        .await
+        .context("holding storage.node_name")?;
     let mut pools = Pools::new(config.tracking.pools.clone());
     pools.restore(store.load_assignments().await?);
     let pools = Arc::new(Mutex::new(pools));

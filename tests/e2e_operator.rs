@@ -376,6 +376,66 @@ fn a_call_cut_short_by_a_crash_is_recorded_as_interrupted_and_ended_in_the_crm()
     assert_eq!(list(&p, "calls").len(), 1);
 }
 
+/// A second `siptrack run` on the same database under the same node name
+/// (a copied config with other ports; trial, 2026-12-02) is refused
+/// before it reads anything: it recorded the first one's live call
+/// `interrupted` and would have delivered its CRM claims twice. The call
+/// ends as talked.
+#[test]
+fn a_second_process_under_the_same_node_name_is_refused() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let cfg = config(uas_port, &db, "");
+    let p = Siptrack::start(&cfg);
+    let (uas, uac) = long_call(&p, uas_port, 3_000);
+    wait_answered(&p);
+
+    let copy = dir.path().join("copy.toml");
+    std::fs::write(
+        &copy,
+        cfg.replace("{SIP_PORT}", &free_port().to_string())
+            .replace("{HTTP_PORT}", &free_port().to_string()),
+    )
+    .expect("write the copy");
+    let mut second = Command::new(env!("CARGO_BIN_EXE_siptrack"))
+        .args(["run", "--config"])
+        .arg(&copy)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the second process");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while second.try_wait().expect("wait").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let still_running = second.try_wait().expect("wait").is_none();
+    if still_running {
+        let _ = second.kill();
+    }
+    let out = second.wait_with_output().expect("its output");
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!still_running, "the second process runs:\n{said}");
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("is in use by another running siptrack on this database"),
+        "{said}"
+    );
+
+    drop(uac.wait());
+    drop(uas.wait());
+    let calls = wait_for(&p, "calls", 1);
+    let c = &calls[0];
+    assert_eq!(
+        (&c["status"], &c["hangup"]),
+        (&"answered".into(), &"caller".into()),
+        "{c}"
+    );
+    assert!(c["duration"].as_u64().unwrap_or(0) >= 2, "{c}");
+}
+
 /// Holds the write lock of a SQLite database (as a stuck or broken
 /// database would) until dropped.
 struct DatabaseLock {

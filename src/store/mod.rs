@@ -23,6 +23,7 @@ use crate::tracking::pools::{AssignmentRow, Granted, PoolConfig, Visit};
 
 pub mod leads;
 pub mod memory;
+pub mod node_hold;
 pub mod outbox;
 pub mod postgres;
 pub mod query;
@@ -58,6 +59,8 @@ pub enum StoreError {
     Thread(String),
     #[error("storage: {0}")]
     Unsupported(&'static str),
+    #[error("storage: {0}")]
+    NodeInUse(String),
 }
 
 /// What went wrong with PostgreSQL, as its server or the connection said
@@ -181,6 +184,26 @@ impl Store {
             runs::DEFAULT_NODE.into(),
             clock,
         )
+    }
+
+    /// Holds `storage.node_name` on the database until the value is
+    /// dropped; fails when another running process holds it (see
+    /// `node_hold`). Only `siptrack run` holds it: the commands that read
+    /// share the name freely.
+    pub async fn hold_node(
+        &self,
+        policy: node_hold::HoldPolicy,
+    ) -> Result<node_hold::NodeHold, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(b) => {
+                let (file, node) = (b.file().to_path_buf(), self.node_id.clone());
+                tokio::task::spawn_blocking(move || node_hold::hold_file(&file, &node, policy.wait))
+                    .await
+                    .map_err(|e| StoreError::Thread(e.to_string()))?
+            }
+            Backend::Postgres(b) => Ok(node_hold::NodeHold::Postgres(b.hold_node(policy).await?)),
+            Backend::Memory(_) => Ok(node_hold::NodeHold::Nothing),
+        }
     }
 
     /// This process among the nodes sharing the database.

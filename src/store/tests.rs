@@ -1642,3 +1642,97 @@ async fn a_database_of_a_newer_siptrack_is_refused() {
     };
     assert!(err.contains("does not exist"), "{err}");
 }
+
+/// One running process per node name on a database (trial, 2026-12-02: a
+/// second process under the same name recorded the first one's live
+/// calls `interrupted`): a second holder of the name is refused, naming
+/// it; another name is not; the name is free again once its holder lets
+/// go (a crashed process's lock goes with its file handle or session).
+#[tokio::test]
+async fn a_node_name_is_held_by_one_process_at_a_time() {
+    use super::node_hold::HoldPolicy;
+    use std::time::Duration;
+    let quick = HoldPolicy {
+        wait: Duration::from_millis(300),
+        stale: Duration::from_secs(60),
+    };
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let file = format!("sqlite:{}", dir.path().join("t.db").display());
+    for (name, url) in [("sqlite", file), ("postgres", crate::test_pg::database())] {
+        let first = open_node(&url, "pbx-east-1", NOW_MS).await;
+        let held = first.hold_node(quick).await.expect(name);
+        let second = open_node(&url, "pbx-east-1", NOW_MS).await;
+        let refused = second.hold_node(quick).await.err().expect(name).to_string();
+        assert!(
+            refused.contains("\"pbx-east-1\" is in use by another running siptrack"),
+            "{name}: {refused}"
+        );
+        let other = open_node(&url, "pbx-east-2", NOW_MS).await;
+        let _other_held = other.hold_node(quick).await.expect(name);
+        drop(held);
+        let after = HoldPolicy {
+            wait: Duration::from_secs(5),
+            ..quick
+        };
+        second.hold_node(after).await.expect(name);
+    }
+}
+
+/// A PostgreSQL session that holds a node's name but has been silent past
+/// `stale` (its host died without closing the connection) is ended, so the
+/// node comes back at once instead of after the server's TCP keepalive.
+#[tokio::test]
+async fn a_silent_postgres_holder_of_a_node_name_is_ended() {
+    use super::node_hold::HoldPolicy;
+    use std::time::Duration;
+    let url = crate::test_pg::database();
+    let node = open_node(&url, "pbx-east-1", NOW_MS).await;
+    // A holder that never speaks again: the lock taken as `hold_node`
+    // takes it, from a session of its own.
+    let first = node
+        .hold_node(HoldPolicy::default())
+        .await
+        .expect("first hold");
+    drop(first);
+    let pg = url.clone();
+    let mut silent = tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&pg, postgres::NoTls).expect("connect");
+        // Wait for the hold's thread to let go, then take its lock.
+        let key = super::postgres::node_key("pbx-east-1");
+        for _ in 0..100 {
+            let got: bool = c
+                .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key.0, &key.1])
+                .expect("lock")
+                .get(0);
+            if got {
+                return c;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the first hold never let go");
+    })
+    .await
+    .expect("thread");
+    let patient = HoldPolicy {
+        wait: Duration::from_millis(500),
+        stale: Duration::from_secs(60),
+    };
+    let refused = node.hold_node(patient).await.err().expect("a live holder");
+    assert!(
+        refused.to_string().contains("PostgreSQL session"),
+        "{refused}"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let impatient = HoldPolicy {
+        wait: Duration::from_millis(500),
+        stale: Duration::from_secs(1),
+    };
+    let _held = node
+        .hold_node(impatient)
+        .await
+        .expect("the silent holder ended");
+    let ended = tokio::task::spawn_blocking(move || silent.simple_query("SELECT 1").is_err())
+        .await
+        .expect("thread");
+    assert!(ended, "the silent session still answers");
+}

@@ -18,10 +18,12 @@ use crate::clock::Clock;
 
 mod decide;
 mod leads;
+mod node_hold;
 mod outbox;
 mod pool;
 mod pools;
 
+pub use node_hold::{node_key, PgNodeHold};
 use pool::{Conn, Pool};
 
 /// Schema changes, in order; `schema_migrations` holds those applied.
@@ -171,6 +173,18 @@ impl PgStore {
 
     pub fn link_key(&self) -> &Arc<[u8]> {
         &self.link_key
+    }
+
+    /// Holds this node's name for as long as the value lives (see
+    /// `store::node_hold`).
+    pub async fn hold_node(
+        &self,
+        policy: crate::store::node_hold::HoldPolicy,
+    ) -> Result<PgNodeHold, StoreError> {
+        let (pool, node) = (self.pool.clone(), self.node.clone());
+        tokio::task::spawn_blocking(move || node_hold::hold(pool.config(), &node, policy))
+            .await
+            .map_err(|e| StoreError::Thread(e.to_string()))?
     }
 
     /// Runs `f` on a connection of the pool, on a blocking thread.

@@ -68,6 +68,11 @@ impl Pool {
         }
     }
 
+    /// How connections are made (the node lock makes its own).
+    pub fn config(&self) -> &postgres::Config {
+        &self.config
+    }
+
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, PoolState>, StoreError> {
         self.state
             .lock()

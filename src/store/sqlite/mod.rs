@@ -36,6 +36,8 @@ pub struct SqliteStore {
     node: Arc<str>,
     /// When dialogs kept for interrupted calls have run out.
     clock: Clock,
+    /// The database file (the node lock is beside it).
+    file: Arc<Path>,
 }
 
 /// Opens a connection to the file as every connection of the store is
@@ -172,7 +174,12 @@ impl SqliteStore {
             run_id: run_id.into(),
             node: node.into(),
             clock,
+            file: Path::new(&file).into(),
         })
+    }
+
+    pub fn file(&self) -> &Path {
+        &self.file
     }
 
     /// Gives back the page caches' unused pages of both connections:

@@ -1,0 +1,181 @@
+//! `storage.node_name` held on PostgreSQL (see `store::node_hold`): a
+//! session advisory lock on a connection of its own, kept by a thread
+//! that asks the server something every `BEAT`, so that a holder whose
+//! host died without closing the connection is seen to be gone (its
+//! session's last activity stops moving) and can be ended by the next
+//! process under that name. The thread takes the lock again after the
+//! connection was lost (a server restart ends every session and its
+//! locks).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use postgres::{Client, NoTls};
+
+use crate::store::node_hold::HoldPolicy;
+use crate::store::StoreError;
+
+/// The first key of every node lock ("ST" "ND"), kept positive so that
+/// `pg_locks.classid` compares without sign trouble.
+const CLASS: i32 = 0x5354_4e44;
+
+/// How often the holder shows it is alive.
+const BEAT: Duration = Duration::from_secs(2);
+
+/// Held until dropped: the thread stops and closes its connection.
+pub struct PgNodeHold {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for PgNodeHold {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Both keys of `node`'s lock.
+pub fn node_key(node: &str) -> (i32, i32) {
+    (CLASS, key_of(node))
+}
+
+/// The second key: FNV-1a of the name, positive.
+fn key_of(node: &str) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in node.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h & 0x7fff_ffff) as i32
+}
+
+/// Who holds a node's lock: pid, address, seconds since it was last
+/// active (NULL for what this role may not see: then it is not stale).
+const HOLDER: &str = "SELECT l.pid, COALESCE(host(a.client_addr), 'a local socket'),
+        COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - a.state_change), 0)::float8
+   FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+  WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+    AND l.classid::int8 = $1::int8 AND l.objid::int8 = $2::int8
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+
+fn try_lock(c: &mut Client, key: i32) -> Result<bool, postgres::Error> {
+    Ok(
+        c.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&CLASS, &key])?
+            .get(0),
+    )
+}
+
+/// Takes the lock on a fresh connection: waits `policy.wait` for a live
+/// holder to go, ends a stale one at once.
+fn acquire(
+    config: &postgres::Config,
+    node: &str,
+    policy: HoldPolicy,
+) -> Result<Client, StoreError> {
+    let key = key_of(node);
+    let mut c = config.connect(NoTls)?;
+    c.execute(
+        "SELECT set_config('application_name', $1, false)",
+        &[&format!("siptrack node {node}")],
+    )?;
+    let until = Instant::now() + policy.wait;
+    loop {
+        if try_lock(&mut c, key)? {
+            return Ok(c);
+        }
+        let holder = c.query_opt(HOLDER, &[&i64::from(CLASS), &i64::from(key)])?;
+        let Some(row) = holder else {
+            // Released between the two queries.
+            continue;
+        };
+        let (pid, addr, idle): (i32, String, f64) = (row.get(0), row.get(1), row.get(2));
+        if idle > policy.stale.as_secs_f64() {
+            tracing::warn!(node, pid, holder = %addr, idle_s = idle as u64, "ending a silent session that held this node name (its host is gone)");
+            c.execute("SELECT pg_terminate_backend($1)", &[&pid])?;
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        if Instant::now() >= until {
+            return Err(StoreError::NodeInUse(format!(
+                "storage.node_name {node:?} is in use by another running siptrack on this database (PostgreSQL session {pid} from {addr}, active {idle:.0} s ago); give each node its own node_name"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Holds `node` until the returned value is dropped. Blocking: call it
+/// from a blocking thread.
+pub fn hold(
+    config: &postgres::Config,
+    node: &str,
+    policy: HoldPolicy,
+) -> Result<PgNodeHold, StoreError> {
+    let client = acquire(config, node, policy)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (config, node, flag) = (config.clone(), node.to_string(), stop.clone());
+    std::thread::Builder::new()
+        .name("node-hold".into())
+        .spawn(move || keep(client, &config, &node, policy, &flag))
+        .map_err(|e| StoreError::Thread(e.to_string()))?;
+    Ok(PgNodeHold { stop })
+}
+
+/// Beats on the lock's connection; when it is lost, takes the lock again
+/// on a new one (logging, not stopping, while another process has it:
+/// the database's problems never cost a call).
+fn keep(
+    client: Client,
+    config: &postgres::Config,
+    node: &str,
+    policy: HoldPolicy,
+    stop: &AtomicBool,
+) {
+    let mut held = Some(client);
+    let mut warned: Option<Instant> = None;
+    let retake = HoldPolicy {
+        wait: Duration::ZERO,
+        ..policy
+    };
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(BEAT);
+        if let Some(c) = held.as_mut() {
+            if c.simple_query("SELECT 1").is_ok() {
+                continue;
+            }
+        }
+        held = None;
+        match acquire(config, node, retake) {
+            Ok(c) => {
+                tracing::info!(
+                    node,
+                    "node name held again after its database connection was lost"
+                );
+                held = Some(c);
+                warned = None;
+            }
+            Err(e) => {
+                if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                    tracing::error!(node, error = %e, "cannot hold this node's name on PostgreSQL; retrying");
+                    warned = Some(Instant::now());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_positive_and_differ_by_name() {
+        let names = ["pbx-east-1", "pbx-east-2", "", "узел"];
+        let keys: Vec<i32> = names.iter().map(|n| key_of(n)).collect();
+        assert!(keys.iter().all(|k| *k >= 0), "{keys:?}");
+        for (i, a) in keys.iter().enumerate() {
+            assert!(!keys[i + 1..].contains(a), "{keys:?}");
+        }
+        assert_eq!(key_of("pbx-east-1"), key_of("pbx-east-1"));
+    }
+}
