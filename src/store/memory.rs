@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::leads::{Job, NewDealStatus, NewLead, Recorded};
-use super::outbox::{DueItem, Settle, KEEP_DONE_MS};
+use super::outbox::{DueItem, Settle, CLOCK_STEP_MS, KEEP_DONE_MS};
 use super::query::LeadQuery;
 use super::record::{record_batch, Context, KnownCall, Ledger};
 use super::rows::{CallRow, DealRow, LeadRow, NoteCall, NoteRow, OutboxRow, PendingCrm};
@@ -45,6 +45,8 @@ struct StoredItem {
     order_key: String,
     /// In flight: (the node holding it, until when in Unix ms).
     claim: Option<(String, i64)>,
+    /// Queued, last claimed or rescheduled (Unix ms; `CLOCK_STEP_MS`).
+    touched_at: i64,
 }
 
 #[derive(Default)]
@@ -344,6 +346,7 @@ impl Ledger for State {
                     },
                     order_key: i.order_key.clone(),
                     claim: None,
+                    touched_at: now_ms,
                 },
             );
         }
@@ -654,7 +657,8 @@ impl MemoryStore {
                 .outbox
                 .range(..o.row.id)
                 .any(|(_, p)| p.order_key == o.order_key && p.row.state == "pending");
-            if o.row.next_at > now_ms || earlier_pending || leased(o) {
+            let stepped_back = o.touched_at > now_ms + CLOCK_STEP_MS;
+            if (o.row.next_at > now_ms && !stepped_back) || earlier_pending || leased(o) {
                 continue;
             }
             let Some(target) = Target::parse(&o.row.target) else {
@@ -683,6 +687,7 @@ impl MemoryStore {
         for d in &out {
             if let Some(o) = state.outbox.get_mut(&d.id) {
                 o.claim = Some((node.to_string(), now_ms + lease_ms));
+                o.touched_at = now_ms;
             }
         }
         Ok(out)
@@ -722,6 +727,7 @@ impl MemoryStore {
                     Settle::Retry { error, next_at } => {
                         r.last_error = error.clone();
                         r.next_at = *next_at;
+                        o.touched_at = now_ms;
                     }
                     Settle::Park { error } => {
                         r.state = "failed".into();

@@ -9,6 +9,16 @@ use crate::crm::outbox::Target;
 /// Delivered items are kept this long (for the lead log), then deleted.
 pub const KEEP_DONE_MS: i64 = 7 * 24 * 3_600_000;
 
+/// An item queued, claimed or rescheduled more than this after "now" was
+/// stamped before the clock was stepped back (a VM that booted with its
+/// clock hours ahead, then NTP): its due time is that far off too, so it
+/// is due at once rather than hours late (trial, 2026-12-02: a one-hour
+/// step held every CRM retry for the hour). Larger than any skew between
+/// NTP-synced nodes, so another node's ordinary items are never hurried;
+/// leases are left alone (hurrying another node's claim would deliver it
+/// twice).
+pub const CLOCK_STEP_MS: i64 = 60_000;
+
 /// An item ready to be attempted.
 #[derive(Clone, Debug)]
 pub struct DueItem {

@@ -1736,3 +1736,69 @@ async fn a_silent_postgres_holder_of_a_node_name_is_ended() {
         .expect("thread");
     assert!(ended, "the silent session still answers");
 }
+
+/// A clock stepped back (a VM that booted with its clock two hours ahead,
+/// then NTP) leaves queued and rescheduled items due hours late; they are
+/// due at once, and after one attempt on the new clock their schedule is
+/// the ordinary one again (no retry storm until the clock catches up).
+#[tokio::test]
+async fn a_clock_stepped_back_does_not_hold_crm_requests() {
+    let now = NOW_MS as i64;
+    let back = now - 2 * 3_600_000;
+    for (name, store, _dir) in stores().await {
+        queue_creates(&store, 1).await;
+        let node = store.node_id().to_string();
+        let claimed = store
+            .outbox_claim(&node, now, LEASE_MS, 10)
+            .await
+            .expect(name);
+        assert_eq!(claimed.len(), 1, "{name}");
+        let retry = |next_at| Settle::Retry {
+            error: "503".into(),
+            next_at,
+        };
+        store
+            .outbox_settle(&node, &[(claimed[0].id, retry(now + 300_000))], now)
+            .await
+            .expect(name);
+        let early = store
+            .outbox_claim(&node, now + 1_000, LEASE_MS, 10)
+            .await
+            .expect(name);
+        assert!(early.is_empty(), "{name}: retried before its time");
+        let after_step = store
+            .outbox_claim(&node, back, LEASE_MS, 10)
+            .await
+            .expect(name);
+        assert_eq!(after_step.len(), 1, "{name}: held by the step");
+        store
+            .outbox_settle(&node, &[(after_step[0].id, retry(back + 300_000))], back)
+            .await
+            .expect(name);
+        let storm = store
+            .outbox_claim(&node, back + 1_000, LEASE_MS, 10)
+            .await
+            .expect(name);
+        assert!(storm.is_empty(), "{name}: retried again at once");
+        let due = store
+            .outbox_claim(&node, back + 300_000, LEASE_MS, 10)
+            .await
+            .expect(name);
+        assert_eq!(due.len(), 1, "{name}");
+    }
+}
+
+/// An item queued before the clock was stepped back is due at once too.
+#[tokio::test]
+async fn an_item_queued_before_a_backward_clock_step_is_due_at_once() {
+    let back = NOW_MS as i64 - 2 * 3_600_000;
+    for (name, store, _dir) in stores().await {
+        queue_creates(&store, 1).await;
+        let node = store.node_id().to_string();
+        let due = store
+            .outbox_claim(&node, back, LEASE_MS, 10)
+            .await
+            .expect(name);
+        assert_eq!(due.len(), 1, "{name}");
+    }
+}

@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0005_console_indexes.sql"),
     include_str!("../../../migrations/postgres/0006_open_dialogs.sql"),
     include_str!("../../../migrations/postgres/0007_kept_dialogs.sql"),
+    include_str!("../../../migrations/postgres/0008_outbox_touched.sql"),
 ];
 
 /// Any constant: the key of the advisory lock migrations run under.

@@ -7,7 +7,7 @@
 use super::PgStore;
 use crate::crm::metrics::Depth;
 use crate::crm::outbox::Target;
-use crate::store::outbox::{DueItem, Settle, KEEP_DONE_MS};
+use crate::store::outbox::{DueItem, Settle, CLOCK_STEP_MS, KEEP_DONE_MS};
 use crate::store::rows::OutboxRow;
 use crate::store::StoreError;
 
@@ -30,21 +30,22 @@ impl PgStore {
             let rows = c.client.query(
                 "WITH due AS (
                     SELECT o.id FROM outbox o
-                     WHERE o.state = 'pending' AND o.next_at <= $1
+                     WHERE o.state = 'pending'
+                       AND (o.next_at <= $1 OR COALESCE(o.touched_at, o.created_at) > $1 + $5)
                        AND (o.lease_until IS NULL OR o.lease_until <= $1 OR o.claimed_by = $2)
                        AND NOT EXISTS (SELECT 1 FROM outbox p
                                         WHERE p.order_key = o.order_key AND p.id < o.id
                                           AND p.state = 'pending')
                      ORDER BY o.id LIMIT $4
                      FOR UPDATE SKIP LOCKED)
-                 UPDATE outbox o SET claimed_by = $2, lease_until = $1 + $3
+                 UPDATE outbox o SET claimed_by = $2, lease_until = $1 + $3, touched_at = $1
                    FROM due WHERE o.id = due.id
                  RETURNING o.id, o.target, o.idempotency_key, o.event, o.body, o.attempts,
                            o.created_at, o.deal_ref,
                            (SELECT d.crm_id FROM deals d WHERE d.id = o.deal_ref),
                            EXISTS (SELECT 1 FROM outbox x
                                     WHERE x.order_key = o.order_key AND x.event = 'deal.create')",
-                &[&now_ms, &node, &lease_ms, &limit],
+                &[&now_ms, &node, &lease_ms, &limit, &CLOCK_STEP_MS],
             )?;
             let mut items: Vec<DueItem> = rows
                 .iter()
@@ -124,9 +125,9 @@ impl PgStore {
                     Settle::Retry { error, next_at } => {
                         tx.execute(
                             "UPDATE outbox SET attempts = attempts + 1, last_error = $3,
-                                    next_at = $4, claimed_by = NULL, lease_until = NULL
+                                    next_at = $4, claimed_by = NULL, lease_until = NULL, touched_at = $5
                               WHERE id = $1 AND claimed_by = $2",
-                            &[id, &node, error, next_at],
+                            &[id, &node, error, next_at, &now_ms],
                         )?;
                     }
                     Settle::Park { error } => {

@@ -8,7 +8,7 @@ use rusqlite::{params, TransactionBehavior};
 use super::SqliteStore;
 use crate::crm::metrics::Depth;
 use crate::crm::outbox::Target;
-use crate::store::outbox::{DueItem, Settle, KEEP_DONE_MS};
+use crate::store::outbox::{DueItem, Settle, CLOCK_STEP_MS, KEEP_DONE_MS};
 use crate::store::rows::OutboxRow;
 use crate::store::StoreError;
 
@@ -37,14 +37,15 @@ impl SqliteStore {
                             EXISTS (SELECT 1 FROM outbox c
                                      WHERE c.order_key = o.order_key AND c.event = 'deal.create') AS created_here
                        FROM outbox o LEFT JOIN deals d ON d.id = o.deal_ref
-                      WHERE o.state = 'pending' AND o.next_at <= ?1
+                      WHERE o.state = 'pending'
+                        AND (o.next_at <= ?1 OR COALESCE(o.touched_at, o.created_at) > ?1 + ?4)
                         AND (o.lease_until IS NULL OR o.lease_until <= ?1 OR o.claimed_by = ?3)
                         AND NOT EXISTS (SELECT 1 FROM outbox p
                                          WHERE p.order_key = o.order_key AND p.id < o.id
                                            AND p.state = 'pending')
                       ORDER BY o.id LIMIT ?2",
                 )?;
-                let rows = q.query_map(params![now_ms, limit, node], |r| {
+                let rows = q.query_map(params![now_ms, limit, node, CLOCK_STEP_MS], |r| {
                     let target: String = r.get(1)?;
                     let Some(target) = Target::parse(&target) else {
                         tracing::error!(
@@ -72,10 +73,10 @@ impl SqliteStore {
             };
             {
                 let mut claim = tx.prepare_cached(
-                    "UPDATE outbox SET claimed_by = ?2, lease_until = ?3 WHERE id = ?1",
+                    "UPDATE outbox SET claimed_by = ?2, lease_until = ?3, touched_at = ?4 WHERE id = ?1",
                 )?;
                 for i in &items {
-                    claim.execute(params![i.id, node, now_ms + lease_ms])?;
+                    claim.execute(params![i.id, node, now_ms + lease_ms, now_ms])?;
                 }
             }
             tx.commit()?;
@@ -128,10 +129,10 @@ impl SqliteStore {
                     Settle::Retry { error, next_at } => {
                         tx.prepare_cached(
                             "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_at = ?3,
-                                    claimed_by = NULL, lease_until = NULL
+                                    claimed_by = NULL, lease_until = NULL, touched_at = ?5
                               WHERE id = ?1 AND claimed_by = ?4",
                         )?
-                        .execute(params![id, error, next_at, node])?;
+                        .execute(params![id, error, next_at, node, now_ms])?;
                     }
                     Settle::Park { error } => {
                         tx.prepare_cached(
