@@ -167,6 +167,11 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     }));
     let media_metrics = Arc::new(MediaMetrics::default());
     let storage_health = Arc::new(StorageHealth::default());
+    tokio::spawn(watch_database_file(
+        store.clone(),
+        storage_health.clone(),
+        config.storage.describe(),
+    ));
     let traces = (config.ui.sip_trace_minutes > 0).then(|| {
         Arc::new(Mutex::new(SipTraces::new(
             config.ui.sip_trace_minutes * 60_000,
@@ -899,6 +904,40 @@ async fn follow_shared_pools(store: Store, pools: Arc<Mutex<Pools>>) {
                 }
             }
             Err(e) => tracing::debug!(error = %e, "reading pool numbers granted by other nodes"),
+        }
+    }
+}
+
+/// How often the SQLite file is checked (`watch_database_file`).
+const FILE_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Checks every few seconds that the SQLite database file is the one open:
+/// a deleted one is written back (`SqliteStore::check_file`); a replaced
+/// one makes /healthz 503 until a restart, since this process goes on
+/// writing into the file it opened.
+async fn watch_database_file(store: Store, health: Arc<StorageHealth>, database: String) {
+    use crate::store::sqlite::FileCheck;
+    if store.is_shared() {
+        return;
+    }
+    let mut said_at: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(FILE_CHECK_EVERY).await;
+        match store.check_file().await {
+            Ok(FileCheck::Same) => {}
+            Ok(FileCheck::WrittenBack) => tracing::error!(
+                database = %database,
+                "the database file was deleted while siptrack ran; everything it held was written back to its path, and siptrack goes on with that file"
+            ),
+            Ok(FileCheck::Replaced) => {
+                let why = format!("the database file ({database}) was replaced by another file while siptrack ran; this process still writes to the one it opened: restart it to use the new one");
+                if said_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    tracing::error!("{why}");
+                    said_at = Some(Instant::now());
+                }
+                health.set_file_problem(Some(why));
+            }
+            Err(e) => tracing::warn!(error = %e, "checking the database file"),
         }
     }
 }

@@ -436,6 +436,54 @@ fn a_second_process_under_the_same_node_name_is_refused() {
     assert!(c["duration"].as_u64().unwrap_or(0) >= 2, "{c}");
 }
 
+/// One short call through `p`, waited for to its end.
+fn short_call(p: &Siptrack, uas_port: u16) {
+    let (uas, uac) = long_call(p, uas_port, 200);
+    drop(uac.wait());
+    drop(uas.wait());
+}
+
+/// The database file deleted while siptrack runs (`rm siptrack.db*`;
+/// trial, 2026-12-02): it went on writing into the deleted file and the
+/// next start found an empty database. Now what it holds is written back
+/// to the path within seconds and the calls after it go there too, so a
+/// restart has every call.
+#[test]
+fn a_database_file_deleted_while_running_is_written_back() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let cfg = config(uas_port, &db, "");
+    let mut p = Siptrack::start(&cfg);
+    short_call(&p, uas_port);
+    wait_for(&p, "calls", 1);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{db}{suffix}"));
+    }
+    short_call(&p, uas_port);
+    wait_for(&p, "calls", 2);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !Path::new(&db).exists() {
+        assert!(Instant::now() < deadline, "not written back:\n{}", p.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    short_call(&p, uas_port);
+    wait_for(&p, "calls", 3);
+    assert!(
+        p.log()
+            .contains("the database file was deleted while siptrack ran"),
+        "{}",
+        p.log()
+    );
+    p.stop(Duration::from_secs(10));
+
+    let p = Siptrack::start(&cfg);
+    let calls = list(&p, "calls");
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    let (_, health) = get(api(&p), "/healthz", None);
+    assert_eq!(health, "ok\n");
+}
+
 /// Holds the write lock of a SQLite database (as a stuck or broken
 /// database would) until dropped.
 struct DatabaseLock {

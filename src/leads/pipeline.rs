@@ -131,6 +131,8 @@ pub struct StorageHealth {
     pub held: AtomicU64,
     pub errors_total: AtomicU64,
     pub lost_total: AtomicU64,
+    /// The database file is not the one open (replaced while running).
+    file_problem: Mutex<Option<String>>,
 }
 
 impl StorageHealth {
@@ -153,8 +155,18 @@ impl StorageHealth {
             + self.held.load(Ordering::Relaxed)
     }
 
+    /// Sets or clears what is wrong with the database file itself.
+    pub fn set_file_problem(&self, problem: Option<String>) {
+        if let Ok(mut f) = self.file_problem.lock() {
+            *f = problem;
+        }
+    }
+
     /// Why the node is not healthy, if it is not.
     pub fn problem(&self) -> Option<String> {
+        if let Some(p) = self.file_problem.lock().ok().and_then(|f| f.clone()) {
+            return Some(p);
+        }
         let failing = self.failing.lock().ok().and_then(|f| f.clone());
         let waiting = self.backlog();
         match failing {

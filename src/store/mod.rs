@@ -206,6 +206,16 @@ impl Store {
         }
     }
 
+    /// Whether a SQLite database file is still the one open (see
+    /// `SqliteStore::check_file`: a deleted one is written back). Other
+    /// stores have no file.
+    pub async fn check_file(&self) -> Result<sqlite::FileCheck, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(b) => b.check_file().await,
+            _ => Ok(sqlite::FileCheck::Same),
+        }
+    }
+
     /// This process among the nodes sharing the database.
     pub fn node_id(&self) -> &str {
         &self.node_id

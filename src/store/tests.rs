@@ -1802,3 +1802,36 @@ async fn an_item_queued_before_a_backward_clock_step_is_due_at_once() {
         assert_eq!(due.len(), 1, "{name}");
     }
 }
+
+/// SQLite: a file deleted while open is written back with what the store
+/// held and used from then on; another file put in its place is reported,
+/// not used.
+#[tokio::test]
+async fn a_deleted_sqlite_file_is_written_back_and_a_replaced_one_reported() {
+    use super::sqlite::FileCheck;
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let path = dir.path().join("t.db");
+    let url = format!("sqlite:{}", path.display());
+    let store = open_node(&url, "n", NOW_MS).await;
+    assert_eq!(store.check_file().await.expect("check"), FileCheck::Same);
+    queue_creates(&store, 1).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    queue_creates(&store, 1).await;
+    assert_eq!(
+        store.check_file().await.expect("check"),
+        FileCheck::WrittenBack
+    );
+    queue_creates(&store, 1).await;
+    assert_eq!(store.check_file().await.expect("check"), FileCheck::Same);
+    let reopened = open_node(&url, "n", NOW_MS).await;
+    assert_eq!(reopened.list_leads(10, 0).await.expect("list").len(), 3);
+
+    std::fs::rename(&path, dir.path().join("moved.db")).expect("move");
+    std::fs::write(&path, b"").expect("another file");
+    assert_eq!(
+        store.check_file().await.expect("check"),
+        FileCheck::Replaced
+    );
+}

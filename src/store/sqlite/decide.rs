@@ -27,6 +27,14 @@ pub(super) enum Work {
     /// Give back the page cache's unused pages (after a burst: see
     /// [`release_cache`]).
     ReleaseMemory,
+    /// The database file was deleted while this connection kept it open:
+    /// write what it holds back to `path` and go on there (see
+    /// `SqliteStore::check_file`). In the thread's order, so no batch
+    /// is committed to the deleted file after the copy.
+    Restore {
+        path: std::path::PathBuf,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// `PRAGMA shrink_memory` (sqlite3_db_release_memory): frees the pages
@@ -70,21 +78,25 @@ pub(super) fn start(
                 earlier_run_id,
                 clock,
             };
-            // The statements live as long as the thread's connection.
-            let mut st = Statements::new(&conn);
-            while let Ok(work) = rx.recv() {
-                match work {
-                    Work::Decide(b) => {
-                        let result = d.batch(&mut st, &b.jobs, &b.settings, &b.status, &b.plan);
-                        // The caller may have gone (shutdown); the work is done.
-                        let _ = b.reply.send(result);
-                    }
-                    Work::ReleaseMemory => release_cache(&conn),
-                }
+            let mut conn = conn;
+            while let Some((path, reply)) = d.serve(&conn, &rx) {
+                let restored = write_back(&conn, &path)
+                    .and_then(|()| super::connect(&path))
+                    .map_err(|e| format!("writing {} back: {e}", path.display()));
+                let answer = restored.map(|fresh| conn = fresh);
+                // The caller may have gone; the thread goes on either way.
+                let _ = reply.send(answer);
             }
         })
         .map_err(|e| StoreError::Thread(e.to_string()))?;
     Ok(tx)
+}
+
+/// Copies what `conn` sees (its file may be deleted; it still reads it
+/// and its WAL) into a new file at `path`, user_version included.
+fn write_back(conn: &Connection, path: &std::path::Path) -> rusqlite::Result<()> {
+    conn.execute("VACUUM INTO ?1", [path.to_string_lossy()])
+        .map(drop)
 }
 
 struct Decider {
@@ -288,6 +300,31 @@ fn note_open_call(st: &mut Statements, run_id: &str, c: &CallStart) -> rusqlite:
 }
 
 impl Decider {
+    /// Works on `conn` until the channel closes (None) or a restore is
+    /// asked for: the statements borrow the connection, so the thread
+    /// leaves this to change it.
+    #[allow(clippy::type_complexity)]
+    fn serve(
+        &self,
+        conn: &Connection,
+        rx: &mpsc::Receiver<Work>,
+    ) -> Option<(std::path::PathBuf, oneshot::Sender<Result<(), String>>)> {
+        // The statements live as long as the thread's connection.
+        let mut st = Statements::new(conn);
+        while let Ok(work) = rx.recv() {
+            match work {
+                Work::Decide(b) => {
+                    let result = self.batch(&mut st, &b.jobs, &b.settings, &b.status, &b.plan);
+                    // The caller may have gone (shutdown); the work is done.
+                    let _ = b.reply.send(result);
+                }
+                Work::ReleaseMemory => release_cache(conn),
+                Work::Restore { path, reply } => return Some((path, reply)),
+            }
+        }
+        None
+    }
+
     fn batch(
         &self,
         st: &mut Statements,

@@ -38,6 +38,28 @@ pub struct SqliteStore {
     clock: Clock,
     /// The database file (the node lock is beside it).
     file: Arc<Path>,
+    /// The file's device and inode as opened (or last written back):
+    /// another at the path, or none, means it was replaced or deleted.
+    identity: Arc<Mutex<Option<(u64, u64)>>>,
+}
+
+/// What `SqliteStore::check_file` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FileCheck {
+    /// The file the store has open is at its path.
+    Same,
+    /// It had been deleted; what the store held was written back there
+    /// and the store goes on with that file.
+    WrittenBack,
+    /// Another file is at the path now (a backup copied over it?): the
+    /// store keeps the one it opened, until a restart.
+    Replaced,
+}
+
+fn identity_of(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
 }
 
 /// Opens a connection to the file as every connection of the store is
@@ -175,8 +197,56 @@ impl SqliteStore {
             run_id: run_id.into(),
             node: node.into(),
             clock,
+            identity: Arc::new(Mutex::new(identity_of(Path::new(&file)).ok())),
             file: Path::new(&file).into(),
         })
+    }
+
+    /// Whether the database file is still the one this store has open.
+    /// Deleted (an operator's `rm siptrack.db*` while it ran): the store
+    /// went on writing into the deleted file, and a restart found it
+    /// empty (trial, 2026-12-02); now the decision thread writes what it
+    /// holds back to the path, in its order (no batch is lost between),
+    /// and both connections go on with the new file.
+    pub async fn check_file(&self) -> Result<FileCheck, StoreError> {
+        let (file, conn, decider, identity) = (
+            self.file.clone(),
+            self.conn.clone(),
+            self.decider.clone(),
+            self.identity.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let poisoned = || StoreError::Thread("the store's lock is poisoned".into());
+            let known = *identity.lock().map_err(|_| poisoned())?;
+            match identity_of(&file) {
+                Ok(now) if Some(now) == known => return Ok(FileCheck::Same),
+                Ok(_) => return Ok(FileCheck::Replaced),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StoreError::Thread(format!(
+                        "checking {}: {e}",
+                        file.display()
+                    )))
+                }
+            }
+            // Nothing else uses this connection meanwhile.
+            let mut c = conn.lock().map_err(|_| poisoned())?;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            decider
+                .send(decide::Work::Restore {
+                    path: file.to_path_buf(),
+                    reply: tx,
+                })
+                .map_err(|_| StoreError::Thread("the decision thread is gone".into()))?;
+            rx.blocking_recv()
+                .map_err(|_| StoreError::Thread("the decision thread is gone".into()))?
+                .map_err(StoreError::Thread)?;
+            *c = connect(&file)?;
+            *identity.lock().map_err(|_| poisoned())? = identity_of(&file).ok();
+            Ok(FileCheck::WrittenBack)
+        })
+        .await
+        .map_err(|e| StoreError::Thread(e.to_string()))?
     }
 
     pub fn file(&self) -> &Path {
