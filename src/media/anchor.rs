@@ -268,7 +268,9 @@ impl Anchor {
             c.recording = RecState::NotRecorded(reason.clone());
         }
         match reason {
-            NoRecording::NoPorts => self.stats.unrecorded_no_ports += 1,
+            NoRecording::NoPorts | NoRecording::NoDescriptors => {
+                self.stats.unrecorded_no_ports += 1
+            }
             NoRecording::Codec(_) => self.stats.unrecorded_codec += 1,
             _ => {}
         }
@@ -408,12 +410,12 @@ impl Anchor {
         }
         // New m= lines get their ports (two pairs each).
         let mut new = Vec::new();
-        let mut failed = false;
+        let mut failed = None;
         while c.streams.len() + new.len() < parsed.media.len() {
             let a = match self.ports.take(now) {
                 Ok(p) => p,
-                Err(_) => {
-                    failed = true;
+                Err(e) => {
+                    failed = Some(e);
                     break;
                 }
             };
@@ -422,14 +424,14 @@ impl Anchor {
                     caller: a,
                     callee: b,
                 }),
-                Err(_) => {
+                Err(e) => {
                     self.ports.give_back(a, now);
-                    failed = true;
+                    failed = Some(e);
                     break;
                 }
             }
         }
-        if failed {
+        if let Some(e) = failed {
             for s in new {
                 self.ports.give_back(s.caller, now);
                 self.ports.give_back(s.callee, now);
@@ -437,7 +439,11 @@ impl Anchor {
             c.passthrough = true;
             if !c.decided {
                 c.decided = true;
-                self.not_recorded(call_id, NoRecording::NoPorts);
+                let reason = match e {
+                    PortError::NoDescriptors => NoRecording::NoDescriptors,
+                    _ => NoRecording::NoPorts,
+                };
+                self.not_recorded(call_id, reason);
             }
             return;
         }

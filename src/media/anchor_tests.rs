@@ -382,3 +382,32 @@ fn an_sdp_it_cannot_read_passes_as_it_came_and_takes_no_ports() {
         assert_eq!(state, reason.map(RecState::NotRecorded));
     }
 }
+
+/// Sockets that cannot be opened for want of file descriptors say so
+/// (trial, 2026-12-02: `ulimit -n 256` read "no free media ports", and an
+/// operator went looking at the port range).
+#[test]
+fn out_of_descriptors_is_its_own_reason() {
+    struct NoFds;
+    impl PortSource for NoFds {
+        fn take(&mut self, _now: Millis) -> Result<PortPair, PortError> {
+            Err(PortError::NoDescriptors)
+        }
+        fn give_back(&mut self, _pair: PortPair, _now: Millis) {}
+    }
+    let mut an = Anchor::new(
+        MediaSettings {
+            enabled: true,
+            advertised_ip: "192.0.2.10".parse().expect("ip"),
+        },
+        Box::new(NoFds),
+    );
+    let fwd = invite(&mut an, Some(CALLER_SDP), true);
+    assert_eq!(body(&fwd), CALLER_SDP, "passed through untouched");
+    let got: Vec<NoRecording> = an.take_unrecorded().map(|u| u.reason).collect();
+    assert_eq!(got, [NoRecording::NoDescriptors]);
+    assert_eq!(
+        got[0].to_string(),
+        "out of file descriptors (raise the open files limit, ulimit -n)"
+    );
+}

@@ -20,6 +20,10 @@ pub enum PortError {
     /// Every pair is in use or still resting: the call goes unrecorded.
     #[error("no free media ports")]
     Exhausted,
+    /// The process may open no more sockets (`ulimit -n`), though ports
+    /// are free (trial, 2026-12-02: this read "no free media ports").
+    #[error("out of file descriptors (raise the open files limit, ulimit -n)")]
+    NoDescriptors,
 }
 
 /// Hands out pairs least recently freed first.

@@ -66,6 +66,8 @@ pub enum NoRecording {
     Codec(String),
     #[error("no free media ports")]
     NoPorts,
+    #[error("out of file descriptors (raise the open files limit, ulimit -n)")]
+    NoDescriptors,
     #[error("recording file: {0}")]
     Disk(String),
     #[error("recording reached the WAV size limit")]

@@ -63,6 +63,11 @@ pub enum MediaReport {
     Recording(Outcome),
 }
 
+/// EMFILE or ENFILE: no socket can be opened whatever the port.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
 /// The [`PortSource`] of a running node: a pair counts as free only once
 /// both its sockets are bound (another program may hold a port of the
 /// range; that pair is skipped).
@@ -98,8 +103,12 @@ impl PortSource for BindingPorts {
                 }
                 (a, b) => {
                     let e = a.err().or(b.err());
-                    tracing::debug!(port = p.rtp, error = ?e, "media port pair busy; skipped");
                     skipped.push(p);
+                    if e.as_ref().is_some_and(out_of_descriptors) {
+                        result = Err(PortError::NoDescriptors);
+                        break;
+                    }
+                    tracing::debug!(port = p.rtp, error = ?e, "media port pair busy; skipped");
                 }
             }
         }
@@ -350,6 +359,19 @@ mod tests {
     //! The relay thread on real loopback sockets.
 
     use super::*;
+
+    #[test]
+    fn only_emfile_and_enfile_are_out_of_descriptors() {
+        for (errno, out) in [
+            (libc::EMFILE, true),
+            (libc::ENFILE, true),
+            (libc::EADDRINUSE, false),
+            (libc::EACCES, false),
+        ] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert_eq!(out_of_descriptors(&e), out, "{e}");
+        }
+    }
     use crate::media::relay::{LegSdp, StreamPorts};
 
     /// A send the kernel refuses (an IPv6 far end for sockets bound on
