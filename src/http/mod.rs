@@ -20,6 +20,7 @@ use crate::crm::metrics::OutboxMetrics;
 use crate::leads::dedup::{Identity, LeadKind};
 use crate::leads::pipeline::new_deal_status;
 use crate::leads::pipeline::StorageHealth;
+use crate::log_text::{Clean, Throttle};
 use crate::phone::{normalize_str, PhoneRules};
 use crate::proxy::Stats;
 use crate::recording::retention::RetentionMetrics;
@@ -37,6 +38,11 @@ pub use serve::serve;
 
 pub mod json;
 pub mod ui;
+
+/// The "pool full" warning: one line per pool each 10 s (a full pool
+/// takes a number over at every visit).
+static POOL_FULL_SAID: std::sync::LazyLock<Mutex<Throttle>> =
+    std::sync::LazyLock::new(|| Mutex::new(Throttle::new(std::time::Duration::from_secs(10))));
 
 #[derive(Clone)]
 pub struct AppState {
@@ -443,13 +449,19 @@ async fn post_visit(_: Authorized, State(s): State<AppState>, body: Bytes) -> Re
     let g = match granted {
         Ok(Some(g)) => {
             if let Some(e) = &g.exhausted {
-                tracing::warn!(
-                    pool = %e.pool,
-                    number = %e.number,
-                    taken_from = %e.taken_from,
-                    visit = %g.row.visit.as_ref().map_or("", |v| v.id.as_str()),
-                    "pool full: its longest idle number was taken from its visit"
-                );
+                let allowed = POOL_FULL_SAID
+                    .lock()
+                    .map(|mut t| t.allow(&e.pool, std::time::Instant::now()));
+                if let Ok(Some(held_back)) = allowed {
+                    tracing::warn!(
+                        pool = %Clean(&e.pool),
+                        number = %e.number,
+                        taken_from = %Clean(&e.taken_from),
+                        visit = %Clean(g.row.visit.as_ref().map_or("", |v| v.id.as_str())),
+                        takeovers_not_logged = held_back,
+                        "pool full: its longest idle number was taken from its visit (one line per pool each 10 s; siptrack_pool_numbers_taken_over_total counts them all)"
+                    );
+                }
             }
             g
         }
@@ -524,7 +536,7 @@ async fn grant_shared(
             Ok(granted)
         }
         Err(e) => {
-            tracing::warn!(error = %e, visit = %visit.id, "pool number granted by this node alone: the database did not answer");
+            tracing::warn!(error = %e, visit = %Clean(&visit.id), "pool number granted by this node alone: the database did not answer");
             grant_here(s, visit, now).await
         }
     }

@@ -7,6 +7,7 @@
 //! (bounded). At start, calls an earlier run saw begin and never recorded
 //! (it was killed) are recorded as interrupted.
 
+use crate::log_text::Clean;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -298,9 +299,9 @@ impl Pipeline {
         });
         for (r, rec) in ended.zip(&done) {
             tracing::info!(
-                call_id = %r.call_id,
-                caller = %r.info.caller,
-                dialed = %r.info.dialed,
+                call_id = %Clean(&r.call_id),
+                caller = %Clean(&r.info.caller),
+                dialed = %Clean(&r.info.dialed),
                 status = r.status.as_str(),
                 duration = r.duration,
                 hangup = r.hangup.map(|h| h.as_str()).unwrap_or(""),
