@@ -36,6 +36,10 @@ pub struct Node {
     media_commands: Vec<Command>,
     records: Records,
     max_call_ms: Millis,
+    /// Where the media of calls waiting for a retry stood when their
+    /// failure closed it (the retry anchors afresh; a call no retry
+    /// follows is recorded with this).
+    media_before_retry: std::collections::HashMap<Bytes, crate::media::anchor::RecState>,
 }
 
 impl Node {
@@ -51,6 +55,7 @@ impl Node {
             media_commands: Vec::new(),
             records: Records::default(),
             max_call_ms: max_call_seconds * 1000,
+            media_before_retry: std::collections::HashMap::new(),
         }
     }
 
@@ -172,10 +177,12 @@ impl Node {
     /// A call record is ready: its media closed, and it goes out now or
     /// when its recording is finalised.
     fn ended(&mut self, r: CallRecord, now: Millis) {
+        let before_retry = self.media_before_retry.remove(r.call_id.as_bytes());
         let state = self
             .media
             .as_ref()
-            .and_then(|m| m.lock().ok()?.close(r.call_id.as_bytes(), now));
+            .and_then(|m| m.lock().ok()?.close(r.call_id.as_bytes(), now))
+            .or(before_retry);
         if let Some(r) = self.records.ended(r, state, now) {
             self.news.push(CallNews::Ended(r));
         }
@@ -282,25 +289,27 @@ impl Node {
                     }));
                 }
             }
-            let call_id = match &ev {
-                CallEvent::Failed { call_id, .. } if self.calls.is_open(call_id) => {
-                    Some(call_id.clone())
-                }
+            let failed = match &ev {
+                CallEvent::Failed { call_id, .. } => Some(call_id.clone()),
                 _ => None,
             };
+            if let CallEvent::Started { call_id, .. } = &ev {
+                // The retry anchors its media afresh.
+                self.media_before_retry.remove(call_id);
+            }
             match self.calls.on_event(ev) {
                 Some(r) => self.ended(r, now),
-                // A failure that closed no record: a challenged INVITE.
+                // A failure the caller may retry (a challenge, a 3xx, a
+                // 422 …): the call goes on; its media so far is done.
                 None => {
-                    if let Some(id) = call_id.filter(|id| !self.calls.is_open(id)) {
-                        if let Some(m) = &self.media {
-                            if let Ok(mut a) = m.lock() {
-                                a.close(&id, now);
-                            }
+                    if let Some(id) = failed.filter(|id| self.calls.awaits_retry(id)) {
+                        let state = self
+                            .media
+                            .as_ref()
+                            .and_then(|m| m.lock().ok()?.close(&id, now));
+                        if let Some(state) = state {
+                            self.media_before_retry.insert(id, state);
                         }
-                        self.news.push(CallNews::Abandoned(
-                            String::from_utf8_lossy(&id).into_owned(),
-                        ));
                     }
                 }
             }

@@ -484,6 +484,80 @@ fn a_database_file_deleted_while_running_is_written_back() {
     assert_eq!(health, "ok\n");
 }
 
+/// A PBX with a session-timer floor answers the first INVITE 422; the
+/// trunk sends it again with the same Call-ID (RFC 4028 6), and that
+/// attempt is answered and talked. It is one call, answered, with the
+/// talk time, from the first INVITE (trial, 2026-12-02: recorded
+/// `failed`, 0 s, and the talked call dropped as a second record of the
+/// same Call-ID).
+#[test]
+fn a_call_retried_after_a_422_is_one_answered_call() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let crm = Crm::start(0, SECRET, Mode::Ok);
+    let crm_keys = format!(
+        "[crm]\ncall_start_url = \"{}\"\ncall_end_url = \"{}\"\nsecret = \"{SECRET}\"\n",
+        crm.url("/start"),
+        crm.url("/end")
+    );
+    let p = Siptrack::start(&config(uas_port, &db_in(dir.path()), &crm_keys));
+    let uas = Sipp::uas("uas_session_timer.xml")
+        .port(uas_port)
+        .calls(1)
+        .time_limit(Duration::from_secs(30))
+        .spawn();
+    let uac = Sipp::uac("uac_session_timer.xml", p.sip_addr())
+        .calls(1)
+        .arg("-s")
+        .arg("74951110001")
+        .arg("-key")
+        .arg("caller")
+        .arg("89160000001")
+        .arg("-d")
+        .arg("2000")
+        .time_limit(Duration::from_secs(30))
+        .run();
+    let uas = uas.wait_at_most(Duration::from_secs(10));
+    assert_eq!(
+        uac.successful(),
+        1,
+        "{}\n{}\n{}",
+        uac.summary(),
+        uas.summary(),
+        p.log()
+    );
+    let calls = wait_for(&p, "calls", 1);
+    let c = &calls[0];
+    assert_eq!(
+        (&c["status"], &c["hangup"]),
+        (&"answered".into(), &"caller".into()),
+        "{c}"
+    );
+    assert!(
+        (2..=3).contains(&c["duration"].as_u64().unwrap_or(0)),
+        "{c}"
+    );
+    crm.wait_until(Duration::from_secs(10), "call end", |s| {
+        s.requests.iter().any(|r| r.path == "/end")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = crm.lock();
+    let paths: Vec<&str> = seen.requests.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths.iter().filter(|p| **p == "/start").count(),
+        1,
+        "{paths:?}"
+    );
+    let ends: Vec<&Value> = seen
+        .requests
+        .iter()
+        .filter(|r| r.path == "/end")
+        .map(|r| &r.json)
+        .collect();
+    assert_eq!(ends.len(), 1, "{paths:?}");
+    assert_eq!(ends[0]["status"], "ANSWER", "{}", ends[0]);
+}
+
 /// Holds the write lock of a SQLite database (as a stuck or broken
 /// database would) until dropped.
 struct DatabaseLock {
