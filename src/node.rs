@@ -147,6 +147,15 @@ impl Node {
         self.proxy.on_timer(now.mono_ms);
         self.collect_at(now.mono_ms);
         for r in self.calls.on_tick(now.mono_ms) {
+            if r.hangup == Some(Party::Timeout) {
+                // max_call_seconds: a BYE each way, not dead air.
+                if self
+                    .proxy
+                    .end_dialog_at_limit(r.call_id.as_bytes(), now.mono_ms)
+                {
+                    tracing::info!(call_id = %crate::log_text::Clean(&r.call_id), "tracking.max_call_seconds reached: ending the call");
+                }
+            }
             self.ended(r, now.mono_ms);
         }
         for r in self.records.expire(now.mono_ms, false) {
@@ -542,5 +551,45 @@ mod tests {
         sent(&mut n);
         n.on_media_timeout(at(72_000), 1);
         assert!(sent(&mut n).is_empty());
+    }
+
+    /// `max_call_seconds` ends an answered call with a BYE each way
+    /// (trial, 2026-12-02: the media stopped and nobody was told).
+    #[test]
+    fn the_call_time_limit_ends_the_call_with_a_bye_each_way() {
+        let mut n = node();
+        answered(&mut n, "n3@x");
+        sent(&mut n);
+        n.take_news().for_each(drop);
+        n.on_timer(at(3_599_999));
+        assert!(sent(&mut n).iter().all(|(_, m)| !m.starts_with("BYE ")));
+        n.on_timer(at(3_600_000));
+        let out = sent(&mut n);
+        let byes: Vec<(&Peer, &String)> = out
+            .iter()
+            .filter(|(_, m)| m.starts_with("BYE "))
+            .map(|(to, m)| (to, m))
+            .collect();
+        assert_eq!(
+            byes.iter().map(|(to, _)| *to).collect::<Vec<_>>(),
+            [&udp(UAS), &udp(CALLER)]
+        );
+        assert!(
+            byes[0]
+                .1
+                .contains("Reason: SIP;cause=408;text=\"maximum call duration\"\r\n"),
+            "{}",
+            byes[0].1
+        );
+        n.on_timer(at(3_611_000));
+        let ended: Vec<CallRecord> = n
+            .take_news()
+            .filter_map(|x| match x {
+                CallNews::Ended(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].hangup, Some(Party::Timeout));
     }
 }

@@ -128,6 +128,8 @@ struct Ends {
 enum EndReason {
     RtpTimeout,
     Shutdown,
+    /// `tracking.max_call_seconds` reached.
+    CallLimit,
 }
 
 /// Branches of a forked call whose dialogs are kept besides the main one.
@@ -1868,6 +1870,15 @@ impl Proxy {
         }) > 0
     }
 
+    /// Ends the call's dialog as [`Proxy::end_dialog`] does, when it
+    /// reached `tracking.max_call_seconds` (`Reason: … "maximum call
+    /// duration"`): its record is closed already (hangup `timeout`), so no
+    /// call event. Before (trial, 2026-12-02) the media just stopped and
+    /// both sides sat in dead air until their own timers.
+    pub fn end_dialog_at_limit(&mut self, call_id: &[u8], now: Millis) -> bool {
+        self.end_dialogs(now, EndReason::CallLimit, |d| d.call_id.as_ref() == call_id) > 0
+    }
+
     /// Ends every established dialog as [`Proxy::end_dialog`] does, for
     /// a shutdown whose drain time ran out: the calls still up get their
     /// BYEs (`Reason: … "siptrack shutting down"`) rather than dead air
@@ -1984,6 +1995,7 @@ impl Proxy {
         out.extend_from_slice(match why {
             EndReason::RtpTimeout => &b"Reason: SIP;cause=408;text=\"RTP timeout\"\r\n"[..],
             EndReason::Shutdown => b"Reason: SIP;cause=503;text=\"siptrack shutting down\"\r\n",
+            EndReason::CallLimit => b"Reason: SIP;cause=408;text=\"maximum call duration\"\r\n",
         });
         out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
         let data = Bytes::from(out);
