@@ -209,7 +209,10 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         leads: leads.clone(),
         phone: config.rewrite.phone.clone(),
         media: media_metrics.clone(),
-        ui: Arc::new(crate::http::ui::UiState::new(config.ui.clone())),
+        ui: Arc::new(crate::http::ui::UiState::new(
+            config.ui.clone(),
+            (config.http.max_connections / 2).max(1),
+        )),
         crm_status: Arc::new(StatusReceiver {
             hooks: config.crm.status_hooks.clone(),
             transport: crate::crm::transport::Transport::new(

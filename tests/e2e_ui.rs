@@ -991,3 +991,96 @@ fn a_recorded_call_plays_in_the_console_and_its_link_needs_a_session_or_the_toke
     eprintln!("player: duration {duration:.3} s, played to {played:.3} s; WAV {wav_seconds:.3} s");
     assert_eq!(b.alert(), None);
 }
+
+/// Opens `/ui/events?lead=0` with `cookie` and returns the connection
+/// (kept open) and the status line's code.
+fn open_stream(api: SocketAddr, cookie: &str) -> (std::net::TcpStream, u16) {
+    use std::io::{Read as _, Write as _};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&api, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET /ui/events?lead=0 HTTP/1.1\r\nHost: {api}\r\nCookie: {cookie}\r\n\r\n"
+    )
+    .expect("request");
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+        got.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&got).into_owned();
+    let code = line
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (s, code)
+}
+
+/// What one browser or address may hold (trial, 2026-12-02): 40 guesses
+/// of a password in 6 s went unhindered, and one signed-in user's 260
+/// live-row streams held every HTTP connection, so /healthz and the
+/// website's visits waited. Now five wrong passwords for a name from an
+/// address make further tries wait (429, Retry-After), and a session
+/// holds at most 8 streams.
+#[test]
+fn sign_in_guessing_and_stream_floods_are_limited() {
+    let hash =
+        siptrack::ui::login::hash_password("anna's pass", b"0123456789abcdef").expect("hash");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = format!("sqlite:{}", dir.path().join("s.db").display());
+    let ui = format!("[ui]\n[[ui.users]]\nname = \"anna\"\npassword_hash = \"{hash}\"\n");
+    let p = Siptrack::start(&config(free_port(), &db, None, &ui));
+    let api = p.api();
+
+    for _ in 0..5 {
+        assert!(sign_in(api, "anna", "guess").is_none());
+    }
+    let (status, head, _) = {
+        let (_, head, page) = http(api, "GET", "/ui/login", &[], "");
+        let login = cookie_of(&head, "siptrack_login").expect("cookie");
+        let token = hidden(&page, "csrf").expect("token");
+        http(
+            api,
+            "POST",
+            "/ui/login",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Cookie", &format!("siptrack_login={login}")),
+            ],
+            &format!("csrf={token}&user=anna&password=anna%27s+pass&next=/ui/"),
+        )
+    };
+    assert_eq!(status, 429, "even the right password waits: {head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: "),
+        "{head}"
+    );
+    // Another name from this address is still checked.
+    let (cookie, _) = sign_in(api, "", TOKEN).expect("the token signs in");
+
+    let mut open = Vec::new();
+    for i in 0..8 {
+        let (s, code) = open_stream(api, &cookie);
+        assert_eq!(code, 200, "stream {i}");
+        open.push(s);
+    }
+    let (_s, code) = open_stream(api, &cookie);
+    assert_eq!(code, 429, "a ninth stream of one session");
+    let (status, _) = get(api, "/healthz", None);
+    assert_eq!(status, 200);
+    drop(open);
+    // Closed streams give their places back (once the server sees it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, code) = open_stream(api, &cookie);
+        drop(s);
+        if code == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "places not given back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

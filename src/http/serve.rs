@@ -64,7 +64,10 @@ pub async fn serve(listener: TcpListener, app: Router, config: &HttpConfig) {
                 continue;
             }
         };
-        let service = TowerToHyperService::new(app.clone());
+        let service = WithPeer {
+            inner: TowerToHyperService::new(app.clone()),
+            remote,
+        };
         tokio::spawn(async move {
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -75,6 +78,29 @@ pub async fn serve(listener: TcpListener, app: Router, config: &HttpConfig) {
             }
             drop(place);
         });
+    }
+}
+
+/// The router's service with the connection's peer address in every
+/// request's extensions (`ConnectInfo`: the console counts failed
+/// sign-ins per address).
+struct WithPeer<S> {
+    inner: S,
+    remote: std::net::SocketAddr,
+}
+
+impl<S, B> hyper::service::Service<hyper::Request<B>> for WithPeer<S>
+where
+    S: hyper::service::Service<hyper::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut req: hyper::Request<B>) -> Self::Future {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.remote));
+        self.inner.call(req)
     }
 }
 

@@ -7,18 +7,20 @@
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::io::Read as _;
-use std::sync::Mutex;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::{Extension, Form, Router};
 
 use super::{change_deal_status, requeue_outbox, AppState};
 use crate::config::UiConfig;
+use crate::ui::limits::{FailedSignIns, Streams};
 use crate::ui::session::{cookie, same_secret, Session, Sessions};
 use crate::ui::{self, Ctx};
 
@@ -29,6 +31,15 @@ const LOGIN_COOKIE: &str = "siptrack_login";
 const MAX_SESSIONS: usize = 10_000;
 /// Password hashes checked at once.
 const PASSWORD_CHECKS: usize = 2;
+/// Failed sign-ins counted over this window (ms) …
+const SIGN_IN_WINDOW_MS: u64 = 15 * 60_000;
+/// … per (address, user name) and per address before attempts are
+/// refused unchecked.
+const SIGN_INS_PER_USER: usize = 5;
+const SIGN_INS_PER_ADDRESS: usize = 20;
+/// Live-row streams (`/ui/events`) one session may hold: a page each,
+/// in a few tabs.
+const STREAMS_PER_SESSION: usize = 8;
 
 /// The console's state: its config and the sessions.
 pub struct UiState {
@@ -38,15 +49,50 @@ pub struct UiState {
     /// on purpose, so a flood of sign-ins waits here instead of filling
     /// the blocking threads and memory.
     checks: tokio::sync::Semaphore,
+    sign_ins: Mutex<FailedSignIns>,
+    streams: Mutex<Streams>,
 }
 
 impl UiState {
-    pub fn new(config: UiConfig) -> UiState {
+    /// `max_streams`: live-row streams in all (each holds an HTTP
+    /// connection; the server leaves the rest of `http.max_connections`
+    /// to the API, the website and the CRM webhooks).
+    pub fn new(config: UiConfig, max_streams: usize) -> UiState {
         let ttl = config.session_minutes * 60_000;
         UiState {
             config,
             sessions: Mutex::new(Sessions::new(ttl, MAX_SESSIONS)),
             checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS),
+            sign_ins: Mutex::new(FailedSignIns::new(
+                SIGN_IN_WINDOW_MS,
+                SIGN_INS_PER_USER,
+                SIGN_INS_PER_ADDRESS,
+            )),
+            streams: Mutex::new(Streams::new(STREAMS_PER_SESSION, max_streams)),
+        }
+    }
+}
+
+/// One live-row stream's place, given back when the stream ends.
+struct StreamSlot {
+    ui: Arc<UiState>,
+    session: String,
+}
+
+impl StreamSlot {
+    fn take(ui: &Arc<UiState>, session: &str) -> Option<StreamSlot> {
+        let mut streams = ui.streams.lock().ok()?;
+        streams.try_open(session).then(|| StreamSlot {
+            ui: ui.clone(),
+            session: session.to_string(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.ui.streams.lock() {
+            s.close(&self.session);
         }
     }
 }
@@ -265,9 +311,12 @@ async fn login_form(
 
 async fn login(
     State(s): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
+    // Tests that call the router directly have no connection.
+    let ip = peer.map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |p| p.0 .0.ip());
     // The form's token must be the one its page set as a cookie: a page
     // elsewhere cannot sign a browser in to an account of its choosing.
     let expected = headers
@@ -282,6 +331,24 @@ async fn login(
     let field = |k: &str| f.get(k).cloned().unwrap_or_default();
     let (user, password) = (field("user"), field("password"));
     let next = ui::login::safe_next(&field("next")).to_string();
+    let now = s.clock.unix_ms();
+    let refused =
+        s.ui.sign_ins
+            .lock()
+            .ok()
+            .and_then(|mut f| f.refused_for(ip, &user, now));
+    if let Some(ms) = refused {
+        tracing::warn!(%ip, "console: too many failed sign-ins; refused unchecked");
+        let mut r = message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed sign-ins from this address: try again later",
+        );
+        if let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    let tried = user.clone();
     let (users, token) = (s.ui.config.users.clone(), s.token.clone());
     // argon2 is slow on purpose: off the runtime's threads, a few at once.
     let Ok(_turn) = s.ui.checks.acquire().await else {
@@ -294,7 +361,10 @@ async fn login(
     .ok()
     .flatten();
     let Some(who) = who else {
-        tracing::warn!("console: a sign-in failed");
+        if let Ok(mut f) = s.ui.sign_ins.lock() {
+            f.failed(ip, &tried, s.clock.unix_ms());
+        }
+        tracing::warn!(%ip, "console: a sign-in failed");
         return secure(
             Redirect::to(&format!("/ui/login?failed&next={}", ui::url_value(&next)))
                 .into_response(),
@@ -303,7 +373,9 @@ async fn login(
     let (Ok(id), Ok(csrf)) = (random_hex(), random_hex()) else {
         return message(StatusCode::INTERNAL_SERVER_ERROR, "no randomness");
     };
-    let now = s.clock.unix_ms();
+    if let Ok(mut f) = s.ui.sign_ins.lock() {
+        f.succeeded(ip, &tried);
+    }
     match s.ui.sessions.lock() {
         Ok(mut sessions) => sessions.open(id.clone(), csrf, &who, now),
         Err(_) => return message(StatusCode::INTERNAL_SERVER_ERROR, "sessions unavailable"),
@@ -591,6 +663,8 @@ struct Stream {
     recorded: tokio::sync::watch::Receiver<u64>,
     ready: VecDeque<Event>,
     ended: bool,
+    /// Held for the stream's life.
+    _slot: StreamSlot,
 }
 
 impl Stream {
@@ -690,8 +764,15 @@ async fn events(
     let Ok(after) = after.parse::<i64>() else {
         return message(StatusCode::BAD_REQUEST, "the id after which to send rows");
     };
+    let Some(slot) = StreamSlot::take(&s.ui, &session) else {
+        return message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many live-row streams open (close some console tabs)",
+        );
+    };
     let recorded = s.store.recorded();
     let stream = Stream {
+        _slot: slot,
         s,
         session,
         kind,

@@ -13,6 +13,7 @@ pub mod calls;
 pub mod deals;
 pub mod ladder;
 pub mod leads;
+pub mod limits;
 pub mod login;
 pub mod outbox;
 pub mod overview;

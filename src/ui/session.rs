@@ -15,9 +15,15 @@ pub struct Session {
     pub expires_at: u64,
 }
 
+/// Sessions one user holds at most: signing in beyond that drops that
+/// user's session that would expire first, not anybody else's (trial,
+/// 2026-12-02: 10,050 sign-ins of one user pushed every other user's
+/// session out of the table).
+const PER_USER: usize = 20;
+
 /// Sessions by id, at most `cap` of them: signing in beyond that drops
 /// the one that would expire first, so a flood of sign-ins cannot grow
-/// memory.
+/// memory; and at most `PER_USER` of one user.
 pub struct Sessions {
     by_id: HashMap<String, Session>,
     ttl_ms: u64,
@@ -36,6 +42,18 @@ impl Sessions {
     /// Signs `user` in under `id` (random, from the caller) at `now`.
     pub fn open(&mut self, id: String, csrf: String, user: &str, now: u64) -> Session {
         self.by_id.retain(|_, s| s.expires_at > now);
+        let mine = self.by_id.values().filter(|s| s.user == user).count();
+        if mine >= PER_USER {
+            let oldest = self
+                .by_id
+                .iter()
+                .filter(|(_, s)| s.user == user)
+                .min_by_key(|(_, s)| s.expires_at)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.by_id.remove(&k);
+            }
+        }
         while self.by_id.len() >= self.cap {
             let Some(first) = self
                 .by_id
@@ -130,6 +148,19 @@ mod tests {
         s.open("e".into(), "x".into(), "u", 1002);
         assert_eq!(s.get("d", 1002).map(|x| x.user), Some("u".into()));
         assert!(s.get("b", 1002).is_none());
+    }
+
+    #[test]
+    fn one_user_signing_in_again_and_again_drops_only_their_own_sessions() {
+        let mut s = Sessions::new(1_000_000, 100);
+        s.open("victim".into(), "x".into(), "anna", 0);
+        for i in 0..500u64 {
+            s.open(format!("flood{i}"), "x".into(), "boris", 1 + i);
+        }
+        assert!(s.get("victim", 600).is_some(), "anna is still signed in");
+        assert_eq!(s.len(), 1 + PER_USER);
+        assert!(s.get("flood499", 600).is_some(), "the newest stays");
+        assert!(s.get("flood0", 600).is_none(), "the oldest went");
     }
 
     #[test]
