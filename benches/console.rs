@@ -167,7 +167,7 @@ fn serve(rt: &tokio::runtime::Runtime, store: Store) -> (SocketAddr, String) {
         storage: Arc::new(StorageHealth::default()),
         tcp,
         media: Default::default(),
-        ui: Arc::new(UiState::new(config.ui.clone())),
+        ui: Arc::new(UiState::new(config.ui.clone(), 128)),
         traces: None,
         recordings: Arc::new(siptrack::http::recordings::RecordingAccess {
             dir: config.media.recordings_dir.clone(),
