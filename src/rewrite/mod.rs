@@ -587,9 +587,18 @@ fn normalize_caller_at(
         return;
     };
     if let Some(known) = known {
-        if known != raw {
-            patch.replace(span, known.as_bytes());
+        if !raw.contains(';') {
+            if known != raw {
+                patch.replace(span, known.as_bytes());
+            }
+            return;
         }
+        patch.replace_if(span, |out| {
+            let start = out.len();
+            out.extend_from_slice(known.as_bytes());
+            append_kept_params(raw, out);
+            out[start..] != *raw.as_bytes()
+        });
         return;
     }
     // Escapes are decoded first (`8%20916…`); what is no number after
@@ -597,8 +606,30 @@ fn normalize_caller_at(
     // into the edit, taken back when it is the same.
     patch.replace_if(span, |out| {
         let start = out.len();
-        normalize_user_append(raw, rules, out) && out[start..] != *raw.as_bytes()
+        normalize_user_append(raw, rules, out) && {
+            append_kept_params(raw, out);
+            out[start..] != *raw.as_bytes()
+        }
     });
+}
+
+/// A telephone-subscriber's parameters after its number (RFC 3966,
+/// RFC 4694: `;npdi;rn=+79160000000`, `;cic=…`, `;ext=…`) go on with
+/// the normalised number: a PBX may route on them (trial, 2026-12-02:
+/// they were dropped). `phone-context` does not: it says the number was
+/// local to that context, and the normalised number no longer is.
+fn append_kept_params(raw: &str, out: &mut Vec<u8>) {
+    let Some((_, params)) = raw.split_once(';') else {
+        return;
+    };
+    for p in params.split(';') {
+        let name = p.split('=').next().unwrap_or(p);
+        if p.is_empty() || name.eq_ignore_ascii_case("phone-context") {
+            continue;
+        }
+        out.push(b';');
+        out.extend_from_slice(p.as_bytes());
+    }
 }
 
 #[cfg(test)]

@@ -704,6 +704,52 @@ fn one_pass_rendering_matches_the_two_pass_form() {
     }
 }
 
+/// Number-portability and other telephone-subscriber parameters stay on
+/// the normalised number in the forwarded INVITE; a phone-context goes
+/// with the local form it qualified (trial, 2026-12-02: both dropped).
+#[test]
+fn a_callers_number_parameters_go_on_with_the_normalised_number() {
+    let rules = PhoneRules::default();
+    for (user, forwarded) in [
+        (
+            "+79162223346;npdi;rn=+79160000000",
+            "79162223346;npdi;rn=+79160000000",
+        ),
+        (
+            "89162223346;cic=+12345;ext=101",
+            "79162223346;cic=+12345;ext=101",
+        ),
+        ("9162223345;phone-context=+7", "79162223345"),
+        ("9162223345;PHONE-CONTEXT=+7;npdi", "79162223345;npdi"),
+        ("79162223345;npdi", "79162223345;npdi"),
+        ("8-916-222-33-45", "79162223345"),
+    ] {
+        for known in [false, true] {
+            let msg = invite("74951111111", user, "");
+            let s = RewriteSettings::default();
+            let ctx = CallContext {
+                caller: "79162223345".into(),
+                ..visit_ctx()
+            };
+            let mut patch = Patch::new();
+            if known {
+                let (c, is_from) = caller_and_from(&msg, &rules, true);
+                let known_from = c.phone.clone().unwrap_or_default();
+                let from = is_from.then_some(known_from.as_str());
+                rewrite_invite_from(&msg, &ctx, &ToEdit::Keep, &s, from, &mut patch);
+            } else {
+                rewrite_invite(&msg, &ctx, &ToEdit::Keep, &s, &mut patch);
+            }
+            let out = applied(&msg, &mut patch);
+            assert_eq!(
+                header(&out, "From"),
+                vec![format!("\"Caller\" <sip:{forwarded}@trunk.example>;tag=f1")],
+                "{user} known={known}"
+            );
+        }
+    }
+}
+
 /// The router hands the rewrite the caller it already normalised from the
 /// From: the forwarded INVITE is the same as when the rewrite normalises
 /// the From itself, for every kind of From user part, with Privacy and
