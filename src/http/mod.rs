@@ -571,7 +571,7 @@ pub fn parse_lead(body: &[u8], phone: &PhoneRules, now_s: i64) -> Result<NewLead
         return Err("fields: larger than 16384 bytes".into());
     }
     let email = text("email", 320)?.to_lowercase();
-    if !email.is_empty() && !email.contains('@') {
+    if !email.is_empty() && !is_email(&email) {
         return Err(format!("email: \"{email}\" is not an e-mail address"));
     }
     let raw_phone = text("phone", 64)?;
@@ -852,9 +852,49 @@ mod node_info_tests {
     }
 }
 
+/// An address a CRM can take: one `@` between a local part and a domain,
+/// neither empty, and none of white space, control characters or
+/// `< > ( ) [ ] \\ , ; : " '` (quoted local parts are left out: no form
+/// sends them, and they carried markup into CRMs that show e-mails as
+/// HTML; trial, 2026-12-02: `a"><svg/onload=…>@x.ru` went through).
+fn is_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    let fine = |part: &str| {
+        !part.is_empty()
+            && part.chars().all(|c| {
+                !c.is_whitespace() && !c.is_control() && !"<>()[]\\,;:\"'@".contains(c)
+            })
+    };
+    fine(local) && fine(domain) && !domain.starts_with('.') && !domain.ends_with('.')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn e_mail_addresses_a_crm_can_take() {
+        for (s, ok) in [
+            ("ivan@example.com", true),
+            ("ivan.petrov+promo@mail.example.ru", true),
+            ("иван@почта.рф", true),
+            ("a\"><svg/onload=alert(13)>@x.ru", false),
+            ("ivan@", false),
+            ("@example.com", false),
+            ("ivan", false),
+            ("ivan@@example.com", false),
+            ("ivan @example.com", false),
+            ("ivan@example.com\r\nBcc: x", false),
+            ("ivan@.example.com", false),
+            ("ivan@example.com.", false),
+            ("<ivan@example.com>", false),
+            ("ivan;drop@example.com", false),
+        ] {
+            assert_eq!(is_email(s), ok, "{s:?}");
+        }
+    }
 
     #[test]
     fn visit_bodies_are_checked_field_by_field() {
