@@ -588,6 +588,33 @@ impl Checker<'_> {
     }
 }
 
+/// Wrong values listed at most in one run.
+const MAX_TYPE_ERRORS: usize = 50;
+
+/// Makes the line holding `offset` a comment of the same length, if it
+/// is one `key = value` line (its value complete on it: brackets and
+/// braces balanced); None when it is not.
+fn blank_line_of(text: &mut String, offset: usize) -> Option<()> {
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let end = text
+        .get(offset..)?
+        .find('\n')
+        .map_or(text.len(), |i| offset + i);
+    let line = text.get(start..end)?;
+    let trimmed = line.trim_start();
+    let balanced =
+        |open: char, close: char| line.matches(open).count() == line.matches(close).count();
+    if trimmed.starts_with('[') || !line.contains('=') || !balanced('[', ']') || !balanced('{', '}')
+    {
+        return None;
+    }
+    let blank: String = std::iter::once('#')
+        .chain(std::iter::repeat_n(' ', line.len().saturating_sub(1)))
+        .collect();
+    text.replace_range(start..end, &blank);
+    Some(())
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -612,19 +639,41 @@ impl Config {
         }
         let raw: RawConfig = match toml::from_str(text) {
             Ok(raw) => raw,
-            Err(e) => {
+            Err(first) => {
                 // Not TOML, or a value of the wrong type: the checks below
-                // need the typed values, so this is as far as it goes.
-                let key = e
-                    .span()
-                    .and_then(|s| keys::key_at(text, s.start))
-                    .unwrap_or_else(|| "toml".into());
-                // serde names Rust types; an operator wants TOML words.
-                let message = e
-                    .message()
-                    .replace("expected i64", "expected an integer")
-                    .replace("expected a boolean", "expected true or false");
-                c.err(key, e.span(), message);
+                // need the typed values, so this is as far as they go. But
+                // every wrong value is listed, not only the first: each one
+                // found is blanked out (its line made a comment of the same
+                // length, so later spans still point into `text`) and the
+                // text read again (trial, 2026-12-02: an operator fixed
+                // three typos in three runs).
+                let mut blanked = text.to_string();
+                let mut e = first;
+                for _ in 0..MAX_TYPE_ERRORS {
+                    let key = e
+                        .span()
+                        .and_then(|s| keys::key_at(&blanked, s.start))
+                        .unwrap_or_else(|| "toml".into());
+                    // serde names Rust types; an operator wants TOML words.
+                    let message = e
+                        .message()
+                        .replace("expected i64", "expected an integer")
+                        .replace("expected a boolean", "expected true or false");
+                    c.err(key, e.span(), message);
+                    let Some(next) = e
+                        .span()
+                        .and_then(|s| blank_line_of(&mut blanked, s.start))
+                        .and_then(|()| toml::from_str::<RawConfig>(&blanked).err())
+                    else {
+                        break;
+                    };
+                    // A key blanked out that had to be there is no error
+                    // of `text`.
+                    if next.span().is_none() || next.message().contains("missing field") {
+                        break;
+                    }
+                    e = next;
+                }
                 return Err(c.into_errors());
             }
         };
@@ -2745,6 +2794,26 @@ mod tests {
         );
         let e = errors("[sip\nlisten = 1\n");
         assert_eq!(e[0].line, Some(1));
+        // Every wrong value in one run, not only the first (trial,
+        // 2026-12-02); a value over several lines ends the list there.
+        let e = errors(
+            "[sip]\nmax_message_bytes = \"big\"\n\n[tracking]\nnormalize_caller = \"yes\"\nmax_call_seconds = 1.5\n\n[http]\nmax_connections = \"many\"\n",
+        );
+        let got: Vec<(String, Option<usize>)> = e.iter().map(|e| (e.key.clone(), e.line)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("sip.max_message_bytes".into(), Some(2)),
+                ("tracking.normalize_caller".into(), Some(5)),
+                ("tracking.max_call_seconds".into(), Some(6)),
+                ("http.max_connections".into(), Some(9)),
+            ],
+            "{e:?}"
+        );
+        assert!(e[1].message.contains("expected true or false"), "{e:?}");
+        let e = errors("[sip]\nmax_message_bytes = \"big\"\nlisten = [\n  1,\n]\ntimers = 3\n");
+        let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["sip.max_message_bytes", "sip.listen[0]"], "{e:?}");
     }
 
     #[test]

@@ -863,9 +863,9 @@ fn is_email(s: &str) -> bool {
     };
     let fine = |part: &str| {
         !part.is_empty()
-            && part.chars().all(|c| {
-                !c.is_whitespace() && !c.is_control() && !"<>()[]\\,;:\"'@".contains(c)
-            })
+            && part
+                .chars()
+                .all(|c| !c.is_whitespace() && !c.is_control() && !"<>()[]\\,;:\"'@".contains(c))
     };
     fine(local) && fine(domain) && !domain.starts_with('.') && !domain.ends_with('.')
 }
