@@ -444,7 +444,12 @@ impl CallTracker {
                     // the call went, not what was dialed). Otherwise a
                     // retransmission.
                     std::collections::hash_map::Entry::Occupied(mut e) => {
-                        e.get_mut().failed = None;
+                        let c = e.get_mut();
+                        if c.failed.take().is_some() {
+                            // RFC 3261 wants the same From tag; a caller
+                            // that picks a new one still hangs up with it.
+                            c.from_tag = from_tag;
+                        }
                     }
                 }
                 None

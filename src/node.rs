@@ -186,7 +186,12 @@ impl Node {
     /// A call record is ready: its media closed, and it goes out now or
     /// when its recording is finalised.
     fn ended(&mut self, r: CallRecord, now: Millis) {
-        let before_retry = self.media_before_retry.remove(r.call_id.as_bytes());
+        // Usually empty: no hashing of the Call-ID on every call's end.
+        let before_retry = if self.media_before_retry.is_empty() {
+            None
+        } else {
+            self.media_before_retry.remove(r.call_id.as_bytes())
+        };
         let state = self
             .media
             .as_ref()
@@ -304,7 +309,9 @@ impl Node {
             };
             if let CallEvent::Started { call_id, .. } = &ev {
                 // The retry anchors its media afresh.
-                self.media_before_retry.remove(call_id);
+                if !self.media_before_retry.is_empty() {
+                    self.media_before_retry.remove(call_id);
+                }
             }
             match self.calls.on_event(ev) {
                 Some(r) => self.ended(r, now),

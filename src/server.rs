@@ -495,8 +495,8 @@ fn log_sip(dir: &'static str, peer: Peer, data: &[u8]) {
         dir,
         transport = peer.transport.via_token(),
         peer = %peer.addr,
-        call_id = %String::from_utf8_lossy(call_id),
-        first_line = %String::from_utf8_lossy(first),
+        call_id = %crate::log_text::Clean(&String::from_utf8_lossy(call_id)),
+        first_line = %crate::log_text::Clean(&String::from_utf8_lossy(first)),
         "SIP"
     );
 }
@@ -928,10 +928,13 @@ async fn watch_database_file(store: Store, health: Arc<StorageHealth>, database:
         tokio::time::sleep(FILE_CHECK_EVERY).await;
         match store.check_file().await {
             Ok(FileCheck::Same) => {}
-            Ok(FileCheck::WrittenBack) => tracing::error!(
-                database = %database,
-                "the database file was deleted while siptrack ran; everything it held was written back to its path, and siptrack goes on with that file"
-            ),
+            Ok(FileCheck::WrittenBack) => {
+                tracing::error!(
+                    database = %database,
+                    "the database file was deleted while siptrack ran; everything it held was written back to its path, and siptrack goes on with that file"
+                );
+                health.set_file_problem(None);
+            }
             Ok(FileCheck::Replaced) => {
                 let why = format!("the database file ({database}) was replaced by another file while siptrack ran; this process still writes to the one it opened: restart it to use the new one");
                 if said_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
@@ -940,7 +943,18 @@ async fn watch_database_file(store: Store, health: Arc<StorageHealth>, database:
                 }
                 health.set_file_problem(Some(why));
             }
-            Err(e) => tracing::warn!(error = %e, "checking the database file"),
+            Err(e) => {
+                // Deleted and not written back (its directory gone, a full
+                // disk): calls go into the deleted file meanwhile.
+                let why = format!(
+                    "the database file ({database}) is gone and could not be written back: {e}"
+                );
+                if said_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    tracing::error!("{why}");
+                    said_at = Some(Instant::now());
+                }
+                health.set_file_problem(Some(why));
+            }
         }
     }
 }

@@ -853,21 +853,26 @@ mod node_info_tests {
 }
 
 /// An address a CRM can take: one `@` between a local part and a domain,
-/// neither empty, and none of white space, control characters or
-/// `< > ( ) [ ] \\ , ; : " '` (quoted local parts are left out: no form
-/// sends them, and they carried markup into CRMs that show e-mails as
-/// HTML; trial, 2026-12-02: `a"><svg/onload=…>@x.ru` went through).
+/// neither empty, and none of white space, control or invisible format
+/// characters (a zero-width space) or `< > ( ) [ ] \ , ; : "` (quoted
+/// local parts are left out: no form sends them, and they carried markup
+/// into CRMs that show e-mails as HTML; trial, 2026-12-02:
+/// `a"><svg/onload=…>@x.ru` went through). `'` stays: `o'brien@…` is a
+/// real address. No empty label in the domain.
 fn is_email(s: &str) -> bool {
     let Some((local, domain)) = s.split_once('@') else {
         return false;
     };
     let fine = |part: &str| {
         !part.is_empty()
-            && part
-                .chars()
-                .all(|c| !c.is_whitespace() && !c.is_control() && !"<>()[]\\,;:\"'@".contains(c))
+            && part.chars().all(|c| {
+                !c.is_whitespace()
+                    && !c.is_control()
+                    && !matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}' | '\u{ad}')
+                    && !"<>()[]\\,;:\"@".contains(c)
+            })
     };
-    fine(local) && fine(domain) && !domain.starts_with('.') && !domain.ends_with('.')
+    fine(local) && fine(domain) && domain.split('.').all(|label| !label.is_empty())
 }
 
 #[cfg(test)]
@@ -891,6 +896,10 @@ mod tests {
             ("ivan@example.com.", false),
             ("<ivan@example.com>", false),
             ("ivan;drop@example.com", false),
+            ("o'brien@example.com", true),
+            ("a\u{200b}@b.c", false),
+            ("a@b..c", false),
+            ("a@intranet", true),
         ] {
             assert_eq!(is_email(s), ok, "{s:?}");
         }

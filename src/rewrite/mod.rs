@@ -596,7 +596,7 @@ fn normalize_caller_at(
         patch.replace_if(span, |out| {
             let start = out.len();
             out.extend_from_slice(known.as_bytes());
-            append_kept_params(raw, out);
+            append_kept_params(raw, out, start);
             out[start..] != *raw.as_bytes()
         });
         return;
@@ -607,7 +607,7 @@ fn normalize_caller_at(
     patch.replace_if(span, |out| {
         let start = out.len();
         normalize_user_append(raw, rules, out) && {
-            append_kept_params(raw, out);
+            append_kept_params(raw, out, start);
             out[start..] != *raw.as_bytes()
         }
     });
@@ -615,16 +615,19 @@ fn normalize_caller_at(
 
 /// A telephone-subscriber's parameters after its number (RFC 3966,
 /// RFC 4694: `;npdi;rn=+79160000000`, `;cic=…`, `;ext=…`) go on with
-/// the normalised number: a PBX may route on them (trial, 2026-12-02:
-/// they were dropped). `phone-context` does not: it says the number was
-/// local to that context, and the normalised number no longer is.
-fn append_kept_params(raw: &str, out: &mut Vec<u8>) {
-    let Some((_, params)) = raw.split_once(';') else {
+/// the normalised number (`out[number_at..]`): a PBX may route on them
+/// (trial, 2026-12-02: they were dropped). `phone-context` goes only
+/// when that number is not the subscriber's number as it came: it said
+/// that number was local to the context, and the normalised one no
+/// longer is; a number left as it was keeps its context.
+fn append_kept_params(raw: &str, out: &mut Vec<u8>, number_at: usize) {
+    let Some((subscriber, params)) = raw.split_once(';') else {
         return;
     };
+    let expanded = out.get(number_at..) != Some(subscriber.as_bytes());
     for p in params.split(';') {
         let name = p.split('=').next().unwrap_or(p);
-        if p.is_empty() || name.eq_ignore_ascii_case("phone-context") {
+        if p.is_empty() || (expanded && name.eq_ignore_ascii_case("phone-context")) {
             continue;
         }
         out.push(b';');

@@ -722,6 +722,8 @@ fn a_callers_number_parameters_go_on_with_the_normalised_number() {
         ("9162223345;phone-context=+7", "79162223345"),
         ("9162223345;PHONE-CONTEXT=+7;npdi", "79162223345;npdi"),
         ("79162223345;npdi", "79162223345;npdi"),
+        // Not expanded: the context still applies.
+        ("1230004;phone-context=+7916", "1230004;phone-context=+7916"),
         ("8-916-222-33-45", "79162223345"),
     ] {
         for known in [false, true] {

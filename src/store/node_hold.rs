@@ -50,17 +50,22 @@ pub enum NodeHold {
 }
 
 /// The lock file of `node` beside the SQLite database `db`: one per
-/// name, so nodes of other names share the file freely. Characters
-/// other than letters, digits, `.`, `-` and `_` become `_` (a name is
-/// free text; a `/` must not reach another directory).
+/// name, so nodes of other names share the file freely. Bytes other
+/// than ASCII letters, digits, `.`, `-` and `_` are written `%XX` (a name
+/// is free text; a `/` must not reach another directory, and two names
+/// must not share a file: `_` for each once made `москва` and `казань`
+/// one name; trial, 2026-12-02).
 pub fn lock_file_of(db: &Path, node: &str) -> PathBuf {
-    let safe: String = node
-        .chars()
-        .map(|c| match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '_' => c,
-            _ => '_',
-        })
-        .collect();
+    use std::fmt::Write as _;
+    let mut safe = String::with_capacity(node.len());
+    for b in node.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => safe.push(b as char),
+            _ => {
+                let _ = write!(safe, "%{b:02X}");
+            }
+        }
+    }
     let mut name = db.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".node-{safe}.lock"));
     db.with_file_name(name)
@@ -111,8 +116,14 @@ mod tests {
                 "/var/lib/siptrack/s.db.node-pbx-east-1.lock",
             ),
             ("s.db", "host.example", "s.db.node-host.example.lock"),
-            ("/d/s.db", "../../etc/x", "/d/s.db.node-.._.._etc_x.lock"),
-            ("/d/s.db", "узел 1", "/d/s.db.node-_____1.lock"),
+            (
+                "/d/s.db",
+                "../../etc/x",
+                "/d/s.db.node-..%2F..%2Fetc%2Fx.lock",
+            ),
+            ("/d/s.db", "node 1", "/d/s.db.node-node%201.lock"),
+            ("/d/s.db", "node_1", "/d/s.db.node-node_1.lock"),
+            ("/d/s.db", "ок", "/d/s.db.node-%D0%BE%D0%BA.lock"),
         ] {
             assert_eq!(lock_file_of(Path::new(db), node), Path::new(want), "{node}");
         }

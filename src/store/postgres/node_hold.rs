@@ -84,12 +84,17 @@ fn acquire(
             return Ok(c);
         }
         let holder = c.query_opt(HOLDER, &[&i64::from(CLASS), &i64::from(key)])?;
-        let Some(row) = holder else {
-            // Released between the two queries.
-            continue;
-        };
-        let (pid, addr, idle): (i32, String, f64) = (row.get(0), row.get(1), row.get(2));
-        if idle > policy.stale.as_secs_f64() {
+        // None: released between the two queries (or not to be seen):
+        // try again, within the wait.
+        let seen = holder.and_then(|row| {
+            Some((
+                row.try_get::<_, i32>(0).ok()?,
+                row.try_get::<_, String>(1).ok()?,
+                row.try_get::<_, f64>(2).ok()?,
+            ))
+        });
+        let (pid, addr, idle) = seen.unwrap_or((0, "an unknown session".into(), 0.0));
+        if pid != 0 && idle > policy.stale.as_secs_f64() {
             tracing::warn!(node, pid, holder = %addr, idle_s = idle as u64, "ending a silent session that held this node name (its host is gone)");
             c.execute("SELECT pg_terminate_backend($1)", &[&pid])?;
             std::thread::sleep(Duration::from_millis(100));
