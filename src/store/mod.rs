@@ -196,10 +196,16 @@ impl Store {
     ) -> Result<node_hold::NodeHold, StoreError> {
         match &self.backend {
             Backend::Sqlite(b) => {
-                let (file, node) = (b.file().to_path_buf(), self.node_id.clone());
-                tokio::task::spawn_blocking(move || node_hold::hold_file(&file, &node, policy.wait))
-                    .await
-                    .map_err(|e| StoreError::Thread(e.to_string()))?
+                let (file, node, slot) = (
+                    b.file().to_path_buf(),
+                    self.node_id.clone(),
+                    b.node_lock.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    node_hold::hold_file(&file, &node, policy.wait, &slot)
+                })
+                .await
+                .map_err(|e| StoreError::Thread(e.to_string()))?
             }
             Backend::Postgres(b) => Ok(node_hold::NodeHold::Postgres(b.hold_node(policy).await?)),
             Backend::Memory(_) => Ok(node_hold::NodeHold::Nothing),

@@ -13,6 +13,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::StoreError;
@@ -40,13 +41,27 @@ impl Default for HoldPolicy {
     }
 }
 
+/// A SQLite store's lock file and its locked handle, shared with the
+/// store (which locks it again when the file was deleted).
+pub type FileSlot = Arc<Mutex<Option<(PathBuf, File)>>>;
+
 /// The name held until this is dropped (or the process ends).
 pub enum NodeHold {
     /// The locked file beside a SQLite database.
-    File(File),
+    File(FileSlot),
     Postgres(super::postgres::PgNodeHold),
     /// A memory store is this process's alone.
     Nothing,
+}
+
+impl Drop for NodeHold {
+    fn drop(&mut self) {
+        if let NodeHold::File(slot) = self {
+            if let Ok(mut s) = slot.lock() {
+                s.take();
+            }
+        }
+    }
 }
 
 /// The lock file of `node` beside the SQLite database `db`: one per
@@ -71,19 +86,34 @@ pub fn lock_file_of(db: &Path, node: &str) -> PathBuf {
     db.with_file_name(name)
 }
 
-/// Holds `node` on the SQLite database `db`, waiting up to `wait`.
-pub fn hold_file(db: &Path, node: &str, wait: Duration) -> Result<NodeHold, StoreError> {
+/// Holds `node` on the SQLite database `db`, waiting up to `wait`; the
+/// lock goes into `slot`.
+pub fn hold_file(
+    db: &Path,
+    node: &str,
+    wait: Duration,
+    slot: &FileSlot,
+) -> Result<NodeHold, StoreError> {
     let path = lock_file_of(db, node);
+    let file = hold_file_at(&path, node, wait)?;
+    if let Ok(mut s) = slot.lock() {
+        *s = Some((path, file));
+    }
+    Ok(NodeHold::File(slot.clone()))
+}
+
+/// Locks the lock file `path` of `node`, waiting up to `wait`.
+pub fn hold_file_at(path: &Path, node: &str, wait: Duration) -> Result<File, StoreError> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .open(path)
         .map_err(|e| StoreError::Thread(format!("opening {}: {e}", path.display())))?;
     let until = std::time::Instant::now() + wait;
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(NodeHold::File(file)),
+            Ok(()) => return Ok(file),
             Err(TryLockError::WouldBlock) if std::time::Instant::now() < until => {
                 std::thread::sleep(Duration::from_millis(100));
             }

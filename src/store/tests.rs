@@ -1835,3 +1835,60 @@ async fn a_deleted_sqlite_file_is_written_back_and_a_replaced_one_reported() {
         FileCheck::Replaced
     );
 }
+
+/// SQLite: only the WAL deleted (where the newest commits are until a
+/// checkpoint): everything is written back into the file (trial,
+/// 2026-12-02: a crash then lost the whole database); and the node's
+/// lock file deleted with the database is made and locked again, so a
+/// second process under the name is still refused.
+#[tokio::test]
+async fn a_deleted_sqlite_wal_and_lock_file_are_made_again() {
+    use super::node_hold::HoldPolicy;
+    use super::sqlite::FileCheck;
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let path = dir.path().join("t.db");
+    let url = format!("sqlite:{}", path.display());
+    let store = open_node(&url, "n", NOW_MS).await;
+    let quick = HoldPolicy {
+        wait: std::time::Duration::from_millis(200),
+        ..HoldPolicy::default()
+    };
+    let _held = store.hold_node(quick).await.expect("hold");
+    queue_creates(&store, 1).await;
+    std::fs::remove_file(format!("{}-wal", path.display())).expect("rm -wal");
+    queue_creates(&store, 1).await;
+    assert_eq!(
+        store.check_file().await.expect("check"),
+        FileCheck::WrittenBack
+    );
+    // A copy of the file now (as a crash would leave it) has both.
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&path, &copy).expect("copy");
+    let _ = std::fs::copy(
+        format!("{}-wal", path.display()),
+        format!("{}-wal", copy.display()),
+    );
+    let crashed = open_node(&format!("sqlite:{}", copy.display()), "m", NOW_MS).await;
+    assert_eq!(crashed.list_leads(10, 0).await.expect("list").len(), 2);
+
+    let lock = super::node_hold::lock_file_of(&path, "n");
+    for p in [
+        path.clone(),
+        format!("{}-wal", path.display()).into(),
+        format!("{}-shm", path.display()).into(),
+        lock.clone(),
+    ] {
+        let _ = std::fs::remove_file(p);
+    }
+    assert_eq!(
+        store.check_file().await.expect("check"),
+        FileCheck::WrittenBack
+    );
+    assert!(lock.exists(), "the lock file is made again");
+    let second = open_node(&url, "n", NOW_MS).await;
+    assert!(
+        second.hold_node(quick).await.is_err(),
+        "the name is still held"
+    );
+    assert_eq!(second.list_leads(10, 0).await.expect("list").len(), 2);
+}

@@ -27,14 +27,22 @@ pub(super) enum Work {
     /// Give back the page cache's unused pages (after a burst: see
     /// [`release_cache`]).
     ReleaseMemory,
-    /// The database file was deleted while this connection kept it open:
-    /// write what it holds back to `path` and go on there (see
-    /// `SqliteStore::check_file`). In the thread's order, so no batch
-    /// is committed to the deleted file after the copy.
-    Restore {
-        path: std::path::PathBuf,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
+    /// The database file (or its WAL) was deleted while this connection
+    /// kept it open (see `SqliteStore::check_file`). In the thread's
+    /// order, so no batch is committed to the deleted file after the copy.
+    Restore(Restore),
+}
+
+/// The steps of a restore, each answered: the thread copies everything
+/// its connection sees into `copy` and closes that connection (`copied`);
+/// the store closes its own, puts the copy in place and says which file
+/// to open (`go`); the thread opens it, checks it is this database, and
+/// answers which it opened (`opened`): the file sent, or else `copy`.
+pub(super) struct Restore {
+    pub copy: std::path::PathBuf,
+    pub copied: oneshot::Sender<Result<(), String>>,
+    pub go: mpsc::Receiver<std::path::PathBuf>,
+    pub opened: oneshot::Sender<Result<std::path::PathBuf, String>>,
 }
 
 /// `PRAGMA shrink_memory` (sqlite3_db_release_memory): frees the pages
@@ -79,22 +87,18 @@ pub(super) fn start(
                 clock,
             };
             let mut conn = conn;
-            while let Some((path, reply)) = d.serve(&conn, &rx) {
-                let restored = write_back(&conn, &path)
-                    .and_then(|()| super::connect(&path))
-                    .map_err(|e| format!("writing {} back: {e}", path.display()));
-                let answer = restored.map(|fresh| conn = fresh);
-                // The caller may have gone; the thread goes on either way.
-                let _ = reply.send(answer);
+            while let Some(r) = d.serve(&conn, &rx) {
+                conn = d.restore(conn, r);
             }
         })
         .map_err(|e| StoreError::Thread(e.to_string()))?;
     Ok(tx)
 }
 
-/// Copies what `conn` sees (its file may be deleted; it still reads it
-/// and its WAL) into a new file at `path`, user_version included.
+/// Copies what `conn` sees (its file or WAL may be deleted; it still
+/// reads them) into a new file at `path`, user_version included.
 fn write_back(conn: &Connection, path: &std::path::Path) -> rusqlite::Result<()> {
+    let _ = std::fs::remove_file(path);
     conn.execute("VACUUM INTO ?1", [path.to_string_lossy()])
         .map(drop)
 }
@@ -300,15 +304,58 @@ fn note_open_call(st: &mut Statements, run_id: &str, c: &CallStart) -> rusqlite:
 }
 
 impl Decider {
+    /// Runs a restore (see [`Restore`]); returns the connection to go on
+    /// with: the old one when the copy failed, else the reopened one. The
+    /// old connection is closed before the copy is put in place: closing
+    /// the last connection of a WAL database deletes `<path>-wal` by its
+    /// name, which would otherwise be the new file's WAL.
+    fn restore(&self, conn: Connection, r: Restore) -> Connection {
+        if let Err(e) = write_back(&conn, &r.copy) {
+            let _ = r
+                .copied
+                .send(Err(format!("copying to {}: {e}", r.copy.display())));
+            return conn;
+        }
+        let placeholder = match Connection::open_in_memory() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = r.copied.send(Err(e.to_string()));
+                return conn;
+            }
+        };
+        drop(conn);
+        let _ = r.copied.send(Ok(()));
+        let Ok(path) = r.go.recv() else {
+            return placeholder;
+        };
+        // The file sent, if it is this database (it may have gone again
+        // and been made anew, empty), else the copy itself.
+        let mut last = String::new();
+        for candidate in [path, r.copy.clone()] {
+            match super::connect(&candidate).and_then(|c| {
+                let id: String = c.query_row(
+                    "SELECT value FROM meta WHERE key = 'install_id'",
+                    [],
+                    |row| row.get(0),
+                )?;
+                Ok((c, id))
+            }) {
+                Ok((c, id)) if id == self.install_id => {
+                    let _ = r.opened.send(Ok(candidate));
+                    return c;
+                }
+                Ok(_) => last = format!("{} is another database", candidate.display()),
+                Err(e) => last = format!("{}: {e}", candidate.display()),
+            }
+        }
+        let _ = r.opened.send(Err(last));
+        placeholder
+    }
+
     /// Works on `conn` until the channel closes (None) or a restore is
     /// asked for: the statements borrow the connection, so the thread
     /// leaves this to change it.
-    #[allow(clippy::type_complexity)]
-    fn serve(
-        &self,
-        conn: &Connection,
-        rx: &mpsc::Receiver<Work>,
-    ) -> Option<(std::path::PathBuf, oneshot::Sender<Result<(), String>>)> {
+    fn serve(&self, conn: &Connection, rx: &mpsc::Receiver<Work>) -> Option<Restore> {
         // The statements live as long as the thread's connection.
         let mut st = Statements::new(conn);
         while let Ok(work) = rx.recv() {
@@ -319,7 +366,7 @@ impl Decider {
                     let _ = b.reply.send(result);
                 }
                 Work::ReleaseMemory => release_cache(conn),
-                Work::Restore { path, reply } => return Some((path, reply)),
+                Work::Restore(r) => return Some(r),
             }
         }
         None

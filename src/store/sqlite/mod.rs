@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{runs, StoreError};
+use super::{node_hold, runs, StoreError};
 use crate::calls::{AdoptedCall, CallRecord};
 use crate::clock::Clock;
 
@@ -41,6 +41,9 @@ pub struct SqliteStore {
     /// The file's device and inode as opened (or last written back):
     /// another at the path, or none, means it was replaced or deleted.
     identity: Arc<Mutex<Option<(u64, u64)>>>,
+    /// This node's lock file and its open, locked handle, while `run`
+    /// holds the name (`store::node_hold`).
+    pub(crate) node_lock: node_hold::FileSlot,
 }
 
 /// What `SqliteStore::check_file` found.
@@ -54,6 +57,20 @@ pub enum FileCheck {
     /// Another file is at the path now (a backup copied over it?): the
     /// store keeps the one it opened, until a restart.
     Replaced,
+}
+
+/// `<db>-wal`: where SQLite keeps a WAL database's newest commits.
+fn wal_of(db: &Path) -> std::path::PathBuf {
+    let mut name = db.as_os_str().to_os_string();
+    name.push("-wal");
+    name.into()
+}
+
+/// Where a restore copies the database before it takes the file's place.
+fn restore_copy_of(db: &Path) -> std::path::PathBuf {
+    let mut name = db.as_os_str().to_os_string();
+    name.push(".restoring");
+    name.into()
 }
 
 fn identity_of(path: &Path) -> std::io::Result<(u64, u64)> {
@@ -198,55 +215,122 @@ impl SqliteStore {
             node: node.into(),
             clock,
             identity: Arc::new(Mutex::new(identity_of(Path::new(&file)).ok())),
+            node_lock: Arc::new(Mutex::new(None)),
             file: Path::new(&file).into(),
         })
     }
 
     /// Whether the database file is still the one this store has open.
-    /// Deleted (an operator's `rm siptrack.db*` while it ran): the store
-    /// went on writing into the deleted file, and a restart found it
-    /// empty (trial, 2026-12-02); now the decision thread writes what it
-    /// holds back to the path, in its order (no batch is lost between),
-    /// and both connections go on with the new file.
+    /// Deleted (an operator's `rm siptrack.db*` while it ran), or only its
+    /// WAL: the store went on writing into the deleted files, and a
+    /// restart found the database empty (trials, 2026-12-02); now the
+    /// decision thread copies what it holds (`VACUUM INTO`, in its order:
+    /// no batch is lost between) and the copy takes the file's place
+    /// (never over a file somebody else put there), both connections go
+    /// on with it, and the node's lock file is made again.
     pub async fn check_file(&self) -> Result<FileCheck, StoreError> {
-        let (file, conn, decider, identity) = (
-            self.file.clone(),
-            self.conn.clone(),
-            self.decider.clone(),
-            self.identity.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            let poisoned = || StoreError::Thread("the store's lock is poisoned".into());
-            let known = *identity.lock().map_err(|_| poisoned())?;
-            match identity_of(&file) {
-                Ok(now) if Some(now) == known => return Ok(FileCheck::Same),
-                Ok(_) => return Ok(FileCheck::Replaced),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(StoreError::Thread(format!(
-                        "checking {}: {e}",
-                        file.display()
-                    )))
-                }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.check_file_now())
+            .await
+            .map_err(|e| StoreError::Thread(e.to_string()))?
+    }
+
+    fn check_file_now(&self) -> Result<FileCheck, StoreError> {
+        let poisoned = || StoreError::Thread("the store's lock is poisoned".into());
+        let known = *self.identity.lock().map_err(|_| poisoned())?;
+        let wal = wal_of(&self.file);
+        let found = identity_of(&self.file);
+        match &found {
+            Ok(now) if Some(*now) != known => return Ok(FileCheck::Replaced),
+            Ok(_) if wal.exists() => {
+                self.lock_again()?;
+                return Ok(FileCheck::Same);
             }
-            // Nothing else uses this connection meanwhile.
-            let mut c = conn.lock().map_err(|_| poisoned())?;
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            decider
-                .send(decide::Work::Restore {
-                    path: file.to_path_buf(),
-                    reply: tx,
-                })
-                .map_err(|_| StoreError::Thread("the decision thread is gone".into()))?;
-            rx.blocking_recv()
-                .map_err(|_| StoreError::Thread("the decision thread is gone".into()))?
-                .map_err(StoreError::Thread)?;
-            *c = connect(&file)?;
-            *identity.lock().map_err(|_| poisoned())? = identity_of(&file).ok();
-            Ok(FileCheck::WrittenBack)
-        })
-        .await
-        .map_err(|e| StoreError::Thread(e.to_string()))?
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(StoreError::Thread(format!(
+                    "checking {}: {e}",
+                    self.file.display()
+                )))
+            }
+        }
+        // Nothing else uses this connection meanwhile.
+        let mut c = self.conn.lock().map_err(|_| poisoned())?;
+        let copy = restore_copy_of(&self.file);
+        fn gone<E>(_: E) -> StoreError {
+            StoreError::Thread("the decision thread is gone".into())
+        }
+        let (copied_tx, copied_rx) = tokio::sync::oneshot::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel();
+        let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+        self.decider
+            .send(decide::Work::Restore(decide::Restore {
+                copy: copy.clone(),
+                copied: copied_tx,
+                go: go_rx,
+                opened: opened_tx,
+            }))
+            .map_err(|_| StoreError::Thread("the decision thread is gone".into()))?;
+        copied_rx
+            .blocking_recv()
+            .map_err(gone)?
+            .map_err(StoreError::Thread)?;
+        // Closed before the copy takes the file's place (see
+        // `decide::Decider::restore`).
+        *c = Connection::open_in_memory()?;
+        let placed = match found {
+            // The WAL went: the main file is stale, the copy replaces it.
+            Ok(_) => std::fs::rename(&copy, &self.file),
+            // Gone: the copy goes in its place, unless a file appeared.
+            Err(_) => std::fs::hard_link(&copy, &self.file),
+        };
+        let target = match placed {
+            Ok(()) => self.file.to_path_buf(),
+            Err(_) => copy.clone(),
+        };
+        go_tx.send(target).map_err(gone)?;
+        let opened = opened_rx.blocking_recv().map_err(gone)?.map_err(|e| {
+            StoreError::Thread(format!(
+                "the database could not be opened again ({e}); what it held is in {}",
+                copy.display()
+            ))
+        })?;
+        *c = connect(&opened)?;
+        drop(c);
+        if opened != *self.file {
+            return Err(StoreError::Thread(format!(
+                "another file appeared at {} while siptrack wrote its database back; siptrack goes on with {}: stop it and put that file in place",
+                self.file.display(),
+                opened.display()
+            )));
+        }
+        let _ = std::fs::remove_file(&copy);
+        *self.identity.lock().map_err(|_| poisoned())? = identity_of(&self.file).ok();
+        self.lock_again()?;
+        Ok(FileCheck::WrittenBack)
+    }
+
+    /// The node's lock file, made and locked again when it was deleted
+    /// (with the database, by `rm siptrack.db*`: a second process under
+    /// the same name could start otherwise; trial, 2026-12-02).
+    fn lock_again(&self) -> Result<(), StoreError> {
+        let Ok(mut held) = self.node_lock.lock() else {
+            return Ok(());
+        };
+        let Some(h) = held.as_mut() else {
+            return Ok(());
+        };
+        if h.0.exists() {
+            return Ok(());
+        }
+        match node_hold::hold_file_at(&h.0, &self.node, std::time::Duration::ZERO) {
+            Ok(file) => {
+                h.1 = file;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn file(&self) -> &Path {
