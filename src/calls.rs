@@ -947,6 +947,20 @@ mod tests {
         );
     }
 
+    /// A call started at 0 that got `code` at 300 (the clock's 0 is Unix
+    /// 1,000 ms).
+    fn failed_at_300(code: u16) -> CallTracker {
+        let mut t = CallTracker::new(1_000, 3600);
+        t.on_event(started("c", 0));
+        t.on_event(CallEvent::Failed {
+            call_id: b("c"),
+            at: 300,
+            code,
+            caller_cancelled: false,
+        });
+        t
+    }
+
     #[test]
     fn a_failure_nobody_retries_ends_the_call_at_the_failure() {
         // (code, status, hangup)
@@ -955,14 +969,7 @@ mod tests {
             (302, CallStatus::Failed, Party::Callee),
             (488, CallStatus::Failed, Party::Callee),
         ] {
-            let mut t = CallTracker::new(1_000, 3600);
-            t.on_event(started("c", 0));
-            t.on_event(CallEvent::Failed {
-                call_id: b("c"),
-                at: 300,
-                code,
-                caller_cancelled: false,
-            });
+            let mut t = failed_at_300(code);
             assert!(t.on_tick(300 + RETRY_WAIT_MS - 1).is_empty(), "{code}");
             let r = t.on_tick(300 + RETRY_WAIT_MS);
             assert_eq!(r.len(), 1, "{code}");
@@ -973,14 +980,7 @@ mod tests {
             );
             assert_eq!(t.open_calls(), 0);
             // Or the capture (or siptrack) ends first: the same record.
-            let mut t = CallTracker::new(1_000, 3600);
-            t.on_event(started("c", 0));
-            t.on_event(CallEvent::Failed {
-                call_id: b("c"),
-                at: 300,
-                code,
-                caller_cancelled: false,
-            });
+            let mut t = failed_at_300(code);
             let r = t.close_all(900, Some(Party::Shutdown));
             assert_eq!(
                 (r[0].status, r[0].hangup, r[0].end_at),

@@ -424,6 +424,16 @@ mod tests {
             .collect()
     }
 
+    /// The call records the node has put out since the last look.
+    fn ended_records(n: &mut Node) -> Vec<CallRecord> {
+        n.take_news()
+            .filter_map(|x| match x {
+                CallNews::Ended(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn lines<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
         msg.split("\r\n")
             .take_while(|l| !l.is_empty())
@@ -509,13 +519,7 @@ mod tests {
         assert!(!n.take_news().any(|x| matches!(x, CallNews::Ended(_))));
         assert_eq!(n.records_waiting(), 1);
         n.on_recording("n1@x", Ok(Summary::default()));
-        let ended: Vec<CallRecord> = n
-            .take_news()
-            .filter_map(|x| match x {
-                CallNews::Ended(r) => Some(r),
-                _ => None,
-            })
-            .collect();
+        let ended = ended_records(&mut n);
         assert_eq!(ended.len(), 1);
         assert_eq!(ended[0].recording, Recording::Recorded);
         assert_eq!(ended[0].hangup, Some(Party::Caller));
@@ -541,13 +545,7 @@ mod tests {
         );
         // The writer never answers: after 10 s the record goes out anyway.
         n.on_timer(at(71_000));
-        let ended: Vec<CallRecord> = n
-            .take_news()
-            .filter_map(|x| match x {
-                CallNews::Ended(r) => Some(r),
-                _ => None,
-            })
-            .collect();
+        let ended = ended_records(&mut n);
         assert_eq!(ended.len(), 1);
         assert_eq!(ended[0].hangup, Some(Party::Timeout));
         assert_eq!(
@@ -589,13 +587,7 @@ mod tests {
             byes[0].1
         );
         n.on_timer(at(3_611_000));
-        let ended: Vec<CallRecord> = n
-            .take_news()
-            .filter_map(|x| match x {
-                CallNews::Ended(r) => Some(r),
-                _ => None,
-            })
-            .collect();
+        let ended = ended_records(&mut n);
         assert_eq!(ended.len(), 1);
         assert_eq!(ended[0].hangup, Some(Party::Timeout));
     }
