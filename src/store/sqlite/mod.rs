@@ -44,6 +44,8 @@ pub struct SqliteStore {
     /// This node's lock file and its open, locked handle, while `run`
     /// holds the name (`store::node_hold`).
     pub(crate) node_lock: node_hold::FileSlot,
+    /// The database is in WAL mode: its `-wal` file is there while open.
+    in_wal: bool,
 }
 
 /// What `SqliteStore::check_file` found.
@@ -195,6 +197,11 @@ impl SqliteStore {
             .map_err(|e| StoreError::Thread(e.to_string()))?
         };
         let (conn, install_id, link_key) = opened.map_err(open_err)?;
+        // A file system without shared memory (some network mounts) keeps
+        // the rollback journal: then there is no WAL to miss.
+        let in_wal = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+            .is_ok_and(|m| m.eq_ignore_ascii_case("wal"));
         // The hex text itself is the key: 64 random hex digits are 256
         // random bits, and no parsing can fail.
         let link_key: Arc<[u8]> = link_key.into_bytes().into();
@@ -216,6 +223,7 @@ impl SqliteStore {
             clock,
             identity: Arc::new(Mutex::new(identity_of(Path::new(&file)).ok())),
             node_lock: Arc::new(Mutex::new(None)),
+            in_wal,
             file: Path::new(&file).into(),
         })
     }
@@ -242,7 +250,7 @@ impl SqliteStore {
         let found = identity_of(&self.file);
         match &found {
             Ok(now) if Some(*now) != known => return Ok(FileCheck::Replaced),
-            Ok(_) if wal.exists() => {
+            Ok(_) if !self.in_wal || wal.exists() => {
                 self.lock_again()?;
                 return Ok(FileCheck::Same);
             }
