@@ -19,6 +19,29 @@ pub const KEEP_DONE_MS: i64 = 7 * 24 * 3_600_000;
 /// twice).
 pub const CLOCK_STEP_MS: i64 = 60_000;
 
+/// Whether a claim at `now_ms` should first make items stamped past the
+/// step due (`CLOCK_STEP_MS`): once a minute, and at once when the clock
+/// went back since the last time. A full scan of the pending items, kept
+/// out of every claim: the claim's own look-up stays on the
+/// `(state, next_at)` index (a CRM down for hours queues 100,000s).
+pub fn unstep_due(last_ms: &std::sync::atomic::AtomicI64, now_ms: i64) -> bool {
+    use std::sync::atomic::Ordering;
+    let last = last_ms.load(Ordering::Relaxed);
+    if last == 0 || now_ms < last || now_ms - last >= CLOCK_STEP_MS {
+        last_ms.store(now_ms, Ordering::Relaxed);
+        true
+    } else {
+        false
+    }
+}
+
+/// The un-step: items queued, claimed or rescheduled more than the step
+/// after now are made due now (`?1` now, `?2` the step; the same text for
+/// SQLite and PostgreSQL's `$1`, `$2` after `replace`).
+pub const UNSTEP_SQL: &str = "UPDATE outbox SET next_at = ?1, touched_at = ?1
+     WHERE state = 'pending' AND next_at > ?1
+       AND COALESCE(touched_at, created_at) > ?1 + ?2";
+
 /// An item ready to be attempted.
 #[derive(Clone, Debug)]
 pub struct DueItem {
@@ -79,6 +102,22 @@ pub enum Settle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_outbox_is_unstepped_once_a_minute_and_when_the_clock_went_back() {
+        let last = std::sync::atomic::AtomicI64::new(0);
+        for (now, want) in [
+            (1_000_000, true),
+            (1_000_001, false),
+            (1_059_999, false),
+            (1_060_000, true),
+            (1_060_500, false),
+            (1_000_000, true),
+            (1_000_100, false),
+        ] {
+            assert_eq!(unstep_due(&last, now), want, "{now}");
+        }
+    }
 
     fn due(event: &str, crm: Option<&str>, created_here: bool) -> DueItem {
         DueItem {

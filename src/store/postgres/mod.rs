@@ -77,6 +77,8 @@ pub struct PgStore {
     /// How long one operation may take, waiting for a connection
     /// included, before it counts as failed (see [`PgStore::with`]).
     op_limit: Duration,
+    /// When the outbox was last un-stepped (`store::outbox::unstep_due`).
+    unstepped_at: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Returns how many migrations the database had before (more than
@@ -165,6 +167,7 @@ impl PgStore {
             node: node.into(),
             clock,
             op_limit: pool::CHECKOUT_WAIT + 2 * Duration::from_millis(opts.statement_timeout_ms),
+            unstepped_at: Default::default(),
         })
     }
 

@@ -7,7 +7,7 @@
 use super::PgStore;
 use crate::crm::metrics::Depth;
 use crate::crm::outbox::Target;
-use crate::store::outbox::{DueItem, Settle, CLOCK_STEP_MS, KEEP_DONE_MS};
+use crate::store::outbox::{unstep_due, DueItem, Settle, CLOCK_STEP_MS, KEEP_DONE_MS, UNSTEP_SQL};
 use crate::store::rows::OutboxRow;
 use crate::store::StoreError;
 
@@ -26,12 +26,16 @@ impl PgStore {
         limit: i64,
     ) -> Result<Vec<DueItem>, StoreError> {
         let node = node.to_string();
+        let unstep = unstep_due(&self.unstepped_at, now_ms);
         self.with(move |c| {
+            if unstep {
+                let sql = UNSTEP_SQL.replace("?1", "$1").replace("?2", "$2");
+                c.client.execute(sql.as_str(), &[&now_ms, &CLOCK_STEP_MS])?;
+            }
             let rows = c.client.query(
                 "WITH due AS (
                     SELECT o.id FROM outbox o
-                     WHERE o.state = 'pending'
-                       AND (o.next_at <= $1 OR COALESCE(o.touched_at, o.created_at) > $1 + $5)
+                     WHERE o.state = 'pending' AND o.next_at <= $1
                        AND (o.lease_until IS NULL OR o.lease_until <= $1 OR o.claimed_by = $2)
                        AND NOT EXISTS (SELECT 1 FROM outbox p
                                         WHERE p.order_key = o.order_key AND p.id < o.id
@@ -45,7 +49,7 @@ impl PgStore {
                            (SELECT d.crm_id FROM deals d WHERE d.id = o.deal_ref),
                            EXISTS (SELECT 1 FROM outbox x
                                     WHERE x.order_key = o.order_key AND x.event = 'deal.create')",
-                &[&now_ms, &node, &lease_ms, &limit, &CLOCK_STEP_MS],
+                &[&now_ms, &node, &lease_ms, &limit],
             )?;
             let mut items: Vec<DueItem> = rows
                 .iter()

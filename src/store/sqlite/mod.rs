@@ -46,6 +46,8 @@ pub struct SqliteStore {
     pub(crate) node_lock: node_hold::FileSlot,
     /// The database is in WAL mode: its `-wal` file is there while open.
     in_wal: bool,
+    /// When the outbox was last un-stepped (`store::outbox::unstep_due`).
+    unstepped_at: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// What `SqliteStore::check_file` found.
@@ -224,6 +226,7 @@ impl SqliteStore {
             identity: Arc::new(Mutex::new(identity_of(Path::new(&file)).ok())),
             node_lock: Arc::new(Mutex::new(None)),
             in_wal,
+            unstepped_at: Default::default(),
             file: Path::new(&file).into(),
         })
     }

@@ -8,7 +8,7 @@ use rusqlite::{params, TransactionBehavior};
 use super::SqliteStore;
 use crate::crm::metrics::Depth;
 use crate::crm::outbox::Target;
-use crate::store::outbox::{DueItem, Settle, CLOCK_STEP_MS, KEEP_DONE_MS};
+use crate::store::outbox::{unstep_due, DueItem, Settle, CLOCK_STEP_MS, KEEP_DONE_MS, UNSTEP_SQL};
 use crate::store::rows::OutboxRow;
 use crate::store::StoreError;
 
@@ -28,8 +28,13 @@ impl SqliteStore {
         limit: i64,
     ) -> Result<Vec<DueItem>, StoreError> {
         let node = node.to_string();
+        let unstep = unstep_due(&self.unstepped_at, now_ms);
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if unstep {
+                tx.prepare_cached(UNSTEP_SQL)?
+                    .execute(params![now_ms, CLOCK_STEP_MS])?;
+            }
             let items = {
                 let mut q = tx.prepare_cached(
                     "SELECT o.id, o.target, o.idempotency_key, o.event, o.body, o.attempts, o.created_at,
@@ -37,15 +42,14 @@ impl SqliteStore {
                             EXISTS (SELECT 1 FROM outbox c
                                      WHERE c.order_key = o.order_key AND c.event = 'deal.create') AS created_here
                        FROM outbox o LEFT JOIN deals d ON d.id = o.deal_ref
-                      WHERE o.state = 'pending'
-                        AND (o.next_at <= ?1 OR COALESCE(o.touched_at, o.created_at) > ?1 + ?4)
+                      WHERE o.state = 'pending' AND o.next_at <= ?1
                         AND (o.lease_until IS NULL OR o.lease_until <= ?1 OR o.claimed_by = ?3)
                         AND NOT EXISTS (SELECT 1 FROM outbox p
                                          WHERE p.order_key = o.order_key AND p.id < o.id
                                            AND p.state = 'pending')
                       ORDER BY o.id LIMIT ?2",
                 )?;
-                let rows = q.query_map(params![now_ms, limit, node, CLOCK_STEP_MS], |r| {
+                let rows = q.query_map(params![now_ms, limit, node], |r| {
                     let target: String = r.get(1)?;
                     let Some(target) = Target::parse(&target) else {
                         tracing::error!(
