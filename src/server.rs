@@ -124,7 +124,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     .await
     .context("opening the database")?;
     // Before anything reads this node's open calls or claims.
-    let _node_hold = store
+    let node_hold = store
         .hold_node(crate::store::node_hold::HoldPolicy::default())
         .await
         .context("holding storage.node_name")?;
@@ -271,7 +271,14 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     let mut hub = TcpHub::new(tcp);
     let mut news = News { tx: call_tx };
 
-    let mut shutdown = Box::pin(shutdown_signal());
+    let mut shutdown = Box::pin(async {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = node_hold.lost() => {
+                tracing::error!("storage.node_name is held by another process now: this one drains its calls and exits");
+            }
+        }
+    });
     ignore_hangups();
     let mut drain_deadline: Option<Instant> = None;
     let mut udp = UdpIo::new(udp_sockets, udp_stats);

@@ -54,6 +54,17 @@ pub enum NodeHold {
     Nothing,
 }
 
+impl NodeHold {
+    /// Completes when the name was lost to another live process (only on
+    /// PostgreSQL: see `postgres::node_hold::keep`); never otherwise.
+    pub async fn lost(&self) {
+        match self {
+            NodeHold::Postgres(h) => h.lost.notified().await,
+            _ => std::future::pending().await,
+        }
+    }
+}
+
 impl Drop for NodeHold {
     fn drop(&mut self) {
         if let NodeHold::File(slot) = self {

@@ -1892,3 +1892,47 @@ async fn a_deleted_sqlite_wal_and_lock_file_are_made_again() {
     );
     assert_eq!(second.list_leads(10, 0).await.expect("list").len(), 2);
 }
+
+/// A process whose PostgreSQL session was ended as a dead host's (it was
+/// frozen past the stale time) while another process took its name is
+/// told so, to stop (trial, 2026-12-02: it went on taking calls under
+/// the name).
+#[tokio::test]
+async fn a_node_that_lost_its_name_to_another_process_is_told() {
+    use super::node_hold::HoldPolicy;
+    use std::time::Duration;
+    let url = crate::test_pg::database();
+    let node = open_node(&url, "pbx-east-1", NOW_MS).await;
+    let held = node.hold_node(HoldPolicy::default()).await.expect("hold");
+    // Another process ends the session and takes the name at once.
+    let pg = url.clone();
+    let other = tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&pg, postgres::NoTls).expect("connect");
+        let key = super::postgres::node_key("pbx-east-1");
+        c.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE application_name = 'siptrack node pbx-east-1'",
+            &[],
+        )
+        .expect("terminate");
+        for _ in 0..50 {
+            let got: bool = c
+                .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key.0, &key.1])
+                .expect("lock")
+                .get(0);
+            if got {
+                return c;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the name never came free");
+    })
+    .await
+    .expect("thread");
+    let told = tokio::time::timeout(Duration::from_secs(15), held.lost()).await;
+    // The other session's client is closed off the runtime's threads.
+    tokio::task::spawn_blocking(move || drop(other))
+        .await
+        .expect("thread");
+    told.expect("told within a few heartbeats");
+}

@@ -26,6 +26,9 @@ const BEAT: Duration = Duration::from_secs(2);
 /// Held until dropped: the thread stops and closes its connection.
 pub struct PgNodeHold {
     stop: Arc<AtomicBool>,
+    /// Signalled when another live process holds the name now: this one
+    /// was silent past the stale time (frozen, cut off) and was ended.
+    pub lost: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for PgNodeHold {
@@ -118,23 +121,29 @@ pub fn hold(
 ) -> Result<PgNodeHold, StoreError> {
     let client = acquire(config, node, policy)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let (config, node, flag) = (config.clone(), node.to_string(), stop.clone());
+    let lost = Arc::new(tokio::sync::Notify::new());
+    let (config, node, flag, told) = (config.clone(), node.to_string(), stop.clone(), lost.clone());
     std::thread::Builder::new()
         .name("node-hold".into())
-        .spawn(move || keep(client, &config, &node, policy, &flag))
+        .spawn(move || keep(client, &config, &node, policy, &flag, &told))
         .map_err(|e| StoreError::Thread(e.to_string()))?;
-    Ok(PgNodeHold { stop })
+    Ok(PgNodeHold { stop, lost })
 }
 
 /// Beats on the lock's connection; when it is lost, takes the lock again
-/// on a new one (logging, not stopping, while another process has it:
-/// the database's problems never cost a call).
+/// on a new one (logging, not stopping, while the database cannot be
+/// reached: its problems never cost a call). When another live process
+/// holds the name by then, this one was silent past the stale time and
+/// was ended as a dead host: `lost` tells the server to stop, or two
+/// processes would share the name (trial, 2026-12-02: a node frozen for
+/// 16 s went on taking calls, and the other recorded them interrupted).
 fn keep(
     client: Client,
     config: &postgres::Config,
     node: &str,
     policy: HoldPolicy,
     stop: &AtomicBool,
+    lost: &tokio::sync::Notify,
 ) {
     let mut held = Some(client);
     let mut warned: Option<Instant> = None;
@@ -158,6 +167,11 @@ fn keep(
                 );
                 held = Some(c);
                 warned = None;
+            }
+            Err(e @ StoreError::NodeInUse(_)) => {
+                tracing::error!(node, error = %e, "another process holds this node's name now (this one was silent too long: frozen or cut off from the database); stopping");
+                lost.notify_one();
+                return;
             }
             Err(e) => {
                 if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
