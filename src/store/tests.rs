@@ -1698,18 +1698,8 @@ async fn a_silent_postgres_holder_of_a_node_name_is_ended() {
     let mut silent = tokio::task::spawn_blocking(move || {
         let mut c = postgres::Client::connect(&pg, postgres::NoTls).expect("connect");
         // Wait for the hold's thread to let go, then take its lock.
-        let key = super::postgres::node_key("pbx-east-1");
-        for _ in 0..100 {
-            let got: bool = c
-                .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key.0, &key.1])
-                .expect("lock")
-                .get(0);
-            if got {
-                return c;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the first hold never let go");
+        take_name_lock(&mut c, "pbx-east-1");
+        c
     })
     .await
     .expect("thread");
@@ -1908,24 +1898,14 @@ async fn a_node_that_lost_its_name_to_another_process_is_told() {
     let pg = url.clone();
     let other = tokio::task::spawn_blocking(move || {
         let mut c = postgres::Client::connect(&pg, postgres::NoTls).expect("connect");
-        let key = super::postgres::node_key("pbx-east-1");
         c.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
               WHERE application_name = 'siptrack node pbx-east-1'",
             &[],
         )
         .expect("terminate");
-        for _ in 0..50 {
-            let got: bool = c
-                .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key.0, &key.1])
-                .expect("lock")
-                .get(0);
-            if got {
-                return c;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the name never came free");
+        take_name_lock(&mut c, "pbx-east-1");
+        c
     })
     .await
     .expect("thread");
@@ -1935,4 +1915,21 @@ async fn a_node_that_lost_its_name_to_another_process_is_told() {
         .await
         .expect("thread");
     told.expect("told within a few heartbeats");
+}
+
+/// Takes `node`'s name lock on the raw session `c` as another process
+/// would, waiting up to 10 s for it to come free. Blocking.
+fn take_name_lock(c: &mut postgres::Client, node: &str) {
+    let key = super::postgres::node_key(node);
+    for _ in 0..100 {
+        let got: bool = c
+            .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key.0, &key.1])
+            .expect("lock")
+            .get(0);
+        if got {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the name {node} never came free");
 }

@@ -148,7 +148,10 @@ mod tests {
 
     #[test]
     fn failed_sign_ins_are_limited_per_user_and_address() {
-        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let (a, b): (IpAddr, IpAddr) = (
+            "192.0.2.1".parse().expect("an address"),
+            "192.0.2.2".parse().expect("an address"),
+        );
         let mut f = FailedSignIns::new(60_000, 3, 5);
         for t in 0..3 {
             assert_eq!(f.refused_for(a, "anna", t), None, "attempt {t}");
