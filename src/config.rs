@@ -971,6 +971,14 @@ fn node_name_problem(name: &str) -> Option<String> {
             name.escape_debug()
         ));
     }
+    // "east-1 " and "east-1" would be two nodes that read as one in the
+    // logs and `/metrics`; all spaces reads as no name at all.
+    if name.trim() != name {
+        return Some(format!(
+            "\"{}\": spaces at the start or the end are not allowed",
+            name.escape_debug()
+        ));
+    }
     None
 }
 
@@ -2535,6 +2543,16 @@ mod tests {
                 "[storage]\nnode_name = \"\"\n",
                 "storage.node_name",
                 "must be 1 to 64 bytes long",
+            ),
+            (
+                "[storage]\nnode_name = \"   \"\n",
+                "storage.node_name",
+                "spaces at the start or the end are not allowed",
+            ),
+            (
+                "[storage]\nnode_name = \"east-1 \"\n",
+                "storage.node_name",
+                "spaces at the start or the end are not allowed",
             ),
             (
                 "[storage]\npool_size = 0\n",

@@ -1669,6 +1669,12 @@ async fn a_node_name_is_held_by_one_process_at_a_time() {
         );
         let other = open_node(&url, "pbx-east-2", NOW_MS).await;
         let _other_held = other.hold_node(quick).await.expect(name);
+        // Two names whose PostgreSQL lock keys were one when the key was
+        // a 31-bit hash (trial, 2026-12-02: the second node was refused).
+        let a = open_node(&url, "pbx-916079", NOW_MS).await;
+        let _a_held = a.hold_node(quick).await.expect(name);
+        let b = open_node(&url, "pbx-1097694", NOW_MS).await;
+        let _b_held = b.hold_node(quick).await.expect(name);
         drop(held);
         let after = HoldPolicy {
             wait: Duration::from_secs(5),
@@ -1923,7 +1929,7 @@ fn take_name_lock(c: &mut postgres::Client, node: &str) {
     let key = super::postgres::node_key(node);
     for _ in 0..100 {
         let got: bool = c
-            .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key.0, &key.1])
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
             .expect("lock")
             .get(0);
         if got {
