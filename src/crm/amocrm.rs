@@ -510,6 +510,20 @@ impl AmoCrm {
         crm_deal_id(item, "amoCRM", "amocrm", "lead")
     }
 
+    /// Why a call must wait, if it must: its deal's create has no answer
+    /// yet. amoCRM files a call on the contact the create makes and
+    /// refuses it without one, so a call sent first is parked for good
+    /// (trial, 2026-12-02: with the create parked on a 400, the call went
+    /// out, was refused "Contact not found" and stayed parked after the
+    /// create was retried and delivered). A deal made before amoCRM was
+    /// configured has no lead there: its call goes out at once.
+    fn call_waits(item: &DueItem) -> Option<Outcome> {
+        match item.deal_ref.map(|_| Self::lead_id(item)) {
+            Some(Err(wait @ Outcome::Retry { .. })) => Some(wait),
+            _ => None,
+        }
+    }
+
     fn add_note(&self, lead_id: u64, body: &Value) -> Step {
         let s = &self.settings;
         Step::Send(s.request(
@@ -567,12 +581,13 @@ impl CrmAdapter for AmoCrm {
             },
             // A call is looked up by its uniq (the Call-ID) first: a
             // retried call must not make a second call record.
-            (Target::CallEnd, _) => match (s.call(&body), s.find_call(FIND_LEAD_CALL, &body)) {
-                (Some(_), Some(find)) => Step::Send(find),
-                (Some(call), None) => {
-                    Step::Send(s.request(CALL, Method::Post, "/api/v4/calls", Some(call)))
-                }
+            (Target::CallEnd, _) => match (s.call(&body), Self::call_waits(item)) {
                 (None, _) => Step::Finish(Outcome::Delivered { deal_id: None }),
+                (Some(_), Some(wait)) => Step::Finish(wait),
+                (Some(call), None) => match s.find_call(FIND_LEAD_CALL, &body) {
+                    Some(find) => Step::Send(find),
+                    None => Step::Send(s.request(CALL, Method::Post, "/api/v4/calls", Some(call))),
+                },
             },
             // amoCRM records a call once it is over; its start is not sent.
             (Target::CallStart, _) => Step::Finish(Outcome::Delivered { deal_id: None }),
@@ -869,7 +884,7 @@ mod tests {
                     Target::CallEnd,
                     "",
                     &json!({"id": "c@h", "caller": "7499"}),
-                    None,
+                    Some("41"),
                 ),
                 Method::Post,
                 "https://acme.amocrm.ru/api/v4/calls",
@@ -1012,6 +1027,41 @@ mod tests {
         }
     }
 
+    /// A call goes out once its deal's create is answered: amoCRM refuses
+    /// a call whose phone has no contact yet, and the create makes it.
+    #[test]
+    fn a_call_waits_for_its_deals_create() {
+        let a = AmoCrm {
+            settings: settings(),
+        };
+        let end = json!({"id": "c1@h", "caller": "74991234567", "date": "2026-11-23 15:00:00",
+                         "duration": 42, "status": "ANSWER"});
+        // (the deal's amoCRM id, created through the outbox, waits)
+        for (crm, here, waits) in [
+            (None, true, true),
+            (Some("41"), true, false),
+            // Made before amoCRM was configured: never in amoCRM.
+            (None, false, false),
+        ] {
+            let item = DueItem {
+                deal_created_here: here,
+                ..due(Target::CallEnd, "", &end, crm)
+            };
+            let step = a.start(&item, 0);
+            assert_eq!(
+                matches!(step, Step::Finish(Outcome::Retry { .. })),
+                waits,
+                "{crm:?} {here}: {step:?}"
+            );
+        }
+        // A call of no deal goes out at once.
+        let item = DueItem {
+            deal_ref: None,
+            ..due(Target::CallEnd, "", &end, None)
+        };
+        assert!(matches!(a.start(&item, 0), Step::Send(_)));
+    }
+
     #[test]
     fn a_call_is_looked_up_by_its_uniq_on_leads_then_contacts_and_recorded_only_when_absent() {
         let a = AmoCrm {
@@ -1019,7 +1069,7 @@ mod tests {
         };
         let end = json!({"id": "c1@h", "caller": "74991234567", "date": "2026-11-23 15:00:00",
                          "duration": 42, "status": "ANSWER"});
-        let item = due(Target::CallEnd, "", &end, None);
+        let item = due(Target::CallEnd, "", &end, Some("41"));
         let on_leads = sent(a.start(&item, 0));
         // 15:00 at UTC+3 is 12:00 UTC: 1795435200. amoCRM puts a call on
         // the card of the contact's one active lead, else the contact's.
@@ -1106,13 +1156,13 @@ mod tests {
                 NOTE,
             ),
             (due(Target::Lead, "deal.task", &note_body, Some("41")), TASK),
-            (due(Target::CallEnd, "", &end, None), CALL),
+            (due(Target::CallEnd, "", &end, Some("41")), CALL),
             (due(Target::Lead, "deal.create", &note_body, None), LOOKUP),
             (
                 due(Target::Lead, "deal.comment", &note_body, Some("41")),
                 FIND_NOTE,
             ),
-            (due(Target::CallEnd, "", &end, None), FIND_LEAD_CALL),
+            (due(Target::CallEnd, "", &end, Some("41")), FIND_LEAD_CALL),
         ];
         for (item, stage) in cases {
             let sent = Request {
@@ -1191,7 +1241,7 @@ mod tests {
             Target::CallEnd,
             "",
             &json!({"id": "c@h", "caller": "7499"}),
-            None,
+            Some("41"),
         );
         let r = sent(a.start(&item, 0));
         assert_eq!(
