@@ -268,7 +268,7 @@ impl Anchor {
             c.recording = RecState::NotRecorded(reason.clone());
         }
         match reason {
-            NoRecording::NoPorts | NoRecording::NoDescriptors => {
+            NoRecording::NoPorts | NoRecording::NoDescriptors | NoRecording::PortsHeldElsewhere => {
                 self.stats.unrecorded_no_ports += 1
             }
             NoRecording::Codec(_) => self.stats.unrecorded_codec += 1,
@@ -441,6 +441,7 @@ impl Anchor {
                 c.decided = true;
                 let reason = match e {
                     PortError::NoDescriptors => NoRecording::NoDescriptors,
+                    PortError::HeldElsewhere => NoRecording::PortsHeldElsewhere,
                     _ => NoRecording::NoPorts,
                 };
                 self.not_recorded(call_id, reason);

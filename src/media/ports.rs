@@ -24,6 +24,12 @@ pub enum PortError {
     /// are free (trial, 2026-12-02: this read "no free media ports").
     #[error("out of file descriptors (raise the open files limit, ulimit -n)")]
     NoDescriptors,
+    /// Every pair tried is held by another program (a range that overlaps
+    /// the kernel's ephemeral ports, another media server).
+    #[error(
+        "the media ports tried are held by other programs (give media a port range of its own)"
+    )]
+    HeldElsewhere,
 }
 
 /// Hands out pairs least recently freed first.

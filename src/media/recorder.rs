@@ -68,6 +68,10 @@ pub enum NoRecording {
     NoPorts,
     #[error("out of file descriptors (raise the open files limit, ulimit -n)")]
     NoDescriptors,
+    #[error(
+        "the media ports tried are held by other programs (give media a port range of its own)"
+    )]
+    PortsHeldElsewhere,
     #[error("recording file: {0}")]
     Disk(String),
     #[error("recording reached the WAV size limit")]

@@ -212,11 +212,39 @@ fn run(rx: Receiver<Job>, recordings: &mut Recordings, done: impl Fn(Outcome)) {
 }
 
 fn start(path: &Path, payloads: Payloads) -> Result<Recorder<BufWriter<File>>, NoRecording> {
-    let file = File::create(path).map_err(|e| NoRecording::Disk(e.to_string()))?;
+    let file = create(path).map_err(|e| NoRecording::Disk(e.to_string()))?;
     Recorder::new(BufWriter::with_capacity(32 * 1024, file), payloads).inspect_err(|_| {
         // Created, but not even its header fits: nothing to keep.
         let _ = std::fs::remove_file(path);
     })
+}
+
+/// The file for a new recording. The directory is made again when it is
+/// gone (trial, 2026-12-02: after `rm -rf` of the recordings directory
+/// every later call went unrecorded until an operator made it again).
+fn create(path: &Path) -> std::io::Result<File> {
+    match File::create(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+                return Err(e);
+            };
+            std::fs::create_dir_all(dir)?;
+            tracing::warn!(dir = %dir.display(), "the recordings directory was gone (deleted while running?); made it again");
+            File::create(path)
+        }
+        other => other,
+    }
+}
+
+/// Why a finished file is no recording, when it was deleted while the
+/// call was recorded: its last name is gone, so a link would answer 404
+/// (trial, 2026-12-02: the record said "recorded").
+fn unlinked(f: &File) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    match f.metadata() {
+        Ok(m) if m.nlink() == 0 => Err("the file was deleted while the call was recorded".into()),
+        _ => Ok(()),
+    }
 }
 
 fn finish(o: Open, metrics: &MediaMetrics, end_ms: Option<u64>) -> Outcome {
@@ -225,7 +253,8 @@ fn finish(o: Open, metrics: &MediaMetrics, end_ms: Option<u64>) -> Outcome {
         let synced = w
             .ok_or_else(|| "no writer".to_string())
             .and_then(|w| w.into_inner().map_err(|e| e.error().to_string()))
-            .and_then(|f| f.sync_all().map_err(|e| e.to_string()));
+            .and_then(|f| f.sync_all().map_err(|e| e.to_string()).map(|()| f))
+            .and_then(|f| unlinked(&f));
         if let Err(e) = synced {
             summary.failed = Some(NoRecording::Disk(e));
         }
@@ -487,5 +516,58 @@ mod tests {
             repair_dir(dir.path()).partial.is_empty(),
             "a second start finds nothing"
         );
+    }
+
+    /// The recordings directory deleted while running: the next call's
+    /// file makes it again; a file deleted while its call was recorded
+    /// is no recording.
+    #[test]
+    fn a_deleted_directory_is_made_again_and_a_deleted_file_is_no_recording() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let dir = base.path().join("recordings");
+        let metrics = Arc::new(MediaMetrics::default());
+        let mut r = Recordings::new(dir.clone(), metrics.clone());
+        let mut call = |session: SessionId, id: &'static [u8], delete: &dyn Fn()| {
+            let started = r.job(Job::Start {
+                session,
+                call_id: Bytes::from_static(id),
+                payloads: Payloads::default(),
+                at_ms: 0,
+            });
+            assert!(started.is_none(), "{started:?}");
+            for i in 0..10u16 {
+                r.job(Job::Packet {
+                    session,
+                    side: Side::Caller,
+                    data: rtp(i, u32::from(i) * 160, 0),
+                    at_ms: u64::from(i) * 20,
+                });
+            }
+            delete();
+            r.job(Job::Finish {
+                session,
+                at_ms: Some(200),
+            })
+            .expect("an outcome")
+        };
+        // Never made: the first call makes it.
+        let first = call(1, b"first", &|| {});
+        assert!(first.result.is_ok(), "{first:?}");
+        assert!(first.file.exists());
+        std::fs::remove_dir_all(&dir).expect("rm -rf");
+        let second = call(2, b"second", &|| {});
+        assert!(second.result.is_ok(), "{second:?}");
+        assert!(second.file.exists());
+        // Deleted while recorded.
+        let third = call(3, b"third", &|| {
+            std::fs::remove_dir_all(&dir).expect("rm -rf");
+        });
+        assert_eq!(
+            third.result.map(|_| ()),
+            Err(NoRecording::Disk(
+                "the file was deleted while the call was recorded".into()
+            ))
+        );
+        assert_eq!(metrics.unrecorded_disk.load(Relaxed), 1);
     }
 }
