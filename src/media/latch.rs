@@ -8,6 +8,9 @@
 //! the far end (new `c=`/port) starts learning again; a hold (`c=0.0.0.0`)
 //! does not. One [`Latch`] per leg and socket (RTP, and RTCP unless muxed).
 //!
+//! A packet from exactly the address:port the SDP names takes the latch
+//! back from another port of that host: that is the leg itself.
+//!
 //! Only a packet from the leg's own host may be learned from: the IP its
 //! SDP names, or the IP its SIP comes from (a NAT's public address keeps
 //! the IP and changes the port). Learning from anyone let a stranger who
@@ -77,6 +80,17 @@ impl Latch {
                 Verdict::Drop
             }
             Some(a) if a == src => Verdict::Accept,
+            // The address the leg's SDP names, exactly: the leg itself,
+            // whoever got in first from its host on another port (trials,
+            // 2026-12-02: a stranger on the PBX's host latched before the
+            // PBX's first packet, heard the caller and locked the PBX out).
+            // Not when the latch holds another host (a NAT's public
+            // address): a packet naming the leg's private address then
+            // comes from someone else's network.
+            Some(a) if self.advertised == Some(src) && a.ip() == src.ip() => {
+                self.learned = Some(src);
+                Verdict::Learned
+            }
             Some(_) => {
                 self.dropped += 1;
                 Verdict::Drop
@@ -236,8 +250,14 @@ mod tests {
                 2,
             ),
             (
-                "the SDP's host on another port (no NAT, another socket)",
-                vec![Pkt("10.0.0.5:4002", Learned), Pkt("10.0.0.5:4000", Drop)],
+                "the SDP's host on another port first, then the SDP's own address: it wins",
+                vec![
+                    Pkt("10.0.0.5:4002", Learned),
+                    Pkt("10.0.0.5:4000", Learned),
+                    Dest(Some("10.0.0.5:4000")),
+                    Pkt("10.0.0.5:4002", Drop),
+                    Pkt("10.0.0.5:4000", Accept),
+                ],
                 1,
             ),
             (

@@ -64,6 +64,21 @@ impl Side {
     fn has_ip(&self, ip: std::net::IpAddr) -> bool {
         self.source.addr.ip() == ip || self.contact.is_some_and(|c| c.ip() == ip)
     }
+
+    /// Whether a request that names this side (by its tags) comes from
+    /// it. Over UDP: from its source or Contact address, port included,
+    /// since its SIP stack sends from the socket it listens on (RFC 3261
+    /// 18.2.2, RFC 3581); another program on its host, on another port,
+    /// is not the side (trial, 2026-12-02: one on the PBX's host ended the
+    /// trunk's call with a BYE and moved its media with a re-INVITE). Over
+    /// a connection the host is the proof: a side opens a new one from a
+    /// port of its own, and the address of a connection is not forged.
+    fn sends_from(&self, from: Peer) -> bool {
+        match from.transport {
+            Transport::Udp => self.source.addr == from.addr || self.contact == Some(from.addr),
+            _ => self.has_ip(from.addr.ip()),
+        }
+    }
 }
 
 /// A dialog record-routed through this proxy, from its initial request
@@ -878,9 +893,9 @@ impl Proxy {
         } else {
             (dialog.callee, dialog.caller)
         };
-        // From the side its tags name (its source or Contact IP), or from
-        // a trusted source (a trunk's other node).
-        if !sender.has_ip(from.addr.ip()) && !self.is_trusted(from) {
+        // From the side its tags name (see `Side::sends_from`), or from a
+        // trusted source (a trunk's other node).
+        if !sender.sends_from(from) && !self.is_trusted(from) {
             return self.refuse_in_dialog(now, from, msg, is_ack, 481, NO_DIALOG);
         }
         if let Some(refusal) = common_checks(msg) {

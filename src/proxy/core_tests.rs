@@ -2407,3 +2407,69 @@ fn a_rejected_invite_after_its_ack_still_repeats_its_answers() {
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!((sent[0].to, sent[0].status()), (udp(CALLER), Some(200)));
 }
+
+/// A request inside a call from the callee's side comes from the callee:
+/// over UDP from its address and port (where its INVITE went, or its
+/// Contact), over TCP from its host (a new connection has a port of its
+/// own). Trial, 2026-12-02: anyone on the PBX's host, on any port, could
+/// send a BYE that ended the trunk's call, or a re-INVITE that moved the
+/// call's signalling and media to a third host.
+#[test]
+fn a_callee_side_request_over_udp_comes_from_the_callees_port() {
+    const TRUNK: &str = "127.0.0.9:5062";
+    let mut rig = Rig::new();
+    rig.proxy.s.trusted_sources = vec!["127.0.0.9/32".parse().expect("cidr")];
+    rig.recv_at(
+        0,
+        udp(TRUNK),
+        &invite("s1", "side@x").replace(CALLER, TRUNK),
+    );
+    let fwd = rig.take_to(UAS).remove(0);
+    let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
+    let ok = response_to(
+        &fwd.text,
+        200,
+        "OK",
+        Some("u1"),
+        &format!("{rr}\r\nContact: <sip:uas@{UAS}>\r\n"),
+    );
+    rig.recv_at(100, udp(UAS), &ok);
+    rig.take();
+    let from_callee = |method: &str, branch: &str, via: &str, contact: &str| {
+        format!(
+            "{method} sip:caller@{TRUNK} SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK{branch}\r\n\
+             Route: {}\r\nFrom: <sip:100@127.0.0.1>;tag=u1\r\n\
+             To: <sip:caller@127.0.0.1>;tag=from1\r\nCall-ID: side@x\r\nCSeq: 7 {method}\r\n\
+             Contact: <sip:x@{contact}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            value(&rr)
+        )
+    };
+    // The PBX's host, another port: refused, nothing reaches the trunk.
+    let stranger = udp("127.0.0.1:6671");
+    for (i, method) in ["BYE", "INVITE", "UPDATE", "NOTIFY"].iter().enumerate() {
+        let text = from_callee(method, &format!("x{i}"), "127.0.0.1:6671", "127.0.0.3:5099");
+        rig.recv_at(1_000, stranger, &text);
+    }
+    let sent = rig.take();
+    assert!(
+        sent.iter()
+            .all(|s| s.to == stranger && s.status() == Some(481)),
+        "{sent:?}"
+    );
+    assert_eq!(sent.len(), 4);
+    // Over TCP the host is the proof: the PBX opened a new connection.
+    let tcp = Peer {
+        transport: Transport::Tcp,
+        addr: "127.0.0.1:40001".parse().expect("addr"),
+    };
+    rig.recv_at(
+        2_000,
+        tcp,
+        &from_callee("INFO", "t1", "127.0.0.1:40001", UAS),
+    );
+    assert!(rig.take_to(TRUNK).iter().any(|s| s.is_request("INFO")));
+    // The PBX itself: its BYE reaches the trunk.
+    rig.recv_at(3_000, udp(UAS), &from_callee("BYE", "b1", UAS, UAS));
+    let bye = rig.take_to(TRUNK);
+    assert!(bye.iter().any(|s| s.is_request("BYE")), "{bye:?}");
+}
