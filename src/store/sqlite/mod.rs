@@ -88,9 +88,28 @@ fn identity_of(path: &Path) -> std::io::Result<(u64, u64)> {
 /// an OS crash may lose the last ones), and waiting up to 10 s for a
 /// writer of another connection or process.
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
     let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
+    conn.busy_timeout(BUSY_WAIT)?;
+    // Switching a new file to WAL takes an exclusive lock, and SQLite
+    // answers SQLITE_BUSY at once, without the busy handler, when another
+    // connection is opening it too (a deadlock it avoids by refusing):
+    // waited out here, within the busy timeout. Seen as 16 failed opens of
+    // 200 in the four-opener test, one of which left it waiting forever.
+    let since = std::time::Instant::now();
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && since.elapsed() < BUSY_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => {
+                other?;
+                break;
+            }
+        }
+    }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
 }
@@ -485,8 +504,11 @@ mod tests {
             .map(|_| {
                 let (file, start) = (file.clone(), start.clone());
                 std::thread::spawn(move || {
-                    let mut conn = connect(&file)?;
+                    // Together from the start: the first open of a new
+                    // file races too (and a failed open must not leave
+                    // the others waiting at a barrier forever).
                     start.wait();
+                    let mut conn = connect(&file)?;
                     migrate(&mut conn)
                 })
             })
