@@ -772,3 +772,53 @@ fn sends_the_kernel_refuses_are_counted_and_the_loop_goes_on() {
         "{lines} log lines in {seconds} s for {refused} refusals\n{log}"
     );
 }
+
+/// A refusal to an untrusted peer over TCP goes on the peer's own
+/// connection or not at all: siptrack never dials an untrusted source
+/// (trial, 2026-12-02: a request followed by an unframeable one in one
+/// write got the connection closed, and then the 403 over a new
+/// connection to the peer's port; a peer listening there held 250 such
+/// connections past the per-source cap).
+#[test]
+fn a_refusal_to_an_untrusted_peer_never_opens_a_connection() {
+    let uas_port = free_port();
+    let p = Siptrack::start(&config(uas_port, "", ""));
+    // The peer listens on the port it connects from.
+    let port = free_port();
+    let local = SocketAddr::from(([127, 0, 0, 2], port));
+    let reusable = || {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        s.set_reuse_address(true).expect("SO_REUSEADDR");
+        s.set_reuse_port(true).expect("SO_REUSEPORT");
+        s.bind(&local.into()).expect("bind 127.0.0.2");
+        s
+    };
+    let listener = reusable();
+    listener.listen(16).expect("listen");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let conn = reusable();
+    conn.connect_timeout(&tcp_addr(&p).into(), Duration::from_secs(5))
+        .expect("connect");
+    let mut conn: TcpStream = conn.into();
+    let options = sip_request("OPTIONS", "sip:100@127.0.0.1", local, "dialback-1");
+    let unframeable = "OPTIONS sip:a SIP/2.0\r\nContent-Length: 1e3\r\n\r\n";
+    conn.write_all(format!("{options}{unframeable}").as_bytes())
+        .expect("write");
+    assert!(
+        closed_within(&mut conn, Duration::from_secs(5)),
+        "an unframeable stream is closed"
+    );
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        if let Ok((_, from)) = listener.accept() {
+            panic!(
+                "siptrack dialed the untrusted peer from {from:?}\n{}",
+                p.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!p.log().contains("TCP connect failed"), "{}", p.log());
+    let m = metrics(&p);
+    assert!(m.contains("siptrack_tcp_responses_unsent_total 1\n"), "{m}");
+}

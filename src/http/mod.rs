@@ -118,13 +118,16 @@ pub fn render_tcp(s: &TcpStats) -> String {
          # TYPE siptrack_tcp_closed_total counter\n\
          siptrack_tcp_closed_total{{reason=\"idle\"}} {}\n\
          siptrack_tcp_closed_total{{reason=\"slow_message\"}} {}\n\
-         siptrack_tcp_closed_total{{reason=\"write_queue\"}} {}\n",
+         siptrack_tcp_closed_total{{reason=\"write_queue\"}} {}\n\
+         # TYPE siptrack_tcp_responses_unsent_total counter\n\
+         siptrack_tcp_responses_unsent_total {}\n",
         s.open,
         s.refused_total,
         s.refused_per_source,
         s.closed_idle,
         s.closed_slow_message,
-        s.closed_write_queue
+        s.closed_write_queue,
+        s.responses_unsent
     )
 }
 

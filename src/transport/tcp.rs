@@ -62,6 +62,7 @@ struct Counters {
     closed_idle: AtomicU64,
     closed_slow_message: AtomicU64,
     closed_write_queue: AtomicU64,
+    responses_unsent: AtomicU64,
 }
 
 /// What the limits did, for `/metrics`.
@@ -74,6 +75,8 @@ pub struct TcpStats {
     pub closed_idle: u64,
     pub closed_slow_message: u64,
     pub closed_write_queue: u64,
+    /// Responses to untrusted peers whose connection was gone.
+    pub responses_unsent: u64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -107,6 +110,7 @@ impl TcpContext {
             closed_idle: get(&c.closed_idle),
             closed_slow_message: get(&c.closed_slow_message),
             closed_write_queue: get(&c.closed_write_queue),
+            responses_unsent: get(&c.responses_unsent),
         }
     }
 
@@ -151,7 +155,14 @@ impl TcpHub {
         }
     }
 
-    /// Sends on the connection to `to`, connecting first if there is none.
+    /// Sends on the connection to `to`, connecting first if there is none:
+    /// for a request (where routing sends it) or a response to a trusted
+    /// source. A response to anyone else goes on its own connection or
+    /// not at all (RFC 3261 18.2.2 would open a new one): dialing an
+    /// untrusted peer back let it hold connections past its per-source
+    /// cap and fill the log with failed connects (trial, 2026-12-02: its
+    /// request, then an unframeable one in one write, closed the
+    /// connection before the request's 403 went out).
     pub fn send(&mut self, to: SocketAddr, data: Bytes) {
         if let Some(w) = self.conns.get(&to) {
             match w.push(data) {
@@ -171,6 +182,10 @@ impl TcpHub {
                     return self.send(to, d);
                 }
             }
+        }
+        if data.starts_with(b"SIP/2.0 ") && !self.ctx.is_trusted(to.ip()) {
+            bump(&self.ctx.counters.responses_unsent);
+            return;
         }
         let (tx, rx) = queue::channel(self.ctx.limits.write_queue_bytes);
         let _ = tx.push(data);
