@@ -790,6 +790,15 @@ fn on_media_report(node: &mut Node, now: crate::clock::Now, report: MediaReport)
         MediaReport::Recording(o) => {
             let call_id = String::from_utf8_lossy(&o.call_id).into_owned();
             match &o.result {
+                Ok(s) if s.lost_packets > 0 => {
+                    tracing::warn!(
+                        %call_id,
+                        file = %o.file.display(),
+                        duration_ms = s.duration_ms,
+                        lost_packets = s.lost_packets,
+                        "recording finished with gaps: the recorder fell behind (disk or CPU) and lost packets; recorded as partial"
+                    )
+                }
                 Ok(s) => {
                     tracing::info!(
                         %call_id,

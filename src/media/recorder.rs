@@ -164,6 +164,9 @@ pub struct Summary {
     pub malformed_packets: u64,
     /// Set when writing failed; the file then holds what came before.
     pub failed: Option<NoRecording>,
+    /// Packets the recorder never got: its queue was full (the disk or the
+    /// CPU fell behind). The file has silence for them.
+    pub lost_packets: u64,
 }
 
 /// One call's recorder over a `Write + Seek` (a file in production).

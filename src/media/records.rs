@@ -33,7 +33,13 @@ pub struct Records {
 fn apply(r: &mut CallRecord, f: Finished) {
     match f {
         Ok(s) => {
-            r.recording = Recording::Recorded;
+            // Packets lost on the way to the recorder: the file does not
+            // hold the whole call, which "partial" says.
+            r.recording = if s.lost_packets > 0 {
+                Recording::Partial
+            } else {
+                Recording::Recorded
+            };
             r.dtmf = s.dtmf;
         }
         Err(e) => r.recording = Recording::from(&e),
@@ -146,6 +152,21 @@ mod tests {
             hangup: Some(Party::Caller),
             recording: Recording::default(),
             dtmf: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_recording_with_lost_packets_is_partial() {
+        for (lost, want) in [(0, Recording::Recorded), (3, Recording::Partial)] {
+            let mut r = record("lost");
+            apply(
+                &mut r,
+                Ok(Summary {
+                    lost_packets: lost,
+                    ..Summary::default()
+                }),
+            );
+            assert_eq!(r.recording, want, "{lost}");
         }
     }
 

@@ -66,7 +66,18 @@ pub struct Outcome {
 pub struct WriterHandle {
     tx: SyncSender<Job>,
     metrics: Arc<MediaMetrics>,
+    lost: Lost,
 }
+
+/// Packets a full queue lost, per session: the writer takes its session's
+/// count when the recording finishes, so the call's recording says it has
+/// gaps (trial, 2026-12-02: 240 calls at once lost 9,245 packets and every
+/// call read "recorded"; only the node-wide counter knew).
+type Lost = Arc<std::sync::Mutex<HashMap<SessionId, u64>>>;
+
+/// Sessions a loss is kept for at most: finished sessions take theirs
+/// out, so only a writer that never finishes could fill it.
+const LOST_SESSIONS_MAX: usize = 65_536;
 
 impl WriterHandle {
     /// Never blocks: a full queue loses the packet (counted), not the call.
@@ -79,6 +90,11 @@ impl WriterHandle {
         };
         if let Err(TrySendError::Full(_)) = self.tx.try_send(job) {
             self.metrics.recorder_queue_overflow.fetch_add(1, Relaxed);
+            if let Ok(mut lost) = self.lost.lock() {
+                if lost.len() < LOST_SESSIONS_MAX || lost.contains_key(&session) {
+                    *lost.entry(session).or_default() += 1;
+                }
+            }
         }
     }
 
@@ -104,6 +120,7 @@ pub struct Recordings {
     dir: PathBuf,
     metrics: Arc<MediaMetrics>,
     open: HashMap<SessionId, Open>,
+    lost: Lost,
 }
 
 impl Recordings {
@@ -113,6 +130,7 @@ impl Recordings {
             dir,
             metrics,
             open: HashMap::new(),
+            lost: Lost::default(),
         }
     }
 
@@ -168,7 +186,12 @@ impl Recordings {
             Job::Finish { session, at_ms } => {
                 let o = self.open.remove(&session)?;
                 let end_ms = at_ms.map(|at| at.saturating_sub(o.started_ms));
-                Some(finish(o, metrics, end_ms))
+                let lost = self.lost.lock().ok().and_then(|mut l| l.remove(&session));
+                let mut outcome = finish(o, metrics, end_ms);
+                if let Ok(s) = outcome.result.as_mut() {
+                    s.lost_packets = lost.unwrap_or(0);
+                }
+                Some(outcome)
             }
         }
     }
@@ -192,10 +215,11 @@ pub fn spawn(
 ) -> std::io::Result<WriterHandle> {
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     let mut recordings = Recordings::new(dir, metrics.clone());
+    let lost = recordings.lost.clone();
     std::thread::Builder::new()
         .name("recorder".into())
         .spawn(move || run(rx, &mut recordings, done))?;
-    Ok(WriterHandle { tx, metrics })
+    Ok(WriterHandle { tx, metrics, lost })
 }
 
 fn run(rx: Receiver<Job>, recordings: &mut Recordings, done: impl Fn(Outcome)) {
@@ -569,5 +593,46 @@ mod tests {
             ))
         );
         assert_eq!(metrics.unrecorded_disk.load(Relaxed), 1);
+    }
+
+    /// Packets a full queue lost are the call's own count: its recording
+    /// says so (and the record reads "partial").
+    #[test]
+    fn packets_a_full_queue_lost_are_counted_for_their_call() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(MediaMetrics::default());
+        let mut r = Recordings::new(dir.path().to_path_buf(), metrics.clone());
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let w = WriterHandle {
+            tx,
+            metrics: metrics.clone(),
+            lost: r.lost.clone(),
+        };
+        w.control(Job::Start {
+            session: 1,
+            call_id: Bytes::from_static(b"busy"),
+            payloads: Payloads::default(),
+            at_ms: 0,
+        });
+        // One fits beside the start; five find the queue full.
+        for i in 0..6u16 {
+            w.packet(
+                1,
+                Side::Caller,
+                &rtp(i, u32::from(i) * 160, 0),
+                u64::from(i) * 20,
+            );
+        }
+        while let Ok(job) = rx.try_recv() {
+            assert!(r.job(job).is_none());
+        }
+        w.control(Job::Finish {
+            session: 1,
+            at_ms: Some(200),
+        });
+        let out = r.job(rx.recv().expect("finish")).expect("an outcome");
+        assert_eq!(out.result.map(|s| s.lost_packets), Ok(5));
+        assert_eq!(metrics.recorder_queue_overflow.load(Relaxed), 5);
+        assert!(r.lost.lock().map(|l| l.is_empty()).unwrap_or(false));
     }
 }
