@@ -200,7 +200,7 @@ fn a_call_and_form_leads_become_amocrm_leads_notes_tasks_and_calls() {
     // first form sent twice (a duplicate appended: a new lead and a note).
     let form = json!({"title": "Sofa order", "name": "Ivan", "phone": "8 (903) 555-12-34",
                       "email": "Ivan@Example.com", "text": "Call me after 6", "visit_id": "v-77"});
-    post(&p, "/api/v1/leads", &form);
+    let form_posted = post(&p, "/api/v1/leads", &form);
     let before = unix_now();
     let again = post(
         &p,
@@ -222,8 +222,9 @@ fn a_call_and_form_leads_become_amocrm_leads_notes_tasks_and_calls() {
     );
     amo.wait_until(
         Duration::from_secs(15),
-        "form leads, the task and the note",
-        |s| s.leads.len() == 3 && s.tasks.len() == 1 && s.notes.len() == 1,
+        "form leads, the task and the notes",
+        // Each new lead's text as a note on it, and the duplicate's note.
+        |s| s.leads.len() == 3 && s.tasks.len() == 1 && s.notes.len() == 4,
     );
     let s = amo.lock();
     let form_lead = &s.leads[1];
@@ -261,10 +262,39 @@ fn a_call_and_form_leads_become_amocrm_leads_notes_tasks_and_calls() {
     // The duplicate's own lead, and the note on it naming the original.
     let dup_lead = &s.leads[2];
     assert_eq!(dup_lead.json["name"], "Sofa order");
-    let (note_lead, note) = &s.notes[0];
+    let (note_lead, note) = s
+        .notes
+        .iter()
+        .find(|(_, n)| {
+            n["params"]["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Duplicate: duplicate of lead"))
+        })
+        .expect("the duplicate's note");
     assert_eq!(*note_lead, dup_lead.id);
     let text = note["params"]["text"].as_str().expect("text");
-    assert!(text.starts_with("Duplicate: duplicate of lead"), "{note}");
+    // What the form's visitor wrote is on the form's lead (trial,
+    // 2026-12-02: it reached amoCRM nowhere), and the call lead's text
+    // on the call's.
+    let form_id = form_posted["lead_id"].as_i64().expect("lead id");
+    let texts_on = |lead: u64| -> Vec<String> {
+        s.notes
+            .iter()
+            .filter(|(l, _)| *l == lead)
+            .filter_map(|(_, n)| n["params"]["text"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(
+        texts_on(form_lead.id),
+        [format!(
+            "Call me after 6\n\n(text of siptrack lead {form_id})"
+        )]
+    );
+    let call_texts = texts_on(call_lead_id);
+    assert!(
+        call_texts.len() == 1 && call_texts[0].starts_with("Call"),
+        "{call_texts:?}"
+    );
     let dup_id = dup["lead_id"].as_i64().expect("lead id");
     assert!(
         text.ends_with(&format!("\n\n(siptrack lead {dup_id})")),
@@ -711,6 +741,15 @@ fn a_lead_deleted_in_amocrm_makes_the_next_call_a_new_lead() {
         json!([{"crm_deal_id": named, "status": "cancelled", "deleted": true}])
     );
     assert_eq!(p.list("deals", TOKEN)[0]["group"], "cancelled");
+    let notes_before = amo.lock().notes.len();
     next_call_is_a_new_lead(&p, &amo, uas_port, "89160000007");
-    assert!(amo.lock().notes.is_empty(), "no note on the deleted lead");
+    // The new lead's own text is its only new note: none on the deleted.
+    let s = amo.lock();
+    assert!(
+        s.notes[notes_before..]
+            .iter()
+            .all(|(lead, _)| lead.to_string() != named),
+        "no note on the deleted lead: {:?}",
+        s.notes
+    );
 }

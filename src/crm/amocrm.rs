@@ -70,6 +70,9 @@ const FIND_CALL: &str = "find call";
 const FIND_LEAD_CALL: &str = "find call on lead";
 const FIND_NOTE: &str = "find note";
 const FIND_TASK: &str = "find task";
+/// The note with a new lead's text, and the look-up for it on a retry.
+const CREATE_NOTE: &str = "note of the new lead";
+const FIND_CREATE_NOTE: &str = "find note of the new lead";
 
 /// The source name amoCRM shows on call records.
 const SOURCE: &str = "siptrack";
@@ -185,6 +188,15 @@ impl AmoSettings {
         json!([{"note_type": "common", "params": {"text": text}}])
     }
 
+    /// `POST /api/v4/leads/{id}/notes` right after a deal.create: the new
+    /// lead's own text, marked `(text of siptrack lead <id>)` so that its
+    /// look-up and a comment's (`(siptrack lead <id>)`, the same lead when
+    /// a duplicate is appended) never take one for the other.
+    pub fn lead_text_note(&self, body: &Value) -> Value {
+        let text = marked(&note_text(body), text_marker(body).as_deref());
+        json!([{"note_type": "common", "params": {"text": text}}])
+    }
+
     /// `POST /api/v4/tasks`: a task on the lead, due `task_minutes` from
     /// now, for the responsible user.
     pub fn task(&self, lead_id: u64, body: &Value, now_unix_ms: i64) -> Value {
@@ -292,6 +304,19 @@ impl AmoSettings {
             None,
         )
     }
+}
+
+/// The marker of a new lead's text note (see `lead_text_note`).
+fn text_marker(body: &Value) -> Option<String> {
+    lead_marker(body).map(|m| m.replacen("(siptrack lead", "(text of siptrack lead", 1))
+}
+
+/// The lead id of a `/api/v4/leads/{id}/notes` URL (what the note steps
+/// of a deal.create were sent to).
+fn lead_in_notes_url(url: &str) -> Option<u64> {
+    let (_, rest) = url.split_once("/api/v4/leads/")?;
+    let (id, _) = rest.split_once("/notes")?;
+    id.parse().ok()
 }
 
 /// The Unix time of a call webhook's `date` (local time at
@@ -544,6 +569,32 @@ impl AmoCrm {
         ))
     }
 
+    /// After a deal.create found or made its lead: the lead's text as a
+    /// note, which the complex add has no field for (trial, 2026-12-02:
+    /// what a form's visitor wrote, and a call lead's "Call to …", never
+    /// reached amoCRM). A retry looks the note up first. Delivered with
+    /// the lead's id once the note is there, or when there is no text.
+    fn after_create(&self, lead_id: u64, body: &Value, found: bool) -> Step {
+        if text_of(body, "text").is_empty() {
+            return Step::Finish(Outcome::Delivered {
+                deal_id: Some(lead_id.to_string()),
+            });
+        }
+        let s = &self.settings;
+        if found && text_marker(body).is_some() {
+            return Step::Send(Request {
+                stage: FIND_CREATE_NOTE,
+                ..s.find_note(lead_id)
+            });
+        }
+        Step::Send(s.request(
+            CREATE_NOTE,
+            Method::Post,
+            &format!("/api/v4/leads/{lead_id}/notes"),
+            Some(s.lead_text_note(body)),
+        ))
+    }
+
     fn create(&self, item: &DueItem, body: &Value) -> Step {
         let s = &self.settings;
         Step::Send(s.request(
@@ -609,16 +660,52 @@ impl CrmAdapter for AmoCrm {
                     reason: "the queued body is not JSON".into(),
                 }),
             },
-            LOOKUP if ok(a.status) => match found_lead(&a.body, s.marker_field_id, &item.key) {
-                Some(id) => Step::Finish(Outcome::Delivered {
+            LOOKUP if ok(a.status) => match serde_json::from_str::<Value>(&item.body) {
+                Ok(body) => match found_lead(&a.body, s.marker_field_id, &item.key) {
+                    Some(id) => self.after_create(id, &body, true),
+                    None => self.create(item, &body),
+                },
+                Err(_) => Step::Finish(Outcome::GiveUp {
+                    reason: "the queued body is not JSON".into(),
+                }),
+            },
+            FIND_CREATE_NOTE if ok(a.status) => {
+                let (Ok(body), Some(id)) = (
+                    serde_json::from_str::<Value>(&item.body),
+                    lead_in_notes_url(&sent.url),
+                ) else {
+                    return Step::Finish(Outcome::GiveUp {
+                        reason: "the queued body is not JSON".into(),
+                    });
+                };
+                let marker = text_marker(&body).unwrap_or_default();
+                if a.status != 204
+                    && found_marked(&a.body, "notes", |n| &n["params"]["text"], &marker)
+                {
+                    return Step::Finish(Outcome::Delivered {
+                        deal_id: Some(id.to_string()),
+                    });
+                }
+                self.after_create(id, &body, false)
+            }
+            // The lead exists: a note amoCRM refuses for good does not
+            // hold the deal's id back from its later items (it is in the
+            // lead log); one it may take later is retried, and the retry
+            // finds the lead and looks for the note.
+            CREATE_NOTE => match (lead_in_notes_url(&sent.url), ok(a.status)) {
+                (Some(id), true) => Step::Finish(Outcome::Delivered {
                     deal_id: Some(id.to_string()),
                 }),
-                None => match serde_json::from_str::<Value>(&item.body) {
-                    Ok(body) => self.create(item, &body),
-                    Err(_) => Step::Finish(Outcome::GiveUp {
-                        reason: "the queued body is not JSON".into(),
-                    }),
+                (Some(id), false) => match classify_failure(a, now_unix_ms) {
+                    Outcome::GiveUp { reason } => {
+                        tracing::warn!(lead = id, %reason, "amoCRM refused the note with the lead's text; the lead is made");
+                        Step::Finish(Outcome::Delivered {
+                            deal_id: Some(id.to_string()),
+                        })
+                    }
+                    retry => Step::Finish(retry),
                 },
+                (None, _) => Step::Finish(classify_failure(a, now_unix_ms)),
             },
             FIND_NOTE | FIND_TASK if ok(a.status) => {
                 let (Ok(body), Ok(id)) = (
@@ -667,16 +754,20 @@ impl CrmAdapter for AmoCrm {
                     None => Step::Finish(Outcome::Delivered { deal_id: None }),
                 }
             }
-            CREATE if ok(a.status) => Step::Finish(match created_lead_id(&a.body) {
-                Some(id) => Outcome::Delivered {
+            CREATE if ok(a.status) => match (
+                created_lead_id(&a.body),
+                serde_json::from_str::<Value>(&item.body),
+            ) {
+                (Some(id), Ok(body)) => self.after_create(id, &body, false),
+                (Some(id), Err(_)) => Step::Finish(Outcome::Delivered {
                     deal_id: Some(id.to_string()),
-                },
+                }),
                 // Applied or not, the lookup of the next attempt tells.
-                None => Outcome::Retry {
+                (None, _) => Step::Finish(Outcome::Retry {
                     error: format!("HTTP {} without a lead id: {}", a.status, snippet(&a.body)),
                     retry_after_ms: None,
-                },
-            }),
+                }),
+            },
             CALL if ok(a.status) => Step::Finish(match call_errors(&a.body) {
                 Some(reason) => Outcome::GiveUp {
                     reason: format!("call refused: {reason}"),
@@ -937,12 +1028,37 @@ mod tests {
         // (lookup answer, what follows)
         for (status, body, found) in [(204, "", None), (200, other, None), (200, mine, Some(8))] {
             match (a.next(&item, &lookup, &answer(status, body), 0), found) {
-                (Step::Finish(o), Some(id)) => assert_eq!(
-                    o,
-                    Outcome::Delivered {
-                        deal_id: Some(id.to_string())
-                    }
-                ),
+                // Found: its note with the lead's text is looked up, and
+                // added when absent.
+                (Step::Send(find), Some(id)) => {
+                    assert_eq!(find.stage, FIND_CREATE_NOTE);
+                    assert_eq!(
+                        find.url,
+                        format!("https://acme.amocrm.ru/api/v4/leads/{id}/notes?filter%5Bnote_type%5D=common&limit=250")
+                    );
+                    let delivered = Step::Finish(Outcome::Delivered {
+                        deal_id: Some(id.to_string()),
+                    });
+                    let noted = json!({"_embedded": {"notes": [
+                        {"id": 1, "note_type": "common", "params": {"text": "Call\n\n(text of siptrack lead 7)"}}]}});
+                    // A comment of the same lead is not its text note.
+                    let commented = json!({"_embedded": {"notes": [
+                        {"id": 2, "note_type": "common", "params": {"text": "Dup\n\n(siptrack lead 7)"}}]}});
+                    assert_eq!(
+                        sent(a.next(&item, &find, &answer(200, &commented.to_string()), 0)).stage,
+                        CREATE_NOTE
+                    );
+                    assert_eq!(
+                        a.next(&item, &find, &answer(200, &noted.to_string()), 0),
+                        delivered
+                    );
+                    let add = sent(a.next(&item, &find, &answer(204, ""), 0));
+                    assert_eq!(
+                        (add.stage, add.url.as_str()),
+                        (CREATE_NOTE, "https://acme.amocrm.ru/api/v4/leads/8/notes")
+                    );
+                    assert_eq!(a.next(&item, &add, &answer(200, "{}"), 0), delivered);
+                }
                 (Step::Send(r), None) => {
                     assert_eq!(r.url, "https://acme.amocrm.ru/api/v4/leads/complex");
                     assert_eq!(
@@ -956,12 +1072,27 @@ mod tests {
                         &answer(200, r#"[{"id":31,"contact_id":41,"company_id":null,"request_id":["0"],"merged":false}]"#),
                         0,
                     );
+                    // Made: the lead's text follows as a note.
+                    let note = sent(created);
                     assert_eq!(
-                        created,
-                        Step::Finish(Outcome::Delivered {
-                            deal_id: Some("31".into())
-                        })
+                        (note.stage, note.url.as_str()),
+                        (CREATE_NOTE, "https://acme.amocrm.ru/api/v4/leads/31/notes")
                     );
+                    assert_eq!(
+                        body_of(&note),
+                        json!([{"note_type": "common", "params": {"text": "Call to 74951230001\n\n(text of siptrack lead 7)"}}])
+                    );
+                    let delivered = Step::Finish(Outcome::Delivered {
+                        deal_id: Some("31".into()),
+                    });
+                    assert_eq!(a.next(&item, &note, &answer(200, "{}"), 0), delivered);
+                    // Refused for good: the lead stands, its id goes on.
+                    assert_eq!(a.next(&item, &note, &answer(400, "{}"), 0), delivered);
+                    // Overload: retried (the retry finds the lead).
+                    assert!(matches!(
+                        a.next(&item, &note, &answer(503, ""), 0),
+                        Step::Finish(Outcome::Retry { .. })
+                    ));
                     let garbage = a.next(&item, &r, &answer(200, "<html>"), 0);
                     assert!(
                         matches!(garbage, Step::Finish(Outcome::Retry { .. })),
@@ -971,6 +1102,16 @@ mod tests {
                 (step, _) => panic!("{status} {body}: {step:?}"),
             }
         }
+        // A lead without text has no note.
+        let mut silent = lead_body("deal.create");
+        silent["text"] = json!("");
+        let quiet = due(Target::Lead, "deal.create", &silent, None);
+        assert_eq!(
+            a.next(&quiet, &lookup, &answer(200, mine), 0),
+            Step::Finish(Outcome::Delivered {
+                deal_id: Some("8".into())
+            })
+        );
         // A failed lookup is a failed attempt like any other.
         assert!(matches!(
             a.next(&item, &lookup, &answer(503, ""), 0),
