@@ -332,7 +332,8 @@ pub fn normalize_user_into(user: &str, rules: &PhoneRules, out: &mut String) -> 
     }
     let user = subscriber(user);
     normalize_into(user, rules, out)
-        || (user.contains('%') && unescaped(user).is_some_and(|u| normalize_into(&u, rules, out)))
+        || (user.contains('%')
+            && unescaped(user).is_some_and(|u| normalize_into(subscriber(&u), rules, out)))
 }
 
 /// [`normalize_user`] as a [`SmolStr`], as [`normalize_smol`] (escapes
@@ -342,7 +343,7 @@ pub fn normalize_user_smol(user: &str, rules: &PhoneRules) -> Option<SmolStr> {
         let user = subscriber(user);
         normalize_smol(user, rules).or_else(|| {
             if user.contains('%') {
-                unescaped(user).and_then(|u| normalize_smol(&u, rules))
+                unescaped(user).and_then(|u| normalize_smol(subscriber(&u), rules))
             } else {
                 None
             }
@@ -368,7 +369,8 @@ pub fn normalize_user_append(user: &str, rules: &PhoneRules, out: &mut Vec<u8>) 
     }
     let user = subscriber(user);
     normalize_append(user, rules, out)
-        || (user.contains('%') && unescaped(user).is_some_and(|u| normalize_append(&u, rules, out)))
+        || (user.contains('%')
+            && unescaped(user).is_some_and(|u| normalize_append(subscriber(&u), rules, out)))
 }
 
 /// SPEC T-5: a caller who withheld the number. The words networks and
@@ -685,6 +687,10 @@ mod tests {
             ("+79161230004;npdi", n("79161230004")),
             ("+79161230004;npdi;rn=+79160000000", n("79161230004")),
             ("8%20916%201230004;isub=12", n("79161230004")),
+            // Its ';' escaped too (trial, 2026-12-02: the CRM got
+            // "9161234567%3Bext%3D5" as the phone, a new deal).
+            ("9161234567%3Bext%3D5", n("79161234567")),
+            ("%2B79161234567%3bnpdi", n("79161234567")),
             ("anonymous;x=1", not("anonymous;x=1")),
             // Malformed escapes and non-numbers: as they came.
             ("8%2", not("8%2")),
