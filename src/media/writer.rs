@@ -398,6 +398,16 @@ mod tests {
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
+    /// A recording of G.711 (the default payloads) starting at 0.
+    fn start_job(session: SessionId, call_id: &'static [u8]) -> Job {
+        Job::Start {
+            session,
+            call_id: Bytes::from_static(call_id),
+            payloads: Payloads::default(),
+            at_ms: 0,
+        }
+    }
+
     fn rtp(seq: u16, ts: u32, payload: u8) -> Vec<u8> {
         let mut p = vec![0x80, 0];
         p.extend_from_slice(&seq.to_be_bytes());
@@ -419,12 +429,7 @@ mod tests {
             }
         })
         .expect("writer");
-        w.control(Job::Start {
-            session: 1,
-            call_id: Bytes::from_static(b"a/b@c"),
-            payloads: Payloads::default(),
-            at_ms: 0,
-        });
+        w.control(start_job(1, b"a/b@c"));
         for i in 0..50u16 {
             let at = u64::from(i) * 20;
             w.packet(1, Side::Caller, &rtp(i, u32::from(i) * 160, 0x80), at);
@@ -436,12 +441,7 @@ mod tests {
             at_ms: Some(3_000),
         });
         // Answered, and media came, all of it G.729: a codec reason.
-        w.control(Job::Start {
-            session: 4,
-            call_id: Bytes::from_static(b"g729"),
-            payloads: Payloads::default(),
-            at_ms: 0,
-        });
+        w.control(start_job(4, b"g729"));
         for i in 0..10u16 {
             let mut g729 = rtp(i, u32::from(i) * 160, 0);
             g729[1] = 18;
@@ -452,24 +452,14 @@ mod tests {
             at_ms: Some(1_000),
         });
         // Answered, but no packet came: no file, and why.
-        w.control(Job::Start {
-            session: 3,
-            call_id: Bytes::from_static(b"silent"),
-            payloads: Payloads::default(),
-            at_ms: 0,
-        });
+        w.control(start_job(3, b"silent"));
         w.control(Job::Finish {
             session: 3,
             at_ms: None,
         });
         // A file that cannot be created (a directory in its place).
         std::fs::create_dir(dir.path().join(link::file_name(b"blocked"))).expect("mkdir");
-        w.control(Job::Start {
-            session: 2,
-            call_id: Bytes::from_static(b"blocked"),
-            payloads: Payloads::default(),
-            at_ms: 0,
-        });
+        w.control(start_job(2, b"blocked"));
         drop(w);
         let deadline = Instant::now() + Duration::from_secs(5);
         while got.lock().map(|v| v.len()).unwrap_or(0) < 4 && Instant::now() < deadline {
@@ -608,12 +598,7 @@ mod tests {
             metrics: metrics.clone(),
             lost: r.lost.clone(),
         };
-        w.control(Job::Start {
-            session: 1,
-            call_id: Bytes::from_static(b"busy"),
-            payloads: Payloads::default(),
-            at_ms: 0,
-        });
+        w.control(start_job(1, b"busy"));
         // One fits beside the start; five find the queue full.
         for i in 0..6u16 {
             w.packet(

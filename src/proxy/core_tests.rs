@@ -1140,6 +1140,16 @@ const THIRD: &str = "127.0.0.3:5060";
 /// caller: returns the forwarded INVITE and the Route value to use.
 fn answered_call(rig: &mut Rig, branch: &str, call_id: &str) -> (Sent, String) {
     let fwd = start_call(rig, branch, call_id);
+    let route = uas_answers(rig, &fwd);
+    let ack = in_dialog_request("ACK", &format!("{branch}a"), call_id, &route);
+    rig.recv_at(200, udp(CALLER), &ack);
+    rig.take();
+    (fwd, route)
+}
+
+/// The UAS answers the forwarded INVITE `fwd` with a 200 (tag `u1`, its
+/// Contact, our Record-Route) at 100 ms; returns the route to use.
+fn uas_answers(rig: &mut Rig, fwd: &Sent) -> String {
     let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
     let ok = response_to(
         &fwd.text,
@@ -1149,11 +1159,7 @@ fn answered_call(rig: &mut Rig, branch: &str, call_id: &str) -> (Sent, String) {
         &format!("{rr}\r\nContact: <sip:uas@{UAS}>\r\n"),
     );
     rig.recv_at(100, udp(UAS), &ok);
-    let route = value(&rr).to_string();
-    let ack = in_dialog_request("ACK", &format!("{branch}a"), call_id, &route);
-    rig.recv_at(200, udp(CALLER), &ack);
-    rig.take();
-    (fwd, route)
+    value(&rr).to_string()
 }
 
 /// An in-dialog request from the caller of an answered call (see
@@ -2425,23 +2431,14 @@ fn a_callee_side_request_over_udp_comes_from_the_callees_port() {
         &invite("s1", "side@x").replace(CALLER, TRUNK),
     );
     let fwd = rig.take_to(UAS).remove(0);
-    let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
-    let ok = response_to(
-        &fwd.text,
-        200,
-        "OK",
-        Some("u1"),
-        &format!("{rr}\r\nContact: <sip:uas@{UAS}>\r\n"),
-    );
-    rig.recv_at(100, udp(UAS), &ok);
+    let route = uas_answers(&mut rig, &fwd);
     rig.take();
     let from_callee = |method: &str, branch: &str, via: &str, contact: &str| {
         format!(
             "{method} sip:caller@{TRUNK} SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK{branch}\r\n\
-             Route: {}\r\nFrom: <sip:100@127.0.0.1>;tag=u1\r\n\
+             Route: {route}\r\nFrom: <sip:100@127.0.0.1>;tag=u1\r\n\
              To: <sip:caller@127.0.0.1>;tag=from1\r\nCall-ID: side@x\r\nCSeq: 7 {method}\r\n\
-             Contact: <sip:x@{contact}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-            value(&rr)
+             Contact: <sip:x@{contact}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         )
     };
     // The PBX's host, another port: refused, nothing reaches the trunk.
