@@ -173,10 +173,13 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         config.storage.describe(),
     ));
     let traces = (config.ui.sip_trace_minutes > 0).then(|| {
-        Arc::new(Mutex::new(SipTraces::new(
-            config.ui.sip_trace_minutes * 60_000,
-            (config.ui.sip_trace_max_mb as usize) << 20,
-        )))
+        Arc::new(Mutex::new(
+            SipTraces::new(
+                config.ui.sip_trace_minutes * 60_000,
+                (config.ui.sip_trace_max_mb as usize) << 20,
+            )
+            .opened_by(config.sip.trusted_sources.clone()),
+        ))
     });
     let links = Arc::new(crate::recording::settings(
         &config,
@@ -525,7 +528,7 @@ fn trace_sip(
         return;
     };
     if let Ok(mut t) = traces.lock() {
-        t.record(
+        t.record_from(
             call_id,
             Traced {
                 at: clock.unix_ms(),
@@ -538,6 +541,7 @@ fn trace_sip(
                 from_ip: (dir == Direction::In).then(|| peer.addr.ip()),
                 data: data.clone(),
             },
+            peer.addr.ip(),
         );
     }
 }

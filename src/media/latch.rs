@@ -9,7 +9,8 @@
 //! does not. One [`Latch`] per leg and socket (RTP, and RTCP unless muxed).
 //!
 //! A packet from exactly the address:port the SDP names takes the latch
-//! back from another port of that host: that is the leg itself.
+//! back: that is the leg itself. Not when that address is private and the
+//! latch holds another host (a NAT's public address, the usual phone).
 //!
 //! Only a packet from the leg's own host may be learned from: the IP its
 //! SDP names, or the IP its SIP comes from (a NAT's public address keeps
@@ -20,6 +21,21 @@
 //! 2026-12-02: 515 packets out for one in, to an address nobody named).
 
 use std::net::{IpAddr, SocketAddr};
+
+/// Addresses behind a NAT: RFC 1918, shared (RFC 6598), link-local, and
+/// IPv6 unique-local and link-local.
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_private() || v4.is_link_local() || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
 
 /// What to do with a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,10 +100,16 @@ impl Latch {
             // whoever got in first from its host on another port (trials,
             // 2026-12-02: a stranger on the PBX's host latched before the
             // PBX's first packet, heard the caller and locked the PBX out).
-            // Not when the latch holds another host (a NAT's public
-            // address): a packet naming the leg's private address then
-            // comes from someone else's network.
-            Some(a) if self.advertised == Some(src) && a.ip() == src.ip() => {
+            // Not when the SDP names a private address and the latch holds
+            // another host: that is a NAT's public address, and a packet
+            // from the private one comes from someone else's network. A
+            // public SDP address whose host is not the latch's (media on
+            // another host than the SIP, whose host got in first) is the
+            // leg (second trial that day: the stranger kept the stream).
+            Some(a)
+                if self.advertised == Some(src)
+                    && (a.ip() == src.ip() || !is_private(src.ip())) =>
+            {
                 self.learned = Some(src);
                 Verdict::Learned
             }
@@ -187,6 +209,41 @@ mod tests {
         Pkt(&'static str, Verdict),
         Offer(&'static str, bool),
         Dest(Option<&'static str>),
+    }
+
+    /// Media on another host than the leg's SIP: a stranger on the SIP
+    /// host got in first; the SDP's own (public) address takes it back.
+    /// Behind a NAT (a private SDP address) it would not: see the table.
+    #[test]
+    fn the_sdps_public_address_takes_the_latch_back_from_the_sip_host() {
+        let mut l = Latch::new(Some(a("203.0.113.9:40010")));
+        l.set_peer(Some("198.51.100.7".parse().expect("ip")));
+        assert_eq!(l.on_packet(a("198.51.100.7:5555")), Verdict::Learned);
+        assert_eq!(l.on_packet(a("203.0.113.9:40010")), Verdict::Learned);
+        assert_eq!(l.destination(), Some(a("203.0.113.9:40010")));
+        assert_eq!(l.on_packet(a("198.51.100.7:5555")), Verdict::Drop);
+        assert_eq!(l.on_packet(a("203.0.113.9:40010")), Verdict::Accept);
+    }
+
+    #[test]
+    fn private_addresses_are_those_behind_nats() {
+        for (ip, private) in [
+            ("10.1.2.3", true),
+            ("172.16.0.1", true),
+            ("172.32.0.1", false),
+            ("192.168.1.5", true),
+            ("100.64.0.1", true),
+            ("100.128.0.1", false),
+            ("169.254.1.1", true),
+            ("127.0.0.9", false),
+            ("203.0.113.9", false),
+            ("fd00::1", true),
+            ("fe80::1", true),
+            ("2001:db8::1", false),
+        ] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            assert_eq!(is_private(ip), private, "{ip}");
+        }
     }
 
     #[test]

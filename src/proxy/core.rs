@@ -65,18 +65,20 @@ impl Side {
         self.source.addr.ip() == ip || self.contact.is_some_and(|c| c.ip() == ip)
     }
 
-    /// Whether a request that names this side (by its tags) comes from
+    /// Whether a message that names this side (by its tags) comes from
     /// it. Over UDP: from its source or Contact address, port included,
     /// since its SIP stack sends from the socket it listens on (RFC 3261
     /// 18.2.2, RFC 3581); another program on its host, on another port,
     /// is not the side (trial, 2026-12-02: one on the PBX's host ended the
     /// trunk's call with a BYE and moved its media with a re-INVITE). Over
-    /// a connection the host is the proof: a side opens a new one from a
-    /// port of its own, and the address of a connection is not forged.
+    /// a connection the host is the proof (a side opens a new one from a
+    /// port of its own, and a connection's address is not forged), but
+    /// only for a side that speaks TCP: a UDP side's host on any TCP port
+    /// was the same stranger again (second trial that day).
     fn sends_from(&self, from: Peer) -> bool {
         match from.transport {
             Transport::Udp => self.source.addr == from.addr || self.contact == Some(from.addr),
-            _ => self.has_ip(from.addr.ip()),
+            _ => self.source.transport != Transport::Udp && self.has_ip(from.addr.ip()),
         }
     }
 }
@@ -1400,7 +1402,10 @@ impl Proxy {
                 } else {
                     (d.callee, d.caller)
                 };
-                responder.has_ip(from.addr.ip()).then_some(requester.source)
+                // Exactly the callee (see `Side::sends_from`): a "late
+                // 2xx" from another port of its host moved the call's
+                // media to a third host (trial, 2026-12-02).
+                responder.sends_from(from).then_some(requester.source)
             })
             .filter(|t| t.transport == Transport::Udp && !self.s.identity.is_own_addr(t.addr));
         let Some(to) = target else {

@@ -2416,8 +2416,7 @@ fn a_rejected_invite_after_its_ack_still_repeats_its_answers() {
 
 /// A request inside a call from the callee's side comes from the callee:
 /// over UDP from its address and port (where its INVITE went, or its
-/// Contact), over TCP from its host (a new connection has a port of its
-/// own). Trial, 2026-12-02: anyone on the PBX's host, on any port, could
+/// Contact), over TCP from its host only when it speaks TCP. Trial, 2026-12-02: anyone on the PBX's host, on any port, could
 /// send a BYE that ended the trunk's call, or a re-INVITE that moved the
 /// call's signalling and media to a third host.
 #[test]
@@ -2454,7 +2453,8 @@ fn a_callee_side_request_over_udp_comes_from_the_callees_port() {
         "{sent:?}"
     );
     assert_eq!(sent.len(), 4);
-    // Over TCP the host is the proof: the PBX opened a new connection.
+    // The PBX speaks UDP: TCP from its host, any port, is not the PBX
+    // either (a second trial that day ended the call that way).
     let tcp = Peer {
         transport: Transport::Tcp,
         addr: "127.0.0.1:40001".parse().expect("addr"),
@@ -2462,9 +2462,33 @@ fn a_callee_side_request_over_udp_comes_from_the_callees_port() {
     rig.recv_at(
         2_000,
         tcp,
-        &from_callee("INFO", "t1", "127.0.0.1:40001", UAS),
+        &from_callee("BYE", "t1", "127.0.0.1:40001", UAS),
     );
-    assert!(rig.take_to(TRUNK).iter().any(|s| s.is_request("INFO")));
+    let sent = rig.take();
+    assert!(
+        sent.iter().all(|s| s.to == tcp && s.status() == Some(481)),
+        "{sent:?}"
+    );
+    // A "late 2xx" to the INVITE from another port of the PBX's host is
+    // dropped: relayed, it moved the call's media.
+    let late = response_to(
+        &fwd.text,
+        200,
+        "OK",
+        Some("u1"),
+        "Contact: <sip:evil@127.0.0.3:5060>\r\n",
+    )
+    .replacen("branch=z9hG4bK", "branch=z9hG4bKforged", 1);
+    rig.recv_at(2_500, stranger, &late);
+    assert!(rig.take_to(TRUNK).is_empty(), "no late 2xx from a stranger");
+    // From the PBX's own address the same late 2xx is relayed.
+    rig.recv_at(2_600, udp(UAS), &late);
+    assert!(
+        rig.take_to(TRUNK)
+            .iter()
+            .any(|s| s.text.starts_with("SIP/2.0 200")),
+        "a late 2xx from the PBX goes to the trunk"
+    );
     // The PBX itself: its BYE reaches the trunk.
     rig.recv_at(3_000, udp(UAS), &from_callee("BYE", "b1", UAS, UAS));
     let bye = rig.take_to(TRUNK);
