@@ -75,8 +75,15 @@ pub fn row(ctx: &Ctx, id: i64, c: &CallRow, links: &LinkSettings, now_unix: u64)
         status = esc(&ctx.t.word(&c.status)),
         dur = duration(c.duration),
         hangup = esc(&ctx.t.word(c.hangup.as_deref().unwrap_or(""))),
+        // No caller: the number was withheld, said as the leads page says
+        // it (it showed `anonymous` here; trial, 2026-12-02), with what
+        // the From carried on hover.
         caller = if c.caller.is_empty() {
-            esc(&c.caller_raw)
+            format!(
+                "<span class=\"muted\" title=\"{}\">{}</span>",
+                esc(&c.caller_raw),
+                esc(ctx.t.withheld)
+            )
         } else {
             ctx.phone(&c.caller)
         },
@@ -255,6 +262,15 @@ mod tests {
         let r = row(&ctx, 7, &c, &links, 66 + 86_400);
         assert!(
             !r.contains("<audio") && r.contains("записан частично"),
+            "{r}"
+        );
+
+        // A withheld caller reads as on the leads page.
+        c.caller = String::new();
+        c.caller_raw = "anonymous".into();
+        let r = row(&ctx, 7, &c, &links, now);
+        assert!(
+            r.contains("<td class=\"caller\"><span class=\"muted\" title=\"anonymous\">номер скрыт</span></td>"),
             "{r}"
         );
     }
