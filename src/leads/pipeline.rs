@@ -298,6 +298,19 @@ impl Pipeline {
             _ => None,
         });
         for (r, rec) in ended.zip(&done) {
+            if rec.earlier {
+                // Its end after a restart recorded it `interrupted`: the
+                // log said these values as if recorded (trial, 2026-12-02).
+                tracing::info!(
+                    call_id = %Clean(&r.call_id),
+                    status = r.status.as_str(),
+                    duration = r.duration,
+                    hangup = r.hangup.map(|h| h.as_str()).unwrap_or(""),
+                    lead = rec.lead_id,
+                    "call end of a call already recorded (interrupted at a restart): the record and its lead stay as they are"
+                );
+                continue;
+            }
             tracing::info!(
                 call_id = %Clean(&r.call_id),
                 caller = %Clean(&r.info.caller),

@@ -50,6 +50,10 @@ pub struct Recorded {
     pub deal_id: Option<i64>,
     pub outcome: String,
     pub decision: Decision,
+    /// The call was recorded before (`interrupted` at a restart; this is
+    /// its real end, or a retry after a lost COMMIT): nothing was written,
+    /// and the lead and outcome are the earlier record's.
+    pub earlier: bool,
 }
 
 /// What a new deal's status is, and its group (SPEC L-2).

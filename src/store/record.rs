@@ -225,6 +225,7 @@ fn decide_and_record<L: Ledger>(
                 deal_id,
                 outcome,
                 decision: Decision::NoDealFromCalls,
+                earlier: true,
             });
         }
     }
@@ -293,6 +294,7 @@ fn decide_and_record<L: Ledger>(
         deal_id,
         outcome,
         decision,
+        earlier: false,
     })
 }
 

@@ -293,6 +293,8 @@ async fn calls_are_recorded_once_and_open_calls_of_earlier_runs_are_interrupted(
             .expect(name);
         assert_eq!(again[0].lead_id, done[0].lead_id, "{name}");
         assert_eq!(again[0].outcome, done[0].outcome, "{name}");
+        // Said so, for the log: nothing was written the second time.
+        assert!(!done[0].earlier && again[0].earlier, "{name}");
 
         let calls = store.list_calls(10, 0).await.expect(name);
         assert_eq!(calls.len(), 1, "{name}");
