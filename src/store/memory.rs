@@ -536,9 +536,24 @@ impl MemoryStore {
         limit: i64,
     ) -> Result<Vec<(String, i64)>, StoreError> {
         let state = self.state()?;
+        // As `query::CHANNEL_OF_LEAD`.
+        let calls: std::collections::HashMap<i64, &CallRow> = state
+            .calls
+            .iter()
+            .filter_map(|c| Some((c.lead_id?, c)))
+            .collect();
         let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
         for l in state.leads.iter().filter(|l| l.row.created_at >= since) {
-            *counts.entry(&l.row.visit_id).or_default() += 1;
+            let call = calls.get(&l.row.id);
+            let channel = call
+                .and_then(|c| {
+                    c.marker
+                        .as_deref()
+                        .filter(|m| !m.is_empty())
+                        .or(c.source.as_deref().filter(|s| !s.is_empty()))
+                })
+                .unwrap_or(&l.row.visit_id);
+            *counts.entry(channel).or_default() += 1;
         }
         let mut out: Vec<(String, i64)> = counts
             .into_iter()

@@ -9,6 +9,15 @@ use rusqlite::types::Value as SqlValue;
 
 use super::rows::LeadRow;
 
+/// The channel a lead counts for on the overview: its call's marker, else
+/// its call's source, else the lead's visit column (a static number's
+/// marker, or a visit id). Grouped by the visit column alone, every pool
+/// call made a channel of its own: 29 rows of one lead each for 25 forms
+/// and a few calls (trial, 2026-12-02), where a manager wants `google_cpc`
+/// and `yandex`. SQL over `leads l LEFT JOIN calls c`.
+pub const CHANNEL_OF_LEAD: &str =
+    "COALESCE(NULLIF(c.marker, ''), NULLIF(c.source, ''), l.visit_id)";
+
 /// Which outcomes a lead filter keeps (SPEC L-7's words).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutcomeKind {

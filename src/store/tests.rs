@@ -619,11 +619,13 @@ async fn console_pages_and_counts_alike() {
                 .expect(name);
             leads.push(r.lead_id);
         }
-        for (id, caller, t) in [
-            ("a@h", "79160000004", NOW_MS - 3_600_000),
-            ("b@h", "79160000005", NOW_MS),
+        for (id, caller, t, marker) in [
+            ("a@h", "79160000004", NOW_MS - 3_600_000, None),
+            ("b@h", "79160000005", NOW_MS, Some("google_cpc")),
         ] {
-            let c = call(id, caller, t);
+            let mut c = call(id, caller, t);
+            // A pool number's call: its visit's marker names the channel.
+            c.info.marker = marker.map(Into::into);
             let lead = crate::leads::pipeline::call_lead(&c);
             store
                 .record_calls(
@@ -774,7 +776,11 @@ async fn console_pages_and_counts_alike() {
         );
         assert_eq!(
             store.leads_per_channel(at - 7200, 10).await.expect(name),
-            [("v1".to_string(), 3), ("v9".to_string(), 2)],
+            [
+                ("v1".to_string(), 3),
+                ("google_cpc".to_string(), 1),
+                ("v9".to_string(), 1)
+            ],
             "{name}"
         );
         assert_eq!(

@@ -100,8 +100,8 @@ impl PgStore {
         .await
     }
 
-    /// Leads per visit/channel created since `since` (Unix seconds), most
-    /// first; at most `limit` channels.
+    /// Leads per channel created since `since` (Unix seconds), most first;
+    /// at most `limit` channels. See `query::CHANNEL_OF_LEAD`.
     pub async fn leads_per_channel(
         &self,
         since: i64,
@@ -110,8 +110,14 @@ impl PgStore {
         self.with(move |c| {
             // Ties in byte order, as SQLite and the memory store break them.
             let rows = c.client.query(
-                "SELECT visit_id, COUNT(*) AS n FROM leads WHERE created_at >= $1
-                  GROUP BY visit_id ORDER BY n DESC, visit_id COLLATE \"C\" LIMIT $2",
+                &format!(
+                    // An output name takes no COLLATE: the expression does.
+                    "SELECT {ch} AS channel, COUNT(*) AS n
+                       FROM leads l LEFT JOIN calls c ON c.call_id = l.call_id
+                      WHERE l.created_at >= $1
+                      GROUP BY channel ORDER BY n DESC, {ch} COLLATE \"C\" LIMIT $2",
+                    ch = crate::store::query::CHANNEL_OF_LEAD
+                ),
                 &[&since, &limit],
             )?;
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())

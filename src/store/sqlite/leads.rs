@@ -119,18 +119,21 @@ impl SqliteStore {
             .await
     }
 
-    /// Leads per visit/channel created since `since` (Unix seconds), most
-    /// first; at most `limit` channels.
+    /// Leads per channel created since `since` (Unix seconds), most first;
+    /// at most `limit` channels. See `query::CHANNEL_OF_LEAD`.
     pub async fn leads_per_channel(
         &self,
         since: i64,
         limit: i64,
     ) -> Result<Vec<(String, i64)>, StoreError> {
         self.with(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT visit_id, COUNT(*) AS n FROM leads WHERE created_at >= ?1
-                  GROUP BY visit_id ORDER BY n DESC, visit_id LIMIT ?2",
-            )?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {} AS channel, COUNT(*) AS n
+                   FROM leads l LEFT JOIN calls c ON c.call_id = l.call_id
+                  WHERE l.created_at >= ?1
+                  GROUP BY channel ORDER BY n DESC, channel LIMIT ?2",
+                crate::store::query::CHANNEL_OF_LEAD
+            ))?;
             let rows = st.query_map(params![since, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         })
