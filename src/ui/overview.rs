@@ -55,9 +55,10 @@ pub fn calls_chart(ctx: &Ctx, counts: &[(i64, String, i64)], from_ms: i64, hours
     let (ticks_y, legend_y) = (H + 14, H + 26);
     let mut svg = format!(
         "<svg class=\"chart\" id=\"calls-chart\" viewBox=\"0 0 {W} {}\" width=\"{W}\" height=\"{}\" role=\"img\">\
-         <text x=\"0\" y=\"12\" font-size=\"11\">max {max}</text>",
+         <text x=\"0\" y=\"12\" font-size=\"11\">{} {max}</text>",
         legend_y + 12,
-        legend_y + 12
+        legend_y + 12,
+        esc(ctx.t.chart_max)
     );
     if per_hour.is_empty() {
         let _ = write!(
@@ -186,7 +187,12 @@ pub fn page(ctx: &Ctx, o: &Overview) -> String {
         esc(t.sip_health)
     );
     for (k, v) in o.sip {
-        let _ = write!(b, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v));
+        let _ = write!(
+            b,
+            "<tr><th>{}</th><td>{}</td></tr>",
+            esc(t.counter(k)),
+            esc(v)
+        );
     }
     b.push_str("</tbody></table>");
     layout(ctx, Nav::Overview, &b)
@@ -195,6 +201,37 @@ pub fn page(ctx: &Ctx, o: &Overview) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every counter the overview lists has a label in both languages.
+    #[test]
+    fn every_sip_counter_is_named_in_both_languages() {
+        let names = crate::proxy::Stats::default()
+            .fields()
+            .map(|(k, _)| k)
+            .into_iter()
+            .chain(["dialogs", "transactions"]);
+        for name in names {
+            for t in [&crate::ui::texts::EN, &crate::ui::texts::RU] {
+                assert_ne!(t.counter(name), name, "{} has no label for {name}", t.lang);
+            }
+        }
+        let ctx = crate::ui::test_ctx(&crate::ui::texts::RU, 3, "");
+        let p = page(
+            &ctx,
+            &Overview {
+                range: "24h",
+                hours: 24,
+                from_ms: 0,
+                calls: &[],
+                channels: &[],
+                sip: &[("absorbed_retransmissions".into(), "7".into())],
+            },
+        );
+        assert!(
+            p.contains("<tr><th>поглощено повторов</th><td>7</td></tr>"),
+            "{p}"
+        );
+    }
 
     #[test]
     fn charts_draw_what_is_in_range_and_escape_names() {
@@ -218,7 +255,7 @@ mod tests {
             3 + 2,
             "3 bars, 2 legend boxes"
         );
-        assert!(svg.contains("max 6"));
+        assert!(svg.contains("макс. 6"), "{svg}");
         assert!(!svg.contains("failed") && !svg.contains("не состоялся"));
         // The tooltip names the hour (UTC+3) and the status in Russian.
         assert!(

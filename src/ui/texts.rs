@@ -96,6 +96,11 @@ pub struct Texts {
     /// The words the store keeps in English (call statuses, who hung up,
     /// status groups), as shown: (stored word, shown word).
     pub words: &'static [(&'static str, &'static str)],
+    /// The SIP thread's counters on the overview, as shown: (counter,
+    /// label). The Russian page listed the raw names (trial, 2026-12-02).
+    pub counters: &'static [(&'static str, &'static str)],
+    /// The calls chart's scale: "max 31".
+    pub chart_max: &'static str,
     /// A lead's outcome as stored (`deal 5 created`), as shown: (stored
     /// prefix, shown prefix, stored suffix, shown suffix).
     pub outcomes: &'static [(&'static str, &'static str, &'static str, &'static str)],
@@ -112,6 +117,17 @@ pub struct Texts {
 impl Texts {
     /// A stored word as shown in this language (the word itself when
     /// there is no translation).
+    /// A SIP counter's label in this language (its name when unknown).
+    pub fn counter<'a>(&self, name: &'a str) -> &'a str
+    where
+        'static: 'a,
+    {
+        self.counters
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map_or(name, |(_, v)| v)
+    }
+
     pub fn word(&self, stored: &str) -> String {
         self.words
             .iter()
@@ -227,6 +243,27 @@ pub const EN: Texts = Texts {
         ("not_counted", "not counted"),
         ("in_progress", "in progress"),
     ],
+    counters: &[
+        ("received", "messages received"),
+        ("unparsable", "could not be parsed"),
+        ("invalid", "refused as invalid"),
+        ("oversized", "too large to read"),
+        ("untrusted", "from untrusted sources"),
+        ("stray_responses", "stray responses"),
+        ("wrong_source", "from the wrong source"),
+        ("in_dialog_refused", "in-dialog requests refused"),
+        ("replies_suppressed", "replies not sent"),
+        ("too_large", "too large for UDP"),
+        ("absorbed_retransmissions", "retransmissions absorbed"),
+        ("retransmissions_sent", "retransmissions sent"),
+        ("requests_forwarded", "requests forwarded"),
+        ("responses_forwarded", "responses forwarded"),
+        ("local_replies", "own replies"),
+        ("timeouts", "transaction timeouts"),
+        ("dialogs", "open dialogs"),
+        ("transactions", "open transactions"),
+    ],
+    chart_max: "max",
     outcomes: &[],
     withheld: "number withheld",
     comments: "comments",
@@ -337,6 +374,27 @@ pub const RU: Texts = Texts {
         ("in_progress", "в работе"),
         ("paid", "оплачено"),
     ],
+    counters: &[
+        ("received", "принято сообщений"),
+        ("unparsable", "не разобрано"),
+        ("invalid", "с ошибками"),
+        ("oversized", "слишком большие"),
+        ("untrusted", "от недоверенных источников"),
+        ("stray_responses", "ответы без транзакции"),
+        ("wrong_source", "с чужого адреса"),
+        ("in_dialog_refused", "отклонено в диалогах"),
+        ("replies_suppressed", "ответы не отправлены"),
+        ("too_large", "слишком большие для UDP"),
+        ("absorbed_retransmissions", "поглощено повторов"),
+        ("retransmissions_sent", "отправлено повторов"),
+        ("requests_forwarded", "передано запросов"),
+        ("responses_forwarded", "передано ответов"),
+        ("local_replies", "собственные ответы"),
+        ("timeouts", "тайм-ауты транзакций"),
+        ("dialogs", "открытые диалоги"),
+        ("transactions", "открытые транзакции"),
+    ],
+    chart_max: "макс.",
     outcomes: &[
         ("deal ", "сделка ", " created", " создана"),
         ("duplicate of lead ", "дубль заявки ", "", ""),
