@@ -575,7 +575,14 @@ async fn deals(State(s): State<AppState>, headers: HeaderMap) -> Response {
     match s.store.list_deals(200, 0).await {
         Ok(rows) => html(
             StatusCode::OK,
-            ui::deals::page(&ctx(&s, &sess), &rows, &statuses(&s), None),
+            ui::deals::page(
+                &ctx(&s, &sess),
+                &rows,
+                &statuses(&s),
+                None,
+                &s.recordings.links,
+                s.clock.unix_ms() / 1000,
+            ),
         ),
         Err(e) => storage_failed(&s, e, "deals"),
     }

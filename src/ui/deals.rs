@@ -6,12 +6,13 @@
 use std::fmt::Write as _;
 
 use super::{esc, head, layout, Ctx, Nav};
+use crate::recording::{links, LinkSettings};
 use crate::store::rows::{DealRow, NoteRow};
 
 /// A deal's comments and tasks under its title, oldest first: the calls
 /// and leads the duplicate checks attached to it (a "duplicate of deal N"
 /// lead links here, and the manager must see what came of it).
-fn notes(ctx: &Ctx, d: &DealRow) -> String {
+fn notes(ctx: &Ctx, d: &DealRow, links: &LinkSettings, now_unix: u64) -> String {
     if d.comments.is_empty() && d.tasks.is_empty() {
         return String::new();
     }
@@ -31,9 +32,25 @@ fn notes(ctx: &Ctx, d: &DealRow) -> String {
         .collect();
     all.sort_by_key(|(n, _)| n.created_at);
     for (n, kind) in all {
+        // A recorded call's note plays it, as the calls page does: it
+        // read "Call recording" and nothing more (trial, 2026-12-02).
+        let player = n
+            .call
+            .as_ref()
+            .and_then(|c| {
+                let end_at_ms = u64::try_from(c.end_at).unwrap_or(0);
+                links::console_link(&c.call_id, &c.recording, end_at_ms, links, now_unix)
+            })
+            .map(|src| {
+                format!(
+                    " <audio controls preload=\"none\" src=\"{}\"></audio>",
+                    esc(&src)
+                )
+            })
+            .unwrap_or_default();
         let _ = write!(
             out,
-            "<li>{} · {}: {}</li>",
+            "<li>{} · {}: {}{player}</li>",
             esc(&ctx.date(n.created_at)),
             esc(kind),
             esc(&n.text)
@@ -45,7 +62,15 @@ fn notes(ctx: &Ctx, d: &DealRow) -> String {
 
 /// `statuses`: the status names to offer (the configured statuses and
 /// the group names), sorted.
-pub fn page(ctx: &Ctx, deals: &[DealRow], statuses: &[String], notice: Option<&str>) -> String {
+/// `links` and `now_unix` make the players of recorded calls' notes.
+pub fn page(
+    ctx: &Ctx,
+    deals: &[DealRow],
+    statuses: &[String],
+    notice: Option<&str>,
+    links: &LinkSettings,
+    now_unix: u64,
+) -> String {
     let t = ctx.t;
     let mut b = String::new();
     if let Some(n) = notice {
@@ -78,7 +103,7 @@ pub fn page(ctx: &Ctx, deals: &[DealRow], statuses: &[String], notice: Option<&s
             // only (SPEC L-2), as the CRM itself would send it.
             target = esc(&crate::ui::url_value(d.crm_id.as_deref().unwrap_or(&d.id.to_string()))),
             date = esc(&ctx.date(d.created_at)),
-            title = esc(&d.title) + &notes(ctx, d),
+            title = esc(&d.title) + &notes(ctx, d, links, now_unix),
             name = esc(&d.name),
             // The e-mail under the phone: a form lead may have only that.
             phone = match (d.phone.is_empty(), d.email.is_empty()) {
@@ -129,8 +154,23 @@ mod tests {
             tasks: vec![note(120, "Call back <now>")],
             comments: vec![note(60, "Incoming call: answered, 60 s")],
         };
-        let p = page(&ctx, std::slice::from_ref(&deal), &["new".into()], None);
+        let links = LinkSettings {
+            key: std::sync::Arc::from(&b"k"[..]),
+            base_url: "https://calls.example".into(),
+            retention_seconds: 86_400,
+            record_calls: true,
+            send_to_crm: false,
+        };
+        let p = page(
+            &ctx,
+            std::slice::from_ref(&deal),
+            &["new".into()],
+            None,
+            &links,
+            100,
+        );
         assert!(p.contains("comments: 1, tasks: 1"), "{p}");
+        assert!(!p.contains("<audio"), "no recorded call, no player: {p}");
         let first = p.find("Incoming call: answered").expect("the comment");
         let second = p.find("Call back &lt;now&gt;").expect("the task, escaped");
         assert!(first < second, "oldest first");
@@ -140,7 +180,34 @@ mod tests {
             comments: Vec::new(),
             ..deal
         };
-        let p = page(&ctx, &[bare], &["new".into()], None);
+        let p = page(
+            &ctx,
+            std::slice::from_ref(&bare),
+            &["new".into()],
+            None,
+            &links,
+            100,
+        );
         assert!(!p.contains("details"), "{p}");
+        // A recorded call's note plays the recording.
+        let recorded = DealRow {
+            comments: vec![NoteRow {
+                created_at: 60,
+                text: "Call recording".into(),
+                call: Some(crate::store::rows::NoteCall {
+                    call_id: "c1@h".into(),
+                    recording: crate::calls::Recording::Recorded,
+                    end_at: 66_000,
+                }),
+            }],
+            ..bare
+        };
+        let p = page(&ctx, &[recorded], &["new".into()], None, &links, 100);
+        assert!(
+            p.contains(
+                "Call recording <audio controls preload=\"none\" src=\"/ui/recordings/c1%40h?exp="
+            ),
+            "{p}"
+        );
     }
 }
