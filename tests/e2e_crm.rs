@@ -298,7 +298,8 @@ fn payloads_in(
     };
     let call_lead_id = lead["id"].as_str().expect("id is a string").to_string();
     assert_eq!(lead["event"], "deal.create");
-    assert_eq!(lead["title"], "Incoming call from 79160000001");
+    // The title's number as `phone_format` writes it, as `phone` has it.
+    assert_eq!(lead["title"], format!("Incoming call from {caller}"));
     assert_eq!(lead["phone"], caller.as_str());
     assert_eq!(lead["visit_id"], "v-77");
     assert_eq!(lead["call"], end, "the call record rides with the lead");

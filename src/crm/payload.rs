@@ -166,6 +166,19 @@ pub fn lead_data(lead: &LeadView) -> Map<String, Value> {
     data
 }
 
+/// A title that ends with the lead's number ("Incoming call from
+/// 79161234567") with the number as `crm.phone_format` writes it, as the
+/// `phone` field has it (C-3; trial, 2026-12-02: the CRM showed
+/// `+7 (916) …` beside `Incoming call from 79161234567`).
+fn title_with_phone(title: &str, digits: &str, formatted: &str) -> String {
+    match title.strip_suffix(digits) {
+        Some(head) if !digits.is_empty() && (head.is_empty() || head.ends_with(' ')) => {
+            format!("{head}{formatted}")
+        }
+        _ => title.to_string(),
+    }
+}
+
 /// SPEC C-2: the lead webhook. `deal_id` for actions on an existing deal;
 /// `recording_url` is left out when None.
 pub fn lead_payload(
@@ -181,7 +194,7 @@ pub fn lead_payload(
     let mut out = json!({
         "id": lead.id.to_string(),
         "event": event.as_str(),
-        "title": f.text(&lead.title),
+        "title": f.text(&title_with_phone(&lead.title, &lead.phone, &phone)),
         "text": f.text(&lead.text),
         "name": f.text(&lead.name),
         "phone": phone,
@@ -262,6 +275,35 @@ mod tests {
 
     fn tz(s: &str) -> FixedOffset {
         parse_timezone(s).expect(s)
+    }
+
+    #[test]
+    fn a_title_ending_with_the_number_writes_it_as_the_phone_field() {
+        for (title, digits, formatted, want) in [
+            (
+                "Incoming call from 79161234567",
+                "79161234567",
+                "+7 (916) 123-45-67",
+                "Incoming call from +7 (916) 123-45-67",
+            ),
+            ("79161234567", "79161234567", "89161234567", "89161234567"),
+            // Not the number on its own: as it was.
+            (
+                "Order 179161234567",
+                "79161234567",
+                "+7 916",
+                "Order 179161234567",
+            ),
+            ("Sofa order", "79161234567", "+7 916", "Sofa order"),
+            (
+                "Incoming call from a withheld number",
+                "",
+                "",
+                "Incoming call from a withheld number",
+            ),
+        ] {
+            assert_eq!(title_with_phone(title, digits, formatted), want, "{title}");
+        }
     }
 
     #[test]
