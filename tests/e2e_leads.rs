@@ -404,7 +404,7 @@ fn bad_input_is_refused_and_nothing_is_written(db: Db) {
         (r#"{"email": "not-an-address"}"#, "email:"),
         (
             r#"{"text": "hi"}"#,
-            "a lead needs a phone, an email or a name",
+            "phone, email, name: a lead needs at least one of them",
         ),
         (
             r#"{"name": "A", "fields": [1]}"#,

@@ -585,7 +585,9 @@ pub fn parse_lead(body: &[u8], phone: &PhoneRules, now_s: i64) -> Result<NewLead
     };
     let name = text("name", MAX_VALUE)?;
     if phone.is_empty() && email.is_empty() && name.is_empty() {
-        return Err("phone: a lead needs a phone, an email or a name".into());
+        // Named by all three: the rule is about them together (a visit
+        // alone names nobody to call back). It named `phone` alone.
+        return Err("phone, email, name: a lead needs at least one of them".into());
     }
     let form = text("form", 200)?;
     let mut title = text("title", 500)?;
