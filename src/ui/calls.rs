@@ -187,13 +187,7 @@ mod tests {
             recording: Recording::Recorded,
             dtmf: Vec::new(),
         };
-        let links = LinkSettings {
-            key: std::sync::Arc::from(&b"k"[..]),
-            base_url: "https://calls.example".into(),
-            retention_seconds: 86_400,
-            record_calls: true,
-            send_to_crm: false,
-        };
+        let links = crate::ui::test_links();
         let now = 100;
         let r = row(&ctx, 7, &c, &links, now);
         let src = links::console_link(&c.call_id, &c.recording, 66_000, &links, now)

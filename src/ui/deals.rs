@@ -154,13 +154,7 @@ mod tests {
             tasks: vec![note(120, "Call back <now>")],
             comments: vec![note(60, "Incoming call: answered, 60 s")],
         };
-        let links = LinkSettings {
-            key: std::sync::Arc::from(&b"k"[..]),
-            base_url: "https://calls.example".into(),
-            retention_seconds: 86_400,
-            record_calls: true,
-            send_to_crm: false,
-        };
+        let links = crate::ui::test_links();
         let p = page(
             &ctx,
             std::slice::from_ref(&deal),

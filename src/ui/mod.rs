@@ -187,6 +187,18 @@ pub(crate) fn test_ctx(
     }
 }
 
+/// Recording links for the pages' unit tests: key `k`, kept a day.
+#[cfg(test)]
+pub(crate) fn test_links() -> crate::recording::LinkSettings {
+    crate::recording::LinkSettings {
+        key: std::sync::Arc::from(&b"k"[..]),
+        base_url: "https://calls.example".into(),
+        retention_seconds: 86_400,
+        record_calls: true,
+        send_to_crm: false,
+    }
+}
+
 /// A table's head row.
 pub fn head(cols: &[&str]) -> String {
     let mut h = String::from("<thead><tr>");
