@@ -263,11 +263,17 @@ fn create(path: &Path) -> std::io::Result<File> {
 /// Why a finished file is no recording, when it was deleted while the
 /// call was recorded: its last name is gone, so a link would answer 404
 /// (trial, 2026-12-02: the record said "recorded").
-fn unlinked(f: &File) -> Result<(), String> {
+fn unlinked(f: &File, path: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
-    match f.metadata() {
-        Ok(m) if m.nlink() == 0 => Err("the file was deleted while the call was recorded".into()),
-        _ => Ok(()),
+    let Ok(m) = f.metadata() else { return Ok(()) };
+    if m.nlink() == 0 {
+        return Err("the file was deleted while the call was recorded".into());
+    }
+    // Moved or renamed away (QA, 2026-12-02): its name is another file's,
+    // or nobody's.
+    match std::fs::metadata(path) {
+        Ok(at) if at.dev() == m.dev() && at.ino() == m.ino() => Ok(()),
+        _ => Err("the file was moved away while the call was recorded".into()),
     }
 }
 
@@ -278,7 +284,7 @@ fn finish(o: Open, metrics: &MediaMetrics, end_ms: Option<u64>) -> Outcome {
             .ok_or_else(|| "no writer".to_string())
             .and_then(|w| w.into_inner().map_err(|e| e.error().to_string()))
             .and_then(|f| f.sync_all().map_err(|e| e.to_string()).map(|()| f))
-            .and_then(|f| unlinked(&f));
+            .and_then(|f| unlinked(&f, &o.path));
         if let Err(e) = synced {
             summary.failed = Some(NoRecording::Disk(e));
         }
@@ -583,6 +589,17 @@ mod tests {
             ))
         );
         assert_eq!(metrics.unrecorded_disk.load(Relaxed), 1);
+        // Renamed away while recorded.
+        let fourth = call(4, b"fourth", &|| {
+            let from = dir.join(link::file_name(b"fourth"));
+            std::fs::rename(&from, base.path().join("moved.wav")).expect("mv");
+        });
+        assert_eq!(
+            fourth.result.map(|_| ()),
+            Err(NoRecording::Disk(
+                "the file was moved away while the call was recorded".into()
+            ))
+        );
     }
 
     /// Packets a full queue lost are the call's own count: its recording
