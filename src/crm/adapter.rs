@@ -159,6 +159,25 @@ pub fn crm_deal_id(item: &DueItem, crm: &str, kind: &str, entity: &str) -> Resul
     }
 }
 
+/// A call's deal as its CRM knows it, for the adapters that file a call on
+/// a deal: the CRM's id when its create was answered; none for a call of
+/// no deal or of a deal the CRM will never know (made before it was
+/// configured: the call goes out anyway); `Err` (a retry) while the
+/// deal's create has no answer, pending or parked, since the CRM would
+/// refuse or misfile the call before it.
+pub fn call_deal_id(
+    item: &DueItem,
+    crm: &str,
+    kind: &str,
+    entity: &str,
+) -> Result<Option<u64>, Outcome> {
+    match item.deal_ref.map(|_| crm_deal_id(item, crm, kind, entity)) {
+        None | Some(Err(Outcome::GiveUp { .. })) => Ok(None),
+        Some(Ok(id)) => Ok(Some(id)),
+        Some(Err(wait)) => Err(wait),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,8 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::adapter::{
-    carries, crm_deal_id, lead_marker, marked, Answer, CrmAdapter, Method, Outcome, Request, Step,
+    call_deal_id, carries, crm_deal_id, lead_marker, marked, Answer, CrmAdapter, Method, Outcome,
+    Request, Step,
 };
 use super::outbox::Target;
 use super::webhook::parse_retry_after;
@@ -184,8 +185,7 @@ impl AmoSettings {
     /// `POST /api/v4/leads/{id}/notes`: a `common` note with the lead's
     /// text (its title when it has none).
     pub fn note(&self, body: &Value) -> Value {
-        let text = marked(&note_text(body), lead_marker(body).as_deref());
-        json!([{"note_type": "common", "params": {"text": text}}])
+        common_note(&marked(&note_text(body), lead_marker(body).as_deref()))
     }
 
     /// `POST /api/v4/leads/{id}/notes` right after a deal.create: the new
@@ -193,8 +193,7 @@ impl AmoSettings {
     /// look-up and a comment's (`(siptrack lead <id>)`, the same lead when
     /// a duplicate is appended) never take one for the other.
     pub fn lead_text_note(&self, body: &Value) -> Value {
-        let text = marked(&note_text(body), text_marker(body).as_deref());
-        json!([{"note_type": "common", "params": {"text": text}}])
+        common_note(&marked(&note_text(body), text_marker(body).as_deref()))
     }
 
     /// `POST /api/v4/tasks`: a task on the lead, due `task_minutes` from
@@ -304,6 +303,11 @@ impl AmoSettings {
             None,
         )
     }
+}
+
+/// The body of `POST /api/v4/leads/{id}/notes` for one `common` note.
+fn common_note(text: &str) -> Value {
+    json!([{"note_type": "common", "params": {"text": text}}])
 }
 
 /// The marker of a new lead's text note (see `lead_text_note`).
@@ -536,17 +540,13 @@ impl AmoCrm {
     }
 
     /// Why a call must wait, if it must: its deal's create has no answer
-    /// yet. amoCRM files a call on the contact the create makes and
-    /// refuses it without one, so a call sent first is parked for good
-    /// (trial, 2026-12-02: with the create parked on a 400, the call went
-    /// out, was refused "Contact not found" and stayed parked after the
-    /// create was retried and delivered). A deal made before amoCRM was
-    /// configured has no lead there: its call goes out at once.
+    /// yet (`adapter::call_deal_id`, as Bitrix24's calls wait). amoCRM
+    /// files a call on the contact the create makes and refuses it without
+    /// one, so a call sent first was parked for good (trial, 2026-12-02:
+    /// with the create parked on a 400, the call went out, was refused
+    /// "Contact not found" and stayed parked after the create was retried).
     fn call_waits(item: &DueItem) -> Option<Outcome> {
-        match item.deal_ref.map(|_| Self::lead_id(item)) {
-            Some(Err(wait @ Outcome::Retry { .. })) => Some(wait),
-            _ => None,
-        }
+        call_deal_id(item, "amoCRM", "amocrm", "lead").err()
     }
 
     fn add_note(&self, lead_id: u64, body: &Value) -> Step {

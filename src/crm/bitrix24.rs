@@ -33,7 +33,8 @@ use chrono::FixedOffset;
 use serde_json::{json, Map, Value};
 
 use super::adapter::{
-    carries, crm_deal_id, lead_marker, marked, Answer, CrmAdapter, Method, Outcome, Request, Step,
+    call_deal_id, carries, crm_deal_id, lead_marker, marked, Answer, CrmAdapter, Method, Outcome,
+    Request, Step,
 };
 use super::outbox::Target;
 use super::rate::Pacer;
@@ -611,13 +612,9 @@ impl Bitrix24 {
 
     /// The call's entity: the deal, when the call made or joined one and
     /// Bitrix24 has named it; none (Bitrix24 binds the call by its phone)
-    /// for a deal Bitrix24 will never know — a call is recorded anyway.
+    /// for a deal Bitrix24 will never know (see `adapter::call_deal_id`).
     fn call_entity(item: &DueItem) -> Result<Option<u64>, Outcome> {
-        match item.deal_ref.map(|_| Self::deal_id(item)) {
-            None | Some(Err(Outcome::GiveUp { .. })) => Ok(None),
-            Some(Ok(id)) => Ok(Some(id)),
-            Some(Err(wait)) => Err(wait),
-        }
+        call_deal_id(item, "Bitrix24", "bitrix24", "entity")
     }
 }
 
