@@ -110,7 +110,7 @@ struct Dialog {
     /// 3261 13.2.2.4). At most [`MAX_FORKS`]; a BYE of one ends only it.
     /// Trial, 2026-12-02: only the latest tag was known, so the other
     /// branches' PRACKs, ACKs and BYEs got 481 or were dropped.
-    forks: Vec<Bytes>,
+    forks: Vec<Fork>,
     caller: Side,
     callee: Side,
     /// What siptrack needs to end the dialog itself (RTP timeout).
@@ -152,6 +152,18 @@ enum EndReason {
 /// Branches of a forked call whose dialogs are kept besides the main one.
 const MAX_FORKS: usize = 8;
 
+/// Another branch's dialog (see `Dialog::forks`): its To tag, and the
+/// Contact address it answered with. A forking proxy that does not
+/// Record-Route leaves each branch's phone to send its own in-dialog
+/// requests from that address (QA, 2026-12-02: with one Contact kept per
+/// dialog, the second answering branch's own BYE got 481, and a BYE to
+/// it 404).
+#[derive(Clone, Debug)]
+struct Fork {
+    tag: Bytes,
+    contact: Option<std::net::SocketAddr>,
+}
+
 /// A dialog's key in the table: its Call-ID and caller's From tag reduced
 /// to 128 bits of a keyed hash, as transaction keys are (see [`TxnKey`]).
 /// It was the pair of them as `Bytes`: every look-up (several per
@@ -188,10 +200,8 @@ impl Dialog {
     /// Which side sent a message with these From and To tags: `Some(true)`
     /// for the caller, `Some(false)` for the callee, `None` for neither.
     fn sender_is_caller(&self, from_tag: &[u8], to_tag: &[u8]) -> Option<bool> {
-        let callee_is = |t: &[u8]| {
-            self.callee_tag.as_deref().is_none_or(|c| c == t)
-                || self.forks.iter().any(|f| f.as_ref() == t)
-        };
+        let callee_is =
+            |t: &[u8]| self.callee_tag.as_deref().is_none_or(|c| c == t) || self.is_fork(t);
         if from_tag == self.caller_tag.as_ref() && callee_is(to_tag) {
             Some(true)
         } else if to_tag == self.caller_tag.as_ref() && callee_is(from_tag) {
@@ -210,15 +220,55 @@ impl Dialog {
     }
     /// Whether `tag` is a forked branch's (not the main dialog's).
     fn is_fork(&self, tag: &[u8]) -> bool {
-        self.forks.iter().any(|f| f.as_ref() == tag)
+        self.forks.iter().any(|f| f.tag.as_ref() == tag)
     }
-    /// Keeps `tag` as another branch's dialog (see `forks`).
-    fn remember_fork(&mut self, tag: &[u8]) {
-        if self.callee_tag.as_deref() != Some(tag)
-            && !self.is_fork(tag)
-            && self.forks.len() < MAX_FORKS
-        {
-            self.forks.push(Bytes::copy_from_slice(tag));
+    /// Keeps `tag` as another branch's dialog (see `forks`), with the
+    /// Contact address it answered with (a later answer's replaces it).
+    fn remember_fork(&mut self, tag: &[u8], contact: Option<std::net::SocketAddr>) {
+        if self.callee_tag.as_deref() == Some(tag) {
+            return;
+        }
+        if let Some(fork) = self.forks.iter_mut().find(|f| f.tag.as_ref() == tag) {
+            fork.contact = contact.or(fork.contact);
+        } else if self.forks.len() < MAX_FORKS {
+            self.forks.push(Fork {
+                tag: Bytes::copy_from_slice(tag),
+                contact,
+            });
+        }
+    }
+    /// Another branch's 2xx to the INVITE (To tag other than the
+    /// dialog's): its dialog, for its ACK and BYE. The main 2xx's
+    /// retransmissions come here too, and teach nothing.
+    fn learn_other_branch(&mut self, msg: &Message) {
+        let to_tag = msg.tag(HeaderName::To).unwrap_or_default();
+        if self.confirmed && !to_tag.is_empty() && self.callee_tag.as_deref() != Some(to_tag) {
+            self.remember_fork(to_tag, first_contact(msg).addr);
+        }
+    }
+    /// Ends the dialog of the branch with this tag.
+    fn forget_fork(&mut self, tag: &[u8]) {
+        self.forks.retain(|f| f.tag.as_ref() != tag);
+    }
+    /// The callee as the branch with this To tag is: a forked branch is
+    /// at its own Contact (or, through the forking proxy, the callee's
+    /// source); any other tag is the main dialog's callee.
+    fn callee_of(&self, tag: &[u8]) -> Side {
+        match self.forks.iter().find(|f| f.tag.as_ref() == tag) {
+            Some(fork) => Side {
+                source: self.callee.source,
+                contact: fork.contact.or(self.callee.contact),
+            },
+            None => self.callee,
+        }
+    }
+    /// The sending and the receiving side of a message with these tags,
+    /// sent by the caller or not (see [`Dialog::sender_is_caller`]).
+    fn ends_of(&self, by_caller: bool, ftag: &[u8], ttag: &[u8]) -> (Side, Side) {
+        if by_caller {
+            (self.caller, self.callee_of(ttag))
+        } else {
+            (self.callee_of(ftag), self.caller)
         }
     }
     fn side(&mut self, caller: bool) -> &mut Side {
@@ -890,11 +940,7 @@ impl Proxy {
         let Some(dialog) = self.dialogs.get(&dkey) else {
             return;
         };
-        let (sender, receiver) = if by_caller {
-            (dialog.caller, dialog.callee)
-        } else {
-            (dialog.callee, dialog.caller)
-        };
+        let (sender, receiver) = dialog.ends_of(by_caller, ftag, ttag);
         // From the side its tags name (see `Side::sends_from`), or from a
         // trusted source (a trunk's other node).
         if !sender.sends_from(from) && !self.is_trusted(from) {
@@ -1385,11 +1431,9 @@ impl Proxy {
         let is_2xx = msg.status().is_some_and(|c| (200..300).contains(&c));
         let invite = cseq(msg).is_some_and(|(_, m)| m == b"INVITE");
         let call_id = msg.call_id().unwrap_or_default();
-        let found = self.find_dialog(
-            call_id,
-            msg.tag(HeaderName::From).unwrap_or_default(),
-            msg.tag(HeaderName::To).unwrap_or_default(),
-        );
+        let from_tag = msg.tag(HeaderName::From).unwrap_or_default();
+        let to_tag = msg.tag(HeaderName::To).unwrap_or_default();
+        let found = self.find_dialog(call_id, from_tag, to_tag);
         if let Some(d) = found.and_then(|(key, _)| self.dialogs.get_mut(&key)) {
             d.resolve_contact();
         }
@@ -1397,11 +1441,9 @@ impl Proxy {
             .and_then(|(key, by_caller)| Some((self.dialogs.get(&key)?, by_caller)))
             .filter(|(d, _)| d.confirmed && is_2xx && invite)
             .and_then(|(d, by_caller)| {
-                let (requester, responder) = if by_caller {
-                    (d.caller, d.callee)
-                } else {
-                    (d.callee, d.caller)
-                };
+                // The 2xx's From tag is the requester's, its To tag the
+                // responder's.
+                let (requester, responder) = d.ends_of(by_caller, from_tag, to_tag);
                 // Exactly the callee (see `Side::sends_from`): a "late
                 // 2xx" from another port of its host moved the call's
                 // media to a third host (trial, 2026-12-02).
@@ -1441,9 +1483,15 @@ impl Proxy {
             return;
         };
         let reliable = client.peer.transport.is_reliable();
-        // Only the first of each response (retransmissions teach nothing).
-        if !txn.own_cancel && matches!(client.state, ClientState::Calling | ClientState::Proceeding)
-        {
+        // Only the first of each response (retransmissions teach nothing),
+        // and after the first 2xx another branch's 2xx (a forking proxy's
+        // second answer, which may come without a provisional before it).
+        let learns = match client.state {
+            ClientState::Calling | ClientState::Proceeding => true,
+            ClientState::Accepted => (200..300).contains(&code),
+            _ => false,
+        };
+        if !txn.own_cancel && learns {
             // Lent out for the call, not copied (an empty `CallIds`
             // takes no allocation).
             let ids = std::mem::take(&mut txn.ids);
@@ -1556,9 +1604,7 @@ impl Proxy {
                             // A forked branch's BYE ends only its dialog.
                             let branch = if by_caller { t } else { f };
                             match self.dialogs.get_mut(&key) {
-                                Some(d) if d.is_fork(branch) => {
-                                    d.forks.retain(|x| x.as_ref() != branch)
-                                }
+                                Some(d) if d.is_fork(branch) => d.forget_fork(branch),
                                 _ => {
                                     self.dialogs.remove(&key);
                                 }
@@ -1615,9 +1661,8 @@ impl Proxy {
         };
         if setup {
             if d.confirmed {
-                // Another branch's 2xx: its dialog, for its ACK and BYE.
-                if (200..300).contains(&code) && !to_tag.is_empty() {
-                    d.remember_fork(to_tag);
+                if (200..300).contains(&code) {
+                    d.learn_other_branch(msg);
                 }
                 return;
             }
@@ -1636,10 +1681,10 @@ impl Proxy {
                 // An earlier branch's early dialog stays (forking).
                 if let Some(previous) = d.callee_tag.take() {
                     if previous.as_ref() != to_tag {
-                        d.remember_fork(&previous);
+                        d.remember_fork(&previous, d.callee.contact);
                     }
                 }
-                d.forks.retain(|f| f.as_ref() != to_tag);
+                d.forget_fork(to_tag);
                 d.callee_tag = Some(Bytes::copy_from_slice(to_tag));
                 if contact.is_some() {
                     d.callee.contact = contact;
@@ -1751,6 +1796,14 @@ impl Proxy {
                 let upstream = self.lingering.server(server, now).map(|s| s.peer);
                 let is_2xx = msg.status().is_some_and(|c| (200..300).contains(&c));
                 if let (Some(to), true) = (upstream, is_2xx) {
+                    // A forking proxy's second answer may come after the
+                    // first ended the transaction.
+                    let call_id = msg.call_id().unwrap_or_default();
+                    let caller_tag = msg.tag(HeaderName::From).unwrap_or_default();
+                    let key = dialog_key(&self.keyer, call_id, caller_tag);
+                    if let Some(d) = self.dialogs.get_mut(&key) {
+                        d.learn_other_branch(msg);
+                    }
                     if let Some(data) = self.upstream_copy(now, msg) {
                         self.send_upstream(to, data);
                     }

@@ -1311,6 +1311,104 @@ fn a_forked_calls_other_branches_keep_their_dialogs() {
     assert!(events(&mut rig).iter().any(|e| matches!(e, Bye { .. })));
 }
 
+/// A forking proxy that does not Record-Route: each answering branch's
+/// phone sends its own in-dialog requests, from its Contact, and the
+/// caller's requests to a branch go to that Contact. QA, 2026-12-02: the
+/// dialog kept one Contact, so the second branch's BYE got 481 (and a
+/// request to it 404) once senders were checked by port.
+#[test]
+fn each_forked_branch_is_reached_and_heard_at_its_own_contact() {
+    const TRUNK: &str = "127.0.0.9:5062";
+    const BRANCH_A: &str = "127.0.0.4:5090";
+    const BRANCH_B: &str = "127.0.0.5:5091";
+    let mut rig = Rig::new();
+    rig.proxy.s.trusted_sources = vec!["127.0.0.9/32".parse().expect("cidr")];
+    rig.recv_at(
+        0,
+        udp(TRUNK),
+        &invite("fc1", "forkc@x").replace(CALLER, TRUNK),
+    );
+    let fwd = rig.take_to(UAS).remove(0);
+    let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
+    let route = value(&rr).to_string();
+    for (tag, contact) in [("bA", BRANCH_A), ("bB", BRANCH_B)] {
+        let extra = format!("{rr}\r\nContact: <sip:phone@{contact}>\r\n");
+        rig.recv_at(
+            100,
+            udp(UAS),
+            &response_to(&fwd.text, 200, "OK", Some(tag), &extra),
+        );
+    }
+    let answers = rig.take_to(TRUNK);
+    assert_eq!(
+        answers.iter().filter(|m| m.status() == Some(200)).count(),
+        2
+    );
+    let from_branch = |method: &str, branch: &str, tag: &str, via: &str| {
+        format!(
+            "{method} sip:caller@{TRUNK} SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK{branch}\r\n\
+             Route: {route}\r\nFrom: <sip:100@127.0.0.1>;tag={tag}\r\n\
+             To: <sip:caller@127.0.0.1>;tag=from1\r\nCall-ID: forkc@x\r\nCSeq: 7 {method}\r\n\
+             Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // Another port of branch B's host is not branch B.
+    let stranger = udp("127.0.0.5:6000");
+    rig.recv_at(
+        200,
+        stranger,
+        &from_branch("BYE", "s1", "bB", "127.0.0.5:6000"),
+    );
+    let sent = rig.take();
+    assert!(
+        sent.iter()
+            .all(|s| s.to == stranger && s.status() == Some(481)),
+        "{sent:?}"
+    );
+    // The trunk's request to branch B goes to branch B's Contact.
+    let info = request(
+        "INFO",
+        &format!("sip:phone@{BRANCH_B}"),
+        "fci",
+        "forkc@x",
+        &format!("Route: {route}\r\n"),
+    )
+    .replace(CALLER, TRUNK)
+    .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=bB")
+    .replace("CSeq: 1 ", "CSeq: 2 ");
+    rig.recv_at(300, udp(TRUNK), &info);
+    let sent = rig.take();
+    assert!(
+        sent.iter()
+            .any(|s| s.to == udp(BRANCH_B) && s.is_request("INFO")),
+        "{sent:?}"
+    );
+    // Branch B's own BYE, from its Contact, reaches the trunk.
+    rig.recv_at(
+        400,
+        udp(BRANCH_B),
+        &from_branch("BYE", "b1", "bB", BRANCH_B),
+    );
+    let sent = rig.take();
+    assert!(
+        sent.iter()
+            .any(|s| s.to == udp(TRUNK) && s.is_request("BYE")),
+        "{sent:?}"
+    );
+    // So does branch A's, the main dialog's.
+    rig.recv_at(
+        500,
+        udp(BRANCH_A),
+        &from_branch("BYE", "a1", "bA", BRANCH_A),
+    );
+    let sent = rig.take();
+    assert!(
+        sent.iter()
+            .any(|s| s.to == udp(TRUNK) && s.is_request("BYE")),
+        "{sent:?}"
+    );
+}
+
 #[test]
 fn responses_are_only_believed_from_where_the_request_went() {
     let mut rig = tracking_rig();
