@@ -386,11 +386,16 @@ fn answers_lost_after_amocrm_applied_them_give_one_lead_one_task_one_note() {
         "the lead and the duplicate's: {:?}",
         s.leads
     );
+    // The second lead joins the first one's contact (one client).
     let creates = s
         .requests
         .iter()
-        .filter(|r| r.path == "/api/v4/leads/complex")
+        .filter(|r| {
+            r.method == "POST" && (r.path == "/api/v4/leads/complex" || r.path == "/api/v4/leads")
+        })
         .count();
+    assert_eq!(s.contacts.len(), 1, "{:?}", s.contacts);
+    assert_eq!(s.leads[1].contact_id, s.leads[0].contact_id);
     let lookups = s
         .requests
         .iter()
@@ -669,6 +674,13 @@ fn next_call_is_a_new_lead(p: &Siptrack, amo: &Amo, uas_port: u16, caller: &str)
     amo.wait_until(Duration::from_secs(20), "the second lead", |s| {
         s.leads.len() == 2
     });
+    // Linked to the contact the first lead made: one client, one contact
+    // (each lead brought its own before).
+    let s = amo.lock();
+    assert_eq!(s.contacts.len(), 1, "{:?}", s.contacts);
+    assert_eq!(s.leads[1].contact_id, s.leads[0].contact_id);
+    assert!(s.leads[1].contact_id.is_some());
+    assert!(s.bad_requests.is_empty(), "{:?}", s.bad_requests);
 }
 
 #[test]

@@ -6,6 +6,11 @@
 //! - leads "complex" add: `POST /api/v4/leads/complex`, an array of leads,
 //!   each with `_embedded.contacts` created with it; the answer is an
 //!   array of `{id, contact_id, company_id, request_id, merged}`.
+//! - contacts list: `GET /api/v4/contacts?query=...` (full-text search
+//!   of filled-in fields, 204 when nothing matches); leads add:
+//!   `POST /api/v4/leads`, an array of leads, `_embedded.contacts:
+//!   [{id}]` linking an existing contact; the answer is
+//!   `{_embedded: {leads: [{id, request_id}]}}`.
 //! - custom fields: `custom_fields_values: [{field_id, values: [{value}]}]`.
 //! - leads list: `GET /api/v4/leads?query=...` searches filled-in fields;
 //!   `_embedded.leads`, or 204 No Content when nothing matches.
@@ -73,6 +78,8 @@ const FIND_NOTE: &str = "find note";
 const FIND_TASK: &str = "find task";
 /// The note with a new lead's text, and the look-up for it on a retry.
 const CREATE_NOTE: &str = "note of the new lead";
+/// The contact a new lead's phone already has.
+const FIND_CONTACT: &str = "find contact";
 const FIND_CREATE_NOTE: &str = "find note of the new lead";
 
 /// The source name amoCRM shows on call records.
@@ -128,33 +135,12 @@ impl AmoSettings {
     /// marker in its custom fields, with its contact (name, phone,
     /// e-mail) in the same request.
     pub fn lead_complex(&self, key: &str, body: &Value) -> Value {
-        let title = text_of(body, "title");
+        let mut lead = self.lead(key, body);
         let (name, phone, email) = (
             text_of(body, "name"),
             text_of(body, "phone"),
             text_of(body, "email"),
         );
-        let mut fields = vec![field(self.marker_field_id, key)];
-        let data = data_of(body);
-        for (visit_field, id) in &self.lead_fields {
-            let v = text_of(&data, visit_field);
-            if !v.is_empty() {
-                fields.push(field(*id, &v));
-            }
-        }
-        let mut lead = json!({
-            "name": if title.is_empty() { "siptrack lead".to_string() } else { title },
-            "custom_fields_values": fields,
-        });
-        for (k, v) in [
-            ("pipeline_id", self.pipeline_id),
-            ("status_id", self.status_id),
-            ("responsible_user_id", self.responsible_user_id),
-        ] {
-            if let Some(v) = v {
-                lead[k] = json!(v);
-            }
-        }
         let mut contact_fields = Vec::new();
         if !phone.is_empty() {
             contact_fields.push(field(self.phone_field_id, &phone));
@@ -180,6 +166,42 @@ impl AmoSettings {
             lead["_embedded"] = json!({"contacts": [contact]});
         }
         json!([lead])
+    }
+
+    /// `POST /api/v4/leads`: the lead of [`AmoSettings::lead_complex`]
+    /// linked to the contact its phone already has, instead of a new one.
+    pub fn lead_of_contact(&self, key: &str, body: &Value, contact_id: u64) -> Value {
+        let mut lead = self.lead(key, body);
+        lead["_embedded"] = json!({"contacts": [{"id": contact_id}]});
+        json!([lead])
+    }
+
+    /// The lead object both adds send: name, pipeline, status, the
+    /// visit's fields and siptrack's marker.
+    fn lead(&self, key: &str, body: &Value) -> Value {
+        let title = text_of(body, "title");
+        let mut fields = vec![field(self.marker_field_id, key)];
+        let data = data_of(body);
+        for (visit_field, id) in &self.lead_fields {
+            let v = text_of(&data, visit_field);
+            if !v.is_empty() {
+                fields.push(field(*id, &v));
+            }
+        }
+        let mut lead = json!({
+            "name": if title.is_empty() { "siptrack lead".to_string() } else { title },
+            "custom_fields_values": fields,
+        });
+        for (k, v) in [
+            ("pipeline_id", self.pipeline_id),
+            ("status_id", self.status_id),
+            ("responsible_user_id", self.responsible_user_id),
+        ] {
+            if let Some(v) = v {
+                lead[k] = json!(v);
+            }
+        }
+        lead
     }
 
     /// `POST /api/v4/leads/{id}/notes`: a `common` note with the lead's
@@ -289,6 +311,17 @@ impl AmoSettings {
             &format!(
                 "/api/v4/tasks?filter%5Bentity_type%5D=leads&filter%5Bentity_id%5D={lead_id}&limit=250"
             ),
+            None,
+        )
+    }
+
+    /// `GET /api/v4/contacts?query=<last ten digits>`: the contacts whose
+    /// filled-in fields hold the phone (checked by [`found_contact`]).
+    fn find_contact(&self, phone: &str) -> Request {
+        self.request(
+            FIND_CONTACT,
+            Method::Get,
+            &format!("/api/v4/contacts?query={}", phone_key(phone)),
             None,
         )
     }
@@ -473,7 +506,50 @@ fn not_an_api_answer(a: &Answer) -> Option<Outcome> {
 /// The id amoCRM gave the lead of a complex add (`[{"id": …}]`).
 pub fn created_lead_id(body: &[u8]) -> Option<u64> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    v.get(0)?.get("id")?.as_u64()
+    // The complex add answers an array; the leads add `_embedded.leads`.
+    v.get(0)
+        .or_else(|| v["_embedded"]["leads"].get(0))?
+        .get("id")?
+        .as_u64()
+}
+
+/// The digits that identify a phone: its last ten (the national number
+/// of a Russian one, whatever prefix it was written with: `+7`, `8`,
+/// `007`), all of them when fewer.
+fn phone_key(phone: &str) -> String {
+    let digits: Vec<u8> = phone.bytes().filter(u8::is_ascii_digit).collect();
+    String::from_utf8_lossy(&digits[digits.len().saturating_sub(10)..]).into_owned()
+}
+
+/// Whether two written phones are the same number: the same last ten
+/// digits, or the same digits when shorter; never for fewer than seven
+/// (an extension or a short number says nothing about who it is).
+pub fn same_phone(a: &str, b: &str) -> bool {
+    let (ka, kb) = (phone_key(a), phone_key(b));
+    ka.len() >= 7 && ka == kb
+}
+
+/// The contact of a contacts-list answer with this phone in its phone
+/// field: the oldest (lowest id) when several have it. `query` is a
+/// full-text search, so every hit is checked.
+pub fn found_contact(body: &[u8], phone_field_id: u64, phone: &str) -> Option<u64> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v["_embedded"]["contacts"]
+        .as_array()?
+        .iter()
+        .filter(|c| {
+            c["custom_fields_values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|f| {
+                    f["field_id"].as_u64() == Some(phone_field_id) || f["field_code"] == "PHONE"
+                })
+                .flat_map(|f| f["values"].as_array().into_iter().flatten())
+                .any(|x| x["value"].as_str().is_some_and(|p| same_phone(p, phone)))
+        })
+        .filter_map(|c| c["id"].as_u64())
+        .min()
 }
 
 /// The lead of a lookup answer whose marker field holds exactly `key`:
@@ -595,7 +671,19 @@ impl AmoCrm {
         ))
     }
 
+    /// A new lead: first the contact its phone may already have, so that
+    /// a client's second lead does not bring a second contact (a caller
+    /// who comes back after their first deal was won, lost or deleted).
     fn create(&self, item: &DueItem, body: &Value) -> Step {
+        let phone = text_of(body, "phone");
+        if phone_key(&phone).len() >= 7 {
+            return Step::Send(self.settings.find_contact(&phone));
+        }
+        self.create_with_contact(item, body)
+    }
+
+    /// The complex add: the lead with a contact of its own.
+    fn create_with_contact(&self, item: &DueItem, body: &Value) -> Step {
         let s = &self.settings;
         Step::Send(s.request(
             CREATE,
@@ -669,6 +757,26 @@ impl CrmAdapter for AmoCrm {
                     reason: "the queued body is not JSON".into(),
                 }),
             },
+            FIND_CONTACT if ok(a.status) => {
+                let Ok(body) = serde_json::from_str::<Value>(&item.body) else {
+                    return Step::Finish(Outcome::GiveUp {
+                        reason: "the queued body is not JSON".into(),
+                    });
+                };
+                // 204: no contact has it.
+                let contact = (a.status != 204)
+                    .then(|| found_contact(&a.body, s.phone_field_id, &text_of(&body, "phone")))
+                    .flatten();
+                match contact {
+                    Some(id) => Step::Send(s.request(
+                        CREATE,
+                        Method::Post,
+                        "/api/v4/leads",
+                        Some(s.lead_of_contact(&item.key, &body, id)),
+                    )),
+                    None => self.create_with_contact(item, &body),
+                }
+            }
             FIND_CREATE_NOTE if ok(a.status) => {
                 let (Ok(body), Some(id)) = (
                     serde_json::from_str::<Value>(&item.body),
@@ -1016,6 +1124,83 @@ mod tests {
         ));
     }
 
+    /// A client's second lead (after the first was won, lost or deleted)
+    /// is linked to the contact their phone already has: each lead
+    /// brought a contact of its own before (trial, 2026-12-02).
+    #[test]
+    fn a_new_lead_joins_the_contact_its_phone_already_has() {
+        let a = AmoCrm {
+            settings: settings(),
+        };
+        let item = due(Target::Lead, "deal.create", &lead_body("deal.create"), None);
+        let lookup = sent(a.start(&item, 0));
+        let find = sent(a.next(&item, &lookup, &answer(204, ""), 0));
+        assert_eq!(find.stage, FIND_CONTACT);
+        // Full-text hits: one with the phone in another field, two with
+        // it in the phone field (written another way): the older one.
+        let contacts = json!({"_embedded": {"contacts": [
+            {"id": 10, "custom_fields_values": [{"field_id": 999, "values": [{"value": "74991234567"}]}]},
+            {"id": 52, "custom_fields_values": [{"field_id": 101, "values": [{"value": "+7 (499) 123-45-67"}]}]},
+            {"id": 51, "custom_fields_values": [{"field_code": "PHONE", "values": [{"value": "84991234567"}]}]}]}});
+        let create = sent(a.next(&item, &find, &answer(200, &contacts.to_string()), 0));
+        assert_eq!(
+            (create.stage, create.url.as_str()),
+            (CREATE, "https://acme.amocrm.ru/api/v4/leads")
+        );
+        let body = body_of(&create);
+        assert_eq!(body[0]["_embedded"], json!({"contacts": [{"id": 51}]}));
+        assert_eq!(body[0]["name"], "Incoming call from 74991234567");
+        assert_eq!(
+            body[0]["custom_fields_values"],
+            a.settings
+                .lead_complex(&item.key, &lead_body("deal.create"))[0]["custom_fields_values"]
+        );
+        // The leads add answers `_embedded.leads`.
+        let note = sent(a.next(
+            &item,
+            &create,
+            &answer(
+                200,
+                r#"{"_embedded":{"leads":[{"id":33,"request_id":"0"}]}}"#,
+            ),
+            0,
+        ));
+        assert_eq!(note.url, "https://acme.amocrm.ru/api/v4/leads/33/notes");
+        // Hits without the phone in a phone field: a new contact.
+        let strangers = json!({"_embedded": {"contacts": [
+            {"id": 70, "custom_fields_values": [{"field_id": 101, "values": [{"value": "+7 499 123-45-68"}]}]}]}});
+        let complex = sent(a.next(&item, &find, &answer(200, &strangers.to_string()), 0));
+        assert_eq!(complex.url, "https://acme.amocrm.ru/api/v4/leads/complex");
+        // A search that fails is retried from the look-up.
+        assert!(matches!(
+            a.next(&item, &find, &answer(503, ""), 0),
+            Step::Finish(Outcome::Retry { .. })
+        ));
+        // No phone (a form lead with an e-mail only): no search.
+        let mut mail_only = lead_body("deal.create");
+        mail_only["phone"] = json!("");
+        let item = due(Target::Lead, "deal.create", &mail_only, None);
+        let lookup = sent(a.start(&item, 0));
+        let r = sent(a.next(&item, &lookup, &answer(204, ""), 0));
+        assert_eq!(r.url, "https://acme.amocrm.ru/api/v4/leads/complex");
+    }
+
+    #[test]
+    fn phones_are_the_same_number_by_their_last_ten_digits_table() {
+        for (a, b, same) in [
+            ("+79161234567", "89161234567", true),
+            ("+7 (916) 123-45-67", "79161234567", true),
+            ("0079161234567", "9161234567", true),
+            ("79161234567", "79161234568", false),
+            ("4951234", "495-12-34", true),
+            // Too short to say who it is.
+            ("101", "101", false),
+            ("", "", false),
+        ] {
+            assert_eq!(same_phone(a, b), same, "{a} {b}");
+        }
+    }
+
     #[test]
     fn a_create_looks_its_lead_up_first_and_makes_it_only_when_absent() {
         let a = AmoCrm {
@@ -1061,7 +1246,17 @@ mod tests {
                     );
                     assert_eq!(a.next(&item, &add, &answer(200, "{}"), 0), delivered);
                 }
-                (Step::Send(r), None) => {
+                (Step::Send(find_contact), None) => {
+                    // The contact the phone may have first; none: the
+                    // complex add makes both.
+                    assert_eq!(
+                        (find_contact.stage, find_contact.url.as_str()),
+                        (
+                            FIND_CONTACT,
+                            "https://acme.amocrm.ru/api/v4/contacts?query=4991234567"
+                        )
+                    );
+                    let r = sent(a.next(&item, &find_contact, &answer(204, ""), 0));
                     assert_eq!(r.url, "https://acme.amocrm.ru/api/v4/leads/complex");
                     assert_eq!(
                         body_of(&r),

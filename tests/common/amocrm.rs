@@ -2,6 +2,11 @@
 //! speaks the part of amoCRM API v4 siptrack uses, written from amoCRM's
 //! API reference (leads/complex, the leads list with `query`, lead notes,
 //! tasks, calls, problem+json errors, 7 requests per second):
+//! - contacts are kept apart from leads: the complex add makes one,
+//!   `GET /api/v4/contacts?query=…` searches them (full text, 204 when
+//!   nothing matches), and `POST /api/v4/leads` with
+//!   `_embedded.contacts: [{id}]` links a new lead to an existing one
+//!   (`{_embedded: {leads: [{id, request_id}]}}`; an unknown id is 400);
 //! - every request must carry `Authorization: Bearer <token>` (else 401
 //!   problem+json);
 //! - bodies are checked field by field against the documented shapes
@@ -55,6 +60,8 @@ pub struct Seen {
 #[derive(Default)]
 pub struct Inner {
     pub leads: Vec<Lead>,
+    /// (contact id, contact object as received)
+    pub contacts: Vec<(u64, Value)>,
     /// (lead id, note object)
     pub notes: Vec<(u64, Value)>,
     pub tasks: Vec<Value>,
@@ -184,19 +191,34 @@ fn leads_of_phone(s: &Inner, phone: &str) -> Vec<u64> {
     if key.is_empty() {
         return Vec::new();
     }
-    s.leads
+    let contacts: Vec<u64> = s
+        .contacts
         .iter()
-        .filter(|l| {
-            l.json["_embedded"]["contacts"]
+        .filter(|(_, c)| {
+            c["custom_fields_values"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .flat_map(|c| c["custom_fields_values"].as_array().into_iter().flatten())
                 .flat_map(|f| f["values"].as_array().into_iter().flatten())
                 .any(|v| v["value"].as_str().is_some_and(|p| phone_key(p) == key))
         })
+        .map(|(id, _)| *id)
+        .collect();
+    s.leads
+        .iter()
+        .filter(|l| l.contact_id.is_some_and(|c| contacts.contains(&c)))
         .map(|l| l.id)
         .collect()
+}
+
+/// The `query=` of a list request, its few escapes undone.
+fn query_of(uri: &Uri) -> String {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("query="))
+        .map(|q| q.replace("%2E", ".").replace("%2D", "-"))
+        .unwrap_or_default()
 }
 
 fn unix_now() -> i64 {
@@ -444,13 +466,14 @@ fn route(
             for (i, l) in leads.iter().enumerate() {
                 s.next_id += 1;
                 let id = s.next_id;
-                let contact_id = l["_embedded"]["contacts"]
-                    .as_array()
-                    .filter(|c| !c.is_empty())
-                    .map(|_| {
+                let contact_id = match l["_embedded"]["contacts"].get(0) {
+                    Some(c) => {
                         s.next_id += 1;
-                        s.next_id
-                    });
+                        s.contacts.push((s.next_id, c.clone()));
+                        Some(s.next_id)
+                    }
+                    None => None,
+                };
                 s.leads.push(Lead {
                     id,
                     contact_id,
@@ -472,13 +495,7 @@ fn route(
             problem(503, "Service Unavailable", "try again later", &[])
         }
         ("GET", ["api", "v4", "leads"]) => {
-            let query = uri
-                .query()
-                .unwrap_or("")
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("query="))
-                .map(|q| q.replace("%2E", ".").replace("%2D", "-"))
-                .unwrap_or_default();
+            let query = query_of(uri);
             // amoCRM's search is full text over filled-in fields: a
             // substring match, so callers must check what they get.
             let hits: Vec<Value> = s
@@ -495,6 +512,68 @@ fn route(
             } else {
                 ok_json(200, json!({"_page": 1, "_embedded": {"leads": hits}}))
             }
+        }
+        ("GET", ["api", "v4", "contacts"]) => {
+            let query = query_of(uri);
+            let hits: Vec<Value> = s
+                .contacts
+                .iter()
+                .filter(|(_, c)| !query.is_empty() && c.to_string().contains(&query))
+                .map(|(id, c)| {
+                    json!({"id": id, "name": c["name"],
+                           "custom_fields_values": c["custom_fields_values"]})
+                })
+                .collect();
+            if hits.is_empty() {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                ok_json(200, json!({"_page": 1, "_embedded": {"contacts": hits}}))
+            }
+        }
+        ("POST", ["api", "v4", "leads"]) => {
+            let Some(leads) = json.as_array().filter(|a| !a.is_empty()) else {
+                return problem(
+                    400,
+                    "Bad Request",
+                    "Request validation failed",
+                    &[("body", "not an array of leads".into())],
+                );
+            };
+            let mut errs = Vec::new();
+            let mut links = Vec::new();
+            for l in leads {
+                let mut plain = l.clone();
+                let embedded = plain
+                    .as_object_mut()
+                    .and_then(|o| o.remove("_embedded"))
+                    .unwrap_or(Value::Null);
+                errs.extend(check_lead(&plain));
+                let linked = embedded["contacts"].as_array().cloned().unwrap_or_default();
+                for c in &linked {
+                    check_keys(c, &["id", "is_main"], "_embedded.contacts", &mut errs);
+                }
+                let contact = linked.first().and_then(|c| c["id"].as_u64());
+                match contact {
+                    Some(id) if s.contacts.iter().any(|(c, _)| *c == id) => {}
+                    Some(id) => errs.push(("_embedded.contacts.id", format!("no contact {id}"))),
+                    None => {}
+                }
+                links.push(contact);
+            }
+            if !errs.is_empty() {
+                return problem(400, "Bad Request", "Request validation failed", &errs);
+            }
+            let mut out = Vec::new();
+            for (i, (l, contact_id)) in leads.iter().zip(links).enumerate() {
+                s.next_id += 1;
+                s.leads.push(Lead {
+                    id: s.next_id,
+                    contact_id,
+                    json: l.clone(),
+                });
+                out.push(json!({"id": s.next_id, "request_id": i.to_string()}));
+            }
+            ok_json(200, json!({"_embedded": {"leads": out}}))
         }
         ("POST", ["api", "v4", "leads", id, "notes"]) => {
             let Some(lead) = id
