@@ -44,6 +44,21 @@ pub struct NewLead {
     pub at: i64,
 }
 
+impl NewLead {
+    /// The channel a form lead came through, as stored with it: its
+    /// visit's marker, else its source; "" when the visit told neither
+    /// (and for a call lead, whose call row has them; see
+    /// `query::CHANNEL_OF_LEAD`).
+    pub fn channel(&self) -> &str {
+        ["marker", "source"]
+            .iter()
+            .filter_map(|k| self.visit_data.get(*k))
+            .map(|v| v.trim())
+            .find(|v| !v.is_empty())
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recorded {
     pub lead_id: i64,

@@ -36,6 +36,8 @@ pub struct MemoryStore {
 
 struct StoredLead {
     row: LeadRow,
+    /// `NewLead::channel`.
+    channel: String,
     /// It created a deal: the 12-hour check (L-3) looks at these.
     accepted: bool,
 }
@@ -242,6 +244,7 @@ impl Ledger for State {
                 deal_id,
                 pending: None,
             },
+            channel: lead.channel().to_string(),
             accepted,
         });
         Ok(id)
@@ -545,12 +548,15 @@ impl MemoryStore {
         let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
         for l in state.leads.iter().filter(|l| l.row.created_at >= since) {
             let call = calls.get(&l.row.id);
-            let channel = call
-                .and_then(|c| {
-                    c.marker
-                        .as_deref()
-                        .filter(|m| !m.is_empty())
-                        .or(c.source.as_deref().filter(|s| !s.is_empty()))
+            let own = Some(l.channel.as_str()).filter(|c| !c.is_empty());
+            let channel = own
+                .or_else(|| {
+                    call.and_then(|c| {
+                        c.marker
+                            .as_deref()
+                            .filter(|m| !m.is_empty())
+                            .or(c.source.as_deref().filter(|s| !s.is_empty()))
+                    })
                 })
                 .unwrap_or(&l.row.visit_id);
             *counts.entry(channel).or_default() += 1;

@@ -16,7 +16,7 @@ use super::rows::LeadRow;
 /// and a few calls (trial, 2026-12-02), where a manager wants `google_cpc`
 /// and `yandex`. SQL over `leads l LEFT JOIN calls c`.
 pub const CHANNEL_OF_LEAD: &str =
-    "COALESCE(NULLIF(c.marker, ''), NULLIF(c.source, ''), l.visit_id)";
+    "COALESCE(NULLIF(l.visit_channel, ''), NULLIF(c.marker, ''), NULLIF(c.source, ''), l.visit_id)";
 
 /// Which outcomes a lead filter keeps (SPEC L-7's words).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

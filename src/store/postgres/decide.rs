@@ -364,8 +364,8 @@ impl Ledger for PgLedger<'_, '_> {
         };
         self.insert_returning_id(
             "INSERT INTO leads (created_at, kind, title, name, phone, email, visit_id, form, dialed,
-                                text, fields, call_id, accepted, deal_id, outcome)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                                text, fields, call_id, accepted, deal_id, outcome, visit_channel)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
              RETURNING id",
             &[
                 &lead.at,
@@ -383,6 +383,7 @@ impl Ledger for PgLedger<'_, '_> {
                 &accepted,
                 &deal_id,
                 &outcome,
+                &lead.channel(),
             ],
         )
     }

@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0006_open_dialogs.sql"),
     include_str!("../../../migrations/postgres/0007_kept_dialogs.sql"),
     include_str!("../../../migrations/postgres/0008_outbox_touched.sql"),
+    include_str!("../../../migrations/postgres/0009_lead_channel.sql"),
 ];
 
 /// Any constant: the key of the advisory lock migrations run under.

@@ -168,8 +168,8 @@ const SQL: [&str; 14] = [
     HISTORY_BY_TIME,
     // InsertLead
     "INSERT INTO leads (created_at, kind, title, name, phone, email, visit_id, form, dialed,
-                        text, fields, call_id, accepted, deal_id, outcome)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                        text, fields, call_id, accepted, deal_id, outcome, visit_channel)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     // SetLeadDeal
     "UPDATE leads SET deal_id = ?1, outcome = ?2 WHERE id = ?3",
     // InsertCall
@@ -639,6 +639,7 @@ fn insert_lead(
         accepted,
         deal_id,
         outcome,
+        lead.channel(),
     ])?;
     Ok(st.conn.last_insert_rowid())
 }

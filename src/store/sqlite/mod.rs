@@ -164,6 +164,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0012_lean_call_writes.sql"),
     include_str!("../../../migrations/sqlite/0013_kept_dialogs.sql"),
     include_str!("../../../migrations/sqlite/0014_outbox_touched.sql"),
+    include_str!("../../../migrations/sqlite/0015_lead_channel.sql"),
 ];
 
 /// The file of a `sqlite:<path>` (or `sqlite://<path>`) URL, without
