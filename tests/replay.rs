@@ -589,3 +589,30 @@ fn a_capture_through_another_proxy_replays_as_one_call() {
         );
     }
 }
+
+/// `sipp-branch-scenario`: the callee's Contact is a host name
+/// (`sip:ua2@CA.cym.com`), so the caller's ACK and BYE name it. siptrack
+/// resolves no names; they go to the dialog's callee, and each answered
+/// call ends when the capture's BYE does (trial, 2026-12-02: the BYEs got
+/// 502, and 96 calls of ~5 s were recorded at 102 – 131 s, hangup empty).
+#[test]
+fn in_dialog_requests_to_a_host_name_reach_the_callee() {
+    let path = corpus().join("sipp-branch-scenario.pcapng");
+    let Ok(lines) = replay(&path, &default_config()) else {
+        panic!("sipp-branch-scenario refused");
+    };
+    let ev = events(&lines);
+    let answered: Vec<_> = ev
+        .iter()
+        .filter(|e| e["event"] == "call" && e["status"] == "answered")
+        .collect();
+    let ended_by_bye = answered
+        .iter()
+        .filter(|e| e["hangup"] == "caller" && e["duration"] == 5)
+        .count();
+    assert!(
+        ended_by_bye >= 88,
+        "{ended_by_bye} of {} answered calls ended by the caller's BYE at 5 s",
+        answered.len()
+    );
+}

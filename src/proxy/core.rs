@@ -61,6 +61,21 @@ struct Side {
 }
 
 impl Side {
+    /// Where a request for this side goes when its URI names a host
+    /// rather than an address: over UDP its Contact address (where it
+    /// takes requests), else where it sends from; over a connection,
+    /// that connection.
+    fn reached_at(&self) -> Peer {
+        let addr = match (self.source.transport, self.contact) {
+            (Transport::Udp, Some(contact)) => contact,
+            _ => self.source.addr,
+        };
+        Peer {
+            transport: self.source.transport,
+            addr,
+        }
+    }
+
     fn has_ip(&self, ip: std::net::IpAddr) -> bool {
         self.source.addr.ip() == ip || self.contact.is_some_and(|c| c.ip() == ip)
     }
@@ -954,14 +969,21 @@ impl Proxy {
         }
         // Double Record-Route (RFC 5658): both entries are ours.
         let popped = if own(1) { 2 } else { 1 };
-        let next = match routes.get(popped) {
-            Some((_, span)) => msg
-                .route_uri(*span)
-                .and_then(|u| Uri::parse(u).ok())
-                .and_then(|u| route::uri_peer(&u)),
+        let next_uri = match routes.get(popped) {
+            Some((_, span)) => msg.route_uri(*span).and_then(|u| Uri::parse(u).ok()),
             // Decoded by validation (kept in the message).
-            None => msg.request_uri_parsed().and_then(|u| route::uri_peer(&u)),
+            None => msg.request_uri_parsed(),
         };
+        let next = next_uri.as_ref().and_then(|u| match route::uri_peer(u) {
+            Some(peer) => Some(peer),
+            // A host name (a PBX's Contact `sip:ua2@pbx.example.com`):
+            // siptrack resolves no names, and the request is for the
+            // dialog's other side anyway, whose address the dialog
+            // knows (trial, 2026-12-02: such a PBX's BYE got 502, and
+            // its calls ran on until the capture ended).
+            None if u.host_ip().is_none() => Some(receiver.reached_at()),
+            None => None,
+        });
         let Some(peer) = next else {
             if !is_ack {
                 self.reply_final(

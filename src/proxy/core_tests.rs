@@ -1409,6 +1409,38 @@ fn each_forked_branch_is_reached_and_heard_at_its_own_contact() {
     );
 }
 
+/// A PBX whose Contact is a host name: siptrack resolves no names, and
+/// the dialog's other side is where in-dialog requests go (trial,
+/// 2026-12-02: the caller's ACK and BYE got 502 "next hop is not an IP
+/// address", and the call ran on).
+#[test]
+fn a_request_to_a_host_name_goes_to_the_dialogs_other_side() {
+    let mut rig = Rig::new();
+    let fwd = start_call(&mut rig, "hn1", "hostname@x");
+    let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
+    let ok = response_to(
+        &fwd.text,
+        200,
+        "OK",
+        Some("u1"),
+        &format!("{rr}\r\nContact: <sip:uas@pbx.example.com>\r\n"),
+    );
+    rig.recv_at(100, udp(UAS), &ok);
+    rig.take();
+    let route = value(&rr).to_string();
+    for (method, branch) in [("ACK", "hna"), ("BYE", "hnb")] {
+        let req = in_dialog_request(method, branch, "hostname@x", &route)
+            .replace(&format!("sip:uas@{UAS}"), "sip:uas@pbx.example.com");
+        rig.recv_at(200, udp(CALLER), &req);
+        let sent = rig.take();
+        assert!(
+            sent.iter()
+                .any(|s| s.to == udp(UAS) && s.is_request(method)),
+            "{method}: {sent:?}"
+        );
+    }
+}
+
 #[test]
 fn responses_are_only_believed_from_where_the_request_went() {
     let mut rig = tracking_rig();
