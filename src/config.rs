@@ -679,6 +679,8 @@ impl Config {
         };
 
         let mut listen = Vec::new();
+        // Each parsed address's index in `sip.listen`, for messages.
+        let mut listen_index = Vec::new();
         match &raw.sip.listen {
             None => listen.push(ListenAddr {
                 transport: Transport::Udp,
@@ -694,7 +696,26 @@ impl Config {
                 }
                 for (i, item) in list.get_ref().iter().enumerate() {
                     match parse_listen(item.get_ref()) {
-                        Ok(l) => listen.push(l),
+                        // The second bind of one socket fails at start
+                        // with "Address already in use", as if another
+                        // program held it (trial, 2026-12-02).
+                        Ok(l) => match list.get_ref()[..i]
+                            .iter()
+                            .position(|e| parse_listen(e.get_ref()).ok() == Some(l))
+                        {
+                            Some(first) => c.err(
+                                format!("sip.listen[{i}]"),
+                                Some(item.span()),
+                                format!(
+                                    "repeats sip.listen[{first}] (\"{}\"): remove one",
+                                    item.get_ref()
+                                ),
+                            ),
+                            None => {
+                                listen.push(l);
+                                listen_index.push(i);
+                            }
+                        },
                         Err(m) => c.err(format!("sip.listen[{i}]"), Some(item.span()), m),
                     }
                 }
@@ -874,6 +895,25 @@ impl Config {
                 ([127, 0, 0, 1], 8080).into()
             }),
         };
+        // HTTP is TCP: a SIP TCP socket on the same port (the same
+        // address, or either a wildcard) cannot both be bound.
+        if let Some((i, _)) = listen.iter().enumerate().find(|(_, l)| {
+            l.transport != Transport::Udp
+                && l.addr.port() == http_listen.port()
+                && (l.addr.ip() == http_listen.ip()
+                    || l.addr.ip().is_unspecified()
+                    || http_listen.ip().is_unspecified())
+        }) {
+            c.err(
+                "http.listen",
+                raw.http.listen.as_ref().map(|s| s.span()),
+                format!(
+                    "{http_listen} takes the TCP port of sip.listen[{}] ({}): give HTTP another port",
+                    listen_index.get(i).copied().unwrap_or(i),
+                    listen[i].addr
+                ),
+            );
+        }
         let http_max_connections = c.int(
             "http.max_connections",
             &raw.http.max_connections,
@@ -2844,6 +2884,51 @@ mod tests {
         let d = parse_destination("sip:[::1]").expect("parses");
         assert_eq!(d.addr, "[::1]:5060".parse().expect("addr"));
         assert!(parse_destination("sip:127.0.0.1;transport=sctp").is_err());
+    }
+
+    /// A repeated listen entry, or HTTP on a SIP TCP port, would fail at
+    /// start with "Address already in use", as if another program held
+    /// the port (trial, 2026-12-02: check-config said ok).
+    #[test]
+    fn listen_addresses_that_clash_are_refused_table() {
+        for (text, want) in [
+            (
+                "[sip]\nlisten = [\"udp:127.0.0.1:5600\", \"tcp:127.0.0.1:5600\",\n \"udp:127.0.0.1:5600\"]\n",
+                Some(("sip.listen[2]", "repeats sip.listen[0]")),
+            ),
+            (
+                "[sip]\nlisten = [\"udp:127.0.0.1:5600\", \"tcp:127.0.0.1:5600\"]\n[http]\nlisten = \"127.0.0.1:5600\"\n",
+                Some(("http.listen", "TCP port of sip.listen[1]")),
+            ),
+            (
+                "[sip]\nlisten = [\"tcp:127.0.0.2:5600\"]\n[http]\nlisten = \"0.0.0.0:5600\"\n",
+                Some(("http.listen", "TCP port of sip.listen[0]")),
+            ),
+            // UDP and TCP share a port number; HTTP beside SIP over UDP,
+            // and on another address, is fine.
+            (
+                "[sip]\nlisten = [\"udp:127.0.0.1:5600\", \"tcp:127.0.0.1:5600\"]\n",
+                None,
+            ),
+            (
+                "[sip]\nlisten = [\"udp:127.0.0.1:5600\"]\n[http]\nlisten = \"127.0.0.1:5600\"\n",
+                None,
+            ),
+            (
+                "[sip]\nlisten = [\"tcp:127.0.0.2:5600\"]\n[http]\nlisten = \"127.0.0.1:5600\"\n",
+                None,
+            ),
+        ] {
+            let e = errors(text);
+            match want {
+                Some((key, says)) => {
+                    assert_eq!(e.len(), 1, "{text}: {e:?}");
+                    assert_eq!(e[0].key, key, "{text}");
+                    assert!(e[0].message.contains(says), "{text}: {}", e[0].message);
+                }
+                None => assert!(e.is_empty(), "{text}: {e:?}"),
+            }
+        }
     }
 
     /// Issue 12: a wildcard listen address without `sip.advertised_host`

@@ -130,6 +130,19 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(cfg) => {
+                let dir = &cfg.media.recordings_dir;
+                let unusable = cfg
+                    .media
+                    .record_calls
+                    .then(|| siptrack::server::recordings_dir_problem(dir))
+                    .flatten();
+                if let Some(p) = unusable {
+                    eprintln!(
+                        "{}: media.recordings_dir: {p} (calls would go through unrecorded; or set tracking.record_calls = false)",
+                        file.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
                 println!("{}: ok", file.display());
                 println!("database: {}", cfg.storage.describe());
                 ExitCode::SUCCESS

@@ -691,6 +691,33 @@ fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
+/// Why calls could not be recorded into `dir`, if they could not: it
+/// must be a directory siptrack can write in, or, while it does not
+/// exist, the nearest directory above it must be (siptrack makes it).
+/// Makes nothing but a probe file, removed at once: `check-config` asks
+/// too (trial, 2026-12-02: `/proc/forbidden` passed it, and `/healthz`
+/// said ok while every call went unrecorded).
+pub fn recordings_dir_problem(dir: &std::path::Path) -> Option<String> {
+    let mut at = dir;
+    loop {
+        match std::fs::metadata(at) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => return Some(format!("{} is not a directory", at.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match at.parent() {
+                Some(up) if !up.as_os_str().is_empty() => at = up,
+                _ => {
+                    at = std::path::Path::new(".");
+                    break;
+                }
+            },
+            Err(e) => return Some(format!("{}: {e}", at.display())),
+        }
+    }
+    probe_writable(at)
+        .err()
+        .map(|e| format!("cannot write in {}: {e}", at.display()))
+}
+
 fn start_media(
     config: &Config,
     metrics: &Arc<MediaMetrics>,
@@ -711,14 +738,21 @@ fn start_media(
             partial: Default::default(),
         });
     }
-    if let Err(e) = std::fs::create_dir_all(&m.recordings_dir) {
+    let problem = match std::fs::create_dir_all(&m.recordings_dir) {
         // Calls still go through; each recording will fail and say why.
-        tracing::error!(dir = %m.recordings_dir.display(), error = %e, "cannot create media.recordings_dir");
-    } else if let Err(e) = probe_writable(&m.recordings_dir) {
+        Err(e) => Some(format!("cannot create {}: {e}", m.recordings_dir.display())),
+        Ok(()) => probe_writable(&m.recordings_dir)
+            .err()
+            .map(|e| format!("cannot write in {}: {e}", m.recordings_dir.display())),
+    };
+    if let Some(p) = &problem {
         // Said once at start rather than first learnt from the first
         // call's failure (trial, 2026-12-02: a read-only directory started
-        // with "recording calls" and no word of it).
-        tracing::error!(dir = %m.recordings_dir.display(), error = %e, "media.recordings_dir is not writable: calls will go through unrecorded");
+        // with "recording calls" and no word of it), and on /healthz.
+        tracing::error!(problem = %p, "media.recordings_dir cannot take recordings: calls will go through unrecorded");
+    }
+    if let Ok(mut slot) = metrics.dir_problem.lock() {
+        *slot = problem;
     }
     let repaired = writer::repair_dir(&m.recordings_dir);
     for p in &repaired.partial {
@@ -982,6 +1016,38 @@ async fn watch_database_file(store: Store, health: Arc<StorageHealth>, database:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recordings_directory_must_be_one_siptrack_can_write_in_table() {
+        let scratch = tempfile::tempdir().expect("scratch");
+        let file = scratch.path().join("a-file");
+        std::fs::write(&file, b"x").expect("file");
+        // (directory, what the problem says; None: usable)
+        for (dir, says) in [
+            (scratch.path().to_path_buf(), None),
+            // Made at start, under a directory that takes files.
+            (scratch.path().join("new/recordings"), None),
+            (file.clone(), Some("is not a directory")),
+            (file.join("under"), Some("Not a directory")),
+            // procfs takes no files, whoever asks (root included).
+            (
+                std::path::PathBuf::from("/proc/forbidden"),
+                Some("cannot write in /proc"),
+            ),
+        ] {
+            let got = recordings_dir_problem(&dir);
+            match says {
+                None => assert_eq!(got, None, "{}", dir.display()),
+                Some(s) => assert!(
+                    got.as_deref().is_some_and(|g| g.contains(s)),
+                    "{}: {got:?}",
+                    dir.display()
+                ),
+            }
+        }
+        // Nothing was made.
+        assert!(!scratch.path().join("new").exists());
+    }
 
     #[test]
     fn the_open_files_limit_against_the_media_range() {

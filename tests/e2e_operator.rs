@@ -842,3 +842,48 @@ fn every_call_gets_its_call_webhooks_whatever_its_lead_became() {
     let count = |path: &str| s.requests.iter().filter(|r| r.path == path).count();
     assert_eq!((count("/start"), count("/end"), count("/hook")), (2, 2, 1));
 }
+
+/// A recordings directory siptrack cannot write in (trial, 2026-12-02:
+/// `/proc/forbidden` passed check-config and `/healthz` said "ok" while
+/// every call went unrecorded): check-config refuses it, and a node run
+/// with it anyway carries calls (200) and says so on `/healthz` and in
+/// `/metrics`.
+#[test]
+fn an_unusable_recordings_directory_is_reported_before_and_while_running() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let media = "[media]\nrecordings_dir = \"/proc/forbidden\"\n";
+    let text = config(uas_port, &db, media)
+        .replace("{SIP_PORT}", "5060")
+        .replace("{HTTP_PORT}", "8080");
+    let file = dir.path().join("siptrack.toml");
+    std::fs::write(&file, &text).expect("config");
+    let file = file.to_string_lossy().into_owned();
+    let (code, _, stderr) = siptrack_cli(dir.path(), &["check-config", &file]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("media.recordings_dir: cannot write in /proc"),
+        "{stderr}"
+    );
+    // Recording off: nothing to write, nothing to say.
+    let off = text.replace("[tracking]\n", "[tracking]\nrecord_calls = false\n");
+    std::fs::write(&file, off).expect("config");
+    let (code, stdout, stderr) = siptrack_cli(dir.path(), &["check-config", &file]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    let p = Siptrack::start(&config(uas_port, &db, media));
+    let (status, health) = get(api(&p), "/healthz", None);
+    assert_eq!(status, 200, "{health}");
+    assert!(
+        health.starts_with(
+            "ok\nrecordings failing: media.recordings_dir: cannot create /proc/forbidden"
+        ),
+        "{health}"
+    );
+    let (_, metrics) = get(api(&p), "/metrics", None);
+    assert!(
+        metrics.contains("siptrack_recordings_dir_usable 0\n"),
+        "{metrics}"
+    );
+}

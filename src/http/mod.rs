@@ -175,7 +175,15 @@ async fn not_found(uri: axum::http::Uri) -> Response {
 /// the lead pipeline falls behind (a load balancer should look elsewhere).
 async fn healthz(State(s): State<AppState>) -> Response {
     match s.storage.problem() {
-        None => "ok\n".into_response(),
+        // Still 200: a node that cannot record still carries calls, and a
+        // 503 would take it out of a balancer's rotation; the line says
+        // what is wrong to whoever reads it.
+        None => match s.media.dir_problem() {
+            Some(p) => {
+                format!("ok\nrecordings failing: media.recordings_dir: {p}\n").into_response()
+            }
+            None => "ok\n".into_response(),
+        },
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
     }
 }

@@ -36,6 +36,9 @@ pub struct MediaMetrics {
     pub recording_rebases: AtomicU64,
     pub recording_other_payload_packets: AtomicU64,
     pub unrecorded_disabled: AtomicU64,
+    /// Why `media.recordings_dir` cannot take recordings, found at start
+    /// (None: it can, or recording is off).
+    pub dir_problem: std::sync::Mutex<Option<String>>,
 }
 
 impl MediaMetrics {
@@ -46,6 +49,11 @@ impl MediaMetrics {
         self.unrecorded_codec.store(s.unrecorded_codec, Relaxed);
         self.unrecorded_disabled
             .store(s.unrecorded_disabled, Relaxed);
+    }
+
+    /// See `dir_problem`.
+    pub fn dir_problem(&self) -> Option<String> {
+        self.dir_problem.lock().ok().and_then(|p| p.clone())
     }
 
     /// Prometheus text.
@@ -149,6 +157,12 @@ impl MediaMetrics {
             "counter",
             "Recordings a crash left unfinished, repaired at start (partial)",
             &[("", g(&self.recordings_repaired))],
+        );
+        line(
+            "siptrack_recordings_dir_usable",
+            "gauge",
+            "1 when media.recordings_dir took a file at start (0: calls go through unrecorded)",
+            &[("", u64::from(self.dir_problem().is_none()))],
         );
         out
     }
