@@ -886,4 +886,10 @@ fn an_unusable_recordings_directory_is_reported_before_and_while_running() {
         metrics.contains("siptrack_recordings_dir_usable 0\n"),
         "{metrics}"
     );
+    // Every line of the Prometheus text starts at its first column.
+    let indented: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with(char::is_whitespace))
+        .collect();
+    assert!(indented.is_empty(), "{indented:?}");
 }

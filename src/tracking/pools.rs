@@ -404,9 +404,8 @@ impl Pools {
     pub fn render_metrics(&self, now: u64) -> String {
         use std::fmt::Write as _;
         let mut out = String::from(
-            "# HELP siptrack_pool_numbers Numbers of each pool, by whether a visit holds them
-             # TYPE siptrack_pool_numbers gauge
-",
+            "# HELP siptrack_pool_numbers Numbers of each pool, by whether a visit holds them\n\
+             # TYPE siptrack_pool_numbers gauge\n",
         );
         let label = |name: &str| name.replace('\\', "\\\\").replace('"', "\\\"");
         for (p, c) in self.configs.iter().enumerate() {
@@ -426,9 +425,8 @@ impl Pools {
             );
         }
         out.push_str(
-            "# HELP siptrack_pool_numbers_taken_over_total Numbers taken from a held visit for a new one (the pool was full)
-             # TYPE siptrack_pool_numbers_taken_over_total counter
-",
+            "# HELP siptrack_pool_numbers_taken_over_total Numbers taken from a held visit for a new one (the pool was full)\n\
+             # TYPE siptrack_pool_numbers_taken_over_total counter\n",
         );
         for (c, n) in self.configs.iter().zip(&self.taken_over) {
             let _ = writeln!(
@@ -575,6 +573,13 @@ mod tests {
             m.contains("siptrack_pool_numbers{pool=\"site\",state=\"free\"} 0\n"),
             "{m}"
         );
+        // Prometheus text: every line starts at its first column (the
+        // TYPE lines began with 13 spaces; trial, 2026-12-02).
+        assert!(
+            m.lines().all(|l| !l.starts_with(char::is_whitespace)),
+            "{m}"
+        );
+        assert!(m.contains("\n# TYPE siptrack_pool_numbers gauge\n"), "{m}");
         // After the hold nobody holds the numbers, and a new visit takes a
         // free one: no event.
         assert!(p.numbers(1_000_000).iter().all(|n| n.visit.is_none()));
