@@ -197,6 +197,14 @@ fn main() -> ExitCode {
                     .map_err(|e| eprintln!("siptrack: built-in replay config: {e}"))
                     .ok(),
             };
+            if let (None, Some(c)) = (&config, &cfg) {
+                // Said, not assumed silently (trial, 2026-12-02: a Mexican
+                // caller's national number came out with Russia's 7).
+                eprintln!(
+                    "siptrack: no --config: a PBX at sip:192.0.2.1:5060, every source trusted, callers' national numbers read with country code {} (phone.country_code); replay with --config for your own",
+                    c.rewrite.phone.country_code
+                );
+            }
             let Some(cfg) = cfg else {
                 return ExitCode::FAILURE;
             };

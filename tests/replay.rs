@@ -383,6 +383,12 @@ fn refused_and_unreadable_captures_get_a_message_and_an_exit_code() {
         err.contains("notes.pcap: not replayed: not a pcap or pcapng file"),
         "{err}"
     );
+    // Without --config the defaults it reads numbers with are said.
+    assert!(
+        err.contains("no --config: a PBX at sip:192.0.2.1:5060")
+            && err.contains("country code 7 (phone.country_code)"),
+        "{err}"
+    );
     let text = std::fs::read_to_string(&out_file).expect("output");
     let ev: Vec<Value> = text
         .lines()
@@ -614,5 +620,63 @@ fn in_dialog_requests_to_a_host_name_reach_the_callee() {
         ended_by_bye >= 88,
         "{ended_by_bye} of {} answered calls ended by the caller's BYE at 5 s",
         answered.len()
+    );
+}
+
+/// `SIP_DTMF2.cap`: the Brekeke proxy siptrack stands in for put itself
+/// in the Contact it relayed, so the caller's ACK names the Brekeke.
+/// It goes to the Contact siptrack relayed instead, and the late offer's
+/// answer (in that ACK) lets the call's media be recorded (trial,
+/// 2026-12-02: the ACK was refused, and the call was "no media
+/// negotiated").
+#[test]
+fn an_ack_to_a_replaced_topology_hiding_proxy_reaches_the_callee() {
+    let path = corpus().join("SIP_DTMF2.cap");
+    let Ok(lines) = replay(&path, &default_config()) else {
+        panic!("SIP_DTMF2 refused");
+    };
+    let ev = events(&lines);
+    assert!(
+        ev.iter().any(|e| e["event"] == "send"
+            && e["direction"] == "to-callee"
+            && e["first_line"]
+                .as_str()
+                .is_some_and(|l| l.starts_with("ACK sip:2504@192.168.105.110:5060"))),
+        "no ACK to the callee's Contact"
+    );
+    let call = ev
+        .iter()
+        .find(|e| e["event"] == "call" && e["call_id"] == "25672@192.168.105.110")
+        .expect("the answered call");
+    assert_eq!(call["status"], "answered");
+    assert_eq!(call["recording"], "recorded", "{call}");
+    let summary = ev.last().expect("summary");
+    assert_eq!(summary["in_dialog_refused"], 0, "{summary}");
+}
+
+/// `sipp-branch-scenario`: SIPp sends each REGISTER with the Call-ID its
+/// INVITE uses next, under another From tag. The caller is the side that
+/// sent the INVITE: every INVITE siptrack sends goes `to-callee` (trial,
+/// 2026-12-02: all 1,784 were labelled `to-caller`).
+#[test]
+fn the_caller_is_who_sent_the_invite_even_after_a_register() {
+    let path = corpus().join("sipp-branch-scenario.pcapng");
+    let Ok(lines) = replay(&path, &default_config()) else {
+        panic!("sipp-branch-scenario refused");
+    };
+    let invites: Vec<_> = events(&lines)
+        .into_iter()
+        .filter(|e| {
+            e["event"] == "send"
+                && e["first_line"]
+                    .as_str()
+                    .is_some_and(|l| l.starts_with("INVITE "))
+        })
+        .collect();
+    assert!(invites.len() > 1000, "{}", invites.len());
+    assert!(
+        invites.iter().all(|e| e["direction"] == "to-callee"),
+        "{:?}",
+        invites.iter().find(|e| e["direction"] != "to-callee")
     );
 }

@@ -66,8 +66,15 @@ pub struct Engine<'a> {
     /// are bound to the dialog, and a B2BUA may reuse a Call-ID.
     record_route: HashMap<(String, String), Vec<u8>>,
     confirmed: HashSet<String>,
-    /// The From tag of each Call-ID's first request: the caller's.
-    callers: HashMap<String, Option<String>>,
+    /// The From tag of each Call-ID's caller: its first INVITE's (a
+    /// REGISTER may have used the Call-ID first, with another tag, as
+    /// SIPp's branch scenario does), else its first request's. The flag
+    /// says it came from an INVITE.
+    callers: HashMap<String, (Option<String>, bool)>,
+    /// The Contact URI each side of a dialog presented through siptrack,
+    /// by (Call-ID, that side's tag): the callee's in the 2xx relayed
+    /// upstream, the caller's in the INVITE relayed downstream.
+    targets: HashMap<(String, String), Vec<u8>>,
     /// Whether each request fed in came from the caller's side.
     from_caller: HashMap<Key, bool>,
     pub lines: Vec<Line>,
@@ -105,6 +112,7 @@ impl<'a> Engine<'a> {
             record_route: HashMap::new(),
             confirmed: HashSet::new(),
             callers: HashMap::new(),
+            targets: HashMap::new(),
             from_caller: HashMap::new(),
             lines: Vec::new(),
             datagrams: &[],
@@ -268,10 +276,27 @@ impl<'a> Engine<'a> {
                 if let Some(rr) = rr {
                     data = text::with_route(&data, rr);
                 }
+                // Sent to a proxy siptrack stands in for, which put
+                // itself in the Contact it relayed (a topology-hiding
+                // proxy such as SIP_DTMF2's Brekeke): the request goes
+                // to the Contact siptrack relayed instead.
+                let target = text::to_tag(&data)
+                    .and_then(|t| self.targets.get(&(k.0.clone(), t)))
+                    .filter(|_| self.names_replaced_proxy(&data));
+                if let Some(target) = target {
+                    data = text::with_request_uri(&data, target);
+                }
             }
             let tag = text::from_tag(&data);
-            let caller = self.callers.entry(k.0.clone()).or_insert(tag.clone());
-            self.from_caller.insert(k.clone(), *caller == tag);
+            let starts_call = k.2 == "INVITE" && !text::has_to_tag(&data);
+            let caller = self
+                .callers
+                .entry(k.0.clone())
+                .or_insert((tag.clone(), starts_call));
+            if starts_call && !caller.1 {
+                *caller = (tag.clone(), true);
+            }
+            self.from_caller.insert(k.clone(), caller.0 == tag);
             self.requesters.insert(k, m.src);
         }
         let peer = Peer {
@@ -279,6 +304,18 @@ impl<'a> Engine<'a> {
             addr: m.src,
         };
         node.on_message(now, peer, Bytes::from(data));
+    }
+
+    /// Whether a request's Request-URI names a proxy of the capture that
+    /// siptrack stands in for.
+    fn names_replaced_proxy(&self, data: &[u8]) -> bool {
+        let peer = text::request_uri(data)
+            .and_then(|u| crate::sip::uri::Uri::parse(u).ok())
+            .and_then(|u| crate::proxy::route::uri_peer(&u));
+        peer.is_some_and(|p| {
+            self.hops.proxies().contains(&p.addr)
+                || (self.proxy_in_capture && p.addr == self.proxy_addr)
+        })
     }
 
     /// The relay's news at `now`: a call silent past the RTP timeout is
@@ -349,9 +386,17 @@ impl<'a> Engine<'a> {
         if !request {
             // A 2xx to an INVITE relayed upstream confirms the dialog.
             if key.2 == "INVITE" && text::status(data).is_some_and(|s| (200..300).contains(&s)) {
+                if let (Some(tag), Some(contact)) = (text::to_tag(data), text::contact_uri(data)) {
+                    self.targets.insert((key.0.clone(), tag), contact);
+                }
                 self.confirmed.insert(key.0);
             }
             return;
+        }
+        if key.2 == "INVITE" && !text::has_to_tag(data) {
+            if let (Some(tag), Some(contact)) = (text::from_tag(data), text::contact_uri(data)) {
+                self.targets.insert((key.0.clone(), tag), contact);
+            }
         }
         // The dialog's route through the proxy is set by the initial
         // INVITE (a re-INVITE's top Record-Route may be someone else's).

@@ -55,6 +55,7 @@ fn names(name: &str) -> &'static [&'static str] {
         "route" => &["route"],
         "record-route" => &["record-route"],
         "cseq" => &["cseq"],
+        "contact" => &["contact", "m"],
         _ => &[],
     }
 }
@@ -236,6 +237,40 @@ pub fn with_top_via(m: &[u8], via_line: &[u8], replace_top: bool) -> Vec<u8> {
         out.extend_from_slice(&m[start..]);
     }
     out
+}
+
+/// A request's Request-URI.
+pub fn request_uri(m: &[u8]) -> Option<&[u8]> {
+    let (_, first) = header_lines(m).next()?;
+    first.split(|&c| c == b' ').nth(1)
+}
+
+/// The request with its Request-URI replaced by `uri`.
+pub fn with_request_uri(m: &[u8], uri: &[u8]) -> Vec<u8> {
+    let Some(old) = request_uri(m) else {
+        return m.to_vec();
+    };
+    // The URI is a slice of `m`'s start line: its offset is its place.
+    let at = old.as_ptr() as usize - m.as_ptr() as usize;
+    let mut out = Vec::with_capacity(m.len() + uri.len());
+    out.extend_from_slice(&m[..at]);
+    out.extend_from_slice(uri);
+    out.extend_from_slice(&m[at + old.len()..]);
+    out
+}
+
+/// The URI of the first Contact (inside `<>`, or up to its parameters).
+pub fn contact_uri(m: &[u8]) -> Option<Vec<u8>> {
+    let v = *values(m, "contact").first()?;
+    let v = v.trim_ascii();
+    let uri = match v.iter().position(|&c| c == b'<') {
+        Some(open) => {
+            let rest = &v[open + 1..];
+            &rest[..rest.iter().position(|&c| c == b'>')?]
+        }
+        None => v.split(|&c| c == b';').next().unwrap_or(v),
+    };
+    (!uri.is_empty()).then(|| uri.trim_ascii().to_vec())
 }
 
 /// An in-dialog request as it would come through the proxy: its Route
