@@ -66,7 +66,8 @@ impl OutcomeKind {
 }
 
 /// A search: a normalised phone (exact, one index probe) or the start of
-/// a name (case as typed; an index range, never a scan of the table).
+/// a name (any case: see [`name_key`]; an index range, never a scan of
+/// the table).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Search {
     Phone(String),
@@ -96,6 +97,13 @@ pub struct LeadQuery {
     pub limit: i64,
 }
 
+/// A name as the name search compares it: in lower case (Unicode), so
+/// "иван" finds "Иван" (a trial's sales manager found nobody). Stored
+/// with each lead (`name_key`).
+pub fn name_key(name: &str) -> String {
+    name.to_lowercase()
+}
+
 /// The end of the range of strings that start with `prefix`.
 const MAX_CHAR: char = '\u{10FFFF}';
 
@@ -113,7 +121,7 @@ impl LeadQuery {
             && match &self.search {
                 None => true,
                 Some(Search::Phone(p)) => &l.phone == p,
-                Some(Search::NamePrefix(n)) => l.name.starts_with(n.as_str()),
+                Some(Search::NamePrefix(n)) => name_key(&l.name).starts_with(&name_key(n)),
             }
     }
 
@@ -149,10 +157,11 @@ impl LeadQuery {
             None => {}
             Some(Search::Phone(p)) => t.push(("l.phone = ?", Arg::Text(p.clone()))),
             Some(Search::NamePrefix(n)) => {
-                // NAME is `l.name` in a byte order: `starts_with` is a
-                // range only where strings compare as bytes.
-                t.push(("NAME >= ?", Arg::Text(n.clone())));
-                t.push(("NAME < ?", Arg::Text(format!("{n}{MAX_CHAR}"))));
+                // NAME is `l.name_key` in a byte order: `starts_with` is
+                // a range only where strings compare as bytes.
+                let key = name_key(n);
+                t.push(("NAME >= ?", Arg::Text(key.clone())));
+                t.push(("NAME < ?", Arg::Text(format!("{key}{MAX_CHAR}"))));
             }
         }
         t
@@ -162,7 +171,7 @@ impl LeadQuery {
     /// parameters, numbered from ?1. Values are bound, never spliced.
     pub fn sql(&self) -> (String, Vec<SqlValue>) {
         // SQLite compares text as bytes unless told otherwise.
-        let (clause, args) = self.numbered("l.name", |i| format!("?{i}"));
+        let (clause, args) = self.numbered("l.name_key", |i| format!("?{i}"));
         let args = args
             .into_iter()
             .map(|a| match a {
@@ -189,7 +198,7 @@ impl LeadQuery {
             t.push("l.visit_id <> ''");
         }
         if matches!(&self.search, Some(Search::NamePrefix(n)) if !n.is_empty()) {
-            t.push("l.name <> ''");
+            t.push("l.name_key <> ''");
         }
         (!t.is_empty()).then(|| t.join(" AND "))
     }
@@ -200,7 +209,7 @@ impl LeadQuery {
         // A database's collation may compare case or punctuation loosely;
         // "C" compares bytes, as `matches` does (and migrations/postgres/
         // 0004 indexes the name so).
-        let (clause, args) = self.numbered("(l.name COLLATE \"C\")", |i| format!("${i}"));
+        let (clause, args) = self.numbered("(l.name_key COLLATE \"C\")", |i| format!("${i}"));
         (clause.unwrap_or_else(|| "TRUE".into()), args)
     }
 
@@ -310,9 +319,14 @@ mod tests {
                 q(|q| q.search = Some(Search::NamePrefix("Ivan".into()))),
                 true,
             ),
+            // Any case (a sales manager types in lower case).
             (
                 q(|q| q.search = Some(Search::NamePrefix("ivan".into()))),
-                false,
+                true,
+            ),
+            (
+                q(|q| q.search = Some(Search::NamePrefix("IVAN".into()))),
+                true,
             ),
             (
                 q(|q| q.search = Some(Search::NamePrefix("vanov".into()))),
@@ -345,9 +359,9 @@ mod tests {
         let c = rusqlite::Connection::open_in_memory().expect("db");
         c.execute_batch(
             "CREATE TABLE leads (id INTEGER PRIMARY KEY, created_at INT, kind TEXT, name TEXT,
-                                 phone TEXT, visit_id TEXT, outcome TEXT);
+                                 phone TEXT, visit_id TEXT, outcome TEXT, name_key TEXT);
              CREATE INDEX leads_visit ON leads (visit_id) WHERE visit_id <> '';
-             CREATE INDEX leads_name ON leads (name) WHERE name <> '';",
+             CREATE INDEX leads_name_key ON leads (name_key) WHERE name_key <> '';",
         )
         .expect("table");
         let rows = [
@@ -375,7 +389,7 @@ mod tests {
         ];
         for l in &rows {
             c.execute(
-                "INSERT INTO leads VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO leads VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 rusqlite::params![
                     l.id,
                     l.created_at,
@@ -383,7 +397,8 @@ mod tests {
                     l.name,
                     l.phone,
                     l.visit_id,
-                    l.decision
+                    l.decision,
+                    name_key(&l.name)
                 ],
             )
             .expect("insert");
@@ -426,6 +441,14 @@ mod tests {
             },
             LeadQuery {
                 search: Some(Search::NamePrefix("Пет".into())),
+                ..Default::default()
+            },
+            LeadQuery {
+                search: Some(Search::NamePrefix("пЕТ".into())),
+                ..Default::default()
+            },
+            LeadQuery {
+                search: Some(Search::NamePrefix("iVAN".into())),
                 ..Default::default()
             },
             // Empty values keep the rows the partial indexes leave out.

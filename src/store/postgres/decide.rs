@@ -364,8 +364,9 @@ impl Ledger for PgLedger<'_, '_> {
         };
         self.insert_returning_id(
             "INSERT INTO leads (created_at, kind, title, name, phone, email, visit_id, form, dialed,
-                                text, fields, call_id, accepted, deal_id, outcome, visit_channel)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                                text, fields, call_id, accepted, deal_id, outcome, visit_channel,
+                                name_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
              RETURNING id",
             &[
                 &lead.at,
@@ -384,6 +385,7 @@ impl Ledger for PgLedger<'_, '_> {
                 &deal_id,
                 &outcome,
                 &lead.channel(),
+                &crate::store::query::name_key(&w.name),
             ],
         )
     }

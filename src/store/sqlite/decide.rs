@@ -168,8 +168,9 @@ const SQL: [&str; 14] = [
     HISTORY_BY_TIME,
     // InsertLead
     "INSERT INTO leads (created_at, kind, title, name, phone, email, visit_id, form, dialed,
-                        text, fields, call_id, accepted, deal_id, outcome, visit_channel)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                        text, fields, call_id, accepted, deal_id, outcome, visit_channel,
+                        name_key)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     // SetLeadDeal
     "UPDATE leads SET deal_id = ?1, outcome = ?2 WHERE id = ?3",
     // InsertCall
@@ -640,6 +641,7 @@ fn insert_lead(
         deal_id,
         outcome,
         lead.channel(),
+        crate::store::query::name_key(&w.name),
     ])?;
     Ok(st.conn.last_insert_rowid())
 }

@@ -165,6 +165,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0013_kept_dialogs.sql"),
     include_str!("../../../migrations/sqlite/0014_outbox_touched.sql"),
     include_str!("../../../migrations/sqlite/0015_lead_channel.sql"),
+    include_str!("../../../migrations/sqlite/0016_lead_name_key.sql"),
 ];
 
 /// The file of a `sqlite:<path>` (or `sqlite://<path>`) URL, without
@@ -566,7 +567,7 @@ mod tests {
         assert_eq!(version, MIGRATIONS.len() as i64);
         assert_eq!(open_rows(&conn), before);
         // The indexes are partial now, and still find what they hold.
-        for index in ["leads_email", "leads_visit", "leads_name"] {
+        for index in ["leads_email", "leads_visit", "leads_name_key"] {
             let sql: String = conn
                 .query_row(
                     "SELECT sql FROM sqlite_master WHERE name = ?1",
