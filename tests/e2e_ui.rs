@@ -269,6 +269,8 @@ fn the_console_in_a_real_browser(db: Db) {
     assert_eq!(dups.len(), 1, "{dups:?}");
     b.go(&format!("{base}/ui/leads?q=%3Cscr"));
     assert_eq!(rows(&b, "#leads").len(), 1, "a name search");
+    b.go(&format!("{base}/ui/leads?q=%3CSCRIPT"));
+    assert_eq!(rows(&b, "#leads").len(), 1, "a name search in another case");
     b.go(&format!("{base}/ui/leads?from=2000-01-01&to=2000-01-02"));
     assert!(rows(&b, "#leads").is_empty());
     b.go(&format!("{base}/ui/leads?type=fax"));
