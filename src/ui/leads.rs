@@ -172,7 +172,7 @@ pub fn row(ctx: &Ctx, l: &LeadRow) -> String {
             ctx.phone(&l.phone)
         },
         visit = esc(&l.visit_id),
-        text = esc(&l.text),
+        text = esc(&ctx.t.stored(&l.text)),
         outcome = outcome_cell(ctx.t, l),
     )
 }

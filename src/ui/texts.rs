@@ -104,6 +104,11 @@ pub struct Texts {
     /// A lead's outcome as stored (`deal 5 created`), as shown: (stored
     /// prefix, shown prefix, stored suffix, shown suffix).
     pub outcomes: &'static [(&'static str, &'static str, &'static str, &'static str)],
+    /// What a call lead's stored title and text (`leads::pipeline::
+    /// call_lead`, English) read as in this language.
+    pub incoming_call_from: &'static str,
+    pub incoming_call_withheld: &'static str,
+    pub call_to: &'static str,
     /// A call lead's caller who withheld the number.
     pub withheld: &'static str,
     /// A deal's comments and tasks (the deals page).
@@ -133,6 +138,32 @@ impl Texts {
             .iter()
             .find(|(k, _)| *k == stored)
             .map_or_else(|| stored.to_string(), |(_, v)| (*v).to_string())
+    }
+
+    /// A call lead's stored title or text as shown in this language
+    /// (trial, 2026-12-02: "Incoming call from …" on the Russian page);
+    /// anything else (a form's own title and text) as it is.
+    pub fn stored(&self, s: &str) -> String {
+        if s == EN.incoming_call_withheld {
+            return self.incoming_call_withheld.to_string();
+        }
+        if let Some(caller) = s.strip_prefix(EN.incoming_call_from) {
+            return format!("{}{caller}", self.incoming_call_from);
+        }
+        // "Call to <dialed> (<status>, <n> s)"
+        let call = s.strip_prefix(EN.call_to).and_then(|rest| {
+            let (dialed, tail) = rest.rsplit_once(" (")?;
+            let (status, secs) = tail.strip_suffix(" s)")?.split_once(", ")?;
+            secs.bytes().all(|c| c.is_ascii_digit()).then(|| {
+                format!(
+                    "{}{dialed} ({}, {secs} {})",
+                    self.call_to,
+                    self.word(status),
+                    self.seconds
+                )
+            })
+        });
+        call.unwrap_or_else(|| s.to_string())
     }
 
     /// A lead's stored outcome as shown in this language.
@@ -265,6 +296,9 @@ pub const EN: Texts = Texts {
     ],
     chart_max: "max",
     outcomes: &[],
+    incoming_call_from: "Incoming call from ",
+    incoming_call_withheld: "Incoming call from a withheld number",
+    call_to: "Call to ",
     withheld: "number withheld",
     comments: "comments",
     tasks: "tasks",
@@ -402,6 +436,9 @@ pub const RU: Texts = Texts {
         ("no deal: calls create no deals", "без сделки: звонки не создают сделок", "", ""),
         ("crm error: ", "ошибка CRM: ", "", ""),
     ],
+    incoming_call_from: "Входящий звонок с ",
+    incoming_call_withheld: "Входящий звонок со скрытого номера",
+    call_to: "Звонок на ",
     withheld: "номер скрыт",
     comments: "комментарии",
     tasks: "задачи",
@@ -419,6 +456,52 @@ pub fn texts(lang: Language) -> &'static Texts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call lead's title and text (stored in English) read in the
+    /// console's language; a form's own words stay as written.
+    #[test]
+    fn stored_call_titles_and_texts_are_shown_in_the_language_table() {
+        for (t, stored, shown) in [
+            (
+                &RU,
+                "Incoming call from 79161234567",
+                "Входящий звонок с 79161234567",
+            ),
+            (
+                &RU,
+                "Incoming call from a withheld number",
+                "Входящий звонок со скрытого номера",
+            ),
+            (
+                &RU,
+                "Call to 74951110001 (answered, 65 s)",
+                "Звонок на 74951110001 (отвечен, 65 с)",
+            ),
+            (
+                &RU,
+                "Call to 74951110001 (busy, 0 s)",
+                "Звонок на 74951110001 (занято, 0 с)",
+            ),
+            (
+                &RU,
+                "Call to me (please), soon s)",
+                "Call to me (please), soon s)",
+            ),
+            (&RU, "Please call me back", "Please call me back"),
+            (
+                &EN,
+                "Call to 74951110001 (answered, 65 s)",
+                "Call to 74951110001 (answered, 65 s)",
+            ),
+            (
+                &EN,
+                "Incoming call from 79161234567",
+                "Incoming call from 79161234567",
+            ),
+        ] {
+            assert_eq!(t.stored(stored), shown, "{stored}");
+        }
+    }
 
     /// What the store keeps in English reads in the console's language.
     #[test]
