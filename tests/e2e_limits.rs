@@ -822,3 +822,49 @@ fn a_refusal_to_an_untrusted_peer_never_opens_a_connection() {
     let m = metrics(&p);
     assert!(m.contains("siptrack_tcp_responses_unsent_total 1\n"), "{m}");
 }
+
+/// A trusted TCP peer whose connection closed before its answer went out
+/// gets the answer over a new connection to where it listens: its Via's
+/// sent-by port (RFC 3261 18.2.2), not the old connection's ephemeral
+/// port, on which nothing listens (left alone in an earlier session:
+/// "TCP connect failed", the answer lost).
+#[test]
+fn an_answer_to_a_closed_trusted_connection_goes_to_the_via_port() {
+    let uas_port = free_port();
+    let p = Siptrack::start(&config(uas_port, "", ""));
+    // 127.0.0.1 is trusted; it listens here, and connects from elsewhere.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let listening = listener.local_addr().expect("addr");
+    let mut conn = TcpStream::connect(tcp_addr(&p)).expect("connect");
+    // A keep-alive OPTIONS (answered 200 by siptrack itself), its Via
+    // over TCP naming the listening port, then a stream siptrack cannot
+    // frame, which makes it close the connection before it answers.
+    let options = sip_request("OPTIONS", "sip:127.0.0.1", listening, "reconnect-1")
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    let unframeable = "OPTIONS sip:a SIP/2.0\r\nContent-Length: 1e3\r\n\r\n";
+    conn.write_all(format!("{options}{unframeable}").as_bytes())
+        .expect("write");
+    assert!(
+        closed_within(&mut conn, Duration::from_secs(5)),
+        "an unframeable stream is closed"
+    );
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut answer = String::new();
+    while Instant::now() < until && answer.is_empty() {
+        if let Ok((mut s, _)) = listener.accept() {
+            s.set_nonblocking(false).expect("blocking");
+            s.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            let mut buf = [0u8; 2048];
+            let n = s.read(&mut buf).unwrap_or(0);
+            answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        answer.starts_with("SIP/2.0 200") && answer.contains("reconnect-1"),
+        "no answer at the Via's port: {answer:?}\n{}",
+        p.log()
+    );
+}

@@ -183,9 +183,16 @@ impl TcpHub {
                 }
             }
         }
-        if data.starts_with(b"SIP/2.0 ") && !self.ctx.is_trusted(to.ip()) {
+        let response = data.starts_with(b"SIP/2.0 ");
+        if response && !self.ctx.is_trusted(to.ip()) {
             bump(&self.ctx.counters.responses_unsent);
             return;
+        }
+        if response {
+            let listening = reconnect_to(to, &data);
+            if listening != to {
+                return self.send(listening, data);
+            }
         }
         let (tx, rx) = queue::channel(self.ctx.limits.write_queue_bytes);
         let _ = tx.push(data);
@@ -209,6 +216,22 @@ impl TcpHub {
                 }
             }
         });
+    }
+}
+
+/// Where a response goes when the connection its request came on is gone
+/// (RFC 3261 18.2.2): to the address the request came from, at the port
+/// of the top Via's sent-by (5060 when it names none), where the client
+/// listens; the old connection's port was the client's ephemeral one, on
+/// which nothing listens any more.
+fn reconnect_to(to: SocketAddr, response: &[u8]) -> SocketAddr {
+    let msg = crate::sip::Message::parse(Bytes::copy_from_slice(response), false).ok();
+    let port = msg
+        .as_ref()
+        .and_then(|m| Some(m.top_via()?.via(m).port.unwrap_or(5060)));
+    match port {
+        Some(p) if p != 0 => SocketAddr::new(to.ip(), p),
+        _ => to,
     }
 }
 
@@ -401,5 +424,36 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_reconnects_to_the_via_port_table() {
+        let to: SocketAddr = "192.0.2.7:40123".parse().expect("addr");
+        let answer = |via: &str| {
+            format!(
+                "SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\n\
+                 Call-ID: c@x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        for (via, port) in [
+            ("SIP/2.0/TCP 192.0.2.7:5070;branch=z9hG4bK1", 5070),
+            // No port: SIP's own.
+            ("SIP/2.0/TCP pbx.example.com;branch=z9hG4bK1", 5060),
+            // The address is always the source's (RFC 3261 18.2.2).
+            ("SIP/2.0/TCP 198.51.100.1:5080;branch=z9hG4bK1", 5080),
+            // Nothing to go by: where it came from.
+            ("garbage", 40123),
+        ] {
+            assert_eq!(
+                reconnect_to(to, answer(via).as_bytes()),
+                SocketAddr::new(to.ip(), port),
+                "{via}"
+            );
+        }
     }
 }
