@@ -315,15 +315,67 @@ impl AmoSettings {
         )
     }
 
-    /// `GET /api/v4/contacts?query=<last ten digits>`: the contacts whose
-    /// filled-in fields hold the phone (checked by [`found_contact`]).
-    fn find_contact(&self, phone: &str) -> Request {
+    /// What a new lead's contact is looked up by: its phone (seven
+    /// digits or more), else its e-mail when the account has an e-mail
+    /// field; None: it is not looked up.
+    fn contact_key(&self, body: &Value) -> Option<ContactKey> {
+        let phone = text_of(body, "phone");
+        let email = text_of(body, "email");
+        if phone_key(&phone).len() >= 7 {
+            Some(ContactKey::Phone(phone))
+        } else if self.email_field_id.is_some() && email.contains('@') {
+            Some(ContactKey::Email(email))
+        } else {
+            None
+        }
+    }
+
+    /// `GET /api/v4/contacts?query=<the phone's last ten digits, or the
+    /// e-mail>`: the contacts whose filled-in fields hold it (checked by
+    /// [`AmoSettings::found_contact`]).
+    fn find_contact(&self, key: &ContactKey) -> Request {
+        let query = match key {
+            ContactKey::Phone(p) => phone_key(p),
+            ContactKey::Email(e) => percent_encode(e),
+        };
         self.request(
             FIND_CONTACT,
             Method::Get,
-            &format!("/api/v4/contacts?query={}", phone_key(phone)),
+            &format!("/api/v4/contacts?query={query}"),
             None,
         )
+    }
+
+    /// The contact of a contacts-list answer with the key in its phone
+    /// (or e-mail) field: the oldest (lowest id) when several have it.
+    /// `query` is a full-text search, so every hit is checked.
+    pub fn found_contact(&self, answer: &[u8], key: &ContactKey) -> Option<u64> {
+        let (field_id, code) = match key {
+            ContactKey::Phone(_) => (Some(self.phone_field_id), "PHONE"),
+            ContactKey::Email(_) => (self.email_field_id, "EMAIL"),
+        };
+        let same = |v: &str| match key {
+            ContactKey::Phone(p) => same_phone(v, p),
+            ContactKey::Email(e) => v.trim().eq_ignore_ascii_case(e),
+        };
+        let v: Value = serde_json::from_slice(answer).ok()?;
+        v["_embedded"]["contacts"]
+            .as_array()?
+            .iter()
+            .filter(|c| {
+                c["custom_fields_values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|f| {
+                        (field_id.is_some() && f["field_id"].as_u64() == field_id)
+                            || f["field_code"] == code
+                    })
+                    .flat_map(|f| f["values"].as_array().into_iter().flatten())
+                    .any(|x| x["value"].as_str().is_some_and(same))
+            })
+            .filter_map(|c| c["id"].as_u64())
+            .min()
     }
 
     /// `GET /api/v4/leads?query=<key>`: the lead a earlier attempt of this
@@ -529,27 +581,12 @@ pub fn same_phone(a: &str, b: &str) -> bool {
     ka.len() >= 7 && ka == kb
 }
 
-/// The contact of a contacts-list answer with this phone in its phone
-/// field: the oldest (lowest id) when several have it. `query` is a
-/// full-text search, so every hit is checked.
-pub fn found_contact(body: &[u8], phone_field_id: u64, phone: &str) -> Option<u64> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    v["_embedded"]["contacts"]
-        .as_array()?
-        .iter()
-        .filter(|c| {
-            c["custom_fields_values"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|f| {
-                    f["field_id"].as_u64() == Some(phone_field_id) || f["field_code"] == "PHONE"
-                })
-                .flat_map(|f| f["values"].as_array().into_iter().flatten())
-                .any(|x| x["value"].as_str().is_some_and(|p| same_phone(p, phone)))
-        })
-        .filter_map(|c| c["id"].as_u64())
-        .min()
+/// What a new lead's contact is looked up by (see
+/// [`AmoSettings::contact_key`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContactKey {
+    Phone(String),
+    Email(String),
 }
 
 /// The lead of a lookup answer whose marker field holds exactly `key`:
@@ -675,11 +712,10 @@ impl AmoCrm {
     /// a client's second lead does not bring a second contact (a caller
     /// who comes back after their first deal was won, lost or deleted).
     fn create(&self, item: &DueItem, body: &Value) -> Step {
-        let phone = text_of(body, "phone");
-        if phone_key(&phone).len() >= 7 {
-            return Step::Send(self.settings.find_contact(&phone));
+        match self.settings.contact_key(body) {
+            Some(key) => Step::Send(self.settings.find_contact(&key)),
+            None => self.create_with_contact(item, body),
         }
-        self.create_with_contact(item, body)
     }
 
     /// The complex add: the lead with a contact of its own.
@@ -764,9 +800,10 @@ impl CrmAdapter for AmoCrm {
                     });
                 };
                 // 204: no contact has it.
-                let contact = (a.status != 204)
-                    .then(|| found_contact(&a.body, s.phone_field_id, &text_of(&body, "phone")))
-                    .flatten();
+                let contact = s
+                    .contact_key(&body)
+                    .filter(|_| a.status != 204)
+                    .and_then(|key| s.found_contact(&a.body, &key));
                 match contact {
                     Some(id) => Step::Send(s.request(
                         CREATE,
@@ -1176,12 +1213,37 @@ mod tests {
             a.next(&item, &find, &answer(503, ""), 0),
             Step::Finish(Outcome::Retry { .. })
         ));
-        // No phone (a form lead with an e-mail only): no search.
+        // No phone (a form lead with an e-mail only): by the e-mail, in
+        // the e-mail field, any case.
         let mut mail_only = lead_body("deal.create");
         mail_only["phone"] = json!("");
         let item = due(Target::Lead, "deal.create", &mail_only, None);
         let lookup = sent(a.start(&item, 0));
-        let r = sent(a.next(&item, &lookup, &answer(204, ""), 0));
+        let find = sent(a.next(&item, &lookup, &answer(204, ""), 0));
+        assert_eq!(
+            find.url,
+            "https://acme.amocrm.ru/api/v4/contacts?query=ann%40example.com"
+        );
+        let by_mail = json!({"_embedded": {"contacts": [
+            {"id": 5, "custom_fields_values": [{"field_id": 101, "values": [{"value": "ann@example.com"}]}]},
+            {"id": 61, "custom_fields_values": [{"field_id": 102, "values": [{"value": "Ann@Example.com "}]}]},
+            {"id": 60, "custom_fields_values": [{"field_id": 102, "values": [{"value": "anna@example.com"}]}]}]}});
+        let create = sent(a.next(&item, &find, &answer(200, &by_mail.to_string()), 0));
+        assert_eq!(create.url, "https://acme.amocrm.ru/api/v4/leads");
+        assert_eq!(
+            body_of(&create)[0]["_embedded"],
+            json!({"contacts": [{"id": 61}]})
+        );
+        // Neither phone nor e-mail field (an account without one): no
+        // search, a contact of its own.
+        let b = AmoCrm {
+            settings: AmoSettings {
+                email_field_id: None,
+                ..settings()
+            },
+        };
+        let lookup = sent(b.start(&item, 0));
+        let r = sent(b.next(&item, &lookup, &answer(204, ""), 0));
         assert_eq!(r.url, "https://acme.amocrm.ru/api/v4/leads/complex");
     }
 
