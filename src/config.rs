@@ -699,15 +699,23 @@ impl Config {
                         // The second bind of one socket fails at start
                         // with "Address already in use", as if another
                         // program held it (trial, 2026-12-02).
-                        Ok(l) => match list.get_ref()[..i]
-                            .iter()
-                            .position(|e| parse_listen(e.get_ref()).ok() == Some(l))
-                        {
-                            Some(first) => c.err(
+                        Ok(l) => match list.get_ref()[..i].iter().enumerate().find_map(|(j, e)| {
+                            let earlier = parse_listen(e.get_ref()).ok()?;
+                            binds_clash(&earlier, &l).then_some((j, earlier == l))
+                        }) {
+                            Some((first, true)) => c.err(
                                 format!("sip.listen[{i}]"),
                                 Some(item.span()),
                                 format!(
                                     "repeats sip.listen[{first}] (\"{}\"): remove one",
+                                    item.get_ref()
+                                ),
+                            ),
+                            Some((first, false)) => c.err(
+                                format!("sip.listen[{i}]"),
+                                Some(item.span()),
+                                format!(
+                                    "\"{}\" takes the port of sip.listen[{first}] (a wildcard and an address of the same family): both cannot be bound",
                                     item.get_ref()
                                 ),
                             ),
@@ -2048,6 +2056,15 @@ fn pools(
 }
 
 /// `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
+/// Whether two listen sockets cannot both be bound: the same transport
+/// and port, on the same address or (same family) with either a wildcard.
+fn binds_clash(a: &ListenAddr, b: &ListenAddr) -> bool {
+    let (x, y) = (a.addr.ip(), b.addr.ip());
+    a.transport == b.transport
+        && a.addr.port() == b.addr.port()
+        && (x == y || ((x.is_unspecified() || y.is_unspecified()) && x.is_ipv4() == y.is_ipv4()))
+}
+
 pub fn parse_listen(s: &str) -> Result<ListenAddr, String> {
     let (proto, addr) = s
         .split_once(':')
@@ -2899,6 +2916,15 @@ mod tests {
             (
                 "[sip]\nlisten = [\"udp:127.0.0.1:5600\", \"tcp:127.0.0.1:5600\"]\n[http]\nlisten = \"127.0.0.1:5600\"\n",
                 Some(("http.listen", "TCP port of sip.listen[1]")),
+            ),
+            // An address and a wildcard of its family on one port (QA).
+            (
+                "[sip]\nadvertised_host = \"127.0.0.1\"\nlisten = [\"udp:127.0.0.1:5600\", \"udp:0.0.0.0:5600\"]\n",
+                Some(("sip.listen[1]", "takes the port of sip.listen[0]")),
+            ),
+            (
+                "[sip]\nadvertised_host = \"127.0.0.1\"\nlisten = [\"udp:0.0.0.0:5600\", \"udp:[::1]:5600\"]\n",
+                None,
             ),
             (
                 "[sip]\nlisten = [\"tcp:127.0.0.2:5600\"]\n[http]\nlisten = \"0.0.0.0:5600\"\n",

@@ -261,6 +261,26 @@ impl Dialog {
             self.remember_fork(to_tag, first_contact(msg).addr);
         }
     }
+    /// A target refresh (RFC 3261 12.2): the new Contact of a side,
+    /// from its re-INVITE or UPDATE or their 2xx. On the callee's side
+    /// `callee_tag` says which branch: a forked branch's moves only that
+    /// branch (QA, 2026-12-02: branch B's re-INVITE moved the main
+    /// dialog's callee to its new Contact, a third host, and branch A's
+    /// BYE got 481).
+    fn refresh_target(
+        &mut self,
+        caller: bool,
+        callee_tag: &[u8],
+        addr: std::net::SocketAddr,
+        uri: &[u8],
+    ) {
+        if !caller && self.is_fork(callee_tag) {
+            self.remember_fork(callee_tag, Some(addr));
+            return;
+        }
+        self.side(caller).contact = Some(addr);
+        self.ends.target[usize::from(!caller)] = Bytes::copy_from_slice(uri);
+    }
     /// Ends the dialog of the branch with this tag.
     fn forget_fork(&mut self, tag: &[u8]) {
         self.forks.retain(|f| f.tag.as_ref() != tag);
@@ -1007,8 +1027,8 @@ impl Proxy {
             let first = first_contact(msg);
             if let Some(c) = first.addr {
                 if let Some(d) = self.dialogs.get_mut(&dkey) {
-                    d.side(by_caller).contact = Some(c);
-                    d.ends.target[usize::from(!by_caller)] = Bytes::copy_from_slice(first.uri);
+                    let callee_tag = if by_caller { ttag } else { ftag };
+                    d.refresh_target(by_caller, callee_tag, c, first.uri);
                 }
             }
         }
@@ -1455,7 +1475,19 @@ impl Proxy {
         let call_id = msg.call_id().unwrap_or_default();
         let from_tag = msg.tag(HeaderName::From).unwrap_or_default();
         let to_tag = msg.tag(HeaderName::To).unwrap_or_default();
-        let found = self.find_dialog(call_id, from_tag, to_tag);
+        let found = self.find_dialog(call_id, from_tag, to_tag).or_else(|| {
+            // Another branch's first 2xx, after the INVITE transaction
+            // ended (QA, 2026-12-02: one 34 s after the first answer was
+            // dropped, and that branch's phone was never ACKed): learnt
+            // as in time, from the callee's own address only.
+            let key = dialog_key(&self.keyer, call_id, from_tag);
+            let d = self.dialogs.get_mut(&key)?;
+            if !(is_2xx && invite && d.confirmed && d.callee.sends_from(from)) {
+                return None;
+            }
+            d.learn_other_branch(msg);
+            d.is_fork(to_tag).then_some((key, true))
+        });
         if let Some(d) = found.and_then(|(key, _)| self.dialogs.get_mut(&key)) {
             d.resolve_contact();
         }
@@ -1750,10 +1782,12 @@ impl Proxy {
         let refresh = cseq(msg).is_some_and(|(_, m)| m == b"INVITE" || m == b"UPDATE");
         if refresh && (200..300).contains(&code) {
             let first = first_contact(msg);
-            if first.addr.is_some() {
+            if let Some(addr) = first.addr {
                 d.resolve_contact();
-                d.side(!by_caller).contact = first.addr;
-                d.ends.target[usize::from(by_caller)] = Bytes::copy_from_slice(first.uri);
+                // The responder's tag: To of a caller's request, From of
+                // a callee's.
+                let callee_tag = if by_caller { to_tag } else { from_tag };
+                d.refresh_target(!by_caller, callee_tag, addr, first.uri);
             }
         }
     }

@@ -1216,11 +1216,20 @@ fn a_late_2xx_goes_to_the_dialogs_caller_only() {
     let sent = rig.take();
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!((sent[0].to, sent[0].status()), (udp(CALLER), Some(200)));
-    // Wrong tags, or from the attacker: dropped.
-    let wrong_tag = response_to(&fwd.text, 200, "OK", Some("u2"), "");
+    // Another caller tag, or from the attacker: dropped.
+    let wrong_tag =
+        response_to(&fwd.text, 200, "OK", Some("u1"), "").replace("tag=from1", "tag=other");
     rig.recv_at(60_100, udp(UAS), &wrong_tag);
     rig.recv_at(60_200, udp(ATTACKER), &ok);
     assert!(rig.take().is_empty());
+    // Another To tag from the UAS itself is another branch's answer (a
+    // forking proxy), relayed as RFC 3261 16.7 step 5 says of every 2xx
+    // to an INVITE (dropped before 2026-12-02).
+    let branch = response_to(&fwd.text, 200, "OK", Some("u2"), "");
+    rig.recv_at(60_300, udp(UAS), &branch);
+    let sent = rig.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!((sent[0].to, sent[0].status()), (udp(CALLER), Some(200)));
 }
 
 /// A PBX that forks: two branches ring (180, two To tags), both answer
@@ -1405,6 +1414,148 @@ fn each_forked_branch_is_reached_and_heard_at_its_own_contact() {
     assert!(
         sent.iter()
             .any(|s| s.to == udp(TRUNK) && s.is_request("BYE")),
+        "{sent:?}"
+    );
+}
+
+/// A forked call through a PBX that does not Record-Route, trusted
+/// trunk only: the INVITE forwarded and the PBX's 2xx of branch A
+/// (Contact `BRANCH_A`), relayed; returns the forwarded INVITE and our
+/// Route value.
+fn forked_call(rig: &mut Rig, call_id: &str) -> (Sent, String) {
+    rig.proxy.s.trusted_sources = vec!["127.0.0.9/32".parse().expect("cidr")];
+    rig.recv_at(
+        0,
+        udp(FORK_TRUNK),
+        &invite("fb1", call_id).replace(CALLER, FORK_TRUNK),
+    );
+    let fwd = rig.take_to(UAS).remove(0);
+    let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
+    let extra = format!("{rr}\r\nContact: <sip:a@{BRANCH_A}>\r\n");
+    rig.recv_at(
+        100,
+        udp(UAS),
+        &response_to(&fwd.text, 200, "OK", Some("bA"), &extra),
+    );
+    rig.take();
+    (fwd, value(&rr).to_string())
+}
+
+const FORK_TRUNK: &str = "127.0.0.9:5062";
+const BRANCH_A: &str = "127.0.0.4:5090";
+const BRANCH_B: &str = "127.0.0.5:5091";
+
+/// A branch's in-dialog request (`tag` its To tag), sent from `via`.
+fn from_branch(
+    call_id: &str,
+    route: &str,
+    method: &str,
+    branch: &str,
+    tag: &str,
+    via: &str,
+    contact: &str,
+) -> String {
+    format!(
+        "{method} sip:caller@{FORK_TRUNK} SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK{branch}\r\n\
+         Route: {route}\r\nFrom: <sip:100@127.0.0.1>;tag={tag}\r\n\
+         To: <sip:caller@127.0.0.1>;tag=from1\r\nCall-ID: {call_id}\r\nCSeq: 7 {method}\r\n\
+         Contact: <sip:b@{contact}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// A forked branch's target refresh moves that branch only (QA,
+/// 2026-12-02: branch B's re-INVITE with a third host's Contact moved the
+/// main dialog's callee there; branch A's BYE then got 481, and the
+/// trunk's BYE to branch A went to the third host).
+#[test]
+fn a_forked_branchs_re_invite_moves_only_that_branch() {
+    const THIRD_HOST: &str = "127.0.0.6:5776";
+    let mut rig = Rig::new();
+    let (fwd, route) = forked_call(&mut rig, "fr@x");
+    let extra = format!("Contact: <sip:b@{BRANCH_B}>\r\n");
+    rig.recv_at(
+        200,
+        udp(UAS),
+        &response_to(&fwd.text, 200, "OK", Some("bB"), &extra),
+    );
+    rig.take();
+    // Branch B moves its target to a third host.
+    let reinvite = from_branch("fr@x", &route, "INVITE", "rb1", "bB", BRANCH_B, THIRD_HOST);
+    rig.recv_at(300, udp(BRANCH_B), &reinvite);
+    let up = rig.take_to(FORK_TRUNK);
+    assert!(up.iter().any(|m| m.is_request("INVITE")), "{up:?}");
+    // Branch A still sends from its own Contact.
+    rig.recv_at(
+        400,
+        udp(BRANCH_A),
+        &from_branch("fr@x", &route, "BYE", "ab1", "bA", BRANCH_A, BRANCH_A),
+    );
+    let sent = rig.take();
+    assert!(
+        sent.iter()
+            .any(|m| m.to == udp(FORK_TRUNK) && m.is_request("BYE")),
+        "{sent:?}"
+    );
+    // The trunk's request to branch A by a host name reaches branch A.
+    let bye = request(
+        "BYE",
+        "sip:a@pbx.example.com",
+        "tb1",
+        "fr@x",
+        &format!("Route: {route}\r\n"),
+    )
+    .replace(CALLER, FORK_TRUNK)
+    .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=bA")
+    .replace("CSeq: 1 ", "CSeq: 2 ");
+    rig.recv_at(500, udp(FORK_TRUNK), &bye);
+    let sent = rig.take();
+    assert!(
+        sent.iter().all(|m| m.to != udp(THIRD_HOST)),
+        "nothing to the third host: {sent:?}"
+    );
+}
+
+/// A forking proxy's second 2xx after the INVITE transaction ended (64 T1
+/// after the first) is learnt and relayed, from the PBX's address only
+/// (QA, 2026-12-02: dropped, and that branch's phone was never ACKed).
+#[test]
+fn a_second_branchs_2xx_after_the_transaction_is_learnt() {
+    let mut rig = Rig::new();
+    let (fwd, route) = forked_call(&mut rig, "fl@x");
+    let extra = format!("Contact: <sip:b@{BRANCH_B}>\r\n");
+    let late = response_to(&fwd.text, 200, "OK", Some("bB"), &extra);
+    // From anyone but the PBX: nothing.
+    rig.recv_at(40_000, udp("127.0.0.7:5060"), &late);
+    assert!(rig.take().is_empty());
+    rig.recv_at(40_100, udp(UAS), &late);
+    let up = rig.take_to(FORK_TRUNK);
+    assert!(up.iter().any(|m| m.status() == Some(200)), "{up:?}");
+    // The trunk ACKs branch B at its Contact, and branch B can hang up.
+    let ack = request(
+        "ACK",
+        &format!("sip:b@{BRANCH_B}"),
+        "fla",
+        "fl@x",
+        &format!("Route: {route}\r\n"),
+    )
+    .replace(CALLER, FORK_TRUNK)
+    .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=bB");
+    rig.recv_at(40_200, udp(FORK_TRUNK), &ack);
+    let sent = rig.take();
+    assert!(
+        sent.iter()
+            .any(|m| m.to == udp(BRANCH_B) && m.is_request("ACK")),
+        "{sent:?}"
+    );
+    rig.recv_at(
+        41_000,
+        udp(BRANCH_B),
+        &from_branch("fl@x", &route, "BYE", "bb1", "bB", BRANCH_B, BRANCH_B),
+    );
+    let sent = rig.take();
+    assert!(
+        sent.iter()
+            .any(|m| m.to == udp(FORK_TRUNK) && m.is_request("BYE")),
         "{sent:?}"
     );
 }
