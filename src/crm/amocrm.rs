@@ -555,6 +555,41 @@ fn not_an_api_answer(a: &Answer) -> Option<Outcome> {
     })
 }
 
+/// The list a look-up stage's answer holds (`_embedded.<list>`).
+fn list_of(stage: &str) -> Option<&'static str> {
+    match stage {
+        LOOKUP => Some("leads"),
+        FIND_CONTACT => Some("contacts"),
+        FIND_NOTE | FIND_CREATE_NOTE | FIND_CALL | FIND_LEAD_CALL => Some("notes"),
+        FIND_TASK => Some("tasks"),
+        _ => None,
+    }
+}
+
+/// A look-up answered 2xx with JSON that is no list (`{}`, a list under
+/// another name or of another type): not "none found", which would make
+/// the lead, contact, note, task or call again (QA, 2026-12-02: a
+/// contacts search answered `{}` made a second contact, a leads look-up
+/// answered `{}` after a lost create made a second lead). Retried.
+fn not_a_list(stage: &str, a: &Answer) -> Option<Outcome> {
+    let list = list_of(stage)?;
+    if !ok(a.status) || a.status == 204 {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
+    if v["_embedded"][list].is_array() {
+        return None;
+    }
+    Some(Outcome::Retry {
+        error: format!(
+            "HTTP {} without the {list} list: {}",
+            a.status,
+            snippet(&a.body)
+        ),
+        retry_after_ms: None,
+    })
+}
+
 /// The id amoCRM gave the lead of a complex add (`[{"id": …}]`).
 pub fn created_lead_id(body: &[u8]) -> Option<u64> {
     let v: Value = serde_json::from_slice(body).ok()?;
@@ -574,11 +609,25 @@ fn phone_key(phone: &str) -> String {
 }
 
 /// Whether two written phones are the same number: the same last ten
-/// digits, or the same digits when shorter; never for fewer than seven
-/// (an extension or a short number says nothing about who it is).
+/// digits (the same digits when shorter; never for fewer than seven: an
+/// extension or a short number says nothing about who it is), and what
+/// comes before them the same country: equal, missing on either side (a
+/// national number), or Russia's `7` against its trunk prefix `8`; a
+/// `00` in front is the international prefix. QA, 2026-12-02: `+1 916
+/// 123 4567` joined the contact of `+7 916 123-45-67`.
 pub fn same_phone(a: &str, b: &str) -> bool {
     let (ka, kb) = (phone_key(a), phone_key(b));
-    ka.len() >= 7 && ka == kb
+    if ka.len() < 7 || ka != kb {
+        return false;
+    }
+    let lead = |p: &str| {
+        let digits: String = p.chars().filter(char::is_ascii_digit).collect();
+        let head = digits[..digits.len() - ka.len()].to_string();
+        head.strip_prefix("00").map(str::to_string).unwrap_or(head)
+    };
+    let (la, lb) = (lead(a), lead(b));
+    let russian = |l: &str| l == "7" || l == "8";
+    la == lb || la.is_empty() || lb.is_empty() || (russian(&la) && russian(&lb))
 }
 
 /// What a new lead's contact is looked up by (see
@@ -774,7 +823,7 @@ impl CrmAdapter for AmoCrm {
 
     fn next(&self, item: &DueItem, sent: &Request, a: &Answer, now_unix_ms: i64) -> Step {
         let s = &self.settings;
-        if let Some(outcome) = not_an_api_answer(a) {
+        if let Some(outcome) = not_an_api_answer(a).or_else(|| not_a_list(sent.stage, a)) {
             return Step::Finish(outcome);
         }
         match sent.stage {
@@ -1247,6 +1296,41 @@ mod tests {
         assert_eq!(r.url, "https://acme.amocrm.ru/api/v4/leads/complex");
     }
 
+    /// A look-up answered 200 with JSON that holds no list is retried,
+    /// never taken for "none found" (QA, 2026-12-02: `{}` from the
+    /// contacts search made a second contact, from the leads look-up
+    /// after a lost create a second lead).
+    #[test]
+    fn a_look_up_answer_without_its_list_is_retried_table() {
+        let a = AmoCrm {
+            settings: settings(),
+        };
+        let item = due(Target::Lead, "deal.create", &lead_body("deal.create"), None);
+        let lookup = sent(a.start(&item, 0));
+        let find = sent(a.next(&item, &lookup, &answer(204, ""), 0));
+        for (step, list) in [(&lookup, "leads"), (&find, "contacts")] {
+            for body in [
+                "{}".to_string(),
+                format!(r#"{{"_embedded":{{"{list}":"nope"}}}}"#),
+                r#"{"_embedded":{"other":[]}}"#.to_string(),
+                "[]".to_string(),
+            ] {
+                let got = a.next(&item, step, &answer(200, &body), 0);
+                assert!(
+                    matches!(&got, Step::Finish(Outcome::Retry { error, .. }) if error.contains(list)),
+                    "{} {body}: {got:?}",
+                    step.stage
+                );
+            }
+            // An empty list is an answer: none found.
+            let empty = format!(r#"{{"_embedded":{{"{list}":[]}}}}"#);
+            assert!(matches!(
+                a.next(&item, step, &answer(200, &empty), 0),
+                Step::Send(_)
+            ));
+        }
+    }
+
     #[test]
     fn phones_are_the_same_number_by_their_last_ten_digits_table() {
         for (a, b, same) in [
@@ -1255,6 +1339,12 @@ mod tests {
             ("0079161234567", "9161234567", true),
             ("79161234567", "79161234568", false),
             ("4951234", "495-12-34", true),
+            ("8 903 555 00 11", "+7 903 555-00-11", true),
+            ("9161234567", "+79161234567", true),
+            // Another country with the same ten digits (QA).
+            ("+1 916 123 4567", "79161234567", false),
+            ("0019161234567", "89161234567", false),
+            ("+44 20 7946 0958", "+44 (20) 7946-0958", true),
             // Too short to say who it is.
             ("101", "101", false),
             ("", "", false),
