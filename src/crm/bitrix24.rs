@@ -512,6 +512,20 @@ fn result_of(a: &Answer) -> Option<Value> {
     v.get("result").cloned()
 }
 
+/// Whether a look-up stage's `result` has the shape of a list answer:
+/// one of another type (`{}` for a list, a string) is no "none found",
+/// which would make the deal, comment, task or call a second time (as
+/// the amoCRM QA of 2026-12-02 found there). Other stages: always.
+fn is_list_answer(stage: &str, result: &Value) -> bool {
+    match stage {
+        FIND_DEAL | FIND_COMMENT | FIND_CALL => result.is_array(),
+        FIND_TASK => result.is_array() || result["tasks"].is_array(),
+        // findbycomm: `[]` when none, else an object by entity type.
+        FIND_CONTACT => result.is_array() || result.is_object(),
+        _ => true,
+    }
+}
+
 /// An id Bitrix24 sent as a number or a numeric string.
 fn id_of(v: &Value) -> Option<u64> {
     match v {
@@ -669,6 +683,14 @@ impl CrmAdapter for Bitrix24 {
             }
             return Step::Finish(failed);
         };
+        if !is_list_answer(sent.stage, &result) {
+            return retry(format!(
+                "HTTP {} with a result that is no list ({}): {}",
+                a.status,
+                sent.stage,
+                snippet(&a.body)
+            ));
+        }
         let Ok(body) = serde_json::from_str::<Value>(&item.body) else {
             return bad_body();
         };
@@ -1003,6 +1025,19 @@ mod tests {
         ] {
             assert_eq!(walk(&item, &answers), (stages, outcome));
         }
+        // A look-up's result that is no list is retried, never taken for
+        // "none found" (which would add the deal a second time).
+        for bad in [json!({}), json!("x"), json!(null)] {
+            let (stages, o) = walk(&item, &[(FIND_DEAL, ok(bad.clone()))]);
+            assert_eq!(stages, [FIND_DEAL], "{bad}");
+            assert!(matches!(o, Outcome::Retry { .. }), "{bad}: {o:?}");
+        }
+        let (stages, o) = walk(
+            &item,
+            &[(FIND_DEAL, ok(json!([]))), (FIND_CONTACT, ok(json!("x")))],
+        );
+        assert_eq!(stages, [FIND_DEAL, FIND_CONTACT]);
+        assert!(matches!(o, Outcome::Retry { .. }), "{o:?}");
         // The create names the contact found or added.
         let a = adapter();
         let find = sent(a.start(&item, 0));
