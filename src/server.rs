@@ -713,9 +713,17 @@ pub fn recordings_dir_problem(dir: &std::path::Path) -> Option<String> {
             Err(e) => return Some(format!("{}: {e}", at.display())),
         }
     }
-    probe_writable(at)
-        .err()
-        .map(|e| format!("cannot write in {}: {e}", at.display()))
+    probe_writable(at).err().map(|e| {
+        if at == dir {
+            format!("cannot write in {}: {e}", at.display())
+        } else {
+            format!(
+                "{} does not exist, and {} takes no new entry: {e}",
+                dir.display(),
+                at.display()
+            )
+        }
+    })
 }
 
 fn start_media(
@@ -1032,7 +1040,7 @@ mod tests {
             // procfs takes no files, whoever asks (root included).
             (
                 std::path::PathBuf::from("/proc/forbidden"),
-                Some("cannot write in /proc"),
+                Some("/proc/forbidden does not exist, and /proc takes no new entry"),
             ),
         ] {
             let got = recordings_dir_problem(&dir);
