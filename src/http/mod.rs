@@ -637,8 +637,10 @@ async fn post_lead(_: Authorized, State(s): State<AppState>, body: Bytes) -> Res
     };
     if !lead.who.visit.is_empty() {
         if let Ok(pools) = s.pools.lock() {
-            if let Some(v) = pools.visit(&lead.who.visit) {
-                lead.visit_data = v.fields.to_map();
+            // Also a visit that lost its number, or that no pool took
+            // (QA, 2026-12-02: their form leads lost the channel).
+            if let Some(fields) = pools.visit_fields(&lead.who.visit) {
+                lead.visit_data = fields.to_map();
             }
         }
     }

@@ -234,6 +234,15 @@ impl Pools {
     /// A page view of `visit` at `now`: the number it keeps or gets, or
     /// What is known of a visit that got a number (its slot may have
     /// been handed on since; then it is forgotten).
+    /// What this node knows of a visit's fields: its number's, or those
+    /// kept when it lost its number or no pool took it (the newest
+    /// `DEPARTED_KEPT` of those).
+    pub fn visit_fields(&self, id: &str) -> Option<&VisitFields> {
+        self.visit(id)
+            .map(|v| &v.fields)
+            .or_else(|| self.departed.get(id).map(|(_, f)| f))
+    }
+
     pub fn visit(&self, id: &str) -> Option<&Visit> {
         let &(p, i) = self.by_visit.get(id)?;
         self.slots[p][i].visit.as_ref().filter(|v| v.id == id)
@@ -273,10 +282,17 @@ impl Pools {
                     .is_none_or(|f| f.matches(&visit.fields))
         });
         if place.is_none() {
-            let p = self
+            let Some(p) = self
                 .configs
                 .iter()
-                .position(|c| c.segment.as_ref().is_none_or(|f| f.matches(&visit.fields)))?;
+                .position(|c| c.segment.as_ref().is_none_or(|f| f.matches(&visit.fields)))
+            else {
+                // No pool takes it: its fields are still what a form lead
+                // of this visit came through (QA, 2026-12-02: such a
+                // lead counted under its visit id, not its marker).
+                self.remember_departed(visit);
+                return None;
+            };
             let slots = &self.slots[p];
             // A free number if there is one, else the one touched longest
             // ago; among free ones also the longest idle, so a number just
@@ -736,6 +752,37 @@ mod tests {
             !p.departed.contains_key("v1"),
             "forgotten once it has a number"
         );
+    }
+
+    /// A visit's fields stay known when it loses its number and when no
+    /// pool takes it: a form lead of that visit is counted under its
+    /// marker (QA, 2026-12-02: under its visit id).
+    #[test]
+    fn a_visits_fields_are_known_without_a_number() {
+        let mut p = Pools::new(vec![pool(
+            "site",
+            &["1"],
+            Some(r#"["source", "!=", "test"]"#),
+        )]);
+        number(&mut p, visit("a", &[("marker", "m_a")]), 0).expect("a number");
+        let field = |p: &Pools, id: &str| {
+            p.visit_fields(id)
+                .and_then(|f| f.to_map().get("marker").cloned())
+        };
+        assert_eq!(field(&p, "a").as_deref(), Some("m_a"));
+        // b takes a's number; a is still known.
+        number(&mut p, visit("b", &[("marker", "m_b")]), 1_000_000).expect("a number");
+        assert_eq!(field(&p, "a").as_deref(), Some("m_a"));
+        assert_eq!(field(&p, "b").as_deref(), Some("m_b"));
+        // No pool takes c: known all the same.
+        assert!(number(
+            &mut p,
+            visit("c", &[("marker", "m_c"), ("source", "test")]),
+            2
+        )
+        .is_none());
+        assert_eq!(field(&p, "c").as_deref(), Some("m_c"));
+        assert_eq!(field(&p, "nobody"), None);
     }
 
     #[test]
