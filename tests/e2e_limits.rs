@@ -773,6 +773,19 @@ fn sends_the_kernel_refuses_are_counted_and_the_loop_goes_on() {
     );
 }
 
+/// Writes `request` and, in the same write, a request siptrack cannot
+/// frame (`Content-Length: 1e3`), which makes siptrack close the
+/// connection before it answers `request`; waits for the close.
+fn send_then_get_closed(conn: &mut TcpStream, request: &str) {
+    let unframeable = "OPTIONS sip:a SIP/2.0\r\nContent-Length: 1e3\r\n\r\n";
+    conn.write_all(format!("{request}{unframeable}").as_bytes())
+        .expect("write");
+    assert!(
+        closed_within(conn, Duration::from_secs(5)),
+        "an unframeable stream is closed"
+    );
+}
+
 /// A refusal to an untrusted peer over TCP goes on the peer's own
 /// connection or not at all: siptrack never dials an untrusted source
 /// (trial, 2026-12-02: a request followed by an unframeable one in one
@@ -801,13 +814,7 @@ fn a_refusal_to_an_untrusted_peer_never_opens_a_connection() {
         .expect("connect");
     let mut conn: TcpStream = conn.into();
     let options = sip_request("OPTIONS", "sip:100@127.0.0.1", local, "dialback-1");
-    let unframeable = "OPTIONS sip:a SIP/2.0\r\nContent-Length: 1e3\r\n\r\n";
-    conn.write_all(format!("{options}{unframeable}").as_bytes())
-        .expect("write");
-    assert!(
-        closed_within(&mut conn, Duration::from_secs(5)),
-        "an unframeable stream is closed"
-    );
+    send_then_get_closed(&mut conn, &options);
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
         if let Ok((_, from)) = listener.accept() {
@@ -842,13 +849,7 @@ fn an_answer_to_a_closed_trusted_connection_goes_to_the_via_port() {
     // frame, which makes it close the connection before it answers.
     let options = sip_request("OPTIONS", "sip:127.0.0.1", listening, "reconnect-1")
         .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
-    let unframeable = "OPTIONS sip:a SIP/2.0\r\nContent-Length: 1e3\r\n\r\n";
-    conn.write_all(format!("{options}{unframeable}").as_bytes())
-        .expect("write");
-    assert!(
-        closed_within(&mut conn, Duration::from_secs(5)),
-        "an unframeable stream is closed"
-    );
+    send_then_get_closed(&mut conn, &options);
     let until = Instant::now() + Duration::from_secs(5);
     let mut answer = String::new();
     while Instant::now() < until && answer.is_empty() {

@@ -195,6 +195,11 @@ fn times(sent: &[Sent]) -> Vec<Millis> {
 }
 
 /// Starts a call: the INVITE goes in at 0, the forwarded copy comes back.
+/// Whether `sent` holds a `method` request to `to`.
+fn sent_request(sent: &[Sent], to: &str, method: &str) -> bool {
+    sent.iter().any(|s| s.to == udp(to) && s.is_request(method))
+}
+
 fn start_call(rig: &mut Rig, branch: &str, call_id: &str) -> Sent {
     rig.recv_at(0, udp(CALLER), &invite(branch, call_id));
     let mut fwd = rig.take_to(UAS);
@@ -1387,11 +1392,7 @@ fn each_forked_branch_is_reached_and_heard_at_its_own_contact() {
     .replace("CSeq: 1 ", "CSeq: 2 ");
     rig.recv_at(300, udp(TRUNK), &info);
     let sent = rig.take();
-    assert!(
-        sent.iter()
-            .any(|s| s.to == udp(BRANCH_B) && s.is_request("INFO")),
-        "{sent:?}"
-    );
+    assert!(sent_request(&sent, BRANCH_B, "INFO"), "{sent:?}");
     // Branch B's own BYE, from its Contact, reaches the trunk.
     rig.recv_at(
         400,
@@ -1399,11 +1400,7 @@ fn each_forked_branch_is_reached_and_heard_at_its_own_contact() {
         &from_branch("BYE", "b1", "bB", BRANCH_B),
     );
     let sent = rig.take();
-    assert!(
-        sent.iter()
-            .any(|s| s.to == udp(TRUNK) && s.is_request("BYE")),
-        "{sent:?}"
-    );
+    assert!(sent_request(&sent, TRUNK, "BYE"), "{sent:?}");
     // So does branch A's, the main dialog's.
     rig.recv_at(
         500,
@@ -1411,11 +1408,7 @@ fn each_forked_branch_is_reached_and_heard_at_its_own_contact() {
         &from_branch("BYE", "a1", "bA", BRANCH_A),
     );
     let sent = rig.take();
-    assert!(
-        sent.iter()
-            .any(|s| s.to == udp(TRUNK) && s.is_request("BYE")),
-        "{sent:?}"
-    );
+    assert!(sent_request(&sent, TRUNK, "BYE"), "{sent:?}");
 }
 
 /// A forked call through a PBX that does not Record-Route, trusted
@@ -1491,11 +1484,7 @@ fn a_forked_branchs_re_invite_moves_only_that_branch() {
         &from_branch("fr@x", &route, "BYE", "ab1", "bA", BRANCH_A, BRANCH_A),
     );
     let sent = rig.take();
-    assert!(
-        sent.iter()
-            .any(|m| m.to == udp(FORK_TRUNK) && m.is_request("BYE")),
-        "{sent:?}"
-    );
+    assert!(sent_request(&sent, FORK_TRUNK, "BYE"), "{sent:?}");
     // The trunk's request to branch A by a host name reaches branch A.
     let bye = request(
         "BYE",
@@ -1542,22 +1531,14 @@ fn a_second_branchs_2xx_after_the_transaction_is_learnt() {
     .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=bB");
     rig.recv_at(40_200, udp(FORK_TRUNK), &ack);
     let sent = rig.take();
-    assert!(
-        sent.iter()
-            .any(|m| m.to == udp(BRANCH_B) && m.is_request("ACK")),
-        "{sent:?}"
-    );
+    assert!(sent_request(&sent, BRANCH_B, "ACK"), "{sent:?}");
     rig.recv_at(
         41_000,
         udp(BRANCH_B),
         &from_branch("fl@x", &route, "BYE", "bb1", "bB", BRANCH_B, BRANCH_B),
     );
     let sent = rig.take();
-    assert!(
-        sent.iter()
-            .any(|m| m.to == udp(FORK_TRUNK) && m.is_request("BYE")),
-        "{sent:?}"
-    );
+    assert!(sent_request(&sent, FORK_TRUNK, "BYE"), "{sent:?}");
 }
 
 /// A PBX whose Contact is a host name: siptrack resolves no names, and

@@ -252,6 +252,16 @@ fn problem(status: u16, title: &str, detail: &str, errors: &[(&str, String)]) ->
     r
 }
 
+/// A list answer as amoCRM gives it: 204 No Content when empty, else
+/// `{_page, _embedded: {<name>: [...]}}`.
+fn listed(name: &str, items: Vec<Value>) -> Response {
+    if items.is_empty() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        ok_json(200, json!({"_page": 1, "_embedded": {name: items}}))
+    }
+}
+
 fn ok_json(status: u16, v: Value) -> Response {
     let mut r = (
         StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
@@ -507,11 +517,7 @@ fn route(
                            "custom_fields_values": l.json["custom_fields_values"]})
                 })
                 .collect();
-            if hits.is_empty() {
-                StatusCode::NO_CONTENT.into_response()
-            } else {
-                ok_json(200, json!({"_page": 1, "_embedded": {"leads": hits}}))
-            }
+            listed("leads", hits)
         }
         ("GET", ["api", "v4", "contacts"]) => {
             let query = query_of(uri);
@@ -524,11 +530,7 @@ fn route(
                            "custom_fields_values": c["custom_fields_values"]})
                 })
                 .collect();
-            if hits.is_empty() {
-                StatusCode::NO_CONTENT.into_response()
-            } else {
-                ok_json(200, json!({"_page": 1, "_embedded": {"contacts": hits}}))
-            }
+            listed("contacts", hits)
         }
         ("POST", ["api", "v4", "leads"]) => {
             let Some(leads) = json.as_array().filter(|a| !a.is_empty()) else {
@@ -745,11 +747,7 @@ fn route(
                            "params": n["params"]})
                 })
                 .collect();
-            if notes.is_empty() {
-                StatusCode::NO_CONTENT.into_response()
-            } else {
-                ok_json(200, json!({"_page": 1, "_embedded": {"notes": notes}}))
-            }
+            listed("notes", notes)
         }
         ("GET", ["api", "v4", "tasks"]) => {
             let q: Vec<(String, String)> =
@@ -772,11 +770,7 @@ fn route(
                 .filter(|t| t["entity_id"].as_u64() == entity)
                 .cloned()
                 .collect();
-            if tasks.is_empty() {
-                StatusCode::NO_CONTENT.into_response()
-            } else {
-                ok_json(200, json!({"_page": 1, "_embedded": {"tasks": tasks}}))
-            }
+            listed("tasks", tasks)
         }
         ("GET", ["api", "v4", card @ ("leads" | "contacts"), "notes"]) => {
             let q: Vec<(String, String)> =
@@ -806,11 +800,7 @@ fn route(
                                       "source": c["source"], "phone": c["phone"]}})
                 })
                 .collect();
-            if notes.is_empty() {
-                StatusCode::NO_CONTENT.into_response()
-            } else {
-                ok_json(200, json!({"_page": 1, "_embedded": {"notes": notes}}))
-            }
+            listed("notes", notes)
         }
         _ => problem(404, "Not Found", "no such route", &[]),
     }
