@@ -252,6 +252,19 @@ fn problem(status: u16, title: &str, detail: &str, errors: &[(&str, String)]) ->
     r
 }
 
+/// A body that must be a JSON array of at least one entity; else 400
+/// problem+json saying `what` it is not.
+fn non_empty_array<'a>(json: &'a Value, what: &str) -> Result<&'a Vec<Value>, Box<Response>> {
+    json.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {
+        Box::new(problem(
+            400,
+            "Bad Request",
+            "Request validation failed",
+            &[("body", what.to_string())],
+        ))
+    })
+}
+
 /// A list answer as amoCRM gives it: 204 No Content when empty, else
 /// `{_page, _embedded: {<name>: [...]}}`.
 fn listed(name: &str, items: Vec<Value>) -> Response {
@@ -432,13 +445,9 @@ fn route(
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method.as_str(), parts.as_slice()) {
         ("POST", ["api", "v4", "leads", "complex"]) => {
-            let Some(leads) = json.as_array().filter(|a| !a.is_empty()) else {
-                return problem(
-                    400,
-                    "Bad Request",
-                    "Request validation failed",
-                    &[("body", "not an array of leads".into())],
-                );
+            let leads = match non_empty_array(json, "not an array of leads") {
+                Ok(a) => a,
+                Err(r) => return *r,
             };
             let mut errs = Vec::new();
             for l in leads {
@@ -533,13 +542,9 @@ fn route(
             listed("contacts", hits)
         }
         ("POST", ["api", "v4", "leads"]) => {
-            let Some(leads) = json.as_array().filter(|a| !a.is_empty()) else {
-                return problem(
-                    400,
-                    "Bad Request",
-                    "Request validation failed",
-                    &[("body", "not an array of leads".into())],
-                );
+            let leads = match non_empty_array(json, "not an array of leads") {
+                Ok(a) => a,
+                Err(r) => return *r,
             };
             let mut errs = Vec::new();
             let mut links = Vec::new();
@@ -585,13 +590,9 @@ fn route(
             else {
                 return problem(404, "Not Found", "no such lead", &[]);
             };
-            let Some(notes) = json.as_array().filter(|a| !a.is_empty()) else {
-                return problem(
-                    400,
-                    "Bad Request",
-                    "Request validation failed",
-                    &[("body", "not an array".into())],
-                );
+            let notes = match non_empty_array(json, "not an array") {
+                Ok(a) => a,
+                Err(r) => return *r,
             };
             let mut out = Vec::new();
             for n in notes {
@@ -615,13 +616,9 @@ fn route(
             ok_json(200, json!({"_embedded": {"notes": out}}))
         }
         ("POST", ["api", "v4", "tasks"]) => {
-            let Some(tasks) = json.as_array().filter(|a| !a.is_empty()) else {
-                return problem(
-                    400,
-                    "Bad Request",
-                    "Request validation failed",
-                    &[("body", "not an array".into())],
-                );
+            let tasks = match non_empty_array(json, "not an array") {
+                Ok(a) => a,
+                Err(r) => return *r,
             };
             let mut out = Vec::new();
             for t in tasks {
@@ -662,13 +659,9 @@ fn route(
             ok_json(200, json!({"_embedded": {"tasks": out}}))
         }
         ("POST", ["api", "v4", "calls"]) => {
-            let Some(calls) = json.as_array().filter(|a| !a.is_empty()) else {
-                return problem(
-                    400,
-                    "Bad Request",
-                    "Request validation failed",
-                    &[("body", "not an array".into())],
-                );
+            let calls = match non_empty_array(json, "not an array") {
+                Ok(a) => a,
+                Err(r) => return *r,
             };
             let (mut out, mut errors) = (Vec::new(), Vec::new());
             for c in calls {
