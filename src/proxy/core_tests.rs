@@ -1332,17 +1332,9 @@ fn a_forked_calls_other_branches_keep_their_dialogs() {
 /// request to it 404) once senders were checked by port.
 #[test]
 fn each_forked_branch_is_reached_and_heard_at_its_own_contact() {
-    const TRUNK: &str = "127.0.0.9:5062";
-    const BRANCH_A: &str = "127.0.0.4:5090";
-    const BRANCH_B: &str = "127.0.0.5:5091";
+    const TRUNK: &str = FORK_TRUNK;
     let mut rig = Rig::new();
-    rig.proxy.s.trusted_sources = vec!["127.0.0.9/32".parse().expect("cidr")];
-    rig.recv_at(
-        0,
-        udp(TRUNK),
-        &invite("fc1", "forkc@x").replace(CALLER, TRUNK),
-    );
-    let fwd = rig.take_to(UAS).remove(0);
+    let fwd = call_from_trusted_trunk(&mut rig, "fc1", "forkc@x");
     let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
     let route = value(&rr).to_string();
     for (tag, contact) in [("bA", BRANCH_A), ("bB", BRANCH_B)] {
@@ -1407,13 +1399,7 @@ fn each_forked_branch_is_reached_and_heard_at_its_own_contact() {
 /// (Contact `BRANCH_A`), relayed; returns the forwarded INVITE and our
 /// Route value.
 fn forked_call(rig: &mut Rig, call_id: &str) -> (Sent, String) {
-    rig.proxy.s.trusted_sources = vec!["127.0.0.9/32".parse().expect("cidr")];
-    rig.recv_at(
-        0,
-        udp(FORK_TRUNK),
-        &invite("fb1", call_id).replace(CALLER, FORK_TRUNK),
-    );
-    let fwd = rig.take_to(UAS).remove(0);
+    let fwd = call_from_trusted_trunk(rig, "fb1", call_id);
     let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
     let extra = format!("{rr}\r\nContact: <sip:a@{BRANCH_A}>\r\n");
     rig.recv_at(
@@ -1425,7 +1411,20 @@ fn forked_call(rig: &mut Rig, call_id: &str) -> (Sent, String) {
     (fwd, value(&rr).to_string())
 }
 
+/// The only trusted source of the tests that need the others untrusted.
 const FORK_TRUNK: &str = "127.0.0.9:5062";
+
+/// Starts a call from `FORK_TRUNK`, the only trusted source: the INVITE
+/// forwarded to the UAS.
+fn call_from_trusted_trunk(rig: &mut Rig, branch: &str, call_id: &str) -> Sent {
+    rig.proxy.s.trusted_sources = vec!["127.0.0.9/32".parse().expect("cidr")];
+    rig.recv_at(
+        0,
+        udp(FORK_TRUNK),
+        &invite(branch, call_id).replace(CALLER, FORK_TRUNK),
+    );
+    rig.take_to(UAS).remove(0)
+}
 const BRANCH_A: &str = "127.0.0.4:5090";
 const BRANCH_B: &str = "127.0.0.5:5091";
 
@@ -2674,15 +2673,9 @@ fn a_rejected_invite_after_its_ack_still_repeats_its_answers() {
 /// call's signalling and media to a third host.
 #[test]
 fn a_callee_side_request_over_udp_comes_from_the_callees_port() {
-    const TRUNK: &str = "127.0.0.9:5062";
+    const TRUNK: &str = FORK_TRUNK;
     let mut rig = Rig::new();
-    rig.proxy.s.trusted_sources = vec!["127.0.0.9/32".parse().expect("cidr")];
-    rig.recv_at(
-        0,
-        udp(TRUNK),
-        &invite("s1", "side@x").replace(CALLER, TRUNK),
-    );
-    let fwd = rig.take_to(UAS).remove(0);
+    let fwd = call_from_trusted_trunk(&mut rig, "s1", "side@x");
     let route = uas_answers(&mut rig, &fwd);
     rig.take();
     let from_callee = |method: &str, branch: &str, via: &str, contact: &str| {
