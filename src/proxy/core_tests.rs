@@ -1372,16 +1372,13 @@ fn each_forked_branch_is_reached_and_heard_at_its_own_contact() {
         "{sent:?}"
     );
     // The trunk's request to branch B goes to branch B's Contact.
-    let info = request(
+    let info = to_branch(
         "INFO",
         &format!("sip:phone@{BRANCH_B}"),
-        "fci",
-        "forkc@x",
-        &format!("Route: {route}\r\n"),
-    )
-    .replace(CALLER, TRUNK)
-    .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=bB")
-    .replace("CSeq: 1 ", "CSeq: 2 ");
+        ("fci", "forkc@x", 2),
+        &route,
+        "bB",
+    );
     rig.recv_at(300, udp(TRUNK), &info);
     let sent = rig.take();
     assert!(sent_request(&sent, BRANCH_B, "INFO"), "{sent:?}");
@@ -1427,6 +1424,24 @@ fn call_from_trusted_trunk(rig: &mut Rig, branch: &str, call_id: &str) -> Sent {
 }
 const BRANCH_A: &str = "127.0.0.4:5090";
 const BRANCH_B: &str = "127.0.0.5:5091";
+
+/// The trunk's in-dialog request to the branch with To tag `tag`, along
+/// `route`: (Via branch, Call-ID, CSeq number).
+fn to_branch(
+    method: &str,
+    uri: &str,
+    (branch, call_id, cseq): (&str, &str, u32),
+    route: &str,
+    tag: &str,
+) -> String {
+    request(method, uri, branch, call_id, &format!("Route: {route}\r\n"))
+        .replace(CALLER, FORK_TRUNK)
+        .replace(
+            "To: <sip:100@127.0.0.1>",
+            &format!("To: <sip:100@127.0.0.1>;tag={tag}"),
+        )
+        .replace("CSeq: 1 ", &format!("CSeq: {cseq} "))
+}
 
 /// A branch's in-dialog request (`tag` its To tag), sent from `via`.
 fn from_branch(
@@ -1476,16 +1491,13 @@ fn a_forked_branchs_re_invite_moves_only_that_branch() {
     let sent = rig.take();
     assert!(sent_request(&sent, FORK_TRUNK, "BYE"), "{sent:?}");
     // The trunk's request to branch A by a host name reaches branch A.
-    let bye = request(
+    let bye = to_branch(
         "BYE",
         "sip:a@pbx.example.com",
-        "tb1",
-        "fr@x",
-        &format!("Route: {route}\r\n"),
-    )
-    .replace(CALLER, FORK_TRUNK)
-    .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=bA")
-    .replace("CSeq: 1 ", "CSeq: 2 ");
+        ("tb1", "fr@x", 2),
+        &route,
+        "bA",
+    );
     rig.recv_at(500, udp(FORK_TRUNK), &bye);
     let sent = rig.take();
     assert!(
@@ -1510,15 +1522,13 @@ fn a_second_branchs_2xx_after_the_transaction_is_learnt() {
     let up = rig.take_to(FORK_TRUNK);
     assert!(up.iter().any(|m| m.status() == Some(200)), "{up:?}");
     // The trunk ACKs branch B at its Contact, and branch B can hang up.
-    let ack = request(
+    let ack = to_branch(
         "ACK",
         &format!("sip:b@{BRANCH_B}"),
-        "fla",
-        "fl@x",
-        &format!("Route: {route}\r\n"),
-    )
-    .replace(CALLER, FORK_TRUNK)
-    .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=bB");
+        ("fla", "fl@x", 1),
+        &route,
+        "bB",
+    );
     rig.recv_at(40_200, udp(FORK_TRUNK), &ack);
     let sent = rig.take();
     assert!(sent_request(&sent, BRANCH_B, "ACK"), "{sent:?}");
