@@ -1058,7 +1058,8 @@ fn read_only_recordings_dir_costs_no_call_and_says_why() {
     // Said at start, before any call.
     let started = log.find("recording calls").unwrap_or(log.len());
     assert!(
-        log[..started].contains("media.recordings_dir is not writable"),
+        log[..started].contains("media.recordings_dir cannot take recordings")
+            && log[..started].contains("Read-only file system"),
         "the start says the directory is not writable:\n{log}"
     );
     let (state, reason) = recording_of(&calls[0]);
