@@ -29,6 +29,12 @@ impl Default for PhoneRules {
 }
 
 impl PhoneRules {
+    /// Russia's and Kazakhstan's plan (+7, trunk 8, ten digits), where
+    /// "+8 9…" is a slip for "8 9…" (see `Plan::of`).
+    fn plus_8_is_trunk(&self) -> bool {
+        self.country_code == "7" && self.trunk_prefix == "8" && self.national_length == 10
+    }
+
     /// Rules for a country, with its usual national number length.
     pub fn new(country_code: &str, trunk_prefix: &str) -> PhoneRules {
         PhoneRules {
@@ -209,6 +215,14 @@ impl<'a> Plan<'a> {
             skip: 0,
         };
         if international {
+            // "+8 9xx …": Russia's trunk prefix written as a country code,
+            // a common slip on web forms; no country code begins 89, so
+            // it is a national mobile number (it was kept as a foreign
+            // one, and the client's lead missed their earlier deal).
+            if rules.plus_8_is_trunk() && count == 11 && plan.starts_with(b"89") {
+                plan.prefix = &rules.country_code;
+                plan.skip = 1;
+            }
             return Some(plan);
         }
         // 00 is the international call prefix almost everywhere (ITU
@@ -480,6 +494,9 @@ mod tests {
             return false;
         }
         if international {
+            if rules.plus_8_is_trunk() && out.len() == 11 && out.starts_with("89") {
+                out.replace_range(..1, &rules.country_code);
+            }
             return true;
         }
         // 00 is the international call prefix almost everywhere (ITU E.164).
@@ -658,6 +675,15 @@ mod tests {
             ("8", "7", "8", n("8")),
             ("0 30 12345678", "49", "0", n("493012345678")),
             ("0612 345 67", "45", "0", n("4561234567")),
+            // "+8 9…" written for "+7 9…" or "8 9…": no country code
+            // begins 89. Other "+8…" numbers are foreign (Vietnam's +84
+            // shares 11 digits with Moscow's 8 495 …).
+            ("+89161234567", "7", "8", n("79161234567")),
+            ("+8 (916) 123-45-67", "7", "8", n("79161234567")),
+            ("+84912345678", "7", "8", n("84912345678")),
+            ("+891612345678", "7", "8", n("891612345678")),
+            ("+89161234567", "49", "0", n("89161234567")),
+            ("+89161234567", "375", "8", n("89161234567")),
             // 8 10: Russia's and Belarus's own way abroad.
             ("810442079460922", "7", "8", n("442079460922")),
             ("8 10 1 650 555 2222", "7", "8", n("16505552222")),
