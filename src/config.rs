@@ -1897,6 +1897,7 @@ fn amo_settings(c: &mut Checker, raw: &RawCrm, plan: &CrmPlan) -> AmoSettings {
             1..101,
         ) as u32,
         utc_offset_seconds: plan.format.timezone.local_minus_utc(),
+        phone_rules: plan.format.phone_rules.clone(),
     }
 }
 
@@ -2721,6 +2722,7 @@ mod tests {
                 task_minutes: 30,
                 requests_per_second: 7,
                 utc_offset_seconds: 0,
+                phone_rules: crate::phone::PhoneRules::default(),
             })
         );
         // No secret needed: amoCRM authenticates siptrack by the token.

@@ -749,9 +749,7 @@ fn start_media(
     let problem = match std::fs::create_dir_all(&m.recordings_dir) {
         // Calls still go through; each recording will fail and say why.
         Err(e) => Some(format!("cannot create {}: {e}", m.recordings_dir.display())),
-        Ok(()) => probe_writable(&m.recordings_dir)
-            .err()
-            .map(|e| format!("cannot write in {}: {e}", m.recordings_dir.display())),
+        Ok(()) => recordings_dir_problem(&m.recordings_dir),
     };
     if let Some(p) = &problem {
         // Said once at start rather than first learnt from the first

@@ -38,6 +38,7 @@ use super::adapter::{
 };
 use super::outbox::Target;
 use super::webhook::parse_retry_after;
+use crate::phone::{normalize, Normalized, PhoneRules};
 use crate::store::outbox::DueItem;
 
 /// `[crm.amocrm]`.
@@ -64,6 +65,8 @@ pub struct AmoSettings {
     /// `crm.timezone` as seconds east of UTC: the call webhook's `date`
     /// is local time there.
     pub utc_offset_seconds: i32,
+    /// `phone.*`: how a contact's phone is compared with a lead's.
+    pub phone_rules: PhoneRules,
 }
 
 /// The stages of an item, handed back with each answer.
@@ -355,7 +358,7 @@ impl AmoSettings {
             ContactKey::Email(_) => (self.email_field_id, "EMAIL"),
         };
         let same = |v: &str| match key {
-            ContactKey::Phone(p) => same_phone(v, p),
+            ContactKey::Phone(p) => same_phone(v, p, &self.phone_rules),
             ContactKey::Email(e) => v.trim().eq_ignore_ascii_case(e),
         };
         let v: Value = serde_json::from_slice(answer).ok()?;
@@ -608,26 +611,17 @@ fn phone_key(phone: &str) -> String {
     String::from_utf8_lossy(&digits[digits.len().saturating_sub(10)..]).into_owned()
 }
 
-/// Whether two written phones are the same number: the same last ten
-/// digits (the same digits when shorter; never for fewer than seven: an
-/// extension or a short number says nothing about who it is), and what
-/// comes before them the same country: equal, missing on either side (a
-/// national number), or Russia's `7` against its trunk prefix `8`; a
-/// `00` in front is the international prefix. QA, 2026-12-02: `+1 916
-/// 123 4567` joined the contact of `+7 916 123-45-67`.
-pub fn same_phone(a: &str, b: &str) -> bool {
-    let (ka, kb) = (phone_key(a), phone_key(b));
-    if ka.len() < 7 || ka != kb {
-        return false;
+/// Whether two written phones are the same number: the same digits once
+/// siptrack's own rules (SPEC T-5, `phone.*`) have normalised both (a
+/// trunk prefix or `00` turned into the country code); never for fewer
+/// than seven digits (an extension or a short number says nothing about
+/// who it is). QA, 2026-12-02: comparing the last ten digits joined `+1
+/// 916 123 4567` to the contact of `+7 916 123-45-67`.
+pub fn same_phone(a: &str, b: &str, rules: &PhoneRules) -> bool {
+    match (normalize(a, rules), normalize(b, rules)) {
+        (Normalized::Number(x), Normalized::Number(y)) => x.len() >= 7 && x == y,
+        _ => false,
     }
-    let lead = |p: &str| {
-        let digits: String = p.chars().filter(char::is_ascii_digit).collect();
-        let head = digits[..digits.len() - ka.len()].to_string();
-        head.strip_prefix("00").map(str::to_string).unwrap_or(head)
-    };
-    let (la, lb) = (lead(a), lead(b));
-    let russian = |l: &str| l == "7" || l == "8";
-    la == lb || la.is_empty() || lb.is_empty() || (russian(&la) && russian(&lb))
 }
 
 /// What a new lead's contact is looked up by (see
@@ -1003,6 +997,7 @@ mod tests {
             task_minutes: 30,
             requests_per_second: 7,
             utc_offset_seconds: 3 * 3600,
+            phone_rules: PhoneRules::default(),
         }
     }
 
@@ -1332,7 +1327,7 @@ mod tests {
     }
 
     #[test]
-    fn phones_are_the_same_number_by_their_last_ten_digits_table() {
+    fn phones_are_the_same_number_once_normalised_table() {
         for (a, b, same) in [
             ("+79161234567", "89161234567", true),
             ("+7 (916) 123-45-67", "79161234567", true),
@@ -1349,7 +1344,7 @@ mod tests {
             ("101", "101", false),
             ("", "", false),
         ] {
-            assert_eq!(same_phone(a, b), same, "{a} {b}");
+            assert_eq!(same_phone(a, b, &PhoneRules::default()), same, "{a} {b}");
         }
     }
 

@@ -1480,13 +1480,18 @@ impl Proxy {
             // ended (QA, 2026-12-02: one 34 s after the first answer was
             // dropped, and that branch's phone was never ACKed): learnt
             // as in time, from the callee's own address only.
-            let key = dialog_key(&self.keyer, call_id, from_tag);
-            let d = self.dialogs.get_mut(&key)?;
-            if !(is_2xx && invite && d.confirmed && d.callee.sends_from(from)) {
+            let from_callee = self
+                .dialogs
+                .get(&dialog_key(&self.keyer, call_id, from_tag))
+                .is_some_and(|d| d.callee.sends_from(from));
+            if !(is_2xx && invite && from_callee) {
                 return None;
             }
-            d.learn_other_branch(msg);
-            d.is_fork(to_tag).then_some((key, true))
+            let key = self.learn_other_branch(msg)?;
+            self.dialogs
+                .get(&key)
+                .is_some_and(|d| d.is_fork(to_tag))
+                .then_some((key, true))
         });
         if let Some(d) = found.and_then(|(key, _)| self.dialogs.get_mut(&key)) {
             d.resolve_contact();
@@ -1792,6 +1797,18 @@ impl Proxy {
         }
     }
 
+    /// A 2xx to the INVITE from another branch than the dialog's (see
+    /// [`Dialog::learn_other_branch`]), once its sender is known to be
+    /// the callee: the dialog it joined, found by its Call-ID and the
+    /// caller's tag.
+    fn learn_other_branch(&mut self, msg: &Message) -> Option<DialogKey> {
+        let call_id = msg.call_id().unwrap_or_default();
+        let caller_tag = msg.tag(HeaderName::From).unwrap_or_default();
+        let key = dialog_key(&self.keyer, call_id, caller_tag);
+        self.dialogs.get_mut(&key)?.learn_other_branch(msg);
+        Some(key)
+    }
+
     /// The dialog a message with these tags belongs to (the caller's tag
     /// is its From or its To tag), and whether the caller sent it.
     fn find_dialog(&self, call_id: &[u8], ftag: &[u8], ttag: &[u8]) -> Option<(DialogKey, bool)> {
@@ -1854,12 +1871,7 @@ impl Proxy {
                 if let (Some(to), true) = (upstream, is_2xx) {
                     // A forking proxy's second answer may come after the
                     // first ended the transaction.
-                    let call_id = msg.call_id().unwrap_or_default();
-                    let caller_tag = msg.tag(HeaderName::From).unwrap_or_default();
-                    let key = dialog_key(&self.keyer, call_id, caller_tag);
-                    if let Some(d) = self.dialogs.get_mut(&key) {
-                        d.learn_other_branch(msg);
-                    }
+                    self.learn_other_branch(msg);
                     if let Some(data) = self.upstream_copy(now, msg) {
                         self.send_upstream(to, data);
                     }
