@@ -498,6 +498,7 @@ mod tests {
                 Command::Update { .. } => "update",
                 Command::Answered { .. } => "answered",
                 Command::Record { .. } => "record",
+                Command::LeftAlone { .. } => "left_alone",
                 Command::Close { .. } => "close",
             })
             .collect();

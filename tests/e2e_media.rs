@@ -125,6 +125,35 @@ fn get_metrics(st: &Siptrack) -> String {
     out
 }
 
+/// (status, hangup, recording) of a call's record, polled for at most
+/// 10 s (the database is next to the recordings directory: [`config`]).
+fn status_hangup_recording(
+    rec_dir: &std::path::Path,
+    call_id: &str,
+    st: &Siptrack,
+) -> (String, String, String) {
+    let db = format!("{}.db", rec_dir.display());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .ok()
+                .and_then(|c| {
+                    c.query_row(
+                        "SELECT status, hangup, recording FROM calls WHERE call_id = ?1",
+                        [call_id],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .ok()
+                });
+        if let Some(r) = r {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "no call record\n{}", st.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// First and last sample index louder than a quiet floor.
 fn span(x: &[f64]) -> Option<(usize, usize)> {
     let loud = |v: &f64| v.abs() > 500.0;
@@ -722,29 +751,97 @@ fn a_call_silent_for_the_rtp_timeout_is_ended_with_a_bye_to_both_sides() {
         "{}",
         bye_at_uac.text
     );
-    let db = format!("{}.db", rec_dir.display());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let row: (String, String, String) = loop {
-        let r =
-            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .ok()
-                .and_then(|c| {
-                    c.query_row(
-                        "SELECT status, hangup, recording FROM calls WHERE call_id = ?1",
-                        [&call_id],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )
-                    .ok()
-                });
-        if let Some(r) = r {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "no call record\n{}", st.log());
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let row = status_hangup_recording(&rec_dir, &call_id, &st);
     assert_eq!(
         (row.0.as_str(), row.1.as_str(), row.2.as_str()),
         ("answered", "timeout", "recorded"),
+        "{}",
+        st.log()
+    );
+}
+
+/// A re-INVITE siptrack cannot anchor (it adds a BFCP stream over TCP, as
+/// a video phone sharing its screen does) takes the media around siptrack
+/// from then on: the silence at siptrack's ports that follows must not end
+/// the call, and the recording holds the call up to the re-INVITE
+/// (`partial`). Trial, 2026-12-02: both sides got a BYE "RTP timeout"
+/// `rtp_timeout_seconds` later, and the record said `recorded`.
+#[test]
+fn a_re_invite_taking_the_media_around_siptrack_does_not_time_the_call_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec_dir = dir.path().join("recordings");
+    let base = free_ports(8);
+    let uas_port = free_port();
+    let text = config(
+        uas_port,
+        true,
+        (base, base + 7),
+        &rec_dir.display().to_string(),
+    )
+    .replace("[media]\n", "[media]\nrtp_timeout_seconds = 2\n");
+    let st = Siptrack::start(&text);
+    let caller = RtpEndpoint::bind(free_port());
+    let callee = RtpEndpoint::bind(free_port());
+    let uas = Sipp::uas("uas_bfcp.xml")
+        .port(uas_port)
+        .arg("-key")
+        .arg("rtp_port")
+        .arg(callee.port().to_string())
+        .pause_ms(500)
+        .spawn();
+    let uac = Sipp::uac("uac_bfcp.xml", st.sip_addr())
+        .calls(1)
+        .arg("-key")
+        .arg("rtp_port")
+        .arg(caller.port().to_string())
+        .pause_ms(1000)
+        .time_limit(Duration::from_secs(20))
+        .spawn();
+    let invite = wait_for(&uas, "INVITE at the UAS", |m| {
+        m.dir == Dir::Received && m.is_request("INVITE")
+    });
+    let ok = wait_for(&uac, "200 at the UAC", |m| {
+        m.dir == Dir::Received && m.is_response(200) && m.cseq_method().as_deref() == Some("INVITE")
+    });
+    let call_id = invite.call_id().expect("Call-ID");
+    // Half a second of media through siptrack before the re-INVITE.
+    let a = caller.send_tone(sdp_media_addr(body(&ok)).expect("SDP"), 440.0, 25, 1);
+    let b = callee.send_tone(sdp_media_addr(body(&invite)).expect("SDP"), 1000.0, 25, 2);
+    a.join().expect("caller tone");
+    b.join().expect("callee tone");
+    let reinvite = wait_for(&uas, "re-INVITE at the UAS", |m| {
+        m.dir == Dir::Received && m.is_request("INVITE") && m.text.contains("TCP/BFCP")
+    });
+    assert!(
+        reinvite
+            .text
+            .contains(&format!("m=audio {} ", caller.port())),
+        "the re-INVITE passes as it came\n{}",
+        reinvite.text
+    );
+    let uac_run = uac.wait();
+    let uas_run = uas.wait_at_most(Duration::from_secs(5));
+    assert_eq!(
+        uac_run.successful(),
+        1,
+        "{}\n{}\n{}",
+        uac_run.summary(),
+        uas_run.summary(),
+        st.log()
+    );
+    for (side, run) in [("caller", &uac_run), ("callee", &uas_run)] {
+        assert!(
+            !run.messages
+                .iter()
+                .any(|m| m.dir == Dir::Received && m.text.contains("RTP timeout")),
+            "siptrack hung up on the {side}\n{}",
+            run.summary()
+        );
+    }
+    let row = status_hangup_recording(&rec_dir, &call_id, &st);
+    assert_eq!(
+        (row.0.as_str(), row.1.as_str(), row.2.as_str()),
+        ("answered", "caller", "partial"),
         "{}",
         st.log()
     );

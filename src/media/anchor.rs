@@ -87,6 +87,10 @@ pub enum Command {
         call_id: Bytes,
         payloads: Payloads,
     },
+    /// A later SDP of the call could not be anchored, so its media now
+    /// goes around siptrack: no RTP timeout for it any more, and its
+    /// recording ends here.
+    LeftAlone { session: SessionId },
     /// The call ended: stop relaying, finish the recording.
     Close { session: SessionId },
 }
@@ -132,6 +136,9 @@ pub enum RecState {
     Undecided,
     /// The recorder was started: its outcome comes from the writer.
     Started,
+    /// The recorder was started, then a later SDP took the media around
+    /// siptrack: the file holds the call up to there (`partial`).
+    Cut,
     NotRecorded(NoRecording),
 }
 
@@ -180,6 +187,20 @@ fn leg_sdp(sdp: &Sdp, i: usize) -> LegSdp {
         rtcp,
         rtcp_mux: m.rtcp_mux,
         hold: sdp.is_hold(i),
+    }
+}
+
+/// The rest of the call's media is left as it comes: an SDP siptrack
+/// cannot anchor. A call anchored before has relay streams whose silence
+/// must no longer end it, and a recording that ends here.
+fn leave_alone(c: &mut Call, commands: &mut Vec<Command>) {
+    c.passthrough = true;
+    if c.streams.is_empty() {
+        return;
+    }
+    commands.push(Command::LeftAlone { session: c.session });
+    if c.recording == RecState::Started {
+        c.recording = RecState::Cut;
     }
 }
 
@@ -385,7 +406,7 @@ impl Anchor {
                 // other way round) would point the sides at each other
                 // half through siptrack: the rest of the call is left alone.
                 tracing::debug!(call_id = %String::from_utf8_lossy(call_id), error = %e, "SDP left as it came");
-                c.passthrough = true;
+                leave_alone(c, &mut self.commands);
                 if !c.decided {
                     c.decided = true;
                     let reason = NoRecording::Codec(format!("unreadable SDP ({e})"));
@@ -400,7 +421,7 @@ impl Anchor {
                 .iter()
                 .any(|m| m.port != 0 && m.proto.windows(3).any(|w| w.eq_ignore_ascii_case(b"TCP")));
         if unusable {
-            c.passthrough = true;
+            leave_alone(c, &mut self.commands);
             if !c.decided {
                 c.decided = true;
                 let reason = NoRecording::Codec("media not over UDP/RTP".into());
@@ -436,7 +457,7 @@ impl Anchor {
                 self.ports.give_back(s.caller, now);
                 self.ports.give_back(s.callee, now);
             }
-            c.passthrough = true;
+            leave_alone(c, &mut self.commands);
             if !c.decided {
                 c.decided = true;
                 let reason = match e {

@@ -411,3 +411,74 @@ fn out_of_descriptors_is_its_own_reason() {
         "out of file descriptors (raise the open files limit, ulimit -n)"
     );
 }
+
+/// A recorded call whose later SDP siptrack cannot anchor (a BFCP stream
+/// over TCP, more than four streams, an unreadable body, no ports left):
+/// that SDP passes as it came, the relay is told the media left (so its
+/// silence ends nothing), the recording is cut there, and later SDPs pass
+/// too (trial, 2026-12-02: a re-INVITE adding BFCP got the talking call
+/// hung up as "RTP timeout" and recorded as complete).
+#[test]
+fn a_later_sdp_it_cannot_anchor_leaves_the_call_alone_from_there() {
+    let bfcp = format!("{CALLER_SDP}m=application 9 TCP/BFCP *\r\na=setup:actpass\r\n");
+    let many = format!("{CALLER_SDP}{}", "m=video 6000 RTP/AVP 96\r\n".repeat(4));
+    let unreadable = format!("{CALLER_SDP}m=video six RTP/AVP 96\r\n");
+    for (name, later) in [
+        ("bfcp", bfcp.as_str()),
+        ("five streams", many.as_str()),
+        ("unreadable", unreadable.as_str()),
+    ] {
+        let mut an = anchor(true, 8);
+        invite(&mut an, Some(CALLER_SDP), true);
+        response(&mut an, "SIP/2.0 200 OK", "1 INVITE", Some(CALLEE_SDP));
+        assert!(
+            an.take_commands()
+                .any(|c| matches!(c, Command::Record { .. })),
+            "{name}: recorded at first"
+        );
+        let reinvite = |an: &mut Anchor, cseq: &str, sdp: &str| {
+            let m = msg(
+                "INVITE sip:100@10.0.0.2 SIP/2.0",
+                "ft",
+                Some("tt"),
+                cseq,
+                Some(sdp),
+            );
+            let mut p = Patch::new();
+            an.on_request(ctx(), &m, 20, &mut p);
+            out(&m, &mut p)
+        };
+        let fwd = reinvite(&mut an, "2 INVITE", later);
+        assert_eq!(body(&fwd), later, "{name}: passed as it came");
+        assert_eq!(
+            an.take_commands().collect::<Vec<_>>(),
+            [Command::LeftAlone { session: 1 }],
+            "{name}"
+        );
+        // A plain audio offer later on passes too: anchoring one half of
+        // the media again would point the sides at ports nobody relays.
+        let fwd = reinvite(&mut an, "3 INVITE", CALLER_SDP);
+        assert_eq!(body(&fwd), CALLER_SDP, "{name}");
+        assert_eq!(an.take_commands().count(), 0, "{name}");
+        assert_eq!(an.take_unrecorded().count(), 0, "{name}: it was recorded");
+        assert_eq!(an.close(b"c1@x", 30), Some(RecState::Cut), "{name}");
+    }
+    // Left alone before the answer decided anything: not recorded, and
+    // the relay still told (its streams are open).
+    let mut an = anchor(true, 8);
+    invite(&mut an, Some(CALLER_SDP), true);
+    let ok = response(
+        &mut an,
+        "SIP/2.0 183 Session Progress",
+        "1 INVITE",
+        Some(&bfcp),
+    );
+    assert_eq!(body(&ok), bfcp);
+    assert!(an
+        .take_commands()
+        .any(|c| c == Command::LeftAlone { session: 1 }));
+    assert!(matches!(
+        an.close(b"c1@x", 30),
+        Some(RecState::NotRecorded(_))
+    ));
+}

@@ -24,18 +24,23 @@ pub type Finished = Result<Summary, NoRecording>;
 
 #[derive(Default)]
 pub struct Records {
-    waiting: HashMap<String, (CallRecord, Millis)>,
+    /// (the record, its deadline, whether its recording was cut short:
+    /// `RecState::Cut`).
+    waiting: HashMap<String, (CallRecord, Millis, bool)>,
     /// Outcomes that came before their call ended (a file that could not
     /// even be created).
     early: HashMap<String, Finished>,
 }
 
-fn apply(r: &mut CallRecord, f: Finished) {
+/// The writer's outcome into the record; `cut`: the recording ended
+/// before the call did (its media left siptrack mid-call).
+fn apply(r: &mut CallRecord, f: Finished, cut: bool) {
     match f {
         Ok(s) => {
-            // Packets lost on the way to the recorder: the file does not
-            // hold the whole call, which "partial" says.
-            r.recording = if s.lost_packets > 0 {
+            // Packets lost on the way to the recorder, or media that went
+            // around siptrack: the file does not hold the whole call,
+            // which "partial" says.
+            r.recording = if s.lost_packets > 0 || cut {
                 Recording::Partial
             } else {
                 Recording::Recorded
@@ -65,17 +70,20 @@ impl Records {
                 r.recording = Recording::from(&why);
                 Some(r)
             }
-            Some(RecState::Started) => match self.early.remove(&r.call_id) {
-                Some(f) => {
-                    apply(&mut r, f);
-                    Some(r)
+            Some(s @ (RecState::Started | RecState::Cut)) => {
+                let cut = s == RecState::Cut;
+                match self.early.remove(&r.call_id) {
+                    Some(f) => {
+                        apply(&mut r, f, cut);
+                        Some(r)
+                    }
+                    None => {
+                        let deadline = now.saturating_add(WAIT_MS);
+                        self.waiting.insert(r.call_id.clone(), (r, deadline, cut));
+                        None
+                    }
                 }
-                None => {
-                    self.waiting
-                        .insert(r.call_id.clone(), (r, now.saturating_add(WAIT_MS)));
-                    None
-                }
-            },
+            }
         }
     }
 
@@ -87,8 +95,8 @@ impl Records {
     /// 500 calls/s grew by 16 MB a minute).
     pub fn finished(&mut self, call_id: &str, f: Finished, call_open: bool) -> Option<CallRecord> {
         match self.waiting.remove(call_id) {
-            Some((mut r, _)) => {
-                apply(&mut r, f);
+            Some((mut r, _, cut)) => {
+                apply(&mut r, f, cut);
                 Some(r)
             }
             None if call_open => {
@@ -109,13 +117,13 @@ impl Records {
         let due: Vec<String> = self
             .waiting
             .iter()
-            .filter(|(_, (_, d))| all || *d <= now)
+            .filter(|(_, (_, d, _))| all || *d <= now)
             .map(|(k, _)| k.clone())
             .collect();
         let mut out: Vec<CallRecord> = due
             .into_iter()
             .filter_map(|k| self.waiting.remove(&k))
-            .map(|(mut r, _)| {
+            .map(|(mut r, _, _)| {
                 r.recording = Recording::not_recorded(LATE);
                 r
             })
@@ -125,7 +133,7 @@ impl Records {
     }
 
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.waiting.values().map(|(_, d)| *d).min()
+        self.waiting.values().map(|(_, d, _)| *d).min()
     }
 
     pub fn waiting(&self) -> usize {
@@ -156,18 +164,33 @@ mod tests {
     }
 
     #[test]
-    fn a_recording_with_lost_packets_is_partial() {
-        for (lost, want) in [(0, Recording::Recorded), (3, Recording::Partial)] {
+    fn a_recording_with_lost_packets_or_cut_short_is_partial() {
+        for (lost, cut, want) in [
+            (0, false, Recording::Recorded),
+            (3, false, Recording::Partial),
+            (0, true, Recording::Partial),
+        ] {
             let mut r = record("lost");
-            apply(
-                &mut r,
-                Ok(Summary {
-                    lost_packets: lost,
-                    ..Summary::default()
-                }),
-            );
-            assert_eq!(r.recording, want, "{lost}");
+            let summary = Summary {
+                lost_packets: lost,
+                ..Summary::default()
+            };
+            apply(&mut r, Ok(summary), cut);
+            assert_eq!(r.recording, want, "{lost} {cut}");
         }
+    }
+
+    /// A recording cut short (media left siptrack mid-call) is partial
+    /// whether the writer's outcome came before the call's end or after.
+    #[test]
+    fn a_cut_recording_is_partial_either_way() {
+        let mut r = Records::default();
+        assert!(r.finished("early", Ok(Summary::default()), true).is_none());
+        let early = r.ended(record("early"), Some(RecState::Cut), 0);
+        assert_eq!(early.map(|c| c.recording), Some(Recording::Partial));
+        assert!(r.ended(record("late"), Some(RecState::Cut), 0).is_none());
+        let late = r.finished("late", Ok(Summary::default()), false);
+        assert_eq!(late.map(|c| c.recording), Some(Recording::Partial));
     }
 
     #[test]

@@ -75,9 +75,21 @@ struct Session {
     recorded: Option<usize>,
     answered: bool,
     timed_out: bool,
+    /// The call's media went around siptrack (a later SDP it could not
+    /// anchor): silence here is no sign of a dead call, so it never
+    /// times out (trial, 2026-12-02: a re-INVITE adding a BFCP stream
+    /// got a talking call hung up after `rtp_timeout_seconds`).
+    left_alone: bool,
     activity: Activity,
     relayed: u64,
     dropped_other_source: u64,
+}
+
+impl Session {
+    /// Whether the RTP timeout watches this session now.
+    fn times_out(&self) -> bool {
+        self.answered && !self.timed_out && !self.left_alone
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -173,7 +185,7 @@ impl Relay {
     pub fn next_timeout(&self) -> Option<u64> {
         self.sessions
             .values()
-            .filter(|s| s.answered && !s.timed_out)
+            .filter(|s| s.times_out())
             .filter_map(|s| s.activity.deadline(self.timeout_ms))
             .min()
     }
@@ -195,6 +207,7 @@ impl Relay {
             recorded: None,
             answered: false,
             timed_out: false,
+            left_alone: false,
             activity: Activity::new(now),
             relayed: 0,
             dropped_other_source: 0,
@@ -251,6 +264,14 @@ impl Relay {
                 s.answered = true;
                 s.activity.on_packet(now);
             }
+        }
+    }
+
+    /// The call's media no longer goes through siptrack: its silence here
+    /// ends nothing (see `Session::left_alone`).
+    pub fn leave_alone(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.left_alone = true;
         }
     }
 
@@ -322,7 +343,7 @@ impl Relay {
     /// reported once (as events).
     pub fn on_tick(&mut self, now: u64) {
         for (id, s) in &mut self.sessions {
-            if s.answered && !s.timed_out && s.activity.timed_out(now, self.timeout_ms) {
+            if s.times_out() && s.activity.timed_out(now, self.timeout_ms) {
                 s.timed_out = true;
                 self.events.push(RelayEvent::TimedOut { session: *id });
             }

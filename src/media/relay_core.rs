@@ -97,6 +97,15 @@ impl RelayCore {
                     });
                 }
             }
+            Command::LeftAlone { session } => {
+                self.relay.leave_alone(session);
+                if self.recording.remove(&session) {
+                    out.job = Some(Job::Finish {
+                        session,
+                        at_ms: Some(now),
+                    });
+                }
+            }
             Command::Close { session } => {
                 if let Some(closed) = self.relay.close(session) {
                     out.closed = closed.ports;
@@ -171,33 +180,29 @@ mod tests {
         }
     }
 
-    /// The commands of one recorded call, as a driver sees them: ports to
-    /// open, recording jobs, packets recorded only once the recording
-    /// started, ports to close and the recording finished.
-    #[test]
-    fn commands_packets_and_recording_jobs() {
-        let ports = StreamPorts {
-            caller: PortPair {
-                rtp: 30000,
-                rtcp: 30001,
-            },
-            callee: PortPair {
-                rtp: 30002,
-                rtcp: 30003,
-            },
-        };
+    const PORTS: StreamPorts = StreamPorts {
+        caller: PortPair {
+            rtp: 30000,
+            rtcp: 30001,
+        },
+        callee: PortPair {
+            rtp: 30002,
+            rtcp: 30003,
+        },
+    };
+
+    /// Session 4 open, both legs' SDP known.
+    fn opened() -> (RelayCore, Applied) {
         let mut c = RelayCore::new(60_000);
         let open = c.command(
             Command::Open {
                 session: 4,
-                streams: vec![ports],
+                streams: vec![PORTS],
                 recorded: Some(0),
                 peers: [None, None],
             },
             0,
         );
-        assert_eq!(open.opened, [30000, 30001, 30002, 30003]);
-        assert_eq!(c.stream_ports(4, 0), Some(ports));
         for (side, addr) in [
             (Side::Caller, "10.0.0.1:4000"),
             (Side::Callee, "10.0.0.2:5000"),
@@ -212,18 +217,57 @@ mod tests {
                 0,
             );
         }
+        (c, open)
+    }
+
+    fn record() -> Command {
+        Command::Record {
+            session: 4,
+            call_id: Bytes::from_static(b"c@x"),
+            payloads: Payloads::default(),
+        }
+    }
+
+    /// Media that left siptrack mid-call (`Command::LeftAlone`): the
+    /// recording is finished then, later packets are not recorded, and
+    /// the silence that follows never times the call out.
+    #[test]
+    fn a_session_left_alone_never_times_out_and_stops_recording() {
+        let (mut c, _) = opened();
+        c.command(record(), 10);
+        c.command(Command::Answered { session: 4 }, 10);
+        assert_eq!(c.next_timeout(), Some(60_010));
+        let left = c.command(Command::LeftAlone { session: 4 }, 2_000);
+        assert_eq!(
+            left.job,
+            Some(Job::Finish {
+                session: 4,
+                at_ms: Some(2_000)
+            })
+        );
+        assert_eq!(c.next_timeout(), None);
+        assert_eq!(c.tick(3_600_000), []);
+        let h = c.packet(30000, a("10.0.0.1:4000"), &RTP, 3_600_001);
+        assert_eq!(h.record, None, "the recording ended");
+        let close = c.command(Command::Close { session: 4 }, 3_600_002);
+        assert_eq!(close.closed.len(), 4);
+        assert_eq!(close.job, None, "finished once");
+    }
+
+    /// The commands of one recorded call, as a driver sees them: ports to
+    /// open, recording jobs, packets recorded only once the recording
+    /// started, ports to close and the recording finished.
+    #[test]
+    fn commands_packets_and_recording_jobs() {
+        let ports = PORTS;
+        let (mut c, open) = opened();
+        assert_eq!(open.opened, [30000, 30001, 30002, 30003]);
+        assert_eq!(c.stream_ports(4, 0), Some(ports));
         // Early media before the recording starts: relayed, not recorded.
         let h = c.packet(30000, a("10.0.0.1:4000"), &RTP, 10);
         assert_eq!(h.send, Some((30002, a("10.0.0.2:5000"))));
         assert_eq!(h.record, None);
-        let rec = c.command(
-            Command::Record {
-                session: 4,
-                call_id: Bytes::from_static(b"c@x"),
-                payloads: Payloads::default(),
-            },
-            20,
-        );
+        let rec = c.command(record(), 20);
         assert_eq!(
             rec.job,
             Some(Job::Start {

@@ -83,7 +83,7 @@ impl Endpoints {
                 self.streams.remove(session);
                 self.by_source.retain(|_, t| t.session != *session);
             }
-            Command::Answered { .. } | Command::Record { .. } => {}
+            Command::Answered { .. } | Command::Record { .. } | Command::LeftAlone { .. } => {}
         }
     }
 
