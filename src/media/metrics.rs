@@ -36,8 +36,9 @@ pub struct MediaMetrics {
     pub recording_rebases: AtomicU64,
     pub recording_other_payload_packets: AtomicU64,
     pub unrecorded_disabled: AtomicU64,
-    /// Why `media.recordings_dir` cannot take recordings, found at start
-    /// (None: it can, or recording is off).
+    /// Why `media.recordings_dir` cannot take recordings: found at start,
+    /// then what the last recording that ended said of it (None: it can,
+    /// or recording is off). See [`MediaMetrics::note_recording`].
     pub dir_problem: std::sync::Mutex<Option<String>>,
 }
 
@@ -49,6 +50,28 @@ impl MediaMetrics {
         self.unrecorded_codec.store(s.unrecorded_codec, Relaxed);
         self.unrecorded_disabled
             .store(s.unrecorded_disabled, Relaxed);
+    }
+
+    /// What a recording that ended says of the directory: a disk error
+    /// (full, read-only, gone) is the problem `/healthz` reports from now
+    /// on, a complete file clears any. Other outcomes (no media, a codec,
+    /// the size limit) say nothing of the disk. Trial, 2026-12-02: a disk
+    /// that filled up while running left `/healthz` at `ok`, and one
+    /// repaired after a bad start kept "recordings failing" until restart.
+    pub fn note_recording(
+        &self,
+        result: &Result<super::recorder::Summary, super::recorder::NoRecording>,
+    ) {
+        let problem = match result {
+            Ok(_) => None,
+            Err(super::recorder::NoRecording::Disk(e)) => {
+                Some(format!("the last recording failed: {e}"))
+            }
+            Err(_) => return,
+        };
+        if let Ok(mut slot) = self.dir_problem.lock() {
+            *slot = problem;
+        }
     }
 
     /// See `dir_problem`.

@@ -137,6 +137,12 @@ impl Recordings {
     /// Does one job; returns an outcome when a recording ended (or could
     /// not start).
     pub fn job(&mut self, job: Job) -> Option<Outcome> {
+        let outcome = self.do_job(job)?;
+        self.metrics.note_recording(&outcome.result);
+        Some(outcome)
+    }
+
+    fn do_job(&mut self, job: Job) -> Option<Outcome> {
         let metrics = &self.metrics;
         match job {
             Job::Start {
@@ -203,6 +209,7 @@ impl Recordings {
         open.sort_by_key(|(s, _)| *s);
         open.into_iter()
             .map(|(_, o)| finish(o, &self.metrics, None))
+            .inspect(|o| self.metrics.note_recording(&o.result))
             .collect()
     }
 }
@@ -570,10 +577,14 @@ mod tests {
             })
             .expect("an outcome")
         };
+        // What start-up found (say the directory was read-only then) is
+        // cleared by the first complete recording: /healthz follows.
+        *metrics.dir_problem.lock().expect("lock") = Some("cannot write in it".into());
         // Never made: the first call makes it.
         let first = call(1, b"first", &|| {});
         assert!(first.result.is_ok(), "{first:?}");
         assert!(first.file.exists());
+        assert_eq!(metrics.dir_problem(), None);
         std::fs::remove_dir_all(&dir).expect("rm -rf");
         let second = call(2, b"second", &|| {});
         assert!(second.result.is_ok(), "{second:?}");
@@ -589,6 +600,10 @@ mod tests {
             ))
         );
         assert_eq!(metrics.unrecorded_disk.load(Relaxed), 1);
+        assert_eq!(
+            metrics.dir_problem().as_deref(),
+            Some("the last recording failed: the file was deleted while the call was recorded")
+        );
         // Renamed away while recorded.
         let fourth = call(4, b"fourth", &|| {
             let from = dir.join(link::file_name(b"fourth"));
@@ -600,6 +615,11 @@ mod tests {
                 "the file was moved away while the call was recorded".into()
             ))
         );
+        assert!(metrics.dir_problem().is_some());
+        // The next complete recording clears the problem.
+        let sixth = call(6, b"sixth", &|| {});
+        assert!(sixth.result.is_ok(), "{sixth:?}");
+        assert_eq!(metrics.dir_problem(), None);
     }
 
     /// Packets a full queue lost are the call's own count: its recording
