@@ -50,7 +50,14 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<()> 
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(serve(config, config_path))
+    let result = rt.block_on(serve(config, config_path));
+    // Blocking calls into a database that hangs (a frozen PostgreSQL
+    // answers nothing, and no timeout of ours ends the thread's read) are
+    // not waited for: dropping the runtime did, and SIGTERM then waited
+    // until the database thawed (trial, 2026-12-02). What they carried is
+    // in the journal by now (`leads::pipeline`).
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
 }
 
 pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Result<()> {
@@ -167,6 +174,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     }));
     let media_metrics = Arc::new(MediaMetrics::default());
     let storage_health = Arc::new(StorageHealth::default());
+    tokio::spawn(probe_database(store.clone(), storage_health.clone()));
     tokio::spawn(watch_database_file(
         store.clone(),
         storage_health.clone(),
@@ -421,9 +429,7 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                         end.undurable
                     )),
                     Ok(Err(e)) => Err(anyhow::anyhow!("lead pipeline failed: {e}")),
-                    Err(_) => Err(anyhow::anyhow!(
-                        "lead pipeline did not finish within 30 s; calls it held may be lost"
-                    )),
+                    Err(_) => pipeline_late(&storage_health),
                 };
                 if crm_sends {
                     deliver_before_exit(&outbox_store, &outbox_progress, &clock).await;
@@ -431,6 +437,49 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                 return ended;
             }
         }
+    }
+}
+
+/// The exit when the lead pipeline did not finish in time (a database
+/// that does not answer): fine when every call event it had is in the
+/// journal (the next start replays it), an error naming what only memory
+/// held. Trial, 2026-12-02: "calls it held may be lost" was said of calls
+/// that were all in the journal.
+fn pipeline_late(health: &StorageHealth) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let journaled = health.journaled.load(Relaxed);
+    let in_memory = health.held.load(Relaxed) + health.queued.load(Relaxed);
+    if in_memory == 0 {
+        tracing::warn!(
+            calls = journaled,
+            "the database did not answer within 30 s: call events wait in the journal for the next start"
+        );
+        return Ok(());
+    }
+    Err(anyhow::anyhow!(
+        "lead pipeline did not finish within 30 s (the database does not answer): {in_memory} call events held only in memory are lost; {journaled} wait in the journal"
+    ))
+}
+
+/// How often the node looks at its database for /healthz
+/// (`probe_database`), and how long it waits for an answer.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// Looks at the database every few seconds (the CRM outbox's depth, a
+/// read every store answers) and tells /healthz and /metrics what it
+/// found: a database stopped or hung while no call ends shows there too.
+async fn probe_database(store: Store, health: Arc<StorageHealth>) {
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let problem = match tokio::time::timeout(PROBE_EVERY, store.outbox_depth()).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!(
+                "the database did not answer within {} s",
+                PROBE_EVERY.as_secs()
+            )),
+        };
+        health.set_probe(problem);
     }
 }
 
@@ -1022,6 +1071,37 @@ async fn watch_database_file(store: Store, health: Arc<StorageHealth>, database:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The exit when the lead pipeline outlived its 30 s: fine when the
+    /// journal holds every call event it had, an error naming those only
+    /// memory held.
+    #[test]
+    fn a_late_pipeline_fails_the_exit_only_for_events_not_in_the_journal() {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (journaled, held, queued, ok) in [
+            (0, 0, 0, true),
+            (12, 0, 0, true),
+            (12, 3, 0, false),
+            (0, 0, 4, false),
+        ] {
+            let h = StorageHealth::default();
+            h.journaled.store(journaled, Relaxed);
+            h.held.store(held, Relaxed);
+            h.queued.store(queued, Relaxed);
+            let got = pipeline_late(&h);
+            assert_eq!(got.is_ok(), ok, "{journaled} {held} {queued}: {got:?}");
+            if let Err(e) = got {
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!(
+                        "{} call events held only in memory",
+                        held + queued
+                    )),
+                    "{text}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn a_recordings_directory_must_be_one_siptrack_can_write_in_table() {

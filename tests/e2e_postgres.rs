@@ -368,6 +368,71 @@ fn postgresql_stopped_mid_run_costs_no_call_and_loses_nothing() {
     assert_eq!(metric(&p, "siptrack_calls_backlog"), 0);
 }
 
+/// PostgreSQL frozen (SIGSTOP: nothing answered, nothing refused) while
+/// calls end: within seconds /healthz says so and the calls are in the
+/// journal, so a crash then loses none of them; started again once the
+/// database is back, the node records each once. A SIGTERM while the
+/// database is frozen ends the process in bounded time. Trial,
+/// 2026-12-02: the calls sat in memory for the 20 s a statement may take,
+/// `kill -9` lost them without a trace, /healthz said ok meanwhile, and
+/// SIGTERM waited until the database thawed.
+#[test]
+fn postgresql_frozen_mid_run_loses_no_call_to_a_crash() {
+    let cluster = Cluster::start();
+    let url = cluster.database();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let uas_port = free_port();
+    let journal = format!(
+        "journal = \"{}\"",
+        dir.path().join("calls.journal").display()
+    );
+    let text = config(uas_port, &url, None, &journal);
+    let mut p = Siptrack::start(&text);
+    burst(&p, uas_port, 3, "89160000001");
+    p.wait_for("calls", 3, TOKEN);
+
+    let frozen = cluster.freeze();
+    burst(&p, uas_port, 5, "89160000002");
+    // Per call: its start, its answer and its end; each batch within
+    // about a second of waiting (the database's own timeout is 20 s).
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while metric(&p, "siptrack_calls_journaled") < 15 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(metric(&p, "siptrack_calls_journaled"), 15, "{}", p.log());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (status, why) = loop {
+        let (status, body) = get(api(&p), "/healthz", None);
+        if status != 200 || Instant::now() > deadline {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("storage failing"), "{why}");
+    p.kill9();
+    drop(frozen);
+
+    let mut p = Siptrack::start(&text);
+    let calls = p.wait_for("calls", 8, TOKEN);
+    let mut ids: Vec<&str> = calls.iter().filter_map(|c| c["id"].as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 8, "each call once: {calls:#?}");
+
+    let _frozen = cluster.freeze();
+    burst(&p, uas_port, 2, "89160000003");
+    let asked = Instant::now();
+    let status = p.stop(Duration::from_secs(60));
+    assert!(status.is_some(), "SIGTERM did not end it\n{}", p.log());
+    assert!(
+        asked.elapsed() < Duration::from_secs(45),
+        "SIGTERM took {:?}\n{}",
+        asked.elapsed(),
+        p.log()
+    );
+}
+
 /// A PostgreSQL that is not there at start: siptrack says which database
 /// (without the password) and why, and exits 1 instead of running without
 /// its state.

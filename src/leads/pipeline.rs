@@ -117,6 +117,9 @@ const LINGER: Duration = Duration::from_millis(5);
 /// Call news held in memory when neither the database nor the journal
 /// takes them; beyond this they are lost (counted, logged, exit code 1).
 const MAX_HELD: usize = 200_000;
+/// How long a batch may wait for the database before it goes to the
+/// journal as well ([`Pipeline::record_in_time`]).
+const DURABLE_WITHIN: Duration = Duration::from_secs(1);
 /// A queue longer than this makes /healthz answer 503.
 const BACKLOG_ALARM: u64 = 10_000;
 
@@ -134,6 +137,11 @@ pub struct StorageHealth {
     pub lost_total: AtomicU64,
     /// The database file is not the one open (replaced while running).
     file_problem: Mutex<Option<String>>,
+    /// What the node's periodic look at the database found (None: it
+    /// answered): a database that goes away while no call ends is seen
+    /// too (trial, 2026-12-02: /healthz said ok for a stopped PostgreSQL
+    /// while the API refused leads).
+    probe: Mutex<Option<String>>,
 }
 
 impl StorageHealth {
@@ -164,11 +172,25 @@ impl StorageHealth {
     }
 
     /// Why the node is not healthy, if it is not.
+    /// Sets or clears what the periodic look at the database found.
+    pub fn set_probe(&self, problem: Option<String>) {
+        if let Ok(mut p) = self.probe.lock() {
+            *p = problem;
+        }
+    }
+
+    /// Why the database is failing now, if it is: the last write's
+    /// error, else the last look's.
+    fn failing(&self) -> Option<String> {
+        let failing = self.failing.lock().ok().and_then(|f| f.clone());
+        failing.or_else(|| self.probe.lock().ok().and_then(|p| p.clone()))
+    }
+
     pub fn problem(&self) -> Option<String> {
         if let Some(p) = self.file_problem.lock().ok().and_then(|f| f.clone()) {
             return Some(p);
         }
-        let failing = self.failing.lock().ok().and_then(|f| f.clone());
+        let failing = self.failing();
         let waiting = self.backlog();
         match failing {
             Some(e) => Some(format!(
@@ -186,7 +208,7 @@ impl StorageHealth {
 
     /// Prometheus text.
     pub fn render(&self) -> String {
-        let up = u8::from(self.failing.lock().map(|f| f.is_none()).unwrap_or(false));
+        let up = u8::from(self.failing().is_none());
         format!(
             "# TYPE siptrack_storage_up gauge\nsiptrack_storage_up {up}\n\
              # TYPE siptrack_storage_errors_total counter\nsiptrack_storage_errors_total {}\n\
@@ -199,6 +221,85 @@ impl StorageHealth {
             self.lost_total.load(Ordering::Relaxed),
         )
     }
+}
+
+/// [`Pipeline::stash`] over the fields it needs, so that news can be
+/// stashed while the database is still asked for a batch
+/// ([`Pipeline::record_in_time`]): memory first (what the journal could
+/// not take before stays ahead), then all of it into the journal, else
+/// kept up to MAX_HELD and the rest counted lost.
+fn stash_into(
+    held: &mut VecDeque<CallNews>,
+    journal: Option<&mut Journal>,
+    (lost, health): (&mut u64, &StorageHealth),
+    news: Vec<CallNews>,
+) {
+    held.extend(news);
+    if let Some(j) = journal {
+        let pending: Vec<CallNews> = held.iter().cloned().collect();
+        match j.append(&pending) {
+            Ok(()) => held.clear(),
+            Err(e) => tracing::error!(
+                journal = %j.path().display(),
+                error = %e,
+                held = held.len(),
+                "journal write failed; calls held in memory"
+            ),
+        }
+    }
+    while held.len() > MAX_HELD {
+        held.pop_back();
+        *lost += 1;
+        health.lost_total.fetch_add(1, Ordering::Relaxed);
+    }
+    if *lost > 0 {
+        tracing::error!(
+            lost = *lost,
+            "calls lost: neither the database nor the journal takes them"
+        );
+    }
+}
+
+/// The log line of each call a batch recorded.
+fn log_recorded(jobs: &[Job], done: &[Recorded]) {
+    let ended = jobs.iter().filter_map(|j| match j {
+        Job::Lead(_, Some(r)) => Some(r),
+        _ => None,
+    });
+    for (r, rec) in ended.zip(done) {
+        if rec.earlier {
+            // Its end after a restart recorded it `interrupted`: the
+            // log said these values as if recorded (trial, 2026-12-02).
+            tracing::info!(
+                call_id = %Clean(&r.call_id),
+                status = r.status.as_str(),
+                duration = r.duration,
+                hangup = r.hangup.map(|h| h.as_str()).unwrap_or(""),
+                lead = rec.lead_id,
+                "call end of a call already recorded (interrupted at a restart): the record and its lead stay as they are"
+            );
+            continue;
+        }
+        tracing::info!(
+            call_id = %Clean(&r.call_id),
+            caller = %Clean(&r.info.caller),
+            dialed = %Clean(&r.info.dialed),
+            status = r.status.as_str(),
+            duration = r.duration,
+            hangup = r.hangup.map(|h| h.as_str()).unwrap_or(""),
+            lead = rec.lead_id,
+            outcome = %rec.outcome,
+            "call"
+        );
+    }
+}
+
+/// The news of a batch the database refused, in order, for the journal.
+/// The decision thread has let go of its share by now; if not, the news
+/// are copied out instead.
+fn give_back(jobs: Arc<Vec<Job>>) -> Vec<CallNews> {
+    let jobs = Arc::try_unwrap(jobs).unwrap_or_else(|shared| (*shared).clone());
+    jobs.into_iter().filter_map(news_of).collect()
 }
 
 /// Where calls go when the database does not take them.
@@ -280,50 +381,94 @@ impl Pipeline {
     ) -> Result<(), (StoreError, Vec<CallNews>)> {
         let jobs: Vec<Job> = news.into_iter().map(|n| job(n, earlier_run)).collect();
         let jobs = Arc::new(jobs);
-        let done = match self
+        match self
             .store
             .record_calls(jobs.clone(), &self.cfg.dedup, &self.status, &self.cfg.crm)
             .await
         {
-            Ok(done) => done,
-            Err(e) => {
-                // The decision thread has let go of its share by now; if
-                // not, the news are copied out instead.
-                let jobs = Arc::try_unwrap(jobs).unwrap_or_else(|shared| (*shared).clone());
-                return Err((e, jobs.into_iter().filter_map(news_of).collect()));
+            Ok(done) => {
+                log_recorded(&jobs, &done);
+                Ok(())
+            }
+            Err(e) => Err((e, give_back(jobs))),
+        }
+    }
+
+    /// A batch of this run into the database, made durable in time: one
+    /// the database has not taken within [`DURABLE_WITHIN`] (a database
+    /// that hangs rather than refuses: a frozen server, a lock held, a
+    /// lost connection; its statement timeout is 20 s) goes to the
+    /// journal meanwhile, so a crash while it waits loses nothing. The
+    /// database's answer still counts; the journal's replay then finds
+    /// those calls recorded (`Ledger::recorded_call`, open calls
+    /// inserted once, CRM requests by idempotency key). Trial,
+    /// 2026-12-02: calls that ended while PostgreSQL was frozen sat in
+    /// memory for 20 s, and a `kill -9` then lost them without a trace.
+    /// While it waits on, news that come go to the journal behind the
+    /// batch (`queue`; `open` turns false when it closes). Ok(true): the
+    /// journal has the batch as well.
+    async fn record_in_time(
+        &mut self,
+        batch: Vec<CallNews>,
+        queue: &mut mpsc::UnboundedReceiver<CallNews>,
+        open: &mut bool,
+    ) -> Result<bool, (StoreError, Vec<CallNews>)> {
+        let jobs: Arc<Vec<Job>> = Arc::new(batch.into_iter().map(|n| job(n, false)).collect());
+        let recording =
+            self.store
+                .record_calls(jobs.clone(), &self.cfg.dedup, &self.status, &self.cfg.crm);
+        tokio::pin!(recording);
+        let mut journaled = false;
+        let answer = tokio::select! {
+            answer = &mut recording => answer,
+            _ = tokio::time::sleep(DURABLE_WITHIN) => {
+                if let Some(j) = self.journal.as_mut() {
+                    let copy: Vec<CallNews> = jobs.iter().cloned().filter_map(news_of).collect();
+                    match j.append(&copy) {
+                        Ok(()) => {
+                            journaled = true;
+                            tracing::warn!(calls = copy.len(), "the database has not answered within 1 s: calls written to the journal meanwhile");
+                        }
+                        Err(e) => {
+                            tracing::error!(journal = %j.path().display(), error = %e, "journal write failed; calls wait for the database in memory");
+                        }
+                    }
+                }
+                self.gauges();
+                loop {
+                    tokio::select! {
+                        answer = &mut recording => break answer,
+                        n = queue.recv(), if journaled && *open => {
+                            let Some(n) = n else {
+                                *open = false;
+                                continue;
+                            };
+                            let mut later = vec![n];
+                            while let Ok(m) = queue.try_recv() {
+                                later.push(m);
+                            }
+                            // Behind the batch, in order.
+                            stash_into(
+                                &mut self.held,
+                                self.journal.as_mut(),
+                                (&mut self.lost, &self.health),
+                                later,
+                            );
+                            self.gauges();
+                        }
+                    }
+                }
             }
         };
-        let ended = jobs.iter().filter_map(|j| match j {
-            Job::Lead(_, Some(r)) => Some(r),
-            _ => None,
-        });
-        for (r, rec) in ended.zip(&done) {
-            if rec.earlier {
-                // Its end after a restart recorded it `interrupted`: the
-                // log said these values as if recorded (trial, 2026-12-02).
-                tracing::info!(
-                    call_id = %Clean(&r.call_id),
-                    status = r.status.as_str(),
-                    duration = r.duration,
-                    hangup = r.hangup.map(|h| h.as_str()).unwrap_or(""),
-                    lead = rec.lead_id,
-                    "call end of a call already recorded (interrupted at a restart): the record and its lead stay as they are"
-                );
-                continue;
+        match answer {
+            Ok(done) => {
+                log_recorded(&jobs, &done);
+                Ok(journaled)
             }
-            tracing::info!(
-                call_id = %Clean(&r.call_id),
-                caller = %Clean(&r.info.caller),
-                dialed = %Clean(&r.info.dialed),
-                status = r.status.as_str(),
-                duration = r.duration,
-                hangup = r.hangup.map(|h| h.as_str()).unwrap_or(""),
-                lead = rec.lead_id,
-                outcome = %rec.outcome,
-                "call"
-            );
+            // Already durable: nothing to give back.
+            Err(e) if journaled => Err((e, Vec::new())),
+            Err(e) => Err((e, give_back(jobs))),
         }
-        Ok(())
     }
 
     fn degraded(&self) -> bool {
@@ -341,30 +486,12 @@ impl Pipeline {
     /// Keeps `news` for later, behind what is already waiting: in the
     /// journal when it takes them, else in memory up to MAX_HELD.
     fn stash(&mut self, news: Vec<CallNews>) {
-        self.held.extend(news);
-        if let Some(j) = &mut self.journal {
-            let pending: Vec<CallNews> = self.held.iter().cloned().collect();
-            match j.append(&pending) {
-                Ok(()) => self.held.clear(),
-                Err(e) => tracing::error!(
-                    journal = %j.path().display(),
-                    error = %e,
-                    held = self.held.len(),
-                    "journal write failed; calls held in memory"
-                ),
-            }
-        }
-        while self.held.len() > MAX_HELD {
-            self.held.pop_back();
-            self.lost += 1;
-            self.health.lost_total.fetch_add(1, Ordering::Relaxed);
-        }
-        if self.lost > 0 {
-            tracing::error!(
-                lost = self.lost,
-                "calls lost: neither the database nor the journal takes them"
-            );
-        }
+        stash_into(
+            &mut self.held,
+            self.journal.as_mut(),
+            (&mut self.lost, &self.health),
+            news,
+        );
         self.gauges();
     }
 
@@ -467,7 +594,18 @@ pub async fn run(
     let mut last_batch: Option<Instant> = None;
     let mut last_was_full = false;
     while open || catching_up {
-        // After the queue closed (shutdown): one last try, at once.
+        // After the queue closed (shutdown): one last try, at once,
+        // unless the database failed moments ago and the journal holds
+        // every call (a hung database would hold the exit for its
+        // statement timeout again: trial, 2026-12-02).
+        if !open
+            && catching_up
+            && Instant::now() < retry_at
+            && p.held.is_empty()
+            && p.journal.is_some()
+        {
+            break;
+        }
         if catching_up && (Instant::now() >= retry_at || !open) {
             match p.catch_up().await {
                 Ok(()) => {
@@ -522,13 +660,27 @@ pub async fn run(
             p.stash(batch);
             continue;
         }
-        if let Err((e, batch)) = p.record_or_give_back(batch, false).await {
-            p.health.fail(&e.to_string());
-            tracing::error!(calls = batch.len(), error = %e, "calls not recorded yet; writing them to the journal");
-            p.stash(batch);
-            catching_up = true;
-            retry_at = Instant::now() + wait;
+        match p.record_in_time(batch, &mut news, &mut open).await {
+            Ok(false) => {}
+            // Recorded, and in the journal too: its replay (which finds
+            // them recorded) empties it.
+            Ok(true) => {
+                catching_up = true;
+                retry_at = Instant::now();
+            }
+            Err((e, batch)) => {
+                p.health.fail(&e.to_string());
+                if batch.is_empty() {
+                    tracing::error!(error = %e, "calls not recorded yet; they wait in the journal");
+                } else {
+                    tracing::error!(calls = batch.len(), error = %e, "calls not recorded yet; writing them to the journal");
+                    p.stash(batch);
+                }
+                catching_up = true;
+                retry_at = Instant::now() + wait;
+            }
         }
+        p.gauges();
     }
     p.gauges();
     let undurable = p.held.len() as u64 + p.lost;
@@ -577,6 +729,29 @@ mod tests {
             partial_recordings: Default::default(),
         };
         (tokio::spawn(run(rx, store, cfg, options)), commits)
+    }
+
+    /// What /healthz and /metrics say of the database: the last write's
+    /// error first, else what the periodic look found; either clears.
+    #[test]
+    fn a_failed_look_at_the_database_is_a_storage_problem() {
+        let h = StorageHealth::default();
+        assert_eq!(h.problem(), None);
+        assert!(h.render().contains("siptrack_storage_up 1\n"));
+        h.set_probe(Some("the database did not answer within 5 s".into()));
+        assert_eq!(
+            h.problem().as_deref(),
+            Some("storage failing (the database did not answer within 5 s); 0 call events waiting (0 in the journal, 0 in memory)")
+        );
+        assert!(h.render().contains("siptrack_storage_up 0\n"));
+        h.fail("connection refused");
+        assert!(h
+            .problem()
+            .is_some_and(|p| p.starts_with("storage failing (connection refused)")));
+        h.ok();
+        h.set_probe(None);
+        assert_eq!(h.problem(), None);
+        assert!(h.render().contains("siptrack_storage_up 1\n"));
     }
 
     /// A batch the database refused goes to the journal as it came: each
@@ -651,6 +826,81 @@ mod tests {
         // The clock is paused: the fifth batch (one news, after a full
         // one) also goes without waiting.
         assert_eq!(*commits.borrow(), 5, "commits without any time passing");
+        drop(tx);
+        assert_eq!(
+            pipeline.await.expect("pipeline"),
+            PipelineEnd { undurable: 0 }
+        );
+    }
+
+    /// A database that hangs rather than refuses (here a SQLite file
+    /// another process holds locked: the store waits its busy timeout)
+    /// does not keep a batch in memory only: within about a second it is
+    /// in the journal, so a crash then loses nothing. When the database
+    /// answers, the calls are recorded once, and the journal's replay
+    /// (which finds them recorded) empties it. Trial, 2026-12-02: with
+    /// PostgreSQL frozen, a `kill -9` lost every call of the last 20 s.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_database_gets_the_batch_journaled_within_a_second() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("calls.db");
+        let journal = dir.path().join("calls.journal");
+        let url = format!("sqlite:{}", db.display());
+        let store = Store::open_with_clock(&url, Clock::manual(1_700_000_000_000))
+            .await
+            .expect("store");
+        let cfg = Arc::new(crate::config::Config::parse("").expect("defaults").leads);
+        let options = PipelineOptions {
+            journal: Some(journal.clone()),
+            health: Default::default(),
+            partial_recordings: Default::default(),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pipeline = tokio::spawn(run(rx, store.clone(), cfg, options));
+        let ended = |id: &str| {
+            CallNews::Ended(CallRecord::interrupted(
+                id.into(),
+                CallInfo {
+                    caller: "79160000001".into(),
+                    ..CallInfo::default()
+                },
+                1_000,
+                Some(2_000),
+            ))
+        };
+        let recorded = || async { store.list_calls(10, 0).await.map_or(0, |c| c.len()) };
+        // The start-up work done, the database hangs.
+        tx.send(ended("before")).expect("send");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while recorded().await == 0 {
+            assert!(Instant::now() < deadline, "the first call never recorded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let lock = rusqlite::Connection::open(&db).expect("second connection");
+        lock.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        tx.send(start("hung")).expect("send");
+        tx.send(ended("hung")).expect("send");
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let waiting = Journal::open(&journal).expect("journal").len();
+        assert_eq!(
+            waiting, 2,
+            "both news in the journal while the database hangs"
+        );
+        // News that come while it still hangs join them.
+        tx.send(ended("later")).expect("send");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(Journal::open(&journal).expect("journal").len(), 3);
+        lock.execute_batch("COMMIT").expect("unlock");
+        drop(lock);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !Journal::open(&journal).expect("journal").is_empty() {
+            assert!(Instant::now() < deadline, "the journal was never emptied");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let calls = store.list_calls(10, 0).await.expect("calls");
+        let mut ids: Vec<&str> = calls.iter().map(|c| c.call_id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["before", "hung", "later"], "each recorded once");
         drop(tx);
         assert_eq!(
             pipeline.await.expect("pipeline"),
