@@ -415,17 +415,28 @@ impl Anchor {
                 return;
             }
         };
-        let unusable = parsed.media.len() > MAX_STREAMS
+        let unusable = if parsed.media.len() > MAX_STREAMS
             || parsed
                 .media
                 .iter()
-                .any(|m| m.port != 0 && m.proto.windows(3).any(|w| w.eq_ignore_ascii_case(b"TCP")));
-        if unusable {
+                .any(|m| m.port != 0 && m.proto.windows(3).any(|w| w.eq_ignore_ascii_case(b"TCP")))
+        {
+            Some("media not over UDP/RTP")
+        } else if (0..parsed.media.len())
+            .any(|i| parsed.media[i].port != 0 && parsed.connection_of(i).is_none())
+        {
+            // RFC 4566 5.7: a stream needs a c=, its own or the session's.
+            // Anchored, it went out with siptrack's port and still no
+            // address (trial, 2026-12-02).
+            Some("unreadable SDP (a stream without a c= line)")
+        } else {
+            None
+        };
+        if let Some(why) = unusable {
             leave_alone(c, &mut self.commands);
             if !c.decided {
                 c.decided = true;
-                let reason = NoRecording::Codec("media not over UDP/RTP".into());
-                self.not_recorded(call_id, reason);
+                self.not_recorded(call_id, NoRecording::Codec(why.into()));
             }
             return;
         }

@@ -344,6 +344,7 @@ fn an_sdp_it_cannot_read_passes_as_it_came_and_takes_no_ports() {
     // (offer, answer): the offer unreadable, or the answer.
     let bad = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio four RTP/AVP 0\r\n";
     let tcp = "v=0\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=message 9 TCP/MSRP *\r\n";
+    let no_c = "v=0\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
     let unreadable = || {
         Some(NoRecording::Codec(
             "unreadable SDP (SDP line 3: unreadable m= line)".into(),
@@ -358,6 +359,14 @@ fn an_sdp_it_cannot_read_passes_as_it_came_and_takes_no_ports() {
             Some(NoRecording::Codec("media not over UDP/RTP".into())),
         ),
         (CALLER_SDP, bad, false, unreadable()),
+        (
+            no_c,
+            CALLEE_SDP,
+            true,
+            Some(NoRecording::Codec(
+                "unreadable SDP (a stream without a c= line)".into(),
+            )),
+        ),
     ] {
         let mut an = anchor(true, 8);
         let fwd = invite(&mut an, Some(offer), true);

@@ -10,6 +10,8 @@ pub struct MediaMetrics {
     pub dropped_other_source: AtomicU64,
     pub dropped_no_destination: AtomicU64,
     pub dropped_unknown_port: AtomicU64,
+    /// Datagrams longer than the relay's 2 KiB slots (cut by the receive).
+    pub dropped_oversized: AtomicU64,
     /// Relayed packets whose `send_to` failed (unreachable address, full buffer).
     pub send_errors: AtomicU64,
     pub active_sessions: AtomicU64,
@@ -107,6 +109,7 @@ impl MediaMetrics {
                 ("reason=\"other_source\"", g(&self.dropped_other_source)),
                 ("reason=\"no_destination\"", g(&self.dropped_no_destination)),
                 ("reason=\"unknown_port\"", g(&self.dropped_unknown_port)),
+                ("reason=\"oversized\"", g(&self.dropped_oversized)),
             ],
         );
         line(

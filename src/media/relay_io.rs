@@ -310,6 +310,12 @@ impl RelayThread {
             let Some((data, src)) = batch.get(i) else {
                 continue;
             };
+            if batch.is_cut(i) {
+                // Longer than any RTP this relay carries: relaying its
+                // first 2 KiB would hand the far side a broken packet.
+                self.metrics.dropped_oversized.fetch_add(1, Relaxed);
+                continue;
+            }
             let h = self.core.packet(port, src, data, now);
             if let Some((out, to)) = h.send {
                 if let Some(s) = self.sockets.get(&out) {
