@@ -307,6 +307,11 @@ fn client_config(url: &str) -> Result<postgres::Config, StoreError> {
         reason: e.to_string(),
     })?;
     config.connect_timeout(Duration::from_secs(5));
+    // PostgreSQL's remarks ("relation … already exists, skipping", from
+    // the migrations' IF NOT EXISTS at every start) go to the debug log:
+    // the driver logged them at INFO, on the stderr of `siptrack leads`,
+    // a command that only reads (trial, 2026-12-02).
+    config.notice_callback(|n| tracing::debug!(notice = %n.message(), "PostgreSQL notice"));
     Ok(config)
 }
 
