@@ -32,15 +32,24 @@ pub struct Records {
     early: HashMap<String, Finished>,
 }
 
+/// Packets of a codec the recorder does not decode (G.722 after a
+/// re-INVITE switched to it, G.729) beyond which a recording that has
+/// audio besides says `partial`: half a second at 20 ms a packet, so a
+/// stray packet of another type does not.
+const UNDECODED_PARTIAL: u64 = 25;
+
 /// The writer's outcome into the record; `cut`: the recording ended
 /// before the call did (its media left siptrack mid-call).
 fn apply(r: &mut CallRecord, f: Finished, cut: bool) {
     match f {
         Ok(s) => {
-            // Packets lost on the way to the recorder, or media that went
-            // around siptrack: the file does not hold the whole call,
-            // which "partial" says.
-            r.recording = if s.lost_packets > 0 || cut {
+            // Packets lost on the way to the recorder, media that went
+            // around siptrack, or a stretch in a codec the recorder does
+            // not decode (silence in the file; trial, 2026-12-02: a call
+            // switched to G.722 said `recorded`): the file does not hold
+            // the whole call, which "partial" says.
+            let undecoded = s.unsupported_packets > UNDECODED_PARTIAL;
+            r.recording = if s.lost_packets > 0 || cut || undecoded {
                 Recording::Partial
             } else {
                 Recording::Recorded
@@ -164,19 +173,22 @@ mod tests {
     }
 
     #[test]
-    fn a_recording_with_lost_packets_or_cut_short_is_partial() {
-        for (lost, cut, want) in [
-            (0, false, Recording::Recorded),
-            (3, false, Recording::Partial),
-            (0, true, Recording::Partial),
+    fn a_recording_with_lost_packets_cut_short_or_undecoded_is_partial() {
+        for (lost, cut, undecoded, want) in [
+            (0, false, 0, Recording::Recorded),
+            (3, false, 0, Recording::Partial),
+            (0, true, 0, Recording::Partial),
+            (0, false, 25, Recording::Recorded),
+            (0, false, 26, Recording::Partial),
         ] {
             let mut r = record("lost");
             let summary = Summary {
                 lost_packets: lost,
+                unsupported_packets: undecoded,
                 ..Summary::default()
             };
             apply(&mut r, Ok(summary), cut);
-            assert_eq!(r.recording, want, "{lost} {cut}");
+            assert_eq!(r.recording, want, "{lost} {cut} {undecoded}");
         }
     }
 
