@@ -260,6 +260,29 @@ fn stash_into(
     }
 }
 
+/// Where news wait while the journal is replayed: beside it.
+fn spill_path(journal: &std::path::Path) -> PathBuf {
+    let mut name = journal.as_os_str().to_owned();
+    name.push(".next");
+    PathBuf::from(name)
+}
+
+/// The spill journal's entries appended to the journal (an earlier run
+/// ended during a replay), then the spill emptied. Appended twice after a
+/// crash in between: recorded once all the same (by Call-ID).
+fn merge_spill(journal: &mut Journal, spill: &mut Journal) {
+    if spill.is_empty() {
+        return;
+    }
+    let moved = spill
+        .read_all()
+        .and_then(|entries| journal.append(&entries))
+        .and_then(|()| spill.clear());
+    if let Err(e) = moved {
+        tracing::error!(journal = %spill.path().display(), error = %e, "cannot move the spill journal into the journal; its calls wait for the next start");
+    }
+}
+
 /// The log line of each call a batch recorded.
 fn log_recorded(jobs: &[Job], done: &[Recorded]) {
     let ended = jobs.iter().filter_map(|j| match j {
@@ -495,6 +518,21 @@ impl Pipeline {
         self.gauges();
     }
 
+    /// Whether the database answers a read within [`DURABLE_WITHIN`]:
+    /// asked before a replay, which would otherwise hold the news that
+    /// come meanwhile in memory for as long as a hung database takes to
+    /// fail (its statement timeout, 20 s). Not answering, the replay
+    /// waits and the news go on into the journal.
+    async fn answers_soon(&self) -> Result<(), StoreError> {
+        match tokio::time::timeout(DURABLE_WITHIN, self.store.outbox_depth()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StoreError::Thread(
+                "the database did not answer within 1 s".into(),
+            )),
+        }
+    }
+
     /// Moves what waits (journal, then memory) into the database.
     async fn catch_up(&mut self) -> Result<(), StoreError> {
         if let Some(j) = &self.journal {
@@ -562,13 +600,20 @@ pub async fn run(
     cfg: Arc<LeadsConfig>,
     opts: PipelineOptions,
 ) -> PipelineEnd {
-    let journal = opts.journal.as_ref().and_then(|path| match Journal::open(path) {
+    let mut journal = opts.journal.as_ref().and_then(|path| match Journal::open(path) {
         Ok(j) => Some(j),
         Err(e) => {
             tracing::error!(journal = %path.display(), error = %e, "journal unreadable; calls the database refuses are held in memory only");
             None
         }
     });
+    let mut spill = journal
+        .as_ref()
+        .and_then(|j| Journal::open(&spill_path(j.path())).ok());
+    // What came while an earlier run replayed its journal goes behind it.
+    if let (Some(j), Some(sp)) = (journal.as_mut(), spill.as_mut()) {
+        merge_spill(j, sp);
+    }
     if let Some(j) = journal.as_ref().filter(|j| !j.is_empty()) {
         tracing::warn!(journal = %j.path().display(), calls = j.len(), "an earlier run left calls in the journal; replaying them");
     }
@@ -607,9 +652,72 @@ pub async fn run(
             break;
         }
         if catching_up && (Instant::now() >= retry_at || !open) {
-            match p.catch_up().await {
+            // After a failure only: at start nothing says the database
+            // might hang, and the first news should not wait for a read.
+            let answers = if open && p.health.failing().is_some() {
+                p.answers_soon().await
+            } else {
+                Ok(())
+            };
+            let caught_up = match answers {
                 Ok(()) => {
-                    catching_up = false;
+                    // News that come during the replay go to the spill
+                    // journal beside it: the replay may wait on the
+                    // database as long as a write may (trial,
+                    // 2026-12-02), and the journal itself is emptied when
+                    // the replay is done.
+                    let health = p.health.clone();
+                    let mut unspilled = Vec::new();
+                    let caught_up = {
+                        let replay = p.catch_up();
+                        tokio::pin!(replay);
+                        loop {
+                            tokio::select! {
+                                r = &mut replay => break r,
+                                n = news.recv(), if open => {
+                                    let Some(n) = n else {
+                                        open = false;
+                                        continue;
+                                    };
+                                    let mut later = vec![n];
+                                    while let Ok(m) = news.try_recv() {
+                                        later.push(m);
+                                    }
+                                    match spill.as_mut().filter(|_| unspilled.is_empty()).map(|sp| sp.append(&later)) {
+                                        Some(Ok(())) => {
+                                            health.journaled.fetch_add(later.len() as u64, Ordering::Relaxed);
+                                        }
+                                        _ => unspilled.extend(later),
+                                    }
+                                }
+                            }
+                        }
+                    };
+                    // Behind what the replay left, in order.
+                    if let Some(sp) = spill.as_mut().filter(|sp| !sp.is_empty()) {
+                        match sp.read_all() {
+                            Ok(entries) => {
+                                p.stash(entries);
+                                if let Err(e) = sp.clear() {
+                                    tracing::error!(journal = %sp.path().display(), error = %e, "cannot empty the spill journal");
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(journal = %sp.path().display(), error = %e, "spill journal unreadable; its calls wait for the next start")
+                            }
+                        }
+                    }
+                    if !unspilled.is_empty() {
+                        p.stash(unspilled);
+                    }
+                    caught_up
+                }
+                Err(e) => Err(e),
+            };
+            match caught_up {
+                Ok(()) => {
+                    // What came during the replay waits in the journal now.
+                    catching_up = p.degraded();
                     wait = Duration::from_millis(100);
                     p.health.ok();
                 }
@@ -729,6 +837,112 @@ mod tests {
             partial_recordings: Default::default(),
         };
         (tokio::spawn(run(rx, store, cfg, options)), commits)
+    }
+
+    /// The database still hanging when the journal's replay starts: news
+    /// that come during the replay go to the spill journal beside it
+    /// within a second (not into memory for the replay's whole wait), and
+    /// into the journal behind what the replay leaves; in the end every
+    /// call is recorded once and both files are empty.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn news_during_a_hung_replay_are_spilled_to_disk() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("calls.db");
+        let journal = dir.path().join("calls.journal");
+        let spill = spill_path(&journal);
+        let url = format!("sqlite:{}", db.display());
+        let store = Store::open_with_clock(&url, Clock::manual(1_700_000_000_000))
+            .await
+            .expect("store");
+        let cfg = Arc::new(crate::config::Config::parse("").expect("defaults").leads);
+        let health: Arc<StorageHealth> = Default::default();
+        let options = PipelineOptions {
+            journal: Some(journal.clone()),
+            health: health.clone(),
+            partial_recordings: Default::default(),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pipeline = tokio::spawn(run(rx, store.clone(), cfg, options));
+        let ended = |id: &str| {
+            CallNews::Ended(CallRecord::interrupted(
+                id.into(),
+                CallInfo::default(),
+                1_000,
+                Some(2_000),
+            ))
+        };
+        let recorded = || async { store.list_calls(10, 0).await.map_or(0, |c| c.len()) };
+        tx.send(ended("before")).expect("send");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while recorded().await == 0 {
+            assert!(Instant::now() < deadline, "the first call never recorded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let lock = rusqlite::Connection::open(&db).expect("second connection");
+        lock.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        tx.send(ended("hung")).expect("send");
+        // The write gives up after SQLite's busy wait (10 s); the replay
+        // then starts and waits as long.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while health.problem().is_none() {
+            assert!(Instant::now() < deadline, "the write never failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tx.send(ended("during")).expect("send");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(
+            Journal::open(&spill).expect("spill").len(),
+            1,
+            "on disk while the replay waits"
+        );
+        lock.execute_batch("COMMIT").expect("unlock");
+        drop(lock);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while recorded().await < 3 {
+            assert!(Instant::now() < deadline, "not every call recorded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Journal::open(&journal).expect("journal").is_empty() {
+            assert!(Instant::now() < deadline, "the journal was never emptied");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(Journal::open(&spill).expect("spill").is_empty());
+        let calls = store.list_calls(10, 0).await.expect("calls");
+        let mut ids: Vec<&str> = calls.iter().map(|c| c.call_id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["before", "during", "hung"], "each recorded once");
+        drop(tx);
+        assert_eq!(
+            pipeline.await.expect("pipeline"),
+            PipelineEnd { undurable: 0 }
+        );
+    }
+
+    /// A run that ended during a replay left news in the spill journal:
+    /// the next start puts them behind the journal's, in order.
+    #[test]
+    fn a_spill_left_by_an_earlier_run_goes_behind_the_journal() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("calls.journal");
+        let mut j = Journal::open(&path).expect("journal");
+        j.append(&[start("first")]).expect("append");
+        let mut sp = Journal::open(&spill_path(&path)).expect("spill");
+        sp.append(&[start("second"), start("third")])
+            .expect("append");
+        let mut sp = Journal::open(&spill_path(&path)).expect("spill again");
+        merge_spill(&mut j, &mut sp);
+        assert_eq!(
+            Journal::open(&path)
+                .expect("journal")
+                .read_all()
+                .expect("read"),
+            [start("first"), start("second"), start("third")]
+        );
+        assert!(sp.is_empty());
+        assert!(!spill_path(&path).exists());
+        assert_eq!(spill_path(&path), dir.path().join("calls.journal.next"));
     }
 
     /// What /healthz and /metrics say of the database: the last write's
