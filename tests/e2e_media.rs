@@ -678,8 +678,24 @@ fn record_calls_false_passes_sdp_byte_for_byte_and_opens_no_media_port() {
     assert!(!rec_dir.exists(), "no recordings directory made");
 }
 
-#[test]
-fn a_call_silent_for_the_rtp_timeout_is_ended_with_a_bye_to_both_sides() {
+/// A recorded call with `rtp_timeout_seconds = 2`, the callee answering
+/// after 0.5 s: siptrack between SIPp `uac` (its `-d` pause
+/// `uac_pause_ms`) and `uas`, each side's RTP endpoint sending half a
+/// second of tone through siptrack once the call is up. Returns when the
+/// tones are sent.
+struct TimedCall {
+    _dir: tempfile::TempDir,
+    rec_dir: std::path::PathBuf,
+    st: Siptrack,
+    caller: RtpEndpoint,
+    uas: SippProcess,
+    uac: SippProcess,
+    call_id: String,
+    /// When the last tone packet left: silence both ways from here.
+    silent_from: Instant,
+}
+
+fn timed_call(uas: &str, uac: &str, uac_pause_ms: Option<u64>) -> TimedCall {
     let dir = tempfile::tempdir().expect("tempdir");
     let rec_dir = dir.path().join("recordings");
     let base = free_ports(8);
@@ -694,20 +710,23 @@ fn a_call_silent_for_the_rtp_timeout_is_ended_with_a_bye_to_both_sides() {
     let st = Siptrack::start(&text);
     let caller = RtpEndpoint::bind(free_port());
     let callee = RtpEndpoint::bind(free_port());
-    let uas = Sipp::uas("uas_media.xml")
+    let uas = Sipp::uas(uas)
         .port(uas_port)
         .arg("-key")
         .arg("rtp_port")
         .arg(callee.port().to_string())
         .pause_ms(500)
         .spawn();
-    let uac = Sipp::uac("uac_media_timeout.xml", st.sip_addr())
+    let mut uac = Sipp::uac(uac, st.sip_addr())
         .calls(1)
         .arg("-key")
         .arg("rtp_port")
         .arg(caller.port().to_string())
-        .time_limit(Duration::from_secs(20))
-        .spawn();
+        .time_limit(Duration::from_secs(20));
+    if let Some(ms) = uac_pause_ms {
+        uac = uac.pause_ms(ms);
+    }
+    let uac = uac.spawn();
     let invite = wait_for(&uas, "INVITE at the UAS", |m| {
         m.dir == Dir::Received && m.is_request("INVITE")
     });
@@ -715,12 +734,35 @@ fn a_call_silent_for_the_rtp_timeout_is_ended_with_a_bye_to_both_sides() {
         m.dir == Dir::Received && m.is_response(200) && m.cseq_method().as_deref() == Some("INVITE")
     });
     let call_id = invite.call_id().expect("Call-ID");
-    // Half a second of media, then silence both ways.
     let a = caller.send_tone(sdp_media_addr(body(&ok)).expect("SDP"), 440.0, 25, 1);
     let b = callee.send_tone(sdp_media_addr(body(&invite)).expect("SDP"), 1000.0, 25, 2);
     let (_, a_end) = a.join().expect("caller tone");
     let (_, b_end) = b.join().expect("callee tone");
-    let silent_from = a_end.max(b_end);
+    TimedCall {
+        _dir: dir,
+        rec_dir,
+        st,
+        caller,
+        uas,
+        uac,
+        call_id,
+        silent_from: a_end.max(b_end),
+    }
+}
+
+#[test]
+fn a_call_silent_for_the_rtp_timeout_is_ended_with_a_bye_to_both_sides() {
+    // Half a second of media, then silence both ways.
+    let TimedCall {
+        _dir,
+        rec_dir,
+        st,
+        uas,
+        uac,
+        call_id,
+        silent_from,
+        ..
+    } = timed_call("uas_media.xml", "uac_media_timeout.xml", None);
     let bye_at_uac = wait_for(&uac, "BYE at the UAC", |m| {
         m.dir == Dir::Received && m.is_request("BYE")
     });
@@ -768,47 +810,17 @@ fn a_call_silent_for_the_rtp_timeout_is_ended_with_a_bye_to_both_sides() {
 /// `rtp_timeout_seconds` later, and the record said `recorded`.
 #[test]
 fn a_re_invite_taking_the_media_around_siptrack_does_not_time_the_call_out() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rec_dir = dir.path().join("recordings");
-    let base = free_ports(8);
-    let uas_port = free_port();
-    let text = config(
-        uas_port,
-        true,
-        (base, base + 7),
-        &rec_dir.display().to_string(),
-    )
-    .replace("[media]\n", "[media]\nrtp_timeout_seconds = 2\n");
-    let st = Siptrack::start(&text);
-    let caller = RtpEndpoint::bind(free_port());
-    let callee = RtpEndpoint::bind(free_port());
-    let uas = Sipp::uas("uas_bfcp.xml")
-        .port(uas_port)
-        .arg("-key")
-        .arg("rtp_port")
-        .arg(callee.port().to_string())
-        .pause_ms(500)
-        .spawn();
-    let uac = Sipp::uac("uac_bfcp.xml", st.sip_addr())
-        .calls(1)
-        .arg("-key")
-        .arg("rtp_port")
-        .arg(caller.port().to_string())
-        .pause_ms(1000)
-        .time_limit(Duration::from_secs(20))
-        .spawn();
-    let invite = wait_for(&uas, "INVITE at the UAS", |m| {
-        m.dir == Dir::Received && m.is_request("INVITE")
-    });
-    let ok = wait_for(&uac, "200 at the UAC", |m| {
-        m.dir == Dir::Received && m.is_response(200) && m.cseq_method().as_deref() == Some("INVITE")
-    });
-    let call_id = invite.call_id().expect("Call-ID");
     // Half a second of media through siptrack before the re-INVITE.
-    let a = caller.send_tone(sdp_media_addr(body(&ok)).expect("SDP"), 440.0, 25, 1);
-    let b = callee.send_tone(sdp_media_addr(body(&invite)).expect("SDP"), 1000.0, 25, 2);
-    a.join().expect("caller tone");
-    b.join().expect("callee tone");
+    let TimedCall {
+        _dir,
+        rec_dir,
+        st,
+        caller,
+        uas,
+        uac,
+        call_id,
+        ..
+    } = timed_call("uas_bfcp.xml", "uac_bfcp.xml", Some(1000));
     let reinvite = wait_for(&uas, "re-INVITE at the UAS", |m| {
         m.dir == Dir::Received && m.is_request("INVITE") && m.text.contains("TCP/BFCP")
     });

@@ -839,17 +839,24 @@ mod tests {
         (tokio::spawn(run(rx, store, cfg, options)), commits)
     }
 
-    /// The database still hanging when the journal's replay starts: news
-    /// that come during the replay go to the spill journal beside it
-    /// within a second (not into memory for the replay's whole wait), and
-    /// into the journal behind what the replay leaves; in the end every
-    /// call is recorded once and both files are empty.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn news_during_a_hung_replay_are_spilled_to_disk() {
+    /// The pipeline on a SQLite file with a journal, its first call
+    /// recorded (start-up done), and that file locked by a second
+    /// connection (`BEGIN EXCLUSIVE`): a database that hangs, as the
+    /// store waits out SQLite's busy timeout (10 s).
+    struct Hung {
+        _dir: tempfile::TempDir,
+        journal: PathBuf,
+        store: Store,
+        health: Arc<StorageHealth>,
+        tx: mpsc::UnboundedSender<CallNews>,
+        pipeline: tokio::task::JoinHandle<PipelineEnd>,
+        lock: rusqlite::Connection,
+    }
+
+    async fn hung_database() -> Hung {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = dir.path().join("calls.db");
         let journal = dir.path().join("calls.journal");
-        let spill = spill_path(&journal);
         let url = format!("sqlite:{}", db.display());
         let store = Store::open_with_clock(&url, Clock::manual(1_700_000_000_000))
             .await
@@ -863,61 +870,101 @@ mod tests {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let pipeline = tokio::spawn(run(rx, store.clone(), cfg, options));
-        let ended = |id: &str| {
-            CallNews::Ended(CallRecord::interrupted(
-                id.into(),
-                CallInfo::default(),
-                1_000,
-                Some(2_000),
-            ))
-        };
-        let recorded = || async { store.list_calls(10, 0).await.map_or(0, |c| c.len()) };
         tx.send(ended("before")).expect("send");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while recorded().await == 0 {
+        while recorded(&store).await.is_empty() {
             assert!(Instant::now() < deadline, "the first call never recorded");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let lock = rusqlite::Connection::open(&db).expect("second connection");
         lock.execute_batch("BEGIN EXCLUSIVE").expect("lock");
-        tx.send(ended("hung")).expect("send");
+        Hung {
+            _dir: dir,
+            journal,
+            store,
+            health,
+            tx,
+            pipeline,
+            lock,
+        }
+    }
+
+    impl Hung {
+        /// Lets the database go on, waits until `want` calls are recorded
+        /// and the journal and its spill are empty, and ends the pipeline.
+        async fn release(self, want: &[&str]) {
+            self.lock.execute_batch("COMMIT").expect("unlock");
+            drop(self.lock);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while recorded(&self.store).await.len() < want.len()
+                || !Journal::open(&self.journal).expect("journal").is_empty()
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "not every call recorded, or the journal kept"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(Journal::open(&spill_path(&self.journal))
+                .expect("spill")
+                .is_empty());
+            assert_eq!(recorded(&self.store).await, want, "each recorded once");
+            drop(self.tx);
+            assert_eq!(
+                self.pipeline.await.expect("pipeline"),
+                PipelineEnd { undurable: 0 }
+            );
+        }
+    }
+
+    fn ended(id: &str) -> CallNews {
+        CallNews::Ended(CallRecord::interrupted(
+            id.into(),
+            CallInfo {
+                caller: "79160000001".into(),
+                ..CallInfo::default()
+            },
+            1_000,
+            Some(2_000),
+        ))
+    }
+
+    /// The Call-IDs recorded, sorted.
+    async fn recorded(store: &Store) -> Vec<String> {
+        let mut ids: Vec<String> = store
+            .list_calls(10, 0)
+            .await
+            .map(|c| c.into_iter().map(|c| c.call_id).collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The database still hanging when the journal's replay starts: news
+    /// that come during the replay go to the spill journal beside it
+    /// within a second (not into memory for the replay's whole wait), and
+    /// into the journal behind what the replay leaves; in the end every
+    /// call is recorded once and both files are empty.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn news_during_a_hung_replay_are_spilled_to_disk() {
+        let h = hung_database().await;
+        h.tx.send(ended("hung")).expect("send");
         // The write gives up after SQLite's busy wait (10 s); the replay
         // then starts and waits as long.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while health.problem().is_none() {
+        while h.health.problem().is_none() {
             assert!(Instant::now() < deadline, "the write never failed");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        tx.send(ended("during")).expect("send");
+        h.tx.send(ended("during")).expect("send");
         tokio::time::sleep(Duration::from_millis(700)).await;
         assert_eq!(
-            Journal::open(&spill).expect("spill").len(),
+            Journal::open(&spill_path(&h.journal)).expect("spill").len(),
             1,
             "on disk while the replay waits"
         );
-        lock.execute_batch("COMMIT").expect("unlock");
-        drop(lock);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while recorded().await < 3 {
-            assert!(Instant::now() < deadline, "not every call recorded");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !Journal::open(&journal).expect("journal").is_empty() {
-            assert!(Instant::now() < deadline, "the journal was never emptied");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(Journal::open(&spill).expect("spill").is_empty());
-        let calls = store.list_calls(10, 0).await.expect("calls");
-        let mut ids: Vec<&str> = calls.iter().map(|c| c.call_id.as_str()).collect();
-        ids.sort_unstable();
-        assert_eq!(ids, ["before", "during", "hung"], "each recorded once");
-        drop(tx);
-        assert_eq!(
-            pipeline.await.expect("pipeline"),
-            PipelineEnd { undurable: 0 }
-        );
+        h.release(&["before", "during", "hung"]).await;
     }
 
     /// A run that ended during a replay left news in the spill journal:
@@ -1056,70 +1103,20 @@ mod tests {
     /// PostgreSQL frozen, a `kill -9` lost every call of the last 20 s.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hung_database_gets_the_batch_journaled_within_a_second() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = dir.path().join("calls.db");
-        let journal = dir.path().join("calls.journal");
-        let url = format!("sqlite:{}", db.display());
-        let store = Store::open_with_clock(&url, Clock::manual(1_700_000_000_000))
-            .await
-            .expect("store");
-        let cfg = Arc::new(crate::config::Config::parse("").expect("defaults").leads);
-        let options = PipelineOptions {
-            journal: Some(journal.clone()),
-            health: Default::default(),
-            partial_recordings: Default::default(),
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let pipeline = tokio::spawn(run(rx, store.clone(), cfg, options));
-        let ended = |id: &str| {
-            CallNews::Ended(CallRecord::interrupted(
-                id.into(),
-                CallInfo {
-                    caller: "79160000001".into(),
-                    ..CallInfo::default()
-                },
-                1_000,
-                Some(2_000),
-            ))
-        };
-        let recorded = || async { store.list_calls(10, 0).await.map_or(0, |c| c.len()) };
-        // The start-up work done, the database hangs.
-        tx.send(ended("before")).expect("send");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while recorded().await == 0 {
-            assert!(Instant::now() < deadline, "the first call never recorded");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let lock = rusqlite::Connection::open(&db).expect("second connection");
-        lock.execute_batch("BEGIN EXCLUSIVE").expect("lock");
-        tx.send(start("hung")).expect("send");
-        tx.send(ended("hung")).expect("send");
+        let h = hung_database().await;
+        h.tx.send(start("hung")).expect("send");
+        h.tx.send(ended("hung")).expect("send");
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        let waiting = Journal::open(&journal).expect("journal").len();
+        let waiting = Journal::open(&h.journal).expect("journal").len();
         assert_eq!(
             waiting, 2,
             "both news in the journal while the database hangs"
         );
         // News that come while it still hangs join them.
-        tx.send(ended("later")).expect("send");
+        h.tx.send(ended("later")).expect("send");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(Journal::open(&journal).expect("journal").len(), 3);
-        lock.execute_batch("COMMIT").expect("unlock");
-        drop(lock);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !Journal::open(&journal).expect("journal").is_empty() {
-            assert!(Instant::now() < deadline, "the journal was never emptied");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let calls = store.list_calls(10, 0).await.expect("calls");
-        let mut ids: Vec<&str> = calls.iter().map(|c| c.call_id.as_str()).collect();
-        ids.sort_unstable();
-        assert_eq!(ids, ["before", "hung", "later"], "each recorded once");
-        drop(tx);
-        assert_eq!(
-            pipeline.await.expect("pipeline"),
-            PipelineEnd { undurable: 0 }
-        );
+        assert_eq!(Journal::open(&h.journal).expect("journal").len(), 3);
+        h.release(&["before", "hung", "later"]).await;
     }
 
     /// A journal holding an earlier run's call start and, behind it, a

@@ -187,7 +187,7 @@ impl MediaMetrics {
         line(
             "siptrack_recordings_dir_usable",
             "gauge",
-            "1 when media.recordings_dir took a file at start (0: calls go through unrecorded)",
+            "1 when media.recordings_dir takes recordings: checked at start, then what the last recording that ended or failed said (0: calls go through unrecorded)",
             &[("", u64::from(self.dir_problem().is_none()))],
         );
         out

@@ -193,6 +193,11 @@ impl<W: Write + Seek> Recorder<W> {
         })
     }
 
+    /// Why writing failed, once it has (the file holds what came before).
+    pub fn failed(&self) -> Option<&NoRecording> {
+        self.summary.failed.as_ref()
+    }
+
     /// One relayed RTP packet from `side`, `now_ms` after the recording started.
     pub fn on_rtp(&mut self, side: Side, packet: &[u8], now_ms: u64) {
         let Ok(p) = RtpPacket::parse(packet) else {

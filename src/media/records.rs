@@ -56,9 +56,20 @@ fn apply(r: &mut CallRecord, f: Finished, cut: bool) {
             };
             r.dtmf = s.dtmf;
         }
+        // The media went around siptrack before any packet reached the
+        // recorder: "no media received" read as a silent call (QA,
+        // 2026-12-02).
+        Err(NoRecording::NoMedia) if cut => {
+            r.recording = Recording::not_recorded(LEFT_BEFORE_MEDIA);
+        }
         Err(e) => r.recording = Recording::from(&e),
     }
 }
+
+/// Reason given when a call's media left siptrack (a later SDP it could
+/// not anchor) before any of it was recorded.
+pub const LEFT_BEFORE_MEDIA: &str =
+    "the media went around siptrack (a later SDP it could not anchor) before any reached it";
 
 impl Records {
     /// A call ended; `state` is what the media phase knew (`None`: it did
@@ -203,6 +214,22 @@ mod tests {
         assert!(r.ended(record("late"), Some(RecState::Cut), 0).is_none());
         let late = r.finished("late", Ok(Summary::default()), false);
         assert_eq!(late.map(|c| c.recording), Some(Recording::Partial));
+        // Nothing had reached the recorder by then.
+        assert!(r.ended(record("none"), Some(RecState::Cut), 0).is_none());
+        let none = r.finished("none", Err(NoRecording::NoMedia), false);
+        assert_eq!(
+            none.map(|c| c.recording),
+            Some(Recording::not_recorded(LEFT_BEFORE_MEDIA))
+        );
+        // Without the cut it is a silent call.
+        assert!(r
+            .ended(record("silent"), Some(RecState::Started), 0)
+            .is_none());
+        let silent = r.finished("silent", Err(NoRecording::NoMedia), false);
+        assert_eq!(
+            silent.map(|c| c.recording),
+            Some(Recording::not_recorded("no media received"))
+        );
     }
 
     #[test]

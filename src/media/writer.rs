@@ -111,6 +111,8 @@ struct Open {
     path: PathBuf,
     started_ms: u64,
     recorder: Recorder<BufWriter<File>>,
+    /// Its write failure went to `/healthz` already.
+    failure_told: bool,
 }
 
 /// Every open recording file of a node, by session: what the writer
@@ -162,6 +164,7 @@ impl Recordings {
                                 path,
                                 started_ms: at_ms,
                                 recorder,
+                                failure_told: false,
                             },
                         );
                         None
@@ -186,6 +189,13 @@ impl Recordings {
                 if let Some(o) = self.open.get_mut(&session) {
                     let ms = at_ms.saturating_sub(o.started_ms);
                     o.recorder.on_rtp(side, &data, ms);
+                    // A disk that fills during a call shows on /healthz
+                    // now, not when the call ends (trial, 2026-12-02:
+                    // calls last up to hours).
+                    if let (false, Some(e)) = (o.failure_told, o.recorder.failed()) {
+                        o.failure_told = true;
+                        metrics.note_recording(&Err(e.clone()));
+                    }
                 }
                 None
             }
@@ -620,6 +630,35 @@ mod tests {
         let sixth = call(6, b"sixth", &|| {});
         assert!(sixth.result.is_ok(), "{sixth:?}");
         assert_eq!(metrics.dir_problem(), None);
+    }
+
+    /// A disk that fills during a call (here the file is /dev/full, which
+    /// answers every write "No space left on device") shows on /healthz
+    /// while the call still runs, not only when it ends.
+    #[test]
+    fn a_write_failing_mid_call_is_told_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(MediaMetrics::default());
+        let mut r = Recordings::new(dir.path().to_path_buf(), metrics.clone());
+        std::os::unix::fs::symlink("/dev/full", dir.path().join(link::file_name(b"full")))
+            .expect("symlink");
+        assert!(r.job(start_job(1, b"full")).is_none());
+        let mut i = 0u16;
+        while metrics.dir_problem().is_none() && i < 1_000 {
+            let outcome = r.job(Job::Packet {
+                session: 1,
+                side: Side::Caller,
+                data: rtp(i, u32::from(i) * 160, 0),
+                at_ms: u64::from(i) * 20,
+            });
+            assert!(outcome.is_none(), "the call goes on");
+            i += 1;
+        }
+        let told = metrics.dir_problem().unwrap_or_default();
+        assert!(
+            told.contains("No space left on device"),
+            "{told:?} after {i} packets"
+        );
     }
 
     /// Packets a full queue lost are the call's own count: its recording
