@@ -465,14 +465,14 @@ fn pipeline_late(health: &StorageHealth) -> anyhow::Result<()> {
 /// (`probe_database`), and how long it waits for an answer.
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 
-/// Looks at the database every few seconds (the CRM outbox's depth, a
-/// read every store answers) and tells /healthz and /metrics what it
-/// found: a database stopped or hung while no call ends shows there too.
+/// Looks at the database every few seconds (`Store::probe`) and tells
+/// /healthz and /metrics what it found: a database stopped, hung or
+/// locked while no call ends shows there too.
 async fn probe_database(store: Store, health: Arc<StorageHealth>) {
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
-        let problem = match tokio::time::timeout(PROBE_EVERY, store.outbox_depth()).await {
-            Ok(Ok(_)) => None,
+        let problem = match tokio::time::timeout(PROBE_EVERY, store.probe()).await {
+            Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string()),
             Err(_) => Some(format!(
                 "the database did not answer within {} s",

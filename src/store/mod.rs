@@ -491,6 +491,17 @@ impl Store {
         }
     }
 
+    /// A look at the database for /healthz: whether it takes work now.
+    /// SQLite: its write lock taken and given back within 1 s (a read
+    /// passes a file another process holds locked); PostgreSQL, memory: a
+    /// read (the CRM outbox's depth; PostgreSQL's locks are per row).
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(b) => b.probe_write(std::time::Duration::from_secs(1)).await,
+            Backend::Postgres(_) | Backend::Memory(_) => self.outbox_depth().await.map(|_| ()),
+        }
+    }
+
     /// Runs SQL text as it is (benchmarks and tests seed or age a SQL
     /// store with it); the memory store has no SQL.
     pub async fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {

@@ -1964,3 +1964,33 @@ fn take_name_lock(c: &mut postgres::Client, node: &str) {
     }
     panic!("the name {node} never came free");
 }
+
+/// The health probe of a SQLite file another process holds write-locked
+/// fails within about its second (a read would pass: WAL), and passes
+/// again once the lock is gone; the store's own writes keep their longer
+/// wait. QA, 2026-12-02: /healthz said ok for such a file.
+#[tokio::test]
+async fn a_write_locked_sqlite_file_fails_the_probe() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("probe.db");
+    let store = Store::open(&format!("sqlite:{}", db.display()))
+        .await
+        .expect("store");
+    store.probe().await.expect("free: the probe passes");
+    let lock = rusqlite::Connection::open(&db).expect("second connection");
+    lock.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let asked = std::time::Instant::now();
+    assert!(store.probe().await.is_err(), "locked: the probe fails");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+    store.outbox_depth().await.expect("a read still passes");
+    lock.execute_batch("COMMIT").expect("unlock");
+    store.probe().await.expect("free again");
+    store
+        .execute_raw("CREATE TABLE after_probe (x); DROP TABLE after_probe")
+        .await
+        .expect("the connection is usable after the probe");
+}

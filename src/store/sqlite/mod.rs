@@ -87,8 +87,10 @@ fn identity_of(path: &Path) -> std::io::Result<(u64, u64)> {
 /// used: WAL, NORMAL (a commit survives the process dying, kill -9; only
 /// an OS crash may lose the last ones), and waiting up to 10 s for a
 /// writer of another connection or process.
+/// How long a statement waits for another writer's lock.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
-    const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_WAIT)?;
     // Switching a new file to WAL takes an exclusive lock, and SQLite
@@ -471,6 +473,24 @@ impl SqliteStore {
     pub async fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
         let sql = sql.to_string();
         self.with(move |c| c.execute_batch(&sql)).await
+    }
+
+    /// Whether the file would take a write now: its write lock taken and
+    /// given back, waiting at most `wait` for it. A read passes a file
+    /// another process holds locked (WAL), which the next call's write
+    /// then waits on for the busy timeout (QA, 2026-12-02: /healthz said
+    /// ok for such a file).
+    pub async fn probe_write(&self, wait: std::time::Duration) -> Result<(), StoreError> {
+        self.with(move |c| {
+            c.busy_timeout(wait)?;
+            let taken = c.execute_batch("BEGIN IMMEDIATE; ROLLBACK");
+            if !c.is_autocommit() {
+                let _ = c.execute_batch("ROLLBACK");
+            }
+            c.busy_timeout(BUSY_WAIT)?;
+            taken
+        })
+        .await
     }
 }
 
