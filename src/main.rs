@@ -143,6 +143,14 @@ fn main() -> ExitCode {
                     );
                     return ExitCode::FAILURE;
                 }
+                let journal = cfg.storage.journal_path();
+                if let Some(p) = siptrack::server::journal_problem(&journal) {
+                    eprintln!(
+                        "{}: storage.journal: {p} (calls the database refuses would be held in memory only)",
+                        file.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
                 println!("{}: ok", file.display());
                 println!("database: {}", cfg.storage.describe());
                 ExitCode::SUCCESS

@@ -239,6 +239,9 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     let (call_tx, call_rx) = mpsc::unbounded_channel();
     let journal = config.storage.journal_path();
     tracing::info!(journal = %journal.display(), "calls the database refuses wait in the journal");
+    if let Some(p) = journal_problem(&journal) {
+        tracing::error!(problem = %p, "storage.journal cannot take calls: while the database fails they would be held in memory only");
+    }
     let pipeline = tokio::spawn(crate::leads::pipeline::run(
         call_rx,
         store.clone(),
@@ -775,6 +778,26 @@ pub fn recordings_dir_problem(dir: &std::path::Path) -> Option<String> {
     })
 }
 
+/// Why siptrack could not append to the journal at `path` (None: it
+/// can): a file it cannot open for appending, or a directory that takes
+/// no new file. The journal is written only when the database fails, so
+/// without this an unwritable one showed then, when calls were already at
+/// stake (QA, 2026-12-02).
+pub fn journal_problem(path: &std::path::Path) -> Option<String> {
+    if path.exists() {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .err()
+            .map(|e| format!("cannot append to {}: {e}", path.display()));
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    recordings_dir_problem(dir)
+}
+
 fn start_media(
     config: &Config,
     metrics: &Arc<MediaMetrics>,
@@ -1101,6 +1124,36 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_journal_must_be_one_siptrack_can_append_to_table() {
+        let scratch = tempfile::tempdir().expect("scratch");
+        let file = scratch.path().join("a-file");
+        std::fs::write(&file, b"x").expect("file");
+        // (journal, what the problem says; None: usable)
+        for (path, says) in [
+            (scratch.path().join("calls.journal"), None),
+            (file.clone(), None),
+            (scratch.path().join("new/calls.journal"), None),
+            (scratch.path().to_path_buf(), Some("cannot append to")),
+            (file.join("calls.journal"), Some("is not a directory")),
+            (
+                std::path::PathBuf::from("/proc/calls.journal"),
+                Some("cannot write in /proc"),
+            ),
+        ] {
+            let got = journal_problem(&path);
+            match says {
+                None => assert_eq!(got, None, "{}", path.display()),
+                Some(s) => assert!(
+                    got.as_deref().is_some_and(|g| g.contains(s)),
+                    "{}: {got:?}",
+                    path.display()
+                ),
+            }
+        }
+        assert!(!scratch.path().join("new").exists(), "nothing made");
     }
 
     #[test]
