@@ -612,14 +612,7 @@ fn calls_the_database_refuses_wait_in_the_journal_and_arrive_later() {
     let mut p = Siptrack::start(&cfg);
     let lock = lock_database(&db);
     burst(&p, uas_port, 20);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (status, why) = loop {
-        let (status, body) = get(api(&p), "/healthz", None);
-        if status != 200 || Instant::now() > deadline {
-            break (status, body);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let (status, why) = p.healthz_until_failing(Duration::from_secs(30));
     assert_eq!(status, 503, "{why}");
     assert!(why.contains("storage failing"), "{why}");
     assert!(metric(&p, "siptrack_storage_errors_total") >= 1);

@@ -331,14 +331,7 @@ fn postgresql_stopped_mid_run_costs_no_call_and_loses_nothing() {
 
     cluster.stop();
     burst(&p, uas_port, 20, "89160000002");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (status, why) = loop {
-        let (status, body) = get(api(&p), "/healthz", None);
-        if status != 200 || Instant::now() > deadline {
-            break (status, body);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let (status, why) = p.healthz_until_failing(Duration::from_secs(30));
     assert_eq!(status, 503, "{why}");
     assert!(why.contains("storage failing"), "{why}");
     assert_eq!(metric(&p, "siptrack_storage_up"), 0);
@@ -400,14 +393,7 @@ fn postgresql_frozen_mid_run_loses_no_call_to_a_crash() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(metric(&p, "siptrack_calls_journaled"), 15, "{}", p.log());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let (status, why) = loop {
-        let (status, body) = get(api(&p), "/healthz", None);
-        if status != 200 || Instant::now() > deadline {
-            break (status, body);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let (status, why) = p.healthz_until_failing(Duration::from_secs(15));
     assert_eq!(status, 503, "{why}");
     assert!(why.contains("storage failing"), "{why}");
     p.kill9();

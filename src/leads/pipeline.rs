@@ -172,8 +172,12 @@ impl StorageHealth {
     }
 
     /// Why the node is not healthy, if it is not.
-    /// Sets or clears what the periodic look at the database found.
+    /// Sets or clears what the periodic look at the database found; a
+    /// failed look counts as a storage error.
     pub fn set_probe(&self, problem: Option<String>) {
+        if problem.is_some() {
+            self.errors_total.fetch_add(1, Ordering::Relaxed);
+        }
         if let Ok(mut p) = self.probe.lock() {
             *p = problem;
         }
@@ -1004,6 +1008,7 @@ mod tests {
         assert_eq!(h.problem(), None);
         assert!(h.render().contains("siptrack_storage_up 1\n"));
         h.set_probe(Some("the database did not answer within 5 s".into()));
+        assert_eq!(h.errors_total.load(Ordering::Relaxed), 1);
         assert_eq!(
             h.problem().as_deref(),
             Some("storage failing (the database did not answer within 5 s); 0 call events waiting (0 in the journal, 0 in memory)")

@@ -323,6 +323,19 @@ impl Siptrack {
         }
     }
 
+    /// `/healthz` polled every 200 ms until it answers other than 200, at
+    /// most `within`: its last status and body.
+    pub fn healthz_until_failing(&self, within: Duration) -> (u16, String) {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, body) = checks::get(self.api(), "/healthz", None);
+            if status != 200 || Instant::now() > deadline {
+                return (status, body);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// SIGKILL, at once: a crash.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
