@@ -492,12 +492,14 @@ impl Store {
     }
 
     /// A look at the database for /healthz: whether it takes work now.
-    /// SQLite: its write lock taken and given back within 1 s (a read
-    /// passes a file another process holds locked); PostgreSQL, memory: a
-    /// read (the CRM outbox's depth; PostgreSQL's locks are per row).
+    /// SQLite: its write lock taken and given back within 3 s (a read
+    /// passes a file another process holds locked; 3 s, not less, so a
+    /// long commit of this node's own under load is no alarm);
+    /// PostgreSQL, memory: a read (the CRM outbox's depth; PostgreSQL's
+    /// locks are per row).
     pub async fn probe(&self) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sqlite(b) => b.probe_write(std::time::Duration::from_secs(1)).await,
+            Backend::Sqlite(b) => b.probe_write(std::time::Duration::from_secs(3)).await,
             Backend::Postgres(_) | Backend::Memory(_) => self.outbox_depth().await.map(|_| ()),
         }
     }
