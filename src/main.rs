@@ -134,7 +134,7 @@ fn main() -> ExitCode {
                 let unusable = cfg
                     .media
                     .record_calls
-                    .then(|| siptrack::server::recordings_dir_problem(dir))
+                    .then(|| siptrack::server::dir_write_problem(dir))
                     .flatten();
                 if let Some(p) = unusable {
                     eprintln!(

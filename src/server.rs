@@ -743,13 +743,14 @@ fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
-/// Why calls could not be recorded into `dir`, if they could not: it
-/// must be a directory siptrack can write in, or, while it does not
-/// exist, the nearest directory above it must be (siptrack makes it).
-/// Makes nothing but a probe file, removed at once: `check-config` asks
-/// too (trial, 2026-12-02: `/proc/forbidden` passed it, and `/healthz`
-/// said ok while every call went unrecorded).
-pub fn recordings_dir_problem(dir: &std::path::Path) -> Option<String> {
+/// Why siptrack could not write files into `dir` (the recordings, the
+/// journal's directory), if it could not: it must be a directory
+/// siptrack can write in, or, while it does not exist, the nearest
+/// directory above it must be (siptrack makes it). Makes nothing but a
+/// probe file, removed at once: `check-config` asks too (trial,
+/// 2026-12-02: `/proc/forbidden` passed it, and `/healthz` said ok while
+/// every call went unrecorded).
+pub fn dir_write_problem(dir: &std::path::Path) -> Option<String> {
     let mut at = dir;
     loop {
         match std::fs::metadata(at) {
@@ -795,7 +796,7 @@ pub fn journal_problem(path: &std::path::Path) -> Option<String> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    recordings_dir_problem(dir)
+    dir_write_problem(dir)
 }
 
 fn start_media(
@@ -821,7 +822,7 @@ fn start_media(
     let problem = match std::fs::create_dir_all(&m.recordings_dir) {
         // Calls still go through; each recording will fail and say why.
         Err(e) => Some(format!("cannot create {}: {e}", m.recordings_dir.display())),
-        Ok(()) => recordings_dir_problem(&m.recordings_dir),
+        Ok(()) => dir_write_problem(&m.recordings_dir),
     };
     if let Some(p) = &problem {
         // Said once at start rather than first learnt from the first
@@ -1174,7 +1175,7 @@ mod tests {
                 Some("/proc/forbidden does not exist, and /proc takes no new entry"),
             ),
         ] {
-            let got = recordings_dir_problem(&dir);
+            let got = dir_write_problem(&dir);
             match says {
                 None => assert_eq!(got, None, "{}", dir.display()),
                 Some(s) => assert!(

@@ -311,6 +311,11 @@ fn a_recording_link_made_on_one_node_opens_on_the_other() {
     assert_eq!(status, 403, "{tampered}");
 }
 
+/// `storage.journal` in `dir`, as a config line.
+fn journal_line(dir: &std::path::Path) -> String {
+    format!("journal = \"{}\"", dir.join("calls.journal").display())
+}
+
 /// PostgreSQL stopped mid-run: calls keep flowing through the proxy,
 /// /healthz and /metrics show the outage, the calls wait in the journal
 /// and are recorded when the database returns, without a restart.
@@ -320,10 +325,7 @@ fn postgresql_stopped_mid_run_costs_no_call_and_loses_nothing() {
     let url = cluster.database();
     let dir = tempfile::tempdir().expect("temp dir");
     let uas_port = free_port();
-    let journal = format!(
-        "journal = \"{}\"",
-        dir.path().join("calls.journal").display()
-    );
+    let journal = journal_line(dir.path());
     let p = Siptrack::start(&config(uas_port, &url, None, &journal));
     burst(&p, uas_port, 5, "89160000001");
     p.wait_for("calls", 5, TOKEN);
@@ -375,10 +377,7 @@ fn postgresql_frozen_mid_run_loses_no_call_to_a_crash() {
     let url = cluster.database();
     let dir = tempfile::tempdir().expect("temp dir");
     let uas_port = free_port();
-    let journal = format!(
-        "journal = \"{}\"",
-        dir.path().join("calls.journal").display()
-    );
+    let journal = journal_line(dir.path());
     let text = config(uas_port, &url, None, &journal);
     let mut p = Siptrack::start(&text);
     burst(&p, uas_port, 3, "89160000001");

@@ -470,10 +470,7 @@ impl Pipeline {
                                 *open = false;
                                 continue;
                             };
-                            let mut later = vec![n];
-                            while let Ok(m) = queue.try_recv() {
-                                later.push(m);
-                            }
+                            let later = with_the_rest(n, queue);
                             // Behind the batch, in order.
                             stash_into(
                                 &mut self.held,
@@ -596,6 +593,70 @@ impl Pipeline {
     }
 }
 
+/// The journal's replay ([`Pipeline::catch_up`]), with the news that come
+/// meanwhile in the spill journal beside it: the replay may wait on the
+/// database as long as a write may (trial, 2026-12-02), and the journal
+/// itself is emptied when the replay is done. They go into the journal
+/// behind what the replay left once it ends, either way. Without a
+/// journal they wait in the queue.
+async fn replay_spilling(
+    p: &mut Pipeline,
+    news: &mut mpsc::UnboundedReceiver<CallNews>,
+    spill: &mut Option<Journal>,
+    open: &mut bool,
+) -> Result<(), StoreError> {
+    let health = p.health.clone();
+    let mut unspilled = Vec::new();
+    let caught_up = {
+        let replay = p.catch_up();
+        tokio::pin!(replay);
+        loop {
+            tokio::select! {
+                r = &mut replay => break r,
+                n = news.recv(), if *open && spill.is_some() => {
+                    let Some(n) = n else {
+                        *open = false;
+                        continue;
+                    };
+                    let later = with_the_rest(n, news);
+                    match spill.as_mut().filter(|_| unspilled.is_empty()).map(|sp| sp.append(&later)) {
+                        Some(Ok(())) => {
+                            health.journaled.fetch_add(later.len() as u64, Ordering::Relaxed);
+                        }
+                        _ => unspilled.extend(later),
+                    }
+                }
+            }
+        }
+    };
+    if let Some(sp) = spill.as_mut().filter(|sp| !sp.is_empty()) {
+        match sp.read_all() {
+            Ok(entries) => {
+                p.stash(entries);
+                if let Err(e) = sp.clear() {
+                    tracing::error!(journal = %sp.path().display(), error = %e, "cannot empty the spill journal");
+                }
+            }
+            Err(e) => {
+                tracing::error!(journal = %sp.path().display(), error = %e, "spill journal unreadable; its calls wait for the next start")
+            }
+        }
+    }
+    if !unspilled.is_empty() {
+        p.stash(unspilled);
+    }
+    caught_up
+}
+
+/// `first` and whatever else waits in `queue` now, in order.
+fn with_the_rest(first: CallNews, queue: &mut mpsc::UnboundedReceiver<CallNews>) -> Vec<CallNews> {
+    let mut all = vec![first];
+    while let Ok(n) = queue.try_recv() {
+        all.push(n);
+    }
+    all
+}
+
 /// Takes call news off the queue until it closes (shutdown), in order;
 /// whatever is queued is recorded together, so the pipeline keeps up with
 /// call rates far above one commit per call.
@@ -665,60 +726,8 @@ pub async fn run(
                 Ok(())
             };
             let caught_up = match answers {
-                Ok(()) => {
-                    // News that come during the replay go to the spill
-                    // journal beside it: the replay may wait on the
-                    // database as long as a write may (trial,
-                    // 2026-12-02), and the journal itself is emptied when
-                    // the replay is done.
-                    let health = p.health.clone();
-                    let mut unspilled = Vec::new();
-                    let caught_up = {
-                        let replay = p.catch_up();
-                        tokio::pin!(replay);
-                        loop {
-                            tokio::select! {
-                                r = &mut replay => break r,
-                                // Without a journal they wait in the queue.
-                                n = news.recv(), if open && spill.is_some() => {
-                                    let Some(n) = n else {
-                                        open = false;
-                                        continue;
-                                    };
-                                    let mut later = vec![n];
-                                    while let Ok(m) = news.try_recv() {
-                                        later.push(m);
-                                    }
-                                    match spill.as_mut().filter(|_| unspilled.is_empty()).map(|sp| sp.append(&later)) {
-                                        Some(Ok(())) => {
-                                            health.journaled.fetch_add(later.len() as u64, Ordering::Relaxed);
-                                        }
-                                        _ => unspilled.extend(later),
-                                    }
-                                }
-                            }
-                        }
-                    };
-                    // Behind what the replay left, in order.
-                    if let Some(sp) = spill.as_mut().filter(|sp| !sp.is_empty()) {
-                        match sp.read_all() {
-                            Ok(entries) => {
-                                p.stash(entries);
-                                if let Err(e) = sp.clear() {
-                                    tracing::error!(journal = %sp.path().display(), error = %e, "cannot empty the spill journal");
-                                }
-                            }
-                            Err(e) => {
-                                tracing::error!(journal = %sp.path().display(), error = %e, "spill journal unreadable; its calls wait for the next start")
-                            }
-                        }
-                    }
-                    if !unspilled.is_empty() {
-                        p.stash(unspilled);
-                    }
-                    caught_up
-                }
-                Err(e) => Err(e),
+                Ok(()) => replay_spilling(&mut p, &mut news, &mut spill, &mut open).await,
+                e => e,
             };
             match caught_up {
                 Ok(()) => {
