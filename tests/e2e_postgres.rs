@@ -392,7 +392,7 @@ fn postgresql_frozen_mid_run_loses_no_call_to_a_crash() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(metric(&p, "siptrack_calls_journaled"), 15, "{}", p.log());
-    let (status, why) = p.healthz_until_failing(Duration::from_secs(15));
+    let (status, why) = p.healthz_until_failing(Duration::from_secs(25));
     assert_eq!(status, 503, "{why}");
     assert!(why.contains("storage failing"), "{why}");
     p.kill9();
