@@ -1059,7 +1059,7 @@ async fn watch_database_file(store: Store, health: Arc<StorageHealth>, database:
         // Every other tick (10 s): each look is a blocking call, and an
         // idle node must hardly wake (tests/e2e_bench.rs).
         tick += 1;
-        if tick % 2 == 0 {
+        if tick.is_multiple_of(2) {
             probe(&store, &health).await;
         }
         if store.is_shared() {
