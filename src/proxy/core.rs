@@ -441,6 +441,18 @@ fn branch_key(s: &ProxySettings) -> (u64, u64) {
         .derived_key(&[b"branch-key", &s.instance_nonce.to_be_bytes()])
 }
 
+/// The branch numbered `seq` under `key` (see `Proxy::new_branch`).
+/// SipHash's one-shot `hash`: the digest the streaming hasher gave
+/// (write, then finish128), without its tail buffering.
+fn branch((k0, k1): (u64, u64), seq: u64) -> [u8; BRANCH_LEN] {
+    let h = siphasher::sip128::SipHasher24::new_with_keys(k0, k1);
+    let digest = h.hash(&seq.to_le_bytes());
+    let mut out = [0u8; BRANCH_LEN];
+    out[..7].copy_from_slice(b"z9hG4bK");
+    crate::hex::hex_into(&mut out[7..], &digest.as_bytes());
+    out
+}
+
 /// Timer queue entries below which it is never rebuilt.
 const COMPACT_TIMERS_MIN: usize = 1024;
 
@@ -1423,15 +1435,8 @@ impl Proxy {
     /// per INVITE. Replay fixes key and nonce, so its branches stay the
     /// same run after run.
     fn new_branch(&mut self) -> [u8; BRANCH_LEN] {
-        use siphasher::sip128::Hasher128;
         self.branch_seq += 1;
-        let (k0, k1) = self.branch_key;
-        let mut h = siphasher::sip128::SipHasher24::new_with_keys(k0, k1);
-        std::hash::Hasher::write(&mut h, &self.branch_seq.to_le_bytes());
-        let mut out = [0u8; BRANCH_LEN];
-        out[..7].copy_from_slice(b"z9hG4bK");
-        crate::hex::hex_into(&mut out[7..], &h.finish128().as_bytes());
-        out
+        branch(self.branch_key, self.branch_seq)
     }
 
     // ---- responses ------------------------------------------------------
