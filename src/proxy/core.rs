@@ -5,6 +5,8 @@ use std::collections::HashMap;
 
 /// The core's tables: see `ahash` in Cargo.toml for why not SipHash.
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+/// The tables keyed by a [`TxnKey`]: see [`KeyMap`].
+type KeyMap<V> = super::transaction::KeyMap<V>;
 
 use bytes::Bytes;
 use ipnet::IpNet;
@@ -128,8 +130,11 @@ struct Dialog {
     forks: Vec<Fork>,
     caller: Side,
     callee: Side,
-    /// What siptrack needs to end the dialog itself (RTP timeout).
-    ends: Box<Ends>,
+    /// What siptrack needs to end the dialog itself (RTP timeout). In
+    /// the dialog's own box: a box of its own was from when dialogs sat
+    /// in the table inline, and cost a malloc and a free per call (about
+    /// 300 instructions of a new INVITE's, issue 15).
+    ends: Ends,
     /// The caller's Contact address is not worked out yet:
     /// `caller.contact` is unset (`ends.target[0]` holds the INVITE's
     /// first Contact URI, which validation found). Decoding the URI costs
@@ -193,7 +198,7 @@ fn dialog_key(keyer: &Keyer, call_id: &[u8], caller_tag: &[u8]) -> DialogKey {
 /// its From or its To tag), and whether the caller sent it. A function
 /// of the two fields, so that it can run while a transaction is borrowed.
 fn find_dialog_in(
-    dialogs: &Map<DialogKey, Box<Dialog>>,
+    dialogs: &KeyMap<Box<Dialog>>,
     keyer: &Keyer,
     call_id: &[u8],
     ftag: &[u8],
@@ -373,8 +378,8 @@ pub struct Proxy {
     /// Boxed: a table of large inline values wastes its empty slots' size
     /// (up to half of them after it grows), for every held transaction.
     txns: Map<u64, Box<Txn>>,
-    server_index: Map<TxnKey, u64>,
-    client_index: Map<TxnKey, u64>,
+    server_index: KeyMap<u64>,
+    client_index: KeyMap<u64>,
     /// What is left of transactions whose final response has passed:
     /// their retransmissions are absorbed there (`linger.rs`).
     lingering: Lingering,
@@ -397,11 +402,11 @@ pub struct Proxy {
     draining: bool,
     /// By (Call-ID, caller's From tag): a B2BUA may reuse one Call-ID on
     /// both of its legs, and both may pass through here. Boxed: a
-    /// `Dialog` is 272 B, and in place every bucket of the table, empty
+    /// `Dialog` was 272 B (over 400 B now, its `Ends` inline), and in place every bucket of the table, empty
     /// ones included, was 288 B, so each new dialog wrote five cold cache
     /// lines of a table of megabytes and each growth moved them all (6 %
     /// of the criterion core per INVITE, issue 15).
-    dialogs: Map<DialogKey, Box<Dialog>>,
+    dialogs: KeyMap<Box<Dialog>>,
     limiter: ReplyLimiter,
     last_sweep: Millis,
     /// Several nodes share one database (issue 14): answered dialogs are
@@ -436,6 +441,18 @@ fn branch_key(s: &ProxySettings) -> (u64, u64) {
         .derived_key(&[b"branch-key", &s.instance_nonce.to_be_bytes()])
 }
 
+/// The branch numbered `seq` under `key` (see `Proxy::new_branch`).
+/// SipHash's one-shot `hash`: the digest the streaming hasher gave
+/// (write, then finish128), without its tail buffering.
+fn branch((k0, k1): (u64, u64), seq: u64) -> [u8; BRANCH_LEN] {
+    let h = siphasher::sip128::SipHasher24::new_with_keys(k0, k1);
+    let digest = h.hash(&seq.to_le_bytes());
+    let mut out = [0u8; BRANCH_LEN];
+    out[..7].copy_from_slice(b"z9hG4bK");
+    crate::hex::hex_into(&mut out[7..], &digest.as_bytes());
+    out
+}
+
 /// Timer queue entries below which it is never rebuilt.
 const COMPACT_TIMERS_MIN: usize = 1024;
 
@@ -449,8 +466,8 @@ impl Proxy {
             s: settings,
             phases,
             txns: Map::default(),
-            server_index: Map::default(),
-            client_index: Map::default(),
+            server_index: KeyMap::default(),
+            client_index: KeyMap::default(),
             lingering: Lingering::default(),
             settling: Vec::new(),
             keyer: Keyer::default(),
@@ -462,7 +479,7 @@ impl Proxy {
             out: Vec::new(),
             events: Vec::new(),
             draining: false,
-            dialogs: Map::default(),
+            dialogs: KeyMap::default(),
             limiter: ReplyLimiter::default(),
             last_sweep: 0,
             share_dialogs: false,
@@ -518,7 +535,7 @@ impl Proxy {
                 // No tags, targets or CSeqs of its own: siptrack never ends an
                 // adopted call by itself (the RTP timeout is the media of the
                 // node that set it up, which is gone); it relays its BYE.
-                ends: Box::default(),
+                ends: Ends::default(),
                 contact_pending: false,
             })
         });
@@ -565,7 +582,7 @@ impl Proxy {
     /// keeps its buckets when its entries go). Called after a burst, when
     /// they are mostly empty; costs one rehash of what is left.
     pub fn shrink_tables(&mut self) {
-        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut Map<K, V>) {
+        fn shrink<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(m: &mut HashMap<K, V, S>) {
             if m.len() * 4 < m.capacity() {
                 m.shrink_to_fit();
             }
@@ -1251,12 +1268,12 @@ impl Proxy {
                         source: hop.peer,
                         contact: None,
                     },
-                    ends: Box::new(Ends {
+                    ends: Ends {
                         caller_from,
                         target: [contact, Bytes::new()],
                         cseq: [cseq(msg).map_or(0, |(n, _)| n), 0],
                         ..Ends::default()
-                    }),
+                    },
                     contact_pending: true,
                 })
             });
@@ -1418,15 +1435,8 @@ impl Proxy {
     /// per INVITE. Replay fixes key and nonce, so its branches stay the
     /// same run after run.
     fn new_branch(&mut self) -> [u8; BRANCH_LEN] {
-        use siphasher::sip128::Hasher128;
         self.branch_seq += 1;
-        let (k0, k1) = self.branch_key;
-        let mut h = siphasher::sip128::SipHasher24::new_with_keys(k0, k1);
-        std::hash::Hasher::write(&mut h, &self.branch_seq.to_le_bytes());
-        let mut out = [0u8; BRANCH_LEN];
-        out[..7].copy_from_slice(b"z9hG4bK");
-        crate::hex::hex_into(&mut out[7..], &h.finish128().as_bytes());
-        out
+        branch(self.branch_key, self.branch_seq)
     }
 
     // ---- responses ------------------------------------------------------

@@ -9,12 +9,8 @@
 //! their deadline, checked on look-up and swept once a second, instead of
 //! through the timer queue.
 
-use std::collections::HashMap;
-
-use super::transaction::{ClientState, ServerState, TimerKind, Txn, TxnKey};
+use super::transaction::{ClientState, KeyMap, ServerState, TimerKind, Txn, TxnKey};
 use super::{Millis, Peer};
-
-type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
 /// How often expired entries are swept out. A look-up never sees one past
 /// its deadline; the sweep only gives the memory back.
@@ -155,8 +151,8 @@ pub fn retire(txn: &Txn) -> Option<Retired> {
 /// Every lingering side, by key.
 #[derive(Debug, Default)]
 pub struct Lingering {
-    servers: Map<TxnKey, ServerLinger>,
-    clients: Map<TxnKey, ClientLinger>,
+    servers: KeyMap<ServerLinger>,
+    clients: KeyMap<ClientLinger>,
     /// Client entries with `alone` set (see [`Lingering::len`]).
     alone: usize,
     last_sweep: Millis,
