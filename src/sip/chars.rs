@@ -99,7 +99,24 @@ pub fn eq_ic(a: &[u8], b: &[u8]) -> bool {
 
 /// Parses a decimal number of at most `max_digits` digits (no sign, no LWS).
 pub fn parse_u64(s: &[u8], max_digits: usize) -> Option<u64> {
-    if s.is_empty() || s.len() > max_digits || !s.iter().all(u8::is_ascii_digit) {
+    if s.is_empty() || s.len() > max_digits {
+        return None;
+    }
+    // Up to 19 digits cannot overflow (10^19 - 1 < 2^64): one pass, no
+    // checked arithmetic. Content-Length and Max-Forwards of every
+    // message come here.
+    if s.len() <= 19 {
+        let mut n = 0u64;
+        for &c in s {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            n = n * 10 + u64::from(d);
+        }
+        return Some(n);
+    }
+    if !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
     s.iter().try_fold(0u64, |acc, d| {
@@ -346,6 +363,58 @@ mod tests {
         ] {
             assert_eq!(utf8(b).ok(), std::str::from_utf8(b).ok(), "{b:?}");
             assert_eq!(lossy(b), String::from_utf8_lossy(b));
+        }
+    }
+
+    /// `parse_u64` as it was: digits checked, then checked arithmetic.
+    fn parse_u64_checked(s: &[u8], max_digits: usize) -> Option<u64> {
+        if s.is_empty() || s.len() > max_digits || !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        s.iter().try_fold(0u64, |acc, d| {
+            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+    }
+
+    #[test]
+    fn parse_u64_table() {
+        for s in [
+            "",
+            "0",
+            "69",
+            "007",
+            "4294967296",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "1a",
+            "/",
+            ":",
+            " 1",
+            "1 ",
+            "-1",
+        ] {
+            for max in [2, 10, 19, 20, 30] {
+                assert_eq!(
+                    parse_u64(s.as_bytes(), max),
+                    parse_u64_checked(s.as_bytes(), max),
+                    "{s:?} {max}"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_u64_matches_checked(
+            s in proptest::collection::vec(
+                proptest::prop_oneof![b'0'..=b'9', proptest::prelude::any::<u8>()],
+                0..24,
+            ),
+            max in 0usize..25,
+        ) {
+            proptest::prop_assert_eq!(parse_u64(&s, max), parse_u64_checked(&s, max));
         }
     }
 
