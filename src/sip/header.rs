@@ -82,8 +82,9 @@ pub enum HeaderName {
 
 impl HeaderName {
     /// Classifies a header name as written on the wire (any case, compact or long).
-    /// Inlined: the indexer calls it for every header line.
-    #[inline]
+    /// Inlined: the indexer calls it for every header line (`#[inline]`
+    /// left it a call, with the indexer's registers saved around it).
+    #[inline(always)]
     pub fn classify(name: &[u8]) -> HeaderName {
         if name.len() <= 1 {
             let Some(&c) = name.first() else {

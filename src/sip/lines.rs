@@ -115,18 +115,28 @@ impl<'a> Marks<'a> {
     /// when that comes before the first '\n' (RFC 3261 7.3.1 puts the
     /// colon on a header's first line), and the index of that '\n'
     /// (`b.len()` when none).
+    ///
+    /// The '\n' after a colon is the window's first one when the window
+    /// has any (none comes before the colon): taken from the mask in hand
+    /// rather than asked of `lf_from`, whose window check and shift it
+    /// repeated for every header line.
     #[inline]
     pub fn colon_and_lf(&mut self, mut i: usize) -> (Option<usize>, usize) {
         while i < self.b.len() {
             let (lf, colon) = self.at(i);
-            let either = lf | colon;
-            if either != 0 {
-                let first = either & either.wrapping_neg();
-                let at = self.base + first.trailing_zeros() as usize;
-                if colon & first != 0 {
-                    return (Some(at), self.lf_from(at + 1));
-                }
-                return (None, at);
+            // 64 when the mask is empty.
+            let (first_lf, first_colon) = (lf.trailing_zeros(), colon.trailing_zeros());
+            if first_colon < first_lf {
+                let at = self.base + first_colon as usize;
+                let lf = if lf != 0 {
+                    self.base + first_lf as usize
+                } else {
+                    self.lf_from(self.base + WINDOW)
+                };
+                return (Some(at), lf);
+            }
+            if lf != 0 {
+                return (None, self.base + first_lf as usize);
             }
             i = self.base + WINDOW;
         }

@@ -12,7 +12,9 @@ use std::cell::OnceCell;
 use bytes::Bytes;
 
 use super::addrs::{AddrSpan, Names, Routes, Users};
-use super::chars::{eq_ic, is_lws, is_token, parse_u64, trim_lws};
+#[cfg(test)]
+use super::chars::trim_lws;
+use super::chars::{all_token, eq_ic, is_lws, is_token, parse_u64};
 use super::header::HeaderName;
 use super::lines;
 
@@ -243,7 +245,8 @@ impl Message {
             (Some(_), 2..) => {
                 defect.get_or_insert(Defect::BadContentLength);
             }
-            (Some(value), _) => match parse_u64(trim_lws(&b[value.range()]), 10) {
+            // The value span is LWS-trimmed already (`split_header`).
+            (Some(value), _) => match parse_u64(&b[value.range()], 10) {
                 Some(n) => {
                     let n = n as usize;
                     let available = b.len() - body_start;
@@ -405,31 +408,39 @@ fn split_header(
     colon: usize,
     end: usize,
 ) -> Option<(Span, Span, HeaderName)> {
-    let mut name_end = colon;
-    while name_end > start && (b[name_end - 1] == b' ' || b[name_end - 1] == b'\t') {
-        name_end -= 1;
+    // Slices of the line, not indices into `b`: their bounds are known,
+    // so the trims below run without a bounds check a byte.
+    let mut name_bytes = &b[start..colon];
+    while let [rest @ .., b' ' | b'\t'] = name_bytes {
+        name_bytes = rest;
     }
-    let name_bytes = &b[start..name_end];
     let name = HeaderName::classify(name_bytes);
-    if name == HeaderName::Other
-        && (name_bytes.is_empty() || !name_bytes.iter().all(|&c| is_token(c)))
-    {
+    if name == HeaderName::Other && (name_bytes.is_empty() || !all_token(name_bytes)) {
         return None;
     }
-    // The value with LWS trimmed from both ends (folds included).
-    let mut v_start = colon + 1;
-    while v_start < end && is_lws(b[v_start]) {
-        v_start += 1;
-    }
-    let mut v_end = end;
-    while v_end > v_start && is_lws(b[v_end - 1]) {
-        v_end -= 1;
-    }
-    // An empty value sits just after the colon.
-    if v_start == v_end {
-        v_start = colon + 1;
-        v_end = colon + 1;
-    }
+    let name_end = start + name_bytes.len();
+    // The value with LWS trimmed from both ends (folds included); an
+    // empty value sits just after the colon.
+    let raw = &b[colon + 1..end];
+    // Nearly every value is one SP after the colon: that is tested first
+    // (every LWS byte is at most SP).
+    let lead = match raw {
+        [b' ', c, ..] if *c > b' ' => 1,
+        _ => match raw.iter().position(|&c| !is_lws(c)) {
+            Some(lead) => lead,
+            None => {
+                return Some((
+                    Span::new(start, name_end),
+                    Span::new(colon + 1, colon + 1),
+                    name,
+                ));
+            }
+        },
+    };
+    // Some: raw[lead] is no LWS.
+    let last = raw.iter().rposition(|&c| !is_lws(c)).unwrap_or(lead);
+    let v_start = colon + 1 + lead;
+    let v_end = colon + 1 + last + 1;
     Some((Span::new(start, name_end), Span::new(v_start, v_end), name))
 }
 

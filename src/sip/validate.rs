@@ -130,7 +130,8 @@ pub fn validate(msg: &Message) -> Result<(), Rejection> {
             }
             HeaderName::Contact => {
                 let first = std::mem::take(&mut first_contact);
-                if trim_lws(v) != b"*" {
+                // Header values are LWS-trimmed already (`Message::parse`).
+                if v != b"*" {
                     // The first element parses as its trimmed form does
                     // (LWS around a name-addr changes nothing).
                     check_list(v, "Malformed Contact", |k, _| {

@@ -98,7 +98,10 @@ impl<'a> Via<'a> {
         }
         let params_start = skip_lws(src, i);
         let rest = &src[params_start..];
-        if !trim_lws(rest).is_empty() && rest[0] != b';' {
+        // `rest` starts past LWS: it is empty or starts with no LWS, so
+        // trimming it (a pass backwards over all the parameters) could
+        // only empty an empty one.
+        if rest.first().is_some_and(|&c| c != b';') {
             return Err(ViaError::BadSentBy);
         }
         let off = params_start;
