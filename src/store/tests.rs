@@ -1717,7 +1717,11 @@ async fn a_silent_postgres_holder_of_a_node_name_is_ended() {
     use super::node_hold::HoldPolicy;
     use std::time::Duration;
     let url = crate::test_pg::database();
-    let node = open_node(&url, "pbx-east-1", NOW_MS).await;
+    // A name of its own: it ends whatever session holds its name, and
+    // `a_node_name_is_held_by_one_process_at_a_time` runs alongside on
+    // the same database with "pbx-east-1" (CI of 5e08bcc: that test's
+    // session was ended under it, "Closed").
+    let node = open_node(&url, "pbx-silent-1", NOW_MS).await;
     // A holder that never speaks again: the lock taken as `hold_node`
     // takes it, from a session of its own.
     let first = node
@@ -1729,7 +1733,7 @@ async fn a_silent_postgres_holder_of_a_node_name_is_ended() {
     let mut silent = tokio::task::spawn_blocking(move || {
         let mut c = postgres::Client::connect(&pg, postgres::NoTls).expect("connect");
         // Wait for the hold's thread to let go, then take its lock.
-        take_name_lock(&mut c, "pbx-east-1");
+        take_name_lock(&mut c, "pbx-silent-1");
         c
     })
     .await
@@ -1923,7 +1927,9 @@ async fn a_node_that_lost_its_name_to_another_process_is_told() {
     use super::node_hold::HoldPolicy;
     use std::time::Duration;
     let url = crate::test_pg::database();
-    let node = open_node(&url, "pbx-east-1", NOW_MS).await;
+    // A name of its own: it ends the sessions of its name, and other
+    // tests hold "pbx-east-1" on the same database at the same time.
+    let node = open_node(&url, "pbx-lost-1", NOW_MS).await;
     let held = node.hold_node(HoldPolicy::default()).await.expect("hold");
     // Another process ends the session and takes the name at once.
     let pg = url.clone();
@@ -1931,11 +1937,11 @@ async fn a_node_that_lost_its_name_to_another_process_is_told() {
         let mut c = postgres::Client::connect(&pg, postgres::NoTls).expect("connect");
         c.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-              WHERE application_name = 'siptrack node pbx-east-1'",
+              WHERE application_name = 'siptrack node pbx-lost-1'",
             &[],
         )
         .expect("terminate");
-        take_name_lock(&mut c, "pbx-east-1");
+        take_name_lock(&mut c, "pbx-lost-1");
         c
     })
     .await
