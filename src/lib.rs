@@ -8,6 +8,7 @@ pub mod decimal;
 pub mod hex;
 pub mod http;
 pub mod leads;
+pub mod log_lines;
 pub mod log_text;
 pub mod media;
 pub mod memory;

@@ -293,32 +293,35 @@ fn log_recorded(jobs: &[Job], done: &[Recorded]) {
         Job::Lead(_, Some(r)) => Some(r),
         _ => None,
     });
-    for (r, rec) in ended.zip(done) {
-        if rec.earlier {
-            // Its end after a restart recorded it `interrupted`: the
-            // log said these values as if recorded (trial, 2026-12-02).
+    // A batch's lines in one write (see `log_lines`).
+    crate::log_lines::together(|| {
+        for (r, rec) in ended.zip(done) {
+            if rec.earlier {
+                // Its end after a restart recorded it `interrupted`: the
+                // log said these values as if recorded (trial, 2026-12-02).
+                tracing::info!(
+                    call_id = %Clean(&r.call_id),
+                    status = r.status.as_str(),
+                    duration = r.duration,
+                    hangup = r.hangup.map(|h| h.as_str()).unwrap_or(""),
+                    lead = rec.lead_id,
+                    "call end of a call already recorded (interrupted at a restart): the record and its lead stay as they are"
+                );
+                continue;
+            }
             tracing::info!(
                 call_id = %Clean(&r.call_id),
+                caller = %Clean(&r.info.caller),
+                dialed = %Clean(&r.info.dialed),
                 status = r.status.as_str(),
                 duration = r.duration,
                 hangup = r.hangup.map(|h| h.as_str()).unwrap_or(""),
                 lead = rec.lead_id,
-                "call end of a call already recorded (interrupted at a restart): the record and its lead stay as they are"
+                outcome = %rec.outcome,
+                "call"
             );
-            continue;
         }
-        tracing::info!(
-            call_id = %Clean(&r.call_id),
-            caller = %Clean(&r.info.caller),
-            dialed = %Clean(&r.info.dialed),
-            status = r.status.as_str(),
-            duration = r.duration,
-            hangup = r.hangup.map(|h| h.as_str()).unwrap_or(""),
-            lead = rec.lead_id,
-            outcome = %rec.outcome,
-            "call"
-        );
-    }
+    });
 }
 
 /// The news of a batch the database refused, in order, for the journal.
