@@ -907,7 +907,7 @@ impl Config {
         // address, or either a wildcard) cannot both be bound.
         if let Some((i, _)) = listen.iter().enumerate().find(|(_, l)| {
             l.transport != Transport::Udp
-                && l.addr.port() == http_listen.port()
+                && ports_clash(l.addr.port(), http_listen.port())
                 && (l.addr.ip() == http_listen.ip()
                     || l.addr.ip().is_unspecified()
                     || http_listen.ip().is_unspecified())
@@ -2062,8 +2062,14 @@ fn pools(
 fn binds_clash(a: &ListenAddr, b: &ListenAddr) -> bool {
     let (x, y) = (a.addr.ip(), b.addr.ip());
     a.transport == b.transport
-        && a.addr.port() == b.addr.port()
+        && ports_clash(a.addr.port(), b.addr.port())
         && (x == y || ((x.is_unspecified() || y.is_unspecified()) && x.is_ipv4() == y.is_ipv4()))
+}
+
+/// Two binds of these ports take the same one: port 0 is a free port
+/// the kernel picks at each bind, so it clashes with nothing.
+fn ports_clash(a: u16, b: u16) -> bool {
+    a == b && a != 0
 }
 
 pub fn parse_listen(s: &str) -> Result<ListenAddr, String> {
@@ -2944,6 +2950,13 @@ mod tests {
             ),
             (
                 "[sip]\nlisten = [\"tcp:127.0.0.2:5600\"]\n[http]\nlisten = \"127.0.0.1:5600\"\n",
+                None,
+            ),
+            // Port 0 is a free port the kernel picks at each bind: no two
+            // clash (scripts/idle-cpu moves every address there, and a
+            // node so configured was refused at start).
+            (
+                "[sip]\nadvertised_host = \"127.0.0.1\"\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\", \"tcp:0.0.0.0:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\n",
                 None,
             ),
         ] {
