@@ -56,6 +56,43 @@ async fn an_email_only_client_is_found_by_the_email() {
     }
 }
 
+/// L-3's same deal in progress is found for a client with more deals by
+/// phone than a history part reads (100): the SQLite history then reads
+/// the same-lead deals as well (issue 15 made that part conditional).
+#[tokio::test]
+async fn a_same_deal_past_the_clients_newest_hundred_is_found() {
+    let at = (NOW_MS / 1000) as i64;
+    let in_progress = NewDealStatus {
+        status: "IN WORK".into(),
+        group: Group::InProgress,
+    };
+    let plan = Plan::default();
+    for (name, store, _dir) in stores().await {
+        let s = Settings::default();
+        let first = store
+            .record_lead(&form("79161234567", at), &s, &in_progress, None, &plan)
+            .await
+            .expect(name);
+        assert_eq!(first.outcome, "deal 1 created", "{name}");
+        for i in 0..100 {
+            let mut other = form("79161234567", at + 1 + i);
+            other.who.title = format!("Other order {i}");
+            let r = store
+                .record_lead(&other, &s, &in_progress, None, &plan)
+                .await
+                .expect(name);
+            assert_eq!(r.outcome, format!("deal {} created", i + 2), "{name}");
+        }
+        // Past L-3's 12 hours for the lead, within its 30 days for the deal.
+        let again = form("79161234567", at + 13 * 3600);
+        let r = store
+            .record_lead(&again, &s, &in_progress, None, &plan)
+            .await
+            .expect(name);
+        assert_eq!(r.outcome, "duplicate of deal 1", "{name}");
+    }
+}
+
 async fn stores() -> Vec<(&'static str, Store, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().expect("scratch dir");
     let url = format!("sqlite:{}", dir.path().join("t.db").display());

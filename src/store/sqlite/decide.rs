@@ -134,7 +134,7 @@ struct Statements<'c> {
 }
 
 /// The statements of `Statements`, by their index in `SQL`.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Sql {
     OpenCall,
     AnswerCall,
@@ -143,6 +143,7 @@ enum Sql {
     HistoryByPhone,
     HistoryByEmail,
     HistoryByTime,
+    SameLeadDeals,
     InsertLead,
     SetLeadDeal,
     InsertCall,
@@ -152,7 +153,7 @@ enum Sql {
     Queue,
 }
 
-const SQL: [&str; 14] = [
+const SQL: [&str; 15] = [
     // OpenCall
     "INSERT OR IGNORE INTO open_calls (call_id, run_id, invite_at, info)
      SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM calls WHERE call_id = ?1)",
@@ -166,6 +167,7 @@ const SQL: [&str; 14] = [
     HISTORY_BY_PHONE,
     HISTORY_BY_EMAIL,
     HISTORY_BY_TIME,
+    SAME_LEAD_DEALS,
     // InsertLead
     "INSERT INTO leads (created_at, kind, title, name, phone, email, visit_id, form, dialed,
                         text, fields, call_id, accepted, deal_id, outcome, visit_channel,
@@ -231,9 +233,9 @@ fn kind_str(k: LeadKind) -> &'static str {
 }
 
 /// part, id, title, name, phone, email, visit, time, group: the columns
-/// of every part of the history query (`HISTORY_BY_*`); part 0 is a
-/// prior accepted lead (time: when it was made, group: its deal's), part
-/// 1 a deal.
+/// of every part of the history query (`HISTORY_BY_*`, `SAME_LEAD_DEALS`);
+/// part 0 is a prior accepted lead (time: when it was made, group: its
+/// deal's), parts 2 to 4 deals.
 fn history_row(r: &Row) -> rusqlite::Result<(i64, i64, Identity, i64, Group)> {
     Ok((
         r.get(0)?,
@@ -254,15 +256,16 @@ fn history_row(r: &Row) -> rusqlite::Result<(i64, i64, Identity, i64, Group)> {
 /// was four, each a statement cache look-up, bind, step and reset): the
 /// accepted leads through the lead's most selective index (`INDEXED BY`:
 /// without statistics SQLite may pick the e-mail index, and most calls
-/// have no e-mail), then the client's deals by phone and by e-mail and
-/// the same-lead deals, each through its own index and only the most
-/// recent (enough for every rule, whatever the window). A part whose key
-/// is empty (`?1 <> ''`, a constant SQLite tests once) reads nothing: an
-/// empty phone names no client. UNION ALL keeps the parts in this order.
-/// ?1 phone, ?2 e-mail, ?3 title, ?4 name, ?5 visit, ?6 leads since,
-/// ?7 deals since.
+/// have no e-mail), then the client's deals by phone (part 2) and by
+/// e-mail (part 3), each through its own index and only the most recent
+/// (enough for every rule, whatever the window), and, where `$same_lead`
+/// is given, the same-lead deals (part 4; see `same_lead_deals_needed`).
+/// A part whose key is empty (`?1 <> ''`, a constant SQLite tests once)
+/// reads nothing: an empty phone names no client. UNION ALL keeps the
+/// parts in this order. ?1 phone, ?2 e-mail, ?3 title, ?4 name, ?5 visit,
+/// ?6 leads since, ?7 deals since.
 macro_rules! history_sql {
-    ($index:literal, $term:literal) => {
+    ($index:literal, $term:literal $(, $same_lead:expr)?) => {
         concat!(
             "SELECT 0, l.id, l.title, l.name, l.phone, l.email, l.visit_id, l.created_at, d.grp
                FROM leads l INDEXED BY ",
@@ -273,16 +276,25 @@ macro_rules! history_sql {
             $term,
             "
              UNION ALL SELECT * FROM (
-               SELECT 1, id, title, name, phone, email, visit_id, created_at, grp FROM deals
+               SELECT 2, id, title, name, phone, email, visit_id, created_at, grp FROM deals
                 WHERE ?1 <> '' AND phone = ?1 ORDER BY created_at DESC LIMIT 100)
              UNION ALL SELECT * FROM (
-               SELECT 1, id, title, name, phone, email, visit_id, created_at, grp FROM deals
-                WHERE ?2 <> '' AND email = ?2 ORDER BY created_at DESC LIMIT 100)
-             UNION ALL SELECT * FROM (
-               SELECT 1, id, title, name, phone, email, visit_id, created_at, grp FROM deals
+               SELECT 3, id, title, name, phone, email, visit_id, created_at, grp FROM deals
+                WHERE ?2 <> '' AND email = ?2 ORDER BY created_at DESC LIMIT 100)"
+            $(, "\n             UNION ALL ", $same_lead)?
+        )
+    };
+}
+/// Part 4 of the history: deals with the lead's title, name and visit
+/// (L-3's same deal, for a lead with neither phone nor e-mail; see
+/// `same_lead_deals_needed`). A statement of its own as well, bound like
+/// the whole (?3 title, ?4 name, ?5 visit, ?7 deals since).
+macro_rules! same_lead_deals_sql {
+    () => {
+        "SELECT * FROM (
+               SELECT 4, id, title, name, phone, email, visit_id, created_at, grp FROM deals
                 WHERE title = ?3 AND created_at >= ?7 AND name = ?4 AND visit_id = ?5
                 ORDER BY created_at DESC LIMIT 100)"
-        )
     };
 }
 const HISTORY_BY_PHONE: &str = history_sql!("leads_phone", "");
@@ -291,7 +303,25 @@ const HISTORY_BY_PHONE: &str = history_sql!("leads_phone", "");
 // term. This statement is used only for a lead with an e-mail, so the
 // term drops no row.
 const HISTORY_BY_EMAIL: &str = history_sql!("leads_email", " AND l.email <> ''");
-const HISTORY_BY_TIME: &str = history_sql!("leads_created", "");
+const HISTORY_BY_TIME: &str = history_sql!("leads_created", "", same_lead_deals_sql!());
+const SAME_LEAD_DEALS: &str = same_lead_deals_sql!();
+
+/// The most deals a part of the history reads (its `LIMIT`).
+const HISTORY_PART_LIMIT: usize = 100;
+
+/// Whether the history of a lead needs part 4 (deals by title, name and
+/// visit) after parts 1 to 3 read `by_phone` deals by its phone and
+/// `by_email` by its e-mail. `decide` takes a deal of part 4 only if its
+/// whole identity is the lead's (L-3) or it is the client's (L-4, L-5: same
+/// phone or e-mail), so for a lead with a phone or an e-mail such a deal
+/// is among that phone's or e-mail's deals, which parts 2 and 3 read in
+/// full unless they stopped at their limit. Issue 15: part 4 was an index
+/// probe and a row read per call that never found anything new.
+fn same_lead_deals_needed(phone: &str, email: &str, by_phone: usize, by_email: usize) -> bool {
+    (phone.is_empty() && email.is_empty())
+        || (!phone.is_empty() && by_phone >= HISTORY_PART_LIMIT)
+        || (!email.is_empty() && by_email >= HISTORY_PART_LIMIT)
+}
 
 /// Remembers a call in progress until its record is written.
 fn note_open_call(st: &mut Statements, run_id: &str, c: &CallStart) -> rusqlite::Result<()> {
@@ -533,40 +563,81 @@ fn history(
     } else if !w.email.is_empty() {
         Sql::HistoryByEmail
     } else {
+        // Parts 1 to 4 in one statement: part 4 is always needed here.
         Sql::HistoryByTime
     };
-    let q = st.get(sql)?;
-    let mut rows = q.query(params![
-        w.phone,
-        w.email,
-        w.title,
-        w.name,
-        w.visit,
-        leads_since,
-        deals_since
-    ])?;
-    let mut leads = Vec::new();
-    let mut deals: Vec<Deal> = Vec::new();
-    while let Some(r) = rows.next()? {
-        let (part, id, who, at, group) = history_row(r)?;
-        if part == 0 {
-            leads.push(PriorLead {
-                id,
-                who,
-                accepted_at: at,
-                deal_group: group,
-            });
-        } else if !deals.iter().any(|d| d.id == id) {
-            // A deal can be the client's and the same lead's: once.
-            deals.push(Deal {
-                id,
-                who,
-                created_at: at,
-                group,
-            });
-        }
+    let mut history = History::default();
+    history.read(st.get(sql)?, w, leads_since, deals_since)?;
+    if sql != Sql::HistoryByTime
+        && same_lead_deals_needed(&w.phone, &w.email, history.by_phone, history.by_email)
+    {
+        history.read(st.get(Sql::SameLeadDeals)?, w, leads_since, deals_since)?;
     }
-    Ok((leads, deals))
+    Ok((history.leads, history.deals))
+}
+
+/// What the history statements of one lead read.
+#[derive(Default)]
+struct History {
+    leads: Vec<PriorLead>,
+    deals: Vec<Deal>,
+    /// Rows of parts 2 and 3: whether they stopped at their limit.
+    by_phone: usize,
+    by_email: usize,
+}
+
+impl History {
+    fn read(
+        &mut self,
+        q: &mut Statement,
+        w: &Identity,
+        leads_since: i64,
+        deals_since: i64,
+    ) -> rusqlite::Result<()> {
+        let all = params![
+            w.phone,
+            w.email,
+            w.title,
+            w.name,
+            w.visit,
+            leads_since,
+            deals_since
+        ];
+        // Parts 1 to 3 alone bind no ?7 (the same-lead deals' window).
+        let bound = all.get(..q.parameter_count()).unwrap_or(all);
+        let mut rows = q.query(bound)?;
+        while let Some(r) = rows.next()? {
+            let part: i64 = r.get(0)?;
+            match part {
+                2 => self.by_phone += 1,
+                3 => self.by_email += 1,
+                _ => {}
+            }
+            // A deal can be the client's and the same lead's: once. Its id
+            // is read first, so a repeat costs no strings.
+            let id: i64 = r.get(1)?;
+            if part != 0 && self.deals.iter().any(|d| d.id == id) {
+                continue;
+            }
+            let (_, id, who, at, group) = history_row(r)?;
+            if part == 0 {
+                self.leads.push(PriorLead {
+                    id,
+                    who,
+                    accepted_at: at,
+                    deal_group: group,
+                });
+            } else {
+                self.deals.push(Deal {
+                    id,
+                    who,
+                    created_at: at,
+                    group,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// JSON text of `v`, or `empty` without serde when there is nothing in
@@ -681,4 +752,32 @@ fn insert_items(st: &mut Statements, items: &[Item], now_ms: i64) -> rusqlite::R
         ])?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_lead_deals_needed;
+
+    #[test]
+    fn same_lead_deals_are_read_only_where_parts_two_and_three_may_miss_them() {
+        // phone, e-mail, deals read by phone, by e-mail, needed
+        let table = [
+            ("", "", 0, 0, true),
+            ("79161234567", "", 0, 0, false),
+            ("79161234567", "", 99, 0, false),
+            ("79161234567", "", 100, 0, true),
+            ("", "ivan@example.com", 3, 0, false),
+            ("", "ivan@example.com", 0, 100, true),
+            ("79161234567", "ivan@example.com", 5, 7, false),
+            ("79161234567", "ivan@example.com", 100, 7, true),
+            ("79161234567", "ivan@example.com", 5, 100, true),
+        ];
+        for (phone, email, by_phone, by_email, needed) in table {
+            assert_eq!(
+                same_lead_deals_needed(phone, email, by_phone, by_email),
+                needed,
+                "{phone:?} {email:?} {by_phone} {by_email}"
+            );
+        }
+    }
 }
