@@ -63,6 +63,20 @@ pub(crate) trait Ledger: DealBook {
         answer_at: i64,
         dialog: Option<&str>,
     ) -> Result<(), Self::Error>;
+    /// A call started and answered within one batch: `open_call`, then
+    /// `answer_call`. A store may do both in one write (issue 15: a PBX
+    /// that answers with its menu at once sends both within the
+    /// pipeline's linger).
+    fn open_answered_call(
+        &mut self,
+        run_id: &str,
+        c: &CallStart,
+        answer_at: i64,
+        dialog: Option<&str>,
+    ) -> Result<(), Self::Error> {
+        self.open_call(run_id, c)?;
+        self.answer_call(&c.call_id, answer_at, dialog)
+    }
     /// CRM requests (C-5); an idempotency key already queued is skipped.
     fn queue(&mut self, items: &[Item], now_ms: i64) -> Result<(), Self::Error>;
 }
@@ -89,26 +103,32 @@ pub(crate) fn record_batch<L: Ledger>(
 ) -> Result<Vec<Recorded>, L::Error> {
     let mut out = Vec::with_capacity(jobs.len());
     let ended = ended_later(jobs);
-    for (job, ended) in jobs.iter().zip(ended) {
+    let answers = answers_of_starts(jobs, &ended);
+    // Answers written with their starts.
+    let mut written: Vec<bool> = vec![false; jobs.len()];
+    for (i, (job, ended)) in jobs.iter().zip(ended).enumerate() {
         match job {
             Job::Lead(lead, call) => out.push(decide_and_record(l, lead, call.as_ref(), cx)?),
             Job::Abandoned(call_id) => l.forget_call(call_id)?,
             Job::Answered(_) | Job::Start(..) if ended => {}
-            Job::Answered(a) => l.answer_call(
-                &a.call_id,
-                a.answer_at as i64,
-                a.dialog
-                    .as_ref()
-                    .map(crate::proxy::handoff::to_json)
-                    .as_deref(),
-            )?,
+            Job::Answered(_) if written[i] => {}
+            Job::Answered(a) => {
+                l.answer_call(&a.call_id, a.answer_at as i64, dialog_json(a).as_deref())?
+            }
             Job::Start(c, earlier_run) => {
                 let run = if *earlier_run {
                     cx.earlier_run_id
                 } else {
                     cx.run_id
                 };
-                l.open_call(run, c)?;
+                match answers[i].map(|j| (j, &jobs[j])) {
+                    Some((j, Job::Answered(a))) => {
+                        written[j] = true;
+                        let dialog = dialog_json(a);
+                        l.open_answered_call(run, c, a.answer_at as i64, dialog.as_deref())?;
+                    }
+                    _ => l.open_call(run, c)?,
+                }
             }
         }
         // The call-start webhook goes whether or not the open row was
@@ -120,6 +140,36 @@ pub(crate) fn record_batch<L: Ledger>(
         }
     }
     Ok(out)
+}
+
+/// An answered call's dialog as the open row keeps it (JSON).
+fn dialog_json(a: &crate::calls::AnsweredCall) -> Option<String> {
+    a.dialog.as_ref().map(crate::proxy::handoff::to_json)
+}
+
+/// For each call start the batch writes (not `ended`), the index of its
+/// call's next answer in the batch, if any, so that both go in one write
+/// (`Ledger::open_answered_call`). A second start of the call before the
+/// answer takes it (the first is written alone, the second with it: the
+/// row the first wrote takes the answer, as the answer's UPDATE gave it
+/// after both).
+fn answers_of_starts(jobs: &[Job], ended: &[bool]) -> Vec<Option<usize>> {
+    let mut out = vec![None; jobs.len()];
+    let mut waiting: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        match job {
+            Job::Start(c, _) if !ended.get(i).copied().unwrap_or(false) => {
+                waiting.insert(&c.call_id, i);
+            }
+            Job::Answered(a) => {
+                if let Some(start) = waiting.remove(a.call_id.as_str()) {
+                    out[start] = Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// For each job, whether it is a call's start or answer whose end (its
@@ -456,6 +506,53 @@ mod tests {
         }
     }
 
+    #[test]
+    fn starts_written_with_their_answers() {
+        let cases: Vec<(&str, Vec<Job>, Vec<Option<usize>>)> = vec![
+            ("empty", vec![], vec![]),
+            (
+                "start, answer",
+                vec![start("a"), answered("a")],
+                vec![Some(1), None],
+            ),
+            ("a start alone", vec![start("a")], vec![None]),
+            (
+                "an answer alone (its start in an earlier batch)",
+                vec![answered("a")],
+                vec![None],
+            ),
+            (
+                "interleaved calls",
+                vec![start("a"), start("b"), form(), answered("b"), answered("a")],
+                vec![Some(4), Some(3), None, None, None],
+            ),
+            (
+                "the second of two starts takes the answer",
+                vec![start("a"), start("a"), answered("a")],
+                vec![None, Some(2), None],
+            ),
+            (
+                "a second answer stays an update",
+                vec![start("a"), answered("a"), answered("a")],
+                vec![Some(1), None, None],
+            ),
+            (
+                "a call ending in the batch writes neither",
+                vec![start("a"), answered("a"), ended("a")],
+                vec![None, None, None],
+            ),
+            (
+                "an answer before its start is not taken back",
+                vec![answered("a"), start("a")],
+                vec![None, None],
+            ),
+        ];
+        for (name, jobs, want) in cases {
+            let ended = ended_later(&jobs);
+            assert_eq!(answers_of_starts(&jobs, &ended), want, "{name}");
+        }
+    }
+
     /// Logs what a batch asks of its store.
     #[derive(Default)]
     struct Log(Vec<String>);
@@ -533,6 +630,18 @@ mod tests {
             self.0.push(format!("answer_call {id}"));
             Ok(())
         }
+        fn open_answered_call(
+            &mut self,
+            _: &str,
+            c: &CallStart,
+            _: i64,
+            dialog: Option<&str>,
+        ) -> Result<(), Self::Error> {
+            let with = if dialog.is_some() { " with dialog" } else { "" };
+            self.0
+                .push(format!("open_answered_call {}{with}", c.call_id));
+            Ok(())
+        }
         fn queue(&mut self, items: &[Item], _: i64) -> Result<(), Self::Error> {
             for i in items {
                 self.0.push(format!("queue {}", i.key));
@@ -578,9 +687,8 @@ mod tests {
             asked,
             [
                 "queue i-call-a-start",
-                "open_call b",
+                "open_answered_call b with dialog",
                 "queue i-call-b-start",
-                "answer_call b",
                 "recorded_call a",
                 "insert_lead",
                 "insert_deal",

@@ -1436,6 +1436,42 @@ async fn an_answered_calls_dialog_is_shared_until_its_record_is_written() {
     assert!(m.open_dialog("m1@host").await.expect("memory").is_none());
 }
 
+/// A start and its answer in one batch are written together (issue 15),
+/// and the answer is kept whether the start's row is new or was written
+/// by an earlier batch (a journal replay sends the start again).
+#[tokio::test]
+async fn a_start_and_its_answer_in_one_batch_keep_the_answer() {
+    for (name, a, b, _dir) in shared_stores().await {
+        let record = |jobs: Vec<Job>| {
+            let a = a.clone();
+            async move {
+                a.record_calls(
+                    Arc::new(jobs),
+                    &Settings::default(),
+                    &status(),
+                    &Plan::default(),
+                )
+                .await
+                .expect(name)
+            }
+        };
+        record(open_call_jobs("fresh@a", true)).await;
+        let mut start_only = open_call_jobs("replayed@a", false);
+        record(start_only.clone()).await;
+        start_only.extend(open_call_jobs("replayed@a", true));
+        record(start_only).await;
+        for id in ["fresh@a", "replayed@a"] {
+            let got = b
+                .open_dialog(id)
+                .await
+                .expect(name)
+                .unwrap_or_else(|| panic!("{name}: {id} has no open dialog"));
+            assert_eq!(got.answer_unix, NOW_MS + 1_000, "{name} {id}");
+            assert_eq!(got.dialog.caller_tag, "ct", "{name} {id}");
+        }
+    }
+}
+
 /// A call's start on node-a, and its answer with the dialog when
 /// `answered`.
 fn open_call_jobs(id: &str, answered: bool) -> Vec<Job> {

@@ -137,6 +137,7 @@ struct Statements<'c> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Sql {
     OpenCall,
+    OpenAnsweredCall,
     AnswerCall,
     ForgetCall,
     RecordedCall,
@@ -153,10 +154,16 @@ enum Sql {
     Queue,
 }
 
-const SQL: [&str; 15] = [
+const SQL: [&str; 16] = [
     // OpenCall
     "INSERT OR IGNORE INTO open_calls (call_id, run_id, invite_at, info)
      SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM calls WHERE call_id = ?1)",
+    // OpenAnsweredCall: OpenCall, then AnswerCall, in one statement. A row
+    // written already (an earlier batch's, replayed) takes the answer, as
+    // the UPDATE would give it.
+    "INSERT INTO open_calls (call_id, run_id, invite_at, info, answer_at, dialog)
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS (SELECT 1 FROM calls WHERE call_id = ?1)
+     ON CONFLICT (call_id) DO UPDATE SET answer_at = excluded.answer_at, dialog = excluded.dialog",
     // AnswerCall
     "UPDATE open_calls SET answer_at = ?2, dialog = ?3 WHERE call_id = ?1",
     // ForgetCall
@@ -513,6 +520,24 @@ impl Ledger for SqlLedger<'_, '_> {
 
     fn open_call(&mut self, run_id: &str, c: &CallStart) -> rusqlite::Result<()> {
         note_open_call(self.0, run_id, c)
+    }
+
+    fn open_answered_call(
+        &mut self,
+        run_id: &str,
+        c: &CallStart,
+        answer_at: i64,
+        dialog: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        self.0.get(Sql::OpenAnsweredCall)?.execute(params![
+            c.call_id,
+            run_id,
+            c.invite_at as i64,
+            serde_json::to_string(&c.info).unwrap_or_else(|_| "{}".into()),
+            answer_at,
+            dialog,
+        ])?;
+        Ok(())
     }
 
     fn forget_call(&mut self, call_id: &str) -> rusqlite::Result<()> {
