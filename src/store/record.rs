@@ -506,9 +506,13 @@ mod tests {
         }
     }
 
+    /// A case of `answers_of_starts`: its name, the batch, the answer
+    /// index wanted for each job.
+    type PairingCase = (&'static str, Vec<Job>, Vec<Option<usize>>);
+
     #[test]
     fn starts_written_with_their_answers() {
-        let cases: Vec<(&str, Vec<Job>, Vec<Option<usize>>)> = vec![
+        let cases: Vec<PairingCase> = vec![
             ("empty", vec![], vec![]),
             (
                 "start, answer",
