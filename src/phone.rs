@@ -6,6 +6,9 @@
 use smol_str::SmolStr;
 use std::borrow::Cow;
 
+mod typed;
+pub use typed::{typed_phone, Typed};
+
 /// The numbering plan the operator configures (`[phone]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PhoneRules {

@@ -21,7 +21,7 @@ use crate::leads::dedup::{Identity, LeadKind};
 use crate::leads::pipeline::new_deal_status;
 use crate::leads::pipeline::StorageHealth;
 use crate::log_text::{Clean, Throttle};
-use crate::phone::{normalize_str, PhoneRules};
+use crate::phone::{normalize, typed_phone, Normalized, PhoneRules};
 use crate::proxy::Stats;
 use crate::recording::retention::RetentionMetrics;
 use crate::store::leads::NewLead;
@@ -586,10 +586,15 @@ pub fn parse_lead(body: &[u8], phone: &PhoneRules, now_s: i64) -> Result<NewLead
         return Err(format!("email: \"{email}\" is not an e-mail address"));
     }
     let raw_phone = text("phone", 64)?;
-    let phone = if raw_phone.is_empty() {
-        String::new()
+    // As typed or pasted: no-break spaces, dashes, `tel:`, an extension.
+    let typed = typed_phone(&raw_phone);
+    let (phone, extension) = if raw_phone.is_empty() {
+        (String::new(), None)
     } else {
-        normalize_str(&raw_phone, phone)
+        match normalize(&typed.number, phone) {
+            Normalized::Number(digits) => (digits, typed.extension),
+            Normalized::NotANumber(_) => (raw_phone, None),
+        }
     };
     let name = text("name", MAX_VALUE)?;
     if phone.is_empty() && email.is_empty() && name.is_empty() {
@@ -617,13 +622,24 @@ pub fn parse_lead(body: &[u8], phone: &PhoneRules, now_s: i64) -> Result<NewLead
         },
         form,
         dialed: String::new(),
-        text: text("text", 16 * 1024)?,
+        text: with_extension(text("text", 16 * 1024)?, extension.as_deref()),
         fields,
         // Filled from the visits API by the handler.
         visit_data: Default::default(),
         call_id: None,
         at: now_s,
     })
+}
+
+/// A form lead's text, with the extension its phone came with (matched
+/// without it, the number alone names the client): the manager who calls
+/// back needs it.
+fn with_extension(text: String, extension: Option<&str>) -> String {
+    match extension {
+        None => text,
+        Some(e) if text.is_empty() => format!("Extension: {e}"),
+        Some(e) => format!("{text}\nExtension: {e}"),
+    }
 }
 
 async fn post_lead(_: Authorized, State(s): State<AppState>, body: Bytes) -> Response {
@@ -893,6 +909,42 @@ fn is_email(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Phones as people paste them normalise to the client's number
+    /// (trial, 2026-12-03: each of these made a deal of its own); an
+    /// extension goes to the lead's text.
+    #[test]
+    fn form_phones_pasted_or_with_an_extension_are_the_clients_number() {
+        let rules = PhoneRules::default();
+        // phone as sent, text as sent, phone stored, text stored
+        let table = [
+            ("+7\\u00a0926\\u00a0000-11-22", "", "79260001122", ""),
+            ("+7 926 000\\u201311\\u201322", "", "79260001122", ""),
+            (
+                "\\uff18\\uff19\\uff12\\uff16\\uff10\\uff10\\uff10\\uff11\\uff11\\uff12\\uff12",
+                "",
+                "79260001122",
+                "",
+            ),
+            ("tel:+79260001122", "", "79260001122", ""),
+            ("+79260001122;ext=5", "", "79260001122", "Extension: 5"),
+            (
+                "+7 926 000-11-22 доб. 5",
+                "call me",
+                "79260001122",
+                "call me\nExtension: 5",
+            ),
+            ("8 926 000 11 22", "", "79260001122", ""),
+            // Not a number: kept as sent, the text untouched.
+            ("ask for Ivan x5", "hi", "ask for Ivan x5", "hi"),
+        ];
+        for (phone, text, want_phone, want_text) in table {
+            let body = format!(r#"{{"name":"N","phone":"{phone}","text":"{text}"}}"#);
+            let lead = parse_lead(body.as_bytes(), &rules, 0).expect(phone);
+            assert_eq!(lead.who.phone, want_phone, "{phone}");
+            assert_eq!(lead.text, want_text, "{phone}");
+        }
+    }
 
     #[test]
     fn e_mail_addresses_a_crm_can_take() {

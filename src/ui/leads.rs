@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use chrono::{FixedOffset, NaiveDate, TimeZone};
 
 use super::{esc, head, layout, url_value, Ctx, Nav, Texts};
-use crate::phone::{normalize_str, PhoneRules};
+use crate::phone::{normalize_str, typed_phone, PhoneRules};
 use crate::store::query::{LeadQuery, OutcomeKind, Search};
 use crate::store::rows::LeadRow;
 
@@ -106,10 +106,14 @@ pub fn parse_filter(
 /// at least five digits) is a phone, normalised as stored; anything else
 /// the start of a name.
 pub fn search_of(s: &str, phone: &PhoneRules) -> Search {
-    let digits = s.chars().filter(char::is_ascii_digit).count();
-    let phone_like = s.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c));
+    // A number pasted from a web page (no-break spaces, dashes); a name
+    // is searched as typed.
+    let typed = typed_phone(s);
+    let t = typed.number.as_str();
+    let digits = t.chars().filter(char::is_ascii_digit).count();
+    let phone_like = t.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c));
     if phone_like && digits >= 5 {
-        Search::Phone(normalize_str(s, phone))
+        Search::Phone(normalize_str(t, phone))
     } else {
         Search::NamePrefix(s.to_string())
     }
@@ -383,6 +387,16 @@ mod tests {
             ("Ivan", Search::NamePrefix("Ivan".into())),
             ("123", Search::NamePrefix("123".into())),
             ("Room 12345", Search::NamePrefix("Room 12345".into())),
+            // Pasted from a web page: no-break spaces and en dashes.
+            (
+                "+7\u{a0}499\u{a0}123\u{2013}45\u{2013}67",
+                Search::Phone("74991234567".into()),
+            ),
+            // A name keeps its dash.
+            (
+                "Анна\u{2013}Мария",
+                Search::NamePrefix("Анна\u{2013}Мария".into()),
+            ),
         ] {
             assert_eq!(search_of(s, &rules), search, "{s}");
         }
