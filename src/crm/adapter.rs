@@ -24,6 +24,16 @@ pub enum Outcome {
     /// the reason, so the lead log shows it and an operator can retry it
     /// through the API once the cause is fixed.
     GiveUp { reason: String },
+    /// A deal.create made its deal in the CRM (`deal_id`, recorded now)
+    /// but the rest of the item failed: tried again like `Retry`, and the
+    /// retry starts from that deal (`DueItem::crm_deal_id`), where a
+    /// retry from the start could make a second deal (amoCRM's search
+    /// lags behind its writes).
+    Partly {
+        deal_id: String,
+        error: String,
+        retry_after_ms: Option<u64>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -773,6 +773,12 @@ impl AmoCrm {
     }
 }
 
+/// The amoCRM lead an earlier attempt of this deal.create made, when it
+/// failed after (`Outcome::Partly` recorded the id).
+fn made_lead(item: &DueItem) -> Option<u64> {
+    item.crm_deal_id.as_deref()?.trim().parse().ok()
+}
+
 impl CrmAdapter for AmoCrm {
     fn start(&self, item: &DueItem, now_unix_ms: i64) -> Step {
         let s = &self.settings;
@@ -782,10 +788,15 @@ impl CrmAdapter for AmoCrm {
             });
         };
         match (item.target, item.event.as_str()) {
-            // Every create looks for the lead an earlier attempt may have
-            // made (a timeout after amoCRM applied it, or a crash before
-            // the answer was recorded): amoCRM has no idempotency keys.
-            (Target::Lead, "deal.create") => Step::Send(s.lookup(&item.key)),
+            // An earlier attempt made the lead and failed on its note
+            // (`Outcome::Partly`): the note is all that is left. Else every
+            // create looks for the lead an earlier attempt may have made (a
+            // timeout after amoCRM applied it, or a crash before the answer
+            // was recorded): amoCRM has no idempotency keys.
+            (Target::Lead, "deal.create") => match made_lead(item) {
+                Some(id) => self.after_create(id, &body, true),
+                None => Step::Send(s.lookup(&item.key)),
+            },
             // Notes and tasks are looked up by the marker in their text.
             (Target::Lead, "deal.comment") => match Self::lead_id(item) {
                 Ok(id) if lead_marker(&body).is_some() => Step::Send(s.find_note(id)),
@@ -877,24 +888,35 @@ impl CrmAdapter for AmoCrm {
                 self.after_create(id, &body, false)
             }
             // The lead exists: its id is recorded whatever became of the
-            // note. A retry would start from the look-up by key, and while
-            // amoCRM's search has not indexed the new lead it would make a
-            // second one (QA, 2026-12-02): a lost note is logged instead.
+            // note. A retry from the look-up by key could make a second
+            // lead while amoCRM's search has not indexed the new one (QA,
+            // 2026-12-02), so a note that may still go is retried from the
+            // lead (`Outcome::Partly`; a trial on 2026-12-03 lost the
+            // visitor's text to one 500); one amoCRM refuses is logged.
             CREATE_NOTE => match (lead_in_notes_url(&sent.url), ok(a.status)) {
                 (Some(id), true) => Step::Finish(Outcome::Delivered {
                     deal_id: Some(id.to_string()),
                 }),
-                (Some(id), false) => {
-                    let reason = match classify_failure(a, now_unix_ms) {
-                        Outcome::GiveUp { reason } => reason,
-                        Outcome::Retry { error, .. } => error,
-                        Outcome::Delivered { .. } => format!("HTTP {}", a.status),
-                    };
-                    tracing::warn!(lead = id, %reason, "amoCRM took the lead but not the note with its text; the text is in siptrack's lead log only");
-                    Step::Finish(Outcome::Delivered {
-                        deal_id: Some(id.to_string()),
-                    })
-                }
+                (Some(id), false) => match classify_failure(a, now_unix_ms) {
+                    Outcome::Retry {
+                        error,
+                        retry_after_ms,
+                    } => Step::Finish(Outcome::Partly {
+                        deal_id: id.to_string(),
+                        error: format!("the lead is made, its note not: {error}"),
+                        retry_after_ms,
+                    }),
+                    refused => {
+                        let reason = match refused {
+                            Outcome::GiveUp { reason } => reason,
+                            _ => format!("HTTP {}", a.status),
+                        };
+                        tracing::warn!(lead = id, %reason, "amoCRM took the lead but refused the note with its text; the text is in siptrack's lead log only");
+                        Step::Finish(Outcome::Delivered {
+                            deal_id: Some(id.to_string()),
+                        })
+                    }
+                },
                 (None, _) => Step::Finish(classify_failure(a, now_unix_ms)),
             },
             FIND_NOTE | FIND_TASK if ok(a.status) => {
@@ -1432,10 +1454,18 @@ mod tests {
                     assert_eq!(a.next(&item, &note, &answer(200, "{}"), 0), delivered);
                     // Refused for good: the lead stands, its id goes on.
                     assert_eq!(a.next(&item, &note, &answer(400, "{}"), 0), delivered);
-                    // Overload too: never a retry, which would look the
-                    // lead up and, before amoCRM's search has it, make a
-                    // second one.
-                    assert_eq!(a.next(&item, &note, &answer(503, ""), 0), delivered);
+                    // Overload: the note is tried again from the lead made
+                    // (its id recorded now), never from the look-up, which
+                    // before amoCRM's search has the lead would make a
+                    // second one (trial, 2026-12-03: the note was lost).
+                    for status in [500, 503] {
+                        match a.next(&item, &note, &answer(status, ""), 0) {
+                            Step::Finish(Outcome::Partly { deal_id, .. }) => {
+                                assert_eq!(deal_id, "31", "{status}")
+                            }
+                            other => panic!("{status}: {other:?}"),
+                        }
+                    }
                     let garbage = a.next(&item, &r, &answer(200, "<html>"), 0);
                     assert!(
                         matches!(garbage, Step::Finish(Outcome::Retry { .. })),
@@ -1445,6 +1475,34 @@ mod tests {
                 (step, _) => panic!("{status} {body}: {step:?}"),
             }
         }
+        // The retry of a create whose lead was made (its id recorded):
+        // the note is looked up by its marker on that lead, then added; no
+        // look-up by key, no second lead.
+        let made = due(
+            Target::Lead,
+            "deal.create",
+            &lead_body("deal.create"),
+            Some("31"),
+        );
+        let find = sent(a.start(&made, 0));
+        assert_eq!(
+            (find.stage, find.url.as_str()),
+            (
+                FIND_CREATE_NOTE,
+                "https://acme.amocrm.ru/api/v4/leads/31/notes?filter%5Bnote_type%5D=common&limit=250"
+            )
+        );
+        let add = sent(a.next(&made, &find, &answer(204, ""), 0));
+        assert_eq!(
+            (add.stage, add.url.as_str()),
+            (CREATE_NOTE, "https://acme.amocrm.ru/api/v4/leads/31/notes")
+        );
+        assert_eq!(
+            a.next(&made, &add, &answer(200, "{}"), 0),
+            Step::Finish(Outcome::Delivered {
+                deal_id: Some("31".into())
+            })
+        );
         // A lead without text has no note.
         let mut silent = lead_body("deal.create");
         silent["text"] = json!("");

@@ -94,30 +94,43 @@ async fn attempt(
 
 /// What to record for one attempt.
 fn settle(cfg: &CrmDelivery, item: &DueItem, outcome: Outcome, now: i64) -> Settle {
-    match outcome {
-        Outcome::Delivered { deal_id } => Settle::Done {
-            crm_deal: match (item.is_deal_create(), item.deal_ref, deal_id) {
-                (true, Some(deal), Some(id)) => Some((deal, id)),
-                _ => None,
-            },
-        },
-        Outcome::GiveUp { reason } => Settle::Park { error: reason },
+    // The CRM's id of the deal this item created, when it made one.
+    let created = |deal_id: Option<String>| match (item.is_deal_create(), item.deal_ref, deal_id) {
+        (true, Some(deal), Some(id)) => Some((deal, id)),
+        _ => None,
+    };
+    let (error, retry_after_ms, crm_deal) = match outcome {
+        Outcome::Delivered { deal_id } => {
+            return Settle::Done {
+                crm_deal: created(deal_id),
+            }
+        }
+        Outcome::GiveUp { reason } => {
+            return Settle::Park {
+                error: reason,
+                crm_deal: None,
+            }
+        }
         Outcome::Retry {
             error,
             retry_after_ms,
-        } => {
-            if cfg.retry.expired(item.created_at, now) {
-                Settle::Park { error }
-            } else {
-                let delay = cfg
-                    .retry
-                    .delay_ms(item.attempts + 1, retry_after_ms, fastrand::f64());
-                Settle::Retry {
-                    error,
-                    next_at: now.saturating_add(delay as i64),
-                }
-            }
-        }
+        } => (error, retry_after_ms, None),
+        Outcome::Partly {
+            deal_id,
+            error,
+            retry_after_ms,
+        } => (error, retry_after_ms, created(Some(deal_id))),
+    };
+    if cfg.retry.expired(item.created_at, now) {
+        return Settle::Park { error, crm_deal };
+    }
+    let delay = cfg
+        .retry
+        .delay_ms(item.attempts + 1, retry_after_ms, fastrand::f64());
+    Settle::Retry {
+        error,
+        next_at: now.saturating_add(delay as i64),
+        crm_deal,
     }
 }
 
@@ -262,14 +275,14 @@ pub async fn run(
             let s = settle(&cfg, &item, outcome, now);
             match &s {
                 Settle::Done { .. } => metrics.delivered((now - item.created_at).max(0) as u64),
-                Settle::Retry { error, next_at } => {
+                Settle::Retry { error, next_at, .. } => {
                     if item.attempts == 0 {
                         tracing::warn!(key = %item.key, error = %error, retry_in_ms = next_at - now, "CRM request failed; retrying");
                     } else {
                         tracing::debug!(key = %item.key, attempt = item.attempts + 1, error = %error, "CRM request failed again");
                     }
                 }
-                Settle::Park { error } => {
+                Settle::Park { error, .. } => {
                     metrics.parked();
                     tracing::error!(key = %item.key, attempts = item.attempts + 1, error = %error, "CRM request parked as failed (refused by the CRM, or still failing after crm.retry.max_age_hours)");
                 }
@@ -358,6 +371,26 @@ mod tests {
         );
     }
 
+    /// A create whose deal was made though its note failed is retried,
+    /// the CRM's id recorded now (and when it is parked at last).
+    #[test]
+    fn a_partly_made_deal_is_retried_with_the_crms_id_recorded() {
+        let partly = || Outcome::Partly {
+            deal_id: "31".into(),
+            error: "HTTP 500".into(),
+            retry_after_ms: None,
+        };
+        match settle(&cfg(), &item("deal.create", 0, 0), partly(), 10) {
+            Settle::Retry { crm_deal, .. } => assert_eq!(crm_deal, Some((4, "31".into()))),
+            other => panic!("{other:?}"),
+        }
+        let expired = cfg().retry.max_age_hours as i64 * 3_600_000 + 1;
+        match settle(&cfg(), &item("deal.create", 9, 0), partly(), expired) {
+            Settle::Park { crm_deal, .. } => assert_eq!(crm_deal, Some((4, "31".into()))),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn failures_back_off_until_the_age_limit_then_park() {
         let fail = || Outcome::Retry {
@@ -374,6 +407,7 @@ mod tests {
         assert_eq!(
             late,
             Settle::Park {
+                crm_deal: None,
                 error: "HTTP 500".into()
             }
         );
@@ -389,6 +423,7 @@ mod tests {
         assert_eq!(
             told,
             Settle::Retry {
+                crm_deal: None,
                 error: "HTTP 429".into(),
                 next_at: 8_000
             }
@@ -408,6 +443,7 @@ mod tests {
         assert_eq!(
             s,
             Settle::Park {
+                crm_deal: None,
                 error: "HTTP 400: name: This value should not be blank".into()
             }
         );

@@ -738,19 +738,19 @@ impl MemoryStore {
                 o.claim = None;
                 let r = &mut o.row;
                 r.attempts += 1;
+                crm_deal = s.crm_deal().cloned();
                 match s {
-                    Settle::Done { crm_deal: c } => {
+                    Settle::Done { .. } => {
                         r.state = "done".into();
                         r.done_at = Some(now_ms);
                         r.last_error.clear();
-                        crm_deal = c.clone();
                     }
-                    Settle::Retry { error, next_at } => {
+                    Settle::Retry { error, next_at, .. } => {
                         r.last_error = error.clone();
                         r.next_at = *next_at;
                         o.touched_at = now_ms;
                     }
-                    Settle::Park { error } => {
+                    Settle::Park { error, .. } => {
                         r.state = "failed".into();
                         r.last_error = error.clone();
                         r.done_at = Some(now_ms);

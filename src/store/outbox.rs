@@ -93,10 +93,25 @@ pub enum Settle {
     Retry {
         error: String,
         next_at: i64,
+        /// For a deal.create whose deal the CRM made though the rest
+        /// failed (`Outcome::Partly`): (siptrack's deal, the CRM's id).
+        crm_deal: Option<(i64, String)>,
     },
     Park {
         error: String,
+        crm_deal: Option<(i64, String)>,
     },
+}
+
+impl Settle {
+    /// The CRM's id of a deal this result learnt: (siptrack's deal, it).
+    pub fn crm_deal(&self) -> Option<&(i64, String)> {
+        match self {
+            Settle::Done { crm_deal }
+            | Settle::Retry { crm_deal, .. }
+            | Settle::Park { crm_deal, .. } => crm_deal.as_ref(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -93,6 +93,60 @@ async fn a_same_deal_past_the_clients_newest_hundred_is_found() {
     }
 }
 
+/// A deal.create retried after the CRM made its deal (`Outcome::Partly`)
+/// comes back with the CRM's id, so the retry goes on from that deal.
+#[tokio::test]
+async fn a_retried_create_keeps_the_crms_id_its_deal_got() {
+    let at = (NOW_MS / 1000) as i64;
+    let plan = Plan {
+        lead_hooks: true,
+        ..Plan::default()
+    };
+    for (name, store, _dir) in stores().await {
+        store
+            .record_lead(
+                &form("79160000009", at),
+                &Settings::default(),
+                &status(),
+                None,
+                &plan,
+            )
+            .await
+            .expect(name);
+        let now = NOW_MS as i64;
+        let node = store.node_id().to_string();
+        let due = store
+            .outbox_claim(&node, now, LEASE_MS, 10)
+            .await
+            .expect(name);
+        assert_eq!(due.len(), 1, "{name}");
+        assert_eq!(due[0].crm_deal_id, None, "{name}");
+        let deal = due[0].deal_ref.expect("deal");
+        store
+            .outbox_settle(
+                &node,
+                &[(
+                    due[0].id,
+                    Settle::Retry {
+                        error: "HTTP 500".into(),
+                        next_at: now + 1,
+                        crm_deal: Some((deal, "CRM-9".into())),
+                    },
+                )],
+                now,
+            )
+            .await
+            .expect(name);
+        let again = store
+            .outbox_claim(&node, now + 1, LEASE_MS, 10)
+            .await
+            .expect(name);
+        assert_eq!(again.len(), 1, "{name}");
+        assert_eq!(again[0].event, "deal.create", "{name}");
+        assert_eq!(again[0].crm_deal_id.as_deref(), Some("CRM-9"), "{name}");
+    }
+}
+
 async fn stores() -> Vec<(&'static str, Store, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().expect("scratch dir");
     let url = format!("sqlite:{}", dir.path().join("t.db").display());
@@ -537,6 +591,7 @@ async fn the_outbox_delivers_a_deals_requests_in_order() {
                 &[(
                     due[0].id,
                     Settle::Park {
+                        crm_deal: None,
                         error: "HTTP 500".into(),
                     },
                 )],
@@ -1007,6 +1062,7 @@ async fn a_dead_nodes_items_are_taken_over_when_its_lease_runs_out() {
                 (
                     i.id,
                     Settle::Park {
+                        crm_deal: None,
                         error: "stale".into(),
                     },
                 )
@@ -1066,6 +1122,7 @@ async fn a_deals_items_go_out_in_order_across_nodes() {
                 (
                     second,
                     Settle::Retry {
+                        crm_deal: None,
                         error: "HTTP 503".into(),
                         next_at: now + 10,
                     },
@@ -1852,6 +1909,7 @@ async fn a_clock_stepped_back_does_not_hold_crm_requests() {
             .expect(name);
         assert_eq!(claimed.len(), 1, "{name}");
         let retry = |next_at| Settle::Retry {
+            crm_deal: None,
             error: "503".into(),
             next_at,
         };

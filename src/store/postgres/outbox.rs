@@ -111,38 +111,36 @@ impl PgStore {
         self.with(move |c| {
             let mut tx = c.client.transaction()?;
             for (id, s) in &results {
-                match s {
-                    Settle::Done { crm_deal } => {
-                        let n = tx.execute(
-                            "UPDATE outbox SET state = 'done', done_at = $3, attempts = attempts + 1,
-                                    last_error = '', claimed_by = NULL, lease_until = NULL
-                              WHERE id = $1 AND claimed_by = $2",
-                            &[id, &node, &now_ms],
-                        )?;
-                        if let (1, Some((deal, crm_id))) = (n, crm_deal) {
-                            tx.execute(
-                                "UPDATE deals SET crm_id = $2 WHERE id = $1",
-                                &[deal, crm_id],
-                            )?;
-                        }
-                    }
-                    Settle::Retry { error, next_at } => {
+                let n = match s {
+                    Settle::Done { .. } => tx.execute(
+                        "UPDATE outbox SET state = 'done', done_at = $3, attempts = attempts + 1,
+                                last_error = '', claimed_by = NULL, lease_until = NULL
+                          WHERE id = $1 AND claimed_by = $2",
+                        &[id, &node, &now_ms],
+                    )?,
+                    Settle::Retry { error, next_at, .. } => {
                         tx.execute(
                             "UPDATE outbox SET attempts = attempts + 1, last_error = $3,
                                     next_at = $4, claimed_by = NULL, lease_until = NULL, touched_at = $5
                               WHERE id = $1 AND claimed_by = $2",
                             &[id, &node, error, next_at, &now_ms],
-                        )?;
+                        )?
                     }
-                    Settle::Park { error } => {
+                    Settle::Park { error, .. } => {
                         tx.execute(
                             "UPDATE outbox SET state = 'failed', attempts = attempts + 1,
                                     last_error = $3, done_at = $4,
                                     claimed_by = NULL, lease_until = NULL
                               WHERE id = $1 AND claimed_by = $2",
                             &[id, &node, error, &now_ms],
-                        )?;
+                        )?
                     }
+                };
+                if let (1, Some((deal, crm_id))) = (n, s.crm_deal()) {
+                    tx.execute(
+                        "UPDATE deals SET crm_id = $2 WHERE id = $1",
+                        &[deal, crm_id],
+                    )?;
                 }
             }
             tx.commit()

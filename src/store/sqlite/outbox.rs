@@ -115,38 +115,36 @@ impl SqliteStore {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             for (id, s) in &results {
-                match s {
-                    Settle::Done { crm_deal } => {
-                        let n = tx
-                            .prepare_cached(
-                                "UPDATE outbox SET state = 'done', done_at = ?2,
-                                        attempts = attempts + 1, last_error = '',
-                                        claimed_by = NULL, lease_until = NULL
-                                  WHERE id = ?1 AND claimed_by = ?3",
-                            )?
-                            .execute(params![id, now_ms, node])?;
-                        if let (1, Some((deal, crm_id))) = (n, crm_deal) {
-                            tx.prepare_cached("UPDATE deals SET crm_id = ?2 WHERE id = ?1")?
-                                .execute(params![deal, crm_id])?;
-                        }
-                    }
-                    Settle::Retry { error, next_at } => {
+                let n = match s {
+                    Settle::Done { .. } => tx
+                        .prepare_cached(
+                            "UPDATE outbox SET state = 'done', done_at = ?2,
+                                    attempts = attempts + 1, last_error = '',
+                                    claimed_by = NULL, lease_until = NULL
+                              WHERE id = ?1 AND claimed_by = ?3",
+                        )?
+                        .execute(params![id, now_ms, node])?,
+                    Settle::Retry { error, next_at, .. } => {
                         tx.prepare_cached(
                             "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_at = ?3,
                                     claimed_by = NULL, lease_until = NULL, touched_at = ?5
                               WHERE id = ?1 AND claimed_by = ?4",
                         )?
-                        .execute(params![id, error, next_at, node, now_ms])?;
+                        .execute(params![id, error, next_at, node, now_ms])?
                     }
-                    Settle::Park { error } => {
+                    Settle::Park { error, .. } => {
                         tx.prepare_cached(
                             "UPDATE outbox SET state = 'failed', attempts = attempts + 1,
                                     last_error = ?2, done_at = ?3,
                                     claimed_by = NULL, lease_until = NULL
                               WHERE id = ?1 AND claimed_by = ?4",
                         )?
-                        .execute(params![id, error, now_ms, node])?;
+                        .execute(params![id, error, now_ms, node])?
                     }
+                };
+                if let (1, Some((deal, crm_id))) = (n, s.crm_deal()) {
+                    tx.prepare_cached("UPDATE deals SET crm_id = ?2 WHERE id = ?1")?
+                        .execute(params![deal, crm_id])?;
                 }
             }
             // Dropping an uncommitted transaction rolls it back (the `?`s).
