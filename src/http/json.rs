@@ -48,7 +48,10 @@ pub fn call(c: &CallRow, link: Option<&str>) -> Value {
         "caller_raw": c.caller_raw,
         "callee": c.callee,
         "destination": c.destination,
-        "visit_id": c.visit_id,
+        // As the lead and the call webhooks name it (`CallInfo::lead_visit`):
+        // a static number's marker too (trial, 2026-12-03: null here, the
+        // marker in the webhooks for the same call).
+        "visit_id": c.visit_id.as_ref().or(c.marker.as_ref()),
         "marker": c.marker,
         "source": c.source,
         "date": date(c.invite_at / 1000),
@@ -170,6 +173,39 @@ mod tests {
                 "decision": "deal 3 created", "crm": "failed", "deal_id": 3,
             })
         );
+    }
+
+    #[test]
+    fn a_static_numbers_call_names_its_marker_as_the_visit() {
+        let row = |visit: Option<&str>, marker: Option<&str>| CallRow {
+            call_id: "c1".into(),
+            caller: "79160000001".into(),
+            caller_raw: "79160000001".into(),
+            callee: "74951111111".into(),
+            destination: "sip:pbx".into(),
+            visit_id: visit.map(Into::into),
+            marker: marker.map(Into::into),
+            source: None,
+            visit: Default::default(),
+            invite_at: 0,
+            answer_at: None,
+            end_at: 0,
+            duration: 0,
+            status: "ANSWER".into(),
+            hangup: None,
+            lead_id: None,
+            recording: Default::default(),
+            dtmf: Vec::new(),
+        };
+        for (visit, marker, want) in [
+            (Some("v-1"), Some("google_cpc"), json!("v-1")),
+            (None, Some("google_cpc"), json!("google_cpc")),
+            (None, None, Value::Null),
+        ] {
+            let v = call(&row(visit, marker), None);
+            assert_eq!(v["visit_id"], want, "{visit:?} {marker:?}");
+            assert_eq!(v["marker"], json!(marker), "the marker stays its own");
+        }
     }
 
     #[test]
