@@ -179,6 +179,20 @@ fn title_with_phone(title: &str, digits: &str, formatted: &str) -> String {
     }
 }
 
+/// A call lead's text ("Call to 74951110001 (answered, 65 s)") with the
+/// dialed number as `crm.phone_format` writes it, as the title writes
+/// the caller's and `callee` the same number (trial, 2026-12-03: the raw
+/// digits in the text beside `"callee": "8 (495) 111-00-01"`).
+fn text_with_dialed(text: &str, dialed: &str, formatted: &str) -> String {
+    let head = "Call to ";
+    match text.strip_prefix(head).and_then(|t| t.strip_prefix(dialed)) {
+        Some(tail) if !dialed.is_empty() && (tail.is_empty() || tail.starts_with(' ')) => {
+            format!("{head}{formatted}{tail}")
+        }
+        _ => text.to_string(),
+    }
+}
+
 /// SPEC C-2: the lead webhook. `deal_id` for actions on an existing deal;
 /// `recording_url` is left out when None.
 pub fn lead_payload(
@@ -195,7 +209,10 @@ pub fn lead_payload(
         "id": lead.id.to_string(),
         "event": event.as_str(),
         "title": f.text(&title_with_phone(&lead.title, &lead.phone, &phone)),
-        "text": f.text(&lead.text),
+        "text": f.text(&match call {
+            Some(c) => text_with_dialed(&lead.text, &c.info.dialed, &f.phone(&c.info.dialed)),
+            None => lead.text.clone(),
+        }),
         "name": f.text(&lead.name),
         "phone": phone,
         "email": lead.email,
@@ -275,6 +292,35 @@ mod tests {
 
     fn tz(s: &str) -> FixedOffset {
         parse_timezone(s).expect(s)
+    }
+
+    #[test]
+    fn a_call_texts_dialed_number_is_written_as_the_callee_table() {
+        for (text, dialed, formatted, want) in [
+            (
+                "Call to 74951110001 (answered, 65 s)",
+                "74951110001",
+                "8 (495) 111-00-01",
+                "Call to 8 (495) 111-00-01 (answered, 65 s)",
+            ),
+            (
+                "Call to 74951110001",
+                "74951110001",
+                "+74951110001",
+                "Call to +74951110001",
+            ),
+            // Another number, or none: as it is.
+            (
+                "Call to 74951110001 (busy, 0 s)",
+                "7495111000",
+                "x",
+                "Call to 74951110001 (busy, 0 s)",
+            ),
+            ("Call to  (missed, 0 s)", "", "", "Call to  (missed, 0 s)"),
+            ("Please call me", "74951110001", "x", "Please call me"),
+        ] {
+            assert_eq!(text_with_dialed(text, dialed, formatted), want, "{text}");
+        }
     }
 
     #[test]

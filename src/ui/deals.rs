@@ -53,7 +53,7 @@ fn notes(ctx: &Ctx, d: &DealRow, links: &LinkSettings, now_unix: u64) -> String 
             "<li>{} · {}: {}{player}</li>",
             esc(&ctx.date(n.created_at)),
             esc(kind),
-            esc(&ctx.t.stored(&n.text))
+            esc(&ctx.stored(&n.text))
         );
     }
     out.push_str("</ul></details>");
@@ -103,7 +103,7 @@ pub fn page(
             // only (SPEC L-2), as the CRM itself would send it.
             target = esc(&crate::ui::url_value(d.crm_id.as_deref().unwrap_or(&d.id.to_string()))),
             date = esc(&ctx.date(d.created_at)),
-            title = esc(&ctx.t.stored(&d.title)) + &notes(ctx, d, links, now_unix),
+            title = esc(&ctx.stored(&d.title)) + &notes(ctx, d, links, now_unix),
             name = esc(&d.name),
             // The e-mail under the phone: a form lead may have only that.
             phone = match (d.phone.is_empty(), d.email.is_empty()) {

@@ -176,7 +176,7 @@ pub fn row(ctx: &Ctx, l: &LeadRow) -> String {
             ctx.phone(&l.phone)
         },
         visit = esc(&l.visit_id),
-        text = esc(&ctx.t.stored(&l.text)),
+        text = esc(&ctx.stored(&l.text)),
         outcome = outcome_cell(ctx.t, l),
     )
 }

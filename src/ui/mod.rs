@@ -88,15 +88,22 @@ impl Ctx<'_> {
 
     /// A phone in `crm.phone_format`, escaped.
     pub fn phone(&self, p: &str) -> String {
+        esc(&self.phone_text(p))
+    }
+
+    /// A phone in `crm.phone_format`, not escaped.
+    fn phone_text(&self, p: &str) -> String {
         if self.phone_format.is_empty() {
-            esc(p)
+            p.to_string()
         } else {
-            esc(&crate::phone::format_for_crm(
-                p,
-                self.phone_format,
-                self.phone_rules,
-            ))
+            crate::phone::format_for_crm(p, self.phone_format, self.phone_rules)
         }
+    }
+
+    /// A call lead's stored title or text in the page's language, its
+    /// numbers as the phone column writes them; not escaped.
+    pub fn stored(&self, s: &str) -> String {
+        self.t.stored(s, &|p| self.phone_text(p))
     }
 
     /// The hidden CSRF field every form carries.

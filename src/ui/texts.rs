@@ -141,14 +141,17 @@ impl Texts {
     }
 
     /// A call lead's stored title or text as shown in this language
-    /// (trial, 2026-12-02: "Incoming call from …" on the Russian page);
-    /// anything else (a form's own title and text) as it is.
-    pub fn stored(&self, s: &str) -> String {
+    /// (trial, 2026-12-02: "Incoming call from …" on the Russian page),
+    /// its numbers written by `phone` as the phone column writes them
+    /// (trial, 2026-12-03: `Incoming call from 4930123456` beside
+    /// `+4930123456`); anything else (a form's own title and text) as it
+    /// is.
+    pub fn stored(&self, s: &str, phone: &dyn Fn(&str) -> String) -> String {
         if s == EN.incoming_call_withheld {
             return self.incoming_call_withheld.to_string();
         }
         if let Some(caller) = s.strip_prefix(EN.incoming_call_from) {
-            return format!("{}{caller}", self.incoming_call_from);
+            return format!("{}{}", self.incoming_call_from, phone(caller));
         }
         // "Call to <dialed> (<status>, <n> s)"
         let call = s.strip_prefix(EN.call_to).and_then(|rest| {
@@ -156,8 +159,9 @@ impl Texts {
             let (status, secs) = tail.strip_suffix(" s)")?.split_once(", ")?;
             secs.bytes().all(|c| c.is_ascii_digit()).then(|| {
                 format!(
-                    "{}{dialed} ({}, {secs} {})",
+                    "{}{} ({}, {secs} {})",
                     self.call_to,
+                    phone(dialed),
                     self.word(status),
                     self.seconds
                 )
@@ -499,8 +503,19 @@ mod tests {
                 "Incoming call from 79161234567",
             ),
         ] {
-            assert_eq!(t.stored(stored), shown, "{stored}");
+            assert_eq!(t.stored(stored, &|p| p.to_string()), shown, "{stored}");
         }
+        // The numbers as the phone column writes them.
+        let plus = |p: &str| format!("+{p}");
+        assert_eq!(
+            RU.stored("Call to 74951110001 (answered, 65 s)", &plus),
+            "Звонок на +74951110001 (отвечен, 65 с)"
+        );
+        assert_eq!(
+            EN.stored("Incoming call from 4930123456", &plus),
+            "Incoming call from +4930123456"
+        );
+        assert_eq!(EN.stored("Please call me", &plus), "Please call me");
     }
 
     /// What the store keeps in English reads in the console's language.
