@@ -206,6 +206,25 @@ pub fn history_since(lead: &Lead, s: &Settings) -> (i64, i64) {
     )
 }
 
+/// The most deals a store reads of one part of a lead's history (the
+/// client's by phone, by e-mail, the same-lead deals): the most recent.
+pub const HISTORY_PART_LIMIT: usize = 100;
+
+/// Whether a store must read the same-lead deals (title, name and visit)
+/// of a lead after reading `by_phone` deals by its phone and `by_email`
+/// by its e-mail. `decide` takes a deal only if its whole identity is the
+/// lead's (L-3) or it is the client's (L-4, L-5: same phone or e-mail),
+/// so for a lead with a phone or an e-mail such a deal is among that
+/// phone's or e-mail's deals, which were read in full unless they
+/// stopped at the limit. Issue 15: the same-lead read was an index probe
+/// (SQLite) or a round trip (PostgreSQL) per lead that never found
+/// anything new.
+pub fn same_lead_deals_needed(phone: &str, email: &str, by_phone: usize, by_email: usize) -> bool {
+    (phone.is_empty() && email.is_empty())
+        || (!phone.is_empty() && by_phone >= HISTORY_PART_LIMIT)
+        || (!email.is_empty() && by_email >= HISTORY_PART_LIMIT)
+}
+
 /// SPEC L-3 to L-5. `leads` and `deals` may hold more than the candidates;
 /// the windows and groups are applied here. `deals` are the client's
 /// deals as far as the store could find them (by phone or email).

@@ -782,3 +782,26 @@ fn the_store_fetches_history_no_older_than_the_windows() {
     }
     assert_eq!(client_window(&ClientCheck::default()), 90 * D);
 }
+
+#[test]
+fn same_lead_deals_are_read_only_where_the_clients_deals_may_miss_them() {
+    // phone, e-mail, deals read by phone, by e-mail, needed
+    let table = [
+        ("", "", 0, 0, true),
+        ("79161234567", "", 0, 0, false),
+        ("79161234567", "", 99, 0, false),
+        ("79161234567", "", 100, 0, true),
+        ("", "ivan@example.com", 3, 0, false),
+        ("", "ivan@example.com", 0, 100, true),
+        ("79161234567", "ivan@example.com", 5, 7, false),
+        ("79161234567", "ivan@example.com", 100, 7, true),
+        ("79161234567", "ivan@example.com", 5, 100, true),
+    ];
+    for (phone, email, by_phone, by_email, needed) in table {
+        assert_eq!(
+            same_lead_deals_needed(phone, email, by_phone, by_email),
+            needed,
+            "{phone:?} {email:?} {by_phone} {by_email}"
+        );
+    }
+}

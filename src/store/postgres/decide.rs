@@ -20,7 +20,8 @@ use crate::calls::CallRecord;
 use crate::crm::local::DealBook;
 use crate::crm::outbox::{CallStart, Item, Plan};
 use crate::leads::dedup::{
-    self, Action, Deal, Group, Identity, Lead, LeadKind, PriorLead, Settings,
+    self, same_lead_deals_needed, Action, Deal, Group, Identity, Lead, LeadKind, PriorLead,
+    Settings,
 };
 use crate::store::leads::{Job, NewDealStatus, NewLead, Recorded};
 use crate::store::record::{record_batch, Context, KnownCall, Ledger};
@@ -312,26 +313,34 @@ impl Ledger for PgLedger<'_, '_> {
         // deals, each through its own index; the most recent are enough
         // for every rule, whatever the window.
         let mut rows = Vec::new();
+        let (mut by_phone, mut by_email) = (0, 0);
         if !w.phone.is_empty() {
-            rows.extend(self.query(
+            let found = self.query(
                 "SELECT id, title, name, phone, email, visit_id, created_at, grp FROM deals
                   WHERE phone = $1 ORDER BY created_at DESC LIMIT 100",
                 &[&w.phone],
-            )?);
+            )?;
+            by_phone = found.len();
+            rows.extend(found);
         }
         if !w.email.is_empty() {
-            rows.extend(self.query(
+            let found = self.query(
                 "SELECT id, title, name, phone, email, visit_id, created_at, grp FROM deals
                   WHERE email = $1 ORDER BY created_at DESC LIMIT 100",
                 &[&w.email],
+            )?;
+            by_email = found.len();
+            rows.extend(found);
+        }
+        // A round trip less per lead with a phone or an e-mail.
+        if same_lead_deals_needed(&w.phone, &w.email, by_phone, by_email) {
+            rows.extend(self.query(
+                "SELECT id, title, name, phone, email, visit_id, created_at, grp FROM deals
+                  WHERE title = $1 AND created_at >= $2 AND name = $3 AND visit_id = $4
+                  ORDER BY created_at DESC LIMIT 100",
+                &[&w.title, &deals_since, &w.name, &w.visit],
             )?);
         }
-        rows.extend(self.query(
-            "SELECT id, title, name, phone, email, visit_id, created_at, grp FROM deals
-              WHERE title = $1 AND created_at >= $2 AND name = $3 AND visit_id = $4
-              ORDER BY created_at DESC LIMIT 100",
-            &[&w.title, &deals_since, &w.name, &w.visit],
-        )?);
         let mut deals: Vec<Deal> = Vec::with_capacity(rows.len());
         for r in &rows {
             let (id, who, created_at, group) = history_row(r);

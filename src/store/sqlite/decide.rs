@@ -16,7 +16,9 @@ use crate::calls::CallRecord;
 use crate::clock::Clock;
 use crate::crm::local::DealBook;
 use crate::crm::outbox::{CallStart, Item, Plan};
-use crate::leads::dedup::{Action, Deal, Group, Identity, Lead, LeadKind, PriorLead, Settings};
+use crate::leads::dedup::{
+    same_lead_deals_needed, Action, Deal, Group, Identity, Lead, LeadKind, PriorLead, Settings,
+};
 use crate::store::leads::{Job, NewDealStatus, NewLead, Recorded};
 use crate::store::record::{record_batch, Context, KnownCall, Ledger};
 use crate::store::StoreError;
@@ -312,23 +314,6 @@ const HISTORY_BY_PHONE: &str = history_sql!("leads_phone", "");
 const HISTORY_BY_EMAIL: &str = history_sql!("leads_email", " AND l.email <> ''");
 const HISTORY_BY_TIME: &str = history_sql!("leads_created", "", same_lead_deals_sql!());
 const SAME_LEAD_DEALS: &str = same_lead_deals_sql!();
-
-/// The most deals a part of the history reads (its `LIMIT`).
-const HISTORY_PART_LIMIT: usize = 100;
-
-/// Whether the history of a lead needs part 4 (deals by title, name and
-/// visit) after parts 1 to 3 read `by_phone` deals by its phone and
-/// `by_email` by its e-mail. `decide` takes a deal of part 4 only if its
-/// whole identity is the lead's (L-3) or it is the client's (L-4, L-5: same
-/// phone or e-mail), so for a lead with a phone or an e-mail such a deal
-/// is among that phone's or e-mail's deals, which parts 2 and 3 read in
-/// full unless they stopped at their limit. Issue 15: part 4 was an index
-/// probe and a row read per call that never found anything new.
-fn same_lead_deals_needed(phone: &str, email: &str, by_phone: usize, by_email: usize) -> bool {
-    (phone.is_empty() && email.is_empty())
-        || (!phone.is_empty() && by_phone >= HISTORY_PART_LIMIT)
-        || (!email.is_empty() && by_email >= HISTORY_PART_LIMIT)
-}
 
 /// Remembers a call in progress until its record is written.
 fn note_open_call(st: &mut Statements, run_id: &str, c: &CallStart) -> rusqlite::Result<()> {
@@ -777,32 +762,4 @@ fn insert_items(st: &mut Statements, items: &[Item], now_ms: i64) -> rusqlite::R
         ])?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_lead_deals_needed;
-
-    #[test]
-    fn same_lead_deals_are_read_only_where_parts_two_and_three_may_miss_them() {
-        // phone, e-mail, deals read by phone, by e-mail, needed
-        let table = [
-            ("", "", 0, 0, true),
-            ("79161234567", "", 0, 0, false),
-            ("79161234567", "", 99, 0, false),
-            ("79161234567", "", 100, 0, true),
-            ("", "ivan@example.com", 3, 0, false),
-            ("", "ivan@example.com", 0, 100, true),
-            ("79161234567", "ivan@example.com", 5, 7, false),
-            ("79161234567", "ivan@example.com", 100, 7, true),
-            ("79161234567", "ivan@example.com", 5, 100, true),
-        ];
-        for (phone, email, by_phone, by_email, needed) in table {
-            assert_eq!(
-                same_lead_deals_needed(phone, email, by_phone, by_email),
-                needed,
-                "{phone:?} {email:?} {by_phone} {by_email}"
-            );
-        }
-    }
 }
