@@ -157,13 +157,20 @@ impl DealBook for State {
 
 impl Ledger for State {
     fn recorded_call(&mut self, call_id: &str) -> Result<Option<KnownCall>, Infallible> {
-        let lead = self
-            .calls
-            .iter()
-            .find(|c| c.call_id == call_id)
-            .and_then(|c| c.lead_id)
+        let Some(call) = self.calls.iter().find(|c| c.call_id == call_id) else {
+            return Ok(None);
+        };
+        let lead = call
+            .lead_id
             .and_then(|id| self.leads.get((id - 1) as usize));
-        Ok(lead.map(|l| (l.row.id, l.row.deal_id, l.row.decision.clone())))
+        Ok(lead.map(|l| {
+            (
+                l.row.id,
+                l.row.deal_id,
+                l.row.decision.clone(),
+                call.invite_at,
+            )
+        }))
     }
 
     fn history(

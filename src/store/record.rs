@@ -11,8 +11,10 @@ use crate::crm::outbox::{call_end_item, call_start_item, lead_items, CallStart, 
 use crate::crm::payload::LeadView;
 use crate::leads::dedup::{self, Deal, Decision, Lead, LeadKind, PriorLead, Settings};
 
-/// The lead a recorded call made: (lead, deal, outcome).
-pub(crate) type KnownCall = (i64, Option<i64>, String);
+/// The lead a recorded call made: (lead, deal, outcome), and when the
+/// call's INVITE came (Unix ms): a replay of the call has the same time,
+/// another call that reused its Call-ID another.
+pub(crate) type KnownCall = (i64, Option<i64>, String, i64);
 
 /// The reads and writes of one recording transaction. Every method runs
 /// inside it: a failure anywhere leaves nothing of the batch. The local
@@ -202,6 +204,20 @@ fn ended_later(jobs: &[Job]) -> Vec<bool> {
     out
 }
 
+/// The id a call is recorded under when an earlier call with its Call-ID
+/// is recorded already: the Call-ID, `#` and the INVITE's time (Unix ms),
+/// the same for every replay of this call.
+fn reused_call_id(call_id: &str, invite_at_ms: u64) -> String {
+    format!("{call_id}#{invite_at_ms}")
+}
+
+/// Whether `id` is one `reused_call_id` made (a Call-ID has no `#`: RFC
+/// 3261's `word` does not allow it).
+fn is_reused_call_id(id: &str) -> bool {
+    id.rsplit_once('#')
+        .is_some_and(|(_, t)| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// What the CRM sees of a lead: for calls, the visit of the call (its
 /// marker, source, page, utm); for forms, the form and its fields.
 fn lead_view(id: i64, new: &NewLead, call: Option<&CallRecord>) -> LeadView {
@@ -264,19 +280,41 @@ fn decide_and_record<L: Ledger>(
     cx: &Context,
 ) -> Result<Recorded, L::Error> {
     if let Some(r) = call {
-        if let Some((lead_id, deal_id, outcome)) = l.recorded_call(&r.call_id)? {
-            // The real end of a call recorded `interrupted` at a restart,
-            // through the dialog kept for it: the dialog goes now.
-            if !was_interrupted(r) {
-                l.forget_call(&r.call_id)?;
+        match l.recorded_call(&r.call_id)? {
+            // This call, recorded already: a replay after a lost COMMIT
+            // answer, or the real end of a call recorded `interrupted` at
+            // a restart, through the dialog kept for it (which goes now).
+            // (An id made by `reused_call_id` is taken for this call
+            // whatever its time: it is never renamed twice.)
+            Some((lead_id, deal_id, outcome, invite_at))
+                if invite_at == r.invite_at as i64 || is_reused_call_id(&r.call_id) =>
+            {
+                if !was_interrupted(r) {
+                    l.forget_call(&r.call_id)?;
+                }
+                return Ok(Recorded {
+                    lead_id,
+                    deal_id,
+                    outcome,
+                    decision: Decision::NoDealFromCalls,
+                    earlier: true,
+                });
             }
-            return Ok(Recorded {
-                lead_id,
-                deal_id,
-                outcome,
-                decision: Decision::NoDealFromCalls,
-                earlier: true,
-            });
+            // Another call with this Call-ID: a trunk that counts its
+            // Call-IDs from 1 again after a restart (a trial, 2026-12-03:
+            // such calls made no record and no lead).
+            Some(_) => {
+                let again = CallRecord {
+                    call_id: reused_call_id(&r.call_id, r.invite_at),
+                    ..r.clone()
+                };
+                let lead = NewLead {
+                    call_id: Some(again.call_id.clone()),
+                    ..new.clone()
+                };
+                return decide_and_record(l, &lead, Some(&again), cx);
+            }
+            None => {}
         }
     }
     let kind = new.kind.unwrap_or(LeadKind::Form);

@@ -338,6 +338,58 @@ async fn leads_are_decided_and_listed_alike() {
     }
 }
 
+/// A trunk that counts its Call-IDs from 1 again (after a restart) sends
+/// a new call with an earlier call's Call-ID: it is a call of its own,
+/// recorded under the Call-ID and its INVITE time, with its own lead
+/// (trial, 2026-12-03: it was taken for a replay, no record, no lead);
+/// a replay of it is recorded once.
+#[tokio::test]
+async fn a_new_call_with_an_earlier_calls_call_id_is_recorded() {
+    for (name, store, _dir) in stores().await {
+        let record = |c: CallRecord| {
+            let store = store.clone();
+            async move {
+                let lead = crate::leads::pipeline::call_lead(&c);
+                store
+                    .record_calls(
+                        Arc::new(vec![Job::Lead(lead, Some(c))]),
+                        &Settings::default(),
+                        &status(),
+                        &Plan::default(),
+                    )
+                    .await
+                    .expect(name)
+                    .remove(0)
+            }
+        };
+        let first = record(call("1-100@10.0.0.1", "79160000031", NOW_MS)).await;
+        let later = NOW_MS + 600_000;
+        let second = record(call("1-100@10.0.0.1", "79160000032", later)).await;
+        assert!(!second.earlier, "{name}: {second:?}");
+        assert_ne!(second.lead_id, first.lead_id, "{name}");
+        // Replayed (a lost COMMIT answer): the same lead, nothing new.
+        let replayed = record(call("1-100@10.0.0.1", "79160000032", later)).await;
+        assert!(replayed.earlier, "{name}");
+        assert_eq!(replayed.lead_id, second.lead_id, "{name}");
+        let calls = store.list_calls(10, 0).await.expect(name);
+        let seen: Vec<(&str, &str)> = calls
+            .iter()
+            .map(|c| (c.call_id.as_str(), c.caller.as_str()))
+            .collect();
+        let again = format!("1-100@10.0.0.1#{later}");
+        assert_eq!(
+            seen,
+            [
+                (again.as_str(), "79160000032"),
+                ("1-100@10.0.0.1", "79160000031")
+            ],
+            "{name}"
+        );
+        let leads = store.list_leads(10, 0).await.expect(name);
+        assert_eq!(leads.len(), 2, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn calls_are_recorded_once_and_open_calls_of_earlier_runs_are_interrupted() {
     for (name, store, _dir) in stores().await {

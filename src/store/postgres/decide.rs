@@ -271,11 +271,14 @@ impl DealBook for PgLedger<'_, '_> {
 impl Ledger for PgLedger<'_, '_> {
     fn recorded_call(&mut self, call_id: &str) -> Result<Option<KnownCall>, postgres::Error> {
         let rows = self.query(
-            "SELECT l.id, l.deal_id, l.outcome FROM calls c JOIN leads l ON l.id = c.lead_id
+            "SELECT l.id, l.deal_id, l.outcome, c.invite_at FROM calls c
+                JOIN leads l ON l.id = c.lead_id
               WHERE c.call_id = $1",
             &[&call_id],
         )?;
-        Ok(rows.first().map(|r| (r.get(0), r.get(1), r.get(2))))
+        Ok(rows
+            .first()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))))
     }
 
     fn history(

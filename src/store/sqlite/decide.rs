@@ -171,7 +171,7 @@ const SQL: [&str; 16] = [
     // ForgetCall
     "DELETE FROM open_calls WHERE call_id = ?1",
     // RecordedCall
-    "SELECT l.id, l.deal_id, l.outcome FROM calls c JOIN leads l ON l.id = c.lead_id
+    "SELECT l.id, l.deal_id, l.outcome, c.invite_at FROM calls c JOIN leads l ON l.id = c.lead_id
       WHERE c.call_id = ?1",
     HISTORY_BY_PHONE,
     HISTORY_BY_EMAIL,
@@ -467,7 +467,7 @@ impl Ledger for SqlLedger<'_, '_> {
         self.0
             .get(Sql::RecordedCall)?
             .query_row(params![call_id], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
             })
             .optional()
     }
