@@ -20,7 +20,7 @@ use super::guard::{same_origin, ReplyLimiter};
 use super::handoff::{DialogHandoff, DialogMiss, HandoffSide};
 use super::hooks::{CallCtx, ProxyPhases, Refusal};
 use super::linger::{self, ClientAfter, Lingering};
-use super::route::{self, Identity};
+use super::route::{self, Identity, ViasLeft};
 use super::timers::{TimerEntry, TimerQueue};
 use super::transaction::{
     CallIds, ClientSide, ClientState, Deadlines, Keyer, ServerSide, ServerState, TimerKind, Txn,
@@ -1524,7 +1524,11 @@ impl Proxy {
             return;
         };
         let mut patch = self.take_scratch();
-        if route::pop_top_via(msg, &mut patch).is_none() {
+        // No Via left but ours: nowhere to send it (RFC 3261 16.7 step 3).
+        if route::pop_top_via(msg, &mut patch) != Some(ViasLeft::Some) {
+            patch.clear();
+            self.scratch = patch;
+            self.stats.invalid += 1;
             return;
         }
         let call = CallCtx {
@@ -1608,7 +1612,7 @@ impl Proxy {
                     self.send_cancel(now, id);
                 }
                 if code > 100 {
-                    self.forward_upstream(now, id, msg, true);
+                    self.forward_upstream(now, id, msg, true, None);
                 }
             }
             ClientState::Calling | ClientState::Proceeding => {
@@ -1641,7 +1645,7 @@ impl Proxy {
                 if is_invite && success {
                     client.state = ClientState::Accepted;
                     self.arm(id, TimerKind::ClientLinger, now + 64 * t1);
-                    self.forward_upstream(now, id, msg, false);
+                    self.forward_upstream(now, id, msg, false, Some(&request));
                     self.set_server_state(now, id, ServerState::Accepted);
                 } else if is_invite {
                     let ack = build_ack(&request, msg);
@@ -1659,7 +1663,7 @@ impl Proxy {
                         TimerKind::ClientLinger,
                         now + if reliable { 0 } else { 32_000 },
                     );
-                    self.forward_upstream(now, id, msg, false);
+                    self.forward_upstream(now, id, msg, false, Some(&request));
                     self.set_server_state(now, id, ServerState::Completed);
                 } else {
                     client.state = ClientState::Completed;
@@ -1685,7 +1689,7 @@ impl Proxy {
                         TimerKind::ClientLinger,
                         now + if reliable { 0 } else { self.s.timers.t4_ms },
                     );
-                    self.forward_upstream(now, id, msg, false);
+                    self.forward_upstream(now, id, msg, false, Some(&request));
                     self.set_server_state(now, id, ServerState::Completed);
                 }
             }
@@ -1702,7 +1706,7 @@ impl Proxy {
             }
             ClientState::Accepted => {
                 if (200..300).contains(&code) {
-                    self.forward_upstream(now, id, msg, false);
+                    self.forward_upstream(now, id, msg, false, None);
                 }
             }
             ClientState::Terminated => {}
@@ -1826,8 +1830,22 @@ impl Proxy {
     }
 
     /// Sends a response up to the server side's peer, minus our Via.
-    fn forward_upstream(&mut self, now: Millis, id: u64, msg: &Message, provisional: bool) {
-        let Some(data) = self.upstream_copy(now, msg) else {
+    /// `forwarded`: the request as sent downstream, when the transaction
+    /// no longer holds it (a final response took it).
+    fn forward_upstream(
+        &mut self,
+        now: Millis,
+        id: u64,
+        msg: &Message,
+        provisional: bool,
+        forwarded: Option<&Bytes>,
+    ) {
+        let held = || {
+            let client = self.txns.get(&id)?.client.as_ref()?;
+            Some(client.request.clone()).filter(|r| !r.is_empty())
+        };
+        let forwarded = forwarded.cloned().or_else(held);
+        let Some(data) = self.upstream_copy(now, msg, forwarded.as_ref()) else {
             return;
         };
         let Some(txn) = self.txns.get_mut(&id) else {
@@ -1882,7 +1900,7 @@ impl Proxy {
                     // A forking proxy's second answer may come after the
                     // first ended the transaction.
                     self.learn_other_branch(msg);
-                    if let Some(data) = self.upstream_copy(now, msg) {
+                    if let Some(data) = self.upstream_copy(now, msg, None) {
                         self.send_upstream(to, data);
                     }
                 }
@@ -1894,11 +1912,36 @@ impl Proxy {
     /// A response as it goes upstream: minus our Via, with the phases'
     /// edits, in a block of its own size (a final one may be held for
     /// 32 s).
-    fn upstream_copy(&mut self, now: Millis, msg: &Message) -> Option<Bytes> {
+    /// A response as it goes upstream: our Via gone. One that carries no
+    /// other (a UAS that copied only ours, as SIPp's `[last_Via:]` does
+    /// from a CANCEL) gets the upstream Vias of `forwarded` (the request
+    /// as we sent it) back: relayed Via-less, as until a trial on
+    /// 2026-12-03, no caller could match it (RFC 3261 16.7 step 3); with
+    /// no request at hand it is dropped.
+    fn upstream_copy(
+        &mut self,
+        now: Millis,
+        msg: &Message,
+        forwarded: Option<&Bytes>,
+    ) -> Option<Bytes> {
         let mut patch = self.take_scratch();
-        if route::pop_top_via(msg, &mut patch).is_none() {
+        let restored = match route::pop_top_via(msg, &mut patch) {
+            Some(ViasLeft::Some) => true,
+            Some(ViasLeft::None(line)) => {
+                let vias = forwarded
+                    .and_then(|f| Message::parse(f.clone(), true).ok())
+                    .and_then(|f| route::upstream_via_line(&f));
+                if let Some(vias) = &vias {
+                    patch.replace(line, vias);
+                }
+                vias.is_some()
+            }
+            None => false,
+        };
+        if !restored {
             patch.clear();
             self.scratch = patch;
+            self.stats.invalid += 1;
             return None;
         }
         let call = CallCtx {
@@ -2487,7 +2530,7 @@ impl Proxy {
             return;
         };
         let mut patch = Patch::new();
-        if route::pop_top_via(&fwd, &mut patch).is_none() {
+        if route::pop_top_via(&fwd, &mut patch) != Some(ViasLeft::Some) {
             return;
         }
         let Ok(original) = Message::parse(

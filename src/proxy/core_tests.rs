@@ -755,6 +755,72 @@ fn busy_call(rig: &mut Rig, branch: &str, call_id: &str) -> (Sent, String, Vec<S
     (fwd, busy, sent)
 }
 
+/// A UAS that copies only the proxy's Via into its responses (SIPp's
+/// `[last_Via:]` from a CANCEL, or a regexp over contiguous Via lines):
+/// its 180 and 486 go up with the caller's Vias put back, where they went
+/// with none (trial, 2026-12-03: RFC 3261 16.7 step 3; no caller could
+/// match them). Two Vias upstream come back in order.
+#[test]
+fn a_response_with_only_our_via_goes_up_with_the_callers_vias() {
+    let mut rig = Rig::new();
+    let two_vias = invite("lv1", "lv1@x").replacen(
+        "Max-Forwards: 70\r\n",
+        "Via: SIP/2.0/UDP 127.0.0.9:5070;branch=z9hG4bKsbc;received=127.0.0.9\r\nMax-Forwards: 70\r\n",
+        1,
+    );
+    rig.recv_at(0, udp(CALLER), &two_vias);
+    let fwd = rig.take_to(UAS).remove(0);
+    rig.take();
+    let ours = header_lines(&fwd.text, "Via")[0];
+    let only_ours = |code: u16, reason: &str| {
+        let full = response_to(&fwd.text, code, reason, Some("u1"), "");
+        let lines: Vec<&str> = full
+            .split("\r\n")
+            .filter(|l| !l.starts_with("Via:") || *l == ours)
+            .collect();
+        lines.join("\r\n")
+    };
+    let want = vec![format!(
+        "Via: SIP/2.0/UDP {CALLER};branch=z9hG4bKlv1, SIP/2.0/UDP 127.0.0.9:5070;branch=z9hG4bKsbc;received=127.0.0.9"
+    )];
+    for (at, code, reason) in [(50, 180, "Ringing"), (100, 486, "Busy Here")] {
+        rig.recv_at(at, udp(UAS), &only_ours(code, reason));
+        let up = rig.take_to(CALLER);
+        assert_eq!(up.len(), 1, "{code}");
+        assert_eq!(up[0].status(), Some(code));
+        assert_eq!(header_lines(&up[0].text, "Via"), want, "{code}");
+    }
+}
+
+/// A stray 2xx carrying nothing but the proxy's Via has nowhere to go.
+#[test]
+fn a_late_2xx_with_only_our_via_is_dropped() {
+    let mut rig = Rig::new();
+    let fwd = start_call(&mut rig, "lv2", "lv2@x");
+    rig.take();
+    let ours = header_lines(&fwd.text, "Via")[0].to_string();
+    let ok = response_to(
+        &fwd.text,
+        200,
+        "OK",
+        Some("u1"),
+        "Contact: <sip:u@127.0.0.1:5070>\r\n",
+    );
+    rig.recv_at(10, udp(UAS), &ok);
+    rig.take();
+    // The same 2xx once the transaction is long gone, our Via alone.
+    let lone: Vec<&str> = ok
+        .split("\r\n")
+        .filter(|l| !l.starts_with("Via:") || *l == ours)
+        .collect();
+    rig.advance_to(100_000);
+    rig.take();
+    let invalid = rig.proxy.stats.invalid;
+    rig.recv_at(100_000, udp(UAS), &lone.join("\r\n"));
+    assert!(rig.take_to(CALLER).is_empty());
+    assert!(rig.proxy.stats.invalid > invalid || rig.proxy.stats.stray_responses > 0);
+}
+
 #[test]
 fn busy_is_acked_hop_by_hop_and_repeated_until_the_callers_ack() {
     let mut rig = Rig::new();

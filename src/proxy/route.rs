@@ -560,26 +560,61 @@ pub fn response_peer(via: &Via<'_>) -> Option<Peer> {
     })
 }
 
-/// Deletes the top Via value (the proxy's own) from a response.
-pub fn pop_top_via(msg: &Message, patch: &mut Patch) -> Option<()> {
+/// What is left of a message's Vias once its top one (ours) is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViasLeft {
+    /// Ours is deleted; others follow.
+    Some,
+    /// Ours was the only one: its header line, left in place for the
+    /// caller to decide (RFC 3261 16.7 step 3: such a response goes no
+    /// further as it is).
+    None(Span),
+}
+
+/// Deletes the top Via value (the proxy's own) from a response, unless
+/// it is the only one (see [`ViasLeft`]). None: no Via at all.
+pub fn pop_top_via(msg: &Message, patch: &mut Patch) -> Option<ViasLeft> {
     let h = msg.header(HeaderName::Via)?;
     let value = msg.bytes(h.value);
     let mut values = via_values(value);
     let _first = values.next()?;
     match values.next() {
-        // No Via left after ours is relayed as it is: a UAS that answers
-        // a CANCELled INVITE's 487 with the CANCEL's Vias (SIPp's
-        // `[last_Via:]`) sends only ours. RFC 3261 16.7 step 3 would drop
-        // it, and the caller would never hear its 487.
-        None => patch.delete(h.line),
         Some((next_start, _)) => {
             patch.delete(Span::new(
                 h.value.start as usize,
                 h.value.start as usize + next_start,
             ));
         }
+        None if msg.headers_named(HeaderName::Via).nth(1).is_some() => patch.delete(h.line),
+        None => return Some(ViasLeft::None(h.line)),
     }
-    Some(())
+    Some(ViasLeft::Some)
+}
+
+/// The Via header line a response to `forwarded` (a request as this
+/// proxy sent it, its own Via on top) carries upstream: the request's
+/// other Via values, in order. None when it has no other.
+pub fn upstream_via_line(forwarded: &Message) -> Option<Vec<u8>> {
+    let mut line = b"Via: ".to_vec();
+    let (mut seen, mut wrote) = (0, 0);
+    for h in forwarded.headers_named(HeaderName::Via) {
+        let value = forwarded.bytes(h.value);
+        for (a, b) in via_values(value) {
+            seen += 1;
+            if seen == 1 || a == b {
+                continue;
+            }
+            if wrote > 0 {
+                line.extend_from_slice(b", ");
+            }
+            line.extend_from_slice(&value[a..b]);
+            wrote += 1;
+        }
+    }
+    (wrote > 0).then(|| {
+        line.extend_from_slice(b"\r\n");
+        line
+    })
 }
 
 /// The second Via value of a message (after ours), parsed.
