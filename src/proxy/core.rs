@@ -1112,7 +1112,8 @@ impl Proxy {
             return;
         }
         let tag = self.to_tag(msg);
-        let data = small_response(msg, code, reason, &tag[..]);
+        let data =
+            small_response(msg, code, reason, &tag[..]).map(|d| route::stamped_reply(d, &from));
         // Trusted peers (the trunk) are not rate-limited: a busy trunk may
         // draw many refusals, and a reply to it is no reflection. To anyone
         // else no more bytes go out than came in: a minimal request in
@@ -2237,7 +2238,7 @@ impl Proxy {
         extra: &[&[u8]],
     ) {
         let tag = self.to_tag(msg);
-        let data = response(msg, code, reason, Some(&tag[..]), extra);
+        let data = route::stamped_reply(response(msg, code, reason, Some(&tag[..]), extra), &to);
         self.stats.local_replies += 1;
         self.out.push(Output::Send {
             to,
@@ -2273,7 +2274,8 @@ impl Proxy {
         extra: &[&[u8]],
     ) {
         let tag = self.to_tag(msg);
-        let mut data = response(msg, code, reason, Some(&tag[..]), extra);
+        let mut data =
+            route::stamped_reply(response(msg, code, reason, Some(&tag[..]), extra), &to);
         // Held for Timer J's 32 s: without the rest of the 512 B it was
         // built in (a flood of refused requests holds thousands).
         data.shrink_to_fit();

@@ -953,6 +953,55 @@ fn the_proxy_answers_options_register_and_bad_requests_itself() {
     assert_eq!(rig.proxy.stats.requests_forwarded, 0);
 }
 
+/// RFC 3581 4 for the proxy's own answers: `rport` gets the source port
+/// and `received` the source address (a forged one replaced), as in a
+/// forwarded request; a trunk behind NAT learns its public address from
+/// its OPTIONS keepalives' 200s (trial, 2026-12-03: `rport` came back
+/// empty, a forged `received` unchanged).
+#[test]
+fn the_proxys_own_answers_fill_in_rport_and_received() {
+    let mut rig = Rig::new();
+    let from = udp("127.0.0.7:40123");
+    let nat = |branch: &str, via: &str, method: &str| {
+        request(method, "sip:127.0.0.1:5060", branch, "rp@x", "").replacen(
+            &format!("Via: SIP/2.0/UDP {CALLER};branch=z9hG4bK{branch}"),
+            &format!("Via: SIP/2.0/UDP {via};branch=z9hG4bK{branch}"),
+            1,
+        )
+    };
+    for (method, branch, via, code, want) in [
+        (
+            "OPTIONS",
+            "r1",
+            "10.9.9.9:5099;rport",
+            200,
+            "SIP/2.0/UDP 10.9.9.9:5099;rport=40123;branch=z9hG4bKr1;received=127.0.0.7",
+        ),
+        (
+            "REGISTER",
+            "r2",
+            "10.9.9.9:5099;rport;received=1.2.3.4",
+            405,
+            "SIP/2.0/UDP 10.9.9.9:5099;rport=40123;received=127.0.0.7;branch=z9hG4bKr2",
+        ),
+        (
+            "OPTIONS",
+            "r3",
+            "127.0.0.7:40123",
+            200,
+            "SIP/2.0/UDP 127.0.0.7:40123;branch=z9hG4bKr3",
+        ),
+    ] {
+        let r = only_reply(&mut rig, from, &nat(branch, via, method));
+        assert_eq!(r.status(), Some(code), "{method} {via}");
+        assert_eq!(
+            header_lines(&r.text, "Via"),
+            [format!("Via: {want}")],
+            "{method} {via}"
+        );
+    }
+}
+
 #[test]
 fn untrusted_source_gets_403_and_nothing_is_forwarded() {
     let mut rig = Rig::new();

@@ -2,6 +2,7 @@
 //! RFC 3581; RFC 5658 double record-routing), as pure functions over
 //! messages and the proxy's own addresses.
 
+use bytes::Bytes;
 use std::net::{IpAddr, SocketAddr};
 
 use hmac::{Hmac, Mac};
@@ -462,6 +463,25 @@ pub fn stamp_top_via(msg: &Message, source: &Peer, patch: &mut Patch) {
     if let Some(top) = TopVia::of(msg) {
         stamp_via(msg, &top, source, patch);
     }
+}
+
+/// A response the proxy wrote itself to a request from `to`, its top Via
+/// stamped as the request's is when forwarded (RFC 3581 4: `rport` gets
+/// the source port, `received` the source address, a forged `received`
+/// replaced): a trunk behind NAT learns its public address from the
+/// answers to its OPTIONS keepalives (trial, 2026-12-03: they carried
+/// `rport` empty). Off the INVITE's path: refusals and local answers.
+pub fn stamped_reply(reply: Vec<u8>, to: &Peer) -> Vec<u8> {
+    let bytes = Bytes::from(reply);
+    let Ok(msg) = Message::parse(bytes.clone(), true) else {
+        return bytes.into();
+    };
+    let mut patch = Patch::new();
+    stamp_top_via(&msg, to, &mut patch);
+    if patch.is_empty() {
+        return bytes.into();
+    }
+    patch.apply(msg.buf(), msg.body.end as usize)
 }
 
 /// [`stamp_top_via`] with the top Via already parsed.
