@@ -200,6 +200,20 @@ async fn shared_stores() -> Vec<(&'static str, Store, Store, Option<tempfile::Te
 
 const LEASE_MS: i64 = 60_000;
 
+/// Records `jobs` in `store` as the pipeline does, default settings and
+/// no CRM; the test's `name` on failure.
+async fn record_jobs(store: &Store, jobs: Vec<Job>, name: &str) -> Vec<super::leads::Recorded> {
+    store
+        .record_calls(
+            Arc::new(jobs),
+            &Settings::default(),
+            &status(),
+            &Plan::default(),
+        )
+        .await
+        .expect(name)
+}
+
 fn status() -> NewDealStatus {
     NewDealStatus {
         status: "NEW".into(),
@@ -350,15 +364,8 @@ async fn a_new_call_with_an_earlier_calls_call_id_is_recorded() {
             let store = store.clone();
             async move {
                 let lead = crate::leads::pipeline::call_lead(&c);
-                store
-                    .record_calls(
-                        Arc::new(vec![Job::Lead(lead, Some(c))]),
-                        &Settings::default(),
-                        &status(),
-                        &Plan::default(),
-                    )
+                record_jobs(&store, vec![Job::Lead(lead, Some(c))], name)
                     .await
-                    .expect(name)
                     .remove(0)
             }
         };
@@ -1553,16 +1560,7 @@ async fn a_start_and_its_answer_in_one_batch_keep_the_answer() {
     for (name, a, b, _dir) in shared_stores().await {
         let record = |jobs: Vec<Job>| {
             let a = a.clone();
-            async move {
-                a.record_calls(
-                    Arc::new(jobs),
-                    &Settings::default(),
-                    &status(),
-                    &Plan::default(),
-                )
-                .await
-                .expect(name)
-            }
+            async move { record_jobs(&a, jobs, name).await }
         };
         record(open_call_jobs("fresh@a", true)).await;
         let mut start_only = open_call_jobs("replayed@a", false);
@@ -1640,16 +1638,7 @@ async fn a_restarted_nodes_interrupted_calls_keep_their_dialogs_for_the_bye() {
         };
         let record = |s: &Store, jobs: Vec<Job>| {
             let s = s.clone();
-            async move {
-                s.record_calls(
-                    Arc::new(jobs),
-                    &Settings::default(),
-                    &status(),
-                    &Plan::default(),
-                )
-                .await
-                .expect(name)
-            }
+            async move { record_jobs(&s, jobs, name).await }
         };
         let (a, b) = (open("node-a", NOW_MS).await, open("node-b", NOW_MS).await);
         // Two calls of node-a: one answered with its dialog, one ringing.
