@@ -84,6 +84,9 @@ pub enum CallEvent {
     /// siptrack ended the call itself: no media either way for
     /// `media.rtp_timeout_seconds`.
     TimedOut { call_id: Bytes, at: Millis },
+    /// The 2xx was relayed but no ACK passed within 64·T1 of it: the
+    /// session never came up (RFC 3261 13.3.1.4), whatever the PBX does.
+    Unacknowledged { call_id: Bytes, at: Millis },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -510,6 +513,16 @@ impl CallTracker {
                 };
                 Some(self.close(&call_id, c, at, status, Some(by)))
             }
+            CallEvent::Unacknowledged { call_id, at } => {
+                // Answered, never set up: failed, no talk time (a trial,
+                // 2026-12-03: `answered` for max_call_seconds, 4 h by
+                // default, when the PBX sent no BYE either).
+                self.open.get(&call_id)?.answer_unix?;
+                let c = self.open.remove(&call_id)?;
+                let mut r = self.close(&call_id, c, at, CallStatus::Failed, Some(Party::Timeout));
+                r.duration = 0;
+                Some(r)
+            }
             CallEvent::TimedOut { call_id, at } => {
                 let c = self.open.remove(&call_id)?;
                 let status = if c.answer_unix.is_some() {
@@ -811,6 +824,40 @@ mod tests {
             assert_eq!(r.info.dialed, "74951111111");
             assert_eq!(t.open_calls(), 0);
         }
+    }
+
+    #[test]
+    fn an_answer_never_acked_is_a_failed_call_without_talk_time() {
+        let mut t = CallTracker::new(1_000_000, 3600);
+        t.on_event(started("u1", 0));
+        // Not answered yet: the event says nothing of it.
+        assert!(t
+            .on_event(CallEvent::Unacknowledged {
+                call_id: b("u1"),
+                at: 10
+            })
+            .is_none());
+        t.on_event(CallEvent::Answered {
+            call_id: b("u1"),
+            at: 100,
+        });
+        let r = t
+            .on_event(CallEvent::Unacknowledged {
+                call_id: b("u1"),
+                at: 32_100,
+            })
+            .expect("closed");
+        assert_eq!(
+            (r.status, r.hangup, r.duration, r.answer_at, r.end_at),
+            (
+                CallStatus::Failed,
+                Some(Party::Timeout),
+                0,
+                Some(1_000_100),
+                1_032_100
+            )
+        );
+        assert_eq!(t.open_calls(), 0);
     }
 
     #[test]

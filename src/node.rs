@@ -480,10 +480,22 @@ mod tests {
         ));
         n.on_message(at(100), udp(UAS), Bytes::from(ok));
         sent(n);
-        lines(fwd, "Record-Route")[0]
+        let route = lines(fwd, "Record-Route")[0]
             .split_once(':')
             .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        // The caller's ACK, as every answered call has (without it the
+        // call ends `Unacknowledged` after 64·T1).
+        let ack = format!(
+            "ACK sip:b@{UAS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKack-{b}\r\n\
+             Route: {route}\r\nMax-Forwards: 70\r\nFrom: <sip:a@x>;tag=ft\r\n\
+             To: <sip:100@x>;tag=tt\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\n\
+             Content-Length: 0\r\n\r\n",
+            b = call_id.replace('@', "-")
+        );
+        n.on_message(at(150), udp(CALLER), Bytes::from(ack));
+        sent(n);
+        route
     }
 
     #[test]

@@ -110,6 +110,9 @@ struct Dialog {
     started: Millis,
     /// A 2xx was relayed (early dialogs only allow what precedes it).
     confirmed: bool,
+    /// Until an ACK passes: when the setup's 2xx was relayed (see
+    /// `CallEvent::Unacknowledged`; the minute's sweep reports it).
+    unacked_since: Option<Millis>,
     /// Initial requests of this dialog still waiting for a final response
     /// (a UA may send several INVITEs with one Call-ID and From tag).
     setups: u32,
@@ -409,6 +412,9 @@ pub struct Proxy {
     dialogs: KeyMap<Box<Dialog>>,
     limiter: ReplyLimiter,
     last_sweep: Millis,
+    /// Dialogs whose setup's 2xx waits for its ACK, at most (exact after
+    /// each sweep; a dialog removed meanwhile still counts).
+    unacked_dialogs: usize,
     /// Several nodes share one database (issue 14): answered dialogs are
     /// handed out for the store, a route token of any node of the same
     /// `route_secret` is accepted, and an in-dialog request whose dialog
@@ -482,6 +488,7 @@ impl Proxy {
             dialogs: KeyMap::default(),
             limiter: ReplyLimiter::default(),
             last_sweep: 0,
+            unacked_dialogs: 0,
             share_dialogs: false,
             handoffs: Vec::new(),
             misses: Vec::new(),
@@ -519,6 +526,7 @@ impl Proxy {
                 call_id: Bytes::copy_from_slice(h.call_id.as_bytes()),
                 started: now,
                 confirmed: true,
+                unacked_since: None,
                 setups: 0,
                 caller_tag: Bytes::copy_from_slice(h.caller_tag.as_bytes()),
                 token: identity.token_hex(h.call_id.as_bytes(), h.caller_tag.as_bytes()),
@@ -575,7 +583,13 @@ impl Proxy {
     /// it whenever it is called (the run loop calls it at least once a
     /// second) rather than waking the loop for it.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.timers.next_at()
+        // The minute's sweep, while a 2xx waits for its ACK: an idle node
+        // has no other reason to wake for it.
+        let sweep = (self.unacked_dialogs > 0).then_some(self.last_sweep + 60_000);
+        match (self.timers.next_at(), sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Gives back the capacity the tables grew to at a load peak (a map
@@ -1067,6 +1081,13 @@ impl Proxy {
             call: None,
         };
         if is_ack {
+            let acked = self
+                .dialogs
+                .get_mut(&dkey)
+                .and_then(|d| d.unacked_since.take());
+            if acked.is_some() {
+                self.unacked_dialogs = self.unacked_dialogs.saturating_sub(1);
+            }
             self.forward_stateless(from, msg, &top, hop, &mut patch);
             self.scratch = patch;
             return;
@@ -1254,6 +1275,7 @@ impl Proxy {
                     call_id,
                     started: now,
                     confirmed: false,
+                    unacked_since: None,
                     setups: 0,
                     caller_tag,
                     // Always there: a dialog setup is record-routed.
@@ -1569,7 +1591,7 @@ impl Proxy {
             // Lent out for the call, not copied (an empty `CallIds`
             // takes no allocation).
             let ids = std::mem::take(&mut txn.ids);
-            self.learn_dialog(ids.call_id(), ids.caller_tag().is_some(), code, msg);
+            self.learn_dialog(now, ids.call_id(), ids.caller_tag().is_some(), code, msg);
             if let Some(txn) = self.txns.get_mut(&id) {
                 txn.ids = ids;
             }
@@ -1717,7 +1739,7 @@ impl Proxy {
     /// What a response from the next hop tells the dialog table: the
     /// callee's tag and Contact (initial request), the end of a failed
     /// setup, or a target refresh's new Contact (RFC 3261 12.2.1.2).
-    fn learn_dialog(&mut self, call_id: &[u8], setup: bool, code: u16, msg: &Message) {
+    fn learn_dialog(&mut self, now: Millis, call_id: &[u8], setup: bool, code: u16, msg: &Message) {
         let from_tag = msg.tag(HeaderName::From).unwrap_or_default();
         let to_tag = msg.tag(HeaderName::To).unwrap_or_default();
         // During setup the callee's tag may still change (a 2xx with
@@ -1762,6 +1784,10 @@ impl Proxy {
                 d.callee_tag = Some(Bytes::copy_from_slice(to_tag));
                 if contact.is_some() {
                     d.callee.contact = contact;
+                }
+                if setup && code >= 200 && !d.confirmed {
+                    d.unacked_since = Some(now);
+                    self.unacked_dialogs += 1;
                 }
                 d.confirmed = code >= 200;
                 if d.confirmed {
@@ -2401,6 +2427,26 @@ impl Proxy {
             let max = self.s.dialog_max_ms;
             self.dialogs
                 .retain(|_, d| now.saturating_sub(d.started) < max);
+            // RFC 3261 13.3.1.4: a 2xx whose ACK has not passed within
+            // 64·T1 set up no session (a trial, 2026-12-03: such a call
+            // stayed `answered` for max_call_seconds when the PBX sent no
+            // BYE either). The dialog stays for a BYE that may still come.
+            let wait = 64 * self.s.timers.t1_ms;
+            let mut waiting = 0;
+            for d in self.dialogs.values_mut() {
+                match d.unacked_since {
+                    Some(since) if now >= since + wait => {
+                        d.unacked_since = None;
+                        self.events.push(CallEvent::Unacknowledged {
+                            call_id: d.call_id.clone(),
+                            at: since + wait,
+                        });
+                    }
+                    Some(_) => waiting += 1,
+                    None => {}
+                }
+            }
+            self.unacked_dialogs = waiting;
         }
     }
 

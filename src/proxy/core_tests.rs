@@ -903,6 +903,51 @@ fn ok_retransmissions_pass_and_the_ack_follows_the_record_route() {
     assert_eq!(rig.proxy.active_dialogs(), 1);
 }
 
+/// RFC 3261 13.3.1.4: a 2xx whose ACK never passes within 64·T1 set up
+/// no session: the call ends `Unacknowledged` (a trial, 2026-12-03: it
+/// stayed answered for 4 h when the PBX sent no BYE either). With the
+/// ACK, nothing is said.
+#[test]
+fn a_2xx_never_acked_ends_the_call_after_64_t1() {
+    for acked in [false, true] {
+        let mut rig = Rig::new();
+        let fwd = start_call(&mut rig, "na1", "na@x");
+        rig.take();
+        let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
+        let ok = response_to(
+            &fwd.text,
+            200,
+            "OK",
+            Some("u1"),
+            &format!("{rr}\r\nContact: <sip:uas@{UAS}>\r\n"),
+        );
+        rig.recv_at(100, udp(UAS), &ok);
+        if acked {
+            let route = format!("Route: {}\r\n", value(&rr));
+            let ack = request("ACK", &format!("sip:uas@{UAS}"), "na2", "na@x", &route)
+                .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
+            rig.recv_at(200, udp(CALLER), &ack);
+        }
+        rig.proxy.take_call_events().for_each(drop);
+        // The minute's sweep says it, dated 64·T1 after the 2xx.
+        rig.advance_to(120_000);
+        let ends: Vec<CallEvent> = rig
+            .proxy
+            .take_call_events()
+            .filter(|e| matches!(e, CallEvent::Unacknowledged { .. }))
+            .collect();
+        let want = if acked {
+            vec![]
+        } else {
+            vec![CallEvent::Unacknowledged {
+                call_id: Bytes::from_static(b"na@x"),
+                at: 100 + 64 * 500,
+            }]
+        };
+        assert_eq!(ends, want, "acked: {acked}");
+    }
+}
+
 // ---- local answers ---------------------------------------------------------------
 
 fn only_reply(rig: &mut Rig, from: Peer, text: &str) -> Sent {
