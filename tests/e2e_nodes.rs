@@ -172,9 +172,23 @@ impl CalleeLog {
     }
 }
 
+/// The callee's socket, bound on a free port at once: the port goes into
+/// the nodes' config before the callee starts, and nothing else can take
+/// it meanwhile (CI of 991ca2e found a port `free_port` gave taken by the
+/// time the callee bound it).
+fn callee_socket() -> (UdpSocket, u16) {
+    for _ in 0..50 {
+        let port = free_port();
+        if let Ok(sock) = UdpSocket::bind(("127.0.0.1", port)) {
+            return (sock, port);
+        }
+    }
+    panic!("no free UDP port for the callee");
+}
+
 impl Callee {
-    fn start(port: u16) -> Callee {
-        let sock = UdpSocket::bind(("127.0.0.1", port)).expect("callee port");
+    fn start(sock: UdpSocket) -> Callee {
+        let port = sock.local_addr().map(|a| a.port()).unwrap_or_default();
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .expect("timeout");
         let stop = Arc::new(AtomicBool::new(false));
@@ -299,7 +313,7 @@ fn every_call_ended(uac: common::SippProcess, callee: Callee, calls: u32, kamail
 #[test]
 fn calls_of_a_dead_node_are_ended_by_their_bye_through_another_node() {
     let url = common::pg::database();
-    let uas_port = free_port();
+    let (callee_sock, uas_port) = callee_socket();
     let text = node_config(uas_port, &url);
     let mut nodes = [
         Siptrack::start(&text),
@@ -309,7 +323,7 @@ fn calls_of_a_dead_node_are_ended_by_their_bye_through_another_node() {
     let kamailio = Kamailio::start(&nodes.iter().collect::<Vec<_>>());
     const CALLS: u32 = 30;
     const TALK_MS: u64 = 5_000;
-    let callee = Callee::start(uas_port);
+    let callee = Callee::start(callee_sock);
     let uac = talking_calls(kamailio.addr, CALLS, TALK_MS);
     // Every call is set up (3 s at 10 per second) and talking; none has
     // hung up yet.
@@ -352,14 +366,14 @@ fn calls_of_a_dead_node_are_ended_by_their_bye_through_another_node() {
 #[test]
 fn a_node_started_again_at_once_after_a_crash_still_ends_its_calls_by_their_bye() {
     let url = common::pg::database();
-    let uas_port = free_port();
+    let (callee_sock, uas_port) = callee_socket();
     let text = node_config(uas_port, &url);
     let mut nodes = [Siptrack::start(&text), Siptrack::start(&text)];
     let dead_name = format!("node-{}", nodes[0].sip_port);
     let kamailio = Kamailio::start(&nodes.iter().collect::<Vec<_>>());
     const CALLS: u32 = 10;
     const TALK_MS: u64 = 6_000;
-    let callee = Callee::start(uas_port);
+    let callee = Callee::start(callee_sock);
     let uac = talking_calls(kamailio.addr, CALLS, TALK_MS);
     // Every call is set up (1 s at 10 per second) and talking.
     std::thread::sleep(Duration::from_millis(1_600));
@@ -645,8 +659,8 @@ fn callers_uac(to: SocketAddr, calls: u32, dir: &Path, talk_ms: u64) -> Sipp {
 fn three_nodes_behind_the_dispatcher_decide_as_one_node() {
     const CALLS: u32 = 1_000;
     let scratch = tempfile::tempdir().expect("temp dir");
-    let uas_port = free_port();
-    let callee = Callee::start(uas_port);
+    let (callee_sock, uas_port) = callee_socket();
+    let callee = Callee::start(callee_sock);
     let text = node_config(uas_port, &common::pg::database());
     let nodes = [
         Siptrack::start(&text),
@@ -745,8 +759,8 @@ fn a_node_killed_mid_run_at_100_cps_loses_no_answered_call_and_no_crm_request() 
         CRM_SECRET,
         Mode::SlowStatus(503, Duration::from_millis(600)),
     );
-    let uas_port = free_port();
-    let callee = Callee::start(uas_port);
+    let (callee_sock, uas_port) = callee_socket();
+    let callee = Callee::start(callee_sock);
     let crm_text = format!(
         "[crm]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{CRM_SECRET}\"\ntimeout_ms = 1000\n\n\
          [crm.retry]\ninitial_ms = 100\nmax_ms = 400\n",
@@ -1153,8 +1167,8 @@ fn wait_health(node: &Siptrack, status: u16) -> String {
 fn a_frozen_postgresql_sends_calls_to_the_journal_and_a_crash_loses_none() {
     let cluster = common::pg::Cluster::start();
     let scratch = tempfile::tempdir().expect("temp dir");
-    let uas_port = free_port();
-    let callee = Callee::start(uas_port);
+    let (callee_sock, uas_port) = callee_socket();
+    let callee = Callee::start(callee_sock);
     let text = node_config(uas_port, &cluster.database()).replace(
         "node_name = ",
         &format!(
@@ -1208,8 +1222,8 @@ fn a_frozen_postgresql_sends_calls_to_the_journal_and_a_crash_loses_none() {
 #[test]
 fn numbers_granted_during_an_outage_agree_across_nodes_after_it() {
     let cluster = common::pg::Cluster::start();
-    let uas_port = free_port();
-    let callee = Callee::start(uas_port);
+    let (callee_sock, uas_port) = callee_socket();
+    let callee = Callee::start(callee_sock);
     let text = node_config(uas_port, &cluster.database());
     let nodes = [Siptrack::start(&text), Siptrack::start(&text)];
     cluster.stop();
@@ -1263,8 +1277,8 @@ fn numbers_granted_during_an_outage_agree_across_nodes_after_it() {
 fn postgresql_stopped_for_30_seconds_under_three_nodes_loses_nothing() {
     let cluster = common::pg::Cluster::start();
     let scratch = tempfile::tempdir().expect("temp dir");
-    let uas_port = free_port();
-    let callee = Callee::start(uas_port);
+    let (callee_sock, uas_port) = callee_socket();
+    let callee = Callee::start(callee_sock);
     let journal = format!(
         "journal = \"{}/journal-{{SIP_PORT}}\"\n",
         scratch.path().display()
