@@ -1867,12 +1867,7 @@ impl Proxy {
         provisional: bool,
         forwarded: Option<&Bytes>,
     ) {
-        let held = || {
-            let client = self.txns.get(&id)?.client.as_ref()?;
-            Some(client.request.clone()).filter(|r| !r.is_empty())
-        };
-        let forwarded = forwarded.cloned().or_else(held);
-        let Some(data) = self.upstream_copy(now, msg, forwarded.as_ref()) else {
+        let Some(data) = self.upstream_copy(now, msg, forwarded, Some(id)) else {
             return;
         };
         let Some(txn) = self.txns.get_mut(&id) else {
@@ -1927,7 +1922,7 @@ impl Proxy {
                     // A forking proxy's second answer may come after the
                     // first ended the transaction.
                     self.learn_other_branch(msg);
-                    if let Some(data) = self.upstream_copy(now, msg, None) {
+                    if let Some(data) = self.upstream_copy(now, msg, None, None) {
                         self.send_upstream(to, data);
                     }
                 }
@@ -1938,25 +1933,32 @@ impl Proxy {
 
     /// A response as it goes upstream: minus our Via, with the phases'
     /// edits, in a block of its own size (a final one may be held for
-    /// 32 s).
-    /// A response as it goes upstream: our Via gone. One that carries no
-    /// other (a UAS that copied only ours, as SIPp's `[last_Via:]` does
+    /// 32 s). One that carries no Via but ours
+    /// (a UAS that copied only ours, as SIPp's `[last_Via:]` does
     /// from a CANCEL) gets the upstream Vias of `forwarded` (the request
-    /// as we sent it) back: relayed Via-less, as until a trial on
-    /// 2026-12-03, no caller could match it (RFC 3261 16.7 step 3); with
-    /// no request at hand it is dropped.
+    /// as we sent it, else the one transaction `txn` still holds) back:
+    /// relayed Via-less, as until a trial on 2026-12-03, no caller could
+    /// match it (RFC 3261 16.7 step 3); with no request at hand it is
+    /// dropped. The request is looked for only then, off the usual path.
     fn upstream_copy(
         &mut self,
         now: Millis,
         msg: &Message,
         forwarded: Option<&Bytes>,
+        txn: Option<u64>,
     ) -> Option<Bytes> {
         let mut patch = self.take_scratch();
         let restored = match route::pop_top_via(msg, &mut patch) {
             Some(ViasLeft::Some) => true,
             Some(ViasLeft::None(line)) => {
+                let held = || {
+                    let client = self.txns.get(&txn?)?.client.as_ref()?;
+                    Some(client.request.clone()).filter(|r| !r.is_empty())
+                };
                 let vias = forwarded
-                    .and_then(|f| Message::parse(f.clone(), true).ok())
+                    .cloned()
+                    .or_else(held)
+                    .and_then(|f| Message::parse(f, true).ok())
                     .and_then(|f| route::upstream_via_line(&f));
                 if let Some(vias) = &vias {
                     patch.replace(line, vias);
