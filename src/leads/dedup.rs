@@ -67,6 +67,8 @@ pub struct PriorLead {
     pub who: Identity,
     pub accepted_at: i64,
     pub deal_group: Group,
+    /// The deal it created: a repeat of the lead is that deal's.
+    pub deal: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -191,11 +191,13 @@ impl Ledger for State {
             .filter(|l| l.accepted && l.row.created_at >= leads_since)
             .filter(|l| identity_of_lead(&l.row) == *w)
             .filter_map(|l| {
+                let deal = l.row.deal_id?;
                 Some(PriorLead {
                     id: l.row.id,
                     who: identity_of_lead(&l.row),
                     accepted_at: l.row.created_at,
-                    deal_group: deal_group(l.row.deal_id?)?,
+                    deal_group: deal_group(deal)?,
+                    deal,
                 })
             })
             .collect();

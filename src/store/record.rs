@@ -9,7 +9,7 @@ use crate::calls::CallRecord;
 use crate::crm::local::{self, DealBook};
 use crate::crm::outbox::{call_end_item, call_start_item, lead_items, CallStart, Item, Plan};
 use crate::crm::payload::LeadView;
-use crate::leads::dedup::{self, Deal, Decision, Lead, LeadKind, PriorLead, Settings};
+use crate::leads::dedup::{self, Deal, Decision, Lead, LeadKind, Original, PriorLead, Settings};
 
 /// The lead a recorded call made: (lead, deal, outcome), and when the
 /// call's INVITE came (Unix ms): a replay of the call has the same time,
@@ -373,7 +373,15 @@ fn decide_and_record<L: Ledger>(
     if cx.plan.sends_anything() {
         let view = lead_view(lead_id, new, call);
         let mut items = lead_items(cx.plan, cx.install_id, &view, &decision, deal_id, call);
-        let deal = items.first().and_then(|i| i.deal_ref);
+        // A duplicate's call belongs to the deal of the lead it repeats:
+        // it waits for that deal's create as a lead's own call does
+        // (trial, 2026-12-03: amoCRM refused a repeat call sent while the
+        // first call's create was being retried, "Contact not found", and
+        // it stayed parked), and Bitrix24 files it on that deal.
+        let deal = items
+            .first()
+            .and_then(|i| i.deal_ref)
+            .or_else(|| repeated_deal(&decision, &leads));
         items.extend(call.and_then(|c| call_end_item(cx.plan, cx.install_id, c, deal)));
         l.queue(&items, cx.now_ms)?;
     }
@@ -384,6 +392,16 @@ fn decide_and_record<L: Ledger>(
         decision,
         earlier: false,
     })
+}
+
+/// The deal a duplicate repeats: the original deal, or the deal the
+/// original lead created.
+fn repeated_deal(decision: &Decision, leads: &[PriorLead]) -> Option<i64> {
+    match decision {
+        Decision::Duplicate(Original::Deal(d)) => Some(*d),
+        Decision::Duplicate(Original::Lead(n)) => leads.iter().find(|p| p.id == *n).map(|p| p.deal),
+        _ => None,
+    }
 }
 
 fn was_interrupted(r: &CallRecord) -> bool {

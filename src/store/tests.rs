@@ -397,6 +397,80 @@ async fn a_new_call_with_an_earlier_calls_call_id_is_recorded() {
     }
 }
 
+/// A repeat call L-3 takes for a duplicate is the repeated lead's deal's:
+/// its end waits behind that deal's create and names the CRM's deal
+/// (trial, 2026-12-03: it went out at once with no deal, so amoCRM,
+/// whose create for the first call was being retried, refused it
+/// "Contact not found" for good, and Bitrix24 filed it on no deal).
+#[tokio::test]
+async fn a_duplicate_calls_end_waits_for_the_repeated_leads_deal() {
+    let plan = Plan {
+        lead_hooks: true,
+        call_end: true,
+        calls_on_deals: true,
+        ..Plan::default()
+    };
+    for (name, store, _dir) in stores().await {
+        let mut outcomes = Vec::new();
+        for (id, at) in [("rep-1@h", NOW_MS), ("rep-2@h", NOW_MS + 60_000)] {
+            let c = call(id, "79160000041", at);
+            let lead = crate::leads::pipeline::call_lead(&c);
+            let r = store
+                .record_calls(
+                    Arc::new(vec![Job::Lead(lead, Some(c))]),
+                    &Settings::default(),
+                    &status(),
+                    &plan,
+                )
+                .await
+                .expect(name);
+            outcomes.push(r[0].outcome.clone());
+        }
+        assert_eq!(
+            outcomes[1],
+            format!("duplicate of lead {}", 1),
+            "{name}: {outcomes:?}"
+        );
+        // Delivered in turn, the create answered with the CRM's id.
+        let node = store.node_id().to_string();
+        let now = NOW_MS as i64;
+        let mut sent = Vec::new();
+        for _ in 0..10 {
+            let due = store
+                .outbox_claim(&node, now, LEASE_MS, 10)
+                .await
+                .expect(name);
+            if due.is_empty() {
+                break;
+            }
+            let results: Vec<(i64, Settle)> = due
+                .iter()
+                .map(|d| {
+                    let crm_deal = d
+                        .is_deal_create()
+                        .then(|| d.deal_ref.map(|deal| (deal, "CRM-7".to_string())))
+                        .flatten();
+                    (d.id, Settle::Done { crm_deal })
+                })
+                .collect();
+            sent.extend(
+                due.iter()
+                    .map(|d| (d.key.clone(), d.deal_ref, d.crm_deal_id.clone())),
+            );
+            store.outbox_settle(&node, &results, now).await.expect(name);
+        }
+        let at = |suffix: &str| {
+            sent.iter()
+                .position(|(k, _, _)| k.ends_with(suffix))
+                .unwrap_or_else(|| panic!("{name}: no {suffix} in {sent:?}"))
+        };
+        let (create, repeat) = (at("deal.create"), at("rep-2@h-end"));
+        assert!(create < repeat, "{name}: {sent:?}");
+        assert_eq!(sent[repeat].1, sent[create].1, "{name}: the same deal");
+        assert_eq!(sent[repeat].2.as_deref(), Some("CRM-7"), "{name}: {sent:?}");
+    }
+}
+
 #[tokio::test]
 async fn calls_are_recorded_once_and_open_calls_of_earlier_runs_are_interrupted() {
     for (name, store, _dir) in stores().await {

@@ -30,6 +30,7 @@ fn prior(id: i64, ago: i64, group: Group) -> PriorLead {
         who: who(),
         accepted_at: NOW - ago,
         deal_group: group,
+        deal: id + 100,
     }
 }
 

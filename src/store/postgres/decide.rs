@@ -290,7 +290,7 @@ impl Ledger for PgLedger<'_, '_> {
         let w = &lead.who;
         let leads = self
             .query(
-                "SELECT l.id, l.title, l.name, l.phone, l.email, l.visit_id, l.created_at, d.grp
+                "SELECT l.id, l.title, l.name, l.phone, l.email, l.visit_id, l.created_at, d.grp, d.id
                    FROM leads l JOIN deals d ON d.id = l.deal_id
                   WHERE l.accepted AND l.phone = $1 AND l.email = $2 AND l.title = $3
                     AND l.name = $4 AND l.visit_id = $5 AND l.created_at >= $6",
@@ -304,12 +304,13 @@ impl Ledger for PgLedger<'_, '_> {
                 ],
             )?
             .iter()
-            .map(history_row)
-            .map(|(id, who, at, group)| PriorLead {
+            .map(|r| (history_row(r), r.get(8)))
+            .map(|((id, who, at, group), deal)| PriorLead {
                 id,
                 who,
                 accepted_at: at,
                 deal_group: group,
+                deal,
             })
             .collect();
         // The client's deals (by phone, by e-mail) and the same-lead

@@ -276,7 +276,7 @@ fn history_row(r: &Row) -> rusqlite::Result<(i64, i64, Identity, i64, Group)> {
 macro_rules! history_sql {
     ($index:literal, $term:literal $(, $same_lead:expr)?) => {
         concat!(
-            "SELECT 0, l.id, l.title, l.name, l.phone, l.email, l.visit_id, l.created_at, d.grp
+            "SELECT 0, l.id, l.title, l.name, l.phone, l.email, l.visit_id, l.created_at, d.grp, d.id
                FROM leads l INDEXED BY ",
             $index,
             " JOIN deals d ON d.id = l.deal_id
@@ -285,10 +285,10 @@ macro_rules! history_sql {
             $term,
             "
              UNION ALL SELECT * FROM (
-               SELECT 2, id, title, name, phone, email, visit_id, created_at, grp FROM deals
+               SELECT 2, id, title, name, phone, email, visit_id, created_at, grp, id FROM deals
                 WHERE ?1 <> '' AND phone = ?1 ORDER BY created_at DESC LIMIT 100)
              UNION ALL SELECT * FROM (
-               SELECT 3, id, title, name, phone, email, visit_id, created_at, grp FROM deals
+               SELECT 3, id, title, name, phone, email, visit_id, created_at, grp, id FROM deals
                 WHERE ?2 <> '' AND email = ?2 ORDER BY created_at DESC LIMIT 100)"
             $(, "\n             UNION ALL ", $same_lead)?
         )
@@ -301,7 +301,7 @@ macro_rules! history_sql {
 macro_rules! same_lead_deals_sql {
     () => {
         "SELECT * FROM (
-               SELECT 4, id, title, name, phone, email, visit_id, created_at, grp FROM deals
+               SELECT 4, id, title, name, phone, email, visit_id, created_at, grp, id FROM deals
                 WHERE title = ?3 AND created_at >= ?7 AND name = ?4 AND visit_id = ?5
                 ORDER BY created_at DESC LIMIT 100)"
     };
@@ -636,6 +636,7 @@ impl History {
                     who,
                     accepted_at: at,
                     deal_group: group,
+                    deal: r.get(9)?,
                 });
             } else {
                 self.deals.push(Deal {
