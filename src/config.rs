@@ -1781,6 +1781,7 @@ fn bitrix_settings(c: &mut Checker, raw: &RawCrm, plan: &CrmPlan) -> BitrixSetti
             1..101,
         ) as u32,
         timezone: plan.format.timezone,
+        allow_html: plan.format.allow_html,
     }
 }
 
@@ -1898,6 +1899,7 @@ fn amo_settings(c: &mut Checker, raw: &RawCrm, plan: &CrmPlan) -> AmoSettings {
         ) as u32,
         utc_offset_seconds: plan.format.timezone.local_minus_utc(),
         phone_rules: plan.format.phone_rules.clone(),
+        allow_html: plan.format.allow_html,
     }
 }
 
@@ -2729,6 +2731,7 @@ mod tests {
                 requests_per_second: 7,
                 utc_offset_seconds: 0,
                 phone_rules: crate::phone::PhoneRules::default(),
+                allow_html: false,
             })
         );
         // No secret needed: amoCRM authenticates siptrack by the token.
@@ -2760,6 +2763,7 @@ mod tests {
                 burst: 250,
                 per_second: 5,
                 timezone: chrono::FixedOffset::east_opt(3 * 3600).expect("+3"),
+                allow_html: false,
             }
         );
         let hook = c

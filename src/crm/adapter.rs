@@ -5,6 +5,9 @@
 //! parking, order per deal, metrics and the lead log are the same for
 //! every CRM.
 
+use serde_json::Value;
+
+use super::payload::escape_html;
 use super::rate::Pacer;
 use crate::store::outbox::DueItem;
 
@@ -188,6 +191,43 @@ pub fn call_deal_id(
     }
 }
 
+/// The lead's text with a form's own fields (the lead webhook's
+/// `data.fields`) after it as `name: value` lines, escaped as C-4 escapes
+/// the text: an amoCRM or Bitrix24 lead has no other place for a form's
+/// answers (trial, 2026-12-03: they reached webhooks only). Empty when
+/// there is neither.
+pub fn text_with_form_fields(body: &Value, allow_html: bool) -> String {
+    let mut text = body
+        .get("text")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let data: Option<Value> = body
+        .get("data")
+        .and_then(Value::as_str)
+        .and_then(|d| serde_json::from_str(d).ok());
+    let fields = data
+        .as_ref()
+        .and_then(|d| d.get("fields"))
+        .and_then(Value::as_object);
+    for (name, value) in fields.into_iter().flatten() {
+        let value = match value {
+            Value::String(v) => v.trim().to_string(),
+            other => other.to_string(),
+        };
+        if value.is_empty() {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        let line = format!("{}: {value}", name.trim());
+        text.push_str(&if allow_html { line } else { escape_html(&line) });
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,5 +337,57 @@ mod tests {
         ] {
             assert_eq!(carries(text, m), yes, "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_forms_fields_follow_its_text_escaped_as_it_is_table() {
+        let body = |text: &str, fields: Value| {
+            json!({"text": text, "title": "Order",
+                   "data": json!({"visit": "v1", "fields": fields}).to_string()})
+        };
+        // (text, fields, allow_html, what the CRM's note or comment says)
+        for (text, fields, allow_html, want) in [
+            ("Call me", json!({}), false, "Call me"),
+            ("", json!({}), false, ""),
+            (
+                "",
+                json!({"size": "3 m", "color": "red"}),
+                false,
+                "color: red\nsize: 3 m",
+            ),
+            (
+                "Call me",
+                json!({"size": "3 m"}),
+                false,
+                "Call me\nsize: 3 m",
+            ),
+            // Empty answers say nothing.
+            (
+                "Call me",
+                json!({"size": " ", "floor": 2}),
+                false,
+                "Call me\nfloor: 2",
+            ),
+            // C-4: a field is text the CRM shows, escaped like the text.
+            (
+                "",
+                json!({"note": "<b>&</b>"}),
+                false,
+                "note: &lt;b&gt;&amp;&lt;/b&gt;",
+            ),
+            ("", json!({"note": "<b>&</b>"}), true, "note: <b>&</b>"),
+        ] {
+            assert_eq!(
+                text_with_form_fields(&body(text, fields.clone()), allow_html),
+                want,
+                "{text:?} {fields}"
+            );
+        }
+        // No data at all, or data that is no JSON: the text alone.
+        assert_eq!(text_with_form_fields(&json!({"text": "Hi"}), false), "Hi");
+        assert_eq!(
+            text_with_form_fields(&json!({"text": "Hi", "data": "{"}), false),
+            "Hi"
+        );
     }
 }

@@ -33,8 +33,8 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::adapter::{
-    call_deal_id, carries, crm_deal_id, lead_marker, marked, Answer, CrmAdapter, Method, Outcome,
-    Request, Step,
+    call_deal_id, carries, crm_deal_id, lead_marker, marked, text_with_form_fields, Answer,
+    CrmAdapter, Method, Outcome, Request, Step,
 };
 use super::outbox::Target;
 use super::webhook::parse_retry_after;
@@ -65,6 +65,9 @@ pub struct AmoSettings {
     /// `crm.timezone` as seconds east of UTC: the call webhook's `date`
     /// is local time there.
     pub utc_offset_seconds: i32,
+    /// `crm.allow_html`: a form's fields in a note are escaped as its
+    /// text is (C-4).
+    pub allow_html: bool,
     /// `phone.*`: how a contact's phone is compared with a lead's.
     pub phone_rules: PhoneRules,
 }
@@ -210,7 +213,10 @@ impl AmoSettings {
     /// `POST /api/v4/leads/{id}/notes`: a `common` note with the lead's
     /// text (its title when it has none).
     pub fn note(&self, body: &Value) -> Value {
-        common_note(&marked(&note_text(body), lead_marker(body).as_deref()))
+        common_note(&marked(
+            &note_text(body, self.allow_html),
+            lead_marker(body).as_deref(),
+        ))
     }
 
     /// `POST /api/v4/leads/{id}/notes` right after a deal.create: the new
@@ -218,7 +224,10 @@ impl AmoSettings {
     /// look-up and a comment's (`(siptrack lead <id>)`, the same lead when
     /// a duplicate is appended) never take one for the other.
     pub fn lead_text_note(&self, body: &Value) -> Value {
-        common_note(&marked(&note_text(body), text_marker(body).as_deref()))
+        common_note(&marked(
+            &note_text(body, self.allow_html),
+            text_marker(body).as_deref(),
+        ))
     }
 
     /// `POST /api/v4/tasks`: a task on the lead, due `task_minutes` from
@@ -226,7 +235,7 @@ impl AmoSettings {
     pub fn task(&self, lead_id: u64, body: &Value, now_unix_ms: i64) -> Value {
         let due = now_unix_ms.max(0) / 1000 + (self.task_minutes as i64) * 60;
         let mut task = json!({
-            "text": marked(&note_text(body), lead_marker(body).as_deref()),
+            "text": marked(&note_text(body, self.allow_html), lead_marker(body).as_deref()),
             "complete_till": due,
             "entity_id": lead_id,
             "entity_type": "leads",
@@ -457,11 +466,11 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// A note's or task's text: the lead's text (else its title), and the
-/// call's recording link when the request carries one (`recording_url`,
-/// made when the request is sent).
-fn note_text(body: &Value) -> String {
-    let text = text_of(body, "text");
+/// A note's or task's text: the lead's text and a form's own fields
+/// (else its title), and the call's recording link when the request
+/// carries one (`recording_url`, made when the request is sent).
+fn note_text(body: &Value, allow_html: bool) -> String {
+    let text = text_with_form_fields(body, allow_html);
     let mut text = if text.is_empty() {
         text_of(body, "title")
     } else {
@@ -731,7 +740,7 @@ impl AmoCrm {
     /// reached amoCRM). A retry looks the note up first. Delivered with
     /// the lead's id once the note is there, or when there is no text.
     fn after_create(&self, lead_id: u64, body: &Value, found: bool) -> Step {
-        if text_of(body, "text").is_empty() {
+        if text_with_form_fields(body, self.settings.allow_html).is_empty() {
             return Step::Finish(Outcome::Delivered {
                 deal_id: Some(lead_id.to_string()),
             });
@@ -1020,6 +1029,7 @@ mod tests {
             requests_per_second: 7,
             utc_offset_seconds: 3 * 3600,
             phone_rules: PhoneRules::default(),
+            allow_html: false,
         }
     }
 
@@ -1368,6 +1378,36 @@ mod tests {
         ] {
             assert_eq!(same_phone(a, b, &PhoneRules::default()), same, "{a} {b}");
         }
+    }
+
+    /// A form lead without a text of its own gets its fields as the new
+    /// lead's note (trial, 2026-12-03: the answers reached webhooks only,
+    /// and a lead without text got no note at all).
+    #[test]
+    fn a_forms_fields_become_the_new_leads_note() {
+        let a = AmoCrm {
+            settings: settings(),
+        };
+        let mut body = lead_body("deal.create");
+        body["text"] = json!("");
+        body["data"] = json!(json!({"visit": "v-1", "form": "order",
+                                    "fields": {"size": "3 m", "color": "red"}})
+        .to_string());
+        let note = sent(a.after_create(31, &body, false));
+        assert_eq!(note.url, "https://acme.amocrm.ru/api/v4/leads/31/notes");
+        assert_eq!(
+            body_of(&note),
+            json!([{"note_type": "common", "params": {"text":
+                "color: red\nsize: 3 m\n\n(text of siptrack lead 7)"}}])
+        );
+        // Neither text nor fields: no note.
+        body["data"] = json!("{}");
+        assert_eq!(
+            a.after_create(31, &body, false),
+            Step::Finish(Outcome::Delivered {
+                deal_id: Some("31".into())
+            })
+        );
     }
 
     #[test]

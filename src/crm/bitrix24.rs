@@ -33,8 +33,8 @@ use chrono::FixedOffset;
 use serde_json::{json, Map, Value};
 
 use super::adapter::{
-    call_deal_id, carries, crm_deal_id, lead_marker, marked, Answer, CrmAdapter, Method, Outcome,
-    Request, Step,
+    call_deal_id, carries, crm_deal_id, lead_marker, marked, text_with_form_fields, Answer,
+    CrmAdapter, Method, Outcome, Request, Step,
 };
 use super::outbox::Target;
 use super::rate::Pacer;
@@ -106,6 +106,9 @@ pub struct BitrixSettings {
     pub per_second: u32,
     /// `crm.timezone`: dates Bitrix24 gets carry this offset.
     pub timezone: FixedOffset,
+    /// `crm.allow_html`: a form's fields in a comment are escaped as its
+    /// text is (C-4).
+    pub allow_html: bool,
 }
 
 impl Default for BitrixSettings {
@@ -120,6 +123,7 @@ impl Default for BitrixSettings {
             burst: 50,
             per_second: 2,
             timezone: FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!("0 is an offset")),
+            allow_html: false,
         }
     }
 }
@@ -169,9 +173,9 @@ fn comm(value: &str) -> Value {
     json!([{"VALUE": value, "VALUE_TYPE": "WORK"}])
 }
 
-/// The lead's text, else its title.
-fn note_text(body: &Value) -> String {
-    let text = text_of(body, "text");
+/// The lead's text and a form's own fields, else its title.
+fn note_text(body: &Value, allow_html: bool) -> String {
+    let text = text_with_form_fields(body, allow_html);
     if text.is_empty() {
         text_of(body, "title")
     } else {
@@ -332,7 +336,7 @@ impl BitrixSettings {
                 f.insert(utm.to_ascii_uppercase(), json!(v));
             }
         }
-        let text = text_of(body, "text");
+        let text = text_with_form_fields(body, self.allow_html);
         if !text.is_empty() {
             f.insert("COMMENTS".into(), json!(text));
         }
@@ -346,7 +350,7 @@ impl BitrixSettings {
     /// lead's marker.
     pub fn comment(&self, deal: u64, body: &Value) -> Value {
         json!({"fields": {"ENTITY_ID": deal, "ENTITY_TYPE": self.entity.timeline_type(),
-                          "COMMENT": marked(&note_text(body), lead_marker(body).as_deref())}})
+                          "COMMENT": marked(&note_text(body, self.allow_html), lead_marker(body).as_deref())}})
     }
 
     /// `crm.timeline.comment.list` of the deal: where an earlier
@@ -379,8 +383,8 @@ impl BitrixSettings {
             .unwrap_or_default();
         let title = text_of(body, "title");
         json!({"fields": {
-            "TITLE": if title.is_empty() { note_text(body) } else { title },
-            "DESCRIPTION": marked(&note_text(body), lead_marker(body).as_deref()),
+            "TITLE": if title.is_empty() { note_text(body, self.allow_html) } else { title },
+            "DESCRIPTION": marked(&note_text(body, self.allow_html), lead_marker(body).as_deref()),
             "RESPONSIBLE_ID": self.user_id,
             "DEADLINE": deadline,
             "UF_CRM_TASK": [format!("{}_{deal}", self.entity.task_prefix())],
@@ -909,6 +913,14 @@ mod tests {
             json!({"fields": {"TITLE": "Incoming call from 7499",
                    "PHONE": [{"VALUE": "7499", "VALUE_TYPE": "WORK"}], "SOURCE_ID": "CALL",
                    "ORIGINATOR_ID": "siptrack", "ORIGIN_ID": "k2"}})
+        );
+        // A form's own fields follow its text in COMMENTS (trial,
+        // 2026-12-03: they reached webhooks only).
+        let mut form = lead_body();
+        form["data"] = json!(json!({"visit": "v-1", "fields": {"size": "3 m"}}).to_string());
+        assert_eq!(
+            s.deal("k3", &form, None)["fields"]["COMMENTS"],
+            "Call me\nsize: 3 m"
         );
         assert!(s
             .find_contact(&json!({"title": "t", "phone": ""}))
