@@ -401,6 +401,7 @@ mod tests {
             MediaSettings {
                 enabled: true,
                 advertised_ip: "127.0.0.1".parse().expect("ip"),
+                advertised_other: None,
             },
             Box::new(PortAllocator::new(30000, 30099, 0).expect("range")),
         )));

@@ -805,6 +805,7 @@ fn start_media(
     let settings = MediaSettings {
         enabled: m.record_calls,
         advertised_ip: m.advertised_ip,
+        advertised_other: m.advertised_other,
     };
     if !m.record_calls {
         // No sockets: the phase only counts calls as `disabled`.
@@ -855,7 +856,8 @@ fn start_media(
     let writer = writer::spawn(m.recordings_dir.clone(), metrics.clone(), move |o| {
         let _ = to_node.send(MediaReport::Recording(o));
     })?;
-    let bind_ip = if m.advertised_ip.is_ipv4() {
+    // Peers of both families (`advertised_other`): dual-stack sockets.
+    let bind_ip = if m.advertised_ip.is_ipv4() && m.advertised_other.is_none() {
         std::net::IpAddr::from([0u8; 4])
     } else {
         std::net::IpAddr::from([0u16; 8])

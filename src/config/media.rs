@@ -31,6 +31,10 @@ pub struct MediaConfig {
     /// `sip.advertised_host` when it is an IP, else the first `sip.listen`
     /// address.
     pub advertised_ip: IpAddr,
+    /// An address of the other family than `advertised_ip`'s, for the
+    /// SDP of peers on that family: the first `sip.listen` address of it
+    /// (not a wildcard). None: those peers get `advertised_ip` too.
+    pub advertised_other: Option<IpAddr>,
     /// `media.rtp_timeout_seconds` (60): a call with no media either way for
     /// this long is ended.
     pub rtp_timeout_seconds: u64,
@@ -87,6 +91,7 @@ pub(super) fn media_config(c: &mut Checker, raw: &RawConfig) -> MediaConfig {
         );
     }
     let advertised_ip = advertised_ip(c, raw, record_calls);
+    let advertised_other = listen_ips(raw).find(|ip| ip.is_ipv4() != advertised_ip.is_ipv4());
     let rtp_timeout_seconds = c.int(
         "media.rtp_timeout_seconds",
         &m.rtp_timeout_seconds,
@@ -113,6 +118,7 @@ pub(super) fn media_config(c: &mut Checker, raw: &RawConfig) -> MediaConfig {
         port_min,
         port_max,
         advertised_ip,
+        advertised_other,
         rtp_timeout_seconds,
         recordings_dir,
         retention_days,
@@ -179,15 +185,19 @@ fn advertised_ip(c: &mut Checker, raw: &RawConfig, record_calls: bool) -> IpAddr
         }
         return fallback;
     }
-    // sip.listen's own checks report unreadable or unspecified addresses.
+    listen_ips(raw).next().unwrap_or(fallback)
+}
+
+/// The `sip.listen` addresses that name one (no wildcard), in order.
+/// sip.listen's own checks report unreadable or unspecified addresses.
+fn listen_ips(raw: &RawConfig) -> impl Iterator<Item = IpAddr> + '_ {
     raw.sip
         .listen
         .iter()
         .flat_map(|l| l.get_ref())
         .filter_map(|l| parse_listen(l.get_ref()).ok())
         .map(|l| l.addr.ip())
-        .find(|ip| !ip.is_unspecified())
-        .unwrap_or(fallback)
+        .filter(|ip| !ip.is_unspecified())
 }
 
 #[cfg(test)]
@@ -215,6 +225,7 @@ mod tests {
                 port_min: 30000,
                 port_max: 40000,
                 advertised_ip: "127.0.0.1".parse().expect("ip"),
+                advertised_other: None,
                 rtp_timeout_seconds: 60,
                 recordings_dir: PathBuf::from("data/recordings"),
                 retention_days: 90,
@@ -263,6 +274,47 @@ mod tests {
         ] {
             let m = media(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
             assert_eq!(m.advertised_ip, ip.parse::<IpAddr>().expect("ip"), "{text}");
+        }
+    }
+
+    /// Peers of the other family get an address of theirs when sip.listen
+    /// has one (trial, 2026-12-03: an IPv6 caller was told an IPv4
+    /// address and got no audio).
+    #[test]
+    fn the_other_familys_address_comes_from_sip_listen() {
+        for (text, main, other) in [
+            (
+                "[sip]\nlisten = [\"udp:127.0.0.1:5060\", \"udp:[::1]:5060\"]\n",
+                "127.0.0.1",
+                Some("::1"),
+            ),
+            (
+                "[sip]\nlisten = [\"udp:[2001:db8::5]:5060\", \"udp:192.0.2.5:5060\"]\n",
+                "2001:db8::5",
+                Some("192.0.2.5"),
+            ),
+            // A wildcard names no address.
+            (
+                "[sip]\nlisten = [\"udp:192.0.2.5:5060\", \"udp:[::]:5060\"]\n\
+                 advertised_host = \"192.0.2.5\"\n",
+                "192.0.2.5",
+                None,
+            ),
+            (
+                "[sip]\nlisten = [\"udp:192.0.2.5:5060\", \"udp:[2001:db8::5]:5060\"]\n\
+                 [media]\nadvertised_ip = \"198.51.100.1\"\n",
+                "198.51.100.1",
+                Some("2001:db8::5"),
+            ),
+        ] {
+            let m = media(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            assert_eq!(
+                m.advertised_ip,
+                main.parse::<IpAddr>().expect("ip"),
+                "{text}"
+            );
+            let other = other.map(|o| o.parse::<IpAddr>().expect("ip"));
+            assert_eq!(m.advertised_other, other, "{text}");
         }
     }
 

@@ -55,6 +55,21 @@ pub struct MediaSettings {
     /// The address written into SDP (`media.advertised_ip`, else the
     /// address the media sockets are bound to).
     pub advertised_ip: IpAddr,
+    /// One of the other family, written into the SDP a peer of that
+    /// family gets (`MediaConfig::advertised_other`).
+    pub advertised_other: Option<IpAddr>,
+}
+
+impl MediaSettings {
+    /// The address the SDP for a peer whose SIP comes from `peer` names:
+    /// one of the peer's own family when there is one (trial, 2026-12-03:
+    /// an IPv6 caller told an IPv4 address got no audio).
+    pub fn advertised_for(&self, peer: Option<IpAddr>) -> IpAddr {
+        match (peer, self.advertised_other) {
+            (Some(p), Some(other)) if p.is_ipv4() != self.advertised_ip.is_ipv4() => other,
+            _ => self.advertised_ip,
+        }
+    }
 }
 
 /// What the relay (and its recorder) must do.
@@ -391,7 +406,6 @@ impl Anchor {
         if !is_sdp(msg) {
             return;
         }
-        let advertised = self.settings.advertised_ip;
         let Some(c) = self.calls.get_mut(call_id) else {
             return;
         };
@@ -496,6 +510,7 @@ impl Anchor {
             });
         }
         let to = other(from);
+        let advertised = self.settings.advertised_for(c.peers[to as usize]);
         let anchors: Vec<Option<SdpAnchor>> = parsed
             .media
             .iter()

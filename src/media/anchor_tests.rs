@@ -44,6 +44,7 @@ fn anchor(enabled: bool, pairs: u16) -> Anchor {
         MediaSettings {
             enabled,
             advertised_ip: "192.0.2.10".parse().expect("ip"),
+            advertised_other: None,
         },
         Box::new(ports),
     )
@@ -408,6 +409,7 @@ fn out_of_descriptors_is_its_own_reason() {
         MediaSettings {
             enabled: true,
             advertised_ip: "192.0.2.10".parse().expect("ip"),
+            advertised_other: None,
         },
         Box::new(NoFds),
     );
@@ -490,4 +492,76 @@ fn a_later_sdp_it_cannot_anchor_leaves_the_call_alone_from_there() {
         an.close(b"c1@x", 30),
         Some(RecState::NotRecorded(_))
     ));
+}
+
+/// Each side's SDP names siptrack at an address of that side's family
+/// when there is one (trial, 2026-12-03: an IPv6 caller was answered
+/// `c=IN IP4` and got no audio).
+#[test]
+fn an_ipv6_caller_is_answered_with_siptracks_ipv6_address() {
+    let v6_sdp = "v=0\r\no=- 1 1 IN IP6 2001:db8::1\r\ns=-\r\nc=IN IP6 2001:db8::1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8\r\n";
+    let mut an = Anchor::new(
+        MediaSettings {
+            enabled: true,
+            advertised_ip: "192.0.2.10".parse().expect("ip"),
+            advertised_other: Some("2001:db8::10".parse().expect("ip")),
+        },
+        Box::new(PortAllocator::new(30000, 30015, 0).expect("range")),
+    );
+    let m = msg(
+        "INVITE sip:100@b SIP/2.0",
+        "ft",
+        None,
+        "1 INVITE",
+        Some(v6_sdp),
+    );
+    let mut p = Patch::new();
+    let trunk = Peer {
+        transport: Transport::Udp,
+        addr: a("[2001:db8::1]:5060"),
+    };
+    an.on_routed(&m, trunk, &hop(true), 0, &mut p);
+    let fwd = out(&m, &mut p);
+    // The IPv4 PBX is given the IPv4 address …
+    assert!(body(&fwd).contains("c=IN IP4 192.0.2.10\r\n"), "{fwd}");
+    // … and the IPv6 caller the IPv6 one.
+    let ok = response(&mut an, "SIP/2.0 200 OK", "1 INVITE", Some(CALLEE_SDP));
+    assert!(body(&ok).contains("c=IN IP6 2001:db8::10\r\n"), "{ok}");
+
+    // (advertised, other, the peer, the address its SDP names)
+    for (main, other, peer, want) in [
+        (
+            "192.0.2.10",
+            Some("2001:db8::10"),
+            Some("2001:db8::1"),
+            "2001:db8::10",
+        ),
+        (
+            "192.0.2.10",
+            Some("2001:db8::10"),
+            Some("10.0.0.1"),
+            "192.0.2.10",
+        ),
+        ("192.0.2.10", Some("2001:db8::10"), None, "192.0.2.10"),
+        // No address of the peer's family: the one there is.
+        ("192.0.2.10", None, Some("2001:db8::1"), "192.0.2.10"),
+        (
+            "2001:db8::10",
+            Some("192.0.2.10"),
+            Some("10.0.0.1"),
+            "192.0.2.10",
+        ),
+    ] {
+        let s = MediaSettings {
+            enabled: true,
+            advertised_ip: main.parse().expect("ip"),
+            advertised_other: other.map(|o| o.parse().expect("ip")),
+        };
+        let peer = peer.map(|p| p.parse().expect("ip"));
+        assert_eq!(
+            s.advertised_for(peer),
+            want.parse::<IpAddr>().expect("ip"),
+            "{main} {other:?} {peer:?}"
+        );
+    }
 }

@@ -77,6 +77,40 @@ pub struct BindingPorts {
     bound: Bound,
 }
 
+/// A media socket on `addr`; on the IPv6 wildcard one that takes IPv4
+/// too (whatever `net.ipv6.bindv6only` says), so a call can have a leg
+/// on each family.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    if addr.ip() != IpAddr::from([0u16; 8]) {
+        return UdpSocket::bind(addr);
+    }
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV6,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    s.set_only_v6(false)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Where a packet for `to` is sent from a socket bound on `bind_ip`: an
+/// IPv4 address as IPv4-mapped on a (dual-stack) IPv6 socket.
+fn wire_address(to: SocketAddr, bind_ip: IpAddr) -> SocketAddr {
+    match (to, bind_ip) {
+        (SocketAddr::V4(v4), IpAddr::V6(_)) => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        _ => to,
+    }
+}
+
+/// A packet's source as the SDP and the signalling name it: an IPv4 peer
+/// of a dual-stack socket comes as IPv4-mapped.
+fn canonical(src: SocketAddr) -> SocketAddr {
+    SocketAddr::new(src.ip().to_canonical(), src.port())
+}
+
 /// How many pairs one call tries before it goes unrecorded. Pairs held
 /// by other programs go to the back of the queue, so each call passes
 /// over them once; 8 (until a trial, 2026-12-02) left calls unrecorded
@@ -93,7 +127,7 @@ impl PortSource for BindingPorts {
                 break;
             };
             let bind = |port| {
-                let s = UdpSocket::bind(SocketAddr::new(self.ip, port))?;
+                let s = bind_udp(SocketAddr::new(self.ip, port))?;
                 s.set_nonblocking(true)?;
                 Ok::<_, std::io::Error>(s)
             };
@@ -198,6 +232,7 @@ pub fn start(
     let waker = Arc::new(Waker::new()?);
     poller.add(waker.as_raw_fd(), WAKE)?;
     let mut thread = RelayThread {
+        bind_ip: cfg.bind_ip,
         core: RelayCore::new(cfg.timeout_ms),
         sockets: HashMap::new(),
         bound: bound.clone(),
@@ -221,6 +256,8 @@ pub fn start(
 }
 
 struct RelayThread {
+    /// What the media sockets are bound on (see [`wire_address`]).
+    bind_ip: IpAddr,
     core: RelayCore,
     sockets: HashMap<u16, UdpSocket>,
     bound: Bound,
@@ -316,10 +353,10 @@ impl RelayThread {
                 self.metrics.dropped_oversized.fetch_add(1, Relaxed);
                 continue;
             }
-            let h = self.core.packet(port, src, data, now);
+            let h = self.core.packet(port, canonical(src), data, now);
             if let Some((out, to)) = h.send {
                 if let Some(s) = self.sockets.get(&out) {
-                    if let Err(e) = s.send_to(data, to) {
+                    if let Err(e) = s.send_to(data, wire_address(to, self.bind_ip)) {
                         // The packet is lost to the far side (a peer's
                         // address this host cannot reach, a full socket
                         // buffer): counted, the call goes on.
@@ -493,6 +530,88 @@ mod tests {
         assert!(metrics
             .render()
             .contains("siptrack_media_send_errors_total 3\n"));
+    }
+
+    /// Sockets on the IPv6 wildcard relay between an IPv6 caller and an
+    /// IPv4 callee, both ways (trial, 2026-12-03: an IPv6 caller got no
+    /// audio, every packet toward it failed to send from IPv4 sockets).
+    #[test]
+    fn a_dual_stack_relay_joins_an_ipv6_and_an_ipv4_leg() {
+        let Ok(caller) = UdpSocket::bind("[::1]:0") else {
+            eprintln!("no IPv6 loopback here: nothing to test");
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(MediaMetrics::default());
+        let writer = super::super::writer::spawn(dir.path().into(), metrics.clone(), |_| {})
+            .expect("writer");
+        let base = 46_000 + (std::process::id() % 500) as u16 * 8;
+        let cfg = RelayConfig {
+            bind_ip: IpAddr::from([0u16; 8]),
+            port_min: base,
+            port_max: base + 7,
+            timeout_ms: 0,
+        };
+        let (mut ports, relay) = start(&cfg, writer, metrics.clone(), |_| {}).expect("relay");
+        let caller_pair = ports.take(0).expect("pair");
+        let callee_pair = ports.take(0).expect("pair");
+        let callee = UdpSocket::bind("127.0.0.1:0").expect("callee socket");
+        for s in [&caller, &callee] {
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .expect("timeout");
+        }
+        let leg = |rtp: SocketAddr| LegSdp {
+            rtp: Some(rtp),
+            rtcp: None,
+            rtcp_mux: true,
+            hold: false,
+        };
+        relay.send(Command::Open {
+            session: 1,
+            streams: vec![StreamPorts {
+                caller: caller_pair,
+                callee: callee_pair,
+            }],
+            recorded: None,
+            peers: [
+                Some("::1".parse().expect("ip")),
+                Some(IpAddr::from([127, 0, 0, 1])),
+            ],
+        });
+        for (side, s) in [(Side::Caller, &caller), (Side::Callee, &callee)] {
+            relay.send(Command::Update {
+                session: 1,
+                stream: 0,
+                leg: side,
+                sdp: leg(s.local_addr().expect("addr")),
+            });
+        }
+        let rtp = [0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 7];
+        let to_caller_side: SocketAddr = format!("[::1]:{}", caller_pair.rtp).parse().expect("a");
+        let to_callee_side = SocketAddr::from(([127, 0, 0, 1], callee_pair.rtp));
+        // (who sends, where to, who must hear it); each tried until heard,
+        // since the commands reach the relay thread on their own time.
+        for (from, to, hears) in [
+            (&caller, to_caller_side, &callee),
+            (&callee, to_callee_side, &caller),
+        ] {
+            let mut heard = false;
+            for _ in 0..20 {
+                from.send_to(&rtp, to).expect("send to the relay");
+                let mut buf = [0u8; 64];
+                if let Ok((n, _)) = hears.recv_from(&mut buf) {
+                    assert_eq!(&buf[..n], &rtp[..]);
+                    heard = true;
+                    break;
+                }
+            }
+            assert!(
+                heard,
+                "nothing relayed from {:?} via {to}",
+                from.local_addr()
+            );
+        }
+        assert_eq!(metrics.send_errors.load(Relaxed), 0);
     }
 }
 

@@ -136,6 +136,7 @@ pub async fn replay(
         MediaSettings {
             enabled: m.record_calls,
             advertised_ip: m.advertised_ip,
+            advertised_other: m.advertised_other,
         },
         Box::new(ports),
     )));
