@@ -239,6 +239,19 @@ impl Node {
                 "drain time over: calls still up are ended with a BYE to both sides"
             );
         }
+        let cancelled = self.proxy.cancel_all_pending(now.mono_ms);
+        if cancelled > 0 {
+            tracing::warn!(
+                calls = cancelled,
+                "drain time over: calls still ringing are CANCELled toward the callee and answered 503"
+            );
+        }
+    }
+
+    /// Requests siptrack itself sent that still wait for their answer
+    /// (the shutdown's BYEs and CANCELs), or any transaction waiting.
+    pub fn pending_transactions(&self) -> usize {
+        self.proxy.pending_transactions()
     }
 
     /// Ends every call still open at `now`, recorded as it stands at that

@@ -294,6 +294,9 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     });
     ignore_hangups();
     let mut drain_deadline: Option<Instant> = None;
+    // Set when the drain ended: the shutdown's own requests get this long
+    // for their answers.
+    let mut farewell: Option<Instant> = None;
     let mut udp = UdpIo::new(udp_sockets, udp_stats);
     let mut stats_logged = Instant::now();
     let mut snapshot_at = Instant::now();
@@ -386,11 +389,11 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             last_stats = node.proxy().stats.clone();
             log_stats(node.proxy());
         }
-        if let Some(d) = drain_deadline {
+        if let (Some(d), None) = (drain_deadline, farewell) {
             if node.is_idle() || Instant::now() >= d {
                 log_stats(node.proxy());
-                // Calls still up get their BYEs; they are recorded as they
-                // stand now, then the lead pipeline is flushed before exit.
+                // Calls still up get their BYEs, calls still ringing their
+                // CANCEL and a 503; they are recorded as they stand now.
                 node.end_dialogs_for_shutdown(clock.now());
                 node.close_calls(clock.now(), Some(Party::Shutdown));
                 flush(
@@ -402,6 +405,14 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
                     traces.as_deref(),
                     &clock,
                 );
+                farewell = Some(Instant::now() + FAREWELL);
+            }
+        }
+        if let Some(f) = farewell {
+            // Those BYEs and CANCELs are retransmitted until answered (a
+            // lost one left a leg up: trial, 2026-12-03), for FAREWELL at
+            // most; then the lead pipeline is flushed before exit.
+            if node.pending_transactions() == 0 || Instant::now() >= f {
                 // The recordings of those calls are finalised by the
                 // writer; their records wait for it (a few seconds at most).
                 drop(relay);
@@ -441,6 +452,11 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
         }
     }
 }
+
+/// How long siptrack's own BYEs and CANCELs of a shutdown are
+/// retransmitted while their answers are awaited: Timer E / A at T1 = 500
+/// ms sends each three more times within it.
+const FAREWELL: Duration = Duration::from_secs(4);
 
 /// The exit when the lead pipeline did not finish in time (a database
 /// that does not answer): fine when every call event it had is in the

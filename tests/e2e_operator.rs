@@ -135,6 +135,83 @@ fn sigterm_records_open_calls_at_the_real_time() {
     );
 }
 
+/// SIGTERM while a call still rings when the drain runs out: the PBX's
+/// leg is CANCELled (its 487 ACKed before the exit) and the caller is
+/// answered 503. A trial (2026-12-03) saw the call just dropped: the PBX
+/// rang on, the caller had only its 100 Trying.
+#[test]
+fn sigterm_cancels_a_call_still_ringing() {
+    let uas_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let cfg = config(uas_port, &db, "[shutdown]\ndrain_seconds = 1\n");
+    let mut p = Siptrack::start(&cfg);
+    let uas = Sipp::uas("uas_cancel.xml")
+        .port(uas_port)
+        .calls(1)
+        .time_limit(Duration::from_secs(30))
+        .spawn();
+    let caller = std::net::UdpSocket::bind("127.0.0.1:0").expect("caller socket");
+    caller
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let me = caller.local_addr().expect("addr");
+    let invite = format!(
+        "INVITE sip:74951110001@{sip} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bK-ring-1;rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:89160000002@{me}>;tag=ring1\r\n\
+         To: <sip:74951110001@{sip}>\r\n\
+         Call-ID: ringing-at-shutdown@e2e\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:caller@{me}>\r\n\
+         Content-Length: 0\r\n\r\n",
+        sip = p.sip_addr()
+    );
+    let heard = |want: u16, within: Duration| {
+        let deadline = Instant::now() + within;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = caller.recv_from(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if text.starts_with(&format!("SIP/2.0 {want} ")) {
+                    return Some(text);
+                }
+            }
+        }
+        None
+    };
+    caller
+        .send_to(invite.as_bytes(), p.sip_addr())
+        .expect("send INVITE");
+    assert!(
+        heard(180, Duration::from_secs(10)).is_some(),
+        "no 180\n{}",
+        p.log()
+    );
+    let pid = p.pid();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    let answer = heard(503, Duration::from_secs(10));
+    assert!(answer.is_some(), "the caller got no 503\n{}", p.log());
+    let status = p.stop(Duration::from_secs(20)).expect("siptrack exits");
+    assert!(status.success(), "{status:?}\n{}", p.log());
+    // The PBX got the CANCEL, and the ACK of its 487 before the exit: its
+    // scenario ran to the end.
+    let run = uas.wait_at_most(Duration::from_secs(10));
+    assert!(
+        run.messages
+            .iter()
+            .any(|m| m.dir == common::Dir::Received && m.is_request("CANCEL")),
+        "{:?}\n{}",
+        run.messages,
+        p.log()
+    );
+    assert_eq!(run.successful(), 1, "{:?}\n{}", run.messages, p.log());
+}
+
 /// The CRM requests of a call the drain closed go out before the process
 /// ends: the lead's and the call's webhooks are at the CRM when SIGTERM's
 /// exit comes (trial, 2026-12-02: they waited in the outbox for the next

@@ -2112,6 +2112,47 @@ impl Proxy {
         self.end_dialogs(now, EndReason::Shutdown, |_| true)
     }
 
+    /// For a shutdown whose drain time ran out: every INVITE still
+    /// waiting for its final answer is CANCELled toward the callee (at
+    /// once when a provisional came, else when one comes: RFC 3261 9.1)
+    /// and answered 503 toward the caller, so neither side rings on for
+    /// a proxy that is gone (trial, 2026-12-03: a ringing call was just
+    /// dropped, the PBX rang on and the caller had only its 100 Trying).
+    /// Returns the INVITEs ended.
+    pub fn cancel_all_pending(&mut self, now: Millis) -> usize {
+        let ids: Vec<u64> = self
+            .txns
+            .iter()
+            .filter(|(_, t)| {
+                t.is_invite
+                    && !t.own_cancel
+                    && t.server
+                        .as_ref()
+                        .is_some_and(|s| s.state == ServerState::Proceeding)
+                    && t.client.as_ref().is_some_and(|c| {
+                        matches!(c.state, ClientState::Calling | ClientState::Proceeding)
+                            && !c.cancel_sent
+                    })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for &id in &ids {
+            let provisional = self
+                .txns
+                .get_mut(&id)
+                .and_then(|t| t.client.as_mut())
+                .map(|c| {
+                    c.cancel_pending = true;
+                    c.got_provisional
+                });
+            if provisional == Some(true) {
+                self.send_cancel(now, id);
+            }
+            self.reply_locally(now, id, 503, "Service Unavailable");
+        }
+        ids.len()
+    }
+
     fn end_dialogs(
         &mut self,
         now: Millis,
@@ -2562,6 +2603,12 @@ impl Proxy {
 
     /// The downstream never gave a final response: 408 upstream.
     fn reply_timeout(&mut self, now: Millis, id: u64) {
+        self.reply_locally(now, id, 408, "Request Timeout")
+    }
+
+    /// Answers the caller of transaction `id` with a final response of
+    /// siptrack's own, when it is still waiting for one.
+    fn reply_locally(&mut self, now: Millis, id: u64, code: u16, reason: &str) {
         let Some(txn) = self.txns.get(&id) else {
             return;
         };
@@ -2590,13 +2637,7 @@ impl Proxy {
             return;
         };
         let tag = self.to_tag(&original);
-        let data = Bytes::from(response(
-            &original,
-            408,
-            "Request Timeout",
-            Some(&tag[..]),
-            &[],
-        ));
+        let data = Bytes::from(response(&original, code, reason, Some(&tag[..]), &[]));
         let to = server.peer;
         if let Some(s) = self.txns.get_mut(&id).and_then(|t| t.server.as_mut()) {
             s.last_response = Some(data.clone());

@@ -535,6 +535,52 @@ fn timer_c_cancels_a_ringing_branch_and_the_487_flows_back() {
     assert!(sent.iter().any(|s| s.to == udp(UAS) && s.is_request("ACK")));
 }
 
+/// A shutdown whose drain ran out: a ringing INVITE is CANCELled toward
+/// the callee and answered 503 toward the caller; one with no provisional
+/// yet is answered 503 and CANCELled when its provisional comes (RFC 3261
+/// 9.1). A trial (2026-12-03) saw the ringing call just dropped.
+#[test]
+fn a_shutdown_cancels_ringing_calls_and_answers_their_callers() {
+    let mut rig = Rig::new();
+    let ringing = start_call(&mut rig, "r1", "ring@x");
+    rig.recv_at(
+        100,
+        udp(UAS),
+        &response_to(&ringing.text, 180, "Ringing", Some("u1"), ""),
+    );
+    let silent = start_call(&mut rig, "r2", "silent@x");
+    rig.take();
+
+    rig.advance_to(200);
+    assert_eq!(rig.proxy.cancel_all_pending(200), 2);
+    rig.collect();
+    let sent = rig.take();
+    let cancels: Vec<_> = sent
+        .iter()
+        .filter(|s| s.to == udp(UAS) && s.is_request("CANCEL"))
+        .collect();
+    assert_eq!(cancels.len(), 1, "{sent:?}");
+    assert_eq!(top_branch(&cancels[0].text), top_branch(&ringing.text));
+    let up: Vec<_> = sent.iter().filter(|s| s.to == udp(CALLER)).collect();
+    assert_eq!(up.len(), 2, "{sent:?}");
+    assert!(up.iter().all(|s| s.status() == Some(503)), "{up:?}");
+
+    // The silent branch's provisional brings its CANCEL.
+    rig.recv_at(
+        300,
+        udp(UAS),
+        &response_to(&silent.text, 180, "Ringing", Some("u2"), ""),
+    );
+    let sent = rig.take();
+    let cancel = sent
+        .iter()
+        .find(|s| s.to == udp(UAS) && s.is_request("CANCEL"))
+        .unwrap_or_else(|| panic!("no CANCEL: {sent:?}"));
+    assert_eq!(top_branch(&cancel.text), top_branch(&silent.text));
+    // Done once: a second call finds nothing left to end.
+    assert_eq!(rig.proxy.cancel_all_pending(400), 0);
+}
+
 #[test]
 fn timer_c_then_silence_gives_408() {
     let timers = Timers {
