@@ -68,12 +68,14 @@ pub enum CallEvent {
     /// The first 2xx to that INVITE.
     Answered { call_id: Bytes, at: Millis },
     /// The INVITE ended without an answer: the final status (408 when
-    /// nothing came), and whether the caller CANCELled it.
+    /// nothing came), whether the caller CANCELled it, and whether
+    /// siptrack did (Timer C, a shutdown).
     Failed {
         call_id: Bytes,
         at: Millis,
         code: u16,
         caller_cancelled: bool,
+        cancelled_here: bool,
     },
     /// A BYE was relayed; `from_tag` tells who sent it.
     Bye {
@@ -160,15 +162,17 @@ pub enum Party {
 impl Party {
     /// Who ended a call that got a final failure response (SPEC L-1: the
     /// callee also for a busy or declined call). The caller's CANCEL is the
-    /// caller's, whatever response it crossed. A 408, or a 487 nobody
-    /// upstream asked for (Timer C's CANCEL), means a timer ran out —
-    /// siptrack's, or the PBX's own 408 — and nobody refused: `timeout`.
-    /// Every other final failure came from the callee's side (busy,
-    /// declined, unavailable, not found, the PBX's errors).
-    pub fn of_failure(code: u16, caller_cancelled: bool) -> Party {
+    /// caller's, whatever response it crossed. A 408, or the 487 of
+    /// siptrack's own CANCEL (Timer C), means a timer ran out — siptrack's,
+    /// or the PBX's own 408 — and nobody refused: `timeout`. Every other
+    /// final failure came from the callee's side (busy, declined,
+    /// unavailable, not found, the PBX's errors), a 487 nobody asked for
+    /// too (trial, 2026-12-03: it said `timeout`).
+    pub fn of_failure(code: u16, caller_cancelled: bool, cancelled_here: bool) -> Party {
         match code {
             _ if caller_cancelled => Party::Caller,
-            408 | 487 => Party::Timeout,
+            408 => Party::Timeout,
+            487 if cancelled_here => Party::Timeout,
             _ => Party::Callee,
         }
     }
@@ -285,6 +289,7 @@ struct Failure {
     at: Millis,
     code: u16,
     caller_cancelled: bool,
+    cancelled_here: bool,
 }
 
 /// How long a call that got a failure the caller may answer with a new
@@ -380,7 +385,7 @@ impl CallTracker {
     /// Closes `c` with its failure `f`.
     fn close_failed(&self, call_id: &Bytes, c: Open, f: Failure) -> CallRecord {
         let status = CallStatus::from_failure(f.code, f.caller_cancelled);
-        let hangup = Party::of_failure(f.code, f.caller_cancelled);
+        let hangup = Party::of_failure(f.code, f.caller_cancelled, f.cancelled_here);
         self.close(call_id, c, f.at, status, Some(hangup))
     }
 
@@ -468,6 +473,7 @@ impl CallTracker {
                 at,
                 code,
                 caller_cancelled,
+                cancelled_here,
             } => {
                 // A failure after the answer (a late CANCEL race) does not
                 // undo the answer; the BYE will end the call.
@@ -478,6 +484,7 @@ impl CallTracker {
                     at,
                     code,
                     caller_cancelled,
+                    cancelled_here,
                 };
                 if may_be_retried(code) && !caller_cancelled {
                     if let Some(c) = self.open.get_mut(&call_id) {
@@ -892,23 +899,26 @@ mod tests {
     #[test]
     fn failures_map_to_statuses() {
         use Party::*;
-        for (code, cancelled, status, hangup) in [
+        // (code, the caller CANCELled, siptrack CANCELled, status, hangup)
+        for (code, cancelled, here, status, hangup) in [
             // Busy or declined: the callee's answer (SPEC L-1).
-            (486, false, CallStatus::Busy, Callee),
-            (600, false, CallStatus::Busy, Callee),
-            (603, false, CallStatus::Missed, Callee),
+            (486, false, false, CallStatus::Busy, Callee),
+            (600, false, false, CallStatus::Busy, Callee),
+            (603, false, false, CallStatus::Missed, Callee),
             // The caller's CANCEL, whatever final response it crossed.
-            (487, true, CallStatus::Cancelled, Caller),
-            (486, true, CallStatus::Cancelled, Caller),
+            (487, true, false, CallStatus::Cancelled, Caller),
+            (486, true, false, CallStatus::Cancelled, Caller),
             // A timer ran out: siptrack's own 408 (Timer B), the 487 of
             // Timer C's CANCEL, or a 408 of the PBX's own timer.
-            (487, false, CallStatus::Missed, Timeout),
-            (408, false, CallStatus::Missed, Timeout),
+            (487, false, true, CallStatus::Missed, Timeout),
+            (408, false, false, CallStatus::Missed, Timeout),
+            // A 487 nobody CANCELled for: the PBX ended it.
+            (487, false, false, CallStatus::Missed, Callee),
             // Every other final failure came from the callee's side.
-            (480, false, CallStatus::Missed, Callee),
-            (404, false, CallStatus::Failed, Callee),
-            (503, false, CallStatus::Failed, Callee),
-            (500, false, CallStatus::Failed, Callee),
+            (480, false, false, CallStatus::Missed, Callee),
+            (404, false, false, CallStatus::Failed, Callee),
+            (503, false, false, CallStatus::Failed, Callee),
+            (500, false, false, CallStatus::Failed, Callee),
         ] {
             let mut t = CallTracker::new(0, 3600);
             t.on_event(started("c", 0));
@@ -918,6 +928,7 @@ mod tests {
                     at: 3_000,
                     code,
                     caller_cancelled: cancelled,
+                    cancelled_here: here,
                 })
                 .expect("record");
             assert_eq!(r.status, status, "{code} cancelled={cancelled}");
@@ -962,6 +973,7 @@ mod tests {
                 at,
                 code,
                 caller_cancelled: false,
+                cancelled_here: false,
             });
             assert!(failed.is_none(), "{code}");
             assert!(t.awaits_retry(&b("c")), "{code}");
@@ -1004,6 +1016,7 @@ mod tests {
             at: 300,
             code,
             caller_cancelled: false,
+            cancelled_here: false,
         });
         t
     }
@@ -1049,6 +1062,7 @@ mod tests {
                 at: 300,
                 code,
                 caller_cancelled: cancelled,
+                cancelled_here: false,
             });
             assert!(r.is_some(), "{code} {cancelled}");
         }
@@ -1104,7 +1118,8 @@ mod tests {
                 call_id: b("c"),
                 at: 20,
                 code: 487,
-                caller_cancelled: true
+                caller_cancelled: true,
+                cancelled_here: false,
             })
             .is_none());
         assert_eq!(t.open_calls(), 1, "the answered call is still up");
@@ -1190,6 +1205,7 @@ mod tests {
             at: 21_000,
             code: 407,
             caller_cancelled: false,
+            cancelled_here: false,
         });
         t.on_event(started("c", 22_000));
         let r = t.on_tick(80_000);

@@ -1647,6 +1647,7 @@ impl Proxy {
                     self.stale_timers += usize::from(txn.deadlines.clear(k));
                 }
                 let success = code < 300;
+                let cancelled_here = client.cancel_sent || client.cancel_pending;
                 // Nothing will be retransmitted or CANCELled any more; the
                 // copy of the request is only needed to build the ACK below.
                 let request = std::mem::take(&mut client.request);
@@ -1662,6 +1663,7 @@ impl Proxy {
                             at: now,
                             code,
                             caller_cancelled: txn.caller_cancelled,
+                            cancelled_here,
                         }
                     });
                 }
@@ -2566,6 +2568,7 @@ impl Proxy {
                         at: now,
                         code: 408,
                         caller_cancelled: txn.caller_cancelled,
+                        cancelled_here: txn.client.as_ref().is_some_and(|c| c.cancel_sent),
                     });
                 }
                 if !txn.own_cancel {

@@ -533,6 +533,52 @@ fn timer_c_cancels_a_ringing_branch_and_the_487_flows_back() {
     );
     assert_eq!(up[0].status(), Some(487));
     assert!(sent.iter().any(|s| s.to == udp(UAS) && s.is_request("ACK")));
+    // siptrack's own CANCEL: the call's record says a timer ran out.
+    let failed: Vec<(u16, bool)> = rig
+        .proxy
+        .take_call_events()
+        .filter_map(|e| match e {
+            CallEvent::Failed {
+                code,
+                cancelled_here,
+                ..
+            } => Some((code, cancelled_here)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, [(487, true)]);
+}
+
+/// A 487 the PBX sends with nobody's CANCEL is the callee's doing, not a
+/// timer's (trial, 2026-12-03: recorded hangup `timeout`).
+#[test]
+fn a_487_nobody_asked_for_is_not_siptracks_cancel() {
+    let mut rig = Rig::new();
+    let fwd = start_call(&mut rig, "c9", "own487@x");
+    rig.recv_at(
+        100,
+        udp(UAS),
+        &response_to(&fwd.text, 180, "Ringing", Some("u1"), ""),
+    );
+    rig.recv_at(
+        600,
+        udp(UAS),
+        &response_to(&fwd.text, 487, "Request Terminated", Some("u1"), ""),
+    );
+    let failed: Vec<(u16, bool, bool)> = rig
+        .proxy
+        .take_call_events()
+        .filter_map(|e| match e {
+            CallEvent::Failed {
+                code,
+                caller_cancelled,
+                cancelled_here,
+                ..
+            } => Some((code, caller_cancelled, cancelled_here)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, [(487, false, false)]);
 }
 
 /// A shutdown whose drain ran out: a ringing INVITE is CANCELled toward
