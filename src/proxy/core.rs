@@ -888,16 +888,14 @@ impl Proxy {
             _ => {}
         }
         let mut patch = self.take_scratch();
-        // A route preloaded to us is consumed; the next hop still comes
-        // from configuration only.
+        // A preloaded route is consumed, ours and any after it: the next
+        // hop comes from configuration only, and a Route left for another
+        // host would send the PBX (a loose router) there (trial,
+        // 2026-12-03: `Route: <sip:us;lr>, <sip:other;lr>` reached the PBX
+        // as `Route: <sip:other;lr>`).
         let routes = route::route_values(msg);
-        let preloaded_own = routes.first().is_some_and(|(_, span)| {
-            msg.route_uri(*span)
-                .and_then(|u| Uri::parse(u).ok())
-                .is_some_and(|u| self.s.identity.is_own_uri(&u))
-        });
-        if preloaded_own {
-            route::pop_routes(msg, &routes, 1, &mut patch);
+        if !routes.is_empty() {
+            route::pop_routes(msg, &routes, routes.len(), &mut patch);
         }
         match self.phases.initial_request(msg, from, now, &mut patch) {
             Ok(hop) => {

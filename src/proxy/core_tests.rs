@@ -207,6 +207,41 @@ fn start_call(rig: &mut Rig, branch: &str, call_id: &str) -> Sent {
     fwd.remove(0)
 }
 
+/// An initial request's preloaded Route is consumed whole: the next hop
+/// is the configured one, and nothing of the Route reaches it (trial,
+/// 2026-12-03: a Route to another host after ours reached the PBX, which
+/// as a loose router would have followed it).
+#[test]
+fn a_preloaded_route_never_reaches_the_next_hop() {
+    for (n, routes) in [
+        "Route: <sip:127.0.0.1:5060;lr>, <sip:other@127.0.0.9:5069;lr>\r\n",
+        "Route: <sip:127.0.0.1:5060;lr>\r\nRoute: <sip:other@127.0.0.9:5069;lr>\r\n",
+        "Route: <sip:other@127.0.0.9:5069;lr>\r\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut rig = Rig::new();
+        let text = request(
+            "INVITE",
+            "sip:100@127.0.0.1:5060",
+            &format!("pre{n}"),
+            &format!("pre-{n}@x"),
+            routes,
+        );
+        rig.recv_at(0, udp(CALLER), &text);
+        let sent = rig.take();
+        let fwd: Vec<_> = sent.iter().filter(|s| s.is_request("INVITE")).collect();
+        assert_eq!(fwd.len(), 1, "{routes}: {sent:?}");
+        assert_eq!(fwd[0].to, udp(UAS), "{routes}");
+        assert!(
+            header_lines(&fwd[0].text, "Route").is_empty(),
+            "{routes}: {}",
+            fwd[0].text
+        );
+    }
+}
+
 // ---- retransmission timers ----------------------------------------------------
 
 #[test]
