@@ -191,6 +191,29 @@ pub fn call_deal_id(
     }
 }
 
+/// The value of `key` (`phone`, `caller`) when it is a phone number:
+/// digits and the formatting `crm.phone_format` writes (`+ - ( ) .`,
+/// spaces); empty otherwise. A caller known by a SIP login (`sipp`,
+/// `office`) has no phone a CRM can file a contact or a call under
+/// (trial, 2026-12-03: amoCRM got a contact with the phone "sipp" and
+/// refused its call for good, "Contact not found"): such a caller is
+/// treated as one without a number there.
+pub fn phone_of(body: &Value, key: &str) -> String {
+    let v = body
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .trim();
+    let phone_like = v.bytes().any(|c| c.is_ascii_digit())
+        && v.bytes()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'(' | b')' | b'.' | b' '));
+    if phone_like {
+        v.to_string()
+    } else {
+        String::new()
+    }
+}
+
 /// The lead's text with a form's own fields (the lead webhook's
 /// `data.fields`) after it as `name: value` lines, escaped as C-4 escapes
 /// the text: an amoCRM or Bitrix24 lead has no other place for a form's
@@ -389,5 +412,25 @@ mod tests {
             text_with_form_fields(&json!({"text": "Hi", "data": "{"}), false),
             "Hi"
         );
+    }
+
+    #[test]
+    fn only_a_phone_number_is_a_phone_table() {
+        for (value, want) in [
+            ("+79161234567", "+79161234567"),
+            ("8 (916) 123-45-67", "8 (916) 123-45-67"),
+            (" 101 ", "101"),
+            ("sipp", ""),
+            ("office1", ""),
+            ("", ""),
+            ("+-()", ""),
+        ] {
+            assert_eq!(
+                phone_of(&json!({"phone": value}), "phone"),
+                want,
+                "{value:?}"
+            );
+        }
+        assert_eq!(phone_of(&json!({"phone": 7}), "phone"), "");
     }
 }

@@ -33,8 +33,8 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::adapter::{
-    call_deal_id, carries, crm_deal_id, lead_marker, marked, text_with_form_fields, Answer,
-    CrmAdapter, Method, Outcome, Request, Step,
+    call_deal_id, carries, crm_deal_id, lead_marker, marked, phone_of, text_with_form_fields,
+    Answer, CrmAdapter, Method, Outcome, Request, Step,
 };
 use super::outbox::Target;
 use super::webhook::parse_retry_after;
@@ -144,7 +144,7 @@ impl AmoSettings {
         let mut lead = self.lead(key, body);
         let (name, phone, email) = (
             text_of(body, "name"),
-            text_of(body, "phone"),
+            phone_of(body, "phone"),
             text_of(body, "email"),
         );
         let mut contact_fields = Vec::new();
@@ -251,9 +251,10 @@ impl AmoSettings {
     /// `POST /api/v4/calls` from the call-end webhook's body: an inbound
     /// call with its Call-ID as `uniq`, dated when it began (`created_at`:
     /// without it amoCRM dates the call when a retry delivers it). None
-    /// for a withheld caller (amoCRM needs a phone to attach the call to).
+    /// for a withheld caller or one known by a SIP login (amoCRM needs a
+    /// phone to attach the call to).
     pub fn call(&self, body: &Value) -> Option<Value> {
-        let phone = text_of(body, "caller");
+        let phone = phone_of(body, "caller");
         if phone.is_empty() {
             return None;
         }
@@ -331,7 +332,7 @@ impl AmoSettings {
     /// digits or more), else its e-mail when the account has an e-mail
     /// field; None: it is not looked up.
     fn contact_key(&self, body: &Value) -> Option<ContactKey> {
-        let phone = text_of(body, "phone");
+        let phone = phone_of(body, "phone");
         let email = text_of(body, "email");
         if phone_key(&phone).len() >= 7 {
             Some(ContactKey::Phone(phone))
@@ -1121,6 +1122,15 @@ mod tests {
             json!({"contacts": [{"name": "7499", "custom_fields_values": [
                 {"field_id": 101, "values": [{"value": "7499"}]}]}]})
         );
+        // A caller known by a SIP login has no phone: no contact, no call
+        // (trial, 2026-12-03: a contact "sipp" with the phone "sipp", and
+        // its call refused for good).
+        let login = json!({"title": "Incoming call from sipp", "phone": "sipp", "data": "{}"});
+        assert!(bare.lead_complex("k", &login)[0].get("_embedded").is_none());
+        assert!(bare.contact_key(&login).is_none());
+        assert!(bare
+            .call(&json!({"id": "c@h", "caller": "sipp", "status": "ANSWER"}))
+            .is_none());
     }
 
     #[test]

@@ -33,8 +33,8 @@ use chrono::FixedOffset;
 use serde_json::{json, Map, Value};
 
 use super::adapter::{
-    call_deal_id, carries, crm_deal_id, lead_marker, marked, text_with_form_fields, Answer,
-    CrmAdapter, Method, Outcome, Request, Step,
+    call_deal_id, carries, crm_deal_id, lead_marker, marked, phone_of, text_with_form_fields,
+    Answer, CrmAdapter, Method, Outcome, Request, Step,
 };
 use super::outbox::Target;
 use super::rate::Pacer;
@@ -233,7 +233,7 @@ impl BitrixSettings {
     /// `crm.duplicate.findbycomm`: the client's contact by phone, else by
     /// e-mail; None when the lead has neither (a withheld caller).
     pub fn find_contact(&self, body: &Value) -> Option<Request> {
-        let (phone, email) = (text_of(body, "phone"), text_of(body, "email"));
+        let (phone, email) = (phone_of(body, "phone"), text_of(body, "email"));
         let (kind, value) = if !phone.is_empty() {
             ("PHONE", phone)
         } else if !email.is_empty() {
@@ -253,7 +253,7 @@ impl BitrixSettings {
     pub fn contact(&self, key: &str, body: &Value) -> Value {
         let (name, phone, email) = (
             text_of(body, "name"),
-            text_of(body, "phone"),
+            phone_of(body, "phone"),
             text_of(body, "email"),
         );
         let mut f = Map::new();
@@ -296,7 +296,7 @@ impl BitrixSettings {
         if self.entity == Entity::Lead {
             let (name, phone, email) = (
                 text_of(body, "name"),
-                text_of(body, "phone"),
+                phone_of(body, "phone"),
                 text_of(body, "email"),
             );
             if !name.is_empty() {
@@ -598,9 +598,10 @@ impl Bitrix24 {
     }
 
     /// A call's phone and start, as sent to Bitrix24; None for a withheld
-    /// caller (Bitrix24 needs a number to register a call).
+    /// caller or one known by a SIP login (Bitrix24 needs a number to
+    /// register a call).
     fn call_of(&self, body: &Value) -> Option<(String, String)> {
-        let phone = text_of(body, "caller");
+        let phone = phone_of(body, "caller");
         if phone.is_empty() {
             return None;
         }
