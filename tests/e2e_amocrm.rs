@@ -467,7 +467,7 @@ fn refusals_are_parked_at_once_with_amocrms_reason_in_the_lead_log() {
     let o = wait_outcome(&p, refused, "gave up");
     assert_eq!(
         o,
-        "crm error: HTTP 400: Bad Request: Request validation failed; custom_fields_values.field_id: field 101: The value you selected is not a valid choice. (gave up after 1 attempts)"
+        "crm error: HTTP 400: Bad Request: Request validation failed; custom_fields_values.field_id: field 101: The value you selected is not a valid choice. (gave up after 1 attempt)"
     );
     assert!(!lead_outcome(&p, id).contains("crm error"));
     let (status, body) = common::checks::get(api(&p), "/api/v1/outbox?state=failed", Some(TOKEN));
@@ -487,7 +487,7 @@ fn refusals_are_parked_at_once_with_amocrms_reason_in_the_lead_log() {
     let o2 = wait_outcome(&p2, id2, "gave up");
     assert_eq!(
         o2,
-        "crm error: token rejected (HTTP 401: Unauthorized: Invalid token): check crm.amocrm.token (gave up after 1 attempts)"
+        "crm error: token rejected (HTTP 401: Unauthorized: Invalid token): check crm.amocrm.token (gave up after 1 attempt)"
     );
     // Parked, not retried: one attempt.
     std::thread::sleep(Duration::from_millis(500));

@@ -902,7 +902,7 @@ fn an_old_failing_request_is_parked_visible_and_requeued(kind: Db) {
     assert_eq!(crm, Some("failed"));
     assert!(
         outcome.starts_with("crm error: cannot connect")
-            && outcome.ends_with("(gave up after 1 attempts)"),
+            && outcome.ends_with("(gave up after 1 attempt)"),
         "{:?}",
         logged[0]
     );

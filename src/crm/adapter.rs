@@ -161,7 +161,7 @@ pub fn crm_deal_id(item: &DueItem, crm: &str, kind: &str, entity: &str) -> Resul
             reason: format!("deal {deal} has the CRM id {id:?}, not a numeric {crm} id"),
         }),
         (None, true) => Err(Outcome::Retry {
-            error: format!("deal {deal} is not in {crm} yet (its deal.create has no answer)"),
+            error: format!("deal {deal} is not in {crm} yet (its deal.create is not through: pending, retried or parked)"),
             retry_after_ms: None,
         }),
         (None, false) => Err(Outcome::GiveUp {
@@ -307,7 +307,7 @@ mod tests {
             (
                 None,
                 true,
-                retry("deal 7 is not in amoCRM yet (its deal.create has no answer)"),
+                retry("deal 7 is not in amoCRM yet (its deal.create is not through: pending, retried or parked)"),
             ),
             (
                 None,

@@ -121,7 +121,7 @@ impl CrmAdapter for Webhook {
         let Some(body) = item.body_to_send() else {
             return Step::Finish(Outcome::Retry {
                 error: format!(
-                    "deal {} is not in the CRM yet (its deal.create has no answer)",
+                    "deal {} is not in the CRM yet (its deal.create is not through: pending, retried or parked)",
                     item.deal_ref.unwrap_or_default()
                 ),
                 retry_after_ms: None,
@@ -276,7 +276,7 @@ mod tests {
             ),
             (
                 due(Target::Lead, "deal.task", None),
-                "deal 3 is not in the CRM yet (its deal.create has no answer)",
+                "deal 3 is not in the CRM yet (its deal.create is not through: pending, retried or parked)",
             ),
         ] {
             assert_eq!(

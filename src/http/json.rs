@@ -169,7 +169,7 @@ mod tests {
                 "form_or_number": "74951110001", "title": "Incoming call from 79160000001",
                 "name": "", "phone": "79160000001", "email": "", "visit": "v1",
                 "comment": "Call to 74951110001 (ANSWER, 42 s)",
-                "outcome": "crm error: cannot connect (gave up after 1 attempts)",
+                "outcome": "crm error: cannot connect (gave up after 1 attempt)",
                 "decision": "deal 3 created", "crm": "failed", "deal_id": 3,
             })
         );

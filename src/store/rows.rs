@@ -57,8 +57,10 @@ pub fn crm_outcome(decision: &str, pending: Option<&PendingCrm>) -> (String, Opt
     match (p.state.as_str(), p.error.is_empty()) {
         ("failed", _) => (
             format!(
-                "crm error: {} (gave up after {} attempts)",
-                p.error, p.attempts
+                "crm error: {} (gave up after {} attempt{})",
+                p.error,
+                p.attempts,
+                if p.attempts == 1 { "" } else { "s" }
             ),
             Some("failed"),
         ),
@@ -175,6 +177,11 @@ mod tests {
             (
                 Some(p("failed", 5, "HTTP 500")),
                 "crm error: HTTP 500 (gave up after 5 attempts)",
+                Some("failed"),
+            ),
+            (
+                Some(p("failed", 1, "HTTP 400")),
+                "crm error: HTTP 400 (gave up after 1 attempt)",
                 Some("failed"),
             ),
         ] {

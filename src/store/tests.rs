@@ -745,7 +745,7 @@ async fn the_outbox_delivers_a_deals_requests_in_order() {
         assert_eq!(
             leads[0].outcome(),
             (
-                "crm error: HTTP 500 (gave up after 1 attempts)".to_string(),
+                "crm error: HTTP 500 (gave up after 1 attempt)".to_string(),
                 Some("failed")
             ),
             "{name}"
