@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::payload::escape_html;
+use super::payload::{escape_html, unescape_html};
 use super::rate::Pacer;
 use crate::store::outbox::DueItem;
 
@@ -188,6 +188,23 @@ pub fn call_deal_id(
         None | Some(Err(Outcome::GiveUp { .. })) => Ok(None),
         Some(Ok(id)) => Ok(Some(id)),
         Some(Err(wait)) => Err(wait),
+    }
+}
+
+/// The person's name of a lead webhook body as a CRM record field takes
+/// it: a name is no HTML, and amoCRM and Bitrix24 show `&#39;` as typed,
+/// so C-4's escaping (`crm.allow_html = false`) is undone (trial,
+/// 2026-12-03: the contact "Sean O&#39;Brien").
+pub fn person_name(body: &Value, allow_html: bool) -> String {
+    let name = body
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .trim();
+    if allow_html {
+        name.to_string()
+    } else {
+        unescape_html(name)
     }
 }
 

@@ -33,8 +33,8 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::adapter::{
-    call_deal_id, carries, crm_deal_id, lead_marker, marked, phone_of, text_with_form_fields,
-    Answer, CrmAdapter, Method, Outcome, Request, Step,
+    call_deal_id, carries, crm_deal_id, lead_marker, marked, person_name, phone_of,
+    text_with_form_fields, Answer, CrmAdapter, Method, Outcome, Request, Step,
 };
 use super::outbox::Target;
 use super::webhook::parse_retry_after;
@@ -143,7 +143,7 @@ impl AmoSettings {
     pub fn lead_complex(&self, key: &str, body: &Value) -> Value {
         let mut lead = self.lead(key, body);
         let (name, phone, email) = (
-            text_of(body, "name"),
+            person_name(body, self.allow_html),
             phone_of(body, "phone"),
             text_of(body, "email"),
         );
@@ -1131,6 +1131,12 @@ mod tests {
         assert!(bare
             .call(&json!({"id": "c@h", "caller": "sipp", "status": "ANSWER"}))
             .is_none());
+        // A name is no HTML: C-4's escape is undone for the contact.
+        let named = json!({"title": "t", "name": "Sean O&#39;Brien &amp; Co", "phone": "7499"});
+        assert_eq!(
+            bare.lead_complex("k", &named)[0]["_embedded"]["contacts"][0]["name"],
+            "Sean O'Brien & Co"
+        );
     }
 
     #[test]

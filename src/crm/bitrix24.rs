@@ -33,8 +33,8 @@ use chrono::FixedOffset;
 use serde_json::{json, Map, Value};
 
 use super::adapter::{
-    call_deal_id, carries, crm_deal_id, lead_marker, marked, phone_of, text_with_form_fields,
-    Answer, CrmAdapter, Method, Outcome, Request, Step,
+    call_deal_id, carries, crm_deal_id, lead_marker, marked, person_name, phone_of,
+    text_with_form_fields, Answer, CrmAdapter, Method, Outcome, Request, Step,
 };
 use super::outbox::Target;
 use super::rate::Pacer;
@@ -252,7 +252,7 @@ impl BitrixSettings {
     /// siptrack's key as its origin.
     pub fn contact(&self, key: &str, body: &Value) -> Value {
         let (name, phone, email) = (
-            text_of(body, "name"),
+            person_name(body, self.allow_html),
             phone_of(body, "phone"),
             text_of(body, "email"),
         );
@@ -295,7 +295,7 @@ impl BitrixSettings {
         }
         if self.entity == Entity::Lead {
             let (name, phone, email) = (
-                text_of(body, "name"),
+                person_name(body, self.allow_html),
                 phone_of(body, "phone"),
                 text_of(body, "email"),
             );
@@ -915,6 +915,10 @@ mod tests {
                    "PHONE": [{"VALUE": "7499", "VALUE_TYPE": "WORK"}], "SOURCE_ID": "CALL",
                    "ORIGINATOR_ID": "siptrack", "ORIGIN_ID": "k2"}})
         );
+        // A name is no HTML: C-4's escape is undone for the contact.
+        let mut named = lead_body();
+        named["name"] = json!("Sean O&#39;Brien");
+        assert_eq!(s.contact("k4", &named)["fields"]["NAME"], "Sean O'Brien");
         // A form's own fields follow its text in COMMENTS (trial,
         // 2026-12-03: they reached webhooks only).
         let mut form = lead_body();

@@ -86,6 +86,16 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
+/// [`escape_html`] undone: the five entities it writes back to their
+/// characters (`&amp;` last, so `&amp;lt;` stays `&lt;`).
+pub fn unescape_html(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
 impl Format {
     fn text(&self, s: &str) -> String {
         if self.allow_html {
@@ -371,6 +381,19 @@ mod tests {
         let t = 1_795_435_200;
         assert_eq!(local_time(t, tz("UTC+3")), "2026-11-23 15:00:00");
         assert_eq!(local_time(t, tz("UTC-5")), "2026-11-23 07:00:00");
+    }
+
+    #[test]
+    fn unescaping_undoes_the_escape_table() {
+        for s in [
+            "Sean O'Brien",
+            r#"Мария "Маша" <b>Иванова</b>"#,
+            "Tom & Jerry",
+            "&lt; as typed",
+            "",
+        ] {
+            assert_eq!(unescape_html(&escape_html(s)), s, "{s}");
+        }
     }
 
     #[test]
