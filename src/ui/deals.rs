@@ -94,11 +94,17 @@ pub fn page(
         }
         let _ = write!(
             b,
-            "<tr id=\"deal-{id}\"><td>{id}</td><td>{date}</td><td>{title}</td><td>{name}</td>\
+            "<tr id=\"deal-{id}\"><td>{id}{crm}</td><td>{date}</td><td>{title}</td><td>{name}</td>\
              <td>{phone}</td><td>{visit}</td><td class=\"status\">{status}</td><td class=\"group\">{group}</td>\
              <td><form method=\"post\" action=\"/ui/deals/{target}/status\">{csrf}\
              <select name=\"status\">{options}</select> <button>{change}</button></form></td></tr>",
             id = d.id,
+            // The CRM's own id, to find the deal there (trial, 2026-12-03).
+            crm = d
+                .crm_id
+                .as_deref()
+                .map(|c| format!("<br><small class=\"crm-id\">CRM {}</small>", esc(c)))
+                .unwrap_or_default(),
             // The status path finds a deal the CRM named by the CRM's id
             // only (SPEC L-2), as the CRM itself would send it.
             target = esc(&crate::ui::url_value(d.crm_id.as_deref().unwrap_or(&d.id.to_string()))),
@@ -183,6 +189,24 @@ mod tests {
             100,
         );
         assert!(!p.contains("details"), "{p}");
+        assert!(!p.contains("crm-id"), "no CRM id, none shown: {p}");
+        // The CRM's id beside siptrack's, to find the deal there.
+        let in_crm = DealRow {
+            crm_id: Some("31<".into()),
+            ..bare.clone()
+        };
+        let p = page(
+            &ctx,
+            std::slice::from_ref(&in_crm),
+            &["new".into()],
+            None,
+            &links,
+            100,
+        );
+        assert!(
+            p.contains("<td>1<br><small class=\"crm-id\">CRM 31&lt;</small></td>"),
+            "{p}"
+        );
         // A recorded call's note plays the recording.
         let recorded = DealRow {
             comments: vec![NoteRow {

@@ -147,6 +147,17 @@ impl Texts {
     /// `+4930123456`); anything else (a form's own title and text) as it
     /// is.
     pub fn stored(&self, s: &str, phone: &dyn Fn(&str) -> String) -> String {
+        // A deal's comment on a repeat call: "<title>: <text>" (trial,
+        // 2026-12-03: its numbers stayed raw beside formatted ones).
+        if let Some((title, text)) = s.split_once(": ") {
+            if title == EN.incoming_call_withheld || title.starts_with(EN.incoming_call_from) {
+                return format!(
+                    "{}: {}",
+                    self.stored(title, phone),
+                    self.stored(text, phone)
+                );
+            }
+        }
         if s == EN.incoming_call_withheld {
             return self.incoming_call_withheld.to_string();
         }
@@ -516,6 +527,18 @@ mod tests {
             "Incoming call from +4930123456"
         );
         assert_eq!(EN.stored("Please call me", &plus), "Please call me");
+        // A deal's comment on a repeat call: title and text, each shown.
+        assert_eq!(
+            RU.stored(
+                "Incoming call from 79161234567: Call to 74951110001 (answered, 1 s)",
+                &plus
+            ),
+            "Входящий звонок с +79161234567: Звонок на +74951110001 (отвечен, 1 с)"
+        );
+        assert_eq!(
+            EN.stored("Incoming call from a withheld number: Call me: now", &plus),
+            "Incoming call from a withheld number: Call me: now"
+        );
     }
 
     /// What the store keeps in English reads in the console's language.
