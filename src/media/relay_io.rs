@@ -461,36 +461,62 @@ mod tests {
     /// A send the kernel refuses (an IPv6 far end for sockets bound on
     /// IPv4: nothing leaves the host) is counted on /metrics and the
     /// relay goes on relaying.
-    #[test]
-    fn failed_sends_are_counted() {
+    /// A running relay on `bind_ip` with eight ports from `first` (moved
+    /// by the process id, so parallel runs rarely meet; a busy pair is
+    /// skipped anyway), and two pairs taken: (caller's, callee's).
+    struct TestRelay {
+        relay: RelayHandle,
+        metrics: Arc<MediaMetrics>,
+        pairs: (PortPair, PortPair),
+        _dir: tempfile::TempDir,
+    }
+
+    fn test_relay(bind_ip: IpAddr, first: u16) -> TestRelay {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics = Arc::new(MediaMetrics::default());
         let writer = super::super::writer::spawn(dir.path().into(), metrics.clone(), |_| {})
             .expect("writer");
-        // A range of its own per process, so parallel runs rarely meet;
-        // a busy pair is skipped anyway.
-        let base = 42_000 + (std::process::id() % 500) as u16 * 8;
+        let base = first + (std::process::id() % 500) as u16 * 8;
         let cfg = RelayConfig {
-            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            bind_ip,
             port_min: base,
             port_max: base + 7,
             timeout_ms: 0,
         };
         let (mut ports, relay) = start(&cfg, writer, metrics.clone(), |_| {}).expect("relay");
-        let caller_pair = ports.take(0).expect("pair");
-        let callee_pair = ports.take(0).expect("pair");
+        let pairs = (ports.take(0).expect("pair"), ports.take(0).expect("pair"));
+        TestRelay {
+            relay,
+            metrics,
+            pairs,
+            _dir: dir,
+        }
+    }
+
+    /// A leg's SDP: RTP at `rtp`, RTCP muxed.
+    fn muxed_leg(rtp: SocketAddr) -> LegSdp {
+        LegSdp {
+            rtp: Some(rtp),
+            rtcp: None,
+            rtcp_mux: true,
+            hold: false,
+        }
+    }
+
+    #[test]
+    fn failed_sends_are_counted() {
+        let TestRelay {
+            relay,
+            metrics,
+            pairs: (caller_pair, callee_pair),
+            _dir,
+        } = test_relay(IpAddr::from([127, 0, 0, 1]), 42_000);
         let streams = StreamPorts {
             caller: caller_pair,
             callee: callee_pair,
         };
         let caller = UdpSocket::bind("127.0.0.1:0").expect("caller socket");
         let here = caller.local_addr().expect("addr");
-        let leg = |rtp: SocketAddr| LegSdp {
-            rtp: Some(rtp),
-            rtcp: None,
-            rtcp_mux: true,
-            hold: false,
-        };
         relay.send(Command::Open {
             session: 1,
             streams: vec![streams],
@@ -501,13 +527,13 @@ mod tests {
             session: 1,
             stream: 0,
             leg: Side::Caller,
-            sdp: leg(here),
+            sdp: muxed_leg(here),
         });
         relay.send(Command::Update {
             session: 1,
             stream: 0,
             leg: Side::Callee,
-            sdp: leg("[::1]:40000".parse().expect("v6")),
+            sdp: muxed_leg("[::1]:40000".parse().expect("v6")),
         });
         let rtp = [0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 7];
         let to = SocketAddr::from(([127, 0, 0, 1], caller_pair.rtp));
@@ -541,31 +567,17 @@ mod tests {
             eprintln!("no IPv6 loopback here: nothing to test");
             return;
         };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let metrics = Arc::new(MediaMetrics::default());
-        let writer = super::super::writer::spawn(dir.path().into(), metrics.clone(), |_| {})
-            .expect("writer");
-        let base = 46_000 + (std::process::id() % 500) as u16 * 8;
-        let cfg = RelayConfig {
-            bind_ip: IpAddr::from([0u16; 8]),
-            port_min: base,
-            port_max: base + 7,
-            timeout_ms: 0,
-        };
-        let (mut ports, relay) = start(&cfg, writer, metrics.clone(), |_| {}).expect("relay");
-        let caller_pair = ports.take(0).expect("pair");
-        let callee_pair = ports.take(0).expect("pair");
+        let TestRelay {
+            relay,
+            metrics,
+            pairs: (caller_pair, callee_pair),
+            _dir,
+        } = test_relay(IpAddr::from([0u16; 8]), 46_000);
         let callee = UdpSocket::bind("127.0.0.1:0").expect("callee socket");
         for s in [&caller, &callee] {
             s.set_read_timeout(Some(Duration::from_millis(300)))
                 .expect("timeout");
         }
-        let leg = |rtp: SocketAddr| LegSdp {
-            rtp: Some(rtp),
-            rtcp: None,
-            rtcp_mux: true,
-            hold: false,
-        };
         relay.send(Command::Open {
             session: 1,
             streams: vec![StreamPorts {
@@ -583,7 +595,7 @@ mod tests {
                 session: 1,
                 stream: 0,
                 leg: side,
-                sdp: leg(s.local_addr().expect("addr")),
+                sdp: muxed_leg(s.local_addr().expect("addr")),
             });
         }
         let rtp = [0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 7];
