@@ -286,17 +286,55 @@ impl PgStore {
 /// wrong URL into a new, empty siptrack database (trial, 2026-12-01).
 /// Blocking: call it outside the async runtime.
 pub fn has_schema(url: &str) -> Result<bool, StoreError> {
+    // What the server said (`FATAL 28P01 …`), as `run` says it (trial,
+    // 2026-12-03: these commands said "db error").
     let failed = |e: postgres::Error| StoreError::OpenPostgres {
         url: redact(url),
-        reason: e.to_string(),
+        reason: crate::store::postgres_reason(&e),
     };
-    let mut client = client_config(url)?
-        .connect(postgres::NoTls)
-        .map_err(failed)?;
+    let mut client = match connect(&client_config(url)?) {
+        Ok(c) => c,
+        Err(StoreError::Postgres(e)) => return Err(failed(e)),
+        Err(StoreError::Thread(reason)) => {
+            return Err(StoreError::OpenPostgres {
+                url: redact(url),
+                reason,
+            })
+        }
+        Err(e) => return Err(e),
+    };
     let row = client
         .query_one("SELECT to_regclass('meta') IS NOT NULL", &[])
         .map_err(failed)?;
     Ok(row.get(0))
+}
+
+/// How long a new connection may take to be ready, its login included:
+/// the driver's connect timeout covers the TCP connect only, and a server
+/// that accepts and never answers (a hung PostgreSQL, another program on
+/// its port) held `run`, `leads` and `recording-url` for good (trial,
+/// 2026-12-03).
+pub(crate) const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+
+/// A connection on `config`, ready within [`CONNECT_WITHIN`]. The
+/// attempt runs on a thread of its own, left to end by itself when the
+/// server never answers.
+pub(crate) fn connect(config: &postgres::Config) -> Result<postgres::Client, StoreError> {
+    let config = config.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("pg-connect".into())
+        .spawn(move || {
+            let _ = tx.send(config.connect(postgres::NoTls));
+        })
+        .map_err(|e| StoreError::Thread(format!("starting a connection: {e}")))?;
+    match rx.recv_timeout(CONNECT_WITHIN) {
+        Ok(r) => r.map_err(StoreError::Postgres),
+        Err(_) => Err(StoreError::Thread(format!(
+            "the database took the connection but did not answer within {} s (is it PostgreSQL, and is it running?)",
+            CONNECT_WITHIN.as_secs()
+        ))),
+    }
 }
 
 /// `url` as a connection config, with the connect timeout every
@@ -332,6 +370,29 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that takes the connection and never answers is an error
+    /// within CONNECT_WITHIN, naming what happened (trial, 2026-12-03:
+    /// `leads`, `recording-url` and `run` waited for good).
+    #[test]
+    fn a_database_that_never_answers_is_an_error_in_time() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+        let port = silent.local_addr().expect("addr").port();
+        let held = std::thread::spawn(move || {
+            // Accepted and held open, never a byte.
+            let conn = silent.accept();
+            std::thread::sleep(CONNECT_WITHIN + Duration::from_secs(2));
+            drop(conn);
+        });
+        let started = std::time::Instant::now();
+        let e = has_schema(&format!("postgres://u:secret@127.0.0.1:{port}/db"))
+            .expect_err("no answer is no database");
+        assert!(started.elapsed() < CONNECT_WITHIN + Duration::from_secs(2));
+        let text = e.to_string();
+        assert!(text.contains("did not answer within 10 s"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+        drop(held);
+    }
 
     #[test]
     fn passwords_are_not_shown() {

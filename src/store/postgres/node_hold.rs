@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use crate::store::node_hold::HoldPolicy;
 use crate::store::StoreError;
@@ -79,7 +79,7 @@ fn acquire(
 ) -> Result<Client, StoreError> {
     let key = node_key(node);
     let (high, low) = key_halves(key);
-    let mut c = config.connect(NoTls)?;
+    let mut c = super::connect(config)?;
     c.execute(
         "SELECT set_config('application_name', $1, false)",
         &[&format!("siptrack node {node}")],

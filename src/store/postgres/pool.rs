@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 
 use crate::store::StoreError;
 
@@ -108,7 +108,7 @@ impl Pool {
             if st.open < self.size {
                 st.open += 1;
                 drop(st);
-                return match self.config.connect(NoTls) {
+                return match super::connect(&self.config) {
                     Ok(client) => Ok(Conn {
                         client,
                         statements: Statements::default(),
@@ -116,7 +116,7 @@ impl Pool {
                     Err(e) => {
                         self.lock()?.open -= 1;
                         self.freed.notify_one();
-                        Err(StoreError::Postgres(e))
+                        Err(e)
                     }
                 };
             }
