@@ -40,6 +40,9 @@ pub struct Node {
     /// failure closed it (the retry anchors afresh; a call no retry
     /// follows is recorded with this).
     media_before_retry: std::collections::HashMap<Bytes, crate::media::anchor::RecState>,
+    /// Calls taken over from another node (`on_looked_up`) still open:
+    /// their records say where their recording is.
+    adopted: std::collections::HashSet<Bytes>,
 }
 
 impl Node {
@@ -53,6 +56,7 @@ impl Node {
             events: Vec::new(),
             media: None,
             media_commands: Vec::new(),
+            adopted: std::collections::HashSet::new(),
             records: Records::default(),
             max_call_ms: max_call_seconds * 1000,
             media_before_retry: std::collections::HashMap::new(),
@@ -134,6 +138,8 @@ impl Node {
     pub fn on_looked_up(&mut self, now: Now, miss: DialogMiss, found: Option<AdoptedCall>) {
         if let Some(call) = found.filter(|c| c.dialog.call_id == miss.call_id) {
             tracing::info!(call_id = %miss.call_id, "taking over a call another node set up");
+            self.adopted
+                .insert(Bytes::copy_from_slice(call.dialog.call_id.as_bytes()));
             self.proxy.adopt_dialog(now.mono_ms, &call.dialog);
             self.calls.adopt(now.mono_ms, call);
         }
@@ -185,7 +191,9 @@ impl Node {
 
     /// A call record is ready: its media closed, and it goes out now or
     /// when its recording is finalised.
-    fn ended(&mut self, r: CallRecord, now: Millis) {
+    fn ended(&mut self, mut r: CallRecord, now: Millis) {
+        // Usually empty, as below.
+        let adopted = !self.adopted.is_empty() && self.adopted.remove(r.call_id.as_bytes());
         // Usually empty: no hashing of the Call-ID on every call's end.
         let before_retry = if self.media_before_retry.is_empty() {
             None
@@ -197,6 +205,10 @@ impl Node {
             .as_ref()
             .and_then(|m| m.lock().ok()?.close(r.call_id.as_bytes(), now))
             .or(before_retry);
+        if adopted && state.is_none() && self.media.is_some() {
+            r.recording =
+                crate::calls::Recording::not_recorded(crate::calls::recording::TAKEN_OVER);
+        }
         if let Some(r) = self.records.ended(r, state, now) {
             self.news.push(CallNews::Ended(r));
         }

@@ -356,6 +356,24 @@ fn calls_of_a_dead_node_are_ended_by_their_bye_through_another_node() {
         (CALLS as usize / 3 - 3..=CALLS as usize / 3 + 3).contains(&taken),
         "{taken} calls taken over"
     );
+    // Their records say where their recording is, not "recording
+    // disabled" (trial, 2026-12-03).
+    let adopted: BTreeSet<String> = nodes[1..]
+        .iter()
+        .flat_map(|n| taken_over(&n.log()))
+        .collect();
+    let adopted_calls: Vec<_> = calls
+        .iter()
+        .filter(|c| c["id"].as_str().is_some_and(|id| adopted.contains(id)))
+        .collect();
+    assert_eq!(adopted_calls.len(), taken, "{adopted:?}");
+    for c in adopted_calls {
+        assert_eq!(
+            c["recording_reason"],
+            "taken over from the node that set the call up: its media and recording stayed there",
+            "{c}"
+        );
+    }
 }
 
 /// A node killed and started again at once under its name records its

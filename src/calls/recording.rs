@@ -11,6 +11,12 @@ use crate::media::recorder::NoRecording;
 /// replay, calls recorded before recording existed.
 pub const DISABLED: &str = "recording disabled";
 
+/// The reason of a call this node took over from a node that died: its
+/// media went through that node, and what it recorded stayed on that
+/// node's disk (trial, 2026-12-03: such calls read `recording disabled`).
+pub const TAKEN_OVER: &str =
+    "taken over from the node that set the call up: its media and recording stayed there";
+
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Recording {
