@@ -566,6 +566,21 @@ fn retention_deletes_old_recordings_at_start_and_counts_them() {
         &[],
     );
     assert_eq!(r.status, 200);
+    // Past retention after the sweep ran, with a link whose expiry is
+    // later (made while retention_days was longer): refused before the
+    // next sweep (trial, 2026-12-03: it played).
+    std::fs::File::options()
+        .write(true)
+        .open(&new)
+        .and_then(|f| f.set_modified(three_days_ago))
+        .expect("age the file");
+    let r = http_get(
+        p.api(),
+        &signed_path(&key, "new@host", unix_now() + 60),
+        &[],
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("expired"), "{}", r.text());
 }
 
 /// Waits (at most 10 s) for a message `sipp` traced that `want` matches.

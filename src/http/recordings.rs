@@ -89,6 +89,15 @@ pub(super) async fn get_recording(
     r
 }
 
+/// Whether a recording file's last write is more than `retention_seconds`
+/// before `now` (Unix seconds).
+fn past_retention(m: &std::fs::Metadata, retention_seconds: u64, now: u64) -> bool {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .is_some_and(|written| written.as_secs().saturating_add(retention_seconds) < now)
+}
+
 async fn serve(
     s: &AppState,
     call_id: &str,
@@ -121,6 +130,16 @@ async fn serve(
         }
     };
     let len = match file.metadata().await {
+        // Past retention by the file's last write, as the sweep judges
+        // it: a link made while media.retention_days was longer still
+        // carries the longer expiry (trial, 2026-12-03: it played a file
+        // `recording-url` called deleted).
+        Ok(m) if m.is_file() && past_retention(&m, access.links.retention_seconds, now) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "link: expired (the recording is past media.retention_days)",
+            );
+        }
         Ok(m) if m.is_file() => m.len(),
         Ok(_) => return error(StatusCode::NOT_FOUND, "no recording of this call"),
         Err(e) => {
