@@ -231,6 +231,15 @@ pub fn phone_of(body: &Value, key: &str) -> String {
     }
 }
 
+/// The lead webhook body's `data` (a JSON-encoded string); Null when
+/// there is none or it is no JSON.
+pub fn data_of(body: &Value) -> Value {
+    body.get("data")
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(Value::Null)
+}
+
 /// The lead's text with a form's own fields (the lead webhook's
 /// `data.fields`) after it as `name: value` lines, escaped as C-4 escapes
 /// the text: an amoCRM or Bitrix24 lead has no other place for a form's
@@ -243,14 +252,8 @@ pub fn text_with_form_fields(body: &Value, allow_html: bool) -> String {
         .unwrap_or_default()
         .trim()
         .to_string();
-    let data: Option<Value> = body
-        .get("data")
-        .and_then(Value::as_str)
-        .and_then(|d| serde_json::from_str(d).ok());
-    let fields = data
-        .as_ref()
-        .and_then(|d| d.get("fields"))
-        .and_then(Value::as_object);
+    let data = data_of(body);
+    let fields = data.get("fields").and_then(Value::as_object);
     for (name, value) in fields.into_iter().flatten() {
         let value = match value {
             Value::String(v) => v.trim().to_string(),

@@ -33,7 +33,7 @@ use chrono::FixedOffset;
 use serde_json::{json, Map, Value};
 
 use super::adapter::{
-    call_deal_id, carries, crm_deal_id, lead_marker, marked, person_name, phone_of,
+    call_deal_id, carries, crm_deal_id, data_of, lead_marker, marked, person_name, phone_of,
     text_with_form_fields, Answer, CrmAdapter, Method, Outcome, Request, Step,
 };
 use super::outbox::Target;
@@ -159,14 +159,6 @@ fn text_of(v: &Value, k: &str) -> String {
         Some(Value::Number(n)) => n.to_string(),
         _ => String::new(),
     }
-}
-
-/// The lead webhook body's `data` (a JSON-encoded string).
-fn data_of(body: &Value) -> Value {
-    body.get("data")
-        .and_then(Value::as_str)
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or(Value::Null)
 }
 
 fn comm(value: &str) -> Value {

@@ -569,19 +569,23 @@ fn timer_c_cancels_a_ringing_branch_and_the_487_flows_back() {
     assert_eq!(up[0].status(), Some(487));
     assert!(sent.iter().any(|s| s.to == udp(UAS) && s.is_request("ACK")));
     // siptrack's own CANCEL: the call's record says a timer ran out.
-    let failed: Vec<(u16, bool)> = rig
-        .proxy
+    assert_eq!(failures(&mut rig), [(487, false, true)]);
+}
+
+/// The call events' failures: (code, the caller CANCELled, siptrack did).
+fn failures(rig: &mut Rig) -> Vec<(u16, bool, bool)> {
+    rig.proxy
         .take_call_events()
         .filter_map(|e| match e {
             CallEvent::Failed {
                 code,
+                caller_cancelled,
                 cancelled_here,
                 ..
-            } => Some((code, cancelled_here)),
+            } => Some((code, caller_cancelled, cancelled_here)),
             _ => None,
         })
-        .collect();
-    assert_eq!(failed, [(487, true)]);
+        .collect()
 }
 
 /// A 487 the PBX sends with nobody's CANCEL is the callee's doing, not a
@@ -600,20 +604,7 @@ fn a_487_nobody_asked_for_is_not_siptracks_cancel() {
         udp(UAS),
         &response_to(&fwd.text, 487, "Request Terminated", Some("u1"), ""),
     );
-    let failed: Vec<(u16, bool, bool)> = rig
-        .proxy
-        .take_call_events()
-        .filter_map(|e| match e {
-            CallEvent::Failed {
-                code,
-                caller_cancelled,
-                cancelled_here,
-                ..
-            } => Some((code, caller_cancelled, cancelled_here)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(failed, [(487, false, false)]);
+    assert_eq!(failures(&mut rig), [(487, false, false)]);
 }
 
 /// A shutdown whose drain ran out: a ringing INVITE is CANCELled toward
