@@ -28,10 +28,22 @@ pub use crate::transport::tcp::TcpLimits;
 
 mod keys;
 mod media;
+pub mod paths;
 mod ui;
 
 pub use media::MediaConfig;
 pub use ui::{check_password_hash, Language, UiConfig, UiUser};
+
+/// A config file's text, or the one error saying why it cannot be read.
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            key: String::new(),
+            line: None,
+            message: format!("cannot read: {e}"),
+        }])
+    })
+}
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -617,17 +629,21 @@ fn blank_line_of(text: &mut String, offset: usize) -> Option<()> {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                key: String::new(),
-                line: None,
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
-        Config::parse(&text)
+        Config::parse(&read(path)?)
+    }
+
+    /// [`Config::load`] for `check-config`: also whether the recordings
+    /// directory and the journal can be written (a probe file made and
+    /// removed), each at its key's line beside the file's other errors.
+    pub fn load_checked(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::parse_with(&read(path)?, true)
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse_with(text, false)
+    }
+
+    fn parse_with(text: &str, probe_paths: bool) -> Result<Config, ConfigErrors> {
         let mut c = Checker {
             text,
             errors: Vec::new(),
@@ -935,6 +951,31 @@ impl Config {
             1..3601,
         );
         let public_url = public_url(&mut c, &raw.http.public_url);
+        let storage = StorageConfig {
+            url: storage_url,
+            journal: raw.storage.journal.as_ref().map(|j| j.get_ref().clone()),
+            postgres: crate::store::postgres::PgOptions {
+                pool_size,
+                statement_timeout_ms,
+            },
+            node_name,
+        };
+        if probe_paths {
+            media::probe_recordings_dir(&mut c, &raw, &media);
+            if let Some(p) = paths::journal_problem(&storage.journal_path()) {
+                // The default journal sits next to the database file.
+                let span = raw.storage.journal.as_ref().or(raw.storage.url.as_ref());
+                let (key, what) = match raw.storage.journal {
+                    Some(_) => ("storage.journal", ""),
+                    None => ("storage.url", "the journal next to the database: "),
+                };
+                c.err(
+                    key,
+                    span.map(Spanned::span),
+                    format!("{what}{p} (calls the database refuses would be held in memory only; set storage.journal)"),
+                );
+            }
+        }
 
         if !c.errors.is_empty() {
             return Err(c.into_errors());
@@ -956,15 +997,7 @@ impl Config {
                 numbers,
                 pools,
             },
-            storage: StorageConfig {
-                url: storage_url,
-                journal: raw.storage.journal.as_ref().map(|j| j.get_ref().clone()),
-                postgres: crate::store::postgres::PgOptions {
-                    pool_size,
-                    statement_timeout_ms,
-                },
-                node_name,
-            },
+            storage,
             leads,
             crm,
             media,

@@ -128,29 +128,8 @@ fn main() -> ExitCode {
     restore_sigpipe_for_printing(&cli.command);
     init_logging(cli.log_format);
     match cli.command {
-        Command::CheckConfig { file } => match Config::load(&file) {
+        Command::CheckConfig { file } => match Config::load_checked(&file) {
             Ok(cfg) => {
-                let dir = &cfg.media.recordings_dir;
-                let unusable = cfg
-                    .media
-                    .record_calls
-                    .then(|| siptrack::server::dir_write_problem(dir))
-                    .flatten();
-                if let Some(p) = unusable {
-                    eprintln!(
-                        "{}: media.recordings_dir: {p} (calls would go through unrecorded; or set tracking.record_calls = false)",
-                        file.display()
-                    );
-                    return ExitCode::FAILURE;
-                }
-                let journal = cfg.storage.journal_path();
-                if let Some(p) = siptrack::server::journal_problem(&journal) {
-                    eprintln!(
-                        "{}: storage.journal: {p} (calls the database refuses would be held in memory only)",
-                        file.display()
-                    );
-                    return ExitCode::FAILURE;
-                }
                 println!("{}: ok", file.display());
                 println!("database: {}", cfg.storage.describe());
                 ExitCode::SUCCESS

@@ -127,6 +127,26 @@ pub(super) fn media_config(c: &mut Checker, raw: &RawConfig) -> MediaConfig {
 
 /// `tracking.recording_links_require_auth`: with no `http.token` every
 /// link would be refused, which is a mistake, not a setting.
+/// `check-config`: the recordings directory must be one siptrack can
+/// write in (when calls are recorded), reported at its key's line with
+/// the file's other errors (trial, 2026-12-03: it came alone, without a
+/// line, and only once every other error was fixed).
+pub(super) fn probe_recordings_dir(c: &mut Checker, raw: &RawConfig, media: &MediaConfig) {
+    if !media.record_calls {
+        return;
+    }
+    if let Some(p) = super::paths::dir_write_problem(&media.recordings_dir) {
+        let span = raw.media.recordings_dir.as_ref().map(Spanned::span);
+        c.err(
+            "media.recordings_dir",
+            span,
+            format!(
+                "{p} (calls would go through unrecorded; or set tracking.record_calls = false)"
+            ),
+        );
+    }
+}
+
 fn links_require_auth(c: &mut Checker, raw: &RawConfig) -> bool {
     let Some(v) = &raw.tracking.recording_links_require_auth else {
         return false;
