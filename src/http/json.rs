@@ -153,6 +153,7 @@ mod tests {
             phone: "79160000001".into(),
             email: String::new(),
             visit_id: "v1".into(),
+            channel: "v1".into(),
             text: "Call to 74951110001 (ANSWER, 42 s)".into(),
             decision: "deal 3 created".into(),
             deal_id: Some(3),

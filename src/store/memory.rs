@@ -99,6 +99,30 @@ fn page<T>(it: impl DoubleEndedIterator<Item = T>, limit: i64) -> Vec<T> {
     it.rev().take(limit.max(0) as usize).collect()
 }
 
+/// Each lead's call, by lead id.
+fn calls_by_lead(calls: &[CallRow]) -> std::collections::HashMap<i64, &CallRow> {
+    calls.iter().filter_map(|c| Some((c.lead_id?, c))).collect()
+}
+
+/// The channel `l` counts for, as `query::CHANNEL_OF_LEAD` says: its
+/// own, else its call's marker, else its call's source, else its visit
+/// column.
+fn channel_of<'a>(
+    l: &'a StoredLead,
+    calls: &std::collections::HashMap<i64, &'a CallRow>,
+) -> &'a str {
+    let own = Some(l.channel.as_str()).filter(|c| !c.is_empty());
+    own.or_else(|| {
+        calls.get(&l.row.id).and_then(|c| {
+            c.marker
+                .as_deref()
+                .filter(|m| !m.is_empty())
+                .or(c.source.as_deref().filter(|s| !s.is_empty()))
+        })
+    })
+    .unwrap_or(&l.row.visit_id)
+}
+
 impl DealBook for State {
     type Error = Infallible;
 
@@ -248,6 +272,8 @@ impl Ledger for State {
                 phone: w.phone.clone(),
                 email: w.email.clone(),
                 visit_id: w.visit.clone(),
+                // Worked out when read: the call's row may come later.
+                channel: String::new(),
                 text: lead.text.clone(),
                 decision: outcome.into(),
                 deal_id,
@@ -527,15 +553,18 @@ impl MemoryStore {
                     error: o.row.last_error.clone(),
                 })
         };
-        Ok(
-            page(state.leads.iter().filter(|l| q.matches(&l.row)), q.limit)
-                .into_iter()
-                .map(|l| LeadRow {
-                    pending: pending(l.row.id),
-                    ..l.row.clone()
-                })
-                .collect(),
-        )
+        let calls = calls_by_lead(&state.calls);
+        let rows = state.leads.iter().map(|l| LeadRow {
+            channel: channel_of(l, &calls).to_string(),
+            ..l.row.clone()
+        });
+        Ok(page(rows.filter(|r| q.matches(r)), q.limit)
+            .into_iter()
+            .map(|r| LeadRow {
+                pending: pending(r.id),
+                ..r
+            })
+            .collect())
     }
 
     pub async fn newest_lead_id(&self) -> Result<i64, StoreError> {
@@ -548,27 +577,10 @@ impl MemoryStore {
         limit: i64,
     ) -> Result<Vec<(String, i64)>, StoreError> {
         let state = self.state()?;
-        // As `query::CHANNEL_OF_LEAD`.
-        let calls: std::collections::HashMap<i64, &CallRow> = state
-            .calls
-            .iter()
-            .filter_map(|c| Some((c.lead_id?, c)))
-            .collect();
+        let calls = calls_by_lead(&state.calls);
         let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
         for l in state.leads.iter().filter(|l| l.row.created_at >= since) {
-            let call = calls.get(&l.row.id);
-            let own = Some(l.channel.as_str()).filter(|c| !c.is_empty());
-            let channel = own
-                .or_else(|| {
-                    call.and_then(|c| {
-                        c.marker
-                            .as_deref()
-                            .filter(|m| !m.is_empty())
-                            .or(c.source.as_deref().filter(|s| !s.is_empty()))
-                    })
-                })
-                .unwrap_or(&l.row.visit_id);
-            *counts.entry(channel).or_default() += 1;
+            *counts.entry(channel_of(l, &calls)).or_default() += 1;
         }
         let mut out: Vec<(String, i64)> = counts
             .into_iter()

@@ -22,6 +22,9 @@ pub struct LeadRow {
     pub phone: String,
     pub email: String,
     pub visit_id: String,
+    /// The channel it counts for on the overview (`query::CHANNEL_OF_LEAD`):
+    /// the console shows and filters by the same word its chart counts.
+    pub channel: String,
     pub text: String,
     /// What the decision made of it (`deal 3 created`, `duplicate of …`).
     pub decision: String,

@@ -21,12 +21,17 @@ pub const PAGE: i64 = 50;
 pub const SCAN: i64 = 100_000;
 
 /// Bounds `q` to [`SCAN`] ids below where it starts (`before`, or past
-/// the newest lead) when only unindexed filters narrow it. A channel or a
-/// search is an index probe and needs no bound; no filter fills a page
-/// from the first rows read.
+/// the newest lead) when only unindexed filters narrow it. A search is an
+/// index probe and needs no bound; no filter fills a page from the first
+/// rows read. A channel is the overview's (worked out per lead from its
+/// call), so it is read like the type or the outcome.
 pub fn bound_scan(q: &mut LeadQuery, newest: i64) {
-    let indexed = q.channel.is_some() || q.search.is_some();
-    let unindexed = q.kind.is_some() || q.outcome.is_some() || q.from.is_some() || q.to.is_some();
+    let indexed = q.search.is_some();
+    let unindexed = q.kind.is_some()
+        || q.outcome.is_some()
+        || q.from.is_some()
+        || q.to.is_some()
+        || q.channel.is_some();
     if unindexed && !indexed {
         let start = q.before.unwrap_or(newest.saturating_add(1));
         q.floor = Some(start.saturating_sub(SCAN).max(0));
@@ -175,9 +180,23 @@ pub fn row(ctx: &Ctx, l: &LeadRow) -> String {
         } else {
             ctx.phone(&l.phone)
         },
-        visit = esc(&l.visit_id),
+        visit = channel_cell(l),
         text = esc(&ctx.stored(&l.text)),
         outcome = outcome_cell(ctx.t, l),
+    )
+}
+
+/// The channel the overview counts the lead for (what the channel filter
+/// finds it by), and under it the visit when that is something else (a
+/// pool call's visit id).
+fn channel_cell(l: &LeadRow) -> String {
+    let channel = esc(&l.channel);
+    if l.visit_id.is_empty() || l.visit_id == l.channel {
+        return channel;
+    }
+    format!(
+        "{channel}<br><span class=\"muted\">{}</span>",
+        esc(&l.visit_id)
     )
 }
 
@@ -438,7 +457,16 @@ mod tests {
                     channel: Some("vk".into()),
                     ..base.clone()
                 },
-                None,
+                Some(1_000_001 - SCAN),
+            ),
+            // The channel alone is bounded too: the overview's channel is
+            // worked out per lead, no index finds it.
+            (
+                LeadQuery {
+                    channel: Some("vk".into()),
+                    ..base.clone()
+                },
+                Some(1_000_001 - SCAN),
             ),
             (
                 LeadQuery {
@@ -468,6 +496,7 @@ mod tests {
             phone: "74991234567".into(),
             email: String::new(),
             visit_id: "v\"1".into(),
+            channel: "g<cpc>".into(),
             text: "a\nb".into(),
             decision: decision.into(),
             deal_id: None,
@@ -491,7 +520,11 @@ mod tests {
         );
         assert!(r.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{r}");
         assert!(!r.contains("<script>"));
-        assert!(r.contains("v&quot;1"));
+        // The channel, then the visit it came with.
+        assert!(
+            r.contains("<td>g&lt;cpc&gt;<br><span class=\"muted\">v&quot;1</span></td>"),
+            "{r}"
+        );
         assert!(r.contains("a&#10;b") && !r.contains('\n'));
         assert!(r.contains("+7 499 123-45-67"));
         assert!(r.contains("<a href=\"/ui/leads?before=3#lead-2\">duplicate of lead 2</a>"));

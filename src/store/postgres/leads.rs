@@ -72,12 +72,13 @@ impl PgStore {
             let sql = format!(
                 "SELECT l.id, l.created_at, l.kind, l.form, l.dialed, l.title, l.name, l.phone,
                         l.email, l.visit_id, l.text, l.outcome, l.deal_id,
-                        p.state, p.attempts, p.last_error
+                        p.state, p.attempts, p.last_error, {} AS channel
                    FROM leads l
                    LEFT JOIN LATERAL (SELECT o.state, o.attempts, o.last_error FROM outbox o
                                        WHERE o.lead_id = l.id AND o.state <> 'done'
                                        ORDER BY o.id LIMIT 1) p ON true
                   WHERE {clause} ORDER BY l.id DESC LIMIT ${}",
+                crate::store::query::CHANNEL_OF_LEAD_ROW,
                 params.len()
             );
             let refs: Vec<&(dyn ToSql + Sync)> = params
@@ -315,6 +316,7 @@ fn lead_row(r: &Row) -> LeadRow {
         phone: r.get(7),
         email: r.get(8),
         visit_id: r.get(9),
+        channel: r.get(16),
         text: r.get(10),
         decision: r.get(11),
         deal_id: r.get(12),

@@ -96,7 +96,7 @@ impl SqliteStore {
             args.push(q.limit.into());
             let mut st = c.prepare_cached(&format!(
                 "SELECT id, created_at, kind, form, dialed, title, name, phone, email, visit_id,
-                        text, outcome, deal_id,
+                        text, outcome, deal_id, {} AS channel,
                         (SELECT o.state FROM outbox o WHERE o.lead_id = l.id AND o.state != 'done'
                           ORDER BY o.id LIMIT 1) AS crm_state,
                         (SELECT o.attempts FROM outbox o WHERE o.lead_id = l.id AND o.state != 'done'
@@ -104,6 +104,7 @@ impl SqliteStore {
                         (SELECT o.last_error FROM outbox o WHERE o.lead_id = l.id AND o.state != 'done'
                           ORDER BY o.id LIMIT 1) AS crm_error
                    FROM leads l WHERE {clause} ORDER BY l.id DESC LIMIT ?{}",
+                crate::store::query::CHANNEL_OF_LEAD_ROW,
                 args.len()
             ))?;
             let rows = st.query_map(rusqlite::params_from_iter(args), lead_row)?;
@@ -337,6 +338,7 @@ fn lead_row(r: &rusqlite::Row) -> rusqlite::Result<LeadRow> {
         phone: r.get("phone")?,
         email: r.get("email")?,
         visit_id: r.get("visit_id")?,
+        channel: r.get("channel")?,
         text: r.get("text")?,
         decision: r.get("outcome")?,
         deal_id: r.get("deal_id")?,
