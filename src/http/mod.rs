@@ -586,16 +586,11 @@ pub fn parse_lead(body: &[u8], phone: &PhoneRules, now_s: i64) -> Result<NewLead
         return Err(format!("email: \"{email}\" is not an e-mail address"));
     }
     let raw_phone = text("phone", 64)?;
-    // As typed or pasted: no-break spaces, dashes, `tel:`, an extension.
-    let typed = typed_phone(&raw_phone);
-    let (phone, extension) = if raw_phone.is_empty() {
-        (String::new(), None)
-    } else {
-        match normalize(&typed.number, phone) {
-            Normalized::Number(digits) => (digits, typed.extension),
-            Normalized::NotANumber(_) => (raw_phone, None),
-        }
-    };
+    let FormPhone {
+        phone,
+        extension,
+        as_typed,
+    } = form_phone(&raw_phone, phone);
     let name = text("name", MAX_VALUE)?;
     if phone.is_empty() && email.is_empty() && name.is_empty() {
         // Named by all three: the rule is about them together (a visit
@@ -622,13 +617,92 @@ pub fn parse_lead(body: &[u8], phone: &PhoneRules, now_s: i64) -> Result<NewLead
         },
         form,
         dialed: String::new(),
-        text: with_extension(text("text", 16 * 1024)?, extension.as_deref()),
+        text: with_typed_phone(
+            with_extension(text("text", 16 * 1024)?, extension.as_deref()),
+            as_typed.then_some(raw_phone.as_str()),
+        ),
         fields,
         // Filled from the visits API by the handler.
         visit_data: Default::default(),
         call_id: None,
         at: now_s,
     })
+}
+
+/// What a form's phone field makes of a lead.
+#[derive(Debug, PartialEq, Eq)]
+struct FormPhone {
+    /// Normalised (SPEC T-5), or empty: never the field as typed, which
+    /// no other lead of the client would match and no CRM could dial.
+    phone: String,
+    extension: Option<String>,
+    /// The field said more than the number (`тел. 8916…`, a name after
+    /// it, a second number) or no number at all (`не звонить`): the
+    /// lead's text keeps it, so nothing typed is lost.
+    as_typed: bool,
+}
+
+/// The form's phone field as typed or pasted (no-break spaces, dashes,
+/// `tel:`, an extension): the number normalised, else the first number
+/// written in it (trial, 2026-12-03: `тел. 89164000018` was stored and
+/// sent to the CRMs as it came, amoCRM got a contact without a phone, and
+/// the client's call made a second deal).
+fn form_phone(raw: &str, rules: &PhoneRules) -> FormPhone {
+    if raw.is_empty() {
+        return FormPhone {
+            phone: String::new(),
+            extension: None,
+            as_typed: false,
+        };
+    }
+    let typed = typed_phone(raw);
+    // T-5 keeps short digit strings (a PBX's extensions); a client typing
+    // `12` into a form has given no number to call back.
+    let dialable = |n: &str| match normalize(n, rules) {
+        Normalized::Number(digits) if digits.len() >= MIN_FORM_PHONE_DIGITS => Some(digits),
+        _ => None,
+    };
+    if let Some(digits) = dialable(&typed.number) {
+        return FormPhone {
+            phone: digits,
+            extension: typed.extension,
+            as_typed: false,
+        };
+    }
+    let found = number_in(&typed.number).and_then(dialable);
+    FormPhone {
+        phone: found.unwrap_or_default(),
+        extension: typed.extension,
+        as_typed: true,
+    }
+}
+
+/// The fewest digits a form's phone has (a subscriber number without its
+/// area code has six or seven): fewer is no number a manager calls back.
+const MIN_FORM_PHONE_DIGITS: usize = 7;
+
+/// The first number written in `text`: a run of digits and phone
+/// formatting (`+ - ( ) .` and spaces) with at least
+/// [`MIN_FORM_PHONE_DIGITS`] digits, its ends trimmed to a digit, a
+/// leading `+` or `(`, or a closing `)`.
+fn number_in(text: &str) -> Option<&str> {
+    let formatting = |c: char| c.is_ascii_digit() || matches!(c, ' ' | '+' | '-' | '(' | ')' | '.');
+    text.split(|c: char| !formatting(c))
+        .map(|run| {
+            run.trim_start_matches(|c: char| !(c.is_ascii_digit() || c == '+' || c == '('))
+                .trim_end_matches(|c: char| !(c.is_ascii_digit() || c == ')'))
+        })
+        .find(|run| run.bytes().filter(u8::is_ascii_digit).count() >= MIN_FORM_PHONE_DIGITS)
+}
+
+/// A form lead's text, with its phone field as typed when that said more
+/// than the number (see [`FormPhone::as_typed`]).
+fn with_typed_phone(text: String, typed: Option<&str>) -> String {
+    match typed {
+        None => text,
+        Some(t) if text.is_empty() => format!("Phone as typed: {t}"),
+        Some(t) => format!("{text}\nPhone as typed: {t}"),
+    }
 }
 
 /// A form lead's text, with the extension its phone came with (matched
@@ -935,8 +1009,42 @@ mod tests {
                 "call me\nExtension: 5",
             ),
             ("8 926 000 11 22", "", "79260001122", ""),
-            // Not a number: kept as sent, the text untouched.
-            ("ask for Ivan x5", "hi", "ask for Ivan x5", "hi"),
+            // No number in it: no phone (never the field as typed), and
+            // the text keeps what was typed.
+            (
+                "ask for Ivan x5",
+                "hi",
+                "",
+                "hi\nPhone as typed: ask for Ivan x5",
+            ),
+            ("не звонить", "", "", "Phone as typed: не звонить"),
+            ("12", "", "", "Phone as typed: 12"),
+            // The number in a longer field (trial, 2026-12-03): the lead
+            // gets it normalised, the text what was typed.
+            (
+                "тел. 89164000018",
+                "",
+                "79164000018",
+                "Phone as typed: тел. 89164000018",
+            ),
+            (
+                "+7 916 400 00 11 (Анна)",
+                "",
+                "79164000011",
+                "Phone as typed: +7 916 400 00 11 (Анна)",
+            ),
+            (
+                "+7 916 400-00-12, +7 916 400-00-13",
+                "перезвонить",
+                "79164000012",
+                "перезвонить\nPhone as typed: +7 916 400-00-12, +7 916 400-00-13",
+            ),
+            (
+                "тел. 8 916 400-00-14 доб. 7",
+                "",
+                "79164000014",
+                "Extension: 7\nPhone as typed: тел. 8 916 400-00-14 доб. 7",
+            ),
         ];
         for (phone, text, want_phone, want_text) in table {
             let body = format!(r#"{{"name":"N","phone":"{phone}","text":"{text}"}}"#);
