@@ -255,7 +255,9 @@ fn a_call_and_form_leads_become_amocrm_leads_notes_tasks_and_calls() {
     let again_id = again["lead_id"].as_i64().expect("lead id");
     assert_eq!(
         task,
-        &json!({"text": format!("Chairs too\n\n(siptrack lead {again_id})"),
+        // Who the repeat lead is, then its text: the lead's contact is
+        // the first lead's.
+        &json!({"text": format!("Phone: 79035551234\nChairs too\n\n(siptrack lead {again_id})"),
                 "complete_till": due, "entity_id": form_lead.id,
                 "entity_type": "leads", "task_type_id": 1, "responsible_user_id": 33})
     );
@@ -268,7 +270,11 @@ fn a_call_and_form_leads_become_amocrm_leads_notes_tasks_and_calls() {
         .find(|(_, n)| {
             n["params"]["text"]
                 .as_str()
-                .is_some_and(|t| t.starts_with("Duplicate: duplicate of lead"))
+                // After the lines saying who the lead is.
+                .is_some_and(|t| {
+                    t.lines()
+                        .any(|l| l.starts_with("Duplicate: duplicate of lead"))
+                })
         })
         .expect("the duplicate's note");
     assert_eq!(*note_lead, dup_lead.id);
@@ -569,9 +575,10 @@ fn five_hundred_leads_at_once_stay_within_the_limit_and_in_order_per_lead() {
             .iter()
             .find(|l| Some(l.id) == t["entity_id"].as_u64())
             .expect("its lead");
+        // After the Phone line the repeat lead's text: `lead <n>`.
         let n: usize = t["text"]
             .as_str()
-            .and_then(|d| d.lines().next())
+            .and_then(|d| d.lines().find(|l| l.starts_with("lead ")))
             .and_then(|d| d.strip_prefix("lead "))
             .and_then(|n| n.parse().ok())
             .expect("lead n");

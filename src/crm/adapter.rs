@@ -231,6 +231,38 @@ pub fn phone_of(body: &Value, key: &str) -> String {
     }
 }
 
+/// A repeat lead's text for the comment or task it becomes on the
+/// client's deal: `Name:`, `Phone:` and `E-mail:` lines for what the lead
+/// carries, then `text`. The deal's contact is the one the first lead
+/// made: without these lines a new name or e-mail reached amoCRM and
+/// Bitrix24 nowhere (trial, 2026-12-03; webhooks carry them as fields).
+/// The body's name is escaped already as C-4 escapes texts.
+pub fn with_who(body: &Value, text: String) -> String {
+    let name = body
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .trim();
+    let email = body
+        .get("email")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .trim();
+    let mut out = String::new();
+    for (label, value) in [
+        ("Name", name.to_string()),
+        ("Phone", phone_of(body, "phone")),
+        ("E-mail", email.to_string()),
+    ] {
+        if value.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("{label}: {value}\n"));
+    }
+    out.push_str(&text);
+    out
+}
+
 /// The lead webhook body's `data` (a JSON-encoded string); Null when
 /// there is none or it is no JSON.
 pub fn data_of(body: &Value) -> Value {

@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 
 use super::adapter::{
     call_deal_id, carries, crm_deal_id, data_of, lead_marker, marked, person_name, phone_of,
-    text_with_form_fields, Answer, CrmAdapter, Method, Outcome, Request, Step,
+    text_with_form_fields, with_who, Answer, CrmAdapter, Method, Outcome, Request, Step,
 };
 use super::outbox::Target;
 use super::webhook::parse_retry_after;
@@ -206,7 +206,7 @@ impl AmoSettings {
     /// text (its title when it has none).
     pub fn note(&self, body: &Value) -> Value {
         common_note(&marked(
-            &note_text(body, self.allow_html),
+            &with_who(body, note_text(body, self.allow_html)),
             lead_marker(body).as_deref(),
         ))
     }
@@ -227,7 +227,10 @@ impl AmoSettings {
     pub fn task(&self, lead_id: u64, body: &Value, now_unix_ms: i64) -> Value {
         let due = now_unix_ms.max(0) / 1000 + (self.task_minutes as i64) * 60;
         let mut task = json!({
-            "text": marked(&note_text(body, self.allow_html), lead_marker(body).as_deref()),
+            "text": marked(
+                &with_who(body, note_text(body, self.allow_html)),
+                lead_marker(body).as_deref()
+            ),
             "complete_till": due,
             "entity_id": lead_id,
             "entity_type": "leads",
@@ -1137,7 +1140,9 @@ mod tests {
         let body = lead_body("deal.comment");
         assert_eq!(
             s.note(&body),
-            json!([{"note_type": "common", "params": {"text": "Call to 74951230001\n\n(siptrack lead 7)"}}])
+            // Who the lead is first: the deal's contact is the first
+            // lead's (trial, 2026-12-03: a new name or e-mail was lost).
+            json!([{"note_type": "common", "params": {"text": "Name: Ann\nPhone: 74991234567\nE-mail: ann@example.com\nCall to 74951230001\n\n(siptrack lead 7)"}}])
         );
         assert_eq!(
             s.note(&json!({"title": "only a title", "text": ""})),
@@ -1145,7 +1150,7 @@ mod tests {
         );
         assert_eq!(
             s.task(55, &body, 1_795_435_200_999),
-            json!([{"text": "Call to 74951230001\n\n(siptrack lead 7)", "complete_till": 1_795_435_200 + 1_800,
+            json!([{"text": "Name: Ann\nPhone: 74991234567\nE-mail: ann@example.com\nCall to 74951230001\n\n(siptrack lead 7)", "complete_till": 1_795_435_200 + 1_800,
                     "entity_id": 55, "entity_type": "leads", "task_type_id": 1,
                     "responsible_user_id": 33}])
         );

@@ -34,7 +34,7 @@ use serde_json::{json, Map, Value};
 
 use super::adapter::{
     call_deal_id, carries, crm_deal_id, data_of, lead_marker, marked, person_name, phone_of,
-    text_with_form_fields, Answer, CrmAdapter, Method, Outcome, Request, Step,
+    text_with_form_fields, with_who, Answer, CrmAdapter, Method, Outcome, Request, Step,
 };
 use super::outbox::Target;
 use super::rate::Pacer;
@@ -342,7 +342,7 @@ impl BitrixSettings {
     /// lead's marker.
     pub fn comment(&self, deal: u64, body: &Value) -> Value {
         json!({"fields": {"ENTITY_ID": deal, "ENTITY_TYPE": self.entity.timeline_type(),
-                          "COMMENT": marked(&note_text(body, self.allow_html), lead_marker(body).as_deref())}})
+                          "COMMENT": marked(&with_who(body, note_text(body, self.allow_html)), lead_marker(body).as_deref())}})
     }
 
     /// `crm.timeline.comment.list` of the deal: where an earlier
@@ -376,7 +376,7 @@ impl BitrixSettings {
         let title = text_of(body, "title");
         json!({"fields": {
             "TITLE": if title.is_empty() { note_text(body, self.allow_html) } else { title },
-            "DESCRIPTION": marked(&note_text(body, self.allow_html), lead_marker(body).as_deref()),
+            "DESCRIPTION": marked(&with_who(body, note_text(body, self.allow_html)), lead_marker(body).as_deref()),
             "RESPONSIBLE_ID": self.user_id,
             "DEADLINE": deadline,
             "UF_CRM_TASK": [format!("{}_{deal}", self.entity.task_prefix())],
@@ -692,15 +692,24 @@ impl CrmAdapter for Bitrix24 {
             return bad_body();
         };
         match sent.stage {
-            FIND_DEAL => match found_deal(&result, &item.key) {
-                Some(id) => Step::Finish(Outcome::Delivered {
-                    deal_id: Some(id.to_string()),
-                }),
-                None => match s.find_contact(&body) {
-                    Some(r) => Step::Send(r),
-                    None => self.add_deal(item, &body, None),
-                },
-            },
+            FIND_DEAL => {
+                match found_deal(&result, &item.key) {
+                    Some(id) => Step::Finish(Outcome::Delivered {
+                        deal_id: Some(id.to_string()),
+                    }),
+                    None => match s.find_contact(&body) {
+                        Some(r) => Step::Send(r),
+                        // A name alone: nothing to look the contact up by,
+                        // but the client is named (trial, 2026-12-03: a
+                        // name-only form made a deal without a contact, and
+                        // the name was nowhere in Bitrix24).
+                        None if !person_name(&body, s.allow_html).is_empty() => Step::Send(
+                            s.request(ADD_CONTACT, "crm.contact.add", s.contact(&item.key, &body)),
+                        ),
+                        None => self.add_deal(item, &body, None),
+                    },
+                }
+            }
             FIND_CONTACT => match found_contact(&result) {
                 Some(c) => self.add_deal(item, &body, Some(c)),
                 None => Step::Send(s.request(
@@ -943,6 +952,13 @@ mod tests {
                    "RESPONSIBLE_ID": 7, "DEADLINE": "2026-11-23T15:30:00+03:00",
                    "UF_CRM_TASK": ["D_12"]}})
         );
+        // A repeat lead says who it is: the deal's contact is the first
+        // lead's (trial, 2026-12-03: a new name and e-mail were lost).
+        let who = json!({"title": "Lead from form b", "name": "Task Two",
+                         "phone": "79166000001", "email": "new.mail@example.com", "text": "b"});
+        let who_text = "Name: Task Two\nPhone: 79166000001\nE-mail: new.mail@example.com\nb";
+        assert_eq!(s.comment(12, &who)["fields"]["COMMENT"], who_text);
+        assert_eq!(s.task(12, &who, 0)["fields"]["DESCRIPTION"], who_text);
         assert_eq!(
             s.register("79031234567", "2026-11-23T15:00:00+03:00", Some(12)),
             json!({"USER_ID": 7, "PHONE_NUMBER": "79031234567", "TYPE": 2,
@@ -1072,6 +1088,20 @@ mod tests {
             &[(FIND_DEAL, ok(json!([]))), (ADD_DEAL, ok(json!(5)))],
         );
         assert_eq!(stages, [FIND_DEAL, ADD_DEAL]);
+        // A name alone: no lookup (Bitrix24 finds by phone or e-mail),
+        // the contact added with the name, the deal naming it.
+        let named = due(
+            Target::Lead,
+            "deal.create",
+            &json!({"title": "Lead from form f2", "name": "Мария Иванова", "data": "{}"}),
+            None,
+        );
+        let deal = sent(a.next(&named, &find, &ok(json!([])), 0));
+        assert_eq!(deal.url, format!("{HOOK}crm.contact.add.json"));
+        assert_eq!(body_of(&deal)["fields"]["NAME"], "Мария Иванова");
+        let add = sent(a.next(&named, &deal, &ok(json!(43)), 0));
+        assert_eq!(add.url, format!("{HOOK}crm.deal.add.json"));
+        assert_eq!(body_of(&add)["fields"]["CONTACT_ID"], 43);
         // An answer without an id is a retry (the next lookup tells).
         let (_, o) = walk(
             &item,
