@@ -1690,7 +1690,13 @@ impl Proxy {
                     self.set_server_state(now, id, ServerState::Completed);
                 } else {
                     client.state = ClientState::Completed;
-                    if txn.is_bye {
+                    // A challenged BYE comes again with credentials (RFC
+                    // 3261 22.2): the dialog carries it (trial,
+                    // 2026-12-03: a PBX's 407 ended the dialog here, the
+                    // BYE with credentials got 481 and the PBX's call
+                    // stayed up).
+                    let challenged = matches!(code, 401 | 407);
+                    if txn.is_bye && !challenged {
                         let f = msg.tag(HeaderName::From).unwrap_or_default();
                         let t = msg.tag(HeaderName::To).unwrap_or_default();
                         let (call_id, dialogs) = (txn.ids.call_id(), &self.dialogs);
@@ -1972,6 +1978,13 @@ impl Proxy {
             self.scratch = patch;
             self.stats.invalid += 1;
             return None;
+        }
+        if msg.status() == Some(503) {
+            // RFC 3261 16.7 step 6: a 503 says the server that sent it is
+            // unavailable; passed on, the trunk would read it as siptrack
+            // being so and may take it out of rotation (trial,
+            // 2026-12-03). The call record keeps the PBX's 503.
+            patch.replace(msg.start_line, b"SIP/2.0 500 Server Internal Error");
         }
         let call = CallCtx {
             call_id: msg.call_id().unwrap_or_default(),

@@ -2305,6 +2305,93 @@ fn phases_see_a_call_and_their_edits_go_out() {
     }
 }
 
+/// A PBX that challenges the caller's BYE (401/407) gets the BYE again
+/// with credentials: the dialog stays for it, and ends with its 200
+/// (trial, 2026-12-03: the 407 ended the dialog, the retried BYE got
+/// 481, and the PBX's call was never hung up).
+#[test]
+fn a_challenged_bye_comes_again_through_the_dialog() {
+    for code in [401, 407] {
+        let mut rig = Rig::new();
+        let (_, route) = answered_call(&mut rig, "ch1", "auth@x");
+        rig.take();
+        let bye = in_dialog_request("BYE", "ch2", "auth@x", &route);
+        rig.recv_at(1_000, udp(CALLER), &bye);
+        let fwd = rig.take_to(UAS).remove(0);
+        rig.recv_at(
+            1_010,
+            udp(UAS),
+            &response_to(&fwd.text, code, "Unauthorized", None, ""),
+        );
+        assert!(
+            rig.take_to(CALLER).iter().any(|s| s.status() == Some(code)),
+            "{code} goes up"
+        );
+        let again = in_dialog_request("BYE", "ch3", "auth@x", &route).replace(
+            "CSeq: 1 BYE",
+            "CSeq: 2 BYE\r\nProxy-Authorization: Digest username=\"u\"",
+        );
+        rig.recv_at(1_100, udp(CALLER), &again);
+        let sent = rig.take();
+        let relayed = sent
+            .iter()
+            .find(|s| s.is_request("BYE") && s.to == udp(UAS))
+            .unwrap_or_else(|| panic!("{code}: the BYE with credentials is relayed: {sent:?}"));
+        assert!(relayed.text.contains("Proxy-Authorization: Digest"));
+        rig.recv_at(
+            1_110,
+            udp(UAS),
+            &response_to(&relayed.text, 200, "OK", None, ""),
+        );
+        assert!(rig.take_to(CALLER).iter().any(|s| s.status() == Some(200)));
+        // Its 200 ended the dialog: a further BYE gets 481.
+        rig.recv_at(
+            1_200,
+            udp(CALLER),
+            &in_dialog_request("BYE", "ch4", "auth@x", &route),
+        );
+        assert!(
+            rig.take().iter().any(|s| s.status() == Some(481)),
+            "{code}: over after the 200"
+        );
+    }
+}
+
+/// RFC 3261 16.7 step 6: the next hop's 503 goes up as a 500 (a trunk
+/// reads a 503 as siptrack itself being unavailable); other failures go
+/// up as they came.
+#[test]
+fn a_503_from_the_next_hop_goes_up_as_500() {
+    for (code, up) in [(503, 500), (500, 500), (486, 486)] {
+        let mut rig = Rig::new();
+        let fwd = start_call(&mut rig, "f5", "fail@x");
+        rig.take();
+        rig.recv_at(
+            10,
+            udp(UAS),
+            &response_to(
+                &fwd.text,
+                code,
+                "Whatever",
+                Some("u1"),
+                "Retry-After: 30\r\n",
+            ),
+        );
+        let sent = rig.take_to(CALLER);
+        assert_eq!(
+            sent.iter().filter_map(|s| s.status()).collect::<Vec<_>>(),
+            [up],
+            "{code}"
+        );
+        if code == 503 {
+            assert!(sent[0]
+                .text
+                .starts_with("SIP/2.0 500 Server Internal Error\r\n"));
+            assert!(sent[0].text.contains("Retry-After: 30\r\n"));
+        }
+    }
+}
+
 #[test]
 fn a_dialog_lives_as_long_as_a_call_may() {
     // The core keeps a dialog for the call tracker's max_call_seconds: a
