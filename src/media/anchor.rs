@@ -176,6 +176,23 @@ fn other(side: Side) -> Side {
     }
 }
 
+/// A multipart body with an SDP part (SIP-I/SIP-T: SDP and ISUP): its
+/// SDP is not anchored, so the call's media is left alone as a whole
+/// (trial, 2026-12-03: such an offer went on unanchored while the plain
+/// SDP answer was anchored, media half through siptrack, and the call
+/// said "no media negotiated").
+fn is_multipart_with_sdp(msg: &Message) -> bool {
+    let multipart = msg.value(HeaderName::ContentType).is_some_and(|v| {
+        let v = crate::sip::chars::trim_lws(v);
+        v.len() >= 10 && v[..10].eq_ignore_ascii_case(b"multipart/")
+    });
+    multipart
+        && msg
+            .body_bytes()
+            .windows(15)
+            .any(|w| w.eq_ignore_ascii_case(b"application/sdp"))
+}
+
 fn is_sdp(msg: &Message) -> bool {
     !msg.body_bytes().is_empty()
         && msg.value(HeaderName::ContentType).is_some_and(|v| {
@@ -403,13 +420,23 @@ impl Anchor {
         now: Millis,
         patch: &mut Patch,
     ) {
-        if !is_sdp(msg) {
+        let multipart = is_multipart_with_sdp(msg);
+        if !is_sdp(msg) && !multipart {
             return;
         }
         let Some(c) = self.calls.get_mut(call_id) else {
             return;
         };
         if c.passthrough {
+            return;
+        }
+        if multipart {
+            leave_alone(c, &mut self.commands);
+            if !c.decided {
+                c.decided = true;
+                let reason = "SDP in a multipart body (SIP-I/SIP-T): media left alone";
+                self.not_recorded(call_id, NoRecording::Codec(reason.into()));
+            }
             return;
         }
         let body = msg.body_bytes();
@@ -436,6 +463,15 @@ impl Anchor {
                 .any(|m| m.port != 0 && m.proto.windows(3).any(|w| w.eq_ignore_ascii_case(b"TCP")))
         {
             Some("media not over UDP/RTP")
+        } else if parsed
+            .media
+            .iter()
+            .any(|m| m.port != 0 && m.proto.windows(4).any(|w| w.eq_ignore_ascii_case(b"SAVP")))
+        {
+            // RTP/SAVP(F), UDP/TLS/RTP/SAVPF: recorded, the ciphertext
+            // made a WAV of noise, and its link went to the CRM (trial,
+            // 2026-12-03).
+            Some("encrypted media (SRTP)")
         } else if (0..parsed.media.len())
             .any(|i| parsed.media[i].port != 0 && parsed.connection_of(i).is_none())
         {

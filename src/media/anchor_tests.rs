@@ -565,3 +565,62 @@ fn an_ipv6_caller_is_answered_with_siptracks_ipv6_address() {
         );
     }
 }
+
+/// An offer siptrack cannot anchor whole leaves the call's media alone,
+/// both ways, with the reason: a SIP-I/SIP-T multipart body (SDP and
+/// ISUP), and SRTP (trial, 2026-12-03: the multipart offer went on
+/// unanchored while its plain answer was anchored, media half through
+/// siptrack, "no media negotiated"; SRTP was recorded as noise).
+#[test]
+fn multipart_and_srtp_offers_leave_the_media_alone() {
+    let multipart_body = format!(
+        "--b1\r\nContent-Type: application/sdp\r\n\r\n{CALLER_SDP}\r\n--b1\r\n\
+         Content-Type: application/isup;version=itu-t92+\r\n\r\nxyz\r\n--b1--\r\n"
+    );
+    let srtp = CALLER_SDP.replace(
+        "RTP/AVP 0 8 101",
+        "RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz",
+    );
+    let cases = [
+        (
+            "multipart/mixed;boundary=b1",
+            multipart_body.as_str(),
+            "codec not recorded: SDP in a multipart body (SIP-I/SIP-T): media left alone",
+        ),
+        (
+            "application/sdp",
+            srtp.as_str(),
+            "codec not recorded: encrypted media (SRTP)",
+        ),
+    ];
+    for (ctype, offer, reason) in cases {
+        let mut an = anchor(true, 8);
+        let text = format!(
+            "INVITE sip:100@b SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\nFrom: <sip:a@a>;tag=ft\r\nTo: <sip:100@b>\r\nCall-ID: c1@x\r\nCSeq: 1 INVITE\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{offer}",
+            offer.len()
+        );
+        let m = Message::parse(Bytes::from(text), true).expect("message");
+        let mut p = Patch::new();
+        let trunk = Peer {
+            transport: Transport::Udp,
+            addr: a("10.0.0.1:5060"),
+        };
+        an.on_routed(&m, trunk, &hop(true), 0, &mut p);
+        assert_eq!(
+            body(&out(&m, &mut p)),
+            offer,
+            "{ctype}: the offer as it came"
+        );
+        let ok = response(&mut an, "SIP/2.0 200 OK", "1 INVITE", Some(CALLEE_SDP));
+        assert_eq!(body(&ok), CALLEE_SDP, "{ctype}: the answer as it came");
+        let got: Vec<String> = an.take_unrecorded().map(|u| u.reason.to_string()).collect();
+        assert_eq!(got, [reason], "{ctype}");
+        let cmds: Vec<Command> = an.take_commands().collect();
+        assert!(
+            !cmds
+                .iter()
+                .any(|c| matches!(c, Command::Open { .. } | Command::Record { .. })),
+            "{ctype}: {cmds:?}"
+        );
+    }
+}
