@@ -929,6 +929,55 @@ fn an_old_failing_request_is_parked_visible_and_requeued(kind: Db) {
     rt.shutdown_background();
 }
 
+/// A 429 is the account's limit: after it no request of any lead goes
+/// to the CRM until its Retry-After has passed (trial, 2026-12-03: the
+/// other leads' requests went on at once; amoCRM blocks an address that
+/// keeps going past its limit). Then every lead is delivered once.
+#[test]
+fn a_429_holds_every_lead_until_its_retry_after() {
+    let crm = Crm::start(0, SECRET, Mode::TooMany { retry_after_s: 2 });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Db::Sqlite.fresh_url(dir.path());
+    let p = Siptrack::start(&config(&Setup {
+        uas_port: free_port(),
+        db: &db,
+        crm: &crm,
+        crm_keys: "",
+        extra: "",
+    }));
+    post(
+        &p,
+        "/api/v1/leads",
+        &json!({"name": "first", "phone": "+7 916 710 00 01"}),
+    );
+    crm.wait_until(Duration::from_secs(10), "the 429", |s| {
+        !s.requests.is_empty()
+    });
+    crm.set_mode(Mode::Ok);
+    let limited_at = crm.lock().requests[0].at;
+    for i in 2..=3 {
+        post(
+            &p,
+            "/api/v1/leads",
+            &json!({"name": format!("lead {i}"), "phone": format!("+7 916 710 00 0{i}")}),
+        );
+    }
+    crm.wait_until(Duration::from_secs(15), "three leads delivered", |s| {
+        s.applied.len() == 3
+    });
+    let s = crm.lock();
+    let after: Vec<Duration> = s.requests[1..].iter().map(|r| r.at - limited_at).collect();
+    assert!(
+        after.iter().all(|d| *d >= Duration::from_millis(1900)),
+        "requests after the 429 came {after:?} after it"
+    );
+    assert_eq!(
+        s.requests.len(),
+        4,
+        "the three leads once each, after the 429"
+    );
+}
+
 crate::on_each_db!(
     payloads_in_utc_plus_3_with_a_trunk_prefix_format_escaped,
     payloads_in_utc_minus_5_with_an_international_format_html_allowed,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::adapter::{serial_groups, CrmAdapter, Outcome, Step, MAX_STEPS};
+use super::adapter::{serial_groups, Answer, CrmAdapter, Outcome, Step, MAX_STEPS};
 use super::amocrm::AmoCrm;
 use super::bitrix24::Bitrix24;
 use super::metrics::OutboxMetrics;
@@ -51,12 +51,43 @@ impl Pace {
     }
 }
 
+/// How long the CRM is left alone after a rate-limit answer without a
+/// Retry-After.
+const RATE_LIMIT_HOLD_MS: i64 = 1_000;
+
+/// A CRM's rate limit is its account's, not one request's: after a 429
+/// (or Bitrix24's `QUERY_LIMIT_EXCEEDED`) no request of this worker goes
+/// out until its Retry-After has passed (trial, 2026-12-03: the other
+/// leads' requests went on at once, and amoCRM blocks an address that
+/// keeps going past its limit). Unix ms; 0 when not held.
+#[derive(Default)]
+struct Hold(std::sync::atomic::AtomicI64);
+
+impl Hold {
+    /// How long requests must still wait at `now`, if at all.
+    fn remaining(&self, now: i64) -> Option<i64> {
+        let until = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        (until > now).then_some(until - now)
+    }
+
+    /// Holds until `until`, unless already held longer.
+    fn until(&self, until: i64) {
+        self.0
+            .fetch_max(until, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Whether an answer says the account is over its rate limit.
+fn rate_limited(a: &Answer) -> bool {
+    a.status == 429 || (a.status == 503 && a.body.windows(20).any(|w| w == b"QUERY_LIMIT_EXCEEDED"))
+}
+
 /// One attempt at an item: the adapter's requests, one after another,
 /// until it finishes; no answer at all is a retry.
 async fn attempt(
     adapter: &dyn CrmAdapter,
     transport: &Transport,
-    pace: Option<&Pace>,
+    (pace, hold): (Option<&Pace>, &Hold),
     clock: &Clock,
     item: &DueItem,
 ) -> Outcome {
@@ -69,6 +100,13 @@ async fn attempt(
         if let Some(p) = pace {
             p.wait_turn().await;
         }
+        // Not slept through: the item's claim would run out meanwhile.
+        if let Some(left) = hold.remaining(clock.unix_ms() as i64) {
+            return Outcome::Retry {
+                error: format!("the CRM's rate limit: no request for {left} ms (HTTP 429)"),
+                retry_after_ms: Some(left as u64),
+            };
+        }
         let answer = match transport.send(&request).await {
             Ok(a) => a,
             Err(error) => {
@@ -79,6 +117,16 @@ async fn attempt(
             }
         };
         step = adapter.next(item, &request, &answer, clock.unix_ms() as i64);
+        if rate_limited(&answer) {
+            let wait = match &step {
+                Step::Finish(Outcome::Retry {
+                    retry_after_ms: Some(ms),
+                    ..
+                }) => *ms as i64,
+                _ => RATE_LIMIT_HOLD_MS,
+            };
+            hold.until(clock.unix_ms() as i64 + wait);
+        }
     }
     match step {
         Step::Finish(outcome) => outcome,
@@ -190,6 +238,7 @@ pub async fn run(
         }
     };
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let hold = Arc::new(Hold::default());
     let batch = claim_size(cfg.max_connections);
     let lease = lease_ms(
         cfg.timeout_ms,
@@ -244,19 +293,26 @@ pub async fn run(
             .collect();
         let count = due.len();
         for group in serial_groups(due, |i| adapter.serial_key(i)) {
-            let (adapter, transport, slots, clock, pace) = (
+            let (adapter, transport, slots, clock, pace, hold) = (
                 adapter.clone(),
                 transport.clone(),
                 slots.clone(),
                 clock.clone(),
                 pace.clone(),
+                hold.clone(),
             );
             inflight.spawn(async move {
                 let mut done = Vec::with_capacity(group.len());
                 for item in group {
                     let _slot = slots.clone().acquire_owned().await;
-                    let outcome =
-                        attempt(adapter.as_ref(), &transport, pace.as_deref(), &clock, &item).await;
+                    let outcome = attempt(
+                        adapter.as_ref(),
+                        &transport,
+                        (pace.as_deref(), &hold),
+                        &clock,
+                        &item,
+                    )
+                    .await;
                     done.push((item, outcome));
                 }
                 done
@@ -330,6 +386,39 @@ mod tests {
             crm_deal_id: None,
             deal_created_here: true,
         }
+    }
+
+    #[test]
+    fn a_rate_limit_holds_every_request_until_it_passes() {
+        let answer = |status: u16, body: &str| Answer {
+            status,
+            retry_after: None,
+            content_type: None,
+            body: body.as_bytes().to_vec(),
+        };
+        for (a, limited) in [
+            (answer(429, ""), true),
+            (
+                answer(
+                    503,
+                    r#"{"error":"QUERY_LIMIT_EXCEEDED","error_description":"Too many requests"}"#,
+                ),
+                true,
+            ),
+            (answer(503, "down for maintenance"), false),
+            (answer(500, ""), false),
+            (answer(200, "{}"), false),
+        ] {
+            assert_eq!(rate_limited(&a), limited, "{} {:?}", a.status, a.body);
+        }
+        let hold = Hold::default();
+        assert_eq!(hold.remaining(1_000), None);
+        hold.until(3_000);
+        assert_eq!(hold.remaining(1_000), Some(2_000));
+        // A shorter hold from another answer does not cut it short.
+        hold.until(2_000);
+        assert_eq!(hold.remaining(2_500), Some(500));
+        assert_eq!(hold.remaining(3_000), None);
     }
 
     #[test]
