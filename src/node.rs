@@ -120,6 +120,13 @@ impl Node {
         self.collect_at(now.mono_ms);
     }
 
+    /// A TCP next hop that could not be connected to (RFC 3261 16.9): the
+    /// requests sent there fail at once rather than after Timer B.
+    pub fn on_unreachable(&mut self, now: Now, peer: Peer) {
+        self.proxy.on_unreachable(now.mono_ms, peer);
+        self.collect_at(now.mono_ms);
+    }
+
     /// Several nodes share the store: answered calls' dialogs go to it
     /// (`CallNews::Answered`), and in-dialog requests of dialogs this node
     /// lacks wait in `take_dialog_misses` for a look-up there.

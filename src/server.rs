@@ -340,11 +340,18 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             }
             Some(ev) = tcp_rx.recv() => {
                 hub.on_event(&ev);
-                if let TcpEvent::Message { remote, data } = ev {
-                    let peer = Peer { transport: Transport::Tcp, addr: remote };
-                    log_sip("in", peer, &data);
-                    trace_sip(traces.as_deref(), Direction::In, peer, &data, &clock);
-                    node.on_message(clock.now(), peer, data);
+                match ev {
+                    TcpEvent::Message { remote, data } => {
+                        let peer = Peer { transport: Transport::Tcp, addr: remote };
+                        log_sip("in", peer, &data);
+                        trace_sip(traces.as_deref(), Direction::In, peer, &data, &clock);
+                        node.on_message(clock.now(), peer, data);
+                    }
+                    TcpEvent::Closed { remote, unreachable: true, .. } => {
+                        let peer = Peer { transport: Transport::Tcp, addr: remote };
+                        node.on_unreachable(clock.now(), peer);
+                    }
+                    _ => {}
                 }
             }
             _ = sleep => {}

@@ -965,3 +965,83 @@ fn an_unusable_recordings_directory_is_reported_before_and_while_running() {
         .collect();
     assert!(indented.is_empty(), "{indented:?}");
 }
+
+/// A PBX on TCP that refuses the connection (down, or not listening):
+/// the caller gets a final answer at once, not Timer B's 408 after 32 s
+/// (here 6.4 s), and the call is `failed` (RFC 3261 16.9: a transport
+/// error is a 503; trial, 2026-12-03: 32 s of silence and `missed`).
+#[test]
+fn a_tcp_pbx_that_refuses_fails_the_call_at_once() {
+    let dead = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let cfg = config(dead, &db, "")
+        .replace(
+            "listen = [\"udp:127.0.0.1:{SIP_PORT}\"]",
+            "listen = [\"udp:127.0.0.1:{SIP_PORT}\", \"tcp:127.0.0.1:{SIP_PORT}\"]",
+        )
+        .replace(
+            &format!("sip:pbx@127.0.0.1:{dead}\"\n\n[[tracking.numbers]]"),
+            &format!("sip:pbx@127.0.0.1:{dead};transport=tcp\"\n\n[[tracking.numbers]]"),
+        )
+        .replace(
+            &format!("destination = \"sip:pbx@127.0.0.1:{dead}\"\nmarker"),
+            &format!("destination = \"sip:pbx@127.0.0.1:{dead};transport=tcp\"\nmarker"),
+        );
+    assert_eq!(cfg.matches(";transport=tcp").count(), 2, "{cfg}");
+    let p = Siptrack::start(&cfg);
+    let caller = std::net::UdpSocket::bind("127.0.0.1:0").expect("caller socket");
+    caller
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let me = caller.local_addr().expect("addr");
+    let invite = format!(
+        "INVITE sip:74951110001@{sip} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bK-tcpdown-1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:89160000003@{me}>;tag=down1\r\n\
+         To: <sip:74951110001@{sip}>\r\n\
+         Call-ID: tcp-pbx-down@e2e\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:caller@{me}>\r\n\
+         Content-Length: 0\r\n\r\n",
+        sip = p.sip_addr()
+    );
+    let sent = Instant::now();
+    caller
+        .send_to(invite.as_bytes(), p.sip_addr())
+        .expect("send INVITE");
+    let mut buf = [0u8; 4096];
+    let final_answer = loop {
+        assert!(
+            sent.elapsed() < Duration::from_secs(5),
+            "no final answer within 5 s\n{}",
+            p.log()
+        );
+        if let Ok((n, _)) = caller.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if !text.starts_with("SIP/2.0 1") {
+                break text;
+            }
+        }
+    };
+    assert!(
+        final_answer.starts_with("SIP/2.0 500 Next Hop Unreachable\r\n"),
+        "{final_answer}"
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        sent.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = get(api(&p), "/api/v1/calls", Some(TOKEN));
+        if body.contains("tcp-pbx-down@e2e") {
+            assert!(body.contains("\"status\":\"failed\""), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no call record: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

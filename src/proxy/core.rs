@@ -2545,46 +2545,8 @@ impl Proxy {
                     self.arm(id, TimerKind::ClientTimeout, now + 64 * t1);
                     return;
                 }
-                c.state = ClientState::Terminated;
-                self.stale_timers += txn.deadlines.clear_all();
                 self.stats.timeouts += 1;
-                if let Some(tag) = txn.ids.caller_tag() {
-                    let key = dialog_key(&self.keyer, txn.ids.call_id(), tag);
-                    if let Some(d) = self.dialogs.get_mut(&key).filter(|d| !d.confirmed) {
-                        d.setups = d.setups.saturating_sub(1);
-                        if d.setups == 0 {
-                            self.dialogs.remove(&key);
-                        }
-                    }
-                }
-                if txn.is_bye {
-                    // Unanswered, the BYE still ends the dialog (RFC 3261
-                    // 15.1.1): its route must not stay open for 4 h.
-                    let bye = Message::parse(c.request.clone(), true).ok();
-                    let found = bye.and_then(|m| {
-                        let f = m.tag(HeaderName::From).unwrap_or_default();
-                        let t = m.tag(HeaderName::To).unwrap_or_default();
-                        find_dialog_in(&self.dialogs, &self.keyer, m.call_id()?, f, t)
-                    });
-                    if let Some((key, _)) = found {
-                        self.dialogs.remove(&key);
-                    }
-                }
-                let Some(txn) = self.txns.get_mut(&id) else {
-                    return;
-                };
-                if txn.initial_invite {
-                    self.events.push(CallEvent::Failed {
-                        call_id: Bytes::copy_from_slice(txn.ids.call_id()),
-                        at: now,
-                        code: 408,
-                        caller_cancelled: txn.caller_cancelled,
-                        cancelled_here: txn.client.as_ref().is_some_and(|c| c.cancel_sent),
-                    });
-                }
-                if !txn.own_cancel {
-                    self.reply_timeout(now, id);
-                }
+                self.fail_client(now, id, (408, "Request Timeout"));
             }
             TimerKind::ClientLinger => {
                 if let Some(c) = txn.client.as_mut() {
@@ -2615,9 +2577,80 @@ impl Proxy {
         }
     }
 
-    /// The downstream never gave a final response: 408 upstream.
-    fn reply_timeout(&mut self, now: Millis, id: u64) {
-        self.reply_locally(now, id, 408, "Request Timeout")
+    /// A TCP next hop that could not be connected to: every request sent
+    /// there and not answered yet fails as if it got a 503 (RFC 3261
+    /// 16.9), the caller answered at once (16.7 step 6 makes that a 500)
+    /// rather than with Timer B's 408 32 s later (trial, 2026-12-03: a
+    /// PBX down on TCP kept callers in silence for 32 s, the call
+    /// `missed`).
+    pub fn on_unreachable(&mut self, now: Millis, peer: Peer) {
+        let failed: Vec<u64> = self
+            .txns
+            .iter()
+            .filter(|(_, t)| {
+                t.client.as_ref().is_some_and(|c| {
+                    c.peer == peer && c.state == ClientState::Calling && !c.got_provisional
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in failed {
+            tracing::warn!(to = %peer.addr, "next hop unreachable over TCP: the request fails (503)");
+            self.fail_client(now, id, (503, "Service Unavailable"));
+        }
+    }
+
+    /// Ends client transaction `id`, still pending, as if it got `code`:
+    /// the call fails with it and the caller is answered (a 503 as 500).
+    fn fail_client(&mut self, now: Millis, id: u64, (code, reason): (u16, &str)) {
+        let Some(txn) = self.txns.get_mut(&id) else {
+            return;
+        };
+        let Some(c) = txn.client.as_mut() else { return };
+        c.state = ClientState::Terminated;
+        let request = c.request.clone();
+        self.stale_timers += txn.deadlines.clear_all();
+        if let Some(tag) = txn.ids.caller_tag() {
+            let key = dialog_key(&self.keyer, txn.ids.call_id(), tag);
+            if let Some(d) = self.dialogs.get_mut(&key).filter(|d| !d.confirmed) {
+                d.setups = d.setups.saturating_sub(1);
+                if d.setups == 0 {
+                    self.dialogs.remove(&key);
+                }
+            }
+        }
+        if txn.is_bye {
+            // Unanswered, the BYE still ends the dialog (RFC 3261
+            // 15.1.1): its route must not stay open for 4 h.
+            let bye = Message::parse(request, true).ok();
+            let found = bye.and_then(|m| {
+                let f = m.tag(HeaderName::From).unwrap_or_default();
+                let t = m.tag(HeaderName::To).unwrap_or_default();
+                find_dialog_in(&self.dialogs, &self.keyer, m.call_id()?, f, t)
+            });
+            if let Some((key, _)) = found {
+                self.dialogs.remove(&key);
+            }
+        }
+        let Some(txn) = self.txns.get_mut(&id) else {
+            return;
+        };
+        if txn.initial_invite {
+            self.events.push(CallEvent::Failed {
+                call_id: Bytes::copy_from_slice(txn.ids.call_id()),
+                at: now,
+                code,
+                caller_cancelled: txn.caller_cancelled,
+                cancelled_here: txn.client.as_ref().is_some_and(|c| c.cancel_sent),
+            });
+        }
+        if !txn.own_cancel {
+            match code {
+                // RFC 3261 16.7 step 6, as for a 503 the next hop sent.
+                503 => self.reply_locally(now, id, 500, "Next Hop Unreachable"),
+                _ => self.reply_locally(now, id, code, reason),
+            }
+        }
     }
 
     /// Answers the caller of transaction `id` with a final response of

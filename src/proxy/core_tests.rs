@@ -588,6 +588,49 @@ fn failures(rig: &mut Rig) -> Vec<(u16, bool, bool)> {
         .collect()
 }
 
+/// A next hop that cannot be connected to (a TCP PBX that refuses): the
+/// call fails at once as with a 503 (RFC 3261 16.9), the caller gets a
+/// 500 (16.7 step 6), and nothing more is sent there; a request that had
+/// an answer already is not touched (trial, 2026-12-03: 32 s of silence,
+/// then 408 and a `missed` call).
+#[test]
+fn an_unreachable_next_hop_fails_the_call_at_once() {
+    let mut rig = Rig::new();
+    start_call(&mut rig, "u1", "down@x");
+    let ringing = start_call(&mut rig, "u2", "rings@x");
+    rig.recv_at(
+        5,
+        udp(UAS),
+        &response_to(&ringing.text, 180, "Ringing", Some("r1"), ""),
+    );
+    rig.take();
+    failures(&mut rig);
+    rig.proxy.on_unreachable(10, udp(UAS));
+    rig.collect();
+    let up = rig.take_to(CALLER);
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert!(
+        up[0]
+            .text
+            .starts_with("SIP/2.0 500 Next Hop Unreachable\r\n"),
+        "{}",
+        up[0].text
+    );
+    assert!(up[0].text.contains("Call-ID: down@x\r\n"));
+    assert_eq!(failures(&mut rig), [(503, false, false)]);
+    // No retransmission to the dead hop and no 408 later: only the 500
+    // again until the caller ACKs it (Timer G).
+    rig.advance_to(40_000);
+    let later = rig.take();
+    assert!(
+        later
+            .iter()
+            .filter(|s| s.text.contains("Call-ID: down@x"))
+            .all(|s| s.to == udp(CALLER) && s.status() == Some(500)),
+        "{later:?}"
+    );
+}
+
 /// A 487 the PBX sends with nobody's CANCEL is the callee's doing, not a
 /// timer's (trial, 2026-12-03: recorded hangup `timeout`).
 #[test]

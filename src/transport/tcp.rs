@@ -41,6 +41,9 @@ pub enum TcpEvent {
     Closed {
         remote: SocketAddr,
         writer: WriteQueue,
+        /// The connection could not be made: what was queued for it is
+        /// lost (RFC 3261 16.9: the requests sent there failed).
+        unreachable: bool,
     },
 }
 
@@ -146,7 +149,7 @@ impl TcpHub {
             TcpEvent::Opened { remote, writer } => {
                 self.conns.insert(*remote, writer.clone());
             }
-            TcpEvent::Closed { remote, writer } => {
+            TcpEvent::Closed { remote, writer, .. } => {
                 if self.conns.get(remote).is_some_and(|w| w.same(writer)) {
                     self.conns.remove(remote);
                 }
@@ -211,6 +214,7 @@ impl TcpHub {
                         .send(TcpEvent::Closed {
                             remote: to,
                             writer: tx,
+                            unreachable: true,
                         })
                         .await;
                 }
@@ -416,7 +420,11 @@ async fn run_connection(
     write_task.abort();
     let _ = ctx
         .events
-        .send(TcpEvent::Closed { remote, writer: tx })
+        .send(TcpEvent::Closed {
+            remote,
+            writer: tx,
+            unreachable: false,
+        })
         .await;
 }
 
