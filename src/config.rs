@@ -1831,9 +1831,21 @@ fn amo_settings(c: &mut Checker, raw: &RawCrm, plan: &CrmPlan) -> AmoSettings {
             );
             String::new()
         }
-        Some(_) => crm_url(c, "crm.amocrm.base_url", &a.base_url)
-            .map(|u| u.trim_end_matches('/').to_string())
-            .unwrap_or_default(),
+        Some(v) => match crm_url(c, "crm.amocrm.base_url", &a.base_url) {
+            // siptrack adds `/api/v4/…` itself: an address copied with
+            // the API's path made every request `/api/v4/api/v4/…`, a 404
+            // that named nothing of the config (trial, 2026-12-03).
+            Some(u) if reqwest::Url::parse(&u).is_ok_and(|p| p.path() != "/") => {
+                c.err(
+                    "crm.amocrm.base_url",
+                    Some(v.span()),
+                    format!("\"{u}\" has a path: give the account's address alone, e.g. https://mycompany.amocrm.ru (siptrack adds /api/v4/…)"),
+                );
+                String::new()
+            }
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => String::new(),
+        },
     };
     let token = a
         .token
@@ -2557,6 +2569,11 @@ mod tests {
                 "[crm]\nkind = \"amocrm\"\n[crm.amocrm]\nbase_url = \"acme.amocrm.ru\"\n",
                 "crm.amocrm.base_url",
                 "is not an http:// or https:// URL",
+            ),
+            (
+                "[crm]\nkind = \"amocrm\"\n[crm.amocrm]\nbase_url = \"https://acme.amocrm.ru/api/v4/\"\n",
+                "crm.amocrm.base_url",
+                "has a path: give the account's address alone",
             ),
             (
                 "[crm]\nkind = \"amocrm\"\nurl = \"http://127.0.0.1/hook\"\n",

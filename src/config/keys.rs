@@ -114,18 +114,17 @@ fn find(node: &Node, path: &str, offset: usize, best: &mut Option<(String, usize
             .collect(),
         Node::Other => return,
     };
+    // Every table is looked inside, not only those whose span holds the
+    // offset: a table's span is its own header's section, and a
+    // sub-table's section (`[crm.amocrm]` under `[crm]`) lies outside it
+    // (trial, 2026-12-03: a wrong type there was reported as `toml:`).
     for (key, v) in children {
-        match &v.span {
-            Some(span) if span.contains(&offset) => {
-                if best.as_ref().is_none_or(|(_, len)| span.len() <= *len) {
-                    *best = Some((key.clone(), span.len()));
-                }
-                find(&v.node, &key, offset, best);
+        if let Some(span) = &v.span {
+            if span.contains(&offset) && best.as_ref().is_none_or(|(_, len)| span.len() <= *len) {
+                *best = Some((key.clone(), span.len()));
             }
-            Some(_) => {}
-            // An implied table: look inside.
-            None => find(&v.node, &key, offset, best),
         }
+        find(&v.node, &key, offset, best);
     }
 }
 
@@ -534,6 +533,12 @@ mod tests {
         assert_eq!(at("true"), Some(Some("flag".into())));
         assert_eq!(at("\"x\""), Some(Some("inner.deep".into())));
         assert_eq!(at("2]"), Some(Some("items[0].b[1]".into())));
+        // A sub-table's section lies outside its parent's span (trial,
+        // 2026-12-03: `[crm.amocrm]`'s wrong types were `toml:`).
+        let text = "[crm]\nkind = \"amocrm\"\n\n[crm.amocrm]\nphone_field_id = \"1\"\n[crm.retry]\ninitial_ms = \"1s\"\n";
+        let at = |needle: &str| text.find(needle).map(|o| key_at(text, o));
+        assert_eq!(at("\"1\""), Some(Some("crm.amocrm.phone_field_id".into())));
+        assert_eq!(at("\"1s\""), Some(Some("crm.retry.initial_ms".into())));
     }
 
     #[test]
