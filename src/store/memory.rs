@@ -634,7 +634,7 @@ impl MemoryStore {
             .calls
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.invite_at >= since_ms)
+            .filter(|(_, c)| c.end_at >= since_ms)
             .collect();
         calls.sort_by_key(|(i, c)| (c.invite_at, *i));
         Ok(page(calls.into_iter().map(|(_, c)| c.clone()), limit))

@@ -366,7 +366,9 @@ impl Store {
         each!(self, b => b.call_page(before, after, limit).await)
     }
 
-    /// Call records, newest first; calls started since `since_ms`.
+    /// Call records, newest first; calls that ended since `since_ms` (a
+    /// call is recorded when it ends: a poller by start time missed the
+    /// calls under way at its poll).
     pub async fn list_calls(&self, limit: i64, since_ms: i64) -> Result<Vec<CallRow>, StoreError> {
         each!(self, b => b.list_calls(limit, since_ms).await)
     }

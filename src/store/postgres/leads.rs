@@ -173,7 +173,7 @@ impl PgStore {
         self.with(move |c| {
             let rows = c.client.query(
                 &format!(
-                    "SELECT {CALL_COLUMNS} FROM calls WHERE invite_at >= $1
+                    "SELECT {CALL_COLUMNS} FROM calls WHERE end_at >= $1
                       ORDER BY invite_at DESC, id DESC LIMIT $2"
                 ),
                 &[&since_ms, &limit],

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0008_outbox_touched.sql"),
     include_str!("../../../migrations/postgres/0009_lead_channel.sql"),
     include_str!("../../../migrations/postgres/0010_lead_name_key.sql"),
+    include_str!("../../../migrations/postgres/0011_calls_end_at.sql"),
 ];
 
 /// Any constant: the key of the advisory lock migrations run under.

@@ -187,7 +187,7 @@ impl SqliteStore {
     pub async fn list_calls(&self, limit: i64, since_ms: i64) -> Result<Vec<CallRow>, StoreError> {
         self.with(move |c| {
             let mut q = c.prepare_cached(&format!(
-                "SELECT {CALL_COLUMNS} FROM calls WHERE invite_at >= ?1
+                "SELECT {CALL_COLUMNS} FROM calls WHERE end_at >= ?1
                   ORDER BY invite_at DESC, id DESC LIMIT ?2"
             ))?;
             let rows = q.query_map(params![since_ms, limit], call_row)?;

@@ -168,6 +168,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0014_outbox_touched.sql"),
     include_str!("../../../migrations/sqlite/0015_lead_channel.sql"),
     include_str!("../../../migrations/sqlite/0016_lead_name_key.sql"),
+    include_str!("../../../migrations/sqlite/0017_calls_end_at.sql"),
 ];
 
 /// The file of a `sqlite:<path>` (or `sqlite://<path>`) URL, without
