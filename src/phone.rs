@@ -191,6 +191,13 @@ impl<'a> Plan<'a> {
         } else {
             raw.trim()
         };
+        // `#` after the number is the key that ends dialing, which some
+        // gateways leave in the user part (trial, 2026-12-03): no part of
+        // the number.
+        let text = match text.as_bytes().last() {
+            Some(b'#') => text.trim_end_matches('#').trim_end(),
+            _ => text,
+        };
         let (mut count, mut international) = (0, false);
         // Bytes, not chars: anything outside ASCII is no digit and no
         // formatting, so the first byte of it ends the number either way.
@@ -665,6 +672,10 @@ mod tests {
             ("7.499.123.45.67", "7", "8", n("74991234567")),
             ("(499) 123-45-67", "7", "8", n("74991234567")),
             ("9161234567", "7", "8", n("79161234567")),
+            ("9161234567#", "7", "8", n("79161234567")),
+            ("8 916 123-45-67 #", "7", "8", n("79161234567")),
+            ("#", "7", "8", not("#")),
+            ("*21#", "7", "8", not("*21#")),
             ("89161234567", "7", "8", n("79161234567")),
             ("+7 916 123 45 67", "7", "8", n("79161234567")),
             (" 79161234567 ", "7", "8", n("79161234567")),

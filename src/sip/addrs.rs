@@ -132,8 +132,32 @@ pub(super) fn names(msg: &Message) -> Names {
 
 fn user_of(msg: &Message, header: usize) -> Option<Span> {
     let a = msg.addr(header)?;
-    let u = Uri::parse(msg.bytes(a.uri)).ok()?;
-    u.user.map(|r| offset(a.uri, r))
+    let uri = msg.bytes(a.uri);
+    match Uri::parse(uri) {
+        Ok(u) => u.user.map(|r| offset(a.uri, r)),
+        Err(_) => loose_user(uri).map(|r| offset(a.uri, r)),
+    }
+}
+
+/// The user part of a `sip:`/`sips:` URI that is not RFC 3261's, as
+/// gateways write it: between the scheme and the first `@`, when that
+/// holds no white space, angle bracket or quote. A bare `#` (the dial
+/// key, `sip:9161234567#@gw`; RFC 3261 wants `%23`) made the caller
+/// vanish: a withheld number, though the INVITE went on with it (trial,
+/// 2026-12-03).
+fn loose_user(uri: &[u8]) -> Option<(usize, usize)> {
+    let scheme = super::uri::scheme_of(uri)?;
+    if !(scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips")) {
+        return None;
+    }
+    let start = scheme.len() + 1;
+    let at = start + uri.get(start..)?.iter().position(|&c| c == b'@')?;
+    let user = &uri[start..at];
+    let clean = !user.is_empty()
+        && !user
+            .iter()
+            .any(|&c| c <= b' ' || matches!(c, b'<' | b'>' | b'"' | 0x7f));
+    clean.then_some((start, at))
 }
 
 pub(super) fn users(msg: &Message) -> Users {
@@ -325,6 +349,32 @@ mod tests {
 
     fn msg(text: &str) -> Message {
         Message::parse(Bytes::from(text.to_string()), true).expect("parses")
+    }
+
+    #[test]
+    fn a_gateways_user_part_is_found_where_rfc_3261_finds_none_table() {
+        for (uri, user) in [
+            ("sip:9161234567#@gw.example", Some("9161234567#")),
+            ("SIPS:*21#@gw", Some("*21#")),
+            ("sip:gw.example", None),
+            ("sip:@gw", None),
+            ("sip:a b@gw", None),
+            ("sip:a\"b@gw", None),
+            ("tel:+7916#", None),
+            ("mailto:a#@b", None),
+        ] {
+            let got = loose_user(uri.as_bytes()).map(|(a, b)| &uri[a..b]);
+            assert_eq!(got, user, "{uri}");
+        }
+        // In a message: the From's user part is there for T-5 and the lead.
+        let m = msg(
+            "INVITE sip:100@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+             From: <sip:9161234567#@gw>;tag=1\r\nTo: <sip:100@x>\r\nCall-ID: c\r\n\
+             CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        );
+        let from = m.header_index(HeaderName::From).expect("From");
+        let span = m.addr_user(from).expect("a user part");
+        assert_eq!(m.bytes(span), b"9161234567#");
     }
 
     /// The uncached answer: what every caller computed before the tables.

@@ -271,6 +271,42 @@ destination = "sip:office@127.0.0.1:5080"
         assert!(other.context.visit.is_empty());
     }
 
+    /// A gateway's `#` (the dial key) after the caller's number, bare in
+    /// the From: the caller is the number, and the forwarded From carries
+    /// it normalised (trial, 2026-12-03: the caller vanished, a withheld
+    /// lead).
+    #[test]
+    fn a_dial_key_after_the_callers_number_is_no_part_of_it() {
+        let mut r = router();
+        let text = "INVITE sip:74951234567@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n\
+                    From: <sip:9161234567#@gw>;tag=1\r\nTo: <sip:74951234567@127.0.0.1>\r\nCall-ID: c\r\n\
+                    CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let req = Message::parse(Bytes::from(text), true).expect("parses");
+        let mut patch = Patch::new();
+        let hop = r
+            .initial_request(
+                &req,
+                crate::proxy::Peer {
+                    transport: crate::proxy::Transport::Udp,
+                    addr: "127.0.0.1:5061".parse().expect("addr"),
+                },
+                0,
+                &mut patch,
+            )
+            .expect("routed");
+        let call = hop.call.expect("a call");
+        assert_eq!(
+            (call.caller.as_str(), call.caller_raw.as_str()),
+            ("79161234567", "9161234567#")
+        );
+        let out = patch.apply(req.buf(), req.body.end as usize);
+        assert!(
+            String::from_utf8_lossy(&out).contains("From: <sip:79161234567@gw>;tag=1\r\n"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+
     /// SPEC T-5: `normalize_caller = false` passes the INVITE's caller on
     /// as it came, but the call record (and so the lead and its duplicate
     /// check) still gets the normalised phone: one client calling as
