@@ -77,3 +77,14 @@ pub struct NewDealStatus {
     pub status: String,
     pub group: Group,
 }
+
+/// The deal a status change names (the newest) among those it changed:
+/// every deal the CRM knows by that id, when its answers gave one id to
+/// several (a CRM that merges duplicates; trial, 2026-12-03: only the
+/// oldest changed, and it may be another client's), said in the log.
+pub(crate) fn newest_of(crm_id: &str, ids: Vec<i64>) -> Option<i64> {
+    if ids.len() > 1 {
+        tracing::warn!(crm_id, deals = ?ids, "one CRM deal id names several deals: the status changed on each");
+    }
+    ids.into_iter().max()
+}

@@ -513,22 +513,22 @@ impl MemoryStore {
         } else {
             id.parse::<i64>().unwrap_or(-1)
         };
-        let found = state
-            .deals
-            .iter()
-            .position(|d| d.crm_id.as_deref() == Some(id))
-            .or_else(|| {
-                state
-                    .deals
-                    .iter()
-                    .position(|d| d.id == ours && d.crm_id.is_none())
-            });
-        Ok(found.map(|i| {
-            let d = &mut state.deals[i];
-            d.status = status.into();
-            d.group = group.as_str().into();
-            d.id
-        }))
+        // As SQLite's: every deal of that CRM id, else ours without one.
+        let by_crm = state.deals.iter().any(|d| d.crm_id.as_deref() == Some(id));
+        let mut ids = Vec::new();
+        for d in state.deals.iter_mut() {
+            let named = if by_crm {
+                d.crm_id.as_deref() == Some(id)
+            } else {
+                d.id == ours && d.crm_id.is_none()
+            };
+            if named {
+                d.status = status.into();
+                d.group = group.as_str().into();
+                ids.push(d.id);
+            }
+        }
+        Ok(crate::store::leads::newest_of(id, ids))
     }
 
     pub async fn list_leads(&self, limit: i64, since: i64) -> Result<Vec<LeadRow>, StoreError> {

@@ -2284,3 +2284,69 @@ async fn a_write_locked_sqlite_file_fails_the_probe() {
         .await
         .expect("the connection is usable after the probe");
 }
+
+/// A CRM that gives one id to two deals (it merged them, or its counter
+/// started again): a status for that id changes every deal it names, not
+/// only the oldest, which may be another client's (trial, 2026-12-03).
+#[tokio::test]
+async fn a_status_for_a_crm_id_two_deals_share_changes_both() {
+    let at = (NOW_MS / 1000) as i64;
+    let plan = Plan {
+        lead_hooks: true,
+        ..Plan::default()
+    };
+    let s = Settings::default();
+    for (name, store, _dir) in stores().await {
+        for phone in ["79160000011", "79160000012", "79160000013"] {
+            store
+                .record_lead(&form(phone, at), &s, &status(), None, &plan)
+                .await
+                .expect(name);
+        }
+        let now = NOW_MS as i64;
+        let node = store.node_id().to_string();
+        let due = store
+            .outbox_claim(&node, now, LEASE_MS, 10)
+            .await
+            .expect(name);
+        assert_eq!(due.len(), 3, "{name}");
+        let settled: Vec<(i64, Settle)> = due
+            .iter()
+            .zip(["CRM-SAME", "CRM-OTHER", "CRM-SAME"])
+            .map(|(d, crm)| {
+                let deal = d.deal_ref.expect("deal");
+                (
+                    d.id,
+                    Settle::Done {
+                        crm_deal: Some((deal, crm.into())),
+                    },
+                )
+            })
+            .collect();
+        store.outbox_settle(&node, &settled, now).await.expect(name);
+        let newest = due[2].deal_ref.expect("deal");
+        assert_eq!(
+            store
+                .set_deal_status("CRM-SAME", "LOST", Group::Cancelled, true)
+                .await
+                .expect(name),
+            Some(newest),
+            "{name}"
+        );
+        let deals = store.list_deals(10, 0).await.expect(name);
+        let mut statuses: Vec<(Option<String>, String)> = deals
+            .iter()
+            .map(|d| (d.crm_id.clone(), d.status.clone()))
+            .collect();
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [
+                (Some("CRM-OTHER".to_string()), "NEW".to_string()),
+                (Some("CRM-SAME".to_string()), "LOST".to_string()),
+                (Some("CRM-SAME".to_string()), "LOST".to_string()),
+            ],
+            "{name}"
+        );
+    }
+}

@@ -31,15 +31,16 @@ impl PgStore {
             };
             // One statement: the lookup and the change cannot be split by
             // another writer.
-            let row = c.client.query_opt(
+            let rows = c.client.query(
                 "UPDATE deals SET status = $1, grp = $2
-                  WHERE id = (SELECT id FROM deals WHERE crm_id = $3
-                              UNION ALL SELECT id FROM deals WHERE id = $4 AND crm_id IS NULL
-                              LIMIT 1)
+                  WHERE crm_id = $3
+                     OR (id = $4 AND crm_id IS NULL
+                         AND NOT EXISTS (SELECT 1 FROM deals WHERE crm_id = $3))
                  RETURNING id",
                 &[&status, &group.as_str(), &id, &ours],
             )?;
-            Ok(row.map(|r| r.get(0)))
+            let ids = rows.iter().map(|r| r.get::<_, i64>(0)).collect();
+            Ok(crate::store::leads::newest_of(&id, ids))
         })
         .await
     }

@@ -65,15 +65,19 @@ impl SqliteStore {
         // One statement: the lookup and the change cannot be split by
         // another writer.
         self.with(move |c| {
-            c.prepare_cached(
-                "UPDATE deals SET status = ?1, grp = ?2
-                  WHERE id = (SELECT id FROM deals WHERE crm_id = ?3
-                              UNION ALL SELECT id FROM deals WHERE id = ?4 AND crm_id IS NULL
-                              LIMIT 1)
-                 RETURNING id",
-            )?
-            .query_row(params![status, group.as_str(), id, ours], |r| r.get(0))
-            .optional()
+            let ids = c
+                .prepare_cached(
+                    "UPDATE deals SET status = ?1, grp = ?2
+                      WHERE crm_id = ?3
+                         OR (id = ?4 AND crm_id IS NULL
+                             AND NOT EXISTS (SELECT 1 FROM deals WHERE crm_id = ?3))
+                     RETURNING id",
+                )?
+                .query_map(params![status, group.as_str(), id, ours], |r| {
+                    r.get::<_, i64>(0)
+                })?
+                .collect::<Result<Vec<i64>, _>>()?;
+            Ok(crate::store::leads::newest_of(&id, ids))
         })
         .await
     }
