@@ -135,6 +135,35 @@ fn sigterm_records_open_calls_at_the_real_time() {
     );
 }
 
+/// A caller of its own on a UDP socket (reads time out after 200 ms) and
+/// the INVITE it sends to siptrack: from `caller`, to the tracked number
+/// 74951110001, with `call_id`.
+fn raw_caller(p: &Siptrack, caller: &str, call_id: &str) -> (std::net::UdpSocket, String) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("caller socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let me = socket.local_addr().expect("addr");
+    // A branch is a token: the Call-ID's letters and digits.
+    let branch: String = call_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    let invite = format!(
+        "INVITE sip:74951110001@{sip} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bK-{branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{caller}@{me}>;tag=raw1\r\n\
+         To: <sip:74951110001@{sip}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:caller@{me}>\r\n\
+         Content-Length: 0\r\n\r\n",
+        sip = p.sip_addr()
+    );
+    (socket, invite)
+}
+
 /// SIGTERM while a call still rings when the drain runs out: the PBX's
 /// leg is CANCELled (its 487 ACKed before the exit) and the caller is
 /// answered 503. A trial (2026-12-03) saw the call just dropped: the PBX
@@ -151,23 +180,7 @@ fn sigterm_cancels_a_call_still_ringing() {
         .calls(1)
         .time_limit(Duration::from_secs(30))
         .spawn();
-    let caller = std::net::UdpSocket::bind("127.0.0.1:0").expect("caller socket");
-    caller
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-    let me = caller.local_addr().expect("addr");
-    let invite = format!(
-        "INVITE sip:74951110001@{sip} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {me};branch=z9hG4bK-ring-1;rport\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:89160000002@{me}>;tag=ring1\r\n\
-         To: <sip:74951110001@{sip}>\r\n\
-         Call-ID: ringing-at-shutdown@e2e\r\n\
-         CSeq: 1 INVITE\r\n\
-         Contact: <sip:caller@{me}>\r\n\
-         Content-Length: 0\r\n\r\n",
-        sip = p.sip_addr()
-    );
+    let (caller, invite) = raw_caller(&p, "89160000002", "ringing-at-shutdown@e2e");
     let heard = |want: u16, within: Duration| {
         let deadline = Instant::now() + within;
         let mut buf = [0u8; 4096];
@@ -990,23 +1003,7 @@ fn a_tcp_pbx_that_refuses_fails_the_call_at_once() {
         );
     assert_eq!(cfg.matches(";transport=tcp").count(), 2, "{cfg}");
     let p = Siptrack::start(&cfg);
-    let caller = std::net::UdpSocket::bind("127.0.0.1:0").expect("caller socket");
-    caller
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-    let me = caller.local_addr().expect("addr");
-    let invite = format!(
-        "INVITE sip:74951110001@{sip} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {me};branch=z9hG4bK-tcpdown-1\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:89160000003@{me}>;tag=down1\r\n\
-         To: <sip:74951110001@{sip}>\r\n\
-         Call-ID: tcp-pbx-down@e2e\r\n\
-         CSeq: 1 INVITE\r\n\
-         Contact: <sip:caller@{me}>\r\n\
-         Content-Length: 0\r\n\r\n",
-        sip = p.sip_addr()
-    );
+    let (caller, invite) = raw_caller(&p, "89160000003", "tcp-pbx-down@e2e");
     let sent = Instant::now();
     caller
         .send_to(invite.as_bytes(), p.sip_addr())

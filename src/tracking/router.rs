@@ -271,6 +271,21 @@ destination = "sip:office@127.0.0.1:5080"
         assert!(other.context.visit.is_empty());
     }
 
+    /// `text` (an INVITE) through the router as the core routes it: the
+    /// message, its call and the edits made.
+    fn route_invite(r: &mut TrackingRouter, text: &str) -> (Message, Box<CallInfo>, Patch) {
+        let req = Message::parse(Bytes::from(text.to_string()), true).expect("parses");
+        let mut patch = Patch::new();
+        let from = crate::proxy::Peer {
+            transport: crate::proxy::Transport::Udp,
+            addr: "127.0.0.1:5061".parse().expect("addr"),
+        };
+        let hop = r
+            .initial_request(&req, from, 0, &mut patch)
+            .expect("routed");
+        (req, hop.call.expect("an INVITE is a call"), patch)
+    }
+
     /// A gateway's `#` (the dial key) after the caller's number, bare in
     /// the From: the caller is the number, and the forwarded From carries
     /// it normalised (trial, 2026-12-03: the caller vanished, a withheld
@@ -281,25 +296,12 @@ destination = "sip:office@127.0.0.1:5080"
         let text = "INVITE sip:74951234567@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n\
                     From: <sip:9161234567#@gw>;tag=1\r\nTo: <sip:74951234567@127.0.0.1>\r\nCall-ID: c\r\n\
                     CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
-        let req = Message::parse(Bytes::from(text), true).expect("parses");
-        let mut patch = Patch::new();
-        let hop = r
-            .initial_request(
-                &req,
-                crate::proxy::Peer {
-                    transport: crate::proxy::Transport::Udp,
-                    addr: "127.0.0.1:5061".parse().expect("addr"),
-                },
-                0,
-                &mut patch,
-            )
-            .expect("routed");
-        let call = hop.call.expect("a call");
+        let (req, call, patch) = route_invite(&mut r, text);
         assert_eq!(
             (call.caller.as_str(), call.caller_raw.as_str()),
             ("79161234567", "9161234567#")
         );
-        let out = patch.apply(req.buf(), req.body.end as usize);
+        let out = patch.clone().apply(req.buf(), req.body.end as usize);
         assert!(
             String::from_utf8_lossy(&out).contains("From: <sip:79161234567@gw>;tag=1\r\n"),
             "{}",
@@ -332,20 +334,7 @@ destination = "sip:office@127.0.0.1:5080"
                      From: <sip:{user}@x>;tag=1\r\nTo: <sip:74950000000@127.0.0.1>\r\nCall-ID: c\r\n\
                      CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
                 );
-                let req = Message::parse(Bytes::from(text), true).expect("parses");
-                let mut patch = Patch::new();
-                let hop = r
-                    .initial_request(
-                        &req,
-                        crate::proxy::Peer {
-                            transport: crate::proxy::Transport::Udp,
-                            addr: "127.0.0.1:5061".parse().expect("addr"),
-                        },
-                        0,
-                        &mut patch,
-                    )
-                    .expect("routed");
-                let call = hop.call.expect("an INVITE is a call");
+                let (req, call, mut patch) = route_invite(&mut r, &text);
                 assert_eq!(call.caller, "79161234567", "{user} with {normalise}");
                 assert_eq!(call.caller_raw, user, "{user} with {normalise}");
                 let out = patch.apply(req.buf(), req.body.end as usize);
