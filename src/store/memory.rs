@@ -533,7 +533,7 @@ impl MemoryStore {
 
     pub async fn list_leads(&self, limit: i64, since: i64) -> Result<Vec<LeadRow>, StoreError> {
         self.lead_page(LeadQuery {
-            from: Some(since),
+            appeared_since: Some(since),
             limit,
             ..Default::default()
         })
@@ -554,7 +554,16 @@ impl MemoryStore {
                 })
         };
         let calls = calls_by_lead(&state.calls);
-        let rows = state.leads.iter().map(|l| LeadRow {
+        // As the SQL readings' term (see `LeadQuery::appeared_since`).
+        let appeared = |l: &StoredLead| {
+            q.appeared_since.is_none_or(|s| {
+                l.row.created_at >= s
+                    || calls
+                        .get(&l.row.id)
+                        .is_some_and(|c| c.end_at >= s.saturating_mul(1000))
+            })
+        };
+        let rows = state.leads.iter().filter(|l| appeared(l)).map(|l| LeadRow {
             channel: channel_of(l, &calls).to_string(),
             ..l.row.clone()
         });

@@ -94,6 +94,12 @@ pub struct LeadQuery {
     pub floor: Option<i64>,
     /// Created at or after (Unix seconds).
     pub from: Option<i64>,
+    /// Created at or after, or its call ended at or after (Unix seconds):
+    /// what the API's `?since=` asks, since a call's lead has the call's
+    /// start as its date but is recorded when the call ends (trial,
+    /// 2026-12-03: a poller missed every call under way at its poll).
+    /// The SQL readings only: the memory store applies it with its calls.
+    pub appeared_since: Option<i64>,
     /// Created before (Unix seconds).
     pub to: Option<i64>,
     /// `call` or `form`.
@@ -117,7 +123,8 @@ pub fn name_key(name: &str) -> String {
 const MAX_CHAR: char = '\u{10FFFF}';
 
 impl LeadQuery {
-    /// The rule itself, for stores without SQL.
+    /// The rule itself, for stores without SQL (all but
+    /// `appeared_since`, which needs the lead's call).
     pub fn matches(&self, l: &LeadRow) -> bool {
         self.before.is_none_or(|b| l.id < b)
             && self.after.is_none_or(|a| l.id > a)
@@ -155,6 +162,18 @@ impl LeadQuery {
         }
         if let Some(to) = self.to {
             t.push(("l.created_at < ?", Arg::Int(to)));
+        }
+        if let Some(s) = self.appeared_since {
+            // One value for both places; the calls' end is in ms. A union
+            // of two index ranges: as an OR SQLite read the whole table
+            // for a poll with nothing new (17 ms in 300,000 leads; this
+            // way 0.1 ms).
+            t.push((
+                "l.id IN (SELECT id FROM leads WHERE created_at >= ? \
+                 UNION SELECT l2.id FROM calls c JOIN leads l2 ON l2.call_id = c.call_id \
+                 WHERE c.end_at >= ? * 1000)",
+                Arg::Int(s),
+            ));
         }
         if let Some(k) = &self.kind {
             t.push(("l.kind = ?", Arg::Text(k.clone())));

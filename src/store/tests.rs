@@ -2350,3 +2350,42 @@ async fn a_status_for_a_crm_id_two_deals_share_changes_both() {
         );
     }
 }
+
+/// `GET /api/v1/leads?since=`: a call's lead is dated at the call's start
+/// but recorded at its end, so `since` lists it when either is at or
+/// after it (trial, 2026-12-03: a poller missed every call under way at
+/// its poll).
+#[tokio::test]
+async fn a_calls_lead_is_listed_since_its_call_ended() {
+    let plan = Plan::default();
+    let s = Settings::default();
+    for (name, store, _dir) in stores().await {
+        // Began 60 s before NOW_MS, ended 17 s before it (43 s long).
+        let c = call("long@h", "79160000021", NOW_MS - 60_000);
+        let lead = crate::leads::pipeline::call_lead(&c);
+        store
+            .record_calls(
+                Arc::new(vec![Job::Lead(lead, Some(c))]),
+                &s,
+                &status(),
+                &plan,
+            )
+            .await
+            .expect(name);
+        let listed = |since_ms: u64| {
+            let store = store.clone();
+            async move {
+                store
+                    .list_leads(10, (since_ms / 1000) as i64)
+                    .await
+                    .expect("leads")
+                    .len()
+            }
+        };
+        // A poll while it was under way: the next poll lists it.
+        assert_eq!(listed(NOW_MS - 30_000).await, 1, "{name}");
+        assert_eq!(listed(NOW_MS - 60_000).await, 1, "{name}");
+        // A poll after it ended: no more.
+        assert_eq!(listed(NOW_MS - 15_000).await, 0, "{name}");
+    }
+}

@@ -98,6 +98,7 @@ pub fn parse_filter(
         after: None,
         floor: None,
         from,
+        appeared_since: None,
         to,
         kind,
         outcome,

@@ -48,7 +48,7 @@ impl PgStore {
     /// The lead log (L-7), newest first.
     pub async fn list_leads(&self, limit: i64, since: i64) -> Result<Vec<LeadRow>, StoreError> {
         self.lead_page(LeadQuery {
-            from: Some(since),
+            appeared_since: Some(since),
             limit,
             ..Default::default()
         })

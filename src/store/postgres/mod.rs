@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0009_lead_channel.sql"),
     include_str!("../../../migrations/postgres/0010_lead_name_key.sql"),
     include_str!("../../../migrations/postgres/0011_calls_end_at.sql"),
+    include_str!("../../../migrations/postgres/0012_leads_call_id.sql"),
 ];
 
 /// Any constant: the key of the advisory lock migrations run under.

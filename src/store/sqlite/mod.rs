@@ -169,6 +169,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0015_lead_channel.sql"),
     include_str!("../../../migrations/sqlite/0016_lead_name_key.sql"),
     include_str!("../../../migrations/sqlite/0017_calls_end_at.sql"),
+    include_str!("../../../migrations/sqlite/0018_leads_call_id.sql"),
 ];
 
 /// The file of a `sqlite:<path>` (or `sqlite://<path>`) URL, without
