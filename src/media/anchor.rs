@@ -21,7 +21,7 @@ use bytes::Bytes;
 use crate::proxy::hooks::{CallCtx, FollowingPhase, NextHop};
 use crate::proxy::{Millis, Peer};
 use crate::sip::validate::cseq;
-use crate::sip::{HeaderName, Message, Patch};
+use crate::sip::{HeaderName, Message, Method, Patch};
 
 use super::ports::{PortAllocator, PortError, PortPair};
 use super::recorder::{NoRecording, Payloads};
@@ -136,6 +136,12 @@ struct Call {
     passthrough: bool,
     /// The side whose offer waits for an answer, and that offer's body.
     offer: Option<(Side, Vec<u8>)>,
+    /// Where the offerer of a re-INVITE or UPDATE will receive, applied
+    /// when a 2xx accepts the offer and dropped when it is refused (RFC
+    /// 3264 8: a refused offer leaves the session as it was; trial,
+    /// 2026-12-03: after a 488 the media went on to the refused offer's
+    /// port until the offerer sent again).
+    reoffer: Option<Vec<Command>>,
     decided: bool,
     answered: bool,
     recording: RecState,
@@ -364,6 +370,7 @@ impl Anchor {
                     streams: Vec::new(),
                     passthrough: false,
                     offer: None,
+                    reoffer: None,
                     decided: false,
                     answered: false,
                     recording: RecState::Undecided,
@@ -387,7 +394,25 @@ impl Anchor {
 
     fn on_request(&mut self, call: CallCtx<'_>, req: &Message, now: Millis, patch: &mut Patch) {
         if let Some(side) = self.side_of(call.call_id, call.from_tag) {
+            let before = self.commands.len();
             self.on_sdp(call.call_id, side, req, now, patch);
+            // An offer in an established call waits for its 2xx. (An
+            // ACK's or PRACK's SDP is an answer: it applies at once.)
+            let offers = matches!(req.method(), Some(Method::Invite))
+                || req.method_bytes() == Some(&b"UPDATE"[..]);
+            if let Some(c) = self
+                .calls
+                .get_mut(call.call_id)
+                .filter(|c| c.answered && offers)
+            {
+                let updates: Vec<Command> = self
+                    .commands
+                    .extract_if(before.., |cmd| matches!(cmd, Command::Update { .. }))
+                    .collect();
+                if !updates.is_empty() {
+                    c.reoffer = Some(updates);
+                }
+            }
         }
     }
 
@@ -397,6 +422,19 @@ impl Anchor {
             return;
         };
         let code = resp.status().unwrap_or(0);
+        let reoffer_answered =
+            code >= 200 && cseq(resp).is_some_and(|(_, m)| m == b"INVITE" || m == b"UPDATE");
+        if reoffer_answered {
+            if let Some(updates) = self
+                .calls
+                .get_mut(call.call_id)
+                .and_then(|c| c.reoffer.take())
+            {
+                if code < 300 {
+                    self.commands.extend(updates);
+                }
+            }
+        }
         if code > 100 && code < 300 {
             self.on_sdp(call.call_id, side, resp, now, patch);
         }

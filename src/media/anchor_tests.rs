@@ -167,6 +167,7 @@ fn early_offer_anchored_both_ways_and_recorded() {
     // A retransmitted 200 gives the same body (same ports).
     let again = response(&mut an, "SIP/2.0 200 OK", "1 INVITE", Some(CALLEE_SDP));
     assert_eq!(body(&again), body(&ok));
+    an.take_commands().for_each(drop);
     // The callee holds (re-INVITE, c=0.0.0.0): the hold address stays.
     let m = msg(
         "INVITE sip:a@10.0.0.1 SIP/2.0",
@@ -189,6 +190,29 @@ fn early_offer_anchored_both_ways_and_recorded() {
     assert_eq!(
         body(&held),
         HOLD_SDP.replace("m=audio 5000", "m=audio 30000")
+    );
+    // The relay learns it when the caller's 2xx accepts the offer.
+    let cmds: Vec<Command> = an.take_commands().collect();
+    assert!(
+        !cmds.iter().any(|c| matches!(c, Command::Update { .. })),
+        "{cmds:?}"
+    );
+    let accepted = msg(
+        "SIP/2.0 200 OK",
+        "tt",
+        Some("ft"),
+        "2 INVITE",
+        Some(CALLER_SDP),
+    );
+    let mut p = Patch::new();
+    an.on_response(
+        CallCtx {
+            call_id: b"c1@x",
+            from_tag: b"tt",
+        },
+        &accepted,
+        25,
+        &mut p,
     );
     let cmds: Vec<Command> = an.take_commands().collect();
     assert!(
@@ -622,5 +646,60 @@ fn multipart_and_srtp_offers_leave_the_media_alone() {
                 .any(|c| matches!(c, Command::Open { .. } | Command::Record { .. })),
             "{ctype}: {cmds:?}"
         );
+    }
+}
+
+/// A re-offer the other side refuses (488, 491) leaves the session as it
+/// was (RFC 3264 8): the relay keeps sending where it did; an accepted
+/// one moves it (trial, 2026-12-03: after a 488 the media went to the
+/// refused offer's port until the offerer sent again).
+#[test]
+fn a_refused_reoffer_leaves_the_media_where_it_was() {
+    for (code, moved) in [
+        ("488 Not Acceptable Here", false),
+        ("491 Request Pending", false),
+        ("200 OK", true),
+    ] {
+        let mut an = anchor(true, 8);
+        invite(&mut an, Some(CALLER_SDP), true);
+        response(&mut an, "SIP/2.0 200 OK", "1 INVITE", Some(CALLEE_SDP));
+        an.take_commands().for_each(drop);
+        let moved_sdp = CALLER_SDP.replace("m=audio 4000", "m=audio 4100");
+        let m = msg(
+            "INVITE sip:100@b SIP/2.0",
+            "ft",
+            Some("tt"),
+            "2 INVITE",
+            Some(&moved_sdp),
+        );
+        let mut p = Patch::new();
+        an.on_request(ctx(), &m, 20, &mut p);
+        let on_offer: Vec<Command> = an.take_commands().collect();
+        assert!(
+            !on_offer.iter().any(|c| matches!(c, Command::Update { .. })),
+            "{code}: {on_offer:?}"
+        );
+        let answer = (code == "200 OK").then_some(CALLEE_SDP);
+        response(&mut an, &format!("SIP/2.0 {code}"), "2 INVITE", answer);
+        let cmds: Vec<Command> = an.take_commands().collect();
+        let caller_moved = cmds.iter().any(|c| {
+            matches!(c, Command::Update { leg: Side::Caller, sdp, .. } if sdp.rtp == Some(a("10.0.0.1:4100")))
+        });
+        assert_eq!(caller_moved, moved, "{code}: {cmds:?}");
+        // A refused offer is forgotten: a later 2xx does not apply it.
+        if !moved {
+            response(&mut an, "SIP/2.0 200 OK", "2 INVITE", Some(CALLEE_SDP));
+            let later: Vec<Command> = an.take_commands().collect();
+            assert!(
+                !later.iter().any(|c| matches!(
+                    c,
+                    Command::Update {
+                        leg: Side::Caller,
+                        ..
+                    }
+                )),
+                "{code}: {later:?}"
+            );
+        }
     }
 }
