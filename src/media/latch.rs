@@ -157,6 +157,9 @@ impl Latch {
 /// The RTP timeout of one call (SPEC M-1 `media.rtp_timeout_seconds`):
 /// time since the last packet in either direction. While the call is on
 /// hold silence is expected, so the clock stops and restarts at resume.
+/// The longest a call on hold may be silent both ways.
+pub const HOLD_TIMEOUT_MS: u64 = 3_600_000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Activity {
     last_ms: u64,
@@ -184,16 +187,31 @@ impl Activity {
         self.on_hold = on_hold;
     }
 
-    /// Whether the call has been silent both ways for `timeout_ms`
-    /// (0 disables the check).
+    /// Whether the call has been silent both ways for `timeout_ms`, or
+    /// on hold for [`HOLD_TIMEOUT_MS`] (0 disables the check).
     pub fn timed_out(&self, now_ms: u64, timeout_ms: u64) -> bool {
-        timeout_ms > 0 && !self.on_hold && now_ms.saturating_sub(self.last_ms) >= timeout_ms
+        self.limit(timeout_ms)
+            .is_some_and(|l| now_ms.saturating_sub(self.last_ms) >= l)
     }
 
     /// When [`Activity::timed_out`] turns true if nothing comes; `None`
-    /// on hold or with the check disabled.
+    /// with the check disabled.
     pub fn deadline(&self, timeout_ms: u64) -> Option<u64> {
-        (timeout_ms > 0 && !self.on_hold).then(|| self.last_ms.saturating_add(timeout_ms))
+        self.limit(timeout_ms)
+            .map(|l| self.last_ms.saturating_add(l))
+    }
+
+    /// How long silence may last: on hold the holder may be quiet (no
+    /// music on hold), so the limit is an hour rather than the RTP
+    /// timeout, as rtpengine's silent timeout; without one a dead call
+    /// on hold lasted `max_call_seconds` (4 h) with a WAV of silence
+    /// (trial, 2026-12-03).
+    fn limit(&self, timeout_ms: u64) -> Option<u64> {
+        match (timeout_ms, self.on_hold) {
+            (0, _) => None,
+            (t, true) => Some(t.max(HOLD_TIMEOUT_MS)),
+            (t, false) => Some(t),
+        }
     }
 }
 
@@ -359,7 +377,7 @@ mod tests {
             u64,
             bool,
         );
-        let rows: [Row; 7] = [
+        let rows: [Row; 9] = [
             ("no media at all since the answer", &[], &[], 60_000, true),
             ("just under", &[], &[], 59_999, false),
             (
@@ -377,11 +395,25 @@ mod tests {
                 true,
             ),
             (
-                "on hold: no timeout",
+                "on hold: no RTP timeout",
                 &[1_000],
                 &[(2_000, true)],
                 500_000,
                 false,
+            ),
+            (
+                "on hold and silent both ways just under an hour",
+                &[1_000],
+                &[(2_000, true)],
+                1_000 + HOLD_TIMEOUT_MS - 1,
+                false,
+            ),
+            (
+                "on hold and silent both ways an hour: a dead call",
+                &[1_000],
+                &[(2_000, true)],
+                1_000 + HOLD_TIMEOUT_MS,
+                true,
             ),
             (
                 "resumed: clock restarts at resume",
