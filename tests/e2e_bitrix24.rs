@@ -206,8 +206,10 @@ fn a_call_and_form_leads_become_bitrix24_deals_contacts_comments_tasks_and_calls
     assert!((unix_now() - started.timestamp()).abs() < 60, "{start}");
     assert_eq!(
         the_call.register,
+        // LINE_NUMBER: the tracking number the client dialed.
         json!({"USER_ID": 9, "PHONE_NUMBER": "79160000001", "TYPE": 2, "CALL_START_DATE": start,
-               "CRM_CREATE": 0, "SHOW": 0, "CRM_ENTITY_TYPE": "DEAL", "CRM_ENTITY_ID": deal_id})
+               "CRM_CREATE": 0, "SHOW": 0, "CRM_ENTITY_TYPE": "DEAL", "CRM_ENTITY_ID": deal_id,
+               "LINE_NUMBER": "74951230001"})
     );
     assert_eq!(
         the_call.finish,

@@ -306,7 +306,7 @@ impl BitrixSettings {
         }
         f.insert("SOURCE_ID".into(), json!(source_id(body)));
         // Where the visitor came from, in one line the manager reads.
-        let described: Vec<String> = ["marker", "source", "page"]
+        let described: Vec<String> = ["marker", "source", "page", "city", "domain"]
             .into_iter()
             .filter_map(|k| {
                 let v = text_of(&data, k);
@@ -396,7 +396,7 @@ impl BitrixSettings {
     /// `telephony.externalcall.register`: an incoming call, bound to the
     /// deal when it has one (else Bitrix24 binds it by the phone), no
     /// lead created by Bitrix24, no card shown.
-    pub fn register(&self, phone: &str, start: &str, deal: Option<u64>) -> Value {
+    pub fn register(&self, phone: &str, start: &str, deal: Option<u64>, line: &str) -> Value {
         let mut r = json!({
             "USER_ID": self.user_id,
             "PHONE_NUMBER": phone,
@@ -405,6 +405,11 @@ impl BitrixSettings {
             "CRM_CREATE": 0,
             "SHOW": 0,
         });
+        // The tracking number dialed: the call card shows which ad the
+        // client called (trial, 2026-12-03: it was in no call field).
+        if !line.is_empty() {
+            r["LINE_NUMBER"] = json!(line);
+        }
         if let Some(d) = deal {
             r["CRM_ENTITY_TYPE"] = json!(self.entity.call_type());
             r["CRM_ENTITY_ID"] = json!(d);
@@ -592,13 +597,14 @@ impl Bitrix24 {
     /// A call's phone and start, as sent to Bitrix24; None for a withheld
     /// caller or one known by a SIP login (Bitrix24 needs a number to
     /// register a call).
-    fn call_of(&self, body: &Value) -> Option<(String, String)> {
+    /// The caller's phone, the call's start and the number dialed.
+    fn call_of(&self, body: &Value) -> Option<(String, String, String)> {
         let phone = phone_of(body, "caller");
         if phone.is_empty() {
             return None;
         }
         let start = iso_date(&text_of(body, "date"), self.settings.timezone)?;
-        Some((phone, start))
+        Some((phone, start, text_of(body, "callee")))
     }
 
     fn add_comment(&self, deal: u64, body: &Value) -> Step {
@@ -654,7 +660,7 @@ impl CrmAdapter for Bitrix24 {
             (Target::CallEnd, _) => match (self.call_of(&body), Self::call_entity(item)) {
                 (None, _) => Step::Finish(Outcome::Delivered { deal_id: None }),
                 (Some(_), Err(o)) => Step::Finish(o),
-                (Some((phone, start)), Ok(_)) => Step::Send(s.find_call(&phone, &start)),
+                (Some((phone, start, _)), Ok(_)) => Step::Send(s.find_call(&phone, &start)),
             },
             // The call is registered and finished once it is over.
             (Target::CallStart, _) => Step::Finish(Outcome::Delivered { deal_id: None }),
@@ -746,7 +752,7 @@ impl CrmAdapter for Bitrix24 {
                 if result.as_array().is_some_and(|calls| !calls.is_empty()) {
                     return Step::Finish(Outcome::Delivered { deal_id: None });
                 }
-                let (Some((phone, start)), Ok(deal)) =
+                let (Some((phone, start, line)), Ok(deal)) =
                     (self.call_of(&body), Self::call_entity(item))
                 else {
                     return Step::Finish(Outcome::Delivered { deal_id: None });
@@ -754,7 +760,7 @@ impl CrmAdapter for Bitrix24 {
                 Step::Send(s.request(
                     REGISTER,
                     "telephony.externalcall.register",
-                    s.register(&phone, &start, deal),
+                    s.register(&phone, &start, deal, &line),
                 ))
             }
             REGISTER => match result["CALL_ID"].as_str().filter(|c| !c.is_empty()) {
@@ -888,6 +894,15 @@ mod tests {
     #[test]
     fn contacts_deals_and_leads_have_every_field() {
         let s = settings();
+        // The visit's city and site are where the visitor came from too
+        // (trial, 2026-12-03: they reached Bitrix24 nowhere).
+        let mut visited = lead_body();
+        visited["data"] =
+            json!(json!({"marker": "ya", "city": "Moscow", "domain": "shop.example"}).to_string());
+        assert_eq!(
+            s.deal("k0", &visited, None)["fields"]["SOURCE_DESCRIPTION"],
+            "marker: ya; city: Moscow; domain: shop.example"
+        );
         assert_eq!(
             s.contact("k1", &lead_body()),
             json!({"fields": {"NAME": "Ann", "PHONE": [{"VALUE": "79031234567", "VALUE_TYPE": "WORK"}],
@@ -960,10 +975,15 @@ mod tests {
         assert_eq!(s.comment(12, &who)["fields"]["COMMENT"], who_text);
         assert_eq!(s.task(12, &who, 0)["fields"]["DESCRIPTION"], who_text);
         assert_eq!(
-            s.register("79031234567", "2026-11-23T15:00:00+03:00", Some(12)),
+            s.register(
+                "79031234567",
+                "2026-11-23T15:00:00+03:00",
+                Some(12),
+                "74951110001"
+            ),
             json!({"USER_ID": 7, "PHONE_NUMBER": "79031234567", "TYPE": 2,
                    "CALL_START_DATE": "2026-11-23T15:00:00+03:00", "CRM_CREATE": 0, "SHOW": 0,
-                   "CRM_ENTITY_TYPE": "DEAL", "CRM_ENTITY_ID": 12})
+                   "CRM_ENTITY_TYPE": "DEAL", "CRM_ENTITY_ID": 12, "LINE_NUMBER": "74951110001"})
         );
         let end = json!({"duration": 42, "status": "ANSWER", "link": "https://r/1.mp3"});
         assert_eq!(

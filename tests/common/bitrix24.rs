@@ -571,6 +571,10 @@ fn route(s: &mut Inner, m: &str, json: &Value, delay: &mut Option<Duration>) -> 
                     "SHOW",
                     "CRM_ENTITY_TYPE",
                     "CRM_ENTITY_ID",
+                    // The external line the call came in on (the docs of
+                    // telephony.externalLine.add: "then give it as
+                    // LINE_NUMBER when registering a call").
+                    "LINE_NUMBER",
                 ],
             ) {
                 return fail(400, "INVALID_ARG_VALUE", &e);
