@@ -292,7 +292,7 @@ pub(crate) async fn requeue_outbox(s: &AppState, id: &str) -> Result<i64, (Statu
         Ok(true) => Ok(id),
         Ok(false) => Err((
             StatusCode::NOT_FOUND,
-            format!("id: no parked (failed) outbox item {id}"),
+            format!("id: no parked (failed) or waiting outbox item {id}"),
         )),
         Err(e) => {
             tracing::error!(error = %e, "requeueing an outbox item");

@@ -840,6 +840,15 @@ impl MemoryStore {
                 o.row.created_at = now_ms;
                 Ok(true)
             }
+            // One waiting out its backoff, not in flight: due now.
+            Some(o)
+                if o.row.state == "pending"
+                    && o.row.next_at > now_ms
+                    && o.claim.as_ref().is_none_or(|(_, until)| *until <= now_ms) =>
+            {
+                o.row.next_at = now_ms;
+                Ok(true)
+            }
             _ => Ok(false),
         }
     }

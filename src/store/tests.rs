@@ -2389,3 +2389,73 @@ async fn a_calls_lead_is_listed_since_its_call_ended() {
         assert_eq!(listed(NOW_MS - 15_000).await, 0, "{name}");
     }
 }
+
+/// `POST /api/v1/outbox/{id}/retry` on an item waiting out its backoff (a
+/// Retry-After of up to an hour): due now, once it is not in flight
+/// (trial, 2026-12-03: only parked items could be retried, so a lead
+/// waited the hour after the CRM was back).
+#[tokio::test]
+async fn a_waiting_outbox_item_can_be_sent_now() {
+    let at = (NOW_MS / 1000) as i64;
+    let plan = Plan {
+        lead_hooks: true,
+        ..Plan::default()
+    };
+    for (name, store, _dir) in stores().await {
+        store
+            .record_lead(
+                &form("79160000031", at),
+                &Settings::default(),
+                &status(),
+                None,
+                &plan,
+            )
+            .await
+            .expect(name);
+        let now = NOW_MS as i64;
+        let node = store.node_id().to_string();
+        let due = store
+            .outbox_claim(&node, now, LEASE_MS, 10)
+            .await
+            .expect(name);
+        assert_eq!(due.len(), 1, "{name}");
+        let id = due[0].id;
+        // In flight: not touched.
+        assert!(!store.outbox_requeue(id, now).await.expect(name), "{name}");
+        let hour = 3_600_000;
+        store
+            .outbox_settle(
+                &node,
+                &[(
+                    id,
+                    Settle::Retry {
+                        crm_deal: None,
+                        error: "HTTP 429".into(),
+                        next_at: now + hour,
+                    },
+                )],
+                now,
+            )
+            .await
+            .expect(name);
+        assert!(store
+            .outbox_claim(&node, now + 1, LEASE_MS, 10)
+            .await
+            .expect(name)
+            .is_empty());
+        assert!(
+            store.outbox_requeue(id, now + 1).await.expect(name),
+            "{name}"
+        );
+        let due = store
+            .outbox_claim(&node, now + 1, LEASE_MS, 10)
+            .await
+            .expect(name);
+        assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), [id], "{name}");
+        // Unknown ids and delivered items stay a "no".
+        assert!(
+            !store.outbox_requeue(id + 1000, now + 2).await.expect(name),
+            "{name}"
+        );
+    }
+}

@@ -213,12 +213,20 @@ impl PgStore {
     /// Puts a parked item back in the queue (an operator fixed the CRM).
     pub async fn outbox_requeue(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
         self.with(move |c| {
-            Ok(c.client.execute(
+            let parked = c.client.execute(
                 "UPDATE outbox SET state = 'pending', next_at = $2, created_at = $2,
                         claimed_by = NULL, lease_until = NULL
                   WHERE id = $1 AND state = 'failed'",
                 &[&id, &now_ms],
-            )? == 1)
+            )?;
+            // One waiting out its backoff, not in flight: due now.
+            let waiting = c.client.execute(
+                "UPDATE outbox SET next_at = $2
+                  WHERE id = $1 AND state = 'pending' AND next_at > $2
+                    AND (lease_until IS NULL OR lease_until <= $2)",
+                &[&id, &now_ms],
+            )?;
+            Ok(parked + waiting == 1)
         })
         .await
     }
