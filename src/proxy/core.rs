@@ -396,6 +396,11 @@ pub struct Proxy {
     /// (or whose transaction is gone): counted where that happens, taken
     /// off when one is popped, zero after a rebuild.
     stale_timers: usize,
+    /// Client transactions sent to each TCP next hop, for
+    /// [`Proxy::on_unreachable`] (ids of ended ones are pruned as the
+    /// list grows): a refused connect finds its requests here rather
+    /// than in a scan of every transaction. UDP hops are not listed.
+    tcp_sent: HashMap<Peer, Vec<u64>>,
     next_id: u64,
     branch_seq: u64,
     /// The key of `new_branch`'s PRF.
@@ -479,6 +484,7 @@ impl Proxy {
             keyer: Keyer::default(),
             timers: TimerQueue::default(),
             stale_timers: 0,
+            tcp_sent: HashMap::new(),
             next_id: 1,
             branch_seq: 0,
             branch_key,
@@ -1347,6 +1353,9 @@ impl Proxy {
         self.server_index.insert(key, id);
         self.client_index.insert(branch, id);
         self.arm_new(id, &deadlines);
+        if hop.peer.transport.is_reliable() {
+            self.note_tcp_sent(hop.peer, id);
+        }
         if let (true, true, Some(info)) = (is_invite, initial, hop.call) {
             let (call_id, from_tag) = event_ids.unwrap_or_else(|| {
                 (
@@ -2483,6 +2492,13 @@ impl Proxy {
             let max = self.s.dialog_max_ms;
             self.dialogs
                 .retain(|_, d| now.saturating_sub(d.started) < max);
+            // TCP hops nothing is pending at any more (callers' own
+            // connections come and go): their lists go.
+            let txns = &self.txns;
+            self.tcp_sent.retain(|peer, list| {
+                list.retain(|id| unanswered_in(txns, *id, *peer));
+                !list.is_empty()
+            });
             // RFC 3261 13.3.1.4: a 2xx whose ACK has not passed within
             // 64·T1 set up no session (a trial, 2026-12-03: such a call
             // stayed `answered` for max_call_seconds when the PBX sent no
@@ -2584,20 +2600,33 @@ impl Proxy {
     /// PBX down on TCP kept callers in silence for 32 s, the call
     /// `missed`).
     pub fn on_unreachable(&mut self, now: Millis, peer: Peer) {
-        let failed: Vec<u64> = self
-            .txns
-            .iter()
-            .filter(|(_, t)| {
-                t.client.as_ref().is_some_and(|c| {
-                    c.peer == peer && c.state == ClientState::Calling && !c.got_provisional
-                })
-            })
-            .map(|(id, _)| *id)
+        let sent = self.tcp_sent.remove(&peer).unwrap_or_default();
+        let failed: Vec<u64> = sent
+            .into_iter()
+            .filter(|id| self.unanswered(*id, peer))
             .collect();
         for id in failed {
             tracing::warn!(to = %peer.addr, "next hop unreachable over TCP: the request fails (503)");
             self.fail_client(now, id, (503, "Service Unavailable"));
         }
+    }
+
+    /// Whether client transaction `id` went to `peer` and has had no
+    /// answer at all yet.
+    fn unanswered(&self, id: u64, peer: Peer) -> bool {
+        unanswered_in(&self.txns, id, peer)
+    }
+
+    /// Lists `id` as sent to TCP hop `peer`; when the list has doubled
+    /// since its last pruning, the answered and ended ones leave it, so it
+    /// stays about as long as what is pending there.
+    fn note_tcp_sent(&mut self, peer: Peer, id: u64) {
+        let mut list = self.tcp_sent.remove(&peer).unwrap_or_default();
+        list.push(id);
+        if list.len().is_power_of_two() && list.len() >= 64 {
+            list.retain(|i| self.unanswered(*i, peer));
+        }
+        self.tcp_sent.insert(peer, list);
     }
 
     /// Ends client transaction `id`, still pending, as if it got `code`:
@@ -2818,6 +2847,14 @@ fn server_key(keyer: &Keyer, msg: &Message, top: &route::TopVia, method: Method)
 }
 
 /// The client index's key of one of our branches.
+/// Whether client transaction `id` of `txns` went to `peer` and has had
+/// no answer at all yet (what a refused TCP connect fails).
+fn unanswered_in(txns: &Map<u64, Box<Txn>>, id: u64, peer: Peer) -> bool {
+    txns.get(&id)
+        .and_then(|t| t.client.as_ref())
+        .is_some_and(|c| c.peer == peer && c.state == ClientState::Calling && !c.got_provisional)
+}
+
 fn client_key(keyer: &Keyer, branch: &[u8]) -> TxnKey {
     keyer.start().bytes(branch).finish()
 }

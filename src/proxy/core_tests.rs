@@ -595,17 +595,25 @@ fn failures(rig: &mut Rig) -> Vec<(u16, bool, bool)> {
 /// then 408 and a `missed` call).
 #[test]
 fn an_unreachable_next_hop_fails_the_call_at_once() {
-    let mut rig = Rig::new();
+    let mut rig = Rig::with(Timers::default(), &format!("sip:{UAS};transport=tcp"));
+    let pbx = Peer {
+        transport: Transport::Tcp,
+        addr: udp(UAS).addr,
+    };
     start_call(&mut rig, "u1", "down@x");
     let ringing = start_call(&mut rig, "u2", "rings@x");
     rig.recv_at(
         5,
-        udp(UAS),
+        pbx,
         &response_to(&ringing.text, 180, "Ringing", Some("r1"), ""),
     );
     rig.take();
     failures(&mut rig);
-    rig.proxy.on_unreachable(10, udp(UAS));
+    // The same address over UDP is another hop: nothing fails.
+    rig.proxy.on_unreachable(8, udp(UAS));
+    rig.collect();
+    assert!(rig.take().is_empty());
+    rig.proxy.on_unreachable(10, pbx);
     rig.collect();
     let up = rig.take_to(CALLER);
     assert_eq!(up.len(), 1, "{up:?}");
