@@ -224,6 +224,7 @@ fn latency(rt: &tokio::runtime::Runtime, store: &Store, sink: &Arc<Sink>, port: 
         call_end: true,
         calls_on_deals: false,
         format: leads.crm.format.clone(),
+        recording_base: String::new(),
     };
     let _ = port;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

@@ -1488,6 +1488,8 @@ fn leads_config(c: &mut Checker, raw: &RawConfig, phone: &PhoneRules) -> LeadsCo
         // create, even when the create is retried.
         calls_on_deals: adapter,
         format,
+        // Known once the HTTP listener is bound (`server::run`).
+        recording_base: String::new(),
     };
     LeadsConfig {
         crm,

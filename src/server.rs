@@ -166,7 +166,20 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
     if config.http.token.as_deref().unwrap_or_default().is_empty() {
         tracing::warn!("http.token is empty: the API (visits, leads, calls, deals) answers 401 to every request; /healthz and /metrics stay open");
     }
-    let leads = Arc::new(config.leads.clone());
+    let links = Arc::new(crate::recording::settings(
+        &config,
+        store.recording_link_key(),
+        http_addr,
+    ));
+    let mut leads = config.leads.clone();
+    if crate::store::postgres::is_postgres_url(&config.storage.url) {
+        // Several nodes may share the database, and whichever claims a CRM
+        // request sends it: a recording's link must name the node that
+        // holds the WAV. (One node keeps building links from its current
+        // base, so a changed http.public_url applies to requests queued.)
+        leads.crm.recording_base = links.base_url.clone();
+    }
+    let leads = Arc::new(leads);
     let outbox_metrics = Arc::new(OutboxMetrics::default());
     let udp_stats = Arc::new(UdpStats::default());
     let sip_snapshot = Arc::new(Mutex::new(SipSnapshot {
@@ -189,11 +202,6 @@ pub async fn serve(config: Config, config_path: &std::path::Path) -> anyhow::Res
             .opened_by(config.sip.trusted_sources.clone()),
         ))
     });
-    let links = Arc::new(crate::recording::settings(
-        &config,
-        store.recording_link_key(),
-        http_addr,
-    ));
     let retention = Arc::new(RetentionMetrics::default());
     tokio::spawn(sweep_recordings(
         config.media.recordings_dir.clone(),

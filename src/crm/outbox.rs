@@ -22,6 +22,11 @@ pub struct Plan {
     /// call to it): it waits for that deal's create and names it.
     pub calls_on_deals: bool,
     pub format: Format,
+    /// The base of this node's recording links (`LinkSettings::base_url`,
+    /// set once the HTTP listener is bound): a request about a call this
+    /// node recorded names it, so that its link leads to the WAV whichever
+    /// node of a cluster sends it. Empty: the sender's base.
+    pub recording_base: String,
 }
 
 impl Plan {
@@ -85,13 +90,14 @@ fn deal_order(deal: i64) -> String {
 }
 
 fn lead_item(
+    plan: &Plan,
     install: &str,
     lead: &LeadView,
     event: Event,
     deal: i64,
     call: Option<&CallRecord>,
-    f: &Format,
 ) -> Item {
+    let (f, base) = (&plan.format, plan.recording_base.as_str());
     Item {
         target: Target::Lead,
         key: format!("{install}-lead-{}-{}", lead.id, event.as_str()),
@@ -99,14 +105,14 @@ fn lead_item(
         event: Some(event),
         lead_id: Some(lead.id),
         deal_ref: Some(deal),
-        body: with_pending_link(lead_payload(lead, event, None, call, None, f), call),
+        body: with_pending_link(lead_payload(lead, event, None, call, None, f), call, base),
     }
 }
 
 /// A request about a recorded call names the recording; its link is made
 /// when the request is sent (`recording::links::fill_crm_link`).
-fn with_pending_link(mut body: Value, call: Option<&CallRecord>) -> Value {
-    if let Some(p) = call.and_then(|c| pending_link(&c.call_id, &c.recording, c.end_at)) {
+fn with_pending_link(mut body: Value, call: Option<&CallRecord>, base: &str) -> Value {
+    if let Some(p) = call.and_then(|c| pending_link(&c.call_id, &c.recording, c.end_at, base)) {
         body[PENDING_FIELD] = p;
     }
     body
@@ -128,19 +134,32 @@ pub fn lead_items(
     if !plan.lead_hooks {
         return Vec::new();
     }
-    let f = &plan.format;
     match decision {
         Decision::CreateDeal { duplicate_of } => {
             let Some(deal) = deal else {
                 return Vec::new();
             };
-            let mut items = vec![lead_item(install, lead, Event::DealCreate, deal, call, f)];
+            let mut items = vec![lead_item(
+                plan,
+                install,
+                lead,
+                Event::DealCreate,
+                deal,
+                call,
+            )];
             if let Some(o) = duplicate_of {
                 let note = LeadView {
                     text: format!("Duplicate: {}", o.describe()),
                     ..lead.clone()
                 };
-                items.push(lead_item(install, &note, Event::DealComment, deal, call, f));
+                items.push(lead_item(
+                    plan,
+                    install,
+                    &note,
+                    Event::DealComment,
+                    deal,
+                    call,
+                ));
             }
             items
         }
@@ -149,7 +168,7 @@ pub fn lead_items(
                 Action::Task => Event::DealTask,
                 Action::Comment => Event::DealComment,
             };
-            vec![lead_item(install, lead, event, *deal, call, f)]
+            vec![lead_item(plan, install, lead, event, *deal, call)]
         }
         Decision::Duplicate(_) | Decision::NoDealFromCalls => Vec::new(),
     }
@@ -189,7 +208,11 @@ pub fn call_end_item(
         event: None,
         lead_id: None,
         deal_ref: deal,
-        body: with_pending_link(call_payload(c, None, &plan.format), Some(c)),
+        body: with_pending_link(
+            call_payload(c, None, &plan.format),
+            Some(c),
+            &plan.recording_base,
+        ),
     })
 }
 
@@ -254,6 +277,7 @@ mod tests {
             call_end: true,
             calls_on_deals: false,
             format: Format::default(),
+            recording_base: String::new(),
         }
     }
 
@@ -350,6 +374,17 @@ mod tests {
             r.body[PENDING_FIELD],
             serde_json::json!({"call_id": "c1@h", "state": "recorded", "end_at_ms": 2000})
         );
+        // Nodes sharing a database: the request names the node that holds
+        // the WAV, for its lead's requests too.
+        let clustered = Plan {
+            recording_base: "http://node-a:8080".into(),
+            ..plan()
+        };
+        let r = call_end_item(&clustered, "i1", &recorded, Some(4)).expect("end on");
+        assert_eq!(r.body[PENDING_FIELD]["base"], "http://node-a:8080");
+        let d = Decision::CreateDeal { duplicate_of: None };
+        let lead = lead_items(&clustered, "i1", &lead(), &d, Some(3), Some(&recorded));
+        assert_eq!(lead[0].body[PENDING_FIELD]["base"], "http://node-a:8080");
         assert_eq!(
             (s.key.as_str(), e.key.as_str()),
             ("i1-call-c1@h-start", "i1-call-c1@h-end")

@@ -105,10 +105,24 @@ pub const PENDING_FIELD: &str = "_recording";
 
 /// What a call record puts into its CRM requests at queue time: present
 /// only when a WAV exists, so most bodies never change when sent.
-pub fn pending_link(call_id: &str, recording: &Recording, end_at_ms: u64) -> Option<Value> {
-    recording
-        .has_file()
-        .then(|| json!({ "call_id": call_id, "state": recording.state(), "end_at_ms": end_at_ms }))
+/// `base` is the link base of the node queuing it, the node that recorded
+/// the call and holds the WAV: with several nodes on one database any
+/// node may send the request, and a link to the sender's own address was
+/// a 404 there (empty: the sender's base, as before).
+pub fn pending_link(
+    call_id: &str,
+    recording: &Recording,
+    end_at_ms: u64,
+    base: &str,
+) -> Option<Value> {
+    recording.has_file().then(|| {
+        let mut p =
+            json!({ "call_id": call_id, "state": recording.state(), "end_at_ms": end_at_ms });
+        if !base.is_empty() {
+            p["base"] = json!(base);
+        }
+        p
+    })
 }
 
 /// A queued CRM request's body as it is sent now: the pending field
@@ -135,7 +149,16 @@ pub fn fill_crm_link(
     let call_id = pending["call_id"].as_str().unwrap_or_default();
     let recording = Recording::from_columns(pending["state"].as_str().unwrap_or_default(), "");
     let end_at_ms = pending["end_at_ms"].as_u64().unwrap_or(0);
-    let url = s.and_then(|s| crm_link(call_id, &recording, end_at_ms, s, now_unix));
+    let url = s.and_then(|s| {
+        // The recording node's base, when the request names one.
+        let url = crm_link(call_id, &recording, end_at_ms, s, now_unix)?;
+        match pending["base"].as_str().filter(|b| !b.is_empty()) {
+            Some(base) => url
+                .strip_prefix(s.base_url.as_str())
+                .map(|path| format!("{base}{path}")),
+            None => Some(url),
+        }
+    });
     if let Some(url) = url {
         match target {
             Target::CallEnd => {
@@ -236,8 +259,8 @@ mod tests {
     fn queued_bodies_get_their_link_when_sent() {
         let s = settings();
         let now = 1_800_000_100;
-        let pending = pending_link("c1", &Recording::Recorded, END_MS).expect("has file");
-        assert!(pending_link("c1", &Recording::default(), END_MS).is_none());
+        let pending = pending_link("c1", &Recording::Recorded, END_MS, "").expect("has file");
+        assert!(pending_link("c1", &Recording::default(), END_MS, "").is_none());
         let url = link("c1", &Recording::Recorded, END_MS, &s, now).expect("link");
 
         let end = json!({"id": "c1", "status": "ANSWER", PENDING_FIELD: pending}).to_string();
@@ -272,5 +295,32 @@ mod tests {
         let sent: Value =
             serde_json::from_str(&fill_crm_link(&end, Target::CallEnd, None, now)).expect("json");
         assert_eq!(sent, json!({"id": "c1", "status": "ANSWER"}));
+    }
+
+    /// Several nodes on one database: node B sends the request of a call
+    /// node A recorded, and the link leads to A, which holds the WAV (it
+    /// led to B, a 404: the file is on A's disk).
+    #[test]
+    fn a_queued_link_names_the_node_that_recorded_the_call() {
+        let b = settings();
+        let now = 1_800_000_100;
+        let pending =
+            pending_link("c1", &Recording::Recorded, END_MS, "http://node-a:8080").expect("file");
+        let own = link("c1", &Recording::Recorded, END_MS, &b, now).expect("link");
+        let end = json!({"id": "c1", PENDING_FIELD: pending}).to_string();
+        let sent: Value =
+            serde_json::from_str(&fill_crm_link(&end, Target::CallEnd, Some(&b), now))
+                .expect("json");
+        let path = own.strip_prefix(&b.base_url).expect("B's link");
+        assert_eq!(sent["link"], format!("http://node-a:8080{path}"));
+        // The rules are still the sender's: switched off, no link.
+        let off = LinkSettings {
+            send_to_crm: false,
+            ..b.clone()
+        };
+        let sent: Value =
+            serde_json::from_str(&fill_crm_link(&end, Target::CallEnd, Some(&off), now))
+                .expect("json");
+        assert_eq!(sent, json!({"id": "c1"}));
     }
 }
