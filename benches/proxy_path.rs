@@ -389,7 +389,13 @@ fn count_mode(n: u64, case: &str) {
         }
         "core" | "core-tracking" => {
             // Timed as criterion times it: the batches' proxies are made
-            // and dropped outside the clock.
+            // and dropped outside the clock. PROXY_PATH_BATCH changes the
+            // batch (criterion's is 20,000) to see what the size of the
+            // held state costs: 500 keeps it in cache.
+            let batch_size = std::env::var("PROXY_PATH_BATCH")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(20_000);
             let mut rx = ReceiveBuffer::new();
             let (mut done, mut spent) = (0, std::time::Duration::ZERO);
             while done < n {
@@ -399,7 +405,7 @@ fn count_mode(n: u64, case: &str) {
                     tracking_proxy()
                 };
                 let batch = std::time::Instant::now();
-                for _ in 0..(n - done).min(20_000) {
+                for _ in 0..(n - done).min(batch_size) {
                     one_invite(&mut p, &mut rx, done);
                     done += 1;
                 }
