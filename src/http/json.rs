@@ -196,6 +196,7 @@ mod tests {
             hangup: None,
             lead_id: None,
             recording: Default::default(),
+            recording_base: String::new(),
             dtmf: Vec::new(),
         };
         for (visit, marker, want) in [
@@ -229,6 +230,7 @@ mod tests {
             hangup: Some("caller".into()),
             lead_id: Some(2),
             recording: Default::default(),
+            recording_base: String::new(),
             dtmf: Vec::new(),
         };
         let v = call(&row, None);
@@ -275,6 +277,7 @@ mod tests {
         let call = NoteCall {
             call_id: "c1".into(),
             recording: crate::calls::Recording::Recorded,
+            recording_base: String::new(),
             end_at: 0,
         };
         let n = |text: &str, call: Option<NoteCall>| NoteRow {

@@ -801,7 +801,8 @@ async fn list(s: &AppState, q: &std::collections::HashMap<String, String>, key: 
                             c.end_at.max(0) as u64,
                             links,
                             now,
-                        );
+                        )
+                        .map(|u| crate::recording::links::on_node(u, links, &c.recording_base));
                         json::call(c, url.as_deref())
                     })
                     .collect()
@@ -819,6 +820,7 @@ async fn list(s: &AppState, q: &std::collections::HashMap<String, String>, key: 
                     links,
                     now,
                 )
+                .map(|u| crate::recording::links::on_node(u, links, &c.recording_base))
             };
             (s.store.list_deals(limit, since).await)
                 .map(|r| r.iter().map(|d| json::deal(d, &link)).collect())

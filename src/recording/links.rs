@@ -68,6 +68,37 @@ pub fn console_link(
     signed_path(call_id, recording, end_at_ms, s, now_unix).map(|p| format!("{CONSOLE_PREFIX}{p}"))
 }
 
+/// Where the console plays a call's recording.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConsolePlayer {
+    /// Served by this node under the console's path (a player).
+    Here(String),
+    /// Held by another node of a cluster (`node_base`): its signed
+    /// link, opened there (the console's CSP lets media come from its own
+    /// host only, and its session is this node's).
+    OnNode { node_base: String, link: String },
+}
+
+/// [`console_link`], or the other node's link when another node recorded
+/// the call (`node_base`, as the call's row names it).
+pub fn console_player(
+    call_id: &str,
+    recording: &Recording,
+    end_at_ms: u64,
+    s: &LinkSettings,
+    now_unix: u64,
+    node_base: &str,
+) -> Option<ConsolePlayer> {
+    if node_base.is_empty() || node_base == s.base_url {
+        return console_link(call_id, recording, end_at_ms, s, now_unix).map(ConsolePlayer::Here);
+    }
+    let path = signed_path(call_id, recording, end_at_ms, s, now_unix)?;
+    Some(ConsolePlayer::OnNode {
+        node_base: node_base.to_string(),
+        link: format!("{node_base}{path}"),
+    })
+}
+
 /// `/recordings/{call_id}?exp=…&sig=…` when the call has a WAV whose
 /// retention is not over.
 fn signed_path(
@@ -97,6 +128,19 @@ pub fn crm_link(
         return None;
     }
     link(call_id, recording, end_at_ms, s, now_unix)
+}
+
+/// `url` (a link made on `s.base_url`) moved to `node_base`, the base of
+/// the node that recorded the call and holds its WAV, when one is named
+/// (several nodes on one database); as it is otherwise.
+pub fn on_node(url: String, s: &LinkSettings, node_base: &str) -> String {
+    if node_base.is_empty() || node_base == s.base_url {
+        return url;
+    }
+    match url.strip_prefix(s.base_url.as_str()) {
+        Some(path) => format!("{node_base}{path}"),
+        None => url,
+    }
 }
 
 /// The field a queued CRM request carries instead of a link: which call's
@@ -150,14 +194,12 @@ pub fn fill_crm_link(
     let recording = Recording::from_columns(pending["state"].as_str().unwrap_or_default(), "");
     let end_at_ms = pending["end_at_ms"].as_u64().unwrap_or(0);
     let url = s.and_then(|s| {
-        // The recording node's base, when the request names one.
         let url = crm_link(call_id, &recording, end_at_ms, s, now_unix)?;
-        match pending["base"].as_str().filter(|b| !b.is_empty()) {
-            Some(base) => url
-                .strip_prefix(s.base_url.as_str())
-                .map(|path| format!("{base}{path}")),
-            None => Some(url),
-        }
+        Some(on_node(
+            url,
+            s,
+            pending["base"].as_str().unwrap_or_default(),
+        ))
     });
     if let Some(url) = url {
         match target {
@@ -295,6 +337,27 @@ mod tests {
         let sent: Value =
             serde_json::from_str(&fill_crm_link(&end, Target::CallEnd, None, now)).expect("json");
         assert_eq!(sent, json!({"id": "c1", "status": "ANSWER"}));
+    }
+
+    #[test]
+    fn links_move_to_the_node_holding_the_wav() {
+        let s = settings();
+        let own = "https://calls.example/recordings/c1?exp=1&sig=a".to_string();
+        // (the node's base named, the link given)
+        let table = [
+            ("", own.as_str()),
+            ("https://calls.example", own.as_str()),
+            (
+                "http://node-a:8080",
+                "http://node-a:8080/recordings/c1?exp=1&sig=a",
+            ),
+        ];
+        for (base, want) in table {
+            assert_eq!(on_node(own.clone(), &s, base), want, "{base:?}");
+        }
+        // Not made on this node's base: left as it is.
+        let other = "http://x/recordings/c1".to_string();
+        assert_eq!(on_node(other.clone(), &s, "http://node-a:8080"), other);
     }
 
     /// Several nodes on one database: node B sends the request of a call

@@ -168,6 +168,7 @@ impl DealBook for State {
                     call_id: c.into(),
                     recording: Default::default(),
                     end_at: 0,
+                    recording_base: String::new(),
                 }),
             };
             match action {
@@ -293,7 +294,12 @@ impl Ledger for State {
         Ok(())
     }
 
-    fn insert_call(&mut self, r: &CallRecord, lead_id: i64) -> Result<(), Infallible> {
+    fn insert_call(
+        &mut self,
+        r: &CallRecord,
+        lead_id: i64,
+        recording_base: &str,
+    ) -> Result<(), Infallible> {
         let i = &r.info;
         self.calls.push(CallRow {
             call_id: r.call_id.clone(),
@@ -313,6 +319,7 @@ impl Ledger for State {
             hangup: r.hangup.map(|h| h.as_str().into()),
             lead_id: Some(lead_id),
             recording: r.recording.clone(),
+            recording_base: recording_base.into(),
             dtmf: r.dtmf.clone(),
         });
         Ok(())
@@ -659,6 +666,7 @@ impl MemoryStore {
                     Some(NoteCall {
                         recording: c.recording.clone(),
                         end_at: c.end_at,
+                        recording_base: c.recording_base.clone(),
                         ..nc
                     })
                 });

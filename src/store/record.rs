@@ -46,7 +46,14 @@ pub(crate) trait Ledger: DealBook {
     fn set_lead_deal(&mut self, lead_id: i64, deal: i64, outcome: &str) -> Result<(), Self::Error>;
     /// A finished call and the lead it made (its open row is left to
     /// [`close_open_row`]).
-    fn insert_call(&mut self, r: &CallRecord, lead_id: i64) -> Result<(), Self::Error>;
+    /// `recording_base`: the link base of the node that recorded the
+    /// call, for a call with a WAV (empty on one node).
+    fn insert_call(
+        &mut self,
+        r: &CallRecord,
+        lead_id: i64,
+        recording_base: &str,
+    ) -> Result<(), Self::Error>;
     /// Remembers a call in progress (unless it is recorded already) for
     /// the run `run_id`.
     fn open_call(&mut self, run_id: &str, c: &CallStart) -> Result<(), Self::Error>;
@@ -367,7 +374,12 @@ fn decide_and_record<L: Ledger>(
         }
     };
     if let Some(r) = call {
-        l.insert_call(r, lead_id)?;
+        let base = if r.recording.has_file() {
+            cx.plan.recording_base.as_str()
+        } else {
+            ""
+        };
+        l.insert_call(r, lead_id, base)?;
         close_open_row(l, r, cx.now_ms)?;
     }
     if cx.plan.sends_anything() {
@@ -670,7 +682,7 @@ mod tests {
             self.0.push("set_lead_deal".into());
             Ok(())
         }
-        fn insert_call(&mut self, r: &CallRecord, _: i64) -> Result<(), Self::Error> {
+        fn insert_call(&mut self, r: &CallRecord, _: i64, _: &str) -> Result<(), Self::Error> {
             self.0.push(format!("insert_call {}", r.call_id));
             Ok(())
         }

@@ -97,6 +97,9 @@ pub struct CallRow {
     pub lead_id: Option<i64>,
     /// Recorded, partial, or not and why (SPEC M-1).
     pub recording: Recording,
+    /// The link base of the node holding the WAV (several nodes on one
+    /// database); empty: the node answering.
+    pub recording_base: String,
     /// Key presses seen in the call's media, in order.
     pub dtmf: Vec<Dtmf>,
 }
@@ -137,6 +140,8 @@ pub struct NoteCall {
     pub recording: Recording,
     /// Unix milliseconds.
     pub end_at: i64,
+    /// As [`CallRow::recording_base`].
+    pub recording_base: String,
 }
 
 /// A CRM request of the outbox (SPEC C-5). Times are Unix milliseconds.

@@ -625,19 +625,26 @@ async fn recording_outcomes_and_dtmf_are_stored_alike() {
             }
             jobs.push(Job::Lead(crate::leads::pipeline::call_lead(&c), Some(c)));
         }
+        // Several nodes: the node recording the calls names its link
+        // base, kept with the calls that have a WAV.
+        let plan = Plan {
+            recording_base: "http://node-a:8080".into(),
+            ..Plan::default()
+        };
         store
-            .record_calls(
-                Arc::new(jobs),
-                &Settings::default(),
-                &status(),
-                &Plan::default(),
-            )
+            .record_calls(Arc::new(jobs), &Settings::default(), &status(), &plan)
             .await
             .expect(name);
         let mut calls = store.list_calls(10, 0).await.expect(name);
         calls.reverse();
         let got: Vec<&Recording> = calls.iter().map(|c| &c.recording).collect();
         assert_eq!(got, outcomes.iter().collect::<Vec<_>>(), "{name}");
+        let bases: Vec<&str> = calls.iter().map(|c| c.recording_base.as_str()).collect();
+        assert_eq!(
+            bases,
+            ["http://node-a:8080", "http://node-a:8080", "", ""],
+            "{name}"
+        );
         assert_eq!(calls[0].dtmf, dtmf, "{name}");
         assert!(calls[1..].iter().all(|c| c.dtmf.is_empty()), "{name}");
         // The first call made a deal; its recording is a comment naming
@@ -657,6 +664,7 @@ async fn recording_outcomes_and_dtmf_are_stored_alike() {
                     call_id: "rec0@host".into(),
                     recording: Recording::Recorded,
                     end_at: (NOW_MS + 43_000) as i64,
+                    recording_base: "http://node-a:8080".into(),
                 })
             )],
             "{name}"

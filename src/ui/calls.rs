@@ -27,13 +27,16 @@ fn recording(ctx: &Ctx, c: &CallRow, links: &LinkSettings, now_unix: u64) -> Str
     let t = ctx.t;
     let mut cell = String::new();
     let end_at_ms = u64::try_from(c.end_at).unwrap_or(0);
-    if let Some(src) = links::console_link(&c.call_id, &c.recording, end_at_ms, links, now_unix) {
-        // preload="none": a page of 50 calls fetches no audio until one is played.
-        let _ = write!(
-            cell,
-            "<audio controls preload=\"none\" src=\"{}\"></audio>",
-            esc(&src)
-        );
+    let at = links::console_player(
+        &c.call_id,
+        &c.recording,
+        end_at_ms,
+        links,
+        now_unix,
+        &c.recording_base,
+    );
+    if let Some(p) = at {
+        cell.push_str(&super::player(ctx, &p));
     }
     let state = match &c.recording {
         Recording::Recorded => t.recorded.to_string(),
@@ -185,6 +188,7 @@ mod tests {
             hangup: Some("callee".into()),
             lead_id: Some(1),
             recording: Recording::Recorded,
+            recording_base: String::new(),
             dtmf: Vec::new(),
         };
         let links = crate::ui::test_links();
@@ -214,6 +218,23 @@ mod tests {
             assert!(r.contains(part), "{part} in {r}");
         }
         assert!(!r.contains("dtmf"), "no presses, no list: {r}");
+
+        // Recorded by another node of a cluster: its link, opened there
+        // (this node has no file: its own link was a 404).
+        c.recording_base = "http://node-a:8080".into();
+        let r = row(&ctx, 7, &c, &links, now);
+        let there = src.replacen("/ui", "http://node-a:8080", 1);
+        let want = format!(
+            "<a class=\"play-elsewhere\" href=\"{}\" target=\"_blank\" rel=\"noopener\">слушать на node-a:8080</a>",
+            there.replace('&', "&amp;")
+        );
+        assert!(r.contains(&want) && !r.contains("<audio"), "{want} in {r}");
+        c.recording_base = links.base_url.clone();
+        assert!(
+            row(&ctx, 7, &c, &links, now).contains("<audio"),
+            "this node's own"
+        );
+        c.recording_base.clear();
 
         // Not recorded: the reason, no player.
         c.marker = Some("google".into());

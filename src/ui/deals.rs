@@ -39,14 +39,10 @@ fn notes(ctx: &Ctx, d: &DealRow, links: &LinkSettings, now_unix: u64) -> String 
             .as_ref()
             .and_then(|c| {
                 let end_at_ms = u64::try_from(c.end_at).unwrap_or(0);
-                links::console_link(&c.call_id, &c.recording, end_at_ms, links, now_unix)
+                let base = &c.recording_base;
+                links::console_player(&c.call_id, &c.recording, end_at_ms, links, now_unix, base)
             })
-            .map(|src| {
-                format!(
-                    " <audio controls preload=\"none\" src=\"{}\"></audio>",
-                    esc(&src)
-                )
-            })
+            .map(|p| format!(" {}", super::player(ctx, &p)))
             .unwrap_or_default();
         let _ = write!(
             out,
@@ -215,6 +211,7 @@ mod tests {
                 call: Some(crate::store::rows::NoteCall {
                     call_id: "c1@h".into(),
                     recording: crate::calls::Recording::Recorded,
+                    recording_base: String::new(),
                     end_at: 66_000,
                 }),
             }],

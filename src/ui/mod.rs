@@ -115,6 +115,31 @@ impl Ctx<'_> {
     }
 }
 
+/// The player of a recording (the calls page, a deal's notes): an audio
+/// element for a WAV this node serves; for one another node of a cluster
+/// holds, a link that opens it there ("play on node-a:8080").
+pub fn player(ctx: &Ctx, p: &crate::recording::links::ConsolePlayer) -> String {
+    use crate::recording::links::ConsolePlayer;
+    match p {
+        // preload="none": a page of 50 calls fetches no audio until one is played.
+        ConsolePlayer::Here(src) => format!(
+            "<audio controls preload=\"none\" src=\"{}\"></audio>",
+            esc(src)
+        ),
+        ConsolePlayer::OnNode { node_base, link } => {
+            let node = node_base
+                .split_once("://")
+                .map_or(node_base.as_str(), |(_, host)| host);
+            format!(
+                "<a class=\"play-elsewhere\" href=\"{}\" target=\"_blank\" rel=\"noopener\">{} {}</a>",
+                esc(link),
+                esc(ctx.t.play_on_node),
+                esc(node)
+            )
+        }
+    }
+}
+
 /// Seconds as `1:05` or `1:02:03`.
 pub fn duration(secs: i64) -> String {
     let s = secs.max(0);

@@ -83,6 +83,8 @@ pub struct Texts {
     pub recorded: &'static str,
     pub partial: &'static str,
     pub not_recorded: &'static str,
+    /// A recording another node of the cluster holds: its link opens there.
+    pub play_on_node: &'static str,
     /// Key presses (RFC 4733) heard in a call.
     pub dtmf: &'static str,
     /// Whose key press: the caller's, the callee's.
@@ -273,6 +275,7 @@ pub const EN: Texts = Texts {
     recorded: "recorded",
     partial: "partly recorded",
     not_recorded: "not recorded",
+    play_on_node: "play on",
     dtmf: "keys",
     by_caller: "caller",
     by_callee: "callee",
@@ -400,6 +403,7 @@ pub const RU: Texts = Texts {
     recorded: "записан",
     partial: "записан частично",
     not_recorded: "не записан",
+    play_on_node: "слушать на",
     dtmf: "нажатия",
     by_caller: "звонивший",
     by_callee: "принявший",

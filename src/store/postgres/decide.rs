@@ -416,16 +416,22 @@ impl Ledger for PgLedger<'_, '_> {
         Ok(())
     }
 
-    fn insert_call(&mut self, r: &CallRecord, lead_id: i64) -> Result<(), postgres::Error> {
+    fn insert_call(
+        &mut self,
+        r: &CallRecord,
+        lead_id: i64,
+        recording_base: &str,
+    ) -> Result<(), postgres::Error> {
         let i = &r.info;
         let visit = serde_json::to_string(&i.visit).unwrap_or_else(|_| "{}".into());
         let dtmf = serde_json::to_string(&r.dtmf).unwrap_or_else(|_| "[]".into());
         self.execute(
             "INSERT INTO calls (call_id, caller_raw, caller, callee, destination, visit_id, marker,
                                 source, visit, invite_at, answer_at, end_at, duration, status,
-                                hangup, lead_id, recording, recording_reason, dtmf)
+                                hangup, lead_id, recording, recording_reason, dtmf,
+                                recording_base)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                     $17, $18, $19)",
+                     $17, $18, $19, $20)",
             &[
                 &r.call_id,
                 &i.caller_raw.as_str(),
@@ -446,6 +452,7 @@ impl Ledger for PgLedger<'_, '_> {
                 &r.recording.state(),
                 &r.recording.reason().unwrap_or(""),
                 &dtmf,
+                &recording_base,
             ],
         )?;
         Ok(())

@@ -230,7 +230,7 @@ impl PgStore {
                 // as the note).
                 let sql = format!(
                     "SELECT n.deal_id, n.created_at, n.text, n.call_id, c.recording,
-                            c.recording_reason, c.end_at
+                            c.recording_reason, c.end_at, c.recording_base
                        FROM {table} n LEFT JOIN calls c ON c.call_id = n.call_id
                       WHERE n.deal_id = ANY($1) ORDER BY n.id"
                 );
@@ -246,6 +246,7 @@ impl PgStore {
                                 call_id,
                                 recording: Recording::from_columns(&state, r.get(5)),
                                 end_at: r.get(6),
+                                recording_base: r.get::<_, Option<String>>(7).unwrap_or_default(),
                             }),
                             _ => None,
                         },
@@ -276,7 +277,7 @@ impl PgStore {
 
 const CALL_COLUMNS: &str = "call_id, caller, caller_raw, callee, destination, visit_id, marker,
     source, visit, invite_at, answer_at, end_at, duration, status, hangup, lead_id, recording,
-    recording_reason, dtmf";
+    recording_reason, dtmf, recording_base";
 
 /// A call record from `CALL_COLUMNS`, starting at column `at`.
 fn call_row(r: &Row, at: usize) -> CallRow {
@@ -301,6 +302,7 @@ fn call_row(r: &Row, at: usize) -> CallRow {
         recording: Recording::from_columns(r.get(at + 16), r.get(at + 17)),
         // Like visit: an unreadable list is no key presses.
         dtmf: serde_json::from_str(r.get(at + 18)).unwrap_or_default(),
+        recording_base: r.get(at + 19),
     }
 }
 

@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0010_lead_name_key.sql"),
     include_str!("../../../migrations/postgres/0011_calls_end_at.sql"),
     include_str!("../../../migrations/postgres/0012_leads_call_id.sql"),
+    include_str!("../../../migrations/postgres/0013_calls_recording_base.sql"),
 ];
 
 /// Any constant: the key of the advisory lock migrations run under.

@@ -187,9 +187,9 @@ const SQL: [&str; 16] = [
     // InsertCall
     "INSERT INTO calls (call_id, caller_raw, caller, callee, destination, visit_id, marker,
                         source, visit, invite_at, answer_at, end_at, duration, status,
-                        hangup, lead_id, recording, recording_reason, dtmf)
+                        hangup, lead_id, recording, recording_reason, dtmf, recording_base)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-             ?17, ?18, ?19)",
+             ?17, ?18, ?19, ?20)",
     // InsertDeal
     "INSERT INTO deals (created_at, title, name, phone, email, visit_id, status, grp, lead_id)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -499,8 +499,8 @@ impl Ledger for SqlLedger<'_, '_> {
         Ok(())
     }
 
-    fn insert_call(&mut self, r: &CallRecord, lead_id: i64) -> rusqlite::Result<()> {
-        insert_call(self.0, r, lead_id)
+    fn insert_call(&mut self, r: &CallRecord, lead_id: i64, base: &str) -> rusqlite::Result<()> {
+        insert_call(self.0, r, lead_id, base)
     }
 
     fn open_call(&mut self, run_id: &str, c: &CallStart) -> rusqlite::Result<()> {
@@ -667,7 +667,12 @@ fn json_or<T: serde::Serialize>(
 }
 
 /// A finished call, with the lead it made.
-fn insert_call(st: &mut Statements, r: &CallRecord, lead_id: i64) -> rusqlite::Result<()> {
+fn insert_call(
+    st: &mut Statements,
+    r: &CallRecord,
+    lead_id: i64,
+    recording_base: &str,
+) -> rusqlite::Result<()> {
     let i = &r.info;
     st.get(Sql::InsertCall)?.execute(params![
         r.call_id,
@@ -689,6 +694,7 @@ fn insert_call(st: &mut Statements, r: &CallRecord, lead_id: i64) -> rusqlite::R
         r.recording.state(),
         r.recording.reason().unwrap_or(""),
         json_or(&r.dtmf, r.dtmf.is_empty(), "[]"),
+        recording_base,
     ])?;
     Ok(())
 }

@@ -175,7 +175,7 @@ impl SqliteStore {
             let mut q = c.prepare_cached(
                 "SELECT id, call_id, caller, caller_raw, callee, destination, visit_id, marker, source,
                         visit, invite_at, answer_at, end_at, duration, status, hangup, lead_id,
-                        recording, recording_reason, dtmf
+                        recording, recording_reason, dtmf, recording_base
                    FROM calls WHERE id < ?1 AND id > ?2 ORDER BY id DESC LIMIT ?3",
             )?;
             let rows = q.query_map(
@@ -265,7 +265,8 @@ fn notes(c: &Connection, table: &'static str, deal: i64) -> rusqlite::Result<Vec
     // The call a note names, with its recording as it stands now (the
     // call's row is written in the same transaction as the note).
     let mut q = c.prepare_cached(&format!(
-        "SELECT n.created_at, n.text, n.call_id, c.recording, c.recording_reason, c.end_at
+        "SELECT n.created_at, n.text, n.call_id, c.recording, c.recording_reason, c.end_at,
+                c.recording_base
            FROM {table} n LEFT JOIN calls c ON c.call_id = n.call_id
           WHERE n.deal_id = ?1 ORDER BY n.id"
     ))?;
@@ -280,6 +281,8 @@ fn notes(c: &Connection, table: &'static str, deal: i64) -> rusqlite::Result<Vec
                     call_id,
                     recording: Recording::from_columns(&state, &r.get::<_, String>(4)?),
                     end_at: r.get(5)?,
+                    // NULL only with no call row, which `state` rules out.
+                    recording_base: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
                 }),
                 _ => None,
             },
@@ -290,7 +293,7 @@ fn notes(c: &Connection, table: &'static str, deal: i64) -> rusqlite::Result<Vec
 
 const CALL_COLUMNS: &str = "call_id, caller, caller_raw, callee, destination, visit_id, marker,
     source, visit, invite_at, answer_at, end_at, duration, status, hangup, lead_id, recording,
-    recording_reason, dtmf";
+    recording_reason, dtmf, recording_base";
 
 /// A call record from a row of `calls`.
 fn call_row(r: &rusqlite::Row) -> rusqlite::Result<CallRow> {
@@ -318,6 +321,7 @@ fn call_row(r: &rusqlite::Row) -> rusqlite::Result<CallRow> {
         ),
         // Like visit: an unreadable list is no key presses.
         dtmf: serde_json::from_str(&r.get::<_, String>("dtmf")?).unwrap_or_default(),
+        recording_base: r.get("recording_base")?,
     })
 }
 

@@ -170,6 +170,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0016_lead_name_key.sql"),
     include_str!("../../../migrations/sqlite/0017_calls_end_at.sql"),
     include_str!("../../../migrations/sqlite/0018_leads_call_id.sql"),
+    include_str!("../../../migrations/sqlite/0019_calls_recording_base.sql"),
 ];
 
 /// The file of a `sqlite:<path>` (or `sqlite://<path>`) URL, without
