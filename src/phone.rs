@@ -7,7 +7,7 @@ use smol_str::SmolStr;
 use std::borrow::Cow;
 
 mod typed;
-pub use typed::{typed_phone, Typed};
+pub use typed::{form_phone, typed_phone, FormPhone, Typed};
 
 /// The numbering plan the operator configures (`[phone]`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -208,6 +208,16 @@ pub fn person_name(body: &Value, allow_html: bool) -> String {
     }
 }
 
+/// A field of a lead or call body or a CRM's answer as text: a string
+/// trimmed, a number written out (a CRM's ids and codes), else empty.
+pub fn text_of(v: &Value, k: &str) -> String {
+    match v.get(k) {
+        Some(Value::String(s)) => s.trim().to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
 /// The value of `key` (`phone`, `caller`) when it is a phone number:
 /// digits and the formatting `crm.phone_format` writes (`+ - ( ) .`,
 /// spaces); empty otherwise. A caller known by a SIP login (`sipp`,
@@ -238,21 +248,11 @@ pub fn phone_of(body: &Value, key: &str) -> String {
 /// Bitrix24 nowhere (trial, 2026-12-03; webhooks carry them as fields).
 /// The body's name is escaped already as C-4 escapes texts.
 pub fn with_who(body: &Value, text: String) -> String {
-    let name = body
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .trim();
-    let email = body
-        .get("email")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .trim();
     let mut out = String::new();
     for (label, value) in [
-        ("Name", name.to_string()),
+        ("Name", text_of(body, "name")),
         ("Phone", phone_of(body, "phone")),
-        ("E-mail", email.to_string()),
+        ("E-mail", text_of(body, "email")),
     ] {
         if value.is_empty() {
             continue;

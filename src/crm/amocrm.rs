@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 
 use super::adapter::{
     call_deal_id, carries, crm_deal_id, data_of, lead_marker, marked, person_name, phone_of,
-    text_with_form_fields, with_who, Answer, CrmAdapter, Method, Outcome, Request, Step,
+    text_of, text_with_form_fields, with_who, Answer, CrmAdapter, Method, Outcome, Request, Step,
 };
 use super::outbox::Target;
 use super::webhook::parse_retry_after;
@@ -90,14 +90,6 @@ const FIND_CREATE_NOTE: &str = "find note of the new lead";
 
 /// The source name amoCRM shows on call records.
 const SOURCE: &str = "siptrack";
-
-fn text_of(v: &Value, k: &str) -> String {
-    v.get(k)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
 
 fn field(id: u64, value: &str) -> Value {
     json!({"field_id": id, "values": [{"value": value}]})

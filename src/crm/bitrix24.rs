@@ -34,7 +34,7 @@ use serde_json::{json, Map, Value};
 
 use super::adapter::{
     call_deal_id, carries, crm_deal_id, data_of, lead_marker, marked, person_name, phone_of,
-    text_with_form_fields, with_who, Answer, CrmAdapter, Method, Outcome, Request, Step,
+    text_of, text_with_form_fields, with_who, Answer, CrmAdapter, Method, Outcome, Request, Step,
 };
 use super::outbox::Target;
 use super::rate::Pacer;
@@ -152,14 +152,6 @@ const FINISH: &str = "finish call";
 
 /// `ORIGINATOR_ID`: the external system siptrack's entities come from.
 const ORIGINATOR: &str = "siptrack";
-
-fn text_of(v: &Value, k: &str) -> String {
-    match v.get(k) {
-        Some(Value::String(s)) => s.trim().to_string(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => String::new(),
-    }
-}
 
 fn comm(value: &str) -> Value {
     json!([{"VALUE": value, "VALUE_TYPE": "WORK"}])

@@ -21,7 +21,7 @@ use crate::leads::dedup::{Identity, LeadKind};
 use crate::leads::pipeline::new_deal_status;
 use crate::leads::pipeline::StorageHealth;
 use crate::log_text::{Clean, Throttle};
-use crate::phone::{normalize, typed_phone, Normalized, PhoneRules};
+use crate::phone::{form_phone, FormPhone, PhoneRules};
 use crate::proxy::Stats;
 use crate::recording::retention::RetentionMetrics;
 use crate::store::leads::NewLead;
@@ -627,72 +627,6 @@ pub fn parse_lead(body: &[u8], phone: &PhoneRules, now_s: i64) -> Result<NewLead
         call_id: None,
         at: now_s,
     })
-}
-
-/// What a form's phone field makes of a lead.
-#[derive(Debug, PartialEq, Eq)]
-struct FormPhone {
-    /// Normalised (SPEC T-5), or empty: never the field as typed, which
-    /// no other lead of the client would match and no CRM could dial.
-    phone: String,
-    extension: Option<String>,
-    /// The field said more than the number (`тел. 8916…`, a name after
-    /// it, a second number) or no number at all (`не звонить`): the
-    /// lead's text keeps it, so nothing typed is lost.
-    as_typed: bool,
-}
-
-/// The form's phone field as typed or pasted (no-break spaces, dashes,
-/// `tel:`, an extension): the number normalised, else the first number
-/// written in it (trial, 2026-12-03: `тел. 89164000018` was stored and
-/// sent to the CRMs as it came, amoCRM got a contact without a phone, and
-/// the client's call made a second deal).
-fn form_phone(raw: &str, rules: &PhoneRules) -> FormPhone {
-    if raw.is_empty() {
-        return FormPhone {
-            phone: String::new(),
-            extension: None,
-            as_typed: false,
-        };
-    }
-    let typed = typed_phone(raw);
-    // T-5 keeps short digit strings (a PBX's extensions); a client typing
-    // `12` into a form has given no number to call back.
-    let dialable = |n: &str| match normalize(n, rules) {
-        Normalized::Number(digits) if digits.len() >= MIN_FORM_PHONE_DIGITS => Some(digits),
-        _ => None,
-    };
-    if let Some(digits) = dialable(&typed.number) {
-        return FormPhone {
-            phone: digits,
-            extension: typed.extension,
-            as_typed: false,
-        };
-    }
-    let found = number_in(&typed.number).and_then(dialable);
-    FormPhone {
-        phone: found.unwrap_or_default(),
-        extension: typed.extension,
-        as_typed: true,
-    }
-}
-
-/// The fewest digits a form's phone has (a subscriber number without its
-/// area code has six or seven): fewer is no number a manager calls back.
-const MIN_FORM_PHONE_DIGITS: usize = 7;
-
-/// The first number written in `text`: a run of digits and phone
-/// formatting (`+ - ( ) .` and spaces) with at least
-/// [`MIN_FORM_PHONE_DIGITS`] digits, its ends trimmed to a digit, a
-/// leading `+` or `(`, or a closing `)`.
-fn number_in(text: &str) -> Option<&str> {
-    let formatting = |c: char| c.is_ascii_digit() || matches!(c, ' ' | '+' | '-' | '(' | ')' | '.');
-    text.split(|c: char| !formatting(c))
-        .map(|run| {
-            run.trim_start_matches(|c: char| !(c.is_ascii_digit() || c == '+' || c == '('))
-                .trim_end_matches(|c: char| !(c.is_ascii_digit() || c == ')'))
-        })
-        .find(|run| run.bytes().filter(u8::is_ascii_digit).count() >= MIN_FORM_PHONE_DIGITS)
 }
 
 /// A form lead's text, with its phone field as typed when that said more
