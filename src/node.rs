@@ -84,8 +84,14 @@ impl Node {
             .as_ref()
             .and_then(|m| m.lock().ok()?.call_of(session));
         if let Some(call_id) = call_id {
-            tracing::info!(call_id = %String::from_utf8_lossy(&call_id), "no media either way for media.rtp_timeout_seconds: ending the call");
-            self.proxy.end_dialog(&call_id, now.mono_ms);
+            let who = String::from_utf8_lossy(&call_id).into_owned();
+            if self.proxy.end_dialog(&call_id, now.mono_ms) {
+                tracing::info!(call_id = %who, "no media either way for media.rtp_timeout_seconds: ending the call");
+            } else {
+                // It said "ending the call" when nothing was ended (a 2xx
+                // without a To tag set up no dialog: trial, 2026-12-03).
+                tracing::info!(call_id = %who, "no media either way for media.rtp_timeout_seconds, but no established dialog to end: the call ends with its BYE or its ACK's timeout");
+            }
             self.collect_at(now.mono_ms);
         }
     }

@@ -1,7 +1,7 @@
 //! The proxy core: requests and responses in, forwarded messages out,
 //! with RFC 3261 transaction timers on an injected clock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// The core's tables: see `ahash` in Cargo.toml for why not SipHash.
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
@@ -111,8 +111,12 @@ struct Dialog {
     /// A 2xx was relayed (early dialogs only allow what precedes it).
     confirmed: bool,
     /// Until an ACK passes: when the setup's 2xx was relayed (see
-    /// `CallEvent::Unacknowledged`; the minute's sweep reports it).
+    /// `CallEvent::Unacknowledged`, reported 64·T1 later).
     unacked_since: Option<Millis>,
+    /// Its 2xx was never ACKed (reported `Unacknowledged`): the call is
+    /// over, and the dialog is kept only for a BYE that may still come,
+    /// so a shutdown's drain does not wait for it.
+    unacked_expired: bool,
     /// Initial requests of this dialog still waiting for a final response
     /// (a UA may send several INVITEs with one Call-ID and From tag).
     setups: u32,
@@ -417,9 +421,12 @@ pub struct Proxy {
     dialogs: KeyMap<Box<Dialog>>,
     limiter: ReplyLimiter,
     last_sweep: Millis,
-    /// Dialogs whose setup's 2xx waits for its ACK, at most (exact after
-    /// each sweep; a dialog removed meanwhile still counts).
-    unacked_dialogs: usize,
+    /// (64·T1 after the 2xx, the dialog, when its 2xx was relayed), in
+    /// deadline order (one wait for all): the missing ACK is reported at
+    /// its deadline. The minute's sweep reported it 32 to 92 s after the
+    /// 2xx, so an RTP timeout at 60 s often came first and the call went
+    /// to the CRM as 60 s answered (trial, 2026-12-03).
+    unacked: VecDeque<(Millis, DialogKey, Millis)>,
     /// Several nodes share one database (issue 14): answered dialogs are
     /// handed out for the store, a route token of any node of the same
     /// `route_secret` is accepted, and an in-dialog request whose dialog
@@ -494,7 +501,7 @@ impl Proxy {
             dialogs: KeyMap::default(),
             limiter: ReplyLimiter::default(),
             last_sweep: 0,
-            unacked_dialogs: 0,
+            unacked: VecDeque::new(),
             share_dialogs: false,
             handoffs: Vec::new(),
             misses: Vec::new(),
@@ -533,6 +540,7 @@ impl Proxy {
                 started: now,
                 confirmed: true,
                 unacked_since: None,
+                unacked_expired: false,
                 setups: 0,
                 caller_tag: Bytes::copy_from_slice(h.caller_tag.as_bytes()),
                 token: identity.token_hex(h.call_id.as_bytes(), h.caller_tag.as_bytes()),
@@ -589,9 +597,8 @@ impl Proxy {
     /// it whenever it is called (the run loop calls it at least once a
     /// second) rather than waking the loop for it.
     pub fn next_deadline(&self) -> Option<Millis> {
-        // The minute's sweep, while a 2xx waits for its ACK: an idle node
-        // has no other reason to wake for it.
-        let sweep = (self.unacked_dialogs > 0).then_some(self.last_sweep + 60_000);
+        // The first 2xx whose ACK deadline is still to come.
+        let sweep = self.unacked.front().map(|&(at, _, _)| at);
         match (self.timers.next_at(), sweep) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -645,9 +652,13 @@ impl Proxy {
             .count()
     }
 
-    /// Dialogs established through the proxy and not yet ended by BYE.
+    /// Dialogs established through the proxy and not yet ended by BYE
+    /// (those whose 2xx was never ACKed are over).
     pub fn active_dialogs(&self) -> usize {
-        self.dialogs.values().filter(|d| d.confirmed).count()
+        self.dialogs
+            .values()
+            .filter(|d| d.confirmed && !d.unacked_expired)
+            .count()
     }
 
     /// A message arrived from `from`.
@@ -1085,12 +1096,9 @@ impl Proxy {
             call: None,
         };
         if is_ack {
-            let acked = self
-                .dialogs
-                .get_mut(&dkey)
-                .and_then(|d| d.unacked_since.take());
-            if acked.is_some() {
-                self.unacked_dialogs = self.unacked_dialogs.saturating_sub(1);
+            // Its entry in `unacked` goes at its deadline.
+            if let Some(d) = self.dialogs.get_mut(&dkey) {
+                d.unacked_since = None;
             }
             self.forward_stateless(from, msg, &top, hop, &mut patch);
             self.scratch = patch;
@@ -1280,6 +1288,7 @@ impl Proxy {
                     started: now,
                     confirmed: false,
                     unacked_since: None,
+                    unacked_expired: false,
                     setups: 0,
                     caller_tag,
                     // Always there: a dialog setup is record-routed.
@@ -1800,9 +1809,9 @@ impl Proxy {
                 if contact.is_some() {
                     d.callee.contact = contact;
                 }
-                if setup && code >= 200 && !d.confirmed {
+                let awaits_ack = setup && code >= 200 && !d.confirmed;
+                if awaits_ack {
                     d.unacked_since = Some(now);
-                    self.unacked_dialogs += 1;
                 }
                 d.confirmed = code >= 200;
                 if d.confirmed {
@@ -1837,6 +1846,22 @@ impl Proxy {
                         });
                     }
                 }
+                if awaits_ack {
+                    self.await_ack(now, key);
+                }
+            } else if to_tag.is_empty()
+                && (200..300).contains(&code)
+                && d.unacked_since.is_none()
+                && !d.unacked_expired
+            {
+                // A 2xx without a To tag (RFC 3261 8.2.6.2 wants one)
+                // sets up no dialog a request can name: the caller's ACK
+                // cannot pass, so it is reported as a 2xx never ACKed
+                // (trial, 2026-12-03: the call stayed open, `answered`,
+                // for max_call_seconds).
+                tracing::warn!(call_id = %String::from_utf8_lossy(call_id), "2xx without a To tag: no dialog is set up, the call ends as failed when its ACK does not come");
+                d.unacked_since = Some(now);
+                self.await_ack(now, key);
             }
             return;
         }
@@ -2196,9 +2221,14 @@ impl Proxy {
                 self.send_bye(now, &d.call_id, &d, toward_callee, why);
             }
             if why == EndReason::RtpTimeout {
-                self.events.push(CallEvent::TimedOut {
-                    call_id: d.call_id.clone(),
-                    at: now,
+                // Silent both ways before the caller's ACK passed: the
+                // call never set up (failed, no talk time), as when the
+                // ACK's wait runs out first (trial, 2026-12-03: 60 s
+                // answered or failed, by which came first).
+                let call_id = d.call_id.clone();
+                self.events.push(match d.unacked_since {
+                    Some(_) => CallEvent::Unacknowledged { call_id, at: now },
+                    None => CallEvent::TimedOut { call_id, at: now },
                 });
             }
         }
@@ -2499,27 +2529,40 @@ impl Proxy {
                 list.retain(|id| unanswered_in(txns, *id, *peer));
                 !list.is_empty()
             });
-            // RFC 3261 13.3.1.4: a 2xx whose ACK has not passed within
-            // 64·T1 set up no session (a trial, 2026-12-03: such a call
-            // stayed `answered` for max_call_seconds when the PBX sent no
-            // BYE either). The dialog stays for a BYE that may still come.
-            let wait = 64 * self.s.timers.t1_ms;
-            let mut waiting = 0;
-            for d in self.dialogs.values_mut() {
-                match d.unacked_since {
-                    Some(since) if now >= since + wait => {
-                        d.unacked_since = None;
-                        self.events.push(CallEvent::Unacknowledged {
-                            call_id: d.call_id.clone(),
-                            at: since + wait,
-                        });
-                    }
-                    Some(_) => waiting += 1,
-                    None => {}
-                }
-            }
-            self.unacked_dialogs = waiting;
         }
+        self.report_unacked(now);
+    }
+
+    /// RFC 3261 13.3.1.4: a 2xx whose ACK has not passed within 64·T1
+    /// set up no session (a trial, 2026-12-03: such a call stayed
+    /// `answered` for max_call_seconds when the PBX sent no BYE either).
+    /// The dialog stays for a BYE that may still come.
+    fn report_unacked(&mut self, now: Millis) {
+        while let Some(&(at, key, since)) = self.unacked.front() {
+            if at > now {
+                break;
+            }
+            self.unacked.pop_front();
+            let Some(d) = self.dialogs.get_mut(&key) else {
+                continue;
+            };
+            // ACKed meanwhile, or a later 2xx of its own deadline.
+            if d.unacked_since != Some(since) {
+                continue;
+            }
+            d.unacked_since = None;
+            d.unacked_expired = true;
+            self.events.push(CallEvent::Unacknowledged {
+                call_id: d.call_id.clone(),
+                at,
+            });
+        }
+    }
+
+    /// A setup's 2xx relayed: its ACK is awaited until 64·T1 from now.
+    fn await_ack(&mut self, now: Millis, key: DialogKey) {
+        self.unacked
+            .push_back((now + 64 * self.s.timers.t1_ms, key, now));
     }
 
     fn fire(&mut self, now: Millis, id: u64, kind: TimerKind) {

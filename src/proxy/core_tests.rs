@@ -1098,23 +1098,127 @@ fn a_2xx_never_acked_ends_the_call_after_64_t1() {
             rig.recv_at(200, udp(CALLER), &ack);
         }
         rig.proxy.take_call_events().for_each(drop);
-        // The minute's sweep says it, dated 64·T1 after the 2xx.
-        rig.advance_to(120_000);
-        let ends: Vec<CallEvent> = rig
-            .proxy
-            .take_call_events()
-            .filter(|e| matches!(e, CallEvent::Unacknowledged { .. }))
-            .collect();
+        let deadline = 100 + 64 * 500;
+        // Said at its deadline, not up to a minute later (trial,
+        // 2026-12-03: the minute's sweep let a 60 s RTP timeout come
+        // first, a 60 s answered call): the core wakes for it.
+        let due = rig.proxy.next_deadline();
+        if !acked {
+            assert!(due.is_some_and(|d| d <= deadline), "{due:?}");
+        }
+        rig.advance_to(deadline - 1);
+        let unacked = |rig: &mut Rig| -> Vec<CallEvent> {
+            rig.proxy
+                .take_call_events()
+                .filter(|e| matches!(e, CallEvent::Unacknowledged { .. }))
+                .collect()
+        };
+        assert_eq!(unacked(&mut rig), [], "acked: {acked}, before");
+        rig.advance_to(deadline);
         let want = if acked {
             vec![]
         } else {
             vec![CallEvent::Unacknowledged {
                 call_id: Bytes::from_static(b"na@x"),
-                at: 100 + 64 * 500,
+                at: deadline,
             }]
         };
-        assert_eq!(ends, want, "acked: {acked}");
+        assert_eq!(unacked(&mut rig), want, "acked: {acked}");
+        // A call never ACKed is over: a shutdown does not wait for it.
+        assert_eq!(rig.proxy.active_dialogs(), usize::from(acked));
+        rig.advance_to(200_000);
+        assert_eq!(unacked(&mut rig), [], "said once");
     }
+}
+
+/// The RTP timeout of a call whose 2xx no ACK followed: never set up
+/// (`Unacknowledged`: failed, no talk time), as when the ACK's wait runs
+/// out first; after the ACK, a call that went silent (`TimedOut`).
+/// Trial, 2026-12-03: one such call went to the CRM as answered for 60 s.
+#[test]
+fn rtp_timeout_before_the_ack_is_a_call_never_set_up() {
+    for acked in [false, true] {
+        let mut rig = Rig::new();
+        let fwd = start_call(&mut rig, "rt1", "rt@x");
+        rig.take();
+        let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
+        let ok = response_to(
+            &fwd.text,
+            200,
+            "OK",
+            Some("u1"),
+            &format!("{rr}\r\nContact: <sip:uas@{UAS}>\r\n"),
+        );
+        rig.recv_at(100, udp(UAS), &ok);
+        if acked {
+            let route = format!("Route: {}\r\n", value(&rr));
+            let ack = request("ACK", &format!("sip:uas@{UAS}"), "rt2", "rt@x", &route)
+                .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
+            rig.recv_at(200, udp(CALLER), &ack);
+        }
+        rig.proxy.take_call_events().for_each(drop);
+        assert!(rig.proxy.end_dialog(b"rt@x", 5_000), "acked: {acked}");
+        let call_id = Bytes::from_static(b"rt@x");
+        let want = if acked {
+            CallEvent::TimedOut { call_id, at: 5_000 }
+        } else {
+            CallEvent::Unacknowledged { call_id, at: 5_000 }
+        };
+        let events: Vec<CallEvent> = rig.proxy.take_call_events().collect();
+        assert_eq!(events, [want], "acked: {acked}");
+    }
+}
+
+/// A 2xx without a To tag sets up no dialog a request can name, so the
+/// caller's ACK cannot pass: the call ends as a 2xx never ACKed, 64·T1
+/// later (trial, 2026-12-03: it stayed open, `answered`, until
+/// max_call_seconds, and the RTP timeout's BYEs went nowhere).
+#[test]
+fn a_2xx_without_a_to_tag_ends_the_call_as_never_acked() {
+    let mut rig = Rig::new();
+    let fwd = start_call(&mut rig, "nt1", "nt@x");
+    rig.take();
+    let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
+    let ok = response_to(
+        &fwd.text,
+        200,
+        "OK",
+        None,
+        &format!("{rr}\r\nContact: <sip:uas@{UAS}>\r\n"),
+    );
+    rig.recv_at(100, udp(UAS), &ok);
+    assert!(
+        rig.take()
+            .iter()
+            .any(|s| s.to == udp(CALLER) && s.text.starts_with("SIP/2.0 200")),
+        "the 2xx goes on to the caller"
+    );
+    // Its retransmission arms nothing more.
+    rig.recv_at(600, udp(UAS), &ok);
+    rig.proxy.take_call_events().for_each(drop);
+    rig.advance_to(100 + 64 * 500);
+    let ends: Vec<CallEvent> = rig
+        .proxy
+        .take_call_events()
+        .filter(|e| matches!(e, CallEvent::Unacknowledged { .. }))
+        .collect();
+    assert_eq!(
+        ends,
+        [CallEvent::Unacknowledged {
+            call_id: Bytes::from_static(b"nt@x"),
+            at: 100 + 64 * 500
+        }]
+    );
+    rig.advance_to(200_000);
+    assert_eq!(
+        rig.proxy
+            .take_call_events()
+            .filter(|e| matches!(e, CallEvent::Unacknowledged { .. }))
+            .count(),
+        0,
+        "said once"
+    );
+    assert_eq!(rig.proxy.active_dialogs(), 0);
 }
 
 // ---- local answers ---------------------------------------------------------------
@@ -2536,8 +2640,10 @@ fn siptrack_ends_a_dialog_with_a_bye_to_each_side() {
         }
         assert!(rig.proxy.end_dialog(b"end@x", 1_000), "{name}");
         let events: Vec<CallEvent> = rig.proxy.take_call_events().collect();
+        // No ACK passed in this test: the call never set up (the ACKed
+        // case: `rtp_timeout_before_the_ack_is_a_call_never_set_up`).
         assert!(
-            events.contains(&CallEvent::TimedOut {
+            events.contains(&CallEvent::Unacknowledged {
                 call_id: Bytes::from_static(b"end@x"),
                 at: 1_000
             }),
