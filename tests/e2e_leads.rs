@@ -406,6 +406,11 @@ fn bad_input_is_refused_and_nothing_is_written(db: Db) {
             r#"{"text": "hi"}"#,
             "phone, email, name: a lead needs at least one of them",
         ),
+        // A phone given that is no number is named as the problem.
+        (
+            r#"{"phone": "abc"}"#,
+            r#"phone: \"abc\" is not a phone number"#,
+        ),
         (
             r#"{"name": "A", "fields": [1]}"#,
             "fields: must be an object",
@@ -417,6 +422,11 @@ fn bad_input_is_refused_and_nothing_is_written(db: Db) {
         assert_eq!(status, 400, "{body:.60}: {reply}");
         assert!(reply.contains(needle), "{body:.60}: {reply}");
     }
+    // The outbox is not listed by time: `since` is refused, not ignored
+    // (trial, 2026-12-03: a poll for what is new got every item).
+    let (status, reply) = get(api(&p), "/api/v1/outbox?since=4102444800", Some(TOKEN));
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply.contains("since: the outbox is listed"), "{reply}");
     let (status, reply) = post_json(
         api(&p),
         "/api/v1/leads",

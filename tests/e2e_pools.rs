@@ -279,6 +279,20 @@ fn every_api_route_takes_the_token_and_only_it() {
             assert_ne!(status, 401, "{method} {path} {auth}: {reply}");
         }
     }
+    // Another method on a known address: a JSON error like every other
+    // refusal (trial, 2026-12-03: an empty 405).
+    let auth = format!("Bearer {TOKEN}");
+    for (method, path) in [("PUT", "/api/v1/leads"), ("GET", "/api/v1/visits")] {
+        let (status, reply) = request(api(&proxy), method, path, Some(&auth), "");
+        assert_eq!(status, 405, "{method} {path}: {reply}");
+        let v: serde_json::Value = serde_json::from_str(&reply).expect("a JSON body");
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("method not allowed")),
+            "{reply}"
+        );
+    }
 }
 
 crate::on_each_db!(visits_get_numbers_and_calls_carry_the_visit);

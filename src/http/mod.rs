@@ -152,6 +152,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/recordings/{call_id}", get(recordings::get_recording))
         .merge(ui::routes())
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_TRANSPORT))
         .with_state(state)
@@ -169,6 +170,15 @@ async fn not_found(uri: axum::http::Uri) -> Response {
             "no such endpoint (see the README's HTTP API)",
         )
     }
+}
+
+/// A known address asked with another method: the JSON error every other
+/// refusal has (it was an empty body). Axum still adds `Allow`.
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed here (see the Allow header and the README's HTTP API)",
+    )
 }
 
 /// 200 `ok`, or 503 with the reason while the database refuses calls or
@@ -241,8 +251,16 @@ fn node_info(node: &str) -> String {
 }
 
 /// CRM requests, newest first; `?state=pending|done|failed` (parked
-/// requests are `failed`), `?limit=`.
+/// requests are `failed`), `?limit=`. No `?since=`: it was checked and
+/// then ignored, so a poll for what is new got every item (trial,
+/// 2026-12-03); refused by name instead.
 async fn get_outbox(_: Authorized, State(s): State<AppState>, Query(q): Params) -> Response {
+    if q.contains_key("since") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "since: the outbox is listed newest first by state and limit, not by time",
+        );
+    }
     let (limit, _) = match list_params(&q) {
         Ok(p) => p,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
@@ -593,6 +611,13 @@ pub fn parse_lead(body: &[u8], phone: &PhoneRules, now_s: i64) -> Result<NewLead
     } = form_phone(&raw_phone, phone);
     let name = text("name", MAX_VALUE)?;
     if phone.is_empty() && email.is_empty() && name.is_empty() {
+        // A phone was given and is no number: that is what to fix (trial,
+        // 2026-12-03: "abc" was told a lead needs one of the three).
+        if !raw_phone.trim().is_empty() {
+            return Err(format!(
+                "phone: \"{raw_phone}\" is not a phone number (and there is no email or name)"
+            ));
+        }
         // Named by all three: the rule is about them together (a visit
         // alone names nobody to call back). It named `phone` alone.
         return Err("phone, email, name: a lead needs at least one of them".into());
