@@ -581,6 +581,9 @@ fn normalize_caller_at(
         _ => return,
     };
     let Some((span, user)) = uri_user(msg, i) else {
+        if name != HeaderName::From {
+            normalize_listed(msg, i, rules, patch);
+        }
         return;
     };
     let Ok(raw) = utf8(user) else {
@@ -601,9 +604,14 @@ fn normalize_caller_at(
         });
         return;
     }
-    // Escapes are decoded first (`8%20916…`); what is no number after
-    // that (`anonymous`, a login) stays as it came. Written straight
-    // into the edit, taken back when it is the same.
+    replace_normalised(span, raw, rules, patch);
+}
+
+/// The user part `raw` at `span` replaced by its T-5 form. Escapes are
+/// decoded first (`8%20916…`); what is no number after that
+/// (`anonymous`, a login) stays as it came. Written straight into the
+/// edit, taken back when it is the same.
+fn replace_normalised(span: Span, raw: &str, rules: &PhoneRules, patch: &mut Patch) {
     patch.replace_if(span, |out| {
         let start = out.len();
         normalize_user_append(raw, rules, out) && {
@@ -611,6 +619,32 @@ fn normalize_caller_at(
             out[start..] != *raw.as_bytes()
         }
     });
+}
+
+/// T-5 for each value of a P-Asserted-Identity or Remote-Party-ID header
+/// that lists several: RFC 3325 9.1 allows a `sip:` and a `tel:` URI in
+/// one header, and such a header went on as it came (trial, 2026-12-03).
+/// As for one value, a SIP URI's user part is normalised.
+fn normalize_listed(msg: &Message, i: usize, rules: &PhoneRules, patch: &mut Patch) {
+    let Some(h) = msg.headers.get(i) else {
+        return;
+    };
+    let base = msg.buf().as_ptr() as usize;
+    for piece in split_values(msg.bytes(h.value)) {
+        let Ok(na) = NameAddr::parse(piece) else {
+            continue;
+        };
+        let uri = na.uri();
+        let Some((a, b)) = crate::sip::addrs::user_part(uri) else {
+            continue;
+        };
+        let Ok(raw) = utf8(&uri[a..b]) else {
+            continue;
+        };
+        // The URI is a slice of the message: its place in it.
+        let at = uri.as_ptr() as usize - base;
+        replace_normalised(Span::new(at + a, at + b), raw, rules, patch);
+    }
 }
 
 /// A telephone-subscriber's parameters after its number (RFC 3966,

@@ -372,6 +372,30 @@ fn caller_numbers_are_normalised_in_from_pai_and_rpid() {
     }
 }
 
+/// RFC 3325 9.1: one P-Asserted-Identity may list a `sip:` and a `tel:`
+/// URI; each SIP URI's user part is normalised as a single value's is
+/// (trial, 2026-12-03: such a header went on as it came).
+#[test]
+fn each_value_of_a_listed_identity_header_is_normalised() {
+    let msg = invite(
+        "74951111111",
+        "89161234567",
+        "P-Asserted-Identity: \"A, B\" <sip:+79169100003@trunk.example;user=phone>, <tel:+79169100003>\r\n\
+         Remote-Party-ID: <tel:+7916>, <sip:8-916-910-00-04@trunk.example>;party=calling\r\n",
+    );
+    let mut patch = Patch::new();
+    normalize_caller(&msg, &PhoneRules::default(), &mut patch);
+    let out = applied(&msg, &mut patch);
+    assert_eq!(
+        header(&out, "P-Asserted-Identity"),
+        vec!["\"A, B\" <sip:79169100003@trunk.example;user=phone>, <tel:+79169100003>"]
+    );
+    assert_eq!(
+        header(&out, "Remote-Party-ID"),
+        vec!["<tel:+7916>, <sip:79169100004@trunk.example>;party=calling"]
+    );
+}
+
 #[test]
 fn normalize_caller_off_passes_the_from_user_byte_for_byte() {
     let msg = invite("74951111111", "8-916-123-45-67", "");

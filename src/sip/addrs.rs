@@ -145,7 +145,7 @@ fn user_of(msg: &Message, header: usize) -> Option<Span> {
 /// with a password is decoded in full here; decoding the From and PAI
 /// URIs of every INVITE to find the text up to their `@` cost ~660
 /// instructions each (issue 15).
-fn user_part(uri: &[u8]) -> Option<(usize, usize)> {
+pub fn user_part(uri: &[u8]) -> Option<(usize, usize)> {
     let scheme = super::uri::scheme_of(uri)?;
     if !(scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips")) {
         return None;
