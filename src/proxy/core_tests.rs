@@ -1072,6 +1072,38 @@ fn ok_retransmissions_pass_and_the_ack_follows_the_record_route() {
     assert_eq!(rig.proxy.active_dialogs(), 1);
 }
 
+/// A call `call_id` through a new rig, answered 200 at 100 ms (branches
+/// `branches`: the INVITE's, the ACK's) and, when `acked`, ACKed at 200
+/// ms; the events so far taken.
+fn answered_at_100(branches: [&str; 2], call_id: &str, acked: bool) -> Rig {
+    let mut rig = Rig::new();
+    let fwd = start_call(&mut rig, branches[0], call_id);
+    rig.take();
+    let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
+    let ok = response_to(
+        &fwd.text,
+        200,
+        "OK",
+        Some("u1"),
+        &format!("{rr}\r\nContact: <sip:uas@{UAS}>\r\n"),
+    );
+    rig.recv_at(100, udp(UAS), &ok);
+    if acked {
+        let route = format!("Route: {}\r\n", value(&rr));
+        let ack = request(
+            "ACK",
+            &format!("sip:uas@{UAS}"),
+            branches[1],
+            call_id,
+            &route,
+        )
+        .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
+        rig.recv_at(200, udp(CALLER), &ack);
+    }
+    rig.proxy.take_call_events().for_each(drop);
+    rig
+}
+
 /// RFC 3261 13.3.1.4: a 2xx whose ACK never passes within 64·T1 set up
 /// no session: the call ends `Unacknowledged` (a trial, 2026-12-03: it
 /// stayed answered for 4 h when the PBX sent no BYE either). With the
@@ -1079,25 +1111,7 @@ fn ok_retransmissions_pass_and_the_ack_follows_the_record_route() {
 #[test]
 fn a_2xx_never_acked_ends_the_call_after_64_t1() {
     for acked in [false, true] {
-        let mut rig = Rig::new();
-        let fwd = start_call(&mut rig, "na1", "na@x");
-        rig.take();
-        let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
-        let ok = response_to(
-            &fwd.text,
-            200,
-            "OK",
-            Some("u1"),
-            &format!("{rr}\r\nContact: <sip:uas@{UAS}>\r\n"),
-        );
-        rig.recv_at(100, udp(UAS), &ok);
-        if acked {
-            let route = format!("Route: {}\r\n", value(&rr));
-            let ack = request("ACK", &format!("sip:uas@{UAS}"), "na2", "na@x", &route)
-                .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
-            rig.recv_at(200, udp(CALLER), &ack);
-        }
-        rig.proxy.take_call_events().for_each(drop);
+        let mut rig = answered_at_100(["na1", "na2"], "na@x", acked);
         let deadline = 100 + 64 * 500;
         // Said at its deadline, not up to a minute later (trial,
         // 2026-12-03: the minute's sweep let a 60 s RTP timeout come
@@ -1138,25 +1152,7 @@ fn a_2xx_never_acked_ends_the_call_after_64_t1() {
 #[test]
 fn rtp_timeout_before_the_ack_is_a_call_never_set_up() {
     for acked in [false, true] {
-        let mut rig = Rig::new();
-        let fwd = start_call(&mut rig, "rt1", "rt@x");
-        rig.take();
-        let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
-        let ok = response_to(
-            &fwd.text,
-            200,
-            "OK",
-            Some("u1"),
-            &format!("{rr}\r\nContact: <sip:uas@{UAS}>\r\n"),
-        );
-        rig.recv_at(100, udp(UAS), &ok);
-        if acked {
-            let route = format!("Route: {}\r\n", value(&rr));
-            let ack = request("ACK", &format!("sip:uas@{UAS}"), "rt2", "rt@x", &route)
-                .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=u1");
-            rig.recv_at(200, udp(CALLER), &ack);
-        }
-        rig.proxy.take_call_events().for_each(drop);
+        let mut rig = answered_at_100(["rt1", "rt2"], "rt@x", acked);
         assert!(rig.proxy.end_dialog(b"rt@x", 5_000), "acked: {acked}");
         let call_id = Bytes::from_static(b"rt@x");
         let want = if acked {
