@@ -474,6 +474,37 @@ fn a_recorded_calls_link_plays_seeks_and_refuses_what_it_must() {
     assert!(!ok);
     assert!(err.contains("no call"), "{err}");
     let c = rusqlite::Connection::open(&db).expect("db");
+
+    // Recorded by another node of a cluster (its link base kept with the
+    // call, as nodes on PostgreSQL write it): the links lead there, and a
+    // signed request that reaches this node, which has no file, is sent
+    // there (it was a 404 here).
+    let node_a = "http://node-a.example:8080";
+    c.execute(
+        "UPDATE calls SET recording_base = ?1 WHERE call_id = ?2",
+        [node_a, call_id.as_str()],
+    )
+    .expect("update");
+    std::fs::remove_file(file_for(&rec_dir, &call_id)).expect("the WAV is node A's");
+    let there = format!("{node_a}{}", path_of(&link));
+    let r = http_get(p.api(), path_of(&link), &[]);
+    assert_eq!(r.status, 307, "{}", r.text());
+    assert_eq!(r.header("location"), Some(there.as_str()));
+    let r = http_get(p.api(), &format!("/ui{}", path_of(&link)), &[]);
+    assert_eq!(
+        r.header("location"),
+        Some(there.as_str()),
+        "the console's too"
+    );
+    let listed = p.wait_for("calls", 1, TOKEN).remove(0);
+    assert_eq!(listed["link"].as_str(), Some(there.as_str()), "{listed}");
+    let (ok, out, err) = siptrack_cli(&p, &["recording-url", &call_id]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), there);
+    // Unsigned, nothing is said about where it is.
+    let r = http_get(p.api(), no_sig, &[]);
+    assert_eq!((r.status, r.header("location")), (403, None));
+
     c.execute(
         "UPDATE calls SET recording = 'not_recorded', recording_reason = 'no free media ports'",
         [],

@@ -43,7 +43,7 @@ pub struct RecordingAccess {
 
 /// The statuses `/recordings` answers, counted for `/metrics`: a burst of
 /// 403s is someone guessing links.
-const STATUSES: [u16; 8] = [200, 206, 401, 403, 404, 409, 416, 500];
+const STATUSES: [u16; 9] = [200, 206, 307, 401, 403, 404, 409, 416, 500];
 
 /// Answers of `/recordings` by status.
 #[derive(Debug, Default)]
@@ -82,11 +82,38 @@ pub(super) async fn get_recording(
     State(s): State<AppState>,
     Path(call_id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    let r = serve(&s, &call_id, &q, &headers).await;
+    let r = serve(&s, &call_id, &q, &uri, &headers).await;
     s.recordings.counts.count(r.status());
     r
+}
+
+/// A validly signed request for a recording another node of a cluster
+/// holds (its link base in the call's row): 307 to the same link on that
+/// node (the signing key is the database's, so the signature holds
+/// there), where it was a 404 here (links made before the base was kept,
+/// a balancer sending `/recordings/` anywhere). The console's path goes
+/// to the plain one: a session is this node's. None: the call is not
+/// known, or its WAV is this node's and gone.
+async fn elsewhere(s: &AppState, call_id: &str, uri: &axum::http::Uri) -> Option<Response> {
+    let call = s.store.find_call(call_id).await.ok()??;
+    let base = call.recording_base;
+    if base.is_empty() || base == s.recordings.links.base_url {
+        return None;
+    }
+    let asked = uri.path_and_query()?.as_str();
+    let path = asked
+        .strip_prefix(crate::recording::links::CONSOLE_PREFIX)
+        .unwrap_or(asked);
+    let location = header::HeaderValue::from_str(&format!("{base}{path}")).ok()?;
+    let mut r = error(
+        StatusCode::TEMPORARY_REDIRECT,
+        format!("the recording is on the node at {base}"),
+    );
+    r.headers_mut().insert(header::LOCATION, location);
+    Some(r)
 }
 
 /// Whether a recording file's last write is more than `retention_seconds`
@@ -102,6 +129,7 @@ async fn serve(
     s: &AppState,
     call_id: &str,
     q: &HashMap<String, String>,
+    uri: &axum::http::Uri,
     headers: &HeaderMap,
 ) -> Response {
     let access = &s.recordings;
@@ -122,6 +150,9 @@ async fn serve(
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(there) = elsewhere(s, call_id, uri).await {
+                return there;
+            }
             return error(StatusCode::NOT_FOUND, "no recording of this call");
         }
         Err(e) => {
