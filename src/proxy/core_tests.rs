@@ -1145,6 +1145,37 @@ fn a_2xx_never_acked_ends_the_call_after_64_t1() {
     }
 }
 
+/// The ACK deadlines of a burst go at their deadlines, and the room they
+/// took goes with the tables' after the burst (memory returns after load,
+/// issue 15).
+#[test]
+fn a_bursts_ack_deadlines_give_their_room_back() {
+    let mut rig = Rig::new();
+    for n in 0..300 {
+        let fwd = start_call(&mut rig, &format!("bu{n}"), &format!("bu{n}@x"));
+        rig.take();
+        let ok = response_to(
+            &fwd.text,
+            200,
+            "OK",
+            Some("u1"),
+            "Contact: <sip:uas@127.0.0.1:5070>\r\n",
+        );
+        rig.recv_at(100, udp(UAS), &ok);
+        rig.take();
+    }
+    assert_eq!(rig.proxy.unacked.len(), 300);
+    rig.advance_to(100 + 64 * 500);
+    assert!(rig.proxy.unacked.is_empty());
+    assert!(rig.proxy.unacked.capacity() >= 300);
+    rig.proxy.shrink_tables();
+    assert!(
+        rig.proxy.unacked.capacity() < 300,
+        "{}",
+        rig.proxy.unacked.capacity()
+    );
+}
+
 /// The RTP timeout of a call whose 2xx no ACK followed: never set up
 /// (`Unacknowledged`: failed, no talk time), as when the ACK's wait runs
 /// out first; after the ACK, a call that went silent (`TimedOut`).
