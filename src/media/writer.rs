@@ -123,6 +123,9 @@ pub struct Recordings {
     metrics: Arc<MediaMetrics>,
     open: HashMap<SessionId, Open>,
     lost: Lost,
+    /// A file already there for the Call-ID is written over (a replay,
+    /// which makes the same file again); a live node keeps it.
+    replace: bool,
 }
 
 impl Recordings {
@@ -133,7 +136,15 @@ impl Recordings {
             metrics,
             open: HashMap::new(),
             lost: Lost::default(),
+            replace: false,
         }
+    }
+
+    /// Files already there are written over: `siptrack replay`, run again
+    /// into the same directory, makes the same recordings again.
+    pub fn replacing(mut self) -> Recordings {
+        self.replace = true;
+        self
     }
 
     /// Does one job; returns an outcome when a recording ended (or could
@@ -154,7 +165,7 @@ impl Recordings {
                 at_ms,
             } => {
                 let path = self.dir.join(link::file_name(&call_id));
-                match start(&path, payloads) {
+                match start(&path, payloads, self.replace) {
                     Ok(recorder) => {
                         metrics.recordings_started.fetch_add(1, Relaxed);
                         self.open.insert(
@@ -252,8 +263,15 @@ fn run(rx: Receiver<Job>, recordings: &mut Recordings, done: impl Fn(Outcome)) {
     }
 }
 
-fn start(path: &Path, payloads: Payloads) -> Result<Recorder<BufWriter<File>>, NoRecording> {
-    let file = create(path).map_err(|e| NoRecording::Disk(e.to_string()))?;
+fn start(
+    path: &Path,
+    payloads: Payloads,
+    replace: bool,
+) -> Result<Recorder<BufWriter<File>>, NoRecording> {
+    let file = create(path, replace).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => NoRecording::Disk(KEPT.into()),
+        _ => NoRecording::Disk(e.to_string()),
+    })?;
     Recorder::new(BufWriter::with_capacity(32 * 1024, file), payloads).inspect_err(|_| {
         // Created, but not even its header fits: nothing to keep.
         let _ = std::fs::remove_file(path);
@@ -263,19 +281,39 @@ fn start(path: &Path, payloads: Payloads) -> Result<Recorder<BufWriter<File>>, N
 /// The file for a new recording. The directory is made again when it is
 /// gone (trial, 2026-12-02: after `rm -rf` of the recordings directory
 /// every later call went unrecorded until an operator made it again).
-fn create(path: &Path) -> std::io::Result<File> {
-    match File::create(path) {
+///
+/// A file already there (`replace` false) is another call's recording
+/// under the same Call-ID, which a UA or SBC may reuse: it is kept, and
+/// this call goes unrecorded (trial, 2026-12-03: the later call wrote over
+/// it, so the first call's CRM link played another client's call, or,
+/// with no media, deleted it).
+fn create(path: &Path, replace: bool) -> std::io::Result<File> {
+    let open = || {
+        let mut o = File::options();
+        o.write(true);
+        if replace {
+            o.create(true).truncate(true);
+        } else {
+            o.create_new(true);
+        }
+        o.open(path)
+    };
+    match open() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
                 return Err(e);
             };
             std::fs::create_dir_all(dir)?;
             tracing::warn!(dir = %dir.display(), "the recordings directory was gone (deleted while running?); made it again");
-            File::create(path)
+            open()
         }
         other => other,
     }
 }
+
+/// The reason a call whose Call-ID names a recording already on disk
+/// goes unrecorded.
+const KEPT: &str = "a recording of an earlier call with this Call-ID is kept, not written over";
 
 /// Why a finished file is no recording, when it was deleted while the
 /// call was recorded: its last name is gone, so a link would answer 404
@@ -639,7 +677,9 @@ mod tests {
     fn a_write_failing_mid_call_is_told_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics = Arc::new(MediaMetrics::default());
-        let mut r = Recordings::new(dir.path().to_path_buf(), metrics.clone());
+        // Written through the link already there (a live node keeps a
+        // file it finds: `an_earlier_calls_recording_is_never_written_over`).
+        let mut r = Recordings::new(dir.path().to_path_buf(), metrics.clone()).replacing();
         std::os::unix::fs::symlink("/dev/full", dir.path().join(link::file_name(b"full")))
             .expect("symlink");
         assert!(r.job(start_job(1, b"full")).is_none());
@@ -658,6 +698,41 @@ mod tests {
         assert!(
             told.contains("No space left on device"),
             "{told:?} after {i} packets"
+        );
+    }
+
+    /// A UA or SBC may reuse a Call-ID: the later call's recording must
+    /// neither write over the earlier call's WAV (its CRM link then played
+    /// another client's call) nor, with no media, delete it (trial,
+    /// 2026-12-03). It goes unrecorded, saying why; a replay into the same
+    /// directory still makes its files again.
+    #[test]
+    fn an_earlier_calls_recording_is_never_written_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(MediaMetrics::default());
+        let mut r = Recordings::new(dir.path().to_path_buf(), metrics.clone());
+        let file = dir.path().join(link::file_name(b"reused@h"));
+        std::fs::write(&file, b"the earlier call's WAV").expect("write");
+        let again = r.job(start_job(1, b"reused@h")).expect("refused at once");
+        assert_eq!(
+            again.result.map(|_| ()),
+            Err(NoRecording::Disk(KEPT.into()))
+        );
+        // Its end (no media) touches nothing either.
+        assert!(r
+            .job(Job::Finish {
+                session: 1,
+                at_ms: Some(1_000)
+            })
+            .is_none());
+        assert_eq!(
+            std::fs::read(&file).expect("kept"),
+            b"the earlier call's WAV"
+        );
+        let mut replay = Recordings::new(dir.path().to_path_buf(), metrics).replacing();
+        assert!(
+            replay.job(start_job(2, b"reused@h")).is_none(),
+            "replays write again"
         );
     }
 

@@ -127,7 +127,7 @@ impl ReplayMedia {
     pub fn new(dir: PathBuf, timeout_ms: u64) -> ReplayMedia {
         ReplayMedia {
             core: RelayCore::new(timeout_ms),
-            recordings: Recordings::new(dir, Arc::new(MediaMetrics::default())),
+            recordings: Recordings::new(dir, Arc::new(MediaMetrics::default())).replacing(),
             endpoints: Endpoints::default(),
             files: HashMap::new(),
             heard: HashSet::new(),
