@@ -510,6 +510,13 @@ impl Anchor {
             // made a WAV of noise, and its link went to the CRM (trial,
             // 2026-12-03).
             Some("encrypted media (SRTP)")
+        } else if (0..parsed.media.len()).any(|i| {
+            parsed.media[i].port != 0 && parsed.connection_of(i).is_some_and(|c| c.is_multicast())
+        }) {
+            // Sent to a group, not to a party: there is no leg to relay.
+            // Anchored, the group's `/ttl` stayed on siptrack's unicast
+            // address, which RFC 4566 does not allow (trial, 2026-12-03).
+            Some("multicast media")
         } else if (0..parsed.media.len())
             .any(|i| parsed.media[i].port != 0 && parsed.connection_of(i).is_none())
         {

@@ -594,7 +594,9 @@ fn an_ipv6_caller_is_answered_with_siptracks_ipv6_address() {
 /// both ways, with the reason: a SIP-I/SIP-T multipart body (SDP and
 /// ISUP), and SRTP (trial, 2026-12-03: the multipart offer went on
 /// unanchored while its plain answer was anchored, media half through
-/// siptrack, "no media negotiated"; SRTP was recorded as noise).
+/// siptrack, "no media negotiated"; SRTP was recorded as noise), and a
+/// multicast one (a later trial: its `/ttl` stayed on siptrack's unicast
+/// address, which RFC 4566 does not allow).
 #[test]
 fn multipart_and_srtp_offers_leave_the_media_alone() {
     let multipart_body = format!(
@@ -605,7 +607,13 @@ fn multipart_and_srtp_offers_leave_the_media_alone() {
         "RTP/AVP 0 8 101",
         "RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz",
     );
+    let multicast = CALLER_SDP.replace("c=IN IP4 10.0.0.1", "c=IN IP4 224.2.1.1/127");
     let cases = [
+        (
+            "application/sdp",
+            multicast.as_str(),
+            "codec not recorded: multicast media",
+        ),
         (
             "multipart/mixed;boundary=b1",
             multipart_body.as_str(),

@@ -69,6 +69,11 @@ impl Connection<'_> {
     pub fn is_hold(&self) -> bool {
         self.ip().is_some_and(|ip| ip.is_unspecified())
     }
+
+    /// A multicast group (RFC 4566 5.7: IPv4 ones carry a `/ttl`).
+    pub fn is_multicast(&self) -> bool {
+        self.ip().is_some_and(|ip| ip.is_multicast())
+    }
 }
 
 /// An `a=rtcp:<port> [<nettype> <addrtype> <address>]` attribute (RFC 3605).
