@@ -3,6 +3,8 @@
 //! rules to the INVITE.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use smol_str::SmolStr;
@@ -32,6 +34,12 @@ pub struct TrackingRouter {
     pool_destinations: Vec<Destination>,
     /// Unix milliseconds: holds are wall-clock and survive restarts.
     clock: Clock,
+    /// The forwarded Request-URI and To edit of each configured number
+    /// (static or pool), made on its first call: they depend on the
+    /// configuration alone, and building the URI cost ~650 instructions
+    /// and an allocation per INVITE (issue 15). At most one entry per
+    /// configured number: unknown numbers are not kept.
+    routes: RefCell<HashMap<SmolStr, (SmolStr, rewrite::ToEdit), ahash::RandomState>>,
 }
 
 /// Where one call goes and what it carries, before any edit.
@@ -52,6 +60,9 @@ pub struct Lookup<'a> {
     /// `context.caller` is T-5's form of the From user part, which the
     /// rewrite then takes instead of normalising the From again.
     pub caller_is_from: bool,
+    /// The dialed number is a configured one (static, or of a pool whose
+    /// destination the router keeps): its route may be kept.
+    pub configured: bool,
 }
 
 impl TrackingRouter {
@@ -74,6 +85,7 @@ impl TrackingRouter {
             default_destination: config.tracking.default_destination.clone(),
             prepared: Prepared::new(&config.rewrite),
             settings: config.rewrite.clone(),
+            routes: RefCell::default(),
         }
     }
 
@@ -113,6 +125,7 @@ impl TrackingRouter {
                 caller_raw,
                 phone,
                 caller_is_from,
+                configured: true,
             });
         }
         if let Ok(pools) = self.pools.lock() {
@@ -128,6 +141,7 @@ impl TrackingRouter {
                     Some(d) => Cow::Borrowed(d),
                     None => Cow::Owned(pool.destination.clone()),
                 };
+                let configured = matches!(destination, Cow::Borrowed(_));
                 return Some(Lookup {
                     destination,
                     phone_destination: pool.phone_destination,
@@ -135,6 +149,7 @@ impl TrackingRouter {
                     caller_raw,
                     phone,
                     caller_is_from,
+                    configured,
                 });
             }
         }
@@ -145,6 +160,7 @@ impl TrackingRouter {
             caller_raw,
             phone,
             caller_is_from,
+            configured: false,
         })
     }
 }
@@ -178,12 +194,23 @@ impl ProxyPhases for TrackingRouter {
                 call: None,
             });
         }
-        let (uri, to) = rewrite::request_uri(
-            dest,
-            &found.context.dialed,
-            found.phone_destination,
-            &self.settings,
-        );
+        let route = || {
+            rewrite::request_uri(
+                dest,
+                &found.context.dialed,
+                found.phone_destination,
+                &self.settings,
+            )
+        };
+        let (uri, to) = if found.configured {
+            self.routes
+                .borrow_mut()
+                .entry(found.context.dialed.clone())
+                .or_insert_with(route)
+                .clone()
+        } else {
+            route()
+        };
         let from = found
             .caller_is_from
             .then_some(found.context.caller.as_str());
@@ -284,6 +311,30 @@ destination = "sip:office@127.0.0.1:5080"
             .initial_request(&req, from, 0, &mut patch)
             .expect("routed");
         (req, hop.call.expect("an INVITE is a call"), patch)
+    }
+
+    /// A configured number's route is made once and kept; an unknown
+    /// number's is made per call and not kept (the table stays as small
+    /// as the configuration).
+    #[test]
+    fn configured_numbers_keep_their_route_unknown_ones_do_not() {
+        let mut r = router();
+        let call = |r: &mut TrackingRouter, to: &str, branch: &str| {
+            let text = format!(
+                "INVITE sip:{to}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK{branch}\r\n\
+                 From: <sip:89161234567@x>;tag=1\r\nTo: <sip:{to}@127.0.0.1>\r\nCall-ID: {branch}\r\n\
+                 CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            );
+            let (_, call, _) = route_invite(r, &text);
+            call.destination.to_string()
+        };
+        let first = call(&mut r, "84951234567", "a");
+        assert_eq!(first, "sip:74951234567@127.0.0.1:5080");
+        assert_eq!(call(&mut r, "74951234567", "b"), first, "the kept route");
+        assert_eq!(call(&mut r, "100", "c"), "sip:100@127.0.0.1:5070");
+        assert_eq!(call(&mut r, "101", "d"), "sip:101@127.0.0.1:5070");
+        let kept: Vec<String> = r.routes.borrow().keys().map(|k| k.to_string()).collect();
+        assert_eq!(kept, ["74951234567"]);
     }
 
     /// A gateway's `#` (the dial key) after the caller's number, bare in
