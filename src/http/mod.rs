@@ -758,10 +758,9 @@ async fn list(s: &AppState, q: &std::collections::HashMap<String, String>, key: 
                             &c.call_id,
                             &c.recording,
                             c.end_at.max(0) as u64,
-                            links,
+                            &links.on_node(&c.recording_base),
                             now,
-                        )
-                        .map(|u| crate::recording::links::on_node(u, links, &c.recording_base));
+                        );
                         json::call(c, url.as_deref())
                     })
                     .collect()
@@ -776,10 +775,9 @@ async fn list(s: &AppState, q: &std::collections::HashMap<String, String>, key: 
                     &c.call_id,
                     &c.recording,
                     c.end_at.max(0) as u64,
-                    links,
+                    &links.on_node(&c.recording_base),
                     now,
                 )
-                .map(|u| crate::recording::links::on_node(u, links, &c.recording_base))
             };
             (s.store.list_deals(limit, since).await)
                 .map(|r| r.iter().map(|d| json::deal(d, &link)).collect())

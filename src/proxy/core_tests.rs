@@ -1077,17 +1077,7 @@ fn ok_retransmissions_pass_and_the_ack_follows_the_record_route() {
 /// ms; the events so far taken.
 fn answered_at_100(branches: [&str; 2], call_id: &str, acked: bool) -> Rig {
     let mut rig = Rig::new();
-    let fwd = start_call(&mut rig, branches[0], call_id);
-    rig.take();
-    let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
-    let ok = response_to(
-        &fwd.text,
-        200,
-        "OK",
-        Some("u1"),
-        &format!("{rr}\r\nContact: <sip:uas@{UAS}>\r\n"),
-    );
-    rig.recv_at(100, udp(UAS), &ok);
+    let (_, rr) = answer_at_100(&mut rig, branches[0], call_id, Some("u1"));
     if acked {
         let route = format!("Route: {}\r\n", value(&rr));
         let ack = request(
@@ -1102,6 +1092,28 @@ fn answered_at_100(branches: [&str; 2], call_id: &str, acked: bool) -> Rig {
     }
     rig.proxy.take_call_events().for_each(drop);
     rig
+}
+
+/// A call `call_id` through `rig`, answered 200 at 100 ms with To tag
+/// `to_tag` and our Record-Route: (that 2xx, the Record-Route line).
+fn answer_at_100(
+    rig: &mut Rig,
+    branch: &str,
+    call_id: &str,
+    to_tag: Option<&str>,
+) -> (String, String) {
+    let fwd = start_call(rig, branch, call_id);
+    rig.take();
+    let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
+    let ok = response_to(
+        &fwd.text,
+        200,
+        "OK",
+        to_tag,
+        &format!("{rr}\r\nContact: <sip:uas@{UAS}>\r\n"),
+    );
+    rig.recv_at(100, udp(UAS), &ok);
+    (ok, rr)
 }
 
 /// RFC 3261 13.3.1.4: a 2xx whose ACK never passes within 64·T1 set up
@@ -1203,17 +1215,7 @@ fn rtp_timeout_before_the_ack_is_a_call_never_set_up() {
 #[test]
 fn a_2xx_without_a_to_tag_ends_the_call_as_never_acked() {
     let mut rig = Rig::new();
-    let fwd = start_call(&mut rig, "nt1", "nt@x");
-    rig.take();
-    let rr = header_lines(&fwd.text, "Record-Route")[0].to_string();
-    let ok = response_to(
-        &fwd.text,
-        200,
-        "OK",
-        None,
-        &format!("{rr}\r\nContact: <sip:uas@{UAS}>\r\n"),
-    );
-    rig.recv_at(100, udp(UAS), &ok);
+    let (ok, _) = answer_at_100(&mut rig, "nt1", "nt@x", None);
     assert!(
         rig.take()
             .iter()

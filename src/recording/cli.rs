@@ -39,10 +39,9 @@ pub fn recording_url(config: &Config, call_id: &str) -> anyhow::Result<String> {
     }
     let s = super::settings(config, store.recording_link_key(), config.http.listen);
     let now = store.clock().unix_ms() / 1000;
-    let url = links::link(call_id, &call.recording, call.end_at.max(0) as u64, &s, now)
-        // The node holding the WAV, when another node recorded it.
-        .map(|u| links::on_node(u, &s, &call.recording_base));
-    url.ok_or_else(|| {
+    // On the node holding the WAV, when another node recorded it.
+    let s = s.on_node(&call.recording_base);
+    links::link(call_id, &call.recording, call.end_at.max(0) as u64, &s, now).ok_or_else(|| {
         anyhow::anyhow!(
             "the recording of call {call_id:?} is past media.retention_days ({} days) and deleted",
             config.media.retention_days

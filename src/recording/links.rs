@@ -130,16 +130,19 @@ pub fn crm_link(
     link(call_id, recording, end_at_ms, s, now_unix)
 }
 
-/// `url` (a link made on `s.base_url`) moved to `node_base`, the base of
-/// the node that recorded the call and holds its WAV, when one is named
-/// (several nodes on one database); as it is otherwise.
-pub fn on_node(url: String, s: &LinkSettings, node_base: &str) -> String {
-    if node_base.is_empty() || node_base == s.base_url {
-        return url;
-    }
-    match url.strip_prefix(s.base_url.as_str()) {
-        Some(path) => format!("{node_base}{path}"),
-        None => url,
+impl LinkSettings {
+    /// These settings with the links made on `node_base`, the base of
+    /// the node that recorded a call and holds its WAV, when one is named
+    /// (several nodes on one database); as they are otherwise.
+    pub fn on_node(&self, node_base: &str) -> std::borrow::Cow<'_, LinkSettings> {
+        use std::borrow::Cow;
+        if node_base.is_empty() || node_base == self.base_url {
+            return Cow::Borrowed(self);
+        }
+        Cow::Owned(LinkSettings {
+            base_url: node_base.to_string(),
+            ..self.clone()
+        })
     }
 }
 
@@ -193,14 +196,8 @@ pub fn fill_crm_link(
     let call_id = pending["call_id"].as_str().unwrap_or_default();
     let recording = Recording::from_columns(pending["state"].as_str().unwrap_or_default(), "");
     let end_at_ms = pending["end_at_ms"].as_u64().unwrap_or(0);
-    let url = s.and_then(|s| {
-        let url = crm_link(call_id, &recording, end_at_ms, s, now_unix)?;
-        Some(on_node(
-            url,
-            s,
-            pending["base"].as_str().unwrap_or_default(),
-        ))
-    });
+    let node = pending["base"].as_str().unwrap_or_default();
+    let url = s.and_then(|s| crm_link(call_id, &recording, end_at_ms, &s.on_node(node), now_unix));
     if let Some(url) = url {
         match target {
             Target::CallEnd => {
@@ -342,22 +339,18 @@ mod tests {
     #[test]
     fn links_move_to_the_node_holding_the_wav() {
         let s = settings();
-        let own = "https://calls.example/recordings/c1?exp=1&sig=a".to_string();
+        let own = link("c1", &Recording::Recorded, END_MS, &s, 1).expect("link");
+        let path = own.strip_prefix(&s.base_url).expect("on its base");
         // (the node's base named, the link given)
         let table = [
-            ("", own.as_str()),
-            ("https://calls.example", own.as_str()),
-            (
-                "http://node-a:8080",
-                "http://node-a:8080/recordings/c1?exp=1&sig=a",
-            ),
+            ("", own.clone()),
+            ("https://calls.example", own.clone()),
+            ("http://node-a:8080", format!("http://node-a:8080{path}")),
         ];
         for (base, want) in table {
-            assert_eq!(on_node(own.clone(), &s, base), want, "{base:?}");
+            let got = link("c1", &Recording::Recorded, END_MS, &s.on_node(base), 1);
+            assert_eq!(got.as_deref(), Some(want.as_str()), "{base:?}");
         }
-        // Not made on this node's base: left as it is.
-        let other = "http://x/recordings/c1".to_string();
-        assert_eq!(on_node(other.clone(), &s, "http://node-a:8080"), other);
     }
 
     /// Several nodes on one database: node B sends the request of a call

@@ -97,28 +97,10 @@ async fn a_same_deal_past_the_clients_newest_hundred_is_found() {
 /// comes back with the CRM's id, so the retry goes on from that deal.
 #[tokio::test]
 async fn a_retried_create_keeps_the_crms_id_its_deal_got() {
-    let at = (NOW_MS / 1000) as i64;
-    let plan = Plan {
-        lead_hooks: true,
-        ..Plan::default()
-    };
     for (name, store, _dir) in stores().await {
-        store
-            .record_lead(
-                &form("79160000009", at),
-                &Settings::default(),
-                &status(),
-                None,
-                &plan,
-            )
-            .await
-            .expect(name);
+        queue_creates(&store, 1).await;
         let now = NOW_MS as i64;
-        let node = store.node_id().to_string();
-        let due = store
-            .outbox_claim(&node, now, LEASE_MS, 10)
-            .await
-            .expect(name);
+        let (node, due) = claim_due(&store, now).await;
         assert_eq!(due.len(), 1, "{name}");
         assert_eq!(due[0].crm_deal_id, None, "{name}");
         let deal = due[0].deal_ref.expect("deal");
@@ -1156,6 +1138,17 @@ async fn the_recording_link_key_is_one_per_database() {
 }
 
 /// Queues `n` deal creates for `n` clients (one order key each).
+/// Every item due at `now`, claimed as the store's own node: (the node,
+/// the items).
+async fn claim_due(store: &Store, now: i64) -> (String, Vec<super::outbox::DueItem>) {
+    let node = store.node_id().to_string();
+    let due = store
+        .outbox_claim(&node, now, LEASE_MS, 10)
+        .await
+        .expect("claimed");
+    (node, due)
+}
+
 async fn queue_creates(store: &Store, n: usize) {
     let at = (NOW_MS / 1000) as i64;
     let plan = Plan {
@@ -2298,25 +2291,11 @@ async fn a_write_locked_sqlite_file_fails_the_probe() {
 /// only the oldest, which may be another client's (trial, 2026-12-03).
 #[tokio::test]
 async fn a_status_for_a_crm_id_two_deals_share_changes_both() {
-    let at = (NOW_MS / 1000) as i64;
-    let plan = Plan {
-        lead_hooks: true,
-        ..Plan::default()
-    };
-    let s = Settings::default();
     for (name, store, _dir) in stores().await {
-        for phone in ["79160000011", "79160000012", "79160000013"] {
-            store
-                .record_lead(&form(phone, at), &s, &status(), None, &plan)
-                .await
-                .expect(name);
-        }
+        // Three clients' deals.
+        queue_creates(&store, 3).await;
         let now = NOW_MS as i64;
-        let node = store.node_id().to_string();
-        let due = store
-            .outbox_claim(&node, now, LEASE_MS, 10)
-            .await
-            .expect(name);
+        let (node, due) = claim_due(&store, now).await;
         assert_eq!(due.len(), 3, "{name}");
         let settled: Vec<(i64, Settle)> = due
             .iter()
@@ -2404,28 +2383,10 @@ async fn a_calls_lead_is_listed_since_its_call_ended() {
 /// waited the hour after the CRM was back).
 #[tokio::test]
 async fn a_waiting_outbox_item_can_be_sent_now() {
-    let at = (NOW_MS / 1000) as i64;
-    let plan = Plan {
-        lead_hooks: true,
-        ..Plan::default()
-    };
     for (name, store, _dir) in stores().await {
-        store
-            .record_lead(
-                &form("79160000031", at),
-                &Settings::default(),
-                &status(),
-                None,
-                &plan,
-            )
-            .await
-            .expect(name);
+        queue_creates(&store, 1).await;
         let now = NOW_MS as i64;
-        let node = store.node_id().to_string();
-        let due = store
-            .outbox_claim(&node, now, LEASE_MS, 10)
-            .await
-            .expect(name);
+        let (node, due) = claim_due(&store, now).await;
         assert_eq!(due.len(), 1, "{name}");
         let id = due[0].id;
         // In flight: not touched.
