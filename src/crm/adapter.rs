@@ -248,16 +248,33 @@ pub fn phone_of(body: &Value, key: &str) -> String {
 /// Bitrix24 nowhere (trial, 2026-12-03; webhooks carry them as fields).
 /// The body's name is escaped already as C-4 escapes texts.
 pub fn with_who(body: &Value, text: String) -> String {
+    who_lines(body, true, text)
+}
+
+/// A new deal's text when it goes onto a contact the CRM had already
+/// (found by the lead's phone or e-mail): `Name:` and `E-mail:` lines for
+/// what the lead carries, then `text`. That contact keeps what it had, so
+/// a name or e-mail typed into a form reached the CRM nowhere (trial,
+/// 2026-12-03).
+pub fn with_name_and_email(body: &Value, text: String) -> String {
+    who_lines(body, false, text)
+}
+
+fn who_lines(body: &Value, with_phone: bool, text: String) -> String {
+    let phone = if with_phone {
+        phone_of(body, "phone")
+    } else {
+        String::new()
+    };
     let mut out = String::new();
     for (label, value) in [
         ("Name", text_of(body, "name")),
-        ("Phone", phone_of(body, "phone")),
+        ("Phone", phone),
         ("E-mail", text_of(body, "email")),
     ] {
-        if value.is_empty() {
-            continue;
+        if !value.is_empty() {
+            out.push_str(&format!("{label}: {value}\n"));
         }
-        out.push_str(&format!("{label}: {value}\n"));
     }
     out.push_str(&text);
     out

@@ -34,7 +34,8 @@ use serde_json::{json, Value};
 
 use super::adapter::{
     call_deal_id, carries, crm_deal_id, data_of, lead_marker, marked, person_name, phone_of,
-    text_of, text_with_form_fields, with_who, Answer, CrmAdapter, Method, Outcome, Request, Step,
+    text_of, text_with_form_fields, with_name_and_email, with_who, Answer, CrmAdapter, Method,
+    Outcome, Request, Step,
 };
 use super::outbox::Target;
 use super::webhook::parse_retry_after;
@@ -75,6 +76,8 @@ pub struct AmoSettings {
 /// The stages of an item, handed back with each answer.
 const LOOKUP: &str = "lookup";
 const CREATE: &str = "create";
+/// The create of a lead on a contact amoCRM had already.
+const CREATE_ON_CONTACT: &str = "create on contact";
 const NOTE: &str = "note";
 const TASK: &str = "task";
 const CALL: &str = "call";
@@ -208,10 +211,20 @@ impl AmoSettings {
     /// look-up and a comment's (`(siptrack lead <id>)`, the same lead when
     /// a duplicate is appended) never take one for the other.
     pub fn lead_text_note(&self, body: &Value) -> Value {
-        common_note(&marked(
-            &note_text(body, self.allow_html),
-            text_marker(body).as_deref(),
-        ))
+        self.lead_note(body, false)
+    }
+
+    /// [`AmoSettings::lead_text_note`], headed by the lead's name and
+    /// e-mail when the lead went onto a contact amoCRM had already
+    /// (`on_found_contact`): that contact keeps its own.
+    fn lead_note(&self, body: &Value, on_found_contact: bool) -> Value {
+        let text = note_text(body, self.allow_html);
+        let text = if on_found_contact {
+            with_name_and_email(body, text)
+        } else {
+            text
+        };
+        common_note(&marked(text.trim_end(), text_marker(body).as_deref()))
     }
 
     /// `POST /api/v4/tasks`: a task on the lead, due `task_minutes` from
@@ -728,7 +741,24 @@ impl AmoCrm {
     /// reached amoCRM). A retry looks the note up first. Delivered with
     /// the lead's id once the note is there, or when there is no text.
     fn after_create(&self, lead_id: u64, body: &Value, found: bool) -> Step {
-        if text_with_form_fields(body, self.settings.allow_html).is_empty() {
+        self.after_create_on(lead_id, body, found, false)
+    }
+
+    /// [`AmoCrm::after_create`]; `on_found_contact`: the lead went onto a
+    /// contact amoCRM had already, so the note also carries the lead's
+    /// name and e-mail (when it has them, a note is made even without a
+    /// text). A retry that finds the lead cannot tell, and writes the
+    /// plain note if none is there yet.
+    fn after_create_on(
+        &self,
+        lead_id: u64,
+        body: &Value,
+        found: bool,
+        on_found_contact: bool,
+    ) -> Step {
+        let named = on_found_contact
+            && !(text_of(body, "name").is_empty() && text_of(body, "email").is_empty());
+        if !named && text_with_form_fields(body, self.settings.allow_html).is_empty() {
             return Step::Finish(Outcome::Delivered {
                 deal_id: Some(lead_id.to_string()),
             });
@@ -744,7 +774,7 @@ impl AmoCrm {
             CREATE_NOTE,
             Method::Post,
             &format!("/api/v4/leads/{lead_id}/notes"),
-            Some(s.lead_text_note(body)),
+            Some(s.lead_note(body, on_found_contact)),
         ))
     }
 
@@ -857,7 +887,7 @@ impl CrmAdapter for AmoCrm {
                     .and_then(|key| s.found_contact(&a.body, &key));
                 match contact {
                     Some(id) => Step::Send(s.request(
-                        CREATE,
+                        CREATE_ON_CONTACT,
                         Method::Post,
                         "/api/v4/leads",
                         Some(s.lead_of_contact(&item.key, &body, id)),
@@ -963,11 +993,13 @@ impl CrmAdapter for AmoCrm {
                     None => Step::Finish(Outcome::Delivered { deal_id: None }),
                 }
             }
-            CREATE if ok(a.status) => match (
+            CREATE | CREATE_ON_CONTACT if ok(a.status) => match (
                 created_lead_id(&a.body),
                 serde_json::from_str::<Value>(&item.body),
             ) {
-                (Some(id), Ok(body)) => self.after_create(id, &body, false),
+                (Some(id), Ok(body)) => {
+                    self.after_create_on(id, &body, false, sent.stage == CREATE_ON_CONTACT)
+                }
                 (Some(id), Err(_)) => Step::Finish(Outcome::Delivered {
                     deal_id: Some(id.to_string()),
                 }),
@@ -1263,7 +1295,7 @@ mod tests {
         let create = sent(a.next(&item, &find, &answer(200, &contacts.to_string()), 0));
         assert_eq!(
             (create.stage, create.url.as_str()),
-            (CREATE, "https://acme.amocrm.ru/api/v4/leads")
+            (CREATE_ON_CONTACT, "https://acme.amocrm.ru/api/v4/leads")
         );
         let body = body_of(&create);
         assert_eq!(body[0]["_embedded"], json!({"contacts": [{"id": 51}]}));
@@ -1284,6 +1316,42 @@ mod tests {
             0,
         ));
         assert_eq!(note.url, "https://acme.amocrm.ru/api/v4/leads/33/notes");
+        // The found contact keeps its own name and e-mail: the lead's
+        // head its note (trial, 2026-12-03: a form's were lost).
+        assert_eq!(
+            body_of(&note)[0]["params"]["text"],
+            "Name: Ann\nE-mail: ann@example.com\nCall to 74951230001\n\n(text of siptrack lead 7)"
+        );
+        // A name and no text still make a note there.
+        let mut named = lead_body("deal.create");
+        named["text"] = json!("");
+        named["title"] = json!("");
+        let named_item = due(Target::Lead, "deal.create", &named, None);
+        let named_note = sent(a.next(
+            &named_item,
+            &create,
+            &answer(200, r#"{"_embedded":{"leads":[{"id":34}]}}"#),
+            0,
+        ));
+        assert_eq!(
+            body_of(&named_note)[0]["params"]["text"],
+            "Name: Ann\nE-mail: ann@example.com\n\n(text of siptrack lead 7)"
+        );
+        // A lead with a contact of its own: the note is the text alone.
+        let complex_create = Request {
+            stage: CREATE,
+            ..create.clone()
+        };
+        let own = sent(a.next(
+            &item,
+            &complex_create,
+            &answer(200, r#"{"_embedded":{"leads":[{"id":35}]}}"#),
+            0,
+        ));
+        assert_eq!(
+            body_of(&own)[0]["params"]["text"],
+            "Call to 74951230001\n\n(text of siptrack lead 7)"
+        );
         // Hits without the phone in a phone field: a new contact.
         let strangers = json!({"_embedded": {"contacts": [
             {"id": 70, "custom_fields_values": [{"field_id": 101, "values": [{"value": "+7 499 123-45-68"}]}]}]}});

@@ -34,7 +34,8 @@ use serde_json::{json, Map, Value};
 
 use super::adapter::{
     call_deal_id, carries, crm_deal_id, data_of, lead_marker, marked, person_name, phone_of,
-    text_of, text_with_form_fields, with_who, Answer, CrmAdapter, Method, Outcome, Request, Step,
+    text_of, text_with_form_fields, with_name_and_email, with_who, Answer, CrmAdapter, Method,
+    Outcome, Request, Step,
 };
 use super::outbox::Target;
 use super::rate::Pacer;
@@ -263,6 +264,17 @@ impl BitrixSettings {
     /// `crm.deal.add` / `crm.lead.add`: the title, the contact, the
     /// visit's source and UTM fields, the text, siptrack's key.
     pub fn deal(&self, key: &str, body: &Value, contact: Option<u64>) -> Value {
+        self.deal_of(key, body, contact, false)
+    }
+
+    /// [`BitrixSettings::deal`] on a contact Bitrix24 had already
+    /// (`crm.duplicate.findbycomm` found it): the lead's name and e-mail
+    /// head its comments, since that contact keeps its own.
+    pub fn deal_on_found_contact(&self, key: &str, body: &Value, contact: u64) -> Value {
+        self.deal_of(key, body, Some(contact), true)
+    }
+
+    fn deal_of(&self, key: &str, body: &Value, contact: Option<u64>, found: bool) -> Value {
         let data = data_of(body);
         let mut f = Map::new();
         let title = text_of(body, "title");
@@ -320,7 +332,12 @@ impl BitrixSettings {
                 f.insert(utm.to_ascii_uppercase(), json!(v));
             }
         }
-        let text = text_with_form_fields(body, self.allow_html);
+        let mut text = text_with_form_fields(body, self.allow_html);
+        // A Bitrix24 lead carries NAME and EMAIL itself (above).
+        if found && self.entity == Entity::Deal {
+            text = with_name_and_email(body, text);
+        }
+        let text = text.trim_end();
         if !text.is_empty() {
             f.insert("COMMENTS".into(), json!(text));
         }
@@ -619,6 +636,16 @@ impl Bitrix24 {
         ))
     }
 
+    /// The create on a contact Bitrix24 had already.
+    fn add_deal_on_found(&self, item: &DueItem, body: &Value, contact: u64) -> Step {
+        let s = &self.settings;
+        Step::Send(s.request(
+            ADD_DEAL,
+            &s.entity.method("add"),
+            s.deal_on_found_contact(&item.key, body, contact),
+        ))
+    }
+
     /// The call's entity: the deal, when the call made or joined one and
     /// Bitrix24 has named it; none (Bitrix24 binds the call by its phone)
     /// for a deal Bitrix24 will never know (see `adapter::call_deal_id`).
@@ -709,7 +736,7 @@ impl CrmAdapter for Bitrix24 {
                 }
             }
             FIND_CONTACT => match found_contact(&result) {
-                Some(c) => self.add_deal(item, &body, Some(c)),
+                Some(c) => self.add_deal_on_found(item, &body, c),
                 None => Step::Send(s.request(
                     ADD_CONTACT,
                     "crm.contact.add",
@@ -1088,6 +1115,13 @@ mod tests {
         let add = sent(a.next(&item, &contact, &ok(json!({"CONTACT": [41]})), 0));
         assert_eq!(add.url, format!("{HOOK}crm.deal.add.json"));
         assert_eq!(body_of(&add)["fields"]["CONTACT_ID"], 41);
+        // That contact keeps its own name and e-mail: the lead's head the
+        // deal's comments (trial, 2026-12-03: a form's were lost).
+        let text = text_with_form_fields(&lead_body(), false);
+        assert_eq!(
+            body_of(&add)["fields"]["COMMENTS"],
+            format!("Name: Ann\nE-mail: ann@example.com\n{text}")
+        );
         // A withheld caller: no contact at all.
         let withheld = due(
             Target::Lead,
@@ -1114,6 +1148,8 @@ mod tests {
         let add = sent(a.next(&named, &deal, &ok(json!(43)), 0));
         assert_eq!(add.url, format!("{HOOK}crm.deal.add.json"));
         assert_eq!(body_of(&add)["fields"]["CONTACT_ID"], 43);
+        // A contact added with the lead's name carries it: no line.
+        assert!(body_of(&add)["fields"].get("COMMENTS").is_none());
         // An answer without an id is a retry (the next lookup tells).
         let (_, o) = walk(
             &item,
