@@ -350,6 +350,42 @@ fn fifty_leads_at_once_stay_within_seven_requests_per_second() {
     );
 }
 
+/// A create amoCRM applies only after siptrack's timeout ran out: the
+/// retry's look-up waits for it (twice `crm.timeout_ms`) and finds the
+/// lead. A retry one backoff step later (100 ms here) found none while
+/// amoCRM was still at it, and made a second lead (trial, 2026-12-03).
+#[test]
+fn a_create_amocrm_applies_after_the_timeout_gives_one_lead() {
+    let amo = Amo::start(AMO_TOKEN, 7);
+    {
+        let mut s = amo.lock();
+        s.late_creates = 1;
+        s.slow_by = Duration::from_millis(1_500);
+    }
+    let (p, _uas, _dir) = start(&amo, 1_000);
+    post(
+        &p,
+        "/api/v1/leads",
+        &json!({"title": "Late order", "phone": "+7 903 200 00 09", "text": "late"}),
+    );
+    amo.wait_until(Duration::from_secs(20), "the note", |s| s.notes.len() == 1);
+    // Past the retry's own look-up and any further attempt.
+    std::thread::sleep(Duration::from_millis(3_000));
+    let s = amo.lock();
+    assert_eq!(
+        s.leads.len(),
+        1,
+        "{:?}",
+        s.leads.iter().map(|l| l.id).collect::<Vec<_>>()
+    );
+    let creates = s
+        .requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with("/api/v4/leads/complex"))
+        .count();
+    assert_eq!(creates, 1, "one create, found by the retry's look-up");
+}
+
 #[test]
 fn answers_lost_after_amocrm_applied_them_give_one_lead_one_task_one_note() {
     let amo = Amo::start(AMO_TOKEN, 7);

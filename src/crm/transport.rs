@@ -9,6 +9,19 @@ use super::adapter::{Answer, Method, Request};
 #[derive(Clone)]
 pub struct Transport {
     client: reqwest::Client,
+    /// `crm.timeout_ms`.
+    timeout: Duration,
+}
+
+/// No answer came.
+#[derive(Debug)]
+pub struct NoAnswer {
+    pub error: String,
+    /// The request was sent and the CRM may still apply it (it timed out
+    /// waiting, or the answer broke off): the retry waits
+    /// [`Transport::settle_ms`] first, so that its look-up finds what the
+    /// CRM made meanwhile. A refused or failed connect sent nothing.
+    pub maybe_applied: bool,
 }
 
 impl Transport {
@@ -19,11 +32,21 @@ impl Transport {
             .pool_max_idle_per_host(max_connections)
             .user_agent(concat!("siptrack/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Transport { client })
+        Ok(Transport { client, timeout })
+    }
+
+    /// How long a request that may have been applied ([`NoAnswer`]) waits
+    /// at least before its retry: twice `crm.timeout_ms`, the time the
+    /// operator gives the CRM, once more. A retry one backoff step (about
+    /// a second) after a create timed out looked the lead up while amoCRM
+    /// was still making it, found none and made a second (trial,
+    /// 2026-12-03: a 15 s answer with the 10 s timeout).
+    pub fn settle_ms(&self) -> u64 {
+        (self.timeout.as_millis() as u64).saturating_mul(2)
     }
 
     /// One request; `Err` when no answer came (timeout, refused, reset).
-    pub async fn send(&self, r: &Request) -> Result<Answer, String> {
+    pub async fn send(&self, r: &Request) -> Result<Answer, NoAnswer> {
         let mut b = match r.method {
             Method::Get => self.client.get(&r.url),
             Method::Post => self.client.post(&r.url),
@@ -34,7 +57,11 @@ impl Transport {
         if let Some(body) = &r.body {
             b = b.body(body.clone());
         }
-        let answer = b.send().await.map_err(|e| describe(&e))?;
+        let answer = b.send().await.map_err(|e| NoAnswer {
+            error: describe(&e),
+            // A connect that failed or timed out sent nothing.
+            maybe_applied: !e.is_connect() && (e.is_timeout() || e.is_request()),
+        })?;
         let header = |n: &str| {
             answer
                 .headers()
@@ -46,10 +73,15 @@ impl Transport {
         let retry_after = header("Retry-After");
         let content_type = header("Content-Type");
         // A CRM's answer is small; one that is not is cut off.
+        // The status line came: the request reached the CRM.
+        let broken = |error: String| NoAnswer {
+            error,
+            maybe_applied: true,
+        };
         let body = match tokio::time::timeout(Duration::from_secs(30), answer.bytes()).await {
             Ok(Ok(b)) => b.to_vec(),
-            Ok(Err(e)) => return Err(format!("reading the answer: {}", describe(&e))),
-            Err(_) => return Err("reading the answer: timed out".into()),
+            Ok(Err(e)) => return Err(broken(format!("reading the answer: {}", describe(&e)))),
+            Err(_) => return Err(broken("reading the answer: timed out".into())),
         };
         Ok(Answer {
             status,
@@ -78,5 +110,55 @@ fn describe(e: &reqwest::Error) -> String {
         what.to_string()
     } else {
         format!("{what}: {detail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(url: String) -> Request {
+        Request {
+            stage: "create",
+            method: Method::Post,
+            url,
+            headers: Vec::new(),
+            body: Some("{}".into()),
+        }
+    }
+
+    /// A CRM that took the request and did not answer in time may still
+    /// apply it; one nobody listens for never got it.
+    #[tokio::test]
+    async fn a_timeout_may_have_been_applied_a_refused_connect_not() {
+        let t = Transport::new(Duration::from_millis(300), 1).expect("client");
+        assert_eq!(t.settle_ms(), 600);
+        let slow = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = slow.local_addr().expect("addr");
+        // Accepts and reads, never answers.
+        let held = tokio::spawn(async move {
+            let (conn, _) = slow.accept().await.expect("accept");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(conn);
+        });
+        let e = t
+            .send(&post(format!("http://{addr}/api")))
+            .await
+            .expect_err("no answer");
+        assert!(e.maybe_applied, "{e:?}");
+        assert!(e.error.starts_with("timed out"), "{e:?}");
+        held.abort();
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("addr");
+        drop(closed);
+        let e = t
+            .send(&post(format!("http://{addr}/api")))
+            .await
+            .expect_err("refused");
+        assert!(!e.maybe_applied, "{e:?}");
+        assert!(e.error.starts_with("cannot connect"), "{e:?}");
     }
 }

@@ -16,7 +16,7 @@ use super::amocrm::AmoCrm;
 use super::bitrix24::Bitrix24;
 use super::metrics::OutboxMetrics;
 use super::rate::Pacer;
-use super::transport::Transport;
+use super::transport::{NoAnswer, Transport};
 use super::webhook::Webhook;
 use crate::clock::Clock;
 use crate::config::CrmDelivery;
@@ -82,6 +82,11 @@ fn rate_limited(a: &Answer) -> bool {
     a.status == 429 || (a.status == 503 && a.body.windows(20).any(|w| w == b"QUERY_LIMIT_EXCEEDED"))
 }
 
+/// What an attempt came to, and the least its retry waits (ms): a
+/// request the CRM may still be applying ([`NoAnswer::maybe_applied`])
+/// is given time to finish before it is looked up again.
+type Attempted = (Outcome, Option<u64>);
+
 /// One attempt at an item: the adapter's requests, one after another,
 /// until it finishes; no answer at all is a retry.
 async fn attempt(
@@ -90,11 +95,11 @@ async fn attempt(
     (pace, hold): (Option<&Pace>, &Hold),
     clock: &Clock,
     item: &DueItem,
-) -> Outcome {
+) -> Attempted {
     let mut step = adapter.start(item, clock.unix_ms() as i64);
     for _ in 0..MAX_STEPS {
         let request = match step {
-            Step::Finish(outcome) => return outcome,
+            Step::Finish(outcome) => return (outcome, None),
             Step::Send(r) => r,
         };
         if let Some(p) = pace {
@@ -102,18 +107,23 @@ async fn attempt(
         }
         // Not slept through: the item's claim would run out meanwhile.
         if let Some(left) = hold.remaining(clock.unix_ms() as i64) {
-            return Outcome::Retry {
+            let outcome = Outcome::Retry {
                 error: format!("the CRM's rate limit: no request for {left} ms (HTTP 429)"),
                 retry_after_ms: Some(left as u64),
             };
+            return (outcome, None);
         }
         let answer = match transport.send(&request).await {
             Ok(a) => a,
-            Err(error) => {
-                return Outcome::Retry {
+            Err(NoAnswer {
+                error,
+                maybe_applied,
+            }) => {
+                let outcome = Outcome::Retry {
                     error,
                     retry_after_ms: None,
-                }
+                };
+                return (outcome, maybe_applied.then(|| transport.settle_ms()));
             }
         };
         step = adapter.next(item, &request, &answer, clock.unix_ms() as i64);
@@ -128,7 +138,7 @@ async fn attempt(
             hold.until(clock.unix_ms() as i64 + wait);
         }
     }
-    match step {
+    let outcome = match step {
         Step::Finish(outcome) => outcome,
         Step::Send(r) => Outcome::Retry {
             error: format!(
@@ -137,11 +147,17 @@ async fn attempt(
             ),
             retry_after_ms: None,
         },
-    }
+    };
+    (outcome, None)
 }
 
 /// What to record for one attempt.
-fn settle(cfg: &CrmDelivery, item: &DueItem, outcome: Outcome, now: i64) -> Settle {
+fn settle(
+    cfg: &CrmDelivery,
+    item: &DueItem,
+    (outcome, at_least_ms): Attempted,
+    now: i64,
+) -> Settle {
     // The CRM's id of the deal this item created, when it made one.
     let created = |deal_id: Option<String>| match (item.is_deal_create(), item.deal_ref, deal_id) {
         (true, Some(deal), Some(id)) => Some((deal, id)),
@@ -174,7 +190,8 @@ fn settle(cfg: &CrmDelivery, item: &DueItem, outcome: Outcome, now: i64) -> Sett
     }
     let delay = cfg
         .retry
-        .delay_ms(item.attempts + 1, retry_after_ms, fastrand::f64());
+        .delay_ms(item.attempts + 1, retry_after_ms, fastrand::f64())
+        .max(at_least_ms.unwrap_or(0));
     Settle::Retry {
         error,
         next_at: now.saturating_add(delay as i64),
@@ -326,7 +343,7 @@ pub async fn run(
         }
         for (item, outcome) in attempted {
             let now = clock.unix_ms() as i64;
-            let ok = matches!(outcome, Outcome::Delivered { .. });
+            let ok = matches!(outcome.0, Outcome::Delivered { .. });
             metrics.attempted(ok);
             let s = settle(&cfg, &item, outcome, now);
             match &s {
@@ -447,9 +464,12 @@ mod tests {
         let s = settle(
             &cfg(),
             &item("deal.create", 0, 0),
-            Outcome::Delivered {
-                deal_id: Some("C-4".into()),
-            },
+            (
+                Outcome::Delivered {
+                    deal_id: Some("C-4".into()),
+                },
+                None,
+            ),
             10,
         );
         assert_eq!(
@@ -469,12 +489,17 @@ mod tests {
             error: "HTTP 500".into(),
             retry_after_ms: None,
         };
-        match settle(&cfg(), &item("deal.create", 0, 0), partly(), 10) {
+        match settle(&cfg(), &item("deal.create", 0, 0), (partly(), None), 10) {
             Settle::Retry { crm_deal, .. } => assert_eq!(crm_deal, Some((4, "31".into()))),
             other => panic!("{other:?}"),
         }
         let expired = cfg().retry.max_age_hours as i64 * 3_600_000 + 1;
-        match settle(&cfg(), &item("deal.create", 9, 0), partly(), expired) {
+        match settle(
+            &cfg(),
+            &item("deal.create", 9, 0),
+            (partly(), None),
+            expired,
+        ) {
             Settle::Park { crm_deal, .. } => assert_eq!(crm_deal, Some((4, "31".into()))),
             other => panic!("{other:?}"),
         }
@@ -486,13 +511,14 @@ mod tests {
             error: "HTTP 500".into(),
             retry_after_ms: None,
         };
-        let Settle::Retry { next_at, .. } = settle(&cfg(), &item("deal.task", 2, 0), fail(), 1_000)
+        let Settle::Retry { next_at, .. } =
+            settle(&cfg(), &item("deal.task", 2, 0), (fail(), None), 1_000)
         else {
             panic!("retried");
         };
         // Third failure: step 4 s, jittered into [2 s, 4 s).
         assert!((3_000..5_000).contains(&next_at), "{next_at}");
-        let late = settle(&cfg(), &item("deal.task", 9, 0), fail(), 3_600_000);
+        let late = settle(&cfg(), &item("deal.task", 9, 0), (fail(), None), 3_600_000);
         assert_eq!(
             late,
             Settle::Park {
@@ -503,10 +529,13 @@ mod tests {
         let told = settle(
             &cfg(),
             &item("deal.task", 0, 0),
-            Outcome::Retry {
-                error: "HTTP 429".into(),
-                retry_after_ms: Some(7_000),
-            },
+            (
+                Outcome::Retry {
+                    error: "HTTP 429".into(),
+                    retry_after_ms: Some(7_000),
+                },
+                None,
+            ),
             1_000,
         );
         assert_eq!(
@@ -517,6 +546,37 @@ mod tests {
                 next_at: 8_000
             }
         );
+        // A request that timed out may still be applied: its retry (a
+        // look-up first) waits at least the settle time, not a backoff
+        // step (trial, 2026-12-03: amoCRM made a second lead).
+        let settling = settle(
+            &cfg(),
+            &item("deal.create", 0, 0),
+            (fail(), Some(30_000)),
+            1_000,
+        );
+        assert!(
+            matches!(
+                settling,
+                Settle::Retry {
+                    next_at: 31_000,
+                    ..
+                }
+            ),
+            "{settling:?}"
+        );
+        // A longer backoff stays as long.
+        let mut slow = cfg();
+        slow.retry.max_ms = 600_000;
+        let Settle::Retry { next_at, .. } = settle(
+            &slow,
+            &item("deal.task", 20, 0),
+            (fail(), Some(30_000)),
+            1_000,
+        ) else {
+            panic!("retried");
+        };
+        assert!(next_at >= 301_000, "{next_at}");
     }
 
     #[test]
@@ -524,9 +584,12 @@ mod tests {
         let s = settle(
             &cfg(),
             &item("deal.create", 0, 0),
-            Outcome::GiveUp {
-                reason: "HTTP 400: name: This value should not be blank".into(),
-            },
+            (
+                Outcome::GiveUp {
+                    reason: "HTTP 400: name: This value should not be blank".into(),
+                },
+                None,
+            ),
             10,
         );
         assert_eq!(

@@ -161,7 +161,7 @@ pub async fn bitrix24_webhook(State(s): State<AppState>, body: Bytes) -> Respons
                 semantic = semantic_status(hook.settings.entity, &a);
                 stage_of(hook.settings.entity, &a)
             }
-            Err(e) => Stage::Retry(e),
+            Err(e) => Stage::Retry(e.error),
         };
         if !matches!(stage, Stage::Retry(_)) {
             break;

@@ -19,7 +19,8 @@
 //!   then answer them after `slow_by` (past siptrack's timeout);
 //! - a lead's notes (`GET /api/v4/leads/{id}/notes`) and tasks
 //!   (`GET /api/v4/tasks?filter[entity_type]=leads&filter[entity_id]=…`)
-//!   are listed, 204 when there are none; `slow_notes` / `slow_tasks`
+//!   are listed, 204 when there are none; `late_creates` hold that many
+//!   complex adds `slow_by` before applying them; `slow_notes` / `slow_tasks`
 //!   answer that many adds late;
 //! - `busy_lookups` answers that many lead look-ups 503;
 //! - a call is filed by its phone (the last 10 digits) as amoCRM's calls
@@ -85,6 +86,10 @@ pub struct Inner {
     pub slow_notes: usize,
     pub slow_tasks: usize,
     pub slow_by: Duration,
+    /// Complex adds still to apply late: each is held `slow_by` before it
+    /// is applied and answered, as an amoCRM still working on it when
+    /// siptrack's timeout ran out.
+    pub late_creates: usize,
     /// Lead look-ups (`GET /api/v4/leads?query=…`) still to answer 503,
     /// as an overloaded amoCRM does: the create waits for its retry.
     pub busy_lookups: usize,
@@ -383,6 +388,32 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let apply_late = {
+        let mut s = sh.state.lock().unwrap_or_else(|e| e.into_inner());
+        let create =
+            method == Method::POST && uri.path().trim_end_matches('/') == "/api/v4/leads/complex";
+        (create && s.late_creates > 0).then(|| {
+            s.late_creates -= 1;
+            s.slow_by
+        })
+    };
+    if let Some(d) = apply_late {
+        // Applied whether or not siptrack still waits: a hyper handler is
+        // dropped with its connection, which would unmake the create.
+        let held = tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            answer(sh, method, uri, headers, body).await
+        });
+        return match held.await {
+            Ok(r) => r,
+            Err(_) => problem(500, "Internal Server Error", "late create failed", &[]),
+        };
+    }
+    answer(sh, method, uri, headers, body).await
+}
+
+/// The answer to one request, as amoCRM gives it.
+async fn answer(sh: Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().to_string();
     let auth = headers
         .get("authorization")
