@@ -109,8 +109,10 @@ pub fn parse_filter(
 }
 
 /// A search that looks like a phone (digits and the usual punctuation,
-/// at least five digits) is a phone, normalised as stored; anything else
-/// the start of a name.
+/// at least five digits) is a phone, normalised as stored; a few digits
+/// alone are an extension (`101`, a caller behind a PBX), stored as they
+/// are; anything else the start of a name. (Trial, 2026-12-03: the lead
+/// list showed the phone `101` and a search for it found nothing.)
 pub fn search_of(s: &str, phone: &PhoneRules) -> Search {
     // A number pasted from a web page (no-break spaces, dashes); a name
     // is searched as typed.
@@ -118,7 +120,8 @@ pub fn search_of(s: &str, phone: &PhoneRules) -> Search {
     let t = typed.number.as_str();
     let digits = t.chars().filter(char::is_ascii_digit).count();
     let phone_like = t.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c));
-    if phone_like && digits >= 5 {
+    let extension = digits > 0 && digits == t.len();
+    if (phone_like && digits >= 5) || extension {
         Search::Phone(normalize_str(t, phone))
     } else {
         Search::NamePrefix(s.to_string())
@@ -405,7 +408,9 @@ mod tests {
         for (s, search) in [
             ("+7 499 123-45-67", Search::Phone("74991234567".into())),
             ("Ivan", Search::NamePrefix("Ivan".into())),
-            ("123", Search::NamePrefix("123".into())),
+            ("123", Search::Phone("123".into())),
+            ("12 3", Search::NamePrefix("12 3".into())),
+            ("101a", Search::NamePrefix("101a".into())),
             ("Room 12345", Search::NamePrefix("Room 12345".into())),
             // Pasted from a web page: no-break spaces and en dashes.
             (
