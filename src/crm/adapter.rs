@@ -242,8 +242,8 @@ pub fn phone_of(body: &Value, key: &str) -> String {
 }
 
 /// A repeat lead's text for the comment or task it becomes on the
-/// client's deal: `Name:`, `Phone:` and `E-mail:` lines for what the lead
-/// carries, then `text`. The deal's contact is the one the first lead
+/// client's deal: `Name:`, `Phone:`, `E-mail:` and `Source:` lines for
+/// what the lead carries, then `text`. The deal's contact is the one the first lead
 /// made: without these lines a new name or e-mail reached amoCRM and
 /// Bitrix24 nowhere (trial, 2026-12-03; webhooks carry them as fields).
 /// The body's name is escaped already as C-4 escapes texts.
@@ -260,17 +260,20 @@ pub fn with_name_and_email(body: &Value, text: String) -> String {
     who_lines(body, false, text)
 }
 
-fn who_lines(body: &Value, with_phone: bool, text: String) -> String {
-    let phone = if with_phone {
-        phone_of(body, "phone")
+/// `repeat`: the lead joins a deal the client has (its phone and where
+/// it came from are news there); else it is a new deal on a contact found.
+fn who_lines(body: &Value, repeat: bool, text: String) -> String {
+    let (phone, source) = if repeat {
+        (phone_of(body, "phone"), source_of(body))
     } else {
-        String::new()
+        (String::new(), String::new())
     };
     let mut out = String::new();
     for (label, value) in [
         ("Name", text_of(body, "name")),
         ("Phone", phone),
         ("E-mail", text_of(body, "email")),
+        ("Source", source),
     ] {
         if !value.is_empty() {
             out.push_str(&format!("{label}: {value}\n"));
@@ -278,6 +281,20 @@ fn who_lines(body: &Value, with_phone: bool, text: String) -> String {
     }
     out.push_str(&text);
     out
+}
+
+/// Where a lead came from, as a manager reads it: its visit's marker
+/// (`vk_cpc`), else its source; empty without a visit. A repeat call's
+/// comment said nothing of it, so the deal never showed that another ad
+/// brought the client back (trial, 2026-12-03).
+fn source_of(body: &Value) -> String {
+    let data = data_of(body);
+    let marker = text_of(&data, "marker");
+    if marker.is_empty() {
+        text_of(&data, "source")
+    } else {
+        marker
+    }
 }
 
 /// The lead webhook body's `data` (a JSON-encoded string); Null when
@@ -324,6 +341,38 @@ pub fn text_with_form_fields(body: &Value, allow_html: bool) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A repeat lead's lines say where it came from: the marker, else
+    /// the source; a new deal on a found contact gets name and e-mail only.
+    #[test]
+    fn who_lines_table() {
+        let data = |d: Value| d.to_string();
+        for (body, repeat, lines) in [
+            (
+                json!({"name": "Ann", "phone": "79161234567", "data": data(json!({"marker": "vk_cpc", "source": "vk"}))}),
+                true,
+                "Name: Ann\nPhone: 79161234567\nSource: vk_cpc\nx",
+            ),
+            (
+                json!({"phone": "79161234567", "data": data(json!({"source": "vk"}))}),
+                true,
+                "Phone: 79161234567\nSource: vk\nx",
+            ),
+            (json!({"phone": "sipp", "data": "{}"}), true, "x"),
+            (
+                json!({"name": "Ann", "email": "a@b.c", "phone": "79161234567", "data": data(json!({"marker": "vk_cpc"}))}),
+                false,
+                "Name: Ann\nE-mail: a@b.c\nx",
+            ),
+        ] {
+            let got = if repeat {
+                with_who(&body, "x".into())
+            } else {
+                with_name_and_email(&body, "x".into())
+            };
+            assert_eq!(got, lines, "{body}");
+        }
+    }
 
     #[test]
     fn items_of_one_serial_key_go_together_in_order() {

@@ -1166,7 +1166,7 @@ mod tests {
             s.note(&body),
             // Who the lead is first: the deal's contact is the first
             // lead's (trial, 2026-12-03: a new name or e-mail was lost).
-            json!([{"note_type": "common", "params": {"text": "Name: Ann\nPhone: 74991234567\nE-mail: ann@example.com\nCall to 74951230001\n\n(siptrack lead 7)"}}])
+            json!([{"note_type": "common", "params": {"text": "Name: Ann\nPhone: 74991234567\nE-mail: ann@example.com\nSource: cpc\nCall to 74951230001\n\n(siptrack lead 7)"}}])
         );
         assert_eq!(
             s.note(&json!({"title": "only a title", "text": ""})),
@@ -1174,7 +1174,7 @@ mod tests {
         );
         assert_eq!(
             s.task(55, &body, 1_795_435_200_999),
-            json!([{"text": "Name: Ann\nPhone: 74991234567\nE-mail: ann@example.com\nCall to 74951230001\n\n(siptrack lead 7)", "complete_till": 1_795_435_200 + 1_800,
+            json!([{"text": "Name: Ann\nPhone: 74991234567\nE-mail: ann@example.com\nSource: cpc\nCall to 74951230001\n\n(siptrack lead 7)", "complete_till": 1_795_435_200 + 1_800,
                     "entity_id": 55, "entity_type": "leads", "task_type_id": 1,
                     "responsible_user_id": 33}])
         );
