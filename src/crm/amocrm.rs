@@ -1322,36 +1322,37 @@ mod tests {
             body_of(&note)[0]["params"]["text"],
             "Name: Ann\nE-mail: ann@example.com\nCall to 74951230001\n\n(text of siptrack lead 7)"
         );
-        // A name and no text still make a note there.
+        // A name and no text still make a note there; a lead with a
+        // contact of its own (the complex add) gets the text alone.
         let mut named = lead_body("deal.create");
         named["text"] = json!("");
         named["title"] = json!("");
-        let named_item = due(Target::Lead, "deal.create", &named, None);
-        let named_note = sent(a.next(
-            &named_item,
-            &create,
-            &answer(200, r#"{"_embedded":{"leads":[{"id":34}]}}"#),
-            0,
-        ));
-        assert_eq!(
-            body_of(&named_note)[0]["params"]["text"],
-            "Name: Ann\nE-mail: ann@example.com\n\n(text of siptrack lead 7)"
-        );
-        // A lead with a contact of its own: the note is the text alone.
         let complex_create = Request {
             stage: CREATE,
             ..create.clone()
         };
-        let own = sent(a.next(
-            &item,
-            &complex_create,
-            &answer(200, r#"{"_embedded":{"leads":[{"id":35}]}}"#),
-            0,
-        ));
-        assert_eq!(
-            body_of(&own)[0]["params"]["text"],
-            "Call to 74951230001\n\n(text of siptrack lead 7)"
-        );
+        for (body, made_by, text) in [
+            (
+                &named,
+                &create,
+                "Name: Ann\nE-mail: ann@example.com\n\n(text of siptrack lead 7)",
+            ),
+            (
+                &lead_body("deal.create"),
+                &complex_create,
+                "Call to 74951230001\n\n(text of siptrack lead 7)",
+            ),
+        ] {
+            let item = due(Target::Lead, "deal.create", body, None);
+            let made = answer(200, r#"{"_embedded":{"leads":[{"id":34}]}}"#);
+            let note = sent(a.next(&item, made_by, &made, 0));
+            assert_eq!(
+                body_of(&note)[0]["params"]["text"],
+                text,
+                "{}",
+                made_by.stage
+            );
+        }
         // Hits without the phone in a phone field: a new contact.
         let strangers = json!({"_embedded": {"contacts": [
             {"id": 70, "custom_fields_values": [{"field_id": 101, "values": [{"value": "+7 499 123-45-68"}]}]}]}});
