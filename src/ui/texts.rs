@@ -313,7 +313,11 @@ pub const EN: Texts = Texts {
         ("transactions", "open transactions"),
     ],
     chart_max: "max",
-    outcomes: &[],
+    // A lead joined to a client's deal went to the CRM as a comment or a
+    // task on it; "duplicate" read as dropped beside "duplicate of lead",
+    // which sends nothing (trial, 2026-12-03). The stored outcome (API,
+    // lead log) keeps its words.
+    outcomes: &[("duplicate of deal ", "added to deal ", "", "")],
     incoming_call_from: "Incoming call from ",
     incoming_call_withheld: "Incoming call from a withheld number",
     call_to: "Call to ",
@@ -451,7 +455,7 @@ pub const RU: Texts = Texts {
     outcomes: &[
         ("deal ", "сделка ", " created", " создана"),
         ("duplicate of lead ", "дубль заявки ", "", ""),
-        ("duplicate of deal ", "дубль сделки ", "", ""),
+        ("duplicate of deal ", "добавлена к сделке ", "", ""),
         ("no deal: calls create no deals", "без сделки: звонки не создают сделок", "", ""),
         ("crm error: ", "ошибка CRM: ", "", ""),
     ],
@@ -561,7 +565,9 @@ mod tests {
         for (t, stored, shown) in [
             (&RU, "deal 65 created", "сделка 65 создана"),
             (&RU, "duplicate of lead 5", "дубль заявки 5"),
-            (&RU, "duplicate of deal 2", "дубль сделки 2"),
+            (&RU, "duplicate of deal 2", "добавлена к сделке 2"),
+            (&EN, "duplicate of deal 2", "added to deal 2"),
+            (&EN, "duplicate of lead 5", "duplicate of lead 5"),
             (&RU, "crm error: HTTP 500", "ошибка CRM: HTTP 500"),
             (
                 &RU,
