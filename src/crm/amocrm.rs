@@ -210,14 +210,10 @@ impl AmoSettings {
     /// lead's own text, marked `(text of siptrack lead <id>)` so that its
     /// look-up and a comment's (`(siptrack lead <id>)`, the same lead when
     /// a duplicate is appended) never take one for the other.
-    pub fn lead_text_note(&self, body: &Value) -> Value {
-        self.lead_note(body, false)
-    }
-
-    /// [`AmoSettings::lead_text_note`], headed by the lead's name and
-    /// e-mail when the lead went onto a contact amoCRM had already
-    /// (`on_found_contact`): that contact keeps its own.
-    fn lead_note(&self, body: &Value, on_found_contact: bool) -> Value {
+    /// Headed by the lead's name and e-mail when the lead went onto a
+    /// contact amoCRM had already (`on_found_contact`): that contact keeps
+    /// its own.
+    pub fn lead_text_note(&self, body: &Value, on_found_contact: bool) -> Value {
         let text = note_text(body, self.allow_html);
         let text = if on_found_contact {
             with_name_and_email(body, text)
@@ -740,16 +736,12 @@ impl AmoCrm {
     /// what a form's visitor wrote, and a call lead's "Call to …", never
     /// reached amoCRM). A retry looks the note up first. Delivered with
     /// the lead's id once the note is there, or when there is no text.
-    fn after_create(&self, lead_id: u64, body: &Value, found: bool) -> Step {
-        self.after_create_on(lead_id, body, found, false)
-    }
-
-    /// [`AmoCrm::after_create`]; `on_found_contact`: the lead went onto a
-    /// contact amoCRM had already, so the note also carries the lead's
-    /// name and e-mail (when it has them, a note is made even without a
-    /// text). A retry that finds the lead cannot tell, and writes the
-    /// plain note if none is there yet.
-    fn after_create_on(
+    /// `on_found_contact`: the lead went onto a contact amoCRM had
+    /// already, so the note also carries the lead's name and e-mail (when
+    /// it has them, a note is made even without a text). A retry that
+    /// finds the lead cannot tell, and writes the plain note if none is
+    /// there yet.
+    fn after_create(
         &self,
         lead_id: u64,
         body: &Value,
@@ -774,7 +766,7 @@ impl AmoCrm {
             CREATE_NOTE,
             Method::Post,
             &format!("/api/v4/leads/{lead_id}/notes"),
-            Some(s.lead_note(body, on_found_contact)),
+            Some(s.lead_text_note(body, on_found_contact)),
         ))
     }
 
@@ -821,7 +813,7 @@ impl CrmAdapter for AmoCrm {
             // timeout after amoCRM applied it, or a crash before the answer
             // was recorded): amoCRM has no idempotency keys.
             (Target::Lead, "deal.create") => match made_lead(item) {
-                Some(id) => self.after_create(id, &body, true),
+                Some(id) => self.after_create(id, &body, true, false),
                 None => Step::Send(s.lookup(&item.key)),
             },
             // Notes and tasks are looked up by the marker in their text.
@@ -867,7 +859,7 @@ impl CrmAdapter for AmoCrm {
             },
             LOOKUP if ok(a.status) => match serde_json::from_str::<Value>(&item.body) {
                 Ok(body) => match found_lead(&a.body, s.marker_field_id, &item.key) {
-                    Some(id) => self.after_create(id, &body, true),
+                    Some(id) => self.after_create(id, &body, true, false),
                     None => self.create(item, &body),
                 },
                 Err(_) => Step::Finish(Outcome::GiveUp {
@@ -912,7 +904,7 @@ impl CrmAdapter for AmoCrm {
                         deal_id: Some(id.to_string()),
                     });
                 }
-                self.after_create(id, &body, false)
+                self.after_create(id, &body, false, false)
             }
             // The lead exists: its id is recorded whatever became of the
             // note. A retry from the look-up by key could make a second
@@ -998,7 +990,7 @@ impl CrmAdapter for AmoCrm {
                 serde_json::from_str::<Value>(&item.body),
             ) {
                 (Some(id), Ok(body)) => {
-                    self.after_create_on(id, &body, false, sent.stage == CREATE_ON_CONTACT)
+                    self.after_create(id, &body, false, sent.stage == CREATE_ON_CONTACT)
                 }
                 (Some(id), Err(_)) => Step::Finish(Outcome::Delivered {
                     deal_id: Some(id.to_string()),
@@ -1467,7 +1459,7 @@ mod tests {
         body["data"] = json!(json!({"visit": "v-1", "form": "order",
                                     "fields": {"size": "3 m", "color": "red"}})
         .to_string());
-        let note = sent(a.after_create(31, &body, false));
+        let note = sent(a.after_create(31, &body, false, false));
         assert_eq!(note.url, "https://acme.amocrm.ru/api/v4/leads/31/notes");
         assert_eq!(
             body_of(&note),
@@ -1477,7 +1469,7 @@ mod tests {
         // Neither text nor fields: no note.
         body["data"] = json!("{}");
         assert_eq!(
-            a.after_create(31, &body, false),
+            a.after_create(31, &body, false, false),
             Step::Finish(Outcome::Delivered {
                 deal_id: Some("31".into())
             })

@@ -263,18 +263,10 @@ impl BitrixSettings {
 
     /// `crm.deal.add` / `crm.lead.add`: the title, the contact, the
     /// visit's source and UTM fields, the text, siptrack's key.
-    pub fn deal(&self, key: &str, body: &Value, contact: Option<u64>) -> Value {
-        self.deal_of(key, body, contact, false)
-    }
-
-    /// [`BitrixSettings::deal`] on a contact Bitrix24 had already
-    /// (`crm.duplicate.findbycomm` found it): the lead's name and e-mail
-    /// head its comments, since that contact keeps its own.
-    pub fn deal_on_found_contact(&self, key: &str, body: &Value, contact: u64) -> Value {
-        self.deal_of(key, body, Some(contact), true)
-    }
-
-    fn deal_of(&self, key: &str, body: &Value, contact: Option<u64>, found: bool) -> Value {
+    /// `found`: the contact is one Bitrix24 had already
+    /// (`crm.duplicate.findbycomm`), which keeps its own name and e-mail,
+    /// so the lead's head the deal's comments.
+    pub fn deal(&self, key: &str, body: &Value, contact: Option<u64>, found: bool) -> Value {
         let data = data_of(body);
         let mut f = Map::new();
         let title = text_of(body, "title");
@@ -626,23 +618,14 @@ impl Bitrix24 {
         Step::Send(s.request(TASK, "tasks.task.add", s.task(deal, body, now_unix_ms)))
     }
 
-    /// After the contact is known (or there is none): the create.
-    fn add_deal(&self, item: &DueItem, body: &Value, contact: Option<u64>) -> Step {
+    /// After the contact is known (or there is none): the create
+    /// (`found`: see [`BitrixSettings::deal`]).
+    fn add_deal(&self, item: &DueItem, body: &Value, contact: Option<u64>, found: bool) -> Step {
         let s = &self.settings;
         Step::Send(s.request(
             ADD_DEAL,
             &s.entity.method("add"),
-            s.deal(&item.key, body, contact),
-        ))
-    }
-
-    /// The create on a contact Bitrix24 had already.
-    fn add_deal_on_found(&self, item: &DueItem, body: &Value, contact: u64) -> Step {
-        let s = &self.settings;
-        Step::Send(s.request(
-            ADD_DEAL,
-            &s.entity.method("add"),
-            s.deal_on_found_contact(&item.key, body, contact),
+            s.deal(&item.key, body, contact, found),
         ))
     }
 
@@ -731,12 +714,12 @@ impl CrmAdapter for Bitrix24 {
                         None if !person_name(&body, s.allow_html).is_empty() => Step::Send(
                             s.request(ADD_CONTACT, "crm.contact.add", s.contact(&item.key, &body)),
                         ),
-                        None => self.add_deal(item, &body, None),
+                        None => self.add_deal(item, &body, None, false),
                     },
                 }
             }
             FIND_CONTACT => match found_contact(&result) {
-                Some(c) => self.add_deal_on_found(item, &body, c),
+                Some(c) => self.add_deal(item, &body, Some(c), true),
                 None => Step::Send(s.request(
                     ADD_CONTACT,
                     "crm.contact.add",
@@ -744,7 +727,7 @@ impl CrmAdapter for Bitrix24 {
                 )),
             },
             ADD_CONTACT => match id_of(&result) {
-                Some(c) => self.add_deal(item, &body, Some(c)),
+                Some(c) => self.add_deal(item, &body, Some(c), false),
                 None => retry(format!("crm.contact.add answered no id: {result}")),
             },
             ADD_DEAL => match id_of(&result) {
@@ -919,7 +902,7 @@ mod tests {
         visited["data"] =
             json!(json!({"marker": "ya", "city": "Moscow", "domain": "shop.example"}).to_string());
         assert_eq!(
-            s.deal("k0", &visited, None)["fields"]["SOURCE_DESCRIPTION"],
+            s.deal("k0", &visited, None, false)["fields"]["SOURCE_DESCRIPTION"],
             "marker: ya; city: Moscow; domain: shop.example"
         );
         assert_eq!(
@@ -929,7 +912,7 @@ mod tests {
                    "ORIGINATOR_ID": "siptrack", "ORIGIN_ID": "k1", "ASSIGNED_BY_ID": 9}})
         );
         assert_eq!(
-            s.deal("k1", &lead_body(), Some(55)),
+            s.deal("k1", &lead_body(), Some(55), false),
             json!({"fields": {"TITLE": "Sofa order", "CONTACT_ID": 55, "CATEGORY_ID": 3,
                    "SOURCE_ID": "WEB", "SOURCE_DESCRIPTION": "marker: g_cpc; source: google; page: /sofa",
                    "UTM_SOURCE": "google", "UTM_MEDIUM": "cpc", "COMMENTS": "Call me",
@@ -945,7 +928,7 @@ mod tests {
         let call = json!({"title": "Incoming call from 7499", "phone": "7499", "data": "{}",
                           "call": {"id": "c@h"}});
         assert_eq!(
-            lead.deal("k2", &call, None),
+            lead.deal("k2", &call, None, false),
             json!({"fields": {"TITLE": "Incoming call from 7499",
                    "PHONE": [{"VALUE": "7499", "VALUE_TYPE": "WORK"}], "SOURCE_ID": "CALL",
                    "ORIGINATOR_ID": "siptrack", "ORIGIN_ID": "k2"}})
@@ -959,7 +942,7 @@ mod tests {
         let mut form = lead_body();
         form["data"] = json!(json!({"visit": "v-1", "fields": {"size": "3 m"}}).to_string());
         assert_eq!(
-            s.deal("k3", &form, None)["fields"]["COMMENTS"],
+            s.deal("k3", &form, None, false)["fields"]["COMMENTS"],
             "Call me\nsize: 3 m"
         );
         assert!(s
